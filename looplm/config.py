@@ -1,0 +1,295 @@
+"""Typed run configuration: model, loops, regularizer, data and training sections.
+
+Each default lives once, in the dataclass field. Construction validates every value, so a bad config fails
+before any work starts, with a message naming the key and, for choices, the valid values. YAML files and
+dotted `--set section.key=value` overrides go through the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid. The message names the key."""
+
+
+NORM_PLACEMENTS = ("pre", "post", "pre_sandwich", "post_sandwich")
+NORM_TYPES = ("layernorm", "rmsnorm", "simplenorm", "deepnorm")
+INJECTIONS = ("none", "add")
+SAMPLERS = ("fixed", "uniform", "poisson", "lognormal")
+# Named for what they compute (DESIGN.md §1), so logs cannot pass one estimator off as another.
+REG_KINDS = ("none", "jsrr", "jsrr_release", "power", "hutchinson", "residual")
+REG_AT = ("final", "random")
+TASKS = ("addition",)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _choice(section: str, key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{section}.{key}={value!r} is not valid; choose one of {', '.join(choices)}")
+
+
+def _check(cond: bool, section: str, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{section}.{key}: {msg}")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 16  # the addition tokenizer uses 14; a task with more symbols must raise this
+    max_seq_len: int = 32  # learned positions; 4-digit addition needs 16, 8-digit needs 28
+    d_model: int = 128
+    n_heads: int = 4
+    d_ff: int = 256
+    n_prelude: int = 0  # non-looped blocks before the loop
+    n_core: int = 1  # blocks in the shared, looped core Φ
+    n_coda: int = 0  # non-looped blocks after the loop
+    norm_placement: str = "pre"
+    norm_type: str = "layernorm"
+    # DeepNorm's residual scale. (2N)^(1/4) from DeepNet with N = 1 block x 4 loops gives about 1.68.
+    deepnorm_alpha: float = 1.68
+    injection: str = "none"  # "add": every loop sees h + e, e the prelude output (x <- Φ(x + e))
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        s = "model"
+        _choice(s, "norm_placement", self.norm_placement, NORM_PLACEMENTS)
+        _choice(s, "norm_type", self.norm_type, NORM_TYPES)
+        _choice(s, "injection", self.injection, INJECTIONS)
+        for k in ("vocab_size", "max_seq_len", "d_model", "n_heads", "d_ff", "n_core"):
+            _check(getattr(self, k) >= 1, s, k, f"must be >= 1, got {getattr(self, k)}")
+        for k in ("n_prelude", "n_coda"):
+            _check(getattr(self, k) >= 0, s, k, f"must be >= 0, got {getattr(self, k)}")
+        _check(self.d_model % self.n_heads == 0, s, "n_heads",
+               f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        _check(0.0 <= self.dropout < 1.0, s, "dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(self.deepnorm_alpha > 0, s, "deepnorm_alpha", f"must be > 0, got {self.deepnorm_alpha}")
+        if self.norm_type == "deepnorm":
+            _check(self.norm_placement in ("post", "post_sandwich"), s, "norm_type",
+                   "deepnorm is a post-norm residual scaling; use norm_placement post or post_sandwich")
+
+
+@dataclass
+class LoopsConfig:
+    sampler: str = "lognormal"
+    num_loops: int = 4  # the fixed sampler's count, and the default depth at inference
+    min_loops: int = 1
+    max_loops: int = 100
+    mu: float = 2.0  # lognormal: round(exp(N(mu, sigma^2))), the paper's addition setting
+    sigma: float = 0.7
+    rate: float = 5.0  # poisson mean
+    # Steps trained at the fixed num_loops before the sampler takes over (DESIGN.md §5.8: external norms
+    # learn at CPU scale only after a fixed-depth phase).
+    curriculum_steps: int = 0
+    # 0: backprop through every loop. k > 0: run all but the last k loops without grad, so training memory
+    # stops growing with depth (truncated BPTT, as in Huginn's sampler).
+    backprop_loops: int = 0
+    # Recompute each loop's activations in backward instead of storing them (memory ~ one state per loop).
+    checkpoint_loops: bool = False
+
+    def __post_init__(self) -> None:
+        s = "loops"
+        _choice(s, "sampler", self.sampler, SAMPLERS)
+        _check(self.num_loops >= 1, s, "num_loops", f"must be >= 1, got {self.num_loops}")
+        _check(self.min_loops >= 1, s, "min_loops", f"must be >= 1, got {self.min_loops}")
+        _check(self.min_loops <= self.max_loops, s, "min_loops",
+               f"min_loops={self.min_loops} exceeds max_loops={self.max_loops}")
+        _check(self.sigma > 0, s, "sigma", f"must be > 0, got {self.sigma}")
+        _check(self.rate > 0, s, "rate", f"must be > 0, got {self.rate}")
+        _check(self.curriculum_steps >= 0, s, "curriculum_steps", "must be >= 0")
+        _check(self.backprop_loops >= 0, s, "backprop_loops", "must be >= 0 (0 = full backprop)")
+
+
+@dataclass
+class RegConfig:
+    kind: str = "none"
+    weight: float = 0.1  # λ in (1-λ)·CE + λ·penalty
+    start_step: int = 0  # before this step the loss is plain CE and no penalty graph is built
+    at: str = "final"  # where the penalty's state is taken: after the sampled depth, or a uniform depth on the way
+    power_iters: int = 1  # for kind=power: JVP steps; the last one carries the gradient
+    rho_every: int = 50  # log a power-iteration estimate of ρ every this many steps (0 = never)
+
+    def __post_init__(self) -> None:
+        s = "reg"
+        _choice(s, "kind", self.kind, REG_KINDS)
+        _choice(s, "at", self.at, REG_AT)
+        _check(0.0 <= self.weight <= 1.0, s, "weight", f"λ must be in [0, 1], got {self.weight}")
+        _check(self.start_step >= 0, s, "start_step", "must be >= 0")
+        _check(self.power_iters >= 1, s, "power_iters", "must be >= 1")
+        _check(self.rho_every >= 0, s, "rho_every", "must be >= 0")
+
+
+@dataclass
+class DataConfig:
+    task: str = "addition"
+    digits: int = 4  # operand width: 4 -> operands 1000..9999
+    test_size: int = 1000  # held-out problems, drawn from a reserved slice training never sees
+    test_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        s = "data"
+        _choice(s, "task", self.task, TASKS)
+        _check(1 <= self.digits <= 9, s, "digits", f"must be in 1..9, got {self.digits}")
+        _check(self.test_size >= 1, s, "test_size", "must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 0.0  # cosine decays to this
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 1.0  # 0 disables
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 500  # exact match at loops.num_loops on a slice of the test split; 0 = never
+    eval_size: int = 256
+    checkpoint_every: int = 1000  # 0 = only at the end
+    max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        s = "train"
+        _choice(s, "device", self.device, DEVICES)
+        for k in ("steps", "batch_size", "log_every", "eval_size", "max_bad_steps"):
+            _check(getattr(self, k) >= 1, s, k, f"must be >= 1, got {getattr(self, k)}")
+        for k in ("warmup_steps", "eval_every", "checkpoint_every", "threads", "seed"):
+            _check(getattr(self, k) >= 0, s, k, f"must be >= 0, got {getattr(self, k)}")
+        _check(self.lr > 0, s, "lr", f"must be > 0, got {self.lr}")
+        _check(0 <= self.min_lr <= self.lr, s, "min_lr", "must be in [0, lr]")
+        _check(self.weight_decay >= 0, s, "weight_decay", "must be >= 0")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, s, "beta1", "betas must be in [0, 1)")
+        _check(self.grad_clip >= 0, s, "grad_clip", "must be >= 0")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loops: LoopsConfig = field(default_factory=LoopsConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(sections)
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; valid sections: {', '.join(sections)}")
+        built = {}
+        for name in sections:
+            sub_cls = _SECTION_TYPES[name]
+            built[name] = _build_section(name, sub_cls, d.get(name) or {})
+        return cls(**built)
+
+    def with_overrides(self, overrides: list[str]) -> Config:
+        """Apply `section.key=value` strings; values are parsed as YAML scalars, then type-checked."""
+        d = self.to_dict()
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            path, raw = item.split("=", 1)
+            parts = path.strip().split(".")
+            if len(parts) != 2:
+                raise ConfigError(f"override key {path!r} must be section.key, e.g. train.steps")
+            section, key = parts
+            if section not in d:
+                raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(d)}")
+            if key not in d[section]:
+                raise ConfigError(f"unknown key {section}.{key}; valid keys: {', '.join(d[section])}")
+            d[section][key] = yaml.safe_load(raw) if raw.strip() else raw
+        return Config.from_dict(d)
+
+    def save_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+_SECTION_TYPES = {"model": ModelConfig, "loops": LoopsConfig, "reg": RegConfig, "data": DataConfig,
+                  "train": TrainConfig}
+
+
+def _coerce(where: str, value: Any, typ: Any) -> Any:
+    """Check `value` against a field annotation. ints are accepted for floats; bools never pass as numbers."""
+    if isinstance(typ, str):
+        typ = {"int": int, "float": float, "str": str, "bool": bool}.get(typ, typ)
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        if value is None and type(None) in args:
+            return None
+        typ = next(a for a in args if a is not type(None))
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `3e-4` (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if typ in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where} must be {typ.__name__}, got bool {value!r}")
+    if typ in (int, float, str, bool) and not isinstance(value, typ):
+        raise ConfigError(f"{where} must be {typ.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build_section(name: str, sub_cls: type, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"section {name!r} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(sub_cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in sorted(unknown))}; "
+                          f"valid keys in {name}: {', '.join(fields)}")
+    hints = typing.get_type_hints(sub_cls)
+    kwargs = {k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()}
+    return sub_cls(**kwargs)
+
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_config(path_or_preset: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML file, or a shipped preset by name (e.g. `addition-stars`), then apply overrides."""
+    if path_or_preset is None:
+        cfg = Config()
+    else:
+        p = Path(path_or_preset)
+        if not p.exists():
+            candidate = PRESET_DIR / f"{path_or_preset}.yaml"
+            if not candidate.exists():
+                raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a preset; "
+                                  f"presets: {', '.join(preset_names())}")
+            p = candidate
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        cfg = Config.from_dict(data or {})
+    return cfg.with_overrides(overrides or [])

@@ -1,0 +1,73 @@
+"""Loop-count samplers: pure functions of a seeded torch.Generator.
+
+One count is drawn per training step for the whole batch (every rank must draw the same one; DESIGN.md §4),
+so a sampler returns a Python int. Using torch's generator, not `random`, lets the sampler state be saved
+and restored bit-exactly with the rest of the trainer state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import LoopsConfig
+
+
+def _clip(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, n))
+
+
+def sample_fixed(num_loops: int) -> int:
+    return num_loops
+
+
+def sample_uniform(gen: torch.Generator, lo: int, hi: int) -> int:
+    """Uniform on the integers lo..hi inclusive."""
+    return int(torch.randint(lo, hi + 1, (1,), generator=gen).item())
+
+
+def sample_poisson(gen: torch.Generator, rate: float, lo: int, hi: int) -> int:
+    """Poisson(rate), clipped to [lo, hi]."""
+    n = torch.poisson(torch.tensor([rate], dtype=torch.float64), generator=gen)
+    return _clip(int(n.item()), lo, hi)
+
+
+def sample_lognormal(gen: torch.Generator, mu: float, sigma: float, lo: int, hi: int) -> int:
+    """round(exp(N(mu, sigma^2))), clipped to [lo, hi]. STARS on addition: mu=2, sigma=0.7, [1, 100]."""
+    z = torch.randn(1, generator=gen, dtype=torch.float64).item()
+    return _clip(int(round(math.exp(mu + sigma * z))), lo, hi)
+
+
+def sample_loops(cfg: LoopsConfig, gen: torch.Generator, step: int = 0) -> int:
+    """The loop count for training step `step` under `cfg` (fixed during the curriculum phase)."""
+    if cfg.sampler == "fixed" or step < cfg.curriculum_steps:
+        return sample_fixed(cfg.num_loops)
+    if cfg.sampler == "uniform":
+        return sample_uniform(gen, cfg.min_loops, cfg.max_loops)
+    if cfg.sampler == "poisson":
+        return sample_poisson(gen, cfg.rate, cfg.min_loops, cfg.max_loops)
+    if cfg.sampler == "lognormal":
+        return sample_lognormal(gen, cfg.mu, cfg.sigma, cfg.min_loops, cfg.max_loops)
+    raise ValueError(f"unknown sampler {cfg.sampler!r}")
+
+
+def describe(cfg: LoopsConfig) -> str:
+    if cfg.sampler == "fixed":
+        return f"fixed {cfg.num_loops}"
+    rng = f"[{cfg.min_loops}, {cfg.max_loops}]"
+    body = {"uniform": f"uniform {rng}", "poisson": f"poisson(λ={cfg.rate}) clipped to {rng}",
+            "lognormal": f"lognormal(μ={cfg.mu}, σ={cfg.sigma}) clipped to {rng}"}[cfg.sampler]
+    if cfg.curriculum_steps:
+        body = f"fixed {cfg.num_loops} for {cfg.curriculum_steps} steps, then {body}"
+    return body
+
+
+def training_range(cfg: LoopsConfig) -> tuple[int, int]:
+    """The loop counts training can see, for shading plots."""
+    if cfg.sampler == "fixed":
+        return cfg.num_loops, cfg.num_loops
+    lo, hi = cfg.min_loops, cfg.max_loops
+    if cfg.curriculum_steps:
+        lo, hi = min(lo, cfg.num_loops), max(hi, cfg.num_loops)
+    return lo, hi

@@ -1,0 +1,204 @@
+"""n-digit addition with the answer written reversed (least significant digit first), then EOS.
+
+`1234+5678=` -> target `2196` + EOS (6912 reversed). Reversal lets a causal model emit each digit after the
+carries it depends on, which is what makes the task learnable by a small looped model.
+
+Held-out split: a fixed 1% slice of all operand pairs, chosen by a hash of the unordered pair, is reserved
+for testing. Training draws reject reserved pairs, so no training step can ever see a test problem (or its
+commuted twin), whatever the seed or step count.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PAD, EOS = 0, 1
+IGNORE = -100  # cross_entropy's ignore_index
+
+
+class CharTokenizer:
+    """`<pad>`, `<eos>`, then one id per character of `chars`."""
+
+    def __init__(self, chars: str = "0123456789+="):
+        self.chars = chars
+        self.stoi = {c: i + 2 for i, c in enumerate(chars)}
+        self.vocab_size = len(chars) + 2
+
+    def encode(self, s: str) -> list[int]:
+        bad = sorted({c for c in s if c not in self.stoi})
+        if bad:
+            raise ValueError(f"character(s) {bad} in {s!r} are outside the vocabulary {self.chars!r}")
+        return [self.stoi[c] for c in s]
+
+    def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
+        out = []
+        for i in ids:
+            if i == EOS and stop_at_eos:
+                break
+            if i >= 2:
+                out.append(self.chars[i - 2])
+        return "".join(out)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, T) prompt + answer + EOS, minus the last token; PAD on the right
+    targets: torch.Tensor  # (B, T) next token on answer positions (answer digits and EOS), IGNORE elsewhere
+    prompt_lens: torch.Tensor  # (B,)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.input_ids.to(device), self.targets.to(device), self.prompt_lens.to(device))
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def _pair_hash(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """splitmix64 of the unordered pair: a well-mixed, platform-independent uint64 per pair."""
+    lo, hi = np.minimum(a, b).astype(np.uint64), np.maximum(a, b).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = (lo << np.uint64(32)) ^ hi
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+TEST_FRACTION = 100  # 1 pair in 100 is reserved for testing
+
+
+def is_reserved(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (_pair_hash(np.asarray(a), np.asarray(b)) % np.uint64(TEST_FRACTION)) == 0
+
+
+class AdditionTask:
+    def __init__(self, digits: int = 4, tokenizer: CharTokenizer | None = None):
+        if not 1 <= digits <= 9:
+            raise ValueError(f"digits must be in 1..9, got {digits}")
+        self.digits = digits
+        self.lo, self.hi = 10 ** (digits - 1), 10**digits - 1
+        self.tok = tokenizer or CharTokenizer()
+
+    @property
+    def seq_len(self) -> int:
+        """Model input length: prompt `a+b=` plus the answer (up to digits+1) plus EOS, minus one."""
+        return (2 * self.digits + 2) + (self.digits + 1) + 1 - 1
+
+    def prompt(self, a: int, b: int) -> str:
+        return f"{a}+{b}="
+
+    @staticmethod
+    def target(a: int, b: int) -> str:
+        return str(a + b)[::-1]
+
+    # --- data ---------------------------------------------------------------------------------------------
+    def sample_pairs(self, n: int, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """n training pairs, uniform over operands, never from the reserved test slice."""
+        a = torch.randint(self.lo, self.hi + 1, (n,), generator=gen).numpy()
+        b = torch.randint(self.lo, self.hi + 1, (n,), generator=gen).numpy()
+        bad = is_reserved(a, b)
+        while bad.any():  # ~1% per round; a handful of rounds at most
+            k = int(bad.sum())
+            a[bad] = torch.randint(self.lo, self.hi + 1, (k,), generator=gen).numpy()
+            b[bad] = torch.randint(self.lo, self.hi + 1, (k,), generator=gen).numpy()
+            bad = is_reserved(a, b)
+        return a, b
+
+    def test_pairs(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first n distinct reserved pairs in a seeded random order: the fixed held-out split."""
+        space = (self.hi - self.lo + 1) ** 2
+        if n > space // (2 * TEST_FRACTION):
+            raise ValueError(f"test_size={n} is too large for {self.digits}-digit operands: the reserved "
+                             f"slice holds about {space // TEST_FRACTION} pairs")
+        gen = torch.Generator().manual_seed(seed)
+        seen: set[tuple[int, int]] = set()
+        out: list[tuple[int, int]] = []
+        while len(out) < n:
+            a = torch.randint(self.lo, self.hi + 1, (65536,), generator=gen).numpy()
+            b = torch.randint(self.lo, self.hi + 1, (65536,), generator=gen).numpy()
+            keep = is_reserved(a, b)
+            for x, y in zip(a[keep].tolist(), b[keep].tolist(), strict=True):
+                if (x, y) not in seen:
+                    seen.add((x, y))
+                    out.append((x, y))
+                    if len(out) == n:
+                        break
+        arr = np.array(out, dtype=np.int64)
+        return arr[:, 0], arr[:, 1]
+
+    def encode_problems(self, a: np.ndarray | list[int], b: np.ndarray | list[int], max_len: int | None = None
+                        ) -> Batch:
+        """Teacher-forcing batch for problems (a_i, b_i); `max_len` is the model's position table size."""
+        seqs, plens = [], []
+        for x, y in zip(list(a), list(b), strict=True):
+            p = self.tok.encode(self.prompt(int(x), int(y)))
+            seqs.append(p + self.tok.encode(self.target(int(x), int(y))) + [EOS])
+            plens.append(len(p))
+        return make_batch(seqs, plens, max_len)
+
+    def train_batch(self, n: int, gen: torch.Generator, max_len: int | None = None) -> Batch:
+        return self.encode_problems(*self.sample_pairs(n, gen), max_len=max_len)
+
+    def test_batch(self, n: int, seed: int, max_len: int | None = None) -> Batch:
+        return self.encode_problems(*self.test_pairs(n, seed), max_len=max_len)
+
+
+def make_batch(seqs: list[list[int]], prompt_lens: list[int], max_len: int | None = None) -> Batch:
+    """Right-pad full sequences into (inputs, targets); loss only where the target is an answer token.
+
+    Right padding is safe under causal attention: a position never sees the pads after it.
+    """
+    T = max(len(s) for s in seqs) - 1
+    if max_len is not None and T > max_len:
+        raise ValueError(f"a problem needs {T} positions but the model has max_seq_len={max_len}; "
+                         "the operands are too wide for this model")
+    inp = torch.full((len(seqs), T), PAD, dtype=torch.long)
+    tgt = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
+    for i, (s, p) in enumerate(zip(seqs, prompt_lens, strict=True)):
+        s_t = torch.tensor(s, dtype=torch.long)
+        inp[i, : len(s) - 1] = s_t[:-1]
+        tgt[i, p - 1 : len(s) - 1] = s_t[p:]
+    return Batch(inp, tgt, torch.tensor(prompt_lens, dtype=torch.long))
+
+
+def read_addition_jsonl(path: str | Path) -> tuple[list[int], list[int]]:
+    """Rows `{"num1": int, "num2": int, "answer": int}` (other keys ignored): the authors' test-file format.
+
+    Every problem is checked; a bad row raises ValueError naming file:line, so nothing is silently dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    a, b = [], []
+    with path.open() as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: malformed JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in ("num1", "num2", "answer") if k not in row]
+            if missing:
+                raise ValueError(f"{where}: missing field(s) {missing}")
+            for k in ("num1", "num2", "answer"):
+                v = row[k]
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise ValueError(f"{where}: {k} must be an integer, got {v!r}")
+                if v < 0:
+                    raise ValueError(f"{where}: {k} must be non-negative, got {v}")
+            if row["num1"] + row["num2"] != row["answer"]:
+                raise ValueError(f"{where}: answer {row['answer']} != {row['num1']} + {row['num2']}")
+            a.append(row["num1"])
+            b.append(row["num2"])
+    if not a:
+        raise ValueError(f"{path}: no problems (the file is empty)")
+    return a, b

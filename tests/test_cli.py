@@ -1,0 +1,79 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from looplm.cli import main
+
+
+def run_cli(*args):
+    return main(list(args))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    rc = run_cli("train", "--config", "addition-stars", "--out", str(out), "--no-progress",
+                 "--set", "train.steps=3", "--set", "reg.start_step=1", "--set", "model.d_model=32",
+                 "--set", "model.d_ff=64", "--set", "train.batch_size=8", "--set", "data.test_size=20",
+                 "--set", "train.eval_every=0", "--set", "loops.max_loops=5")
+    assert rc == 0
+    return out
+
+
+def test_train_sweep_generate_plot(run_dir, tmp_path, capsys):
+    assert run_cli("sweep", str(run_dir / "checkpoint"), "--depths", "1:6", "--n", "12", "--no-progress",
+                   "--out", str(tmp_path / "s.json")) == 0
+    sw = json.loads((tmp_path / "s.json").read_text())
+    assert sw["depths"] == [1, 2, 3, 4, 5, 6] and sw["n"] == 12 and len(sw["accuracy"]) == 6
+    assert all(0.0 <= a <= 1.0 for a in sw["accuracy"])
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"num1": 1234, "num2": 5678, "answer": 6912}\n{"num1": 2000, "num2": 3000, "answer": 5000}\n')
+    assert run_cli("sweep", str(run_dir), "--data", str(data), "--depths", "2,4", "--no-progress") == 0
+    assert json.loads((run_dir / "sweep.json").read_text())["n"] == 2
+    capsys.readouterr()
+    assert run_cli("generate", str(run_dir), "1234+5678=", "20+30=", "--loops", "3") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("1234+5678= ") and lines[1].startswith("20+30= ")
+    assert run_cli("plot", str(tmp_path / "s.json"), str(run_dir), "--labels", "a", "b",
+                   "--out", str(tmp_path / "acc.png")) == 0
+    assert (tmp_path / "acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["sweep", "{tmp}/missing"], "does not exist"),
+    (["sweep", "{run}", "--depths", "9:2"], "reversed"),
+    (["sweep", "{run}", "--depths", ""], "empty depth"),
+    (["sweep", "{run}", "--data", "{tmp}/empty.jsonl"], "empty"),
+    (["generate", "{run}", "12a4+1="], "outside the vocabulary"),
+    (["generate", "{run}", "1+1=", "--loops", "0"], "--loops must be >= 1"),
+    (["train", "--config", "addition-stars", "--out", "{tmp}/x", "--set", "model.bogus=1"], "model.bogus"),
+    (["train", "--config", "addition-stars", "--out", "{tmp}/x", "--set", "loops.num_loops=0"], ">= 1"),
+    (["train", "--config", "addition-stars", "--out", "{run}"], "--resume"),
+])
+def test_bad_input_gives_one_clear_error(run_dir, tmp_path, capsys, args, msg):
+    (tmp_path / "empty.jsonl").write_text("")
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{run}", str(run_dir)) for a in args]
+    capsys.readouterr()
+    assert run_cli(*args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and msg in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()  # nothing else happened
+
+
+def test_console_script_entry_point():
+    out = subprocess.run([sys.executable, "-m", "looplm", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("train", "sweep", "generate", "demo", "plot"):
+        assert cmd in out.stdout
+
+
+def test_demo_tiny(tmp_path, capsys):
+    assert run_cli("demo", "--out", str(tmp_path / "demo"), "--no-progress", "--set", "train.steps=2",
+                   "--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "data.test_size=10",
+                   "--set", "train.batch_size=4", "--set", "train.eval_every=0") == 0
+    out = capsys.readouterr().out
+    assert "minimum over depths 4..100" in out and "loops" in out
+    sw = json.loads((tmp_path / "demo" / "sweep.json").read_text())
+    assert sw["depths"] == list(range(1, 101)) and sw["n"] == 10
+    assert (tmp_path / "demo" / "accuracy.png").is_file()

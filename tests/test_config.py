@@ -1,0 +1,66 @@
+import pytest
+
+from looplm.config import Config, ConfigError, load_config, preset_names
+
+
+def test_presets_load_and_differ():
+    names = preset_names()
+    assert {"addition-stars", "addition-fixed", "addition-random"} <= set(names)
+    stars, fixed, rand = (load_config(n) for n in ("addition-stars", "addition-fixed", "addition-random"))
+    assert stars.reg.kind == "jsrr" and stars.reg.weight == 0.1 and stars.loops.sampler == "lognormal"
+    assert fixed.loops.sampler == "fixed" and fixed.loops.num_loops == 4 and fixed.reg.kind == "none"
+    assert rand.reg.kind == "none" and rand.loops == stars.loops and rand.model == stars.model
+
+
+def test_overrides_are_typed():
+    cfg = load_config("addition-stars", ["train.steps=7", "train.lr=3e-4", "model.norm_placement=post_sandwich"])
+    assert cfg.train.steps == 7 and cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.model.norm_placement == "post_sandwich"
+    assert isinstance(load_config(None, ["train.lr=1"]).train.lr, float)  # int accepted for float
+
+
+@pytest.mark.parametrize("override, words", [
+    ("model.nope=1", ["model.nope", "valid keys", "d_model"]),
+    ("nope.x=1", ["unknown config section", "model"]),
+    ("model.norm_placement=middle", ["model.norm_placement", "pre_sandwich", "post_sandwich"]),
+    ("loops.sampler=gauss", ["loops.sampler", "lognormal"]),
+    ("reg.kind=magic", ["reg.kind", "jsrr_release"]),
+    ("train.steps=many", ["train.steps", "int"]),
+    ("train.steps=true", ["train.steps", "bool"]),
+    ("loops.num_loops=0", ["loops.num_loops", ">= 1"]),
+    ("loops.sigma=0", ["loops.sigma", "> 0"]),
+    ("loops.sigma=-1", ["loops.sigma"]),
+    ("loops.min_loops=9", ["min_loops", "max_loops"]),  # with max_loops=100 this is fine; see below
+    ("reg.weight=1.5", ["reg.weight", "[0, 1]"]),
+    ("model.n_heads=3", ["n_heads", "divisible"]),
+    ("trainsteps=3", ["section.key"]),
+])
+def test_bad_values_name_the_key(override, words):
+    if override == "loops.min_loops=9":
+        with pytest.raises(ConfigError) as e:
+            load_config(None, ["loops.max_loops=5", override])
+    else:
+        with pytest.raises(ConfigError) as e:
+            load_config(None, [override])
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_deepnorm_needs_post_placement():
+    with pytest.raises(ConfigError, match="deepnorm"):
+        load_config(None, ["model.norm_type=deepnorm", "model.norm_placement=pre"])
+    assert load_config(None, ["model.norm_type=deepnorm", "model.norm_placement=post"]).model.norm_type == "deepnorm"
+
+
+def test_unknown_yaml_key_and_missing_preset(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  d_modle: 64\n")
+    with pytest.raises(ConfigError, match="model.d_modle"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="neither a file nor a preset"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_roundtrip_dict():
+    cfg = load_config("addition-stars")
+    assert Config.from_dict(cfg.to_dict()) == cfg

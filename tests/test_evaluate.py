@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from looplm.evaluate import generate, parse_depths, sweep
+from looplm.model import LoopedTransformer
+from looplm.tasks.addition import EOS, make_batch
+
+from .conftest import tiny_model_config
+
+
+def test_parse_depths():
+    assert parse_depths("1:5") == [1, 2, 3, 4, 5]
+    assert parse_depths("1:10:4") == [1, 5, 9]
+    assert parse_depths("8,1:3, 100") == [1, 2, 3, 8, 100]
+    for bad, msg in [("5:1", "reversed"), ("", "empty"), ("0:3", ">= 1"), ("a:b", "bad depth"),
+                     ("1:4:0", "step")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_depths(bad)
+
+
+@pytest.mark.parametrize("placement", ["pre", "post_sandwich"])
+def test_one_pass_sweep_equals_greedy_decoding_sample_by_sample(placement):
+    """Golds are built so that about half the rows are exactly the model's own greedy output at depth d
+    and half differ in one token; the sweep must call each row right or wrong exactly as decoding does."""
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(norm_placement=placement, max_seq_len=16)).eval()
+    with torch.no_grad():  # a sharper random model, so greedy outputs vary with depth
+        m.tok_emb.weight.mul_(20)
+        for p in m.core.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(2, 14, (int(torch.randint(3, 7, (1,), generator=g)),), generator=g).tolist()
+               for _ in range(40)]
+    answer_len = 5
+    depths = [1, 2, 3, 5, 8]
+    changed_any = False
+    for d in depths:
+        greedy = generate(m, prompts, d, max_new_tokens=answer_len)
+        seqs, plens, expect = [], [], []
+        for i, (p, out) in enumerate(zip(prompts, greedy, strict=True)):
+            gold = list(out)
+            hit_eos = len(gold) < answer_len
+            if i % 2 == 1 and gold:  # corrupt one token of the gold answer
+                j = i % len(gold)
+                gold[j] = 2 + (gold[j] - 2 + 1) % 12
+            # Exact match means the decoded answer equals gold and stops with EOS where gold does.
+            seqs.append(p + gold + ([EOS] if hit_eos else []))
+            plens.append(len(p))
+            expect.append(i % 2 == 0 or not out)
+        batch = make_batch(seqs, plens)
+        res = sweep(m, batch, depths, batch_size=7)
+        got = res.correct[depths.index(d)].tolist()
+        assert got == expect, f"depth {d}"
+        # Recompute the truth independently: does greedy at depth d reproduce each row's gold?
+        for i, (p, s) in enumerate(zip(prompts, seqs, strict=True)):
+            gold_tokens = s[len(p):]
+            gold_answer = gold_tokens[:-1] if gold_tokens and gold_tokens[-1] == EOS else gold_tokens
+            assert (greedy[i] == gold_answer) == got[i]
+        changed_any |= any(a != b for a, b in zip(res.correct[0].tolist(), got, strict=True))
+    assert changed_any, "depth never changed any outcome: the test would not notice a depth mix-up"
+
+
+def test_sweep_reports_drift():
+    m = LoopedTransformer(tiny_model_config()).eval()
+    batch = make_batch([[3, 4, 5, 6, 7]] * 4, [3] * 4)
+    res = sweep(m, batch, [1, 2, 4])
+    assert res.state_norm.shape == (3,) and (res.state_norm > 0).all()
+    js = res.to_json()
+    assert js["n"] == 4 and len(js["accuracy"]) == 3 and js["depths"] == [1, 2, 4]

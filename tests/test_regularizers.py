@@ -1,0 +1,117 @@
+"""Each penalty against a simple float64 reference built from the explicit per-sample Jacobian."""
+
+import pytest
+import torch
+
+from looplm.model import LoopedTransformer, twice_differentiable
+from looplm.regularizers import (
+    fixed_point_residual,
+    hutchinson,
+    jsrr,
+    jsrr_release,
+    penalty,
+    power_iteration_rho,
+    power_penalty,
+    unit_probes,
+)
+
+from .conftest import tiny_model_config
+
+B, T, D = 3, 5, 8
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(d_model=D, n_heads=2, d_ff=16)).double()
+    with torch.no_grad():
+        for p in m.parameters():  # away from the near-identity init so J is far from I
+            p.add_(0.3 * torch.randn_like(p))
+    return m
+
+
+def per_sample_jacobians(step_fn, h):
+    """(B, T·D, T·D) blocks J_i, from the full (B,T,D,B,T,D) Jacobian; also checks off-diagonal blocks vanish."""
+    J = torch.autograd.functional.jacobian(step_fn, h, create_graph=True)  # (B,T,D,B,T,D)
+    n = h[0].numel()
+    J = J.reshape(h.shape[0], n, h.shape[0], n)
+    off = J.clone()
+    for i in range(h.shape[0]):
+        off[i, :, i] = 0
+    assert off.abs().max() < 1e-12, "samples must not interact inside Φ"
+    return torch.stack([J[i, :, i] for i in range(h.shape[0])])
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_jsrr_value_and_gradient_match_explicit_jacobian(model):
+    h = torch.randn(B, T, D, dtype=torch.float64)
+    step = model.step_fn(None)
+    with twice_differentiable():
+        got = jsrr(step, h, gen(1))
+        v = unit_probes(h.shape, gen(1), h.device, h.dtype).reshape(B, -1)
+        Js = per_sample_jacobians(step, h)
+        ref = torch.einsum("bij,bj->bi", Js, v).pow(2).sum(1).mean()
+    torch.testing.assert_close(got, ref)
+    w = model.core[0].attn.f.qkv.weight
+    torch.testing.assert_close(torch.autograd.grad(got, w)[0], torch.autograd.grad(ref, w)[0])
+
+
+def test_jsrr_gradient_reaches_loop_params_not_the_state(model):
+    h0 = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
+    h = model.core_step(h0)  # a trajectory leading to h
+    with twice_differentiable():
+        pen = jsrr(model.step_fn(None), h, gen())
+    pen.backward()
+    assert h0.grad is None  # taken at the detached state
+    assert model.core[0].mlp.f.up.weight.grad.abs().sum() > 0
+    assert model.tok_emb.weight.grad is None
+
+
+def test_release_variant_is_a_global_vjp(model):
+    h = torch.randn(B, T, D, dtype=torch.float64)
+    step = model.step_fn(None)
+    with twice_differentiable():
+        got = jsrr_release(step, h, gen(2))
+        v = torch.randn(h.shape, generator=gen(2), dtype=torch.float32).double()
+        v = (v / v.norm()).reshape(B, -1)
+        Js = per_sample_jacobians(step, h)
+        ref = torch.einsum("bi,bij->bj", v, Js).pow(2).sum()
+    torch.testing.assert_close(got, ref)
+
+
+def test_hutchinson_and_residual_and_power(model):
+    h = torch.randn(B, T, D, dtype=torch.float64)
+    step = model.step_fn(None)
+    with twice_differentiable():
+        Js = per_sample_jacobians(step, h).detach()
+        eps = torch.randn(h.shape, generator=gen(3), dtype=torch.float32).double().reshape(B, -1)
+        ref_h = (torch.einsum("bij,bj->bi", Js, eps).pow(2).sum(1) / (T * D)).mean()
+        torch.testing.assert_close(hutchinson(step, h, gen(3)).detach(), ref_h)
+        # Averaged over many probes it estimates the mean squared Frobenius norm per dimension.
+        est = torch.stack([hutchinson(step, h, gen(s)).detach() for s in range(300)]).mean()
+        fro = (Js.pow(2).sum((1, 2)) / (T * D)).mean()
+        assert abs(est / fro - 1) < 0.1
+        torch.testing.assert_close(fixed_point_residual(step, h).detach(),
+                                   (step(h) - h).pow(2).sum((1, 2)).mean().detach())
+        # One power step is JSRR itself.
+        torch.testing.assert_close(power_penalty(step, h, gen(4), iters=1)[0], jsrr(step, h, gen(4)))
+        torch.testing.assert_close(penalty("jsrr", step, h, gen(5)), jsrr(step, h, gen(5)))
+
+
+def test_power_iteration_finds_a_known_real_spectral_radius():
+    # A linear map with known eigenvalues (non-symmetric, real spectrum): A = S diag(λ) S^-1 per sample.
+    torch.manual_seed(0)
+    n = 12
+    lam = torch.linspace(0.1, 0.9, n, dtype=torch.float64)
+    lam[-1] = 1.7
+    S = torch.randn(n, n, dtype=torch.float64) + 3 * torch.eye(n, dtype=torch.float64)
+    A = S @ torch.diag(lam) @ torch.linalg.inv(S)
+    step = lambda h: torch.einsum("ij,btj->bti", A, h)
+    h = torch.randn(2, 1, n, dtype=torch.float64)
+    rho = power_iteration_rho(step, h, iters=200, generator=gen())
+    torch.testing.assert_close(rho, torch.full((2,), 1.7, dtype=torch.float64), rtol=1e-6, atol=0)
+    pen, _ = power_penalty(step, h, gen(), iters=200)
+    assert abs(pen.item() - 1.7**2) < 1e-6
