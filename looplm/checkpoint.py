@@ -1,15 +1,33 @@
-"""Checkpoints: `model.safetensors` + `config.json` + `trainer_state.pt`, written atomically.
+"""Checkpoints: `model.safetensors` + `config.json` + `trainer_state.pt` + `manifest.json`, written atomically.
 
-A checkpoint directory is first written under a temporary name, its files fsynced, then renamed into
-place, so a crash mid-save leaves the previous checkpoint whole. Weights load through safetensors only and
-the trainer state through `torch.load(weights_only=True)`: no pickle from a checkpoint ever runs code.
+Layout of a run directory (`train.keep_checkpoints` = K):
+
+    checkpoint/                  the latest checkpoint (what `--resume`, `sweep` and `generate` read)
+    checkpoints/step-00000500/   the K-1 checkpoints before it, oldest pruned first (only when K > 1)
+
+Writing (`save`): the new checkpoint is built in `checkpoint.tmp/`, every file fsynced, `manifest.json` (size
+and SHA-256 of each file, and the step) written last. Then `checkpoint/` is renamed to `checkpoint.old/`,
+`checkpoint.tmp/` to `checkpoint/`, and `checkpoint.old/` is retired: renamed into `checkpoints/step-N/` when
+K > 1, deleted otherwise. Every step is a rename of a complete directory, so a crash at any point leaves either
+the previous or the new checkpoint whole; `recover` (run at the start of every `save` and of training) finishes
+or rolls back an interrupted swap. Directories are deleted by first renaming them to `.trash-*`, so a crash
+mid-delete never leaves a half-deleted directory under a name that looks like a checkpoint.
+
+Reading: weights load through safetensors only and the trainer state through `torch.load(weights_only=True)`,
+so no file in a checkpoint ever runs code. Each file is checked against the manifest before it is parsed:
+a truncated or bit-flipped file raises `CheckpointError` naming the file instead of loading garbage (tensor
+bytes carry no checksum of their own). Checkpoints without a manifest (written by other tools) still load,
+with safetensors' and torch's own format checks only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,105 +38,303 @@ from safetensors.torch import load_file, save_file
 from .config import Config, ConfigError
 from .model import LoopedTransformer
 
-WEIGHTS, CONFIG, STATE = "model.safetensors", "config.json", "trainer_state.pt"
+WEIGHTS, CONFIG, STATE, MANIFEST = "model.safetensors", "config.json", "trainer_state.pt", "manifest.json"
+HISTORY = "checkpoints"  # sibling of the latest checkpoint's folder, holding the older ones
+MANIFEST_FORMAT = "looplm-checkpoint/1"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or does not match the requested model."""
+    """A checkpoint is missing, unreadable, corrupted, or does not match the requested model."""
+
+
+def _damaged(d: Path, msg: str) -> CheckpointError:
+    """The error for a damaged file in checkpoint folder `d`, pointing at the older checkpoints if any."""
+    older = [h for _, h in history(d) if h != d]
+    if older:
+        msg += (f". Older checkpoints: {', '.join(h.name for h in older)} in {older[0].parent} (load one directly, "
+                f"or to resume from it replace {d} with a copy of it)")
+    return CheckpointError(msg)
+
+
+def _torch_load_detail(e: Exception) -> str:
+    """The informative line of a torch.load error, without torch's advice to retry with weights_only=False."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation"))
+            and "weights_only" not in ln]
+    return f"{type(e).__name__}: {(keep or lines or [''])[0]}"
+
+
+# --- paths --------------------------------------------------------------------------------------------------
+def _old(ckpt_dir: Path) -> Path:
+    return ckpt_dir.with_name(ckpt_dir.name + ".old")
+
+
+def _tmp(ckpt_dir: Path) -> Path:
+    return ckpt_dir.with_name(ckpt_dir.name + ".tmp")
+
+
+def history_dir(ckpt_dir: str | Path) -> Path:
+    return Path(ckpt_dir).parent / HISTORY
 
 
 def resolve(path: str | Path) -> Path:
-    """Accept a run directory or its `checkpoint/` folder; return the folder holding the weights."""
+    """Accept a run directory, its `checkpoint/` folder, or a `checkpoints/step-N/` folder; return the folder
+    holding the weights. Read-only: if a crash left the latest checkpoint only as `checkpoint.old/`, that is
+    returned (training's `recover` renames it back)."""
     p = Path(path)
-    if (p / WEIGHTS).is_file():
-        return p
-    if (p / "checkpoint" / WEIGHTS).is_file():
-        return p / "checkpoint"
+    cands = [p, p / "checkpoint", _old(p / "checkpoint")] + ([_old(p)] if p.name == "checkpoint" else [])
+    for cand in cands:
+        if (cand / WEIGHTS).is_file():
+            return cand
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist")
     raise CheckpointError(f"no {WEIGHTS} in {p} or {p / 'checkpoint'}: not a looplm checkpoint or run directory")
 
 
+def history(path: str | Path) -> list[tuple[int, Path]]:
+    """The older checkpoints kept next to a run's `checkpoint/` folder, as (step, folder), oldest first."""
+    p = Path(path)
+    if p.name == "checkpoint" or (p / WEIGHTS).is_file():  # a checkpoint folder, latest or from the history
+        h = p.parent if p.parent.name == HISTORY else history_dir(p)
+    else:  # a run directory
+        h = p / HISTORY
+    out = []
+    if h.is_dir():
+        for d in h.iterdir():
+            m = _STEP_DIR.match(d.name)
+            if m and d.is_dir():
+                out.append((int(m.group(1)), d))
+    return sorted(out)
+
+
+# --- filesystem helpers ---------------------------------------------------------------------------------------
 def _fsync_dir(d: Path) -> None:
     try:
         fd = os.open(d, os.O_RDONLY)
-    except OSError:
+    except OSError:  # e.g. platforms that cannot open directories
         return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
 
-def save(ckpt_dir: str | Path, model: LoopedTransformer, cfg: Config, state: dict[str, Any] | None = None
-         ) -> Path:
-    """Atomically write a checkpoint directory (replacing any previous one at that path)."""
+def _fsync_file(f: Path) -> None:
+    with f.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _discard(p: Path) -> None:
+    """Delete directory `p`; it is first renamed to `.trash-*`, so a crash midway leaves no partial directory
+    under a meaningful name."""
+    if not p.exists():
+        return
+    trash = p.with_name(f".trash-{p.name}-{uuid.uuid4().hex[:8]}")
+    p.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _sha256(f: Path) -> str:
+    with f.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _manifest_step(d: Path) -> int | None:
+    try:
+        step = json.loads((d / MANIFEST).read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _retire(old: Path, keep: int | None) -> None:
+    """Move the previous latest checkpoint into the history (K > 1) or delete it (K = 1), then prune.
+    With `keep=None` (K unknown) it joins the history if there is one, and nothing is pruned."""
+    into_history = history_dir(old).is_dir() if keep is None else keep > 1
+    if into_history and (old / WEIGHTS).is_file():
+        hist = history_dir(old)
+        hist.mkdir(exist_ok=True)
+        step = _manifest_step(old)
+        dest = hist / (f"step-{step:08d}" if step is not None else f"step-unknown-{uuid.uuid4().hex[:8]}")
+        _discard(dest)  # the same step saved twice (e.g. a finished run resumed): the newer copy wins
+        old.rename(dest)
+        _fsync_dir(hist)
+        _fsync_dir(old.parent)
+    else:
+        _discard(old)
+    _prune(history_dir(old), keep)
+
+
+def _prune(hist: Path, keep: int | None) -> None:
+    if keep is None or not hist.is_dir():
+        return
+    entries = [d for d in hist.iterdir() if d.is_dir() and d.name.startswith("step-")]
+    for d in hist.iterdir():
+        if d.name.startswith(".trash-"):
+            shutil.rmtree(d, ignore_errors=True)
+
+    def key(d: Path) -> tuple[int, str]:
+        m = _STEP_DIR.match(d.name)
+        return (int(m.group(1)) if m else -1, d.name)
+
+    entries.sort(key=key)
+    for d in entries[: max(0, len(entries) - (keep - 1))]:
+        _discard(d)
+    if keep <= 1:
+        try:
+            hist.rmdir()
+        except OSError:  # not empty: something else lives there
+            pass
+
+
+# --- writing ----------------------------------------------------------------------------------------------------
+def recover(ckpt_dir: str | Path, keep: int | None = None) -> None:
+    """Finish or roll back a save interrupted by a crash. Idempotent, and safe to interrupt itself.
+    `keep` is the run's K; with None (unknown) the history is left as it is.
+
+    - only `<name>.old` survives (crash between the two renames): it becomes the checkpoint again;
+    - both survive (crash after the swap): `.old` is retired as `save` would have done;
+    - a `<name>.tmp` or `.trash-*` leftover is deleted.
+    """
     ckpt_dir = Path(ckpt_dir)
-    tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
-    old = ckpt_dir.with_name(ckpt_dir.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    old = _old(ckpt_dir)
+    if old.exists():
+        if not ckpt_dir.exists():
+            old.rename(ckpt_dir)
+            _fsync_dir(ckpt_dir.parent)
+        else:
+            _retire(old, keep)
+    tmp = _tmp(ckpt_dir)
+    if tmp.exists():
+        _discard(tmp)
+    if ckpt_dir.parent.is_dir():
+        for d in ckpt_dir.parent.glob(".trash-*"):
+            shutil.rmtree(d, ignore_errors=True)
+    _prune(history_dir(ckpt_dir), keep)
+
+
+def save(ckpt_dir: str | Path, model: LoopedTransformer, cfg: Config, state: dict[str, Any] | None = None,
+         keep: int = 1) -> Path:
+    """Atomically write a checkpoint to `ckpt_dir`, keeping the `keep - 1` previous ones in `checkpoints/`.
+
+    Refuses (CheckpointError, nothing written) to save weights that are not finite, so a diverged model can
+    never replace the last good checkpoint.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    ckpt_dir = Path(ckpt_dir)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt", "looplm": "1"})
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"refusing to write {ckpt_dir}: non-finite values in {', '.join(bad)}; "
+                              "the previous checkpoint is kept")
+    ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
+    recover(ckpt_dir, keep)
+    tmp = _tmp(ckpt_dir)
+    tmp.mkdir()
+    step = state.get("step") if state is not None else None
+    # One metadata key only: safetensors writes a metadata map in arbitrary order, and identical weights should
+    # give identical bytes (and SHA-256s).
+    save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
     (tmp / CONFIG).write_text(cfg.to_json())
     if state is not None:
         torch.save(state, tmp / STATE)
-    for f in tmp.iterdir():
-        with f.open("rb") as fh:
-            os.fsync(fh.fileno())
+    files = {}
+    for name in (WEIGHTS, CONFIG, STATE):
+        f = tmp / name
+        if f.is_file():
+            _fsync_file(f)
+            files[name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+    manifest = {"format": MANIFEST_FORMAT, "step": int(step) if step is not None else None, "files": files}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    _fsync_file(tmp / MANIFEST)
     _fsync_dir(tmp)
-    # Swap: current -> .old, tmp -> current, drop .old. A crash between the two renames leaves `.old`,
-    # which `recover` puts back.
+    # The swap. A crash between the two renames leaves only `.old`, which `recover` puts back.
+    old = _old(ckpt_dir)
     if ckpt_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
         ckpt_dir.rename(old)
     tmp.rename(ckpt_dir)
     _fsync_dir(ckpt_dir.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.exists():
+        _retire(old, keep)
+    else:
+        _prune(history_dir(ckpt_dir), keep)
     return ckpt_dir
 
 
-def recover(ckpt_dir: str | Path) -> None:
-    """Finish an interrupted swap: if only `<name>.old` survives, it becomes the checkpoint again."""
-    ckpt_dir = Path(ckpt_dir)
-    old = ckpt_dir.with_name(ckpt_dir.name + ".old")
-    if not ckpt_dir.exists() and old.exists():
-        old.rename(ckpt_dir)
-    shutil.rmtree(ckpt_dir.with_name(ckpt_dir.name + ".tmp"), ignore_errors=True)
+# --- reading ----------------------------------------------------------------------------------------------------
+def verify(path: str | Path, names: tuple[str, ...] = (CONFIG, WEIGHTS, STATE)) -> None:
+    """Check files against `manifest.json` (size, then SHA-256). A checkpoint without a manifest passes;
+    a file the manifest does not list (e.g. a weights-only checkpoint has no trainer state) is skipped."""
+    d = resolve(path)
+    mf = d / MANIFEST
+    if not mf.is_file():
+        return
+    try:
+        manifest = json.loads(mf.read_text())
+        files = manifest["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not a mapping")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise _damaged(d, f"{mf} is unreadable ({type(e).__name__}: {e}); the file is corrupted") from None
+    for name in names:
+        rec = files.get(name)
+        if rec is None:
+            continue
+        f = d / name
+        if not f.is_file():
+            raise _damaged(d, f"{f} is missing (listed in {MANIFEST})")
+        size = f.stat().st_size
+        if size != rec.get("bytes"):
+            raise _damaged(d, f"{f} has {size} bytes but {MANIFEST} records {rec.get('bytes')}: the file is "
+                              "truncated or was overwritten")
+        if _sha256(f) != rec.get("sha256"):
+            raise _damaged(d, f"{f} does not match its SHA-256 in {MANIFEST}: the file is corrupted")
 
 
 def load_config(path: str | Path) -> Config:
     d = resolve(path)
     f = d / CONFIG
+    if not f.is_file():
+        raise _damaged(d, f"{f} is missing")
+    verify(d, (CONFIG,))
     try:
         return Config.from_dict(json.loads(f.read_text()))
-    except FileNotFoundError:
-        raise CheckpointError(f"{f} is missing") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{f} is not valid JSON ({e.msg}); the file is corrupted") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _damaged(d, f"{f} is not valid JSON ({e}); the file is corrupted") from None
     except ConfigError as e:
         raise CheckpointError(f"{f}: {e}") from None
+
+
+def config_diff(a: Config, b: Config, sections: tuple[str, ...] = ("model",)) -> list[str]:
+    """`section.key: a vs b` for every differing field of the given sections."""
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{s}.{k}: checkpoint {da[s][k]!r} vs requested {db[s][k]!r}"
+            for s in sections for k in da[s] if da[s][k] != db[s][k]]
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", expect: Config | None = None
                ) -> tuple[LoopedTransformer, Config]:
     """Build the model from `config.json` and load `model.safetensors` strictly.
 
-    With `expect`, the checkpoint's model section must equal `expect.model`; mismatches are listed.
+    With `expect`, the checkpoint's model section must equal `expect.model`; mismatched fields are listed.
     """
     d = resolve(path)
     cfg = load_config(d)
     if expect is not None:
-        mine, theirs = cfg.to_dict()["model"], expect.to_dict()["model"]
-        diff = [f"model.{k}: checkpoint {mine[k]!r} vs requested {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
+        diff = config_diff(cfg, expect)
         if diff:
             raise CheckpointError(f"checkpoint {d} does not match the requested model:\n  " + "\n  ".join(diff))
-    model = LoopedTransformer(cfg.model)
     f = d / WEIGHTS
+    verify(d, (WEIGHTS,))
+    model = LoopedTransformer(cfg.model)
     try:
         weights = load_file(str(f))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{f} is unreadable ({e}); the file is truncated or corrupted") from None
+        raise _damaged(d, f"{f} is unreadable ({e}); the file is truncated or corrupted") from None
     missing, unexpected = set(model.state_dict()) - set(weights), set(weights) - set(model.state_dict())
     if missing or unexpected:
         raise CheckpointError(f"{f} does not match config.json: missing {sorted(missing)}, "
@@ -131,11 +347,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect: Con
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
-    f = resolve(path) / STATE
+    d = resolve(path)
+    f = d / STATE
     if not f.is_file():
         raise CheckpointError(f"{f} is missing: this checkpoint holds weights only and cannot be resumed")
+    verify(d, (STATE,))
     try:
-        return torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a damaged zip/pickle
-        raise CheckpointError(f"{f} is unreadable ({type(e).__name__}: {e}); the file is truncated or corrupted"
-                              ) from None
+        state = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a damaged zip or a refused pickle
+        raise _damaged(d, f"{f} is unreadable ({_torch_load_detail(e)}); the file is truncated, corrupted or not "
+                          "a looplm trainer state") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{f} is not a looplm trainer state (expected a mapping with a 'step' entry)")
+    return state

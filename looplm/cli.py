@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from .config import ConfigError, load_config
-from .evaluate import generate, parse_depths, sweep
+from .evaluate import generate, generate_cached, parse_depths, sweep
 from .loops import training_range
 from .train import TrainingDiverged, make_task, resolve_device, train
 
@@ -33,7 +33,8 @@ def cmd_train(config: str, out: str, overrides: list[str], resume: bool = False,
 
 
 def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | None = None,
-              batch_size: int = 500, device: str = "auto", progress: bool = True) -> dict:
+              batch_size: int = 500, device: str = "auto", progress: bool = True, exit_tol: float | None = None,
+              exit_stable: int | None = None) -> dict:
     ds = parse_depths(depths)
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
     task = make_task(cfg)
@@ -50,15 +51,17 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
         batch = task.test_batch(size, cfg.data.test_seed, cfg.model.max_seq_len)
         source = f"held-out split (seed {cfg.data.test_seed})"
     t0 = time.perf_counter()
-    res = sweep(model, batch, ds, batch_size=batch_size, progress=progress)
+    res = sweep(model, batch, ds, batch_size=batch_size, progress=progress, exit_tol=exit_tol, exit_stable=exit_stable)
     out = res.to_json()
     out.update({"checkpoint": str(checkpoint), "data": source, "seconds": round(time.perf_counter() - t0, 2),
                 "train_loops": list(training_range(cfg.loops)), "label": Path(checkpoint).resolve().name})
     return out
 
 
-def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, device: str = "auto"
-                 ) -> list[tuple[str, str]]:
+def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, device: str = "auto",
+                 use_cache: bool = True, exit_tol: float | None = None, exit_stable: int | None = None,
+                 show_loops: bool = False) -> list[tuple[str, str]]:
+    """Greedy answers. With an exit rule, `loops` is the cap; show_loops appends the loops used per token."""
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
     task = make_task(cfg)
     n_loops = loops if loops is not None else cfg.loops.num_loops
@@ -69,9 +72,14 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
         if len(i) >= cfg.model.max_seq_len:
             raise ValueError(f"prompt {p!r} has {len(i)} tokens; the model's position table holds "
                              f"{cfg.model.max_seq_len}")
-    outs = generate(model, ids, n_loops, max_new_tokens=cfg.model.max_seq_len)
+    if use_cache or exit_tol is not None or exit_stable is not None:
+        outs, used = generate_cached(model, ids, n_loops, cfg.model.max_seq_len, exit_tol, exit_stable)
+    else:
+        outs = generate(model, ids, n_loops, max_new_tokens=cfg.model.max_seq_len)
+        used = [[n_loops] * (len(o) + 1) for o in outs]
     # The model writes the sum least-significant digit first; print it in normal order.
-    return [(p, task.tok.decode(o)[::-1]) for p, o in zip(prompts, outs, strict=True)]
+    return [(p, task.tok.decode(o)[::-1] + (f"  [loops per token: {' '.join(map(str, u))}]" if show_loops else ""))
+            for p, o, u in zip(prompts, outs, used, strict=True)]
 
 
 def depth_table(sw: dict, depths: list[int]) -> str:
@@ -102,16 +110,61 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     return sw
 
 
-def cmd_plot(inputs: list[str], out: str, labels: list[str] | None = None) -> Path:
-    from .plots import plot_accuracy, read_json
+def cmd_plot(inputs: list[str], out: str, labels: list[str] | None = None) -> list[Path]:
+    """Accuracy overlay at `out`; for each dynamics.json also its diagnostics panel and PCA trajectories."""
+    from .plots import plot_inputs
 
-    sweeps = [read_json(p) for p in inputs]
-    if labels:
-        if len(labels) != len(sweeps):
-            raise ValueError(f"{len(labels)} labels for {len(sweeps)} inputs")
-        for s, lab in zip(sweeps, labels, strict=True):
-            s["label"] = lab
-    return plot_accuracy(sweeps, out)
+    return plot_inputs(inputs, out, labels)
+
+
+def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str | None = None,
+                spectral_depths: str = "auto", spectral_n: int = 16, iters: int = 60, tol: float = 1e-3,
+                method: str = "arnoldi", hutchinson: int = 8, pca_n: int = 8, seed: int = 0,
+                batch_size: int = 256, device: str = "auto", progress: bool = True, threads: int = 1) -> dict:
+    """Per-loop latent dynamics of a checkpoint on held-out problems (looplm.dynamics.diagnose)."""
+    import torch
+
+    from .dynamics import diagnose, log_spaced
+
+    ds = parse_depths(depths)
+    if n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    for name, v in (("--spectral-n", spectral_n), ("--hutchinson", hutchinson), ("--pca-n", pca_n)):
+        if v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+    if iters < 1 or not tol > 0:
+        raise ValueError("--iters must be >= 1 and --tol > 0")
+    if spectral_depths == "auto":
+        sdeps = [d for d in log_spaced(ds[0], ds[-1], 12) if d in set(ds)]
+    elif spectral_depths == "none":
+        sdeps = []
+    else:
+        sdeps = parse_depths(spectral_depths)
+        if not set(sdeps) <= set(ds):
+            raise ValueError(f"--spectral-depths {sorted(set(sdeps) - set(ds))} are not among --depths")
+    if threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+    model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
+    task = make_task(cfg)
+    if data is not None:
+        from .tasks.addition import read_addition_jsonl
+
+        a, b = read_addition_jsonl(data)
+        batch = task.encode_problems(a[:n], b[:n], cfg.model.max_seq_len)
+        source = str(data)
+    else:
+        batch = task.test_batch(n, cfg.data.test_seed, cfg.model.max_seq_len)
+        source = f"held-out split (seed {cfg.data.test_seed})"
+    res = diagnose(model, batch, ds, spectral_depths=sdeps, spectral_n=spectral_n if sdeps else 0, iters=iters,
+                   tol=tol, method=method, hutchinson_samples=hutchinson, pca_n=pca_n, batch_size=batch_size,
+                   seed=seed, progress=progress)
+    res.update({"checkpoint": str(checkpoint), "data": source, "train_loops": list(training_range(cfg.loops)),
+                "label": ckpt.resolve(checkpoint).parent.resolve().name,
+                "model": {k: getattr(cfg.model, k) for k in ("d_model", "n_heads", "d_ff", "n_core",
+                                                             "norm_placement", "norm_type", "injection")}})
+    return res
 
 
 # --- argument parsing -------------------------------------------------------------------------------------
@@ -123,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="YAML file or preset name (addition-stars, ...)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the checkpoint in --out (starts fresh if there is none yet, so a restart "
+                        "script can always pass it); without it, an --out holding a checkpoint is an error")
     t.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sweep", help="exact match at every depth in one forward pass")
@@ -135,22 +190,68 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output JSON (default: <run>/sweep.json)")
     s.add_argument("--device", default="auto")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--exit-tol", type=float, help="also score an adaptive exit: stop a sample once "
+                   "||h(t)-h(t-1)||/||h(t)|| < this (capped at the largest depth)")
+    s.add_argument("--exit-stable", type=int, help="also score an adaptive exit: stop a sample once its answer's "
+                   "argmax has been unchanged for this many loops")
 
-    g = sub.add_parser("generate", help="greedy decoding, batched")
+    g = sub.add_parser("generate", help="greedy decoding, batched, with a KV cache per (loop, block)")
     g.add_argument("checkpoint")
     g.add_argument("prompts", nargs="+", help='e.g. "1234+5678="')
-    g.add_argument("--loops", type=int, help="loop count (default: loops.num_loops of the checkpoint)")
+    g.add_argument("--loops", type=int, help="loop count, or the cap with an exit rule "
+                   "(default: loops.num_loops of the checkpoint)")
     g.add_argument("--device", default="auto")
+    g.add_argument("--exit-tol", type=float, help="stop looping a token once ||h(t)-h(t-1)||/||h(t)|| < this")
+    g.add_argument("--exit-stable", type=int, help="stop looping a token once its argmax is unchanged this many loops")
+    g.add_argument("--no-cache", action="store_true", help="rerun the whole prefix for every token (no exit rule)")
+    g.add_argument("--show-loops", action="store_true", help="print the loops used for each generated token")
 
     d = sub.add_parser("demo", help="train the STARS preset, sweep 1..100, plot (about 15 min on 2 CPU cores)")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     d.add_argument("--no-progress", action="store_true")
 
-    pl = sub.add_parser("plot", help="draw figures from saved sweep JSON files")
-    pl.add_argument("inputs", nargs="+", help="sweep.json files or run directories")
+    st = sub.add_parser("study", help="train a grid of presets and write a report (resumes; skips finished runs)")
+    st.add_argument("task", choices=["addition"])
+    st.add_argument("--out", required=True)
+    st.add_argument("--quick", action="store_true", help="reduced grid, about 30 min on 2 CPU cores")
+    st.add_argument("--jobs", type=int, default=1, help="runs in parallel (1 torch thread each)")
+    st.add_argument("--only", nargs="+", help="run names to train (default: the whole grid)")
+    st.add_argument("--no-progress", action="store_true")
+
+    an = sub.add_parser("analyze", help="per-loop latent dynamics: norms, residuals, spectra, entropy, PCA")
+    an.add_argument("checkpoint", help="run directory or its checkpoint/ folder")
+    an.add_argument("--depths", default="1:100", help="depths to analyze, e.g. 1:100 (every depth is cheap)")
+    an.add_argument("--n", type=int, default=256, help="held-out problems for the cheap per-depth statistics")
+    an.add_argument("--out", help="output directory for dynamics.json and figures (default: the run directory)")
+    an.add_argument("--data", help="JSONL with num1/num2/answer rows (default: the held-out split)")
+    an.add_argument("--spectral-depths", default="auto",
+                    help="depths for the Jacobian estimates: auto (about 12 log-spaced), none, or a depth spec")
+    an.add_argument("--spectral-n", type=int, default=16, help="samples for the Jacobian estimates")
+    an.add_argument("--iters", type=int, default=60, help="max JVPs (Krylov dimension) per spectral estimate")
+    an.add_argument("--tol", type=float, default=1e-3, help="relative eigen-residual accepted as converged")
+    an.add_argument("--method", choices=["arnoldi", "power"], default="arnoldi")
+    an.add_argument("--hutchinson", type=int, default=8, help="probes for the Frobenius estimate (0 = skip)")
+    an.add_argument("--pca-n", type=int, default=8, help="samples whose trajectories get a 2-D PCA")
+    an.add_argument("--seed", type=int, default=0, help="seed of the random probes")
+    an.add_argument("--batch-size", type=int, default=256)
+    an.add_argument("--device", default="auto")
+    an.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (0 = torch's default). The Jacobian work is many small ops, so one "
+                         "thread is about as fast and does not fight other jobs on a shared machine")
+    an.add_argument("--no-plot", action="store_true", help="write dynamics.json only")
+    an.add_argument("--no-progress", action="store_true")
+
+    pl = sub.add_parser("plot", help="draw figures from saved sweep.json / dynamics.json files")
+    pl.add_argument("inputs", nargs="+", help="sweep.json or dynamics.json files, or directories holding them")
     pl.add_argument("--labels", nargs="+")
-    pl.add_argument("--out", required=True, help="PNG path")
+    pl.add_argument("--out", required=True,
+                    help="PNG path of the accuracy overlay; dynamics figures go next to it (<stem>-dynamics.png, "
+                         "<stem>-trajectories.png)")
+
+    from .hf.commands import add_parsers as add_hf_parsers  # finetune, export-hf, eval-lm (no transformers import)
+
+    add_hf_parsers(sub)
     return p
 
 
@@ -164,19 +265,48 @@ def main(argv: list[str] | None = None) -> int:
             if args.n is not None and args.n < 1:
                 raise ValueError(f"--n must be >= 1, got {args.n}")
             res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
-                            not args.no_progress)
+                            not args.no_progress, args.exit_tol, args.exit_stable)
             out = Path(args.out) if args.out else ckpt.resolve(args.checkpoint).parent / "sweep.json"
             _write_json(out, res)
             print(depth_table(res, res["depths"] if len(res["depths"]) <= 16 else
                               [d for d in res["depths"] if d in set(DEMO_DEPTHS) | {res["depths"][-1]}]))
+            if "exit" in res:
+                x = res["exit"]
+                print(f"exit rule (tol={x['tol']}, stable={x['stable']}, cap {x['max_loops']}): accuracy "
+                      f"{x['accuracy']:.3f} at {x['mean_loops']:.2f} loops on average")
             print(f"wrote {out}")
         elif args.cmd == "generate":
-            for prompt, ans in cmd_generate(args.checkpoint, args.prompts, args.loops, args.device):
+            if args.no_cache and (args.exit_tol is not None or args.exit_stable is not None):
+                raise ValueError("an exit rule needs the KV cache; drop --no-cache")
+            for prompt, ans in cmd_generate(args.checkpoint, args.prompts, args.loops, args.device,
+                                            not args.no_cache, args.exit_tol, args.exit_stable, args.show_loops):
                 print(f"{prompt} {ans}")
         elif args.cmd == "demo":
             cmd_demo(args.out, args.overrides, not args.no_progress)
+        elif args.cmd == "study":
+            from .study import run_study
+
+            print(f"wrote {run_study(args.out, args.quick, args.jobs, not args.no_progress, args.only)}")
+        elif args.cmd == "analyze":
+            res = run_analyze(args.checkpoint, args.depths, args.n, args.data, args.spectral_depths,
+                              args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
+                              args.seed, args.batch_size, args.device, not args.no_progress, args.threads)
+            out_dir = Path(args.out) if args.out else ckpt.resolve(args.checkpoint).parent
+            _write_json(out_dir / "dynamics.json", res)
+            print(f"wrote {out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)")
+            if not args.no_plot:
+                from .plots import plot_dynamics, plot_trajectories
+
+                print(f"wrote {plot_dynamics(res, out_dir / 'dynamics.png')}")
+                if res["pca"]["samples"]:
+                    print(f"wrote {plot_trajectories(res, out_dir / 'trajectories.png')}")
+        elif args.cmd in ("finetune", "export-hf", "eval-lm"):
+            from .hf.commands import run as run_hf  # imports transformers only now
+
+            run_hf(args)
         elif args.cmd == "plot":
-            print(f"wrote {cmd_plot(args.inputs, args.out, args.labels)}")
+            for f in cmd_plot(args.inputs, args.out, args.labels):
+                print(f"wrote {f}")
     except (ConfigError, ckpt.CheckpointError, ValueError, FileNotFoundError, FileExistsError,
             TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)

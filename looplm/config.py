@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,7 +29,10 @@ INJECTIONS = ("none", "add")
 SAMPLERS = ("fixed", "uniform", "poisson", "lognormal")
 # Named for what they compute (DESIGN.md §1), so logs cannot pass one estimator off as another.
 REG_KINDS = ("none", "jsrr", "jsrr_release", "power", "hutchinson", "residual")
-REG_AT = ("final", "random")
+# final: h(t); random: h(r), r uniform in 1..t; penultimate: h(t-1), the input of the last loop (so the penalty
+# can ride along that loop; regularizers.regularized_loop).
+REG_AT = ("final", "random", "penultimate")
+REG_IMPLS = ("auto", "autograd")
 TASKS = ("addition",)
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -118,11 +122,19 @@ class RegConfig:
     at: str = "final"  # where the penalty's state is taken: after the sampled depth, or a uniform depth on the way
     power_iters: int = 1  # for kind=power: JVP steps; the last one carries the gradient
     rho_every: int = 50  # log a power-iteration estimate of ρ every this many steps (0 = never)
+    # Penalty over the first k samples of each batch only (0 = all): the same mean over a smaller i.i.d.
+    # sample, unbiased but noisier, at about k/batch of the cost.
+    samples: int = 0
+    # auto: hand-written JVP of the built-in block (fused into a loop when the state is a loop's input);
+    # autograd: torch.func through the module under twice_differentiable(). Same value and gradients.
+    impl: str = "auto"
 
     def __post_init__(self) -> None:
         s = "reg"
         _choice(s, "kind", self.kind, REG_KINDS)
         _choice(s, "at", self.at, REG_AT)
+        _choice(s, "impl", self.impl, REG_IMPLS)
+        _check(self.samples >= 0, s, "samples", "must be >= 0 (0 = the whole batch)")
         _check(0.0 <= self.weight <= 1.0, s, "weight", f"λ must be in [0, 1], got {self.weight}")
         _check(self.start_step >= 0, s, "start_step", "must be >= 0")
         _check(self.power_iters >= 1, s, "power_iters", "must be >= 1")
@@ -146,7 +158,11 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     steps: int = 3000
+    # The global batch per optimizer step, whatever the world size: torchrun ranks each take batch/world of
+    # it, so the meaning (and the learning rate that suits it) does not change with the number of processes.
     batch_size: int = 128
+    # Per-rank micro-batch for gradient accumulation; 0 = the whole per-rank share in one pass.
+    micro_batch_size: int = 0
     lr: float = 1e-3
     min_lr: float = 0.0  # cosine decays to this
     warmup_steps: int = 200
@@ -160,15 +176,16 @@ class TrainConfig:
     eval_size: int = 256
     checkpoint_every: int = 1000  # 0 = only at the end
     max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
+    keep_checkpoints: int = 1  # checkpoint/ (latest) + the K-1 before it in checkpoints/step-N/
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
     def __post_init__(self) -> None:
         s = "train"
         _choice(s, "device", self.device, DEVICES)
-        for k in ("steps", "batch_size", "log_every", "eval_size", "max_bad_steps"):
+        for k in ("steps", "batch_size", "log_every", "eval_size", "max_bad_steps", "keep_checkpoints"):
             _check(getattr(self, k) >= 1, s, k, f"must be >= 1, got {getattr(self, k)}")
-        for k in ("warmup_steps", "eval_every", "checkpoint_every", "threads", "seed"):
+        for k in ("warmup_steps", "eval_every", "checkpoint_every", "threads", "seed", "micro_batch_size"):
             _check(getattr(self, k) >= 0, s, k, f"must be >= 0, got {getattr(self, k)}")
         _check(self.lr > 0, s, "lr", f"must be > 0, got {self.lr}")
         _check(0 <= self.min_lr <= self.lr, s, "min_lr", "must be in [0, lr]")
@@ -245,9 +262,11 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
         return float(value)
     if typ is float and isinstance(value, str):
         try:  # YAML 1.1 reads `3e-4` (no dot) as a string
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if typ is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
     if typ in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{where} must be {typ.__name__}, got bool {value!r}")
     if typ in (int, float, str, bool) and not isinstance(value, typ):

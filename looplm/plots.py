@@ -54,3 +54,223 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+# --- inputs ----------------------------------------------------------------------------------------------
+def is_dynamics(doc: dict) -> bool:
+    return doc.get("kind") == "looplm.dynamics"
+
+
+def read_inputs(path: str | Path) -> list[dict]:
+    """The JSON documents one `looplm plot` input names: a sweep.json or dynamics.json file, or a directory
+    holding either or both."""
+    p = Path(path)
+    if p.is_dir():
+        found = [p / f for f in ("sweep.json", "dynamics.json") if (p / f).is_file()]
+        if not found:
+            raise FileNotFoundError(f"{p} holds neither sweep.json nor dynamics.json")
+        return [read_json(f) for f in found]
+    return [read_json(p)]
+
+
+def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = None) -> list[Path]:
+    """Draw everything the inputs hold: the accuracy overlay at `out` (one curve per input: its sweep, or
+    its dynamics' accuracy when it has no sweep), and per dynamics.json the diagnostics panel and the PCA
+    trajectories next to it (`<out stem>-dynamics.png`, `<out stem>-trajectories.png`)."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must be a .png path, got {out}")
+    if labels and len(labels) != len(inputs):
+        raise ValueError(f"{len(labels)} labels for {len(inputs)} inputs")
+    curves, dyns = [], []
+    for i, p in enumerate(inputs):
+        docs = read_inputs(p)
+        for d in docs:
+            if labels:
+                d["label"] = labels[i]
+            if "depths" not in d or "accuracy" not in d:
+                raise ValueError(f"{p}: neither a sweep.json nor a dynamics.json (no depths/accuracy)")
+        sweeps = [d for d in docs if not is_dynamics(d)]
+        dyn = [d for d in docs if is_dynamics(d)]
+        curves.append(sweeps[0] if sweeps else dyn[0])
+        dyns.extend(dyn)
+    written = [plot_accuracy(curves, out)]
+    for k, d in enumerate(dyns):
+        suffix = "" if len(dyns) == 1 else f"-{k + 1}"
+        written.append(plot_dynamics(d, out.with_name(f"{out.stem}-dynamics{suffix}.png")))
+        written.append(plot_trajectories(d, out.with_name(f"{out.stem}-trajectories{suffix}.png")))
+    return written
+
+
+# --- dynamics ------------------------------------------------------------------------------------------------
+def _nan(xs: list) -> list[float]:
+    return [float("nan") if x is None else float(x) for x in xs]
+
+
+def _shade_training(ax, dyn: dict) -> None:
+    if dyn.get("train_loops"):
+        lo, hi = dyn["train_loops"]
+        ax.axvspan(lo - 0.5 if lo == hi else lo, hi + 0.5 if lo == hi else hi, color="0.5", alpha=0.12, lw=0)
+
+
+def _band(ax, depths: list[int], series: dict, color: str, label: str | None = None, marker: str | None = None,
+          positive: bool = False) -> None:
+    """The median as a line and the 10-90% quantile band over samples (`positive`: drop values <= 0, for
+    log axes)."""
+    def clean(xs: list) -> list[float]:
+        v = _nan(xs)
+        return [x if (x > 0 or not positive) else float("nan") for x in v]
+
+    ax.fill_between(depths, clean(series["q10"]), clean(series["q90"]), color=color, alpha=0.2, lw=0)
+    ax.plot(depths, clean(series["q50"]), color=color, lw=1.6, marker=marker, ms=4, label=label)
+
+
+def plot_dynamics(dyn: dict, out: str | Path) -> Path:
+    """Eight panels against the loop count t: exact match, state norm, step residual, distance to the final
+    state, predictive entropy, ρ(∂Φ/∂h), σ_max and the RMS singular value, and the fraction of spectral
+    estimates that converged. Lines are medians over samples, bands the 10-90% quantiles; the grey span is
+    the loop range seen in training."""
+    depths = dyn["depths"]
+    m, sp = dyn["metrics"], dyn.get("spectral", {})
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.4), dpi=110, sharex=True)
+    (a_acc, a_norm, a_res, a_dist), (a_ent, a_rho, a_sig, a_conv) = axes
+    log_x = max(depths) / max(1, min(depths)) >= 30
+    last = depths[-1]
+
+    a_acc.plot(depths, [100 * a for a in dyn["accuracy"]], color="C0", lw=1.8)
+    a_acc.set_ylim(-2, 102)
+    a_acc.set_ylabel("exact match (%)")
+    a_acc.set_title(f"Exact match, greedy (n={dyn['n']})", fontsize=10)
+
+    _band(a_norm, depths, m["state_norm"], "C1")
+    med = [x for x in _nan(m["state_norm"]["q50"]) if x == x and x > 0]
+    if med and max(med) / min(med) > 10:  # drift: on log-log axes ||h|| ∝ t is a straight line of slope 1
+        a_norm.set_yscale("log")
+    a_norm.set_ylabel("||h|| per token (L2 norm)")
+    a_norm.set_title("State norm", fontsize=10)
+
+    _band(a_res, depths, m["step_residual"], "C2", positive=True)
+    a_res.set_yscale("log")
+    a_res.set_ylabel("||h(t) − h(t−1)|| / ||h(t)||")
+    a_res.set_title("Relative step residual", fontsize=10)
+
+    _band(a_dist, depths, m["dist_to_final"], "C3", positive=True)
+    a_dist.set_yscale("log")
+    a_dist.set_ylabel(f"||h(t) − h({last})|| / ||h({last})||")
+    a_dist.set_title(f"Distance to the state at t={last}", fontsize=10)
+
+    _band(a_ent, depths, m["entropy"], "C4", "entropy (median, 10–90%)")
+    if "ce" in m:
+        a_ent.plot(depths, _nan(m["ce"]["mean"]), color="k", ls="--", lw=1.1, label="cross-entropy (mean)")
+    a_ent.set_ylim(bottom=0)
+    a_ent.set_ylabel("nats per answer token")
+    a_ent.set_title("Next-token entropy on answer positions", fontsize=10)
+    a_ent.legend(fontsize=8)
+
+    sd = sp.get("depths", [])
+    n_spec = sp.get("n")
+    if sd and "rho" in sp:
+        _band(a_rho, sd, sp["rho"], "C0", "median, 10–90%", marker="o")
+        a_rho.axhline(1.0, color="k", lw=0.9, ls=":", label="ρ = 1 (stability edge)")
+        a_rho.legend(fontsize=8)
+        for key, color, marker, name in (("sigma_max", "C3", "s", "σ_max(J)"),
+                                         ("frobenius_rms", "C2", "^", "||J||_F / √n (RMS singular value)")):
+            if key in sp:
+                _band(a_sig, sd, sp[key], color, name, marker=marker)
+        a_sig.axhline(1.0, color="k", lw=0.9, ls=":")
+        hi = [x for k in ("sigma_max", "frobenius_rms") if k in sp for x in _nan(sp[k]["q90"]) if x == x]
+        if hi and max(hi) / max(1e-12, min(hi)) > 10:
+            a_sig.set_yscale("log")
+        a_sig.legend(fontsize=8)
+        for key, color, marker, name in (("rho", "C0", "o", "ρ"), ("sigma_max", "C3", "s", "σ_max")):
+            cf = [100 * c if c is not None else float("nan") for c in sp[key]["converged_frac"]]
+            a_conv.plot(sd, cf, color=color, marker=marker, ms=5 if key == "rho" else 3.5, lw=1.4,
+                        ls="-" if key == "rho" else "--", label=name)
+        a_conv.set_ylim(-3, 103)
+        a_conv.legend(fontsize=8)
+        a_conv.set_title(f"Estimates converged (tol {sp.get('tol')}, ≤{sp.get('iters')} steps)", fontsize=10)
+    else:
+        for ax in (a_rho, a_sig, a_conv):
+            ax.text(0.5, 0.5, "no spectral estimates\n(analyze --spectral-depths none)", ha="center",
+                    va="center", transform=ax.transAxes, fontsize=9)
+        a_conv.set_title("Estimates converged", fontsize=10)
+    a_rho.set_ylabel("spectral radius ρ(∂Φ/∂h)")
+    about = f" (n={n_spec}, {sp.get('method', '')})" if sd else ""
+    a_rho.set_title(f"Spectral radius at h(t){about}", fontsize=10)
+    a_sig.set_ylabel("gain per loop")
+    a_sig.set_title(f"Singular values of ∂Φ/∂h at h(t){about}", fontsize=10)
+    a_conv.set_ylabel("% of samples")
+
+    for ax in axes.flat:
+        _shade_training(ax, dyn)
+        ax.grid(alpha=0.3, which="both")
+        if log_x:
+            ax.set_xscale("log")
+    for ax in axes[1]:
+        ax.set_xlabel("loops at test time (t)")
+    label = dyn.get("label") or "run"
+    fig.suptitle(f"Latent dynamics per loop: {label}.  Lines: median over samples, bands: 10–90% quantiles; "
+                 "grey: loop counts seen in training. Jacobians on real (non-pad) tokens only.", fontsize=10.5)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_trajectories(dyn: dict, out: str | Path, max_samples: int = 5) -> Path:
+    """Each sample's trajectory over the loops, projected on that sample's own top-2 principal components
+    and colored by the loop count: the states h(t) (top row) and, where stored, their per-token directions
+    h/||h|| (bottom row), which an internal norm's drift of ||h|| cannot dominate."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import LogNorm, Normalize
+
+    pca = dyn.get("pca", {})
+    samples = pca.get("samples", [])[:max_samples]
+    depths = pca.get("depths", dyn["depths"])
+    if not samples:
+        raise ValueError("this dynamics.json has no PCA trajectories (analyze --pca-n 0)")
+    spaces = [("coords", "explained", "states h(t)")]
+    if all("coords_direction" in s for s in samples):
+        spaces.append(("coords_direction", "explained_direction", "directions h/||h|| per token"))
+    cols, rows = len(samples), len(spaces)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1.2, 3.0 * rows + 0.4), dpi=120, squeeze=False,
+                             layout="constrained")
+    log_c = max(depths) / max(1, min(depths)) >= 30
+    norm = LogNorm(min(depths), max(depths)) if log_c else Normalize(min(depths), max(depths))
+    cmap = plt.get_cmap("viridis")
+    for r, (key, ev_key, space) in enumerate(spaces):
+        for c, s in enumerate(samples):
+            ax = axes[r, c]
+            xy = s[key]
+            xs, ys = [p[0] for p in xy], [p[1] for p in xy]
+            segs = [[(xs[i], ys[i]), (xs[i + 1], ys[i + 1])] for i in range(len(xs) - 1)]
+            lc = LineCollection(segs, cmap=cmap, norm=norm, lw=1.5)
+            lc.set_array(depths[1:])
+            ax.add_collection(lc)
+            ax.scatter(xs, ys, c=depths, cmap=cmap, norm=norm, s=9, zorder=3)
+            ax.plot(xs[0], ys[0], "o", mfc="none", mec="k", ms=8, label=f"t={depths[0]}")
+            ax.plot(xs[-1], ys[-1], "*", color="crimson", ms=10, label=f"t={depths[-1]}")
+            ax.autoscale()
+            ev = s.get(ev_key, [0, 0])
+            ax.set_xlabel(f"PC1 ({100 * ev[0]:.1f}% of variance)", fontsize=8)
+            ax.set_ylabel(f"PC2 ({100 * ev[1]:.1f}%)", fontsize=8)
+            ok = "right" if s.get("correct_final") else "wrong"
+            ax.set_title(f"sample {s['index']} ({ok} at t={depths[-1]})" if r == 0 else f"sample {s['index']}",
+                         fontsize=9)
+            if c == 0:
+                ax.annotate(space, (-0.32, 0.5), xycoords="axes fraction", rotation=90, ha="center", va="center",
+                            fontsize=10, fontweight="bold")
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=axes, fraction=0.025, pad=0.02).set_label("loop t")
+    label = dyn.get("label") or "run"
+    fig.suptitle(f"Trajectories over the loops, 2-D PCA per sample (real tokens, T·D dims): {label}", fontsize=10)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,69 @@
+"""Process-group plumbing for `torchrun ... -m looplm train`: PyTorch's own engine, nothing home-made.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and the rendezvous address); a plain `looplm train` has none
+of them and runs as a world of one, with no process group at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+
+def init(device_type: str) -> World:
+    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); a world of one otherwise."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
+        return World()
+    w = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(w.local_rank)
+        dist.init_process_group(backend=backend)
+    return w
+
+
+def shutdown(world: World) -> None:
+    if world.active and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def all_sum(x: torch.Tensor, world: World) -> torch.Tensor:
+    """Sum a tensor over ranks (a no-op in a world of one)."""
+    if world.active:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def broadcast_int(value: int, world: World, device: torch.device | str = "cpu") -> int:
+    """Rank 0's value on every rank: a guard that all ranks agree on the loop count."""
+    if not world.active:
+        return value
+    t = torch.tensor([value], dtype=torch.long, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
+def barrier(world: World) -> None:
+    if world.active:
+        dist.barrier()

@@ -1,0 +1,150 @@
+"""Chat-template tokenization with a loss mask on assistant tokens only.
+
+The mask is found in character space, then mapped to tokens through the tokenizer's offsets, so it is right
+for any template that renders a conversation prefix-stably (rendering the first k messages gives a prefix of
+rendering all of them), whatever special tokens it adds:
+
+- for assistant turn i, the span starts where `template(messages[:i], add_generation_prompt=True)` ends (so
+  the generation prompt, e.g. `<|im_start|>assistant\\n`, is context, not target) and ends where
+  `template(messages[:i+1])` ends, minus trailing whitespace;
+- so the target is the assistant's content plus the end-of-turn marker the template closes the turn with
+  (e.g. `<|im_end|>`, which teaches the model to stop), but not the newline some templates put after it.
+  A template that closes turns with several tokens gets all of them (up to trailing whitespace).
+- a token that straddles a span boundary is a target: with a generation prompt ending in a space
+  ("Assistant: "), byte-level BPE merges that space with the first content character, and that merged token
+  is the one the model has to produce.
+
+Labels are aligned with `input_ids` (HF convention): `labels[j] = input_ids[j]` on target tokens and -100
+elsewhere; the loss compares logits at j-1 with labels[j]. A mask computed on token counts of a separately
+tokenized prompt is off by the template's end-of-turn tokens (the defect the issue describes); character spans
+avoid that.
+
+This module needs only a tokenizer object (a transformers fast tokenizer), not transformers itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+IGNORE = -100
+
+# ChatML, the format of Ouro's chat template: every turn is <|im_start|>role\ncontent<|im_end|>\n.
+# `data.chat_template: chatml` selects it for tokenizers that ship without a template.
+CHATML_TEMPLATE = (
+    "{% for m in messages %}"
+    "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+class TemplateError(ValueError):
+    """The chat template cannot be used to locate assistant tokens."""
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]  # -100 outside assistant targets
+
+    @property
+    def n_targets(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool,
+            chat_template: str | None) -> str:
+    kw = {"chat_template": chat_template} if chat_template is not None else {}
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kw)
+
+
+def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None
+                    ) -> tuple[str, list[tuple[int, int]]]:
+    """(rendered text, [(start, end) character span of each assistant target])."""
+    if not messages:
+        raise TemplateError("empty conversation")
+    full = _render(tokenizer, messages, False, chat_template)
+    spans = []
+    for i, m in enumerate(messages):
+        if m.get("role") != "assistant":
+            continue
+        prefix = _render(tokenizer, messages[:i], True, chat_template) if i else ""
+        upto = _render(tokenizer, messages[: i + 1], False, chat_template)
+        if not (full.startswith(upto) and upto.startswith(prefix)):
+            raise TemplateError("the chat template does not render conversations prefix-stably (turn "
+                                f"{i} changes earlier text), so assistant tokens cannot be located")
+        end = len(upto.rstrip())
+        if end <= len(prefix):
+            continue  # an empty assistant turn
+        spans.append((len(prefix), end))
+    return full, spans
+
+
+def encode_chat(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None,
+                max_length: int | None = None) -> Encoded:
+    """Token ids and labels for one conversation (see the module docstring for what is a target).
+
+    With `max_length`, the sequence is cut on the right; the caller decides what to do with examples whose
+    targets were cut (see `Encoded.n_targets`).
+    """
+    text, spans = assistant_spans(tokenizer, messages, chat_template)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    labels = [IGNORE] * len(ids)
+    k = 0
+    for j, (start, end) in enumerate(offsets):
+        if end <= start:
+            continue
+        while k < len(spans) and start >= spans[k][1]:
+            k += 1
+        if k < len(spans) and start < spans[k][1] and end > spans[k][0]:  # overlaps the target span
+            labels[j] = ids[j]
+    if max_length is not None and len(ids) > max_length:
+        ids, labels = ids[:max_length], labels[:max_length]
+    return Encoded(ids, labels)
+
+
+def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str = "messages",
+                prompt_field: str = "problem", response_field: str = "solution",
+                system_prompt: str | None = None) -> list[dict[str, str]] | None:
+    """A data record -> a conversation, or None when it has nothing to learn from.
+
+    fmt="messages": `record[messages_field]` is a list of {role, content}; "prompt_response": one user turn
+    from `prompt_field` and one assistant turn from `response_field` (NuminaMath: problem / solution);
+    "auto": messages if the record has them, else prompt/response.
+    """
+    if fmt == "auto":
+        fmt = "messages" if messages_field in record else "prompt_response"
+    if fmt == "messages":
+        msgs = record.get(messages_field)
+        if not isinstance(msgs, list) or not msgs:
+            return None
+        out = [{"role": str(m["role"]), "content": str(m["content"])} for m in msgs]
+    elif fmt == "prompt_response":
+        p, r = record.get(prompt_field), record.get(response_field)
+        if not isinstance(p, str) or not isinstance(r, str) or not p.strip() or not r.strip():
+            return None
+        out = [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
+    else:
+        raise ValueError(f"unknown data format {fmt!r}; use auto, messages or prompt_response")
+    if system_prompt and out[0]["role"] != "system":
+        out.insert(0, {"role": "system", "content": system_prompt})
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in out):
+        return None
+    return out
+
+
+def end_of_turn_token(tokenizer: Any, chat_template: str | None = None) -> int | None:
+    """The special token the template closes an assistant turn with (ChatML: <|im_end|>), or None.
+
+    Generation should stop there; base checkpoints often name a different `eos_token` (Ouro: <|endoftext|>).
+    """
+    enc = encode_chat(tokenizer, [{"role": "user", "content": "1"}, {"role": "assistant", "content": "2"}],
+                      chat_template)
+    targets = [i for i, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != IGNORE]
+    if not targets:
+        return None
+    last = targets[-1]
+    special = set(getattr(tokenizer, "all_special_ids", [])) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    return last if last in special else None

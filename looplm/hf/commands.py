@@ -1,0 +1,74 @@
+"""The `looplm` subcommands for pretrained looped LMs: finetune, export-hf, eval-lm.
+
+Parsing needs nothing beyond the standard library; transformers (the `hf` extra) is imported only when one of
+these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+COMMANDS = ("finetune", "export-hf", "eval-lm")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser("finetune", help="STARS fine-tuning of a pretrained looped LM (Ouro) on chat data [hf]")
+    f.add_argument("--config", required=True,
+                   help="YAML file or fine-tuning preset (ouro-math-stars = configs/hf/ouro-math-stars.yaml)")
+    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    f.add_argument("--out", required=True, help="run directory")
+    f.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    f.add_argument("--no-progress", action="store_true")
+
+    x = sub.add_parser("export-hf", help="write a looplm checkpoint as a transformers model directory [hf]")
+    x.add_argument("checkpoint", help="looplm run directory or its checkpoint/ folder")
+    x.add_argument("--out", required=True, help="output directory (loads with AutoModelForCausalLM)")
+    x.add_argument("--loops", type=int, help="default loop count (default: the checkpoint's loops.num_loops)")
+
+    e = sub.add_parser("eval-lm", help="lm-evaluation-harness tasks at several loop counts; table + plot [hf]")
+    e.add_argument("checkpoint", help="HF model directory or hub id (Ouro, a looplm export, a finetune run)")
+    e.add_argument("--tasks", required=True, help="comma-separated lm-eval task names, e.g. gsm8k")
+    e.add_argument("--depths", default="1,2,4,8", help="loop counts, e.g. 1,2,4,8 or 1:16")
+    e.add_argument("--out", help="output directory (default: <checkpoint>/eval-lm, or ./eval-lm for a hub id)")
+    e.add_argument("--include-path", help="folder of extra lm-eval task YAMLs (e.g. a local task)")
+    e.add_argument("--limit", type=float, help="examples per task (lm-eval --limit)")
+    e.add_argument("--num-fewshot", type=int)
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--max-gen-toks", type=int, help="override the tasks' generation length")
+    e.add_argument("--apply-chat-template", action="store_true")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
+
+
+def run(args: argparse.Namespace) -> None:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ValueError(f"`looplm {args.cmd}` needs the hf extra: pip install 'looplm[hf]'") from None
+    if args.cmd == "finetune":
+        from .finetune import finetune, load_finetune_config
+
+        cfg = load_finetune_config(args.config, args.overrides)
+        out = finetune(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"run written to {out}")
+    elif args.cmd == "export-hf":
+        from .looplm_hf import convert_checkpoint
+
+        if args.loops is not None and args.loops < 1:
+            raise ValueError(f"--loops must be >= 1, got {args.loops}")
+        print(f"wrote {convert_checkpoint(args.checkpoint, args.out, num_loops=args.loops)}")
+    elif args.cmd == "eval-lm":
+        from ..evaluate import parse_depths
+        from .lm_eval_adapter import eval_depths
+
+        ckpt = Path(args.checkpoint)
+        out = Path(args.out) if args.out else (ckpt / "eval-lm" if ckpt.exists() else Path("eval-lm"))
+        res = eval_depths(args.checkpoint, [t.strip() for t in args.tasks.split(",") if t.strip()],
+                          parse_depths(args.depths), out, include_path=args.include_path, limit=args.limit,
+                          num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
+                          apply_chat_template=args.apply_chat_template, device=args.device, dtype=args.dtype)
+        print(res["table"])
+        print(f"wrote {out / 'eval_lm.json'}, {out / 'eval_lm.md'} and {out / 'eval_lm.png'}")

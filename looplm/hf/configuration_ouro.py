@@ -1,0 +1,87 @@
+"""`OuroConfig`: the configuration of ByteDance's Ouro looped LMs, read natively (no `trust_remote_code`).
+
+Field names and `model_type="ouro"` are those of the published checkpoints' `config.json`, so
+`OuroConfig.from_pretrained("ByteDance/Ouro-1.4B")` and `AutoConfig` read them as they are. The defaults are the
+Ouro-1.4B values (24 layers of width 2048, 16 heads with no grouping, SwiGLU width 5632, vocabulary 49152, RoPE
+θ = 1e6, RMSNorm ε = 1e-6, untied head, 4 loops); docs/hf.md lists what was checked against which public source.
+
+`total_ut_steps` is only the default loop count: every forward call may pass its own `num_loops`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+
+
+class OuroConfig(PretrainedConfig):
+    model_type = "ouro"
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
+
+    def __init__(
+        self,
+        vocab_size: int = 49152,
+        hidden_size: int = 2048,
+        intermediate_size: int = 5632,
+        num_hidden_layers: int = 24,
+        num_attention_heads: int = 16,
+        num_key_value_heads: int | None = None,
+        head_dim: int | None = None,
+        hidden_act: str = "silu",
+        max_position_embeddings: int = 65536,
+        initializer_range: float = 0.02,
+        rms_norm_eps: float = 1e-6,
+        use_cache: bool = True,
+        tie_word_embeddings: bool = False,
+        rope_theta: float = 1000000.0,
+        rope_scaling: dict[str, Any] | None = None,
+        use_sliding_window: bool = False,
+        sliding_window: int | None = None,
+        max_window_layers: int | None = None,
+        layer_types: list[str] | None = None,
+        attention_dropout: float = 0.0,
+        total_ut_steps: int = 4,
+        early_exit_threshold: float | None = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
+        self.head_dim = hidden_size // num_attention_heads if head_dim is None else head_dim
+        self.hidden_act = hidden_act
+        self.max_position_embeddings = max_position_embeddings
+        self.initializer_range = initializer_range
+        self.rms_norm_eps = rms_norm_eps
+        self.use_cache = use_cache
+        self.rope_theta = float(rope_theta)
+        if rope_scaling is not None:  # transformers v5 turns this into `rope_parameters` (see `rope_settings`)
+            self.rope_scaling = rope_scaling
+        self.use_sliding_window = use_sliding_window
+        self.sliding_window = sliding_window if use_sliding_window else None
+        self.max_window_layers = max_window_layers if max_window_layers is not None else num_hidden_layers
+        self.layer_types = layer_types if layer_types is not None else ["full_attention"] * num_hidden_layers
+        self.attention_dropout = attention_dropout
+        self.total_ut_steps = total_ut_steps
+        self.early_exit_threshold = early_exit_threshold
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads={num_attention_heads} must be a multiple of "
+                             f"num_key_value_heads={self.num_key_value_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
+        if total_ut_steps < 1:
+            raise ValueError(f"total_ut_steps must be >= 1, got {total_ut_steps}")
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+
+def rope_settings(config: PretrainedConfig) -> tuple[str, float, dict[str, Any]]:
+    """(rope_type, θ, parameters) from a config, whether it stores `rope_scaling` (transformers 4) or
+    `rope_parameters` (transformers 5). Ouro's published configs use plain RoPE (`rope_scaling: null`)."""
+    params = getattr(config, "rope_parameters", None) or getattr(config, "__dict__", {}).get("rope_scaling") or {}
+    params = dict(params)
+    kind = params.get("rope_type", params.get("type", "default"))
+    theta = float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+    return kind, theta, params

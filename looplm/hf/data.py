@@ -1,0 +1,153 @@
+"""Fine-tuning data: records from a local JSONL / JSON / parquet file (or a folder of them) or an HF `datasets`
+name, turned into tokenized chat examples with assistant-only labels, and batched with right padding."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .chat import IGNORE, Encoded, encode_chat, to_messages
+
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def _read_local(p: Path) -> list[dict[str, Any]]:
+    if p.suffix == ".jsonl":
+        rows = []
+        with p.open() as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{p}:{n}: not valid JSON ({e.msg})") from None
+        return rows
+    if p.suffix == ".json":
+        data = json.loads(p.read_text())
+        if isinstance(data, dict) and "data" in data:
+            data = data["data"]
+        if not isinstance(data, list):
+            raise ValueError(f"{p}: expected a list of records")
+        return data
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq  # comes with `datasets`
+
+        return pq.read_table(p).to_pylist()
+    raise ValueError(f"{p}: unsupported file type (use {', '.join(LOCAL_SUFFIXES)})")
+
+
+def load_records(source: str, split: str = "train", config_name: str | None = None, max_samples: int = 0,
+                 subset: str = "first", seed: int = 0) -> list[dict[str, Any]]:
+    """Records from a local file or folder, else from the HF hub via `datasets.load_dataset(source, ...)`.
+
+    `max_samples` > 0 keeps that many: the first ones (`subset="first"`, the dataset's order) or a seeded
+    uniform sample (`subset="random"`). The training order is shuffled per epoch later either way.
+    """
+    if subset not in ("first", "random"):
+        raise ValueError(f"subset must be first or random, got {subset!r}")
+    take = max_samples if subset == "first" else 0
+    p = Path(source).expanduser()
+    if p.exists():
+        files = sorted(f for f in p.rglob("*") if f.suffix in LOCAL_SUFFIXES) if p.is_dir() else [p]
+        if not files:
+            raise ValueError(f"{p} holds no {', '.join(LOCAL_SUFFIXES)} files")
+        rows: list[dict[str, Any]] = []
+        for f in files:
+            rows.extend(_read_local(f))
+            if take and len(rows) >= take:
+                break
+    else:
+        if source.endswith(LOCAL_SUFFIXES):
+            raise FileNotFoundError(f"data file {source} does not exist")
+        try:
+            import datasets
+        except ImportError:
+            raise ImportError("loading a dataset by name needs `datasets` (pip install 'looplm[hf]')") from None
+        ds = datasets.load_dataset(source, config_name, split=split)
+        if max_samples and max_samples < len(ds):
+            idx = range(max_samples) if subset == "first" else _sample(len(ds), max_samples, seed)
+            ds = ds.select(idx)
+        rows = ds.to_list()
+    if max_samples and len(rows) > max_samples:
+        rows = rows[:max_samples] if subset == "first" else [rows[i] for i in _sample(len(rows), max_samples, seed)]
+    if not rows:
+        raise ValueError(f"no records in {source}")
+    return rows
+
+
+def _sample(n: int, k: int, seed: int) -> list[int]:
+    """k of range(n) uniformly without replacement, in increasing order (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=g)[:k].tolist())
+
+
+@dataclass
+class DataStats:
+    records: int
+    kept: int
+    no_target: int  # records with no usable assistant turn
+    overlong: int  # dropped (overlong=drop) or cut (overlong=truncate) for max_length
+    tokens: int
+    target_tokens: int
+
+    def to_json(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: int, overlong: str = "drop",
+                   chat_template: str | None = None, **fmt: Any) -> tuple[list[Encoded], DataStats]:
+    """Tokenize records into examples. `fmt` goes to `chat.to_messages` (format, field names, system prompt).
+
+    overlong="drop" skips examples longer than max_length (a cut solution loses its final answer);
+    "truncate" cuts them on the right and keeps them if any target token survives.
+    """
+    if overlong not in ("drop", "truncate"):
+        raise ValueError(f"overlong must be drop or truncate, got {overlong!r}")
+    out: list[Encoded] = []
+    no_target = n_long = 0
+    for r in records:
+        msgs = to_messages(r, **fmt)
+        if msgs is None:
+            no_target += 1
+            continue
+        enc = encode_chat(tokenizer, msgs, chat_template)
+        if len(enc.input_ids) > max_length:
+            n_long += 1
+            if overlong == "drop":
+                continue
+            enc = Encoded(enc.input_ids[:max_length], enc.labels[:max_length])
+        if enc.n_targets == 0:
+            no_target += 1
+            continue
+        out.append(enc)
+    stats = DataStats(len(records), len(out), no_target, n_long, sum(len(e.input_ids) for e in out),
+                      sum(e.n_targets for e in out))
+    if not out:
+        raise ValueError(f"no usable examples out of {len(records)} records (no assistant target: {no_target}, "
+                         f"over max_length={max_length}: {n_long}); check data.format and the field names")
+    return out, stats
+
+
+def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, labels, mask) tensors, each (B, T_max); mask is 1 on real tokens."""
+    T = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), T), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return ids, labels, mask
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The example order of one epoch: a permutation that depends only on (seed, epoch), so a resumed run
+    (and every rank) knows it from the step count alone."""
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    return torch.randperm(n, generator=g).tolist()

@@ -1,0 +1,184 @@
+"""lm-evaluation-harness at any loop count: the `looplm` model type and a depth sweep.
+
+`LoopedLM` is lm-eval's HF model (`HFLM`: batching, log-likelihoods, generation with stop sequences, chat
+templates) with the loop count added: every forward and every `generate()` call passes `num_loops`. It loads
+any model the Auto classes resolve, Ouro checkpoints (no remote code) and looplm exports included.
+
+    python -m looplm.hf.lm_eval_adapter run --model looplm \\
+        --model_args pretrained=ByteDance/Ouro-1.4B,num_loops=8,dtype=bfloat16 --tasks gsm8k --batch_size 16
+
+(the module registers `looplm` with lm-eval's registry, then hands over to lm-eval's own command line), or
+from looplm: `looplm eval-lm CHECKPOINT --tasks gsm8k --depths 1,2,4,8`, which loads the model once, runs
+every depth and writes `eval_lm.json`, `eval_lm.md` (a depth x metric table) and `eval_lm.png`.
+
+Note: looplm's own LoopedTransformer exports have learned absolute positions and reject left padding, so run
+generation tasks on them with batch_size 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from .registry import register
+
+
+def _opt_int(x: Any) -> int | None:
+    return None if x in (None, "", "None", "none") else int(x)
+
+
+def _opt_float(x: Any) -> float | None:
+    return None if x in (None, "", "None", "none") else float(x)
+
+
+@register_model("looplm")
+class LoopedLM(HFLM):
+    """HFLM with a loop count: model_args `num_loops=N` (default: the checkpoint's own, e.g. Ouro's
+    `total_ut_steps`), optional `exit_threshold=q` (Ouro's early exit). Change `num_loops` between evaluations
+    to sweep depths without reloading."""
+
+    def __init__(self, pretrained: Any, num_loops: int | str | None = None, exit_threshold: Any = None,
+                 **kwargs: Any) -> None:
+        register()  # AutoConfig / AutoModelForCausalLM know "ouro" and "looplm"
+        self.num_loops = _opt_int(num_loops)
+        self.exit_threshold = _opt_float(exit_threshold)
+        kwargs.setdefault("backend", "causal")
+        super().__init__(pretrained=pretrained, **kwargs)
+        if self.num_loops is not None and self.num_loops < 1:
+            raise ValueError(f"num_loops must be >= 1, got {self.num_loops}")
+
+    def _loop_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
+        if self.num_loops is not None:
+            kw["num_loops"] = self.num_loops
+        if self.exit_threshold is not None:
+            kw["exit_threshold"] = self.exit_threshold
+        return kw
+
+    def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                    labels: torch.Tensor | None = None) -> torch.Tensor:
+        amp = getattr(self, "mixed_precision_dtype", None)
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=amp or torch.float32,
+                                             enabled=amp is not None):
+            return self.model(inps, use_cache=False, **self._loop_kwargs()).logits
+
+    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any
+                        ) -> torch.Tensor:
+        generation_kwargs.update(self._loop_kwargs())
+        return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+
+def _metrics(task_results: dict[str, Any]) -> dict[str, float]:
+    """lm-eval's "metric,filter" entries (not their stderr, alias or sample counts)."""
+    return {k: float(v) for k, v in task_results.items()
+            if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
+
+
+def depth_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one row per loop count, one column per task/metric."""
+    cols = sorted({f"{t}: {m}" for r in rows for t, ms in r["metrics"].items() for m in ms})
+    lines = ["| loops | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for r in rows:
+        vals = []
+        for c in cols:
+            t, m = c.split(": ", 1)
+            v = r["metrics"].get(t, {}).get(m)
+            vals.append("" if v is None else f"{v:.4f}")
+        lines.append(f"| {r['loops']} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def plot_depths(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    depths = [r["loops"] for r in rows]
+    series = sorted({(t, m) for r in rows for t, ms in r["metrics"].items() for m in ms})
+    for t, m in series:
+        ax.plot(depths, [r["metrics"].get(t, {}).get(m, float("nan")) for r in rows], marker="o", label=f"{t} {m}")
+    if depths and max(depths) / max(1, min(depths)) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.set_xlabel("loops at inference")
+    ax.set_ylabel("score")
+    ax.set_title(title or "lm-eval at each loop count")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+@contextlib.contextmanager
+def _no_env_info():
+    """lm-eval collects a system report (seconds of subprocesses) on every call; the sweep does not use it."""
+    import lm_eval.evaluator as ev
+
+    saved = getattr(ev, "add_env_info", None)
+    if saved is not None:
+        ev.add_env_info = lambda *a, **k: None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            ev.add_env_info = saved
+
+
+def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str | Path,
+                include_path: str | None = None, limit: float | None = None, num_fewshot: int | None = None,
+                batch_size: int = 8, max_gen_toks: int | None = None, apply_chat_template: bool = False,
+                device: str = "auto", dtype: str = "auto", model_kwargs: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+    """Evaluate `tasks` at every loop count in `depths` with one loaded model; write json, markdown, png."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    if not tasks:
+        raise ValueError("no tasks given")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    lm = LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
+                  **(model_kwargs or {}))
+    tm = None
+    if include_path:  # indexing lm-eval's thousands of built-in tasks takes a while: skip it when not needed
+        tm = TaskManager(include_path=include_path, include_defaults=False)
+        if not all(t in tm.all_tasks for t in tasks):
+            tm = None
+    tm = tm or TaskManager(include_path=include_path)
+    rows = []
+    for d in depths:
+        lm.num_loops = d
+        with _no_env_info():
+            res = lm_eval.simple_evaluate(
+                model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=tm,
+                apply_chat_template=apply_chat_template, log_samples=False, bootstrap_iters=0,
+                gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
+        rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = depth_table(rows)
+    result = {"model": str(pretrained), "tasks": tasks, "depths": depths, "limit": limit, "num_fewshot": num_fewshot,
+              "rows": rows, "table": table}
+    (out / "eval_lm.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "eval_lm.md").write_text(f"# lm-eval by loop count: {pretrained}\n\n{table}\n")
+    plot_depths(rows, out / "eval_lm.png", title=f"{Path(str(pretrained)).name}: {', '.join(tasks)}")
+    return result
+
+
+if __name__ == "__main__":  # `python -m looplm.hf.lm_eval_adapter <lm_eval args>`: lm-eval's CLI, plus `looplm`
+    from lm_eval.__main__ import cli_evaluate
+
+    cli_evaluate()

@@ -1,0 +1,162 @@
+"""looplm's LoopedTransformer as a transformers model (`model_type="looplm"`), so checkpoints trained with
+looplm load through `AutoModelForCausalLM` and decode with `generate()`.
+
+`LooplmForCausalLM.model` is the LoopedTransformer itself, so weight names are the looplm checkpoint's names
+with a `model.` prefix. The model has learned absolute positions and no KV cache: `generate()` reruns the loop
+on the whole prefix each step (exact; cheap at looplm's lengths), and prompts must not be left-padded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
+
+from ..config import ConfigError, ModelConfig
+from ..model import LoopedTransformer
+from .modeling_ouro import OuroCausalLMOutput
+
+_MODEL_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
+
+
+class LooplmConfig(PretrainedConfig):
+    """The `model` section of a looplm config, plus `num_loops`: the default loop count at inference."""
+
+    model_type = "looplm"
+    attribute_map = {"hidden_size": "d_model", "num_attention_heads": "n_heads",
+                     "max_position_embeddings": "max_seq_len"}
+
+    def __init__(self, num_loops: int = 4, **kwargs: Any) -> None:
+        defaults = dataclasses.asdict(ModelConfig())
+        for name in _MODEL_FIELDS:
+            setattr(self, name, kwargs.pop(name, defaults[name]))
+        self.num_loops = num_loops
+        self.num_hidden_layers = self.n_prelude + self.n_core + self.n_coda
+        kwargs.setdefault("tie_word_embeddings", False)  # the head reads tok_emb directly; nothing to tie
+        kwargs.setdefault("use_cache", False)
+        super().__init__(**kwargs)
+        self.model_config()  # validate now, with looplm's messages
+
+    def model_config(self) -> ModelConfig:
+        try:
+            return ModelConfig(**{name: getattr(self, name) for name in _MODEL_FIELDS})
+        except (ConfigError, TypeError) as e:
+            raise ValueError(f"invalid looplm model config: {e}") from None
+
+    @classmethod
+    def from_model_config(cls, cfg: ModelConfig, num_loops: int = 4, **kwargs: Any) -> LooplmConfig:
+        return cls(num_loops=num_loops, **dataclasses.asdict(cfg), **kwargs)
+
+
+class LooplmForCausalLM(PreTrainedModel, GenerationMixin):
+    config_class = LooplmConfig
+    config: LooplmConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    _no_split_modules = ["Block"]
+
+    def __init__(self, config: LooplmConfig) -> None:
+        super().__init__(config)
+        self.model = LoopedTransformer(config.model_config())
+        self.post_init()
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        """LoopedTransformer initializes itself (with its residual-branch scaling); keep that."""
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # no KV cache: generate() must not create one
+
+    def get_input_embeddings(self) -> torch.nn.Embedding:
+        return self.model.tok_emb
+
+    def set_input_embeddings(self, value: torch.nn.Embedding) -> None:
+        self.model.tok_emb = value
+
+    def step_fn_for(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """(Φ, h(0)) for a batch, as OuroForCausalLM.step_fn_for."""
+        e = self.model.embed(input_ids)
+        return self.model.step_fn(e), e
+
+    # LoopedTransformer's interface, delegated (the trainers and looplm.dynamics drive models through it).
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(input_ids)
+
+    def step_fn(self, e: torch.Tensor | None):
+        return self.model.step_fn(e)
+
+    def loop(self, h: torch.Tensor, e: torch.Tensor | None, num_loops: int, backprop_loops: int = 0,
+             checkpoint_loops: bool = False, keep=None) -> torch.Tensor:
+        return self.model.loop(h, e, num_loops, backprop_loops, checkpoint_loops, keep)
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.readout(h)
+
+    @property
+    def readout_is_pointwise(self) -> bool:
+        return self.config.n_coda == 0  # coda blocks attend across positions
+
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                                      num_loops: int | None = None, **kwargs: Any) -> dict[str, Any]:
+        # Without a cache, every step sees the whole sequence (never only the newest token).
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "num_loops": num_loops}
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, num_loops: int | None = None, logits_to_keep: int = 0,
+                output_loop_logits: bool = False, return_dict: bool | None = None, **kwargs: Any
+                ) -> OuroCausalLMOutput | tuple:
+        if input_ids is None:
+            raise ValueError("LooplmForCausalLM needs input_ids")
+        if attention_mask is not None and attention_mask.numel():
+            m = attention_mask.bool()
+            # Only right padding is harmless (causal attention never looks right); left padding would shift the
+            # learned positions.
+            if (m[:, 1:] & ~m[:, :-1]).any():
+                raise ValueError("LooplmForCausalLM supports right padding only (learned absolute positions); "
+                                 "decode left-padded prompts one length at a time")
+        n = int(num_loops) if num_loops is not None else int(self.config.num_loops)
+        logits, states = self.model(input_ids, n, return_states=True)
+        loop_logits = tuple(self.model.readout(h) for h in states) if output_loop_logits else None
+        if logits_to_keep:
+            logits = logits[:, -logits_to_keep:]
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        out = OuroCausalLMOutput(loss=loss, logits=logits, loop_logits=loop_logits)
+        return out.to_tuple() if return_dict is False else out
+
+
+def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int | None = None,
+                       eos_token_id: int | None = None, pad_token_id: int | None = None) -> Path:
+    """Write a looplm checkpoint (run directory or its checkpoint/ folder) as an HF model directory.
+
+    The default loop count is the checkpoint's `loops.num_loops`; EOS/PAD default to the addition task's ids.
+    """
+    from .. import checkpoint as ckpt
+    from ..tasks.addition import EOS, PAD
+
+    model, cfg = ckpt.load_model(checkpoint, "cpu")
+    eos = EOS if eos_token_id is None else eos_token_id
+    pad = PAD if pad_token_id is None else pad_token_id
+    hf_cfg = LooplmConfig.from_model_config(cfg.model, num_loops=num_loops or cfg.loops.num_loops,
+                                            eos_token_id=eos, pad_token_id=pad)
+    hf = LooplmForCausalLM(hf_cfg)
+    hf.model.load_state_dict(model.state_dict(), strict=True)
+    hf.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad, use_cache=False,
+                                            max_length=cfg.model.max_seq_len)
+    out = Path(out)
+    hf.save_pretrained(out)
+    return out
+
+
+def _register() -> None:
+    from .registry import register_model
+
+    register_model(LooplmConfig, LooplmForCausalLM)
+
+
+_register()

@@ -1,0 +1,502 @@
+"""A native implementation of the Ouro looped-LM architecture (ByteDance's Ouro-1.4B / 2.6B and their
+fine-tunes), written from the public description and reference code, for transformers 5 without remote code.
+
+Architecture (docs/hf.md records how each point was checked):
+- token embedding -> h(0); no input injection, no prelude or coda;
+- one loop Φ = the whole stack of `num_hidden_layers` decoder layers followed by the final RMSNorm; the
+  normalized state feeds the next loop, so h(t) = Φ(h(t-1)) and logits(t) = lm_head(h(t)) with no further norm;
+- decoder layer ("sandwich" RMSNorm, pre_sandwich in DESIGN.md §1): x + N2(attn(N1(x))), then x + N4(mlp(N3(x)))
+  with N1..N4 = input_layernorm, input_layernorm_2, post_attention_layernorm, post_attention_layernorm_2;
+- attention: bias-free q/k/v/o projections, grouped KV heads when `num_key_value_heads` < heads, RoPE on q and k
+  (rotate-half convention), scale head_dim^-0.5, causal;
+- MLP: SwiGLU, down(act(gate(x)) * up(x)), bias-free;
+- early-exit gate: Linear(hidden, 1) with bias, applied to the normalized state after every loop;
+- KV cache: one slot per (loop, layer), slot = loop * num_hidden_layers + layer.
+
+Our additions: the loop count is a call argument (`num_loops`, default `config.total_ut_steps`); the one-loop map
+Φ is exposed (`OuroModel.step_fn`) so `looplm.regularizers` and `looplm.dynamics` apply unchanged; per-loop
+states and logits can be returned; left padding gets correct positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils import ModelOutput
+
+from .configuration_ouro import OuroConfig, rope_settings
+
+# Attribute set on a KV cache the first time it is filled: the loop count its slots were laid out for.
+_LOOPS_ATTR = "_looplm_num_loops"
+
+
+class OuroRMSNorm(nn.Module):
+    """RMSNorm computed in (at least) float32 and cast back before the weight, as Ouro's and Llama's norms are.
+
+    Built from primitive ops, so its forward-mode derivative and double backward are exact (Jacobian penalties
+    take both)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.to(torch.promote_types(dtype, torch.float32))
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * x.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
+
+
+class OuroMLP(nn.Module):
+    def __init__(self, config: OuroConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LoopContext(NamedTuple):
+    """Everything one loop needs besides the state: rotary tables and the attention mask, shared by all loops.
+
+    `mask` is a boolean (B, 1, T, K) "may attend" mask, or None for plain causal attention over the T tokens.
+    """
+
+    cos: torch.Tensor  # (B or 1, T, head_dim)
+    sin: torch.Tensor
+    mask: torch.Tensor | None
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((-b, a), dim=-1)
+
+
+class OuroAttention(nn.Module):
+    def __init__(self, config: OuroConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.dropout = config.attention_dropout
+        h, d = config.hidden_size, config.head_dim
+        self.q_proj = nn.Linear(h, self.num_heads * d, bias=False)
+        self.k_proj = nn.Linear(h, self.num_kv_heads * d, bias=False)
+        self.v_proj = nn.Linear(h, self.num_kv_heads * d, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * d, h, bias=False)
+
+    def forward(self, x: torch.Tensor, ctx: LoopContext, cache: Cache | None = None, slot: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = ctx.cos.unsqueeze(1).to(q.dtype), ctx.sin.unsqueeze(1).to(q.dtype)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        if cache is not None:
+            k, v = cache.update(k, v, slot)
+        if self.num_kv_heads != self.num_heads:
+            rep = self.num_heads // self.num_kv_heads
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=ctx.mask, is_causal=ctx.mask is None and T > 1,
+            dropout_p=self.dropout if self.training else 0.0, scale=self.head_dim ** -0.5)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+
+
+class OuroDecoderLayer(nn.Module):
+    """x + N2(attn(N1(x))), then x + N4(mlp(N3(x))): RMSNorm before and after each sublayer."""
+
+    def __init__(self, config: OuroConfig, layer_idx: int) -> None:
+        super().__init__()
+        eps = config.rms_norm_eps
+        self.self_attn = OuroAttention(config, layer_idx)
+        self.mlp = OuroMLP(config)
+        self.input_layernorm = OuroRMSNorm(config.hidden_size, eps)
+        self.input_layernorm_2 = OuroRMSNorm(config.hidden_size, eps)
+        self.post_attention_layernorm = OuroRMSNorm(config.hidden_size, eps)
+        self.post_attention_layernorm_2 = OuroRMSNorm(config.hidden_size, eps)
+
+    def forward(self, x: torch.Tensor, ctx: LoopContext, cache: Cache | None = None, slot: int = 0) -> torch.Tensor:
+        x = x + self.input_layernorm_2(self.self_attn(self.input_layernorm(x), ctx, cache, slot))
+        return x + self.post_attention_layernorm_2(self.mlp(self.post_attention_layernorm(x)))
+
+
+# transformers 5.24 renamed the outputs' `past_key_values` to `cache`; build outputs with whichever this version has.
+_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+@dataclass
+class OuroModelOutput(BaseModelOutputWithPast):
+    """`last_hidden_state` is h(num_loops); `loop_states` holds h(1..num_loops) when asked for, and so does
+    `hidden_states` with `output_hidden_states=True` (one entry per loop, not per layer)."""
+
+    loop_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class OuroCausalLMOutput(CausalLMOutputWithPast):
+    """`logits` come from the last loop (or the early-exit rule asked for). `loop_logits` and `exit_probs`
+    ((B, T, num_loops), the gate's exit distribution) are filled when requested."""
+
+    loop_logits: tuple[torch.Tensor, ...] | None = None
+    exit_probs: torch.Tensor | None = None
+
+
+def get_cache(out: ModelOutput) -> Cache | None:
+    return getattr(out, _CACHE_FIELD, None)
+
+
+class OuroPreTrainedModel(PreTrainedModel):
+    config_class = OuroConfig
+    config: OuroConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["OuroDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
+    _supports_sdpa = True
+
+
+def _prepare_cache(cache: Any, num_loops: int, num_layers: int) -> Cache:
+    """A cache with room for num_loops * num_layers slots. transformers' `generate` hands the model a cache
+    sized for `num_hidden_layers` slots; an empty one is replaced by a growable `DynamicCache`."""
+    if cache is not None and not isinstance(cache, Cache):
+        raise TypeError(f"the KV cache must be a transformers Cache, got {type(cache).__name__}")
+    seen = getattr(cache, _LOOPS_ATTR, None) if cache is not None else None
+    if seen is not None and seen != num_loops:
+        raise ValueError(f"this KV cache was filled with {seen} loops per layer; a call with num_loops={num_loops} "
+                         "cannot reuse it (pass the same num_loops for the whole generation, or a fresh cache)")
+    if cache is None or (getattr(cache, "layer_class_to_replicate", None) is None
+                         and len(getattr(cache, "layers", [])) < num_loops * num_layers):
+        if cache is not None and cache.get_seq_length() > 0:
+            raise ValueError(f"the KV cache has {len(cache.layers)} layer slots but {num_loops} loops x {num_layers} "
+                             f"layers need {num_loops * num_layers}; start from an empty cache")
+        cache = DynamicCache()
+    setattr(cache, _LOOPS_ATTR, num_loops)
+    return cache
+
+
+class OuroModel(OuroPreTrainedModel):
+    def __init__(self, config: OuroConfig) -> None:
+        super().__init__(config)
+        if getattr(config, "use_sliding_window", False) and config.sliding_window is not None:
+            raise NotImplementedError("sliding-window attention is not implemented (no published Ouro config uses it)")
+        kind, _, _ = rope_settings(config)
+        if kind not in ("default", "linear"):
+            raise NotImplementedError(f"rope_type={kind!r} is not implemented (Ouro uses plain RoPE)")
+        self.padding_idx = getattr(config, "pad_token_id", None)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList(OuroDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = OuroRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.early_exit_gate = nn.Linear(config.hidden_size, 1)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    # --- the pieces of a forward pass ----------------------------------------------------------------------
+    def rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin tables (B, T, head_dim) for integer positions (B, T), computed in float32 like the
+        reference and cast to `dtype` (float64 stays float64)."""
+        kind, theta, params = rope_settings(self.config)
+        d = self.config.head_dim
+        work = torch.promote_types(dtype, torch.float32)
+        inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, device=position_ids.device, dtype=torch.int64)
+                                    .to(work) / d))
+        pos = position_ids.to(work)
+        if kind == "linear":
+            pos = pos / float(params["factor"])
+        freqs = pos[..., None] * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def loop_context(self, batch: int, length: int, device: torch.device, dtype: torch.dtype,
+                     attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                     past_length: int = 0) -> LoopContext:
+        """Rotary tables and attention mask for `length` new tokens after `past_length` cached ones.
+
+        attention_mask: (B, past_length + length) with 1 for real tokens and 0 for padding. When positions are
+        not given, padded rows count positions from their first real token, so a left-padded prompt sees the
+        same positions as the unpadded one.
+        """
+        total = past_length + length
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        if attention_mask is not None and attention_mask.shape[-1] != total:
+            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens; expected {total} "
+                             f"({past_length} cached + {length} new)")
+        if position_ids is None:
+            if padded:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, past_length:]
+            else:
+                position_ids = torch.arange(past_length, total, device=device).unsqueeze(0)
+        cos, sin = self.rotary(position_ids.to(device), dtype)
+        mask = None  # plain causal attention; one token after a cache attends to everything (no mask either)
+        if padded or (past_length > 0 and length > 1):
+            q_pos = torch.arange(past_length, total, device=device)
+            k_pos = torch.arange(total, device=device)
+            mask = (k_pos[None, :] <= q_pos[:, None])[None, None]  # (1, 1, T, K) causal
+            if padded:
+                mask = mask & attention_mask.bool()[:, None, None, :]
+                # Every query may see itself: a fully masked row (a padding query) would give NaN, and NaN values
+                # leak through zero attention weights into real tokens in later layers.
+                mask = mask | (k_pos[None, :] == q_pos[:, None])[None, None]
+        return LoopContext(cos, sin, mask)
+
+    def embed(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None
+              ) -> torch.Tensor:
+        """Token ids (B, T) -> h(0), the (B, T, D) embeddings."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+
+    def core_step(self, h: torch.Tensor, ctx: LoopContext, loop_index: int = 0, cache: Cache | None = None,
+                  checkpointing: bool | None = None) -> torch.Tensor:
+        """One application of Φ: all decoder layers, then the final norm. (B, T, D) -> (B, T, D).
+
+        With a cache, layer l of loop `loop_index` uses slot loop_index * num_hidden_layers + l.
+        """
+        use_ckpt = (self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+                    if checkpointing is None else checkpointing)
+        n_layers = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            slot = loop_index * n_layers + i
+            if use_ckpt and cache is None:
+                h = checkpoint(layer, h, ctx, None, slot, use_reentrant=False)
+            else:
+                h = layer(h, ctx, cache, slot)
+        return self.norm(h)
+
+    def step_fn(self, ctx: LoopContext) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Φ as a function of the state alone (no cache, no checkpointing), for Jacobians and diagnostics."""
+        return lambda h: self.core_step(h, ctx, checkpointing=False)
+
+    def step_fn_for(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+                    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+        """(Φ, h(0)) for a batch of token ids: what `looplm.regularizers` and `looplm.dynamics` take."""
+        h0 = self.embed(input_ids)
+        B, T = input_ids.shape
+        ctx = self.loop_context(B, T, h0.device, h0.dtype, attention_mask)
+        return self.step_fn(ctx), h0
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, cache: Cache | None = None,
+                inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
+                num_loops: int | None = None, output_loop_states: bool = False,
+                output_hidden_states: bool | None = None, past_key_values: Cache | None = None,
+                **kwargs: Any) -> OuroModelOutput:
+        n = int(num_loops) if num_loops is not None else int(self.config.total_ut_steps)
+        if n < 1:
+            raise ValueError(f"num_loops must be >= 1, got {n}")
+        cache = cache if cache is not None else past_key_values
+        if use_cache is None:
+            use_cache = bool(self.config.use_cache) and not self.training
+        if use_cache:
+            cache = _prepare_cache(cache, n, len(self.layers))
+        elif cache is not None:
+            raise ValueError("a KV cache was passed with use_cache=False")
+        h = self.embed(input_ids, inputs_embeds)
+        B, T, _ = h.shape
+        past = cache.get_seq_length() if cache is not None else 0
+        ctx = self.loop_context(B, T, h.device, h.dtype, attention_mask, position_ids, past)
+        keep = output_loop_states or bool(output_hidden_states)
+        states: list[torch.Tensor] = []
+        for t in range(n):
+            h = self.core_step(h, ctx, t, cache)
+            if keep:
+                states.append(h)
+        return OuroModelOutput(
+            last_hidden_state=h, loop_states=tuple(states) if keep else None,
+            hidden_states=tuple(states) if output_hidden_states else None, **{_CACHE_FIELD: cache})
+
+
+def exit_distribution(gate_logits: torch.Tensor) -> torch.Tensor:
+    """(B, T, n) per-loop gate logits -> (B, T, n) exit probabilities: loop t exits with probability
+    λ_t Π_{s<t} (1 - λ_s), λ = sigmoid(gate), and the last loop takes the remaining mass."""
+    lam = torch.sigmoid(gate_logits.float())
+    survive = torch.cumprod(1 - lam, dim=-1)
+    before = torch.cat([torch.ones_like(survive[..., :1]), survive[..., :-1]], dim=-1)
+    probs = lam * before
+    return torch.cat([probs[..., :-1], before[..., -1:]], dim=-1)
+
+
+class OuroForCausalLM(OuroPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: OuroConfig) -> None:
+        super().__init__(config)
+        self.model = OuroModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def get_decoder(self) -> OuroModel:
+        return self.model
+
+    # --- the looplm interface: embed / step_fn / loop / readout --------------------------------------------
+    def step_fn_for(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+                    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+        return self.model.step_fn_for(input_ids, attention_mask)
+
+    readout_is_pointwise = True  # readout acts on each position alone (trainers may apply it to selected rows)
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """State h(t) -> logits(t). The state is already normalized (the final norm is part of Φ)."""
+        return self.lm_head(h)
+
+    # The same four methods as looplm's LoopedTransformer, so `looplm.evaluate`, `looplm.dynamics` and the
+    # trainers drive either model. Positions are 0..T-1 and attention is causal: right padding only.
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(input_ids)
+
+    def _causal_context(self, h: torch.Tensor) -> LoopContext:
+        return self.model.loop_context(h.shape[0], h.shape[1], h.device, h.dtype)
+
+    def step_fn(self, e: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Φ for states shaped like `e` (Ouro has no input injection; `e` only fixes the sequence length)."""
+        return self.model.step_fn(self._causal_context(e))
+
+    def loop(self, h: torch.Tensor, e: torch.Tensor | None, num_loops: int, backprop_loops: int = 0,
+             checkpoint_loops: bool = False, keep: Callable[[int, torch.Tensor], None] | None = None
+             ) -> torch.Tensor:
+        """Apply Φ `num_loops` times from h; `keep(t, h_t)` sees each state. As LoopedTransformer.loop:
+        backprop_loops=k > 0 runs all but the last k loops without a graph; checkpoint_loops recomputes each
+        loop in backward (per-layer checkpointing, `gradient_checkpointing_enable()`, also applies)."""
+        if num_loops < 1:
+            raise ValueError(f"num_loops must be >= 1, got {num_loops}")
+        ctx = self._causal_context(h)
+        n_free = num_loops - backprop_loops if 0 < backprop_loops < num_loops else 0
+        for t in range(1, num_loops + 1):
+            if t <= n_free:
+                with torch.no_grad():
+                    h = self.model.core_step(h, ctx)
+            elif checkpoint_loops and torch.is_grad_enabled():
+                h = checkpoint(self.model.core_step, h, ctx, 0, None, False, use_reentrant=False)
+            else:
+                h = self.model.core_step(h, ctx)
+            if keep is not None:
+                keep(t, h)
+        return h
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, cache: Cache | None = None,
+                inputs_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                use_cache: bool | None = None, logits_to_keep: int | torch.Tensor = 0,
+                num_loops: int | None = None, exit_threshold: float | None = None,
+                use_weighted_exit: bool = False, output_loop_logits: bool = False,
+                output_hidden_states: bool | None = None, past_key_values: Cache | None = None,
+                return_dict: bool | None = None, **kwargs: Any) -> OuroCausalLMOutput | tuple:
+        """Logits after `num_loops` loops (default `config.total_ut_steps`).
+
+        Early exit, as in the reference model, is opt-in here: `exit_threshold=q` reads each token's logits at
+        the first loop whose cumulative exit probability reaches q (the last loop if none does), and
+        `use_weighted_exit=True` averages the per-loop logits under the exit distribution. Every loop still runs,
+        so the KV cache stays complete. The reference applies `config.early_exit_threshold` (1.0) by default; in
+        exact arithmetic that is always the last loop, which is what this model returns by default.
+
+        `labels` (B, T) are shifted inside (HF convention; -100 is ignored); the loss uses the returned logits.
+        """
+        weighted = bool(use_weighted_exit)
+        need_states = output_loop_logits or weighted or exit_threshold is not None
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         cache=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,
+                         use_cache=use_cache, num_loops=num_loops, output_loop_states=need_states,
+                         output_hidden_states=output_hidden_states)
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+
+        def sel(x: torch.Tensor) -> torch.Tensor:
+            return x[:, keep] if isinstance(keep, slice) else x.index_select(1, keep.to(x.device))
+
+        loop_logits = exit_probs = None
+        if need_states:
+            states = out.loop_states
+            exit_probs = exit_distribution(torch.cat([self.model.early_exit_gate(sel(s)) for s in states], -1))
+            if output_loop_logits or weighted:
+                loop_logits = tuple(self.lm_head(sel(s)) for s in states)
+            if weighted:
+                logits = sum(lg * exit_probs[..., i : i + 1].to(lg.dtype) for i, lg in enumerate(loop_logits))
+            elif exit_threshold is not None:
+                reached = exit_probs.cumsum(-1) >= exit_threshold
+                step = torch.where(reached.any(-1), reached.float().argmax(-1), len(states) - 1)  # (B, T')
+                stacked = torch.stack([sel(s) for s in states], dim=2)  # (B, T', n, D)
+                idx = step[..., None, None].expand(-1, -1, 1, stacked.shape[-1])
+                logits = self.lm_head(stacked.gather(2, idx).squeeze(2))
+            else:
+                logits = loop_logits[-1] if loop_logits is not None else self.lm_head(sel(out.last_hidden_state))
+        else:
+            logits = self.lm_head(sel(out.last_hidden_state))
+        loss = None
+        if labels is not None:
+            if logits.shape[1] != labels.shape[1]:
+                raise ValueError("labels need logits at every position (logits_to_keep=0)")
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device),
+                                   ignore_index=-100)
+        result = OuroCausalLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                    **{_CACHE_FIELD: get_cache(out)},
+                                    loop_logits=loop_logits if output_loop_logits else None,
+                                    exit_probs=exit_probs)
+        if return_dict is False:
+            return result.to_tuple()
+        return result
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def expected_parameter_names(config: OuroConfig) -> list[str]:
+    """The weight names a checkpoint of this architecture holds, in the published checkpoints' naming."""
+    names = ["model.embed_tokens.weight", "model.norm.weight", "model.early_exit_gate.weight",
+             "model.early_exit_gate.bias", "lm_head.weight"]
+    per_layer = ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                 "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+                 "input_layernorm.weight", "input_layernorm_2.weight", "post_attention_layernorm.weight",
+                 "post_attention_layernorm_2.weight"]
+    names += [f"model.layers.{i}.{n}" for i in range(config.num_hidden_layers) for n in per_layer]
+    return sorted(names)
+
+
+__all__ = ["OuroConfig", "OuroModel", "OuroForCausalLM", "OuroPreTrainedModel", "LoopContext",
+           "exit_distribution", "expected_parameter_names", "count_parameters"]
+
+
+def _register() -> None:
+    from .registry import register_model
+
+    register_model(OuroConfig, OuroForCausalLM, OuroModel)
+
+
+_register()

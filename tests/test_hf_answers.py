@@ -1,0 +1,39 @@
+"""GSM8K-style answer extraction (looplm.hf.answers needs no transformers)."""
+
+import pytest
+
+from looplm.hf.answers import extract_answer, gold_answer, is_correct, last_boxed, normalize
+
+
+@pytest.mark.parametrize("text, want", [
+    # The GSM8K marker wins, even with later numbers, commas, dollars and a trailing period.
+    ("Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips.\n#### 72", "72"),
+    ("So the total is $1,234.\n#### $1,234.\n\nQuestion: next one has 99", "1234"),
+    ("#### -17", "-17"),
+    ("#### 0.50", "0.5"),
+    # \boxed{} (the last one), nested braces and fractions.
+    ("First \\boxed{3}, wait, actually \\boxed{5}.", "5"),
+    ("The probability is \\boxed{\\frac{1}{4}}", "0.25"),
+    ("\\boxed{ 1,000 }", "1000"),
+    ("So x = \\boxed{x^2+1}", "x^2+1"),
+    # "The answer is" phrases; the last one counts.
+    ("I think the answer is 12. No: the final answer is 15 apples.", "15"),
+    ("Answer: 3/4", "0.75"),
+    # Fallback: the last number.
+    ("He pays 5 + 3 = 8 dollars, then gets 2 back, so 6", "6"),
+    ("50% of them", "0.5"),
+    ("no digits here", None),
+    ("", None),
+])
+def test_extract_answer(text, want):
+    assert extract_answer(text) == want
+
+
+def test_normalize_and_compare():
+    assert normalize("1,234.50") == "1234.5" and normalize(" 7 ") == "7" and normalize("$5.") == "5"
+    assert normalize("3/4") == "0.75" and normalize("abc.") == "abc"
+    assert is_correct("72", "72.0") and is_correct("1,000", "1000") and is_correct("0.333333333", "1/3")
+    assert not is_correct("71", "72") and not is_correct(None, "1") and not is_correct("1", None)
+    assert is_correct("x^2+1", " x^2+1 ")
+    assert gold_answer("Janet has 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18.\n#### 18") == "18"
+    assert last_boxed("\\boxed{a{b}c} and \\fbox{d}") == "d" and last_boxed("\\boxed{unclosed") is None

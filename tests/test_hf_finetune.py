@@ -1,0 +1,239 @@
+"""STARS fine-tuning (looplm.hf): assistant-only masks, data sources, the objective, runs, resume, CLI."""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from looplm.cli import main as cli  # noqa: E402
+from looplm.config import ConfigError, preset_names  # noqa: E402
+from looplm.hf.chat import IGNORE, TemplateError, encode_chat, to_messages  # noqa: E402
+from looplm.hf.data import build_examples, collate, load_records  # noqa: E402
+from looplm.hf.finetune import (  # noqa: E402
+    FinetuneConfig,
+    StarsObjective,
+    finetune,
+    jsrr_masked,
+    load_finetune_config,
+)
+from looplm.hf.testing import math_problems, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
+from looplm.model import twice_differentiable  # noqa: E402
+from looplm.regularizers import jsrr, jvp, unit_probes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_chat_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, tok):
+    d = tmp_path_factory.mktemp("base") / "ouro-tiny"
+    tiny_ouro(len(tok)).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def target_texts(tok, enc) -> list[str]:
+    """Decode each maximal run of labelled tokens."""
+    runs, cur = [], []
+    for i, lab in zip(enc.input_ids, enc.labels, strict=True):
+        if lab != IGNORE:
+            assert lab == i
+            cur.append(i)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    return [tok.decode(r) for r in runs]
+
+
+CONVO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"},
+         {"role": "assistant", "content": "2+3 = 5.\n#### 5"}, {"role": "user", "content": "and 4*4?"},
+         {"role": "assistant", "content": "#### 16"}]
+
+
+def test_mask_covers_assistant_content_and_end_of_turn_only(tok):
+    enc = encode_chat(tok, CONVO)
+    # ChatML appends "<|im_end|>\n" to every turn: the end-of-turn token is a target (the model must learn to
+    # stop), the newline after it and the generation prompt "<|im_start|>assistant\n" are not.
+    assert target_texts(tok, enc) == ["2+3 = 5.\n#### 5<|im_end|>", "#### 16<|im_end|>"]
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    user_end = [j for j, i in enumerate(enc.input_ids) if i == im_end][:2]  # system and user turns
+    assert all(enc.labels[j] == IGNORE for j in user_end)
+    # The first target is predicted from the last token of the generation prompt (labels are not shifted;
+    # the loss shifts): the token before it is the "\n" after "assistant".
+    first = next(j for j, lab in enumerate(enc.labels) if lab != IGNORE)
+    assert tok.decode(enc.input_ids[first - 1 : first]) == "\n"
+    assert tok.decode(enc.input_ids[:first]).endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("template, want", [
+    # A template that closes the assistant turn with the eos token and a multi-token marker.
+    ("{% for m in messages %}{% if m['role'] == 'user' %}{{ 'User: ' + m['content'] + '\\n' }}"
+     "{% else %}{{ 'Assistant: ' + m['content'] + eos_token + ' [END]\\n\\n' }}{% endif %}{% endfor %}"
+     "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}",
+     [" 4<|endoftext|> [END]"]),  # BPE merges the prompt's trailing space with "4": that token is a target
+    # A template with no end-of-turn marker at all: the content alone is the target.
+    ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
+     "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}",
+     [" 4"]),
+])
+def test_mask_with_other_templates(tok, template, want):
+    msgs = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    assert target_texts(tok, encode_chat(tok, msgs, chat_template=template)) == want
+
+
+def test_mask_rejects_templates_that_are_not_prefix_stable(tok):
+    # Renders the last message differently from earlier ones: the rendered prefix changes as turns are added.
+    bad = "{% for m in messages %}{% if loop.last %}[{{ m['content'] }}]{% else %}{{ m['content'] }}{% endif %}" \
+          "{% endfor %}"
+    with pytest.raises(TemplateError, match="prefix-stably"):
+        encode_chat(tok, CONVO[1:3], chat_template=bad)
+
+
+def test_records_formats_sources_and_truncation(tok, tmp_path):
+    rows = math_problems(6)
+    assert to_messages(rows[0])[1] == {"role": "assistant", "content": rows[0]["solution"]}
+    assert to_messages({"problem": "x", "solution": " "}) is None
+    assert to_messages({"messages": [{"role": "user", "content": "hi"}]}) is None  # nothing to learn
+    assert to_messages(rows[0], system_prompt="S")[0] == {"role": "system", "content": "S"}
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    write_jsonl(rows, tmp_path / "d.jsonl")
+    assert load_records(str(tmp_path / "d.parquet")) == load_records(str(tmp_path / "d.jsonl")) == rows
+    assert len(load_records(str(tmp_path), max_samples=8)) == 8  # a folder of files
+    pick = load_records(str(tmp_path / "d.jsonl"), max_samples=3, subset="random", seed=1)
+    assert len(pick) == 3 and all(r in rows for r in pick)
+    assert pick == load_records(str(tmp_path / "d.jsonl"), max_samples=3, subset="random", seed=1)
+    with pytest.raises(FileNotFoundError):
+        load_records(str(tmp_path / "missing.jsonl"))
+    full, _ = build_examples(rows, tok, max_length=4096, fmt="prompt_response")
+    cut = min(len(e.input_ids) for e in full) - 3  # every example loses its last tokens, keeps some targets
+    ex, st = build_examples(rows, tok, max_length=cut, overlong="truncate", fmt="prompt_response")
+    assert len(ex) == 6 and all(len(e.input_ids) == cut and e.n_targets > 0 for e in ex) and st.overlong == 6
+    with pytest.raises(ValueError, match="no usable examples"):
+        build_examples(rows, tok, max_length=40, overlong="drop")
+    ids, labels, mask = collate(ex[:3], pad_id=0)
+    assert ids.shape == labels.shape == mask.shape and (labels[mask == 0] == IGNORE).all()
+
+
+def test_objective_ce_is_over_assistant_tokens_and_jsrr_over_real_tokens(tok):
+    model = tiny_ouro(len(tok)).train()
+    ex, _ = build_examples(math_problems(3), tok, max_length=512)
+    ids, labels, mask = collate(ex, tok.pad_token_id)
+    loops = FinetuneConfig().loops
+    obj = StarsObjective(model, loops, FinetuneConfig().reg)
+    res = obj(ids, labels, mask, n_loops=3, reg_on=True, at=3, probes=torch.Generator().manual_seed(0))
+    full = model(ids, num_loops=3, use_cache=False).logits
+    ref = torch.nn.functional.cross_entropy(full[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+    torch.testing.assert_close(res["ce"], ref)
+    torch.testing.assert_close(res["loss"], 0.9 * res["ce"] + 0.1 * res["reg"])
+    assert int(res["n_targets"]) == int((labels[:, 1:] != IGNORE).sum())
+    # Padding does not change a sequence's penalty: each row's ||J v||² equals that of the row alone, with the
+    # probe restricted to its real tokens.
+    with torch.no_grad():
+        h = model.loop(model.embed(ids), None, 3)
+    valid = mask[..., None].float()
+    with twice_differentiable():
+        pen = jsrr_masked(model.step_fn(h), h, valid, torch.Generator().manual_seed(5))
+        v = unit_probes(h.shape, torch.Generator().manual_seed(5), h.device, h.dtype) * valid
+        rows = []
+        for i in range(len(ids)):
+            n = int(mask[i].sum())
+            vi = v[i : i + 1, :n] / v[i, :n].norm()
+            rows.append(jvp(model.step_fn(h[i : i + 1, :n]), h[i : i + 1, :n].detach(), vi)[1].pow(2).sum())
+        assert mask.sum(1).min() < mask.shape[1]  # the batch really is padded
+        torch.testing.assert_close(pen, torch.stack(rows).mean())
+        # Without padding it is the paper's jsrr itself.
+        full = jsrr(model.step_fn(h), h, torch.Generator().manual_seed(6))
+        torch.testing.assert_close(jsrr_masked(model.step_fn(h), h, torch.ones_like(valid),
+                                               torch.Generator().manual_seed(6)), full)
+    res["loss"].backward()
+    assert model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+    # The same objective drives looplm's own architecture (here with a coda block, whose readout attends).
+    from looplm.hf import LooplmConfig, LooplmForCausalLM
+
+    lm = LooplmForCausalLM(LooplmConfig(vocab_size=len(tok), max_seq_len=512, d_model=16, n_heads=2, d_ff=32,
+                                        n_coda=1, norm_placement="pre_sandwich"))
+    res = StarsObjective(lm, loops, FinetuneConfig().reg)(ids, labels, mask, n_loops=2, reg_on=True, at=2,
+                                                          probes=torch.Generator().manual_seed(0))
+    full = lm(ids, num_loops=2).logits
+    ref = torch.nn.functional.cross_entropy(full[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+    torch.testing.assert_close(res["ce"], ref)
+    assert torch.isfinite(res["reg"]) and res["reg"] > 0
+
+
+def test_preset_is_the_paper_setting_and_stays_out_of_addition_presets():
+    cfg = load_finetune_config("ouro-math-stars")
+    assert (cfg.loops.sampler, cfg.loops.mu, cfg.loops.sigma, cfg.loops.min_loops, cfg.loops.max_loops) == \
+        ("lognormal", 1.7, 0.4, 1, 16)
+    assert cfg.reg.kind == "jsrr" and cfg.reg.weight == 0.1 and cfg.train.lr == pytest.approx(1e-6)
+    assert cfg.data.source == "AI-MO/NuminaMath-1.5" and cfg.data.max_samples == 400000 and cfg.train.epochs == 1
+    assert cfg.model.name_or_path == "ByteDance/Ouro-1.4B"
+    assert "ouro-math-stars" not in preset_names()
+    # A partial YAML keeps this schema's defaults (the Ouro loop distribution), not the addition ones.
+    assert FinetuneConfig.from_dict({"loops": {"max_loops": 8}}).loops.mu == 1.7
+    with pytest.raises(ConfigError, match="train.nope"):
+        load_finetune_config("ouro-math-stars", ["train.nope=1"])
+
+
+def _cfg(base_dir, data, **train):
+    t = dict(steps=4, micro_batch_size=2, grad_accum=2, lr=3e-3, log_every=1, checkpoint_every=2, threads=1)
+    t.update(train)
+    return FinetuneConfig.from_dict({"model": {"name_or_path": str(base_dir)},
+                                     "data": {"source": str(data), "max_length": 256}, "train": t})
+
+
+def test_finetune_runs_resumes_exactly_and_reloads(base_dir, tmp_path):
+    data = write_jsonl(math_problems(12), tmp_path / "math.jsonl")
+    cfg = _cfg(base_dir, data)
+    straight = finetune(cfg, tmp_path / "a", progress=False)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        finetune(cfg, tmp_path / "b", progress=False, fault={"crash_at_step": 3})  # last checkpoint: step 2
+    with pytest.raises(FileExistsError, match="--resume"):
+        finetune(cfg, tmp_path / "b", progress=False)
+    resumed = finetune(cfg, tmp_path / "b", resume=True, progress=False)
+    wa = load_file(str(straight / "checkpoint" / "model.safetensors"))
+    wb = load_file(str(resumed / "checkpoint" / "model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+    recs = [json.loads(x) for x in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4] and all(1 <= r["loops"] <= 16 for r in recs)
+    assert all(r["reg_kind"] == "jsrr" and r["reg"] > 0 for r in recs)
+    # Generation stops at the template's end of turn as well as at the base eos (Ouro: <|endoftext|>).
+    gen = json.loads((straight / "checkpoint" / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == [0, 2]
+    base = load_file(str(base_dir / "model.safetensors"))
+    assert not torch.equal(base["model.layers.0.mlp.up_proj.weight"], wa["model.layers.0.mlp.up_proj.weight"])
+    torch.testing.assert_close(base["model.early_exit_gate.weight"], wa["model.early_exit_gate.weight"])  # frozen
+    # The checkpoint is an HF model directory: it loads (and generates) through the Auto classes.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = AutoModelForCausalLM.from_pretrained(straight / "checkpoint")
+    tk = AutoTokenizer.from_pretrained(straight / "checkpoint")
+    prompt = tk.apply_chat_template([{"role": "user", "content": "1+1?"}], add_generation_prompt=True,
+                                    return_tensors="pt", return_dict=True)
+    out = m.generate(**prompt, max_new_tokens=4, do_sample=False, num_loops=2)
+    assert out.shape[1] <= prompt["input_ids"].shape[1] + 4
+
+
+def test_finetune_cli_sft_baseline(base_dir, tmp_path, capsys):
+    data = write_jsonl(math_problems(8), tmp_path / "m.jsonl")
+    y = tmp_path / "ft.yaml"
+    y.write_text(f"model:\n  name_or_path: {base_dir}\ndata:\n  source: {data}\n  max_length: 256\n"
+                 "loops:\n  sampler: fixed\n  num_loops: 2\nreg:\n  kind: none\n"
+                 "train:\n  steps: 2\n  micro_batch_size: 2\n  grad_accum: 1\n  threads: 1\n  log_every: 1\n")
+    assert cli(["finetune", "--config", str(y), "--out", str(tmp_path / "run"), "--no-progress",
+                "--set", "train.lr=1e-4"]) == 0
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loops"] for r in recs] == [2, 2] and all(r["reg"] is None for r in recs)
+    assert cli(["finetune", "--config", str(y), "--out", str(tmp_path / "x"), "--set", "loops.sigma=0"]) == 2
+    assert "loops.sigma" in capsys.readouterr().err

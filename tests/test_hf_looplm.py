@@ -1,0 +1,75 @@
+"""looplm's LoopedTransformer as an HF model: conversion, Auto classes, generate() == looplm's decoder."""
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+
+from looplm import checkpoint as ckpt  # noqa: E402
+from looplm.evaluate import generate  # noqa: E402
+from looplm.hf import LooplmConfig, LooplmForCausalLM, convert_checkpoint  # noqa: E402
+from looplm.model import LoopedTransformer  # noqa: E402
+from looplm.tasks.addition import EOS, AdditionTask  # noqa: E402
+
+from .conftest import tiny_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def looplm_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = tiny_config(model=dict(norm_placement="pre_sandwich", n_prelude=1), loops=dict(num_loops=3))
+    model = LoopedTransformer(cfg.model)
+    with torch.no_grad():  # a less uniform random model, so greedy decoding varies and sometimes stops
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    d = tmp_path_factory.mktemp("looplm") / "checkpoint"
+    ckpt.save(d, model, cfg)
+    return d, model, cfg
+
+
+def test_convert_and_load_through_auto_classes(looplm_ckpt, tmp_path):
+    d, model, cfg = looplm_ckpt
+    out = convert_checkpoint(d, tmp_path / "hf")
+    conf = AutoConfig.from_pretrained(out)
+    assert isinstance(conf, LooplmConfig) and conf.num_loops == 3 and conf.model_config() == cfg.model
+    hf = AutoModelForCausalLM.from_pretrained(out)
+    assert isinstance(hf, LooplmForCausalLM)
+    assert sorted(hf.state_dict()) == sorted(f"model.{k}" for k in model.state_dict())
+    ids = torch.randint(2, 14, (3, 9))
+    torch.testing.assert_close(hf(ids).logits, model(ids, 3))
+    torch.testing.assert_close(hf(ids, num_loops=5).logits, model(ids, 5))
+    out5 = hf(ids, num_loops=5, output_loop_logits=True)
+    torch.testing.assert_close(out5.loop_logits[1], model(ids, 2))
+    with pytest.raises(ValueError, match="right padding"):
+        hf(ids, attention_mask=torch.tensor([[0] + [1] * 8] * 3))
+
+
+@pytest.mark.parametrize("loops", [1, 3, 6])
+def test_hf_generate_equals_looplm_generate(looplm_ckpt, tmp_path, loops):
+    d, model, cfg = looplm_ckpt
+    hf = AutoModelForCausalLM.from_pretrained(convert_checkpoint(d, tmp_path / "hf")).eval()
+    task = AdditionTask(cfg.data.digits)
+    prompts = ["1234+5678=", "9999+1000=", "4321+8765="]  # equal lengths: one batch, no padding
+    ids = [task.tok.encode(p) for p in prompts]
+    new = cfg.model.max_seq_len - len(ids[0])
+    want = generate(model.eval(), ids, loops, max_new_tokens=new)
+    got = hf.generate(torch.tensor(ids), max_new_tokens=new, do_sample=False, num_loops=loops)
+    for row, w in zip(got.tolist(), want, strict=True):
+        tail = row[len(ids[0]) :]
+        tail = tail[: tail.index(EOS)] if EOS in tail else tail
+        assert tail == w
+
+
+def test_export_hf_command(looplm_ckpt, tmp_path, capsys):
+    from looplm.cli import main as cli
+
+    d, model, _ = looplm_ckpt
+    assert cli(["export-hf", str(d), "--out", str(tmp_path / "x"), "--loops", "5"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "x")
+    assert hf.config.num_loops == 5
+    ids = torch.randint(2, 14, (1, 6))
+    torch.testing.assert_close(hf(ids).logits, model(ids, 5))
+    assert cli(["export-hf", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2

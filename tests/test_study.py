@@ -1,0 +1,37 @@
+import json
+
+from looplm import study
+
+TINY = ["model.d_model=32", "model.d_ff=64", "train.steps=3", "train.batch_size=8", "train.eval_every=0",
+        "data.test_size=16", "loops.max_loops=4", "reg.start_step=1", "reg.rho_every=0"]
+
+
+def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
+    grid = [study.RunSpec("fixed", "baseline", "addition-fixed", TINY, n_eval=16),
+            study.RunSpec("stars", "STARS", "addition-stars", TINY, n_eval=16),
+            study.RunSpec("stars-s1", "STARS", "addition-stars", TINY, seed=1, n_eval=16)]
+    monkeypatch.setattr(study, "quick_grid", lambda: grid)
+    monkeypatch.setattr(study, "QUICK_DEPTHS", [1, 2, 4, 100])
+    report = study.run_study(tmp_path, quick=True, progress=False)
+    text = report.read_text()
+    for name in ("fixed", "stars", "stars-s1", "Seeds (mean ± std)", "figures/accuracy.png", "kept@100"):
+        assert name in text
+    res = json.loads((tmp_path / "runs" / "stars" / "result.json").read_text())
+    assert res["depths"] == [1, 2, 4, 100] and res["n"] == 16 and len(res["state_norm"]) == 4
+    assert res["rho_at_num_loops"] > 0 and res["config"]["reg"]["kind"] == "jsrr"
+    assert (tmp_path / "figures" / "accuracy.png").is_file()
+    # A second call retrains nothing: results are read back.
+    mtime = (tmp_path / "runs" / "stars" / "result.json").stat().st_mtime_ns
+    study.run_study(tmp_path, quick=True, progress=False)
+    assert (tmp_path / "runs" / "stars" / "result.json").stat().st_mtime_ns == mtime
+
+
+def test_full_grid_covers_the_issue():
+    names = {s.name for s in study.full_grid()}
+    assert sum(n.startswith("fixed4-") and "-s" not in n[-3:] for n in names) >= 8
+    for n in ("random-lognormal", "random-poisson", "random-uniform", "prelude-coda", "l2-residual", "stars",
+              "stars-lambda0.01", "stars-lambda0.3", "stars-vjp-release", "stars-at-random", "6digit-stars",
+              "6digit-random", "stars-s1", "stars-s2"):
+        assert n in names
+    for s in study.full_grid():
+        s.config([])  # every spec is a valid config
