@@ -63,10 +63,10 @@ def plot(results: dict, cap: int, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = {"STARS": "tab:blue", "fixed": "tab:red"}
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    colors = {"STARS": "tab:blue", "fixed-depth baseline": "tab:red"}
     for label, res in results.items():
-        c = colors.get(label.split()[0], None)
+        c = colors.get(label)
         fx = sorted(res["fixed"].items())
         ax.plot([v[1] for _, v in fx], [v[0] for _, v in fx], "-", color=c, alpha=0.6, label=f"{label}: fixed depth")
         st = list(res["stable"].values())
@@ -80,7 +80,7 @@ def plot(results: dict, cap: int, png: Path) -> None:
     ax.set_ylabel("exact match")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Adaptive early exit, 4-digit addition (KV-cached greedy decoding)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)

@@ -221,27 +221,32 @@ class Config:
 
     def with_overrides(self, overrides: list[str]) -> Config:
         """Apply `section.key=value` strings; values are parsed as YAML scalars, then type-checked."""
-        d = self.to_dict()
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} must look like section.key=value")
-            path, raw = item.split("=", 1)
-            parts = path.strip().split(".")
-            if len(parts) != 2:
-                raise ConfigError(f"override key {path!r} must be section.key, e.g. train.steps")
-            section, key = parts
-            if section not in d:
-                raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(d)}")
-            if key not in d[section]:
-                raise ConfigError(f"unknown key {section}.{key}; valid keys: {', '.join(d[section])}")
-            d[section][key] = yaml.safe_load(raw) if raw.strip() else raw
-        return Config.from_dict(d)
+        return Config.from_dict(apply_overrides(self.to_dict(), overrides))
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+def apply_overrides(d: dict[str, dict[str, Any]], overrides: list[str]) -> dict[str, dict[str, Any]]:
+    """Set `section.key=value` items in a nested config dict (values parsed as YAML scalars); unknown
+    sections and keys raise ConfigError listing the valid ones. Type checks happen when the dict is built."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        path, raw = item.split("=", 1)
+        parts = path.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"override key {path!r} must be section.key, e.g. train.steps")
+        section, key = parts
+        if section not in d:
+            raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(d)}")
+        if key not in d[section]:
+            raise ConfigError(f"unknown key {section}.{key}; valid keys: {', '.join(d[section])}")
+        d[section][key] = yaml.safe_load(raw) if raw.strip() else raw
+    return d
 
 
 _SECTION_TYPES = {"model": ModelConfig, "loops": LoopsConfig, "reg": RegConfig, "data": DataConfig,

@@ -126,7 +126,7 @@ class Objective(nn.Module):
         return ce_sum, pen, e, h
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
+def truncate_metrics(path: Path, last_step: int) -> None:
     """On resume, drop log lines from steps after the checkpoint: they will be redone."""
     if not path.exists():
         return
@@ -198,7 +198,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     if world.is_main:
         # Drop log lines from steps after the checkpoint (all on a fresh start): they are (re)done now.
-        _truncate_metrics(out / "metrics.jsonl", step)
+        truncate_metrics(out / "metrics.jsonl", step)
         out.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(out / "config.yaml")
 

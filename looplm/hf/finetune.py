@@ -37,10 +37,11 @@ import torch.nn.functional as F
 import yaml
 
 from .. import distributed as dist_utils
-from ..config import REG_KINDS, ConfigError, LoopsConfig, RegConfig, _build_section, _check, _choice
+from ..config import REG_KINDS, ConfigError, LoopsConfig, RegConfig, _build_section, _check, _choice, apply_overrides
 from ..loops import describe, sample_loops
 from ..model import twice_differentiable
 from ..regularizers import jvp, penalty, power_iteration_rho, unit_probes
+from ..train import truncate_metrics
 from .chat import CHATML_TEMPLATE, IGNORE, end_of_turn_token
 from .data import build_examples, collate, epoch_order, load_records
 
@@ -160,21 +161,7 @@ class FinetuneConfig:
         return cls(**built)
 
     def with_overrides(self, overrides: list[str]) -> FinetuneConfig:
-        d = self.to_dict()
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} must look like section.key=value")
-            path, raw = item.split("=", 1)
-            parts = path.strip().split(".")
-            if len(parts) != 2:
-                raise ConfigError(f"override key {path!r} must be section.key, e.g. train.lr")
-            section, key = parts
-            if section not in d:
-                raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(d)}")
-            if key not in d[section]:
-                raise ConfigError(f"unknown key {section}.{key}; valid keys: {', '.join(d[section])}")
-            d[section][key] = yaml.safe_load(raw) if raw.strip() else raw
-        return FinetuneConfig.from_dict(d)
+        return FinetuneConfig.from_dict(apply_overrides(self.to_dict(), overrides))
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -329,19 +316,6 @@ def _recover(ckpt_dir: Path) -> None:
     shutil.rmtree(ckpt_dir.with_name(ckpt_dir.name + ".tmp"), ignore_errors=True)
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= last_step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            break
-    path.write_text("".join(k + "\n" for k in keep))
-
-
 def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progress: bool = True,
              fault: dict[str, Any] | None = None) -> Path:
     """Fine-tune `cfg.model.name_or_path` into run directory `out`; returns `out`. Under torchrun every rank
@@ -424,7 +398,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progres
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
         if world.is_main:
-            _truncate_metrics(out / "metrics.jsonl", step)
+            truncate_metrics(out / "metrics.jsonl", step)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(out / "finetune.yaml")
