@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-cache", action="store_true", help="rerun the whole prefix for every token (no exit rule)")
     g.add_argument("--show-loops", action="store_true", help="print the loops used for each generated token")
 
-    d = sub.add_parser("demo", help="train the STARS preset, sweep 1..100, plot (about 15 min on 2 CPU cores)")
+    d = sub.add_parser("demo", help="train the STARS preset, sweep 1..100, plot (about 10 min on 2 CPU cores)")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     d.add_argument("--no-progress", action="store_true")
