@@ -32,24 +32,27 @@ def cmd_train(config: str, out: str, overrides: list[str], resume: bool = False,
     return train(cfg, out, resume=resume, progress=progress)
 
 
-def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | None = None,
-              batch_size: int = 500, device: str = "auto", progress: bool = True, exit_tol: float | None = None,
-              exit_stable: int | None = None) -> dict:
-    ds = parse_depths(depths)
-    model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
-    task = make_task(cfg)
+def eval_problems(task, cfg, data: str | None, n: int | None):
+    """(batch, source): the first n rows of a JSONL file, or n problems of the reserved held-out split
+    (default data.test_size)."""
     if data is not None:
         from .tasks.addition import read_addition_jsonl
 
         a, b = read_addition_jsonl(data)
         if n is not None:
             a, b = a[:n], b[:n]
-        batch = task.encode_problems(a, b, cfg.model.max_seq_len)
-        source = str(data)
-    else:
-        size = n if n is not None else cfg.data.test_size
-        batch = task.test_batch(size, cfg.data.test_seed, cfg.model.max_seq_len)
-        source = f"held-out split (seed {cfg.data.test_seed})"
+        return task.encode_problems(a, b, cfg.model.max_seq_len), str(data)
+    size = n if n is not None else cfg.data.test_size
+    return (task.test_batch(size, cfg.data.test_seed, cfg.model.max_seq_len),
+            f"held-out split (seed {cfg.data.test_seed})")
+
+
+def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | None = None,
+              batch_size: int = 500, device: str = "auto", progress: bool = True, exit_tol: float | None = None,
+              exit_stable: int | None = None) -> dict:
+    ds = parse_depths(depths)
+    model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
+    batch, source = eval_problems(make_task(cfg), cfg, data, n)
     t0 = time.perf_counter()
     res = sweep(model, batch, ds, batch_size=batch_size, progress=progress, exit_tol=exit_tol, exit_stable=exit_stable)
     out = res.to_json()
@@ -147,16 +150,7 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str 
     if threads:
         torch.set_num_threads(threads)
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
-    task = make_task(cfg)
-    if data is not None:
-        from .tasks.addition import read_addition_jsonl
-
-        a, b = read_addition_jsonl(data)
-        batch = task.encode_problems(a[:n], b[:n], cfg.model.max_seq_len)
-        source = str(data)
-    else:
-        batch = task.test_batch(n, cfg.data.test_seed, cfg.model.max_seq_len)
-        source = f"held-out split (seed {cfg.data.test_seed})"
+    batch, source = eval_problems(make_task(cfg), cfg, data, n)
     res = diagnose(model, batch, ds, spectral_depths=sdeps, spectral_n=spectral_n if sdeps else 0, iters=iters,
                    tol=tol, method=method, hutchinson_samples=hutchinson, pca_n=pca_n, batch_size=batch_size,
                    seed=seed, progress=progress)

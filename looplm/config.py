@@ -299,21 +299,23 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def read_yaml_config(path_or_preset: str | Path, preset_dir: Path = PRESET_DIR, what: str = "a preset") -> dict:
+    """The mapping in a YAML file, or in `preset_dir/<name>.yaml` for a preset name."""
+    p = Path(path_or_preset)
+    if not p.exists():
+        candidate = preset_dir / f"{path_or_preset}.yaml"
+        if not candidate.exists():
+            names = sorted(q.stem for q in preset_dir.glob("*.yaml"))
+            raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor {what}; "
+                              f"presets: {', '.join(names)}")
+        p = candidate
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+
+
 def load_config(path_or_preset: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Load a YAML file, or a shipped preset by name (e.g. `addition-stars`), then apply overrides."""
-    if path_or_preset is None:
-        cfg = Config()
-    else:
-        p = Path(path_or_preset)
-        if not p.exists():
-            candidate = PRESET_DIR / f"{path_or_preset}.yaml"
-            if not candidate.exists():
-                raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a preset; "
-                                  f"presets: {', '.join(preset_names())}")
-            p = candidate
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        cfg = Config.from_dict(data or {})
+    cfg = Config() if path_or_preset is None else Config.from_dict(read_yaml_config(path_or_preset))
     return cfg.with_overrides(overrides or [])

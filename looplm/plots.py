@@ -14,6 +14,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _save(fig: plt.Figure, out: str | Path) -> Path:
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def read_json(path: str | Path) -> dict:
     p = Path(path)
     if p.is_dir():
@@ -48,12 +57,7 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title + "  (shaded: loop counts seen in training)", fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 # --- inputs ----------------------------------------------------------------------------------------------
@@ -211,12 +215,7 @@ def plot_dynamics(dyn: dict, out: str | Path) -> Path:
     label = dyn.get("label") or "run"
     fig.suptitle(f"Latent dynamics per loop: {label}.  Lines: median over samples, bands: 10–90% quantiles; "
                  "grey: loop counts seen in training. Jacobians on real (non-pad) tokens only.", fontsize=10.5)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_trajectories(dyn: dict, out: str | Path, max_samples: int = 5) -> Path:

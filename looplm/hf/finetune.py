@@ -37,7 +37,16 @@ import torch.nn.functional as F
 import yaml
 
 from .. import distributed as dist_utils
-from ..config import REG_KINDS, ConfigError, LoopsConfig, RegConfig, _build_section, _check, _choice, apply_overrides
+from ..config import (
+    ConfigError,
+    LoopsConfig,
+    RegConfig,
+    _build_section,
+    _check,
+    _choice,
+    apply_overrides,
+    read_yaml_config,
+)
 from ..loops import describe, sample_loops
 from ..model import twice_differentiable
 from ..regularizers import jvp, penalty, power_iteration_rho, unit_probes
@@ -167,29 +176,10 @@ class FinetuneConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def finetune_preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-
-
 def load_finetune_config(path_or_preset: str | Path | None, overrides: list[str] | None = None) -> FinetuneConfig:
     """A YAML file, or a preset name from looplm/presets/hf/ (e.g. `ouro-math-stars`), then overrides."""
-    if path_or_preset is None:
-        cfg = FinetuneConfig()
-    else:
-        p = Path(path_or_preset)
-        if not p.exists():
-            cand = PRESET_DIR / f"{path_or_preset}.yaml"
-            if not cand.exists():
-                raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a fine-tuning preset; "
-                                  f"presets: {', '.join(finetune_preset_names())}")
-            p = cand
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        cfg = FinetuneConfig.from_dict(data or {})
-    if cfg.reg.kind not in REG_KINDS:  # pragma: no cover - RegConfig validates already
-        raise ConfigError(f"reg.kind={cfg.reg.kind!r}")
+    cfg = (FinetuneConfig() if path_or_preset is None else
+           FinetuneConfig.from_dict(read_yaml_config(path_or_preset, PRESET_DIR, "a fine-tuning preset")))
     return cfg.with_overrides(overrides or [])
 
 
