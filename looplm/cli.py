@@ -120,6 +120,16 @@ def cmd_plot(inputs: list[str], out: str, labels: list[str] | None = None) -> li
     return plot_inputs(inputs, out, labels)
 
 
+def _run_dir(checkpoint: str) -> Path:
+    """Where outputs go by default: the run directory of a looplm checkpoint, or the HF model directory."""
+    from .hf.analysis import find_model_dir
+
+    hf_dir = find_model_dir(checkpoint)
+    if hf_dir is not None:
+        return hf_dir.parent if hf_dir.name == "checkpoint" else hf_dir
+    return ckpt.resolve(checkpoint).parent
+
+
 def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str | None = None,
                 spectral_depths: str = "auto", spectral_n: int = 16, iters: int = 60, tol: float = 1e-3,
                 method: str = "arnoldi", hutchinson: int = 8, pca_n: int = 8, seed: int = 0,
@@ -149,11 +159,22 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str 
         raise ValueError(f"--threads must be >= 0, got {threads}")
     if threads:
         torch.set_num_threads(threads)
+    kw = {"spectral_depths": sdeps, "spectral_n": spectral_n if sdeps else 0, "iters": iters, "tol": tol,
+          "method": method, "hutchinson_samples": hutchinson, "pca_n": pca_n, "batch_size": batch_size,
+          "seed": seed, "progress": progress}
+    from .hf.analysis import find_model_dir  # standard library only; transformers is imported if it is one
+
+    hf_dir = find_model_dir(checkpoint)
+    if hf_dir is not None:  # an HF looped model (Ouro, a looplm export, a finetune run): text data
+        from .hf.commands import require_hf
+
+        require_hf("analyze (an HF model directory)")
+        from .hf.analysis import analyze_hf
+
+        return analyze_hf(hf_dir, data, ds, n, resolve_device(device), **kw)
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
     batch, source = eval_problems(make_task(cfg), cfg, data, n)
-    res = diagnose(model, batch, ds, spectral_depths=sdeps, spectral_n=spectral_n if sdeps else 0, iters=iters,
-                   tol=tol, method=method, hutchinson_samples=hutchinson, pca_n=pca_n, batch_size=batch_size,
-                   seed=seed, progress=progress)
+    res = diagnose(model, batch, ds, **kw)
     res.update({"checkpoint": str(checkpoint), "data": source, "train_loops": list(training_range(cfg.loops)),
                 "label": ckpt.resolve(checkpoint).parent.resolve().name,
                 "model": {k: getattr(cfg.model, k) for k in ("d_model", "n_heads", "d_ff", "n_core",
@@ -214,11 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--no-progress", action="store_true")
 
     an = sub.add_parser("analyze", help="per-loop latent dynamics: norms, residuals, spectra, entropy, PCA")
-    an.add_argument("checkpoint", help="run directory or its checkpoint/ folder")
+    an.add_argument("checkpoint", help="run directory or its checkpoint/ folder, or an HF looped model directory "
+                    "(Ouro, `looplm export-hf` output, a `looplm finetune` run; needs --data and the hf extra)")
     an.add_argument("--depths", default="1:100", help="depths to analyze, e.g. 1:100 (every depth is cheap)")
     an.add_argument("--n", type=int, default=256, help="held-out problems for the cheap per-depth statistics")
     an.add_argument("--out", help="output directory for dynamics.json and figures (default: the run directory)")
-    an.add_argument("--data", help="JSONL with num1/num2/answer rows (default: the held-out split)")
+    an.add_argument("--data", help="JSONL with num1/num2/answer rows (default: the held-out split); for an HF "
+                    "model: a JSONL/JSON/parquet file or datasets name with messages or question/answer records")
     an.add_argument("--spectral-depths", default="auto",
                     help="depths for the Jacobian estimates: auto (about 12 log-spaced), none, or a depth spec")
     an.add_argument("--spectral-n", type=int, default=16, help="samples for the Jacobian estimates")
@@ -285,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             res = run_analyze(args.checkpoint, args.depths, args.n, args.data, args.spectral_depths,
                               args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
                               args.seed, args.batch_size, args.device, not args.no_progress, args.threads)
-            out_dir = Path(args.out) if args.out else ckpt.resolve(args.checkpoint).parent
+            out_dir = Path(args.out) if args.out else _run_dir(args.checkpoint)
             _write_json(out_dir / "dynamics.json", res)
             print(f"wrote {out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)")
             if not args.no_plot:

@@ -419,7 +419,7 @@ METRIC_DEFINITIONS = {
 def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral_depths: list[int] | None = None,
              spectral_n: int = 16, iters: int = 60, tol: float = 1e-3, method: str = "arnoldi",
              hutchinson_samples: int = 8, pca_n: int = 8, batch_size: int = 256, seed: int = 0,
-             progress: bool = False) -> dict:
+             progress: bool = False, token_mask: torch.Tensor | None = None) -> dict:
     """Per-loop diagnostics of `model` on `batch` at each depth in `depths`; a JSON-ready dict.
 
     Cheap statistics (norms, residuals, distance to the final state, entropy, CE, exact match) cover every
@@ -427,6 +427,8 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
     estimates cost up to `iters` JVPs (σ_max: `iters` JVP+VJP pairs) per depth, so they are taken only at
     `spectral_depths` (default: about 12 log-spaced depths among `depths`) and on the first `spectral_n`
     samples. `pca_n` samples' trajectories over `depths` are projected on their own top-2 PCs.
+    `token_mask` (B, T) marks real tokens (default: input_ids != PAD, the addition task's padding); text models
+    pass their attention mask, since their pad id may also be a real token (e.g. EOS).
     """
     if not depths:
         raise ValueError("no depths to analyze")
@@ -435,6 +437,9 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
     n = len(batch)
     if n < 1:
         raise ValueError("no samples to analyze")
+    real = batch.input_ids != PAD if token_mask is None else token_mask.bool()
+    if real.shape != batch.input_ids.shape:
+        raise ValueError(f"token_mask has shape {tuple(real.shape)}, input_ids {tuple(batch.input_ids.shape)}")
     model.eval()
     dev = next(model.parameters()).device
     L = depths[-1]
@@ -459,7 +464,7 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
         ids = batch.input_ids[s : s + batch_size].to(dev)
         tgt = batch.targets[s : s + batch_size].to(dev)
         ans = tgt != IGNORE  # (b, T) answer positions
-        tok = (ids != PAD).to(torch.float64)  # (b, T) real tokens
+        tok = real[s : s + batch_size].to(dev, torch.float64)  # (b, T) real tokens
         e = model.embed(ids)
         # pass 1: the final state only
         h_final = model.loop(e, e, L, keep=lambda t, h: bar.update(1))
@@ -487,8 +492,7 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
                 pred = logp.argmax(dim=-1)
                 correct[i, sl] = ((pred == tgt) | ~ans).all(dim=1).cpu()
                 for j in range(max(0, min(pca_n - s, h.shape[0]))):
-                    real = tok[j].bool()
-                    trajs[s + j].append(h[j, real].to(torch.float64).cpu())
+                    trajs[s + j].append(h[j, tok[j].bool()].to(torch.float64).cpu())
             prev[0] = hd
 
         model.loop(e, e, L, keep=keep)
@@ -502,7 +506,7 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
     if n_spec_work:
         gen = torch.Generator().manual_seed(seed)
         ids = batch.input_ids[:spectral_n].to(dev)
-        tok = ids != PAD
+        tok = real[:spectral_n].to(dev)
         e = model.embed(ids)
         step = model.step_fn(e)
         fast = supports_fast_jvp(model)

@@ -1,21 +1,21 @@
 """Issue 7 end to end on CPU: a tiny Ouro-architecture model built from config, a few STARS steps under torchrun
 (2 processes, gloo), saved, reloaded, scored at loop counts 1..4 through lm-eval on a local task, and its
-one-loop map analyzed with looplm.dynamics."""
+one-loop map analyzed with `looplm analyze`."""
 
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
 
 import pytest
-import torch
 
 pytest.importorskip("transformers")
 
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from looplm.dynamics import spectral_radius  # noqa: E402
+from looplm.cli import main  # noqa: E402
 from looplm.hf import OuroForCausalLM  # noqa: E402
 from looplm.hf.testing import math_problems, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
 
@@ -50,14 +50,20 @@ def test_torchrun_stars_finetune_then_lm_eval_by_depth_and_dynamics(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(run / "checkpoint")
     assert isinstance(model, OuroForCausalLM)
 
-    # The one-loop map of the fine-tuned model, analyzed with looplm.dynamics as is.
-    ids = torch.tensor([tok("Tom has 3 apples and buys 4 more.")["input_ids"]])
-    step, h0 = model.step_fn_for(ids)
-    with torch.no_grad():
-        h = model.loop(h0, None, 4)
-    est = spectral_radius(step, h, iters=30, tol=1e-2, generator=torch.Generator().manual_seed(0))
-    assert est.value.shape == (1,) and torch.isfinite(est.raw).all() and est.raw[0] > 0
-    assert bool(est.converged[0]) == bool(torch.isfinite(est.value[0]))
+    # The fine-tuned model's one-loop map, analyzed with `looplm analyze` on the run directory (the CLI finds
+    # the HF model in run/checkpoint) and its math data: per-loop statistics, ρ / σ_max, PCA, figures.
+    assert main(["analyze", str(run), "--data", str(data), "--depths", "1:4", "--n", "4", "--spectral-n", "2",
+                 "--iters", "20", "--tol", "1e-2", "--hutchinson", "2", "--pca-n", "2", "--no-progress"]) == 0
+    dyn = json.loads((run / "dynamics.json").read_text())
+    assert dyn["depths"] == [1, 2, 3, 4] and dyn["n"] == 4 and dyn["model"]["model_type"] == "ouro"
+    assert dyn["data_stats"]["used"] == 4
+    norms = dyn["metrics"]["state_norm"]["mean"]
+    assert len(norms) == 4 and all(math.isfinite(x) and x > 0 for x in norms)
+    assert all(0 <= a <= 1 for a in dyn["accuracy"]) and all(math.isfinite(x) for x in dyn["metrics"]["ce"]["mean"])
+    rho = dyn["spectral"]["rho"]
+    assert dyn["spectral"]["depths"] and len(rho["converged_frac"]) == len(dyn["spectral"]["depths"])
+    assert all(math.isfinite(x) and x > 0 for x in dyn["spectral"]["frobenius_rms"]["mean"])
+    assert (run / "dynamics.png").read_bytes()[:4] == b"\x89PNG"
 
     pytest.importorskip("lm_eval")
     pytest.importorskip("accelerate")

@@ -1,6 +1,7 @@
 """STARS fine-tuning (looplm.hf): assistant-only masks, data sources, the objective, runs, resume, CLI."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,6 +180,9 @@ def test_preset_is_the_paper_setting_and_stays_out_of_addition_presets():
     assert cfg.data.source == "AI-MO/NuminaMath-1.5" and cfg.data.max_samples == 400000 and cfg.train.epochs == 1
     assert cfg.model.name_or_path == "ByteDance/Ouro-1.4B"
     assert "ouro-math-stars" not in preset_names()
+    # The path the README gives, from the repository root: the same file as the packaged preset.
+    repo_cfg = Path(__file__).resolve().parent.parent / "configs" / "ouro-math-stars.yaml"
+    assert load_finetune_config(repo_cfg) == cfg
     # A partial YAML keeps this schema's defaults (the Ouro loop distribution), not the addition ones.
     assert FinetuneConfig.from_dict({"loops": {"max_loops": 8}}).loops.mu == 1.7
     with pytest.raises(ConfigError, match="train.nope"):

@@ -16,7 +16,7 @@ COMMANDS = ("finetune", "export-hf", "eval-lm")
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("finetune", help="STARS fine-tuning of a pretrained looped LM (Ouro) on chat data [hf]")
     f.add_argument("--config", required=True,
-                   help="YAML file or fine-tuning preset (ouro-math-stars = configs/hf/ouro-math-stars.yaml)")
+                   help="YAML file or fine-tuning preset (ouro-math-stars = configs/ouro-math-stars.yaml)")
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     f.add_argument("--out", required=True, help="run directory")
     f.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -42,11 +42,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
 
 
-def run(args: argparse.Namespace) -> None:
+def require_hf(what: str) -> None:
     try:
         import transformers  # noqa: F401
     except ImportError:
-        raise ValueError(f"`looplm {args.cmd}` needs the hf extra: pip install 'looplm[hf]'") from None
+        raise ValueError(f"`looplm {what}` needs the hf extra: pip install 'looplm[hf]'") from None
+
+
+def run(args: argparse.Namespace) -> None:
+    require_hf(args.cmd)
     if args.cmd == "finetune":
         from .finetune import finetune, load_finetune_config
 

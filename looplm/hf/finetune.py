@@ -10,8 +10,8 @@ detached state and restricted to real (non-padding) tokens. Plain SFT is `reg.ki
 loops. Weights stay float32 (master weights); on CUDA the forward runs under bf16 autocast.
 
 The config has its own schema (`FinetuneConfig`: model, data, loops, reg, train); `loops` and `reg` are looplm's
-sections. Presets live in looplm/presets/hf/ (`configs/hf/ouro-math-stars.yaml`), out of the addition presets'
-listing.
+sections. Presets live in looplm/presets/hf/ (linked from the repository's `configs/ouro-math-stars.yaml`), out
+of the addition presets' listing.
 
 A run directory holds `finetune.yaml`, `data_stats.json`, `metrics.jsonl` and `checkpoint/` (an HF model
 directory: config, safetensors weights, tokenizer) plus `trainer_state.pt` for `--resume`. Checkpoints are

@@ -1,0 +1,96 @@
+"""`looplm analyze` for Hugging Face looped LMs: the same per-loop diagnostics as for looplm checkpoints
+(looplm.dynamics.diagnose), on chat-formatted text instead of addition problems.
+
+Any model the Auto classes load that has looplm's four methods (embed / step_fn / loop / readout) works: the
+native Ouro model, a looplm export, a `looplm finetune` run. The answer positions (for CE, entropy and exact
+match) are the assistant tokens, located exactly as fine-tuning locates them (looplm.hf.chat).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..tasks.addition import IGNORE, Batch
+from .data import build_examples, collate, load_records
+
+# (prompt, response) field pairs tried in order when a record has no `messages` list.
+FIELD_PAIRS = (("problem", "solution"), ("question", "answer"), ("prompt", "response"), ("input", "output"))
+LOOPED_METHODS = ("embed", "step_fn", "loop", "readout")
+
+
+def find_model_dir(path: str | Path) -> Path | None:
+    """The HF model directory `path` names (itself, or the `checkpoint/` of a finetune run), or None when
+    `path` is not one. Standard library only: the CLI asks before deciding whether to import transformers."""
+    p = Path(path)
+    for d in (p, p / "checkpoint"):
+        cfg = d / "config.json"
+        if cfg.is_file():
+            try:
+                if "model_type" in json.loads(cfg.read_text()):
+                    return d
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return None
+    return None
+
+
+def _fields(record: dict[str, Any]) -> dict[str, str]:
+    if isinstance(record.get("messages"), list):
+        return {"fmt": "messages"}
+    for p, r in FIELD_PAIRS:
+        if p in record and r in record:
+            return {"fmt": "prompt_response", "prompt_field": p, "response_field": r}
+    raise ValueError(f"a data record needs a `messages` list or one of the field pairs "
+                     f"{', '.join(f'{p}/{r}' for p, r in FIELD_PAIRS)}; got keys {sorted(record)}")
+
+
+def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tuple[Batch, torch.Tensor, dict]:
+    """(batch, token mask (B, T) bool, stats) for the first `n` usable records of `data` (a local file or a
+    `datasets` name). batch.targets[t] is the next token where that token is an assistant target."""
+    records = load_records(data, max_samples=0 if n <= 0 else n * 2)
+    examples, stats = build_examples(records, tokenizer, max_length, **_fields(records[0]))
+    examples = examples[:n]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids, labels, mask = collate(examples, pad)  # (B, T) each; labels follow HF's unshifted convention
+    targets = torch.full_like(labels, IGNORE)
+    targets[:, :-1] = labels[:, 1:]
+    batch = Batch(ids, targets, mask.sum(1))
+    return batch, mask.bool(), stats.to_json() | {"used": len(examples)}
+
+
+def load_looped(path: str | Path, device: torch.device) -> tuple[Any, Any]:
+    """(model, tokenizer) from an HF model directory, in float32 (the Jacobian estimates want the precision)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .registry import register
+
+    register()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+    missing = [m for m in LOOPED_METHODS if not callable(getattr(model, m, None))]
+    if missing:
+        raise ValueError(f"{path}: {type(model).__name__} is not a looped model looplm can analyze (no "
+                         f"{', '.join(missing)}); looplm analyzes Ouro, looplm exports and looplm finetune runs")
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int, device: torch.device,
+               max_length: int = 512, **diagnose_kw: Any) -> dict:
+    """looplm.dynamics.diagnose on an HF looped model; a JSON-ready dict like `looplm analyze` writes."""
+    from ..dynamics import diagnose
+
+    if data is None:
+        raise ValueError("analyzing an HF model needs --data: a JSONL/JSON/parquet file or a datasets name whose "
+                         "records have `messages` or question/answer-style fields")
+    model, tok = load_looped(path, device)
+    batch, mask, stats = text_batch(tok, data, n, max_length)
+    res = diagnose(model, batch, depths, token_mask=mask, **diagnose_kw)
+    cfg = model.config
+    res.update({"checkpoint": str(path), "data": str(data), "data_stats": stats, "train_loops": [],
+                "label": Path(path).resolve().name if Path(path).name != "checkpoint"
+                else Path(path).resolve().parent.name,
+                "model": {"model_type": cfg.model_type, "architecture": type(model).__name__,
+                          "parameters": sum(p.numel() for p in model.parameters())}})
+    return res

@@ -1,0 +1,73 @@
+"""`looplm analyze` on HF looped models (looplm.hf.analysis): text batches, padding, CLI dispatch and errors."""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from looplm.cli import main  # noqa: E402
+from looplm.dynamics import diagnose  # noqa: E402
+from looplm.hf.analysis import find_model_dir, text_batch  # noqa: E402
+from looplm.hf.testing import math_problems, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
+from looplm.tasks.addition import IGNORE  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_chat_tokenizer()
+
+
+def test_text_batch_targets_are_next_assistant_tokens(tok, tmp_path):
+    rows = math_problems(3)
+    batch, mask, stats = text_batch(tok, str(write_jsonl(rows, tmp_path / "m.jsonl")), n=3)
+    assert stats["used"] == 3 and batch.input_ids.shape == mask.shape == batch.targets.shape
+    for i in range(3):
+        n = int(mask[i].sum())
+        assert not mask[i, n:].any()  # right padding only
+        tgt = batch.targets[i]
+        pos = (tgt != IGNORE).nonzero().flatten()
+        assert len(pos) > 0 and int(pos.max()) < n - 1
+        assert torch.equal(tgt[pos], batch.input_ids[i, pos + 1])  # the next token, on assistant positions
+        # the decoded targets hold the worked solution's final answer
+        assert f"#### {rows[i]['target']}" in tok.decode(tgt[pos])
+
+
+def test_padding_and_pad_equal_eos_do_not_leak_into_statistics(tok, tmp_path):
+    # The tokenizer's pad id is also its EOS (as in Ouro's); stats must use the attention mask, so a short
+    # sample's numbers are the same alone and right-padded next to a longer one.
+    model = tiny_ouro(len(tok)).eval()
+    rows = math_problems(6)
+    rows.sort(key=lambda r: len(r["solution"]))
+    short, long = rows[0], dict(rows[-1], solution=rows[-1]["solution"] + " So the answer stays.")
+    kw = {"spectral_n": 0, "pca_n": 0, "hutchinson_samples": 0}
+
+    def mean_of(data):
+        batch, mask, _ = text_batch(tok, str(write_jsonl(data, tmp_path / "d.jsonl")), n=len(data))
+        res = diagnose(model, batch, [1, 2, 3], token_mask=mask, **kw)
+        return {k: torch.tensor(res["metrics"][k]["mean"]) for k in ("state_norm", "step_residual", "ce")}
+
+    a, b, both = mean_of([short]), mean_of([long]), mean_of([short, long])
+    for k in both:
+        assert torch.allclose(both[k], (a[k] + b[k]) / 2, rtol=1e-4, atol=1e-6), k
+
+
+def test_cli_finds_hf_dirs_and_needs_data(tok, tmp_path, capsys):
+    d = tmp_path / "model"
+    tiny_ouro(len(tok)).save_pretrained(d)
+    tok.save_pretrained(d)
+    assert find_model_dir(d) == d and find_model_dir(tmp_path) is None
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint").symlink_to(d)
+    assert find_model_dir(run) == run / "checkpoint"
+    assert main(["analyze", str(d), "--depths", "1:2", "--no-progress"]) == 2
+    assert "needs --data" in capsys.readouterr().err
+    bad = write_jsonl([{"text": "no prompt or answer here"}], tmp_path / "bad.jsonl")
+    assert main(["analyze", str(d), "--data", str(bad), "--depths", "1:2", "--no-progress"]) == 2
+    assert "messages" in capsys.readouterr().err
+    # a JSON file named config.json without model_type is not an HF model: the looplm path answers
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "config.json").write_text(json.dumps({"a": 1}))
+    assert find_model_dir(tmp_path / "x") is None
