@@ -22,6 +22,7 @@ on CUDA); every rank reads its own slice of each global batch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -116,10 +117,15 @@ class FTTrainConfig:
     device: str = "auto"
     bf16: bool = True  # bf16 autocast on CUDA (weights stay float32); ignored on CPU
     threads: int = 0
+    # Under torchrun: "ddp" keeps a full replica of weights, grads and AdamW state on every rank; "fsdp" (PyTorch
+    # FSDP2, fully_shard per decoder layer + one root group) shards all three across ranks, for models that do
+    # not fit one device. Same maths either way; checkpoints are full (unsharded) and resume under either.
+    strategy: str = "ddp"
 
     def __post_init__(self) -> None:
         s = "train"
         _choice(s, "device", self.device, ("auto", "cpu", "cuda"))
+        _choice(s, "strategy", self.strategy, STRATEGIES)
         for k in ("epochs", "micro_batch_size", "grad_accum", "log_every", "max_bad_steps"):
             _check(getattr(self, k) >= 1, s, k, f"must be >= 1, got {getattr(self, k)}")
         for k in ("steps", "warmup_steps", "checkpoint_every", "seed", "threads"):
@@ -255,6 +261,53 @@ class StarsObjective(torch.nn.Module):
 
 
 # --- the run --------------------------------------------------------------------------------------------------
+STRATEGIES = ("ddp", "fsdp")
+# Modules that become their own FSDP2 unit: each is all-gathered just before it runs and freed after, so peak
+# memory holds one layer's full weights plus the shards. Everything else (embeddings, final norm, lm_head, exit
+# gate) forms the root unit.
+FSDP_UNITS = ("OuroDecoderLayer", "Block")
+
+
+def _wrap(objective: torch.nn.Module, model: torch.nn.Module, strategy: str, world: dist_utils.World,
+          device: torch.device) -> torch.nn.Module:
+    if not world.active:
+        return objective
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world.size,))
+    for m in model.modules():
+        if type(m).__name__ in FSDP_UNITS:
+            fully_shard(m, mesh=mesh)
+    # The objective is the root: its forward is what the loop calls, so its hooks gather the root unit's weights
+    # (embed / readout / step_fn are reached through it, not through model.forward).
+    return fully_shard(objective, mesh=mesh)
+
+
+def _full_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Unsharded model and optimizer state dicts on CPU (a collective under FSDP: every rank calls it). The
+    optimizer's is keyed by parameter names, so a checkpoint resumes under DDP, FSDP or a single process."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+    o = StateDictOptions(full_state_dict=True, cpu_offload=dist_on)
+    return get_model_state_dict(model, options=o), get_optimizer_state_dict(model, opt, options=o)
+
+
+def _load_optimizer(model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
+
+
+def _probe_seed(seed: int, step: int, rank: int) -> int:
+    return int.from_bytes(hashlib.blake2b(f"probes/{seed}/{step}/{rank}".encode(), digest_size=7).digest(), "big")
+
+
 def _resolve_device(name: str, world: dist_utils.World) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -281,10 +334,11 @@ def _chat_template(spec: str | None) -> str | None:
     return p.read_text() if spec.endswith(".jinja") or (len(spec) < 300 and p.is_file()) else spec
 
 
-def _atomic_save(ckpt_dir: Path, model: Any, tokenizer: Any, state: dict[str, Any], cfg: FinetuneConfig) -> None:
+def _atomic_save(ckpt_dir: Path, model: Any, tokenizer: Any, state: dict[str, Any], cfg: FinetuneConfig,
+                 weights: dict[str, torch.Tensor]) -> None:
     tmp, old = ckpt_dir.with_name(ckpt_dir.name + ".tmp"), ckpt_dir.with_name(ckpt_dir.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     torch.save(state, tmp / STATE)
     cfg.save_yaml(tmp / "finetune.yaml")
@@ -367,22 +421,25 @@ def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progres
         for n, p in model.named_parameters():
             if "early_exit_gate" in n:
                 p.requires_grad_(False)
-    objective: torch.nn.Module = StarsObjective(model, cfg.loops, cfg.reg, cfg.model.checkpoint_loops)
-    if world.active:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        objective = DDP(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    objective = _wrap(StarsObjective(model, cfg.loops, cfg.reg, cfg.model.checkpoint_loops), model, t.strategy,
+                      world, device)
+    fsdp = world.active and t.strategy == "fsdp"
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
                             lr=t.lr, betas=(t.beta1, t.beta2))
     global_batch = t.micro_batch_size * t.grad_accum * world.size
     total = t.steps or t.epochs * math.ceil(len(examples) / global_batch)
-    gens = {k: torch.Generator().manual_seed(t.seed * 1000 + i) for i, k in enumerate(("loops", "probes"), 1)}
+    # Loop counts (and the penalty depth) come from one stream shared by all ranks. Probes come from a stream
+    # reseeded every step from (seed, step, rank): ranks draw different amounts (probe shapes follow each rank's
+    # padded length), so a single saved state could not restore every rank's stream, and a resumed run would
+    # draw other probes than the uninterrupted one.
+    gens = {"loops": torch.Generator().manual_seed(t.seed * 1000 + 1)}
+    probes = torch.Generator()
     step = 0
     if resuming:
         state = torch.load(ckpt_dir / STATE, map_location="cpu", weights_only=True)
-        opt.load_state_dict(state["optimizer"])
+        _load_optimizer(model, opt, state["optimizer"])
         for k, g in gens.items():
             g.set_state(state["generators"][k])
         torch.set_rng_state(state["torch_rng"])
@@ -404,10 +461,12 @@ def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progres
         return examples[orders[ep][k % len(examples)]]
 
     def save() -> None:
+        weights, opt_state = _full_state(model, opt)  # every rank joins the gathers
         if world.is_main:
             _atomic_save(ckpt_dir, model, tokenizer, {
-                "step": step, "optimizer": opt.state_dict(),
-                "generators": {k: g.get_state() for k, g in gens.items()}, "torch_rng": torch.get_rng_state()}, cfg)
+                "step": step, "optimizer": opt_state,
+                "generators": {k: g.get_state() for k, g in gens.items()}, "torch_rng": torch.get_rng_state()}, cfg,
+                weights)
         dist_utils.barrier(world)
 
     reg = cfg.reg
@@ -419,7 +478,8 @@ def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progres
         while step < total:
             t0 = time.perf_counter()
             n_loops = dist_utils.broadcast_int(sample_loops(cfg.loops, gens["loops"], step), world)
-            r = int(torch.randint(1, n_loops + 1, (1,), generator=gens["probes"]).item())
+            r = int(torch.randint(1, n_loops + 1, (1,), generator=gens["loops"]).item())
+            probes.manual_seed(_probe_seed(t.seed, step, world.rank))
             at = n_loops if reg.at == "final" else r
             reg_on = reg.kind != "none" and reg.weight > 0 and step >= reg.start_step
             lr = _lr(step, total, t)
@@ -432,9 +492,11 @@ def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progres
                 base = ((step * t.grad_accum + micro) * world.size + world.rank) * t.micro_batch_size
                 ids, labels, mask = collate([example(base + i) for i in range(t.micro_batch_size)], pad_id)
                 ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
-                sync = world.active and micro < t.grad_accum - 1
-                with (objective.no_sync() if sync else nullcontext()), amp:
-                    res = objective(ids, labels, mask, n_loops, reg_on, at, gens["probes"])
+                sync = world.active and micro < t.grad_accum - 1  # True: skip the gradient all-reduce
+                if fsdp:
+                    objective.set_requires_gradient_sync(not sync)
+                with (objective.no_sync() if sync and not fsdp else nullcontext()), amp:
+                    res = objective(ids, labels, mask, n_loops, reg_on, at, probes)
                 loss = res["loss"] / t.grad_accum
                 if (fault or {}).get("nan_at_step") == step:
                     loss = loss * float("nan")
@@ -451,7 +513,8 @@ def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progres
             sums = {"loss": float(red[0]) / world.size, "ce": float(red[1]) / world.size,
                     "reg": float(red[2]) / world.size}
             n_tok = int(red[3])
-            gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf")))
+            gn = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+            gnorm = float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)  # FSDP: a DTensor
             ok = bool(dist_utils.all_sum(torch.tensor([0.0 if math.isfinite(gnorm) else 1.0]), world).item() == 0)
             rec: dict[str, Any] = {"step": step + 1, "loops": n_loops, "loss": sums["loss"], "ce": sums["ce"],
                                    "reg": sums["reg"] if reg_on else None, "reg_kind": reg.kind if reg_on else None,
@@ -468,12 +531,16 @@ def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progres
                                        f"The last good checkpoint is in {ckpt_dir}")
             step += 1
             if reg.rho_every and step % reg.rho_every == 0:
+                if fsdp:  # outside the objective's forward: gather the root unit's weights by hand
+                    objective.unshard()
                 with torch.no_grad(), amp:
                     e = model.embed(ids[:2])
                     h = model.loop(e, e, n_loops)
                 with twice_differentiable():
                     rec["rho"] = float(power_iteration_rho(model.step_fn(e), h, iters=20,
-                                                           generator=gens["probes"]).mean())
+                                                           generator=probes).mean())
+                if fsdp:
+                    objective.reshard()
             rec["tok_s"] = n_tok / (time.perf_counter() - t0)  # target tokens per second, all ranks
             if log_f is not None and (step % t.log_every == 0 or step == total or "skipped" in rec or "rho" in rec):
                 log_f.write(json.dumps(rec) + "\n")
