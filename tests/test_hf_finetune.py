@@ -187,6 +187,8 @@ def test_preset_is_the_paper_setting_and_stays_out_of_addition_presets():
     assert FinetuneConfig.from_dict({"loops": {"max_loops": 8}}).loops.mu == 1.7
     with pytest.raises(ConfigError, match="train.nope"):
         load_finetune_config("ouro-math-stars", ["train.nope=1"])
+    with pytest.raises(ConfigError, match="train.strategy.*ddp.*fsdp"):
+        load_finetune_config("ouro-math-stars", ["train.strategy=zero3"])
 
 
 def _cfg(base_dir, data, **train):
