@@ -273,3 +273,34 @@ def plot_trajectories(dyn: dict, out: str | Path, max_samples: int = 5) -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def plot_dynamics_overlay(dyns: list[dict], out: str | Path, title: str = "Latent dynamics") -> Path:
+    """Several runs on shared axes: exact match, state norm (drift), step residual (convergence to a fixed
+    point) and ρ(∂Φ/∂h) against the loop count. Medians over samples; one color per run."""
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.3), dpi=110)
+    a_acc, a_norm, a_res, a_rho = axes
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, d in enumerate(dyns):
+        c, label = colors[i % len(colors)], d.get("label") or f"run {i + 1}"
+        ds, m, sp = d["depths"], d["metrics"], d.get("spectral", {})
+        a_acc.plot(ds, [100 * a for a in d["accuracy"]], color=c, lw=1.6, label=label)
+        a_norm.plot(ds, _nan(m["state_norm"]["q50"]), color=c, lw=1.6)
+        a_res.plot(ds, [x if x > 0 else float("nan") for x in _nan(m["step_residual"]["q50"])], color=c, lw=1.6)
+        if sp.get("depths") and "rho" in sp:
+            a_rho.plot(sp["depths"], _nan(sp["rho"]["q50"]), color=c, lw=1.6, marker="o", ms=4)
+    a_rho.axhline(1.0, color="k", lw=0.9, ls=":")
+    for ax, ylabel, ttl in ((a_acc, "exact match (%)", "Exact match"), (a_norm, "||h|| per token", "State norm"),
+                            (a_res, "||h(t) − h(t−1)|| / ||h(t)||", "Relative step residual"),
+                            (a_rho, "ρ(∂Φ/∂h) (median)", "Spectral radius (dotted: 1)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("loops at test time (t)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(ttl, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    for ax in (a_norm, a_res):
+        ax.set_yscale("log")
+    a_acc.set_ylim(-2, 102)
+    a_acc.legend(fontsize=7.5, loc="lower left")
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, out)

@@ -161,8 +161,42 @@ def run_study(out: str | Path, quick: bool = False, jobs: int = 1, progress: boo
     full = quick_grid() if quick else full_grid()
     order = {s.name: i for i, s in enumerate(full)}
     results = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
+    for r in results:
+        if r["seed"] == 0:
+            run_dynamics(out, r["name"], progress=progress)
     write_report(out, results, quick, missing=[s.name for s in full if s.name not in done])
     return out / "report.md"
+
+
+# Every depth to 100, then log-spaced to 1000: the cheap statistics are per depth; the Jacobian estimates are
+# taken at SPECTRAL_DEPTHS only.
+DYN_DEPTHS = sorted(set(range(1, 101)) | {125, 160, 200, 250, 300, 400, 500, 630, 800, 1000})
+SPECTRAL_DEPTHS = [1, 2, 4, 8, 16, 32, 64, 100, 300, 1000]
+
+
+def run_dynamics(out: Path, name: str, n: int = 64, progress: bool = False) -> dict | None:
+    """`runs/<name>/dynamics.json`: looplm.dynamics.diagnose on n held-out problems (computed once; None when
+    the run's checkpoint is not on disk, e.g. a result.json copied without weights)."""
+    run_dir = out / "runs" / name
+    f = run_dir / "dynamics.json"
+    if f.exists():
+        return json.loads(f.read_text())
+    if not (run_dir / "checkpoint").exists():
+        return None
+    import torch
+
+    from .checkpoint import load_model
+    from .dynamics import diagnose
+    from .train import make_task
+
+    model, cfg = load_model(run_dir)
+    batch = make_task(cfg).test_batch(n, cfg.data.test_seed, cfg.model.max_seq_len)
+    with torch.random.fork_rng():
+        res = diagnose(model, batch, DYN_DEPTHS, spectral_depths=[d for d in SPECTRAL_DEPTHS if d in DYN_DEPTHS],
+                       spectral_n=8, iters=60, tol=1e-3, hutchinson_samples=4, pca_n=2, seed=0, progress=progress)
+    res.update({"label": name, "train_loops": list(training_range(cfg.loops)), "checkpoint": str(run_dir)})
+    f.write_text(json.dumps(res) + "\n")
+    return res
 
 
 # --- the report ---------------------------------------------------------------------------------------------
@@ -183,8 +217,80 @@ def summary(r: dict) -> dict:
             "norm100": norm.get(100), "norm1000": norm.get(1000)}
 
 
+def _read_dynamics(out: Path, name: str) -> dict | None:
+    f = out / "runs" / name / "dynamics.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def _min_over(r: dict, lo: int, hi: int) -> tuple[float, int]:
+    acc = summary(r)["acc"]
+    d = min((d for d in acc if lo <= d <= hi), key=lambda d: (acc[d], d))
+    return acc[d], d
+
+
+def findings(results: list[dict]) -> list[str]:
+    """The paper's claims next to what these runs measured, each with the rule that decides the verdict."""
+    by = {r["name"]: r for r in results}
+    seeds = lambda stem: [by[n] for n in (stem, f"{stem}-s1", f"{stem}-s2") if n in by]  # noqa: E731
+    rows = []
+    fixed = seeds("fixed4-pre-layernorm")
+    if fixed:
+        a4 = statistics.mean(summary(r)["acc"][4] for r in fixed)
+        a16 = statistics.mean(summary(r)["acc"][16] for r in fixed)
+        rows.append(("Fixed-depth training with internal norm (pre) collapses beyond the training depth",
+                     f"fixed4-pre-layernorm, {len(fixed)} seed(s): {a4:.3f} at 4 loops, {a16:.3f} at 16",
+                     "inconclusive (did not learn)" if a4 < 0.5 else "agrees" if a16 < 0.5 * a4 else "disagrees",
+                     "acc(16) < acc(4)/2, given acc(4) ≥ 0.5"))
+    stars = seeds("stars")
+    if stars:
+        m100 = [_min_over(r, 4, 100) for r in stars]
+        m1000 = [_min_over(r, 4, 1000) for r in stars]
+        rows.append(("STARS keeps 100% exact match from 4 to 100 loops",
+                     "min over depths 4..100: " + ", ".join(f"{a:.3f} (d={d})" for a, d in m100),
+                     "agrees" if all(a >= 0.99 for a, _ in m100) else "disagrees", "every seed ≥ 0.99"))
+        rows.append(("(issue target) STARS keeps ≥ 99% from 4 to 1000 loops",
+                     "min over depths 4..1000: " + ", ".join(f"{a:.3f} (d={d})" for a, d in m1000),
+                     "met" if all(a >= 0.99 for a, _ in m1000) else "not met", "every seed ≥ 0.99"))
+        rho = [r["rho_at_num_loops"] for r in stars]
+        grow = [summary(r)["norm1000"] / summary(r)["norm100"] for r in stars]
+        fp = all(x < 1 for x in rho) and all(g < 1.5 for g in grow)
+        rows.append(("STARS states settle at asymptotically stable fixed points",
+                     "ρ at the training depth: " + ", ".join(_fmt(x, 2) for x in rho)
+                     + "; ‖h‖@1000 / ‖h‖@100: " + ", ".join(f"{g:.1f}" for g in grow),
+                     "agrees" if fp else "disagrees", "ρ < 1 and ‖h‖ grows < 1.5× from 100 to 1000 loops"))
+    pairs = [(f"stars{s}", f"random-lognormal{s}") for s in ("", "-s1", "-s2")]
+    pairs += [("6digit-stars", "6digit-random"), ("ext-curriculum-stars", "ext-curriculum-random")]
+    pairs = [(a, b) for a, b in pairs if a in by and b in by]
+    if pairs:
+        gain = {d: [by[a]["accuracy"][by[a]["depths"].index(d)] - by[b]["accuracy"][by[b]["depths"].index(d)]
+                    for a, b in pairs] for d in (100, 1000)}
+        rows.append(("JSRR adds stability beyond random loop sampling alone",
+                     f"{len(pairs)} same-seed pair(s); exact match with minus without JSRR: at 100 loops "
+                     + ", ".join(f"{g:+.3f}" for g in gain[100]) + "; at 1000 loops "
+                     + ", ".join(f"{g:+.3f}" for g in gain[1000]),
+                     "agrees" if statistics.mean(gain[1000]) > 0.01 else "not shown here",
+                     "mean gain at 1000 loops > 0.01"))
+    if not rows:
+        return []
+    out = ["## The paper's claims against this run", "", "| claim | measured here | verdict | rule |",
+           "|---|---|---|---|"]
+    out += [f"| {c} | {m} | **{v}** | {rule} |" for c, m, v, rule in rows]
+    if pairs:
+        ds = [d for d in (4, 16, 100, 300, 1000) if d in by[pairs[0][0]]["depths"]]
+        out += ["", "### Isolating the regularizer: the same seed with and without JSRR", "",
+                "| run | " + " | ".join(f"d={d}" for d in ds) + " | ρ | ‖h‖@100 | ‖h‖@1000 |",
+                "|" + "---|" * (len(ds) + 4)]
+        for a, b in pairs:
+            for n in (a, b):
+                sm = summary(by[n])
+                out.append(f"| {n} | " + " | ".join(_fmt(sm["acc"][d]) for d in ds)
+                           + f" | {_fmt(by[n]['rho_at_num_loops'], 2)} | {_fmt(sm['norm100'], 0)} | "
+                           f"{_fmt(sm['norm1000'], 0)} |")
+    return [*out, ""]
+
+
 def write_report(out: Path, results: list[dict], quick: bool, missing: list[str] | None = None) -> Path:
-    from .plots import plot_accuracy
+    from .plots import plot_accuracy, plot_dynamics, plot_dynamics_overlay
 
     depths = results[0]["depths"]
     lines = [f"# Addition study ({'quick grid' if quick else 'full grid'})", "",
@@ -230,11 +336,25 @@ def write_report(out: Path, results: list[dict], quick: bool, missing: list[str]
                 cells.append(f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}")
             lines.append(f"| {k} | {len(rs)} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += findings(results)
     figs = out / "figures"
     sweeps = [{"label": r["name"], "depths": r["depths"], "accuracy": r["accuracy"], "n": r["n"],
                "train_loops": r["train_loops"]} for r in results if r["seed"] == 0]
     plot_accuracy(sweeps, figs / "accuracy.png", title="Addition study")
-    lines += ["## Figures", "", "![accuracy vs depth](figures/accuracy.png)", "",
+    lines += ["## Figures", "", "Accuracy against test-time loops (seed 0 of each run):", "",
+              "![accuracy vs depth](figures/accuracy.png)", ""]
+    dyns = [d for r in results if r["seed"] == 0 and (d := _read_dynamics(out, r["name"])) is not None]
+    if dyns:
+        plot_dynamics_overlay(dyns, figs / "dynamics.png", title="Addition study: latent dynamics per loop "
+                              f"(medians over {dyns[0]['n']} held-out problems; ρ on {dyns[0]['spectral']['n']})")
+        lines += ["Latent dynamics (looplm.dynamics.diagnose, `runs/<name>/dynamics.json`): drift of ‖h‖, the step "
+                  "residual (→ 0 at a fixed point) and ρ(∂Φ/∂h) (< 1: locally stable):", "",
+                  "![dynamics](figures/dynamics.png)", "", "Every panel for each run:", ""]
+        for d in dyns:
+            png = plot_dynamics(d, figs / f"dynamics-{d['label']}.png")
+            lines.append(f"- [{d['label']}](figures/{png.name})")
+        lines.append("")
+    lines += [
               "## Settings", "", "| run | preset | overrides | seed | train s | sweep s |", "|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['name']} | {r['preset']} | {' '.join(r['overrides']) or '–'} | {r['seed']} | "

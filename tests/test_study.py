@@ -7,19 +7,29 @@ TINY = ["model.d_model=32", "model.d_ff=64", "train.steps=3", "train.batch_size=
 
 
 def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
-    grid = [study.RunSpec("fixed", "baseline", "addition-fixed", TINY, n_eval=16),
+    grid = [study.RunSpec("fixed4-pre-layernorm", "baseline", "addition-fixed", TINY, n_eval=16),
+            study.RunSpec("random-lognormal", "random loops", "addition-random", TINY, n_eval=16),
             study.RunSpec("stars", "STARS", "addition-stars", TINY, n_eval=16),
             study.RunSpec("stars-s1", "STARS", "addition-stars", TINY, seed=1, n_eval=16)]
     monkeypatch.setattr(study, "quick_grid", lambda: grid)
-    monkeypatch.setattr(study, "QUICK_DEPTHS", [1, 2, 4, 100])
+    monkeypatch.setattr(study, "QUICK_DEPTHS", [1, 2, 4, 16, 100, 1000])
+    monkeypatch.setattr(study, "DYN_DEPTHS", [1, 2, 4, 8])
     report = study.run_study(tmp_path, quick=True, progress=False)
     text = report.read_text()
-    for name in ("fixed", "stars", "stars-s1", "Seeds (mean ± std)", "figures/accuracy.png", "kept@100"):
+    for name in ("fixed4-pre-layernorm", "stars", "stars-s1", "Seeds (mean ± std)", "figures/accuracy.png",
+                 "kept@100", "figures/dynamics.png", "dynamics-stars.png", "Isolating the regularizer",
+                 "STARS keeps 100% exact match from 4 to 100 loops"):
         assert name in text
     res = json.loads((tmp_path / "runs" / "stars" / "result.json").read_text())
-    assert res["depths"] == [1, 2, 4, 100] and res["n"] == 16 and len(res["state_norm"]) == 4
+    assert res["depths"] == [1, 2, 4, 16, 100, 1000] and res["n"] == 16 and len(res["state_norm"]) == 6
+    dyn = json.loads((tmp_path / "runs" / "stars" / "dynamics.json").read_text())
+    assert dyn["depths"] == [1, 2, 4, 8] and dyn["spectral"]["depths"] == [1, 2, 4, 8]
+    assert not (tmp_path / "runs" / "stars-s1" / "dynamics.json").exists()  # seed 0 only
+    # The claims table quotes the measured numbers: a tiny 3-step model fails the 99% target.
+    assert "| **not met** |" in text and "same-seed pair(s)" in text
+    for png in ("accuracy", "dynamics", "dynamics-stars"):
+        assert (tmp_path / "figures" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert res["rho_at_num_loops"] > 0 and res["config"]["reg"]["kind"] == "jsrr"
-    assert (tmp_path / "figures" / "accuracy.png").is_file()
     # A second call retrains nothing: results are read back.
     mtime = (tmp_path / "runs" / "stars" / "result.json").stat().st_mtime_ns
     study.run_study(tmp_path, quick=True, progress=False)
