@@ -256,11 +256,14 @@ def findings(results: list[dict]) -> list[str]:
         rows.append(("(issue target) STARS keeps ≥ 99% from 4 to 1000 loops",
                      "min over depths 4..1000: " + ", ".join(f"{a:.3f} (d={d})" for a, d in m1000),
                      "met" if all(a >= 0.99 for a, _ in m1000) else "not met", "every seed ≥ 0.99"))
-        rho = [r["rho_at_num_loops"] for r in stars]
-        grow = [summary(r)["norm1000"] / summary(r)["norm100"] for r in stars]
+    for label, rs in (("", stars), (" (external norm, curriculum)", seeds("ext-curriculum-stars"))):
+        if not rs:
+            continue
+        rho = [r["rho_at_num_loops"] for r in rs]
+        grow = [summary(r)["norm1000"] / summary(r)["norm100"] for r in rs]
         fp = all(x < 1 for x in rho) and all(g < 1.5 for g in grow)
-        rows.append(("STARS states settle at asymptotically stable fixed points",
-                     "ρ at the training depth: " + ", ".join(_fmt(x, 2) for x in rho)
+        rows.append((f"STARS{label} states settle at asymptotically stable fixed points",
+                     f"{rs[0]['name']}: ρ at the training depth: " + ", ".join(_fmt(x, 2) for x in rho)
                      + "; ‖h‖@1000 / ‖h‖@100: " + ", ".join(f"{g:.1f}" for g in grow),
                      "agrees" if fp else "disagrees", "ρ < 1 and ‖h‖ grows < 1.5× from 100 to 1000 loops"))
     pairs = [(f"stars{s}", f"random-lognormal{s}") for s in ("", "-s1", "-s2")]
@@ -268,18 +271,31 @@ def findings(results: list[dict]) -> list[str]:
     pairs = [(a, b) for a, b in pairs if a in by and b in by]
     # A pair where neither model learned the task (peak < 0.5) says nothing about stability: listed, not counted.
     learned = [(a, b) for a, b in pairs if max(summary(by[a])["peak"], summary(by[b])["peak"]) >= 0.5]
+    # Internal and external norm placements give JSRR opposite jobs (drifting vs bounded states): one verdict each.
+    internal = ("pre", "pre_sandwich")
+    for where, sel in (("internal norm", lambda p: p in internal), ("external norm", lambda p: p not in internal)):
+        mine = [(a, b) for a, b in pairs if sel(by[a]["config"]["model"]["norm_placement"])]
+        rows += _jsrr_row(by, [p for p in mine if p in learned], [a for a, b in mine if (a, b) not in learned], where)
+    if not rows:
+        return []
+    return _claims_table(rows, by, pairs)
+
+
+def _jsrr_row(by: dict, learned: list[tuple[str, str]], skipped: list[str], where: str) -> list[tuple]:
+    rows: list[tuple] = []
     if learned:
         gain = {d: [by[a]["accuracy"][by[a]["depths"].index(d)] - by[b]["accuracy"][by[b]["depths"].index(d)]
                     for a, b in learned] for d in (100, 1000)}
-        skipped = [a for a, b in pairs if (a, b) not in learned]
-        rows.append(("JSRR adds stability beyond random loop sampling alone",
+        rows.append((f"JSRR adds stability beyond random loop sampling alone ({where})",
                      f"{len(learned)} same-seed pair(s) ({', '.join(a for a, _ in learned)} vs its twin); exact "
                      "match with minus without JSRR: at 100 loops " + ", ".join(f"{g:+.3f}" for g in gain[100])
                      + "; at 1000 loops " + ", ".join(f"{g:+.3f}" for g in gain[1000])
                      + (f" (not counted, neither twin learned: {', '.join(skipped)})" if skipped else ""),
                      _sign_verdict(statistics.mean(gain[1000])), "mean gain at 1000 loops > +0.01 (< −0.01: hurts)"))
-    if not rows:
-        return []
+    return rows
+
+
+def _claims_table(rows: list[tuple], by: dict, pairs: list[tuple[str, str]]) -> list[str]:
     out = ["## The paper's claims against this run", "", "| claim | measured here | verdict | rule |",
            "|---|---|---|---|"]
     out += [f"| {c} | {m} | **{v}** | {rule} |" for c, m, v, rule in rows]
