@@ -246,6 +246,16 @@ def findings(results: list[dict]) -> list[str]:
                      f"fixed4-pre-layernorm, {len(fixed)} seed(s): {a4:.3f} at 4 loops, {a16:.3f} at 16",
                      "inconclusive (did not learn)" if a4 < 0.5 else "agrees" if a16 < 0.5 * a4 else "disagrees",
                      "acc(16) < acc(4)/2, given acc(4) ≥ 0.5"))
+    fx = [r for r in results if r["name"].startswith("fixed4-") and r["seed"] == 0 and summary(r)["norm100"]]
+    if fx:
+        internal = ("pre", "pre_sandwich")
+        grow = {r["name"]: summary(r)["norm1000"] / summary(r)["norm100"] for r in fx}
+        is_int = {r["name"]: r["config"]["model"]["norm_placement"] in internal for r in fx}
+        ok = all(g > 2 if is_int[n] else g < 1.5 for n, g in grow.items())
+        rows.append(("Norm placement decides the dynamics: internal (pre, pre_sandwich) drift, external (post, "
+                     "post_sandwich) stay bounded", "‖h‖@1000 / ‖h‖@100 at fixed depth 4: "
+                     + ", ".join(f"{n[7:]} {g:.1f}" for n, g in grow.items()),
+                     "agrees" if ok else "disagrees", "internal > 2×, external < 1.5×"))
     stars = seeds("stars")
     if stars:
         m100 = [_min_over(r, 4, 100) for r in stars]
