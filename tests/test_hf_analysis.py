@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 from looplm.cli import main  # noqa: E402
 from looplm.dynamics import diagnose  # noqa: E402
 from looplm.hf.analysis import find_model_dir, text_batch  # noqa: E402
-from looplm.hf.testing import math_problems, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
+from looplm.hf.testing import math_problems, save_tiny_base, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
 from looplm.tasks.addition import IGNORE  # noqa: E402
 
 
@@ -54,9 +54,7 @@ def test_padding_and_pad_equal_eos_do_not_leak_into_statistics(tok, tmp_path):
 
 
 def test_cli_finds_hf_dirs_and_needs_data(tok, tmp_path, capsys):
-    d = tmp_path / "model"
-    tiny_ouro(len(tok)).save_pretrained(d)
-    tok.save_pretrained(d)
+    d = save_tiny_base(tmp_path / "model", tok)
     assert find_model_dir(d) == d and find_model_dir(tmp_path) is None
     run = tmp_path / "run"
     run.mkdir()

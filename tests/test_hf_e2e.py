@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from looplm.cli import main  # noqa: E402
 from looplm.hf import OuroForCausalLM  # noqa: E402
-from looplm.hf.testing import math_problems, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
+from looplm.hf.testing import math_problems, save_tiny_base, tiny_chat_tokenizer, write_jsonl  # noqa: E402
 
 
 def _free_port() -> int:
@@ -28,8 +28,7 @@ def _free_port() -> int:
 
 def test_torchrun_stars_finetune_then_lm_eval_by_depth_and_dynamics(tmp_path):
     tok = tiny_chat_tokenizer()
-    tiny_ouro(len(tok)).save_pretrained(tmp_path / "base")
-    tok.save_pretrained(tmp_path / "base")
+    save_tiny_base(tmp_path / "base", tok)
     data = write_jsonl(math_problems(8), tmp_path / "math.jsonl")
     cfg = tmp_path / "stars.yaml"
     cfg.write_text(f"model:\n  name_or_path: {tmp_path / 'base'}\ndata:\n  source: {data}\n  max_length: 256\n"

@@ -21,7 +21,7 @@ from looplm.hf.finetune import (  # noqa: E402
     jsrr_masked,
     load_finetune_config,
 )
-from looplm.hf.testing import math_problems, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
+from looplm.hf.testing import math_problems, save_tiny_base, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
 from looplm.model import twice_differentiable  # noqa: E402
 from looplm.regularizers import jsrr, jvp, unit_probes  # noqa: E402
 
@@ -33,10 +33,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory, tok):
-    d = tmp_path_factory.mktemp("base") / "ouro-tiny"
-    tiny_ouro(len(tok)).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_tiny_base(tmp_path_factory.mktemp("base") / "ouro-tiny", tok)
 
 
 def target_texts(tok, enc) -> list[str]:

@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from looplm.hf.testing import math_problems, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
+from looplm.hf.testing import math_problems, save_tiny_base, tiny_chat_tokenizer, write_jsonl  # noqa: E402
 
 
 def finetune(cfg, out, strategy, steps, resume=False):
@@ -29,8 +29,7 @@ def finetune(cfg, out, strategy, steps, resume=False):
 
 def test_fsdp_matches_ddp_with_jsrr_and_resumes(tmp_path):
     tok = tiny_chat_tokenizer()
-    tiny_ouro(len(tok)).save_pretrained(tmp_path / "base")
-    tok.save_pretrained(tmp_path / "base")
+    save_tiny_base(tmp_path / "base", tok)
     data = write_jsonl(math_problems(16), tmp_path / "math.jsonl")
     cfg = tmp_path / "stars.yaml"
     # constant lr (min_lr = lr), so a run stopped after step 1 and resumed follows the 2-step run exactly;

@@ -144,3 +144,11 @@ def write_lm_eval_tasks(folder: str | Path, data: str | Path, name: str = "tiny_
     (folder / f"{name}_mc.yaml").write_text(_MC_TASK.format(name=name, data=data))
     (folder / f"{module}.py").write_text(_UTILS)
     return [f"{name}_gen", f"{name}_mc"]
+
+
+def save_tiny_base(folder: str | Path, tokenizer: Any, seed: int = 0, **kw: Any) -> Path:
+    """A tiny Ouro-architecture model and its tokenizer saved as one HF model directory (a local "hub" model)."""
+    folder = Path(folder)
+    tiny_ouro(len(tokenizer), seed, **kw).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
