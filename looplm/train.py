@@ -191,8 +191,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     if world.active:
         # Per-rank streams for probes and dropout, derived from (seed, rank, step) so that a resume with a
         # different world size still gives every rank its own stream. Ranks share data and loop counts.
-        gens.probes.manual_seed(t.seed * 1_000_003 + 7919 * world.rank + step)
-        torch.manual_seed(t.seed * 1_000_003 + 104_729 * world.rank + step)
+        gens.probes.manual_seed(dist.stream_seed("probes", t.seed, step, world.rank))
+        torch.manual_seed(dist.stream_seed("dropout", t.seed, step, world.rank))
     objective: nn.Module = Objective(model, cfg)
     if world.active:
         objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
@@ -232,7 +232,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             batch = type(full)(full.input_ids[mine], full.targets[mine], full.prompt_lens[mine]).to(device)
             reg_on = reg.kind != "none" and reg.weight > 0 and step >= reg.start_step
             # The depth whose state the penalty sees; drawn even when unused so streams stay aligned.
-            r = int(torch.randint(1, n_loops + 1, (1,), generator=gens.probes).item())
+            # Rank 0's draw is broadcast so that every rank regularizes the same depth (probes stay per rank).
+            r = dist.broadcast_int(int(torch.randint(1, n_loops + 1, (1,), generator=gens.probes).item()), world,
+                                   device)
             at = {"final": n_loops, "random": r, "penultimate": n_loops - 1}[reg.at]
 
             lr = lr_at(step, cfg)
@@ -306,8 +308,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                                           mask=batch.input_ids[sl][sub] != PAD)
                 rec["rho"] = est.raw.mean().item()
                 rec["rho_converged"] = est.converged_fraction
-            if world.active:
-                gens.probes.manual_seed(t.seed * 1_000_003 + 7919 * world.rank + step)
+            if world.active:  # the streams of the next step, exactly as a resume at `step` sets them
+                gens.probes.manual_seed(dist.stream_seed("probes", t.seed, step, world.rank))
+                torch.manual_seed(dist.stream_seed("dropout", t.seed, step, world.rank))
             if t.eval_every and world.is_main and (step % t.eval_every == 0 or step == t.steps):
                 rec["acc"] = sweep(model, eval_batch, [cfg.loops.num_loops]).accuracy[0]
             dt = time.perf_counter() - t0

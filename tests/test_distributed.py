@@ -14,12 +14,13 @@ SETS = ["model.d_model=32", "model.d_ff=64", "model.n_heads=2", "train.steps=4",
         "data.test_size=16", "train.checkpoint_every=2", "train.log_every=1"]
 
 
-def train(out, extra=(), nproc=None):
+def train(out, extra=(), nproc=None, resume=False):
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                  "-m", "looplm"] if nproc else [sys.executable, "-m", "looplm"])
     sets = [x for s in [*SETS, *extra] for x in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([*launcher, "train", "--config", "addition-stars", "--out", str(out), "--no-progress", *sets],
+    subprocess.run([*launcher, "train", "--config", "addition-stars", "--out", str(out), "--no-progress", *sets,
+                    *(["--resume"] if resume else [])],
                    check=True, timeout=240, env=env, capture_output=True)
     return load_file(out / "checkpoint" / "model.safetensors")
 
@@ -68,3 +69,38 @@ def test_two_processes_with_jsrr_and_resume_on_one(tmp_path):
                     *[x for s in [*SETS, "reg.kind=jsrr", "reg.start_step=1", "train.steps=6"] for x in ("--set", s)]],
                    check=True, timeout=120, capture_output=True)
     assert [r["step"] for r in metrics(tmp_path / "run")] == [1, 2, 3, 4, 5, 6]
+
+
+CRASH = """
+import sys
+from pathlib import Path
+from looplm.config import load_config
+from looplm.train import train
+cfg = load_config("addition-stars", sys.argv[2:])
+train(cfg, Path(sys.argv[1]), progress=False, fault={"crash_at_step": 2})
+"""
+
+
+def test_two_processes_with_jsrr_at_a_random_depth_resume_exactly(tmp_path):
+    """Each rank's probe stream is reseeded from (seed, step, rank) every step, so a 2-process run that crashes
+    after its step-2 checkpoint and resumes under torchrun repeats the uninterrupted run: per-step penalty and
+    every weight."""
+    extra = ["reg.kind=jsrr", "reg.start_step=0", "reg.at=random"]
+    whole = train(tmp_path / "whole", extra, nproc=2)
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    crashed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                              str(script), str(tmp_path / "cut"), *SETS, *extra],
+                             timeout=240, env=env, capture_output=True, text=True)
+    assert crashed.returncode != 0 and "injected crash after step 2" in crashed.stderr
+    assert [r["step"] for r in metrics(tmp_path / "cut")] == [1, 2]
+    resumed = train(tmp_path / "cut", [*extra], nproc=2, resume=True)
+    a, b = metrics(tmp_path / "whole"), metrics(tmp_path / "cut")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert all(r["reg"] is not None and r["reg"] > 0 for r in a)
+    for x, y in zip(a, b, strict=True):
+        assert x["loops"] == y["loops"]
+        assert x["reg"] == pytest.approx(y["reg"], rel=1e-6)
+        assert x["ce"] == pytest.approx(y["ce"], rel=1e-6)
+    assert_same(whole, resumed)

@@ -22,7 +22,6 @@ on CUDA); every rank reads its own slice of each global batch.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -304,10 +303,6 @@ def _load_optimizer(model: torch.nn.Module, opt: torch.optim.Optimizer, state: d
     set_optimizer_state_dict(model, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
 
 
-def _probe_seed(seed: int, step: int, rank: int) -> int:
-    return int.from_bytes(hashlib.blake2b(f"probes/{seed}/{step}/{rank}".encode(), digest_size=7).digest(), "big")
-
-
 def _resolve_device(name: str, world: dist_utils.World) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -479,7 +474,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, progres
             t0 = time.perf_counter()
             n_loops = dist_utils.broadcast_int(sample_loops(cfg.loops, gens["loops"], step), world)
             r = int(torch.randint(1, n_loops + 1, (1,), generator=gens["loops"]).item())
-            probes.manual_seed(_probe_seed(t.seed, step, world.rank))
+            probes.manual_seed(dist_utils.stream_seed("probes", t.seed, step, world.rank))
             at = n_loops if reg.at == "final" else r
             reg_on = reg.kind != "none" and reg.weight > 0 and step >= reg.start_step
             lr = _lr(step, total, t)
