@@ -18,7 +18,7 @@ from .config import load_config
 from .loops import describe, training_range
 
 DEPTHS = [1, 2, 4, 8, 16, 32, 64, 100, 300, 1000]
-QUICK_DEPTHS = [1, 2, 4, 8, 16, 32, 64, 100, 300, 1000]
+QUICK_N = 1000  # held-out problems per run in --quick
 
 
 @dataclass
@@ -58,8 +58,20 @@ def full_grid() -> list[RunSpec]:
         RunSpec("ext-curriculum-random", "external norm (curriculum)", "addition-random", EXT),
         RunSpec("ext-curriculum-stars", "external norm (curriculum)", "addition-stars",
                 [*EXT, "reg.start_step=2500"]),
+        # The same curriculum with input injection (Φ sees h + e every loop). Without it the loop is an
+        # autonomous map of the state, so a stable fixed point can only carry the input through which basin the
+        # embedding starts in; with it the fixed point h*(e) is a function of the input, as in a DEQ.
+        RunSpec("ext-inject-random", "external norm (curriculum)", "addition-random", [*EXT, "model.injection=add"]),
+        RunSpec("ext-inject-stars", "external norm (curriculum)", "addition-stars",
+                [*EXT, "model.injection=add", "reg.start_step=2500"]),
         RunSpec("6digit-random", "harder: 6-digit operands", "addition-random", ["data.digits=6"]),
         RunSpec("6digit-stars", "harder: 6-digit operands", "addition-stars", ["data.digits=6"]),
+        # At 3,000 steps neither 6-digit twin learned (STARS's CE was still falling at the end), so the harder
+        # variant gets twice the steps; the cosine schedule stretches with them.
+        RunSpec("6digit-long-random", "harder: 6-digit operands", "addition-random",
+                ["data.digits=6", "train.steps=6000"]),
+        RunSpec("6digit-long-stars", "harder: 6-digit operands", "addition-stars",
+                ["data.digits=6", "train.steps=6000"]),
     ]
     # Three seeds for the headline rows. random-lognormal shares STARS's seeds, so each STARS seed has a
     # twin that differs only in the regularizer (same init, same data order, same loop counts).
@@ -75,39 +87,55 @@ def full_grid() -> list[RunSpec]:
 HEADLINE = ["stars", "random-lognormal", "fixed4-pre-layernorm", "6digit-stars", "6digit-random",
             "stars-s1", "random-lognormal-s1", "fixed4-pre-layernorm-s1", "stars-s2", "random-lognormal-s2",
             "fixed4-pre-layernorm-s2", "ext-curriculum-stars", "ext-curriculum-random"]
-QUICK = ["fixed4-pre-layernorm", "random-lognormal", "stars"]
+QUICK = ["stars", "random-lognormal", "fixed4-pre-layernorm"]  # longest first: the fixed run fills the gap
 
 
 def quick_grid() -> list[RunSpec]:
-    """The three headline rows, seed 0, exactly as in the full grid, so a quick run's results are reused by a
-    later full run in the same directory. About 40 minutes on 2 CPU cores with --jobs 2 (measured: STARS 24 min
-    training + 9 min sweeping 5,000 problems to 1000 loops; the fixed-depth run 8 min, alongside)."""
+    """The three headline rows, seed 0, trained exactly as in the full grid, so a later full run in the same
+    directory reuses them (re-sweeping 5,000 problems where the grid asks for that). With --jobs 2 on 2 CPU
+    cores, about 32 minutes by the per-run times the full study recorded (STARS 24 min training, random loops
+    22 min then the fixed-depth run 7 min alongside, about 1.5 min per 1,000-problem sweep)."""
     by_name = {s.name: s for s in full_grid()}
     return [by_name[n] for n in QUICK]
 
 
-def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress: bool) -> dict:
-    """Train (resuming a partial run), sweep, and write `result.json`. Runs in a worker process."""
+def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress: bool,
+             n_eval: int | None = None) -> dict:
+    """Train (resuming a partial run), sweep `n_eval` held-out problems (default: the spec's), and write
+    `result.json`. A finished run is not retrained; one swept on fewer problems than asked (a `--quick` result
+    reused by the full grid) is swept again from its checkpoint. Runs in a worker process."""
+    from .train import train
+
+    n_eval = n_eval or spec.n_eval
+    run_dir = out / "runs" / spec.name
+    res_file = run_dir / "result.json"
+    if res_file.exists():
+        old = json.loads(res_file.read_text())
+        if old["n"] >= n_eval or not (run_dir / "checkpoint").exists():
+            return old
+        return _evaluate(spec, run_dir, n_eval, depths, old["train_seconds"], threads, progress)
+    cfg = spec.config([f"train.threads={threads}"] if threads else [])
+    t0 = time.perf_counter()
+    has_ckpt = (run_dir / "checkpoint").exists()
+    train(cfg, run_dir, resume=has_ckpt, progress=progress)
+    return _evaluate(spec, run_dir, n_eval, depths, time.perf_counter() - t0, threads, progress)
+
+
+def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], train_s: float, threads: int,
+              progress: bool) -> dict:
     import torch
 
     from .checkpoint import load_model
     from .dynamics import spectral_radius
     from .evaluate import sweep
     from .tasks.addition import PAD
-    from .train import make_task, train
+    from .train import make_task
 
-    run_dir = out / "runs" / spec.name
-    res_file = run_dir / "result.json"
-    if res_file.exists():
-        return json.loads(res_file.read_text())
-    cfg = spec.config([f"train.threads={threads}"] if threads else [])
-    t0 = time.perf_counter()
-    has_ckpt = (run_dir / "checkpoint").exists()
-    train(cfg, run_dir, resume=has_ckpt, progress=progress)
-    train_s = time.perf_counter() - t0
+    if threads:
+        torch.set_num_threads(threads)
     model, cfg = load_model(run_dir)
     task = make_task(cfg)
-    batch = task.test_batch(spec.n_eval, cfg.data.test_seed, cfg.model.max_seq_len)
+    batch = task.test_batch(n_eval, cfg.data.test_seed, cfg.model.max_seq_len)
     t1 = time.perf_counter()
     sw = sweep(model, batch, depths, batch_size=1000, progress=progress)
     # ρ(∂Φ/∂h) at the state after num_loops loops, on 32 held-out problems' real tokens: Arnoldi with a
@@ -124,7 +152,7 @@ def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress
     result = {
         "name": spec.name, "group": spec.group, "preset": spec.preset, "overrides": spec.overrides,
         "seed": spec.seed, "note": spec.note, "loops": describe(cfg.loops),
-        "train_loops": list(training_range(cfg.loops)), "n": spec.n_eval, "depths": sw.depths,
+        "train_loops": list(training_range(cfg.loops)), "n": n_eval, "depths": sw.depths,
         "accuracy": sw.accuracy, "state_norm": sw.state_norm.tolist(), "rho_at_num_loops": rho,
         "rho_converged": est.converged_fraction,
         "num_loops": cfg.loops.num_loops, "final_ce": metrics[-1]["ce"],
@@ -132,7 +160,7 @@ def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress
         "train_seconds": round(train_s, 1), "sweep_seconds": round(time.perf_counter() - t1, 1),
         "config": cfg.to_dict(),
     }
-    res_file.write_text(json.dumps(result, indent=1) + "\n")
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -147,14 +175,17 @@ def run_study(out: str | Path, quick: bool = False, jobs: int = 1, progress: boo
             raise ValueError(f"unknown run name(s) {sorted(unknown)}; runs: {', '.join(s.name for s in grid)}")
         by_name = {s.name: s for s in grid}
         grid = [by_name[n] for n in dict.fromkeys(only)]  # the order given is the order run
-    depths = QUICK_DEPTHS if quick else DEPTHS
+    depths = DEPTHS
     threads = 1 if jobs > 1 else 0
+    # --quick trains exactly the full grid's runs but sweeps 1,000 problems (5,000 to 1000 loops costs about
+    # 9 CPU minutes a run); a later full run in the same directory re-sweeps them without retraining.
+    n_evals = [min(s.n_eval, QUICK_N) if quick else s.n_eval for s in grid]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as ex:
             results = list(ex.map(_run_one, grid, [out] * len(grid), [depths] * len(grid),
-                                  [threads] * len(grid), [False] * len(grid)))
+                                  [threads] * len(grid), [False] * len(grid), n_evals))
     else:
-        results = [_run_one(s, out, depths, threads, progress) for s in grid]
+        results = [_run_one(s, out, depths, threads, progress, n) for s, n in zip(grid, n_evals, strict=True)]
     # The report covers every finished run in the directory (earlier `--only` calls included), in grid order.
     done = {r["name"]: r for r in results}
     for f in sorted((out / "runs").glob("*/result.json")):
@@ -277,7 +308,8 @@ def findings(results: list[dict]) -> list[str]:
                      + "; ‖h‖@1000 / ‖h‖@100: " + ", ".join(f"{g:.1f}" for g in grow),
                      "agrees" if fp else "disagrees", "ρ < 1 and ‖h‖ grows < 1.5× from 100 to 1000 loops"))
     pairs = [(f"stars{s}", f"random-lognormal{s}") for s in ("", "-s1", "-s2")]
-    pairs += [("6digit-stars", "6digit-random"), ("ext-curriculum-stars", "ext-curriculum-random")]
+    pairs += [("6digit-stars", "6digit-random"), ("6digit-long-stars", "6digit-long-random"),
+              ("ext-curriculum-stars", "ext-curriculum-random"), ("ext-inject-stars", "ext-inject-random")]
     pairs = [(a, b) for a, b in pairs if a in by and b in by]
     # A pair where neither model learned the task (peak < 0.5) says nothing about stability: listed, not counted.
     learned = [(a, b) for a, b in pairs if max(summary(by[a])["peak"], summary(by[b])["peak"]) >= 0.5]

@@ -12,7 +12,8 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
             study.RunSpec("stars", "STARS", "addition-stars", TINY, n_eval=16),
             study.RunSpec("stars-s1", "STARS", "addition-stars", TINY, seed=1, n_eval=16)]
     monkeypatch.setattr(study, "quick_grid", lambda: grid)
-    monkeypatch.setattr(study, "QUICK_DEPTHS", [1, 2, 4, 16, 100, 1000])
+    monkeypatch.setattr(study, "DEPTHS", [1, 2, 4, 16, 100, 1000])
+    monkeypatch.setattr(study, "QUICK_N", 12)
     monkeypatch.setattr(study, "DYN_DEPTHS", [1, 2, 4, 8])
     report = study.run_study(tmp_path, quick=True, progress=False)
     text = report.read_text()
@@ -21,7 +22,7 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
                  "STARS keeps 100% exact match from 4 to 100 loops"):
         assert name in text
     res = json.loads((tmp_path / "runs" / "stars" / "result.json").read_text())
-    assert res["depths"] == [1, 2, 4, 16, 100, 1000] and res["n"] == 16 and len(res["state_norm"]) == 6
+    assert res["depths"] == [1, 2, 4, 16, 100, 1000] and res["n"] == 12 and len(res["state_norm"]) == 6
     dyn = json.loads((tmp_path / "runs" / "stars" / "dynamics.json").read_text())
     assert dyn["depths"] == [1, 2, 4, 8] and dyn["spectral"]["depths"] == [1, 2, 4, 8]
     assert not (tmp_path / "runs" / "stars-s1" / "dynamics.json").exists()  # seed 0 only
@@ -36,6 +37,14 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
     mtime = (tmp_path / "runs" / "stars" / "result.json").stat().st_mtime_ns
     study.run_study(tmp_path, quick=True, progress=False)
     assert (tmp_path / "runs" / "stars" / "result.json").stat().st_mtime_ns == mtime
+    # The full grid asks for 16 problems: the quick result is swept again from its checkpoint, not retrained.
+    monkeypatch.setattr(study, "full_grid", lambda: grid)
+    log = (tmp_path / "runs" / "stars" / "metrics.jsonl").read_bytes()
+    study.run_study(tmp_path, only=["stars"], progress=False)
+    again = json.loads((tmp_path / "runs" / "stars" / "result.json").read_text())
+    assert again["n"] == 16 and again["train_seconds"] == res["train_seconds"]
+    assert (tmp_path / "runs" / "stars" / "metrics.jsonl").read_bytes() == log
+    assert json.loads((tmp_path / "runs" / "stars-s1" / "result.json").read_text())["n"] == 12  # not asked for
 
 
 def test_full_grid_covers_the_issue():
