@@ -10,7 +10,9 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
     grid = [study.RunSpec("fixed4-pre-layernorm", "baseline", "addition-fixed", TINY, n_eval=16),
             study.RunSpec("random-lognormal", "random loops", "addition-random", TINY, n_eval=16),
             study.RunSpec("stars", "STARS", "addition-stars", TINY, n_eval=16),
-            study.RunSpec("stars-s1", "STARS", "addition-stars", TINY, seed=1, n_eval=16)]
+            study.RunSpec("stars-s1", "STARS", "addition-stars", TINY, seed=1, n_eval=16),
+            study.RunSpec("ext-curriculum-stars", "external norm", "addition-stars",
+                          [*TINY, "model.norm_placement=post_sandwich"], n_eval=16)]
     monkeypatch.setattr(study, "quick_grid", lambda: grid)
     monkeypatch.setattr(study, "DEPTHS", [1, 2, 4, 16, 100, 1000])
     monkeypatch.setattr(study, "QUICK_N", 12)
@@ -26,6 +28,11 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
     dyn = json.loads((tmp_path / "runs" / "stars" / "dynamics.json").read_text())
     assert dyn["depths"] == [1, 2, 4, 8] and dyn["spectral"]["depths"] == [1, 2, 4, 8]
     assert not (tmp_path / "runs" / "stars-s1" / "dynamics.json").exists()  # seed 0 only
+    # Every external-norm run is listed with its recipe and its deep dynamics (read from dynamics.json).
+    ext_row = next(x for x in text.splitlines() if x.startswith("| ext-curriculum-stars | addition-stars "))
+    assert "model.norm_placement=post_sandwich" in ext_row and "conv.)" in ext_row
+    assert "## External norm: every recipe tried" in text
+    assert "STARS (external norm, curriculum) states settle" in text and "ρ@1000" in text
     # The claims table quotes the measured numbers: a tiny 3-step model fails the 99% target.
     assert "| **not met** |" in text
     # Neither twin learned in 3 steps, so the pair is tabulated but gives no verdict on JSRR.
