@@ -19,6 +19,7 @@ from .loops import describe, training_range
 
 DEPTHS = [1, 2, 4, 8, 16, 32, 64, 100, 300, 1000]
 QUICK_N = 1000  # held-out problems per run in --quick
+INTERNAL_NORMS = ("pre", "pre_sandwich")  # norm inside the residual stream: ‖h‖ can drift; the rest bound it
 
 
 @dataclass
@@ -291,9 +292,8 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
                      "acc(16) < acc(4)/2, given acc(4) ≥ 0.5"))
     fx = [r for r in results if r["name"].startswith("fixed4-") and r["seed"] == 0 and summary(r)["norm100"]]
     if fx:
-        internal = ("pre", "pre_sandwich")
         grow = {r["name"]: summary(r)["norm1000"] / summary(r)["norm100"] for r in fx}
-        is_int = {r["name"]: r["config"]["model"]["norm_placement"] in internal for r in fx}
+        is_int = {r["name"]: r["config"]["model"]["norm_placement"] in INTERNAL_NORMS for r in fx}
         ok = all(g > 2 if is_int[n] else g < 1.5 for n, g in grow.items())
         rows.append(("Norm placement decides the dynamics: internal (pre, pre_sandwich) drift, external (post, "
                      "post_sandwich) stay bounded", "‖h‖@1000 / ‖h‖@100 at fixed depth 4: "
@@ -329,8 +329,8 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
     # A pair where neither model learned the task (peak < 0.5) says nothing about stability: listed, not counted.
     learned = [(a, b) for a, b in pairs if max(summary(by[a])["peak"], summary(by[b])["peak"]) >= 0.5]
     # Internal and external norm placements give JSRR opposite jobs (drifting vs bounded states): one verdict each.
-    internal = ("pre", "pre_sandwich")
-    for where, sel in (("internal norm", lambda p: p in internal), ("external norm", lambda p: p not in internal)):
+    for where, sel in (("internal norm", lambda p: p in INTERNAL_NORMS),
+                       ("external norm", lambda p: p not in INTERNAL_NORMS)):
         mine = [(a, b) for a, b in pairs if sel(by[a]["config"]["model"]["norm_placement"])]
         rows += _jsrr_row(by, [p for p in mine if p in learned], [a for a, b in mine if (a, b) not in learned], where)
     if not rows:
@@ -381,7 +381,7 @@ def _residual_at(dyn: dict | None, depth: int) -> float | None:
 
 def external_norm_table(out: Path, results: list[dict]) -> list[str]:
     """Every external-norm run in the directory, learned or not: the recipe search the issue asks to report."""
-    ext = [r for r in results if r["config"]["model"]["norm_placement"] in ("post", "post_sandwich")]
+    ext = [r for r in results if r["config"]["model"]["norm_placement"] not in INTERNAL_NORMS]
     if not ext:
         return []
     lines = ["## External norm: every recipe tried", "",
