@@ -207,17 +207,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        if not isinstance(d, dict):
-            raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
-        sections = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = set(d) - set(sections)
-        if unknown:
-            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; valid sections: {', '.join(sections)}")
-        built = {}
-        for name in sections:
-            sub_cls = _SECTION_TYPES[name]
-            built[name] = _build_section(name, sub_cls, d.get(name) or {})
-        return cls(**built)
+        return cls(**build_sections(d, _SECTION_TYPES))
 
     def with_overrides(self, overrides: list[str]) -> Config:
         """Apply `section.key=value` strings; values are parsed as YAML scalars, then type-checked."""
@@ -279,9 +269,25 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
     return value
 
 
-def _build_section(name: str, sub_cls: type, values: Any) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"section {name!r} must be a mapping, got {type(values).__name__}")
+def build_sections(d: Any, types: dict[str, type], base: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Build each section of a config schema from a nested dict. Missing sections and keys take `base`'s values
+    (default: the section dataclasses' own defaults); unknown sections and keys raise ConfigError naming the
+    valid ones. Shared by the addition config and the fine-tuning config, whose defaults differ."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
+    unknown = set(d) - set(types)
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {sorted(unknown)}; valid sections: {', '.join(types)}")
+    built = {}
+    for name, sub_cls in types.items():
+        values = d.get(name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"section {name!r} must be a mapping, got {type(values).__name__}")
+        built[name] = _build_section(name, sub_cls, {**(base or {}).get(name, {}), **values})
+    return built
+
+
+def _build_section(name: str, sub_cls: type, values: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(sub_cls)}
     unknown = set(values) - set(fields)
     if unknown:

@@ -61,6 +61,16 @@ def test_unknown_yaml_key_and_missing_preset(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize("bad, words", [
+    ([1, 2], "a config must be a mapping of sections, got list"),
+    ({"modle": {}}, r"unknown config section\(s\) \['modle'\]; valid sections: model, loops, reg, data, train"),
+    ({"model": [64]}, "section 'model' must be a mapping, got list"),
+])
+def test_malformed_config_dicts_name_the_problem(bad, words):
+    with pytest.raises(ConfigError, match=words):
+        Config.from_dict(bad)
+
+
 def test_roundtrip_dict():
     cfg = load_config("addition-stars")
     assert Config.from_dict(cfg.to_dict()) == cfg

@@ -182,6 +182,8 @@ def test_preset_is_the_paper_setting_and_stays_out_of_addition_presets():
     assert load_finetune_config(repo_cfg) == cfg
     # A partial YAML keeps this schema's defaults (the Ouro loop distribution), not the addition ones.
     assert FinetuneConfig.from_dict({"loops": {"max_loops": 8}}).loops.mu == 1.7
+    with pytest.raises(ConfigError, match="section 'train' must be a mapping, got int"):
+        FinetuneConfig.from_dict({"train": 3})
     with pytest.raises(ConfigError, match="train.nope"):
         load_finetune_config("ouro-math-stars", ["train.nope=1"])
     with pytest.raises(ConfigError, match="train.strategy.*ddp.*fsdp"):

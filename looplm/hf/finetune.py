@@ -38,13 +38,12 @@ import yaml
 
 from .. import distributed as dist_utils
 from ..config import (
-    ConfigError,
     LoopsConfig,
     RegConfig,
-    _build_section,
     _check,
     _choice,
     apply_overrides,
+    build_sections,
     read_yaml_config,
 )
 from ..loops import describe, sample_loops
@@ -160,19 +159,7 @@ class FinetuneConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FinetuneConfig:
         """Missing keys take this schema's defaults (the paper's Ouro setting), not the addition defaults."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
-        unknown = set(d) - set(_SECTIONS)
-        if unknown:
-            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; valid sections: {', '.join(_SECTIONS)}")
-        base = cls().to_dict()
-        built = {}
-        for name, sub in _SECTIONS.items():
-            values = d.get(name) or {}
-            if not isinstance(values, dict):
-                raise ConfigError(f"section {name!r} must be a mapping, got {type(values).__name__}")
-            built[name] = _build_section(name, sub, {**base[name], **values})
-        return cls(**built)
+        return cls(**build_sections(d, _SECTIONS, base=cls().to_dict()))
 
     def with_overrides(self, overrides: list[str]) -> FinetuneConfig:
         return FinetuneConfig.from_dict(apply_overrides(self.to_dict(), overrides))
