@@ -189,17 +189,24 @@ def _power(mv: MatVec, v: torch.Tensor, iters: int, tol: float, subspace: bool, 
             cres = torch.where(use2, r2, cres)
         mod = cand.abs()
         stable = (mod - last).abs() <= tol * mod.clamp_min(_TINY)
-        newly = ~done & (cres <= tol) & stable
-        val = torch.where(newly, cand, val)
-        res = torch.where(done, res, cres)
-        used = torch.where(newly, torch.full_like(used, k), used)
-        done = done | newly
+        val, res, used, done = _accept(cand, cres, stable, k, tol, val, res, used, done)
         last = mod
         if bool(done.all()):
             break
         prev_v, prev_w = v, w
         v = w / w.norm(dim=1, keepdim=True).clamp_min(_TINY)
     return val, done, res, used, last
+
+
+def _accept(cand: torch.Tensor, cres: torch.Tensor, stable: torch.Tensor, k: int, tol: float, val: torch.Tensor,
+            res: torch.Tensor, used: torch.Tensor, done: torch.Tensor):
+    """Per batch row, accept the candidate the first time its residual is within `tol` and its modulus has
+    stopped moving; accepted rows then keep their value and iteration count, and their residual freezes."""
+    newly = ~done & (cres <= tol) & stable
+    val = torch.where(newly, cand, val)
+    res = torch.where(done, res, cres)
+    used = torch.where(newly, torch.full_like(used, k), used)
+    return val, res, used, done | newly
 
 
 def _ritz2(v0: torch.Tensor, v1: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor):
@@ -264,11 +271,7 @@ def _arnoldi(mv: MatVec, v: torch.Tensor, iters: int, tol: float, symmetric: boo
         r = H[:, m, m - 1].abs() * s_last.abs() / th.abs().clamp_min(_TINY)
         mod = th.abs()
         stable = broke | ((mod - last).abs() <= tol * mod.clamp_min(_TINY))
-        newly = ~done & (r <= tol) & stable
-        val = torch.where(newly, th, val)
-        res = torch.where(done, res, r)
-        used = torch.where(newly, torch.full_like(used, m), used)
-        done = done | newly
+        val, res, used, done = _accept(th, r, stable, m, tol, val, res, used, done)
         last = mod
         if bool(done.all()):
             break
