@@ -142,7 +142,9 @@ def _sha256(f: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _manifest_step(d: Path) -> int | None:
+def saved_step(d: str | Path) -> int | None:
+    """The training step a checkpoint directory was saved at (from its manifest), or None if unreadable."""
+    d = Path(d)
     try:
         step = json.loads((d / MANIFEST).read_text()).get("step")
     except (OSError, ValueError, AttributeError):
@@ -157,7 +159,7 @@ def _retire(old: Path, keep: int | None) -> None:
     if into_history and (old / WEIGHTS).is_file():
         hist = history_dir(old)
         hist.mkdir(exist_ok=True)
-        step = _manifest_step(old)
+        step = saved_step(old)
         dest = hist / (f"step-{step:08d}" if step is not None else f"step-unknown-{uuid.uuid4().hex[:8]}")
         _discard(dest)  # the same step saved twice (e.g. a finished run resumed): the newer copy wins
         old.rename(dest)

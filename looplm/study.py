@@ -36,6 +36,16 @@ class RunSpec:
         return load_config(self.preset, [*self.overrides, f"train.seed={self.seed}", *extra])
 
 
+def merged(overrides: list[str]) -> list[str]:
+    """`key=value` overrides with later values replacing earlier ones for the same key, in first-seen order:
+    a recipe built on another (EXT_INJ + a new lr) then reads as one setting per key."""
+    out: dict[str, str] = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        out[key] = value
+    return [f"{k}={v}" for k, v in out.items()]
+
+
 EXT = ["model.norm_placement=post_sandwich", "train.lr=3e-4", "loops.curriculum_steps=2500", "train.steps=4500"]
 EXT_INJ = [*EXT, "model.injection=add", "model.n_prelude=1"]
 
@@ -81,6 +91,18 @@ def full_grid() -> list[RunSpec]:
         RunSpec("6digit-long-stars", "harder: 6-digit operands", "addition-stars",
                 ["data.digits=6", "train.steps=6000"]),
     ]
+    # Seeds 1 and 2 of EXT_INJ stalled (CE ≈ 0.4 / 0.85) in the fixed-8-loop phase that seed 0 passed by step
+    # 1,200. A probe of that phase alone on seed 1 (2,500 steps at 8 loops, no random loops, no JSRR) at the
+    # pre-norm learning rate, 1e-3, then the whole recipe at that rate.
+    g.append(RunSpec("ext-prelude-inject-fixed8-lr1e-3-s1", "external norm (curriculum)", "addition-fixed",
+                     merged([*EXT_INJ, "loops.curriculum_steps=0", "loops.num_loops=8", "train.lr=1e-3",
+                             "train.steps=2500"]), seed=1))
+    for seed in (0, 1, 2):
+        sfx = f"-s{seed}" if seed else ""
+        g.append(RunSpec(f"ext-prelude-inject-lr1e-3-stars{sfx}", "external norm (curriculum)", "addition-stars",
+                         merged([*EXT_INJ, "train.lr=1e-3", "reg.start_step=2500"]), seed=seed))
+        g.append(RunSpec(f"ext-prelude-inject-lr1e-3-random{sfx}", "external norm (curriculum)", "addition-random",
+                         merged([*EXT_INJ, "train.lr=1e-3"]), seed=seed))
     # Three seeds for the headline rows. random-lognormal shares STARS's seeds, so each STARS seed has a
     # twin that differs only in the regularizer (same init, same data order, same loop counts).
     for seed in (1, 2):
@@ -116,6 +138,7 @@ def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress
     """Train (resuming a partial run), sweep `n_eval` held-out problems (default: the spec's), and write
     `result.json`. A finished run is not retrained; one swept on fewer problems than asked (a `--quick` result
     reused by the full grid) is swept again from its checkpoint. Runs in a worker process."""
+    from . import checkpoint as ckpt
     from .train import train
 
     n_eval = n_eval or spec.n_eval
@@ -125,16 +148,18 @@ def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress
         old = json.loads(res_file.read_text())
         if old["n"] >= n_eval or not (run_dir / "checkpoint").exists():
             return old
-        return _evaluate(spec, run_dir, n_eval, depths, old["train_seconds"], threads, progress)
+        return _evaluate(spec, run_dir, n_eval, depths, old["train_seconds"], threads, progress,
+                         old.get("resumed_from_step"))
     cfg = spec.config([f"train.threads={threads}"] if threads else [])
     t0 = time.perf_counter()
-    has_ckpt = (run_dir / "checkpoint").exists()
-    train(cfg, run_dir, resume=has_ckpt, progress=progress)
-    return _evaluate(spec, run_dir, n_eval, depths, time.perf_counter() - t0, threads, progress)
+    # A resumed run's clock starts at its checkpoint: record where, so its train time is not read as the whole.
+    resumed_from = ckpt.saved_step(run_dir / "checkpoint") if (run_dir / "checkpoint").exists() else None
+    train(cfg, run_dir, resume=resumed_from is not None, progress=progress)
+    return _evaluate(spec, run_dir, n_eval, depths, time.perf_counter() - t0, threads, progress, resumed_from)
 
 
 def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], train_s: float, threads: int,
-              progress: bool) -> dict:
+              progress: bool, resumed_from: int | None = None) -> dict:
     import torch
 
     from .checkpoint import load_model
@@ -169,7 +194,8 @@ def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], trai
         "rho_converged": est.converged_fraction,
         "num_loops": cfg.loops.num_loops, "final_ce": metrics[-1]["ce"],
         "last_logged_rho": next((m["rho"] for m in reversed(metrics) if "rho" in m), None),
-        "train_seconds": round(train_s, 1), "sweep_seconds": round(time.perf_counter() - t1, 1),
+        "train_seconds": round(train_s, 1), "resumed_from_step": resumed_from,
+        "sweep_seconds": round(time.perf_counter() - t1, 1),
         "config": cfg.to_dict(),
     }
     (run_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -305,8 +331,9 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
         rows.append(("STARS keeps 100% exact match from 4 to 100 loops",
                      "min over depths 4..100: " + ", ".join(f"{a:.3f} (d={d})" for a, d in m100),
                      "agrees" if all(a >= 0.99 for a, _ in m100) else "disagrees", "every seed ≥ 0.99"))
-    for label, rs in (("", stars), (" (external norm, prelude + injection, curriculum)",
-                                     seeds("ext-prelude-inject-stars"))):
+    for label, rs in (("", stars),
+                      (" (external norm, prelude + injection, curriculum)", seeds("ext-prelude-inject-stars")),
+                      (" (the same at lr 1e-3)", seeds("ext-prelude-inject-lr1e-3-stars"))):
         if not rs:
             continue
         m1000 = [_min_over(r, 4, 1000) for r in rs]
@@ -316,7 +343,8 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
                      "met" if all(a >= 0.99 for a, _ in m1000) else "not met", "every seed ≥ 0.99"))
     for label, rs in (("", stars), (" (external norm, curriculum)", seeds("ext-curriculum-stars")),
                       (" (external norm, curriculum, input injection)", seeds("ext-inject-stars")),
-                      (" (external norm, curriculum, prelude + injection)", seeds("ext-prelude-inject-stars"))):
+                      (" (external norm, curriculum, prelude + injection)", seeds("ext-prelude-inject-stars")),
+                      (" (the same at lr 1e-3)", seeds("ext-prelude-inject-lr1e-3-stars"))):
         if rs:
             rows.append(_fixed_point_row(label, rs, out))
     pairs = [(f"stars{s}", f"random-lognormal{s}") for s in ("", "-s1", "-s2")]
@@ -325,6 +353,8 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
               ("ext-prelude-inject-stars", "ext-prelude-inject-random"),
               ("ext-prelude-inject-stars-s1", "ext-prelude-inject-random-s1"),
               ("ext-prelude-inject-stars-s2", "ext-prelude-inject-random-s2")]
+    pairs += [(f"ext-prelude-inject-lr1e-3-stars{s}", f"ext-prelude-inject-lr1e-3-random{s}")
+              for s in ("", "-s1", "-s2")]
     pairs = [(a, b) for a, b in pairs if a in by and b in by]
     # A pair where neither model learned the task (peak < 0.5) says nothing about stability: listed, not counted.
     learned = [(a, b) for a, b in pairs if max(summary(by[a])["peak"], summary(by[b])["peak"]) >= 0.5]
@@ -372,6 +402,10 @@ def _fixed_point_row(label: str, rs: list[dict], out: Path | None) -> tuple:
             "exact match@1000 ≥ 0.99")
 
 
+def _resumed(r: dict) -> str:
+    return f" (from step {r['resumed_from_step']})" if r.get("resumed_from_step") else ""
+
+
 def _residual_at(dyn: dict | None, depth: int) -> float | None:
     """Median relative step residual ||h(t) - h(t-1)|| / ||h(t)|| at `depth` (→ 0 at a fixed point)."""
     if dyn is None or depth not in dyn["depths"]:
@@ -397,7 +431,7 @@ def external_norm_table(out: Path, results: list[dict]) -> list[str]:
         grow = sm["norm1000"] / sm["norm100"] if sm["norm100"] else None
         dyn = _read_dynamics(out, r["name"])
         res, (rho, frac) = _residual_at(dyn, 1000), _rho_at(dyn, 1000)
-        lines.append(f"| {r['name']} | {r['preset']} {' '.join(r['overrides'])} | "
+        lines.append(f"| {r['name']} | {r['preset']} {' '.join(merged(r['overrides']))} | "
                      f"{'yes' if sm['peak'] >= 0.5 else 'no'} | {_fmt(sm['peak'])} ({sm['peak_depth']}) | "
                      f"{_fmt(sm['acc'].get(100))} | {_fmt(sm['acc'].get(1000))} | {_fmt(grow, 2)} | "
                      f"{'–' if res is None else f'{res:.1e}'} | {_fmt(r['rho_at_num_loops'], 2)} | "
@@ -507,15 +541,16 @@ def write_report(out: Path, results: list[dict], quick: bool, missing: list[str]
               "## Settings", "",
               "Each run's full configuration is `runs/<name>/config.yaml` (also in `result.json`); its training log "
               "is `runs/<name>/metrics.jsonl`. Times are wall-clock seconds on the machine that ran it (with "
-              "`--jobs 2`: two runs at once, one torch thread each).", "",
+              "`--jobs 2`: two runs at once, one torch thread each); a run resumed from a checkpoint shows only the "
+              "time after it, marked with the step it resumed from.", "",
               "| run | preset | overrides | seed | model (d, heads, ff, core blocks, norm) | steps × batch, lr | "
               "train s | sweep s |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         m, t = r["config"]["model"], r["config"]["train"]
-        lines.append(f"| {r['name']} | {r['preset']} | {' '.join(r['overrides']) or '–'} | {r['seed']} | "
+        lines.append(f"| {r['name']} | {r['preset']} | {' '.join(merged(r['overrides'])) or '–'} | {r['seed']} | "
                      f"{m['d_model']}, {m['n_heads']}, {m['d_ff']}, {m['n_core']}, {m['norm_placement']} "
                      f"{m['norm_type']} | {t['steps']} × {t['batch_size']}, {t['lr']:g} | "
-                     f"{r['train_seconds']} | {r['sweep_seconds']} |")
+                     f"{r['train_seconds']}{_resumed(r)} | {r['sweep_seconds']} |")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

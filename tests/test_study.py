@@ -1,6 +1,8 @@
 import json
 
 from looplm import study
+from looplm.checkpoint import saved_step
+from looplm.train import train
 
 TINY = ["model.d_model=32", "model.d_ff=64", "train.steps=3", "train.batch_size=8", "train.eval_every=0",
         "data.test_size=16", "loops.max_loops=4", "reg.start_step=1", "reg.rho_every=0"]
@@ -17,6 +19,8 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "DEPTHS", [1, 2, 4, 16, 100, 1000])
     monkeypatch.setattr(study, "QUICK_N", 12)
     monkeypatch.setattr(study, "DYN_DEPTHS", [1, 2, 4, 8])
+    # One run stopped after 2 of its 3 steps (a session limit): the study resumes it and says so.
+    train(grid[0].config(["train.steps=2"]), tmp_path / "runs" / grid[0].name, progress=False)
     report = study.run_study(tmp_path, quick=True, progress=False)
     text = report.read_text()
     for name in ("fixed4-pre-layernorm", "stars", "stars-s1", "Seeds (mean ± std)", "figures/accuracy.png",
@@ -40,6 +44,11 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
     for png in ("accuracy", "dynamics", "dynamics-stars"):
         assert (tmp_path / "figures" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert res["rho_at_num_loops"] > 0 and res["config"]["reg"]["kind"] == "jsrr"
+    assert res["resumed_from_step"] is None
+    resumed = json.loads((tmp_path / "runs" / "fixed4-pre-layernorm" / "result.json").read_text())
+    assert resumed["resumed_from_step"] == 2 and resumed["config"]["train"]["steps"] == 3
+    assert saved_step(tmp_path / "runs" / "fixed4-pre-layernorm" / "checkpoint") == 3
+    assert f"{resumed['train_seconds']} (from step 2) |" in text
     # A second call retrains nothing: results are read back.
     mtime = (tmp_path / "runs" / "stars" / "result.json").stat().st_mtime_ns
     study.run_study(tmp_path, quick=True, progress=False)
@@ -52,6 +61,12 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
     assert again["n"] == 16 and again["train_seconds"] == res["train_seconds"]
     assert (tmp_path / "runs" / "stars" / "metrics.jsonl").read_bytes() == log
     assert json.loads((tmp_path / "runs" / "stars-s1" / "result.json").read_text())["n"] == 12  # not asked for
+
+
+def test_merged_overrides_keep_the_last_value_per_key():
+    assert study.merged(["train.lr=3e-4", "model.injection=add", "train.lr=1e-3"]) == [
+        "train.lr=1e-3", "model.injection=add"]
+    assert study.merged([]) == []
 
 
 def test_full_grid_covers_the_issue():
