@@ -179,6 +179,9 @@ class TrainConfig:
     keep_checkpoints: int = 1  # checkpoint/ (latest) + the K-1 before it in checkpoints/step-N/
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    # A looplm run (or checkpoint folder) whose weights start this run: fine-tuning, as the paper applies STARS
+    # to a trained model. The model section must match; optimizer, step count and schedule start fresh.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         s = "train"

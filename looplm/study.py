@@ -31,6 +31,7 @@ class RunSpec:
     seed: int = 0
     n_eval: int = 1000
     note: str = ""
+    init_from: str = ""  # another run of the grid whose final weights start this one (fine-tuning)
 
     def config(self, extra: list[str]) -> object:
         return load_config(self.preset, [*self.overrides, f"train.seed={self.seed}", *extra])
@@ -103,6 +104,12 @@ def full_grid() -> list[RunSpec]:
                          merged([*EXT_INJ, "train.lr=1e-3", "reg.start_step=2500"]), seed=seed))
         g.append(RunSpec(f"ext-prelude-inject-lr1e-3-random{sfx}", "external norm (curriculum)", "addition-random",
                          merged([*EXT_INJ, "train.lr=1e-3"]), seed=seed))
+    # Fine-tuning, as the paper applies STARS to a trained looped model: the seed-1 probe above learned the task
+    # at a fixed 8 loops; these continue from its weights with random loops, with and without JSRR.
+    ft = merged([*EXT_INJ, "loops.curriculum_steps=0", "train.steps=2000", "reg.start_step=0"])
+    for kind, preset in (("stars", "addition-stars"), ("random", "addition-random")):
+        g.append(RunSpec(f"ext-finetune-{kind}-s1", "external norm (curriculum)", preset, ft, seed=1,
+                         init_from="ext-prelude-inject-fixed8-lr1e-3-s1"))
     # Three seeds for the headline rows. random-lognormal shares STARS's seeds, so each STARS seed has a
     # twin that differs only in the regularizer (same init, same data order, same loop counts).
     for seed in (1, 2):
@@ -150,7 +157,14 @@ def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress
             return old
         return _evaluate(spec, run_dir, n_eval, depths, old["train_seconds"], threads, progress,
                          old.get("resumed_from_step"))
-    cfg = spec.config([f"train.threads={threads}"] if threads else [])
+    extra = [f"train.threads={threads}"] if threads else []
+    if spec.init_from:
+        base = out / "runs" / spec.init_from
+        if not (base / "result.json").exists():
+            raise RuntimeError(f"run {spec.name} starts from run {spec.init_from}, which has not finished; run that "
+                               "one first (`--only` takes names in order)")
+        extra.append(f"train.init_from={base}")
+    cfg = spec.config(extra)
     t0 = time.perf_counter()
     # A resumed run's clock starts at its checkpoint: record where, so its train time is not read as the whole.
     resumed_from = ckpt.saved_step(run_dir / "checkpoint") if (run_dir / "checkpoint").exists() else None
@@ -231,8 +245,10 @@ def run_study(out: str | Path, quick: bool = False, jobs: int = 1, progress: boo
     full = quick_grid() if quick else full_grid()
     order = {s.name: i for i, s in enumerate(full)}
     results = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
+    # Dynamics (about a CPU minute a run) for seed 0, and for every external-norm seed: those are the runs whose
+    # fixed points the claims table judges.
     for r in results:
-        if r["seed"] == 0:
+        if r["seed"] == 0 or r["config"]["model"]["norm_placement"] not in INTERNAL_NORMS:
             run_dynamics(out, r["name"], progress=progress)
     write_report(out, results, quick, missing=[s.name for s in full if s.name not in done])
     return out / "report.md"
@@ -333,7 +349,8 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
                      "agrees" if all(a >= 0.99 for a, _ in m100) else "disagrees", "every seed ≥ 0.99"))
     for label, rs in (("", stars),
                       (" (external norm, prelude + injection, curriculum)", seeds("ext-prelude-inject-stars")),
-                      (" (the same at lr 1e-3)", seeds("ext-prelude-inject-lr1e-3-stars"))):
+                      (" (the same at lr 1e-3)", seeds("ext-prelude-inject-lr1e-3-stars")),
+                      (" (external norm, fine-tuned from a fixed-8-loop model)", seeds("ext-finetune-stars"))):
         if not rs:
             continue
         m1000 = [_min_over(r, 4, 1000) for r in rs]
@@ -344,7 +361,8 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
     for label, rs in (("", stars), (" (external norm, curriculum)", seeds("ext-curriculum-stars")),
                       (" (external norm, curriculum, input injection)", seeds("ext-inject-stars")),
                       (" (external norm, curriculum, prelude + injection)", seeds("ext-prelude-inject-stars")),
-                      (" (the same at lr 1e-3)", seeds("ext-prelude-inject-lr1e-3-stars"))):
+                      (" (the same at lr 1e-3)", seeds("ext-prelude-inject-lr1e-3-stars")),
+                      (" (external norm, fine-tuned from a fixed-8-loop model)", seeds("ext-finetune-stars"))):
         if rs:
             rows.append(_fixed_point_row(label, rs, out))
     pairs = [(f"stars{s}", f"random-lognormal{s}") for s in ("", "-s1", "-s2")]
@@ -355,6 +373,7 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
               ("ext-prelude-inject-stars-s2", "ext-prelude-inject-random-s2")]
     pairs += [(f"ext-prelude-inject-lr1e-3-stars{s}", f"ext-prelude-inject-lr1e-3-random{s}")
               for s in ("", "-s1", "-s2")]
+    pairs += [(f"ext-finetune-stars{s}", f"ext-finetune-random{s}") for s in ("", "-s1", "-s2")]
     pairs = [(a, b) for a, b in pairs if a in by and b in by]
     # A pair where neither model learned the task (peak < 0.5) says nothing about stability: listed, not counted.
     learned = [(a, b) for a, b in pairs if max(summary(by[a])["peak"], summary(by[b])["peak"]) >= 0.5]
@@ -402,6 +421,11 @@ def _fixed_point_row(label: str, rs: list[dict], out: Path | None) -> tuple:
             "exact match@1000 ≥ 0.99")
 
 
+def _overrides_text(r: dict) -> str:
+    init = r["config"]["train"].get("init_from")
+    return " ".join([*merged(r["overrides"]), *([f"train.init_from=runs/{Path(init).name}"] if init else [])])
+
+
 def _resumed(r: dict) -> str:
     return f" (from step {r['resumed_from_step']})" if r.get("resumed_from_step") else ""
 
@@ -431,7 +455,7 @@ def external_norm_table(out: Path, results: list[dict]) -> list[str]:
         grow = sm["norm1000"] / sm["norm100"] if sm["norm100"] else None
         dyn = _read_dynamics(out, r["name"])
         res, (rho, frac) = _residual_at(dyn, 1000), _rho_at(dyn, 1000)
-        lines.append(f"| {r['name']} | {r['preset']} {' '.join(merged(r['overrides']))} | "
+        lines.append(f"| {r['name']} | {r['preset']} {_overrides_text(r)} | "
                      f"{'yes' if sm['peak'] >= 0.5 else 'no'} | {_fmt(sm['peak'])} ({sm['peak_depth']}) | "
                      f"{_fmt(sm['acc'].get(100))} | {_fmt(sm['acc'].get(1000))} | {_fmt(grow, 2)} | "
                      f"{'–' if res is None else f'{res:.1e}'} | {_fmt(r['rho_at_num_loops'], 2)} | "
@@ -547,7 +571,7 @@ def write_report(out: Path, results: list[dict], quick: bool, missing: list[str]
               "train s | sweep s |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         m, t = r["config"]["model"], r["config"]["train"]
-        lines.append(f"| {r['name']} | {r['preset']} | {' '.join(merged(r['overrides'])) or '–'} | {r['seed']} | "
+        lines.append(f"| {r['name']} | {r['preset']} | {_overrides_text(r) or '–'} | {r['seed']} | "
                      f"{m['d_model']}, {m['n_heads']}, {m['d_ff']}, {m['n_core']}, {m['norm_placement']} "
                      f"{m['norm_type']} | {t['steps']} × {t['batch_size']}, {t['lr']:g} | "
                      f"{r['train_seconds']}{_resumed(r)} | {r['sweep_seconds']} |")

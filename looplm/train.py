@@ -171,10 +171,14 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     task = make_task(cfg)
     torch.manual_seed(t.seed)
     model = LoopedTransformer(cfg.model).to(device)
+    resuming = resume and ckpt_dir.exists()
+    # A resumed run's own checkpoint holds its weights; the run it started from need not exist any more.
+    if t.init_from and not resuming:
+        model = ckpt.load_model(t.init_from, device, expect=cfg)[0]
     opt = make_optimizer(model, cfg)
     gens = Generators.seeded(t.seed)
     step = 0
-    if resume and ckpt_dir.exists():
+    if resuming:
         model, saved = ckpt.load_model(ckpt_dir, device, expect=cfg)
         changed = ckpt.config_diff(saved, cfg, ("loops", "reg", "data", "train"))
         if changed:

@@ -31,7 +31,7 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
     assert res["depths"] == [1, 2, 4, 16, 100, 1000] and res["n"] == 12 and len(res["state_norm"]) == 6
     dyn = json.loads((tmp_path / "runs" / "stars" / "dynamics.json").read_text())
     assert dyn["depths"] == [1, 2, 4, 8] and dyn["spectral"]["depths"] == [1, 2, 4, 8]
-    assert not (tmp_path / "runs" / "stars-s1" / "dynamics.json").exists()  # seed 0 only
+    assert not (tmp_path / "runs" / "stars-s1" / "dynamics.json").exists()  # internal norm: seed 0 only
     # Every external-norm run is listed with its recipe and its deep dynamics (read from dynamics.json).
     ext_row = next(x for x in text.splitlines() if x.startswith("| ext-curriculum-stars | addition-stars "))
     assert "model.norm_placement=post_sandwich" in ext_row and "conv.)" in ext_row

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from looplm.checkpoint import load_model
+from looplm.checkpoint import CheckpointError, load_model
 from looplm.train import TrainingDiverged, lr_at, train
 
 from .conftest import tiny_config
@@ -62,6 +62,35 @@ def test_crash_then_resume_is_bitwise_identical(tmp_path):
     assert all(torch.equal(w_ref[k], w_out[k]) for k in w_ref)
     assert [r["loops"] for r in read_metrics(ref)] == [r["loops"] for r in read_metrics(out)]
     assert [r["ce"] for r in read_metrics(ref)] == [r["ce"] for r in read_metrics(out)]
+
+
+def test_init_from_starts_from_another_runs_weights_and_resumes_exactly(tmp_path):
+    base = train(tiny_config(train=dict(steps=4, eval_every=0)), tmp_path / "base", progress=False)
+    # A near-zero learning rate: after one step the weights must still be the base run's, not a fresh init's.
+    ft = train(tiny_config(train=dict(steps=1, lr=1e-12, eval_every=0, seed=5, init_from=str(base))),
+               tmp_path / "ft", progress=False)
+    fresh = train(tiny_config(train=dict(steps=1, lr=1e-12, eval_every=0, seed=5)), tmp_path / "fresh",
+                  progress=False)
+    w_base, w_ft, w_fresh = (load_file(r / "checkpoint" / "model.safetensors") for r in (base, ft, fresh))
+    assert max((w_ft[k] - w_base[k]).abs().max().item() for k in w_base) < 1e-8
+    assert max((w_fresh[k] - w_base[k]).abs().max().item() for k in w_base) > 1e-2
+    assert [r["step"] for r in read_metrics(ft)] == [1]  # a fresh step count and schedule
+    # Crash and resume: the run's own checkpoint holds the weights, so the result equals an uninterrupted run
+    # and the base run is no longer needed (here it has been moved away).
+    cfg = tiny_config(reg=dict(kind="jsrr", start_step=0), train=dict(steps=5, checkpoint_every=2, eval_every=0,
+                                                                      init_from=str(base)))
+    ref = train(cfg, tmp_path / "ref", progress=False)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        train(cfg, tmp_path / "b", progress=False, fault={"crash_at_step": 4})
+    base.rename(tmp_path / "moved")
+    out = train(cfg, tmp_path / "b", resume=True, progress=False)
+    base = tmp_path / "moved"
+    w_ref, w_out = (load_file(r / "checkpoint" / "model.safetensors") for r in (ref, out))
+    assert all(torch.equal(w_ref[k], w_out[k]) for k in w_ref)
+    with pytest.raises(CheckpointError, match="model.d_model: checkpoint 32 vs requested 48"):
+        train(tiny_config(model=dict(d_model=48), train=dict(init_from=str(base))), tmp_path / "bad", progress=False)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train(tiny_config(train=dict(init_from=str(tmp_path / "nope"))), tmp_path / "bad2", progress=False)
 
 
 def test_nan_step_is_skipped_and_too_many_stop_the_run(tmp_path):
