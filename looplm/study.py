@@ -95,21 +95,23 @@ def full_grid() -> list[RunSpec]:
     # Seeds 1 and 2 of EXT_INJ stalled (CE ≈ 0.4 / 0.85) in the fixed-8-loop phase that seed 0 passed by step
     # 1,200. A probe of that phase alone on seed 1 (2,500 steps at 8 loops, no random loops, no JSRR) at the
     # pre-norm learning rate, 1e-3, then the whole recipe at that rate.
-    g.append(RunSpec("ext-prelude-inject-fixed8-lr1e-3-s1", "external norm (curriculum)", "addition-fixed",
-                     merged([*EXT_INJ, "loops.curriculum_steps=0", "loops.num_loops=8", "train.lr=1e-3",
-                             "train.steps=2500"]), seed=1))
+    for seed in (1, 0, 2):
+        g.append(RunSpec(f"ext-prelude-inject-fixed8-lr1e-3-s{seed}", "external norm (curriculum)", "addition-fixed",
+                         merged([*EXT_INJ, "loops.curriculum_steps=0", "loops.num_loops=8", "train.lr=1e-3",
+                                 "train.steps=2500"]), seed=seed))
     for seed in (0, 1, 2):
         sfx = f"-s{seed}" if seed else ""
         g.append(RunSpec(f"ext-prelude-inject-lr1e-3-stars{sfx}", "external norm (curriculum)", "addition-stars",
                          merged([*EXT_INJ, "train.lr=1e-3", "reg.start_step=2500"]), seed=seed))
         g.append(RunSpec(f"ext-prelude-inject-lr1e-3-random{sfx}", "external norm (curriculum)", "addition-random",
                          merged([*EXT_INJ, "train.lr=1e-3"]), seed=seed))
-    # Fine-tuning, as the paper applies STARS to a trained looped model: the seed-1 probe above learned the task
-    # at a fixed 8 loops; these continue from its weights with random loops, with and without JSRR.
+    # Fine-tuning, as the paper applies STARS to a trained looped model: each probe above (a fixed 8 loops)
+    # continued from its weights with random loops, with and without JSRR, same seed.
     ft = merged([*EXT_INJ, "loops.curriculum_steps=0", "train.steps=2000", "reg.start_step=0"])
-    for kind, preset in (("stars", "addition-stars"), ("random", "addition-random")):
-        g.append(RunSpec(f"ext-finetune-{kind}-s1", "external norm (curriculum)", preset, ft, seed=1,
-                         init_from="ext-prelude-inject-fixed8-lr1e-3-s1"))
+    for seed in (1, 0, 2):
+        for kind, preset in (("stars", "addition-stars"), ("random", "addition-random")):
+            g.append(RunSpec(f"ext-finetune-{kind}{f'-s{seed}' if seed else ''}", "external norm (curriculum)",
+                             preset, ft, seed=seed, init_from=f"ext-prelude-inject-fixed8-lr1e-3-s{seed}"))
     # Three seeds for the headline rows. random-lognormal shares STARS's seeds, so each STARS seed has a
     # twin that differs only in the regularizer (same init, same data order, same loop counts).
     for seed in (1, 2):
