@@ -98,7 +98,7 @@ def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(tmp_path):
         assert rc == -signal.SIGKILL
         seen = _last_logged_step(run / "metrics.jsonl")
         ck = run / "checkpoint"
-        kills.append({"logged": seen, "checkpoint": ckpt._manifest_step(ck) if ck.exists() else None,
+        kills.append({"logged": seen, "checkpoint": ckpt.saved_step(ck) if ck.exists() else None,
                       "left": sorted(p.name for p in run.iterdir() if p.name.startswith(("checkpoint.", ".trash")))})
     print(f"\n{len(kills)} SIGKILLs (seed {KILL_SEED}): {kills}")
     assert len(kills) >= N_KILLS - 1
