@@ -93,8 +93,8 @@ def full_grid() -> list[RunSpec]:
                 ["data.digits=6", "train.steps=6000"]),
     ]
     # Seeds 1 and 2 of EXT_INJ stalled (CE ≈ 0.4 / 0.85) in the fixed-8-loop phase that seed 0 passed by step
-    # 1,200. A probe of that phase alone on seed 1 (2,500 steps at 8 loops, no random loops, no JSRR) at the
-    # pre-norm learning rate, 1e-3, then the whole recipe at that rate.
+    # 1,200. Probes of that phase alone (2,500 steps at 8 loops, no random loops, no JSRR) at the pre-norm
+    # learning rate, 1e-3, seed 1 first; then the whole recipe at that rate.
     for seed in (1, 0, 2):
         g.append(RunSpec(f"ext-prelude-inject-fixed8-lr1e-3-s{seed}", "external norm (curriculum)", "addition-fixed",
                          merged([*EXT_INJ, "loops.curriculum_steps=0", "loops.num_loops=8", "train.lr=1e-3",
@@ -247,7 +247,7 @@ def run_study(out: str | Path, quick: bool = False, jobs: int = 1, progress: boo
     full = quick_grid() if quick else full_grid()
     order = {s.name: i for i, s in enumerate(full)}
     results = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
-    # Dynamics (about a CPU minute a run) for seed 0, and for every external-norm seed: those are the runs whose
+    # Dynamics (about 35 CPU seconds a run) for seed 0, and for every external-norm seed: those are the runs whose
     # fixed points the claims table judges.
     for r in results:
         if r["seed"] == 0 or r["config"]["model"]["norm_placement"] not in INTERNAL_NORMS:
