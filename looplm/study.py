@@ -104,19 +104,29 @@ def full_grid() -> list[RunSpec]:
         g.append(RunSpec(f"ext-prelude-inject-fixed8-lr1e-3-s{seed}", "external norm (curriculum)", "addition-fixed",
                          merged([*EXT_INJ, "loops.curriculum_steps=0", "loops.num_loops=8", "train.lr=1e-3",
                                  "train.steps=2500"]), seed=seed))
-    for seed in (0, 1, 2):
-        sfx = SEED_SUFFIXES[seed]
-        g.append(RunSpec(f"ext-prelude-inject-lr1e-3-stars{sfx}", "external norm (curriculum)", "addition-stars",
-                         merged([*EXT_INJ, "train.lr=1e-3", "reg.start_step=2500"]), seed=seed))
-        g.append(RunSpec(f"ext-prelude-inject-lr1e-3-random{sfx}", "external norm (curriculum)", "addition-random",
-                         merged([*EXT_INJ, "train.lr=1e-3"]), seed=seed))
+    # The whole recipe at lr 1e-3 was tried on seed 1 only: it stalled (CE 1.23, then 0.88), while the fixed-8
+    # probe at that rate learned seed 1, so the two-stage recipe below replaced it and its twins were not run.
+    g.append(RunSpec("ext-prelude-inject-lr1e-3-stars-s1", "external norm (curriculum)", "addition-stars",
+                     merged([*EXT_INJ, "train.lr=1e-3", "reg.start_step=2500"]), seed=1))
+    # Seed 2's probe was still stepping down the CE staircase (0.82 → 0.41 over its last 700 steps; seed 1 went
+    # 0.35 → 0.03 at the same stage) when the cosine schedule reached 0: the same probe, twice as long.
+    g.append(RunSpec("ext-prelude-inject-fixed8-lr1e-3-long-s2", "external norm (curriculum)", "addition-fixed",
+                     merged([*EXT_INJ, "loops.curriculum_steps=0", "loops.num_loops=8", "train.lr=1e-3",
+                             "train.steps=5000"]), seed=2))
     # Fine-tuning, as the paper applies STARS to a trained looped model: each probe above (a fixed 8 loops)
-    # continued from its weights with random loops, with and without JSRR, same seed.
+    # continued from its weights with random loops, with and without JSRR, same seed. Swept on 5,000 problems,
+    # the issue's bar, where the probe learned (seeds 0 and 1); seed 2's probe is at chance, so 1,000 suffice.
     ft = merged([*EXT_INJ, "loops.curriculum_steps=0", "train.steps=2000", "reg.start_step=0"])
     for seed in (1, 0, 2):
         for kind, preset in (("stars", "addition-stars"), ("random", "addition-random")):
+            if seed == 2 and kind == "random":
+                continue  # a probe at chance: the STARS run showed fine-tuning does not teach, so no twin
             g.append(RunSpec(f"ext-finetune-{kind}{SEED_SUFFIXES[seed]}", "external norm (curriculum)",
-                             preset, ft, seed=seed, init_from=f"ext-prelude-inject-fixed8-lr1e-3-s{seed}"))
+                             preset, ft, seed=seed, n_eval=5000 if seed < 2 else 1000,
+                             init_from=f"ext-prelude-inject-fixed8-lr1e-3-s{seed}"))
+    for kind, preset in (("stars", "addition-stars"), ("random", "addition-random")):
+        g.append(RunSpec(f"ext-finetune-{kind}-long-s2", "external norm (curriculum)", preset, ft, seed=2,
+                         n_eval=5000, init_from="ext-prelude-inject-fixed8-lr1e-3-long-s2"))
     # Three seeds for the headline rows. random-lognormal shares STARS's seeds, so each STARS seed has a
     # twin that differs only in the regularizer (same init, same data order, same loop counts).
     for seed in (1, 2):
@@ -359,6 +369,12 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
     working = [(" (external norm, curriculum, prelude + injection)", seeds("ext-prelude-inject-stars")),
                (" (the same at lr 1e-3)", seeds("ext-prelude-inject-lr1e-3-stars")),
                (" (external norm, fine-tuned from a fixed-8-loop model)", seeds("ext-finetune-stars"))]
+    # The same two stages with seed 2's probe trained until it learned (5,000 steps, not 2,500): a separate row,
+    # so the recipe as first planned keeps its own verdict.
+    if "ext-finetune-stars-long-s2" in by:
+        working.append((" (the same, seed 2's fixed-8 model trained 5,000 steps)",
+                        [by[n] for n in ("ext-finetune-stars", "ext-finetune-stars-s1", "ext-finetune-stars-long-s2")
+                         if n in by]))
     for label, rs in (("", stars), *working):
         if not rs:
             continue
@@ -376,8 +392,8 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
              ("6digit-stars", "6digit-random"), ("6digit-long-stars", "6digit-long-random"),
              ("ext-curriculum-stars", "ext-curriculum-random"), ("ext-inject-stars", "ext-inject-random"),
              *seeded("ext-prelude-inject-stars", "ext-prelude-inject-random"),
-             *seeded("ext-prelude-inject-lr1e-3-stars", "ext-prelude-inject-lr1e-3-random"),
-             *seeded("ext-finetune-stars", "ext-finetune-random")]
+             *seeded("ext-finetune-stars", "ext-finetune-random"),
+             ("ext-finetune-stars-long-s2", "ext-finetune-random-long-s2")]
     pairs = [(a, b) for a, b in pairs if a in by and b in by]
     # A pair where neither model learned the task (peak < 0.5) says nothing about stability: listed, not counted.
     learned = [(a, b) for a, b in pairs if max(summary(by[a])["peak"], summary(by[b])["peak"]) >= 0.5]

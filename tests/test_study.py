@@ -76,5 +76,10 @@ def test_full_grid_covers_the_issue():
               "stars-lambda0.01", "stars-lambda0.3", "stars-vjp-release", "stars-at-random", "6digit-stars",
               "6digit-random", "stars-s1", "stars-s2"):
         assert n in names
+    seen: set[str] = set()
     for s in study.full_grid():
         s.config([])  # every spec is a valid config
+        # A fine-tuning run starts from a run listed before it, so the whole grid runs in order.
+        assert not s.init_from or s.init_from in seen, s.name
+        seen.add(s.name)
+    assert len(seen) == len(study.full_grid())  # names are unique: each is a run directory
