@@ -150,9 +150,9 @@ QUICK = ["stars", "random-lognormal", "fixed4-pre-layernorm"]  # longest first: 
 
 def quick_grid() -> list[RunSpec]:
     """The three headline rows, seed 0, trained exactly as in the full grid, so a later full run in the same
-    directory reuses them (re-sweeping 5,000 problems where the grid asks for that). With --jobs 2 on 2 CPU
-    cores, about 32 minutes by the per-run times the full study recorded (STARS 24 min training, random loops
-    22 min then the fixed-depth run 7 min alongside, about 1.5 min per 1,000-problem sweep)."""
+    directory reuses them (re-sweeping 5,000 problems where the grid asks for that). Measured with --jobs 2 on
+    the project's 2-core CPU, nothing else running: 25 min 46 s (STARS 18 min training, random loops 15 min
+    then the fixed-depth run 7 min alongside, about 1.5 min per 1,000-problem sweep, then 3 dynamics runs)."""
     by_name = {s.name: s for s in full_grid()}
     return [by_name[n] for n in QUICK]
 
