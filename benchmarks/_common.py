@@ -21,17 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from looplm import objective  # noqa: E402
 from looplm.config import Config, load_config  # noqa: E402
 from looplm.model import LoopedTransformer  # noqa: E402
-from looplm.regularizers import regularized_loop  # noqa: E402
-from looplm.tasks.addition import IGNORE  # noqa: E402
-from looplm.train import Generators, make_optimizer, make_task  # noqa: E402
+from looplm.tasks import IGNORE, make_task  # noqa: E402
+from looplm.train import Generators, make_optimizer  # noqa: E402
 
 
 def setup_threads(n: int = 1) -> None:
@@ -59,21 +58,28 @@ class Trainer:
         self.model.train()
         self.opt = make_optimizer(self.model, cfg)
         self.gens = Generators.seeded(seed)
+        self.objective = objective.Objective(self.model, cfg.loops, cfg.reg)
+        self.loop_fn = None  # a replacement for looplm.looped.run_loop (e.g. torch.compile of it)
 
     def step(self, n_loops: int) -> float:
-        cfg, model, reg = self.cfg, self.model, self.cfg.reg
-        batch = self.task.train_batch(cfg.train.batch_size, self.gens.data, cfg.model.max_seq_len)
+        cfg, reg = self.cfg, self.cfg.reg
+        batch = self.task.train_batch(cfg.train.batch_size, self.gens.data)
         reg_on = reg.kind != "none" and reg.weight > 0
-        r = int(torch.randint(1, n_loops + 1, (1,), generator=self.gens.probes).item())
+        r = int(torch.randint(1, n_loops + 1, (1,), generator=self.gens.loops).item())
         at = {"final": n_loops, "random": r, "penultimate": n_loops - 1}[reg.at]
-        e = model.embed(batch.input_ids)
-        h, pen = regularized_loop(model, e, n_loops, at if reg_on else None, reg, self.gens.probes,
-                                  cfg.loops.backprop_loops, cfg.loops.checkpoint_loops)
-        ce = F.cross_entropy(model.readout(h).flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE)
+        saved = objective.run_loop
+        if self.loop_fn is not None:
+            objective.run_loop = self.loop_fn
+        try:
+            ce_sum, pen = self.objective(batch.input_ids, batch.targets, batch.mask, n_loops,
+                                         at if reg_on else None, self.gens.probes)
+        finally:
+            objective.run_loop = saved
+        ce = ce_sum / (batch.targets != IGNORE).sum()
         loss = ce if pen is None else (1 - reg.weight) * ce + reg.weight * pen
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
         self.opt.step()
         return loss.item()
 

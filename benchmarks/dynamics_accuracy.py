@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from looplm.config import ModelConfig  # noqa: E402
 from looplm.dynamics import frobenius_hutchinson, spectral_norm, spectral_radius  # noqa: E402
+from looplm.looped import phi, run_loop  # noqa: E402
 from looplm.model import LoopedTransformer, twice_differentiable  # noqa: E402
 
 F64 = torch.float64
@@ -55,9 +56,9 @@ def looped_case(placement: str, scale: float, seed: int, B: int = 4, T: int = 6,
         for p in m.parameters():
             p.add_(scale * torch.randn_like(p))
         ids = torch.randint(2, 14, (B, T), generator=gen(seed))
-        e = m.embed(ids)
-        h = m.loop(e, e, 3)
-    step = m.step_fn(e)
+        e, ctx = m.embed(ids)
+        h = run_loop(m, e, ctx, 3)
+    step = phi(m, ctx)
     with twice_differentiable():
         J = torch.autograd.functional.jacobian(step, h).reshape(B, T * D, B, T * D)
     return step, h, torch.stack([J[i, :, i] for i in range(B)])

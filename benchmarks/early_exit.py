@@ -23,9 +23,9 @@ import torch
 from _common import ROOT, finish, machine, setup_threads
 
 from looplm import checkpoint as ckpt
-from looplm.evaluate import generate_cached
+from looplm.generate import generate_cached
+from looplm.tasks import make_task
 from looplm.tasks.addition import EOS, IGNORE
-from looplm.train import make_task
 
 STABLE = [1, 2, 3, 4, 6]
 TOLS = [0.3, 0.2, 0.1, 0.05, 0.02, 0.01]
@@ -34,7 +34,7 @@ TOLS = [0.3, 0.2, 0.1, 0.05, 0.02, 0.01]
 def evaluate(model, prompts, golds, cap, bs, **rule) -> tuple[float, float]:
     right, used = 0, []
     for s in range(0, len(prompts), bs):
-        outs, loops = generate_cached(model, prompts[s:s + bs], cap, max(len(g) for g in golds), **rule)
+        outs, loops = generate_cached(model, prompts[s:s + bs], cap, max(len(g) for g in golds), EOS, **rule)
         right += sum(o + [EOS] == g for o, g in zip(outs, golds[s:s + bs], strict=True))
         used += [x for row in loops for x in row]
     return right / len(prompts), sum(used) / len(used)
@@ -45,7 +45,8 @@ def run_model(path: str, n: int, cap: int, bs: int, fixed_depths: list[int]) -> 
     model.eval()
     task = make_task(cfg)
     b = task.test_batch(n, cfg.data.test_seed, cfg.model.max_seq_len)
-    prompts = [b.input_ids[i, : int(b.prompt_lens[i])].tolist() for i in range(n)]
+    plen = (b.targets != IGNORE).int().argmax(1) + 1  # the first scored position is the prompt's last token
+    prompts = [b.input_ids[i, : int(plen[i])].tolist() for i in range(n)]
     golds = [[int(x) for x in b.targets[i][b.targets[i] != IGNORE]] for i in range(n)]
     out: dict = {"fixed": {}, "stable": {}, "tol": {}}
     for d in fixed_depths:

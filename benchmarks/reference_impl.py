@@ -1,6 +1,6 @@
 """A plain reference implementation of looped-transformer training with the authors' regularizer recipe.
 
-Written for benchmarks/throughput.py from the description in DESIGN.md §1 and §4 (no code copied from the
+Written for benchmarks/throughput.py from the description in docs/method.md (no code copied from the
 authors' release): what a straightforward research implementation of the same model and step looks like.
 - model: token + learned position embeddings; one shared pre-norm block (nn.LayerNorm, explicit softmax
   attention q kᵀ/√d with a causal mask, GELU MLP) looped t times; final LayerNorm; tied head. Same sizes and
@@ -11,7 +11,7 @@ authors' release): what a straightforward research implementation of the same mo
 - step: (1-λ)·CE + λ·penalty, backward, clip 1.0, AdamW.
 
 It is a timing reference only. Two known issues make its gradients differ from looplm's, and neither changes
-its cost: the estimator is the scaled Frobenius norm, not the paper's per-sample JVP (DESIGN.md §1); and on
+its cost: the estimator is the scaled Frobenius norm, not the paper's per-sample JVP (docs/method.md); and on
 torch 2.13 CPU the fused LayerNorm's double backward gives wrong parameter gradients (looplm/model.py).
 """
 

@@ -26,10 +26,11 @@ from _common import ROOT, finish, machine, setup_threads
 
 from looplm import checkpoint as ckpt
 from looplm.config import load_config
-from looplm.evaluate import generate, generate_cached, sweep
+from looplm.evaluate import sweep
+from looplm.generate import generate, generate_cached
 from looplm.model import LoopedTransformer
+from looplm.tasks import make_task
 from looplm.tasks.addition import EOS, IGNORE
-from looplm.train import make_task
 
 
 def load(path: str | None):
@@ -45,14 +46,15 @@ def decode_correct(model, batch, depth: int, bs: int, cached: bool) -> torch.Ten
     """(N,) bool: does batched greedy decoding at `depth` reproduce each gold answer and its EOS?"""
     ok = []
     for s in range(0, len(batch), bs):
-        ids, tgt, plen = batch.input_ids[s:s + bs], batch.targets[s:s + bs], batch.prompt_lens[s:s + bs]
+        ids, tgt = batch.input_ids[s:s + bs], batch.targets[s:s + bs]
+        plen = (tgt != IGNORE).int().argmax(1) + 1  # the first scored position is the prompt's last token
         prompts = [ids[i, : int(plen[i])].tolist() for i in range(len(ids))]
         golds = [[int(x) for x in tgt[i][tgt[i] != IGNORE]] for i in range(len(ids))]  # answer digits + EOS
         max_new = max(len(g) for g in golds)
         if cached:
-            outs = generate_cached(model, prompts, depth, max_new)[0]
+            outs = generate_cached(model, prompts, depth, max_new, EOS)[0]
         else:
-            outs = generate(model, prompts, depth, max_new)
+            outs = generate(model, prompts, depth, max_new, EOS)
         # outs exclude EOS: right iff out + [EOS] == gold (decoding stops at EOS; a longer output is wrong)
         ok += [o + [EOS] == g for o, g in zip(outs, golds, strict=True)]
     return torch.tensor(ok)
@@ -116,9 +118,7 @@ def main() -> None:
 
 
 def batch_slice(batch, n):
-    from looplm.tasks.addition import Batch
-
-    return Batch(batch.input_ids[:n], batch.targets[:n], batch.prompt_lens[:n])
+    return batch.rows(slice(0, n))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 from _common import Trainer, demo_config, finish, machine, setup_threads
 from reference_impl import RefTrainer
 
+from looplm.looped import run_loop
 from looplm.loops import sample_loops
 
 LOOPLM = {
@@ -47,7 +48,7 @@ class RefRunner:
 
     def step(self, n: int) -> None:
         cfg = self.tr.cfg
-        b = self.tr.task.train_batch(cfg.train.batch_size, self.tr.gens.data, cfg.model.max_seq_len)
+        b = self.tr.task.train_batch(cfg.train.batch_size, self.tr.gens.data)
         self.ref.step(b.input_ids, b.targets, n, self.reg)
 
 
@@ -89,7 +90,7 @@ def throughput(a) -> None:
 
 
 def make_T(cfg) -> int:
-    from looplm.train import make_task
+    from looplm.tasks import make_task
 
     return make_task(cfg).seq_len
 
@@ -103,7 +104,7 @@ def compile_study(a) -> None:
     eager, comp, comp_loop = Trainer(cfg, a.seed), Trainer(cfg, a.seed), Trainer(cfg, a.seed)
     dynamo.reset()
     # (1) compile one application of Φ: the Python loop calls the compiled block t times.
-    comp.model.core_step = torch.compile(comp.model.core_step)
+    comp.model.step = torch.compile(comp.model.step)
     t0 = time.perf_counter()
     comp.step(9)
     first_block = time.perf_counter() - t0
@@ -112,7 +113,7 @@ def compile_study(a) -> None:
         comp.step(n)
     recompiles_block = dynamo.utils.counters["frames"]["ok"] - frames0.get("ok", 0)
     # (2) compile the whole loop (t iterations unrolled): the loop count is baked into the graph.
-    comp_loop.model.loop = torch.compile(comp_loop.model.loop)
+    comp_loop.loop_fn = torch.compile(run_loop)
     t0 = time.perf_counter()
     comp_loop.step(9)
     first_loop = time.perf_counter() - t0

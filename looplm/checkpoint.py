@@ -1,17 +1,24 @@
-"""Checkpoints: `model.safetensors` + `config.json` + `trainer_state.pt` + `manifest.json`, written atomically.
+"""Checkpoints, one layout for every model kind: the model's files + `trainer_state.pt` + `manifest.json`,
+written atomically.
+
+The model's files are
+- looplm's own model: `model.safetensors` and `config.json` (the run's looplm config);
+- a pretrained HF model: an HF model directory (`config.json`, safetensors weights, generation config,
+  tokenizer), loadable as it is with `from_pretrained`, plus `looplm_config.json` (the run's looplm config).
 
 Layout of a run directory (`train.keep_checkpoints` = K):
 
     checkpoint/                  the latest checkpoint (what `--resume`, `sweep` and `generate` read)
     checkpoints/step-00000500/   the K-1 checkpoints before it, oldest pruned first (only when K > 1)
 
-Writing (`save`): the new checkpoint is built in `checkpoint.tmp/`, every file fsynced, `manifest.json` (size
-and SHA-256 of each file, and the step) written last. Then `checkpoint/` is renamed to `checkpoint.old/`,
-`checkpoint.tmp/` to `checkpoint/`, and `checkpoint.old/` is retired: renamed into `checkpoints/step-N/` when
-K > 1, deleted otherwise. Every step is a rename of a complete directory, so a crash at any point leaves either
-the previous or the new checkpoint whole; `recover` (run at the start of every `save` and of training) finishes
-or rolls back an interrupted swap. Directories are deleted by first renaming them to `.trash-*`, so a crash
-mid-delete never leaves a half-deleted directory under a name that looks like a checkpoint.
+Writing (`write_checkpoint`): the new checkpoint is built in `checkpoint.tmp/`, every file fsynced,
+`manifest.json` (size and SHA-256 of each file, and the step) written last. Then `checkpoint/` is renamed to
+`checkpoint.old/`, `checkpoint.tmp/` to `checkpoint/`, and `checkpoint.old/` is retired: renamed into
+`checkpoints/step-N/` when K > 1, deleted otherwise. Every step is a rename of a complete directory, so a crash
+at any point leaves either the previous or the new checkpoint whole; `recover` (run at the start of every save
+and of training) finishes or rolls back an interrupted swap. Directories are deleted by first renaming them to
+`.trash-*`, so a crash mid-delete never leaves a half-deleted directory under a name that looks like a
+checkpoint.
 
 Reading: weights load through safetensors only and the trainer state through `torch.load(weights_only=True)`,
 so no file in a checkpoint ever runs code. Each file is checked against the manifest before it is parsed:
@@ -28,6 +35,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +44,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError
+from .errors import UserError
 from .model import LoopedTransformer
 
 WEIGHTS, CONFIG, STATE, MANIFEST = "model.safetensors", "config.json", "trainer_state.pt", "manifest.json"
+RUN_CONFIG = "looplm_config.json"  # the run's looplm config, where config.json is the HF model's own
+SHARD_INDEX = "model.safetensors.index.json"  # sharded HF weights
 HISTORY = "checkpoints"  # sibling of the latest checkpoint's folder, holding the older ones
 MANIFEST_FORMAT = "looplm-checkpoint/1"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable, corrupted, or does not match the requested model."""
 
 
@@ -85,17 +96,21 @@ def resolve(path: str | Path) -> Path:
     p = Path(path)
     cands = [p, p / "checkpoint", _old(p / "checkpoint")] + ([_old(p)] if p.name == "checkpoint" else [])
     for cand in cands:
-        if (cand / WEIGHTS).is_file():
+        if has_weights(cand):
             return cand
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist")
     raise CheckpointError(f"no {WEIGHTS} in {p} or {p / 'checkpoint'}: not a looplm checkpoint or run directory")
 
 
+def has_weights(d: Path) -> bool:
+    return (d / WEIGHTS).is_file() or (d / SHARD_INDEX).is_file()
+
+
 def history(path: str | Path) -> list[tuple[int, Path]]:
     """The older checkpoints kept next to a run's `checkpoint/` folder, as (step, folder), oldest first."""
     p = Path(path)
-    if p.name == "checkpoint" or (p / WEIGHTS).is_file():  # a checkpoint folder, latest or from the history
+    if p.name == "checkpoint" or has_weights(p):  # a checkpoint folder, latest or from the history
         h = p.parent if p.parent.name == HISTORY else history_dir(p)
     else:  # a run directory
         h = p / HISTORY
@@ -156,7 +171,7 @@ def _retire(old: Path, keep: int | None) -> None:
     """Move the previous latest checkpoint into the history (K > 1) or delete it (K = 1), then prune.
     With `keep=None` (K unknown) it joins the history if there is one, and nothing is pruned."""
     into_history = history_dir(old).is_dir() if keep is None else keep > 1
-    if into_history and (old / WEIGHTS).is_file():
+    if into_history and has_weights(old):
         hist = history_dir(old)
         hist.mkdir(exist_ok=True)
         step = saved_step(old)
@@ -218,17 +233,18 @@ def recover(ckpt_dir: str | Path, keep: int | None = None) -> None:
     _prune(history_dir(ckpt_dir), keep)
 
 
-def save(ckpt_dir: str | Path, model: LoopedTransformer, cfg: Config, state: dict[str, Any] | None = None,
-         keep: int = 1) -> Path:
+def write_checkpoint(ckpt_dir: str | Path, weights: dict[str, torch.Tensor],
+                     write_model: Callable[[Path, dict[str, torch.Tensor]], None],
+                     state: dict[str, Any] | None = None, keep: int = 1) -> Path:
     """Atomically write a checkpoint to `ckpt_dir`, keeping the `keep - 1` previous ones in `checkpoints/`.
 
-    Refuses (CheckpointError, nothing written) to save weights that are not finite, so a diverged model can
-    never replace the last good checkpoint.
+    `write_model(folder, weights)` writes the model's own files; the trainer state and the manifest (every
+    file's size and SHA-256) are added here. Refuses (CheckpointError, nothing written) to save weights that
+    are not finite, so a diverged model can never replace the last good checkpoint.
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     ckpt_dir = Path(ckpt_dir)
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"refusing to write {ckpt_dir}: non-finite values in {', '.join(bad)}; "
@@ -238,18 +254,14 @@ def save(ckpt_dir: str | Path, model: LoopedTransformer, cfg: Config, state: dic
     tmp = _tmp(ckpt_dir)
     tmp.mkdir()
     step = state.get("step") if state is not None else None
-    # One metadata key only: safetensors writes a metadata map in arbitrary order, and identical weights should
-    # give identical bytes (and SHA-256s).
-    save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    (tmp / CONFIG).write_text(cfg.to_json())
+    write_model(tmp, weights)
     if state is not None:
         torch.save(state, tmp / STATE)
     files = {}
-    for name in (WEIGHTS, CONFIG, STATE):
-        f = tmp / name
+    for f in sorted(tmp.rglob("*")):
         if f.is_file():
             _fsync_file(f)
-            files[name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+            files[f.relative_to(tmp).as_posix()] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
     manifest = {"format": MANIFEST_FORMAT, "step": int(step) if step is not None else None, "files": files}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     _fsync_file(tmp / MANIFEST)
@@ -267,10 +279,29 @@ def save(ckpt_dir: str | Path, model: LoopedTransformer, cfg: Config, state: dic
     return ckpt_dir
 
 
+def cpu_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def write_native(folder: Path, weights: dict[str, torch.Tensor], cfg: Config) -> None:
+    """looplm's own model files: safetensors weights and the run config."""
+    # One metadata key only: safetensors writes a metadata map in arbitrary order, and identical weights should
+    # give identical bytes (and SHA-256s).
+    save_file(weights, str(folder / WEIGHTS), metadata={"format": "pt"})
+    (folder / CONFIG).write_text(cfg.to_json())
+
+
+def save(ckpt_dir: str | Path, model: LoopedTransformer, cfg: Config, state: dict[str, Any] | None = None,
+         keep: int = 1) -> Path:
+    """`write_checkpoint` for looplm's own model."""
+    return write_checkpoint(ckpt_dir, cpu_weights(model), lambda d, w: write_native(d, w, cfg), state, keep)
+
+
 # --- reading ----------------------------------------------------------------------------------------------------
-def verify(path: str | Path, names: tuple[str, ...] = (CONFIG, WEIGHTS, STATE)) -> None:
-    """Check files against `manifest.json` (size, then SHA-256). A checkpoint without a manifest passes;
-    a file the manifest does not list (e.g. a weights-only checkpoint has no trainer state) is skipped."""
+def verify(path: str | Path, names: tuple[str, ...] | None = None) -> None:
+    """Check files against `manifest.json` (size, then SHA-256): `names`, or every file it lists. A checkpoint
+    without a manifest passes; a file the manifest does not list (e.g. a weights-only checkpoint has no trainer
+    state) is skipped."""
     d = resolve(path)
     mf = d / MANIFEST
     if not mf.is_file():
@@ -282,7 +313,7 @@ def verify(path: str | Path, names: tuple[str, ...] = (CONFIG, WEIGHTS, STATE)) 
             raise TypeError("files is not a mapping")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise _damaged(d, f"{mf} is unreadable ({type(e).__name__}: {e}); the file is corrupted") from None
-    for name in names:
+    for name in files if names is None else names:
         rec = files.get(name)
         if rec is None:
             continue
@@ -298,11 +329,13 @@ def verify(path: str | Path, names: tuple[str, ...] = (CONFIG, WEIGHTS, STATE)) 
 
 
 def load_config(path: str | Path) -> Config:
+    """The run config saved with a checkpoint (either model kind)."""
     d = resolve(path)
-    f = d / CONFIG
+    name = RUN_CONFIG if (d / RUN_CONFIG).is_file() else CONFIG
+    f = d / name
     if not f.is_file():
         raise _damaged(d, f"{f} is missing")
-    verify(d, (CONFIG,))
+    verify(d, (name,))
     try:
         return Config.from_dict(json.loads(f.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -326,13 +359,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect: Con
     """
     d = resolve(path)
     cfg = load_config(d)
+    if cfg.kind != "native":
+        raise CheckpointError(f"{d} holds a pretrained HF model ({cfg.model.name_or_path} fine-tuned); load it with "
+                              "transformers' from_pretrained or the looplm.hf commands")
     if expect is not None:
         diff = config_diff(cfg, expect)
         if diff:
             raise CheckpointError(f"checkpoint {d} does not match the requested model:\n  " + "\n  ".join(diff))
+    return load_weights(d, LoopedTransformer(cfg.model)).to(device), cfg
+
+
+def load_weights(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:
+    """Load a checkpoint's `model.safetensors` into `model` strictly (checked against the manifest first)."""
+    d = resolve(path)
     f = d / WEIGHTS
     verify(d, (WEIGHTS,))
-    model = LoopedTransformer(cfg.model)
     try:
         weights = load_file(str(f))
     except (SafetensorError, OSError, ValueError) as e:
@@ -345,7 +386,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect: Con
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{f} does not match config.json: {e}") from None
-    return model.to(device), cfg
+    return model
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from .config import ConfigError, load_config
-from .evaluate import generate, generate_cached, parse_depths, sweep
+from .config import load_config
+from .errors import UserError
+from .evaluate import parse_depths, sweep
+from .generate import generate, generate_cached
 from .loops import training_range
-from .train import TrainingDiverged, make_task, resolve_device, train
+from .tasks import make_task
+from .train import Interrupted, fit, resolve_device
 
 DEMO_DEPTHS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 100]
 
@@ -29,7 +32,7 @@ def _write_json(path: Path, obj: dict) -> None:
 # --- subcommands: plain typed functions ------------------------------------------------------------------
 def cmd_train(config: str, out: str, overrides: list[str], resume: bool = False, progress: bool = True) -> Path:
     cfg = load_config(config, overrides)
-    return train(cfg, out, resume=resume, progress=progress)
+    return fit(cfg, out, resume=resume, progress=progress)
 
 
 def eval_problems(task, cfg, data: str | None, n: int | None):
@@ -76,9 +79,9 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
             raise ValueError(f"prompt {p!r} has {len(i)} tokens; the model's position table holds "
                              f"{cfg.model.max_seq_len}")
     if use_cache or exit_tol is not None or exit_stable is not None:
-        outs, used = generate_cached(model, ids, n_loops, cfg.model.max_seq_len, exit_tol, exit_stable)
+        outs, used = generate_cached(model, ids, n_loops, cfg.model.max_seq_len, task.eos_id, exit_tol, exit_stable)
     else:
-        outs = generate(model, ids, n_loops, max_new_tokens=cfg.model.max_seq_len)
+        outs = generate(model, ids, n_loops, cfg.model.max_seq_len, task.eos_id, task.pad_id, cfg.model.max_seq_len)
         used = [[n_loops] * (len(o) + 1) for o in outs]
     # The model writes the sum least-significant digit first; print it in normal order.
     return [(p, task.tok.decode(o)[::-1] + (f"  [loops per token: {' '.join(map(str, u))}]" if show_loops else ""))
@@ -99,7 +102,7 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
 
     cfg = load_config("addition-stars", overrides or [])
     t0 = time.perf_counter()
-    run = train(cfg, out, resume=True, progress=progress)
+    run = fit(cfg, out, resume=True, progress=progress)
     train_s = time.perf_counter() - t0
     sw = run_sweep(str(run), "1:100", progress=progress)
     sw["label"] = "STARS (demo)"
@@ -303,9 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "demo":
             cmd_demo(args.out, args.overrides, not args.no_progress)
         elif args.cmd == "study":
-            from .study import run_study
+            from .experiments.addition import full_grid, quick_grid, run_study
 
-            print(f"wrote {run_study(args.out, args.quick, args.jobs, not args.no_progress, args.only)}")
+            grid = quick_grid() if args.quick else full_grid()
+            print(f"wrote {run_study(args.out, grid, args.quick, args.jobs, not args.no_progress, args.only)}")
         elif args.cmd == "analyze":
             res = run_analyze(args.checkpoint, args.depths, args.n, args.data, args.spectral_depths,
                               args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
@@ -326,8 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "plot":
             for f in cmd_plot(args.inputs, args.out, args.labels):
                 print(f"wrote {f}")
-    except (ConfigError, ckpt.CheckpointError, ValueError, FileNotFoundError, FileExistsError,
-            TrainingDiverged) as e:
+    except Interrupted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,8 +1,14 @@
 """Typed run configuration: model, loops, regularizer, data and training sections.
 
-Each default lives once, in the dataclass field. Construction validates every value, so a bad config fails
-before any work starts, with a message naming the key and, for choices, the valid values. YAML files and
-dotted `--set section.key=value` overrides go through the same checks.
+One spine for every run: `loops`, `reg` and `train` are the same sections whatever the model; `model` and
+`data` depend on the model kind. A `model` section that names `name_or_path` is a pretrained Hugging Face
+looped LM (`HFModelConfig`, with chat data: `ChatDataConfig`); any other is looplm's own LoopedTransformer
+(`ModelConfig`, with a task: `DataConfig`).
+
+Each default lives once, in the dataclass field; the shared sections' defaults that differ for a pretrained
+model (the paper's Ouro fine-tuning setting) are stated once, in `HF_DEFAULTS`. Construction validates every
+value, so a bad config fails before any work starts, with a message naming the key and, for choices, the
+valid values. YAML files and dotted `--set section.key=value` overrides go through the same checks.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from typing import Any
 
 import yaml
 
+from .errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config value or key is invalid. The message names the key."""
 
 
@@ -27,14 +35,16 @@ NORM_PLACEMENTS = ("pre", "post", "pre_sandwich", "post_sandwich")
 NORM_TYPES = ("layernorm", "rmsnorm", "simplenorm", "deepnorm")
 INJECTIONS = ("none", "add")
 SAMPLERS = ("fixed", "uniform", "poisson", "lognormal")
-# Named for what they compute (DESIGN.md §1), so logs cannot pass one estimator off as another.
+# Named for what they compute (docs/method.md), so logs cannot pass one estimator off as another.
 REG_KINDS = ("none", "jsrr", "jsrr_release", "power", "hutchinson", "residual")
 # final: h(t); random: h(r), r uniform in 1..t; penultimate: h(t-1), the input of the last loop (so the penalty
-# can ride along that loop; regularizers.regularized_loop).
+# can ride along that loop; objective.regularized_loop).
 REG_AT = ("final", "random", "penultimate")
 REG_IMPLS = ("auto", "autograd")
 TASKS = ("addition",)
 DEVICES = ("auto", "cpu", "cuda")
+STRATEGIES = ("ddp", "fsdp")
+CHAT_FORMATS = ("auto", "messages", "prompt_response")
 
 
 def _choice(section: str, key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -84,6 +94,21 @@ class ModelConfig:
 
 
 @dataclass
+class HFModelConfig:
+    """A pretrained looped LM in the Hugging Face format (Ouro, or a looplm export); its code is looplm's own
+    (looplm.hf), never the model directory's."""
+
+    name_or_path: str = "ByteDance/Ouro-1.4B"  # hub id or local HF directory
+    tokenizer: str | None = None  # default: name_or_path
+    revision: str | None = None
+    gradient_checkpointing: bool = True  # recompute each decoder layer in backward
+    freeze_exit_gate: bool = True  # the early-exit gate gets no gradient from this objective
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name_or_path), "model", "name_or_path", "must name a hub model or a local directory")
+
+
+@dataclass
 class LoopsConfig:
     sampler: str = "lognormal"
     num_loops: int = 4  # the fixed sampler's count, and the default depth at inference
@@ -92,8 +117,8 @@ class LoopsConfig:
     mu: float = 2.0  # lognormal: round(exp(N(mu, sigma^2))), the paper's addition setting
     sigma: float = 0.7
     rate: float = 5.0  # poisson mean
-    # Steps trained at the fixed num_loops before the sampler takes over (DESIGN.md §5.8: external norms
-    # learn at CPU scale only after a fixed-depth phase).
+    # Steps trained at the fixed num_loops before the sampler takes over (external norms learn at CPU scale
+    # only after a fixed-depth phase; docs/results/addition/report.md).
     curriculum_steps: int = 0
     # 0: backprop through every loop. k > 0: run all but the last k loops without grad, so training memory
     # stops growing with depth (truncated BPTT, as in Huginn's sampler).
@@ -156,12 +181,42 @@ class DataConfig:
 
 
 @dataclass
+class ChatDataConfig:
+    """Chat or prompt/response records for fine-tuning a pretrained model (assistant tokens are the targets)."""
+
+    source: str = "AI-MO/NuminaMath-1.5"  # datasets name, or a local .jsonl/.json/.parquet file or folder
+    config_name: str | None = None
+    split: str = "train"
+    format: str = "auto"  # auto | messages | prompt_response
+    messages_field: str = "messages"
+    prompt_field: str = "problem"
+    response_field: str = "solution"
+    system_prompt: str | None = None
+    chat_template: str | None = None  # Jinja string, .jinja file, or chatml; default: the tokenizer's own
+    max_samples: int = 0  # 0 = all records
+    subset: str = "first"  # which max_samples records: first (dataset order) or random (seeded by train.seed)
+    max_length: int = 4096  # tokens per example
+    overlong: str = "drop"  # drop | truncate
+
+    def __post_init__(self) -> None:
+        s = "data"
+        _choice(s, "format", self.format, CHAT_FORMATS)
+        _choice(s, "overlong", self.overlong, ("drop", "truncate"))
+        _choice(s, "subset", self.subset, ("first", "random"))
+        _check(self.max_samples >= 0, s, "max_samples", "must be >= 0 (0 = all)")
+        _check(self.max_length >= 2, s, "max_length", "must be >= 2")
+
+
+@dataclass
 class TrainConfig:
+    # Optimizer steps. 0: `epochs` passes over a finite data set (fine-tuning data); a task that generates its
+    # data (addition) needs steps > 0.
     steps: int = 3000
-    # The global batch per optimizer step, whatever the world size: torchrun ranks each take batch/world of
-    # it, so the meaning (and the learning rate that suits it) does not change with the number of processes.
+    epochs: int = 0
+    # The global batch per optimizer step, whatever the number of processes and micro-batches: torchrun ranks
+    # each take batch/world of it, so its meaning (and the learning rate that suits it) never changes.
     batch_size: int = 128
-    # Per-rank micro-batch for gradient accumulation; 0 = the whole per-rank share in one pass.
+    # Samples per forward pass on one rank (at most its share), for gradient accumulation; 0 = the whole share.
     micro_batch_size: int = 0
     lr: float = 1e-3
     min_lr: float = 0.0  # cosine decays to this
@@ -172,7 +227,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables
     seed: int = 0
     log_every: int = 10
-    eval_every: int = 500  # exact match at loops.num_loops on a slice of the test split; 0 = never
+    eval_every: int = 500  # exact match at loops.num_loops on a slice of the held-out split; 0 = never
     eval_size: int = 256
     checkpoint_every: int = 1000  # 0 = only at the end
     max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
@@ -180,16 +235,25 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
     # A looplm run (or checkpoint folder) whose weights start this run: fine-tuning, as the paper applies STARS
-    # to a trained model. The model section must match; optimizer, step count and schedule start fresh.
+    # to a trained model. The model section must match; optimizer, step count and schedule start fresh. (A
+    # pretrained HF model starts from model.name_or_path instead.)
     init_from: str = ""
+    # Under torchrun: ddp keeps a full replica of weights, grads and AdamW state on every rank; fsdp (PyTorch
+    # FSDP2, one unit per block plus a root) shards all three. Same maths; checkpoints are full and resume
+    # under either.
+    strategy: str = "ddp"
+    bf16: bool = True  # bf16 autocast on CUDA (weights stay float32); ignored on CPU
 
     def __post_init__(self) -> None:
         s = "train"
         _choice(s, "device", self.device, DEVICES)
-        for k in ("steps", "batch_size", "log_every", "eval_size", "max_bad_steps", "keep_checkpoints"):
+        _choice(s, "strategy", self.strategy, STRATEGIES)
+        for k in ("batch_size", "log_every", "eval_size", "max_bad_steps", "keep_checkpoints"):
             _check(getattr(self, k) >= 1, s, k, f"must be >= 1, got {getattr(self, k)}")
-        for k in ("warmup_steps", "eval_every", "checkpoint_every", "threads", "seed", "micro_batch_size"):
+        for k in ("steps", "epochs", "warmup_steps", "eval_every", "checkpoint_every", "threads", "seed",
+                  "micro_batch_size"):
             _check(getattr(self, k) >= 0, s, k, f"must be >= 0, got {getattr(self, k)}")
+        _check(self.steps > 0 or self.epochs > 0, s, "steps", "set steps > 0, or epochs > 0 with steps = 0")
         _check(self.lr > 0, s, "lr", f"must be > 0, got {self.lr}")
         _check(0 <= self.min_lr <= self.lr, s, "min_lr", "must be in [0, lr]")
         _check(self.weight_decay >= 0, s, "weight_decay", "must be >= 0")
@@ -197,20 +261,58 @@ class TrainConfig:
         _check(self.grad_clip >= 0, s, "grad_clip", "must be >= 0")
 
 
+# The shared sections' defaults for a pretrained HF model: the paper's Ouro math fine-tuning (lognormal(1.7, 0.4)
+# loops in [1, 16], JSRR λ = 0.1 from the first step, lr 1e-6, one epoch). Settings the paper does not give
+# (batch, warm-up) are ours.
+HF_DEFAULTS: dict[str, dict[str, Any]] = {
+    "loops": {"sampler": "lognormal", "num_loops": 4, "min_loops": 1, "max_loops": 16, "mu": 1.7, "sigma": 0.4},
+    "reg": {"kind": "jsrr", "weight": 0.1, "start_step": 0, "rho_every": 0},
+    "train": {"steps": 0, "epochs": 1, "batch_size": 32, "micro_batch_size": 4, "lr": 1e-6, "warmup_steps": 0,
+              "weight_decay": 0.0, "beta2": 0.95, "eval_every": 0, "checkpoint_every": 500},
+}
+
+
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig | HFModelConfig = field(default_factory=ModelConfig)
     loops: LoopsConfig = field(default_factory=LoopsConfig)
     reg: RegConfig = field(default_factory=RegConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig | ChatDataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        hf = isinstance(self.model, HFModelConfig)
+        if hf != isinstance(self.data, ChatDataConfig):
+            raise ConfigError("data: a pretrained HF model (model.name_or_path) trains on chat data (data.source), "
+                              "looplm's own model on a task (data.task)")
+        # Keys a pretrained model's run cannot honour are refused, not ignored.
+        if hf and self.train.init_from:
+            raise ConfigError("train.init_from: a pretrained HF model starts from model.name_or_path; "
+                              "init_from is for looplm's own model")
+        if hf and self.train.eval_every:
+            raise ConfigError("train.eval_every: chat data has no held-out split to score during training; set it "
+                              "to 0 and score the run with `looplm eval-lm`")
+        if not hf and self.train.steps == 0:
+            raise ConfigError(f"train.steps: the {self.data.task} task generates its data, so train.steps must be "
+                              "> 0 (epochs are for finite fine-tuning data)")
+
+    @property
+    def kind(self) -> str:
+        """"hf" for a pretrained Hugging Face model, "native" for looplm's LoopedTransformer."""
+        return "hf" if isinstance(self.model, HFModelConfig) else "native"
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        return cls(**build_sections(d, _SECTION_TYPES))
+        """Missing keys take the defaults of the model's kind (HF_DEFAULTS for a pretrained model)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
+        model = d.get("model")
+        hf = isinstance(model, dict) and "name_or_path" in model
+        types_ = {**_SECTION_TYPES, **(_HF_TYPES if hf else {})}
+        return cls(**build_sections(d, types_, base=HF_DEFAULTS if hf else None))
 
     def with_overrides(self, overrides: list[str]) -> Config:
         """Apply `section.key=value` strings; values are parsed as YAML scalars, then type-checked."""
@@ -244,6 +346,7 @@ def apply_overrides(d: dict[str, dict[str, Any]], overrides: list[str]) -> dict[
 
 _SECTION_TYPES = {"model": ModelConfig, "loops": LoopsConfig, "reg": RegConfig, "data": DataConfig,
                   "train": TrainConfig}
+_HF_TYPES = {"model": HFModelConfig, "data": ChatDataConfig}
 
 
 def _coerce(where: str, value: Any, typ: Any) -> Any:
@@ -275,7 +378,7 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
 def build_sections(d: Any, types: dict[str, type], base: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Build each section of a config schema from a nested dict. Missing sections and keys take `base`'s values
     (default: the section dataclasses' own defaults); unknown sections and keys raise ConfigError naming the
-    valid ones. Shared by the addition config and the fine-tuning config, whose defaults differ."""
+    valid ones."""
     if not isinstance(d, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
     unknown = set(d) - set(types)
@@ -308,15 +411,14 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def read_yaml_config(path_or_preset: str | Path, preset_dir: Path = PRESET_DIR, what: str = "a preset") -> dict:
-    """The mapping in a YAML file, or in `preset_dir/<name>.yaml` for a preset name."""
+def read_yaml_config(path_or_preset: str | Path) -> dict:
+    """The mapping in a YAML file, or in the shipped preset `<name>.yaml` for a preset name."""
     p = Path(path_or_preset)
     if not p.exists():
-        candidate = preset_dir / f"{path_or_preset}.yaml"
+        candidate = PRESET_DIR / f"{path_or_preset}.yaml"
         if not candidate.exists():
-            names = sorted(q.stem for q in preset_dir.glob("*.yaml"))
-            raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor {what}; "
-                              f"presets: {', '.join(names)}")
+            raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a preset; "
+                              f"presets: {', '.join(preset_names())}")
         p = candidate
     try:
         return yaml.safe_load(p.read_text()) or {}

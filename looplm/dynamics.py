@@ -1,7 +1,8 @@
 """Latent dynamics of a looped model: spectral estimates of ∂Φ/∂h, per-loop diagnostics, trajectory PCA.
 
-Φ is the one-loop map h(t) -> h(t+1) (`LoopedTransformer.step_fn`). Samples never interact inside Φ, so
-∂Φ/∂h is block-diagonal with one (n x n) block J_i per sample, n = T·D (regularizers.py). Every estimator
+Φ is the one-loop map h(t) -> h(t+1) (`looplm.looped.phi(model, ctx)`, for any model of the looped protocol).
+Samples never interact inside Φ, so ∂Φ/∂h is block-diagonal with one (n x n) block J_i per sample, n = T·D
+(regularizers.py). Every estimator
 below is batched over samples: one JVP (or VJP) with a separate direction per sample advances all of them,
 and every number it returns is per sample. J_i is never built.
 
@@ -67,9 +68,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .model import LoopedTransformer, twice_differentiable
+from .looped import detach_ctx, phi, run_loop
+from .model import twice_differentiable
 from .regularizers import core_jvp, supports_fast_jvp
-from .tasks.addition import IGNORE, PAD, Batch
+from .tasks.base import IGNORE, Batch
 
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 MatVec = Callable[[torch.Tensor], torch.Tensor]  # (B, n) float64 -> (B, n) float64, one operator per row
@@ -419,10 +421,10 @@ METRIC_DEFINITIONS = {
 
 
 @torch.no_grad()
-def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral_depths: list[int] | None = None,
+def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_depths: list[int] | None = None,
              spectral_n: int = 16, iters: int = 60, tol: float = 1e-3, method: str = "arnoldi",
              hutchinson_samples: int = 8, pca_n: int = 8, batch_size: int = 256, seed: int = 0,
-             progress: bool = False, token_mask: torch.Tensor | None = None) -> dict:
+             progress: bool = False) -> dict:
     """Per-loop diagnostics of `model` on `batch` at each depth in `depths`; a JSON-ready dict.
 
     Cheap statistics (norms, residuals, distance to the final state, entropy, CE, exact match) cover every
@@ -430,8 +432,8 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
     estimates cost up to `iters` JVPs (σ_max: `iters` JVP+VJP pairs) per depth, so they are taken only at
     `spectral_depths` (default: about 12 log-spaced depths among `depths`) and on the first `spectral_n`
     samples. `pca_n` samples' trajectories over `depths` are projected on their own top-2 PCs.
-    `token_mask` (B, T) marks real tokens (default: input_ids != PAD, the addition task's padding); text models
-    pass their attention mask, since their pad id may also be a real token (e.g. EOS).
+    Real tokens are the batch's mask (a text model's pad id may also be a real token, e.g. EOS); every
+    statistic is taken over them only.
     """
     if not depths:
         raise ValueError("no depths to analyze")
@@ -440,9 +442,7 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
     n = len(batch)
     if n < 1:
         raise ValueError("no samples to analyze")
-    real = batch.input_ids != PAD if token_mask is None else token_mask.bool()
-    if real.shape != batch.input_ids.shape:
-        raise ValueError(f"token_mask has shape {tuple(real.shape)}, input_ids {tuple(batch.input_ids.shape)}")
+    real = batch.mask.bool()
     model.eval()
     dev = next(model.parameters()).device
     L = depths[-1]
@@ -468,15 +468,15 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
         tgt = batch.targets[s : s + batch_size].to(dev)
         ans = tgt != IGNORE  # (b, T) answer positions
         tok = real[s : s + batch_size].to(dev, torch.float64)  # (b, T) real tokens
-        e = model.embed(ids)
+        h0, ctx = model.embed(ids, real[s : s + batch_size].to(dev))
         # pass 1: the final state only
-        h_final = model.loop(e, e, L, keep=lambda t, h: bar.update(1))
+        h_final = run_loop(model, h0, ctx, L, keep=lambda t, h: bar.update(1))
         fin = h_final.to(torch.float64) * tok[..., None]
         fin_norm = fin.flatten(1).norm(dim=1)
-        prev = [e.to(torch.float64) * tok[..., None]]
+        prev = [h0.to(torch.float64) * tok[..., None]]
 
         def keep(t: int, h: torch.Tensor, s=s, tgt=tgt, ans=ans, tok=tok, fin=fin, fin_norm=fin_norm,
-                 prev=prev) -> None:
+                 prev=prev, ctx=ctx) -> None:
             bar.update(1)
             hd = h.to(torch.float64) * tok[..., None]
             if t in want:
@@ -486,7 +486,7 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
                 per["state_norm"][i, sl] = ((hd.norm(dim=-1) * tok).sum(1) / tok.sum(1)).cpu()
                 per["step_residual"][i, sl] = ((hd - prev[0]).flatten(1).norm(dim=1) / hn.clamp_min(_TINY)).cpu()
                 per["dist_to_final"][i, sl] = ((hd - fin).flatten(1).norm(dim=1) / fin_norm.clamp_min(_TINY)).cpu()
-                logp = F.log_softmax(model.readout(h).to(torch.float64), dim=-1)  # (b, T, V)
+                logp = F.log_softmax(model.readout(h, ctx).to(torch.float64), dim=-1)  # (b, T, V)
                 ent = -(logp.exp() * logp).sum(-1)
                 nll = -logp.gather(-1, tgt.clamp_min(0)[..., None]).squeeze(-1)
                 af = ans.to(torch.float64)
@@ -498,7 +498,7 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
                     trajs[s + j].append(h[j, tok[j].bool()].to(torch.float64).cpu())
             prev[0] = hd
 
-        model.loop(e, e, L, keep=keep)
+        run_loop(model, h0, ctx, L, keep=keep)
 
     # spectral estimates on the first spectral_n samples, at spectral_depths
     spec: dict = {"depths": spectral_depths, "n": spectral_n, "iters": iters, "tol": tol, "method": method,
@@ -510,10 +510,10 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
         gen = torch.Generator().manual_seed(seed)
         ids = batch.input_ids[:spectral_n].to(dev)
         tok = real[:spectral_n].to(dev)
-        e = model.embed(ids)
-        step = model.step_fn(e)
+        h0, ctx = model.embed(ids, tok)
+        step = phi(model, detach_ctx(ctx))
         fast = supports_fast_jvp(model)
-        jvp_fn = (lambda hh, vv: core_jvp(model, hh, vv, e)[1]) if fast else None
+        jvp_fn = (lambda hh, vv: core_jvp(model, hh, vv, ctx.e)[1]) if fast else None
         spec["jvp"] = "regularizers.core_jvp" if fast else "torch.func.jvp"
         sd = set(spectral_depths)
         Ls = spectral_depths[-1]
@@ -531,7 +531,7 @@ def diagnose(model: LoopedTransformer, batch: Batch, depths: list[int], spectral
                 rows["frobenius_rms"].append(
                     frobenius_hutchinson(step, h, hutchinson_samples, gen, mask=tok, jvp_fn=jvp_fn).rms)
 
-        model.loop(e, e, Ls, keep=keep_spec)
+        run_loop(model, h0, ctx, Ls, keep=keep_spec)
         bar.update(L - Ls)
     for name in ("rho", "sigma_max"):
         spec[name] = _series(rows[name]) | {"converged_frac": conv[name], "median_iters": it_med[name]}

@@ -1,6 +1,6 @@
 """Loop-count samplers: pure functions of a seeded torch.Generator.
 
-One count is drawn per training step for the whole batch (every rank must draw the same one; DESIGN.md §4),
+One count is drawn per training step for the whole batch (every rank must draw the same one; docs/distributed.md),
 so a sampler returns a Python int. Using torch's generator, not `random`, lets the sampler state be saved
 and restored bit-exactly with the rest of the trainer state.
 """

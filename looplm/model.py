@@ -1,23 +1,25 @@
 """LoopedTransformer: embeddings -> prelude -> shared core Φ applied t times -> coda -> final norm -> tied head.
 
 The loop count is a call argument, not a property of the weights. The state h(t) after each loop is the
-whole (B, T, D) hidden matrix; `core_step` is the one-loop map Φ that the regularizers and diagnostics take
-Jacobians of.
+whole (B, T, D) hidden matrix. The model implements the looped-model protocol (looplm.looped): `embed`,
+`step` (the one-loop map Φ that the penalties and diagnostics take Jacobians of) and `readout`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
+from .looped import run_loop
 
 # Set inside `twice_differentiable()`; switches LayerNorm and attention to paths whose higher-order
 # derivatives are right.
@@ -57,7 +59,7 @@ def make_norm(norm_type: str, d: int) -> nn.Module:
 
 
 class Residual(nn.Module):
-    """One sublayer f wrapped in its normalization placement (DESIGN.md §1 table).
+    """One sublayer f wrapped in its normalization placement (docs/method.md).
 
     pre:            x + f(N(x))          internal: ||x|| is free to grow with depth
     post:           N(αx + f(x))         external: every loop ends on the norm's manifold
@@ -75,15 +77,15 @@ class Residual(nn.Module):
         self.n_out = make_norm(cfg.norm_type, cfg.d_model) if self.placement != "pre" else None
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **kw) -> torch.Tensor:
         p = self.placement
         if p == "pre":
-            return x + self.drop(self.f(self.n_in(x)))
+            return x + self.drop(self.f(self.n_in(x), **kw))
         if p == "post":
-            return self.n_out(self.alpha * x + self.drop(self.f(x)))
+            return self.n_out(self.alpha * x + self.drop(self.f(x, **kw)))
         if p == "pre_sandwich":
-            return x + self.drop(self.n_out(self.f(self.n_in(x))))
-        return self.n_out(self.alpha * x + self.drop(self.f(self.n_in(x))))  # post_sandwich
+            return x + self.drop(self.n_out(self.f(self.n_in(x), **kw)))
+        return self.n_out(self.alpha * x + self.drop(self.f(self.n_in(x), **kw)))  # post_sandwich
 
 
 class CausalSelfAttention(nn.Module):
@@ -94,14 +96,65 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: KVSlot | None = None) -> torch.Tensor:
+        """Causal self-attention over x (B, T, D); with a KV-cache slot, over the cached positions too."""
         B, T, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=-1)
         # (B, T, D) -> (B, H, T, D/H)
         q, k, v = (t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        causal = True
+        if kv is not None:
+            k, v, causal = kv.update(k, v)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class KVCache:
+    """K/V tensors (B, H, S, dh) per key (stage, loop, block), grown one position chunk at a time.
+
+    The core's blocks get one slot per loop (Φ is shared, but each loop sees a different state, as in Ouro);
+    prelude and coda blocks one slot each. `newest[block]` holds the K/V a core block computed last, which an
+    exited position repeats at the loops it skips (looplm.generate)."""
+
+    def __init__(self) -> None:
+        self.kv: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.newest: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def repeat_newest(self, key: tuple, block: tuple) -> None:
+        """Append `block`'s newest K/V under `key` without computing anything (an exited position)."""
+        k, v = self.newest[block]
+        past = self.kv.get(key)
+        self.kv[key] = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+
+
+@dataclass
+class KVSlot:
+    """One block's view of the cache at one loop. frozen: (B,) rows whose new K/V are not fresh but repeated
+    from the block's newest ones (positions that exited at an earlier loop)."""
+
+    cache: KVCache
+    key: tuple
+    block: tuple | None = None
+    frozen: torch.Tensor | None = None
+    store: bool = True
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        c = self.cache
+        if self.frozen is not None and self.block in c.newest:
+            fk, fv = c.newest[self.block]
+            f = self.frozen.view(-1, 1, 1, 1)
+            k, v = torch.where(f, fk, k), torch.where(f, fv, v)
+        if self.block is not None:
+            c.newest[self.block] = (k, v)
+        past = c.kv.get(self.key)
+        if past is not None:
+            if k.shape[2] != 1:
+                raise ValueError("after the prompt, the cache takes one position at a time")
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if self.store:
+            c.kv[self.key] = (k, v)
+        return k, v, past is None  # a new position sees every cached one: no causal mask needed
 
 
 class MLP(nn.Module):
@@ -120,8 +173,8 @@ class Block(nn.Module):
         self.attn = Residual(CausalSelfAttention(cfg), cfg)
         self.mlp = Residual(MLP(cfg), cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.attn(x))
+    def forward(self, x: torch.Tensor, kv: KVSlot | None = None) -> torch.Tensor:
+        return self.mlp(self.attn(x, kv=kv))
 
 
 @contextlib.contextmanager
@@ -129,7 +182,7 @@ def twice_differentiable() -> Iterator[None]:
     """Run the model on paths whose JVPs and double backwards are exact; every Jacobian penalty needs this.
 
     - SDPA goes through its math backend: the fused CPU (flash) kernel has neither a double backward nor
-      a forward-mode derivative (DESIGN.md §4).
+      a forward-mode derivative (docs/method.md).
     - LayerNorm uses its composite form (see `LayerNorm`).
     Values are unchanged up to float rounding.
     """
@@ -141,6 +194,22 @@ def twice_differentiable() -> Iterator[None]:
             yield
     finally:
         _HIGHER_ORDER = prev
+
+
+@dataclass
+class Context:
+    """What every loop of a LoopedTransformer needs besides the state."""
+
+    e: torch.Tensor | None  # (B, T, D) prelude output, added to the state every loop (injection=add), else None
+    cache: KVCache | None = None  # generation only
+    exit: Any = None  # a run_loop exit rule whose done rows are frozen (generation only)
+    store: bool = True  # whether attention appends this chunk's K/V to the cache
+
+    def slot(self, key: tuple, block: tuple | None = None) -> KVSlot | None:
+        if self.cache is None:
+            return None
+        frozen = self.exit.done if self.exit is not None and bool(self.exit.done.any()) else None
+        return KVSlot(self.cache, key, block, frozen if block is not None else None, self.store)
 
 
 class LoopedTransformer(nn.Module):
@@ -171,74 +240,54 @@ class LoopedTransformer(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    # --- the three stages -------------------------------------------------------------------------------
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) token ids -> (B, T, D) prelude output e, which is also h(0)."""
+    # --- the looped-model protocol (looplm.looped) -----------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              cache: KVCache | None = None, start: int = 0) -> tuple[torch.Tensor, Context]:
+        """(B, T) token ids -> (h(0), ctx). h(0) is the prelude output e, which injection adds to every loop.
+
+        Positions are learned and absolute, counted from `start` (the tokens already in `cache`), so only
+        right padding is harmless: causal attention never looks right, and `attention_mask` is not needed.
+        """
         B, T = input_ids.shape
-        if T > self.cfg.max_seq_len:
-            raise ValueError(f"sequence length {T} exceeds model.max_seq_len={self.cfg.max_seq_len}")
+        if start + T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {start + T} exceeds model.max_seq_len={self.cfg.max_seq_len}")
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.cfg.vocab_size):
             raise ValueError(f"token ids must lie in [0, {self.cfg.vocab_size})")
-        pos = torch.arange(T, device=input_ids.device)
+        pos = torch.arange(start, start + T, device=input_ids.device)
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
-        for blk in self.prelude:
-            x = blk(x)
-        return x
+        ctx = Context(None, cache)
+        for j, blk in enumerate(self.prelude):
+            x = blk(x, kv=ctx.slot(("pre", 0, j)))
+        return x, Context(x if self.cfg.injection == "add" else None, cache)
 
-    def core_step(self, h: torch.Tensor, e: torch.Tensor | None = None) -> torch.Tensor:
+    def step(self, h: torch.Tensor, ctx: Context, loop: int = 0) -> torch.Tensor:
         """One application of Φ: (B, T, D) -> (B, T, D). With injection=add, Φ sees h + e."""
-        if self.cfg.injection == "add":
-            if e is None:
-                raise ValueError("injection='add' needs the prelude output e")
-            h = h + e
-        for blk in self.core:
-            h = blk(h)
+        if ctx.e is not None:
+            h = h + ctx.e
+        for j, blk in enumerate(self.core):
+            h = blk(h, kv=ctx.slot(("core", loop + 1, j), ("core", j)))
         return h
 
-    def step_fn(self, e: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Φ as a function of the state alone, with the input injection bound (for Jacobians)."""
-        return lambda h: self.core_step(h, e)
-
-    def readout(self, h: torch.Tensor) -> torch.Tensor:
+    def readout(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
         """(B, T, D) state -> (B, T, V) logits, through the coda, final norm and tied head."""
-        for blk in self.coda:
-            h = blk(h)
+        for j, blk in enumerate(self.coda):
+            h = blk(h, kv=ctx.slot(("coda", 0, j)))
         return F.linear(self.norm_f(h), self.tok_emb.weight)
 
-    # --- the loop ---------------------------------------------------------------------------------------
-    def loop(self, h: torch.Tensor, e: torch.Tensor, num_loops: int, backprop_loops: int = 0,
-             checkpoint_loops: bool = False, keep: Callable[[int, torch.Tensor], None] | None = None
-             ) -> torch.Tensor:
-        """Apply Φ `num_loops` times from h. `keep(t, h_t)` sees the state after each loop t = 1..num_loops.
+    @property
+    def pointwise_readout(self) -> bool:
+        return self.cfg.n_coda == 0  # coda blocks attend across positions
 
-        backprop_loops=k > 0 runs the first num_loops-k loops without building a graph (truncated BPTT).
-        """
-        if num_loops < 1:
-            raise ValueError(f"num_loops must be >= 1, got {num_loops}")
-        n_free = num_loops - backprop_loops if 0 < backprop_loops < num_loops else 0
-        if n_free:
-            with torch.no_grad():
-                for t in range(1, n_free + 1):
-                    h = self.core_step(h, e)
-                    if keep is not None:
-                        keep(t, h)
-        use_ckpt = checkpoint_loops and torch.is_grad_enabled()
-        for t in range(n_free + 1, num_loops + 1):
-            if use_ckpt:
-                h = checkpoint(self.core_step, h, e, use_reentrant=False)
-            else:
-                h = self.core_step(h, e)
-            if keep is not None:
-                keep(t, h)
-        return h
+    def loop_units(self) -> list[nn.Module]:
+        return [*self.prelude, *self.core, *self.coda]
 
     def forward(self, input_ids: torch.Tensor, num_loops: int, return_states: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, T) ids -> (B, T, V) logits after `num_loops` loops; optionally also [h(1), ..., h(num_loops)]."""
-        e = self.embed(input_ids)
+        h, ctx = self.embed(input_ids)
         states: list[torch.Tensor] = []
-        h = self.loop(e, e, num_loops, keep=(lambda t, s: states.append(s)) if return_states else None)
-        logits = self.readout(h)
+        h = run_loop(self, h, ctx, num_loops, keep=(lambda t, s: states.append(s)) if return_states else None)
+        logits = self.readout(h, ctx)
         return (logits, states) if return_states else logits
 
     def num_params(self) -> int:

@@ -35,7 +35,8 @@ def read_json(path: str | Path) -> dict:
         raise ValueError(f"{p}: not valid JSON ({e.msg})") from None
 
 
-def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match vs loop count") -> Path:
+def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match vs loop count",
+                  ylabel: str = "exact match (%)") -> Path:
     """Overlay accuracy-vs-depth curves; each sweep dict may carry `label` and `train_loops` [lo, hi],
     which is shaded so extrapolation beyond the training range is visible at a glance."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=130)
@@ -44,7 +45,7 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
         c = colors[i % len(colors)]
         label = s.get("label", f"run {i + 1}")
         ax.plot(s["depths"], [100 * a for a in s["accuracy"]], marker="." if len(s["depths"]) < 40 else None,
-                color=c, lw=1.8, label=f"{label} (n={s.get('n', '?')})")
+                color=c, lw=1.8, label=f"{label} (n={s['n']})" if "n" in s else label)
         if s.get("train_loops"):
             lo, hi = s["train_loops"]
             ax.axvspan(lo - 0.5 if lo == hi else lo, hi + 0.5 if lo == hi else hi, color=c, alpha=0.08, lw=0)
@@ -52,7 +53,7 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     if depths and max(depths) / max(1, min(depths)) >= 30:
         ax.set_xscale("log")
     ax.set_xlabel("loops at test time (t)")
-    ax.set_ylabel("exact match (%)")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title + "  (shaded: loop counts seen in training)", fontsize=10)

@@ -4,7 +4,11 @@
 sequence), so ∂Φ/∂h is block-diagonal with one (T·D x T·D) block J_i per sample, and one batched JVP with a
 separate probe per sample gives every J_i v_i at once.
 
-What each estimator measures (DESIGN.md §1), with v_i a random unit vector:
+`mask` (B, T), optional, marks real tokens: J_i is then Φ's Jacobian restricted to sample i's real tokens
+(probe zero on padding, output read on real tokens only), so a right-padded sequence has the penalty it would
+have unpadded (causal attention: real tokens never see the padding after them).
+
+What each estimator measures (docs/method.md), with v_i a random unit vector:
 - `jsrr`            (1/N) Σ_i ||J_i v_i||²      the paper's Eq. 4: one power-iteration step, a proxy for ρ(J_i)²
 - `jsrr_release`    ||vᵀ J||², one unit v over the whole (B, T, D) batch (the authors' released code).
                     E = ||J||²_F / (B·T·D): a scaled Frobenius norm, not ρ.
@@ -16,9 +20,9 @@ What each estimator measures (DESIGN.md §1), with v_i a random unit vector:
 Every penalty is taken at `h.detach()`: its gradient reaches the parameters of Φ through the Jacobian at
 that point, not the trajectory that led there. Call under `twice_differentiable()` (model.py).
 
-Training goes through `regularized_loop`, which computes `jsrr` on the built-in block with a hand-written JVP
-(`core_jvp`, no twice_differentiable needed) and, when the state is the input of a loop the forward runs
-anyway, fuses the penalty into that loop (`fused_loop`). Same value and gradients; see
+Training computes them through `looplm.objective.regularized_loop`, which for `jsrr` on the built-in block
+uses a hand-written JVP (`core_jvp`, no twice_differentiable needed) and, when the state is the input of a loop
+the forward runs anyway, fuses the penalty into that loop (`fused_loop`). Same value and gradients; see
 tests/test_performance.py and docs/performance.md.
 """
 
@@ -31,16 +35,34 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .config import RegConfig
+    pass
 
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def unit_probes(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, device: torch.device,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(B, ...) Gaussian directions normalized to unit length per sample (over all but the batch dim)."""
+                dtype: torch.dtype = torch.float32, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, ...) Gaussian directions normalized to unit length per sample (over all but the batch dim); with a
+    mask (broadcastable to `shape`), zero where it is 0 and unit length over the rest."""
     v = torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu").to(device=device, dtype=dtype)
+    if mask is not None:
+        v = v * mask
     return v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+
+
+def expand_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """A (B, T) real-token mask as a (B, T, 1) tensor of `like`'s dtype, or None."""
+    if mask is None:
+        return None
+    m = mask.to(like.dtype)
+    while m.dim() < like.dim():
+        m = m.unsqueeze(-1)
+    return m
+
+
+def restrict(step_fn: StepFn, mask: torch.Tensor | None) -> StepFn:
+    """Φ read on real tokens only (its output zeroed on padding)."""
+    return step_fn if mask is None else (lambda x: step_fn(x) * mask)
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
@@ -57,33 +79,44 @@ def jvp(step_fn: StepFn, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor
     return torch.func.jvp(step_fn, (h,), (v,))
 
 
-def jsrr(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def jsrr(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,
+         mask: torch.Tensor | None = None) -> torch.Tensor:
     """The paper's JSRR: (1/N) Σ_i ||J_i v_i||², one JVP with a random unit probe per sample. Scalar."""
     h = h.detach()
-    v = unit_probes(h.shape, generator, h.device, h.dtype)
-    _, jv = jvp(step_fn, h, v)
+    m = expand_mask(mask, h)
+    v = unit_probes(h.shape, generator, h.device, h.dtype, m)
+    _, jv = jvp(restrict(step_fn, m), h, v)
     return _sq_norm_per_sample(jv).mean()
 
 
-def jsrr_release(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def jsrr_release(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
     """The authors' released variant: ||vᵀ J||² by VJP, one unit v over the whole batch tensor, no mean."""
     h = h.detach().requires_grad_(True)
-    y = step_fn(h)
+    m = expand_mask(mask, h)
+    y = restrict(step_fn, m)(h)
     v = torch.randn(y.shape, generator=generator, dtype=torch.float32, device="cpu").to(y.device, y.dtype)
+    if m is not None:
+        v = v * m
     v = v / v.norm()
     (vj,) = torch.autograd.grad(y, h, v, create_graph=True)
+    if m is not None:
+        vj = vj * m
     return _upcast(vj).pow(2).sum()
 
 
 def power_penalty(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None, iters: int = 1,
-                  v0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  v0: torch.Tensor | None = None, mask: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """k-step power iteration; only the last JVP builds a graph. Returns (penalty, last unit probe).
 
     Pass the returned probe back as `v0` on the next call to warm-start (a persistent vector); it must then
     have h's shape.
     """
     h = h.detach()
-    v = unit_probes(h.shape, generator, h.device, h.dtype) if v0 is None else v0.detach()
+    m = expand_mask(mask, h)
+    step_fn = restrict(step_fn, m)
+    v = unit_probes(h.shape, generator, h.device, h.dtype, m) if v0 is None else v0.detach()
     with torch.no_grad():
         for _ in range(iters - 1):
             _, jv = jvp(step_fn, h, v)
@@ -92,53 +125,45 @@ def power_penalty(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator |
     return _sq_norm_per_sample(jv).mean(), v
 
 
-def hutchinson(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(1/N) Σ_i ||J_i ε_i||² / (T·D) with Gaussian ε: an unbiased estimate of the mean ||J_i||²_F / (T·D)."""
+def hutchinson(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(1/N) Σ_i ||J_i ε_i||² / n_i with Gaussian ε: an unbiased estimate of the mean ||J_i||²_F / n_i, n_i = T·D
+    (or the sample's real tokens x D under a mask)."""
     h = h.detach()
+    m = expand_mask(mask, h)
     eps = torch.randn(h.shape, generator=generator, dtype=torch.float32, device="cpu").to(h.device, h.dtype)
-    _, jv = jvp(step_fn, h, eps)
-    return (_sq_norm_per_sample(jv) / h[0].numel()).mean()
+    if m is None:
+        n = torch.full((h.shape[0],), float(h[0].numel()), device=h.device)
+    else:
+        eps = eps * m
+        n = m.expand_as(h).flatten(1).sum(1).to(torch.float32)
+    _, jv = jvp(restrict(step_fn, m), h, eps)
+    return (_sq_norm_per_sample(jv) / n).mean()
 
 
-def fixed_point_residual(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None
-                         ) -> torch.Tensor:
+def fixed_point_residual(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,
+                         mask: torch.Tensor | None = None) -> torch.Tensor:
     """(1/N) Σ_i ||Φ(h_i) − h_i||²: the L2 fixed-point residual penalty. `generator` is unused."""
     h = h.detach()
-    return _sq_norm_per_sample(step_fn(h) - h).mean()
+    m = expand_mask(mask, h)
+    r = step_fn(h) - h
+    return _sq_norm_per_sample(r if m is None else r * m).mean()
 
 
 def penalty(kind: str, step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,
-            power_iters: int = 1) -> torch.Tensor:
+            power_iters: int = 1, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Dispatch on RegConfig.kind."""
     if kind == "jsrr":
-        return jsrr(step_fn, h, generator)
+        return jsrr(step_fn, h, generator, mask)
     if kind == "jsrr_release":
-        return jsrr_release(step_fn, h, generator)
+        return jsrr_release(step_fn, h, generator, mask)
     if kind == "power":
-        return power_penalty(step_fn, h, generator, iters=power_iters)[0]
+        return power_penalty(step_fn, h, generator, iters=power_iters, mask=mask)[0]
     if kind == "hutchinson":
-        return hutchinson(step_fn, h, generator)
+        return hutchinson(step_fn, h, generator, mask)
     if kind == "residual":
-        return fixed_point_residual(step_fn, h, generator)
+        return fixed_point_residual(step_fn, h, generator, mask)
     raise ValueError(f"unknown regularizer kind {kind!r}")
-
-
-@torch.no_grad()
-def power_iteration_rho(step_fn: StepFn, h: torch.Tensor, iters: int = 20,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B,) ||J_i u_i|| after `iters` power steps: a cheap running estimate of ρ(J_i), for training logs.
-
-    It converges to |λ_max| only when the dominant eigenvalue is real and separated; for a careful estimate
-    with a convergence flag use `looplm.dynamics.spectral_radius`.
-    """
-    h = h.detach()
-    v = unit_probes(h.shape, generator, h.device, h.dtype)
-    norms = torch.ones(h.shape[0], device=h.device)
-    for _ in range(iters):
-        _, jv = jvp(step_fn, h, v)
-        norms = _upcast(jv).flatten(1).norm(dim=1)
-        v = (jv / norms.clamp_min(1e-12).view(-1, *([1] * (jv.dim() - 1))).to(jv.dtype))
-    return norms
 
 
 # --- A hand-written JVP of Φ: the same J v, cheaper than forward-mode AD through the module -------------------
@@ -160,9 +185,9 @@ def power_iteration_rho(step_fn: StepFn, h: torch.Tensor, iters: int = 20,
 
 def supports_fast_jvp(model: torch.nn.Module) -> bool:
     """True when `core_jvp` covers the model's core: the built-in Block with no active dropout."""
-    from .model import Block, CausalSelfAttention
+    from .model import Block, CausalSelfAttention, LoopedTransformer
 
-    if not hasattr(model, "core"):
+    if not isinstance(model, LoopedTransformer):
         return False
     for blk in model.core:
         if type(blk) is not Block or type(blk.attn.f) is not CausalSelfAttention:
@@ -261,7 +286,7 @@ def core_jvp(model: torch.nn.Module, h: torch.Tensor, v: torch.Tensor, e: torch.
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Φ(h), J v) for the model's core, J = ∂Φ/∂h at h, by the hand-written rules above.
 
-    Same values as `jvp(model.step_fn(e), h, v)` up to float rounding; differentiable w.r.t. the parameters
+    Same values as `jvp(phi(model, ctx), h, v)` (ctx.e = e) up to float rounding; differentiable w.r.t. the parameters
     (and h, e, v) with exact first and second derivatives. Needs `supports_fast_jvp(model)`; it does not
     depend on `twice_differentiable()` (no fused kernel is on the tangent path).
     """
@@ -276,13 +301,14 @@ def core_jvp(model: torch.nn.Module, h: torch.Tensor, v: torch.Tensor, e: torch.
 
 
 def jsrr_fast(model: torch.nn.Module, h: torch.Tensor, e: torch.Tensor | None = None,
-              generator: torch.Generator | None = None, samples: int = 0) -> torch.Tensor:
-    """`jsrr(model.step_fn(e), h, generator)` computed by `core_jvp`: the same value and gradients.
+              generator: torch.Generator | None = None, samples: int = 0, mask: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """`jsrr(phi(model, ctx), h, generator, mask)` (ctx.e = e) computed by `core_jvp`: the same value and
+    gradients.
 
     samples=k > 0 takes the penalty over the first k samples of the batch only (the batch is i.i.d., so this
     is the same mean over a smaller sample: unbiased, with more variance) and costs about k/B of the full one.
-    With samples=0 the probes drawn are identical to `jsrr`'s, so the two agree bit-for-bit in distribution
-    and within rounding in value.
+    With samples=0 the probes drawn are identical to `jsrr`'s, so the two agree within rounding.
     """
     h = h.detach()
     if e is not None:
@@ -290,9 +316,11 @@ def jsrr_fast(model: torch.nn.Module, h: torch.Tensor, e: torch.Tensor | None = 
     if 0 < samples < h.shape[0]:
         h = h[:samples]
         e = e[:samples] if e is not None else None
-    v = unit_probes(h.shape, generator, h.device, h.dtype)
+        mask = mask[:samples] if mask is not None else None
+    m = expand_mask(mask, h)
+    v = unit_probes(h.shape, generator, h.device, h.dtype, m)
     _, jv = core_jvp(model, h, v, e)
-    return _sq_norm_per_sample(jv).mean()
+    return _sq_norm_per_sample(jv if m is None else jv * m).mean()
 
 
 # --- The penalty inside the training loop: fused into a loop the forward runs anyway --------------------------
@@ -333,74 +361,22 @@ class _FusedLoop(torch.autograd.Function):
 
 
 def fused_loop(model: torch.nn.Module, h: torch.Tensor, e: torch.Tensor | None,
-               generator: torch.Generator | None = None, samples: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator | None = None, samples: int = 0, mask: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Φ(h), (1/N) Σ_i ||J_i v_i||²) from one loop: the next state and the paper's JSRR at the state h.
 
-    Gradients equal those of `model.core_step(h, e)` plus `jsrr(model.step_fn(e.detach()), h.detach())` with
-    the same probes (tests/test_performance.py, float64), at the cost of one loop plus a tangent pass instead
-    of a loop plus a separate JVP that recomputes Φ(h). `samples=k` restricts the penalty to the first k
+    Gradients equal those of `model.step(h, ctx)` plus `jsrr(phi(model, detach_ctx(ctx)), h.detach(), mask=mask)`
+    with the same probes (tests/test_performance.py, float64), at the cost of one loop plus a tangent pass
+    instead of a loop plus a separate JVP that recomputes Φ(h). `samples=k` restricts the penalty to the first k
     samples (see `jsrr_fast`); the other samples run a plain loop. Needs `supports_fast_jvp(model)`.
     """
     k = samples if 0 < samples < h.shape[0] else h.shape[0]
-    e_in = e if model.cfg.injection == "add" else None
-    v = unit_probes(h[:k].shape, generator, h.device, h.dtype)
+    m = expand_mask(mask[:k], h) if mask is not None else None
+    v = unit_probes(h[:k].shape, generator, h.device, h.dtype, m)
     params = tuple(model.core.parameters())
-    y, jv = _FusedLoop.apply(model, h[:k], e_in[:k] if e_in is not None else None, v, *params)
+    y, jv = _FusedLoop.apply(model, h[:k], e[:k] if e is not None else None, v, *params)
     if k < h.shape[0]:
-        y = torch.cat([y, model.core_step(h[k:], e[k:] if e is not None else None)])
-    return y, _sq_norm_per_sample(jv).mean()
+        from .model import Context
 
-
-def _fast_ok(model: torch.nn.Module, reg: RegConfig) -> bool:
-    return getattr(reg, "impl", "auto") == "auto" and reg.kind == "jsrr" and supports_fast_jvp(model)
-
-
-def regularized_loop(model: torch.nn.Module, e: torch.Tensor, num_loops: int, at: int | None, reg: RegConfig | None,
-                     generator: torch.Generator | None = None, backprop_loops: int = 0,
-                     checkpoint_loops: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run `num_loops` loops from e and the penalty `reg` (a RegConfig) at the detached state h(at).
-
-    at=None: no penalty (returns None). 0 <= at <= num_loops; h(0) = e. Returns (h(num_loops), penalty).
-
-    The value and the gradients do not depend on how the penalty is computed:
-    - `reg.impl=autograd`: the reference path, `penalty(...)` by torch.func under `twice_differentiable()`.
-    - `reg.impl=auto` with kind=jsrr on the built-in block: the hand-written `core_jvp`; and when at < num_loops
-      (the state is the input of a loop the forward runs anyway: reg.at=penultimate, or random with r < t)
-      that loop is run as `fused_loop`, sharing its primal work with the penalty.
-    `reg.samples=k > 0` takes the penalty over the first k samples of the batch only.
-    """
-    if at is None:
-        return model.loop(e, e, num_loops, backprop_loops, checkpoint_loops), None
-    if not 0 <= at <= num_loops:
-        raise ValueError(f"penalty state h({at}) is outside 0..{num_loops}")
-    samples = getattr(reg, "samples", 0)
-    n_free = num_loops - backprop_loops if 0 < backprop_loops < num_loops else 0
-    fast = _fast_ok(model, reg)
-    if fast and at < num_loops and at >= n_free and torch.is_grad_enabled():
-        if at == 0:
-            h = e
-        elif at == n_free:
-            with torch.no_grad():
-                h = model.loop(e, e, at)
-        else:
-            h = model.loop(e, e, at, at - n_free if n_free else 0, checkpoint_loops)
-        h, pen = fused_loop(model, h, e, generator, samples)
-        if num_loops - at - 1 > 0:
-            h = model.loop(h, e, num_loops - at - 1, 0, checkpoint_loops)
-        return h, pen
-    kept: dict[str, torch.Tensor] = {"h": e}
-
-    def keep(t: int, s: torch.Tensor) -> None:
-        if t == at:
-            kept["h"] = s
-
-    h = model.loop(e, e, num_loops, backprop_loops, checkpoint_loops, keep)
-    hs, es = kept["h"].detach(), e.detach()
-    if 0 < samples < hs.shape[0]:
-        hs, es = hs[:samples], es[:samples]
-    if fast:
-        return h, jsrr_fast(model, hs, es, generator)
-    from .model import twice_differentiable
-
-    with twice_differentiable():
-        return h, penalty(reg.kind, model.step_fn(es), hs, generator, getattr(reg, "power_iters", 1))
+        y = torch.cat([y, model.step(h[k:], Context(e[k:] if e is not None else None))])
+    return y, _sq_norm_per_sample(jv if m is None else jv * m).mean()

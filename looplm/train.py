@@ -1,24 +1,30 @@
-"""The training loop, written out: sample loops, forward, CE, penalty, guarded step, log, checkpoint.
+"""The training loop, written out once for every looped model: sample loops, objective, guarded step, log,
+checkpoint, resume. `looplm train` and `looplm finetune` both run `fit`.
 
 Each step draws one loop count t for the whole batch, runs the model t loops, and minimizes
 (1-λ)·CE + λ·penalty once `reg.start_step` is reached (plain CE before, with no penalty graph built).
-The penalty's state is h(t) (`reg.at=final`) or h(r) for r uniform in 1..t (`reg.at=random`), detached.
+What differs by model kind is only where the model, the data and the checkpoint's model files come from
+(`native_run` here, `looplm.hf.finetune.hf_run` for a pretrained HF model).
 
-Randomness comes from three seeded generators (data, loop counts, probes) plus torch's global RNG (dropout);
-all four are saved in the trainer state, so a resumed run continues the exact stream.
+Randomness: the data stream and the loop counts come from seeded generators that every rank holds
+identically (both saved in the trainer state); the penalty's probes and dropout come from per-rank streams
+reseeded every step from (seed, step, rank). A resumed run therefore continues the exact stream, whatever the
+world size it resumes under.
 
-Under torchrun every rank draws the same loop count (a shared generator, checked by a broadcast) and the
-same global batch, and trains on its own slice of it; probes and dropout come from per-rank streams.
-Losses are normalized by global counts (answer tokens, samples), so the summed gradient of W ranks x k
-micro-batches is the gradient of the global batch: the result does not depend on W or k.
+The batch rule: `train.batch_size` is the global batch. Under torchrun every rank draws the same global batch
+and trains on its own slice of it, in micro-batches of `train.micro_batch_size`. Losses are normalized by
+global counts (scored tokens, samples), so the summed gradient of W ranks x k micro-batches is the gradient of
+the global batch: the result does not depend on W or k.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,61 +32,63 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed as dist
-from .config import Config
+from .config import Config, ConfigError
+from .errors import UserError
 from .evaluate import sweep
+from .looped import check_looped, phi, run_loop
 from .loops import describe, sample_loops
 from .model import LoopedTransformer, twice_differentiable
-from .regularizers import regularized_loop
-from .tasks.addition import IGNORE, AdditionTask
+from .objective import Objective
+from .tasks import make_task
+from .tasks.base import IGNORE
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
 
 
-def resolve_device(name: str) -> torch.device:
+class Interrupted(UserError, KeyboardInterrupt):
+    """Ctrl-C: the run saved a checkpoint at the last finished step and stopped."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto`, `cpu`, `cuda` or `cuda:N` -> a device that exists here (UserError otherwise)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but CUDA is not available")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} asked for, but CUDA is not available on this machine; use cpu")
+        dev = torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+        if dev.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    raise UserError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
 
 
-def lr_at(step: int, cfg: Config) -> float:
-    """Linear warm-up to train.lr, then cosine decay to train.min_lr at train.steps. A pure function of the
-    step, so resuming needs no scheduler state."""
+def lr_at(step: int, cfg: Config, total: int | None = None) -> float:
+    """Linear warm-up to train.lr, then cosine decay to train.min_lr at `total` steps (default train.steps). A
+    pure function of the step, so resuming needs no scheduler state."""
     t = cfg.train
+    total = t.steps if total is None else total
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
-    frac = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+    frac = (step - t.warmup_steps) / max(1, total - t.warmup_steps)
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(1.0, frac)))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
-    # Decay matrices and embeddings; not norms or biases (nanoGPT's split).
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
+    # Decay matrices and embeddings; not norms or biases (nanoGPT's split). Frozen parameters are left out.
+    params = [p for p in model.parameters() if p.requires_grad]
     t = cfg.train
-    return torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}],
+    return torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
+                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
                              lr=t.lr, betas=(t.beta1, t.beta2))
-
-
-def make_task(cfg: Config) -> AdditionTask:
-    task = AdditionTask(cfg.data.digits)
-    if task.tok.vocab_size > cfg.model.vocab_size:
-        raise ValueError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the task's vocabulary "
-                         f"({task.tok.vocab_size})")
-    if task.seq_len > cfg.model.max_seq_len:
-        raise ValueError(f"model.max_seq_len={cfg.model.max_seq_len} is too short for {cfg.data.digits}-digit "
-                         f"addition, which needs {task.seq_len}")
-    return task
 
 
 @dataclass
@@ -95,35 +103,37 @@ class Generators:
         return cls(*(torch.Generator().manual_seed(seed * 1000 + k) for k in (1, 2, 3)))
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"data": self.data.get_state(), "loops": self.loops.get_state(), "probes": self.probes.get_state()}
+        return {"data": self.data.get_state(), "loops": self.loops.get_state()}
 
     def load(self, s: dict[str, torch.Tensor]) -> None:
         self.data.set_state(s["data"])
         self.loops.set_state(s["loops"])
-        self.probes.set_state(s["probes"])
 
 
-class Objective(nn.Module):
-    """One micro-batch's loss terms as a forward(), so DistributedDataParallel can wrap it (DDP syncs the
-    gradients of what runs inside its forward)."""
+@dataclass
+class Run:
+    """What `fit` needs from a model kind: the model, its task and how its checkpoint files are written."""
 
-    def __init__(self, model: LoopedTransformer, cfg: Config):
-        super().__init__()
-        self.model = model
-        self.cfg = cfg
+    model: nn.Module
+    task: Any  # train_batch(n, gen, step), held_out(n), size (looplm.tasks)
+    write_model: Callable[[Path, dict[str, torch.Tensor]], None]
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor, n_loops: int, at: int | None,
-                probes: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """-> (sum of answer-token CE, penalty (mean over this micro-batch) or None, e, h(n_loops))."""
-        m, lc = self.model, self.cfg.loops
-        e = m.embed(input_ids)
-        # The loop and the penalty at the detached state h(at); see regularized_loop for how (fused into a
-        # loop when it can be, same value and gradients either way).
-        h, pen = regularized_loop(m, e, n_loops, at, self.cfg.reg, probes, lc.backprop_loops, lc.checkpoint_loops)
-        logits = m.readout(h)
-        ce_sum = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
-                                 reduction="sum")
-        return ce_sum, pen, e, h
+
+def native_run(cfg: Config, device: torch.device, resume_from: Path | None, model: nn.Module | None = None) -> Run:
+    """looplm's own LoopedTransformer (or a user's looped module, `model`) on a task: fresh, from
+    train.init_from, or from the run's checkpoint."""
+    task = make_task(cfg)
+    torch.manual_seed(cfg.train.seed)
+    # A resumed run's own checkpoint holds its weights; the run it started from need not exist any more.
+    src = resume_from or cfg.train.init_from
+    if model is not None:  # the user's module: its weights are its own business, the files are the usual ones
+        if src:
+            ckpt.load_weights(src, model)
+    elif src:
+        model = ckpt.load_model(src, device, expect=cfg)[0]
+    else:
+        model = LoopedTransformer(cfg.model)
+    return Run(model.to(device), task, lambda d, w: ckpt.write_native(d, w, cfg))
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -142,142 +152,205 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     tmp.replace(path)
 
 
-def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True,
-          fault: dict[str, Any] | None = None) -> Path:
-    """Train `cfg` into run directory `out`; returns it. `fault` injects failures for tests
-    ({"nan_at_steps": [...]} poisons the loss at those steps; {"crash_at_step": k} raises after step k)."""
+def _wrap(objective: nn.Module, model: nn.Module, strategy: str, world: dist.World, device: torch.device
+          ) -> nn.Module:
+    """DDP or FSDP2 around the objective under torchrun; the objective itself in a world of one."""
+    if not world.active:
+        return objective
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    # Each loop unit is all-gathered just before it runs and freed after, so peak memory holds one block's full
+    # weights plus the shards; the rest (embeddings, final norm, head) forms the root unit, the objective, whose
+    # forward is what the loop calls.
+    mesh = init_device_mesh(device.type, (world.size,))
+    for unit in model.loop_units():
+        fully_shard(unit, mesh=mesh)
+    return fully_shard(objective, mesh=mesh)
+
+
+def _full_state(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Unsharded model and optimizer state dicts on CPU (a collective under FSDP: every rank calls it). The
+    optimizer's is keyed by parameter names, so a checkpoint resumes under DDP, FSDP or a single process."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+    o = StateDictOptions(full_state_dict=True, cpu_offload=dist_on)
+    weights = {k: v.detach().contiguous().cpu() for k, v in get_model_state_dict(model, options=o).items()}
+    return weights, get_optimizer_state_dict(model, opt, options=o)
+
+
+def _load_optimizer(model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
+
+
+def _check_out(out: Path, ckpt_dir: Path, cfg: Config, resume: bool) -> bool:
+    """Refuse before touching anything: True when there is a checkpoint to resume."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a run directory")
+    try:
+        ckpt.resolve(ckpt_dir)
+        found = True
+    except ckpt.CheckpointError:
+        found = False
+    if found and not resume:
+        raise FileExistsError(f"{out} already holds a checkpoint; pass --resume to continue it, or choose another "
+                              "--out")
+    if found:
+        saved = ckpt.load_config(ckpt_dir)
+        diff = ckpt.config_diff(saved, cfg) if saved.kind == cfg.kind else ["the model kind"]
+        if diff:
+            raise ckpt.CheckpointError(f"checkpoint {ckpt_dir} does not match the requested model:\n  "
+                                       + "\n  ".join(diff))
+    return found
+
+
+def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True,
+        fault: dict[str, Any] | None = None, model: nn.Module | None = None) -> Path:
+    """Train `cfg` into run directory `out`; returns it. Under torchrun every rank calls this; rank 0 writes.
+
+    `model`: a looped module of your own (looplm.looped protocol) to train on `cfg`'s task instead of the
+    LoopedTransformer that `cfg.model` describes; its checkpoints hold its state dict, and a resume loads them
+    into the module you pass again.
+
+    `fault` injects failures for tests: {"nan_at_steps": [...]} poisons the loss at those (0-based) steps;
+    {"crash_at_step": k} raises after step k; {"interrupt_at_step": k} acts as Ctrl-C after step k.
+    """
     out = Path(out)
     t = cfg.train
     ckpt_dir = out / "checkpoint"
-    device = resolve_device(t.device)
-    world = dist.init(device.type)
-    if device.type == "cuda" and world.active:
-        device = torch.device("cuda", world.local_rank)
+    world = dist.init("cuda" if resolve_device(t.device).type == "cuda" else "cpu")
+    device = resolve_device(t.device, world.local_rank)
     if t.batch_size % world.size:
-        raise ValueError(f"train.batch_size={t.batch_size} is not divisible by the world size {world.size}")
+        raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by the world size {world.size}")
     shard = t.batch_size // world.size
-    micro = t.micro_batch_size or shard
+    micro = min(t.micro_batch_size or shard, shard)  # a memory cap: never more than this rank's share
     if shard % micro:
-        raise ValueError(f"train.micro_batch_size={micro} does not divide the per-rank batch {shard} "
-                         f"(train.batch_size={t.batch_size} over {world.size} process(es))")
+        raise ConfigError(f"train.micro_batch_size={micro} does not divide the per-rank batch {shard} "
+                          f"(train.batch_size={t.batch_size} over {world.size} process(es))")
+    resuming = _check_out(out, ckpt_dir, cfg, resume)
     if world.is_main:
-        ckpt.recover(ckpt_dir, keep=t.keep_checkpoints)
+        ckpt.recover(ckpt_dir)  # finish a save a crash interrupted; the history is pruned only by a new save
     dist.barrier(world)
-    if ckpt_dir.exists() and not resume:
-        raise FileExistsError(f"{out} already holds a checkpoint; pass --resume to continue it, "
-                              "or choose another --out")
     if t.threads:
         torch.set_num_threads(t.threads)
-    task = make_task(cfg)
-    torch.manual_seed(t.seed)
-    model = LoopedTransformer(cfg.model).to(device)
-    resuming = resume and ckpt_dir.exists()
-    # A resumed run's own checkpoint holds its weights; the run it started from need not exist any more.
-    if t.init_from and not resuming:
-        model = ckpt.load_model(t.init_from, device, expect=cfg)[0]
+    if cfg.kind == "hf":
+        from .hf.finetune import hf_run
+
+        run = hf_run(cfg, device, ckpt_dir if resuming else None)
+    else:
+        run = native_run(cfg, device, ckpt_dir if resuming else None, model)
+    model, task = check_looped(run.model), run.task
+    total = t.steps or t.epochs * math.ceil(task.size / t.batch_size)
+    objective = _wrap(Objective(model, cfg.loops, cfg.reg), model, t.strategy, world, device)
+    fsdp = world.active and t.strategy == "fsdp"
     opt = make_optimizer(model, cfg)
+    params = [p for g in opt.param_groups for p in g["params"]]
     gens = Generators.seeded(t.seed)
     step = 0
     if resuming:
-        model, saved = ckpt.load_model(ckpt_dir, device, expect=cfg)
-        changed = ckpt.config_diff(saved, cfg, ("loops", "reg", "data", "train"))
-        if changed:
+        state = ckpt.load_state(ckpt_dir)
+        changed = ckpt.config_diff(ckpt.load_config(ckpt_dir), cfg, ("loops", "reg", "data", "train"))
+        if changed and world.is_main:
             tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
                        + "\n  ".join(changed))
-        opt = make_optimizer(model, cfg)
-        state = ckpt.load_state(ckpt_dir)
-        opt.load_state_dict(state["optimizer"])
+        _load_optimizer(model, opt, state["optimizer"])
         gens.load(state["generators"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
         step = int(state["step"])
-    if world.active:
-        # Per-rank streams for probes and dropout, derived from (seed, rank, step) so that a resume with a
-        # different world size still gives every rank its own stream. Ranks share data and loop counts.
-        gens.probes.manual_seed(dist.stream_seed("probes", t.seed, step, world.rank))
-        torch.manual_seed(dist.stream_seed("dropout", t.seed, step, world.rank))
-    objective: nn.Module = Objective(model, cfg)
-    if world.active:
-        objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     if world.is_main:
         # Drop log lines from steps after the checkpoint (all on a fresh start): they are (re)done now.
         truncate_metrics(out / "metrics.jsonl", step)
         out.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(out / "config.yaml")
 
-    eval_batch = task.test_batch(min(t.eval_size, cfg.data.test_size), cfg.data.test_seed, cfg.model.max_seq_len)
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
+    eval_batch = task.held_out(t.eval_size) if t.eval_every else None
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and t.bf16 else nullcontext()
     reg = cfg.reg
     bad_streak = 0
-    nan_steps = set((fault or {}).get("nan_at_steps", []))
+    fault = fault or {}
+    nan_steps = set(fault.get("nan_at_steps", []))
+
+    @contextlib.contextmanager
+    def gathered() -> Iterator[None]:
+        """Full weights on this rank for work outside the objective's forward (FSDP shards them)."""
+        if fsdp:
+            objective.unshard()
+        try:
+            yield
+        finally:
+            if fsdp:
+                objective.reshard()
 
     def save() -> None:
-        if not world.is_main:
-            return
-        ckpt.save(ckpt_dir, model, cfg, {
-            "step": step, "optimizer": opt.state_dict(), "generators": gens.state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-            keep=t.keep_checkpoints)
+        weights, opt_state = _full_state(model, opt)  # every rank joins the gathers
+        if world.is_main:
+            ckpt.write_checkpoint(ckpt_dir, weights, run.write_model,
+                                  {"step": step, "optimizer": opt_state, "generators": gens.state()},
+                                  keep=t.keep_checkpoints)
+        dist.barrier(world)
 
     log_f = (out / "metrics.jsonl").open("a") if world.is_main else open(os.devnull, "w")  # noqa: SIM115
-    bar = tqdm(total=t.steps, initial=step, desc=f"train [{describe(cfg.loops)}, reg={reg.kind}]",
+    bar = tqdm(total=total, initial=step, desc=f"train [{describe(cfg.loops)}, reg={reg.kind}]",
                disable=not (progress and world.is_main), dynamic_ncols=True)
     try:
-        while step < t.steps:
+        while step < total:
             t0 = time.perf_counter()
             model.train()
             n_loops = dist.broadcast_int(sample_loops(cfg.loops, gens.loops, step), world, device)
-            # Every rank draws the same global batch and keeps its own slice of it.
-            full = task.train_batch(t.batch_size, gens.data, cfg.model.max_seq_len)
-            n_tok = int((full.targets != IGNORE).sum())  # global count: the CE normalizer on every rank
-            mine = slice(world.rank * shard, (world.rank + 1) * shard)
-            batch = type(full)(full.input_ids[mine], full.targets[mine], full.prompt_lens[mine]).to(device)
+            # The depth whose state the penalty sees; drawn even when unused so the streams stay aligned.
+            r = int(torch.randint(1, n_loops + 1, (1,), generator=gens.loops).item())
             reg_on = reg.kind != "none" and reg.weight > 0 and step >= reg.start_step
-            # The depth whose state the penalty sees; drawn even when unused so streams stay aligned.
-            # Rank 0's draw is broadcast so that every rank regularizes the same depth (probes stay per rank).
-            r = dist.broadcast_int(int(torch.randint(1, n_loops + 1, (1,), generator=gens.probes).item()), world,
-                                   device)
-            at = {"final": n_loops, "random": r, "penultimate": n_loops - 1}[reg.at]
-
-            lr = lr_at(step, cfg)
+            at = {"final": n_loops, "random": r, "penultimate": n_loops - 1}[reg.at] if reg_on else None
+            gens.probes.manual_seed(dist.stream_seed("probes", t.seed, step, world.rank))
+            torch.manual_seed(dist.stream_seed("dropout", t.seed, step, world.rank))
+            # Every rank draws the same global batch and keeps its own slice of it.
+            full = task.train_batch(t.batch_size, gens.data, step)
+            n_tok = int((full.targets != IGNORE).sum())  # global count: the CE normalizer on every rank
+            mine = full.rows(slice(world.rank * shard, (world.rank + 1) * shard))
+            lr = lr_at(step, cfg, total)
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            # DDP averages gradients over ranks; scaling each micro-batch's loss by W makes the synced
-            # gradient the sum, i.e. the gradient of the global-batch objective.
             sums = torch.zeros(3, dtype=torch.float64)  # CE sum, penalty x samples, non-finite flag
             n_micro = shard // micro
             for k in range(n_micro):
-                sl = slice(k * micro, (k + 1) * micro)
-                sync = nullcontext() if (k == n_micro - 1 or not world.active) else objective.no_sync()
+                mb = mine.rows(slice(k * micro, (k + 1) * micro)).to(device)
+                last = k == n_micro - 1 or not world.active
+                if fsdp:
+                    objective.set_requires_gradient_sync(last)
+                sync = nullcontext() if last or fsdp else objective.no_sync()
                 with sync:
                     with amp:
-                        ce_sum, pen, e, h = objective(batch.input_ids[sl], batch.targets[sl], n_loops,
-                                                      at if reg_on else None, gens.probes)
+                        ce_sum, pen = objective(mb.input_ids, mb.targets, mb.mask, n_loops, at, gens.probes)
+                        # DDP averages gradients over ranks; scaling by W makes the synced gradient the sum, i.e.
+                        # the gradient of the global-batch objective.
                         loss = (ce_sum / n_tok) * (1 - reg.weight if pen is not None else 1.0)
                         if pen is not None:
                             loss = loss + reg.weight * pen * (micro / t.batch_size) * world.size
                         loss = loss * world.size
                     if step in nan_steps:
                         loss = loss * float("nan")
-                    finite = bool(torch.isfinite(loss))
-                    if finite:
-                        loss.backward()
+                    # Always backward, so every rank joins the gradient all-reduce; a non-finite loss is caught
+                    # below and the update skipped on all ranks.
+                    loss.backward()
                 sums += torch.tensor([ce_sum.item(), pen.item() * micro if pen is not None else 0.0,
-                                      0.0 if finite else 1.0], dtype=torch.float64)
+                                      0.0 if bool(torch.isfinite(loss)) else 1.0], dtype=torch.float64)
             sums = dist.all_sum(sums.to(device), world).cpu()
             ce_val, pen_val = sums[0].item() / n_tok, (sums[1].item() / t.batch_size if reg_on else None)
-            rec: dict[str, Any] = {"step": step + 1, "loops": n_loops, "ce": ce_val, "reg": pen_val,
-                                   "reg_kind": reg.kind if reg_on else None, "lr": lr}
-            ok = sums[2].item() == 0  # every rank must agree to step, or none does
-            loss = torch.tensor(ce_val if ok else float("nan"))
-            gnorm = float("nan")
-            if ok:
-                gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                             t.grad_clip if t.grad_clip > 0 else float("inf")))
-                ok = math.isfinite(gnorm)
+            rec: dict[str, Any] = {
+                "step": step + 1, "loops": n_loops, "ce": ce_val, "reg": pen_val,
+                "reg_kind": reg.kind if reg_on else None,
+                "loss": ce_val if pen_val is None else (1 - reg.weight) * ce_val + reg.weight * pen_val,
+                "lr": lr, "tokens": n_tok}
+            gn = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+            gnorm = float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)  # FSDP: a DTensor
+            ok = sums[2].item() == 0 and math.isfinite(gnorm)  # every rank sees the same sums and norm
             if ok:
                 opt.step()
                 bad_streak = 0
@@ -285,9 +358,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                 # No update: a single NaN must not poison the weights or the optimizer moments.
                 bad_streak += 1
                 opt.zero_grad(set_to_none=True)
-                rec["skipped"] = "non-finite loss" if not math.isfinite(loss.item()) else "non-finite gradient"
-                tqdm.write(f"step {step + 1}: {rec['skipped']} at {n_loops} loops; update skipped "
-                           f"({bad_streak}/{t.max_bad_steps})")
+                rec["skipped"] = "non-finite loss" if sums[2].item() else "non-finite gradient"
+                if world.is_main:
+                    tqdm.write(f"step {step + 1}: {rec['skipped']} at {n_loops} loops; update skipped "
+                               f"({bad_streak}/{t.max_bad_steps})")
                 if bad_streak >= t.max_bad_steps:
                     log_f.write(json.dumps(rec) + "\n")
                     log_f.flush()
@@ -298,28 +372,13 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                         + " Lower train.lr or raise train.max_bad_steps to go on.")
             step += 1
             rec["grad_norm"] = gnorm
-            if reg.rho_every and step % reg.rho_every == 0 and world.is_main:
-                # ρ(∂Φ/∂h) at this step's final state, on up to 16 samples' real tokens: 30 Arnoldi steps
-                # (looplm.dynamics.spectral_radius). `rho` is the mean largest-modulus Ritz value, a running
-                # estimate; `rho_converged` the fraction of samples whose estimate passed the residual test.
-                from .dynamics import spectral_radius
-                from .tasks.addition import PAD
-
-                sub = slice(0, min(16, micro))  # of the last micro-batch, whose e and h are at hand
-                with twice_differentiable():
-                    est = spectral_radius(model.step_fn(e[sub].detach()), h[sub].detach().to(e.dtype), iters=30,
-                                          tol=1e-3, generator=gens.probes, method="arnoldi",
-                                          mask=batch.input_ids[sl][sub] != PAD)
-                rec["rho"] = est.raw.mean().item()
-                rec["rho_converged"] = est.converged_fraction
-            if world.active:  # the streams of the next step, exactly as a resume at `step` sets them
-                gens.probes.manual_seed(dist.stream_seed("probes", t.seed, step, world.rank))
-                torch.manual_seed(dist.stream_seed("dropout", t.seed, step, world.rank))
-            if t.eval_every and world.is_main and (step % t.eval_every == 0 or step == t.steps):
-                rec["acc"] = sweep(model, eval_batch, [cfg.loops.num_loops]).accuracy[0]
-            dt = time.perf_counter() - t0
-            rec["tok_s"] = full.input_ids.numel() / dt  # global tokens per second
-            if step % t.log_every == 0 or "acc" in rec or "rho" in rec or "skipped" in rec or step == t.steps:
+            if reg.rho_every and step % reg.rho_every == 0 and (fsdp or world.is_main):
+                rec.update(_rho(model, mb, n_loops, gens.probes, amp, gathered))
+            if eval_batch is not None and (step % t.eval_every == 0 or step == total) and (fsdp or world.is_main):
+                with gathered():
+                    rec["acc"] = sweep(model, eval_batch, [cfg.loops.num_loops]).accuracy[0]
+            rec["tok_s"] = int(full.mask.sum()) / (time.perf_counter() - t0)  # real input tokens/s, all ranks
+            if step % t.log_every == 0 or "acc" in rec or "rho" in rec or "skipped" in rec or step == total:
                 log_f.write(json.dumps(rec) + "\n")
                 log_f.flush()
             bar.update(1)
@@ -328,13 +387,50 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                             **({"acc": f"{rec['acc']:.3f}"} if "acc" in rec else {}))
             # Not during a run of skipped steps: the weights have not moved, and rotating the history would
             # push out an older checkpoint that may be needed to back off from a divergence.
-            if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.steps and not bad_streak:
+            if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total and not bad_streak:
                 save()
-            if (fault or {}).get("crash_at_step") == step:
+            if fault.get("crash_at_step") == step:
                 raise RuntimeError(f"injected crash after step {step}")
+            if fault.get("interrupt_at_step") == step:
+                raise KeyboardInterrupt
         save()
+    except KeyboardInterrupt:
+        # Ctrl-C between two steps or inside one: the weights are those of the last finished step.
+        if not bad_streak and world.is_main:
+            with contextlib.suppress(Exception):
+                log_f.flush()
+            save()
+            raise Interrupted(f"interrupted: saved a checkpoint at step {step} in {ckpt_dir}; "
+                              "continue with --resume") from None
+        raise
+    except BaseException:
+        if world.active and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # no barrier: the other ranks may be gone
+        raise
     finally:
         bar.close()
         log_f.close()
-        dist.shutdown(world)
+    dist.shutdown(world)
     return out
+
+
+def _rho(model: nn.Module, mb: Any, n_loops: int, probes: torch.Generator, amp: Any,
+         gathered: Callable) -> dict[str, float]:
+    """ρ(∂Φ/∂h) at the state after this step's loop count, on up to 16 samples' real tokens of the last
+    micro-batch: 30 Arnoldi steps (looplm.dynamics.spectral_radius). `rho` is the mean largest-modulus Ritz
+    value, a running estimate; `rho_converged` the fraction of samples whose estimate passed the residual test."""
+    from .dynamics import spectral_radius
+
+    k = min(16, len(mb))
+    ids, mask = mb.input_ids[:k], mb.mask[:k]
+    with gathered():
+        with torch.no_grad(), amp:
+            h0, ctx = model.embed(ids, mask)
+            h = run_loop(model, h0, ctx, n_loops)
+        with twice_differentiable():
+            est = spectral_radius(phi(model, ctx), h.to(h0.dtype), iters=30, tol=1e-3, generator=probes,
+                                  method="arnoldi", mask=mask)
+    return {"rho": est.raw.mean().item(), "rho_converged": est.converged_fraction}
+
+
+train = fit  # the name the library has exported since the first release

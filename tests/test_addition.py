@@ -28,7 +28,7 @@ def test_encoding_reversed_answer_and_loss_mask():
     # 9999+9999=19998 -> "89991", five digits: one more position than the first row
     assert tok.decode(b.targets[1, 9:14].tolist()) == "89991" and b.targets[1, 14] == EOS
     assert b.input_ids.shape == (2, task.seq_len) == (2, 15)
-    assert b.prompt_lens.tolist() == [10, 10]
+    assert b.mask.sum(1).tolist() == [14, 15]  # prompt + answer + EOS, minus the last token
 
 
 def test_train_draws_never_touch_the_test_split():

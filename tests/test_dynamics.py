@@ -16,7 +16,9 @@ from looplm.dynamics import (
     spectral_radius,
     trajectory_pca,
 )
-from looplm.evaluate import generate, sweep
+from looplm.evaluate import sweep
+from looplm.generate import generate
+from looplm.looped import phi, run_loop
 from looplm.model import LoopedTransformer, twice_differentiable
 from looplm.regularizers import core_jvp
 from looplm.tasks.addition import EOS, AdditionTask, make_batch
@@ -154,11 +156,11 @@ def looped(request):
         for p in m.parameters():  # away from the near-identity init, so J has a spread spectrum
             p.add_(0.3 * torch.randn_like(p))
     ids = torch.randint(2, 14, (B, T), generator=gen(1))
-    e = m.embed(ids).detach()
+    e, ctx = m.embed(ids)
     with torch.no_grad():
-        h = m.loop(e, e, 3)
-    step = m.step_fn(e)
-    return step, h, per_sample_jacobians(step, h), (m, e)
+        h = run_loop(m, e, ctx, 3)
+    step = phi(m, ctx)
+    return step, h, per_sample_jacobians(step, h), (m, ctx.e)
 
 
 @pytest.mark.parametrize("method", ["power", "arnoldi"])
@@ -238,7 +240,7 @@ def greedy_batch(m, task, n, depth):
     in test_evaluate), so exact match is non-trivial at that depth."""
     a, b = task.test_pairs(n, seed=3)
     prompts = [task.tok.encode(task.prompt(int(x), int(y))) for x, y in zip(a, b, strict=True)]
-    outs = generate(m, prompts, depth, max_new_tokens=5)
+    outs = generate(m, prompts, depth, max_new_tokens=5, eos_id=EOS)
     seqs = []
     for i, (p, o) in enumerate(zip(prompts, outs, strict=True)):
         if i % 2 == 0:  # greedy's own answer; it ends with EOS only where greedy stopped
@@ -268,7 +270,7 @@ def test_diagnose_on_a_tiny_model(placement):
     assert res["accuracy"][2] >= 0.4
     # recompute norms and residuals from the states directly
     with torch.no_grad():
-        e = m.embed(batch.input_ids)
+        e, ctx = m.embed(batch.input_ids)
         _, states = m(batch.input_ids, 6, return_states=True)
     real = (batch.input_ids != 0).double()[..., None]
     hs = [e.double() * real] + [s.double() * real for s in states]
@@ -285,7 +287,7 @@ def test_diagnose_on_a_tiny_model(placement):
         assert all(s < 1e-3 for s in met["state_norm"]["std"])
     assert all(0 <= x <= math.log(16) + 1e-9 for x in met["entropy"]["mean"]) and min(met["ce"]["mean"]) > 0
     with torch.no_grad():
-        logp = torch.log_softmax(m.readout(states[3]).double(), -1)
+        logp = torch.log_softmax(m.readout(states[3], ctx).double(), -1)
     ans = (batch.targets != -100).double()
     ent = (-(logp.exp() * logp).sum(-1) * ans).sum(1) / ans.sum(1)
     assert met["entropy"]["mean"][3] == pytest.approx(ent.mean().item(), rel=1e-5)

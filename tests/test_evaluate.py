@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from looplm.evaluate import generate, parse_depths, sweep
+from looplm.evaluate import parse_depths, sweep
+from looplm.generate import generate
 from looplm.model import LoopedTransformer
 from looplm.tasks.addition import EOS, make_batch
 
@@ -35,7 +36,7 @@ def test_one_pass_sweep_equals_greedy_decoding_sample_by_sample(placement):
     depths = [1, 2, 3, 5, 8]
     changed_any = False
     for d in depths:
-        greedy = generate(m, prompts, d, max_new_tokens=answer_len)
+        greedy = generate(m, prompts, d, max_new_tokens=answer_len, eos_id=EOS)
         seqs, plens, expect = [], [], []
         for i, (p, out) in enumerate(zip(prompts, greedy, strict=True)):
             gold = list(out)

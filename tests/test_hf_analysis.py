@@ -10,8 +10,9 @@ pytest.importorskip("transformers")
 from looplm.cli import main  # noqa: E402
 from looplm.dynamics import diagnose  # noqa: E402
 from looplm.hf.analysis import find_model_dir, text_batch  # noqa: E402
-from looplm.hf.testing import math_problems, save_tiny_base, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
-from looplm.tasks.addition import IGNORE  # noqa: E402
+from looplm.tasks.base import IGNORE  # noqa: E402
+
+from .hf_fixtures import math_problems, save_tiny_base, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,8 @@ def tok():
 
 def test_text_batch_targets_are_next_assistant_tokens(tok, tmp_path):
     rows = math_problems(3)
-    batch, mask, stats = text_batch(tok, str(write_jsonl(rows, tmp_path / "m.jsonl")), n=3)
+    batch, stats = text_batch(tok, str(write_jsonl(rows, tmp_path / "m.jsonl")), n=3)
+    mask = batch.mask
     assert stats["used"] == 3 and batch.input_ids.shape == mask.shape == batch.targets.shape
     for i in range(3):
         n = int(mask[i].sum())
@@ -44,8 +46,8 @@ def test_padding_and_pad_equal_eos_do_not_leak_into_statistics(tok, tmp_path):
     kw = {"spectral_n": 0, "pca_n": 0, "hutchinson_samples": 0}
 
     def mean_of(data):
-        batch, mask, _ = text_batch(tok, str(write_jsonl(data, tmp_path / "d.jsonl")), n=len(data))
-        res = diagnose(model, batch, [1, 2, 3], token_mask=mask, **kw)
+        batch, _ = text_batch(tok, str(write_jsonl(data, tmp_path / "d.jsonl")), n=len(data))
+        res = diagnose(model, batch, [1, 2, 3], **kw)
         return {k: torch.tensor(res["metrics"][k]["mean"]) for k in ("state_norm", "step_residual", "ce")}
 
     a, b, both = mean_of([short]), mean_of([long]), mean_of([short, long])

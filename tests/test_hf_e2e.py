@@ -17,7 +17,8 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from looplm.cli import main  # noqa: E402
 from looplm.hf import OuroForCausalLM  # noqa: E402
-from looplm.hf.testing import math_problems, save_tiny_base, tiny_chat_tokenizer, write_jsonl  # noqa: E402
+
+from .hf_fixtures import math_problems, save_tiny_base, tiny_chat_tokenizer, write_jsonl  # noqa: E402
 
 
 def _free_port() -> int:
@@ -33,7 +34,8 @@ def test_torchrun_stars_finetune_then_lm_eval_by_depth_and_dynamics(tmp_path):
     cfg = tmp_path / "stars.yaml"
     cfg.write_text(f"model:\n  name_or_path: {tmp_path / 'base'}\ndata:\n  source: {data}\n  max_length: 256\n"
                    "loops:\n  max_loops: 6\nreg:\n  kind: jsrr\n  weight: 0.1\n"
-                   "train:\n  steps: 2\n  micro_batch_size: 1\n  grad_accum: 1\n  lr: 1.0e-3\n  log_every: 1\n"
+                   "train:\n  steps: 0\n  epochs: 1\n  batch_size: 4\n  micro_batch_size: 1\n  lr: 1.0e-3\n"
+                   "  log_every: 1\n"
                    "  threads: 1\n")
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -67,7 +69,8 @@ def test_torchrun_stars_finetune_then_lm_eval_by_depth_and_dynamics(tmp_path):
     pytest.importorskip("lm_eval")
     pytest.importorskip("accelerate")
     from looplm.hf.lm_eval_adapter import eval_depths
-    from looplm.hf.testing import write_lm_eval_tasks
+
+    from .hf_fixtures import write_lm_eval_tasks
 
     tasks = write_lm_eval_tasks(tmp_path / "tasks", data, max_gen_toks=4)
     res = eval_depths(str(run / "checkpoint"), tasks, [1, 2, 3, 4], tmp_path / "eval", include_path=str(

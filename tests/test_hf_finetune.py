@@ -11,19 +11,17 @@ pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
 from looplm.cli import main as cli  # noqa: E402
-from looplm.config import ConfigError, preset_names  # noqa: E402
-from looplm.hf.chat import IGNORE, TemplateError, encode_chat, to_messages  # noqa: E402
-from looplm.hf.data import build_examples, collate, load_records  # noqa: E402
-from looplm.hf.finetune import (  # noqa: E402
-    FinetuneConfig,
-    StarsObjective,
-    finetune,
-    jsrr_masked,
-    load_finetune_config,
-)
-from looplm.hf.testing import math_problems, save_tiny_base, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
+from looplm.config import Config, ConfigError, load_config, preset_names  # noqa: E402
+from looplm.hf.chat import TemplateError, encode_chat, to_messages  # noqa: E402
+from looplm.hf.data import build_examples, collate, load_records, to_batch  # noqa: E402
+from looplm.looped import phi, run_loop  # noqa: E402
 from looplm.model import twice_differentiable  # noqa: E402
+from looplm.objective import Objective  # noqa: E402
 from looplm.regularizers import jsrr, jvp, unit_probes  # noqa: E402
+from looplm.tasks.base import IGNORE  # noqa: E402
+from looplm.train import fit  # noqa: E402
+
+from .hf_fixtures import math_problems, save_tiny_base, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -126,86 +124,88 @@ def test_records_formats_sources_and_truncation(tok, tmp_path):
 def test_objective_ce_is_over_assistant_tokens_and_jsrr_over_real_tokens(tok):
     model = tiny_ouro(len(tok)).train()
     ex, _ = build_examples(math_problems(3), tok, max_length=512)
-    ids, labels, mask = collate(ex, tok.pad_token_id)
-    loops = FinetuneConfig().loops
-    obj = StarsObjective(model, loops, FinetuneConfig().reg)
-    res = obj(ids, labels, mask, n_loops=3, reg_on=True, at=3, probes=torch.Generator().manual_seed(0))
-    full = model(ids, num_loops=3, use_cache=False).logits
-    ref = torch.nn.functional.cross_entropy(full[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
-    torch.testing.assert_close(res["ce"], ref)
-    torch.testing.assert_close(res["loss"], 0.9 * res["ce"] + 0.1 * res["reg"])
-    assert int(res["n_targets"]) == int((labels[:, 1:] != IGNORE).sum())
+    batch = to_batch(ex, tok.pad_token_id)
+    cfg = Config.from_dict({"model": {"name_or_path": "x"}, "data": {"source": "x"}})
+    obj = Objective(model, cfg.loops, cfg.reg)
+    ce_sum, pen = obj(batch.input_ids, batch.targets, batch.mask, n_loops=3, at=3,
+                      probes=torch.Generator().manual_seed(0))
+    full = model(batch.input_ids, num_loops=3, use_cache=False).logits
+    labels = collate(ex, tok.pad_token_id)[1]
+    ref = torch.nn.functional.cross_entropy(full[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE,
+                                            reduction="sum")
+    torch.testing.assert_close(ce_sum, ref)
+    assert int((batch.targets != IGNORE).sum()) == int((labels[:, 1:] != IGNORE).sum())
     # Padding does not change a sequence's penalty: each row's ||J v||² equals that of the row alone, with the
     # probe restricted to its real tokens.
+    ids, mask = batch.input_ids, batch.mask
     with torch.no_grad():
-        h = model.loop(model.embed(ids), None, 3)
-    valid = mask[..., None].float()
+        h0, ctx = model.embed(ids, mask)
+        h = run_loop(model, h0, ctx, 3)
     with twice_differentiable():
-        pen = jsrr_masked(model.step_fn(h), h, valid, torch.Generator().manual_seed(5))
-        v = unit_probes(h.shape, torch.Generator().manual_seed(5), h.device, h.dtype) * valid
+        got = jsrr(phi(model, ctx), h, torch.Generator().manual_seed(0), mask)
+        torch.testing.assert_close(pen, got)
+        v = unit_probes(h.shape, torch.Generator().manual_seed(0), h.device, h.dtype, mask[..., None].float())
         rows = []
         for i in range(len(ids)):
             n = int(mask[i].sum())
-            vi = v[i : i + 1, :n] / v[i, :n].norm()
-            rows.append(jvp(model.step_fn(h[i : i + 1, :n]), h[i : i + 1, :n].detach(), vi)[1].pow(2).sum())
+            _, ci = model.embed(ids[i : i + 1, :n])
+            rows.append(jvp(phi(model, ci), h[i : i + 1, :n].detach(), v[i : i + 1, :n])[1].pow(2).sum())
         assert mask.sum(1).min() < mask.shape[1]  # the batch really is padded
         torch.testing.assert_close(pen, torch.stack(rows).mean())
-        # Without padding it is the paper's jsrr itself.
-        full = jsrr(model.step_fn(h), h, torch.Generator().manual_seed(6))
-        torch.testing.assert_close(jsrr_masked(model.step_fn(h), h, torch.ones_like(valid),
-                                               torch.Generator().manual_seed(6)), full)
-    res["loss"].backward()
+    ((0.9 * ce_sum / (batch.targets != IGNORE).sum()) + 0.1 * pen).backward()
     assert model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
     # The same objective drives looplm's own architecture (here with a coda block, whose readout attends).
     from looplm.hf import LooplmConfig, LooplmForCausalLM
 
     lm = LooplmForCausalLM(LooplmConfig(vocab_size=len(tok), max_seq_len=512, d_model=16, n_heads=2, d_ff=32,
                                         n_coda=1, norm_placement="pre_sandwich"))
-    res = StarsObjective(lm, loops, FinetuneConfig().reg)(ids, labels, mask, n_loops=2, reg_on=True, at=2,
-                                                          probes=torch.Generator().manual_seed(0))
-    full = lm(ids, num_loops=2).logits
-    ref = torch.nn.functional.cross_entropy(full[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
-    torch.testing.assert_close(res["ce"], ref)
-    assert torch.isfinite(res["reg"]) and res["reg"] > 0
+    ce_sum, pen = Objective(lm, cfg.loops, cfg.reg)(batch.input_ids, batch.targets, batch.mask, n_loops=2, at=2,
+                                                   probes=torch.Generator().manual_seed(0))
+    full = lm(batch.input_ids, num_loops=2).logits
+    ref = torch.nn.functional.cross_entropy(full[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE,
+                                            reduction="sum")
+    torch.testing.assert_close(ce_sum, ref)
+    assert torch.isfinite(pen) and pen > 0
 
 
-def test_preset_is_the_paper_setting_and_stays_out_of_addition_presets():
-    cfg = load_finetune_config("ouro-math-stars")
+def test_preset_is_the_paper_setting_and_loads_by_name_and_path():
+    cfg = load_config("ouro-math-stars")
+    assert cfg.kind == "hf"
     assert (cfg.loops.sampler, cfg.loops.mu, cfg.loops.sigma, cfg.loops.min_loops, cfg.loops.max_loops) == \
         ("lognormal", 1.7, 0.4, 1, 16)
     assert cfg.reg.kind == "jsrr" and cfg.reg.weight == 0.1 and cfg.train.lr == pytest.approx(1e-6)
     assert cfg.data.source == "AI-MO/NuminaMath-1.5" and cfg.data.max_samples == 400000 and cfg.train.epochs == 1
     assert cfg.model.name_or_path == "ByteDance/Ouro-1.4B"
-    assert "ouro-math-stars" not in preset_names()
+    assert "ouro-math-stars" in preset_names()  # one preset folder for every kind
     # The path the README gives, from the repository root: the same file as the packaged preset.
-    repo_cfg = Path(__file__).resolve().parent.parent / "configs" / "ouro-math-stars.yaml"
-    assert load_finetune_config(repo_cfg) == cfg
-    # A partial YAML keeps this schema's defaults (the Ouro loop distribution), not the addition ones.
-    assert FinetuneConfig.from_dict({"loops": {"max_loops": 8}}).loops.mu == 1.7
+    repo_cfg = Path(__file__).resolve().parent.parent / "looplm" / "presets" / "ouro-math-stars.yaml"
+    assert load_config(repo_cfg) == cfg
+    # A partial YAML for a pretrained model keeps that kind's defaults (the Ouro loop distribution).
+    assert Config.from_dict({"model": {"name_or_path": "x"}, "loops": {"max_loops": 8}}).loops.mu == 1.7
     with pytest.raises(ConfigError, match="section 'train' must be a mapping, got int"):
-        FinetuneConfig.from_dict({"train": 3})
+        Config.from_dict({"model": {"name_or_path": "x"}, "train": 3})
     with pytest.raises(ConfigError, match="train.nope"):
-        load_finetune_config("ouro-math-stars", ["train.nope=1"])
+        load_config("ouro-math-stars", ["train.nope=1"])
     with pytest.raises(ConfigError, match="train.strategy.*ddp.*fsdp"):
-        load_finetune_config("ouro-math-stars", ["train.strategy=zero3"])
+        load_config("ouro-math-stars", ["train.strategy=zero3"])
 
 
 def _cfg(base_dir, data, **train):
-    t = dict(steps=4, micro_batch_size=2, grad_accum=2, lr=3e-3, log_every=1, checkpoint_every=2, threads=1)
+    t = dict(steps=4, batch_size=4, micro_batch_size=2, lr=3e-3, log_every=1, checkpoint_every=2, threads=1)
     t.update(train)
-    return FinetuneConfig.from_dict({"model": {"name_or_path": str(base_dir)},
-                                     "data": {"source": str(data), "max_length": 256}, "train": t})
+    return Config.from_dict({"model": {"name_or_path": str(base_dir)},
+                             "data": {"source": str(data), "max_length": 256}, "train": t})
 
 
 def test_finetune_runs_resumes_exactly_and_reloads(base_dir, tmp_path):
     data = write_jsonl(math_problems(12), tmp_path / "math.jsonl")
     cfg = _cfg(base_dir, data)
-    straight = finetune(cfg, tmp_path / "a", progress=False)
+    straight = fit(cfg, tmp_path / "a", progress=False)
     with pytest.raises(RuntimeError, match="injected crash"):
-        finetune(cfg, tmp_path / "b", progress=False, fault={"crash_at_step": 3})  # last checkpoint: step 2
+        fit(cfg, tmp_path / "b", progress=False, fault={"crash_at_step": 3})  # last checkpoint: step 2
     with pytest.raises(FileExistsError, match="--resume"):
-        finetune(cfg, tmp_path / "b", progress=False)
-    resumed = finetune(cfg, tmp_path / "b", resume=True, progress=False)
+        fit(cfg, tmp_path / "b", progress=False)
+    resumed = fit(cfg, tmp_path / "b", resume=True, progress=False)
     wa = load_file(str(straight / "checkpoint" / "model.safetensors"))
     wb = load_file(str(resumed / "checkpoint" / "model.safetensors"))
     for k in wa:
@@ -235,7 +235,7 @@ def test_finetune_cli_sft_baseline(base_dir, tmp_path, capsys):
     y = tmp_path / "ft.yaml"
     y.write_text(f"model:\n  name_or_path: {base_dir}\ndata:\n  source: {data}\n  max_length: 256\n"
                  "loops:\n  sampler: fixed\n  num_loops: 2\nreg:\n  kind: none\n"
-                 "train:\n  steps: 2\n  micro_batch_size: 2\n  grad_accum: 1\n  threads: 1\n  log_every: 1\n")
+                 "train:\n  steps: 2\n  batch_size: 2\n  threads: 1\n  log_every: 1\n")
     assert cli(["finetune", "--config", str(y), "--out", str(tmp_path / "run"), "--no-progress",
                 "--set", "train.lr=1e-4"]) == 0
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

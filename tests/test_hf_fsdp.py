@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from looplm.hf.testing import math_problems, save_tiny_base, tiny_chat_tokenizer, write_jsonl  # noqa: E402
+from .hf_fixtures import math_problems, save_tiny_base, tiny_chat_tokenizer, write_jsonl  # noqa: E402
 
 
 def finetune(cfg, out, strategy, steps, resume=False):
@@ -33,10 +33,10 @@ def test_fsdp_matches_ddp_with_jsrr_and_resumes(tmp_path):
     data = write_jsonl(math_problems(16), tmp_path / "math.jsonl")
     cfg = tmp_path / "stars.yaml"
     # constant lr (min_lr = lr), so a run stopped after step 1 and resumed follows the 2-step run exactly;
-    # grad_accum 2 exercises skipping the gradient reduction on the first micro-batch.
+    # 2 micro-batches per rank exercise skipping the gradient reduction on the first one.
     cfg.write_text(f"model:\n  name_or_path: {tmp_path / 'base'}\ndata:\n  source: {data}\n  max_length: 256\n"
                    "loops:\n  max_loops: 6\nreg:\n  kind: jsrr\n  weight: 0.1\n  start_step: 0\n"
-                   "train:\n  micro_batch_size: 1\n  grad_accum: 2\n  lr: 3.0e-3\n  min_lr: 3.0e-3\n"
+                   "train:\n  batch_size: 4\n  micro_batch_size: 1\n  lr: 3.0e-3\n  min_lr: 3.0e-3\n"
                    "  log_every: 1\n  threads: 1\n")
     ddp = finetune(cfg, tmp_path / "ddp", "ddp", 2)
     finetune(cfg, tmp_path / "fsdp", "fsdp", 1)

@@ -13,7 +13,8 @@ from lm_eval.tasks import TaskManager  # noqa: E402
 
 from looplm.cli import main as cli  # noqa: E402
 from looplm.hf.lm_eval_adapter import LoopedLM  # noqa: E402
-from looplm.hf.testing import (  # noqa: E402
+
+from .hf_fixtures import (  # noqa: E402
     math_problems,
     tiny_chat_tokenizer,
     tiny_ouro,

@@ -8,7 +8,7 @@ pytest.importorskip("transformers")
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 from looplm import checkpoint as ckpt  # noqa: E402
-from looplm.evaluate import generate  # noqa: E402
+from looplm.generate import generate  # noqa: E402
 from looplm.hf import LooplmConfig, LooplmForCausalLM, convert_checkpoint  # noqa: E402
 from looplm.model import LoopedTransformer  # noqa: E402
 from looplm.tasks.addition import EOS, AdditionTask  # noqa: E402
@@ -54,7 +54,7 @@ def test_hf_generate_equals_looplm_generate(looplm_ckpt, tmp_path, loops):
     prompts = ["1234+5678=", "9999+1000=", "4321+8765="]  # equal lengths: one batch, no padding
     ids = [task.tok.encode(p) for p in prompts]
     new = cfg.model.max_seq_len - len(ids[0])
-    want = generate(model.eval(), ids, loops, max_new_tokens=new)
+    want = generate(model.eval(), ids, loops, max_new_tokens=new, eos_id=EOS)
     got = hf.generate(torch.tensor(ids), max_new_tokens=new, do_sample=False, num_loops=loops)
     for row, w in zip(got.tolist(), want, strict=True):
         tail = row[len(ids[0]) :]

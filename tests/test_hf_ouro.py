@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 from looplm.hf import OuroConfig, OuroForCausalLM  # noqa: E402
 from looplm.hf.modeling_ouro import exit_distribution, expected_parameter_names  # noqa: E402
+from looplm.looped import phi  # noqa: E402
 from looplm.model import twice_differentiable  # noqa: E402
 from looplm.regularizers import jsrr, unit_probes  # noqa: E402
 
@@ -208,7 +209,8 @@ def test_jsrr_through_phi_matches_the_explicit_jacobian():
     m = tiny_model(torch.float64, scale=0.3, hidden_size=8, num_attention_heads=2, num_key_value_heads=1,
                    intermediate_size=16)
     ids = torch.randint(3, 48, (2, 4))
-    step, h0 = m.step_fn_for(ids)
+    h0, ctx = m.embed(ids)
+    step = phi(m, ctx)
     with torch.no_grad():
         h = step(step(h0))  # the state after 2 loops
     n = h[0].numel()
@@ -224,7 +226,7 @@ def test_jsrr_through_phi_matches_the_explicit_jacobian():
     for a, b in zip(torch.autograd.grad(pen, params, retain_graph=True), torch.autograd.grad(ref, params),
                     strict=True):
         torch.testing.assert_close(a, b)
-    # Φ is exactly one loop of the model: loop states are iterates of step_fn.
+    # Φ is exactly one loop of the model: loop states are iterates of phi.
     out = m.model(ids, num_loops=2, output_loop_states=True, use_cache=False)
     torch.testing.assert_close(out.loop_states[1], h)
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from looplm.config import NORM_PLACEMENTS
+from looplm.looped import phi, run_loop
 from looplm.model import LoopedTransformer, twice_differentiable
 
 from .conftest import tiny_model_config
@@ -19,10 +20,11 @@ def test_forward_shapes_and_states(placement, norm_type):
     logits, states = m(x, 5, return_states=True)
     assert logits.shape == (3, 10, 16) and len(states) == 5 and states[0].shape == (3, 10, 32)
     # The last state is the one read out, and it equals a plain 5-loop forward.
-    torch.testing.assert_close(m.readout(states[-1]), logits)
+    _, ctx = m.embed(x)
+    torch.testing.assert_close(m.readout(states[-1], ctx), logits)
     torch.testing.assert_close(m(x, 5), logits)
     # State t+1 is one application of Φ to state t.
-    torch.testing.assert_close(m.core_step(states[2]), states[3])
+    torch.testing.assert_close(m.step(states[2], ctx), states[3])
 
 
 def test_external_norm_bounds_the_state_and_internal_does_not():
@@ -53,10 +55,9 @@ def test_prelude_coda_injection_and_deepnorm_change_the_function():
         assert out.shape == (3, 10, 16) and torch.isfinite(out).all()
         assert not torch.allclose(out, base(x, 3)), kw
     inj = LoopedTransformer(tiny_model_config(injection="add")).eval()
-    e = inj.embed(x)
-    torch.testing.assert_close(inj.core_step(e, e), inj.core[0](e + e))
-    with pytest.raises(ValueError, match="injection"):
-        inj.core_step(e)
+    e, ctx = inj.embed(x)
+    torch.testing.assert_close(ctx.e, e)  # the prelude output is what every loop adds
+    torch.testing.assert_close(inj.step(e, ctx), inj.core[0](e + e))
 
 
 def test_causal():
@@ -80,14 +81,14 @@ def test_bad_inputs():
 def test_truncated_backprop_and_checkpointing():
     x = ids()
     m = LoopedTransformer(tiny_model_config())
-    e = m.embed(x)
-    full = m.readout(m.loop(e, e, 6)).sum()
-    ckpt = m.readout(m.loop(e, e, 6, checkpoint_loops=True)).sum()
+    e, ctx = m.embed(x)
+    full = m.readout(run_loop(m, e, ctx, 6), ctx).sum()
+    ckpt = m.readout(run_loop(m, e, ctx, 6, checkpoint=True), ctx).sum()
     g_full = torch.autograd.grad(full, m.core[0].mlp.f.up.weight)[0]
     g_ckpt = torch.autograd.grad(ckpt, m.core[0].mlp.f.up.weight)[0]
     torch.testing.assert_close(g_full, g_ckpt)  # checkpointing recomputes, it does not approximate
-    trunc = m.readout(m.loop(e, e, 6, backprop_loops=2))
-    torch.testing.assert_close(trunc.detach(), m.readout(m.loop(e, e, 6)).detach())  # same values
+    trunc = m.readout(run_loop(m, e, ctx, 6, backprop_loops=2), ctx)
+    torch.testing.assert_close(trunc.detach(), m.readout(run_loop(m, e, ctx, 6), ctx).detach())  # same values
     g_trunc = torch.autograd.grad(trunc.sum(), m.core[0].mlp.f.up.weight)[0]
     assert not torch.allclose(g_trunc, g_full)  # but the gradient sees only the last 2 loops
 
@@ -96,7 +97,8 @@ def test_double_backward_through_attention():
     m = LoopedTransformer(tiny_model_config())
     h = torch.randn(2, 8, 32, requires_grad=True)
     v = torch.randn(2, 8, 32)
+    _, ctx = m.embed(ids(B=2, T=8))
     with twice_differentiable():
-        (g,) = torch.autograd.grad(m.core_step(h), h, v, create_graph=True)
+        (g,) = torch.autograd.grad(phi(m, ctx)(h), h, v, create_graph=True)
         (gw,) = torch.autograd.grad(g.pow(2).sum(), m.core[0].attn.f.qkv.weight)
     assert torch.isfinite(gw).all() and gw.abs().sum() > 0

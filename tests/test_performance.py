@@ -20,9 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from looplm.config import load_config
-from looplm.evaluate import generate, generate_cached, sweep
-from looplm.model import LoopedTransformer, twice_differentiable
-from looplm.regularizers import core_jvp, jsrr, jsrr_fast, regularized_loop, supports_fast_jvp
+from looplm.evaluate import sweep
+from looplm.generate import generate, generate_cached
+from looplm.looped import phi
+from looplm.model import Context, LoopedTransformer, twice_differentiable
+from looplm.objective import regularized_loop
+from looplm.regularizers import core_jvp, jsrr, jsrr_fast, supports_fast_jvp
 from looplm.tasks.addition import EOS, make_batch
 from looplm.train import train
 
@@ -67,9 +70,10 @@ def test_core_jvp_matches_the_explicit_jacobian(kw):
     e = torch.randn(B, T, D, dtype=torch.float64)
     v = torch.randn(B, T, D, dtype=torch.float64)
     y, jv = core_jvp(m, h, v, e)
-    torch.testing.assert_close(y, m.core_step(h, e))
+    ctx = Context(e if m.cfg.injection == "add" else None)
+    torch.testing.assert_close(y, m.step(h, ctx))
     with twice_differentiable():
-        ref = explicit_jv(m.step_fn(e), h, v)
+        ref = explicit_jv(phi(m, ctx), h, v)
     torch.testing.assert_close(jv.reshape(B, -1), ref)
     # The penalty's parameter gradients (second derivatives of Φ) agree too.
     ps = list(m.core.parameters())
@@ -81,7 +85,7 @@ def test_jsrr_fast_equals_jsrr_and_subsamples_honestly():
     m = perturbed(d_model=16, n_heads=2, d_ff=32)
     h = torch.randn(6, 5, 16, dtype=torch.float64)
     with twice_differentiable():
-        ref = jsrr(m.step_fn(None), h, torch.Generator().manual_seed(4))
+        ref = jsrr(phi(m, Context(None)), h, torch.Generator().manual_seed(4))
     got = jsrr_fast(m, h, None, torch.Generator().manual_seed(4))
     torch.testing.assert_close(got, ref)
     ps = list(m.core.parameters())
@@ -90,14 +94,15 @@ def test_jsrr_fast_equals_jsrr_and_subsamples_honestly():
     # samples=k is the same penalty over the first k samples, with their own probes.
     sub = jsrr_fast(m, h, None, torch.Generator().manual_seed(4), samples=2)
     with twice_differentiable():
-        torch.testing.assert_close(sub, jsrr(m.step_fn(None), h[:2], torch.Generator().manual_seed(4)))
+        torch.testing.assert_close(sub, jsrr(phi(m, Context(None)), h[:2], torch.Generator().manual_seed(4)))
 
 
 def _loss_and_grads(m, ids, n, at, impl, samples=0, bp=0, ck=False):
     reg = types.SimpleNamespace(kind="jsrr", impl=impl, samples=samples, power_iters=1)
-    e = m.embed(ids)
-    h, pen = regularized_loop(m, e, n, at, reg, torch.Generator().manual_seed(3), bp, ck)
-    ce = m.readout(h).logsumexp(-1).mean()  # any function of the final state stands in for the CE
+    e, ctx = m.embed(ids)
+    h, pen = regularized_loop(m, e, ctx, n, at, reg, torch.Generator().manual_seed(3), backprop_loops=bp,
+                              checkpoint=ck)
+    ce = m.readout(h, ctx).logsumexp(-1).mean()  # any function of the final state stands in for the CE
     loss = 0.9 * ce + 0.1 * pen
     return pen.detach(), grads(loss, list(m.parameters()))
 
@@ -131,8 +136,8 @@ def test_fused_penalty_does_not_reach_the_trajectory():
     """The penalty alone (no CE) must give h(t-1), and so the embeddings, no gradient at all."""
     m = perturbed(seed=2, d_model=16, n_heads=2, d_ff=32)
     reg = types.SimpleNamespace(kind="jsrr", impl="auto", samples=0, power_iters=1)
-    e = m.embed(torch.randint(2, 14, (3, 6)))
-    _, pen = regularized_loop(m, e, 4, 3, reg, torch.Generator().manual_seed(0))
+    e, ctx = m.embed(torch.randint(2, 14, (3, 6)))
+    _, pen = regularized_loop(m, e, ctx, 4, 3, reg, torch.Generator().manual_seed(0))
     pen.backward()
     assert m.tok_emb.weight.grad is None or m.tok_emb.weight.grad.abs().max() == 0
     assert m.core[0].mlp.f.up.weight.grad.abs().sum() > 0
@@ -178,13 +183,13 @@ def test_kv_cached_generation_equals_full_recompute(kw):
     m = sharp(**kw)
     ps = prompts_()
     for d in (1, 4, 9):
-        plain = generate(m, ps, d, 8)
-        cached, loops = generate_cached(m, ps, d, 8)
+        plain = generate(m, ps, d, 8, eos_id=EOS)
+        cached, loops = generate_cached(m, ps, d, 8, eos_id=EOS)
         assert cached == plain
-        assert generate(m, ps, d, 8, use_cache=True) == plain
+        assert generate(m, ps, d, 8, eos_id=EOS, use_cache=True) == plain
         assert all(x == d for row in loops for x in row)
         # An exit rule that can never fire changes nothing.
-        assert generate_cached(m, ps, d, 8, exit_tol=0.0, exit_stable=10**6)[0] == plain
+        assert generate_cached(m, ps, d, 8, eos_id=EOS, exit_tol=0.0, exit_stable=10**6)[0] == plain
 
 
 def reference_exit_decode(m, prompt, cap, stable, max_new):
@@ -198,7 +203,7 @@ def reference_exit_decode(m, prompt, cap, stable, max_new):
     seq, depth, out, used = list(prompt), {}, [], []
     for _ in range(max_new):
         T = len(seq)
-        h = m.embed(torch.tensor([seq]))
+        h, ctx = m.embed(torch.tensor([seq]))
         deciding = [p for p in range(T) if p not in depth]
         latest: dict[int, tuple] = {}
         exited, run, prev, d_new = False, 0, None, cap
@@ -216,7 +221,7 @@ def reference_exit_decode(m, prompt, cap, stable, max_new):
             z = z + blk.mlp.f(blk.mlp.n_in(z))
             h = torch.where(torch.tensor(live).view(1, T, 1), z, h)
             if not exited:
-                arg = int(m.readout(h)[0, -1].argmax())
+                arg = int(m.readout(h, ctx)[0, -1].argmax())
                 run = run + 1 if prev is not None and arg == prev else 0
                 prev = arg
                 if run >= stable:
@@ -224,7 +229,7 @@ def reference_exit_decode(m, prompt, cap, stable, max_new):
         for p in deciding:
             depth[p] = d_new
         used.append(d_new)
-        tok = int(m.readout(h)[0, -1].argmax())
+        tok = int(m.readout(h, ctx)[0, -1].argmax())
         if tok == EOS:
             break
         out.append(tok)
@@ -236,7 +241,7 @@ def reference_exit_decode(m, prompt, cap, stable, max_new):
 def test_exit_rule_in_cached_generation_matches_an_uncached_reference():
     m = sharp(seed=3)
     ps = [p for p in prompts_(40, seed=5) if len(p) == 5][:8]  # one length: one lockstep group
-    outs, loops = generate_cached(m, ps, 12, 6, exit_stable=2)
+    outs, loops = generate_cached(m, ps, 12, 6, eos_id=EOS, exit_stable=2)
     assert any(x < 12 for row in loops for x in row), "the rule never fired: the test would be vacuous"
     assert len({x for row in loops for x in row}) > 1
     for p, o, lo in zip(ps, outs, loops, strict=True):
@@ -247,16 +252,16 @@ def test_exit_rule_in_cached_generation_matches_an_uncached_reference():
 def test_exit_tolerance_extremes():
     m = sharp(seed=4)
     ps = prompts_(6)
-    _, loops = generate_cached(m, ps, 7, 4, exit_tol=1e9)  # always below: exit after the first loop
+    _, loops = generate_cached(m, ps, 7, 4, eos_id=EOS, exit_tol=1e9)  # always below: exit after the first loop
     assert all(x == 1 for row in loops for x in row)
-    _, loops = generate_cached(m, ps, 7, 4, exit_tol=0.0)  # never: the cap
+    _, loops = generate_cached(m, ps, 7, 4, eos_id=EOS, exit_tol=0.0)  # never: the cap
     assert all(x == 7 for row in loops for x in row)
 
 
 def test_sweep_exit_rule_agrees_with_the_depth_matrix():
     m = sharp(seed=5)
     ps = prompts_(30, seed=2)
-    greedy = generate(m, ps, 3, 5)
+    greedy = generate(m, ps, 3, 5, eos_id=EOS)
     batch = make_batch([p + g + [EOS] for p, g in zip(ps, greedy, strict=True)], [len(p) for p in ps])
     depths = list(range(1, 11))
     for kw in (dict(exit_stable=2), dict(exit_tol=0.05), dict(exit_stable=1, exit_tol=0.01)):

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from looplm.model import LoopedTransformer, twice_differentiable
+from looplm.looped import phi
+from looplm.model import Context, LoopedTransformer, twice_differentiable
 from looplm.regularizers import (
     fixed_point_residual,
     hutchinson,
     jsrr,
     jsrr_release,
     penalty,
-    power_iteration_rho,
     power_penalty,
     unit_probes,
 )
@@ -48,7 +48,7 @@ def gen(seed=0):
 
 def test_jsrr_value_and_gradient_match_explicit_jacobian(model):
     h = torch.randn(B, T, D, dtype=torch.float64)
-    step = model.step_fn(None)
+    step = phi(model, Context(None))
     with twice_differentiable():
         got = jsrr(step, h, gen(1))
         v = unit_probes(h.shape, gen(1), h.device, h.dtype).reshape(B, -1)
@@ -61,9 +61,9 @@ def test_jsrr_value_and_gradient_match_explicit_jacobian(model):
 
 def test_jsrr_gradient_reaches_loop_params_not_the_state(model):
     h0 = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
-    h = model.core_step(h0)  # a trajectory leading to h
+    h = phi(model, Context(None))(h0)  # a trajectory leading to h
     with twice_differentiable():
-        pen = jsrr(model.step_fn(None), h, gen())
+        pen = jsrr(phi(model, Context(None)), h, gen())
     pen.backward()
     assert h0.grad is None  # taken at the detached state
     assert model.core[0].mlp.f.up.weight.grad.abs().sum() > 0
@@ -72,7 +72,7 @@ def test_jsrr_gradient_reaches_loop_params_not_the_state(model):
 
 def test_release_variant_is_a_global_vjp(model):
     h = torch.randn(B, T, D, dtype=torch.float64)
-    step = model.step_fn(None)
+    step = phi(model, Context(None))
     with twice_differentiable():
         got = jsrr_release(step, h, gen(2))
         v = torch.randn(h.shape, generator=gen(2), dtype=torch.float32).double()
@@ -84,7 +84,7 @@ def test_release_variant_is_a_global_vjp(model):
 
 def test_hutchinson_and_residual_and_power(model):
     h = torch.randn(B, T, D, dtype=torch.float64)
-    step = model.step_fn(None)
+    step = phi(model, Context(None))
     with twice_differentiable():
         Js = per_sample_jacobians(step, h).detach()
         eps = torch.randn(h.shape, generator=gen(3), dtype=torch.float32).double().reshape(B, -1)
@@ -111,7 +111,39 @@ def test_power_iteration_finds_a_known_real_spectral_radius():
     A = S @ torch.diag(lam) @ torch.linalg.inv(S)
     step = lambda h: torch.einsum("ij,btj->bti", A, h)
     h = torch.randn(2, 1, n, dtype=torch.float64)
-    rho = power_iteration_rho(step, h, iters=200, generator=gen())
-    torch.testing.assert_close(rho, torch.full((2,), 1.7, dtype=torch.float64), rtol=1e-6, atol=0)
     pen, _ = power_penalty(step, h, gen(), iters=200)
     assert abs(pen.item() - 1.7**2) < 1e-6
+
+
+def test_a_mask_gives_each_padded_sample_its_unpadded_penalty(model):
+    """With right padding and a real-token mask, every estimator's per-sample term equals that of the sample
+    alone, unpadded, with the same probe (causal attention: real tokens never see the padding after them)."""
+    lens = [5, 3, 4]
+    h = torch.randn(B, T, D, dtype=torch.float64)
+    mask = torch.arange(T)[None, :] < torch.tensor(lens)[:, None]
+    m = mask[..., None].double()
+    step = phi(model, Context(None))
+    alone = [h[i : i + 1, :n] for i, n in enumerate(lens)]
+    with twice_differentiable():
+        v = unit_probes(h.shape, gen(7), h.device, h.dtype, m)  # the probes jsrr and power draw
+        eps = torch.randn(h.shape, generator=gen(7), dtype=torch.float32).double() * m  # hutchinson's
+        want = {
+            "jsrr": [jv_sq(step, x, v[i : i + 1, :n]) for i, (x, n) in enumerate(zip(alone, lens, strict=True))],
+            "hutchinson": [jv_sq(step, x, eps[i : i + 1, :n]) / (n * D)
+                           for i, (x, n) in enumerate(zip(alone, lens, strict=True))],
+            "residual": [(step(x) - x).pow(2).sum() for x in alone],
+        }
+        for kind, rows in want.items():
+            torch.testing.assert_close(penalty(kind, step, h, gen(7), mask=mask), torch.stack(rows).mean(), msg=kind)
+        # Two power steps: the same as each sample alone, started from its masked probe.
+        pw = torch.stack([power_penalty(step, x, iters=2, v0=v[i : i + 1, :n])[0]
+                          for i, (x, n) in enumerate(zip(alone, lens, strict=True))]).mean()
+        torch.testing.assert_close(penalty("power", step, h, gen(7), power_iters=2, mask=mask), pw)
+        # A mask of ones changes nothing.
+        torch.testing.assert_close(jsrr(step, h, gen(8), torch.ones(B, T, dtype=torch.bool)), jsrr(step, h, gen(8)))
+
+
+def jv_sq(step, h, v):
+    """||J v||² for one sample from its explicit Jacobian."""
+    Js = per_sample_jacobians(step, h)
+    return torch.einsum("bij,bj->bi", Js, v.reshape(1, -1)).pow(2).sum()

@@ -59,25 +59,17 @@ def _last_logged_step(metrics: Path, cache: dict | None = None) -> int:
 
 
 
-@POSIX_ONLY
-def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(tmp_path):
-    """`looplm train --resume` as a subprocess, SIGKILLed at seeded random steps (and random moments within a step,
-    often inside a checkpoint save), relaunched each time with the same command: the final weights, optimizer
-    state, history checkpoint and metrics log equal those of an uninterrupted run, bit for bit."""
-    cfg = load_config("addition-stars", KILL_SETS)
-    ref = train(cfg, tmp_path / "ref", progress=False)
-
-    run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "looplm", "train", "--config", "addition-stars", "--out", str(run), "--resume",
-           "--no-progress"] + [a for s in KILL_SETS for a in ("--set", s)]
-    rng = random.Random(KILL_SEED)
-    targets = sorted(rng.sample(range(1, KILL_STEPS - 4), N_KILLS))
+def kill_and_resume(cmd: list[str], run: Path, steps: int, n_kills: int, seed: int, logs: Path) -> list[dict]:
+    """Launch `cmd` (a `--resume` command writing `run`), SIGKILL it at seeded random steps (and random moments
+    within a step, often inside a checkpoint save), relaunch it each time, and let the last launch finish."""
+    rng = random.Random(seed)
+    targets = sorted(rng.sample(range(1, steps - 4), n_kills))
     kills, seen, launches = [], 0, 0
     for target in [*targets, None]:
         launches += 1
-        with (tmp_path / f"log{launches}.txt").open("w") as log:
+        with (logs / f"log{launches}.txt").open("w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV)
-            deadline, cache = time.monotonic() + 120, {}
+            deadline, cache = time.monotonic() + 180, {}
             try:
                 while target is not None and proc.poll() is None:
                     assert time.monotonic() < deadline, "training subprocess hung"
@@ -91,7 +83,7 @@ def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(tmp_path):
                 if proc.poll() is None:
                     proc.kill()
         if target is None:
-            assert rc == 0, (tmp_path / f"log{launches}.txt").read_text()
+            assert rc == 0, (logs / f"log{launches}.txt").read_text()
             break
         if rc == 0:  # finished before the kill landed: nothing left to kill
             break
@@ -100,17 +92,61 @@ def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(tmp_path):
         ck = run / "checkpoint"
         kills.append({"logged": seen, "checkpoint": ckpt.saved_step(ck) if ck.exists() else None,
                       "left": sorted(p.name for p in run.iterdir() if p.name.startswith(("checkpoint.", ".trash")))})
-    print(f"\n{len(kills)} SIGKILLs (seed {KILL_SEED}): {kills}")
-    assert len(kills) >= N_KILLS - 1
+    print(f"\n{len(kills)} SIGKILLs (seed {seed}): {kills}")
+    assert len(kills) >= n_kills - 1
+    return kills
 
+
+def assert_same_run(ref: Path, run: Path, steps: int) -> None:
+    """Final weights, optimizer state, history checkpoint and metrics log equal, bit for bit."""
     assert (ref / "checkpoint" / ckpt.WEIGHTS).read_bytes() == (run / "checkpoint" / ckpt.WEIGHTS).read_bytes()
     assert same_weights(ref, run)
     assert same_tensors(ckpt.load_state(ref), ckpt.load_state(run))
-    assert [s for s, _ in ckpt.history(ref)] == [s for s, _ in ckpt.history(run)] == [KILL_STEPS - 3]
+    assert [s for s, _ in ckpt.history(ref)] == [s for s, _ in ckpt.history(run)] == [steps - 3]
     assert same_weights(ckpt.history(ref)[0][1], ckpt.history(run)[0][1])
     # The log was truncated back to each checkpoint and the lost steps redone: one line per step, identical.
     assert without_timing(read_metrics(run)) == without_timing(read_metrics(ref))
-    assert [r["step"] for r in read_metrics(run)] == list(range(1, KILL_STEPS + 1))
+    assert [r["step"] for r in read_metrics(run)] == list(range(1, steps + 1))
+
+
+@POSIX_ONLY
+def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(tmp_path):
+    """`looplm train --resume` as a subprocess, SIGKILLed at random steps and relaunched each time with the same
+    command: the final weights, optimizer state, history checkpoint and metrics log equal those of an
+    uninterrupted run, bit for bit."""
+    cfg = load_config("addition-stars", KILL_SETS)
+    ref = train(cfg, tmp_path / "ref", progress=False)
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "looplm", "train", "--config", "addition-stars", "--out", str(run), "--resume",
+           "--no-progress"] + [a for s in KILL_SETS for a in ("--set", s)]
+    kill_and_resume(cmd, run, KILL_STEPS, N_KILLS, KILL_SEED, tmp_path)
+    assert_same_run(ref, run, KILL_STEPS)
+
+
+@POSIX_ONLY
+def test_sigkill_during_a_fine_tune_then_resume_is_bitwise_identical(tmp_path):
+    """The same for `looplm finetune --resume` on a tiny Ouro-architecture model: one checkpoint layout and one
+    writer, so a pretrained model's run survives kills exactly as a native one does."""
+    pytest.importorskip("transformers")
+    from .hf_fixtures import math_problems, save_tiny_base, tiny_chat_tokenizer, write_jsonl
+
+    save_tiny_base(tmp_path / "base", tiny_chat_tokenizer())
+    data = write_jsonl(math_problems(16), tmp_path / "math.jsonl")
+    steps = 15  # checkpoints every 3 steps: the history holds step 12 when the run ends
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(f"model:\n  name_or_path: {tmp_path / 'base'}\ndata:\n  source: {data}\n  max_length: 256\n"
+                   "loops:\n  max_loops: 6\nreg:\n  kind: jsrr\n  rho_every: 5\n"
+                   f"train:\n  steps: {steps}\n  batch_size: 2\n  lr: 1.0e-3\n  warmup_steps: 2\n  log_every: 1\n"
+                   "  checkpoint_every: 3\n  keep_checkpoints: 2\n  threads: 1\n")
+    ref = tmp_path / "ref"
+    base = [sys.executable, "-m", "looplm", "finetune", "--config", str(cfg), "--no-progress"]
+    subprocess.run([*base, "--out", str(ref)], check=True, env=ENV, capture_output=True, timeout=300)
+    run = tmp_path / "killed"
+    kill_and_resume([*base, "--out", str(run), "--resume"], run, steps, 3, KILL_SEED, tmp_path)
+    assert_same_run(ref, run, steps)
+    # Every file of the final checkpoint matches its manifest, and it is an HF model directory.
+    ckpt.verify(run / "checkpoint")
+    assert json.loads((run / "checkpoint" / "config.json").read_text())["model_type"] == "ouro"
 
 
 def test_crash_before_first_checkpoint_and_torn_log_line(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from looplm.checkpoint import load_model
 from looplm.evaluate import sweep
-from looplm.train import make_task
+from looplm.tasks import make_task
 
 RUN = Path(__file__).resolve().parents[1] / "models" / "addition-stars"
 

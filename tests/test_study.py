@@ -1,7 +1,7 @@
 import json
 
-from looplm import study
 from looplm.checkpoint import saved_step
+from looplm.experiments import addition as study
 from looplm.train import train
 
 TINY = ["model.d_model=32", "model.d_ff=64", "train.steps=3", "train.batch_size=8", "train.eval_every=0",
@@ -15,13 +15,12 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
             study.RunSpec("stars-s1", "STARS", "addition-stars", TINY, seed=1, n_eval=16),
             study.RunSpec("ext-curriculum-stars", "external norm", "addition-stars",
                           [*TINY, "model.norm_placement=post_sandwich"], n_eval=16)]
-    monkeypatch.setattr(study, "quick_grid", lambda: grid)
     monkeypatch.setattr(study, "DEPTHS", [1, 2, 4, 16, 100, 1000])
     monkeypatch.setattr(study, "QUICK_N", 12)
     monkeypatch.setattr(study, "DYN_DEPTHS", [1, 2, 4, 8])
     # One run stopped after 2 of its 3 steps (a session limit): the study resumes it and says so.
     train(grid[0].config(["train.steps=2"]), tmp_path / "runs" / grid[0].name, progress=False)
-    report = study.run_study(tmp_path, quick=True, progress=False)
+    report = study.run_study(tmp_path, grid, quick=True, progress=False)
     text = report.read_text()
     for name in ("fixed4-pre-layernorm", "stars", "stars-s1", "Seeds (mean ± std)", "figures/accuracy.png",
                  "kept@100", "figures/dynamics.png", "dynamics-stars.png", "Isolating the regularizer",
@@ -51,12 +50,11 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
     assert f"{resumed['train_seconds']} (from step 2) |" in text
     # A second call retrains nothing: results are read back.
     mtime = (tmp_path / "runs" / "stars" / "result.json").stat().st_mtime_ns
-    study.run_study(tmp_path, quick=True, progress=False)
+    study.run_study(tmp_path, grid, quick=True, progress=False)
     assert (tmp_path / "runs" / "stars" / "result.json").stat().st_mtime_ns == mtime
     # The full grid asks for 16 problems: the quick result is swept again from its checkpoint, not retrained.
-    monkeypatch.setattr(study, "full_grid", lambda: grid)
     log = (tmp_path / "runs" / "stars" / "metrics.jsonl").read_bytes()
-    study.run_study(tmp_path, only=["stars"], progress=False)
+    study.run_study(tmp_path, grid, only=["stars"], progress=False)
     again = json.loads((tmp_path / "runs" / "stars" / "result.json").read_text())
     assert again["n"] == 16 and again["train_seconds"] == res["train_seconds"]
     assert (tmp_path / "runs" / "stars" / "metrics.jsonl").read_bytes() == log

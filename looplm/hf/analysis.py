@@ -1,8 +1,8 @@
 """`looplm analyze` for Hugging Face looped LMs: the same per-loop diagnostics as for looplm checkpoints
 (looplm.dynamics.diagnose), on chat-formatted text instead of addition problems.
 
-Any model the Auto classes load that has looplm's four methods (embed / step_fn / loop / readout) works: the
-native Ouro model, a looplm export, a `looplm finetune` run. The answer positions (for CE, entropy and exact
+Any model the Auto classes load that implements the looped-model protocol (looplm.looped) works: the native
+Ouro model, a looplm export, a `looplm finetune` run. The answer positions (for CE, entropy and exact
 match) are the assistant tokens, located exactly as fine-tuning locates them (looplm.hf.chat).
 """
 
@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from ..tasks.addition import IGNORE, Batch
-from .data import build_examples, collate, load_records
+from ..looped import check_looped
+from ..tasks.base import Batch
+from .data import build_examples, load_records, to_batch
 
 # (prompt, response) field pairs tried in order when a record has no `messages` list.
 FIELD_PAIRS = (("problem", "solution"), ("question", "answer"), ("prompt", "response"), ("input", "output"))
-LOOPED_METHODS = ("embed", "step_fn", "loop", "readout")
 
 
 def find_model_dir(path: str | Path) -> Path | None:
@@ -47,33 +47,26 @@ def _fields(record: dict[str, Any]) -> dict[str, str]:
                      f"{', '.join(f'{p}/{r}' for p, r in FIELD_PAIRS)}; got keys {sorted(record)}")
 
 
-def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tuple[Batch, torch.Tensor, dict]:
-    """(batch, token mask (B, T) bool, stats) for the first `n` usable records of `data` (a local file or a
-    `datasets` name). batch.targets[t] is the next token where that token is an assistant target."""
+def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tuple[Batch, dict]:
+    """(batch, stats) for the first `n` usable records of `data` (a local file or a `datasets` name).
+    batch.targets[t] is the next token where that token is an assistant target; batch.mask the real tokens."""
     records = load_records(data, max_samples=0 if n <= 0 else n * 2)
     examples, stats = build_examples(records, tokenizer, max_length, **_fields(records[0]))
     examples = examples[:n]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids, labels, mask = collate(examples, pad)  # (B, T) each; labels follow HF's unshifted convention
-    targets = torch.full_like(labels, IGNORE)
-    targets[:, :-1] = labels[:, 1:]
-    batch = Batch(ids, targets, mask.sum(1))
-    return batch, mask.bool(), stats.to_json() | {"used": len(examples)}
+    return to_batch(examples, pad), stats.to_json() | {"used": len(examples)}
 
 
 def load_looped(path: str | Path, device: torch.device) -> tuple[Any, Any]:
     """(model, tokenizer) from an HF model directory, in float32 (the Jacobian estimates want the precision)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .finetune import load_pretrained, load_tokenizer
 
-    from .registry import register
-
-    register()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
-    missing = [m for m in LOOPED_METHODS if not callable(getattr(model, m, None))]
-    if missing:
-        raise ValueError(f"{path}: {type(model).__name__} is not a looped model looplm can analyze (no "
-                         f"{', '.join(missing)}); looplm analyzes Ouro, looplm exports and looplm finetune runs")
-    return model, AutoTokenizer.from_pretrained(path)
+    model = load_pretrained(str(path)).to(device)
+    try:
+        check_looped(model)
+    except TypeError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return model, load_tokenizer(str(path))
 
 
 def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int, device: torch.device,
@@ -85,8 +78,8 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int, de
         raise ValueError("analyzing an HF model needs --data: a JSONL/JSON/parquet file or a datasets name whose "
                          "records have `messages` or question/answer-style fields")
     model, tok = load_looped(path, device)
-    batch, mask, stats = text_batch(tok, data, n, max_length)
-    res = diagnose(model, batch, depths, token_mask=mask, **diagnose_kw)
+    batch, stats = text_batch(tok, data, n, max_length)
+    res = diagnose(model, batch, depths, **diagnose_kw)
     cfg = model.config
     res.update({"checkpoint": str(path), "data": str(data), "data_stats": stats, "train_loops": [],
                 "label": Path(path).resolve().name if Path(path).name != "checkpoint"

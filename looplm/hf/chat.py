@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-IGNORE = -100
+from ..tasks.base import IGNORE
 
 # ChatML, the format of Ouro's chat template: every turn is <|im_start|>role\ncontent<|im_end|>\n.
 # `data.chat_template: chatml` selects it for tokenizers that ship without a template.

@@ -14,9 +14,11 @@ COMMANDS = ("finetune", "export-hf", "eval-lm")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    f = sub.add_parser("finetune", help="STARS fine-tuning of a pretrained looped LM (Ouro) on chat data [hf]")
+    f = sub.add_parser("finetune", help="STARS fine-tuning of a pretrained looped LM (Ouro) on chat data [hf]; "
+                       "the same trainer as `looplm train`")
     f.add_argument("--config", required=True,
-                   help="YAML file or fine-tuning preset (ouro-math-stars = configs/ouro-math-stars.yaml)")
+                   help="YAML file or preset (ouro-math-stars = looplm/presets/ouro-math-stars.yaml) whose model "
+                        "section names a pretrained model (model.name_or_path)")
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     f.add_argument("--out", required=True, help="run directory")
     f.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -52,10 +54,15 @@ def require_hf(what: str) -> None:
 def run(args: argparse.Namespace) -> None:
     require_hf(args.cmd)
     if args.cmd == "finetune":
-        from .finetune import finetune, load_finetune_config
+        from ..config import ConfigError, load_config
+        from ..train import fit
 
-        cfg = load_finetune_config(args.config, args.overrides)
-        out = finetune(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+        cfg = load_config(args.config, args.overrides)
+        if cfg.kind != "hf":
+            raise ConfigError("model.name_or_path: `looplm finetune` starts from a pretrained HF model; this config "
+                              "describes looplm's own model (train it with `looplm train`, or fine-tune a looplm run "
+                              "with train.init_from)")
+        out = fit(cfg, args.out, resume=args.resume, progress=not args.no_progress)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"run written to {out}")
     elif args.cmd == "export-hf":

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from .chat import IGNORE, Encoded, encode_chat, to_messages
+from ..tasks.base import IGNORE, Batch
+from .chat import Encoded, encode_chat, to_messages
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -144,6 +145,37 @@ def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.T
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
     return ids, labels, mask
+
+
+def to_batch(examples: list[Encoded], pad_id: int) -> Batch:
+    """Examples as a looplm Batch: next-token targets on assistant tokens (labels shifted left by one)."""
+    ids, labels, mask = collate(examples, pad_id)
+    targets = torch.full_like(labels, IGNORE)
+    targets[:, :-1] = labels[:, 1:]
+    return Batch(ids, targets, mask.bool())
+
+
+class ChatTask:
+    """Tokenized chat examples as a looplm task: global batch k of the run is examples k·n .. k·n + n - 1 of
+    the concatenated epochs, each epoch in its own seeded order, so a resumed run (and every rank) knows its
+    data from the step count alone."""
+
+    def __init__(self, examples: list[Encoded], pad_id: int, seed: int):
+        self.examples, self.pad_id, self.seed = examples, pad_id, seed
+        self.size = len(examples)
+        self._order: tuple[int, list[int]] | None = None
+
+    def _example(self, k: int) -> Encoded:
+        ep = k // self.size
+        if self._order is None or self._order[0] != ep:
+            self._order = (ep, epoch_order(self.size, self.seed, ep))
+        return self.examples[self._order[1][k % self.size]]
+
+    def train_batch(self, n: int, gen: torch.Generator | None = None, step: int = 0) -> Batch:
+        return to_batch([self._example(step * n + i) for i in range(n)], self.pad_id)
+
+    def held_out(self, n: int) -> Batch | None:
+        return None  # fine-tuning data has no held-out split here; lm-eval scores the run
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

@@ -95,29 +95,14 @@ def depth_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_depths(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    import matplotlib
+    """Each task/metric against the loop count (looplm.plots.plot_accuracy, on the lm-eval scores)."""
+    from ..plots import plot_accuracy
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
     depths = [r["loops"] for r in rows]
     series = sorted({(t, m) for r in rows for t, ms in r["metrics"].items() for m in ms})
-    for t, m in series:
-        ax.plot(depths, [r["metrics"].get(t, {}).get(m, float("nan")) for r in rows], marker="o", label=f"{t} {m}")
-    if depths and max(depths) / max(1, min(depths)) >= 8:
-        ax.set_xscale("log", base=2)
-    ax.set_xticks(depths, [str(d) for d in depths])
-    ax.set_xlabel("loops at inference")
-    ax.set_ylabel("score")
-    ax.set_title(title or "lm-eval at each loop count")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    curves = [{"depths": depths, "label": f"{t} {m}",
+               "accuracy": [r["metrics"].get(t, {}).get(m, float("nan")) for r in rows]} for t, m in series]
+    return plot_accuracy(curves, path, title or "lm-eval at each loop count", ylabel="score (%)")
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 
 from ..config import ConfigError, ModelConfig
+from ..looped import run_loop
 from ..model import LoopedTransformer
 from .modeling_ouro import OuroCausalLMOutput
 
@@ -77,28 +78,22 @@ class LooplmForCausalLM(PreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: torch.nn.Embedding) -> None:
         self.model.tok_emb = value
 
-    def step_fn_for(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """(Φ, h(0)) for a batch, as OuroForCausalLM.step_fn_for."""
-        e = self.model.embed(input_ids)
-        return self.model.step_fn(e), e
+    # The looped-model protocol (looplm.looped), delegated to the LoopedTransformer.
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        return self.model.embed(input_ids, attention_mask)
 
-    # LoopedTransformer's interface, delegated (the trainers and looplm.dynamics drive models through it).
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(input_ids)
+    def step(self, h: torch.Tensor, ctx, loop: int = 0) -> torch.Tensor:
+        return self.model.step(h, ctx, loop)
 
-    def step_fn(self, e: torch.Tensor | None):
-        return self.model.step_fn(e)
+    def readout(self, h: torch.Tensor, ctx) -> torch.Tensor:
+        return self.model.readout(h, ctx)
 
-    def loop(self, h: torch.Tensor, e: torch.Tensor | None, num_loops: int, backprop_loops: int = 0,
-             checkpoint_loops: bool = False, keep=None) -> torch.Tensor:
-        return self.model.loop(h, e, num_loops, backprop_loops, checkpoint_loops, keep)
-
-    def readout(self, h: torch.Tensor) -> torch.Tensor:
-        return self.model.readout(h)
+    def loop_units(self) -> list[torch.nn.Module]:
+        return self.model.loop_units()
 
     @property
-    def readout_is_pointwise(self) -> bool:
-        return self.config.n_coda == 0  # coda blocks attend across positions
+    def pointwise_readout(self) -> bool:
+        return self.model.pointwise_readout
 
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                                       num_loops: int | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -119,8 +114,11 @@ class LooplmForCausalLM(PreTrainedModel, GenerationMixin):
                 raise ValueError("LooplmForCausalLM supports right padding only (learned absolute positions); "
                                  "decode left-padded prompts one length at a time")
         n = int(num_loops) if num_loops is not None else int(self.config.num_loops)
-        logits, states = self.model(input_ids, n, return_states=True)
-        loop_logits = tuple(self.model.readout(h) for h in states) if output_loop_logits else None
+        h0, ctx = self.model.embed(input_ids)
+        states: list[torch.Tensor] = []
+        h = run_loop(self.model, h0, ctx, n, keep=(lambda t, s: states.append(s)) if output_loop_logits else None)
+        logits = self.model.readout(h, ctx)
+        loop_logits = tuple(self.model.readout(s, ctx) for s in states) if output_loop_logits else None
         if logits_to_keep:
             logits = logits[:, -logits_to_keep:]
         loss = None
@@ -134,14 +132,15 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
                        eos_token_id: int | None = None, pad_token_id: int | None = None) -> Path:
     """Write a looplm checkpoint (run directory or its checkpoint/ folder) as an HF model directory.
 
-    The default loop count is the checkpoint's `loops.num_loops`; EOS/PAD default to the addition task's ids.
+    The default loop count is the checkpoint's `loops.num_loops`; EOS/PAD default to its task's ids.
     """
     from .. import checkpoint as ckpt
-    from ..tasks.addition import EOS, PAD
+    from ..tasks import make_task
 
     model, cfg = ckpt.load_model(checkpoint, "cpu")
-    eos = EOS if eos_token_id is None else eos_token_id
-    pad = PAD if pad_token_id is None else pad_token_id
+    task = make_task(cfg)
+    eos = task.eos_id if eos_token_id is None else eos_token_id
+    pad = task.pad_id if pad_token_id is None else pad_token_id
     hf_cfg = LooplmConfig.from_model_config(cfg.model, num_loops=num_loops or cfg.loops.num_loops,
                                             eos_token_id=eos, pad_token_id=pad)
     hf = LooplmForCausalLM(hf_cfg)
@@ -152,11 +151,3 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
     hf.save_pretrained(out)
     return out
 
-
-def _register() -> None:
-    from .registry import register_model
-
-    register_model(LooplmConfig, LooplmForCausalLM)
-
-
-_register()

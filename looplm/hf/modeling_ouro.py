@@ -5,7 +5,7 @@ Architecture (docs/hf.md records how each point was checked):
 - token embedding -> h(0); no input injection, no prelude or coda;
 - one loop Φ = the whole stack of `num_hidden_layers` decoder layers followed by the final RMSNorm; the
   normalized state feeds the next loop, so h(t) = Φ(h(t-1)) and logits(t) = lm_head(h(t)) with no further norm;
-- decoder layer ("sandwich" RMSNorm, pre_sandwich in DESIGN.md §1): x + N2(attn(N1(x))), then x + N4(mlp(N3(x)))
+- decoder layer ("sandwich" RMSNorm, pre_sandwich in docs/method.md): x + N2(attn(N1(x))), then x + N4(mlp(N3(x)))
   with N1..N4 = input_layernorm, input_layernorm_2, post_attention_layernorm, post_attention_layernorm_2;
 - attention: bias-free q/k/v/o projections, grouped KV heads when `num_key_value_heads` < heads, RoPE on q and k
   (rotate-half convention), scale head_dim^-0.5, causal;
@@ -13,14 +13,14 @@ Architecture (docs/hf.md records how each point was checked):
 - early-exit gate: Linear(hidden, 1) with bias, applied to the normalized state after every loop;
 - KV cache: one slot per (loop, layer), slot = loop * num_hidden_layers + layer.
 
-Our additions: the loop count is a call argument (`num_loops`, default `config.total_ut_steps`); the one-loop map
-Φ is exposed (`OuroModel.step_fn`) so `looplm.regularizers` and `looplm.dynamics` apply unchanged; per-loop
-states and logits can be returned; left padding gets correct positions.
+Our additions: the loop count is a call argument (`num_loops`, default `config.total_ut_steps`); the model
+implements looplm's looped-model protocol (`embed` / `step` = Φ / `readout`, looplm.looped), so looplm's trainer,
+penalties and diagnostics drive it unchanged; per-loop states and logits can be returned; left padding gets
+correct positions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -34,6 +34,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
+from ..looped import run_loop
 from .configuration_ouro import OuroConfig, rope_settings
 
 # Attribute set on a KV cache the first time it is filled: the loop count its slots were laid out for.
@@ -74,14 +75,17 @@ class OuroMLP(nn.Module):
 
 
 class LoopContext(NamedTuple):
-    """Everything one loop needs besides the state: rotary tables and the attention mask, shared by all loops.
+    """Everything one loop needs besides the state: rotary tables, the attention mask and the KV cache, shared by
+    all loops.
 
     `mask` is a boolean (B, 1, T, K) "may attend" mask, or None for plain causal attention over the T tokens.
+    The cache has one slot per (loop, layer): loop * num_hidden_layers + layer.
     """
 
     cos: torch.Tensor  # (B or 1, T, head_dim)
     sin: torch.Tensor
     mask: torch.Tensor | None
+    cache: Cache | None = None
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +107,7 @@ class OuroAttention(nn.Module):
         self.v_proj = nn.Linear(h, self.num_kv_heads * d, bias=False)
         self.o_proj = nn.Linear(self.num_heads * d, h, bias=False)
 
-    def forward(self, x: torch.Tensor, ctx: LoopContext, cache: Cache | None = None, slot: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: LoopContext, slot: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -111,8 +115,8 @@ class OuroAttention(nn.Module):
         cos, sin = ctx.cos.unsqueeze(1).to(q.dtype), ctx.sin.unsqueeze(1).to(q.dtype)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
-        if cache is not None:
-            k, v = cache.update(k, v, slot)
+        if ctx.cache is not None:
+            k, v = ctx.cache.update(k, v, slot)
         if self.num_kv_heads != self.num_heads:
             rep = self.num_heads // self.num_kv_heads
             k = k.repeat_interleave(rep, dim=1)
@@ -136,8 +140,8 @@ class OuroDecoderLayer(nn.Module):
         self.post_attention_layernorm = OuroRMSNorm(config.hidden_size, eps)
         self.post_attention_layernorm_2 = OuroRMSNorm(config.hidden_size, eps)
 
-    def forward(self, x: torch.Tensor, ctx: LoopContext, cache: Cache | None = None, slot: int = 0) -> torch.Tensor:
-        x = x + self.input_layernorm_2(self.self_attn(self.input_layernorm(x), ctx, cache, slot))
+    def forward(self, x: torch.Tensor, ctx: LoopContext, slot: int = 0) -> torch.Tensor:
+        x = x + self.input_layernorm_2(self.self_attn(self.input_layernorm(x), ctx, slot))
         return x + self.post_attention_layernorm_2(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -235,7 +239,7 @@ class OuroModel(OuroPreTrainedModel):
 
     def loop_context(self, batch: int, length: int, device: torch.device, dtype: torch.dtype,
                      attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                     past_length: int = 0) -> LoopContext:
+                     past_length: int = 0, cache: Cache | None = None) -> LoopContext:
         """Rotary tables and attention mask for `length` new tokens after `past_length` cached ones.
 
         attention_mask: (B, past_length + length) with 1 for real tokens and 0 for padding. When positions are
@@ -263,7 +267,7 @@ class OuroModel(OuroPreTrainedModel):
                 # Every query may see itself: a fully masked row (a padding query) would give NaN, and NaN values
                 # leak through zero attention weights into real tokens in later layers.
                 mask = mask | (k_pos[None, :] == q_pos[:, None])[None, None]
-        return LoopContext(cos, sin, mask)
+        return LoopContext(cos, sin, mask, cache)
 
     def embed(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None
               ) -> torch.Tensor:
@@ -272,34 +276,23 @@ class OuroModel(OuroPreTrainedModel):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
 
-    def core_step(self, h: torch.Tensor, ctx: LoopContext, loop_index: int = 0, cache: Cache | None = None,
-                  checkpointing: bool | None = None) -> torch.Tensor:
+    def step(self, h: torch.Tensor, ctx: LoopContext, loop: int = 0) -> torch.Tensor:
         """One application of Φ: all decoder layers, then the final norm. (B, T, D) -> (B, T, D).
 
-        With a cache, layer l of loop `loop_index` uses slot loop_index * num_hidden_layers + l.
+        With a cache, layer l of loop `loop` uses slot loop * num_hidden_layers + l. Per-layer activation
+        checkpointing (`gradient_checkpointing_enable()`) applies in training, outside forward-mode AD: the
+        Jacobian penalties' JVP runs the layers plainly.
         """
-        use_ckpt = (self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-                    if checkpointing is None else checkpointing)
+        use_ckpt = (self.gradient_checkpointing and self.training and torch.is_grad_enabled() and ctx.cache is None
+                    and not _in_jvp(h))
         n_layers = len(self.layers)
         for i, layer in enumerate(self.layers):
-            slot = loop_index * n_layers + i
-            if use_ckpt and cache is None:
-                h = checkpoint(layer, h, ctx, None, slot, use_reentrant=False)
+            slot = loop * n_layers + i
+            if use_ckpt:
+                h = checkpoint(layer, h, ctx, slot, use_reentrant=False)
             else:
-                h = layer(h, ctx, cache, slot)
+                h = layer(h, ctx, slot)
         return self.norm(h)
-
-    def step_fn(self, ctx: LoopContext) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Φ as a function of the state alone (no cache, no checkpointing), for Jacobians and diagnostics."""
-        return lambda h: self.core_step(h, ctx, checkpointing=False)
-
-    def step_fn_for(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-                    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
-        """(Φ, h(0)) for a batch of token ids: what `looplm.regularizers` and `looplm.dynamics` take."""
-        h0 = self.embed(input_ids)
-        B, T = input_ids.shape
-        ctx = self.loop_context(B, T, h0.device, h0.dtype, attention_mask)
-        return self.step_fn(ctx), h0
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: Cache | None = None,
@@ -320,16 +313,18 @@ class OuroModel(OuroPreTrainedModel):
         h = self.embed(input_ids, inputs_embeds)
         B, T, _ = h.shape
         past = cache.get_seq_length() if cache is not None else 0
-        ctx = self.loop_context(B, T, h.device, h.dtype, attention_mask, position_ids, past)
+        ctx = self.loop_context(B, T, h.device, h.dtype, attention_mask, position_ids, past, cache)
         keep = output_loop_states or bool(output_hidden_states)
         states: list[torch.Tensor] = []
-        for t in range(n):
-            h = self.core_step(h, ctx, t, cache)
-            if keep:
-                states.append(h)
+        h = run_loop(self, h, ctx, n, keep=(lambda t, s: states.append(s)) if keep else None)
         return OuroModelOutput(
             last_hidden_state=h, loop_states=tuple(states) if keep else None,
             hidden_states=tuple(states) if output_hidden_states else None, **{_CACHE_FIELD: cache})
+
+
+def _in_jvp(x: torch.Tensor) -> bool:
+    """Whether x carries a forward-mode tangent (torch.func.jvp), where activation checkpointing cannot apply."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def exit_distribution(gate_logits: torch.Tensor) -> torch.Tensor:
@@ -366,50 +361,30 @@ class OuroForCausalLM(OuroPreTrainedModel, GenerationMixin):
     def get_decoder(self) -> OuroModel:
         return self.model
 
-    # --- the looplm interface: embed / step_fn / loop / readout --------------------------------------------
-    def step_fn_for(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-                    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
-        return self.model.step_fn_for(input_ids, attention_mask)
+    # --- the looped-model protocol (looplm.looped) -------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, LoopContext]:
+        """(B, T) ids -> (h(0), ctx). A right-padded mask needs no attention mask (causal attention never looks
+        right), so training keeps the fast causal kernels; any other padding gets the full mask and positions."""
+        h = self.model.embed(input_ids)
+        B, T = input_ids.shape
+        if attention_mask is not None:
+            m = attention_mask.bool()
+            if not bool((m[:, 1:] & ~m[:, :-1]).any()):  # ones then zeros in every row
+                attention_mask = None
+        return h, self.model.loop_context(B, T, h.device, h.dtype, attention_mask)
 
-    readout_is_pointwise = True  # readout acts on each position alone (trainers may apply it to selected rows)
+    def step(self, h: torch.Tensor, ctx: LoopContext, loop: int = 0) -> torch.Tensor:
+        return self.model.step(h, ctx, loop)
 
-    def readout(self, h: torch.Tensor) -> torch.Tensor:
+    pointwise_readout = True  # readout acts on each position alone (the trainer applies it to scored rows only)
+
+    def readout(self, h: torch.Tensor, ctx: LoopContext | None = None) -> torch.Tensor:
         """State h(t) -> logits(t). The state is already normalized (the final norm is part of Φ)."""
         return self.lm_head(h)
 
-    # The same four methods as looplm's LoopedTransformer, so `looplm.evaluate`, `looplm.dynamics` and the
-    # trainers drive either model. Positions are 0..T-1 and attention is causal: right padding only.
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(input_ids)
-
-    def _causal_context(self, h: torch.Tensor) -> LoopContext:
-        return self.model.loop_context(h.shape[0], h.shape[1], h.device, h.dtype)
-
-    def step_fn(self, e: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Φ for states shaped like `e` (Ouro has no input injection; `e` only fixes the sequence length)."""
-        return self.model.step_fn(self._causal_context(e))
-
-    def loop(self, h: torch.Tensor, e: torch.Tensor | None, num_loops: int, backprop_loops: int = 0,
-             checkpoint_loops: bool = False, keep: Callable[[int, torch.Tensor], None] | None = None
-             ) -> torch.Tensor:
-        """Apply Φ `num_loops` times from h; `keep(t, h_t)` sees each state. As LoopedTransformer.loop:
-        backprop_loops=k > 0 runs all but the last k loops without a graph; checkpoint_loops recomputes each
-        loop in backward (per-layer checkpointing, `gradient_checkpointing_enable()`, also applies)."""
-        if num_loops < 1:
-            raise ValueError(f"num_loops must be >= 1, got {num_loops}")
-        ctx = self._causal_context(h)
-        n_free = num_loops - backprop_loops if 0 < backprop_loops < num_loops else 0
-        for t in range(1, num_loops + 1):
-            if t <= n_free:
-                with torch.no_grad():
-                    h = self.model.core_step(h, ctx)
-            elif checkpoint_loops and torch.is_grad_enabled():
-                h = checkpoint(self.model.core_step, h, ctx, 0, None, False, use_reentrant=False)
-            else:
-                h = self.model.core_step(h, ctx)
-            if keep is not None:
-                keep(t, h)
-        return h
+    def loop_units(self) -> list[nn.Module]:
+        return list(self.model.layers)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: Cache | None = None,
@@ -492,11 +467,3 @@ def expected_parameter_names(config: OuroConfig) -> list[str]:
 __all__ = ["OuroConfig", "OuroModel", "OuroForCausalLM", "OuroPreTrainedModel", "LoopContext",
            "exit_distribution", "expected_parameter_names", "count_parameters"]
 
-
-def _register() -> None:
-    from .registry import register_model
-
-    register_model(OuroConfig, OuroForCausalLM, OuroModel)
-
-
-_register()

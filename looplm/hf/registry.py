@@ -1,7 +1,4 @@
-"""Register looplm's architectures with transformers' Auto classes (idempotent).
-
-Each model module registers its own classes when imported; `register()` imports both.
-"""
+"""Register looplm's architectures with transformers' Auto classes, in this one place (idempotent)."""
 
 from __future__ import annotations
 
@@ -34,4 +31,9 @@ def register_model(config_cls: type, causal_lm_cls: type, base_cls: type | None 
 
 def register() -> None:
     """Register both architectures ("ouro", "looplm")."""
-    from . import looplm_hf, modeling_ouro  # noqa: F401  (importing registers)
+    from .configuration_ouro import OuroConfig
+    from .looplm_hf import LooplmConfig, LooplmForCausalLM
+    from .modeling_ouro import OuroForCausalLM, OuroModel
+
+    register_model(OuroConfig, OuroForCausalLM, OuroModel)
+    register_model(LooplmConfig, LooplmForCausalLM)

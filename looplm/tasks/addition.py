@@ -11,14 +11,14 @@ commuted twin), whatever the seed or step count.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .base import IGNORE, Batch
+
 PAD, EOS = 0, 1
-IGNORE = -100  # cross_entropy's ignore_index
 
 
 class CharTokenizer:
@@ -45,19 +45,6 @@ class CharTokenizer:
         return "".join(out)
 
 
-@dataclass
-class Batch:
-    input_ids: torch.Tensor  # (B, T) prompt + answer + EOS, minus the last token; PAD on the right
-    targets: torch.Tensor  # (B, T) next token on answer positions (answer digits and EOS), IGNORE elsewhere
-    prompt_lens: torch.Tensor  # (B,)
-
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.input_ids.to(device), self.targets.to(device), self.prompt_lens.to(device))
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-
 def _pair_hash(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """splitmix64 of the unordered pair: a well-mixed, platform-independent uint64 per pair."""
     lo, hi = np.minimum(a, b).astype(np.uint64), np.maximum(a, b).astype(np.uint64)
@@ -77,12 +64,19 @@ def is_reserved(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class AdditionTask:
-    def __init__(self, digits: int = 4, tokenizer: CharTokenizer | None = None):
+    """The task interface (looplm.tasks): seeded training batches, a held-out split, a tokenizer."""
+
+    size = None  # generated on the fly: no epochs
+
+    def __init__(self, digits: int = 4, tokenizer: CharTokenizer | None = None, max_len: int | None = None,
+                 test_seed: int = 1234):
         if not 1 <= digits <= 9:
             raise ValueError(f"digits must be in 1..9, got {digits}")
         self.digits = digits
         self.lo, self.hi = 10 ** (digits - 1), 10**digits - 1
         self.tok = tokenizer or CharTokenizer()
+        self.max_len, self.test_seed = max_len, test_seed
+        self.eos_id, self.pad_id = EOS, PAD
 
     @property
     def seq_len(self) -> int:
@@ -141,11 +135,16 @@ class AdditionTask:
             plens.append(len(p))
         return make_batch(seqs, plens, max_len)
 
-    def train_batch(self, n: int, gen: torch.Generator, max_len: int | None = None) -> Batch:
-        return self.encode_problems(*self.sample_pairs(n, gen), max_len=max_len)
+    def train_batch(self, n: int, gen: torch.Generator, step: int = 0) -> Batch:
+        """n fresh problems from the data stream `gen` (`step` is unused: the stream is the state)."""
+        return self.encode_problems(*self.sample_pairs(n, gen), max_len=self.max_len)
 
     def test_batch(self, n: int, seed: int, max_len: int | None = None) -> Batch:
         return self.encode_problems(*self.test_pairs(n, seed), max_len=max_len)
+
+    def held_out(self, n: int) -> Batch:
+        """The first n problems of the reserved held-out split."""
+        return self.test_batch(n, self.test_seed, self.max_len)
 
 
 def make_batch(seqs: list[list[int]], prompt_lens: list[int], max_len: int | None = None) -> Batch:
@@ -159,11 +158,13 @@ def make_batch(seqs: list[list[int]], prompt_lens: list[int], max_len: int | Non
                          "the operands are too wide for this model")
     inp = torch.full((len(seqs), T), PAD, dtype=torch.long)
     tgt = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
     for i, (s, p) in enumerate(zip(seqs, prompt_lens, strict=True)):
         s_t = torch.tensor(s, dtype=torch.long)
         inp[i, : len(s) - 1] = s_t[:-1]
         tgt[i, p - 1 : len(s) - 1] = s_t[p:]
-    return Batch(inp, tgt, torch.tensor(prompt_lens, dtype=torch.long))
+        mask[i, : len(s) - 1] = True
+    return Batch(inp, tgt, mask)
 
 
 def read_addition_jsonl(path: str | Path) -> tuple[list[int], list[int]]:

@@ -14,8 +14,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import load_config
-from .loops import describe, training_range
+from ..config import load_config
+from ..loops import describe, training_range
 
 DEPTHS = [1, 2, 4, 8, 16, 32, 64, 100, 300, 1000]
 QUICK_N = 1000  # held-out problems per run in --quick
@@ -159,8 +159,8 @@ def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress
     """Train (resuming a partial run), sweep `n_eval` held-out problems (default: the spec's), and write
     `result.json`. A finished run is not retrained; one swept on fewer problems than asked (a `--quick` result
     reused by the full grid) is swept again from its checkpoint. Runs in a worker process."""
-    from . import checkpoint as ckpt
-    from .train import train
+    from .. import checkpoint as ckpt
+    from ..train import fit
 
     n_eval = n_eval or spec.n_eval
     run_dir = out / "runs" / spec.name
@@ -183,7 +183,7 @@ def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress
     # A resumed run's clock starts at its checkpoint: record where, so its train time is not read as the whole.
     # resume=True on a fresh directory simply starts; train() also recovers a checkpoint a crash left mid-save.
     resumed_from = ckpt.saved_step(run_dir / "checkpoint")
-    train(cfg, run_dir, resume=True, progress=progress)
+    fit(cfg, run_dir, resume=True, progress=progress)
     return _evaluate(spec, run_dir, n_eval, depths, time.perf_counter() - t0, threads, progress, resumed_from)
 
 
@@ -191,11 +191,11 @@ def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], trai
               progress: bool, resumed_from: int | None = None) -> dict:
     import torch
 
-    from .checkpoint import load_model
-    from .dynamics import spectral_radius
-    from .evaluate import sweep
-    from .tasks.addition import PAD
-    from .train import make_task
+    from ..checkpoint import load_model
+    from ..dynamics import spectral_radius
+    from ..evaluate import sweep
+    from ..looped import phi, run_loop
+    from ..tasks import make_task
 
     if threads:
         torch.set_num_threads(threads)
@@ -207,11 +207,11 @@ def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], trai
     # ρ(∂Φ/∂h) at the state after num_loops loops, on 32 held-out problems' real tokens: Arnoldi with a
     # convergence check (looplm.dynamics); the mean is over converged samples, and the fraction is reported.
     with torch.no_grad():
-        ids = batch.input_ids[:32]
-        e = model.embed(ids)
-        h = model.loop(e, e, cfg.loops.num_loops)
-    est = spectral_radius(model.step_fn(e), h, iters=60, tol=1e-3, generator=torch.Generator().manual_seed(0),
-                          mask=ids != PAD)
+        mask = batch.mask[:32]
+        h0, ctx = model.embed(batch.input_ids[:32], mask)
+        h = run_loop(model, h0, ctx, cfg.loops.num_loops)
+    est = spectral_radius(phi(model, ctx), h, iters=60, tol=1e-3, generator=torch.Generator().manual_seed(0),
+                          mask=mask)
     ok = est.converged
     rho = est.value[ok].mean().item() if ok.any() else float("nan")
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -231,11 +231,13 @@ def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], trai
     return result
 
 
-def run_study(out: str | Path, quick: bool = False, jobs: int = 1, progress: bool = True,
+def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: int = 1, progress: bool = True,
               only: list[str] | None = None) -> Path:
+    """Train and sweep the runs of `grid` (or the `only` ones, in that order) into `out`, then write the report
+    over every finished run of the grid found there. `quick` sweeps QUICK_N problems a run."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    grid = quick_grid() if quick else full_grid()
+    full = grid
     if only:
         unknown = set(only) - {s.name for s in grid}
         if unknown:
@@ -257,7 +259,6 @@ def run_study(out: str | Path, quick: bool = False, jobs: int = 1, progress: boo
     done = {r["name"]: r for r in results}
     for f in sorted((out / "runs").glob("*/result.json")):
         done.setdefault(f.parent.name, json.loads(f.read_text()))
-    full = quick_grid() if quick else full_grid()
     order = {s.name: i for i, s in enumerate(full)}
     results = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
     # Dynamics (about 35 CPU seconds a run) for seed 0, and for every external-norm seed: those are the runs whose
@@ -286,9 +287,9 @@ def run_dynamics(out: Path, name: str, n: int = 64, progress: bool = False) -> d
         return None
     import torch
 
-    from .checkpoint import load_model
-    from .dynamics import diagnose
-    from .train import make_task
+    from ..checkpoint import load_model
+    from ..dynamics import diagnose
+    from ..tasks import make_task
 
     model, cfg = load_model(run_dir)
     batch = make_task(cfg).test_batch(n, cfg.data.test_seed, cfg.model.max_seq_len)
@@ -461,8 +462,8 @@ def external_norm_table(out: Path, results: list[dict]) -> list[str]:
     lines = ["## External norm: every recipe tried", "",
              "Runs whose norm sits outside the residual stream (post, post_sandwich), which bounds ‖h‖; whether "
              "each learned the task (peak ≥ 0.5), held it with depth, and reached a fixed point (step residual "
-             "→ 0, ρ < 1). Earlier scratch attempts, made before this runner existed, are in DESIGN.md §5 "
-             "(points 7-9).", "",
+             "→ 0, ρ < 1). Earlier scratch attempts, made before this runner existed, are "
+             "summarized in docs/method.md.", "",
              "| run | recipe (overrides of the preset) | learned | peak (depth) | d=100 | d=1000 | "
              "‖h‖@1000 / ‖h‖@100 | step residual @1000 | ρ (training depth) | ρ@1000 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -512,7 +513,7 @@ def _claims_table(rows: list[tuple], by: dict, pairs: list[tuple[str, str]]) -> 
 
 
 def write_report(out: Path, results: list[dict], quick: bool, missing: list[str] | None = None) -> Path:
-    from .plots import plot_accuracy, plot_dynamics, plot_dynamics_overlay
+    from ..plots import plot_accuracy, plot_dynamics, plot_dynamics_overlay
 
     depths = results[0]["depths"]
     lines = [f"# Addition study ({'quick grid' if quick else 'full grid'})", "",

@@ -1,5 +1,5 @@
-"""Tiny local stand-ins for tests and CPU demos: a byte-level BPE chat tokenizer, a tiny Ouro model and
-GSM8K-style math data. Nothing here touches the network."""
+"""Tiny local stand-ins for the tests: a byte-level BPE chat tokenizer, a tiny Ouro model, GSM8K-style math
+data and lm-eval task files. Nothing here touches the network."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .chat import CHATML_TEMPLATE  # noqa: F401  (re-exported for tests)
+from looplm.hf.chat import CHATML_TEMPLATE
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1, 2 as in Ouro's tokenizer
 
@@ -68,8 +68,8 @@ def tiny_ouro(vocab_size: int, seed: int = 0, **kw: Any):
     """A randomly initialized tiny Ouro-architecture model (2 layers of width 32, 4 loops by default)."""
     import torch
 
-    from .configuration_ouro import OuroConfig
-    from .modeling_ouro import OuroForCausalLM
+    from looplm.hf.configuration_ouro import OuroConfig
+    from looplm.hf.modeling_ouro import OuroForCausalLM
 
     base = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, total_ut_steps=4,

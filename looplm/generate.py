@@ -1,0 +1,178 @@
+"""Greedy decoding: for any looped model, and KV-cached with a per-token early exit for looplm's own model.
+
+`generate` works through the looped-model protocol alone: every step reruns the loop on the whole prefix,
+which is exact and cheap at the lengths looplm's tasks use. Rows are right-padded and each row reads its
+logits at its own last position, so prompts of different lengths batch together (causal attention never
+looks right).
+
+`generate_cached` (LoopedTransformer) keeps K and V per (stage, loop, block): the prelude's blocks once, the
+core's blocks once per loop (Φ is shared, but each loop sees a different state, so each loop has its own slot,
+as in Ouro), and the coda's blocks once. A new token then costs one pass over itself per loop.
+
+Exit rule (per token): the position being decoded from stops looping at the first loop t where its relative
+step residual ||h(t) - h(t-1)|| / ||h(t)|| (its own state vector) is below `exit_tol`, or its next-token argmax
+has not changed for `exit_stable` consecutive loops, or at `num_loops`. An exited position does no more work:
+at every later loop it keeps its state (run_loop's exit), and later positions that loop deeper read its most
+recent K/V (those of its exit loop). With no exit rule every position runs `num_loops` loops, and the output
+equals `generate` (tests/test_performance.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from .looped import run_loop
+from .model import KVCache, LoopedTransformer
+
+
+def _check_prompts(prompts: list[list[int]], max_len: int | None) -> None:
+    for p in prompts:
+        if len(p) < 1:
+            raise ValueError("empty prompt")
+        if max_len is not None and len(p) >= max_len:
+            raise ValueError(f"prompt of {len(p)} tokens leaves no room in the model's {max_len} positions")
+
+
+@torch.inference_mode()
+def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, max_new_tokens: int,
+             eos_id: int, pad_id: int = 0, max_len: int | None = None, use_cache: bool = False,
+             exit_tol: float | None = None, exit_stable: int | None = None) -> list[list[int]]:
+    """Batched greedy decoding at `num_loops` loops, stopping each row at `eos_id` (not returned) or when the
+    sequence reaches `max_len` positions. `use_cache=True`, or an exit rule, decodes with `generate_cached`."""
+    if use_cache or exit_tol is not None or exit_stable is not None:
+        return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable)[0]
+    model.eval()
+    device = next(model.parameters()).device
+    if not prompts:
+        return []
+    _check_prompts(prompts, max_len)
+    lens = torch.tensor([len(p) for p in prompts], device=device)
+    total = int(lens.max()) + max_new_tokens
+    if max_len is not None:
+        total = min(total, max_len)
+    buf = torch.full((len(prompts), total), pad_id, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        buf[i, : len(p)] = torch.tensor(p, device=device)
+    cur = lens.clone()
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    out: list[list[int]] = [[] for _ in prompts]
+    rows = torch.arange(len(prompts), device=device)
+    pos = torch.arange(total, device=device)
+    for _ in range(max_new_tokens):
+        active = ~done & (cur < total)
+        if not active.any():
+            break
+        width = int(cur[active].max())
+        ids = buf[:, :width]
+        h0, ctx = model.embed(ids, pos[:width][None, :] < cur[:, None])
+        logits = model.readout(run_loop(model, h0, ctx, num_loops), ctx)  # (B, width, V)
+        nxt = logits[rows, (cur - 1).clamp(max=width - 1)].argmax(dim=-1)  # (B,)
+        for i in torch.nonzero(active).flatten().tolist():
+            tok = int(nxt[i])
+            if tok == eos_id:
+                done[i] = True
+            else:
+                out[i].append(tok)
+                buf[i, cur[i]] = tok
+                cur[i] += 1
+    return out
+
+
+class TokenExit:
+    """The per-token exit rule above, for run_loop: judged at the chunk's last position."""
+
+    def __init__(self, model: LoopedTransformer, ctx: Any, tol: float | None, stable: int | None, batch: int,
+                 device: torch.device):
+        self.model, self.tol, self.stable = model, tol, stable
+        self.peek = dataclasses.replace(ctx, store=False)  # a readout that leaves the cache as it is
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.depth = torch.zeros(batch, dtype=torch.long, device=device)
+        self.run = torch.zeros(batch, dtype=torch.long, device=device)
+        self.prev_arg: torch.Tensor | None = None
+        self.t = 0
+
+    def update(self, t: int, h_prev: torch.Tensor, h: torch.Tensor) -> None:
+        self.t = t
+        hit = torch.zeros_like(self.done)
+        if self.tol is not None:
+            last_new, last_old = h[:, -1].float(), h_prev[:, -1].float()
+            hit |= (last_new - last_old).norm(dim=-1) < self.tol * last_new.norm(dim=-1)
+        if self.stable is not None:
+            arg = self.model.readout(h[:, -1:], self.peek)[:, -1].argmax(-1)
+            if self.prev_arg is not None:
+                self.run = torch.where(arg == self.prev_arg, self.run + 1, torch.zeros_like(self.run))
+            self.prev_arg = arg
+            hit |= self.run >= self.stable
+        new = hit & ~self.done
+        self.depth[new] = t
+        self.done |= new
+
+
+def _cached_step(model: LoopedTransformer, cache: KVCache, ids: torch.Tensor, start: int, num_loops: int,
+                 exit_tol: float | None, exit_stable: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed positions start..start+n-1 (ids (B, n)); returns (next-token logits at the last one (B, V),
+    loops used per row (B,))."""
+    B = ids.shape[0]
+    h0, ctx = model.embed(ids, cache=cache, start=start)
+    rule = None
+    if exit_tol is not None or exit_stable is not None:
+        rule = ctx.exit = TokenExit(model, ctx, exit_tol, exit_stable, B, ids.device)
+    h = run_loop(model, h0, ctx, num_loops, exit=rule)
+    depth = torch.full((B,), num_loops, dtype=torch.long, device=ids.device)
+    if rule is not None:
+        depth = torch.where(rule.done, rule.depth, depth)
+        for tt in range(rule.t + 1, num_loops + 1):  # every row exited: later tokens still need K/V there
+            for j in range(len(model.core)):
+                cache.repeat_newest(("core", tt, j), ("core", j))
+    return model.readout(h, ctx)[:, -1], depth
+
+
+@torch.inference_mode()
+def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loops: int, max_new_tokens: int,
+                    eos_id: int, exit_tol: float | None = None, exit_stable: int | None = None
+                    ) -> tuple[list[list[int]], list[list[int]]]:
+    """Batched greedy decoding with a KV cache per (loop, block) and an optional per-token exit rule.
+
+    Returns (tokens, loops): each row's generated tokens (EOS excluded) and the loops used to produce each
+    of them (its EOS included, as the last entry when it stopped at EOS). `num_loops` is the depth without an
+    exit rule, and the cap with one. Prompts are grouped by length, and each group decodes in lockstep.
+    """
+    if not isinstance(model, LoopedTransformer):
+        raise TypeError(f"KV-cached generation is written for looplm's LoopedTransformer, not "
+                        f"{type(model).__name__}; use generate(..., use_cache=False)")
+    if num_loops < 1:
+        raise ValueError(f"num_loops must be >= 1, got {num_loops}")
+    if exit_stable is not None and exit_stable < 1:
+        raise ValueError(f"exit_stable must be >= 1, got {exit_stable}")
+    model.eval()
+    device = next(model.parameters()).device
+    max_len = model.cfg.max_seq_len
+    _check_prompts(prompts, max_len)
+    outs: list[list[int]] = [[] for _ in prompts]
+    loops: list[list[int]] = [[] for _ in prompts]
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(len(p), []).append(i)
+    for plen, rows in groups.items():
+        ids = torch.tensor([prompts[i] for i in rows], dtype=torch.long, device=device)
+        cache = KVCache()
+        logits, depth = _cached_step(model, cache, ids, 0, num_loops, exit_tol, exit_stable)
+        done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+        steps = min(max_new_tokens, max_len - plen)
+        for k in range(steps):
+            nxt = logits.argmax(-1)
+            for r, i in enumerate(rows):
+                if done[r]:
+                    continue
+                loops[i].append(int(depth[r]))
+                if int(nxt[r]) == eos_id:
+                    done[r] = True
+                else:
+                    outs[i].append(int(nxt[r]))
+            if bool(done.all()) or k == steps - 1:
+                break
+            logits, depth = _cached_step(model, cache, nxt.unsqueeze(1), plen + k, num_loops, exit_tol, exit_stable)
+    return outs, loops

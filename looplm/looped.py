@@ -1,0 +1,123 @@
+"""The looped-model protocol, and `run_loop`: the one place that iterates Φ over depth.
+
+A looped LM is three maps (docs/protocol.md):
+
+    embed(input_ids, attention_mask=None) -> (h0, ctx)   # (B, T) ids -> the (B, T, D) state h(0), and ctx
+    step(h, ctx, loop=0)                  -> h           # one application of Φ: h(t) = Φ(h(t-1))
+    readout(h, ctx)                       -> logits      # (B, T, D) -> (B, T, V)
+
+plus `loop_units()`, the modules FSDP shards one at a time (the shared blocks, and any prelude or coda).
+`ctx` belongs to the model: positions, attention masks, the prelude output that input injection adds, a KV
+cache. Outside the model it is only ever detached or cut to its first k samples (`detach_ctx`,
+`slice_ctx`), so it must be tensors nested in tuples, lists, dicts or dataclasses, with per-sample tensors
+batch-first. `loop` is the 0-based index of the loop being run, for models whose KV cache has one slot per
+loop; Φ itself must not depend on it.
+
+A model whose readout acts on each position alone may set `pointwise_readout = True`; the trainer then
+reads out only the scored positions (a (N, D) state in, (N, V) logits out), which saves the (B, T, V)
+logits of a large vocabulary.
+
+Everything else (the trainer, the sweep, generation, `looplm.dynamics`, the penalties) drives a model
+through these methods only, so a user's own `nn.Module` that implements them trains, sweeps and analyzes
+with no other change (tests/test_protocol.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+METHODS = ("embed", "step", "readout", "loop_units")
+
+
+@runtime_checkable
+class LoopedModel(Protocol):
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, Any]: ...
+
+    def step(self, h: torch.Tensor, ctx: Any, loop: int = 0) -> torch.Tensor: ...
+
+    def readout(self, h: torch.Tensor, ctx: Any) -> torch.Tensor: ...
+
+    def loop_units(self) -> list[torch.nn.Module]: ...
+
+
+def check_looped(model: Any) -> Any:
+    """`model` itself, after checking that it implements the protocol (TypeError naming what is missing)."""
+    missing = [m for m in METHODS if not callable(getattr(model, m, None))]
+    if missing:
+        raise TypeError(f"{type(model).__name__} is not a looped model: it lacks {', '.join(missing)} "
+                        f"(a looped model implements {', '.join(METHODS)}; see docs/protocol.md)")
+    return model
+
+
+def run_loop(model: Any, h: torch.Tensor, ctx: Any, num_loops: int, *, backprop_loops: int = 0,
+             checkpoint: bool = False, keep: Callable[[int, torch.Tensor], None] | None = None,
+             exit: Any = None, first: int = 1) -> torch.Tensor:
+    """Apply Φ (`model.step`) `num_loops` times from h and return the last state.
+
+    - keep(t, h_t) sees the state after every loop t = first .. first + num_loops - 1 (per-loop states);
+    - backprop_loops=k > 0 runs all but the last k loops without a graph (truncated backprop through depth);
+    - checkpoint=True recomputes each loop's activations in backward instead of storing them (memory of one
+      state per loop, not one set of activations per loop);
+    - exit: per-sample early exit, an object with `done` ((B,) bool) and `update(t, h(t-1), h(t))`, called
+      after each loop: rows it has marked done keep their state, and the loop stops once every row is done;
+    - first: the index t of the first loop run here, when a loop is run in pieces (the penalty's state
+      splits it); the KV-cache slot of loop t is t - 1.
+    """
+    if num_loops < 1:
+        raise ValueError(f"num_loops must be >= 1, got {num_loops}")
+    n_free = num_loops - backprop_loops if 0 < backprop_loops < num_loops else 0
+    use_ckpt = checkpoint and torch.is_grad_enabled()
+    for i in range(num_loops):
+        t = first + i
+        with torch.no_grad() if i < n_free else nullcontext():
+            if use_ckpt and i >= n_free:
+                new = _checkpoint(model.step, h, ctx, t - 1, use_reentrant=False)
+            else:
+                new = model.step(h, ctx, t - 1)
+        if exit is not None:
+            new = torch.where(exit.done.view(-1, *([1] * (new.dim() - 1))), h, new)
+            exit.update(t, h, new)
+        if keep is not None:
+            keep(t, new)
+        h = new
+        if exit is not None and bool(exit.done.all()):
+            break
+    return h
+
+
+def phi(model: Any, ctx: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Φ as a function of the state alone, for Jacobians: h -> model.step(h, ctx)."""
+    return lambda h: model.step(h, ctx, 0)
+
+
+def _map(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.replace(x, **{f.name: _map(getattr(x, f.name), fn) for f in dataclasses.fields(x)
+                                         if f.init})
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # NamedTuple
+        return type(x)(*(_map(v, fn) for v in x))
+    if isinstance(x, list | tuple):
+        return type(x)(_map(v, fn) for v in x)
+    if isinstance(x, dict):
+        return {k: _map(v, fn) for k, v in x.items()}
+    return x
+
+
+def detach_ctx(ctx: Any) -> Any:
+    """ctx with every tensor detached: a penalty at a detached state must not reach the embedding through
+    what Φ closes over (the injected prelude output, say)."""
+    return _map(ctx, lambda t: t.detach())
+
+
+def slice_ctx(ctx: Any, k: int, batch: int) -> Any:
+    """ctx for the first k samples: every tensor whose first dimension is the batch size is cut to k rows."""
+    return _map(ctx, lambda t: t[:k] if t.dim() and t.shape[0] == batch else t)

@@ -1,0 +1,116 @@
+"""The looped-model protocol: a module written here from scratch (none of looplm's blocks) trains, resumes,
+sweeps and is analyzed through looplm's one trainer, sweep and diagnostics, with no other change."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from looplm.dynamics import diagnose
+from looplm.evaluate import sweep
+from looplm.looped import check_looped, phi, run_loop
+from looplm.model import twice_differentiable
+from looplm.regularizers import jsrr, unit_probes
+from looplm.tasks import make_task
+from looplm.train import fit
+
+from .conftest import tiny_config
+from .helpers import read_metrics, same_weights
+
+
+class CumulativeMixer(nn.Module):
+    """A looped LM of the user's own: Φ(h) = N(z + tanh(W mean_{s<=t} z_s) + MLP(.)), z = h + e, with e the
+    embedding injected every loop and N an RMS norm written from primitive ops (exact higher derivatives)."""
+
+    def __init__(self, vocab: int = 16, max_len: int = 16, d: int = 24):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(max_len, d)
+        self.mix = nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.Tanh(), nn.Linear(2 * d, d))
+        self.gain = nn.Parameter(torch.ones(d))
+        self.head = nn.Linear(d, vocab)
+
+    def embed(self, input_ids, attention_mask=None):
+        e = self.tok(input_ids) + self.pos(torch.arange(input_ids.shape[1], device=input_ids.device))
+        return e, {"e": e}  # (B, T, D) state and what every loop needs
+
+    def step(self, h, ctx, loop=0):
+        z = h + ctx["e"]
+        n = torch.arange(1, z.shape[1] + 1, device=z.device, dtype=z.dtype).view(1, -1, 1)
+        z = z + torch.tanh(self.mix(z.cumsum(1) / n))  # causal: position t sees positions <= t only
+        z = z + self.mlp(z)
+        return self.gain * z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+    def readout(self, h, ctx):
+        return self.head(h)
+
+    def loop_units(self):
+        return [self.mix, self.mlp]
+
+
+def cfg(**train):
+    return tiny_config(data=dict(digits=2, test_size=40), reg=dict(kind="jsrr", start_step=0, rho_every=5),
+                       loops=dict(sampler="lognormal", max_loops=6, num_loops=3),
+                       train=dict(dict(steps=10, batch_size=16, lr=3e-3, eval_every=5, eval_size=16,
+                                       checkpoint_every=4), **train))
+
+
+def test_a_users_module_trains_resumes_sweeps_and_is_analyzed(tmp_path):
+    c = cfg()
+    torch.manual_seed(0)
+    run = fit(c, tmp_path / "run", progress=False, model=CumulativeMixer())
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == list(range(1, 11))
+    assert all(r["reg_kind"] == "jsrr" and r["reg"] > 0 for r in rows)
+    assert rows[-1]["ce"] < rows[0]["ce"]
+    assert "rho" in rows[4] and math.isfinite(rows[4]["rho"]) and "acc" in rows[4]
+    # Crash after the step-8 checkpoint; resumed into a fresh module, the run equals the uninterrupted one.
+    torch.manual_seed(0)  # the same initial weights (the resumed module's own are overwritten by the checkpoint)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        fit(c, tmp_path / "cut", progress=False, fault={"crash_at_step": 9}, model=CumulativeMixer())
+    fit(c, tmp_path / "cut", resume=True, progress=False, model=CumulativeMixer())
+    assert same_weights(run, tmp_path / "cut")
+    assert [r["ce"] for r in read_metrics(tmp_path / "cut")] == [r["ce"] for r in rows]
+
+    from looplm import checkpoint as ckpt
+
+    model = ckpt.load_weights(run, CumulativeMixer()).eval()
+    batch = make_task(c).held_out(40)
+    res = sweep(model, batch, [1, 2, 3, 6, 12])
+    assert len(res.accuracy) == 5 and all(0 <= a <= 1 for a in res.accuracy)
+    dyn = diagnose(model, batch, [1, 2, 3, 4], spectral_depths=[2, 4], spectral_n=4, iters=40, tol=1e-3,
+                   hutchinson_samples=2, pca_n=2)
+    assert dyn["accuracy"] == pytest.approx(sweep(model, batch, [1, 2, 3, 4]).accuracy)
+    assert all(0.0 < x for x in dyn["metrics"]["state_norm"]["mean"])
+    assert all(c > 0 for c in dyn["spectral"]["rho"]["converged_frac"])
+    json.dumps(dyn)  # a JSON-ready result, as `looplm analyze` writes
+
+
+def test_the_penalty_through_a_users_phi_matches_the_explicit_jacobian():
+    torch.manual_seed(1)
+    m = CumulativeMixer(d=8).double()
+    ids = torch.randint(2, 14, (2, 5))
+    h0, ctx = m.embed(ids)
+    with torch.no_grad():
+        h = run_loop(m, h0, ctx, 2)
+    step = phi(m, {"e": ctx["e"].detach()})
+    with twice_differentiable():
+        got = jsrr(step, h, torch.Generator().manual_seed(3))
+    J = torch.autograd.functional.jacobian(step, h, create_graph=True).reshape(2, 40, 2, 40)
+    assert J[0, :, 1].abs().max() == 0  # samples never interact inside Φ
+    v = unit_probes(h.shape, torch.Generator().manual_seed(3), h.device, h.dtype).reshape(2, 40)
+    ref = torch.stack([J[i, :, i] @ v[i] for i in range(2)]).pow(2).sum(1).mean()
+    torch.testing.assert_close(got, ref)
+    w = m.mix.weight
+    torch.testing.assert_close(torch.autograd.grad(got, w)[0], torch.autograd.grad(ref, w)[0])
+
+
+def test_a_module_missing_a_method_is_refused_by_name():
+    class Half(nn.Module):
+        def embed(self, input_ids, attention_mask=None):
+            return input_ids, None
+
+    with pytest.raises(TypeError, match="lacks step, readout, loop_units"):
+        check_looped(Half())
