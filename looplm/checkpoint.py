@@ -63,8 +63,8 @@ def _damaged(d: Path, msg: str) -> CheckpointError:
     """The error for a damaged file in checkpoint folder `d`, pointing at the older checkpoints if any."""
     older = [h for _, h in history(d) if h != d]
     if older:
-        msg += (f". Older checkpoints: {', '.join(h.name for h in older)} in {older[0].parent} (load one directly, "
-                f"or to resume from it replace {d} with a copy of it)")
+        msg += (f". Older checkpoints: {', '.join(h.name for h in older)} in {older[0].parent} (load one directly; "
+                "--resume continues from the newest whole one)")
     return CheckpointError(msg)
 
 
@@ -389,14 +389,25 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def load_state(path: str | Path) -> dict[str, Any]:
+def check_state(state: dict[str, Any], d: Path) -> None:
+    """The shape of a looplm trainer state: a step, an optimizer state dict and the two saved generator states."""
+    opt, gens = state.get("optimizer"), state.get("generators")
+    ok = (isinstance(state.get("step"), int) and state["step"] >= 0 and isinstance(opt, dict)
+          and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)
+          and isinstance(gens, dict) and all(isinstance(gens.get(k), torch.Tensor) for k in ("data", "loops")))
+    if not ok:
+        raise CheckpointError(f"{d / STATE} is not a looplm trainer state (step, optimizer, generators)")
+
+
+def load_state(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The trainer state; `mmap=True` maps tensors lazily (a cheap look at a large optimizer state)."""
     d = resolve(path)
     f = d / STATE
     if not f.is_file():
         raise CheckpointError(f"{f} is missing: this checkpoint holds weights only and cannot be resumed")
     verify(d, (STATE,))
     try:
-        state = torch.load(f, map_location="cpu", weights_only=True)
+        state = torch.load(f, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises several types for a damaged zip or a refused pickle
         raise _damaged(d, f"{f} is unreadable ({_torch_load_detail(e)}); the file is truncated, corrupted or not "
                           "a looplm trainer state") from None

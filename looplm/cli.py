@@ -1,13 +1,16 @@
 """The `looplm` command line: one thin subcommand per library entry point.
 
-Errors a user can cause (bad config, bad file, bad checkpoint path) print one `error:` line and exit 2,
-without a traceback and before any work starts.
+Errors a user can cause (a bad argument, config, file, checkpoint or device, a disk that is full or read-only,
+memory that cannot hold the job) print one `error:` line and exit 2, without a traceback; Ctrl-C exits 130.
+Checks run before anything on disk changes, and no command replaces an earlier result without `--force`
+(docs/bad-inputs.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,6 +30,48 @@ DEMO_DEPTHS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 100]
 def _write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def fresh_outputs(paths: list[Path], force: bool) -> None:
+    """Refuse (before any work) to replace an earlier result unless --force."""
+    if force:
+        return
+    for p in paths:
+        if p.exists():
+            raise UserError(f"{p} already exists (an earlier result); pass --force to replace it, or --out "
+                            "somewhere else")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def count_arg(lo: int) -> object:
+    """An argparse type: an integer >= lo."""
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+    return parse
+
+
+def real_arg(positive: bool) -> object:
+    """An argparse type: a finite float, > 0 (positive) or >= 0."""
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+        if not math.isfinite(v) or v < 0 or (positive and v == 0):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if positive else '>='} 0, got {s}")
+        return v
+    return parse
 
 
 # --- subcommands: plain typed functions ------------------------------------------------------------------
@@ -52,10 +97,13 @@ def eval_problems(task, cfg, data: str | None, n: int | None):
 
 def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | None = None,
               batch_size: int = 500, device: str = "auto", progress: bool = True, exit_tol: float | None = None,
-              exit_stable: int | None = None) -> dict:
+              exit_stable: int | None = None, before: object = None) -> dict:
+    """One-pass exact match at every depth; `before()` runs once the inputs are read, before the work."""
     ds = parse_depths(depths)
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
     batch, source = eval_problems(make_task(cfg), cfg, data, n)
+    if before is not None:
+        before()
     t0 = time.perf_counter()
     res = sweep(model, batch, ds, batch_size=batch_size, progress=progress, exit_tol=exit_tol, exit_stable=exit_stable)
     out = res.to_json()
@@ -71,8 +119,6 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
     task = make_task(cfg)
     n_loops = loops if loops is not None else cfg.loops.num_loops
-    if n_loops < 1:
-        raise ValueError(f"--loops must be >= 1, got {n_loops}")
     ids = [task.tok.encode(p) for p in prompts]
     for p, i in zip(prompts, ids, strict=True):
         if len(i) >= cfg.model.max_seq_len:
@@ -83,9 +129,11 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
     else:
         outs = generate(model, ids, n_loops, cfg.model.max_seq_len, task.eos_id, task.pad_id, cfg.model.max_seq_len)
         used = [[n_loops] * (len(o) + 1) for o in outs]
+    cut = f"  [cut off: no end token within the model's {cfg.model.max_seq_len} positions]"
     # The model writes the sum least-significant digit first; print it in normal order.
-    return [(p, task.tok.decode(o)[::-1] + (f"  [loops per token: {' '.join(map(str, u))}]" if show_loops else ""))
-            for p, o, u in zip(prompts, outs, used, strict=True)]
+    return [(p, task.tok.decode(o)[::-1] + ("" if done else cut)
+             + (f"  [loops per token: {' '.join(map(str, u))}]" if show_loops else ""))
+            for p, o, u, done in zip(prompts, outs, used, outs.finished, strict=True)]
 
 
 def depth_table(sw: dict, depths: list[int]) -> str:
@@ -136,20 +184,15 @@ def _run_dir(checkpoint: str) -> Path:
 def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str | None = None,
                 spectral_depths: str = "auto", spectral_n: int = 16, iters: int = 60, tol: float = 1e-3,
                 method: str = "arnoldi", hutchinson: int = 8, pca_n: int = 8, seed: int = 0,
-                batch_size: int = 256, device: str = "auto", progress: bool = True, threads: int = 1) -> dict:
-    """Per-loop latent dynamics of a checkpoint on held-out problems (looplm.dynamics.diagnose)."""
+                batch_size: int = 256, device: str = "auto", progress: bool = True, threads: int = 1,
+                before: object = None) -> dict:
+    """Per-loop latent dynamics of a checkpoint on held-out problems (looplm.dynamics.diagnose); `before()` runs
+    once the inputs are read, before the work."""
     import torch
 
     from .dynamics import diagnose, log_spaced
 
     ds = parse_depths(depths)
-    if n < 1:
-        raise ValueError(f"--n must be >= 1, got {n}")
-    for name, v in (("--spectral-n", spectral_n), ("--hutchinson", hutchinson), ("--pca-n", pca_n)):
-        if v < 0:
-            raise ValueError(f"{name} must be >= 0, got {v}")
-    if iters < 1 or not tol > 0:
-        raise ValueError("--iters must be >= 1 and --tol > 0")
     if spectral_depths == "auto":
         sdeps = [d for d in log_spaced(ds[0], ds[-1], 12) if d in set(ds)]
     elif spectral_depths == "none":
@@ -158,8 +201,6 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str 
         sdeps = parse_depths(spectral_depths)
         if not set(sdeps) <= set(ds):
             raise ValueError(f"--spectral-depths {sorted(set(sdeps) - set(ds))} are not among --depths")
-    if threads < 0:
-        raise ValueError(f"--threads must be >= 0, got {threads}")
     if threads:
         torch.set_num_threads(threads)
     kw = {"spectral_depths": sdeps, "spectral_n": spectral_n if sdeps else 0, "iters": iters, "tol": tol,
@@ -174,9 +215,11 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str 
         require_hf("analyze (an HF model directory)")
         from .hf.analysis import analyze_hf
 
-        return analyze_hf(hf_dir, data, ds, n, resolve_device(device), **kw)
+        return analyze_hf(hf_dir, data, ds, n, resolve_device(device), before=before, **kw)
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
     batch, source = eval_problems(make_task(cfg), cfg, data, n)
+    if before is not None:
+        before()
     res = diagnose(model, batch, ds, **kw)
     res.update({"checkpoint": str(checkpoint), "data": source, "train_loops": list(training_range(cfg.loops)),
                 "label": ckpt.resolve(checkpoint).parent.resolve().name,
@@ -187,7 +230,7 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str 
 
 # --- argument parsing -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="looplm", description="Looped language models and STARS.")
+    p = _Parser(prog="looplm", description="Looped language models and STARS.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train a model from a preset or YAML config")
@@ -203,24 +246,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint", help="run directory or its checkpoint/ folder")
     s.add_argument("--depths", default="1:100", help="e.g. 1:100, 1:1000:10, 1,2,4,8")
     s.add_argument("--data", help="JSONL with num1/num2/answer rows (default: the held-out split)")
-    s.add_argument("--n", type=int, help="number of problems (default: data.test_size, or the whole file)")
-    s.add_argument("--batch-size", type=int, default=500)
+    s.add_argument("--n", type=count_arg(1), help="number of problems (default: data.test_size, or the whole file)")
+    s.add_argument("--batch-size", type=count_arg(1), default=500)
     s.add_argument("--out", help="output JSON (default: <run>/sweep.json)")
+    s.add_argument("--force", action="store_true", help="replace an existing output file")
     s.add_argument("--device", default="auto")
     s.add_argument("--no-progress", action="store_true")
-    s.add_argument("--exit-tol", type=float, help="also score an adaptive exit: stop a sample once "
+    s.add_argument("--exit-tol", type=real_arg(False), help="also score an adaptive exit: stop a sample once "
                    "||h(t)-h(t-1)||/||h(t)|| < this (capped at the largest depth)")
-    s.add_argument("--exit-stable", type=int, help="also score an adaptive exit: stop a sample once its answer's "
-                   "argmax has been unchanged for this many loops")
+    s.add_argument("--exit-stable", type=count_arg(1), help="also score an adaptive exit: stop a sample once its "
+                   "answer's argmax has been unchanged for this many loops")
 
     g = sub.add_parser("generate", help="greedy decoding, batched, with a KV cache per (loop, block)")
     g.add_argument("checkpoint")
     g.add_argument("prompts", nargs="+", help='e.g. "1234+5678="')
-    g.add_argument("--loops", type=int, help="loop count, or the cap with an exit rule "
+    g.add_argument("--loops", type=count_arg(1), help="loop count, or the cap with an exit rule "
                    "(default: loops.num_loops of the checkpoint)")
     g.add_argument("--device", default="auto")
-    g.add_argument("--exit-tol", type=float, help="stop looping a token once ||h(t)-h(t-1)||/||h(t)|| < this")
-    g.add_argument("--exit-stable", type=int, help="stop looping a token once its argmax is unchanged this many loops")
+    g.add_argument("--exit-tol", type=real_arg(False), help="stop looping a token once ||h(t)-h(t-1)||/||h(t)|| < this")
+    g.add_argument("--exit-stable", type=count_arg(1), help="stop looping a token once its argmax is unchanged this "
+                   "many loops")
     g.add_argument("--no-cache", action="store_true", help="rerun the whole prefix for every token (no exit rule)")
     g.add_argument("--show-loops", action="store_true", help="print the loops used for each generated token")
 
@@ -235,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--quick", action="store_true",
                     help="the three headline runs (seed 0) of the full grid, swept on 1,000 problems: 26 min "
                          "on 2 CPU cores with --jobs 2")
-    st.add_argument("--jobs", type=int, default=1, help="runs in parallel (1 torch thread each)")
+    st.add_argument("--jobs", type=count_arg(1), default=1, help="runs in parallel (1 torch thread each)")
     st.add_argument("--only", nargs="+", help="run names to train (default: the whole grid)")
     st.add_argument("--no-progress", action="store_true")
 
@@ -243,22 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("checkpoint", help="run directory or its checkpoint/ folder, or an HF looped model directory "
                     "(Ouro, `looplm export-hf` output, a `looplm finetune` run; needs --data and the hf extra)")
     an.add_argument("--depths", default="1:100", help="depths to analyze, e.g. 1:100 (every depth is cheap)")
-    an.add_argument("--n", type=int, default=256, help="held-out problems for the cheap per-depth statistics")
+    an.add_argument("--n", type=count_arg(1), default=256, help="held-out problems for the cheap per-depth statistics")
     an.add_argument("--out", help="output directory for dynamics.json and figures (default: the run directory)")
+    an.add_argument("--force", action="store_true", help="replace an existing dynamics.json and its figures")
     an.add_argument("--data", help="JSONL with num1/num2/answer rows (default: the held-out split); for an HF "
                     "model: a JSONL/JSON/parquet file or datasets name with messages or question/answer records")
     an.add_argument("--spectral-depths", default="auto",
                     help="depths for the Jacobian estimates: auto (about 12 log-spaced), none, or a depth spec")
-    an.add_argument("--spectral-n", type=int, default=16, help="samples for the Jacobian estimates")
-    an.add_argument("--iters", type=int, default=60, help="max JVPs (Krylov dimension) per spectral estimate")
-    an.add_argument("--tol", type=float, default=1e-3, help="relative eigen-residual accepted as converged")
+    an.add_argument("--spectral-n", type=count_arg(0), default=16, help="samples for the Jacobian estimates")
+    an.add_argument("--iters", type=count_arg(1), default=60, help="max JVPs (Krylov dimension) per spectral estimate")
+    an.add_argument("--tol", type=real_arg(True), default=1e-3, help="relative eigen-residual accepted as converged")
     an.add_argument("--method", choices=["arnoldi", "power"], default="arnoldi")
-    an.add_argument("--hutchinson", type=int, default=8, help="probes for the Frobenius estimate (0 = skip)")
-    an.add_argument("--pca-n", type=int, default=8, help="samples whose trajectories get a 2-D PCA")
-    an.add_argument("--seed", type=int, default=0, help="seed of the random probes")
-    an.add_argument("--batch-size", type=int, default=256)
+    an.add_argument("--hutchinson", type=count_arg(0), default=8, help="probes for the Frobenius estimate (0 = skip)")
+    an.add_argument("--pca-n", type=count_arg(0), default=8, help="samples whose trajectories get a 2-D PCA")
+    an.add_argument("--seed", type=count_arg(0), default=0, help="seed of the random probes")
+    an.add_argument("--batch-size", type=count_arg(1), default=256)
     an.add_argument("--device", default="auto")
-    an.add_argument("--threads", type=int, default=1,
+    an.add_argument("--threads", type=count_arg(0), default=1,
                     help="torch CPU threads (0 = torch's default). The Jacobian work is many small ops, so one "
                          "thread is about as fast and does not fight other jobs on a shared machine")
     an.add_argument("--no-plot", action="store_true", help="write dynamics.json only")
@@ -278,17 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or one error line from _Parser
+        return int(e.code or 0)
     try:
         if args.cmd == "train":
             run = cmd_train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
             print(f"run written to {run}")
         elif args.cmd == "sweep":
-            if args.n is not None and args.n < 1:
-                raise ValueError(f"--n must be >= 1, got {args.n}")
-            res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
-                            not args.no_progress, args.exit_tol, args.exit_stable)
             out = Path(args.out) if args.out else ckpt.resolve(args.checkpoint).parent / "sweep.json"
+            res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
+                            not args.no_progress, args.exit_tol, args.exit_stable,
+                            before=lambda: fresh_outputs([out], args.force))
             _write_json(out, res)
             print(depth_table(res, res["depths"] if len(res["depths"]) <= 16 else
                               [d for d in res["depths"] if d in set(DEMO_DEPTHS) | {res["depths"][-1]}]))
@@ -311,10 +359,11 @@ def main(argv: list[str] | None = None) -> int:
             grid = quick_grid() if args.quick else full_grid()
             print(f"wrote {run_study(args.out, grid, args.quick, args.jobs, not args.no_progress, args.only)}")
         elif args.cmd == "analyze":
+            out_dir = Path(args.out) if args.out else _run_dir(args.checkpoint)
             res = run_analyze(args.checkpoint, args.depths, args.n, args.data, args.spectral_depths,
                               args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
-                              args.seed, args.batch_size, args.device, not args.no_progress, args.threads)
-            out_dir = Path(args.out) if args.out else _run_dir(args.checkpoint)
+                              args.seed, args.batch_size, args.device, not args.no_progress, args.threads,
+                              before=lambda: fresh_outputs([out_dir / "dynamics.json"], args.force))
             _write_json(out_dir / "dynamics.json", res)
             print(f"wrote {out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)")
             if not args.no_plot:
@@ -333,10 +382,28 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"error: {e}", file=sys.stderr)
         return 130
-    except (UserError, ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, OSError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "allocate" not in str(e):
+            raise  # not a user error: a looplm bug, with its traceback
+        print(f"error: out of memory ({_one_line(e) or 'MemoryError'}); lower the batch size, width or depths",
+              file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: a multi-line message's lines joined with '; ' (a space after a colon)."""
+    out = ""
+    for ln in (x.strip() for x in str(e).splitlines()):
+        if ln:
+            out += ("" if not out else " " if out.endswith(":") else "; ") + ln
+    return out
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -45,6 +46,63 @@ TASKS = ("addition",)
 DEVICES = ("auto", "cpu", "cuda")
 STRATEGIES = ("ddp", "fsdp")
 CHAT_FORMATS = ("auto", "messages", "prompt_response")
+
+
+# --- YAML, read strictly -------------------------------------------------------------------------------------
+# PyYAML implements YAML 1.1, where `017` is octal 15, `1:30` is sexagesimal 90 and `yes`/`off` are booleans, and a
+# duplicate key silently keeps the last value. Configs are read with YAML 1.2's core schema instead: integers are
+# decimal (or 0x/0o), floats are written as floats, booleans are true/false, and duplicate or non-string keys are
+# refused with the file and line.
+class _StrictLoader(yaml.SafeLoader):
+    pass
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                                                 "tag:yaml.org,2002:bool")]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                    list("-+0123456789"))
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"))
+
+
+def _int12(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    s = loader.construct_scalar(node)
+    return int(s, 0) if s.lstrip("+-").startswith(("0x", "0o")) else int(s)
+
+
+def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    out: dict = {}
+    for k_node, v_node in node.value:
+        key = loader.construct_object(k_node, deep=True)
+        where = f"line {k_node.start_mark.line + 1}"
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: a config key must be a name, got {type(key).__name__} {key!r}")
+        if key in out:
+            raise ConfigError(f"{where}: duplicate key {key!r}")
+        out[key] = loader.construct_object(v_node, deep=True)
+    return out
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _int12)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text read with the strict 1.2-style rules above; errors name `where`."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None) or str(e)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
 
 
 def _choice(section: str, key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -340,7 +398,7 @@ def apply_overrides(d: dict[str, dict[str, Any]], overrides: list[str]) -> dict[
             raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(d)}")
         if key not in d[section]:
             raise ConfigError(f"unknown key {section}.{key}; valid keys: {', '.join(d[section])}")
-        d[section][key] = yaml.safe_load(raw) if raw.strip() else raw
+        d[section][key] = parse_yaml(raw, f"--set {item}") if raw.strip() else raw
     return d
 
 
@@ -420,10 +478,13 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
             raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a preset; "
                               f"presets: {', '.join(preset_names())}")
         p = candidate
+    if p.is_dir():
+        raise ConfigError(f"config {p} is a directory; give a YAML file or a preset name")
     try:
-        return yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config {p} cannot be read: {e}") from None
+    return parse_yaml(text, str(p)) or {}
 
 
 def load_config(path_or_preset: str | Path | None, overrides: list[str] | None = None) -> Config:

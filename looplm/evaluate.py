@@ -18,6 +18,9 @@ from tqdm.auto import tqdm
 from .looped import run_loop
 from .tasks.base import IGNORE, Batch
 
+MAX_DEPTH = 1_000_000  # loops; a sweep to a million loops is already hours of work
+MAX_DEPTH_COUNT = 100_000  # depths in one spec (each one kept costs a readout per sample)
+
 
 def parse_depths(spec: str) -> list[int]:
     """`1:100` (inclusive), `1:100:5`, `1,2,4,8`, or a mix like `1:8,16,32` -> sorted unique depths >= 1."""
@@ -39,12 +42,19 @@ def parse_depths(spec: str) -> list[int]:
                 raise ValueError(f"depth range {part!r} is reversed (end {hi} < start {lo})")
             if st < 1:
                 raise ValueError(f"depth range {part!r} needs a step >= 1")
-            rng = list(range(lo, hi + 1, st))
+            if hi > MAX_DEPTH or (hi - lo) // st + 1 > MAX_DEPTH_COUNT:
+                raise ValueError(f"depth range {part!r} is too large: at most {MAX_DEPTH_COUNT:,} depths up to "
+                                 f"{MAX_DEPTH:,} loops")
+            rng = range(lo, hi + 1, st)
         else:
             raise ValueError(f"bad depth spec {part!r}")
-        if any(n < 1 for n in rng):
+        if min(rng, default=1) < 1:
             raise ValueError(f"depths must be >= 1, got {part!r}")
+        if max(rng, default=1) > MAX_DEPTH:
+            raise ValueError(f"depths must be <= {MAX_DEPTH:,}, got {part!r}")
         out.update(rng)
+        if len(out) > MAX_DEPTH_COUNT:
+            raise ValueError(f"too many depths (more than {MAX_DEPTH_COUNT:,})")
     return sorted(out)
 
 

@@ -28,26 +28,37 @@ from .looped import run_loop
 from .model import KVCache, LoopedTransformer
 
 
+class Generated(list):
+    """The generated tokens of each prompt (its end token excluded), with `finished[i]`: whether row i stopped
+    at the end token. False means it was cut off, by max_new_tokens or by the model's positions, and its
+    answer may be incomplete."""
+
+    def __init__(self, rows: list[list[int]], finished: list[bool]):
+        super().__init__(rows)
+        self.finished = finished
+
+
 def _check_prompts(prompts: list[list[int]], max_len: int | None) -> None:
     for p in prompts:
         if len(p) < 1:
             raise ValueError("empty prompt")
         if max_len is not None and len(p) >= max_len:
-            raise ValueError(f"prompt of {len(p)} tokens leaves no room in the model's {max_len} positions")
+            raise ValueError(f"prompt of {len(p)} tokens leaves no room in max_seq_len={max_len}")
 
 
 @torch.inference_mode()
 def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, max_new_tokens: int,
              eos_id: int, pad_id: int = 0, max_len: int | None = None, use_cache: bool = False,
-             exit_tol: float | None = None, exit_stable: int | None = None) -> list[list[int]]:
+             exit_tol: float | None = None, exit_stable: int | None = None) -> Generated:
     """Batched greedy decoding at `num_loops` loops, stopping each row at `eos_id` (not returned) or when the
-    sequence reaches `max_len` positions. `use_cache=True`, or an exit rule, decodes with `generate_cached`."""
+    sequence reaches `max_len` positions (then `finished` says it was cut off). `use_cache=True`, or an exit
+    rule, decodes with `generate_cached`."""
     if use_cache or exit_tol is not None or exit_stable is not None:
         return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable)[0]
     model.eval()
     device = next(model.parameters()).device
     if not prompts:
-        return []
+        return Generated([], [])
     _check_prompts(prompts, max_len)
     lens = torch.tensor([len(p) for p in prompts], device=device)
     total = int(lens.max()) + max_new_tokens
@@ -78,7 +89,7 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
                 out[i].append(tok)
                 buf[i, cur[i]] = tok
                 cur[i] += 1
-    return out
+    return Generated(out, done.tolist())
 
 
 class TokenExit:
@@ -133,7 +144,7 @@ def _cached_step(model: LoopedTransformer, cache: KVCache, ids: torch.Tensor, st
 @torch.inference_mode()
 def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loops: int, max_new_tokens: int,
                     eos_id: int, exit_tol: float | None = None, exit_stable: int | None = None
-                    ) -> tuple[list[list[int]], list[list[int]]]:
+                    ) -> tuple[Generated, list[list[int]]]:
     """Batched greedy decoding with a KV cache per (loop, block) and an optional per-token exit rule.
 
     Returns (tokens, loops): each row's generated tokens (EOS excluded) and the loops used to produce each
@@ -153,6 +164,7 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
     _check_prompts(prompts, max_len)
     outs: list[list[int]] = [[] for _ in prompts]
     loops: list[list[int]] = [[] for _ in prompts]
+    finished = [False] * len(prompts)
     groups: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):
         groups.setdefault(len(p), []).append(i)
@@ -169,10 +181,10 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
                     continue
                 loops[i].append(int(depth[r]))
                 if int(nxt[r]) == eos_id:
-                    done[r] = True
+                    done[r] = finished[i] = True
                 else:
                     outs[i].append(int(nxt[r]))
             if bool(done.all()) or k == steps - 1:
                 break
             logits, depth = _cached_step(model, cache, nxt.unsqueeze(1), plen + k, num_loops, exit_tol, exit_stable)
-    return outs, loops
+    return Generated(outs, finished), loops

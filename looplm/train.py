@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed as dist
+from . import rundir
 from .config import Config, ConfigError
 from .errors import UserError
 from .evaluate import sweep
@@ -136,6 +137,14 @@ def native_run(cfg: Config, device: torch.device, resume_from: Path | None, mode
     return Run(model.to(device), task, lambda d, w: ckpt.write_native(d, w, cfg))
 
 
+def json_record(rec: dict[str, Any]) -> str:
+    """One metrics line, strict JSON: a non-finite number is written as null and its key listed in `nonfinite`."""
+    bad = [k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        rec = {**{k: None if k in bad else v for k, v in rec.items()}, "nonfinite": bad}
+    return json.dumps(rec, allow_nan=False)
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
     """On resume, drop log lines from steps after the checkpoint: they will be redone."""
     if not path.exists():
@@ -190,25 +199,14 @@ def _load_optimizer(model: nn.Module, opt: torch.optim.Optimizer, state: dict) -
     set_optimizer_state_dict(model, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
 
 
-def _check_out(out: Path, ckpt_dir: Path, cfg: Config, resume: bool) -> bool:
-    """Refuse before touching anything: True when there is a checkpoint to resume."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a run directory")
-    try:
-        ckpt.resolve(ckpt_dir)
-        found = True
-    except ckpt.CheckpointError:
-        found = False
-    if found and not resume:
-        raise FileExistsError(f"{out} already holds a checkpoint; pass --resume to continue it, or choose another "
-                              "--out")
-    if found:
-        saved = ckpt.load_config(ckpt_dir)
-        diff = ckpt.config_diff(saved, cfg) if saved.kind == cfg.kind else ["the model kind"]
-        if diff:
-            raise ckpt.CheckpointError(f"checkpoint {ckpt_dir} does not match the requested model:\n  "
-                                       + "\n  ".join(diff))
-    return found
+def _check_model(src: Path | None, cfg: Config) -> None:
+    """A resumed run must describe the model its checkpoint holds."""
+    if src is None:
+        return
+    saved = ckpt.load_config(src)
+    diff = ckpt.config_diff(saved, cfg) if saved.kind == cfg.kind else ["the model kind (looplm's own vs pretrained)"]
+    if diff:
+        raise ckpt.CheckpointError(f"checkpoint {src} does not match the requested model:\n  " + "\n  ".join(diff))
 
 
 def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True,
@@ -234,18 +232,63 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     if shard % micro:
         raise ConfigError(f"train.micro_batch_size={micro} does not divide the per-rank batch {shard} "
                           f"(train.batch_size={t.batch_size} over {world.size} process(es))")
-    resuming = _check_out(out, ckpt_dir, cfg, resume)
-    if world.is_main:
-        ckpt.recover(ckpt_dir)  # finish a save a crash interrupted; the history is pruned only by a new save
-    dist.barrier(world)
+    # Everything up to the lock reads only, on every rank: a refused command changes nothing on disk.
+    src = rundir.resume_point(out, resume)
+    _check_model(src, cfg)
     if t.threads:
         torch.set_num_threads(t.threads)
     if cfg.kind == "hf":
         from .hf.finetune import hf_run
 
-        run = hf_run(cfg, device, ckpt_dir if resuming else None)
+        run = hf_run(cfg, device, src)
     else:
-        run = native_run(cfg, device, ckpt_dir if resuming else None, model)
+        _check_memory(cfg, micro)
+        run = native_run(cfg, device, src, model)
+    state = _read_state(src, cfg, world) if src is not None else None
+    eval_batch = run.task.held_out(t.eval_size) if t.eval_every else None
+    with contextlib.ExitStack() as held:
+        if world.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            held.enter_context(rundir.lock(out))
+            if rundir.resume_point(out, resume, quiet=True) != src:
+                raise UserError(f"another process changed {out} while this one was starting; run the command again")
+            if src is not None and src.parent.name == ckpt.HISTORY and ckpt_dir.exists():
+                ckpt_dir.rename(out / f"checkpoint.damaged-{int(time.time())}")  # keep it, out of the history's way
+            ckpt.recover(ckpt_dir, keep=t.keep_checkpoints)  # finish a save a crash interrupted
+        dist.barrier(world)
+        return _fit(cfg, out, world, device, shard, micro, run, state, eval_batch, progress, fault)
+
+
+def _read_state(src: Path, cfg: Config, world: dist.World) -> dict[str, Any]:
+    state = ckpt.load_state(src)
+    changed = ckpt.config_diff(ckpt.load_config(src), cfg, ("loops", "reg", "data", "train"))
+    if changed and world.is_main:
+        tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
+                   + "\n  ".join(changed))
+    return state
+
+
+def _check_memory(cfg: Config, micro: int) -> None:
+    """Refuse, before anything starts, a native run whose weights, AdamW state and activations cannot fit in
+    the memory this machine has free. The activation figure is a lower bound (about 10·D + 2·d_ff + 2·H·T floats
+    per token, block and loop with a graph)."""
+    from . import memory
+
+    m, lp = cfg.model, cfg.loops
+    with torch.device("meta"):
+        params = sum(p.numel() for p in LoopedTransformer(m).parameters())
+    graph_loops = 1 if lp.checkpoint_loops else (lp.backprop_loops or max(lp.max_loops, lp.num_loops))
+    per_token = 10 * m.d_model + 2 * m.d_ff + 2 * m.n_heads * m.max_seq_len
+    blocks = m.n_prelude + m.n_coda + m.n_core * graph_loops
+    memory.require(16 * params + 4 * micro * m.max_seq_len * per_token * blocks,
+                   f"{params:,} parameters (model.d_model={m.d_model}) with micro-batches of {micro} sequences "
+                   f"and up to {graph_loops} loops with a graph")
+
+
+def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard: int, micro: int, run: Run,
+         state: dict[str, Any] | None, eval_batch: Any, progress: bool, fault: dict[str, Any] | None) -> Path:
+    t = cfg.train
+    ckpt_dir = out / "checkpoint"
     model, task = check_looped(run.model), run.task
     total = t.steps or t.epochs * math.ceil(task.size / t.batch_size)
     objective = _wrap(Objective(model, cfg.loops, cfg.reg), model, t.strategy, world, device)
@@ -254,22 +297,19 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     params = [p for g in opt.param_groups for p in g["params"]]
     gens = Generators.seeded(t.seed)
     step = 0
-    if resuming:
-        state = ckpt.load_state(ckpt_dir)
-        changed = ckpt.config_diff(ckpt.load_config(ckpt_dir), cfg, ("loops", "reg", "data", "train"))
-        if changed and world.is_main:
-            tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
-                       + "\n  ".join(changed))
-        _load_optimizer(model, opt, state["optimizer"])
-        gens.load(state["generators"])
-        step = int(state["step"])
+    if state is not None:
+        try:
+            _load_optimizer(model, opt, state["optimizer"])
+            gens.load(state["generators"])
+            step = int(state["step"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"{ckpt_dir / ckpt.STATE} does not hold this run's trainer state "
+                                       f"({type(e).__name__}: {e})") from None
     if world.is_main:
         # Drop log lines from steps after the checkpoint (all on a fresh start): they are (re)done now.
         truncate_metrics(out / "metrics.jsonl", step)
-        out.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(out / "config.yaml")
 
-    eval_batch = task.held_out(t.eval_size) if t.eval_every else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and t.bf16 else nullcontext()
     reg = cfg.reg
     bad_streak = 0
@@ -363,7 +403,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
                     tqdm.write(f"step {step + 1}: {rec['skipped']} at {n_loops} loops; update skipped "
                                f"({bad_streak}/{t.max_bad_steps})")
                 if bad_streak >= t.max_bad_steps:
-                    log_f.write(json.dumps(rec) + "\n")
+                    log_f.write(json_record(rec) + "\n")
                     log_f.flush()
                     raise TrainingDiverged(
                         f"{bad_streak} consecutive non-finite steps (last: step {step + 1}, {n_loops} loops); "
@@ -379,7 +419,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
                     rec["acc"] = sweep(model, eval_batch, [cfg.loops.num_loops]).accuracy[0]
             rec["tok_s"] = int(full.mask.sum()) / (time.perf_counter() - t0)  # real input tokens/s, all ranks
             if step % t.log_every == 0 or "acc" in rec or "rho" in rec or "skipped" in rec or step == total:
-                log_f.write(json.dumps(rec) + "\n")
+                log_f.write(json_record(rec) + "\n")
                 log_f.flush()
             bar.update(1)
             bar.set_postfix(loops=n_loops, ce=f"{rec['ce']:.3f}",

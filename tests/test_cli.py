@@ -47,7 +47,7 @@ def test_train_sweep_generate_plot(run_dir, tmp_path, capsys):
     (["sweep", "{run}", "--depths", ""], "empty depth"),
     (["sweep", "{run}", "--data", "{tmp}/empty.jsonl"], "empty"),
     (["generate", "{run}", "12a4+1="], "outside the vocabulary"),
-    (["generate", "{run}", "1+1=", "--loops", "0"], "--loops must be >= 1"),
+    (["generate", "{run}", "1+1=", "--loops", "0"], "argument --loops: must be >= 1"),
     (["train", "--config", "addition-stars", "--out", "{tmp}/x", "--set", "model.bogus=1"], "model.bogus"),
     (["train", "--config", "addition-stars", "--out", "{tmp}/x", "--set", "loops.num_loops=0"], ">= 1"),
     (["train", "--config", "addition-stars", "--out", "{run}"], "--resume"),

@@ -338,7 +338,7 @@ def test_analyze_and_plot_cli(tiny_run, tmp_path, capsys):
 @pytest.mark.parametrize("args, msg", [
     (["--depths", "9:2"], "reversed"),
     (["--depths", "1:8", "--spectral-depths", "50"], "not among --depths"),
-    (["--n", "0"], "--n must be >= 1"),
+    (["--n", "0"], "argument --n: must be >= 1"),
     (["--tol", "0"], "--tol"),
 ])
 def test_analyze_bad_input_is_one_error_line(tiny_run, tmp_path, capsys, args, msg):

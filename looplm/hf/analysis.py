@@ -70,7 +70,7 @@ def load_looped(path: str | Path, device: torch.device) -> tuple[Any, Any]:
 
 
 def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int, device: torch.device,
-               max_length: int = 512, **diagnose_kw: Any) -> dict:
+               max_length: int = 512, before: Any = None, **diagnose_kw: Any) -> dict:
     """looplm.dynamics.diagnose on an HF looped model; a JSON-ready dict like `looplm analyze` writes."""
     from ..dynamics import diagnose
 
@@ -79,6 +79,8 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int, de
                          "records have `messages` or question/answer-style fields")
     model, tok = load_looped(path, device)
     batch, stats = text_batch(tok, data, n, max_length)
+    if before is not None:
+        before()
     res = diagnose(model, batch, depths, **diagnose_kw)
     cfg = model.config
     res.update({"checkpoint": str(path), "data": str(data), "data_stats": stats, "train_loops": [],

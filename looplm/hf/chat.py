@@ -24,6 +24,7 @@ This module needs only a tokenizer object (a transformers fast tokenizer), not t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,7 +121,11 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
         msgs = record.get(messages_field)
         if not isinstance(msgs, list) or not msgs:
             return None
-        out = [{"role": str(m["role"]), "content": str(m["content"])} for m in msgs]
+        for j, m in enumerate(msgs):
+            if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+                raise ValueError(f"{messages_field}[{j}] must be an object with string `role` and `content`, got "
+                                 f"{json.dumps(m)[:80]}")
+        out = [{"role": m["role"], "content": m["content"]} for m in msgs]
     elif fmt == "prompt_response":
         p, r = record.get(prompt_field), record.get(response_field)
         if not isinstance(p, str) or not isinstance(r, str) or not p.strip() or not r.strip():

@@ -14,6 +14,8 @@ COMMANDS = ("finetune", "export-hf", "eval-lm")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from ..cli import count_arg, real_arg
+
     f = sub.add_parser("finetune", help="STARS fine-tuning of a pretrained looped LM (Ouro) on chat data [hf]; "
                        "the same trainer as `looplm train`")
     f.add_argument("--config", required=True,
@@ -27,7 +29,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export-hf", help="write a looplm checkpoint as a transformers model directory [hf]")
     x.add_argument("checkpoint", help="looplm run directory or its checkpoint/ folder")
     x.add_argument("--out", required=True, help="output directory (loads with AutoModelForCausalLM)")
-    x.add_argument("--loops", type=int, help="default loop count (default: the checkpoint's loops.num_loops)")
+    x.add_argument("--loops", type=count_arg(1), help="default loop count (default: the checkpoint's loops.num_loops)")
 
     e = sub.add_parser("eval-lm", help="lm-evaluation-harness tasks at several loop counts; table + plot [hf]")
     e.add_argument("checkpoint", help="HF model directory or hub id (Ouro, a looplm export, a finetune run)")
@@ -35,13 +37,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--depths", default="1,2,4,8", help="loop counts, e.g. 1,2,4,8 or 1:16")
     e.add_argument("--out", help="output directory (default: <checkpoint>/eval-lm, or ./eval-lm for a hub id)")
     e.add_argument("--include-path", help="folder of extra lm-eval task YAMLs (e.g. a local task)")
-    e.add_argument("--limit", type=float, help="examples per task (lm-eval --limit)")
-    e.add_argument("--num-fewshot", type=int)
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--max-gen-toks", type=int, help="override the tasks' generation length")
+    e.add_argument("--limit", type=real_arg(True), help="examples per task (lm-eval --limit: a count, or a "
+                   "fraction below 1)")
+    e.add_argument("--num-fewshot", type=count_arg(0))
+    e.add_argument("--batch-size", type=count_arg(1), default=8)
+    e.add_argument("--max-gen-toks", type=count_arg(1), help="override the tasks' generation length")
     e.add_argument("--apply-chat-template", action="store_true")
     e.add_argument("--device", default="auto")
-    e.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
+    e.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: bf16 on CUDA, fp32 on CPU")
+    e.add_argument("--force", action="store_true", help="replace an existing eval_lm.json in --out")
 
 
 def require_hf(what: str) -> None:
@@ -66,17 +71,24 @@ def run(args: argparse.Namespace) -> None:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"run written to {out}")
     elif args.cmd == "export-hf":
+        from ..errors import UserError
         from .looplm_hf import convert_checkpoint
 
-        if args.loops is not None and args.loops < 1:
-            raise ValueError(f"--loops must be >= 1, got {args.loops}")
-        print(f"wrote {convert_checkpoint(args.checkpoint, args.out, num_loops=args.loops)}")
+        out = Path(args.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserError(f"--out {out} exists and is {'a file' if not out.is_dir() else 'not empty'}; export-hf "
+                            "writes a new model directory (choose a new or empty one)")
+        print(f"wrote {convert_checkpoint(args.checkpoint, out, num_loops=args.loops)}")
     elif args.cmd == "eval-lm":
+        from ..cli import fresh_outputs
         from ..evaluate import parse_depths
+        from ..train import resolve_device
         from .lm_eval_adapter import eval_depths
 
         ckpt = Path(args.checkpoint)
         out = Path(args.out) if args.out else (ckpt / "eval-lm" if ckpt.exists() else Path("eval-lm"))
+        fresh_outputs([out / "eval_lm.json"], args.force)
+        resolve_device(args.device)
         res = eval_depths(args.checkpoint, [t.strip() for t in args.tasks.split(",") if t.strip()],
                           parse_depths(args.depths), out, include_path=args.include_path, limit=args.limit,
                           num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,

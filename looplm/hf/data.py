@@ -16,33 +16,51 @@ from .chat import Encoded, encode_chat, to_messages
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def _read_local(p: Path) -> list[dict[str, Any]]:
-    if p.suffix == ".jsonl":
-        rows = []
-        with p.open() as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{p}:{n}: not valid JSON ({e.msg})") from None
-        return rows
-    if p.suffix == ".json":
-        data = json.loads(p.read_text())
-        if isinstance(data, dict) and "data" in data:
-            data = data["data"]
-        if not isinstance(data, list):
-            raise ValueError(f"{p}: expected a list of records")
-        return data
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq  # comes with `datasets`
+class Records(list):
+    """Data records, with `where[i]`: record i's place in its source (file:line for JSONL), for error messages."""
 
-        return pq.read_table(p).to_pylist()
-    raise ValueError(f"{p}: unsupported file type (use {', '.join(LOCAL_SUFFIXES)})")
+    def __init__(self, rows: list[Any] = (), where: list[str] = ()):
+        super().__init__(rows)
+        self.where = list(where)
+
+
+def _read_local(p: Path) -> Records:
+    try:
+        if p.suffix == ".jsonl":
+            rows, where = [], []
+            with p.open() as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as e:
+                            raise ValueError(f"{p}:{n}: not valid JSON ({e.msg})") from None
+                        where.append(f"{p}:{n}")
+            out = Records(rows, where)
+        elif p.suffix == ".json":
+            data = json.loads(p.read_text())
+            if isinstance(data, dict) and "data" in data:
+                data = data["data"]
+            if not isinstance(data, list):
+                raise ValueError(f"{p}: expected a list of records")
+            out = Records(data, [f"{p}[{i}]" for i in range(len(data))])
+        elif p.suffix == ".parquet":
+            import pyarrow.parquet as pq  # comes with `datasets`
+
+            data = pq.read_table(p).to_pylist()
+            out = Records(data, [f"{p} row {i}" for i in range(len(data))])
+        else:
+            raise ValueError(f"{p}: unsupported file type (use {', '.join(LOCAL_SUFFIXES)})")
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{p}: not a readable {p.suffix[1:]} file ({type(e).__name__})") from None
+    for r, w in zip(out, out.where, strict=True):
+        if not isinstance(r, dict):
+            raise ValueError(f"{w}: a record must be a JSON object, got {type(r).__name__}")
+    return out
 
 
 def load_records(source: str, split: str = "train", config_name: str | None = None, max_samples: int = 0,
-                 subset: str = "first", seed: int = 0) -> list[dict[str, Any]]:
+                 subset: str = "first", seed: int = 0) -> Records:
     """Records from a local file or folder, else from the HF hub via `datasets.load_dataset(source, ...)`.
 
     `max_samples` > 0 keeps that many: the first ones (`subset="first"`, the dataset's order) or a seeded
@@ -56,9 +74,11 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
         files = sorted(f for f in p.rglob("*") if f.suffix in LOCAL_SUFFIXES) if p.is_dir() else [p]
         if not files:
             raise ValueError(f"{p} holds no {', '.join(LOCAL_SUFFIXES)} files")
-        rows: list[dict[str, Any]] = []
+        rows = Records()
         for f in files:
-            rows.extend(_read_local(f))
+            part = _read_local(f)
+            rows.extend(part)
+            rows.where.extend(part.where)
             if take and len(rows) >= take:
                 break
     else:
@@ -72,9 +92,10 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
         if max_samples and max_samples < len(ds):
             idx = range(max_samples) if subset == "first" else _sample(len(ds), max_samples, seed)
             ds = ds.select(idx)
-        rows = ds.to_list()
+        rows = Records(ds.to_list(), [f"{source} row {i}" for i in range(len(ds))])
     if max_samples and len(rows) > max_samples:
-        rows = rows[:max_samples] if subset == "first" else [rows[i] for i in _sample(len(rows), max_samples, seed)]
+        keep = range(max_samples) if subset == "first" else _sample(len(rows), max_samples, seed)
+        rows = Records([rows[i] for i in keep], [rows.where[i] for i in keep])
     if not rows:
         raise ValueError(f"no records in {source}")
     return rows
@@ -110,8 +131,12 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
         raise ValueError(f"overlong must be drop or truncate, got {overlong!r}")
     out: list[Encoded] = []
     no_target = n_long = 0
-    for r in records:
-        msgs = to_messages(r, **fmt)
+    where = getattr(records, "where", None) or [f"record {i}" for i in range(len(records))]
+    for r, w in zip(records, where, strict=True):
+        try:
+            msgs = to_messages(r, **fmt)
+        except ValueError as e:
+            raise ValueError(f"{w}: {e}") from None
         if msgs is None:
             no_target += 1
             continue

@@ -26,6 +26,7 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from ..errors import UserError
 from .registry import register
 
 
@@ -135,14 +136,22 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    lm = LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
-                  **(model_kwargs or {}))
     tm = None
     if include_path:  # indexing lm-eval's thousands of built-in tasks takes a while: skip it when not needed
+        if not Path(include_path).is_dir():
+            raise UserError(f"--include-path {include_path} is not a folder of task YAMLs")
         tm = TaskManager(include_path=include_path, include_defaults=False)
         if not all(t in tm.all_tasks for t in tasks):
             tm = None
     tm = tm or TaskManager(include_path=include_path)
+    unknown = [t for t in tasks if t not in tm.all_tasks]
+    if unknown:
+        raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)} (lm-eval lists its tasks with "
+                        "`lm-eval ls tasks`; a local task needs --include-path)")
+    if not Path(pretrained).exists() and Path(pretrained).is_absolute():
+        raise UserError(f"model directory {pretrained} does not exist")
+    lm = LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
+                  **(model_kwargs or {}))
     rows = []
     for d in depths:
         lm.num_loops = d

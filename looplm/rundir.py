@@ -1,0 +1,127 @@
+"""A run directory: either new or a whole looplm run, and written by one process at a time.
+
+`resume_point` decides, reading only, what a training command may do with `--out`: start fresh in a new or
+empty directory, or continue the newest whole checkpoint of a looplm run (`--resume`), falling back to the
+history in `checkpoints/` when `checkpoint/` is gone or damaged. Anything in between (a run's files without
+`--resume`, a directory of other files, a `checkpoint` symlink) is refused before anything on disk changes.
+
+`lock` holds an exclusive lock (`.looplm.lock`, flock) for a run's lifetime, so a second process on the same
+directory stops at once with one line that names the holder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import checkpoint as ckpt
+from .errors import UserError
+
+LOCK = ".looplm.lock"
+RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.jsonl.tmp", "checkpoint", "checkpoint.old", "checkpoint.tmp",
+             ckpt.HISTORY, LOCK)  # what a looplm run leaves in its directory (the rest are outputs: sweeps, plots)
+
+
+def _whole(d: Path) -> str | None:
+    """None when every file of checkpoint folder `d` matches its manifest, else what is wrong."""
+    try:
+        ckpt.verify(d)
+        ckpt.load_config(d)
+        ckpt.check_state(ckpt.load_state(d, mmap=True), d)
+    except ckpt.CheckpointError as e:
+        return str(e).split(". Older checkpoints")[0]
+    return None
+
+
+def resume_point(out: Path, resume: bool, quiet: bool = False) -> Path | None:
+    """The checkpoint folder a run in `out` continues from (None: start fresh). Reads only; UserError otherwise."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a run directory")
+    if not out.exists():
+        return None
+    latest = out / "checkpoint"
+    if latest.is_symlink():
+        raise UserError(f"{latest} is a symbolic link; looplm writes checkpoint/ itself (replace the link with the "
+                        "folder it points to, or choose another --out)")
+    names = {p.name for p in out.iterdir()}
+    try:
+        found = ckpt.resolve(latest)
+    except ckpt.CheckpointError:
+        found = None
+    history = ckpt.history(out)
+    if not resume:
+        if found is not None or history:
+            raise FileExistsError(f"{out} already holds a checkpoint; pass --resume to continue it, or choose another "
+                                  "--out")
+        partial = sorted(names & {"config.yaml", "metrics.jsonl"})
+        if partial:
+            raise UserError(f"{out} holds a looplm run that has no checkpoint yet ({', '.join(partial)}); pass "
+                            "--resume to start it again, or choose another --out")
+        if names - {LOCK}:
+            raise UserError(f"{out} is not empty and is not a looplm run ({', '.join(sorted(names)[:3])}"
+                            f"{', ...' if len(names) > 3 else ''}); choose a new or empty --out")
+        return None
+    check_metrics(out / "metrics.jsonl")
+    problems = []
+    for d in ([found] if found is not None else []) + [d for _, d in reversed(history)]:
+        why = _whole(d)
+        if why is None:
+            if problems and not quiet:
+                print(f"resuming from {d}: " + "; ".join(problems), file=sys.stderr)
+            return d
+        problems.append(why)
+    if problems:
+        raise ckpt.CheckpointError(f"no checkpoint in {out} is whole: " + "; ".join(problems))
+    if names - {LOCK} and not names & {"config.yaml", "metrics.jsonl"}:
+        raise UserError(f"{out} is not empty and is not a looplm run ({', '.join(sorted(names)[:3])}"
+                        f"{', ...' if len(names) > 3 else ''}); choose a new or empty --out")
+    return None  # a run that stopped before its first checkpoint: --resume starts it again
+
+
+def check_metrics(path: Path) -> None:
+    """Refuse a training log a resume could not extend: every line must be a JSON object with an integer step,
+    except a torn last line (a crash in mid-write), which the resume drops."""
+    if not path.exists():
+        return
+    lines = path.read_text(errors="replace").splitlines()
+    for i, line in enumerate(lines, 1):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines):
+                return
+            raise UserError(f"{path}:{i}: not valid JSON, and not the last line (which a crash can tear); repair or "
+                            "delete that line, then --resume") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+            raise UserError(f"{path}:{i}: not a looplm metrics record (a JSON object with an integer step)")
+
+
+@contextlib.contextmanager
+def lock(out: Path) -> Iterator[None]:
+    """Hold the run directory's exclusive lock (POSIX flock) while the body runs; UserError if it is taken."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one writer is the user's business
+        yield
+        return
+    f = (out / LOCK).open("a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UserError(f"{out} is in use by {holder}; wait for it to finish, or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()  # closing releases the lock
