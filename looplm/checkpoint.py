@@ -317,6 +317,9 @@ def verify(path: str | Path, names: tuple[str, ...] | None = None) -> None:
         rec = files.get(name)
         if rec is None:
             continue
+        if not isinstance(rec, dict) or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise _damaged(d, f"{mf} is unreadable (its entry for {name!r} is not a file record); the file is "
+                              "corrupted")
         f = d / name
         if not f.is_file():
             raise _damaged(d, f"{f} is missing (listed in {MANIFEST})")

@@ -37,6 +37,8 @@ def fresh_outputs(paths: list[Path], force: bool) -> None:
     if force:
         return
     for p in paths:
+        if p.is_dir():
+            raise UserError(f"--out {p} is a directory; give the path of the file to write")
         if p.exists():
             raise UserError(f"{p} already exists (an earlier result); pass --force to replace it, or --out "
                             "somewhere else")

@@ -28,11 +28,37 @@ def read_json(path: str | Path) -> dict:
     if p.is_dir():
         p = p / "sweep.json"
     try:
-        return json.loads(p.read_text())
+        doc = json.loads(p.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{p} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: not valid JSON ({e.msg})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not valid JSON ({getattr(e, 'msg', type(e).__name__)})") from None
+    _check_doc(doc, p)
+    return doc
+
+
+def _numbers(x: object, n: int | None = None) -> bool:
+    return (isinstance(x, list) and (n is None or len(x) == n)
+            and all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in x))
+
+
+def _check_doc(doc: object, p: Path) -> None:
+    """What the figures read: depths (increasing integers >= 1) and a number per depth for each series."""
+    if not isinstance(doc, dict) or "depths" not in doc or "accuracy" not in doc:
+        raise ValueError(f"{p}: neither a sweep.json nor a dynamics.json (no depths/accuracy)")
+    d = doc["depths"]
+    if not (_numbers(d) and d and all(isinstance(x, int) and x >= 1 for x in d) and d == sorted(set(d))):
+        raise ValueError(f"{p}: `depths` must be increasing integers >= 1")
+    if not _numbers(doc["accuracy"], len(d)):
+        raise ValueError(f"{p}: `accuracy` must hold one number per depth ({len(d)})")
+    if is_dynamics(doc):
+        ok = isinstance(doc.get("metrics"), dict) and all(
+            isinstance(s, dict) and all(_numbers(s.get(k), len(d)) for k in ("mean", "q10", "q50", "q90"))
+            for s in doc["metrics"].values()) and isinstance(doc.get("spectral"), dict) \
+            and isinstance(doc.get("pca"), dict) and isinstance(doc["pca"].get("samples"), list)
+        if not ok:
+            raise ValueError(f"{p}: a dynamics.json whose metrics, spectral or pca entries are not what "
+                             "`looplm analyze` writes")
 
 
 def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match vs loop count",
@@ -93,17 +119,19 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         for d in docs:
             if labels:
                 d["label"] = labels[i]
-            if "depths" not in d or "accuracy" not in d:
-                raise ValueError(f"{p}: neither a sweep.json nor a dynamics.json (no depths/accuracy)")
         sweeps = [d for d in docs if not is_dynamics(d)]
         dyn = [d for d in docs if is_dynamics(d)]
         curves.append(sweeps[0] if sweeps else dyn[0])
         dyns.extend(dyn)
-    written = [plot_accuracy(curves, out)]
-    for k, d in enumerate(dyns):
-        suffix = "" if len(dyns) == 1 else f"-{k + 1}"
-        written.append(plot_dynamics(d, out.with_name(f"{out.stem}-dynamics{suffix}.png")))
-        written.append(plot_trajectories(d, out.with_name(f"{out.stem}-trajectories{suffix}.png")))
+    try:  # the documents are the user's files: a field of the wrong shape is their error, not a crash
+        written = [plot_accuracy(curves, out)]
+        for k, d in enumerate(dyns):
+            suffix = "" if len(dyns) == 1 else f"-{k + 1}"
+            written.append(plot_dynamics(d, out.with_name(f"{out.stem}-dynamics{suffix}.png")))
+            written.append(plot_trajectories(d, out.with_name(f"{out.stem}-trajectories{suffix}.png")))
+    except (KeyError, TypeError, IndexError, ValueError) as e:
+        raise ValueError(f"{', '.join(inputs)}: a field is missing or has the wrong shape for plotting "
+                         f"({type(e).__name__}: {e})") from None
     return written
 
 

@@ -39,12 +39,16 @@ def _whole(d: Path) -> str | None:
     return None
 
 
-def resume_point(out: Path, resume: bool, quiet: bool = False) -> Path | None:
-    """The checkpoint folder a run in `out` continues from (None: start fresh). Reads only; UserError otherwise."""
+def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
+    """The checkpoint folder a run in `out` continues from (None: start fresh). Reads only; UserError otherwise.
+    held=True: this process holds the lock (the call under the lock repeats the check quietly)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a run directory")
     if not out.exists():
         return None
+    if not held:
+        with lock(out, create=False):  # another process writing here is the first thing to say
+            pass
     latest = out / "checkpoint"
     if latest.is_symlink():
         raise UserError(f"{latest} is a symbolic link; looplm writes checkpoint/ itself (replace the link with the "
@@ -72,7 +76,7 @@ def resume_point(out: Path, resume: bool, quiet: bool = False) -> Path | None:
     for d in ([found] if found is not None else []) + [d for _, d in reversed(history)]:
         why = _whole(d)
         if why is None:
-            if problems and not quiet:
+            if problems and not held:
                 print(f"resuming from {d}: " + "; ".join(problems), file=sys.stderr)
             return d
         problems.append(why)
@@ -103,14 +107,18 @@ def check_metrics(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def lock(out: Path) -> Iterator[None]:
-    """Hold the run directory's exclusive lock (POSIX flock) while the body runs; UserError if it is taken."""
+def lock(out: Path, create: bool = True) -> Iterator[None]:
+    """Hold the run directory's exclusive lock (POSIX flock) while the body runs; UserError if it is taken.
+    create=False only looks (and changes nothing) when there is no lock file yet."""
     try:
         import fcntl
     except ImportError:  # no flock (Windows): one writer is the user's business
         yield
         return
-    f = (out / LOCK).open("a+")
+    if not create and not (out / LOCK).exists():
+        yield
+        return
+    f = (out / LOCK).open("a+" if create else "r")
     try:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -118,10 +126,11 @@ def lock(out: Path) -> Iterator[None]:
             f.seek(0)
             holder = f.read().strip() or "another process"
             raise UserError(f"{out} is in use by {holder}; wait for it to finish, or choose another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        f.flush()
+        if create:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            f.flush()
         yield
     finally:
         f.close()  # closing releases the lock

@@ -23,6 +23,8 @@ import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -52,7 +54,7 @@ class TrainingDiverged(UserError, RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
 
 
-class Interrupted(UserError, KeyboardInterrupt):
+class Interrupted(UserError):
     """Ctrl-C: the run saved a checkpoint at the last finished step and stopped."""
 
 
@@ -246,11 +248,12 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         run = native_run(cfg, device, src, model)
     state = _read_state(src, cfg, world) if src is not None else None
     eval_batch = run.task.held_out(t.eval_size) if t.eval_every else None
+    dist.barrier(world)  # every rank has checked before rank 0 takes the lock (the ranks are one writer)
     with contextlib.ExitStack() as held:
         if world.is_main:
             out.mkdir(parents=True, exist_ok=True)
             held.enter_context(rundir.lock(out))
-            if rundir.resume_point(out, resume, quiet=True) != src:
+            if rundir.resume_point(out, resume, held=True) != src:
                 raise UserError(f"another process changed {out} while this one was starting; run the command again")
             if src is not None and src.parent.name == ckpt.HISTORY and ckpt_dir.exists():
                 ckpt_dir.rename(out / f"checkpoint.damaged-{int(time.time())}")  # keep it, out of the history's way
@@ -335,6 +338,17 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                                   keep=t.keep_checkpoints)
         dist.barrier(world)
 
+    # Ctrl-C (in a single process) finishes the step it lands in, saves, and stops: a step is never half applied.
+    # A second Ctrl-C stops at once.
+    stop: list[str] = []
+    catch = not world.active and threading.current_thread() is threading.main_thread()
+
+    def request_stop(*_: Any) -> None:
+        if stop:
+            raise KeyboardInterrupt
+        stop.append("sigint")
+
+    prev_sigint = signal.signal(signal.SIGINT, request_stop) if catch else None
     log_f = (out / "metrics.jsonl").open("a") if world.is_main else open(os.devnull, "w")  # noqa: SIM115
     bar = tqdm(total=total, initial=step, desc=f"train [{describe(cfg.loops)}, reg={reg.kind}]",
                disable=not (progress and world.is_main), dynamic_ncols=True)
@@ -432,22 +446,22 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             if fault.get("crash_at_step") == step:
                 raise RuntimeError(f"injected crash after step {step}")
             if fault.get("interrupt_at_step") == step:
-                raise KeyboardInterrupt
+                stop.append("fault")
+            if stop and step < total:
+                if bad_streak:  # the weights have not moved since the last good checkpoint: keep that one
+                    raise Interrupted(f"interrupted at step {step} during non-finite steps; the last good "
+                                      f"checkpoint in {ckpt_dir} is kept; continue with --resume")
+                save()
+                raise Interrupted(f"interrupted: saved a checkpoint at step {step} in {ckpt_dir}; continue with "
+                                  "--resume")
         save()
-    except KeyboardInterrupt:
-        # Ctrl-C between two steps or inside one: the weights are those of the last finished step.
-        if not bad_streak and world.is_main:
-            with contextlib.suppress(Exception):
-                log_f.flush()
-            save()
-            raise Interrupted(f"interrupted: saved a checkpoint at step {step} in {ckpt_dir}; "
-                              "continue with --resume") from None
-        raise
     except BaseException:
         if world.active and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # no barrier: the other ranks may be gone
         raise
     finally:
+        if catch:
+            signal.signal(signal.SIGINT, prev_sigint if prev_sigint is not None else signal.SIG_DFL)
         bar.close()
         log_f.close()
     dist.shutdown(world)

@@ -59,7 +59,7 @@ def test_too_wide_for_the_model_and_bad_split_size():
     task = AdditionTask(4)
     with pytest.raises(ValueError, match="max_seq_len=12"):
         task.encode_problems([1234], [5678], max_len=12)
-    with pytest.raises(ValueError, match="too large"):
+    with pytest.raises(ValueError, match="too many"):
         AdditionTask(2).test_pairs(1000, 0)
 
 

@@ -1,157 +1,638 @@
-"""Every row of docs/bad-inputs.md has a test: here (the rows whose test column names this file, run through the
-CLI and compared with the table's error text exactly) or an existing test the table names (checked to exist).
+"""A table of bad inputs and faults, each run through the CLI as a user would (`test_bad_input`).
 
-Nothing may hang: each in-process case runs under a SIGALRM deadline, and the authors' failure (a loader
-spinning forever on an empty file) is also checked in a real subprocess with a timeout.
+Every case asserts: the exit code (2, or 130 for an interrupt); exactly one line on stderr, starting `error: `, equal
+to the row of docs/bad-inputs.md for that case (after the normalizations in `normalize`); no traceback; and every
+file of the run directories and of the scratch directory byte-identical before and after: a refusal changes
+nothing. `python -m tests.test_bad_inputs` rewrites the tables of docs/bad-inputs.md from CASES and what the
+commands print.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 
 from looplm.cli import main
-from looplm.train import train
-
-from .conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"
 TRAIN = ["train", "--config", "addition-stars", "--out", "{tmp}/out", "--no-progress"]
-ROW = {"num1": 1234, "num2": 5678, "answer": 6912}
+TINY = ["--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "model.n_heads=2", "--set", "train.steps=2",
+        "--set", "train.batch_size=8", "--set", "train.eval_every=0", "--set", "data.test_size=16",
+        "--set", "loops.max_loops=4", "--set", "model.max_seq_len=16", "--set", "train.checkpoint_every=1",
+        "--set", "train.keep_checkpoints=3", "--set", "reg.rho_every=0"]
+RESUME = ["train", "--config", "addition-stars", "--out", "{copy}", "--resume", "--no-progress", *TINY,
+          "--set", "train.steps=3"]
+ROW = '{"num1": 1234, "num2": 5678, "answer": 6912}\n'
 
-# id -> (argv, files to create under {tmp}); `{run}` is a trained tiny run (max_seq_len 16), `{tmp}` a fresh dir.
-CASES: dict[str, tuple[list[str], dict[str, str | bytes]]] = {
-    # config
-    "cfg-yaml-unknown-section": (["train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/out"],
-                                 {"c.yaml": "optim:\n  lr: 1\n"}),
-    "cfg-override-no-equals": ([*TRAIN, "--set", "train.steps"], {}),
-    "cfg-float-for-int": ([*TRAIN, "--set", "train.steps=2.5"], {}),
-    "cfg-int-for-bool": ([*TRAIN, "--set", "model.bias=1"], {}),
-    "cfg-text-for-float": ([*TRAIN, "--set", "train.lr=abc"], {}),
-    "cfg-list-for-float": ([*TRAIN, "--set", "train.lr=[1]"], {}),
-    "cfg-inf": ([*TRAIN, "--set", "train.lr=.inf"], {}),
-    "cfg-nan": ([*TRAIN, "--set", "loops.mu=.nan"], {}),
-    "cfg-bad-device": ([*TRAIN, "--set", "train.device=tpu"], {}),
-    "cfg-min-loops-zero": ([*TRAIN, "--set", "loops.min_loops=0"], {}),
-    "cfg-lambda-negative": ([*TRAIN, "--set", "reg.weight=-0.1"], {}),
-    "cfg-rate-zero": ([*TRAIN, "--set", "loops.rate=0"], {}),
-    "cfg-dropout-one": ([*TRAIN, "--set", "model.dropout=1"], {}),
-    "cfg-min-lr-above-lr": ([*TRAIN, "--set", "train.min_lr=1"], {}),
-    "cfg-steps-zero": ([*TRAIN, "--set", "train.steps=0"], {}),
-    "cfg-keep-zero": ([*TRAIN, "--set", "train.keep_checkpoints=0"], {}),
-    "cfg-max-bad-zero": ([*TRAIN, "--set", "train.max_bad_steps=0"], {}),
-    "cfg-digits-10": ([*TRAIN, "--set", "data.digits=10"], {}),
-    "cfg-seq-too-short": ([*TRAIN, "--set", "model.max_seq_len=12"], {}),
-    "cfg-vocab-too-small": ([*TRAIN, "--set", "model.vocab_size=10"], {}),
-    "cfg-test-split-too-large": ([*TRAIN, "--set", "data.digits=1"], {}),
-    "cfg-yaml-invalid": (["train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/out"], {"c.yaml": "model: [1, 2\n"}),
-    "cfg-yaml-list": (["train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/out"], {"c.yaml": "- 1\n- 2\n"}),
-    "cfg-yaml-section-scalar": (["train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/out"], {"c.yaml": "model: 3\n"}),
-    # data files
-    "data-dev-null": (["sweep", "{run}", "--data", "/dev/null", "--no-progress"], {}),
-    "data-directory": (["sweep", "{run}", "--data", "{tmp}", "--no-progress"], {}),
-    "data-nan": (["sweep", "{run}", "--data", "{tmp}/d.jsonl", "--no-progress"],
-                 {"d.jsonl": '{"num1": NaN, "num2": 1, "answer": 1}\n'}),
-    "data-exponent": (["sweep", "{run}", "--data", "{tmp}/d.jsonl", "--no-progress"],
-                      {"d.jsonl": '{"num1": 1e3, "num2": 1, "answer": 1001}\n'}),
-    "data-too-wide": (["sweep", "{run}", "--data", "{tmp}/d.jsonl", "--no-progress"],
-                      {"d.jsonl": '{"num1": 1234, "num2": 5678, "answer": 6912}\n'
-                                  '{"num1": 123456789, "num2": 1, "answer": 123456790}\n'}),
-    "data-binary": (["sweep", "{run}", "--data", "{tmp}/d.jsonl", "--no-progress"], {"d.jsonl": b"\xff\xfe\x00junk"}),
-    # generation
-    "gen-space": (["generate", "{run}", "1 + 2="], {}),
-    "gen-too-long": (["generate", "{run}", "1234567+1234567="], {}),
-    "gen-empty-prompt": (["generate", "{run}", ""], {}),
-    # sweep and checkpoints
-    "ckpt-not-a-run": (["sweep", "{tmp}", "--no-progress"], {}),
-    "depth-zero": (["sweep", "{run}", "--depths", "0:3", "--no-progress"], {}),
-    "depth-step-zero": (["sweep", "{run}", "--depths", "1:10:0", "--no-progress"], {}),
-    "depth-not-a-number": (["sweep", "{run}", "--depths", "a:b", "--no-progress"], {}),
-    "sweep-n-zero": (["sweep", "{run}", "--n", "0", "--no-progress"], {}),
+
+@dataclass
+class Case:
+    group: str
+    what: str
+    argv: list[str]
+    files: dict[str, str | bytes] = field(default_factory=dict)  # written under {tmp} before the command
+    prepare: Callable[[Path, Path], None] | None = None  # (tmp, copy of the run) -> None, before the snapshot
+    rc: int = 2
+    hf: bool = False  # needs the hf extra
+    before: str = ""  # what `prepare` does, for the table
+
+
+def _flip(rel: str) -> Callable[[Path, Path], None]:
+    def prep(tmp: Path, copy: Path) -> None:
+        """one byte flipped"""
+        f = copy / rel
+        raw = bytearray(f.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        f.write_bytes(bytes(raw))
+    return prep
+
+
+def _write(rel: str, content: str | bytes) -> Callable[[Path, Path], None]:
+    def prep(tmp: Path, copy: Path) -> None:
+        """the file overwritten"""
+        (copy / rel).write_bytes(content if isinstance(content, bytes) else content.encode())
+    return prep
+
+
+def _rewrite_state(state: object) -> Callable[[Path, Path], None]:
+    """Replace the trainer state with `state` and record it in the manifest, as a tool that rewrote both would."""
+    def prep(tmp: Path, copy: Path) -> None:
+        """trainer_state.pt replaced, manifest updated to match"""
+        d = copy / "checkpoint"
+        torch.save(state, d / "trainer_state.pt")
+        m = json.loads((d / "manifest.json").read_text())
+        raw = (d / "trainer_state.pt").read_bytes()
+        m["files"]["trainer_state.pt"] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+        (d / "manifest.json").write_text(json.dumps(m))
+    return prep
+
+
+def _lose_latest(tmp: Path, copy: Path) -> None:
+    """checkpoint/ deleted"""
+    shutil.rmtree(copy / "checkpoint")
+
+
+def _damage_all(tmp: Path, copy: Path) -> None:
+    """a byte flipped in every checkpoint's weights"""
+    for d in [copy / "checkpoint", *sorted((copy / "checkpoints").iterdir())]:
+        _flip(str((d / "model.safetensors").relative_to(copy)))(tmp, copy)
+
+
+def _symlink_loop(tmp: Path, copy: Path) -> None:
+    """checkpoint/ replaced by a symlink to itself"""
+    shutil.rmtree(copy / "checkpoint")
+    (copy / "checkpoint").symlink_to(copy / "checkpoint")
+
+
+def _metrics(text: str) -> Callable[[Path, Path], None]:
+    def prep(tmp: Path, copy: Path) -> None:
+        """a line inserted after the first in metrics.jsonl"""
+        lines = (copy / "metrics.jsonl").read_text().splitlines()
+        (copy / "metrics.jsonl").write_text(lines[0] + "\n" + text + "\n" + "\n".join(lines[1:]) + "\n")
+    return prep
+
+
+def _hold_lock(tmp: Path, copy: Path) -> None:
+    """another process holds the run's lock (.looplm.lock)"""
+    code = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.seek(0); "
+            "f.truncate(); f.write('pid 4242 on otherhost since 2026-12-02 10:00:00\\n'); f.flush(); "
+            "print('ready', flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(copy / ".looplm.lock")], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    _HELD.append(p)
+
+
+_HELD: list[subprocess.Popen] = []
+
+
+def _remote_code_model(tmp: Path, copy: Path) -> None:
+    """<tmp>/remote: config.json of an unknown model_type with auto_map, and evil.py that would write a file"""
+    d = tmp / "remote"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "not-a-known-type", "auto_map": {
+        "AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"}}))
+    (d / "evil.py").write_text(f"open({str(tmp / 'RAN')!r}, 'w').write('code ran')\n")
+
+
+def _partial_run(tmp: Path, copy: Path) -> None:
+    """<tmp>/partial holds config.yaml and metrics.jsonl, no checkpoint"""
+    (tmp / "partial").mkdir()
+    (tmp / "partial" / "metrics.jsonl").write_text('{"step": 1, "loops": 2, "ce": 2.0}\n')
+    (tmp / "partial" / "config.yaml").write_text("model: {}\n")
+
+
+def _foreign_dir(tmp: Path, copy: Path) -> None:
+    """<tmp>/docs holds thesis.tex"""
+    (tmp / "docs").mkdir()
+    (tmp / "docs" / "thesis.tex").write_text("\\documentclass{article}\n")
+
+
+S = ["sweep", "{run}", "--no-progress"]
+A = ["analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--pca-n", "0",
+     "--no-plot"]
+G = ["generate", "{run}"]
+FT = ["finetune", "--config", "{tmp}/ft.yaml", "--out", "{tmp}/ft", "--no-progress"]
+FT_YAML = ("model:\n  name_or_path: {base}\ndata:\n  source: {tmp}/chat.jsonl\n  max_length: 256\n"
+           "train:\n  steps: 1\n  batch_size: 2\n")
+
+
+def chat(*rows: str) -> dict[str, str]:
+    return {"ft.yaml": FT_YAML, "chat.jsonl": "".join(r + "\n" for r in rows)}
+
+
+GOOD_CHAT = '{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "#### 2"}]}'
+
+CASES: dict[str, Case] = {
+    # --- config: keys, types, ranges, strict YAML -------------------------------------------------------------
+    "cfg-unknown-key": Case("config", "unknown key (--set)", [*TRAIN, "--set", "model.bogus=1"]),
+    "cfg-unknown-section": Case("config", "unknown section (--set)", [*TRAIN, "--set", "nope.x=1"]),
+    "cfg-override-no-equals": Case("config", "override without a value", [*TRAIN, "--set", "train.steps"]),
+    "cfg-override-not-dotted": Case("config", "override key not section.key", [*TRAIN, "--set", "trainsteps=3"]),
+    "cfg-yaml-unknown-key": Case("config", "unknown key (YAML file)", ["train", "--config", "{tmp}/c.yaml", "--out",
+                                 "{tmp}/out"], {"c.yaml": "model:\n  d_modle: 64\n"}),
+    "cfg-yaml-unknown-section": Case("config", "unknown section (YAML file)", ["train", "--config", "{tmp}/c.yaml",
+                                     "--out", "{tmp}/out"], {"c.yaml": "optim:\n  lr: 1\n"}),
+    "cfg-yaml-invalid": Case("config", "invalid YAML", ["train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/out"],
+                             {"c.yaml": "model: [1, 2\n"}),
+    "cfg-yaml-list": Case("config", "YAML that is not a mapping", ["train", "--config", "{tmp}/c.yaml", "--out",
+                          "{tmp}/out"], {"c.yaml": "- 1\n- 2\n"}),
+    "cfg-yaml-section-scalar": Case("config", "a section that is not a mapping", ["train", "--config",
+                                    "{tmp}/c.yaml", "--out", "{tmp}/out"], {"c.yaml": "model: 3\n"}),
+    "cfg-yaml-duplicate-key": Case("config", "duplicate key (YAML file)", ["train", "--config", "{tmp}/c.yaml",
+                                   "--out", "{tmp}/out"], {"c.yaml": "train:\n  steps: 5\n  steps: 50\n"}),
+    "cfg-yaml-nonstring-key": Case("config", "non-string key (YAML file)", ["train", "--config", "{tmp}/c.yaml",
+                                   "--out", "{tmp}/out"], {"c.yaml": "train:\n  1: 5\n"}),
+    "cfg-yaml-binary": Case("config", "config file that is not text", ["train", "--config", "{tmp}/c.yaml", "--out",
+                            "{tmp}/out"], {"c.yaml": b"\xff\xfe\x00\x00bin"}),
+    "cfg-config-dir": Case("config", "--config names a directory", ["train", "--config", "{tmp}", "--out",
+                           "{tmp}/out"]),
+    "cfg-missing-file": Case("config", "config neither a file nor a preset", ["train", "--config",
+                             "{tmp}/missing.yaml", "--out", "{tmp}/out"]),
+    "cfg-set-invalid-yaml": Case("config", "--set value that is invalid YAML", [*TRAIN, "--set", "train.lr=[1"]),
+    "cfg-sexagesimal": Case("config", "YAML 1.1 sexagesimal (1:30 read as 90)", [*TRAIN, "--set",
+                            "train.steps=1:30"]),
+    "cfg-yes-for-bool": Case("config", "YAML 1.1 yes/no for a bool", [*TRAIN, "--set", "model.bias=yes"]),
+    "cfg-text-for-int": Case("config", "text for an int", [*TRAIN, "--set", "train.steps=many"]),
+    "cfg-bool-for-int": Case("config", "bool for an int", [*TRAIN, "--set", "train.steps=true"]),
+    "cfg-float-for-int": Case("config", "float for an int", [*TRAIN, "--set", "train.steps=2.5"]),
+    "cfg-empty-for-int": Case("config", "empty value for an int", [*TRAIN, "--set", "train.steps="]),
+    "cfg-int-for-bool": Case("config", "int for a bool", [*TRAIN, "--set", "model.bias=1"]),
+    "cfg-text-for-float": Case("config", "text for a float", [*TRAIN, "--set", "train.lr=abc"]),
+    "cfg-list-for-float": Case("config", "list for a float", [*TRAIN, "--set", "train.lr=[1]"]),
+    "cfg-inf": Case("config", "infinite float", [*TRAIN, "--set", "train.lr=.inf"]),
+    "cfg-nan": Case("config", "NaN float", [*TRAIN, "--set", "loops.mu=.nan"]),
+    "cfg-bad-choice": Case("config", "value not among the choices", [*TRAIN, "--set", "model.norm_placement=middle"]),
+    "cfg-bad-device": Case("config", "unknown device in the config", [*TRAIN, "--set", "train.device=tpu"]),
+    "cfg-bad-strategy": Case("config", "unknown distributed strategy", [*TRAIN, "--set", "train.strategy=zero3"]),
+    "cfg-min-loops-zero": Case("config", "min_loops < 1", [*TRAIN, "--set", "loops.min_loops=0"]),
+    "cfg-min-above-max": Case("config", "min_loops > max_loops", [*TRAIN, "--set", "loops.max_loops=5", "--set",
+                              "loops.min_loops=9"]),
+    "cfg-num-loops-zero": Case("config", "num_loops < 1", [*TRAIN, "--set", "loops.num_loops=0"]),
+    "cfg-sigma-zero": Case("config", "σ = 0", [*TRAIN, "--set", "loops.sigma=0"]),
+    "cfg-rate-zero": Case("config", "Poisson rate 0", [*TRAIN, "--set", "loops.rate=0"]),
+    "cfg-lambda-negative": Case("config", "λ < 0", [*TRAIN, "--set", "reg.weight=-0.1"]),
+    "cfg-lambda-above-one": Case("config", "λ > 1", [*TRAIN, "--set", "reg.weight=1.5"]),
+    "cfg-dropout-one": Case("config", "dropout = 1", [*TRAIN, "--set", "model.dropout=1"]),
+    "cfg-heads-divide": Case("config", "d_model not divisible by n_heads", [*TRAIN, "--set", "model.n_heads=3"]),
+    "cfg-deepnorm-pre": Case("config", "DeepNorm with a pre-norm placement", [*TRAIN, "--set",
+                             "model.norm_type=deepnorm", "--set", "model.norm_placement=pre"]),
+    "cfg-min-lr-above-lr": Case("config", "min_lr > lr", [*TRAIN, "--set", "train.min_lr=1"]),
+    "cfg-steps-zero": Case("config", "no steps and no epochs", [*TRAIN, "--set", "train.steps=0"]),
+    "cfg-epochs-native": Case("config", "epochs for a task that generates its data", [*TRAIN, "--set",
+                              "train.steps=0", "--set", "train.epochs=1"]),
+    "cfg-keep-zero": Case("config", "keep_checkpoints < 1", [*TRAIN, "--set", "train.keep_checkpoints=0"]),
+    "cfg-max-bad-zero": Case("config", "max_bad_steps < 1", [*TRAIN, "--set", "train.max_bad_steps=0"]),
+    "cfg-micro-not-dividing": Case("config", "micro-batch that does not divide the batch", [*TRAIN, "--set",
+                                   "train.batch_size=8", "--set", "train.micro_batch_size=3"]),
+    "cfg-digits-10": Case("config", "operands wider than 9 digits", [*TRAIN, "--set", "data.digits=10"]),
+    "cfg-seq-too-short": Case("config", "positions too few for the task", [*TRAIN, "--set", "model.max_seq_len=12"]),
+    "cfg-vocab-too-small": Case("config", "vocabulary too small for the task", [*TRAIN, "--set",
+                                "model.vocab_size=10"]),
+    "cfg-test-split-too-large": Case("config", "held-out split larger than the reserved slice", [*TRAIN, "--set",
+                                     "data.digits=1"]),
+    "cfg-init-from-missing": Case("config", "train.init_from that does not exist", [*TRAIN, "--set",
+                                  "train.init_from={tmp}/nowhere"]),
+    # --- command-line arguments -------------------------------------------------------------------------------
+    "arg-unknown-command": Case("arguments", "unknown command", ["trian", "--config", "addition-stars"]),
+    "arg-missing-out": Case("arguments", "a required option missing", ["train", "--config", "addition-stars"]),
+    "arg-sweep-batch-negative": Case("arguments", "negative batch size", [*S, "--batch-size", "-1"]),
+    "arg-sweep-batch-zero": Case("arguments", "zero batch size", [*S, "--batch-size", "0"]),
+    "arg-sweep-batch-text": Case("arguments", "batch size that is not a number", [*S, "--batch-size", "many"]),
+    "arg-sweep-n-zero": Case("arguments", "zero problems", [*S, "--n", "0"]),
+    "arg-sweep-exit-tol-negative": Case("arguments", "negative exit tolerance", [*S, "--exit-tol", "-0.1"]),
+    "arg-sweep-exit-tol-nan": Case("arguments", "NaN exit tolerance", [*S, "--exit-tol", "nan"]),
+    "arg-sweep-exit-stable-zero": Case("arguments", "exit after 0 stable loops", [*S, "--exit-stable", "0"]),
+    "arg-analyze-batch-zero": Case("arguments", "analyze with batch size 0", [*A, "--batch-size", "0"]),
+    "arg-analyze-iters-zero": Case("arguments", "zero spectral iterations", [*A, "--iters", "0"]),
+    "arg-analyze-tol-zero": Case("arguments", "zero spectral tolerance", [*A, "--tol", "0"]),
+    "arg-analyze-spectral-n-negative": Case("arguments", "negative spectral sample count", [*A, "--spectral-n",
+                                            "-2"]),
+    "arg-analyze-threads-negative": Case("arguments", "negative thread count", [*A, "--threads", "-1"]),
+    "arg-analyze-method": Case("arguments", "unknown spectral method", [*A, "--method", "lanczos"]),
+    "arg-analyze-spectral-not-among": Case("arguments", "spectral depths outside --depths", [*A,
+                                           "--spectral-depths", "50"]),
+    "arg-gen-loops-zero": Case("arguments", "zero loops for generation", [*G, "1+1=", "--loops", "0"]),
+    "arg-gen-exit-stable-zero": Case("arguments", "generation exit after 0 stable loops", [*G, "1+1=",
+                                     "--exit-stable", "0"]),
+    "arg-gen-no-cache-exit": Case("arguments", "exit rule without the KV cache", [*G, "1+1=", "--no-cache",
+                                  "--exit-tol", "0.1"]),
+    "arg-study-jobs-zero": Case("arguments", "zero parallel jobs", ["study", "addition", "--out", "{tmp}/s",
+                                "--jobs", "0"]),
+    "arg-study-unknown-run": Case("arguments", "unknown run name in a study", ["study", "addition", "--out",
+                                  "{tmp}/s", "--only", "no-such-run"]),
+    "depth-zero": Case("arguments", "depth < 1", [*S, "--depths", "0:3"]),
+    "depth-step-zero": Case("arguments", "depth range with step 0", [*S, "--depths", "1:10:0"]),
+    "depth-not-a-number": Case("arguments", "depth spec that is not numbers", [*S, "--depths", "a:b"]),
+    "depth-reversed": Case("arguments", "reversed depth range", [*S, "--depths", "9:2"]),
+    "depth-empty": Case("arguments", "empty depth spec", [*S, "--depths", ""]),
+    "depth-billion": Case("arguments", "a billion depths (memory)", [*S, "--depths", "1:1000000000"]),
+    "depth-too-deep": Case("arguments", "a depth past a million loops", [*S, "--depths", "5,2000000"]),
+    # --- run directories: new or whole, one writer, refusals change nothing --------------------------------------
+    "run-exists-no-resume": Case("rundir", "--out holds a checkpoint, no --resume", [*TRAIN[:4], "{copy}", *TINY]),
+    "run-history-only-no-resume": Case("rundir", "checkpoint/ lost, checkpoints/ kept, no --resume",
+                                       [*TRAIN[:4], "{copy}", *TINY], prepare=_lose_latest),
+    "run-resume-model-mismatch": Case("rundir", "--resume with another model", [*RESUME, "--set",
+                                      "model.d_model=48"]),
+    "run-partial-no-resume": Case("rundir", "a run with no checkpoint yet, no --resume",
+                                  [*TRAIN[:4], "{tmp}/partial", *TINY], prepare=_partial_run),
+    "run-foreign-dir": Case("rundir", "--out a directory of other files", [*TRAIN[:4], "{tmp}/docs", *TINY],
+                            prepare=_foreign_dir),
+    "run-foreign-dir-resume": Case("rundir", "--resume into a directory of other files", [*TRAIN[:4], "{tmp}/docs",
+                                   "--resume", *TINY], prepare=_foreign_dir),
+    "run-out-is-file": Case("rundir", "--out is a file", [*TRAIN[:4], "{tmp}/f", *TINY], {"f": "x"}),
+    "run-checkpoint-symlink": Case("rundir", "checkpoint/ is a symlink to itself", RESUME, prepare=_symlink_loop),
+    "run-locked": Case("rundir", "another process holds the run", RESUME, prepare=_hold_lock),
+    "run-metrics-bad-middle": Case("rundir", "metrics.jsonl with a bad line before the last", RESUME,
+                                   prepare=_metrics("{\"step\": 1, \"lo")),
+    "run-metrics-not-object": Case("rundir", "metrics.jsonl with a line that is not an object", RESUME,
+                                   prepare=_metrics("[1, 2]")),
+    "run-no-whole-checkpoint": Case("rundir", "--resume when every checkpoint is damaged", RESUME,
+                                    prepare=_damage_all),
+    # --- checkpoints ----------------------------------------------------------------------------------------------
+    "ckpt-missing": Case("checkpoint", "checkpoint path does not exist", ["sweep", "{tmp}/missing"]),
+    "ckpt-not-a-run": Case("checkpoint", "a directory that is not a run", ["sweep", "{tmp}", "--no-progress"]),
+    "ckpt-weights-flipped": Case("checkpoint", "a flipped byte in the weights", ["sweep", "{copy}", "--no-progress",
+                                 "--out", "{tmp}/s.json"], prepare=_flip("checkpoint/model.safetensors")),
+    "ckpt-weights-truncated": Case("checkpoint", "truncated weights", ["sweep", "{copy}", "--no-progress", "--out",
+                                   "{tmp}/s.json"], prepare=_write("checkpoint/model.safetensors", b"\0" * 10)),
+    "ckpt-config-not-json": Case("checkpoint", "config.json that is not JSON (no manifest entry checked first)",
+                                 ["sweep", "{copy}", "--no-progress", "--out", "{tmp}/s.json"],
+                                 prepare=_write("checkpoint/config.json", "{not json")),
+    "ckpt-manifest-not-json": Case("checkpoint", "manifest.json that is not JSON", ["sweep", "{copy}",
+                                   "--no-progress", "--out", "{tmp}/s.json"],
+                                   prepare=_write("checkpoint/manifest.json", "[[[")),
+    "ckpt-manifest-files-list": Case("checkpoint", "manifest whose files are not a mapping", ["sweep", "{copy}",
+                                     "--no-progress", "--out", "{tmp}/s.json"],
+                                     prepare=_write("checkpoint/manifest.json", '{"files": [1]}')),
+    "ckpt-manifest-record": Case("checkpoint", "manifest with a file record that is not an object",
+                                 ["sweep", "{copy}", "--no-progress", "--out", "{tmp}/s.json"],
+                                 prepare=_write("checkpoint/manifest.json",
+                                                '{"files": {"model.safetensors": "yes"}}')),
+    "ckpt-state-flipped": Case("checkpoint", "a flipped byte in the trainer state, on --resume", RESUME,
+                               prepare=lambda tmp, copy: (_lose_history(copy),
+                                                          _flip("checkpoint/trainer_state.pt")(tmp, copy)),
+                               before="checkpoints/ removed, one byte of checkpoint/trainer_state.pt flipped"),
+    "ckpt-state-not-a-state": Case("checkpoint", "a trainer state of another shape (manifest rewritten to match)",
+                                   RESUME, prepare=lambda tmp, copy: (_lose_history(copy),
+                                                                      _rewrite_state({"step": 2, "x": 1})(tmp, copy)),
+                                   before="checkpoints/ removed, trainer_state.pt = {step: 2, x: 1}, manifest "
+                                          "to match"),
+    "ckpt-state-optimizer": Case("checkpoint", "an optimizer state that is not a state dict", RESUME,
+                                 prepare=lambda tmp, copy: (_lose_history(copy), _rewrite_state(
+                                     {"step": 2, "optimizer": [1], "generators": {}})(tmp, copy)),
+                                 before="checkpoints/ removed, trainer_state.pt with optimizer = [1], manifest "
+                                        "to match"),
+    # --- data files -----------------------------------------------------------------------------------------------
+    "data-empty": Case("data", "empty file", [*S, "--data", "{tmp}/d.jsonl"], {"d.jsonl": ""}),
+    "data-blank-lines": Case("data", "only blank lines", [*S, "--data", "{tmp}/d.jsonl"], {"d.jsonl": "\n\n"}),
+    "data-missing-file": Case("data", "missing file", [*S, "--data", "{tmp}/nope.jsonl"]),
+    "data-dev-null": Case("data", "a device, not a file", [*S, "--data", "/dev/null"]),
+    "data-directory": Case("data", "a directory", [*S, "--data", "{tmp}"]),
+    "data-binary": Case("data", "binary file", [*S, "--data", "{tmp}/d.jsonl"], {"d.jsonl": b"\xff\xfe\x00junk"}),
+    "data-malformed": Case("data", "malformed JSON (line 2)", [*S, "--data", "{tmp}/d.jsonl"],
+                           {"d.jsonl": ROW + '{"num1": 1, \n'}),
+    "data-not-object": Case("data", "a row that is not an object", [*S, "--data", "{tmp}/d.jsonl"],
+                            {"d.jsonl": "[1, 2, 3]\n"}),
+    "data-missing-field": Case("data", "missing field", [*S, "--data", "{tmp}/d.jsonl"],
+                               {"d.jsonl": '{"num1": 1, "answer": 3}\n'}),
+    "data-string-number": Case("data", "number as a string", [*S, "--data", "{tmp}/d.jsonl"],
+                               {"d.jsonl": '{"num1": "1", "num2": 2, "answer": 3}\n'}),
+    "data-float": Case("data", "non-integer number", [*S, "--data", "{tmp}/d.jsonl"],
+                       {"d.jsonl": '{"num1": 1.5, "num2": 2, "answer": 3}\n'}),
+    "data-bool": Case("data", "bool for a number", [*S, "--data", "{tmp}/d.jsonl"],
+                      {"d.jsonl": '{"num1": true, "num2": 2, "answer": 3}\n'}),
+    "data-negative": Case("data", "negative number", [*S, "--data", "{tmp}/d.jsonl"],
+                          {"d.jsonl": '{"num1": -1, "num2": 2, "answer": 1}\n'}),
+    "data-wrong-answer": Case("data", "answer ≠ num1 + num2", [*S, "--data", "{tmp}/d.jsonl"],
+                              {"d.jsonl": '{"num1": 1, "num2": 2, "answer": 4}\n'}),
+    "data-nan": Case("data", "NaN in a row", [*S, "--data", "{tmp}/d.jsonl"],
+                     {"d.jsonl": '{"num1": NaN, "num2": 1, "answer": 1}\n'}),
+    "data-exponent": Case("data", "number in exponent notation", [*S, "--data", "{tmp}/d.jsonl"],
+                          {"d.jsonl": '{"num1": 1e3, "num2": 1, "answer": 1001}\n'}),
+    "data-too-wide": Case("data", "operands too wide for the model's positions", [*S, "--data", "{tmp}/d.jsonl"],
+                          {"d.jsonl": ROW + '{"num1": 123456789, "num2": 1, "answer": 123456790}\n'}),
+    "chat-null-content": Case("data", "chat record with null content", FT, chat(
+        '{"messages": [{"role": "user", "content": null}, {"role": "assistant", "content": "#### 2"}]}'), hf=True),
+    "chat-no-role": Case("data", "chat message without a role", FT, chat(
+        GOOD_CHAT, '{"messages": [{"content": "hi"}, {"role": "assistant", "content": "#### 2"}]}'), hf=True),
+    "chat-string-messages": Case("data", "chat messages that are strings", FT, chat(
+        '{"messages": ["hello", "#### 2"]}'), hf=True),
+    "chat-not-object": Case("data", "chat record that is not an object", FT, chat(GOOD_CHAT, '"just text"'), hf=True),
+    "chat-malformed": Case("data", "malformed JSON in chat data", FT, chat(GOOD_CHAT, '{"messages": ['), hf=True),
+    "chat-no-target": Case("data", "chat data with nothing to learn", FT, chat(
+        '{"messages": [{"role": "user", "content": "hi"}]}'), hf=True),
+    "chat-missing-file": Case("data", "missing chat data file", FT, {"ft.yaml": FT_YAML}, hf=True),
+    # --- outputs never destroy inputs ---------------------------------------------------------------------------
+    "out-sweep-exists": Case("outputs", "sweep over an earlier sweep.json", ["sweep", "{run}", "--no-progress"]),
+    "out-analyze-exists": Case("outputs", "analyze over an earlier dynamics.json", ["analyze", "{run}",
+                               "--no-progress"]),
+    "out-sweep-to-dir": Case("outputs", "sweep --out a directory", [*S, "--out", "{tmp}"]),
+    "out-export-into-checkpoint": Case("outputs", "export-hf --out the run's checkpoint/", ["export-hf", "{run}",
+                                       "--out", "{run}/checkpoint"], hf=True),
+    "out-export-to-file": Case("outputs", "export-hf --out an existing file", ["export-hf", "{run}", "--out",
+                               "{tmp}/f"], {"f": "keep me"}, hf=True),
+    # --- devices, memory, the operating system --------------------------------------------------------------------
+    "dev-train-cuda": Case("system", "train.device=cuda without CUDA", [*TRAIN, "--set", "train.device=cuda"]),
+    "dev-sweep-cuda": Case("system", "--device cuda without CUDA", [*S, "--device", "cuda"]),
+    "dev-sweep-cuda-index": Case("system", "--device cuda:1 without CUDA", [*S, "--device", "cuda:1"]),
+    "dev-sweep-foo": Case("system", "unknown device", [*S, "--device", "foo"]),
+    "dev-sweep-meta": Case("system", "the meta device", [*S, "--device", "meta"]),
+    "mem-huge-width": Case("system", "a model too wide for memory", [*TRAIN, "--set", "model.d_model=65536",
+                           "--set", "model.d_ff=262144", "--set", "model.n_heads=8"]),
+    "mem-huge-batch": Case("system", "a batch too large for memory", [*TRAIN, "--set", "train.batch_size=100000000"]),
+    "os-out-unwritable": Case("system", "--out where nothing can be written", [*TRAIN[:4], "/proc/looplm-out",
+                              *TINY]),
+    "os-sweep-out-unwritable": Case("system", "sweep --out where nothing can be written", [*S, "--out",
+                                    "/proc/looplm-sweep.json"]),
+    # --- generation -------------------------------------------------------------------------------------------------
+    "gen-space": Case("generation", "a character outside the vocabulary (space)", [*G, "1 + 2="]),
+    "gen-bad-char": Case("generation", "a letter", [*G, "12a4+1="]),
+    "gen-too-long": Case("generation", "a prompt longer than the positions", [*G, "1234567+1234567="]),
+    "gen-empty-prompt": Case("generation", "an empty prompt", [*G, ""]),
+    # --- plot inputs ------------------------------------------------------------------------------------------------
+    "plot-missing": Case("plots", "input that does not exist", ["plot", "{tmp}/none.json", "--out", "{tmp}/a.png"]),
+    "plot-not-json": Case("plots", "input that is not JSON", ["plot", "{tmp}/x.json", "--out", "{tmp}/a.png"],
+                          {"x.json": "{oops"}),
+    "plot-neither": Case("plots", "JSON that is neither a sweep nor dynamics", ["plot", "{tmp}/x.json", "--out",
+                         "{tmp}/a.png"], {"x.json": '{"hello": 1}'}),
+    "plot-depths-text": Case("plots", "depths that are not integers", ["plot", "{tmp}/x.json", "--out",
+                             "{tmp}/a.png"], {"x.json": '{"depths": ["a"], "accuracy": [1]}'}),
+    "plot-accuracy-length": Case("plots", "one accuracy short", ["plot", "{tmp}/x.json", "--out", "{tmp}/a.png"],
+                                 {"x.json": '{"depths": [1, 2], "accuracy": [1]}'}),
+    "plot-dynamics-malformed": Case("plots", "a dynamics.json without its metrics", ["plot", "{tmp}/x.json",
+                                    "--out", "{tmp}/a.png"],
+                                    {"x.json": '{"kind": "looplm.dynamics", "depths": [1], "accuracy": [1]}'}),
+    "plot-out-not-png": Case("plots", "--out that is not a .png", ["plot", "{run}", "--out", "{tmp}/a.jpg"]),
+    "plot-labels-count": Case("plots", "more labels than inputs", ["plot", "{run}", "--labels", "a", "b", "--out",
+                              "{tmp}/a.png"]),
+    "plot-empty-dir": Case("plots", "a directory with neither file", ["plot", "{tmp}", "--out", "{tmp}/a.png"]),
+    # --- pretrained models (the hf extra) ---------------------------------------------------------------------------
+    "hf-finetune-native-config": Case("hf", "finetune with a config for looplm's own model",
+                                      ["finetune", "--config", "addition-stars", "--out", "{tmp}/ft"], hf=True),
+    "hf-finetune-init-from": Case("hf", "train.init_from for a pretrained model", FT,
+                                  {"ft.yaml": FT_YAML + "  init_from: x\n", "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-eval-every": Case("hf", "train.eval_every for chat data", FT,
+                                   {"ft.yaml": FT_YAML + "  eval_every: 5\n", "chat.jsonl": GOOD_CHAT + "\n"},
+                                   hf=True),
+    "hf-finetune-remote-code": Case("hf", "a model directory that needs its own code", [
+        "finetune", "--config", "{tmp}/r.yaml", "--out", "{tmp}/ft", "--no-progress"],
+        {"r.yaml": "model:\n  name_or_path: {tmp}/remote\ndata:\n  source: {tmp}/chat.jsonl\ntrain:\n  steps: 1\n",
+         "chat.jsonl": GOOD_CHAT + "\n"}, prepare=_remote_code_model, hf=True),
+    "hf-analyze-remote-code": Case("hf", "analyze a model directory that needs its own code", [
+        "analyze", "{tmp}/remote", "--data", "{tmp}/chat.jsonl", "--no-progress"], {"chat.jsonl": GOOD_CHAT + "\n"},
+        prepare=_remote_code_model, hf=True),
+    "hf-analyze-no-data": Case("hf", "analyze an HF model without --data", ["analyze", "{base}", "--no-progress",
+                               "--out", "{tmp}/a"], hf=True),
+    "hf-eval-unknown-task": Case("hf", "eval-lm with an unknown task", ["eval-lm", "{base}", "--tasks",
+                                 "no_such_task_xyz", "--out", "{tmp}/e"], hf=True),
+    "hf-eval-missing-model": Case("hf", "eval-lm on a model directory that does not exist", [
+        "eval-lm", "{tmp}/nope", "--tasks", "x", "--out", "{tmp}/e"], hf=True),
+    "hf-eval-dtype": Case("hf", "eval-lm with an unknown dtype", ["eval-lm", "{base}", "--tasks", "x", "--dtype",
+                          "bogus"], hf=True),
+    "hf-eval-batch-zero": Case("hf", "eval-lm with batch size 0", ["eval-lm", "{base}", "--tasks", "x",
+                               "--batch-size", "0"], hf=True),
+    "hf-export-loops-zero": Case("hf", "export-hf with 0 loops", ["export-hf", "{run}", "--out", "{tmp}/x",
+                                 "--loops", "0"], hf=True),
+    "hf-sweep-on-finetune": Case("hf", "sweep a fine-tuned HF checkpoint (a task sweep needs looplm's own model)",
+                                 ["sweep", "{hfrun}", "--no-progress", "--out", "{tmp}/s.json"], hf=True),
+    "hf-resume-kind-mismatch": Case("hf", "--resume a fine-tune with a config for looplm's own model", [
+        "train", "--config", "addition-stars", "--out", "{hfrun}", "--resume", "--no-progress"], hf=True),
 }
 
 
-def doc_rows() -> dict[str, dict[str, str]]:
-    """The bad-input table rows: id -> {input, example, error, test}."""
-    rows = {}
-    for line in DOC.read_text().splitlines():
-        m = re.match(r"^\| `([a-z0-9-]+)` \|", line)
-        if m:
-            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-            assert len(cells) == 5, f"malformed row: {line}"
-            assert m.group(1) not in rows, f"duplicate id {m.group(1)}"
-            rows[m.group(1)] = dict(zip(("id", "input", "example", "error", "test"), cells, strict=True))
-    return rows
+def _lose_history(copy: Path) -> None:
+    shutil.rmtree(copy / "checkpoints", ignore_errors=True)
+
+
+# --- the fixtures: a tiny trained run (with a history and earlier results), a tiny HF model and a fine-tune ------
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("bad") / "run"
+    assert main(["train", "--config", "addition-stars", "--out", str(d), "--no-progress", *TINY]) == 0
+    assert main(["sweep", str(d), "--depths", "1:3", "--n", "4", "--no-progress"]) == 0
+    assert main(["analyze", str(d), "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--pca-n", "0",
+                 "--no-plot", "--no-progress"]) == 0
+    return d
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    return train(tiny_config(train=dict(steps=1, eval_every=0)), tmp_path_factory.mktemp("bad") / "run",
-                 progress=False)
+def hf(tmp_path_factory) -> dict[str, Path]:
+    pytest.importorskip("transformers")
+    from .hf_fixtures import save_tiny_base, tiny_chat_tokenizer, write_jsonl
+
+    d = tmp_path_factory.mktemp("hf")
+    base = save_tiny_base(d / "base", tiny_chat_tokenizer())
+    data = write_jsonl([json.loads(GOOD_CHAT)] * 4, d / "chat.jsonl")
+    (d / "ft.yaml").write_text(f"model:\n  name_or_path: {base}\ndata:\n  source: {data}\n  max_length: 256\n"
+                               "train:\n  steps: 1\n  batch_size: 2\n  threads: 1\n")
+    assert main(["finetune", "--config", str(d / "ft.yaml"), "--out", str(d / "run"), "--no-progress"]) == 0
+    return {"base": base, "hfrun": d / "run"}
+
+
+def snapshot(*dirs: Path) -> dict[str, str]:
+    """Every path under the directories: a file's SHA-256, a link's target, or 'dir'."""
+    out = {}
+    for root in dirs:
+        for p in sorted([root, *root.rglob("*")]) if root.exists() else []:
+            key = str(p)
+            if p.is_symlink():
+                out[key] = "-> " + str(p.readlink())
+            elif p.is_dir():
+                out[key] = "dir"
+            else:
+                out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+NORMALIZE = [(re.compile(r"\d+(\.\d+)? GiB"), "<n> GiB"), (re.compile(r"pytest-of-\w+/pytest-\d+/"), "")]
+
+
+def normalize(line: str, places: dict[str, Path]) -> str:
+    for name, p in sorted(places.items(), key=lambda kv: -len(str(kv[1]))):
+        line = line.replace(str(p), f"<{name}>")
+    for rx, rep in NORMALIZE:
+        line = rx.sub(rep, line)
+    return line
+
+
+def run_case(case_id: str, run: Path, hf_paths: dict[str, Path] | None, tmp: Path, capsys) -> tuple[int, str, dict]:
+    case = CASES[case_id]
+    copy = tmp / "copy"
+    shutil.copytree(run, copy, symlinks=True)
+    places = {"tmp": tmp, "run": run, "copy": copy, **(hf_paths or {})}
+    def fill(s: str) -> str:
+        for name, p in places.items():
+            s = s.replace("{" + name + "}", str(p))
+        return s
+
+    for name, content in case.files.items():
+        (tmp / name).write_bytes(content if isinstance(content, bytes) else fill(content).encode())
+    if case.prepare is not None:
+        case.prepare(tmp, copy)
+    argv = [fill(a) for a in case.argv]
+    watched = [tmp, run, *(hf_paths or {}).values()]
+    before = snapshot(*watched)
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    finally:
+        for p in _HELD:
+            p.kill()
+            p.wait()
+        _HELD.clear()
+    err = capsys.readouterr().err
+    return rc, err, {"before": before, "after": snapshot(*watched), "places": places}
+
+
+def doc_rows() -> dict[str, str]:
+    """id -> the error cell of its row in docs/bad-inputs.md."""
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        m = re.match(r"^\| `([a-z0-9-]+)` \| .* \| `(error: .*)` \|$", line)
+        if m:
+            assert m.group(1) not in rows, f"duplicate id {m.group(1)}"
+            rows[m.group(1)] = m.group(2)
+    return rows
 
 
 @pytest.fixture(autouse=True)
 def _deadline():
-    if not hasattr(signal, "SIGALRM"):  # not on Windows; the subprocess test below still has its timeout
-        yield
-        return
-
     def hung(*_):
         raise TimeoutError("a bad input made looplm hang")
 
     old = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(60)
+    signal.alarm(90)
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, old)
 
 
-def first_error_line(err: str, run: Path, tmp: Path) -> str:
-    line = err.strip().splitlines()[0]
-    return line.replace(str(run), "<run>").replace(str(tmp), "<tmp>")
+@pytest.mark.parametrize("case_id", sorted(CASES))
+def test_bad_input(case_id, run, request, tmp_path, capsys):
+    case = CASES[case_id]
+    hf_paths = request.getfixturevalue("hf") if case.hf or "{hfrun}" in " ".join(case.argv) else None
+    rc, err, snap = run_case(case_id, run, hf_paths, tmp_path, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == case.rc, err
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert snap["after"] == snap["before"], "a refused command changed files on disk"
+    assert not (tmp_path / "RAN").exists(), "code from a model directory ran"
+    assert doc_rows().get(case_id) == normalize(lines[0], snap["places"]), \
+        f"docs/bad-inputs.md has no exact row for {case_id}; `python -m tests.test_bad_inputs` rewrites the tables"
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input(case, run, tmp_path, capsys):
-    argv, files = CASES[case]
-    for name, content in files.items():
-        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-    argv = [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in argv]
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
-    row = doc_rows()[case]
-    assert row["test"] == "`test_bad_inputs.py`"
-    assert f"`{first_error_line(err, run, tmp_path)}`" == row["error"]
-    # Failed before any work: no checkpoint, no training step logged.
-    assert not (tmp_path / "out" / "checkpoint").exists() and not (tmp_path / "out" / "metrics.jsonl").exists()
-
-
-def test_every_table_row_has_a_test():
+def test_the_table_lists_every_case_and_no_other():
     rows = doc_rows()
-    assert len(rows) >= 60
-    assert set(CASES) <= set(rows), f"cases missing from the table: {sorted(set(CASES) - set(rows))}"
-    for rid, row in rows.items():
-        if rid in CASES:
-            continue
-        refs = re.findall(r"`(test_\w+\.py)::(test_\w+)(?:\[[^\]]*\])?`", row["test"])
-        assert refs, f"row {rid} names no test: {row['test']}"
-        for fname, func in refs:
-            src = (ROOT / "tests" / fname).read_text()
-            assert re.search(rf"^def {func}\(", src, re.M), f"row {rid}: {fname}::{func} does not exist"
+    assert len(CASES) >= 100
+    assert set(rows) == set(CASES), sorted(set(rows) ^ set(CASES))
 
 
 def test_empty_data_file_does_not_hang_in_a_real_process(run, tmp_path):
     """The authors' loader spins forever on an empty file; ours exits at once with one line."""
     (tmp_path / "empty.jsonl").write_text("")
     r = subprocess.run([sys.executable, "-m", "looplm", "sweep", str(run), "--data", str(tmp_path / "empty.jsonl"),
-                        "--no-progress"], capture_output=True, text=True, timeout=120)
+                        "--no-progress", "--out", str(tmp_path / "s.json")], capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: {tmp_path / 'empty.jsonl'}: no problems (the file is empty)"
+
+
+# --- rewriting the tables ---------------------------------------------------------------------------------------------
+def _render(case: Case) -> str:
+    parts = ["looplm", *(a if a else "''" for a in case.argv)]
+    text = " ".join(p if " " not in p else repr(p) for p in parts)
+    for name in ("tmp", "run", "copy", "base", "hfrun"):
+        text = text.replace("{" + name + "}", f"<{name}>")
+    if case.files:
+        text += "; files: " + ", ".join(f"{k} = {v[:60]!r}" for k, v in case.files.items())
+    if case.prepare is not None:
+        text += f"; before: {case.before or case.prepare.__doc__ or case.prepare.__name__}"
+    return text.replace("|", "\\|")
+
+
+def write_doc() -> None:
+    """Run every case (as the test does) and rewrite each group's table in docs/bad-inputs.md."""
+    import tempfile
+
+    class Capture:
+        def __init__(self):
+            self.err = ""
+
+        def readouterr(self):
+            out = type("R", (), {"err": sys.stderr.getvalue()})()
+            sys.stderr.seek(0)
+            sys.stderr.truncate()
+            return out
+
+    import io
+
+    base = Path(tempfile.mkdtemp())
+    run = base / "run"
+    main(["train", "--config", "addition-stars", "--out", str(run), "--no-progress", *TINY])
+    main(["sweep", str(run), "--depths", "1:3", "--n", "4", "--no-progress"])
+    main(["analyze", str(run), "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--pca-n", "0", "--no-plot",
+          "--no-progress"])
+    from .hf_fixtures import save_tiny_base, tiny_chat_tokenizer, write_jsonl
+
+    b = save_tiny_base(base / "base", tiny_chat_tokenizer())
+    data = write_jsonl([json.loads(GOOD_CHAT)] * 4, base / "chat.jsonl")
+    (base / "ft.yaml").write_text(f"model:\n  name_or_path: {b}\ndata:\n  source: {data}\n  max_length: 256\n"
+                                  "train:\n  steps: 1\n  batch_size: 2\n  threads: 1\n")
+    main(["finetune", "--config", str(base / "ft.yaml"), "--out", str(base / "hfrun"), "--no-progress"])
+    hf_paths = {"base": b, "hfrun": base / "hfrun"}
+    rows: dict[str, list[str]] = {}
+    real_err = sys.stderr
+    for cid, case in CASES.items():
+        tmp = Path(tempfile.mkdtemp(dir=base))
+        sys.stderr = io.StringIO()
+        try:
+            rc, err, snap = run_case(cid, run, hf_paths if case.hf or "{hfrun}" in " ".join(case.argv) else None,
+                                     tmp, Capture())
+        finally:
+            sys.stderr = real_err
+        line = next((ln for ln in err.splitlines() if ln.strip()), "(no error)")
+        rows.setdefault(case.group, []).append(
+            f"| `{cid}` | {case.what} | `{_render(case)}` | `{normalize(line, snap['places'])}` |")
+    text = DOC.read_text()
+    for group, lines in rows.items():
+        table = "| id | bad input | command | error (exact) |\n|---|---|---|---|\n" + "\n".join(lines) + "\n"
+        text = re.sub(rf"(<!-- cases: {group} -->\n).*?(<!-- end -->)", lambda m, t=table: m.group(1) + t + m.group(2),
+                      text, flags=re.S)
+    DOC.write_text(text)
+
+
+if __name__ == "__main__":
+    write_doc()

@@ -77,3 +77,38 @@ def test_demo_tiny(tmp_path, capsys):
     sw = json.loads((tmp_path / "demo" / "sweep.json").read_text())
     assert sw["depths"] == list(range(1, 101)) and sw["n"] == 10
     assert (tmp_path / "demo" / "accuracy.png").is_file()
+
+
+def test_cut_off_answers_are_marked(tmp_path, capsys):
+    """An answer with no end token is marked as cut off, in the API (Generated.finished) and in the CLI. The
+    model here can never emit EOS: its tied head row for EOS is a constant vector, and the final LayerNorm's
+    output (weight 1, bias 0) sums to zero, so EOS's logit is exactly 0 while some other token's is positive."""
+    import torch
+
+    from looplm import checkpoint as ckpt
+    from looplm.config import load_config
+    from looplm.generate import generate, generate_cached
+    from looplm.model import LoopedTransformer
+    from looplm.tasks import make_task
+
+    cfg = load_config("addition-stars", ["model.d_model=32", "model.d_ff=64", "model.n_heads=2",
+                                         "model.max_seq_len=16"])
+    torch.manual_seed(0)
+    model = LoopedTransformer(cfg.model).eval()
+    task = make_task(cfg)
+    with torch.no_grad():
+        model.tok_emb.weight[task.eos_id] = 1.0
+    ids = [task.tok.encode("123456+123456="), task.tok.encode("12+34=")]
+    for outs in (generate(model, ids, 2, 16, task.eos_id, max_len=16),
+                 generate_cached(model, ids, 2, 16, task.eos_id)[0]):
+        assert outs.finished == [False, False]
+        assert [len(o) for o in outs] == [2, 10]  # every position the model has, then it stops
+    # With a budget of one token, a row is finished exactly when that token was EOS.
+    model.tok_emb.weight.data[task.eos_id] = model.tok_emb.weight.data[task.tok.stoi["3"]] * 50
+    outs = generate(model, ids, 2, 1, task.eos_id, max_len=16)
+    assert outs.finished == [len(o) == 0 for o in outs]
+    model.tok_emb.weight.data[task.eos_id] = 1.0
+    ckpt.save(tmp_path / "run" / "checkpoint", model, cfg)
+    capsys.readouterr()
+    assert run_cli("generate", str(tmp_path / "run"), "123456+123456=") == 0
+    assert capsys.readouterr().out.strip().endswith("[cut off: no end token within the model's 16 positions]")

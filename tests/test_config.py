@@ -74,3 +74,20 @@ def test_malformed_config_dicts_name_the_problem(bad, words):
 def test_roundtrip_dict():
     cfg = load_config("addition-stars")
     assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_yaml_scalars_follow_yaml_1_2(tmp_path):
+    """YAML 1.1 (PyYAML's default) reads 017 as octal 15, 1:30 as 90, `yes` as True; configs use 1.2's core schema."""
+    cfg = load_config("addition-stars", ["train.steps=017", "train.seed=0x10", "train.lr=3e-4"])
+    assert (cfg.train.steps, cfg.train.seed, cfg.train.lr) == (17, 16, 3e-4)
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  steps: 017\n  warmup_steps: 1_0\n")
+    with pytest.raises(ConfigError, match="train.warmup_steps must be int, got str '1_0'"):
+        load_config(f)
+    f.write_text("train:\n  steps: 017\n")
+    assert load_config(f).train.steps == 17
+    for bad, words in (("train.steps=1:30", "got str '1:30'"), ("model.bias=yes", "got str 'yes'"),
+                       ("model.bias=on", "got str 'on'")):
+        with pytest.raises(ConfigError, match=words):
+            load_config("addition-stars", [bad])
+    assert load_config("addition-stars", ["model.bias=false"]).model.bias is False

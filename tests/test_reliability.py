@@ -244,3 +244,91 @@ def test_same_seed_same_metrics_and_checkpointing_changes_nothing(tmp_path):
     assert (a / "checkpoint" / ckpt.WEIGHTS).read_bytes() == (b / "checkpoint" / ckpt.WEIGHTS).read_bytes()
     assert [r["ce"] for r in read_metrics(a)] != [r["ce"] for r in read_metrics(c)]
     assert not same_weights(a, c)
+
+
+# --- 7. one writer, Ctrl-C, strict logs, resuming from the history -----------------------------------------
+TINY_SETS = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64", "model.max_seq_len=16", "loops.max_loops=4",
+             "data.test_size=16", "train.batch_size=8", "train.eval_every=0", "train.log_every=1", "train.threads=1",
+             "reg.start_step=1", "reg.rho_every=0"]
+
+
+def _cmd(out: Path, *sets: str, resume: bool = True) -> list[str]:
+    return [sys.executable, "-m", "looplm", "train", "--config", "addition-stars", "--out", str(out), "--no-progress",
+            *(["--resume"] if resume else []), *[a for s in [*TINY_SETS, *sets] for a in ("--set", s)]]
+
+
+def _wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while _last_logged_step(run / "metrics.jsonl") < step:
+        assert proc.poll() is None, "the run ended early"
+        assert time.monotonic() < deadline, "the run did not get there"
+        time.sleep(0.01)
+
+
+@POSIX_ONLY
+def test_a_second_writer_is_refused_and_names_the_first(tmp_path):
+    run = tmp_path / "run"
+    first = subprocess.Popen(_cmd(run, "train.steps=400"), env=ENV, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_step(run, 2, first)
+        for resume in (False, True):  # a fresh run and a --resume alike
+            second = subprocess.run(_cmd(run, "train.steps=400", resume=resume), env=ENV, capture_output=True,
+                                    text=True, timeout=120)
+            assert second.returncode == 2
+            err = second.stderr.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith(f"error: {run} is in use by pid {first.pid} on "), err
+    finally:
+        first.kill()
+        first.wait()
+
+
+@POSIX_ONLY
+def test_ctrl_c_saves_the_step_and_resume_is_bitwise(tmp_path):
+    sets = ["train.steps=40", "train.checkpoint_every=0", "model.dropout=0.1"]
+    ref = train(load_config("addition-stars", [*TINY_SETS, *sets]), tmp_path / "ref", progress=False)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(run, *sets), env=ENV, stderr=subprocess.PIPE, text=True)
+    _wait_for_step(run, 5, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    step = ckpt.saved_step(run / "checkpoint")
+    lines = err.strip().splitlines()
+    assert lines[-1] == (f"error: interrupted: saved a checkpoint at step {step} in {run / 'checkpoint'}; continue "
+                         "with --resume") and "Traceback" not in err
+    assert 5 <= step < 40
+    subprocess.run(_cmd(run, *sets), env=ENV, check=True, capture_output=True, timeout=120)
+    assert same_weights(ref, run) and same_tensors(ckpt.load_state(ref), ckpt.load_state(run))
+    assert without_timing(read_metrics(run)) == without_timing(read_metrics(ref))
+
+
+def test_resume_falls_back_to_the_newest_whole_checkpoint_in_the_history(tmp_path, capsys):
+    cfg = tiny_config(train=dict(steps=6, checkpoint_every=2, keep_checkpoints=3, eval_every=0))
+    ref = train(cfg, tmp_path / "ref", progress=False)
+    for damage in ("lost", "flipped"):
+        run = tmp_path / damage
+        with pytest.raises(RuntimeError, match="injected crash"):
+            train(cfg, run, progress=False, fault={"crash_at_step": 5})  # checkpoint/ at 4, history 2
+        if damage == "lost":
+            shutil.rmtree(run / "checkpoint")
+        else:
+            f = run / "checkpoint" / ckpt.WEIGHTS
+            raw = bytearray(f.read_bytes())
+            raw[len(raw) // 2] ^= 1
+            f.write_bytes(bytes(raw))
+        capsys.readouterr()
+        train(cfg, run, resume=True, progress=False)
+        assert same_weights(ref, run) and without_timing(read_metrics(run)) == without_timing(read_metrics(ref))
+        if damage == "flipped":  # said so, and the damaged checkpoint is kept aside, out of the history
+            assert "resuming from" in capsys.readouterr().err
+            assert [p.name.split("-")[0] for p in run.iterdir() if p.name.startswith("checkpoint.")] == \
+                ["checkpoint.damaged"]
+
+
+def test_metrics_are_strict_json(tmp_path):
+    run = train(tiny_config(train=dict(steps=3, eval_every=0)), tmp_path / "r", progress=False,
+                fault={"nan_at_steps": [1]})
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    rec = read_metrics(run)[1]
+    assert rec["skipped"] == "non-finite loss" and rec["grad_norm"] is None and rec["nonfinite"] == ["grad_norm"]

@@ -236,7 +236,6 @@ def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: i
     """Train and sweep the runs of `grid` (or the `only` ones, in that order) into `out`, then write the report
     over every finished run of the grid found there. `quick` sweeps QUICK_N problems a run."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     full = grid
     if only:
         unknown = set(only) - {s.name for s in grid}
@@ -244,6 +243,7 @@ def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: i
             raise ValueError(f"unknown run name(s) {sorted(unknown)}; runs: {', '.join(s.name for s in grid)}")
         by_name = {s.name: s for s in grid}
         grid = [by_name[n] for n in dict.fromkeys(only)]  # the order given is the order run
+    out.mkdir(parents=True, exist_ok=True)
     depths = DEPTHS
     threads = 1 if jobs > 1 else 0
     # --quick trains exactly the full grid's runs but sweeps 1,000 problems (5,000 to 1000 loops costs about

@@ -37,20 +37,29 @@ def chat_template(spec: str | None) -> str | None:
     return p.read_text() if spec.endswith(".jinja") or (len(spec) < 300 and p.is_file()) else spec
 
 
-def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype = torch.float32) -> Any:
-    """An HF causal LM through looplm's registered classes; the directory's own code never runs."""
-    from transformers import AutoModelForCausalLM
+def check_model_type(path: str, revision: str | None = None) -> None:
+    """Refuse a model whose type transformers (with looplm's registrations) does not know: loading it would need
+    the directory's own code, which looplm never runs."""
+    from transformers import AutoConfig
 
     from .registry import register
 
     register()
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=revision, trust_remote_code=False)
+        AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
     except ValueError as e:  # transformers asks for trust_remote_code when the model type is not one it knows
-        if "trust_remote_code" in str(e):
+        if "trust_remote_code" in str(e) or "Unrecognized model" in str(e) or "does not recognize" in str(e):
             raise UserError(f"{path}: its model type needs the directory's own code, which looplm never runs; "
                             "looplm loads Ouro and looplm exports natively") from None
         raise
+
+
+def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype = torch.float32) -> Any:
+    """An HF causal LM through looplm's registered classes; the directory's own code never runs."""
+    from transformers import AutoModelForCausalLM
+
+    check_model_type(path, revision)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=revision, trust_remote_code=False)
 
 
 def load_tokenizer(path: str, revision: str | None = None) -> Any:
@@ -69,6 +78,7 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     src = str(resume_from) if resume_from is not None else m.name_or_path
     tok_src = str(resume_from) if resume_from is not None else (m.tokenizer or m.name_or_path)
     rev = None if resume_from is not None else m.revision
+    check_model_type(src, rev)
     tokenizer = load_tokenizer(tok_src, rev)
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"tokenizer {tok_src} is not a fast tokenizer; assistant masks need character offsets")

@@ -136,6 +136,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    if not Path(pretrained).exists() and Path(pretrained).is_absolute():
+        raise UserError(f"model directory {pretrained} does not exist")
     tm = None
     if include_path:  # indexing lm-eval's thousands of built-in tasks takes a while: skip it when not needed
         if not Path(include_path).is_dir():
@@ -148,8 +150,6 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     if unknown:
         raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)} (lm-eval lists its tasks with "
                         "`lm-eval ls tasks`; a local task needs --include-path)")
-    if not Path(pretrained).exists() and Path(pretrained).is_absolute():
-        raise UserError(f"model directory {pretrained} does not exist")
     lm = LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
                   **(model_kwargs or {}))
     rows = []

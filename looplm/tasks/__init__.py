@@ -14,7 +14,8 @@ from .base import IGNORE, Batch
 
 def make_task(cfg: Config) -> AdditionTask:
     """The task of a looplm model's run (`data.task`), checked against the model's vocabulary and positions."""
-    task = AdditionTask(cfg.data.digits, max_len=cfg.model.max_seq_len, test_seed=cfg.data.test_seed)
+    task = AdditionTask(cfg.data.digits, max_len=cfg.model.max_seq_len, test_seed=cfg.data.test_seed,
+                        test_size=cfg.data.test_size)
     if task.tok.vocab_size > cfg.model.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the task's vocabulary "
                           f"({task.tok.vocab_size})")

@@ -69,13 +69,13 @@ class AdditionTask:
     size = None  # generated on the fly: no epochs
 
     def __init__(self, digits: int = 4, tokenizer: CharTokenizer | None = None, max_len: int | None = None,
-                 test_seed: int = 1234):
+                 test_seed: int = 1234, test_size: int = 1000):
         if not 1 <= digits <= 9:
             raise ValueError(f"digits must be in 1..9, got {digits}")
         self.digits = digits
         self.lo, self.hi = 10 ** (digits - 1), 10**digits - 1
         self.tok = tokenizer or CharTokenizer()
-        self.max_len, self.test_seed = max_len, test_seed
+        self.max_len, self.test_seed, self.test_size = max_len, test_seed, test_size
         self.eos_id, self.pad_id = EOS, PAD
 
     @property
@@ -107,8 +107,9 @@ class AdditionTask:
         """The first n distinct reserved pairs in a seeded random order: the fixed held-out split."""
         space = (self.hi - self.lo + 1) ** 2
         if n > space // (2 * TEST_FRACTION):
-            raise ValueError(f"test_size={n} is too large for {self.digits}-digit operands: the reserved "
-                             f"slice holds about {space // TEST_FRACTION} pairs")
+            raise ValueError(f"{n} held-out problems are too many for {self.digits}-digit operands: the reserved "
+                             f"slice holds about {space // TEST_FRACTION} pairs (lower data.test_size and "
+                             "train.eval_size)")
         gen = torch.Generator().manual_seed(seed)
         seen: set[tuple[int, int]] = set()
         out: list[tuple[int, int]] = []
@@ -143,8 +144,8 @@ class AdditionTask:
         return self.encode_problems(*self.test_pairs(n, seed), max_len=max_len)
 
     def held_out(self, n: int) -> Batch:
-        """The first n problems of the reserved held-out split."""
-        return self.test_batch(n, self.test_seed, self.max_len)
+        """The first n problems of the reserved held-out split (at most its test_size)."""
+        return self.test_batch(min(n, self.test_size), self.test_seed, self.max_len)
 
 
 def make_batch(seqs: list[list[int]], prompt_lens: list[int], max_len: int | None = None) -> Batch:
@@ -173,33 +174,38 @@ def read_addition_jsonl(path: str | Path) -> tuple[list[int], list[int]]:
     Every problem is checked; a bad row raises ValueError naming file:line, so nothing is silently dropped.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"data file {path} is {'a directory' if path.is_dir() else 'not a regular file'}")
     a, b = [], []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: malformed JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in ("num1", "num2", "answer") if k not in row]
-            if missing:
-                raise ValueError(f"{where}: missing field(s) {missing}")
-            for k in ("num1", "num2", "answer"):
-                v = row[k]
-                if not isinstance(v, int) or isinstance(v, bool):
-                    raise ValueError(f"{where}: {k} must be an integer, got {v!r}")
-                if v < 0:
-                    raise ValueError(f"{where}: {k} must be non-negative, got {v}")
-            if row["num1"] + row["num2"] != row["answer"]:
-                raise ValueError(f"{where}: answer {row['answer']} != {row['num1']} + {row['num2']}")
-            a.append(row["num1"])
-            b.append(row["num2"])
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: malformed JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in ("num1", "num2", "answer") if k not in row]
+        if missing:
+            raise ValueError(f"{where}: missing field(s) {missing}")
+        for k in ("num1", "num2", "answer"):
+            v = row[k]
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{where}: {k} must be an integer, got {v!r}")
+            if v < 0:
+                raise ValueError(f"{where}: {k} must be non-negative, got {v}")
+        if row["num1"] + row["num2"] != row["answer"]:
+            raise ValueError(f"{where}: answer {row['answer']} != {row['num1']} + {row['num2']}")
+        a.append(row["num1"])
+        b.append(row["num2"])
     if not a:
         raise ValueError(f"{path}: no problems (the file is empty)")
     return a, b
