@@ -431,7 +431,8 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             if eval_batch is not None and (step % t.eval_every == 0 or step == total) and (fsdp or world.is_main):
                 with gathered():
                     rec["acc"] = sweep(model, eval_batch, [cfg.loops.num_loops]).accuracy[0]
-            rec["tok_s"] = int(full.mask.sum()) / (time.perf_counter() - t0)  # real input tokens/s, all ranks
+            rec["step_s"] = time.perf_counter() - t0
+            rec["tok_s"] = int(full.mask.sum()) / rec["step_s"]  # real input tokens per second, all ranks
             if step % t.log_every == 0 or "acc" in rec or "rho" in rec or "skipped" in rec or step == total:
                 log_f.write(json_record(rec) + "\n")
                 log_f.flush()

@@ -22,7 +22,7 @@ def read_metrics(run: Path) -> list[dict]:
 
 
 def without_timing(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "tok_s"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("tok_s", "step_s")} for r in rows]
 
 
 def same_weights(a: Path, b: Path) -> bool:

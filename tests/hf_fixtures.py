@@ -10,8 +10,6 @@ from typing import Any
 
 from looplm.hf.chat import CHATML_TEMPLATE
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1, 2 as in Ouro's tokenizer
-
 _WORDS = ("the a of and to in is what how many if each has more than less total left altogether answer "
           "apples books students dollars pages minutes boxes cars eggs cookies marbles bought sold gave "
           "Tom Ann Sam Mia has had buys spends earns reads half twice times per day week so therefore "
@@ -42,26 +40,13 @@ def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
 
 
 def tiny_chat_tokenizer(vocab_size: int = 320, chat_template: str = CHATML_TEMPLATE):
-    """A byte-level BPE tokenizer trained on a few hundred words of math text, with ChatML special tokens,
-    wrapped as a transformers fast tokenizer (offsets supported)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    """A byte-level BPE tokenizer trained on a few hundred words of math text, with ChatML special tokens."""
+    from looplm.hf.tokenizer import train_chat_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     corpus = [" ".join(random.Random(i).choices(_WORDS, k=12)) + f" {i} {i * 7} = #### {i % 97}."
               for i in range(300)]
     corpus += [p["solution"] + " " + p["problem"] for p in math_problems(50)]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    # Like Ouro's published tokenizer: bos = eos = pad = <|endoftext|>, while turns end with <|im_end|>.
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>")
-    fast.chat_template = chat_template
-    return fast
+    return train_chat_tokenizer(corpus, vocab_size, chat_template)
 
 
 def tiny_ouro(vocab_size: int, seed: int = 0, **kw: Any):
