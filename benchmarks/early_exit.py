@@ -25,7 +25,8 @@ from _common import ROOT, finish, machine, setup_threads
 from looplm import checkpoint as ckpt
 from looplm.generate import generate_cached
 from looplm.tasks import make_task
-from looplm.tasks.addition import EOS, IGNORE
+from looplm.tasks.addition import EOS
+from looplm.tasks.base import IGNORE
 
 STABLE = [1, 2, 3, 4, 6]
 TOLS = [0.3, 0.2, 0.1, 0.05, 0.02, 0.01]

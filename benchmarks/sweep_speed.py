@@ -30,7 +30,8 @@ from looplm.evaluate import sweep
 from looplm.generate import generate, generate_cached
 from looplm.model import LoopedTransformer
 from looplm.tasks import make_task
-from looplm.tasks.addition import EOS, IGNORE
+from looplm.tasks.addition import EOS
+from looplm.tasks.base import IGNORE
 
 
 def load(path: str | None):

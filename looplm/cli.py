@@ -21,7 +21,7 @@ from .errors import UserError
 from .evaluate import parse_depths, sweep
 from .generate import generate, generate_cached
 from .loops import training_range
-from .tasks import make_task
+from .tasks import task_of_checkpoint
 from .train import Interrupted, fit, resolve_device
 
 DEMO_DEPTHS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 100]
@@ -83,34 +83,48 @@ def cmd_train(config: str, out: str, overrides: list[str], resume: bool = False,
 
 
 def eval_problems(task, cfg, data: str | None, n: int | None):
-    """(batch, source): the first n rows of a JSONL file, or n problems of the reserved held-out split
-    (default data.test_size)."""
+    """(batch, source): the first n problems of a file of the user's (the task's format), or n of the held-out
+    split (default data.test_size)."""
     if data is not None:
-        from .tasks.addition import read_addition_jsonl
-
-        a, b = read_addition_jsonl(data)
-        if n is not None:
-            a, b = a[:n], b[:n]
-        return task.encode_problems(a, b, cfg.model.max_seq_len), str(data)
-    size = n if n is not None else cfg.data.test_size
-    return (task.test_batch(size, cfg.data.test_seed, cfg.model.max_seq_len),
-            f"held-out split (seed {cfg.data.test_seed})")
+        if not hasattr(task, "load_eval"):
+            raise ValueError(f"the {cfg.data.task} task reads no --data file")
+        return task.load_eval(data, n), str(data)
+    return task.held_out(n if n is not None else cfg.data.test_size), f"held-out split (seed {cfg.data.test_seed})"
 
 
 def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | None = None,
               batch_size: int = 500, device: str = "auto", progress: bool = True, exit_tol: float | None = None,
-              exit_stable: int | None = None, before: object = None) -> dict:
-    """One-pass exact match at every depth; `before()` runs once the inputs are read, before the work."""
+              exit_stable: int | None = None, before: object = None, sizes: str | None = None) -> dict:
+    """One pass of the largest depth scores every depth: exact match (answer tasks) and CE per scored token
+    (every task). `sizes` (size-graded tasks): one sweep per instance size. `before()` runs once the inputs are
+    read, before the work."""
     ds = parse_depths(depths)
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
-    batch, source = eval_problems(make_task(cfg), cfg, data, n)
+    task = task_of_checkpoint(cfg, checkpoint)
+    if sizes is not None:
+        if not hasattr(task, "sized_batch"):
+            raise ValueError(f"--sizes needs a size-graded task (parity, chain); this run's is {cfg.data.task}")
+        if data is not None:
+            raise ValueError("--sizes draws each size's held-out problems; drop --data")
+        size_list = parse_depths(sizes)
+        batches = [task.sized_batch(s, n if n is not None else cfg.data.test_size) for s in size_list]
+        source = f"held-out problems of sizes {sizes} (seed {cfg.data.test_seed})"
+    else:
+        batch, source = eval_problems(task, cfg, data, n)
     if before is not None:
         before()
     t0 = time.perf_counter()
-    res = sweep(model, batch, ds, batch_size=batch_size, progress=progress, exit_tol=exit_tol, exit_stable=exit_stable)
-    out = res.to_json()
-    out.update({"checkpoint": str(checkpoint), "data": source, "seconds": round(time.perf_counter() - t0, 2),
-                "train_loops": list(training_range(cfg.loops)), "label": Path(checkpoint).resolve().name})
+    kw = dict(batch_size=batch_size, progress=progress, exit_tol=exit_tol, exit_stable=exit_stable)
+    if sizes is not None:
+        per = [sweep(model, b, ds, **kw).to_json() for b in batches]
+        out = {"depths": ds, "sizes": size_list, "n": per[0]["n"], "accuracy_by_size": [r["accuracy"] for r in per],
+               "ce_by_size": [r["ce"] for r in per],
+               "train_sizes": [cfg.data.min_size, cfg.data.max_size], "accuracy": per[0]["accuracy"]}
+    else:
+        out = sweep(model, batch, ds, **kw).to_json()
+    out.update({"task": cfg.data.task, "scored_by": task.scored_by, "checkpoint": str(checkpoint), "data": source,
+                "seconds": round(time.perf_counter() - t0, 2), "train_loops": list(training_range(cfg.loops)),
+                "label": Path(checkpoint).resolve().name})
     return out
 
 
@@ -119,7 +133,7 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
                  show_loops: bool = False) -> list[tuple[str, str]]:
     """Greedy answers. With an exit rule, `loops` is the cap; show_loops appends the loops used per token."""
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
-    task = make_task(cfg)
+    task = task_of_checkpoint(cfg, checkpoint)
     n_loops = loops if loops is not None else cfg.loops.num_loops
     ids = [task.tok.encode(p) for p in prompts]
     for p, i in zip(prompts, ids, strict=True):
@@ -131,18 +145,20 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
     else:
         outs = generate(model, ids, n_loops, cfg.model.max_seq_len, task.eos_id, task.pad_id, cfg.model.max_seq_len)
         used = [[n_loops] * (len(o) + 1) for o in outs]
-    cut = f"  [cut off: no end token within the model's {cfg.model.max_seq_len} positions]"
-    # The model writes the sum least-significant digit first; print it in normal order.
-    return [(p, task.tok.decode(o)[::-1] + ("" if done else cut)
+    # An answer task's answer ends with the end token; a language model's continuation simply fills the positions.
+    cut = "" if task.scored_by == "perplexity" else \
+        f"  [cut off: no end token within the model's {cfg.model.max_seq_len} positions]"
+    return [(p, task.format_answer(task.tok.decode(o)) + ("" if done else cut)
              + (f"  [loops per token: {' '.join(map(str, u))}]" if show_loops else ""))
             for p, o, u, done in zip(prompts, outs, used, outs.finished, strict=True)]
 
 
-def depth_table(sw: dict, depths: list[int]) -> str:
-    acc = dict(zip(sw["depths"], sw["accuracy"], strict=True))
-    ds = [d for d in depths if d in acc]
-    head = "loops    " + " ".join(f"{d:>6d}" for d in ds)
-    row = "accuracy " + " ".join(f"{acc[d]:>6.3f}" for d in ds)
+def depth_table(sw: dict, depths: list[int], label: str = "accuracy", key: str = "accuracy") -> str:
+    vals = dict(zip(sw["depths"], sw[key], strict=True))
+    ds = [d for d in depths if d in vals]
+    w = max(9, len(label) + 1)
+    head = "loops".ljust(w) + " ".join(f"{d:>6d}" for d in ds)
+    row = label.ljust(w) + " ".join(f"{vals[d]:>6.3f}" if vals[d] < 1e3 else f"{vals[d]:>6.0e}" for d in ds)
     return head + "\n" + row
 
 
@@ -219,7 +235,7 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str 
 
         return analyze_hf(hf_dir, data, ds, n, resolve_device(device), before=before, **kw)
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
-    batch, source = eval_problems(make_task(cfg), cfg, data, n)
+    batch, source = eval_problems(task_of_checkpoint(cfg, checkpoint), cfg, data, n)
     if before is not None:
         before()
     res = diagnose(model, batch, ds, **kw)
@@ -247,7 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="exact match at every depth in one forward pass")
     s.add_argument("checkpoint", help="run directory or its checkpoint/ folder")
     s.add_argument("--depths", default="1:100", help="e.g. 1:100, 1:1000:10, 1,2,4,8")
-    s.add_argument("--data", help="JSONL with num1/num2/answer rows (default: the held-out split)")
+    s.add_argument("--data", help="a file of your own test problems in the task's format (addition: num1/num2/answer "
+                   "rows; jsonl: prompt/answer rows; text: a text file); default: the held-out split")
+    s.add_argument("--sizes", help="size-graded tasks (parity, chain): sweep each instance size, e.g. 1:12; writes "
+                   "accuracy by (size, depth) and a heatmap next to the JSON")
     s.add_argument("--n", type=count_arg(1), help="number of problems (default: data.test_size, or the whole file)")
     s.add_argument("--batch-size", type=count_arg(1), default=500)
     s.add_argument("--out", help="output JSON (default: <run>/sweep.json)")
@@ -338,10 +357,20 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out) if args.out else ckpt.resolve(args.checkpoint).parent / "sweep.json"
             res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
                             not args.no_progress, args.exit_tol, args.exit_stable,
-                            before=lambda: fresh_outputs([out], args.force))
+                            before=lambda: fresh_outputs([out], args.force), sizes=args.sizes)
             _write_json(out, res)
-            print(depth_table(res, res["depths"] if len(res["depths"]) <= 16 else
-                              [d for d in res["depths"] if d in set(DEMO_DEPTHS) | {res["depths"][-1]}]))
+            shown = res["depths"] if len(res["depths"]) <= 16 else \
+                [d for d in res["depths"] if d in set(DEMO_DEPTHS) | {res["depths"][-1]}]
+            if "sizes" in res:
+                from .plots import plot_size_depth
+
+                for k, (s, acc) in enumerate(zip(res["sizes"], res["accuracy_by_size"], strict=True)):
+                    table = depth_table({"depths": res["depths"], "accuracy": acc}, shown, f"size {s:<3d}")
+                    print(table if k == 0 else table.splitlines()[1])
+                print(f"wrote {plot_size_depth(res, out.with_suffix('.png'))}")
+            else:
+                print(depth_table(res, shown, "ppl" if res["scored_by"] == "perplexity" else "accuracy",
+                                  "ppl" if res["scored_by"] == "perplexity" else "accuracy"))
             if "exit" in res:
                 x = res["exit"]
                 print(f"exit rule (tol={x['tol']}, stable={x['stable']}, cap {x['max_loops']}): accuracy "

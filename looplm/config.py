@@ -42,7 +42,8 @@ REG_KINDS = ("none", "jsrr", "jsrr_release", "power", "hutchinson", "residual")
 # can ride along that loop; objective.regularized_loop).
 REG_AT = ("final", "random", "penultimate")
 REG_IMPLS = ("auto", "autograd")
-TASKS = ("addition",)
+TASKS = ("addition", "jsonl", "text", "parity", "chain")
+TOKENIZERS = ("char", "byte", "bpe")
 DEVICES = ("auto", "cpu", "cuda")
 STRATEGIES = ("ddp", "fsdp")
 CHAT_FORMATS = ("auto", "messages", "prompt_response")
@@ -117,7 +118,7 @@ def _check(cond: bool, section: str, key: str, msg: str) -> None:
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = 16  # the addition tokenizer uses 14; a task with more symbols must raise this
+    vocab_size: int = 16  # the addition tokenizer uses 14; 0 = the task's vocabulary (a file's characters, say)
     max_seq_len: int = 32  # learned positions; 4-digit addition needs 16, 8-digit needs 28
     d_model: int = 128
     n_heads: int = 4
@@ -138,8 +139,9 @@ class ModelConfig:
         _choice(s, "norm_placement", self.norm_placement, NORM_PLACEMENTS)
         _choice(s, "norm_type", self.norm_type, NORM_TYPES)
         _choice(s, "injection", self.injection, INJECTIONS)
-        for k in ("vocab_size", "max_seq_len", "d_model", "n_heads", "d_ff", "n_core"):
+        for k in ("max_seq_len", "d_model", "n_heads", "d_ff", "n_core"):
             _check(getattr(self, k) >= 1, s, k, f"must be >= 1, got {getattr(self, k)}")
+        _check(self.vocab_size >= 0, s, "vocab_size", f"must be >= 0 (0 = the task's), got {self.vocab_size}")
         for k in ("n_prelude", "n_coda"):
             _check(getattr(self, k) >= 0, s, k, f"must be >= 0, got {getattr(self, k)}")
         _check(self.d_model % self.n_heads == 0, s, "n_heads",
@@ -224,18 +226,50 @@ class RegConfig:
         _check(self.rho_every >= 0, s, "rho_every", "must be >= 0")
 
 
+TASK_KEYS = {"addition": {"digits"}, "jsonl": {"path", "test_path", "test_fraction", "prompt_field", "answer_field"},
+             "text": {"path", "test_fraction", "tokenizer", "bpe_vocab", "window"},
+             "parity": {"min_size", "max_size"}, "chain": {"min_size", "max_size"}}
+
+
 @dataclass
 class DataConfig:
+    """The task looplm's own model trains on (looplm.tasks). Each task reads only its own keys; setting another
+    task's key is refused."""
+
     task: str = "addition"
-    digits: int = 4  # operand width: 4 -> operands 1000..9999
-    test_size: int = 1000  # held-out problems, drawn from a reserved slice training never sees
+    test_size: int = 1000  # held-out problems (or windows), from a split training never draws
     test_seed: int = 1234
+    digits: int = 4  # addition: operand width, 4 -> operands 1000..9999
+    path: str = ""  # jsonl, text: the training file (text: or a folder of files)
+    test_path: str = ""  # jsonl: a separate held-out file (default: a seeded hash split of `path`)
+    test_fraction: float = 0.05  # jsonl: held-out share of the rows; text: the held-out tail of the stream
+    prompt_field: str = "prompt"  # jsonl
+    answer_field: str = "answer"  # jsonl
+    tokenizer: str = "char"  # text: char | byte | bpe (bpe needs the `tokenizers` package)
+    bpe_vocab: int = 512  # text with tokenizer=bpe: merges learned up to this vocabulary
+    window: int = 64  # text: tokens per training window
+    min_size: int = 1  # parity, chain: the instance sizes training draws from (bits; hops)
+    max_size: int = 4
 
     def __post_init__(self) -> None:
         s = "data"
         _choice(s, "task", self.task, TASKS)
+        _choice(s, "tokenizer", self.tokenizer, TOKENIZERS)
         _check(1 <= self.digits <= 9, s, "digits", f"must be in 1..9, got {self.digits}")
         _check(self.test_size >= 1, s, "test_size", "must be >= 1")
+        _check(0.0 < self.test_fraction < 1.0, s, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        _check(self.window >= 1, s, "window", "must be >= 1")
+        _check(self.bpe_vocab >= 260, s, "bpe_vocab", "a byte-level BPE needs at least 260 tokens")
+        _check(1 <= self.min_size <= self.max_size, s, "min_size", "need 1 <= min_size <= max_size")
+        if self.task == "parity":
+            _check(self.min_size >= 6, s, "min_size", "parity needs at least 6 bits, so that a held-out slice of "
+                                                      "every size exists")
+        if self.task in ("jsonl", "text"):
+            _check(bool(self.path), s, "path", f"the {self.task} task needs a file (data.path)")
+        defaults = DataConfig.__dataclass_fields__
+        for key in sorted(set(defaults) - TASK_KEYS[self.task] - {"task", "test_size", "test_seed"}):
+            _check(getattr(self, key) == defaults[key].default, s, key,
+                   f"is not read by the {self.task} task (it reads {', '.join(sorted(TASK_KEYS[self.task]))})")
 
 
 @dataclass
@@ -301,11 +335,15 @@ class TrainConfig:
     # under either.
     strategy: str = "ddp"
     bf16: bool = True  # bf16 autocast on CUDA (weights stay float32); ignored on CPU
+    # Where step records go besides metrics.jsonl (always written): TensorBoard event files in <run>/tensorboard,
+    # or a Weights & Biases run in <run>/wandb (offline unless WANDB_MODE or WANDB_API_KEY say otherwise).
+    logger: str = "jsonl"
 
     def __post_init__(self) -> None:
         s = "train"
         _choice(s, "device", self.device, DEVICES)
         _choice(s, "strategy", self.strategy, STRATEGIES)
+        _choice(s, "logger", self.logger, ("jsonl", "tensorboard", "wandb"))
         for k in ("batch_size", "log_every", "eval_size", "max_bad_steps", "keep_checkpoints"):
             _check(getattr(self, k) >= 1, s, k, f"must be >= 1, got {getattr(self, k)}")
         for k in ("steps", "epochs", "warmup_steps", "eval_every", "checkpoint_every", "threads", "seed",

@@ -10,9 +10,11 @@ equivalence against real decoding.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .looped import run_loop
@@ -63,6 +65,7 @@ class SweepResult:
     depths: list[int]
     correct: torch.Tensor  # (L, N) bool: exact match of greedy decoding at each depth
     state_norm: torch.Tensor  # (L,) mean over samples of ||h(t)|| per token (the drift diagnostic)
+    ce: torch.Tensor | None = None  # (L,) cross-entropy (nats) per scored token; exp of it is the perplexity
     # With an exit rule (sweep(exit_tol=..., exit_stable=...)): each sample's exit depth and its exact match there.
     exit_depth: torch.Tensor | None = None  # (N,) long
     exit_correct: torch.Tensor | None = None  # (N,) bool
@@ -75,6 +78,9 @@ class SweepResult:
     def to_json(self) -> dict:
         out = {"depths": self.depths, "accuracy": self.accuracy, "n": int(self.correct.shape[1]),
                "state_norm": self.state_norm.tolist()}
+        if self.ce is not None:
+            out["ce"] = self.ce.tolist()
+            out["ppl"] = [math.exp(min(c, 700.0)) for c in out["ce"]]
         if self.exit_depth is not None and self.exit_correct is not None:
             out["exit"] = {**(self.exit_rule or {}), "accuracy": self.exit_correct.float().mean().item(),
                            "mean_loops": self.exit_depth.float().mean().item()}
@@ -100,6 +106,8 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     n = len(batch)
     correct = torch.zeros(len(depths), n, dtype=torch.bool)
     norm_sum = torch.zeros(len(depths), dtype=torch.float64)
+    nll_sum = torch.zeros(len(depths), dtype=torch.float64)
+    n_scored = int((batch.targets != IGNORE).sum())
     chunks = range(0, n, batch_size)
     bar = tqdm(total=len(chunks) * max(depths), desc="sweep", unit="loop", disable=not progress)
     for s in chunks:
@@ -122,7 +130,9 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
             if t not in want:
                 return
             i = want[t]
-            pred = model.readout(h, ctx).argmax(dim=-1)  # (b, T)
+            logits = model.readout(h, ctx)  # (b, T, V)
+            pred = logits.argmax(dim=-1)  # (b, T)
+            nll_sum[i] += F.cross_entropy(logits[mask].double(), tgt[mask], reduction="sum").cpu()
             ok = ((pred == tgt) | ~mask).all(dim=1)
             correct[i, s : s + len(ok)] = ok.cpu()
             per_tok = h.float().norm(dim=-1)  # (b, T)
@@ -132,10 +142,11 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
             tracker.prev_h = h0
         run_loop(model, h0, ctx, max(depths), keep=keep)
     bar.close()
+    ce = nll_sum / max(1, n_scored)
     if use_exit:
-        return SweepResult(list(depths), correct, (norm_sum / n).float(), exit_depth, exit_correct,
+        return SweepResult(list(depths), correct, (norm_sum / n).float(), ce, exit_depth, exit_correct,
                            {"tol": exit_tol, "stable": exit_stable, "max_loops": max(depths)})
-    return SweepResult(list(depths), correct, (norm_sum / n).float())
+    return SweepResult(list(depths), correct, (norm_sum / n).float(), ce)
 
 
 class ExitTracker:

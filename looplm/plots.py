@@ -87,6 +87,27 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     return _save(fig, out)
 
 
+def plot_size_depth(res: dict, out: str | Path) -> Path:
+    """Exact match by (instance size, loops) for a size-graded task: a heatmap, training sizes and loop counts
+    marked, so a reader sees at once whether more loops solve larger instances."""
+    acc = [[100 * a for a in row] for row in res["accuracy_by_size"]]
+    sizes, depths = res["sizes"], res["depths"]
+    fig, ax = plt.subplots(figsize=(8.0, 0.5 + 0.35 * len(sizes) + 1.5), dpi=130)
+    im = ax.imshow(acc, aspect="auto", origin="lower", vmin=0, vmax=100, cmap="viridis",
+                   extent=(0.5, len(depths) + 0.5, sizes[0] - 0.5, sizes[-1] + 0.5))
+    step = max(1, len(depths) // 12)
+    ax.set_xticks(range(1, len(depths) + 1, step), [str(d) for d in depths[::step]])
+    ax.set_xlabel("loops at test time")
+    ax.set_ylabel("instance size")
+    lo, hi = res.get("train_sizes", [None, None])
+    if lo is not None:
+        ax.axhspan(lo - 0.5, hi + 0.5, fill=False, edgecolor="white", lw=1.2, ls="--")
+    fig.colorbar(im, ax=ax, label="exact match (%)")
+    ax.set_title(f"{res.get('label', '')}: exact match by size and depth (dashed: sizes seen in training)",
+                 fontsize=9)
+    return _save(fig, out)
+
+
 # --- inputs ----------------------------------------------------------------------------------------------
 def is_dynamics(doc: dict) -> bool:
     return doc.get("kind") == "looplm.dynamics"

@@ -24,8 +24,9 @@ from . import checkpoint as ckpt
 from .errors import UserError
 
 LOCK = ".looplm.lock"
+# What a looplm run leaves in its directory (the rest are outputs: sweeps, plots).
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.jsonl.tmp", "checkpoint", "checkpoint.old", "checkpoint.tmp",
-             ckpt.HISTORY, LOCK)  # what a looplm run leaves in its directory (the rest are outputs: sweeps, plots)
+             ckpt.HISTORY, LOCK, "tensorboard", "wandb")
 
 
 def _whole(d: Path) -> str | None:
@@ -120,8 +121,8 @@ def lock(out: Path, create: bool = True) -> Iterator[None]:
         return
     f = (out / LOCK).open("a+" if create else "r")
     try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:  # a look takes the lock shared, so that the ranks of one job looking at once do not collide
+            fcntl.flock(f, (fcntl.LOCK_EX if create else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except OSError:
             f.seek(0)
             holder = f.read().strip() or "another process"

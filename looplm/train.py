@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -42,11 +41,12 @@ from . import rundir
 from .config import Config, ConfigError
 from .errors import UserError
 from .evaluate import sweep
+from .logger import MetricsLog, check_available
 from .looped import check_looped, phi, run_loop
 from .loops import describe, sample_loops
 from .model import LoopedTransformer, twice_differentiable
 from .objective import Objective
-from .tasks import make_task
+from .tasks import make_task, tokenizers, with_task_vocab
 from .tasks.base import IGNORE
 
 
@@ -122,10 +122,11 @@ class Run:
     write_model: Callable[[Path, dict[str, torch.Tensor]], None]
 
 
-def native_run(cfg: Config, device: torch.device, resume_from: Path | None, model: nn.Module | None = None) -> Run:
+def native_run(cfg: Config, device: torch.device, resume_from: Path | None, model: nn.Module | None = None,
+               task: Any = None) -> Run:
     """looplm's own LoopedTransformer (or a user's looped module, `model`) on a task: fresh, from
-    train.init_from, or from the run's checkpoint."""
-    task = make_task(cfg)
+    train.init_from, or from the run's checkpoint. The task's tokenizer is saved with every checkpoint."""
+    task = task if task is not None else make_task(cfg)
     torch.manual_seed(cfg.train.seed)
     # A resumed run's own checkpoint holds its weights; the run it started from need not exist any more.
     src = resume_from or cfg.train.init_from
@@ -136,15 +137,11 @@ def native_run(cfg: Config, device: torch.device, resume_from: Path | None, mode
         model = ckpt.load_model(src, device, expect=cfg)[0]
     else:
         model = LoopedTransformer(cfg.model)
-    return Run(model.to(device), task, lambda d, w: ckpt.write_native(d, w, cfg))
+    def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
+        ckpt.write_native(folder, weights, cfg)
+        tokenizers.save(task.tok, folder)
 
-
-def json_record(rec: dict[str, Any]) -> str:
-    """One metrics line, strict JSON: a non-finite number is written as null and its key listed in `nonfinite`."""
-    bad = [k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v)]
-    if bad:
-        rec = {**{k: None if k in bad else v for k, v in rec.items()}, "nonfinite": bad}
-    return json.dumps(rec, allow_nan=False)
+    return Run(model.to(device), task, write_model)
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -235,7 +232,12 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         raise ConfigError(f"train.micro_batch_size={micro} does not divide the per-rank batch {shard} "
                           f"(train.batch_size={t.batch_size} over {world.size} process(es))")
     # Everything up to the lock reads only, on every rank: a refused command changes nothing on disk.
+    check_available(t.logger)
     src = rundir.resume_point(out, resume)
+    task = None
+    if cfg.kind == "native":  # a resumed run encodes its data with the tokenizer its checkpoint holds
+        task = make_task(cfg, tokenizers.load(src) if src is not None else None)
+        cfg = with_task_vocab(cfg, task)
     _check_model(src, cfg)
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -245,7 +247,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         run = hf_run(cfg, device, src)
     else:
         _check_memory(cfg, micro)
-        run = native_run(cfg, device, src, model)
+        run = native_run(cfg, device, src, model, task)
     state = _read_state(src, cfg, world) if src is not None else None
     eval_batch = run.task.held_out(t.eval_size) if t.eval_every else None
     dist.barrier(world)  # every rank has checked before rank 0 takes the lock (the ranks are one writer)
@@ -349,7 +351,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
         stop.append("sigint")
 
     prev_sigint = signal.signal(signal.SIGINT, request_stop) if catch else None
-    log_f = (out / "metrics.jsonl").open("a") if world.is_main else open(os.devnull, "w")  # noqa: SIM115
+    log = MetricsLog(out, t.logger, cfg.to_dict(), world.is_main)
     bar = tqdm(total=total, initial=step, desc=f"train [{describe(cfg.loops)}, reg={reg.kind}]",
                disable=not (progress and world.is_main), dynamic_ncols=True)
     try:
@@ -417,8 +419,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                     tqdm.write(f"step {step + 1}: {rec['skipped']} at {n_loops} loops; update skipped "
                                f"({bad_streak}/{t.max_bad_steps})")
                 if bad_streak >= t.max_bad_steps:
-                    log_f.write(json_record(rec) + "\n")
-                    log_f.flush()
+                    log.write(rec)
                     raise TrainingDiverged(
                         f"{bad_streak} consecutive non-finite steps (last: step {step + 1}, {n_loops} loops); "
                         "stopping. " + (f"The last good checkpoint is in {ckpt_dir}." if ckpt_dir.exists() else
@@ -434,8 +435,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             rec["step_s"] = time.perf_counter() - t0
             rec["tok_s"] = int(full.mask.sum()) / rec["step_s"]  # real input tokens per second, all ranks
             if step % t.log_every == 0 or "acc" in rec or "rho" in rec or "skipped" in rec or step == total:
-                log_f.write(json_record(rec) + "\n")
-                log_f.flush()
+                log.write(rec)
             bar.update(1)
             bar.set_postfix(loops=n_loops, ce=f"{rec['ce']:.3f}",
                             **({"reg": f"{rec['reg']:.3f}"} if rec["reg"] is not None else {}),
@@ -464,7 +464,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
         if catch:
             signal.signal(signal.SIGINT, prev_sigint if prev_sigint is not None else signal.SIG_DFL)
         bar.close()
-        log_f.close()
+        log.close()
     dist.shutdown(world)
     return out
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from looplm.tasks.addition import EOS, IGNORE, AdditionTask, CharTokenizer, is_reserved, read_addition_jsonl
+from looplm.tasks.addition import EOS, AdditionTask, CharTokenizer, is_reserved, read_addition_jsonl
+from looplm.tasks.base import IGNORE
 
 
 def test_tokenizer_roundtrip_and_unknown_chars():

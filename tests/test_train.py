@@ -120,3 +120,34 @@ def test_a_tiny_model_learns_addition(tmp_path):
     rows = read_metrics(train(cfg, tmp_path / "r", progress=False))
     assert rows[-1]["ce"] < 0.5 * rows[0]["ce"]
     assert rows[-1]["acc"] >= 0.5
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
+def test_loggers_write_the_metrics_the_log_holds(tmp_path, logger, monkeypatch):
+    """TensorBoard event files, and a wandb run in offline mode (no network): the same scalars as metrics.jsonl."""
+    pytest.importorskip("torch.utils.tensorboard" if logger == "tensorboard" else "wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = train(tiny_config(train=dict(steps=3, eval_every=0, logger=logger), reg=dict(kind="jsrr", rho_every=0)),
+                tmp_path / "r", progress=False)
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    if logger == "tensorboard":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(run / "tensorboard"))
+        acc.Reload()
+        ce = [(e.step, e.value) for e in acc.Scalars("ce")]
+        assert ce == [(r["step"], pytest.approx(r["ce"], rel=1e-6)) for r in rows]
+        assert {"loss", "lr", "grad_norm", "tok_s"} <= set(acc.Tags()["scalars"])
+    else:
+        files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(files) == 1  # the offline run's record file, which `wandb sync` uploads later
+        import time
+
+        deadline = time.monotonic() + 30  # wandb's service process writes the records after finish() returns
+        while not all(json.dumps(r["ce"]).encode() in files[0].read_bytes() for r in rows):
+            assert time.monotonic() < deadline, "the wandb run does not hold every step's ce"
+            time.sleep(0.2)
+        raw = files[0].read_bytes()  # history values are stored as JSON text inside the records
+        assert all(k.encode() in raw for k in ("grad_norm", "tok_s", "loss", "lr"))

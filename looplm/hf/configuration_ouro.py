@@ -6,6 +6,9 @@ Ouro-1.4B values (24 layers of width 2048, 16 heads with no grouping, SwiGLU wid
 θ = 1e6, RMSNorm ε = 1e-6, untied head, 4 loops); docs/hf.md lists what was checked against which public source.
 
 `total_ut_steps` is only the default loop count: every forward call may pass its own `num_loops`.
+`early_exit_threshold` is the default exit rule at inference (as in the reference model); `exit_dtype` (ours)
+says which dtype the exit distribution is computed in: "model" (the gate logits' dtype, the reference's rule)
+or "float32".
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import PretrainedConfig
+
+# "model": the exit distribution in the gate logits' dtype, as the reference computes it (in bf16 its cumulative
+# sum can round up to 1 before the last loop); "float32": in float32 (float64 stays float64).
+EXIT_DTYPES = ("model", "float32")
 
 
 class OuroConfig(PretrainedConfig):
@@ -43,6 +50,7 @@ class OuroConfig(PretrainedConfig):
         attention_dropout: float = 0.0,
         total_ut_steps: int = 4,
         early_exit_threshold: float | None = 1.0,
+        exit_dtype: str = "model",
         **kwargs: Any,
     ) -> None:
         self.vocab_size = vocab_size
@@ -66,7 +74,8 @@ class OuroConfig(PretrainedConfig):
         self.layer_types = layer_types if layer_types is not None else ["full_attention"] * num_hidden_layers
         self.attention_dropout = attention_dropout
         self.total_ut_steps = total_ut_steps
-        self.early_exit_threshold = early_exit_threshold
+        self.early_exit_threshold = check_exit_threshold(early_exit_threshold)
+        self.exit_dtype = check_exit_dtype(exit_dtype)
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_attention_heads={num_attention_heads} must be a multiple of "
                              f"num_key_value_heads={self.num_key_value_heads}")
@@ -75,6 +84,22 @@ class OuroConfig(PretrainedConfig):
         if total_ut_steps < 1:
             raise ValueError(f"total_ut_steps must be >= 1, got {total_ut_steps}")
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+
+def check_exit_threshold(value: Any) -> float | None:
+    """None (always the last loop) or a number; the published configs hold 1.0."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"early_exit_threshold must be a number or null, got {value!r}") from None
+
+
+def check_exit_dtype(value: Any) -> str:
+    if value not in EXIT_DTYPES:
+        raise ValueError(f"exit_dtype must be one of {', '.join(EXIT_DTYPES)}, got {value!r}")
+    return value
 
 
 def rope_settings(config: PretrainedConfig) -> tuple[str, float, dict[str, Any]]:

@@ -12,7 +12,8 @@ from looplm: `looplm eval-lm CHECKPOINT --tasks gsm8k --depths 1,2,4,8`, which l
 every depth and writes `eval_lm.json`, `eval_lm.md` (a depth x metric table) and `eval_lm.png`.
 
 Note: looplm's own LoopedTransformer exports have learned absolute positions and reject left padding, so run
-generation tasks on them with batch_size 1.
+generation tasks on them with batch_size 1. `trust_remote_code=True` is refused: it would load a checkpoint's
+own Hub code (Ouro's does not run under transformers 5) instead of looplm's native class.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from ..errors import UserError
+from .configuration_ouro import EXIT_DTYPES
 from .registry import register
 
 
@@ -38,17 +40,36 @@ def _opt_float(x: Any) -> float | None:
     return None if x in (None, "", "None", "none") else float(x)
 
 
+def _is_true(x: Any) -> bool:
+    """lm-eval parses model_args "true" to True; a caller may still hand over the string or 1."""
+    return x is True or (isinstance(x, str) and x.strip().lower() in ("true", "1", "yes")) or (
+        isinstance(x, int) and not isinstance(x, bool) and x == 1)
+
+
+REMOTE_CODE_MESSAGE = (
+    "trust_remote_code=True is not supported by the looplm model: looplm's native Ouro class is used only "
+    "without remote code, and trust_remote_code would load the checkpoint's own Hub code instead (Ouro's does "
+    "not run under transformers 5); drop trust_remote_code from model_args (lm-eval's --trust_remote_code flag "
+    "adds it too)")
+
+
 @register_model("looplm")
 class LoopedLM(HFLM):
     """HFLM with a loop count: model_args `num_loops=N` (default: the checkpoint's own, e.g. Ouro's
-    `total_ut_steps`), optional `exit_threshold=q` (Ouro's early exit). Change `num_loops` between evaluations
-    to sweep depths without reloading."""
+    `total_ut_steps`), optional `exit_threshold=q` (Ouro's early exit; default: the checkpoint's
+    `early_exit_threshold`) and `exit_dtype=model|float32` (the dtype of Ouro's exit rule; default: the
+    checkpoint's `exit_dtype`). Change `num_loops` between evaluations to sweep depths without reloading."""
 
     def __init__(self, pretrained: Any, num_loops: int | str | None = None, exit_threshold: Any = None,
-                 **kwargs: Any) -> None:
+                 exit_dtype: str | None = None, **kwargs: Any) -> None:
+        if _is_true(kwargs.get("trust_remote_code")):  # before any download or load
+            raise UserError(REMOTE_CODE_MESSAGE)
         register()  # AutoConfig / AutoModelForCausalLM know "ouro" and "looplm"
         self.num_loops = _opt_int(num_loops)
         self.exit_threshold = _opt_float(exit_threshold)
+        self.exit_dtype = None if exit_dtype in (None, "", "None", "none") else str(exit_dtype)
+        if self.exit_dtype is not None and self.exit_dtype not in EXIT_DTYPES:
+            raise UserError(f"exit_dtype must be one of {', '.join(EXIT_DTYPES)}, got {exit_dtype!r}")
         kwargs.setdefault("backend", "causal")
         super().__init__(pretrained=pretrained, **kwargs)
         if self.num_loops is not None and self.num_loops < 1:
@@ -60,6 +81,8 @@ class LoopedLM(HFLM):
             kw["num_loops"] = self.num_loops
         if self.exit_threshold is not None:
             kw["exit_threshold"] = self.exit_threshold
+        if self.exit_dtype is not None:
+            kw["exit_dtype"] = self.exit_dtype
         return kw
 
     def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 
 from ..config import ConfigError, ModelConfig
 from ..looped import run_loop
 from ..model import LoopedTransformer
-from .modeling_ouro import OuroCausalLMOutput
+from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
 
 _MODEL_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
 
@@ -102,8 +101,10 @@ class LooplmForCausalLM(PreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, num_loops: int | None = None, logits_to_keep: int = 0,
-                output_loop_logits: bool = False, return_dict: bool | None = None, **kwargs: Any
-                ) -> OuroCausalLMOutput | tuple:
+                output_loop_logits: bool = False, return_dict: bool | None = None, num_items_in_batch: Any = None,
+                **kwargs: Any) -> OuroCausalLMOutput | tuple:
+        """Logits after `num_loops` loops (default `config.num_loops`). `labels` are shifted inside (-100 is
+        ignored); `num_items_in_batch` (HF Trainer) makes the loss the summed token CE divided by it."""
         if input_ids is None:
             raise ValueError("LooplmForCausalLM needs input_ids")
         if attention_mask is not None and attention_mask.numel():
@@ -123,7 +124,7 @@ class LooplmForCausalLM(PreTrainedModel, GenerationMixin):
             logits = logits[:, -logits_to_keep:]
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+            loss = causal_lm_loss(logits, labels, num_items_in_batch)
         out = OuroCausalLMOutput(loss=loss, logits=logits, loop_logits=loop_logits)
         return out.to_tuple() if return_dict is False else out
 

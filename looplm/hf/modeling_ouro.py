@@ -10,13 +10,15 @@ Architecture (docs/hf.md records how each point was checked):
 - attention: bias-free q/k/v/o projections, grouped KV heads when `num_key_value_heads` < heads, RoPE on q and k
   (rotate-half convention), scale head_dim^-0.5, causal;
 - MLP: SwiGLU, down(act(gate(x)) * up(x)), bias-free;
-- early-exit gate: Linear(hidden, 1) with bias, applied to the normalized state after every loop;
+- early-exit gate: Linear(hidden, 1) with bias, applied to the normalized state after every loop; at inference
+  each token reads the first loop whose cumulative exit probability reaches `config.early_exit_threshold`,
+  computed in the gate's dtype as the reference does;
 - KV cache: one slot per (loop, layer), slot = loop * num_hidden_layers + layer.
 
 Our additions: the loop count is a call argument (`num_loops`, default `config.total_ut_steps`); the model
 implements looplm's looped-model protocol (`embed` / `step` = Φ / `readout`, looplm.looped), so looplm's trainer,
 penalties and diagnostics drive it unchanged; per-loop states and logits can be returned; left padding gets
-correct positions.
+correct positions; the exit distribution can be computed in float32 instead (`exit_dtype`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import ModelOutput
 
 from ..looped import run_loop
-from .configuration_ouro import OuroConfig, rope_settings
+from .configuration_ouro import OuroConfig, check_exit_dtype, rope_settings
 
 # Attribute set on a KV cache the first time it is filled: the loop count its slots were laid out for.
 _LOOPS_ATTR = "_looplm_num_loops"
@@ -159,8 +161,9 @@ class OuroModelOutput(BaseModelOutputWithPast):
 
 @dataclass
 class OuroCausalLMOutput(CausalLMOutputWithPast):
-    """`logits` come from the last loop (or the early-exit rule asked for). `loop_logits` and `exit_probs`
-    ((B, T, num_loops), the gate's exit distribution) are filled when requested."""
+    """`logits` come from the early-exit rule (`exit_threshold`, else `config.early_exit_threshold`; None: the
+    last loop) or the exit-weighted average. `loop_logits` are filled when requested, `exit_probs`
+    ((B, T, num_loops), the gate's exit distribution) whenever the gate ran."""
 
     loop_logits: tuple[torch.Tensor, ...] | None = None
     exit_probs: torch.Tensor | None = None
@@ -327,14 +330,46 @@ def _in_jvp(x: torch.Tensor) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
-def exit_distribution(gate_logits: torch.Tensor) -> torch.Tensor:
+def exit_distribution(gate_logits: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """(B, T, n) per-loop gate logits -> (B, T, n) exit probabilities: loop t exits with probability
-    λ_t Π_{s<t} (1 - λ_s), λ = sigmoid(gate), and the last loop takes the remaining mass."""
-    lam = torch.sigmoid(gate_logits.float())
-    survive = torch.cumprod(1 - lam, dim=-1)
-    before = torch.cat([torch.ones_like(survive[..., :1]), survive[..., :-1]], dim=-1)
-    probs = lam * before
-    return torch.cat([probs[..., :-1], before[..., -1:]], dim=-1)
+    λ_t Π_{s<t} (1 - λ_s), λ = sigmoid(gate), and the last loop takes the remaining mass.
+
+    Computed in the gate logits' dtype (or `dtype`), with the reference's order of operations: the survival
+    product is taken one loop at a time, each product rounded to that dtype. In bf16 the rounding is what lets
+    the cumulative probability reach 1 before the last loop, so the order matters for matching it."""
+    lam = torch.sigmoid(gate_logits if dtype is None else gate_logits.to(dtype))  # (B, T, n)
+    remaining = torch.ones_like(lam[..., 0])  # (B, T)
+    probs = []
+    for t in range(lam.shape[-1] - 1):
+        probs.append(lam[..., t] * remaining)
+        remaining = remaining * (1 - lam[..., t])
+    probs.append(remaining)
+    return torch.stack(probs, dim=-1)
+
+
+def exit_steps(exit_probs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B, T, n) exit distribution -> (B, T) index of the first loop whose cumulative probability reaches
+    `threshold`, or the last loop when none does. `cumsum` runs in the distribution's dtype, as in the reference
+    (on CPU torch accumulates in float32 and rounds every partial sum to that dtype)."""
+    reached = exit_probs.cumsum(-1) >= threshold
+    last = torch.full_like(reached[..., 0], exit_probs.shape[-1] - 1, dtype=torch.long)
+    return torch.where(reached.any(-1), reached.long().argmax(-1), last)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    """Next-token cross-entropy of (B, T, V) logits against (B, T) labels, shifted inside (HF convention; -100 is
+    ignored). The mean over target tokens, or, given `num_items_in_batch` (HF Trainer's count of target tokens in
+    the whole accumulated batch), their sum divided by it, so every micro-batch's tokens weigh the same."""
+    if logits.shape[1] != labels.shape[1]:
+        raise ValueError("labels need logits at every position (logits_to_keep=0)")
+    pred = logits[:, :-1].flatten(0, 1).float()  # (B·(T-1), V)
+    target = labels[:, 1:].flatten().to(logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(pred, target, ignore_index=-100)
+    total = F.cross_entropy(pred, target, ignore_index=-100, reduction="sum")
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
 
 
 class OuroForCausalLM(OuroPreTrainedModel, GenerationMixin):
@@ -393,18 +428,27 @@ class OuroForCausalLM(OuroPreTrainedModel, GenerationMixin):
                 num_loops: int | None = None, exit_threshold: float | None = None,
                 use_weighted_exit: bool = False, output_loop_logits: bool = False,
                 output_hidden_states: bool | None = None, past_key_values: Cache | None = None,
-                return_dict: bool | None = None, **kwargs: Any) -> OuroCausalLMOutput | tuple:
+                return_dict: bool | None = None, exit_dtype: str | None = None,
+                num_items_in_batch: Any = None, **kwargs: Any) -> OuroCausalLMOutput | tuple:
         """Logits after `num_loops` loops (default `config.total_ut_steps`).
 
-        Early exit, as in the reference model, is opt-in here: `exit_threshold=q` reads each token's logits at
-        the first loop whose cumulative exit probability reaches q (the last loop if none does), and
-        `use_weighted_exit=True` averages the per-loop logits under the exit distribution. Every loop still runs,
-        so the KV cache stays complete. The reference applies `config.early_exit_threshold` (1.0) by default; in
-        exact arithmetic that is always the last loop, which is what this model returns by default.
+        Early exit, as in the reference model: each token's logits come from the first loop whose cumulative exit
+        probability reaches the threshold (the last loop if none does). The threshold is `exit_threshold`, or,
+        without labels, `config.early_exit_threshold` (None: the last loop). The reference's default 1.0 is the
+        last loop in exact arithmetic, but in bf16 the cumulative sum can round up to 1 sooner, and then tokens
+        exit early exactly as in the reference. `exit_dtype` ("model" or "float32", default
+        `config.exit_dtype`) sets the dtype of that computation (`exit_distribution`). `use_weighted_exit=True`
+        averages the per-loop logits under the exit distribution instead. Every loop still runs, so the KV cache
+        stays complete.
 
-        `labels` (B, T) are shifted inside (HF convention; -100 is ignored); the loss uses the returned logits.
+        `labels` (B, T) are shifted inside (HF convention; -100 is ignored); the loss uses the returned logits,
+        which with labels are the last loop's unless `exit_threshold` or `use_weighted_exit` is passed.
+        `num_items_in_batch` (HF Trainer) makes the loss the summed token CE divided by it.
         """
         weighted = bool(use_weighted_exit)
+        if exit_threshold is None and labels is None:  # training losses keep the last loop unless asked
+            exit_threshold = getattr(self.config, "early_exit_threshold", None)
+        mode = check_exit_dtype(exit_dtype if exit_dtype is not None else getattr(self.config, "exit_dtype", "model"))
         need_states = output_loop_logits or weighted or exit_threshold is not None
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          cache=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,
@@ -418,27 +462,25 @@ class OuroForCausalLM(OuroPreTrainedModel, GenerationMixin):
         loop_logits = exit_probs = None
         if need_states:
             states = out.loop_states
-            exit_probs = exit_distribution(torch.cat([self.model.early_exit_gate(sel(s)) for s in states], -1))
+            gates = torch.cat([self.model.early_exit_gate(sel(s)) for s in states], -1)  # (B, T', n)
+            exit_probs = exit_distribution(
+                gates, None if mode == "model" else torch.promote_types(gates.dtype, torch.float32))
             if output_loop_logits or weighted:
                 loop_logits = tuple(self.lm_head(sel(s)) for s in states)
             if weighted:
                 logits = sum(lg * exit_probs[..., i : i + 1].to(lg.dtype) for i, lg in enumerate(loop_logits))
             elif exit_threshold is not None:
-                reached = exit_probs.cumsum(-1) >= exit_threshold
-                step = torch.where(reached.any(-1), reached.float().argmax(-1), len(states) - 1)  # (B, T')
-                stacked = torch.stack([sel(s) for s in states], dim=2)  # (B, T', n, D)
-                idx = step[..., None, None].expand(-1, -1, 1, stacked.shape[-1])
-                logits = self.lm_head(stacked.gather(2, idx).squeeze(2))
+                step = exit_steps(exit_probs, float(exit_threshold))[..., None]  # (B, T', 1)
+                # A selection chain instead of stacking all loops: at most two (B, T', D) copies alive at once.
+                chosen = sel(states[-1])
+                for t in range(len(states) - 2, -1, -1):
+                    chosen = torch.where(step == t, sel(states[t]), chosen)
+                logits = self.lm_head(chosen)
             else:
                 logits = loop_logits[-1] if loop_logits is not None else self.lm_head(sel(out.last_hidden_state))
         else:
             logits = self.lm_head(sel(out.last_hidden_state))
-        loss = None
-        if labels is not None:
-            if logits.shape[1] != labels.shape[1]:
-                raise ValueError("labels need logits at every position (logits_to_keep=0)")
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device),
-                                   ignore_index=-100)
+        loss = causal_lm_loss(logits, labels, num_items_in_batch) if labels is not None else None
         result = OuroCausalLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                     **{_CACHE_FIELD: get_cache(out)},
                                     loop_logits=loop_logits if output_loop_logits else None,
@@ -465,5 +507,5 @@ def expected_parameter_names(config: OuroConfig) -> list[str]:
 
 
 __all__ = ["OuroConfig", "OuroModel", "OuroForCausalLM", "OuroPreTrainedModel", "LoopContext",
-           "exit_distribution", "expected_parameter_names", "count_parameters"]
+           "exit_distribution", "exit_steps", "causal_lm_loss", "expected_parameter_names", "count_parameters"]
 

@@ -16,33 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import IGNORE, Batch
+from .base import Batch, make_batch
+from .tokenizers import EOS, PAD, CharTokenizer
 
-PAD, EOS = 0, 1
-
-
-class CharTokenizer:
-    """`<pad>`, `<eos>`, then one id per character of `chars`."""
-
-    def __init__(self, chars: str = "0123456789+="):
-        self.chars = chars
-        self.stoi = {c: i + 2 for i, c in enumerate(chars)}
-        self.vocab_size = len(chars) + 2
-
-    def encode(self, s: str) -> list[int]:
-        bad = sorted({c for c in s if c not in self.stoi})
-        if bad:
-            raise ValueError(f"character(s) {bad} in {s!r} are outside the vocabulary {self.chars!r}")
-        return [self.stoi[c] for c in s]
-
-    def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
-        out = []
-        for i in ids:
-            if i == EOS and stop_at_eos:
-                break
-            if i >= 2:
-                out.append(self.chars[i - 2])
-        return "".join(out)
+__all__ = ["EOS", "PAD", "AdditionTask", "CharTokenizer", "make_batch", "read_addition_jsonl"]
 
 
 def _pair_hash(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -67,6 +44,7 @@ class AdditionTask:
     """The task interface (looplm.tasks): seeded training batches, a held-out split, a tokenizer."""
 
     size = None  # generated on the fly: no epochs
+    scored_by = "exact_match"
 
     def __init__(self, digits: int = 4, tokenizer: CharTokenizer | None = None, max_len: int | None = None,
                  test_seed: int = 1234, test_size: int = 1000):
@@ -147,25 +125,14 @@ class AdditionTask:
         """The first n problems of the reserved held-out split (at most its test_size)."""
         return self.test_batch(min(n, self.test_size), self.test_seed, self.max_len)
 
+    def load_eval(self, path: str, n: int | None) -> Batch:
+        """Problems from a file in the authors' JSONL format (`read_addition_jsonl`)."""
+        a, b = read_addition_jsonl(path)
+        return self.encode_problems(a[:n], b[:n], self.max_len)
 
-def make_batch(seqs: list[list[int]], prompt_lens: list[int], max_len: int | None = None) -> Batch:
-    """Right-pad full sequences into (inputs, targets); loss only where the target is an answer token.
-
-    Right padding is safe under causal attention: a position never sees the pads after it.
-    """
-    T = max(len(s) for s in seqs) - 1
-    if max_len is not None and T > max_len:
-        raise ValueError(f"a problem needs {T} positions but the model has max_seq_len={max_len}; "
-                         "the operands are too wide for this model")
-    inp = torch.full((len(seqs), T), PAD, dtype=torch.long)
-    tgt = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
-    for i, (s, p) in enumerate(zip(seqs, prompt_lens, strict=True)):
-        s_t = torch.tensor(s, dtype=torch.long)
-        inp[i, : len(s) - 1] = s_t[:-1]
-        tgt[i, p - 1 : len(s) - 1] = s_t[p:]
-        mask[i, : len(s) - 1] = True
-    return Batch(inp, tgt, mask)
+    @staticmethod
+    def format_answer(text: str) -> str:
+        return text[::-1]  # the model writes the sum least-significant digit first
 
 
 def read_addition_jsonl(path: str | Path) -> tuple[list[int], list[int]]:

@@ -7,9 +7,12 @@ tokens, and `targets` says which positions are scored (the next token there, `IG
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
+
+from .tokenizers import EOS, PAD
 
 IGNORE = -100  # cross_entropy's ignore_index: a position that is not scored
 
@@ -31,3 +34,42 @@ class Batch:
         m = self.mask[sl]
         width = max(1, int(m.sum(1).max())) if m.numel() else 1
         return Batch(self.input_ids[sl, :width], self.targets[sl, :width], m[:, :width])
+
+
+def make_batch(seqs: list[list[int]], prompt_lens: list[int], max_len: int | None = None) -> Batch:
+    """Right-pad full sequences into (inputs, targets); loss only where the target is an answer token.
+
+    Right padding is safe under causal attention: a position never sees the pads after it.
+    """
+    T = max(len(s) for s in seqs) - 1
+    if max_len is not None and T > max_len:
+        raise ValueError(f"a problem needs {T} positions but the model has max_seq_len={max_len}; "
+                         "the operands are too wide for this model")
+    inp = torch.full((len(seqs), T), PAD, dtype=torch.long)
+    tgt = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+    for i, (s, p) in enumerate(zip(seqs, prompt_lens, strict=True)):
+        s_t = torch.tensor(s, dtype=torch.long)
+        inp[i, : len(s) - 1] = s_t[:-1]
+        tgt[i, p - 1 : len(s) - 1] = s_t[p:]
+        mask[i, : len(s) - 1] = True
+    return Batch(inp, tgt, mask)
+
+
+
+def held_out_by_hash(key: str, fraction: float, salt: str = "") -> bool:
+    """Whether `key` belongs to the held-out part of a seeded hash split: the same on every machine and in every
+    run, so training can reject it wherever it comes from."""
+    h = int.from_bytes(hashlib.blake2b((salt + "\0" + key).encode(), digest_size=8).digest(), "big")
+    return h / 2**64 < fraction
+
+
+def encode_answers(tok, prompts: list[str], answers: list[str], max_len: int | None = None) -> Batch:
+    """Prompt -> answer problems as a teacher-forcing batch: `prompt answer <eos>`, scored on the answer and the
+    end token (so a greedy answer is right only if it stops there)."""
+    seqs, plens = [], []
+    for p, a in zip(prompts, answers, strict=True):
+        ids = tok.encode(p)
+        seqs.append(ids + tok.encode(a) + [EOS])
+        plens.append(len(ids))
+    return make_batch(seqs, plens, max_len)

@@ -1,0 +1,360 @@
+"""GSM8K-style synthetic math word problems in chat format, a held-out split that never meets training, and a
+local lm-eval task that scores them.
+
+A problem is a short story (collections, shops, bus routes, road trips, savings) whose quantity changes 1 to 4
+times by addition, subtraction or multiplication by a small number; every intermediate value is an integer in
+[1, 999]. The worked solution shows each step as `a + b = c` (or `-`, `*`) and ends with `#### N`, GSM8K's
+answer line, so `looplm.hf.answers` reads it. Records carry `messages` (user: the question, assistant: the
+solution), the format `looplm finetune` trains on, and lm-eval prompts with the same user turn through the
+chat template.
+
+Which side of the split a problem falls on is a hash of its question (`looplm.tasks.base.held_out_by_hash`),
+so it does not depend on the seed or on how many problems are drawn.
+
+This module needs neither transformers nor lm-eval.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..tasks.base import held_out_by_hash
+
+HELD_OUT_FRACTION = 0.2
+MAX_VALUE = 999  # every intermediate value stays below 1000
+_SALT = "looplm.hf.mathdata/v1"  # changing a template changes questions anyway; the salt names the split rule
+_TIMES = {2: "twice", 3: "three times", 4: "four times", 5: "five times"}
+_PEOPLE = (("Mia", "she", "her", "her"), ("Tom", "he", "him", "his"), ("Ana", "she", "her", "her"),
+           ("Ben", "he", "him", "his"), ("Lena", "she", "her", "her"), ("Omar", "he", "him", "his"),
+           ("Sara", "she", "her", "her"), ("Raj", "he", "him", "his"), ("Yuki", "she", "her", "her"),
+           ("Leo", "he", "him", "his"))
+
+
+@dataclass(frozen=True)
+class _Theme:
+    """Sentence templates for one kind of story. Fields: {who}/{Who} (the actor, capitalized at a sentence's
+    start), {they}/{They}, {them}, {their} (its pronouns), {unit}, {v} (the start), {b} (an amount added or
+    taken), {k} x {m} (groups), {times} (a multiplier in words). An empty tuple means the theme has no such
+    step."""
+
+    actors: tuple[tuple[str, str, str, str, tuple[str, ...]], ...]  # (who, they, them, their, units)
+    start_range: tuple[int, int]
+    amount_max: int
+    start: tuple[str, ...]
+    start_groups: tuple[str, ...]
+    add: tuple[str, ...]
+    sub: tuple[str, ...]
+    scale: tuple[str, ...]
+    group_add: tuple[str, ...]
+    group_sub: tuple[str, ...]
+    questions: tuple[str, ...]
+
+
+def _people(units: tuple[str, ...]) -> tuple[tuple[str, str, str, str, tuple[str, ...]], ...]:
+    return tuple((*p, units) for p in _PEOPLE)
+
+
+_THEMES = (
+    _Theme(  # people and their collections
+        actors=_people(("marbles", "stickers", "stamps", "seashells", "postcards", "toy cars")),
+        start_range=(5, 120), amount_max=60,
+        start=("{Who} has {v} {unit}.", "{Who} owns a collection of {v} {unit}.",
+               "{Who} starts the week with {v} {unit}."),
+        start_groups=("{Who} has {k} boxes with {m} {unit} in each box.",
+                      "{Who} keeps {unit} in {k} jars, {m} in every jar."),
+        add=("{They} finds {b} more {unit}.", "A friend gives {them} {b} {unit}.",
+             "{They} buys {b} {unit} at a market."),
+        sub=("{They} gives {b} {unit} to a friend.", "{They} loses {b} {unit}.", "{They} trades away {b} {unit}."),
+        scale=("By the end of the month {they} has {times} as many {unit} as before.",
+               "After a swap meet {they} has {times} as many {unit} as before."),
+        group_add=("{They} buys {k} packs of {unit} with {m} in each pack.",
+                   "Each of {k} friends gives {them} {m} {unit}."),
+        group_sub=("{They} gives {m} {unit} to each of {k} cousins.",),
+        questions=("How many {unit} does {who} have now?", "How many {unit} does {who} have in the end?"),
+    ),
+    _Theme(  # shops and their stock
+        actors=(("the bakery", "it", "it", "its", ("muffins", "bread rolls", "cookies")),
+                ("the toy shop", "it", "it", "its", ("puzzles", "kites", "teddy bears")),
+                ("the fruit stand", "it", "it", "its", ("apples", "oranges", "pears")),
+                ("the bookshop", "it", "it", "its", ("notebooks", "comic books", "maps"))),
+        start_range=(20, 200), amount_max=80,
+        start=("{Who} has {v} {unit} in the morning.", "At opening time {who} has {v} {unit} on its shelves."),
+        start_groups=("{Who} receives {k} crates with {m} {unit} in each crate.",),
+        add=("A delivery brings {b} more {unit}.", "The owner puts out {b} more {unit}."),
+        sub=("Customers buy {b} {unit}.", "{Who} sells {b} {unit} before noon."),
+        scale=("After a big delivery {who} has {times} as many {unit} as before.",
+               "By noon the owner has restocked {who} with {times} as many {unit} as before."),
+        group_add=("A truck brings {k} boxes of {unit} with {m} in each box.",),
+        group_sub=("{k} customers each buy {m} {unit}.",),
+        questions=("How many {unit} does {who} have at closing time?", "How many {unit} does {who} have now?"),
+    ),
+    _Theme(  # passengers on a route
+        actors=tuple((f"the {v}", "it", "it", "its", ("passengers",)) for v in ("bus", "train", "ferry", "tram")),
+        start_range=(5, 90), amount_max=40,
+        start=("{Who} leaves the first stop with {v} passengers.", "There are {v} passengers on {who}."),
+        start_groups=("{k} groups of {m} tourists board {who} at the first stop.",),
+        add=("At the next stop {b} people get on.", "{b} more passengers board at the market."),
+        sub=("At the next stop {b} people get off.", "{b} passengers leave at the museum."),
+        scale=("At the main square so many people get on that there are {times} as many passengers as before.",
+               "After the football match {who} carries {times} as many passengers as before."),
+        group_add=("At the school {k} classes of {m} students get on.",),
+        group_sub=("At the park {k} families of {m} people get off.",),
+        questions=("How many passengers are on {who} now?", "How many passengers are on {who} at the last stop?"),
+    ),
+    _Theme(  # a road trip: the distance still to drive
+        actors=_people(("kilometers",)),
+        start_range=(100, 600), amount_max=150,
+        start=("{Who} is driving to a city {v} kilometers away.", "{Who} plans a trip of {v} kilometers."),
+        start_groups=("{Who}'s trip has {k} parts of {m} kilometers each.",),
+        add=("A road closure adds a detour of {b} kilometers.", "{They} takes a wrong turn that adds {b} kilometers."),
+        sub=("{They} drives {b} kilometers before lunch.", "After a break {they} drives another {b} kilometers."),
+        scale=(),
+        group_add=("Road works add {k} detours of {m} kilometers each.",),
+        group_sub=("{They} drives for {k} hours at {m} kilometers per hour.",),
+        questions=("How many kilometers does {who} still have to drive?",),
+    ),
+    _Theme(  # savings
+        actors=_people(("dollars",)),
+        start_range=(10, 300), amount_max=90,
+        start=("{Who} has {v} dollars.", "{Who} has saved {v} dollars."),
+        start_groups=("{Who} saves {m} dollars a week for {k} weeks.",),
+        add=("{They} earns {b} dollars walking dogs.", "{Their} grandmother gives {them} {b} dollars."),
+        sub=("{They} spends {b} dollars on a book.", "{They} pays {b} dollars for lunch."),
+        scale=("{They} keeps saving until {they} has {times} as much money as before.",
+               "{They} wins a prize that makes {their} savings {times} as large."),
+        group_add=("{They} earns {m} dollars a day for {k} days.",),
+        group_sub=("{They} buys {k} tickets that cost {m} dollars each.",),
+        questions=("How many dollars does {who} have now?", "How many dollars does {who} have at the end?"),
+    ),
+)
+
+_SOLUTION = {  # one line per arithmetic step; {a} is the running value, {c} the result
+    "start": ("Start: {v} {unit}.", "At first: {v} {unit}."),
+    "product": ("{k} groups of {m}: {k} * {m} = {c} {unit}.", "{k} times {m}: {k} * {m} = {c} {unit}."),
+    "add": ("Adding {b}: {a} + {b} = {c} {unit}.", "{b} more: {a} + {b} = {c} {unit}."),
+    "sub": ("Taking away {b}: {a} - {b} = {c} {unit}.", "{b} fewer: {a} - {b} = {c} {unit}."),
+    "scale": ("{Times} as many: {a} * {k} = {c} {unit}.",),
+}
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+def _render(rng: random.Random, templates: tuple[str, ...], fields: dict[str, Any], used: set[str]) -> str:
+    """One of `templates`, filled in; a template already used in this problem only when all of them are."""
+    fresh = [t for t in templates if t not in used]
+    t = rng.choice(fresh or list(templates))
+    used.add(t)
+    return _cap(t.format(**fields))
+
+
+def _groups(rng: random.Random, limit: int) -> tuple[int, int] | None:
+    """k groups of m (2 <= k <= 9, 2 <= m <= 12) with k * m <= limit, or None when none fits."""
+    if limit < 4:
+        return None
+    k = rng.randint(2, min(9, limit // 2))
+    return k, rng.randint(2, min(12, limit // k))
+
+
+def _problem(rng: random.Random, n_steps: int) -> dict[str, Any]:
+    theme = rng.choice(_THEMES)
+    who, they, them, their, units = rng.choice(theme.actors)
+    unit = rng.choice(units)
+    base = {"who": who, "Who": _cap(who), "they": they, "They": _cap(they), "them": them, "their": their,
+            "Their": _cap(their), "unit": unit}
+    story, lines = [], []
+    told, shown = set(), set()  # templates used so far in the question and in the solution
+    left = n_steps
+    if theme.start_groups and left >= 1 and rng.random() < 0.3:
+        k, m = _groups(rng, 135)
+        value = k * m
+        story.append(_render(rng, theme.start_groups, {**base, "k": k, "m": m}, told))
+        lines.append(_render(rng, _SOLUTION["product"], {**base, "k": k, "m": m, "c": value}, shown))
+        left -= 1
+    else:
+        value = rng.randint(*theme.start_range)
+        story.append(_render(rng, theme.start, {**base, "v": value}, told))
+        lines.append(_render(rng, _SOLUTION["start"], {**base, "v": value}, shown))
+    while left > 0:
+        room, spare = MAX_VALUE - value, value - 1  # keep every value in [1, MAX_VALUE]
+        moves = [op for op, ok in (("add", room >= 1), ("sub", spare >= 1),
+                                   ("scale", bool(theme.scale) and 2 * value <= MAX_VALUE),
+                                   ("group_add", bool(theme.group_add) and left >= 2 and room >= 4),
+                                   ("group_sub", bool(theme.group_sub) and left >= 2 and spare >= 4)) if ok]
+        op = rng.choice(moves)
+        a = value
+        if op in ("add", "sub"):
+            b = rng.randint(1, min(theme.amount_max, room if op == "add" else spare))
+            value = a + b if op == "add" else a - b
+            story.append(_render(rng, getattr(theme, op), {**base, "b": b}, told))
+            lines.append(_render(rng, _SOLUTION[op], {**base, "a": a, "b": b, "c": value}, shown))
+            left -= 1
+        elif op == "scale":
+            k = rng.randint(2, min(5, MAX_VALUE // value))
+            value = a * k
+            story.append(_render(rng, theme.scale, {**base, "times": _TIMES[k]}, told))
+            lines.append(_render(rng, _SOLUTION["scale"], {**base, "a": a, "k": k, "c": value,
+                                                          "Times": _cap(_TIMES[k])}, shown))
+            left -= 1
+        else:  # k groups of m, then added or taken away: two steps
+            k, m = _groups(rng, room if op == "group_add" else spare)
+            p = k * m
+            value = a + p if op == "group_add" else a - p
+            story.append(_render(rng, getattr(theme, op), {**base, "k": k, "m": m}, told))
+            lines.append(_render(rng, _SOLUTION["product"], {**base, "k": k, "m": m, "c": p}, shown))
+            sign = "add" if op == "group_add" else "sub"
+            lines.append(_render(rng, _SOLUTION[sign], {**base, "a": a, "b": p, "c": value}, shown))
+            left -= 2
+    story.append(_render(rng, theme.questions, base, told))
+    question = " ".join(story)
+    answer = "\n".join(lines + [f"#### {value}"])
+    return {"question": question, "answer": answer, "steps": n_steps, "target": str(value),
+            "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def _check_steps(steps: tuple[int, int]) -> tuple[int, int]:
+    try:
+        lo, hi = (int(s) for s in steps)
+    except (TypeError, ValueError):
+        raise ValueError(f"steps must be a (min, max) pair of integers, got {steps!r}") from None
+    if not 1 <= lo <= hi <= 8:
+        raise ValueError(f"steps must satisfy 1 <= min <= max <= 8, got {steps!r}")
+    return lo, hi
+
+
+def _stream(seed: int, steps: tuple[int, int]) -> Iterator[dict[str, Any]]:
+    lo, hi = _check_steps(steps)  # here, not in the generator, so a bad request fails at the call
+    rng = random.Random(seed)
+
+    def gen() -> Iterator[dict[str, Any]]:
+        while True:
+            yield _problem(rng, rng.randint(lo, hi))
+
+    return gen()
+
+
+def math_problems(n: int, seed: int = 0, steps: tuple[int, int] = (1, 4)) -> list[dict[str, Any]]:
+    """n word problems with `steps[0]`..`steps[1]` arithmetic steps each, the same for the same seed.
+
+    Each record: `question`, `answer` (the worked solution, ending `#### N`), `steps`, `target` ("N") and
+    `messages` (a user and an assistant turn), ready for `looplm finetune`."""
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    stream = _stream(seed, steps)
+    return [next(stream) for _ in range(n)]
+
+
+def is_held_out(question: str, fraction: float = HELD_OUT_FRACTION) -> bool:
+    """Whether a question belongs to the held-out (test) side: a hash of its text, whatever seed drew it."""
+    return held_out_by_hash(question, fraction, _SALT)
+
+
+def split(records: list[dict[str, Any]], fraction: float = HELD_OUT_FRACTION
+          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, test) by `is_held_out` on each record's question."""
+    train, test = [], []
+    for r in records:
+        (test if is_held_out(r["question"], fraction) else train).append(r)
+    return train, test
+
+
+def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, steps: tuple[int, int] = (1, 4),
+                fraction: float = HELD_OUT_FRACTION) -> tuple[Path, Path]:
+    """Write `train.jsonl` (n_train problems) and `test.jsonl` (n_test held-out problems) into `folder`; return
+    their paths. Problems are drawn from one seeded stream and sent to the side `is_held_out` says, without
+    repeats, so no test question is ever a training question, for any seed.
+
+    Fine-tune on the train file itself: a data folder is read whole, test file included."""
+    for name, v in (("n_train", n_train), ("n_test", n_test)):
+        if not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be between 0 and 1, got {fraction!r}")
+    want = {False: n_train, True: n_test}
+    got: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    seen: set[str] = set()
+    stream = _stream(seed, steps)
+    budget = 100 * (n_train + n_test) + 1000  # the question space is far larger; this only bounds a bad request
+    for _ in range(budget):
+        if all(len(got[s]) >= want[s] for s in want):
+            break
+        r = next(stream)
+        side = is_held_out(r["question"], fraction)
+        if len(got[side]) < want[side] and r["question"] not in seen:
+            seen.add(r["question"])
+            got[side].append(r)
+    else:
+        if any(len(got[s]) < want[s] for s in want):
+            raise ValueError(f"drew {budget} problems but found only {len(got[False])} train and {len(got[True])} "
+                             f"test questions without repeats; ask for fewer or widen steps")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return _write_jsonl(got[False], folder / "train.jsonl"), _write_jsonl(got[True], folder / "test.jsonl")
+
+
+_UTILS = '''"""Scoring for the {name} task: the completion's final answer (looplm.hf.answers) against the gold one."""
+from looplm.hf.answers import extract_answer, gold_answer, is_correct
+
+
+def process_results(doc, results):
+    return {{"exact_match": float(is_correct(extract_answer(results[0]), gold_answer(doc["answer"])))}}
+'''
+
+STOP_STRINGS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>")
+
+
+def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "looplm_math",
+                       max_gen_toks: int = 256) -> str:
+    """A local lm-eval generation task over `test_jsonl` (records of `write_split`): `<name>.yaml` and
+    `<name>_utils.py` in `folder` (pass it as `include_path`). The prompt is the question alone, meant as the
+    user turn of the chat template (`apply_chat_template=True`, as in fine-tuning); decoding is greedy and stops
+    at ChatML's end-of-turn; `exact_match` compares the final answers. Returns the task name."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"task name must be a Python identifier (it names the scoring module), got {name!r}")
+    if not isinstance(max_gen_toks, int) or max_gen_toks < 1:
+        raise ValueError(f"max_gen_toks must be a positive integer, got {max_gen_toks!r}")
+    data = Path(test_jsonl).resolve()
+    if not data.is_file():
+        raise ValueError(f"{test_jsonl} is not a file (write it with write_split)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
+    yaml = "\n".join([
+        f"task: {name}",
+        "dataset_path: json",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    test: {q(str(data))}",
+        "test_split: test",
+        "output_type: generate_until",
+        f"doc_to_text: {q('{{question}}')}",
+        f"doc_to_target: {q('{{answer}}')}",
+        f"process_results: !function {name}_utils.process_results",
+        "metric_list:",
+        "  - metric: exact_match",
+        "    aggregation: mean",
+        "    higher_is_better: true",
+        "generation_kwargs:",
+        f"  until: {q(list(STOP_STRINGS))}",
+        "  do_sample: false",
+        "  temperature: 0.0",
+        f"  max_gen_toks: {max_gen_toks}",
+        "num_fewshot: 0",
+        "metadata:",
+        "  version: 1.0",
+    ]) + "\n"
+    (folder / f"{name}.yaml").write_text(yaml)
+    (folder / f"{name}_utils.py").write_text(_UTILS.format(name=name))
+    return name

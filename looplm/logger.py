@@ -1,0 +1,83 @@
+"""Where a training step's record goes: `metrics.jsonl` always (the run's own log, which a resume truncates and
+continues), and TensorBoard event files or a Weights & Biases run as well (`train.logger`).
+
+Every numeric field of the record is logged as a scalar under its own name at its step, so the names and
+meanings are those of metrics.jsonl (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+LOGGERS = ("jsonl", "tensorboard", "wandb")
+
+
+def json_record(rec: dict[str, Any]) -> str:
+    """One metrics line, strict JSON: a non-finite number is written as null and its key listed in `nonfinite`."""
+    bad = [k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        rec = {**{k: None if k in bad else v for k, v in rec.items()}, "nonfinite": bad}
+    return json.dumps(rec, allow_nan=False)
+
+
+def check_available(kind: str) -> None:
+    """Refuse, before a run starts, a logger whose package is not installed."""
+    try:
+        if kind == "tensorboard":
+            import torch.utils.tensorboard  # noqa: F401  (needs the tensorboard package)
+        elif kind == "wandb":
+            import wandb  # noqa: F401
+    except ImportError:
+        raise UserError(f"train.logger={kind} needs the {kind} package (pip install {kind})") from None
+
+
+class MetricsLog:
+    """metrics.jsonl, plus the chosen tracker. `rank_writes=False` (ranks other than 0) writes nothing."""
+
+    def __init__(self, out: Path, kind: str, config: dict[str, Any], rank_writes: bool = True):
+        self.kind, self.writes = kind, rank_writes
+        self.f = (out / "metrics.jsonl").open("a") if rank_writes else None
+        self.tracker: Any = None
+        if not rank_writes or kind == "jsonl":
+            return
+        if kind == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tracker = SummaryWriter(log_dir=str(out / "tensorboard"))
+        else:
+            import wandb
+
+            # Offline unless the user has set a mode or logged in; a resumed run continues the same wandb run.
+            mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+            run_id = hashlib.blake2b(str(out.resolve()).encode(), digest_size=8).hexdigest()
+            self.tracker = wandb.init(project=os.environ.get("WANDB_PROJECT", "looplm"), dir=str(out), id=run_id,
+                                      name=out.name, config=config, mode=mode, resume="allow")
+
+    def write(self, rec: dict[str, Any]) -> None:
+        if not self.writes:
+            return
+        self.f.write(json_record(rec) + "\n")
+        self.f.flush()
+        scalars = {k: float(v) for k, v in rec.items()
+                   if k != "step" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+        if self.kind == "tensorboard":
+            for k, v in scalars.items():
+                self.tracker.add_scalar(k, v, rec["step"])
+            self.tracker.flush()
+        elif self.kind == "wandb":
+            self.tracker.log(scalars, step=rec["step"])
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+        if self.kind == "tensorboard" and self.tracker is not None:
+            self.tracker.close()
+        elif self.kind == "wandb" and self.tracker is not None:
+            self.tracker.finish()

@@ -1,0 +1,99 @@
+"""Your own prompt -> answer data: rows `{"prompt": str, "answer": str}` of a JSONL file (the field names are
+`data.prompt_field` / `data.answer_field`), scored by exact match of the greedy answer.
+
+The character vocabulary is built from the training file and saved with the checkpoint. The held-out split is a
+separate file (`data.test_path`) or a seeded hash split of the rows (`data.test_fraction`, keyed on the prompt,
+so a duplicated prompt never lands on both sides).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .base import Batch, encode_answers, held_out_by_hash
+from .tokenizers import EOS, PAD, CharTokenizer
+
+
+def read_pairs(path: str | Path, prompt_field: str, answer_field: str) -> tuple[list[str], list[str]]:
+    """(prompts, answers) of a JSONL file; a bad row raises ValueError naming file:line."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"data file {p} does not exist")
+    if not p.is_file():
+        raise ValueError(f"data file {p} is {'a directory' if p.is_dir() else 'not a regular file'}")
+    try:
+        lines = p.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{p}: not a UTF-8 text file") from None
+    prompts, answers = [], []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}:{n}: malformed JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{p}:{n}: expected a JSON object, got {type(row).__name__}")
+        for f in (prompt_field, answer_field):
+            if not isinstance(row.get(f), str):
+                raise ValueError(f"{p}:{n}: field {f!r} must be a string (data.prompt_field / data.answer_field "
+                                 f"name the fields); the row has {sorted(row)}")
+        if not row[answer_field]:
+            raise ValueError(f"{p}:{n}: empty answer")
+        prompts.append(row[prompt_field])
+        answers.append(row[answer_field])
+    if not prompts:
+        raise ValueError(f"{p}: no rows (the file is empty)")
+    return prompts, answers
+
+
+class JsonlTask:
+    """The task interface (looplm.tasks) over a prompt -> answer JSONL file."""
+
+    scored_by = "exact_match"
+    eos_id, pad_id = EOS, PAD
+
+    def __init__(self, path: str, prompt_field: str = "prompt", answer_field: str = "answer", test_path: str = "",
+                 test_fraction: float = 0.05, seed: int = 0, max_len: int | None = None,
+                 tokenizer: CharTokenizer | None = None):
+        self.fields = (prompt_field, answer_field)
+        prompts, answers = read_pairs(path, prompt_field, answer_field)
+        if test_path:
+            self.train = (prompts, answers)
+            self.test = read_pairs(test_path, prompt_field, answer_field)
+        else:
+            test = [held_out_by_hash(p, test_fraction, f"jsonl/{seed}") for p in prompts]
+            self.train = ([p for p, t in zip(prompts, test, strict=True) if not t],
+                          [a for a, t in zip(answers, test, strict=True) if not t])
+            self.test = ([p for p, t in zip(prompts, test, strict=True) if t],
+                         [a for a, t in zip(answers, test, strict=True) if t])
+        if not self.train[0] or not self.test[0]:
+            raise ValueError(f"{path}: the split leaves {len(self.train[0])} training and {len(self.test[0])} held-out "
+                             "rows; give more rows, another data.test_fraction, or data.test_path")
+        # The vocabulary of the training file; the held-out rows must not need more (a saved tokenizer is reused).
+        self.tok = tokenizer or CharTokenizer("".join(sorted(set("".join(self.train[0] + self.train[1])))))
+        self.max_len = max_len
+        self.size = len(self.train[0])
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.vocab_size
+
+    def train_batch(self, n: int, gen: torch.Generator, step: int = 0) -> Batch:
+        idx = torch.randint(0, self.size, (n,), generator=gen).tolist()
+        return encode_answers(self.tok, [self.train[0][i] for i in idx], [self.train[1][i] for i in idx],
+                              self.max_len)
+
+    def held_out(self, n: int) -> Batch:
+        return encode_answers(self.tok, self.test[0][:n], self.test[1][:n], self.max_len)
+
+    def load_eval(self, path: str, n: int | None) -> Batch:
+        prompts, answers = read_pairs(path, *self.fields)
+        return encode_answers(self.tok, prompts[:n], answers[:n], self.max_len)
+
+    def format_answer(self, text: str) -> str:
+        return text

@@ -1,0 +1,138 @@
+"""Size-graded algorithmic tasks, generated on the fly, whose larger instances need more computation: the test
+for whether more loops solve harder problems than training saw (trained on sizes min_size..max_size, swept on
+any size the model's positions allow).
+
+- `parity`: a string of `size` bits, then `=`; the answer is their parity (one digit). No local rule gives it:
+  every bit matters, so a fixed-depth network needs depth that grows with the length.
+- `chain`: two chains of `size` hops of variable copies, each from its own digit, their facts shuffled together,
+  then a query for the end of one: `c=b;d=3;a=7;e=d;b=a;f=e;?c=` -> `7`. Resolving it means following the chain
+  hop by hop (or by pointer doubling); with a single chain, "the only digit in the prompt" would answer without
+  following anything.
+
+Each task holds out a fixed slice of its problems, chosen by a hash of the problem, and training rejects that
+slice, so no training step can see a test problem. For tiny sizes (parity with a few bits) the slice can be
+nearly empty; the test then draws from what there is.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+
+import torch
+
+from .base import IGNORE, Batch, encode_answers, held_out_by_hash
+from .tokenizers import EOS, PAD, CharTokenizer
+
+TEST_FRACTION = 0.1
+
+
+class SizedTask:
+    """The task interface (looplm.tasks), plus `sized_batch(size, n)`: n held-out problems of one size."""
+
+    scored_by = "exact_match"
+    eos_id, pad_id = EOS, PAD
+    size = None  # generated on the fly: no epochs
+    name = ""
+    chars = ""
+
+    def __init__(self, min_size: int, max_size: int, test_size: int, test_seed: int, max_len: int | None = None):
+        self.min_size, self.max_size = min_size, max_size
+        self.test_size, self.test_seed, self.max_len = test_size, test_seed, max_len
+        self.tok = CharTokenizer(self.chars)
+        need = self.positions(max_size)
+        if max_len is not None and need > max_len:
+            raise ValueError(f"size {max_size} ({self.name}) needs {need} positions but model.max_seq_len={max_len}")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.vocab_size
+
+    # --- what a task defines --------------------------------------------------------------------------------
+    def problem(self, rng: random.Random, size: int) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def positions(self, size: int) -> int:
+        """Model positions a problem of this size needs (prompt + answer + end, minus one)."""
+        raise NotImplementedError
+
+    # --- sampling ---------------------------------------------------------------------------------------------
+    def _draw(self, rng: random.Random, size: int, held_out: bool) -> tuple[str, str]:
+        for _ in range(10_000):
+            p, a = self.problem(rng, size)
+            if held_out_by_hash(p, TEST_FRACTION, self.name) == held_out:
+                return p, a
+        raise ValueError(f"{self.name}: no {'held-out' if held_out else 'training'} problem of size {size}")
+
+    def train_batch(self, n: int, gen: torch.Generator, step: int = 0) -> Batch:
+        # One Python RNG seeded from the torch stream: the batch is a function of the saved generator state.
+        rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        pairs = [self._draw(rng, rng.randint(self.min_size, self.max_size), False) for _ in range(n)]
+        return encode_answers(self.tok, [p for p, _ in pairs], [a for _, a in pairs], self.max_len)
+
+    def sized_batch(self, size: int, n: int) -> Batch:
+        """n held-out problems of one size (the same ones in every run)."""
+        if size < 1:
+            raise ValueError(f"sizes must be >= 1, got {size}")
+        need = self.positions(size)
+        if self.max_len is not None and need > self.max_len:
+            raise ValueError(f"size {size} needs {need} positions but the model has max_seq_len={self.max_len}")
+        rng = random.Random(f"{self.name}/{self.test_seed}/{size}")
+        pairs = [self._draw(rng, size, True) for _ in range(n)]
+        return encode_answers(self.tok, [p for p, _ in pairs], [a for _, a in pairs], self.max_len)
+
+    def held_out(self, n: int) -> Batch:
+        """n held-out problems spread over the training sizes."""
+        sizes = list(range(self.min_size, self.max_size + 1))
+        per = [n // len(sizes) + (i < n % len(sizes)) for i in range(len(sizes))]
+        parts = [self.sized_batch(s, k) for s, k in zip(sizes, per, strict=True) if k]
+        width = max(b.input_ids.shape[1] for b in parts)
+
+        def pad(t: torch.Tensor, v: int) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=v)
+
+        return Batch(torch.cat([pad(b.input_ids, PAD) for b in parts]),
+                     torch.cat([pad(b.targets, IGNORE) for b in parts]), torch.cat([pad(b.mask, False) for b in parts]))
+
+    def format_answer(self, text: str) -> str:
+        return text
+
+    def load_eval(self, path: str, n: int | None) -> Batch:
+        """Problems of the user's own in a JSONL file of {"prompt", "answer"} rows."""
+        from .jsonl import read_pairs
+
+        prompts, answers = read_pairs(path, "prompt", "answer")
+        return encode_answers(self.tok, prompts[:n], answers[:n], self.max_len)
+
+
+class ParityTask(SizedTask):
+    name = "parity"
+    chars = "01="
+
+    def problem(self, rng: random.Random, size: int) -> tuple[str, str]:
+        bits = "".join(rng.choice("01") for _ in range(size))
+        return bits + "=", str(bits.count("1") % 2)
+
+    def positions(self, size: int) -> int:
+        return size + 1 + 1 + 1 - 1
+
+
+class ChainTask(SizedTask):
+    name = "chain"
+    chars = string.ascii_lowercase + string.digits + "=;?"
+
+    def problem(self, rng: random.Random, size: int) -> tuple[str, str]:
+        names = rng.sample(string.ascii_lowercase, 2 * (size + 1))
+        values = rng.sample(string.digits, 2)
+        facts = []
+        for c in range(2):  # two chains, disjoint letters, different roots
+            ch = names[c * (size + 1):(c + 1) * (size + 1)]
+            facts += [f"{ch[0]}={values[c]};"] + [f"{ch[i]}={ch[i - 1]};" for i in range(1, size + 1)]
+        rng.shuffle(facts)
+        q = rng.randrange(2)
+        return "".join(facts) + f"?{names[q * (size + 1) + size]}=", values[q]
+
+    def positions(self, size: int) -> int:
+        if size > 12:
+            raise ValueError(f"chain size {size} needs {2 * (size + 1)} distinct letters; at most 12 hops")
+        return 8 * (size + 1) + 3 + 1 + 1 - 1

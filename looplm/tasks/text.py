@@ -1,0 +1,104 @@
+"""Language modeling on your own text: a UTF-8 file, or every file of a folder, cut into fixed-length windows.
+
+Every position of a window is scored (next-token CE; perplexity = exp(CE)). The held-out split is the last
+`data.test_fraction` of the token stream, so no training window overlaps it. Tokens are characters (the
+characters of the training part, saved with the checkpoint), bytes, or byte-level BPE merges learned from the
+training part (`data.tokenizer=bpe`, with the `tokenizers` package).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .base import Batch
+from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
+
+TEXT_SUFFIXES = ("", ".txt", ".md", ".text")
+
+
+def read_text(path: str | Path) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"data file {p} does not exist")
+    # A folder: its text files (no suffix, .txt, .md), not links (a link would count a file twice) or hidden files.
+    files = sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink() and not f.name.startswith(".")
+                   and f.suffix in TEXT_SUFFIXES) if p.is_dir() else [p]
+    if not files:
+        raise ValueError(f"{p} holds no files")
+    parts = []
+    for f in files:
+        try:
+            parts.append(f.read_text())
+        except UnicodeDecodeError:
+            raise ValueError(f"{f}: not a UTF-8 text file") from None
+    text = "\n".join(parts)
+    if not text.strip():
+        raise ValueError(f"{p}: no text (empty)")
+    return text
+
+
+class TextTask:
+    """The task interface (looplm.tasks) over a text corpus."""
+
+    scored_by = "perplexity"
+    eos_id, pad_id = EOS, PAD
+
+    def __init__(self, path: str, window: int = 64, test_fraction: float = 0.05, tokenizer: str = "char",
+                 vocab_size: int = 512, max_len: int | None = None, saved=None):
+        text = read_text(path)
+        cut = int(len(text) * (1 - test_fraction))
+        train_text, test_text = text[:cut], text[cut:]
+        if saved is not None:
+            self.tok = saved
+        elif tokenizer == "char":
+            self.tok = CharTokenizer("".join(sorted(set(train_text))))
+        elif tokenizer == "byte":
+            self.tok = ByteTokenizer()
+        else:
+            self.tok = BpeTokenizer.train([train_text], vocab_size)
+        if max_len is not None and window > max_len:
+            raise ValueError(f"data.window={window} is longer than model.max_seq_len={max_len}")
+        self.window, self.max_len = window, max_len
+        self.train_ids = torch.tensor(self._encode(train_text, path), dtype=torch.long)
+        self.test_ids = torch.tensor(self._encode(test_text, path), dtype=torch.long)
+        for name, ids in (("training part", self.train_ids), ("held-out tail", self.test_ids)):
+            if len(ids) < window + 1:
+                raise ValueError(f"{path}: the {name} has {len(ids)} tokens, fewer than one window of "
+                                 f"{window} + 1 (data.window, data.test_fraction)")
+        self.size = (len(self.train_ids) - 1) // window  # windows per pass over the training part
+
+    def _encode(self, text: str, path: str) -> list[int]:
+        if isinstance(self.tok, CharTokenizer):  # a held-out character the training part lacks: skip, count
+            return [self.tok.stoi[c] for c in text if c in self.tok.stoi]
+        return self.tok.encode(text)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.vocab_size
+
+    def _windows(self, ids: torch.Tensor, starts: torch.Tensor) -> Batch:
+        idx = starts[:, None] + torch.arange(self.window + 1)[None, :]
+        chunk = ids[idx]  # (B, window + 1)
+        inp, tgt = chunk[:, :-1], chunk[:, 1:]
+        return Batch(inp.contiguous(), tgt.contiguous(), torch.ones_like(inp, dtype=torch.bool))
+
+    def train_batch(self, n: int, gen: torch.Generator, step: int = 0) -> Batch:
+        starts = torch.randint(0, len(self.train_ids) - self.window, (n,), generator=gen)
+        return self._windows(self.train_ids, starts)
+
+    def held_out(self, n: int) -> Batch:
+        """Up to n consecutive, non-overlapping windows of the held-out tail."""
+        k = min(n, (len(self.test_ids) - 1) // self.window)
+        return self._windows(self.test_ids, torch.arange(k) * self.window)
+
+    def load_eval(self, path: str, n: int | None) -> Batch:
+        ids = torch.tensor(self._encode(read_text(path), path), dtype=torch.long)
+        k = (len(ids) - 1) // self.window
+        if k < 1:
+            raise ValueError(f"{path}: fewer than one window of {self.window} + 1 tokens")
+        return self._windows(ids, torch.arange(min(k, n or k)) * self.window)
+
+    def format_answer(self, text: str) -> str:
+        return text

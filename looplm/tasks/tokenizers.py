@@ -1,0 +1,133 @@
+"""Tokenizers for looplm's own tasks, each saved with a run's checkpoints (`tokenizer.json`) so a sweep or a
+generation encodes text exactly as training did.
+
+All of them reserve id 0 for padding and id 1 for the end token:
+- `CharTokenizer`: one id per character of a fixed alphabet (addition's 12 symbols, or the characters of a
+  training file);
+- `ByteTokenizer`: one id per UTF-8 byte (any text, no vocabulary to build);
+- `BpeTokenizer`: byte-level BPE merges learned from the training text (needs the `tokenizers` package, which
+  the `hf` extra installs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PAD, EOS = 0, 1
+FILE = "tokenizer.json"
+
+
+class CharTokenizer:
+    """`<pad>`, `<eos>`, then one id per character of `chars`."""
+
+    kind = "char"
+
+    def __init__(self, chars: str = "0123456789+="):
+        self.chars = chars
+        self.stoi = {c: i + 2 for i, c in enumerate(chars)}
+        self.vocab_size = len(chars) + 2
+
+    def encode(self, s: str) -> list[int]:
+        bad = sorted({c for c in s if c not in self.stoi})
+        if bad:
+            raise ValueError(f"character(s) {bad} in {s!r} are outside the vocabulary {self.chars!r}")
+        return [self.stoi[c] for c in s]
+
+    def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
+        out = []
+        for i in ids:
+            if i == EOS and stop_at_eos:
+                break
+            if i >= 2:
+                out.append(self.chars[i - 2])
+        return "".join(out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "chars": self.chars}
+
+
+class ByteTokenizer:
+    """`<pad>`, `<eos>`, then the 256 byte values of the UTF-8 encoding."""
+
+    kind = "byte"
+    vocab_size = 258
+
+    def encode(self, s: str) -> list[int]:
+        return [b + 2 for b in s.encode("utf-8")]
+
+    def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
+        out = bytearray()
+        for i in ids:
+            if i == EOS and stop_at_eos:
+                break
+            if 2 <= i < 258:
+                out.append(i - 2)
+        return out.decode("utf-8", errors="replace")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+class BpeTokenizer:
+    """Byte-level BPE from the `tokenizers` package, with `<pad>` = 0 and `<eos>` = 1."""
+
+    kind = "bpe"
+
+    def __init__(self, tok: Any):
+        self.tok = tok
+        self.vocab_size = tok.get_vocab_size()
+
+    @classmethod
+    def train(cls, texts: list[str], vocab_size: int) -> BpeTokenizer:
+        try:
+            from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        except ImportError:
+            raise ValueError("data.tokenizer=bpe needs the `tokenizers` package (pip install 'looplm[hf]')") from None
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>"], show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(texts, trainer)
+        return cls(tok)
+
+    def encode(self, s: str) -> list[int]:
+        return self.tok.encode(s).ids
+
+    def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
+        if stop_at_eos and EOS in ids:
+            ids = ids[: ids.index(EOS)]
+        return self.tok.decode([i for i in ids if i >= 2])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tokenizer": json.loads(self.tok.to_str())}
+
+
+def from_json(d: dict[str, Any]) -> CharTokenizer | ByteTokenizer | BpeTokenizer:
+    kind = d.get("kind")
+    if kind == "char" and isinstance(d.get("chars"), str):
+        return CharTokenizer(d["chars"])
+    if kind == "byte":
+        return ByteTokenizer()
+    if kind == "bpe" and isinstance(d.get("tokenizer"), dict):
+        from tokenizers import Tokenizer
+
+        return BpeTokenizer(Tokenizer.from_str(json.dumps(d["tokenizer"])))
+    raise ValueError(f"not a looplm tokenizer (kind {kind!r})")
+
+
+def save(tok: Any, folder: Path) -> None:
+    (Path(folder) / FILE).write_text(json.dumps(tok.to_json()))
+
+
+def load(folder: Path) -> Any | None:
+    """The tokenizer saved in a checkpoint folder, or None when it has none (checkpoints from before they did)."""
+    f = Path(folder) / FILE
+    if not f.is_file():
+        return None
+    try:
+        return from_json(json.loads(f.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{f} is not a looplm tokenizer ({e})") from None

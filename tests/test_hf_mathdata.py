@@ -1,0 +1,111 @@
+"""Synthetic GSM8K-style math (looplm.hf.mathdata): determinism, correct arithmetic, the held-out split, and the
+local lm-eval task run through `eval_depths` with the chat template."""
+
+import json
+import operator
+import re
+
+import pytest
+
+from looplm.hf.answers import extract_answer, gold_answer, is_correct
+from looplm.hf.mathdata import is_held_out, math_problems, split, write_lm_eval_task, write_split
+
+EQUATION = re.compile(r"(\d+) ([-+*]) (\d+) = (\d+)")
+OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_problems_are_deterministic_given_the_seed():
+    a = math_problems(40, seed=5)
+    assert a == math_problems(40, seed=5)
+    assert a[:10] == math_problems(10, seed=5)  # a longer draw extends a shorter one
+    assert [r["question"] for r in a] != [r["question"] for r in math_problems(40, seed=6)]
+    assert len({r["question"] for r in a}) == 40
+
+
+def test_every_worked_solution_is_right_and_within_bounds():
+    records = math_problems(400, seed=0)
+    seen_steps = set()
+    for r in records:
+        lines = r["answer"].split("\n")
+        assert lines[-1] == f"#### {r['target']}"
+        equations = [m for line in lines for m in EQUATION.finditer(line)]
+        assert len(equations) == r["steps"], r["answer"]
+        for m in equations:
+            a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+            assert OPS[op](a, b) == c, m[0]
+            assert all(0 <= x < 1000 for x in (a, b, c)) and (op != "*" or min(a, b) <= 12)
+        assert int(equations[-1][4]) == int(r["target"])
+        assert 1 <= r["steps"] <= 4
+        seen_steps.add(r["steps"])
+        assert extract_answer(r["answer"]) == r["target"] == gold_answer(r["answer"])
+        assert is_correct(extract_answer(r["answer"]), r["target"])
+        assert r["messages"] == [{"role": "user", "content": r["question"]},
+                                 {"role": "assistant", "content": r["answer"]}]
+    assert seen_steps == {1, 2, 3, 4}
+    text = " ".join(r["question"] for r in records)  # every story kind shows up
+    for word in ("dollars", "kilometers", "passengers", "shop", "stickers"):
+        assert word in text
+    assert {r["steps"] for r in math_problems(30, seed=1, steps=(2, 2))} == {2}
+    for bad in ((0, 3), (3, 2), (1,), (2, 9), None):
+        with pytest.raises(ValueError, match="steps"):
+            math_problems(3, steps=bad)
+
+
+def test_held_out_split_is_disjoint_and_stable(tmp_path):
+    records = math_problems(300, seed=2)
+    train, test = split(records)
+    assert train and test and len(train) + len(test) == 300
+    assert not {r["question"] for r in train} & {r["question"] for r in test}
+    assert all(is_held_out(r["question"]) for r in test) and not any(is_held_out(r["question"]) for r in train)
+    tr, te = write_split(tmp_path / "a", n_train=40, n_test=12, seed=0)
+    assert (tr.name, te.name) == ("train.jsonl", "test.jsonl")
+    train0, test0 = read_jsonl(tr), read_jsonl(te)
+    assert len(train0) == 40 and len(test0) == 12
+    tr2, te2 = write_split(tmp_path / "b", n_train=40, n_test=12, seed=0)
+    assert tr2.read_bytes() == tr.read_bytes() and te2.read_bytes() == te.read_bytes()
+    # The rule is a property of the question: another seed's training set never holds these test questions.
+    train1 = read_jsonl(write_split(tmp_path / "c", n_train=200, n_test=0, seed=1)[0])
+    assert not {r["question"] for r in train0 + train1} & {r["question"] for r in test0}
+    with pytest.raises(ValueError, match="n_test"):
+        write_split(tmp_path / "d", n_train=1, n_test=-1)
+
+
+def test_lm_eval_task_runs_through_eval_depths_with_the_chat_template(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("accelerate")
+    from looplm.hf.lm_eval_adapter import LoopedLM, eval_depths
+
+    from .hf_fixtures import save_tiny_base, tiny_chat_tokenizer
+
+    tok = tiny_chat_tokenizer()
+    model = save_tiny_base(tmp_path / "model", tok)
+    _, test = write_split(tmp_path / "data", n_train=4, n_test=3, seed=0)
+    name = write_lm_eval_task(tmp_path / "tasks", test, max_gen_toks=8)
+    assert name == "looplm_math"
+    prompts = []
+    original = LoopedLM.generate_until
+
+    def spy(self, requests, *a, **k):
+        prompts.extend(r.args[0] for r in requests)
+        return original(self, requests, *a, **k)
+
+    monkeypatch.setattr(LoopedLM, "generate_until", spy)
+    res = eval_depths(str(model), [name], [1, 2], tmp_path / "eval", include_path=str(tmp_path / "tasks"),
+                      limit=2, batch_size=2, apply_chat_template=True, device="cpu")
+    assert [r["loops"] for r in res["rows"]] == [1, 2]
+    for r in res["rows"]:
+        assert 0.0 <= r["metrics"][name]["exact_match,none"] <= 1.0
+    assert (tmp_path / "eval" / "eval_lm.json").is_file()
+    # The prompt is the fine-tuning prompt: the question as the user turn, plus the generation prompt.
+    questions = [r["question"] for r in read_jsonl(test)]
+    assert len(prompts) == 4
+    for p in prompts:
+        assert p in {tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                             add_generation_prompt=True) for q in questions}
+    with pytest.raises(ValueError, match="identifier"):
+        write_lm_eval_task(tmp_path / "tasks", test, name="my-task")

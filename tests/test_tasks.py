@@ -1,0 +1,189 @@
+"""Every task through the CLI, on tiny data the tests write: train, sweep (one pass), generate, analyze; the
+tokenizer saved with the checkpoint; the held-out splits; text perplexity and size-graded sweeps checked against
+direct computation."""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from looplm import checkpoint as ckpt
+from looplm.cli import main
+from looplm.config import load_config
+from looplm.evaluate import sweep
+from looplm.generate import generate
+from looplm.tasks import ChainTask, JsonlTask, ParityTask, task_of_checkpoint
+
+TINY = ["--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "model.n_heads=2", "--set", "train.steps=8",
+        "--set", "train.batch_size=8", "--set", "train.eval_every=4", "--set", "train.eval_size=8",
+        "--set", "loops.max_loops=4", "--set", "reg.start_step=0", "--set", "train.checkpoint_every=4",
+        "--set", "train.threads=1", "--set", "data.test_size=12", "--set", "reg.rho_every=4",
+        "--set", "train.log_every=1"]
+WORDS = "the quick brown fox jumps over a lazy dog while seven wise owls watch".split()
+
+
+def reverse_rows(n, seed=0):
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        w = "".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 5)))
+        rows.append({"q": w + ">", "a": w[::-1]})
+    return rows
+
+
+def cli(*args):
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def jsonl_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("jsonl")
+    (d / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reverse_rows(300)))
+    assert cli("train", "--config", "jsonl-stars", "--out", d / "run", "--no-progress", *TINY,
+               "--set", f"data.path={d / 'rows.jsonl'}", "--set", "data.prompt_field=q", "--set",
+               "data.answer_field=a", "--set", "model.max_seq_len=16") == 0
+    return d
+
+
+def test_jsonl_task_trains_sweeps_generates_and_analyzes(jsonl_run, capsys):
+    d, run = jsonl_run, jsonl_run / "run"
+    saved = json.loads((run / "checkpoint" / "tokenizer.json").read_text())
+    assert saved == {"kind": "char", "chars": ">abcdefgh"}  # the training file's characters
+    cfg = ckpt.load_config(run)
+    assert cfg.model.vocab_size == 11  # model.vocab_size=0 became the task's: 9 characters + pad + end
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9)) and "acc" in rows[3] and all(r["reg"] > 0 for r in rows)
+    # The hash split: disjoint prompts, and the same split in every run.
+    task = task_of_checkpoint(cfg, run)
+    assert not set(task.train[0]) & set(task.test[0]) and 0 < len(task.test[0]) < 50
+    assert task.test == JsonlTask(str(d / "rows.jsonl"), "q", "a", seed=cfg.data.test_seed).test
+    capsys.readouterr()
+    assert cli("sweep", run, "--depths", "1:6", "--no-progress") == 0
+    sw = json.loads((run / "sweep.json").read_text())
+    assert sw["depths"] == list(range(1, 7)) and sw["n"] == min(12, len(task.test[0])) and sw["task"] == "jsonl"
+    assert len(sw["ce"]) == 6
+    # A file of one's own test rows, with the configured field names.
+    (d / "mine.jsonl").write_text(json.dumps({"q": "abc>", "a": "cba"}) + "\n")
+    assert cli("sweep", run, "--data", d / "mine.jsonl", "--out", d / "mine.json", "--no-progress") == 0
+    assert json.loads((d / "mine.json").read_text())["n"] == 1
+    assert cli("generate", run, "abc>", "hag>") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("abc> ") and out[-1].startswith("hag> ")
+    assert cli("generate", run, "abZ>") == 2
+    assert "['Z']" in capsys.readouterr().err
+    assert cli("analyze", run, "--depths", "1:4", "--n", "8", "--spectral-n", "2", "--iters", "20", "--no-plot",
+               "--no-progress") == 0
+    assert json.loads((run / "dynamics.json").read_text())["n"] == 8
+
+
+def test_one_pass_sweep_equals_greedy_decoding_on_a_jsonl_task(jsonl_run):
+    """The teacher-forced equivalence for answers of any length: sweep's exact match at depth d is the greedy
+    answer at depth d being exactly the gold."""
+    run = jsonl_run / "run"
+    model, cfg = ckpt.load_model(run)
+    with torch.no_grad():  # a sharper model, so that answers vary (the 8-step model says one thing)
+        model.tok_emb.weight.mul_(8)
+    task = task_of_checkpoint(cfg, run)
+    prompts, answers = task.test
+    batch = task.held_out(len(prompts))
+    res = sweep(model, batch, [1, 2, 3])
+    for i, d in enumerate([1, 2, 3]):
+        outs = generate(model, [task.tok.encode(p) for p in prompts], d, 8, task.eos_id, max_len=16)
+        want = [task.tok.decode(o) == a and fin for o, a, fin in zip(outs, answers, outs.finished, strict=True)]
+        assert res.correct[i].tolist() == want
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("text")
+    rng = random.Random(0)
+    (d / "corpus").mkdir()
+    (d / "corpus" / "a.txt").write_text("\n".join(" ".join(rng.choices(WORDS, k=10)) + "." for _ in range(150)))
+    (d / "corpus" / "b").write_text("\n".join(" ".join(rng.choices(WORDS, k=8)) + "!" for _ in range(80)))
+    (d / "corpus" / "b.dat").write_bytes(b"\xff\x00binary index, not text")  # skipped: not a text file
+    assert cli("train", "--config", "text-stars", "--out", d / "run", "--no-progress", *TINY,
+               "--set", f"data.path={d / 'corpus'}", "--set", "data.window=16", "--set", "model.max_seq_len=16") == 0
+    return d
+
+
+def test_text_task_perplexity_per_depth_matches_a_direct_computation(text_run, capsys):
+    run = text_run / "run"
+    cfg = ckpt.load_config(run)
+    task = task_of_checkpoint(cfg, run)
+    assert task.scored_by == "perplexity" and task.vocab_size == cfg.model.vocab_size
+    capsys.readouterr()
+    assert cli("sweep", run, "--depths", "1:5", "--n", "6", "--no-progress") == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("ppl")
+    sw = json.loads((run / "sweep.json").read_text())
+    model, _ = ckpt.load_model(run)
+    batch = task.held_out(6)
+    assert batch.mask.all() and (batch.targets[:, :-1] == batch.input_ids[:, 1:]).all()  # every position scored
+    with torch.no_grad():
+        for d in (1, 3, 5):
+            logits = model(batch.input_ids, d)
+            ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1).double(), batch.targets.flatten())
+            assert sw["ce"][d - 1] == pytest.approx(ce.item(), rel=1e-6)
+            assert sw["ppl"][d - 1] == pytest.approx(math.exp(ce.item()), rel=1e-6)
+    assert cli("generate", run, "the quick", "--loops", "2") == 0
+    assert capsys.readouterr().out.startswith("the quick ")
+    assert cli("analyze", run, "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--no-plot", "--no-progress") == 0
+
+
+def test_text_held_out_tail_is_never_trained_on(tmp_path):
+    text = "".join(chr(97 + i % 26) for i in range(4000))
+    (tmp_path / "t.txt").write_text(text)
+    cfg = load_config("text-stars", [f"data.path={tmp_path / 't.txt'}", "data.window=8", "model.max_seq_len=8"])
+    from looplm.tasks import make_task
+
+    task = make_task(cfg)
+    assert len(task.train_ids) + len(task.test_ids) == 4000 and len(task.test_ids) == 200
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):  # no training window reaches past the training part
+        b = task.train_batch(16, g)
+        assert b.input_ids.shape == (16, 8)
+    assert (task.held_out(100).input_ids.numel()) == 24 * 8  # 199 // 8 windows of the tail
+
+
+@pytest.mark.parametrize("name", ["chain", "parity"])
+def test_size_graded_tasks_sweep_by_size_and_depth(name, tmp_path, capsys):
+    sizes = {"chain": "1:6", "parity": "6:12"}[name]
+    assert cli("train", "--config", f"{name}-stars", "--out", tmp_path / "run", "--no-progress", *TINY) == 0
+    capsys.readouterr()
+    assert cli("sweep", tmp_path / "run", "--sizes", sizes, "--depths", "1:6", "--n", "10", "--no-progress") == 0
+    out = capsys.readouterr().out
+    sw = json.loads((tmp_path / "run" / "sweep.json").read_text())
+    lo, hi = (int(x) for x in sizes.split(":"))
+    assert sw["sizes"] == list(range(lo, hi + 1)) and len(sw["accuracy_by_size"]) == hi - lo + 1
+    assert all(len(r) == 6 for r in sw["accuracy_by_size"]) and f"size {hi}" in out
+    assert (tmp_path / "run" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # Each size's problems are held out: none of them can be drawn in training.
+    cfg = ckpt.load_config(tmp_path / "run")
+    task = task_of_checkpoint(cfg, tmp_path / "run")
+    test_prompts = {task.tok.decode(r[:int(m.sum())].tolist()) for s in range(cfg.data.min_size, cfg.data.max_size + 1)
+                    for r, m in zip(task.sized_batch(s, 20).input_ids, task.sized_batch(s, 20).mask, strict=True)}
+    b = task.train_batch(400, torch.Generator().manual_seed(1))
+    train_prompts = {task.tok.decode(r[:int(m.sum())].tolist()) for r, m in zip(b.input_ids, b.mask, strict=True)}
+    prompt = {p.split("=")[0] if name == "parity" else p.rsplit("=", 1)[0] for p in test_prompts}
+    assert not {p.split("=")[0] if name == "parity" else p.rsplit("=", 1)[0] for p in train_prompts} & prompt
+    # A size past the model's positions is refused with the numbers.
+    big = {"chain": "12", "parity": "40"}[name]
+    assert cli("sweep", tmp_path / "run", "--sizes", big, "--out", tmp_path / "b.json", "--no-progress") == 2
+    assert "positions" in capsys.readouterr().err
+    assert cli("analyze", tmp_path / "run", "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--no-plot",
+               "--no-progress") == 0
+
+
+def test_task_problems_are_what_they_say():
+    rng = random.Random(0)
+    for _ in range(50):
+        p, a = ChainTask(1, 4, 10, 0).problem(rng, 5)
+        facts = dict(f.split("=") for f in p[:-3].rstrip(";").split(";"))
+        q = p[-2]
+        while not facts[q].isdigit():  # follow the chain
+            q = facts[q]
+        assert facts[q] == a and len(facts) == 12
+        assert sum(v.isdigit() for v in facts.values()) == 2  # two roots: the digit alone does not answer
+        bits, par = ParityTask(6, 8, 10, 0).problem(rng, 9)
+        assert len(bits) == 10 and int(par) == bits.count("1") % 2
