@@ -149,7 +149,8 @@ def test_text_held_out_tail_is_never_trained_on(tmp_path):
 @pytest.mark.parametrize("name", ["chain", "parity"])
 def test_size_graded_tasks_sweep_by_size_and_depth(name, tmp_path, capsys):
     sizes = {"chain": "1:6", "parity": "6:12"}[name]
-    assert cli("train", "--config", f"{name}-stars", "--out", tmp_path / "run", "--no-progress", *TINY) == 0
+    assert cli("train", "--config", f"{name}-stars", "--out", tmp_path / "run", "--no-progress", *TINY,
+               "--set", "model.max_seq_len=" + {"chain": "60", "parity": "32"}[name]) == 0
     capsys.readouterr()
     assert cli("sweep", tmp_path / "run", "--sizes", sizes, "--depths", "1:6", "--n", "10", "--no-progress") == 0
     out = capsys.readouterr().out
@@ -168,7 +169,7 @@ def test_size_graded_tasks_sweep_by_size_and_depth(name, tmp_path, capsys):
     prompt = {p.split("=")[0] if name == "parity" else p.rsplit("=", 1)[0] for p in test_prompts}
     assert not {p.split("=")[0] if name == "parity" else p.rsplit("=", 1)[0] for p in train_prompts} & prompt
     # A size past the model's positions is refused with the numbers.
-    big = {"chain": "12", "parity": "40"}[name]
+    big = {"chain": "8", "parity": "40"}[name]
     assert cli("sweep", tmp_path / "run", "--sizes", big, "--out", tmp_path / "b.json", "--no-progress") == 2
     assert "positions" in capsys.readouterr().err
     assert cli("analyze", tmp_path / "run", "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--no-plot",
