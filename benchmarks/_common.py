@@ -85,8 +85,8 @@ class Trainer:
 
 
 def demo_config(overrides: list[str] | None = None) -> Config:
-    """The demo preset (addition-stars), with the penalty on from step 0."""
-    return load_config("addition-stars", ["reg.start_step=0", *(overrides or [])])
+    """The demo preset (addition-prenorm-stars), with the penalty on from step 0."""
+    return load_config("addition-prenorm-stars", ["reg.start_step=0", *(overrides or [])])
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 2) -> dict[str, dict[str, list]]:

@@ -25,7 +25,7 @@ def run(nproc: int, steps: int, loops: int, threads: int, out: Path) -> float:
             "train.checkpoint_every=0"]
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
                 if nproc > 1 else [sys.executable])
-    cmd = [*launcher, "-m", "looplm", "train", "--config", "addition-stars", "--out", str(out), "--no-progress",
+    cmd = [*launcher, "-m", "looplm", "train", "--config", "addition-prenorm-stars", "--out", str(out), "--no-progress",
            *[x for s in sets for x in ("--set", s)]]
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, capture_output=True)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

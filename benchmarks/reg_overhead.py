@@ -1,6 +1,6 @@
 """Regularizer overhead: median training-step time with JSRR over the same step without it.
 
-Demo config (addition-stars: d_model 128, 4 heads, d_ff 256, 1 core block, pre-norm, batch 128, 4-digit
+Demo config (addition-prenorm-stars: d_model 128, 4 heads, d_ff 256, 1 core block, pre-norm, batch 128, 4-digit
 addition, T = 15), loop count fixed at 9 (the lognormal(2, 0.7) mean is about 9.4), one torch thread.
 Each variant trains its own copy of the model from the same seed; variants run interleaved, one step each
 per round (benchmarks/_common.py explains the two clocks).

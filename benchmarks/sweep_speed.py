@@ -38,7 +38,7 @@ def load(path: str | None):
     if path and Path(path).exists():
         model, cfg = ckpt.load_model(path, torch.device("cpu"))
         return model, cfg, str(path)
-    cfg = load_config("addition-stars")
+    cfg = load_config("addition-prenorm-stars")
     torch.manual_seed(0)
     return LoopedTransformer(cfg.model), cfg, "random init (no checkpoint found)"
 

@@ -1,6 +1,6 @@
 """Training throughput (tokens/s) of looplm against a plain reference implementation, regularizer on.
 
-Demo config (addition-stars; batch 128 x T 15 tokens per step), loop counts drawn from the preset's
+Demo config (addition-prenorm-stars; batch 128 x T 15 tokens per step), loop counts drawn from the preset's
 lognormal(2, 0.7) clipped to [1, 100] with a fixed seed: every variant runs the same sequence of loop counts,
 interleaved step by step (A B C A B C ...), one torch thread. tokens/s = Σ tokens / Σ step time, on both
 clocks (benchmarks/_common.py). The reference is benchmarks/reference_impl.py: explicit softmax attention,

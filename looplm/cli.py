@@ -24,7 +24,9 @@ from .loops import training_range
 from .tasks import task_of_checkpoint
 from .train import Interrupted, fit, resolve_device
 
-DEMO_DEPTHS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 100]
+DEMO_DEPTHS = [1, 2, 3, 4, 8, 16, 32, 64, 100, 200, 300, 500, 1000]
+DEMO_SWEEP = "1:100,125,160,200,250,300,400,500,630,800,1000"
+DEMO_N = 1000
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -162,23 +164,44 @@ def depth_table(sw: dict, depths: list[int], label: str = "accuracy", key: str =
     return head + "\n" + row
 
 
-def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progress: bool = True) -> dict:
-    """Train the STARS preset (resuming if `out` has a checkpoint), sweep 1..100, print a table, draw a PNG."""
-    from .plots import plot_accuracy
+def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progress: bool = True,
+             n: int = DEMO_N) -> dict:
+    """The STARS recipe on 4-digit addition, end to end: stage 1 (addition-fixed8: external norm, injection, fixed
+    8 loops until the held-out split is solved), stage 2 (addition-stars: random loops + JSRR, fine-tuned from
+    stage 1), then a one-pass sweep to 1000 loops, the per-loop dynamics, a table and two figures. `overrides`
+    apply to both stages; each stage resumes if its directory holds a checkpoint."""
+    from .dynamics import diagnose
+    from .plots import plot_accuracy, plot_dynamics
 
-    cfg = load_config("addition-stars", overrides or [])
+    out = Path(out)
     t0 = time.perf_counter()
-    run = fit(cfg, out, resume=True, progress=progress)
+    stage1 = fit(load_config("addition-fixed8", overrides or []), out / "stage1", resume=True, progress=progress)
+    cfg = load_config("addition-stars", [*(overrides or []), f"train.init_from={stage1}"])
+    run = fit(cfg, out / "stage2", resume=True, progress=progress)
     train_s = time.perf_counter() - t0
-    sw = run_sweep(str(run), "1:100", progress=progress)
+    sw = run_sweep(str(run), DEMO_SWEEP, n=n, progress=progress)
     sw["label"] = "STARS (demo)"
-    _write_json(run / "sweep.json", sw)
-    png = plot_accuracy([sw], run / "accuracy.png", title="looplm demo: STARS on 4-digit addition")
-    print(f"\ntrained in {train_s / 60:.1f} min; exact match on {sw['n']} held-out problems:")
+    _write_json(out / "sweep.json", sw)
+    model, cfg = ckpt.load_model(run)
+    dyn = diagnose(model, task_of_checkpoint(cfg, run).held_out(64), parse_depths(DEMO_SWEEP),
+                   spectral_depths=[1, 2, 4, 8, 16, 32, 100, 300, 1000], spectral_n=8, iters=60, tol=1e-3,
+                   hutchinson_samples=0, pca_n=0, progress=progress)
+    dyn.update({"label": "STARS (demo)", "train_loops": list(training_range(cfg.loops))})
+    _write_json(out / "dynamics.json", dyn)
+    pngs = [plot_accuracy([sw], out / "accuracy.png", title="looplm demo: STARS on 4-digit addition"),
+            plot_dynamics(dyn, out / "dynamics.png")]
+    total_s = time.perf_counter() - t0
+    print(f"\ntrained in {train_s / 60:.1f} min ({total_s / 60:.1f} min with the sweep and the dynamics); "
+          f"exact match on {sw['n']} held-out problems:")
     print(depth_table(sw, DEMO_DEPTHS))
     lo = min(a for d, a in zip(sw["depths"], sw["accuracy"], strict=True) if d >= 4)
-    print(f"minimum over depths 4..100: {lo:.3f}")
-    print(f"wrote {run / 'sweep.json'} and {png}")
+    print(f"minimum over depths 4..1000: {lo:.3f}")
+    at = dict(zip(dyn["depths"], range(len(dyn["depths"])), strict=True))
+    rho = dict(zip(dyn["spectral"]["depths"], dyn["spectral"]["rho"]["q50"], strict=True))
+    res, norm = dyn["metrics"]["step_residual"]["q50"], dyn["metrics"]["state_norm"]["mean"]
+    print(f"at 1000 loops: step residual {res[at[1000]]:.1e}, ‖h‖ per token {norm[at[1000]]:.1f} (at 100: "
+          f"{norm[at[100]]:.1f}), ρ(∂Φ/∂h) {rho.get(1000) or float('nan'):.3f}")
+    print(f"wrote {out / 'sweep.json'}, {out / 'dynamics.json'}, {pngs[0]} and {pngs[1]}")
     return sw
 
 
@@ -252,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train a model from a preset or YAML config")
-    t.add_argument("--config", required=True, help="YAML file or preset name (addition-stars, ...)")
+    t.add_argument("--config", required=True, help="YAML file or preset name (addition-prenorm-stars, ...)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true",
@@ -290,9 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-cache", action="store_true", help="rerun the whole prefix for every token (no exit rule)")
     g.add_argument("--show-loops", action="store_true", help="print the loops used for each generated token")
 
-    d = sub.add_parser("demo", help="train the STARS preset, sweep 1..100, plot (about 10 min on 2 CPU cores)")
+    d = sub.add_parser("demo", help="the STARS recipe on addition, trained in two stages, swept to 1000 loops, with "
+                       "its dynamics and figures")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    d.add_argument("--n", type=count_arg(1), default=DEMO_N, help="held-out problems for the sweep")
     d.add_argument("--no-progress", action="store_true")
 
     st = sub.add_parser("study", help="train a grid of presets and write a report (resumes; skips finished runs)")
@@ -383,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                                             not args.no_cache, args.exit_tol, args.exit_stable, args.show_loops):
                 print(f"{prompt} {ans}")
         elif args.cmd == "demo":
-            cmd_demo(args.out, args.overrides, not args.no_progress)
+            cmd_demo(args.out, args.overrides, not args.no_progress, args.n)
         elif args.cmd == "study":
             from .experiments.addition import full_grid, quick_grid, run_study
 

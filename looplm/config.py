@@ -321,6 +321,9 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 500  # exact match at loops.num_loops on a slice of the held-out split; 0 = never
     eval_size: int = 256
+    # Stop once an evaluation reaches this exact match (0 = run all train.steps): a schedule that runs until the
+    # task is learned, however long the loss takes to step down its staircase, rather than for a fixed count.
+    stop_at_acc: float = 0.0
     checkpoint_every: int = 1000  # 0 = only at the end
     max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
     keep_checkpoints: int = 1  # checkpoint/ (latest) + the K-1 before it in checkpoints/step-N/
@@ -355,6 +358,8 @@ class TrainConfig:
         _check(self.weight_decay >= 0, s, "weight_decay", "must be >= 0")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, s, "beta1", "betas must be in [0, 1)")
         _check(self.grad_clip >= 0, s, "grad_clip", "must be >= 0")
+        _check(0.0 <= self.stop_at_acc <= 1.0, s, "stop_at_acc", f"must be in [0, 1], got {self.stop_at_acc}")
+        _check(not self.stop_at_acc or self.eval_every > 0, s, "stop_at_acc", "needs train.eval_every > 0")
 
 
 # The shared sections' defaults for a pretrained HF model: the paper's Ouro math fine-tuning (lognormal(1.7, 0.4)
@@ -526,6 +531,6 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
 
 
 def load_config(path_or_preset: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML file, or a shipped preset by name (e.g. `addition-stars`), then apply overrides."""
+    """Load a YAML file, or a shipped preset by name (e.g. `addition-prenorm-stars`), then apply overrides."""
     cfg = Config() if path_or_preset is None else Config.from_dict(read_yaml_config(path_or_preset))
     return cfg.with_overrides(overrides or [])

@@ -429,9 +429,15 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             rec["grad_norm"] = gnorm
             if reg.rho_every and step % reg.rho_every == 0 and (fsdp or world.is_main):
                 rec.update(_rho(model, mb, n_loops, gens.probes, amp, gathered))
-            if eval_batch is not None and (step % t.eval_every == 0 or step == total) and (fsdp or world.is_main):
-                with gathered():
-                    rec["acc"] = sweep(model, eval_batch, [cfg.loops.num_loops]).accuracy[0]
+            if eval_batch is not None and (step % t.eval_every == 0 or step == total):
+                if fsdp or world.is_main:
+                    with gathered():
+                        rec["acc"] = sweep(model, eval_batch, [cfg.loops.num_loops]).accuracy[0]
+                if t.stop_at_acc:  # every rank must agree to stop
+                    acc = dist.all_sum(torch.tensor([rec.get("acc", 0.0)], dtype=torch.float64, device=device), world)
+                    if acc.item() / (world.size if fsdp else 1) >= t.stop_at_acc:  # rank 0's figure, on all ranks
+                        rec["stopped"] = f"held-out exact match reached train.stop_at_acc={t.stop_at_acc}"
+                        total = step
             rec["step_s"] = time.perf_counter() - t0
             rec["tok_s"] = int(full.mask.sum()) / rec["step_s"]  # real input tokens per second, all ranks
             if step % t.log_every == 0 or "acc" in rec or "rho" in rec or "skipped" in rec or step == total:

@@ -27,12 +27,12 @@ from looplm.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"
-TRAIN = ["train", "--config", "addition-stars", "--out", "{tmp}/out", "--no-progress"]
+TRAIN = ["train", "--config", "addition-prenorm-stars", "--out", "{tmp}/out", "--no-progress"]
 TINY = ["--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "model.n_heads=2", "--set", "train.steps=2",
         "--set", "train.batch_size=8", "--set", "train.eval_every=0", "--set", "data.test_size=16",
         "--set", "loops.max_loops=4", "--set", "model.max_seq_len=16", "--set", "train.checkpoint_every=1",
         "--set", "train.keep_checkpoints=3", "--set", "reg.rho_every=0"]
-RESUME = ["train", "--config", "addition-stars", "--out", "{copy}", "--resume", "--no-progress", *TINY,
+RESUME = ["train", "--config", "addition-prenorm-stars", "--out", "{copy}", "--resume", "--no-progress", *TINY,
           "--set", "train.steps=3"]
 ROW = '{"num1": 1234, "num2": 5678, "answer": 6912}\n'
 
@@ -225,8 +225,8 @@ CASES: dict[str, Case] = {
     "cfg-init-from-missing": Case("config", "train.init_from that does not exist", [*TRAIN, "--set",
                                   "train.init_from={tmp}/nowhere"]),
     # --- command-line arguments -------------------------------------------------------------------------------
-    "arg-unknown-command": Case("arguments", "unknown command", ["trian", "--config", "addition-stars"]),
-    "arg-missing-out": Case("arguments", "a required option missing", ["train", "--config", "addition-stars"]),
+    "arg-unknown-command": Case("arguments", "unknown command", ["trian", "--config", "addition-prenorm-stars"]),
+    "arg-missing-out": Case("arguments", "a required option missing", ["train", "--config", "addition-prenorm-stars"]),
     "arg-sweep-batch-negative": Case("arguments", "negative batch size", [*S, "--batch-size", "-1"]),
     "arg-sweep-batch-zero": Case("arguments", "zero batch size", [*S, "--batch-size", "0"]),
     "arg-sweep-batch-text": Case("arguments", "batch size that is not a number", [*S, "--batch-size", "many"]),
@@ -433,7 +433,7 @@ CASES: dict[str, Case] = {
     "plot-empty-dir": Case("plots", "a directory with neither file", ["plot", "{tmp}", "--out", "{tmp}/a.png"]),
     # --- pretrained models (the hf extra) ---------------------------------------------------------------------------
     "hf-finetune-native-config": Case("hf", "finetune with a config for looplm's own model",
-                                      ["finetune", "--config", "addition-stars", "--out", "{tmp}/ft"], hf=True),
+                                      ["finetune", "--config", "addition-prenorm-stars", "--out", "{tmp}/ft"], hf=True),
     "hf-finetune-init-from": Case("hf", "train.init_from for a pretrained model", FT,
                                   {"ft.yaml": FT_YAML + "  init_from: x\n", "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
     "hf-finetune-eval-every": Case("hf", "train.eval_every for chat data", FT,
@@ -461,7 +461,7 @@ CASES: dict[str, Case] = {
     "hf-sweep-on-finetune": Case("hf", "sweep a fine-tuned HF checkpoint (a task sweep needs looplm's own model)",
                                  ["sweep", "{hfrun}", "--no-progress", "--out", "{tmp}/s.json"], hf=True),
     "hf-resume-kind-mismatch": Case("hf", "--resume a fine-tune with a config for looplm's own model", [
-        "train", "--config", "addition-stars", "--out", "{hfrun}", "--resume", "--no-progress"], hf=True),
+        "train", "--config", "addition-prenorm-stars", "--out", "{hfrun}", "--resume", "--no-progress"], hf=True),
 }
 
 
@@ -473,7 +473,7 @@ def _lose_history(copy: Path) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("bad") / "run"
-    assert main(["train", "--config", "addition-stars", "--out", str(d), "--no-progress", *TINY]) == 0
+    assert main(["train", "--config", "addition-prenorm-stars", "--out", str(d), "--no-progress", *TINY]) == 0
     assert main(["sweep", str(d), "--depths", "1:3", "--n", "4", "--no-progress"]) == 0
     assert main(["analyze", str(d), "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--pca-n", "0",
                  "--no-plot", "--no-progress"]) == 0
@@ -634,7 +634,7 @@ def write_doc() -> None:
 
     base = Path(tempfile.mkdtemp())
     run = base / "run"
-    main(["train", "--config", "addition-stars", "--out", str(run), "--no-progress", *TINY])
+    main(["train", "--config", "addition-prenorm-stars", "--out", str(run), "--no-progress", *TINY])
     main(["sweep", str(run), "--depths", "1:3", "--n", "4", "--no-progress"])
     main(["analyze", str(run), "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--pca-n", "0", "--no-plot",
           "--no-progress"])

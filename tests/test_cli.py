@@ -14,7 +14,7 @@ def run_cli(*args):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    rc = run_cli("train", "--config", "addition-stars", "--out", str(out), "--no-progress",
+    rc = run_cli("train", "--config", "addition-prenorm-stars", "--out", str(out), "--no-progress",
                  "--set", "train.steps=3", "--set", "reg.start_step=1", "--set", "model.d_model=32",
                  "--set", "model.d_ff=64", "--set", "train.batch_size=8", "--set", "data.test_size=20",
                  "--set", "train.eval_every=0", "--set", "loops.max_loops=5")
@@ -48,9 +48,9 @@ def test_train_sweep_generate_plot(run_dir, tmp_path, capsys):
     (["sweep", "{run}", "--data", "{tmp}/empty.jsonl"], "empty"),
     (["generate", "{run}", "12a4+1="], "outside the vocabulary"),
     (["generate", "{run}", "1+1=", "--loops", "0"], "argument --loops: must be >= 1"),
-    (["train", "--config", "addition-stars", "--out", "{tmp}/x", "--set", "model.bogus=1"], "model.bogus"),
-    (["train", "--config", "addition-stars", "--out", "{tmp}/x", "--set", "loops.num_loops=0"], ">= 1"),
-    (["train", "--config", "addition-stars", "--out", "{run}"], "--resume"),
+    (["train", "--config", "addition-prenorm-stars", "--out", "{tmp}/x", "--set", "model.bogus=1"], "model.bogus"),
+    (["train", "--config", "addition-prenorm-stars", "--out", "{tmp}/x", "--set", "loops.num_loops=0"], ">= 1"),
+    (["train", "--config", "addition-prenorm-stars", "--out", "{run}"], "--resume"),
 ])
 def test_bad_input_gives_one_clear_error(run_dir, tmp_path, capsys, args, msg):
     (tmp_path / "empty.jsonl").write_text("")
@@ -69,14 +69,26 @@ def test_console_script_entry_point():
 
 
 def test_demo_tiny(tmp_path, capsys):
-    assert run_cli("demo", "--out", str(tmp_path / "demo"), "--no-progress", "--set", "train.steps=2",
+    """Both stages, the sweep to 1000 loops, the dynamics and the two figures, on a tiny model."""
+    assert run_cli("demo", "--out", str(tmp_path / "demo"), "--no-progress", "--n", "10", "--set", "train.steps=2",
                    "--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "data.test_size=10",
-                   "--set", "train.batch_size=4", "--set", "train.eval_every=0") == 0
+                   "--set", "train.batch_size=4", "--set", "train.eval_every=0", "--set", "train.stop_at_acc=0") == 0
     out = capsys.readouterr().out
-    assert "minimum over depths 4..100" in out and "loops" in out
+    assert "minimum over depths 4..1000" in out and "at 1000 loops: step residual" in out
     sw = json.loads((tmp_path / "demo" / "sweep.json").read_text())
-    assert sw["depths"] == list(range(1, 101)) and sw["n"] == 10
-    assert (tmp_path / "demo" / "accuracy.png").is_file()
+    assert sw["depths"][-1] == 1000 and len(sw["depths"]) == 110 and sw["n"] == 10
+    dyn = json.loads((tmp_path / "demo" / "dynamics.json").read_text())
+    assert dyn["depths"] == sw["depths"] and 1000 in dyn["spectral"]["depths"]
+    for f in ("accuracy.png", "dynamics.png"):
+        assert (tmp_path / "demo" / f).read_bytes()[:4] == b"\x89PNG"
+    # stage 2 started from stage 1's weights, and each stage is a whole run
+    assert ckpt_config(tmp_path / "demo" / "stage2").train.init_from == str(tmp_path / "demo" / "stage1")
+
+
+def ckpt_config(run):
+    from looplm import checkpoint as ckpt
+
+    return ckpt.load_config(run)
 
 
 def test_cut_off_answers_are_marked(tmp_path, capsys):
@@ -91,7 +103,7 @@ def test_cut_off_answers_are_marked(tmp_path, capsys):
     from looplm.model import LoopedTransformer
     from looplm.tasks import make_task
 
-    cfg = load_config("addition-stars", ["model.d_model=32", "model.d_ff=64", "model.n_heads=2",
+    cfg = load_config("addition-prenorm-stars", ["model.d_model=32", "model.d_ff=64", "model.n_heads=2",
                                          "model.max_seq_len=16"])
     torch.manual_seed(0)
     model = LoopedTransformer(cfg.model).eval()

@@ -5,15 +5,16 @@ from looplm.config import Config, ConfigError, load_config, preset_names
 
 def test_presets_load_and_differ():
     names = preset_names()
-    assert {"addition-stars", "addition-fixed", "addition-random"} <= set(names)
-    stars, fixed, rand = (load_config(n) for n in ("addition-stars", "addition-fixed", "addition-random"))
+    assert {"addition-prenorm-stars", "addition-prenorm-fixed", "addition-prenorm-random"} <= set(names)
+    stars, fixed, rand = (load_config(f"addition-prenorm-{n}") for n in ("stars", "fixed", "random"))
     assert stars.reg.kind == "jsrr" and stars.reg.weight == 0.1 and stars.loops.sampler == "lognormal"
     assert fixed.loops.sampler == "fixed" and fixed.loops.num_loops == 4 and fixed.reg.kind == "none"
     assert rand.reg.kind == "none" and rand.loops == stars.loops and rand.model == stars.model
 
 
 def test_overrides_are_typed():
-    cfg = load_config("addition-stars", ["train.steps=7", "train.lr=3e-4", "model.norm_placement=post_sandwich"])
+    cfg = load_config("addition-prenorm-stars", ["train.steps=7", "train.lr=3e-4",
+                                                 "model.norm_placement=post_sandwich"])
     assert cfg.train.steps == 7 and cfg.train.lr == pytest.approx(3e-4)
     assert cfg.model.norm_placement == "post_sandwich"
     assert isinstance(load_config(None, ["train.lr=1"]).train.lr, float)  # int accepted for float
@@ -72,13 +73,13 @@ def test_malformed_config_dicts_name_the_problem(bad, words):
 
 
 def test_roundtrip_dict():
-    cfg = load_config("addition-stars")
+    cfg = load_config("addition-prenorm-stars")
     assert Config.from_dict(cfg.to_dict()) == cfg
 
 
 def test_yaml_scalars_follow_yaml_1_2(tmp_path):
     """YAML 1.1 (PyYAML's default) reads 017 as octal 15, 1:30 as 90, `yes` as True; configs use 1.2's core schema."""
-    cfg = load_config("addition-stars", ["train.steps=017", "train.seed=0x10", "train.lr=3e-4"])
+    cfg = load_config("addition-prenorm-stars", ["train.steps=017", "train.seed=0x10", "train.lr=3e-4"])
     assert (cfg.train.steps, cfg.train.seed, cfg.train.lr) == (17, 16, 3e-4)
     f = tmp_path / "c.yaml"
     f.write_text("train:\n  steps: 017\n  warmup_steps: 1_0\n")
@@ -89,5 +90,5 @@ def test_yaml_scalars_follow_yaml_1_2(tmp_path):
     for bad, words in (("train.steps=1:30", "got str '1:30'"), ("model.bias=yes", "got str 'yes'"),
                        ("model.bias=on", "got str 'on'")):
         with pytest.raises(ConfigError, match=words):
-            load_config("addition-stars", [bad])
-    assert load_config("addition-stars", ["model.bias=false"]).model.bias is False
+            load_config("addition-prenorm-stars", [bad])
+    assert load_config("addition-prenorm-stars", ["model.bias=false"]).model.bias is False

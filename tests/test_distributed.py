@@ -19,7 +19,7 @@ def train(out, extra=(), nproc=None, resume=False):
                  "-m", "looplm"] if nproc else [sys.executable, "-m", "looplm"])
     sets = [x for s in [*SETS, *extra] for x in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([*launcher, "train", "--config", "addition-stars", "--out", str(out), "--no-progress", *sets,
+    subprocess.run([*launcher, "train", "--config", "addition-prenorm-stars", "--out", str(out), "--no-progress", *sets,
                     *(["--resume"] if resume else [])],
                    check=True, timeout=240, env=env, capture_output=True)
     return load_file(out / "checkpoint" / "model.safetensors")
@@ -64,7 +64,7 @@ def test_two_processes_with_jsrr_and_resume_on_one(tmp_path):
     assert all(r["reg"] is not None and r["reg"] > 0 for r in rows[1:])
     assert all(torch.isfinite(v).all() for v in two.values())
     # Resume the same run in one process, extended to 6 steps.
-    subprocess.run([sys.executable, "-m", "looplm", "train", "--config", "addition-stars", "--out",
+    subprocess.run([sys.executable, "-m", "looplm", "train", "--config", "addition-prenorm-stars", "--out",
                     str(tmp_path / "run"), "--no-progress", "--resume",
                     *[x for s in [*SETS, "reg.kind=jsrr", "reg.start_step=1", "train.steps=6"] for x in ("--set", s)]],
                    check=True, timeout=120, capture_output=True)
@@ -76,7 +76,7 @@ import sys
 from pathlib import Path
 from looplm.config import load_config
 from looplm.train import train
-cfg = load_config("addition-stars", sys.argv[2:])
+cfg = load_config("addition-prenorm-stars", sys.argv[2:])
 train(cfg, Path(sys.argv[1]), progress=False, fault={"crash_at_step": 2})
 """
 

@@ -289,11 +289,11 @@ def test_benchmark_quick_modes_run(script):
 
 
 def test_config_accepts_the_new_reg_options():
-    cfg = load_config("addition-stars", ["reg.at=penultimate", "reg.samples=32", "reg.impl=autograd"])
+    cfg = load_config("addition-prenorm-stars", ["reg.at=penultimate", "reg.samples=32", "reg.impl=autograd"])
     assert (cfg.reg.at, cfg.reg.samples, cfg.reg.impl) == ("penultimate", 32, "autograd")
     from looplm.config import ConfigError
 
     with pytest.raises(ConfigError, match="reg.impl"):
-        load_config("addition-stars", ["reg.impl=fast"])
+        load_config("addition-prenorm-stars", ["reg.impl=fast"])
     with pytest.raises(ConfigError, match="reg.samples"):
-        load_config("addition-stars", ["reg.samples=-1"])
+        load_config("addition-prenorm-stars", ["reg.samples=-1"])

@@ -114,10 +114,10 @@ def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(tmp_path):
     """`looplm train --resume` as a subprocess, SIGKILLed at random steps and relaunched each time with the same
     command: the final weights, optimizer state, history checkpoint and metrics log equal those of an
     uninterrupted run, bit for bit."""
-    cfg = load_config("addition-stars", KILL_SETS)
+    cfg = load_config("addition-prenorm-stars", KILL_SETS)
     ref = train(cfg, tmp_path / "ref", progress=False)
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "looplm", "train", "--config", "addition-stars", "--out", str(run), "--resume",
+    cmd = [sys.executable, "-m", "looplm", "train", "--config", "addition-prenorm-stars", "--out", str(run), "--resume",
            "--no-progress"] + [a for s in KILL_SETS for a in ("--set", s)]
     kill_and_resume(cmd, run, KILL_STEPS, N_KILLS, KILL_SEED, tmp_path)
     assert_same_run(ref, run, KILL_STEPS)
@@ -222,7 +222,7 @@ def test_a_non_finite_gradient_is_skipped_too(tmp_path, monkeypatch):
 
 
 def test_a_real_divergence_from_a_huge_learning_rate(tmp_path, capsys):
-    args = ["train", "--config", "addition-stars", "--out", str(tmp_path / "r"), "--no-progress",
+    args = ["train", "--config", "addition-prenorm-stars", "--out", str(tmp_path / "r"), "--no-progress",
             "--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "model.max_seq_len=16",
             "--set", "data.test_size=20", "--set", "train.batch_size=8", "--set", "train.eval_every=0",
             "--set", "loops.max_loops=4", "--set", "train.lr=1e12", "--set", "train.warmup_steps=1",
@@ -253,8 +253,8 @@ TINY_SETS = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64", "model.max_
 
 
 def _cmd(out: Path, *sets: str, resume: bool = True) -> list[str]:
-    return [sys.executable, "-m", "looplm", "train", "--config", "addition-stars", "--out", str(out), "--no-progress",
-            *(["--resume"] if resume else []), *[a for s in [*TINY_SETS, *sets] for a in ("--set", s)]]
+    return [sys.executable, "-m", "looplm", "train", "--config", "addition-prenorm-stars", "--out", str(out),
+            "--no-progress", *(["--resume"] if resume else []), *[a for s in [*TINY_SETS, *sets] for a in ("--set", s)]]
 
 
 def _wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -285,7 +285,7 @@ def test_a_second_writer_is_refused_and_names_the_first(tmp_path):
 @POSIX_ONLY
 def test_ctrl_c_saves_the_step_and_resume_is_bitwise(tmp_path):
     sets = ["train.steps=40", "train.checkpoint_every=0", "model.dropout=0.1"]
-    ref = train(load_config("addition-stars", [*TINY_SETS, *sets]), tmp_path / "ref", progress=False)
+    ref = train(load_config("addition-prenorm-stars", [*TINY_SETS, *sets]), tmp_path / "ref", progress=False)
     run = tmp_path / "run"
     proc = subprocess.Popen(_cmd(run, *sets), env=ENV, stderr=subprocess.PIPE, text=True)
     _wait_for_step(run, 5, proc)

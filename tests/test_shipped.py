@@ -9,7 +9,7 @@ from looplm.checkpoint import load_model
 from looplm.evaluate import sweep
 from looplm.tasks import make_task
 
-RUN = Path(__file__).resolve().parents[1] / "models" / "addition-stars"
+RUN = Path(__file__).resolve().parents[1] / "models" / "addition-prenorm-stars"
 
 
 @pytest.mark.skipif(not RUN.exists(), reason="no shipped checkpoint in this checkout")

@@ -9,11 +9,11 @@ TINY = ["model.d_model=32", "model.d_ff=64", "train.steps=3", "train.batch_size=
 
 
 def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
-    grid = [study.RunSpec("fixed4-pre-layernorm", "baseline", "addition-fixed", TINY, n_eval=16),
-            study.RunSpec("random-lognormal", "random loops", "addition-random", TINY, n_eval=16),
-            study.RunSpec("stars", "STARS", "addition-stars", TINY, n_eval=16),
-            study.RunSpec("stars-s1", "STARS", "addition-stars", TINY, seed=1, n_eval=16),
-            study.RunSpec("ext-curriculum-stars", "external norm", "addition-stars",
+    grid = [study.RunSpec("fixed4-pre-layernorm", "baseline", "addition-prenorm-fixed", TINY, n_eval=16),
+            study.RunSpec("random-lognormal", "random loops", "addition-prenorm-random", TINY, n_eval=16),
+            study.RunSpec("stars", "STARS", "addition-prenorm-stars", TINY, n_eval=16),
+            study.RunSpec("stars-s1", "STARS", "addition-prenorm-stars", TINY, seed=1, n_eval=16),
+            study.RunSpec("ext-curriculum-stars", "external norm", "addition-prenorm-stars",
                           [*TINY, "model.norm_placement=post_sandwich"], n_eval=16)]
     monkeypatch.setattr(study, "DEPTHS", [1, 2, 4, 16, 100, 1000])
     monkeypatch.setattr(study, "QUICK_N", 12)
@@ -32,7 +32,7 @@ def test_study_runs_resumes_and_reports(tmp_path, monkeypatch):
     assert dyn["depths"] == [1, 2, 4, 8] and dyn["spectral"]["depths"] == [1, 2, 4, 8]
     assert not (tmp_path / "runs" / "stars-s1" / "dynamics.json").exists()  # internal norm: seed 0 only
     # Every external-norm run is listed with its recipe and its deep dynamics (read from dynamics.json).
-    ext_row = next(x for x in text.splitlines() if x.startswith("| ext-curriculum-stars | addition-stars "))
+    ext_row = next(x for x in text.splitlines() if x.startswith("| ext-curriculum-stars | addition-prenorm-stars "))
     assert "model.norm_placement=post_sandwich" in ext_row and "conv.)" in ext_row
     assert "## External norm: every recipe tried" in text
     assert "STARS (external norm, curriculum) states settle" in text and "ρ@1000" in text
