@@ -558,3 +558,53 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
                     "space": "each sample's real-token states h(t), flattened (T_i*D); coords_direction: the same "
                              "with every token's state scaled to unit norm", "samples": pca},
             "definitions": METRIC_DEFINITIONS, "seed": seed, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+# --- robustness: perturb the state and watch it come back --------------------------------------------------------
+@torch.no_grad()
+def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: list[float], ks: list[int],
+                          kind: str = "noise", seed: int = 0) -> dict:
+    """How a looped model recovers when its state is disturbed after `at` loops.
+
+    kind="noise": h(at) + δ, δ Gaussian, scaled per sample to ||δ||_F = ε·||h(at)||_F over its real tokens, for
+    each ε in `eps`. kind="swap": h(at) replaced by another sample's h(at) (the batch rolled by one), the loop
+    continuing with each sample's own input (ε is then ignored; one row). After k more loops (k in `ks`) it
+    reports exact match (the greedy answer read out there), and the distance to the undisturbed trajectory at the
+    same depth, ||h'(at+k) - h(at+k)||_F / ||h(at+k)||_F over real tokens, which goes to 0 when the state falls
+    back to the fixed point the input defines. JSON-ready.
+    """
+    if kind not in ("noise", "swap"):
+        raise ValueError(f"unknown perturbation {kind!r}; choose noise or swap")
+    model.eval()
+    dev = next(model.parameters()).device
+    ids, tgt, real = batch.input_ids.to(dev), batch.targets.to(dev), batch.mask.to(dev)
+    ans = tgt != IGNORE
+    m = real[..., None].to(torch.float64)
+    h0, ctx = model.embed(ids, real)
+    h_at = run_loop(model, h0, ctx, at)
+    K = max(ks)
+    ref: dict[int, torch.Tensor] = {}
+    run_loop(model, h_at, ctx, K, keep=lambda t, h: ref.__setitem__(t, h), first=1)
+
+    def score(h: torch.Tensor, k: int) -> tuple[float, float]:
+        pred = model.readout(h, ctx).argmax(-1)
+        acc = ((pred == tgt) | ~ans).all(1).double().mean().item()
+        d = ((h - ref[k]).double() * m).flatten(1).norm(dim=1) / (ref[k].double() * m).flatten(1).norm(dim=1)
+        return acc, d.mean().item()
+
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for e in ([None] if kind == "swap" else eps):
+        if kind == "swap":
+            h = h_at.roll(1, dims=0)
+        else:
+            noise = torch.randn(h_at.shape, generator=gen, dtype=torch.float64).to(dev) * m
+            scale = e * (h_at.double() * m).flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp_min(1e-30)
+            h = (h_at.double() + noise * scale.view(-1, 1, 1)).to(h_at.dtype)
+        got: dict[int, torch.Tensor] = {}
+        run_loop(model, h, ctx, K, keep=lambda t, s, got=got: got.__setitem__(t, s), first=1)
+        accs, dists = zip(*(score(got[k], k) for k in ks), strict=True)
+        rows.append({"eps": e, "accuracy": list(accs), "distance": list(dists)})
+    clean = [score(ref[k], k)[0] for k in ks]
+    return {"kind": kind, "at": at, "ks": list(ks), "n": len(batch), "clean_accuracy": clean, "rows": rows,
+            "seed": seed}

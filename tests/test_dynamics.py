@@ -363,3 +363,24 @@ def test_the_hand_written_jvp_gives_the_same_estimates(looped):
         b = fn(step, h, iters=40, tol=1e-3, generator=gen(), jvp_fn=fast)
         torch.testing.assert_close(a.raw, b.raw, rtol=1e-9, atol=0)
         assert (a.converged == b.converged).all()
+
+
+def test_perturbation_recovery_measures_what_it_says():
+    from looplm.dynamics import perturbation_recovery
+
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(norm_placement="post_sandwich", injection="add", n_prelude=1,
+                                            max_seq_len=16)).double().eval()
+    task = AdditionTask(2)
+    batch = task.test_batch(12, seed=3)
+    res = perturbation_recovery(m, batch, at=4, eps=[0.0, 0.1, 10.0], ks=[1, 5, 20], kind="noise")
+    zero, small, big = res["rows"]
+    assert zero["distance"] == [0.0, 0.0, 0.0] and zero["accuracy"] == res["clean_accuracy"]
+    assert 0 < small["distance"][0] < big["distance"][0]  # a larger kick lands farther away
+    # The clean accuracy is the sweep's at the same depths.
+    want = sweep(m, batch, [5, 9, 24]).accuracy
+    assert res["clean_accuracy"] == pytest.approx(want)
+    swap = perturbation_recovery(m, batch, at=4, eps=[], ks=[1, 20], kind="swap")
+    assert len(swap["rows"]) == 1 and swap["rows"][0]["distance"][0] > 0
+    with pytest.raises(ValueError, match="noise or swap"):
+        perturbation_recovery(m, batch, 4, [0.1], [1], kind="shake")
