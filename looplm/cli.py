@@ -321,13 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
 
     st = sub.add_parser("study", help="train a grid of presets and write a report (resumes; skips finished runs)")
-    st.add_argument("task", choices=["addition"])
+    st.add_argument("task", choices=["addition", "ouro-mini"],
+                    help="addition: the native grid; ouro-mini: a small Ouro trained from scratch, then SFT, "
+                         "random-loop and STARS fine-tunes, lm-eval by loop count [hf]")
     st.add_argument("--out", required=True)
     st.add_argument("--quick", action="store_true",
-                    help="the three headline runs (seed 0) of the full grid, swept on 1,000 problems: 26 min "
-                         "on 2 CPU cores with --jobs 2")
-    st.add_argument("--jobs", type=count_arg(1), default=1, help="runs in parallel (1 torch thread each)")
-    st.add_argument("--only", nargs="+", help="run names to train (default: the whole grid)")
+                    help="addition: the three headline runs (seed 0) of the full grid, swept on 1,000 problems "
+                         "(26 min on 2 CPU cores with --jobs 2); ouro-mini: fine-tunes from the shipped base, "
+                         "shorter, on fewer problems")
+    st.add_argument("--jobs", type=count_arg(1), default=1, help="addition: runs in parallel (1 torch thread each)")
+    st.add_argument("--only", nargs="+", help="addition: run names to train (default: the whole grid)")
+    st.add_argument("--base", help="ouro-mini: a trained base (a directory written by this study) instead of "
+                                   "training one")
     st.add_argument("--no-progress", action="store_true")
 
     an = sub.add_parser("analyze", help="per-loop latent dynamics: norms, residuals, spectra, entropy, PCA")
@@ -409,7 +414,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{prompt} {ans}")
         elif args.cmd == "demo":
             cmd_demo(args.out, args.overrides, not args.no_progress, args.n)
+        elif args.cmd == "study" and args.task == "ouro-mini":
+            if args.jobs != 1 or args.only:
+                raise ValueError("--jobs and --only belong to the addition study; ouro-mini runs its stages in order")
+            from .hf.commands import require_hf
+
+            require_hf("study ouro-mini")
+            from .experiments.ouro_mini import study
+
+            print(f"wrote {study(args.out, args.quick, args.base, not args.no_progress)}")
         elif args.cmd == "study":
+            if args.base:
+                raise ValueError("--base belongs to the ouro-mini study")
             from .experiments.addition import full_grid, quick_grid, run_study
 
             grid = quick_grid() if args.quick else full_grid()

@@ -133,6 +133,9 @@ class ModelConfig:
     injection: str = "none"  # "add": every loop sees h + e, e the prelude output (x <- Φ(x + e))
     dropout: float = 0.0
     bias: bool = True
+    # Train each sequence at a random start in the position table (inference starts at 0): size-graded tasks
+    # test on instances longer than training's, whose positions would otherwise never have been trained.
+    random_positions: bool = False
 
     def __post_init__(self) -> None:
         s = "model"

@@ -582,9 +582,9 @@ def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: li
     m = real[..., None].to(torch.float64)
     h0, ctx = model.embed(ids, real)
     h_at = run_loop(model, h0, ctx, at)
-    K = max(ks)
-    ref: dict[int, torch.Tensor] = {}
-    run_loop(model, h_at, ctx, K, keep=lambda t, h: ref.__setitem__(t, h), first=1)
+    K, want = max(ks), set(ks)
+    ref: dict[int, torch.Tensor] = {}  # only the read-out depths: every state to K would be K x (B, T, D)
+    run_loop(model, h_at, ctx, K, keep=lambda t, h: ref.__setitem__(t, h) if t in want else None, first=1)
 
     def score(h: torch.Tensor, k: int) -> tuple[float, float]:
         pred = model.readout(h, ctx).argmax(-1)
@@ -602,7 +602,7 @@ def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: li
             scale = e * (h_at.double() * m).flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp_min(1e-30)
             h = (h_at.double() + noise * scale.view(-1, 1, 1)).to(h_at.dtype)
         got: dict[int, torch.Tensor] = {}
-        run_loop(model, h, ctx, K, keep=lambda t, s, got=got: got.__setitem__(t, s), first=1)
+        run_loop(model, h, ctx, K, keep=lambda t, s, got=got: got.__setitem__(t, s) if t in want else None, first=1)
         accs, dists = zip(*(score(got[k], k) for k in ks), strict=True)
         rows.append({"eps": e, "accuracy": list(accs), "distance": list(dists)})
     clean = [score(ref[k], k)[0] for k in ks]

@@ -254,6 +254,11 @@ class LoopedTransformer(nn.Module):
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.cfg.vocab_size):
             raise ValueError(f"token ids must lie in [0, {self.cfg.vocab_size})")
         pos = torch.arange(start, start + T, device=input_ids.device)
+        if self.cfg.random_positions and self.training and cache is None:
+            # Each training sequence starts at a random position, so every row of the position table is trained
+            # and a longer test instance meets no untrained position (randomized positional encodings).
+            offset = torch.randint(0, self.cfg.max_seq_len - T + 1, (B, 1), device=input_ids.device)
+            pos = pos[None, :] + offset  # (B, T)
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
         ctx = Context(None, cache)
         for j, blk in enumerate(self.prelude):

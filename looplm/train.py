@@ -369,6 +369,8 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             full = task.train_batch(t.batch_size, gens.data, step)
             n_tok = int((full.targets != IGNORE).sum())  # global count: the CE normalizer on every rank
             mine = full.rows(slice(world.rank * shard, (world.rank + 1) * shard))
+            if shard > micro:  # variable-length data (chat): micro-batches of similar lengths pad far less
+                mine = mine.by_length()
             lr = lr_at(step, cfg, total)
             for g in opt.param_groups:
                 g["lr"] = lr

@@ -81,3 +81,30 @@ def test_full_grid_covers_the_issue():
         assert not s.init_from or s.init_from in seen, s.name
         seen.add(s.name)
     assert len(seen) == len(study.full_grid())  # names are unique: each is a run directory
+
+
+def test_recipe_rows_report_the_seed_row_and_the_perturbation_table(tmp_path, monkeypatch):
+    """The shipped two-stage recipe as study rows: stage 1, then stage 2 with and without JSRR from it; the report
+    judges the recipe's seeds and compares the twins after a disturbed state."""
+    monkeypatch.setattr(study, "DEPTHS", [1, 2, 4, 16, 100, 1000])
+    monkeypatch.setattr(study, "DYN_DEPTHS", [1, 2, 4, 8])
+    monkeypatch.setattr(study, "PERTURB_EPS", [0.1, 1.0])
+    monkeypatch.setattr(study, "PERTURB_KS", [1, 3])
+    monkeypatch.setattr(study, "PERTURB_N", 8)
+    stage1 = [t for t in TINY if not t.startswith(("reg.", "loops."))] + ["train.stop_at_acc=0", "loops.num_loops=2"]
+    grid = [study.RunSpec("recipe-fixed8-s0", "recipe", "addition-fixed8", stage1, n_eval=16),
+            study.RunSpec("recipe-stars-s0", "recipe", "addition-stars", TINY, n_eval=16, init_from="recipe-fixed8-s0"),
+            study.RunSpec("recipe-random-s0", "recipe", "addition-stars", [*TINY, "reg.kind=none"], n_eval=16,
+                          init_from="recipe-fixed8-s0")]
+    text = study.run_study(tmp_path, grid, progress=False).read_text()
+    assert "STARS (the shipped recipe: addition-fixed8, then addition-stars) keeps ≥ 99% from 4 to 1000" in text
+    assert "## Robustness: recovery from a disturbed state" in text
+    pert = json.loads((tmp_path / "runs" / "recipe-stars-s0" / "perturbation.json").read_text())
+    assert pert["noise"]["ks"] == [1, 3] and [r["eps"] for r in pert["noise"]["rows"]] == [0.1, 1.0]
+    assert pert["swap"]["n"] == 8 and len(pert["swap"]["rows"]) == 1
+    # The table quotes both twins' figures, cell by cell, from those files.
+    twin = json.loads((tmp_path / "runs" / "recipe-random-s0" / "perturbation.json").read_text())
+    row = next(x for x in text.splitlines() if x.startswith("| noise ε = 1 |"))
+    a, b = pert["noise"]["rows"][1]["accuracy"][0], twin["noise"]["rows"][1]["accuracy"][0]
+    assert f"| {a:.3f} / {b:.3f} |" in row
+    assert not (tmp_path / "runs" / "recipe-fixed8-s0" / "perturbation.json").exists()  # stage 1 is not compared

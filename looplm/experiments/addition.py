@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -126,6 +127,21 @@ def full_grid() -> list[RunSpec]:
         for kind, preset in kinds:
             g.append(RunSpec(f"ext-finetune-{kind}{sfx}", "external norm (curriculum)", preset, ft, seed=seed,
                              n_eval=n_eval, init_from=base))
+    # The recipe as shipped (the presets `looplm demo` trains): stage 1 (addition-fixed8) at a fixed 8 loops until
+    # the held-out split is solved, then stage 2 (addition-stars), in five seeds; stage 2's random-loop twin
+    # (the same run without JSRR) shares each seed, for the robustness comparison (looplm.dynamics).
+    for seed in range(5):
+        g.append(RunSpec(f"recipe-fixed8-s{seed}", "recipe", "addition-fixed8", seed=seed))
+        g.append(RunSpec(f"recipe-stars-s{seed}", "recipe", "addition-stars", seed=seed, n_eval=5000,
+                         init_from=f"recipe-fixed8-s{seed}"))
+        g.append(RunSpec(f"recipe-random-s{seed}", "recipe", "addition-stars", ["reg.kind=none"], seed=seed,
+                         n_eval=5000, init_from=f"recipe-fixed8-s{seed}"))
+    # The two ablations the paper lacks, on stage 1 of seed 0: the regularizer alone (a fixed 8 loops + JSRR),
+    # and uniform loop counts in [1, 100] (with JSRR) in place of the lognormal.
+    g.append(RunSpec("recipe-fixed8-jsrr-s0", "recipe ablations", "addition-stars", ["loops.sampler=fixed"],
+                     n_eval=5000, init_from="recipe-fixed8-s0"))
+    g.append(RunSpec("recipe-uniform-s0", "recipe ablations", "addition-stars", ["loops.sampler=uniform"],
+                     n_eval=5000, init_from="recipe-fixed8-s0"))
     # Three seeds for the headline rows. random-lognormal shares STARS's seeds, so each STARS seed has a
     # twin that differs only in the regularizer (same init, same data order, same loop counts).
     for seed in (1, 2):
@@ -268,6 +284,8 @@ def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: i
     for r in results:
         if r["seed"] == 0 or _external(r):
             run_dynamics(out, r["name"], progress=progress)
+        if r["name"].startswith(("recipe-stars-s", "recipe-random-s")):
+            run_perturbation(out, r["name"])
     write_report(out, results, quick, missing=[s.name for s in full if s.name not in done])
     return out / "report.md"
 
@@ -301,6 +319,86 @@ def run_dynamics(out: Path, name: str, n: int = 64, progress: bool = False) -> d
     res.update({"label": name, "train_loops": list(training_range(cfg.loops)), "checkpoint": str(run_dir)})
     f.write_text(json.dumps(res) + "\n")
     return res
+
+
+PERTURB_EPS = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]  # noise of relative size ε: ||δ|| = ε·||h||
+PERTURB_KS = [1, 4, 16, 64, 256]  # loops after the disturbance at which accuracy and distance are read
+PERTURB_N = 500
+
+
+def run_perturbation(out: Path, name: str) -> dict | None:
+    """`runs/<name>/perturbation.json`: looplm.dynamics.perturbation_recovery after the training depth
+    (loops.num_loops), with Gaussian noise of each size in PERTURB_EPS and with another sample's state swapped
+    in, on PERTURB_N held-out problems (computed once; None without the checkpoint)."""
+    run_dir = out / "runs" / name
+    f = run_dir / "perturbation.json"
+    if f.exists():
+        return json.loads(f.read_text())
+    if not (run_dir / "checkpoint").exists():
+        return None
+    import torch
+
+    from ..checkpoint import load_model
+    from ..dynamics import perturbation_recovery
+    from ..tasks import make_task
+
+    model, cfg = load_model(run_dir)
+    batch = make_task(cfg).test_batch(PERTURB_N, cfg.data.test_seed, cfg.model.max_seq_len)
+    with torch.no_grad():
+        res = {kind: perturbation_recovery(model, batch, cfg.loops.num_loops, PERTURB_EPS, PERTURB_KS, kind=kind)
+               for kind in ("noise", "swap")}
+    f.write_text(json.dumps(res) + "\n")
+    return res
+
+
+def perturbation_table(out: Path, results: list[dict]) -> list[str]:
+    """STARS against its random-loop twin (same seed, same stage-1 model) after a disturbed state."""
+    names = {r["name"] for r in results}
+    pairs = [(f"recipe-stars-s{k}", f"recipe-random-s{k}") for k in range(5)
+             if {f"recipe-stars-s{k}", f"recipe-random-s{k}"} <= names]
+    got = [(_read_perturbation(out, a), _read_perturbation(out, b)) for a, b in pairs]
+    got = [(a, b) for a, b in got if a and b]
+    if not got:
+        return []
+    ks = got[0][0]["noise"]["ks"]
+    at = got[0][0]["noise"]["at"]
+
+    def mean(side: int, kind: str, row: int, key: str, ki: int) -> float:
+        return statistics.mean(p[side][kind]["rows"][row][key][ki] for p in got)
+
+    head = " | ".join(f"k={k}" for k in ks)
+    lines = ["## Robustness: recovery from a disturbed state", "",
+             f"The recipe's STARS runs against their random-loop twins (the same stage-1 model and seed; stage 2 "
+             f"without JSRR), {len(got)} seed pair(s), {got[0][0]['noise']['n']} held-out problems. After "
+             f"{at} loops the state is disturbed: Gaussian noise of relative size ε (||δ|| = ε·||h||, over each "
+             "problem's real tokens), or another problem's state swapped in (the loop then continues with the "
+             "problem's own input). Read k loops later: exact match, and the distance back to the undisturbed "
+             "trajectory, ||h' − h|| / ||h|| (→ 0 when the state returns to the input's fixed point). Each cell: "
+             "STARS / random loops, means over the seeds (`looplm.dynamics.perturbation_recovery`; "
+             "`runs/<name>/perturbation.json`).", "",
+             f"Undisturbed exact match at k = {ks[0]}..{ks[-1]}: STARS "
+             + ", ".join(_fmt(statistics.mean(p[0]['noise']['clean_accuracy'][i] for p in got)) for i in range(len(ks)))
+             + "; random " + ", ".join(_fmt(statistics.mean(p[1]['noise']['clean_accuracy'][i] for p in got))
+                                       for i in range(len(ks))) + ".", "",
+             "### Exact match after the disturbance", "", f"| disturbance | {head} |", "|---" * (len(ks) + 1) + "|"]
+    rows = [(f"noise ε = {r['eps']:g}", "noise", i) for i, r in enumerate(got[0][0]["noise"]["rows"])]
+    rows.append(("swapped state", "swap", 0))
+    for label, kind, i in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{_fmt(mean(0, kind, i, 'accuracy', j))} / "
+                                               f"{_fmt(mean(1, kind, i, 'accuracy', j))}"
+                                               for j in range(len(ks))) + " |")
+    lines += ["", "### Distance back to the undisturbed trajectory", "", f"| disturbance | {head} |",
+              "|---" * (len(ks) + 1) + "|"]
+    for label, kind, i in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{mean(0, kind, i, 'distance', j):.1e} / "
+                                               f"{mean(1, kind, i, 'distance', j):.1e}"
+                                               for j in range(len(ks))) + " |")
+    return [*lines, ""]
+
+
+def _read_perturbation(out: Path, name: str) -> dict | None:
+    f = out / "runs" / name / "perturbation.json"
+    return json.loads(f.read_text()) if f.exists() else None
 
 
 # --- the report ---------------------------------------------------------------------------------------------
@@ -375,6 +473,9 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
         working.append((" (the same, seed 2's fixed-8 model trained 5,000 steps)",
                         [by[n] for n in ("ext-finetune-stars", "ext-finetune-stars-s1", "ext-finetune-stars-long-s2")
                          if n in by]))
+    recipe = [by[n] for n in (f"recipe-stars-s{k}" for k in range(5)) if n in by]
+    if recipe:
+        working.append((" (the shipped recipe: addition-fixed8, then addition-stars)", recipe))
     for label, rs in (("", stars), *working):
         if not rs:
             continue
@@ -393,7 +494,8 @@ def findings(results: list[dict], out: Path | None = None) -> list[str]:
              ("ext-curriculum-stars", "ext-curriculum-random"), ("ext-inject-stars", "ext-inject-random"),
              *seeded("ext-prelude-inject-stars", "ext-prelude-inject-random"),
              *seeded("ext-finetune-stars", "ext-finetune-random"),
-             ("ext-finetune-stars-long-s2", "ext-finetune-random-long-s2")]
+             ("ext-finetune-stars-long-s2", "ext-finetune-random-long-s2"),
+             *[(f"recipe-stars-s{k}", f"recipe-random-s{k}") for k in range(5)]]
     pairs = [(a, b) for a, b in pairs if a in by and b in by]
     # A pair where neither model learned the task (peak < 0.5) says nothing about stability: listed, not counted.
     learned = [(a, b) for a, b in pairs if max(summary(by[a])["peak"], summary(by[b])["peak"]) >= 0.5]
@@ -549,7 +651,7 @@ def write_report(out: Path, results: list[dict], quick: bool, missing: list[str]
     # Seeds: mean and spread for rows that share a name stem.
     stems: dict[str, list[dict]] = {}
     for r in results:
-        stems.setdefault(r["name"].rsplit("-s", 1)[0] if r["seed"] else r["name"], []).append(r)
+        stems.setdefault(re.sub(rf"-s{r['seed']}$", "", r["name"]), []).append(r)
     multi = {k: v for k, v in stems.items() if len(v) > 1}
     if multi:
         lines += ["## Seeds (mean ± std)", "", "| run | seeds | " + " | ".join(f"d={d}" for d in depths) + " |",
@@ -562,6 +664,7 @@ def write_report(out: Path, results: list[dict], quick: bool, missing: list[str]
             lines.append(f"| {k} | {len(rs)} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += findings(results, out)
+    lines += perturbation_table(out, results)
     lines += external_norm_table(out, results)
     figs = out / "figures"
     sweeps = [{"label": r["name"], "depths": r["depths"], "accuracy": r["accuracy"], "n": r["n"],

@@ -27,7 +27,7 @@ from typing import Any
 from ..tasks.base import held_out_by_hash
 
 HELD_OUT_FRACTION = 0.2
-MAX_VALUE = 999  # every intermediate value stays below 1000
+MAX_VALUE = 999  # the default bound: every intermediate value stays below 1000
 _SALT = "looplm.hf.mathdata/v1"  # changing a template changes questions anyway; the salt names the split rule
 _TIMES = {2: "twice", 3: "three times", 4: "four times", 5: "five times"}
 _PEOPLE = (("Mia", "she", "her", "her"), ("Tom", "he", "him", "his"), ("Ana", "she", "her", "her"),
@@ -163,7 +163,7 @@ def _groups(rng: random.Random, limit: int) -> tuple[int, int] | None:
     return k, rng.randint(2, min(12, limit // k))
 
 
-def _problem(rng: random.Random, n_steps: int) -> dict[str, Any]:
+def _problem(rng: random.Random, n_steps: int, max_value: int = MAX_VALUE) -> dict[str, Any]:
     theme = rng.choice(_THEMES)
     who, they, them, their, units = rng.choice(theme.actors)
     unit = rng.choice(units)
@@ -173,19 +173,23 @@ def _problem(rng: random.Random, n_steps: int) -> dict[str, Any]:
     told, shown = set(), set()  # templates used so far in the question and in the solution
     left = n_steps
     if theme.start_groups and left >= 1 and rng.random() < 0.3:
-        k, m = _groups(rng, 135)
+        k, m = _groups(rng, min(135, max_value))
         value = k * m
         story.append(_render(rng, theme.start_groups, {**base, "k": k, "m": m}, told))
         lines.append(_render(rng, _SOLUTION["product"], {**base, "k": k, "m": m, "c": value}, shown))
         left -= 1
     else:
-        value = rng.randint(*theme.start_range)
+        lo, hi = theme.start_range
+        if hi > max_value:  # a smaller bound narrows the range from the top, keeping some room to grow
+            hi = max_value
+            lo = min(lo, hi // 2)
+        value = rng.randint(lo, hi)
         story.append(_render(rng, theme.start, {**base, "v": value}, told))
         lines.append(_render(rng, _SOLUTION["start"], {**base, "v": value}, shown))
     while left > 0:
-        room, spare = MAX_VALUE - value, value - 1  # keep every value in [1, MAX_VALUE]
+        room, spare = max_value - value, value - 1  # keep every value in [1, max_value]
         moves = [op for op, ok in (("add", room >= 1), ("sub", spare >= 1),
-                                   ("scale", bool(theme.scale) and 2 * value <= MAX_VALUE),
+                                   ("scale", bool(theme.scale) and 2 * value <= max_value),
                                    ("group_add", bool(theme.group_add) and left >= 2 and room >= 4),
                                    ("group_sub", bool(theme.group_sub) and left >= 2 and spare >= 4)) if ok]
         op = rng.choice(moves)
@@ -197,7 +201,7 @@ def _problem(rng: random.Random, n_steps: int) -> dict[str, Any]:
             lines.append(_render(rng, _SOLUTION[op], {**base, "a": a, "b": b, "c": value}, shown))
             left -= 1
         elif op == "scale":
-            k = rng.randint(2, min(5, MAX_VALUE // value))
+            k = rng.randint(2, min(5, max_value // value))
             value = a * k
             story.append(_render(rng, theme.scale, {**base, "times": _TIMES[k]}, told))
             lines.append(_render(rng, _SOLUTION["scale"], {**base, "a": a, "k": k, "c": value,
@@ -229,25 +233,35 @@ def _check_steps(steps: tuple[int, int]) -> tuple[int, int]:
     return lo, hi
 
 
-def _stream(seed: int, steps: tuple[int, int]) -> Iterator[dict[str, Any]]:
+def _check_max_value(max_value: int) -> int:
+    # Below 10 the themes' amounts and groups have no room; above 9,999 the solutions' numbers leave GSM8K's range.
+    if not isinstance(max_value, int) or isinstance(max_value, bool) or not 10 <= max_value <= 9999:
+        raise ValueError(f"max_value must be an integer in [10, 9999], got {max_value!r}")
+    return max_value
+
+
+def _stream(seed: int, steps: tuple[int, int], max_value: int = MAX_VALUE) -> Iterator[dict[str, Any]]:
     lo, hi = _check_steps(steps)  # here, not in the generator, so a bad request fails at the call
+    _check_max_value(max_value)
     rng = random.Random(seed)
 
     def gen() -> Iterator[dict[str, Any]]:
         while True:
-            yield _problem(rng, rng.randint(lo, hi))
+            yield _problem(rng, rng.randint(lo, hi), max_value)
 
     return gen()
 
 
-def math_problems(n: int, seed: int = 0, steps: tuple[int, int] = (1, 4)) -> list[dict[str, Any]]:
-    """n word problems with `steps[0]`..`steps[1]` arithmetic steps each, the same for the same seed.
+def math_problems(n: int, seed: int = 0, steps: tuple[int, int] = (1, 4), max_value: int = MAX_VALUE
+                  ) -> list[dict[str, Any]]:
+    """n word problems with `steps[0]`..`steps[1]` arithmetic steps each, every value in [1, max_value], the
+    same for the same seed (a smaller max_value, e.g. 99, makes two-digit arithmetic for small models).
 
     Each record: `question`, `answer` (the worked solution, ending `#### N`), `steps`, `target` ("N") and
     `messages` (a user and an assistant turn), ready for `looplm finetune`."""
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    stream = _stream(seed, steps)
+    stream = _stream(seed, steps, max_value)
     return [next(stream) for _ in range(n)]
 
 
@@ -271,7 +285,7 @@ def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, steps: tuple[int, int] = (1, 4),
-                fraction: float = HELD_OUT_FRACTION) -> tuple[Path, Path]:
+                fraction: float = HELD_OUT_FRACTION, max_value: int = MAX_VALUE) -> tuple[Path, Path]:
     """Write `train.jsonl` (n_train problems) and `test.jsonl` (n_test held-out problems) into `folder`; return
     their paths. Problems are drawn from one seeded stream and sent to the side `is_held_out` says, without
     repeats, so no test question is ever a training question, for any seed.
@@ -285,7 +299,7 @@ def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, st
     want = {False: n_train, True: n_test}
     got: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     seen: set[str] = set()
-    stream = _stream(seed, steps)
+    stream = _stream(seed, steps, max_value)
     budget = 100 * (n_train + n_test) + 1000  # the question space is far larger; this only bounds a bad request
     for _ in range(budget):
         if all(len(got[s]) >= want[s] for s in want):

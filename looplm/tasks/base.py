@@ -35,6 +35,12 @@ class Batch:
         width = max(1, int(m.sum(1).max())) if m.numel() else 1
         return Batch(self.input_ids[sl, :width], self.targets[sl, :width], m[:, :width])
 
+    def by_length(self) -> Batch:
+        """The same samples, shortest first (stable), so micro-batches cut from it in order pad little. A batch's
+        loss is a sum over its samples, so their order does not change it."""
+        order = torch.argsort(self.mask.sum(1), stable=True)
+        return Batch(self.input_ids[order], self.targets[order], self.mask[order])
+
 
 def make_batch(seqs: list[list[int]], prompt_lens: list[int], max_len: int | None = None) -> Batch:
     """Right-pad full sequences into (inputs, targets); loss only where the target is an answer token.
