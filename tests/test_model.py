@@ -102,3 +102,25 @@ def test_double_backward_through_attention():
         (g,) = torch.autograd.grad(phi(m, ctx)(h), h, v, create_graph=True)
         (gw,) = torch.autograd.grad(g.pow(2).sum(), m.core[0].attn.f.qkv.weight)
     assert torch.isfinite(gw).all() and gw.abs().sum() > 0
+
+
+def test_random_positions_train_every_row_of_the_position_table_and_leave_inference_alone():
+    torch.manual_seed(0)
+    cfg = tiny_model_config(max_seq_len=32, random_positions=True)
+    m = LoopedTransformer(cfg)
+    x = torch.randint(0, cfg.vocab_size, (64, 6))
+    m.eval()
+    ref = LoopedTransformer(tiny_model_config(max_seq_len=32))
+    ref.load_state_dict(m.state_dict())
+    ref.eval()
+    # Inference starts at position 0, exactly as a model trained without the option.
+    assert torch.equal(m(x, num_loops=2), ref(x, num_loops=2))
+    m.train()
+    m(x, num_loops=2).square().mean().backward()
+    rows = m.pos_emb.weight.grad.abs().sum(1) > 0
+    # 64 random starts in [0, 26]: rows far past the 6 positions of the sequence get gradient.
+    assert rows[6:].sum() >= 20 and rows[31]
+    ref.train()
+    ref.zero_grad()
+    ref(x, num_loops=2).square().mean().backward()
+    assert not (ref.pos_emb.weight.grad[6:] != 0).any()
