@@ -69,7 +69,8 @@ def _damaged(d: Path, msg: str) -> CheckpointError:
 
 
 def _torch_load_detail(e: Exception) -> str:
-    """The informative line of a torch.load error, without torch's advice to retry with weights_only=False."""
+    """The informative line of a torch.load or torch.save error, without torch's advice to retry with
+    weights_only=False."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     keep = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation"))
             and "weights_only" not in ln]
@@ -150,6 +151,44 @@ def _discard(p: Path) -> None:
     trash = p.with_name(f".trash-{p.name}-{uuid.uuid4().hex[:8]}")
     p.rename(trash)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_result(path: str | Path, write: Callable[[Path], None], replace: bool = False) -> Path:
+    """Write a result file (a sweep, dynamics, a figure) so that it is whole or absent: `write(tmp)` fills a
+    temporary file in the same folder, which then takes the name `path`. A failure (a full disk) leaves nothing.
+    Without `replace` the name is taken with a hard link, which fails if `path` appeared while the work ran (a
+    second command writing the same --out): the earlier result is never silently replaced."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")  # the suffix names the format
+    try:
+        try:
+            write(tmp)
+            _fsync_file(tmp)
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+        if replace:
+            tmp.replace(path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise UserError(f"{path} appeared while this command ran (another command writing the same --out?); "
+                                "pass --force to replace it, or --out somewhere else") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+def enclosing_checkpoint(path: str | Path) -> Path | None:
+    """A run's `checkpoint/` or `checkpoints/` folder that `path` lies inside, or None. Training replaces the
+    checkpoint and prunes the history, so a file written there would be lost."""
+    for d in Path(path).resolve().parents:
+        if d.name in ("checkpoint", HISTORY) and (has_weights(d) or any((d.parent / f).exists() for f in
+                                                                          ("config.yaml", "metrics.jsonl"))):
+            return d
+    return None
 
 
 def _sha256(f: Path) -> str:
@@ -254,17 +293,23 @@ def write_checkpoint(ckpt_dir: str | Path, weights: dict[str, torch.Tensor],
     tmp = _tmp(ckpt_dir)
     tmp.mkdir()
     step = state.get("step") if state is not None else None
-    write_model(tmp, weights)
-    if state is not None:
-        torch.save(state, tmp / STATE)
-    files = {}
-    for f in sorted(tmp.rglob("*")):
-        if f.is_file():
-            _fsync_file(f)
-            files[f.relative_to(tmp).as_posix()] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
-    manifest = {"format": MANIFEST_FORMAT, "step": int(step) if step is not None else None, "files": files}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    _fsync_file(tmp / MANIFEST)
+    try:
+        write_model(tmp, weights)
+        if state is not None:
+            torch.save(state, tmp / STATE)
+        files = {}
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file():
+                _fsync_file(f)
+                files[f.relative_to(tmp).as_posix()] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+        manifest = {"format": MANIFEST_FORMAT, "step": int(step) if step is not None else None, "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        _fsync_file(tmp / MANIFEST)
+    except (OSError, RuntimeError, SafetensorError) as e:  # a full disk: torch.save says so as a RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing has been swapped yet
+        kept = f"the previous checkpoint in {ckpt_dir} is kept" if ckpt_dir.exists() else "no checkpoint is written"
+        raise CheckpointError(f"could not write the checkpoint of step {step} ({_torch_load_detail(e)}); is the disk "
+                              f"full? {kept}") from None
     _fsync_dir(tmp)
     # The swap. A crash between the two renames leaves only `.old`, which `recover` puts back.
     old = _old(ckpt_dir)
@@ -301,7 +346,8 @@ def save(ckpt_dir: str | Path, model: LoopedTransformer, cfg: Config, state: dic
 def verify(path: str | Path, names: tuple[str, ...] | None = None) -> None:
     """Check files against `manifest.json` (size, then SHA-256): `names`, or every file it lists. A checkpoint
     without a manifest passes; a file the manifest does not list (e.g. a weights-only checkpoint has no trainer
-    state) is skipped."""
+    state) is skipped. Whatever `names` asks for, the manifest must list the weights, and every file it lists
+    must be there: a manifest that vouches for less than the checkpoint holds would let a loss pass."""
     d = resolve(path)
     mf = d / MANIFEST
     if not mf.is_file():
@@ -313,16 +359,21 @@ def verify(path: str | Path, names: tuple[str, ...] | None = None) -> None:
             raise TypeError("files is not a mapping")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise _damaged(d, f"{mf} is unreadable ({type(e).__name__}: {e}); the file is corrupted") from None
+    if WEIGHTS not in files and SHARD_INDEX not in files:
+        raise _damaged(d, f"{mf} lists no weights ({WEIGHTS}); the file is corrupted")
+    for name, rec in files.items():
+        ok = (isinstance(rec, dict) and not Path(name).is_absolute() and ".." not in Path(name).parts
+              and type(rec.get("bytes")) is int and isinstance(rec.get("sha256"), str))
+        if not ok:
+            raise _damaged(d, f"{mf} is unreadable (its entry for {name!r} is not a file record of an integer "
+                              "`bytes` and a string `sha256`); the file is corrupted")
+        if not (d / name).is_file():
+            raise _damaged(d, f"{d / name} is missing (listed in {MANIFEST})")
     for name in files if names is None else names:
         rec = files.get(name)
         if rec is None:
             continue
-        if not isinstance(rec, dict) or Path(name).is_absolute() or ".." in Path(name).parts:
-            raise _damaged(d, f"{mf} is unreadable (its entry for {name!r} is not a file record); the file is "
-                              "corrupted")
         f = d / name
-        if not f.is_file():
-            raise _damaged(d, f"{f} is missing (listed in {MANIFEST})")
         size = f.stat().st_size
         if size != rec.get("bytes"):
             raise _damaged(d, f"{f} has {size} bytes but {MANIFEST} records {rec.get('bytes')}: the file is "
@@ -340,18 +391,32 @@ def load_config(path: str | Path) -> Config:
         raise _damaged(d, f"{f} is missing")
     verify(d, (name,))
     try:
-        return Config.from_dict(json.loads(f.read_text()))
+        raw = json.loads(f.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _damaged(d, f"{f} is not valid JSON ({e}); the file is corrupted") from None
+    if name == CONFIG and isinstance(raw, dict) and "model_type" in raw:  # export-hf output, Ouro, any HF model
+        raise CheckpointError(f"{d} is a Hugging Face model directory (model_type {raw['model_type']!r}), not a looplm "
+                              "run: `looplm analyze`, `looplm eval-lm` and `looplm finetune` (model.name_or_path) read "
+                              "it; sweep, generate, export-hf and train.init_from need a looplm run")
+    try:
+        return Config.from_dict(raw)
     except ConfigError as e:
         raise CheckpointError(f"{f}: {e}") from None
 
 
-def config_diff(a: Config, b: Config, sections: tuple[str, ...] = ("model",)) -> list[str]:
-    """`section.key: a vs b` for every differing field of the given sections."""
+def config_changes(a: Config, b: Config, sections: tuple[str, ...] = ("model",)) -> list[tuple[str, Any, Any]]:
+    """(section.key, a's value, b's value) for every differing field of the given sections."""
     da, db = a.to_dict(), b.to_dict()
-    return [f"{s}.{k}: checkpoint {da[s][k]!r} vs requested {db[s][k]!r}"
-            for s in sections for k in da[s] if da[s][k] != db[s][k]]
+    return [(f"{s}.{k}", da[s][k], db[s][k]) for s in sections for k in da[s] if da[s][k] != db[s][k]]
+
+
+def describe_change(key: str, old: Any, new: Any) -> str:
+    return f"{key}: checkpoint {old!r} vs requested {new!r}"
+
+
+def config_diff(a: Config, b: Config, sections: tuple[str, ...] = ("model",)) -> list[str]:
+    """`section.key: checkpoint a vs requested b` for every differing field of the given sections."""
+    return [describe_change(*c) for c in config_changes(a, b, sections)]
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", expect: Config | None = None

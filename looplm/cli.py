@@ -11,37 +11,50 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from . import checkpoint as ckpt
+from . import rundir
 from .config import load_config
 from .errors import UserError
-from .evaluate import parse_depths, sweep
+from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
 from .loops import training_range
 from .tasks import task_of_checkpoint
-from .train import Interrupted, fit, resolve_device
+from .train import Interrupted, Terminated, fit, resolve_device, set_threads
 
 DEMO_DEPTHS = [1, 2, 3, 4, 8, 16, 32, 64, 100, 200, 300, 500, 1000]
 DEMO_SWEEP = "1:100,125,160,200,250,300,400,500,630,800,1000"
 DEMO_N = 1000
+ANALYZE_N = 256  # analyze's problems without --n (fewer if the split or file holds fewer)
+# What each study writes in its --out (looplm/experiments): a folder holding anything else is refused.
+STUDY_FILES = {"addition": ("runs", "figures", "report.md"),
+               "ouro-mini": ("settings.json", "data", "tasks", "init", "init.tmp", "runs", "figures", "report.md")}
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1) + "\n")
+def _write_json(path: Path, obj: dict, replace: bool = True) -> None:
+    ckpt.write_result(path, lambda f: f.write_text(json.dumps(obj, indent=1) + "\n"), replace)
 
 
 def fresh_outputs(paths: list[Path], force: bool) -> None:
-    """Refuse (before any work) to replace an earlier result unless --force."""
-    if force:
-        return
+    """Refuse, before any work, an output that would be lost or would destroy something: one inside a run's
+    checkpoint folders (training replaces and prunes them), one whose folder is a file, a directory, and
+    (unless --force) an earlier result."""
     for p in paths:
+        inside = ckpt.enclosing_checkpoint(p)
+        if inside is not None:
+            raise UserError(f"--out {p} is inside {inside}, which training replaces and prunes; write it "
+                            "somewhere else (e.g. the run directory)")
+        above = next((a for a in p.parents if a.exists()), None)
+        if above is not None and not above.is_dir():
+            raise UserError(f"cannot write {p}: {above} is a file, not a directory; choose another --out")
         if p.is_dir():
             raise UserError(f"--out {p} is a directory; give the path of the file to write")
-        if p.exists():
+        if p.exists() and not force:
             raise UserError(f"{p} already exists (an earlier result); pass --force to replace it, or --out "
                             "somewhere else")
 
@@ -52,8 +65,8 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def count_arg(lo: int) -> object:
-    """An argparse type: an integer >= lo."""
+def count_arg(lo: int, hi: int | None = None) -> object:
+    """An argparse type: an integer >= lo (and <= hi)."""
     def parse(s: str) -> int:
         try:
             v = int(s)
@@ -61,8 +74,24 @@ def count_arg(lo: int) -> object:
             raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
         if v < lo:
             raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi:,}, got {v:,}")
         return v
     return parse
+
+
+class SetAction(argparse.Action):
+    """`--set SECTION.KEY=VALUE`, repeatable. A key given twice is refused, as a duplicate YAML key is: which of
+    the two values was meant would be a guess."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: str,
+                 option_string: str | None = None) -> None:
+        given = list(getattr(namespace, self.dest) or [])  # a copy: the default list is shared between parses
+        key = value.split("=", 1)[0].strip()
+        first = next((g for g in given if "=" in value and g.split("=", 1)[0].strip() == key), None)
+        if first is not None:
+            parser.error(f"argument --set: {key} given twice ({first}, then {value}); give each key once")
+        setattr(namespace, self.dest, [*given, value])
 
 
 def real_arg(positive: bool) -> object:
@@ -84,14 +113,22 @@ def cmd_train(config: str, out: str, overrides: list[str], resume: bool = False,
     return fit(cfg, out, resume=resume, progress=progress)
 
 
-def eval_problems(task, cfg, data: str | None, n: int | None):
+def eval_problems(task, cfg, data: str | None, n: int | None, default: int | None = None):
     """(batch, source): the first n problems of a file of the user's (the task's format), or n of the held-out
-    split (default data.test_size)."""
+    split. Without n: `default` problems, or fewer if there are fewer (default: all, the split's data.test_size).
+    An n larger than what exists is refused: a result on fewer problems than asked for would pass for n."""
+    want = n if n is not None else default
     if data is not None:
         if not hasattr(task, "load_eval"):
             raise ValueError(f"the {cfg.data.task} task reads no --data file")
-        return task.load_eval(data, n), str(data)
-    return task.held_out(n if n is not None else cfg.data.test_size), f"held-out split (seed {cfg.data.test_seed})"
+        batch, source = task.load_eval(data, want), str(data)
+    else:
+        batch = task.held_out(want if want is not None else cfg.data.test_size)
+        source = f"held-out split (seed {cfg.data.test_seed})"
+    if n is not None and len(batch) < n:
+        where = data if data is not None else f"the held-out split (data.test_size={cfg.data.test_size})"
+        raise ValueError(f"--n {n}: {where} holds only {len(batch)} problems; ask for at most {len(batch)}")
+    return batch, source
 
 
 def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | None = None,
@@ -142,10 +179,13 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
         if len(i) >= cfg.model.max_seq_len:
             raise ValueError(f"prompt {p!r} has {len(i)} tokens; the model's position table holds "
                              f"{cfg.model.max_seq_len}")
+    vocab = task.tok.vocab_size  # the model's head may be wider (model.vocab_size): only ids the task can decode
     if use_cache or exit_tol is not None or exit_stable is not None:
-        outs, used = generate_cached(model, ids, n_loops, cfg.model.max_seq_len, task.eos_id, exit_tol, exit_stable)
+        outs, used = generate_cached(model, ids, n_loops, cfg.model.max_seq_len, task.eos_id, exit_tol, exit_stable,
+                                     vocab=vocab)
     else:
-        outs = generate(model, ids, n_loops, cfg.model.max_seq_len, task.eos_id, task.pad_id, cfg.model.max_seq_len)
+        outs = generate(model, ids, n_loops, cfg.model.max_seq_len, task.eos_id, task.pad_id, cfg.model.max_seq_len,
+                        vocab=vocab)
         used = [[n_loops] * (len(o) + 1) for o in outs]
     # An answer task's answer ends with the end token; a language model's continuation simply fills the positions.
     cut = "" if task.scored_by == "perplexity" else \
@@ -205,32 +245,33 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     return sw
 
 
-def cmd_plot(inputs: list[str], out: str, labels: list[str] | None = None) -> list[Path]:
-    """Accuracy overlay at `out`; for each dynamics.json also its diagnostics panel and PCA trajectories."""
+def cmd_plot(inputs: list[str], out: str, labels: list[str] | None = None, force: bool = False) -> list[Path]:
+    """Accuracy overlay at `out`; for each dynamics.json also its diagnostics panel and PCA trajectories. An
+    existing figure is replaced only with `force`."""
     from .plots import plot_inputs
 
-    return plot_inputs(inputs, out, labels)
+    return plot_inputs(inputs, out, labels, before=lambda paths: fresh_outputs(paths, force), replace=force)
 
 
-def _run_dir(checkpoint: str) -> Path:
-    """Where outputs go by default: the run directory of a looplm checkpoint, or the HF model directory."""
+def default_out_dir(checkpoint: str) -> Path:
+    """Where outputs go by default: the run directory of a checkpoint (the latest or one of the history), or an
+    HF model directory of its own (Ouro, an export)."""
     from .hf.analysis import find_model_dir
 
     hf_dir = find_model_dir(checkpoint)
-    if hf_dir is not None:
-        return hf_dir.parent if hf_dir.name == "checkpoint" else hf_dir
-    return ckpt.resolve(checkpoint).parent
+    if hf_dir is not None and hf_dir.name != "checkpoint" and hf_dir.parent.name != ckpt.HISTORY:
+        return hf_dir
+    d = (hf_dir or ckpt.resolve(checkpoint)).parent
+    return d.parent if d.name == ckpt.HISTORY else d
 
 
-def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str | None = None,
+def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, data: str | None = None,
                 spectral_depths: str = "auto", spectral_n: int = 16, iters: int = 60, tol: float = 1e-3,
                 method: str = "arnoldi", hutchinson: int = 8, pca_n: int = 8, seed: int = 0,
                 batch_size: int = 256, device: str = "auto", progress: bool = True, threads: int = 1,
                 before: object = None) -> dict:
     """Per-loop latent dynamics of a checkpoint on held-out problems (looplm.dynamics.diagnose); `before()` runs
     once the inputs are read, before the work."""
-    import torch
-
     from .dynamics import diagnose, log_spaced
 
     ds = parse_depths(depths)
@@ -242,8 +283,7 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str 
         sdeps = parse_depths(spectral_depths)
         if not set(sdeps) <= set(ds):
             raise ValueError(f"--spectral-depths {sorted(set(sdeps) - set(ds))} are not among --depths")
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads, "--threads")
     kw = {"spectral_depths": sdeps, "spectral_n": spectral_n if sdeps else 0, "iters": iters, "tol": tol,
           "method": method, "hutchinson_samples": hutchinson, "pca_n": pca_n, "batch_size": batch_size,
           "seed": seed, "progress": progress}
@@ -256,9 +296,9 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int = 256, data: str 
         require_hf("analyze (an HF model directory)")
         from .hf.analysis import analyze_hf
 
-        return analyze_hf(hf_dir, data, ds, n, resolve_device(device), before=before, **kw)
+        return analyze_hf(hf_dir, data, ds, n, resolve_device(device), default_n=ANALYZE_N, before=before, **kw)
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
-    batch, source = eval_problems(task_of_checkpoint(cfg, checkpoint), cfg, data, n)
+    batch, source = eval_problems(task_of_checkpoint(cfg, checkpoint), cfg, data, n, default=ANALYZE_N)
     if before is not None:
         before()
     res = diagnose(model, batch, ds, **kw)
@@ -276,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model from a preset or YAML config")
     t.add_argument("--config", required=True, help="YAML file or preset name (addition-prenorm-stars, ...)")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    t.add_argument("--set", dest="overrides", action=SetAction, default=[], metavar="SECTION.KEY=VALUE")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true",
                    help="continue the checkpoint in --out (starts fresh if there is none yet, so a restart "
@@ -304,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="greedy decoding, batched, with a KV cache per (loop, block)")
     g.add_argument("checkpoint")
     g.add_argument("prompts", nargs="+", help='e.g. "1234+5678="')
-    g.add_argument("--loops", type=count_arg(1), help="loop count, or the cap with an exit rule "
+    g.add_argument("--loops", type=count_arg(1, MAX_DEPTH), help="loop count, or the cap with an exit rule "
                    "(default: loops.num_loops of the checkpoint)")
     g.add_argument("--device", default="auto")
     g.add_argument("--exit-tol", type=real_arg(False), help="stop looping a token once ||h(t)-h(t-1)||/||h(t)|| < this")
@@ -316,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the STARS recipe on addition, trained in two stages, swept to 1000 loops, with "
                        "its dynamics and figures")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    d.add_argument("--set", dest="overrides", action=SetAction, default=[], metavar="SECTION.KEY=VALUE")
     d.add_argument("--n", type=count_arg(1), default=DEMO_N, help="held-out problems for the sweep")
     d.add_argument("--no-progress", action="store_true")
 
@@ -339,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("checkpoint", help="run directory or its checkpoint/ folder, or an HF looped model directory "
                     "(Ouro, `looplm export-hf` output, a `looplm finetune` run; needs --data and the hf extra)")
     an.add_argument("--depths", default="1:100", help="depths to analyze, e.g. 1:100 (every depth is cheap)")
-    an.add_argument("--n", type=count_arg(1), default=256, help="held-out problems for the cheap per-depth statistics")
+    an.add_argument("--n", type=count_arg(1), help=f"held-out problems for the cheap per-depth statistics (default: "
+                    f"{ANALYZE_N}, or all there are if fewer)")
     an.add_argument("--out", help="output directory for dynamics.json and figures (default: the run directory)")
     an.add_argument("--force", action="store_true", help="replace an existing dynamics.json and its figures")
     an.add_argument("--data", help="JSONL with num1/num2/answer rows (default: the held-out split); for an HF "
@@ -367,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", required=True,
                     help="PNG path of the accuracy overlay; dynamics figures go next to it (<stem>-dynamics.png, "
                          "<stem>-trajectories.png)")
+    pl.add_argument("--force", action="store_true", help="replace existing figures")
 
     from .hf.commands import add_parsers as add_hf_parsers  # finetune, export-hf, eval-lm (no transformers import)
 
@@ -374,21 +416,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The CLI. Ctrl-C anywhere in it prints `error: interrupted` and exits 130; SIGTERM is made to do the same
+    (`error: terminated`, 143); training handles both by saving a checkpoint first (looplm.train.fit)."""
+    on_main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+    prev = signal.signal(signal.SIGTERM, _terminated) if on_main else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:
+        term = isinstance(e, Terminated)
+        print(f"error: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
+        return 143 if term else 130
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or one error line from _Parser
         return int(e.code or 0)
     try:
+        if args.cmd == "study":  # before any work: a file, or a folder of other files, is no study directory
+            rundir.check_owned(Path(args.out), STUDY_FILES[args.task], f"a `looplm study {args.task}` directory")
         if args.cmd == "train":
             run = cmd_train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
             print(f"run written to {run}")
         elif args.cmd == "sweep":
-            out = Path(args.out) if args.out else ckpt.resolve(args.checkpoint).parent / "sweep.json"
+            out = Path(args.out) if args.out else default_out_dir(args.checkpoint) / "sweep.json"
+            outs = [out, *([out.with_suffix(".png")] if args.sizes else [])]
             res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
                             not args.no_progress, args.exit_tol, args.exit_stable,
-                            before=lambda: fresh_outputs([out], args.force), sizes=args.sizes)
-            _write_json(out, res)
+                            before=lambda: fresh_outputs(outs, args.force), sizes=args.sizes)
+            _write_json(out, res, args.force)
             shown = res["depths"] if len(res["depths"]) <= 16 else \
                 [d for d in res["depths"] if d in set(DEMO_DEPTHS) | {res["depths"][-1]}]
             if "sizes" in res:
@@ -397,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                 for k, (s, acc) in enumerate(zip(res["sizes"], res["accuracy_by_size"], strict=True)):
                     table = depth_table({"depths": res["depths"], "accuracy": acc}, shown, f"size {s:<3d}")
                     print(table if k == 0 else table.splitlines()[1])
-                print(f"wrote {plot_size_depth(res, out.with_suffix('.png'))}")
+                print(f"wrote {plot_size_depth(res, out.with_suffix('.png'), replace=args.force)}")
             else:
                 print(depth_table(res, shown, "ppl" if res["scored_by"] == "perplexity" else "accuracy",
                                   "ppl" if res["scored_by"] == "perplexity" else "accuracy"))
@@ -431,32 +496,31 @@ def main(argv: list[str] | None = None) -> int:
             grid = quick_grid() if args.quick else full_grid()
             print(f"wrote {run_study(args.out, grid, args.quick, args.jobs, not args.no_progress, args.only)}")
         elif args.cmd == "analyze":
-            out_dir = Path(args.out) if args.out else _run_dir(args.checkpoint)
+            out_dir = Path(args.out) if args.out else default_out_dir(args.checkpoint)
+            figures = [] if args.no_plot else ["dynamics.png", *(["trajectories.png"] if args.pca_n else [])]
+            outs = [out_dir / f for f in ["dynamics.json", *figures]]  # every file it will write, checked first
             res = run_analyze(args.checkpoint, args.depths, args.n, args.data, args.spectral_depths,
                               args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
                               args.seed, args.batch_size, args.device, not args.no_progress, args.threads,
-                              before=lambda: fresh_outputs([out_dir / "dynamics.json"], args.force))
-            _write_json(out_dir / "dynamics.json", res)
+                              before=lambda: fresh_outputs(outs, args.force))
+            _write_json(out_dir / "dynamics.json", res, args.force)
             print(f"wrote {out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)")
             if not args.no_plot:
                 from .plots import plot_dynamics, plot_trajectories
 
-                print(f"wrote {plot_dynamics(res, out_dir / 'dynamics.png')}")
+                print(f"wrote {plot_dynamics(res, out_dir / 'dynamics.png', replace=args.force)}")
                 if res["pca"]["samples"]:
-                    print(f"wrote {plot_trajectories(res, out_dir / 'trajectories.png')}")
+                    print(f"wrote {plot_trajectories(res, out_dir / 'trajectories.png', replace=args.force)}")
         elif args.cmd in ("finetune", "export-hf", "eval-lm"):
             from .hf.commands import run as run_hf  # imports transformers only now
 
             run_hf(args)
         elif args.cmd == "plot":
-            for f in cmd_plot(args.inputs, args.out, args.labels):
+            for f in cmd_plot(args.inputs, args.out, args.labels, args.force):
                 print(f"wrote {f}")
     except Interrupted as e:
         print(f"error: {e}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        return e.code
     except (UserError, ValueError, OSError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -47,6 +47,7 @@ TOKENIZERS = ("char", "byte", "bpe")
 DEVICES = ("auto", "cpu", "cuda")
 STRATEGIES = ("ddp", "fsdp")
 CHAT_FORMATS = ("auto", "messages", "prompt_response")
+MAX_SEED = 2**32 - 1
 
 
 # --- YAML, read strictly -------------------------------------------------------------------------------------
@@ -198,6 +199,8 @@ class LoopsConfig:
                f"min_loops={self.min_loops} exceeds max_loops={self.max_loops}")
         _check(self.sigma > 0, s, "sigma", f"must be > 0, got {self.sigma}")
         _check(self.rate > 0, s, "rate", f"must be > 0, got {self.rate}")
+        # torch's Poisson sampler wraps around past 2**63 (a huge rate would draw the fewest loops, not the most)
+        _check(self.rate <= 1e15, s, "rate", f"must be <= 1e15, got {self.rate}")
         _check(self.curriculum_steps >= 0, s, "curriculum_steps", "must be >= 0")
         _check(self.backprop_loops >= 0, s, "backprop_loops", "must be >= 0 (0 = full backprop)")
 
@@ -260,6 +263,7 @@ class DataConfig:
         _choice(s, "tokenizer", self.tokenizer, TOKENIZERS)
         _check(1 <= self.digits <= 9, s, "digits", f"must be in 1..9, got {self.digits}")
         _check(self.test_size >= 1, s, "test_size", "must be >= 1")
+        _check(0 <= self.test_seed <= MAX_SEED, s, "test_seed", f"must be in 0..{MAX_SEED}, got {self.test_seed}")
         _check(0.0 < self.test_fraction < 1.0, s, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")
         _check(self.window >= 1, s, "window", "must be >= 1")
         _check(self.bpe_vocab >= 260, s, "bpe_vocab", "a byte-level BPE needs at least 260 tokens")
@@ -355,6 +359,8 @@ class TrainConfig:
         for k in ("steps", "epochs", "warmup_steps", "eval_every", "checkpoint_every", "threads", "seed",
                   "micro_batch_size"):
             _check(getattr(self, k) >= 0, s, k, f"must be >= 0, got {getattr(self, k)}")
+        # The generators are seeded with seed·1000 + k (and seed·100003 + epoch), which must fit in 64 bits.
+        _check(self.seed <= MAX_SEED, s, "seed", f"must be in 0..{MAX_SEED}, got {self.seed}")
         _check(self.steps > 0 or self.epochs > 0, s, "steps", "set steps > 0, or epochs > 0 with steps = 0")
         _check(self.lr > 0, s, "lr", f"must be > 0, got {self.lr}")
         _check(0 <= self.min_lr <= self.lr, s, "min_lr", "must be in [0, lr]")
@@ -490,7 +496,9 @@ def build_sections(d: Any, types: dict[str, type], base: dict[str, dict[str, Any
         raise ConfigError(f"unknown config section(s) {sorted(unknown)}; valid sections: {', '.join(types)}")
     built = {}
     for name, sub_cls in types.items():
-        values = d.get(name) or {}
+        values = d.get(name)
+        if values is None:  # absent, or `model:` with nothing under it: the defaults
+            values = {}
         if not isinstance(values, dict):
             raise ConfigError(f"section {name!r} must be a mapping, got {type(values).__name__}")
         built[name] = _build_section(name, sub_cls, {**(base or {}).get(name, {}), **values})
@@ -530,7 +538,8 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"config {p} cannot be read: {e}") from None
-    return parse_yaml(text, str(p)) or {}
+    doc = parse_yaml(text, str(p))
+    return {} if doc is None else doc  # an empty file: the defaults; anything else must be a mapping
 
 
 def load_config(path_or_preset: str | Path | None, overrides: list[str] | None = None) -> Config:

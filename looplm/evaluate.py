@@ -110,38 +110,40 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     n_scored = int((batch.targets != IGNORE).sum())
     chunks = range(0, n, batch_size)
     bar = tqdm(total=len(chunks) * max(depths), desc="sweep", unit="loop", disable=not progress)
-    for s in chunks:
-        ids = batch.input_ids[s : s + batch_size].to(device)
-        tgt = batch.targets[s : s + batch_size].to(device)
-        mask = tgt != IGNORE  # (b, T) answer positions
-        tok_valid = batch.mask[s : s + batch_size].to(device)
+    try:
+        for s in chunks:
+            ids = batch.input_ids[s : s + batch_size].to(device)
+            tgt = batch.targets[s : s + batch_size].to(device)
+            mask = tgt != IGNORE  # (b, T) answer positions
+            tok_valid = batch.mask[s : s + batch_size].to(device)
 
-        tracker = ExitTracker(exit_tol, exit_stable, max(depths), tok_valid, mask, tgt) if use_exit else None
-        h0, ctx = model.embed(ids, tok_valid)
+            tracker = ExitTracker(exit_tol, exit_stable, max(depths), tok_valid, mask, tgt) if use_exit else None
+            h0, ctx = model.embed(ids, tok_valid)
 
-        def keep(t: int, h: torch.Tensor, s=s, tgt=tgt, mask=mask, tok_valid=tok_valid, tracker=tracker,
-                 ctx=ctx) -> None:
-            bar.update(1)
+            def keep(t: int, h: torch.Tensor, s=s, tgt=tgt, mask=mask, tok_valid=tok_valid, tracker=tracker,
+                     ctx=ctx) -> None:
+                bar.update(1)
+                if tracker is not None:
+                    tracker.update(t, h, model.readout(h, ctx).argmax(dim=-1))
+                    if t == max(depths):
+                        exit_depth[s : s + len(tgt)] = tracker.depth.cpu()
+                        exit_correct[s : s + len(tgt)] = tracker.correct.cpu()
+                if t not in want:
+                    return
+                i = want[t]
+                logits = model.readout(h, ctx)  # (b, T, V)
+                pred = logits.argmax(dim=-1)  # (b, T)
+                nll_sum[i] += F.cross_entropy(logits[mask].double(), tgt[mask], reduction="sum").cpu()
+                ok = ((pred == tgt) | ~mask).all(dim=1)
+                correct[i, s : s + len(ok)] = ok.cpu()
+                per_tok = h.float().norm(dim=-1)  # (b, T)
+                norm_sum[i] += ((per_tok * tok_valid).sum(1) / tok_valid.sum(1)).sum().double().cpu()
+
             if tracker is not None:
-                tracker.update(t, h, model.readout(h, ctx).argmax(dim=-1))
-                if t == max(depths):
-                    exit_depth[s : s + len(tgt)] = tracker.depth.cpu()
-                    exit_correct[s : s + len(tgt)] = tracker.correct.cpu()
-            if t not in want:
-                return
-            i = want[t]
-            logits = model.readout(h, ctx)  # (b, T, V)
-            pred = logits.argmax(dim=-1)  # (b, T)
-            nll_sum[i] += F.cross_entropy(logits[mask].double(), tgt[mask], reduction="sum").cpu()
-            ok = ((pred == tgt) | ~mask).all(dim=1)
-            correct[i, s : s + len(ok)] = ok.cpu()
-            per_tok = h.float().norm(dim=-1)  # (b, T)
-            norm_sum[i] += ((per_tok * tok_valid).sum(1) / tok_valid.sum(1)).sum().double().cpu()
-
-        if tracker is not None:
-            tracker.prev_h = h0
-        run_loop(model, h0, ctx, max(depths), keep=keep)
-    bar.close()
+                tracker.prev_h = h0
+            run_loop(model, h0, ctx, max(depths), keep=keep)
+    finally:  # interrupted too: the bar's line ends before an error line is printed
+        bar.close()
     ce = nll_sum / max(1, n_scored)
     if use_exit:
         return SweepResult(list(depths), correct, (norm_sum / n).float(), ce, exit_depth, exit_correct,

@@ -49,12 +49,13 @@ def _check_prompts(prompts: list[list[int]], max_len: int | None) -> None:
 @torch.inference_mode()
 def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, max_new_tokens: int,
              eos_id: int, pad_id: int = 0, max_len: int | None = None, use_cache: bool = False,
-             exit_tol: float | None = None, exit_stable: int | None = None) -> Generated:
+             exit_tol: float | None = None, exit_stable: int | None = None, vocab: int | None = None) -> Generated:
     """Batched greedy decoding at `num_loops` loops, stopping each row at `eos_id` (not returned) or when the
     sequence reaches `max_len` positions (then `finished` says it was cut off). `use_cache=True`, or an exit
-    rule, decodes with `generate_cached`."""
+    rule, decodes with `generate_cached`. `vocab`: choose only among ids below it (the tokenizer's), for a
+    model whose head is wider than its tokenizer can decode."""
     if use_cache or exit_tol is not None or exit_stable is not None:
-        return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable)[0]
+        return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab)[0]
     model.eval()
     device = next(model.parameters()).device
     if not prompts:
@@ -79,7 +80,7 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
         width = int(cur[active].max())
         ids = buf[:, :width]
         h0, ctx = model.embed(ids, pos[:width][None, :] < cur[:, None])
-        logits = model.readout(run_loop(model, h0, ctx, num_loops), ctx)  # (B, width, V)
+        logits = model.readout(run_loop(model, h0, ctx, num_loops), ctx)[..., :vocab]  # (B, width, V)
         nxt = logits[rows, (cur - 1).clamp(max=width - 1)].argmax(dim=-1)  # (B,)
         for i in torch.nonzero(active).flatten().tolist():
             tok = int(nxt[i])
@@ -143,13 +144,14 @@ def _cached_step(model: LoopedTransformer, cache: KVCache, ids: torch.Tensor, st
 
 @torch.inference_mode()
 def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loops: int, max_new_tokens: int,
-                    eos_id: int, exit_tol: float | None = None, exit_stable: int | None = None
-                    ) -> tuple[Generated, list[list[int]]]:
+                    eos_id: int, exit_tol: float | None = None, exit_stable: int | None = None,
+                    vocab: int | None = None) -> tuple[Generated, list[list[int]]]:
     """Batched greedy decoding with a KV cache per (loop, block) and an optional per-token exit rule.
 
     Returns (tokens, loops): each row's generated tokens (EOS excluded) and the loops used to produce each
     of them (its EOS included, as the last entry when it stopped at EOS). `num_loops` is the depth without an
     exit rule, and the cap with one. Prompts are grouped by length, and each group decodes in lockstep.
+    `vocab` as in `generate`.
     """
     if not isinstance(model, LoopedTransformer):
         raise TypeError(f"KV-cached generation is written for looplm's LoopedTransformer, not "
@@ -175,7 +177,7 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
         done = torch.zeros(len(rows), dtype=torch.bool, device=device)
         steps = min(max_new_tokens, max_len - plen)
         for k in range(steps):
-            nxt = logits.argmax(-1)
+            nxt = logits[:, :vocab].argmax(-1)
             for r, i in enumerate(rows):
                 if done[r]:
                     continue

@@ -36,7 +36,8 @@ def sample_poisson(gen: torch.Generator, rate: float, lo: int, hi: int) -> int:
 def sample_lognormal(gen: torch.Generator, mu: float, sigma: float, lo: int, hi: int) -> int:
     """round(exp(N(mu, sigma^2))), clipped to [lo, hi]. STARS on addition: mu=2, sigma=0.7, [1, 100]."""
     z = torch.randn(1, generator=gen, dtype=torch.float64).item()
-    return _clip(int(round(math.exp(mu + sigma * z))), lo, hi)
+    # Capped in log space: exp of a huge mu would overflow, and any value above hi is clipped to hi anyway.
+    return _clip(int(round(math.exp(min(mu + sigma * z, math.log(hi) + 1.0)))), lo, hi)
 
 
 def sample_loops(cfg: LoopsConfig, gen: torch.Generator, step: int = 0) -> int:

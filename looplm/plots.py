@@ -6,6 +6,7 @@ Matplotlib runs on the Agg backend: no display is needed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -14,13 +15,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _save(fig: plt.Figure, out: str | Path) -> Path:
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+def _save(fig: plt.Figure, out: str | Path, replace: bool = True, tight: bool = True) -> Path:
+    """Write the figure whole or not at all; without `replace`, never over a file that exists
+    (looplm.checkpoint.write_result)."""
+    from .checkpoint import write_result
+
+    if tight:
+        fig.tight_layout()
+    try:
+        return write_result(out, fig.savefig, replace)
+    finally:
+        plt.close(fig)
 
 
 def read_json(path: str | Path) -> dict:
@@ -62,7 +67,7 @@ def _check_doc(doc: object, p: Path) -> None:
 
 
 def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match vs loop count",
-                  ylabel: str = "exact match (%)") -> Path:
+                  ylabel: str = "exact match (%)", replace: bool = True) -> Path:
     """Overlay accuracy-vs-depth curves; each sweep dict may carry `label` and `train_loops` [lo, hi],
     which is shaded so extrapolation beyond the training range is visible at a glance."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=130)
@@ -84,10 +89,10 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title + "  (shaded: loop counts seen in training)", fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
-    return _save(fig, out)
+    return _save(fig, out, replace)
 
 
-def plot_size_depth(res: dict, out: str | Path) -> Path:
+def plot_size_depth(res: dict, out: str | Path, replace: bool = True) -> Path:
     """Exact match by (instance size, loops) for a size-graded task: a heatmap, training sizes and loop counts
     marked, so a reader sees at once whether more loops solve larger instances."""
     acc = [[100 * a for a in row] for row in res["accuracy_by_size"]]
@@ -105,7 +110,7 @@ def plot_size_depth(res: dict, out: str | Path) -> Path:
     fig.colorbar(im, ax=ax, label="exact match (%)")
     ax.set_title(f"{res.get('label', '')}: exact match by size and depth (dashed: sizes seen in training)",
                  fontsize=9)
-    return _save(fig, out)
+    return _save(fig, out, replace)
 
 
 # --- inputs ----------------------------------------------------------------------------------------------
@@ -125,10 +130,12 @@ def read_inputs(path: str | Path) -> list[dict]:
     return [read_json(p)]
 
 
-def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = None) -> list[Path]:
+def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = None,
+                before: Callable[[list[Path]], None] | None = None, replace: bool = True) -> list[Path]:
     """Draw everything the inputs hold: the accuracy overlay at `out` (one curve per input: its sweep, or
     its dynamics' accuracy when it has no sweep), and per dynamics.json the diagnostics panel and the PCA
-    trajectories next to it (`<out stem>-dynamics.png`, `<out stem>-trajectories.png`)."""
+    trajectories next to it (`<out stem>-dynamics.png`, `<out stem>-trajectories.png`). `before(paths)` sees
+    every figure to be written once the inputs are read, before any is drawn."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must be a .png path, got {out}")
@@ -144,16 +151,19 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         dyn = [d for d in docs if is_dynamics(d)]
         curves.append(sweeps[0] if sweeps else dyn[0])
         dyns.extend(dyn)
+    jobs = [(plot_accuracy, curves, out)]
+    for k, d in enumerate(dyns):
+        suffix = "" if len(dyns) == 1 else f"-{k + 1}"
+        jobs.append((plot_dynamics, d, out.with_name(f"{out.stem}-dynamics{suffix}.png")))
+        if d["pca"]["samples"]:  # analyze --pca-n 0 keeps no trajectories
+            jobs.append((plot_trajectories, d, out.with_name(f"{out.stem}-trajectories{suffix}.png")))
+    if before is not None:
+        before([path for _, _, path in jobs])
     try:  # the documents are the user's files: a field of the wrong shape is their error, not a crash
-        written = [plot_accuracy(curves, out)]
-        for k, d in enumerate(dyns):
-            suffix = "" if len(dyns) == 1 else f"-{k + 1}"
-            written.append(plot_dynamics(d, out.with_name(f"{out.stem}-dynamics{suffix}.png")))
-            written.append(plot_trajectories(d, out.with_name(f"{out.stem}-trajectories{suffix}.png")))
+        return [draw(doc, path, replace=replace) for draw, doc, path in jobs]
     except (KeyError, TypeError, IndexError, ValueError) as e:
         raise ValueError(f"{', '.join(inputs)}: a field is missing or has the wrong shape for plotting "
                          f"({type(e).__name__}: {e})") from None
-    return written
 
 
 # --- dynamics ------------------------------------------------------------------------------------------------
@@ -179,7 +189,7 @@ def _band(ax, depths: list[int], series: dict, color: str, label: str | None = N
     ax.plot(depths, clean(series["q50"]), color=color, lw=1.6, marker=marker, ms=4, label=label)
 
 
-def plot_dynamics(dyn: dict, out: str | Path) -> Path:
+def plot_dynamics(dyn: dict, out: str | Path, replace: bool = True) -> Path:
     """Eight panels against the loop count t: exact match, state norm, step residual, distance to the final
     state, predictive entropy, ρ(∂Φ/∂h), σ_max and the RMS singular value, and the fraction of spectral
     estimates that converged. Lines are medians over samples, bands the 10-90% quantiles; the grey span is
@@ -265,10 +275,10 @@ def plot_dynamics(dyn: dict, out: str | Path) -> Path:
     label = dyn.get("label") or "run"
     fig.suptitle(f"Latent dynamics per loop: {label}.  Lines: median over samples, bands: 10–90% quantiles; "
                  "grey: loop counts seen in training. Jacobians on real (non-pad) tokens only.", fontsize=10.5)
-    return _save(fig, out)
+    return _save(fig, out, replace)
 
 
-def plot_trajectories(dyn: dict, out: str | Path, max_samples: int = 5) -> Path:
+def plot_trajectories(dyn: dict, out: str | Path, max_samples: int = 5, replace: bool = True) -> Path:
     """Each sample's trajectory over the loops, projected on that sample's own top-2 principal components
     and colored by the loop count: the states h(t) (top row) and, where stored, their per-token directions
     h/||h|| (bottom row), which an internal norm's drift of ||h|| cannot dominate."""
@@ -318,11 +328,7 @@ def plot_trajectories(dyn: dict, out: str | Path, max_samples: int = 5) -> Path:
     fig.colorbar(sm, ax=axes, fraction=0.025, pad=0.02).set_label("loop t")
     label = dyn.get("label") or "run"
     fig.suptitle(f"Trajectories over the loops, 2-D PCA per sample (real tokens, T·D dims): {label}", fontsize=10)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out, replace, tight=False)  # the layout is constrained already
 
 
 def plot_dynamics_overlay(dyns: list[dict], out: str | Path, title: str = "Latent dynamics") -> Path:

@@ -51,9 +51,13 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
         with lock(out, create=False):  # another process writing here is the first thing to say
             pass
     latest = out / "checkpoint"
-    if latest.is_symlink():
-        raise UserError(f"{latest} is a symbolic link; looplm writes checkpoint/ itself (replace the link with the "
-                        "folder it points to, or choose another --out)")
+    for d in (latest, out / "checkpoint.old", out / "checkpoint.tmp", out / ckpt.HISTORY):  # folders looplm renames
+        if d.is_symlink():
+            raise UserError(f"{d} is a symbolic link; looplm writes {d.name}/ itself (replace the link with the "
+                            "folder it points to, or choose another --out)")
+        if d.exists() and not d.is_dir():
+            raise UserError(f"{d} is a file; looplm writes {d.name}/ there itself (move the file away, or choose "
+                            "another --out)")
     names = {p.name for p in out.iterdir()}
     try:
         found = ckpt.resolve(latest)
@@ -69,24 +73,39 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
             raise UserError(f"{out} holds a looplm run that has no checkpoint yet ({', '.join(partial)}); pass "
                             "--resume to start it again, or choose another --out")
         if names - {LOCK}:
-            raise UserError(f"{out} is not empty and is not a looplm run ({', '.join(sorted(names)[:3])}"
-                            f"{', ...' if len(names) > 3 else ''}); choose a new or empty --out")
+            raise _not_empty(out, names, "a looplm run")
         return None
     check_metrics(out / "metrics.jsonl")
     problems = []
+    if found is None and history:
+        problems.append(f"{latest} {'holds no weights' if latest.exists() else 'is missing'}")
     for d in ([found] if found is not None else []) + [d for _, d in reversed(history)]:
         why = _whole(d)
         if why is None:
-            if problems and not held:
+            if problems and not held:  # not the latest checkpoint: say which one, and why
                 print(f"resuming from {d}: " + "; ".join(problems), file=sys.stderr)
             return d
         problems.append(why)
     if problems:
         raise ckpt.CheckpointError(f"no checkpoint in {out} is whole: " + "; ".join(problems))
     if names - {LOCK} and not names & {"config.yaml", "metrics.jsonl"}:
-        raise UserError(f"{out} is not empty and is not a looplm run ({', '.join(sorted(names)[:3])}"
-                        f"{', ...' if len(names) > 3 else ''}); choose a new or empty --out")
+        raise _not_empty(out, names, "a looplm run")
     return None  # a run that stopped before its first checkpoint: --resume starts it again
+
+
+def _not_empty(out: Path, names: set[str], what: str) -> UserError:
+    return UserError(f"{out} is not empty and is not {what} ({', '.join(sorted(names)[:3])}"
+                     f"{', ...' if len(names) > 3 else ''}); choose a new or empty --out")
+
+
+def check_owned(out: Path, names: tuple[str, ...], what: str) -> None:
+    """Refuse, reading only, an --out that is a file or a directory holding anything but `names` (what `what`
+    writes there): a command that writes a tree of its own must not mix it into other files."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
+    foreign = {p.name for p in out.iterdir()} - set(names) if out.is_dir() else set()
+    if foreign:
+        raise _not_empty(out, foreign, what)
 
 
 def check_metrics(path: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -55,7 +56,25 @@ class TrainingDiverged(UserError, RuntimeError):
 
 
 class Interrupted(UserError):
-    """Ctrl-C: the run saved a checkpoint at the last finished step and stopped."""
+    """Ctrl-C or SIGTERM: the run saved a checkpoint at the last finished step and stopped. `code` is the exit
+    status the CLI gives: 130 for Ctrl-C (SIGINT), 143 for SIGTERM (128 + the signal, as a shell reports it)."""
+
+    def __init__(self, message: str, code: int = 130):
+        super().__init__(message)
+        self.code = code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM where no training loop handles it: stop at once, as Ctrl-C does (the CLI exits 143)."""
+
+
+# What a resume may change (docs/reliability.md): how long the run goes on, the optimizer's settings, and where and
+# how it runs and logs. Any other change (the data, the loops, the regularizer, the seed) would make it another
+# run, and fewer train.keep_checkpoints would delete the history: those are refused.
+RESUMABLE = {"train." + k for k in (
+    "steps", "epochs", "stop_at_acc", "lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip",
+    "log_every", "eval_every", "eval_size", "checkpoint_every", "max_bad_steps", "device", "threads", "strategy",
+    "micro_batch_size", "bf16", "logger", "init_from")}
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -72,6 +91,16 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         return dev
     raise UserError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+
+
+def set_threads(n: int, name: str) -> None:
+    """torch's CPU threads (0: its default). More than the machine's cores is refused: torch crashes (a segfault)
+    on absurd counts, and more threads than cores only slow a job down."""
+    cores = os.cpu_count() or 1
+    if n > cores:
+        raise UserError(f"{name}={n} exceeds this machine's {cores} CPU cores (0 = torch's default)")
+    if n:
+        torch.set_num_threads(n)
 
 
 def lr_at(step: int, cfg: Config, total: int | None = None) -> float:
@@ -239,8 +268,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         task = make_task(cfg, tokenizers.load(src) if src is not None else None)
         cfg = with_task_vocab(cfg, task)
     _check_model(src, cfg)
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    changed = _check_resume(src, cfg, out) if src is not None else []
+    set_threads(t.threads, "train.threads")
     if cfg.kind == "hf":
         from .hf.finetune import hf_run
 
@@ -248,7 +277,18 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     else:
         _check_memory(cfg, micro)
         run = native_run(cfg, device, src, model, task)
-    state = _read_state(src, cfg, world) if src is not None else None
+    total = t.steps or t.epochs * math.ceil(run.task.size / t.batch_size)
+    state = ckpt.load_state(src) if src is not None else None
+    if state is not None:
+        done = _already_done(out, src, int(state["step"]), cfg, total)
+        if done is not None:  # a finished run resumed (a restart script, a study): it stays as it is
+            if world.is_main:
+                print(done)
+            dist.shutdown(world)
+            return out
+        if changed and world.is_main:
+            tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
+                       + "\n  ".join(changed))
     eval_batch = run.task.held_out(t.eval_size) if t.eval_every else None
     dist.barrier(world)  # every rank has checked before rank 0 takes the lock (the ranks are one writer)
     with contextlib.ExitStack() as held:
@@ -261,16 +301,45 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
                 ckpt_dir.rename(out / f"checkpoint.damaged-{int(time.time())}")  # keep it, out of the history's way
             ckpt.recover(ckpt_dir, keep=t.keep_checkpoints)  # finish a save a crash interrupted
         dist.barrier(world)
-        return _fit(cfg, out, world, device, shard, micro, run, state, eval_batch, progress, fault)
+        return _fit(cfg, out, world, device, shard, micro, run, state, eval_batch, progress, fault, total)
 
 
-def _read_state(src: Path, cfg: Config, world: dist.World) -> dict[str, Any]:
-    state = ckpt.load_state(src)
-    changed = ckpt.config_diff(ckpt.load_config(src), cfg, ("loops", "reg", "data", "train"))
-    if changed and world.is_main:
-        tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
-                   + "\n  ".join(changed))
-    return state
+def _check_resume(src: Path, cfg: Config, out: Path) -> list[str]:
+    """The changed settings a resume may take (RESUMABLE, and a larger train.keep_checkpoints), described; any
+    other change is refused (ConfigError) before anything is touched."""
+    changes = ckpt.config_changes(ckpt.load_config(src), cfg, ("loops", "reg", "data", "train"))
+
+    def allowed(key: str, old: Any, new: Any) -> bool:
+        return key in RESUMABLE or (key == "train.keep_checkpoints" and new > old)
+
+    refused = [ckpt.describe_change(*c) + (" (fewer would delete checkpoints)" if c[0] == "train.keep_checkpoints"
+                                           else "") for c in changes if not allowed(*c)]
+    if refused:
+        raise ConfigError(f"--resume would change the run in {out}, not continue it: {'; '.join(refused)}. Resume "
+                          f"with its own settings (--config {out / 'config.yaml'} holds them), or choose another --out")
+    return [ckpt.describe_change(*c) for c in changes if allowed(*c)]
+
+
+def _already_done(out: Path, src: Path, step: int, cfg: Config, total: int) -> str | None:
+    """What to say when the checkpoint a resume starts from has nothing left to train (None: it has). A schedule
+    that ends before the checkpoint is refused: a resume continues a run, it never cuts one short."""
+    t = cfg.train
+    if step > total:
+        asked = f"train.steps={t.steps}" if t.steps else f"train.epochs={t.epochs} ({total} steps)"
+        raise ConfigError(f"{asked} ends before the checkpoint's step {step} ({src}); a resume continues a run: ask "
+                          f"for at least {step} steps, or choose another --out")
+    if step == total:
+        return f"{out} is already complete (step {step} of {total}): nothing to train; nothing was changed"
+    log = out / "metrics.jsonl"
+    for line in log.read_text().splitlines() if t.stop_at_acc and log.exists() else []:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line
+            continue
+        if rec.get("step") == step and "stopped" in rec and (rec.get("acc") or 0) >= t.stop_at_acc:
+            return (f"{out} is already complete (it stopped at step {step} on train.stop_at_acc={t.stop_at_acc}): "
+                    "nothing to train; nothing was changed")
+    return None
 
 
 def _check_memory(cfg: Config, micro: int) -> None:
@@ -291,11 +360,11 @@ def _check_memory(cfg: Config, micro: int) -> None:
 
 
 def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard: int, micro: int, run: Run,
-         state: dict[str, Any] | None, eval_batch: Any, progress: bool, fault: dict[str, Any] | None) -> Path:
+         state: dict[str, Any] | None, eval_batch: Any, progress: bool, fault: dict[str, Any] | None,
+         total: int) -> Path:
     t = cfg.train
     ckpt_dir = out / "checkpoint"
     model, task = check_looped(run.model), run.task
-    total = t.steps or t.epochs * math.ceil(task.size / t.batch_size)
     objective = _wrap(Objective(model, cfg.loops, cfg.reg), model, t.strategy, world, device)
     fsdp = world.active and t.strategy == "fsdp"
     opt = make_optimizer(model, cfg)
@@ -340,17 +409,17 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                                   keep=t.keep_checkpoints)
         dist.barrier(world)
 
-    # Ctrl-C (in a single process) finishes the step it lands in, saves, and stops: a step is never half applied.
-    # A second Ctrl-C stops at once.
-    stop: list[str] = []
+    # Ctrl-C or SIGTERM (in a single process) finishes the step it lands in, saves, and stops: a step is never
+    # half applied. A second signal stops at once.
+    stop: list[int] = []
     catch = not world.active and threading.current_thread() is threading.main_thread()
 
-    def request_stop(*_: Any) -> None:
+    def request_stop(signum: int, _frame: Any) -> None:
         if stop:
-            raise KeyboardInterrupt
-        stop.append("sigint")
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        stop.append(signum)
 
-    prev_sigint = signal.signal(signal.SIGINT, request_stop) if catch else None
+    prev = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)} if catch else {}
     log = MetricsLog(out, t.logger, cfg.to_dict(), world.is_main)
     bar = tqdm(total=total, initial=step, desc=f"train [{describe(cfg.loops)}, reg={reg.kind}]",
                disable=not (progress and world.is_main), dynamic_ncols=True)
@@ -455,22 +524,23 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             if fault.get("crash_at_step") == step:
                 raise RuntimeError(f"injected crash after step {step}")
             if fault.get("interrupt_at_step") == step:
-                stop.append("fault")
+                stop.append(signal.SIGINT)
             if stop and step < total:
+                what, code = ("terminated (SIGTERM)", 143) if stop[0] == signal.SIGTERM else ("interrupted", 130)
                 if bad_streak:  # the weights have not moved since the last good checkpoint: keep that one
-                    raise Interrupted(f"interrupted at step {step} during non-finite steps; the last good "
-                                      f"checkpoint in {ckpt_dir} is kept; continue with --resume")
+                    raise Interrupted(f"{what} at step {step} during non-finite steps; the last good checkpoint in "
+                                      f"{ckpt_dir} is kept; continue with --resume", code)
                 save()
-                raise Interrupted(f"interrupted: saved a checkpoint at step {step} in {ckpt_dir}; continue with "
-                                  "--resume")
+                raise Interrupted(f"{what}: saved a checkpoint at step {step} in {ckpt_dir}; continue with --resume",
+                                  code)
         save()
     except BaseException:
         if world.active and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # no barrier: the other ranks may be gone
         raise
     finally:
-        if catch:
-            signal.signal(signal.SIGINT, prev_sigint if prev_sigint is not None else signal.SIG_DFL)
+        for sig, handler in prev.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         bar.close()
         log.close()
     dist.shutdown(world)

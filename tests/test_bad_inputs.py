@@ -32,8 +32,22 @@ TINY = ["--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "model.n
         "--set", "train.batch_size=8", "--set", "train.eval_every=0", "--set", "data.test_size=16",
         "--set", "loops.max_loops=4", "--set", "model.max_seq_len=16", "--set", "train.checkpoint_every=1",
         "--set", "train.keep_checkpoints=3", "--set", "reg.rho_every=0"]
-RESUME = ["train", "--config", "addition-prenorm-stars", "--out", "{copy}", "--resume", "--no-progress", *TINY,
-          "--set", "train.steps=3"]
+
+
+def setting(argv: list[str], item: str) -> list[str]:
+    """`argv` with the value of one --set key replaced (the CLI refuses a key given twice)."""
+    key = item.split("=", 1)[0] + "="
+    return [item if a.startswith(key) else a for a in argv]
+
+
+def unset(argv: list[str], key: str) -> list[str]:
+    """`argv` without its --set of `key`, so that the config's value applies."""
+    i = next(i for i, a in enumerate(argv) if a.startswith(key + "="))
+    return argv[:i - 1] + argv[i + 1:]
+
+
+RESUME = setting(["train", "--config", "addition-prenorm-stars", "--out", "{copy}", "--resume", "--no-progress",
+                  *TINY], "train.steps=3")  # one step more than the run's
 ROW = '{"num1": 1234, "num2": 5678, "answer": 6912}\n'
 
 
@@ -139,6 +153,29 @@ def _foreign_dir(tmp: Path, copy: Path) -> None:
     (tmp / "docs" / "thesis.tex").write_text("\\documentclass{article}\n")
 
 
+def _replace_with_file(name: str) -> Callable[[Path, Path], None]:
+    def prep(tmp: Path, copy: Path) -> None:
+        shutil.rmtree(copy / name)
+        (copy / name).write_text("not a folder\n")
+    prep.__doc__ = f"{name}/ replaced by a file"
+    return prep
+
+
+def _manifest(edit: Callable[[dict], None], what: str) -> Callable[[Path, Path], None]:
+    def prep(tmp: Path, copy: Path) -> None:
+        f = copy / "checkpoint" / "manifest.json"
+        m = json.loads(f.read_text())
+        edit(m)
+        f.write_text(json.dumps(m))
+    prep.__doc__ = what
+    return prep
+
+
+def _export(tmp: Path, copy: Path) -> None:
+    """<tmp>/exp: the run written by `looplm export-hf`"""
+    assert main(["export-hf", str(copy), "--out", str(tmp / "exp")]) == 0
+
+
 S = ["sweep", "{run}", "--no-progress"]
 A = ["analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--pca-n", "0",
      "--no-plot"]
@@ -150,6 +187,12 @@ FT_YAML = ("model:\n  name_or_path: {base}\ndata:\n  source: {tmp}/chat.jsonl\n 
 
 def chat(*rows: str) -> dict[str, str]:
     return {"ft.yaml": FT_YAML, "chat.jsonl": "".join(r + "\n" for r in rows)}
+
+
+def template(text: str) -> dict[str, str]:
+    """A fine-tune whose data.chat_template is the file t.jinja holding `text`."""
+    return {"ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: 256\n  chat_template: {tmp}/t.jinja\n"),
+            "chat.jsonl": GOOD_CHAT + "\n", "t.jinja": text}
 
 
 GOOD_CHAT = '{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "#### 2"}]}'
@@ -224,6 +267,25 @@ CASES: dict[str, Case] = {
                                      "data.digits=1"]),
     "cfg-init-from-missing": Case("config", "train.init_from that does not exist", [*TRAIN, "--set",
                                   "train.init_from={tmp}/nowhere"]),
+    "cfg-yaml-section-zero": Case("config", "a section that is 0", ["train", "--config", "{tmp}/c.yaml", "--out",
+                                  "{tmp}/out"], {"c.yaml": "model: 0\n"}),
+    "cfg-yaml-section-false": Case("config", "a section that is false", ["train", "--config", "{tmp}/c.yaml",
+                                   "--out", "{tmp}/out"], {"c.yaml": "model: false\n"}),
+    "cfg-yaml-section-empty-string": Case("config", "a section that is an empty string", [
+        "train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/out"], {"c.yaml": 'model: ""\n'}),
+    "cfg-yaml-section-empty-list": Case("config", "a section that is an empty list", ["train", "--config",
+                                        "{tmp}/c.yaml", "--out", "{tmp}/out"], {"c.yaml": "train: []\n"}),
+    "cfg-yaml-zero": Case("config", "a config that is 0", ["train", "--config", "{tmp}/c.yaml", "--out",
+                          "{tmp}/out"], {"c.yaml": "0\n"}),
+    "cfg-set-twice": Case("config", "the same --set key twice", [*TRAIN, "--set", "train.steps=2", "--set",
+                          "train.steps=4"]),
+    "cfg-seed-huge": Case("config", "a seed past 32 bits", [*TRAIN, "--set", "train.seed=99999999999999999999"]),
+    "cfg-test-seed-negative": Case("config", "a negative held-out seed", [*TRAIN, "--set", "data.test_seed=-1"]),
+    "cfg-poisson-rate-huge": Case("config", "a Poisson rate past what torch can sample", [*TRAIN, "--set",
+                                  "loops.sampler=poisson", "--set", "loops.rate=1e19"]),
+    "cfg-threads-too-many": Case("config", "more threads than CPU cores", [*TRAIN, "--set", "train.threads=100000"]),
+    "cfg-init-from-hf-dir": Case("config", "train.init_from an HF model directory", [*TRAIN, "--set",
+                                 "train.init_from={base}"], hf=True),
     # --- command-line arguments -------------------------------------------------------------------------------
     "arg-unknown-command": Case("arguments", "unknown command", ["trian", "--config", "addition-prenorm-stars"]),
     "arg-missing-out": Case("arguments", "a required option missing", ["train", "--config", "addition-prenorm-stars"]),
@@ -252,6 +314,16 @@ CASES: dict[str, Case] = {
                                 "--jobs", "0"]),
     "arg-study-unknown-run": Case("arguments", "unknown run name in a study", ["study", "addition", "--out",
                                   "{tmp}/s", "--only", "no-such-run"]),
+    "arg-analyze-threads-too-many": Case("arguments", "more threads than CPU cores", [*A, "--threads", "100000"]),
+    "arg-gen-loops-huge": Case("arguments", "generation past a million loops", [*G, "1+1=", "--loops",
+                               "100000000"]),
+    "arg-sweep-n-above-split": Case("arguments", "more problems than the held-out split holds", [
+        *S, "--n", "100", "--out", "{tmp}/s.json"]),
+    "arg-sweep-n-above-file": Case("arguments", "more problems than the --data file holds", [
+        *S, "--data", "{tmp}/d.jsonl", "--n", "10", "--out", "{tmp}/s.json"], {"d.jsonl": ROW * 3}),
+    "arg-analyze-n-above-split": Case("arguments", "analyze more problems than the held-out split holds", [
+        "analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "100", "--spectral-n", "0", "--pca-n", "0",
+        "--no-plot", "--out", "{tmp}/a"]),
     "depth-zero": Case("arguments", "depth < 1", [*S, "--depths", "0:3"]),
     "depth-step-zero": Case("arguments", "depth range with step 0", [*S, "--depths", "1:10:0"]),
     "depth-not-a-number": Case("arguments", "depth spec that is not numbers", [*S, "--depths", "a:b"]),
@@ -263,8 +335,7 @@ CASES: dict[str, Case] = {
     "run-exists-no-resume": Case("rundir", "--out holds a checkpoint, no --resume", [*TRAIN[:4], "{copy}", *TINY]),
     "run-history-only-no-resume": Case("rundir", "checkpoint/ lost, checkpoints/ kept, no --resume",
                                        [*TRAIN[:4], "{copy}", *TINY], prepare=_lose_latest),
-    "run-resume-model-mismatch": Case("rundir", "--resume with another model", [*RESUME, "--set",
-                                      "model.d_model=48"]),
+    "run-resume-model-mismatch": Case("rundir", "--resume with another model", setting(RESUME, "model.d_model=48")),
     "run-partial-no-resume": Case("rundir", "a run with no checkpoint yet, no --resume",
                                   [*TRAIN[:4], "{tmp}/partial", *TINY], prepare=_partial_run),
     "run-foreign-dir": Case("rundir", "--out a directory of other files", [*TRAIN[:4], "{tmp}/docs", *TINY],
@@ -280,6 +351,15 @@ CASES: dict[str, Case] = {
                                    prepare=_metrics("[1, 2]")),
     "run-no-whole-checkpoint": Case("rundir", "--resume when every checkpoint is damaged", RESUME,
                                     prepare=_damage_all),
+    "run-resume-fewer-steps": Case("rundir", "--resume with train.steps below the checkpoint's step",
+                                   setting(RESUME, "train.steps=1")),
+    "run-resume-fewer-kept": Case("rundir", "--resume without the run's train.keep_checkpoints (default 1 < 3)",
+                                  unset(RESUME, "train.keep_checkpoints")),
+    "run-resume-other-preset": Case("rundir", "--resume with another preset", [
+        "train", "--config", "addition-prenorm-random", *RESUME[3:]]),
+    "run-resume-other-seed": Case("rundir", "--resume with another seed", [*RESUME, "--set", "train.seed=1"]),
+    "run-checkpoint-file": Case("rundir", "checkpoint is a file", RESUME, prepare=_replace_with_file("checkpoint")),
+    "run-history-file": Case("rundir", "checkpoints is a file", RESUME, prepare=_replace_with_file("checkpoints")),
     # --- checkpoints ----------------------------------------------------------------------------------------------
     "ckpt-missing": Case("checkpoint", "checkpoint path does not exist", ["sweep", "{tmp}/missing"]),
     "ckpt-not-a-run": Case("checkpoint", "a directory that is not a run", ["sweep", "{tmp}", "--no-progress"]),
@@ -300,6 +380,21 @@ CASES: dict[str, Case] = {
                                  ["sweep", "{copy}", "--no-progress", "--out", "{tmp}/s.json"],
                                  prepare=_write("checkpoint/manifest.json",
                                                 '{"files": {"model.safetensors": "yes"}}')),
+    "ckpt-manifest-bytes-text": Case("checkpoint", "manifest with a size that is a string", [
+        "sweep", "{copy}", "--no-progress", "--out", "{tmp}/s.json"], prepare=_manifest(
+        lambda m: m["files"]["model.safetensors"].update(bytes=str(m["files"]["model.safetensors"]["bytes"])),
+        "the weights' size in manifest.json written as a string")),
+    "ckpt-manifest-no-files": Case("checkpoint", "manifest that lists no files", [
+        "sweep", "{copy}", "--no-progress", "--out", "{tmp}/s.json"],
+        prepare=_manifest(lambda m: m.update(files={}), "manifest.json with files = {}")),
+    "ckpt-manifest-lists-missing": Case("checkpoint", "manifest that lists a file that is not there", [
+        "sweep", "{copy}", "--no-progress", "--out", "{tmp}/s.json"], prepare=_manifest(
+        lambda m: m["files"].update({"extra.bin": {"bytes": 1, "sha256": "0" * 64}}),
+        "manifest.json lists extra.bin, which does not exist")),
+    "ckpt-sweep-export": Case("checkpoint", "sweep an export-hf directory", [
+        "sweep", "{tmp}/exp", "--no-progress", "--out", "{tmp}/s.json"], prepare=_export, hf=True),
+    "ckpt-generate-hf-dir": Case("checkpoint", "generate from an HF model directory", ["generate", "{base}",
+                                 "1+1="], hf=True),
     "ckpt-state-flipped": Case("checkpoint", "a flipped byte in the trainer state, on --resume", RESUME,
                                prepare=lambda tmp, copy: (_lose_history(copy),
                                                           _flip("checkpoint/trainer_state.pt")(tmp, copy)),
@@ -354,6 +449,21 @@ CASES: dict[str, Case] = {
     "chat-no-target": Case("data", "chat data with nothing to learn", FT, chat(
         '{"messages": [{"role": "user", "content": "hi"}]}'), hf=True),
     "chat-missing-file": Case("data", "missing chat data file", FT, {"ft.yaml": FT_YAML}, hf=True),
+    "chat-dict-messages": Case("data", "chat messages that are an object, not a list", FT, chat(
+        GOOD_CHAT, '{"messages": {"role": "user", "content": "hi"}}'), hf=True),
+    "chat-number-response": Case("data", "a response that is a number", FT, chat(
+        '{"problem": "1+1?", "solution": 2}'), hf=True),
+    "chat-template-syntax": Case("data", "a chat template with a syntax error", FT, template(
+        "{% for m in messages %}{{ m.content "), hf=True),
+    "chat-template-raises": Case("data", "a chat template that raises", FT, template(
+        "{{ raise_exception('this template takes no user turn') }}"), hf=True),
+    "chat-template-undefined": Case("data", "a chat template that reads an undefined variable", FT, template(
+        "{% for m in messages %}{{ foo.bar }}{% endfor %}"), hf=True),
+    "chat-template-unsafe": Case("data", "a chat template the sandbox refuses", FT, template(
+        "{{ messages.__class__.__mro__ }}"), hf=True),
+    "chat-template-bogus": Case("data", "a chat template name that is none", FT, {
+        "ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: 256\n  chat_template: bogus-name\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
     "task-jsonl-missing-field": Case("data", "a JSONL row without the configured answer field",
                                      ["train", "--config", "jsonl-stars", "--out", "{tmp}/out", "--set",
                                       "data.path={tmp}/d.jsonl"],
@@ -396,6 +506,35 @@ CASES: dict[str, Case] = {
                                        "--out", "{run}/checkpoint"], hf=True),
     "out-export-to-file": Case("outputs", "export-hf --out an existing file", ["export-hf", "{run}", "--out",
                                "{tmp}/f"], {"f": "keep me"}, hf=True),
+    "out-sweep-into-checkpoint": Case("outputs", "sweep --out inside the run's checkpoint/", [
+        *S, "--out", "{copy}/checkpoint/my-sweep.json"]),
+    "out-sweep-into-history": Case("outputs", "sweep --out inside the run's checkpoints/", [
+        *S, "--out", "{copy}/checkpoints/my-sweep.json"]),
+    "out-analyze-into-checkpoint": Case("outputs", "analyze --out inside the run's checkpoint/", [
+        *A, "--out", "{copy}/checkpoint/dyn"]),
+    "out-plot-into-checkpoint": Case("outputs", "plot --out inside the run's checkpoint/", [
+        "plot", "{run}", "--out", "{copy}/checkpoint/a.png"]),
+    "out-analyze-to-file": Case("outputs", "analyze --out an existing file", [*A, "--out", "{tmp}/f"],
+                                {"f": "keep me"}),
+    "out-analyze-png-exists": Case("outputs", "analyze over an earlier dynamics.png (no dynamics.json)", [
+        *[a for a in A if a != "--no-plot"], "--out", "{tmp}"], {"dynamics.png": "keep me"}),
+    "out-analyze-trajectories-exists": Case("outputs", "analyze over an earlier trajectories.png", [
+        "analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--pca-n", "2",
+        "--out", "{tmp}"], {"trajectories.png": "keep me"}),
+    "out-plot-exists": Case("outputs", "plot over an earlier figure", ["plot", "{run}", "--out", "{tmp}/a.png"],
+                            {"a.png": "keep me"}),
+    "out-plot-dynamics-exists": Case("outputs", "plot over an earlier dynamics figure", [
+        "plot", "{run}", "--out", "{tmp}/a.png"], {"a-dynamics.png": "keep me"}),
+    "out-study-to-file": Case("outputs", "study --out an existing file", ["study", "addition", "--out", "{tmp}/f"],
+                              {"f": "keep me"}),
+    "out-study-foreign-dir": Case("outputs", "study --out a directory of other files", [
+        "study", "addition", "--out", "{tmp}/docs", "--only", "stars"], prepare=_foreign_dir),
+    "out-export-into-history": Case("outputs", "export-hf --out inside the run's checkpoints/", [
+        "export-hf", "{run}", "--out", "{copy}/checkpoints/hf"], hf=True),
+    "out-eval-to-file": Case("outputs", "eval-lm --out an existing file", ["eval-lm", "{base}", "--tasks", "x",
+                             "--out", "{tmp}/f"], {"f": "keep me"}, hf=True),
+    "out-eval-into-checkpoint": Case("outputs", "eval-lm --out inside a run's checkpoint/", [
+        "eval-lm", "{base}", "--tasks", "x", "--out", "{hfrun}/checkpoint/e"], hf=True),
     # --- devices, memory, the operating system --------------------------------------------------------------------
     "dev-train-cuda": Case("system", "train.device=cuda without CUDA", [*TRAIN, "--set", "train.device=cuda"]),
     "dev-sweep-cuda": Case("system", "--device cuda without CUDA", [*S, "--device", "cuda"]),
@@ -448,6 +587,17 @@ CASES: dict[str, Case] = {
         prepare=_remote_code_model, hf=True),
     "hf-analyze-no-data": Case("hf", "analyze an HF model without --data", ["analyze", "{base}", "--no-progress",
                                "--out", "{tmp}/a"], hf=True),
+    "hf-analyze-data-missing": Case("hf", "analyze an HF model with a --data file that does not exist", [
+        "analyze", "{base}", "--data", "{tmp}/none.jsonl", "--no-progress", "--out", "{tmp}/a"], hf=True),
+    "hf-analyze-n-above-data": Case("hf", "analyze more records than the --data file holds", [
+        "analyze", "{base}", "--data", "{tmp}/chat.jsonl", "--n", "10", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": (GOOD_CHAT + "\n") * 3}, hf=True),
+    "hf-finetune-native-run": Case("hf", "finetune from a run of looplm's own model", FT, {
+        "ft.yaml": FT_YAML.replace("{base}", "{run}"), "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-eval-limit-fraction": Case("hf", "eval-lm with --limit 1.5", ["eval-lm", "{base}", "--tasks", "x",
+                                   "--limit", "1.5"], hf=True),
+    "hf-export-loops-huge": Case("hf", "export-hf with a trillion loops", ["export-hf", "{run}", "--out", "{tmp}/x",
+                                 "--loops", "1000000000000"], hf=True),
     "hf-eval-unknown-task": Case("hf", "eval-lm with an unknown task", ["eval-lm", "{base}", "--tasks",
                                  "no_such_task_xyz", "--out", "{tmp}/e"], hf=True),
     "hf-eval-missing-model": Case("hf", "eval-lm on a model directory that does not exist", [
@@ -509,7 +659,8 @@ def snapshot(*dirs: Path) -> dict[str, str]:
     return out
 
 
-NORMALIZE = [(re.compile(r"\d+(\.\d+)? GiB"), "<n> GiB"), (re.compile(r"pytest-of-\w+/pytest-\d+/"), "")]
+NORMALIZE = [(re.compile(r"\d+(\.\d+)? GiB"), "<n> GiB"), (re.compile(r"\d+ CPU cores"), "<n> CPU cores"),
+             (re.compile(r"pytest-of-\w+/pytest-\d+/"), "")]
 
 
 def normalize(line: str, places: dict[str, Path]) -> str:

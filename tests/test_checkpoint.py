@@ -20,7 +20,7 @@ import torch
 
 from looplm import checkpoint as ckpt
 from looplm.cli import main
-from looplm.config import Config
+from looplm.config import Config, ConfigError
 from looplm.model import LoopedTransformer
 from looplm.train import train
 
@@ -230,13 +230,17 @@ def test_keep_last_k_checkpoints_and_the_cli_reads_each(tmp_path, capsys):
                                                     r"step-00000006 in .*checkpoints"):
         ckpt.load_model(broken)
     ckpt.load_model(ckpt.history(broken)[-1][1])
-    # Resuming with a smaller K (and more steps) prunes the history.
+    # Resuming with a smaller K would delete the history: refused, nothing touched (docs/reliability.md).
     cfg2 = tiny_config(train=dict(steps=9, checkpoint_every=2, keep_checkpoints=1, eval_every=0))
+    with pytest.raises(ConfigError, match="train.keep_checkpoints: checkpoint 3 vs requested 1"):
+        train(cfg2, run, resume=True, progress=False)
+    assert [s for s, _ in ckpt.history(run)] == [4, 6] and ckpt.load_state(run)["step"] == 7
+    # More steps with the same K continue the run, and the change is reported.
     capsys.readouterr()
-    train(cfg2, run, resume=True, progress=False)
-    assert "train.steps: checkpoint 7 vs requested 9" in capsys.readouterr().out  # the change is reported
-    assert ckpt.history(run) == [] and not (run / "checkpoints").exists()
-    assert ckpt.load_state(run)["step"] == 9
+    train(tiny_config(train=dict(steps=9, checkpoint_every=2, keep_checkpoints=3, eval_every=0)), run, resume=True,
+          progress=False)
+    assert "train.steps: checkpoint 7 vs requested 9" in capsys.readouterr().out
+    assert [s for s, _ in ckpt.history(run)] == [7, 8] and ckpt.load_state(run)["step"] == 9
 
 
 def test_readers_find_a_checkpoint_left_mid_swap(tmp_path):

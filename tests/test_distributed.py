@@ -66,7 +66,8 @@ def test_two_processes_with_jsrr_and_resume_on_one(tmp_path):
     # Resume the same run in one process, extended to 6 steps.
     subprocess.run([sys.executable, "-m", "looplm", "train", "--config", "addition-prenorm-stars", "--out",
                     str(tmp_path / "run"), "--no-progress", "--resume",
-                    *[x for s in [*SETS, "reg.kind=jsrr", "reg.start_step=1", "train.steps=6"] for x in ("--set", s)]],
+                    *[x for s in [*SETS[:3], "train.steps=6", *SETS[4:], "reg.kind=jsrr", "reg.start_step=1"]
+                      for x in ("--set", s)]],
                    check=True, timeout=120, capture_output=True)
     assert [r["step"] for r in metrics(tmp_path / "run")] == [1, 2, 3, 4, 5, 6]
 

@@ -74,11 +74,11 @@ def test_mask_covers_assistant_content_and_end_of_turn_only(tok):
     ("{% for m in messages %}{% if m['role'] == 'user' %}{{ 'User: ' + m['content'] + '\\n' }}"
      "{% else %}{{ 'Assistant: ' + m['content'] + eos_token + ' [END]\\n\\n' }}{% endif %}{% endfor %}"
      "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}",
-     [" 4<|endoftext|> [END]"]),  # BPE merges the prompt's trailing space with "4": that token is a target
+     ["4<|endoftext|> [END]"]),  # digits are split from what precedes them: the prompt's trailing space stays put
     # A template with no end-of-turn marker at all: the content alone is the target.
     ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
      "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}",
-     [" 4"]),
+     ["4"]),
 ])
 def test_mask_with_other_templates(tok, template, want):
     msgs = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]

@@ -64,6 +64,8 @@ def test_study_runs_every_stage_resumes_and_refuses_other_settings(tmp_path):
     # The trained base, shipped: reusable by a study with the same data and base settings, refused by another.
     shipped = ouro_mini.ship_base(out, tmp_path / "shipped")
     assert (shipped / "model.safetensors").exists() and not (shipped / "trainer_state.pt").exists()
+    check = json.loads((shipped / "check.json").read_text())
+    assert check["depths"] == [4, 8] and check["n"] == ouro_mini.CHECK_N and len(check["exact_match"]) == 2
     assert ouro_mini.use_base(tmp_path / "new", ouro_mini.dataclasses.replace(TINY, ft_steps=9), shipped) == shipped
     with pytest.raises(UserError, match="hidden_size: 32 vs 48"):
         ouro_mini.use_base(tmp_path / "new", ouro_mini.dataclasses.replace(TINY, hidden_size=48), shipped)

@@ -268,11 +268,12 @@ def _wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float 
 @POSIX_ONLY
 def test_a_second_writer_is_refused_and_names_the_first(tmp_path):
     run = tmp_path / "run"
-    first = subprocess.Popen(_cmd(run, "train.steps=400"), env=ENV, stderr=subprocess.PIPE, text=True)
+    # Far more steps than the test waits for: the first writer must still hold the run when the second starts.
+    first = subprocess.Popen(_cmd(run, "train.steps=100000"), env=ENV, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_step(run, 2, first)
         for resume in (False, True):  # a fresh run and a --resume alike
-            second = subprocess.run(_cmd(run, "train.steps=400", resume=resume), env=ENV, capture_output=True,
+            second = subprocess.run(_cmd(run, "train.steps=100000", resume=resume), env=ENV, capture_output=True,
                                     text=True, timeout=120)
             assert second.returncode == 2
             err = second.stderr.strip().splitlines()

@@ -42,3 +42,22 @@ def test_shipped_external_norm_checkpoint_holds_its_accuracy_with_depth():
     recorded = json.loads((EXTERNAL / "result.json").read_text())
     acc = dict(zip(recorded["depths"], recorded["accuracy"], strict=True))
     assert recorded["n"] >= 5000 and min(a for d, a in acc.items() if 4 <= d <= 1000) >= 0.99
+
+
+OURO_MINI = Path(__file__).resolve().parents[1] / "models" / "ouro-mini-base"
+
+
+@pytest.mark.skipif(not OURO_MINI.exists(), reason="no shipped Ouro-architecture base in this checkout")
+def test_shipped_ouro_mini_base_scores_as_recorded(tmp_path):
+    """The base of `looplm study ouro-mini` (an OuroForCausalLM trained at a fixed 4 loops): lm-eval on the first
+    held-out problems of its study, regenerated from the recorded settings, gives the recorded exact match."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("lm_eval")
+    from looplm.experiments import ouro_mini
+
+    rec = json.loads((OURO_MINI / "check.json").read_text())
+    keys = json.loads((OURO_MINI / "study_settings.json").read_text())
+    s = ouro_mini.Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in keys.items()},
+                           max_gen_toks=rec["max_gen_toks"])
+    assert ouro_mini.base_check(OURO_MINI, s, tmp_path) == rec
+    assert rec["exact_match"][0] > 0  # it learned something at its training depth

@@ -135,7 +135,7 @@ def full_grid() -> list[RunSpec]:
         g.append(RunSpec(f"recipe-stars-s{seed}", "recipe", "addition-stars", seed=seed, n_eval=5000,
                          init_from=f"recipe-fixed8-s{seed}"))
         g.append(RunSpec(f"recipe-random-s{seed}", "recipe", "addition-stars", ["reg.kind=none"], seed=seed,
-                         n_eval=5000, init_from=f"recipe-fixed8-s{seed}"))
+                         init_from=f"recipe-fixed8-s{seed}"))
     # The two ablations the paper lacks, on stage 1 of seed 0: the regularizer alone (a fixed 8 loops + JSRR),
     # and uniform loop counts in [1, 100] (with JSRR) in place of the lognormal.
     g.append(RunSpec("recipe-fixed8-jsrr-s0", "recipe ablations", "addition-stars", ["loops.sampler=fixed"],

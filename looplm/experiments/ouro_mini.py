@@ -222,16 +222,47 @@ def analyze(out: Path, name: str, model_dir: Path, test_jsonl: Path, s: Settings
     return res
 
 
+CHECK_N, CHECK_DEPTHS = 20, (4, 8)  # the shipped base's self-check: its scores on the first held-out problems
+
+
+def check_problems(folder: Path, s: Settings) -> tuple[Path, str]:
+    """The first CHECK_N held-out problems of the study's test split (the test side of `write_split` does not
+    depend on how many training problems are drawn) and an lm-eval task over them, in `folder`."""
+    from ..hf.mathdata import write_lm_eval_task, write_split
+
+    _, test = write_split(folder / "data", 0, CHECK_N, seed=s.data_seed, steps=s.problem_steps,
+                          max_value=s.max_value)
+    return folder / "tasks", write_lm_eval_task(folder / "tasks", test, TASK, max_gen_toks=s.max_gen_toks)
+
+
+def base_check(model_dir: Path, s: Settings, scratch: Path) -> dict:
+    """lm-eval exact match of `model_dir` at CHECK_DEPTHS on the CHECK_N problems of `check_problems`."""
+    from ..hf.lm_eval_adapter import eval_depths
+
+    tasks, name = check_problems(scratch, s)
+    res = eval_depths(str(model_dir), [name], list(CHECK_DEPTHS), scratch / "eval", include_path=str(tasks),
+                      limit=CHECK_N, batch_size=32, apply_chat_template=True, device="cpu", dtype="float32")
+    return {"n": CHECK_N, "depths": list(CHECK_DEPTHS), "max_gen_toks": s.max_gen_toks,
+            "exact_match": [accuracy(res)[d] for d in CHECK_DEPTHS]}
+
+
 def ship_base(out: Path, dest: Path) -> Path:
-    """Copy the trained base's model files (not the optimizer state) to `dest`, with the study settings and its
-    lm-eval scores, so it can be shipped and reused by `--quick`."""
+    """Copy the trained base's model files (not the optimizer state) to `dest`, with the study settings, its
+    lm-eval scores and a self-check (`check.json`: exact match on CHECK_N held-out problems, which a test
+    reproduces), so it can be shipped and reused by `--quick`."""
+    import tempfile
+
     src = out / "runs" / "base" / "checkpoint"
+    s = _settings_of(out)
     dest.mkdir(parents=True, exist_ok=True)
     for name in BASE_FILES:
         if (src / name).exists():
             shutil.copy2(src / name, dest / name)
-    (dest / "study_settings.json").write_text(json.dumps(_data_keys(_settings_of(out)), indent=1) + "\n")
+    (dest / "study_settings.json").write_text(json.dumps(_data_keys(s), indent=1) + "\n")
     shutil.copy2(out / "runs" / "base" / "eval" / "eval_lm.json", dest / "eval_lm.json")
+    with tempfile.TemporaryDirectory() as scratch:
+        check = base_check(dest, s, Path(scratch))
+    (dest / "check.json").write_text(json.dumps(check, indent=1) + "\n")
     return dest
 
 

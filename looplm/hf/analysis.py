@@ -52,35 +52,46 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tupl
     batch.targets[t] is the next token where that token is an assistant target; batch.mask the real tokens."""
     records = load_records(data, max_samples=0 if n <= 0 else n * 2)
     examples, stats = build_examples(records, tokenizer, max_length, **_fields(records[0]))
+    if len(examples) < n and len(records) == n * 2:  # the rest of the file may hold more usable records
+        records = load_records(data)
+        examples, stats = build_examples(records, tokenizer, max_length, **_fields(records[0]))
     examples = examples[:n]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return to_batch(examples, pad), stats.to_json() | {"used": len(examples)}
 
 
-def load_looped(path: str | Path, device: torch.device) -> tuple[Any, Any]:
-    """(model, tokenizer) from an HF model directory, in float32 (the Jacobian estimates want the precision)."""
-    from .finetune import load_pretrained, load_tokenizer
+def load_looped(path: str | Path, device: torch.device) -> Any:
+    """The model of an HF model directory, in float32 (the Jacobian estimates want the precision)."""
+    from .finetune import load_pretrained
 
     model = load_pretrained(str(path)).to(device)
     try:
         check_looped(model)
     except TypeError as e:
         raise ValueError(f"{path}: {e}") from None
-    return model, load_tokenizer(str(path))
+    return model
 
 
-def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int, device: torch.device,
-               max_length: int = 512, before: Any = None, **diagnose_kw: Any) -> dict:
-    """looplm.dynamics.diagnose on an HF looped model; a JSON-ready dict like `looplm analyze` writes."""
+def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | None, device: torch.device,
+               max_length: int = 512, before: Any = None, default_n: int = 256, **diagnose_kw: Any) -> dict:
+    """looplm.dynamics.diagnose on an HF looped model; a JSON-ready dict like `looplm analyze` writes. `n`
+    records, refused if the data holds fewer usable ones; None: `default_n`, or all there are if fewer. The
+    inputs are read and checked (and `before()` runs) before the weights are loaded."""
     from ..dynamics import diagnose
+    from .finetune import check_model_type, load_tokenizer
 
     if data is None:
         raise ValueError("analyzing an HF model needs --data: a JSONL/JSON/parquet file or a datasets name whose "
                          "records have `messages` or question/answer-style fields")
-    model, tok = load_looped(path, device)
-    batch, stats = text_batch(tok, data, n, max_length)
+    check_model_type(str(path))
+    tok = load_tokenizer(str(path))
+    batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length)
+    if n is not None and stats["used"] < n:
+        raise ValueError(f"--n {n}: {data} holds only {stats['used']} usable records; ask for at most "
+                         f"{stats['used']}")
     if before is not None:
         before()
+    model = load_looped(path, device)
     res = diagnose(model, batch, depths, **diagnose_kw)
     cfg = model.config
     res.update({"checkpoint": str(path), "data": str(data), "data_stats": stats, "train_loops": [],

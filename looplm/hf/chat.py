@@ -57,7 +57,12 @@ class Encoded:
 def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool,
             chat_template: str | None) -> str:
     kw = {"chat_template": chat_template} if chat_template is not None else {}
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kw)
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             **kw)
+    except Exception as e:  # the template is the user's code: a syntax error, raise_exception, a sandbox refusal
+        raise TemplateError(f"the chat template fails to render a conversation ({type(e).__name__}: "
+                            f"{str(e).strip() or 'no message'})") from None
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None
@@ -119,7 +124,10 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
         fmt = "messages" if messages_field in record else "prompt_response"
     if fmt == "messages":
         msgs = record.get(messages_field)
-        if not isinstance(msgs, list) or not msgs:
+        if msgs is not None and not isinstance(msgs, list):
+            raise ValueError(f"{messages_field} must be a list of messages, got {type(msgs).__name__} "
+                             f"{repr(msgs)[:80]}")
+        if not msgs:
             return None
         for j, m in enumerate(msgs):
             if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
@@ -128,7 +136,10 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
         out = [{"role": m["role"], "content": m["content"]} for m in msgs]
     elif fmt == "prompt_response":
         p, r = record.get(prompt_field), record.get(response_field)
-        if not isinstance(p, str) or not isinstance(r, str) or not p.strip() or not r.strip():
+        for name, v in ((prompt_field, p), (response_field, r)):
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"{name} must be a string, got {type(v).__name__} {repr(v)[:80]}")
+        if not p or not r or not p.strip() or not r.strip():
             return None
         out = [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
     else:

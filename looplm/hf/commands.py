@@ -13,15 +13,26 @@ from pathlib import Path
 COMMANDS = ("finetune", "export-hf", "eval-lm")
 
 
+def limit_arg(s: str) -> float | int:
+    """lm-eval's --limit: a count (an integer >= 1) or a fraction of each task (in (0, 1))."""
+    from ..cli import real_arg
+
+    v = real_arg(True)(s)
+    if v >= 1 and not v.is_integer():
+        raise argparse.ArgumentTypeError(f"a count must be an integer >= 1 and a fraction in (0, 1), got {s}")
+    return int(v) if v >= 1 else v
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from ..cli import count_arg, real_arg
+    from ..cli import SetAction, count_arg
+    from ..evaluate import MAX_DEPTH
 
     f = sub.add_parser("finetune", help="STARS fine-tuning of a pretrained looped LM (Ouro) on chat data [hf]; "
                        "the same trainer as `looplm train`")
     f.add_argument("--config", required=True,
                    help="YAML file or preset (ouro-math-stars = looplm/presets/ouro-math-stars.yaml) whose model "
                         "section names a pretrained model (model.name_or_path)")
-    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    f.add_argument("--set", dest="overrides", action=SetAction, default=[], metavar="SECTION.KEY=VALUE")
     f.add_argument("--out", required=True, help="run directory")
     f.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     f.add_argument("--no-progress", action="store_true")
@@ -29,15 +40,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export-hf", help="write a looplm checkpoint as a transformers model directory [hf]")
     x.add_argument("checkpoint", help="looplm run directory or its checkpoint/ folder")
     x.add_argument("--out", required=True, help="output directory (loads with AutoModelForCausalLM)")
-    x.add_argument("--loops", type=count_arg(1), help="default loop count (default: the checkpoint's loops.num_loops)")
+    x.add_argument("--loops", type=count_arg(1, MAX_DEPTH),
+                   help="default loop count (default: the checkpoint's loops.num_loops)")
 
     e = sub.add_parser("eval-lm", help="lm-evaluation-harness tasks at several loop counts; table + plot [hf]")
-    e.add_argument("checkpoint", help="HF model directory or hub id (Ouro, a looplm export, a finetune run)")
+    e.add_argument("checkpoint", help="HF model directory or hub id (Ouro, a looplm export, a finetune run or its "
+                   "checkpoint/)")
     e.add_argument("--tasks", required=True, help="comma-separated lm-eval task names, e.g. gsm8k")
     e.add_argument("--depths", default="1,2,4,8", help="loop counts, e.g. 1,2,4,8 or 1:16")
     e.add_argument("--out", help="output directory (default: <checkpoint>/eval-lm, or ./eval-lm for a hub id)")
     e.add_argument("--include-path", help="folder of extra lm-eval task YAMLs (e.g. a local task)")
-    e.add_argument("--limit", type=real_arg(True), help="examples per task (lm-eval --limit: a count, or a "
+    e.add_argument("--limit", type=limit_arg, help="examples per task (lm-eval --limit: a count, or a "
                    "fraction below 1)")
     e.add_argument("--num-fewshot", type=count_arg(0))
     e.add_argument("--batch-size", type=count_arg(1), default=8)
@@ -46,7 +59,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="auto")
     e.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto: bf16 on CUDA, fp32 on CPU")
-    e.add_argument("--force", action="store_true", help="replace an existing eval_lm.json in --out")
+    e.add_argument("--force", action="store_true", help="replace an existing eval_lm.json (.md, .png) in --out")
 
 
 def require_hf(what: str) -> None:
@@ -71,6 +84,7 @@ def run(args: argparse.Namespace) -> None:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"run written to {out}")
     elif args.cmd == "export-hf":
+        from ..checkpoint import enclosing_checkpoint
         from ..errors import UserError
         from .looplm_hf import convert_checkpoint
 
@@ -78,20 +92,27 @@ def run(args: argparse.Namespace) -> None:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UserError(f"--out {out} exists and is {'a file' if not out.is_dir() else 'not empty'}; export-hf "
                             "writes a new model directory (choose a new or empty one)")
+        inside = enclosing_checkpoint(out / "config.json")
+        if inside is not None:
+            raise UserError(f"--out {out} is inside {inside}, which training replaces and prunes; export-hf writes a "
+                            "new model directory (choose one elsewhere)")
         print(f"wrote {convert_checkpoint(args.checkpoint, out, num_loops=args.loops)}")
     elif args.cmd == "eval-lm":
-        from ..cli import fresh_outputs
+        from ..cli import default_out_dir, fresh_outputs
         from ..evaluate import parse_depths
         from ..train import resolve_device
-        from .lm_eval_adapter import eval_depths
+        from .analysis import find_model_dir
+        from .lm_eval_adapter import OUTPUTS, eval_depths
 
-        ckpt = Path(args.checkpoint)
-        out = Path(args.out) if args.out else (ckpt / "eval-lm" if ckpt.exists() else Path("eval-lm"))
-        fresh_outputs([out / "eval_lm.json"], args.force)
+        model_dir = find_model_dir(args.checkpoint)  # a finetune run: its checkpoint/
+        model = str(model_dir) if model_dir is not None else args.checkpoint  # else a hub id
+        out = Path(args.out) if args.out else (default_out_dir(model) / "eval-lm" if model_dir else Path("eval-lm"))
+        fresh_outputs([out / f for f in OUTPUTS], args.force)
         resolve_device(args.device)
-        res = eval_depths(args.checkpoint, [t.strip() for t in args.tasks.split(",") if t.strip()],
+        res = eval_depths(model, [t.strip() for t in args.tasks.split(",") if t.strip()],
                           parse_depths(args.depths), out, include_path=args.include_path, limit=args.limit,
                           num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
-                          apply_chat_template=args.apply_chat_template, device=args.device, dtype=args.dtype)
+                          apply_chat_template=args.apply_chat_template, device=args.device, dtype=args.dtype,
+                          replace=args.force)
         print(res["table"])
         print(f"wrote {out / 'eval_lm.json'}, {out / 'eval_lm.md'} and {out / 'eval_lm.png'}")

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..tasks.base import IGNORE, Batch
-from .chat import Encoded, encode_chat, to_messages
+from .chat import Encoded, TemplateError, encode_chat, to_messages
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -119,6 +119,19 @@ class DataStats:
     def to_json(self) -> dict[str, int]:
         return dict(self.__dict__)
 
+    def summary(self, max_length: int, overlong: str) -> str:
+        """One line: how many records were kept, and how many were dropped (or cut) and why."""
+        why = [f"{self.no_target} with no assistant reply to learn (a missing or empty conversation or field, no "
+               "assistant turn, or only empty ones)"] if self.no_target else []
+        if self.overlong and overlong == "drop":
+            why.append(f"{self.overlong} longer than data.max_length={max_length} tokens")
+        line = f"data: {self.kept} of {self.records} records kept"
+        if self.records > self.kept:
+            line += f"; {self.records - self.kept} dropped: {', '.join(why)}"
+        if self.overlong and overlong == "truncate":
+            line += f"; {self.overlong} cut to data.max_length={max_length} tokens"
+        return line
+
 
 def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: int, overlong: str = "drop",
                    chat_template: str | None = None, **fmt: Any) -> tuple[list[Encoded], DataStats]:
@@ -140,7 +153,10 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
         if msgs is None:
             no_target += 1
             continue
-        enc = encode_chat(tokenizer, msgs, chat_template)
+        try:
+            enc = encode_chat(tokenizer, msgs, chat_template)
+        except TemplateError as e:
+            raise TemplateError(f"{w}: {e}") from None
         if len(enc.input_ids) > max_length:
             n_long += 1
             if overlong == "drop":

@@ -15,6 +15,7 @@ Weights stay float32 (master weights); on CUDA the forward runs under bf16 autoc
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import torch
 from ..config import Config, ConfigError
 from ..errors import UserError
 from ..train import Run
-from .chat import CHATML_TEMPLATE, end_of_turn_token
+from .chat import CHATML_TEMPLATE, TemplateError, end_of_turn_token
 from .data import ChatTask, build_examples, load_records
 
 
@@ -34,7 +35,31 @@ def chat_template(spec: str | None) -> str | None:
     if spec == "chatml":
         return CHATML_TEMPLATE
     p = Path(spec).expanduser()
-    return p.read_text() if spec.endswith(".jinja") or (len(spec) < 300 and p.is_file()) else spec
+    if spec.endswith(".jinja") or (len(spec) < 300 and p.is_file()):
+        try:
+            return p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"data.chat_template: template file {p} cannot be read ({e})") from None
+    if "{{" not in spec and "{%" not in spec:  # a mistyped name would otherwise render as constant text
+        raise ConfigError(f"data.chat_template={spec!r} is neither chatml, a template file, nor a Jinja template "
+                          "(text with {{ ... }} or {% ... %})")
+    return spec
+
+
+def _refuse_native_run(path: str) -> None:
+    """model.name_or_path must name a pretrained HF model, not a run of looplm's own model."""
+    from ..checkpoint import CheckpointError, load_config
+
+    if not Path(path).exists():
+        return  # a hub id
+    try:
+        kind = load_config(path).kind
+    except CheckpointError:  # an HF model directory (or nothing looplm reads): transformers decides
+        return
+    if kind == "native":
+        raise ConfigError(f"model.name_or_path: {path} is a run of looplm's own model, not a pretrained HF model; "
+                          f"fine-tune it with `looplm train` and train.init_from={path}, or convert it with "
+                          "`looplm export-hf` first")
 
 
 def check_model_type(path: str, revision: str | None = None) -> None:
@@ -78,6 +103,7 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     src = str(resume_from) if resume_from is not None else m.name_or_path
     tok_src = str(resume_from) if resume_from is not None else (m.tokenizer or m.name_or_path)
     rev = None if resume_from is not None else m.revision
+    _refuse_native_run(src)
     check_model_type(src, rev)
     tokenizer = load_tokenizer(tok_src, rev)
     if not getattr(tokenizer, "is_fast", False):
@@ -89,10 +115,19 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     if pad_id is None:
         raise UserError("the tokenizer has neither a pad nor an eos token to pad with")
     records = load_records(d.source, d.split, d.config_name, d.max_samples, d.subset, t.seed)
-    examples, stats = build_examples(records, tokenizer, d.max_length, d.overlong, template, fmt=d.format,
-                                     messages_field=d.messages_field, prompt_field=d.prompt_field,
-                                     response_field=d.response_field, system_prompt=d.system_prompt)
-    eot = end_of_turn_token(tokenizer, template)
+    named = f"the chat template of {tok_src}"
+    if d.chat_template is not None:  # a name, a file, or a Jinja string (shortened)
+        shown = d.chat_template if len(d.chat_template) <= 200 else d.chat_template[:40] + "..."
+        named = f"data.chat_template={shown!r}"
+    try:  # a two-turn conversation first: a broken template says so before any record is read
+        eot = end_of_turn_token(tokenizer, template)
+        examples, stats = build_examples(records, tokenizer, d.max_length, d.overlong, template, fmt=d.format,
+                                         messages_field=d.messages_field, prompt_field=d.prompt_field,
+                                         response_field=d.response_field, system_prompt=d.system_prompt)
+    except TemplateError as e:
+        raise ConfigError(f"{named}: {e}") from None
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(stats.summary(d.max_length, d.overlong))
     torch.manual_seed(t.seed)
     model = load_pretrained(src, rev).to(device)
     if template is not None:

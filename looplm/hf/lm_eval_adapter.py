@@ -27,9 +27,12 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from ..checkpoint import write_result
 from ..errors import UserError
 from .configuration_ouro import EXIT_DTYPES
 from .registry import register
+
+OUTPUTS = ("eval_lm.json", "eval_lm.md", "eval_lm.png")  # what eval_depths writes in its folder
 
 
 def _opt_int(x: Any) -> int | None:
@@ -118,7 +121,7 @@ def depth_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_depths(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+def plot_depths(rows: list[dict[str, Any]], path: str | Path, title: str = "", replace: bool = True) -> Path:
     """Each task/metric against the loop count (looplm.plots.plot_accuracy, on the lm-eval scores)."""
     from ..plots import plot_accuracy
 
@@ -126,7 +129,7 @@ def plot_depths(rows: list[dict[str, Any]], path: str | Path, title: str = "") -
     series = sorted({(t, m) for r in rows for t, ms in r["metrics"].items() for m in ms})
     curves = [{"depths": depths, "label": f"{t} {m}",
                "accuracy": [r["metrics"].get(t, {}).get(m, float("nan")) for r in rows]} for t, m in series]
-    return plot_accuracy(curves, path, title or "lm-eval at each loop count", ylabel="score (%)")
+    return plot_accuracy(curves, path, title or "lm-eval at each loop count", ylabel="score (%)", replace=replace)
 
 
 @contextlib.contextmanager
@@ -147,9 +150,10 @@ def _no_env_info():
 def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str | Path,
                 include_path: str | None = None, limit: float | None = None, num_fewshot: int | None = None,
                 batch_size: int = 8, max_gen_toks: int | None = None, apply_chat_template: bool = False,
-                device: str = "auto", dtype: str = "auto", model_kwargs: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
-    """Evaluate `tasks` at every loop count in `depths` with one loaded model; write json, markdown, png."""
+                device: str = "auto", dtype: str = "auto", model_kwargs: dict[str, Any] | None = None,
+                replace: bool = True) -> dict[str, Any]:
+    """Evaluate `tasks` at every loop count in `depths` with one loaded model; write json, markdown, png (each
+    whole or not at all; without `replace`, never over a file that appeared meanwhile)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -185,13 +189,13 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                 gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
         rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     table = depth_table(rows)
     result = {"model": str(pretrained), "tasks": tasks, "depths": depths, "limit": limit, "num_fewshot": num_fewshot,
               "rows": rows, "table": table}
-    (out / "eval_lm.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "eval_lm.md").write_text(f"# lm-eval by loop count: {pretrained}\n\n{table}\n")
-    plot_depths(rows, out / "eval_lm.png", title=f"{Path(str(pretrained)).name}: {', '.join(tasks)}")
+    write_result(out / "eval_lm.json", lambda f: f.write_text(json.dumps(result, indent=1) + "\n"), replace)
+    write_result(out / "eval_lm.md", lambda f: f.write_text(f"# lm-eval by loop count: {pretrained}\n\n{table}\n"),
+                 replace)
+    plot_depths(rows, out / "eval_lm.png", title=f"{Path(str(pretrained)).name}: {', '.join(tasks)}", replace=replace)
     return result
 
 
