@@ -69,13 +69,19 @@ def _check_doc(doc: object, p: Path) -> None:
 def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match vs loop count",
                   ylabel: str = "exact match (%)", replace: bool = True) -> Path:
     """Overlay accuracy-vs-depth curves; each sweep dict may carry `label` and `train_loops` [lo, hi],
-    which is shaded so extrapolation beyond the training range is visible at a glance."""
+    which is shaded so extrapolation beyond the training range is visible at a glance. Sweeps of a language
+    model (`scored_by: perplexity`) are drawn as perplexity on a log axis instead; the two are not mixed."""
+    ppl = [s.get("scored_by") == "perplexity" for s in sweeps]
+    if any(ppl) and not all(ppl):
+        raise ValueError("cannot overlay perplexity sweeps (text) with exact-match sweeps in one figure")
+    ppl = bool(sweeps) and all(ppl)
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=130)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, s in enumerate(sweeps):
         c = colors[i % len(colors)]
         label = s.get("label", f"run {i + 1}")
-        ax.plot(s["depths"], [100 * a for a in s["accuracy"]], marker="." if len(s["depths"]) < 40 else None,
+        ys = s["ppl"] if ppl else [100 * a for a in s["accuracy"]]
+        ax.plot(s["depths"], ys, marker="." if len(s["depths"]) < 40 else None,
                 color=c, lw=1.8, label=f"{label} (n={s['n']})" if "n" in s else label)
         if s.get("train_loops"):
             lo, hi = s["train_loops"]
@@ -84,11 +90,16 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     if depths and max(depths) / max(1, min(depths)) >= 30:
         ax.set_xscale("log")
     ax.set_xlabel("loops at test time (t)")
-    ax.set_ylabel(ylabel)
-    ax.set_ylim(-2, 102)
+    if ppl:  # perplexity spans orders of magnitude where a model diverges with depth
+        ax.set_yscale("log")
+        ax.set_ylabel("held-out perplexity per token")
+        title = "Perplexity vs loop count" if title == "Exact match vs loop count" else title
+    else:
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title + "  (shaded: loop counts seen in training)", fontsize=10)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper right" if ppl else "lower left")
     return _save(fig, out, replace)
 
 

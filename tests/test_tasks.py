@@ -128,6 +128,14 @@ def test_text_task_perplexity_per_depth_matches_a_direct_computation(text_run, c
             assert sw["ppl"][d - 1] == pytest.approx(math.exp(ce.item()), rel=1e-6)
     assert cli("generate", run, "the quick", "--loops", "2") == 0
     assert capsys.readouterr().out.startswith("the quick ")
+    # A perplexity sweep is drawn as perplexity (not as an accuracy it lacks); mixing it with exact match is refused.
+    assert cli("plot", run / "sweep.json", "--out", text_run / "ppl.png") == 0
+    assert (text_run / "ppl.png").read_bytes()[:4] == b"\x89PNG"
+    acc = text_run / "acc.json"
+    acc.write_text(json.dumps({"depths": [1, 2], "accuracy": [0.5, 0.75], "n": 4}))
+    capsys.readouterr()
+    assert cli("plot", run / "sweep.json", acc, "--out", text_run / "mixed.png") == 2
+    assert "cannot overlay perplexity sweeps" in capsys.readouterr().err and not (text_run / "mixed.png").exists()
     assert cli("analyze", run, "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--no-plot", "--no-progress") == 0
 
 
