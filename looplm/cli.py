@@ -442,6 +442,8 @@ def _main(argv: list[str] | None) -> int:
     except SystemExit as e:  # --help, or one error line from _Parser
         return int(e.code or 0)
     try:
+        if getattr(args, "out", None) == "":  # "" is the current directory to pathlib: never what was meant
+            raise UserError("--out is empty; give a path")
         if args.cmd == "study":  # before any work: a file, or a folder of other files, is no study directory
             rundir.check_owned(Path(args.out), STUDY_FILES[args.task], f"a `looplm study {args.task}` directory")
         if args.cmd == "train":

@@ -196,3 +196,13 @@ def test_task_problems_are_what_they_say():
         assert sum(v.isdigit() for v in facts.values()) == 2  # two roots: the digit alone does not answer
         bits, par = ParityTask(6, 8, 10, 0).problem(rng, 9)
         assert len(bits) == 10 and int(par) == bits.count("1") % 2
+
+
+def test_jsonl_rows_may_hold_unicode_line_separators(tmp_path):
+    """U+2028 is valid inside a JSON string; splitting the file on it (str.splitlines) broke such rows."""
+    from looplm.tasks.jsonl import read_pairs
+
+    f = tmp_path / "r.jsonl"
+    f.write_text(json.dumps({"prompt": "ab\u2028?", "answer": "ba"}, ensure_ascii=False) + "\n"
+                 + json.dumps({"prompt": "cd?", "answer": "dc"}) + "\r\n")
+    assert read_pairs(f, "prompt", "answer") == (["ab\u2028?", "cd?"], ["ba", "dc"])

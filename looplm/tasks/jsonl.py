@@ -25,7 +25,7 @@ def read_pairs(path: str | Path, prompt_field: str, answer_field: str) -> tuple[
     if not p.is_file():
         raise ValueError(f"data file {p} is {'a directory' if p.is_dir() else 'not a regular file'}")
     try:
-        lines = p.read_text().splitlines()
+        lines = p.read_text().split("\n")  # not splitlines(): U+2028 and friends may stand inside a JSON string
     except UnicodeDecodeError:
         raise ValueError(f"{p}: not a UTF-8 text file") from None
     prompts, answers = [], []
@@ -44,6 +44,8 @@ def read_pairs(path: str | Path, prompt_field: str, answer_field: str) -> tuple[
                                  f"name the fields); the row has {sorted(row)}")
         if not row[answer_field]:
             raise ValueError(f"{p}:{n}: empty answer")
+        if not row[prompt_field]:  # the answer is predicted from the prompt's last token: there must be one
+            raise ValueError(f"{p}:{n}: empty prompt")
         prompts.append(row[prompt_field])
         answers.append(row[answer_field])
     if not prompts:
@@ -63,6 +65,9 @@ class JsonlTask:
         self.fields = (prompt_field, answer_field)
         prompts, answers = read_pairs(path, prompt_field, answer_field)
         if test_path:
+            if Path(test_path).resolve() == Path(path).resolve():
+                raise ValueError(f"data.test_path {test_path} is data.path itself: the held-out score would be on "
+                                 "training rows; give a separate file, or leave test_path empty for a hash split")
             self.train = (prompts, answers)
             self.test = read_pairs(test_path, prompt_field, answer_field)
         else:

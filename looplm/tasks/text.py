@@ -22,6 +22,8 @@ def read_text(path: str | Path) -> str:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"data file {p} does not exist")
+    if not (p.is_dir() or p.is_file()):  # /dev/zero or a FIFO would be read forever
+        raise ValueError(f"data file {p} is not a regular file or a folder (a device, FIFO or socket)")
     # A folder: its text files (no suffix, .txt, .md), not links (a link would count a file twice) or hidden files.
     files = sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink() and not f.name.startswith(".")
                    and f.suffix in TEXT_SUFFIXES) if p.is_dir() else [p]
