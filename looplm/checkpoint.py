@@ -115,13 +115,20 @@ def history(path: str | Path) -> list[tuple[int, Path]]:
         h = p.parent if p.parent.name == HISTORY else history_dir(p)
     else:  # a run directory
         h = p / HISTORY
+    return sorted(_history_entries(h))
+
+
+def _history_entries(h: Path) -> list[tuple[int, Path]]:
+    """The `step-N` folders of history folder `h` whose manifest says step N. Anything else there (a folder
+    copied in by hand, `step-99999999` with no manifest) is no checkpoint of this run: it is neither resumed
+    from nor counted nor pruned, so it cannot push a real checkpoint out of the history."""
     out = []
     if h.is_dir():
         for d in h.iterdir():
             m = _STEP_DIR.match(d.name)
-            if m and d.is_dir():
+            if m and d.is_dir() and not d.is_symlink() and saved_step(d) == int(m.group(1)):
                 out.append((int(m.group(1)), d))
-    return sorted(out)
+    return out
 
 
 # --- filesystem helpers ---------------------------------------------------------------------------------------
@@ -215,7 +222,10 @@ def _retire(old: Path, keep: int | None) -> None:
         hist.mkdir(exist_ok=True)
         step = saved_step(old)
         dest = hist / (f"step-{step:08d}" if step is not None else f"step-unknown-{uuid.uuid4().hex[:8]}")
-        _discard(dest)  # the same step saved twice (e.g. a finished run resumed): the newer copy wins
+        if saved_step(dest) == step:
+            _discard(dest)  # the same step saved twice (e.g. a finished run resumed): the newer copy wins
+        elif dest.exists() or dest.is_symlink():  # not ours (see _history_entries): moved aside, not deleted
+            dest.rename(dest.with_name(f"{dest.name}.displaced-{uuid.uuid4().hex[:8]}"))
         old.rename(dest)
         _fsync_dir(hist)
         _fsync_dir(old.parent)
@@ -227,16 +237,12 @@ def _retire(old: Path, keep: int | None) -> None:
 def _prune(hist: Path, keep: int | None) -> None:
     if keep is None or not hist.is_dir():
         return
-    entries = [d for d in hist.iterdir() if d.is_dir() and d.name.startswith("step-")]
+    # Only this run's checkpoints count: its step-N folders, and the step-unknown-* ones _retire names (oldest).
+    entries = [d for d in hist.iterdir() if d.is_dir() and d.name.startswith("step-unknown-") and has_weights(d)]
+    entries += [d for _, d in sorted(_history_entries(hist))]
     for d in hist.iterdir():
         if d.name.startswith(".trash-"):
             shutil.rmtree(d, ignore_errors=True)
-
-    def key(d: Path) -> tuple[int, str]:
-        m = _STEP_DIR.match(d.name)
-        return (int(m.group(1)) if m else -1, d.name)
-
-    entries.sort(key=key)
     for d in entries[: max(0, len(entries) - (keep - 1))]:
         _discard(d)
     if keep <= 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import signal
 import sys
 import threading
@@ -49,6 +50,11 @@ def fresh_outputs(paths: list[Path], force: bool) -> None:
         if inside is not None:
             raise UserError(f"--out {p} is inside {inside}, which training replaces and prunes; write it "
                             "somewhere else (e.g. the run directory)")
+        own = next((a for a in (p, *p.parents) if a.name in rundir.RUN_FILES and a.parent.is_dir()
+                    and {"config.yaml", "checkpoint", "metrics.jsonl"} & {x.name for x in a.parent.iterdir()}), None)
+        if own is not None:  # --force replaces an earlier result, never the run's own files
+            raise UserError(f"--out {p} would write {'into' if own != p else 'over'} {own}, which belongs to the "
+                            f"run in {own.parent}; write beside the run's files (e.g. {own.parent / 'sweep.json'})")
         above = next((a for a in p.parents if a.exists()), None)
         if above is not None and not above.is_dir():
             raise UserError(f"cannot write {p}: {above} is a file, not a directory; choose another --out")
@@ -65,13 +71,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+_INT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only (re's [0-9] is ASCII)
+_REAL = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.I)
+
+
 def count_arg(lo: int, hi: int | None = None) -> object:
     """An argparse type: an integer >= lo (and <= hi)."""
     def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        # int() also takes `1_0` and non-ASCII digits (Arabic-Indic, full-width): a typo read as a number.
+        if not _INT.fullmatch(s.strip()):
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}")
+        v = int(s)
         if v < lo:
             raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
         if hi is not None and v > hi:
@@ -97,10 +107,9 @@ class SetAction(argparse.Action):
 def real_arg(positive: bool) -> object:
     """An argparse type: a finite float, > 0 (positive) or >= 0."""
     def parse(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+        if not _REAL.fullmatch(s.strip()):  # float() would also take `1_0` and non-ASCII digits
+            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}")
+        v = float(s)
         if not math.isfinite(v) or v < 0 or (positive and v == 0):
             raise argparse.ArgumentTypeError(f"must be a finite number {'>' if positive else '>='} 0, got {s}")
         return v
@@ -146,7 +155,9 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
         if data is not None:
             raise ValueError("--sizes draws each size's held-out problems; drop --data")
         size_list = parse_depths(sizes)
-        batches = [task.sized_batch(s, n if n is not None else cfg.data.test_size) for s in size_list]
+        # --n is a promise (refused where a size has fewer distinct problems); the default, up to test_size.
+        batches = [task.sized_batch(s, n if n is not None else cfg.data.test_size, strict=n is not None)
+                   for s in size_list]
         source = f"held-out problems of sizes {sizes} (seed {cfg.data.test_seed})"
     else:
         batch, source = eval_problems(task, cfg, data, n)
@@ -156,7 +167,8 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
     kw = dict(batch_size=batch_size, progress=progress, exit_tol=exit_tol, exit_stable=exit_stable)
     if sizes is not None:
         per = [sweep(model, b, ds, **kw).to_json() for b in batches]
-        out = {"depths": ds, "sizes": size_list, "n": per[0]["n"], "accuracy_by_size": [r["accuracy"] for r in per],
+        out = {"depths": ds, "sizes": size_list, "n": per[0]["n"], "n_by_size": [r["n"] for r in per],
+               "accuracy_by_size": [r["accuracy"] for r in per],
                "ce_by_size": [r["ce"] for r in per],
                "train_sizes": [cfg.data.min_size, cfg.data.max_size], "accuracy": per[0]["accuracy"]}
     else:
@@ -266,8 +278,8 @@ def default_out_dir(checkpoint: str) -> Path:
 
 
 def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, data: str | None = None,
-                spectral_depths: str = "auto", spectral_n: int = 16, iters: int = 60, tol: float = 1e-3,
-                method: str = "arnoldi", hutchinson: int = 8, pca_n: int = 8, seed: int = 0,
+                spectral_depths: str = "auto", spectral_n: int | None = None, iters: int = 60, tol: float = 1e-3,
+                method: str = "arnoldi", hutchinson: int = 8, pca_n: int | None = None, seed: int = 0,
                 batch_size: int = 256, device: str = "auto", progress: bool = True, threads: int = 1,
                 before: object = None) -> dict:
     """Per-loop latent dynamics of a checkpoint on held-out problems (looplm.dynamics.diagnose); `before()` runs
@@ -387,12 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "model: a JSONL/JSON/parquet file or datasets name with messages or question/answer records")
     an.add_argument("--spectral-depths", default="auto",
                     help="depths for the Jacobian estimates: auto (about 12 log-spaced), none, or a depth spec")
-    an.add_argument("--spectral-n", type=count_arg(0), default=16, help="samples for the Jacobian estimates")
+    an.add_argument("--spectral-n", type=count_arg(0), help="samples for the Jacobian estimates (default: 16, or "
+                    "all there are if fewer)")
     an.add_argument("--iters", type=count_arg(1), default=60, help="max JVPs (Krylov dimension) per spectral estimate")
     an.add_argument("--tol", type=real_arg(True), default=1e-3, help="relative eigen-residual accepted as converged")
     an.add_argument("--method", choices=["arnoldi", "power"], default="arnoldi")
     an.add_argument("--hutchinson", type=count_arg(0), default=8, help="probes for the Frobenius estimate (0 = skip)")
-    an.add_argument("--pca-n", type=count_arg(0), default=8, help="samples whose trajectories get a 2-D PCA")
+    an.add_argument("--pca-n", type=count_arg(0), help="samples whose trajectories get a 2-D PCA (default: 8, or "
+                    "all there are if fewer)")
     an.add_argument("--seed", type=count_arg(0), default=0, help="seed of the random probes")
     an.add_argument("--batch-size", type=count_arg(1), default=256)
     an.add_argument("--device", default="auto")
@@ -423,13 +437,19 @@ def _terminated(_signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """The CLI. Ctrl-C anywhere in it prints `error: interrupted` and exits 130; SIGTERM is made to do the same
     (`error: terminated`, 143); training handles both by saving a checkpoint first (looplm.train.fit)."""
+    return run_command(lambda: _main(argv))
+
+
+def run_command(body: object) -> int:
+    """Run `body()` (-> exit code) as a command: user errors as one `error:` line and exit 2, Ctrl-C and
+    SIGTERM as above. The CLI, and a study's worker processes (looplm.experiments.addition), use it."""
     on_main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
     prev = signal.signal(signal.SIGTERM, _terminated) if on_main else None
     try:
-        return _main(argv)
+        return body()
     except KeyboardInterrupt as e:
         term = isinstance(e, Terminated)
-        print(f"error: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
+        print(f"error: {str(e) or ('terminated (SIGTERM)' if term else 'interrupted')}", file=sys.stderr)
         return 143 if term else 130
     finally:
         if on_main:
@@ -441,90 +461,104 @@ def _main(argv: list[str] | None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or one error line from _Parser
         return int(e.code or 0)
+    return guarded(lambda: _dispatch(args))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if getattr(args, "out", None) == "":  # "" is the current directory to pathlib: never what was meant
+        raise UserError("--out is empty; give a path")
+    if args.cmd == "study":  # before any work: a file, or a folder of other files, is no study directory
+        rundir.check_owned(Path(args.out), STUDY_FILES[args.task], f"a `looplm study {args.task}` directory")
+    if args.cmd == "train":
+        run = cmd_train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
+        print(f"run written to {run}")
+    elif args.cmd == "sweep":
+        out = Path(args.out) if args.out else default_out_dir(args.checkpoint) / "sweep.json"
+        outs = [out, *([out.with_suffix(".png")] if args.sizes else [])]
+        res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
+                        not args.no_progress, args.exit_tol, args.exit_stable,
+                        before=lambda: fresh_outputs(outs, args.force), sizes=args.sizes)
+        _write_json(out, res, args.force)
+        shown = res["depths"] if len(res["depths"]) <= 16 else \
+            [d for d in res["depths"] if d in set(DEMO_DEPTHS) | {res["depths"][-1]}]
+        if "sizes" in res:
+            from .plots import plot_size_depth
+
+            for k, (s, acc) in enumerate(zip(res["sizes"], res["accuracy_by_size"], strict=True)):
+                table = depth_table({"depths": res["depths"], "accuracy": acc}, shown, f"size {s:<3d}")
+                print(table if k == 0 else table.splitlines()[1])
+            print(f"wrote {plot_size_depth(res, out.with_suffix('.png'), replace=args.force)}")
+        else:
+            print(depth_table(res, shown, "ppl" if res["scored_by"] == "perplexity" else "accuracy",
+                              "ppl" if res["scored_by"] == "perplexity" else "accuracy"))
+        if "exit" in res:
+            x = res["exit"]
+            print(f"exit rule (tol={x['tol']}, stable={x['stable']}, cap {x['max_loops']}): accuracy "
+                  f"{x['accuracy']:.3f} at {x['mean_loops']:.2f} loops on average")
+        print(f"wrote {out}")
+    elif args.cmd == "generate":
+        if args.no_cache and (args.exit_tol is not None or args.exit_stable is not None):
+            raise ValueError("an exit rule needs the KV cache; drop --no-cache")
+        for prompt, ans in cmd_generate(args.checkpoint, args.prompts, args.loops, args.device,
+                                        not args.no_cache, args.exit_tol, args.exit_stable, args.show_loops):
+            print(f"{prompt} {ans}")
+    elif args.cmd == "demo":
+        cmd_demo(args.out, args.overrides, not args.no_progress, args.n)
+    elif args.cmd == "study" and args.task == "ouro-mini":
+        if args.jobs != 1 or args.only:
+            raise ValueError("--jobs and --only belong to the addition study; ouro-mini runs its stages in order")
+        from .hf.commands import require_hf
+
+        require_hf("study ouro-mini")
+        from .experiments.ouro_mini import study
+
+        print(f"wrote {study(args.out, args.quick, args.base, not args.no_progress)}")
+    elif args.cmd == "study":
+        if args.base:
+            raise ValueError("--base belongs to the ouro-mini study")
+        from .experiments.addition import full_grid, quick_grid, run_study
+
+        grid = quick_grid() if args.quick else full_grid()
+        print(f"wrote {run_study(args.out, grid, args.quick, args.jobs, not args.no_progress, args.only)}")
+    elif args.cmd == "analyze":
+        out_dir = Path(args.out) if args.out else default_out_dir(args.checkpoint)
+        figures = [] if args.no_plot else ["dynamics.png", *(["trajectories.png"] if args.pca_n != 0 else [])]
+        outs = [out_dir / f for f in ["dynamics.json", *figures]]  # every file it will write, checked first
+        res = run_analyze(args.checkpoint, args.depths, args.n, args.data, args.spectral_depths,
+                          args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
+                          args.seed, args.batch_size, args.device, not args.no_progress, args.threads,
+                          before=lambda: fresh_outputs(outs, args.force))
+        _write_json(out_dir / "dynamics.json", res, args.force)
+        print(f"wrote {out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)")
+        if not args.no_plot:
+            from .plots import plot_dynamics, plot_trajectories
+
+            print(f"wrote {plot_dynamics(res, out_dir / 'dynamics.png', replace=args.force)}")
+            if res["pca"]["samples"]:
+                print(f"wrote {plot_trajectories(res, out_dir / 'trajectories.png', replace=args.force)}")
+    elif args.cmd in ("finetune", "export-hf", "eval-lm"):
+        from .hf.commands import run as run_hf  # imports transformers only now
+
+        run_hf(args)
+    elif args.cmd == "plot":
+        for f in cmd_plot(args.inputs, args.out, args.labels, args.force):
+            print(f"wrote {f}")
+    return 0
+
+
+def guarded(body: object) -> int:
+    """`body()` with every user error (looplm's, the OS's, YAML's, memory) as one `error:` line and exit 2."""
     try:
-        if getattr(args, "out", None) == "":  # "" is the current directory to pathlib: never what was meant
-            raise UserError("--out is empty; give a path")
-        if args.cmd == "study":  # before any work: a file, or a folder of other files, is no study directory
-            rundir.check_owned(Path(args.out), STUDY_FILES[args.task], f"a `looplm study {args.task}` directory")
-        if args.cmd == "train":
-            run = cmd_train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
-            print(f"run written to {run}")
-        elif args.cmd == "sweep":
-            out = Path(args.out) if args.out else default_out_dir(args.checkpoint) / "sweep.json"
-            outs = [out, *([out.with_suffix(".png")] if args.sizes else [])]
-            res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
-                            not args.no_progress, args.exit_tol, args.exit_stable,
-                            before=lambda: fresh_outputs(outs, args.force), sizes=args.sizes)
-            _write_json(out, res, args.force)
-            shown = res["depths"] if len(res["depths"]) <= 16 else \
-                [d for d in res["depths"] if d in set(DEMO_DEPTHS) | {res["depths"][-1]}]
-            if "sizes" in res:
-                from .plots import plot_size_depth
-
-                for k, (s, acc) in enumerate(zip(res["sizes"], res["accuracy_by_size"], strict=True)):
-                    table = depth_table({"depths": res["depths"], "accuracy": acc}, shown, f"size {s:<3d}")
-                    print(table if k == 0 else table.splitlines()[1])
-                print(f"wrote {plot_size_depth(res, out.with_suffix('.png'), replace=args.force)}")
-            else:
-                print(depth_table(res, shown, "ppl" if res["scored_by"] == "perplexity" else "accuracy",
-                                  "ppl" if res["scored_by"] == "perplexity" else "accuracy"))
-            if "exit" in res:
-                x = res["exit"]
-                print(f"exit rule (tol={x['tol']}, stable={x['stable']}, cap {x['max_loops']}): accuracy "
-                      f"{x['accuracy']:.3f} at {x['mean_loops']:.2f} loops on average")
-            print(f"wrote {out}")
-        elif args.cmd == "generate":
-            if args.no_cache and (args.exit_tol is not None or args.exit_stable is not None):
-                raise ValueError("an exit rule needs the KV cache; drop --no-cache")
-            for prompt, ans in cmd_generate(args.checkpoint, args.prompts, args.loops, args.device,
-                                            not args.no_cache, args.exit_tol, args.exit_stable, args.show_loops):
-                print(f"{prompt} {ans}")
-        elif args.cmd == "demo":
-            cmd_demo(args.out, args.overrides, not args.no_progress, args.n)
-        elif args.cmd == "study" and args.task == "ouro-mini":
-            if args.jobs != 1 or args.only:
-                raise ValueError("--jobs and --only belong to the addition study; ouro-mini runs its stages in order")
-            from .hf.commands import require_hf
-
-            require_hf("study ouro-mini")
-            from .experiments.ouro_mini import study
-
-            print(f"wrote {study(args.out, args.quick, args.base, not args.no_progress)}")
-        elif args.cmd == "study":
-            if args.base:
-                raise ValueError("--base belongs to the ouro-mini study")
-            from .experiments.addition import full_grid, quick_grid, run_study
-
-            grid = quick_grid() if args.quick else full_grid()
-            print(f"wrote {run_study(args.out, grid, args.quick, args.jobs, not args.no_progress, args.only)}")
-        elif args.cmd == "analyze":
-            out_dir = Path(args.out) if args.out else default_out_dir(args.checkpoint)
-            figures = [] if args.no_plot else ["dynamics.png", *(["trajectories.png"] if args.pca_n else [])]
-            outs = [out_dir / f for f in ["dynamics.json", *figures]]  # every file it will write, checked first
-            res = run_analyze(args.checkpoint, args.depths, args.n, args.data, args.spectral_depths,
-                              args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
-                              args.seed, args.batch_size, args.device, not args.no_progress, args.threads,
-                              before=lambda: fresh_outputs(outs, args.force))
-            _write_json(out_dir / "dynamics.json", res, args.force)
-            print(f"wrote {out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)")
-            if not args.no_plot:
-                from .plots import plot_dynamics, plot_trajectories
-
-                print(f"wrote {plot_dynamics(res, out_dir / 'dynamics.png', replace=args.force)}")
-                if res["pca"]["samples"]:
-                    print(f"wrote {plot_trajectories(res, out_dir / 'trajectories.png', replace=args.force)}")
-        elif args.cmd in ("finetune", "export-hf", "eval-lm"):
-            from .hf.commands import run as run_hf  # imports transformers only now
-
-            run_hf(args)
-        elif args.cmd == "plot":
-            for f in cmd_plot(args.inputs, args.out, args.labels, args.force):
-                print(f"wrote {f}")
+        body()
     except Interrupted as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
     except (UserError, ValueError, OSError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except RecursionError:  # a RuntimeError: JSON, YAML or a --set value nested thousands of levels deep
+        print("error: an input is nested too deeply to read (a JSON or YAML value thousands of levels deep); "
+              "flatten it", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and "allocate" not in str(e):
@@ -535,12 +569,18 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
+MAX_ERROR_CHARS = 600  # an error line echoes the user's input: a megabyte value must not become a megabyte line
+
+
 def _one_line(e: BaseException) -> str:
-    """An exception as one line: a multi-line message's lines joined with '; ' (a space after a colon)."""
+    """An exception as one line: a multi-line message's lines joined with '; ' (a space after a colon), cut to
+    MAX_ERROR_CHARS."""
     out = ""
     for ln in (x.strip() for x in str(e).splitlines()):
         if ln:
             out += ("" if not out else " " if out.endswith(":") else "; ") + ln
+        if len(out) > MAX_ERROR_CHARS:
+            return out[:MAX_ERROR_CHARS] + " … (cut)"
     return out
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ DEVICES = ("auto", "cpu", "cuda")
 STRATEGIES = ("ddp", "fsdp")
 CHAT_FORMATS = ("auto", "messages", "prompt_response")
 MAX_SEED = 2**32 - 1
+MAX_BLOCKS = 1024  # per stack (prelude, core, coda)
 
 
 # --- YAML, read strictly -------------------------------------------------------------------------------------
@@ -148,6 +150,10 @@ class ModelConfig:
         _check(self.vocab_size >= 0, s, "vocab_size", f"must be >= 0 (0 = the task's), got {self.vocab_size}")
         for k in ("n_prelude", "n_coda"):
             _check(getattr(self, k) >= 0, s, k, f"must be >= 0, got {getattr(self, k)}")
+        # Each block is a Python module: even the memory check's weightless (meta) build of a million of them
+        # would take minutes and gigabytes before it could refuse.
+        for k in ("n_prelude", "n_core", "n_coda"):
+            _check(getattr(self, k) <= MAX_BLOCKS, s, k, f"must be <= {MAX_BLOCKS}, got {getattr(self, k):,}")
         _check(self.d_model % self.n_heads == 0, s, "n_heads",
                f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         _check(0.0 <= self.dropout < 1.0, s, "dropout", f"must be in [0, 1), got {self.dropout}")
@@ -459,6 +465,10 @@ _SECTION_TYPES = {"model": ModelConfig, "loops": LoopsConfig, "reg": RegConfig, 
 _HF_TYPES = {"model": HFModelConfig, "data": ChatDataConfig}
 
 
+_SHORT = reprlib.Repr()  # a value echoed in an error: two levels, a few items
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 2, 4, 4, 80
+
+
 def _coerce(where: str, value: Any, typ: Any) -> Any:
     """Check `value` against a field annotation. ints are accepted for floats; bools never pass as numbers."""
     if isinstance(typ, str):
@@ -481,7 +491,8 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
     if typ in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{where} must be {typ.__name__}, got bool {value!r}")
     if typ in (int, float, str, bool) and not isinstance(value, typ):
-        raise ConfigError(f"{where} must be {typ.__name__}, got {type(value).__name__} {value!r}")
+        # reprlib: a YAML alias bomb is a small object whose full repr runs to hundreds of megabytes
+        raise ConfigError(f"{where} must be {typ.__name__}, got {type(value).__name__} {_SHORT.repr(value)}")
     return value
 
 

@@ -422,8 +422,8 @@ METRIC_DEFINITIONS = {
 
 @torch.no_grad()
 def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_depths: list[int] | None = None,
-             spectral_n: int = 16, iters: int = 60, tol: float = 1e-3, method: str = "arnoldi",
-             hutchinson_samples: int = 8, pca_n: int = 8, batch_size: int = 256, seed: int = 0,
+             spectral_n: int | None = None, iters: int = 60, tol: float = 1e-3, method: str = "arnoldi",
+             hutchinson_samples: int = 8, pca_n: int | None = None, batch_size: int = 256, seed: int = 0,
              progress: bool = False) -> dict:
     """Per-loop diagnostics of `model` on `batch` at each depth in `depths`; a JSON-ready dict.
 
@@ -431,7 +431,8 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     depth and every sample: two forward passes to max(depths) (the first only finds h(L)). The spectral
     estimates cost up to `iters` JVPs (σ_max: `iters` JVP+VJP pairs) per depth, so they are taken only at
     `spectral_depths` (default: about 12 log-spaced depths among `depths`) and on the first `spectral_n`
-    samples. `pca_n` samples' trajectories over `depths` are projected on their own top-2 PCs.
+    samples. `pca_n` samples' trajectories over `depths` are projected on their own top-2 PCs. None: 16 and 8
+    samples, or all there are if fewer; a number larger than the batch is refused.
     Real tokens are the batch's mask (a text model's pad id may also be a real token, e.g. EOS); every
     statistic is taken over them only.
     """
@@ -442,6 +443,8 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     n = len(batch)
     if n < 1:
         raise ValueError("no samples to analyze")
+    spectral_n = min(16, n) if spectral_n is None else spectral_n
+    pca_n = min(8, n) if pca_n is None else pca_n
     real = batch.mask.bool()
     model.eval()
     dev = next(model.parameters()).device
@@ -451,8 +454,11 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     spectral_depths = sorted(set(spectral_depths)) if spectral_n > 0 else []
     if any(d not in set(depths) for d in spectral_depths):
         raise ValueError("spectral depths must be among the analyzed depths")
-    spectral_n = min(spectral_n, n)
-    pca_n = min(pca_n, n)
+    # More samples than the batch holds would be clipped, and the result read as the number asked for.
+    for name, k in (("spectral_n", spectral_n if spectral_depths else 0), ("pca_n", pca_n)):
+        if k > n:
+            raise ValueError(f"{name}={k} is more than the {n} problems analyzed; ask for at most {n} (or more "
+                             "problems)")
     want = {d: i for i, d in enumerate(depths)}
     t0 = time.perf_counter()
     keys = ("state_norm", "step_residual", "dist_to_final", "entropy", "ce")

@@ -31,10 +31,10 @@ def parse_depths(spec: str) -> list[int]:
         raise ValueError("empty depth specification; use e.g. 1:100 or 1,2,4,8")
     for part in spec.split(","):
         part = part.strip()
-        try:
-            nums = [int(x) for x in part.split(":")]
-        except ValueError:
-            raise ValueError(f"bad depth spec {part!r}; use e.g. 1:100, 1:100:5 or 1,2,4") from None
+        # ASCII digits only: int() would also read `1_0` and non-ASCII digits.
+        if not all(x.strip().isascii() and x.strip().isdigit() for x in part.split(":")):
+            raise ValueError(f"bad depth spec {part!r}; use e.g. 1:100, 1:100:5 or 1,2,4")
+        nums = [int(x) for x in part.split(":")]
         if len(nums) == 1:
             rng = nums
         elif len(nums) in (2, 3):

@@ -56,6 +56,17 @@ def _check_doc(doc: object, p: Path) -> None:
         raise ValueError(f"{p}: `depths` must be increasing integers >= 1")
     if not _numbers(doc["accuracy"], len(d)):
         raise ValueError(f"{p}: `accuracy` must hold one number per depth ({len(d)})")
+    # A plot of an impossible score would look like a result: exact match is a finite fraction.
+    if doc.get("scored_by") != "perplexity":
+        series = [doc["accuracy"]]
+        if "accuracy_by_size" in doc:
+            by, sizes = doc["accuracy_by_size"], doc.get("sizes")
+            if not (isinstance(by, list) and isinstance(sizes, list) and len(by) == len(sizes)
+                    and all(_numbers(r, len(d)) for r in by)):
+                raise ValueError(f"{p}: `accuracy_by_size` must hold one list per size, each one number per depth")
+            series += by
+        if any(v is not None and not (0 <= v <= 1) for r in series for v in r):  # NaN fails both tests
+            raise ValueError(f"{p}: an accuracy outside [0, 1] (or NaN); exact match is a fraction")
     if is_dynamics(doc):
         ok = isinstance(doc.get("metrics"), dict) and all(
             isinstance(s, dict) and all(_numbers(s.get(k), len(d)) for k in ("mean", "q10", "q50", "q90"))

@@ -113,7 +113,7 @@ def check_metrics(path: Path) -> None:
     except a torn last line (a crash in mid-write), which the resume drops."""
     if not path.exists():
         return
-    lines = path.read_text(errors="replace").splitlines()
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()  # -sig: as truncate_metrics reads
     for i, line in enumerate(lines, 1):
         try:
             rec = json.loads(line)

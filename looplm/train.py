@@ -42,7 +42,7 @@ from . import rundir
 from .config import Config, ConfigError
 from .errors import UserError
 from .evaluate import sweep
-from .logger import MetricsLog, check_available
+from .logger import MetricsLog, check_available, json_record
 from .looped import check_looped, phi, run_loop
 from .loops import describe, sample_loops
 from .model import LoopedTransformer, twice_differentiable
@@ -173,20 +173,27 @@ def native_run(cfg: Config, device: torch.device, resume_from: Path | None, mode
     return Run(model.to(device), task, write_model)
 
 
-def truncate_metrics(path: Path, last_step: int) -> None:
-    """On resume, drop log lines from steps after the checkpoint: they will be redone."""
+def truncate_metrics(path: Path, last_step: int) -> int:
+    """On resume, drop log lines from steps after the checkpoint (they will be redone) and a torn last line, and
+    rewrite what is kept as strict JSON (a log written before non-finite numbers became null holds `NaN`).
+    Returns how many records were dropped."""
     if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
+        return 0
+    keep, dropped = [], 0
+    # utf-8-sig: a BOM (an editor's) would make the first record unreadable and so look like a torn line
+    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
         try:
-            if json.loads(line).get("step", 0) <= last_step:
-                keep.append(line)
+            rec = json.loads(line)
         except json.JSONDecodeError:
-            break  # a torn last line from a crash
+            break  # a torn last line from a crash (rundir.check_metrics refused any other bad line)
+        if rec.get("step", 0) <= last_step:
+            keep.append(json_record(rec))
+        else:
+            dropped += 1
     tmp = path.with_name(path.name + ".tmp")  # rewrite by rename, so a kill here cannot lose the log
     tmp.write_text("".join(k + "\n" for k in keep))
     tmp.replace(path)
+    return dropped
 
 
 def _wrap(objective: nn.Module, model: nn.Module, strategy: str, world: dist.World, device: torch.device
@@ -260,6 +267,9 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     if shard % micro:
         raise ConfigError(f"train.micro_batch_size={micro} does not divide the per-rank batch {shard} "
                           f"(train.batch_size={t.batch_size} over {world.size} process(es))")
+    if cfg.reg.samples > micro:  # the penalty's samples come from one micro-batch: more would be clipped unseen
+        raise ConfigError(f"reg.samples={cfg.reg.samples} is more than a micro-batch holds ({micro} sequences: "
+                          "train.batch_size / processes, or train.micro_batch_size); lower it (0 = all)")
     # Everything up to the lock reads only, on every rank: a refused command changes nothing on disk.
     check_available(t.logger)
     src = rundir.resume_point(out, resume)
@@ -290,6 +300,9 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
             tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
                        + "\n  ".join(changed))
     eval_batch = run.task.held_out(t.eval_size) if t.eval_every else None
+    if eval_batch is not None and len(eval_batch) < t.eval_size and world.is_main:  # say it, not a silent clip
+        print(f"note: train.eval_size={t.eval_size}, but the held-out split holds {len(eval_batch)}; the evaluations "
+              f"score those {len(eval_batch)} (metrics.jsonl: acc_n)")
     dist.barrier(world)  # every rank has checked before rank 0 takes the lock (the ranks are one writer)
     with contextlib.ExitStack() as held:
         if world.is_main:
@@ -381,7 +394,10 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                                        f"({type(e).__name__}: {e})") from None
     if world.is_main:
         # Drop log lines from steps after the checkpoint (all on a fresh start): they are (re)done now.
-        truncate_metrics(out / "metrics.jsonl", step)
+        dropped = truncate_metrics(out / "metrics.jsonl", step)
+        if dropped:  # say so: a log that shrinks without a word looks like lost data
+            tqdm.write(f"{out / 'metrics.jsonl'}: {dropped} record(s) of steps after {step} dropped; those steps "
+                       "are run again")
         cfg.save_yaml(out / "config.yaml")
 
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and t.bf16 else nullcontext()
@@ -415,8 +431,13 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
     catch = not world.active and threading.current_thread() is threading.main_thread()
 
     def request_stop(signum: int, _frame: Any) -> None:
-        if stop:
-            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        if stop:  # the message says what is on disk: the steps since the last save are lost
+            last = ckpt.saved_step(ckpt_dir)
+            kept = f"the checkpoint at step {last} in {ckpt_dir} is kept" if last is not None else \
+                "there is no checkpoint yet, so --resume starts the run again"
+            raise (Terminated if signum == signal.SIGTERM else KeyboardInterrupt)(
+                f"{'terminated' if signum == signal.SIGTERM else 'interrupted'} twice: stopped at step {step} "
+                f"without saving; {kept}")
         stop.append(signum)
 
     prev = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)} if catch else {}
@@ -504,6 +525,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                 if fsdp or world.is_main:
                     with gathered():
                         rec["acc"] = sweep(model, eval_batch, [cfg.loops.num_loops]).accuracy[0]
+                        rec["acc_n"] = len(eval_batch)
                 if t.stop_at_acc:  # every rank must agree to stop
                     acc = dist.all_sum(torch.tensor([rec.get("acc", 0.0)], dtype=torch.float64, device=device), world)
                     if acc.item() / (world.size if fsdp else 1) >= t.stop_at_acc:  # rank 0's figure, on all ranks

@@ -61,6 +61,7 @@ class Case:
     rc: int = 2
     hf: bool = False  # needs the hf extra
     before: str = ""  # what `prepare` does, for the table
+    shown: str = ""  # the command as the table shows it, when argv is too long to print
 
 
 def _flip(rel: str) -> Callable[[Path, Path], None]:
@@ -195,6 +196,11 @@ def template(text: str) -> dict[str, str]:
             "chat.jsonl": GOOD_CHAT + "\n", "t.jinja": text}
 
 
+# A YAML "billion laughs": nine anchors, each a list of nine of the one before (9^9 items if expanded; small as
+# PyYAML builds it, with shared lists, but its full repr would be hundreds of megabytes).
+BOMB = "train:\n  steps:\n    - &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"    - &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True))
+DEEP = "[" * 100_000 + "]" * 100_000  # nested far past Python's recursion limit
 GOOD_CHAT = '{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "#### 2"}]}'
 
 CASES: dict[str, Case] = {
@@ -238,6 +244,21 @@ CASES: dict[str, Case] = {
     "cfg-nan": Case("config", "NaN float", [*TRAIN, "--set", "loops.mu=.nan"]),
     "cfg-bad-choice": Case("config", "value not among the choices", [*TRAIN, "--set", "model.norm_placement=middle"]),
     "cfg-bad-device": Case("config", "unknown device in the config", [*TRAIN, "--set", "train.device=tpu"]),
+    "cfg-alias-bomb": Case("config", "a YAML alias bomb (9^9 items if expanded) for an int", [
+        "train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/out"], {"c.yaml": BOMB}),
+    "cfg-yaml-deep": Case("config", "a YAML value nested 100,000 levels deep", [
+        "train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/out"], {"c.yaml": "train:\n  lr: " + DEEP + "\n"}),
+    "cfg-set-deep": Case("config", "a --set value nested 1,000 levels deep", [
+        *TRAIN, "--set", "train.lr=" + "[" * 1000 + "]" * 1000],
+        shown="looplm train --config addition-prenorm-stars --out <tmp>/out --no-progress --set "
+              "'train.lr=[[[...]]]' (1,000 levels)"),
+    "cfg-blocks-huge": Case("config", "a hundred million core blocks", [*TRAIN, "--set", "model.n_core=100000000"]),
+    "cfg-reg-samples-above-batch": Case("config", "reg.samples above the micro-batch", [
+        *TRAIN, *TINY, "--set", "reg.samples=100"]),
+    "cfg-count-underscore": Case("arguments", "a count written 1_0 (int() reads 10)", [*S, "--n", "1_0"]),
+    "cfg-count-arabic-digits": Case("arguments", "a count in Arabic-Indic digits", [*S, "--n", "\u0661\u0660"]),
+    "cfg-depths-underscore": Case("arguments", "a depth written 1_0", [*S, "--depths", "1_0"]),
+    "cfg-real-underscore": Case("arguments", "a number written 1_0", [*A, "--tol", "1_0"]),
     "cfg-bad-strategy": Case("config", "unknown distributed strategy", [*TRAIN, "--set", "train.strategy=zero3"]),
     "cfg-min-loops-zero": Case("config", "min_loops < 1", [*TRAIN, "--set", "loops.min_loops=0"]),
     "cfg-min-above-max": Case("config", "min_loops > max_loops", [*TRAIN, "--set", "loops.max_loops=5", "--set",
@@ -436,6 +457,8 @@ CASES: dict[str, Case] = {
                      {"d.jsonl": '{"num1": NaN, "num2": 1, "answer": 1}\n'}),
     "data-exponent": Case("data", "number in exponent notation", [*S, "--data", "{tmp}/d.jsonl"],
                           {"d.jsonl": '{"num1": 1e3, "num2": 1, "answer": 1001}\n'}),
+    "data-deep": Case("data", "a row nested 100,000 levels deep", [*S, "--data", "{tmp}/d.jsonl"],
+                      {"d.jsonl": DEEP + "\n"}),
     "data-too-wide": Case("data", "operands too wide for the model's positions", [*S, "--data", "{tmp}/d.jsonl"],
                           {"d.jsonl": ROW + '{"num1": 123456789, "num2": 1, "answer": 123456790}\n'}),
     "chat-null-content": Case("data", "chat record with null content", FT, chat(
@@ -513,6 +536,18 @@ CASES: dict[str, Case] = {
     "out-analyze-exists": Case("outputs", "analyze over an earlier dynamics.json", ["analyze", "{run}",
                                "--no-progress"]),
     "out-sweep-to-dir": Case("outputs", "sweep --out a directory", [*S, "--out", "{tmp}"]),
+    "out-sweep-over-metrics": Case("outputs", "sweep --out the run's metrics.jsonl, --force", [
+        *S, "--out", "{run}/metrics.jsonl", "--force"]),
+    "out-sweep-over-config": Case("outputs", "sweep --out the run's config.yaml, --force", [
+        *S, "--out", "{run}/config.yaml", "--force"]),
+    "out-analyze-into-tensorboard": Case("outputs", "analyze --out the run's tensorboard/ folder, --force", [
+        *A, "--out", "{run}/tensorboard", "--force"]),
+    "an-spectral-n-above-n": Case("arguments", "--spectral-n above --n", [
+        "analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-n", "8", "--pca-n", "0",
+        "--no-plot", "--out", "{tmp}/a"]),
+    "an-pca-n-above-n": Case("arguments", "--pca-n above --n", [
+        "analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--pca-n", "5",
+        "--no-plot", "--out", "{tmp}/a"]),
     "out-export-into-checkpoint": Case("outputs", "export-hf --out the run's checkpoint/", ["export-hf", "{run}",
                                        "--out", "{run}/checkpoint"], hf=True),
     "out-export-to-file": Case("outputs", "export-hf --out an existing file", ["export-hf", "{run}", "--out",
@@ -578,6 +613,15 @@ CASES: dict[str, Case] = {
                                     "--out", "{tmp}/a.png"],
                                     {"x.json": '{"kind": "looplm.dynamics", "depths": [1], "accuracy": [1]}'}),
     "plot-out-not-png": Case("plots", "--out that is not a .png", ["plot", "{run}", "--out", "{tmp}/a.jpg"]),
+    "plot-deep-json": Case("plots", "JSON nested 100,000 levels deep", ["plot", "{tmp}/x.json", "--out",
+                           "{tmp}/a.png"], {"x.json": DEEP}),
+    "plot-accuracy-above-one": Case("plots", "an exact match above 1", ["plot", "{tmp}/x.json", "--out",
+                                    "{tmp}/a.png"], {"x.json": '{"depths": [1, 2], "accuracy": [0.5, 1.5]}'}),
+    "plot-accuracy-nan": Case("plots", "an exact match that is NaN", ["plot", "{tmp}/x.json", "--out", "{tmp}/a.png"],
+                              {"x.json": '{"depths": [1, 2], "accuracy": [0.5, NaN]}'}),
+    "plot-by-size-misshaped": Case("plots", "accuracy_by_size with a row short", [
+        "plot", "{tmp}/x.json", "--out", "{tmp}/a.png"],
+        {"x.json": '{"depths": [1, 2], "accuracy": [1, 1], "sizes": [1, 2], "accuracy_by_size": [[1, 1], [1]]}'}),
     "plot-labels-count": Case("plots", "more labels than inputs", ["plot", "{run}", "--labels", "a", "b", "--out",
                               "{tmp}/a.png"]),
     "plot-empty-dir": Case("plots", "a directory with neither file", ["plot", "{tmp}", "--out", "{tmp}/a.png"]),
@@ -596,6 +640,15 @@ CASES: dict[str, Case] = {
     "hf-analyze-remote-code": Case("hf", "analyze a model directory that needs its own code", [
         "analyze", "{tmp}/remote", "--data", "{tmp}/chat.jsonl", "--no-progress"], {"chat.jsonl": GOOD_CHAT + "\n"},
         prepare=_remote_code_model, hf=True),
+    "hf-finetune-split-local": Case("hf", "data.split for a local file (a hub option)", FT, {
+        "ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: 256\n  split: test\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-config-name-local": Case("hf", "data.config_name for a local file (a hub option)", FT, {
+        "ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: 256\n  config_name: main\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-analyze-export-no-tokenizer": Case("hf", "analyze an export of looplm's own model (no tokenizer files)", [
+        "analyze", "{tmp}/exp", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_export, hf=True),
     "hf-analyze-no-data": Case("hf", "analyze an HF model without --data", ["analyze", "{base}", "--no-progress",
                                "--out", "{tmp}/a"], hf=True),
     "hf-analyze-data-missing": Case("hf", "analyze an HF model with a --data file that does not exist", [
@@ -768,7 +821,7 @@ def test_empty_data_file_does_not_hang_in_a_real_process(run, tmp_path):
 # --- rewriting the tables ---------------------------------------------------------------------------------------------
 def _render(case: Case) -> str:
     parts = ["looplm", *(a if a else "''" for a in case.argv)]
-    text = " ".join(p if " " not in p else repr(p) for p in parts)
+    text = case.shown or " ".join(p if " " not in p else repr(p) for p in parts)
     for name in ("tmp", "run", "copy", "base", "hfrun"):
         text = text.replace("{" + name + "}", f"<{name}>")
     if case.files:

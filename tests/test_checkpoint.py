@@ -243,6 +243,26 @@ def test_keep_last_k_checkpoints_and_the_cli_reads_each(tmp_path, capsys):
     assert [s for s, _ in ckpt.history(run)] == [7, 8] and ckpt.load_state(run)["step"] == 9
 
 
+def test_a_foreign_folder_in_the_history_is_neither_counted_nor_pruned(tmp_path, capsys):
+    """`checkpoints/step-99999999` made by hand (no manifest) sorts after every real step: counted as a checkpoint,
+    it pushed the run's real ones out of a keep-last-K history. It is ignored, kept, and never resumed from."""
+    cfg = tiny_config(train=dict(steps=4, checkpoint_every=2, keep_checkpoints=2, eval_every=0))
+    run = train(cfg, tmp_path / "run", progress=False)
+    junk = run / ckpt.HISTORY / "step-99999999"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("mine")
+    clash = run / ckpt.HISTORY / "step-00000004"  # the name the next retired checkpoint takes, already used
+    clash.mkdir()
+    (clash / "notes.txt").write_text("also mine")
+    assert [s for s, _ in ckpt.history(run)] == [2]
+    train(tiny_config(train=dict(steps=6, checkpoint_every=2, keep_checkpoints=2, eval_every=0)), run, resume=True,
+          progress=False)
+    assert [s for s, _ in ckpt.history(run)] == [4] and ckpt.load_state(run)["step"] == 6
+    assert (junk / "notes.txt").read_text() == "mine"  # untouched
+    moved = [d for d in (run / ckpt.HISTORY).iterdir() if d.name.startswith("step-00000004.displaced-")]
+    assert len(moved) == 1 and (moved[0] / "notes.txt").read_text() == "also mine"
+
+
 def test_readers_find_a_checkpoint_left_mid_swap(tmp_path):
     """A crash between the two renames of a save leaves only `checkpoint.old/`: readers use it without changing
     anything, and the next `train --resume` puts it back."""

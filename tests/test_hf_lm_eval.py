@@ -1,6 +1,7 @@
 """lm-eval at any loop count (looplm.hf.lm_eval_adapter) on a tiny Ouro model and local tasks."""
 
 import functools
+import json
 
 import pytest
 
@@ -73,4 +74,31 @@ def test_registered_name_and_model_args_and_the_eval_lm_command(setup, tmp_path,
                 str(d / "tasks"), "--limit", "2", "--device", "cpu", "--out", str(tmp_path / "cli")]) == 0
     assert "| 3 |" in capsys.readouterr().out
     assert (tmp_path / "cli" / "eval_lm.md").is_file()
+    counts = json.loads((tmp_path / "cli" / "eval_lm.json").read_text())["n_samples"][mc_task]
+    assert counts["effective"] == 2 < counts["original"]
+    # A --limit above the task's size scores the whole task: recorded as what was scored, and said.
+    assert cli(["eval-lm", str(d / "model"), "--tasks", mc_task, "--depths", "1", "--include-path",
+                str(d / "tasks"), "--limit", "100000", "--device", "cpu", "--out", str(tmp_path / "all")]) == 0
+    assert "--limit 100,000 is more examples than a task holds" in capsys.readouterr().out
+    counts = json.loads((tmp_path / "all" / "eval_lm.json").read_text())["n_samples"][mc_task]
+    assert counts["effective"] == counts["original"] < 100000
     assert cli(["eval-lm", str(d / "model"), "--tasks", mc_task, "--depths", "0"]) == 2
+
+
+def test_a_loop_count_that_cannot_fit_is_refused_before_it_runs(setup, tmp_path, capsys, monkeypatch):
+    """The exit rule keeps every loop's state: a million loops is refused with the size, not run into the OOM
+    killer (the check reads the machine's free memory, here set to 1 GiB)."""
+    from looplm import memory
+
+    d, (_, mc_task) = setup
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**30)
+    capsys.readouterr()
+    assert cli(["eval-lm", str(d / "model"), "--tasks", mc_task, "--depths", "1000000", "--include-path",
+                str(d / "tasks"), "--limit", "2", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    # lm-eval's progress bar is still open when the error ends the run: the line may follow it
+    lines = [ln[ln.index("error:"):] for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("error: not enough memory: 1,000,000 loops on ") and "1.0 GiB are free" in lines[0]
+    assert not (tmp_path / "e").exists()
+

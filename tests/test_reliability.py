@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -303,6 +304,34 @@ def test_ctrl_c_saves_the_step_and_resume_is_bitwise(tmp_path):
     assert without_timing(read_metrics(run)) == without_timing(read_metrics(ref))
 
 
+@POSIX_ONLY
+def test_a_second_ctrl_c_stops_at_once_and_says_what_is_kept(tmp_path):
+    """Two Ctrl-Cs in a row: the second stops without saving and the line says which checkpoint is kept; the
+    resume then says that it drops the log records of the steps it redoes."""
+    # Steps of about a second, so that both signals land in one (a pending signal sent twice is delivered once).
+    slow = {"model.d_model": "512", "model.d_ff": "2048", "train.batch_size": "128"}
+    argv = [a if a.split("=")[0] not in slow else f"{a.split('=')[0]}={slow[a.split('=')[0]]}"
+            for a in _cmd(tmp_path / "run", "train.steps=100000", "train.checkpoint_every=3")]
+    run = tmp_path / "run"
+    proc = subprocess.Popen(argv, env=ENV, stderr=subprocess.PIPE, text=True)
+    _wait_for_step(run, 5, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    kept = ckpt.saved_step(run / "checkpoint")
+    line = err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"error: interrupted twice: stopped at step (\d+) without saving; the checkpoint at step "
+                        rf"{kept} in {re.escape(str(run / 'checkpoint'))} is kept", line), line
+    logged = _last_logged_step(run / "metrics.jsonl")
+    assert logged > kept
+    again = subprocess.run([*[a.replace("train.steps=100000", f"train.steps={logged + 1}") for a in argv]], env=ENV,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"record(s) of steps after {kept} dropped; those steps are run again" in again.stdout + again.stderr
+
+
 def test_resume_falls_back_to_the_newest_whole_checkpoint_in_the_history(tmp_path, capsys):
     cfg = tiny_config(train=dict(steps=6, checkpoint_every=2, keep_checkpoints=3, eval_every=0))
     ref = train(cfg, tmp_path / "ref", progress=False)
@@ -333,3 +362,19 @@ def test_metrics_are_strict_json(tmp_path):
         json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     rec = read_metrics(run)[1]
     assert rec["skipped"] == "non-finite loss" and rec["grad_norm"] is None and rec["nonfinite"] == ["grad_norm"]
+
+
+def test_resume_rewrites_an_old_log_as_strict_json_and_reads_past_a_bom(tmp_path):
+    """A log from before strict JSON (`NaN` in a record) is rewritten on resume; a BOM an editor added does not
+    make the first record look torn (it would be dropped without a word)."""
+    run = train(tiny_config(train=dict(steps=3, eval_every=0, checkpoint_every=0)), tmp_path / "r", progress=False)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[1] = lines[1].replace('"grad_norm": ', '"grad_norm": NaN, "was": ', 1)
+    (run / "metrics.jsonl").write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode())
+    train(tiny_config(train=dict(steps=4, eval_every=0, checkpoint_every=0)), run, resume=True, progress=False)
+    text = (run / "metrics.jsonl").read_text()
+    recs = [json.loads(x, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+            for x in text.splitlines()]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4] and recs[0]["ce"] == first["ce"]
+    assert recs[1]["grad_norm"] is None and recs[1]["nonfinite"] == ["grad_norm"]

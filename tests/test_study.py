@@ -108,3 +108,48 @@ def test_recipe_rows_report_the_seed_row_and_the_perturbation_table(tmp_path, mo
     a, b = pert["noise"]["rows"][1]["accuracy"][0], twin["noise"]["rows"][1]["accuracy"][0]
     assert f"| {a:.3f} / {b:.3f} |" in row
     assert not (tmp_path / "runs" / "recipe-fixed8-s0" / "perturbation.json").exists()  # stage 1 is not compared
+
+
+def test_parallel_study_waits_for_each_base_run(tmp_path):
+    """--jobs 2: each run in its own process, a fine-tune only after the run it starts from has finished."""
+    stage1 = [t for t in TINY if not t.startswith(("reg.", "loops."))] + ["train.stop_at_acc=0", "loops.num_loops=2"]
+    grid = [study.RunSpec("recipe-fixed8-s0", "recipe", "addition-fixed8", stage1, n_eval=8),
+            study.RunSpec("recipe-stars-s0", "recipe", "addition-stars", TINY, n_eval=8, init_from="recipe-fixed8-s0"),
+            study.RunSpec("recipe-fixed8-s1", "recipe", "addition-fixed8", stage1, seed=1, n_eval=8)]
+    results = study._run_parallel(grid, tmp_path, [8, 8, 8], jobs=2)
+    assert [r["name"] for r in results] == [s.name for s in grid] and all(r["n"] == 8 for r in results)
+    base = tmp_path / "runs" / "recipe-fixed8-s0"
+    cfg = json.loads((tmp_path / "runs" / "recipe-stars-s0" / "result.json").read_text())["config"]
+    assert cfg["train"]["init_from"] == str(base)
+    # started from the base's finished weights: its result was written before the fine-tune's first record
+    ft = tmp_path / "runs" / "recipe-stars-s0" / "config.yaml"
+    assert (base / "result.json").stat().st_mtime <= ft.stat().st_mtime
+
+
+def test_ctrl_c_stops_a_parallel_study_with_one_line(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) during `study --jobs 2`: the children save and stop, the
+    study exits 130 with one line, no traceback and no hang; the same command then resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "study"
+    argv = [sys.executable, "-m", "looplm", "study", "addition", "--out", str(out), "--jobs", "2", "--no-progress",
+            "--only", "recipe-fixed8-s0", "recipe-fixed8-s1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not all((out / "runs" / n / "metrics.jsonl").exists()
+                                             for n in ("recipe-fixed8-s0", "recipe-fixed8-s1")):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert lines[-1].startswith("error: interrupted: 2 run(s) stopped")
+    for n in ("recipe-fixed8-s0", "recipe-fixed8-s1"):  # each child saved where it stopped
+        assert saved_step(out / "runs" / n / "checkpoint") is not None

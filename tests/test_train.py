@@ -151,3 +151,13 @@ def test_loggers_write_the_metrics_the_log_holds(tmp_path, logger, monkeypatch):
             time.sleep(0.2)
         raw = files[0].read_bytes()  # history values are stored as JSON text inside the records
         assert all(k.encode() in raw for k in ("grad_norm", "tok_s", "loss", "lr"))
+
+
+def test_an_eval_size_above_the_held_out_split_is_said_and_recorded(tmp_path, capsys):
+    """train.eval_size beyond data.test_size scores the split there is: the run says so, and each evaluation
+    records how many problems it scored (acc_n), so a figure on 16 problems cannot pass for one on 64."""
+    run = train(tiny_config(train=dict(steps=3, eval_every=3, eval_size=64), data=dict(test_size=16)),
+                tmp_path / "r", progress=False)
+    assert "train.eval_size=64, but the held-out split holds 16" in capsys.readouterr().out
+    evals = [r for r in read_metrics(run) if "acc" in r]
+    assert evals and all(r["acc_n"] == 16 for r in evals)

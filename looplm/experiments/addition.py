@@ -11,11 +11,11 @@ import math
 import re
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import load_config
+from ..errors import UserError
 from ..loops import describe, training_range
 
 DEPTHS = [1, 2, 4, 8, 16, 32, 64, 100, 300, 1000]
@@ -193,7 +193,7 @@ def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress
     if spec.init_from:
         base = out / "runs" / spec.init_from
         if not (base / "result.json").exists():
-            raise RuntimeError(f"run {spec.name} starts from run {spec.init_from}, which has not finished; run that "
+            raise UserError(f"run {spec.name} starts from run {spec.init_from}, which has not finished; run that "
                                "one first (`--only` takes names in order)")
         extra.append(f"train.init_from={base}")
     cfg = spec.config(extra)
@@ -249,6 +249,59 @@ def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], trai
     return result
 
 
+def _run_parallel(grid: list[RunSpec], out: Path, n_evals: list[int], jobs: int) -> list[dict]:
+    """Each run in its own process (`python -m looplm.experiments.addition`, one torch thread), up to `jobs` at
+    once, a fine-tune only once the run it starts from has finished. Processes rather than a pool: on Ctrl-C
+    every child gets the signal and stops as a CLI command does (training saves a checkpoint first), and the
+    study waits for them and stops too; a pool's idle workers die with tracebacks and its shutdown can hang."""
+    import signal
+    import subprocess
+    import sys
+
+    from ..train import Interrupted
+
+    pending = list(zip(grid, n_evals, strict=True))
+    running: dict[str, subprocess.Popen] = {}
+    failed: list[str] = []
+    names = {s.name for s in grid}
+    try:
+        while pending or running:
+            for name, proc in list(running.items()):
+                if proc.poll() is not None:
+                    del running[name]
+                    if proc.returncode:
+                        failed.append(f"{name} (exit {proc.returncode})")
+            # a run may start once the run it fine-tunes is done (or is not part of this call: then it must exist)
+            ready = [(s, n) for s, n in pending if not s.init_from or s.init_from not in names
+                     or (s.init_from not in running and s.init_from not in {p.name for p, _ in pending})]
+            for s, n in ready[:max(0, jobs - len(running))]:
+                if s.init_from in {f.split(" ")[0] for f in failed}:
+                    failed.append(f"{s.name} (its base {s.init_from} failed)")
+                else:
+                    args = [sys.executable, "-m", "looplm.experiments.addition", json.dumps(s.__dict__), str(out),
+                            str(n)]
+                    running[s.name] = subprocess.Popen(args)
+                pending.remove((s, n))
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        # A terminal's Ctrl-C reached them too: let them save and stop. Only this process was signalled (kill
+        # -INT): after a grace period, ask them (one SIGINT: a trainer saves), then stop them.
+        for proc in running.values():
+            for then in (lambda p: p.send_signal(signal.SIGINT), lambda p: p.kill()):
+                try:
+                    proc.wait(timeout=120)
+                    break
+                except subprocess.TimeoutExpired:
+                    then(proc)
+            proc.wait()
+        raise Interrupted(f"interrupted: {len(running)} run(s) stopped (training runs saved a checkpoint); the "
+                          "same command resumes the study", 130) from None
+    if failed:
+        raise UserError(f"study runs failed: {', '.join(failed)} (each said why above); the finished runs are "
+                        "kept, and the same command retries the rest")
+    return [json.loads((out / "runs" / s.name / "result.json").read_text()) for s in grid]
+
+
 def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: int = 1, progress: bool = True,
               only: list[str] | None = None) -> Path:
     """Train and sweep the runs of `grid` (or the `only` ones, in that order) into `out`, then write the report
@@ -268,9 +321,7 @@ def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: i
     # 9 CPU minutes a run); a later full run in the same directory re-sweeps them without retraining.
     n_evals = [min(s.n_eval, QUICK_N) if quick else s.n_eval for s in grid]
     if jobs > 1:
-        with ProcessPoolExecutor(jobs) as ex:
-            results = list(ex.map(_run_one, grid, [out] * len(grid), [depths] * len(grid),
-                                  [threads] * len(grid), [False] * len(grid), n_evals))
+        results = _run_parallel(grid, out, n_evals, jobs)
     else:
         results = [_run_one(s, out, depths, threads, progress, n) for s, n in zip(grid, n_evals, strict=True)]
     # The report covers every finished run in the directory (earlier `--only` calls included), in grid order.
@@ -700,3 +751,16 @@ def write_report(out: Path, results: list[dict], quick: bool, missing: list[str]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+if __name__ == "__main__":  # one run of a parallel study (_run_parallel): RUNSPEC_JSON OUT N_EVAL
+    import sys
+
+    from ..cli import guarded, run_command
+
+    def _worker() -> int:
+        spec = RunSpec(**json.loads(sys.argv[1]))
+        _run_one(spec, Path(sys.argv[2]), DEPTHS, 1, False, int(sys.argv[3]))
+        return 0
+
+    raise SystemExit(run_command(lambda: guarded(_worker)))

@@ -215,8 +215,8 @@ def analyze(out: Path, name: str, model_dir: Path, test_jsonl: Path, s: Settings
     spectral = [d for d in (1, 2, 4, 8, 16, 32, 64) if d <= s.analyze_depth]
     with torch.random.fork_rng():
         res = analyze_hf(model_dir, str(test_jsonl), depths, s.analyze_n, torch.device("cpu"),
-                         spectral_depths=spectral, spectral_n=8, iters=60, tol=1e-3, hutchinson_samples=2,
-                         pca_n=0, seed=0)
+                         spectral_depths=spectral, spectral_n=min(8, s.analyze_n), iters=60, tol=1e-3,
+                         hutchinson_samples=2, pca_n=0, seed=0)
     res["label"] = name
     f.write_text(json.dumps(res) + "\n")
     return res

@@ -59,6 +59,20 @@ def _read_local(p: Path) -> Records:
     return out
 
 
+def _from_hub(datasets: Any, source: str, config_name: str | None, split: str) -> Any:
+    """datasets.load_dataset, without huggingface_hub's retry chatter: offline, it prints a warning per retry (11
+    lines over half a minute) before its own error, which the CLI prints as one line."""
+    import logging
+
+    quiet = logging.getLogger("huggingface_hub.utils._http")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return datasets.load_dataset(source, config_name, split=split)
+    finally:
+        quiet.setLevel(level)
+
+
 def load_records(source: str, split: str = "train", config_name: str | None = None, max_samples: int = 0,
                  subset: str = "first", seed: int = 0) -> Records:
     """Records from a local file or folder, else from the HF hub via `datasets.load_dataset(source, ...)`.
@@ -70,6 +84,10 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
         raise ValueError(f"subset must be first or random, got {subset!r}")
     take = max_samples if subset == "first" else 0
     p = Path(source).expanduser()
+    if p.exists() and (split != "train" or config_name is not None):  # hub options: a local file is read whole
+        raise ValueError(f"data.split / data.config_name choose part of a hub dataset; {source} is a local "
+                         f"{'folder' if p.is_dir() else 'file'}, read whole (leave them unset, or give a file of the "
+                         "part you want)")
     if p.exists():
         files = sorted(f for f in p.rglob("*") if f.suffix in LOCAL_SUFFIXES) if p.is_dir() else [p]
         if not files:
@@ -88,7 +106,7 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
             import datasets
         except ImportError:
             raise ImportError("loading a dataset by name needs `datasets` (pip install 'looplm[hf]')") from None
-        ds = datasets.load_dataset(source, config_name, split=split)
+        ds = _from_hub(datasets, source, config_name, split)
         if max_samples and max_samples < len(ds):
             idx = range(max_samples) if subset == "first" else _sample(len(ds), max_samples, seed)
             ds = ds.select(idx)

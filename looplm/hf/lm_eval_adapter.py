@@ -88,8 +88,25 @@ class LoopedLM(HFLM):
             kw["exit_dtype"] = self.exit_dtype
         return kw
 
+    def _require_memory(self, batch: int, tokens: int, cached: int = 0) -> None:
+        """Refuse a call whose loop count cannot fit, before it runs: with an exit rule every loop's (B, T, D)
+        state of the `tokens` in one forward is kept, and a generation's KV cache (`cached` tokens) has a slot
+        per (loop, layer), so memory grows with the loops (a million loops on a small model: hundreds of GB)."""
+        from ..memory import require
+
+        c = self.model.config
+        n = self.num_loops or int(getattr(c, "total_ut_steps", 1))
+        exit_rule = self.exit_threshold if self.exit_threshold is not None else getattr(c, "early_exit_threshold", None)
+        kv = 2 * c.num_hidden_layers * getattr(c, "num_key_value_heads", c.num_attention_heads) \
+            * getattr(c, "head_dim", c.hidden_size // c.num_attention_heads)
+        per_seq = (c.hidden_size * tokens if exit_rule is not None else 0) + kv * cached
+        require(n * batch * per_seq * torch.finfo(self.model.dtype).bits // 8,
+                f"{n:,} loops on {batch} sequence(s) of {max(tokens, cached)} tokens (every loop's state"
+                f"{' and KV cache' if cached else ''} is kept)")
+
     def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,
                     labels: torch.Tensor | None = None) -> torch.Tensor:
+        self._require_memory(inps.shape[0], inps.shape[1])
         amp = getattr(self, "mixed_precision_dtype", None)
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=amp or torch.float32,
                                              enabled=amp is not None):
@@ -98,6 +115,7 @@ class LoopedLM(HFLM):
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any
                         ) -> torch.Tensor:
         generation_kwargs.update(self._loop_kwargs())
+        self._require_memory(context.shape[0], context.shape[1], cached=max_length)
         return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
 
@@ -179,7 +197,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                         "`lm-eval ls tasks`; a local task needs --include-path)")
     lm = LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
                   **(model_kwargs or {}))
-    rows = []
+    rows, counts = [], {}
     for d in depths:
         lm.num_loops = d
         with _no_env_info():
@@ -188,10 +206,18 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                 apply_chat_template=apply_chat_template, log_samples=False, bootstrap_iters=0,
                 gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
         rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
+        # What was scored, not what was asked: a --limit above a task's size scores the whole task.
+        counts = {t: {"original": int(c["original"]), "effective": int(c["effective"])}
+                  for t, c in res.get("n-samples", {}).items()}
     out = Path(out)
     table = depth_table(rows)
+    short = [f"{t} has {c['original']:,}" for t, c in counts.items()
+             if isinstance(limit, int) and c["original"] < limit]
+    if short:
+        print(f"note: --limit {limit:,} is more examples than a task holds ({'; '.join(short)}); all of them were "
+              "scored, and eval_lm.json records the counts under n_samples")
     result = {"model": str(pretrained), "tasks": tasks, "depths": depths, "limit": limit, "num_fewshot": num_fewshot,
-              "rows": rows, "table": table}
+              "n_samples": counts, "rows": rows, "table": table}
     write_result(out / "eval_lm.json", lambda f: f.write_text(json.dumps(result, indent=1) + "\n"), replace)
     write_result(out / "eval_lm.md", lambda f: f.write_text(f"# lm-eval by loop count: {pretrained}\n\n{table}\n"),
                  replace)

@@ -1,9 +1,10 @@
 """Your own prompt -> answer data: rows `{"prompt": str, "answer": str}` of a JSONL file (the field names are
 `data.prompt_field` / `data.answer_field`), scored by exact match of the greedy answer.
 
-The character vocabulary is built from the training file and saved with the checkpoint. The held-out split is a
-separate file (`data.test_path`) or a seeded hash split of the rows (`data.test_fraction`, keyed on the prompt,
-so a duplicated prompt never lands on both sides).
+The character vocabulary is built from every row the task reads (training and held-out) and saved with the
+checkpoint, so a held-out character the training rows lack cannot stop a run at its first evaluation. The
+held-out split is a separate file (`data.test_path`) or a seeded hash split of the rows (`data.test_fraction`,
+keyed on the prompt, so a duplicated prompt never lands on both sides).
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ class JsonlTask:
         if not self.train[0] or not self.test[0]:
             raise ValueError(f"{path}: the split leaves {len(self.train[0])} training and {len(self.test[0])} held-out "
                              "rows; give more rows, another data.test_fraction, or data.test_path")
-        # The vocabulary of the training file; the held-out rows must not need more (a saved tokenizer is reused).
-        self.tok = tokenizer or CharTokenizer("".join(sorted(set("".join(self.train[0] + self.train[1])))))
+        # A saved tokenizer is reused (a resume, a sweep); else the characters of all rows, held-out ones included.
+        rows = self.train[0] + self.train[1] + self.test[0] + self.test[1]
+        self.tok = tokenizer or CharTokenizer("".join(sorted(set("".join(rows)))))
         self.max_len = max_len
         self.size = len(self.train[0])
 

@@ -25,6 +25,7 @@ from .base import IGNORE, Batch, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
 
 TEST_FRACTION = 0.1
+DRAW_MISSES = 2000
 
 
 class SizedTask:
@@ -70,22 +71,32 @@ class SizedTask:
         pairs = [self._draw(rng, rng.randint(self.min_size, self.max_size), False) for _ in range(n)]
         return encode_answers(self.tok, [p for p, _ in pairs], [a for _, a in pairs], self.max_len)
 
-    def sized_batch(self, size: int, n: int) -> Batch:
-        """n held-out problems of one size (the same ones in every run)."""
+    def sized_batch(self, size: int, n: int, strict: bool = True) -> Batch:
+        """n distinct held-out problems of one size (the same ones in every run). A small size has few (parity
+        of 6 bits: 64 strings, about 6 held out): then strict raises, and otherwise the batch holds all there
+        are. Drawing with replacement would score the same few problems n times and report n."""
         if size < 1:
             raise ValueError(f"sizes must be >= 1, got {size}")
         need = self.positions(size)
         if self.max_len is not None and need > self.max_len:
             raise ValueError(f"size {size} needs {need} positions but the model has max_seq_len={self.max_len}")
         rng = random.Random(f"{self.name}/{self.test_seed}/{size}")
-        pairs = [self._draw(rng, size, True) for _ in range(n)]
-        return encode_answers(self.tok, [p for p, _ in pairs], [a for _, a in pairs], self.max_len)
+        pairs: dict[str, str] = {}
+        misses = 0  # draws in a row that found no new problem: past DRAW_MISSES, the slice is exhausted
+        while len(pairs) < n and misses < DRAW_MISSES:
+            p, a = self._draw(rng, size, True)
+            misses = misses + 1 if p in pairs else 0
+            pairs.setdefault(p, a)
+        if len(pairs) < n and strict:
+            raise ValueError(f"size {size} ({self.name}) has only {len(pairs):,} distinct held-out problems; ask for "
+                             f"at most that many (--n)")
+        return encode_answers(self.tok, list(pairs), list(pairs.values()), self.max_len)
 
     def held_out(self, n: int) -> Batch:
         """n held-out problems spread over the training sizes."""
         sizes = list(range(self.min_size, self.max_size + 1))
         per = [n // len(sizes) + (i < n % len(sizes)) for i in range(len(sizes))]
-        parts = [self.sized_batch(s, k) for s, k in zip(sizes, per, strict=True) if k]
+        parts = [self.sized_batch(s, k, strict=False) for s, k in zip(sizes, per, strict=True) if k]
         width = max(b.input_ids.shape[1] for b in parts)
 
         def pad(t: torch.Tensor, v: int) -> torch.Tensor:

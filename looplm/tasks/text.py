@@ -1,9 +1,9 @@
 """Language modeling on your own text: a UTF-8 file, or every file of a folder, cut into fixed-length windows.
 
 Every position of a window is scored (next-token CE; perplexity = exp(CE)). The held-out split is the last
-`data.test_fraction` of the token stream, so no training window overlaps it. Tokens are characters (the
-characters of the training part, saved with the checkpoint), bytes, or byte-level BPE merges learned from the
-training part (`data.tokenizer=bpe`, with the `tokenizers` package).
+`data.test_fraction` of the token stream, so no training window overlaps it. Tokens are characters (those of the
+whole file, saved with the checkpoint; another text with characters outside them is refused), bytes, or
+byte-level BPE merges learned from the training part (`data.tokenizer=bpe`, with the `tokenizers` package).
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ class TextTask:
         train_text, test_text = text[:cut], text[cut:]
         if saved is not None:
             self.tok = saved
-        elif tokenizer == "char":
-            self.tok = CharTokenizer("".join(sorted(set(train_text))))
+        elif tokenizer == "char":  # over the whole stream, so the held-out tail has no unknown character
+            self.tok = CharTokenizer("".join(sorted(set(text))))
         elif tokenizer == "byte":
             self.tok = ByteTokenizer()
         else:
@@ -72,8 +72,16 @@ class TextTask:
         self.size = (len(self.train_ids) - 1) // window  # windows per pass over the training part
 
     def _encode(self, text: str, path: str) -> list[int]:
-        if isinstance(self.tok, CharTokenizer):  # a held-out character the training part lacks: skip, count
-            return [self.tok.stoi[c] for c in text if c in self.tok.stoi]
+        if isinstance(self.tok, CharTokenizer):
+            # Dropping unknown characters would score a different text than the file's, and pass for it.
+            unknown = sorted(set(text) - set(self.tok.stoi))
+            if unknown:
+                n = sum(text.count(c) for c in unknown)
+                shown = ", ".join(repr(c) for c in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+                raise ValueError(f"{path}: {n:,} character(s) the model's vocabulary lacks ({shown}); the char "
+                                 "tokenizer knows only the characters of the text it was trained on (data.tokenizer="
+                                 "byte or bpe reads any text)")
+            return [self.tok.stoi[c] for c in text]
         return self.tok.encode(text)
 
     @property
