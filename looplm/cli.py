@@ -9,6 +9,7 @@ Checks run before anything on disk changes, and no command replaces an earlier r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -16,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import checkpoint as ckpt
@@ -63,6 +65,20 @@ def fresh_outputs(paths: list[Path], force: bool) -> None:
         if p.exists() and not force:
             raise UserError(f"{p} already exists (an earlier result); pass --force to replace it, or --out "
                             "somewhere else")
+
+
+@contextlib.contextmanager
+def all_or_nothing(paths: list[Path]) -> Iterator[None]:
+    """A command's outputs are written whole or not at all: if it stops part way (Ctrl-C between the JSON and
+    its figure, a full disk), the files it wrote are removed, so no half result is left to block a rerun."""
+    stamp = {p: p.stat().st_mtime_ns if p.exists() else None for p in paths}
+    try:
+        yield
+    except BaseException:
+        for p in paths:
+            if p.exists() and p.stat().st_mtime_ns != stamp[p]:
+                p.unlink()
+        raise
 
 
 class _Parser(argparse.ArgumentParser):
@@ -198,7 +214,8 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
     else:
         outs = generate(model, ids, n_loops, cfg.model.max_seq_len, task.eos_id, task.pad_id, cfg.model.max_seq_len,
                         vocab=vocab)
-        used = [[n_loops] * (len(o) + 1) for o in outs]
+        # one entry per forward pass, as the cached path reports: each kept token, plus the end token if reached
+        used = [[n_loops] * (len(o) + done) for o, done in zip(outs, outs.finished, strict=True)]
     # An answer task's answer ends with the end token; a language model's continuation simply fills the positions.
     cut = "" if task.scored_by == "perplexity" else \
         f"  [cut off: no end token within the model's {cfg.model.max_seq_len} positions]"
@@ -226,8 +243,12 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     from .plots import plot_accuracy, plot_dynamics
 
     out = Path(out)
+    cfg1 = load_config("addition-fixed8", overrides or [])
+    if n > cfg1.data.test_size:  # checked here, not after both stages have trained
+        raise UserError(f"--n {n}: the held-out split (data.test_size={cfg1.data.test_size}) holds only "
+                        f"{cfg1.data.test_size} problems; ask for at most {cfg1.data.test_size}")
     t0 = time.perf_counter()
-    stage1 = fit(load_config("addition-fixed8", overrides or []), out / "stage1", resume=True, progress=progress)
+    stage1 = fit(cfg1, out / "stage1", resume=True, progress=progress)
     cfg = load_config("addition-stars", [*(overrides or []), f"train.init_from={stage1}"])
     run = fit(cfg, out / "stage2", resume=True, progress=progress)
     train_s = time.perf_counter() - t0
@@ -236,7 +257,8 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     _write_json(out / "sweep.json", sw)
     model, cfg = ckpt.load_model(run)
     dyn = diagnose(model, task_of_checkpoint(cfg, run).held_out(64), parse_depths(DEMO_SWEEP),
-                   spectral_depths=[1, 2, 4, 8, 16, 32, 100, 300, 1000], spectral_n=8, iters=60, tol=1e-3,
+                   spectral_depths=[1, 2, 4, 8, 16, 32, 100, 300, 1000], spectral_n=min(8, cfg.data.test_size),
+                   iters=60, tol=1e-3,
                    hutchinson_samples=0, pca_n=0, progress=progress)
     dyn.update({"label": "STARS (demo)", "train_loops": list(training_range(cfg.loops))})
     _write_json(out / "dynamics.json", dyn)
@@ -478,7 +500,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
                         not args.no_progress, args.exit_tol, args.exit_stable,
                         before=lambda: fresh_outputs(outs, args.force), sizes=args.sizes)
-        _write_json(out, res, args.force)
         shown = res["depths"] if len(res["depths"]) <= 16 else \
             [d for d in res["depths"] if d in set(DEMO_DEPTHS) | {res["depths"][-1]}]
         if "sizes" in res:
@@ -487,8 +508,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             for k, (s, acc) in enumerate(zip(res["sizes"], res["accuracy_by_size"], strict=True)):
                 table = depth_table({"depths": res["depths"], "accuracy": acc}, shown, f"size {s:<3d}")
                 print(table if k == 0 else table.splitlines()[1])
-            print(f"wrote {plot_size_depth(res, out.with_suffix('.png'), replace=args.force)}")
+            with all_or_nothing(outs):
+                _write_json(out, res, args.force)
+                print(f"wrote {plot_size_depth(res, out.with_suffix('.png'), replace=args.force)}")
         else:
+            _write_json(out, res, args.force)
             print(depth_table(res, shown, "ppl" if res["scored_by"] == "perplexity" else "accuracy",
                               "ppl" if res["scored_by"] == "perplexity" else "accuracy"))
         if "exit" in res:
@@ -528,14 +552,15 @@ def _dispatch(args: argparse.Namespace) -> int:
                           args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
                           args.seed, args.batch_size, args.device, not args.no_progress, args.threads,
                           before=lambda: fresh_outputs(outs, args.force))
-        _write_json(out_dir / "dynamics.json", res, args.force)
-        print(f"wrote {out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)")
-        if not args.no_plot:
-            from .plots import plot_dynamics, plot_trajectories
+        with all_or_nothing(outs):
+            _write_json(out_dir / "dynamics.json", res, args.force)
+            print(f"wrote {out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)")
+            if not args.no_plot:
+                from .plots import plot_dynamics, plot_trajectories
 
-            print(f"wrote {plot_dynamics(res, out_dir / 'dynamics.png', replace=args.force)}")
-            if res["pca"]["samples"]:
-                print(f"wrote {plot_trajectories(res, out_dir / 'trajectories.png', replace=args.force)}")
+                print(f"wrote {plot_dynamics(res, out_dir / 'dynamics.png', replace=args.force)}")
+                if res["pca"]["samples"]:
+                    print(f"wrote {plot_trajectories(res, out_dir / 'trajectories.png', replace=args.force)}")
     elif args.cmd in ("finetune", "export-hf", "eval-lm"):
         from .hf.commands import run as run_hf  # imports transformers only now
 

@@ -371,7 +371,8 @@ class TrainConfig:
         _check(self.lr > 0, s, "lr", f"must be > 0, got {self.lr}")
         _check(0 <= self.min_lr <= self.lr, s, "min_lr", "must be in [0, lr]")
         _check(self.weight_decay >= 0, s, "weight_decay", "must be >= 0")
-        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, s, "beta1", "betas must be in [0, 1)")
+        for k in ("beta1", "beta2"):
+            _check(0 <= getattr(self, k) < 1, s, k, f"must be in [0, 1), got {getattr(self, k)}")
         _check(self.grad_clip >= 0, s, "grad_clip", "must be >= 0")
         _check(0.0 <= self.stop_at_acc <= 1.0, s, "stop_at_acc", f"must be in [0, 1], got {self.stop_at_acc}")
         _check(not self.stop_at_acc or self.eval_every > 0, s, "stop_at_acc", "needs train.eval_every > 0")

@@ -6,6 +6,7 @@ Matplotlib runs on the Agg backend: no display is needed.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,8 +57,13 @@ def _check_doc(doc: object, p: Path) -> None:
         raise ValueError(f"{p}: `depths` must be increasing integers >= 1")
     if not _numbers(doc["accuracy"], len(d)):
         raise ValueError(f"{p}: `accuracy` must hold one number per depth ({len(d)})")
-    # A plot of an impossible score would look like a result: exact match is a finite fraction.
-    if doc.get("scored_by") != "perplexity":
+    # A plot of an impossible score would look like a result: exact match is a finite fraction, and perplexity
+    # a finite number >= 1 (on a log axis, a value below it would silently fall off the figure).
+    if doc.get("scored_by") == "perplexity":
+        ppl = doc.get("ppl")
+        if not _numbers(ppl, len(d)) or any(v is not None and not (1 <= v < math.inf) for v in ppl):
+            raise ValueError(f"{p}: `ppl` must hold one finite perplexity >= 1 per depth ({len(d)})")
+    else:
         series = [doc["accuracy"]]
         if "accuracy_by_size" in doc:
             by, sizes = doc["accuracy_by_size"], doc.get("sizes")

@@ -45,6 +45,10 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
     held=True: this process holds the lock (the call under the lock repeats the check quietly)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a run directory")
+    inside = ckpt.enclosing_checkpoint(out / "config.yaml")
+    if inside is not None:  # that run's next save or prune would delete this one
+        raise UserError(f"--out {out} is inside {inside}, which its run replaces and prunes; choose a directory "
+                        "outside any run's checkpoint folders")
     if not out.exists():
         return None
     if not held:

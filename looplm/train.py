@@ -44,7 +44,7 @@ from .errors import UserError
 from .evaluate import sweep
 from .logger import MetricsLog, check_available, json_record
 from .looped import check_looped, phi, run_loop
-from .loops import describe, sample_loops
+from .loops import describe, sample_loops, training_range
 from .model import LoopedTransformer, twice_differentiable
 from .objective import Objective
 from .tasks import make_task, tokenizers, with_task_vocab
@@ -364,7 +364,9 @@ def _check_memory(cfg: Config, micro: int) -> None:
     m, lp = cfg.model, cfg.loops
     with torch.device("meta"):
         params = sum(p.numel() for p in LoopedTransformer(m).parameters())
-    graph_loops = 1 if lp.checkpoint_loops else (lp.backprop_loops or max(lp.max_loops, lp.num_loops))
+    # the deepest loop count a training step samples (loops.num_loops alone only sets the no-graph evaluations)
+    deepest = training_range(lp)[1]
+    graph_loops = 1 if lp.checkpoint_loops else min(lp.backprop_loops or deepest, deepest)
     per_token = 10 * m.d_model + 2 * m.d_ff + 2 * m.n_heads * m.max_seq_len
     blocks = m.n_prelude + m.n_coda + m.n_core * graph_loops
     memory.require(16 * params + 4 * micro * m.max_seq_len * per_token * blocks,

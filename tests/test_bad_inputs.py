@@ -244,6 +244,8 @@ CASES: dict[str, Case] = {
     "cfg-nan": Case("config", "NaN float", [*TRAIN, "--set", "loops.mu=.nan"]),
     "cfg-bad-choice": Case("config", "value not among the choices", [*TRAIN, "--set", "model.norm_placement=middle"]),
     "cfg-bad-device": Case("config", "unknown device in the config", [*TRAIN, "--set", "train.device=tpu"]),
+    "cfg-beta2-range": Case("config", "train.beta2 out of range (named, not beta1)", [*TRAIN, "--set",
+                            "train.beta2=1.5"]),
     "cfg-alias-bomb": Case("config", "a YAML alias bomb (9^9 items if expanded) for an int", [
         "train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/out"], {"c.yaml": BOMB}),
     "cfg-yaml-deep": Case("config", "a YAML value nested 100,000 levels deep", [
@@ -365,6 +367,12 @@ CASES: dict[str, Case] = {
                                    "--resume", *TINY], prepare=_foreign_dir),
     "run-out-is-file": Case("rundir", "--out is a file", [*TRAIN[:4], "{tmp}/f", *TINY], {"f": "x"}),
     "run-checkpoint-symlink": Case("rundir", "checkpoint/ is a symlink to itself", RESUME, prepare=_symlink_loop),
+    "run-out-inside-checkpoint": Case("rundir", "--out inside another run's checkpoint/ (its resume deletes it)",
+                                      [*TRAIN[:4], "{run}/checkpoint/x", *TINY]),
+    "run-out-inside-history": Case("rundir", "--out inside another run's checkpoints/",
+                                   [*TRAIN[:4], "{run}/checkpoints/x", *TINY]),
+    "run-demo-n-above-split": Case("rundir", "demo --n above the held-out split (refused before training)", [
+        "demo", "--out", "{tmp}/demo", "--no-progress", "--n", "100000000", "--set", "data.test_size=16"]),
     "run-locked": Case("rundir", "another process holds the run", RESUME, prepare=_hold_lock),
     "run-metrics-bad-middle": Case("rundir", "metrics.jsonl with a bad line before the last", RESUME,
                                    prepare=_metrics("{\"step\": 1, \"lo")),
@@ -457,6 +465,10 @@ CASES: dict[str, Case] = {
                      {"d.jsonl": '{"num1": NaN, "num2": 1, "answer": 1}\n'}),
     "data-exponent": Case("data", "number in exponent notation", [*S, "--data", "{tmp}/d.jsonl"],
                           {"d.jsonl": '{"num1": 1e3, "num2": 1, "answer": 1001}\n'}),
+    "data-duplicate-key": Case("data", "a key given twice in a row (json.loads keeps the last)", [
+        *S, "--data", "{tmp}/d.jsonl"], {"d.jsonl": '{"num1": 1, "num1": 12, "num2": 34, "answer": 46}\n'}),
+    "data-huge-number": Case("data", "a 5,001-digit number", [*S, "--data", "{tmp}/d.jsonl"], {
+        "d.jsonl": '{"num1": 1' + "0" * 5000 + ', "num2": 1, "answer": 2}\n'}),
     "data-deep": Case("data", "a row nested 100,000 levels deep", [*S, "--data", "{tmp}/d.jsonl"],
                       {"d.jsonl": DEEP + "\n"}),
     "data-too-wide": Case("data", "operands too wide for the model's positions", [*S, "--data", "{tmp}/d.jsonl"],
@@ -613,6 +625,9 @@ CASES: dict[str, Case] = {
                                     "--out", "{tmp}/a.png"],
                                     {"x.json": '{"kind": "looplm.dynamics", "depths": [1], "accuracy": [1]}'}),
     "plot-out-not-png": Case("plots", "--out that is not a .png", ["plot", "{run}", "--out", "{tmp}/a.jpg"]),
+    "plot-ppl-below-one": Case("plots", "a perplexity below 1", ["plot", "{tmp}/x.json", "--out", "{tmp}/a.png"],
+                               {"x.json": '{"depths": [1, 2], "accuracy": [0.5, 0.6], "ppl": [1, -5], '
+                                          '"scored_by": "perplexity"}'}),
     "plot-deep-json": Case("plots", "JSON nested 100,000 levels deep", ["plot", "{tmp}/x.json", "--out",
                            "{tmp}/a.png"], {"x.json": DEEP}),
     "plot-accuracy-above-one": Case("plots", "an exact match above 1", ["plot", "{tmp}/x.json", "--out",

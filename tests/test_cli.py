@@ -124,3 +124,28 @@ def test_cut_off_answers_are_marked(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli("generate", str(tmp_path / "run"), "123456+123456=") == 0
     assert capsys.readouterr().out.strip().endswith("[cut off: no end token within the model's 16 positions]")
+    # --show-loops lists one count per forward pass, with or without the KV cache (a cut-off answer has no end
+    # token step: 2 tokens, 2 counts)
+    shown = []
+    for flags in ([], ["--no-cache"]):
+        assert run_cli("generate", str(tmp_path / "run"), "123456+123456=", "--show-loops", "--loops", "2",
+                       *flags) == 0
+        shown.append(capsys.readouterr().out.strip())
+    assert shown[0] == shown[1] and shown[0].endswith("[loops per token: 2 2]"), shown
+
+
+def test_outputs_are_written_whole_or_not_at_all(tmp_path):
+    """A command stopped between its outputs (Ctrl-C after the JSON, before the figure) removes what it wrote,
+    so no half result blocks a rerun; a file it did not write stays."""
+    from looplm.cli import all_or_nothing
+
+    kept, new_json, new_png = tmp_path / "old.txt", tmp_path / "d.json", tmp_path / "d.png"
+    kept.write_text("earlier")
+    with pytest.raises(KeyboardInterrupt), all_or_nothing([kept, new_json, new_png]):
+        new_json.write_text("{}")
+        raise KeyboardInterrupt
+    assert not new_json.exists() and kept.read_text() == "earlier"
+    with all_or_nothing([new_json, new_png]):
+        new_json.write_text("{}")
+        new_png.write_bytes(b"png")
+    assert new_json.exists() and new_png.exists()

@@ -161,3 +161,18 @@ def test_an_eval_size_above_the_held_out_split_is_said_and_recorded(tmp_path, ca
     assert "train.eval_size=64, but the held-out split holds 16" in capsys.readouterr().out
     evals = [r for r in read_metrics(run) if "acc" in r]
     assert evals and all(r["acc_n"] == 16 for r in evals)
+
+
+def test_the_memory_check_counts_the_loops_training_samples(tmp_path, monkeypatch):
+    """loops.num_loops above max_loops with a random sampler sets only the (no-graph) evaluation depth: the
+    memory check must not count it as a graph of 100,000 loops (it refused a 9,632-parameter model)."""
+    from looplm import memory
+    from looplm.errors import UserError
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**30)
+    train(tiny_config(loops=dict(num_loops=100_000, max_loops=4), train=dict(steps=1, eval_every=0)),
+          tmp_path / "r", progress=False)
+    with pytest.raises(UserError, match="not enough memory"):  # a fixed sampler does run that deep
+        train(tiny_config(loops=dict(sampler="fixed", num_loops=100_000), train=dict(steps=1, eval_every=0),
+                          model=dict(d_model=256, n_heads=2, d_ff=1024)), tmp_path / "f", progress=False)
+

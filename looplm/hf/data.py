@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..records import read_rows
 from ..tasks.base import IGNORE, Batch
 from .chat import Encoded, TemplateError, encode_chat, to_messages
 
@@ -27,16 +28,8 @@ class Records(list):
 def _read_local(p: Path) -> Records:
     try:
         if p.suffix == ".jsonl":
-            rows, where = [], []
-            with p.open() as f:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise ValueError(f"{p}:{n}: not valid JSON ({e.msg})") from None
-                        where.append(f"{p}:{n}")
-            out = Records(rows, where)
+            got = read_rows(p)
+            out = Records([r for _, r in got], [w for w, _ in got])
         elif p.suffix == ".json":
             data = json.loads(p.read_text())
             if isinstance(data, dict) and "data" in data:

@@ -10,12 +10,12 @@ commuted twin), whatever the seed or step count.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..records import read_rows
 from .base import Batch, make_batch
 from .tokenizers import EOS, PAD, CharTokenizer
 
@@ -141,25 +141,8 @@ def read_addition_jsonl(path: str | Path) -> tuple[list[int], list[int]]:
     Every problem is checked; a bad row raises ValueError naming file:line, so nothing is silently dropped.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    if not path.is_file():
-        raise ValueError(f"data file {path} is {'a directory' if path.is_dir() else 'not a regular file'}")
     a, b = [], []
-    try:
-        lines = path.read_text().splitlines()
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a UTF-8 text file") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: malformed JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for where, row in read_rows(path):
         missing = [k for k in ("num1", "num2", "answer") if k not in row]
         if missing:
             raise ValueError(f"{where}: missing field(s) {missing}")

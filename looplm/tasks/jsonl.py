@@ -9,11 +9,11 @@ keyed on the prompt, so a duplicated prompt never lands on both sides).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from ..records import read_rows
 from .base import Batch, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
 
@@ -21,32 +21,16 @@ from .tokenizers import EOS, PAD, CharTokenizer
 def read_pairs(path: str | Path, prompt_field: str, answer_field: str) -> tuple[list[str], list[str]]:
     """(prompts, answers) of a JSONL file; a bad row raises ValueError naming file:line."""
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"data file {p} does not exist")
-    if not p.is_file():
-        raise ValueError(f"data file {p} is {'a directory' if p.is_dir() else 'not a regular file'}")
-    try:
-        lines = p.read_text().split("\n")  # not splitlines(): U+2028 and friends may stand inside a JSON string
-    except UnicodeDecodeError:
-        raise ValueError(f"{p}: not a UTF-8 text file") from None
     prompts, answers = [], []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}:{n}: malformed JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{p}:{n}: expected a JSON object, got {type(row).__name__}")
+    for where, row in read_rows(p):
         for f in (prompt_field, answer_field):
             if not isinstance(row.get(f), str):
-                raise ValueError(f"{p}:{n}: field {f!r} must be a string (data.prompt_field / data.answer_field "
+                raise ValueError(f"{where}: field {f!r} must be a string (data.prompt_field / data.answer_field "
                                  f"name the fields); the row has {sorted(row)}")
         if not row[answer_field]:
-            raise ValueError(f"{p}:{n}: empty answer")
+            raise ValueError(f"{where}: empty answer")
         if not row[prompt_field]:  # the answer is predicted from the prompt's last token: there must be one
-            raise ValueError(f"{p}:{n}: empty prompt")
+            raise ValueError(f"{where}: empty prompt")
         prompts.append(row[prompt_field])
         answers.append(row[answer_field])
     if not prompts:
