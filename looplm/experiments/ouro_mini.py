@@ -392,6 +392,15 @@ def verdicts(acc: dict[str, dict[int, float]], seeds: tuple[int, ...]) -> list[t
     return rows
 
 
+def _shown(p: Path) -> Path:
+    """A path as a report shows it: relative to the working directory when inside it (a report committed to a
+    repository should not carry one machine's absolute paths)."""
+    try:
+        return Path(p).resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return Path(p)
+
+
 def write_report(out: Path, s: Settings, quick: bool, base_src: Path | None = None,
                  seconds: float | None = None) -> Path:
     from ..plots import plot_accuracy, plot_dynamics_overlay
@@ -467,7 +476,7 @@ def write_report(out: Path, s: Settings, quick: bool, base_src: Path | None = No
     train_s = {n: json.loads(f.read_text())["train_seconds"] for n in names
                if (f := out / "runs" / n / "train.json").exists()}
     lines += ["", "## Settings", "",
-              "Base: " + (f"`{base_src}` (trained by the full study's base stage with the settings below)"
+              "Base: " + (f"`{_shown(base_src)}` (trained by the full study's base stage with the settings below)"
                           if base_src else "trained here (runs/base)") + ".", "",
               "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in s.to_json().items()]
