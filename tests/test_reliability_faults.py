@@ -25,8 +25,9 @@ from looplm.cli import main
 from looplm.loops import sample_lognormal
 from looplm.tasks import tokenizers
 
+from .bad_input_cases import GOOD_CHAT, TINY, setting
 from .helpers import ENV, POSIX_ONLY, read_metrics
-from .test_bad_inputs import GOOD_CHAT, TINY, setting, snapshot
+from .test_bad_inputs import snapshot
 from .test_reliability import _cmd, _wait_for_step
 
 
