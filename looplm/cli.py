@@ -183,10 +183,14 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
     kw = dict(batch_size=batch_size, progress=progress, exit_tol=exit_tol, exit_stable=exit_stable)
     if sizes is not None:
         per = [sweep(model, b, ds, **kw).to_json() for b in batches]
-        out = {"depths": ds, "sizes": size_list, "n": per[0]["n"], "n_by_size": [r["n"] for r in per],
+        n_all = sum(r["n"] for r in per)
+        # `accuracy` and `n` cover every size swept (a plot of the file draws them as its one curve); the
+        # per-size figures are in accuracy_by_size / n_by_size
+        out = {"depths": ds, "sizes": size_list, "n": n_all, "n_by_size": [r["n"] for r in per],
                "accuracy_by_size": [r["accuracy"] for r in per],
                "ce_by_size": [r["ce"] for r in per],
-               "train_sizes": [cfg.data.min_size, cfg.data.max_size], "accuracy": per[0]["accuracy"]}
+               "train_sizes": [cfg.data.min_size, cfg.data.max_size],
+               "accuracy": [sum(r["accuracy"][i] * r["n"] for r in per) / n_all for i in range(len(ds))]}
     else:
         out = sweep(model, batch, ds, **kw).to_json()
     out.update({"task": cfg.data.task, "scored_by": task.scored_by, "checkpoint": str(checkpoint), "data": source,

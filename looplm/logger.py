@@ -17,6 +17,7 @@ from typing import Any
 from .errors import UserError
 
 LOGGERS = ("jsonl", "tensorboard", "wandb")
+WANDB_MODES = ("online", "offline", "shared", "disabled", "dryrun", "run")  # what wandb's settings accept
 
 
 def json_record(rec: dict[str, Any]) -> str:
@@ -36,6 +37,10 @@ def check_available(kind: str) -> None:
             import wandb  # noqa: F401
     except ImportError:
         raise UserError(f"train.logger={kind} needs the {kind} package (pip install {kind})") from None
+    mode = os.environ.get("WANDB_MODE")
+    if kind == "wandb" and mode and mode not in WANDB_MODES:  # wandb.init would refuse it after the run began
+        raise UserError(f"WANDB_MODE={mode!r} is not a wandb mode; use one of {', '.join(WANDB_MODES)} (or unset it: "
+                        "offline unless WANDB_API_KEY is set)")
 
 
 class MetricsLog:

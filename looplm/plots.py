@@ -169,6 +169,8 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         raise ValueError(f"--out must be a .png path, got {out}")
     if labels and len(labels) != len(inputs):
         raise ValueError(f"{len(labels)} labels for {len(inputs)} inputs")
+    if labels and not all(lb.strip() for lb in labels):
+        raise ValueError("an empty --labels entry; give each input a name")
     curves, dyns = [], []
     for i, p in enumerate(inputs):
         docs = read_inputs(p)
@@ -179,6 +181,9 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         dyn = [d for d in docs if is_dynamics(d)]
         curves.append(sweeps[0] if sweeps else dyn[0])
         dyns.extend(dyn)
+    ppl = {c.get("scored_by") == "perplexity" for c in curves}
+    if len(ppl) > 1:  # checked here, so that it is not reported as a malformed file
+        raise ValueError("cannot overlay perplexity sweeps (text) with exact-match sweeps in one figure")
     jobs = [(plot_accuracy, curves, out)]
     for k, d in enumerate(dyns):
         suffix = "" if len(dyns) == 1 else f"-{k + 1}"

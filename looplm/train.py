@@ -275,7 +275,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     src = rundir.resume_point(out, resume)
     task = None
     if cfg.kind == "native":  # a resumed run encodes its data with the tokenizer its checkpoint holds
-        task = make_task(cfg, tokenizers.load(src) if src is not None else None)
+        task = make_task(cfg, tokenizers.load(src) if src is not None else _init_tokenizer(t.init_from))
         cfg = with_task_vocab(cfg, task)
     _check_model(src, cfg)
     changed = _check_resume(src, cfg, out) if src is not None else []
@@ -329,7 +329,8 @@ def _check_resume(src: Path, cfg: Config, out: Path) -> list[str]:
                                            else "") for c in changes if not allowed(*c)]
     if refused:
         raise ConfigError(f"--resume would change the run in {out}, not continue it: {'; '.join(refused)}. Resume "
-                          f"with its own settings (--config {out / 'config.yaml'} holds them), or choose another --out")
+                          f"with the settings it was trained with (its checkpoint's, {src / 'config.json'}; "
+                          f"{out / 'config.yaml'} holds them unless it was edited), or choose another --out")
     return [ckpt.describe_change(*c) for c in changes if allowed(*c)]
 
 
@@ -353,6 +354,18 @@ def _already_done(out: Path, src: Path, step: int, cfg: Config, total: int) -> s
             return (f"{out} is already complete (it stopped at step {step} on train.stop_at_acc={t.stop_at_acc}): "
                     "nothing to train; nothing was changed")
     return None
+
+
+def _init_tokenizer(init_from: str) -> Any:
+    """The tokenizer of the run train.init_from names, if it saved one: fine-tuning keeps the token ids its
+    weights were trained with (a vocabulary rebuilt from new data would map the same ids to other characters).
+    An unreadable init_from is left to the model loader, whose errors say what it is."""
+    if not init_from:
+        return None
+    try:
+        return tokenizers.load(ckpt.resolve(init_from))
+    except (ckpt.CheckpointError, OSError, ValueError):
+        return None
 
 
 def _check_memory(cfg: Config, micro: int) -> None:

@@ -577,6 +577,8 @@ CASES: dict[str, Case] = {
                             {"a.png": "keep me"}),
     "out-plot-dynamics-exists": Case("outputs", "plot over an earlier dynamics figure", [
         "plot", "{run}", "--out", "{tmp}/a.png"], {"a-dynamics.png": "keep me"}),
+    "out-study-base-unfinished": Case("outputs", "study --only a fine-tune whose base run has not finished", [
+        "study", "addition", "--out", "{tmp}/st", "--only", "recipe-stars-s0"]),
     "out-study-to-file": Case("outputs", "study --out an existing file", ["study", "addition", "--out", "{tmp}/f"],
                               {"f": "keep me"}),
     "out-study-foreign-dir": Case("outputs", "study --out a directory of other files", [
@@ -631,6 +633,7 @@ CASES: dict[str, Case] = {
     "plot-by-size-misshaped": Case("plots", "accuracy_by_size with a row short", [
         "plot", "{tmp}/x.json", "--out", "{tmp}/a.png"],
         {"x.json": '{"depths": [1, 2], "accuracy": [1, 1], "sizes": [1, 2], "accuracy_by_size": [[1, 1], [1]]}'}),
+    "plot-label-empty": Case("plots", "an empty label", ["plot", "{run}", "--labels", "", "--out", "{tmp}/a.png"]),
     "plot-labels-count": Case("plots", "more labels than inputs", ["plot", "{run}", "--labels", "a", "b", "--out",
                               "{tmp}/a.png"]),
     "plot-empty-dir": Case("plots", "a directory with neither file", ["plot", "{tmp}", "--out", "{tmp}/a.png"]),
@@ -671,6 +674,10 @@ CASES: dict[str, Case] = {
                                    "--limit", "1.5"], hf=True),
     "hf-export-loops-huge": Case("hf", "export-hf with a trillion loops", ["export-hf", "{run}", "--out", "{tmp}/x",
                                  "--loops", "1000000000000"], hf=True),
+    "hf-eval-native-run": Case("hf", "eval-lm on a run of looplm's own model", ["eval-lm", "{run}", "--tasks", "x",
+                               "--out", "{tmp}/e"], hf=True),
+    "hf-eval-export-no-tokenizer": Case("hf", "eval-lm on an export of looplm's own model (no tokenizer files)", [
+        "eval-lm", "{tmp}/exp", "--tasks", "x", "--out", "{tmp}/e"], prepare=_export, hf=True),
     "hf-eval-unknown-task": Case("hf", "eval-lm with an unknown task", ["eval-lm", "{base}", "--tasks",
                                  "no_such_task_xyz", "--out", "{tmp}/e"], hf=True),
     "hf-eval-missing-model": Case("hf", "eval-lm on a model directory that does not exist", [

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from looplm.checkpoint import saved_step
 from looplm.experiments import addition as study
 from looplm.train import train
@@ -126,9 +128,10 @@ def test_parallel_study_waits_for_each_base_run(tmp_path):
     assert (base / "result.json").stat().st_mtime <= ft.stat().st_mtime
 
 
-def test_ctrl_c_stops_a_parallel_study_with_one_line(tmp_path):
-    """Ctrl-C (SIGINT to the terminal's process group) during `study --jobs 2`: the children save and stop, the
-    study exits 130 with one line, no traceback and no hang; the same command then resumes."""
+@pytest.mark.parametrize("sig", ["INT", "TERM"])
+def test_ctrl_c_stops_a_parallel_study_with_one_line(tmp_path, sig):
+    """Ctrl-C or SIGTERM to the whole process group (a terminal, a scheduler) during `study --jobs 2`: the
+    children save and stop, and the study exits 130 / 143 with one line, no traceback and no hang."""
     import os
     import signal
     import subprocess
@@ -145,11 +148,23 @@ def test_ctrl_c_stops_a_parallel_study_with_one_line(tmp_path):
     while time.time() < deadline and not all((out / "runs" / n / "metrics.jsonl").exists()
                                              for n in ("recipe-fixed8-s0", "recipe-fixed8-s1")):
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, getattr(signal, f"SIG{sig}"))
     _, err = proc.communicate(timeout=180)
-    assert proc.returncode == 130, err
+    assert proc.returncode == (130 if sig == "INT" else 143), err
     assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert lines[-1].startswith("error: interrupted: 2 run(s) stopped")
+    lines = [ln for ln in err.splitlines() if "error: " in ln]
+    what = "interrupted" if sig == "INT" else "terminated (SIGTERM)"
+    assert len(lines) == 1 and lines[0].startswith(f"error: {what}: 2 run(s) stopped: recipe-fixed8-s0 ("), err
+    assert "saved a checkpoint at step" in lines[0]
     for n in ("recipe-fixed8-s0", "recipe-fixed8-s1"):  # each child saved where it stopped
         assert saved_step(out / "runs" / n / "checkpoint") is not None
+
+
+def test_a_fine_tune_without_its_base_is_refused_before_anything_is_written(tmp_path):
+    from looplm.errors import UserError
+
+    grid = [study.RunSpec("recipe-stars-s0", "recipe", "addition-stars", TINY, n_eval=8, init_from="recipe-fixed8-s0")]
+    with pytest.raises(UserError, match="starts from run recipe-fixed8-s0, which has not finished"):
+        study.run_study(tmp_path / "st", grid, progress=False)
+    assert not (tmp_path / "st").exists()
+

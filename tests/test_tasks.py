@@ -189,7 +189,11 @@ def test_size_graded_tasks_sweep_by_size_and_depth(name, tmp_path, capsys):
         assert f"only {len(few)} distinct" in capsys.readouterr().err and not (tmp_path / "p.json").exists()
         assert cli("sweep", tmp_path / "run", "--sizes", "6:7", "--out", tmp_path / "p.json", "--depths", "1",
                    "--no-progress") == 0
-        assert json.loads((tmp_path / "p.json").read_text())["n_by_size"][0] == len(few)
+        res = json.loads((tmp_path / "p.json").read_text())
+        assert res["n_by_size"][0] == len(few) and res["n"] == sum(res["n_by_size"])
+        # the top-level curve (what `plot` draws) is over every size, weighted by its problems
+        want = sum(a[0] * k for a, k in zip(res["accuracy_by_size"], res["n_by_size"], strict=True)) / res["n"]
+        assert res["accuracy"][0] == pytest.approx(want)
         capsys.readouterr()
     # A size past the model's positions is refused with the numbers.
     big = {"chain": "8", "parity": "40"}[name]
@@ -243,3 +247,28 @@ def test_jsonl_rows_may_hold_unicode_line_separators(tmp_path):
     f.write_text(json.dumps({"prompt": "ab\u2028?", "answer": "ba"}, ensure_ascii=False) + "\n"
                  + json.dumps({"prompt": "cd?", "answer": "dc"}) + "\r\n")
     assert read_pairs(f, "prompt", "answer") == (["ab\u2028?", "cd?"], ["ba", "dc"])
+
+
+def test_fine_tuning_keeps_the_vocabulary_its_weights_were_trained_with(tmp_path):
+    """train.init_from a jsonl run: the new data is encoded with the saved tokenizer (a vocabulary rebuilt from
+    data lacking one character would shift every later id to another character, silently); data with a
+    character outside it is refused before anything is written."""
+    from looplm.config import ConfigError
+    from looplm.train import train
+
+    rows = [{"prompt": f"{i}*2=", "answer": str(2 * i)} for i in range(60)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r).replace("7", "8") + "\n" for r in rows))
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r).replace("7", "a") + "\n" for r in rows))
+    sets = ["model.d_model=32", "model.d_ff=64", "model.n_heads=2", "train.steps=2", "train.batch_size=8",
+            "train.eval_every=0", "loops.max_loops=4", "model.max_seq_len=16", "train.threads=1"]
+    a = train(load_config("jsonl-stars", [*sets, f"data.path={tmp_path / 'a.jsonl'}"]), tmp_path / "A",
+              progress=False)
+    b = train(load_config("jsonl-stars", [*sets, f"data.path={tmp_path / 'b.jsonl'}", f"train.init_from={a}"]),
+              tmp_path / "B", progress=False)
+    tok = "checkpoint/tokenizer.json"
+    assert (b / tok).read_text() == (a / tok).read_text() and "7" in json.loads((b / tok).read_text())["chars"]
+    with pytest.raises(ConfigError, match=r"character\(s\) 'a' are not in the vocabulary of the model this run"):
+        train(load_config("jsonl-stars", [*sets, f"data.path={tmp_path / 'c.jsonl'}", f"train.init_from={a}"]),
+              tmp_path / "C", progress=False)
+    assert not (tmp_path / "C").exists()

@@ -176,3 +176,15 @@ def test_the_memory_check_counts_the_loops_training_samples(tmp_path, monkeypatc
         train(tiny_config(loops=dict(sampler="fixed", num_loops=100_000), train=dict(steps=1, eval_every=0),
                           model=dict(d_model=256, n_heads=2, d_ff=1024)), tmp_path / "f", progress=False)
 
+
+
+def test_a_bad_wandb_mode_is_refused_before_the_run_starts(tmp_path, monkeypatch):
+    """wandb.init would refuse WANDB_MODE=bogus only after the run directory was written, leaving a half run
+    that the corrected command then refuses."""
+    pytest.importorskip("wandb")
+    from looplm.errors import UserError
+
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    with pytest.raises(UserError, match="WANDB_MODE='bogus' is not a wandb mode; use one of online, offline"):
+        train(tiny_config(train=dict(steps=1, eval_every=0, logger="wandb")), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()

@@ -247,17 +247,27 @@ def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], trai
     return result
 
 
+def _last_error(log: Path) -> str:
+    """The `error:` line a worker printed (without the prefix), or ''."""
+    lines = [ln for ln in log.read_text(errors="replace").replace("\r", "\n").splitlines() if "error: " in ln] \
+        if log.exists() else []
+    return lines[-1].split("error: ", 1)[1] if lines else ""
+
+
 def _run_parallel(grid: list[RunSpec], out: Path, n_evals: list[int], jobs: int) -> list[dict]:
     """Each run in its own process (`python -m looplm.experiments.addition`, one torch thread), up to `jobs` at
     once, a fine-tune only once the run it starts from has finished. Processes rather than a pool: on Ctrl-C
-    every child gets the signal and stops as a CLI command does (training saves a checkpoint first), and the
-    study waits for them and stops too; a pool's idle workers die with tracebacks and its shutdown can hang."""
+    every child stops as a CLI command does (training saves a checkpoint first), and the study waits for them
+    and stops too, with one line; a pool's idle workers die with tracebacks and its shutdown can hang. Each
+    child's output goes to `runs/.logs/<name>.log`, whose error line the study quotes."""
     import signal
     import subprocess
     import sys
 
-    from ..train import Interrupted
+    from ..train import Interrupted, Terminated
 
+    logs = out / "runs" / ".logs"
+    logs.mkdir(parents=True, exist_ok=True)
     pending = list(zip(grid, n_evals, strict=True))
     running: dict[str, subprocess.Popen] = {}
     failed: list[str] = []
@@ -268,35 +278,40 @@ def _run_parallel(grid: list[RunSpec], out: Path, n_evals: list[int], jobs: int)
                 if proc.poll() is not None:
                     del running[name]
                     if proc.returncode:
-                        failed.append(f"{name} (exit {proc.returncode})")
+                        failed.append(f"{name} ({_last_error(logs / f'{name}.log') or f'exit {proc.returncode}'})")
             # a run may start once the run it fine-tunes is done (or is not part of this call: then it must exist)
             ready = [(s, n) for s, n in pending if not s.init_from or s.init_from not in names
                      or (s.init_from not in running and s.init_from not in {p.name for p, _ in pending})]
             for s, n in ready[:max(0, jobs - len(running))]:
-                if s.init_from in {f.split(" ")[0] for f in failed}:
+                if any(f.startswith(f"{s.init_from} (") for f in failed):
                     failed.append(f"{s.name} (its base {s.init_from} failed)")
                 else:
                     args = [sys.executable, "-m", "looplm.experiments.addition", json.dumps(s.__dict__), str(out),
                             str(n)]
-                    running[s.name] = subprocess.Popen(args)
+                    with (logs / f"{s.name}.log").open("w") as log:
+                        running[s.name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
                 pending.remove((s, n))
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        # A terminal's Ctrl-C reached them too: let them save and stop. Only this process was signalled (kill
-        # -INT): after a grace period, ask them (one SIGINT: a trainer saves), then stop them.
+    except KeyboardInterrupt as e:
+        # A terminal's Ctrl-C (or a group kill) reached the children too; a signal to this process alone did
+        # not. After a grace period that lets the first kind finish, pass the same signal on (once: a second
+        # one would stop a trainer without saving), then wait, then kill.
+        sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
         for proc in running.values():
-            for then in (lambda p: p.send_signal(signal.SIGINT), lambda p: p.kill()):
+            for wait, then in ((5, lambda p: p.send_signal(sig)), (120, lambda p: p.kill())):
                 try:
-                    proc.wait(timeout=120)
+                    proc.wait(timeout=wait)
                     break
                 except subprocess.TimeoutExpired:
                     then(proc)
             proc.wait()
-        raise Interrupted(f"interrupted: {len(running)} run(s) stopped (training runs saved a checkpoint); the "
-                          "same command resumes the study", 130) from None
+        said = [f"{n} ({_last_error(logs / f'{n}.log') or 'stopped'})" for n in running]
+        raise Interrupted(f"{'terminated (SIGTERM)' if sig == signal.SIGTERM else 'interrupted'}: {len(running)} "
+                          f"run(s) stopped: {'; '.join(said)}; the same command resumes the study",
+                          143 if sig == signal.SIGTERM else 130) from None
     if failed:
-        raise UserError(f"study runs failed: {', '.join(failed)} (each said why above); the finished runs are "
-                        "kept, and the same command retries the rest")
+        raise UserError(f"study runs failed: {'; '.join(failed)}; the finished runs are kept (each run's output: "
+                        f"{logs}/<name>.log), and the same command retries the rest")
     return [json.loads((out / "runs" / s.name / "result.json").read_text()) for s in grid]
 
 
@@ -312,6 +327,14 @@ def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: i
             raise ValueError(f"unknown run name(s) {sorted(unknown)}; runs: {', '.join(s.name for s in grid)}")
         by_name = {s.name: s for s in grid}
         grid = [by_name[n] for n in dict.fromkeys(only)]  # the order given is the order run
+    # A fine-tune whose base is neither in this call nor finished here is refused before anything is written.
+    here = {s.name for s in grid}
+    for i, s in enumerate(grid):
+        before = {g.name for g in grid[:i]}
+        if s.init_from and s.init_from not in before and not (out / "runs" / s.init_from / "result.json").exists():
+            raise UserError(f"run {s.name} starts from run {s.init_from}, which has not finished in {out}; run that "
+                            f"one first (`--only` takes names in order: --only {s.init_from} {s.name})"
+                            + ("" if s.init_from not in here else f"; {s.init_from} must come before {s.name}"))
     out.mkdir(parents=True, exist_ok=True)
     depths = DEPTHS
     threads = 1 if jobs > 1 else 0

@@ -98,13 +98,26 @@ def run(args: argparse.Namespace) -> None:
                             "new model directory (choose one elsewhere)")
         print(f"wrote {convert_checkpoint(args.checkpoint, out, num_loops=args.loops)}")
     elif args.cmd == "eval-lm":
+        from .. import checkpoint as ckpt
         from ..cli import default_out_dir, fresh_outputs
+        from ..errors import UserError
         from ..evaluate import parse_depths
         from ..train import resolve_device
         from .analysis import find_model_dir
+        from .finetune import require_tokenizer
         from .lm_eval_adapter import OUTPUTS, eval_depths
 
         model_dir = find_model_dir(args.checkpoint)  # a finetune run: its checkpoint/
+        if model_dir is None and Path(args.checkpoint).exists():  # not a hub id either: say what it is
+            try:
+                native = ckpt.resolve(args.checkpoint) is not None
+            except ckpt.CheckpointError:
+                native = False
+            raise UserError(f"{args.checkpoint} is not a Hugging Face model directory"
+                            + (" (a run of looplm's own model: `looplm export-hf` writes one, then add a tokenizer)"
+                               if native else ""))
+        if model_dir is not None:
+            require_tokenizer(model_dir)
         model = str(model_dir) if model_dir is not None else args.checkpoint  # else a hub id
         out = Path(args.out) if args.out else (default_out_dir(model) / "eval-lm" if model_dir else Path("eval-lm"))
         fresh_outputs([out / f for f in OUTPUTS], args.force)

@@ -90,15 +90,19 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype =
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
-def load_tokenizer(path: str, revision: str | None = None) -> Any:
-    from transformers import AutoTokenizer
-
-    # A local folder without tokenizer files (an export of looplm's own character-level model has none)
-    # would reach transformers' fallbacks, whose error is about installing sentencepiece.
+def require_tokenizer(path: str | Path) -> None:
+    """A local folder without tokenizer files (an export of looplm's own character-level model has none)
+    would reach transformers' fallbacks, whose error is about installing sentencepiece: say what is missing."""
     p = Path(path)
     if p.is_dir() and not any((p / f).is_file() for f in TOKENIZER_FILES):
         raise UserError(f"{p} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); copy one in, "
                         "or (finetune) name one with model.tokenizer")
+
+
+def load_tokenizer(path: str, revision: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    require_tokenizer(path)
     return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
 
 

@@ -50,7 +50,7 @@ def make_batch(seqs: list[list[int]], prompt_lens: list[int], max_len: int | Non
     T = max(len(s) for s in seqs) - 1
     if max_len is not None and T > max_len:
         raise ValueError(f"a problem needs {T} positions but the model has max_seq_len={max_len}; "
-                         "the operands are too wide for this model")
+                         "its prompt and answer are too long for this model")
     inp = torch.full((len(seqs), T), PAD, dtype=torch.long)
     tgt = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(seqs), T), dtype=torch.bool)

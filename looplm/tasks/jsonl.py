@@ -67,6 +67,11 @@ class JsonlTask:
         # A saved tokenizer is reused (a resume, a sweep); else the characters of all rows, held-out ones included.
         rows = self.train[0] + self.train[1] + self.test[0] + self.test[1]
         self.tok = tokenizer or CharTokenizer("".join(sorted(set("".join(rows)))))
+        unknown = sorted(set("".join(rows)) - set(self.tok.stoi))
+        if unknown:  # a saved vocabulary: found now, not at the batch that first draws such a row
+            shown = ", ".join(repr(c) for c in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+            raise ValueError(f"{path}: character(s) {shown} are not in the vocabulary of the model this run "
+                             "continues (its checkpoint, or train.init_from)")
         self.max_len = max_len
         self.size = len(self.train[0])
 

@@ -53,6 +53,9 @@ class TextTask:
         cut = int(len(text) * (1 - test_fraction))
         train_text, test_text = text[:cut], text[cut:]
         if saved is not None:
+            if saved.kind != tokenizer:  # the weights' ids are the saved tokenizer's, whatever the config says
+                raise ValueError(f"data.tokenizer={tokenizer}, but the model this run continues was trained with "
+                                 f"the {saved.kind} tokenizer; set data.tokenizer={saved.kind}")
             self.tok = saved
         elif tokenizer == "char":  # over the whole stream, so the held-out tail has no unknown character
             self.tok = CharTokenizer("".join(sorted(set(text))))
