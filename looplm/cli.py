@@ -9,15 +9,12 @@ Checks run before anything on disk changes, and no command replaces an earlier r
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import math
 import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from . import checkpoint as ckpt
@@ -27,6 +24,7 @@ from .errors import UserError
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
 from .loops import training_range
+from .outputs import all_or_nothing, default_out_dir, fresh_outputs, write_json
 from .tasks import task_of_checkpoint
 from .train import Interrupted, Terminated, fit, resolve_device, set_threads
 
@@ -37,48 +35,6 @@ ANALYZE_N = 256  # analyze's problems without --n (fewer if the split or file ho
 # What each study writes in its --out (looplm/experiments): a folder holding anything else is refused.
 STUDY_FILES = {"addition": ("runs", "figures", "report.md"),
                "ouro-mini": ("settings.json", "data", "tasks", "init", "init.tmp", "runs", "figures", "report.md")}
-
-
-def _write_json(path: Path, obj: dict, replace: bool = True) -> None:
-    ckpt.write_result(path, lambda f: f.write_text(json.dumps(obj, indent=1) + "\n"), replace)
-
-
-def fresh_outputs(paths: list[Path], force: bool) -> None:
-    """Refuse, before any work, an output that would be lost or would destroy something: one inside a run's
-    checkpoint folders (training replaces and prunes them), one whose folder is a file, a directory, and
-    (unless --force) an earlier result."""
-    for p in paths:
-        inside = ckpt.enclosing_checkpoint(p)
-        if inside is not None:
-            raise UserError(f"--out {p} is inside {inside}, which training replaces and prunes; write it "
-                            "somewhere else (e.g. the run directory)")
-        own = next((a for a in (p, *p.parents) if a.name in rundir.RUN_FILES and a.parent.is_dir()
-                    and {"config.yaml", "checkpoint", "metrics.jsonl"} & {x.name for x in a.parent.iterdir()}), None)
-        if own is not None:  # --force replaces an earlier result, never the run's own files
-            raise UserError(f"--out {p} would write {'into' if own != p else 'over'} {own}, which belongs to the "
-                            f"run in {own.parent}; write beside the run's files (e.g. {own.parent / 'sweep.json'})")
-        above = next((a for a in p.parents if a.exists()), None)
-        if above is not None and not above.is_dir():
-            raise UserError(f"cannot write {p}: {above} is a file, not a directory; choose another --out")
-        if p.is_dir():
-            raise UserError(f"--out {p} is a directory; give the path of the file to write")
-        if p.exists() and not force:
-            raise UserError(f"{p} already exists (an earlier result); pass --force to replace it, or --out "
-                            "somewhere else")
-
-
-@contextlib.contextmanager
-def all_or_nothing(paths: list[Path]) -> Iterator[None]:
-    """A command's outputs are written whole or not at all: if it stops part way (Ctrl-C between the JSON and
-    its figure, a full disk), the files it wrote are removed, so no half result is left to block a rerun."""
-    stamp = {p: p.stat().st_mtime_ns if p.exists() else None for p in paths}
-    try:
-        yield
-    except BaseException:
-        for p in paths:
-            if p.exists() and p.stat().st_mtime_ns != stamp[p]:
-                p.unlink()
-        raise
 
 
 class _Parser(argparse.ArgumentParser):
@@ -258,14 +214,14 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     train_s = time.perf_counter() - t0
     sw = run_sweep(str(run), DEMO_SWEEP, n=n, progress=progress)
     sw["label"] = "STARS (demo)"
-    _write_json(out / "sweep.json", sw)
+    write_json(out / "sweep.json", sw)
     model, cfg = ckpt.load_model(run)
     dyn = diagnose(model, task_of_checkpoint(cfg, run).held_out(64), parse_depths(DEMO_SWEEP),
                    spectral_depths=[1, 2, 4, 8, 16, 32, 100, 300, 1000], spectral_n=min(8, cfg.data.test_size),
                    iters=60, tol=1e-3,
                    hutchinson_samples=0, pca_n=0, progress=progress)
     dyn.update({"label": "STARS (demo)", "train_loops": list(training_range(cfg.loops))})
-    _write_json(out / "dynamics.json", dyn)
+    write_json(out / "dynamics.json", dyn)
     pngs = [plot_accuracy([sw], out / "accuracy.png", title="looplm demo: STARS on 4-digit addition"),
             plot_dynamics(dyn, out / "dynamics.png")]
     total_s = time.perf_counter() - t0
@@ -289,18 +245,6 @@ def cmd_plot(inputs: list[str], out: str, labels: list[str] | None = None, force
     from .plots import plot_inputs
 
     return plot_inputs(inputs, out, labels, before=lambda paths: fresh_outputs(paths, force), replace=force)
-
-
-def default_out_dir(checkpoint: str) -> Path:
-    """Where outputs go by default: the run directory of a checkpoint (the latest or one of the history), or an
-    HF model directory of its own (Ouro, an export)."""
-    from .hf.analysis import find_model_dir
-
-    hf_dir = find_model_dir(checkpoint)
-    if hf_dir is not None and hf_dir.name != "checkpoint" and hf_dir.parent.name != ckpt.HISTORY:
-        return hf_dir
-    d = (hf_dir or ckpt.resolve(checkpoint)).parent
-    return d.parent if d.name == ckpt.HISTORY else d
 
 
 def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, data: str | None = None,
@@ -512,11 +456,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             for k, (s, acc) in enumerate(zip(res["sizes"], res["accuracy_by_size"], strict=True)):
                 table = depth_table({"depths": res["depths"], "accuracy": acc}, shown, f"size {s:<3d}")
                 print(table if k == 0 else table.splitlines()[1])
-            with all_or_nothing(outs):
-                _write_json(out, res, args.force)
+            with all_or_nothing(outs):  # the JSON and its figure
+                write_json(out, res, args.force)
                 print(f"wrote {plot_size_depth(res, out.with_suffix('.png'), replace=args.force)}")
         else:
-            _write_json(out, res, args.force)
+            write_json(out, res, args.force)  # one file, written atomically
             print(depth_table(res, shown, "ppl" if res["scored_by"] == "perplexity" else "accuracy",
                               "ppl" if res["scored_by"] == "perplexity" else "accuracy"))
         if "exit" in res:
@@ -557,7 +501,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                           args.seed, args.batch_size, args.device, not args.no_progress, args.threads,
                           before=lambda: fresh_outputs(outs, args.force))
         with all_or_nothing(outs):
-            _write_json(out_dir / "dynamics.json", res, args.force)
+            write_json(out_dir / "dynamics.json", res, args.force)
             print(f"wrote {out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)")
             if not args.no_plot:
                 from .plots import plot_dynamics, plot_trajectories

@@ -137,7 +137,7 @@ def test_cut_off_answers_are_marked(tmp_path, capsys):
 def test_outputs_are_written_whole_or_not_at_all(tmp_path):
     """A command stopped between its outputs (Ctrl-C after the JSON, before the figure) removes what it wrote,
     so no half result blocks a rerun; a file it did not write stays."""
-    from looplm.cli import all_or_nothing
+    from looplm.outputs import all_or_nothing
 
     kept, new_json, new_png = tmp_path / "old.txt", tmp_path / "d.json", tmp_path / "d.png"
     kept.write_text("earlier")

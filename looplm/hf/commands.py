@@ -99,9 +99,9 @@ def run(args: argparse.Namespace) -> None:
         print(f"wrote {convert_checkpoint(args.checkpoint, out, num_loops=args.loops)}")
     elif args.cmd == "eval-lm":
         from .. import checkpoint as ckpt
-        from ..cli import default_out_dir, fresh_outputs
         from ..errors import UserError
         from ..evaluate import parse_depths
+        from ..outputs import default_out_dir, fresh_outputs
         from ..train import resolve_device
         from .analysis import find_model_dir
         from .finetune import require_tokenizer
