@@ -587,9 +587,9 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
 def _rho(model: nn.Module, mb: Any, n_loops: int, probes: torch.Generator, amp: Any,
          gathered: Callable) -> dict[str, float]:
     """ρ(∂Φ/∂h) at the state after this step's loop count, on up to 16 samples' real tokens of the last
-    micro-batch: 30 Arnoldi steps (looplm.dynamics.spectral_radius). `rho` is the mean largest-modulus Ritz
+    micro-batch: 30 Arnoldi steps (looplm.spectra.spectral_radius). `rho` is the mean largest-modulus Ritz
     value, a running estimate; `rho_converged` the fraction of samples whose estimate passed the residual test."""
-    from .dynamics import spectral_radius
+    from .spectra import spectral_radius
 
     k = min(16, len(mb))
     ids, mask = mb.input_ids[:k], mb.mask[:k]
