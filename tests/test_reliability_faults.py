@@ -5,6 +5,7 @@ its tokenizer lacks, a loop distribution far past max_loops, chat records that a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -123,11 +124,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
 
 
 class Sweep:
-    """A long `looplm sweep` in a subprocess, its stderr read as it comes (the progress bar starts once the
-    inputs are read and the output checked)."""
+    """A `looplm sweep` in a subprocess, its stderr read as it comes (the progress bar starts once the inputs are
+    read and the output checked). `paused()` holds it stopped (SIGSTOP) after that point, so a test can act while
+    it is surely still running, without a sweep long enough to outlast the test's own steps."""
+
+    DEPTH = 2000
 
     def __init__(self, run: Path, out: Path, *extra: str):
-        self.proc = looplm("sweep", str(run), "--depths", "1:20000", "--out", str(out), *extra)
+        self.proc = looplm("sweep", str(run), "--depths", f"1:{self.DEPTH}", "--out", str(out), *extra)
         self.err = ""
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -142,6 +146,16 @@ class Sweep:
             assert self.proc.poll() is None, self.err
             assert time.monotonic() < deadline, "the sweep did not start"
             time.sleep(0.01)
+
+    @contextlib.contextmanager
+    def paused(self):
+        self.wait_for_progress()
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert self.proc.poll() is None, "the sweep finished before it could be paused"
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
 
     def finish(self) -> tuple[int, str]:
         rc = self.proc.wait(timeout=300)
@@ -171,17 +185,17 @@ def test_sigterm_outside_training_is_one_line_and_143(tiny_run, tmp_path):
 def test_an_output_that_appears_during_a_sweep_is_not_replaced(tiny_run, tmp_path):
     out = tmp_path / "s.json"
     sw = Sweep(tiny_run, out)
-    sw.wait_for_progress()  # past the check that --out does not exist
-    out.write_text("another command's result\n")
+    with sw.paused():  # past the check that --out does not exist
+        out.write_text("another command's result\n")
     rc, err = sw.finish()
     assert rc == 2 and error_lines(err) == [f"error: {out} appeared while this command ran (another command writing "
                                             "the same --out?); pass --force to replace it, or --out somewhere else"]
     assert out.read_text() == "another command's result\n" and sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
     # With --force the second command replaces it.
     sw = Sweep(tiny_run, out, "--force")
-    sw.wait_for_progress()
-    out.write_text("another command's result\n")
-    assert sw.finish()[0] == 0 and json.loads(out.read_text())["depths"][-1] == 20000
+    with sw.paused():
+        out.write_text("another command's result\n")
+    assert sw.finish()[0] == 0 and json.loads(out.read_text())["depths"][-1] == Sweep.DEPTH
 
 
 @POSIX_ONLY
