@@ -167,6 +167,13 @@ def _export(tmp: Path, copy: Path) -> None:
     assert main(["export-hf", str(copy), "--out", str(tmp / "exp")]) == 0
 
 
+def _export_no_tokenizer(tmp: Path, copy: Path) -> None:
+    """<tmp>/exp: the run written by `looplm export-hf`, its tokenizer files deleted"""
+    assert main(["export-hf", str(copy), "--out", str(tmp / "exp")]) == 0
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp / "exp" / f).unlink(missing_ok=True)
+
+
 S = ["sweep", "{run}", "--no-progress"]
 A = ["analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--pca-n", "0",
      "--no-plot"]
@@ -658,9 +665,9 @@ CASES: dict[str, Case] = {
     "hf-finetune-config-name-local": Case("hf", "data.config_name for a local file (a hub option)", FT, {
         "ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: 256\n  config_name: main\n"),
         "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
-    "hf-analyze-export-no-tokenizer": Case("hf", "analyze an export of looplm's own model (no tokenizer files)", [
+    "hf-analyze-export-no-tokenizer": Case("hf", "analyze an export whose tokenizer files were deleted", [
         "analyze", "{tmp}/exp", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
-        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_export, hf=True),
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_export_no_tokenizer, hf=True),
     "hf-analyze-no-data": Case("hf", "analyze an HF model without --data", ["analyze", "{base}", "--no-progress",
                                "--out", "{tmp}/a"], hf=True),
     "hf-analyze-data-missing": Case("hf", "analyze an HF model with a --data file that does not exist", [
@@ -676,8 +683,8 @@ CASES: dict[str, Case] = {
                                  "--loops", "1000000000000"], hf=True),
     "hf-eval-native-run": Case("hf", "eval-lm on a run of looplm's own model", ["eval-lm", "{run}", "--tasks", "x",
                                "--out", "{tmp}/e"], hf=True),
-    "hf-eval-export-no-tokenizer": Case("hf", "eval-lm on an export of looplm's own model (no tokenizer files)", [
-        "eval-lm", "{tmp}/exp", "--tasks", "x", "--out", "{tmp}/e"], prepare=_export, hf=True),
+    "hf-eval-export-no-tokenizer": Case("hf", "eval-lm on an export whose tokenizer files were deleted", [
+        "eval-lm", "{tmp}/exp", "--tasks", "x", "--out", "{tmp}/e"], prepare=_export_no_tokenizer, hf=True),
     "hf-eval-unknown-task": Case("hf", "eval-lm with an unknown task", ["eval-lm", "{base}", "--tasks",
                                  "no_such_task_xyz", "--out", "{tmp}/e"], hf=True),
     "hf-eval-missing-model": Case("hf", "eval-lm on a model directory that does not exist", [

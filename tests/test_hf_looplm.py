@@ -73,3 +73,42 @@ def test_export_hf_command(looplm_ckpt, tmp_path, capsys):
     ids = torch.randint(2, 14, (1, 6))
     torch.testing.assert_close(hf(ids).logits, model(ids, 5))
     assert cli(["export-hf", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
+
+
+@pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
+def test_export_writes_a_tokenizer_that_encodes_as_training_did(tmp_path, kind):
+    """An export loads with AutoTokenizer and gives the ids of the tokenizer saved with the run, for every kind of
+    task tokenizer, so eval-lm and analyze need no tokenizer supplied by hand."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from looplm.cli import main as cli
+    from looplm.tasks import tokenizers
+
+    rng = random.Random(0)
+    alphabet = "abcdefgh ijk\nlmnö✓"
+    text = "".join(rng.choice(alphabet) for _ in range(3000))
+    (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
+    run = tmp_path / "run"
+    assert cli(["train", "--config", "text-stars", "--out", str(run), "--no-progress",
+                "--set", f"data.path={tmp_path / 'corpus.txt'}", "--set", f"data.tokenizer={kind}",
+                "--set", "data.bpe_vocab=300", "--set", "data.window=16", "--set", "model.max_seq_len=16",
+                "--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "model.n_heads=2",
+                "--set", "train.steps=1", "--set", "train.batch_size=4", "--set", "train.eval_every=0",
+                "--set", "loops.max_loops=2", "--set", "reg.rho_every=0", "--set", "train.threads=1"]) == 0
+    assert cli(["export-hf", str(run), "--out", str(tmp_path / "exp")]) == 0
+    native = tokenizers.load(run / "checkpoint")
+    hf_tok = AutoTokenizer.from_pretrained(tmp_path / "exp")
+    assert (hf_tok.pad_token_id, hf_tok.eos_token_id) == (tokenizers.PAD, tokenizers.EOS)
+    for _ in range(20):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40)))
+        ids = native.encode(s)
+        assert hf_tok(s)["input_ids"] == ids
+        assert hf_tok.decode(ids) == native.decode(ids) == s
+    # the tokens after the end token are not part of the text, in both
+    assert hf_tok.decode(ids + [tokenizers.EOS, 5], skip_special_tokens=True).startswith(native.decode(ids))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "exp")
+    looplm_model, _ = ckpt.load_model(run, "cpu")
+    x = torch.tensor([native.encode(text[:12])])
+    torch.testing.assert_close(model(x).logits, looplm_model(x, model.config.num_loops))

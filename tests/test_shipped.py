@@ -61,3 +61,64 @@ def test_shipped_ouro_mini_base_scores_as_recorded(tmp_path):
                            max_gen_toks=rec["max_gen_toks"])
     assert ouro_mini.base_check(OURO_MINI, s, tmp_path) == rec
     assert rec["exact_match"][0] > 0  # it learned something at its training depth
+
+
+_ADDITION_TASK = """task: shipped_addition
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{target}}}}"
+process_results: !function shipped_addition_utils.process_results
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+generation_kwargs:
+  until: ["<eos>"]
+  do_sample: false
+  max_gen_toks: 6
+num_fewshot: 0
+metadata:
+  version: 1.0
+"""
+
+
+@pytest.mark.skipif(not RUN.exists(), reason="no shipped checkpoint in this checkout")
+def test_shipped_checkpoint_exported_scores_the_same_through_lm_eval(tmp_path, capsys):
+    """A model that learned, through the HF path: `export-hf` (weights and tokenizer) then `eval-lm` (transformers'
+    generate() at each loop count, lm-eval's scoring) gives, problem for problem, the exact match of looplm's own
+    one-pass sweep on the same problems."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("lm_eval")
+    from looplm.cli import main as cli
+
+    model, cfg = load_model(RUN)
+    task = make_task(cfg)
+    a, b = task.test_pairs(40, cfg.data.test_seed)
+    rows = [{"num1": int(x), "num2": int(y), "answer": int(x + y), "prompt": task.prompt(x, y),
+             "target": task.target(x, y)} for x, y in zip(a, b, strict=True)]
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "shipped_addition.yaml").write_text(_ADDITION_TASK.format(data=data))
+    (tmp_path / "tasks" / "shipped_addition_utils.py").write_text(
+        "def process_results(doc, results):\n    return {'exact_match': float(results[0] == doc['target'])}\n")
+    depths = [1, 2, 4]
+    assert cli(["export-hf", str(RUN), "--out", str(tmp_path / "exp")]) == 0
+    assert cli(["eval-lm", str(tmp_path / "exp"), "--tasks", "shipped_addition", "--include-path",
+                str(tmp_path / "tasks"), "--depths", ",".join(map(str, depths)), "--device", "cpu",
+                "--out", str(tmp_path / "lm")]) == 0
+    assert cli(["sweep", str(RUN), "--data", str(data), "--depths", ",".join(map(str, depths)), "--no-progress",
+                "--out", str(tmp_path / "sweep.json")]) == 0
+    capsys.readouterr()
+    lm = json.loads((tmp_path / "lm" / "eval_lm.json").read_text())
+    native = json.loads((tmp_path / "sweep.json").read_text())
+    assert native["depths"] == depths and native["n"] == 40
+    assert lm["n_samples"]["shipped_addition"]["effective"] == 40
+    hf_acc = [r["metrics"]["shipped_addition"]["exact_match,none"] for r in lm["rows"]]
+    assert [r["loops"] for r in lm["rows"]] == depths and hf_acc == native["accuracy"]
+    assert native["accuracy"][0] < 0.5 <= native["accuracy"][-1]  # depth matters, so the match is not trivial

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> None:
             except ckpt.CheckpointError:
                 native = False
             raise UserError(f"{args.checkpoint} is not a Hugging Face model directory"
-                            + (" (a run of looplm's own model: `looplm export-hf` writes one, then add a tokenizer)"
+                            + (" (a run of looplm's own model: `looplm export-hf` converts it)"
                                if native else ""))
         if model_dir is not None:
             require_tokenizer(model_dir)

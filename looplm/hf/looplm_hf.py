@@ -131,24 +131,28 @@ class LooplmForCausalLM(PreTrainedModel, GenerationMixin):
 
 def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int | None = None,
                        eos_token_id: int | None = None, pad_token_id: int | None = None) -> Path:
-    """Write a looplm checkpoint (run directory or its checkpoint/ folder) as an HF model directory.
+    """Write a looplm checkpoint (run directory or its checkpoint/ folder) as an HF model directory, with its
+    tokenizer in transformers' form (`AutoTokenizer` loads it and encodes exactly as training did).
 
-    The default loop count is the checkpoint's `loops.num_loops`; EOS/PAD default to its task's ids.
+    The default loop count is the checkpoint's `loops.num_loops`; EOS/PAD default to the tokenizer's ids.
     """
     from .. import checkpoint as ckpt
-    from ..tasks import make_task
+    from ..tasks import make_task, tokenizers
+    from .tokenizer import as_hf_tokenizer
 
     model, cfg = ckpt.load_model(checkpoint, "cpu")
-    task = make_task(cfg)
-    eos = task.eos_id if eos_token_id is None else eos_token_id
-    pad = task.pad_id if pad_token_id is None else pad_token_id
+    # The tokenizer saved with the checkpoint: a file task's data need not be where it was when training ran.
+    tok = tokenizers.load(ckpt.resolve(checkpoint)) or make_task(cfg).tok
+    eos = tokenizers.EOS if eos_token_id is None else eos_token_id
+    pad = tokenizers.PAD if pad_token_id is None else pad_token_id
     hf_cfg = LooplmConfig.from_model_config(cfg.model, num_loops=num_loops or cfg.loops.num_loops,
                                             eos_token_id=eos, pad_token_id=pad)
     hf = LooplmForCausalLM(hf_cfg)
     hf.model.load_state_dict(model.state_dict(), strict=True)
     hf.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad, use_cache=False,
                                             max_length=cfg.model.max_seq_len)
+    hf_tok = as_hf_tokenizer(tok, cfg.model.max_seq_len)  # before writing anything: a failure leaves no half export
     out = Path(out)
     hf.save_pretrained(out)
+    hf_tok.save_pretrained(out)
     return out
-

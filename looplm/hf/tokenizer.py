@@ -1,9 +1,10 @@
-"""A byte-level BPE chat tokenizer trained on the user's own text, laid out like Ouro's: ids 0, 1, 2 are
-`<|endoftext|>` (bos = eos = pad), `<|im_start|>` and `<|im_end|>`, and the chat template is ChatML.
+"""Transformers tokenizers: a byte-level BPE chat tokenizer trained on the user's own text, and the HF form of a
+looplm task's tokenizer (so an `export-hf` folder loads with `AutoTokenizer` and encodes exactly as training did).
 
-Digits are split one per token before BPE, as in Qwen's and Ouro's tokenizers: with merges learned freely,
-`348` and `271` become unrelated pieces (`Ġ3 4 8`, `Ġ27 1`), and a small model then has to learn arithmetic
-over an arbitrary segmentation."""
+The chat tokenizer is laid out like Ouro's: ids 0, 1, 2 are `<|endoftext|>` (bos = eos = pad), `<|im_start|>` and
+`<|im_end|>`, and the chat template is ChatML. Digits are split one per token before BPE, as in Qwen's and Ouro's
+tokenizers: with merges learned freely, `348` and `271` become unrelated pieces (`Ġ3 4 8`, `Ġ27 1`), and a small
+model then has to learn arithmetic over an arbitrary segmentation."""
 
 from __future__ import annotations
 
@@ -35,3 +36,51 @@ def train_chat_tokenizer(texts: Iterable[str], vocab_size: int, chat_template: s
                                    pad_token="<|endoftext|>")
     fast.chat_template = chat_template
     return fast
+
+
+def byte_symbols() -> list[str]:
+    """The printable stand-in for each byte value that byte-level tokenizers (GPT-2's scheme, `tokenizers`'
+    ByteLevel) use: printable Latin-1 bytes stand for themselves, the other 68 take code points from 256 up, in
+    byte order. Index b is byte b's symbol."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    out, extra = [], 0
+    for b in range(256):
+        if b in keep:
+            out.append(chr(b))
+        else:
+            out.append(chr(256 + extra))
+            extra += 1
+    return out
+
+
+def as_hf_tokenizer(tok: Any, max_length: int | None = None) -> Any:
+    """A transformers fast tokenizer with the same ids as a looplm task tokenizer (`looplm.tasks.tokenizers`):
+    `<pad>` = 0, `<eos>` = 1, no BOS added. Char and byte vocabularies become a one-symbol-per-token WordLevel
+    model; a BPE one is already a `tokenizers` object. A character outside a char vocabulary is refused on
+    encoding, as in looplm, rather than mapped to an unknown token."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from ..tasks.tokenizers import EOS, PAD
+
+    one_each = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every code point its own token
+    if tok.kind == "char":
+        vocab = {"<pad>": PAD, "<eos>": EOS, **tok.stoi}
+        hf = Tokenizer(models.WordLevel(vocab))
+        hf.pre_tokenizer = one_each
+        hf.decoder = decoders.Fuse()
+    elif tok.kind == "byte":
+        vocab = {"<pad>": PAD, "<eos>": EOS, **{c: b + 2 for b, c in enumerate(byte_symbols())}}
+        hf = Tokenizer(models.WordLevel(vocab))
+        # bytes -> their symbols (one pre-token for the whole text), then one token per symbol
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False), one_each])
+        hf.decoder = decoders.ByteLevel()
+    elif tok.kind == "bpe":
+        hf = Tokenizer.from_str(tok.tok.to_str())
+    else:
+        raise ValueError(f"no Hugging Face form for a {tok.kind!r} tokenizer")
+    hf.add_special_tokens(["<pad>", "<eos>"])
+    kw = {"model_max_length": max_length} if max_length else {}
+    return PreTrainedTokenizerFast(tokenizer_object=hf, eos_token="<eos>", pad_token="<pad>",
+                                   clean_up_tokenization_spaces=False, **kw)
