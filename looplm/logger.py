@@ -28,6 +28,29 @@ def json_record(rec: dict[str, Any]) -> str:
     return json.dumps(rec, allow_nan=False)
 
 
+def truncate_metrics(path: Path, last_step: int) -> int:
+    """On resume, drop log lines from steps after the checkpoint (they will be redone) and a torn last line, and
+    rewrite what is kept as strict JSON (a log written before non-finite numbers became null holds `NaN`).
+    Returns how many records were dropped."""
+    if not path.exists():
+        return 0
+    keep, dropped = [], 0
+    # utf-8-sig: a BOM (an editor's) would make the first record unreadable and so look like a torn line
+    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a torn last line from a crash (rundir.check_metrics refused any other bad line)
+        if rec.get("step", 0) <= last_step:
+            keep.append(json_record(rec))
+        else:
+            dropped += 1
+    tmp = path.with_name(path.name + ".tmp")  # rewrite by rename, so a kill here cannot lose the log
+    tmp.write_text("".join(k + "\n" for k in keep))
+    tmp.replace(path)
+    return dropped
+
+
 def check_available(kind: str) -> None:
     """Refuse, before a run starts, a logger whose package is not installed."""
     try:

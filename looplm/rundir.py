@@ -5,6 +5,9 @@ empty directory, or continue the newest whole checkpoint of a looplm run (`--res
 history in `checkpoints/` when `checkpoint/` is gone or damaged. Anything in between (a run's files without
 `--resume`, a directory of other files, a `checkpoint` symlink) is refused before anything on disk changes.
 
+`check_resume` and `already_done` decide what a resume may change and whether anything is left to train, again
+before anything is touched.
+
 `lock` holds an exclusive lock (`.looplm.lock`, flock) for a run's lifetime, so a second process on the same
 directory stops at once with one line that names the holder.
 """
@@ -19,8 +22,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from . import checkpoint as ckpt
+from .config import Config, ConfigError
 from .errors import UserError
 
 LOCK = ".looplm.lock"
@@ -158,3 +163,51 @@ def lock(out: Path, create: bool = True) -> Iterator[None]:
         yield
     finally:
         f.close()  # closing releases the lock
+
+
+# What a resume may change (docs/reliability.md): how long the run goes on, the optimizer's settings, and where and
+# how it runs and logs. Any other change (the data, the loops, the regularizer, the seed) would make it another
+# run, and fewer train.keep_checkpoints would delete the history: those are refused.
+RESUMABLE = {"train." + k for k in (
+    "steps", "epochs", "stop_at_acc", "lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip",
+    "log_every", "eval_every", "eval_size", "checkpoint_every", "max_bad_steps", "device", "threads", "strategy",
+    "micro_batch_size", "bf16", "logger", "init_from")}
+
+
+def check_resume(src: Path, cfg: Config, out: Path) -> list[str]:
+    """The changed settings a resume may take (RESUMABLE, and a larger train.keep_checkpoints), described; any
+    other change is refused (ConfigError) before anything is touched."""
+    changes = ckpt.config_changes(ckpt.load_config(src), cfg, ("loops", "reg", "data", "train"))
+
+    def allowed(key: str, old: Any, new: Any) -> bool:
+        return key in RESUMABLE or (key == "train.keep_checkpoints" and new > old)
+
+    refused = [ckpt.describe_change(*c) + (" (fewer would delete checkpoints)" if c[0] == "train.keep_checkpoints"
+                                           else "") for c in changes if not allowed(*c)]
+    if refused:
+        raise ConfigError(f"--resume would change the run in {out}, not continue it: {'; '.join(refused)}. Resume "
+                          f"with the settings it was trained with (its checkpoint's, {src / 'config.json'}; "
+                          f"{out / 'config.yaml'} holds them unless it was edited), or choose another --out")
+    return [ckpt.describe_change(*c) for c in changes if allowed(*c)]
+
+
+def already_done(out: Path, src: Path, step: int, cfg: Config, total: int) -> str | None:
+    """What to say when the checkpoint a resume starts from has nothing left to train (None: it has). A schedule
+    that ends before the checkpoint is refused: a resume continues a run, it never cuts one short."""
+    t = cfg.train
+    if step > total:
+        asked = f"train.steps={t.steps}" if t.steps else f"train.epochs={t.epochs} ({total} steps)"
+        raise ConfigError(f"{asked} ends before the checkpoint's step {step} ({src}); a resume continues a run: ask "
+                          f"for at least {step} steps, or choose another --out")
+    if step == total:
+        return f"{out} is already complete (step {step} of {total}): nothing to train; nothing was changed"
+    log = out / "metrics.jsonl"
+    for line in log.read_text().splitlines() if t.stop_at_acc and log.exists() else []:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line
+            continue
+        if rec.get("step") == step and "stopped" in rec and (rec.get("acc") or 0) >= t.stop_at_acc:
+            return (f"{out} is already complete (it stopped at step {step} on train.stop_at_acc={t.stop_at_acc}): "
+                    "nothing to train; nothing was changed")
+    return None

@@ -20,7 +20,6 @@ the global batch: the result does not depend on W or k.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -42,7 +41,7 @@ from . import rundir
 from .config import Config, ConfigError
 from .errors import UserError
 from .evaluate import sweep
-from .logger import MetricsLog, check_available, json_record
+from .logger import MetricsLog, check_available, truncate_metrics
 from .looped import check_looped, phi, run_loop
 from .loops import describe, sample_loops, training_range
 from .model import LoopedTransformer, twice_differentiable
@@ -66,15 +65,6 @@ class Interrupted(UserError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM where no training loop handles it: stop at once, as Ctrl-C does (the CLI exits 143)."""
-
-
-# What a resume may change (docs/reliability.md): how long the run goes on, the optimizer's settings, and where and
-# how it runs and logs. Any other change (the data, the loops, the regularizer, the seed) would make it another
-# run, and fewer train.keep_checkpoints would delete the history: those are refused.
-RESUMABLE = {"train." + k for k in (
-    "steps", "epochs", "stop_at_acc", "lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip",
-    "log_every", "eval_every", "eval_size", "checkpoint_every", "max_bad_steps", "device", "threads", "strategy",
-    "micro_batch_size", "bf16", "logger", "init_from")}
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -173,29 +163,6 @@ def native_run(cfg: Config, device: torch.device, resume_from: Path | None, mode
     return Run(model.to(device), task, write_model)
 
 
-def truncate_metrics(path: Path, last_step: int) -> int:
-    """On resume, drop log lines from steps after the checkpoint (they will be redone) and a torn last line, and
-    rewrite what is kept as strict JSON (a log written before non-finite numbers became null holds `NaN`).
-    Returns how many records were dropped."""
-    if not path.exists():
-        return 0
-    keep, dropped = [], 0
-    # utf-8-sig: a BOM (an editor's) would make the first record unreadable and so look like a torn line
-    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a torn last line from a crash (rundir.check_metrics refused any other bad line)
-        if rec.get("step", 0) <= last_step:
-            keep.append(json_record(rec))
-        else:
-            dropped += 1
-    tmp = path.with_name(path.name + ".tmp")  # rewrite by rename, so a kill here cannot lose the log
-    tmp.write_text("".join(k + "\n" for k in keep))
-    tmp.replace(path)
-    return dropped
-
-
 def _wrap(objective: nn.Module, model: nn.Module, strategy: str, world: dist.World, device: torch.device
           ) -> nn.Module:
     """DDP or FSDP2 around the objective under torchrun; the objective itself in a world of one."""
@@ -278,7 +245,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         task = make_task(cfg, tokenizers.load(src) if src is not None else _init_tokenizer(t.init_from))
         cfg = with_task_vocab(cfg, task)
     _check_model(src, cfg)
-    changed = _check_resume(src, cfg, out) if src is not None else []
+    changed = rundir.check_resume(src, cfg, out) if src is not None else []
     set_threads(t.threads, "train.threads")
     if cfg.kind == "hf":
         from .hf.finetune import hf_run
@@ -290,7 +257,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     total = t.steps or t.epochs * math.ceil(run.task.size / t.batch_size)
     state = ckpt.load_state(src) if src is not None else None
     if state is not None:
-        done = _already_done(out, src, int(state["step"]), cfg, total)
+        done = rundir.already_done(out, src, int(state["step"]), cfg, total)
         if done is not None:  # a finished run resumed (a restart script, a study): it stays as it is
             if world.is_main:
                 print(done)
@@ -315,45 +282,6 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
             ckpt.recover(ckpt_dir, keep=t.keep_checkpoints)  # finish a save a crash interrupted
         dist.barrier(world)
         return _fit(cfg, out, world, device, shard, micro, run, state, eval_batch, progress, fault, total)
-
-
-def _check_resume(src: Path, cfg: Config, out: Path) -> list[str]:
-    """The changed settings a resume may take (RESUMABLE, and a larger train.keep_checkpoints), described; any
-    other change is refused (ConfigError) before anything is touched."""
-    changes = ckpt.config_changes(ckpt.load_config(src), cfg, ("loops", "reg", "data", "train"))
-
-    def allowed(key: str, old: Any, new: Any) -> bool:
-        return key in RESUMABLE or (key == "train.keep_checkpoints" and new > old)
-
-    refused = [ckpt.describe_change(*c) + (" (fewer would delete checkpoints)" if c[0] == "train.keep_checkpoints"
-                                           else "") for c in changes if not allowed(*c)]
-    if refused:
-        raise ConfigError(f"--resume would change the run in {out}, not continue it: {'; '.join(refused)}. Resume "
-                          f"with the settings it was trained with (its checkpoint's, {src / 'config.json'}; "
-                          f"{out / 'config.yaml'} holds them unless it was edited), or choose another --out")
-    return [ckpt.describe_change(*c) for c in changes if allowed(*c)]
-
-
-def _already_done(out: Path, src: Path, step: int, cfg: Config, total: int) -> str | None:
-    """What to say when the checkpoint a resume starts from has nothing left to train (None: it has). A schedule
-    that ends before the checkpoint is refused: a resume continues a run, it never cuts one short."""
-    t = cfg.train
-    if step > total:
-        asked = f"train.steps={t.steps}" if t.steps else f"train.epochs={t.epochs} ({total} steps)"
-        raise ConfigError(f"{asked} ends before the checkpoint's step {step} ({src}); a resume continues a run: ask "
-                          f"for at least {step} steps, or choose another --out")
-    if step == total:
-        return f"{out} is already complete (step {step} of {total}): nothing to train; nothing was changed"
-    log = out / "metrics.jsonl"
-    for line in log.read_text().splitlines() if t.stop_at_acc and log.exists() else []:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a torn last line
-            continue
-        if rec.get("step") == step and "stopped" in rec and (rec.get("acc") or 0) >= t.stop_at_acc:
-            return (f"{out} is already complete (it stopped at step {step} on train.stop_at_acc={t.stop_at_acc}): "
-                    "nothing to train; nothing was changed")
-    return None
 
 
 def _init_tokenizer(init_from: str) -> Any:

@@ -208,9 +208,9 @@ def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], trai
     import torch
 
     from ..checkpoint import load_model
-    from ..spectra import spectral_radius
     from ..evaluate import sweep
     from ..looped import phi, run_loop
+    from ..spectra import spectral_radius
     from ..tasks import make_task
 
     if threads:
