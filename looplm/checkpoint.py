@@ -188,6 +188,17 @@ def write_result(path: str | Path, write: Callable[[Path], None], replace: bool 
     return path
 
 
+def run_label(path: str | Path) -> str:
+    """How results name a checkpoint: its run's folder name for a run or its `checkpoint/`, `RUN/step-N` for one
+    of the history, the folder's own name otherwise (an HF model directory)."""
+    p = Path(path).resolve()
+    if p.name == "checkpoint":
+        return p.parent.name
+    if p.parent.name == HISTORY:
+        return f"{p.parent.parent.name}/{p.name}"
+    return p.name
+
+
 def enclosing_checkpoint(path: str | Path) -> Path | None:
     """A run's `checkpoint/` or `checkpoints/` folder that `path` lies inside, or None. Training replaces the
     checkpoint and prunes the history, so a file written there would be lost."""

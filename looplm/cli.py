@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import rundir
-from .config import load_config
+from .config import Config, load_config
 from .errors import UserError
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
@@ -112,6 +112,15 @@ def eval_problems(task, cfg, data: str | None, n: int | None, default: int | Non
     return batch, source
 
 
+def data_inputs(cfg: Config, data: str | None) -> dict[Path, str]:
+    """The data files (or folders) a command on a run reads: no output may be written over or into them."""
+    found = {Path(data): "the --data file"} if data else {}
+    for key in ("path", "test_path"):
+        if getattr(cfg.data, key, None):
+            found.setdefault(Path(getattr(cfg.data, key)), f"the run's data (data.{key})")
+    return found
+
+
 def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | None = None,
               batch_size: int = 500, device: str = "auto", progress: bool = True, exit_tol: float | None = None,
               exit_stable: int | None = None, before: object = None, sizes: str | None = None) -> dict:
@@ -126,6 +135,9 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
             raise ValueError(f"--sizes needs a size-graded task (parity, chain); this run's is {cfg.data.task}")
         if data is not None:
             raise ValueError("--sizes draws each size's held-out problems; drop --data")
+        if exit_tol is not None or exit_stable is not None:
+            raise ValueError("--sizes scores every depth of each size; an exit rule (--exit-tol, --exit-stable) is "
+                             "scored on one set of problems: drop --sizes or the exit rule")
         size_list = parse_depths(sizes)
         # --n is a promise (refused where a size has fewer distinct problems); the default, up to test_size.
         batches = [task.sized_batch(s, n if n is not None else cfg.data.test_size, strict=n is not None)
@@ -134,7 +146,7 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
     else:
         batch, source = eval_problems(task, cfg, data, n)
     if before is not None:
-        before()
+        before(data_inputs(cfg, data))
     t0 = time.perf_counter()
     kw = dict(batch_size=batch_size, progress=progress, exit_tol=exit_tol, exit_stable=exit_stable)
     if sizes is not None:
@@ -151,7 +163,7 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
         out = sweep(model, batch, ds, **kw).to_json()
     out.update({"task": cfg.data.task, "scored_by": task.scored_by, "checkpoint": str(checkpoint), "data": source,
                 "seconds": round(time.perf_counter() - t0, 2), "train_loops": list(training_range(cfg.loops)),
-                "label": Path(checkpoint).resolve().name})
+                "label": ckpt.run_label(checkpoint)})
     return out
 
 
@@ -244,14 +256,17 @@ def cmd_plot(inputs: list[str], out: str, labels: list[str] | None = None, force
     existing figure is replaced only with `force`."""
     from .plots import plot_inputs
 
-    return plot_inputs(inputs, out, labels, before=lambda paths: fresh_outputs(paths, force), replace=force)
+    def before(paths: list[Path], read: list[Path]) -> None:
+        fresh_outputs(paths, force, {p: "a file this plot reads" for p in read})
+
+    return plot_inputs(inputs, out, labels, before=before, replace=force)
 
 
 def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, data: str | None = None,
                 spectral_depths: str = "auto", spectral_n: int | None = None, iters: int = 60, tol: float = 1e-3,
                 method: str = "arnoldi", hutchinson: int = 8, pca_n: int | None = None, seed: int = 0,
                 batch_size: int = 256, device: str = "auto", progress: bool = True, threads: int = 1,
-                before: object = None) -> dict:
+                before: object = None, max_length: int | None = None) -> dict:
     """Per-loop latent dynamics of a checkpoint on held-out problems (looplm.dynamics.diagnose); `before()` runs
     once the inputs are read, before the work."""
     from .dynamics import diagnose, log_spaced
@@ -278,14 +293,17 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
         require_hf("analyze (an HF model directory)")
         from .hf.analysis import analyze_hf
 
-        return analyze_hf(hf_dir, data, ds, n, resolve_device(device), default_n=ANALYZE_N, before=before, **kw)
+        return analyze_hf(hf_dir, data, ds, n, resolve_device(device), max_length=max_length, default_n=ANALYZE_N,
+                          before=before, **kw)
+    if max_length is not None:
+        raise ValueError("--max-length is for HF models (chat records); a looplm run's problems fit its positions")
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
     batch, source = eval_problems(task_of_checkpoint(cfg, checkpoint), cfg, data, n, default=ANALYZE_N)
     if before is not None:
-        before()
+        before(data_inputs(cfg, data))
     res = diagnose(model, batch, ds, **kw)
     res.update({"checkpoint": str(checkpoint), "data": source, "train_loops": list(training_range(cfg.loops)),
-                "label": ckpt.resolve(checkpoint).parent.resolve().name,
+                "label": ckpt.run_label(checkpoint),
                 "model": {k: getattr(cfg.model, k) for k in ("d_model", "n_heads", "d_ff", "n_core",
                                                              "norm_placement", "norm_type", "injection")}})
     return res
@@ -383,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--threads", type=count_arg(0), default=1,
                     help="torch CPU threads (0 = torch's default). The Jacobian work is many small ops, so one "
                          "thread is about as fast and does not fight other jobs on a shared machine")
+    an.add_argument("--max-length", type=count_arg(1), help="HF models: skip records longer than this many tokens "
+                    "(default: the model's position table); the count skipped is printed")
     an.add_argument("--no-plot", action="store_true", help="write dynamics.json only")
     an.add_argument("--no-progress", action="store_true")
 
@@ -447,7 +467,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         outs = [out, *([out.with_suffix(".png")] if args.sizes else [])]
         res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
                         not args.no_progress, args.exit_tol, args.exit_stable,
-                        before=lambda: fresh_outputs(outs, args.force), sizes=args.sizes)
+                        before=lambda inputs: fresh_outputs(outs, args.force, inputs), sizes=args.sizes)
         shown = res["depths"] if len(res["depths"]) <= 16 else \
             [d for d in res["depths"] if d in set(DEMO_DEPTHS) | {res["depths"][-1]}]
         if "sizes" in res:
@@ -499,7 +519,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         res = run_analyze(args.checkpoint, args.depths, args.n, args.data, args.spectral_depths,
                           args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
                           args.seed, args.batch_size, args.device, not args.no_progress, args.threads,
-                          before=lambda: fresh_outputs(outs, args.force))
+                          before=lambda inputs: fresh_outputs(outs, args.force, inputs), max_length=args.max_length)
         with all_or_nothing(outs):
             write_json(out_dir / "dynamics.json", res, args.force)
             print(f"wrote {out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)")

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .evaluate import check_depths
 from .looped import detach_ctx, phi, run_loop
 from .regularizers import core_jvp, supports_fast_jvp
 from .spectra import _TINY, frobenius_hutchinson, spectral_norm, spectral_radius
@@ -110,10 +111,7 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     Real tokens are the batch's mask (a text model's pad id may also be a real token, e.g. EOS); every
     statistic is taken over them only.
     """
-    if not depths:
-        raise ValueError("no depths to analyze")
-    if sorted(set(depths)) != list(depths) or depths[0] < 1:
-        raise ValueError("depths must be sorted, unique and >= 1")
+    check_depths(depths, "analyze")
     n = len(batch)
     if n < 1:
         raise ValueError("no samples to analyze")

@@ -24,6 +24,17 @@ MAX_DEPTH = 1_000_000  # loops; a sweep to a million loops is already hours of w
 MAX_DEPTH_COUNT = 100_000  # depths in one spec (each one kept costs a readout per sample)
 
 
+def check_depths(depths: list[int], what: str = "sweep") -> None:
+    """The depths an API call scores: increasing, distinct integers >= 1 (what `parse_depths` returns). A repeated
+    or non-positive depth would otherwise be a slot that no loop ever fills, reported as a score of 0."""
+    if not depths:
+        raise ValueError(f"no depths to {what}")
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in depths):
+        raise ValueError(f"depths must be integers, got {list(depths)[:8]!r}")
+    if sorted(set(depths)) != list(depths) or depths[0] < 1:
+        raise ValueError(f"depths must be increasing, distinct and >= 1, got {list(depths)[:8]!r}")
+
+
 def parse_depths(spec: str) -> list[int]:
     """`1:100` (inclusive), `1:100:5`, `1,2,4,8`, or a mix like `1:8,16,32` -> sorted unique depths >= 1."""
     out: set[int] = set()
@@ -70,6 +81,7 @@ class SweepResult:
     exit_depth: torch.Tensor | None = None  # (N,) long
     exit_correct: torch.Tensor | None = None  # (N,) bool
     exit_rule: dict | None = None
+    tokens: int | None = None  # positions scored (the CE's denominator): every token of a text, answers' tokens
 
     @property
     def accuracy(self) -> list[float]:
@@ -78,6 +90,8 @@ class SweepResult:
     def to_json(self) -> dict:
         out = {"depths": self.depths, "accuracy": self.accuracy, "n": int(self.correct.shape[1]),
                "state_norm": self.state_norm.tolist()}
+        if self.tokens is not None:
+            out["tokens"] = self.tokens
         if self.ce is not None:
             out["ce"] = self.ce.tolist()
             out["ppl"] = [math.exp(min(c, 700.0)) for c in out["ce"]]
@@ -95,8 +109,7 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     With `exit_tol` and/or `exit_stable` it also applies an adaptive exit rule per sample (see `ExitTracker`;
     capped at max(depths)) and reports each sample's exit depth and its exact match there.
     """
-    if not depths:
-        raise ValueError("no depths to sweep")
+    check_depths(depths)
     use_exit = exit_tol is not None or exit_stable is not None
     exit_depth = torch.zeros(len(batch), dtype=torch.long)
     exit_correct = torch.zeros(len(batch), dtype=torch.bool)
@@ -145,10 +158,9 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     finally:  # interrupted too: the bar's line ends before an error line is printed
         bar.close()
     ce = nll_sum / max(1, n_scored)
-    if use_exit:
-        return SweepResult(list(depths), correct, (norm_sum / n).float(), ce, exit_depth, exit_correct,
-                           {"tol": exit_tol, "stable": exit_stable, "max_loops": max(depths)})
-    return SweepResult(list(depths), correct, (norm_sum / n).float(), ce)
+    rule = {"tol": exit_tol, "stable": exit_stable, "max_loops": max(depths)} if use_exit else None
+    return SweepResult(list(depths), correct, (norm_sum / n).float(), ce, exit_depth if use_exit else None,
+                       exit_correct if use_exit else None, rule, n_scored)
 
 
 class ExitTracker:

@@ -143,6 +143,22 @@ def _cached_step(model: LoopedTransformer, cache: KVCache, ids: torch.Tensor, st
 
 
 @torch.inference_mode()
+def _require_cache_memory(model: LoopedTransformer, prompts: list[list[int]], num_loops: int) -> None:
+    """Refuse, before decoding, a KV cache that cannot fit: one K and one V of (rows, T, D) per (loop, block)
+    slot, for the largest group of prompts decoded together (groups run one after the other)."""
+    from collections import Counter
+
+    from .memory import require
+
+    m = model.cfg
+    rows = max(Counter(len(p) for p in prompts).values())
+    slots = m.n_prelude + m.n_coda + m.n_core * num_loops
+    elem = next(model.parameters()).element_size()
+    require(slots * rows * m.max_seq_len * 2 * m.d_model * elem,
+            f"{rows} prompt(s) of up to {m.max_seq_len} positions with a KV cache for {num_loops:,} loops "
+            f"({slots:,} block slots; --no-cache keeps none)")
+
+
 def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loops: int, max_new_tokens: int,
                     eos_id: int, exit_tol: float | None = None, exit_stable: int | None = None,
                     vocab: int | None = None) -> tuple[Generated, list[list[int]]]:
@@ -164,6 +180,7 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
     device = next(model.parameters()).device
     max_len = model.cfg.max_seq_len
     _check_prompts(prompts, max_len)
+    _require_cache_memory(model, prompts, num_loops)
     outs: list[list[int]] = [[] for _ in prompts]
     loops: list[list[int]] = [[] for _ in prompts]
     finished = [False] * len(prompts)

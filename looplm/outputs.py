@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +19,25 @@ def write_json(path: Path, obj: dict, replace: bool = True) -> None:
     ckpt.write_result(path, lambda f: f.write_text(json.dumps(obj, indent=1) + "\n"), replace)
 
 
-def fresh_outputs(paths: list[Path], force: bool) -> None:
-    """Refuse, before any work, an output that would be lost or would destroy something: one inside a run's
-    checkpoint folders (training replaces and prunes them), one whose folder is a file, a directory, and
-    (unless --force) an earlier result."""
+def _is_input(out: Path, inp: Path) -> bool:
+    """`out` names the input file `inp` (by any path: links, `..`), or lies inside the input folder `inp`."""
+    if not inp.exists():
+        return False
+    if inp.is_dir():
+        return inp.resolve() in out.resolve().parents
+    return out.resolve() == inp.resolve() or (out.exists() and os.path.samefile(out, inp))
+
+
+def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None = None) -> None:
+    """Refuse, before any work, an output that would be lost or would destroy something: one of the command's
+    own inputs (`inputs`: path -> what it is; a data folder's inside too), even with --force; one inside a
+    run's checkpoint folders (training replaces and prunes them); one whose folder is a file; a directory;
+    and (unless --force) an earlier result."""
     for p in paths:
+        for inp, what in (inputs or {}).items():
+            if _is_input(p, Path(inp)):
+                raise UserError(f"--out {p} would write {'over' if not Path(inp).is_dir() else 'into'} {what} "
+                                f"({inp}), an input of this command; write the result somewhere else")
         inside = ckpt.enclosing_checkpoint(p)
         if inside is not None:
             raise UserError(f"--out {p} is inside {inside}, which training replaces and prunes; write it "
@@ -44,15 +60,28 @@ def fresh_outputs(paths: list[Path], force: bool) -> None:
 @contextlib.contextmanager
 def all_or_nothing(paths: list[Path]) -> Iterator[None]:
     """A command's outputs are written whole or not at all: if it stops part way (Ctrl-C between the JSON and
-    its figure, a full disk), the files it wrote are removed, so no half result is left to block a rerun."""
-    stamp = {p: p.stat().st_mtime_ns if p.exists() else None for p in paths}
+    its figure, a full disk), the files it wrote are removed and the earlier results it was replacing (--force)
+    are put back, so neither a half result nor a lost one is left. The earlier files are kept by a hard link
+    beside them while the command runs (same folder, same file system: no copy)."""
+    kept: dict[Path, Path] = {}
     try:
+        for p in paths:
+            if p.is_file() and not p.is_symlink():
+                k = p.with_name(f".{p.name}.kept-{uuid.uuid4().hex[:8]}")
+                os.link(p, k)
+                kept[p] = k
         yield
     except BaseException:
         for p in paths:
-            if p.exists() and p.stat().st_mtime_ns != stamp[p]:
-                p.unlink()
+            if p in kept:
+                if not (p.exists() and os.path.samefile(p, kept[p])):
+                    os.replace(kept[p], p)  # the earlier result, back under its name
+            elif p.exists() or p.is_symlink():
+                p.unlink()  # a file this command wrote
         raise
+    finally:
+        for k in kept.values():
+            k.unlink(missing_ok=True)
 
 
 def default_out_dir(checkpoint: str) -> Path:

@@ -1,10 +1,12 @@
 """Figures drawn from saved JSON only, so any figure can be rebuilt without retraining.
 
-Matplotlib runs on the Agg backend: no display is needed.
+Matplotlib runs on the Agg backend: no display is needed. Text is drawn verbatim (no mathtext): labels come from
+users and run names, where a `$` is a dollar sign, not the start of a formula.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -14,6 +16,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _verbatim(draw: Callable) -> Callable:
+    """Draw with mathtext off, for this figure only (the caller's own matplotlib settings are left alone)."""
+
+    @functools.wraps(draw)
+    def wrapped(*args, **kwargs):
+        with plt.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return wrapped
 
 
 def _save(fig: plt.Figure, out: str | Path, replace: bool = True, tight: bool = True) -> Path:
@@ -73,6 +86,10 @@ def _check_doc(doc: object, p: Path) -> None:
             series += by
         if any(v is not None and not (0 <= v <= 1) for r in series for v in r):  # NaN fails both tests
             raise ValueError(f"{p}: an accuracy outside [0, 1] (or NaN); exact match is a fraction")
+    for key in ("train_loops", "train_sizes"):  # shaded ranges: a wrong one would shade the wrong depths or sizes
+        r = doc.get(key)
+        if r is not None and not (_numbers(r, 2) and all(isinstance(x, int) and x >= 1 for x in r) and r[0] <= r[1]):
+            raise ValueError(f"{p}: `{key}` must be two integers 1 <= lo <= hi")
     if is_dynamics(doc):
         ok = isinstance(doc.get("metrics"), dict) and all(
             isinstance(s, dict) and all(_numbers(s.get(k), len(d)) for k in ("mean", "q10", "q50", "q90"))
@@ -83,6 +100,7 @@ def _check_doc(doc: object, p: Path) -> None:
                              "`looplm analyze` writes")
 
 
+@_verbatim
 def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match vs loop count",
                   ylabel: str = "exact match (%)", replace: bool = True) -> Path:
     """Overlay accuracy-vs-depth curves; each sweep dict may carry `label` and `train_loops` [lo, hi],
@@ -120,21 +138,26 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     return _save(fig, out, replace)
 
 
+@_verbatim
 def plot_size_depth(res: dict, out: str | Path, replace: bool = True) -> Path:
-    """Exact match by (instance size, loops) for a size-graded task: a heatmap, training sizes and loop counts
-    marked, so a reader sees at once whether more loops solve larger instances."""
+    """Exact match by (instance size, loops) for a size-graded task: a heatmap, one labelled row per size swept
+    (sizes need not be contiguous), training sizes marked, so a reader sees at once whether more loops solve
+    larger instances."""
     acc = [[100 * a for a in row] for row in res["accuracy_by_size"]]
     sizes, depths = res["sizes"], res["depths"]
     fig, ax = plt.subplots(figsize=(8.0, 0.5 + 0.35 * len(sizes) + 1.5), dpi=130)
     im = ax.imshow(acc, aspect="auto", origin="lower", vmin=0, vmax=100, cmap="viridis",
-                   extent=(0.5, len(depths) + 0.5, sizes[0] - 0.5, sizes[-1] + 0.5))
+                   extent=(0.5, len(depths) + 0.5, 0.5, len(sizes) + 0.5))
     step = max(1, len(depths) // 12)
     ax.set_xticks(range(1, len(depths) + 1, step), [str(d) for d in depths[::step]])
+    ystep = max(1, len(sizes) // 16)
+    ax.set_yticks(range(1, len(sizes) + 1, ystep), [str(s) for s in sizes[::ystep]])
     ax.set_xlabel("loops at test time")
     ax.set_ylabel("instance size")
     lo, hi = res.get("train_sizes", [None, None])
-    if lo is not None:
-        ax.axhspan(lo - 0.5, hi + 0.5, fill=False, edgecolor="white", lw=1.2, ls="--")
+    rows = [i + 1 for i, s in enumerate(sizes) if lo is not None and lo <= s <= hi]  # sizes are increasing
+    if rows:
+        ax.axhspan(rows[0] - 0.5, rows[-1] + 0.5, fill=False, edgecolor="white", lw=1.2, ls="--")
     fig.colorbar(im, ax=ax, label="exact match (%)")
     ax.set_title(f"{res.get('label', '')}: exact match by size and depth (dashed: sizes seen in training)",
                  fontsize=9)
@@ -163,7 +186,7 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
     """Draw everything the inputs hold: the accuracy overlay at `out` (one curve per input: its sweep, or
     its dynamics' accuracy when it has no sweep), and per dynamics.json the diagnostics panel and the PCA
     trajectories next to it (`<out stem>-dynamics.png`, `<out stem>-trajectories.png`). `before(paths)` sees
-    every figure to be written once the inputs are read, before any is drawn."""
+    every figure to be written, and the files read, once the inputs are read, before any is drawn."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must be a .png path, got {out}")
@@ -191,9 +214,14 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         if d["pca"]["samples"]:  # analyze --pca-n 0 keeps no trajectories
             jobs.append((plot_trajectories, d, out.with_name(f"{out.stem}-trajectories{suffix}.png")))
     if before is not None:
-        before([path for _, _, path in jobs])
+        read = [f for p in map(Path, inputs) for f in ([p / n for n in ("sweep.json", "dynamics.json")] if p.is_dir()
+                                                       else [p])]
+        before([path for _, _, path in jobs], read)
+    from .outputs import all_or_nothing
+
     try:  # the documents are the user's files: a field of the wrong shape is their error, not a crash
-        return [draw(doc, path, replace=replace) for draw, doc, path in jobs]
+        with all_or_nothing([path for _, _, path in jobs]):  # every figure, or none (earlier ones kept)
+            return [draw(doc, path, replace=replace) for draw, doc, path in jobs]
     except (KeyError, TypeError, IndexError, ValueError) as e:
         raise ValueError(f"{', '.join(inputs)}: a field is missing or has the wrong shape for plotting "
                          f"({type(e).__name__}: {e})") from None
@@ -222,6 +250,7 @@ def _band(ax, depths: list[int], series: dict, color: str, label: str | None = N
     ax.plot(depths, clean(series["q50"]), color=color, lw=1.6, marker=marker, ms=4, label=label)
 
 
+@_verbatim
 def plot_dynamics(dyn: dict, out: str | Path, replace: bool = True) -> Path:
     """Eight panels against the loop count t: exact match, state norm, step residual, distance to the final
     state, predictive entropy, ρ(∂Φ/∂h), σ_max and the RMS singular value, and the fraction of spectral
@@ -311,6 +340,7 @@ def plot_dynamics(dyn: dict, out: str | Path, replace: bool = True) -> Path:
     return _save(fig, out, replace)
 
 
+@_verbatim
 def plot_trajectories(dyn: dict, out: str | Path, max_samples: int = 5, replace: bool = True) -> Path:
     """Each sample's trajectory over the loops, projected on that sample's own top-2 principal components
     and colored by the loop count: the states h(t) (top row) and, where stored, their per-token directions
@@ -364,6 +394,7 @@ def plot_trajectories(dyn: dict, out: str | Path, max_samples: int = 5, replace:
     return _save(fig, out, replace, tight=False)  # the layout is constrained already
 
 
+@_verbatim
 def plot_dynamics_overlay(dyns: list[dict], out: str | Path, title: str = "Latent dynamics") -> Path:
     """Several runs on shared axes: exact match, state norm (drift), step residual (convergence to a fixed
     point) and ρ(∂Φ/∂h) against the loop count. Medians over samples; one color per run."""

@@ -131,6 +131,24 @@ def _remote_code_model(tmp: Path, copy: Path) -> None:
     (d / "evil.py").write_text(f"open({str(tmp / 'RAN')!r}, 'w').write('code ran')\n")
 
 
+def _remote_code_tokenizer(tmp: Path, copy: Path) -> None:
+    """<tmp>/exp: an export whose tokenizer_config.json names a tokenizer class in evil.py (auto_map)"""
+    assert main(["export-hf", str(copy), "--out", str(tmp / "exp")]) == 0
+    f = tmp / "exp" / "tokenizer_config.json"
+    conf = json.loads(f.read_text())
+    conf.update({"tokenizer_class": "EvilTokenizer", "auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}})
+    f.write_text(json.dumps(conf))
+    (tmp / "exp" / "evil.py").write_text(f"open({str(tmp / 'RAN')!r}, 'w').write('code ran')\n")
+
+
+def _dynamics_without_state_norm(tmp: Path, copy: Path) -> None:
+    """<tmp>/d/dynamics.json: the run's dynamics.json without its state_norm series"""
+    doc = json.loads((copy / "dynamics.json").read_text())
+    del doc["metrics"]["state_norm"]
+    (tmp / "d").mkdir()
+    (tmp / "d" / "dynamics.json").write_text(json.dumps(doc))
+
+
 def _partial_run(tmp: Path, copy: Path) -> None:
     """<tmp>/partial holds config.yaml and metrics.jsonl, no checkpoint"""
     (tmp / "partial").mkdir()
@@ -314,6 +332,8 @@ CASES: dict[str, Case] = {
     "arg-unknown-command": Case("arguments", "unknown command", ["trian", "--config", "addition-prenorm-stars"]),
     "arg-missing-out": Case("arguments", "a required option missing", ["train", "--config", "addition-prenorm-stars"]),
     "arg-sweep-batch-negative": Case("arguments", "negative batch size", [*S, "--batch-size", "-1"]),
+    "arg-analyze-max-length-native": Case("arguments", "analyze --max-length on looplm's own model (HF records only)",
+                                          [*A, "--max-length", "8", "--out", "{tmp}/a"]),
     "arg-sweep-batch-zero": Case("arguments", "zero batch size", [*S, "--batch-size", "0"]),
     "arg-sweep-batch-text": Case("arguments", "batch size that is not a number", [*S, "--batch-size", "many"]),
     "arg-sweep-n-zero": Case("arguments", "zero problems", [*S, "--n", "0"]),
@@ -549,6 +569,15 @@ CASES: dict[str, Case] = {
     "out-analyze-exists": Case("outputs", "analyze over an earlier dynamics.json", ["analyze", "{run}",
                                "--no-progress"]),
     "out-sweep-to-dir": Case("outputs", "sweep --out a directory", [*S, "--out", "{tmp}"]),
+    "out-sweep-over-data": Case("outputs", "sweep --out its own --data file, --force", [
+        *S, "--data", "{tmp}/t.jsonl", "--out", "{tmp}/t.jsonl", "--force"], {"t.jsonl": ROW}),
+    "out-sweep-over-data-link": Case("outputs", "sweep --out another path to its --data file, --force", [
+        *S, "--data", "{tmp}/t.jsonl", "--out", "{tmp}/./t.jsonl", "--force"], {"t.jsonl": ROW}),
+    "out-analyze-over-data": Case("outputs", "analyze --out the folder holding its --data file as dynamics.json", [
+        "analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "1", "--spectral-n", "0", "--pca-n", "0",
+        "--no-plot", "--data", "{tmp}/dynamics.json", "--out", "{tmp}", "--force"], {"dynamics.json": ROW}),
+    "out-plot-partial": Case("outputs", "plot whose second figure fails: the first is not left behind", [
+        "plot", "{tmp}/d/dynamics.json", "--out", "{tmp}/fig.png"], prepare=_dynamics_without_state_norm),
     "out-sweep-over-metrics": Case("outputs", "sweep --out the run's metrics.jsonl, --force", [
         *S, "--out", "{run}/metrics.jsonl", "--force"]),
     "out-sweep-over-config": Case("outputs", "sweep --out the run's config.yaml, --force", [
@@ -644,6 +673,12 @@ CASES: dict[str, Case] = {
     "plot-labels-count": Case("plots", "more labels than inputs", ["plot", "{run}", "--labels", "a", "b", "--out",
                               "{tmp}/a.png"]),
     "plot-empty-dir": Case("plots", "a directory with neither file", ["plot", "{tmp}", "--out", "{tmp}/a.png"]),
+    "plot-train-loops-text": Case("plots", "train_loops that are not two integers", [
+        "plot", "{tmp}/x.json", "--out", "{tmp}/a.png"],
+        {"x.json": '{"depths": [1, 2], "accuracy": [0.5, 0.6], "train_loops": ["a", "b"]}'}),
+    "plot-train-loops-reversed": Case("plots", "train_loops reversed", [
+        "plot", "{tmp}/x.json", "--out", "{tmp}/a.png"],
+        {"x.json": '{"depths": [1, 2], "accuracy": [0.5, 0.6], "train_loops": [8, 2]}'}),
     # --- pretrained models (the hf extra) ---------------------------------------------------------------------------
     "hf-finetune-native-config": Case("hf", "finetune with a config for looplm's own model",
                                       ["finetune", "--config", "addition-prenorm-stars", "--out", "{tmp}/ft"], hf=True),
@@ -656,6 +691,9 @@ CASES: dict[str, Case] = {
         "finetune", "--config", "{tmp}/r.yaml", "--out", "{tmp}/ft", "--no-progress"],
         {"r.yaml": "model:\n  name_or_path: {tmp}/remote\ndata:\n  source: {tmp}/chat.jsonl\ntrain:\n  steps: 1\n",
          "chat.jsonl": GOOD_CHAT + "\n"}, prepare=_remote_code_model, hf=True),
+    "hf-analyze-remote-code-tokenizer": Case("hf", "analyze an export whose tokenizer needs its own code", [
+        "analyze", "{tmp}/exp", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_remote_code_tokenizer, hf=True),
     "hf-analyze-remote-code": Case("hf", "analyze a model directory that needs its own code", [
         "analyze", "{tmp}/remote", "--data", "{tmp}/chat.jsonl", "--no-progress"], {"chat.jsonl": GOOD_CHAT + "\n"},
         prepare=_remote_code_model, hf=True),

@@ -149,3 +149,93 @@ def test_outputs_are_written_whole_or_not_at_all(tmp_path):
         new_json.write_text("{}")
         new_png.write_bytes(b"png")
     assert new_json.exists() and new_png.exists()
+
+
+def test_an_interrupted_replacement_puts_the_earlier_result_back(tmp_path):
+    """--force replaces an earlier result only with a finished one: a command stopped after it wrote the new JSON
+    (and before its figure) restores the earlier JSON and figure, and leaves no kept copy behind."""
+    from looplm.checkpoint import write_result
+    from looplm.outputs import all_or_nothing
+
+    js, png = tmp_path / "dynamics.json", tmp_path / "dynamics.png"
+    js.write_text("earlier json")
+    png.write_bytes(b"earlier png")
+    with pytest.raises(KeyboardInterrupt), all_or_nothing([js, png]):
+        write_result(js, lambda f: f.write_text("new json"), replace=True)
+        raise KeyboardInterrupt
+    assert js.read_text() == "earlier json" and png.read_bytes() == b"earlier png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamics.json", "dynamics.png"]
+    with all_or_nothing([js, png]):  # finished: the new ones stay
+        write_result(js, lambda f: f.write_text("new json"), replace=True)
+        write_result(png, lambda f: f.write_bytes(b"new png"), replace=True)
+    assert js.read_text() == "new json" and png.read_bytes() == b"new png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamics.json", "dynamics.png"]
+
+
+def test_results_name_a_checkpoint_the_same_way_in_every_command(run_dir, tmp_path):
+    """A run, its checkpoint/ and a history checkpoint are labelled run, run and run/step-N by sweep and analyze
+    alike (a plot's legend then tells history checkpoints apart)."""
+    from looplm.checkpoint import run_label
+
+    hist = tmp_path / "run" / "checkpoints" / "step-00000002"
+    assert [run_label(p) for p in (run_dir, run_dir / "checkpoint", hist)] == ["run", "run", "run/step-00000002"]
+    for k, target in enumerate((run_dir, run_dir / "checkpoint")):
+        assert run_cli("sweep", str(target), "--depths", "1:2", "--n", "2", "--no-progress",
+                       "--out", str(tmp_path / f"s{k}.json")) == 0
+        assert run_cli("analyze", str(target), "--depths", "1:2", "--n", "2", "--spectral-n", "0", "--pca-n", "0",
+                       "--no-plot", "--no-progress", "--out", str(tmp_path / f"a{k}")) == 0
+        assert json.loads((tmp_path / f"s{k}.json").read_text())["label"] == run_dir.name
+        assert json.loads((tmp_path / f"a{k}" / "dynamics.json").read_text())["label"] == run_dir.name
+
+
+def test_generation_refuses_a_kv_cache_that_cannot_fit(run_dir, monkeypatch):
+    """The cache holds K and V for every (loop, block): its size is known before decoding, and one that cannot
+    fit is refused with the size it needs, instead of growing until the system kills the process."""
+    from looplm import checkpoint as ckpt
+    from looplm import memory
+    from looplm.errors import UserError
+    from looplm.generate import generate_cached
+
+    model, cfg = ckpt.load_model(run_dir)
+    prompts = [[5, 6, 7], [5, 6, 8], [9]]  # two of length 3 decode together
+    m = cfg.model
+    need = (m.n_prelude + m.n_coda + m.n_core * 1000) * 2 * m.max_seq_len * 2 * m.d_model * 4
+    monkeypatch.setattr(memory, "available_bytes", lambda: need - 1)
+    with pytest.raises(UserError, match=r"2 prompt\(s\) of up to \d+ positions with a KV cache for 1,000 loops"):
+        generate_cached(model, prompts, 1000, 4, 1)
+    monkeypatch.setattr(memory, "available_bytes", lambda: need)
+    outs, _ = generate_cached(model, prompts, 1000, 1, 1)
+    assert len(outs) == 3
+
+
+def test_plot_text_is_verbatim_and_size_rows_are_labelled(run_dir, tmp_path):
+    """A `$` in a label is a dollar sign (mathtext is off), and a heatmap of sizes 6, 8, 20 has one labelled row
+    per size, the training box around the rows of the training sizes."""
+    import matplotlib.pyplot as plt
+
+    from looplm import plots
+
+    assert run_cli("sweep", str(run_dir), "--depths", "1:2", "--n", "2", "--no-progress",
+                   "--out", str(tmp_path / "s.json")) == 0
+    assert run_cli("plot", str(tmp_path / "s.json"), "--labels", r"$\bad{$ costs $5", "--out",
+                   str(tmp_path / "l.png")) == 0
+    seen = {}
+    real_save = plots._save
+
+    def spy(fig, out, replace=True, tight=True):
+        ax = fig.axes[0]
+        seen["yticks"] = [t.get_text() for t in ax.get_yticklabels()]
+        seen["ylim"] = ax.get_ylim()
+        seen["box"] = [(p.get_y(), p.get_y() + p.get_height()) for p in ax.patches]
+        return real_save(fig, out, replace, tight)
+
+    res = {"depths": [1, 2], "sizes": [6, 8, 20], "accuracy_by_size": [[1, 1], [0.5, 0.5], [0, 0]],
+           "train_sizes": [6, 10], "label": "x"}
+    plots._save = spy
+    try:
+        plots.plot_size_depth(res, tmp_path / "h.png")
+    finally:
+        plots._save = real_save
+    assert seen["yticks"] == ["6", "8", "20"] and seen["ylim"] == (0.5, 3.5)
+    assert [min(b) for b in seen["box"]] == [0.5] and [max(b) for b in seen["box"]] == [2.5]  # rows of 6 and 8
+    assert plt.rcParams["text.parse_math"]  # the caller's settings are left alone

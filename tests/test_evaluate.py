@@ -68,3 +68,14 @@ def test_sweep_reports_drift():
     assert res.state_norm.shape == (3,) and (res.state_norm > 0).all()
     js = res.to_json()
     assert js["n"] == 4 and len(js["accuracy"]) == 3 and js["depths"] == [1, 2, 4]
+
+
+def test_sweep_refuses_depths_no_loop_would_fill():
+    """A repeated, zero or negative depth is a slot that no loop fills: refused, not reported as accuracy 0."""
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    b = make_batch([[3, 4, 5, EOS], [6, 7, 8, EOS]], [2, 2], 16)
+    assert len(sweep(m, b, [1, 3]).accuracy) == 2
+    for bad in ([4, 4], [0, 4], [-1, 4], [3, 2], [2.0, 4], [True, 2], []):
+        with pytest.raises(ValueError, match="depths|no depths"):
+            sweep(m, b, bad)

@@ -71,3 +71,27 @@ def test_cli_finds_hf_dirs_and_needs_data(tok, tmp_path, capsys):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "config.json").write_text(json.dumps({"a": 1}))
     assert find_model_dir(tmp_path / "x") is None
+
+
+def test_records_too_long_are_counted_and_the_limit_is_the_models_positions(tok, tmp_path, capsys):
+    """Records longer than the model's position table (or --max-length) are skipped, and the command says how
+    many; the skipped count and the records analyzed are in dynamics.json."""
+    d = save_tiny_base(tmp_path / "model", tok, max_position_embeddings=128)
+    rows = math_problems(3)
+    long = " ".join(["7"] * 300) + "\n#### 7"  # about 600 tokens
+    rows[1] = {**rows[1], "answer": long, "solution": long}
+    data = write_jsonl(rows, tmp_path / "m.jsonl")
+    flags = ["--depths", "1:2", "--spectral-n", "0", "--pca-n", "0", "--no-plot", "--no-progress"]
+    capsys.readouterr()
+    assert main(["analyze", str(d), "--data", str(data), *flags, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 of 3 records read were skipped (1 longer than 128 tokens, 0 with no assistant reply); 2 analyzed" \
+        in out
+    res = json.loads((tmp_path / "a" / "dynamics.json").read_text())
+    assert res["n"] == 2 and res["data_stats"]["overlong"] == 1
+    assert main(["analyze", str(d), "--data", str(data), *flags, "--max-length", "700", "--out",
+                 str(tmp_path / "b")]) == 2  # past the positions the model was built for
+    assert "longer than the model's position table (128)" in capsys.readouterr().err
+    assert main(["analyze", str(d), "--data", str(data), *flags, "--max-length", "127", "--n", "3", "--out",
+                 str(tmp_path / "c")]) == 2  # --n is a promise: 2 records fit
+    assert "holds only 2 usable records" in capsys.readouterr().err

@@ -122,3 +122,14 @@ def test_shipped_checkpoint_exported_scores_the_same_through_lm_eval(tmp_path, c
     hf_acc = [r["metrics"]["shipped_addition"]["exact_match,none"] for r in lm["rows"]]
     assert [r["loops"] for r in lm["rows"]] == depths and hf_acc == native["accuracy"]
     assert native["accuracy"][0] < 0.5 <= native["accuracy"][-1]  # depth matters, so the match is not trivial
+    # `analyze` on the export reads chat records through the export's template (prompt, answer, <eos>: the task's
+    # own layout) and scores what `analyze` on the run scores from the same problems.
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps({"prompt": r["prompt"], "response": r["target"]}) + "\n"
+                                                 for r in rows))
+    flags = ["--depths", "1:4", "--spectral-n", "0", "--pca-n", "0", "--no-plot", "--no-progress"]
+    assert cli(["analyze", str(tmp_path / "exp"), "--data", str(tmp_path / "chat.jsonl"), *flags,
+                "--out", str(tmp_path / "hf_an")]) == 0
+    assert cli(["analyze", str(RUN), "--data", str(data), *flags, "--out", str(tmp_path / "an")]) == 0
+    hf_an, an = (json.loads((tmp_path / d / "dynamics.json").read_text()) for d in ("hf_an", "an"))
+    assert hf_an["n"] == an["n"] == 40 and hf_an["accuracy"] == an["accuracy"]
+    assert hf_an["metrics"]["ce"]["mean"] == pytest.approx(an["metrics"]["ce"]["mean"], rel=1e-5)

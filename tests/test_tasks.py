@@ -15,6 +15,7 @@ from looplm.config import load_config
 from looplm.evaluate import sweep
 from looplm.generate import generate
 from looplm.tasks import ChainTask, JsonlTask, ParityTask, task_of_checkpoint
+from looplm.tasks.base import IGNORE
 
 TINY = ["--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "model.n_heads=2", "--set", "train.steps=8",
         "--set", "train.batch_size=8", "--set", "train.eval_every=4", "--set", "train.eval_size=8",
@@ -151,7 +152,35 @@ def test_text_held_out_tail_is_never_trained_on(tmp_path):
     for _ in range(50):  # no training window reaches past the training part
         b = task.train_batch(16, g)
         assert b.input_ids.shape == (16, 8)
-    assert (task.held_out(100).input_ids.numel()) == 24 * 8  # 199 // 8 windows of the tail
+    # 199 next-token targets in the tail: 24 whole windows of 8 and one of 7, padded (no token left unscored)
+    ho = task.held_out(100)
+    assert ho.input_ids.shape == (25, 8) and int((ho.targets != IGNORE).sum()) == 199
+    assert int(ho.mask[-1].sum()) == 7 and (ho.targets[-1, 7:] == IGNORE).all()
+    assert torch.equal(ho.targets[ho.targets != IGNORE], task.test_ids[1:])  # every next token, in order, once
+    assert task.held_out(24).input_ids.shape == (24, 8)  # fewer windows asked: whole ones only
+
+
+def test_a_text_file_is_scored_to_its_last_token(text_run, capsys):
+    """`sweep --data FILE` on a text run scores every next token of the file (the tail after the last whole
+    window too), records how many, and gives the perplexity of a direct computation over the same windows."""
+    run = text_run / "run"
+    model, cfg = ckpt.load_model(run)
+    task = task_of_checkpoint(cfg, run)
+    text = (text_run / "corpus" / "a.txt").read_text()[:60]  # 3 windows of 16 and 11 more targets
+    f = text_run / "short.txt"
+    f.write_text(text)
+    assert cli("sweep", run, "--data", f, "--depths", "1,3", "--out", text_run / "short.json", "--no-progress") == 0
+    sw = json.loads((text_run / "short.json").read_text())
+    ids = torch.tensor(task.tok.encode(text))
+    assert sw["tokens"] == len(ids) - 1 == 59 and sw["n"] == 4
+    with torch.no_grad():
+        for k, d in enumerate((1, 3)):
+            nll = 0.0
+            for s in range(0, len(ids) - 1, 16):  # each window its own context, as the sweep's
+                x, y = ids[s : min(s + 16, len(ids) - 1)], ids[s + 1 : min(s + 17, len(ids))]
+                nll += torch.nn.functional.cross_entropy(model(x[None], d)[0].double(), y, reduction="sum").item()
+            assert sw["ce"][k] == pytest.approx(nll / 59, rel=1e-6)
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize("name", ["chain", "parity"])
@@ -195,6 +224,10 @@ def test_size_graded_tasks_sweep_by_size_and_depth(name, tmp_path, capsys):
         want = sum(a[0] * k for a, k in zip(res["accuracy_by_size"], res["n_by_size"], strict=True)) / res["n"]
         assert res["accuracy"][0] == pytest.approx(want)
         capsys.readouterr()
+        # an exit rule is scored on one set of problems, not per size: the combination is refused, not ignored
+        assert cli("sweep", tmp_path / "run", "--sizes", "6:7", "--exit-tol", "0.1", "--out", tmp_path / "x.json",
+                   "--no-progress") == 2
+        assert "exit rule" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
     # A size past the model's positions is refused with the numbers.
     big = {"chain": "8", "parity": "40"}[name]
     assert cli("sweep", tmp_path / "run", "--sizes", big, "--out", tmp_path / "b.json", "--no-progress") == 2

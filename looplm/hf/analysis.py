@@ -73,10 +73,13 @@ def load_looped(path: str | Path, device: torch.device) -> Any:
 
 
 def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | None, device: torch.device,
-               max_length: int = 512, before: Any = None, default_n: int = 256, **diagnose_kw: Any) -> dict:
+               max_length: int | None = None, before: Any = None, default_n: int = 256, **diagnose_kw: Any
+               ) -> dict:
     """looplm.dynamics.diagnose on an HF looped model; a JSON-ready dict like `looplm analyze` writes. `n`
     records, refused if the data holds fewer usable ones; None: `default_n`, or all there are if fewer. The
-    inputs are read and checked (and `before()` runs) before the weights are loaded."""
+    inputs are read and checked (and `before()` runs) before the weights are loaded. Records longer than
+    `max_length` tokens (default: the model's position table) are skipped, and the count is printed."""
+    from ..checkpoint import run_label
     from ..dynamics import diagnose
     from .finetune import check_model_type, load_tokenizer
 
@@ -85,18 +88,27 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
                          "records have `messages` or question/answer-style fields")
     check_model_type(str(path))
     tok = load_tokenizer(str(path))
+    conf = json.loads((Path(path) / "config.json").read_text())
+    positions = next((conf[k] for k in ("max_position_embeddings", "max_seq_len") if isinstance(conf.get(k), int)),
+                     None)
+    if max_length is not None and positions is not None and max_length > positions:
+        raise ValueError(f"--max-length {max_length} is longer than the model's position table ({positions})")
+    max_length = max_length or positions or 4096
     batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length)
+    if stats["overlong"] or stats["no_target"]:
+        print(f"note: {stats['records'] - stats['kept']} of {stats['records']} records read were skipped "
+              f"({stats['overlong']} longer than {max_length} tokens, {stats['no_target']} with no assistant reply); "
+              f"{stats['used']} analyzed")
     if n is not None and stats["used"] < n:
         raise ValueError(f"--n {n}: {data} holds only {stats['used']} usable records; ask for at most "
                          f"{stats['used']}")
     if before is not None:
-        before()
+        before({Path(data): "the --data file"})
     model = load_looped(path, device)
     res = diagnose(model, batch, depths, **diagnose_kw)
     cfg = model.config
     res.update({"checkpoint": str(path), "data": str(data), "data_stats": stats, "train_loops": [],
-                "label": Path(path).resolve().name if Path(path).name != "checkpoint"
-                else Path(path).resolve().parent.name,
+                "label": run_label(path),
                 "model": {"model_type": cfg.model_type, "architecture": type(model).__name__,
                           "parameters": sum(p.numel() for p in model.parameters())}})
     return res

@@ -39,6 +39,14 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# looplm's own tasks have no chat format: a prompt is followed directly by its answer and the end token. An
+# export of a looplm model (`looplm export-hf`) carries this template, so chat records (a user turn, an assistant
+# turn) render exactly as the task encoded them, and the assistant target is the answer plus `<eos>`.
+PLAIN_TEMPLATE = (
+    "{% for m in messages %}{{ m['content'] }}{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
 
 class TemplateError(ValueError):
     """The chat template cannot be used to locate assistant tokens."""

@@ -100,10 +100,17 @@ def require_tokenizer(path: str | Path) -> None:
 
 
 def load_tokenizer(path: str, revision: str | None = None) -> Any:
+    """The tokenizer of an HF model directory or hub id; one that needs the directory's own code is refused."""
     from transformers import AutoTokenizer
 
     require_tokenizer(path)
-    return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
+    except ValueError as e:  # transformers asks for trust_remote_code when the tokenizer class is the folder's own
+        if "trust_remote_code" in str(e):
+            raise UserError(f"{path}: its tokenizer needs the directory's own code, which looplm never runs; give "
+                            "a folder whose tokenizer transformers knows (tokenizer.json)") from None
+        raise
 
 
 def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:

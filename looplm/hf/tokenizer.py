@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .chat import CHATML_TEMPLATE
+from .chat import CHATML_TEMPLATE, PLAIN_TEMPLATE
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -55,7 +55,8 @@ def byte_symbols() -> list[str]:
 
 def as_hf_tokenizer(tok: Any, max_length: int | None = None) -> Any:
     """A transformers fast tokenizer with the same ids as a looplm task tokenizer (`looplm.tasks.tokenizers`):
-    `<pad>` = 0, `<eos>` = 1, no BOS added. Char and byte vocabularies become a one-symbol-per-token WordLevel
+    `<pad>` = 0, `<eos>` = 1, no BOS added, and a chat template that lays a user turn and an assistant turn out
+    as the task does (prompt, answer, `<eos>`). Char and byte vocabularies become a one-symbol-per-token WordLevel
     model; a BPE one is already a `tokenizers` object. A character outside a char vocabulary is refused on
     encoding, as in looplm, rather than mapped to an unknown token."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -82,5 +83,7 @@ def as_hf_tokenizer(tok: Any, max_length: int | None = None) -> Any:
         raise ValueError(f"no Hugging Face form for a {tok.kind!r} tokenizer")
     hf.add_special_tokens(["<pad>", "<eos>"])
     kw = {"model_max_length": max_length} if max_length else {}
-    return PreTrainedTokenizerFast(tokenizer_object=hf, eos_token="<eos>", pad_token="<pad>",
+    fast = PreTrainedTokenizerFast(tokenizer_object=hf, eos_token="<eos>", pad_token="<pad>",
                                    clean_up_tokenization_spaces=False, **kw)
+    fast.chat_template = PLAIN_TEMPLATE  # prompt, answer, <eos>: the task's own layout
+    return fast

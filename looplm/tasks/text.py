@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Batch
+from .base import IGNORE, Batch
 from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
 
 TEXT_SUFFIXES = ("", ".txt", ".md", ".text")
@@ -101,17 +101,34 @@ class TextTask:
         starts = torch.randint(0, len(self.train_ids) - self.window, (n,), generator=gen)
         return self._windows(self.train_ids, starts)
 
+    def _all_windows(self, ids: torch.Tensor, n: int | None) -> Batch:
+        """Up to n consecutive, non-overlapping windows from the start of `ids`; when n covers the stream, the
+        tokens left after the last whole window are scored too, in one shorter window padded on the right (pads
+        are neither attended to by earlier positions, under causal attention, nor scored)."""
+        whole = (len(ids) - 1) // self.window
+        k = whole if n is None else min(n, whole)
+        batch = self._windows(ids, torch.arange(k) * self.window)
+        rest = len(ids) - 1 - k * self.window  # next-token targets after the k windows
+        if k < whole or rest <= 0 or (n is not None and n <= k):
+            return batch
+        inp = torch.full((1, self.window), PAD, dtype=torch.long)
+        tgt = torch.full((1, self.window), IGNORE, dtype=torch.long)
+        inp[0, :rest] = ids[k * self.window : k * self.window + rest]
+        tgt[0, :rest] = ids[k * self.window + 1 : k * self.window + rest + 1]
+        mask = torch.zeros((1, self.window), dtype=torch.bool)
+        mask[0, :rest] = True
+        return Batch(torch.cat([batch.input_ids, inp]), torch.cat([batch.targets, tgt]), torch.cat([batch.mask, mask]))
+
     def held_out(self, n: int) -> Batch:
-        """Up to n consecutive, non-overlapping windows of the held-out tail."""
-        k = min(n, (len(self.test_ids) - 1) // self.window)
-        return self._windows(self.test_ids, torch.arange(k) * self.window)
+        """Up to n windows of the held-out tail (all of its tokens when n covers it)."""
+        return self._all_windows(self.test_ids, n)
 
     def load_eval(self, path: str, n: int | None) -> Batch:
+        """Windows of a text file, as `held_out`: every token of it scored when n is None or covers it."""
         ids = torch.tensor(self._encode(read_text(path), path), dtype=torch.long)
-        k = (len(ids) - 1) // self.window
-        if k < 1:
-            raise ValueError(f"{path}: fewer than one window of {self.window} + 1 tokens")
-        return self._windows(ids, torch.arange(min(k, n or k)) * self.window)
+        if len(ids) < 2:
+            raise ValueError(f"{path}: fewer than 2 tokens; nothing to score")
+        return self._all_windows(ids, n)
 
     def format_answer(self, text: str) -> str:
         return text
