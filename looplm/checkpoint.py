@@ -303,8 +303,8 @@ def write_checkpoint(ckpt_dir: str | Path, weights: dict[str, torch.Tensor],
     ckpt_dir = Path(ckpt_dir)
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise CheckpointError(f"refusing to write {ckpt_dir}: non-finite values in {', '.join(bad)}; "
-                              "the previous checkpoint is kept")
+        kept = "the previous checkpoint is kept" if has_weights(ckpt_dir) else "no checkpoint had been written yet"
+        raise CheckpointError(f"refusing to write {ckpt_dir}: non-finite values in {', '.join(bad)}; {kept}")
     ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
     recover(ckpt_dir, keep)
     tmp = _tmp(ckpt_dir)

@@ -129,7 +129,7 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
     read, before the work."""
     ds = parse_depths(depths)
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
-    task = task_of_checkpoint(cfg, checkpoint)
+    task = task_of_checkpoint(cfg, checkpoint, held_out=data is None)
     if sizes is not None:
         if not hasattr(task, "sized_batch"):
             raise ValueError(f"--sizes needs a size-graded task (parity, chain); this run's is {cfg.data.task}")
@@ -172,7 +172,7 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
                  show_loops: bool = False) -> list[tuple[str, str]]:
     """Greedy answers. With an exit rule, `loops` is the cap; show_loops appends the loops used per token."""
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
-    task = task_of_checkpoint(cfg, checkpoint)
+    task = task_of_checkpoint(cfg, checkpoint, held_out=False)
     n_loops = loops if loops is not None else cfg.loops.num_loops
     ids = [task.tok.encode(p) for p in prompts]
     for p, i in zip(prompts, ids, strict=True):
@@ -298,7 +298,8 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
     if max_length is not None:
         raise ValueError("--max-length is for HF models (chat records); a looplm run's problems fit its positions")
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
-    batch, source = eval_problems(task_of_checkpoint(cfg, checkpoint), cfg, data, n, default=ANALYZE_N)
+    batch, source = eval_problems(task_of_checkpoint(cfg, checkpoint, held_out=data is None), cfg, data, n,
+                                  default=ANALYZE_N)
     if before is not None:
         before(data_inputs(cfg, data))
     res = diagnose(model, batch, ds, **kw)

@@ -536,14 +536,19 @@ def preset_names() -> list[str]:
 
 
 def read_yaml_config(path_or_preset: str | Path) -> dict:
-    """The mapping in a YAML file, or in the shipped preset `<name>.yaml` for a preset name."""
+    """The mapping in a YAML file, or in the shipped preset `<name>.yaml` for a preset name.
+
+    A bare preset name always means the preset, whatever the current directory holds: a shell redirect
+    (`... > addition-stars`) or a run directory named after its preset must not replace it. A local file of that
+    name is read when written as a path (`./addition-stars`)."""
     p = Path(path_or_preset)
-    if not p.exists():
-        candidate = PRESET_DIR / f"{path_or_preset}.yaml"
-        if not candidate.exists():
-            raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a preset; "
-                              f"presets: {', '.join(preset_names())}")
+    is_name = isinstance(path_or_preset, str) and "/" not in path_or_preset and p.suffix == ""
+    candidate = PRESET_DIR / f"{path_or_preset}.yaml"
+    if is_name and candidate.is_file():
         p = candidate
+    elif not p.exists():
+        raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a preset; "
+                          f"presets: {', '.join(preset_names())}")
     if p.is_dir():
         raise ConfigError(f"config {p} is a directory; give a YAML file or a preset name")
     try:
@@ -551,7 +556,9 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"config {p} cannot be read: {e}") from None
     doc = parse_yaml(text, str(p))
-    return {} if doc is None else doc  # an empty file: the defaults; anything else must be a mapping
+    if doc is None:  # all defaults is never what an empty file means: a truncated or mistaken file
+        raise ConfigError(f"config {p} is empty; give a preset name or a YAML file with the settings")
+    return doc
 
 
 def load_config(path_or_preset: str | Path | None, overrides: list[str] | None = None) -> Config:

@@ -99,7 +99,35 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
         raise ckpt.CheckpointError(f"no checkpoint in {out} is whole: " + "; ".join(problems))
     if names - {LOCK} and not names & {"config.yaml", "metrics.jsonl"}:
         raise _not_empty(out, names, "a looplm run")
+    due = _save_was_due(out)
+    if due is not None:  # its checkpoint was written once and is gone: starting over would replace the log
+        raise UserError(f"{out} logged training to step {due}, past a checkpoint it saved, but holds no checkpoint "
+                        f"now ({latest} is missing); --resume would start the run over and replace its log. Put the "
+                        "checkpoint back, or choose another --out")
     return None  # a run that stopped before its first checkpoint: --resume starts it again
+
+
+def _save_was_due(out: Path) -> int | None:
+    """The last logged step of a run in `out` if its own config (config.yaml) says a checkpoint was saved by then
+    (train.checkpoint_every reached, or the run's last step), else None."""
+    from .config import load_config
+
+    log = out / "metrics.jsonl"
+    steps = []
+    for line in log.read_text(encoding="utf-8-sig", errors="replace").splitlines() if log.is_file() else []:
+        try:
+            steps.append(int(json.loads(line)["step"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line (check_metrics refused any other)
+    if not steps or not (out / "config.yaml").is_file():
+        return None
+    try:
+        t = load_config(out / "config.yaml").train
+    except (ValueError, OSError):
+        return None
+    last = max(steps)
+    every = t.checkpoint_every
+    return last if (every and last >= every) or (t.steps and last >= t.steps) else None
 
 
 def _not_empty(out: Path, names: set[str], what: str) -> UserError:

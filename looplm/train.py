@@ -46,7 +46,7 @@ from .looped import check_looped, phi, run_loop
 from .loops import describe, sample_loops, training_range
 from .model import LoopedTransformer, twice_differentiable
 from .objective import Objective
-from .tasks import make_task, tokenizers, with_task_vocab
+from .tasks import check_fingerprint, make_task, save_fingerprint, saved_tokenizer, tokenizers, with_task_vocab
 from .tasks.base import IGNORE
 
 
@@ -159,6 +159,7 @@ def native_run(cfg: Config, device: torch.device, resume_from: Path | None, mode
     def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
         ckpt.write_native(folder, weights, cfg)
         tokenizers.save(task.tok, folder)
+        save_fingerprint(task, folder)
 
     return Run(model.to(device), task, write_model)
 
@@ -242,7 +243,10 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     src = rundir.resume_point(out, resume)
     task = None
     if cfg.kind == "native":  # a resumed run encodes its data with the tokenizer its checkpoint holds
-        task = make_task(cfg, tokenizers.load(src) if src is not None else _init_tokenizer(t.init_from))
+        task = make_task(cfg, saved_tokenizer(src) if src is not None else _init_tokenizer(t.init_from))
+        if src is not None:
+            check_fingerprint(task, src, "a resume continues a run on the data it was trained on; restore the "
+                                         "files, or start a new run from this one with train.init_from")
         cfg = with_task_vocab(cfg, task)
     _check_model(src, cfg)
     changed = rundir.check_resume(src, cfg, out) if src is not None else []
@@ -287,13 +291,17 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
 def _init_tokenizer(init_from: str) -> Any:
     """The tokenizer of the run train.init_from names, if it saved one: fine-tuning keeps the token ids its
     weights were trained with (a vocabulary rebuilt from new data would map the same ids to other characters).
-    An unreadable init_from is left to the model loader, whose errors say what it is."""
-    if not init_from:
+    A path that is no looplm checkpoint is left to the model loader, whose errors say what it is; a damaged
+    tokenizer file of a real one is refused here."""
+    from .hf.analysis import find_model_dir  # standard library only
+
+    if not init_from or find_model_dir(init_from) is not None:  # an HF model directory: the loader refuses it
         return None
     try:
-        return tokenizers.load(ckpt.resolve(init_from))
+        ckpt.resolve(init_from)
     except (ckpt.CheckpointError, OSError, ValueError):
         return None
+    return saved_tokenizer(init_from)
 
 
 def _check_memory(cfg: Config, micro: int) -> None:
@@ -345,7 +353,8 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
 
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and t.bf16 else nullcontext()
     reg = cfg.reg
-    bad_streak = 0
+    bad_streak = updates = 0
+    start = step
     fault = fault or {}
     nan_steps = set(fault.get("nan_at_steps", []))
 
@@ -360,7 +369,10 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             if fsdp:
                 objective.reshard()
 
+    saved_at = [step]  # the step of the newest checkpoint on disk (the resumed one, or none at 0)
+
     def save() -> None:
+        saved_at[0] = step
         weights, opt_state = _full_state(model, opt)  # every rank joins the gathers
         if world.is_main:
             ckpt.write_checkpoint(ckpt_dir, weights, run.write_model,
@@ -445,6 +457,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             if ok:
                 opt.step()
                 bad_streak = 0
+                updates += 1
             else:
                 # No update: a single NaN must not poison the weights or the optimizer moments.
                 bad_streak += 1
@@ -495,9 +508,14 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                 if bad_streak:  # the weights have not moved since the last good checkpoint: keep that one
                     raise Interrupted(f"{what} at step {step} during non-finite steps; the last good checkpoint in "
                                       f"{ckpt_dir} is kept; continue with --resume", code)
-                save()
+                if saved_at[0] != step:  # saved at this very step already: a second save would rotate the
+                    save()               # history and push out an older checkpoint for a copy of the newest
                 raise Interrupted(f"{what}: saved a checkpoint at step {step} in {ckpt_dir}; continue with --resume",
                                   code)
+        if updates == 0 and step > start:
+            raise TrainingDiverged(f"no step of this run applied an update: all {step - start} were non-finite "
+                                   f"(max_bad_steps={t.max_bad_steps}); nothing was saved. Lower train.lr or check "
+                                   "the model settings")
         save()
     except BaseException:
         if world.active and torch.distributed.is_initialized():

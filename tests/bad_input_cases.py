@@ -149,6 +149,12 @@ def _dynamics_without_state_norm(tmp: Path, copy: Path) -> None:
     (tmp / "d" / "dynamics.json").write_text(json.dumps(doc))
 
 
+def _checkpoints_gone(tmp: Path, copy: Path) -> None:
+    """checkpoint/ and checkpoints/ removed (the log says steps 1 and 2 were trained and saved)"""
+    shutil.rmtree(copy / "checkpoint")
+    shutil.rmtree(copy / "checkpoints")
+
+
 def _partial_run(tmp: Path, copy: Path) -> None:
     """<tmp>/partial holds config.yaml and metrics.jsonl, no checkpoint"""
     (tmp / "partial").mkdir()
@@ -408,6 +414,8 @@ CASES: dict[str, Case] = {
     "run-resume-other-preset": Case("rundir", "--resume with another preset", [
         "train", "--config", "addition-prenorm-random", *RESUME[3:]]),
     "run-resume-other-seed": Case("rundir", "--resume with another seed", [*RESUME, "--set", "train.seed=1"]),
+    "run-checkpoints-gone": Case("rundir", "--resume a run whose checkpoints were all moved away (it logged saved "
+                                 "steps)", RESUME, prepare=_checkpoints_gone),
     "run-checkpoint-file": Case("rundir", "checkpoint is a file", RESUME, prepare=_replace_with_file("checkpoint")),
     "run-history-file": Case("rundir", "checkpoints is a file", RESUME, prepare=_replace_with_file("checkpoints")),
     # --- checkpoints ----------------------------------------------------------------------------------------------
@@ -443,6 +451,12 @@ CASES: dict[str, Case] = {
         "manifest.json lists extra.bin, which does not exist")),
     "ckpt-sweep-export": Case("checkpoint", "sweep an export-hf directory", [
         "sweep", "{tmp}/exp", "--no-progress", "--out", "{tmp}/s.json"], prepare=_export, hf=True),
+    "ckpt-tokenizer-edited": Case("checkpoint", "generate with a tokenizer.json edited after the save", [
+        "generate", "{copy}", "1+1="], prepare=_write("checkpoint/tokenizer.json",
+                                                      '{"kind": "char", "chars": "1023456789+="}')),
+    "ckpt-tokenizer-edited-init-from": Case("checkpoint", "train.init_from a run whose tokenizer.json was edited", [
+        *TRAIN, *TINY, "--set", "train.init_from={copy}"], prepare=_write("checkpoint/tokenizer.json",
+                                                                          '{"kind": "char", "chars": "1023456789+="}')),
     "ckpt-generate-hf-dir": Case("checkpoint", "generate from an HF model directory", ["generate", "{base}",
                                  "1+1="], hf=True),
     "ckpt-state-flipped": Case("checkpoint", "a flipped byte in the trainer state, on --resume", RESUME,

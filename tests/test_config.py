@@ -92,3 +92,19 @@ def test_yaml_scalars_follow_yaml_1_2(tmp_path):
         with pytest.raises(ConfigError, match=words):
             load_config("addition-prenorm-stars", [bad])
     assert load_config("addition-prenorm-stars", ["model.bias=false"]).model.bias is False
+
+
+def test_a_preset_name_is_the_preset_whatever_the_directory_holds(tmp_path, monkeypatch):
+    """`cmd > addition-stars` leaves an empty file named like the preset, and a run directory is often named after
+    its preset: neither replaces the preset. The local file is read when written as a path; an empty config file
+    is refused rather than read as 'every default'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "addition-prenorm-stars").write_text("")
+    (tmp_path / "parity-fixed").mkdir()
+    assert load_config("addition-prenorm-stars").reg.kind == "jsrr"
+    assert load_config("parity-fixed").data.task == "parity"
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config("./addition-prenorm-stars")
+    (tmp_path / "addition-prenorm-stars").write_text("train:\n  steps: 7\n")
+    assert load_config("./addition-prenorm-stars").train.steps == 7
+    assert load_config("addition-prenorm-stars").train.steps != 7

@@ -378,3 +378,24 @@ def test_resume_rewrites_an_old_log_as_strict_json_and_reads_past_a_bom(tmp_path
             for x in text.splitlines()]
     assert [r["step"] for r in recs] == [1, 2, 3, 4] and recs[0]["ce"] == first["ce"]
     assert recs[1]["grad_norm"] is None and recs[1]["nonfinite"] == ["grad_norm"]
+
+
+def test_an_interrupt_on_a_checkpoint_step_keeps_the_history_it_had(tmp_path):
+    """A stop requested in a step that was just saved does not save that step again: a second save would move
+    the first copy into the history and push out a real older checkpoint."""
+    cfg = tiny_config(train=dict(steps=50, checkpoint_every=1, keep_checkpoints=3, eval_every=0),
+                      reg=dict(rho_every=0))
+    with pytest.raises(Exception, match="interrupted: saved a checkpoint at step 5"):
+        train(cfg, tmp_path / "run", progress=False, fault={"interrupt_at_step": 5})
+    run = tmp_path / "run"
+    assert ckpt.saved_step(run / "checkpoint") == 5
+    assert [s for s, _ in ckpt.history(run)] == [3, 4]
+
+
+def test_a_run_whose_every_step_was_skipped_is_an_error_not_a_result(tmp_path):
+    """No update applied (every step non-finite, fewer than max_bad_steps): the run ends in an error and saves
+    nothing, instead of a 'trained' checkpoint that holds the initial weights."""
+    cfg = tiny_config(train=dict(steps=3, max_bad_steps=5, eval_every=0), reg=dict(rho_every=0))
+    with pytest.raises(TrainingDiverged, match="no step of this run applied an update: all 3 were non-finite"):
+        train(cfg, tmp_path / "run", progress=False, fault={"nan_at_steps": [0, 1, 2]})
+    assert not (tmp_path / "run" / "checkpoint").exists()

@@ -305,3 +305,47 @@ def test_fine_tuning_keeps_the_vocabulary_its_weights_were_trained_with(tmp_path
         train(load_config("jsonl-stars", [*sets, f"data.path={tmp_path / 'c.jsonl'}", f"train.init_from={a}"]),
               tmp_path / "C", progress=False)
     assert not (tmp_path / "C").exists()
+
+
+def test_init_from_a_run_with_another_vocabulary_is_refused(tmp_path, capsys):
+    """Addition's alphabet is fixed ("0123456789+="): a run trained on the same problems as jsonl rows has the
+    characters in another order ("+0123456789="), so its weights would read every token as another character."""
+    rng = random.Random(0)
+    pairs = [(rng.randint(1000, 9999), rng.randint(1000, 9999)) for _ in range(60)]
+    rows = [{"prompt": f"{a}+{b}=", "answer": str(a + b)[::-1]} for a, b in pairs]
+    (tmp_path / "add.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli("train", "--config", "jsonl-stars", "--out", tmp_path / "j", "--no-progress", *TINY,
+               "--set", f"data.path={tmp_path / 'add.jsonl'}", "--set", "model.vocab_size=14") == 0
+    capsys.readouterr()
+    assert cli("train", "--config", "addition-prenorm-stars", "--out", tmp_path / "a", "--no-progress", *TINY,
+               "--set", f"train.init_from={tmp_path / 'j'}", "--set", "model.max_seq_len=16") == 2
+    err = capsys.readouterr().err
+    assert "trained with another vocabulary (char '+0123456789=') than the task's (char '0123456789+=')" in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_changed_data_files_are_found_on_resume_and_before_a_held_out_score(tmp_path, capsys):
+    """The checkpoint records a digest of the rows it was trained on (data.json, in its manifest). A resume on other
+    rows, or a held-out sweep whose split would come from other rows (an edited file, or a relative data.path read
+    from another directory), is refused; a sweep of a file of one's own, and generation, need no training data."""
+    rows = reverse_rows(80)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    args = ["--config", "jsonl-stars", "--out", run, "--no-progress", "--set", f"data.path={data}",
+            "--set", "data.prompt_field=q", "--set", "data.answer_field=a", "--set", "model.max_seq_len=16"]
+    assert cli("train", *args, *TINY) == 0
+    assert "data.json" in json.loads((run / "checkpoint" / "manifest.json").read_text())["files"]
+    assert cli("sweep", run, "--depths", "1:2", "--out", tmp_path / "s1.json", "--no-progress") == 0
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows[:70]))  # ten rows fewer: another split
+    capsys.readouterr()
+    longer = [a.replace("train.steps=8", "train.steps=12") for a in TINY]
+    assert cli("train", *args, *longer, "--resume") == 2
+    assert "no longer hold the data" in capsys.readouterr().err
+    assert cli("sweep", run, "--depths", "1:2", "--out", tmp_path / "s2.json", "--no-progress") == 2
+    assert "held-out split would not be the one training held out" in capsys.readouterr().err
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps(r) + "\n" for r in rows[:5]))
+    assert cli("sweep", run, "--data", mine, "--depths", "1:2", "--out", tmp_path / "s3.json", "--no-progress") == 0
+    assert cli("generate", run, rows[0]["q"]) == 0
+    assert not (tmp_path / "s2.json").exists()

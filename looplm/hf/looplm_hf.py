@@ -137,12 +137,12 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
     The default loop count is the checkpoint's `loops.num_loops`; EOS/PAD default to the tokenizer's ids.
     """
     from .. import checkpoint as ckpt
-    from ..tasks import make_task, tokenizers
+    from ..tasks import make_task, saved_tokenizer, tokenizers
     from .tokenizer import as_hf_tokenizer
 
     model, cfg = ckpt.load_model(checkpoint, "cpu")
     # The tokenizer saved with the checkpoint: a file task's data need not be where it was when training ran.
-    tok = tokenizers.load(ckpt.resolve(checkpoint)) or make_task(cfg).tok
+    tok = saved_tokenizer(checkpoint) or make_task(cfg).tok
     eos = tokenizers.EOS if eos_token_id is None else eos_token_id
     pad = tokenizers.PAD if pad_token_id is None else pad_token_id
     hf_cfg = LooplmConfig.from_model_config(cfg.model, num_loops=num_loops or cfg.loops.num_loops,

@@ -12,6 +12,7 @@ prompt format. Size-graded tasks (parity, chain) add `sized_batch(size, n)`.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,12 @@ def make_task(cfg: Config, tokenizer: Any = None) -> Any:
                                                                       d.test_seed, m.max_seq_len)
     except ValueError as e:
         raise ConfigError(f"data: {e}") from None
+    if tokenizer is not None and task.tok.to_json() != tokenizer.to_json():
+        # addition, parity and chain have a fixed alphabet: weights trained with other ids would read every
+        # token as another character
+        raise ConfigError(f"data.task={d.task}: the checkpoint this run starts from was trained with another "
+                          f"vocabulary ({_shown(tokenizer)}) than the task's ({_shown(task.tok)}); its token ids "
+                          "would mean other characters")
     vocab = task.tok.vocab_size
     if m.vocab_size and vocab > m.vocab_size:
         raise ConfigError(f"model.vocab_size={m.vocab_size} is smaller than the task's vocabulary ({vocab}); "
@@ -59,12 +66,60 @@ def with_task_vocab(cfg: Config, task: Any) -> Config:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=task.tok.vocab_size))
 
 
-def task_of_checkpoint(cfg: Config, folder: str | Path) -> Any:
-    """The task a checkpoint was trained on, with the tokenizer saved in it."""
+def _shown(tok: Any) -> str:
+    j = tok.to_json()
+    return f"{j['kind']} {j['chars']!r}" if "chars" in j else j["kind"]
+
+
+def saved_tokenizer(folder: str | Path) -> Any:
+    """The tokenizer saved with a checkpoint (None for checkpoints from before they held one), its file checked
+    against the manifest first: a tokenizer that is not the one training wrote would silently re-map every id."""
     from .. import checkpoint as ckpt
 
-    return make_task(cfg, tokenizers.load(ckpt.resolve(folder)))
+    d = ckpt.resolve(folder)
+    if (d / tokenizers.FILE).is_file():
+        ckpt.verify(d, (tokenizers.FILE,))
+    return tokenizers.load(d)
+
+
+DATA_FILE = "data.json"  # in a checkpoint of a task read from files: a digest of the data it was trained on
+
+
+def save_fingerprint(task: Any, folder: Path) -> None:
+    if getattr(task, "fingerprint", None) is not None:
+        (Path(folder) / DATA_FILE).write_text(json.dumps(task.fingerprint) + "\n")
+
+
+def check_fingerprint(task: Any, folder: str | Path, why: str) -> None:
+    """Refuse a task whose data files no longer hold what the checkpoint in `folder` was trained on (edited,
+    replaced, or a relative data.path read from another directory). Checkpoints without the record pass."""
+    from .. import checkpoint as ckpt
+
+    d = ckpt.resolve(folder)
+    f = d / DATA_FILE
+    if getattr(task, "fingerprint", None) is None or not f.is_file():
+        return
+    ckpt.verify(d, (DATA_FILE,))
+    try:
+        saved = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ckpt.CheckpointError(f"{f} is unreadable ({e})") from None
+    if saved != task.fingerprint:
+        raise ConfigError(f"data: {', '.join(map(str, task.paths))} no longer hold the data "
+                          f"{d} was trained on (sha256 {str(saved.get('sha256'))[:12]}... then, "
+                          f"{task.fingerprint['sha256'][:12]}... now); {why}")
+
+
+def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -> Any:
+    """The task a checkpoint was trained on, with the tokenizer saved in it. `held_out`: the held-out split will
+    be scored, so the data files must still be the ones training split (else it could score training rows)."""
+    task = make_task(cfg, saved_tokenizer(folder))
+    if held_out:
+        check_fingerprint(task, folder, "its held-out split would not be the one training held out; restore the "
+                                        "files, or score a file of your own with --data")
+    return task
 
 
 __all__ = ["IGNORE", "AdditionTask", "Batch", "ChainTask", "CharTokenizer", "JsonlTask", "ParityTask", "TextTask",
-           "make_task", "read_addition_jsonl", "task_of_checkpoint", "with_task_vocab"]
+           "check_fingerprint", "make_task", "read_addition_jsonl", "save_fingerprint", "saved_tokenizer",
+           "task_of_checkpoint", "with_task_vocab"]

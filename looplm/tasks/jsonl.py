@@ -9,6 +9,8 @@ keyed on the prompt, so a duplicated prompt never lands on both sides).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -48,6 +50,7 @@ class JsonlTask:
                  test_fraction: float = 0.05, seed: int = 0, max_len: int | None = None,
                  tokenizer: CharTokenizer | None = None):
         self.fields = (prompt_field, answer_field)
+        self.paths = [path, *([test_path] if test_path else [])]
         prompts, answers = read_pairs(path, prompt_field, answer_field)
         if test_path:
             if Path(test_path).resolve() == Path(path).resolve():
@@ -74,6 +77,9 @@ class JsonlTask:
                              "continues (its checkpoint, or train.init_from)")
         self.max_len = max_len
         self.size = len(self.train[0])
+        # what was read, so a resume or a held-out sweep can tell that the rows are still the same
+        digest = hashlib.sha256(json.dumps([self.train, self.test], ensure_ascii=True).encode()).hexdigest()
+        self.fingerprint = {"sha256": digest, "rows": len(prompts) + (len(self.test[0]) if test_path else 0)}
 
     @property
     def vocab_size(self) -> int:

@@ -8,6 +8,7 @@ byte-level BPE merges learned from the training part (`data.tokenizer=bpe`, with
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -50,6 +51,10 @@ class TextTask:
     def __init__(self, path: str, window: int = 64, test_fraction: float = 0.05, tokenizer: str = "char",
                  vocab_size: int = 512, max_len: int | None = None, saved=None):
         text = read_text(path)
+        self.paths = [path]
+        # what was read, so a resume or a held-out sweep can tell that the corpus is still the same text
+        self.fingerprint = {"sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+                            "chars": len(text)}
         cut = int(len(text) * (1 - test_fraction))
         train_text, test_text = text[:cut], text[cut:]
         if saved is not None:
