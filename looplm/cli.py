@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import rundir
-from .config import Config, load_config
+from .config import REAL_NUMBER, Config, load_config
 from .errors import UserError
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
@@ -44,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 _INT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only (re's [0-9] is ASCII)
-_REAL = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.I)
+
 
 
 def count_arg(lo: int, hi: int | None = None) -> object:
@@ -79,7 +79,7 @@ class SetAction(argparse.Action):
 def real_arg(positive: bool) -> object:
     """An argparse type: a finite float, > 0 (positive) or >= 0."""
     def parse(s: str) -> float:
-        if not _REAL.fullmatch(s.strip()):  # float() would also take `1_0` and non-ASCII digits
+        if not REAL_NUMBER.fullmatch(s.strip()):  # float() would also take `1_0` and non-ASCII digits
             raise argparse.ArgumentTypeError(f"expected a number, got {s!r}")
         v = float(s)
         if not math.isfinite(v) or v < 0 or (positive and v == 0):

@@ -273,6 +273,8 @@ class DataConfig:
         _check(0.0 < self.test_fraction < 1.0, s, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")
         _check(self.window >= 1, s, "window", "must be >= 1")
         _check(self.bpe_vocab >= 260, s, "bpe_vocab", "a byte-level BPE needs at least 260 tokens")
+        _check(self.bpe_vocab <= 1_000_000, s, "bpe_vocab", "at most 1,000,000 tokens (the merge tables of a larger "
+               "vocabulary outgrow any machine's memory)")
         _check(1 <= self.min_size <= self.max_size, s, "min_size", "need 1 <= min_size <= max_size")
         if self.task == "parity":
             _check(self.min_size >= 6, s, "min_size", "parity needs at least 6 bits, so that a held-out slice of "
@@ -409,9 +411,10 @@ class Config:
         if hf and self.train.eval_every:
             raise ConfigError("train.eval_every: chat data has no held-out split to score during training; set it "
                               "to 0 and score the run with `looplm eval-lm`")
-        if not hf and self.train.steps == 0:
-            raise ConfigError(f"train.steps: the {self.data.task} task generates its data, so train.steps must be "
-                              "> 0 (epochs are for finite fine-tuning data)")
+        if not hf and (self.train.steps == 0 or self.train.epochs):  # an ignored epochs would look honoured
+            raise ConfigError(f"train.{'steps' if self.train.steps == 0 else 'epochs'}: looplm's own model trains for "
+                              "train.steps (> 0) optimizer steps; train.epochs is for fine-tuning a pretrained model "
+                              "on chat data (leave it 0)")
 
     @property
     def kind(self) -> str:
@@ -470,6 +473,10 @@ _SHORT = reprlib.Repr()  # a value echoed in an error: two levels, a few items
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 2, 4, 4, 80
 
 
+# A number written in ASCII decimal (float() would also take `1_0` and other scripts' digits): configs and the CLI.
+REAL_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.I)
+
+
 def _coerce(where: str, value: Any, typ: Any) -> Any:
     """Check `value` against a field annotation. ints are accepted for floats; bools never pass as numbers."""
     if isinstance(typ, str):
@@ -482,11 +489,8 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
         typ = next(a for a in args if a is not type(None))
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if typ is float and isinstance(value, str):
-        try:  # YAML 1.1 reads `3e-4` (no dot) as a string
-            value = float(value)
-        except ValueError:
-            pass
+    if typ is float and isinstance(value, str) and REAL_NUMBER.fullmatch(value.strip()):
+        value = float(value)  # a string `3e-4` (no dot) still reads as a number; `1_0` and other scripts do not
     if typ is float and isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where} must be a finite number, got {value!r}")
     if typ in (int, float) and isinstance(value, bool):

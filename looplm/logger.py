@@ -67,30 +67,40 @@ def check_available(kind: str) -> None:
 
 
 class MetricsLog:
-    """metrics.jsonl, plus the chosen tracker. `rank_writes=False` (ranks other than 0) writes nothing."""
+    """metrics.jsonl, plus the chosen tracker. `rank_writes=False` (ranks other than 0) writes nothing.
 
-    def __init__(self, out: Path, kind: str, config: dict[str, Any], rank_writes: bool = True):
-        self.kind, self.writes = kind, rank_writes
-        self.f = (out / "metrics.jsonl").open("a") if rank_writes else None
+    The tracker starts here, before the run's files are touched (the log is opened at its first record), so a
+    tracker that cannot start (wandb without a login, say) is one error line. `start_step`: the step a resume
+    continues from; TensorBoard drops what it holds past it, as metrics.jsonl does (those steps are redone)."""
+
+    def __init__(self, out: Path, kind: str, config: dict[str, Any], rank_writes: bool = True, start_step: int = 0):
+        self.kind, self.writes, self.path = kind, rank_writes, out / "metrics.jsonl"
+        self.f: Any = None
         self.tracker: Any = None
         if not rank_writes or kind == "jsonl":
             return
-        if kind == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
+        try:
+            if kind == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter
 
-            self.tracker = SummaryWriter(log_dir=str(out / "tensorboard"))
-        else:
-            import wandb
+                self.tracker = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=start_step + 1)
+            else:
+                import wandb
 
-            # Offline unless the user has set a mode or logged in; a resumed run continues the same wandb run.
-            mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-            run_id = hashlib.blake2b(str(out.resolve()).encode(), digest_size=8).hexdigest()
-            self.tracker = wandb.init(project=os.environ.get("WANDB_PROJECT", "looplm"), dir=str(out), id=run_id,
-                                      name=out.name, config=config, mode=mode, resume="allow")
+                # Offline unless the user has set a mode or logged in; a resumed run continues the same wandb run.
+                mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+                run_id = hashlib.blake2b(str(out.resolve()).encode(), digest_size=8).hexdigest()
+                self.tracker = wandb.init(project=os.environ.get("WANDB_PROJECT", "looplm"), dir=str(out), id=run_id,
+                                          name=out.name, config=config, mode=mode, resume="allow")
+        except Exception as e:  # the tracker's own error (login, settings, a path it cannot use): the user's to fix
+            raise UserError(f"train.logger={kind}: the {kind} logger could not start ({type(e).__name__}: "
+                            f"{str(e).strip() or 'no message'})") from None
 
     def write(self, rec: dict[str, Any]) -> None:
         if not self.writes:
             return
+        if self.f is None:
+            self.f = self.path.open("a")
         self.f.write(json_record(rec) + "\n")
         self.f.flush()
         scalars = {k: float(v) for k, v in rec.items()

@@ -20,8 +20,10 @@ the global batch: the result does not depend on W or k.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -235,9 +237,15 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     if shard % micro:
         raise ConfigError(f"train.micro_batch_size={micro} does not divide the per-rank batch {shard} "
                           f"(train.batch_size={t.batch_size} over {world.size} process(es))")
-    if cfg.reg.samples > micro:  # the penalty's samples come from one micro-batch: more would be clipped unseen
-        raise ConfigError(f"reg.samples={cfg.reg.samples} is more than a micro-batch holds ({micro} sequences: "
-                          "train.batch_size / processes, or train.micro_batch_size); lower it (0 = all)")
+    # reg.samples counts over the global batch, whatever its split: each micro-batch probes its share of them
+    if cfg.reg.samples > t.batch_size:
+        raise ConfigError(f"reg.samples={cfg.reg.samples} is more than the batch holds (train.batch_size="
+                          f"{t.batch_size}); lower it (0 = all)")
+    if cfg.reg.samples and cfg.reg.samples * micro % t.batch_size:
+        share = cfg.reg.samples * micro / t.batch_size
+        raise ConfigError(f"reg.samples={cfg.reg.samples} cannot be shared evenly by micro-batches of {micro} out of "
+                          f"train.batch_size={t.batch_size} (each would probe {share:g}); choose a multiple of the "
+                          "number of micro-batches")
     # Everything up to the lock reads only, on every rank: a refused command changes nothing on disk.
     check_available(t.logger)
     src = rundir.resume_point(out, resume)
@@ -329,20 +337,32 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
     t = cfg.train
     ckpt_dir = out / "checkpoint"
     model, task = check_looped(run.model), run.task
-    objective = _wrap(Objective(model, cfg.loops, cfg.reg), model, t.strategy, world, device)
+    # each micro-batch probes its share of reg.samples, so the probed set is the same however the batch is split
+    reg_micro = dataclasses.replace(cfg.reg, samples=cfg.reg.samples * micro // t.batch_size)
+    objective = _wrap(Objective(model, cfg.loops, reg_micro), model, t.strategy, world, device)
     fsdp = world.active and t.strategy == "fsdp"
     opt = make_optimizer(model, cfg)
     params = [p for g in opt.param_groups for p in g["params"]]
     gens = Generators.seeded(t.seed)
     step = 0
     if state is not None:
+        # A module reused from an earlier fit (a notebook) holds gradients; torch's optimizer-state loader would
+        # then skip building the state it fills
+        model.zero_grad(set_to_none=True)
         try:
             _load_optimizer(model, opt, state["optimizer"])
             gens.load(state["generators"])
             step = int(state["step"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        except (KeyError, TypeError, ValueError, RuntimeError, AssertionError) as e:
             raise ckpt.CheckpointError(f"{ckpt_dir / ckpt.STATE} does not hold this run's trainer state "
                                        f"({type(e).__name__}: {e})") from None
+    try:
+        log = MetricsLog(out, t.logger, cfg.to_dict(), world.is_main, step)
+    except UserError:
+        if state is None and world.is_main:  # a fresh run leaves nothing behind (its --out was new or empty)
+            for name in ("wandb", "tensorboard"):
+                shutil.rmtree(out / name, ignore_errors=True)
+        raise
     if world.is_main:
         # Drop log lines from steps after the checkpoint (all on a fresh start): they are (re)done now.
         dropped = truncate_metrics(out / "metrics.jsonl", step)
@@ -396,7 +416,6 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
         stop.append(signum)
 
     prev = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)} if catch else {}
-    log = MetricsLog(out, t.logger, cfg.to_dict(), world.is_main)
     bar = tqdm(total=total, initial=step, desc=f"train [{describe(cfg.loops)}, reg={reg.kind}]",
                disable=not (progress and world.is_main), dynamic_ncols=True)
     try:

@@ -280,8 +280,10 @@ CASES: dict[str, Case] = {
         shown="looplm train --config addition-prenorm-stars --out <tmp>/out --no-progress --set "
               "'train.lr=[[[...]]]' (1,000 levels)"),
     "cfg-blocks-huge": Case("config", "a hundred million core blocks", [*TRAIN, "--set", "model.n_core=100000000"]),
-    "cfg-reg-samples-above-batch": Case("config", "reg.samples above the micro-batch", [
+    "cfg-reg-samples-above-batch": Case("config", "reg.samples above the batch", [
         *TRAIN, *TINY, "--set", "reg.samples=100"]),
+    "cfg-reg-samples-uneven": Case("config", "reg.samples that micro-batches cannot share evenly", [
+        *TRAIN, *TINY, "--set", "reg.samples=3", "--set", "train.micro_batch_size=4"]),
     "cfg-count-underscore": Case("arguments", "a count written 1_0 (int() reads 10)", [*S, "--n", "1_0"]),
     "cfg-count-arabic-digits": Case("arguments", "a count in Arabic-Indic digits", [*S, "--n", "\u0661\u0660"]),
     "cfg-depths-underscore": Case("arguments", "a depth written 1_0", [*S, "--depths", "1_0"]),
@@ -301,8 +303,18 @@ CASES: dict[str, Case] = {
                              "model.norm_type=deepnorm", "--set", "model.norm_placement=pre"]),
     "cfg-min-lr-above-lr": Case("config", "min_lr > lr", [*TRAIN, "--set", "train.min_lr=1"]),
     "cfg-steps-zero": Case("config", "no steps and no epochs", [*TRAIN, "--set", "train.steps=0"]),
-    "cfg-epochs-native": Case("config", "epochs for a task that generates its data", [*TRAIN, "--set",
+    "cfg-epochs-native": Case("config", "epochs instead of steps for looplm's own model", [*TRAIN, "--set",
                               "train.steps=0", "--set", "train.epochs=1"]),
+    "cfg-epochs-with-steps-native": Case("config", "epochs beside steps for looplm's own model (would be ignored)",
+                                         [*TRAIN, *TINY, "--set", "train.epochs=5"]),
+    "cfg-float-underscore": Case("config", "a float with an underscore (float() reads 1_0e-4)", [
+        *TRAIN, "--set", "train.lr=1_0e-4"]),
+    "cfg-float-arabic-digit": Case("config", "a float in Arabic-Indic digits", [*TRAIN, "--set", "loops.mu=\u0661"]),
+    "cfg-float-fullwidth-digit": Case("config", "a float in full-width digits", [
+        *TRAIN, "--set", "train.min_lr=\uff10"]),
+    "cfg-bpe-vocab-huge": Case("config", "a BPE vocabulary of five billion tokens", [
+        *TRAIN, "--set", "data.task=text", "--set", "data.path={tmp}/t.txt", "--set", "data.tokenizer=bpe",
+        "--set", "data.bpe_vocab=5000000000"], {"t.txt": "some text " * 50}),
     "cfg-keep-zero": Case("config", "keep_checkpoints < 1", [*TRAIN, "--set", "train.keep_checkpoints=0"]),
     "cfg-max-bad-zero": Case("config", "max_bad_steps < 1", [*TRAIN, "--set", "train.max_bad_steps=0"]),
     "cfg-micro-not-dividing": Case("config", "micro-batch that does not divide the batch", [*TRAIN, "--set",

@@ -73,6 +73,14 @@ def test_a_users_module_trains_resumes_sweeps_and_is_analyzed(tmp_path):
     fit(c, tmp_path / "cut", resume=True, progress=False, model=CumulativeMixer())
     assert same_weights(run, tmp_path / "cut")
     assert [r["ce"] for r in read_metrics(tmp_path / "cut")] == [r["ce"] for r in rows]
+    # The same module object, resumed in the same process (a notebook): it holds gradients from its first fit.
+    torch.manual_seed(0)
+    m = CumulativeMixer()
+    with pytest.raises(RuntimeError, match="injected crash"):
+        fit(c, tmp_path / "again", progress=False, fault={"crash_at_step": 9}, model=m)
+    assert any(p.grad is not None for p in m.parameters())
+    fit(c, tmp_path / "again", resume=True, progress=False, model=m)
+    assert same_weights(run, tmp_path / "again")
 
     from looplm import checkpoint as ckpt
 

@@ -188,3 +188,61 @@ def test_a_bad_wandb_mode_is_refused_before_the_run_starts(tmp_path, monkeypatch
     with pytest.raises(UserError, match="WANDB_MODE='bogus' is not a wandb mode; use one of online, offline"):
         train(tiny_config(train=dict(steps=1, eval_every=0, logger="wandb")), tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_logger_that_cannot_start_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """wandb without a login (or any tracker failure) is the user's to fix: one UserError, raised before the run's
+    files are written, so the corrected command starts in a new directory, not a half run."""
+    wandb = pytest.importorskip("wandb")
+    from looplm.errors import UserError
+
+    def no_login(**kw):
+        raise wandb.errors.UsageError("No API key configured. Use `wandb login` to log in.")
+
+    monkeypatch.setattr(wandb, "init", no_login)
+    out = tmp_path / "r"
+    with pytest.raises(UserError, match=r"train.logger=wandb: the wandb logger could not start \(UsageError: No API"):
+        train(tiny_config(train=dict(steps=2, eval_every=0, logger="wandb"), reg=dict(rho_every=0)), out,
+              progress=False)
+    assert {p.name for p in out.iterdir()} <= {".looplm.lock"}
+    train(tiny_config(train=dict(steps=2, eval_every=0), reg=dict(rho_every=0)), out, progress=False)  # no --resume
+
+
+def test_a_resume_keeps_tensorboard_in_step_with_the_log(tmp_path):
+    """The steps a resume redoes are dropped from TensorBoard as from metrics.jsonl: each step has one value."""
+    pytest.importorskip("torch.utils.tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from .helpers import read_metrics as rows_of
+
+    cfg = tiny_config(train=dict(steps=6, eval_every=0, checkpoint_every=2, logger="tensorboard"),
+                      reg=dict(rho_every=0))
+    run = tmp_path / "r"
+    with pytest.raises(RuntimeError, match="injected crash"):
+        train(cfg, run, progress=False, fault={"crash_at_step": 3, "nan_at_steps": []})  # step 3 logged, not saved
+    train(cfg, run, resume=True, progress=False)
+    assert len(list((run / "tensorboard").iterdir())) == 2  # one event file per process, as TensorBoard writes
+    acc = EventAccumulator(str(run / "tensorboard"))  # reads both, as TensorBoard shows them
+    acc.Reload()
+    ce = {}
+    for e in acc.Scalars("ce"):
+        ce.setdefault(e.step, []).append(e.value)
+    assert sorted(ce) == [1, 2, 3, 4, 5, 6] and all(len(v) == 1 for v in ce.values())
+    assert [ce[r["step"]][0] for r in rows_of(run)] == pytest.approx([r["ce"] for r in rows_of(run)], rel=1e-6)
+
+
+def test_reg_samples_is_a_count_over_the_whole_batch(tmp_path):
+    """reg.samples=k probes k sequences per step however the batch is split into micro-batches: k = the batch
+    probes all of it (the same as 0), and k below it probes fewer in every split (before, micro-batches of 2 with
+    k = 2 probed all 8)."""
+    def reg_of(samples, micro, name):
+        cfg = tiny_config(train=dict(steps=1, eval_every=0, micro_batch_size=micro),
+                          reg=dict(kind="jsrr", start_step=0, rho_every=0, samples=samples))
+        from .helpers import read_metrics as rows_of
+
+        return rows_of(train(cfg, tmp_path / name, progress=False))[0]["reg"]
+
+    everything = reg_of(0, 2, "all")
+    assert reg_of(8, 2, "eight") == pytest.approx(everything, rel=1e-6)
+    assert reg_of(4, 2, "four") != pytest.approx(everything, rel=1e-6)
+    assert reg_of(4, 8, "four-one") != pytest.approx(everything, rel=1e-6)
