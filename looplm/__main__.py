@@ -1,5 +1,5 @@
 """`python -m looplm ...` (what torchrun launches) is the `looplm` console script."""
 
-from .cli import main
+from .launch import main
 
 raise SystemExit(main())

@@ -14,6 +14,7 @@ valid values. YAML files and dotted `--set section.key=value` overrides go throu
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import re
@@ -495,6 +496,8 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
         raise ConfigError(f"{where} must be a finite number, got {value!r}")
     if typ in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{where} must be {typ.__name__}, got bool {value!r}")
+    if typ is str and isinstance(value, datetime.date):  # YAML reads 2024-01-01 as a date
+        raise ConfigError(f"{where} must be str, got the date {value}; quote it in YAML ('{value}')")
     if typ in (int, float, str, bool) and not isinstance(value, typ):
         # reprlib: a YAML alias bomb is a small object whose full repr runs to hundreds of megabytes
         raise ConfigError(f"{where} must be {typ.__name__}, got {type(value).__name__} {_SHORT.repr(value)}")

@@ -264,7 +264,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
 
         run = hf_run(cfg, device, src)
     else:
-        _check_memory(cfg, micro)
+        if model is None:  # a user's module is not the model section's LoopedTransformer: its size is its own
+            _check_memory(cfg, micro)
         run = native_run(cfg, device, src, model, task)
     total = t.steps or t.epochs * math.ceil(run.task.size / t.batch_size)
     state = ckpt.load_state(src) if src is not None else None
@@ -278,6 +279,9 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         if changed and world.is_main:
             tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
                        + "\n  ".join(changed))
+    if t.stop_at_acc and getattr(run.task, "scored_by", "exact_match") == "perplexity":
+        raise ConfigError("train.stop_at_acc: a text task is scored by perplexity, not exact match; its evaluations "
+                          "log eval_ce and eval_ppl (set stop_at_acc to 0)")
     eval_batch = run.task.held_out(t.eval_size) if t.eval_every else None
     if eval_batch is not None and len(eval_batch) < t.eval_size and world.is_main:  # say it, not a silent clip
         print(f"note: train.eval_size={t.eval_size}, but the held-out split holds {len(eval_batch)}; the evaluations "
@@ -499,7 +503,12 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             if eval_batch is not None and (step % t.eval_every == 0 or step == total):
                 if fsdp or world.is_main:
                     with gathered():
-                        rec["acc"] = sweep(model, eval_batch, [cfg.loops.num_loops]).accuracy[0]
+                        res = sweep(model, eval_batch, [cfg.loops.num_loops])
+                    if getattr(task, "scored_by", "exact_match") == "perplexity":  # a window is never exactly right
+                        rec["eval_ce"], rec["eval_ppl"] = res.to_json()["ce"][0], res.to_json()["ppl"][0]
+                        rec["eval_tokens"] = res.tokens
+                    else:
+                        rec["acc"] = res.accuracy[0]
                         rec["acc_n"] = len(eval_batch)
                 if t.stop_at_acc:  # every rank must agree to stop
                     acc = dist.all_sum(torch.tensor([rec.get("acc", 0.0)], dtype=torch.float64, device=device), world)
@@ -508,7 +517,8 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                         total = step
             rec["step_s"] = time.perf_counter() - t0
             rec["tok_s"] = int(full.mask.sum()) / rec["step_s"]  # real input tokens per second, all ranks
-            if step % t.log_every == 0 or "acc" in rec or "rho" in rec or "skipped" in rec or step == total:
+            if (step % t.log_every == 0 or "acc" in rec or "eval_ce" in rec or "rho" in rec or "skipped" in rec
+                    or step == total):
                 log.write(rec)
             bar.update(1)
             bar.set_postfix(loops=n_loops, ce=f"{rec['ce']:.3f}",

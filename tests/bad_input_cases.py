@@ -315,6 +315,10 @@ CASES: dict[str, Case] = {
     "cfg-bpe-vocab-huge": Case("config", "a BPE vocabulary of five billion tokens", [
         *TRAIN, "--set", "data.task=text", "--set", "data.path={tmp}/t.txt", "--set", "data.tokenizer=bpe",
         "--set", "data.bpe_vocab=5000000000"], {"t.txt": "some text " * 50}),
+    "cfg-addition-test-size-huge": Case("config", "a held-out split larger than 4-digit addition reserves", [
+        *TRAIN, *setting(TINY, "data.test_size=100000000")]),
+    "cfg-path-is-a-date": Case("config", "a data path that YAML reads as a date", [
+        *TRAIN, "--set", "data.task=text", "--set", "data.path=2024-01-01"]),
     "cfg-keep-zero": Case("config", "keep_checkpoints < 1", [*TRAIN, "--set", "train.keep_checkpoints=0"]),
     "cfg-max-bad-zero": Case("config", "max_bad_steps < 1", [*TRAIN, "--set", "train.max_bad_steps=0"]),
     "cfg-micro-not-dividing": Case("config", "micro-batch that does not divide the batch", [*TRAIN, "--set",

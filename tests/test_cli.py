@@ -239,3 +239,18 @@ def test_plot_text_is_verbatim_and_size_rows_are_labelled(run_dir, tmp_path):
     assert seen["yticks"] == ["6", "8", "20"] and seen["ylim"] == (0.5, 3.5)
     assert [min(b) for b in seen["box"]] == [0.5] and [max(b) for b in seen["box"]] == [2.5]  # rows of 6 and 8
     assert plt.rcParams["text.parse_math"]  # the caller's settings are left alone
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
+    """Ctrl-C lands at 0.3 s, while torch is still being imported (about 2 s here): one line, exit 130, no traceback,
+    as at any later moment."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "looplm", "sweep", str(tmp_path / "none")],
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "error: interrupted", err

@@ -81,6 +81,12 @@ def test_a_users_module_trains_resumes_sweeps_and_is_analyzed(tmp_path):
     assert any(p.grad is not None for p in m.parameters())
     fit(c, tmp_path / "again", resume=True, progress=False, model=m)
     assert same_weights(run, tmp_path / "again")
+    # The memory check is about the model section's LoopedTransformer, which a user's module is not.
+    import dataclasses
+
+    huge = dataclasses.replace(c, model=dataclasses.replace(c.model, d_model=65536, d_ff=262144, n_heads=8))
+    fit(dataclasses.replace(huge, train=dataclasses.replace(c.train, steps=1, eval_every=0)), tmp_path / "own",
+        progress=False, model=CumulativeMixer())
 
     from looplm import checkpoint as ckpt
 

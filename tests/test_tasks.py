@@ -349,3 +349,57 @@ def test_changed_data_files_are_found_on_resume_and_before_a_held_out_score(tmp_
     assert cli("sweep", run, "--data", mine, "--depths", "1:2", "--out", tmp_path / "s3.json", "--no-progress") == 0
     assert cli("generate", run, rows[0]["q"]) == 0
     assert not (tmp_path / "s2.json").exists()
+
+
+def test_jsonl_rows_are_checked_whole_before_training(tmp_path, capsys):
+    """A row too long for the positions, a test file that shares prompts with the training file, and a lone
+    surrogate are refused when the task is built, with file:line, before anything is written."""
+    rows = reverse_rows(60)
+    base = ["--config", "jsonl-stars", "--no-progress", *TINY, "--set", "data.prompt_field=q",
+            "--set", "data.answer_field=a", "--set", "model.max_seq_len=16"]
+    long_rows = rows + [{"q": "a" * 20 + ">", "a": "b"}]
+    (tmp_path / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in long_rows))
+    assert cli("train", *base, "--out", tmp_path / "r1", "--set", f"data.path={tmp_path / 'long.jsonl'}") == 2
+    assert f"{tmp_path / 'long.jsonl'}:61: the prompt and answer need 22 positions but model.max_seq_len=16" \
+        in capsys.readouterr().err
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:50]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[45:]))
+    assert cli("train", *base, "--out", tmp_path / "r2", "--set", f"data.path={tmp_path / 'train.jsonl'}",
+               "--set", f"data.test_path={tmp_path / 'test.jsonl'}") == 2
+    shared = sum(r["q"] in {x["q"] for x in rows[:50]} for r in rows[45:])
+    assert f"data.test_path: {shared} of its 15 prompts are also training prompts" in capsys.readouterr().err
+    (tmp_path / "sur.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"q": "a\\ud800>", "a": "b"}\n')
+    assert cli("train", *base, "--out", tmp_path / "r3", "--set", f"data.path={tmp_path / 'sur.jsonl'}") == 2
+    assert f"{tmp_path / 'sur.jsonl'}:61: field 'q' holds a lone surrogate" in capsys.readouterr().err
+    assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))
+
+
+def test_a_corpus_folder_reads_its_text_files_and_nothing_hidden(tmp_path):
+    from looplm.tasks.text import read_text
+
+    d = tmp_path / "corpus"
+    (d / ".ipynb_checkpoints").mkdir(parents=True)
+    (d / ".git").mkdir()
+    (d / "sub").mkdir()
+    (d / "a.txt").write_text("alpha")
+    (d / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("alpha copy")
+    (d / ".git" / "description").write_text("git text")
+    (d / "B.TXT").write_text("BETA")
+    (d / "sub" / "c.rst").write_text("gamma")
+    (d / "index.dat").write_bytes(b"\xff\x00")
+    assert read_text(d) == "BETA\nalpha\ngamma"
+
+
+def test_text_training_evaluates_perplexity_not_exact_match(text_run, tmp_path, capsys):
+    """A window is never exactly right: training-time evaluations of a text task log held-out CE and perplexity,
+    and train.stop_at_acc is refused for it."""
+    run = tmp_path / "run"
+    flags = ["--config", "text-stars", "--no-progress", *TINY, "--set", f"data.path={text_run / 'corpus'}",
+             "--set", "data.window=16", "--set", "model.max_seq_len=16"]
+    assert cli("train", "--out", run, *flags) == 0
+    evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "eval_ce" in x]
+    assert [r["step"] for r in evals] == [4, 8] and all("acc" not in r for r in evals)
+    assert all(r["eval_ppl"] == pytest.approx(math.exp(r["eval_ce"])) and r["eval_tokens"] > 0 for r in evals)
+    capsys.readouterr()
+    assert cli("train", "--out", tmp_path / "r2", *flags, "--set", "train.stop_at_acc=0.5") == 2
+    assert "train.stop_at_acc: a text task is scored by perplexity" in capsys.readouterr().err

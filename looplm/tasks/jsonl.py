@@ -20,21 +20,29 @@ from .base import Batch, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
 
 
-def read_pairs(path: str | Path, prompt_field: str, answer_field: str) -> tuple[list[str], list[str]]:
-    """(prompts, answers) of a JSONL file; a bad row raises ValueError naming file:line."""
+def read_pairs(path: str | Path, prompt_field: str, answer_field: str, where: list[str] | None = None
+               ) -> tuple[list[str], list[str]]:
+    """(prompts, answers) of a JSONL file; a bad row raises ValueError naming file:line. `where`, if given, is
+    extended with each row's file:line."""
     p = Path(path)
     prompts, answers = [], []
-    for where, row in read_rows(p):
+    for at, row in read_rows(p):
         for f in (prompt_field, answer_field):
             if not isinstance(row.get(f), str):
-                raise ValueError(f"{where}: field {f!r} must be a string (data.prompt_field / data.answer_field "
+                raise ValueError(f"{at}: field {f!r} must be a string (data.prompt_field / data.answer_field "
                                  f"name the fields); the row has {sorted(row)}")
+            try:
+                row[f].encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (`\\ud800`): valid JSON, not text
+                raise ValueError(f"{at}: field {f!r} holds a lone surrogate escape, which is not a character") from None
         if not row[answer_field]:
-            raise ValueError(f"{where}: empty answer")
+            raise ValueError(f"{at}: empty answer")
         if not row[prompt_field]:  # the answer is predicted from the prompt's last token: there must be one
-            raise ValueError(f"{where}: empty prompt")
+            raise ValueError(f"{at}: empty prompt")
         prompts.append(row[prompt_field])
         answers.append(row[answer_field])
+        if where is not None:
+            where.append(at)
     if not prompts:
         raise ValueError(f"{p}: no rows (the file is empty)")
     return prompts, answers
@@ -51,13 +59,22 @@ class JsonlTask:
                  tokenizer: CharTokenizer | None = None):
         self.fields = (prompt_field, answer_field)
         self.paths = [path, *([test_path] if test_path else [])]
-        prompts, answers = read_pairs(path, prompt_field, answer_field)
+        where: list[str] = []
+        prompts, answers = read_pairs(path, prompt_field, answer_field, where)
         if test_path:
             if Path(test_path).resolve() == Path(path).resolve():
                 raise ValueError(f"data.test_path {test_path} is data.path itself: the held-out score would be on "
                                  "training rows; give a separate file, or leave test_path empty for a hash split")
             self.train = (prompts, answers)
-            self.test = read_pairs(test_path, prompt_field, answer_field)
+            test_where: list[str] = []
+            self.test = read_pairs(test_path, prompt_field, answer_field, test_where)
+            seen = set(prompts)
+            shared = [w for q, w in zip(self.test[0], test_where, strict=True) if q in seen]
+            if shared:  # a held-out score on rows the model trains on would pass for generalization
+                raise ValueError(f"data.test_path: {len(shared)} of its {len(test_where)} prompts are also training "
+                                 f"prompts in {path} (first: {shared[0]}); the held-out score would be on training "
+                                 "rows: remove them from one file")
+            where += test_where
         else:
             test = [held_out_by_hash(p, test_fraction, f"jsonl/{seed}") for p in prompts]
             self.train = ([p for p, t in zip(prompts, test, strict=True) if not t],
@@ -76,6 +93,13 @@ class JsonlTask:
             raise ValueError(f"{path}: character(s) {shown} are not in the vocabulary of the model this run "
                              "continues (its checkpoint, or train.init_from)")
         self.max_len = max_len
+        if max_len is not None:  # found now, with the row, not at the step that first draws it
+            for q, a, at in zip(prompts + (self.test[0] if test_path else []),
+                                answers + (self.test[1] if test_path else []), where, strict=True):
+                need = len(self.tok.encode(q)) + len(self.tok.encode(a))  # + the end token - the shift
+                if need > max_len:
+                    raise ValueError(f"{at}: the prompt and answer need {need} positions but model.max_seq_len="
+                                     f"{max_len}; shorten the row or raise max_seq_len")
         self.size = len(self.train[0])
         # what was read, so a resume or a held-out sweep can tell that the rows are still the same
         digest = hashlib.sha256(json.dumps([self.train, self.test], ensure_ascii=True).encode()).hexdigest()

@@ -16,7 +16,16 @@ import torch
 from .base import IGNORE, Batch
 from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
 
-TEXT_SUFFIXES = ("", ".txt", ".md", ".text")
+TEXT_SUFFIXES = ("", ".txt", ".md", ".text", ".rst")
+
+
+def text_files(folder: Path) -> list[Path]:
+    """The files of a corpus folder that are read: text files (no suffix, .txt, .md, .text, .rst, in any case), not
+    links (a link would count a file twice) and nothing hidden at any depth (`.git/`, `.ipynb_checkpoints/` copies
+    of the corpus)."""
+    return sorted(f for f in folder.rglob("*") if f.is_file() and not f.is_symlink()
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts)
+                  and f.suffix.lower() in TEXT_SUFFIXES)
 
 
 def read_text(path: str | Path) -> str:
@@ -25,9 +34,7 @@ def read_text(path: str | Path) -> str:
         raise FileNotFoundError(f"data file {p} does not exist")
     if not (p.is_dir() or p.is_file()):  # /dev/zero or a FIFO would be read forever
         raise ValueError(f"data file {p} is not a regular file or a folder (a device, FIFO or socket)")
-    # A folder: its text files (no suffix, .txt, .md), not links (a link would count a file twice) or hidden files.
-    files = sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink() and not f.name.startswith(".")
-                   and f.suffix in TEXT_SUFFIXES) if p.is_dir() else [p]
+    files = text_files(p) if p.is_dir() else [p]
     if not files:
         raise ValueError(f"{p} holds no files")
     parts = []
