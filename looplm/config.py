@@ -374,6 +374,9 @@ class TrainConfig:
         _check(self.lr > 0, s, "lr", f"must be > 0, got {self.lr}")
         _check(0 <= self.min_lr <= self.lr, s, "min_lr", "must be in [0, lr]")
         _check(self.weight_decay >= 0, s, "weight_decay", "must be >= 0")
+        # AdamW's decoupled decay multiplies every weight by (1 - lr·wd) per step: at 1 or above it zeroes or flips them
+        _check(self.lr * self.weight_decay < 1, s, "weight_decay", f"lr·weight_decay must be below 1 (AdamW scales "
+               f"every weight by 1 - lr·weight_decay per step), got {self.lr * self.weight_decay:g}")
         for k in ("beta1", "beta2"):
             _check(0 <= getattr(self, k) < 1, s, k, f"must be in [0, 1), got {getattr(self, k)}")
         _check(self.grad_clip >= 0, s, "grad_clip", "must be >= 0")

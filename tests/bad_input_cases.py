@@ -319,6 +319,8 @@ CASES: dict[str, Case] = {
         *TRAIN, *setting(TINY, "data.test_size=100000000")]),
     "cfg-path-is-a-date": Case("config", "a data path that YAML reads as a date", [
         *TRAIN, "--set", "data.task=text", "--set", "data.path=2024-01-01"]),
+    "cfg-weight-decay-flips": Case("config", "a weight decay that would flip the weights' signs", [
+        *TRAIN, "--set", "train.weight_decay=1e300"]),
     "cfg-keep-zero": Case("config", "keep_checkpoints < 1", [*TRAIN, "--set", "train.keep_checkpoints=0"]),
     "cfg-max-bad-zero": Case("config", "max_bad_steps < 1", [*TRAIN, "--set", "train.max_bad_steps=0"]),
     "cfg-micro-not-dividing": Case("config", "micro-batch that does not divide the batch", [*TRAIN, "--set",

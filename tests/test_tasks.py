@@ -349,6 +349,12 @@ def test_changed_data_files_are_found_on_resume_and_before_a_held_out_score(tmp_
     assert cli("sweep", run, "--data", mine, "--depths", "1:2", "--out", tmp_path / "s3.json", "--no-progress") == 0
     assert cli("generate", run, rows[0]["q"]) == 0
     assert not (tmp_path / "s2.json").exists()
+    data.unlink()  # the training file gone: a file of one's own is still scored, and generation still runs
+    assert cli("sweep", run, "--data", mine, "--depths", "1:2", "--out", tmp_path / "s4.json", "--no-progress") == 0
+    assert json.loads((tmp_path / "s4.json").read_text())["accuracy"] == \
+        json.loads((tmp_path / "s3.json").read_text())["accuracy"]
+    assert cli("generate", run, rows[0]["q"]) == 0
+    assert cli("sweep", run, "--depths", "1:2", "--out", tmp_path / "s5.json", "--no-progress") == 2
 
 
 def test_jsonl_rows_are_checked_whole_before_training(tmp_path, capsys):

@@ -26,18 +26,20 @@ from .text import TextTask
 from .tokenizers import CharTokenizer
 
 
-def make_task(cfg: Config, tokenizer: Any = None) -> Any:
+def make_task(cfg: Config, tokenizer: Any = None, lazy: bool = False) -> Any:
     """The task of a looplm model's run (`data.task`), checked against the model's vocabulary and positions.
-    `tokenizer`: the one saved with the run's checkpoint (a file's vocabulary is not rebuilt)."""
+    `tokenizer`: the one saved with the run's checkpoint (a file's vocabulary is not rebuilt); `lazy` (with it):
+    a file task reads its data only when it needs it."""
     d, m = cfg.data, cfg.model
     try:
         if d.task == "addition":
             task = AdditionTask(d.digits, max_len=m.max_seq_len, test_seed=d.test_seed, test_size=d.test_size)
         elif d.task == "jsonl":
             task = JsonlTask(d.path, d.prompt_field, d.answer_field, d.test_path, d.test_fraction, d.test_seed,
-                             m.max_seq_len, tokenizer)
+                             m.max_seq_len, tokenizer, lazy)
         elif d.task == "text":
-            task = TextTask(d.path, d.window, d.test_fraction, d.tokenizer, d.bpe_vocab, m.max_seq_len, tokenizer)
+            task = TextTask(d.path, d.window, d.test_fraction, d.tokenizer, d.bpe_vocab, m.max_seq_len, tokenizer,
+                            lazy)
         else:
             task = {"parity": ParityTask, "chain": ChainTask}[d.task](d.min_size, d.max_size, d.test_size,
                                                                       d.test_seed, m.max_seq_len)
@@ -113,7 +115,7 @@ def check_fingerprint(task: Any, folder: str | Path, why: str) -> None:
 def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -> Any:
     """The task a checkpoint was trained on, with the tokenizer saved in it. `held_out`: the held-out split will
     be scored, so the data files must still be the ones training split (else it could score training rows)."""
-    task = make_task(cfg, saved_tokenizer(folder))
+    task = make_task(cfg, saved_tokenizer(folder), lazy=not held_out)  # no split to score: no data to read
     if held_out:
         check_fingerprint(task, folder, "its held-out split would not be the one training held out; restore the "
                                         "files, or score a file of your own with --data")

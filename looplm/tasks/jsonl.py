@@ -56,9 +56,30 @@ class JsonlTask:
 
     def __init__(self, path: str, prompt_field: str = "prompt", answer_field: str = "answer", test_path: str = "",
                  test_fraction: float = 0.05, seed: int = 0, max_len: int | None = None,
-                 tokenizer: CharTokenizer | None = None):
+                 tokenizer: CharTokenizer | None = None, lazy: bool = False):
+        """`tokenizer`: the one saved with the checkpoint a run continues or a command reads. `lazy` (with it): the
+        rows are read only when they are needed, so scoring a file of one's own or generating works without
+        the training files."""
         self.fields = (prompt_field, answer_field)
         self.paths = [path, *([test_path] if test_path else [])]
+        self.max_len = max_len
+        self._spec = (path, test_path, test_fraction, seed)
+        if tokenizer is not None:
+            self.tok = tokenizer
+        if not (lazy and tokenizer is not None):
+            self._read()
+
+    def __getattr__(self, name: str):  # the rows, read on first use (lazy)
+        if name in ("train", "test", "size", "fingerprint"):
+            self._read()
+            return object.__getattribute__(self, name)
+        raise AttributeError(name)
+
+    def _read(self) -> None:
+        path, test_path, test_fraction, seed = self._spec
+        prompt_field, answer_field = self.fields
+        max_len = self.max_len
+        tokenizer = self.__dict__.get("tok")
         where: list[str] = []
         prompts, answers = read_pairs(path, prompt_field, answer_field, where)
         if test_path:
@@ -92,7 +113,6 @@ class JsonlTask:
             shown = ", ".join(repr(c) for c in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
             raise ValueError(f"{path}: character(s) {shown} are not in the vocabulary of the model this run "
                              "continues (its checkpoint, or train.init_from)")
-        self.max_len = max_len
         if max_len is not None:  # found now, with the row, not at the step that first draws it
             for q, a, at in zip(prompts + (self.test[0] if test_path else []),
                                 answers + (self.test[1] if test_path else []), where, strict=True):

@@ -56,28 +56,46 @@ class TextTask:
     eos_id, pad_id = EOS, PAD
 
     def __init__(self, path: str, window: int = 64, test_fraction: float = 0.05, tokenizer: str = "char",
-                 vocab_size: int = 512, max_len: int | None = None, saved=None):
-        text = read_text(path)
+                 vocab_size: int = 512, max_len: int | None = None, saved=None, lazy: bool = False):
+        """`saved`: the tokenizer of the checkpoint a run continues or a command reads. `lazy` (with `saved`): the
+        corpus is read only when its windows are needed, so scoring a file of one's own or generating works
+        without the training files."""
         self.paths = [path]
-        # what was read, so a resume or a held-out sweep can tell that the corpus is still the same text
-        self.fingerprint = {"sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
-                            "chars": len(text)}
-        cut = int(len(text) * (1 - test_fraction))
-        train_text, test_text = text[:cut], text[cut:]
+        self._spec = (path, test_fraction, tokenizer, vocab_size)
+        if max_len is not None and window > max_len:
+            raise ValueError(f"data.window={window} is longer than model.max_seq_len={max_len}")
+        self.window, self.max_len = window, max_len
         if saved is not None:
             if saved.kind != tokenizer:  # the weights' ids are the saved tokenizer's, whatever the config says
                 raise ValueError(f"data.tokenizer={tokenizer}, but the model this run continues was trained with "
                                  f"the {saved.kind} tokenizer; set data.tokenizer={saved.kind}")
             self.tok = saved
+        if not (lazy and saved is not None):
+            self._read()
+
+    def __getattr__(self, name: str):  # the corpus' parts, read on first use (lazy)
+        if name in ("train_ids", "test_ids", "size", "fingerprint"):
+            self._read()
+            return object.__getattribute__(self, name)
+        raise AttributeError(name)
+
+    def _read(self) -> None:
+        path, test_fraction, tokenizer, vocab_size = self._spec
+        window = self.window
+        text = read_text(path)
+        # what was read, so a resume or a held-out sweep can tell that the corpus is still the same text
+        self.fingerprint = {"sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+                            "chars": len(text)}
+        cut = int(len(text) * (1 - test_fraction))
+        train_text, test_text = text[:cut], text[cut:]
+        if "tok" in self.__dict__:
+            pass
         elif tokenizer == "char":  # over the whole stream, so the held-out tail has no unknown character
             self.tok = CharTokenizer("".join(sorted(set(text))))
         elif tokenizer == "byte":
             self.tok = ByteTokenizer()
         else:
             self.tok = BpeTokenizer.train([train_text], vocab_size)
-        if max_len is not None and window > max_len:
-            raise ValueError(f"data.window={window} is longer than model.max_seq_len={max_len}")
-        self.window, self.max_len = window, max_len
         self.train_ids = torch.tensor(self._encode(train_text, path), dtype=torch.long)
         self.test_ids = torch.tensor(self._encode(test_text, path), dtype=torch.long)
         for name, ids in (("training part", self.train_ids), ("held-out tail", self.test_ids)):
