@@ -108,8 +108,9 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
 
 
 def _save_was_due(out: Path) -> int | None:
-    """The last logged step of a run in `out` if its own config (config.yaml) says a checkpoint was saved by then
-    (train.checkpoint_every reached, or the run's last step), else None."""
+    """The last logged step of a run in `out` if its own config (config.yaml) shows a checkpoint was saved whole
+    before it, else None. A step's record is written before its save, so only a record past the first save step
+    proves that save finished (a kill inside the first save leaves a log at that step and no checkpoint)."""
     from .config import load_config
 
     log = out / "metrics.jsonl"
@@ -126,8 +127,7 @@ def _save_was_due(out: Path) -> int | None:
     except (ValueError, OSError):
         return None
     last = max(steps)
-    every = t.checkpoint_every
-    return last if (every and last >= every) or (t.steps and last >= t.steps) else None
+    return last if t.checkpoint_every and last > t.checkpoint_every else None
 
 
 def _not_empty(out: Path, names: set[str], what: str) -> UserError:

@@ -34,6 +34,7 @@ def make_task(cfg: Config, tokenizer: Any = None, lazy: bool = False) -> Any:
     try:
         if d.task == "addition":
             task = AdditionTask(d.digits, max_len=m.max_seq_len, test_seed=d.test_seed, test_size=d.test_size)
+            task.check_split_size(d.test_size)  # found now, not when the split is first built
         elif d.task == "jsonl":
             task = JsonlTask(d.path, d.prompt_field, d.answer_field, d.test_path, d.test_fraction, d.test_seed,
                              m.max_seq_len, tokenizer, lazy)

@@ -55,9 +55,8 @@ class AdditionTask:
         self.tok = tokenizer or CharTokenizer()
         self.max_len, self.test_seed, self.test_size = max_len, test_seed, test_size
         self.eos_id, self.pad_id = EOS, PAD
-        self._check_split_size(test_size)
 
-    def _check_split_size(self, n: int) -> None:
+    def check_split_size(self, n: int) -> None:
         space = (self.hi - self.lo + 1) ** 2
         if n > space // (2 * TEST_FRACTION):
             raise ValueError(f"{n} held-out problems are too many for {self.digits}-digit operands: the reserved "
@@ -91,7 +90,7 @@ class AdditionTask:
 
     def test_pairs(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """The first n distinct reserved pairs in a seeded random order: the fixed held-out split."""
-        self._check_split_size(n)
+        self.check_split_size(n)
         gen = torch.Generator().manual_seed(seed)
         seen: set[tuple[int, int]] = set()
         out: list[tuple[int, int]] = []
