@@ -228,7 +228,7 @@ def test_a_real_divergence_from_a_huge_learning_rate(tmp_path, capsys):
             "--set", "data.test_size=20", "--set", "train.batch_size=8", "--set", "train.eval_every=0",
             "--set", "loops.max_loops=4", "--set", "train.lr=1e12", "--set", "train.warmup_steps=1",
             "--set", "train.grad_clip=0", "--set", "train.max_bad_steps=2", "--set", "train.steps=20",
-            "--set", "train.weight_decay=0"]  # lr·wd >= 1 is refused before the run; without decay it runs, and diverges
+            "--set", "train.weight_decay=0"]  # lr·wd >= 1 is refused up front; without decay it runs, and diverges
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err
