@@ -25,6 +25,7 @@ with no other change (tests/test_protocol.py).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, Protocol, runtime_checkable
@@ -54,6 +55,21 @@ def check_looped(model: Any) -> Any:
         raise TypeError(f"{type(model).__name__} is not a looped model: it lacks {', '.join(missing)} "
                         f"(a looped model implements {', '.join(METHODS)}; see docs/protocol.md)")
     return model
+
+
+def loop_count(n: Any, default: int) -> int:
+    """A loop count passed to a forward (`num_loops=`; None: `default`): an integer >= 1, else ValueError. `int()`
+    would run 2.5 as 2 and True as 1 without a word."""
+    n = default if n is None else n
+    try:
+        if isinstance(n, bool):
+            raise TypeError
+        n = operator.index(n)  # ints, numpy and torch integers; not floats or strings
+    except TypeError:
+        raise ValueError(f"num_loops must be an integer >= 1, got {n!r}") from None
+    if n < 1:
+        raise ValueError(f"num_loops must be >= 1, got {n}")
+    return n
 
 
 def run_loop(model: Any, h: torch.Tensor, ctx: Any, num_loops: int, *, backprop_loops: int = 0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,12 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         above = next((a for a in p.parents if a.exists()), None)
         if above is not None and not above.is_dir():
             raise UserError(f"cannot write {p}: {above} is a file, not a directory; choose another --out")
+        if above is not None:  # found now, not after the work: a test file made and removed in the same breath
+            try:
+                tempfile.TemporaryFile(dir=above).close()
+            except OSError as e:
+                raise UserError(f"cannot write {p}: {above} is not writable ({e.strerror or e}); choose another "
+                                "--out") from None
         if p.is_dir():
             raise UserError(f"--out {p} is a directory; give the path of the file to write")
         if p.exists() and not force:

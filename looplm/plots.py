@@ -102,7 +102,7 @@ def _check_doc(doc: object, p: Path) -> None:
 
 @_verbatim
 def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match vs loop count",
-                  ylabel: str = "exact match (%)", replace: bool = True) -> Path:
+                  ylabel: str = "exact match (%)", replace: bool = True, shading_note: bool = True) -> Path:
     """Overlay accuracy-vs-depth curves; each sweep dict may carry `label` and `train_loops` [lo, hi],
     which is shaded so extrapolation beyond the training range is visible at a glance. Sweeps of a language
     model (`scored_by: perplexity`) are drawn as perplexity on a log axis instead; the two are not mixed."""
@@ -133,7 +133,7 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
         ax.set_ylabel(ylabel)
         ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3, which="both")
-    ax.set_title(title + "  (shaded: loop counts seen in training)", fontsize=10)
+    ax.set_title(title + ("  (shaded: loop counts seen in training)" if shading_note else ""), fontsize=10)
     ax.legend(fontsize=8, loc="upper right" if ppl else "lower left")
     return _save(fig, out, replace)
 

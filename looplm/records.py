@@ -38,6 +38,15 @@ def parse_row(line: str, where: str) -> dict[str, Any]:
     return row
 
 
+def data_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files of a data folder that are read, in path order: those with one of `suffixes` (any letter case),
+    not links (a link would count a file twice) and nothing hidden at any depth (`.git/`, and
+    `.ipynb_checkpoints/`, whose copies would count every row twice)."""
+    return sorted(f for f in folder.rglob("*") if f.is_file() and not f.is_symlink()
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts)
+                  and f.suffix.lower() in suffixes)
+
+
 def check_regular_file(path: str | Path) -> Path:
     """`path` as a Path if it names a regular file; FileNotFoundError or ValueError (a folder, a device or FIFO
     that would be read forever) otherwise."""

@@ -202,6 +202,11 @@ RESUMABLE = {"train." + k for k in (
     "micro_batch_size", "bf16", "logger", "init_from")}
 
 
+def _run_config(src: Path) -> str:
+    """The file in a checkpoint that holds its run's settings (a fine-tune's config.json is the model's)."""
+    return ckpt.RUN_CONFIG if (src / ckpt.RUN_CONFIG).is_file() else ckpt.CONFIG
+
+
 def check_resume(src: Path, cfg: Config, out: Path) -> list[str]:
     """The changed settings a resume may take (RESUMABLE, and a larger train.keep_checkpoints), described; any
     other change is refused (ConfigError) before anything is touched."""
@@ -214,7 +219,7 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[str]:
                                            else "") for c in changes if not allowed(*c)]
     if refused:
         raise ConfigError(f"--resume would change the run in {out}, not continue it: {'; '.join(refused)}. Resume "
-                          f"with the settings it was trained with (its checkpoint's, {src / 'config.json'}; "
+                          f"with the settings it was trained with (its checkpoint's, {src / _run_config(src)}; "
                           f"{out / 'config.yaml'} holds them unless it was edited), or choose another --out")
     return [ckpt.describe_change(*c) for c in changes if allowed(*c)]
 

@@ -60,9 +60,12 @@ class Interrupted(UserError):
     """Ctrl-C or SIGTERM: the run saved a checkpoint at the last finished step and stopped. `code` is the exit
     status the CLI gives: 130 for Ctrl-C (SIGINT), 143 for SIGTERM (128 + the signal, as a shell reports it)."""
 
-    def __init__(self, message: str, code: int = 130):
+    def __init__(self, message: str, code: int = 130, hint: str = "continue with --resume"):
         super().__init__(message)
-        self.code = code
+        self.message, self.code, self.hint = message, code, hint
+
+    def __str__(self) -> str:  # the hint says how to continue: a study reruns its own command, not --resume
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
 class Terminated(KeyboardInterrupt):
@@ -252,9 +255,6 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     task = None
     if cfg.kind == "native":  # a resumed run encodes its data with the tokenizer its checkpoint holds
         task = make_task(cfg, saved_tokenizer(src) if src is not None else _init_tokenizer(t.init_from))
-        if src is not None:
-            check_fingerprint(task, src, "a resume continues a run on the data it was trained on; restore the "
-                                         "files, or start a new run from this one with train.init_from")
         cfg = with_task_vocab(cfg, task)
     _check_model(src, cfg)
     changed = rundir.check_resume(src, cfg, out) if src is not None else []
@@ -267,7 +267,10 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         if model is None:  # a user's module is not the model section's LoopedTransformer: its size is its own
             _check_memory(cfg, micro)
         run = native_run(cfg, device, src, model, task)
-    total = t.steps or t.epochs * math.ceil(run.task.size / t.batch_size)
+    if src is not None:
+        check_fingerprint(run.task, src, "a resume continues a run on the data it was trained on; restore the data, "
+                                         "or start a new run from this one")
+    total = t.steps or _epoch_steps(t, run.task.size, world.is_main)
     state = ckpt.load_state(src) if src is not None else None
     if state is not None:
         done = rundir.already_done(out, src, int(state["step"]), cfg, total)
@@ -298,6 +301,20 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
             ckpt.recover(ckpt_dir, keep=t.keep_checkpoints)  # finish a save a crash interrupted
         dist.barrier(world)
         return _fit(cfg, out, world, device, shard, micro, run, state, eval_batch, progress, fault, total)
+
+
+def _epoch_steps(t: Any, size: int, say: bool) -> int:
+    """train.epochs passes over `size` examples in whole batches: the concatenated epochs cut into batches, the
+    tail that fills no batch left out, so no example is drawn more often than the epochs say (said, if any)."""
+    steps = t.epochs * size // t.batch_size
+    if steps == 0:
+        raise ConfigError(f"train.batch_size={t.batch_size} is more than train.epochs={t.epochs} pass(es) over the "
+                          f"{size} examples hold; lower the batch or raise the epochs")
+    left = t.epochs * size - steps * t.batch_size
+    if left and say:
+        print(f"note: train.epochs={t.epochs} over {size} examples in batches of {t.batch_size}: {steps} steps; the "
+              f"last {left} example(s) of the last pass are not drawn")
+    return steps
 
 
 def _init_tokenizer(init_from: str) -> Any:
@@ -536,11 +553,10 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                 what, code = ("terminated (SIGTERM)", 143) if stop[0] == signal.SIGTERM else ("interrupted", 130)
                 if bad_streak:  # the weights have not moved since the last good checkpoint: keep that one
                     raise Interrupted(f"{what} at step {step} during non-finite steps; the last good checkpoint in "
-                                      f"{ckpt_dir} is kept; continue with --resume", code)
+                                      f"{ckpt_dir} is kept", code)
                 if saved_at[0] != step:  # saved at this very step already: a second save would rotate the
                     save()               # history and push out an older checkpoint for a copy of the newest
-                raise Interrupted(f"{what}: saved a checkpoint at step {step} in {ckpt_dir}; continue with --resume",
-                                  code)
+                raise Interrupted(f"{what}: saved a checkpoint at step {step} in {ckpt_dir}", code)
         if updates == 0 and step > start:
             raise TrainingDiverged(f"no step of this run applied an update: all {step - start} were non-finite "
                                    f"(max_bad_steps={t.max_bad_steps}); nothing was saved. Lower train.lr or check "

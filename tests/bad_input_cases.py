@@ -155,6 +155,80 @@ def _checkpoints_gone(tmp: Path, copy: Path) -> None:
     shutil.rmtree(copy / "checkpoints")
 
 
+def _hf_base(tmp: Path) -> Path:
+    """The tiny HF base model of the hf fixture (<base>), copied to <tmp>/m to be damaged."""
+    from .hf_fixtures import save_tiny_base, tiny_chat_tokenizer
+
+    return save_tiny_base(tmp / "m", tiny_chat_tokenizer())
+
+
+def _llama(tmp: Path, copy: Path) -> None:
+    """<tmp>/m: a tiny LlamaForCausalLM (it does not loop) with a chat tokenizer"""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .hf_fixtures import tiny_chat_tokenizer
+
+    tok = tiny_chat_tokenizer()
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(tmp / "m")
+    tok.save_pretrained(tmp / "m")
+
+
+def _hf_config_more_layers(tmp: Path, copy: Path) -> None:
+    """<tmp>/m: the tiny base, its config.json asking for a third layer its weights do not hold"""
+    f = _hf_base(tmp) / "config.json"
+    conf = json.loads(f.read_text())
+    conf.update(num_hidden_layers=3, layer_types=["full_attention"] * 3)
+    f.write_text(json.dumps(conf))
+
+
+def _hf_pickle(tmp: Path, copy: Path) -> None:
+    """<tmp>/m: the tiny base with its weights as a pickle that would run a command"""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (subprocess.call, (["touch", str(tmp / "RAN")],))
+
+    d = _hf_base(tmp)
+    (d / "model.safetensors").unlink()
+    (d / "pytorch_model.bin").write_bytes(pickle.dumps({"model.embed_tokens.weight": Evil()}))
+
+
+def _hf_truncated(tmp: Path, copy: Path) -> None:
+    """<tmp>/m: the tiny base with model.safetensors cut to half its size"""
+    f = _hf_base(tmp) / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _hf_yarn(tmp: Path, copy: Path) -> None:
+    """<tmp>/m: the tiny base with yarn RoPE scaling in its config"""
+    f = _hf_base(tmp) / "config.json"
+    conf = json.loads(f.read_text())
+    conf["rope_scaling"] = {"rope_type": "yarn", "factor": 2.0}
+    f.write_text(json.dumps(conf))
+
+
+def _hfrun_flipped(tmp: Path, copy: Path) -> None:
+    """<tmp>/ft: a copy of the fine-tune <hfrun>, one byte of its checkpoint's weights flipped"""
+    shutil.copytree(PLACES["hfrun"], tmp / "ft")
+    f = tmp / "ft" / "checkpoint" / "model.safetensors"
+    raw = bytearray(f.read_bytes())
+    raw[-100] ^= 0x40
+    f.write_bytes(bytes(raw))
+
+
+PLACES: dict[str, Path] = {}  # the fixtures' paths (<run>, <base>, <hfrun>), set by run_case before each prepare
+
+
+def _big_tokenizer(tmp: Path, copy: Path) -> None:
+    """<tmp>/tok: a chat tokenizer of 400 tokens (the base model's embedding has 320 rows)"""
+    from .hf_fixtures import tiny_chat_tokenizer
+
+    tiny_chat_tokenizer(vocab_size=400).save_pretrained(tmp / "tok")
+
+
 def _partial_run(tmp: Path, copy: Path) -> None:
     """<tmp>/partial holds config.yaml and metrics.jsonl, no checkpoint"""
     (tmp / "partial").mkdir()
@@ -723,6 +797,40 @@ CASES: dict[str, Case] = {
         "finetune", "--config", "{tmp}/r.yaml", "--out", "{tmp}/ft", "--no-progress"],
         {"r.yaml": "model:\n  name_or_path: {tmp}/remote\ndata:\n  source: {tmp}/chat.jsonl\ntrain:\n  steps: 1\n",
          "chat.jsonl": GOOD_CHAT + "\n"}, prepare=_remote_code_model, hf=True),
+    "hf-eval-not-looped": Case("hf", "eval-lm on a model that does not loop (its loop count would be ignored)", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"], prepare=_llama, hf=True),
+    "hf-finetune-not-looped": Case("hf", "finetune a model that does not loop", FT, {
+        "ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"), "chat.jsonl": GOOD_CHAT + "\n"}, prepare=_llama, hf=True),
+    "hf-eval-weights-missing": Case("hf", "eval-lm on a model whose weights lack a layer its config asks for", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"], prepare=_hf_config_more_layers, hf=True),
+    "hf-finetune-weights-missing": Case("hf", "finetune a model whose weights lack a layer its config asks for", FT, {
+        "ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"), "chat.jsonl": GOOD_CHAT + "\n"},
+        prepare=_hf_config_more_layers, hf=True),
+    "hf-eval-pickle": Case("hf", "eval-lm on weights that are a pickle running a command", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"], prepare=_hf_pickle, hf=True),
+    "hf-analyze-pickle": Case("hf", "analyze weights that are a pickle running a command", [
+        "analyze", "{tmp}/m", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_hf_pickle, hf=True),
+    "hf-eval-truncated": Case("hf", "eval-lm on a truncated model.safetensors", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"], prepare=_hf_truncated, hf=True),
+    "hf-eval-yarn": Case("hf", "eval-lm on a config with a RoPE scaling Ouro does not have", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"], prepare=_hf_yarn, hf=True),
+    "hf-eval-flipped-checkpoint": Case("hf", "eval-lm on a fine-tune whose checkpoint fails its manifest", [
+        "eval-lm", "{tmp}/ft", "--tasks", "x", "--out", "{tmp}/e"], prepare=_hfrun_flipped, hf=True),
+    "hf-analyze-flipped-checkpoint": Case("hf", "analyze a fine-tune whose checkpoint fails its manifest", [
+        "analyze", "{tmp}/ft", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_hfrun_flipped, hf=True),
+    "hf-finetune-local-revision": Case("hf", "model.revision for a local model directory (a hub option)", FT, {
+        "ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: 256\n").replace(
+            "{base}\n", "{base}\n  revision: no-such-branch\n"), "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-from-run-dir": Case("hf", "finetune from a fine-tune's run directory (its model is in checkpoint/)",
+                                     FT, {"ft.yaml": FT_YAML.replace("{base}", "{hfrun}"),
+                                          "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-tokenizer-too-big": Case("hf", "model.tokenizer with more tokens than the model's embedding", FT, {
+        "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  tokenizer: {tmp}/tok\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, prepare=_big_tokenizer, hf=True),
+    "hf-eval-out-unwritable": Case("hf", "eval-lm --out where nothing can be written (found before the work)", [
+        "eval-lm", "{base}", "--tasks", "x", "--out", "/proc/looplm-eval"], hf=True),
     "hf-analyze-remote-code-tokenizer": Case("hf", "analyze an export whose tokenizer needs its own code", [
         "analyze", "{tmp}/exp", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
         {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_remote_code_tokenizer, hf=True),

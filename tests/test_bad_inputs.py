@@ -22,7 +22,7 @@ import pytest
 
 from looplm.cli import main
 
-from .bad_input_cases import _HELD, CASES, GOOD_CHAT, TINY, Case
+from .bad_input_cases import _HELD, CASES, GOOD_CHAT, PLACES, TINY, Case
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"
@@ -93,6 +93,8 @@ def run_case(case_id: str, run: Path, hf_paths: dict[str, Path] | None, tmp: Pat
     for name, content in case.files.items():
         (tmp / name).write_bytes(content if isinstance(content, bytes) else fill(content).encode())
     if case.prepare is not None:
+        PLACES.clear()
+        PLACES.update(places)
         case.prepare(tmp, copy)
     argv = [fill(a) for a in case.argv]
     watched = [tmp, run, *(hf_paths or {}).values()]

@@ -176,7 +176,7 @@ def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress
     `result.json`. A finished run is not retrained; one swept on fewer problems than asked (a `--quick` result
     reused by the full grid) is swept again from its checkpoint. Runs in a worker process."""
     from .. import checkpoint as ckpt
-    from ..train import fit
+    from ..train import Interrupted, fit
 
     n_eval = n_eval or spec.n_eval
     run_dir = out / "runs" / spec.name
@@ -199,7 +199,11 @@ def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress
     # A resumed run's clock starts at its checkpoint: record where, so its train time is not read as the whole.
     # resume=True on a fresh directory simply starts; train() also recovers a checkpoint a crash left mid-save.
     resumed_from = ckpt.saved_step(run_dir / "checkpoint")
-    fit(cfg, run_dir, resume=True, progress=progress)
+    try:
+        fit(cfg, run_dir, resume=True, progress=progress)
+    except Interrupted as e:  # a study continues by its own command, which resumes every unfinished run
+        e.hint = "run the same `looplm study` command again to continue"
+        raise
     return _evaluate(spec, run_dir, n_eval, depths, time.perf_counter() - t0, threads, progress, resumed_from)
 
 

@@ -168,7 +168,7 @@ def run_config(s: Settings, name_or_path: Path, train_jsonl: Path, kind: str, se
 def train(out: Path, name: str, cfg: Any, progress: bool) -> Path:
     """Train (or resume) runs/<name>; returns its checkpoint, an HF model directory."""
     from .. import checkpoint as ckpt
-    from ..train import fit
+    from ..train import Interrupted, fit
 
     run = out / "runs" / name
     done = run / "train.json"
@@ -176,7 +176,11 @@ def train(out: Path, name: str, cfg: Any, progress: bool) -> Path:
         return run / "checkpoint"
     t0 = time.perf_counter()
     resumed_from = ckpt.saved_step(run / "checkpoint")
-    fit(cfg, run, resume=True, progress=progress)
+    try:
+        fit(cfg, run, resume=True, progress=progress)
+    except Interrupted as e:  # a study continues by its own command, which resumes every unfinished run
+        e.hint = "run the same `looplm study` command again to continue"
+        raise
     done.write_text(json.dumps({"train_seconds": round(time.perf_counter() - t0, 1),
                                 "resumed_from_step": resumed_from}) + "\n")
     return run / "checkpoint"
@@ -281,6 +285,10 @@ def use_base(out: Path, s: Settings, base: Path) -> Path:
     diff = [f"{k}: {theirs.get(k)!r} vs {v!r}" for k, v in ours.items() if theirs.get(k) != v]
     if diff:
         raise UserError(f"{base} was trained with other settings ({'; '.join(diff)})")
+    from ..hf.finetune import load_pretrained, require_tokenizer
+
+    require_tokenizer(base)
+    load_pretrained(str(base))  # weights whole and covering the model, before the study writes anything
     return base
 
 

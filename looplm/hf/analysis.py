@@ -16,7 +16,8 @@ import torch
 
 from ..looped import check_looped
 from ..tasks.base import Batch
-from .data import build_examples, load_records, to_batch
+from .chat import to_messages
+from .data import Records, build_examples, load_records, to_batch
 
 # (prompt, response) field pairs tried in order when a record has no `messages` list.
 FIELD_PAIRS = (("problem", "solution"), ("question", "answer"), ("prompt", "response"), ("input", "output"))
@@ -50,11 +51,20 @@ def _fields(record: dict[str, Any]) -> dict[str, str]:
 def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tuple[Batch, dict]:
     """(batch, stats) for the first `n` usable records of `data` (a local file or a `datasets` name).
     batch.targets[t] is the next token where that token is an assistant target; batch.mask the real tokens."""
+    def encode(records: Records) -> tuple[list, Any]:
+        # each record read by its own shape (a messages list, or a field pair), as a conversation
+        convs = Records([], records.where)
+        for r, w in zip(records, records.where, strict=True):
+            try:
+                convs.append({"messages": to_messages(r, **_fields(r)) or []})
+            except ValueError as e:
+                raise ValueError(f"{w}: {e}") from None
+        return build_examples(convs, tokenizer, max_length, fmt="messages")
+
     records = load_records(data, max_samples=0 if n <= 0 else n * 2)
-    examples, stats = build_examples(records, tokenizer, max_length, **_fields(records[0]))
+    examples, stats = encode(records)
     if len(examples) < n and len(records) == n * 2:  # the rest of the file may hold more usable records
-        records = load_records(data)
-        examples, stats = build_examples(records, tokenizer, max_length, **_fields(records[0]))
+        examples, stats = encode(load_records(data))
     examples = examples[:n]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return to_batch(examples, pad), stats.to_json() | {"used": len(examples)}

@@ -73,6 +73,20 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_promp
                             f"{str(e).strip() or 'no message'})") from None
 
 
+def _opening(tokenizer: Any, chat_template: str | None, full: str) -> str:
+    """The generation prompt before an assistant turn that opens a conversation (`<|im_start|>assistant\\n` in
+    ChatML): context, not target. transformers renders no empty conversation, so it is read off a one-message
+    one: what `add_generation_prompt` appends to it. "" when the conversation does not start with it (a template
+    that opens with a default system turn)."""
+    one = [{"role": "user", "content": "x"}]
+    try:
+        plain, prompted = _render(tokenizer, one, False, chat_template), _render(tokenizer, one, True, chat_template)
+    except TemplateError:
+        return ""
+    gen = prompted[len(plain):] if prompted.startswith(plain) else ""
+    return gen if full.startswith(gen) else ""
+
+
 def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None
                     ) -> tuple[str, list[tuple[int, int]]]:
     """(rendered text, [(start, end) character span of each assistant target])."""
@@ -83,7 +97,8 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
     for i, m in enumerate(messages):
         if m.get("role") != "assistant":
             continue
-        prefix = _render(tokenizer, messages[:i], True, chat_template) if i else ""
+        prefix = _render(tokenizer, messages[:i], True, chat_template) if i else _opening(tokenizer, chat_template,
+                                                                                          full)
         upto = _render(tokenizer, messages[: i + 1], False, chat_template)
         if not (full.startswith(upto) and upto.startswith(prefix)):
             raise TemplateError("the chat template does not render conversations prefix-stably (turn "

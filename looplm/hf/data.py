@@ -3,14 +3,18 @@ name, turned into tokenized chat examples with assistant-only labels, and batche
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..records import read_rows
+from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
 from .chat import Encoded, TemplateError, encode_chat, to_messages
 
@@ -52,18 +56,22 @@ def _read_local(p: Path) -> Records:
     return out
 
 
-def _from_hub(datasets: Any, source: str, config_name: str | None, split: str) -> Any:
-    """datasets.load_dataset, without huggingface_hub's retry chatter: offline, it prints a warning per retry (11
-    lines over half a minute) before its own error, which the CLI prints as one line."""
-    import logging
-
+@contextlib.contextmanager
+def quiet_hub() -> Iterator[None]:
+    """huggingface_hub without its retry chatter: offline, it prints a warning per retry (11 lines over half a
+    minute) before its own error, which the CLI prints as one line."""
     quiet = logging.getLogger("huggingface_hub.utils._http")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return datasets.load_dataset(source, config_name, split=split)
+        yield
     finally:
         quiet.setLevel(level)
+
+
+def _from_hub(datasets: Any, source: str, config_name: str | None, split: str) -> Any:
+    with quiet_hub():
+        return datasets.load_dataset(source, config_name, split=split)
 
 
 def load_records(source: str, split: str = "train", config_name: str | None = None, max_samples: int = 0,
@@ -82,7 +90,7 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
                          f"{'folder' if p.is_dir() else 'file'}, read whole (leave them unset, or give a file of the "
                          "part you want)")
     if p.exists():
-        files = sorted(f for f in p.rglob("*") if f.suffix in LOCAL_SUFFIXES) if p.is_dir() else [p]
+        files = data_files(p, LOCAL_SUFFIXES) if p.is_dir() else [p]
         if not files:
             raise ValueError(f"{p} holds no {', '.join(LOCAL_SUFFIXES)} files")
         rows = Records()
@@ -123,9 +131,10 @@ class DataStats:
     records: int
     kept: int
     no_target: int  # records with no usable assistant turn
-    overlong: int  # dropped (overlong=drop) or cut (overlong=truncate) for max_length
+    overlong: int  # dropped (overlong=drop) or cut and kept (overlong=truncate) for max_length
     tokens: int
     target_tokens: int
+    reply_cut: int = 0  # overlong=truncate: dropped, the cut removed every reply token
 
     def to_json(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -134,6 +143,8 @@ class DataStats:
         """One line: how many records were kept, and how many were dropped (or cut) and why."""
         why = [f"{self.no_target} with no assistant reply to learn (a missing or empty conversation or field, no "
                "assistant turn, or only empty ones)"] if self.no_target else []
+        if self.reply_cut:
+            why.append(f"{self.reply_cut} whose reply starts after data.max_length={max_length} tokens")
         if self.overlong and overlong == "drop":
             why.append(f"{self.overlong} longer than data.max_length={max_length} tokens")
         line = f"data: {self.kept} of {self.records} records kept"
@@ -154,7 +165,7 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
     if overlong not in ("drop", "truncate"):
         raise ValueError(f"overlong must be drop or truncate, got {overlong!r}")
     out: list[Encoded] = []
-    no_target = n_long = 0
+    no_target = n_long = n_cut = 0
     where = getattr(records, "where", None) or [f"record {i}" for i in range(len(records))]
     for r, w in zip(records, where, strict=True):
         try:
@@ -169,19 +180,26 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
         except TemplateError as e:
             raise TemplateError(f"{w}: {e}") from None
         if len(enc.input_ids) > max_length:
-            n_long += 1
             if overlong == "drop":
+                n_long += 1
                 continue
             enc = Encoded(enc.input_ids[:max_length], enc.labels[:max_length])
+            if enc.n_targets == 0:  # the cut took every reply token: not a record without a reply
+                n_cut += 1
+                continue
+            n_long += 1
         if enc.n_targets == 0:
             no_target += 1
             continue
         out.append(enc)
     stats = DataStats(len(records), len(out), no_target, n_long, sum(len(e.input_ids) for e in out),
-                      sum(e.n_targets for e in out))
+                      sum(e.n_targets for e in out), n_cut)
     if not out:
-        raise ValueError(f"no usable examples out of {len(records)} records (no assistant target: {no_target}, "
-                         f"over max_length={max_length}: {n_long}); check data.format and the field names")
+        why = [f"no assistant target: {no_target}"] + (
+            [f"reply after max_length={max_length}: {n_cut}"] if overlong == "truncate" else
+            [f"over max_length={max_length}: {n_long}"])
+        hint = "raise data.max_length" if n_cut or n_long else "check data.format and the field names"
+        raise ValueError(f"no usable examples out of {len(records)} records ({', '.join(why)}); {hint}")
     return out, stats
 
 
@@ -215,6 +233,13 @@ class ChatTask:
     def __init__(self, examples: list[Encoded], pad_id: int, seed: int):
         self.examples, self.pad_id, self.seed = examples, pad_id, seed
         self.size = len(examples)
+        # what the run trains on, token for token: a resume on other data (an edited or shorter file, another
+        # tokenizer or template) is refused against the digest its checkpoints record
+        digest = hashlib.sha256()
+        for e in examples:
+            digest.update(json.dumps([e.input_ids, e.labels]).encode())
+        self.fingerprint = {"sha256": digest.hexdigest(), "examples": len(examples)}
+        self.paths = ["data.source"]
         self._order: tuple[int, list[int]] | None = None
 
     def _example(self, k: int) -> Encoded:

@@ -14,8 +14,12 @@ Weights stay float32 (master weights); on CUDA the forward runs under bf16 autoc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +27,10 @@ import torch
 
 from ..config import Config, ConfigError
 from ..errors import UserError
+from ..tasks import save_fingerprint
 from ..train import Run
 from .chat import CHATML_TEMPLATE, TemplateError, end_of_turn_token
-from .data import ChatTask, build_examples, load_records
+from .data import ChatTask, build_examples, load_records, quiet_hub
 
 
 def chat_template(spec: str | None) -> str | None:
@@ -71,7 +76,13 @@ def check_model_type(path: str, revision: str | None = None) -> None:
 
     register()
     try:
-        AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
+        with quiet_hub(), quiet_transformers():
+            AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
+    except OSError as e:
+        if Path(path).exists():
+            raise
+        raise UserError(f"{path} is neither a local model directory nor a hub model that can be reached "
+                        f"({str(e).strip().splitlines()[0][:160]})") from None
     except ValueError as e:  # transformers asks for trust_remote_code when the model type is not one it knows
         if "trust_remote_code" in str(e) or "Unrecognized model" in str(e) or "does not recognize" in str(e):
             raise UserError(f"{path}: its model type needs the directory's own code, which looplm never runs; "
@@ -79,12 +90,79 @@ def check_model_type(path: str, revision: str | None = None) -> None:
         raise
 
 
-def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype = torch.float32) -> Any:
-    """An HF causal LM through looplm's registered classes; the directory's own code never runs."""
+def check_local(path: str, revision: str | None = None) -> None:
+    """What a local model directory must be before anything is parsed: not a revision (that names a hub
+    branch), and, when it is a looplm checkpoint (a manifest), every file whole."""
+    from ..checkpoint import MANIFEST, verify
+
+    p = Path(path)
+    if not p.exists():
+        return  # a hub id
+    if revision:
+        raise ConfigError(f"model.revision={revision!r} chooses a hub revision; {path} is a local directory")
+    if not p.is_dir():
+        raise UserError(f"{path} is a file, not a model directory")
+    if not (p / "config.json").is_file():
+        hint = " (a `looplm finetune` run: its model is in checkpoint/)" if (p / "checkpoint").is_dir() else ""
+        raise UserError(f"{path} has no config.json: not a Hugging Face model directory{hint}")
+    if (p / MANIFEST).is_file():
+        verify(p)  # a fine-tune's checkpoint: damaged files are refused, as --resume refuses them
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """A load without transformers' progress bar, load report and torch's pickle warnings on stderr: a command
+    prints its own one line (what is wrong with a load is raised, from the loading info, not logged)."""
+    import warnings
+
+    from transformers.utils import logging as tf_logging
+
+    bar, level = tf_logging.is_progress_bar_enabled(), tf_logging.get_verbosity()
+    tf_logging.disable_progress_bar()
+    tf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        tf_logging.set_verbosity(level)
+        if bar:
+            tf_logging.enable_progress_bar()
+
+
+def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype | str = torch.float32) -> Any:
+    """A looped HF causal LM through looplm's registered classes; the directory's own code never runs. Every
+    user error is one UserError: a damaged checkpoint, weights that do not cover the model its config describes
+    (transformers would initialize the rest at random), a pickle (never unpickled past plain tensors), a
+    truncated safetensors file, and a model that does not loop."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    from ..looped import check_looped
+
+    check_local(path, revision)
     check_model_type(path, revision)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=revision, trust_remote_code=False)
+    try:
+        with quiet_transformers():
+            model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=revision,
+                                                               trust_remote_code=False, output_loading_info=True)
+    except pickle.UnpicklingError as e:  # torch's weights-only unpickler stopped at a global: nothing ran
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))
+        raise UserError(f"{path}: its weights are a pickle holding more than plain tensors"
+                        f"{f' ({named.group(1)})' if named else ''}, which looplm never loads; convert them to "
+                        "safetensors") from None
+    except SafetensorError as e:
+        raise UserError(f"{path}: a safetensors file is damaged or incomplete ({e})") from None
+    missing, wrong = sorted(info.get("missing_keys") or []), sorted(info.get("mismatched_keys") or [], key=str)
+    if missing or wrong:
+        shown = ", ".join(str(k if isinstance(k, str) else k[0]) for k in [*missing, *wrong][:4])
+        raise UserError(f"{path}: its weights do not cover the model its config describes ({len(missing)} missing, "
+                        f"{len(wrong)} of another shape: {shown}{', ...' if len(missing) + len(wrong) > 4 else ''})")
+    try:
+        check_looped(model)
+    except TypeError as e:
+        raise UserError(f"{path}: {e}") from None
+    return model
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -124,6 +202,7 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     tok_src = str(resume_from) if resume_from is not None else (m.tokenizer or m.name_or_path)
     rev = None if resume_from is not None else m.revision
     _refuse_native_run(src)
+    check_local(src, rev)
     check_model_type(src, rev)
     tokenizer = load_tokenizer(tok_src, rev)
     if not getattr(tokenizer, "is_fast", False):
@@ -150,6 +229,16 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
         print(stats.summary(d.max_length, d.overlong))
     torch.manual_seed(t.seed)
     model = load_pretrained(src, rev).to(device)
+    # found now, before the run's directory exists, not at the first step that meets them
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ConfigError(f"the tokenizer {tok_src} has {len(tokenizer)} tokens but the model's embedding has {rows} "
+                          "rows; give the model's own tokenizer (model.tokenizer)")
+    positions = getattr(model.config, "max_seq_len", None)  # learned positions (a looplm export) cannot go further
+    longest = max(len(e.input_ids) for e in examples)
+    if positions is not None and longest > positions:
+        raise ConfigError(f"data.max_length: the longest example has {longest} tokens but {src} has "
+                          f"{positions} positions; set data.max_length={positions} or lower")
     if template is not None:
         tokenizer.chat_template = template  # saved with the checkpoints
     if eot is not None:  # stop generation at the template's end of turn, not only at the base eos token
@@ -166,10 +255,14 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
             if "early_exit_gate" in name:
                 p.requires_grad_(False)
 
+    task = ChatTask(examples, pad_id, t.seed)
+    task.paths = [d.source]
+
     def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
         model.save_pretrained(folder, state_dict=weights, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         (folder / RUN_CONFIG).write_text(cfg.to_json())
         (folder / "data_stats.json").write_text(json.dumps(stats.to_json(), indent=1) + "\n")
+        save_fingerprint(task, folder)
 
-    return Run(model, ChatTask(examples, pad_id, t.seed), write_model)
+    return Run(model, task, write_model)

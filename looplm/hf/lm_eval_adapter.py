@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from lm_eval.models.huggingface import HFLM
 
 from ..checkpoint import write_result
 from ..errors import UserError
+from ..looped import check_looped
 from .configuration_ouro import EXIT_DTYPES
 from .registry import register
 
@@ -74,7 +76,21 @@ class LoopedLM(HFLM):
         if self.exit_dtype is not None and self.exit_dtype not in EXIT_DTYPES:
             raise UserError(f"exit_dtype must be one of {', '.join(EXIT_DTYPES)}, got {exit_dtype!r}")
         kwargs.setdefault("backend", "causal")
-        super().__init__(pretrained=pretrained, **kwargs)
+        if isinstance(pretrained, str):  # looplm's one loader: the checks every other command makes
+            pretrained, kwargs = _load(pretrained, kwargs)
+        else:
+            try:
+                check_looped(pretrained)
+            except TypeError as e:
+                raise UserError(str(e)) from None
+        # lm-eval warns that a loaded model makes some arguments moot: the loader took them already
+        hf_log = logging.getLogger(HFLM.__module__)
+        level = hf_log.level
+        hf_log.setLevel(logging.ERROR)
+        try:
+            super().__init__(pretrained=pretrained, **kwargs)
+        finally:
+            hf_log.setLevel(level)
         if self.num_loops is not None and self.num_loops < 1:
             raise ValueError(f"num_loops must be >= 1, got {self.num_loops}")
 
@@ -116,7 +132,43 @@ class LoopedLM(HFLM):
                         ) -> torch.Tensor:
         generation_kwargs.update(self._loop_kwargs())
         self._require_memory(context.shape[0], context.shape[1], cached=max_length)
-        return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        if getattr(self.model.config, "model_type", None) != "looplm" or context.shape[0] == 1:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        # A looplm export has learned absolute positions: a left-padded prompt would be read at shifted positions.
+        # Each prompt decodes alone, then the rows are laid out as the batch was (left pads, then prompt and
+        # continuation), so the harness cuts every continuation where it expects it.
+        mask = generation_kwargs.pop("attention_mask", None)
+        pad = self.tokenizer.pad_token_id
+        rows = []
+        for i in range(context.shape[0]):
+            real = mask[i].bool() if mask is not None else context[i] != pad
+            k = int((~real).sum())  # left pads
+            out = super()._model_generate(context[i : i + 1, k:], max_length - k, stop, **generation_kwargs)[0]
+            rows.append(torch.cat([context[i, :k], out]))
+        width = max(len(r) for r in rows)
+        return torch.stack([torch.nn.functional.pad(r, (0, width - len(r)), value=pad) for r in rows])
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _load(path: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The model and tokenizer of `path` through looplm's loader (no remote code; damaged, partial or pickled
+    weights and models that do not loop refused in one line), placed as lm-eval's own arguments ask."""
+    from .finetune import load_pretrained, load_tokenizer
+
+    kwargs = dict(kwargs)
+    dtype = kwargs.pop("dtype", "auto")
+    device = kwargs.pop("device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    revision = kwargs.pop("revision", None)
+    revision = None if revision in (None, "", "main") else revision
+    if isinstance(dtype, str) and dtype != "auto" and dtype not in _DTYPES:
+        raise UserError(f"dtype must be auto or one of {', '.join(_DTYPES)}, got {dtype!r}")
+    model = load_pretrained(path, revision, _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype)
+    model.to(device).eval()
+    if kwargs.get("tokenizer") in (None, ""):
+        kwargs["tokenizer"] = load_tokenizer(path, revision)
+    return model, kwargs
 
 
 def _metrics(task_results: dict[str, Any]) -> dict[str, float]:
@@ -147,7 +199,13 @@ def plot_depths(rows: list[dict[str, Any]], path: str | Path, title: str = "", r
     series = sorted({(t, m) for r in rows for t, ms in r["metrics"].items() for m in ms})
     curves = [{"depths": depths, "label": f"{t} {m}",
                "accuracy": [r["metrics"].get(t, {}).get(m, float("nan")) for r in rows]} for t, m in series]
-    return plot_accuracy(curves, path, title or "lm-eval at each loop count", ylabel="score (%)", replace=replace)
+    # The axis is a percentage: a metric that is no fraction (perplexity, BLEU on 0-100) would fall off it. Those
+    # are in the table only, and the figure says which.
+    frac = [c for c in curves if all(0 <= a <= 1 for a in c["accuracy"] if a == a)]
+    other = [c["label"] for c in curves if c not in frac]
+    title = (title or "lm-eval at each loop count") + (f" (not drawn, not fractions: {', '.join(other)})"
+                                                       if other else "")
+    return plot_accuracy(frac, path, title, ylabel="score (%)", replace=replace, shading_note=False)
 
 
 @contextlib.contextmanager
@@ -183,6 +241,10 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     if not Path(pretrained).exists() and Path(pretrained).is_absolute():
         raise UserError(f"model directory {pretrained} does not exist")
+    # The model first: what is wrong with it (no loop, damaged or partial weights, foreign code) is said before
+    # lm-eval indexes its tasks
+    lm = LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
+                  **(model_kwargs or {}))
     tm = None
     if include_path:  # indexing lm-eval's thousands of built-in tasks takes a while: skip it when not needed
         if not Path(include_path).is_dir():
@@ -195,16 +257,21 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     if unknown:
         raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)} (lm-eval lists its tasks with "
                         "`lm-eval ls tasks`; a local task needs --include-path)")
-    lm = LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
-                  **(model_kwargs or {}))
     rows, counts = [], {}
     for d in depths:
         lm.num_loops = d
         with _no_env_info():
-            res = lm_eval.simple_evaluate(
-                model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=tm,
-                apply_chat_template=apply_chat_template, log_samples=False, bootstrap_iters=0,
-                gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
+            try:
+                res = lm_eval.simple_evaluate(
+                    model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=tm,
+                    apply_chat_template=apply_chat_template, log_samples=False, bootstrap_iters=0,
+                    gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
+            except Exception as e:  # the tokenizers library's own error type: a text its vocabulary cannot hold
+                if "Missing [UNK] token" not in str(e):
+                    raise
+                raise UserError(f"{pretrained}: its tokenizer cannot encode the text of {', '.join(tasks)}: a "
+                                "character is outside its vocabulary (an export of a character-level looplm run "
+                                "knows only the characters it was trained on)") from None
         rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
         # What was scored, not what was asked: a --limit above a task's size scores the whole task.
         counts = {t: {"original": int(c["original"]), "effective": int(c["effective"])}
@@ -217,6 +284,10 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         print(f"note: --limit {limit:,} is more examples than a task holds ({'; '.join(short)}); all of them were "
               "scored, and eval_lm.json records the counts under n_samples")
     result = {"model": str(pretrained), "tasks": tasks, "depths": depths, "limit": limit, "num_fewshot": num_fewshot,
+              # every setting that changes the numbers, so two tables can be told apart
+              "settings": {"dtype": dtype, "device": device, "batch_size": batch_size,
+                           "apply_chat_template": apply_chat_template, "max_gen_toks": max_gen_toks,
+                           **(model_kwargs or {})},
               "n_samples": counts, "rows": rows, "table": table}
     write_result(out / "eval_lm.json", lambda f: f.write_text(json.dumps(result, indent=1) + "\n"), replace)
     write_result(out / "eval_lm.md", lambda f: f.write_text(f"# lm-eval by loop count: {pretrained}\n\n{table}\n"),

@@ -16,7 +16,7 @@ import torch
 from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 
 from ..config import ConfigError, ModelConfig
-from ..looped import run_loop
+from ..looped import loop_count, run_loop
 from ..model import LoopedTransformer
 from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
 
@@ -114,7 +114,7 @@ class LooplmForCausalLM(PreTrainedModel, GenerationMixin):
             if (m[:, 1:] & ~m[:, :-1]).any():
                 raise ValueError("LooplmForCausalLM supports right padding only (learned absolute positions); "
                                  "decode left-padded prompts one length at a time")
-        n = int(num_loops) if num_loops is not None else int(self.config.num_loops)
+        n = loop_count(num_loops, int(self.config.num_loops))
         h0, ctx = self.model.embed(input_ids)
         states: list[torch.Tensor] = []
         h = run_loop(self.model, h0, ctx, n, keep=(lambda t, s: states.append(s)) if output_loop_logits else None)

@@ -36,7 +36,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from ..looped import run_loop
+from ..looped import loop_count, run_loop
 from .configuration_ouro import OuroConfig, check_exit_dtype, rope_settings
 
 # Attribute set on a KV cache the first time it is filled: the loop count its slots were laid out for.
@@ -206,10 +206,10 @@ class OuroModel(OuroPreTrainedModel):
     def __init__(self, config: OuroConfig) -> None:
         super().__init__(config)
         if getattr(config, "use_sliding_window", False) and config.sliding_window is not None:
-            raise NotImplementedError("sliding-window attention is not implemented (no published Ouro config uses it)")
+            raise ValueError("sliding-window attention is not implemented (no published Ouro config uses it)")
         kind, _, _ = rope_settings(config)
         if kind not in ("default", "linear"):
-            raise NotImplementedError(f"rope_type={kind!r} is not implemented (Ouro uses plain RoPE)")
+            raise ValueError(f"rope_type={kind!r} is not implemented (Ouro uses plain RoPE)")
         self.padding_idx = getattr(config, "pad_token_id", None)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
         self.layers = nn.ModuleList(OuroDecoderLayer(config, i) for i in range(config.num_hidden_layers))
@@ -303,9 +303,7 @@ class OuroModel(OuroPreTrainedModel):
                 num_loops: int | None = None, output_loop_states: bool = False,
                 output_hidden_states: bool | None = None, past_key_values: Cache | None = None,
                 **kwargs: Any) -> OuroModelOutput:
-        n = int(num_loops) if num_loops is not None else int(self.config.total_ut_steps)
-        if n < 1:
-            raise ValueError(f"num_loops must be >= 1, got {n}")
+        n = loop_count(num_loops, int(self.config.total_ut_steps))
         cache = cache if cache is not None else past_key_values
         if use_cache is None:
             use_cache = bool(self.config.use_cache) and not self.training

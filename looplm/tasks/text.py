@@ -13,19 +13,11 @@ from pathlib import Path
 
 import torch
 
+from ..records import data_files
 from .base import IGNORE, Batch
 from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
 
 TEXT_SUFFIXES = ("", ".txt", ".md", ".text", ".rst")
-
-
-def text_files(folder: Path) -> list[Path]:
-    """The files of a corpus folder that are read: text files (no suffix, .txt, .md, .text, .rst, in any case), not
-    links (a link would count a file twice) and nothing hidden at any depth (`.git/`, `.ipynb_checkpoints/` copies
-    of the corpus)."""
-    return sorted(f for f in folder.rglob("*") if f.is_file() and not f.is_symlink()
-                  and not any(part.startswith(".") for part in f.relative_to(folder).parts)
-                  and f.suffix.lower() in TEXT_SUFFIXES)
 
 
 def read_text(path: str | Path) -> str:
@@ -34,7 +26,7 @@ def read_text(path: str | Path) -> str:
         raise FileNotFoundError(f"data file {p} does not exist")
     if not (p.is_dir() or p.is_file()):  # /dev/zero or a FIFO would be read forever
         raise ValueError(f"data file {p} is not a regular file or a folder (a device, FIFO or socket)")
-    files = text_files(p) if p.is_dir() else [p]
+    files = data_files(p, TEXT_SUFFIXES) if p.is_dir() else [p]  # text files: no suffix, .txt, .md, .text, .rst
     if not files:
         raise ValueError(f"{p} holds no files")
     parts = []
