@@ -829,6 +829,10 @@ CASES: dict[str, Case] = {
     "hf-finetune-tokenizer-too-big": Case("hf", "model.tokenizer with more tokens than the model's embedding", FT, {
         "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  tokenizer: {tmp}/tok\n"),
         "chat.jsonl": GOOD_CHAT + "\n"}, prepare=_big_tokenizer, hf=True),
+    "hf-resume-other-seed": Case("hf", "finetune --resume with another seed (the hint names the run's own settings "
+                                 "file, not the model's config.json)", [
+        "finetune", "--config", "{hfrun}/config.yaml", "--out", "{hfrun}", "--resume", "--no-progress", "--set",
+        "train.seed=5"], hf=True),
     "hf-eval-out-unwritable": Case("hf", "eval-lm --out where nothing can be written (found before the work)", [
         "eval-lm", "{base}", "--tasks", "x", "--out", "/proc/looplm-eval"], hf=True),
     "hf-analyze-remote-code-tokenizer": Case("hf", "analyze an export whose tokenizer needs its own code", [

@@ -95,3 +95,24 @@ def test_records_too_long_are_counted_and_the_limit_is_the_models_positions(tok,
     assert main(["analyze", str(d), "--data", str(data), *flags, "--max-length", "127", "--n", "3", "--out",
                  str(tmp_path / "c")]) == 2  # --n is a promise: 2 records fit
     assert "holds only 2 usable records" in capsys.readouterr().err
+
+
+def test_records_of_mixed_shapes_are_each_read_by_their_own(tok, tmp_path, capsys):
+    """A question/answer record followed by chat records: each is read by its own shape (the first record does
+    not decide for the file), so none is skipped as having no reply."""
+    d = save_tiny_base(tmp_path / "model", tok)
+    rows = math_problems(3)
+    chat = [{"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]}
+            for r in rows[1:]]
+    data = write_jsonl([{"question": rows[0]["question"], "answer": rows[0]["answer"]}, *chat], tmp_path / "m.jsonl")
+    capsys.readouterr()
+    assert main(["analyze", str(d), "--data", str(data), "--depths", "1:2", "--spectral-n", "0", "--pca-n", "0",
+                 "--no-plot", "--no-progress", "--out", str(tmp_path / "a")]) == 0
+    assert "skipped" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "a" / "dynamics.json").read_text())["n"] == 3
+    one = write_jsonl([rows[0]], tmp_path / "one.jsonl")  # the same problem as chat gives the same numbers
+    two = write_jsonl([{"messages": [{"role": "user", "content": rows[0]["question"]},
+                                     {"role": "assistant", "content": rows[0]["answer"]}]}], tmp_path / "two.jsonl")
+    b1, _ = text_batch(tok, str(one), 1)
+    b2, _ = text_batch(tok, str(two), 1)
+    assert torch.equal(b1.input_ids, b2.input_ids) and torch.equal(b1.targets, b2.targets)

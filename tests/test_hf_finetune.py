@@ -242,3 +242,68 @@ def test_finetune_cli_sft_baseline(base_dir, tmp_path, capsys):
     assert [r["loops"] for r in recs] == [2, 2] and all(r["reg"] is None for r in recs)
     assert cli(["finetune", "--config", str(y), "--out", str(tmp_path / "x"), "--set", "loops.sigma=0"]) == 2
     assert "loops.sigma" in capsys.readouterr().err
+
+
+def test_an_assistant_turn_that_opens_the_conversation_is_trained_without_its_header(tok):
+    """The generation prompt before an opening assistant turn (`<|im_start|>assistant\\n`) is context, as it is for
+    every later assistant turn: the targets are the replies and their end-of-turn tokens only."""
+    a, u = {"role": "assistant", "content": "#### 5"}, {"role": "user", "content": "2+3?"}
+    enc = encode_chat(tok, [a, u, a])
+    assert target_texts(tok, enc) == ["#### 5<|im_end|>", "#### 5<|im_end|>"]
+
+
+def test_a_finetune_resume_on_other_data_is_refused(base_dir, tmp_path):
+    """The checkpoint records a digest of the tokenized examples (data.json): a resume on an edited or shorter file
+    is refused before anything is touched, a resume on the same data goes on."""
+    data = write_jsonl(math_problems(12), tmp_path / "math.jsonl")
+    cfg = _cfg(base_dir, data)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        fit(cfg, tmp_path / "r", progress=False, fault={"crash_at_step": 3})
+    assert (tmp_path / "r" / "checkpoint" / "data.json").is_file()
+    write_jsonl(math_problems(10), data)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "r").rglob("*"))
+    with pytest.raises(ConfigError, match="no longer hold the data"):
+        fit(cfg, tmp_path / "r", resume=True, progress=False)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "r").rglob("*")) == before
+    write_jsonl(math_problems(12), data)
+    fit(cfg, tmp_path / "r", resume=True, progress=False)
+
+
+def test_epochs_draw_whole_batches_and_no_example_twice(base_dir, tmp_path, capsys):
+    """train.epochs=1 over 12 examples in batches of 5: 2 steps (10 examples, each once), the 2 left out said; a
+    batch larger than an epoch holds is refused."""
+    import dataclasses
+
+    data = write_jsonl(math_problems(12), tmp_path / "math.jsonl")
+    base = _cfg(base_dir, data)
+    cfg = dataclasses.replace(base, train=dataclasses.replace(base.train, steps=0, epochs=1, batch_size=5,
+                                                              micro_batch_size=5))
+    run = fit(cfg, tmp_path / "e", progress=False)
+    assert "2 steps; the last 2 example(s) of the last pass are not drawn" in capsys.readouterr().out
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["step"] == 2
+    from looplm.hf.data import epoch_order
+
+    drawn = epoch_order(12, cfg.train.seed, 0)[: 2 * 5]  # the examples of steps 1 and 2: one pass, no repeat
+    assert len(set(drawn)) == len(drawn) == 10
+    big = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=16, micro_batch_size=16))
+    with pytest.raises(ConfigError, match="train.batch_size=16 is more than train.epochs=1 pass"):
+        fit(big, tmp_path / "big", progress=False)
+    assert not (tmp_path / "big").exists()
+
+
+def test_truncation_that_removes_every_reply_token_is_said_as_such(tok):
+    long_user = {"role": "user", "content": "word " * 80}
+    rows = [{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]},
+            {"messages": [long_user, {"role": "assistant", "content": "3"}]}]
+    examples, stats = build_examples(rows, tok, 40, "truncate")
+    assert (stats.kept, stats.no_target, stats.reply_cut, stats.overlong) == (1, 0, 1, 0)
+    assert "1 whose reply starts after data.max_length=40 tokens" in stats.summary(40, "truncate")
+    with pytest.raises(ValueError, match=r"reply after max_length=40: 1\); raise data.max_length"):
+        build_examples(rows[1:], tok, 40, "truncate")
+
+
+def test_a_data_folder_reads_no_hidden_copies(tmp_path):
+    write_jsonl(math_problems(3), tmp_path / "d" / "train.jsonl")
+    write_jsonl(math_problems(3), tmp_path / "d" / ".ipynb_checkpoints" / "train-checkpoint.jsonl")
+    assert len(load_records(str(tmp_path / "d"))) == 3

@@ -4,6 +4,7 @@ import functools
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("lm_eval")
@@ -102,3 +103,44 @@ def test_a_loop_count_that_cannot_fit_is_refused_before_it_runs(setup, tmp_path,
     assert lines[0].startswith("error: not enough memory: 1,000,000 loops on ") and "1.0 GiB are free" in lines[0]
     assert not (tmp_path / "e").exists()
 
+
+
+def test_the_figure_keeps_metrics_that_are_not_fractions_off_the_percent_axis(tmp_path, monkeypatch):
+    """Perplexity (or BLEU on 0-100) on a 0-100 % axis would fall off the figure unseen: such metrics stay in the
+    table only, and the title names them."""
+    from looplm import plots
+    from looplm.hf.lm_eval_adapter import plot_depths
+
+    seen = {}
+
+    def spy(curves, path, title, **kw):
+        seen.update(labels=[c["label"] for c in curves], title=title, kw=kw)
+        return path
+
+    monkeypatch.setattr(plots, "plot_accuracy", spy)
+    rows = [{"loops": d, "metrics": {"t": {"acc,none": 0.5, "word_perplexity,none": 1e6 * d}}} for d in (1, 2)]
+    plot_depths(rows, tmp_path / "x.png", title="m")
+    assert seen["labels"] == ["t acc,none"] and "not drawn, not fractions: t word_perplexity,none" in seen["title"]
+    assert seen["kw"]["shading_note"] is False  # nothing is shaded: no training loop range here
+
+
+def test_num_loops_must_be_a_whole_number(setup):
+    """A forward given 2.5 loops refuses it (int() would run 2), and so does True (1 loop)."""
+    d, _ = setup
+    from looplm.hf.finetune import load_pretrained
+
+    model = load_pretrained(str(d / "model"))
+    ids = torch.tensor([[3, 4, 5]])
+    assert model(ids, num_loops=2).logits.shape[1] == 3
+    for bad in (2.5, True, "3"):
+        with pytest.raises(ValueError, match="num_loops must be an integer"):
+            model(ids, num_loops=bad)
+
+
+def test_a_model_name_that_is_neither_a_folder_nor_reachable_is_one_line(tmp_path, monkeypatch, capsys):
+    """A mistyped local path is tried on the hub; offline that is one line, not a screen of retries."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    assert cli(["eval-lm", "bas", "--tasks", "x", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: bas is neither a local model directory nor a hub model")

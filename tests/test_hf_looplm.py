@@ -76,7 +76,7 @@ def test_export_hf_command(looplm_ckpt, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
-def test_export_writes_a_tokenizer_that_encodes_as_training_did(tmp_path, kind):
+def test_export_writes_a_tokenizer_that_encodes_as_training_did(tmp_path, kind, capsys):
     """An export loads with AutoTokenizer and gives the ids of the tokenizer saved with the run, for every kind of
     task tokenizer, so eval-lm and analyze need no tokenizer supplied by hand."""
     import random
@@ -108,6 +108,18 @@ def test_export_writes_a_tokenizer_that_encodes_as_training_did(tmp_path, kind):
         assert hf_tok.decode(ids) == native.decode(ids) == s
     # the tokens after the end token are not part of the text, in both
     assert hf_tok.decode(ids + [tokenizers.EOS, 5], skip_special_tokens=True).startswith(native.decode(ids))
+    if kind == "char":  # eval-lm on text the vocabulary lacks: one line naming the cause, not the library's error
+        pytest.importorskip("lm_eval")
+        from .hf_fixtures import math_problems, write_jsonl, write_lm_eval_tasks
+
+        tasks = write_lm_eval_tasks(tmp_path / "tasks", write_jsonl(math_problems(3), tmp_path / "m.jsonl"))
+        assert cli(["eval-lm", str(tmp_path / "exp"), "--tasks", tasks[1], "--include-path", str(tmp_path / "tasks"),
+                    "--depths", "1", "--device", "cpu", "--out", str(tmp_path / "ev")]) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]  # lm-eval's progress bars, then
+        errors = [ln for ln in err if ln.startswith("error:")]
+        assert errors == [err[-1]] and "its tokenizer cannot encode the text of" in err[-1], err
+        assert "Traceback" not in "\n".join(err)
+        assert not (tmp_path / "ev").exists()
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "exp")
     looplm_model, _ = ckpt.load_model(run, "cpu")
     x = torch.tensor([native.encode(text[:12])])

@@ -99,6 +99,7 @@ def test_shipped_checkpoint_exported_scores_the_same_through_lm_eval(tmp_path, c
     model, cfg = load_model(RUN)
     task = make_task(cfg)
     a, b = task.test_pairs(40, cfg.data.test_seed)
+    a[::4] //= 10  # every 4th problem has a 3-digit first operand: prompts of two lengths in one batch
     rows = [{"num1": int(x), "num2": int(y), "answer": int(x + y), "prompt": task.prompt(x, y),
              "target": task.target(x, y)} for x, y in zip(a, b, strict=True)]
     data = tmp_path / "problems.jsonl"
@@ -120,8 +121,9 @@ def test_shipped_checkpoint_exported_scores_the_same_through_lm_eval(tmp_path, c
     assert native["depths"] == depths and native["n"] == 40
     assert lm["n_samples"]["shipped_addition"]["effective"] == 40
     hf_acc = [r["metrics"]["shipped_addition"]["exact_match,none"] for r in lm["rows"]]
-    assert [r["loops"] for r in lm["rows"]] == depths and hf_acc == native["accuracy"]
+    assert [r["loops"] for r in lm["rows"]] == depths and hf_acc == pytest.approx(native["accuracy"], abs=1e-6)
     assert native["accuracy"][0] < 0.5 <= native["accuracy"][-1]  # depth matters, so the match is not trivial
+    assert lm["settings"]["batch_size"] == 8 and lm["settings"]["dtype"] == "float32"  # what made the numbers
     # `analyze` on the export reads chat records through the export's template (prompt, answer, <eos>: the task's
     # own layout) and scores what `analyze` on the run scores from the same problems.
     (tmp_path / "chat.jsonl").write_text("".join(json.dumps({"prompt": r["prompt"], "response": r["target"]}) + "\n"
