@@ -259,7 +259,8 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     task.paths = [d.source]
 
     def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
-        model.save_pretrained(folder, state_dict=weights, safe_serialization=True)
+        with quiet_transformers():  # no progress bar per checkpoint
+            model.save_pretrained(folder, state_dict=weights, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         (folder / RUN_CONFIG).write_text(cfg.to_json())
         (folder / "data_stats.json").write_text(json.dumps(stats.to_json(), indent=1) + "\n")

@@ -210,17 +210,19 @@ def plot_depths(rows: list[dict[str, Any]], path: str | Path, title: str = "", r
 
 @contextlib.contextmanager
 def _no_env_info():
-    """lm-eval collects a system report (seconds of subprocesses) on every call; the sweep does not use it."""
+    """lm-eval collects a system report (seconds of subprocesses) and the working directory's git hash (`git
+    describe`, whose `fatal: not a git repository` lands on stderr outside a checkout) on every call; the sweep
+    uses neither."""
     import lm_eval.evaluator as ev
 
-    saved = getattr(ev, "add_env_info", None)
-    if saved is not None:
-        ev.add_env_info = lambda *a, **k: None
+    saved = {k: getattr(ev, k) for k in ("add_env_info", "get_git_commit_hash") if hasattr(ev, k)}
+    for k in saved:
+        setattr(ev, k, lambda *a, **kw: None)
     try:
         yield
     finally:
-        if saved is not None:
-            ev.add_env_info = saved
+        for k, v in saved.items():
+            setattr(ev, k, v)
 
 
 def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str | Path,

@@ -153,6 +153,9 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
                                             max_length=cfg.model.max_seq_len)
     hf_tok = as_hf_tokenizer(tok, cfg.model.max_seq_len)  # before writing anything: a failure leaves no half export
     out = Path(out)
-    hf.save_pretrained(out)
-    hf_tok.save_pretrained(out)
+    from .finetune import quiet_transformers
+
+    with quiet_transformers():  # no progress bar: the command prints its own line
+        hf.save_pretrained(out)
+        hf_tok.save_pretrained(out)
     return out
