@@ -137,10 +137,16 @@ def test_num_loops_must_be_a_whole_number(setup):
             model(ids, num_loops=bad)
 
 
-def test_a_model_name_that_is_neither_a_folder_nor_reachable_is_one_line(tmp_path, monkeypatch, capsys):
-    """A mistyped local path is tried on the hub; offline that is one line, not a screen of retries."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.chdir(tmp_path)
-    assert cli(["eval-lm", "bas", "--tasks", "x", "--out", str(tmp_path / "e")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: bas is neither a local model directory nor a hub model")
+def test_a_model_name_that_is_neither_a_folder_nor_reachable_is_one_line(tmp_path):
+    """A mistyped local path is tried on the hub; offline that is one line, not a screen of retries. (Offline is
+    set for the process: huggingface_hub reads HF_HUB_OFFLINE when it is imported.)"""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "looplm", "eval-lm", "bas", "--tasks", "x", "--out", str(tmp_path / "e")],
+                       cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                       timeout=120)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1, r.stderr
+    assert err[0].startswith("error: bas is neither a local model directory nor a hub model")
