@@ -33,6 +33,7 @@ DEMO_SWEEP = "1:100,125,160,200,250,300,400,500,630,800,1000"
 DEMO_N = 1000
 ANALYZE_N = 256  # analyze's problems without --n (fewer if the split or file holds fewer)
 # What each study writes in its --out (looplm/experiments): a folder holding anything else is refused.
+DEMO_FILES = ("stage1", "stage2", "sweep.json", "dynamics.json", "accuracy.png", "dynamics.png")
 STUDY_FILES = {"addition": ("runs", "figures", "report.md"),
                "ouro-mini": ("settings.json", "data", "tasks", "init", "init.tmp", "runs", "figures", "report.md")}
 
@@ -107,8 +108,11 @@ def eval_problems(task, cfg, data: str | None, n: int | None, default: int | Non
         batch = task.held_out(want if want is not None else cfg.data.test_size)
         source = f"held-out split (seed {cfg.data.test_seed})"
     if n is not None and len(batch) < n:
-        where = data if data is not None else f"the held-out split (data.test_size={cfg.data.test_size})"
-        raise ValueError(f"--n {n}: {where} holds only {len(batch)} problems; ask for at most {len(batch)}")
+        text = task.scored_by == "perplexity"
+        where = data if data is not None else ("the held-out tail" if text else
+                                               f"the held-out split (data.test_size={cfg.data.test_size})")
+        what = "windows" if text else "problems"
+        raise ValueError(f"--n {n}: {where} holds only {len(batch)} {what}; ask for at most {len(batch)}")
     return batch, source
 
 
@@ -298,12 +302,15 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
     if max_length is not None:
         raise ValueError("--max-length is for HF models (chat records); a looplm run's problems fit its positions")
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
-    batch, source = eval_problems(task_of_checkpoint(cfg, checkpoint, held_out=data is None), cfg, data, n,
-                                  default=ANALYZE_N)
+    task = task_of_checkpoint(cfg, checkpoint, held_out=data is None)
+    batch, source = eval_problems(task, cfg, data, n, default=ANALYZE_N)
     if before is not None:
         before(data_inputs(cfg, data))
     res = diagnose(model, batch, ds, **kw)
-    res.update({"checkpoint": str(checkpoint), "data": source, "train_loops": list(training_range(cfg.loops)),
+    if task.scored_by == "perplexity":  # the text's score, per depth, beside the diagnostics (as `sweep` gives it)
+        res["ppl"] = [math.exp(min(c, 700.0)) if c is not None else None for c in res["metrics"]["ce"]["mean"]]
+    res.update({"checkpoint": str(checkpoint), "data": source, "scored_by": task.scored_by,
+                "train_loops": list(training_range(cfg.loops)),
                 "label": ckpt.run_label(checkpoint),
                 "model": {k: getattr(cfg.model, k) for k in ("d_model", "n_heads", "d_ff", "n_core",
                                                              "norm_placement", "norm_type", "injection")}})
@@ -460,6 +467,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise UserError("--out is empty; give a path")
     if args.cmd == "study":  # before any work: a file, or a folder of other files, is no study directory
         rundir.check_owned(Path(args.out), STUDY_FILES[args.task], f"a `looplm study {args.task}` directory")
+    if args.cmd == "demo":  # the demo rewrites its own results when run again; nobody else's (a run, a folder)
+        rundir.check_owned(Path(args.out), DEMO_FILES, "a `looplm demo` directory")
     if args.cmd == "train":
         run = cmd_train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
         print(f"run written to {run}")

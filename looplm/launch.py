@@ -1,15 +1,28 @@
 """The `looplm` console script's entry point: the command line's promise (Ctrl-C is one `error:` line and exit
-130, never a traceback) holds from the first instant, while torch is still being imported."""
+130, never a traceback) holds from the first instant, while torch is still being imported.
+
+A KeyboardInterrupt raised inside an import cannot be caught reliably: numpy's C extension turns it into an
+ImportError, or swallows it and leaves a half-initialised module, and the command then runs on. So while the
+imports run, Ctrl-C only sets a flag; once they are done the command stops there if it was pressed.
+"""
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
 def main() -> int:
+    pressed: list[int] = []
+    on_main = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if on_main:
+        signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
     try:
         from .cli import main as cli_main
-    except KeyboardInterrupt:
+    finally:
+        if on_main:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pressed:
         print("error: interrupted", file=sys.stderr)
         return 130
     return cli_main()

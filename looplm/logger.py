@@ -7,10 +7,10 @@ meanings are those of metrics.jsonl (docs/training.md).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +87,15 @@ class MetricsLog:
             else:
                 import wandb
 
-                # Offline unless the user has set a mode or logged in; a resumed run continues the same wandb run.
+                # Offline unless the user has set a mode or logged in. A resumed run continues its own wandb run; a
+                # new run gets a new one, even in a directory an earlier run used (the same id would merge them).
                 mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-                run_id = hashlib.blake2b(str(out.resolve()).encode(), digest_size=8).hexdigest()
+                id_file = out / "wandb" / "looplm-run-id"
+                run_id = id_file.read_text().strip() if start_step and id_file.is_file() else uuid.uuid4().hex[:16]
                 self.tracker = wandb.init(project=os.environ.get("WANDB_PROJECT", "looplm"), dir=str(out), id=run_id,
                                           name=out.name, config=config, mode=mode, resume="allow")
+                id_file.parent.mkdir(parents=True, exist_ok=True)
+                id_file.write_text(run_id + "\n")
         except Exception as e:  # the tracker's own error (login, settings, a path it cannot use): the user's to fix
             raise UserError(f"train.logger={kind}: the {kind} logger could not start ({type(e).__name__}: "
                             f"{str(e).strip() or 'no message'})") from None

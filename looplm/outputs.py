@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -64,26 +66,59 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
                             "somewhere else")
 
 
+KEPT = ".kept-"  # `.<name>.kept-<id>`: an earlier result held beside itself while a command replaces it
+
+
+def _keep(p: Path) -> Path:
+    """A copy of the earlier result `p` beside it: a hard link (no copy), or a real copy on a file system without
+    links (FAT, many network and object-store mounts)."""
+    k = p.with_name(f".{p.name}{KEPT}{uuid.uuid4().hex[:8]}")
+    try:
+        os.link(p, k)
+    except OSError:
+        shutil.copy2(p, k)
+    return k
+
+
+def _recover(p: Path) -> None:
+    """A command that was killed (SIGKILL, out of memory) while replacing `p` left its earlier result kept beside
+    it: that result comes back, so a half-replaced set of outputs does not pass for a whole one."""
+    kept = sorted(p.parent.glob(f".{p.name}{KEPT}*"), key=lambda k: k.stat().st_mtime_ns) if p.parent.is_dir() else []
+    if kept:
+        os.replace(kept[-1], p)
+        for k in kept[:-1]:
+            k.unlink(missing_ok=True)
+        print(f"note: {p} was being replaced by a command that was killed; its earlier content is back",
+              file=sys.stderr)
+
+
 @contextlib.contextmanager
 def all_or_nothing(paths: list[Path]) -> Iterator[None]:
     """A command's outputs are written whole or not at all: if it stops part way (Ctrl-C between the JSON and
     its figure, a full disk), the files it wrote are removed and the earlier results it was replacing (--force)
-    are put back, so neither a half result nor a lost one is left. The earlier files are kept by a hard link
-    beside them while the command runs (same folder, same file system: no copy)."""
+    are put back, so neither a half result nor a lost one is left. The earlier files are kept beside themselves
+    while the command runs; a kill that skips this cleanup is repaired by the next command on the same outputs."""
+    for p in paths:
+        _recover(p)
+    existed = {p: p.is_file() and not p.is_symlink() for p in paths}
     kept: dict[Path, Path] = {}
     try:
         for p in paths:
-            if p.is_file() and not p.is_symlink():
-                k = p.with_name(f".{p.name}.kept-{uuid.uuid4().hex[:8]}")
-                os.link(p, k)
-                kept[p] = k
+            if existed[p]:
+                kept[p] = _keep(p)
+    except OSError as e:  # nothing replaced yet: drop the copies made, keep every earlier result as it is
+        for k in kept.values():
+            k.unlink(missing_ok=True)
+        raise UserError(f"cannot keep a copy of an earlier result beside it ({e.strerror or e}); nothing was "
+                        "changed") from None
+    try:
         yield
     except BaseException:
         for p in paths:
             if p in kept:
                 if not (p.exists() and os.path.samefile(p, kept[p])):
                     os.replace(kept[p], p)  # the earlier result, back under its name
-            elif p.exists() or p.is_symlink():
+            elif not existed[p] and (p.exists() or p.is_symlink()):
                 p.unlink()  # a file this command wrote
         raise
     finally:

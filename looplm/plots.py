@@ -1,12 +1,11 @@
 """Figures drawn from saved JSON only, so any figure can be rebuilt without retraining.
 
-Matplotlib runs on the Agg backend: no display is needed. Text is drawn verbatim (no mathtext): labels come from
-users and run names, where a `$` is a dollar sign, not the start of a formula.
+Matplotlib runs on the Agg backend: no display is needed. Text that comes from users and run names (labels,
+titles) is drawn verbatim: its `$` is a dollar sign, not the start of a formula (`_verbatim`).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Callable
@@ -18,15 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _verbatim(draw: Callable) -> Callable:
-    """Draw with mathtext off, for this figure only (the caller's own matplotlib settings are left alone)."""
-
-    @functools.wraps(draw)
-    def wrapped(*args, **kwargs):
-        with plt.rc_context({"text.parse_math": False}):
-            return draw(*args, **kwargs)
-
-    return wrapped
+def _verbatim(text: object) -> str:
+    """A user's text as matplotlib draws it literally: `$` escaped, so it never opens mathtext (matplotlib's own
+    tick labels, e.g. 10^2 on a log axis, still use it)."""
+    return str(text).replace("$", r"\$")
 
 
 def _save(fig: plt.Figure, out: str | Path, replace: bool = True, tight: bool = True) -> Path:
@@ -100,7 +94,6 @@ def _check_doc(doc: object, p: Path) -> None:
                              "`looplm analyze` writes")
 
 
-@_verbatim
 def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match vs loop count",
                   ylabel: str = "exact match (%)", replace: bool = True, shading_note: bool = True) -> Path:
     """Overlay accuracy-vs-depth curves; each sweep dict may carry `label` and `train_loops` [lo, hi],
@@ -114,7 +107,7 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, s in enumerate(sweeps):
         c = colors[i % len(colors)]
-        label = s.get("label", f"run {i + 1}")
+        label = _verbatim(s.get("label", f"run {i + 1}"))
         ys = s["ppl"] if ppl else [100 * a for a in s["accuracy"]]
         ax.plot(s["depths"], ys, marker="." if len(s["depths"]) < 40 else None,
                 color=c, lw=1.8, label=f"{label} (n={s['n']})" if "n" in s else label)
@@ -133,12 +126,11 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
         ax.set_ylabel(ylabel)
         ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3, which="both")
-    ax.set_title(title + ("  (shaded: loop counts seen in training)" if shading_note else ""), fontsize=10)
+    ax.set_title(_verbatim(title) + ("  (shaded: loop counts seen in training)" if shading_note else ""), fontsize=10)
     ax.legend(fontsize=8, loc="upper right" if ppl else "lower left")
     return _save(fig, out, replace)
 
 
-@_verbatim
 def plot_size_depth(res: dict, out: str | Path, replace: bool = True) -> Path:
     """Exact match by (instance size, loops) for a size-graded task: a heatmap, one labelled row per size swept
     (sizes need not be contiguous), training sizes marked, so a reader sees at once whether more loops solve
@@ -159,7 +151,7 @@ def plot_size_depth(res: dict, out: str | Path, replace: bool = True) -> Path:
     if rows:
         ax.axhspan(rows[0] - 0.5, rows[-1] + 0.5, fill=False, edgecolor="white", lw=1.2, ls="--")
     fig.colorbar(im, ax=ax, label="exact match (%)")
-    ax.set_title(f"{res.get('label', '')}: exact match by size and depth (dashed: sizes seen in training)",
+    ax.set_title(f"{_verbatim(res.get('label', ''))}: exact match by size and depth (dashed: sizes seen in training)",
                  fontsize=9)
     return _save(fig, out, replace)
 
@@ -250,7 +242,6 @@ def _band(ax, depths: list[int], series: dict, color: str, label: str | None = N
     ax.plot(depths, clean(series["q50"]), color=color, lw=1.6, marker=marker, ms=4, label=label)
 
 
-@_verbatim
 def plot_dynamics(dyn: dict, out: str | Path, replace: bool = True) -> Path:
     """Eight panels against the loop count t: exact match, state norm, step residual, distance to the final
     state, predictive entropy, ρ(∂Φ/∂h), σ_max and the RMS singular value, and the fraction of spectral
@@ -263,10 +254,17 @@ def plot_dynamics(dyn: dict, out: str | Path, replace: bool = True) -> Path:
     log_x = max(depths) / max(1, min(depths)) >= 30
     last = depths[-1]
 
-    a_acc.plot(depths, [100 * a for a in dyn["accuracy"]], color="C0", lw=1.8)
-    a_acc.set_ylim(-2, 102)
-    a_acc.set_ylabel("exact match (%)")
-    a_acc.set_title(f"Exact match, greedy (n={dyn['n']})", fontsize=10)
+    if dyn.get("scored_by") == "perplexity" and "ce" in m:  # a text window is never exactly right: its score is ppl
+        a_acc.plot(depths, [math.exp(min(c, 700.0)) if c is not None else float("nan") for c in m["ce"]["mean"]],
+                   color="C0", lw=1.8)
+        a_acc.set_yscale("log")
+        a_acc.set_ylabel("perplexity per token")
+        a_acc.set_title(f"Held-out perplexity (n={dyn['n']} windows)", fontsize=10)
+    else:
+        a_acc.plot(depths, [100 * a for a in dyn["accuracy"]], color="C0", lw=1.8)
+        a_acc.set_ylim(-2, 102)
+        a_acc.set_ylabel("exact match (%)")
+        a_acc.set_title(f"Exact match, greedy (n={dyn['n']})", fontsize=10)
 
     _band(a_norm, depths, m["state_norm"], "C1")
     med = [x for x in _nan(m["state_norm"]["q50"]) if x == x and x > 0]
@@ -334,13 +332,12 @@ def plot_dynamics(dyn: dict, out: str | Path, replace: bool = True) -> Path:
             ax.set_xscale("log")
     for ax in axes[1]:
         ax.set_xlabel("loops at test time (t)")
-    label = dyn.get("label") or "run"
+    label = _verbatim(dyn.get("label") or "run")
     fig.suptitle(f"Latent dynamics per loop: {label}.  Lines: median over samples, bands: 10–90% quantiles; "
                  "grey: loop counts seen in training. Jacobians on real (non-pad) tokens only.", fontsize=10.5)
     return _save(fig, out, replace)
 
 
-@_verbatim
 def plot_trajectories(dyn: dict, out: str | Path, max_samples: int = 5, replace: bool = True) -> Path:
     """Each sample's trajectory over the loops, projected on that sample's own top-2 principal components
     and colored by the loop count: the states h(t) (top row) and, where stored, their per-token directions
@@ -389,12 +386,11 @@ def plot_trajectories(dyn: dict, out: str | Path, max_samples: int = 5, replace:
     axes[0, 0].legend(fontsize=7, loc="best")
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=axes, fraction=0.025, pad=0.02).set_label("loop t")
-    label = dyn.get("label") or "run"
+    label = _verbatim(dyn.get("label") or "run")
     fig.suptitle(f"Trajectories over the loops, 2-D PCA per sample (real tokens, T·D dims): {label}", fontsize=10)
     return _save(fig, out, replace, tight=False)  # the layout is constrained already
 
 
-@_verbatim
 def plot_dynamics_overlay(dyns: list[dict], out: str | Path, title: str = "Latent dynamics") -> Path:
     """Several runs on shared axes: exact match, state norm (drift), step residual (convergence to a fixed
     point) and ρ(∂Φ/∂h) against the loop count. Medians over samples; one color per run."""
@@ -402,7 +398,7 @@ def plot_dynamics_overlay(dyns: list[dict], out: str | Path, title: str = "Laten
     a_acc, a_norm, a_res, a_rho = axes
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, d in enumerate(dyns):
-        c, label = colors[i % len(colors)], d.get("label") or f"run {i + 1}"
+        c, label = colors[i % len(colors)], _verbatim(d.get("label") or f"run {i + 1}")
         ds, m, sp = d["depths"], d["metrics"], d.get("spectral", {})
         a_acc.plot(ds, [100 * a for a in d["accuracy"]], color=c, lw=1.6, label=label)
         a_norm.plot(ds, _nan(m["state_norm"]["q50"]), color=c, lw=1.6)

@@ -110,7 +110,8 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
 def _save_was_due(out: Path) -> int | None:
     """The last logged step of a run in `out` if its own config (config.yaml) shows a checkpoint was saved whole
     before it, else None. A step's record is written before its save, so only a record past the first save step
-    proves that save finished (a kill inside the first save leaves a log at that step and no checkpoint)."""
+    proves that save finished (a kill inside the first save leaves a log at that step and no checkpoint); a log
+    that reached the run's last step belongs to a run that saved at its end."""
     from .config import load_config
 
     log = out / "metrics.jsonl"
@@ -126,8 +127,11 @@ def _save_was_due(out: Path) -> int | None:
         t = load_config(out / "config.yaml").train
     except (ValueError, OSError):
         return None
+    if any((out / f"checkpoint.{x}").exists() for x in ("tmp", "old")):
+        return None  # a save was cut short: the run may never have had a whole checkpoint
     last = max(steps)
-    return last if t.checkpoint_every and last > t.checkpoint_every else None
+    # a record past a periodic save step, or the run's last step (it saved at its end, whatever checkpoint_every)
+    return last if (t.checkpoint_every and last > t.checkpoint_every) or (t.steps and last >= t.steps) else None
 
 
 def _not_empty(out: Path, names: set[str], what: str) -> UserError:

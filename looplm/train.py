@@ -288,7 +288,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     eval_batch = run.task.held_out(t.eval_size) if t.eval_every else None
     if eval_batch is not None and len(eval_batch) < t.eval_size and world.is_main:  # say it, not a silent clip
         print(f"note: train.eval_size={t.eval_size}, but the held-out split holds {len(eval_batch)}; the evaluations "
-              f"score those {len(eval_batch)} (metrics.jsonl: acc_n)")
+              f"score those {len(eval_batch)} (metrics.jsonl: "
+              f"{'eval_tokens' if getattr(run.task, 'scored_by', '') == 'perplexity' else 'acc_n'})")
     dist.barrier(world)  # every rank has checked before rank 0 takes the lock (the ranks are one writer)
     with contextlib.ExitStack() as held:
         if world.is_main:
@@ -454,7 +455,9 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             full = task.train_batch(t.batch_size, gens.data, step)
             n_tok = int((full.targets != IGNORE).sum())  # global count: the CE normalizer on every rank
             mine = full.rows(slice(world.rank * shard, (world.rank + 1) * shard))
-            if shard > micro:  # variable-length data (chat): micro-batches of similar lengths pad far less
+            # variable-length data (chat): micro-batches of similar lengths pad far less. Not with reg.samples: each
+            # micro-batch probes its first rows, which after sorting would be its shortest, a biased subset
+            if shard > micro and not reg.samples:
                 mine = mine.by_length()
             lr = lr_at(step, cfg, total)
             for g in opt.param_groups:

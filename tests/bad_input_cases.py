@@ -490,6 +490,8 @@ CASES: dict[str, Case] = {
                                       [*TRAIN[:4], "{run}/checkpoint/x", *TINY]),
     "run-out-inside-history": Case("rundir", "--out inside another run's checkpoints/",
                                    [*TRAIN[:4], "{run}/checkpoints/x", *TINY]),
+    "run-demo-into-a-run": Case("rundir", "demo --out a trained run's directory (its sweep.json would be replaced)", [
+        "demo", "--out", "{copy}"]),
     "run-demo-n-above-split": Case("rundir", "demo --n above the held-out split (refused before training)", [
         "demo", "--out", "{tmp}/demo", "--no-progress", "--n", "100000000", "--set", "data.test_size=16"]),
     "run-locked": Case("rundir", "another process holds the run", RESUME, prepare=_hold_lock),

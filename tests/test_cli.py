@@ -209,10 +209,9 @@ def test_generation_refuses_a_kv_cache_that_cannot_fit(run_dir, monkeypatch):
 
 
 def test_plot_text_is_verbatim_and_size_rows_are_labelled(run_dir, tmp_path):
-    """A `$` in a label is a dollar sign (mathtext is off), and a heatmap of sizes 6, 8, 20 has one labelled row
-    per size, the training box around the rows of the training sizes."""
-    import matplotlib.pyplot as plt
-
+    """A `$` in a label is a dollar sign (escaped, so it opens no formula) while matplotlib's own log-axis ticks
+    (10^2) are still typeset; a heatmap of sizes 6, 8, 20 has one labelled row per size, the training box around
+    the rows of the training sizes."""
     from looplm import plots
 
     assert run_cli("sweep", str(run_dir), "--depths", "1:2", "--n", "2", "--no-progress",
@@ -224,9 +223,12 @@ def test_plot_text_is_verbatim_and_size_rows_are_labelled(run_dir, tmp_path):
 
     def spy(fig, out, replace=True, tight=True):
         ax = fig.axes[0]
+        fig.canvas.draw()  # the tick labels exist once drawn
         seen["yticks"] = [t.get_text() for t in ax.get_yticklabels()]
+        seen["xticks_math"] = [t.get_parse_math() for t in ax.get_xticklabels() if "mathdefault" in t.get_text()]
         seen["ylim"] = ax.get_ylim()
         seen["box"] = [(p.get_y(), p.get_y() + p.get_height()) for p in ax.patches]
+        seen["legend"] = [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []
         return real_save(fig, out, replace, tight)
 
     res = {"depths": [1, 2], "sizes": [6, 8, 20], "accuracy_by_size": [[1, 1], [0.5, 0.5], [0, 0]],
@@ -234,23 +236,55 @@ def test_plot_text_is_verbatim_and_size_rows_are_labelled(run_dir, tmp_path):
     plots._save = spy
     try:
         plots.plot_size_depth(res, tmp_path / "h.png")
+        assert seen["yticks"] == ["6", "8", "20"] and seen["ylim"] == (0.5, 3.5)
+        assert [min(b) for b in seen["box"]] == [0.5] and [max(b) for b in seen["box"]] == [2.5]  # rows of 6 and 8
+        plots.plot_accuracy([{"depths": [1, 10, 100], "accuracy": [0.1, 0.5, 0.9], "label": "cost $5"}],
+                            tmp_path / "a.png")
+        assert seen["legend"] == [r"cost \$5"]  # drawn as "cost $5"
+        assert seen["xticks_math"] and all(seen["xticks_math"])  # 10^0, 10^1, 10^2 typeset, not raw TeX
     finally:
         plots._save = real_save
-    assert seen["yticks"] == ["6", "8", "20"] and seen["ylim"] == (0.5, 3.5)
-    assert [min(b) for b in seen["box"]] == [0.5] and [max(b) for b in seen["box"]] == [2.5]  # rows of 6 and 8
-    assert plt.rcParams["text.parse_math"]  # the caller's settings are left alone
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
-    """Ctrl-C lands at 0.3 s, while torch is still being imported (about 2 s here): one line, exit 130, no traceback,
-    as at any later moment."""
+@pytest.mark.parametrize("after", [0.1, 0.2, 0.3, 0.45])
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, after):
+    """Ctrl-C while torch and numpy are still being imported (the first second or two): one line, exit 130, no
+    traceback, and the command does not go on to run (numpy's import would turn the interrupt into an ImportError
+    or swallow it, so the launcher only notes it until the imports are done)."""
     import signal
     import time
 
     proc = subprocess.Popen([sys.executable, "-m", "looplm", "sweep", str(tmp_path / "none")],
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)
+    time.sleep(after)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip() == "error: interrupted", err
+
+
+def test_earlier_results_survive_without_hard_links_and_after_a_kill(tmp_path, monkeypatch, capsys):
+    """On a file system without hard links the earlier result is kept as a copy (not deleted); a command killed
+    while replacing left its earlier result kept beside it, and the next command on those outputs puts it back."""
+    from looplm import outputs
+    from looplm.checkpoint import write_result
+
+    js = tmp_path / "dynamics.json"
+    js.write_text("earlier")
+
+    def no_links(*a, **k):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(outputs.os, "link", no_links)
+    with pytest.raises(KeyboardInterrupt), outputs.all_or_nothing([js]):
+        write_result(js, lambda f: f.write_text("new"), replace=True)
+        raise KeyboardInterrupt
+    assert js.read_text() == "earlier" and [p.name for p in tmp_path.iterdir()] == ["dynamics.json"]
+    monkeypatch.undo()
+    # a kill: the new file is in place and the earlier one kept beside it, never cleaned up
+    (tmp_path / ".dynamics.json.kept-0000dead").write_text("earlier")
+    js.write_text("half")
+    with outputs.all_or_nothing([js]):
+        assert js.read_text() == "earlier"  # back before this command writes anything
+    assert "was being replaced by a command that was killed" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["dynamics.json"]

@@ -400,3 +400,21 @@ def test_a_run_whose_every_step_was_skipped_is_an_error_not_a_result(tmp_path):
     with pytest.raises(TrainingDiverged, match="no step of this run applied an update: all 3 were non-finite"):
         train(cfg, tmp_path / "run", progress=False, fault={"nan_at_steps": [0, 1, 2]})
     assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_a_finished_run_that_lost_its_only_checkpoint_is_not_started_over(tmp_path):
+    """A run that saved only at its end (checkpoint_every=0) and whose checkpoint/ was moved away: its log reached
+    the last step, so --resume refuses (starting over would replace that log); a run killed before any save
+    starts again."""
+    from looplm.errors import UserError
+
+    cfg = tiny_config(train=dict(steps=3, checkpoint_every=0, eval_every=0), reg=dict(rho_every=0))
+    run = train(cfg, tmp_path / "r", progress=False)
+    shutil.move(run / "checkpoint", tmp_path / "moved")
+    log = (run / "metrics.jsonl").read_text()
+    with pytest.raises(UserError, match="logged training to step 3, past a checkpoint it saved"):
+        train(cfg, run, resume=True, progress=False)
+    assert (run / "metrics.jsonl").read_text() == log
+    with pytest.raises(RuntimeError, match="injected crash"):
+        train(cfg, tmp_path / "k", progress=False, fault={"crash_at_step": 2})
+    train(cfg, tmp_path / "k", resume=True, progress=False)  # no save was due yet: it starts again

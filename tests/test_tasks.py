@@ -79,6 +79,18 @@ def test_jsonl_task_trains_sweeps_generates_and_analyzes(jsonl_run, capsys):
     assert json.loads((run / "dynamics.json").read_text())["n"] == 8
 
 
+def test_a_jsonl_data_file_names_the_row_it_cannot_score(jsonl_run, capsys):
+    run = jsonl_run / "run"
+    f = jsonl_run / "mine.jsonl"
+    f.write_text(json.dumps({"q": "ab>", "a": "ba"}) + "\n" + json.dumps({"q": "a" * 20 + ">", "a": "b"}) + "\n")
+    capsys.readouterr()
+    assert cli("sweep", run, "--data", f, "--out", jsonl_run / "x.json", "--no-progress") == 2
+    assert f"{f}:2: the prompt and answer need 22 positions" in capsys.readouterr().err
+    f.write_text(json.dumps({"q": "ab>", "a": "bz!"}) + "\n")
+    assert cli("sweep", run, "--data", f, "--out", jsonl_run / "x.json", "--no-progress") == 2
+    assert f"{f}:1: character(s)" in capsys.readouterr().err
+
+
 def test_one_pass_sweep_equals_greedy_decoding_on_a_jsonl_task(jsonl_run):
     """The teacher-forced equivalence for answers of any length: sweep's exact match at depth d is the greedy
     answer at depth d being exactly the gold."""
@@ -138,6 +150,17 @@ def test_text_task_perplexity_per_depth_matches_a_direct_computation(text_run, c
     assert cli("plot", run / "sweep.json", acc, "--out", text_run / "mixed.png") == 2
     assert "cannot overlay perplexity sweeps" in capsys.readouterr().err and not (text_run / "mixed.png").exists()
     assert cli("analyze", run, "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--no-plot", "--no-progress") == 0
+    dyn = json.loads((run / "dynamics.json").read_text())  # a text's score is its perplexity, per depth
+    assert dyn["scored_by"] == "perplexity"
+    assert dyn["ppl"] == pytest.approx([math.exp(c) for c in dyn["metrics"]["ce"]["mean"]])
+
+
+def test_a_text_file_is_read_byte_for_byte(tmp_path):
+    """CRLF and lone CR are text too: universal newlines would score another text than the file's."""
+    from looplm.tasks.text import read_text
+
+    (tmp_path / "t.txt").write_bytes(b"line one\r\nline two\rthree\n")
+    assert read_text(tmp_path / "t.txt") == "line one\r\nline two\rthree\n"
 
 
 def test_text_held_out_tail_is_never_trained_on(tmp_path):

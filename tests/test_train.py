@@ -246,3 +246,41 @@ def test_reg_samples_is_a_count_over_the_whole_batch(tmp_path):
     assert reg_of(8, 2, "eight") == pytest.approx(everything, rel=1e-6)
     assert reg_of(4, 2, "four") != pytest.approx(everything, rel=1e-6)
     assert reg_of(4, 8, "four-one") != pytest.approx(everything, rel=1e-6)
+
+
+def test_reg_samples_probes_rows_in_their_drawn_order(tmp_path, monkeypatch):
+    """With micro-batches, rows are sorted by length only when every row is probed: a micro-batch probes its first
+    rows, which after the sort would be its shortest (a biased subset)."""
+    from looplm.tasks.base import Batch
+
+    calls = []
+    real = Batch.by_length
+    monkeypatch.setattr(Batch, "by_length", lambda self: calls.append(1) or real(self))
+    for samples in (4, 0):
+        calls.clear()
+        cfg = tiny_config(train=dict(steps=2, eval_every=0, micro_batch_size=4),
+                          reg=dict(kind="jsrr", start_step=0, rho_every=0, samples=samples))
+        train(cfg, tmp_path / f"s{samples}", progress=False)
+        assert bool(calls) == (samples == 0)
+
+
+def test_a_new_run_gets_a_new_wandb_run_and_a_resume_its_own(tmp_path, monkeypatch):
+    """The wandb run id is drawn for each new run and kept in the run directory for its resumes: a new experiment
+    in a reused directory is not appended to the old one's wandb run."""
+    wandb = pytest.importorskip("wandb")
+    ids = []
+
+    def fake_init(**kw):
+        ids.append(kw["id"])
+        return type("Run", (), {"log": lambda *a, **k: None, "finish": lambda *a, **k: None})()
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    import shutil
+
+    cfg = tiny_config(train=dict(steps=4, eval_every=0, checkpoint_every=2, logger="wandb"), reg=dict(rho_every=0))
+    with pytest.raises(RuntimeError, match="injected crash"):
+        train(cfg, tmp_path / "r", progress=False, fault={"crash_at_step": 3})
+    train(cfg, tmp_path / "r", resume=True, progress=False)
+    shutil.rmtree(tmp_path / "r")
+    train(cfg, tmp_path / "r", progress=False)
+    assert ids[0] == ids[1] != ids[2]

@@ -58,10 +58,12 @@ class AdditionTask:
 
     def check_split_size(self, n: int) -> None:
         space = (self.hi - self.lo + 1) ** 2
-        if n > space // (2 * TEST_FRACTION):
-            raise ValueError(f"{n} held-out problems are too many for {self.digits}-digit operands: the reserved "
-                             f"slice holds about {space // TEST_FRACTION} pairs (lower data.test_size and "
-                             "train.eval_size)")
+        # At most half the expected slice: drawing more would take ever longer as distinct pairs run out.
+        limit = space // (2 * TEST_FRACTION)
+        if n > limit:
+            raise ValueError(f"{n} held-out problems are too many for {self.digits}-digit operands: at most {limit} "
+                             f"(half the reserved slice of about {space // TEST_FRACTION} pairs); lower "
+                             "data.test_size and train.eval_size")
 
     @property
     def seq_len(self) -> int:

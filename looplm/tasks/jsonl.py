@@ -138,7 +138,17 @@ class JsonlTask:
         return encode_answers(self.tok, self.test[0][:n], self.test[1][:n], self.max_len)
 
     def load_eval(self, path: str, n: int | None) -> Batch:
-        prompts, answers = read_pairs(path, *self.fields)
+        """Rows of a file of one's own, each checked against the vocabulary and the positions with file:line."""
+        where: list[str] = []
+        prompts, answers = read_pairs(path, *self.fields, where)
+        for q, a, at in zip(prompts[:n], answers[:n], where, strict=False):
+            try:
+                need = len(self.tok.encode(q)) + len(self.tok.encode(a))  # + the end token - the shift
+            except ValueError as e:
+                raise ValueError(f"{at}: {e}") from None
+            if self.max_len is not None and need > self.max_len:
+                raise ValueError(f"{at}: the prompt and answer need {need} positions but the model has "
+                                 f"max_seq_len={self.max_len}")
         return encode_answers(self.tok, prompts[:n], answers[:n], self.max_len)
 
     def format_answer(self, text: str) -> str:

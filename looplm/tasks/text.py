@@ -32,7 +32,8 @@ def read_text(path: str | Path) -> str:
     parts = []
     for f in files:
         try:
-            parts.append(f.read_text())
+            with open(f, encoding="utf-8", newline="") as fh:  # every byte as it is: no \r\n -> \n, no locale
+                parts.append(fh.read())
         except UnicodeDecodeError:
             raise ValueError(f"{f}: not a UTF-8 text file") from None
     text = "\n".join(parts)
