@@ -436,6 +436,9 @@ class Config:
         model = d.get("model")
         hf = isinstance(model, dict) and "name_or_path" in model
         types_ = {**_SECTION_TYPES, **(_HF_TYPES if hf else {})}
+        t = d.get("train")
+        if hf and isinstance(t, dict) and t.get("steps"):  # steps set the run's length: the record says so, with
+            d = {**d, "train": {**t, "epochs": 0}}           # no default (or preset) epochs that did not apply
         return cls(**build_sections(d, types_, base=HF_DEFAULTS if hf else None))
 
     def with_overrides(self, overrides: list[str]) -> Config:

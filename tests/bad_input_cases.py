@@ -222,6 +222,42 @@ def _hfrun_flipped(tmp: Path, copy: Path) -> None:
 PLACES: dict[str, Path] = {}  # the fixtures' paths (<run>, <base>, <hfrun>), set by run_case before each prepare
 
 
+def _hf_edit(what: str, edit: Callable[[Path], None]) -> Callable[[Path, Path], None]:
+    def prep(tmp: Path, copy: Path) -> None:
+        edit(_hf_base(tmp))
+    prep.__doc__ = f"<tmp>/m: the tiny base, {what}"
+    return prep
+
+
+def _config_edit(**kw: object) -> Callable[[Path], None]:
+    def edit(d: Path) -> None:
+        conf = json.loads((d / "config.json").read_text())
+        conf.update(kw)
+        (d / "config.json").write_text(json.dumps(conf))
+    return edit
+
+
+def _nan_weights(d: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(d / "model.safetensors"))
+    w["model.norm.weight"] = torch.full_like(w["model.norm.weight"], float("nan"))
+    save_file(w, str(d / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _as_bin(cut: bool) -> Callable[[Path], None]:
+    def edit(d: Path) -> None:
+        from safetensors.torch import load_file
+
+        w = load_file(str(d / "model.safetensors"))
+        (d / "model.safetensors").unlink()
+        torch.save(w, d / "pytorch_model.bin")
+        if cut:
+            f = d / "pytorch_model.bin"
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return edit
+
+
 def _big_tokenizer(tmp: Path, copy: Path) -> None:
     """<tmp>/tok: a chat tokenizer of 400 tokens (the base model's embedding has 320 rows)"""
     from .hf_fixtures import tiny_chat_tokenizer
@@ -835,6 +871,42 @@ CASES: dict[str, Case] = {
                                  "file, not the model's config.json)", [
         "finetune", "--config", "{hfrun}/config.yaml", "--out", "{hfrun}", "--resume", "--no-progress", "--set",
         "train.seed=5"], hf=True),
+    "hf-eval-nan-weights": Case("hf", "eval-lm on a model whose weights hold NaN (every score would be an argmax of "
+                                "NaNs)", ["eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+                                prepare=_hf_edit("a weight set to NaN", _nan_weights), hf=True),
+    "hf-analyze-nan-weights": Case("hf", "analyze a model whose weights hold NaN", [
+        "analyze", "{tmp}/m", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_hf_edit("a weight set to NaN", _nan_weights), hf=True),
+    "hf-eval-config-fewer-layers": Case("hf", "eval-lm on weights of 2 layers under a config of 1 (the second would "
+                                        "be dropped)", ["eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+                                        prepare=_hf_edit("its config.json saying 1 layer", _config_edit(
+                                            num_hidden_layers=1, layer_types=["full_attention"],
+                                            max_window_layers=1)), hf=True),
+    "hf-finetune-config-other-shape": Case("hf", "finetune weights of another width than the config's", FT, {
+        "ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"), "chat.jsonl": GOOD_CHAT + "\n"},
+        prepare=_hf_edit("its config.json with intermediate_size 48 (weights: 64)", _config_edit(
+            intermediate_size=48)), hf=True),
+    "hf-eval-bin-truncated": Case("hf", "eval-lm on a truncated pytorch_model.bin", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit("its weights as pytorch_model.bin, cut to half", _as_bin(True)), hf=True),
+    "hf-eval-config-not-json": Case("hf", "eval-lm on a model directory whose config.json is not JSON", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit("config.json cut to '{'", lambda d: (d / "config.json").write_text("{")), hf=True),
+    "hf-finetune-config-no-model-type": Case("hf", "finetune a model directory whose config.json has no model_type",
+                                             FT, {"ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"),
+                                                  "chat.jsonl": GOOD_CHAT + "\n"},
+                                             prepare=_hf_edit("model_type removed from config.json", lambda d: (
+                                                 d / "config.json").write_text(json.dumps(
+                                                     {k: v for k, v in json.loads((d / "config.json").read_text())
+                                                      .items() if k != "model_type"}))), hf=True),
+    "hf-eval-tokenizer-not-json": Case("hf", "eval-lm on a model directory whose tokenizer.json is not JSON", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit("tokenizer.json cut to its first 20 characters", lambda d: (d / "tokenizer.json").write_text(
+            (d / "tokenizer.json").read_text()[:20])), hf=True),
+    "hf-analyze-export-unknown-char": Case("hf", "analyze an export on records with characters outside its vocabulary",
+                                           ["analyze", "{tmp}/exp", "--data", "{tmp}/chat.jsonl", "--no-progress",
+                                            "--out", "{tmp}/a"], {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_export,
+                                           hf=True),
     "hf-eval-out-unwritable": Case("hf", "eval-lm --out where nothing can be written (found before the work)", [
         "eval-lm", "{base}", "--tasks", "x", "--out", "/proc/looplm-eval"], hf=True),
     "hf-analyze-remote-code-tokenizer": Case("hf", "analyze an export whose tokenizer needs its own code", [

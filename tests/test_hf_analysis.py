@@ -116,3 +116,17 @@ def test_records_of_mixed_shapes_are_each_read_by_their_own(tok, tmp_path, capsy
     b1, _ = text_batch(tok, str(one), 1)
     b2, _ = text_batch(tok, str(two), 1)
     assert torch.equal(b1.input_ids, b2.input_ids) and torch.equal(b1.targets, b2.targets)
+
+
+def test_a_small_n_reads_on_past_long_records(tok, tmp_path, capsys):
+    """--n 2 over a file whose first four records are too long: the rest of the file is read, as for any n."""
+    d = save_tiny_base(tmp_path / "model", tok, max_position_embeddings=128)
+    rows = math_problems(14)
+    long = " ".join(["7"] * 300) + "\n#### 7"
+    for r in rows[:4]:
+        r.update(answer=long, solution=long)
+    data = write_jsonl(rows, tmp_path / "m.jsonl")
+    capsys.readouterr()
+    assert main(["analyze", str(d), "--data", str(data), "--n", "2", "--depths", "1:2", "--spectral-n", "0",
+                 "--pca-n", "0", "--no-plot", "--no-progress", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "dynamics.json").read_text())["n"] == 2

@@ -299,7 +299,7 @@ def test_truncation_that_removes_every_reply_token_is_said_as_such(tok):
     examples, stats = build_examples(rows, tok, 40, "truncate")
     assert (stats.kept, stats.no_target, stats.reply_cut, stats.overlong) == (1, 0, 1, 0)
     assert "1 whose reply starts after data.max_length=40 tokens" in stats.summary(40, "truncate")
-    with pytest.raises(ValueError, match=r"reply after max_length=40: 1\); raise data.max_length"):
+    with pytest.raises(ValueError, match=r"reply after max_length=40: 1\); raise the length limit"):
         build_examples(rows[1:], tok, 40, "truncate")
 
 
@@ -307,3 +307,41 @@ def test_a_data_folder_reads_no_hidden_copies(tmp_path):
     write_jsonl(math_problems(3), tmp_path / "d" / "train.jsonl")
     write_jsonl(math_problems(3), tmp_path / "d" / ".ipynb_checkpoints" / "train-checkpoint.jsonl")
     assert len(load_records(str(tmp_path / "d"))) == 3
+
+
+@pytest.mark.parametrize("opening", [
+    "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{% endif %}",  # a default system turn (Qwen-style)
+    "{{ '<|endoftext|>' }}",  # a BOS token
+])
+def test_an_opening_assistant_turn_trains_its_reply_only_whatever_the_template_puts_first(tok, opening):
+    template = opening + ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>'"
+                          " + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+                          "{% endif %}")
+    a, u = {"role": "assistant", "content": "#### 5"}, {"role": "user", "content": "2+3?"}
+    assert target_texts(tok, encode_chat(tok, [a, u, a], template)) == ["#### 5<|im_end|>", "#### 5<|im_end|>"]
+    assert target_texts(tok, encode_chat(tok, [u, a], template)) == ["#### 5<|im_end|>"]
+
+
+def test_a_finetune_with_steps_records_no_epochs_it_did_not_use(base_dir, tmp_path):
+    cfg = load_config("ouro-math-stars", [f"model.name_or_path={base_dir}", "train.steps=5"])
+    assert (cfg.train.steps, cfg.train.epochs) == (5, 0)
+    assert load_config("ouro-math-stars", [f"model.name_or_path={base_dir}"]).train.epochs == 1
+
+
+def test_a_config_that_says_tied_over_a_file_with_its_own_head_loads_the_file(base_dir, tmp_path):
+    """transformers keeps the file's own head; the config then says untied, so nothing later (lm-eval's
+    tie_weights) swaps the embedding in and scores a model that exists nowhere on disk."""
+    import shutil
+
+    from safetensors.torch import load_file as lf
+
+    from looplm.hf.finetune import load_pretrained
+
+    d = shutil.copytree(base_dir, tmp_path / "tied")
+    conf = json.loads((d / "config.json").read_text())
+    conf["tie_word_embeddings"] = True
+    (d / "config.json").write_text(json.dumps(conf))
+    m = load_pretrained(str(d))
+    m.tie_weights()
+    torch.testing.assert_close(m.lm_head.weight, lf(str(d / "model.safetensors"))["lm_head.weight"])

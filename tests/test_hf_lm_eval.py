@@ -150,3 +150,15 @@ def test_a_model_name_that_is_neither_a_folder_nor_reachable_is_one_line(tmp_pat
     err = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(err) == 1, r.stderr
     assert err[0].startswith("error: bas is neither a local model directory nor a hub model")
+
+
+def test_the_shots_recorded_are_the_shots_each_task_used(setup, tmp_path, capsys):
+    """A task whose YAML fixes its shots (num_fewshot: 0) does not take --num-fewshot: the run says so, and
+    eval_lm.json records what each task used beside what was asked."""
+    d, (_, mc_task) = setup
+    capsys.readouterr()
+    assert cli(["eval-lm", str(d / "model"), "--tasks", mc_task, "--depths", "1", "--include-path", str(d / "tasks"),
+                "--limit", "2", "--num-fewshot", "2", "--device", "cpu", "--out", str(tmp_path / "e")]) == 0
+    assert f"--num-fewshot 2 was not used by {mc_task} (0 shots, set by the task)" in capsys.readouterr().out
+    res = json.loads((tmp_path / "e" / "eval_lm.json").read_text())
+    assert res["num_fewshot"] == 2 and res["num_fewshot_used"] == {mc_task: 0}

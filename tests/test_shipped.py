@@ -116,6 +116,14 @@ def test_shipped_checkpoint_exported_scores_the_same_through_lm_eval(tmp_path, c
     assert cli(["sweep", str(RUN), "--data", str(data), "--depths", ",".join(map(str, depths)), "--no-progress",
                 "--out", str(tmp_path / "sweep.json")]) == 0
     capsys.readouterr()
+    # a generation budget the export's positions cannot hold: one line, before any result is written
+    positions = cfg.model.max_seq_len
+    assert cli(["eval-lm", str(tmp_path / "exp"), "--tasks", "shipped_addition", "--include-path",
+                str(tmp_path / "tasks"), "--depths", "1", "--device", "cpu", "--max-gen-toks", str(positions),
+                "--out", str(tmp_path / "lm2")]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]  # behind lm-eval's open bar
+    assert len(errors) == 1 and f"pass a --max-gen-toks below {positions}" in errors[0]
+    assert not (tmp_path / "lm2").exists()
     lm = json.loads((tmp_path / "lm" / "eval_lm.json").read_text())
     native = json.loads((tmp_path / "sweep.json").read_text())
     assert native["depths"] == depths and native["n"] == 40

@@ -7,9 +7,10 @@
 - `looplm.hf.lm_eval_adapter`: an lm-evaluation-harness model (`--model looplm`).
 - `looplm.hf.answers`: GSM8K-style answer extraction (no transformers needed).
 
-Importing a model class registers both architectures with transformers' Auto classes, so
-`AutoModelForCausalLM.from_pretrained(dir)` works for `model_type` "ouro" and "looplm". Attribute access here is
-lazy so that `looplm.hf.answers` imports without transformers.
+`looplm.hf.register()`, or the first use of any class here, registers both architectures with transformers'
+Auto classes, so `AutoModelForCausalLM.from_pretrained(dir)` works for `model_type` "ouro" and "looplm". A bare
+`import looplm.hf` does not (attribute access here is lazy, so that `looplm.hf.answers` and the command line
+import without transformers).
 """
 
 from __future__ import annotations

@@ -23,6 +23,21 @@ from .data import Records, build_examples, load_records, to_batch
 FIELD_PAIRS = (("problem", "solution"), ("question", "answer"), ("prompt", "response"), ("input", "output"))
 
 
+def config_problem(path: str | Path) -> str | None:
+    """What keeps the folder `path` from being an HF model directory, said plainly (None: nothing, or no
+    config.json at all). Standard library only."""
+    f = Path(path) / "config.json"
+    if not f.is_file():
+        return None
+    try:
+        conf = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return f"{f} is not valid JSON ({getattr(e, 'msg', type(e).__name__)})"
+    if not isinstance(conf, dict) or "model_type" not in conf:
+        return f"{f} has no model_type: not a Hugging Face model's config"
+    return None
+
+
 def find_model_dir(path: str | Path) -> Path | None:
     """The HF model directory `path` names (itself, or the `checkpoint/` of a finetune run), or None when
     `path` is not one. Standard library only: the CLI asks before deciding whether to import transformers."""
@@ -62,7 +77,12 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tupl
         return build_examples(convs, tokenizer, max_length, fmt="messages")
 
     records = load_records(data, max_samples=0 if n <= 0 else n * 2)
-    examples, stats = encode(records)
+    try:
+        examples, stats = encode(records)
+    except ValueError:
+        if len(records) < n * 2:
+            raise
+        examples, stats = [], None  # none usable among the first 2n: the rest of the file may hold some
     if len(examples) < n and len(records) == n * 2:  # the rest of the file may hold more usable records
         examples, stats = encode(load_records(data))
     examples = examples[:n]
@@ -91,11 +111,12 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     `max_length` tokens (default: the model's position table) are skipped, and the count is printed."""
     from ..checkpoint import run_label
     from ..dynamics import diagnose
-    from .finetune import check_model_type, load_tokenizer
+    from .finetune import check_local, check_model_type, load_tokenizer
 
     if data is None:
         raise ValueError("analyzing an HF model needs --data: a JSONL/JSON/parquet file or a datasets name whose "
                          "records have `messages` or question/answer-style fields")
+    check_local(str(path))  # a fine-tune's checkpoint against its manifest before any of its files is parsed
     check_model_type(str(path))
     tok = load_tokenizer(str(path))
     conf = json.loads((Path(path) / "config.json").read_text())

@@ -74,17 +74,18 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_promp
 
 
 def _opening(tokenizer: Any, chat_template: str | None, full: str) -> str:
-    """The generation prompt before an assistant turn that opens a conversation (`<|im_start|>assistant\\n` in
-    ChatML): context, not target. transformers renders no empty conversation, so it is read off a one-message
-    one: what `add_generation_prompt` appends to it. "" when the conversation does not start with it (a template
-    that opens with a default system turn)."""
-    one = [{"role": "user", "content": "x"}]
+    """What a template writes before the content of an assistant turn that opens a conversation: its role header
+    (`<|im_start|>assistant\\n` in ChatML), and whatever it puts first (a default system turn, a BOS token). That is
+    context, not target. It is read off a render whose opening assistant turn holds a marker (transformers renders
+    no empty conversation); "" when the conversation does not start with it."""
+    marker = "\u2063looplm\u2063"  # invisible separators: no template writes these of its own
     try:
-        plain, prompted = _render(tokenizer, one, False, chat_template), _render(tokenizer, one, True, chat_template)
+        probe = _render(tokenizer, [{"role": "assistant", "content": marker}], False, chat_template)
     except TemplateError:
         return ""
-    gen = prompted[len(plain):] if prompted.startswith(plain) else ""
-    return gen if full.startswith(gen) else ""
+    at = probe.find(marker)
+    head = probe[:at] if at >= 0 else ""
+    return head if full.startswith(head) else ""
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None

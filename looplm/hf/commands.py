@@ -103,17 +103,18 @@ def run(args: argparse.Namespace) -> None:
         from ..evaluate import parse_depths
         from ..outputs import default_out_dir, fresh_outputs
         from ..train import resolve_device
-        from .analysis import find_model_dir
+        from .analysis import config_problem, find_model_dir
         from .finetune import require_tokenizer
         from .lm_eval_adapter import OUTPUTS, eval_depths
 
         model_dir = find_model_dir(args.checkpoint)  # a finetune run: its checkpoint/
         if model_dir is None and Path(args.checkpoint).exists():  # not a hub id either: say what it is
             try:
-                native = ckpt.resolve(args.checkpoint) is not None
-            except ckpt.CheckpointError:
+                native = ckpt.load_config(args.checkpoint).kind == "native"
+            except (ckpt.CheckpointError, ValueError, OSError):
                 native = False
-            raise UserError(f"{args.checkpoint} is not a Hugging Face model directory"
+            problem = None if native else config_problem(args.checkpoint)
+            raise UserError(problem or f"{args.checkpoint} is not a Hugging Face model directory"
                             + (" (a run of looplm's own model: `looplm export-hf` converts it)"
                                if native else ""))
         if model_dir is not None:

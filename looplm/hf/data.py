@@ -179,6 +179,11 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
             enc = encode_chat(tokenizer, msgs, chat_template)
         except TemplateError as e:
             raise TemplateError(f"{w}: {e}") from None
+        except Exception as e:  # the tokenizers library's plain Exception: a vocabulary without this character
+            if "Missing [UNK]" not in str(e):
+                raise
+            raise ValueError(f"{w}: a character is outside the tokenizer's vocabulary (an export of a "
+                             "character-level looplm run knows only the characters it was trained on)") from None
         if len(enc.input_ids) > max_length:
             if overlong == "drop":
                 n_long += 1
@@ -198,7 +203,8 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
         why = [f"no assistant target: {no_target}"] + (
             [f"reply after max_length={max_length}: {n_cut}"] if overlong == "truncate" else
             [f"over max_length={max_length}: {n_long}"])
-        hint = "raise data.max_length" if n_cut or n_long else "check data.format and the field names"
+        hint = ("raise the length limit (data.max_length; analyze: --max-length)" if n_cut or n_long else
+                "check data.format and the field names")
         raise ValueError(f"no usable examples out of {len(records)} records ({', '.join(why)}); {hint}")
     return out, stats
 

@@ -75,6 +75,11 @@ def check_model_type(path: str, revision: str | None = None) -> None:
     from .registry import register
 
     register()
+    from .analysis import config_problem
+
+    problem = config_problem(path)
+    if problem is not None:
+        raise UserError(problem)
     try:
         with quiet_hub(), quiet_transformers():
             AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
@@ -146,23 +151,49 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype |
         with quiet_transformers():
             model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=revision,
                                                                trust_remote_code=False, output_loading_info=True)
-    except pickle.UnpicklingError as e:  # torch's weights-only unpickler stopped at a global: nothing ran
-        named = re.search(r"GLOBAL ([\w.]+)", str(e))
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):  # not a pickle at all: random bytes, a cut-off file
+            raise UserError(f"{path}: its weights file is damaged or not a weights file ({_first_line(e)})") from None
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))  # torch's weights-only unpickler stopped there: nothing ran
         raise UserError(f"{path}: its weights are a pickle holding more than plain tensors"
                         f"{f' ({named.group(1)})' if named else ''}, which looplm never loads; convert them to "
                         "safetensors") from None
     except SafetensorError as e:
         raise UserError(f"{path}: a safetensors file is damaged or incomplete ({e})") from None
+    except RuntimeError as e:
+        if "ignore_mismatched_sizes" in str(e):  # its report is one that quiet_transformers kept off stderr
+            raise UserError(f"{path}: its weights have other shapes than the model its config describes (a "
+                            "config.json of another model size?)") from None
+        if "PytorchStreamReader" in str(e) or "zip archive" in str(e):
+            raise UserError(f"{path}: its pytorch_model.bin is damaged or incomplete ({_first_line(e)})") from None
+        raise
     missing, wrong = sorted(info.get("missing_keys") or []), sorted(info.get("mismatched_keys") or [], key=str)
-    if missing or wrong:
-        shown = ", ".join(str(k if isinstance(k, str) else k[0]) for k in [*missing, *wrong][:4])
-        raise UserError(f"{path}: its weights do not cover the model its config describes ({len(missing)} missing, "
-                        f"{len(wrong)} of another shape: {shown}{', ...' if len(missing) + len(wrong) > 4 else ''})")
+    # tensors the config has no place for (weights of a bigger model under a smaller config) would be dropped;
+    # rotary frequency buffers that old checkpoints carry are recomputed, not weights
+    extra = sorted(k for k in info.get("unexpected_keys") or [] if not k.endswith("inv_freq"))
+    if missing or wrong or extra:
+        shown = ", ".join(str(k if isinstance(k, str) else k[0]) for k in [*missing, *wrong, *extra][:4])
+        raise UserError(f"{path}: its weights do not match the model its config describes ({len(missing)} missing, "
+                        f"{len(wrong)} of another shape, {len(extra)} it has no place for: {shown}"
+                        f"{', ...' if len(missing) + len(wrong) + len(extra) > 4 else ''})")
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:  # every logit would be NaN, and a multiple-choice score would still come out (argmax of NaNs)
+        raise UserError(f"{path}: its weights are not finite ({len(bad)} tensor(s): {', '.join(bad[:3])}"
+                        f"{', ...' if len(bad) > 3 else ''}); looplm does not score or train such a model")
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if getattr(model.config, "tie_word_embeddings", False) and head is not None and head.weight is not emb.weight:
+        # the file held its own head, which transformers kept: say so in the config, or a later tie_weights()
+        # (lm-eval's) would swap in the embedding and score a model that exists nowhere on disk
+        model.config.tie_word_embeddings = False
     try:
         check_looped(model)
     except TypeError as e:
         raise UserError(f"{path}: {e}") from None
     return model
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -183,11 +214,18 @@ def load_tokenizer(path: str, revision: str | None = None) -> Any:
 
     require_tokenizer(path)
     try:
-        return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
     except ValueError as e:  # transformers asks for trust_remote_code when the tokenizer class is the folder's own
         if "trust_remote_code" in str(e):
             raise UserError(f"{path}: its tokenizer needs the directory's own code, which looplm never runs; give "
                             "a folder whose tokenizer transformers knows (tokenizer.json)") from None
+        if isinstance(e, json.JSONDecodeError) or "JSON" in str(e) or "Expecting" in str(e):
+            raise UserError(f"{path}: its tokenizer files are not valid JSON ({_first_line(e)})") from None
+        raise
+    except Exception as e:
+        if type(e) is Exception:  # the tokenizers library raises plain Exception for a malformed tokenizer.json
+            raise UserError(f"{path}: its tokenizer files cannot be read ({_first_line(e)})") from None
         raise
 
 

@@ -259,7 +259,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     if unknown:
         raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)} (lm-eval lists its tasks with "
                         "`lm-eval ls tasks`; a local task needs --include-path)")
-    rows, counts = [], {}
+    rows, counts, shots = [], {}, {}
     for d in depths:
         lm.num_loops = d
         with _no_env_info():
@@ -268,6 +268,12 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                     model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=tm,
                     apply_chat_template=apply_chat_template, log_samples=False, bootstrap_iters=0,
                     gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
+            except AssertionError as e:  # lm-eval's own check of a generation budget against the positions
+                if "max tokens to generate" not in str(e):
+                    raise
+                positions = getattr(lm.model.config, "max_position_embeddings", None)
+                raise UserError(f"{', '.join(tasks)}: the generation budget does not fit {pretrained}'s "
+                                f"{positions} positions; pass a --max-gen-toks below {positions}") from None
             except Exception as e:  # the tokenizers library's own error type: a text its vocabulary cannot hold
                 if "Missing [UNK] token" not in str(e):
                     raise
@@ -275,6 +281,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                                 "character is outside its vocabulary (an export of a character-level looplm run "
                                 "knows only the characters it was trained on)") from None
         rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
+        # What ran, not what was asked: a task's YAML can fix its own number of shots over --num-fewshot.
+        shots = {t: c.get("num_fewshot") for t, c in res.get("configs", {}).items()}
         # What was scored, not what was asked: a --limit above a task's size scores the whole task.
         counts = {t: {"original": int(c["original"]), "effective": int(c["effective"])}
                   for t, c in res.get("n-samples", {}).items()}
@@ -285,7 +293,13 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     if short:
         print(f"note: --limit {limit:,} is more examples than a task holds ({'; '.join(short)}); all of them were "
               "scored, and eval_lm.json records the counts under n_samples")
+    overridden = {t: n for t, n in shots.items() if num_fewshot is not None and n != num_fewshot}
+    if overridden:
+        used = ", ".join(f"{t} ({n} shots, set by the task)" for t, n in overridden.items())
+        print(f"note: --num-fewshot {num_fewshot} was not used by {used}; eval_lm.json records the shots each task "
+              "used (num_fewshot_used)")
     result = {"model": str(pretrained), "tasks": tasks, "depths": depths, "limit": limit, "num_fewshot": num_fewshot,
+              "num_fewshot_used": shots,
               # every setting that changes the numbers, so two tables can be told apart
               "settings": {"dtype": dtype, "device": device, "batch_size": batch_size,
                            "apply_chat_template": apply_chat_template, "max_gen_toks": max_gen_toks,
