@@ -7,6 +7,8 @@ regularizers, tasks, the trainer and depth sweeps. Submodules hold the rest.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 # Names are imported on first use (PEP 562): `import looplm` and the `looplm` command start without torch, so
@@ -46,6 +48,20 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'looplm' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """`looplm.train` and `looplm.generate` are functions of the public API and also the names of their modules:
+    importing a submodule sets it as the package's attribute, which would hide the function. The function stays;
+    the modules are `sys.modules["looplm.train"]` (`importlib.import_module("looplm.train")`)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("train", "generate") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly

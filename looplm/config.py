@@ -455,10 +455,15 @@ class Config:
 def apply_overrides(d: dict[str, dict[str, Any]], overrides: list[str]) -> dict[str, dict[str, Any]]:
     """Set `section.key=value` items in a nested config dict (values parsed as YAML scalars); unknown
     sections and keys raise ConfigError listing the valid ones. Type checks happen when the dict is built."""
+    seen: dict[str, str] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         path, raw = item.split("=", 1)
+        if path.strip() in seen:  # which one was meant is a guess, as for a duplicate YAML key
+            raise ConfigError(f"override {path.strip()} given twice ({seen[path.strip()]}, then {raw}); give each key "
+                              "once")
+        seen[path.strip()] = raw
         parts = path.strip().split(".")
         if len(parts) != 2:
             raise ConfigError(f"override key {path!r} must be section.key, e.g. train.steps")

@@ -36,6 +36,10 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
     own inputs (`inputs`: path -> what it is; a data folder's inside too), even with --force; one inside a
     run's checkpoint folders (training replaces and prunes them); one whose folder is a file; a directory;
     and (unless --force) an earlier result."""
+    seen = [p.resolve() for p in paths]
+    if len(set(seen)) < len(seen):  # the JSON and its figure under one name: the second would replace the first
+        raise UserError(f"--out {paths[0]} would be written twice (the result and its figure, "
+                        f"{', '.join(str(p) for p in paths)}); give a .json path")
     for p in paths:
         for inp, what in (inputs or {}).items():
             if _is_input(p, Path(inp)):

@@ -78,12 +78,14 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
             raise FileExistsError(f"{out} already holds a checkpoint; pass --resume to continue it, or choose another "
                                   "--out")
         partial = sorted(names & {"config.yaml", "metrics.jsonl"})
-        if partial:
+        if partial and _own_config(out):
             raise UserError(f"{out} holds a looplm run that has no checkpoint yet ({', '.join(partial)}); pass "
                             "--resume to start it again, or choose another --out")
         if names - {LOCK}:
             raise _not_empty(out, names, "a looplm run")
         return None
+    if found is None and not history and names - {LOCK} and not _own_config(out):
+        raise _not_empty(out, names, "a looplm run")  # a config.yaml or metrics.jsonl of someone else's
     check_metrics(out / "metrics.jsonl")
     problems = []
     if found is None and history:
@@ -105,6 +107,17 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
                         f"now ({latest} is missing); --resume would start the run over and replace its log. Put the "
                         "checkpoint back, or choose another --out")
     return None  # a run that stopped before its first checkpoint: --resume starts it again
+
+
+def _own_config(out: Path) -> bool:
+    """`out/config.yaml` is a looplm run's resolved config (every run writes one as it starts)."""
+    from .config import load_config
+
+    try:
+        load_config(out / "config.yaml")
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def _save_was_due(out: Path) -> int | None:

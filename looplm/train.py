@@ -229,6 +229,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     {"crash_at_step": k} raises after step k; {"interrupt_at_step": k} acts as Ctrl-C after step k.
     """
     out = Path(out)
+    # Validated again: a Config's fields can be set after it was built (cfg.loops.min_loops = 3), past its checks
+    cfg = Config.from_dict(cfg.to_dict())
     t = cfg.train
     ckpt_dir = out / "checkpoint"
     world = dist.init("cuda" if resolve_device(t.device).type == "cuda" else "cpu")

@@ -294,6 +294,9 @@ CASES: dict[str, Case] = {
                             prepare=_foreign_dir),
     "run-foreign-dir-resume": Case("rundir", "--resume into a directory of other files", [*TRAIN[:4], "{tmp}/docs",
                                    "--resume", *TINY], prepare=_foreign_dir),
+    "run-foreign-config-resume": Case("rundir", "--resume into a folder whose config.yaml and metrics.jsonl are "
+                                      "someone else's", [*TRAIN[:4], "{tmp}/notes", "--resume", *TINY], {
+        "notes/config.yaml": "title: my notes\n", "notes/metrics.jsonl": "accuracy went up\n"}),
     "run-out-is-file": Case("rundir", "--out is a file", [*TRAIN[:4], "{tmp}/f", *TINY], {"f": "x"}),
     "run-checkpoint-symlink": Case("rundir", "checkpoint/ is a symlink to itself", RESUME, prepare=_symlink_loop),
     "run-out-inside-checkpoint": Case("rundir", "--out inside another run's checkpoint/ (its resume deletes it)",
@@ -681,6 +684,14 @@ CASES: dict[str, Case] = {
                                            ["analyze", "{tmp}/exp", "--data", "{tmp}/chat.jsonl", "--no-progress",
                                             "--out", "{tmp}/a"], {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_export,
                                            hf=True),
+    "hf-finetune-unfrozen-gate": Case("hf", "model.freeze_exit_gate=false (the objective never reads the gate: it "
+                                      "would not train, and DDP would fail at step 2)", FT, {
+        "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  freeze_exit_gate: false\n"), "chat.jsonl": GOOD_CHAT + "\n"},
+        hf=True),
+    "hf-analyze-broken-template": Case("hf", "analyze a model whose chat template does not parse", [
+        "analyze", "{tmp}/m", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_hf_edit("a chat template that does not parse", lambda d: (
+            d / "chat_template.jinja").write_text("{% for m in messages %}")), hf=True),
     "hf-eval-out-unwritable": Case("hf", "eval-lm --out where nothing can be written (found before the work)", [
         "eval-lm", "{base}", "--tasks", "x", "--out", "/proc/looplm-eval"], hf=True),
     "hf-analyze-remote-code-tokenizer": Case("hf", "analyze an export whose tokenizer needs its own code", [

@@ -91,6 +91,7 @@ def run_case(case_id: str, run: Path, hf_paths: dict[str, Path] | None, tmp: Pat
         return s
 
     for name, content in case.files.items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_bytes(content if isinstance(content, bytes) else fill(content).encode())
     if case.prepare is not None:
         PLACES.clear()

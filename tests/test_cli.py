@@ -288,3 +288,17 @@ def test_earlier_results_survive_without_hard_links_and_after_a_kill(tmp_path, m
         assert js.read_text() == "earlier"  # back before this command writes anything
     assert "was being replaced by a command that was killed" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["dynamics.json"]
+
+
+def test_the_public_names_are_what_they_say_whatever_was_imported_first():
+    """`looplm.train` and `looplm.generate` name both functions and modules: importing the modules (as the CLI
+    does) must not turn the public functions into modules."""
+    import importlib
+
+    import looplm
+    import looplm.cli  # noqa: F401  (imports looplm.train and looplm.generate)
+    from looplm import fit, generate, train
+
+    assert callable(train) and train is fit and callable(generate)
+    assert looplm.train is fit and looplm.generate is generate
+    assert importlib.import_module("looplm.train").fit is fit

@@ -108,3 +108,19 @@ def test_a_preset_name_is_the_preset_whatever_the_directory_holds(tmp_path, monk
     (tmp_path / "addition-prenorm-stars").write_text("train:\n  steps: 7\n")
     assert load_config("./addition-prenorm-stars").train.steps == 7
     assert load_config("addition-prenorm-stars").train.steps != 7
+
+
+def test_an_override_given_twice_is_refused_in_the_api_as_in_the_cli():
+    with pytest.raises(ConfigError, match="train.steps given twice"):
+        load_config("addition-prenorm-stars", ["train.steps=5", "train.steps=7"])
+
+
+def test_fit_checks_a_config_changed_after_it_was_built(tmp_path):
+    """Fields set on a built Config (cfg.loops.min_loops = 3) are checked again by fit, before anything is written."""
+    from looplm import fit
+
+    cfg = load_config("addition-prenorm-stars", ["train.steps=2", "model.d_model=32", "model.d_ff=64"])
+    cfg.loops.min_loops, cfg.loops.max_loops = 3, 2
+    with pytest.raises(ConfigError, match="loops"):
+        fit(cfg, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()

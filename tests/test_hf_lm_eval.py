@@ -162,3 +162,19 @@ def test_the_shots_recorded_are_the_shots_each_task_used(setup, tmp_path, capsys
     assert f"--num-fewshot 2 was not used by {mc_task} (0 shots, set by the task)" in capsys.readouterr().out
     res = json.loads((tmp_path / "e" / "eval_lm.json").read_text())
     assert res["num_fewshot"] == 2 and res["num_fewshot_used"] == {mc_task: 0}
+
+
+def test_a_broken_chat_template_is_one_line(setup, tmp_path, capsys):
+    """The model's chat template is its own code (Jinja, sandboxed): one that does not parse is the model's fault,
+    said in one line, not a traceback."""
+    import shutil
+
+    d, (gen_task, _) = setup
+    m = shutil.copytree(d / "model", tmp_path / "m")
+    (m / "chat_template.jinja").write_text("{% for m in messages %}")
+    capsys.readouterr()
+    assert cli(["eval-lm", str(m), "--tasks", gen_task, "--depths", "1", "--include-path", str(d / "tasks"),
+                "--limit", "1", "--apply-chat-template", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
+    assert len(errors) == 1 and "its chat template cannot be used (TemplateSyntaxError" in errors[0]
+    assert not (tmp_path / "e").exists()

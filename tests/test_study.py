@@ -173,13 +173,16 @@ def test_a_fine_tune_without_its_base_is_refused_before_anything_is_written(tmp_
 def test_an_interrupted_study_says_to_rerun_the_study(tmp_path, monkeypatch, capsys):
     """A study continues by its own command (it resumes every unfinished run), not by `--resume`, which `study`
     does not take: the interrupt line says so."""
-    import looplm.train
+    import importlib
+
     from looplm.cli import main
 
-    def interrupted(cfg, out, **kw):
-        raise looplm.train.Interrupted(f"interrupted: saved a checkpoint at step 3 in {out}/checkpoint", 130)
+    tr = importlib.import_module("looplm.train")  # the module (the package's `looplm.train` is the function)
 
-    monkeypatch.setattr(looplm.train, "fit", interrupted)
+    def interrupted(cfg, out, **kw):
+        raise tr.Interrupted(f"interrupted: saved a checkpoint at step 3 in {out}/checkpoint", 130)
+
+    monkeypatch.setattr(tr, "fit", interrupted)
     assert main(["study", "addition", "--quick", "--out", str(tmp_path / "s"), "--no-progress"]) == 130
     err = capsys.readouterr().err.strip()
     assert err.endswith("; run the same `looplm study` command again to continue") and "--resume" not in err

@@ -16,7 +16,7 @@ import torch
 
 from ..looped import check_looped
 from ..tasks.base import Batch
-from .chat import to_messages
+from .chat import TemplateError, end_of_turn_token, to_messages
 from .data import Records, build_examples, load_records, to_batch
 
 # (prompt, response) field pairs tried in order when a record has no `messages` list.
@@ -119,6 +119,10 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     check_local(str(path))  # a fine-tune's checkpoint against its manifest before any of its files is parsed
     check_model_type(str(path))
     tok = load_tokenizer(str(path))
+    try:  # the model's own template on a two-turn conversation first: a broken one is the model's, not a record's
+        end_of_turn_token(tok)
+    except TemplateError as e:
+        raise ValueError(f"{path}: {e}") from None
     conf = json.loads((Path(path) / "config.json").read_text())
     positions = next((conf[k] for k in ("max_position_embeddings", "max_seq_len") if isinstance(conf.get(k), int)),
                      None)

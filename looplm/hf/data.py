@@ -31,17 +31,17 @@ class Records(list):
 
 def _read_local(p: Path) -> Records:
     try:
-        if p.suffix == ".jsonl":
+        if p.suffix.lower() == ".jsonl":
             got = read_rows(p)
             out = Records([r for _, r in got], [w for w, _ in got])
-        elif p.suffix == ".json":
+        elif p.suffix.lower() == ".json":
             data = json.loads(p.read_text())
             if isinstance(data, dict) and "data" in data:
                 data = data["data"]
             if not isinstance(data, list):
                 raise ValueError(f"{p}: expected a list of records")
             out = Records(data, [f"{p}[{i}]" for i in range(len(data))])
-        elif p.suffix == ".parquet":
+        elif p.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq  # comes with `datasets`
 
             data = pq.read_table(p).to_pylist()

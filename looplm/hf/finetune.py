@@ -288,10 +288,13 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
             raise ConfigError(f"model.gradient_checkpointing: {type(model).__name__} does not support per-layer "
                               "checkpointing; set it to false (loops.checkpoint_loops recomputes whole loops)")
         (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
-    if m.freeze_exit_gate:
-        for name, p in model.named_parameters():
-            if "early_exit_gate" in name:
-                p.requires_grad_(False)
+    gate = [p for name, p in model.named_parameters() if "early_exit_gate" in name]
+    if gate and not m.freeze_exit_gate:  # the objective never reads the gate: it would not train, and DDP would
+        raise ConfigError("model.freeze_exit_gate=false: this objective (CE after the sampled loops, plus the "  # fail
+                          "penalty) never reads the early-exit gate, so its weights would get no gradient and stay as "
+                          "they are; leave it true")
+    for p in gate:
+        p.requires_grad_(False)
 
     task = ChatTask(examples, pad_id, t.seed)
     task.paths = [d.source]

@@ -24,6 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
@@ -274,6 +275,9 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                 positions = getattr(lm.model.config, "max_position_embeddings", None)
                 raise UserError(f"{', '.join(tasks)}: the generation budget does not fit {pretrained}'s "
                                 f"{positions} positions; pass a --max-gen-toks below {positions}") from None
+            except jinja2.TemplateError as e:  # the model's chat template (--apply-chat-template): its own code
+                why = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no message"
+                raise UserError(f"{pretrained}: its chat template cannot be used ({type(e).__name__}: {why})") from None
             except Exception as e:  # the tokenizers library's own error type: a text its vocabulary cannot hold
                 if "Missing [UNK] token" not in str(e):
                     raise
