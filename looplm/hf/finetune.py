@@ -108,7 +108,10 @@ def check_local(path: str, revision: str | None = None) -> None:
     if not p.is_dir():
         raise UserError(f"{path} is a file, not a model directory")
     if not (p / "config.json").is_file():
-        hint = " (a `looplm finetune` run: its model is in checkpoint/)" if (p / "checkpoint").is_dir() else ""
+        from .analysis import find_model_dir
+
+        hint = (" (a `looplm finetune` run: its model is in checkpoint/)" if find_model_dir(p) is not None else
+                " (a run of looplm's own model: `looplm export-hf` converts it)" if (p / "checkpoint").is_dir() else "")
         raise UserError(f"{path} has no config.json: not a Hugging Face model directory{hint}")
     if (p / MANIFEST).is_file():
         verify(p)  # a fine-tune's checkpoint: damaged files are refused, as --resume refuses them
