@@ -38,7 +38,7 @@ class RunSpec:
     init_from: str = ""  # another run of the grid whose final weights start this one (fine-tuning)
 
     def config(self, extra: list[str]) -> object:
-        return load_config(self.preset, [*self.overrides, f"train.seed={self.seed}", *extra])
+        return load_config(self.preset, merged([*self.overrides, f"train.seed={self.seed}", *extra]))
 
 
 def merged(overrides: list[str]) -> list[str]:
