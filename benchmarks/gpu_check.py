@@ -74,10 +74,11 @@ def peak_mb() -> float | None:
 def addition_config(smoke: bool, extra: list[str]) -> Config:
     size = (["model.d_model=32", "model.n_heads=2", "model.d_ff=64", "train.batch_size=8"] if smoke else
             ["model.d_model=512", "model.n_heads=8", "model.d_ff=1024", "train.batch_size=512"])
-    return load_config("addition-prenorm-stars", [*size, "loops.sampler=fixed", "loops.num_loops=9", "reg.start_step=0",
-                                          "reg.rho_every=0", "train.eval_every=0", "train.log_every=1",
-                                          "train.warmup_steps=1", "train.checkpoint_every=0", "train.bf16=true",
-                                          *extra])
+    items = [*size, "loops.sampler=fixed", "loops.num_loops=9", "reg.start_step=0", "reg.rho_every=0",
+             "train.eval_every=0", "train.log_every=1", "train.warmup_steps=1", "train.checkpoint_every=0",
+             "train.bf16=true", *extra]
+    # `extra` replaces a default of the same key (load_config refuses a key given twice)
+    return load_config("addition-prenorm-stars", [f"{k}={v}" for k, v in dict(i.split("=", 1) for i in items).items()])
 
 
 def addition_step(a: argparse.Namespace, tmp: Path) -> dict:
