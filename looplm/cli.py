@@ -134,6 +134,9 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
     ds = parse_depths(depths)
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
     task = task_of_checkpoint(cfg, checkpoint, held_out=data is None)
+    if (exit_tol is not None or exit_stable is not None) and task.scored_by == "perplexity":
+        raise ValueError("an exit rule is scored by exact match of an answer; a text run is scored by perplexity "
+                         "(a whole window is never exactly right): drop --exit-tol / --exit-stable")
     if sizes is not None:
         if not hasattr(task, "sized_batch"):
             raise ValueError(f"--sizes needs a size-graded task (parity, chain); this run's is {cfg.data.task}")

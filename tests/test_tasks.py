@@ -139,6 +139,8 @@ def test_text_task_perplexity_per_depth_matches_a_direct_computation(text_run, c
             ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1).double(), batch.targets.flatten())
             assert sw["ce"][d - 1] == pytest.approx(ce.item(), rel=1e-6)
             assert sw["ppl"][d - 1] == pytest.approx(math.exp(ce.item()), rel=1e-6)
+    assert cli("sweep", run, "--depths", "1:3", "--exit-tol", "0.1", "--out", text_run / "x.json", "--no-progress") == 2
+    assert "an exit rule is scored by exact match" in capsys.readouterr().err
     assert cli("generate", run, "the quick", "--loops", "2") == 0
     assert capsys.readouterr().out.startswith("the quick ")
     # A perplexity sweep is drawn as perplexity (not as an accuracy it lacks); mixing it with exact match is refused.
