@@ -178,3 +178,20 @@ def test_a_broken_chat_template_is_one_line(setup, tmp_path, capsys):
     errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
     assert len(errors) == 1 and "its chat template cannot be used (TemplateSyntaxError" in errors[0]
     assert not (tmp_path / "e").exists()
+
+
+def test_an_early_exit_threshold_below_one_is_recorded_and_said(setup, tmp_path, capsys):
+    """With the config's early_exit_threshold below 1, a row is an adaptive exit capped at its loop count: the
+    run says so and eval_lm.json records the threshold beside the other settings."""
+    import shutil
+
+    d, (_, mc_task) = setup
+    m = shutil.copytree(d / "model", tmp_path / "m")
+    conf = json.loads((m / "config.json").read_text())
+    conf["early_exit_threshold"] = 0.5
+    (m / "config.json").write_text(json.dumps(conf))
+    capsys.readouterr()
+    assert cli(["eval-lm", str(m), "--tasks", mc_task, "--depths", "1,2", "--include-path", str(d / "tasks"),
+                "--limit", "2", "--device", "cpu", "--out", str(tmp_path / "e")]) == 0
+    assert "note: early_exit_threshold=0.5" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e" / "eval_lm.json").read_text())["settings"]["early_exit_threshold"] == 0.5

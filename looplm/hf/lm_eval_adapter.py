@@ -297,6 +297,13 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     if short:
         print(f"note: --limit {limit:,} is more examples than a task holds ({'; '.join(short)}); all of them were "
               "scored, and eval_lm.json records the counts under n_samples")
+    # An Ouro config's early_exit_threshold below 1 makes each row an adaptive exit capped at its loop count, not
+    # that many loops: recorded, and said
+    exit_q = lm.exit_threshold if lm.exit_threshold is not None else getattr(lm.model.config, "early_exit_threshold",
+                                                                            None)
+    if exit_q is not None and not exit_q >= 1:
+        print(f"note: early_exit_threshold={exit_q} (the model's config.json or model_args): each row is an early exit "
+              "capped at its loop count, not that many loops (1.0 runs every loop)")
     overridden = {t: n for t, n in shots.items() if num_fewshot is not None and n != num_fewshot}
     if overridden:
         used = ", ".join(f"{t} ({n} shots, set by the task)" for t, n in overridden.items())
@@ -307,7 +314,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
               # every setting that changes the numbers, so two tables can be told apart
               "settings": {"dtype": dtype, "device": device, "batch_size": batch_size,
                            "apply_chat_template": apply_chat_template, "max_gen_toks": max_gen_toks,
-                           **(model_kwargs or {})},
+                           "early_exit_threshold": exit_q, **(model_kwargs or {})},
               "n_samples": counts, "rows": rows, "table": table}
     write_result(out / "eval_lm.json", lambda f: f.write_text(json.dumps(result, indent=1) + "\n"), replace)
     write_result(out / "eval_lm.md", lambda f: f.write_text(f"# lm-eval by loop count: {pretrained}\n\n{table}\n"),
