@@ -48,7 +48,15 @@ from .looped import check_looped, phi, run_loop
 from .loops import describe, sample_loops, training_range
 from .model import LoopedTransformer, twice_differentiable
 from .objective import Objective
-from .tasks import check_fingerprint, make_task, save_fingerprint, saved_tokenizer, tokenizers, with_task_vocab
+from .tasks import (
+    check_fingerprint,
+    make_task,
+    save_fingerprint,
+    saved_tokenizer,
+    starting_tokenizer,
+    tokenizers,
+    with_task_vocab,
+)
 from .tasks.base import IGNORE
 
 
@@ -256,7 +264,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     src = rundir.resume_point(out, resume)
     task = None
     if cfg.kind == "native":  # a resumed run encodes its data with the tokenizer its checkpoint holds
-        task = make_task(cfg, saved_tokenizer(src) if src is not None else _init_tokenizer(t.init_from))
+        task = make_task(cfg, saved_tokenizer(src) if src is not None else starting_tokenizer(t.init_from))
         cfg = with_task_vocab(cfg, task)
     _check_model(src, cfg)
     changed = rundir.check_resume(src, cfg, out) if src is not None else []
@@ -318,22 +326,6 @@ def _epoch_steps(t: Any, size: int, say: bool) -> int:
         print(f"note: train.epochs={t.epochs} over {size} examples in batches of {t.batch_size}: {steps} steps; the "
               f"last {left} example(s) of the last pass are not drawn")
     return steps
-
-
-def _init_tokenizer(init_from: str) -> Any:
-    """The tokenizer of the run train.init_from names, if it saved one: fine-tuning keeps the token ids its
-    weights were trained with (a vocabulary rebuilt from new data would map the same ids to other characters).
-    A path that is no looplm checkpoint is left to the model loader, whose errors say what it is; a damaged
-    tokenizer file of a real one is refused here."""
-    from .hf.analysis import find_model_dir  # standard library only
-
-    if not init_from or find_model_dir(init_from) is not None:  # an HF model directory: the loader refuses it
-        return None
-    try:
-        ckpt.resolve(init_from)
-    except (ckpt.CheckpointError, OSError, ValueError):
-        return None
-    return saved_tokenizer(init_from)
 
 
 def _check_memory(cfg: Config, micro: int) -> None:

@@ -10,9 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bad_input_damage import (  # noqa: F401  (_HELD and PLACES: for the test module)
-    _HELD,
-    PLACES,
+from .bad_input_damage import (
     _as_bin,
     _big_tokenizer,
     _checkpoints_gone,
@@ -23,7 +21,6 @@ from .bad_input_damage import (  # noqa: F401  (_HELD and PLACES: for the test m
     _export_no_tokenizer,
     _flip,
     _foreign_dir,
-    _hf_base,
     _hf_config_more_layers,
     _hf_edit,
     _hf_pickle,

@@ -22,7 +22,8 @@ import pytest
 
 from looplm.cli import main
 
-from .bad_input_cases import _HELD, CASES, GOOD_CHAT, PLACES, TINY, Case
+from .bad_input_cases import CASES, GOOD_CHAT, TINY, Case
+from .bad_input_damage import _HELD, PLACES
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"

@@ -85,6 +85,23 @@ def saved_tokenizer(folder: str | Path) -> Any:
     return tokenizers.load(d)
 
 
+def starting_tokenizer(init_from: str) -> Any:
+    """The tokenizer of the run train.init_from names, if it saved one: fine-tuning keeps the token ids its
+    weights were trained with (a vocabulary rebuilt from new data would map the same ids to other characters).
+    A path that is no looplm checkpoint is left to the model loader, whose errors say what it is; a damaged
+    tokenizer file of a real one is refused here."""
+    from .. import checkpoint as ckpt
+    from ..hf.analysis import find_model_dir
+
+    if not init_from or find_model_dir(init_from) is not None:  # an HF model directory: the loader refuses it
+        return None
+    try:
+        ckpt.resolve(init_from)
+    except (ckpt.CheckpointError, OSError, ValueError):
+        return None
+    return saved_tokenizer(init_from)
+
+
 DATA_FILE = "data.json"  # in a checkpoint of a task read from files: a digest of the data it was trained on
 
 
@@ -125,4 +142,4 @@ def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -
 
 __all__ = ["IGNORE", "AdditionTask", "Batch", "ChainTask", "CharTokenizer", "JsonlTask", "ParityTask", "TextTask",
            "check_fingerprint", "make_task", "read_addition_jsonl", "save_fingerprint", "saved_tokenizer",
-           "task_of_checkpoint", "with_task_vocab"]
+           "starting_tokenizer", "task_of_checkpoint", "with_task_vocab"]

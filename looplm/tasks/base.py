@@ -79,3 +79,19 @@ def encode_answers(tok, prompts: list[str], answers: list[str], max_len: int | N
         seqs.append(ids + tok.encode(a) + [EOS])
         plens.append(len(ids))
     return make_batch(seqs, plens, max_len)
+
+
+class ReadOnUse:
+    """A task over files whose data attributes (`_read_on_use`) are read by `_read()` when first asked for: a
+    task built from a saved tokenizer for `generate` or `sweep --data` then opens no training file."""
+
+    _read_on_use: tuple[str, ...] = ()
+
+    def _read(self) -> None:
+        raise NotImplementedError
+
+    def __getattr__(self, name: str):  # only for attributes not set yet
+        if name in type(self)._read_on_use:
+            self._read()
+            return object.__getattribute__(self, name)
+        raise AttributeError(name)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..records import read_rows
-from .base import Batch, encode_answers, held_out_by_hash
+from .base import Batch, ReadOnUse, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
 
 
@@ -48,8 +48,10 @@ def read_pairs(path: str | Path, prompt_field: str, answer_field: str, where: li
     return prompts, answers
 
 
-class JsonlTask:
+class JsonlTask(ReadOnUse):
     """The task interface (looplm.tasks) over a prompt -> answer JSONL file."""
+
+    _read_on_use = ("train", "test", "size", "fingerprint")
 
     scored_by = "exact_match"
     eos_id, pad_id = EOS, PAD
@@ -68,12 +70,6 @@ class JsonlTask:
             self.tok = tokenizer
         if not (lazy and tokenizer is not None):
             self._read()
-
-    def __getattr__(self, name: str):  # the rows, read on first use (lazy)
-        if name in ("train", "test", "size", "fingerprint"):
-            self._read()
-            return object.__getattribute__(self, name)
-        raise AttributeError(name)
 
     def _read(self) -> None:
         path, test_path, test_fraction, seed = self._spec

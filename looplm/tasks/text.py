@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..records import data_files
-from .base import IGNORE, Batch
+from .base import IGNORE, Batch, ReadOnUse
 from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
 
 TEXT_SUFFIXES = ("", ".txt", ".md", ".text", ".rst")
@@ -42,8 +42,10 @@ def read_text(path: str | Path) -> str:
     return text
 
 
-class TextTask:
+class TextTask(ReadOnUse):
     """The task interface (looplm.tasks) over a text corpus."""
+
+    _read_on_use = ("train_ids", "test_ids", "size", "fingerprint")
 
     scored_by = "perplexity"
     eos_id, pad_id = EOS, PAD
@@ -65,12 +67,6 @@ class TextTask:
             self.tok = saved
         if not (lazy and saved is not None):
             self._read()
-
-    def __getattr__(self, name: str):  # the corpus' parts, read on first use (lazy)
-        if name in ("train_ids", "test_ids", "size", "fingerprint"):
-            self._read()
-            return object.__getattribute__(self, name)
-        raise AttributeError(name)
 
     def _read(self) -> None:
         path, test_fraction, tokenizer, vocab_size = self._spec
