@@ -198,9 +198,19 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
     # An answer task's answer ends with the end token; a language model's continuation simply fills the positions.
     cut = "" if task.scored_by == "perplexity" else \
         f"  [cut off: no end token within the model's {cfg.model.max_seq_len} positions]"
-    return [(p, task.format_answer(task.tok.decode(o)) + ("" if done else cut)
+    return [(p, task.format_answer(task.tok.decode(o)) + ("" if done else cut) + _pads_said(o, task.pad_id)
              + (f"  [loops per token: {' '.join(map(str, u))}]" if show_loops else ""))
             for p, o, u, done in zip(prompts, outs, used, outs.finished, strict=True)]
+
+
+def _pads_said(out: list[int], pad_id: int) -> str:
+    """A padding token the model chose is part of what it wrote (every later token read it) but has no text: say
+    where it was, so the printed answer is not taken for the sequence that a sweep scores."""
+    at = [k + 1 for k, t in enumerate(out) if t == pad_id]
+    if not at:
+        return ""
+    where = ", ".join(map(str, at[:8])) + (", ..." if len(at) > 8 else "")
+    return f"  [the model wrote <pad> as output token(s) {where} of {len(out)}; the text leaves them out]"
 
 
 def depth_table(sw: dict, depths: list[int], label: str = "accuracy", key: str = "accuracy") -> str:
@@ -213,11 +223,12 @@ def depth_table(sw: dict, depths: list[int], label: str = "accuracy", key: str =
 
 
 def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progress: bool = True,
-             n: int = DEMO_N) -> dict:
+             n: int = DEMO_N, force: bool = False) -> dict:
     """The STARS recipe on 4-digit addition, end to end: stage 1 (addition-fixed8: external norm, injection, fixed
     8 loops until the held-out split is solved), stage 2 (addition-stars: random loops + JSRR, fine-tuned from
     stage 1), then a one-pass sweep to 1000 loops, the per-loop dynamics, a table and two figures. `overrides`
-    apply to both stages; each stage resumes if its directory holds a checkpoint."""
+    apply to both stages; each stage resumes if its directory holds a checkpoint. The results of an earlier demo
+    in `out` are replaced only with `force` (checked before any training)."""
     from .dynamics import diagnose
     from .plots import plot_accuracy, plot_dynamics
 
@@ -226,6 +237,8 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     if n > cfg1.data.test_size:  # checked here, not after both stages have trained
         raise UserError(f"--n {n}: the held-out split (data.test_size={cfg1.data.test_size}) holds only "
                         f"{cfg1.data.test_size} problems; ask for at most {cfg1.data.test_size}")
+    results = [out / f for f in DEMO_FILES if "." in f]  # sweep.json, dynamics.json and their figures
+    fresh_outputs(results, force)
     t0 = time.perf_counter()
     stage1 = fit(cfg1, out / "stage1", resume=True, progress=progress)
     cfg = load_config("addition-stars", [*(overrides or []), f"train.init_from={stage1}"])
@@ -233,16 +246,17 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     train_s = time.perf_counter() - t0
     sw = run_sweep(str(run), DEMO_SWEEP, n=n, progress=progress)
     sw["label"] = "STARS (demo)"
-    write_json(out / "sweep.json", sw)
     model, cfg = ckpt.load_model(run)
     dyn = diagnose(model, task_of_checkpoint(cfg, run).held_out(64), parse_depths(DEMO_SWEEP),
                    spectral_depths=[1, 2, 4, 8, 16, 32, 100, 300, 1000], spectral_n=min(8, cfg.data.test_size),
                    iters=60, tol=1e-3,
                    hutchinson_samples=0, pca_n=0, progress=progress)
     dyn.update({"label": "STARS (demo)", "train_loops": list(training_range(cfg.loops))})
-    write_json(out / "dynamics.json", dyn)
-    pngs = [plot_accuracy([sw], out / "accuracy.png", title="looplm demo: STARS on 4-digit addition"),
-            plot_dynamics(dyn, out / "dynamics.png")]
+    with all_or_nothing(results):  # one set of results: never this run's sweep beside an earlier dynamics
+        write_json(out / "sweep.json", sw)
+        write_json(out / "dynamics.json", dyn)
+        pngs = [plot_accuracy([sw], out / "accuracy.png", title="looplm demo: STARS on 4-digit addition"),
+                plot_dynamics(dyn, out / "dynamics.png")]
     total_s = time.perf_counter() - t0
     print(f"\ntrained in {train_s / 60:.1f} min ({total_s / 60:.1f} min with the sweep and the dynamics); "
           f"exact match on {sw['n']} held-out problems:")
@@ -370,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", dest="overrides", action=SetAction, default=[], metavar="SECTION.KEY=VALUE")
     d.add_argument("--n", type=count_arg(1), default=DEMO_N, help="held-out problems for the sweep")
     d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--force", action="store_true", help="replace the results of an earlier demo in --out (its "
+                   "stages resume either way)")
 
     st = sub.add_parser("study", help="train a grid of presets and write a report (resumes; skips finished runs)")
     st.add_argument("task", choices=["addition", "ouro-mini"],
@@ -508,7 +524,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                         not args.no_cache, args.exit_tol, args.exit_stable, args.show_loops):
             print(f"{prompt} {ans}")
     elif args.cmd == "demo":
-        cmd_demo(args.out, args.overrides, not args.no_progress, args.n)
+        cmd_demo(args.out, args.overrides, not args.no_progress, args.n, args.force)
     elif args.cmd == "study" and args.task == "ouro-mini":
         if args.jobs != 1 or args.only:
             raise ValueError("--jobs and --only belong to the addition study; ouro-mini runs its stages in order")

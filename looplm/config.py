@@ -438,12 +438,21 @@ class Config:
         types_ = {**_SECTION_TYPES, **(_HF_TYPES if hf else {})}
         t = d.get("train")
         if hf and isinstance(t, dict) and t.get("steps"):  # steps set the run's length: the record says so, with
-            d = {**d, "train": {**t, "epochs": 0}}           # no default (or preset) epochs that did not apply
+            if t.get("epochs"):                              # no default epochs that did not apply; both given
+                raise ConfigError(f"train.steps={t['steps']!r} and train.epochs={t['epochs']!r} both set the "
+                                  "run's length; give one (steps > 0, or epochs > 0 with steps = 0)")  # is a guess
+            d = {**d, "train": {**t, "epochs": 0}}
         return cls(**build_sections(d, types_, base=HF_DEFAULTS if hf else None))
 
     def with_overrides(self, overrides: list[str]) -> Config:
-        """Apply `section.key=value` strings; values are parsed as YAML scalars, then type-checked."""
-        return Config.from_dict(apply_overrides(self.to_dict(), overrides))
+        """Apply `section.key=value` strings; values are parsed as YAML scalars, then type-checked. An override of
+        train.steps replaces the epochs of the config below it (a preset's one epoch); one of train.epochs beside
+        that config's steps is refused, as both in one file are."""
+        d = apply_overrides(self.to_dict(), overrides)
+        named = {o.split("=", 1)[0].strip() for o in overrides}
+        if "train.steps" in named and "train.epochs" not in named:
+            d["train"]["epochs"] = 0
+        return Config.from_dict(d)
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

@@ -304,6 +304,9 @@ CASES: dict[str, Case] = {
         "demo", "--out", "{copy}"]),
     "run-demo-n-above-split": Case("rundir", "demo --n above the held-out split (refused before training)", [
         "demo", "--out", "{tmp}/demo", "--no-progress", "--n", "100000000", "--set", "data.test_size=16"]),
+    "run-demo-results-exist": Case("rundir", "demo again into a finished demo's folder (its results would be "
+                                   "replaced)", ["demo", "--out", "{tmp}/demo", "--no-progress"],
+                                   {"demo/sweep.json": "{\"n\": 1000}\n", "demo/accuracy.png": "png"}),
     "run-locked": Case("rundir", "another process holds the run", RESUME, prepare=_hold_lock),
     "run-metrics-bad-middle": Case("rundir", "metrics.jsonl with a bad line before the last", RESUME,
                                    prepare=_metrics("{\"step\": 1, \"lo")),
@@ -660,6 +663,23 @@ CASES: dict[str, Case] = {
         "ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"), "chat.jsonl": GOOD_CHAT + "\n"},
         prepare=_hf_edit("its config.json with intermediate_size 48 (weights: 64)", _config_edit(
             intermediate_size=48)), hf=True),
+    "hf-finetune-steps-and-epochs-set": Case("hf", "finetune with --set train.epochs=3 beside the file's steps: 1 "
+                                             "(the epochs were dropped in silence)", [
+        *FT, "--set", "train.epochs=3"], {"ft.yaml": FT_YAML, "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-steps-and-epochs-in-file": Case("hf", "a fine-tune config file that sets both train.steps and "
+                                                 "train.epochs", FT, {
+        "ft.yaml": FT_YAML.replace("steps: 1\n", "steps: 1\n  epochs: 2\n"), "chat.jsonl": GOOD_CHAT + "\n"},
+        hf=True),
+    "hf-eval-exit-threshold-negative": Case("hf", "eval-lm on a model whose config.json sets early_exit_threshold -3 "
+                                            "(every row would quietly be loop 1)", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit("its config.json with early_exit_threshold -3", _config_edit(early_exit_threshold=-3)),
+        hf=True),
+    "hf-eval-exit-threshold-nan": Case("hf", "eval-lm on a model whose config.json sets early_exit_threshold NaN "
+                                       "(never reached: quietly the last loop)", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit("its config.json with early_exit_threshold NaN", _config_edit(
+            early_exit_threshold=float("nan"))), hf=True),
     "hf-eval-bin-truncated": Case("hf", "eval-lm on a truncated pytorch_model.bin", [
         "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
         prepare=_hf_edit("its weights as pytorch_model.bin, cut to half", _as_bin(True)), hf=True),

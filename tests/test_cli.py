@@ -91,6 +91,20 @@ def ckpt_config(run):
     return ckpt.load_config(run)
 
 
+def _untrained_addition_model():
+    """(config, seeded untrained model, task) of a tiny addition model with 16 positions, to hand-set weights in."""
+    import torch
+
+    from looplm.config import load_config
+    from looplm.model import LoopedTransformer
+    from looplm.tasks import make_task
+
+    cfg = load_config("addition-prenorm-stars", ["model.d_model=32", "model.d_ff=64", "model.n_heads=2",
+                                                 "model.max_seq_len=16"])
+    torch.manual_seed(0)
+    return cfg, LoopedTransformer(cfg.model).eval(), make_task(cfg)
+
+
 def test_cut_off_answers_are_marked(tmp_path, capsys):
     """An answer with no end token is marked as cut off, in the API (Generated.finished) and in the CLI. The
     model here can never emit EOS: its tied head row for EOS is a constant vector, and the final LayerNorm's
@@ -98,16 +112,9 @@ def test_cut_off_answers_are_marked(tmp_path, capsys):
     import torch
 
     from looplm import checkpoint as ckpt
-    from looplm.config import load_config
     from looplm.generate import generate, generate_cached
-    from looplm.model import LoopedTransformer
-    from looplm.tasks import make_task
 
-    cfg = load_config("addition-prenorm-stars", ["model.d_model=32", "model.d_ff=64", "model.n_heads=2",
-                                         "model.max_seq_len=16"])
-    torch.manual_seed(0)
-    model = LoopedTransformer(cfg.model).eval()
-    task = make_task(cfg)
+    cfg, model, task = _untrained_addition_model()
     with torch.no_grad():
         model.tok_emb.weight[task.eos_id] = 1.0
     ids = [task.tok.encode("123456+123456="), task.tok.encode("12+34=")]
@@ -132,6 +139,29 @@ def test_cut_off_answers_are_marked(tmp_path, capsys):
                        *flags) == 0
         shown.append(capsys.readouterr().out.strip())
     assert shown[0] == shown[1] and shown[0].endswith("[loops per token: 2 2]"), shown
+
+
+def test_generate_says_the_padding_tokens_the_model_wrote(tmp_path, capsys):
+    """A padding token the model chooses has no text, but every later token read it: the printed answer says
+    where it was (it used to print `7` for `<pad>7`, an answer the sweep scores wrong). The model here always
+    chooses PAD: its final norm outputs the constant vector 1, and the tied head row of PAD is 10 (logit 10·D)
+    while every other row is small and random."""
+    import torch
+
+    from looplm import checkpoint as ckpt
+
+    cfg, model, task = _untrained_addition_model()
+    with torch.no_grad():
+        model.norm_f.weight.zero_()
+        model.norm_f.bias.fill_(1.0)
+        model.tok_emb.weight.mul_(0.1)
+        model.tok_emb.weight[task.pad_id] = 10.0
+    ckpt.save(tmp_path / "run" / "checkpoint", model, cfg)
+    capsys.readouterr()
+    for flags in ([], ["--no-cache"]):
+        assert run_cli("generate", str(tmp_path / "run"), "12+34=", *flags) == 0
+        out = capsys.readouterr().out.strip()
+        assert "[the model wrote <pad> as output token(s) 1, 2, 3, 4, 5, 6, 7, 8, ... of 10;" in out, out
 
 
 def test_outputs_are_written_whole_or_not_at_all(tmp_path):

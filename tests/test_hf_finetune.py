@@ -262,11 +262,30 @@ def test_a_finetune_resume_on_other_data_is_refused(base_dir, tmp_path):
     assert (tmp_path / "r" / "checkpoint" / "data.json").is_file()
     write_jsonl(math_problems(10), data)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "r").rglob("*"))
-    with pytest.raises(ConfigError, match="no longer hold the data"):
+    with pytest.raises(ConfigError, match="no longer give the data"):
         fit(cfg, tmp_path / "r", resume=True, progress=False)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "r").rglob("*")) == before
     write_jsonl(math_problems(12), data)
     fit(cfg, tmp_path / "r", resume=True, progress=False)
+
+
+def test_a_finetune_resume_after_its_template_file_changed_names_the_template(base_dir, tmp_path):
+    """The digest is of the encoded examples, so an edited chat-template file (same path, same setting) is
+    refused like edited data; the message names the template, not only the data file (which did not change)."""
+    import dataclasses
+
+    data = write_jsonl(math_problems(12), tmp_path / "math.jsonl")
+    jinja = tmp_path / "t.jinja"
+    jinja.write_text("{% for m in messages %}[{{ m.role }}]: {{ m.content }}\n{% endfor %}"
+                     "{% if add_generation_prompt %}[assistant]: {% endif %}")
+    cfg = _cfg(base_dir, data)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, chat_template=str(jinja)))
+    with pytest.raises(RuntimeError, match="injected crash"):
+        fit(cfg, tmp_path / "r", progress=False, fault={"crash_at_step": 3})
+    jinja.write_text(jinja.read_text().replace("]: ", "] "))
+    with pytest.raises(ConfigError, match=f"data: {data} through data.chat_template='{jinja}' "
+                                          r"\(data.max_length=256\) no longer give the data"):
+        fit(cfg, tmp_path / "r", resume=True, progress=False)
 
 
 def test_epochs_draw_whole_batches_and_no_example_twice(base_dir, tmp_path, capsys):

@@ -152,6 +152,31 @@ def test_a_model_name_that_is_neither_a_folder_nor_reachable_is_one_line(tmp_pat
     assert err[0].startswith("error: bas is neither a local model directory nor a hub model")
 
 
+def test_a_hub_host_without_an_address_turns_the_hub_offline(monkeypatch):
+    """huggingface_hub retries a failed name lookup with back-off (about 25 s) before its cache fallback: when
+    the hub's host has no address, looplm goes offline at once (the cache is still read); when it resolves,
+    nothing changes."""
+    import socket
+
+    import huggingface_hub.constants as hub
+
+    from looplm.hf.data import quiet_hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    datasets_config = pytest.importorskip("datasets.config")
+    monkeypatch.setattr(datasets_config, "HF_HUB_OFFLINE", datasets_config.HF_HUB_OFFLINE)  # restored after
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [("resolved",)])
+    with quiet_hub():
+        assert hub.HF_HUB_OFFLINE is False
+
+    def no_address(*a, **k):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_address)
+    with quiet_hub():
+        assert hub.HF_HUB_OFFLINE is True
+
+
 def test_the_shots_recorded_are_the_shots_each_task_used(setup, tmp_path, capsys):
     """A task whose YAML fixes its shots (num_fewshot: 0) does not take --num-fewshot: the run says so, and
     eval_lm.json records what each task used beside what was asked."""

@@ -199,6 +199,12 @@ def test_early_exit_gate_distribution_and_threshold():
     # threshold 0: every token exits after loop 1; above 1: nobody exits early.
     torch.testing.assert_close(m(ids, num_loops=3, exit_threshold=0.0).logits, out.loop_logits[0])
     torch.testing.assert_close(m(ids, num_loops=3, exit_threshold=1.5).logits, out.loop_logits[-1])
+    # a negative threshold acted as 0 and NaN (never reached) as the last loop, in silence: both are refused
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="early_exit_threshold must be a finite number >= 0"):
+            m(ids, num_loops=3, exit_threshold=bad)
+        with pytest.raises(ValueError, match="early_exit_threshold must be a finite number >= 0"):
+            OuroConfig(early_exit_threshold=bad)
     w = m(ids, num_loops=3, use_weighted_exit=True).logits
     torch.testing.assert_close(w, sum(lg * p[..., i : i + 1] for i, lg in enumerate(out.loop_logits)))
     g = torch.tensor([[[0.0, 100.0, -3.0]]])

@@ -49,7 +49,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--tasks", required=True, help="comma-separated lm-eval task names, e.g. gsm8k")
     e.add_argument("--depths", default="1,2,4,8", help="loop counts, e.g. 1,2,4,8 or 1:16")
     e.add_argument("--out", help="output directory (default: <checkpoint>/eval-lm, or ./eval-lm for a hub id)")
-    e.add_argument("--include-path", help="folder of extra lm-eval task YAMLs (e.g. a local task)")
+    e.add_argument("--include-path", help="folder of extra lm-eval task YAMLs (e.g. a local task); lm-eval runs "
+                   "the Python its YAMLs name (!function): give only a folder you trust")
     e.add_argument("--limit", type=limit_arg, help="examples per task (lm-eval --limit: a count, or a "
                    "fraction below 1)")
     e.add_argument("--num-fewshot", type=count_arg(0))

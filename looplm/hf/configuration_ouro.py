@@ -13,6 +13,7 @@ or "float32".
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -87,13 +88,19 @@ class OuroConfig(PretrainedConfig):
 
 
 def check_exit_threshold(value: Any) -> float | None:
-    """None (always the last loop) or a number; the published configs hold 1.0."""
+    """None (always the last loop) or a finite number >= 0; the published configs hold 1.0. A token exits at the
+    first loop whose cumulative exit probability reaches it: 0 is always loop 1, above 1 always the last loop. A
+    negative value would quietly act as 0, and NaN (never reached) as the last loop: both are refused."""
     if value is None:
         return None
     try:
-        return float(value)
+        q = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"early_exit_threshold must be a number or null, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(q) or q < 0:
+        raise ValueError(f"early_exit_threshold must be a finite number >= 0 (a cumulative exit probability; "
+                         f"null for the last loop), got {value!r}")
+    return q
 
 
 def check_exit_dtype(value: Any) -> str:

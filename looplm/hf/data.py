@@ -63,10 +63,33 @@ def quiet_hub() -> Iterator[None]:
     quiet = logging.getLogger("huggingface_hub.utils._http")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
+    _offline_when_unreachable()
     try:
         yield
     finally:
         quiet.setLevel(level)
+
+
+def _offline_when_unreachable() -> None:
+    """Offline mode for this process when the hub's host has no address: huggingface_hub retries a failed name
+    lookup five times with back-off (~25 s) before it falls back to its cache; offline mode reads the cache (or
+    fails) at once, with the same error."""
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants as hub
+
+    if hub.HF_HUB_OFFLINE:
+        return
+    host = urlparse(hub.ENDPOINT).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError):
+        hub.HF_HUB_OFFLINE = True
+        with contextlib.suppress(ImportError):
+            import datasets.config
+
+            datasets.config.HF_HUB_OFFLINE = True
 
 
 def _from_hub(datasets: Any, source: str, config_name: str | None, split: str) -> Any:

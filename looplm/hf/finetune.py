@@ -92,7 +92,8 @@ def check_model_type(path: str, revision: str | None = None) -> None:
         if "trust_remote_code" in str(e) or "Unrecognized model" in str(e) or "does not recognize" in str(e):
             raise UserError(f"{path}: its model type needs the directory's own code, which looplm never runs; "
                             "looplm loads Ouro and looplm exports natively") from None
-        raise
+        where = Path(path) / "config.json" if Path(path).is_dir() else path  # a value its config class refuses
+        raise UserError(f"{where}: {_first_line(e)}") from None
 
 
 def check_local(path: str, revision: str | None = None) -> None:
@@ -301,6 +302,8 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
 
     task = ChatTask(examples, pad_id, t.seed)
     task.paths = [d.source]
+    # the digest is of the encoded examples: an edited template file changes them as an edited data file does
+    task.made_from = f"{d.source} through {named} (data.max_length={d.max_length})"
 
     def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
         with quiet_transformers():  # no progress bar per checkpoint

@@ -32,7 +32,7 @@ from lm_eval.models.huggingface import HFLM
 from ..checkpoint import write_result
 from ..errors import UserError
 from ..looped import check_looped
-from .configuration_ouro import EXIT_DTYPES
+from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .registry import register
 
 OUTPUTS = ("eval_lm.json", "eval_lm.md", "eval_lm.png")  # what eval_depths writes in its folder
@@ -72,7 +72,10 @@ class LoopedLM(HFLM):
             raise UserError(REMOTE_CODE_MESSAGE)
         register()  # AutoConfig / AutoModelForCausalLM know "ouro" and "looplm"
         self.num_loops = _opt_int(num_loops)
-        self.exit_threshold = _opt_float(exit_threshold)
+        try:
+            self.exit_threshold = check_exit_threshold(_opt_float(exit_threshold))
+        except ValueError as e:
+            raise UserError(f"exit_threshold: {e}") from None
         self.exit_dtype = None if exit_dtype in (None, "", "None", "none") else str(exit_dtype)
         if self.exit_dtype is not None and self.exit_dtype not in EXIT_DTYPES:
             raise UserError(f"exit_dtype must be one of {', '.join(EXIT_DTYPES)}, got {exit_dtype!r}")

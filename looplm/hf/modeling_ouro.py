@@ -37,7 +37,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import ModelOutput
 
 from ..looped import loop_count, run_loop
-from .configuration_ouro import OuroConfig, check_exit_dtype, rope_settings
+from .configuration_ouro import OuroConfig, check_exit_dtype, check_exit_threshold, rope_settings
 
 # Attribute set on a KV cache the first time it is filled: the loop count its slots were laid out for.
 _LOOPS_ATTR = "_looplm_num_loops"
@@ -446,6 +446,7 @@ class OuroForCausalLM(OuroPreTrainedModel, GenerationMixin):
         weighted = bool(use_weighted_exit)
         if exit_threshold is None and labels is None:  # training losses keep the last loop unless asked
             exit_threshold = getattr(self.config, "early_exit_threshold", None)
+        exit_threshold = check_exit_threshold(exit_threshold)
         mode = check_exit_dtype(exit_dtype if exit_dtype is not None else getattr(self.config, "exit_dtype", "model"))
         need_states = output_loop_logits or weighted or exit_threshold is not None
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,

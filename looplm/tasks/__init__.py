@@ -124,10 +124,10 @@ def check_fingerprint(task: Any, folder: str | Path, why: str) -> None:
         saved = json.loads(f.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise ckpt.CheckpointError(f"{f} is unreadable ({e})") from None
-    if saved != task.fingerprint:
-        raise ConfigError(f"data: {', '.join(map(str, task.paths))} no longer hold the data "
-                          f"{d} was trained on (sha256 {str(saved.get('sha256'))[:12]}... then, "
-                          f"{task.fingerprint['sha256'][:12]}... now); {why}")
+    if saved != task.fingerprint:  # `made_from`: all a task's digest depends on (a chat template too), not only files
+        made_from = getattr(task, "made_from", None) or " and ".join(map(str, task.paths))
+        raise ConfigError(f"data: {made_from} no longer give the data {d} was trained on (sha256 "
+                          f"{str(saved.get('sha256'))[:12]}... then, {task.fingerprint['sha256'][:12]}... now); {why}")
 
 
 def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -> Any:
