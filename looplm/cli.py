@@ -573,22 +573,29 @@ def guarded(body: object) -> int:
     try:
         body()
     except Interrupted as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         return e.code
     except (UserError, ValueError, OSError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        _say(f"error: {_one_line(e)}")
         return 2
     except RecursionError:  # a RuntimeError: JSON, YAML or a --set value nested thousands of levels deep
-        print("error: an input is nested too deeply to read (a JSON or YAML value thousands of levels deep); "
-              "flatten it", file=sys.stderr)
+        _say("error: an input is nested too deeply to read (a JSON or YAML value thousands of levels deep); "
+             "flatten it")
         return 2
     except (MemoryError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and "allocate" not in str(e):
             raise  # not a user error: a looplm bug, with its traceback
-        print(f"error: out of memory ({_one_line(e) or 'MemoryError'}); lower the batch size, width or depths",
-              file=sys.stderr)
+        _say(f"error: out of memory ({_one_line(e) or 'MemoryError'}); lower the batch size, width or depths")
         return 2
     return 0
+
+
+def _say(line: str) -> None:
+    """The error line on a line of its own: on a terminal a progress bar (ours, lm-eval's) may have left the
+    cursor at the end of its line, so that line is cleared first."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    print(line, file=sys.stderr)
 
 
 MAX_ERROR_CHARS = 600  # an error line echoes the user's input: a megabyte value must not become a megabyte line

@@ -332,3 +332,25 @@ def test_the_public_names_are_what_they_say_whatever_was_imported_first():
     assert callable(train) and train is fit and callable(generate)
     assert looplm.train is fit and looplm.generate is generate
     assert importlib.import_module("looplm.train").fit is fit
+
+
+def test_an_error_on_a_terminal_starts_on_a_cleared_line(monkeypatch):
+    """A progress bar (lm-eval's) can leave the cursor at the end of its line: on a terminal the error line clears
+    it first, so `error:` starts the line; in a file or a pipe the line is written as it is."""
+    import io
+
+    from looplm.cli import guarded
+    from looplm.errors import UserError
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def fail() -> None:
+        raise UserError("bad input")
+
+    for stream, want in ((Terminal(), "\r\033[Kerror: bad input\n"), (io.StringIO(), "error: bad input\n")):
+        stream.write("eval 3/10 |###")
+        monkeypatch.setattr("sys.stderr", stream)
+        assert guarded(fail) == 2
+        assert stream.getvalue() == "eval 3/10 |###" + want
