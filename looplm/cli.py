@@ -20,13 +20,13 @@ from pathlib import Path
 from . import checkpoint as ckpt
 from . import rundir
 from .config import REAL_NUMBER, Config, load_config
-from .errors import UserError
+from .errors import UserError, guarded, say
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
 from .loops import training_range
 from .outputs import all_or_nothing, default_out_dir, fresh_outputs, write_json
 from .tasks import task_of_checkpoint
-from .train import Interrupted, Terminated, fit, resolve_device, set_threads
+from .train import Terminated, fit, resolve_device, set_threads
 
 DEMO_DEPTHS = [1, 2, 3, 4, 8, 16, 32, 64, 100, 200, 300, 500, 1000]
 DEMO_SWEEP = "1:100,125,160,200,250,300,400,500,630,800,1000"
@@ -466,7 +466,7 @@ def run_command(body: object) -> int:
         return body()
     except KeyboardInterrupt as e:
         term = isinstance(e, Terminated)
-        print(f"error: {str(e) or ('terminated (SIGTERM)' if term else 'interrupted')}", file=sys.stderr)
+        say(f"error: {str(e) or ('terminated (SIGTERM)' if term else 'interrupted')}")
         return 143 if term else 130
     finally:
         if on_main:
@@ -566,51 +566,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         for f in cmd_plot(args.inputs, args.out, args.labels, args.force):
             print(f"wrote {f}")
     return 0
-
-
-def guarded(body: object) -> int:
-    """`body()` with every user error (looplm's, the OS's, YAML's, memory) as one `error:` line and exit 2."""
-    try:
-        body()
-    except Interrupted as e:
-        _say(f"error: {e}")
-        return e.code
-    except (UserError, ValueError, OSError) as e:
-        _say(f"error: {_one_line(e)}")
-        return 2
-    except RecursionError:  # a RuntimeError: JSON, YAML or a --set value nested thousands of levels deep
-        _say("error: an input is nested too deeply to read (a JSON or YAML value thousands of levels deep); "
-             "flatten it")
-        return 2
-    except (MemoryError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and "allocate" not in str(e):
-            raise  # not a user error: a looplm bug, with its traceback
-        _say(f"error: out of memory ({_one_line(e) or 'MemoryError'}); lower the batch size, width or depths")
-        return 2
-    return 0
-
-
-def _say(line: str) -> None:
-    """The error line on a line of its own: on a terminal a progress bar (ours, lm-eval's) may have left the
-    cursor at the end of its line, so that line is cleared first."""
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
-    print(line, file=sys.stderr)
-
-
-MAX_ERROR_CHARS = 600  # an error line echoes the user's input: a megabyte value must not become a megabyte line
-
-
-def _one_line(e: BaseException) -> str:
-    """An exception as one line: a multi-line message's lines joined with '; ' (a space after a colon), cut to
-    MAX_ERROR_CHARS."""
-    out = ""
-    for ln in (x.strip() for x in str(e).splitlines()):
-        if ln:
-            out += ("" if not out else " " if out.endswith(":") else "; ") + ln
-        if len(out) > MAX_ERROR_CHARS:
-            return out[:MAX_ERROR_CHARS] + " … (cut)"
-    return out
 
 
 if __name__ == "__main__":

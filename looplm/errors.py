@@ -1,9 +1,57 @@
-"""The one user-error class: a mistake in what a user asked for (a config value, a path, a file, a device).
-
-Every command catches it and prints one `error:` line, exit code 2, with no traceback. Anything else that
-escapes is a looplm bug.
+"""The one user-error class, a mistake in what a user asked for (a config value, a path, a file, a device), and
+how every error reaches the user: `guarded` runs a command and prints one `error:` line, exit code 2, with no
+traceback. Anything else that escapes is a looplm bug.
 """
+
+import sys
 
 
 class UserError(Exception):
     """Bad input from the user. The message says what is wrong and, where it can, what to do."""
+
+
+def guarded(body: object) -> int:
+    """`body()` with every user error (looplm's, the OS's, YAML's, memory) as one `error:` line and exit 2."""
+    from .train import Interrupted  # torch is imported by then: guarded runs commands
+
+    try:
+        body()
+    except Interrupted as e:
+        say(f"error: {e}")
+        return e.code
+    except (UserError, ValueError, OSError) as e:
+        say(f"error: {_one_line(e)}")
+        return 2
+    except RecursionError:  # a RuntimeError: JSON, YAML or a --set value nested thousands of levels deep
+        say("error: an input is nested too deeply to read (a JSON or YAML value thousands of levels deep); "
+             "flatten it")
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "allocate" not in str(e):
+            raise  # not a user error: a looplm bug, with its traceback
+        say(f"error: out of memory ({_one_line(e) or 'MemoryError'}); lower the batch size, width or depths")
+        return 2
+    return 0
+
+
+def say(line: str) -> None:
+    """The error line on a line of its own: on a terminal a progress bar (ours, lm-eval's) may have left the
+    cursor at the end of its line, so that line is cleared first."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    print(line, file=sys.stderr)
+
+
+MAX_ERROR_CHARS = 600  # an error line echoes the user's input: a megabyte value must not become a megabyte line
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: a multi-line message's lines joined with '; ' (a space after a colon), cut to
+    MAX_ERROR_CHARS."""
+    out = ""
+    for ln in (x.strip() for x in str(e).splitlines()):
+        if ln:
+            out += ("" if not out else " " if out.endswith(":") else "; ") + ln
+        if len(out) > MAX_ERROR_CHARS:
+            return out[:MAX_ERROR_CHARS] + " … (cut)"
+    return out

@@ -339,8 +339,7 @@ def test_an_error_on_a_terminal_starts_on_a_cleared_line(monkeypatch):
     it first, so `error:` starts the line; in a file or a pipe the line is written as it is."""
     import io
 
-    from looplm.cli import guarded
-    from looplm.errors import UserError
+    from looplm.errors import UserError, guarded
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
