@@ -168,7 +168,8 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
                "accuracy": [sum(r["accuracy"][i] * r["n"] for r in per) / n_all for i in range(len(ds))]}
     else:
         out = sweep(model, batch, ds, **kw).to_json()
-    out.update({"task": cfg.data.task, "scored_by": task.scored_by, "checkpoint": str(checkpoint), "data": source,
+    out.update({"task": cfg.data.task, "scored_by": task.scored_by, "checkpoint": str(checkpoint),
+                "step": ckpt.saved_step(ckpt.resolve(checkpoint)), "data": source,
                 "seconds": round(time.perf_counter() - t0, 2), "train_loops": list(training_range(cfg.loops)),
                 "label": ckpt.run_label(checkpoint)})
     return out
@@ -325,8 +326,9 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
         before(data_inputs(cfg, data))
     res = diagnose(model, batch, ds, **kw)
     if task.scored_by == "perplexity":  # the text's score, per depth, beside the diagnostics (as `sweep` gives it)
-        res["ppl"] = [math.exp(min(c, 700.0)) if c is not None else None for c in res["metrics"]["ce"]["mean"]]
-    res.update({"checkpoint": str(checkpoint), "data": source, "scored_by": task.scored_by,
+        res["ppl"] = [math.exp(min(c, 700.0)) for c in res["ce_per_token"]]
+    res.update({"checkpoint": str(checkpoint), "step": ckpt.saved_step(ckpt.resolve(checkpoint)), "data": source,
+                "scored_by": task.scored_by,
                 "train_loops": list(training_range(cfg.loops)),
                 "label": ckpt.run_label(checkpoint),
                 "model": {k: getattr(cfg.model, k) for k in ("d_model", "n_heads", "d_ff", "n_core",

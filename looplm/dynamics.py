@@ -230,8 +230,12 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
                     "explained_direction": [float(r) for r in dratio], "correct_final": bool(correct[-1, j])})
     metrics = {k: _series(list(per[k])) for k in keys}
     acc = correct.to(torch.float64).mean(1).tolist()
+    # CE over all scored tokens, each token once (a perplexity's exponent, as `sweep` gives it): metrics' "ce"
+    # summarizes per-sample means, which would weigh a short tail window like a full one
+    w = (batch.targets != IGNORE).sum(1).to(torch.float64)  # (n,) scored tokens per sample
+    ce_tok = (per["ce"].nan_to_num(0.0) * w).sum(1) / w.sum().clamp_min(1)  # (depths,)
     return {"kind": "looplm.dynamics", "version": 1, "depths": list(depths), "n": n, "accuracy": acc,
-            "metrics": metrics, "spectral": spec,
+            "metrics": metrics, "ce_per_token": ce_tok.tolist(), "spectral": spec,
             "pca": {"depths": list(depths),
                     "space": "each sample's real-token states h(t), flattened (T_i*D); coords_direction: the same "
                              "with every token's state scaled to unit norm", "samples": pca},

@@ -51,15 +51,19 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
              eos_id: int, pad_id: int = 0, max_len: int | None = None, use_cache: bool = False,
              exit_tol: float | None = None, exit_stable: int | None = None, vocab: int | None = None) -> Generated:
     """Batched greedy decoding at `num_loops` loops, stopping each row at `eos_id` (not returned) or when the
-    sequence reaches `max_len` positions (then `finished` says it was cut off). `use_cache=True`, or an exit
-    rule, decodes with `generate_cached`. `vocab`: choose only among ids below it (the tokenizer's), for a
-    model whose head is wider than its tokenizer can decode."""
+    sequence reaches `max_len` positions (default: the model's `cfg.max_seq_len`, if it has one; then
+    `finished` says it was cut off). The prediction made at the last position is still read: an end token
+    there finishes the row (training scores it there too). `use_cache=True`, or an exit rule, decodes with
+    `generate_cached`. `vocab`: choose only among ids below it (the tokenizer's), for a model whose head is
+    wider than its tokenizer can decode."""
     if use_cache or exit_tol is not None or exit_stable is not None:
         return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab)[0]
     model.eval()
     device = next(model.parameters()).device
     if not prompts:
         return Generated([], [])
+    if max_len is None:  # a position table's length: past it the model cannot run, so stop there, marked
+        max_len = getattr(getattr(model, "cfg", None), "max_seq_len", None)
     _check_prompts(prompts, max_len)
     lens = torch.tensor([len(p) for p in prompts], device=device)
     total = int(lens.max()) + max_new_tokens
@@ -70,11 +74,12 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
         buf[i, : len(p)] = torch.tensor(p, device=device)
     cur = lens.clone()
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    full = torch.zeros_like(done)  # rows whose next token, not an end token, has no position left
     out: list[list[int]] = [[] for _ in prompts]
     rows = torch.arange(len(prompts), device=device)
     pos = torch.arange(total, device=device)
     for _ in range(max_new_tokens):
-        active = ~done & (cur < total)
+        active = ~done & ~full
         if not active.any():
             break
         width = int(cur[active].max())
@@ -86,6 +91,8 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
             tok = int(nxt[i])
             if tok == eos_id:
                 done[i] = True
+            elif cur[i] >= total:
+                full[i] = True
             else:
                 out[i].append(tok)
                 buf[i, cur[i]] = tok
@@ -192,16 +199,21 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
         cache = KVCache()
         logits, depth = _cached_step(model, cache, ids, 0, num_loops, exit_tol, exit_stable)
         done = torch.zeros(len(rows), dtype=torch.bool, device=device)
-        steps = min(max_new_tokens, max_len - plen)
+        # one decision more than there are free positions: the last position's prediction is read, and only an
+        # end token can be taken there
+        steps = min(max_new_tokens, max_len - plen + 1)
         for k in range(steps):
             nxt = logits[:, :vocab].argmax(-1)
             for r, i in enumerate(rows):
                 if done[r]:
                     continue
-                loops[i].append(int(depth[r]))
                 if int(nxt[r]) == eos_id:
+                    loops[i].append(int(depth[r]))
                     done[r] = finished[i] = True
+                elif plen + k >= max_len:  # no position left for it: cut off
+                    done[r] = True
                 else:
+                    loops[i].append(int(depth[r]))
                     outs[i].append(int(nxt[r]))
             if bool(done.all()) or k == steps - 1:
                 break

@@ -15,6 +15,7 @@ directory stops at once with one line that names the holder.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -216,7 +217,31 @@ def lock(out: Path, create: bool = True) -> Iterator[None]:
 RESUMABLE = {"train." + k for k in (
     "steps", "epochs", "stop_at_acc", "lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip",
     "log_every", "eval_every", "eval_size", "checkpoint_every", "max_bad_steps", "device", "threads", "strategy",
-    "micro_batch_size", "bf16", "logger", "init_from")}
+    "micro_batch_size", "bf16", "logger")}
+
+
+RESULTS = ("sweep.json", "dynamics.json")  # what sweep and analyze write into a run directory by default
+
+
+def on_resume(src: Path, cfg: Config, out: Path, say: bool = True) -> Config:
+    """What a resume keeps of the run's record, said when `say`: the train.init_from of the run (a resume loads
+    its own checkpoint, so another init_from would not be read, yet it would be recorded as where the run
+    started; a study resumed from another directory spells the same path otherwise: a note, not a refusal), and
+    the results already in the run directory, which score an earlier step than the one training goes on to."""
+    began = ckpt.load_config(src).train.init_from
+    notes = []
+    if cfg.train.init_from != began:
+        notes.append(f"note: train.init_from={cfg.train.init_from or '(none)'} is not read: a resume continues its "
+                     f"own checkpoint; the run's record keeps where it started ({began or 'its own initialisation'})")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=began))
+    kept = [f for f in RESULTS if (out / f).is_file()]
+    if kept:
+        notes.append(f"note: {' and '.join(kept)} in {out} score the checkpoint of step {ckpt.saved_step(src)}; "
+                     "once this run has trained on, rerun them with --force to score its new weights")
+    if say:
+        for n in notes:
+            print(n, file=sys.stderr)
+    return cfg
 
 
 def _run_config(src: Path) -> str:

@@ -262,6 +262,9 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     # Everything up to the lock reads only, on every rank: a refused command changes nothing on disk.
     check_available(t.logger)
     src = rundir.resume_point(out, resume)
+    if src is not None:
+        cfg = rundir.on_resume(src, cfg, out, world.is_main)
+        t = cfg.train
     task = None
     if cfg.kind == "native":  # a resumed run encodes its data with the tokenizer its checkpoint holds
         task = make_task(cfg, saved_tokenizer(src) if src is not None else starting_tokenizer(t.init_from))
@@ -503,15 +506,17 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                 if world.is_main:
                     tqdm.write(f"step {step + 1}: {rec['skipped']} at {n_loops} loops; update skipped "
                                f"({bad_streak}/{t.max_bad_steps})")
-                if bad_streak >= t.max_bad_steps:
-                    log.write(rec)
-                    raise TrainingDiverged(
-                        f"{bad_streak} consecutive non-finite steps (last: step {step + 1}, {n_loops} loops); "
-                        "stopping. " + (f"The last good checkpoint is in {ckpt_dir}." if ckpt_dir.exists() else
-                                        "No checkpoint had been written yet.")
-                        + " Lower train.lr or raise train.max_bad_steps to go on.")
-            step += 1
             rec["grad_norm"] = gnorm
+            rec["step_s"] = time.perf_counter() - t0  # the step itself: not ρ, evaluation, logging or a save
+            rec["tok_s"] = int(full.mask.sum()) / rec["step_s"]  # real input tokens per second, all ranks
+            if bad_streak >= t.max_bad_steps:
+                log.write(rec)
+                raise TrainingDiverged(
+                    f"{bad_streak} consecutive non-finite steps (last: step {step + 1}, {n_loops} loops); "
+                    "stopping. " + (f"The last good checkpoint is in {ckpt_dir}." if ckpt_dir.exists() else
+                                    "No checkpoint had been written yet.")
+                    + " Lower train.lr or raise train.max_bad_steps to go on.")
+            step += 1
             if reg.rho_every and step % reg.rho_every == 0 and (fsdp or world.is_main):
                 rec.update(_rho(model, mb, n_loops, gens.probes, amp, gathered))
             if eval_batch is not None and (step % t.eval_every == 0 or step == total):
@@ -529,8 +534,6 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                     if acc.item() / (world.size if fsdp else 1) >= t.stop_at_acc:  # rank 0's figure, on all ranks
                         rec["stopped"] = f"held-out exact match reached train.stop_at_acc={t.stop_at_acc}"
                         total = step
-            rec["step_s"] = time.perf_counter() - t0
-            rec["tok_s"] = int(full.mask.sum()) / rec["step_s"]  # real input tokens per second, all ranks
             if (step % t.log_every == 0 or "acc" in rec or "eval_ce" in rec or "rho" in rec or "skipped" in rec
                     or step == total):
                 log.write(rec)

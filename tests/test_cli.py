@@ -27,6 +27,7 @@ def test_train_sweep_generate_plot(run_dir, tmp_path, capsys):
                    "--out", str(tmp_path / "s.json")) == 0
     sw = json.loads((tmp_path / "s.json").read_text())
     assert sw["depths"] == [1, 2, 3, 4, 5, 6] and sw["n"] == 12 and len(sw["accuracy"]) == 6
+    assert sw["step"] == 3  # the checkpoint's step: a later resume leaves this result of an earlier one
     assert all(0.0 <= a <= 1.0 for a in sw["accuracy"])
     data = tmp_path / "d.jsonl"
     data.write_text('{"num1": 1234, "num2": 5678, "answer": 6912}\n{"num1": 2000, "num2": 3000, "answer": 5000}\n')
@@ -353,3 +354,68 @@ def test_an_error_on_a_terminal_starts_on_a_cleared_line(monkeypatch):
         monkeypatch.setattr("sys.stderr", stream)
         assert guarded(fail) == 2
         assert stream.getvalue() == "eval 3/10 |###" + want
+
+
+def test_generation_reads_the_end_token_predicted_at_the_last_position():
+    """Training scores `prompt answer <eos>` with the end token predicted at the last position when the answer
+    fills the positions, so generation reads that prediction too (an answer that fitted exactly was marked as cut
+    off). Both decoders, and `generate` with no max_len (the model's positions), equal a plain reference: one
+    full forward per token on 300 random prompts, with an end token made likely enough that some rows end at
+    exactly the last position."""
+    import torch
+
+    from looplm.config import load_config
+    from looplm.generate import generate, generate_cached
+    from looplm.model import LoopedTransformer
+
+    L, V, EOS = 8, 14, 1
+    cfg = load_config("addition-prenorm-stars", [f"model.vocab_size={V}", "model.d_model=32", "model.d_ff=64",
+                                                 "model.n_heads=2", f"model.max_seq_len={L}"])
+    torch.manual_seed(0)
+    model = LoopedTransformer(cfg.model).eval()
+    with torch.no_grad():
+        model.tok_emb.weight[EOS] = model.tok_emb.weight[2:].mean(0) * 8
+
+    def reference(p: list[int]) -> tuple[list[int], bool]:
+        seq, out = list(p), []
+        while True:
+            with torch.no_grad():
+                t = int(model(torch.tensor([seq]), 2)[0, -1].argmax())
+            if t == EOS:
+                return out, True
+            if len(seq) == L:
+                return out, False
+            seq.append(t)
+            out.append(t)
+
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(2, V, (int(torch.randint(1, L, (1,), generator=g)),), generator=g).tolist()
+               for _ in range(300)]
+    want = [reference(p) for p in prompts]
+    ends_at_last = sum(f and len(p) + len(o) == L for p, (o, f) in zip(prompts, want, strict=True))
+    assert ends_at_last >= 5 and sum(not f for _, f in want) >= 5  # both kinds of row are tested
+    for outs in (generate(model, prompts, 2, L, EOS, max_len=L), generate(model, prompts, 2, L, EOS),
+                 generate_cached(model, prompts, 2, L, EOS)[0]):
+        assert list(outs) == [o for o, _ in want] and outs.finished == [f for _, f in want]
+
+
+def test_a_resume_says_the_results_in_the_run_score_an_earlier_step(tmp_path, capsys):
+    """sweep.json and dynamics.json record the step they scored; a resume that trains on says they are of an
+    earlier checkpoint (they stay: they are results, and the user may want them)."""
+    tiny = ["--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "model.n_heads=2", "--set",
+            "train.batch_size=8", "--set", "train.eval_every=0", "--set", "data.test_size=16", "--set",
+            "model.max_seq_len=16", "--set", "loops.max_loops=4", "--set", "reg.rho_every=0"]
+    run = tmp_path / "run"
+    assert run_cli("train", "--config", "addition-prenorm-stars", "--out", str(run), "--no-progress",
+                   "--set", "train.steps=2", *tiny) == 0
+    assert run_cli("sweep", str(run), "--depths", "1:2", "--no-progress") == 0
+    assert run_cli("analyze", str(run), "--depths", "1:2", "--spectral-n", "0", "--pca-n", "0", "--no-plot",
+                   "--no-progress") == 0
+    assert json.loads((run / "sweep.json").read_text())["step"] == 2
+    assert json.loads((run / "dynamics.json").read_text())["step"] == 2
+    capsys.readouterr()
+    assert run_cli("train", "--config", "addition-prenorm-stars", "--out", str(run), "--no-progress", "--resume",
+                   "--set", "train.steps=3", *tiny) == 0
+    assert (f"note: sweep.json and dynamics.json in {run} score the checkpoint of step 2; once this run has "
+            "trained on, rerun them with --force") in capsys.readouterr().err
+

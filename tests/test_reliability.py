@@ -201,6 +201,7 @@ def test_injected_nans_skip_updates_then_stop_with_the_last_good_checkpoint(tmp_
     for s in (5, 6, 7):
         r = rows[s - 1]
         assert r["step"] == s and r["skipped"] == "non-finite loss" and r["loops"] >= 1
+        assert {"grad_norm", "step_s", "tok_s", "nonfinite"} <= set(r), r  # the step that stops the run too
         assert f"step {s}: non-finite loss at {r['loops']} loops; update skipped ({s - 4}/3)" in out
     # No checkpoint during the streak; the latest is step 4 and equals a clean run's step 4, optimizer included.
     assert ckpt.load_state(run)["step"] == 4 and [s for s, _ in ckpt.history(run)] == [2]

@@ -154,7 +154,18 @@ def test_text_task_perplexity_per_depth_matches_a_direct_computation(text_run, c
     assert cli("analyze", run, "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--no-plot", "--no-progress") == 0
     dyn = json.loads((run / "dynamics.json").read_text())  # a text's score is its perplexity, per depth
     assert dyn["scored_by"] == "perplexity"
-    assert dyn["ppl"] == pytest.approx([math.exp(c) for c in dyn["metrics"]["ce"]["mean"]])
+    # ... the sweep's perplexity (every token once), on a file of 3 windows and a 5-token tail: a mean of
+    # per-window means would weigh the short tail like a full window
+    text = text_run / "score.txt"
+    text.write_text(" ".join(WORDS)[: 3 * 16 + 6])
+    assert not task.load_eval(str(text), None).mask.all()
+    assert cli("sweep", run, "--depths", "1:3", "--data", text, "--out", text_run / "all.json", "--no-progress") == 0
+    assert cli("analyze", run, "--depths", "1:3", "--data", text, "--spectral-n", "0", "--pca-n", "0", "--no-plot",
+               "--no-progress", "--out", text_run / "all") == 0
+    sw_all = json.loads((text_run / "all.json").read_text())
+    dyn = json.loads((text_run / "all" / "dynamics.json").read_text())
+    assert sw_all["n"] == dyn["n"] == 4
+    assert dyn["ppl"] == pytest.approx(sw_all["ppl"], rel=1e-9)
 
 
 def test_a_text_file_is_read_byte_for_byte(tmp_path):

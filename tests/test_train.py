@@ -32,6 +32,32 @@ def test_run_directory_metrics_and_checkpoint(tmp_path):
     assert cfg2 == cfg
 
 
+def test_step_time_leaves_out_evaluation_and_the_rho_estimate(tmp_path, monkeypatch):
+    """`step_s` (and `tok_s` from it) times the step, not the held-out evaluation or ρ estimate after it: each
+    is made to take 2 s here, a tiny step takes milliseconds."""
+    import importlib
+    import time
+
+    tr = importlib.import_module("looplm.train")  # the module (the package's `looplm.train` is the function)
+
+    slow_sweep, slow_rho = tr.sweep, tr._rho
+
+    def sweep(*a, **k):
+        time.sleep(2)
+        return slow_sweep(*a, **k)
+
+    def rho(*a, **k):
+        time.sleep(2)
+        return slow_rho(*a, **k)
+
+    monkeypatch.setattr(tr, "sweep", sweep)
+    monkeypatch.setattr(tr, "_rho", rho)
+    cfg = tiny_config(train=dict(steps=2, eval_every=2), reg=dict(rho_every=2))
+    rows = read_metrics(train(cfg, tmp_path / "run", progress=False))
+    assert "acc" in rows[1] and "rho" in rows[1]
+    assert all(r["step_s"] < 2 for r in rows), rows
+
+
 @pytest.mark.parametrize("kind", ["jsrr", "jsrr_release", "power", "hutchinson", "residual"])
 @pytest.mark.parametrize("at", ["final", "random"])
 def test_every_penalty_trains(tmp_path, kind, at):
@@ -64,7 +90,7 @@ def test_crash_then_resume_is_bitwise_identical(tmp_path):
     assert [r["ce"] for r in read_metrics(ref)] == [r["ce"] for r in read_metrics(out)]
 
 
-def test_init_from_starts_from_another_runs_weights_and_resumes_exactly(tmp_path):
+def test_init_from_starts_from_another_runs_weights_and_resumes_exactly(tmp_path, capsys):
     base = train(tiny_config(train=dict(steps=4, eval_every=0)), tmp_path / "base", progress=False)
     # A near-zero learning rate: after one step the weights must still be the base run's, not a fresh init's.
     ft = train(tiny_config(train=dict(steps=1, lr=1e-12, eval_every=0, seed=5, init_from=str(base))),
@@ -82,6 +108,21 @@ def test_init_from_starts_from_another_runs_weights_and_resumes_exactly(tmp_path
     ref = train(cfg, tmp_path / "ref", progress=False)
     with pytest.raises(RuntimeError, match="injected crash"):
         train(cfg, tmp_path / "b", progress=False, fault={"crash_at_step": 4})
+    # A resume naming another origin does not read it (the weights are the run's own), and the record keeps
+    # where the run started instead of the path it was given.
+    import dataclasses
+
+    from looplm import checkpoint as ckpt
+
+    with pytest.raises(RuntimeError, match="injected crash"):
+        train(cfg, tmp_path / "c", progress=False, fault={"crash_at_step": 4})
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=str(tmp_path / "nowhere")))
+    out = train(other, tmp_path / "c", resume=True, progress=False)
+    w_ref, w_out = (load_file(r / "checkpoint" / "model.safetensors") for r in (ref, out))
+    assert all(torch.equal(w_ref[k], w_out[k]) for k in w_ref)
+    assert capsys.readouterr().err.count(f"note: train.init_from={tmp_path / 'nowhere'} is not read") == 1
+    assert ckpt.load_config(out).train.init_from == str(tmp_path / "base")
+    assert f"init_from: {tmp_path / 'base'}" in (out / "config.yaml").read_text()
     base.rename(tmp_path / "moved")
     out = train(cfg, tmp_path / "b", resume=True, progress=False)
     base = tmp_path / "moved"
