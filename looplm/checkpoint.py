@@ -345,12 +345,18 @@ def cpu_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
 
 
-def write_native(folder: Path, weights: dict[str, torch.Tensor], cfg: Config) -> None:
-    """looplm's own model files: safetensors weights and the run config."""
+MODULE = "module.json"  # in a checkpoint of a user's own module: its class, which config.json does not describe
+
+
+def write_native(folder: Path, weights: dict[str, torch.Tensor], cfg: Config, module: type | None = None) -> None:
+    """looplm's own model files: safetensors weights and the run config; `module`, a user's module class the
+    weights belong to (not the LoopedTransformer that config.json's model section describes)."""
     # One metadata key only: safetensors writes a metadata map in arbitrary order, and identical weights should
     # give identical bytes (and SHA-256s).
     save_file(weights, str(folder / WEIGHTS), metadata={"format": "pt"})
     (folder / CONFIG).write_text(cfg.to_json())
+    if module is not None:
+        (folder / MODULE).write_text(json.dumps({"module": f"{module.__module__}.{module.__qualname__}"}) + "\n")
 
 
 def save(ckpt_dir: str | Path, model: LoopedTransformer, cfg: Config, state: dict[str, Any] | None = None,
@@ -447,6 +453,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect: Con
     if cfg.kind != "native":
         raise CheckpointError(f"{d} holds a pretrained HF model ({cfg.model.name_or_path} fine-tuned); load it with "
                               "transformers' from_pretrained or the looplm.hf commands")
+    if (d / MODULE).is_file():  # its weights are not a LoopedTransformer's: say so, not as a key mismatch
+        verify(d, (MODULE,))
+        try:
+            name = json.loads((d / MODULE).read_text()).get("module")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            name = None
+        raise CheckpointError(f"{d} holds the weights of a module of your own ({name or 'unreadable ' + MODULE}), "
+                              "not of the LoopedTransformer its config describes; build that module and load them "
+                              "with looplm.checkpoint.load_weights, then use the Python API")
     if expect is not None:
         diff = config_diff(cfg, expect)
         if diff:

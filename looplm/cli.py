@@ -106,14 +106,24 @@ def eval_problems(task, cfg, data: str | None, n: int | None, default: int | Non
         batch, source = task.load_eval(data, want), str(data)
     else:
         batch = task.held_out(want if want is not None else cfg.data.test_size)
-        source = f"held-out split (seed {cfg.data.test_seed})"
+        source = held_out_source(cfg)
     if n is not None and len(batch) < n:
-        text = task.scored_by == "perplexity"
-        where = data if data is not None else ("the held-out tail" if text else
-                                               f"the held-out split (data.test_size={cfg.data.test_size})")
-        what = "windows" if text else "problems"
-        raise ValueError(f"--n {n}: {where} holds only {len(batch)} {what}; ask for at most {len(batch)}")
+        what = "windows" if task.scored_by == "perplexity" else "problems"
+        where = data if data is not None else "the " + source
+        raise ValueError(f"--n {n}: there are only {len(batch)} {what} in {where}; ask for at most {len(batch)}")
     return batch, source
+
+
+def held_out_source(cfg: Config) -> str:
+    """Where a run's held-out problems come from, said as what decides them (recorded in results as `data`)."""
+    d = cfg.data
+    if d.task == "jsonl" and d.test_path:
+        return f"held-out file {d.test_path} (data.test_path)"
+    if d.task == "jsonl":
+        return f"held-out rows of {d.path} (a hash split, data.test_fraction={d.test_fraction}, seed {d.test_seed})"
+    if d.task == "text":
+        return f"held-out tail of {d.path} (its last data.test_fraction={d.test_fraction})"
+    return f"held-out split (data.test_size={d.test_size}, seed {d.test_seed})"
 
 
 def data_inputs(cfg: Config, data: str | None) -> dict[Path, str]:

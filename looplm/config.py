@@ -268,7 +268,8 @@ class DataConfig:
         s = "data"
         _choice(s, "task", self.task, TASKS)
         _choice(s, "tokenizer", self.tokenizer, TOKENIZERS)
-        _check(1 <= self.digits <= 9, s, "digits", f"must be in 1..9, got {self.digits}")
+        # 1-digit operands (1..9) leave no pair to hold out: the split would be empty whatever test_size says
+        _check(2 <= self.digits <= 9, s, "digits", f"must be in 2..9, got {self.digits}")
         _check(self.test_size >= 1, s, "test_size", "must be >= 1")
         _check(0 <= self.test_seed <= MAX_SEED, s, "test_seed", f"must be in 0..{MAX_SEED}, got {self.test_seed}")
         _check(0.0 < self.test_fraction < 1.0, s, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")

@@ -196,6 +196,11 @@ def twice_differentiable() -> Iterator[None]:
         _HIGHER_ORDER = prev
 
 
+def in_twice_differentiable() -> bool:
+    """Whether the code runs under `twice_differentiable()` (a penalty's Φ)."""
+    return _HIGHER_ORDER
+
+
 @dataclass
 class Context:
     """What every loop of a LoopedTransformer needs besides the state."""

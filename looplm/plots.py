@@ -81,8 +81,9 @@ def _check_doc(doc: object, p: Path) -> None:
         if any(v is not None and not (0 <= v <= 1) for r in series for v in r):  # NaN fails both tests
             raise ValueError(f"{p}: an accuracy outside [0, 1] (or NaN); exact match is a fraction")
     for key in ("train_loops", "train_sizes"):  # shaded ranges: a wrong one would shade the wrong depths or sizes
-        r = doc.get(key)
-        if r is not None and not (_numbers(r, 2) and all(isinstance(x, int) and x >= 1 for x in r) and r[0] <= r[1]):
+        r = doc.get(key)  # None or []: no range (an HF model's analysis)
+        if r not in (None, []) and not (_numbers(r, 2) and all(isinstance(x, int) and x >= 1 for x in r)
+                                        and r[0] <= r[1]):
             raise ValueError(f"{p}: `{key}` must be two integers 1 <= lo <= hi")
     if is_dynamics(doc):
         ok = isinstance(doc.get("metrics"), dict) and all(
@@ -127,7 +128,8 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
         ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3, which="both")
     ax.set_title(_verbatim(title) + ("  (shaded: loop counts seen in training)" if shading_note else ""), fontsize=10)
-    ax.legend(fontsize=8, loc="upper right" if ppl else "lower left")
+    if sweeps:  # an empty figure (eval-lm with no metric that is a fraction) has no legend to draw
+        ax.legend(fontsize=8, loc="upper right" if ppl else "lower left")
     return _save(fig, out, replace)
 
 

@@ -59,10 +59,11 @@ def check_regular_file(path: str | Path) -> Path:
 
 
 def read_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    """(`file:line`, object) for every non-blank line of a UTF-8 JSON Lines file."""
+    """(`file:line`, object) for every non-blank line of a UTF-8 JSON Lines file. A byte-order mark at its start
+    (Windows editors write one) is not part of the first record."""
     p = check_regular_file(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError(f"{p}: not a UTF-8 text file") from None
     rows = []

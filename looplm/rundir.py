@@ -46,6 +46,18 @@ def _whole(d: Path) -> str | None:
     return None
 
 
+def check_out_of_data(out: Path, cfg: Config) -> None:
+    """Refuse a run directory inside the run's own data folder (or on its data file): the folder is read whole, so
+    the run's logs and checkpoint files would be read as data by its resume and by any later run on that data."""
+    d = cfg.data
+    for key in ("source", "path", "test_path"):
+        data = getattr(d, key, "")
+        p = Path(data) if data else None
+        if p is not None and p.exists() and (out.resolve() == p.resolve() or p.resolve() in out.resolve().parents):
+            raise UserError(f"--out {out} is inside data.{key} ({data}), which is read whole: the run's own files "
+                            "would be read as data; put the run outside its data")
+
+
 def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
     """The checkpoint folder a run in `out` continues from (None: start fresh). Reads only; UserError otherwise.
     held=True: this process holds the lock (the call under the lock repeats the check quietly)."""
@@ -223,9 +235,9 @@ RESUMABLE = {"train." + k for k in (
 RESULTS = ("sweep.json", "dynamics.json")  # what sweep and analyze write into a run directory by default
 
 
-def on_resume(src: Path, cfg: Config, out: Path, say: bool = True) -> Config:
-    """What a resume keeps of the run's record, said when `say`: the train.init_from of the run (a resume loads
-    its own checkpoint, so another init_from would not be read, yet it would be recorded as where the run
+def on_resume(src: Path, cfg: Config, out: Path) -> tuple[Config, list[str]]:
+    """What a resume keeps of the run's record, and notes that say so: the train.init_from of the run (a resume
+    loads its own checkpoint, so another init_from would not be read, yet it would be recorded as where the run
     started; a study resumed from another directory spells the same path otherwise: a note, not a refusal), and
     the results already in the run directory, which score an earlier step than the one training goes on to."""
     began = ckpt.load_config(src).train.init_from
@@ -238,10 +250,7 @@ def on_resume(src: Path, cfg: Config, out: Path, say: bool = True) -> Config:
     if kept:
         notes.append(f"note: {' and '.join(kept)} in {out} score the checkpoint of step {ckpt.saved_step(src)}; "
                      "once this run has trained on, rerun them with --force to score its new weights")
-    if say:
-        for n in notes:
-            print(n, file=sys.stderr)
-    return cfg
+    return cfg, notes
 
 
 def _run_config(src: Path) -> str:

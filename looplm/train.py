@@ -170,7 +170,7 @@ def native_run(cfg: Config, device: torch.device, resume_from: Path | None, mode
     else:
         model = LoopedTransformer(cfg.model)
     def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
-        ckpt.write_native(folder, weights, cfg)
+        ckpt.write_native(folder, weights, cfg, None if isinstance(model, LoopedTransformer) else type(model))
         tokenizers.save(task.tok, folder)
         save_fingerprint(task, folder)
 
@@ -261,10 +261,10 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
                           "number of micro-batches")
     # Everything up to the lock reads only, on every rank: a refused command changes nothing on disk.
     check_available(t.logger)
+    rundir.check_out_of_data(out, cfg)
     src = rundir.resume_point(out, resume)
-    if src is not None:
-        cfg = rundir.on_resume(src, cfg, out, world.is_main)
-        t = cfg.train
+    cfg, notes = rundir.on_resume(src, cfg, out) if src is not None else (cfg, [])  # said once it goes on
+    t = cfg.train
     task = None
     if cfg.kind == "native":  # a resumed run encodes its data with the tokenizer its checkpoint holds
         task = make_task(cfg, saved_tokenizer(src) if src is not None else starting_tokenizer(t.init_from))
@@ -295,6 +295,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         if changed and world.is_main:
             tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
                        + "\n  ".join(changed))
+        for note in notes if world.is_main else []:
+            print(note)
     if t.stop_at_acc and getattr(run.task, "scored_by", "exact_match") == "perplexity":
         raise ConfigError("train.stop_at_acc: a text task is scored by perplexity, not exact match; its evaluations "
                           "log eval_ce and eval_ppl (set stop_at_acc to 0)")

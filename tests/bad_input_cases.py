@@ -211,7 +211,9 @@ CASES: dict[str, Case] = {
     "cfg-vocab-too-small": Case("config", "vocabulary too small for the task", [*TRAIN, "--set",
                                 "model.vocab_size=10"]),
     "cfg-test-split-too-large": Case("config", "held-out split larger than the reserved slice", [*TRAIN, "--set",
-                                     "data.digits=1"]),
+                                     "data.digits=2"]),
+    "cfg-digits-1": Case("config", "1-digit operands (no pair is left to hold out, whatever test_size says)", [
+        *TRAIN, "--set", "data.digits=1"]),
     "cfg-init-from-missing": Case("config", "train.init_from that does not exist", [*TRAIN, "--set",
                                   "train.init_from={tmp}/nowhere"]),
     "cfg-yaml-section-zero": Case("config", "a section that is 0", ["train", "--config", "{tmp}/c.yaml", "--out",
@@ -307,6 +309,9 @@ CASES: dict[str, Case] = {
     "run-demo-results-exist": Case("rundir", "demo again into a finished demo's folder (its results would be "
                                    "replaced)", ["demo", "--out", "{tmp}/demo", "--no-progress"],
                                    {"demo/sweep.json": "{\"n\": 1000}\n", "demo/accuracy.png": "png"}),
+    "run-out-inside-corpus": Case("rundir", "train a text run with --out inside its corpus folder", [
+        *TRAIN[:2], "text-stars", "--out", "{tmp}/corpus/run", "--no-progress", *TINY, "--set",
+        "data.path={tmp}/corpus"], {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20}),
     "run-locked": Case("rundir", "another process holds the run", RESUME, prepare=_hold_lock),
     "run-metrics-bad-middle": Case("rundir", "metrics.jsonl with a bad line before the last", RESUME,
                                    prepare=_metrics("{\"step\": 1, \"lo")),
@@ -663,6 +668,11 @@ CASES: dict[str, Case] = {
         "ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"), "chat.jsonl": GOOD_CHAT + "\n"},
         prepare=_hf_edit("its config.json with intermediate_size 48 (weights: 64)", _config_edit(
             intermediate_size=48)), hf=True),
+    "hf-finetune-out-inside-data": Case("hf", "finetune --out inside its data.source folder (the run's own files "
+                                        "would be read as data)", [
+        "finetune", "--config", "{tmp}/ft.yaml", "--out", "{tmp}/data/run", "--no-progress"], {
+        "ft.yaml": FT_YAML.replace("{tmp}/chat.jsonl", "{tmp}/data"), "data/chat.jsonl": GOOD_CHAT + "\n"},
+        hf=True),
     "hf-finetune-steps-and-epochs-set": Case("hf", "finetune with --set train.epochs=3 beside the file's steps: 1 "
                                              "(the epochs were dropped in silence)", [
         *FT, "--set", "train.epochs=3"], {"ft.yaml": FT_YAML, "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),

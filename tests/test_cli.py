@@ -417,5 +417,5 @@ def test_a_resume_says_the_results_in_the_run_score_an_earlier_step(tmp_path, ca
     assert run_cli("train", "--config", "addition-prenorm-stars", "--out", str(run), "--no-progress", "--resume",
                    "--set", "train.steps=3", *tiny) == 0
     assert (f"note: sweep.json and dynamics.json in {run} score the checkpoint of step 2; once this run has "
-            "trained on, rerun them with --force") in capsys.readouterr().err
+            "trained on, rerun them with --force") in capsys.readouterr().out
 

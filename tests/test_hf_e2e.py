@@ -65,6 +65,9 @@ def test_torchrun_stars_finetune_then_lm_eval_by_depth_and_dynamics(tmp_path):
     assert dyn["spectral"]["depths"] and len(rho["converged_frac"]) == len(dyn["spectral"]["depths"])
     assert all(math.isfinite(x) and x > 0 for x in dyn["spectral"]["frobenius_rms"]["mean"])
     assert (run / "dynamics.png").read_bytes()[:4] == b"\x89PNG"
+    # the loop counts the fine-tune trained at (shaded in the figures), and `plot` reads its sibling's result
+    assert dyn["train_loops"] == [1, 6]
+    assert main(["plot", str(run / "dynamics.json"), "--out", str(tmp_path / "d.png")]) == 0
 
     pytest.importorskip("lm_eval")
     pytest.importorskip("accelerate")

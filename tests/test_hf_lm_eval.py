@@ -87,15 +87,16 @@ def test_registered_name_and_model_args_and_the_eval_lm_command(setup, tmp_path,
 
 
 def test_a_loop_count_that_cannot_fit_is_refused_before_it_runs(setup, tmp_path, capsys, monkeypatch):
-    """The exit rule keeps every loop's state: a million loops is refused with the size, not run into the OOM
-    killer (the check reads the machine's free memory, here set to 1 GiB)."""
+    """The exit rule (asked for here) keeps every loop's state: a million loops is refused with the size, not
+    run into the OOM killer (the check reads the machine's free memory, here set to 1 GiB)."""
     from looplm import memory
 
     d, (_, mc_task) = setup
     monkeypatch.setattr(memory, "available_bytes", lambda: 2**30)
     capsys.readouterr()
     assert cli(["eval-lm", str(d / "model"), "--tasks", mc_task, "--depths", "1000000", "--include-path",
-                str(d / "tasks"), "--limit", "2", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
+                str(d / "tasks"), "--limit", "2", "--device", "cpu", "--exit-threshold", "1",
+                "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     # lm-eval's progress bar is still open when the error ends the run: the line may follow it
     lines = [ln[ln.index("error:"):] for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
@@ -122,6 +123,15 @@ def test_the_figure_keeps_metrics_that_are_not_fractions_off_the_percent_axis(tm
     plot_depths(rows, tmp_path / "x.png", title="m")
     assert seen["labels"] == ["t acc,none"] and "not drawn, not fractions: t word_perplexity,none" in seen["title"]
     assert seen["kw"]["shading_note"] is False  # nothing is shaded: no training loop range here
+    # no metric at all is a fraction: the figure is drawn empty (its title says why), without a Python warning
+    import warnings
+
+    monkeypatch.undo()
+    rows = [{"loops": d, "metrics": {"t": {"word_perplexity,none": 1e6 * d}}} for d in (1, 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_depths(rows, tmp_path / "y.png", title="m")
+    assert (tmp_path / "y.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_num_loops_must_be_a_whole_number(setup):
@@ -205,18 +215,38 @@ def test_a_broken_chat_template_is_one_line(setup, tmp_path, capsys):
     assert not (tmp_path / "e").exists()
 
 
-def test_an_early_exit_threshold_below_one_is_recorded_and_said(setup, tmp_path, capsys):
-    """With the config's early_exit_threshold below 1, a row is an adaptive exit capped at its loop count: the
-    run says so and eval_lm.json records the threshold beside the other settings."""
+def test_each_row_runs_its_loops_unless_an_exit_rule_is_asked_for(setup, tmp_path, capsys):
+    """A config's early_exit_threshold is set aside: each row runs exactly its loop count (in bf16, or with
+    saturated gates, the rule ends tokens early even at 1.0, so deep rows were one early exit under many
+    labels). The run says so; --exit-threshold scores the rule instead, recorded with its dtype. Threshold 0
+    exits every token at loop 1, so its rows are all the 1-loop row."""
     import shutil
 
     d, (_, mc_task) = setup
     m = shutil.copytree(d / "model", tmp_path / "m")
     conf = json.loads((m / "config.json").read_text())
-    conf["early_exit_threshold"] = 0.5
+    conf["early_exit_threshold"] = 0.0
     (m / "config.json").write_text(json.dumps(conf))
+    args = ["--tasks", mc_task, "--depths", "1,4", "--include-path", str(d / "tasks"), "--limit", "4",
+            "--device", "cpu", "--dtype", "float32"]
+
+    def rows(out):
+        res = json.loads((out / "eval_lm.json").read_text())
+        return [r["metrics"] for r in res["rows"]], res["settings"]
+
     capsys.readouterr()
-    assert cli(["eval-lm", str(m), "--tasks", mc_task, "--depths", "1,2", "--include-path", str(d / "tasks"),
-                "--limit", "2", "--device", "cpu", "--out", str(tmp_path / "e")]) == 0
-    assert "note: early_exit_threshold=0.5" in capsys.readouterr().out
-    assert json.loads((tmp_path / "e" / "eval_lm.json").read_text())["settings"]["early_exit_threshold"] == 0.5
+    assert cli(["eval-lm", str(d / "model"), *args, "--out", str(tmp_path / "base")]) == 0
+    assert cli(["eval-lm", str(m), *args, "--out", str(tmp_path / "plain")]) == 0
+    assert "note: the model's config.json sets early_exit_threshold=0.0; every row ran exactly its loop count" in \
+        capsys.readouterr().out
+    base, plain = rows(tmp_path / "base"), rows(tmp_path / "plain")
+    assert plain[0] == base[0] and base[0][0] != base[0][1]  # the loops matter, and both ran them
+    assert plain[1]["early_exit_threshold"] is None and plain[1]["exit_dtype"] is None
+    assert cli(["eval-lm", str(d / "model"), *args, "--exit-threshold", "0", "--exit-dtype", "float32",
+                "--out", str(tmp_path / "exit")]) == 0
+    assert "note: early exit at threshold 0.0 (exit rule in float32)" in capsys.readouterr().out
+    ex = rows(tmp_path / "exit")
+    assert ex[0][0] == ex[0][1] == base[0][0]  # every token read loop 1
+    assert ex[1]["early_exit_threshold"] == 0.0 and ex[1]["exit_dtype"] == "float32"
+    assert cli(["eval-lm", str(d / "model"), *args, "--exit-dtype", "float32", "--out", str(tmp_path / "x")]) == 2
+    assert "--exit-dtype is the dtype of an exit rule" in capsys.readouterr().err

@@ -56,6 +56,22 @@ def test_reg_at_penultimate_is_honoured(base, tmp_path, monkeypatch):
     assert len(ats) == 6 and all(at == n - 1 for n, at in ats)  # the old fine-tuner drew a random depth
 
 
+@pytest.mark.parametrize("kind", ["residual", "jsrr_release", "jsrr"])
+def test_every_penalty_fine_tunes_under_per_layer_checkpointing(base, tmp_path, kind):
+    """The default model.gradient_checkpointing=true recomputes layers in the backward; a VJP penalty's Φ runs
+    under twice_differentiable()'s attention kernel, so its layers are not recomputed (the recomputation ran
+    under another kernel, and the backward failed on tensors of other shapes). Each penalty trains, with the
+    same loss as without checkpointing."""
+    runs = {}
+    for ckpt_on in (True, False):
+        out = tmp_path / f"r{ckpt_on}"
+        fit(hf_cfg(base, reg={"kind": kind, "start_step": 0}, model={"gradient_checkpointing": ckpt_on}), out,
+            progress=False)
+        runs[ckpt_on] = read_metrics(out)
+    assert all(r["reg"] > 0 for r in runs[True])
+    assert [r["loss"] for r in runs[True]] == pytest.approx([r["loss"] for r in runs[False]], rel=1e-4)
+
+
 def test_loops_checkpoint_loops_is_honoured(base, tmp_path, monkeypatch):
     calls = spy(monkeypatch, looped, "_checkpoint")
     fit(hf_cfg(base, loops={"checkpoint_loops": True}, model={"gradient_checkpointing": False}), tmp_path / "r",
@@ -146,3 +162,17 @@ def test_a_fine_tune_checkpoint_is_an_hf_directory_in_the_one_layout(base, tmp_p
 
     assert isinstance(AutoModelForCausalLM.from_pretrained(d), OuroForCausalLM)
     assert not same_weights(run, ckpt.history(run)[0][1])
+
+
+def test_a_fixed_depth_fine_tune_saves_its_depth_as_the_default(base, tmp_path):
+    """Trained at exactly loops.num_loops, the checkpoint's default depth at inference is that one; under a random
+    sampler the base model's default is kept (it trained at many depths)."""
+    import json
+
+    base_default = json.loads((base[0] / "config.json").read_text())["total_ut_steps"]
+    fit(hf_cfg(base, loops={"sampler": "fixed", "num_loops": base_default + 1}), tmp_path / "fixed",
+        progress=False)
+    fit(hf_cfg(base), tmp_path / "random", progress=False)
+    saved = {r: json.loads((tmp_path / r / "checkpoint" / "config.json").read_text())["total_ut_steps"]
+             for r in ("fixed", "random")}
+    assert saved == {"fixed": base_default + 1, "random": base_default}

@@ -89,7 +89,15 @@ def test_a_users_module_trains_resumes_sweeps_and_is_analyzed(tmp_path):
         progress=False, model=CumulativeMixer())
 
     from looplm import checkpoint as ckpt
+    from looplm.cli import main
 
+    # The checkpoint says whose weights it holds: the CLI (a LoopedTransformer from config.json) says so in one
+    # line instead of listing every key its weights lack.
+    with pytest.raises(ckpt.CheckpointError, match=r"holds the weights of a module of your own \(tests.test_protocol"
+                                                   r".CumulativeMixer\), not of the LoopedTransformer"):
+        ckpt.load_model(run)
+    assert main(["sweep", str(run), "--depths", "1:2", "--no-progress", "--out", str(tmp_path / "s.json")]) == 2
+    assert not (tmp_path / "s.json").exists()
     model = ckpt.load_weights(run, CumulativeMixer()).eval()
     batch = make_task(c).held_out(40)
     res = sweep(model, batch, [1, 2, 3, 6, 12])

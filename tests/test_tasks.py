@@ -64,6 +64,13 @@ def test_jsonl_task_trains_sweeps_generates_and_analyzes(jsonl_run, capsys):
     assert cli("sweep", run, "--depths", "1:6", "--no-progress") == 0
     sw = json.loads((run / "sweep.json").read_text())
     assert sw["depths"] == list(range(1, 7)) and sw["n"] == min(12, len(task.test[0])) and sw["task"] == "jsonl"
+    # what decides the held-out rows (a hash split of the file: not addition's seeded draw of test_size problems)
+    assert sw["data"] == (f"held-out rows of {d / 'rows.jsonl'} (a hash split, data.test_fraction="
+                          f"{cfg.data.test_fraction}, seed {cfg.data.test_seed})")
+    assert cli("sweep", run, "--n", "300", "--out", d / "n.json", "--no-progress") == 2
+    assert (f"error: --n 300: there are only {len(task.test[0])} problems in the held-out rows of "
+            f"{d / 'rows.jsonl'} (a hash split, data.test_fraction={cfg.data.test_fraction}, seed "
+            f"{cfg.data.test_seed})") in capsys.readouterr().err
     assert len(sw["ce"]) == 6
     # A file of one's own test rows, with the configured field names.
     (d / "mine.jsonl").write_text(json.dumps({"q": "abc>", "a": "cba"}) + "\n")
@@ -319,6 +326,9 @@ def test_jsonl_rows_may_hold_unicode_line_separators(tmp_path):
     f = tmp_path / "r.jsonl"
     f.write_text(json.dumps({"prompt": "ab\u2028?", "answer": "ba"}, ensure_ascii=False) + "\n"
                  + json.dumps({"prompt": "cd?", "answer": "dc"}) + "\r\n")
+    assert read_pairs(f, "prompt", "answer") == (["ab\u2028?", "cd?"], ["ba", "dc"])
+    # a byte-order mark before the first record (as Windows editors save UTF-8) is not part of it
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
     assert read_pairs(f, "prompt", "answer") == (["ab\u2028?", "cd?"], ["ba", "dc"])
 
 

@@ -120,7 +120,7 @@ def test_init_from_starts_from_another_runs_weights_and_resumes_exactly(tmp_path
     out = train(other, tmp_path / "c", resume=True, progress=False)
     w_ref, w_out = (load_file(r / "checkpoint" / "model.safetensors") for r in (ref, out))
     assert all(torch.equal(w_ref[k], w_out[k]) for k in w_ref)
-    assert capsys.readouterr().err.count(f"note: train.init_from={tmp_path / 'nowhere'} is not read") == 1
+    assert capsys.readouterr().out.count(f"note: train.init_from={tmp_path / 'nowhere'} is not read") == 1
     assert ckpt.load_config(out).train.init_from == str(tmp_path / "base")
     assert f"init_from: {tmp_path / 'base'}" in (out / "config.yaml").read_text()
     base.rename(tmp_path / "moved")

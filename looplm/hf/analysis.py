@@ -142,8 +142,19 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     model = load_looped(path, device)
     res = diagnose(model, batch, depths, **diagnose_kw)
     cfg = model.config
-    res.update({"checkpoint": str(path), "data": str(data), "data_stats": stats, "train_loops": [],
+    res.update({"checkpoint": str(path), "data": str(data), "data_stats": stats, "train_loops": _trained_loops(path),
                 "label": run_label(path),
                 "model": {"model_type": cfg.model_type, "architecture": type(model).__name__,
                           "parameters": sum(p.numel() for p in model.parameters())}})
     return res
+
+
+def _trained_loops(path: str | Path) -> list[int] | None:
+    """The loop counts a looplm fine-tune trained at (its run config), for the figure's shading; None for a model
+    looplm did not train (Ouro, an export: their training depths are not in the files)."""
+    from .. import checkpoint as ckpt
+    from ..loops import training_range
+
+    if not (Path(path) / ckpt.RUN_CONFIG).is_file():
+        return None
+    return list(training_range(ckpt.load_config(path).loops))

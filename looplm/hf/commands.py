@@ -24,7 +24,7 @@ def limit_arg(s: str) -> float | int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from ..cli import SetAction, count_arg
+    from ..cli import SetAction, count_arg, real_arg
     from ..evaluate import MAX_DEPTH
 
     f = sub.add_parser("finetune", help="STARS fine-tuning of a pretrained looped LM (Ouro) on chat data [hf]; "
@@ -60,6 +60,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="auto")
     e.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto: bf16 on CUDA, fp32 on CPU")
+    e.add_argument("--exit-threshold", type=real_arg(False), help="score Ouro's early exit with this threshold "
+                   "(each row is then an exit capped at its loop count); default: every row runs exactly its loop "
+                   "count, whatever the model's config.json sets")
+    e.add_argument("--exit-dtype", choices=["model", "float32"], help="the dtype of the exit rule (with "
+                   "--exit-threshold; default: the config's exit_dtype, else model)")
     e.add_argument("--force", action="store_true", help="replace an existing eval_lm.json (.md, .png) in --out")
 
 
@@ -128,6 +133,6 @@ def run(args: argparse.Namespace) -> None:
                           parse_depths(args.depths), out, include_path=args.include_path, limit=args.limit,
                           num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
                           apply_chat_template=args.apply_chat_template, device=args.device, dtype=args.dtype,
-                          replace=args.force)
+                          exit_threshold=args.exit_threshold, exit_dtype=args.exit_dtype, replace=args.force)
         print(res["table"])
         print(f"wrote {out / 'eval_lm.json'}, {out / 'eval_lm.md'} and {out / 'eval_lm.png'}")

@@ -304,6 +304,9 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     task.paths = [d.source]
     # the digest is of the encoded examples: an edited template file changes them as an edited data file does
     task.made_from = f"{d.source} through {named} (data.max_length={d.max_length})"
+    if cfg.loops.sampler == "fixed":  # trained at exactly this depth: the checkpoint's default depth at inference
+        field = "total_ut_steps" if hasattr(model.config, "total_ut_steps") else "num_loops"  # Ouro; an export
+        setattr(model.config, field, cfg.loops.num_loops)
 
     def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
         with quiet_transformers():  # no progress bar per checkpoint

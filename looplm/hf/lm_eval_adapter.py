@@ -115,7 +115,7 @@ class LoopedLM(HFLM):
         from ..memory import require
 
         c = self.model.config
-        n = self.num_loops or int(getattr(c, "total_ut_steps", 1))
+        n = self.num_loops or int(getattr(c, "total_ut_steps", getattr(c, "num_loops", 1)))  # Ouro; an export
         exit_rule = self.exit_threshold if self.exit_threshold is not None else getattr(c, "early_exit_threshold", None)
         kv = 2 * c.num_hidden_layers * getattr(c, "num_key_value_heads", c.num_attention_heads) \
             * getattr(c, "head_dim", c.hidden_size // c.num_attention_heads)
@@ -233,9 +233,15 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                 include_path: str | None = None, limit: float | None = None, num_fewshot: int | None = None,
                 batch_size: int = 8, max_gen_toks: int | None = None, apply_chat_template: bool = False,
                 device: str = "auto", dtype: str = "auto", model_kwargs: dict[str, Any] | None = None,
+                exit_threshold: float | None = None, exit_dtype: str | None = None,
                 replace: bool = True) -> dict[str, Any]:
     """Evaluate `tasks` at every loop count in `depths` with one loaded model; write json, markdown, png (each
-    whole or not at all; without `replace`, never over a file that appeared meanwhile)."""
+    whole or not at all; without `replace`, never over a file that appeared meanwhile). Each row runs exactly
+    its loop count unless `exit_threshold` asks for Ouro's early exit (in `exit_dtype`): a config's
+    early_exit_threshold is not applied, since in low precision (or with saturated gates) the exit rule ends
+    tokens before the last loop even at 1.0, and the deep rows would all be the same early exit."""
+    if exit_dtype is not None and exit_threshold is None:
+        raise UserError("--exit-dtype is the dtype of an exit rule: give --exit-threshold too")
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -249,8 +255,12 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         raise UserError(f"model directory {pretrained} does not exist")
     # The model first: what is wrong with it (no loop, damaged or partial weights, foreign code) is said before
     # lm-eval indexes its tasks
+    exit_kw = {"exit_threshold": exit_threshold, "exit_dtype": exit_dtype} if exit_threshold is not None else {}
     lm = LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
-                  **(model_kwargs or {}))
+                  **exit_kw, **(model_kwargs or {}))
+    config_q = getattr(lm.model.config, "early_exit_threshold", None)
+    if lm.exit_threshold is None and config_q is not None:
+        lm.model.config.early_exit_threshold = None  # in memory only: every row runs its loops
     tm = None
     if include_path:  # indexing lm-eval's thousands of built-in tasks takes a while: skip it when not needed
         if not Path(include_path).is_dir():
@@ -300,13 +310,16 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     if short:
         print(f"note: --limit {limit:,} is more examples than a task holds ({'; '.join(short)}); all of them were "
               "scored, and eval_lm.json records the counts under n_samples")
-    # An Ouro config's early_exit_threshold below 1 makes each row an adaptive exit capped at its loop count, not
-    # that many loops: recorded, and said
-    exit_q = lm.exit_threshold if lm.exit_threshold is not None else getattr(lm.model.config, "early_exit_threshold",
-                                                                            None)
-    if exit_q is not None and not exit_q >= 1:
-        print(f"note: early_exit_threshold={exit_q} (the model's config.json or model_args): each row is an early exit "
-              "capped at its loop count, not that many loops (1.0 runs every loop)")
+    # Which rule made the rows: recorded, and said when it is not "exactly that many loops" or when the config's
+    # own rule was set aside
+    exit_q = lm.exit_threshold
+    exit_in = (lm.exit_dtype or getattr(lm.model.config, "exit_dtype", None) or "model") if exit_q is not None else None
+    if exit_q is not None:
+        print(f"note: early exit at threshold {exit_q} (exit rule in {exit_in}): each row is an early exit capped at "
+              "its loop count, not that many loops")
+    elif config_q is not None:
+        print(f"note: the model's config.json sets early_exit_threshold={config_q}; every row ran exactly its loop "
+              f"count (--exit-threshold {config_q} scores that exit rule instead)")
     overridden = {t: n for t, n in shots.items() if num_fewshot is not None and n != num_fewshot}
     if overridden:
         used = ", ".join(f"{t} ({n} shots, set by the task)" for t, n in overridden.items())
@@ -317,7 +330,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
               # every setting that changes the numbers, so two tables can be told apart
               "settings": {"dtype": dtype, "device": device, "batch_size": batch_size,
                            "apply_chat_template": apply_chat_template, "max_gen_toks": max_gen_toks,
-                           "early_exit_threshold": exit_q, **(model_kwargs or {})},
+                           "early_exit_threshold": exit_q, "exit_dtype": exit_in, **(model_kwargs or {})},
               "n_samples": counts, "rows": rows, "table": table}
     write_result(out / "eval_lm.json", lambda f: f.write_text(json.dumps(result, indent=1) + "\n"), replace)
     write_result(out / "eval_lm.md", lambda f: f.write_text(f"# lm-eval by loop count: {pretrained}\n\n{table}\n"),

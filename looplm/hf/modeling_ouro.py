@@ -37,6 +37,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import ModelOutput
 
 from ..looped import loop_count, run_loop
+from ..model import in_twice_differentiable
 from .configuration_ouro import OuroConfig, check_exit_dtype, check_exit_threshold, rope_settings
 
 # Attribute set on a KV cache the first time it is filled: the loop count its slots were laid out for.
@@ -283,11 +284,12 @@ class OuroModel(OuroPreTrainedModel):
         """One application of Φ: all decoder layers, then the final norm. (B, T, D) -> (B, T, D).
 
         With a cache, layer l of loop `loop` uses slot loop * num_hidden_layers + l. Per-layer activation
-        checkpointing (`gradient_checkpointing_enable()`) applies in training, outside forward-mode AD: the
-        Jacobian penalties' JVP runs the layers plainly.
+        checkpointing (`gradient_checkpointing_enable()`) applies in training, outside the penalties: their JVP
+        runs the layers plainly, and so does a VJP penalty's Φ (residual, jsrr_release), whose recomputation in
+        the backward would run outside `twice_differentiable()`'s attention kernel and differ from its forward.
         """
         use_ckpt = (self.gradient_checkpointing and self.training and torch.is_grad_enabled() and ctx.cache is None
-                    and not _in_jvp(h))
+                    and not _in_jvp(h) and not in_twice_differentiable())
         n_layers = len(self.layers)
         for i, layer in enumerate(self.layers):
             slot = loop * n_layers + i
