@@ -155,7 +155,7 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
         if exit_tol is not None or exit_stable is not None:
             raise ValueError("--sizes scores every depth of each size; an exit rule (--exit-tol, --exit-stable) is "
                              "scored on one set of problems: drop --sizes or the exit rule")
-        size_list = parse_depths(sizes)
+        size_list = parse_depths(sizes, "size")
         # --n is a promise (refused where a size has fewer distinct problems); the default, up to test_size.
         batches = [task.sized_batch(s, n if n is not None else cfg.data.test_size, strict=n is not None)
                    for s in size_list]
@@ -262,7 +262,8 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
                    spectral_depths=[1, 2, 4, 8, 16, 32, 100, 300, 1000], spectral_n=min(8, cfg.data.test_size),
                    iters=60, tol=1e-3,
                    hutchinson_samples=0, pca_n=0, progress=progress)
-    dyn.update({"label": "STARS (demo)", "train_loops": list(training_range(cfg.loops))})
+    dyn.update({"label": "STARS (demo)", "train_loops": list(training_range(cfg.loops)), "checkpoint": str(run),
+                "step": ckpt.saved_step(ckpt.resolve(run)), "data": held_out_source(cfg)})
     with all_or_nothing(results):  # one set of results: never this run's sweep beside an earlier dynamics
         write_json(out / "sweep.json", sw)
         write_json(out / "dynamics.json", dyn)

@@ -111,7 +111,7 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     Real tokens are the batch's mask (a text model's pad id may also be a real token, e.g. EOS); every
     statistic is taken over them only.
     """
-    check_depths(depths, "analyze")
+    depths = check_depths(depths, "analyze")
     n = len(batch)
     if n < 1:
         raise ValueError("no samples to analyze")

@@ -11,7 +11,9 @@ equivalence against real decoding.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,27 +26,38 @@ MAX_DEPTH = 1_000_000  # loops; a sweep to a million loops is already hours of w
 MAX_DEPTH_COUNT = 100_000  # depths in one spec (each one kept costs a readout per sample)
 
 
-def check_depths(depths: list[int], what: str = "sweep") -> None:
-    """The depths an API call scores: increasing, distinct integers >= 1 (what `parse_depths` returns). A repeated
-    or non-positive depth would otherwise be a slot that no loop ever fills, reported as a score of 0."""
-    if not depths:
+def check_depths(depths: Any, what: str = "sweep") -> list[int]:
+    """The depths an API call scores, as a list: increasing, distinct integers >= 1 (what `parse_depths` returns;
+    numpy and torch integer arrays too). A repeated or non-positive depth would otherwise be a slot that no loop
+    ever fills, reported as a score of 0."""
+    try:
+        out = [_loop_count(d) for d in depths]
+    except TypeError:  # a float, a bool, a string, or not a sequence at all
+        raise ValueError(f"depths must be integers, got {depths!r:.80}") from None
+    if not out:
         raise ValueError(f"no depths to {what}")
-    if not all(isinstance(d, int) and not isinstance(d, bool) for d in depths):
-        raise ValueError(f"depths must be integers, got {list(depths)[:8]!r}")
-    if sorted(set(depths)) != list(depths) or depths[0] < 1:
-        raise ValueError(f"depths must be increasing, distinct and >= 1, got {list(depths)[:8]!r}")
+    if sorted(set(out)) != out or out[0] < 1:
+        raise ValueError(f"depths must be increasing, distinct and >= 1, got {out[:8]!r}")
+    return out
 
 
-def parse_depths(spec: str) -> list[int]:
-    """`1:100` (inclusive), `1:100:5`, `1,2,4,8`, or a mix like `1:8,16,32` -> sorted unique depths >= 1."""
+def _loop_count(d: Any) -> int:
+    if isinstance(d, bool):  # True and False are ints to Python, never loop counts
+        raise TypeError
+    return operator.index(d)  # ints, numpy and torch integers; not floats
+
+
+def parse_depths(spec: str, what: str = "depth") -> list[int]:
+    """`1:100` (inclusive), `1:100:5`, `1,2,4,8`, or a mix like `1:8,16,32` -> sorted unique depths >= 1.
+    `what` names the numbers in errors (the same form gives `--sizes`)."""
     out: set[int] = set()
     if not spec or not spec.strip():
-        raise ValueError("empty depth specification; use e.g. 1:100 or 1,2,4,8")
+        raise ValueError(f"empty {what} specification; use e.g. 1:100 or 1,2,4,8")
     for part in spec.split(","):
         part = part.strip()
         # ASCII digits only: int() would also read `1_0` and non-ASCII digits.
         if not all(x.strip().isascii() and x.strip().isdigit() for x in part.split(":")):
-            raise ValueError(f"bad depth spec {part!r}; use e.g. 1:100, 1:100:5 or 1,2,4")
+            raise ValueError(f"bad {what} spec {part!r}; use e.g. 1:100, 1:100:5 or 1,2,4")
         nums = [int(x) for x in part.split(":")]
         if len(nums) == 1:
             rng = nums
@@ -52,22 +65,22 @@ def parse_depths(spec: str) -> list[int]:
             lo, hi = nums[0], nums[1]
             st = nums[2] if len(nums) == 3 else 1
             if hi < lo:
-                raise ValueError(f"depth range {part!r} is reversed (end {hi} < start {lo})")
+                raise ValueError(f"{what} range {part!r} is reversed (end {hi} < start {lo})")
             if st < 1:
-                raise ValueError(f"depth range {part!r} needs a step >= 1")
+                raise ValueError(f"{what} range {part!r} needs a step >= 1")
             if hi > MAX_DEPTH or (hi - lo) // st + 1 > MAX_DEPTH_COUNT:
-                raise ValueError(f"depth range {part!r} is too large: at most {MAX_DEPTH_COUNT:,} depths up to "
+                raise ValueError(f"{what} range {part!r} is too large: at most {MAX_DEPTH_COUNT:,} {what}s up to "
                                  f"{MAX_DEPTH:,} loops")
             rng = range(lo, hi + 1, st)
         else:
-            raise ValueError(f"bad depth spec {part!r}")
+            raise ValueError(f"bad {what} spec {part!r}")
         if min(rng, default=1) < 1:
-            raise ValueError(f"depths must be >= 1, got {part!r}")
+            raise ValueError(f"{what}s must be >= 1, got {part!r}")
         if max(rng, default=1) > MAX_DEPTH:
-            raise ValueError(f"depths must be <= {MAX_DEPTH:,}, got {part!r}")
+            raise ValueError(f"{what}s must be <= {MAX_DEPTH:,}, got {part!r}")
         out.update(rng)
         if len(out) > MAX_DEPTH_COUNT:
-            raise ValueError(f"too many depths (more than {MAX_DEPTH_COUNT:,})")
+            raise ValueError(f"too many {what}s (more than {MAX_DEPTH_COUNT:,})")
     return sorted(out)
 
 
@@ -109,7 +122,7 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     With `exit_tol` and/or `exit_stable` it also applies an adaptive exit rule per sample (see `ExitTracker`;
     capped at max(depths)) and reports each sample's exit depth and its exact match there.
     """
-    check_depths(depths)
+    depths = check_depths(depths)
     use_exit = exit_tol is not None or exit_stable is not None
     exit_depth = torch.zeros(len(batch), dtype=torch.long)
     exit_correct = torch.zeros(len(batch), dtype=torch.bool)

@@ -72,6 +72,14 @@ def loop_count(n: Any, default: int) -> int:
     return n
 
 
+def check_loop_kwargs(kwargs: dict[str, Any]) -> None:
+    """Refuse a keyword a forward does not know that names loops (`num_loop=8`, `loops=8`): an HF forward takes
+    `**kwargs` for transformers' own arguments, so the typo would run the default loop count without a word."""
+    odd = sorted(k for k in kwargs if "loop" in k.lower())
+    if odd:
+        raise TypeError(f"unknown argument(s) {', '.join(odd)}; the loop count is num_loops=")
+
+
 def run_loop(model: Any, h: torch.Tensor, ctx: Any, num_loops: int, *, backprop_loops: int = 0,
              checkpoint: bool = False, keep: Callable[[int, torch.Tensor], None] | None = None,
              exit: Any = None, first: int = 1) -> torch.Tensor:

@@ -23,6 +23,13 @@ def _verbatim(text: object) -> str:
     return str(text).replace("$", r"\$")
 
 
+def _legend(text: object) -> str:
+    """A user's text as a legend entry: verbatim, and never hidden (matplotlib leaves out of the legend every
+    label that starts with `_`, e.g. a run folder named `_baseline`; a zero-width space before it keeps it)."""
+    t = _verbatim(text)
+    return "\u200b" + t if t.startswith("_") else t
+
+
 def _save(fig: plt.Figure, out: str | Path, replace: bool = True, tight: bool = True) -> Path:
     """Write the figure whole or not at all; without `replace`, never over a file that exists
     (looplm.checkpoint.write_result)."""
@@ -108,7 +115,7 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, s in enumerate(sweeps):
         c = colors[i % len(colors)]
-        label = _verbatim(s.get("label", f"run {i + 1}"))
+        label = _legend(s.get("label", f"run {i + 1}"))
         ys = s["ppl"] if ppl else [100 * a for a in s["accuracy"]]
         ax.plot(s["depths"], ys, marker="." if len(s["depths"]) < 40 else None,
                 color=c, lw=1.8, label=f"{label} (n={s['n']})" if "n" in s else label)
@@ -400,7 +407,7 @@ def plot_dynamics_overlay(dyns: list[dict], out: str | Path, title: str = "Laten
     a_acc, a_norm, a_res, a_rho = axes
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, d in enumerate(dyns):
-        c, label = colors[i % len(colors)], _verbatim(d.get("label") or f"run {i + 1}")
+        c, label = colors[i % len(colors)], _legend(d.get("label") or f"run {i + 1}")
         ds, m, sp = d["depths"], d["metrics"], d.get("spectral", {})
         a_acc.plot(ds, [100 * a for a in d["accuracy"]], color=c, lw=1.6, label=label)
         a_norm.plot(ds, _nan(m["state_norm"]["q50"]), color=c, lw=1.6)

@@ -80,6 +80,7 @@ def test_demo_tiny(tmp_path, capsys):
     assert sw["depths"][-1] == 1000 and len(sw["depths"]) == 110 and sw["n"] == 10
     dyn = json.loads((tmp_path / "demo" / "dynamics.json").read_text())
     assert dyn["depths"] == sw["depths"] and 1000 in dyn["spectral"]["depths"]
+    assert dyn["step"] == sw["step"] == 2 and dyn["checkpoint"] == sw["checkpoint"] and dyn["data"] == sw["data"]
     for f in ("accuracy.png", "dynamics.png"):
         assert (tmp_path / "demo" / f).read_bytes()[:4] == b"\x89PNG"
     # stage 2 started from stage 1's weights, and each stage is a whole run
@@ -273,6 +274,10 @@ def test_plot_text_is_verbatim_and_size_rows_are_labelled(run_dir, tmp_path):
                             tmp_path / "a.png")
         assert seen["legend"] == [r"cost \$5"]  # drawn as "cost $5"
         assert seen["xticks_math"] and all(seen["xticks_math"])  # 10^0, 10^1, 10^2 typeset, not raw TeX
+        # a label starting with "_" (a run folder named _baseline) keeps its legend entry
+        plots.plot_accuracy([{"depths": [1, 2], "accuracy": [0.1, 0.5], "label": "_baseline"},
+                             {"depths": [1, 2], "accuracy": [0.2, 0.6], "label": "stars"}], tmp_path / "u.png")
+        assert seen["legend"] == ["\u200b_baseline", "stars"]
     finally:
         plots._save = real_save
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,8 @@ def test_parse_depths():
                      ("1:4:0", "step")]:
         with pytest.raises(ValueError, match=msg):
             parse_depths(bad)
+    with pytest.raises(ValueError, match="^sizes must be >= 1, got '0:3'$"):  # --sizes: not blamed on --depths
+        parse_depths("0:3", "size")
 
 
 @pytest.mark.parametrize("placement", ["pre", "post_sandwich"])
@@ -76,6 +79,9 @@ def test_sweep_refuses_depths_no_loop_would_fill():
     m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
     b = make_batch([[3, 4, 5, EOS], [6, 7, 8, EOS]], [2, 2], 16)
     assert len(sweep(m, b, [1, 3]).accuracy) == 2
-    for bad in ([4, 4], [0, 4], [-1, 4], [3, 2], [2.0, 4], [True, 2], []):
+    for bad in ([4, 4], [0, 4], [-1, 4], [3, 2], [2.0, 4], [True, 2], [], "13", np.array([1.0, 2.0])):
         with pytest.raises(ValueError, match="depths|no depths"):
             sweep(m, b, bad)
+    # integer arrays are depths too (numpy's truth value of an array stopped them with its own message)
+    want = sweep(m, b, [1, 2, 3]).accuracy
+    assert sweep(m, b, np.arange(1, 4)).accuracy == sweep(m, b, torch.arange(1, 4)).accuracy == want

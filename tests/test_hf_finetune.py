@@ -111,6 +111,15 @@ def test_records_formats_sources_and_truncation(tok, tmp_path):
     assert pick == load_records(str(tmp_path / "d.jsonl"), max_samples=3, subset="random", seed=1)
     with pytest.raises(FileNotFoundError):
         load_records(str(tmp_path / "missing.jsonl"))
+    # a .json file holding JSON Lines (what `datasets`' to_json writes) or a list after a BOM reads as its rows
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "lines.json").write_text((tmp_path / "d.jsonl").read_text())
+    (other / "bom.json").write_text(json.dumps(rows), encoding="utf-8-sig")
+    assert load_records(str(other / "lines.json")) == load_records(str(other / "bom.json")) == rows
+    (other / "bad.json").write_text('{"a": 1}\n{"a": ]\n')
+    with pytest.raises(ValueError, match="bad.json:2"):
+        load_records(str(other / "bad.json"))
     full, _ = build_examples(rows, tok, max_length=4096, fmt="prompt_response")
     cut = min(len(e.input_ids) for e in full) - 3  # every example loses its last tokens, keeps some targets
     ex, st = build_examples(rows, tok, max_length=cut, overlong="truncate", fmt="prompt_response")

@@ -42,8 +42,15 @@ def test_convert_and_load_through_auto_classes(looplm_ckpt, tmp_path):
     torch.testing.assert_close(hf(ids, num_loops=5).logits, model(ids, 5))
     out5 = hf(ids, num_loops=5, output_loop_logits=True)
     torch.testing.assert_close(out5.loop_logits[1], model(ids, 2))
-    with pytest.raises(ValueError, match="right padding"):
+    with pytest.raises(ValueError, match="a left-padded batch shifts them"):
         hf(ids, attention_mask=torch.tensor([[0] + [1] * 8] * 3))
+    # Ouro's early-exit arguments (no gate here) and a misspelt loop count are refused, not ignored
+    for bad in ({"exit_threshold": 0.0}, {"use_weighted_exit": True}, {"exit_dtype": "float32"}):
+        with pytest.raises(ValueError, match="has no early-exit gate"):
+            hf(ids, **bad)
+    for typo in ({"num_loop": 1}, {"loops": 1}):
+        with pytest.raises(TypeError, match="the loop count is num_loops="):
+            hf(ids, **typo)
 
 
 @pytest.mark.parametrize("loops", [1, 3, 6])

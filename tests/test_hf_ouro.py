@@ -199,6 +199,9 @@ def test_early_exit_gate_distribution_and_threshold():
     # threshold 0: every token exits after loop 1; above 1: nobody exits early.
     torch.testing.assert_close(m(ids, num_loops=3, exit_threshold=0.0).logits, out.loop_logits[0])
     torch.testing.assert_close(m(ids, num_loops=3, exit_threshold=1.5).logits, out.loop_logits[-1])
+    for typo in ({"num_loop": 1}, {"loops": 1}):  # a misspelt loop count ran the default one without a word
+        with pytest.raises(TypeError, match="the loop count is num_loops="):
+            m(ids, **typo)
     # a negative threshold acted as 0 and NaN (never reached) as the last loop, in silence: both are refused
     for bad in (-0.5, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="early_exit_threshold must be a finite number >= 0"):

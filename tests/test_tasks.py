@@ -305,6 +305,54 @@ def test_characters_a_vocabulary_lacks_are_refused_not_dropped(tmp_path):
     assert "*" in jt.tok.stoi and len(jt.held_out(4)) == 1
 
 
+def test_a_size_graded_split_holds_test_size_problems_where_the_sizes_allow():
+    """The held-out split is data.test_size problems, as addition's: a size with fewer distinct held-out problems
+    than its share gives all it has and the others take the rest; a count the split reports (a refusal's "at most
+    N") is one it gives, with no problem twice. (It gave each size n / sizes, so asking for the count a refusal
+    named was refused again with a smaller one, and --n above test_size was scored under test_size's name.)"""
+    def prompts(b):
+        return {tuple(r[m].tolist()) for r, m in zip(b.input_ids, b.mask, strict=True)}
+
+    small = ParityTask(6, 10, 40, 1234, 32)  # sizes 6..10 hold 11, 19, 26, 55 and 100 held-out problems
+    assert len(small.held_out(40)) == len(small.held_out(1000)) == 40 and len(small.held_out(7)) == 7
+    assert len(prompts(small.held_out(40))) == 40
+    whole = ParityTask(6, 10, 1000, 1234, 32)
+    every = sum(len(whole.sized_batch(s, 1000, strict=False)) for s in range(6, 11))
+    assert every == 211 and len(whole.held_out(1000)) == every and len(prompts(whole.held_out(every))) == every
+
+
+def test_a_size_graded_data_file_is_checked_row_by_row(tmp_path):
+    """A parity or chain --data row names its file:line when it cannot be scored, and a gold answer that is not
+    the prompt's (its parity, the end of its chain) is refused: it would have been scored as given."""
+    f = tmp_path / "p.jsonl"
+    rows = {"ok": '{"prompt": "0110=", "answer": "0"}', "char": '{"prompt": "0120=", "answer": "1"}',
+            "wrong": '{"prompt": "0111=", "answer": "0"}', "long": '{"prompt": "%s=", "answer": "0"}' % ("01" * 20)}
+    parity = ParityTask(2, 8, 10, 0, 16)
+    for bad, msg in (("char", "outside the vocabulary"), ("wrong", "answer '0' is wrong: '0111=' gives '1'"),
+                     ("long", "need 42 positions but the model has max_seq_len=16")):
+        f.write_text(rows["ok"] + "\n" + rows[bad] + "\n")
+        with pytest.raises(ValueError, match=f"^{f}:2: .*" + msg.replace("(", r"\(").replace(")", r"\)")):
+            parity.load_eval(str(f), None)
+    f.write_text(rows["ok"] + "\n")
+    assert len(parity.load_eval(str(f), None)) == 1
+    f.write_text('{"prompt": "a=1;b=a;c=2;d=c;?b=", "answer": "2"}\n')
+    with pytest.raises(ValueError, match="answer '2' is wrong: 'a=1;b=a;c=2;d=c;\\?b=' gives '1'"):
+        ChainTask(1, 4, 10, 0, 64).load_eval(str(f), None)
+
+
+def test_special_token_names_in_text_are_text():
+    """A corpus or prompt that writes "<eos>" or "<pad>" means those characters: a BPE tokenizer matched them as
+    the end and padding tokens (training on ends in mid-text; decoding dropped them), as char and byte ones never
+    did."""
+    from looplm.tasks.tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, from_json
+
+    text = "the cat sat. <eos> a dog ran. <pad> ok "
+    bpe = BpeTokenizer.train([text * 50], 300)
+    for tok in (bpe, from_json(bpe.to_json()), ByteTokenizer()):
+        ids = tok.encode(text * 3)
+        assert EOS not in ids and PAD not in ids and tok.decode(ids) == text * 3
+
+
 def test_task_problems_are_what_they_say():
     rng = random.Random(0)
     for _ in range(50):
@@ -405,6 +453,23 @@ def test_changed_data_files_are_found_on_resume_and_before_a_held_out_score(tmp_
         json.loads((tmp_path / "s3.json").read_text())["accuracy"]
     assert cli("generate", run, rows[0]["q"]) == 0
     assert cli("sweep", run, "--depths", "1:2", "--out", tmp_path / "s5.json", "--no-progress") == 2
+
+
+def test_a_relative_data_path_read_from_elsewhere_says_where_it_was_read(tmp_path, capsys, monkeypatch):
+    """A run trained with data.path=d.jsonl, swept from another directory: the message says the path is relative
+    to where the run was trained (it said the file "does not exist", though it does, there)."""
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reverse_rows(80)))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert cli("train", "--config", "jsonl-stars", "--out", "run", "--no-progress", *TINY, "--set",
+               "data.path=d.jsonl", "--set", "data.prompt_field=q", "--set", "data.answer_field=a", "--set",
+               "model.max_seq_len=16") == 0
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert cli("sweep", "../run", "--depths", "1:2", "--out", "s.json", "--no-progress") == 2
+    assert capsys.readouterr().err == (f"error: data.path d.jsonl is relative to the directory the run was trained "
+                                       f"in, and is not in {tmp_path / 'elsewhere'}; run from that directory, or "
+                                       "score a file of your own with --data\n")
 
 
 def test_jsonl_rows_are_checked_whole_before_training(tmp_path, capsys):

@@ -35,7 +35,16 @@ def _read_local(p: Path) -> Records:
             got = read_rows(p)
             out = Records([r for _, r in got], [w for w, _ in got])
         elif p.suffix.lower() == ".json":
-            data = json.loads(p.read_text())
+            text = p.read_text(encoding="utf-8-sig")  # a BOM is not part of the data (as for .jsonl)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                if e.msg != "Extra data":
+                    raise
+                # JSON Lines under a .json name (what `datasets`' to_json writes by default): read as such
+                got = read_rows(p)
+                data, where = [r for _, r in got], [w for w, _ in got]
+                return _checked(Records(data, where))
             if isinstance(data, dict) and "data" in data:
                 data = data["data"]
             if not isinstance(data, list):
@@ -50,6 +59,10 @@ def _read_local(p: Path) -> Records:
             raise ValueError(f"{p}: unsupported file type (use {', '.join(LOCAL_SUFFIXES)})")
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{p}: not a readable {p.suffix[1:]} file ({type(e).__name__})") from None
+    return _checked(out)
+
+
+def _checked(out: Records) -> Records:
     for r, w in zip(out, out.where, strict=True):
         if not isinstance(r, dict):
             raise ValueError(f"{w}: a record must be a JSON object, got {type(r).__name__}")

@@ -95,6 +95,10 @@ class LoopedLM(HFLM):
             super().__init__(pretrained=pretrained, **kwargs)
         finally:
             hf_log.setLevel(level)
+        if (self.exit_threshold is not None or self.exit_dtype is not None) and not any(
+                "early_exit_gate" in name for name, _ in self.model.named_modules()):
+            raise UserError(f"{type(self.model).__name__} has no early-exit gate (a looplm export runs every loop); "
+                            "exit_threshold and exit_dtype apply to Ouro models")
         if self.num_loops is not None and self.num_loops < 1:
             raise ValueError(f"num_loops must be >= 1, got {self.num_loops}")
 

@@ -16,7 +16,7 @@ import torch
 from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 
 from ..config import ConfigError, ModelConfig
-from ..looped import loop_count, run_loop
+from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import LoopedTransformer
 from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
 
@@ -105,15 +105,23 @@ class LooplmForCausalLM(PreTrainedModel, GenerationMixin):
                 **kwargs: Any) -> OuroCausalLMOutput | tuple:
         """Logits after `num_loops` loops (default `config.num_loops`). `labels` are shifted inside (-100 is
         ignored); `num_items_in_batch` (HF Trainer) makes the loss the summed token CE divided by it."""
+        check_loop_kwargs(kwargs)
         if input_ids is None:
             raise ValueError("LooplmForCausalLM needs input_ids")
+        asked = [k for k in ("exit_threshold", "exit_dtype", "use_weighted_exit")
+                 if kwargs.get(k) is not None and kwargs.get(k) is not False]  # 0.0 == False: not `in (None, False)`
+        if asked:  # Ouro's early-exit arguments: this model has no gate, and would run every loop without a word
+            raise ValueError(f"LooplmForCausalLM has no early-exit gate: {', '.join(asked)} cannot apply (it runs "
+                             "every loop)")
         if attention_mask is not None and attention_mask.numel():
             m = attention_mask.bool()
             # Only right padding is harmless (causal attention never looks right); left padding would shift the
             # learned positions.
             if (m[:, 1:] & ~m[:, :-1]).any():
-                raise ValueError("LooplmForCausalLM supports right padding only (learned absolute positions); "
-                                 "decode left-padded prompts one length at a time")
+                raise ValueError("LooplmForCausalLM reads padding only after a row's last token (learned absolute "
+                                 "positions): a left-padded batch shifts them, and generate() on a right-padded "
+                                 "batch writes new tokens after the pads; generate prompts of different lengths "
+                                 "one at a time")
         n = loop_count(num_loops, int(self.config.num_loops))
         h0, ctx = self.model.embed(input_ids)
         states: list[torch.Tensor] = []

@@ -36,7 +36,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from ..looped import loop_count, run_loop
+from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import in_twice_differentiable
 from .configuration_ouro import OuroConfig, check_exit_dtype, check_exit_threshold, rope_settings
 
@@ -445,6 +445,7 @@ class OuroForCausalLM(OuroPreTrainedModel, GenerationMixin):
         which with labels are the last loop's unless `exit_threshold` or `use_weighted_exit` is passed.
         `num_items_in_batch` (HF Trainer) makes the loss the summed token CE divided by it.
         """
+        check_loop_kwargs(kwargs)
         weighted = bool(use_weighted_exit)
         if exit_threshold is None and labels is None:  # training losses keep the last loop unless asked
             exit_threshold = getattr(self.config, "early_exit_threshold", None)

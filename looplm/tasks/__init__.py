@@ -133,6 +133,11 @@ def check_fingerprint(task: Any, folder: str | Path, why: str) -> None:
 def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -> Any:
     """The task a checkpoint was trained on, with the tokenizer saved in it. `held_out`: the held-out split will
     be scored, so the data files must still be the ones training split (else it could score training rows)."""
+    for key in ("path", "test_path") if held_out else ():
+        p = getattr(cfg.data, key, "")
+        if p and not Path(p).is_absolute() and not Path(p).exists():
+            raise ConfigError(f"data.{key} {p} is relative to the directory the run was trained in, and is not in "
+                              f"{Path.cwd()}; run from that directory, or score a file of your own with --data")
     task = make_task(cfg, saved_tokenizer(folder), lazy=not held_out)  # no split to score: no data to read
     if held_out:
         check_fingerprint(task, folder, "its held-out split would not be the one training held out; restore the "

@@ -11,13 +11,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..records import read_rows
 from .base import Batch, ReadOnUse, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
+
+
+def load_scored_rows(tok: Any, path: str | Path, fields: tuple[str, str], n: int | None, max_len: int | None,
+                     wrong: Callable[[str, str], str | None] | None = None) -> Batch:
+    """The first n (prompt, answer) rows of a user's JSONL file as a batch, each row checked with its file:line:
+    its characters against the vocabulary, its length against the positions, and (`wrong`, for a task whose
+    answer follows from its prompt) its answer: `wrong(prompt, answer)` says what is wrong, or None."""
+    where: list[str] = []
+    prompts, answers = read_pairs(path, *fields, where)
+    for q, a, at in zip(prompts[:n], answers[:n], where, strict=False):
+        try:
+            need = len(tok.encode(q)) + len(tok.encode(a))  # + the end token - the shift
+        except ValueError as e:
+            raise ValueError(f"{at}: {e}") from None
+        if max_len is not None and need > max_len:
+            raise ValueError(f"{at}: the prompt and answer need {need} positions but the model has "
+                             f"max_seq_len={max_len}")
+        why = wrong(q, a) if wrong is not None else None
+        if why:
+            raise ValueError(f"{at}: {why}")
+    return encode_answers(tok, prompts[:n], answers[:n], max_len)
 
 
 def read_pairs(path: str | Path, prompt_field: str, answer_field: str, where: list[str] | None = None
@@ -135,17 +158,7 @@ class JsonlTask(ReadOnUse):
 
     def load_eval(self, path: str, n: int | None) -> Batch:
         """Rows of a file of one's own, each checked against the vocabulary and the positions with file:line."""
-        where: list[str] = []
-        prompts, answers = read_pairs(path, *self.fields, where)
-        for q, a, at in zip(prompts[:n], answers[:n], where, strict=False):
-            try:
-                need = len(self.tok.encode(q)) + len(self.tok.encode(a))  # + the end token - the shift
-            except ValueError as e:
-                raise ValueError(f"{at}: {e}") from None
-            if self.max_len is not None and need > self.max_len:
-                raise ValueError(f"{at}: the prompt and answer need {need} positions but the model has "
-                                 f"max_seq_len={self.max_len}")
-        return encode_answers(self.tok, prompts[:n], answers[:n], self.max_len)
+        return load_scored_rows(self.tok, path, self.fields, n, self.max_len)
 
     def format_answer(self, text: str) -> str:
         return text

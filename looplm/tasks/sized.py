@@ -93,10 +93,24 @@ class SizedTask:
         return encode_answers(self.tok, list(pairs), list(pairs.values()), self.max_len)
 
     def held_out(self, n: int) -> Batch:
-        """n held-out problems spread over the training sizes."""
+        """The held-out split: min(n, test_size) problems spread evenly over the training sizes. A size with fewer
+        distinct problems than its share (parity of few bits) gives all it has, and the others take the rest, so
+        the split holds test_size problems wherever the sizes allow, and a count it reports is one it can give."""
         sizes = list(range(self.min_size, self.max_size + 1))
-        per = [n // len(sizes) + (i < n % len(sizes)) for i in range(len(sizes))]
-        parts = [self.sized_batch(s, k, strict=False) for s, k in zip(sizes, per, strict=True) if k]
+        quota = _shares(min(n, self.test_size), sizes)
+        spent: set[int] = set()  # sizes that gave fewer than their share: all they have
+        while True:  # sized_batch(s, k) is the first k of sized_batch(s, k + 1): growing a share keeps the others
+            parts = {s: self.sized_batch(s, k, strict=False) for s, k in quota.items() if k}
+            got = {s: len(parts[s]) if s in parts else 0 for s in sizes}
+            spent |= {s for s in sizes if got[s] < quota[s]}
+            short = sum(quota[s] - got[s] for s in sizes)
+            room = [s for s in sizes if s not in spent]
+            if not short or not room:
+                break
+            quota = {s: got[s] for s in sizes}
+            for s, extra in _shares(short, room).items():
+                quota[s] += extra
+        parts = [parts[s] for s in sizes if s in parts and len(parts[s])]
         width = max(b.input_ids.shape[1] for b in parts)
 
         def pad(t: torch.Tensor, v: int) -> torch.Tensor:
@@ -108,12 +122,27 @@ class SizedTask:
     def format_answer(self, text: str) -> str:
         return text
 
-    def load_eval(self, path: str, n: int | None) -> Batch:
-        """Problems of the user's own in a JSONL file of {"prompt", "answer"} rows."""
-        from .jsonl import read_pairs
+    def solve(self, prompt: str) -> str | None:
+        """The answer of a prompt of this task (None: the prompt is not one of its problems)."""
+        raise NotImplementedError
 
-        prompts, answers = read_pairs(path, "prompt", "answer")
-        return encode_answers(self.tok, prompts[:n], answers[:n], self.max_len)
+    def load_eval(self, path: str, n: int | None) -> Batch:
+        """Problems of the user's own in a JSONL file of {"prompt", "answer"} rows, each checked with its
+        file:line; an answer is what the prompt's problem gives (a wrong gold answer would be scored as right)."""
+        from .jsonl import load_scored_rows
+
+        def wrong(prompt: str, answer: str) -> str | None:
+            right = self.solve(prompt)
+            if right is None:
+                return f"{prompt!r} is not a {self.name} problem"
+            return None if answer == right else f"answer {answer!r} is wrong: {prompt!r} gives {right!r}"
+
+        return load_scored_rows(self.tok, path, ("prompt", "answer"), n, self.max_len, wrong)
+
+
+def _shares(n: int, sizes: list[int]) -> dict[int, int]:
+    """n split as evenly as it goes over `sizes`, the remainder to the first ones."""
+    return {s: n // len(sizes) + (i < n % len(sizes)) for i, s in enumerate(sizes)}
 
 
 class ParityTask(SizedTask):
@@ -126,6 +155,12 @@ class ParityTask(SizedTask):
 
     def positions(self, size: int) -> int:
         return size + 1 + 1 + 1 - 1
+
+    def solve(self, prompt: str) -> str | None:
+        bits = prompt.removesuffix("=")
+        if not bits or not prompt.endswith("=") or set(bits) - {"0", "1"}:
+            return None
+        return str(bits.count("1") % 2)
 
 
 class ChainTask(SizedTask):
@@ -147,3 +182,15 @@ class ChainTask(SizedTask):
         if size > 12:
             raise ValueError(f"chain size {size} needs {2 * (size + 1)} distinct letters; at most 12 hops")
         return 8 * (size + 1) + 3 + 1 + 1 - 1
+
+    def solve(self, prompt: str) -> str | None:
+        """Follow the queried variable's chain of `x=y;` facts to its digit (None: not a chain problem)."""
+        body, _, query = prompt.rpartition("?")
+        if not query.endswith("=") or len(query) != 2 or not body.endswith(";"):
+            return None
+        facts = dict(f.split("=", 1) for f in body[:-1].split(";") if f.count("=") == 1)
+        at, seen = query[0], set()
+        while at in facts and at not in seen:
+            seen.add(at)
+            at = facts[at]
+        return at if at.isdigit() and len(at) == 1 else None

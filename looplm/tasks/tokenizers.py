@@ -76,6 +76,9 @@ class BpeTokenizer:
     kind = "bpe"
 
     def __init__(self, tok: Any):
+        # The text "<eos>" or "<pad>" in a corpus or a prompt is text: matched as the special tokens, a corpus that
+        # writes such markers would train on end and padding tokens in mid-text (and decoding would drop them).
+        tok.encode_special_tokens = True
         self.tok = tok
         self.vocab_size = tok.get_vocab_size()
 
@@ -90,6 +93,7 @@ class BpeTokenizer:
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>"], show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.encode_special_tokens = True  # as in __init__: the training text's "<eos>" is text too
         tok.train_from_iterator(texts, trainer)
         return cls(tok)
 

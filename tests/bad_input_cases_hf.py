@@ -1,0 +1,194 @@
+"""The bad-input table's rows for pretrained models (the hf extra): finetune, eval-lm, analyze and export-hf on
+HF model directories and fine-tune runs. tests/test_bad_inputs.py runs them with the rows of
+tests/bad_input_cases.py."""
+
+from __future__ import annotations
+
+import json
+
+from .bad_input_cases import FT, FT_YAML, GOOD_CHAT, Case
+from .bad_input_damage import (
+    _as_bin,
+    _big_tokenizer,
+    _config_edit,
+    _export,
+    _export_no_tokenizer,
+    _hf_config_more_layers,
+    _hf_edit,
+    _hf_pickle,
+    _hf_truncated,
+    _hf_yarn,
+    _hfrun_flipped,
+    _llama,
+    _nan_weights,
+    _remote_code_model,
+    _remote_code_tokenizer,
+)
+
+HF_CASES: dict[str, Case] = {
+    "hf-finetune-native-config": Case("hf", "finetune with a config for looplm's own model",
+                                      ["finetune", "--config", "addition-prenorm-stars", "--out", "{tmp}/ft"], hf=True),
+    "hf-finetune-init-from": Case("hf", "train.init_from for a pretrained model", FT,
+                                  {"ft.yaml": FT_YAML + "  init_from: x\n", "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-eval-every": Case("hf", "train.eval_every for chat data", FT,
+                                   {"ft.yaml": FT_YAML + "  eval_every: 5\n", "chat.jsonl": GOOD_CHAT + "\n"},
+                                   hf=True),
+    "hf-finetune-remote-code": Case("hf", "a model directory that needs its own code", [
+        "finetune", "--config", "{tmp}/r.yaml", "--out", "{tmp}/ft", "--no-progress"],
+        {"r.yaml": "model:\n  name_or_path: {tmp}/remote\ndata:\n  source: {tmp}/chat.jsonl\ntrain:\n  steps: 1\n",
+         "chat.jsonl": GOOD_CHAT + "\n"}, prepare=_remote_code_model, hf=True),
+    "hf-eval-not-looped": Case("hf", "eval-lm on a model that does not loop (its loop count would be ignored)", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"], prepare=_llama, hf=True),
+    "hf-finetune-not-looped": Case("hf", "finetune a model that does not loop", FT, {
+        "ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"), "chat.jsonl": GOOD_CHAT + "\n"}, prepare=_llama, hf=True),
+    "hf-eval-weights-missing": Case("hf", "eval-lm on a model whose weights lack a layer its config asks for", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"], prepare=_hf_config_more_layers, hf=True),
+    "hf-finetune-weights-missing": Case("hf", "finetune a model whose weights lack a layer its config asks for", FT, {
+        "ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"), "chat.jsonl": GOOD_CHAT + "\n"},
+        prepare=_hf_config_more_layers, hf=True),
+    "hf-eval-pickle": Case("hf", "eval-lm on weights that are a pickle running a command", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"], prepare=_hf_pickle, hf=True),
+    "hf-analyze-pickle": Case("hf", "analyze weights that are a pickle running a command", [
+        "analyze", "{tmp}/m", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_hf_pickle, hf=True),
+    "hf-eval-truncated": Case("hf", "eval-lm on a truncated model.safetensors", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"], prepare=_hf_truncated, hf=True),
+    "hf-eval-yarn": Case("hf", "eval-lm on a config with a RoPE scaling Ouro does not have", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"], prepare=_hf_yarn, hf=True),
+    "hf-eval-flipped-checkpoint": Case("hf", "eval-lm on a fine-tune whose checkpoint fails its manifest", [
+        "eval-lm", "{tmp}/ft", "--tasks", "x", "--out", "{tmp}/e"], prepare=_hfrun_flipped, hf=True),
+    "hf-analyze-flipped-checkpoint": Case("hf", "analyze a fine-tune whose checkpoint fails its manifest", [
+        "analyze", "{tmp}/ft", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_hfrun_flipped, hf=True),
+    "hf-finetune-local-revision": Case("hf", "model.revision for a local model directory (a hub option)", FT, {
+        "ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: 256\n").replace(
+            "{base}\n", "{base}\n  revision: no-such-branch\n"), "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-from-run-dir": Case("hf", "finetune from a fine-tune's run directory (its model is in checkpoint/)",
+                                     FT, {"ft.yaml": FT_YAML.replace("{base}", "{hfrun}"),
+                                          "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-tokenizer-too-big": Case("hf", "model.tokenizer with more tokens than the model's embedding", FT, {
+        "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  tokenizer: {tmp}/tok\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, prepare=_big_tokenizer, hf=True),
+    "hf-resume-other-seed": Case("hf", "finetune --resume with another seed (the hint names the run's own settings "
+                                 "file, not the model's config.json)", [
+        "finetune", "--config", "{hfrun}/config.yaml", "--out", "{hfrun}", "--resume", "--no-progress", "--set",
+        "train.seed=5"], hf=True),
+    "hf-eval-nan-weights": Case("hf", "eval-lm on a model whose weights hold NaN (every score would be an argmax of "
+                                "NaNs)", ["eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+                                prepare=_hf_edit("a weight set to NaN", _nan_weights), hf=True),
+    "hf-analyze-nan-weights": Case("hf", "analyze a model whose weights hold NaN", [
+        "analyze", "{tmp}/m", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_hf_edit("a weight set to NaN", _nan_weights), hf=True),
+    "hf-eval-config-fewer-layers": Case("hf", "eval-lm on weights of 2 layers under a config of 1 (the second would "
+                                        "be dropped)", ["eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+                                        prepare=_hf_edit("its config.json saying 1 layer", _config_edit(
+                                            num_hidden_layers=1, layer_types=["full_attention"],
+                                            max_window_layers=1)), hf=True),
+    "hf-finetune-config-other-shape": Case("hf", "finetune weights of another width than the config's", FT, {
+        "ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"), "chat.jsonl": GOOD_CHAT + "\n"},
+        prepare=_hf_edit("its config.json with intermediate_size 48 (weights: 64)", _config_edit(
+            intermediate_size=48)), hf=True),
+    "hf-finetune-out-inside-data": Case("hf", "finetune --out inside its data.source folder (the run's own files "
+                                        "would be read as data)", [
+        "finetune", "--config", "{tmp}/ft.yaml", "--out", "{tmp}/data/run", "--no-progress"], {
+        "ft.yaml": FT_YAML.replace("{tmp}/chat.jsonl", "{tmp}/data"), "data/chat.jsonl": GOOD_CHAT + "\n"},
+        hf=True),
+    "hf-finetune-steps-and-epochs-set": Case("hf", "finetune with --set train.epochs=3 beside the file's steps: 1 "
+                                             "(the epochs were dropped in silence)", [
+        *FT, "--set", "train.epochs=3"], {"ft.yaml": FT_YAML, "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-steps-and-epochs-in-file": Case("hf", "a fine-tune config file that sets both train.steps and "
+                                                 "train.epochs", FT, {
+        "ft.yaml": FT_YAML.replace("steps: 1\n", "steps: 1\n  epochs: 2\n"), "chat.jsonl": GOOD_CHAT + "\n"},
+        hf=True),
+    "hf-eval-exit-on-export": Case("hf", "eval-lm --exit-threshold on a looplm export (no exit gate: the rows would "
+                                   "be every loop, recorded as early exits)", [
+        "eval-lm", "{tmp}/exp", "--tasks", "x", "--exit-threshold", "0", "--out", "{tmp}/e"], prepare=_export,
+        hf=True),
+    "hf-eval-exit-threshold-negative": Case("hf", "eval-lm on a model whose config.json sets early_exit_threshold -3 "
+                                            "(every row would quietly be loop 1)", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit("its config.json with early_exit_threshold -3", _config_edit(early_exit_threshold=-3)),
+        hf=True),
+    "hf-eval-exit-threshold-nan": Case("hf", "eval-lm on a model whose config.json sets early_exit_threshold NaN "
+                                       "(never reached: quietly the last loop)", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit("its config.json with early_exit_threshold NaN", _config_edit(
+            early_exit_threshold=float("nan"))), hf=True),
+    "hf-eval-bin-truncated": Case("hf", "eval-lm on a truncated pytorch_model.bin", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit("its weights as pytorch_model.bin, cut to half", _as_bin(True)), hf=True),
+    "hf-eval-config-not-json": Case("hf", "eval-lm on a model directory whose config.json is not JSON", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit("config.json cut to '{'", lambda d: (d / "config.json").write_text("{")), hf=True),
+    "hf-finetune-config-no-model-type": Case("hf", "finetune a model directory whose config.json has no model_type",
+                                             FT, {"ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"),
+                                                  "chat.jsonl": GOOD_CHAT + "\n"},
+                                             prepare=_hf_edit("model_type removed from config.json", lambda d: (
+                                                 d / "config.json").write_text(json.dumps(
+                                                     {k: v for k, v in json.loads((d / "config.json").read_text())
+                                                      .items() if k != "model_type"}))), hf=True),
+    "hf-eval-tokenizer-not-json": Case("hf", "eval-lm on a model directory whose tokenizer.json is not JSON", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit("tokenizer.json cut to its first 20 characters", lambda d: (d / "tokenizer.json").write_text(
+            (d / "tokenizer.json").read_text()[:20])), hf=True),
+    "hf-analyze-export-unknown-char": Case("hf", "analyze an export on records with characters outside its vocabulary",
+                                           ["analyze", "{tmp}/exp", "--data", "{tmp}/chat.jsonl", "--no-progress",
+                                            "--out", "{tmp}/a"], {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_export,
+                                           hf=True),
+    "hf-finetune-unfrozen-gate": Case("hf", "model.freeze_exit_gate=false (the objective never reads the gate: it "
+                                      "would not train, and DDP would fail at step 2)", FT, {
+        "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  freeze_exit_gate: false\n"), "chat.jsonl": GOOD_CHAT + "\n"},
+        hf=True),
+    "hf-analyze-broken-template": Case("hf", "analyze a model whose chat template does not parse", [
+        "analyze", "{tmp}/m", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_hf_edit("a chat template that does not parse", lambda d: (
+            d / "chat_template.jinja").write_text("{% for m in messages %}")), hf=True),
+    "hf-eval-out-unwritable": Case("hf", "eval-lm --out where nothing can be written (found before the work)", [
+        "eval-lm", "{base}", "--tasks", "x", "--out", "/proc/looplm-eval"], hf=True),
+    "hf-analyze-remote-code-tokenizer": Case("hf", "analyze an export whose tokenizer needs its own code", [
+        "analyze", "{tmp}/exp", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_remote_code_tokenizer, hf=True),
+    "hf-analyze-remote-code": Case("hf", "analyze a model directory that needs its own code", [
+        "analyze", "{tmp}/remote", "--data", "{tmp}/chat.jsonl", "--no-progress"], {"chat.jsonl": GOOD_CHAT + "\n"},
+        prepare=_remote_code_model, hf=True),
+    "hf-finetune-split-local": Case("hf", "data.split for a local file (a hub option)", FT, {
+        "ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: 256\n  split: test\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-config-name-local": Case("hf", "data.config_name for a local file (a hub option)", FT, {
+        "ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: 256\n  config_name: main\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-analyze-export-no-tokenizer": Case("hf", "analyze an export whose tokenizer files were deleted", [
+        "analyze", "{tmp}/exp", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_export_no_tokenizer, hf=True),
+    "hf-analyze-no-data": Case("hf", "analyze an HF model without --data", ["analyze", "{base}", "--no-progress",
+                               "--out", "{tmp}/a"], hf=True),
+    "hf-analyze-data-missing": Case("hf", "analyze an HF model with a --data file that does not exist", [
+        "analyze", "{base}", "--data", "{tmp}/none.jsonl", "--no-progress", "--out", "{tmp}/a"], hf=True),
+    "hf-analyze-n-above-data": Case("hf", "analyze more records than the --data file holds", [
+        "analyze", "{base}", "--data", "{tmp}/chat.jsonl", "--n", "10", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": (GOOD_CHAT + "\n") * 3}, hf=True),
+    "hf-finetune-native-run": Case("hf", "finetune from a run of looplm's own model", FT, {
+        "ft.yaml": FT_YAML.replace("{base}", "{run}"), "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-eval-limit-fraction": Case("hf", "eval-lm with --limit 1.5", ["eval-lm", "{base}", "--tasks", "x",
+                                   "--limit", "1.5"], hf=True),
+    "hf-export-loops-huge": Case("hf", "export-hf with a trillion loops", ["export-hf", "{run}", "--out", "{tmp}/x",
+                                 "--loops", "1000000000000"], hf=True),
+    "hf-eval-native-run": Case("hf", "eval-lm on a run of looplm's own model", ["eval-lm", "{run}", "--tasks", "x",
+                               "--out", "{tmp}/e"], hf=True),
+    "hf-eval-export-no-tokenizer": Case("hf", "eval-lm on an export whose tokenizer files were deleted", [
+        "eval-lm", "{tmp}/exp", "--tasks", "x", "--out", "{tmp}/e"], prepare=_export_no_tokenizer, hf=True),
+    "hf-eval-unknown-task": Case("hf", "eval-lm with an unknown task", ["eval-lm", "{base}", "--tasks",
+                                 "no_such_task_xyz", "--out", "{tmp}/e"], hf=True),
+    "hf-eval-missing-model": Case("hf", "eval-lm on a model directory that does not exist", [
+        "eval-lm", "{tmp}/nope", "--tasks", "x", "--out", "{tmp}/e"], hf=True),
+    "hf-eval-dtype": Case("hf", "eval-lm with an unknown dtype", ["eval-lm", "{base}", "--tasks", "x", "--dtype",
+                          "bogus"], hf=True),
+    "hf-eval-batch-zero": Case("hf", "eval-lm with batch size 0", ["eval-lm", "{base}", "--tasks", "x",
+                               "--batch-size", "0"], hf=True),
+    "hf-export-loops-zero": Case("hf", "export-hf with 0 loops", ["export-hf", "{run}", "--out", "{tmp}/x",
+                                 "--loops", "0"], hf=True),
+    "hf-sweep-on-finetune": Case("hf", "sweep a fine-tuned HF checkpoint (a task sweep needs looplm's own model)",
+                                 ["sweep", "{hfrun}", "--no-progress", "--out", "{tmp}/s.json"], hf=True),
+    "hf-resume-kind-mismatch": Case("hf", "--resume a fine-tune with a config for looplm's own model", [
+        "train", "--config", "addition-prenorm-stars", "--out", "{hfrun}", "--resume", "--no-progress"], hf=True),
+}
