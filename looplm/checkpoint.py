@@ -421,6 +421,9 @@ def load_config(path: str | Path) -> Config:
         raise CheckpointError(f"{d} is a Hugging Face model directory (model_type {raw['model_type']!r}), not a looplm "
                               "run: `looplm analyze`, `looplm eval-lm` and `looplm finetune` (model.name_or_path) read "
                               "it; sweep, generate, export-hf and train.init_from need a looplm run")
+    t = raw.get("train") if isinstance(raw, dict) else None
+    if isinstance(t, dict) and t.get("steps") and t.get("epochs"):  # a record of a run from before that was refused:
+        raw = {**raw, "train": {**t, "epochs": 0}}                     # its steps set its length, as they did then
     try:
         return Config.from_dict(raw)
     except ConfigError as e:

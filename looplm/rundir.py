@@ -232,7 +232,7 @@ RESUMABLE = {"train." + k for k in (
     "micro_batch_size", "bf16", "logger")}
 
 
-RESULTS = ("sweep.json", "dynamics.json")  # what sweep and analyze write into a run directory by default
+RESULTS = ("sweep.json", "dynamics.json", "eval-lm/eval_lm.json")  # what sweep, analyze, eval-lm write by default
 
 
 def on_resume(src: Path, cfg: Config, out: Path) -> tuple[Config, list[str]]:

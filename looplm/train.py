@@ -358,7 +358,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
     t = cfg.train
     ckpt_dir = out / "checkpoint"
     model, task = check_looped(run.model), run.task
-    # each micro-batch probes its share of reg.samples, so the probed set is the same however the batch is split
+    # each micro-batch probes its share of reg.samples (its first rows): the count is the same whatever the split
     reg_micro = dataclasses.replace(cfg.reg, samples=cfg.reg.samples * micro // t.batch_size)
     objective = _wrap(Objective(model, cfg.loops, reg_micro), model, t.strategy, world, device)
     fsdp = world.active and t.strategy == "fsdp"

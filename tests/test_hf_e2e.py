@@ -57,6 +57,7 @@ def test_torchrun_stars_finetune_then_lm_eval_by_depth_and_dynamics(tmp_path):
                  "--iters", "20", "--tol", "1e-2", "--hutchinson", "2", "--pca-n", "2", "--no-progress"]) == 0
     dyn = json.loads((run / "dynamics.json").read_text())
     assert dyn["depths"] == [1, 2, 3, 4] and dyn["n"] == 4 and dyn["model"]["model_type"] == "ouro"
+    assert dyn["step"] == 2  # the checkpoint scored: a resume leaves this result of an earlier step
     assert dyn["data_stats"]["used"] == 4
     norms = dyn["metrics"]["state_norm"]["mean"]
     assert len(norms) == 4 and all(math.isfinite(x) and x > 0 for x in norms)
@@ -85,3 +86,4 @@ def test_torchrun_stars_finetune_then_lm_eval_by_depth_and_dynamics(tmp_path):
     md = (tmp_path / "eval" / "eval_lm.md").read_text()
     assert "| loops |" in md and "| 4 |" in md
     assert (tmp_path / "eval" / "eval_lm.png").read_bytes()[:4] == b"\x89PNG"
+    assert saved["step"] == 2

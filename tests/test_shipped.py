@@ -61,6 +61,16 @@ def test_shipped_ouro_mini_base_scores_as_recorded(tmp_path):
                            max_gen_toks=rec["max_gen_toks"])
     assert ouro_mini.base_check(OURO_MINI, s, tmp_path) == rec
     assert rec["exact_match"][0] > 0  # it learned something at its training depth
+    # its run record (written before train.steps and train.epochs together were refused) still reads: analyze,
+    # the study's last stage, refused it once the work was done
+    import torch
+
+    from looplm.hf.analysis import analyze_hf
+    from looplm.hf.mathdata import write_split
+
+    _, test = write_split(tmp_path / "md", n_train=4, n_test=4, seed=0)
+    res = analyze_hf(OURO_MINI, str(test), [1, 2], 2, torch.device("cpu"), spectral_n=0, pca_n=0)
+    assert res["train_loops"] == [4, 4] and res["n"] == 2
 
 
 _ADDITION_TASK = """task: shipped_addition

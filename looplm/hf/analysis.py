@@ -109,7 +109,7 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     records, refused if the data holds fewer usable ones; None: `default_n`, or all there are if fewer. The
     inputs are read and checked (and `before()` runs) before the weights are loaded. Records longer than
     `max_length` tokens (default: the model's position table) are skipped, and the count is printed."""
-    from ..checkpoint import run_label
+    from ..checkpoint import run_label, saved_step
     from ..dynamics import diagnose
     from .finetune import check_local, check_model_type, load_tokenizer
 
@@ -140,10 +140,11 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     if before is not None:
         before({Path(data): "the --data file"})
     model = load_looped(path, device)
+    trained = _trained_loops(path)  # its run config read before the work, not after
     res = diagnose(model, batch, depths, **diagnose_kw)
     cfg = model.config
-    res.update({"checkpoint": str(path), "data": str(data), "data_stats": stats, "train_loops": _trained_loops(path),
-                "label": run_label(path),
+    res.update({"checkpoint": str(path), "step": saved_step(path), "data": str(data), "data_stats": stats,
+                "train_loops": trained, "label": run_label(path),
                 "model": {"model_type": cfg.model_type, "architecture": type(model).__name__,
                           "parameters": sum(p.numel() for p in model.parameters())}})
     return res

@@ -29,7 +29,7 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from ..checkpoint import write_result
+from ..checkpoint import saved_step, write_result
 from ..errors import UserError
 from ..looped import check_looped
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
@@ -329,7 +329,9 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         used = ", ".join(f"{t} ({n} shots, set by the task)" for t, n in overridden.items())
         print(f"note: --num-fewshot {num_fewshot} was not used by {used}; eval_lm.json records the shots each task "
               "used (num_fewshot_used)")
-    result = {"model": str(pretrained), "tasks": tasks, "depths": depths, "limit": limit, "num_fewshot": num_fewshot,
+    step = saved_step(pretrained) if Path(str(pretrained)).is_dir() else None  # a fine-tune's checkpoint says it
+    result = {"model": str(pretrained), "step": step, "tasks": tasks, "depths": depths, "limit": limit,
+              "num_fewshot": num_fewshot,
               "num_fewshot_used": shots,
               # every setting that changes the numbers, so two tables can be told apart
               "settings": {"dtype": dtype, "device": device, "batch_size": batch_size,
