@@ -23,7 +23,7 @@ from .config import REAL_NUMBER, Config, load_config
 from .errors import UserError, guarded, say
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
-from .loops import training_range
+from .loops import trained_loops
 from .outputs import all_or_nothing, default_out_dir, fresh_outputs, write_json
 from .tasks import task_of_checkpoint
 from .train import Terminated, fit, resolve_device, set_threads
@@ -180,7 +180,7 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
         out = sweep(model, batch, ds, **kw).to_json()
     out.update({"task": cfg.data.task, "scored_by": task.scored_by, "checkpoint": str(checkpoint),
                 "step": ckpt.saved_step(ckpt.resolve(checkpoint)), "data": source,
-                "seconds": round(time.perf_counter() - t0, 2), "train_loops": list(training_range(cfg.loops)),
+                "seconds": round(time.perf_counter() - t0, 2), "train_loops": trained_loops(cfg),
                 "label": ckpt.run_label(checkpoint)})
     return out
 
@@ -262,7 +262,7 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
                    spectral_depths=[1, 2, 4, 8, 16, 32, 100, 300, 1000], spectral_n=min(8, cfg.data.test_size),
                    iters=60, tol=1e-3,
                    hutchinson_samples=0, pca_n=0, progress=progress)
-    dyn.update({"label": "STARS (demo)", "train_loops": list(training_range(cfg.loops)), "checkpoint": str(run),
+    dyn.update({"label": "STARS (demo)", "train_loops": trained_loops(cfg), "checkpoint": str(run),
                 "step": ckpt.saved_step(ckpt.resolve(run)), "data": held_out_source(cfg)})
     with all_or_nothing(results):  # one set of results: never this run's sweep beside an earlier dynamics
         write_json(out / "sweep.json", sw)
@@ -340,7 +340,7 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
         res["ppl"] = [math.exp(min(c, 700.0)) for c in res["ce_per_token"]]
     res.update({"checkpoint": str(checkpoint), "step": ckpt.saved_step(ckpt.resolve(checkpoint)), "data": source,
                 "scored_by": task.scored_by,
-                "train_loops": list(training_range(cfg.loops)),
+                "train_loops": trained_loops(cfg),
                 "label": ckpt.run_label(checkpoint),
                 "model": {k: getattr(cfg.model, k) for k in ("d_model", "n_heads", "d_ff", "n_core",
                                                              "norm_placement", "norm_type", "injection")}})
@@ -502,8 +502,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "demo":  # the demo rewrites its own results when run again; nobody else's (a run, a folder)
         rundir.check_owned(Path(args.out), DEMO_FILES, "a `looplm demo` directory")
     if args.cmd == "train":
+        before = rundir.latest_step(args.out)
         run = cmd_train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
-        print(f"run written to {run}")
+        if rundir.latest_step(run) != before:  # a finished run resumed has said that nothing changed
+            print(f"run written to {run}")
     elif args.cmd == "sweep":
         out = Path(args.out) if args.out else default_out_dir(args.checkpoint) / "sweep.json"
         outs = [out, *([out.with_suffix(".png")] if args.sizes else [])]

@@ -421,6 +421,22 @@ class Config:
                               "train.steps (> 0) optimizer steps; train.epochs is for fine-tuning a pretrained model "
                               "on chat data (leave it 0)")
 
+    def unreached(self, total: int) -> list[str]:
+        """Notes on settings a run of `total` optimizer steps never reaches (a preset shortened for a quick try): a
+        penalty that starts after the last step, a warm-up that never ends, a curriculum that is the whole run."""
+        t, r, lp = self.train, self.reg, self.loops
+        out = []
+        if r.kind != "none" and r.weight > 0 and r.start_step >= total:
+            out.append(f"note: reg.start_step={r.start_step} is not below the run's {total} steps: the {r.kind} "
+                       "penalty never applies (lower reg.start_step for it)")
+        if t.warmup_steps > total:  # the warm-up's last step is at train.lr
+            out.append(f"note: train.warmup_steps={t.warmup_steps} is more than the run's {total} steps: the learning "
+                       f"rate never reaches train.lr={t.lr:g}")
+        if lp.sampler != "fixed" and lp.curriculum_steps >= total:
+            out.append(f"note: loops.curriculum_steps={lp.curriculum_steps} covers the run's {total} steps: every step "
+                       f"runs loops.num_loops={lp.num_loops}, never the {lp.sampler} sampler")
+        return out
+
     @property
     def kind(self) -> str:
         """"hf" for a pretrained Hugging Face model, "native" for looplm's LoopedTransformer."""

@@ -98,7 +98,7 @@ class SweepResult:
 
     @property
     def accuracy(self) -> list[float]:
-        return self.correct.float().mean(dim=1).tolist()
+        return self.correct.double().mean(dim=1).tolist()
 
     def to_json(self) -> dict:
         out = {"depths": self.depths, "accuracy": self.accuracy, "n": int(self.correct.shape[1]),
@@ -109,8 +109,8 @@ class SweepResult:
             out["ce"] = self.ce.tolist()
             out["ppl"] = [math.exp(min(c, 700.0)) for c in out["ce"]]
         if self.exit_depth is not None and self.exit_correct is not None:
-            out["exit"] = {**(self.exit_rule or {}), "accuracy": self.exit_correct.float().mean().item(),
-                           "mean_loops": self.exit_depth.float().mean().item()}
+            out["exit"] = {**(self.exit_rule or {}), "accuracy": self.exit_correct.double().mean().item(),
+                           "mean_loops": self.exit_depth.double().mean().item()}
         return out
 
 

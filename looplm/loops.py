@@ -8,6 +8,7 @@ and restored bit-exactly with the rest of the trainer state.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -64,11 +65,17 @@ def describe(cfg: LoopsConfig) -> str:
     return body
 
 
-def training_range(cfg: LoopsConfig) -> tuple[int, int]:
-    """The loop counts training can see, for shading plots."""
-    if cfg.sampler == "fixed":
+def training_range(cfg: LoopsConfig, steps: int = 0) -> tuple[int, int]:
+    """The loop counts training can see, for shading plots; `steps`: the run's length (0: not known), whose
+    curriculum may cover all of it (then every step ran num_loops)."""
+    if cfg.sampler == "fixed" or (steps and cfg.curriculum_steps >= steps):
         return cfg.num_loops, cfg.num_loops
     lo, hi = cfg.min_loops, cfg.max_loops
     if cfg.curriculum_steps:
         lo, hi = min(lo, cfg.num_loops), max(hi, cfg.num_loops)
     return lo, hi
+
+
+def trained_loops(cfg: Any) -> list[int]:
+    """[lo, hi] of a run's config (`Config`): the loop counts its training saw, as results record them."""
+    return list(training_range(cfg.loops, cfg.train.steps))

@@ -46,6 +46,12 @@ def _whole(d: Path) -> str | None:
     return None
 
 
+def latest_step(out: str | Path) -> int | None:
+    """The step of the checkpoint in the run directory `out` (None: none), to tell whether a command trained."""
+    d = Path(out) / "checkpoint"
+    return ckpt.saved_step(d) if d.is_dir() else None
+
+
 def check_out_of_data(out: Path, cfg: Config) -> None:
     """Refuse a run directory inside the run's own data folder (or on its data file): the folder is read whole, so
     the run's logs and checkpoint files would be read as data by its resume and by any later run on that data."""

@@ -55,6 +55,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -82,7 +83,7 @@ class SpectralEstimate:
 
     @property
     def converged_fraction(self) -> float:
-        return float(self.converged.float().mean()) if self.converged.numel() else float("nan")
+        return float(self.converged.double().mean()) if self.converged.numel() else float("nan")
 
 
 @dataclass
@@ -340,3 +341,28 @@ def frobenius_hutchinson(step_fn: StepFn, h: torch.Tensor, samples: int = 16,
     x = torch.stack(vals)  # (samples, B)
     se = x.std(0, unbiased=True) / math.sqrt(samples) if samples > 1 else torch.full((B,), float("nan"))
     return FrobeniusEstimate(x.mean(0), se.to(torch.float64), n, samples)
+
+
+def monitor_rho(model: torch.nn.Module, mb: Any, n_loops: int, probes: torch.Generator, amp: Any,
+                gathered: Callable) -> dict[str, float]:
+    """ρ(∂Φ/∂h) at the state after this step's loop count, on up to 16 samples' real tokens of the last
+    micro-batch: 30 Arnoldi steps (looplm.spectra.spectral_radius). `rho` is the mean largest-modulus Ritz
+    value, a running estimate; `rho_converged` the fraction of samples whose estimate passed the residual test.
+    The training log's monitor (`reg.rho_every`): `gathered()` holds FSDP's full weights, `amp` its autocast."""
+    from .looped import phi, run_loop
+
+    k = min(16, len(mb))
+    ids, mask = mb.input_ids[:k], mb.mask[:k]
+    was = model.training
+    model.eval()  # one fixed map: dropout (and random positions) would draw a new Φ at every Arnoldi step
+    try:
+        with gathered():
+            with torch.no_grad(), amp:
+                h0, ctx = model.embed(ids, mask)
+                h = run_loop(model, h0, ctx, n_loops)
+            with twice_differentiable():
+                est = spectral_radius(phi(model, ctx), h.to(h0.dtype), iters=30, tol=1e-3, generator=probes,
+                                      method="arnoldi", mask=mask)
+    finally:
+        model.train(was)
+    return {"rho": est.raw.mean().item(), "rho_converged": est.converged_fraction}

@@ -39,14 +39,14 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed as dist
-from . import rundir
+from . import rundir, spectra
 from .config import Config, ConfigError
 from .errors import UserError
 from .evaluate import sweep
 from .logger import MetricsLog, check_available, truncate_metrics
-from .looped import check_looped, phi, run_loop
+from .looped import check_looped
 from .loops import describe, sample_loops, training_range
-from .model import LoopedTransformer, twice_differentiable
+from .model import LoopedTransformer
 from .objective import Objective
 from .tasks import (
     check_fingerprint,
@@ -295,8 +295,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         if changed and world.is_main:
             tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
                        + "\n  ".join(changed))
-        for note in notes if world.is_main else []:
-            print(note)
+    for note in [*notes, *cfg.unreached(total)] if world.is_main else []:
+        print(note)
     if t.stop_at_acc and getattr(run.task, "scored_by", "exact_match") == "perplexity":
         raise ConfigError("train.stop_at_acc: a text task is scored by perplexity, not exact match; its evaluations "
                           "log eval_ce and eval_ppl (set stop_at_acc to 0)")
@@ -520,7 +520,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                     + " Lower train.lr or raise train.max_bad_steps to go on.")
             step += 1
             if reg.rho_every and step % reg.rho_every == 0 and (fsdp or world.is_main):
-                rec.update(_rho(model, mb, n_loops, gens.probes, amp, gathered))
+                rec.update(spectra.monitor_rho(model, mb, n_loops, gens.probes, amp, gathered))
             if eval_batch is not None and (step % t.eval_every == 0 or step == total):
                 if fsdp or world.is_main:
                     with gathered():
@@ -575,25 +575,6 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
         log.close()
     dist.shutdown(world)
     return out
-
-
-def _rho(model: nn.Module, mb: Any, n_loops: int, probes: torch.Generator, amp: Any,
-         gathered: Callable) -> dict[str, float]:
-    """ρ(∂Φ/∂h) at the state after this step's loop count, on up to 16 samples' real tokens of the last
-    micro-batch: 30 Arnoldi steps (looplm.spectra.spectral_radius). `rho` is the mean largest-modulus Ritz
-    value, a running estimate; `rho_converged` the fraction of samples whose estimate passed the residual test."""
-    from .spectra import spectral_radius
-
-    k = min(16, len(mb))
-    ids, mask = mb.input_ids[:k], mb.mask[:k]
-    with gathered():
-        with torch.no_grad(), amp:
-            h0, ctx = model.embed(ids, mask)
-            h = run_loop(model, h0, ctx, n_loops)
-        with twice_differentiable():
-            est = spectral_radius(phi(model, ctx), h.to(h0.dtype), iters=30, tol=1e-3, generator=probes,
-                                  method="arnoldi", mask=mask)
-    return {"rho": est.raw.mean().item(), "rho_converged": est.converged_fraction}
 
 
 train = fit  # the name the library has exported since the first release

@@ -82,6 +82,13 @@ def test_sweep_refuses_depths_no_loop_would_fill():
     for bad in ([4, 4], [0, 4], [-1, 4], [3, 2], [2.0, 4], [True, 2], [], "13", np.array([1.0, 2.0])):
         with pytest.raises(ValueError, match="depths|no depths"):
             sweep(m, b, bad)
+    # an accuracy is k/n in float64 (a float32 mean wrote 59/200 as 0.29499998688697815)
+    from looplm.evaluate import SweepResult
+
+    r3 = SweepResult([1], torch.tensor([[True, False, False]]), torch.ones(1),
+                     exit_depth=torch.tensor([1, 2, 2]), exit_correct=torch.tensor([True, False, False]))
+    assert r3.accuracy == [1 / 3] and r3.to_json()["exit"]["accuracy"] == 1 / 3
+    assert r3.to_json()["exit"]["mean_loops"] == 5 / 3
     # integer arrays are depths too (numpy's truth value of an array stopped them with its own message)
     want = sweep(m, b, [1, 2, 3]).accuracy
     assert sweep(m, b, np.arange(1, 4)).accuracy == sweep(m, b, torch.arange(1, 4)).accuracy == want

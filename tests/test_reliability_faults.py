@@ -64,7 +64,9 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
     before = snapshot(run)
     capsys.readouterr()
     assert main(train_args(run, "train.steps=3", resume=True)) == 0
-    assert f"{run} is already complete (step 3 of 3): nothing to train; nothing was changed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{run} is already complete (step 3 of 3): nothing to train; nothing was changed" in out
+    assert "run written to" not in out  # it was not
     assert snapshot(run) == before  # the history is not rotated, the lock and config.yaml not rewritten
     assert [s for s, _ in ckpt.history(run)] == [1, 2]
     # More steps continue it; a larger keep_checkpoints is a change a resume may take (it deletes nothing).

@@ -38,9 +38,10 @@ def test_step_time_leaves_out_evaluation_and_the_rho_estimate(tmp_path, monkeypa
     import importlib
     import time
 
-    tr = importlib.import_module("looplm.train")  # the module (the package's `looplm.train` is the function)
+    from looplm import spectra
 
-    slow_sweep, slow_rho = tr.sweep, tr._rho
+    tr = importlib.import_module("looplm.train")  # the module (the package's `looplm.train` is the function)
+    slow_sweep, slow_rho = tr.sweep, spectra.monitor_rho
 
     def sweep(*a, **k):
         time.sleep(2)
@@ -51,7 +52,7 @@ def test_step_time_leaves_out_evaluation_and_the_rho_estimate(tmp_path, monkeypa
         return slow_rho(*a, **k)
 
     monkeypatch.setattr(tr, "sweep", sweep)
-    monkeypatch.setattr(tr, "_rho", rho)
+    monkeypatch.setattr(spectra, "monitor_rho", rho)
     cfg = tiny_config(train=dict(steps=2, eval_every=2), reg=dict(rho_every=2))
     rows = read_metrics(train(cfg, tmp_path / "run", progress=False))
     assert "acc" in rows[1] and "rho" in rows[1]
@@ -340,3 +341,50 @@ def test_a_new_run_gets_a_new_wandb_run_and_a_resume_its_own(tmp_path, monkeypat
     shutil.rmtree(tmp_path / "r")
     train(cfg, tmp_path / "r", progress=False)
     assert ids[0] == ids[1] != ids[2]
+
+
+def test_the_logged_rho_is_of_the_map_without_dropout(tmp_path):
+    """The training log's ρ is measured with dropout off (one fixed Φ; with it on, every Arnoldi step drew a new
+    map), from a model in training mode, which stays in training mode."""
+    from contextlib import nullcontext
+
+    from looplm import spectra
+    from looplm.model import LoopedTransformer
+    from looplm.tasks import make_task
+
+    cfg = tiny_config(model=dict(dropout=0.3))
+    torch.manual_seed(0)
+    model = LoopedTransformer(cfg.model)
+    batch = make_task(cfg).held_out(8)
+
+    def rho(mode: str) -> dict:
+        getattr(model, mode)()
+        torch.manual_seed(1)  # dropout's stream, were it on
+        return spectra.monitor_rho(model, batch, 3, torch.Generator().manual_seed(2), nullcontext(), nullcontext)
+
+    assert rho("train") == rho("eval") and model.training is False
+    model.train()
+    rho("train")
+    assert model.training
+
+
+def test_a_run_says_which_settings_it_never_reaches(tmp_path, capsys):
+    """A STARS preset cut to fewer steps than its reg.start_step trains exactly as with no penalty: the run says
+    so, and likewise for a warm-up longer than the run and a curriculum that covers it (whose results record the
+    fixed count as the loops training saw)."""
+    from looplm.loops import trained_loops
+
+    cfg = tiny_config(reg=dict(kind="jsrr", start_step=50), train=dict(steps=3, warmup_steps=4, eval_every=0),
+                      loops=dict(sampler="uniform", num_loops=3, max_loops=6, curriculum_steps=3))
+    capsys.readouterr()
+    train(cfg, tmp_path / "run", progress=False)
+    out = capsys.readouterr().out
+    assert "note: reg.start_step=50 is not below the run's 3 steps: the jsrr penalty never applies" in out
+    assert "note: train.warmup_steps=4 is more than the run's 3 steps" in out
+    assert "note: loops.curriculum_steps=3 covers the run's 3 steps: every step runs loops.num_loops=3" in out
+    assert all(r["reg"] is None and r["loops"] == 3 for r in read_metrics(tmp_path / "run"))
+    assert trained_loops(cfg) == [3, 3]
+    import dataclasses
+
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=60))
+    assert longer.unreached(60) == [] and trained_loops(longer) == [1, 6]

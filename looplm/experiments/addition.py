@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import UserError
-from ..loops import describe, training_range
+from ..loops import describe, trained_loops
 
 DEPTHS = [1, 2, 4, 8, 16, 32, 64, 100, 300, 1000]
 QUICK_N = 1000  # held-out problems per run in --quick
@@ -238,7 +238,7 @@ def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], trai
     result = {
         "name": spec.name, "group": spec.group, "preset": spec.preset, "overrides": spec.overrides,
         "seed": spec.seed, "note": spec.note, "loops": describe(cfg.loops),
-        "train_loops": list(training_range(cfg.loops)), "n": n_eval, "depths": sw.depths,
+        "train_loops": trained_loops(cfg), "n": n_eval, "depths": sw.depths,
         "accuracy": sw.accuracy, "state_norm": sw.state_norm.tolist(), "rho_at_num_loops": rho,
         "rho_converged": est.converged_fraction,
         "num_loops": cfg.loops.num_loops, "final_ce": metrics[-1]["ce"],
@@ -394,7 +394,7 @@ def run_dynamics(out: Path, name: str, n: int = 64, progress: bool = False) -> d
     with torch.random.fork_rng():
         res = diagnose(model, batch, DYN_DEPTHS, spectral_depths=[d for d in SPECTRAL_DEPTHS if d in DYN_DEPTHS],
                        spectral_n=8, iters=60, tol=1e-3, hutchinson_samples=4, pca_n=2, seed=0, progress=progress)
-    res.update({"label": name, "train_loops": list(training_range(cfg.loops)), "checkpoint": str(run_dir)})
+    res.update({"label": name, "train_loops": trained_loops(cfg), "checkpoint": str(run_dir)})
     f.write_text(json.dumps(res) + "\n")
     return res
 

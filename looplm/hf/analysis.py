@@ -154,8 +154,9 @@ def _trained_loops(path: str | Path) -> list[int] | None:
     """The loop counts a looplm fine-tune trained at (its run config), for the figure's shading; None for a model
     looplm did not train (Ouro, an export: their training depths are not in the files)."""
     from .. import checkpoint as ckpt
-    from ..loops import training_range
+    from ..loops import trained_loops
 
     if not (Path(path) / ckpt.RUN_CONFIG).is_file():
         return None
-    return list(training_range(ckpt.load_config(path).loops))
+    cfg = ckpt.load_config(path)
+    return trained_loops(cfg)

@@ -86,8 +86,11 @@ def run(args: argparse.Namespace) -> None:
             raise ConfigError("model.name_or_path: `looplm finetune` starts from a pretrained HF model; this config "
                               "describes looplm's own model (train it with `looplm train`, or fine-tune a looplm run "
                               "with train.init_from)")
+        from .. import rundir
+
+        before = rundir.latest_step(args.out)
         out = fit(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if int(os.environ.get("RANK", "0")) == 0 and rundir.latest_step(out) != before:  # else: nothing changed
             print(f"run written to {out}")
     elif args.cmd == "export-hf":
         from ..checkpoint import enclosing_checkpoint
