@@ -27,12 +27,8 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A config value or key is invalid. The message names the key."""
-
+from .config_files import PRESET_DIR, parse_yaml, preset_names, read_yaml_config  # noqa: F401 (API)
+from .errors import ConfigError, UserError  # noqa: F401 (ConfigError: looplm.config's since the start)
 
 NORM_PLACEMENTS = ("pre", "post", "pre_sandwich", "post_sandwich")
 NORM_TYPES = ("layernorm", "rmsnorm", "simplenorm", "deepnorm")
@@ -51,63 +47,6 @@ STRATEGIES = ("ddp", "fsdp")
 CHAT_FORMATS = ("auto", "messages", "prompt_response")
 MAX_SEED = 2**32 - 1
 MAX_BLOCKS = 1024  # per stack (prelude, core, coda)
-
-
-# --- YAML, read strictly -------------------------------------------------------------------------------------
-# PyYAML implements YAML 1.1, where `017` is octal 15, `1:30` is sexagesimal 90 and `yes`/`off` are booleans, and a
-# duplicate key silently keeps the last value. Configs are read with YAML 1.2's core schema instead: integers are
-# decimal (or 0x/0o), floats are written as floats, booleans are true/false, and duplicate or non-string keys are
-# refused with the file and line.
-class _StrictLoader(yaml.SafeLoader):
-    pass
-
-
-_StrictLoader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
-                                                 "tag:yaml.org,2002:bool")]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                    list("tTfF"))
-_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
-                                    list("-+0123456789"))
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+.0123456789"))
-
-
-def _int12(loader: yaml.SafeLoader, node: yaml.Node) -> int:
-    s = loader.construct_scalar(node)
-    return int(s, 0) if s.lstrip("+-").startswith(("0x", "0o")) else int(s)
-
-
-def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
-    out: dict = {}
-    for k_node, v_node in node.value:
-        key = loader.construct_object(k_node, deep=True)
-        where = f"line {k_node.start_mark.line + 1}"
-        if not isinstance(key, str):
-            raise ConfigError(f"{where}: a config key must be a name, got {type(key).__name__} {key!r}")
-        if key in out:
-            raise ConfigError(f"{where}: duplicate key {key!r}")
-        out[key] = loader.construct_object(v_node, deep=True)
-    return out
-
-
-_StrictLoader.add_constructor("tag:yaml.org,2002:int", _int12)
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
-def parse_yaml(text: str, where: str) -> Any:
-    """YAML text read with the strict 1.2-style rules above; errors name `where`."""
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    except yaml.YAMLError as e:
-        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None) or str(e)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
 
 
 def _choice(section: str, key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -570,39 +509,6 @@ def _build_section(name: str, sub_cls: type, values: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(sub_cls)
     kwargs = {k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()}
     return sub_cls(**kwargs)
-
-
-PRESET_DIR = Path(__file__).parent / "presets"
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-
-
-def read_yaml_config(path_or_preset: str | Path) -> dict:
-    """The mapping in a YAML file, or in the shipped preset `<name>.yaml` for a preset name.
-
-    A bare preset name always means the preset, whatever the current directory holds: a shell redirect
-    (`... > addition-stars`) or a run directory named after its preset must not replace it. A local file of that
-    name is read when written as a path (`./addition-stars`)."""
-    p = Path(path_or_preset)
-    is_name = isinstance(path_or_preset, str) and "/" not in path_or_preset and p.suffix == ""
-    candidate = PRESET_DIR / f"{path_or_preset}.yaml"
-    if is_name and candidate.is_file():
-        p = candidate
-    elif not p.exists():
-        raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a preset; "
-                          f"presets: {', '.join(preset_names())}")
-    if p.is_dir():
-        raise ConfigError(f"config {p} is a directory; give a YAML file or a preset name")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config {p} cannot be read: {e}") from None
-    doc = parse_yaml(text, str(p))
-    if doc is None:  # all defaults is never what an empty file means: a truncated or mistaken file
-        raise ConfigError(f"config {p} is empty; give a preset name or a YAML file with the settings")
-    return doc
 
 
 def load_config(path_or_preset: str | Path | None, overrides: list[str] | None = None) -> Config:

@@ -10,6 +10,10 @@ class UserError(Exception):
     """Bad input from the user. The message says what is wrong and, where it can, what to do."""
 
 
+class ConfigError(UserError, ValueError):
+    """A config value or key is invalid. The message names the key."""
+
+
 def guarded(body: object) -> int:
     """`body()` with every user error (looplm's, the OS's, YAML's, memory) as one `error:` line and exit 2."""
     from .train import Interrupted  # torch is imported by then: guarded runs commands
