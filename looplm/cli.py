@@ -24,7 +24,7 @@ from .errors import UserError, guarded, say
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
 from .loops import trained_loops
-from .outputs import all_or_nothing, default_out_dir, fresh_outputs, write_json
+from .outputs import all_or_nothing, default_out_dir, drop_stale, fresh_outputs, with_stale, write_json
 from .tasks import task_of_checkpoint
 from .train import Terminated, fit, resolve_device, set_threads
 
@@ -508,7 +508,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"run written to {run}")
     elif args.cmd == "sweep":
         out = Path(args.out) if args.out else default_out_dir(args.checkpoint) / "sweep.json"
-        outs = [out, *([out.with_suffix(".png")] if args.sizes else [])]
+        written = [out, *([out.with_suffix(".png")] if args.sizes else [])]
+        outs = with_stale(written, [out, out.with_suffix(".png")])  # an earlier --sizes heatmap goes with its JSON
         res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
                         not args.no_progress, args.exit_tol, args.exit_stable,
                         before=lambda inputs: fresh_outputs(outs, args.force, inputs), sizes=args.sizes)
@@ -524,7 +525,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                 write_json(out, res, args.force)
                 print(f"wrote {plot_size_depth(res, out.with_suffix('.png'), replace=args.force)}")
         else:
-            write_json(out, res, args.force)  # one file, written atomically
+            with all_or_nothing(outs):
+                write_json(out, res, args.force)  # one file, written atomically
+                drop_stale(outs, written)
             print(depth_table(res, shown, "ppl" if res["scored_by"] == "perplexity" else "accuracy",
                               "ppl" if res["scored_by"] == "perplexity" else "accuracy"))
         if "exit" in res:
@@ -559,7 +562,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.cmd == "analyze":
         out_dir = Path(args.out) if args.out else default_out_dir(args.checkpoint)
         figures = [] if args.no_plot else ["dynamics.png", *(["trajectories.png"] if args.pca_n != 0 else [])]
-        outs = [out_dir / f for f in ["dynamics.json", *figures]]  # every file it will write, checked first
+        written = [out_dir / f for f in ["dynamics.json", *figures]]  # every file it will write, checked first
+        outs = with_stale(written, [out_dir / f for f in ("dynamics.json", "dynamics.png", "trajectories.png")])
         res = run_analyze(args.checkpoint, args.depths, args.n, args.data, args.spectral_depths,
                           args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
                           args.seed, args.batch_size, args.device, not args.no_progress, args.threads,
@@ -573,6 +577,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"wrote {plot_dynamics(res, out_dir / 'dynamics.png', replace=args.force)}")
                 if res["pca"]["samples"]:
                     print(f"wrote {plot_trajectories(res, out_dir / 'trajectories.png', replace=args.force)}")
+            drop_stale(outs, [p for p in written if p.exists()])
     elif args.cmd in ("finetune", "export-hf", "eval-lm"):
         from .hf.commands import run as run_hf  # imports transformers only now
 

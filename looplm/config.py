@@ -226,6 +226,9 @@ class DataConfig:
         for key in sorted(set(defaults) - TASK_KEYS[self.task] - {"task", "test_size", "test_seed"}):
             _check(getattr(self, key) == defaults[key].default, s, key,
                    f"is not read by the {self.task} task (it reads {', '.join(sorted(TASK_KEYS[self.task]))})")
+        if self.task == "jsonl" and self.test_path:  # the file is the held-out split: no fraction of `path` is
+            _check(self.test_fraction == defaults["test_fraction"].default, s, "test_fraction",  # held out
+                   "is not read when data.test_path gives the held-out rows; leave it out, or drop test_path")
 
 
 @dataclass

@@ -70,6 +70,20 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
                             "somewhere else")
 
 
+def with_stale(paths: list[Path], family: list[Path]) -> list[Path]:
+    """`paths` (what a command writes) plus the files of the same result `family` it will not write that an
+    earlier command left (a heatmap beside a sweep that now has none, trajectories beside an analysis run with
+    --pca-n 0): they are checked like the outputs (replaced only with --force), and `drop_stale` removes them
+    inside `all_or_nothing`, so no figure of an earlier result is left beside the new one."""
+    return [*paths, *(p for p in family if p not in paths and (p.is_file() or p.is_symlink()))]
+
+
+def drop_stale(outs: list[Path], written: list[Path]) -> None:
+    for p in outs:
+        if p not in written:
+            p.unlink(missing_ok=True)
+
+
 KEPT = ".kept-"  # `.<name>.kept-<id>`: an earlier result held beside itself while a command replaces it
 
 

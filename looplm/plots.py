@@ -6,6 +6,7 @@ titles) is drawn verbatim: its `$` is a dollar sign, not the start of a formula 
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 from collections.abc import Callable
@@ -214,15 +215,22 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         jobs.append((plot_dynamics, d, out.with_name(f"{out.stem}-dynamics{suffix}.png")))
         if d["pca"]["samples"]:  # analyze --pca-n 0 keeps no trajectories
             jobs.append((plot_trajectories, d, out.with_name(f"{out.stem}-trajectories{suffix}.png")))
+    from .outputs import all_or_nothing, drop_stale, with_stale
+
+    written = [path for _, _, path in jobs]
+    # an earlier plot's dynamics and trajectories figures under this --out, which this one does not draw
+    outs = with_stale(written, sorted(out.parent.glob(f"{glob.escape(out.stem)}-dynamics*.png"))
+                      + sorted(out.parent.glob(f"{glob.escape(out.stem)}-trajectories*.png")))
     if before is not None:
         read = [f for p in map(Path, inputs) for f in ([p / n for n in ("sweep.json", "dynamics.json")] if p.is_dir()
                                                        else [p])]
-        before([path for _, _, path in jobs], read)
-    from .outputs import all_or_nothing
+        before(outs, read)
 
     try:  # the documents are the user's files: a field of the wrong shape is their error, not a crash
-        with all_or_nothing([path for _, _, path in jobs]):  # every figure, or none (earlier ones kept)
-            return [draw(doc, path, replace=replace) for draw, doc, path in jobs]
+        with all_or_nothing(outs):  # every figure, or none (earlier ones kept)
+            drawn = [draw(doc, path, replace=replace) for draw, doc, path in jobs]
+            drop_stale(outs, written)
+            return drawn
     except (KeyError, TypeError, IndexError, ValueError) as e:
         raise ValueError(f"{', '.join(inputs)}: a field is missing or has the wrong shape for plotting "
                          f"({type(e).__name__}: {e})") from None

@@ -197,6 +197,11 @@ CASES: dict[str, Case] = {
                                 "model.vocab_size=10"]),
     "cfg-test-split-too-large": Case("config", "held-out split larger than the reserved slice", [*TRAIN, "--set",
                                      "data.digits=2"]),
+    "cfg-test-fraction-with-test-path": Case("config", "data.test_fraction beside data.test_path (the file is the "
+                                             "held-out split: the fraction was ignored)", [
+        *TRAIN, "--set", "data.task=jsonl", "--set", "data.path={tmp}/t.jsonl", "--set", "data.test_path={tmp}/e.jsonl",
+        "--set", "data.test_fraction=0.3"], {"t.jsonl": '{"prompt": "ab", "answer": "ba"}\n',
+                                              "e.jsonl": '{"prompt": "cd", "answer": "dc"}\n'}),
     "cfg-digits-1": Case("config", "1-digit operands (no pair is left to hold out, whatever test_size says)", [
         *TRAIN, "--set", "data.digits=1"]),
     "cfg-init-from-missing": Case("config", "train.init_from that does not exist", [*TRAIN, "--set",

@@ -424,3 +424,31 @@ def test_a_resume_says_the_results_in_the_run_score_an_earlier_step(tmp_path, ca
     assert (f"note: sweep.json and dynamics.json in {run} score the checkpoint of step 2; once this run has "
             "trained on, rerun them with --force") in capsys.readouterr().out
 
+
+
+def test_a_result_replaced_with_force_keeps_no_figure_of_the_earlier_one(run_dir, tmp_path, capsys):
+    """A figure the new result does not draw (analyze --no-plot after a plotted analysis, a sweep without --sizes
+    after one with, a plot of sweeps only after one of dynamics) would sit beside it, showing another result:
+    without --force it is refused like the outputs, with --force it goes."""
+    a = tmp_path / "a"
+    flags = ["--depths", "1:3", "--n", "4", "--spectral-n", "0", "--no-progress", "--out", str(a)]
+    assert run_cli("analyze", str(run_dir), *flags, "--pca-n", "2") == 0
+    assert {p.name for p in a.iterdir()} == {"dynamics.json", "dynamics.png", "trajectories.png"}
+    capsys.readouterr()
+    assert run_cli("analyze", str(run_dir), *flags, "--no-plot") == 2
+    assert "already exists" in capsys.readouterr().err
+    assert run_cli("analyze", str(run_dir), *flags, "--no-plot", "--force") == 0
+    assert {p.name for p in a.iterdir()} == {"dynamics.json"}
+    # plot: a sweep alone after sweep + dynamics
+    s = tmp_path / "s.json"
+    assert run_cli("sweep", str(run_dir), "--depths", "1:3", "--n", "4", "--no-progress", "--out", str(s)) == 0
+    assert run_cli("analyze", str(run_dir), *flags, "--force") == 0
+    assert run_cli("plot", str(s), str(a / "dynamics.json"), "--out", str(tmp_path / "f.png")) == 0
+    assert (tmp_path / "f-dynamics.png").exists()
+    assert run_cli("plot", str(s), "--out", str(tmp_path / "f.png"), "--force") == 0
+    assert not (tmp_path / "f-dynamics.png").exists() and not (tmp_path / "f-trajectories.png").exists()
+    # sweep: an earlier heatmap (the figure of a --sizes sweep) beside a JSON that now has none
+    (tmp_path / "s.png").write_bytes(b"\x89PNG earlier heatmap")
+    assert run_cli("sweep", str(run_dir), "--depths", "1:3", "--n", "4", "--no-progress", "--out", str(s),
+                   "--force") == 0
+    assert not (tmp_path / "s.png").exists()
