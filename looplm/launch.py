@@ -8,6 +8,7 @@ imports run, Ctrl-C only sets a flag; once they are done the command stops there
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -25,4 +26,10 @@ def main() -> int:
     if pressed:
         print("error: interrupted", file=sys.stderr)
         return 130
-    return cli_main()
+    rc = cli_main()
+    # The command is done and its results written; the interpreter's teardown (torch, lm-eval) can take a second.
+    # A SIGTERM or Ctrl-C then ends the process with the command's own status, not 143 with no word.
+    sys.stdout.flush()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: os._exit(rc))
+    return rc

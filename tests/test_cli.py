@@ -452,3 +452,26 @@ def test_a_result_replaced_with_force_keeps_no_figure_of_the_earlier_one(run_dir
     assert run_cli("sweep", str(run_dir), "--depths", "1:3", "--n", "4", "--no-progress", "--out", str(s),
                    "--force") == 0
     assert not (tmp_path / "s.png").exists()
+
+
+def test_a_signal_after_the_command_finished_ends_with_its_status(tmp_path, monkeypatch, capsys):
+    """Once a command has returned (its results written), the interpreter's teardown can take a second; a
+    SIGTERM then ended the process as 143 with no word, for a finished command. The console entry point leaves
+    handlers that exit with the command's own status."""
+    import os
+    import signal
+
+    from looplm import launch
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(sys, "argv", ["looplm", "sweep", str(tmp_path / "missing")])
+    try:
+        assert launch.main() == 2
+        exits = []
+        monkeypatch.setattr(os, "_exit", exits.append)
+        for s in saved:
+            signal.getsignal(s)(s, None)
+        assert exits == [2, 2]
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)

@@ -35,6 +35,34 @@ def setup(tmp_path_factory):
     return d, tasks
 
 
+def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path):
+    """A LoRA adapter, a GGUF file or a misspelt num_loops was dropped without a word (looplm loads the model
+    itself), and num_loops=2.5 ran 2 loops; each is refused before the model loads. lm-eval's own command line
+    through `python -m looplm.hf.lm_eval_adapter` says a refusal in one `error:` line."""
+    import os
+    import subprocess
+    import sys
+
+    from looplm.errors import UserError
+
+    d, (_, mc_task) = setup
+    for bad, msg in ((dict(peft="/nope"), "peft: looplm loads the model itself"),
+                     (dict(gguf_file="m.gguf"), "gguf_file"), (dict(num_loop=3), "num_loop: not a setting"),
+                     (dict(num_loops=2.5), "num_loops must be an integer"), (dict(num_loops="2.9"), "integer"),
+                     (dict(num_loops=0), "num_loops must be >= 1")):
+        with pytest.raises(UserError, match=msg):
+            LoopedLM(pretrained=str(d / "nonexistent"), device="cpu", **bad)  # refused before any load
+    assert LoopedLM(pretrained=str(d / "model"), device="cpu", num_loops="3", peft=None).num_loops == 3
+    r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "looplm", "--model_args",
+                        f"pretrained={d / 'model'},trust_remote_code=True", "--tasks", mc_task, "--include_path",
+                        str(d / "tasks"), "--device", "cpu"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr[-2000:]
+    assert "trust_remote_code=True is not supported" in errors[0]
+
+
 def test_num_loops_reaches_every_forward_and_generate_call(setup):
     d, (gen_task, mc_task) = setup
     lm = LoopedLM(pretrained=str(d / "model"), num_loops=3, device="cpu", dtype="float32", batch_size=2)

@@ -65,6 +65,8 @@ def test_held_out_split_is_disjoint_and_stable(tmp_path):
     assert (tr.name, te.name) == ("train.jsonl", "test.jsonl")
     train0, test0 = read_jsonl(tr), read_jsonl(te)
     assert len(train0) == 40 and len(test0) == 12
+    with pytest.raises(FileExistsError, match="already exist; pass overwrite=True"):  # its test set is kept
+        write_split(tmp_path / "a", n_train=4, n_test=2, seed=5)
     tr2, te2 = write_split(tmp_path / "b", n_train=40, n_test=12, seed=0)
     assert tr2.read_bytes() == tr.read_bytes() and te2.read_bytes() == te.read_bytes()
     # The rule is a property of the question: another seed's training set never holds these test questions.

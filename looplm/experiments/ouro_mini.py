@@ -235,7 +235,7 @@ def check_problems(folder: Path, s: Settings) -> tuple[Path, str]:
     from ..hf.mathdata import write_lm_eval_task, write_split
 
     _, test = write_split(folder / "data", 0, CHECK_N, seed=s.data_seed, steps=s.problem_steps,
-                          max_value=s.max_value)
+                          max_value=s.max_value, overwrite=True)  # a scratch copy, the same problems each time
     return folder / "tasks", write_lm_eval_task(folder / "tasks", test, TASK, max_gen_toks=s.max_gen_toks)
 
 

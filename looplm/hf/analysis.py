@@ -130,13 +130,13 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
         raise ValueError(f"--max-length {max_length} is longer than the model's position table ({positions})")
     max_length = max_length or positions or 4096
     batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length)
+    if n is not None and stats["used"] < n:  # before the note, which says what is analyzed
+        raise ValueError(f"--n {n}: {data} holds only {stats['used']} usable records; ask for at most "
+                         f"{stats['used']}")
     if stats["overlong"] or stats["no_target"]:
         print(f"note: {stats['records'] - stats['kept']} of {stats['records']} records read were skipped "
               f"({stats['overlong']} longer than {max_length} tokens, {stats['no_target']} with no assistant reply); "
               f"{stats['used']} analyzed")
-    if n is not None and stats["used"] < n:
-        raise ValueError(f"--n {n}: {data} holds only {stats['used']} usable records; ask for at most "
-                         f"{stats['used']}")
     if before is not None:
         before({Path(data): "the --data file"})
     model = load_looped(path, device)

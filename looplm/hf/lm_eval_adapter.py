@@ -31,15 +31,44 @@ from lm_eval.models.huggingface import HFLM
 
 from ..checkpoint import saved_step, write_result
 from ..errors import UserError
-from ..looped import check_looped
+from ..looped import check_looped, loop_count
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .registry import register
 
 OUTPUTS = ("eval_lm.json", "eval_lm.md", "eval_lm.png")  # what eval_depths writes in its folder
 
 
-def _opt_int(x: Any) -> int | None:
-    return None if x in (None, "", "None", "none") else int(x)
+def _opt_loops(x: Any) -> int | None:
+    """A num_loops model_arg: None, or an integer >= 1 (lm-eval parses "2.5" to a float, which int() would
+    truncate to 2 loops without a word)."""
+    if x in (None, "", "None", "none"):
+        return None
+    try:
+        n = loop_count(int(x) if isinstance(x, str) and x.strip().isdigit() else x, 1)
+    except ValueError as e:
+        raise UserError(f"model_args {e}") from None
+    return n
+
+
+# lm-eval's hf settings that load a model: looplm's loader has loaded it, so they could not apply
+LOADER_ARGS = ("subfolder", "parallelize", "max_memory_per_gpu", "max_cpu_memory", "offload_folder", "tp_plan",
+               "peft", "delta", "autogptq", "gptqmodel", "gguf_file")
+
+
+def _check_model_args(kwargs: dict[str, Any]) -> None:
+    """Refuse a model_arg the looplm model cannot honour: a loader setting (a LoRA adapter, a GGUF file...) and a
+    key lm-eval's hf model does not know (a misspelt num_loops): both were dropped without a word."""
+    from inspect import signature
+
+    known = set(signature(HFLM.__init__).parameters) - {"self", "kwargs"}
+    loader = [k for k in LOADER_ARGS if kwargs.get(k) not in (None, False, "", "False", "false")]
+    if loader:
+        raise UserError(f"model_args {', '.join(loader)}: looplm loads the model itself (no remote code), so "
+                        "these loading settings cannot apply; merge an adapter into the weights first")
+    unknown = sorted(k for k in kwargs if k not in known)
+    if unknown:
+        raise UserError(f"model_args {', '.join(unknown)}: not a setting of the looplm model (num_loops, "
+                        "exit_threshold, exit_dtype, and lm-eval's hf settings)")
 
 
 def _opt_float(x: Any) -> float | None:
@@ -71,7 +100,8 @@ class LoopedLM(HFLM):
         if _is_true(kwargs.get("trust_remote_code")):  # before any download or load
             raise UserError(REMOTE_CODE_MESSAGE)
         register()  # AutoConfig / AutoModelForCausalLM know "ouro" and "looplm"
-        self.num_loops = _opt_int(num_loops)
+        _check_model_args(kwargs)
+        self.num_loops = _opt_loops(num_loops)
         try:
             self.exit_threshold = check_exit_threshold(_opt_float(exit_threshold))
         except ValueError as e:
@@ -99,8 +129,6 @@ class LoopedLM(HFLM):
                 "early_exit_gate" in name for name, _ in self.model.named_modules()):
             raise UserError(f"{type(self.model).__name__} has no early-exit gate (a looplm export runs every loop); "
                             "exit_threshold and exit_dtype apply to Ouro models")
-        if self.num_loops is not None and self.num_loops < 1:
-            raise ValueError(f"num_loops must be >= 1, got {self.num_loops}")
 
     def _loop_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {}
@@ -348,4 +376,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
 if __name__ == "__main__":  # `python -m looplm.hf.lm_eval_adapter <lm_eval args>`: lm-eval's CLI, plus `looplm`
     from lm_eval.__main__ import cli_evaluate
 
-    cli_evaluate()
+    from ..cli import run_command
+    from ..errors import guarded
+
+    # a refusal (remote code, a bad model_arg, a missing model) is one `error:` line, as in looplm's own CLI
+    raise SystemExit(run_command(lambda: guarded(cli_evaluate)))

@@ -285,12 +285,18 @@ def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, steps: tuple[int, int] = (1, 4),
-                fraction: float = HELD_OUT_FRACTION, max_value: int = MAX_VALUE) -> tuple[Path, Path]:
+                fraction: float = HELD_OUT_FRACTION, max_value: int = MAX_VALUE,
+                overwrite: bool = False) -> tuple[Path, Path]:
     """Write `train.jsonl` (n_train problems) and `test.jsonl` (n_test held-out problems) into `folder`; return
     their paths. Problems are drawn from one seeded stream and sent to the side `is_held_out` says, without
-    repeats, so no test question is ever a training question, for any seed.
+    repeats, so no test question is ever a training question, for any seed. Existing files are replaced only
+    with `overwrite` (a task written over the earlier test file would score other problems).
 
     Fine-tune on the train file itself: a data folder is read whole, test file included."""
+    there = [Path(folder) / f for f in ("train.jsonl", "test.jsonl") if (Path(folder) / f).exists()]
+    if there and not overwrite:
+        raise FileExistsError(f"{', '.join(map(str, there))} already exist; pass overwrite=True to replace them, or "
+                              "write the split into another folder")
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if not isinstance(v, int) or v < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
