@@ -24,7 +24,15 @@ from .errors import UserError, guarded, say
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
 from .loops import trained_loops
-from .outputs import all_or_nothing, default_out_dir, drop_stale, fresh_outputs, with_stale, write_json
+from .outputs import (
+    all_or_nothing,
+    default_out_dir,
+    drop_stale,
+    fresh_outputs,
+    sizes_figure,
+    with_stale,
+    write_json,
+)
 from .tasks import task_of_checkpoint
 from .train import Terminated, fit, resolve_device, set_threads
 
@@ -509,7 +517,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.cmd == "sweep":
         out = Path(args.out) if args.out else default_out_dir(args.checkpoint) / "sweep.json"
         written = [out, *([out.with_suffix(".png")] if args.sizes else [])]
-        outs = with_stale(written, [out, out.with_suffix(".png")])  # an earlier --sizes heatmap goes with its JSON
+        outs = with_stale(written, [out, *sizes_figure(out)])
         res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
                         not args.no_progress, args.exit_tol, args.exit_stable,
                         before=lambda inputs: fresh_outputs(outs, args.force, inputs), sizes=args.sizes)

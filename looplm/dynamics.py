@@ -116,6 +116,8 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     if n < 1:
         raise ValueError("no samples to analyze")
     spectral_n = min(16, n) if spectral_n is None else spectral_n
+    if spectral_n < 0 or (pca_n is not None and pca_n < 0):  # read as 0 (nothing) before, without a word
+        raise ValueError(f"spectral_n and pca_n must be >= 0, got {spectral_n} and {pca_n}")
     pca_n = min(8, n) if pca_n is None else pca_n
     real = batch.mask.bool()
     model.eval()

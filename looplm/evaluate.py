@@ -123,6 +123,8 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     capped at max(depths)) and reports each sample's exit depth and its exact match there.
     """
     depths = check_depths(depths)
+    if len(batch) < 1 or batch_size < 1:
+        raise ValueError(f"nothing to sweep: {len(batch)} samples, batch_size {batch_size} (both must be >= 1)")
     use_exit = exit_tol is not None or exit_stable is not None
     exit_depth = torch.zeros(len(batch), dtype=torch.long)
     exit_correct = torch.zeros(len(batch), dtype=torch.bool)

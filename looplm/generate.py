@@ -56,8 +56,11 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     there finishes the row (training scores it there too). `use_cache=True`, or an exit rule, decodes with
     `generate_cached`. `vocab`: choose only among ids below it (the tokenizer's), for a model whose head is
     wider than its tokenizer can decode."""
+    if max_new_tokens < 0 or (exit_tol is not None and not exit_tol >= 0):  # a negative tolerance never exits
+        raise ValueError(f"max_new_tokens and exit_tol must be >= 0, got {max_new_tokens} and {exit_tol}")
     if use_cache or exit_tol is not None or exit_stable is not None:
-        return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab)[0]
+        return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab,
+                               max_len)[0]
     model.eval()
     device = next(model.parameters()).device
     if not prompts:
@@ -168,13 +171,13 @@ def _require_cache_memory(model: LoopedTransformer, prompts: list[list[int]], nu
 
 def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loops: int, max_new_tokens: int,
                     eos_id: int, exit_tol: float | None = None, exit_stable: int | None = None,
-                    vocab: int | None = None) -> tuple[Generated, list[list[int]]]:
+                    vocab: int | None = None, max_len: int | None = None) -> tuple[Generated, list[list[int]]]:
     """Batched greedy decoding with a KV cache per (loop, block) and an optional per-token exit rule.
 
     Returns (tokens, loops): each row's generated tokens (EOS excluded) and the loops used to produce each
     of them (its EOS included, as the last entry when it stopped at EOS). `num_loops` is the depth without an
     exit rule, and the cap with one. Prompts are grouped by length, and each group decodes in lockstep.
-    `vocab` as in `generate`.
+    `vocab` and `max_len` (at most the model's positions) as in `generate`.
     """
     if not isinstance(model, LoopedTransformer):
         raise TypeError(f"KV-cached generation is written for looplm's LoopedTransformer, not "
@@ -185,7 +188,7 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
         raise ValueError(f"exit_stable must be >= 1, got {exit_stable}")
     model.eval()
     device = next(model.parameters()).device
-    max_len = model.cfg.max_seq_len
+    max_len = model.cfg.max_seq_len if max_len is None else min(max_len, model.cfg.max_seq_len)
     _check_prompts(prompts, max_len)
     _require_cache_memory(model, prompts, num_loops)
     outs: list[list[int]] = [[] for _ in prompts]

@@ -78,6 +78,15 @@ def with_stale(paths: list[Path], family: list[Path]) -> list[Path]:
     return [*paths, *(p for p in family if p not in paths and (p.is_file() or p.is_symlink()))]
 
 
+def sizes_figure(sweep_json: Path) -> list[Path]:
+    """The heatmap beside an earlier --sizes sweep at this path ([] for any other sweep, or none): the .png goes
+    with that result; any other .png there is not looplm's to remove."""
+    try:
+        return [sweep_json.with_suffix(".png")] if "sizes" in json.loads(sweep_json.read_text()) else []
+    except (OSError, ValueError, TypeError):
+        return []
+
+
 def drop_stale(outs: list[Path], written: list[Path]) -> None:
     for p in outs:
         if p not in written:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -219,8 +220,9 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
 
     written = [path for _, _, path in jobs]
     # an earlier plot's dynamics and trajectories figures under this --out, which this one does not draw
-    outs = with_stale(written, sorted(out.parent.glob(f"{glob.escape(out.stem)}-dynamics*.png"))
-                      + sorted(out.parent.glob(f"{glob.escape(out.stem)}-trajectories*.png")))
+    mine = re.compile(rf"{re.escape(out.stem)}-(?:dynamics|trajectories)(?:-[0-9]+)?\.png")  # the names drawn above
+    outs = with_stale(written, sorted(p for p in out.parent.glob(f"{glob.escape(out.stem)}-*.png")
+                                      if mine.fullmatch(p.name)))
     if before is not None:
         read = [f for p in map(Path, inputs) for f in ([p / n for n in ("sweep.json", "dynamics.json")] if p.is_dir()
                                                        else [p])]

@@ -252,11 +252,19 @@ def on_resume(src: Path, cfg: Config, out: Path) -> tuple[Config, list[str]]:
         notes.append(f"note: train.init_from={cfg.train.init_from or '(none)'} is not read: a resume continues its "
                      f"own checkpoint; the run's record keeps where it started ({began or 'its own initialisation'})")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=began))
-    kept = [f for f in RESULTS if (out / f).is_file()]
-    if kept:
-        notes.append(f"note: {' and '.join(kept)} in {out} score the checkpoint of step {ckpt.saved_step(src)}; "
-                     "once this run has trained on, rerun them with --force to score its new weights")
+    kept = [f"{f} (step {_scored_step(out / f) or '?'})" for f in RESULTS if (out / f).is_file()]
+    if kept:  # each result's own step: it may score a checkpoint of the history, not the latest
+        notes.append(f"note: {' and '.join(kept)} in {out} score earlier weights than this run will have (it resumes "
+                     f"from step {ckpt.saved_step(src)}); rerun them with --force once it has trained on")
     return cfg, notes
+
+
+def _scored_step(result: Path) -> int | None:
+    try:
+        step = json.loads(result.read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
 
 
 def _run_config(src: Path) -> str:

@@ -26,6 +26,12 @@ from .bad_input_damage import (
 )
 
 HF_CASES: dict[str, Case] = {
+    "hf-finetune-export-chatml": Case("hf", "finetune a character-level export with the chatml template (its "
+                                      "markers are characters the export does not know)", FT, {
+        "ft.yaml": FT_YAML.replace("{base}\n", "{tmp}/exp\n  gradient_checkpointing: false\n").replace(
+            "max_length: 256\n", "max_length: 256\n  chat_template: chatml\n"),
+        "chat.jsonl": '{"messages": [{"role": "user", "content": "1+1="}, {"role": "assistant", "content": "2"}]}\n'},
+        prepare=_export, hf=True),
     "hf-finetune-native-config": Case("hf", "finetune with a config for looplm's own model",
                                       ["finetune", "--config", "addition-prenorm-stars", "--out", "{tmp}/ft"], hf=True),
     "hf-finetune-init-from": Case("hf", "train.init_from for a pretrained model", FT,

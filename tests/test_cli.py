@@ -402,6 +402,12 @@ def test_generation_reads_the_end_token_predicted_at_the_last_position():
     for outs in (generate(model, prompts, 2, L, EOS, max_len=L), generate(model, prompts, 2, L, EOS),
                  generate_cached(model, prompts, 2, L, EOS)[0]):
         assert list(outs) == [o for o, _ in want] and outs.finished == [f for _, f in want]
+    # a max_len below the positions holds with the cache too (it was ignored there)
+    short = [p for p in prompts if len(p) < 5]
+    plain = generate(model, short, 2, L, EOS, max_len=5)
+    cached = generate(model, short, 2, L, EOS, max_len=5, use_cache=True)
+    assert list(cached) == list(plain) and cached.finished == plain.finished
+    assert all(len(p) + len(o) <= 5 for p, o in zip(short, cached, strict=True))
 
 
 def test_a_resume_says_the_results_in_the_run_score_an_earlier_step(tmp_path, capsys):
@@ -418,11 +424,13 @@ def test_a_resume_says_the_results_in_the_run_score_an_earlier_step(tmp_path, ca
                    "--no-progress") == 0
     assert json.loads((run / "sweep.json").read_text())["step"] == 2
     assert json.loads((run / "dynamics.json").read_text())["step"] == 2
+    dyn = json.loads((run / "dynamics.json").read_text())  # as an analysis of a history checkpoint records it
+    (run / "dynamics.json").write_text(json.dumps({**dyn, "step": 1}))
     capsys.readouterr()
     assert run_cli("train", "--config", "addition-prenorm-stars", "--out", str(run), "--no-progress", "--resume",
                    "--set", "train.steps=3", *tiny) == 0
-    assert (f"note: sweep.json and dynamics.json in {run} score the checkpoint of step 2; once this run has "
-            "trained on, rerun them with --force") in capsys.readouterr().out
+    assert (f"note: sweep.json (step 2) and dynamics.json (step 1) in {run} score earlier weights than this run "
+            "will have (it resumes from step 2); rerun them with --force") in capsys.readouterr().out
 
 
 
@@ -445,10 +453,17 @@ def test_a_result_replaced_with_force_keeps_no_figure_of_the_earlier_one(run_dir
     assert run_cli("analyze", str(run_dir), *flags, "--force") == 0
     assert run_cli("plot", str(s), str(a / "dynamics.json"), "--out", str(tmp_path / "f.png")) == 0
     assert (tmp_path / "f-dynamics.png").exists()
+    mine = tmp_path / "f-dynamics-annotated.png"  # the user's own file: a name plot never writes
+    mine.write_bytes(b"notes")
     assert run_cli("plot", str(s), "--out", str(tmp_path / "f.png"), "--force") == 0
     assert not (tmp_path / "f-dynamics.png").exists() and not (tmp_path / "f-trajectories.png").exists()
-    # sweep: an earlier heatmap (the figure of a --sizes sweep) beside a JSON that now has none
-    (tmp_path / "s.png").write_bytes(b"\x89PNG earlier heatmap")
+    assert mine.read_bytes() == b"notes"
+    # sweep: the .png beside a JSON is removed only as the heatmap of an earlier --sizes sweep at that path
+    (tmp_path / "s.png").write_bytes(b"\x89PNG the user's own figure")
+    assert run_cli("sweep", str(run_dir), "--depths", "1:3", "--n", "4", "--no-progress", "--out", str(s),
+                   "--force") == 0
+    assert (tmp_path / "s.png").read_bytes() == b"\x89PNG the user's own figure"
+    s.write_text(json.dumps({**json.loads(s.read_text()), "sizes": [6, 8]}))  # as an earlier --sizes sweep wrote
     assert run_cli("sweep", str(run_dir), "--depths", "1:3", "--n", "4", "--no-progress", "--out", str(s),
                    "--force") == 0
     assert not (tmp_path / "s.png").exists()

@@ -89,6 +89,18 @@ def test_sweep_refuses_depths_no_loop_would_fill():
                      exit_depth=torch.tensor([1, 2, 2]), exit_correct=torch.tensor([True, False, False]))
     assert r3.accuracy == [1 / 3] and r3.to_json()["exit"]["accuracy"] == 1 / 3
     assert r3.to_json()["exit"]["mean_loops"] == 5 / 3
+    # API arguments the CLI checks are checked in the API too (they failed with other libraries' messages, or a
+    # negative count was read as 0)
+    from looplm.dynamics import diagnose
+    from looplm.generate import generate
+
+    with pytest.raises(ValueError, match="nothing to sweep"):
+        sweep(m, b, [1, 2], batch_size=0)
+    with pytest.raises(ValueError, match="spectral_n and pca_n must be >= 0"):
+        diagnose(m, b, [1, 2], spectral_n=-1)
+    for bad in (dict(max_new_tokens=-1), dict(exit_tol=-1.0)):
+        with pytest.raises(ValueError, match="max_new_tokens and exit_tol must be >= 0"):
+            generate(m, [[3, 4]], 2, **{"max_new_tokens": 4, "eos_id": EOS, **bad})
     # integer arrays are depths too (numpy's truth value of an array stopped them with its own message)
     want = sweep(m, b, [1, 2, 3]).accuracy
     assert sweep(m, b, np.arange(1, 4)).accuracy == sweep(m, b, torch.arange(1, 4)).accuracy == want

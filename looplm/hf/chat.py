@@ -180,8 +180,21 @@ def end_of_turn_token(tokenizer: Any, chat_template: str | None = None) -> int |
 
     Generation should stop there; base checkpoints often name a different `eos_token` (Ouro: <|endoftext|>).
     """
-    enc = encode_chat(tokenizer, [{"role": "user", "content": "1"}, {"role": "assistant", "content": "2"}],
-                      chat_template)
+    known = [t for t in getattr(tokenizer, "get_vocab", dict)() if len(t) == 1 and t.isalnum()]
+    for a, b in (("1", "2"), *((c, c) for c in known[:1])):  # a character-level export may know no digits
+        try:
+            enc = encode_chat(tokenizer, [{"role": "user", "content": a}, {"role": "assistant", "content": b}],
+                              chat_template)
+            break
+        except TemplateError:
+            raise
+        except Exception as e:  # the tokenizers library's plain Exception: a character outside the vocabulary
+            if "Missing [UNK]" not in str(e):
+                raise
+    else:
+        raise TemplateError("it writes characters the tokenizer's vocabulary does not hold (an export of a "
+                            "character-level run knows only its training characters); use a template made of them, "
+                            "e.g. the export's own")
     targets = [i for i, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != IGNORE]
     if not targets:
         return None

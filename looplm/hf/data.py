@@ -218,8 +218,10 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
         except Exception as e:  # the tokenizers library's plain Exception: a vocabulary without this character
             if "Missing [UNK]" not in str(e):
                 raise
-            raise ValueError(f"{w}: a character is outside the tokenizer's vocabulary (an export of a "
-                             "character-level looplm run knows only the characters it was trained on)") from None
+            also = " or of data.system_prompt" if fmt.get("system_prompt") else ""
+            raise ValueError(f"{w}: a character of this record{also} is outside the tokenizer's vocabulary (an "
+                             "export of a character-level looplm run knows only the characters it was trained "
+                             "on)") from None
         if len(enc.input_ids) > max_length:
             if overlong == "drop":
                 n_long += 1
