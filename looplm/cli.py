@@ -186,9 +186,9 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
                "accuracy": [sum(r["accuracy"][i] * r["n"] for r in per) / n_all for i in range(len(ds))]}
     else:
         out = sweep(model, batch, ds, **kw).to_json()
-    out.update({"task": cfg.data.task, "scored_by": task.scored_by, "checkpoint": str(checkpoint),
-                "step": ckpt.saved_step(ckpt.resolve(checkpoint)), "data": source,
-                "seconds": round(time.perf_counter() - t0, 2), "train_loops": trained_loops(cfg),
+    step = ckpt.saved_step(ckpt.resolve(checkpoint))
+    out.update({"task": cfg.data.task, "scored_by": task.scored_by, "checkpoint": str(checkpoint), "step": step,
+                "data": source, "seconds": round(time.perf_counter() - t0, 2), "train_loops": trained_loops(cfg, step),
                 "label": ckpt.run_label(checkpoint)})
     return out
 
@@ -268,10 +268,10 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     model, cfg = ckpt.load_model(run)
     dyn = diagnose(model, task_of_checkpoint(cfg, run).held_out(64), parse_depths(DEMO_SWEEP),
                    spectral_depths=[1, 2, 4, 8, 16, 32, 100, 300, 1000], spectral_n=min(8, cfg.data.test_size),
-                   iters=60, tol=1e-3,
-                   hutchinson_samples=0, pca_n=0, progress=progress)
-    dyn.update({"label": "STARS (demo)", "train_loops": trained_loops(cfg), "checkpoint": str(run),
-                "step": ckpt.saved_step(ckpt.resolve(run)), "data": held_out_source(cfg)})
+                   iters=60, tol=1e-3, hutchinson_samples=0, pca_n=0, progress=progress)
+    # the sweep's checkpoint: its step, and the loops training saw up to it
+    dyn.update({"label": "STARS (demo)", "train_loops": sw["train_loops"], "checkpoint": str(run),
+                "step": sw["step"], "data": held_out_source(cfg)})
     with all_or_nothing(results):  # one set of results: never this run's sweep beside an earlier dynamics
         write_json(out / "sweep.json", sw)
         write_json(out / "dynamics.json", dyn)
@@ -346,9 +346,9 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
     res = diagnose(model, batch, ds, **kw)
     if task.scored_by == "perplexity":  # the text's score, per depth, beside the diagnostics (as `sweep` gives it)
         res["ppl"] = [math.exp(min(c, 700.0)) for c in res["ce_per_token"]]
-    res.update({"checkpoint": str(checkpoint), "step": ckpt.saved_step(ckpt.resolve(checkpoint)), "data": source,
-                "scored_by": task.scored_by,
-                "train_loops": trained_loops(cfg),
+    step = ckpt.saved_step(ckpt.resolve(checkpoint))
+    res.update({"checkpoint": str(checkpoint), "step": step, "data": source, "scored_by": task.scored_by,
+                "train_loops": trained_loops(cfg, step),
                 "label": ckpt.run_label(checkpoint),
                 "model": {k: getattr(cfg.model, k) for k in ("d_model", "n_heads", "d_ff", "n_core",
                                                              "norm_placement", "norm_type", "injection")}})

@@ -379,6 +379,27 @@ class Config:
                        f"runs loops.num_loops={lp.num_loops}, never the {lp.sampler} sampler")
         return out
 
+    def unread(self) -> list[str]:
+        """Notes on loops/reg keys set away from their default that the chosen sampler or penalty never reads (a
+        `--set loops.max_loops=8` beside the fixed sampler, a `reg.weight` with no penalty): kept, not refused, since
+        a preset switched to another sampler or kind keeps its section's other keys."""
+        base = Config.from_dict({"model": {"name_or_path": "x"}, "data": {}} if self.kind == "hf" else {})
+        lp, r = self.loops, self.reg
+        sampler_reads = {"fixed": set(), "uniform": {"min_loops", "max_loops", "curriculum_steps"},
+                         "poisson": {"min_loops", "max_loops", "curriculum_steps", "rate"},
+                         "lognormal": {"min_loops", "max_loops", "curriculum_steps", "mu", "sigma"}}[lp.sampler]
+        loops_unread = {"min_loops", "max_loops", "curriculum_steps", "rate", "mu", "sigma"} - sampler_reads
+        reg_unread = {"weight", "start_step", "at", "power_iters", "samples", "impl"} if r.kind == "none" else (
+            {"power_iters"} if r.kind != "power" else set()) | ({"impl"} if r.kind != "jsrr" else set())
+        out = []
+        for section, keys, by in (("loops", loops_unread, f"the {lp.sampler} sampler (loops.sampler)"),
+                                  ("reg", reg_unread, f"reg.kind={r.kind}")):
+            for key in sorted(keys):
+                value = getattr(getattr(self, section), key)
+                if value != getattr(getattr(base, section), key):
+                    out.append(f"note: {section}.{key}={value!r} is not read by {by}; it has no effect on this run")
+        return out
+
     @property
     def kind(self) -> str:
         """"hf" for a pretrained Hugging Face model, "native" for looplm's LoopedTransformer."""

@@ -39,8 +39,13 @@ def guarded(body: object) -> int:
 
 
 def say(line: str) -> None:
-    """The error line on a line of its own: on a terminal a progress bar (ours, lm-eval's) may have left the
-    cursor at the end of its line, so that line is cleared first."""
+    """The error line, on a line of its own and last: a progress bar (ours, lm-eval's) that the error left open is
+    closed first (in a log its last refresh has no newline, and it would refresh again when collected), and on a
+    terminal the cursor's line is cleared."""
+    std = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(std, "tqdm", None), "_instances", ())):
+        if not getattr(bar, "disable", True):
+            bar.close()
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
     print(line, file=sys.stderr)

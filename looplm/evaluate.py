@@ -47,6 +47,17 @@ def _loop_count(d: Any) -> int:
     return operator.index(d)  # ints, numpy and torch integers; not floats
 
 
+def check_exit_rule(exit_tol: Any, exit_stable: Any) -> None:
+    """An exit rule's settings (`sweep`, `generate`): a tolerance >= 0 (a negative or NaN one never fires, and
+    NaN is no JSON number) and a count of stable loops >= 1, neither a bool."""
+    if exit_tol is not None and (isinstance(exit_tol, bool) or not isinstance(exit_tol, (int, float))
+                                 or not exit_tol >= 0):
+        raise ValueError(f"exit_tol must be a number >= 0, got {exit_tol!r:.80}")
+    if exit_stable is not None and (isinstance(exit_stable, bool) or not isinstance(exit_stable, int)
+                                    or exit_stable < 1):
+        raise ValueError(f"exit_stable must be an integer >= 1, got {exit_stable!r:.80}")
+
+
 def parse_depths(spec: str, what: str = "depth") -> list[int]:
     """`1:100` (inclusive), `1:100:5`, `1,2,4,8`, or a mix like `1:8,16,32` -> sorted unique depths >= 1.
     `what` names the numbers in errors (the same form gives `--sizes`)."""
@@ -123,8 +134,10 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     capped at max(depths)) and reports each sample's exit depth and its exact match there.
     """
     depths = check_depths(depths)
-    if len(batch) < 1 or batch_size < 1:
-        raise ValueError(f"nothing to sweep: {len(batch)} samples, batch_size {batch_size} (both must be >= 1)")
+    if len(batch) < 1 or isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"nothing to sweep: {len(batch)} samples, batch_size {batch_size!r:.80} (both must be "
+                         "integers >= 1)")
+    check_exit_rule(exit_tol, exit_stable)
     use_exit = exit_tol is not None or exit_stable is not None
     exit_depth = torch.zeros(len(batch), dtype=torch.long)
     exit_correct = torch.zeros(len(batch), dtype=torch.bool)
@@ -190,8 +203,7 @@ class ExitTracker:
                  answer_mask: torch.Tensor, targets: torch.Tensor):
         if tol is None and stable is None:
             raise ValueError("an exit rule needs exit_tol and/or exit_stable")
-        if stable is not None and stable < 1:
-            raise ValueError(f"exit_stable must be >= 1, got {stable}")
+        check_exit_rule(tol, stable)
         self.tol, self.stable, self.max_loops = tol, stable, max_loops
         self.valid = tok_valid.unsqueeze(-1)
         self.mask, self.tgt = answer_mask, targets

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .evaluate import check_exit_rule
 from .looped import run_loop
 from .model import KVCache, LoopedTransformer
 
@@ -56,8 +57,9 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     there finishes the row (training scores it there too). `use_cache=True`, or an exit rule, decodes with
     `generate_cached`. `vocab`: choose only among ids below it (the tokenizer's), for a model whose head is
     wider than its tokenizer can decode."""
-    if max_new_tokens < 0 or (exit_tol is not None and not exit_tol >= 0):  # a negative tolerance never exits
-        raise ValueError(f"max_new_tokens and exit_tol must be >= 0, got {max_new_tokens} and {exit_tol}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_exit_rule(exit_tol, exit_stable)
     if use_cache or exit_tol is not None or exit_stable is not None:
         return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab,
                                max_len)[0]
@@ -184,8 +186,7 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
                         f"{type(model).__name__}; use generate(..., use_cache=False)")
     if num_loops < 1:
         raise ValueError(f"num_loops must be >= 1, got {num_loops}")
-    if exit_stable is not None and exit_stable < 1:
-        raise ValueError(f"exit_stable must be >= 1, got {exit_stable}")
+    check_exit_rule(exit_tol, exit_stable)
     model.eval()
     device = next(model.parameters()).device
     max_len = model.cfg.max_seq_len if max_len is None else min(max_len, model.cfg.max_seq_len)

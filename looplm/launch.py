@@ -8,7 +8,6 @@ imports run, Ctrl-C only sets a flag; once they are done the command stops there
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
@@ -28,8 +27,9 @@ def main() -> int:
         return 130
     rc = cli_main()
     # The command is done and its results written; the interpreter's teardown (torch, lm-eval) can take a second.
-    # A SIGTERM or Ctrl-C then ends the process with the command's own status, not 143 with no word.
+    # A SIGTERM or Ctrl-C then must not end the process as 143 with no word: both are ignored, so it exits with
+    # the command's own status. (A Python handler would not do: the teardown resets those to the default first.)
     sys.stdout.flush()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: os._exit(rc))
+        signal.signal(sig, signal.SIG_IGN)
     return rc

@@ -76,6 +76,8 @@ def training_range(cfg: LoopsConfig, steps: int = 0) -> tuple[int, int]:
     return lo, hi
 
 
-def trained_loops(cfg: Any) -> list[int]:
-    """[lo, hi] of a run's config (`Config`): the loop counts its training saw, as results record them."""
-    return list(training_range(cfg.loops, cfg.train.steps))
+def trained_loops(cfg: Any, step: int | None = None) -> list[int]:
+    """[lo, hi] of a run's config (`Config`): the loop counts its training saw up to `step` (a checkpoint's; None:
+    the whole run, train.steps), as results record them. A checkpoint taken inside a loop curriculum (one of the
+    history, or a run stopped early by train.stop_at_acc) saw only loops.num_loops."""
+    return list(training_range(cfg.loops, cfg.train.steps if step is None else step))

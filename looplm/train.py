@@ -170,7 +170,8 @@ def native_run(cfg: Config, device: torch.device, resume_from: Path | None, mode
     else:
         model = LoopedTransformer(cfg.model)
     def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
-        ckpt.write_native(folder, weights, cfg, None if isinstance(model, LoopedTransformer) else type(model))
+        # a subclass (its own step, say) is a module of the user's: config.json does not describe it
+        ckpt.write_native(folder, weights, cfg, None if type(model) is LoopedTransformer else type(model))
         tokenizers.save(task.tok, folder)
         save_fingerprint(task, folder)
 
@@ -225,6 +226,18 @@ def _check_model(src: Path | None, cfg: Config) -> None:
         raise ckpt.CheckpointError(f"checkpoint {src} does not match the requested model:\n  " + "\n  ".join(diff))
 
 
+def _check_module(model: nn.Module | None, cfg: Config) -> None:
+    """A LoopedTransformer handed to `fit` must be the one `cfg.model` describes: its checkpoints record
+    cfg.model, from which every command rebuilds the model (one with other heads or widths of the same shapes
+    would load and silently score another model)."""
+    if type(model) is not LoopedTransformer or model.cfg == cfg.model:
+        return
+    diff = [f"model.{f.name}={getattr(model.cfg, f.name)!r} (the module's) vs {getattr(cfg.model, f.name)!r}"
+            for f in dataclasses.fields(cfg.model) if getattr(model.cfg, f.name) != getattr(cfg.model, f.name)]
+    raise ConfigError("model: the LoopedTransformer given to fit was built from other settings than cfg.model ("
+                      + "; ".join(diff) + "); build it with LoopedTransformer(cfg.model), or set them in cfg")
+
+
 def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True,
         fault: dict[str, Any] | None = None, model: nn.Module | None = None) -> Path:
     """Train `cfg` into run directory `out`; returns it. Under torchrun every rank calls this; rank 0 writes.
@@ -270,6 +283,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         task = make_task(cfg, saved_tokenizer(src) if src is not None else starting_tokenizer(t.init_from))
         cfg = with_task_vocab(cfg, task)
     _check_model(src, cfg)
+    _check_module(model, cfg)
     changed = rundir.check_resume(src, cfg, out) if src is not None else []
     set_threads(t.threads, "train.threads")
     if cfg.kind == "hf":
@@ -295,7 +309,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         if changed and world.is_main:
             tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
                        + "\n  ".join(changed))
-    for note in [*notes, *cfg.unreached(total)] if world.is_main else []:
+    for note in [*notes, *cfg.unread(), *cfg.unreached(total)] if world.is_main else []:
         print(note)
     if t.stop_at_acc and getattr(run.task, "scored_by", "exact_match") == "perplexity":
         raise ConfigError("train.stop_at_acc: a text task is scored by perplexity, not exact match; its evaluations "

@@ -75,6 +75,12 @@ HF_CASES: dict[str, Case] = {
     "hf-finetune-tokenizer-too-big": Case("hf", "model.tokenizer with more tokens than the model's embedding", FT, {
         "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  tokenizer: {tmp}/tok\n"),
         "chat.jsonl": GOOD_CHAT + "\n"}, prepare=_big_tokenizer, hf=True),
+    "hf-finetune-tokenizer-missing": Case("hf", "model.tokenizer naming a folder that does not exist", FT, {
+        "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  tokenizer: {tmp}/no-such-tokenizer\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-tokenizer-file": Case("hf", "model.tokenizer naming a file (the data, by mistake)", FT, {
+        "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  tokenizer: {tmp}/chat.jsonl\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
     "hf-resume-other-seed": Case("hf", "finetune --resume with another seed (the hint names the run's own settings "
                                  "file, not the model's config.json)", [
         "finetune", "--config", "{hfrun}/config.yaml", "--out", "{hfrun}", "--resume", "--no-progress", "--set",

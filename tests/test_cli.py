@@ -361,6 +361,36 @@ def test_an_error_on_a_terminal_starts_on_a_cleared_line(monkeypatch):
         assert stream.getvalue() == "eval 3/10 |###" + want
 
 
+def test_an_error_in_a_log_starts_after_an_open_progress_bar(monkeypatch):
+    """In a log file a tqdm bar's refreshes end without a newline: an error raised while one is open starts a new
+    line, and is the last line (the bar is closed, not left to refresh when collected); with no bar open, no blank
+    line is added."""
+    import gc
+    import io
+
+    from tqdm import tqdm
+
+    from looplm.errors import UserError, guarded
+
+    def fail_inside_a_bar() -> None:  # a bar updated by hand, as lm-eval's request bars are: no loop closes it
+        bar = tqdm(total=10, file=log, mininterval=0)
+        bar.update(3)
+        raise UserError("bad input")
+
+    def fail() -> None:
+        raise UserError("bad input")
+
+    log = io.StringIO()
+    monkeypatch.setattr("sys.stderr", log)
+    assert guarded(fail_inside_a_bar) == 2
+    gc.collect()  # the bar, freed with the traceback, would refresh once more were it still open
+    *_, bar, error, end = log.getvalue().split("\n")
+    assert (error, end) == ("error: bad input", "") and "3/10" in bar.split("\r")[-1]
+    log2 = io.StringIO()
+    monkeypatch.setattr("sys.stderr", log2)
+    assert guarded(fail) == 2 and log2.getvalue() == "error: bad input\n"
+
+
 def test_generation_reads_the_end_token_predicted_at_the_last_position():
     """Training scores `prompt answer <eos>` with the end token predicted at the last position when the answer
     fills the positions, so generation reads that prediction too (an answer that fitted exactly was marked as cut
@@ -469,24 +499,26 @@ def test_a_result_replaced_with_force_keeps_no_figure_of_the_earlier_one(run_dir
     assert not (tmp_path / "s.png").exists()
 
 
-def test_a_signal_after_the_command_finished_ends_with_its_status(tmp_path, monkeypatch, capsys):
+def test_a_signal_after_the_command_finished_ends_with_its_status(tmp_path):
     """Once a command has returned (its results written), the interpreter's teardown can take a second; a
-    SIGTERM then ended the process as 143 with no word, for a finished command. The console entry point leaves
-    handlers that exit with the command's own status."""
-    import os
-    import signal
+    SIGTERM then ended the process as 143 with no word, for a finished command. A real process, signalled from
+    inside its own teardown (a module global's finalizer), exits with the command's status."""
+    import subprocess
 
-    from looplm import launch
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    monkeypatch.setattr(sys, "argv", ["looplm", "sweep", str(tmp_path / "missing")])
-    try:
-        assert launch.main() == 2
-        exits = []
-        monkeypatch.setattr(os, "_exit", exits.append)
-        for s in saved:
-            signal.getsignal(s)(s, None)
-        assert exits == [2, 2]
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "SIGS = (signal.SIGTERM, signal.SIGINT)\n"
+        "class Late:\n"
+        "    # runs in the teardown, after main() returned (module globals may be gone by then: bound here)\n"
+        "    def __del__(self, kill=os.kill, pid=os.getpid(), sleep=time.sleep, sigs=SIGS):\n"
+        "        for sig in sigs:\n"
+        "            kill(pid, sig)\n"
+        "        sleep(0.2)\n"
+        "late = Late()\n"
+        f"sys.argv = ['looplm', 'sweep', {str(tmp_path / 'missing')!r}]\n"
+        "from looplm.launch import main\n"
+        "sys.exit(main())\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr

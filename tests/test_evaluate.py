@@ -94,13 +94,22 @@ def test_sweep_refuses_depths_no_loop_would_fill():
     from looplm.dynamics import diagnose
     from looplm.generate import generate
 
-    with pytest.raises(ValueError, match="nothing to sweep"):
-        sweep(m, b, [1, 2], batch_size=0)
+    for size in (0, True, 2.0):  # True was a batch of 1
+        with pytest.raises(ValueError, match="nothing to sweep"):
+            sweep(m, b, [1, 2], batch_size=size)
     with pytest.raises(ValueError, match="spectral_n and pca_n must be >= 0"):
         diagnose(m, b, [1, 2], spectral_n=-1)
-    for bad in (dict(max_new_tokens=-1), dict(exit_tol=-1.0)):
-        with pytest.raises(ValueError, match="max_new_tokens and exit_tol must be >= 0"):
-            generate(m, [[3, 4]], 2, **{"max_new_tokens": 4, "eos_id": EOS, **bad})
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 0"):
+        generate(m, [[3, 4]], 2, max_new_tokens=-1, eos_id=EOS)
+    # an exit rule that can never fire (a negative or NaN tolerance: sweep ran it and wrote `"tol": NaN`), or a
+    # bool as its count, is refused by sweep as by generate
+    for bad, what in ((dict(exit_tol=-1.0), "exit_tol"), (dict(exit_tol=float("nan")), "exit_tol"),
+                      (dict(exit_tol=True), "exit_tol"), (dict(exit_stable=True), "exit_stable"),
+                      (dict(exit_stable=0), "exit_stable")):
+        with pytest.raises(ValueError, match=f"{what} must be"):
+            generate(m, [[3, 4]], 2, max_new_tokens=4, eos_id=EOS, **bad)
+        with pytest.raises(ValueError, match=f"{what} must be"):
+            sweep(m, b, [1, 2], **bad)
     # integer arrays are depths too (numpy's truth value of an array stopped them with its own message)
     want = sweep(m, b, [1, 2, 3]).accuracy
     assert sweep(m, b, np.arange(1, 4)).accuracy == sweep(m, b, torch.arange(1, 4)).accuracy == want

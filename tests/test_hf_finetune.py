@@ -93,6 +93,22 @@ def test_mask_rejects_templates_that_are_not_prefix_stable(tok):
         encode_chat(tok, CONVO[1:3], chat_template=bad)
 
 
+def test_a_messages_other_keys_reach_the_template(tok):
+    """A template may render more of a message than role and content (reasoning_content in a <think> block):
+    every key reaches it, and what it renders of an assistant turn is target (the keys were dropped, so such
+    data trained on the bare answers)."""
+    think = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' }}"
+             "{% if m.get('reasoning_content') %}{{ '<think>' + m['reasoning_content'] + '</think>' }}{% endif %}"
+             "{{ m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+             "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    record = {"messages": [{"role": "user", "content": "What is 2+3?"},
+                           {"role": "assistant", "content": "#### 5", "reasoning_content": "2 and 3 make 5."}]}
+    msgs = to_messages(record)
+    assert msgs[1]["reasoning_content"] == "2 and 3 make 5."
+    assert target_texts(tok, encode_chat(tok, msgs, chat_template=think)) == [
+        "<think>2 and 3 make 5.</think>#### 5<|im_end|>"]
+
+
 def test_records_formats_sources_and_truncation(tok, tmp_path):
     rows = math_problems(6)
     assert to_messages(rows[0])[1] == {"role": "assistant", "content": rows[0]["solution"]}

@@ -53,6 +53,14 @@ def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path):
         with pytest.raises(UserError, match=msg):
             LoopedLM(pretrained=str(d / "nonexistent"), device="cpu", **bad)  # refused before any load
     assert LoopedLM(pretrained=str(d / "model"), device="cpu", num_loops="3", peft=None).num_loops == 3
+    # backend=seq2seq scored continuations against the wrong positions; a tokenizer larger than the embedding
+    # failed with an IndexError inside the first request; a missing tokenizer folder got a hub repo-id message
+    tiny_chat_tokenizer(vocab_size=600).save_pretrained(tmp_path / "tok600")
+    for bad, msg in ((dict(backend="seq2seq"), "backend=seq2seq: the looplm model is a causal LM"),
+                     (dict(tokenizer=str(tmp_path / "tok600")), r"has 542 tokens but the model's embedding has \d+"),
+                     (dict(tokenizer=str(tmp_path / "none")), "none: no such tokenizer folder")):
+        with pytest.raises(UserError, match=msg):
+            LoopedLM(pretrained=str(d / "model"), device="cpu", **bad)
     r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "looplm", "--model_args",
                         f"pretrained={d / 'model'},trust_remote_code=True", "--tasks", mc_task, "--include_path",
                         str(d / "tasks"), "--device", "cpu"],
@@ -106,9 +114,11 @@ def test_registered_name_and_model_args_and_the_eval_lm_command(setup, tmp_path,
     counts = json.loads((tmp_path / "cli" / "eval_lm.json").read_text())["n_samples"][mc_task]
     assert counts["effective"] == 2 < counts["original"]
     # A --limit above the task's size scores the whole task: recorded as what was scored, and said.
-    assert cli(["eval-lm", str(d / "model"), "--tasks", mc_task, "--depths", "1", "--include-path",
+    # (a task named twice runs once, and is recorded once)
+    assert cli(["eval-lm", str(d / "model"), "--tasks", f"{mc_task},{mc_task}", "--depths", "1", "--include-path",
                 str(d / "tasks"), "--limit", "100000", "--device", "cpu", "--out", str(tmp_path / "all")]) == 0
     assert "--limit 100,000 is more examples than a task holds" in capsys.readouterr().out
+    assert json.loads((tmp_path / "all" / "eval_lm.json").read_text())["tasks"] == [mc_task]
     counts = json.loads((tmp_path / "all" / "eval_lm.json").read_text())["n_samples"][mc_task]
     assert counts["effective"] == counts["original"] < 100000
     assert cli(["eval-lm", str(d / "model"), "--tasks", mc_task, "--depths", "0"]) == 2

@@ -136,3 +136,30 @@ def test_a_module_missing_a_method_is_refused_by_name():
 
     with pytest.raises(TypeError, match="lacks step, readout, loop_units"):
         check_looped(Half())
+
+
+def test_a_variant_of_looplms_own_model_is_recorded_as_the_users(tmp_path):
+    """A subclass of LoopedTransformer (a damped step, say) wrote no module.json, so every command rebuilt the
+    plain model from config.json and scored another model; it is now recorded as the user's module. A
+    LoopedTransformer built from other settings than cfg.model (4 heads under a 2-head config: the same shapes)
+    is refused before anything is written."""
+    import dataclasses
+
+    from looplm import checkpoint as ckpt
+    from looplm.config import ConfigError
+    from looplm.model import LoopedTransformer
+
+    class Damped(LoopedTransformer):
+        def step(self, h, ctx, loop=0):
+            return h + 0.5 * (super().step(h, ctx, loop) - h)
+
+    c = cfg(steps=1, eval_every=0)
+    run = fit(c, tmp_path / "damped", progress=False, model=Damped(c.model))
+    with pytest.raises(ckpt.CheckpointError, match=r"module of your own \(tests.test_protocol.*Damped\)"):
+        ckpt.load_model(run)
+    plain = fit(c, tmp_path / "plain", progress=False, model=LoopedTransformer(c.model))
+    assert not (plain / "checkpoint" / ckpt.MODULE).exists() and ckpt.load_model(plain)[0].cfg == c.model
+    other = LoopedTransformer(dataclasses.replace(c.model, n_heads=4))
+    with pytest.raises(ConfigError, match=r"model.n_heads=4 \(the module's\) vs 2"):
+        fit(c, tmp_path / "other", progress=False, model=other)
+    assert not (tmp_path / "other").exists()

@@ -388,3 +388,48 @@ def test_a_run_says_which_settings_it_never_reaches(tmp_path, capsys):
 
     longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=60))
     assert longer.unreached(60) == [] and trained_loops(longer) == [1, 6]
+
+
+def test_a_run_names_the_keys_its_sampler_and_penalty_never_read(tmp_path, capsys):
+    """`--set loops.max_loops=8` beside the fixed sampler, or a reg.weight with no penalty, trains exactly as
+    without it: the run says so (a note, not a refusal: a preset switched to another sampler keeps its keys)."""
+    from looplm.config import load_config
+
+    cfg = tiny_config(loops=dict(sampler="fixed", num_loops=2, max_loops=8, mu=2.5),
+                      reg=dict(kind="none", weight=0.3), train=dict(steps=1, eval_every=0))
+    capsys.readouterr()
+    train(cfg, tmp_path / "run", progress=False)
+    out = capsys.readouterr().out
+    assert "note: loops.max_loops=8 is not read by the fixed sampler (loops.sampler)" in out
+    assert "note: loops.mu=2.5 is not read by the fixed sampler" in out
+    assert "note: reg.weight=0.3 is not read by reg.kind=none" in out
+    # keys the chosen sampler and penalty read, and every shipped preset as it stands, give no note
+    assert tiny_config(loops=dict(sampler="lognormal", mu=2.5, max_loops=8),
+                       reg=dict(kind="power", power_iters=3, weight=0.3)).unread() == []
+    assert load_config("addition-prenorm-stars", ["reg.kind=jsrr", "reg.impl=autograd"]).unread() == []
+    assert [n for p in ("addition-stars", "addition-fixed8", "ouro-math-stars")
+            for n in load_config(p).unread()] == []
+    assert load_config("ouro-math-stars", ["loops.sampler=fixed"]).unread() == []  # HF defaults are its base
+
+
+def test_results_record_the_loops_training_saw_up_to_their_checkpoint(tmp_path):
+    """A checkpoint taken inside a loop curriculum (one of the history, or a run stopped early) ran only
+    loops.num_loops, yet its sweep and analysis recorded the sampler's whole range (computed from train.steps):
+    they now record the loops seen up to the checkpoint's own step."""
+    from looplm.cli import main
+
+    cfg = tiny_config(loops=dict(sampler="uniform", num_loops=3, max_loops=6, curriculum_steps=2),
+                      reg=dict(rho_every=0), train=dict(steps=4, eval_every=0, checkpoint_every=1, keep_checkpoints=5))
+    run = train(cfg, tmp_path / "run", progress=False)
+    assert [r["loops"] for r in read_metrics(run)][:2] == [3, 3]
+
+    def recorded(cmd: str, checkpoint) -> list[int]:
+        out = tmp_path / f"{cmd}-{checkpoint.name}"  # analyze: a folder for dynamics.json and its figures
+        args = ["--depths", "1:2", "--no-progress", "--out", str(out)]
+        args += ["--spectral-n", "0", "--no-plot"] if cmd == "analyze" else []
+        assert main([cmd, str(checkpoint), *args]) == 0
+        return json.loads((out / "dynamics.json" if cmd == "analyze" else out).read_text())["train_loops"]
+
+    inside = run / "checkpoints" / "step-00000002"
+    assert recorded("sweep", inside) == recorded("analyze", inside) == [3, 3]
+    assert recorded("sweep", run) == [1, 6]

@@ -158,5 +158,4 @@ def _trained_loops(path: str | Path) -> list[int] | None:
 
     if not (Path(path) / ckpt.RUN_CONFIG).is_file():
         return None
-    cfg = ckpt.load_config(path)
-    return trained_loops(cfg)
+    return trained_loops(ckpt.load_config(path), ckpt.saved_step(Path(path)))

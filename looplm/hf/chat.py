@@ -140,9 +140,9 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
                 system_prompt: str | None = None) -> list[dict[str, str]] | None:
     """A data record -> a conversation, or None when it has nothing to learn from.
 
-    fmt="messages": `record[messages_field]` is a list of {role, content}; "prompt_response": one user turn
-    from `prompt_field` and one assistant turn from `response_field` (NuminaMath: problem / solution);
-    "auto": messages if the record has them, else prompt/response.
+    fmt="messages": `record[messages_field]` is a list of {role, content, ...} (every key reaches the template);
+    "prompt_response": one user turn from `prompt_field` and one assistant turn from `response_field`
+    (NuminaMath: problem / solution); "auto": messages if the record has them, else prompt/response.
     """
     if fmt == "auto":
         fmt = "messages" if messages_field in record else "prompt_response"
@@ -157,7 +157,9 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
             if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
                 raise ValueError(f"{messages_field}[{j}] must be an object with string `role` and `content`, got "
                                  f"{json.dumps(m)[:80]}")
-        out = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        # the other keys too: a template may render them (reasoning_content in <think>, a speaker's name), and
+        # what an assistant turn renders is its target
+        out = [dict(m) for m in msgs]
     elif fmt == "prompt_response":
         p, r = record.get(prompt_field), record.get(response_field)
         for name, v in ((prompt_field, p), (response_field, r)):

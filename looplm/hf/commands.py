@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> None:
         out = Path(args.out) if args.out else (default_out_dir(model) / "eval-lm" if model_dir else Path("eval-lm"))
         fresh_outputs([out / f for f in OUTPUTS], args.force)
         resolve_device(args.device)
-        res = eval_depths(model, [t.strip() for t in args.tasks.split(",") if t.strip()],
+        res = eval_depths(model, list(dict.fromkeys(t.strip() for t in args.tasks.split(",") if t.strip())),
                           parse_depths(args.depths), out, include_path=args.include_path, limit=args.limit,
                           num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
                           apply_chat_template=args.apply_chat_template, device=args.device, dtype=args.dtype,

@@ -217,10 +217,21 @@ def load_tokenizer(path: str, revision: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
     require_tokenizer(path)
+    if Path(path).is_file():
+        raise UserError(f"{path} is a file, not a tokenizer (give a model directory or a folder with tokenizer.json)")
     try:
-        with quiet_transformers():
+        with quiet_hub(), quiet_transformers():
             return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
-    except ValueError as e:  # transformers asks for trust_remote_code when the tokenizer class is the folder's own
+    except (OSError, ValueError) as e:
+        if not Path(path).exists() and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
+            # a path that is not there (transformers reads it as a hub id, and replies about repo id syntax)
+            raise UserError(f"{path}: no such tokenizer folder") from None
+        if not Path(path).exists():
+            raise UserError(f"{path} is neither a local folder nor a hub tokenizer that can be reached "
+                            f"({_first_line(e)[:160]})") from None
+        if isinstance(e, OSError):
+            raise
+        # transformers asks for trust_remote_code when the tokenizer class is the folder's own
         if "trust_remote_code" in str(e):
             raise UserError(f"{path}: its tokenizer needs the directory's own code, which looplm never runs; give "
                             "a folder whose tokenizer transformers knows (tokenizer.json)") from None

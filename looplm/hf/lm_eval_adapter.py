@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,8 @@ class LoopedLM(HFLM):
         if self.exit_dtype is not None and self.exit_dtype not in EXIT_DTYPES:
             raise UserError(f"exit_dtype must be one of {', '.join(EXIT_DTYPES)}, got {exit_dtype!r}")
         kwargs.setdefault("backend", "causal")
+        if kwargs["backend"] not in ("causal", "default"):  # seq2seq scored continuations against the wrong positions
+            raise UserError(f"model_args backend={kwargs['backend']}: the looplm model is a causal LM (backend=causal)")
         if isinstance(pretrained, str):  # looplm's one loader: the checks every other command makes
             pretrained, kwargs = _load(pretrained, kwargs)
         else:
@@ -125,6 +128,10 @@ class LoopedLM(HFLM):
             super().__init__(pretrained=pretrained, **kwargs)
         finally:
             hf_log.setLevel(level)
+        rows = self.model.get_input_embeddings().num_embeddings
+        if len(self.tokenizer) > rows:  # ids past the embedding: an IndexError deep inside the first request
+            raise UserError(f"the tokenizer has {len(self.tokenizer)} tokens but the model's embedding has {rows} "
+                            "rows; give the model's own tokenizer (model_args tokenizer=...)")
         if (self.exit_threshold is not None or self.exit_dtype is not None) and not any(
                 "early_exit_gate" in name for name, _ in self.model.named_modules()):
             raise UserError(f"{type(self.model).__name__} has no early-exit gate (a looplm export runs every loop); "
@@ -139,6 +146,14 @@ class LoopedLM(HFLM):
         if self.exit_dtype is not None:
             kw["exit_dtype"] = self.exit_dtype
         return kw
+
+    def tok_encode(self, string: str, *args: Any, **kwargs: Any) -> list[int]:
+        with _encodable():
+            return super().tok_encode(string, *args, **kwargs)
+
+    def tok_batch_encode(self, strings: list[str], *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        with _encodable():
+            return super().tok_batch_encode(strings, *args, **kwargs)
 
     def _require_memory(self, batch: int, tokens: int, cached: int = 0) -> None:
         """Refuse a call whose loop count cannot fit, before it runs: with an exit rule every loop's (B, T, D)
@@ -185,6 +200,22 @@ class LoopedLM(HFLM):
         return torch.stack([torch.nn.functional.pad(r, (0, width - len(r)), value=pad) for r in rows])
 
 
+UNENCODABLE = ("a character is outside its vocabulary (an export of a character-level looplm run knows only the "
+               "characters it was trained on)")
+
+
+@contextlib.contextmanager
+def _encodable() -> Iterator[None]:
+    """A text the tokenizer cannot hold (the tokenizers library's plain Exception, "Missing [UNK]") as a user error,
+    wherever lm-eval encodes it."""
+    try:
+        yield
+    except Exception as e:
+        if type(e) is not Exception or "Missing [UNK] token" not in str(e):
+            raise
+        raise UserError(f"the model's tokenizer cannot encode the task's text: {UNENCODABLE}") from None
+
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -204,6 +235,8 @@ def _load(path: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     model.to(device).eval()
     if kwargs.get("tokenizer") in (None, ""):
         kwargs["tokenizer"] = load_tokenizer(path, revision)
+    elif isinstance(kwargs["tokenizer"], str):  # looplm's loader: no remote code, a bad folder said in one line
+        kwargs["tokenizer"] = load_tokenizer(kwargs["tokenizer"])
     return model, kwargs
 
 
@@ -323,12 +356,11 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
             except jinja2.TemplateError as e:  # the model's chat template (--apply-chat-template): its own code
                 why = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no message"
                 raise UserError(f"{pretrained}: its chat template cannot be used ({type(e).__name__}: {why})") from None
-            except Exception as e:  # the tokenizers library's own error type: a text its vocabulary cannot hold
-                if "Missing [UNK] token" not in str(e):
+            except UserError as e:
+                if UNENCODABLE not in str(e):
                     raise
-                raise UserError(f"{pretrained}: its tokenizer cannot encode the text of {', '.join(tasks)}: a "
-                                "character is outside its vocabulary (an export of a character-level looplm run "
-                                "knows only the characters it was trained on)") from None
+                raise UserError(f"{pretrained}: its tokenizer cannot encode the text of {', '.join(tasks)}: "
+                                f"{UNENCODABLE}") from None
         rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
         # What ran, not what was asked: a task's YAML can fix its own number of shots over --num-fewshot.
         shots = {t: c.get("num_fewshot") for t, c in res.get("configs", {}).items()}
