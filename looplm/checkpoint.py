@@ -445,6 +445,19 @@ def config_diff(a: Config, b: Config, sections: tuple[str, ...] = ("model",)) ->
     return [describe_change(*c) for c in config_changes(a, b, sections)]
 
 
+def module_name(d: Path) -> str | None:
+    """The class a checkpoint of a user's module records (`module.json`: "package.Class"); None when it records
+    none (looplm's LoopedTransformer) or the record is unreadable."""
+    if not (d / MODULE).is_file():
+        return None
+    verify(d, (MODULE,))
+    try:
+        name = json.loads((d / MODULE).read_text()).get("module")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", expect: Config | None = None
                ) -> tuple[LoopedTransformer, Config]:
     """Build the model from `config.json` and load `model.safetensors` strictly.
@@ -457,11 +470,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect: Con
         raise CheckpointError(f"{d} holds a pretrained HF model ({cfg.model.name_or_path} fine-tuned); load it with "
                               "transformers' from_pretrained or the looplm.hf commands")
     if (d / MODULE).is_file():  # its weights are not a LoopedTransformer's: say so, not as a key mismatch
-        verify(d, (MODULE,))
-        try:
-            name = json.loads((d / MODULE).read_text()).get("module")
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            name = None
+        name = module_name(d)
         raise CheckpointError(f"{d} holds the weights of a module of your own ({name or 'unreadable ' + MODULE}), "
                               "not of the LoopedTransformer its config describes; build that module and load them "
                               "with looplm.checkpoint.load_weights, then use the Python API")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import signal
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 from . import checkpoint as ckpt
 from . import rundir
 from .config import REAL_NUMBER, Config, load_config
+from .demo import DEMO_DEPTHS, DEMO_FILES, DEMO_N, cmd_demo
 from .errors import UserError, guarded, say
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
@@ -36,18 +38,16 @@ from .outputs import (
 from .tasks import task_of_checkpoint
 from .train import Terminated, fit, resolve_device, set_threads
 
-DEMO_DEPTHS = [1, 2, 3, 4, 8, 16, 32, 64, 100, 200, 300, 500, 1000]
-DEMO_SWEEP = "1:100,125,160,200,250,300,400,500,630,800,1000"
-DEMO_N = 1000
 ANALYZE_N = 256  # analyze's problems without --n (fewer if the split or file holds fewer)
 # What each study writes in its --out (looplm/experiments): a folder holding anything else is refused.
-DEMO_FILES = ("stage1", "stage2", "sweep.json", "dynamics.json", "accuracy.png", "dynamics.png")
 STUDY_FILES = {"addition": ("runs", "figures", "report.md"),
                "ouro-mini": ("settings.json", "data", "tasks", "init", "init.tmp", "runs", "figures", "report.md")}
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not argparse's usage block
+        if "unrecognized arguments: -" in message or (self.prog.endswith(" generate") and "prompts" in message):
+            message += "; a value that starts with '-' but is no option (a generate prompt) goes after `--`"
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
@@ -204,7 +204,7 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
     for p, i in zip(prompts, ids, strict=True):
         if len(i) >= cfg.model.max_seq_len:
             raise ValueError(f"prompt {p!r} has {len(i)} tokens; the model's position table holds "
-                             f"{cfg.model.max_seq_len}")
+                             f"{cfg.model.max_seq_len}: at most {cfg.model.max_seq_len - 1} leave room for an answer")
     vocab = task.tok.vocab_size  # the model's head may be wider (model.vocab_size): only ids the task can decode
     if use_cache or exit_tol is not None or exit_stable is not None:
         outs, used = generate_cached(model, ids, n_loops, cfg.model.max_seq_len, task.eos_id, exit_tol, exit_stable,
@@ -217,9 +217,15 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
     # An answer task's answer ends with the end token; a language model's continuation simply fills the positions.
     cut = "" if task.scored_by == "perplexity" else \
         f"  [cut off: no end token within the model's {cfg.model.max_seq_len} positions]"
-    return [(p, task.format_answer(task.tok.decode(o)) + ("" if done else cut) + _pads_said(o, task.pad_id)
+    return [(p, one_line(task.format_answer(task.tok.decode(o))) + ("" if done else cut) + _pads_said(o, task.pad_id)
              + (f"  [loops per token: {' '.join(map(str, u))}]" if show_loops else ""))
             for p, o, u, done in zip(prompts, outs, used, outs.finished, strict=True)]
+
+
+def one_line(text: str) -> str:
+    """`text` on one line of output: a control character (a newline a text model wrote, a carriage return) as its
+    escape, `\\n`, and a backslash doubled, so each prompt's answer is the one line after it."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text.replace("\\", "\\\\"))
 
 
 def _pads_said(out: list[int], pad_id: int) -> str:
@@ -239,57 +245,6 @@ def depth_table(sw: dict, depths: list[int], label: str = "accuracy", key: str =
     head = "loops".ljust(w) + " ".join(f"{d:>6d}" for d in ds)
     row = label.ljust(w) + " ".join(f"{vals[d]:>6.3f}" if vals[d] < 1e3 else f"{vals[d]:>6.0e}" for d in ds)
     return head + "\n" + row
-
-
-def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progress: bool = True,
-             n: int = DEMO_N, force: bool = False) -> dict:
-    """The STARS recipe on 4-digit addition, end to end: stage 1 (addition-fixed8: external norm, injection, fixed
-    8 loops until the held-out split is solved), stage 2 (addition-stars: random loops + JSRR, fine-tuned from
-    stage 1), then a one-pass sweep to 1000 loops, the per-loop dynamics, a table and two figures. `overrides`
-    apply to both stages; each stage resumes if its directory holds a checkpoint. The results of an earlier demo
-    in `out` are replaced only with `force` (checked before any training)."""
-    from .dynamics import diagnose
-    from .plots import plot_accuracy, plot_dynamics
-
-    out = Path(out)
-    cfg1 = load_config("addition-fixed8", overrides or [])
-    if n > cfg1.data.test_size:  # checked here, not after both stages have trained
-        raise UserError(f"--n {n}: the held-out split (data.test_size={cfg1.data.test_size}) holds only "
-                        f"{cfg1.data.test_size} problems; ask for at most {cfg1.data.test_size}")
-    results = [out / f for f in DEMO_FILES if "." in f]  # sweep.json, dynamics.json and their figures
-    fresh_outputs(results, force)
-    t0 = time.perf_counter()
-    stage1 = fit(cfg1, out / "stage1", resume=True, progress=progress)
-    cfg = load_config("addition-stars", [*(overrides or []), f"train.init_from={stage1}"])
-    run = fit(cfg, out / "stage2", resume=True, progress=progress)
-    train_s = time.perf_counter() - t0
-    sw = run_sweep(str(run), DEMO_SWEEP, n=n, progress=progress)
-    sw["label"] = "STARS (demo)"
-    model, cfg = ckpt.load_model(run)
-    dyn = diagnose(model, task_of_checkpoint(cfg, run).held_out(64), parse_depths(DEMO_SWEEP),
-                   spectral_depths=[1, 2, 4, 8, 16, 32, 100, 300, 1000], spectral_n=min(8, cfg.data.test_size),
-                   iters=60, tol=1e-3, hutchinson_samples=0, pca_n=0, progress=progress)
-    # the sweep's checkpoint: its step, and the loops training saw up to it
-    dyn.update({"label": "STARS (demo)", "train_loops": sw["train_loops"], "checkpoint": str(run),
-                "step": sw["step"], "data": held_out_source(cfg)})
-    with all_or_nothing(results):  # one set of results: never this run's sweep beside an earlier dynamics
-        write_json(out / "sweep.json", sw)
-        write_json(out / "dynamics.json", dyn)
-        pngs = [plot_accuracy([sw], out / "accuracy.png", title="looplm demo: STARS on 4-digit addition"),
-                plot_dynamics(dyn, out / "dynamics.png")]
-    total_s = time.perf_counter() - t0
-    print(f"\ntrained in {train_s / 60:.1f} min ({total_s / 60:.1f} min with the sweep and the dynamics); "
-          f"exact match on {sw['n']} held-out problems:")
-    print(depth_table(sw, DEMO_DEPTHS))
-    lo = min(a for d, a in zip(sw["depths"], sw["accuracy"], strict=True) if d >= 4)
-    print(f"minimum over depths 4..1000: {lo:.3f}")
-    at = dict(zip(dyn["depths"], range(len(dyn["depths"])), strict=True))
-    rho = dict(zip(dyn["spectral"]["depths"], dyn["spectral"]["rho"]["q50"], strict=True))
-    res, norm = dyn["metrics"]["step_residual"]["q50"], dyn["metrics"]["state_norm"]["mean"]
-    print(f"at 1000 loops: step residual {res[at[1000]]:.1e}, ‖h‖ per token {norm[at[1000]]:.1f} (at 100: "
-          f"{norm[at[100]]:.1f}), ρ(∂Φ/∂h) {rho.get(1000) or float('nan'):.3f}")
-    print(f"wrote {out / 'sweep.json'}, {out / 'dynamics.json'}, {pngs[0]} and {pngs[1]}")
-    return sw
 
 
 def cmd_plot(inputs: list[str], out: str, labels: list[str] | None = None, force: bool = False) -> list[Path]:
@@ -512,7 +467,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "train":
         before = rundir.latest_step(args.out)
         run = cmd_train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
-        if rundir.latest_step(run) != before:  # a finished run resumed has said that nothing changed
+        # (a finished run resumed has said that nothing changed; under torchrun, rank 0 speaks for all)
+        if rundir.latest_step(run) != before and os.environ.get("RANK", "0") in ("", "0"):
             print(f"run written to {run}")
     elif args.cmd == "sweep":
         out = Path(args.out) if args.out else default_out_dir(args.checkpoint) / "sweep.json"
@@ -548,7 +504,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise ValueError("an exit rule needs the KV cache; drop --no-cache")
         for prompt, ans in cmd_generate(args.checkpoint, args.prompts, args.loops, args.device,
                                         not args.no_cache, args.exit_tol, args.exit_stable, args.show_loops):
-            print(f"{prompt} {ans}")
+            print(f"{one_line(prompt)} {ans}")
     elif args.cmd == "demo":
         cmd_demo(args.out, args.overrides, not args.no_progress, args.n, args.force)
     elif args.cmd == "study" and args.task == "ouro-mini":

@@ -86,9 +86,12 @@ METRIC_DEFINITIONS = {
     "state_norm": "||h_p(t)||, the L2 norm of one token's state, averaged over the sample's real tokens",
     "step_residual": "||h(t) - h(t-1)||_F / ||h(t)||_F over the sample's real tokens (h(0) = embedding)",
     "dist_to_final": "||h(t) - h(L)||_F / ||h(L)||_F, L = the deepest depth analyzed",
-    "entropy": "entropy (nats) of the next-token distribution, averaged over answer positions",
-    "ce": "cross-entropy (nats) of the gold next token, averaged over answer positions (teacher forcing)",
-    "accuracy": "exact match of greedy decoding (= every teacher-forced argmax on the answer is right)",
+    # the scored positions: an answer task's answer tokens; a text window's every next token
+    "entropy": "entropy (nats) of the next-token distribution, averaged over the scored positions (the answer's; "
+               "for text, every position of the window)",
+    "ce": "cross-entropy (nats) of the gold next token, averaged over the scored positions (teacher forcing)",
+    "accuracy": "exact match of greedy decoding (= every teacher-forced argmax on the scored positions is right; for "
+                "text, the whole window)",
     "rho": "spectral radius of dPhi/dh at h(t), real tokens only; converged samples only",
     "sigma_max": "largest singular value of dPhi/dh at h(t), real tokens only; converged samples only",
     "frobenius_rms": "sqrt(||dPhi/dh||_F^2 / n), Hutchinson estimate: the root-mean-square singular value",

@@ -3,6 +3,7 @@ how every error reaches the user: `guarded` runs a command and prints one `error
 traceback. Anything else that escapes is a looplm bug.
 """
 
+import os
 import sys
 
 
@@ -24,7 +25,9 @@ def guarded(body: object) -> int:
         say(f"error: {e}")
         return e.code
     except (UserError, ValueError, OSError) as e:
-        say(f"error: {_one_line(e)}")
+        # under torchrun every rank checks the same config and refuses it alike: rank 0 says it, once
+        if not (isinstance(e, ConfigError) and os.environ.get("RANK", "0") not in ("", "0")):
+            say(f"error: {_one_line(e)}")
         return 2
     except RecursionError:  # a RuntimeError: JSON, YAML or a --set value nested thousands of levels deep
         say("error: an input is nested too deeply to read (a JSON or YAML value thousands of levels deep); "

@@ -305,10 +305,11 @@ def plot_dynamics(dyn: dict, out: str | Path, replace: bool = True) -> Path:
     _band(a_ent, depths, m["entropy"], "C4", "entropy (median, 10–90%)")
     if "ce" in m:
         a_ent.plot(depths, _nan(m["ce"]["mean"]), color="k", ls="--", lw=1.1, label="cross-entropy (mean)")
-    a_ent.set_ylim(bottom=0)
-    a_ent.set_ylabel("nats per answer token")
-    a_ent.set_title("Next-token entropy on answer positions", fontsize=10)
-    a_ent.legend(fontsize=8)
+    text = dyn.get("scored_by") == "perplexity"  # a text window scores every next token; a task, its answer
+    a_ent.set_ylim(0, a_ent.get_ylim()[1] * 1.35)  # headroom: the legend above the curves, not over them
+    a_ent.set_ylabel("nats per token" if text else "nats per answer token")
+    a_ent.set_title("Next-token entropy" + (" (every token)" if text else " on answer positions"), fontsize=10)
+    a_ent.legend(fontsize=8, loc="upper right")
 
     sd = sp.get("depths", [])
     n_spec = sp.get("n")

@@ -226,10 +226,16 @@ def _check_model(src: Path | None, cfg: Config) -> None:
         raise ckpt.CheckpointError(f"checkpoint {src} does not match the requested model:\n  " + "\n  ".join(diff))
 
 
-def _check_module(model: nn.Module | None, cfg: Config) -> None:
+def _check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None:
     """A LoopedTransformer handed to `fit` must be the one `cfg.model` describes: its checkpoints record
     cfg.model, from which every command rebuilds the model (one with other heads or widths of the same shapes
-    would load and silently score another model)."""
+    would load and silently score another model). A resume continues with the class the run was trained with."""
+    if model is not None and src is not None and (src / ckpt.WEIGHTS).is_file():
+        recorded, given = ckpt.module_name(src) or "looplm.model.LoopedTransformer", type(model)
+        if not recorded.endswith(f".{given.__qualname__}"):  # by name: its module may have moved (script to package)
+            raise ConfigError(f"--resume would continue the run with another module ({given.__module__}."
+                              f"{given.__qualname__}, but {src} was trained by {recorded}): its loop step would change "
+                              "mid-run; resume with that class, or start a new run")
     if type(model) is not LoopedTransformer or model.cfg == cfg.model:
         return
     diff = [f"model.{f.name}={getattr(model.cfg, f.name)!r} (the module's) vs {getattr(cfg.model, f.name)!r}"
@@ -283,7 +289,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         task = make_task(cfg, saved_tokenizer(src) if src is not None else starting_tokenizer(t.init_from))
         cfg = with_task_vocab(cfg, task)
     _check_model(src, cfg)
-    _check_module(model, cfg)
+    _check_module(model, cfg, src)
     changed = rundir.check_resume(src, cfg, out) if src is not None else []
     set_threads(t.threads, "train.threads")
     if cfg.kind == "hf":

@@ -292,13 +292,6 @@ CASES: dict[str, Case] = {
                                       [*TRAIN[:4], "{run}/checkpoint/x", *TINY]),
     "run-out-inside-history": Case("rundir", "--out inside another run's checkpoints/",
                                    [*TRAIN[:4], "{run}/checkpoints/x", *TINY]),
-    "run-demo-into-a-run": Case("rundir", "demo --out a trained run's directory (its sweep.json would be replaced)", [
-        "demo", "--out", "{copy}"]),
-    "run-demo-n-above-split": Case("rundir", "demo --n above the held-out split (refused before training)", [
-        "demo", "--out", "{tmp}/demo", "--no-progress", "--n", "100000000", "--set", "data.test_size=16"]),
-    "run-demo-results-exist": Case("rundir", "demo again into a finished demo's folder (its results would be "
-                                   "replaced)", ["demo", "--out", "{tmp}/demo", "--no-progress"],
-                                   {"demo/sweep.json": "{\"n\": 1000}\n", "demo/accuracy.png": "png"}),
     "run-out-inside-corpus": Case("rundir", "train a text run with --out inside its corpus folder", [
         *TRAIN[:2], "text-stars", "--out", "{tmp}/corpus/run", "--no-progress", *TINY, "--set",
         "data.path={tmp}/corpus"], {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20}),
@@ -559,6 +552,7 @@ CASES: dict[str, Case] = {
     "gen-bad-char": Case("generation", "a letter", [*G, "12a4+1="]),
     "gen-too-long": Case("generation", "a prompt longer than the positions", [*G, "1234567+1234567="]),
     "gen-empty-prompt": Case("generation", "an empty prompt", [*G, ""]),
+    "gen-dash-prompt": Case("generation", "a prompt that starts with '-' (read as an option)", [*G, "1+2=", "-x"]),
     # --- plot inputs ------------------------------------------------------------------------------------------------
     "plot-missing": Case("plots", "input that does not exist", ["plot", "{tmp}/none.json", "--out", "{tmp}/a.png"]),
     "plot-not-json": Case("plots", "input that is not JSON", ["plot", "{tmp}/x.json", "--out", "{tmp}/a.png"],

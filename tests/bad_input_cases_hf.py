@@ -147,6 +147,11 @@ HF_CASES: dict[str, Case] = {
                                            ["analyze", "{tmp}/exp", "--data", "{tmp}/chat.jsonl", "--no-progress",
                                             "--out", "{tmp}/a"], {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_export,
                                            hf=True),
+    "hf-analyze-export-too-long": Case("hf", "analyze an export on records all longer than its positions (no longer "
+                                       "limit can help)", ["analyze", "{tmp}/exp", "--data", "{tmp}/long.jsonl",
+                                                           "--no-progress", "--out", "{tmp}/a"],
+                                       {"long.jsonl": '{"problem": "1234567+1234567=", "solution": "2469134"}\n'},
+                                       prepare=_export, hf=True),
     "hf-finetune-unfrozen-gate": Case("hf", "model.freeze_exit_gate=false (the objective never reads the gate: it "
                                       "would not train, and DDP would fail at step 2)", FT, {
         "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  freeze_exit_gate: false\n"), "chat.jsonl": GOOD_CHAT + "\n"},

@@ -105,3 +105,21 @@ def test_two_processes_with_jsrr_at_a_random_depth_resume_exactly(tmp_path):
         assert x["reg"] == pytest.approx(y["reg"], rel=1e-6)
         assert x["ce"] == pytest.approx(y["ce"], rel=1e-6)
     assert_same(whole, resumed)
+
+
+def test_under_torchrun_rank_0_speaks_for_all(tmp_path):
+    """Every rank printed `run written to` (two copies, once run together on one line), and every rank printed the
+    same config refusal: rank 0 says each once."""
+    def run(out, extra):
+        sets = [x for s in [*SETS, *extra] for x in ("--set", s.replace("train.steps=4", "train.steps=1"))]
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "looplm", "train", "--config", "addition-prenorm-stars", "--out", str(out),
+                               "--no-progress", *sets], timeout=240, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    ok = run(tmp_path / "ok", ["reg.kind=none"])
+    assert ok.returncode == 0 and ok.stdout.count("run written to") == 1, ok.stdout
+    bad = run(tmp_path / "bad", ["reg.samples=3", "reg.start_step=0"])  # 3 probes cannot be shared by 2 ranks
+    errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
+    assert bad.returncode != 0 and len(errors) == 1 and "reg.samples=3" in errors[0], bad.stderr[-2000:]
+    assert not (tmp_path / "bad").exists()

@@ -109,6 +109,26 @@ def test_a_messages_other_keys_reach_the_template(tok):
         "<think>2 and 3 make 5.</think>#### 5<|im_end|>"]
 
 
+def test_encoding_a_long_conversation_is_no_warning(tok):
+    """A conversation is tokenized whole, then cut or dropped by looplm (data.overlong): transformers' warning that
+    running it "will result in indexing errors" was printed on fine-tunes that succeeded, and before error lines."""
+    import logging
+
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    log = logging.getLogger("transformers")
+    log.addHandler(handler)
+    short = tok.model_max_length
+    try:
+        tok.model_max_length = 8
+        assert len(encode_chat(tok, CONVO).input_ids) > 8
+    finally:
+        tok.model_max_length = short
+        log.removeHandler(handler)
+    assert not [m for m in seen if "indexing errors" in m]
+
+
 def test_records_formats_sources_and_truncation(tok, tmp_path):
     rows = math_problems(6)
     assert to_messages(rows[0])[1] == {"role": "assistant", "content": rows[0]["solution"]}

@@ -131,3 +131,43 @@ def test_export_writes_a_tokenizer_that_encodes_as_training_did(tmp_path, kind, 
     looplm_model, _ = ckpt.load_model(run, "cpu")
     x = torch.tensor([native.encode(text[:12])])
     torch.testing.assert_close(model(x).logits, looplm_model(x, model.config.num_loops))
+
+
+def test_lm_eval_on_a_character_export_with_stop_strings_and_budgets(tmp_path, capsys):
+    """A generation task whose stop string is a character the export lacks ("\\n": the most common `until`) was a
+    traceback from lm-eval's stopping criteria; such a string can never be generated, so it stops nothing and is
+    left out. lm-eval's own command line: a generation budget past the positions is one line, and its default
+    device (cuda:0) falls back to the CPU on a machine without CUDA, as lm-eval's hf model does."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("lm_eval")
+    from looplm.cli import main as cli
+
+    run, exp = tmp_path / "run", tmp_path / "exp"
+    assert cli(["train", "--config", "addition-prenorm-stars", "--out", str(run), "--no-progress", "--set",
+                "model.d_model=32", "--set", "model.d_ff=64", "--set", "model.n_heads=2", "--set", "train.steps=1",
+                "--set", "train.batch_size=4", "--set", "train.eval_every=0", "--set", "reg.rho_every=0",
+                "--set", "data.test_size=16", "--set", "model.max_seq_len=16"]) == 0
+    assert cli(["export-hf", str(run), "--out", str(exp)]) == 0
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "rows.jsonl").write_text("".join(
+        json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n" for a, b in ((12, 34), (5, 6), (70, 8))))
+    rows = tmp_path / "tasks" / "rows.jsonl"
+    (tmp_path / "tasks" / "sums.yaml").write_text(
+        f"task: sums\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {rows}\n"
+        "test_split: test\noutput_type: generate_until\ndoc_to_text: '{{prompt}}'\ndoc_to_target: '{{answer}}'\n"
+        "metric_list:\n  - metric: exact_match\ngeneration_kwargs:\n  until: ['\\n', 'Question:']\n"
+        "  do_sample: false\n  max_gen_toks: 4\nmetadata:\n  version: 1.0\n")
+    assert cli(["eval-lm", str(exp), "--tasks", "sums", "--include-path", str(tmp_path / "tasks"), "--depths", "1,2",
+                "--device", "cpu", "--out", str(tmp_path / "ev")]) == 0, capsys.readouterr().err[-2000:]
+    assert json.loads((tmp_path / "ev" / "eval_lm.json").read_text())["n_samples"]["sums"]["effective"] == 3
+    r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "looplm", "--model_args",
+                        f"pretrained={exp}", "--tasks", "sums", "--include_path", str(tmp_path / "tasks"),
+                        "--gen_kwargs", "max_gen_toks=64"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr[-2000:]
+    assert "the generation budget does not fit the model's 16 positions" in errors[0]

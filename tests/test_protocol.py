@@ -142,7 +142,7 @@ def test_a_variant_of_looplms_own_model_is_recorded_as_the_users(tmp_path):
     """A subclass of LoopedTransformer (a damped step, say) wrote no module.json, so every command rebuilt the
     plain model from config.json and scored another model; it is now recorded as the user's module. A
     LoopedTransformer built from other settings than cfg.model (4 heads under a 2-head config: the same shapes)
-    is refused before anything is written."""
+    is refused before anything is written, and so is a resume with another class than the run's."""
     import dataclasses
 
     from looplm import checkpoint as ckpt
@@ -157,6 +157,12 @@ def test_a_variant_of_looplms_own_model_is_recorded_as_the_users(tmp_path):
     run = fit(c, tmp_path / "damped", progress=False, model=Damped(c.model))
     with pytest.raises(ckpt.CheckpointError, match=r"module of your own \(tests.test_protocol.*Damped\)"):
         ckpt.load_model(run)
+    # a resume continues with the class the run was trained by (its Φ would change mid-run, with no word)
+    longer = dataclasses.replace(c, train=dataclasses.replace(c.train, steps=2))
+    with pytest.raises(ConfigError, match=r"another module \(looplm.model.LoopedTransformer, but .* was trained by "
+                                          r"tests.test_protocol.*Damped\)"):
+        fit(longer, run, resume=True, progress=False, model=LoopedTransformer(c.model))
+    assert fit(longer, run, resume=True, progress=False, model=Damped(c.model)) == run
     plain = fit(c, tmp_path / "plain", progress=False, model=LoopedTransformer(c.model))
     assert not (plain / "checkpoint" / ckpt.MODULE).exists() and ckpt.load_model(plain)[0].cfg == c.model
     other = LoopedTransformer(dataclasses.replace(c.model, n_heads=4))

@@ -175,6 +175,27 @@ def test_text_task_perplexity_per_depth_matches_a_direct_computation(text_run, c
     assert dyn["ppl"] == pytest.approx(sw_all["ppl"], rel=1e-9)
 
 
+def test_a_text_runs_generations_and_figures_say_what_they_are(text_run, capsys, monkeypatch):
+    """A text model's continuation printed its newlines raw (its answer spread over lines, the next prompt's line
+    unattributable): each prompt gets one line, control characters escaped. The dynamics figure titled a text
+    window's every-token entropy "on answer positions"."""
+    from looplm import plots
+    from looplm.cli import one_line
+
+    run = text_run / "run"
+    assert one_line("a\nb\r\\c é") == "a\\nb\\r\\\\c é"
+    capsys.readouterr()
+    assert cli("generate", run, "the quick", "a dog", "--loops", "2") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("the quick ") and lines[1].startswith("a dog ")
+    titles = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out, *a, **k: titles.extend(ax.get_title() for ax in fig.axes))
+    assert cli("analyze", run, "--depths", "1:2", "--n", "2", "--spectral-n", "0", "--pca-n", "0", "--no-plot",
+               "--no-progress", "--out", text_run / "titled") == 0
+    plots.plot_dynamics(json.loads((text_run / "titled" / "dynamics.json").read_text()), text_run / "d.png")
+    assert "Next-token entropy (every token)" in titles and not any("answer" in t for t in titles)
+
+
 def test_a_text_file_is_read_byte_for_byte(tmp_path):
     """CRLF and lone CR are text too: universal newlines would score another text than the file's."""
     from looplm.tasks.text import read_text

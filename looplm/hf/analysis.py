@@ -17,7 +17,7 @@ import torch
 from ..looped import check_looped
 from ..tasks.base import Batch
 from .chat import TemplateError, end_of_turn_token, to_messages
-from .data import Records, build_examples, load_records, to_batch
+from .data import LENGTH_HINT, Records, build_examples, load_records, to_batch
 
 # (prompt, response) field pairs tried in order when a record has no `messages` list.
 FIELD_PAIRS = (("problem", "solution"), ("question", "answer"), ("prompt", "response"), ("input", "output"))
@@ -129,7 +129,13 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     if max_length is not None and positions is not None and max_length > positions:
         raise ValueError(f"--max-length {max_length} is longer than the model's position table ({positions})")
     max_length = max_length or positions or 4096
-    batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length)
+    try:
+        batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length)
+    except ValueError as e:  # no limit can be raised past the positions: the records are too long for this model
+        if max_length != positions or LENGTH_HINT not in str(e):
+            raise
+        raise ValueError(str(e).replace(LENGTH_HINT, f"they are longer than the model's {positions} positions; "
+                                                     "analyze shorter records")) from None
     if n is not None and stats["used"] < n:  # before the note, which says what is analyzed
         raise ValueError(f"--n {n}: {data} holds only {stats['used']} usable records; ask for at most "
                          f"{stats['used']}")

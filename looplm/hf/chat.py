@@ -119,7 +119,8 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]], chat_template: s
     targets were cut (see `Encoded.n_targets`).
     """
     text, spans = assistant_spans(tokenizer, messages, chat_template)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    # verbose=False: no "longer than the model's maximum" warning; the caller cuts or drops long examples itself
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
     labels = [IGNORE] * len(ids)
     k = 0

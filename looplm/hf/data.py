@@ -241,10 +241,12 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
         why = [f"no assistant target: {no_target}"] + (
             [f"reply after max_length={max_length}: {n_cut}"] if overlong == "truncate" else
             [f"over max_length={max_length}: {n_long}"])
-        hint = ("raise the length limit (data.max_length; analyze: --max-length)" if n_cut or n_long else
-                "check data.format and the field names")
+        hint = LENGTH_HINT if n_cut or n_long else "check data.format and the field names"
         raise ValueError(f"no usable examples out of {len(records)} records ({', '.join(why)}); {hint}")
     return out, stats
+
+
+LENGTH_HINT = "raise the length limit (data.max_length; analyze: --max-length)"
 
 
 def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

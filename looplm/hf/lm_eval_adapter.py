@@ -147,6 +147,16 @@ class LoopedLM(HFLM):
             kw["exit_dtype"] = self.exit_dtype
         return kw
 
+    def generate_until(self, requests: list[Any], *args: Any, **kwargs: Any) -> list[str]:
+        try:
+            return super().generate_until(requests, *args, **kwargs)
+        except AssertionError as e:  # lm-eval's own check of a generation budget against the positions
+            if "max tokens to generate" not in str(e):
+                raise
+            why = str(e).strip().rstrip(".")[:200]
+            raise UserError(f"{GEN_BUDGET} the model's {self.max_length} positions ({why}); ask for fewer tokens "
+                            "(looplm eval-lm: --max-gen-toks; lm-eval: --gen_kwargs max_gen_toks=N)") from None
+
     def tok_encode(self, string: str, *args: Any, **kwargs: Any) -> list[int]:
         with _encodable():
             return super().tok_encode(string, *args, **kwargs)
@@ -154,6 +164,15 @@ class LoopedLM(HFLM):
     def tok_batch_encode(self, strings: list[str], *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         with _encodable():
             return super().tok_batch_encode(strings, *args, **kwargs)
+
+    def _encodes(self, text: str) -> bool:
+        try:
+            self.tokenizer.encode(text, add_special_tokens=False)
+        except Exception as e:
+            if type(e) is not Exception or "Missing [UNK] token" not in str(e):
+                raise
+            return False
+        return True
 
     def _require_memory(self, batch: int, tokens: int, cached: int = 0) -> None:
         """Refuse a call whose loop count cannot fit, before it runs: with an exit rule every loop's (B, T, D)
@@ -182,6 +201,9 @@ class LoopedLM(HFLM):
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any
                         ) -> torch.Tensor:
         generation_kwargs.update(self._loop_kwargs())
+        # a stop string the tokenizer cannot encode (a character-level export lacks "\n") can never be generated:
+        # it cannot stop anything, so it is left out rather than failing lm-eval's stopping criteria
+        stop = [s for s in stop or [] if self._encodes(s)]
         self._require_memory(context.shape[0], context.shape[1], cached=max_length)
         if getattr(self.model.config, "model_type", None) != "looplm" or context.shape[0] == 1:
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
@@ -200,6 +222,7 @@ class LoopedLM(HFLM):
         return torch.stack([torch.nn.functional.pad(r, (0, width - len(r)), value=pad) for r in rows])
 
 
+GEN_BUDGET = "the generation budget does not fit"
 UNENCODABLE = ("a character is outside its vocabulary (an export of a character-level looplm run knows only the "
                "characters it was trained on)")
 
@@ -226,7 +249,11 @@ def _load(path: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 
     kwargs = dict(kwargs)
     dtype = kwargs.pop("dtype", "auto")
-    device = kwargs.pop("device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = kwargs.pop("device", None)
+    if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+        if device is not None:  # lm-eval's command line asks for cuda:0 unless told: as its hf model, use the CPU
+            logging.getLogger(__name__).warning(f"device {device} is not available here; running on the CPU")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     revision = kwargs.pop("revision", None)
     revision = None if revision in (None, "", "main") else revision
     if isinstance(dtype, str) and dtype != "auto" and dtype not in _DTYPES:
@@ -347,20 +374,18 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                     model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=tm,
                     apply_chat_template=apply_chat_template, log_samples=False, bootstrap_iters=0,
                     gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
-            except AssertionError as e:  # lm-eval's own check of a generation budget against the positions
-                if "max tokens to generate" not in str(e):
-                    raise
-                positions = getattr(lm.model.config, "max_position_embeddings", None)
-                raise UserError(f"{', '.join(tasks)}: the generation budget does not fit {pretrained}'s "
-                                f"{positions} positions; pass a --max-gen-toks below {positions}") from None
+            except UserError as e:  # the model's refusals, said in the command line's terms
+                if GEN_BUDGET in str(e):
+                    positions = getattr(lm.model.config, "max_position_embeddings", None)
+                    raise UserError(f"{', '.join(tasks)}: the generation budget does not fit {pretrained}'s "
+                                    f"{positions} positions; pass a --max-gen-toks below {positions}") from None
+                if UNENCODABLE in str(e):
+                    raise UserError(f"{pretrained}: its tokenizer cannot encode the text of {', '.join(tasks)}: "
+                                    f"{UNENCODABLE}") from None
+                raise
             except jinja2.TemplateError as e:  # the model's chat template (--apply-chat-template): its own code
                 why = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no message"
                 raise UserError(f"{pretrained}: its chat template cannot be used ({type(e).__name__}: {why})") from None
-            except UserError as e:
-                if UNENCODABLE not in str(e):
-                    raise
-                raise UserError(f"{pretrained}: its tokenizer cannot encode the text of {', '.join(tasks)}: "
-                                f"{UNENCODABLE}") from None
         rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
         # What ran, not what was asked: a task's YAML can fix its own number of shots over --num-fewshot.
         shots = {t: c.get("num_fewshot") for t, c in res.get("configs", {}).items()}
