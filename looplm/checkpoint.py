@@ -37,7 +37,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -47,6 +47,7 @@ from .config import Config, ConfigError
 from .errors import UserError
 from .model import LoopedTransformer
 
+T = TypeVar("T")
 WEIGHTS, CONFIG, STATE, MANIFEST = "model.safetensors", "config.json", "trainer_state.pt", "manifest.json"
 RUN_CONFIG = "looplm_config.json"  # the run's looplm config, where config.json is the HF model's own
 SHARD_INDEX = "model.safetensors.index.json"  # sharded HF weights
@@ -222,6 +223,19 @@ def saved_step(d: str | Path) -> int | None:
     except (OSError, ValueError, AttributeError):
         return None
     return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def loaded_at_step(d: str | Path, load: Callable[[], T]) -> tuple[T, int | None]:
+    """`load()`, the weights of checkpoint folder `d`, and the step they were saved at. A run still training into the
+    folder replaces it as it goes: the step is read before and after, so a result never names a step its weights
+    are not from (a change in between is refused)."""
+    before = saved_step(d)
+    obj = load()
+    after = saved_step(d)
+    if before != after:
+        raise CheckpointError(f"{d} was replaced while it was read (step {before}, then {after}: a run is still "
+                              "training into it); run the command again, or score a checkpoint of its history")
+    return obj, after
 
 
 def _retire(old: Path, keep: int | None) -> None:

@@ -22,7 +22,7 @@ from . import checkpoint as ckpt
 from . import rundir
 from .config import REAL_NUMBER, Config, load_config
 from .demo import DEMO_DEPTHS, DEMO_FILES, DEMO_N, cmd_demo
-from .errors import UserError, guarded, say
+from .errors import UserError, guarded, rank_zero, say
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
 from .loops import trained_loops
@@ -38,6 +38,7 @@ from .outputs import (
 from .tasks import task_of_checkpoint
 from .train import Terminated, fit, resolve_device, set_threads
 
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 ANALYZE_N = 256  # analyze's problems without --n (fewer if the split or file holds fewer)
 # What each study writes in its --out (looplm/experiments): a folder holding anything else is refused.
 STUDY_FILES = {"addition": ("runs", "figures", "report.md"),
@@ -48,7 +49,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not argparse's usage block
         if "unrecognized arguments: -" in message or (self.prog.endswith(" generate") and "prompts" in message):
             message += "; a value that starts with '-' but is no option (a generate prompt) goes after `--`"
-        print(f"error: {message}", file=sys.stderr)
+        if rank_zero():  # under torchrun every rank parses the same command line
+            print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -150,7 +152,8 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
     (every task). `sizes` (size-graded tasks): one sweep per instance size. `before()` runs once the inputs are
     read, before the work."""
     ds = parse_depths(depths)
-    model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
+    (model, cfg), step = ckpt.loaded_at_step(ckpt.resolve(checkpoint),
+                                             lambda: ckpt.load_model(checkpoint, resolve_device(device)))
     task = task_of_checkpoint(cfg, checkpoint, held_out=data is None)
     if (exit_tol is not None or exit_stable is not None) and task.scored_by == "perplexity":
         raise ValueError("an exit rule is scored by exact match of an answer; a text run is scored by perplexity "
@@ -186,7 +189,6 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
                "accuracy": [sum(r["accuracy"][i] * r["n"] for r in per) / n_all for i in range(len(ds))]}
     else:
         out = sweep(model, batch, ds, **kw).to_json()
-    step = ckpt.saved_step(ckpt.resolve(checkpoint))
     out.update({"task": cfg.data.task, "scored_by": task.scored_by, "checkpoint": str(checkpoint), "step": step,
                 "data": source, "seconds": round(time.perf_counter() - t0, 2), "train_loops": trained_loops(cfg, step),
                 "label": ckpt.run_label(checkpoint)})
@@ -293,7 +295,8 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
                           before=before, **kw)
     if max_length is not None:
         raise ValueError("--max-length is for HF models (chat records); a looplm run's problems fit its positions")
-    model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
+    (model, cfg), step = ckpt.loaded_at_step(ckpt.resolve(checkpoint),
+                                             lambda: ckpt.load_model(checkpoint, resolve_device(device)))
     task = task_of_checkpoint(cfg, checkpoint, held_out=data is None)
     batch, source = eval_problems(task, cfg, data, n, default=ANALYZE_N)
     if before is not None:
@@ -301,7 +304,6 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
     res = diagnose(model, batch, ds, **kw)
     if task.scored_by == "perplexity":  # the text's score, per depth, beside the diagnostics (as `sweep` gives it)
         res["ppl"] = [math.exp(min(c, 700.0)) for c in res["ce_per_token"]]
-    step = ckpt.saved_step(ckpt.resolve(checkpoint))
     res.update({"checkpoint": str(checkpoint), "step": step, "data": source, "scored_by": task.scored_by,
                 "train_loops": trained_loops(cfg, step),
                 "label": ckpt.run_label(checkpoint),
@@ -423,7 +425,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _terminated(_signum: int, _frame: object) -> None:
+def _terminated(signum: int, frame: object) -> None:
+    code = getattr(frame, "f_code", None)
+    if code is not None and (code.co_name == "__del__" or code.co_filename.endswith(("weakref.py", "_weakrefset.py"))):
+        # an exception raised inside a finalizer or a weakref callback (matplotlib frees its figures through them)
+        # is printed and dropped by Python, and the command ran on to exit 0: the signal is sent again a moment
+        # later, from another thread (sent from here, it would be taken inside this handler), to land once the
+        # callback has returned
+        threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+        return
     raise Terminated
 
 
@@ -468,10 +478,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         before = rundir.latest_step(args.out)
         run = cmd_train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
         # (a finished run resumed has said that nothing changed; under torchrun, rank 0 speaks for all)
-        if rundir.latest_step(run) != before and os.environ.get("RANK", "0") in ("", "0"):
+        if rundir.latest_step(run) != before and rank_zero():
             print(f"run written to {run}")
     elif args.cmd == "sweep":
         out = Path(args.out) if args.out else default_out_dir(args.checkpoint) / "sweep.json"
+        if out.suffix.lower() in FIGURE_SUFFIXES:  # JSON under an image's name: no viewer opens it
+            raise UserError(f"--out {out}: sweep writes its result as JSON (looplm plot draws it); give a .json path")
         written = [out, *([out.with_suffix(".png")] if args.sizes else [])]
         outs = with_stale(written, [out, *sizes_figure(out)])
         res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
@@ -525,6 +537,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {run_study(args.out, grid, args.quick, args.jobs, not args.no_progress, args.only)}")
     elif args.cmd == "analyze":
         out_dir = Path(args.out) if args.out else default_out_dir(args.checkpoint)
+        if out_dir.suffix.lower() in (".json", *FIGURE_SUFFIXES):  # it would be made a folder of that name
+            raise UserError(f"--out {out_dir}: analyze writes a folder (dynamics.json and its figures); give a folder")
         figures = [] if args.no_plot else ["dynamics.png", *(["trajectories.png"] if args.pca_n != 0 else [])]
         written = [out_dir / f for f in ["dynamics.json", *figures]]  # every file it will write, checked first
         outs = with_stale(written, [out_dir / f for f in ("dynamics.json", "dynamics.png", "trajectories.png")])

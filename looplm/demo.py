@@ -10,8 +10,8 @@ from .config import ConfigError, load_config
 from .errors import UserError
 from .evaluate import parse_depths
 from .outputs import all_or_nothing, fresh_outputs, write_json
-from .tasks import task_of_checkpoint
-from .train import fit
+from .tasks import make_task, task_of_checkpoint, with_task_vocab
+from .train import check_memory, fit
 
 DEMO_DEPTHS = [1, 2, 3, 4, 8, 16, 32, 64, 100, 200, 300, 500, 1000]  # the depths its table shows
 DEMO_SWEEP = "1:100,125,160,200,250,300,400,500,630,800,1000"
@@ -37,10 +37,10 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
                           "use `looplm train --config addition-stars --set train.init_from=RUN`")
     cfg1 = load_config("addition-fixed8", overrides or [])
     stage2 = [*(overrides or []), f"train.init_from={out / 'stage1'}"]
-    try:  # both stages' settings checked before stage 1 trains
-        load_config("addition-stars", stage2)
-    except ConfigError as e:
-        raise ConfigError(f"stage 2 (preset addition-stars, which --set changes too): {e}") from None
+    try:  # both stages' settings, and whether stage 2 fits in memory, checked before stage 1 trains
+        check_memory(with_task_vocab(load_config("addition-stars", stage2), make_task(cfg1)))
+    except UserError as e:
+        raise UserError(f"stage 2 (preset addition-stars, which --set changes too): {e}") from None
     if n > cfg1.data.test_size:  # checked here, not after both stages have trained
         raise UserError(f"--n {n}: the held-out split (data.test_size={cfg1.data.test_size}) holds only "
                         f"{cfg1.data.test_size} problems; ask for at most {cfg1.data.test_size}")

@@ -25,8 +25,8 @@ def guarded(body: object) -> int:
         say(f"error: {e}")
         return e.code
     except (UserError, ValueError, OSError) as e:
-        # under torchrun every rank checks the same config and refuses it alike: rank 0 says it, once
-        if not (isinstance(e, ConfigError) and os.environ.get("RANK", "0") not in ("", "0")):
+        # under torchrun every rank checks the same inputs and refuses them alike: rank 0 says it, once
+        if not (isinstance(e, UserError) and not rank_zero()):
             say(f"error: {_one_line(e)}")
         return 2
     except RecursionError:  # a RuntimeError: JSON, YAML or a --set value nested thousands of levels deep
@@ -39,6 +39,11 @@ def guarded(body: object) -> int:
         say(f"error: out of memory ({_one_line(e) or 'MemoryError'}); lower the batch size, width or depths")
         return 2
     return 0
+
+
+def rank_zero() -> bool:
+    """Whether this process speaks for the job: the only one, or rank 0 under torchrun."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def say(line: str) -> None:

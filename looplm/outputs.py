@@ -120,11 +120,39 @@ def _recover(p: Path) -> None:
 
 
 @contextlib.contextmanager
+def _folders_held(paths: list[Path]) -> Iterator[None]:
+    """An exclusive lock (POSIX flock, on the folder itself: no lock file is left) on each folder that `paths` lie
+    in, waited for: two commands writing the same outputs take turns, so neither takes the other's files for its
+    own (a refused command's cleanup deleted the result the other had just written and reported)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows)
+        yield
+        return
+    fds: list[int] = []
+    try:
+        for d in sorted({p.parent for p in paths}):  # one order for every command: no two wait on each other
+            d.mkdir(parents=True, exist_ok=True)
+            fds.append(os.open(d, os.O_RDONLY))
+            fcntl.flock(fds[-1], fcntl.LOCK_EX)
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
 def all_or_nothing(paths: list[Path]) -> Iterator[None]:
     """A command's outputs are written whole or not at all: if it stops part way (Ctrl-C between the JSON and
     its figure, a full disk), the files it wrote are removed and the earlier results it was replacing (--force)
     are put back, so neither a half result nor a lost one is left. The earlier files are kept beside themselves
-    while the command runs; a kill that skips this cleanup is repaired by the next command on the same outputs."""
+    while the command runs; a kill that skips this cleanup is repaired by the next command on the same outputs.
+    Commands writing into the same folders take turns (`_folders_held`)."""
+    with _folders_held(paths):
+        yield from _all_or_nothing(paths)
+
+
+def _all_or_nothing(paths: list[Path]) -> Iterator[None]:
     for p in paths:
         _recover(p)
     existed = {p: p.is_file() and not p.is_symlink() for p in paths}

@@ -35,6 +35,10 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.jsonl.tmp", "checkpoint", 
              ckpt.HISTORY, LOCK, "tensorboard", "wandb")
 
 
+class RunExists(UserError, FileExistsError):
+    """--out holds a run and --resume was not asked for (a user error: said once, by rank 0, under torchrun)."""
+
+
 def _whole(d: Path) -> str | None:
     """None when every file of checkpoint folder `d` matches its manifest, else what is wrong."""
     try:
@@ -94,7 +98,7 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
     history = ckpt.history(out)
     if not resume:
         if found is not None or history:
-            raise FileExistsError(f"{out} already holds a checkpoint; pass --resume to continue it, or choose another "
+            raise RunExists(f"{out} already holds a checkpoint; pass --resume to continue it, or choose another "
                                   "--out")
         partial = sorted(names & {"config.yaml", "metrics.jsonl"})
         if partial and _own_config(out):

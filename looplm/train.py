@@ -298,7 +298,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         run = hf_run(cfg, device, src)
     else:
         if model is None:  # a user's module is not the model section's LoopedTransformer: its size is its own
-            _check_memory(cfg, micro)
+            check_memory(cfg, micro)
         run = native_run(cfg, device, src, model, task)
     if src is not None:
         check_fingerprint(run.task, src, "a resume continues a run on the data it was trained on; restore the data, "
@@ -353,13 +353,13 @@ def _epoch_steps(t: Any, size: int, say: bool) -> int:
     return steps
 
 
-def _check_memory(cfg: Config, micro: int) -> None:
-    """Refuse, before anything starts, a native run whose weights, AdamW state and activations cannot fit in
-    the memory this machine has free. The activation figure is a lower bound (about 10·D + 2·d_ff + 2·H·T floats
-    per token, block and loop with a graph)."""
+def check_memory(cfg: Config, micro: int | None = None) -> None:
+    """Refuse, before anything starts, a native run whose weights, AdamW state and activations (micro-batches of
+    `micro`; None: one process's) cannot fit in the memory free here. The activations are a lower bound (about
+    10·D + 2·d_ff + 2·H·T floats per token, block and loop with a graph)."""
     from . import memory
-
-    m, lp = cfg.model, cfg.loops
+    m, lp, t = cfg.model, cfg.loops, cfg.train
+    micro = micro or min(t.micro_batch_size or t.batch_size, t.batch_size)
     with torch.device("meta"):
         params = sum(p.numel() for p in LoopedTransformer(m).parameters())
     # the deepest loop count a training step samples (loops.num_loops alone only sets the no-graph evaluations)

@@ -234,6 +234,9 @@ CASES: dict[str, Case] = {
     "arg-sweep-batch-zero": Case("arguments", "zero batch size", [*S, "--batch-size", "0"]),
     "arg-sweep-batch-text": Case("arguments", "batch size that is not a number", [*S, "--batch-size", "many"]),
     "arg-sweep-n-zero": Case("arguments", "zero problems", [*S, "--n", "0"]),
+    "arg-sweep-out-png": Case("arguments", "sweep --out naming a figure (JSON)", [*S, "--out", "{tmp}/a.pdf"]),
+    "arg-analyze-out-json": Case("arguments", "analyze --out naming a .json file (it writes a folder)", [
+        "analyze", "{run}", "--no-progress", "--out", "{tmp}/an.json"]),
     "arg-sweep-exit-tol-negative": Case("arguments", "negative exit tolerance", [*S, "--exit-tol", "-0.1"]),
     "arg-sweep-exit-tol-nan": Case("arguments", "NaN exit tolerance", [*S, "--exit-tol", "nan"]),
     "arg-sweep-exit-stable-zero": Case("arguments", "exit after 0 stable loops", [*S, "--exit-stable", "0"]),

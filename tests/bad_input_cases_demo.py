@@ -21,4 +21,7 @@ DEMO_CASES: dict[str, Case] = {
     "run-demo-stage2-invalid": Case("rundir", "demo --set a value valid for stage 1 only (min_lr between the stages' "
                                     "learning rates; refused before stage 1 trains)", [
         *DEMO, "--set", "train.min_lr=5e-4", "--set", "train.steps=2"]),
+    "run-demo-stage2-memory": Case("rundir", "demo --set that stage 1 fits but stage 2 does not (100,000 loops with a "
+                                   "graph; refused before stage 1 trains)", [
+        *DEMO, "--set", "loops.max_loops=100000", "--set", "train.steps=2"]),
 }

@@ -243,6 +243,30 @@ def test_keep_last_k_checkpoints_and_the_cli_reads_each(tmp_path, capsys):
     assert [s for s, _ in ckpt.history(run)] == [7, 8] and ckpt.load_state(run)["step"] == 9
 
 
+def test_a_checkpoint_replaced_while_it_is_read_is_not_scored_under_the_new_step(tmp_path, capsys, monkeypatch):
+    """A result records the step of the weights it scored: the step was read after the work, so a sweep of a run
+    still training named a later checkpoint than it loaded. Read around the load, a replacement in between is
+    refused."""
+    cfg = tiny_config(train=dict(steps=4, checkpoint_every=2, keep_checkpoints=2, eval_every=0))
+    run = train(cfg, tmp_path / "run", progress=False)
+    real = ckpt.load_model
+
+    def load_then_a_save(path, *a, **k):  # the trainer saves its next checkpoint while the weights are read
+        out = real(path, *a, **k)
+        shutil.rmtree(run / "checkpoint")
+        shutil.copytree(ckpt.history(run)[0][1], run / "checkpoint")
+        return out
+
+    monkeypatch.setattr(ckpt, "load_model", load_then_a_save)
+    args = ["--depths", "1:2", "--n", "4", "--no-progress", "--out", str(tmp_path / "s.json")]
+    capsys.readouterr()
+    assert main(["sweep", str(run), *args]) == 2
+    assert "was replaced while it was read (step 4, then 2" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()
+    monkeypatch.setattr(ckpt, "load_model", real)
+    assert main(["sweep", str(run), *args]) == 0 and json.loads((tmp_path / "s.json").read_text())["step"] == 2
+
+
 def test_a_foreign_folder_in_the_history_is_neither_counted_nor_pruned(tmp_path, capsys):
     """`checkpoints/step-99999999` made by hand (no manifest) sorts after every real step: counted as a checkpoint,
     it pushed the run's real ones out of a keep-last-K history. It is ignored, kept, and never resumed from."""

@@ -123,3 +123,8 @@ def test_under_torchrun_rank_0_speaks_for_all(tmp_path):
     errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
     assert bad.returncode != 0 and len(errors) == 1 and "reg.samples=3" in errors[0], bad.stderr[-2000:]
     assert not (tmp_path / "bad").exists()
+    # the run-folder refusals and the command line's are the same on every rank too
+    for refused, said in ((run(tmp_path / "ok", ["reg.kind=none"]), "already holds a checkpoint"),
+                          (run(tmp_path / "x", ["reg.kind=none", "reg.kind=jsrr"]), "reg.kind given twice")):
+        errors = [ln for ln in refused.stderr.splitlines() if ln.startswith("error:")]
+        assert refused.returncode != 0 and len(errors) == 1 and said in errors[0], refused.stderr[-2000:]

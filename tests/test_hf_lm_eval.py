@@ -61,6 +61,16 @@ def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path):
                      (dict(tokenizer=str(tmp_path / "none")), "none: no such tokenizer folder")):
         with pytest.raises(UserError, match=msg):
             LoopedLM(pretrained=str(d / "model"), device="cpu", **bad)
+    # a device torch cannot use was its traceback (cuda on a machine without it runs on the CPU, as lm-eval's hf)
+    for device in ("mps", "CPU", "meta"):
+        with pytest.raises(UserError, match=f"unknown device '{device}'"):
+            LoopedLM(pretrained=str(d / "model"), device=device)
+    # a generation budget past the user's own max_length names that, not the model's positions
+    gen_task = setup[1][0]
+    lm = LoopedLM(pretrained=str(d / "model"), device="cpu", max_length=4)
+    with pytest.raises(UserError, match="does not fit model_args max_length=4"):
+        lm_eval.simple_evaluate(model=lm, tasks=[gen_task], limit=1, log_samples=False, bootstrap_iters=0,
+                                task_manager=TaskManager(include_path=str(d / "tasks"), include_defaults=False))
     r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "looplm", "--model_args",
                         f"pretrained={d / 'model'},trust_remote_code=True", "--tasks", mc_task, "--include_path",
                         str(d / "tasks"), "--device", "cpu"],

@@ -82,6 +82,29 @@ def test_export_hf_command(looplm_ckpt, tmp_path, capsys):
     assert cli(["export-hf", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
 
 
+def test_an_interrupted_export_leaves_no_model_directory(looplm_ckpt, tmp_path, monkeypatch, capsys):
+    """Ctrl-C or SIGTERM in the middle of writing left a torn config.json, or weights with no tokenizer, in --out:
+    it read as a damaged model, and the rerun was refused as a folder that is not empty. The export is written
+    beside --out and renamed into place."""
+    from transformers import PreTrainedTokenizerFast
+
+    from looplm.cli import main as cli
+
+    d, _, _ = looplm_ckpt
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", interrupted)  # after the weights are written
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "x", tmp_path / "empty"):
+        assert cli(["export-hf", str(d), "--out", str(out)]) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"] and not any((tmp_path / "empty").iterdir())
+    monkeypatch.undo()
+    assert cli(["export-hf", str(d), "--out", str(tmp_path / "x")]) == 0
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / "x").iterdir()}
+
+
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
 def test_export_writes_a_tokenizer_that_encodes_as_training_did(tmp_path, kind, capsys):
     """An export loads with AutoTokenizer and gives the ids of the tokenizer saved with the run, for every kind of

@@ -292,10 +292,10 @@ def test_size_graded_tasks_sweep_by_size_and_depth(name, tmp_path, capsys):
         assert cli("sweep", tmp_path / "run", "--sizes", "6:7", "--exit-tol", "0.1", "--out", tmp_path / "x.json",
                    "--no-progress") == 2
         assert "exit rule" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
-        # the JSON and its heatmap under one name: refused before the sweep, whatever --force says
+        # the JSON under its heatmap's name: refused before the sweep, whatever --force says
         assert cli("sweep", tmp_path / "run", "--sizes", "6:7", "--out", tmp_path / "x.png", "--force",
                    "--no-progress") == 2
-        assert "would be written twice" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+        assert "sweep writes its result as JSON" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
     # A size past the model's positions is refused with the numbers.
     big = {"chain": "8", "parity": "40"}[name]
     assert cli("sweep", tmp_path / "run", "--sizes", big, "--out", tmp_path / "b.json", "--no-progress") == 2

@@ -109,7 +109,7 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     records, refused if the data holds fewer usable ones; None: `default_n`, or all there are if fewer. The
     inputs are read and checked (and `before()` runs) before the weights are loaded. Records longer than
     `max_length` tokens (default: the model's position table) are skipped, and the count is printed."""
-    from ..checkpoint import run_label, saved_step
+    from ..checkpoint import loaded_at_step, run_label
     from ..dynamics import diagnose
     from .finetune import check_local, check_model_type, load_tokenizer
 
@@ -145,18 +145,18 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
               f"{stats['used']} analyzed")
     if before is not None:
         before({Path(data): "the --data file"})
-    model = load_looped(path, device)
-    trained = _trained_loops(path)  # its run config read before the work, not after
+    model, step = loaded_at_step(Path(path), lambda: load_looped(path, device))
+    trained = _trained_loops(path, step)  # its run config read before the work, not after
     res = diagnose(model, batch, depths, **diagnose_kw)
     cfg = model.config
-    res.update({"checkpoint": str(path), "step": saved_step(path), "data": str(data), "data_stats": stats,
+    res.update({"checkpoint": str(path), "step": step, "data": str(data), "data_stats": stats,
                 "train_loops": trained, "label": run_label(path),
                 "model": {"model_type": cfg.model_type, "architecture": type(model).__name__,
                           "parameters": sum(p.numel() for p in model.parameters())}})
     return res
 
 
-def _trained_loops(path: str | Path) -> list[int] | None:
+def _trained_loops(path: str | Path, step: int | None) -> list[int] | None:
     """The loop counts a looplm fine-tune trained at (its run config), for the figure's shading; None for a model
     looplm did not train (Ouro, an export: their training depths are not in the files)."""
     from .. import checkpoint as ckpt
@@ -164,4 +164,4 @@ def _trained_loops(path: str | Path) -> list[int] | None:
 
     if not (Path(path) / ckpt.RUN_CONFIG).is_file():
         return None
-    return trained_loops(ckpt.load_config(path), ckpt.saved_step(Path(path)))
+    return trained_loops(ckpt.load_config(path), step)

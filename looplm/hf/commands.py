@@ -95,12 +95,10 @@ def run(args: argparse.Namespace) -> None:
     elif args.cmd == "export-hf":
         from ..checkpoint import enclosing_checkpoint
         from ..errors import UserError
-        from .looplm_hf import convert_checkpoint
+        from .looplm_hf import check_new_model_dir, convert_checkpoint
 
         out = Path(args.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise UserError(f"--out {out} exists and is {'a file' if not out.is_dir() else 'not empty'}; export-hf "
-                            "writes a new model directory (choose a new or empty one)")
+        check_new_model_dir(out)
         inside = enclosing_checkpoint(out / "config.json")
         if inside is not None:
             raise UserError(f"--out {out} is inside {inside}, which training replaces and prunes; export-hf writes a "

@@ -30,7 +30,7 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from ..checkpoint import saved_step, write_result
+from ..checkpoint import loaded_at_step, write_result
 from ..errors import UserError
 from ..looped import check_looped, loop_count
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
@@ -154,8 +154,10 @@ class LoopedLM(HFLM):
             if "max tokens to generate" not in str(e):
                 raise
             why = str(e).strip().rstrip(".")[:200]
-            raise UserError(f"{GEN_BUDGET} the model's {self.max_length} positions ({why}); ask for fewer tokens "
-                            "(looplm eval-lm: --max-gen-toks; lm-eval: --gen_kwargs max_gen_toks=N)") from None
+            limit = f"model_args max_length={self._max_length}" if self._max_length else \
+                f"the model's {self.max_length} positions"
+            raise UserError(f"{GEN_BUDGET} {limit} ({why}); ask for fewer tokens (looplm eval-lm: --max-gen-toks; "
+                            "lm-eval: --gen_kwargs max_gen_toks=N)") from None
 
     def tok_encode(self, string: str, *args: Any, **kwargs: Any) -> list[int]:
         with _encodable():
@@ -254,6 +256,9 @@ def _load(path: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         if device is not None:  # lm-eval's command line asks for cuda:0 unless told: as its hf model, use the CPU
             logging.getLogger(__name__).warning(f"device {device} is not available here; running on the CPU")
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    from ..train import resolve_device
+
+    device = resolve_device(str(device))  # an unknown one (mps, CPU, meta) is one line, not torch's traceback
     revision = kwargs.pop("revision", None)
     revision = None if revision in (None, "", "main") else revision
     if isinstance(dtype, str) and dtype != "auto" and dtype not in _DTYPES:
@@ -348,8 +353,12 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     # The model first: what is wrong with it (no loop, damaged or partial weights, foreign code) is said before
     # lm-eval indexes its tasks
     exit_kw = {"exit_threshold": exit_threshold, "exit_dtype": exit_dtype} if exit_threshold is not None else {}
-    lm = LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
-                  **exit_kw, **(model_kwargs or {}))
+    def load() -> LoopedLM:
+        return LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
+                        **exit_kw, **(model_kwargs or {}))
+
+    # a fine-tune's checkpoint says its step, read around the load (a run may still be training into it)
+    lm, step = loaded_at_step(Path(pretrained), load) if Path(str(pretrained)).is_dir() else (load(), None)
     config_q = getattr(lm.model.config, "early_exit_threshold", None)
     if lm.exit_threshold is None and config_q is not None:
         lm.model.config.early_exit_threshold = None  # in memory only: every row runs its loops
@@ -414,7 +423,6 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         used = ", ".join(f"{t} ({n} shots, set by the task)" for t, n in overridden.items())
         print(f"note: --num-fewshot {num_fewshot} was not used by {used}; eval_lm.json records the shots each task "
               "used (num_fewshot_used)")
-    step = saved_step(pretrained) if Path(str(pretrained)).is_dir() else None  # a fine-tune's checkpoint says it
     result = {"model": str(pretrained), "step": step, "tasks": tasks, "depths": depths, "limit": limit,
               "num_fewshot": num_fewshot,
               "num_fewshot_used": shots,

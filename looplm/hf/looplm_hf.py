@@ -9,6 +9,8 @@ on the whole prefix each step (exact; cheap at looplm's lengths), and prompts mu
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,15 @@ class LooplmForCausalLM(PreTrainedModel, GenerationMixin):
         return out.to_tuple() if return_dict is False else out
 
 
+def check_new_model_dir(out: Path) -> None:
+    """An export writes a new model directory: never over a file, or into a folder that holds anything."""
+    from ..errors import UserError
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} exists and is {'a file' if not out.is_dir() else 'not empty'}; export-hf "
+                        "writes a new model directory (choose a new or empty one)")
+
+
 def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int | None = None,
                        eos_token_id: int | None = None, pad_token_id: int | None = None) -> Path:
     """Write a looplm checkpoint (run directory or its checkpoint/ folder) as an HF model directory, with its
@@ -147,6 +158,8 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
     from .. import checkpoint as ckpt
     from ..tasks import make_task, saved_tokenizer, tokenizers
     from .tokenizer import as_hf_tokenizer
+
+    check_new_model_dir(Path(out))
 
     model, cfg = ckpt.load_model(checkpoint, "cpu")
     # The tokenizer saved with the checkpoint: a file task's data need not be where it was when training ran.
@@ -163,7 +176,17 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
     out = Path(out)
     from .finetune import quiet_transformers
 
-    with quiet_transformers():  # no progress bar: the command prints its own line
-        hf.save_pretrained(out)
-        hf_tok.save_pretrained(out)
+    # written beside --out, then renamed into place: an interrupted export (Ctrl-C, SIGTERM, a full disk) leaves
+    # no half model directory, which would read as a damaged model and block the rerun
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.parent / f".{out.name}.{os.getpid()}.export"
+    try:
+        with quiet_transformers():  # no progress bar: the command prints its own line
+            hf.save_pretrained(part)
+            hf_tok.save_pretrained(part)
+        if out.is_dir():
+            out.rmdir()  # empty: the command refuses any other --out
+        part.rename(out)
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
     return out
