@@ -482,6 +482,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"run written to {run}")
     elif args.cmd == "sweep":
         out = Path(args.out) if args.out else default_out_dir(args.checkpoint) / "sweep.json"
+        if args.out and args.out.endswith(("/", os.sep)):  # pathlib drops the slash: the folder would be a file
+            raise UserError(f"--out {args.out} names a folder; give the path of the file to write (e.g. "
+                            f"{out / 'sweep.json'})")
         if out.suffix.lower() in FIGURE_SUFFIXES:  # JSON under an image's name: no viewer opens it
             raise UserError(f"--out {out}: sweep writes its result as JSON (looplm plot draws it); give a .json path")
         written = [out, *([out.with_suffix(".png")] if args.sizes else [])]

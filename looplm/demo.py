@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from . import checkpoint as ckpt
+from . import rundir
 from .config import ConfigError, load_config
 from .errors import UserError
 from .evaluate import parse_depths
@@ -46,6 +47,7 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
                         f"{cfg1.data.test_size} problems; ask for at most {cfg1.data.test_size}")
     results = [out / f for f in DEMO_FILES if "." in f]  # sweep.json, dynamics.json and their figures
     fresh_outputs(results, force)
+    rundir.resume_point(out / "stage2", True)  # a stage2/ that is no run is refused now, not after stage 1 trained
     t0 = time.perf_counter()
     stage1 = fit(cfg1, out / "stage1", resume=True, progress=progress)
     cfg = load_config("addition-stars", [*(overrides or []), f"train.init_from={stage1}"])

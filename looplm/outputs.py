@@ -54,7 +54,9 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         if own is not None:  # --force replaces an earlier result, never the run's own files
             raise UserError(f"--out {p} would write {'into' if own != p else 'over'} {own}, which belongs to the "
                             f"run in {own.parent}; write beside the run's files (e.g. {own.parent / 'sweep.json'})")
-        above = next((a for a in p.parents if a.exists()), None)
+        above = next((a for a in p.parents if a.exists() or a.is_symlink()), None)
+        if above is not None and not above.exists():  # a link to a folder that is not there (an unmounted drive)
+            raise UserError(f"cannot write {p}: {above} is a symlink to {os.readlink(above)}, which does not exist")
         if above is not None and not above.is_dir():
             raise UserError(f"cannot write {p}: {above} is a file, not a directory; choose another --out")
         if above is not None:  # found now, not after the work: a test file made and removed in the same breath
@@ -65,6 +67,9 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
                                 "--out") from None
         if p.is_dir():
             raise UserError(f"--out {p} is a directory; give the path of the file to write")
+        if p.is_symlink() and not p.exists() and not force:  # not the result of another command: the user's link
+            raise UserError(f"{p} is a symlink to {os.readlink(p)}, which does not exist; pass --force to replace the "
+                            "link, or --out somewhere else")
         if p.exists() and not force:
             raise UserError(f"{p} already exists (an earlier result); pass --force to replace it, or --out "
                             "somewhere else")
@@ -130,12 +135,22 @@ def _folders_held(paths: list[Path]) -> Iterator[None]:
         yield
         return
     fds: list[int] = []
+    made: list[Path] = []  # folders this command creates: a refused or stopped one leaves none of them behind
     try:
         for d in sorted({p.parent for p in paths}):  # one order for every command: no two wait on each other
+            made += reversed([a for a in (d, *d.parents) if not a.exists() and not a.is_symlink()])
             d.mkdir(parents=True, exist_ok=True)
             fds.append(os.open(d, os.O_RDONLY))
             fcntl.flock(fds[-1], fcntl.LOCK_EX)
         yield
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        fds = []
+        for d in reversed(made):
+            with contextlib.suppress(OSError):  # not empty: a file that is not this command's (kept)
+                d.rmdir()
+        raise
     finally:
         for fd in fds:
             os.close(fd)  # closing releases the lock
@@ -156,6 +171,7 @@ def _all_or_nothing(paths: list[Path]) -> Iterator[None]:
     for p in paths:
         _recover(p)
     existed = {p: p.is_file() and not p.is_symlink() for p in paths}
+    present = {p: p.exists() or p.is_symlink() for p in paths}  # (a link --force replaces is the user's until then)
     kept: dict[Path, Path] = {}
     try:
         for p in paths:
@@ -173,7 +189,7 @@ def _all_or_nothing(paths: list[Path]) -> Iterator[None]:
             if p in kept:
                 if not (p.exists() and os.path.samefile(p, kept[p])):
                     os.replace(kept[p], p)  # the earlier result, back under its name
-            elif not existed[p] and (p.exists() or p.is_symlink()):
+            elif not present[p] and (p.exists() or p.is_symlink()):
                 p.unlink()  # a file this command wrote
         raise
     finally:

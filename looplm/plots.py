@@ -10,6 +10,7 @@ import glob
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,12 +38,16 @@ def _save(fig: plt.Figure, out: str | Path, replace: bool = True, tight: bool = 
     (looplm.checkpoint.write_result)."""
     from .checkpoint import write_result
 
-    if tight:
-        fig.tight_layout()
-    try:
-        return write_result(out, fig.savefig, replace)
-    finally:
-        plt.close(fig)
+    # A label in a script the font lacks (a CJK run name) is drawn as boxes, and a very long one leaves no room for
+    # the tight layout: matplotlib's warnings about either, with its source lines, are not the user's to act on.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(Glyph \d+ .*missing from font|Tight layout not applied)")
+        if tight:
+            fig.tight_layout()
+        try:
+            return write_result(out, fig.savefig, replace)
+        finally:
+            plt.close(fig)
 
 
 def read_json(path: str | Path) -> dict:

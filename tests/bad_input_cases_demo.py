@@ -24,4 +24,7 @@ DEMO_CASES: dict[str, Case] = {
     "run-demo-stage2-memory": Case("rundir", "demo --set that stage 1 fits but stage 2 does not (100,000 loops with a "
                                    "graph; refused before stage 1 trains)", [
         *DEMO, "--set", "loops.max_loops=100000", "--set", "train.steps=2"]),
+    "run-demo-stage2-foreign": Case("rundir", "demo into a folder whose stage2/ holds a file of the user's (refused "
+                                    "before stage 1 trains)", [*DEMO, "--set", "train.steps=2"],
+                                    {"demo/stage2/notes.txt": "mine\n"}),
 }

@@ -11,6 +11,7 @@ from .bad_input_damage import (
     _as_bin,
     _big_tokenizer,
     _config_edit,
+    _dangling_link,
     _export,
     _export_no_tokenizer,
     _hf_config_more_layers,
@@ -202,6 +203,10 @@ HF_CASES: dict[str, Case] = {
                           "bogus"], hf=True),
     "hf-eval-batch-zero": Case("hf", "eval-lm with batch size 0", ["eval-lm", "{base}", "--tasks", "x",
                                "--batch-size", "0"], hf=True),
+    "hf-export-out-under-a-file": Case("hf", "export-hf --out inside a path that is a file", [
+        "export-hf", "{run}", "--out", "{tmp}/afile/x"], {"afile": "not a folder\n"}, hf=True),
+    "hf-export-out-dangling-link": Case("hf", "export-hf --out a symlink to nothing", [
+        "export-hf", "{run}", "--out", "{tmp}/dang"], prepare=_dangling_link, hf=True),
     "hf-export-loops-zero": Case("hf", "export-hf with 0 loops", ["export-hf", "{run}", "--out", "{tmp}/x",
                                  "--loops", "0"], hf=True),
     "hf-sweep-on-finetune": Case("hf", "sweep a fine-tuned HF checkpoint (a task sweep needs looplm's own model)",

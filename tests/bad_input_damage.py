@@ -259,6 +259,11 @@ def _manifest(edit: Callable[[dict], None], what: str) -> Callable[[Path, Path],
     return prep
 
 
+def _dangling_link(tmp: Path, copy: Path) -> None:
+    """<tmp>/dang: a symlink to a folder that does not exist"""
+    (tmp / "dang").symlink_to(tmp / "nowhere")
+
+
 def _export(tmp: Path, copy: Path) -> None:
     """<tmp>/exp: the run written by `looplm export-hf`"""
     assert main(["export-hf", str(copy), "--out", str(tmp / "exp")]) == 0

@@ -109,6 +109,17 @@ def test_a_messages_other_keys_reach_the_template(tok):
         "<think>2 and 3 make 5.</think>#### 5<|im_end|>"]
 
 
+def test_an_assistant_turn_of_weight_0_is_context(tok):
+    """OpenAI's fine-tuning format marks an assistant turn not to train on with "weight": 0: it was trained on."""
+    convo = [{"role": "user", "content": "What is 2+3?"}, {"role": "assistant", "content": "five", "weight": 0},
+             {"role": "user", "content": "digits?"}, {"role": "assistant", "content": "#### 5", "weight": 1}]
+    msgs = to_messages({"messages": convo})
+    assert target_texts(tok, encode_chat(tok, msgs)) == ["#### 5<|im_end|>"]
+    assert to_messages({"messages": convo[:2]}) is None  # nothing left to learn from
+    with pytest.raises(ValueError, match=r"messages\[1\].weight must be 0 \(not trained on\) or 1, got 0.5"):
+        to_messages({"messages": [convo[0], {**convo[1], "weight": 0.5}]})
+
+
 def test_encoding_a_long_conversation_is_no_warning(tok):
     """A conversation is tokenized whole, then cut or dropped by looplm (data.overlong): transformers' warning that
     running it "will result in indexing errors" was printed on fine-tunes that succeeded, and before error lines."""

@@ -65,6 +65,9 @@ def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path):
     for device in ("mps", "CPU", "meta"):
         with pytest.raises(UserError, match=f"unknown device '{device}'"):
             LoopedLM(pretrained=str(d / "model"), device=device)
+    # device= or batch_size= in model_args beside lm-eval's own (its command line always passes both): one line
+    with pytest.raises(UserError, match="model_args device=cpu: lm-eval's command line passes device itself"):
+        LoopedLM.create_from_arg_string(f"pretrained={d / 'model'},device=cpu", {"device": "cuda:0", "batch_size": 1})
     # a generation budget past the user's own max_length names that, not the model's positions
     gen_task = setup[1][0]
     lm = LoopedLM(pretrained=str(d / "model"), device="cpu", max_length=4)

@@ -103,6 +103,16 @@ def test_an_interrupted_export_leaves_no_model_directory(looplm_ckpt, tmp_path, 
     monkeypatch.undo()
     assert cli(["export-hf", str(d), "--out", str(tmp_path / "x")]) == 0
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / "x").iterdir()}
+    # an empty folder the user prepared (its mode, a symlink to it) is written into, not replaced
+    prepared, link = tmp_path / "empty", tmp_path / "link"
+    prepared.chmod(0o2750)
+    link.symlink_to(prepared)
+    before = prepared.stat()
+    assert cli(["export-hf", str(d), "--out", str(link)]) == 0
+    after = prepared.stat()
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode) and link.is_symlink()
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in prepared.iterdir()}
+    assert not [p for p in tmp_path.rglob("*") if "export" in p.name]  # no working folder left
 
 
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])

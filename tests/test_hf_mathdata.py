@@ -111,3 +111,11 @@ def test_lm_eval_task_runs_through_eval_depths_with_the_chat_template(tmp_path, 
                                              add_generation_prompt=True) for q in questions}
     with pytest.raises(ValueError, match="identifier"):
         write_lm_eval_task(tmp_path / "tasks", test, name="my-task")
+    # a task edited by hand is kept unless overwrite=True (it was replaced without a word)
+    edited = tmp_path / "tasks" / f"{name}.yaml"
+    edited.write_text(edited.read_text() + "# my edit\n")
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        write_lm_eval_task(tmp_path / "tasks", test, max_gen_toks=8)
+    assert edited.read_text().endswith("# my edit\n")
+    write_lm_eval_task(tmp_path / "tasks", test, max_gen_toks=8, overwrite=True)
+    assert "# my edit" not in edited.read_text()

@@ -359,6 +359,12 @@ def test_a_size_graded_data_file_is_checked_row_by_row(tmp_path):
     f.write_text('{"prompt": "a=1;b=a;c=2;d=c;?b=", "answer": "2"}\n')
     with pytest.raises(ValueError, match="answer '2' is wrong: 'a=1;b=a;c=2;d=c;\\?b=' gives '1'"):
         ChainTask(1, 4, 10, 0, 64).load_eval(str(f), None)
+    # a fact that is not `x=y`, or a letter bound twice, is no chain problem (both were scored, the junk skipped and
+    # the last binding taken)
+    for prompt in ("a=1;junk;?a=", "a=1;a=2;?a=", "a=1;bc=a;?a=", "a=1;b=;?a="):
+        f.write_text(json.dumps({"prompt": prompt, "answer": "1"}) + "\n")
+        with pytest.raises(ValueError, match="is not a chain problem"):
+            ChainTask(1, 4, 10, 0, 64).load_eval(str(f), None)
 
 
 def test_special_token_names_in_text_are_text():

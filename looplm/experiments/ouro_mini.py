@@ -236,7 +236,8 @@ def check_problems(folder: Path, s: Settings) -> tuple[Path, str]:
 
     _, test = write_split(folder / "data", 0, CHECK_N, seed=s.data_seed, steps=s.problem_steps,
                           max_value=s.max_value, overwrite=True)  # a scratch copy, the same problems each time
-    return folder / "tasks", write_lm_eval_task(folder / "tasks", test, TASK, max_gen_toks=s.max_gen_toks)
+    return folder / "tasks", write_lm_eval_task(folder / "tasks", test, TASK, max_gen_toks=s.max_gen_toks,
+                                                overwrite=True)
 
 
 def base_check(model_dir: Path, s: Settings, scratch: Path) -> dict:

@@ -96,7 +96,7 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
     full = _render(tokenizer, messages, False, chat_template)
     spans = []
     for i, m in enumerate(messages):
-        if m.get("role") != "assistant":
+        if m.get("role") != "assistant" or m.get("weight") == 0:  # weight 0 (OpenAI's format): context, not target
             continue
         prefix = _render(tokenizer, messages[:i], True, chat_template) if i else _opening(tokenizer, chat_template,
                                                                                           full)
@@ -158,6 +158,9 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
             if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
                 raise ValueError(f"{messages_field}[{j}] must be an object with string `role` and `content`, got "
                                  f"{json.dumps(m)[:80]}")
+            if "weight" in m and (m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
+                raise ValueError(f"{messages_field}[{j}].weight must be 0 (not trained on) or 1, got "
+                                 f"{json.dumps(m['weight'])[:40]}")
         # the other keys too: a template may render them (reasoning_content in <think>, a speaker's name), and
         # what an assistant turn renders is its target
         out = [dict(m) for m in msgs]
@@ -173,7 +176,7 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
         raise ValueError(f"unknown data format {fmt!r}; use auto, messages or prompt_response")
     if system_prompt and out[0]["role"] != "system":
         out.insert(0, {"role": "system", "content": system_prompt})
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in out):
+    if not any(m["role"] == "assistant" and m["content"].strip() and m.get("weight") != 0 for m in out):
         return None
     return out
 

@@ -147,6 +147,24 @@ class LoopedLM(HFLM):
             kw["exit_dtype"] = self.exit_dtype
         return kw
 
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None
+                            ) -> LoopedLM:
+        # lm-eval's command line passes --device and --batch_size beside the model_args: the same key in both was
+        # Python's "multiple values for keyword argument" traceback
+        twice = sorted(k for k, v in (additional_config or {}).items() if v is not None and k in arg_dict)
+        if twice:
+            flags = ", ".join(f"--{k}" for k in twice)
+            raise UserError(f"model_args {', '.join(f'{k}={arg_dict[k]}' for k in twice)}: lm-eval's command line "
+                            f"passes {', '.join(twice)} itself; give it with {flags}, not in model_args")
+        return super().create_from_arg_obj(arg_dict, additional_config)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> LoopedLM:
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
     def generate_until(self, requests: list[Any], *args: Any, **kwargs: Any) -> list[str]:
         try:
             return super().generate_until(requests, *args, **kwargs)

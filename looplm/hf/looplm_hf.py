@@ -18,6 +18,7 @@ import torch
 from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 
 from ..config import ConfigError, ModelConfig
+from ..errors import UserError
 from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import LoopedTransformer
 from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
@@ -141,11 +142,16 @@ class LooplmForCausalLM(PreTrainedModel, GenerationMixin):
 
 def check_new_model_dir(out: Path) -> None:
     """An export writes a new model directory: never over a file, or into a folder that holds anything."""
-    from ..errors import UserError
-
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is {'a file' if not out.is_dir() else 'not empty'}; export-hf "
                         "writes a new model directory (choose a new or empty one)")
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"--out {out} is a symlink to {os.readlink(out)}, which does not exist")
+    above = next((p for p in out.absolute().parents if p.exists() or p.is_symlink()), None)
+    if above is not None and not above.exists():
+        raise UserError(f"cannot write {out}: {above} is a symlink to {os.readlink(above)}, which does not exist")
+    if above is not None and not above.is_dir():
+        raise UserError(f"cannot write {out}: {above} is a file, not a folder")
 
 
 def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int | None = None,
@@ -176,17 +182,24 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
     out = Path(out)
     from .finetune import quiet_transformers
 
-    # written beside --out, then renamed into place: an interrupted export (Ctrl-C, SIGTERM, a full disk) leaves
-    # no half model directory, which would read as a damaged model and block the rerun
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.parent / f".{out.name}.{os.getpid()}.export"
+    # Written aside, then moved into place: an interrupted export (Ctrl-C, SIGTERM, a full disk) leaves no half
+    # model directory, which would read as a damaged model and block the rerun. A new --out is written beside it
+    # and renamed; an empty folder the user prepared (its mode, group, a symlink to it, `.`) is kept, and the
+    # files are moved into it from a folder inside it.
+    prepared = out.is_dir()
+    part = out / f".export.{os.getpid()}" if prepared else out.parent / f".{out.name}.{os.getpid()}.export"
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         with quiet_transformers():  # no progress bar: the command prints its own line
             hf.save_pretrained(part)
             hf_tok.save_pretrained(part)
-        if out.is_dir():
-            out.rmdir()  # empty: the command refuses any other --out
-        part.rename(out)
+        if prepared:
+            for f in sorted(part.iterdir()):
+                os.replace(f, out / f.name)
+        else:
+            part.rename(out)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     finally:
         shutil.rmtree(part, ignore_errors=True)
     return out

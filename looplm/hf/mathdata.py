@@ -336,11 +336,12 @@ STOP_STRINGS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>")
 
 
 def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "looplm_math",
-                       max_gen_toks: int = 256) -> str:
+                       max_gen_toks: int = 256, overwrite: bool = False) -> str:
     """A local lm-eval generation task over `test_jsonl` (records of `write_split`): `<name>.yaml` and
     `<name>_utils.py` in `folder` (pass it as `include_path`). The prompt is the question alone, meant as the
     user turn of the chat template (`apply_chat_template=True`, as in fine-tuning); decoding is greedy and stops
-    at ChatML's end-of-turn; `exact_match` compares the final answers. Returns the task name."""
+    at ChatML's end-of-turn; `exact_match` compares the final answers. Returns the task name. Existing files (a
+    task edited by hand) are replaced only with `overwrite`."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"task name must be a Python identifier (it names the scoring module), got {name!r}")
     if not isinstance(max_gen_toks, int) or max_gen_toks < 1:
@@ -349,6 +350,10 @@ def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "
     if not data.is_file():
         raise ValueError(f"{test_jsonl} is not a file (write it with write_split)")
     folder = Path(folder)
+    there = [folder / f for f in (f"{name}.yaml", f"{name}_utils.py") if (folder / f).exists()]
+    if there and not overwrite:
+        raise FileExistsError(f"{', '.join(map(str, there))} already exist; pass overwrite=True to replace them, or "
+                              "write the task into another folder")
     folder.mkdir(parents=True, exist_ok=True)
     q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
     yaml = "\n".join([

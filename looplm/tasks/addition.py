@@ -133,6 +133,11 @@ class AdditionTask:
     def load_eval(self, path: str, n: int | None) -> Batch:
         """Problems from a file in the authors' JSONL format (`read_addition_jsonl`)."""
         a, b = read_addition_jsonl(path)
+        for i, (x, y) in enumerate(zip(a[:n], b[:n], strict=True)):  # named, in a file of thousands
+            need = len(self.tok.encode(self.prompt(x, y))) + len(self.tok.encode(self.target(x, y)))
+            if self.max_len is not None and need > self.max_len:
+                raise ValueError(f"{path}: problem {i + 1} ({x}+{y}) needs {need} positions but the model has "
+                                 f"max_seq_len={self.max_len}; it is too long for this model")
         return self.encode_problems(a[:n], b[:n], self.max_len)
 
     @staticmethod

@@ -188,7 +188,13 @@ class ChainTask(SizedTask):
         body, _, query = prompt.rpartition("?")
         if not query.endswith("=") or len(query) != 2 or not body.endswith(";"):
             return None
-        facts = dict(f.split("=", 1) for f in body[:-1].split(";") if f.count("=") == 1)
+        pairs = [f.split("=", 1) for f in body[:-1].split(";")]
+        # every fact `x=y` (a letter bound to a letter or a digit), each letter bound once: a fact of another form,
+        # or a letter bound twice, is no chain problem (the last binding would have been taken silently)
+        if any(len(f) != 2 or len(f[0]) != 1 or not f[0].islower() or len(f[1]) != 1 for f in pairs) or \
+                len({f[0] for f in pairs}) < len(pairs):
+            return None
+        facts = dict(pairs)
         at, seen = query[0], set()
         while at in facts and at not in seen:
             seen.add(at)

@@ -1,0 +1,112 @@
+"""Command outputs: written whole or not at all, an earlier result put back when a replacement stops, commands
+writing into one folder taking turns, and figures drawn without library warnings."""
+
+import pytest
+
+
+def test_outputs_are_written_whole_or_not_at_all(tmp_path):
+    """A command stopped between its outputs (Ctrl-C after the JSON, before the figure) removes what it wrote,
+    so no half result blocks a rerun; a file it did not write stays."""
+    from looplm.outputs import all_or_nothing
+
+    kept, new_json, new_png = tmp_path / "old.txt", tmp_path / "d.json", tmp_path / "d.png"
+    kept.write_text("earlier")
+    with pytest.raises(KeyboardInterrupt), all_or_nothing([kept, new_json, new_png]):
+        new_json.write_text("{}")
+        raise KeyboardInterrupt
+    assert not new_json.exists() and kept.read_text() == "earlier"
+    with all_or_nothing([new_json, new_png]):
+        new_json.write_text("{}")
+        new_png.write_bytes(b"png")
+    assert new_json.exists() and new_png.exists()
+
+
+def test_two_commands_writing_the_same_outputs_take_turns(tmp_path):
+    """Two plots into one --out at once: the one that lost the race was refused (right), but its cleanup deleted
+    the figure the other had written and reported. Commands writing into one folder now take turns, and the
+    refused one leaves the other's files as they are."""
+    import threading
+
+    from looplm.checkpoint import write_result
+    from looplm.errors import UserError
+    from looplm.outputs import all_or_nothing
+
+    png = tmp_path / "a.png"
+    inside, release, order = threading.Event(), threading.Event(), []
+
+    def first() -> None:
+        with all_or_nothing([png]):
+            write_result(png, lambda f: f.write_bytes(b"first"))
+            inside.set()
+            release.wait(10)
+            order.append("first done")
+
+    def second() -> None:
+        inside.wait(10)
+        try:
+            with all_or_nothing([png]):  # waits for the first command's outputs to be whole
+                order.append("second in")
+                write_result(png, lambda f: f.write_bytes(b"second"))  # without --force: the name is taken
+        except UserError as e:
+            order.append(str(e))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    inside.wait(10)
+    threading.Timer(0.3, release.set).start()
+    for t in threads:
+        t.join(20)
+    assert order[:2] == ["first done", "second in"] and "appeared while this command ran" in order[2]
+    assert png.read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_a_stopped_command_leaves_no_folder_it_made(tmp_path):
+    """A refused or interrupted plot into a new --out folder left the (empty) folders it had created."""
+    from looplm.outputs import all_or_nothing
+
+    new = tmp_path / "a" / "b" / "p.png"
+    (tmp_path / "keep").mkdir()
+    with pytest.raises(KeyboardInterrupt), all_or_nothing([new, tmp_path / "keep" / "q.png"]):
+        new.write_bytes(b"png")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+    with all_or_nothing([new]):  # a finished one keeps them
+        new.write_bytes(b"png")
+    assert new.read_bytes() == b"png"
+
+
+def test_an_interrupted_replacement_puts_the_earlier_result_back(tmp_path):
+    """--force replaces an earlier result only with a finished one: a command stopped after it wrote the new JSON
+    (and before its figure) restores the earlier JSON and figure, and leaves no kept copy behind."""
+    from looplm.checkpoint import write_result
+    from looplm.outputs import all_or_nothing
+
+    js, png = tmp_path / "dynamics.json", tmp_path / "dynamics.png"
+    js.write_text("earlier json")
+    png.write_bytes(b"earlier png")
+    with pytest.raises(KeyboardInterrupt), all_or_nothing([js, png]):
+        write_result(js, lambda f: f.write_text("new json"), replace=True)
+        raise KeyboardInterrupt
+    assert js.read_text() == "earlier json" and png.read_bytes() == b"earlier png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamics.json", "dynamics.png"]
+    with all_or_nothing([js, png]):  # finished: the new ones stay
+        write_result(js, lambda f: f.write_text("new json"), replace=True)
+        write_result(png, lambda f: f.write_bytes(b"new png"), replace=True)
+    assert js.read_text() == "new json" and png.read_bytes() == b"new png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamics.json", "dynamics.png"]
+
+
+def test_a_label_the_font_lacks_is_no_warning(tmp_path):
+    """A run named in a script the font lacks (CJK), or a very long label, printed matplotlib's warnings with its
+    source lines on stderr."""
+    import warnings
+
+    from looplm.plots import plot_accuracy
+
+    sweep = {"depths": [1, 2, 3], "accuracy": [0.5, 0.75, 1.0], "n": 4}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        plot_accuracy([{**sweep, "label": "実験"}, {**sweep, "label": "x" * 3000}], tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [str(w.message) for w in seen if "Glyph" in str(w.message) or "Tight layout" in str(w.message)]
