@@ -125,7 +125,7 @@ def _recover(p: Path) -> None:
 
 
 @contextlib.contextmanager
-def _folders_held(paths: list[Path]) -> Iterator[None]:
+def folders_held(paths: list[Path]) -> Iterator[None]:
     """An exclusive lock (POSIX flock, on the folder itself: no lock file is left) on each folder that `paths` lie
     in, waited for: two commands writing the same outputs take turns, so neither takes the other's files for its
     own (a refused command's cleanup deleted the result the other had just written and reported)."""
@@ -162,8 +162,8 @@ def all_or_nothing(paths: list[Path]) -> Iterator[None]:
     its figure, a full disk), the files it wrote are removed and the earlier results it was replacing (--force)
     are put back, so neither a half result nor a lost one is left. The earlier files are kept beside themselves
     while the command runs; a kill that skips this cleanup is repaired by the next command on the same outputs.
-    Commands writing into the same folders take turns (`_folders_held`)."""
-    with _folders_held(paths):
+    Commands writing into the same folders take turns (`folders_held`)."""
+    with folders_held(paths):
         yield from _all_or_nothing(paths)
 
 

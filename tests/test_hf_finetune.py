@@ -116,6 +116,9 @@ def test_an_assistant_turn_of_weight_0_is_context(tok):
     msgs = to_messages({"messages": convo})
     assert target_texts(tok, encode_chat(tok, msgs)) == ["#### 5<|im_end|>"]
     assert to_messages({"messages": convo[:2]}) is None  # nothing left to learn from
+    # parquet and hub data fill the key on messages that lack it with null: absent, not refused
+    nulls = to_messages({"messages": [{**convo[0], "weight": None}, *convo[1:]]})
+    assert target_texts(tok, encode_chat(tok, nulls)) == ["#### 5<|im_end|>"]
     with pytest.raises(ValueError, match=r"messages\[1\].weight must be 0 \(not trained on\) or 1, got 0.5"):
         to_messages({"messages": [convo[0], {**convo[1], "weight": 0.5}]})
 

@@ -68,6 +68,18 @@ def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path):
     # device= or batch_size= in model_args beside lm-eval's own (its command line always passes both): one line
     with pytest.raises(UserError, match="model_args device=cpu: lm-eval's command line passes device itself"):
         LoopedLM.create_from_arg_string(f"pretrained={d / 'model'},device=cpu", {"device": "cuda:0", "batch_size": 1})
+    with pytest.raises(UserError, match="model_args num_loops given twice"):  # lm-eval's parser kept the last
+        LoopedLM.create_from_arg_string(f"pretrained={d / 'model'},num_loops=2,num_loops=8", {})
+    # a task whose data file is empty (write_split(n_test=0)) or not JSON Lines: one line, not datasets' traceback
+    (tmp_path / "et").mkdir()
+    (tmp_path / "et" / "empty.jsonl").write_text("")
+    mc_yaml = next((d / "tasks").glob(f"{mc_task}.yaml")).read_text()
+    (tmp_path / "et" / "e.yaml").write_text(mc_yaml.replace(f"task: {mc_task}", "task: et_empty").replace(
+        str(d / "math.jsonl"), str(tmp_path / "et" / "empty.jsonl")))
+    for f in (d / "tasks").glob("*.py"):
+        (tmp_path / "et" / f.name).write_text(f.read_text())
+    assert cli(["eval-lm", str(d / "model"), "--tasks", "et_empty", "--include-path", str(tmp_path / "et"),
+                "--depths", "1", "--device", "cpu", "--out", str(tmp_path / "ev-empty")]) == 2
     # a generation budget past the user's own max_length names that, not the model's positions
     gen_task = setup[1][0]
     lm = LoopedLM(pretrained=str(d / "model"), device="cpu", max_length=4)

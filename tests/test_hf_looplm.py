@@ -113,6 +113,21 @@ def test_an_interrupted_export_leaves_no_model_directory(looplm_ckpt, tmp_path, 
     assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode) and link.is_symlink()
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in prepared.iterdir()}
     assert not [p for p in tmp_path.rglob("*") if "export" in p.name]  # no working folder left
+    # another export into the same prepared folder finishing first: this one is refused, the other's files kept
+    (tmp_path / "race").mkdir()
+    real = PreTrainedTokenizerFast.save_pretrained
+
+    def and_the_other_finishes(self, *a, **k):
+        out = real(self, *a, **k)
+        (tmp_path / "race" / "config.json").write_text("the other export's")
+        return out
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", and_the_other_finishes)
+    capsys.readouterr()
+    assert cli(["export-hf", str(d), "--out", str(tmp_path / "race")]) == 2
+    assert "was written by another command meanwhile" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "race").iterdir()] == ["config.json"]
+    assert (tmp_path / "race" / "config.json").read_text() == "the other export's"
 
 
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])

@@ -361,7 +361,7 @@ def test_a_size_graded_data_file_is_checked_row_by_row(tmp_path):
         ChainTask(1, 4, 10, 0, 64).load_eval(str(f), None)
     # a fact that is not `x=y`, or a letter bound twice, is no chain problem (both were scored, the junk skipped and
     # the last binding taken)
-    for prompt in ("a=1;junk;?a=", "a=1;a=2;?a=", "a=1;bc=a;?a=", "a=1;b=;?a="):
+    for prompt in ("a=1;junk;?a=", "a=1;a=2;?a=", "a=1;bc=a;?a=", "a=1;b=;?a=", "a=1;?5="):
         f.write_text(json.dumps({"prompt": prompt, "answer": "1"}) + "\n")
         with pytest.raises(ValueError, match="is not a chain problem"):
             ChainTask(1, 4, 10, 0, 64).load_eval(str(f), None)

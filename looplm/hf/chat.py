@@ -158,7 +158,8 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
             if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
                 raise ValueError(f"{messages_field}[{j}] must be an object with string `role` and `content`, got "
                                  f"{json.dumps(m)[:80]}")
-            if "weight" in m and (m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
+            # (None: absent; parquet and hub data fill a key that only some messages have with null)
+            if m.get("weight") is not None and (m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
                 raise ValueError(f"{messages_field}[{j}].weight must be 0 (not trained on) or 1, got "
                                  f"{json.dumps(m['weight'])[:40]}")
         # the other keys too: a template may render them (reasoning_content in <think>, a speaker's name), and

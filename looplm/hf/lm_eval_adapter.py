@@ -27,6 +27,7 @@ from typing import Any
 
 import jinja2
 import torch
+from datasets.exceptions import DatasetGenerationError
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
@@ -163,6 +164,10 @@ class LoopedLM(HFLM):
     def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> LoopedLM:
         from lm_eval.utils import simple_parse_args_string
 
+        keys = [kv.split("=", 1)[0].strip() for kv in arg_string.split(",") if kv.strip()]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:  # lm-eval's parser keeps the last one: which was meant is a guess
+            raise UserError(f"model_args {', '.join(twice)} given twice; give each once")
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     def generate_until(self, requests: list[Any], *args: Any, **kwargs: Any) -> list[str]:
@@ -410,6 +415,11 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                     raise UserError(f"{pretrained}: its tokenizer cannot encode the text of {', '.join(tasks)}: "
                                     f"{UNENCODABLE}") from None
                 raise
+            except (DatasetGenerationError, StopIteration) as e:  # a task's data file: empty, or a line not JSON
+                why = str(e.__cause__ or e).strip().splitlines()[0][:200] if str(e.__cause__ or e).strip() else \
+                    "it holds no records"
+                raise UserError(f"{', '.join(tasks)}: a task's data cannot be read ({why}); check its data files") \
+                    from None
             except jinja2.TemplateError as e:  # the model's chat template (--apply-chat-template): its own code
                 why = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no message"
                 raise UserError(f"{pretrained}: its chat template cannot be used ({type(e).__name__}: {why})") from None

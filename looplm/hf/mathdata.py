@@ -349,6 +349,8 @@ def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "
     data = Path(test_jsonl).resolve()
     if not data.is_file():
         raise ValueError(f"{test_jsonl} is not a file (write it with write_split)")
+    if not data.read_text().strip():  # a task over no problems cannot run
+        raise ValueError(f"{test_jsonl} holds no problems (write_split with n_test > 0)")
     folder = Path(folder)
     there = [folder / f for f in (f"{name}.yaml", f"{name}_utils.py") if (folder / f).exists()]
     if there and not overwrite:

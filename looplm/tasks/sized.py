@@ -186,8 +186,8 @@ class ChainTask(SizedTask):
     def solve(self, prompt: str) -> str | None:
         """Follow the queried variable's chain of `x=y;` facts to its digit (None: not a chain problem)."""
         body, _, query = prompt.rpartition("?")
-        if not query.endswith("=") or len(query) != 2 or not body.endswith(";"):
-            return None
+        if not query.endswith("=") or len(query) != 2 or not query[0].islower() or not body.endswith(";"):
+            return None  # (a query must name a letter: `?5=` would answer itself)
         pairs = [f.split("=", 1) for f in body[:-1].split(";")]
         # every fact `x=y` (a letter bound to a letter or a digit), each letter bound once: a fact of another form,
         # or a letter bound twice, is no chain problem (the last binding would have been taken silently)
