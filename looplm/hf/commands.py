@@ -7,7 +7,6 @@ these commands runs.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 COMMANDS = ("finetune", "export-hf", "eval-lm")
@@ -87,10 +86,11 @@ def run(args: argparse.Namespace) -> None:
                               "describes looplm's own model (train it with `looplm train`, or fine-tune a looplm run "
                               "with train.init_from)")
         from .. import rundir
+        from ..errors import rank_zero
 
         before = rundir.latest_step(args.out)
         out = fit(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-        if int(os.environ.get("RANK", "0")) == 0 and rundir.latest_step(out) != before:  # else: nothing changed
+        if rank_zero() and rundir.latest_step(out) != before:  # else: nothing changed
             print(f"run written to {out}")
     elif args.cmd == "export-hf":
         from ..checkpoint import enclosing_checkpoint

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pickle
 import re
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 from ..config import Config, ConfigError
-from ..errors import UserError
+from ..errors import UserError, rank_zero
 from ..tasks import save_fingerprint
 from ..train import Run
 from .chat import CHATML_TEMPLATE, TemplateError, end_of_turn_token
@@ -278,7 +277,7 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
                                          response_field=d.response_field, system_prompt=d.system_prompt)
     except TemplateError as e:
         raise ConfigError(f"{named}: {e}") from None
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank_zero():
         print(stats.summary(d.max_length, d.overlong))
     torch.manual_seed(t.seed)
     model = load_pretrained(src, rev).to(device)
