@@ -47,11 +47,14 @@ STUDY_FILES = {"addition": ("runs", "figures", "report.md"),
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not argparse's usage block
-        if "unrecognized arguments: -" in message or (self.prog.endswith(" generate") and "prompts" in message):
-            message += "; a value that starts with '-' but is no option (a generate prompt) goes after `--`"
+        if self.prog.endswith(" generate") and "prompts" in message:
+            message += "; " + PROMPT_HINT
         if rank_zero():  # under torchrun every rank parses the same command line
             print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+
+PROMPT_HINT = "a value that starts with '-' but is no option (a generate prompt) goes after `--`"
 
 
 _INT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only (re's [0-9] is ASCII)
@@ -461,7 +464,13 @@ def run_command(body: object) -> int:
 
 def _main(argv: list[str] | None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # what the hint is depends on the command: a prompt for generate, a setting for the rest
+            hint = (PROMPT_HINT if args.cmd == "generate" and any(a.startswith("-") for a in extra) else
+                    f"looplm {args.cmd} --help lists its options"
+                    + (" (a setting is --set section.key=value)" if hasattr(args, "overrides") else ""))
+            parser.error(f"unrecognized arguments: {' '.join(extra)}; {hint}")
     except SystemExit as e:  # --help, or one error line from _Parser
         return int(e.code or 0)
     return guarded(lambda: _dispatch(args))
@@ -482,7 +491,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"run written to {run}")
     elif args.cmd == "sweep":
         out = Path(args.out) if args.out else default_out_dir(args.checkpoint) / "sweep.json"
-        if args.out and args.out.endswith(("/", os.sep)):  # pathlib drops the slash: the folder would be a file
+        # pathlib drops a trailing slash and `/.`: the folder named would be written as a file
+        if args.out and (args.out.endswith(("/", os.sep)) or os.path.basename(args.out) in (".", "..")):
             raise UserError(f"--out {args.out} names a folder; give the path of the file to write (e.g. "
                             f"{out / 'sweep.json'})")
         if out.suffix.lower() in FIGURE_SUFFIXES:  # JSON under an image's name: no viewer opens it

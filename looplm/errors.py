@@ -3,6 +3,7 @@ how every error reaches the user: `guarded` runs a command and prints one `error
 traceback. Anything else that escapes is a looplm bug.
 """
 
+import errno
 import os
 import sys
 
@@ -26,7 +27,9 @@ def guarded(body: object) -> int:
         return e.code
     except (UserError, ValueError, OSError) as e:
         # under torchrun every rank checks the same inputs and refuses them alike: rank 0 says it, once
-        if not (isinstance(e, UserError) and not rank_zero()):
+        if isinstance(e, OSError) and e.errno == errno.ELOOP:
+            say(f"error: {_symlink_loop(e.filename or e)}")
+        elif not (isinstance(e, UserError) and not rank_zero()):
             say(f"error: {_one_line(e)}")
         return 2
     except RecursionError:  # a RuntimeError: JSON, YAML or a --set value nested thousands of levels deep
@@ -34,11 +37,33 @@ def guarded(body: object) -> int:
              "flatten it")
         return 2
     except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and str(e).startswith(LOOP):  # pathlib's resolve() before Python 3.13
+            say("error: " + _symlink_loop(str(e).removeprefix(LOOP).strip("'")))
+            return 2
         if isinstance(e, RuntimeError) and "allocate" not in str(e):
             raise  # not a user error: a looplm bug, with its traceback
         say(f"error: out of memory ({_one_line(e) or 'MemoryError'}); lower the batch size, width or depths")
         return 2
     return 0
+
+
+LOOP = "Symlink loop from "
+
+
+def _symlink_loop(path: object) -> str:
+    return (f"{path} cannot be reached: it goes through symbolic links that point at each other (a loop); fix the "
+            "links, or choose another path")
+
+
+def dead_link(p: object) -> str:
+    """What is wrong with `p`, a symbolic link that leads nowhere: its target is missing, or links point at each
+    other."""
+    try:
+        os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"a symlink to {os.readlink(p)}, in a loop of links that point at each other"
+    return f"a symlink to {os.readlink(p)}, which does not exist"
 
 
 def rank_zero() -> bool:

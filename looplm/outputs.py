@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import rundir
-from .errors import UserError
+from .errors import UserError, dead_link
 
 
 def write_json(path: Path, obj: dict, replace: bool = True) -> None:
@@ -56,7 +56,7 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
                             f"run in {own.parent}; write beside the run's files (e.g. {own.parent / 'sweep.json'})")
         above = next((a for a in p.parents if a.exists() or a.is_symlink()), None)
         if above is not None and not above.exists():  # a link to a folder that is not there (an unmounted drive)
-            raise UserError(f"cannot write {p}: {above} is a symlink to {os.readlink(above)}, which does not exist")
+            raise UserError(f"cannot write {p}: {above} is {dead_link(above)}")
         if above is not None and not above.is_dir():
             raise UserError(f"cannot write {p}: {above} is a file, not a directory; choose another --out")
         if above is not None:  # found now, not after the work: a test file made and removed in the same breath
@@ -68,7 +68,7 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         if p.is_dir():
             raise UserError(f"--out {p} is a directory; give the path of the file to write")
         if p.is_symlink() and not p.exists() and not force:  # not the result of another command: the user's link
-            raise UserError(f"{p} is a symlink to {os.readlink(p)}, which does not exist; pass --force to replace the "
+            raise UserError(f"{p} is {dead_link(p)}; pass --force to replace the "
                             "link, or --out somewhere else")
         if p.exists() and not force:
             raise UserError(f"{p} already exists (an earlier result); pass --force to replace it, or --out "

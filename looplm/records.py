@@ -40,11 +40,15 @@ def parse_row(line: str, where: str) -> dict[str, Any]:
 
 def data_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     """The files of a data folder that are read, in path order: those with one of `suffixes` (any letter case),
-    not links (a link would count a file twice) and nothing hidden at any depth (`.git/`, and
+    each file once (a link to a file kept elsewhere is read; a second path to a file already read, a link beside
+    its target, is not: it would count every row twice), and nothing hidden at any depth (`.git/`, and
     `.ipynb_checkpoints/`, whose copies would count every row twice)."""
-    return sorted(f for f in folder.rglob("*") if f.is_file() and not f.is_symlink()
-                  and not any(part.startswith(".") for part in f.relative_to(folder).parts)
-                  and f.suffix.lower() in suffixes)
+    found = [f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
+             and not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+    first: dict[Path, Path] = {}
+    for f in sorted(found, key=lambda f: (f.is_symlink(), f)):  # the file itself before a link to it
+        first.setdefault(f.resolve(), f)
+    return sorted(first.values())
 
 
 def check_regular_file(path: str | Path) -> Path:

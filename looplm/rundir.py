@@ -233,6 +233,50 @@ def lock(out: Path, create: bool = True) -> Iterator[None]:
         f.close()  # closing releases the lock
 
 
+@contextlib.contextmanager
+def claimed(out: Path, resume: bool, src: Path | None, keep: int) -> Iterator[None]:
+    """A training command's hold on its run directory `out`, for its lifetime: created (with its parents) if
+    new, locked, checked again under the lock (another process may have written there since `resume_point`),
+    and a crash's half-done save finished. The claim is made while holding the folder's own lock, the one that
+    sweep, analyze and plot take while they write into a folder, so a run never starts in a folder whose results
+    are being written. A claim refused, or a fresh run that stops before it has saved or logged anything (a full
+    disk), leaves `out` as it was: no lock file, config or folder of its own is left to block the next try."""
+    from .outputs import folders_held  # (outputs reads run directories: imported here, not at the top)
+
+    had_lock = (out / LOCK).exists()
+    made = [a for a in (out, *out.parents) if not a.exists() and not a.is_symlink()]
+    with contextlib.ExitStack() as held:
+        with folders_held([out / LOCK]):  # creates out; removes it again if the claim is refused
+            try:
+                held.enter_context(lock(out))
+                if resume_point(out, resume, held=True) != src:
+                    raise UserError(f"another process changed {out} while this one was starting; run the command "
+                                    "again")
+                if src is not None and src.parent.name == ckpt.HISTORY and (out / "checkpoint").exists():
+                    # keep it, out of the history's way
+                    (out / "checkpoint").rename(out / f"checkpoint.damaged-{int(time.time())}")
+                ckpt.recover(out / "checkpoint", keep=keep)  # finish a save a crash interrupted
+            except BaseException as e:
+                if not had_lock:  # removed while still held: no other process can have taken it meanwhile
+                    (out / LOCK).unlink(missing_ok=True)
+                held.close()
+                if isinstance(e, OSError) and not isinstance(e, UserError):  # a full or read-only disk: say where
+                    raise UserError(f"cannot start the run in {out}: {e.strerror or e}") from None
+                raise
+        try:
+            yield
+        except BaseException:
+            if src is None and {p.name for p in out.iterdir()} <= {LOCK, "config.yaml"}:
+                # a fresh run that left nothing but its claim: nothing of value to keep
+                for name in ("config.yaml", *(() if had_lock else (LOCK,))):
+                    (out / name).unlink(missing_ok=True)
+                held.close()
+                for d in made:
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+            raise
+
+
 # What a resume may change (docs/reliability.md): how long the run goes on, the optimizer's settings, and where and
 # how it runs and logs. Any other change (the data, the loops, the regularizer, the seed) would make it another
 # run, and fewer train.keep_checkpoints would delete the history: those are refused.

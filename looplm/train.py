@@ -259,7 +259,6 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     # Validated again: a Config's fields can be set after it was built (cfg.loops.min_loops = 3), past its checks
     cfg = Config.from_dict(cfg.to_dict())
     t = cfg.train
-    ckpt_dir = out / "checkpoint"
     world = dist.init("cuda" if resolve_device(t.device).type == "cuda" else "cpu")
     device = resolve_device(t.device, world.local_rank)
     if t.batch_size % world.size:
@@ -328,13 +327,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     dist.barrier(world)  # every rank has checked before rank 0 takes the lock (the ranks are one writer)
     with contextlib.ExitStack() as held:
         if world.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            held.enter_context(rundir.lock(out))
-            if rundir.resume_point(out, resume, held=True) != src:
-                raise UserError(f"another process changed {out} while this one was starting; run the command again")
-            if src is not None and src.parent.name == ckpt.HISTORY and ckpt_dir.exists():
-                ckpt_dir.rename(out / f"checkpoint.damaged-{int(time.time())}")  # keep it, out of the history's way
-            ckpt.recover(ckpt_dir, keep=t.keep_checkpoints)  # finish a save a crash interrupted
+            held.enter_context(rundir.claimed(out, resume, src, t.keep_checkpoints))
         dist.barrier(world)
         return _fit(cfg, out, world, device, shard, micro, run, state, eval_batch, progress, fault, total)
 
@@ -410,7 +403,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
         if dropped:  # say so: a log that shrinks without a word looks like lost data
             tqdm.write(f"{out / 'metrics.jsonl'}: {dropped} record(s) of steps after {step} dropped; those steps "
                        "are run again")
-        cfg.save_yaml(out / "config.yaml")
+        ckpt.write_result(out / "config.yaml", cfg.save_yaml, replace=True)  # whole or absent (a full disk)
 
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and t.bf16 else nullcontext()
     reg = cfg.reg

@@ -274,3 +274,9 @@ def _export_no_tokenizer(tmp: Path, copy: Path) -> None:
     assert main(["export-hf", str(copy), "--out", str(tmp / "exp")]) == 0
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (tmp / "exp" / f).unlink(missing_ok=True)
+
+
+def _link_loop(tmp: Path, copy: Path) -> None:
+    """<tmp>/loopa and <tmp>/loopb: symlinks to each other"""
+    (tmp / "loopa").symlink_to(tmp / "loopb")
+    (tmp / "loopb").symlink_to(tmp / "loopa")

@@ -26,9 +26,10 @@ from .bad_input_cases import CASES as NATIVE_CASES
 from .bad_input_cases import GOOD_CHAT, TINY, Case
 from .bad_input_cases_demo import DEMO_CASES
 from .bad_input_cases_hf import HF_CASES
+from .bad_input_cases_paths import PATH_CASES
 from .bad_input_damage import _HELD, PLACES
 
-CASES = {**NATIVE_CASES, **DEMO_CASES, **HF_CASES}  # the native rows, the demo's, then the pretrained-model ones
+CASES = {**NATIVE_CASES, **PATH_CASES, **DEMO_CASES, **HF_CASES}  # native rows, the demo's, pretrained-model ones
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"

@@ -123,6 +123,16 @@ def test_an_assistant_turn_of_weight_0_is_context(tok):
         to_messages({"messages": [convo[0], {**convo[1], "weight": 0.5}]})
 
 
+def test_an_empty_assistant_turn_is_context(tok):
+    """An empty assistant turn beside a real one trained its end marker alone, teaching the model to end the
+    turn at once; a conversation whose only assistant turn is empty was already dropped."""
+    for empty in ("", "  \n"):
+        convo = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": empty},
+                 {"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "#### 5"}]
+        assert target_texts(tok, encode_chat(tok, to_messages({"messages": convo}))) == ["#### 5<|im_end|>"]
+        assert to_messages({"messages": convo[:2]}) is None
+
+
 def test_encoding_a_long_conversation_is_no_warning(tok):
     """A conversation is tokenized whole, then cut or dropped by looplm (data.overlong): transformers' warning that
     running it "will result in indexing errors" was printed on fine-tunes that succeeded, and before error lines."""

@@ -35,7 +35,7 @@ def setup(tmp_path_factory):
     return d, tasks
 
 
-def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path):
+def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path, capsys):
     """A LoRA adapter, a GGUF file or a misspelt num_loops was dropped without a word (looplm loads the model
     itself), and num_loops=2.5 ran 2 loops; each is refused before the model loads. lm-eval's own command line
     through `python -m looplm.hf.lm_eval_adapter` says a refusal in one `error:` line."""
@@ -70,30 +70,44 @@ def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path):
         LoopedLM.create_from_arg_string(f"pretrained={d / 'model'},device=cpu", {"device": "cuda:0", "batch_size": 1})
     with pytest.raises(UserError, match="model_args num_loops given twice"):  # lm-eval's parser kept the last
         LoopedLM.create_from_arg_string(f"pretrained={d / 'model'},num_loops=2,num_loops=8", {})
-    # a task whose data file is empty (write_split(n_test=0)) or not JSON Lines: one line, not datasets' traceback
+    # a task whose data file is empty (write_split(n_test=0)), holds only blank lines (datasets' own wording, naming
+    # neither task nor file) or is not JSON Lines: one line, not datasets' traceback
     (tmp_path / "et").mkdir()
-    (tmp_path / "et" / "empty.jsonl").write_text("")
     mc_yaml = next((d / "tasks").glob(f"{mc_task}.yaml")).read_text()
-    (tmp_path / "et" / "e.yaml").write_text(mc_yaml.replace(f"task: {mc_task}", "task: et_empty").replace(
-        str(d / "math.jsonl"), str(tmp_path / "et" / "empty.jsonl")))
+    for name, text in (("empty", ""), ("blank", "  \n\t\n")):
+        (tmp_path / "et" / f"{name}.jsonl").write_text(text)
+        (tmp_path / "et" / f"{name}.yaml").write_text(mc_yaml.replace(f"task: {mc_task}", f"task: et_{name}").replace(
+            str(d / "math.jsonl"), str(tmp_path / "et" / f"{name}.jsonl")))
     for f in (d / "tasks").glob("*.py"):
         (tmp_path / "et" / f.name).write_text(f.read_text())
-    assert cli(["eval-lm", str(d / "model"), "--tasks", "et_empty", "--include-path", str(tmp_path / "et"),
-                "--depths", "1", "--device", "cpu", "--out", str(tmp_path / "ev-empty")]) == 2
+    for name in ("empty", "blank"):
+        capsys.readouterr()
+        assert cli(["eval-lm", str(d / "model"), "--tasks", f"et_{name}", "--include-path", str(tmp_path / "et"),
+                    "--depths", "1", "--device", "cpu", "--out", str(tmp_path / "ev-empty")]) == 2
+        assert [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error: ")] == [
+            f"error: et_{name}: a task's data cannot be read (it holds no records); check its data files"]
     # a generation budget past the user's own max_length names that, not the model's positions
     gen_task = setup[1][0]
     lm = LoopedLM(pretrained=str(d / "model"), device="cpu", max_length=4)
     with pytest.raises(UserError, match="does not fit model_args max_length=4"):
         lm_eval.simple_evaluate(model=lm, tasks=[gen_task], limit=1, log_samples=False, bootstrap_iters=0,
                                 task_manager=TaskManager(include_path=str(d / "tasks"), include_defaults=False))
-    r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "looplm", "--model_args",
-                        f"pretrained={d / 'model'},trust_remote_code=True", "--tasks", mc_task, "--include_path",
-                        str(d / "tasks"), "--device", "cpu"],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
-    assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr[-2000:]
-    assert "trust_remote_code=True is not supported" in errors[0]
+    # lm-eval's own command line: remote code; a task whose data file is empty (datasets' traceback before); a
+    # model_args key given twice (the last one was taken)
+    for args, task, tasks, msg in ((",trust_remote_code=True", mc_task, d / "tasks",
+                                    "trust_remote_code=True is not supported"),
+                                   ("", "et_empty", tmp_path / "et", "--tasks: a task's data cannot be read"),
+                                   # lm-eval's parser merges model_args into a dict, keeping the last of a key
+                                   (",num_loops=2,num_loops=3", mc_task, d / "tasks",
+                                    "model_args num_loops given twice")):
+        r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "looplm",
+                            "--model_args", f"pretrained={d / 'model'}{args}", "--tasks", task, "--include_path",
+                            str(tasks), "--device", "cpu"],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr[-2000:]
+        assert msg in errors[0]
 
 
 def test_num_loops_reaches_every_forward_and_generate_call(setup):
@@ -276,6 +290,19 @@ def test_a_broken_chat_template_is_one_line(setup, tmp_path, capsys):
     errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
     assert len(errors) == 1 and "its chat template cannot be used (TemplateSyntaxError" in errors[0]
     assert not (tmp_path / "e").exists()
+    # a task's own template that fails on its data is the task's, not the model's (it blamed the chat template)
+    (tmp_path / "t").mkdir()
+    yaml = next((d / "tasks").glob(f"{gen_task}.yaml")).read_text()
+    (tmp_path / "t" / "t.yaml").write_text(yaml.replace(f"task: {gen_task}", "task: t_bad").replace(
+        "{{question}}", "{{nosuchfield}}"))
+    for f in (d / "tasks").glob("*.py"):
+        (tmp_path / "t" / f.name).write_text(f.read_text())
+    assert cli(["eval-lm", str(d / "model"), "--tasks", "t_bad", "--depths", "1", "--include-path", str(tmp_path / "t"),
+                "--limit", "1", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
+    assert errors == ["error: t_bad: a task's prompt template fails on its data (UndefinedError: 'nosuchfield' is "
+                      "undefined); check the task's doc_to_text, doc_to_target and doc_to_choice against its data "
+                      "fields"]
 
 
 def test_each_row_runs_its_loops_unless_an_exit_rule_is_asked_for(setup, tmp_path, capsys):
@@ -313,3 +340,44 @@ def test_each_row_runs_its_loops_unless_an_exit_rule_is_asked_for(setup, tmp_pat
     assert ex[1]["early_exit_threshold"] == 0.0 and ex[1]["exit_dtype"] == "float32"
     assert cli(["eval-lm", str(d / "model"), *args, "--exit-dtype", "float32", "--out", str(tmp_path / "x")]) == 2
     assert "--exit-dtype is the dtype of an exit rule" in capsys.readouterr().err
+
+
+def test_eval_depths_checks_its_arguments(setup, tmp_path):
+    """The Python API took depths=[] (an IndexError), a task name as a string (read letter by letter),
+    batch_size=0, a repeated depth (scored twice) and depth 0 (blamed on model_args), as the command line does not."""
+    from looplm.hf.lm_eval_adapter import eval_depths
+
+    d, (_, mc_task) = setup
+    good = dict(tasks=[mc_task], depths=[1], limit=1, batch_size=1)
+    for bad, msg in ((dict(depths=[]), "no depths to evaluate"), (dict(depths=[2, 2]), "distinct"),
+                     (dict(depths=[0]), ">= 1"), (dict(tasks=mc_task), "tasks must be a list"),
+                     (dict(tasks=[mc_task, mc_task]), "distinct"), (dict(batch_size=0), "batch_size must be"),
+                     (dict(batch_size=True), "batch_size must be"), (dict(limit=0), "limit must be"),
+                     (dict(limit=1.5), "limit must be"), (dict(num_fewshot=-1), "num_fewshot must be")):
+        with pytest.raises(ValueError, match=msg):
+            eval_depths(str(d / "model"), **{**good, **bad}, out=tmp_path / "e", include_path=str(d / "tasks"),
+                        device="cpu")
+    assert not (tmp_path / "e").exists()
+
+
+def test_eval_lm_writes_its_three_files_whole_or_not_at_all(setup, tmp_path, monkeypatch):
+    """eval-lm stopped between its files (Ctrl-C after eval_lm.json and .md, before the figure) left those two, so
+    the rerun was refused; with --force it left the new JSON beside the earlier figure."""
+    import looplm.hf.lm_eval_adapter as adapter
+    from looplm.hf.lm_eval_adapter import eval_depths
+
+    d, (_, mc_task) = setup
+    args = dict(tasks=[mc_task], depths=[1], limit=1, batch_size=1, include_path=str(d / "tasks"), device="cpu")
+    earlier = tmp_path / "earlier"
+    eval_depths(str(d / "model"), out=earlier, **args)
+    before = {f.name: f.read_bytes() for f in earlier.iterdir()}
+
+    def stopped(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(adapter, "plot_depths", stopped)
+    for out, replace in ((tmp_path / "new" / "e", False), (earlier, True)):
+        with pytest.raises(KeyboardInterrupt):
+            eval_depths(str(d / "model"), out=out, replace=replace, **args)
+    assert not (tmp_path / "new").exists()
+    assert {f.name: f.read_bytes() for f in earlier.iterdir()} == before

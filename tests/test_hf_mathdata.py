@@ -119,3 +119,17 @@ def test_lm_eval_task_runs_through_eval_depths_with_the_chat_template(tmp_path, 
     assert edited.read_text().endswith("# my edit\n")
     write_lm_eval_task(tmp_path / "tasks", test, max_gen_toks=8, overwrite=True)
     assert "# my edit" not in edited.read_text()
+
+
+def test_a_task_over_a_path_with_brackets_reads_that_file(tmp_path):
+    """datasets reads a task's data_files as a glob: the task over `run[1]/test.jsonl` scored `run1/test.jsonl`
+    (a folder beside it), or found no file at all."""
+    datasets = pytest.importorskip("datasets")
+    _, test = write_split(tmp_path / "run[1]", n_train=1, n_test=3, seed=0)
+    write_split(tmp_path / "run1", n_train=1, n_test=2, seed=1)
+    write_lm_eval_task(tmp_path / "tasks", test)
+    line = next(ln for ln in (tmp_path / "tasks" / "looplm_math.yaml").read_text().splitlines()
+                if ln.strip().startswith("test:"))
+    ds = datasets.load_dataset("json", data_files={"test": json.loads(line.split(":", 1)[1])}, split="test",
+                               cache_dir=str(tmp_path / "cache"))
+    assert ds["question"] == [r["question"] for r in read_jsonl(test)]

@@ -6,6 +6,7 @@ its tokenizer lacks, a loop distribution far past max_loops, chat records that a
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import random
@@ -229,6 +230,61 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path):
         f"); is the disk full? the previous checkpoint in {run / 'checkpoint'} is kept")
     assert snapshot(run / "checkpoint", run / "checkpoints") == before and not (run / "checkpoint.tmp").exists()
     ckpt.verify(run)
+
+
+@POSIX_ONLY
+def test_a_fresh_run_that_cannot_start_leaves_nothing(tmp_path):
+    """A full disk while a fresh run wrote its config.yaml was a raw errno with no path, and left a lock file and
+    an empty config.yaml that made every later `train` (and `--resume`) refuse the folder as no looplm run."""
+    run = tmp_path / "new" / "run"
+    proc = looplm(*train_args(run), limit_bytes=100)  # the lock file (about 40 bytes) fits, the config does not
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and error_lines(err) == [f"error: cannot write {run / 'config.yaml'}: File too large"]
+    assert list(tmp_path.iterdir()) == []
+    assert main(train_args(run)) == 0  # the next try starts
+
+
+def test_a_refused_claim_leaves_no_lock_file(tmp_path, monkeypatch):
+    """`analyze --out X` wrote its results into X while `train --out X` was starting: train was refused (right)
+    but left its .looplm.lock among the analysis's files."""
+    train = importlib.import_module("looplm.train")
+    run, native_run = tmp_path / "out", train.native_run
+
+    def results_appear(*a, **kw):  # after train's first look at --out, before it claims it
+        run.mkdir()
+        (run / "dynamics.json").write_text("{}\n")
+        return native_run(*a, **kw)
+
+    monkeypatch.setattr(train, "native_run", results_appear)
+    assert main(train_args(run)) == 2
+    assert sorted(p.name for p in run.iterdir()) == ["dynamics.json"]
+
+
+def test_a_run_is_claimed_between_writes_into_its_folder(tmp_path):
+    """train took only its own lock file, sweep/analyze/plot the folder's lock, so a run could start in a folder
+    while another command was writing results there. The claim now waits for the folder."""
+    from looplm import rundir
+    from looplm.errors import UserError
+    from looplm.outputs import folders_held
+
+    run, said = tmp_path / "out", []
+
+    def claim() -> None:
+        try:
+            with rundir.claimed(run, False, None, 1):
+                said.append("claimed")
+        except UserError as e:
+            said.append(str(e))
+
+    with folders_held([run / "dynamics.json"]):
+        t = threading.Thread(target=claim)
+        t.start()
+        time.sleep(0.5)
+        assert said == [] and not (run / rundir.LOCK).exists()  # it waits
+        (run / "dynamics.json").write_text("{}\n")
+    t.join(20)
+    assert "is not empty and is not a looplm run" in said[0]
+    assert sorted(p.name for p in run.iterdir()) == ["dynamics.json"]
 
 
 # --- inputs that must work ------------------------------------------------------------------------------------------

@@ -522,7 +522,7 @@ def test_jsonl_rows_are_checked_whole_before_training(tmp_path, capsys):
     assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))
 
 
-def test_a_corpus_folder_reads_its_text_files_and_nothing_hidden(tmp_path):
+def test_a_corpus_folder_reads_its_text_files_once_and_nothing_hidden(tmp_path):
     from looplm.tasks.text import read_text
 
     d = tmp_path / "corpus"
@@ -535,7 +535,10 @@ def test_a_corpus_folder_reads_its_text_files_and_nothing_hidden(tmp_path):
     (d / "B.TXT").write_text("BETA")
     (d / "sub" / "c.rst").write_text("gamma")
     (d / "index.dat").write_bytes(b"\xff\x00")
-    assert read_text(d) == "BETA\nalpha\ngamma"
+    (tmp_path / "shared.txt").write_text("delta")
+    (d / "d.txt").symlink_to(tmp_path / "shared.txt")  # data kept elsewhere, linked in: read (it was skipped)
+    (d / "z.txt").symlink_to(d / "a.txt")  # a second path to a.txt: not read twice
+    assert read_text(d) == "BETA\nalpha\ndelta\ngamma"
 
 
 def test_text_training_evaluates_perplexity_not_exact_match(text_run, tmp_path, capsys):

@@ -10,6 +10,8 @@ rendering all of them), whatever special tokens it adds:
 - so the target is the assistant's content plus the end-of-turn marker the template closes the turn with
   (e.g. `<|im_end|>`, which teaches the model to stop), but not the newline some templates put after it.
   A template that closes turns with several tokens gets all of them (up to trailing whitespace).
+- an assistant turn with no content (empty or whitespace) is context: its end marker alone would teach the
+  model to end the turn at once (a conversation whose only assistant turns are empty has no target);
 - a token that straddles a span boundary is a target: with a generation prompt ending in a space
   ("Assistant: "), byte-level BPE merges that space with the first content character, and that merged token
   is the one the model has to produce.
@@ -97,6 +99,8 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
     spans = []
     for i, m in enumerate(messages):
         if m.get("role") != "assistant" or m.get("weight") == 0:  # weight 0 (OpenAI's format): context, not target
+            continue
+        if not str(m.get("content") or "").strip():  # an empty turn: its end marker alone would teach "stop at once"
             continue
         prefix = _render(tokenizer, messages[:i], True, chat_template) if i else _opening(tokenizer, chat_template,
                                                                                           full)

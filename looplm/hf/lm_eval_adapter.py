@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import operator
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from lm_eval.models.huggingface import HFLM
 from ..checkpoint import loaded_at_step, write_result
 from ..errors import UserError
 from ..looped import check_looped, loop_count
+from ..outputs import all_or_nothing
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .registry import register
 
@@ -138,6 +141,13 @@ class LoopedLM(HFLM):
             raise UserError(f"{type(self.model).__name__} has no early-exit gate (a looplm export runs every loop); "
                             "exit_threshold and exit_dtype apply to Ouro models")
 
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        try:
+            return super().apply_chat_template(chat_history, add_generation_prompt)
+        except jinja2.TemplateError as e:  # the model's template is its own code; a task's templates are the task's
+            why = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no message"
+            raise UserError(f"{CHAT_TEMPLATE} ({type(e).__name__}: {why})") from None
+
     def _loop_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {}
         if self.num_loops is not None:
@@ -164,10 +174,7 @@ class LoopedLM(HFLM):
     def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> LoopedLM:
         from lm_eval.utils import simple_parse_args_string
 
-        keys = [kv.split("=", 1)[0].strip() for kv in arg_string.split(",") if kv.strip()]
-        twice = sorted({k for k in keys if keys.count(k) > 1})
-        if twice:  # lm-eval's parser keeps the last one: which was meant is a guess
-            raise UserError(f"model_args {', '.join(twice)} given twice; give each once")
+        _refuse_twice([kv.split("=", 1)[0].strip() for kv in arg_string.split(",") if kv.strip()])
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     def generate_until(self, requests: list[Any], *args: Any, **kwargs: Any) -> list[str]:
@@ -248,6 +255,7 @@ class LoopedLM(HFLM):
 
 
 GEN_BUDGET = "the generation budget does not fit"
+CHAT_TEMPLATE = "its chat template cannot be used"
 UNENCODABLE = ("a character is outside its vocabulary (an export of a character-level looplm run knows only the "
                "characters it was trained on)")
 
@@ -349,6 +357,33 @@ def _no_env_info():
             setattr(ev, k, v)
 
 
+def _check_eval_args(tasks: Any, depths: Any, limit: Any, num_fewshot: Any, batch_size: Any,
+                     max_gen_toks: Any) -> list[int]:
+    """eval_depths' arguments, as the command line checks them (ValueError naming the argument): a list of
+    distinct task names (a string would be read letter by letter), increasing distinct depths >= 1, a --limit
+    that is a count >= 1 or a fraction in (0, 1), and counts that are integers (never bools). Returns the depths."""
+    from ..evaluate import check_depths
+
+    if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) or not tasks or not all(
+            isinstance(t, str) and t.strip() for t in tasks) or len(set(tasks)) < len(tasks):
+        raise ValueError(f"tasks must be a list of distinct lm-eval task names, got {tasks!r:.80}")
+    depths = check_depths(depths, "evaluate")
+
+    def count(v: Any, lo: int) -> bool:
+        try:
+            return not isinstance(v, bool) and operator.index(v) >= lo  # ints, numpy and torch integers
+        except TypeError:
+            return False
+
+    if limit is not None and not (count(limit, 1) or (isinstance(limit, float) and 0 < limit < 1)):
+        raise ValueError(f"limit must be a count >= 1 or a fraction in (0, 1), got {limit!r:.80}")
+    for name, v, lo in (("num_fewshot", num_fewshot, 0), ("batch_size", batch_size, 1),
+                        ("max_gen_toks", max_gen_toks, 1)):
+        if v is not None and not count(v, lo):
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r:.80}")
+    return depths
+
+
 def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str | Path,
                 include_path: str | None = None, limit: float | None = None, num_fewshot: int | None = None,
                 batch_size: int = 8, max_gen_toks: int | None = None, apply_chat_template: bool = False,
@@ -365,8 +400,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    if not tasks:
-        raise ValueError("no tasks given")
+    depths = _check_eval_args(tasks, depths, limit, num_fewshot, batch_size, max_gen_toks)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
@@ -411,18 +445,21 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                     positions = getattr(lm.model.config, "max_position_embeddings", None)
                     raise UserError(f"{', '.join(tasks)}: the generation budget does not fit {pretrained}'s "
                                     f"{positions} positions; pass a --max-gen-toks below {positions}") from None
+                if str(e).startswith(CHAT_TEMPLATE):
+                    raise UserError(f"{pretrained}: {e}") from None
                 if UNENCODABLE in str(e):
                     raise UserError(f"{pretrained}: its tokenizer cannot encode the text of {', '.join(tasks)}: "
                                     f"{UNENCODABLE}") from None
                 raise
-            except (DatasetGenerationError, StopIteration) as e:  # a task's data file: empty, or a line not JSON
-                why = str(e.__cause__ or e).strip().splitlines()[0][:200] if str(e.__cause__ or e).strip() else \
-                    "it holds no records"
-                raise UserError(f"{', '.join(tasks)}: a task's data cannot be read ({why}); check its data files") \
-                    from None
-            except jinja2.TemplateError as e:  # the model's chat template (--apply-chat-template): its own code
+            except (DatasetGenerationError, StopIteration, ValueError) as e:
+                if isinstance(e, ValueError) and NO_DATA not in str(e):
+                    raise
+                raise _unreadable_data(e, ", ".join(tasks)) from None
+            except jinja2.TemplateError as e:  # a task's own templates (doc_to_text, ...) on its data
                 why = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no message"
-                raise UserError(f"{pretrained}: its chat template cannot be used ({type(e).__name__}: {why})") from None
+                raise UserError(f"{', '.join(tasks)}: a task's prompt template fails on its data ({type(e).__name__}: "
+                                f"{why}); check the task's doc_to_text, doc_to_target and doc_to_choice against its "
+                                "data fields") from None
         rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
         # What ran, not what was asked: a task's YAML can fix its own number of shots over --num-fewshot.
         shots = {t: c.get("num_fewshot") for t, c in res.get("configs", {}).items()}
@@ -459,18 +496,69 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                            "apply_chat_template": apply_chat_template, "max_gen_toks": max_gen_toks,
                            "early_exit_threshold": exit_q, "exit_dtype": exit_in, **(model_kwargs or {})},
               "n_samples": counts, "rows": rows, "table": table}
-    write_result(out / "eval_lm.json", lambda f: f.write_text(json.dumps(result, indent=1) + "\n"), replace)
-    write_result(out / "eval_lm.md", lambda f: f.write_text(f"# lm-eval by loop count: {pretrained}\n\n{table}\n"),
-                 replace)
-    plot_depths(rows, out / "eval_lm.png", title=f"{Path(str(pretrained)).name}: {', '.join(tasks)}", replace=replace)
+    with all_or_nothing([out / f for f in OUTPUTS]):  # the three files are one result: all of them, or none
+        write_result(out / "eval_lm.json", lambda f: f.write_text(json.dumps(result, indent=1) + "\n"), replace)
+        write_result(out / "eval_lm.md", lambda f: f.write_text(f"# lm-eval by loop count: {pretrained}\n\n{table}\n"),
+                     replace)
+        plot_depths(rows, out / "eval_lm.png", title=f"{Path(str(pretrained)).name}: {', '.join(tasks)}",
+                    replace=replace)
     return result
 
 
-if __name__ == "__main__":  # `python -m looplm.hf.lm_eval_adapter <lm_eval args>`: lm-eval's CLI, plus `looplm`
+NO_DATA = "corresponds to no data"  # datasets' ValueError for a split whose file holds only blank lines
+
+
+def _unreadable_data(e: Exception, tasks: str) -> UserError:
+    """A task's data file that datasets cannot read (empty, only blank lines, or a line that is not JSON), said
+    in one line."""
+    why = "" if NO_DATA in str(e) else str(e.__cause__ or e).strip()
+    why = why.splitlines()[0][:200] if why else "it holds no records"
+    return UserError(f"{tasks}: a task's data cannot be read ({why}); check its data files")
+
+
+def _refuse_twice(keys: list[str]) -> None:
+    """model_args keys given more than once: lm-eval's parsers keep the last one, and which was meant is a guess."""
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise UserError(f"model_args {', '.join(twice)} given twice; give each once")
+
+
+def _cli_model_args_keys(argv: list[str]) -> list[str]:
+    """The model_args keys of lm-eval's command line, in order: `--model_args`/`-a` takes one or more values
+    (`a=1,b=2` or `a=1 b=2`) and may be given again; its parser merges them into one dict, silently keeping the
+    last of a repeated key. A JSON object value is read by lm-eval as one dict (its keys are unique)."""
+    from lm_eval._cli.utils import split_top_level
+
+    values, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("--model_args", "-a"):
+            i += 1
+            while i < len(argv) and not argv[i].startswith("-"):
+                values.append(argv[i])
+                i += 1
+            continue
+        if argv[i].startswith("--model_args="):
+            values.append(argv[i].split("=", 1)[1])
+        i += 1
+    return [item.split("=", 1)[0].strip() for v in values if not v.lstrip().startswith("{")
+            for item in split_top_level(v) if item.strip()]
+
+
+def _cli_evaluate() -> None:
     from lm_eval.__main__ import cli_evaluate
 
+    _refuse_twice(_cli_model_args_keys(sys.argv[1:]))
+    try:
+        cli_evaluate()
+    except (DatasetGenerationError, StopIteration, ValueError) as e:
+        if isinstance(e, ValueError) and NO_DATA not in str(e):
+            raise
+        raise _unreadable_data(e, "--tasks") from None
+
+
+if __name__ == "__main__":  # `python -m looplm.hf.lm_eval_adapter <lm_eval args>`: lm-eval's CLI, plus `looplm`
     from ..cli import run_command
     from ..errors import guarded
 
     # a refusal (remote code, a bad model_arg, a missing model) is one `error:` line, as in looplm's own CLI
-    raise SystemExit(run_command(lambda: guarded(cli_evaluate)))
+    raise SystemExit(run_command(lambda: guarded(_cli_evaluate)))

@@ -16,6 +16,7 @@ This module needs neither transformers nor lm-eval.
 
 from __future__ import annotations
 
+import glob
 import json
 import random
 import re
@@ -363,7 +364,7 @@ def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "
         "dataset_path: json",
         "dataset_kwargs:",
         "  data_files:",
-        f"    test: {q(str(data))}",
+        f"    test: {q(glob.escape(str(data)))}",  # datasets reads it as a glob: `run[1]` would be `run1`
         "test_split: test",
         "output_type: generate_until",
         f"doc_to_text: {q('{{question}}')}",

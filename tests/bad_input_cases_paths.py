@@ -1,0 +1,29 @@
+"""The bad-input table's rows for paths that cannot be reached (symbolic links that point at each other) and for
+command lines with options a command does not take. tests/test_bad_inputs.py runs them with the rows of
+tests/bad_input_cases.py."""
+
+from __future__ import annotations
+
+from .bad_input_cases import TINY, TRAIN, Case
+from .bad_input_damage import _link_loop
+
+S = ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--n", "4"]
+
+PATH_CASES: dict[str, Case] = {
+    "arg-sweep-out-in-link-loop": Case("arguments", "sweep --out inside links that point at each other", [
+        *S, "--out", "{tmp}/loopa/s.json"], prepare=_link_loop),
+    "arg-plot-out-in-link-loop": Case("arguments", "plot --out inside links that point at each other", [
+        "plot", "{run}", "--out", "{tmp}/loopa/a.png"], prepare=_link_loop),
+    "arg-analyze-out-link-loop": Case("arguments", "analyze --out a link in a loop of links", [
+        "analyze", "{run}", "--no-progress", "--depths", "1:2", "--n", "4", "--spectral-n", "0", "--pca-n", "0",
+        "--no-plot", "--out", "{tmp}/loopa"], prepare=_link_loop),
+    "arg-train-out-link-loop": Case("arguments", "train --out a link in a loop of links", [
+        *TRAIN[:-3], "--out", "{tmp}/loopa", "--no-progress", *TINY], prepare=_link_loop),
+    "arg-sweep-checkpoint-link-loop": Case("arguments", "sweep a checkpoint path that is a link in a loop of links", [
+        "sweep", "{tmp}/loopa", "--no-progress"], prepare=_link_loop),
+    "arg-sweep-out-dot": Case("arguments", "sweep --out a new folder/. (a file)", [*S, "--out", "{tmp}/newfolder/."]),
+    "arg-train-unknown-option": Case("arguments", "train with an option it does not take (--steps for "
+                                     "--set train.steps)", [*TRAIN, "--steps", "3"]),
+    "arg-sweep-unknown-option": Case("arguments", "sweep with --set (only train and demo take settings)", [
+        *S, "--set", "train.steps=2"]),
+}
