@@ -44,7 +44,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError
-from .errors import UserError, dead_link
+from .errors import UserError, not_there
 from .model import LoopedTransformer
 
 T = TypeVar("T")
@@ -101,7 +101,7 @@ def resolve(path: str | Path) -> Path:
         if has_weights(cand):
             return cand
     if not p.exists():
-        raise CheckpointError(f"checkpoint {p} {'is ' + dead_link(p) if p.is_symlink() else 'does not exist'}")
+        raise CheckpointError(f"checkpoint {p} {not_there(p)}")
     raise CheckpointError(f"no {WEIGHTS} in {p} or {p / 'checkpoint'}: not a looplm checkpoint or run directory")
 
 

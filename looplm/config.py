@@ -222,6 +222,8 @@ class DataConfig:
                                                       "every size exists")
         if self.task in ("jsonl", "text"):
             _check(bool(self.path), s, "path", f"the {self.task} task needs a file (data.path)")
+        _check(self.prompt_field != self.answer_field, s, "answer_field",  # the model would learn to copy
+               f"must differ from data.prompt_field (both {self.prompt_field!r})")
         defaults = DataConfig.__dataclass_fields__
         for key in sorted(set(defaults) - TASK_KEYS[self.task] - {"task", "test_size", "test_seed"}):
             _check(getattr(self, key) == defaults[key].default, s, key,
@@ -256,6 +258,8 @@ class ChatDataConfig:
         _choice(s, "subset", self.subset, ("first", "random"))
         _check(self.max_samples >= 0, s, "max_samples", "must be >= 0 (0 = all)")
         _check(self.max_length >= 2, s, "max_length", "must be >= 2")
+        _check(self.prompt_field != self.response_field, s, "response_field",  # the model would learn to copy
+               f"must differ from data.prompt_field (both {self.prompt_field!r})")
 
 
 @dataclass
@@ -444,6 +448,9 @@ class Config:
 def apply_overrides(d: dict[str, dict[str, Any]], overrides: list[str]) -> dict[str, dict[str, Any]]:
     """Set `section.key=value` items in a nested config dict (values parsed as YAML scalars); unknown
     sections and keys raise ConfigError listing the valid ones. Type checks happen when the dict is built."""
+    if isinstance(overrides, str):  # one string would be read letter by letter ("override 't' must look like...")
+        raise ConfigError(f"overrides must be a list of section.key=value strings, got one string {overrides!r:.80}; "
+                          "pass [that string]")
     seen: dict[str, str] = {}
     for item in overrides:
         if "=" not in item:

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, not_there
 
 
 # --- YAML, read strictly -------------------------------------------------------------------------------------
@@ -87,6 +87,8 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
     if is_name and candidate.is_file():
         p = candidate
     elif not p.exists():
+        if not_there(p) != "does not exist":  # a link on its way leads nowhere: say which, not "no such preset"
+            raise ConfigError(f"config {p} {not_there(p)}")
         raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a preset; "
                           f"presets: {', '.join(preset_names())}")
     if p.is_dir():

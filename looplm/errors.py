@@ -66,6 +66,19 @@ def dead_link(p: object) -> str:
     return f"a symlink to {os.readlink(p)}, which does not exist"
 
 
+def not_there(p: object) -> str:
+    """Why nothing can be read at `p`, to follow its name: "does not exist", or which symbolic link on its way
+    leads nowhere (`exists()` is False for both, and "does not exist" sends the user looking for a file that
+    `ls` shows)."""
+    from pathlib import Path
+
+    p = Path(p)
+    for a in (*reversed(p.parents), p):  # from the top: the first link that leads nowhere
+        if a.is_symlink() and not a.exists():
+            return f"is {dead_link(a)}" if a == p else f"cannot be reached: {a} is {dead_link(a)}"
+    return "does not exist"
+
+
 def rank_zero() -> bool:
     """Whether this process speaks for the job: the only one, or rank 0 under torchrun."""
     return os.environ.get("RANK", "0") in ("", "0")

@@ -31,6 +31,26 @@ def _is_input(out: Path, inp: Path) -> bool:
     return out.resolve() == inp.resolve() or (out.exists() and os.path.samefile(out, inp))
 
 
+def check_reachable(p: Path) -> Path | None:
+    """Refuse, in one line before any work, a path to write under a symbolic link that leads nowhere (a link to an
+    unmounted drive, links that point at each other) or under a file. Returns the nearest thing above `p` that
+    is there (None: nothing is)."""
+    above = next((a for a in p.parents if a.exists() or a.is_symlink()), None)
+    if above is not None and not above.exists():
+        raise UserError(f"cannot write {p}: {above} is {dead_link(above)}")
+    if above is not None and not above.is_dir():
+        raise UserError(f"cannot write {p}: {above} is a file, not a directory; choose another --out")
+    return above
+
+
+def check_out_folder(out: Path) -> None:
+    """An --out folder a command creates or writes a tree into (a run, a study, an export): not a link that leads
+    nowhere, and reachable (`check_reachable`)."""
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"--out {out} is {dead_link(out)}")
+    check_reachable(out)
+
+
 def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None = None) -> None:
     """Refuse, before any work, an output that would be lost or would destroy something: one of the command's
     own inputs (`inputs`: path -> what it is; a data folder's inside too), even with --force; one inside a
@@ -54,11 +74,7 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         if own is not None:  # --force replaces an earlier result, never the run's own files
             raise UserError(f"--out {p} would write {'into' if own != p else 'over'} {own}, which belongs to the "
                             f"run in {own.parent}; write beside the run's files (e.g. {own.parent / 'sweep.json'})")
-        above = next((a for a in p.parents if a.exists() or a.is_symlink()), None)
-        if above is not None and not above.exists():  # a link to a folder that is not there (an unmounted drive)
-            raise UserError(f"cannot write {p}: {above} is {dead_link(above)}")
-        if above is not None and not above.is_dir():
-            raise UserError(f"cannot write {p}: {above} is a file, not a directory; choose another --out")
+        above = check_reachable(p)
         if above is not None:  # found now, not after the work: a test file made and removed in the same breath
             try:
                 tempfile.TemporaryFile(dir=above).close()

@@ -19,6 +19,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .errors import not_there  # noqa: E402
+
 
 def _verbatim(text: object) -> str:
     """A user's text as matplotlib draws it literally: `$` escaped, so it never opens mathtext (matplotlib's own
@@ -57,7 +59,7 @@ def read_json(path: str | Path) -> dict:
     try:
         doc = json.loads(p.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{p} does not exist") from None
+        raise FileNotFoundError(f"{p} {not_there(p)}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{p}: not valid JSON ({getattr(e, 'msg', type(e).__name__)})") from None
     _check_doc(doc, p)

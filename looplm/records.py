@@ -9,8 +9,11 @@ long for Python to convert, nesting past the recursion limit. Blank lines are sk
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+from .errors import not_there
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -40,14 +43,24 @@ def parse_row(line: str, where: str) -> dict[str, Any]:
 
 def data_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     """The files of a data folder that are read, in path order: those with one of `suffixes` (any letter case),
-    each file once (a link to a file kept elsewhere is read; a second path to a file already read, a link beside
-    its target, is not: it would count every row twice), and nothing hidden at any depth (`.git/`, and
-    `.ipynb_checkpoints/`, whose copies would count every row twice)."""
-    found = [f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
-             and not any(part.startswith(".") for part in f.relative_to(folder).parts)]
-    first: dict[Path, Path] = {}
+    links to files and folders followed (data kept elsewhere and linked in), each file once (a second path to a
+    file already read, a symbolic or hard link, would count every row twice: files are told apart by device and
+    inode), and nothing hidden at any depth (`.git/`, and `.ipynb_checkpoints/`, whose copies would count every
+    row twice)."""
+    found, walked = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in walked:  # a link back to a folder already read (`more -> ..`): no cycle
+            dirs[:] = []
+            continue
+        walked.add((st.st_dev, st.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in suffixes
+                  and (Path(root) / f).is_file()]  # (a link to nothing, or to a device or FIFO: not a file)
+    first: dict[tuple[int, int], Path] = {}
     for f in sorted(found, key=lambda f: (f.is_symlink(), f)):  # the file itself before a link to it
-        first.setdefault(f.resolve(), f)
+        st = f.stat()
+        first.setdefault((st.st_dev, st.st_ino), f)
     return sorted(first.values())
 
 
@@ -56,7 +69,7 @@ def check_regular_file(path: str | Path) -> Path:
     that would be read forever) otherwise."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"data file {p} does not exist")
+        raise FileNotFoundError(f"data file {p} {not_there(p)}")
     if not p.is_file():
         raise ValueError(f"data file {p} is {'a directory' if p.is_dir() else 'not a regular file'}")
     return p

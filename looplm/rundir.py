@@ -71,6 +71,9 @@ def check_out_of_data(out: Path, cfg: Config) -> None:
 def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
     """The checkpoint folder a run in `out` continues from (None: start fresh). Reads only; UserError otherwise.
     held=True: this process holds the lock (the call under the lock repeats the check quietly)."""
+    from .outputs import check_out_folder
+
+    check_out_folder(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a run directory")
     inside = ckpt.enclosing_checkpoint(out / "config.yaml")
@@ -178,6 +181,9 @@ def _not_empty(out: Path, names: set[str], what: str) -> UserError:
 def check_owned(out: Path, names: tuple[str, ...], what: str) -> None:
     """Refuse, reading only, an --out that is a file or a directory holding anything but `names` (what `what`
     writes there): a command that writes a tree of its own must not mix it into other files."""
+    from .outputs import check_out_folder
+
+    check_out_folder(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
     foreign = {p.name for p in out.iterdir()} - set(names) if out.is_dir() else set()
@@ -266,7 +272,7 @@ def claimed(out: Path, resume: bool, src: Path | None, keep: int) -> Iterator[No
         try:
             yield
         except BaseException:
-            if src is None and {p.name for p in out.iterdir()} <= {LOCK, "config.yaml"}:
+            if src is None and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK, "config.yaml"}:
                 # a fresh run that left nothing but its claim: nothing of value to keep
                 for name in ("config.yaml", *(() if had_lock else (LOCK,))):
                     (out / name).unlink(missing_ok=True)

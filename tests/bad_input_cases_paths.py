@@ -5,7 +5,7 @@ tests/bad_input_cases.py."""
 from __future__ import annotations
 
 from .bad_input_cases import TINY, TRAIN, Case
-from .bad_input_damage import _link_loop
+from .bad_input_damage import _dangling_link, _link_loop
 
 S = ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--n", "4"]
 
@@ -21,6 +21,19 @@ PATH_CASES: dict[str, Case] = {
         *TRAIN[:-3], "--out", "{tmp}/loopa", "--no-progress", *TINY], prepare=_link_loop),
     "arg-sweep-checkpoint-link-loop": Case("arguments", "sweep a checkpoint path that is a link in a loop of links", [
         "sweep", "{tmp}/loopa", "--no-progress"], prepare=_link_loop),
+    "arg-sweep-data-in-link-loop": Case("arguments", "sweep --data through links that point at each other", [
+        *S, "--data", "{tmp}/loopa/d.jsonl", "--out", "{tmp}/s.json"], prepare=_link_loop),
+    "arg-train-config-in-link-loop": Case("arguments", "train --config through links that point at each other", [
+        "train", "--config", "{tmp}/loopa/c.yaml", "--out", "{tmp}/out"], prepare=_link_loop),
+    "arg-analyze-checkpoint-in-link-loop": Case("arguments", "analyze a run path through links that point at each "
+                                                "other", ["analyze", "{tmp}/loopa/run", "--no-progress"],
+                                                prepare=_link_loop),
+    "arg-train-out-dangling-link": Case("arguments", "train --out a link to nothing", [
+        *TRAIN[:-3], "--out", "{tmp}/dang", "--no-progress", *TINY], prepare=_dangling_link),
+    "arg-study-out-link-loop": Case("arguments", "study --out a link in a loop of links", [
+        "study", "addition", "--out", "{tmp}/loopa", "--quick"], prepare=_link_loop),
+    "arg-study-out-in-dangling-link": Case("arguments", "study --out inside a link to nothing", [
+        "study", "addition", "--out", "{tmp}/dang/st", "--quick"], prepare=_dangling_link),
     "arg-sweep-out-dot": Case("arguments", "sweep --out a new folder/. (a file)", [*S, "--out", "{tmp}/newfolder/."]),
     "arg-train-unknown-option": Case("arguments", "train with an option it does not take (--steps for "
                                      "--set train.steps)", [*TRAIN, "--steps", "3"]),

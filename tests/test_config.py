@@ -113,6 +113,14 @@ def test_a_preset_name_is_the_preset_whatever_the_directory_holds(tmp_path, monk
 def test_an_override_given_twice_is_refused_in_the_api_as_in_the_cli():
     with pytest.raises(ConfigError, match="train.steps given twice"):
         load_config("addition-prenorm-stars", ["train.steps=5", "train.steps=7"])
+    # a record's prompt as its own answer: the model would be trained to copy it
+    with pytest.raises(ConfigError, match="data.answer_field: must differ from data.prompt_field"):
+        load_config("jsonl-stars", ["data.path=x.jsonl", "data.answer_field=prompt"])
+    with pytest.raises(ConfigError, match="data.response_field: must differ from data.prompt_field"):
+        load_config("ouro-math-stars", ["data.response_field=problem"])
+    # one string, not a list, was read letter by letter: "override 't' must look like section.key=value"
+    with pytest.raises(ConfigError, match="overrides must be a list of section.key=value strings, got one string"):
+        load_config("addition-prenorm-stars", "train.steps=3")
 
 
 def test_fit_checks_a_config_changed_after_it_was_built(tmp_path):

@@ -72,7 +72,7 @@ def test_torchrun_stars_finetune_then_lm_eval_by_depth_and_dynamics(tmp_path):
 
     pytest.importorskip("lm_eval")
     pytest.importorskip("accelerate")
-    from looplm.hf.lm_eval_adapter import eval_depths
+    from looplm.hf.lm_eval_depths import eval_depths
 
     from .hf_fixtures import write_lm_eval_tasks
 

@@ -180,6 +180,15 @@ def test_records_formats_sources_and_truncation(tok, tmp_path):
     (other / "bad.json").write_text('{"a": 1}\n{"a": ]\n')
     with pytest.raises(ValueError, match="bad.json:2"):
         load_records(str(other / "bad.json"))
+    # one record as JSON Lines (to_json of a one-row dataset) was refused as "expected a list of records"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "one.json").write_text(json.dumps(rows[0]) + "\n")
+    assert load_records(str(tmp_path / "one" / "one.json")) == rows[:1]
+    # a datasets save_to_disk folder: its metadata JSON was named as a bad data file
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "dataset_info.json").write_text("{}\n")
+    with pytest.raises(ValueError, match="is a datasets save_to_disk folder"):
+        load_records(str(tmp_path / "saved"))
     full, _ = build_examples(rows, tok, max_length=4096, fmt="prompt_response")
     cut = min(len(e.input_ids) for e in full) - 3  # every example loses its last tokens, keeps some targets
     ex, st = build_examples(rows, tok, max_length=cut, overlong="truncate", fmt="prompt_response")
@@ -433,3 +442,26 @@ def test_a_config_that_says_tied_over_a_file_with_its_own_head_loads_the_file(ba
     m = load_pretrained(str(d))
     m.tie_weights()
     torch.testing.assert_close(m.lm_head.weight, lf(str(d / "model.safetensors"))["lm_head.weight"])
+
+
+def test_tool_definitions_and_tool_calls_reach_the_template_and_are_trained(tok):
+    """A record's `tools` never reached the template (the same data digest as without them), and an assistant
+    turn holding only tool_calls was context (its content is empty), though the template renders the call."""
+    template = ("{% if tools %}<|im_start|>system\n{% for t in tools %}{{ t.function.name }};{% endfor %}<|im_end|>\n"
+                "{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}{% if m.tool_calls %}"
+                "{% for c in m.tool_calls %}<call>{{ c.function.name }}</call>{% endfor %}{% endif %}<|im_end|>\n"
+                "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    call = {"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}
+    record = {"tools": [{"type": "function", "function": {"name": "add"}}],
+              "messages": [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "",
+                                                                 "tool_calls": [call]},
+                           {"role": "tool", "content": "5"}, {"role": "assistant", "content": "#### 5"}]}
+    enc = encode_chat(tok, to_messages(record), chat_template=template, tools=record["tools"])
+    assert tok.decode(enc.input_ids).startswith("<|im_start|>system\nadd;<|im_end|>")
+    assert target_texts(tok, enc) == ["<call>add</call><|im_end|>", "#### 5<|im_end|>"]
+    from looplm.hf.data import build_examples
+
+    [example], _ = build_examples([record], tok, 512, chat_template=template)  # what a fine-tune trains on
+    assert (example.input_ids, example.labels) == (enc.input_ids, enc.labels)
+    with pytest.raises(ValueError, match="tools must be a list of tool definitions"):
+        to_messages({**record, "tools": "add"})

@@ -94,15 +94,19 @@ def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path, 
                                 task_manager=TaskManager(include_path=str(d / "tasks"), include_defaults=False))
     # lm-eval's own command line: remote code; a task whose data file is empty (datasets' traceback before); a
     # model_args key given twice (the last one was taken)
-    for args, task, tasks, msg in ((",trust_remote_code=True", mc_task, d / "tasks",
+    model = f"pretrained={d / 'model'}"
+    for args, task, tasks, msg in ((["--model_args", f"{model},trust_remote_code=True"], mc_task, d / "tasks",
                                     "trust_remote_code=True is not supported"),
-                                   ("", "et_empty", tmp_path / "et", "--tasks: a task's data cannot be read"),
-                                   # lm-eval's parser merges model_args into a dict, keeping the last of a key
-                                   (",num_loops=2,num_loops=3", mc_task, d / "tasks",
-                                    "model_args num_loops given twice")):
-        r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "looplm",
-                            "--model_args", f"pretrained={d / 'model'}{args}", "--tasks", task, "--include_path",
-                            str(tasks), "--device", "cpu"],
+                                   (["--model_args", model], "et_empty", tmp_path / "et",
+                                    "--tasks: a task's data cannot be read"),
+                                   # lm-eval's parser merges model_args into a dict, keeping the last of a key:
+                                   # in one value, in a JSON object, across an abbreviated option and a JSON one
+                                   (["--model_args", f"{model},num_loops=2,num_loops=3"], mc_task, d / "tasks",
+                                    "model_args num_loops given twice"),
+                                   (["--model_ar", f"{model},num_loops=2", "-a", '{"num_loops": 3}'], mc_task,
+                                    d / "tasks", "model_args num_loops given twice")):
+        r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "looplm", *args,
+                            "--tasks", task, "--include_path", str(tasks), "--device", "cpu"],
                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
                            env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
         errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
@@ -187,7 +191,7 @@ def test_the_figure_keeps_metrics_that_are_not_fractions_off_the_percent_axis(tm
     """Perplexity (or BLEU on 0-100) on a 0-100 % axis would fall off the figure unseen: such metrics stay in the
     table only, and the title names them."""
     from looplm import plots
-    from looplm.hf.lm_eval_adapter import plot_depths
+    from looplm.hf.lm_eval_depths import plot_depths
 
     seen = {}
 
@@ -345,7 +349,7 @@ def test_each_row_runs_its_loops_unless_an_exit_rule_is_asked_for(setup, tmp_pat
 def test_eval_depths_checks_its_arguments(setup, tmp_path):
     """The Python API took depths=[] (an IndexError), a task name as a string (read letter by letter),
     batch_size=0, a repeated depth (scored twice) and depth 0 (blamed on model_args), as the command line does not."""
-    from looplm.hf.lm_eval_adapter import eval_depths
+    from looplm.hf.lm_eval_depths import eval_depths
 
     d, (_, mc_task) = setup
     good = dict(tasks=[mc_task], depths=[1], limit=1, batch_size=1)
@@ -363,8 +367,8 @@ def test_eval_depths_checks_its_arguments(setup, tmp_path):
 def test_eval_lm_writes_its_three_files_whole_or_not_at_all(setup, tmp_path, monkeypatch):
     """eval-lm stopped between its files (Ctrl-C after eval_lm.json and .md, before the figure) left those two, so
     the rerun was refused; with --force it left the new JSON beside the earlier figure."""
-    import looplm.hf.lm_eval_adapter as adapter
-    from looplm.hf.lm_eval_adapter import eval_depths
+    import looplm.hf.lm_eval_depths as adapter
+    from looplm.hf.lm_eval_depths import eval_depths
 
     d, (_, mc_task) = setup
     args = dict(tasks=[mc_task], depths=[1], limit=1, batch_size=1, include_path=str(d / "tasks"), device="cpu")
@@ -381,3 +385,36 @@ def test_eval_lm_writes_its_three_files_whole_or_not_at_all(setup, tmp_path, mon
             eval_depths(str(d / "model"), out=out, replace=replace, **args)
     assert not (tmp_path / "new").exists()
     assert {f.name: f.read_bytes() for f in earlier.iterdir()} == before
+
+
+def test_eval_lm_says_in_one_line_what_is_wrong_with_a_task_or_an_argument(setup, tmp_path, capsys):
+    """A multiple-choice task whose doc_to_target is past its choices, or a continuation longer than the model's
+    positions, was lm-eval's traceback; eval_depths(device="cuda") without CUDA ran on the CPU in bfloat16 and
+    recorded "cuda"; model_kwargs beside eval_depths' own arguments was a TypeError."""
+    from looplm.errors import UserError
+    from looplm.hf.lm_eval_adapter import LoopedLM
+    from looplm.hf.lm_eval_depths import eval_depths
+
+    d, (_, mc_task) = setup
+    (tmp_path / "t").mkdir()
+    yaml = next((d / "tasks").glob(f"{mc_task}.yaml")).read_text()
+    (tmp_path / "t" / "t.yaml").write_text(yaml.replace(f"task: {mc_task}", "task: t_far").replace(
+        "doc_to_target: 0", "doc_to_target: 5"))
+    for f in (d / "tasks").glob("*.py"):
+        (tmp_path / "t" / f.name).write_text(f.read_text())
+    capsys.readouterr()
+    assert cli(["eval-lm", str(d / "model"), "--tasks", "t_far", "--depths", "1", "--include-path", str(tmp_path / "t"),
+                "--limit", "1", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: t_far: lm-eval cannot build a task's requests from its YAML and data (IndexError: list index")
+    lm = LoopedLM(pretrained=str(d / "model"), device="cpu", max_length=3)
+    with pytest.raises(UserError, match=r"of \d+ tokens does not fit model_args max_length=3"):
+        lm.loglikelihood([type("R", (), {"args": ("Question: 1+1\nAnswer:", " 2 and some more words")})()])
+    common = dict(tasks=[mc_task], depths=[1], include_path=str(d / "tasks"), limit=1)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available on this machine"):
+            eval_depths(str(d / "model"), out=tmp_path / "c", device="cuda", **common)
+    with pytest.raises(ValueError, match="model_kwargs num_loops: eval_depths sets it itself; give depths="):
+        eval_depths(str(d / "model"), out=tmp_path / "c", device="cpu", model_kwargs={"num_loops": 3}, **common)
+    assert not (tmp_path / "c").exists()

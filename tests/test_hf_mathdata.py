@@ -80,7 +80,8 @@ def test_lm_eval_task_runs_through_eval_depths_with_the_chat_template(tmp_path, 
     pytest.importorskip("transformers")
     pytest.importorskip("lm_eval")
     pytest.importorskip("accelerate")
-    from looplm.hf.lm_eval_adapter import LoopedLM, eval_depths
+    from looplm.hf.lm_eval_adapter import LoopedLM
+    from looplm.hf.lm_eval_depths import eval_depths
 
     from .hf_fixtures import save_tiny_base, tiny_chat_tokenizer
 

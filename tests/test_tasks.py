@@ -538,7 +538,12 @@ def test_a_corpus_folder_reads_its_text_files_once_and_nothing_hidden(tmp_path):
     (tmp_path / "shared.txt").write_text("delta")
     (d / "d.txt").symlink_to(tmp_path / "shared.txt")  # data kept elsewhere, linked in: read (it was skipped)
     (d / "z.txt").symlink_to(d / "a.txt")  # a second path to a.txt: not read twice
-    assert read_text(d) == "BETA\nalpha\ndelta\ngamma"
+    (d / "y.txt").hardlink_to(d / "B.TXT")  # nor a hard link (it was: the corpus grew by a copy)
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "e.md").write_text("epsilon")
+    (d / "linked").symlink_to(tmp_path / "more")  # a folder linked in: read (it was skipped)
+    (d / "sub" / "up").symlink_to(d)  # a link back up: no cycle, nothing twice
+    assert read_text(d) == "BETA\nalpha\ndelta\nepsilon\ngamma"
 
 
 def test_text_training_evaluates_perplexity_not_exact_match(text_run, tmp_path, capsys):

@@ -193,7 +193,7 @@ def evaluate(out: Path, name: str, model_dir: Path, s: Settings, threads: int) -
         return json.loads(f.read_text())
     import torch
 
-    from ..hf.lm_eval_adapter import eval_depths
+    from ..hf.lm_eval_depths import eval_depths
 
     if threads:
         torch.set_num_threads(threads)
@@ -242,7 +242,7 @@ def check_problems(folder: Path, s: Settings) -> tuple[Path, str]:
 
 def base_check(model_dir: Path, s: Settings, scratch: Path) -> dict:
     """lm-eval exact match of `model_dir` at CHECK_DEPTHS on the CHECK_N problems of `check_problems`."""
-    from ..hf.lm_eval_adapter import eval_depths
+    from ..hf.lm_eval_depths import eval_depths
 
     tasks, name = check_problems(scratch, s)
     res = eval_depths(str(model_dir), [name], list(CHECK_DEPTHS), scratch / "eval", include_path=str(tasks),

@@ -5,6 +5,7 @@
 - `LooplmConfig` / `LooplmForCausalLM`: looplm's own LoopedTransformer as an HF model.
 - `looplm.hf.finetune`: STARS fine-tuning (chat data, random loops, JSRR through Φ).
 - `looplm.hf.lm_eval_adapter`: an lm-evaluation-harness model (`--model looplm`).
+- `looplm.hf.lm_eval_depths`: `eval_depths`, lm-eval's tasks at each loop count (`looplm eval-lm`).
 - `looplm.hf.answers`: GSM8K-style answer extraction (no transformers needed).
 
 `looplm.hf.register()`, or the first use of any class here, registers both architectures with transformers'

@@ -71,7 +71,7 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tupl
         convs = Records([], records.where)
         for r, w in zip(records, records.where, strict=True):
             try:
-                convs.append({"messages": to_messages(r, **_fields(r)) or []})
+                convs.append({"messages": to_messages(r, **_fields(r)) or [], "tools": r.get("tools")})
             except ValueError as e:
                 raise ValueError(f"{w}: {e}") from None
         return build_examples(convs, tokenizer, max_length, fmt="messages")

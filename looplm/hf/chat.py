@@ -10,8 +10,9 @@ rendering all of them), whatever special tokens it adds:
 - so the target is the assistant's content plus the end-of-turn marker the template closes the turn with
   (e.g. `<|im_end|>`, which teaches the model to stop), but not the newline some templates put after it.
   A template that closes turns with several tokens gets all of them (up to trailing whitespace).
-- an assistant turn with no content (empty or whitespace) is context: its end marker alone would teach the
-  model to end the turn at once (a conversation whose only assistant turns are empty has no target);
+- an assistant turn with nothing in it (blank content and no other key the template renders, such as
+  tool_calls) is context: its end marker alone would teach the model to end the turn at once (a conversation
+  whose only assistant turns are empty has no target); a record's `tools` reach the template as `tools`;
 - a token that straddles a span boundary is a target: with a generation prompt ending in a space
   ("Assistant: "), byte-level BPE merges that space with the first content character, and that merged token
   is the one the model has to produce.
@@ -65,8 +66,10 @@ class Encoded:
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool,
-            chat_template: str | None) -> str:
+            chat_template: str | None, tools: list[dict] | None = None) -> str:
     kw = {"chat_template": chat_template} if chat_template is not None else {}
+    if tools:  # a record's tool definitions: the template writes them where it wants (a system turn, mostly)
+        kw["tools"] = tools
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
                                              **kw)
@@ -75,14 +78,14 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_promp
                             f"{str(e).strip() or 'no message'})") from None
 
 
-def _opening(tokenizer: Any, chat_template: str | None, full: str) -> str:
+def _opening(tokenizer: Any, chat_template: str | None, full: str, tools: list[dict] | None = None) -> str:
     """What a template writes before the content of an assistant turn that opens a conversation: its role header
     (`<|im_start|>assistant\\n` in ChatML), and whatever it puts first (a default system turn, a BOS token). That is
     context, not target. It is read off a render whose opening assistant turn holds a marker (transformers renders
     no empty conversation); "" when the conversation does not start with it."""
     marker = "\u2063looplm\u2063"  # invisible separators: no template writes these of its own
     try:
-        probe = _render(tokenizer, [{"role": "assistant", "content": marker}], False, chat_template)
+        probe = _render(tokenizer, [{"role": "assistant", "content": marker}], False, chat_template, tools)
     except TemplateError:
         return ""
     at = probe.find(marker)
@@ -90,21 +93,29 @@ def _opening(tokenizer: Any, chat_template: str | None, full: str) -> str:
     return head if full.startswith(head) else ""
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None
-                    ) -> tuple[str, list[tuple[int, int]]]:
+def says_something(m: dict[str, Any]) -> bool:
+    """An assistant turn has something to learn: content that is not blank, or another key the template renders
+    (tool_calls, reasoning_content). An empty turn is context: its end marker alone would teach "end the turn at
+    once"."""
+    return bool(str(m.get("content") or "").strip()) or any(
+        v not in (None, "", [], {}) for k, v in m.items() if k not in ("role", "content", "weight", "name"))
+
+
+def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None,
+                    tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
     """(rendered text, [(start, end) character span of each assistant target])."""
     if not messages:
         raise TemplateError("empty conversation")
-    full = _render(tokenizer, messages, False, chat_template)
+    full = _render(tokenizer, messages, False, chat_template, tools)
     spans = []
     for i, m in enumerate(messages):
         if m.get("role") != "assistant" or m.get("weight") == 0:  # weight 0 (OpenAI's format): context, not target
             continue
-        if not str(m.get("content") or "").strip():  # an empty turn: its end marker alone would teach "stop at once"
+        if not says_something(m):
             continue
-        prefix = _render(tokenizer, messages[:i], True, chat_template) if i else _opening(tokenizer, chat_template,
-                                                                                          full)
-        upto = _render(tokenizer, messages[: i + 1], False, chat_template)
+        prefix = (_render(tokenizer, messages[:i], True, chat_template, tools) if i
+                  else _opening(tokenizer, chat_template, full, tools))
+        upto = _render(tokenizer, messages[: i + 1], False, chat_template, tools)
         if not (full.startswith(upto) and upto.startswith(prefix)):
             raise TemplateError("the chat template does not render conversations prefix-stably (turn "
                                 f"{i} changes earlier text), so assistant tokens cannot be located")
@@ -116,13 +127,13 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
 
 
 def encode_chat(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None,
-                max_length: int | None = None) -> Encoded:
+                max_length: int | None = None, tools: list[dict] | None = None) -> Encoded:
     """Token ids and labels for one conversation (see the module docstring for what is a target).
 
     With `max_length`, the sequence is cut on the right; the caller decides what to do with examples whose
     targets were cut (see `Encoded.n_targets`).
     """
-    text, spans = assistant_spans(tokenizer, messages, chat_template)
+    text, spans = assistant_spans(tokenizer, messages, chat_template, tools)
     # verbose=False: no "longer than the model's maximum" warning; the caller cuts or drops long examples itself
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
@@ -181,7 +192,10 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
         raise ValueError(f"unknown data format {fmt!r}; use auto, messages or prompt_response")
     if system_prompt and out[0]["role"] != "system":
         out.insert(0, {"role": "system", "content": system_prompt})
-    if not any(m["role"] == "assistant" and m["content"].strip() and m.get("weight") != 0 for m in out):
+    tools = record.get("tools")  # (None: absent, or a parquet column's fill)
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise ValueError(f"tools must be a list of tool definitions (objects), got {json.dumps(tools)[:80]}")
+    if not any(m["role"] == "assistant" and says_something(m) and m.get("weight") != 0 for m in out):
         return None
     return out
 

@@ -109,10 +109,9 @@ def run(args: argparse.Namespace) -> None:
         from ..errors import UserError
         from ..evaluate import parse_depths
         from ..outputs import default_out_dir, fresh_outputs
-        from ..train import resolve_device
         from .analysis import config_problem, find_model_dir
         from .finetune import require_tokenizer
-        from .lm_eval_adapter import OUTPUTS, eval_depths
+        from .lm_eval_depths import OUTPUTS, eval_depths
 
         model_dir = find_model_dir(args.checkpoint)  # a finetune run: its checkpoint/
         if model_dir is None and Path(args.checkpoint).exists():  # not a hub id either: say what it is
@@ -129,7 +128,6 @@ def run(args: argparse.Namespace) -> None:
         model = str(model_dir) if model_dir is not None else args.checkpoint  # else a hub id
         out = Path(args.out) if args.out else (default_out_dir(model) / "eval-lm" if model_dir else Path("eval-lm"))
         fresh_outputs([out / f for f in OUTPUTS], args.force)
-        resolve_device(args.device)
         res = eval_depths(model, list(dict.fromkeys(t.strip() for t in args.tasks.split(",") if t.strip())),
                           parse_depths(args.depths), out, include_path=args.include_path, limit=args.limit,
                           num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,

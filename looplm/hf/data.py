@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..errors import not_there
 from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
 from .chat import Encoded, TemplateError, encode_chat, to_messages
@@ -47,6 +48,9 @@ def _read_local(p: Path) -> Records:
                 return _checked(Records(data, where))
             if isinstance(data, dict) and "data" in data:
                 data = data["data"]
+            elif isinstance(data, dict) and "\n" not in text.strip():  # one JSON Lines record (to_json of one row)
+                got = read_rows(p)
+                return _checked(Records([r for _, r in got], [w for w, _ in got]))
             if not isinstance(data, list):
                 raise ValueError(f"{p}: expected a list of records")
             out = Records(data, [f"{p}[{i}]" for i in range(len(data))])
@@ -126,6 +130,9 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
                          f"{'folder' if p.is_dir() else 'file'}, read whole (leave them unset, or give a file of the "
                          "part you want)")
     if p.exists():
+        if p.is_dir() and ((p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file()):
+            raise ValueError(f"{p} is a datasets save_to_disk folder (Arrow files), not a folder of data files; "
+                             "write it with to_json or to_parquet, or give its hub name")
         files = data_files(p, LOCAL_SUFFIXES) if p.is_dir() else [p]
         if not files:
             raise ValueError(f"{p} holds no {', '.join(LOCAL_SUFFIXES)} files")
@@ -138,7 +145,7 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
                 break
     else:
         if source.endswith(LOCAL_SUFFIXES):
-            raise FileNotFoundError(f"data file {source} does not exist")
+            raise FileNotFoundError(f"data file {source} {not_there(source)}")
         try:
             import datasets
         except ImportError:
@@ -212,7 +219,7 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
             no_target += 1
             continue
         try:
-            enc = encode_chat(tokenizer, msgs, chat_template)
+            enc = encode_chat(tokenizer, msgs, chat_template, tools=r.get("tools"))
         except TemplateError as e:
             raise TemplateError(f"{w}: {e}") from None
         except Exception as e:  # the tokenizers library's plain Exception: a vocabulary without this character

@@ -1,4 +1,4 @@
-"""lm-evaluation-harness at any loop count: the `looplm` model type and a depth sweep.
+"""lm-evaluation-harness at any loop count: the `looplm` model type (the depth sweep is looplm.hf.lm_eval_depths).
 
 `LoopedLM` is lm-eval's HF model (`HFLM`: batching, log-likelihoods, generation with stop sequences, chat
 templates) with the loop count added: every forward and every `generate()` call passes `num_loops`. It loads
@@ -21,10 +21,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import operator
-import sys
+import os
+import re
+import traceback
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -33,14 +33,10 @@ from datasets.exceptions import DatasetGenerationError
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from ..checkpoint import loaded_at_step, write_result
 from ..errors import UserError
 from ..looped import check_looped, loop_count
-from ..outputs import all_or_nothing
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .registry import register
-
-OUTPUTS = ("eval_lm.json", "eval_lm.md", "eval_lm.png")  # what eval_depths writes in its folder
 
 
 def _opt_loops(x: Any) -> int | None:
@@ -189,6 +185,20 @@ class LoopedLM(HFLM):
             raise UserError(f"{GEN_BUDGET} {limit} ({why}); ask for fewer tokens (looplm eval-lm: --max-gen-toks; "
                             "lm-eval: --gen_kwargs max_gen_toks=N)") from None
 
+    def _loglikelihood_tokens(self, requests: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        # lm-eval asserts these (a bare AssertionError traceback): a continuation that cannot fit the positions
+        # (an export's short table), or one that renders as no tokens (an empty answer choice)
+        longest = max((len(cont) for _, _, cont in requests), default=0)
+        if longest > self.max_length:
+            limit = f"model_args max_length={self._max_length}" if self._max_length else \
+                f"the model's {self.max_length} positions"
+            raise UserError(f"{CONTINUATION} of {longest} tokens does not fit {limit}; "
+                            "the model cannot score it") from None
+        if any(not cont for _, _, cont in requests):
+            raise UserError(f"{CONTINUATION} is empty: nothing to score; check the "
+                            "task's doc_to_choice and doc_to_target") from None
+        return super()._loglikelihood_tokens(requests, *args, **kwargs)
+
     def tok_encode(self, string: str, *args: Any, **kwargs: Any) -> list[int]:
         with _encodable():
             return super().tok_encode(string, *args, **kwargs)
@@ -256,6 +266,7 @@ class LoopedLM(HFLM):
 
 GEN_BUDGET = "the generation budget does not fit"
 CHAT_TEMPLATE = "its chat template cannot be used"
+CONTINUATION = "a continuation (an answer choice or target)"
 UNENCODABLE = ("a character is outside its vocabulary (an export of a character-level looplm run knows only the "
                "characters it was trained on)")
 
@@ -303,206 +314,25 @@ def _load(path: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     return model, kwargs
 
 
-def _metrics(task_results: dict[str, Any]) -> dict[str, float]:
-    """lm-eval's "metric,filter" entries (not their stderr, alias or sample counts)."""
-    return {k: float(v) for k, v in task_results.items()
-            if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
+def task_error(e: BaseException, tasks: str) -> BaseException:
+    """A task's own fault, said in one line (UserError): its data file cannot be read, or lm-eval cannot build
+    its requests from its YAML and data. Anything else is returned as it is."""
+    if isinstance(e, (DatasetGenerationError, StopIteration)) or (isinstance(e, ValueError) and NO_DATA in str(e)):
+        return _unreadable_data(e, tasks)
+    if not _task_fault(e):
+        return e
+    why = re.sub(r" at 0x[0-9a-f]+", "", str(e).strip().splitlines()[0][:200] if str(e).strip() else "")
+    return UserError(f"{tasks}: lm-eval cannot build a task's requests from its YAML and data ({type(e).__name__}: "
+                     f"{why or 'no message'}); check its doc_to_text, doc_to_target (an index into doc_to_choice) "
+                     "and doc_to_choice against its data fields")
 
 
-def depth_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one row per loop count, one column per task/metric."""
-    cols = sorted({f"{t}: {m}" for r in rows for t, ms in r["metrics"].items() for m in ms})
-    lines = ["| loops | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for r in rows:
-        vals = []
-        for c in cols:
-            t, m = c.split(": ", 1)
-            v = r["metrics"].get(t, {}).get(m)
-            vals.append("" if v is None else f"{v:.4f}")
-        lines.append(f"| {r['loops']} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
-
-
-def plot_depths(rows: list[dict[str, Any]], path: str | Path, title: str = "", replace: bool = True) -> Path:
-    """Each task/metric against the loop count (looplm.plots.plot_accuracy, on the lm-eval scores)."""
-    from ..plots import plot_accuracy
-
-    depths = [r["loops"] for r in rows]
-    series = sorted({(t, m) for r in rows for t, ms in r["metrics"].items() for m in ms})
-    curves = [{"depths": depths, "label": f"{t} {m}",
-               "accuracy": [r["metrics"].get(t, {}).get(m, float("nan")) for r in rows]} for t, m in series]
-    # The axis is a percentage: a metric that is no fraction (perplexity, BLEU on 0-100) would fall off it. Those
-    # are in the table only, and the figure says which.
-    frac = [c for c in curves if all(0 <= a <= 1 for a in c["accuracy"] if a == a)]
-    other = [c["label"] for c in curves if c not in frac]
-    title = (title or "lm-eval at each loop count") + (f" (not drawn, not fractions: {', '.join(other)})"
-                                                       if other else "")
-    return plot_accuracy(frac, path, title, ylabel="score (%)", replace=replace, shading_note=False)
-
-
-@contextlib.contextmanager
-def _no_env_info():
-    """lm-eval collects a system report (seconds of subprocesses) and the working directory's git hash (`git
-    describe`, whose `fatal: not a git repository` lands on stderr outside a checkout) on every call; the sweep
-    uses neither."""
-    import lm_eval.evaluator as ev
-
-    saved = {k: getattr(ev, k) for k in ("add_env_info", "get_git_commit_hash") if hasattr(ev, k)}
-    for k in saved:
-        setattr(ev, k, lambda *a, **kw: None)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            setattr(ev, k, v)
-
-
-def _check_eval_args(tasks: Any, depths: Any, limit: Any, num_fewshot: Any, batch_size: Any,
-                     max_gen_toks: Any) -> list[int]:
-    """eval_depths' arguments, as the command line checks them (ValueError naming the argument): a list of
-    distinct task names (a string would be read letter by letter), increasing distinct depths >= 1, a --limit
-    that is a count >= 1 or a fraction in (0, 1), and counts that are integers (never bools). Returns the depths."""
-    from ..evaluate import check_depths
-
-    if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) or not tasks or not all(
-            isinstance(t, str) and t.strip() for t in tasks) or len(set(tasks)) < len(tasks):
-        raise ValueError(f"tasks must be a list of distinct lm-eval task names, got {tasks!r:.80}")
-    depths = check_depths(depths, "evaluate")
-
-    def count(v: Any, lo: int) -> bool:
-        try:
-            return not isinstance(v, bool) and operator.index(v) >= lo  # ints, numpy and torch integers
-        except TypeError:
-            return False
-
-    if limit is not None and not (count(limit, 1) or (isinstance(limit, float) and 0 < limit < 1)):
-        raise ValueError(f"limit must be a count >= 1 or a fraction in (0, 1), got {limit!r:.80}")
-    for name, v, lo in (("num_fewshot", num_fewshot, 0), ("batch_size", batch_size, 1),
-                        ("max_gen_toks", max_gen_toks, 1)):
-        if v is not None and not count(v, lo):
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r:.80}")
-    return depths
-
-
-def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str | Path,
-                include_path: str | None = None, limit: float | None = None, num_fewshot: int | None = None,
-                batch_size: int = 8, max_gen_toks: int | None = None, apply_chat_template: bool = False,
-                device: str = "auto", dtype: str = "auto", model_kwargs: dict[str, Any] | None = None,
-                exit_threshold: float | None = None, exit_dtype: str | None = None,
-                replace: bool = True) -> dict[str, Any]:
-    """Evaluate `tasks` at every loop count in `depths` with one loaded model; write json, markdown, png (each
-    whole or not at all; without `replace`, never over a file that appeared meanwhile). Each row runs exactly
-    its loop count unless `exit_threshold` asks for Ouro's early exit (in `exit_dtype`): a config's
-    early_exit_threshold is not applied, since in low precision (or with saturated gates) the exit rule ends
-    tokens before the last loop even at 1.0, and the deep rows would all be the same early exit."""
-    if exit_dtype is not None and exit_threshold is None:
-        raise UserError("--exit-dtype is the dtype of an exit rule: give --exit-threshold too")
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    depths = _check_eval_args(tasks, depths, limit, num_fewshot, batch_size, max_gen_toks)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    if not Path(pretrained).exists() and Path(pretrained).is_absolute():
-        raise UserError(f"model directory {pretrained} does not exist")
-    # The model first: what is wrong with it (no loop, damaged or partial weights, foreign code) is said before
-    # lm-eval indexes its tasks
-    exit_kw = {"exit_threshold": exit_threshold, "exit_dtype": exit_dtype} if exit_threshold is not None else {}
-    def load() -> LoopedLM:
-        return LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
-                        **exit_kw, **(model_kwargs or {}))
-
-    # a fine-tune's checkpoint says its step, read around the load (a run may still be training into it)
-    lm, step = loaded_at_step(Path(pretrained), load) if Path(str(pretrained)).is_dir() else (load(), None)
-    config_q = getattr(lm.model.config, "early_exit_threshold", None)
-    if lm.exit_threshold is None and config_q is not None:
-        lm.model.config.early_exit_threshold = None  # in memory only: every row runs its loops
-    tm = None
-    if include_path:  # indexing lm-eval's thousands of built-in tasks takes a while: skip it when not needed
-        if not Path(include_path).is_dir():
-            raise UserError(f"--include-path {include_path} is not a folder of task YAMLs")
-        tm = TaskManager(include_path=include_path, include_defaults=False)
-        if not all(t in tm.all_tasks for t in tasks):
-            tm = None
-    tm = tm or TaskManager(include_path=include_path)
-    unknown = [t for t in tasks if t not in tm.all_tasks]
-    if unknown:
-        raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)} (lm-eval lists its tasks with "
-                        "`lm-eval ls tasks`; a local task needs --include-path)")
-    rows, counts, shots = [], {}, {}
-    for d in depths:
-        lm.num_loops = d
-        with _no_env_info():
-            try:
-                res = lm_eval.simple_evaluate(
-                    model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=tm,
-                    apply_chat_template=apply_chat_template, log_samples=False, bootstrap_iters=0,
-                    gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
-            except UserError as e:  # the model's refusals, said in the command line's terms
-                if GEN_BUDGET in str(e):
-                    positions = getattr(lm.model.config, "max_position_embeddings", None)
-                    raise UserError(f"{', '.join(tasks)}: the generation budget does not fit {pretrained}'s "
-                                    f"{positions} positions; pass a --max-gen-toks below {positions}") from None
-                if str(e).startswith(CHAT_TEMPLATE):
-                    raise UserError(f"{pretrained}: {e}") from None
-                if UNENCODABLE in str(e):
-                    raise UserError(f"{pretrained}: its tokenizer cannot encode the text of {', '.join(tasks)}: "
-                                    f"{UNENCODABLE}") from None
-                raise
-            except (DatasetGenerationError, StopIteration, ValueError) as e:
-                if isinstance(e, ValueError) and NO_DATA not in str(e):
-                    raise
-                raise _unreadable_data(e, ", ".join(tasks)) from None
-            except jinja2.TemplateError as e:  # a task's own templates (doc_to_text, ...) on its data
-                why = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no message"
-                raise UserError(f"{', '.join(tasks)}: a task's prompt template fails on its data ({type(e).__name__}: "
-                                f"{why}); check the task's doc_to_text, doc_to_target and doc_to_choice against its "
-                                "data fields") from None
-        rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
-        # What ran, not what was asked: a task's YAML can fix its own number of shots over --num-fewshot.
-        shots = {t: c.get("num_fewshot") for t, c in res.get("configs", {}).items()}
-        # What was scored, not what was asked: a --limit above a task's size scores the whole task.
-        counts = {t: {"original": int(c["original"]), "effective": int(c["effective"])}
-                  for t, c in res.get("n-samples", {}).items()}
-    out = Path(out)
-    table = depth_table(rows)
-    short = [f"{t} has {c['original']:,}" for t, c in counts.items()
-             if isinstance(limit, int) and c["original"] < limit]
-    if short:
-        print(f"note: --limit {limit:,} is more examples than a task holds ({'; '.join(short)}); all of them were "
-              "scored, and eval_lm.json records the counts under n_samples")
-    # Which rule made the rows: recorded, and said when it is not "exactly that many loops" or when the config's
-    # own rule was set aside
-    exit_q = lm.exit_threshold
-    exit_in = (lm.exit_dtype or getattr(lm.model.config, "exit_dtype", None) or "model") if exit_q is not None else None
-    if exit_q is not None:
-        print(f"note: early exit at threshold {exit_q} (exit rule in {exit_in}): each row is an early exit capped at "
-              "its loop count, not that many loops")
-    elif config_q is not None:
-        print(f"note: the model's config.json sets early_exit_threshold={config_q}; every row ran exactly its loop "
-              f"count (--exit-threshold {config_q} scores that exit rule instead)")
-    overridden = {t: n for t, n in shots.items() if num_fewshot is not None and n != num_fewshot}
-    if overridden:
-        used = ", ".join(f"{t} ({n} shots, set by the task)" for t, n in overridden.items())
-        print(f"note: --num-fewshot {num_fewshot} was not used by {used}; eval_lm.json records the shots each task "
-              "used (num_fewshot_used)")
-    result = {"model": str(pretrained), "step": step, "tasks": tasks, "depths": depths, "limit": limit,
-              "num_fewshot": num_fewshot,
-              "num_fewshot_used": shots,
-              # every setting that changes the numbers, so two tables can be told apart
-              "settings": {"dtype": dtype, "device": device, "batch_size": batch_size,
-                           "apply_chat_template": apply_chat_template, "max_gen_toks": max_gen_toks,
-                           "early_exit_threshold": exit_q, "exit_dtype": exit_in, **(model_kwargs or {})},
-              "n_samples": counts, "rows": rows, "table": table}
-    with all_or_nothing([out / f for f in OUTPUTS]):  # the three files are one result: all of them, or none
-        write_result(out / "eval_lm.json", lambda f: f.write_text(json.dumps(result, indent=1) + "\n"), replace)
-        write_result(out / "eval_lm.md", lambda f: f.write_text(f"# lm-eval by loop count: {pretrained}\n\n{table}\n"),
-                     replace)
-        plot_depths(rows, out / "eval_lm.png", title=f"{Path(str(pretrained)).name}: {', '.join(tasks)}",
-                    replace=replace)
-    return result
+def _task_fault(e: BaseException) -> bool:
+    """The error arose where lm-eval builds a task's requests from its YAML and data (a doc_to_target past its
+    choices, a doc_to_choice naming no field), not in looplm or in the model."""
+    own = [f.f_code.co_filename.replace(os.sep, "/") for f, _ in traceback.walk_tb(e.__traceback__)]
+    own = [f for f in own if "/lm_eval/" in f or "/looplm/" in f]
+    return bool(own) and own[-1].endswith(("lm_eval/api/task.py", "lm_eval/api/samplers.py", "lm_eval/utils.py"))
 
 
 NO_DATA = "corresponds to no data"  # datasets' ValueError for a split whose file holds only blank lines
@@ -523,37 +353,55 @@ def _refuse_twice(keys: list[str]) -> None:
         raise UserError(f"model_args {', '.join(twice)} given twice; give each once")
 
 
-def _cli_model_args_keys(argv: list[str]) -> list[str]:
-    """The model_args keys of lm-eval's command line, in order: `--model_args`/`-a` takes one or more values
-    (`a=1,b=2` or `a=1 b=2`) and may be given again; its parser merges them into one dict, silently keeping the
-    last of a repeated key. A JSON object value is read by lm-eval as one dict (its keys are unique)."""
-    from lm_eval._cli.utils import split_top_level
+@contextlib.contextmanager
+def _model_args_once() -> Iterator[None]:
+    """lm-eval's command line merges every `--model_args` value (`a=1,b=2`, `a=1 b=2`, a JSON object, an
+    abbreviation such as `--model_ar`, `-aKEY=V`, the option given again) into one dict, keeping the last of a
+    repeated key with at most a log line. Its parsing action is wrapped while the command line is read, so that a
+    key given twice, in any of those spellings, is refused."""
+    try:
+        from lm_eval._cli.utils import MergeDictAction, split_top_level
+    except ImportError:  # another lm-eval layout: create_from_arg_string still checks the one-string form
+        yield
+        return
+    merge = MergeDictAction.__call__
 
-    values, i = [], 0
-    while i < len(argv):
-        if argv[i] in ("--model_args", "-a"):
-            i += 1
-            while i < len(argv) and not argv[i].startswith("-"):
-                values.append(argv[i])
-                i += 1
-            continue
-        if argv[i].startswith("--model_args="):
-            values.append(argv[i].split("=", 1)[1])
-        i += 1
-    return [item.split("=", 1)[0].strip() for v in values if not v.lstrip().startswith("{")
-            for item in split_top_level(v) if item.strip()]
+    def keys_of(value: str) -> list[str]:
+        if value.lstrip().startswith("{"):
+            objects: list[list[str]] = []  # the keys of each object, innermost first: the outer one is last
+            try:
+                json.loads(value, object_pairs_hook=lambda kv: objects.append([k for k, _ in kv]) or dict(kv))
+            except ValueError:
+                return []  # not JSON after all: lm-eval reads it as key=value
+            return objects[-1] if objects else []
+        return [item.split("=", 1)[0].strip() for item in split_top_level(value) if item.strip()]
+
+    def once(self: Any, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        if self.dest == "model_args" and values:
+            seen = list(getattr(namespace, self.dest, None) or {})
+            for v in [values] if isinstance(values, str) else values:
+                seen += keys_of(v)
+            _refuse_twice(seen)
+        merge(self, parser, namespace, values, option_string)
+
+    MergeDictAction.__call__ = once
+    try:
+        yield
+    finally:
+        MergeDictAction.__call__ = merge
 
 
 def _cli_evaluate() -> None:
     from lm_eval.__main__ import cli_evaluate
 
-    _refuse_twice(_cli_model_args_keys(sys.argv[1:]))
     try:
-        cli_evaluate()
-    except (DatasetGenerationError, StopIteration, ValueError) as e:
-        if isinstance(e, ValueError) and NO_DATA not in str(e):
+        with _model_args_once():
+            cli_evaluate()
+    except (DatasetGenerationError, StopIteration, IndexError, KeyError, TypeError, ValueError) as e:
+        told = task_error(e, "--tasks")
+        if told is e:
             raise
-        raise _unreadable_data(e, "--tasks") from None
+        raise told from None
 
 
 if __name__ == "__main__":  # `python -m looplm.hf.lm_eval_adapter <lm_eval args>`: lm-eval's CLI, plus `looplm`

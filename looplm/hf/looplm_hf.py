@@ -18,9 +18,10 @@ import torch
 from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 
 from ..config import ConfigError, ModelConfig
-from ..errors import UserError, dead_link
+from ..errors import UserError
 from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import LoopedTransformer
+from ..outputs import check_out_folder
 from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
 
 _MODEL_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
@@ -145,13 +146,7 @@ def check_new_model_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is {'a file' if not out.is_dir() else 'not empty'}; export-hf "
                         "writes a new model directory (choose a new or empty one)")
-    if out.is_symlink() and not out.exists():
-        raise UserError(f"--out {out} is {dead_link(out)}")
-    above = next((p for p in out.absolute().parents if p.exists() or p.is_symlink()), None)
-    if above is not None and not above.exists():
-        raise UserError(f"cannot write {out}: {above} is {dead_link(above)}")
-    if above is not None and not above.is_dir():
-        raise UserError(f"cannot write {out}: {above} is a file, not a folder")
+    check_out_folder(out)
 
 
 def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int | None = None,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import not_there
 from ..records import data_files
 from .base import IGNORE, Batch, ReadOnUse
 from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
@@ -23,7 +24,7 @@ TEXT_SUFFIXES = ("", ".txt", ".md", ".text", ".rst")
 def read_text(path: str | Path) -> str:
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"data file {p} does not exist")
+        raise FileNotFoundError(f"data file {p} {not_there(p)}")
     if not (p.is_dir() or p.is_file()):  # /dev/zero or a FIFO would be read forever
         raise ValueError(f"data file {p} is not a regular file or a folder (a device, FIFO or socket)")
     files = data_files(p, TEXT_SUFFIXES) if p.is_dir() else [p]  # text files: no suffix, .txt, .md, .text, .rst
