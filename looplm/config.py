@@ -244,7 +244,7 @@ class ChatDataConfig:
     messages_field: str = "messages"
     prompt_field: str = "problem"
     response_field: str = "solution"
-    system_prompt: str | None = None
+    system_prompt: str | None = None  # a system turn for records without one; a record's own is kept
     chat_template: str | None = None  # Jinja string, .jinja file, or chatml; default: the tokenizer's own
     max_samples: int = 0  # 0 = all records
     subset: str = "first"  # which max_samples records: first (dataset order) or random (seeded by train.seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +42,43 @@ def parse_row(line: str, where: str) -> dict[str, Any]:
     return row
 
 
-def data_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    """The files of a data folder that are read, in path order: those with one of `suffixes` (any letter case),
-    links to files and folders followed (data kept elsewhere and linked in), each file once (a second path to a
-    file already read, a symbolic or hard link, would count every row twice: files are told apart by device and
-    inode), and nothing hidden at any depth (`.git/`, and `.ipynb_checkpoints/`, whose copies would count every
-    row twice)."""
-    found, walked = [], set()
+def _walk(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """(folder, its file names) for every folder a data folder's reader walks: links followed, each folder once
+    (a link back to one already walked, `more -> ..`, is no cycle), hidden ones left out."""
+    walked = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         st = os.stat(root)
-        if (st.st_dev, st.st_ino) in walked:  # a link back to a folder already read (`more -> ..`): no cycle
+        if (st.st_dev, st.st_ino) in walked:
             dirs[:] = []
             continue
         walked.add((st.st_dev, st.st_ino))
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in suffixes
-                  and (Path(root) / f).is_file()]  # (a link to nothing, or to a device or FIFO: not a file)
+        yield root, files
+
+
+def data_folders(folder: Path) -> list[Path]:
+    """Every folder (resolved) whose files a data folder's reader reads: the folder and those linked into it."""
+    return [Path(root).resolve() for root, _ in _walk(folder)]
+
+
+def data_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files of a data folder that are read, in path order: those with one of `suffixes` (any letter case),
+    links to files and folders followed (data kept elsewhere and linked in; a link that leads nowhere is
+    refused, not left out), each file once (a second path to a
+    file already read, a symbolic or hard link, would count every row twice: files are told apart by device and
+    inode), and nothing hidden at any depth (`.git/`, and `.ipynb_checkpoints/`, whose copies would count every
+    row twice)."""
+    found = []
+    for root, files in _walk(folder):
+        for name in files:
+            f = Path(root) / name
+            if name.startswith(".") or f.suffix.lower() not in suffixes:
+                continue
+            if f.is_symlink() and not f.exists():  # data that is gone (an unmounted drive): not left out unsaid
+                raise FileNotFoundError(f"data file {f} {not_there(f)}")
+            if not f.is_file():  # a device or FIFO would be read forever
+                raise ValueError(f"data file {f} is not a regular file (a device, FIFO or socket)")
+            found.append(f)
     first: dict[tuple[int, int], Path] = {}
     for f in sorted(found, key=lambda f: (f.is_symlink(), f)):  # the file itself before a link to it
         st = f.stat()

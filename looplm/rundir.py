@@ -59,13 +59,18 @@ def latest_step(out: str | Path) -> int | None:
 def check_out_of_data(out: Path, cfg: Config) -> None:
     """Refuse a run directory inside the run's own data folder (or on its data file): the folder is read whole, so
     the run's logs and checkpoint files would be read as data by its resume and by any later run on that data."""
+    from .records import data_folders
+
     d = cfg.data
     for key in ("source", "path", "test_path"):
         data = getattr(d, key, "")
         p = Path(data) if data else None
-        if p is not None and p.exists() and (out.resolve() == p.resolve() or p.resolve() in out.resolve().parents):
-            raise UserError(f"--out {out} is inside data.{key} ({data}), which is read whole: the run's own files "
-                            "would be read as data; put the run outside its data")
+        # the folders its reader walks: a folder linked into the data is read too
+        for f in (data_folders(p) if p is not None and p.is_dir() else [p.resolve()] if p and p.exists() else []):
+            if out.resolve() == f or f in out.resolve().parents:
+                via = "" if f == p.resolve() else f", through {f}, a folder linked into it"
+                raise UserError(f"--out {out} is inside data.{key} ({data}{via}), which is read whole: the run's own "
+                                "files would be read as data; put the run outside its data")
 
 
 def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:

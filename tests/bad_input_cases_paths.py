@@ -5,7 +5,7 @@ tests/bad_input_cases.py."""
 from __future__ import annotations
 
 from .bad_input_cases import TINY, TRAIN, Case
-from .bad_input_damage import _dangling_link, _link_loop
+from .bad_input_damage import _dangling_link, _link_loop, _runs_linked_into_corpus
 
 S = ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--n", "4"]
 
@@ -34,6 +34,10 @@ PATH_CASES: dict[str, Case] = {
         "study", "addition", "--out", "{tmp}/loopa", "--quick"], prepare=_link_loop),
     "arg-study-out-in-dangling-link": Case("arguments", "study --out inside a link to nothing", [
         "study", "addition", "--out", "{tmp}/dang/st", "--quick"], prepare=_dangling_link),
+    "run-out-inside-corpus-through-link": Case("rundir", "train a text run with --out in a folder linked into its "
+                                               "corpus (the reader follows the link)", [
+        *TRAIN[:2], "text-stars", "--out", "{tmp}/runs/r", "--no-progress", *TINY, "--set", "data.path={tmp}/corpus"],
+        {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20}, prepare=_runs_linked_into_corpus),
     "arg-sweep-out-dot": Case("arguments", "sweep --out a new folder/. (a file)", [*S, "--out", "{tmp}/newfolder/."]),
     "arg-train-unknown-option": Case("arguments", "train with an option it does not take (--steps for "
                                      "--set train.steps)", [*TRAIN, "--steps", "3"]),

@@ -280,3 +280,9 @@ def _link_loop(tmp: Path, copy: Path) -> None:
     """<tmp>/loopa and <tmp>/loopb: symlinks to each other"""
     (tmp / "loopa").symlink_to(tmp / "loopb")
     (tmp / "loopb").symlink_to(tmp / "loopa")
+
+
+def _runs_linked_into_corpus(tmp: Path, copy: Path) -> None:
+    """<tmp>/corpus/runs: a symlink to <tmp>/runs, where the run goes"""
+    (tmp / "runs").mkdir()
+    (tmp / "corpus" / "runs").symlink_to(tmp / "runs")

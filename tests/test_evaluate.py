@@ -99,8 +99,15 @@ def test_sweep_refuses_depths_no_loop_would_fill():
             sweep(m, b, [1, 2], batch_size=size)
     with pytest.raises(ValueError, match="spectral_n and pca_n must be >= 0"):
         diagnose(m, b, [1, 2], spectral_n=-1)
-    with pytest.raises(ValueError, match="max_new_tokens must be >= 0"):
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0"):
         generate(m, [[3, 4]], 2, max_new_tokens=-1, eos_id=EOS)
+    # a bool ran as 1; a float or a zero vocabulary failed inside torch
+    for bad, what in ((dict(num_loops=True), "num_loops"), (dict(num_loops="3"), "num_loops"),
+                      (dict(max_new_tokens=True), "max_new_tokens"), (dict(max_new_tokens=2.5), "max_new_tokens"),
+                      (dict(vocab=0), "vocab")):
+        for cache in (False, True):
+            with pytest.raises(ValueError, match=f"{what} must be an integer"):
+                generate(m, [[3, 4]], **{"num_loops": 2, "max_new_tokens": 4, **bad}, eos_id=EOS, use_cache=cache)
     # an exit rule that can never fire (a negative or NaN tolerance: sweep ran it and wrote `"tol": NaN`), or a
     # bool as its count, is refused by sweep as by generate
     for bad, what in ((dict(exit_tol=-1.0), "exit_tol"), (dict(exit_tol=float("nan")), "exit_tol"),

@@ -184,6 +184,14 @@ def test_records_formats_sources_and_truncation(tok, tmp_path):
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "one.json").write_text(json.dumps(rows[0]) + "\n")
     assert load_records(str(tmp_path / "one" / "one.json")) == rows[:1]
+    # one record whose own `data` field is no list of records was read as the {"data": [...]} wrapper
+    (tmp_path / "one" / "two.json").write_text(json.dumps({**rows[0], "data": {"origin": "x"}}) + "\n")
+    assert load_records(str(tmp_path / "one" / "two.json")) == [{**rows[0], "data": {"origin": "x"}}]
+    # data.system_prompt opens conversations without a system turn; one with its own keeps it, and is counted
+    convo = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+                          {"role": "assistant", "content": "4"}]}
+    _, st = build_examples([convo, {"messages": convo["messages"][1:]}], tok, 512, system_prompt="Tutor.")
+    assert st.own_system == 1 and "1 kept their own system turn" in st.summary(512, "drop")
     # a datasets save_to_disk folder: its metadata JSON was named as a bad data file
     (tmp_path / "saved").mkdir()
     (tmp_path / "saved" / "dataset_info.json").write_text("{}\n")
@@ -465,3 +473,21 @@ def test_tool_definitions_and_tool_calls_reach_the_template_and_are_trained(tok)
     assert (example.input_ids, example.labels) == (enc.input_ids, enc.labels)
     with pytest.raises(ValueError, match="tools must be a list of tool definitions"):
         to_messages({**record, "tools": "add"})
+
+
+def test_an_empty_turn_with_keys_the_template_does_not_render_is_context(tok):
+    """WildChat-style exports put keys such as `language` or `id` on every message: an empty assistant turn that
+    carries them was trained as its end marker alone."""
+    convo = [{"role": "user", "content": "hi", "language": "English"},
+             {"role": "assistant", "content": "", "language": "English", "redacted": False},
+             {"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "#### 5", "id": "m2"}]
+    assert target_texts(tok, encode_chat(tok, convo)) == ["#### 5<|im_end|>"]
+
+
+def test_a_generation_prompt_that_is_not_the_turn_start_is_named(tok):
+    """A template whose generation prompt adds `<think>\\n` was refused as "turn 1 changes earlier text"."""
+    template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+    with pytest.raises(TemplateError, match=r"generation prompt \('<think>\\n' after the conversation so far\)"):
+        encode_chat(tok, [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+                    chat_template=template)

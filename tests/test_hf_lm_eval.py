@@ -95,6 +95,7 @@ def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path, 
     # lm-eval's own command line: remote code; a task whose data file is empty (datasets' traceback before); a
     # model_args key given twice (the last one was taken)
     model = f"pretrained={d / 'model'}"
+    (tmp_path / "c.yaml").write_text(f"model_args:\n  pretrained: {d / 'model'}\n  num_loops: 1\n")
     for args, task, tasks, msg in ((["--model_args", f"{model},trust_remote_code=True"], mc_task, d / "tasks",
                                     "trust_remote_code=True is not supported"),
                                    (["--model_args", model], "et_empty", tmp_path / "et",
@@ -104,7 +105,12 @@ def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path, 
                                    (["--model_args", f"{model},num_loops=2,num_loops=3"], mc_task, d / "tasks",
                                     "model_args num_loops given twice"),
                                    (["--model_ar", f"{model},num_loops=2", "-a", '{"num_loops": 3}'], mc_task,
-                                    d / "tasks", "model_args num_loops given twice")):
+                                    d / "tasks", "model_args num_loops given twice"),
+                                   # a --config file's model_args were dropped whole beside --model_args
+                                   (["--config", str(tmp_path / "c.yaml"), "--model_args", model], mc_task,
+                                    d / "tasks", "model_args given both in --config"),
+                                   (["--model_args", "num_loops=2"], mc_task, d / "tasks",  # a TypeError
+                                    "model_args has no pretrained=...")):
         r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "looplm", *args,
                             "--tasks", task, "--include_path", str(tasks), "--device", "cpu"],
                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
@@ -407,7 +413,8 @@ def test_eval_lm_says_in_one_line_what_is_wrong_with_a_task_or_an_argument(setup
                 "--limit", "1", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
     errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
     assert len(errors) == 1 and errors[0].startswith(
-        "error: t_far: lm-eval cannot build a task's requests from its YAML and data (IndexError: list index")
+        "error: t_far: lm-eval cannot load the task or build its requests from its YAML and data (IndexError: list "
+        "index")
     lm = LoopedLM(pretrained=str(d / "model"), device="cpu", max_length=3)
     with pytest.raises(UserError, match=r"of \d+ tokens does not fit model_args max_length=3"):
         lm.loglikelihood([type("R", (), {"args": ("Question: 1+1\nAnswer:", " 2 and some more words")})()])
@@ -418,3 +425,32 @@ def test_eval_lm_says_in_one_line_what_is_wrong_with_a_task_or_an_argument(setup
     with pytest.raises(ValueError, match="model_kwargs num_loops: eval_depths sets it itself; give depths="):
         eval_depths(str(d / "model"), out=tmp_path / "c", device="cpu", model_kwargs={"num_loops": 3}, **common)
     assert not (tmp_path / "c").exists()
+
+
+def test_eval_lm_refuses_a_file_name_as_its_folder_and_a_broken_function(setup, tmp_path, capsys):
+    """`eval-lm --out results.json` made a folder of that name (analyze refuses it); a task whose !function names
+    a module that cannot be imported was lm-eval's traceback; eval_depths took a tuple of tasks (lm-eval then
+    failed) and a numpy limit (the JSON write failed after all the work), and apply_chat_template="false"."""
+    import numpy as np
+
+    from looplm.hf.lm_eval_depths import eval_depths
+
+    d, (gen_task, mc_task) = setup
+    capsys.readouterr()
+    assert cli(["eval-lm", str(d / "model"), "--tasks", mc_task, "--include-path", str(d / "tasks"), "--depths", "1",
+                "--device", "cpu", "--out", str(tmp_path / "results.json")]) == 2
+    assert "eval-lm writes a folder" in capsys.readouterr().err and not (tmp_path / "results.json").exists()
+    (tmp_path / "t").mkdir()
+    yaml = next((d / "tasks").glob(f"{gen_task}.yaml")).read_text()
+    (tmp_path / "t" / "t.yaml").write_text(yaml.replace(f"task: {gen_task}", "task: t_fn").replace(
+        "!function ", "!function nosuchmodule_"))
+    assert cli(["eval-lm", str(d / "model"), "--tasks", "t_fn", "--include-path", str(tmp_path / "t"), "--depths",
+                "1", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
+    assert len(errors) == 1 and "t_fn: lm-eval cannot load the task" in errors[0] and "ImportError" in errors[0]
+    res = eval_depths(str(d / "model"), (mc_task,), [1], tmp_path / "np", include_path=str(d / "tasks"),
+                      limit=np.int64(2), device="cpu")
+    assert res["tasks"] == [mc_task] and json.loads((tmp_path / "np" / "eval_lm.json").read_text())["limit"] == 2
+    with pytest.raises(ValueError, match="apply_chat_template must be True or False"):
+        eval_depths(str(d / "model"), [mc_task], [1], tmp_path / "s", include_path=str(d / "tasks"), limit=1,
+                    device="cpu", apply_chat_template="false")

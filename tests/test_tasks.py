@@ -543,7 +543,11 @@ def test_a_corpus_folder_reads_its_text_files_once_and_nothing_hidden(tmp_path):
     (tmp_path / "more" / "e.md").write_text("epsilon")
     (d / "linked").symlink_to(tmp_path / "more")  # a folder linked in: read (it was skipped)
     (d / "sub" / "up").symlink_to(d)  # a link back up: no cycle, nothing twice
-    assert read_text(d) == "BETA\nalpha\ndelta\nepsilon\ngamma"
+    (d / "sub" / "w.txt").write_bytes(b"\xef\xbb\xbfomega")  # a byte-order mark is not text (it was a token)
+    assert read_text(d) == "BETA\nalpha\ndelta\nepsilon\ngamma\nomega"
+    (d / "gone.txt").symlink_to(tmp_path / "unmounted" / "g.txt")  # data that is gone: refused, not left out
+    with pytest.raises(FileNotFoundError, match="gone.txt is a symlink to .*, which does not exist"):
+        read_text(d)
 
 
 def test_text_training_evaluates_perplexity_not_exact_match(text_run, tmp_path, capsys):

@@ -28,6 +28,7 @@ This module needs only a tokenizer object (a transformers fast tokenizer), not t
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,9 +117,18 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
         prefix = (_render(tokenizer, messages[:i], True, chat_template, tools) if i
                   else _opening(tokenizer, chat_template, full, tools))
         upto = _render(tokenizer, messages[: i + 1], False, chat_template, tools)
-        if not (full.startswith(upto) and upto.startswith(prefix)):
+        so_far = _render(tokenizer, messages[:i], False, chat_template, tools) if i else ""
+        if not (full.startswith(upto) and upto.startswith(so_far)):
             raise TemplateError("the chat template does not render conversations prefix-stably (turn "
                                 f"{i} changes earlier text), so assistant tokens cannot be located")
+        if not upto.startswith(prefix):
+            extra = prefix[len(os.path.commonprefix([prefix, upto])):]
+            raise TemplateError(f"the chat template's generation prompt ({extra!r} "
+                                "after the conversation so far) is not how it renders the start of an assistant turn "
+                                f"(turn {i}), so assistant tokens cannot be located")
+        if not str(m.get("content") or "").strip() and upto == _render(
+                tokenizer, [*messages[:i], {"role": "assistant", "content": ""}], False, chat_template, tools):
+            continue  # blank content and nothing else the template renders (metadata keys): an empty turn
         end = len(upto.rstrip())
         if end <= len(prefix):
             continue  # an empty assistant turn

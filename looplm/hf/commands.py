@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> None:
             require_tokenizer(model_dir)
         model = str(model_dir) if model_dir is not None else args.checkpoint  # else a hub id
         out = Path(args.out) if args.out else (default_out_dir(model) / "eval-lm" if model_dir else Path("eval-lm"))
+        if out.suffix.lower() in (".json", ".md", ".png", ".pdf", ".svg"):  # it would be made a folder of that name
+            raise UserError(f"--out {out}: eval-lm writes a folder (eval_lm.json, .md and .png); give a folder")
         fresh_outputs([out / f for f in OUTPUTS], args.force)
         res = eval_depths(model, list(dict.fromkeys(t.strip() for t in args.tasks.split(",") if t.strip())),
                           parse_depths(args.depths), out, include_path=args.include_path, limit=args.limit,

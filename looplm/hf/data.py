@@ -46,7 +46,7 @@ def _read_local(p: Path) -> Records:
                 got = read_rows(p)
                 data, where = [r for _, r in got], [w for w, _ in got]
                 return _checked(Records(data, where))
-            if isinstance(data, dict) and "data" in data:
+            if isinstance(data, dict) and isinstance(data.get("data"), list):  # {"data": [records...]}
                 data = data["data"]
             elif isinstance(data, dict) and "\n" not in text.strip():  # one JSON Lines record (to_json of one row)
                 got = read_rows(p)
@@ -178,6 +178,7 @@ class DataStats:
     tokens: int
     target_tokens: int
     reply_cut: int = 0  # overlong=truncate: dropped, the cut removed every reply token
+    own_system: int = 0  # kept records whose own system turn stood in place of data.system_prompt
 
     def to_json(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -195,6 +196,9 @@ class DataStats:
             line += f"; {self.records - self.kept} dropped: {', '.join(why)}"
         if self.overlong and overlong == "truncate":
             line += f"; {self.overlong} cut to data.max_length={max_length} tokens"
+        if self.own_system:  # not silently: the config records a system prompt these records did not get
+            line += (f"; {self.own_system} kept their own system turn (data.system_prompt opens only conversations "
+                     "without one)")
         return line
 
 
@@ -208,7 +212,7 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
     if overlong not in ("drop", "truncate"):
         raise ValueError(f"overlong must be drop or truncate, got {overlong!r}")
     out: list[Encoded] = []
-    no_target = n_long = n_cut = 0
+    no_target = n_long = n_cut = own_system = 0
     where = getattr(records, "where", None) or [f"record {i}" for i in range(len(records))]
     for r, w in zip(records, where, strict=True):
         try:
@@ -218,6 +222,8 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
         if msgs is None:
             no_target += 1
             continue
+        prompt = fmt.get("system_prompt")
+        own = prompt and msgs[0]["role"] == "system" and msgs[0]["content"] != prompt
         try:
             enc = encode_chat(tokenizer, msgs, chat_template, tools=r.get("tools"))
         except TemplateError as e:
@@ -242,8 +248,9 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
             no_target += 1
             continue
         out.append(enc)
+        own_system += bool(own)
     stats = DataStats(len(records), len(out), no_target, n_long, sum(len(e.input_ids) for e in out),
-                      sum(e.n_targets for e in out), n_cut)
+                      sum(e.n_targets for e in out), n_cut, own_system)
     if not out:
         why = [f"no assistant target: {no_target}"] + (
             [f"reply after max_length={max_length}: {n_cut}"] if overlong == "truncate" else

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import sys
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -157,6 +158,8 @@ class LoopedLM(HFLM):
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None
                             ) -> LoopedLM:
+        if "pretrained" not in arg_dict:  # a TypeError ("missing 'pretrained'") in the constructor otherwise
+            raise UserError("model_args has no pretrained=...: the looplm model needs a model directory or hub id")
         # lm-eval's command line passes --device and --batch_size beside the model_args: the same key in both was
         # Python's "multiple values for keyword argument" traceback
         twice = sorted(k for k, v in (additional_config or {}).items() if v is not None and k in arg_dict)
@@ -322,17 +325,21 @@ def task_error(e: BaseException, tasks: str) -> BaseException:
     if not _task_fault(e):
         return e
     why = re.sub(r" at 0x[0-9a-f]+", "", str(e).strip().splitlines()[0][:200] if str(e).strip() else "")
-    return UserError(f"{tasks}: lm-eval cannot build a task's requests from its YAML and data ({type(e).__name__}: "
-                     f"{why or 'no message'}); check its doc_to_text, doc_to_target (an index into doc_to_choice) "
-                     "and doc_to_choice against its data fields")
+    return UserError(f"{tasks}: lm-eval cannot load the task or build its requests from its YAML and data "
+                     f"({type(e).__name__}: {why or 'no message'}); check the task's YAML against its data: its "
+                     "!function names, splits, metric names, doc_to_text, doc_to_target (an index into doc_to_choice) "
+                     "and doc_to_choice")
 
 
 def _task_fault(e: BaseException) -> bool:
-    """The error arose where lm-eval builds a task's requests from its YAML and data (a doc_to_target past its
-    choices, a doc_to_choice naming no field), not in looplm or in the model."""
+    """The error arose where lm-eval loads a task's YAML (its !function imports) or builds the task's requests
+    from its YAML and data (a doc_to_target past its choices, a doc_to_choice naming no field, an unknown split or
+    metric), not in looplm or in the model."""
     own = [f.f_code.co_filename.replace(os.sep, "/") for f, _ in traceback.walk_tb(e.__traceback__)]
     own = [f for f in own if "/lm_eval/" in f or "/looplm/" in f]
-    return bool(own) and own[-1].endswith(("lm_eval/api/task.py", "lm_eval/api/samplers.py", "lm_eval/utils.py"))
+    return bool(own) and ("/lm_eval/tasks/" in own[-1] or "/lm_eval/config/" in own[-1] or own[-1].endswith(
+        ("lm_eval/api/task.py", "lm_eval/api/samplers.py", "lm_eval/api/metrics.py", "lm_eval/api/registry.py",
+         "lm_eval/utils.py")))
 
 
 NO_DATA = "corresponds to no data"  # datasets' ValueError for a split whose file holds only blank lines
@@ -351,6 +358,22 @@ def _refuse_twice(keys: list[str]) -> None:
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
         raise UserError(f"model_args {', '.join(twice)} given twice; give each once")
+
+
+def _config_has_model_args(argv: list[str]) -> str | None:
+    """The --config/-C YAML file of lm-eval's command line, when it holds model_args (None otherwise)."""
+    import yaml
+
+    for i, a in enumerate(argv):
+        path = (argv[i + 1] if a in ("--config", "-C") and i + 1 < len(argv) else a.split("=", 1)[1]
+                if a.startswith("--config=") else a[2:] if a.startswith("-C") and len(a) > 2 else None)
+        if path is not None:
+            try:
+                doc = yaml.safe_load(open(path, encoding="utf-8"))
+            except (OSError, yaml.YAMLError):
+                return None  # lm-eval says what is wrong with the file
+            return path if isinstance(doc, dict) and doc.get("model_args") else None
+    return None
 
 
 @contextlib.contextmanager
@@ -377,6 +400,11 @@ def _model_args_once() -> Iterator[None]:
         return [item.split("=", 1)[0].strip() for item in split_top_level(value) if item.strip()]
 
     def once(self: Any, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        if self.dest == "model_args" and _config_has_model_args(sys.argv[1:]):
+            # lm-eval then drops the file's model_args whole (a num_loops there is silently not applied)
+            raise UserError(f"model_args given both in --config ({_config_has_model_args(sys.argv[1:])}) and with "
+                            f"{option_string or '--model_args'}: lm-eval would keep only the command line's and "
+                            "drop the file's; give them in one place")
         if self.dest == "model_args" and values:
             seen = list(getattr(namespace, self.dest, None) or {})
             for v in [values] if isinstance(values, str) else values:
@@ -397,7 +425,8 @@ def _cli_evaluate() -> None:
     try:
         with _model_args_once():
             cli_evaluate()
-    except (DatasetGenerationError, StopIteration, IndexError, KeyError, TypeError, ValueError) as e:
+    except (DatasetGenerationError, StopIteration, IndexError, KeyError, TypeError, ValueError, ImportError,
+            AttributeError, SyntaxError) as e:
         told = task_error(e, "--tasks")
         if told is e:
             raise

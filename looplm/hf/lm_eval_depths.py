@@ -77,37 +77,42 @@ def _no_env_info():
             setattr(ev, k, v)
 
 
-def _check_eval_args(tasks: Any, depths: Any, limit: Any, num_fewshot: Any, batch_size: Any,
-                     max_gen_toks: Any, model_kwargs: dict[str, Any] | None) -> list[int]:
-    """eval_depths' arguments, as the command line checks them (ValueError naming the argument): a list of
-    distinct task names (a string would be read letter by letter), increasing distinct depths >= 1, a --limit
-    that is a count >= 1 or a fraction in (0, 1), and counts that are integers (never bools). Returns the depths."""
+def _check_eval_args(tasks: Any, depths: Any, limit: Any, num_fewshot: Any, batch_size: Any, max_gen_toks: Any,
+                     apply_chat_template: Any, model_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """eval_depths' arguments, as the command line checks them (ValueError naming the argument): distinct task
+    names (a string would be read letter by letter), increasing distinct depths >= 1, a --limit that is a count
+    >= 1 or a fraction in (0, 1), counts that are integers (never bools), a bool for apply_chat_template. Returns
+    them as lm-eval and JSON take them: a list of tasks, plain ints (a numpy integer is no JSON number)."""
     from ..evaluate import check_depths
 
     if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) or not tasks or not all(
             isinstance(t, str) and t.strip() for t in tasks) or len(set(tasks)) < len(tasks):
         raise ValueError(f"tasks must be a list of distinct lm-eval task names, got {tasks!r:.80}")
-    depths = check_depths(depths, "evaluate")
+    out: dict[str, Any] = {"tasks": list(tasks), "depths": check_depths(depths, "evaluate")}
 
-    def count(v: Any, lo: int) -> bool:
+    def count(v: Any, lo: int) -> int | None:
         try:
-            return not isinstance(v, bool) and operator.index(v) >= lo  # ints, numpy and torch integers
-        except TypeError:
-            return False
+            return operator.index(v) if not isinstance(v, bool) and operator.index(v) >= lo else None
+        except TypeError:  # ints, numpy and torch integers pass; floats, strings and bools do not
+            return None
 
-    if limit is not None and not (count(limit, 1) or (isinstance(limit, float) and 0 < limit < 1)):
+    if limit is not None and count(limit, 1) is None and not (isinstance(limit, float) and 0 < limit < 1):
         raise ValueError(f"limit must be a count >= 1 or a fraction in (0, 1), got {limit!r:.80}")
+    out["limit"] = limit if limit is None or isinstance(limit, float) else count(limit, 1)
     for name, v, lo in (("num_fewshot", num_fewshot, 0), ("batch_size", batch_size, 1),
                         ("max_gen_toks", max_gen_toks, 1)):
-        if v is not None and not count(v, lo):
+        if v is not None and count(v, lo) is None:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r:.80}")
+        out[name] = v if v is None else count(v, lo)
+    if not isinstance(apply_chat_template, bool):  # "false" is a true value
+        raise ValueError(f"apply_chat_template must be True or False, got {apply_chat_template!r:.80}")
     own = {"pretrained": "pretrained", "num_loops": "depths", "device": "device", "dtype": "dtype",
            "batch_size": "batch_size", "exit_threshold": "exit_threshold", "exit_dtype": "exit_dtype"}
     clash = sorted(set(model_kwargs or {}) & set(own))
     if clash:  # passed beside eval_depths' own: a TypeError ("multiple values") deep in the load
         raise ValueError(f"model_kwargs {', '.join(clash)}: eval_depths sets it itself; give "
                          f"{', '.join(own[k] + '=' for k in clash)} instead")
-    return depths
+    return out
 
 
 def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str | Path,
@@ -128,7 +133,10 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
 
     from ..train import resolve_device
 
-    depths = _check_eval_args(tasks, depths, limit, num_fewshot, batch_size, max_gen_toks, model_kwargs)
+    args = _check_eval_args(tasks, depths, limit, num_fewshot, batch_size, max_gen_toks, apply_chat_template,
+                            model_kwargs)
+    tasks, depths, limit, num_fewshot = args["tasks"], args["depths"], args["limit"], args["num_fewshot"]
+    batch_size, max_gen_toks = args["batch_size"], args["max_gen_toks"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     resolve_device(device)  # cuda asked for on a machine without it is refused, not run (and recorded) elsewhere
@@ -182,7 +190,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                     raise UserError(f"{pretrained}: its tokenizer cannot encode the text of {', '.join(tasks)}: "
                                     f"{UNENCODABLE}") from None
                 raise
-            except (DatasetGenerationError, StopIteration, IndexError, KeyError, TypeError, ValueError) as e:
+            except (DatasetGenerationError, StopIteration, IndexError, KeyError, TypeError, ValueError, ImportError,
+                    AttributeError, SyntaxError) as e:  # a task's own fault is one line; anything else, a bug
                 told = task_error(e, ", ".join(tasks))
                 if told is e:  # not the task's: a looplm or model bug, with its traceback
                     raise

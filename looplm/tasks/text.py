@@ -33,7 +33,8 @@ def read_text(path: str | Path) -> str:
     parts = []
     for f in files:
         try:
-            with open(f, encoding="utf-8", newline="") as fh:  # every byte as it is: no \r\n -> \n, no locale
+            # every byte as it is (no \r\n -> \n, no locale) but a byte-order mark, which is no part of the text
+            with open(f, encoding="utf-8-sig", newline="") as fh:
                 parts.append(fh.read())
         except UnicodeDecodeError:
             raise ValueError(f"{f}: not a UTF-8 text file") from None
