@@ -273,6 +273,9 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
     from .dynamics import diagnose, log_spaced
 
     ds = parse_depths(depths)
+    if spectral_depths == "none" and spectral_n:
+        raise ValueError(f"--spectral-n {spectral_n} with --spectral-depths none: no depth is probed; drop one of "
+                         "the two")
     if spectral_depths == "auto":
         sdeps = [d for d in log_spaced(ds[0], ds[-1], 12) if d in set(ds)]
     elif spectral_depths == "none":
@@ -281,6 +284,9 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
         sdeps = parse_depths(spectral_depths)
         if not set(sdeps) <= set(ds):
             raise ValueError(f"--spectral-depths {sorted(set(sdeps) - set(ds))} are not among --depths")
+        if spectral_n == 0:  # the named depths would get no spectra
+            raise ValueError(f"--spectral-depths {spectral_depths} with --spectral-n 0: no sample is probed at them; "
+                             "drop one of the two")
     set_threads(threads, "--threads")
     kw = {"spectral_depths": sdeps, "spectral_n": spectral_n if sdeps else 0, "iters": iters, "tol": tol,
           "method": method, "hutchinson_samples": hutchinson, "pca_n": pca_n, "batch_size": batch_size,
@@ -512,7 +518,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(table if k == 0 else table.splitlines()[1])
             with all_or_nothing(outs):  # the JSON and its figure
                 write_json(out, res, args.force)
-                print(f"wrote {plot_size_depth(res, out.with_suffix('.png'), replace=args.force)}")
+                figure = plot_size_depth(res, out.with_suffix(".png"), replace=args.force)
+            print(f"wrote {figure}")  # once both are whole: a closed pipe (| head) must not undo them
         else:
             with all_or_nothing(outs):
                 write_json(out, res, args.force)  # one file, written atomically
@@ -559,16 +566,18 @@ def _dispatch(args: argparse.Namespace) -> int:
                           args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
                           args.seed, args.batch_size, args.device, not args.no_progress, args.threads,
                           before=lambda inputs: fresh_outputs(outs, args.force, inputs), max_length=args.max_length)
+        done = [f"{out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)"]
         with all_or_nothing(outs):
             write_json(out_dir / "dynamics.json", res, args.force)
-            print(f"wrote {out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)")
             if not args.no_plot:
                 from .plots import plot_dynamics, plot_trajectories
 
-                print(f"wrote {plot_dynamics(res, out_dir / 'dynamics.png', replace=args.force)}")
+                done.append(str(plot_dynamics(res, out_dir / "dynamics.png", replace=args.force)))
                 if res["pca"]["samples"]:
-                    print(f"wrote {plot_trajectories(res, out_dir / 'trajectories.png', replace=args.force)}")
+                    done.append(str(plot_trajectories(res, out_dir / "trajectories.png", replace=args.force)))
             drop_stale(outs, [p for p in written if p.exists()])
+        for line in done:  # once all are whole: a closed pipe (| head) must not undo them
+            print(f"wrote {line}")
     elif args.cmd in ("finetune", "export-hf", "eval-lm"):
         from .hf.commands import run as run_hf  # imports transformers only now
 

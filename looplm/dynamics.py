@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .evaluate import check_depths
+from .evaluate import check_count, check_depths
 from .looped import detach_ctx, phi, run_loop
 from .regularizers import core_jvp, supports_fast_jvp
 from .spectra import _TINY, frobenius_hutchinson, spectral_norm, spectral_radius
@@ -115,6 +115,11 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     statistic is taken over them only.
     """
     depths = check_depths(depths, "analyze")
+    for name, v, lo in (("batch_size", batch_size, 1), ("iters", iters, 1),
+                        ("hutchinson_samples", hutchinson_samples, 0), ("seed", seed, 0)):
+        check_count(name, v, lo)  # batch_size=-1 scored nothing and reported a perfect CE of 0
+    if spectral_depths:
+        spectral_depths = check_depths(sorted(set(spectral_depths)), "probe")  # (a bool is no depth)
     n = len(batch)
     if n < 1:
         raise ValueError("no samples to analyze")

@@ -25,6 +25,9 @@ def guarded(body: object) -> int:
     except Interrupted as e:
         say(f"error: {e}")
         return e.code
+    except BrokenPipeError:  # the reader went away (`| head`): what was written stays, and there is no one to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at the exit's flush)
+        return 141  # a shell's code for a command stopped by SIGPIPE
     except (UserError, ValueError, OSError) as e:
         # under torchrun every rank checks the same inputs and refuses them alike: rank 0 says it, once
         if isinstance(e, OSError) and e.errno == errno.ELOOP:

@@ -41,6 +41,17 @@ def check_depths(depths: Any, what: str = "sweep") -> list[int]:
     return out
 
 
+def check_count(name: str, v: Any, lo: int) -> int:
+    """An API's count argument: an integer >= lo (numpy and torch integers too), never a bool (Python counts True
+    as 1) nor a float; ValueError naming it. Otherwise a silent 1, or torch's own error far from the argument."""
+    try:
+        if not isinstance(v, bool) and operator.index(v) >= lo:
+            return operator.index(v)
+    except TypeError:
+        pass
+    raise ValueError(f"{name} must be an integer >= {lo}, got {v!r:.80}")
+
+
 def _loop_count(d: Any) -> int:
     if isinstance(d, bool):  # True and False are ints to Python, never loop counts
         raise TypeError

@@ -20,12 +20,11 @@ equals `generate` (tests/test_performance.py).
 from __future__ import annotations
 
 import dataclasses
-import operator
 from typing import Any
 
 import torch
 
-from .evaluate import check_exit_rule
+from .evaluate import check_count, check_exit_rule
 from .looped import run_loop
 from .model import KVCache, LoopedTransformer
 
@@ -40,18 +39,15 @@ class Generated(list):
         self.finished = finished
 
 
-def _check_counts(num_loops: Any, max_new_tokens: Any, vocab: Any) -> None:
-    """Integers, never bools (Python counts True as 1) nor floats: loops >= 1, new tokens >= 0, and a vocabulary
-    (None: the model's head) >= 1. Otherwise torch's own error, far from the argument, or a silent 1."""
-    for name, v, lo in (("num_loops", num_loops, 1), ("max_new_tokens", max_new_tokens, 0), ("vocab", vocab, 1)):
-        if v is None and name == "vocab":
-            continue
-        try:
-            ok = not isinstance(v, bool) and operator.index(v) >= lo
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r:.80}")
+def _check_counts(num_loops: Any, max_new_tokens: Any, vocab: Any, eos_id: Any = 0) -> None:
+    """Integers, never bools (Python counts True as 1) nor floats: loops >= 1, new tokens >= 0, a vocabulary
+    (None: the model's head) >= 1, and an end token id >= 0 (None or a string never matched a generated id: the
+    rows ran past their end, returning it as text). Otherwise torch's own error, far from the argument, or a
+    silent 1."""
+    for name, v, lo in (("num_loops", num_loops, 1), ("max_new_tokens", max_new_tokens, 0), ("vocab", vocab, 1),
+                        ("eos_id", eos_id, 0)):
+        if not (v is None and name == "vocab"):
+            check_count(name, v, lo)
 
 
 def _check_prompts(prompts: list[list[int]], max_len: int | None) -> None:
@@ -72,7 +68,7 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     there finishes the row (training scores it there too). `use_cache=True`, or an exit rule, decodes with
     `generate_cached`. `vocab`: choose only among ids below it (the tokenizer's), for a model whose head is
     wider than its tokenizer can decode."""
-    _check_counts(num_loops, max_new_tokens, vocab)
+    _check_counts(num_loops, max_new_tokens, vocab, eos_id)
     check_exit_rule(exit_tol, exit_stable)
     if use_cache or exit_tol is not None or exit_stable is not None:
         return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab,
@@ -198,7 +194,7 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
     if not isinstance(model, LoopedTransformer):
         raise TypeError(f"KV-cached generation is written for looplm's LoopedTransformer, not "
                         f"{type(model).__name__}; use generate(..., use_cache=False)")
-    _check_counts(num_loops, max_new_tokens, vocab)
+    _check_counts(num_loops, max_new_tokens, vocab, eos_id)
     check_exit_rule(exit_tol, exit_stable)
     model.eval()
     device = next(model.parameters()).device

@@ -38,6 +38,13 @@ PATH_CASES: dict[str, Case] = {
                                                "corpus (the reader follows the link)", [
         *TRAIN[:2], "text-stars", "--out", "{tmp}/runs/r", "--no-progress", *TINY, "--set", "data.path={tmp}/corpus"],
         {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20}, prepare=_runs_linked_into_corpus),
+    "arg-analyze-spectral-depths-without-samples": Case("arguments", "analyze --spectral-depths with --spectral-n 0 "
+                                                        "(the named depths got no spectra)", [
+        "analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-depths", "2,3",
+        "--spectral-n", "0", "--out", "{tmp}/an"]),
+    "arg-analyze-spectral-n-without-depths": Case("arguments", "analyze --spectral-n with --spectral-depths none", [
+        "analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-depths", "none",
+        "--spectral-n", "4", "--out", "{tmp}/an"]),
     "arg-sweep-out-dot": Case("arguments", "sweep --out a new folder/. (a file)", [*S, "--out", "{tmp}/newfolder/."]),
     "arg-train-unknown-option": Case("arguments", "train with an option it does not take (--steps for "
                                      "--set train.steps)", [*TRAIN, "--steps", "3"]),

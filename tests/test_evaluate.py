@@ -99,6 +99,15 @@ def test_sweep_refuses_depths_no_loop_would_fill():
             sweep(m, b, [1, 2], batch_size=size)
     with pytest.raises(ValueError, match="spectral_n and pca_n must be >= 0"):
         diagnose(m, b, [1, 2], spectral_n=-1)
+    # batch_size=-1 scored nothing and reported exact match 0 and a perfect CE of 0; a bool was a depth to probe
+    for bad, what in ((dict(batch_size=-1), "batch_size"), (dict(batch_size=True), "batch_size"),
+                      (dict(seed=None), "seed"), (dict(spectral_depths=[True]), "depths must be integers")):
+        with pytest.raises(ValueError, match=what):
+            diagnose(m, b, [1, 2], **bad)
+    # an end token that can never match (None, a string, a negative id) decoded past the end, returning it as text
+    for eos in (None, "1", -1):
+        with pytest.raises(ValueError, match="eos_id must be an integer >= 0"):
+            generate(m, [[3, 4]], 2, max_new_tokens=4, eos_id=eos)
     with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0"):
         generate(m, [[3, 4]], 2, max_new_tokens=-1, eos_id=EOS)
     # a bool ran as 1; a float or a zero vocabulary failed inside torch

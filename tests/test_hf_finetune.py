@@ -187,11 +187,20 @@ def test_records_formats_sources_and_truncation(tok, tmp_path):
     # one record whose own `data` field is no list of records was read as the {"data": [...]} wrapper
     (tmp_path / "one" / "two.json").write_text(json.dumps({**rows[0], "data": {"origin": "x"}}) + "\n")
     assert load_records(str(tmp_path / "one" / "two.json")) == [{**rows[0], "data": {"origin": "x"}}]
+    (tmp_path / "one" / "two.json").write_text(json.dumps({**rows[0], "data": [{"origin": "x"}]}) + "\n")
+    assert load_records(str(tmp_path / "one" / "two.json")) == [{**rows[0], "data": [{"origin": "x"}]}]
+    # a compressed or CSV file in a data folder was skipped without a word
+    (tmp_path / "one" / "more.jsonl.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(ValueError, match=r"holds data files looplm does not read \(more.jsonl.gz\)"):
+        load_records(str(tmp_path / "one"))
     # data.system_prompt opens conversations without a system turn; one with its own keeps it, and is counted
     convo = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
                           {"role": "assistant", "content": "4"}]}
     _, st = build_examples([convo, {"messages": convo["messages"][1:]}], tok, 512, system_prompt="Tutor.")
     assert st.own_system == 1 and "1 kept their own system turn" in st.summary(512, "drop")
+    later = {"messages": [*convo["messages"][1:], {"role": "system", "content": "Be brief."},
+                          {"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "6"}]}
+    assert [m["role"] for m in to_messages(later, system_prompt="Tutor.")].count("system") == 1  # not two
     # a datasets save_to_disk folder: its metadata JSON was named as a bad data file
     (tmp_path / "saved").mkdir()
     (tmp_path / "saved" / "dataset_info.json").write_text("{}\n")
@@ -481,6 +490,8 @@ def test_an_empty_turn_with_keys_the_template_does_not_render_is_context(tok):
     convo = [{"role": "user", "content": "hi", "language": "English"},
              {"role": "assistant", "content": "", "language": "English", "redacted": False},
              {"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "#### 5", "id": "m2"}]
+    assert target_texts(tok, encode_chat(tok, convo)) == ["#### 5<|im_end|>"]
+    convo[1] = {"role": "assistant", "content": "  ", "id": "m1"}  # blank, not empty
     assert target_texts(tok, encode_chat(tok, convo)) == ["#### 5<|im_end|>"]
 
 

@@ -96,6 +96,7 @@ def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path, 
     # model_args key given twice (the last one was taken)
     model = f"pretrained={d / 'model'}"
     (tmp_path / "c.yaml").write_text(f"model_args:\n  pretrained: {d / 'model'}\n  num_loops: 1\n")
+    (tmp_path / "c2.yaml").write_text(f"model: looplm\nmodel_args: pretrained={d / 'model'},num_loops=2,num_loops=8\n")
     for args, task, tasks, msg in ((["--model_args", f"{model},trust_remote_code=True"], mc_task, d / "tasks",
                                     "trust_remote_code=True is not supported"),
                                    (["--model_args", model], "et_empty", tmp_path / "et",
@@ -110,7 +111,10 @@ def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path, 
                                    (["--config", str(tmp_path / "c.yaml"), "--model_args", model], mc_task,
                                     d / "tasks", "model_args given both in --config"),
                                    (["--model_args", "num_loops=2"], mc_task, d / "tasks",  # a TypeError
-                                    "model_args has no pretrained=...")):
+                                    "model_args has no pretrained=..."),
+                                   # a key twice in a --config file's model_args string: lm-eval kept the last
+                                   (["--config", str(tmp_path / "c2.yaml")], mc_task, d / "tasks",
+                                    "model_args num_loops given twice")):
         r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "looplm", *args,
                             "--tasks", task, "--include_path", str(tasks), "--device", "cpu"],
                            capture_output=True, text=True, timeout=300, cwd=tmp_path,

@@ -287,6 +287,17 @@ def test_a_run_is_claimed_between_writes_into_its_folder(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["dynamics.json"]
 
 
+def test_a_closed_pipe_keeps_the_results_it_was_told_of(tiny_run, tmp_path):
+    """`looplm analyze ... | head -1`: "wrote ..." was printed inside the all-or-nothing block, so the closed pipe
+    then removed the results it had just reported, with a raw "[Errno 32] Broken pipe" line."""
+    proc = looplm("analyze", str(tiny_run), "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-n", "0",
+                  "--pca-n", "0", "--out", str(tmp_path / "an"))
+    proc.stdout.close()  # the reader is gone before the first line
+    _, err = proc.communicate(timeout=120)
+    assert "Broken pipe" not in err and proc.returncode == 141, err
+    assert sorted(p.name for p in (tmp_path / "an").iterdir()) == ["dynamics.json", "dynamics.png"]
+
+
 # --- inputs that must work ------------------------------------------------------------------------------------------
 def test_generation_never_picks_an_id_the_tokenizer_lacks(tiny_run, tmp_path, capsys):
     """The addition model's head has 16 ids and its tokenizer 14. Weights that make id 15 win every argmax (the

@@ -126,7 +126,8 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
             raise TemplateError(f"the chat template's generation prompt ({extra!r} "
                                 "after the conversation so far) is not how it renders the start of an assistant turn "
                                 f"(turn {i}), so assistant tokens cannot be located")
-        if not str(m.get("content") or "").strip() and upto == _render(
+        if not str(m.get("content") or "").strip() and _render(
+                tokenizer, [*messages[:i], {**m, "content": ""}], False, chat_template, tools) == _render(
                 tokenizer, [*messages[:i], {"role": "assistant", "content": ""}], False, chat_template, tools):
             continue  # blank content and nothing else the template renders (metadata keys): an empty turn
         end = len(upto.rstrip())
@@ -200,7 +201,7 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
         out = [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
     else:
         raise ValueError(f"unknown data format {fmt!r}; use auto, messages or prompt_response")
-    if system_prompt and out[0]["role"] != "system":
+    if system_prompt and not any(m["role"] == "system" for m in out):  # a record's own system turn is kept
         out.insert(0, {"role": "system", "content": system_prompt})
     tools = record.get("tools")  # (None: absent, or a parquet column's fill)
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):

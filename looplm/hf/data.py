@@ -20,6 +20,8 @@ from ..tasks.base import IGNORE, Batch
 from .chat import Encoded, TemplateError, encode_chat, to_messages
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+# Data in a format looplm does not read (compressed, CSV, Arrow): refused in a data folder, not skipped
+UNREAD_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".csv", ".tsv", ".arrow")
 
 
 class Records(list):
@@ -46,7 +48,7 @@ def _read_local(p: Path) -> Records:
                 got = read_rows(p)
                 data, where = [r for _, r in got], [w for w, _ in got]
                 return _checked(Records(data, where))
-            if isinstance(data, dict) and isinstance(data.get("data"), list):  # {"data": [records...]}
+            if isinstance(data, dict) and set(data) <= {"data", "version"} and isinstance(data.get("data"), list):
                 data = data["data"]
             elif isinstance(data, dict) and "\n" not in text.strip():  # one JSON Lines record (to_json of one row)
                 got = read_rows(p)
@@ -134,6 +136,11 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
             raise ValueError(f"{p} is a datasets save_to_disk folder (Arrow files), not a folder of data files; "
                              "write it with to_json or to_parquet, or give its hub name")
         files = data_files(p, LOCAL_SUFFIXES) if p.is_dir() else [p]
+        unread = data_files(p, UNREAD_SUFFIXES) if p.is_dir() else []
+        if unread:  # data looplm does not read, in a folder read whole: not left out without a word
+            raise ValueError(f"{p} holds data files looplm does not read ({', '.join(f.name for f in unread[:3])}"
+                             f"{', ...' if len(unread) > 3 else ''}); convert them to {', '.join(LOCAL_SUFFIXES)} or "
+                             "move them out of the folder")
         if not files:
             raise ValueError(f"{p} holds no {', '.join(LOCAL_SUFFIXES)} files")
         rows = Records()
@@ -223,7 +230,7 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
             no_target += 1
             continue
         prompt = fmt.get("system_prompt")
-        own = prompt and msgs[0]["role"] == "system" and msgs[0]["content"] != prompt
+        own = prompt and not any(m["role"] == "system" and m["content"] == prompt for m in msgs)
         try:
             enc = encode_chat(tokenizer, msgs, chat_template, tools=r.get("tools"))
         except TemplateError as e:

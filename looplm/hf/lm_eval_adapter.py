@@ -361,18 +361,23 @@ def _refuse_twice(keys: list[str]) -> None:
 
 
 def _config_has_model_args(argv: list[str]) -> str | None:
-    """The --config/-C YAML file of lm-eval's command line, when it holds model_args (None otherwise)."""
-    import yaml
+    """The --config/-C YAML file of lm-eval's command line, when it holds model_args (None otherwise). The file is
+    read strictly: a key given twice in it (lm-eval's reader keeps the last), or in its model_args string, is
+    refused."""
+    from ..config_files import parse_yaml
 
     for i, a in enumerate(argv):
         path = (argv[i + 1] if a in ("--config", "-C") and i + 1 < len(argv) else a.split("=", 1)[1]
                 if a.startswith("--config=") else a[2:] if a.startswith("-C") and len(a) > 2 else None)
         if path is not None:
             try:
-                doc = yaml.safe_load(open(path, encoding="utf-8"))
-            except (OSError, yaml.YAMLError):
+                doc = parse_yaml(open(path, encoding="utf-8").read(), path)
+            except (OSError, UnicodeDecodeError):
                 return None  # lm-eval says what is wrong with the file
-            return path if isinstance(doc, dict) and doc.get("model_args") else None
+            args = doc.get("model_args") if isinstance(doc, dict) else None
+            if isinstance(args, str):
+                _refuse_twice([kv.split("=", 1)[0].strip() for kv in args.split(",") if kv.strip()])
+            return path if args else None
     return None
 
 
@@ -422,6 +427,7 @@ def _model_args_once() -> Iterator[None]:
 def _cli_evaluate() -> None:
     from lm_eval.__main__ import cli_evaluate
 
+    _config_has_model_args(sys.argv[1:])  # its own keys checked before lm-eval reads it
     try:
         with _model_args_once():
             cli_evaluate()
