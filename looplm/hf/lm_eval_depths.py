@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import operator
 from pathlib import Path
 from typing import Any
 
@@ -83,27 +82,23 @@ def _check_eval_args(tasks: Any, depths: Any, limit: Any, num_fewshot: Any, batc
     names (a string would be read letter by letter), increasing distinct depths >= 1, a --limit that is a count
     >= 1 or a fraction in (0, 1), counts that are integers (never bools), a bool for apply_chat_template. Returns
     them as lm-eval and JSON take them: a list of tasks, plain ints (a numpy integer is no JSON number)."""
-    from ..evaluate import check_depths
+    from ..evaluate import check_count, check_depths
 
     if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) or not tasks or not all(
             isinstance(t, str) and t.strip() for t in tasks) or len(set(tasks)) < len(tasks):
         raise ValueError(f"tasks must be a list of distinct lm-eval task names, got {tasks!r:.80}")
     out: dict[str, Any] = {"tasks": list(tasks), "depths": check_depths(depths, "evaluate")}
 
-    def count(v: Any, lo: int) -> int | None:
+    if limit is None or (isinstance(limit, float) and 0 < limit < 1):
+        out["limit"] = limit
+    else:
         try:
-            return operator.index(v) if not isinstance(v, bool) and operator.index(v) >= lo else None
-        except TypeError:  # ints, numpy and torch integers pass; floats, strings and bools do not
-            return None
-
-    if limit is not None and count(limit, 1) is None and not (isinstance(limit, float) and 0 < limit < 1):
-        raise ValueError(f"limit must be a count >= 1 or a fraction in (0, 1), got {limit!r:.80}")
-    out["limit"] = limit if limit is None or isinstance(limit, float) else count(limit, 1)
+            out["limit"] = check_count("limit", limit, 1)
+        except ValueError:
+            raise ValueError(f"limit must be a count >= 1 or a fraction in (0, 1), got {limit!r:.80}") from None
     for name, v, lo in (("num_fewshot", num_fewshot, 0), ("batch_size", batch_size, 1),
                         ("max_gen_toks", max_gen_toks, 1)):
-        if v is not None and count(v, lo) is None:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r:.80}")
-        out[name] = v if v is None else count(v, lo)
+        out[name] = v if v is None else check_count(name, v, lo)  # plain ints: a numpy integer is no JSON number
     if not isinstance(apply_chat_template, bool):  # "false" is a true value
         raise ValueError(f"apply_chat_template must be True or False, got {apply_chat_template!r:.80}")
     own = {"pretrained": "pretrained", "num_loops": "depths", "device": "device", "dtype": "dtype",
