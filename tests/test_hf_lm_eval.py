@@ -2,6 +2,7 @@
 
 import functools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +34,18 @@ def setup(tmp_path_factory):
     tok.save_pretrained(d / "model")
     tasks = write_lm_eval_tasks(d / "tasks", write_jsonl(math_problems(5), d / "math.jsonl"), max_gen_toks=6)
     return d, tasks
+
+
+def task_variant(tasks: Path, task: str, folder: Path, name: str, *changes: tuple[str, str]) -> None:
+    """A copy of fixture task `task` as task `name` in `folder` (with its scoring module), its YAML text changed
+    by each (old, new) of `changes`."""
+    folder.mkdir(exist_ok=True)
+    yaml = (tasks / f"{task}.yaml").read_text().replace(f"task: {task}", f"task: {name}")
+    for old, new in changes:
+        yaml = yaml.replace(old, new)
+    (folder / f"{name}.yaml").write_text(yaml)
+    for f in tasks.glob("*.py"):
+        (folder / f.name).write_text(f.read_text())
 
 
 def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path, capsys):
@@ -72,14 +85,11 @@ def test_model_args_the_looplm_model_cannot_honour_are_refused(setup, tmp_path, 
         LoopedLM.create_from_arg_string(f"pretrained={d / 'model'},num_loops=2,num_loops=8", {})
     # a task whose data file is empty (write_split(n_test=0)), holds only blank lines (datasets' own wording, naming
     # neither task nor file) or is not JSON Lines: one line, not datasets' traceback
-    (tmp_path / "et").mkdir()
-    mc_yaml = next((d / "tasks").glob(f"{mc_task}.yaml")).read_text()
     for name, text in (("empty", ""), ("blank", "  \n\t\n")):
+        (tmp_path / "et").mkdir(exist_ok=True)
         (tmp_path / "et" / f"{name}.jsonl").write_text(text)
-        (tmp_path / "et" / f"{name}.yaml").write_text(mc_yaml.replace(f"task: {mc_task}", f"task: et_{name}").replace(
-            str(d / "math.jsonl"), str(tmp_path / "et" / f"{name}.jsonl")))
-    for f in (d / "tasks").glob("*.py"):
-        (tmp_path / "et" / f.name).write_text(f.read_text())
+        task_variant(d / "tasks", mc_task, tmp_path / "et", f"et_{name}",
+                     (str(d / "math.jsonl"), str(tmp_path / "et" / f"{name}.jsonl")))
     for name in ("empty", "blank"):
         capsys.readouterr()
         assert cli(["eval-lm", str(d / "model"), "--tasks", f"et_{name}", "--include-path", str(tmp_path / "et"),
@@ -305,12 +315,7 @@ def test_a_broken_chat_template_is_one_line(setup, tmp_path, capsys):
     assert len(errors) == 1 and "its chat template cannot be used (TemplateSyntaxError" in errors[0]
     assert not (tmp_path / "e").exists()
     # a task's own template that fails on its data is the task's, not the model's (it blamed the chat template)
-    (tmp_path / "t").mkdir()
-    yaml = next((d / "tasks").glob(f"{gen_task}.yaml")).read_text()
-    (tmp_path / "t" / "t.yaml").write_text(yaml.replace(f"task: {gen_task}", "task: t_bad").replace(
-        "{{question}}", "{{nosuchfield}}"))
-    for f in (d / "tasks").glob("*.py"):
-        (tmp_path / "t" / f.name).write_text(f.read_text())
+    task_variant(d / "tasks", gen_task, tmp_path / "t", "t_bad", ("{{question}}", "{{nosuchfield}}"))
     assert cli(["eval-lm", str(d / "model"), "--tasks", "t_bad", "--depths", "1", "--include-path", str(tmp_path / "t"),
                 "--limit", "1", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
     errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
@@ -406,12 +411,7 @@ def test_eval_lm_says_in_one_line_what_is_wrong_with_a_task_or_an_argument(setup
     from looplm.hf.lm_eval_depths import eval_depths
 
     d, (_, mc_task) = setup
-    (tmp_path / "t").mkdir()
-    yaml = next((d / "tasks").glob(f"{mc_task}.yaml")).read_text()
-    (tmp_path / "t" / "t.yaml").write_text(yaml.replace(f"task: {mc_task}", "task: t_far").replace(
-        "doc_to_target: 0", "doc_to_target: 5"))
-    for f in (d / "tasks").glob("*.py"):
-        (tmp_path / "t" / f.name).write_text(f.read_text())
+    task_variant(d / "tasks", mc_task, tmp_path / "t", "t_far", ("doc_to_target: 0", "doc_to_target: 5"))
     capsys.readouterr()
     assert cli(["eval-lm", str(d / "model"), "--tasks", "t_far", "--depths", "1", "--include-path", str(tmp_path / "t"),
                 "--limit", "1", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
@@ -444,10 +444,7 @@ def test_eval_lm_refuses_a_file_name_as_its_folder_and_a_broken_function(setup, 
     assert cli(["eval-lm", str(d / "model"), "--tasks", mc_task, "--include-path", str(d / "tasks"), "--depths", "1",
                 "--device", "cpu", "--out", str(tmp_path / "results.json")]) == 2
     assert "eval-lm writes a folder" in capsys.readouterr().err and not (tmp_path / "results.json").exists()
-    (tmp_path / "t").mkdir()
-    yaml = next((d / "tasks").glob(f"{gen_task}.yaml")).read_text()
-    (tmp_path / "t" / "t.yaml").write_text(yaml.replace(f"task: {gen_task}", "task: t_fn").replace(
-        "!function ", "!function nosuchmodule_"))
+    task_variant(d / "tasks", gen_task, tmp_path / "t", "t_fn", ("!function ", "!function nosuchmodule_"))
     assert cli(["eval-lm", str(d / "model"), "--tasks", "t_fn", "--include-path", str(tmp_path / "t"), "--depths",
                 "1", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
     errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
