@@ -12,9 +12,7 @@ import argparse
 import math
 import os
 import re
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from . import checkpoint as ckpt
 from . import rundir
 from .config import REAL_NUMBER, Config, load_config
 from .demo import DEMO_DEPTHS, DEMO_FILES, DEMO_N, cmd_demo
-from .errors import UserError, guarded, rank_zero, say
+from .errors import UserError, guarded, rank_zero, run_command
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
 from .loops import trained_loops
@@ -36,7 +34,7 @@ from .outputs import (
     write_json,
 )
 from .tasks import task_of_checkpoint
-from .train import Terminated, fit, resolve_device, set_threads
+from .train import fit, resolve_device, set_threads
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 ANALYZE_N = 256  # analyze's problems without --n (fewer if the split or file holds fewer)
@@ -264,12 +262,14 @@ def cmd_plot(inputs: list[str], out: str, labels: list[str] | None = None, force
 
 
 def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, data: str | None = None,
-                spectral_depths: str = "auto", spectral_n: int | None = None, iters: int = 60, tol: float = 1e-3,
-                method: str = "arnoldi", hutchinson: int = 8, pca_n: int | None = None, seed: int = 0,
+                spectral_depths: str = "auto", spectral_n: int | None = None, iters: int | None = None,
+                tol: float | None = None, method: str | None = None, hutchinson: int | None = None,
+                pca_n: int | None = None, seed: int = 0,
                 batch_size: int = 256, device: str = "auto", progress: bool = True, threads: int = 1,
                 before: object = None, max_length: int | None = None) -> dict:
     """Per-loop latent dynamics of a checkpoint on held-out problems (looplm.dynamics.diagnose); `before()` runs
-    once the inputs are read, before the work."""
+    once the inputs are read, before the work. `iters`, `tol`, `method`, `hutchinson`: None is diagnose's
+    default."""
     from .dynamics import diagnose, log_spaced
 
     ds = parse_depths(depths)
@@ -287,10 +287,17 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
         if spectral_n == 0:  # the named depths would get no spectra
             raise ValueError(f"--spectral-depths {spectral_depths} with --spectral-n 0: no sample is probed at them; "
                              "drop one of the two")
+    # settings of the Jacobian estimates, when none is taken, would be recorded as if they had been used
+    spectral = {k: v for k, v in (("iters", iters), ("tol", tol), ("method", method), ("hutchinson", hutchinson))
+                if v is not None}
+    if (not sdeps or spectral_n == 0) and {k for k, v in spectral.items() if v != 0}:
+        raise ValueError(f"{' '.join(f'--{k} {v}' for k, v in spectral.items())} with "
+                         f"{'--spectral-n 0' if sdeps else '--spectral-depths none'}: no Jacobian estimate is taken; "
+                         "drop one of the two")
     set_threads(threads, "--threads")
-    kw = {"spectral_depths": sdeps, "spectral_n": spectral_n if sdeps else 0, "iters": iters, "tol": tol,
-          "method": method, "hutchinson_samples": hutchinson, "pca_n": pca_n, "batch_size": batch_size,
-          "seed": seed, "progress": progress}
+    kw = {"spectral_depths": sdeps, "spectral_n": spectral_n if sdeps else 0, "pca_n": pca_n,
+          "batch_size": batch_size, "seed": seed, "progress": progress,
+          **{"hutchinson_samples" if k == "hutchinson" else k: v for k, v in spectral.items()}}
     from .hf.analysis import find_model_dir  # standard library only; transformers is imported if it is one
 
     hf_dir = find_model_dir(checkpoint)
@@ -324,6 +331,9 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
 # --- argument parsing -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="looplm", description="Looped language models and STARS.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"looplm {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train a model from a preset or YAML config")
@@ -403,10 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="depths for the Jacobian estimates: auto (about 12 log-spaced), none, or a depth spec")
     an.add_argument("--spectral-n", type=count_arg(0), help="samples for the Jacobian estimates (default: 16, or "
                     "all there are if fewer)")
-    an.add_argument("--iters", type=count_arg(1), default=60, help="max JVPs (Krylov dimension) per spectral estimate")
-    an.add_argument("--tol", type=real_arg(True), default=1e-3, help="relative eigen-residual accepted as converged")
-    an.add_argument("--method", choices=["arnoldi", "power"], default="arnoldi")
-    an.add_argument("--hutchinson", type=count_arg(0), default=8, help="probes for the Frobenius estimate (0 = skip)")
+    an.add_argument("--iters", type=count_arg(1), help="max JVPs (Krylov dimension) per spectral estimate "
+                    "(default: 60)")
+    an.add_argument("--tol", type=real_arg(True), help="relative eigen-residual accepted as converged "
+                    "(default: 0.001)")
+    an.add_argument("--method", choices=["arnoldi", "power"], help="eigen-solver (default: arnoldi)")
+    an.add_argument("--hutchinson", type=count_arg(0), help="probes for the Frobenius estimate (0 = skip; "
+                    "default: 8)")
     an.add_argument("--pca-n", type=count_arg(0), help="samples whose trajectories get a 2-D PCA (default: 8, or "
                     "all there are if fewer)")
     an.add_argument("--seed", type=count_arg(0), default=0, help="seed of the random probes")
@@ -434,38 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _terminated(signum: int, frame: object) -> None:
-    code = getattr(frame, "f_code", None)
-    if code is not None and (code.co_name == "__del__" or code.co_filename.endswith(("weakref.py", "_weakrefset.py"))):
-        # an exception raised inside a finalizer or a weakref callback (matplotlib frees its figures through them)
-        # is printed and dropped by Python, and the command ran on to exit 0: the signal is sent again a moment
-        # later, from another thread (sent from here, it would be taken inside this handler), to land once the
-        # callback has returned
-        threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
-        return
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
     """The CLI. Ctrl-C anywhere in it prints `error: interrupted` and exits 130; SIGTERM is made to do the same
     (`error: terminated`, 143); training handles both by saving a checkpoint first (looplm.train.fit)."""
     return run_command(lambda: _main(argv))
-
-
-def run_command(body: object) -> int:
-    """Run `body()` (-> exit code) as a command: user errors as one `error:` line and exit 2, Ctrl-C and
-    SIGTERM as above. The CLI, and a study's worker processes (looplm.experiments.addition), use it."""
-    on_main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
-    prev = signal.signal(signal.SIGTERM, _terminated) if on_main else None
-    try:
-        return body()
-    except KeyboardInterrupt as e:
-        term = isinstance(e, Terminated)
-        say(f"error: {str(e) or ('terminated (SIGTERM)' if term else 'interrupted')}")
-        return 143 if term else 130
-    finally:
-        if on_main:
-            signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)
 
 
 def _main(argv: list[str] | None) -> int:

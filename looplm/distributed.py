@@ -31,15 +31,29 @@ class World:
 
 def init(device_type: str) -> World:
     """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); a world of one otherwise."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
+    size = _env_int("WORLD_SIZE", 1)
+    if size <= 1:
         return World()
-    w = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if "RANK" not in os.environ:  # torchrun sets both; WORLD_SIZE alone is a leftover, not a job to join
+        raise ValueError(f"WORLD_SIZE={size} is set but RANK is not; run under torchrun (which sets both), or "
+                        "unset WORLD_SIZE")
+    w = World(_env_int("RANK", 0), size, _env_int("LOCAL_RANK", 0))
+    if not 0 <= w.rank < size:
+        raise ValueError(f"RANK={w.rank} is not a rank of WORLD_SIZE={size} (0 to {size - 1})")
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(w.local_rank)
         dist.init_process_group(backend=backend)
     return w
+
+
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name, "")
+    try:
+        return int(v) if v.strip() else default
+    except ValueError:
+        raise ValueError(f"environment variable {name}={v!r} is not an integer (torchrun sets it)") from None
 
 
 def shutdown(world: World) -> None:

@@ -14,13 +14,14 @@ predictive entropy and cross-entropy on answer positions, exact match (teacher-f
 from __future__ import annotations
 
 import math
+import numbers
 import time
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .evaluate import check_count, check_depths
+from .arguments import check_count, check_depths
 from .looped import detach_ctx, phi, run_loop
 from .regularizers import core_jvp, supports_fast_jvp
 from .spectra import _TINY, frobenius_hutchinson, spectral_norm, spectral_radius
@@ -115,17 +116,24 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     statistic is taken over them only.
     """
     depths = check_depths(depths, "analyze")
-    for name, v, lo in (("batch_size", batch_size, 1), ("iters", iters, 1),
-                        ("hutchinson_samples", hutchinson_samples, 0), ("seed", seed, 0)):
-        check_count(name, v, lo)  # batch_size=-1 scored nothing and reported a perfect CE of 0
+    # checked, and kept as the plain ints the checks return: batch_size=-1 scored nothing and reported a perfect CE
+    # of 0, and a numpy count made the result no JSON (and a numpy seed no torch seed)
+    batch_size, iters, hutchinson_samples, seed = (
+        check_count(name, v, lo) for name, v, lo in (("batch_size", batch_size, 1), ("iters", iters, 1),
+                                                     ("hutchinson_samples", hutchinson_samples, 0), ("seed", seed, 0)))
+    spectral_n, pca_n = (None if v is None else check_count(name, v, 0)
+                         for name, v in (("spectral_n", spectral_n), ("pca_n", pca_n)))
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < math.inf:
+        raise ValueError(f"tol must be a number > 0, got {tol!r:.80}")
+    tol = float(tol)
+    if method not in ("arnoldi", "power"):
+        raise ValueError(f"unknown method {method!r:.80}; choose arnoldi or power")
     if spectral_depths:
         spectral_depths = check_depths(sorted(set(spectral_depths)), "probe")  # (a bool is no depth)
     n = len(batch)
     if n < 1:
         raise ValueError("no samples to analyze")
     spectral_n = min(16, n) if spectral_n is None else spectral_n
-    if spectral_n < 0 or (pca_n is not None and pca_n < 0):  # read as 0 (nothing) before, without a word
-        raise ValueError(f"spectral_n and pca_n must be >= 0, got {spectral_n} and {pca_n}")
     pca_n = min(8, n) if pca_n is None else pca_n
     real = batch.mask.bool()
     model.eval()
@@ -190,7 +198,7 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
 
     # spectral estimates on the first spectral_n samples, at spectral_depths
     spec: dict = {"depths": spectral_depths, "n": spectral_n, "iters": iters, "tol": tol, "method": method,
-                  "hutchinson_samples": hutchinson_samples}
+                  "hutchinson_samples": hutchinson_samples if n_spec_work else 0}  # what was taken, not asked
     rows: dict[str, list[torch.Tensor]] = {"rho": [], "sigma_max": [], "frobenius_rms": []}
     conv: dict[str, list[float]] = {"rho": [], "sigma_max": []}
     it_med: dict[str, list[float]] = {"rho": [], "sigma_max": []}

@@ -1,11 +1,13 @@
 """The one user-error class, a mistake in what a user asked for (a config value, a path, a file, a device), and
 how every error reaches the user: `guarded` runs a command and prints one `error:` line, exit code 2, with no
-traceback. Anything else that escapes is a looplm bug.
+traceback, and `run_command` makes Ctrl-C and SIGTERM one line too. Anything else that escapes is a looplm bug.
 """
 
 import errno
 import os
+import signal
 import sys
+import threading
 
 
 class UserError(Exception):
@@ -83,8 +85,14 @@ def not_there(p: object) -> str:
 
 
 def rank_zero() -> bool:
-    """Whether this process speaks for the job: the only one, or rank 0 under torchrun."""
-    return os.environ.get("RANK", "0") in ("", "0")
+    """Whether this process speaks for the job: the only one, or rank 0 under torchrun. A RANK left in the
+    environment without a WORLD_SIZE above 1 (a cluster's worker shell) is a world of one, as `distributed.init`
+    takes it, and that one process must speak."""
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:  # distributed.init refuses it, and this process is the one to say so
+        size = 1
+    return size <= 1 or os.environ.get("RANK", "0") in ("", "0")
 
 
 def say(line: str) -> None:
@@ -113,3 +121,46 @@ def _one_line(e: BaseException) -> str:
         if len(out) > MAX_ERROR_CHARS:
             return out[:MAX_ERROR_CHARS] + " … (cut)"
     return out
+
+
+def _terminated(signum: int, frame: object) -> None:
+    code = getattr(frame, "f_code", None)
+    if code is not None and (code.co_name == "__del__" or code.co_filename.endswith(("weakref.py", "_weakrefset.py"))):
+        # an exception raised inside a finalizer or a weakref callback (matplotlib frees its figures through them)
+        # is printed and dropped by Python, and the command ran on to exit 0: the signal is sent again a moment
+        # later, from another thread (sent from here, it would be taken inside this handler), to land once the
+        # callback has returned
+        threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+        return
+    from .train import Terminated  # (imported by then: run_command runs commands)
+
+    raise Terminated
+
+
+def _default_in_child() -> None:
+    """A forked child (lm-eval's bootstrap pool, a data loader's worker) is stopped by its parent with SIGTERM: with
+    the handler above inherited, each one printed a `Terminated` traceback at the end of a run that went well."""
+    if signal.getsignal(signal.SIGTERM) is _terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_in_child)
+
+
+def run_command(body: object) -> int:
+    """Run `body()` (-> exit code) as a command: user errors as one `error:` line and exit 2, Ctrl-C as
+    `error: interrupted` and exit 130, SIGTERM as `error: terminated` and exit 143 (training saves a checkpoint
+    first). The CLI, and a study's worker processes (looplm.experiments.addition), use it."""
+    on_main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+    prev = signal.signal(signal.SIGTERM, _terminated) if on_main else None
+    try:
+        return body()
+    except KeyboardInterrupt as e:
+        from .train import Terminated
+
+        term = isinstance(e, Terminated)
+        say(f"error: {str(e) or ('terminated (SIGTERM)' if term else 'interrupted')}")
+        return 143 if term else 130
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)

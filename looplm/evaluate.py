@@ -11,62 +11,18 @@ equivalence against real decoding.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .arguments import check_depths, check_exit_rule
 from .looped import run_loop
 from .tasks.base import IGNORE, Batch
 
 MAX_DEPTH = 1_000_000  # loops; a sweep to a million loops is already hours of work
 MAX_DEPTH_COUNT = 100_000  # depths in one spec (each one kept costs a readout per sample)
-
-
-def check_depths(depths: Any, what: str = "sweep") -> list[int]:
-    """The depths an API call scores, as a list: increasing, distinct integers >= 1 (what `parse_depths` returns;
-    numpy and torch integer arrays too). A repeated or non-positive depth would otherwise be a slot that no loop
-    ever fills, reported as a score of 0."""
-    try:
-        out = [_loop_count(d) for d in depths]
-    except TypeError:  # a float, a bool, a string, or not a sequence at all
-        raise ValueError(f"depths must be integers, got {depths!r:.80}") from None
-    if not out:
-        raise ValueError(f"no depths to {what}")
-    if sorted(set(out)) != out or out[0] < 1:
-        raise ValueError(f"depths must be increasing, distinct and >= 1, got {out[:8]!r}")
-    return out
-
-
-def check_count(name: str, v: Any, lo: int) -> int:
-    """An API's count argument: an integer >= lo (numpy and torch integers too), never a bool (Python counts True
-    as 1) nor a float; ValueError naming it. Otherwise a silent 1, or torch's own error far from the argument."""
-    try:
-        if not isinstance(v, bool) and operator.index(v) >= lo:
-            return operator.index(v)
-    except TypeError:
-        pass
-    raise ValueError(f"{name} must be an integer >= {lo}, got {v!r:.80}")
-
-
-def _loop_count(d: Any) -> int:
-    if isinstance(d, bool):  # True and False are ints to Python, never loop counts
-        raise TypeError
-    return operator.index(d)  # ints, numpy and torch integers; not floats
-
-
-def check_exit_rule(exit_tol: Any, exit_stable: Any) -> None:
-    """An exit rule's settings (`sweep`, `generate`): a tolerance >= 0 (a negative or NaN one never fires, and
-    NaN is no JSON number) and a count of stable loops >= 1, neither a bool."""
-    if exit_tol is not None and (isinstance(exit_tol, bool) or not isinstance(exit_tol, (int, float))
-                                 or not exit_tol >= 0):
-        raise ValueError(f"exit_tol must be a number >= 0, got {exit_tol!r:.80}")
-    if exit_stable is not None and (isinstance(exit_stable, bool) or not isinstance(exit_stable, int)
-                                    or exit_stable < 1):
-        raise ValueError(f"exit_stable must be an integer >= 1, got {exit_stable!r:.80}")
 
 
 def parse_depths(spec: str, what: str = "depth") -> list[int]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .evaluate import check_count, check_exit_rule
+from .arguments import check_count, check_exit_rule, strict_int
 from .looped import run_loop
 from .model import KVCache, LoopedTransformer
 
@@ -39,23 +39,38 @@ class Generated(list):
         self.finished = finished
 
 
-def _check_counts(num_loops: Any, max_new_tokens: Any, vocab: Any, eos_id: Any = 0) -> None:
+def _check_counts(model: torch.nn.Module, num_loops: Any, max_new_tokens: Any, vocab: Any, eos_id: Any,
+                  pad_id: Any = 0) -> None:
     """Integers, never bools (Python counts True as 1) nor floats: loops >= 1, new tokens >= 0, a vocabulary
-    (None: the model's head) >= 1, and an end token id >= 0 (None or a string never matched a generated id: the
-    rows ran past their end, returning it as text). Otherwise torch's own error, far from the argument, or a
-    silent 1."""
+    (None: the model's head) >= 1, and end and pad token ids >= 0 (None or a string never matched a generated id:
+    the rows ran past their end, returning it as text). Otherwise torch's own error, far from the argument, or a
+    silent 1. An end token the decoder can never choose (at or past `vocab` or the model's vocabulary) is refused
+    too: every row would run to max_new_tokens."""
     for name, v, lo in (("num_loops", num_loops, 1), ("max_new_tokens", max_new_tokens, 0), ("vocab", vocab, 1),
-                        ("eos_id", eos_id, 0)):
+                        ("eos_id", eos_id, 0), ("pad_id", pad_id, 0)):
         if not (v is None and name == "vocab"):
             check_count(name, v, lo)
+    widths = [int(w) for w in (vocab, getattr(getattr(model, "cfg", None), "vocab_size", None))
+              if w is not None and not isinstance(w, bool) and isinstance(w, int)]
+    if widths and eos_id >= min(widths):
+        raise ValueError(f"eos_id={eos_id} is not an id the model can generate (ids below {min(widths)}); every row "
+                         "would run to max_new_tokens")
 
 
-def _check_prompts(prompts: list[list[int]], max_len: int | None) -> None:
+def _check_prompts(prompts: list[list[int]], max_len: int | None) -> list[list[int]]:
+    """The prompts as lists of int ids, each non-empty and leaving a position free below `max_len`."""
+    out = []
     for p in prompts:
-        if len(p) < 1:
+        try:
+            ids = [strict_int(t) for t in p]  # 3.9 was read as 3, and True as id 1 (an end token)
+        except TypeError:
+            raise ValueError(f"prompt token ids must be integers, got {p!r:.80}") from None
+        if len(ids) < 1:
             raise ValueError("empty prompt")
-        if max_len is not None and len(p) >= max_len:
-            raise ValueError(f"prompt of {len(p)} tokens leaves no room in max_seq_len={max_len}")
+        if max_len is not None and len(ids) >= max_len:
+            raise ValueError(f"prompt of {len(ids)} tokens leaves no room in max_seq_len={max_len}")
+        out.append(ids)
+    return out
 
 
 @torch.inference_mode()
@@ -68,7 +83,7 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     there finishes the row (training scores it there too). `use_cache=True`, or an exit rule, decodes with
     `generate_cached`. `vocab`: choose only among ids below it (the tokenizer's), for a model whose head is
     wider than its tokenizer can decode."""
-    _check_counts(num_loops, max_new_tokens, vocab, eos_id)
+    _check_counts(model, num_loops, max_new_tokens, vocab, eos_id, pad_id)
     check_exit_rule(exit_tol, exit_stable)
     if use_cache or exit_tol is not None or exit_stable is not None:
         return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab,
@@ -77,9 +92,11 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     device = next(model.parameters()).device
     if not prompts:
         return Generated([], [])
-    if max_len is None:  # a position table's length: past it the model cannot run, so stop there, marked
-        max_len = getattr(getattr(model, "cfg", None), "max_seq_len", None)
-    _check_prompts(prompts, max_len)
+    # a position table's length: past it the model cannot run, so stop there, marked (as generate_cached does)
+    positions = getattr(getattr(model, "cfg", None), "max_seq_len", None)
+    if positions is not None:
+        max_len = positions if max_len is None else min(max_len, positions)
+    prompts = _check_prompts(prompts, max_len)
     lens = torch.tensor([len(p) for p in prompts], device=device)
     total = int(lens.max()) + max_new_tokens
     if max_len is not None:
@@ -194,12 +211,12 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
     if not isinstance(model, LoopedTransformer):
         raise TypeError(f"KV-cached generation is written for looplm's LoopedTransformer, not "
                         f"{type(model).__name__}; use generate(..., use_cache=False)")
-    _check_counts(num_loops, max_new_tokens, vocab, eos_id)
+    _check_counts(model, num_loops, max_new_tokens, vocab, eos_id)
     check_exit_rule(exit_tol, exit_stable)
     model.eval()
     device = next(model.parameters()).device
     max_len = model.cfg.max_seq_len if max_len is None else min(max_len, model.cfg.max_seq_len)
-    _check_prompts(prompts, max_len)
+    prompts = _check_prompts(prompts, max_len)
     _require_cache_memory(model, prompts, num_loops)
     outs: list[list[int]] = [[] for _ in prompts]
     loops: list[list[int]] = [[] for _ in prompts]

@@ -29,7 +29,8 @@ def main() -> int:
     # The command is done and its results written; the interpreter's teardown (torch, lm-eval) can take a second.
     # A SIGTERM or Ctrl-C then must not end the process as 143 with no word: both are ignored, so it exits with
     # the command's own status. (A Python handler would not do: the teardown resets those to the default first.)
-    sys.stdout.flush()
+    if sys.stdout is not None:  # None when the shell started us with stdout closed (`>&-`): print() then writes nothing
+        sys.stdout.flush()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     return rc

@@ -61,17 +61,24 @@ def data_folders(folder: Path) -> list[Path]:
     return [Path(root).resolve() for root, _ in _walk(folder)]
 
 
-def data_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+# Data in a format no looplm reader reads (compressed, CSV, Arrow): refused in a data folder, not skipped, so that a
+# corpus kept mostly as .txt.gz is not trained on its small uncompressed part without a word
+UNREAD_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".csv", ".tsv", ".arrow", ".ndjson", ".jsonlines", ".pq")
+
+
+def data_files(folder: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] = UNREAD_SUFFIXES) -> list[Path]:
     """The files of a data folder that are read, in path order: those with one of `suffixes` (any letter case),
     links to files and folders followed (data kept elsewhere and linked in; a link that leads nowhere is
     refused, not left out), each file once (a second path to a
     file already read, a symbolic or hard link, would count every row twice: files are told apart by device and
     inode), and nothing hidden at any depth (`.git/`, and `.ipynb_checkpoints/`, whose copies would count every
-    row twice)."""
-    found = []
+    row twice). A file with one of `unread` (data in a format this reader does not read) is refused, naming it."""
+    found, other = [], []
     for root, files in _walk(folder):
         for name in files:
             f = Path(root) / name
+            if not name.startswith(".") and f.suffix.lower() in unread:
+                other.append(f)
             if name.startswith(".") or f.suffix.lower() not in suffixes:
                 continue
             if f.is_symlink() and not f.exists():  # data that is gone (an unmounted drive): not left out unsaid
@@ -79,6 +86,12 @@ def data_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
             if not f.is_file():  # a device or FIFO would be read forever
                 raise ValueError(f"data file {f} is not a regular file (a device, FIFO or socket)")
             found.append(f)
+    if other:
+        other.sort()
+        kinds = ", ".join(s for s in suffixes if s) + (" (or no suffix)" if "" in suffixes else "")
+        raise ValueError(f"{folder} holds data files looplm does not read ({', '.join(f.name for f in other[:3])}"
+                         f"{', ...' if len(other) > 3 else ''}); convert them to {kinds} files, or move them out of "
+                         "the folder")
     first: dict[tuple[int, int], Path] = {}
     for f in sorted(found, key=lambda f: (f.is_symlink(), f)):  # the file itself before a link to it
         st = f.stat()

@@ -211,6 +211,14 @@ HF_CASES: dict[str, Case] = {
                                  "--loops", "0"], hf=True),
     "hf-sweep-on-finetune": Case("hf", "sweep a fine-tuned HF checkpoint (a task sweep needs looplm's own model)",
                                  ["sweep", "{hfrun}", "--no-progress", "--out", "{tmp}/s.json"], hf=True),
+    "hf-finetune-source-loader-name": Case("hf", "data.source json: datasets' loader name, not data (it read every "
+                                           "data file under the working folder)", FT, {
+        "ft.yaml": FT_YAML.replace("source: {tmp}/chat.jsonl", "source: json"), "chat.jsonl": GOOD_CHAT + "\n"},
+        hf=True),
+    "hf-finetune-folder-ndjson": Case("hf", "a data folder holding an .ndjson file (JSON Lines under another name, "
+                                      "left out)", FT, {
+        "ft.yaml": FT_YAML.replace("source: {tmp}/chat.jsonl", "source: {tmp}/d"), "d/a.jsonl": GOOD_CHAT + "\n",
+        "d/b.ndjson": GOOD_CHAT + "\n"}, hf=True),
     "hf-resume-kind-mismatch": Case("hf", "--resume a fine-tune with a config for looplm's own model", [
         "train", "--config", "addition-prenorm-stars", "--out", "{hfrun}", "--resume", "--no-progress"], hf=True),
 }

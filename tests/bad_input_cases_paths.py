@@ -45,6 +45,14 @@ PATH_CASES: dict[str, Case] = {
     "arg-analyze-spectral-n-without-depths": Case("arguments", "analyze --spectral-n with --spectral-depths none", [
         "analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-depths", "none",
         "--spectral-n", "4", "--out", "{tmp}/an"]),
+    "arg-analyze-hutchinson-without-samples": Case("arguments", "analyze --hutchinson with --spectral-n 0 (no "
+                                                   "estimate taken, the count recorded)", [
+        "analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--hutchinson", "4",
+        "--out", "{tmp}/an"]),
+    "data-text-folder-compressed": Case("data", "train on a text folder that also holds a .txt.gz file (it was left "
+                                        "out)", [*TRAIN[:2], "text-stars", "--out", "{tmp}/r", "--no-progress", *TINY,
+                                                 "--set", "data.path={tmp}/corpus", "--set", "data.window=16"], {
+        "corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20, "corpus/b.txt.gz": b"\x1f\x8b\x08"}),
     "arg-sweep-out-dot": Case("arguments", "sweep --out a new folder/. (a file)", [*S, "--out", "{tmp}/newfolder/."]),
     "arg-train-unknown-option": Case("arguments", "train with an option it does not take (--steps for "
                                      "--set train.steps)", [*TRAIN, "--steps", "3"]),

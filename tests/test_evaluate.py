@@ -97,7 +97,7 @@ def test_sweep_refuses_depths_no_loop_would_fill():
     for size in (0, True, 2.0):  # True was a batch of 1
         with pytest.raises(ValueError, match="nothing to sweep"):
             sweep(m, b, [1, 2], batch_size=size)
-    with pytest.raises(ValueError, match="spectral_n and pca_n must be >= 0"):
+    with pytest.raises(ValueError, match="spectral_n must be an integer >= 0"):
         diagnose(m, b, [1, 2], spectral_n=-1)
     # batch_size=-1 scored nothing and reported exact match 0 and a perfect CE of 0; a bool was a depth to probe
     for bad, what in ((dict(batch_size=-1), "batch_size"), (dict(batch_size=True), "batch_size"),
@@ -129,3 +129,53 @@ def test_sweep_refuses_depths_no_loop_would_fill():
     # integer arrays are depths too (numpy's truth value of an array stopped them with its own message)
     want = sweep(m, b, [1, 2, 3]).accuracy
     assert sweep(m, b, np.arange(1, 4)).accuracy == sweep(m, b, torch.arange(1, 4)).accuracy == want
+
+
+def test_api_counts_are_checked_and_come_back_as_plain_numbers():
+    """diagnose took numpy counts but returned them as numpy scalars (its "JSON-ready dict" then failed json.dump),
+    a numpy seed failed inside torch, spectral_n=True ran one sample and recorded `true`, and hutchinson_samples was
+    recorded when no Jacobian estimate was taken. generate read float prompt ids as their floor and True as id 1,
+    took an end token no head can emit, and (without the cache) raised past the positions, losing what it had
+    decoded. held_out(0) was an IndexError and held_out(-1) dropped the last row."""
+    import json
+
+    from looplm import load_config
+    from looplm.dynamics import diagnose
+    from looplm.tasks import make_task
+
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    b = make_batch([[3, 4, 5, EOS], [6, 7, 8, EOS]], [2, 2], 16)
+    res = diagnose(m, b, [1, 2], spectral_n=np.int64(1), pca_n=np.int64(1), iters=np.int32(5), tol=np.float32(1e-3),
+                   hutchinson_samples=np.int64(2), seed=np.int64(3))
+    json.dumps(res, allow_nan=True)  # every number a plain one
+    assert res["spectral"]["n"] == 1 and res["spectral"]["hutchinson_samples"] == 2
+    assert diagnose(m, b, [1, 2], spectral_n=0, pca_n=0)["spectral"]["hutchinson_samples"] == 0  # none taken
+    for bad, what in ((dict(spectral_n=True), "spectral_n"), (dict(spectral_n=2.0), "spectral_n"),
+                      (dict(pca_n="2"), "pca_n"), (dict(tol=0), "tol"), (dict(tol=True), "tol"),
+                      (dict(method="eig"), "method")):
+        with pytest.raises(ValueError, match=what):
+            diagnose(m, b, [1, 2], **bad)
+    for prompt in ([3.9, 4], [True, 4], ["3", 4]):
+        for cache in (False, True):
+            with pytest.raises(ValueError, match="prompt token ids must be integers"):
+                generate(m, [prompt], 2, max_new_tokens=2, eos_id=EOS, use_cache=cache)
+    assert generate(m, [np.array([3, 4])], 2, max_new_tokens=2, eos_id=EOS) == \
+        generate(m, [[3, 4]], 2, max_new_tokens=2, eos_id=EOS)
+    for eos, vocab in ((m.cfg.vocab_size, None), (5, 5)):
+        with pytest.raises(ValueError, match=f"eos_id={eos} is not an id the model can generate"):
+            generate(m, [[3, 4]], 2, max_new_tokens=2, eos_id=eos, vocab=vocab)
+    with pytest.raises(ValueError, match="pad_id must be an integer"):
+        generate(m, [[3, 4]], 2, max_new_tokens=2, eos_id=EOS, pad_id=True)
+    # a max_len past the positions: cut off there and marked, with or without the cache
+    cut = [generate(m, [[3, 4], [5]], 2, max_new_tokens=40, eos_id=EOS, max_len=100, use_cache=c) for c in (0, 1)]
+    assert cut[0] == cut[1] and cut[0].finished == cut[1].finished
+    assert all(done or len(row) == 16 - len(p)
+               for row, done, p in zip(cut[0], cut[0].finished, ([3, 4], [5]), strict=True))
+    assert not all(cut[0].finished)  # (what this checks: a row that ran out of positions)
+    task = make_task(load_config("addition-prenorm-stars", ["data.test_size=8"]))
+    assert len(task.held_out(np.int64(3))) == 3 and len(task.held_out(100)) == 8  # at most the split
+    for n in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="n must be an integer >= 1"):
+            task.held_out(n)
+

@@ -455,3 +455,33 @@ def test_eval_lm_refuses_a_file_name_as_its_folder_and_a_broken_function(setup, 
     with pytest.raises(ValueError, match="apply_chat_template must be True or False"):
         eval_depths(str(d / "model"), [mc_task], [1], tmp_path / "s", include_path=str(d / "tasks"), limit=1,
                     device="cpu", apply_chat_template="false")
+
+
+def test_few_shots_past_the_documents_a_config_in_any_spelling_and_an_earlier_result_are_said_first(
+        setup, tmp_path, capsys):
+    """--num-fewshot above a task's documents was blamed on the task's YAML; `-C=FILE` (argparse reads it as
+    `-C FILE`) and abbreviations of --config went unseen, so the file's model_args were dropped beside
+    --model_args; eval_depths(replace=False) over an earlier result ran every depth, then named a --force the
+    Python API does not have."""
+    from looplm.errors import UserError
+    from looplm.hf.lm_eval_adapter import _config_has_model_args
+    from looplm.hf.lm_eval_depths import eval_depths
+
+    d, (_, mc_task) = setup
+    task_variant(d / "tasks", mc_task, tmp_path / "t", "t_shots", ("num_fewshot: 0\n", ""))
+    capsys.readouterr()
+    assert cli(["eval-lm", str(d / "model"), "--tasks", "t_shots", "--include-path", str(tmp_path / "t"), "--depths",
+                "1", "--limit", "1", "--num-fewshot", "20", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
+    assert errors == ["error: t_shots: the few-shot count asks for more examples than the task has documents to "
+                      "draw them from; lower --num-fewshot (num_fewshot)"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model_args: pretrained={d / 'model'},num_loops=1\n")
+    for spelling in (["-C=" + str(cfg)], ["-C" + str(cfg)], ["--confi", str(cfg)], ["--config=" + str(cfg)]):
+        assert _config_has_model_args(["run", *spelling, "--model_args", "num_loops=3"]) == str(cfg)
+    assert _config_has_model_args(["run", "--model_args", "num_loops=3"]) is None
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "eval_lm.json").write_text("{}\n")
+    with pytest.raises(UserError, match=r"eval_lm.json already exists \(an earlier result\); pass replace=True"):
+        eval_depths(str(tmp_path / "no-model"), [mc_task], [1], tmp_path / "old", replace=False)
+    assert (tmp_path / "old" / "eval_lm.json").read_text() == "{}\n"

@@ -419,3 +419,51 @@ def test_a_finished_run_that_lost_its_only_checkpoint_is_not_started_over(tmp_pa
     with pytest.raises(RuntimeError, match="injected crash"):
         train(cfg, tmp_path / "k", progress=False, fault={"crash_at_step": 2})
     train(cfg, tmp_path / "k", resume=True, progress=False)  # no save was due yet: it starts again
+
+
+@POSIX_ONLY
+def test_a_closed_stdout_and_leftover_launcher_variables_are_not_tracebacks(tmp_path, capsys, monkeypatch):
+    """A command started with stdout closed (`>&-`) did its work, then failed with a traceback and exit 1 at the
+    final flush; a RANK left in a shell without WORLD_SIZE > 1 muted every error line (exit 2, nothing said);
+    WORLD_SIZE without RANK was a KeyError traceback."""
+    closed = subprocess.run(["bash", "-c", f'"{sys.executable}" -m looplm sweep "{tmp_path}/nope" >&-'], env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 2 and closed.stderr.strip().splitlines() == [
+        f"error: checkpoint {tmp_path}/nope does not exist"], closed.stderr
+    version = subprocess.run(["bash", "-c", f'"{sys.executable}" -m looplm --version >&-'], env=ENV,
+                             capture_output=True, text=True, timeout=120)
+    assert version.returncode == 0 and "Traceback" not in version.stderr, version.stderr
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("RANK", "1")
+    capsys.readouterr()
+    assert main(["sweep", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: checkpoint {tmp_path / 'nope'} does not exist"
+    cmd = ["train", "--config", "addition-prenorm-stars", "--out", str(tmp_path / "run"), "--no-progress"]
+    for env, msg in (({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK is not; run under torchrun"),
+                     ({"WORLD_SIZE": "x", "RANK": "0"}, "environment variable WORLD_SIZE='x' is not an integer"),
+                     ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK=5 is not a rank of WORLD_SIZE=2")):
+        monkeypatch.delenv("RANK", raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert main(cmd) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {msg}"), err
+        assert not (tmp_path / "run").exists()
+
+
+@POSIX_ONLY
+def test_a_forked_child_does_not_inherit_the_sigterm_handler():
+    """lm-eval's bootstrap pool (forked) is stopped with SIGTERM when it is done: each worker inherited the
+    command's handler and printed a `Terminated` traceback after a run that went well."""
+    import os
+
+    from looplm.errors import run_command
+
+    def body() -> int:
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the command's own handler, in the parent
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL else 1)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    assert run_command(body) == 0

@@ -548,6 +548,14 @@ def test_a_corpus_folder_reads_its_text_files_once_and_nothing_hidden(tmp_path):
     (d / "gone.txt").symlink_to(tmp_path / "unmounted" / "g.txt")  # data that is gone: refused, not left out
     with pytest.raises(FileNotFoundError, match="gone.txt is a symlink to .*, which does not exist"):
         read_text(d)
+    (d / "gone.txt").unlink()
+    # a corpus kept mostly compressed (or as records) trained on its plain-text part alone, without a word
+    for name in ("more.txt.gz", "table.csv", "rows.jsonl"):
+        (d / "sub" / name).write_bytes(b"\x1f\x8b\x08")
+        with pytest.raises(ValueError, match=rf"holds data files looplm does not read \({name}\); convert them to "):
+            read_text(d)
+        (d / "sub" / name).unlink()
+    assert read_text(d) == "BETA\nalpha\ndelta\nepsilon\ngamma\nomega"
 
 
 def test_text_training_evaluates_perplexity_not_exact_match(text_run, tmp_path, capsys):

@@ -432,7 +432,7 @@ def run_perturbation(out: Path, name: str) -> dict | None:
 if __name__ == "__main__":  # one run of a parallel study (_run_parallel): RUNSPEC_JSON OUT N_EVAL
     import sys
 
-    from ..cli import guarded, run_command
+    from ..errors import guarded, run_command
 
     def _worker() -> int:
         spec = RunSpec(**json.loads(sys.argv[1]))

@@ -169,10 +169,13 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
 
     fmt="messages": `record[messages_field]` is a list of {role, content, ...} (every key reaches the template);
     "prompt_response": one user turn from `prompt_field` and one assistant turn from `response_field`
-    (NuminaMath: problem / solution); "auto": messages if the record has them, else prompt/response.
+    (NuminaMath: problem / solution); "auto": messages if the record has them (not null), else prompt/response.
+    `system_prompt` opens a conversation that has no system (or `developer`) turn of its own.
     """
     if fmt == "auto":
-        fmt = "messages" if messages_field in record else "prompt_response"
+        # a null column is no messages: parquet and merged hub datasets fill the field of the other shape's records
+        # with null, and those records are prompt/response ones
+        fmt = "messages" if record.get(messages_field) is not None else "prompt_response"
     if fmt == "messages":
         msgs = record.get(messages_field)
         if msgs is not None and not isinstance(msgs, list):
@@ -201,7 +204,8 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
         out = [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
     else:
         raise ValueError(f"unknown data format {fmt!r}; use auto, messages or prompt_response")
-    if system_prompt and not any(m["role"] == "system" for m in out):  # a record's own system turn is kept
+    # a record's own system turn is kept (OpenAI's newer exports name it `developer`)
+    if system_prompt and not any(m["role"] in ("system", "developer") for m in out):
         out.insert(0, {"role": "system", "content": system_prompt})
     tools = record.get("tools")  # (None: absent, or a parquet column's fill)
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):

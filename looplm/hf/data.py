@@ -20,8 +20,6 @@ from ..tasks.base import IGNORE, Batch
 from .chat import Encoded, TemplateError, encode_chat, to_messages
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
-# Data in a format looplm does not read (compressed, CSV, Arrow): refused in a data folder, not skipped
-UNREAD_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".csv", ".tsv", ".arrow")
 
 
 class Records(list):
@@ -112,8 +110,19 @@ def _offline_when_unreachable() -> None:
 
 
 def _from_hub(datasets: Any, source: str, config_name: str | None, split: str) -> Any:
+    # `json`, `csv`, `text`, ... name datasets' file loaders, not datasets: given no files (lm-eval task YAMLs write
+    # `dataset_path: json` beside them) a loader reads every data file under the working folder, recursively
+    packaged = {"json", "csv", "text", "parquet", "arrow", "pandas", "xml", "webdataset"}
+    packaged |= set(getattr(getattr(datasets, "packaged_modules", None), "_PACKAGED_DATASETS_MODULES", ()))
+    if source.lower() in packaged:
+        raise ValueError(f"data source {source!r} names datasets' {source} loader, not a dataset (with no files it "
+                         "reads every data file under the working folder); give the path of your data file or "
+                         "folder, or a hub dataset's name")
     with quiet_hub():
-        return datasets.load_dataset(source, config_name, split=split)
+        try:
+            return datasets.load_dataset(source, config_name, split=split)
+        except datasets.exceptions.DatasetGenerationError as e:  # its own message says only that an error occurred
+            raise ValueError(f"datasets could not build {source}: {e.__cause__ or e}") from None
 
 
 def load_records(source: str, split: str = "train", config_name: str | None = None, max_samples: int = 0,
@@ -136,11 +145,6 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
             raise ValueError(f"{p} is a datasets save_to_disk folder (Arrow files), not a folder of data files; "
                              "write it with to_json or to_parquet, or give its hub name")
         files = data_files(p, LOCAL_SUFFIXES) if p.is_dir() else [p]
-        unread = data_files(p, UNREAD_SUFFIXES) if p.is_dir() else []
-        if unread:  # data looplm does not read, in a folder read whole: not left out without a word
-            raise ValueError(f"{p} holds data files looplm does not read ({', '.join(f.name for f in unread[:3])}"
-                             f"{', ...' if len(unread) > 3 else ''}); convert them to {', '.join(LOCAL_SUFFIXES)} or "
-                             "move them out of the folder")
         if not files:
             raise ValueError(f"{p} holds no {', '.join(LOCAL_SUFFIXES)} files")
         rows = Records()

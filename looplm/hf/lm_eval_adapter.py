@@ -18,6 +18,7 @@ own Hub code (Ouro's does not run under transformers 5) instead of looplm's nati
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -324,6 +325,9 @@ def task_error(e: BaseException, tasks: str) -> BaseException:
         return _unreadable_data(e, tasks)
     if not _task_fault(e):
         return e
+    if isinstance(e, ValueError) and "larger than population" in str(e):  # random.sample in lm-eval's sampler
+        return UserError(f"{tasks}: the few-shot count asks for more examples than the task has documents to draw "
+                         "them from; lower --num-fewshot (num_fewshot)")
     why = re.sub(r" at 0x[0-9a-f]+", "", str(e).strip().splitlines()[0][:200] if str(e).strip() else "")
     return UserError(f"{tasks}: lm-eval cannot load the task or build its requests from its YAML and data "
                      f"({type(e).__name__}: {why or 'no message'}); check the task's YAML against its data: its "
@@ -366,19 +370,24 @@ def _config_has_model_args(argv: list[str]) -> str | None:
     refused."""
     from ..config_files import parse_yaml
 
-    for i, a in enumerate(argv):
-        path = (argv[i + 1] if a in ("--config", "-C") and i + 1 < len(argv) else a.split("=", 1)[1]
-                if a.startswith("--config=") else a[2:] if a.startswith("-C") and len(a) > 2 else None)
-        if path is not None:
-            try:
-                doc = parse_yaml(open(path, encoding="utf-8").read(), path)
-            except (OSError, UnicodeDecodeError):
-                return None  # lm-eval says what is wrong with the file
-            args = doc.get("model_args") if isinstance(doc, dict) else None
-            if isinstance(args, str):
-                _refuse_twice([kv.split("=", 1)[0].strip() for kv in args.split(",") if kv.strip()])
-            return path if args else None
-    return None
+    # the path as argparse reads it, in every spelling it takes: `--config F`, `--config=F`, `-C F`, `-CF`, `-C=F`
+    # and abbreviations such as `--confi F` (a scan of argv missed some, and the file's model_args were then dropped)
+    find = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    find.add_argument("--config", "-C")
+    try:
+        path = find.parse_known_args(argv)[0].config
+    except argparse.ArgumentError:  # `--config` with no file: lm-eval says so
+        return None
+    if path is None:
+        return None
+    try:
+        doc = parse_yaml(open(path, encoding="utf-8").read(), path)
+    except (OSError, UnicodeDecodeError):
+        return None  # lm-eval says what is wrong with the file
+    args = doc.get("model_args") if isinstance(doc, dict) else None
+    if isinstance(args, str):
+        _refuse_twice([kv.split("=", 1)[0].strip() for kv in args.split(",") if kv.strip()])
+    return path if args else None
 
 
 @contextlib.contextmanager
@@ -440,8 +449,7 @@ def _cli_evaluate() -> None:
 
 
 if __name__ == "__main__":  # `python -m looplm.hf.lm_eval_adapter <lm_eval args>`: lm-eval's CLI, plus `looplm`
-    from ..cli import run_command
-    from ..errors import guarded
+    from ..errors import guarded, run_command
 
     # a refusal (remote code, a bad model_arg, a missing model) is one `error:` line, as in looplm's own CLI
     raise SystemExit(run_command(lambda: guarded(_cli_evaluate)))

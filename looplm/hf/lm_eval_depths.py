@@ -82,7 +82,7 @@ def _check_eval_args(tasks: Any, depths: Any, limit: Any, num_fewshot: Any, batc
     names (a string would be read letter by letter), increasing distinct depths >= 1, a --limit that is a count
     >= 1 or a fraction in (0, 1), counts that are integers (never bools), a bool for apply_chat_template. Returns
     them as lm-eval and JSON take them: a list of tasks, plain ints (a numpy integer is no JSON number)."""
-    from ..evaluate import check_count, check_depths
+    from ..arguments import check_count, check_depths
 
     if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) or not tasks or not all(
             isinstance(t, str) and t.strip() for t in tasks) or len(set(tasks)) < len(tasks):
@@ -123,6 +123,10 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     tokens before the last loop even at 1.0, and the deep rows would all be the same early exit."""
     if exit_dtype is not None and exit_threshold is None:
         raise UserError("--exit-dtype is the dtype of an exit rule: give --exit-threshold too")
+    earlier = [Path(out) / f for f in OUTPUTS if (Path(out) / f).exists()] if not replace else []
+    if earlier:  # said now, not after every depth has been evaluated (the command line checks this first too)
+        raise UserError(f"{earlier[0]} already exists (an earlier result); pass replace=True to replace it, or "
+                        "another out")
     import lm_eval
     from lm_eval.tasks import TaskManager
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..arguments import check_count
 from ..records import read_rows
 from .base import Batch, make_batch
 from .tokenizers import EOS, PAD, CharTokenizer
@@ -128,6 +129,7 @@ class AdditionTask:
 
     def held_out(self, n: int) -> Batch:
         """The first n problems of the reserved held-out split (at most its test_size)."""
+        n = check_count("n", n, 1)
         return self.test_batch(min(n, self.test_size), self.test_seed, self.max_len)
 
     def load_eval(self, path: str, n: int | None) -> Batch:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..arguments import check_count
 from ..records import read_rows
 from .base import Batch, ReadOnUse, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
@@ -154,6 +155,8 @@ class JsonlTask(ReadOnUse):
                               self.max_len)
 
     def held_out(self, n: int) -> Batch:
+        """The first n held-out rows (all of them if there are fewer)."""
+        n = check_count("n", n, 1)  # n=-1 sliced [:-1], leaving out the last row
         return encode_answers(self.tok, self.test[0][:n], self.test[1][:n], self.max_len)
 
     def load_eval(self, path: str, n: int | None) -> Batch:

@@ -21,6 +21,7 @@ import string
 
 import torch
 
+from ..arguments import check_count
 from .base import IGNORE, Batch, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
 
@@ -96,6 +97,7 @@ class SizedTask:
         """The held-out split: min(n, test_size) problems spread evenly over the training sizes. A size with fewer
         distinct problems than its share (parity of few bits) gives all it has, and the others take the rest, so
         the split holds test_size problems wherever the sizes allow, and a count it reports is one it can give."""
+        n = check_count("n", n, 1)
         sizes = list(range(self.min_size, self.max_size + 1))
         quota = _shares(min(n, self.test_size), sizes)
         spent: set[int] = set()  # sizes that gave fewer than their share: all they have

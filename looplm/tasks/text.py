@@ -13,12 +13,15 @@ from pathlib import Path
 
 import torch
 
+from ..arguments import check_count
 from ..errors import not_there
-from ..records import data_files
+from ..records import UNREAD_SUFFIXES, data_files
 from .base import IGNORE, Batch, ReadOnUse
 from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
 
 TEXT_SUFFIXES = ("", ".txt", ".md", ".text", ".rst")
+# records for a fine-tune, not running text: in a text folder they are refused, not skipped
+RECORD_SUFFIXES = (".jsonl", ".parquet")
 
 
 def read_text(path: str | Path) -> str:
@@ -27,7 +30,7 @@ def read_text(path: str | Path) -> str:
         raise FileNotFoundError(f"data file {p} {not_there(p)}")
     if not (p.is_dir() or p.is_file()):  # /dev/zero or a FIFO would be read forever
         raise ValueError(f"data file {p} is not a regular file or a folder (a device, FIFO or socket)")
-    files = data_files(p, TEXT_SUFFIXES) if p.is_dir() else [p]  # text files: no suffix, .txt, .md, .text, .rst
+    files = data_files(p, TEXT_SUFFIXES, UNREAD_SUFFIXES + RECORD_SUFFIXES) if p.is_dir() else [p]
     if not files:
         raise ValueError(f"{p} holds no files")
     parts = []
@@ -142,6 +145,7 @@ class TextTask(ReadOnUse):
 
     def held_out(self, n: int) -> Batch:
         """Up to n windows of the held-out tail (all of its tokens when n covers it)."""
+        n = check_count("n", n, 1)
         return self._all_windows(self.test_ids, n)
 
     def load_eval(self, path: str, n: int | None) -> Batch:

@@ -1,0 +1,54 @@
+"""Checks of the Python API's arguments: counts, depths and exit rules, each an integer or number of the right
+kind and range, refused in one ValueError naming the argument. Without them a bool passes as 1, a float is cut to
+an int, and a negative count scores nothing and reports a result; torch's own errors come far from the argument.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+
+def check_depths(depths: Any, what: str = "sweep") -> list[int]:
+    """The depths an API call scores, as a list: increasing, distinct integers >= 1 (what `parse_depths` returns;
+    numpy and torch integer arrays too). A repeated or non-positive depth would otherwise be a slot that no loop
+    ever fills, reported as a score of 0."""
+    try:
+        out = [strict_int(d) for d in depths]
+    except TypeError:  # a float, a bool, a string, or not a sequence at all
+        raise ValueError(f"depths must be integers, got {depths!r:.80}") from None
+    if not out:
+        raise ValueError(f"no depths to {what}")
+    if sorted(set(out)) != out or out[0] < 1:
+        raise ValueError(f"depths must be increasing, distinct and >= 1, got {out[:8]!r}")
+    return out
+
+
+def check_count(name: str, v: Any, lo: int) -> int:
+    """An API's count argument: an integer >= lo (numpy and torch integers too), never a bool (Python counts True
+    as 1) nor a float; ValueError naming it. Otherwise a silent 1, or torch's own error far from the argument."""
+    try:
+        if strict_int(v) >= lo:
+            return strict_int(v)
+    except TypeError:
+        pass
+    raise ValueError(f"{name} must be an integer >= {lo}, got {v!r:.80}")
+
+
+def strict_int(v: Any) -> int:
+    """`v` as a plain int: ints, numpy and torch integers; TypeError for a float (3.9 is no count nor token id) and
+    for a bool (True and False are ints to Python, never a count nor a token)."""
+    if isinstance(v, bool):
+        raise TypeError
+    return operator.index(v)
+
+
+def check_exit_rule(exit_tol: Any, exit_stable: Any) -> None:
+    """An exit rule's settings (`sweep`, `generate`): a tolerance >= 0 (a negative or NaN one never fires, and
+    NaN is no JSON number) and a count of stable loops >= 1, neither a bool."""
+    if exit_tol is not None and (isinstance(exit_tol, bool) or not isinstance(exit_tol, (int, float))
+                                 or not exit_tol >= 0):
+        raise ValueError(f"exit_tol must be a number >= 0, got {exit_tol!r:.80}")
+    if exit_stable is not None and (isinstance(exit_stable, bool) or not isinstance(exit_stable, int)
+                                    or exit_stable < 1):
+        raise ValueError(f"exit_stable must be an integer >= 1, got {exit_stable!r:.80}")

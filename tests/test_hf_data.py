@@ -1,0 +1,46 @@
+"""Fine-tune data as it comes from real exports: where records are read from, and which shape a record is read as."""
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from looplm.hf.chat import to_messages  # noqa: E402
+from looplm.hf.data import load_records  # noqa: E402
+
+from .hf_fixtures import math_problems, write_jsonl  # noqa: E402
+
+
+def test_a_loader_name_is_no_data_source_and_a_folder_refuses_what_it_cannot_read(tmp_path, monkeypatch):
+    """`data.source: json` (lm-eval task YAMLs write `dataset_path: json`) went to datasets' json loader, which with
+    no files read every data file under the working folder, recursively; a data folder left out .ndjson and
+    .jsonlines files (JSON Lines under other names) without a word, while the same file alone was refused."""
+    write_jsonl(math_problems(3), tmp_path / "sub" / "unrelated.jsonl")
+    monkeypatch.chdir(tmp_path)
+    for name in ("json", "csv", "text", "parquet", "JSON"):
+        with pytest.raises(ValueError, match=f"data source '{name}' names datasets' {name} loader, not a dataset"):
+            load_records(name)
+    d = tmp_path / "d"
+    write_jsonl(math_problems(3), d / "a.jsonl")
+    assert len(load_records(str(d))) == 3
+    for name in ("b.ndjson", "c.jsonlines", "e.pq"):
+        write_jsonl(math_problems(2), d / name)
+        with pytest.raises(ValueError, match=rf"holds data files looplm does not read \({name}\)"):
+            load_records(str(d))
+        (d / name).unlink()
+
+
+def test_a_null_messages_column_is_no_conversation_and_a_developer_turn_is_a_system_turn(tmp_path):
+    """Parquet and merged hub datasets fill the `messages` of prompt/response records with null: such a record was
+    read as a conversation with no turns and dropped. OpenAI's newer exports name the system turn `developer`:
+    data.system_prompt was put in front of it, giving the conversation two instructions."""
+    row = {"messages": None, "problem": "2+2?", "solution": "4"}
+    assert to_messages(row) == [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    (tmp_path / "mixed.jsonl").write_text(json.dumps(row) + "\n")
+    assert load_records(str(tmp_path / "mixed.jsonl")) == [row]
+    dev = {"messages": [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+                        {"role": "assistant", "content": "4"}]}
+    assert to_messages(dev, system_prompt="Tutor.") == dev["messages"]
+    assert to_messages({"messages": dev["messages"][1:]}, system_prompt="Tutor.")[0] == {
+        "role": "system", "content": "Tutor."}
