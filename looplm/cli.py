@@ -20,7 +20,7 @@ from . import checkpoint as ckpt
 from . import rundir
 from .config import REAL_NUMBER, Config, load_config
 from .demo import DEMO_DEPTHS, DEMO_FILES, DEMO_N, cmd_demo
-from .errors import UserError, guarded, rank_zero, run_command
+from .errors import DISTRIBUTED_COMMANDS, UserError, command, guarded, rank_zero, run_command
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
 from .loops import trained_loops
@@ -34,6 +34,7 @@ from .outputs import (
     write_json,
 )
 from .tasks import task_of_checkpoint
+from .tasks.tokenizers import token_unit
 from .train import fit, resolve_device, set_threads
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
@@ -47,7 +48,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not argparse's usage block
         if self.prog.endswith(" generate") and "prompts" in message:
             message += "; " + PROMPT_HINT
-        if rank_zero():  # under torchrun every rank parses the same command line
+        # under torchrun every rank parses the same command line (a command that torchrun does not run speaks)
+        if rank_zero() or self.prog.split()[1:2] not in ([], *([c] for c in DISTRIBUTED_COMMANDS)):
             print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
@@ -192,8 +194,13 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
         out = sweep(model, batch, ds, **kw).to_json()
     out.update({"task": cfg.data.task, "scored_by": task.scored_by, "checkpoint": str(checkpoint), "step": step,
                 "data": source, "seconds": round(time.perf_counter() - t0, 2), "train_loops": trained_loops(cfg, step),
-                "label": ckpt.run_label(checkpoint)})
+                "label": ckpt.run_label(checkpoint), **per_token(task)})
     return out
+
+
+def per_token(task) -> dict:
+    """What a perplexity's token is ({"token": unit}), so that a plot does not overlay two units as one."""
+    return {"token": token_unit(task.tok)} if task.scored_by == "perplexity" else {}
 
 
 def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, device: str = "auto",
@@ -264,11 +271,11 @@ def cmd_plot(inputs: list[str], out: str, labels: list[str] | None = None, force
 def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, data: str | None = None,
                 spectral_depths: str = "auto", spectral_n: int | None = None, iters: int | None = None,
                 tol: float | None = None, method: str | None = None, hutchinson: int | None = None,
-                pca_n: int | None = None, seed: int = 0,
+                pca_n: int | None = None, seed: int | None = None,
                 batch_size: int = 256, device: str = "auto", progress: bool = True, threads: int = 1,
                 before: object = None, max_length: int | None = None) -> dict:
     """Per-loop latent dynamics of a checkpoint on held-out problems (looplm.dynamics.diagnose); `before()` runs
-    once the inputs are read, before the work. `iters`, `tol`, `method`, `hutchinson`: None is diagnose's
+    once the inputs are read, before the work. `iters`, `tol`, `method`, `hutchinson`, `seed`: None is diagnose's
     default."""
     from .dynamics import diagnose, log_spaced
 
@@ -288,15 +295,15 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
             raise ValueError(f"--spectral-depths {spectral_depths} with --spectral-n 0: no sample is probed at them; "
                              "drop one of the two")
     # settings of the Jacobian estimates, when none is taken, would be recorded as if they had been used
-    spectral = {k: v for k, v in (("iters", iters), ("tol", tol), ("method", method), ("hutchinson", hutchinson))
-                if v is not None}
+    spectral = {k: v for k, v in (("iters", iters), ("tol", tol), ("method", method), ("hutchinson", hutchinson),
+                                  ("seed", seed)) if v is not None}  # (the seed draws the estimates' probes only)
     if (not sdeps or spectral_n == 0) and {k for k, v in spectral.items() if v != 0}:
         raise ValueError(f"{' '.join(f'--{k} {v}' for k, v in spectral.items())} with "
                          f"{'--spectral-n 0' if sdeps else '--spectral-depths none'}: no Jacobian estimate is taken; "
                          "drop one of the two")
     set_threads(threads, "--threads")
     kw = {"spectral_depths": sdeps, "spectral_n": spectral_n if sdeps else 0, "pca_n": pca_n,
-          "batch_size": batch_size, "seed": seed, "progress": progress,
+          "batch_size": batch_size, "progress": progress,
           **{"hutchinson_samples" if k == "hutchinson" else k: v for k, v in spectral.items()}}
     from .hf.analysis import find_model_dir  # standard library only; transformers is imported if it is one
 
@@ -321,7 +328,7 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
     if task.scored_by == "perplexity":  # the text's score, per depth, beside the diagnostics (as `sweep` gives it)
         res["ppl"] = [math.exp(min(c, 700.0)) for c in res["ce_per_token"]]
     res.update({"checkpoint": str(checkpoint), "step": step, "data": source, "scored_by": task.scored_by,
-                "train_loops": trained_loops(cfg, step),
+                **per_token(task), "train_loops": trained_loops(cfg, step),
                 "label": ckpt.run_label(checkpoint),
                 "model": {k: getattr(cfg.model, k) for k in ("d_model", "n_heads", "d_ff", "n_core",
                                                              "norm_placement", "norm_type", "injection")}})
@@ -422,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "default: 8)")
     an.add_argument("--pca-n", type=count_arg(0), help="samples whose trajectories get a 2-D PCA (default: 8, or "
                     "all there are if fewer)")
-    an.add_argument("--seed", type=count_arg(0), default=0, help="seed of the random probes")
+    an.add_argument("--seed", type=count_arg(0), help="seed of the Jacobian estimates' random probes (default: 0)")
     an.add_argument("--batch-size", type=count_arg(1), default=256)
     an.add_argument("--device", default="auto")
     an.add_argument("--threads", type=count_arg(0), default=1,
@@ -464,7 +471,8 @@ def _main(argv: list[str] | None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}; {hint}")
     except SystemExit as e:  # --help, or one error line from _Parser
         return int(e.code or 0)
-    return guarded(lambda: _dispatch(args))
+    with command(args.cmd):
+        return guarded(lambda: _dispatch(args))
 
 
 def _dispatch(args: argparse.Namespace) -> int:

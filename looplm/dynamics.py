@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .arguments import check_count, check_depths
+from .arguments import check_count, check_depths, strict_int
 from .looped import detach_ctx, phi, run_loop
 from .regularizers import core_jvp, supports_fast_jvp
 from .spectra import _TINY, frobenius_hutchinson, spectral_norm, spectral_radius
@@ -128,8 +128,12 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     tol = float(tol)
     if method not in ("arnoldi", "power"):
         raise ValueError(f"unknown method {method!r:.80}; choose arnoldi or power")
-    if spectral_depths:
-        spectral_depths = check_depths(sorted(set(spectral_depths)), "probe")  # (a bool is no depth)
+    if spectral_depths is not None:  # a list, tuple or integer array; [] probes no depth
+        try:
+            asked = [strict_int(d) for d in spectral_depths]  # (a bool is no depth)
+        except TypeError:
+            raise ValueError(f"spectral_depths must be integers, got {spectral_depths!r:.80}") from None
+        spectral_depths = check_depths(sorted(set(asked)), "probe") if asked else []
     n = len(batch)
     if n < 1:
         raise ValueError("no samples to analyze")

@@ -3,11 +3,13 @@ how every error reaches the user: `guarded` runs a command and prints one `error
 traceback, and `run_command` makes Ctrl-C and SIGTERM one line too. Anything else that escapes is a looplm bug.
 """
 
+import contextlib
 import errno
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
 
 class UserError(Exception):
@@ -84,10 +86,27 @@ def not_there(p: object) -> str:
     return "does not exist"
 
 
+DISTRIBUTED_COMMANDS = ("train", "finetune")  # the commands torchrun runs on every rank, which refuse alike
+_alone: list[bool] = []  # set while a command runs that never joins a process group
+
+
+@contextlib.contextmanager
+def command(name: str) -> Iterator[None]:
+    """While command `name` runs: a command torchrun does not launch (sweep, analyze, plot, ...) is a process of
+    its own, and a RANK in its environment (a cluster job's shell) must not silence its error lines."""
+    _alone.append(name not in DISTRIBUTED_COMMANDS)
+    try:
+        yield
+    finally:
+        _alone.pop()
+
+
 def rank_zero() -> bool:
     """Whether this process speaks for the job: the only one, or rank 0 under torchrun. A RANK left in the
     environment without a WORLD_SIZE above 1 (a cluster's worker shell) is a world of one, as `distributed.init`
     takes it, and that one process must speak."""
+    if _alone and _alone[-1]:
+        return True
     try:
         size = int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:  # distributed.init refuses it, and this process is the one to say so

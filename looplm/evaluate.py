@@ -104,7 +104,7 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     if len(batch) < 1 or isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"nothing to sweep: {len(batch)} samples, batch_size {batch_size!r:.80} (both must be "
                          "integers >= 1)")
-    check_exit_rule(exit_tol, exit_stable)
+    exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
     use_exit = exit_tol is not None or exit_stable is not None
     exit_depth = torch.zeros(len(batch), dtype=torch.long)
     exit_correct = torch.zeros(len(batch), dtype=torch.bool)
@@ -170,7 +170,7 @@ class ExitTracker:
                  answer_mask: torch.Tensor, targets: torch.Tensor):
         if tol is None and stable is None:
             raise ValueError("an exit rule needs exit_tol and/or exit_stable")
-        check_exit_rule(tol, stable)
+        tol, stable = check_exit_rule(tol, stable)
         self.tol, self.stable, self.max_loops = tol, stable, max_loops
         self.valid = tok_valid.unsqueeze(-1)
         self.mask, self.tgt = answer_mask, targets

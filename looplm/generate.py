@@ -50,11 +50,14 @@ def _check_counts(model: torch.nn.Module, num_loops: Any, max_new_tokens: Any, v
                         ("eos_id", eos_id, 0), ("pad_id", pad_id, 0)):
         if not (v is None and name == "vocab"):
             check_count(name, v, lo)
-    widths = [int(w) for w in (vocab, getattr(getattr(model, "cfg", None), "vocab_size", None))
-              if w is not None and not isinstance(w, bool) and isinstance(w, int)]
+    table = getattr(getattr(model, "cfg", None), "vocab_size", None)  # looplm's model: its embedding's rows
+    table = table if isinstance(table, int) and not isinstance(table, bool) else None
+    widths = [w for w in (None if vocab is None else strict_int(vocab), table) if w is not None]
     if widths and eos_id >= min(widths):
         raise ValueError(f"eos_id={eos_id} is not an id the model can generate (ids below {min(widths)}); every row "
                          "would run to max_new_tokens")
+    if table is not None and pad_id >= table:  # the padding is embedded too
+        raise ValueError(f"pad_id={pad_id} is not a token id of the model (ids below {table})")
 
 
 def _check_prompts(prompts: list[list[int]], max_len: int | None) -> list[list[int]]:
@@ -84,13 +87,13 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     `generate_cached`. `vocab`: choose only among ids below it (the tokenizer's), for a model whose head is
     wider than its tokenizer can decode."""
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id, pad_id)
-    check_exit_rule(exit_tol, exit_stable)
+    exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
     if use_cache or exit_tol is not None or exit_stable is not None:
         return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab,
                                max_len)[0]
     model.eval()
     device = next(model.parameters()).device
-    if not prompts:
+    if len(prompts) == 0:  # (an array's truth value is an error)
         return Generated([], [])
     # a position table's length: past it the model cannot run, so stop there, marked (as generate_cached does)
     positions = getattr(getattr(model, "cfg", None), "max_seq_len", None)
@@ -212,7 +215,7 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
         raise TypeError(f"KV-cached generation is written for looplm's LoopedTransformer, not "
                         f"{type(model).__name__}; use generate(..., use_cache=False)")
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id)
-    check_exit_rule(exit_tol, exit_stable)
+    exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
     model.eval()
     device = next(model.parameters()).device
     max_len = model.cfg.max_seq_len if max_len is None else min(max_len, model.cfg.max_seq_len)

@@ -8,11 +8,29 @@ imports run, Ctrl-C only sets a flag; once they are done the command stops there
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
 
+def _reopen_closed() -> None:
+    """A standard stream the shell closed (`>&-`, `2>&-`) becomes /dev/null: otherwise Python leaves sys.stdout or
+    sys.stderr None (a progress bar or an error line then fails), and the first file the command opens takes the
+    free descriptor, so whatever a library writes to stderr lands in that file (a checkpoint, a result)."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            got = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+            if got != fd:
+                os.dup2(got, fd)
+                os.close(got)
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+
+
 def main() -> int:
+    _reopen_closed()
     pressed: list[int] = []
     on_main = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if on_main:
@@ -29,8 +47,7 @@ def main() -> int:
     # The command is done and its results written; the interpreter's teardown (torch, lm-eval) can take a second.
     # A SIGTERM or Ctrl-C then must not end the process as 143 with no word: both are ignored, so it exits with
     # the command's own status. (A Python handler would not do: the teardown resets those to the default first.)
-    if sys.stdout is not None:  # None when the shell started us with stdout closed (`>&-`): print() then writes nothing
-        sys.stdout.flush()
+    sys.stdout.flush()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     return rc

@@ -116,10 +116,8 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     """Overlay accuracy-vs-depth curves; each sweep dict may carry `label` and `train_loops` [lo, hi],
     which is shaded so extrapolation beyond the training range is visible at a glance. Sweeps of a language
     model (`scored_by: perplexity`) are drawn as perplexity on a log axis instead; the two are not mixed."""
-    ppl = [s.get("scored_by") == "perplexity" for s in sweeps]
-    if any(ppl) and not all(ppl):
-        raise ValueError("cannot overlay perplexity sweeps (text) with exact-match sweeps in one figure")
-    ppl = bool(sweeps) and all(ppl)
+    check_overlay(sweeps)
+    ppl = bool(sweeps) and all(s.get("scored_by") == "perplexity" for s in sweeps)
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=130)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, s in enumerate(sweeps):
@@ -147,6 +145,19 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     if sweeps:  # an empty figure (eval-lm with no metric that is a fraction) has no legend to draw
         ax.legend(fontsize=8, loc="upper right" if ppl else "lower left")
     return _save(fig, out, replace)
+
+
+def check_overlay(curves: list[dict]) -> None:
+    """Curves drawn on one axis must share a unit: exact match or perplexity, and perplexity per the same token
+    (a character, a byte, one BPE vocabulary's piece; `token` in sweep.json): a per-byte perplexity beside a
+    per-BPE-piece one looks like a better model. Results written before `token` was recorded pass unchecked."""
+    if len({c.get("scored_by") == "perplexity" for c in curves}) > 1:
+        raise ValueError("cannot overlay perplexity sweeps (text) with exact-match sweeps in one figure")
+    units = {c["token"]: c.get("label", "?") for c in curves if c.get("scored_by") == "perplexity" and c.get("token")}
+    if len(units) > 1:
+        raise ValueError("cannot overlay perplexities per token of different tokenizers ("
+                         f"{'; '.join(f'{lb}: {u}' for u, lb in units.items())}): a token is not the "
+                         "same unit in each; plot them apart")
 
 
 def plot_size_depth(res: dict, out: str | Path, replace: bool = True) -> Path:
@@ -214,9 +225,7 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         dyn = [d for d in docs if is_dynamics(d)]
         curves.append(sweeps[0] if sweeps else dyn[0])
         dyns.extend(dyn)
-    ppl = {c.get("scored_by") == "perplexity" for c in curves}
-    if len(ppl) > 1:  # checked here, so that it is not reported as a malformed file
-        raise ValueError("cannot overlay perplexity sweeps (text) with exact-match sweeps in one figure")
+    check_overlay(curves)  # checked here, so that it is not reported as a malformed file
     jobs = [(plot_accuracy, curves, out)]
     for k, d in enumerate(dyns):
         suffix = "" if len(dyns) == 1 else f"-{k + 1}"

@@ -63,7 +63,8 @@ def data_folders(folder: Path) -> list[Path]:
 
 # Data in a format no looplm reader reads (compressed, CSV, Arrow): refused in a data folder, not skipped, so that a
 # corpus kept mostly as .txt.gz is not trained on its small uncompressed part without a word
-UNREAD_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".csv", ".tsv", ".arrow", ".ndjson", ".jsonlines", ".pq")
+UNREAD_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".lzma", ".7z", ".rar", ".tar", ".tgz", ".tbz2",
+                   ".txz", ".csv", ".tsv", ".arrow", ".ndjson", ".jsonlines", ".pq")
 
 
 def data_files(folder: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] = UNREAD_SUFFIXES) -> list[Path]:

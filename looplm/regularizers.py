@@ -136,7 +136,8 @@ def hutchinson(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | No
         n = torch.full((h.shape[0],), float(h[0].numel()), device=h.device)
     else:
         eps = eps * m
-        n = m.expand_as(h).flatten(1).sum(1).to(torch.float32)
+        # a sample with no real token adds 0, as in the other penalties (0 / 0 made the whole batch's mean NaN)
+        n = m.expand_as(h).flatten(1).sum(1).to(torch.float32).clamp_min(1)
     _, jv = jvp(restrict(step_fn, m), h, eps)
     return (_sq_norm_per_sample(jv) / n).mean()
 

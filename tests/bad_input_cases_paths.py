@@ -49,6 +49,10 @@ PATH_CASES: dict[str, Case] = {
                                                    "estimate taken, the count recorded)", [
         "analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--hutchinson", "4",
         "--out", "{tmp}/an"]),
+    "arg-analyze-seed-without-samples": Case("arguments", "analyze --seed with --spectral-n 0 (no probe drawn, the "
+                                             "seed recorded)", [
+        "analyze", "{run}", "--no-progress", "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--seed", "7",
+        "--out", "{tmp}/an"]),
     "data-text-folder-compressed": Case("data", "train on a text folder that also holds a .txt.gz file (it was left "
                                         "out)", [*TRAIN[:2], "text-stars", "--out", "{tmp}/r", "--no-progress", *TINY,
                                                  "--set", "data.path={tmp}/corpus", "--set", "data.window=16"], {

@@ -179,3 +179,31 @@ def test_api_counts_are_checked_and_come_back_as_plain_numbers():
         with pytest.raises(ValueError, match="n must be an integer >= 1"):
             task.held_out(n)
 
+
+def test_numpy_and_torch_arguments_are_read_as_the_lists_and_numbers_they_hold():
+    """An integer array of spectral depths (depths took one) and a 2-D array of prompts failed on their truth value;
+    a numpy exit rule was refused as "must be an integer, got np.int64(2)"; a numpy vocab skipped the end-token
+    check a plain int gets; a pad id past the embedding was refused as a prompt's "token ids must lie in"."""
+    import json
+
+    from looplm.dynamics import diagnose
+
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    b = make_batch([[3, 4, 5, EOS], [6, 7, 8, EOS]], [2, 2], 16)
+    want = diagnose(m, b, [1, 2, 3], spectral_depths=[1, 3], spectral_n=1, iters=5, pca_n=0)["spectral"]["depths"]
+    for sd in (np.array([3, 1]), torch.tensor([1, 3, 3]), (3, 1)):
+        assert diagnose(m, b, [1, 2, 3], spectral_depths=sd, spectral_n=1, iters=5, pca_n=0)["spectral"]["depths"] \
+            == want == [1, 3]
+    assert diagnose(m, b, [1, 2, 3], spectral_depths=np.array([], dtype=int), pca_n=0)["spectral"]["depths"] == []
+    plain = sweep(m, b, [1, 2, 3], exit_tol=0.5, exit_stable=2).to_json()
+    numpy = sweep(m, b, [1, 2, 3], exit_tol=np.float32(0.5), exit_stable=np.int64(2)).to_json()
+    assert json.dumps(numpy) == json.dumps(plain)
+    assert generate(m, np.array([[3, 4], [5, 6]]), 2, max_new_tokens=3, eos_id=EOS) == \
+        generate(m, [[3, 4], [5, 6]], 2, max_new_tokens=3, eos_id=EOS)
+    for vocab in (np.int64(5), torch.tensor(5)):
+        with pytest.raises(ValueError, match="eos_id=9 is not an id the model can generate"):
+            generate(m, [[3, 4]], 2, max_new_tokens=2, eos_id=9, vocab=vocab)
+    with pytest.raises(ValueError, match=f"pad_id=999 is not a token id of the model \\(ids below {m.cfg.vocab_size}"):
+        generate(m, [[3, 4], [5]], 2, max_new_tokens=2, eos_id=EOS, pad_id=999)
+

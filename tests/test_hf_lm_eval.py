@@ -485,3 +485,18 @@ def test_few_shots_past_the_documents_a_config_in_any_spelling_and_an_earlier_re
     with pytest.raises(UserError, match=r"eval_lm.json already exists \(an earlier result\); pass replace=True"):
         eval_depths(str(tmp_path / "no-model"), [mc_task], [1], tmp_path / "old", replace=False)
     assert (tmp_path / "old" / "eval_lm.json").read_text() == "{}\n"
+
+
+def test_a_rolling_score_is_the_same_at_every_batch_size(setup):
+    """lm-eval's logits cache ran two requests with equal inputs once and read the shorter continuation from the
+    longer one's first positions: the rolling windows of repeated text (a short position table makes them
+    common) scored one thing at batch size 1 and another at 8."""
+    from looplm.errors import UserError
+
+    d, _ = setup
+    docs = [type("R", (), {"args": ("12+34=46" * k,)})() for k in (1, 2, 3, 5)]
+    one, eight = (LoopedLM(pretrained=str(d / "model"), device="cpu", max_length=16, batch_size=b)
+                  .loglikelihood_rolling(docs, disable_tqdm=True) for b in (1, 8))
+    assert one == pytest.approx(eight, rel=1e-5, abs=1e-4)
+    with pytest.raises(UserError, match="logits_cache=True: lm-eval's logits cache"):
+        LoopedLM(pretrained=str(d / "model"), device="cpu", logits_cache="true")

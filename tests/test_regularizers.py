@@ -141,6 +141,13 @@ def test_a_mask_gives_each_padded_sample_its_unpadded_penalty(model):
         torch.testing.assert_close(penalty("power", step, h, gen(7), power_iters=2, mask=mask), pw)
         # A mask of ones changes nothing.
         torch.testing.assert_close(jsrr(step, h, gen(8), torch.ones(B, T, dtype=torch.bool)), jsrr(step, h, gen(8)))
+        # A sample with no real token adds 0 in every estimator (hutchinson's 0 / 0 made the whole mean NaN).
+        empty = mask.clone()
+        empty[1] = False
+        for kind in ("jsrr", "hutchinson", "residual"):
+            rows = [r for i, r in enumerate(want[kind]) if i != 1]
+            torch.testing.assert_close(penalty(kind, step, h, gen(7), mask=empty), torch.stack(rows).sum() / B,
+                                       msg=kind)
 
 
 def jv_sq(step, h, v):

@@ -433,11 +433,30 @@ def test_a_closed_stdout_and_leftover_launcher_variables_are_not_tracebacks(tmp_
     version = subprocess.run(["bash", "-c", f'"{sys.executable}" -m looplm --version >&-'], env=ENV,
                              capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and "Traceback" not in version.stderr, version.stderr
+    # stderr closed: a refusal kept its exit status (it was 1), and a run with its progress bar trained (it stopped
+    # at the bar's first write, exit 1, nothing written)
+    run = tmp_path / "bar"
+    tiny = ("--set train.steps=2 --set model.d_model=32 --set model.d_ff=64 --set model.n_heads=2 "
+            "--set data.test_size=8 --set train.eval_every=0")
+    for args, rc in ((f'sweep "{tmp_path}/nope"', 2),
+                     (f'train --config addition-prenorm-stars --out "{run}" {tiny}', 0)):
+        quiet = subprocess.run(["bash", "-c", f'"{sys.executable}" -m looplm {args} 2>&-'], env=ENV,
+                               capture_output=True, text=True, timeout=300)
+        assert quiet.returncode == rc, quiet.stdout
+    assert (run / "checkpoint").is_dir()
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("RANK", "1")
     capsys.readouterr()
     assert main(["sweep", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.strip() == f"error: checkpoint {tmp_path / 'nope'} does not exist"
+    # a command torchrun does not run (sweep, analyze, ...) is a process of its own, whatever the environment says
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for argv in (["sweep", str(tmp_path / "nope")], ["sweep", str(tmp_path / "nope"), "--n", "0"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+    assert main(["train", "--config", "nope", "--out", str(tmp_path / "r")]) == 2  # rank 1 of a real job: quiet
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("WORLD_SIZE")
     cmd = ["train", "--config", "addition-prenorm-stars", "--out", str(tmp_path / "run"), "--no-progress"]
     for env, msg in (({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK is not; run under torchrun"),
                      ({"WORLD_SIZE": "x", "RANK": "0"}, "environment variable WORLD_SIZE='x' is not an integer"),

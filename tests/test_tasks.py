@@ -158,6 +158,13 @@ def test_text_task_perplexity_per_depth_matches_a_direct_computation(text_run, c
     capsys.readouterr()
     assert cli("plot", run / "sweep.json", acc, "--out", text_run / "mixed.png") == 2
     assert "cannot overlay perplexity sweeps" in capsys.readouterr().err and not (text_run / "mixed.png").exists()
+    # a perplexity per character beside one per BPE piece read as one unit (sweep.json did not say which)
+    assert json.loads((run / "sweep.json").read_text())["token"] == "char"
+    (text_run / "bpe.json").write_text(json.dumps({**json.loads((run / "sweep.json").read_text()),
+                                                   "token": "bpe:0123456789ab", "label": "bpe run"}))
+    assert cli("plot", run / "sweep.json", text_run / "bpe.json", "--out", text_run / "units.png") == 2
+    assert "cannot overlay perplexities per token of different tokenizers (run: char; bpe run: bpe:0123456789ab)" \
+        in capsys.readouterr().err and not (text_run / "units.png").exists()
     assert cli("analyze", run, "--depths", "1:3", "--n", "4", "--spectral-n", "0", "--no-plot", "--no-progress") == 0
     dyn = json.loads((run / "dynamics.json").read_text())  # a text's score is its perplexity, per depth
     assert dyn["scored_by"] == "perplexity"
@@ -550,7 +557,7 @@ def test_a_corpus_folder_reads_its_text_files_once_and_nothing_hidden(tmp_path):
         read_text(d)
     (d / "gone.txt").unlink()
     # a corpus kept mostly compressed (or as records) trained on its plain-text part alone, without a word
-    for name in ("more.txt.gz", "table.csv", "rows.jsonl"):
+    for name in ("more.txt.gz", "table.csv", "rows.jsonl", "old.tar", "meta.json", "x.7z"):
         (d / "sub" / name).write_bytes(b"\x1f\x8b\x08")
         with pytest.raises(ValueError, match=rf"holds data files looplm does not read \({name}\); convert them to "):
             read_text(d)

@@ -112,6 +112,13 @@ class LoopedLM(HFLM):
         self.exit_dtype = None if exit_dtype in (None, "", "None", "none") else str(exit_dtype)
         if self.exit_dtype is not None and self.exit_dtype not in EXIT_DTYPES:
             raise UserError(f"exit_dtype must be one of {', '.join(EXIT_DTYPES)}, got {exit_dtype!r}")
+        # lm-eval's logits cache runs requests whose inputs are equal once, and reads a shorter continuation's
+        # log-probabilities from the start of the longer one's positions, not the end: rolling windows of repeated
+        # text then scored differently at each batch size. Off, each request is scored on its own positions.
+        if _is_true(kwargs.get("logits_cache")):
+            raise UserError("model_args logits_cache=True: lm-eval's logits cache scores a continuation that shares "
+                            "its input with a longer one at the wrong positions; looplm runs without it")
+        kwargs["logits_cache"] = False
         kwargs.setdefault("backend", "causal")
         if kwargs["backend"] not in ("causal", "default"):  # seq2seq scored continuations against the wrong positions
             raise UserError(f"model_args backend={kwargs['backend']}: the looplm model is a causal LM (backend=causal)")

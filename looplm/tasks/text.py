@@ -21,7 +21,7 @@ from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
 
 TEXT_SUFFIXES = ("", ".txt", ".md", ".text", ".rst")
 # records for a fine-tune, not running text: in a text folder they are refused, not skipped
-RECORD_SUFFIXES = (".jsonl", ".parquet")
+RECORD_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 def read_text(path: str | Path) -> str:

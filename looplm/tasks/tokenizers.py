@@ -11,6 +11,7 @@ All of them reserve id 0 for padding and id 1 for the end token:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,15 @@ class BpeTokenizer:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "tokenizer": json.loads(self.tok.to_str())}
+
+
+def token_unit(tok: Any) -> str:
+    """What one token of `tok` is, recorded beside a perplexity per token: `char`, `byte`, or `bpe:<hash>` (the
+    hash of its merges: two BPE vocabularies cut a text into different pieces). Perplexities per token are
+    comparable only between equal units."""
+    if tok.kind != "bpe":
+        return tok.kind
+    return "bpe:" + hashlib.sha256(json.dumps(tok.to_json(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def from_json(d: dict[str, Any]) -> CharTokenizer | ByteTokenizer | BpeTokenizer:
