@@ -355,8 +355,18 @@ def write_checkpoint(ckpt_dir: str | Path, weights: dict[str, torch.Tensor],
     return ckpt_dir
 
 
-def cpu_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def cpu_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict on the CPU, each name with memory of its own: safetensors refuses tensors that share memory,
+    as tied weights do (an output layer that is the embedding), so a second name gets a copy; loading writes the
+    same values into the one shared tensor."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in state.items():
+        t = v.detach().contiguous().cpu()
+        where = t.untyped_storage().data_ptr()
+        out[k] = t.clone() if where in seen else t
+        seen.add(where)
+    return out
 
 
 MODULE = "module.json"  # in a checkpoint of a user's own module: its class, which config.json does not describe
@@ -376,7 +386,8 @@ def write_native(folder: Path, weights: dict[str, torch.Tensor], cfg: Config, mo
 def save(ckpt_dir: str | Path, model: LoopedTransformer, cfg: Config, state: dict[str, Any] | None = None,
          keep: int = 1) -> Path:
     """`write_checkpoint` for looplm's own model."""
-    return write_checkpoint(ckpt_dir, cpu_weights(model), lambda d, w: write_native(d, w, cfg), state, keep)
+    return write_checkpoint(ckpt_dir, cpu_weights(model.state_dict()), lambda d, w: write_native(d, w, cfg), state,
+                            keep)
 
 
 # --- reading ----------------------------------------------------------------------------------------------------
@@ -505,13 +516,15 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:
     except (SafetensorError, OSError, ValueError) as e:
         raise _damaged(d, f"{f} is unreadable ({e}); the file is truncated or corrupted") from None
     missing, unexpected = set(model.state_dict()) - set(weights), set(weights) - set(model.state_dict())
+    # a user's module is not what config.json describes: name it
+    what = "config.json" if isinstance(model, LoopedTransformer) else f"the state dict of {type(model).__name__}"
     if missing or unexpected:
-        raise CheckpointError(f"{f} does not match config.json: missing {sorted(missing)}, "
+        raise CheckpointError(f"{f} does not match {what}: missing {sorted(missing)}, "
                               f"unexpected {sorted(unexpected)}")
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{f} does not match config.json: {e}") from None
+        raise CheckpointError(f"{f} does not match {what}: {e}") from None
     return model
 
 

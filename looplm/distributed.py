@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import threading
+import time
 from dataclasses import dataclass
 
 import torch
@@ -44,8 +47,41 @@ def init(device_type: str) -> World:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(w.local_rank)
-        dist.init_process_group(backend=backend)
+        _rendezvous(backend, w)
     return w
+
+
+WAIT_NOTE_S = 15.0  # a torchrun job's ranks meet within seconds; a longer wait is worth a word
+
+
+def _rendezvous(backend: str, w: World) -> None:
+    """dist.init_process_group, waited for from the main thread: the wait for the other ranks runs inside torch's
+    C++ store, where Python's Ctrl-C and SIGTERM handlers never run, so a shell that kept a job's RANK,
+    WORLD_SIZE and MASTER_ADDR hung silently, deaf to both, for torch's 30-minute timeout. From a helper thread,
+    the main thread stays free to take a signal (the one `error:` line, 130 or 143), and says what it waits for."""
+    done: list[BaseException | None] = []
+
+    def join() -> None:
+        try:
+            dist.init_process_group(backend=backend)
+            done.append(None)
+        except BaseException as e:  # handed to the main thread, which raises it
+            done.append(e)
+
+    helper = threading.Thread(target=join, name="looplm-rendezvous", daemon=True)
+    helper.start()
+    start = time.monotonic()
+    said = False
+    while helper.is_alive():
+        helper.join(0.5)
+        if not said and time.monotonic() - start > WAIT_NOTE_S:
+            said = True
+            where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+            print(f"note: rank {w.rank} is waiting for the other {w.size - 1} process(es) of a WORLD_SIZE={w.size} "
+                  f"job at {where} (RANK, WORLD_SIZE and MASTER_ADDR are set in this environment; unset them to "
+                  "train alone; Ctrl-C stops)", file=sys.stderr, flush=True)
+    if done and done[0] is not None:
+        raise done[0]
 
 
 def _env_int(name: str, default: int) -> int:

@@ -12,6 +12,8 @@ import os
 import signal
 import sys
 
+from .errors import UserError
+
 
 def _reopen_closed() -> None:
     """A standard stream the shell closed (`>&-`, `2>&-`) becomes /dev/null: otherwise Python leaves sys.stdout or
@@ -29,8 +31,41 @@ def _reopen_closed() -> None:
                 setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
 
 
+class OutputError(UserError, OSError):  # still an OSError, which argparse's help printing expects
+    """Standard output could not be written."""
+
+
+class _Stdout:
+    """sys.stdout, whose write errors say that they are standard output's: a full device behind `> file` was a bare
+    "[Errno 28] No space left on device", read as the command's result not being saved."""
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+
+    def _said(self, e: OSError) -> Exception:
+        if isinstance(e, BrokenPipeError):  # the reader went away: errors.guarded's quiet exit 141
+            return e
+        return OutputError(f"could not write to standard output ({e.strerror or e})")
+
+    def write(self, s: str) -> int:
+        try:
+            return self._stream.write(s)
+        except OSError as e:
+            raise self._said(e) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as e:
+            raise self._said(e) from None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def main() -> int:
     _reopen_closed()
+    sys.stdout = _Stdout(sys.stdout)
     pressed: list[int] = []
     on_main = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if on_main:
@@ -47,7 +82,14 @@ def main() -> int:
     # The command is done and its results written; the interpreter's teardown (torch, lm-eval) can take a second.
     # A SIGTERM or Ctrl-C then must not end the process as 143 with no word: both are ignored, so it exits with
     # the command's own status. (A Python handler would not do: the teardown resets those to the default first.)
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except Exception as e:  # what the command printed last did not reach its reader (a UserError from _Stdout)
+        if isinstance(e, BrokenPipeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at the exit's flush)
+            return 141
+        print(f"error: {e}", file=sys.stderr)
+        rc = rc or 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     return rc

@@ -54,6 +54,31 @@ def sample_loops(cfg: LoopsConfig, gen: torch.Generator, step: int = 0) -> int:
     raise ValueError(f"unknown sampler {cfg.sampler!r}")
 
 
+def bound_share(cfg: LoopsConfig) -> tuple[float, float]:
+    """The probabilities that a draw of the poisson or lognormal sampler is clipped to loops.min_loops and to
+    loops.max_loops ((0, 0) for the others): exact, from the distributions' CDFs."""
+    lo, hi = cfg.min_loops, cfg.max_loops
+    if cfg.sampler == "lognormal":  # round(exp(X)) <= lo iff X < log(lo + 0.5); >= hi iff X >= log(hi - 0.5)
+        cdf = lambda x: 0.5 * math.erfc(-(x - cfg.mu) / (cfg.sigma * math.sqrt(2)))  # noqa: E731
+        return cdf(math.log(lo + 0.5)), 1 - cdf(math.log(hi - 0.5)) if hi > lo else 0.0
+    if cfg.sampler == "poisson":
+        def cdf(k: int) -> float:  # P(N <= k), summed in log space (a rate of thousands underflows exp(-rate))
+            return sum(math.exp(j * math.log(cfg.rate) - cfg.rate - math.lgamma(j + 1)) for j in range(k + 1)) \
+                if cfg.rate > 0 else 1.0
+        return cdf(lo), 1 - cdf(hi - 1) if hi > lo else 0.0
+    return 0.0, 0.0
+
+
+def bound_notes(cfg: LoopsConfig, share: float = 0.9) -> list[str]:
+    """A note when the sampler puts at least `share` of the steps at one end of [min_loops, max_loops]: a mu read
+    as a loop count (it is its log) made a fixed-depth run of one that records the whole range as trained."""
+    low, high = bound_share(cfg)
+    param = f"loops.mu={cfg.mu:g} (the log of the median loop count)" if cfg.sampler == "lognormal" else \
+        f"loops.rate={cfg.rate:g} (the mean loop count)"
+    return [f"note: {param}: {100 * p:.0f}% of the steps run loops.{key}={n}, the end of the range it is clipped to"
+            for p, key, n in ((low, "min_loops", cfg.min_loops), (high, "max_loops", cfg.max_loops)) if p >= share]
+
+
 def describe(cfg: LoopsConfig) -> str:
     if cfg.sampler == "fixed":
         return f"fixed {cfg.num_loops}"

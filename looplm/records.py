@@ -63,8 +63,21 @@ def data_folders(folder: Path) -> list[Path]:
 
 # Data in a format no looplm reader reads (compressed, CSV, Arrow): refused in a data folder, not skipped, so that a
 # corpus kept mostly as .txt.gz is not trained on its small uncompressed part without a word
-UNREAD_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".lzma", ".7z", ".rar", ".tar", ".tgz", ".tbz2",
-                   ".txz", ".csv", ".tsv", ".arrow", ".ndjson", ".jsonlines", ".pq")
+UNREAD_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".zip", ".lz4", ".lz", ".lzma", ".z", ".br", ".7z", ".rar",
+                   ".tar", ".tgz", ".tbz2", ".txz", ".csv", ".tsv", ".arrow", ".ndjson", ".jsonlines", ".pq")
+# ... and whatever a compressor wrote, by its first bytes, under any name (`corpus.part1`, `notes.txt.old`)
+_PACKED = (b"\x1f\x8b", b"\x1f\x9d", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"LZIP", b"\x04\x22\x4d\x18",
+           b"PK\x03\x04", b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07")
+
+
+def _packed(f: Path) -> bool:
+    if not f.is_file():  # a FIFO would block the read; a link to nothing is no data
+        return False
+    try:
+        with open(f, "rb") as fh:
+            return fh.read(6).startswith(_PACKED)
+    except OSError:
+        return False
 
 
 def data_files(folder: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] = UNREAD_SUFFIXES) -> list[Path]:
@@ -78,7 +91,8 @@ def data_files(folder: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] 
     for root, files in _walk(folder):
         for name in files:
             f = Path(root) / name
-            if not name.startswith(".") and f.suffix.lower() in unread:
+            if not name.startswith(".") and (f.suffix.lower() in unread or (
+                    f.suffix.lower() not in suffixes and _packed(f))):
                 other.append(f)
             if name.startswith(".") or f.suffix.lower() not in suffixes:
                 continue

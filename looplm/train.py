@@ -45,7 +45,7 @@ from .errors import UserError
 from .evaluate import sweep
 from .logger import MetricsLog, check_available, truncate_metrics
 from .looped import check_looped
-from .loops import describe, sample_loops, training_range
+from .loops import bound_notes, describe, sample_loops, training_range
 from .model import LoopedTransformer
 from .objective import Objective
 from .tasks import (
@@ -206,8 +206,7 @@ def _full_state(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dic
 
     dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
     o = StateDictOptions(full_state_dict=True, cpu_offload=dist_on)
-    weights = {k: v.detach().contiguous().cpu() for k, v in get_model_state_dict(model, options=o).items()}
-    return weights, get_optimizer_state_dict(model, opt, options=o)
+    return ckpt.cpu_weights(get_model_state_dict(model, options=o)), get_optimizer_state_dict(model, opt, options=o)
 
 
 def _load_optimizer(model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
@@ -314,7 +313,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         if changed and world.is_main:
             tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
                        + "\n  ".join(changed))
-    for note in [*notes, *cfg.unread(), *cfg.unreached(total)] if world.is_main else []:
+    for note in [*notes, *cfg.unread(), *cfg.unreached(total), *bound_notes(cfg.loops)] if world.is_main else []:
         print(note)
     if t.stop_at_acc and getattr(run.task, "scored_by", "exact_match") == "perplexity":
         raise ConfigError("train.stop_at_acc: a text task is scored by perplexity, not exact match; its evaluations "

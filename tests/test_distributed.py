@@ -128,3 +128,28 @@ def test_under_torchrun_rank_0_speaks_for_all(tmp_path):
                           (run(tmp_path / "x", ["reg.kind=none", "reg.kind=jsrr"]), "reg.kind given twice")):
         errors = [ln for ln in refused.stderr.splitlines() if ln.startswith("error:")]
         assert refused.returncode != 0 and len(errors) == 1 and said in errors[0], refused.stderr[-2000:]
+
+
+def test_a_rank_waiting_for_its_job_says_so_and_takes_ctrl_c(monkeypatch, capsys):
+    """A shell that kept a torchrun job's RANK, WORLD_SIZE and MASTER_ADDR made `train` wait for the other ranks
+    inside torch's C++ store: nothing said, and Ctrl-C and SIGTERM unheard for the store's 30-minute timeout. The
+    wait now runs in a helper thread (here: a wait that never ends, as the store's), and the main thread says
+    what it waits for and takes the signal."""
+    import signal
+    import threading
+
+    import looplm.distributed as distributed
+
+    for k, v in (("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29999")):
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(distributed, "WAIT_NOTE_S", 0.2)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: threading.Event().wait())
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            distributed.init("cpu")
+    finally:
+        timer.cancel()
+    assert "note: rank 0 is waiting for the other 1 process(es) of a WORLD_SIZE=2 job at 127.0.0.1:29999" in \
+        capsys.readouterr().err

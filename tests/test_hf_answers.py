@@ -21,7 +21,10 @@ from looplm.hf.answers import extract_answer, gold_answer, is_correct, last_boxe
     ("Answer: 3/4", "0.75"),
     # Fallback: the last number.
     ("He pays 5 + 3 = 8 dollars, then gets 2 back, so 6", "6"),
-    ("50% of them", "0.5"),
+    ("50% of them", "50%"),  # a percent stays one: is_correct reads it as 50 or 0.5
+    # a negative fraction, LaTeX's other fractions, its escaped percent, and the typographic minus sign
+    ("\\boxed{-\\frac{1}{2}}", "-0.5"), ("\\boxed{\\dfrac12}", "0.5"), ("\\boxed{-\\tfrac{-3}{4}}", "0.75"),
+    ("\\boxed{25\\%}", "25%"), ("It fell to \u22123 degrees. #### \u22123", "-3"),
     ("no digits here", None),
     ("", None),
 ])
@@ -37,3 +40,18 @@ def test_normalize_and_compare():
     assert is_correct("x^2+1", " x^2+1 ")
     assert gold_answer("Janet has 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18.\n#### 18") == "18"
     assert last_boxed("\\boxed{a{b}c} and \\fbox{d}") == "d" and last_boxed("\\boxed{unclosed") is None
+
+
+def test_what_a_grader_counts_right():
+    """A gold `\\boxed{-\\frac{1}{2}}` stayed LaTeX text, so -0.5 scored 0; `#### 25%` scored wrong against GSM8K's
+    unit-less `#### 25`; a typographic minus was read as a plus (−3 right for 3); and integers a million apart by
+    one were equal within the relative tolerance."""
+    assert is_correct(extract_answer("so #### -0.5"), gold_answer("Thus \\boxed{-\\frac{1}{2}}"))
+    for said in ("So the discount is #### 25%", "The answer is 25%.", "\\boxed{25\\%}"):
+        assert is_correct(extract_answer(said), gold_answer("#### 25")), said
+    assert is_correct("25%", "0.25") and is_correct("25%", "25%") and not is_correct("25", "0.25")
+    assert not is_correct(extract_answer("#### \u22123"), gold_answer("#### 3"))
+    assert is_correct(extract_answer("#### \u22123"), gold_answer("#### -3"))
+    assert not is_correct("999999", "1000000") and not is_correct("100000001", "100000000")
+    assert is_correct("0.333333333", "1/3") and is_correct("1000000", "1,000,000.0")
+

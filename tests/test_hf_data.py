@@ -21,6 +21,9 @@ def test_a_loader_name_is_no_data_source_and_a_folder_refuses_what_it_cannot_rea
     for name in ("json", "csv", "text", "parquet", "JSON"):
         with pytest.raises(ValueError, match=f"data source '{name}' names datasets' {name} loader, not a dataset"):
             load_records(name)
+    for name in ("nope.JSONL", "nope.Parquet"):  # a missing file in upper case was looked up on the hub
+        with pytest.raises(FileNotFoundError, match=f"data file {name} does not exist"):
+            load_records(name)
     d = tmp_path / "d"
     write_jsonl(math_problems(3), d / "a.jsonl")
     assert len(load_records(str(d))) == 3

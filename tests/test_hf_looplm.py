@@ -219,3 +219,17 @@ def test_lm_eval_on_a_character_export_with_stop_strings_and_budgets(tmp_path, c
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr[-2000:]
     assert "the generation budget does not fit the model's 16 positions" in errors[0]
+    # model_args max_length past an export's learned positions was a traceback at the first long request; and a
+    # RANK left in the environment muted the adapter's error line (it loads the model in this one process)
+    from looplm.errors import UserError
+    from looplm.hf.lm_eval_adapter import LoopedLM
+
+    with pytest.raises(UserError, match="model_args max_length=64 is more than the model's 16 positions"):
+        LoopedLM(pretrained=str(exp), device="cpu", max_length=64)
+    r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "looplm", "--model_args",
+                        f"pretrained={exp},max_length=64", "--tasks", "sums", "--include_path", str(tmp_path / "tasks"),
+                        "--device", "cpu"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "RANK": "1",
+                            "WORLD_SIZE": "2"})
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert r.returncode == 2 and len(errors) == 1 and "max_length=64 is more than" in errors[0], r.stderr[-2000:]

@@ -44,3 +44,23 @@ def test_curriculum_is_fixed_first():
     assert [sample_loops(cfg, g, s) for s in range(5)] == [4] * 5
     assert all(10 <= sample_loops(cfg, g, s) <= 20 for s in range(5, 50))
     assert training_range(cfg) == (4, 20)
+
+
+def test_a_sampler_that_puts_its_steps_at_one_end_is_noted():
+    """loops.mu=5 read as "about 5 loops" (it is the log of the median: exp(5) = 148) made every step run
+    max_loops, a fixed-depth run that recorded [min, max] as trained, with no word. The share clipped to each end is
+    computed exactly and matches the sampler's own draws."""
+    from looplm import load_config
+    from looplm.loops import bound_notes, bound_share, sample_loops
+
+    for extra in ([], ["loops.mu=5"], ["loops.mu=-3"], ["loops.sampler=poisson", "loops.rate=1000"],
+                  ["loops.sampler=poisson", "loops.rate=2.5"]):
+        c = load_config("addition-prenorm-stars", ["loops.max_loops=4", *extra]).loops
+        g = torch.Generator().manual_seed(0)
+        drawn = [sample_loops(c, g, 10**6) for _ in range(4000)]
+        low, high = bound_share(c)
+        assert abs(drawn.count(c.min_loops) / 4000 - low) < 0.03 and abs(drawn.count(c.max_loops) / 4000 - high) < 0.03
+    notes = bound_notes(load_config("addition-prenorm-stars", ["loops.max_loops=4", "loops.mu=5"]).loops)
+    assert notes == ["note: loops.mu=5 (the log of the median loop count): 100% of the steps run loops.max_loops=4, "
+                     "the end of the range it is clipped to"]
+    assert bound_notes(load_config("addition-prenorm-stars").loops) == []  # the preset's own draw: no note

@@ -169,3 +169,31 @@ def test_a_variant_of_looplms_own_model_is_recorded_as_the_users(tmp_path):
     with pytest.raises(ConfigError, match=r"model.n_heads=4 \(the module's\) vs 2"):
         fit(c, tmp_path / "other", progress=False, model=other)
     assert not (tmp_path / "other").exists()
+
+
+def test_a_users_module_with_tied_weights_is_saved_and_loaded(tmp_path):
+    """An output layer tied to the embedding (the usual LM layout) could not be saved: safetensors refuses tensors
+    that share memory, the run stopped with "is the disk full?", and its folder was removed. A module whose state
+    dict is not the checkpoint's was said not to match config.json, which does not describe it."""
+    from looplm import checkpoint as ckpt
+
+    class Tied(CumulativeMixer):
+        def __init__(self):
+            super().__init__(d=16)
+            self.head = nn.Linear(16, 16, bias=False)
+            self.head.weight = self.tok.weight
+
+    c = cfg(steps=2, eval_every=0, checkpoint_every=1)
+    run = fit(c, tmp_path / "tied", progress=False, model=Tied())
+    m = ckpt.load_weights(run, Tied())
+    assert m.head.weight is m.tok.weight  # still one tensor: both names were loaded into it
+    trained = Tied()
+    assert fit(dataclasses_replace_steps(c, 3), run, resume=True, progress=False, model=trained) == run
+    with pytest.raises(ckpt.CheckpointError, match="does not match the state dict of CumulativeMixer"):
+        ckpt.load_weights(run, CumulativeMixer(d=16))
+
+
+def dataclasses_replace_steps(c, steps):
+    import dataclasses
+
+    return dataclasses.replace(c, train=dataclasses.replace(c.train, steps=steps))

@@ -444,6 +444,11 @@ def test_a_closed_stdout_and_leftover_launcher_variables_are_not_tracebacks(tmp_
                                capture_output=True, text=True, timeout=300)
         assert quiet.returncode == rc, quiet.stdout
     assert (run / "checkpoint").is_dir()
+    if Path("/dev/full").exists():  # stdout on a full device was a bare "[Errno 28]", read as the result lost
+        full = subprocess.run(["bash", "-c", f'"{sys.executable}" -m looplm generate "{run}" 12+34= > /dev/full'],
+                              env=ENV, capture_output=True, text=True, timeout=120)
+        assert full.returncode == 2 and full.stderr.strip().splitlines() == [
+            "error: could not write to standard output (No space left on device)"], full.stderr
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("RANK", "1")
     capsys.readouterr()

@@ -557,7 +557,8 @@ def test_a_corpus_folder_reads_its_text_files_once_and_nothing_hidden(tmp_path):
         read_text(d)
     (d / "gone.txt").unlink()
     # a corpus kept mostly compressed (or as records) trained on its plain-text part alone, without a word
-    for name in ("more.txt.gz", "table.csv", "rows.jsonl", "old.tar", "meta.json", "x.7z"):
+    for name in ("more.txt.gz", "table.csv", "rows.jsonl", "old.tar", "meta.json", "x.7z", "b.br", "c.Z",
+                 "corpus.part1"):
         (d / "sub" / name).write_bytes(b"\x1f\x8b\x08")
         with pytest.raises(ValueError, match=rf"holds data files looplm does not read \({name}\); convert them to "):
             read_text(d)

@@ -5,8 +5,11 @@
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works);
 3. the last "the answer is <x>" / "answer: <x>" phrase;
 4. otherwise the last number in the text (the "flexible" fallback).
-`normalize` turns "$1,234.50", "1234.5", "  -7 ", "50%" or "3/4" into a canonical string, and `is_correct`
-compares numerically when both sides are numbers (|a - b| <= 1e-6 · max(1, |b|)), else as normalized text.
+`normalize` turns "$1,234.50", "1234.5", "  -7 ", "50.0%" or "3/4" into a canonical string ("50%" keeps its
+sign), and `is_correct` compares numerically when both sides are numbers: integers exactly, others within
+|a - b| <= 1e-6 · max(1, |b|), and a percent as its number or its fraction ("25%" is right for a gold 25, GSM8K's
+unit-less answer to a "what percent" question, and for 0.25); else as normalized text. A typographic minus
+(U+2212) is a minus, and LaTeX's `\\%`, `\\$`, `-\\frac{1}{2}`, `\\dfrac` and `\\tfrac` are read in a box.
 """
 
 from __future__ import annotations
@@ -49,19 +52,25 @@ def _last_number(s: str) -> str | None:
     return found[-1] if found else None
 
 
+_FRAC_RE = re.compile(r"(-?)\\[dt]?frac(?:\{(-?\d+)\}|(\d))(?:\{(\d+)\}|(\d))")
+
+
 def extract_answer(text: str) -> str | None:
     """The final answer of a completion (see the module docstring for the order of cues), or None."""
     if not text:
         return None
+    text = text.replace("\u2212", "-")  # the minus sign of typeset text: read as +3 before
     m = _MARK_RE.search(text)
     if m:
         line = m.group(1).strip()
         return normalize(_first_number(line) or line)
     boxed = last_boxed(text)
     if boxed is not None:
-        frac = re.fullmatch(r"\\d?frac\{(-?\d+)\}\{(\d+)\}", boxed.replace(" ", ""))
+        boxed = boxed.replace("\\%", "%").replace("\\$", "$")  # LaTeX's escaped units
+        frac = _FRAC_RE.fullmatch(boxed.replace(" ", ""))
         if frac:
-            return normalize(f"{frac.group(1)}/{frac.group(2)}")
+            sign, num, den = frac.group(1), frac.group(2) or frac.group(3), frac.group(4) or frac.group(5)
+            return normalize(f"{'-' if (sign == '-') != num.startswith('-') else ''}{num.lstrip('-')}/{den}")
         num = _first_number(boxed)
         only_number = num is not None and re.fullmatch(r"\s*" + re.escape(num) + r"\s*\.?\s*", boxed)
         return normalize(num if only_number else boxed)
@@ -81,7 +90,8 @@ def gold_answer(solution: str) -> str | None:
 
 
 def to_number(s: str) -> Fraction | None:
-    t = s.strip().replace(",", "").replace("$", "").replace(" ", "")
+    """The number `s` writes ("25%" is 1/4), or None."""
+    t = s.strip().replace(",", "").replace("$", "").replace(" ", "").replace("\u2212", "-")
     if t.endswith("."):
         t = t[:-1]
     pct = t.endswith("%")
@@ -101,17 +111,35 @@ def normalize(s: str) -> str:
     x = to_number(s)
     if x is None:
         return s.rstrip(".").replace("$", "").strip()
+    pct = _is_percent(s)
+    if pct:  # kept as a percent: whether the gold means 25 or 0.25 is is_correct's to decide
+        x *= 100
     if x.denominator == 1:
-        return str(x.numerator)
-    d = float(x)
-    return repr(round(d, 10)).rstrip("0").rstrip(".") if abs(d) < 1e15 else str(d)
+        out = str(x.numerator)
+    else:
+        d = float(x)
+        out = repr(round(d, 10)).rstrip("0").rstrip(".") if abs(d) < 1e15 else str(d)
+    return out + "%" if pct else out
+
+
+def _is_percent(s: str) -> bool:
+    return s.strip().rstrip(".").endswith("%")
+
+
+def _same(a: Fraction, b: Fraction) -> bool:
+    if a.denominator == b.denominator == 1:  # integers exactly: 999999 is no answer for 1000000
+        return a == b
+    return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
 
 
 def is_correct(prediction: str | None, gold: str | None) -> bool:
-    """Numeric equality within a relative 1e-6 when both parse as numbers; otherwise exact normalized text."""
+    """Numeric equality when both parse as numbers (integers exactly, others within a relative 1e-6, a percent
+    read as its number or its fraction); otherwise exact normalized text."""
     if prediction is None or gold is None:
         return False
     a, b = to_number(prediction), to_number(gold)
     if a is not None and b is not None:
-        return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
+        ways_a = [a, a * 100] if _is_percent(prediction) else [a]
+        ways_b = [b, b * 100] if _is_percent(gold) else [b]
+        return any(_same(x, y) for x in ways_a for y in ways_b)
     return normalize(prediction) == normalize(gold)

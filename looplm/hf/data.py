@@ -155,7 +155,7 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
             if take and len(rows) >= take:
                 break
     else:
-        if source.endswith(LOCAL_SUFFIXES):
+        if source.lower().endswith(LOCAL_SUFFIXES):  # (any letter case, as the reader takes them)
             raise FileNotFoundError(f"data file {source} {not_there(source)}")
         try:
             import datasets

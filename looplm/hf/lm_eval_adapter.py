@@ -137,6 +137,11 @@ class LoopedLM(HFLM):
             super().__init__(pretrained=pretrained, **kwargs)
         finally:
             hf_log.setLevel(level)
+        table = getattr(self.model.config, "max_position_embeddings", None)
+        if self.model.config.model_type == "looplm" and self._max_length and table and self._max_length > table:
+            # learned positions stop there (Ouro's rotary ones do not): a longer context failed inside the model
+            raise UserError(f"model_args max_length={self._max_length} is more than the model's {table} positions "
+                            f"(a looplm export's learned position table); give at most {table}")
         rows = self.model.get_input_embeddings().num_embeddings
         if len(self.tokenizer) > rows:  # ids past the embedding: an IndexError deep inside the first request
             raise UserError(f"the tokenizer has {len(self.tokenizer)} tokens but the model's embedding has {rows} "
@@ -456,7 +461,9 @@ def _cli_evaluate() -> None:
 
 
 if __name__ == "__main__":  # `python -m looplm.hf.lm_eval_adapter <lm_eval args>`: lm-eval's CLI, plus `looplm`
-    from ..errors import guarded, run_command
+    from ..errors import command, guarded, run_command
 
-    # a refusal (remote code, a bad model_arg, a missing model) is one `error:` line, as in looplm's own CLI
-    raise SystemExit(run_command(lambda: guarded(_cli_evaluate)))
+    # a refusal (remote code, a bad model_arg, a missing model) is one `error:` line, as in looplm's own CLI; the
+    # model is loaded whole in this one process, so a RANK left in the environment does not silence it
+    with command("lm-eval"):
+        raise SystemExit(run_command(lambda: guarded(_cli_evaluate)))
