@@ -12,7 +12,6 @@ import argparse
 import math
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from . import checkpoint as ckpt
 from . import rundir
 from .config import REAL_NUMBER, Config, load_config
 from .demo import DEMO_DEPTHS, DEMO_FILES, DEMO_N, cmd_demo
-from .errors import DISTRIBUTED_COMMANDS, UserError, command, guarded, rank_zero, run_command
+from .errors import DISTRIBUTED_COMMANDS, UserError, command, guarded, rank_zero, run_command, say
 from .evaluate import MAX_DEPTH, parse_depths, sweep
 from .generate import generate, generate_cached
 from .loops import trained_loops
@@ -50,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
             message += "; " + PROMPT_HINT
         # under torchrun every rank parses the same command line (a command that torchrun does not run speaks)
         if rank_zero() or self.prog.split()[1:2] not in ([], *([c] for c in DISTRIBUTED_COMMANDS)):
-            print(f"error: {message}", file=sys.stderr)
+            say(f"error: {message}")
         raise SystemExit(2)
 
 

@@ -468,6 +468,10 @@ def apply_overrides(d: dict[str, dict[str, Any]], overrides: list[str]) -> dict[
             raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(d)}")
         if key not in d[section]:
             raise ConfigError(f"unknown key {section}.{key}; valid keys: {', '.join(d[section])}")
+        if re.search(r"(?:^|\s)#", raw) and raw.strip()[:1] not in ("'", '"'):
+            # YAML reads ` #...` as a comment: `data.path=books #2.txt` trained on the folder `books`
+            raise ConfigError(f"--set {item}: ' #' starts a YAML comment, which would drop the rest of the value; "
+                              f"quote it ({path.strip()}='{raw.strip()}')")
         d[section][key] = parse_yaml(raw, f"--set {item}") if raw.strip() else raw
     return d
 

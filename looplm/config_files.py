@@ -64,6 +64,8 @@ def parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: {e}") from None
     except yaml.YAMLError as e:
         mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None) or str(e)
+        if "tag:yaml.org,2002:merge" in problem:  # the safe loader's word for `<<: *anchor`
+            problem = "merge keys (<<: *anchor) are not supported; write the keys out"
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
 

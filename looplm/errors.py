@@ -122,9 +122,12 @@ def say(line: str) -> None:
     for bar in list(getattr(getattr(std, "tqdm", None), "_instances", ())):
         if not getattr(bar, "disable", True):
             bar.close()
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
-    print(line, file=sys.stderr)
+    try:
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K")
+        print(line, file=sys.stderr, flush=True)
+    except OSError:  # stderr on a full device: nowhere left to say it, and the exit status still does
+        pass
 
 
 MAX_ERROR_CHARS = 600  # an error line echoes the user's input: a megabyte value must not become a megabyte line

@@ -69,7 +69,8 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         if inside is not None:
             raise UserError(f"--out {p} is inside {inside}, which training replaces and prunes; write it "
                             "somewhere else (e.g. the run directory)")
-        own = next((a for a in (p, *p.parents) if a.name in rundir.RUN_FILES and a.parent.is_dir()
+        real = p.resolve()  # `run/checkpoint/../sweep.json` is beside the run's files, not in them
+        own = next((a for a in (real, *real.parents) if a.name in rundir.RUN_FILES and a.parent.is_dir()
                     and {"config.yaml", "checkpoint", "metrics.jsonl"} & {x.name for x in a.parent.iterdir()}), None)
         if own is not None:  # --force replaces an earlier result, never the run's own files
             raise UserError(f"--out {p} would write {'into' if own != p else 'over'} {own}, which belongs to the "

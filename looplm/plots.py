@@ -28,6 +28,13 @@ def _verbatim(text: object) -> str:
     return str(text).replace("$", r"\$")
 
 
+def _style(i: int) -> tuple[str, str]:
+    """Curve i's color and line style: past the color cycle (10 colors) the colors come round again with another
+    dash, so run 11 is not drawn exactly as run 1."""
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return colors[i % len(colors)], ("-", "--", ":", "-.")[(i // len(colors)) % 4]
+
+
 def _legend(text: object) -> str:
     """A user's text as a legend entry: verbatim, and never hidden (matplotlib leaves out of the legend every
     label that starts with `_`, e.g. a run folder named `_baseline`; a zero-width space before it keeps it)."""
@@ -119,13 +126,12 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
     check_overlay(sweeps)
     ppl = bool(sweeps) and all(s.get("scored_by") == "perplexity" for s in sweeps)
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=130)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, s in enumerate(sweeps):
-        c = colors[i % len(colors)]
+        c, ls = _style(i)
         label = _legend(s.get("label", f"run {i + 1}"))
         ys = s["ppl"] if ppl else [100 * a for a in s["accuracy"]]
         ax.plot(s["depths"], ys, marker="." if len(s["depths"]) < 40 else None,
-                color=c, lw=1.8, label=f"{label} (n={s['n']})" if "n" in s else label)
+                color=c, ls=ls, lw=1.8, label=f"{label} (n={s['n']})" if "n" in s else label)
         if s.get("train_loops"):
             lo, hi = s["train_loops"]
             ax.axvspan(lo - 0.5 if lo == hi else lo, hi + 0.5 if lo == hi else hi, color=c, alpha=0.08, lw=0)
@@ -432,15 +438,15 @@ def plot_dynamics_overlay(dyns: list[dict], out: str | Path, title: str = "Laten
     point) and ρ(∂Φ/∂h) against the loop count. Medians over samples; one color per run."""
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.3), dpi=110)
     a_acc, a_norm, a_res, a_rho = axes
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, d in enumerate(dyns):
-        c, label = colors[i % len(colors)], _legend(d.get("label") or f"run {i + 1}")
+        (c, ls), label = _style(i), _legend(d.get("label") or f"run {i + 1}")
         ds, m, sp = d["depths"], d["metrics"], d.get("spectral", {})
-        a_acc.plot(ds, [100 * a for a in d["accuracy"]], color=c, lw=1.6, label=label)
-        a_norm.plot(ds, _nan(m["state_norm"]["q50"]), color=c, lw=1.6)
-        a_res.plot(ds, [x if x > 0 else float("nan") for x in _nan(m["step_residual"]["q50"])], color=c, lw=1.6)
+        a_acc.plot(ds, [100 * a for a in d["accuracy"]], color=c, ls=ls, lw=1.6, label=label)
+        a_norm.plot(ds, _nan(m["state_norm"]["q50"]), color=c, ls=ls, lw=1.6)
+        a_res.plot(ds, [x if x > 0 else float("nan") for x in _nan(m["step_residual"]["q50"])], color=c, ls=ls,
+                   lw=1.6)
         if sp.get("depths") and "rho" in sp:
-            a_rho.plot(sp["depths"], _nan(sp["rho"]["q50"]), color=c, lw=1.6, marker="o", ms=4)
+            a_rho.plot(sp["depths"], _nan(sp["rho"]["q50"]), color=c, ls=ls, lw=1.6, marker="o", ms=4)
     a_rho.axhline(1.0, color="k", lw=0.9, ls=":")
     for ax, ylabel, ttl in ((a_acc, "exact match (%)", "Exact match"), (a_norm, "||h|| per token", "State norm"),
                             (a_res, "||h(t) − h(t−1)|| / ||h(t)||", "Relative step residual"),

@@ -64,10 +64,12 @@ def data_folders(folder: Path) -> list[Path]:
 # Data in a format no looplm reader reads (compressed, CSV, Arrow): refused in a data folder, not skipped, so that a
 # corpus kept mostly as .txt.gz is not trained on its small uncompressed part without a word
 UNREAD_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".zip", ".lz4", ".lz", ".lzma", ".z", ".br", ".7z", ".rar",
-                   ".tar", ".tgz", ".tbz2", ".txz", ".csv", ".tsv", ".arrow", ".ndjson", ".jsonlines", ".pq")
-# ... and whatever a compressor wrote, by its first bytes, under any name (`corpus.part1`, `notes.txt.old`)
+                   ".tar", ".tgz", ".tbz2", ".txz", ".csv", ".tsv", ".arrow", ".feather", ".ipc", ".ndjson",
+                   ".jsonlines", ".pq", ".parq")
+# ... and whatever a compressor, Parquet or Arrow wrote, by its first bytes, under any name (`corpus.part1`, a hub
+# shard `train-00001-of-00002`)
 _PACKED = (b"\x1f\x8b", b"\x1f\x9d", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"LZIP", b"\x04\x22\x4d\x18",
-           b"PK\x03\x04", b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07")
+           b"PK\x03\x04", b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07", b"PAR1", b"ARROW1")
 
 
 def _packed(f: Path) -> bool:

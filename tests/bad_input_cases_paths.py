@@ -57,6 +57,12 @@ PATH_CASES: dict[str, Case] = {
                                         "out)", [*TRAIN[:2], "text-stars", "--out", "{tmp}/r", "--no-progress", *TINY,
                                                  "--set", "data.path={tmp}/corpus", "--set", "data.window=16"], {
         "corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20, "corpus/b.txt.gz": b"\x1f\x8b\x08"}),
+    "cfg-set-value-with-comment": Case("config", "a --set value with ' #' in it (YAML read the rest as a comment: "
+                                       "the run trained on another path)", [
+        *TRAIN[:-3], "--out", "{tmp}/r", "--set", "data.path=books #2.txt"]),
+    "cfg-yaml-merge-key": Case("config", "a config file with a YAML merge key (<<: *anchor)", [
+        "train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/r"],
+        {"c.yaml": "base: &b\n  steps: 2\ntrain:\n  <<: *b\n"}),
     "arg-sweep-out-dot": Case("arguments", "sweep --out a new folder/. (a file)", [*S, "--out", "{tmp}/newfolder/."]),
     "arg-train-unknown-option": Case("arguments", "train with an option it does not take (--steps for "
                                      "--set train.steps)", [*TRAIN, "--steps", "3"]),

@@ -55,3 +55,28 @@ def test_what_a_grader_counts_right():
     assert not is_correct("999999", "1000000") and not is_correct("100000001", "100000000")
     assert is_correct("0.333333333", "1/3") and is_correct("1000000", "1,000,000.0")
 
+
+
+def test_what_a_number_is_and_what_is_no_marker():
+    """A Markdown heading `#### Step 1` (or a `####` in code) was the answer marker, ahead of a later box; a list
+    `\\boxed{5, 7}` was glued into 57; `1.5e3`, `2^10`, `3:5` and `2:45 PM` were cut to their first number (3:5 was
+    right for 3:4); a box's LaTeX (`1{,}000`, `10\\,000`, `42 \\text{ cm}`, `42^\\circ`, `3\\frac{1}{2}`) never matched
+    the number; "the answer is 5 - 3 = 2" was 5."""
+    gold = gold_answer("#### 42")
+    for said in ("#### Step 1: add\n3 + 4 = 7\n#### Step 2: multiply\n7 * 6 = 42\n\\boxed{42}",
+                 "## Solution\n#### Step 1\nWe compute 40 + 2 = 42.\nThe answer is 42.",
+                 "```python\nprint('#### 7')\n```\nThe answer is 42", "The answer is 50 - 8 = 42.", "#### $42."):
+        assert is_correct(extract_answer(said), gold), said
+    for said, wrong in (("\\boxed{5, 7}", "#### 57"), ("#### 12,34", "#### 1234"),
+                        ("The answer is 1.5e3", "#### 1.5"),
+                        ("#### 2^10", "#### 2"), ("The answer is 3:5", "#### 3:4"), ("#### 2:45 PM", "#### 2:30"),
+                        ("the answer is 1,5", "#### 15"), ("The answer is 1.234,56", "#### 1.234")):
+        assert not is_correct(extract_answer(said), gold_answer(wrong)), said
+    for said, right in (("The answer is 1.5e3", "#### 1500"), ("#### 2^10", "#### 1024"),
+                        ("#### 1.2 x 10^5", "#### 120000"), ("The answer is 2:30 PM.", "So at \\boxed{2:30}"),
+                        ("\\boxed{1000}", "\\boxed{1{,}000}"),
+                        ("\\boxed{10000}", "So \\boxed{10\\,000}."), ("\\boxed{42}", "\\boxed{42 \\text{ cm}}"),
+                        ("\\boxed{42}", "\\boxed{42^\\circ}"), ("\\boxed{42}", "\\boxed{\\textbf{42}}"),
+                        ("\\boxed{3.5}", "\\boxed{3\\frac{1}{2}}"), ("#### -0.75", "\\boxed{\\frac{3}{-4}}"),
+                        ("#### -3.5", "\\boxed{-3\\frac{1}{2}}"), ("The answer is 1\u202f234", "#### 1,234")):
+        assert is_correct(extract_answer(said), gold_answer(right)), said

@@ -32,6 +32,18 @@ def test_a_loader_name_is_no_data_source_and_a_folder_refuses_what_it_cannot_rea
         with pytest.raises(ValueError, match=rf"holds data files looplm does not read \({name}\)"):
             load_records(str(d))
         (d / name).unlink()
+    # Feather and Parquet under other names (a hub shard has none) were left out: 28 of 30 rows, "2 of 2 kept"
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    table = pa.Table.from_pylist(math_problems(2))
+    for name, write in (("b.feather", feather.write_feather), ("train-00001-of-00002", pq.write_table),
+                        ("c.parq", pq.write_table)):
+        write(table, d / name)
+        with pytest.raises(ValueError, match=rf"holds data files looplm does not read \({name}\)"):
+            load_records(str(d))
+        (d / name).unlink()
 
 
 def test_a_null_messages_column_is_no_conversation_and_a_developer_turn_is_a_system_turn(tmp_path):

@@ -253,3 +253,19 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     torch.testing.assert_close(loss2, loss)
     for a, b in zip(g0, g1, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_a_generation_config_sets_the_loop_count(tmp_path):
+    """`num_loops` in a GenerationConfig, in model.generation_config or in a saved generation_config.json was kept
+    and saved again, while generate() ran the model's default loop count with no word."""
+    from transformers import GenerationConfig
+
+    m = tiny_model(scale=0.1)
+    ids = torch.randint(3, 48, (2, 5))
+    one = m.generate(ids, max_new_tokens=6, do_sample=False, num_loops=1, eos_token_id=None).tolist()
+    assert one != m.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=None).tolist()  # (it matters)
+    gc = GenerationConfig(max_new_tokens=6, do_sample=False, num_loops=1, eos_token_id=None)
+    assert m.generate(ids, generation_config=gc).tolist() == one
+    m.generation_config.num_loops = 1
+    assert m.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=None).tolist() == one
+    assert m.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=None, num_loops=1).tolist() == one

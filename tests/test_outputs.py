@@ -110,3 +110,21 @@ def test_a_label_the_font_lacks_is_no_warning(tmp_path):
         plot_accuracy([{**sweep, "label": "実験"}, {**sweep, "label": "x" * 3000}], tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     assert not [str(w.message) for w in seen if "Glyph" in str(w.message) or "Tight layout" in str(w.message)]
+
+
+def test_a_path_through_the_checkpoint_folder_and_back_is_beside_the_run(tmp_path):
+    """`--out run/checkpoint/../sweep.json` (the run given as `run/checkpoint/..`) was refused as writing into
+    the checkpoint, and the message suggested the very path it would have written."""
+    from looplm.errors import UserError
+    from looplm.outputs import fresh_outputs
+
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "config.yaml").write_text("{}\n")
+    fresh_outputs([run / "checkpoint" / ".." / "sweep.json"], False)
+    with pytest.raises(UserError, match="belongs to the run"):
+        fresh_outputs([run / "checkpoint" / ".." / "config.yaml"], True)
+    from looplm import plots
+
+    assert plots._style(10)[0] == plots._style(0)[0] and plots._style(10) != plots._style(0)  # run 11 vs run 1
+

@@ -444,6 +444,10 @@ def test_a_closed_stdout_and_leftover_launcher_variables_are_not_tracebacks(tmp_
                                capture_output=True, text=True, timeout=300)
         assert quiet.returncode == rc, quiet.stdout
     assert (run / "checkpoint").is_dir()
+    if Path("/dev/full").exists():  # stderr on a full device: a refusal exited 1 (a traceback no one could see)
+        quiet = subprocess.run(["bash", "-c", f'"{sys.executable}" -m looplm sweep "{tmp_path}/nope" 2>/dev/full'],
+                               env=ENV, capture_output=True, text=True, timeout=120)
+        assert quiet.returncode == 2, quiet.stdout
     if Path("/dev/full").exists():  # stdout on a full device was a bare "[Errno 28]", read as the result lost
         full = subprocess.run(["bash", "-c", f'"{sys.executable}" -m looplm generate "{run}" 12+34= > /dev/full'],
                               env=ENV, capture_output=True, text=True, timeout=120)

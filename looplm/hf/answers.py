@@ -1,15 +1,24 @@
 """GSM8K-style final-answer extraction and comparison (standard library only).
 
-`extract_answer` reads a model's completion in the order a grader should trust its cues:
-1. the GSM8K marker `#### <answer>` (the first one: what follows it is the answer line);
+`extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks are
+left out first: a `####` or a number in code is no answer):
+1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
+   `#### Step 1: ...` is no marker);
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works);
-3. the last "the answer is <x>" / "answer: <x>" phrase;
+3. the last "the answer is <x>" / "answer: <x>" phrase (after an `=` on that line, the number after the last one:
+   "the answer is 5 - 3 = 2" is 2);
 4. otherwise the last number in the text (the "flexible" fallback).
-`normalize` turns "$1,234.50", "1234.5", "  -7 ", "50.0%" or "3/4" into a canonical string ("50%" keeps its
-sign), and `is_correct` compares numerically when both sides are numbers: integers exactly, others within
+
+A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin or narrow spaces,
+`1.5e3`, `2^10`, `1.2 x 10^5`, `3/4`, `25%`, `$5`. Anything else that looks like one is compared as text, never cut
+to its first part: `3:5` (a ratio or a time), `5, 7` (a list), `12,34`, `1.234,56`. A typographic minus (U+2212) is
+a minus. In a box, LaTeX's `{,}`, `\\,`, `\\%`, `\\$`, `^\\circ`, `\\text{ unit}`, `\\textbf{..}`, `\\frac`, `\\dfrac`,
+`\\tfrac`, `\\frac12` and mixed numbers `3\\frac{1}{2}` are read as the number they typeset.
+
+`normalize` gives a canonical string ("$1,234.50" -> "1234.5", "3/4" -> "0.75", "50.0%" -> "50%"), and
+`is_correct` compares numerically when both sides are numbers: integers exactly, others within
 |a - b| <= 1e-6 · max(1, |b|), and a percent as its number or its fraction ("25%" is right for a gold 25, GSM8K's
-unit-less answer to a "what percent" question, and for 0.25); else as normalized text. A typographic minus
-(U+2212) is a minus, and LaTeX's `\\%`, `\\$`, `-\\frac{1}{2}`, `\\dfrac` and `\\tfrac` are read in a box.
+unit-less answer to a "what percent" question, and for 0.25); else as normalized text.
 """
 
 from __future__ import annotations
@@ -17,10 +26,16 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-_NUM = r"-?\$?\s*\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?|-?\$?\s*\.\d+%?"
+_GROUPED = r"\d{1,3}(?:,\d{3})+|\d{1,3}(?:[\u2009\u202f]\d{3})+"  # 1,234,567 and 1 234 567 with thin spaces
+_PLAIN = r"\d[\d,.]*\d|\d"  # a run of digits, commas and points: read whole, parsed (or not) by to_number
+_POWER = r"(?:\s*(?:x|×|\\times|\\cdot)\s*10)?\^\{?-?\d+\}?"  # 2^10, 1.2 x 10^5, 3 \times 10^{-2}
+_NUM = (rf"-?\$?\s*(?:{_GROUPED}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{_POWER})?(?::\d+)*(?:\s*/\s*\d+)?%?")
 _NUM_RE = re.compile(_NUM)
-_MARK_RE = re.compile(r"####\s*(.+)")
+_MARK_RE = re.compile(r"####[ \t]*(.+)")
 _PHRASE_RE = re.compile(r"the\s+(?:final\s+)?answer\s+is|answer\s*[:=]", re.IGNORECASE)
+_FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
+_FRAC_RE = re.compile(r"(-?)(\d+)?\\[dt]?frac(?:\{(-?\d+)\}|(\d))(?:\{(-?\d+)\}|(\d))")
+_VALID = re.compile(rf"-?(?:(?:{_GROUPED})(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def last_boxed(text: str) -> str | None:
@@ -52,31 +67,46 @@ def _last_number(s: str) -> str | None:
     return found[-1] if found else None
 
 
-_FRAC_RE = re.compile(r"(-?)\\[dt]?frac(?:\{(-?\d+)\}|(\d))(?:\{(\d+)\}|(\d))")
+def _unbox(boxed: str) -> str:
+    """A box's LaTeX as the plain answer it typesets (units and spacing dropped, fractions written a/b)."""
+    s = boxed.replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
+    s = re.sub(r"\\[,!;: ]", "", s)  # LaTeX's thin and other spaces (10\,000)
+    s = re.sub(r"\^\{?\\circ\}?|\\circ", "", s)  # degrees
+    s = re.sub(r"\\(?:textbf|mathbf|mathrm|bm)\{([^{}]*)\}", r"\1", s)  # emphasis around the answer
+    plain = re.sub(r"\\(?:text|mbox|textrm)\{[^{}]*\}", "", s).strip()  # a unit after the number
+    s = plain or s
+    frac = _FRAC_RE.fullmatch(s.replace(" ", ""))
+    if frac:
+        sign, whole = frac.group(1), frac.group(2)
+        num, den = Fraction(frac.group(3) or frac.group(4)), Fraction(frac.group(5) or frac.group(6))
+        if den == 0:
+            return s
+        x = (Fraction(whole) if whole else 0) + abs(num / den) * (1 if whole else (1 if num / den >= 0 else -1))
+        x = -x if sign == "-" else x
+        return f"{x.numerator}/{x.denominator}" if x.denominator != 1 else str(x.numerator)
+    return s
 
 
 def extract_answer(text: str) -> str | None:
     """The final answer of a completion (see the module docstring for the order of cues), or None."""
     if not text:
         return None
-    text = text.replace("\u2212", "-")  # the minus sign of typeset text: read as +3 before
-    m = _MARK_RE.search(text)
-    if m:
+    text = _FENCE_RE.sub("\n", text.replace("\u2212", "-"))  # the minus sign of typeset text: read as +3 before
+    for m in _MARK_RE.finditer(text):
         line = m.group(1).strip()
-        return normalize(_first_number(line) or line)
+        num = _NUM_RE.match(line)
+        if num:  # a marker followed by anything else is a heading
+            return normalize(num.group(0))
     boxed = last_boxed(text)
     if boxed is not None:
-        boxed = boxed.replace("\\%", "%").replace("\\$", "$")  # LaTeX's escaped units
-        frac = _FRAC_RE.fullmatch(boxed.replace(" ", ""))
-        if frac:
-            sign, num, den = frac.group(1), frac.group(2) or frac.group(3), frac.group(4) or frac.group(5)
-            return normalize(f"{'-' if (sign == '-') != num.startswith('-') else ''}{num.lstrip('-')}/{den}")
+        boxed = _unbox(boxed)
         num = _first_number(boxed)
         only_number = num is not None and re.fullmatch(r"\s*" + re.escape(num) + r"\s*\.?\s*", boxed)
         return normalize(num if only_number else boxed)
     phrases = list(_PHRASE_RE.finditer(text))
     if phrases:
         tail = text[phrases[-1].end() :].split("\n", 1)[0]
+        tail = tail.rsplit("=", 1)[-1]  # "the answer is 5 - 3 = 2": what it comes to
         num = _first_number(tail)
         if num is not None:
             return normalize(num)
@@ -90,16 +120,29 @@ def gold_answer(solution: str) -> str | None:
 
 
 def to_number(s: str) -> Fraction | None:
-    """The number `s` writes ("25%" is 1/4), or None."""
-    t = s.strip().replace(",", "").replace("$", "").replace(" ", "").replace("\u2212", "-")
-    if t.endswith("."):
-        t = t[:-1]
+    """The number `s` writes ("25%" is 1/4, "2^10" is 1024), or None when it writes none, or more than one."""
+    t = s.strip().replace("\u2212", "-").rstrip(".,").replace("$", "").replace("\u2009", "").replace("\u202f", "")
+    t = re.sub(r"^(-?)\s+", r"\1", t)  # "- 5", "$ 5"
     pct = t.endswith("%")
-    if pct:
-        t = t[:-1]
+    t = t.removesuffix("%").strip()
+    m = re.fullmatch(rf"({_VALID.pattern})(?:\s*(?:x|×|\\times|\\cdot)\s*10)?\^\{{?(-?\d+)\}}?", t)
     try:
-        x = Fraction(t)
-    except (ValueError, ZeroDivisionError):
+        if m:  # a power: a^k, or a x 10^k
+            base = Fraction(m.group(1).replace(",", ""))
+            k = int(m.group(2))
+            if abs(k) > 400:  # no answer; and 10^100000 is no number to build
+                return None
+            x = base * Fraction(10) ** k if re.search(r"(?:x|×|\\times|\\cdot)\s*10\^", t) else base**k
+        elif "/" in t:
+            a, b = (p.strip() for p in t.split("/", 1))
+            if not (_VALID.fullmatch(a) and re.fullmatch(r"\d+", b)):
+                return None
+            x = Fraction(a.replace(",", "")) / Fraction(b)
+        elif _VALID.fullmatch(t):
+            x = Fraction(t.replace(",", ""))
+        else:
+            return None
+    except (ValueError, ZeroDivisionError, OverflowError):
         return None
     return x / 100 if pct else x
 

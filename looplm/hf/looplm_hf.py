@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import LoopedTransformer
 from ..outputs import check_out_folder
+from .generation import LoopGeneration
 from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
 
 _MODEL_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
@@ -56,7 +57,7 @@ class LooplmConfig(PretrainedConfig):
         return cls(num_loops=num_loops, **dataclasses.asdict(cfg), **kwargs)
 
 
-class LooplmForCausalLM(PreTrainedModel, GenerationMixin):
+class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
     config_class = LooplmConfig
     config: LooplmConfig
     base_model_prefix = "model"

@@ -39,6 +39,7 @@ from transformers.utils import ModelOutput
 from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import in_twice_differentiable
 from .configuration_ouro import OuroConfig, check_exit_dtype, check_exit_threshold, rope_settings
+from .generation import LoopGeneration
 
 # Attribute set on a KV cache the first time it is filled: the loop count its slots were laid out for.
 _LOOPS_ATTR = "_looplm_num_loops"
@@ -372,7 +373,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batc
     return total / num_items_in_batch
 
 
-class OuroForCausalLM(OuroPreTrainedModel, GenerationMixin):
+class OuroForCausalLM(LoopGeneration, OuroPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: OuroConfig) -> None:
