@@ -29,11 +29,12 @@ def check_count(name: str, v: Any, lo: int) -> int:
     """An API's count argument: an integer >= lo (numpy and torch integers too), never a bool (Python counts True
     as 1) nor a float; ValueError naming it. Otherwise a silent 1, or torch's own error far from the argument."""
     try:
-        if strict_int(v) >= lo:
-            return strict_int(v)
+        n = strict_int(v)
     except TypeError:
-        pass
-    raise ValueError(f"{name} must be an integer >= {lo}, got {v!r:.80}")
+        n = None
+    if n is None or n < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r:.80}")
+    return n
 
 
 def strict_int(v: Any) -> int:

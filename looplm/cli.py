@@ -48,7 +48,8 @@ class _Parser(argparse.ArgumentParser):
         if self.prog.endswith(" generate") and "prompts" in message:
             message += "; " + PROMPT_HINT
         # under torchrun every rank parses the same command line (a command that torchrun does not run speaks)
-        if rank_zero() or self.prog.split()[1:2] not in ([], *([c] for c in DISTRIBUTED_COMMANDS)):
+        cmd = self.prog.split()[1] if " " in self.prog else None  # None: the top-level parser
+        if rank_zero() or (cmd is not None and cmd not in DISTRIBUTED_COMMANDS):
             say(f"error: {message}")
         raise SystemExit(2)
 
