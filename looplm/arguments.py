@@ -9,6 +9,8 @@ import numbers
 import operator
 from typing import Any
 
+MAX_DEPTH = 1_000_000  # loops; a sweep to a million loops is already hours of work
+
 
 def check_depths(depths: Any, what: str = "sweep") -> list[int]:
     """The depths an API call scores, as a list: increasing, distinct integers >= 1 (what `parse_depths` returns;
@@ -22,6 +24,8 @@ def check_depths(depths: Any, what: str = "sweep") -> list[int]:
         raise ValueError(f"no depths to {what}")
     if sorted(set(out)) != out or out[0] < 1:
         raise ValueError(f"depths must be increasing, distinct and >= 1, got {out[:8]!r}")
+    if out[-1] > MAX_DEPTH:  # as the command line's depth specs: 2**40 loops ran on, silent, until killed
+        raise ValueError(f"depths must be at most {MAX_DEPTH:,} loops, got {out[-1]:,}")
     return out
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import rundir
+from .arguments import MAX_DEPTH
 from .config import REAL_NUMBER, Config, load_config
 from .demo import DEMO_DEPTHS, DEMO_FILES, DEMO_N, cmd_demo
 from .errors import DISTRIBUTED_COMMANDS, UserError, command, guarded, rank_zero, run_command, say
-from .evaluate import MAX_DEPTH, parse_depths, sweep
+from .evaluate import parse_depths, sweep
 from .generate import generate, generate_cached
 from .loops import trained_loops
 from .outputs import (

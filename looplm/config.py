@@ -445,6 +445,17 @@ class Config:
         return json.dumps(self.to_dict(), indent=2)
 
 
+def _has_comment(raw: str) -> bool:
+    """Whether YAML would read part of a `--set` value as a comment: a `#` after white space (or first), outside
+    a quoted scalar (`'books' #2.txt` too)."""
+    s = raw.strip()
+    if s[:1] in ("'", '"'):
+        pattern = r"'(?:[^']|'')*'" if s[0] == "'" else r'"(?:[^"\\]|\\.)*"'
+        m = re.match(pattern, s)
+        s = s[m.end():] if m else ""
+    return re.search(r"(?:^|\s)#", s) is not None
+
+
 def apply_overrides(d: dict[str, dict[str, Any]], overrides: list[str]) -> dict[str, dict[str, Any]]:
     """Set `section.key=value` items in a nested config dict (values parsed as YAML scalars); unknown
     sections and keys raise ConfigError listing the valid ones. Type checks happen when the dict is built."""
@@ -468,10 +479,10 @@ def apply_overrides(d: dict[str, dict[str, Any]], overrides: list[str]) -> dict[
             raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(d)}")
         if key not in d[section]:
             raise ConfigError(f"unknown key {section}.{key}; valid keys: {', '.join(d[section])}")
-        if re.search(r"(?:^|\s)#", raw) and raw.strip()[:1] not in ("'", '"'):
-            # YAML reads ` #...` as a comment: `data.path=books #2.txt` trained on the folder `books`
+        if _has_comment(raw):  # YAML reads ` #...` as a comment: `data.path=books #2.txt` trained on `books`
+            quoted = "'" + raw.strip().replace("'", "''") + "'"  # YAML's single quotes ('' is one ')
             raise ConfigError(f"--set {item}: ' #' starts a YAML comment, which would drop the rest of the value; "
-                              f"quote it ({path.strip()}='{raw.strip()}')")
+                              f"quote the value for YAML inside the shell's quotes: --set \"{path.strip()}={quoted}\"")
         d[section][key] = parse_yaml(raw, f"--set {item}") if raw.strip() else raw
     return d
 

@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .arguments import check_depths, check_exit_rule
+from .arguments import MAX_DEPTH, check_depths, check_exit_rule
 from .looped import run_loop
 from .tasks.base import IGNORE, Batch
 
-MAX_DEPTH = 1_000_000  # loops; a sweep to a million loops is already hours of work
 MAX_DEPTH_COUNT = 100_000  # depths in one spec (each one kept costs a readout per sample)
 
 

@@ -72,6 +72,13 @@ _PACKED = (b"\x1f\x8b", b"\x1f\x9d", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd
            b"PK\x03\x04", b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07", b"PAR1", b"ARROW1")
 
 
+def unread_format(f: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] = UNREAD_SUFFIXES) -> bool:
+    """Whether `f` is data in a format a reader of `suffixes` does not read: one of `unread`, or a compressor's,
+    Parquet's or Arrow's first bytes under a name the reader does not read (under a name it reads, the reader's own
+    error says what is wrong)."""
+    return f.suffix.lower() in unread or (f.suffix.lower() not in suffixes and _packed(f))
+
+
 def _packed(f: Path) -> bool:
     if not f.is_file():  # a FIFO would block the read; a link to nothing is no data
         return False
@@ -93,8 +100,7 @@ def data_files(folder: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] 
     for root, files in _walk(folder):
         for name in files:
             f = Path(root) / name
-            if not name.startswith(".") and (f.suffix.lower() in unread or (
-                    f.suffix.lower() not in suffixes and _packed(f))):
+            if not name.startswith(".") and unread_format(f, suffixes, unread):
                 other.append(f)
             if name.startswith(".") or f.suffix.lower() not in suffixes:
                 continue

@@ -60,6 +60,8 @@ PATH_CASES: dict[str, Case] = {
     "cfg-set-value-with-comment": Case("config", "a --set value with ' #' in it (YAML read the rest as a comment: "
                                        "the run trained on another path)", [
         *TRAIN[:-3], "--out", "{tmp}/r", "--set", "data.path=books #2.txt"]),
+    "cfg-set-quoted-value-then-comment": Case("config", "a quoted --set value followed by ' #' (the tail was dropped)",
+                                              [*TRAIN[:-3], "--out", "{tmp}/r", "--set", "data.path='books' #2.txt"]),
     "cfg-yaml-merge-key": Case("config", "a config file with a YAML merge key (<<: *anchor)", [
         "train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/r"],
         {"c.yaml": "base: &b\n  steps: 2\ntrain:\n  <<: *b\n"}),

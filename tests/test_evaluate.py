@@ -79,7 +79,7 @@ def test_sweep_refuses_depths_no_loop_would_fill():
     m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
     b = make_batch([[3, 4, 5, EOS], [6, 7, 8, EOS]], [2, 2], 16)
     assert len(sweep(m, b, [1, 3]).accuracy) == 2
-    for bad in ([4, 4], [0, 4], [-1, 4], [3, 2], [2.0, 4], [True, 2], [], "13", np.array([1.0, 2.0])):
+    for bad in ([4, 4], [0, 4], [-1, 4], [3, 2], [2.0, 4], [True, 2], [], "13", np.array([1.0, 2.0]), [2**40]):
         with pytest.raises(ValueError, match="depths|no depths"):
             sweep(m, b, bad)
     # an accuracy is k/n in float64 (a float32 mean wrote 59/200 as 0.29499998688697815)

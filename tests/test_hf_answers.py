@@ -67,7 +67,13 @@ def test_what_a_number_is_and_what_is_no_marker():
                  "## Solution\n#### Step 1\nWe compute 40 + 2 = 42.\nThe answer is 42.",
                  "```python\nprint('#### 7')\n```\nThe answer is 42", "The answer is 50 - 8 = 42.", "#### $42."):
         assert is_correct(extract_answer(said), gold), said
-    for said, wrong in (("\\boxed{5, 7}", "#### 57"), ("#### 12,34", "#### 1234"),
+    # a grouped number kept its decimals only in a box (#### 1,234.5 was 1234), and a list after the marker or the
+    # phrase was its first number
+    assert extract_answer("#### 1,234.5") == extract_answer("So it costs $1,234.50.") == "1234.5"
+    assert extract_answer("#### 5, 7") == extract_answer("The answer is 5, 7.") == "5, 7"
+    assert extract_answer("The answer is 1{,}234") == "1234" and extract_answer("the answer is 3, and") == "3"
+    for said, wrong in (("\\boxed{5, 7}", "#### 57"), ("#### 12,34", "#### 1234"), ("#### 1234", "#### 1,234.5"),
+                        ("#### 5", "The answer is 5, 7"),
                         ("The answer is 1.5e3", "#### 1.5"),
                         ("#### 2^10", "#### 2"), ("The answer is 3:5", "#### 3:4"), ("#### 2:45 PM", "#### 2:30"),
                         ("the answer is 1,5", "#### 15"), ("The answer is 1.234,56", "#### 1.234")):

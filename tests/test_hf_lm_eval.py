@@ -500,3 +500,12 @@ def test_a_rolling_score_is_the_same_at_every_batch_size(setup):
     assert one == pytest.approx(eight, rel=1e-5, abs=1e-4)
     with pytest.raises(UserError, match="logits_cache=True: lm-eval's logits cache"):
         LoopedLM(pretrained=str(d / "model"), device="cpu", logits_cache="true")
+
+
+def test_one_run_scores_every_task_at_one_depth(setup):
+    """Without num_loops in model_args, generate() took a generation config's num_loops while the log-likelihood
+    forward took the model config's: generation and log-likelihood tasks of one run at two depths."""
+    d, _ = setup
+    lm = LoopedLM(pretrained=str(d / "model"), device="cpu")
+    lm.model.generation_config.num_loops = 1
+    assert lm._loop_kwargs()["num_loops"] == lm.model.config.total_ut_steps != 1

@@ -156,7 +156,8 @@ def test_lm_eval_adapter_refuses_trust_remote_code(tmp_path):
     with pytest.raises(UserError, match="trust_remote_code"):  # the model_args string lm-eval's CLI hands over
         LoopedLM.create_from_arg_string(f"pretrained={d},trust_remote_code=True,device=cpu,dtype=float32")
     lm = LoopedLM(pretrained=str(d), device="cpu", dtype="float32", trust_remote_code=False, exit_dtype="float32")
-    assert isinstance(lm.model, OuroForCausalLM) and lm._loop_kwargs() == {"exit_dtype": "float32"}
+    assert isinstance(lm.model, OuroForCausalLM) and lm._loop_kwargs() == {
+        "num_loops": lm.model.config.total_ut_steps, "exit_dtype": "float32"}  # the depth every task of a run uses
     with pytest.raises(UserError, match="exit_dtype"):
         LoopedLM(pretrained=str(d), device="cpu", dtype="float32", exit_dtype="bf16")
 

@@ -552,6 +552,11 @@ def test_a_corpus_folder_reads_its_text_files_once_and_nothing_hidden(tmp_path):
     (d / "sub" / "up").symlink_to(d)  # a link back up: no cycle, nothing twice
     (d / "sub" / "w.txt").write_bytes(b"\xef\xbb\xbfomega")  # a byte-order mark is not text (it was a token)
     assert read_text(d) == "BETA\nalpha\ndelta\nepsilon\ngamma\nomega"
+    # given directly, such a file was read as text (a .jsonl's braces and quotes became the vocabulary)
+    for name, data in (("rows.jsonl", b'{"a": 1}\n'), ("packed.txt", b"\x1f\x8b\x08\x00")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=f"data file .*{name} holds data in a format the text task does not"):
+            read_text(tmp_path / name)
     (d / "gone.txt").symlink_to(tmp_path / "unmounted" / "g.txt")  # data that is gone: refused, not left out
     with pytest.raises(FileNotFoundError, match="gone.txt is a symlink to .*, which does not exist"):
         read_text(d)

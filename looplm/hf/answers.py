@@ -27,9 +27,10 @@ import re
 from fractions import Fraction
 
 _GROUPED = r"\d{1,3}(?:,\d{3})+|\d{1,3}(?:[\u2009\u202f]\d{3})+"  # 1,234,567 and 1 234 567 with thin spaces
+_THIN = r"\d{1,3}(?:[\u2009\u202f]\d{3})+(?:\.\d+)?"
 _PLAIN = r"\d[\d,.]*\d|\d"  # a run of digits, commas and points: read whole, parsed (or not) by to_number
 _POWER = r"(?:\s*(?:x|×|\\times|\\cdot)\s*10)?\^\{?-?\d+\}?"  # 2^10, 1.2 x 10^5, 3 \times 10^{-2}
-_NUM = (rf"-?\$?\s*(?:{_GROUPED}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{_POWER})?(?::\d+)*(?:\s*/\s*\d+)?%?")
+_NUM = (rf"-?\$?\s*(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{_POWER})?(?::\d+)*(?:\s*/\s*\d+)?%?")
 _NUM_RE = re.compile(_NUM)
 _MARK_RE = re.compile(r"####[ \t]*(.+)")
 _PHRASE_RE = re.compile(r"the\s+(?:final\s+)?answer\s+is|answer\s*[:=]", re.IGNORECASE)
@@ -87,16 +88,24 @@ def _unbox(boxed: str) -> str:
     return s
 
 
+def _whole(num: re.Match, line: str) -> str:
+    """The number `num` found in `line`, or the list it begins ("5, 7": compared as text, never as its first
+    number)."""
+    lst = re.match(rf"{_NUM}(?:\s*,\s*{_NUM})+", line[num.start():])
+    return lst.group(0) if lst and re.match(r"\s*,\s", line[num.end():]) else num.group(0)
+
+
 def extract_answer(text: str) -> str | None:
     """The final answer of a completion (see the module docstring for the order of cues), or None."""
     if not text:
         return None
-    text = _FENCE_RE.sub("\n", text.replace("\u2212", "-"))  # the minus sign of typeset text: read as +3 before
+    # the minus sign of typeset text (read as +3 before), and LaTeX's grouping comma outside a box too
+    text = _FENCE_RE.sub("\n", text.replace("\u2212", "-").replace("{,}", ","))
     for m in _MARK_RE.finditer(text):
         line = m.group(1).strip()
         num = _NUM_RE.match(line)
         if num:  # a marker followed by anything else is a heading
-            return normalize(num.group(0))
+            return normalize(_whole(num, line))
     boxed = last_boxed(text)
     if boxed is not None:
         boxed = _unbox(boxed)
@@ -107,9 +116,9 @@ def extract_answer(text: str) -> str | None:
     if phrases:
         tail = text[phrases[-1].end() :].split("\n", 1)[0]
         tail = tail.rsplit("=", 1)[-1]  # "the answer is 5 - 3 = 2": what it comes to
-        num = _first_number(tail)
+        num = _NUM_RE.search(tail)
         if num is not None:
-            return normalize(num)
+            return normalize(_whole(num, tail))
     num = _last_number(text)
     return normalize(num) if num is not None else None
 

@@ -23,8 +23,8 @@ def limit_arg(s: str) -> float | int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from ..arguments import MAX_DEPTH
     from ..cli import SetAction, count_arg, real_arg
-    from ..evaluate import MAX_DEPTH
 
     f = sub.add_parser("finetune", help="STARS fine-tuning of a pretrained looped LM (Ouro) on chat data [hf]; "
                        "the same trainer as `looplm train`")

@@ -1,8 +1,9 @@
 """The loop count of `generate()` from a generation config, for the looped HF models (Ouro, a looplm export).
 
 transformers passes a generation config's own keys to its decoding and keeps any other key without reading it: a
-`num_loops` in `GenerationConfig(...)`, in `model.generation_config` or in a saved generation_config.json was
-written, and saved again, while every call ran the model's default loop count.
+`num_loops` in `GenerationConfig(...)` or in `model.generation_config` was kept, and saved, while every call ran the
+model's default loop count. (transformers drops such a key when it reloads a generation_config.json it derived
+from the model config: pass `num_loops` to `generate()`, or set it on the loaded model's generation_config.)
 """
 
 from __future__ import annotations

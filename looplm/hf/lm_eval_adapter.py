@@ -160,8 +160,13 @@ class LoopedLM(HFLM):
 
     def _loop_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {}
-        if self.num_loops is not None:
-            kw["num_loops"] = self.num_loops
+        cfg = self.model.config
+        # always a count: without one, generate() would take a generation config's num_loops and the forward the
+        # model config's, scoring generation and log-likelihood tasks of one run at two depths
+        kw["num_loops"] = self.num_loops if self.num_loops is not None else (
+            getattr(cfg, "num_loops", None) or getattr(cfg, "total_ut_steps", None))
+        if kw["num_loops"] is None:
+            del kw["num_loops"]
         if self.exit_threshold is not None:
             kw["exit_threshold"] = self.exit_threshold
         if self.exit_dtype is not None:

@@ -15,7 +15,7 @@ import torch
 
 from ..arguments import check_count
 from ..errors import not_there
-from ..records import UNREAD_SUFFIXES, data_files
+from ..records import UNREAD_SUFFIXES, data_files, unread_format
 from .base import IGNORE, Batch, ReadOnUse
 from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
 
@@ -30,6 +30,9 @@ def read_text(path: str | Path) -> str:
         raise FileNotFoundError(f"data file {p} {not_there(p)}")
     if not (p.is_dir() or p.is_file()):  # /dev/zero or a FIFO would be read forever
         raise ValueError(f"data file {p} is not a regular file or a folder (a device, FIFO or socket)")
+    if p.is_file() and unread_format(p, (), UNREAD_SUFFIXES + RECORD_SUFFIXES):  # as a folder's file would be
+        raise ValueError(f"data file {p} holds data in a format the text task does not read as text (compressed, "
+                         "an archive, or records); give plain UTF-8 text (.txt, .md, .text, .rst or no suffix)")
     files = data_files(p, TEXT_SUFFIXES, UNREAD_SUFFIXES + RECORD_SUFFIXES) if p.is_dir() else [p]
     if not files:
         raise ValueError(f"{p} holds no files")
