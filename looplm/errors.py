@@ -29,9 +29,8 @@ def guarded(body: object) -> int:
     except Interrupted as e:
         say(f"error: {e}")
         return e.code
-    except BrokenPipeError:  # the reader went away (`| head`): what was written stays, and there is no one to tell
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at the exit's flush)
-        return 141  # a shell's code for a command stopped by SIGPIPE
+    except BrokenPipeError:
+        return reader_gone()
     except (UserError, ValueError, OSError) as e:
         # under torchrun every rank checks the same inputs and refuses them alike: rank 0 says it, once
         if isinstance(e, OSError) and e.errno == errno.ELOOP:
@@ -52,6 +51,13 @@ def guarded(body: object) -> int:
         say(f"error: out of memory ({_one_line(e) or 'MemoryError'}); lower the batch size, width or depths")
         return 2
     return 0
+
+
+def reader_gone() -> int:
+    """The exit code once stdout's reader went away (`| head`): what was written stays, and there is no one to
+    tell; stdout becomes /dev/null, so the exit's flush raises no second error."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141  # a shell's code for a command stopped by SIGPIPE
 
 
 LOOP = "Symlink loop from "

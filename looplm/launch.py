@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from .errors import UserError
+from .errors import UserError, reader_gone
 
 
 def _reopen_closed() -> None:
@@ -86,8 +86,7 @@ def main() -> int:
         sys.stdout.flush()
     except Exception as e:  # what the command printed last did not reach its reader (a UserError from _Stdout)
         if isinstance(e, BrokenPipeError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at the exit's flush)
-            return 141
+            return reader_gone()
         print(f"error: {e}", file=sys.stderr)
         rc = rc or 2
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -163,10 +163,10 @@ class LoopedLM(HFLM):
         cfg = self.model.config
         # always a count: without one, generate() would take a generation config's num_loops and the forward the
         # model config's, scoring generation and log-likelihood tasks of one run at two depths
-        kw["num_loops"] = self.num_loops if self.num_loops is not None else (
+        n = self.num_loops if self.num_loops is not None else (
             getattr(cfg, "num_loops", None) or getattr(cfg, "total_ut_steps", None))
-        if kw["num_loops"] is None:
-            del kw["num_loops"]
+        if n is not None:
+            kw["num_loops"] = n
         if self.exit_threshold is not None:
             kw["exit_threshold"] = self.exit_threshold
         if self.exit_dtype is not None:
@@ -431,9 +431,9 @@ def _model_args_once() -> Iterator[None]:
         return [item.split("=", 1)[0].strip() for item in split_top_level(value) if item.strip()]
 
     def once(self: Any, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
-        if self.dest == "model_args" and _config_has_model_args(sys.argv[1:]):
-            # lm-eval then drops the file's model_args whole (a num_loops there is silently not applied)
-            raise UserError(f"model_args given both in --config ({_config_has_model_args(sys.argv[1:])}) and with "
+        config = _config_has_model_args(sys.argv[1:]) if self.dest == "model_args" else None
+        if config:  # lm-eval then drops the file's model_args whole (a num_loops there is silently not applied)
+            raise UserError(f"model_args given both in --config ({config}) and with "
                             f"{option_string or '--model_args'}: lm-eval would keep only the command line's and "
                             "drop the file's; give them in one place")
         if self.dest == "model_args" and values:
