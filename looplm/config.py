@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from .arguments import MAX_DEPTH
 from .config_files import PRESET_DIR, parse_yaml, preset_names, read_yaml_config  # noqa: F401 (API)
 from .errors import ConfigError, UserError  # noqa: F401 (ConfigError: looplm.config's since the start)
 
@@ -141,6 +142,9 @@ class LoopsConfig:
         _choice(s, "sampler", self.sampler, SAMPLERS)
         _check(self.num_loops >= 1, s, "num_loops", f"must be >= 1, got {self.num_loops}")
         _check(self.min_loops >= 1, s, "min_loops", f"must be >= 1, got {self.min_loops}")
+        for key in ("num_loops", "max_loops"):  # 10**12 loops passed, and the first step never ended
+            _check(getattr(self, key) <= MAX_DEPTH, s, key, f"must be <= {MAX_DEPTH:,} (the command line's depth "
+                   f"cap), got {getattr(self, key):,}")
         _check(self.min_loops <= self.max_loops, s, "min_loops",
                f"min_loops={self.min_loops} exceeds max_loops={self.max_loops}")
         _check(self.sigma > 0, s, "sigma", f"must be > 0, got {self.sigma}")

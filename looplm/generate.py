@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .arguments import check_count, check_exit_rule, strict_int
+from .arguments import MAX_DEPTH, check_count, check_exit_rule, strict_int
 from .looped import run_loop
 from .model import KVCache, LoopedTransformer
 
@@ -50,6 +50,8 @@ def _check_counts(model: torch.nn.Module, num_loops: Any, max_new_tokens: Any, v
                         ("eos_id", eos_id, 0), ("pad_id", pad_id, 0)):
         if not (v is None and name == "vocab"):
             check_count(name, v, lo)
+    if strict_int(num_loops) > MAX_DEPTH:  # as the command line's --loops: 2**40 loops ran on without the cache
+        raise ValueError(f"num_loops must be at most {MAX_DEPTH:,}, got {strict_int(num_loops):,}")
     table = getattr(getattr(model, "cfg", None), "vocab_size", None)  # looplm's model: its embedding's rows
     table = table if isinstance(table, int) and not isinstance(table, bool) else None
     widths = [w for w in (None if vocab is None else strict_int(vocab), table) if w is not None]

@@ -33,6 +33,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from .arguments import MAX_DEPTH
+
 METHODS = ("embed", "step", "readout", "loop_units")
 
 
@@ -69,6 +71,8 @@ def loop_count(n: Any, default: int) -> int:
         raise ValueError(f"num_loops must be an integer >= 1, got {n!r}") from None
     if n < 1:
         raise ValueError(f"num_loops must be >= 1, got {n}")
+    if n > MAX_DEPTH:  # as the command line's: 2**40 loops run on, silent, until killed
+        raise ValueError(f"num_loops must be at most {MAX_DEPTH:,}, got {n:,}")
     return n
 
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import uuid
@@ -61,6 +62,10 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         raise UserError(f"--out {paths[0]} would be written twice (the result and its figure, "
                         f"{', '.join(str(p) for p in paths)}); give a .json path")
     for p in paths:
+        odd = not_a_file(p)
+        if odd:
+            raise UserError(f"--out {p} is {odd}, not a file to write a result to (a result is written whole, "
+                            "through a temporary file beside it, then put in place); give a file path")
         for inp, what in (inputs or {}).items():
             if _is_input(p, Path(inp)):
                 raise UserError(f"--out {p} would write {'over' if not Path(inp).is_dir() else 'into'} {what} "
@@ -92,6 +97,29 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
                             "somewhere else")
 
 
+def not_a_file(p: Path) -> str | None:
+    """What `p` is when it can hold no result, else None: a FIFO, a device or a socket (reading it blocks; putting
+    a file in its place breaks it for everyone), or a name under /dev or /proc (`/dev/stdout` is a link to the
+    terminal, a pipe, or the file the shell redirected to: --force would replace the link)."""
+    if not (p.exists() or p.is_symlink()):  # nothing there to read or replace (and /proc/x cannot be made)
+        return None
+    names = [os.path.abspath(p)]
+    if p.is_symlink():
+        names.append(os.path.join(os.path.dirname(names[0]), os.readlink(p)))
+    for name in names:
+        if name.startswith(("/dev/", "/proc/")) and not name.startswith("/dev/shm/"):  # (/dev/shm: a RAM disk)
+            return f"a name under /{name.split('/')[1]}"
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return None
+
+
 def with_stale(paths: list[Path], family: list[Path]) -> list[Path]:
     """`paths` (what a command writes) plus the files of the same result `family` it will not write that an
     earlier command left (a heatmap beside a sweep that now has none, trajectories beside an analysis run with
@@ -102,11 +130,17 @@ def with_stale(paths: list[Path], family: list[Path]) -> list[Path]:
 
 def sizes_figure(sweep_json: Path) -> list[Path]:
     """The heatmap beside an earlier --sizes sweep at this path ([] for any other sweep, or none): the .png goes
-    with that result; any other .png there is not looplm's to remove."""
+    with that result; any other .png there is not looplm's to remove. Only a regular file of a sweep's size is
+    read (a FIFO or /dev/stdout blocked the read), and only a sweep's own record counts (any JSON that held the
+    word "sizes" had its neighbour .png deleted)."""
     try:
-        return [sweep_json.with_suffix(".png")] if "sizes" in json.loads(sweep_json.read_text()) else []
+        if not stat.S_ISREG(sweep_json.stat().st_mode) or sweep_json.stat().st_size > 64 * 2**20:
+            return []
+        doc = json.loads(sweep_json.read_text())
     except (OSError, ValueError, TypeError):
         return []
+    ours = isinstance(doc, dict) and {"sizes", "accuracy_by_size", "depths", "scored_by"} <= doc.keys()
+    return [sweep_json.with_suffix(".png")] if ours else []
 
 
 def drop_stale(outs: list[Path], written: list[Path]) -> None:

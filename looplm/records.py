@@ -66,7 +66,7 @@ def data_folders(folder: Path) -> list[Path]:
 UNREAD_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".zip", ".lz4", ".lz", ".lzma", ".z", ".br", ".7z", ".rar",
                    ".tar", ".tgz", ".tbz2", ".txz", ".csv", ".tsv", ".arrow", ".feather", ".ipc", ".ndjson",
                    ".jsonlines", ".pq", ".parq")
-# ... and whatever a compressor, Parquet or Arrow wrote, by its first bytes, under any name (`corpus.part1`, a hub
+# ... and whatever a compressor, tar, Parquet or Arrow wrote, by its first bytes, under any name (`corpus.part1`, a hub
 # shard `train-00001-of-00002`)
 _PACKED = (b"\x1f\x8b", b"\x1f\x9d", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"LZIP", b"\x04\x22\x4d\x18",
            b"PK\x03\x04", b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07", b"PAR1", b"ARROW1")
@@ -84,23 +84,29 @@ def _packed(f: Path) -> bool:
         return False
     try:
         with open(f, "rb") as fh:
-            return fh.read(6).startswith(_PACKED)
+            head = fh.read(262)
+        # a POSIX or GNU tar marks its first header at byte 257 (its text is valid UTF-8 when its members are:
+        # the headers' NUL padding and octal fields were read as training text)
+        return head.startswith(_PACKED) or head[257:262] == b"ustar"
     except OSError:
         return False
 
 
-def data_files(folder: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] = UNREAD_SUFFIXES) -> list[Path]:
+def data_files(folder: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] = UNREAD_SUFFIXES,
+               sniff_all: bool = False) -> list[Path]:
     """The files of a data folder that are read, in path order: those with one of `suffixes` (any letter case),
     links to files and folders followed (data kept elsewhere and linked in; a link that leads nowhere is
     refused, not left out), each file once (a second path to a
     file already read, a symbolic or hard link, would count every row twice: files are told apart by device and
     inode), and nothing hidden at any depth (`.git/`, and `.ipynb_checkpoints/`, whose copies would count every
-    row twice). A file with one of `unread` (data in a format this reader does not read) is refused, naming it."""
+    row twice). A file with one of `unread` (data in a format this reader does not read) is refused, naming it.
+    `sniff_all`: the first bytes of files under the reader's own names are checked too (a reader of plain text
+    would read an uncompressed tar named `.txt`, or a shard with no suffix, headers and padding as text)."""
     found, other = [], []
     for root, files in _walk(folder):
         for name in files:
             f = Path(root) / name
-            if not name.startswith(".") and unread_format(f, suffixes, unread):
+            if not name.startswith(".") and unread_format(f, () if sniff_all else suffixes, unread):
                 other.append(f)
             if name.startswith(".") or f.suffix.lower() not in suffixes:
                 continue

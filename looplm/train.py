@@ -447,6 +447,12 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                 f"{'terminated' if signum == signal.SIGTERM else 'interrupted'} twice: stopped at step {step} "
                 f"without saving; {kept}")
         stop.append(signum)
+        # said at once: a long step (many loops) otherwise looked like an unheard Ctrl-C. A raw write: a signal
+        # may land inside another write to stderr (a progress bar's), which a buffered stream refuses to re-enter
+        with contextlib.suppress(OSError):
+            os.write(2, "\nnote: stopping at the end of this step, with a checkpoint; "
+                        f"{'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'} again stops now, without "
+                        "saving\n".encode())
 
     prev = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)} if catch else {}
     bar = tqdm(total=total, initial=step, desc=f"train [{describe(cfg.loops)}, reg={reg.kind}]",

@@ -127,6 +127,17 @@ HF_CASES: dict[str, Case] = {
         "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
         prepare=_hf_edit("its config.json with early_exit_threshold NaN", _config_edit(
             early_exit_threshold=float("nan"))), hf=True),
+    "hf-eval-loops-fraction": Case("hf", "eval-lm on a model whose config.json sets total_ut_steps 2.5 (2 loops ran)", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit("its config.json with total_ut_steps 2.5", _config_edit(total_ut_steps=2.5)), hf=True),
+    "hf-finetune-fields-unused": Case("hf", "data.response_field set, but format auto trains the records' own "
+                                      "messages (the field went unused)", [*FT, "--set", "data.response_field=target"],
+                                      {"ft.yaml": FT_YAML, "chat.jsonl": GOOD_CHAT[:-1] + ', "problem": "1+1?", '
+                                       '"target": "2"}\n'}, hf=True),
+    "hf-finetune-messages-field-unused": Case("hf", "data.messages_field names a field no record has (auto read "
+                                              "them as problem/solution)", [*FT, "--set", "data.messages_field=conv"],
+                                              {"ft.yaml": FT_YAML, "chat.jsonl": '{"problem": "1+1?", "solution": '
+                                               '"#### 2"}\n'}, hf=True),
     "hf-eval-bin-truncated": Case("hf", "eval-lm on a truncated pytorch_model.bin", [
         "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
         prepare=_hf_edit("its weights as pytorch_model.bin, cut to half", _as_bin(True)), hf=True),

@@ -5,7 +5,7 @@ tests/bad_input_cases.py."""
 from __future__ import annotations
 
 from .bad_input_cases import TINY, TRAIN, Case
-from .bad_input_damage import _dangling_link, _link_loop, _runs_linked_into_corpus
+from .bad_input_damage import _dangling_link, _link_loop, _runs_linked_into_corpus, _tar_corpus
 
 S = ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--n", "4"]
 
@@ -65,6 +65,18 @@ PATH_CASES: dict[str, Case] = {
     "cfg-yaml-merge-key": Case("config", "a config file with a YAML merge key (<<: *anchor)", [
         "train", "--config", "{tmp}/c.yaml", "--out", "{tmp}/r"],
         {"c.yaml": "base: &b\n  steps: 2\ntrain:\n  <<: *b\n"}),
+    "cfg-loops-too-many": Case("config", "loops.num_loops of 10**12 (with backprop_loops the memory check passed, "
+                               "and the first step never ended)", [*TRAIN[:-3], "--out", "{tmp}/r", "--set",
+                                                                    "loops.num_loops=1000000000000", "--set",
+                                                                    "loops.backprop_loops=1"]),
+    "arg-sweep-out-dev-stdout": Case("arguments", "sweep --out /dev/stdout --force (read first as an earlier result: "
+                                     "a hang on a pipe; --force replaced the link)", [
+        *S, "--out", "/dev/stdout", "--force"]),
+    "data-text-tar-as-txt": Case("data", "train on an uncompressed tar given as the text (its headers and padding were "
+                                 "read as text)", [*TRAIN[:2], "text-stars", "--out", "{tmp}/r", "--no-progress",
+                                                   *TINY, "--set", "data.path={tmp}/corpus/shard-00001", "--set",
+                                                   "data.window=16"],
+                                 prepare=_tar_corpus),
     "arg-sweep-out-dot": Case("arguments", "sweep --out a new folder/. (a file)", [*S, "--out", "{tmp}/newfolder/."]),
     "arg-train-unknown-option": Case("arguments", "train with an option it does not take (--steps for "
                                      "--set train.steps)", [*TRAIN, "--steps", "3"]),

@@ -286,3 +286,16 @@ def _runs_linked_into_corpus(tmp: Path, copy: Path) -> None:
     """<tmp>/corpus/runs: a symlink to <tmp>/runs, where the run goes"""
     (tmp / "runs").mkdir()
     (tmp / "corpus" / "runs").symlink_to(tmp / "runs")
+
+
+def _tar_corpus(tmp: Path, copy: Path) -> None:
+    """<tmp>/corpus/shard-00001: an uncompressed tar of a text file"""
+    import io
+    import tarfile
+
+    (tmp / "corpus").mkdir()
+    text = b"the quick brown fox jumps over the lazy dog\n" * 20
+    with tarfile.open(tmp / "corpus" / "shard-00001", "w") as tar:
+        member = tarfile.TarInfo("a.txt")
+        member.size = len(text)
+        tar.addfile(member, io.BytesIO(text))

@@ -454,7 +454,8 @@ def test_a_result_replaced_with_force_keeps_no_figure_of_the_earlier_one(run_dir
     assert run_cli("sweep", str(run_dir), "--depths", "1:3", "--n", "4", "--no-progress", "--out", str(s),
                    "--force") == 0
     assert (tmp_path / "s.png").read_bytes() == b"\x89PNG the user's own figure"
-    s.write_text(json.dumps({**json.loads(s.read_text()), "sizes": [6, 8]}))  # as an earlier --sizes sweep wrote
+    s.write_text(json.dumps({**json.loads(s.read_text()), "sizes": [6, 8],  # as an earlier --sizes sweep wrote
+                             "accuracy_by_size": [[0.0] * 3] * 2}))
     assert run_cli("sweep", str(run_dir), "--depths", "1:3", "--n", "4", "--no-progress", "--out", str(s),
                    "--force") == 0
     assert not (tmp_path / "s.png").exists()

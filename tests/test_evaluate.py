@@ -117,6 +117,15 @@ def test_sweep_refuses_depths_no_loop_would_fill():
         for cache in (False, True):
             with pytest.raises(ValueError, match=f"{what} must be an integer"):
                 generate(m, [[3, 4]], **{"num_loops": 2, "max_new_tokens": 4, **bad}, eos_id=EOS, use_cache=cache)
+    # 2**40 loops without the cache ran on, silent, until killed (the command line caps --loops); and a model's
+    # own forward (looplm.looped.loop_count serves the HF models) caps it alike
+    from looplm.looped import loop_count
+
+    for cache in (False, True):
+        with pytest.raises(ValueError, match="num_loops must be at most 1,000,000, got 1,099,511,627,776"):
+            generate(m, [[3, 4]], 2**40, max_new_tokens=1, eos_id=EOS, use_cache=cache)
+    with pytest.raises(ValueError, match="num_loops must be at most 1,000,000"):
+        loop_count(None, 10**12)
     # an exit rule that can never fire (a negative or NaN tolerance: sweep ran it and wrote `"tol": NaN`), or a
     # bool as its count, is refused by sweep as by generate
     for bad, what in ((dict(exit_tol=-1.0), "exit_tol"), (dict(exit_tol=float("nan")), "exit_tol"),

@@ -1,8 +1,10 @@
 """GSM8K-style answer extraction (looplm.hf.answers needs no transformers)."""
 
+from fractions import Fraction
+
 import pytest
 
-from looplm.hf.answers import extract_answer, gold_answer, is_correct, last_boxed, normalize
+from looplm.hf.answers import extract_answer, gold_answer, is_correct, last_boxed, normalize, to_number
 
 
 @pytest.mark.parametrize("text, want", [
@@ -86,3 +88,37 @@ def test_what_a_number_is_and_what_is_no_marker():
                         ("\\boxed{3.5}", "\\boxed{3\\frac{1}{2}}"), ("#### -0.75", "\\boxed{\\frac{3}{-4}}"),
                         ("#### -3.5", "\\boxed{-3\\frac{1}{2}}"), ("The answer is 1\u202f234", "#### 1,234")):
         assert is_correct(extract_answer(said), gold_answer(right)), said
+
+
+def test_latex_outside_a_box_dates_mixed_numbers_and_the_next_line():
+    """Outside a box `$\\frac{3}{4}$` was 3, `#### \\frac{3}{4}` a heading (4), `10\\,000` 10 and `#### 25\\%` 25;
+    `1 234,5` (thin spaces) was 1234, `3/4/5` and the date `12/25/2023` 0.75 and 0.48, the mixed number `3 1/2`
+    3; an answer on the line after "Answer:" or a bare `####` lost to a later number, and `x = 5, y = 7` was 7."""
+    for said, gold in (("the answer is $\\frac{3}{4}$", "#### 0.75"), ("#### \\frac{3}{4}", "#### 0.75"),
+                       ("the answer is $-\\frac{1}{2}$", "#### -0.5"), ("The answer is 10\\,000.", "#### 10000"),
+                       ("#### 25\\%", "#### 0.25"), ("#### 3 1/2", "#### 3.5"),
+                       ("the answer is 2 3/4 cups", "#### 2.75"),
+                       ("The answer is:\n42\n\nIt took 3 steps.", "#### 42"),
+                       ("**Final answer:**\n\n42 apples (after 3 days)", "#### 42"), ("#### \n42\nthen 3", "#### 42"),
+                       ("\\boxed{3\\frac{1}{2}}", "#### 3 1/2"), ("#### 0.0000000001", "#### 1e-10")):
+        assert is_correct(extract_answer(said), gold_answer(gold)), said
+    for said, wrong in (("the answer is $\\frac{3}{4}$", "#### 3"), ("#### \\frac{3}{4}", "#### 4"),
+                        ("The answer is 10\\,000.", "#### 10"), ("#### 1\u2009234,5", "#### 1234"),
+                        ("#### 3/4/5", "#### 0.75"), ("the answer is 12/25/2023", "#### 0.48"),
+                        ("#### 3 1/2", "#### 3"), ("#### 5 6/3", "#### 5"), ("Answer: x = 5, y = 7", "#### 7"),
+                        ("#### 0.0000000001", "#### 0.1")):
+        assert not is_correct(extract_answer(said), gold_answer(wrong)), said
+    assert extract_answer("#### 3/4/5") == "3/4/5" and extract_answer("Answer: x = 5, y = 7") == "x = 5, y = 7"
+
+
+def test_huge_exponents_are_text_and_never_built():
+    """`#### 1e5000` raised Python's integer-string limit (ValueError), `1e400/3` an OverflowError in float(), and
+    `1e999999999` computed for minutes: one such completion ended a whole eval-lm run."""
+    for said in ("#### 1e5000", "the answer is 1e999999999", "#### 1e300^400", "#### 10^9999", "#### 1e-999"):
+        got = extract_answer(said)
+        assert got == said.split()[-1], said  # the text as written
+        assert not is_correct(got, "1") and is_correct(got, got)
+    third = extract_answer("#### 1e400/3")  # a number past a float, compared exactly
+    assert is_correct(third, "1e400/3") and not is_correct(third, "1e400/3.0000001") and not is_correct(third, "1")
+    assert is_correct(extract_answer("#### 2^-1000"), "2^-1000") and to_number("2^-1000") == Fraction(1, 2**1000)
+    assert normalize("1e20/3") == "3.33333333333333e+19" and is_correct(normalize("1e20/3"), "1e20/3")

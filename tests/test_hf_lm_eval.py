@@ -509,3 +509,23 @@ def test_one_run_scores_every_task_at_one_depth(setup):
     lm = LoopedLM(pretrained=str(d / "model"), device="cpu")
     lm.model.generation_config.num_loops = 1
     assert lm._loop_kwargs()["num_loops"] == lm.model.config.total_ut_steps != 1
+
+
+def test_a_generation_configs_exit_rule_and_gen_kwargs_loops_are_not_used_apart(setup):
+    """A generation config's exit_threshold reached generate() alone: generation tasks ran Ouro's early exit
+    while log-likelihood tasks (and eval-lm's note) ran every loop. A task's or --gen_kwargs' num_loops was
+    overwritten by the model_args depth without a word."""
+    from looplm.errors import UserError
+
+    d, _ = setup
+    lm = LoopedLM(pretrained=str(d / "model"), device="cpu", num_loops=4)
+    lm.model.config.early_exit_threshold = None  # as eval-lm runs it: every loop
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    every_loop = lm._model_generate(ids, 14, [], do_sample=False)
+    lm.model.generation_config.exit_threshold = 0.0  # a saved preference: every token exits at loop 1
+    assert torch.equal(lm._model_generate(ids, 14, [], do_sample=False), every_loop)
+    exits = lm.model.generate(ids, max_length=14, do_sample=False, num_loops=4)  # generate() itself honours it
+    assert not torch.equal(exits, every_loop)  # (so the rule matters here)
+    for key, value in (("num_loops", 1), ("exit_threshold", 0.5), ("exit_dtype", "float32")):
+        with pytest.raises(UserError, match=f"gen_kwargs {key}={value}: the looplm model runs every request"):
+            lm._model_generate(ids, 14, [], do_sample=False, **{key: value})

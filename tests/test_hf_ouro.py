@@ -208,6 +208,10 @@ def test_early_exit_gate_distribution_and_threshold():
             m(ids, num_loops=3, exit_threshold=bad)
         with pytest.raises(ValueError, match="early_exit_threshold must be a finite number >= 0"):
             OuroConfig(early_exit_threshold=bad)
+    # a hand-edited total_ut_steps of 2.5 ran 2 loops, `true` 1, and "3" failed at the first call
+    for bad in (2.5, True, "3", 0):
+        with pytest.raises(ValueError, match="total_ut_steps must be an integer >= 1"):
+            OuroConfig(total_ut_steps=bad)
     w = m(ids, num_loops=3, use_weighted_exit=True).logits
     torch.testing.assert_close(w, sum(lg * p[..., i : i + 1] for i, lg in enumerate(out.loop_logits)))
     g = torch.tensor([[[0.0, 100.0, -3.0]]])

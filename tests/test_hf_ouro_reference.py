@@ -157,7 +157,8 @@ def test_lm_eval_adapter_refuses_trust_remote_code(tmp_path):
         LoopedLM.create_from_arg_string(f"pretrained={d},trust_remote_code=True,device=cpu,dtype=float32")
     lm = LoopedLM(pretrained=str(d), device="cpu", dtype="float32", trust_remote_code=False, exit_dtype="float32")
     assert isinstance(lm.model, OuroForCausalLM) and lm._loop_kwargs() == {
-        "num_loops": lm.model.config.total_ut_steps, "exit_dtype": "float32"}  # the depth every task of a run uses
+        "num_loops": lm.model.config.total_ut_steps, "exit_threshold": None,  # the depth and exit rule (None: the
+        "exit_dtype": "float32"}  # config's) every task of a run uses; a generation config's own is not read
     with pytest.raises(UserError, match="exit_dtype"):
         LoopedLM(pretrained=str(d), device="cpu", dtype="float32", exit_dtype="bf16")
 

@@ -1,6 +1,8 @@
 """Command outputs: written whole or not at all, an earlier result put back when a replacement stops, commands
 writing into one folder taking turns, and figures drawn without library warnings."""
 
+from pathlib import Path
+
 import pytest
 
 
@@ -128,3 +130,32 @@ def test_a_path_through_the_checkpoint_folder_and_back_is_beside_the_run(tmp_pat
 
     assert plots._style(10)[0] == plots._style(0)[0] and plots._style(10) != plots._style(0)  # run 11 vs run 1
 
+
+
+def test_an_out_that_is_no_file_is_refused_unread(tmp_path):
+    """`sweep --out FIFO` (or `--out /dev/stdout` into a pipe) hung: the earlier result was read to see whether it
+    was a --sizes sweep before any check; with stdout redirected, /dev/stdout was "an earlier result" and --force
+    replaced the link. And any JSON holding the word "sizes" had its neighbour .png deleted with --force."""
+    import json
+    import os
+
+    from looplm.errors import UserError
+    from looplm.outputs import fresh_outputs, not_a_file, sizes_figure
+
+    fifo = tmp_path / "s.json"
+    os.mkfifo(fifo)
+    assert sizes_figure(fifo) == []  # (returns at once: a read would block)
+    with pytest.raises(UserError, match=r"is a FIFO \(named pipe\), not a file to write a result to"):
+        fresh_outputs([fifo], True)
+    link = tmp_path / "stdout"
+    link.symlink_to("/proc/self/fd/1")
+    for p in (Path("/dev/stdout"), link):
+        with pytest.raises(UserError, match="is a name under /(dev|proc), not a file to write a result to"):
+            fresh_outputs([p], True)
+    assert not_a_file(Path("/dev/shm/result.json")) is None  # a RAM disk is a place for files
+    for doc in ({"model": "resnet", "sizes": [32, 64]}, "batch sizes", ["sizes"]):
+        (tmp_path / "r.json").write_text(json.dumps(doc))
+        assert sizes_figure(tmp_path / "r.json") == [], doc
+    sweep = {"depths": [1, 2], "sizes": [2, 3], "accuracy_by_size": [[1.0, 1.0], [0.5, 1.0]], "scored_by": "exact"}
+    (tmp_path / "r.json").write_text(json.dumps(sweep))
+    assert sizes_figure(tmp_path / "r.json") == [tmp_path / "r.png"]

@@ -300,6 +300,8 @@ def test_ctrl_c_saves_the_step_and_resume_is_bitwise(tmp_path):
     lines = err.strip().splitlines()
     assert lines[-1] == (f"error: interrupted: saved a checkpoint at step {step} in {run / 'checkpoint'}; continue "
                          "with --resume") and "Traceback" not in err
+    # said when the signal lands, not only after the step: a long step looked like an unheard Ctrl-C
+    assert "note: stopping at the end of this step, with a checkpoint; Ctrl-C again stops now, without saving" in lines
     assert 5 <= step < 40
     subprocess.run(_cmd(run, *sets), env=ENV, check=True, capture_output=True, timeout=120)
     assert same_weights(ref, run) and same_tensors(ckpt.load_state(ref), ckpt.load_state(run))

@@ -569,6 +569,20 @@ def test_a_corpus_folder_reads_its_text_files_once_and_nothing_hidden(tmp_path):
             read_text(d)
         (d / "sub" / name).unlink()
     assert read_text(d) == "BETA\nalpha\ndelta\nepsilon\ngamma\nomega"
+    # an uncompressed tar (valid UTF-8 when its members are) was read as text, headers and NUL padding included
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        member = tarfile.TarInfo("a.txt")
+        member.size = 5
+        tar.addfile(member, io.BytesIO(b"hello"))
+    for where in (tmp_path / "corpus.txt", d / "sub" / "shard-00001"):
+        where.write_bytes(buf.getvalue())
+        with pytest.raises(ValueError, match=rf"does not read \({where.name}\)|{where.name} holds data in a format"):
+            read_text(where if where.parent == tmp_path else d)
+        where.unlink()
 
 
 def test_text_training_evaluates_perplexity_not_exact_match(text_run, tmp_path, capsys):

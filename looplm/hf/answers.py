@@ -3,17 +3,21 @@
 `extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks are
 left out first: a `####` or a number in code is no answer):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
-   `#### Step 1: ...` is no marker);
+   `#### Step 1: ...` is no marker); a marker alone on its line reads the next non-blank line;
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works);
 3. the last "the answer is <x>" / "answer: <x>" phrase (after an `=` on that line, the number after the last one:
-   "the answer is 5 - 3 = 2" is 2);
+   "the answer is 5 - 3 = 2" is 2; "x = 5, y = 7" is text); a phrase that ends its line ("**Final answer:**")
+   reads the next non-blank line;
 4. otherwise the last number in the text (the "flexible" fallback).
 
 A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin or narrow spaces,
-`1.5e3`, `2^10`, `1.2 x 10^5`, `3/4`, `25%`, `$5`. Anything else that looks like one is compared as text, never cut
-to its first part: `3:5` (a ratio or a time), `5, 7` (a list), `12,34`, `1.234,56`. A typographic minus (U+2212) is
-a minus. In a box, LaTeX's `{,}`, `\\,`, `\\%`, `\\$`, `^\\circ`, `\\text{ unit}`, `\\textbf{..}`, `\\frac`, `\\dfrac`,
-`\\tfrac`, `\\frac12` and mixed numbers `3\\frac{1}{2}` are read as the number they typeset.
+`1.5e3`, `2^10`, `1.2 x 10^5`, `3/4`, the mixed number `3 1/2`, `25%`, `$5`. Anything else that looks like one is
+compared as text, never cut to its first part: `3:5` (a ratio or a time), `5, 7` (a list), `12,34`, `1.234,56`,
+`1 234,5`, `3/4/5` and `12/25/2023` (dates). A typographic minus (U+2212) is a minus. LaTeX is read as the number
+it typesets, in a box or not: `{,}`, `\\,`, `\\%`, `\\$`, `\\frac`, `\\dfrac`, `\\tfrac`, `\\frac12`, mixed numbers
+`3\\frac{1}{2}`, and in a box `^\\circ`, `\\text{ unit}`, `\\textbf{..}`. A number past 10^400 (or a nonzero one
+below 10^-400) is no answer anyone writes: it is compared as text, and never built (`1e999999999` would take
+minutes and gigabytes).
 
 `normalize` gives a canonical string ("$1,234.50" -> "1234.5", "3/4" -> "0.75", "50.0%" -> "50%"), and
 `is_correct` compares numerically when both sides are numbers: integers exactly, others within
@@ -23,19 +27,24 @@ unit-less answer to a "what percent" question, and for 0.25); else as normalized
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 from fractions import Fraction
 
 _GROUPED = r"\d{1,3}(?:,\d{3})+|\d{1,3}(?:[\u2009\u202f]\d{3})+"  # 1,234,567 and 1 234 567 with thin spaces
 _THIN = r"\d{1,3}(?:[\u2009\u202f]\d{3})+(?:\.\d+)?"
 _PLAIN = r"\d[\d,.]*\d|\d"  # a run of digits, commas and points: read whole, parsed (or not) by to_number
+_MIXED = r"\d+[ \t]+\d+/\d+(?![\d/])"  # 3 1/2: tried first, or it would be read as 3
 _POWER = r"(?:\s*(?:x|×|\\times|\\cdot)\s*10)?\^\{?-?\d+\}?"  # 2^10, 1.2 x 10^5, 3 \times 10^{-2}
-_NUM = (rf"-?\$?\s*(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{_POWER})?(?::\d+)*(?:\s*/\s*\d+)?%?")
+_NUM = (rf"-?\$?\s*(?:{_MIXED}|(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{_POWER})?(?::\d+)*"
+        rf"(?:\s*/\s*\d+)?%?)")
 _NUM_RE = re.compile(_NUM)
-_MARK_RE = re.compile(r"####[ \t]*(.+)")
+_MARK_RE = re.compile(r"####[ \t]*(.*)")
 _PHRASE_RE = re.compile(r"the\s+(?:final\s+)?answer\s+is|answer\s*[:=]", re.IGNORECASE)
 _FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _FRAC_RE = re.compile(r"(-?)(\d+)?\\[dt]?frac(?:\{(-?\d+)\}|(\d))(?:\{(-?\d+)\}|(\d))")
+_DIGITS = 400  # the largest power of ten a number may have (and the smallest, negated) to be read as one
 _VALID = re.compile(rf"-?(?:(?:{_GROUPED})(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -68,41 +77,61 @@ def _last_number(s: str) -> str | None:
     return found[-1] if found else None
 
 
+def _latex(text: str) -> str:
+    """LaTeX that typesets a number, written as plain text (in a box or not): `$\\frac{3}{4}$` was read as 3 and
+    `10\\,000` as 10 outside a box. A fraction of integers becomes `a/b` (a mixed `3\\frac{1}{2}` its value, 7/2)."""
+    s = text.replace("\u2212", "-").replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
+    s = re.sub(r"(?<=\d)\\[,!;: ](?=\d)", "", s)  # LaTeX's thin and other spaces inside a number (10\,000)
+
+    def frac(m: re.Match) -> str:
+        num, den = Fraction(m.group(3) or m.group(4)), Fraction(m.group(5) or m.group(6))
+        if den == 0:
+            return m.group(0)
+        x = num / den
+        if m.group(2):  # a mixed number: its whole part and the fraction's size, the sign in front of both
+            x = Fraction(m.group(2)) + abs(x)
+        x = -x if m.group(1) else x
+        return f"{x.numerator}/{x.denominator}" if x.denominator != 1 else str(x.numerator)
+
+    return _FRAC_RE.sub(frac, s)
+
+
 def _unbox(boxed: str) -> str:
-    """A box's LaTeX as the plain answer it typesets (units and spacing dropped, fractions written a/b)."""
-    s = boxed.replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
-    s = re.sub(r"\\[,!;: ]", "", s)  # LaTeX's thin and other spaces (10\,000)
+    """A box's LaTeX as the plain answer it typesets (units and spacing dropped; `_latex` ran on it already)."""
+    s = re.sub(r"\\[,!;: ]", "", boxed)  # LaTeX's spaces, between digits or not
     s = re.sub(r"\^\{?\\circ\}?|\\circ", "", s)  # degrees
     s = re.sub(r"\\(?:textbf|mathbf|mathrm|bm)\{([^{}]*)\}", r"\1", s)  # emphasis around the answer
     plain = re.sub(r"\\(?:text|mbox|textrm)\{[^{}]*\}", "", s).strip()  # a unit after the number
-    s = plain or s
-    frac = _FRAC_RE.fullmatch(s.replace(" ", ""))
-    if frac:
-        sign, whole = frac.group(1), frac.group(2)
-        num, den = Fraction(frac.group(3) or frac.group(4)), Fraction(frac.group(5) or frac.group(6))
-        if den == 0:
-            return s
-        x = (Fraction(whole) if whole else 0) + abs(num / den) * (1 if whole else (1 if num / den >= 0 else -1))
-        x = -x if sign == "-" else x
-        return f"{x.numerator}/{x.denominator}" if x.denominator != 1 else str(x.numerator)
-    return s
+    return plain or s
+
+
+def _next_line(text: str, end: int) -> str:
+    """The rest of the line from `end`, or, when that holds no letter or digit ("**Final answer:**" then the
+    answer below it), the next non-blank line."""
+    rest = text[end:].split("\n", 1)
+    if re.search(r"\w", rest[0]) or len(rest) == 1:
+        return rest[0]
+    return next((line for line in rest[1].split("\n") if line.strip()), "")
 
 
 def _whole(num: re.Match, line: str) -> str:
-    """The number `num` found in `line`, or the list it begins ("5, 7": compared as text, never as its first
-    number)."""
+    """The number `num` found in `line`, or the list it begins ("5, 7"), or the token it begins when that goes on
+    as no number does ("1 234,5", "3/4/5", "12/25/2023"): compared as text, never as its first part."""
     lst = re.match(rf"{_NUM}(?:\s*,\s*{_NUM})+", line[num.start():])
-    return lst.group(0) if lst and re.match(r"\s*,\s", line[num.end():]) else num.group(0)
+    if lst and re.match(r"\s*,\s", line[num.end():]):
+        return lst.group(0)
+    if re.match(r"[,.:/]\d", line[num.end():]):
+        return re.match(r"\s*[^ \t\n]+", line[num.start():]).group(0)
+    return num.group(0)
 
 
 def extract_answer(text: str) -> str | None:
     """The final answer of a completion (see the module docstring for the order of cues), or None."""
     if not text:
         return None
-    # the minus sign of typeset text (read as +3 before), and LaTeX's grouping comma outside a box too
-    text = _FENCE_RE.sub("\n", text.replace("\u2212", "-").replace("{,}", ","))
+    text = _latex(_FENCE_RE.sub("\n", text))
     for m in _MARK_RE.finditer(text):
-        line = m.group(1).strip()
+        line = _next_line(text, m.start(1)).strip()
         num = _NUM_RE.match(line)
         if num:  # a marker followed by anything else is a heading
             return normalize(_whole(num, line))
@@ -114,7 +143,9 @@ def extract_answer(text: str) -> str | None:
         return normalize(num if only_number else boxed)
     phrases = list(_PHRASE_RE.finditer(text))
     if phrases:
-        tail = text[phrases[-1].end() :].split("\n", 1)[0]
+        tail = _next_line(text, phrases[-1].end())
+        if tail.count("=") > 1 and re.search(r"[,;]|\band\b", tail):  # "x = 5, y = 7": several answers
+            return normalize(tail)
         tail = tail.rsplit("=", 1)[-1]  # "the answer is 5 - 3 = 2": what it comes to
         num = _NUM_RE.search(tail)
         if num is not None:
@@ -134,14 +165,24 @@ def to_number(s: str) -> Fraction | None:
     t = re.sub(r"^(-?)\s+", r"\1", t)  # "- 5", "$ 5"
     pct = t.endswith("%")
     t = t.removesuffix("%").strip()
+    if any(len(e) > 3 or int(e) > _DIGITS for e in re.findall(r"[eE][-+]?(\d+)", t)):
+        return None  # 1e999999999: Fraction would build the integer (minutes, gigabytes)
     m = re.fullmatch(rf"({_VALID.pattern})(?:\s*(?:x|×|\\times|\\cdot)\s*10)?\^\{{?(-?\d+)\}}?", t)
+    mixed = re.fullmatch(r"(-?)(\d+)[ \t]+(\d+)/(\d+)", t)
     try:
         if m:  # a power: a^k, or a x 10^k
             base = Fraction(m.group(1).replace(",", ""))
             k = int(m.group(2))
-            if abs(k) > 400:  # no answer; and 10^100000 is no number to build
+            ten = re.search(r"(?:x|×|\\times|\\cdot)\s*10\^", t)
+            size = 0 if base == 0 else abs(k) * math.log10(max(abs(base.numerator), base.denominator))
+            if len(m.group(2).lstrip("-")) > 4 or (not ten and size > _DIGITS):  # 10^100000 is no number to build
                 return None
-            x = base * Fraction(10) ** k if re.search(r"(?:x|×|\\times|\\cdot)\s*10\^", t) else base**k
+            x = base * Fraction(10) ** k if ten else base**k
+        elif mixed:  # 3 1/2 is 3.5; 5 6/3 is no way to write a number
+            whole, num, den = (int(g) for g in mixed.groups()[1:])
+            if not 0 < num < den:
+                return None
+            x = (whole + Fraction(num, den)) * (-1 if mixed.group(1) else 1)
         elif "/" in t:
             a, b = (p.strip() for p in t.split("/", 1))
             if not (_VALID.fullmatch(a) and re.fullmatch(r"\d+", b)):
@@ -153,7 +194,10 @@ def to_number(s: str) -> Fraction | None:
             return None
     except (ValueError, ZeroDivisionError, OverflowError):
         return None
-    return x / 100 if pct else x
+    x = x / 100 if pct else x
+    if x and not Fraction(1, 10**_DIGITS) <= abs(x) <= 10**_DIGITS:
+        return None
+    return x
 
 
 def normalize(s: str) -> str:
@@ -166,11 +210,9 @@ def normalize(s: str) -> str:
     pct = _is_percent(s)
     if pct:  # kept as a percent: whether the gold means 25 or 0.25 is is_correct's to decide
         x *= 100
-    if x.denominator == 1:
-        out = str(x.numerator)
-    else:
-        d = float(x)
-        out = repr(round(d, 10)).rstrip("0").rstrip(".") if abs(d) < 1e15 else str(d)
+    # fifteen significant digits, in decimal arithmetic (a float overflows past 1e308, and rounding to ten places
+    # made 1e-10 "1e-1" and 1e-11 zero)
+    out = str(x.numerator) if x.denominator == 1 else format(Decimal(x.numerator) / Decimal(x.denominator), ".15g")
     return out + "%" if pct else out
 
 
@@ -181,7 +223,7 @@ def _is_percent(s: str) -> bool:
 def _same(a: Fraction, b: Fraction) -> bool:
     if a.denominator == b.denominator == 1:  # integers exactly: 999999 is no answer for 1000000
         return a == b
-    return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
+    return abs(a - b) <= Fraction(1, 10**6) * max(1, abs(b))  # exactly: floats overflow past 1e308
 
 
 def is_correct(prediction: str | None, gold: str | None) -> bool:

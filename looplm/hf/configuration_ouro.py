@@ -14,6 +14,7 @@ or "float32".
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -82,8 +83,9 @@ class OuroConfig(PretrainedConfig):
                              f"num_key_value_heads={self.num_key_value_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
-        if total_ut_steps < 1:
-            raise ValueError(f"total_ut_steps must be >= 1, got {total_ut_steps}")
+        # (a hand-edited 2.5 ran 2 loops and `true` 1: read as int() where the loop count is taken)
+        if isinstance(total_ut_steps, bool) or not isinstance(total_ut_steps, numbers.Integral) or total_ut_steps < 1:
+            raise ValueError(f"total_ut_steps must be an integer >= 1, got {total_ut_steps!r}")
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
 

@@ -8,12 +8,13 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config import ChatDataConfig, ConfigError
 from ..errors import not_there
 from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
@@ -211,6 +212,28 @@ class DataStats:
             line += (f"; {self.own_system} kept their own system turn (data.system_prompt opens only conversations "
                      "without one)")
         return line
+
+
+def check_format(records: list[dict[str, Any]], d: ChatDataConfig) -> None:
+    """Refuse field names that data.format=auto would leave unused. auto reads a record that holds a conversation
+    as that conversation: a prompt_field/response_field set away from its default went unused, without a word, on
+    records that hold both shapes (looplm.hf.mathdata's, many hub sets'); a messages_field that no record has read
+    every record as prompt/response."""
+    if d.format != "auto":
+        return
+    default = {f.name: f.default for f in fields(ChatDataConfig)}
+    moved = [k for k in ("prompt_field", "response_field") if getattr(d, k) != default[k]]
+    convo = [r for r in records if isinstance(r, dict) and r.get(d.messages_field) is not None]
+    both = sum(any(r.get(getattr(d, k)) is not None for k in moved) for r in convo)
+    if both:
+        k = moved[0]
+        raise ConfigError(f"data.{k}={getattr(d, k)!r} would go unused: {both} of {len(records)} records also have a "
+                          f"{d.messages_field!r} conversation, which data.format=auto trains on; set "
+                          "data.format=prompt_response to train on the fields (or messages for the conversations)")
+    if d.messages_field != default["messages_field"] and not convo:
+        raise ConfigError(f"data.messages_field={d.messages_field!r}: no record has it, so data.format=auto would read "
+                          f"every record as data.prompt_field/response_field ({d.prompt_field}/{d.response_field}); "
+                          "check the name, or set data.format=prompt_response")
 
 
 def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: int, overlong: str = "drop",

@@ -29,7 +29,7 @@ from ..errors import UserError, rank_zero
 from ..tasks import save_fingerprint
 from ..train import Run
 from .chat import CHATML_TEMPLATE, TemplateError, end_of_turn_token
-from .data import ChatTask, build_examples, load_records, quiet_hub
+from .data import ChatTask, build_examples, check_format, load_records, quiet_hub
 
 
 def chat_template(spec: str | None) -> str | None:
@@ -266,6 +266,7 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     if pad_id is None:
         raise UserError("the tokenizer has neither a pad nor an eos token to pad with")
     records = load_records(d.source, d.split, d.config_name, d.max_samples, d.subset, t.seed)
+    check_format(records, d)
     named = f"the chat template of {tok_src}"
     if d.chat_template is not None:  # a name, a file, or a Jinja string (shortened)
         shown = d.chat_template if len(d.chat_template) <= 200 else d.chat_template[:40] + "..."

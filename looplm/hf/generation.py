@@ -16,7 +16,8 @@ LOOP_KEYS = ("num_loops", "exit_threshold")  # the looped models' own decoding s
 
 class LoopGeneration:
     """A mixin before GenerationMixin: `generate()` takes `num_loops` (and Ouro's `exit_threshold`) from the
-    generation config in use when the call does not pass them. transformers reads a keyword that names an
+    generation config in use when the call does not pass them (a call's `exit_threshold=None` is the model
+    config's rule, as in a forward call). transformers reads a keyword that names an
     attribute of the config as a change to the config, never handing it to the model: the keys are taken out of
     a copy of the config and passed as the model's own arguments."""
 
@@ -25,8 +26,7 @@ class LoopGeneration:
         config = kwargs.get("generation_config") or mine
         own = {k: getattr(config, k) for k in LOOP_KEYS if getattr(config, k, None) is not None}
         for k, v in own.items():
-            if kwargs.get(k) is None:
-                kwargs[k] = v
+            kwargs.setdefault(k, v)  # a key the call passes, None included, is the call's (None: the model's own)
         if kwargs.get("generation_config") is not None:
             kwargs["generation_config"] = copy.deepcopy(kwargs["generation_config"])
             for k in LOOP_KEYS:

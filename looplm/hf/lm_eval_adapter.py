@@ -38,6 +38,7 @@ from lm_eval.models.huggingface import HFLM
 from ..errors import UserError
 from ..looped import check_looped, loop_count
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
+from .generation import LOOP_KEYS
 from .registry import register
 
 
@@ -150,6 +151,13 @@ class LoopedLM(HFLM):
                 "early_exit_gate" in name for name, _ in self.model.named_modules()):
             raise UserError(f"{type(self.model).__name__} has no early-exit gate (a looplm export runs every loop); "
                             "exit_threshold and exit_dtype apply to Ouro models")
+        aside = {k: getattr(self.model.generation_config, k, None) for k in LOOP_KEYS}
+        aside = {k: v for k, v in aside.items() if v is not None}
+        if aside:  # generate() alone would read them: generation and log-likelihood tasks at two settings
+            logging.getLogger(__name__).warning(
+                f"the model's generation config sets {', '.join(f'{k}={v}' for k, v in aside.items())}; the looplm "
+                "model runs every request with its model_args (num_loops, exit_threshold) or the model config's "
+                "own, not these")
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         try:
@@ -167,8 +175,8 @@ class LoopedLM(HFLM):
             getattr(cfg, "num_loops", None) or getattr(cfg, "total_ut_steps", None))
         if n is not None:
             kw["num_loops"] = n
-        if self.exit_threshold is not None:
-            kw["exit_threshold"] = self.exit_threshold
+        if hasattr(cfg, "early_exit_threshold"):  # Ouro: always said (None: its config's rule, as the forward's),
+            kw["exit_threshold"] = self.exit_threshold  # or generate() would take a generation config's own
         if self.exit_dtype is not None:
             kw["exit_dtype"] = self.exit_dtype
         return kw
@@ -263,6 +271,11 @@ class LoopedLM(HFLM):
 
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any
                         ) -> torch.Tensor:
+        asked = sorted(k for k in (*LOOP_KEYS, "exit_dtype") if k in generation_kwargs)
+        if asked:  # a task's generation_kwargs or --gen_kwargs: they were overwritten by the model's, without a word
+            raise UserError(f"gen_kwargs {', '.join(f'{k}={generation_kwargs[k]}' for k in asked)}: the looplm model "
+                            "runs every request of a run (generation and log-likelihood) with the model_args loop "
+                            f"settings; give {', '.join(asked)} in model_args")
         generation_kwargs.update(self._loop_kwargs())
         # a stop string the tokenizer cannot encode (a character-level export lacks "\n") can never be generated:
         # it cannot stop anything, so it is left out rather than failing lm-eval's stopping criteria

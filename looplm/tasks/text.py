@@ -33,7 +33,7 @@ def read_text(path: str | Path) -> str:
     if p.is_file() and unread_format(p, (), UNREAD_SUFFIXES + RECORD_SUFFIXES):  # as a folder's file would be
         raise ValueError(f"data file {p} holds data in a format the text task does not read as text (compressed, "
                          "an archive, or records); give plain UTF-8 text (.txt, .md, .text, .rst or no suffix)")
-    files = data_files(p, TEXT_SUFFIXES, UNREAD_SUFFIXES + RECORD_SUFFIXES) if p.is_dir() else [p]
+    files = data_files(p, TEXT_SUFFIXES, UNREAD_SUFFIXES + RECORD_SUFFIXES, sniff_all=True) if p.is_dir() else [p]
     if not files:
         raise ValueError(f"{p} holds no files")
     parts = []
