@@ -28,6 +28,7 @@ from .outputs import (
     all_or_nothing,
     default_out_dir,
     drop_stale,
+    dynamics_figures,
     fresh_outputs,
     sizes_figure,
     with_stale,
@@ -211,6 +212,11 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
     task = task_of_checkpoint(cfg, checkpoint, held_out=False)
     n_loops = loops if loops is not None else cfg.loops.num_loops
+    for p in prompts:  # Python reads a command line's non-UTF-8 bytes as lone surrogates: no tokenizer encodes them
+        odd = re.search("[\udc80-\udcff]", p)
+        if odd:
+            raise ValueError(f"prompt {p!r} is not valid UTF-8 (byte 0x{ord(odd.group()) - 0xdc00:02x} at position "
+                             f"{odd.start()}); give the prompt as UTF-8 text")
     ids = [task.tok.encode(p) for p in prompts]
     for p, i in zip(prompts, ids, strict=True):
         if len(i) >= cfg.model.max_seq_len:
@@ -421,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="depths for the Jacobian estimates: auto (about 12 log-spaced), none, or a depth spec")
     an.add_argument("--spectral-n", type=count_arg(0), help="samples for the Jacobian estimates (default: 16, or "
                     "all there are if fewer)")
-    an.add_argument("--iters", type=count_arg(1), help="max JVPs (Krylov dimension) per spectral estimate "
+    an.add_argument("--iters", type=count_arg(1, MAX_DEPTH), help="max JVPs (Krylov dimension) per spectral estimate "
                     "(default: 60)")
     an.add_argument("--tol", type=real_arg(True), help="relative eigen-residual accepted as converged "
                     "(default: 0.001)")
@@ -477,8 +483,12 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if getattr(args, "out", None) == "":  # "" is the current directory to pathlib: never what was meant
+    out = getattr(args, "out", None)
+    if out == "":  # "" is the current directory to pathlib: never what was meant
         raise UserError("--out is empty; give a path")
+    if isinstance(out, str) and (out == "~" or out.startswith(("~/", "~" + os.sep))):  # a folder named ~ made here
+        raise UserError(f"--out {out}: the shell did not expand ~ (it does not after --out=); write --out ~/... "
+                        "with a space, or the full path")
     if args.cmd == "study":  # before any work: a file, or a folder of other files, is no study directory
         rundir.check_owned(Path(args.out), STUDY_FILES[args.task], f"a `looplm study {args.task}` directory")
     if args.cmd == "demo":  # the demo rewrites its own results when run again; nobody else's (a run, a folder)
@@ -555,7 +565,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise UserError(f"--out {out_dir}: analyze writes a folder (dynamics.json and its figures); give a folder")
         figures = [] if args.no_plot else ["dynamics.png", *(["trajectories.png"] if args.pca_n != 0 else [])]
         written = [out_dir / f for f in ["dynamics.json", *figures]]  # every file it will write, checked first
-        outs = with_stale(written, [out_dir / f for f in ("dynamics.json", "dynamics.png", "trajectories.png")])
+        outs = with_stale(written, [out_dir / "dynamics.json", *dynamics_figures(out_dir)])
         res = run_analyze(args.checkpoint, args.depths, args.n, args.data, args.spectral_depths,
                           args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
                           args.seed, args.batch_size, args.device, not args.no_progress, args.threads,

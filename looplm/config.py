@@ -178,7 +178,8 @@ class RegConfig:
         _check(self.samples >= 0, s, "samples", "must be >= 0 (0 = the whole batch)")
         _check(0.0 <= self.weight <= 1.0, s, "weight", f"λ must be in [0, 1], got {self.weight}")
         _check(self.start_step >= 0, s, "start_step", "must be >= 0")
-        _check(self.power_iters >= 1, s, "power_iters", "must be >= 1")
+        _check(1 <= self.power_iters <= MAX_DEPTH, s, "power_iters",  # each one a JVP: 10**12 never ended a step
+               f"must be between 1 and {MAX_DEPTH:,}, got {self.power_iters:,}")
         _check(self.rho_every >= 0, s, "rho_every", "must be >= 0")
 
 
@@ -399,9 +400,13 @@ class Config:
         loops_unread = {"min_loops", "max_loops", "curriculum_steps", "rate", "mu", "sigma"} - sampler_reads
         reg_unread = {"weight", "start_step", "at", "power_iters", "samples", "impl"} if r.kind == "none" else (
             {"power_iters"} if r.kind != "power" else set()) | ({"impl"} if r.kind != "jsrr" else set())
+        # chat data: the field names of the other record shape (format=auto reads both; check_format sees the data)
+        data_unread = {"messages": {"prompt_field", "response_field"}, "prompt_response": {"messages_field"}}.get(
+            getattr(self.data, "format", None), set())
         out = []
         for section, keys, by in (("loops", loops_unread, f"the {lp.sampler} sampler (loops.sampler)"),
-                                  ("reg", reg_unread, f"reg.kind={r.kind}")):
+                                  ("reg", reg_unread, f"reg.kind={r.kind}"),
+                                  ("data", data_unread, f"data.format={getattr(self.data, 'format', None)}")):
             for key in sorted(keys):
                 value = getattr(getattr(self, section), key)
                 if value != getattr(getattr(base, section), key):

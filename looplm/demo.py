@@ -12,7 +12,7 @@ from .errors import UserError
 from .evaluate import parse_depths
 from .outputs import all_or_nothing, fresh_outputs, write_json
 from .tasks import make_task, task_of_checkpoint, with_task_vocab
-from .train import check_memory, fit
+from .train import Interrupted, check_memory, fit
 
 DEMO_DEPTHS = [1, 2, 3, 4, 8, 16, 32, 64, 100, 200, 300, 500, 1000]  # the depths its table shows
 DEMO_SWEEP = "1:100,125,160,200,250,300,400,500,630,800,1000"
@@ -49,9 +49,13 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     fresh_outputs(results, force)
     rundir.resume_point(out / "stage2", True)  # a stage2/ that is no run is refused now, not after stage 1 trained
     t0 = time.perf_counter()
-    stage1 = fit(cfg1, out / "stage1", resume=True, progress=progress)
-    cfg = load_config("addition-stars", [*(overrides or []), f"train.init_from={stage1}"])
-    run = fit(cfg, out / "stage2", resume=True, progress=progress)
+    try:
+        stage1 = fit(cfg1, out / "stage1", resume=True, progress=progress)
+        cfg = load_config("addition-stars", [*(overrides or []), f"train.init_from={stage1}"])
+        run = fit(cfg, out / "stage2", resume=True, progress=progress)
+    except Interrupted as e:  # the demo continues by its own command (it takes no --resume)
+        e.hint = "run the same `looplm demo` command again to continue"
+        raise
     train_s = time.perf_counter() - t0
     sw = run_sweep(str(run), DEMO_SWEEP, n=n, progress=progress)
     sw["label"] = "STARS (demo)"
@@ -63,10 +67,12 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     dyn.update({"label": "STARS (demo)", "train_loops": sw["train_loops"], "checkpoint": str(run),
                 "step": sw["step"], "data": held_out_source(cfg)})
     with all_or_nothing(results):  # one set of results: never this run's sweep beside an earlier dynamics
-        write_json(out / "sweep.json", sw)
-        write_json(out / "dynamics.json", dyn)
-        pngs = [plot_accuracy([sw], out / "accuracy.png", title="looplm demo: STARS on 4-digit addition"),
-                plot_dynamics(dyn, out / "dynamics.png")]
+        # (without --force, a result that appeared while the stages trained is not replaced)
+        write_json(out / "sweep.json", sw, force)
+        write_json(out / "dynamics.json", dyn, force)
+        pngs = [plot_accuracy([sw], out / "accuracy.png", title="looplm demo: STARS on 4-digit addition",
+                              replace=force),
+                plot_dynamics(dyn, out / "dynamics.png", replace=force)]
     total_s = time.perf_counter() - t0
     print(f"\ntrained in {train_s / 60:.1f} min ({total_s / 60:.1f} min with the sweep and the dynamics); "
           f"exact match on {sw['n']} held-out problems:")

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .arguments import MAX_DEPTH, check_depths, check_exit_rule
+from .arguments import MAX_DEPTH, check_count, check_depths, check_exit_rule
 from .looped import run_loop
 from .tasks.base import IGNORE, Batch
 
@@ -100,9 +100,9 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     capped at max(depths)) and reports each sample's exit depth and its exact match there.
     """
     depths = check_depths(depths)
-    if len(batch) < 1 or isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"nothing to sweep: {len(batch)} samples, batch_size {batch_size!r:.80} (both must be "
-                         "integers >= 1)")
+    batch_size = check_count("batch_size", batch_size, 1)  # (a numpy integer too, as diagnose takes it)
+    if len(batch) < 1:
+        raise ValueError("nothing to sweep: 0 samples")
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
     use_exit = exit_tol is not None or exit_stable is not None
     exit_depth = torch.zeros(len(batch), dtype=torch.long)

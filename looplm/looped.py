@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import re
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, Protocol, runtime_checkable
@@ -77,9 +78,10 @@ def loop_count(n: Any, default: int) -> int:
 
 
 def check_loop_kwargs(kwargs: dict[str, Any]) -> None:
-    """Refuse a keyword a forward does not know that names loops (`num_loop=8`, `loops=8`): an HF forward takes
-    `**kwargs` for transformers' own arguments, so the typo would run the default loop count without a word."""
-    odd = sorted(k for k in kwargs if "loop" in k.lower())
+    """Refuse a keyword a forward does not know that names loops (`num_loop=8`, `loops=8`, and the reference Ouro
+    code's `exit_at_step=` and `total_ut_steps=`, or a `depth=`): an HF forward takes `**kwargs` for transformers'
+    own arguments, so the typo would run the default loop count without a word."""
+    odd = sorted(k for k in kwargs if re.search(r"loop|step|depth", k.lower()))
     if odd:
         raise TypeError(f"unknown argument(s) {', '.join(odd)}; the loop count is num_loops=")
 

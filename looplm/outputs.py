@@ -44,11 +44,25 @@ def check_reachable(p: Path) -> Path | None:
     return above
 
 
+def run_part(p: Path) -> Path | None:
+    """The file or folder of a run's own that `p` is or lies in (`run/config.yaml`, `run/tensorboard/x`: a name
+    of `rundir.RUN_FILES` in a folder that holds a run), else None. `p` is resolved first:
+    `run/checkpoint/../sweep.json` is beside the run's files, not in them."""
+    real = p.resolve()
+    return next((a for a in (real, *real.parents) if a.name in rundir.RUN_FILES and a.parent.is_dir()
+                 and {"config.yaml", "checkpoint", "metrics.jsonl"} & {x.name for x in a.parent.iterdir()}), None)
+
+
 def check_out_folder(out: Path) -> None:
     """An --out folder a command creates or writes a tree into (a run, a study, an export): not a link that leads
-    nowhere, and reachable (`check_reachable`)."""
+    nowhere, reachable (`check_reachable`), and not a folder of another run's own (`run/tensorboard`: that run's
+    logger writes into it)."""
     if out.is_symlink() and not out.exists():
         raise UserError(f"--out {out} is {dead_link(out)}")
+    own = run_part(out)
+    if own is not None and ckpt.enclosing_checkpoint(out / "config.yaml") is None:  # (checkpoints: said by name)
+        raise UserError(f"--out {out} is {'inside ' if own != out.resolve() else ''}{own.name}/ of the run in "
+                        f"{own.parent}, which that run writes; choose a directory outside it")
     check_reachable(out)
 
 
@@ -74,9 +88,7 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         if inside is not None:
             raise UserError(f"--out {p} is inside {inside}, which training replaces and prunes; write it "
                             "somewhere else (e.g. the run directory)")
-        real = p.resolve()  # `run/checkpoint/../sweep.json` is beside the run's files, not in them
-        own = next((a for a in (real, *real.parents) if a.name in rundir.RUN_FILES and a.parent.is_dir()
-                    and {"config.yaml", "checkpoint", "metrics.jsonl"} & {x.name for x in a.parent.iterdir()}), None)
+        own = run_part(p)
         if own is not None:  # --force replaces an earlier result, never the run's own files
             raise UserError(f"--out {p} would write {'into' if own != p else 'over'} {own}, which belongs to the "
                             f"run in {own.parent}; write beside the run's files (e.g. {own.parent / 'sweep.json'})")
@@ -128,19 +140,31 @@ def with_stale(paths: list[Path], family: list[Path]) -> list[Path]:
     return [*paths, *(p for p in family if p not in paths and (p.is_file() or p.is_symlink()))]
 
 
+def _record(path: Path) -> dict:
+    """The JSON object of an earlier result at `path`, or {} (none, or not one): only a regular file of a result's
+    size is read (a FIFO or /dev/stdout blocked the read)."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode) or path.stat().st_size > 64 * 2**20:
+            return {}
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def sizes_figure(sweep_json: Path) -> list[Path]:
     """The heatmap beside an earlier --sizes sweep at this path ([] for any other sweep, or none): the .png goes
-    with that result; any other .png there is not looplm's to remove. Only a regular file of a sweep's size is
-    read (a FIFO or /dev/stdout blocked the read), and only a sweep's own record counts (any JSON that held the
-    word "sizes" had its neighbour .png deleted)."""
-    try:
-        if not stat.S_ISREG(sweep_json.stat().st_mode) or sweep_json.stat().st_size > 64 * 2**20:
-            return []
-        doc = json.loads(sweep_json.read_text())
-    except (OSError, ValueError, TypeError):
-        return []
-    ours = isinstance(doc, dict) and {"sizes", "accuracy_by_size", "depths", "scored_by"} <= doc.keys()
+    with that result; any other .png there is not looplm's to remove (any JSON that held the word "sizes" had its
+    neighbour .png deleted)."""
+    ours = {"sizes", "accuracy_by_size", "depths", "scored_by"} <= _record(sweep_json).keys()
     return [sweep_json.with_suffix(".png")] if ours else []
+
+
+def dynamics_figures(out_dir: Path) -> list[Path]:
+    """The figures beside an earlier analysis in `out_dir` ([] when its dynamics.json is none: a dynamics.png of
+    the user's own was deleted by `analyze --no-plot --force`)."""
+    ours = _record(out_dir / "dynamics.json").get("kind") == "looplm.dynamics"
+    return [out_dir / "dynamics.png", out_dir / "trajectories.png"] if ours else []
 
 
 def drop_stale(outs: list[Path], written: list[Path]) -> None:

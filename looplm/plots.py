@@ -221,6 +221,14 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         raise ValueError(f"{len(labels)} labels for {len(inputs)} inputs")
     if labels and not all(lb.strip() for lb in labels):
         raise ValueError("an empty --labels entry; give each input a name")
+    files = {p: [Path(p) / n for n in ("sweep.json", "dynamics.json")] if Path(p).is_dir() else [Path(p)]
+             for p in inputs}
+    seen: dict[Path, str] = {}
+    for p in inputs:  # a run and its own sweep.json, or one file twice: the same curve drawn twice, one hidden
+        for f in (f for f in files[p] if f.exists()):
+            if f.resolve() in seen:
+                raise ValueError(f"{f} is given twice (as {seen[f.resolve()]} and as {p}); give each result once")
+            seen[f.resolve()] = p
     curves, dyns = [], []
     for i, p in enumerate(inputs):
         docs = read_inputs(p)
@@ -246,9 +254,7 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
     outs = with_stale(written, sorted(p for p in out.parent.glob(f"{glob.escape(out.stem)}-*.png")
                                       if mine.fullmatch(p.name)))
     if before is not None:
-        read = [f for p in map(Path, inputs) for f in ([p / n for n in ("sweep.json", "dynamics.json")] if p.is_dir()
-                                                       else [p])]
-        before(outs, read)
+        before(outs, [f for p in inputs for f in files[p]])
 
     try:  # the documents are the user's files: a field of the wrong shape is their error, not a crash
         with all_or_nothing(outs):  # every figure, or none (earlier ones kept)

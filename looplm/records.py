@@ -69,7 +69,8 @@ UNREAD_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".zip", ".lz4", ".lz",
 # ... and whatever a compressor, tar, Parquet or Arrow wrote, by its first bytes, under any name (`corpus.part1`, a hub
 # shard `train-00001-of-00002`)
 _PACKED = (b"\x1f\x8b", b"\x1f\x9d", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"LZIP", b"\x04\x22\x4d\x18",
-           b"PK\x03\x04", b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07", b"PAR1", b"ARROW1")
+           b"PK\x03\x04", b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07", b"PAR1", b"ARROW1",
+           b"!<arch>\n", b"070701", b"070702", b"070707", b"\xc7\x71")  # (ar, cpio)
 
 
 def unread_format(f: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] = UNREAD_SUFFIXES) -> bool:

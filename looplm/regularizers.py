@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .arguments import MAX_DEPTH, check_count
+
 if TYPE_CHECKING:
     pass
 
@@ -113,6 +115,9 @@ def power_penalty(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator |
     Pass the returned probe back as `v0` on the next call to warm-start (a persistent vector); it must then
     have h's shape.
     """
+    iters = check_count("iters", iters, 1)  # 0, -3 and True ran one iteration, reported as asked
+    if iters > MAX_DEPTH:  # each iteration is a JVP, a loop's worth of work: 10**12 never ended
+        raise ValueError(f"iters must be at most {MAX_DEPTH:,}, got {iters:,}")
     h = h.detach()
     m = expand_mask(mask, h)
     step_fn = restrict(step_fn, m)

@@ -144,6 +144,8 @@ def _own_config(out: Path) -> bool:
     """`out/config.yaml` is a looplm run's resolved config (every run writes one as it starts)."""
     from .config import load_config
 
+    if not (out / "config.yaml").is_file():  # a FIFO of that name blocked the read: no run writes one
+        return False
     try:
         load_config(out / "config.yaml")
     except (ValueError, OSError):
@@ -201,6 +203,8 @@ def check_metrics(path: Path) -> None:
     except a torn last line (a crash in mid-write), which the resume drops."""
     if not path.exists():
         return
+    if not path.is_file():  # a FIFO would block the read
+        raise UserError(f"{path} is not a regular file (a FIFO, device or socket); a run writes its log there")
     lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()  # -sig: as truncate_metrics reads
     for i, line in enumerate(lines, 1):
         try:

@@ -20,6 +20,7 @@ from .bad_input_damage import (
     _hf_truncated,
     _hf_yarn,
     _hfrun_flipped,
+    _huge_weights,
     _llama,
     _nan_weights,
     _remote_code_model,
@@ -138,6 +139,23 @@ HF_CASES: dict[str, Case] = {
                                               "them as problem/solution)", [*FT, "--set", "data.messages_field=conv"],
                                               {"ft.yaml": FT_YAML, "chat.jsonl": '{"problem": "1+1?", "solution": '
                                                '"#### 2"}\n'}, hf=True),
+    "hf-eval-rope-theta-zero": Case("hf", "eval-lm on a model whose config.json sets rope_theta 0 (every logit NaN: "
+                                    "a multiple-choice task scored 100%)", ["eval-lm", "{tmp}/m", "--tasks", "x",
+                                                                            "--out", "{tmp}/e"],
+                                    prepare=_hf_edit("its config.json with rope_theta 0", _config_edit(rope_theta=0)),
+                                    hf=True),
+    "hf-eval-logits-overflow": Case("hf", "eval-lm on finite weights whose logits overflow (inf and NaN: scored as "
+                                    "if fine)", ["eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+                                    prepare=_hf_edit("weights set to 3e38", _huge_weights), hf=True),
+    "hf-eval-bad-activation": Case("hf", "eval-lm on a model whose config.json names no activation (a KeyError "
+                                   "traceback)", ["eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+                                   prepare=_hf_edit("its config.json with hidden_act foo",
+                                                    _config_edit(hidden_act="foo")), hf=True),
+    "hf-eval-kv-heads-zero": Case("hf", "eval-lm on a model whose config.json sets num_key_value_heads 0 (a "
+                                  "ZeroDivisionError traceback)", ["eval-lm", "{tmp}/m", "--tasks", "x", "--out",
+                                                                   "{tmp}/e"],
+                                  prepare=_hf_edit("its config.json with num_key_value_heads 0",
+                                                   _config_edit(num_key_value_heads=0)), hf=True),
     "hf-eval-bin-truncated": Case("hf", "eval-lm on a truncated pytorch_model.bin", [
         "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
         prepare=_hf_edit("its weights as pytorch_model.bin, cut to half", _as_bin(True)), hf=True),

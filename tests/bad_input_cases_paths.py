@@ -77,6 +77,25 @@ PATH_CASES: dict[str, Case] = {
                                                    *TINY, "--set", "data.path={tmp}/corpus/shard-00001", "--set",
                                                    "data.window=16"],
                                  prepare=_tar_corpus),
+    "run-out-in-tensorboard": Case("rundir", "train --out another run's tensorboard/ folder (that run's logger "
+                                   "writes into it)", [*TRAIN[:4], "{run}/tensorboard", *TINY]),
+    "arg-plot-same-result-twice": Case("arguments", "plot a run and its own sweep.json (one curve drawn twice, "
+                                       "under one label)", ["plot", "{run}", "{run}/sweep.json", "--out",
+                                                            "{tmp}/p.png"]),
+    "run-export-into-checkpoint-tmp": Case("rundir", "export-hf --out RUN/checkpoint.tmp (the run's next resume "
+                                           "deleted it as a torn save)", ["export-hf", "{run}", "--out",
+                                                                          "{run}/checkpoint.tmp"], hf=True),
+    "run-out-checkpoint-old": Case("rundir", "train --out another run's checkpoint.old (its resume retired and "
+                                   "pruned it)", [*TRAIN[:4], "{run}/checkpoint.old", *TINY]),
+    "cfg-power-iters-too-many": Case("config", "reg.power_iters of 10**12 (each a JVP: the first step never ended)", [
+        *TRAIN[:-3], "--out", "{tmp}/r", "--set", "reg.kind=power", "--set", "reg.power_iters=1000000000000"]),
+    "arg-generate-prompt-not-utf8": Case("arguments", "generate a prompt that is not UTF-8 (a Latin-1 terminal: a "
+                                         "traceback on a BPE run)", ["generate", "{run}", "caf\udce9"],
+                                         shown="looplm generate <run> $'caf\\xe9'"),
+    "arg-sweep-out-unexpanded-tilde": Case("arguments", "sweep --out=~/s.json (no shell expands it: a folder named ~ "
+                                           "was made here)", [*S, "--out=~/s.json"]),
+    "arg-analyze-iters-too-many": Case("arguments", "analyze --iters above the depth cap (ran until stopped)", [
+        "analyze", "{run}", "--iters", "2000000", "--out", "{tmp}/an"]),
     "arg-sweep-out-dot": Case("arguments", "sweep --out a new folder/. (a file)", [*S, "--out", "{tmp}/newfolder/."]),
     "arg-train-unknown-option": Case("arguments", "train with an option it does not take (--steps for "
                                      "--set train.steps)", [*TRAIN, "--steps", "3"]),

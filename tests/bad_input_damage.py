@@ -208,6 +208,16 @@ def _nan_weights(d: Path) -> None:
     save_file(w, str(d / "model.safetensors"), metadata={"format": "pt"})
 
 
+def _huge_weights(d: Path) -> None:
+    """finite weights whose forward overflows: every logit is inf or NaN"""
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(d / "model.safetensors"))
+    w["model.norm.weight"] = torch.full_like(w["model.norm.weight"], 3e38)
+    w["lm_head.weight"] = torch.full_like(w["lm_head.weight"], 3e38)
+    save_file(w, str(d / "model.safetensors"), metadata={"format": "pt"})
+
+
 def _as_bin(cut: bool) -> Callable[[Path], None]:
     def edit(d: Path) -> None:
         from safetensors.torch import load_file

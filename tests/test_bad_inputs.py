@@ -234,7 +234,9 @@ def write_doc() -> None:
         table = "| id | bad input | command | error (exact) |\n|---|---|---|---|\n" + "\n".join(lines) + "\n"
         text = re.sub(rf"(<!-- cases: {group} -->\n).*?(<!-- end -->)", lambda m, t=table: m.group(1) + t + m.group(2),
                       text, flags=re.S)
-    DOC.write_text(text)
+    tmp = DOC.with_name(DOC.name + ".tmp")  # whole or not at all: a row that cannot be written emptied the file
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(DOC)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,52 @@ def test_demo_tiny(tmp_path, capsys):
     assert ckpt_config(tmp_path / "demo" / "stage2").train.init_from == str(tmp_path / "demo" / "stage1")
 
 
+def test_a_demo_keeps_a_result_that_appeared_while_it_trained_and_says_how_to_continue(tmp_path, monkeypatch,
+                                                                                      capsys):
+    """A sweep.json written into the demo's folder while its stages trained (`looplm sweep runs/demo/stage2 --out
+    runs/demo/sweep.json`) was replaced without --force; and an interrupted demo said "continue with --resume",
+    which `demo` does not take."""
+    import looplm.demo as demo
+    from looplm.train import Interrupted
+
+    real_fit, out = demo.fit, tmp_path / "demo"
+
+    def fit_then_a_user_sweep(cfg, where, **kw):
+        run = real_fit(cfg, where, **kw)
+        (out / "sweep.json").write_text('{"mine": true}\n')
+        return run
+
+    monkeypatch.setattr(demo, "fit", fit_then_a_user_sweep)
+    tiny = ["--no-progress", "--n", "10", "--set", "train.steps=2", "--set", "model.d_model=32", "--set",
+            "model.d_ff=64", "--set", "data.test_size=10", "--set", "train.batch_size=4", "--set", "train.eval_every=0",
+            "--set", "train.stop_at_acc=0"]
+    assert run_cli("demo", "--out", str(out), *tiny) == 2
+    assert "appeared while this command ran" in capsys.readouterr().err
+    assert (out / "sweep.json").read_text() == '{"mine": true}\n' and not (out / "dynamics.json").exists()
+
+    def interrupted(cfg, where, **kw):
+        raise Interrupted(f"interrupted: saved a checkpoint at step 3 in {where}/checkpoint", 130)
+
+    monkeypatch.setattr(demo, "fit", interrupted)
+    assert run_cli("demo", "--out", str(tmp_path / "d2"), *tiny) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("; run the same `looplm demo` command again to continue") and "--resume" not in err
+
+
+def test_analyze_force_leaves_figures_it_does_not_write_unless_an_analysis_drew_them(run_dir, tmp_path, capsys):
+    """`analyze --no-plot --force` (or --pca-n 0) deleted a dynamics.png / trajectories.png of the user's own in a
+    folder that held no earlier analysis; without --force it called them an earlier result."""
+    for extra in (["--no-plot"], ["--no-plot", "--force"], ["--pca-n", "0", "--force"]):
+        figs = tmp_path / "-".join(extra)
+        figs.mkdir()
+        for f in ("dynamics.png", "trajectories.png"):
+            (figs / f).write_bytes(b"my figure")
+        flags = ["--depths", "1:3", "--n", "4", "--spectral-n", "0", "--no-progress", "--out", str(figs)]
+        assert run_cli("analyze", str(run_dir), *flags, *extra) == 0, extra
+        kept = {p.name for p in figs.glob("*.png") if p.read_bytes() == b"my figure"}
+        assert kept == ({"trajectories.png"} if "--pca-n" in extra else {"dynamics.png", "trajectories.png"}), extra
+
+
 def ckpt_config(run):
     from looplm import checkpoint as ckpt
 

@@ -95,8 +95,18 @@ def test_sweep_refuses_depths_no_loop_would_fill():
     from looplm.generate import generate
 
     for size in (0, True, 2.0):  # True was a batch of 1
-        with pytest.raises(ValueError, match="nothing to sweep"):
+        with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
             sweep(m, b, [1, 2], batch_size=size)
+    assert sweep(m, b, [1, 2], batch_size=np.int64(1)).accuracy == sweep(m, b, [1, 2]).accuracy  # as diagnose
+    # power_penalty took 0, -3 and True as one iteration, reported as asked; 10**12 never ended
+    from looplm import phi, power_penalty, twice_differentiable
+
+    with twice_differentiable():
+        h0, ctx = m.embed(b.input_ids)
+        for bad, what in ((0, "integer >= 1"), (-3, "integer >= 1"), (True, "integer >= 1"), (2.5, "integer >= 1"),
+                          (10**12, "at most 1,000,000")):
+            with pytest.raises(ValueError, match=f"iters must be (an )?{what}"):
+                power_penalty(phi(m, ctx), h0, torch.Generator().manual_seed(0), iters=bad)
     with pytest.raises(ValueError, match="spectral_n must be an integer >= 0"):
         diagnose(m, b, [1, 2], spectral_n=-1)
     # batch_size=-1 scored nothing and reported exact match 0 and a perfect CE of 0; a bool was a depth to probe

@@ -118,7 +118,48 @@ def test_huge_exponents_are_text_and_never_built():
         got = extract_answer(said)
         assert got == said.split()[-1], said  # the text as written
         assert not is_correct(got, "1") and is_correct(got, got)
-    third = extract_answer("#### 1e400/3")  # a number past a float, compared exactly
-    assert is_correct(third, "1e400/3") and not is_correct(third, "1e400/3.0000001") and not is_correct(third, "1")
+    third = extract_answer("#### 1e400/3")  # a number past a float: no OverflowError
+    assert is_correct(third, gold_answer("#### 1e400/3")) and not is_correct(third, "1")
+    assert is_correct("1e400/3", "1e400/3") and not is_correct("1e400/3", "1e400/7")
     assert is_correct(extract_answer("#### 2^-1000"), "2^-1000") and to_number("2^-1000") == Fraction(1, 2**1000)
-    assert normalize("1e20/3") == "3.33333333333333e+19" and is_correct(normalize("1e20/3"), "1e20/3")
+    assert normalize("1e20/3") == "3.33333333333333e+19" and is_correct(extract_answer("1e20/3"), gold_answer("1e20/3"))
+
+
+def test_a_numbers_dress_units_with_powers_display_math_and_which_side_of_an_equals():
+    """`#### **42**` (and `$-42$`, `(42)`, `+42`, `€42`, `####: 42`) lost to the text's last number; a box's unit
+    with a power (`5\\text{ cm}^2`) was read as 25; display math or a list after "Answer:" was skipped or read as
+    -42 or 1; `\\frac{ 3 }{ 4 }`, `\\frac 34`, `\\frac{3.5}{2}` and `\\frac{1,000}{4}` were read as their numerator
+    (or 34); `2½`, `12 1/2%`, `50 percent`, `Answer: 45 = 15 * 3` and `3-1/2` were 2, 12.5, 50, 15 and 3; a
+    non-integer within 1e-6 relative of an integer gold counted as it (1000000.9 for 1000000)."""
+    right = [("Tom has 6 bags of 7 apples.\n#### **42**\nso 7 per bag", "42"), ("#### $-42$\nThen 7 more", "-42"),
+             ("#### (42)\nso 7", "42"), ("#### `42`\nso 7", "42"), ("#### +42\nso 7", "42"), ("#### €42\nso 7", "42"),
+             ("####: 42\nso 7", "42"), ("#### = 42\nso 7", "42"), ("So the area is \\boxed{5\\text{ cm}^2}.", "5"),
+             ("\\boxed{12\\text{ cm}^3}", "12"), ("\\boxed{5 \\text{ m}^{2}}", "5"), ("\\boxed{5\\,\\mathrm{cm}}", "5"),
+             ("\\boxed{5 \\mathrm{~cm}^2}", "5"), ("\\boxed{\\text{5}}", "5"), ("\\boxed{+5}", "5"),
+             ("\\boxed{{5}}", "5"),
+             ("The answer is:\n$$\n42\n$$\nCheck: 6*7=42, ok 7", "42"),
+             ("The final answer is:\n\\[\n42\n\\]\nsince 7", "42"),
+             ("Answer:\n- 42 apples\n", "42"), ("Answer:\n1. 42\n", "42"),
+             ("The answer is $\\frac{ 3 }{ 4 }$.", "0.75"),
+             ("The answer is $\\frac 34$.", "0.75"), ("The answer is $\\frac{3.5}{2}$.", "1.75"),
+             ("The answer is $\\frac{1,000}{4}$.", "250"), ("\\boxed{\\displaystyle\\frac{1}{2}}", "0.5"),
+             ("The answer is 2½ cups.", "2.5"), ("The answer is ½", "0.5"), ("The answer is 12 1/2%.", "0.125"),
+             ("The answer is 50 percent.", "0.5"), ("Answer: 45 = 15 * 3", "45"), ("the answer is 5 - 3 = 2", "2")]
+    for said, gold in right:
+        assert is_correct(extract_answer(said), gold), said
+    for said, wrong in (("So the area is \\boxed{5\\text{ cm}^2}.", "25"), ("The answer is $\\frac 34$.", "34"),
+                        ("The answer is $\\frac{3.5}{2}$.", "3.5"), ("The answer is 2½ cups.", "2"),
+                        ("Answer: 45 = 15 * 3", "15"), ("The answer is 3-1/2 cups.", "3"),
+                        ("The answer is 2023-12-25.", "2023"),
+                        ("Answer:\n1. 42\n", "1"), ("Answer:\n- 42 apples\n", "-42")):
+        assert not is_correct(extract_answer(said), wrong), said
+    assert not is_correct("1000000.9", "1000000") and is_correct("42.0", "42") and is_correct("0.3333333", "1/3")
+
+
+def test_a_numeric_gold_is_its_own_answer():
+    """A dataset's numeric answer column (AMC23's 27.0, SVAMP's ints) raised at `.strip()`, but only once a
+    prediction held a number (a weak model hid it); gold_answer(27) was a TypeError."""
+    assert is_correct(extract_answer("The answer is 27."), 27.0) and is_correct("27", 27) and not is_correct("26", 27)
+    assert gold_answer(27.0) == "27" and gold_answer(0.5) == "0.5" and is_correct("1/2", 0.5)
+    with pytest.raises(TypeError, match="an answer must be text or a number"):
+        is_correct("1", [1])

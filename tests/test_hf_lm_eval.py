@@ -526,6 +526,18 @@ def test_a_generation_configs_exit_rule_and_gen_kwargs_loops_are_not_used_apart(
     assert torch.equal(lm._model_generate(ids, 14, [], do_sample=False), every_loop)
     exits = lm.model.generate(ids, max_length=14, do_sample=False, num_loops=4)  # generate() itself honours it
     assert not torch.equal(exits, every_loop)  # (so the rule matters here)
-    for key, value in (("num_loops", 1), ("exit_threshold", 0.5), ("exit_dtype", "float32")):
+    for key, value in (("num_loops", 1), ("exit_threshold", 0.5), ("exit_dtype", "float32"),
+                       ("use_weighted_exit", True)):  # (the last changed generation's readout alone)
         with pytest.raises(UserError, match=f"gen_kwargs {key}={value}: the looplm model runs every request"):
             lm._model_generate(ids, 14, [], do_sample=False, **{key: value})
+
+
+def test_max_gen_toks_with_no_generation_task_is_said_and_not_recorded(setup, tmp_path, capsys):
+    """--max-gen-toks beside log-likelihood tasks only changed nothing, yet eval_lm.json recorded it among the
+    settings that change the numbers, without a word."""
+    d, (_, mc_task) = setup
+    capsys.readouterr()
+    assert cli(["eval-lm", str(d / "model"), "--tasks", mc_task, "--depths", "1", "--include-path", str(d / "tasks"),
+                "--limit", "2", "--device", "cpu", "--max-gen-toks", "5", "--out", str(tmp_path / "e")]) == 0
+    assert f"note: --max-gen-toks 5 was not used: {mc_task} generate no text" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e" / "eval_lm.json").read_text())["settings"]["max_gen_toks"] is None

@@ -51,6 +51,10 @@ def test_convert_and_load_through_auto_classes(looplm_ckpt, tmp_path):
     for typo in ({"num_loop": 1}, {"loops": 1}):
         with pytest.raises(TypeError, match="the loop count is num_loops="):
             hf(ids, **typo)
+    # a hand-edited num_loops of 2.5 ran 2 loops, `true` 1
+    for bad in (2.5, True, "3", 0):
+        with pytest.raises(ValueError, match="num_loops must be an integer >= 1"):
+            LooplmConfig.from_model_config(cfg.model, num_loops=bad)
 
 
 @pytest.mark.parametrize("loops", [1, 3, 6])

@@ -212,6 +212,20 @@ def test_early_exit_gate_distribution_and_threshold():
     for bad in (2.5, True, "3", 0):
         with pytest.raises(ValueError, match="total_ut_steps must be an integer >= 1"):
             OuroConfig(total_ut_steps=bad)
+    # a 0 was a ZeroDivisionError, an unknown activation a KeyError, 2.5 layers or a "32" a traceback in the model;
+    # rope_theta <= 0, a negative eps or a linear factor 0 made every logit NaN (scored as 100% by a choice task)
+    for kw, what in ((dict(num_key_value_heads=0), "num_key_value_heads must be an integer >= 1"),
+                     (dict(num_hidden_layers=2.5), "num_hidden_layers must be an integer"),
+                     (dict(hidden_size="32"), "hidden_size must be an integer"),
+                     (dict(hidden_act="foo"), "hidden_act must name one of"),
+                     (dict(rope_theta=0), "rope_theta must be a finite number > 0"),
+                     (dict(rope_theta=-1.0), "rope_theta must be"), (dict(rms_norm_eps=-1.0), "rms_norm_eps must be"),
+                     (dict(rope_scaling={"rope_type": "linear", "factor": 0}), "rope_scaling.factor must be")):
+        with pytest.raises(ValueError, match=what):
+            OuroConfig(**kw)
+    for typo in ({"exit_at_step": 1}, {"total_ut_steps": 2}, {"depth": 2}):  # the reference code's names
+        with pytest.raises(TypeError, match="the loop count is num_loops="):
+            m(ids, **typo)
     w = m(ids, num_loops=3, use_weighted_exit=True).logits
     torch.testing.assert_close(w, sum(lg * p[..., i : i + 1] for i, lg in enumerate(out.loop_logits)))
     g = torch.tensor([[[0.0, 100.0, -3.0]]])

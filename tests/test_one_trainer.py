@@ -176,3 +176,16 @@ def test_a_fixed_depth_fine_tune_saves_its_depth_as_the_default(base, tmp_path):
     saved = {r: json.loads((tmp_path / r / "checkpoint" / "config.json").read_text())["total_ut_steps"]
              for r in ("fixed", "random")}
     assert saved == {"fixed": base_default + 1, "random": base_default}
+    # a base whose generation config names its own loop count: generate() read that (the base's), the forward the
+    # trained one; the fixed-depth fine-tune moves both
+    import shutil
+
+    gc_base = shutil.copytree(base[0], tmp_path / "gc_base")
+    gen = json.loads((gc_base / "generation_config.json").read_text())
+    gen.pop("_from_model_config", None)  # (transformers drops the file's own keys on loading one derived so)
+    (gc_base / "generation_config.json").write_text(json.dumps({**gen, "num_loops": base_default}))
+    fit(hf_cfg((gc_base, base[1]), loops={"sampler": "fixed", "num_loops": base_default + 1}), tmp_path / "gc",
+        progress=False)
+    out = tmp_path / "gc" / "checkpoint"
+    assert json.loads((out / "generation_config.json").read_text())["num_loops"] == base_default + 1
+    assert json.loads((out / "config.json").read_text())["total_ut_steps"] == base_default + 1

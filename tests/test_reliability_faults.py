@@ -373,3 +373,43 @@ def test_eval_lm_accepts_a_fine_tune_run_directory(tmp_path, capsys):
                  "--limit", "2", "--device", "cpu"]) == 0
     res = json.loads((run / "eval-lm" / "eval_lm.json").read_text())  # next to the run's checkpoint, not in it
     assert res["model"] == str(run / "checkpoint") and [r["loops"] for r in res["rows"]] == [1]
+
+
+def test_archives_with_no_compression_are_no_text_and_a_fifo_is_no_run(tmp_path):
+    """An old (v7) tar, an `ar` and a cpio archive, given as the text or as a suffix-less shard of a text folder,
+    were read as training text (valid UTF-8 when their members are): header bytes and NUL padding in the
+    vocabulary. And `train --out DIR` with a FIFO named config.yaml in DIR hung, reading it."""
+    import io
+    import os
+    import tarfile
+
+    from looplm.errors import UserError
+    from looplm.rundir import resume_point
+    from looplm.tasks.text import read_text
+
+    text = b"the quick brown fox jumps over the lazy dog\n" * 4
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        member = tarfile.TarInfo("a.txt")
+        member.size = len(text)
+        tar.addfile(member, io.BytesIO(text))
+    v7 = bytearray(buf.getvalue())
+    v7[257:265] = b"\0" * 8  # a pre-POSIX tar has no magic
+    archives = {"v7.tar.txt": bytes(v7),
+                "lib.a": b"!<arch>\na.txt/          0           0     0     644     176       `\n" + text,
+                "files.cpio": b"070701" + b"0" * 104 + b"a.txt\0\0" + text}
+    for name, data in archives.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match="NUL bytes|does not read as text"):
+            read_text(tmp_path / name)
+        corpus = tmp_path / f"corpus-{name}"
+        corpus.mkdir()
+        (corpus / "a.txt").write_bytes(text)
+        (corpus / "shard-00002").write_bytes(data)
+        with pytest.raises(ValueError, match=r"NUL bytes|does not read \(shard-00002\)"):
+            read_text(corpus)
+    run = tmp_path / "fifo"
+    run.mkdir()
+    os.mkfifo(run / "config.yaml")
+    with pytest.raises(UserError, match="is not empty and is not a looplm run"):
+        resume_point(run, False)

@@ -410,6 +410,11 @@ def test_a_run_names_the_keys_its_sampler_and_penalty_never_read(tmp_path, capsy
     assert [n for p in ("addition-stars", "addition-fixed8", "ouro-math-stars")
             for n in load_config(p).unread()] == []
     assert load_config("ouro-math-stars", ["loops.sampler=fixed"]).unread() == []  # HF defaults are its base
+    # chat data: the field names of the record shape data.format does not read were recorded, unused, unsaid
+    assert load_config("ouro-math-stars", ["data.format=messages", "data.prompt_field=question"]).unread() == [
+        "note: data.prompt_field='question' is not read by data.format=messages; it has no effect on this run"]
+    assert load_config("ouro-math-stars", ["data.messages_field=conv"]).unread() == [
+        "note: data.messages_field='conv' is not read by data.format=prompt_response; it has no effect on this run"]
 
 
 def test_results_record_the_loops_training_saw_up_to_their_checkpoint(tmp_path):

@@ -3,31 +3,35 @@
 `extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks are
 left out first: a `####` or a number in code is no answer):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
-   `#### Step 1: ...` is no marker); a marker alone on its line reads the next non-blank line;
+   `#### Step 1: ...` is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers); a marker
+   alone on its line reads the next line that holds a letter or digit;
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works);
 3. the last "the answer is <x>" / "answer: <x>" phrase (after an `=` on that line, the number after the last one:
-   "the answer is 5 - 3 = 2" is 2; "x = 5, y = 7" is text); a phrase that ends its line ("**Final answer:**")
-   reads the next non-blank line;
+   "the answer is 5 - 3 = 2" is 2, "45 = 15 * 3" is 45; "x = 5, y = 7" is text); a phrase that ends its line
+   ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`), without a list's
+   `- ` or `1. `;
 4. otherwise the last number in the text (the "flexible" fallback).
 
 A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin or narrow spaces,
-`1.5e3`, `2^10`, `1.2 x 10^5`, `3/4`, the mixed number `3 1/2`, `25%`, `$5`. Anything else that looks like one is
-compared as text, never cut to its first part: `3:5` (a ratio or a time), `5, 7` (a list), `12,34`, `1.234,56`,
-`1 234,5`, `3/4/5` and `12/25/2023` (dates). A typographic minus (U+2212) is a minus. LaTeX is read as the number
-it typesets, in a box or not: `{,}`, `\\,`, `\\%`, `\\$`, `\\frac`, `\\dfrac`, `\\tfrac`, `\\frac12`, mixed numbers
-`3\\frac{1}{2}`, and in a box `^\\circ`, `\\text{ unit}`, `\\textbf{..}`. A number past 10^400 (or a nonzero one
-below 10^-400) is no answer anyone writes: it is compared as text, and never built (`1e999999999` would take
-minutes and gigabytes).
+`1.5e3`, `2^10`, `1.2 x 10^5`, `3/4`, the mixed number `3 1/2` (and `2½`), `25%` (and `25 percent`), `$5`. Anything
+else that looks like one is compared as text, never cut to its first part: `3:5` (a ratio or a time), `5, 7` (a
+list), `12,34`, `1.234,56`, `1 234,5`, `3/4/5`, `12/25/2023` and `2023-12-25` (dates), `10-15`, `3-1/2`. A
+typographic minus (U+2212) is a minus. LaTeX is read as the number it typesets, in a box or not: `{,}`, `\\,`,
+`\\%`, `\\$`, `\\frac`, `\\dfrac`, `\\tfrac`, `\\frac12`, `\\frac 34`, `\\frac{3.5}{2}`, mixed numbers
+`3\\frac{1}{2}`, and in a box `^\\circ`, a unit `\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`,
+`{5}`, `+5`. A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone writes: it is compared as
+text, and never built (`1e999999999` would take minutes and gigabytes).
 
-`normalize` gives a canonical string ("$1,234.50" -> "1234.5", "3/4" -> "0.75", "50.0%" -> "50%"), and
-`is_correct` compares numerically when both sides are numbers: integers exactly, others within
-|a - b| <= 1e-6 · max(1, |b|), and a percent as its number or its fraction ("25%" is right for a gold 25, GSM8K's
-unit-less answer to a "what percent" question, and for 0.25); else as normalized text.
+`normalize` gives a canonical string ("$1,234.50" -> "1234.5", "3/4" -> "0.75", "50.0%" -> "50%"), and `is_correct`
+compares numerically when both sides are numbers: exactly when either is an integer (1000000.9 is no 1000000),
+others within |a - b| <= 1e-6 · max(1, |b|), and a percent as its number or its fraction ("25%" is right for a gold
+25, GSM8K's unit-less answer to a "what percent" question, and for 0.25); else as normalized text.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from decimal import Decimal
 from fractions import Fraction
@@ -37,13 +41,16 @@ _THIN = r"\d{1,3}(?:[\u2009\u202f]\d{3})+(?:\.\d+)?"
 _PLAIN = r"\d[\d,.]*\d|\d"  # a run of digits, commas and points: read whole, parsed (or not) by to_number
 _MIXED = r"\d+[ \t]+\d+/\d+(?![\d/])"  # 3 1/2: tried first, or it would be read as 3
 _POWER = r"(?:\s*(?:x|×|\\times|\\cdot)\s*10)?\^\{?-?\d+\}?"  # 2^10, 1.2 x 10^5, 3 \times 10^{-2}
-_NUM = (rf"-?\$?\s*(?:{_MIXED}|(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{_POWER})?(?::\d+)*"
+_NUM = (rf"-?\$?\s*(?:{_MIXED}%?|(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{_POWER})?(?::\d+)*"
         rf"(?:\s*/\s*\d+)?%?)")
 _NUM_RE = re.compile(_NUM)
 _MARK_RE = re.compile(r"####[ \t]*(.*)")
 _PHRASE_RE = re.compile(r"the\s+(?:final\s+)?answer\s+is|answer\s*[:=]", re.IGNORECASE)
 _FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
-_FRAC_RE = re.compile(r"(-?)(\d+)?\\[dt]?frac(?:\{(-?\d+)\}|(\d))(?:\{(-?\d+)\}|(\d))")
+_FRAC_ARG = r"(?:\{\s*(-?[\d,.]+)\s*\}|\s*(\d))"  # {3}, { 3.5 }, {1,000}, or one bare digit (\frac12, \frac 34)
+_FRAC_RE = re.compile(rf"(-?)(\d+)?\\[dt]?frac{_FRAC_ARG}{_FRAC_ARG}")
+_VULGAR = dict(zip("½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞", ["1/2", "1/3", "2/3", "1/4", "3/4", "1/5", "2/5", "3/5", "4/5", "1/6", "5/6",
+                                         "1/8", "3/8", "5/8", "7/8"], strict=True))
 _DIGITS = 400  # the largest power of ten a number may have (and the smallest, negated) to be read as one
 _VALID = re.compile(rf"-?(?:(?:{_GROUPED})(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -81,12 +88,17 @@ def _latex(text: str) -> str:
     """LaTeX that typesets a number, written as plain text (in a box or not): `$\\frac{3}{4}$` was read as 3 and
     `10\\,000` as 10 outside a box. A fraction of integers becomes `a/b` (a mixed `3\\frac{1}{2}` its value, 7/2)."""
     s = text.replace("\u2212", "-").replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
+    s = re.sub(r"\\(?:displaystyle|textstyle|left|right)\b", "", s)
     s = re.sub(r"(?<=\d)\\[,!;: ](?=\d)", "", s)  # LaTeX's thin and other spaces inside a number (10\,000)
+    s = re.sub(r"(\d)\s*(?:percent|per cent)\b", r"\1%", s, flags=re.IGNORECASE)  # "50 percent" is 50%
+    s = re.sub(f"(\\d?)([{''.join(_VULGAR)}])",  # 2½ is 2 1/2
+               lambda m: (m.group(1) + " " if m.group(1) else "") + _VULGAR[m.group(2)], s)
 
     def frac(m: re.Match) -> str:
-        num, den = Fraction(m.group(3) or m.group(4)), Fraction(m.group(5) or m.group(6))
-        if den == 0:
+        parts = [m.group(3) or m.group(4), m.group(5) or m.group(6)]
+        if not all(_VALID.fullmatch(p) for p in parts) or Fraction(parts[1].replace(",", "")) == 0:
             return m.group(0)
+        num, den = (Fraction(p.replace(",", "")) for p in parts)
         x = num / den
         if m.group(2):  # a mixed number: its whole part and the fraction's size, the sign in front of both
             x = Fraction(m.group(2)) + abs(x)
@@ -98,20 +110,27 @@ def _latex(text: str) -> str:
 
 def _unbox(boxed: str) -> str:
     """A box's LaTeX as the plain answer it typesets (units and spacing dropped; `_latex` ran on it already)."""
-    s = re.sub(r"\\[,!;: ]", "", boxed)  # LaTeX's spaces, between digits or not
+    s = re.sub(r"\\[,!;: ]|~", "", boxed)  # LaTeX's spaces, between digits or not
     s = re.sub(r"\^\{?\\circ\}?|\\circ", "", s)  # degrees
-    s = re.sub(r"\\(?:textbf|mathbf|mathrm|bm)\{([^{}]*)\}", r"\1", s)  # emphasis around the answer
-    plain = re.sub(r"\\(?:text|mbox|textrm)\{[^{}]*\}", "", s).strip()  # a unit after the number
-    return plain or s
+    s = re.sub(r"\\(?:text|mbox|textrm|mathrm|textbf|mathbf|bm)\{\s*([-\d.,/]+)\s*\}", r"\1", s)  # \text{5} is 5
+    s = re.sub(r"\\(?:textbf|mathbf|bm)\{([^{}]*)\}", r"\1", s)  # emphasis around the answer
+    # a unit after the number, with its power: 5\text{ cm}^2 was read as 5^2
+    plain = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{[^{}]*\}(?:\s*\^\s*(?:\{\s*\d+\s*\}|\d))?", "", s).strip()
+    s = plain or s
+    while re.fullmatch(r"\{[^{}]*\}", s):  # {5}
+        s = s[1:-1].strip()
+    return re.sub(r"^\+(?=\s*[\d.])", "", s)  # +5
 
 
 def _next_line(text: str, end: int) -> str:
     """The rest of the line from `end`, or, when that holds no letter or digit ("**Final answer:**" then the
-    answer below it), the next non-blank line."""
+    answer below it), the next line that does (display math's `$$` or `\\[` alone is no answer), without a list's
+    marker."""
     rest = text[end:].split("\n", 1)
     if re.search(r"\w", rest[0]) or len(rest) == 1:
         return rest[0]
-    return next((line for line in rest[1].split("\n") if line.strip()), "")
+    line = next((line for line in rest[1].split("\n") if re.search(r"\w", line)), "")  # not $$ or \[ alone
+    return re.sub(r"^\s*(?:[-*•+]|\d+[.)])\s+(?=\S)", "", line)  # a list's bullet or number: "- 42", "1. 42"
 
 
 def _whole(num: re.Match, line: str) -> str:
@@ -120,7 +139,7 @@ def _whole(num: re.Match, line: str) -> str:
     lst = re.match(rf"{_NUM}(?:\s*,\s*{_NUM})+", line[num.start():])
     if lst and re.match(r"\s*,\s", line[num.end():]):
         return lst.group(0)
-    if re.match(r"[,.:/]\d", line[num.end():]):
+    if re.match(r"[,.:/-]\d", line[num.end():]):  # (3-1/2, 2023-12-25 and 10-15 too)
         return re.match(r"\s*[^ \t\n]+", line[num.start():]).group(0)
     return num.group(0)
 
@@ -132,6 +151,8 @@ def extract_answer(text: str) -> str | None:
     text = _latex(_FENCE_RE.sub("\n", text))
     for m in _MARK_RE.finditer(text):
         line = _next_line(text, m.start(1)).strip()
+        # the number's dress: #### **42**, #### $-42$, #### (42), #### `42`, #### +42, #### €42, ####: 42, #### = 42
+        line = re.sub(r"^[\s*_`$(:=+€£¥]+(?=-?\$?\s*\.?\d)", "", line)
         num = _NUM_RE.match(line)
         if num:  # a marker followed by anything else is a heading
             return normalize(_whole(num, line))
@@ -146,7 +167,8 @@ def extract_answer(text: str) -> str | None:
         tail = _next_line(text, phrases[-1].end())
         if tail.count("=") > 1 and re.search(r"[,;]|\band\b", tail):  # "x = 5, y = 7": several answers
             return normalize(tail)
-        tail = tail.rsplit("=", 1)[-1]  # "the answer is 5 - 3 = 2": what it comes to
+        sides = tail.split("=")  # "the answer is 5 - 3 = 2": what it comes to; "45 = 15 * 3": the side that is one
+        tail = sides[0] if len(sides) > 1 and _sum(sides[-1]) and not _sum(sides[0]) else sides[-1]
         num = _NUM_RE.search(tail)
         if num is not None:
             return normalize(_whole(num, tail))
@@ -154,9 +176,22 @@ def extract_answer(text: str) -> str | None:
     return normalize(num) if num is not None else None
 
 
-def gold_answer(solution: str) -> str | None:
-    """The reference answer of a GSM8K solution ("... #### 72"), or of a \\boxed{} solution (NuminaMath)."""
-    return extract_answer(solution)
+def _sum(side: str) -> bool:
+    """Whether one side of an `=` is a calculation ("15 * 3") rather than the number it comes to."""
+    return bool(re.match(rf"\s*{_NUM}\s*[-+*/×x÷^]\s*\(?\d", side))
+
+
+def gold_answer(solution: str | float) -> str | None:
+    """The reference answer of a GSM8K solution ("... #### 72"), or of a \\boxed{} solution (NuminaMath); a number
+    (a dataset's numeric answer column, AMC23's 27.0) is its own answer."""
+    return extract_answer(_text(solution))
+
+
+def _text(x: str | float) -> str:
+    """A numeric answer as text (a float or int column failed at .strip(), only once a prediction held a number)."""
+    if isinstance(x, bool) or not isinstance(x, (str, numbers.Real)):
+        raise TypeError(f"an answer must be text or a number, got {type(x).__name__} {x!r:.40}")
+    return x if isinstance(x, str) else repr(float(x)) if isinstance(x, float) else str(x)
 
 
 def to_number(s: str) -> Fraction | None:
@@ -221,16 +256,18 @@ def _is_percent(s: str) -> bool:
 
 
 def _same(a: Fraction, b: Fraction) -> bool:
-    if a.denominator == b.denominator == 1:  # integers exactly: 999999 is no answer for 1000000
+    if a.denominator == 1 or b.denominator == 1:  # an integer exactly: 999999 (or 1000000.9) is no 1000000
         return a == b
     return abs(a - b) <= Fraction(1, 10**6) * max(1, abs(b))  # exactly: floats overflow past 1e308
 
 
-def is_correct(prediction: str | None, gold: str | None) -> bool:
+def is_correct(prediction: str | None, gold: str | float | None) -> bool:
     """Numeric equality when both parse as numbers (integers exactly, others within a relative 1e-6, a percent
-    read as its number or its fraction); otherwise exact normalized text."""
+    read as its number or its fraction); otherwise exact normalized text. A number (a dataset's numeric answer
+    column) is read as its text."""
     if prediction is None or gold is None:
         return False
+    prediction, gold = _text(prediction), _text(gold)
     a, b = to_number(prediction), to_number(gold)
     if a is not None and b is not None:
         ways_a = [a, a * 100] if _is_percent(prediction) else [a]

@@ -18,6 +18,7 @@ import numbers
 from typing import Any
 
 from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
 
 # "model": the exit distribution in the gate logits' dtype, as the reference computes it (in bf16 its cumulative
 # sum can round up to 1 before the last loop); "float32": in float32 (float64 stays float64).
@@ -61,6 +62,28 @@ class OuroConfig(PretrainedConfig):
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
         self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
+        # sizes and counts first: a 0 was a ZeroDivisionError below, 2.5 layers or a "32" a traceback in the model
+        for name, v in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
+                        ("intermediate_size", intermediate_size), ("num_hidden_layers", num_hidden_layers),
+                        ("num_attention_heads", num_attention_heads), ("num_key_value_heads", self.num_key_value_heads),
+                        ("max_position_embeddings", max_position_embeddings)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            setattr(self, name, int(v))  # (a numpy integer is no JSON: save_pretrained failed, config.json empty)
+        if not (isinstance(hidden_act, str) and hidden_act in ACT2FN):
+            raise ValueError(f"hidden_act must name one of transformers' activations (e.g. silu, gelu), got "
+                             f"{hidden_act!r}")
+        # values that make every logit NaN (rotary frequencies of theta <= 0, a norm dividing by sqrt(x + eps < 0)):
+        # scored anyway, a multiple-choice argmax of NaNs came out as 100%
+        for name, v in (("rope_theta", rope_theta), ("rms_norm_eps", rms_norm_eps)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0 or (
+                    name == "rope_theta" and v == 0):
+                raise ValueError(f"{name} must be a finite number {'> 0' if name == 'rope_theta' else '>= 0'}, "
+                                 f"got {v!r}")
+        factor = (rope_scaling or {}).get("factor")
+        if factor is not None and (isinstance(factor, bool) or not isinstance(factor, numbers.Real)
+                                   or not math.isfinite(factor) or factor <= 0):
+            raise ValueError(f"rope_scaling.factor must be a finite number > 0, got {factor!r}")
         self.head_dim = hidden_size // num_attention_heads if head_dim is None else head_dim
         self.hidden_act = hidden_act
         self.max_position_embeddings = max_position_embeddings
@@ -86,6 +109,7 @@ class OuroConfig(PretrainedConfig):
         # (a hand-edited 2.5 ran 2 loops and `true` 1: read as int() where the loop count is taken)
         if isinstance(total_ut_steps, bool) or not isinstance(total_ut_steps, numbers.Integral) or total_ut_steps < 1:
             raise ValueError(f"total_ut_steps must be an integer >= 1, got {total_ut_steps!r}")
+        self.total_ut_steps = int(total_ut_steps)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
 

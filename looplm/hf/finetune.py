@@ -87,8 +87,10 @@ def check_model_type(path: str, revision: str | None = None) -> None:
             raise
         raise UserError(f"{path} is neither a local model directory nor a hub model that can be reached "
                         f"({str(e).strip().splitlines()[0][:160]})") from None
-    except ValueError as e:  # transformers asks for trust_remote_code when the model type is not one it knows
-        if "trust_remote_code" in str(e) or "Unrecognized model" in str(e) or "does not recognize" in str(e):
+    except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:  # (the config class's refusals)
+        # transformers asks for trust_remote_code when the model type is not one it knows
+        if isinstance(e, ValueError) and any(s in str(e) for s in ("trust_remote_code", "Unrecognized model",
+                                                                    "does not recognize")):
             raise UserError(f"{path}: its model type needs the directory's own code, which looplm never runs; "
                             "looplm loads Ouro and looplm exports natively") from None
         where = Path(path) / "config.json" if Path(path).is_dir() else path  # a value its config class refuses
@@ -192,6 +194,17 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype |
         check_looped(model)
     except TypeError as e:
         raise UserError(f"{path}: {e}") from None
+    # finite weights under a config that makes every logit NaN (a rope_theta or an eps no check knows of): scored
+    # anyway, a multiple-choice argmax of NaNs came out as 100%. One forward of two tokens finds it.
+    was_training = model.training
+    with torch.no_grad():
+        logits = model.eval()(torch.tensor([[1, 2]]) % model.get_input_embeddings().num_embeddings,
+                              use_cache=False).logits
+    model.train(was_training)
+    if not bool(torch.isfinite(logits).all()):
+        raise UserError(f"{path}: its logits are not finite on a two-token input, though its weights are (a value "
+                        "in config.json such as rope_theta or rms_norm_eps, or weights so large that the forward "
+                        "overflows); looplm does not score or train such a model")
     return model
 
 
@@ -318,6 +331,8 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     if cfg.loops.sampler == "fixed":  # trained at exactly this depth: the checkpoint's default depth at inference
         field = "total_ut_steps" if hasattr(model.config, "total_ut_steps") else "num_loops"  # Ouro; an export
         setattr(model.config, field, cfg.loops.num_loops)
+        if getattr(model.generation_config, "num_loops", None) is not None:  # the base's own: generate() reads it
+            model.generation_config.num_loops = cfg.loops.num_loops  # before the config, so it moves with the depth
 
     def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
         with quiet_transformers():  # no progress bar per checkpoint

@@ -271,7 +271,7 @@ class LoopedLM(HFLM):
 
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any
                         ) -> torch.Tensor:
-        asked = sorted(k for k in (*LOOP_KEYS, "exit_dtype") if k in generation_kwargs)
+        asked = sorted(k for k in (*LOOP_KEYS, "exit_dtype", "use_weighted_exit") if k in generation_kwargs)
         if asked:  # a task's generation_kwargs or --gen_kwargs: they were overwritten by the model's, without a word
             raise UserError(f"gen_kwargs {', '.join(f'{k}={generation_kwargs[k]}' for k in asked)}: the looplm model "
                             "runs every request of a run (generation and log-likelihood) with the model_args loop "

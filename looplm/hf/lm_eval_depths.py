@@ -203,6 +203,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
         # What ran, not what was asked: a task's YAML can fix its own number of shots over --num-fewshot.
         shots = {t: c.get("num_fewshot") for t, c in res.get("configs", {}).items()}
+        generates = any(c.get("output_type") == "generate_until" for c in res.get("configs", {}).values())
         # What was scored, not what was asked: a --limit above a task's size scores the whole task.
         counts = {t: {"original": int(c["original"]), "effective": int(c["effective"])}
                   for t, c in res.get("n-samples", {}).items()}
@@ -223,6 +224,10 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     elif config_q is not None:
         print(f"note: the model's config.json sets early_exit_threshold={config_q}; every row ran exactly its loop "
               f"count (--exit-threshold {config_q} scores that exit rule instead)")
+    if max_gen_toks and not generates:  # recorded among the settings that change the numbers, yet it changed none
+        print(f"note: --max-gen-toks {max_gen_toks} was not used: {', '.join(tasks)} generate no text (log-likelihood "
+              "tasks); eval_lm.json records max_gen_toks as null")
+        max_gen_toks = None
     overridden = {t: n for t, n in shots.items() if num_fewshot is not None and n != num_fewshot}
     if overridden:
         used = ", ".join(f"{t} ({n} shots, set by the task)" for t, n in overridden.items())

@@ -9,6 +9,7 @@ on the whole prefix each step (exact; cheap at looplm's lengths), and prompts mu
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import shutil
 from pathlib import Path
@@ -39,7 +40,10 @@ class LooplmConfig(PretrainedConfig):
         defaults = dataclasses.asdict(ModelConfig())
         for name in _MODEL_FIELDS:
             setattr(self, name, kwargs.pop(name, defaults[name]))
-        self.num_loops = num_loops
+        if isinstance(num_loops, bool) or not isinstance(num_loops, numbers.Integral) or num_loops < 1:
+            # (a hand-edited 2.5 ran 2 loops and `true` 1: read as int() where the loop count is taken)
+            raise ValueError(f"num_loops must be an integer >= 1, got {num_loops!r}")
+        self.num_loops = int(num_loops)
         self.num_hidden_layers = self.n_prelude + self.n_core + self.n_coda
         kwargs.setdefault("tie_word_embeddings", False)  # the head reads tok_emb directly; nothing to tie
         kwargs.setdefault("use_cache", False)

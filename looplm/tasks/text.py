@@ -44,6 +44,9 @@ def read_text(path: str | Path) -> str:
                 parts.append(fh.read())
         except UnicodeDecodeError:
             raise ValueError(f"{f}: not a UTF-8 text file") from None
+        if "\x00" in parts[-1]:  # an old tar, a cpio archive, UTF-16 text: valid UTF-8, yet no text to learn
+            raise ValueError(f"{f}: holds NUL bytes, so it is binary data (an archive, UTF-16 text, ...), not UTF-8 "
+                             "text")
     text = "\n".join(parts)
     if not text.strip():
         raise ValueError(f"{p}: no text (empty)")
