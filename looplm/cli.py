@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--tol", type=real_arg(True), help="relative eigen-residual accepted as converged "
                     "(default: 0.001)")
     an.add_argument("--method", choices=["arnoldi", "power"], help="eigen-solver (default: arnoldi)")
-    an.add_argument("--hutchinson", type=count_arg(0), help="probes for the Frobenius estimate (0 = skip; "
+    an.add_argument("--hutchinson", type=count_arg(0, MAX_DEPTH), help="probes for the Frobenius estimate (0 = skip; "
                     "default: 8)")
     an.add_argument("--pca-n", type=count_arg(0), help="samples whose trajectories get a 2-D PCA (default: 8, or "
                     "all there are if fewer)")
@@ -486,7 +486,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     out = getattr(args, "out", None)
     if out == "":  # "" is the current directory to pathlib: never what was meant
         raise UserError("--out is empty; give a path")
-    if isinstance(out, str) and (out == "~" or out.startswith(("~/", "~" + os.sep))):  # a folder named ~ made here
+    if isinstance(out, str) and out.startswith("~"):  # (~, ~/x, ~user/x) a folder named ~ or ~user made here
         raise UserError(f"--out {out}: the shell did not expand ~ (it does not after --out=); write --out ~/... "
                         "with a space, or the full path")
     if args.cmd == "study":  # before any work: a file, or a folder of other files, is no study directory

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .arguments import check_count, check_depths, strict_int
+from .arguments import MAX_DEPTH, check_count, check_depths, strict_int
 from .looped import detach_ctx, phi, run_loop
 from .regularizers import core_jvp, supports_fast_jvp
 from .spectra import _TINY, frobenius_hutchinson, spectral_norm, spectral_radius
@@ -123,6 +123,9 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
                                                      ("hutchinson_samples", hutchinson_samples, 0), ("seed", seed, 0)))
     spectral_n, pca_n = (None if v is None else check_count(name, v, 0)
                          for name, v in (("spectral_n", spectral_n), ("pca_n", pca_n)))
+    for name, v in (("iters", iters), ("hutchinson_samples", hutchinson_samples)):
+        if v > MAX_DEPTH:  # each a JVP, a loop's worth of work: 10**12 ran until killed
+            raise ValueError(f"{name} must be at most {MAX_DEPTH:,}, got {v:,}")
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < math.inf:
         raise ValueError(f"tol must be a number > 0, got {tol!r:.80}")
     tol = float(tol)

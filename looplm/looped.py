@@ -79,9 +79,10 @@ def loop_count(n: Any, default: int) -> int:
 
 def check_loop_kwargs(kwargs: dict[str, Any]) -> None:
     """Refuse a keyword a forward does not know that names loops (`num_loop=8`, `loops=8`, and the reference Ouro
-    code's `exit_at_step=` and `total_ut_steps=`, or a `depth=`): an HF forward takes `**kwargs` for transformers'
-    own arguments, so the typo would run the default loop count without a word."""
-    odd = sorted(k for k in kwargs if re.search(r"loop|step|depth", k.lower()))
+    code's `exit_at_step=` and `total_ut_steps=`, a `depth=`, and exit rules under another name:
+    `early_exit_threshold=`, `weighted_exit=`): an HF forward takes `**kwargs` for transformers' own arguments, so
+    the typo would run the default without a word."""
+    odd = sorted(k for k in kwargs if re.search(r"loop|step|depth|exit|thresh", k.lower()))
     if odd:
         raise TypeError(f"unknown argument(s) {', '.join(odd)}; the loop count is num_loops=")
 

@@ -96,6 +96,14 @@ PATH_CASES: dict[str, Case] = {
                                            "was made here)", [*S, "--out=~/s.json"]),
     "arg-analyze-iters-too-many": Case("arguments", "analyze --iters above the depth cap (ran until stopped)", [
         "analyze", "{run}", "--iters", "2000000", "--out", "{tmp}/an"]),
+    "arg-analyze-hutchinson-too-many": Case("arguments", "analyze --hutchinson above the depth cap (ran until "
+                                            "stopped)", ["analyze", "{run}", "--hutchinson", "2000000", "--out",
+                                                         "{tmp}/an"]),
+    "arg-sweep-out-unexpanded-user": Case("arguments", "sweep --out=~root/s.json (no shell expands it: a folder named "
+                                          "~root was made here)", [*S, "--out=~root/s.json"]),
+    "run-own-config-by-hand": Case("rundir", "train --resume into a folder holding the user's own short config.yaml "
+                                   "(called a run, then replaced)", [*TRAIN[:4], "{tmp}/exp", "--resume", *TINY],
+                                   {"exp/config.yaml": "# experiment 2: my settings\ntrain:\n  lr: 0.003\n"}),
     "arg-sweep-out-dot": Case("arguments", "sweep --out a new folder/. (a file)", [*S, "--out", "{tmp}/newfolder/."]),
     "arg-train-unknown-option": Case("arguments", "train with an option it does not take (--steps for "
                                      "--set train.steps)", [*TRAIN, "--steps", "3"]),

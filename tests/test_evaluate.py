@@ -107,6 +107,8 @@ def test_sweep_refuses_depths_no_loop_would_fill():
                           (10**12, "at most 1,000,000")):
             with pytest.raises(ValueError, match=f"iters must be (an )?{what}"):
                 power_penalty(phi(m, ctx), h0, torch.Generator().manual_seed(0), iters=bad)
+    with pytest.raises(ValueError, match="hutchinson_samples must be at most 1,000,000"):  # ran until killed
+        diagnose(m, b, [1, 2], hutchinson_samples=10**12, spectral_n=0, pca_n=0)
     with pytest.raises(ValueError, match="spectral_n must be an integer >= 0"):
         diagnose(m, b, [1, 2], spectral_n=-1)
     # batch_size=-1 scored nothing and reported exact match 0 and a perfect CE of 0; a bool was a depth to probe

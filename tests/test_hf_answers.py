@@ -163,3 +163,16 @@ def test_a_numeric_gold_is_its_own_answer():
     assert gold_answer(27.0) == "27" and gold_answer(0.5) == "0.5" and is_correct("1/2", 0.5)
     with pytest.raises(TypeError, match="an answer must be text or a number"):
         is_correct("1", [1])
+
+
+def test_more_dress_more_phrases_text_in_a_box_and_sums():
+    """`#### \\(42\\)`, `[42]`, `{42}`, `~42`, `₹42` lost to the last number, as did `**Answer**: 42` and "The
+    correct answer is 42"; `\\boxed{B}` was wrong for a gold `\\boxed{\\text{B}}`; `#### 5 - 3`, `2**10`, `1_000`
+    and "3 x 4" were read as their first number."""
+    for said in ("#### \\(42\\)\nso 7", "#### \\[42\\]\nso 7", "#### {42}\nso 7", "#### [42]\nso 7", "#### ~42\nso 7",
+                 "#### ₹42\nso 7", "**Answer**: 42\nthen 7", "The correct answer is 42. Also 7",
+                 "My final answer is 42.\n7 steps"):
+        assert is_correct(extract_answer(said), "42"), said
+    assert is_correct(extract_answer("\\boxed{B}"), gold_answer("So \\boxed{\\text{B}}"))
+    for said, wrong in (("#### 5 - 3", "5"), ("#### 2**10", "2"), ("#### 1_000", "1"), ("the answer is 3 x 4", "3")):
+        assert not is_correct(extract_answer(said), wrong), said

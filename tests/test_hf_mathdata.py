@@ -50,7 +50,7 @@ def test_every_worked_solution_is_right_and_within_bounds():
     for word in ("dollars", "kilometers", "passengers", "shop", "stickers"):
         assert word in text
     assert {r["steps"] for r in math_problems(30, seed=1, steps=(2, 2))} == {2}
-    for bad in ((0, 3), (3, 2), (1,), (2, 9), None):
+    for bad in ((0, 3), (3, 2), (1,), (2, 9), None, (1.9, 2.7), ("1", "2")):  # (1.9, 2.7) ran as (1, 2)
         with pytest.raises(ValueError, match="steps"):
             math_problems(3, steps=bad)
 

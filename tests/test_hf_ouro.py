@@ -223,7 +223,11 @@ def test_early_exit_gate_distribution_and_threshold():
                      (dict(rope_scaling={"rope_type": "linear", "factor": 0}), "rope_scaling.factor must be")):
         with pytest.raises(ValueError, match=what):
             OuroConfig(**kw)
-    for typo in ({"exit_at_step": 1}, {"total_ut_steps": 2}, {"depth": 2}):  # the reference code's names
+    for kw in (dict(pad_token_id=48), dict(pad_token_id=-1), dict(eos_token_id=[0, 99])):  # vocabulary 48
+        with pytest.raises(ValueError, match="must be null or a token id in"):  # 48: torch's assertion traceback;
+            OuroConfig(vocab_size=48, **kw)  # -1: padding row 47, a real token whose embedding never trained
+    for typo in ({"exit_at_step": 1}, {"total_ut_steps": 2}, {"depth": 2}, {"early_exit_threshold": 0.0},
+                 {"weighted_exit": True}):  # the reference code's names, and the exit rule under other names
         with pytest.raises(TypeError, match="the loop count is num_loops="):
             m(ids, **typo)
     w = m(ids, num_loops=3, use_weighted_exit=True).logits

@@ -45,7 +45,7 @@ _NUM = (rf"-?\$?\s*(?:{_MIXED}%?|(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{
         rf"(?:\s*/\s*\d+)?%?)")
 _NUM_RE = re.compile(_NUM)
 _MARK_RE = re.compile(r"####[ \t]*(.*)")
-_PHRASE_RE = re.compile(r"the\s+(?:final\s+)?answer\s+is|answer\s*[:=]", re.IGNORECASE)
+_PHRASE_RE = re.compile(r"\banswer\s+is|\banswer\W{0,3}?\s*[:=]", re.IGNORECASE)  # (the/my/correct ..., **Answer**:)
 _FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _FRAC_ARG = r"(?:\{\s*(-?[\d,.]+)\s*\}|\s*(\d))"  # {3}, { 3.5 }, {1,000}, or one bare digit (\frac12, \frac 34)
 _FRAC_RE = re.compile(rf"(-?)(\d+)?\\[dt]?frac{_FRAC_ARG}{_FRAC_ARG}")
@@ -116,7 +116,7 @@ def _unbox(boxed: str) -> str:
     s = re.sub(r"\\(?:textbf|mathbf|bm)\{([^{}]*)\}", r"\1", s)  # emphasis around the answer
     # a unit after the number, with its power: 5\text{ cm}^2 was read as 5^2
     plain = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{[^{}]*\}(?:\s*\^\s*(?:\{\s*\d+\s*\}|\d))?", "", s).strip()
-    s = plain or s
+    s = plain or re.sub(r"\\(?:text|mbox|textrm|mathrm)\{([^{}]*)\}", r"\1", s)  # all text: \text{B} is B
     while re.fullmatch(r"\{[^{}]*\}", s):  # {5}
         s = s[1:-1].strip()
     return re.sub(r"^\+(?=\s*[\d.])", "", s)  # +5
@@ -141,6 +141,8 @@ def _whole(num: re.Match, line: str) -> str:
         return lst.group(0)
     if re.match(r"[,.:/-]\d", line[num.end():]):  # (3-1/2, 2023-12-25 and 10-15 too)
         return re.match(r"\s*[^ \t\n]+", line[num.start():]).group(0)
+    if re.match(r"\s*(?:\*\*|[-+*/×÷^_]|x\b)\s*\(?\d", line[num.end():]):  # 5 - 3, 2**10, 1_000, 3 x 4: a sum
+        return line[num.start():].strip()
     return num.group(0)
 
 
@@ -152,7 +154,7 @@ def extract_answer(text: str) -> str | None:
     for m in _MARK_RE.finditer(text):
         line = _next_line(text, m.start(1)).strip()
         # the number's dress: #### **42**, #### $-42$, #### (42), #### `42`, #### +42, #### €42, ####: 42, #### = 42
-        line = re.sub(r"^[\s*_`$(:=+€£¥]+(?=-?\$?\s*\.?\d)", "", line)
+        line = re.sub(r"^(?:[\s*_`$(:=+€£¥₹~{\[]|\\[(\[])+(?=-?\$?\s*\.?\d)", "", line)  # (and \(42\), [42], {42})
         num = _NUM_RE.match(line)
         if num:  # a marker followed by anything else is a heading
             return normalize(_whole(num, line))

@@ -110,6 +110,12 @@ class OuroConfig(PretrainedConfig):
         if isinstance(total_ut_steps, bool) or not isinstance(total_ut_steps, numbers.Integral) or total_ut_steps < 1:
             raise ValueError(f"total_ut_steps must be an integer >= 1, got {total_ut_steps!r}")
         self.total_ut_steps = int(total_ut_steps)
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):  # 320 of 320 was torch's assertion traceback;
+            v = kwargs.get(name)  # -1 became padding row 319, a real token whose embedding then never trained
+            ids = v if isinstance(v, list) else [v]
+            if v is not None and not all(isinstance(i, numbers.Integral) and not isinstance(i, bool)
+                                         and 0 <= i < vocab_size for i in ids):
+                raise ValueError(f"{name} must be null or a token id in [0, {vocab_size}), got {v!r}")
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
 

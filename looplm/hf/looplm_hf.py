@@ -114,14 +114,15 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
                 **kwargs: Any) -> OuroCausalLMOutput | tuple:
         """Logits after `num_loops` loops (default `config.num_loops`). `labels` are shifted inside (-100 is
         ignored); `num_items_in_batch` (HF Trainer) makes the loss the summed token CE divided by it."""
-        check_loop_kwargs(kwargs)
         if input_ids is None:
             raise ValueError("LooplmForCausalLM needs input_ids")
-        asked = [k for k in ("exit_threshold", "exit_dtype", "use_weighted_exit")
+        gate = ("exit_threshold", "exit_dtype", "use_weighted_exit")
+        asked = [k for k in gate
                  if kwargs.get(k) is not None and kwargs.get(k) is not False]  # 0.0 == False: not `in (None, False)`
         if asked:  # Ouro's early-exit arguments: this model has no gate, and would run every loop without a word
             raise ValueError(f"LooplmForCausalLM has no early-exit gate: {', '.join(asked)} cannot apply (it runs "
                              "every loop)")
+        check_loop_kwargs({k: v for k, v in kwargs.items() if k not in gate})
         if attention_mask is not None and attention_mask.numel():
             m = attention_mask.bool()
             # Only right padding is harmless (causal attention never looks right); left padding would shift the

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..arguments import strict_int
 from ..tasks.base import held_out_by_hash
 
 HELD_OUT_FRACTION = 0.2
@@ -225,8 +226,8 @@ def _problem(rng: random.Random, n_steps: int, max_value: int = MAX_VALUE) -> di
 
 
 def _check_steps(steps: tuple[int, int]) -> tuple[int, int]:
-    try:
-        lo, hi = (int(s) for s in steps)
+    try:  # (int() cut (1.9, 2.7) to (1, 2) and read "1" as 1)
+        lo, hi = (strict_int(s) for s in steps)
     except (TypeError, ValueError):
         raise ValueError(f"steps must be a (min, max) pair of integers, got {steps!r}") from None
     if not 1 <= lo <= hi <= 8:
