@@ -447,8 +447,12 @@ class Config:
             d["train"]["epochs"] = 0
         return Config.from_dict(d)
 
+    def to_yaml(self) -> str:
+        """The resolved config as a run's config.yaml holds it (every key of every section)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        Path(path).write_text(self.to_yaml())
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

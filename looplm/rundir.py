@@ -144,15 +144,13 @@ def _own_config(out: Path) -> bool:
     """`out/config.yaml` is a looplm run's resolved config (every run writes one as it starts): a whole dump, every
     key of every section, exactly as `Config.save_yaml` writes it. A config the user wrote there by hand (a few
     keys, comments) loaded too, and was then called a run and replaced by --resume."""
-    import yaml
-
     from .config import load_config
 
     if not (out / "config.yaml").is_file():  # a FIFO of that name blocked the read: no run writes one
         return False
     try:
         text = (out / "config.yaml").read_text()
-        return text == yaml.safe_dump(load_config(out / "config.yaml").to_dict(), sort_keys=False)
+        return text == load_config(out / "config.yaml").to_yaml()
     except (ValueError, OSError):
         return False
 
