@@ -144,7 +144,7 @@ def _record(path: Path) -> dict:
     """The JSON object of an earlier result at `path`, or {} (none, or not one): only a regular file of a result's
     size is read (a FIFO or /dev/stdout blocked the read)."""
     try:
-        if not stat.S_ISREG(path.stat().st_mode) or path.stat().st_size > 64 * 2**20:
+        if not path.is_file() or path.stat().st_size > 64 * 2**20:
             return {}
         doc = json.loads(path.read_text())
     except (OSError, ValueError, TypeError):
