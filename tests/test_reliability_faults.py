@@ -413,3 +413,36 @@ def test_archives_with_no_compression_are_no_text_and_a_fifo_is_no_run(tmp_path)
     os.mkfifo(run / "config.yaml")
     with pytest.raises(UserError, match="is not empty and is not a looplm run"):
         resume_point(run, False)
+
+
+def test_a_ctrl_c_during_tokenizer_work_is_heard_before_the_work_ends():
+    """BPE training and corpus encoding are one call into Rust each (tens of seconds on tens of megabytes), and
+    Python runs a SIGINT handler only between bytecodes: Ctrl-C waited for the whole call. The call now runs in a
+    helper thread while the caller waits in slices, so the interrupt reaches the caller while the work still runs."""
+    release = threading.Event()
+    timer = threading.Timer(0.2, lambda: signal.raise_signal(signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tokenizers.hearing_ctrl_c(lambda: release.wait(60))  # Event.wait releases the GIL, as Rust's work does
+        assert not release.is_set()
+    finally:
+        release.set()
+        timer.join()
+    assert tokenizers.hearing_ctrl_c(lambda: 7) == 7
+    with pytest.raises(ZeroDivisionError):  # the work's own errors reach the caller as they were
+        tokenizers.hearing_ctrl_c(lambda: 1 / 0)
+
+
+def test_a_long_text_encodes_as_one_call_would():
+    """Texts of 64 Ki characters or more go through `encode_batch` (which lets Ctrl-C be heard); the ids must be
+    those of the plain `encode` call, across line ends, runs of spaces, tabs, non-ASCII and special-token text."""
+    pytest.importorskip("tokenizers")
+    rng = random.Random(0)
+    pieces = ["the", "cat", "é", "数", " ", "  ", "\n", "\n\n", " \n", "\t", "\r\n", "<eos>", "'s", "42", "!?", "🙂"]
+    text = "".join(rng.choice(pieces) for _ in range(40_000))
+    assert len(text) >= 1 << 16
+    bpe = tokenizers.BpeTokenizer.train([text], 300)
+    ids = bpe.encode(text)
+    assert ids == bpe.tok.encode(text).ids and len(set(ids)) > 30
+    assert bpe.decode(ids) == text

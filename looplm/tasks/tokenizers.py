@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 PAD, EOS = 0, 1
 FILE = "tokenizer.json"
@@ -95,11 +99,15 @@ class BpeTokenizer:
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>"], show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         tok.encode_special_tokens = True  # as in __init__: the training text's "<eos>" is text too
-        tok.train_from_iterator(texts, trainer)
+        hearing_ctrl_c(lambda: tok.train_from_iterator(texts, trainer))
         return cls(tok)
 
     def encode(self, s: str) -> list[int]:
-        return self.tok.encode(s).ids
+        if len(s) < 1 << 16:  # a prompt or a record: one call is quicker than a thread
+            return self.tok.encode(s).ids
+        # a corpus: `encode_batch` releases the GIL (`encode` does not), so the wait can hear Ctrl-C. Same ids:
+        # one text is one batch row, through the same pipeline
+        return hearing_ctrl_c(lambda: self.tok.encode_batch([s])[0].ids)
 
     def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
         if stop_at_eos and EOS in ids:
@@ -108,6 +116,33 @@ class BpeTokenizer:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "tokenizer": json.loads(self.tok.to_str())}
+
+
+def hearing_ctrl_c(work: Callable[[], T]) -> T:
+    """`work()`, run in a helper thread while this one waits in 0.1 s slices, so Ctrl-C is heard at once.
+
+    Why: a call into the `tokenizers` library is one call of Rust. Training merges on or encoding a corpus of tens
+    of megabytes takes tens of seconds, and Python runs its SIGINT handler only between bytecodes, so a Ctrl-C
+    waited for the whole call. `work` must release the GIL (training and `encode_batch` do). On Ctrl-C the helper
+    is abandoned (a daemon thread: it does not hold the process open) and its result is never used."""
+    if threading.current_thread() is not threading.main_thread():
+        return work()  # signals reach only the main thread: nothing to hear here
+    done: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            done.append((True, work()))
+        except BaseException as e:  # handed to the caller, as if raised there
+            done.append((False, e))
+
+    helper = threading.Thread(target=run, name="looplm-tokenizer", daemon=True)
+    helper.start()
+    while helper.is_alive():
+        helper.join(0.1)
+    ok, value = done[0]
+    if not ok:
+        raise value
+    return value
 
 
 def token_unit(tok: Any) -> str:
