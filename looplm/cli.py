@@ -570,6 +570,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                           args.spectral_n, args.iters, args.tol, args.method, args.hutchinson, args.pca_n,
                           args.seed, args.batch_size, args.device, not args.no_progress, args.threads,
                           before=lambda inputs: fresh_outputs(outs, args.force, inputs), max_length=args.max_length)
+        res["figures"] = [f for f in figures if f == "dynamics.png" or res["pca"]["samples"]]  # ours to replace
         done = [f"{out_dir / 'dynamics.json'} ({res['seconds']:.1f} s)"]
         with all_or_nothing(outs):
             write_json(out_dir / "dynamics.json", res, args.force)

@@ -161,10 +161,14 @@ def sizes_figure(sweep_json: Path) -> list[Path]:
 
 
 def dynamics_figures(out_dir: Path) -> list[Path]:
-    """The figures beside an earlier analysis in `out_dir` ([] when its dynamics.json is none: a dynamics.png of
-    the user's own was deleted by `analyze --no-plot --force`)."""
-    ours = _record(out_dir / "dynamics.json").get("kind") == "looplm.dynamics"
-    return [out_dir / "dynamics.png", out_dir / "trajectories.png"] if ours else []
+    """The figures of an earlier analysis in `out_dir`: those its dynamics.json says `analyze` drew (a record
+    from before it said: both names), [] when the record is none. A dynamics.png of the user's own beside no
+    analysis, or beside one run with --no-plot, was deleted by `analyze --force`."""
+    rec = _record(out_dir / "dynamics.json")
+    if rec.get("kind") != "looplm.dynamics":
+        return []
+    drawn = rec.get("figures", ["dynamics.png", "trajectories.png"])
+    return [out_dir / f for f in ("dynamics.png", "trajectories.png") if isinstance(drawn, list) and f in drawn]
 
 
 def drop_stale(outs: list[Path], written: list[Path]) -> None:
