@@ -220,7 +220,13 @@ def test_early_exit_gate_distribution_and_threshold():
                      (dict(hidden_act="foo"), "hidden_act must name one of"),
                      (dict(rope_theta=0), "rope_theta must be a finite number > 0"),
                      (dict(rope_theta=-1.0), "rope_theta must be"), (dict(rms_norm_eps=-1.0), "rms_norm_eps must be"),
-                     (dict(rope_scaling={"rope_type": "linear", "factor": 0}), "rope_scaling.factor must be")):
+                     (dict(rope_scaling={"rope_type": "linear", "factor": 0}), "rope_scaling.factor must be"),
+                     # head_dim 0 (given, or a width below the head count) divided by zero in the attention scale;
+                     # a negative init std was torch's error at a fine-tune's init, a dropout of 1 zeroed every row
+                     (dict(head_dim=0), "head_dim must be an integer >= 1"),
+                     (dict(hidden_size=2, num_attention_heads=4, num_key_value_heads=4), "head_dim must be an"),
+                     (dict(initializer_range=-1.0), "initializer_range must be a number in"),
+                     (dict(attention_dropout=1.0), "attention_dropout must be a number in")):
         with pytest.raises(ValueError, match=what):
             OuroConfig(**kw)
     for kw in (dict(pad_token_id=48), dict(pad_token_id=-1), dict(eos_token_id=[0, 99])):  # vocabulary 48

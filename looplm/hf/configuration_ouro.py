@@ -85,6 +85,16 @@ class OuroConfig(PretrainedConfig):
                                    or not math.isfinite(factor) or factor <= 0):
             raise ValueError(f"rope_scaling.factor must be a finite number > 0, got {factor!r}")
         self.head_dim = hidden_size // num_attention_heads if head_dim is None else head_dim
+        if isinstance(self.head_dim, bool) or not isinstance(self.head_dim, numbers.Integral) or self.head_dim < 1:
+            # (0, given or from hidden_size < num_attention_heads, was a ZeroDivisionError in the attention scale)
+            raise ValueError(f"head_dim must be an integer >= 1 (hidden_size={hidden_size} over "
+                             f"num_attention_heads={num_attention_heads} when not given), got {self.head_dim!r}")
+        self.head_dim = int(self.head_dim)
+        for name, v, top in (("initializer_range", initializer_range, math.inf), ("attention_dropout",
+                                                                                   attention_dropout, 1)):
+            # a negative standard deviation is torch's error only at a fine-tune's init; a dropout of 1 zeroes all
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v < top:
+                raise ValueError(f"{name} must be a number in [0, {top}), got {v!r}")
         self.hidden_act = hidden_act
         self.max_position_embeddings = max_position_embeddings
         self.initializer_range = initializer_range
