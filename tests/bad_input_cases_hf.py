@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from .bad_input_cases import FT, FT_YAML, GOOD_CHAT, Case
+from .bad_input_cases import FT, FT_YAML, GOOD_CHAT, Case, template
 from .bad_input_damage import (
     _as_bin,
     _big_tokenizer,
@@ -250,4 +250,10 @@ HF_CASES: dict[str, Case] = {
         "d/b.ndjson": GOOD_CHAT + "\n"}, hf=True),
     "hf-resume-kind-mismatch": Case("hf", "--resume a fine-tune with a config for looplm's own model", [
         "train", "--config", "addition-prenorm-stars", "--out", "{hfrun}", "--resume", "--no-progress"], hf=True),
+    "chat-template-drops-system": Case("data", "data.system_prompt with a chat template that writes no system turn",
+                                       FT, {**(t := template(
+        "{% for m in messages %}{% if m.role != 'system' %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")),
+        "ft.yaml": t["ft.yaml"].replace("  max_length: 256\n", "  max_length: 256\n  system_prompt: Be a tutor.\n")},
+        hf=True),
 }

@@ -201,6 +201,13 @@ def test_records_formats_sources_and_truncation(tok, tmp_path):
     later = {"messages": [*convo["messages"][1:], {"role": "system", "content": "Be brief."},
                           {"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "6"}]}
     assert [m["role"] for m in to_messages(later, system_prompt="Tutor.")].count("system") == 1  # not two
+    # a chat template that writes no system turns dropped data.system_prompt (or a record's own) in silence
+    mute = "{% for m in messages %}{% if m.role != 'system' %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n" \
+           "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    for recs, kw in (([{"messages": convo["messages"][1:]}], {"system_prompt": "Tutor."}), ([convo], {})):
+        with pytest.raises(ValueError, match=r"record 0: the chat template drops the system turn \('(Tutor|Be brief)"):
+            build_examples(recs, tok, 512, chat_template=mute, **kw)
+    assert build_examples([{"messages": convo["messages"][1:]}], tok, 512, chat_template=mute)[1].kept == 1
     # a datasets save_to_disk folder: its metadata JSON was named as a bad data file
     (tmp_path / "saved").mkdir()
     (tmp_path / "saved" / "dataset_info.json").write_text("{}\n")

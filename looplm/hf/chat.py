@@ -108,6 +108,12 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
     if not messages:
         raise TemplateError("empty conversation")
     full = _render(tokenizer, messages, False, chat_template, tools)
+    for m in messages:  # a template without system turns drops them: trained as if the prompt were never there
+        said = m.get("content")
+        if m.get("role") in ("system", "developer") and isinstance(said, str) and said.strip() not in full:
+            raise TemplateError(f"the chat template drops the {m['role']} turn ({said.strip()[:40]!r} is not in the "
+                                "conversation it renders), so the model would train without it; use a chat template "
+                                "that writes system turns (data.chat_template), or leave the system prompt out")
     spans = []
     for i, m in enumerate(messages):
         if m.get("role") != "assistant" or m.get("weight") == 0:  # weight 0 (OpenAI's format): context, not target
