@@ -517,8 +517,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         if "sizes" in res:
             from .plots import plot_size_depth
 
-            for k, (s, acc) in enumerate(zip(res["sizes"], res["accuracy_by_size"], strict=True)):
-                table = depth_table({"depths": res["depths"], "accuracy": acc}, shown, f"size {s:<3d}")
+            few = len(set(res["n_by_size"])) > 1  # a size with fewer distinct problems says so (its figure is coarser)
+            rows = [f"size {s}" + (f" (n={m})" if few else "") for s, m in zip(res["sizes"], res["n_by_size"],
+                                                                             strict=True)]
+            for k, (row, acc) in enumerate(zip(rows, res["accuracy_by_size"], strict=True)):
+                table = depth_table({"depths": res["depths"], "accuracy": acc}, shown, row.ljust(max(map(len, rows))))
                 print(table if k == 0 else table.splitlines()[1])
             with all_or_nothing(outs):  # the JSON and its figure
                 write_json(out, res, args.force)

@@ -294,7 +294,7 @@ def test_size_graded_tasks_sweep_by_size_and_depth(name, tmp_path, capsys):
         # the top-level curve (what `plot` draws) is over every size, weighted by its problems
         want = sum(a[0] * k for a, k in zip(res["accuracy_by_size"], res["n_by_size"], strict=True)) / res["n"]
         assert res["accuracy"][0] == pytest.approx(want)
-        capsys.readouterr()
+        assert f"size 6 (n={len(few)})" in capsys.readouterr().out  # the table says a size has fewer problems
         # an exit rule is scored on one set of problems, not per size: the combination is refused, not ignored
         assert cli("sweep", tmp_path / "run", "--sizes", "6:7", "--exit-tol", "0.1", "--out", tmp_path / "x.json",
                    "--no-progress") == 2
