@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from fractions import Fraction
 
 _GROUPED = r"\d{1,3}(?:,\d{3})+|\d{1,3}(?:[\u2009\u202f]\d{3})+"  # 1,234,567 and 1 234 567 with thin spaces
@@ -247,9 +247,15 @@ def normalize(s: str) -> str:
     pct = _is_percent(s)
     if pct:  # kept as a percent: whether the gold means 25 or 0.25 is is_correct's to decide
         x *= 100
-    # fifteen significant digits, in decimal arithmetic (a float overflows past 1e308, and rounding to ten places
-    # made 1e-10 "1e-1" and 1e-11 zero)
-    out = str(x.numerator) if x.denominator == 1 else format(Decimal(x.numerator) / Decimal(x.denominator), ".15g")
+    # the integer part whole and fifteen significant digits after it, in decimal arithmetic: a float overflows
+    # past 1e308, rounding to ten places made 1e-10 "1e-1", and fifteen digits in all made 1234567890123456.5 the
+    # integer 1234567890123460, which then compared exactly equal to that integer
+    if x.denominator == 1:
+        out = str(x.numerator)
+    else:
+        with localcontext() as c:
+            c.prec = len(str(abs(x.numerator) // x.denominator)) + 15
+            out = format((Decimal(x.numerator) / Decimal(x.denominator)).normalize(), "g")
     return out + "%" if pct else out
 
 
