@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from .bad_input_cases import FT, FT_YAML, GOOD_CHAT, Case, template
+from .bad_input_cases import FT, FT_YAML, GOOD_CHAT, Case, chat, template
 from .bad_input_damage import (
     _as_bin,
     _big_tokenizer,
@@ -255,5 +255,8 @@ HF_CASES: dict[str, Case] = {
         "{% for m in messages %}{% if m.role != 'system' %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
         "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")),
         "ft.yaml": t["ft.yaml"].replace("  max_length: 256\n", "  max_length: 256\n  system_prompt: Be a tutor.\n")},
+        hf=True),
+    "chat-capital-role": Case("data", "a chat record whose roles are capitalised (User, Assistant)", FT, chat(
+        GOOD_CHAT, '{"messages": [{"role": "User", "content": "2+2?"}, {"role": "Assistant", "content": "4"}]}'),
         hf=True),
 }

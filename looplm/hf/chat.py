@@ -168,6 +168,9 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]], chat_template: s
     return Encoded(ids, labels)
 
 
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
 def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str = "messages",
                 prompt_field: str = "problem", response_field: str = "solution",
                 system_prompt: str | None = None) -> list[dict[str, str]] | None:
@@ -193,6 +196,9 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
             if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
                 raise ValueError(f"{messages_field}[{j}] must be an object with string `role` and `content`, got "
                                  f"{json.dumps(m)[:80]}")
+            if m["role"] != m["role"].lower() and m["role"].lower() in ROLES:  # templates test role == 'assistant'
+                raise ValueError(f"{messages_field}[{j}].role {m['role']!r}: roles are lower case "
+                                 f"({', '.join(ROLES)}); as written it is no {m['role'].lower()} turn")
             # (None: absent; parquet and hub data fill a key that only some messages have with null)
             if m.get("weight") is not None and (m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
                 raise ValueError(f"{messages_field}[{j}].weight must be 0 (not trained on) or 1, got "
