@@ -53,6 +53,9 @@ def test_every_worked_solution_is_right_and_within_bounds():
     for bad in ((0, 3), (3, 2), (1,), (2, 9), None, (1.9, 2.7), ("1", "2")):  # (1.9, 2.7) ran as (1, 2)
         with pytest.raises(ValueError, match="steps"):
             math_problems(3, steps=bad)
+    for bad in (True, -1, 2.0, "3"):  # True made one problem
+        with pytest.raises(ValueError, match="n must be a non-negative integer"):
+            math_problems(bad)
 
 
 def test_held_out_split_is_disjoint_and_stable(tmp_path):
@@ -61,6 +64,9 @@ def test_held_out_split_is_disjoint_and_stable(tmp_path):
     assert train and test and len(train) + len(test) == 300
     assert not {r["question"] for r in train} & {r["question"] for r in test}
     assert all(is_held_out(r["question"]) for r in test) and not any(is_held_out(r["question"]) for r in train)
+    for bad in (1.5, -1, True, "0.1"):  # 1.5 held out every question and -1 none, in silence
+        with pytest.raises(ValueError, match=r"fraction must be a number in \[0, 1\]"):
+            split(records, bad)
     tr, te = write_split(tmp_path / "a", n_train=40, n_test=12, seed=0)
     assert (tr.name, te.name) == ("train.jsonl", "test.jsonl")
     train0, test0 = read_jsonl(tr), read_jsonl(te)

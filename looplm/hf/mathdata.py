@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import json
+import numbers
 import random
 import re
 from collections.abc import Iterator
@@ -261,20 +262,25 @@ def math_problems(n: int, seed: int = 0, steps: tuple[int, int] = (1, 4), max_va
 
     Each record: `question`, `answer` (the worked solution, ending `#### N`), `steps`, `target` ("N") and
     `messages` (a user and an assistant turn), ready for `looplm finetune`."""
-    if not isinstance(n, int) or n < 0:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:  # (True made one problem)
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    n = int(n)
     stream = _stream(seed, steps, max_value)
     return [next(stream) for _ in range(n)]
 
 
 def is_held_out(question: str, fraction: float = HELD_OUT_FRACTION) -> bool:
     """Whether a question belongs to the held-out (test) side: a hash of its text, whatever seed drew it."""
+    # (1.5 held out every question and -1 none, in silence; a fraction of 0 or 1 is a deliberate all-or-nothing)
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
     return held_out_by_hash(question, fraction, _SALT)
 
 
 def split(records: list[dict[str, Any]], fraction: float = HELD_OUT_FRACTION
           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, test) by `is_held_out` on each record's question."""
+    is_held_out("", fraction)  # a bad fraction is refused with no records too
     train, test = [], []
     for r in records:
         (test if is_held_out(r["question"], fraction) else train).append(r)
