@@ -72,6 +72,8 @@ PATH_CASES: dict[str, Case] = {
     "arg-sweep-out-dev-stdout": Case("arguments", "sweep --out /dev/stdout --force (read first as an earlier result: "
                                      "a hang on a pipe; --force replaced the link)", [
         *S, "--out", "/dev/stdout", "--force"]),
+    "arg-export-out-dev-stdout": Case("arguments", "export-hf --out /dev/stdout (it was called a file)", [
+        "export-hf", "{run}", "--out", "/dev/stdout"], hf=True),
     "data-text-tar-as-txt": Case("data", "train on an uncompressed tar given as the text (its headers and padding were "
                                  "read as text)", [*TRAIN[:2], "text-stars", "--out", "{tmp}/r", "--no-progress",
                                                    *TINY, "--set", "data.path={tmp}/corpus/shard-00001", "--set",

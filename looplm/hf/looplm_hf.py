@@ -22,7 +22,7 @@ from ..config import ConfigError, ModelConfig
 from ..errors import UserError
 from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import LoopedTransformer
-from ..outputs import check_out_folder
+from ..outputs import check_out_folder, not_a_file
 from .generation import LoopGeneration
 from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
 
@@ -150,8 +150,9 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
 def check_new_model_dir(out: Path) -> None:
     """An export writes a new model directory: never over a file, or into a folder that holds anything."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out} exists and is {'a file' if not out.is_dir() else 'not empty'}; export-hf "
-                        "writes a new model directory (choose a new or empty one)")
+        what = "is not empty" if out.is_dir() else f"is {not_a_file(out) or 'a file'}"  # /dev/stdout: no file
+        raise UserError(f"--out {out} exists and {what}; export-hf writes a new model directory (choose a new or "
+                        "empty one)")
     check_out_folder(out)
 
 
