@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -194,7 +195,11 @@ def _keep(p: Path) -> Path:
 def _recover(p: Path) -> None:
     """A command that was killed (SIGKILL, out of memory) while replacing `p` left its earlier result kept beside
     it: that result comes back, so a half-replaced set of outputs does not pass for a whole one."""
-    kept = sorted(p.parent.glob(f".{p.name}{KEPT}*"), key=lambda k: k.stat().st_mtime_ns) if p.parent.is_dir() else []
+    # names compared, not globbed: `s[1].json` as a pattern matched `.s1.json.kept-*`, another output's backup,
+    # which was then moved in (and lost with --force)
+    head = f".{p.name}{KEPT}"
+    kept = sorted((k for k in p.parent.iterdir() if k.name.startswith(head) and re.fullmatch(
+        "[0-9a-f]{8}", k.name[len(head):])), key=lambda k: k.stat().st_mtime_ns) if p.parent.is_dir() else []
     if kept:
         os.replace(kept[-1], p)
         for k in kept[:-1]:

@@ -159,3 +159,23 @@ def test_an_out_that_is_no_file_is_refused_unread(tmp_path):
     sweep = {"depths": [1, 2], "sizes": [2, 3], "accuracy_by_size": [[1.0, 1.0], [0.5, 1.0]], "scored_by": "exact"}
     (tmp_path / "r.json").write_text(json.dumps(sweep))
     assert sizes_figure(tmp_path / "r.json") == [tmp_path / "r.png"]
+
+
+def test_an_earlier_result_kept_beside_one_output_is_never_anothers(tmp_path, capsys):
+    """The backup a killed command left (`.NAME.kept-<id>`) was found by a glob of the output's name: `s[1].json`
+    as a pattern matched `.s1.json.kept-*`, so s1.json's earlier result was moved into s[1].json (and lost with
+    --force). Backups are now matched by exact name."""
+    from looplm.outputs import all_or_nothing
+
+    theirs = tmp_path / ".s1.json.kept-0123abcd"
+    theirs.write_text("s1's earlier result")
+    for name in ("s[1].json", "s?.json", "*.json"):
+        with all_or_nothing([tmp_path / name]):
+            pass
+        assert not (tmp_path / name).exists() and theirs.read_text() == "s1's earlier result", name
+    (tmp_path / ".s1.json.kept-0123abcd-mine").write_text("not a backup")  # a name of the user's own
+    (tmp_path / "s1.json").write_text("half")
+    with all_or_nothing([tmp_path / "s1.json"]):
+        assert (tmp_path / "s1.json").read_text() == "s1's earlier result"
+    assert (tmp_path / ".s1.json.kept-0123abcd-mine").exists()
+    assert "its earlier content is back" in capsys.readouterr().err
