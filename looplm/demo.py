@@ -39,7 +39,8 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     cfg1 = load_config("addition-fixed8", overrides or [])
     stage2 = [*(overrides or []), f"train.init_from={out / 'stage1'}"]
     try:  # both stages' settings, and whether stage 2 fits in memory, checked before stage 1 trains
-        check_memory(with_task_vocab(load_config("addition-stars", stage2), make_task(cfg1)))
+        task = make_task(cfg1)
+        check_memory(with_task_vocab(load_config("addition-stars", stage2), task), seq_len=task.seq_len)
     except UserError as e:
         raise UserError(f"stage 2 (preset addition-stars, which --set changes too): {e}") from None
     if n > cfg1.data.test_size:  # checked here, not after both stages have trained

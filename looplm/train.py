@@ -296,7 +296,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         run = hf_run(cfg, device, src)
     else:
         if model is None:  # a user's module is not the model section's LoopedTransformer: its size is its own
-            check_memory(cfg, micro)
+            check_memory(cfg, micro, getattr(task, "seq_len", None))  # (a task of one's own may not say)
         run = native_run(cfg, device, src, model, task)
     if src is not None:
         check_fingerprint(run.task, src, "a resume continues a run on the data it was trained on; restore the data, "
@@ -345,23 +345,25 @@ def _epoch_steps(t: Any, size: int, say: bool) -> int:
     return steps
 
 
-def check_memory(cfg: Config, micro: int | None = None) -> None:
+def check_memory(cfg: Config, micro: int | None = None, seq_len: int | None = None) -> None:
     """Refuse, before anything starts, a native run whose weights, AdamW state and activations (micro-batches of
-    `micro`; None: one process's) cannot fit in the memory free here. The activations are a lower bound (about
-    10·D + 2·d_ff + 2·H·T floats per token, block and loop with a graph)."""
+    `micro`, None: one process's; sequences of the task's `seq_len`, not max_seq_len: batches are padded to their
+    longest row, and sized by the position table, runs that fit were refused as needing 100x the memory) cannot
+    fit here. The activations are a lower bound (10·D + 2·d_ff + 2·H·T floats per token, block and graph loop)."""
     from . import memory
     m, lp, t = cfg.model, cfg.loops, cfg.train
     micro = micro or min(t.micro_batch_size or t.batch_size, t.batch_size)
+    n_pos = min(seq_len or m.max_seq_len, m.max_seq_len)
     with torch.device("meta"):
         params = sum(p.numel() for p in LoopedTransformer(m).parameters())
     # the deepest loop count a training step samples (loops.num_loops alone only sets the no-graph evaluations)
     deepest = training_range(lp)[1]
     graph_loops = 1 if lp.checkpoint_loops else min(lp.backprop_loops or deepest, deepest)
-    per_token = 10 * m.d_model + 2 * m.d_ff + 2 * m.n_heads * m.max_seq_len
+    per_token = 10 * m.d_model + 2 * m.d_ff + 2 * m.n_heads * n_pos
     blocks = m.n_prelude + m.n_coda + m.n_core * graph_loops
-    memory.require(16 * params + 4 * micro * m.max_seq_len * per_token * blocks,
+    memory.require(16 * params + 4 * micro * n_pos * per_token * blocks,
                    f"{params:,} parameters (model.d_model={m.d_model}) with micro-batches of {micro} sequences "
-                   f"and up to {graph_loops} loops with a graph")
+                   f"of up to {n_pos} tokens and up to {graph_loops} loops with a graph")
 
 
 def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard: int, micro: int, run: Run,

@@ -217,6 +217,11 @@ def test_the_memory_check_counts_the_loops_training_samples(tmp_path, monkeypatc
     with pytest.raises(UserError, match="not enough memory"):  # a fixed sampler does run that deep
         train(tiny_config(loops=dict(sampler="fixed", num_loops=100_000), train=dict(steps=1, eval_every=0),
                           model=dict(d_model=256, n_heads=2, d_ff=1024)), tmp_path / "f", progress=False)
+    # batches are padded to their longest row: a large position table (random_positions) costs no memory, but the
+    # check sized every sequence by it (max_seq_len 4096 asked for hundreds of GiB)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**31)
+    train(tiny_config(model=dict(max_seq_len=4096, random_positions=True), train=dict(steps=1, eval_every=0)),
+          tmp_path / "long", progress=False)
 
 
 

@@ -75,7 +75,7 @@ def read_pairs(path: str | Path, prompt_field: str, answer_field: str, where: li
 class JsonlTask(ReadOnUse):
     """The task interface (looplm.tasks) over a prompt -> answer JSONL file."""
 
-    _read_on_use = ("train", "test", "size", "fingerprint")
+    _read_on_use = ("train", "test", "size", "fingerprint", "seq_len")
 
     scored_by = "exact_match"
     eos_id, pad_id = EOS, PAD
@@ -133,13 +133,14 @@ class JsonlTask(ReadOnUse):
             shown = ", ".join(repr(c) for c in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
             raise ValueError(f"{path}: character(s) {shown} are not in the vocabulary of the model this run "
                              "continues (its checkpoint, or train.init_from)")
-        if max_len is not None:  # found now, with the row, not at the step that first draws it
-            for q, a, at in zip(prompts + (self.test[0] if test_path else []),
-                                answers + (self.test[1] if test_path else []), where, strict=True):
-                need = len(self.tok.encode(q)) + len(self.tok.encode(a))  # + the end token - the shift
-                if need > max_len:
-                    raise ValueError(f"{at}: the prompt and answer need {need} positions but model.max_seq_len="
-                                     f"{max_len}; shorten the row or raise max_seq_len")
+        self.seq_len = 0  # the longest row's positions: what a batch is padded to at most
+        for q, a, at in zip(prompts + (self.test[0] if test_path else []),
+                            answers + (self.test[1] if test_path else []), where, strict=True):
+            need = len(self.tok.encode(q)) + len(self.tok.encode(a))  # + the end token - the shift
+            if max_len is not None and need > max_len:  # found now, with the row, not at the step that draws it
+                raise ValueError(f"{at}: the prompt and answer need {need} positions but model.max_seq_len="
+                                 f"{max_len}; shorten the row or raise max_seq_len")
+            self.seq_len = max(self.seq_len, need)
         self.size = len(self.train[0])
         # what was read, so a resume or a held-out sweep can tell that the rows are still the same
         digest = hashlib.sha256(json.dumps([self.train, self.test], ensure_ascii=True).encode()).hexdigest()

@@ -47,6 +47,11 @@ class SizedTask:
             raise ValueError(f"size {max_size} ({self.name}) needs {need} positions but model.max_seq_len={max_len}")
 
     @property
+    def seq_len(self) -> int:
+        """Model input length of the largest training instance."""
+        return self.positions(self.max_size)
+
+    @property
     def vocab_size(self) -> int:
         return self.tok.vocab_size
 

@@ -121,6 +121,11 @@ class TextTask(ReadOnUse):
     def vocab_size(self) -> int:
         return self.tok.vocab_size
 
+    @property
+    def seq_len(self) -> int:
+        """Model input length: a window."""
+        return self.window
+
     def _windows(self, ids: torch.Tensor, starts: torch.Tensor) -> Batch:
         idx = starts[:, None] + torch.arange(self.window + 1)[None, :]
         chunk = ids[idx]  # (B, window + 1)
