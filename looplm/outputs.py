@@ -47,11 +47,11 @@ def check_reachable(p: Path) -> Path | None:
 
 def run_part(p: Path) -> Path | None:
     """The file or folder of a run's own that `p` is or lies in (`run/config.yaml`, `run/tensorboard/x`: a name
-    of `rundir.RUN_FILES` in a folder that holds a run), else None. `p` is resolved first:
+    of `rundir.RUN_FILES` in a folder that holds a run, `rundir.holds_run`), else None. `p` is resolved first:
     `run/checkpoint/../sweep.json` is beside the run's files, not in them."""
     real = p.resolve()
     return next((a for a in (real, *real.parents) if a.name in rundir.RUN_FILES and a.parent.is_dir()
-                 and {"config.yaml", "checkpoint", "metrics.jsonl"} & {x.name for x in a.parent.iterdir()}), None)
+                 and rundir.holds_run(a.parent)), None)
 
 
 def check_out_folder(out: Path) -> None:

@@ -140,6 +140,14 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
     return None  # a run that stopped before its first checkpoint: --resume starts it again
 
 
+def holds_run(d: Path) -> bool:
+    """`d` holds a looplm run: its own config.yaml (`_own_config`) or a checkpoint with weights. Names alone are no
+    run: a project's config.yaml, or the `checkpoint` folder a new run named so had just made, made a folder's
+    `checkpoint`/`tensorboard`/`wandb` "a run's own", refused as --out."""
+    return _own_config(d) or any(ckpt.has_weights(c) for c in (d / "checkpoint", d / "checkpoint.old",
+                                                                 *(c for _, c in ckpt.history(d))))
+
+
 def _own_config(out: Path) -> bool:
     """`out/config.yaml` is a looplm run's resolved config (every run writes one as it starts): a whole dump, every
     key of every section, exactly as `Config.save_yaml` writes it. A config the user wrote there by hand (a few

@@ -446,3 +446,19 @@ def test_a_long_text_encodes_as_one_call_would():
     ids = bpe.encode(text)
     assert ids == bpe.tok.encode(text).ids and len(set(ids)) > 30
     assert bpe.decode(ids) == text
+
+
+def test_a_folder_is_a_runs_own_only_beside_a_run(tiny_run, tmp_path):
+    """`checkpoint`, `tensorboard`, `wandb`... were "a run's own" beside any config.yaml (a project's) or any
+    `checkpoint` entry (the one a new run named so had just made): `train --out X/checkpoint` could not start, a
+    sweep into a project's wandb/ or an analysis folder named checkpoint was refused. Only a folder that holds a
+    looplm run (its own config.yaml, or a checkpoint with weights) makes them so."""
+    assert main(train_args(tmp_path / "new" / "checkpoint")) == 0
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "config.yaml").write_text("lr: 0.1\n")  # a project's own (Hydra's, say)
+    sweep = ["sweep", str(tiny_run), "--depths", "1:2", "--n", "4", "--no-progress", "--out"]
+    assert main([*sweep, str(tmp_path / "proj" / "wandb" / "s.json")]) == 0
+    analyze = ["analyze", str(tiny_run), "--depths", "1:2", "--n", "4", "--spectral-n", "0", "--pca-n", "0",
+               "--no-plot", "--no-progress", "--out", str(tmp_path / "an" / "checkpoint")]
+    assert main(analyze) == 0 and main([*analyze, "--force"]) == 0  # its own folder made it "a run"
+    assert main([*sweep, str(tiny_run / "wandb" / "s.json")]) == 2  # beside a run they still are its own
