@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .arguments import MAX_DEPTH
-from .config_files import PRESET_DIR, parse_yaml, preset_names, read_yaml_config  # noqa: F401 (API)
+from .config_files import PRESET_DIR, dump_yaml, parse_yaml, preset_names, read_yaml_config  # noqa: F401 (API)
 from .errors import ConfigError, UserError  # noqa: F401 (ConfigError: looplm.config's since the start)
 
 NORM_PLACEMENTS = ("pre", "post", "pre_sandwich", "post_sandwich")
@@ -449,7 +447,7 @@ class Config:
 
     def to_yaml(self) -> str:
         """The resolved config as a run's config.yaml holds it (every key of every section)."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return dump_yaml(self.to_dict())
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml())

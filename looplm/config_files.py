@@ -70,6 +70,23 @@ def parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
 
 
+class _QuotingDumper(yaml.SafeDumper):
+    pass
+
+
+# PyYAML's writer quotes a string only where YAML 1.1 would read it as another type, so `1e5` or `0o17` (no number
+# in 1.1, numbers in 1.2) were written bare, and a run's config.yaml holding such a path read back as a float: the
+# run could not be resumed or recognised. Strings the strict reader would type are quoted too.
+_QuotingDumper.yaml_implicit_resolvers = {
+    k: [*yaml.SafeDumper.yaml_implicit_resolvers.get(k, []), *_StrictLoader.yaml_implicit_resolvers.get(k, [])]
+    for k in {*yaml.SafeDumper.yaml_implicit_resolvers, *_StrictLoader.yaml_implicit_resolvers}}
+
+
+def dump_yaml(data: Any) -> str:
+    """`data` as YAML that `parse_yaml` reads back as `data` (keys in their order)."""
+    return yaml.dump(data, Dumper=_QuotingDumper, sort_keys=False)
+
+
 PRESET_DIR = Path(__file__).parent / "presets"
 
 

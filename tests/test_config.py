@@ -92,6 +92,12 @@ def test_yaml_scalars_follow_yaml_1_2(tmp_path):
         with pytest.raises(ConfigError, match=words):
             load_config("addition-prenorm-stars", [bad])
     assert load_config("addition-prenorm-stars", ["model.bias=false"]).model.bias is False
+    # a run's config.yaml reads back as the config it holds: `1e5` or `0o17` (numbers in 1.2, not in 1.1) were
+    # written bare and read back as 100000.0 and 15, so such a data.path made a run that could not be resumed
+    for name in ("1e5", "2E3", "1e-3", "0o17", "017", "yes", "1:30", ".inf", "0x1F", "a: b", "plain"):
+        cfg = load_config("text-fixed", [f"data.path='{name}'"])
+        cfg.save_yaml(f)
+        assert load_config(f) == cfg and load_config(f).to_yaml() == f.read_text(), name
 
 
 def test_a_preset_name_is_the_preset_whatever_the_directory_holds(tmp_path, monkeypatch):
