@@ -401,10 +401,21 @@ class Config:
         # chat data: the field names of the other record shape (format=auto reads both; check_format sees the data)
         data_unread = {"messages": {"prompt_field", "response_field"}, "prompt_response": {"messages_field"}}.get(
             getattr(self.data, "format", None), set())
+        triples = [("loops", loops_unread, f"the {lp.sampler} sampler (loops.sampler)"),
+                   ("reg", reg_unread, f"reg.kind={r.kind}"),
+                   ("data", data_unread, f"data.format={getattr(self.data, 'format', None)}"),
+                   ("train", {"eval_size"} if not self.train.eval_every else set(), "a run with train.eval_every=0")]
+        if self.kind == "native":  # keys read only in some setups of a task or model (recorded as if they applied)
+            d, m = self.data, self.model
+            triples += [("data", {"bpe_vocab"} if d.task == "text" and d.tokenizer != "bpe" else set(),
+                         f"data.tokenizer={d.tokenizer}"),
+                        ("data", {"test_seed"} if d.task == "text" or (d.task == "jsonl" and d.test_path) else set(),
+                         "the text task (its held-out part is the text's last data.test_fraction)" if d.task == "text"
+                         else "a jsonl run with data.test_path (its held-out rows are that file's)"),
+                        ("model", {"deepnorm_alpha"} if m.norm_type != "deepnorm" else set(),
+                         f"model.norm_type={m.norm_type}")]
         out = []
-        for section, keys, by in (("loops", loops_unread, f"the {lp.sampler} sampler (loops.sampler)"),
-                                  ("reg", reg_unread, f"reg.kind={r.kind}"),
-                                  ("data", data_unread, f"data.format={getattr(self.data, 'format', None)}")):
+        for section, keys, by in triples:
             for key in sorted(keys):
                 value = getattr(getattr(self, section), key)
                 if value != getattr(getattr(base, section), key):

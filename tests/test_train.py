@@ -412,8 +412,20 @@ def test_a_run_names_the_keys_its_sampler_and_penalty_never_read(tmp_path, capsy
     assert tiny_config(loops=dict(sampler="lognormal", mu=2.5, max_loops=8),
                        reg=dict(kind="power", power_iters=3, weight=0.3)).unread() == []
     assert load_config("addition-prenorm-stars", ["reg.kind=jsrr", "reg.impl=autograd"]).unread() == []
-    assert [n for p in ("addition-stars", "addition-fixed8", "ouro-math-stars")
-            for n in load_config(p).unread()] == []
+    from looplm.config_files import preset_names
+
+    assert [n for p in preset_names() for n in load_config(p).unread()] == []
+    # keys read only in some setups of a task or model: a char text run's bpe_vocab and test_seed, a deepnorm
+    # alpha beside layernorm, an eval_size with no evaluations were recorded in config.yaml as if they applied
+    said = load_config("text-fixed", ["data.bpe_vocab=300", "data.test_seed=7"]).unread()
+    assert [n.split(" is not read")[0] for n in said] == ["note: data.bpe_vocab=300", "note: data.test_seed=7"]
+    said = load_config("addition-prenorm-stars", ["model.deepnorm_alpha=5.0", "train.eval_every=0",
+                                                  "train.eval_size=7"]).unread()
+    assert [n.split(" is not read")[0] for n in said] == ["note: train.eval_size=7", "note: model.deepnorm_alpha=5.0"]
+    assert load_config("jsonl-fixed", ["data.test_path=t.jsonl", "data.test_seed=3"]).unread() == [
+        "note: data.test_seed=3 is not read by a jsonl run with data.test_path (its held-out rows are that file's); "
+        "it has no effect on this run"]
+    assert load_config("text-fixed", ["data.tokenizer=bpe", "data.bpe_vocab=300"]).unread() == []
     assert load_config("ouro-math-stars", ["loops.sampler=fixed"]).unread() == []  # HF defaults are its base
     # chat data: the field names of the record shape data.format does not read were recorded, unused, unsaid
     assert load_config("ouro-math-stars", ["data.format=messages", "data.prompt_field=question"]).unread() == [
