@@ -110,7 +110,9 @@ class TextTask(ReadOnUse):
             unknown = sorted(set(text) - set(self.tok.stoi))
             if unknown:
                 n = sum(text.count(c) for c in unknown)
-                shown = ", ".join(repr(c) for c in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+                shown = ", ".join(repr(c) for c in unknown[:8]) + (", ..." if len(unknown) > 8 else "") + (
+                    "; a folder's files are joined with a newline between them" if "\n" in unknown and
+                    Path(path).is_dir() else "")
                 raise ValueError(f"{path}: {n:,} character(s) the model's vocabulary lacks ({shown}); the char "
                                  "tokenizer knows only the characters of the text it was trained on (data.tokenizer="
                                  "byte or bpe reads any text)")
