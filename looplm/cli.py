@@ -257,11 +257,11 @@ def _pads_said(out: list[int], pad_id: int) -> str:
 
 def depth_table(sw: dict, depths: list[int], label: str = "accuracy", key: str = "accuracy") -> str:
     vals = dict(zip(sw["depths"], sw[key], strict=True))
-    ds = [d for d in depths if d in vals]
-    w = max(9, len(label) + 1)
-    head = "loops".ljust(w) + " ".join(f"{d:>6d}" for d in ds)
-    row = label.ljust(w) + " ".join(f"{vals[d]:>6.3f}" if vals[d] < 1e3 else f"{vals[d]:>6.0e}" for d in ds)
-    return head + "\n" + row
+    ds = [d for d in depths if d in vals]  # whole numbers from 1000 (one significant digit made 1499 "1e+03")
+    cells = [f"{vals[d]:.3f}" if vals[d] < 1e3 else f"{vals[d]:.0f}" if vals[d] < 1e6 else f"{vals[d]:.3g}" for d in ds]
+    w, c = max(9, len(label) + 1), max([6, *map(len, cells)])
+    return "loops".ljust(w) + " ".join(f"{d:>{c}d}" for d in ds) + "\n" + label.ljust(w) + " ".join(
+        s.rjust(c) for s in cells)
 
 
 def cmd_plot(inputs: list[str], out: str, labels: list[str] | None = None, force: bool = False) -> list[Path]:

@@ -565,3 +565,13 @@ def test_sigterm_inside_a_weakref_callback_still_stops_the_command(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 143 and "ran on" not in done.stdout, (done.stdout, done.stderr)
     assert done.stderr.strip() == "error: terminated (SIGTERM)", done.stderr
+
+
+def test_the_depth_table_prints_large_perplexities_whole():
+    """Perplexities of 1000 or more were printed with one significant digit: 1499 as "1e+03", 1501 and 2499 both
+    as "2e+03". They are whole numbers now, in columns as wide as the widest."""
+    from looplm.cli import depth_table
+
+    table = depth_table({"depths": [1, 2, 3, 4], "ppl": [1.5, 1499.4, 2499.0, 3.2e7]}, [1, 2, 3, 4], "ppl", "ppl")
+    head, row = table.splitlines()
+    assert row.split() == ["ppl", "1.500", "1499", "2499", "3.2e+07"] and len(head) == len(row)
