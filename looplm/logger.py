@@ -46,8 +46,13 @@ def truncate_metrics(path: Path, last_step: int) -> int:
         else:
             dropped += 1
     tmp = path.with_name(path.name + ".tmp")  # rewrite by rename, so a kill here cannot lose the log
-    tmp.write_text("".join(k + "\n" for k in keep))
-    tmp.replace(path)
+    try:
+        tmp.write_text("".join(k + "\n" for k in keep))
+        tmp.replace(path)
+    except OSError as e:  # (an immutable log, a full disk: the .tmp was left and errno's line named only it)
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot rewrite the training log {path} for the resume ({e.strerror or e}); the log is as "
+                        "it was") from None
     return dropped
 
 

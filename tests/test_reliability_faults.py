@@ -462,3 +462,22 @@ def test_a_folder_is_a_runs_own_only_beside_a_run(tiny_run, tmp_path):
                "--no-plot", "--no-progress", "--out", str(tmp_path / "an" / "checkpoint")]
     assert main(analyze) == 0 and main([*analyze, "--force"]) == 0  # its own folder made it "a run"
     assert main([*sweep, str(tiny_run / "wandb" / "s.json")]) == 2  # beside a run they still are its own
+
+
+def test_a_log_that_cannot_be_rewritten_on_resume_is_one_line_and_no_tmp(tmp_path, monkeypatch):
+    """A resume rewrites metrics.jsonl through metrics.jsonl.tmp; a rename that failed (an immutable log) left
+    the .tmp in the run and said only errno's line about it."""
+    from looplm.errors import UserError
+    from looplm.logger import truncate_metrics
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n')
+
+    def refused(self, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "replace", refused)
+    with pytest.raises(UserError, match=r"cannot rewrite the training log .*metrics.jsonl for the resume \(Operation "
+                                        r"not permitted\); the log is as it was"):
+        truncate_metrics(log, 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"] and '"step": 2' in log.read_text()
