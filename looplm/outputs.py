@@ -58,6 +58,9 @@ def check_out_folder(out: Path) -> None:
     """An --out folder a command creates or writes a tree into (a run, a study, an export): not a link that leads
     nowhere, reachable (`check_reachable`), and not a folder of another run's own (`run/tensorboard`: that run's
     logger writes into it)."""
+    if str(out).startswith("~"):  # the API's `fit(cfg, "~/runs/x")`: no shell expands it (the CLI says so earlier)
+        raise UserError(f"{out}: a path that starts with ~ is not expanded here, so a folder named "
+                        f"{Path(out).parts[0]} would be made in {Path.cwd()}; give the full path (os.path.expanduser)")
     if out.is_symlink() and not out.exists():
         raise UserError(f"--out {out} is {dead_link(out)}")
     own = run_part(out)

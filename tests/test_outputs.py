@@ -179,3 +179,15 @@ def test_an_earlier_result_kept_beside_one_output_is_never_anothers(tmp_path, ca
         assert (tmp_path / "s1.json").read_text() == "s1's earlier result"
     assert (tmp_path / ".s1.json.kept-0123abcd-mine").exists()
     assert "its earlier content is back" in capsys.readouterr().err
+
+
+def test_an_api_out_that_starts_with_a_tilde_is_refused(tmp_path, monkeypatch):
+    """`fit(cfg, "~/runs/x")` made a folder named `~` in the current directory (the CLI refused `--out=~/x`)."""
+    from looplm import fit, load_config
+    from looplm.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    for out in ("~/runs/x", "~root/x"):
+        with pytest.raises(UserError, match=r"a path that starts with ~ is not expanded here"):
+            fit(load_config("addition-prenorm-stars", ["train.steps=1"]), out, progress=False)
+    assert list(tmp_path.iterdir()) == []
