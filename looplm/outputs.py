@@ -54,6 +54,21 @@ def run_part(p: Path) -> Path | None:
                  and rundir.holds_run(a.parent)), None)
 
 
+def check_name_length(p: Path) -> None:
+    """Refuse, before any work, an output whose name leaves no room for the names looplm writes beside it (a
+    temporary file, a kept earlier result, an export in progress: up to 16 bytes longer). A valid 253-byte name
+    failed after the work, with errno's line naming a hidden file the user never gave."""
+    above = next((a for a in p.parents if a.is_dir()), Path("/"))
+    try:
+        limit = os.pathconf(above, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    size = len(os.fsencode(p.name))
+    if size + 16 > limit:
+        raise UserError(f"--out {p}: its name is {size} bytes, and looplm writes beside it under names up to 16 "
+                        f"bytes longer, past this file system's limit of {limit}; choose a shorter name")
+
+
 def check_out_folder(out: Path) -> None:
     """An --out folder a command creates or writes a tree into (a run, a study, an export): not a link that leads
     nowhere, reachable (`check_reachable`), and not a folder of another run's own (`run/tensorboard`: that run's
@@ -63,6 +78,7 @@ def check_out_folder(out: Path) -> None:
                         f"{Path(out).parts[0]} would be made in {Path.cwd()}; give the full path (os.path.expanduser)")
     if out.is_symlink() and not out.exists():
         raise UserError(f"--out {out} is {dead_link(out)}")
+    check_name_length(out)
     own = run_part(out)
     if own is not None and ckpt.enclosing_checkpoint(out / "config.yaml") is None:  # (checkpoints: said by name)
         raise UserError(f"--out {out} is {'inside ' if own != out.resolve() else ''}{own.name}/ of the run in "
@@ -80,6 +96,7 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         raise UserError(f"--out {paths[0]} would be written twice (the result and its figure, "
                         f"{', '.join(str(p) for p in paths)}); give a .json path")
     for p in paths:
+        check_name_length(p)
         odd = not_a_file(p)
         if odd:
             raise UserError(f"--out {p} is {odd}, not a file to write a result to (a result is written whole, "

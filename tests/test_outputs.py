@@ -191,3 +191,18 @@ def test_an_api_out_that_starts_with_a_tilde_is_refused(tmp_path, monkeypatch):
         with pytest.raises(UserError, match=r"a path that starts with ~ is not expanded here"):
             fit(load_config("addition-prenorm-stars", ["train.steps=1"]), out, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_name_with_no_room_for_its_temporary_names_is_refused_first(tmp_path):
+    """A valid 253-byte --out name failed only after the work, when the temporary file beside it (18 bytes
+    longer) could not be made, with errno's line naming that hidden file."""
+    from looplm.errors import UserError
+    from looplm.outputs import check_out_folder, fresh_outputs
+
+    long_name = tmp_path / ("g" * 248 + ".json")
+    with pytest.raises(UserError, match=r"its name is 253 bytes, and looplm writes beside it under names up to 16"):
+        fresh_outputs([long_name], force=False)
+    with pytest.raises(UserError, match="its name is 245 bytes"):
+        check_out_folder(tmp_path / ("e" * 245))
+    fresh_outputs([tmp_path / ("g" * 234 + ".json")], force=False)  # 239 + 16 fits in 255
+    assert list(tmp_path.iterdir()) == []
