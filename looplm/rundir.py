@@ -327,8 +327,9 @@ def on_resume(src: Path, cfg: Config, out: Path) -> tuple[Config, list[str]]:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=began))
     kept = [f"{f} (step {_scored_step(out / f) or '?'})" for f in RESULTS if (out / f).is_file()]
     if kept:  # each result's own step: it may score a checkpoint of the history, not the latest
-        notes.append(f"note: {' and '.join(kept)} in {out} score earlier weights than this run will have (it resumes "
-                     f"from step {ckpt.saved_step(src)}); rerun them with --force once it has trained on")
+        # by step, not "earlier": a resume from the history (the latest checkpoint damaged) is behind the results
+        notes.append(f"note: {' and '.join(kept)} in {out} score other weights than this run will have (it resumes "
+                     f"from step {ckpt.saved_step(src)} and trains on); rerun them with --force once it has")
     return cfg, notes
 
 

@@ -477,8 +477,9 @@ def test_a_resume_says_the_results_in_the_run_score_an_earlier_step(tmp_path, ca
     capsys.readouterr()
     assert run_cli("train", "--config", "addition-prenorm-stars", "--out", str(run), "--no-progress", "--resume",
                    "--set", "train.steps=3", *tiny) == 0
-    assert (f"note: sweep.json (step 2) and dynamics.json (step 1) in {run} score earlier weights than this run "
-            "will have (it resumes from step 2); rerun them with --force") in capsys.readouterr().out
+    # by step: "earlier weights" was wrong for a resume from the history, behind the results (step 2 vs 1)
+    assert (f"note: sweep.json (step 2) and dynamics.json (step 1) in {run} score other weights than this run "
+            "will have (it resumes from step 2 and trains on); rerun them with --force") in capsys.readouterr().out
 
 
 def test_a_result_replaced_with_force_keeps_no_figure_of_the_earlier_one(run_dir, tmp_path, capsys):
