@@ -543,8 +543,11 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
     if typ is str and isinstance(value, datetime.date):  # YAML reads 2024-01-01 as a date
         raise ConfigError(f"{where} must be str, got the date {value}; quote it in YAML ('{value}')")
     if typ in (int, float, str, bool) and not isinstance(value, typ):
+        # YAML typed what was meant as text (a file named 2024, a path with ": " read as a mapping): say how
+        hint = f"; for text, put it in YAML quotes (--set \"{where}='...'\", or {where.split('.')[-1]}: '...' in " \
+               "a file)" if typ is str else ""
         # reprlib: a YAML alias bomb is a small object whose full repr runs to hundreds of megabytes
-        raise ConfigError(f"{where} must be {typ.__name__}, got {type(value).__name__} {_SHORT.repr(value)}")
+        raise ConfigError(f"{where} must be {typ.__name__}, got {type(value).__name__} {_SHORT.repr(value)}{hint}")
     return value
 
 

@@ -92,6 +92,11 @@ def test_yaml_scalars_follow_yaml_1_2(tmp_path):
         with pytest.raises(ConfigError, match=words):
             load_config("addition-prenorm-stars", [bad])
     assert load_config("addition-prenorm-stars", ["model.bias=false"]).model.bias is False
+    # a text value YAML typed (a file named 2024, a path with ": " read as a mapping) says how to give it as text
+    for bad in ("data.path=2024", "data.path=/tmp/x: y.txt"):
+        with pytest.raises(ConfigError, match=r"data.path must be str, got (int|dict) .*; for text, put it in YAML "
+                                              r"quotes \(--set \"data.path='...'\""):
+            load_config("text-fixed", [bad])
     # a run's config.yaml reads back as the config it holds: `1e5` or `0o17` (numbers in 1.2, not in 1.1) were
     # written bare and read back as 100000.0 and 15, so such a data.path made a run that could not be resumed
     for name in ("1e5", "2E3", "1e-3", "0o17", "017", "yes", "1:30", ".inf", "0x1F", "a: b", "plain"):
