@@ -102,6 +102,9 @@ def resolve(path: str | Path) -> Path:
             return cand
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} {not_there(p)}")
+    if not p.is_dir():  # (model.safetensors itself was "no model.safetensors in .../model.safetensors")
+        raise CheckpointError(f"checkpoint {p} is a file; give the run directory or the folder that holds "
+                              f"{WEIGHTS} ({p.parent})")
     raise CheckpointError(f"no {WEIGHTS} in {p} or {p / 'checkpoint'}: not a looplm checkpoint or run directory")
 
 

@@ -72,6 +72,9 @@ PATH_CASES: dict[str, Case] = {
     "arg-sweep-out-dev-stdout": Case("arguments", "sweep --out /dev/stdout --force (read first as an earlier result: "
                                      "a hang on a pipe; --force replaced the link)", [
         *S, "--out", "/dev/stdout", "--force"]),
+    "ckpt-weights-file": Case("checkpoint", "sweep given the weights file instead of its folder (it was \"no "
+                              "model.safetensors in .../model.safetensors\")", [
+        "sweep", "{run}/checkpoint/model.safetensors", "--no-progress"]),
     "arg-export-out-dev-stdout": Case("arguments", "export-hf --out /dev/stdout (it was called a file)", [
         "export-hf", "{run}", "--out", "/dev/stdout"], hf=True),
     "data-text-tar-as-txt": Case("data", "train on an uncompressed tar given as the text (its headers and padding were "
