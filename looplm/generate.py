@@ -200,7 +200,7 @@ def _require_cache_memory(model: LoopedTransformer, prompts: list[list[int]], nu
     elem = next(model.parameters()).element_size()
     require(slots * rows * m.max_seq_len * 2 * m.d_model * elem,
             f"{rows} prompt(s) of up to {m.max_seq_len} positions with a KV cache for {num_loops:,} loops "
-            f"({slots:,} block slots; --no-cache keeps none)")
+            f"({slots:,} block slots; --no-cache keeps none)", next(model.parameters()).device)
 
 
 def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loops: int, max_new_tokens: int,

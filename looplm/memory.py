@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from .errors import UserError
 
 
@@ -26,8 +28,14 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def require(nbytes: float, what: str) -> None:
-    """UserError if at least `nbytes` are needed for `what` and the machine has fewer free."""
-    free = available_bytes()
+def require(nbytes: float, what: str, device: torch.device | str | None = None) -> None:
+    """UserError if at least `nbytes` are needed for `what` and the machine (or the CUDA `device`, where the
+    tensors live) has fewer free. Host memory alone was compared for a GPU run: a run the GPU could not hold
+    passed, and one it could was refused on a small host."""
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        free, where = torch.cuda.mem_get_info(device)[0], f" on {device}"
+    else:
+        free, where = available_bytes(), ""
     if free is not None and nbytes > free:
-        raise UserError(f"not enough memory: {what} need at least {gib(nbytes)}, and {gib(free)} are free")
+        raise UserError(f"not enough memory: {what} need at least {gib(nbytes)}, and {gib(free)} are free{where}")

@@ -296,7 +296,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
         run = hf_run(cfg, device, src)
     else:
         if model is None:  # a user's module is not the model section's LoopedTransformer: its size is its own
-            check_memory(cfg, micro, getattr(task, "seq_len", None))  # (a task of one's own may not say)
+            check_memory(cfg, micro, getattr(task, "seq_len", None), device)  # (a task of one's own may not say)
         run = native_run(cfg, device, src, model, task)
     if src is not None:
         check_fingerprint(run.task, src, "a resume continues a run on the data it was trained on; restore the data, "
@@ -345,7 +345,7 @@ def _epoch_steps(t: Any, size: int, say: bool) -> int:
     return steps
 
 
-def check_memory(cfg: Config, micro: int | None = None, seq_len: int | None = None) -> None:
+def check_memory(cfg: Config, micro: int | None = None, seq_len: int | None = None, device: Any = None) -> None:
     """Refuse, before anything starts, a native run whose weights, AdamW state and activations (micro-batches of
     `micro`, None: one process's; sequences of the task's `seq_len`, not max_seq_len: batches are padded to their
     longest row, and sized by the position table, runs that fit were refused as needing 100x the memory) cannot
@@ -363,7 +363,7 @@ def check_memory(cfg: Config, micro: int | None = None, seq_len: int | None = No
     blocks = m.n_prelude + m.n_coda + m.n_core * graph_loops
     memory.require(16 * params + 4 * micro * n_pos * per_token * blocks,
                    f"{params:,} parameters (model.d_model={m.d_model}) with micro-batches of {micro} sequences "
-                   f"of up to {n_pos} tokens and up to {graph_loops} loops with a graph")
+                   f"of up to {n_pos} tokens and up to {graph_loops} loops with a graph", device)
 
 
 def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard: int, micro: int, run: Run,

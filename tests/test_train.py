@@ -222,6 +222,11 @@ def test_the_memory_check_counts_the_loops_training_samples(tmp_path, monkeypatc
     monkeypatch.setattr(memory, "available_bytes", lambda: 2**31)
     train(tiny_config(model=dict(max_seq_len=4096, random_positions=True), train=dict(steps=1, eval_every=0)),
           tmp_path / "long", progress=False)
+    # a GPU run's tensors live on the GPU: its free memory decides, not the host's (compared alone before)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**20, 2**34))
+    memory.require(2**25, "a job")  # 32 MiB: the host's 2 GiB hold it
+    with pytest.raises(UserError, match=r"need at least 0.0 GiB, and 0.0 GiB are free on cuda:0"):
+        memory.require(2**25, "a job", torch.device("cuda:0"))
 
 
 
