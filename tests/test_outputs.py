@@ -120,9 +120,11 @@ def test_a_path_through_the_checkpoint_folder_and_back_is_beside_the_run(tmp_pat
     from looplm.errors import UserError
     from looplm.outputs import fresh_outputs
 
+    from looplm.config import load_config
+
     run = tmp_path / "run"
     (run / "checkpoint").mkdir(parents=True)
-    (run / "config.yaml").write_text("{}\n")
+    load_config("addition-prenorm-stars").save_yaml(run / "config.yaml")  # a run's own, as it starts
     fresh_outputs([run / "checkpoint" / ".." / "sweep.json"], False)
     with pytest.raises(UserError, match="belongs to the run"):
         fresh_outputs([run / "checkpoint" / ".." / "config.yaml"], True)
