@@ -180,3 +180,19 @@ def test_more_dress_more_phrases_text_in_a_box_and_sums():
     assert is_correct(extract_answer("\\boxed{B}"), gold_answer("So \\boxed{\\text{B}}"))
     for said, wrong in (("#### 5 - 3", "5"), ("#### 2**10", "2"), ("#### 1_000", "1"), ("the answer is 3 x 4", "3")):
         assert not is_correct(extract_answer(said), wrong), said
+
+
+def test_percents_compared_as_percents_and_no_rounding_to_an_integer():
+    """Every pairing of a percent's number and fraction made `25%` right for a gold `0.25%`, `50%` for `5000%` and
+    `2500%` for 25; normalize rounded 0.99999999999999999 to "1" (and 41.99999999999999999 to "42"), so through
+    extract_answer a non-integer was graded exactly equal to an integer."""
+    for pred, gold in (("25%", "0.25%"), ("0.25%", "25%"), ("50%", "5000%"), ("2500%", "25"), ("2500", "25%"),
+                       ("25", "2500%")):
+        assert not is_correct(pred, gold), (pred, gold)
+    for pred, gold in (("25%", "25"), ("25%", "0.25"), ("100%", "1"), ("25", "25%"), ("0.25", "25%"), ("25%", "25%"),
+                       ("50.0%", "50%"), ("-50%", "-0.5")):
+        assert is_correct(pred, gold), (pred, gold)
+    for said in ("0.9999999999999999", "0.99999999999999999", "41.99999999999999999", "1.000000000000000001"):
+        got = extract_answer("#### " + said)
+        assert got == said and not is_correct(got, str(round(float(said)))), said
+    assert normalize("2/3") == "0.6666666666666667" and normalize("1.50") == "1.5" and normalize("0.5%") == "0.5%"

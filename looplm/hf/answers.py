@@ -22,10 +22,12 @@ typographic minus (U+2212) is a minus. LaTeX is read as the number it typesets, 
 `{5}`, `+5`. A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone writes: it is compared as
 text, and never built (`1e999999999` would take minutes and gigabytes).
 
-`normalize` gives a canonical string ("$1,234.50" -> "1234.5", "3/4" -> "0.75", "50.0%" -> "50%"), and `is_correct`
-compares numerically when both sides are numbers: exactly when either is an integer (1000000.9 is no 1000000),
-others within |a - b| <= 1e-6 · max(1, |b|), and a percent as its number or its fraction ("25%" is right for a gold
-25, GSM8K's unit-less answer to a "what percent" question, and for 0.25); else as normalized text.
+`normalize` gives a canonical string ("$1,234.50" -> "1234.5", "3/4" -> "0.75", "50.0%" -> "50%"; a non-integer
+never as an integer), and `is_correct` compares numerically when both sides are numbers: exactly when either is an
+integer (1000000.9 is no 1000000), others within |a - b| <= 1e-6 · max(1, |b|); a percent against a plain number
+as its number ("25%" is right for a gold 25, GSM8K's unit-less answer to a "what percent" question) or, against a
+proportion (-1 to 1), its fraction (right for 0.25; 2500% is not 25); two percents as they are (25% is no 0.25%);
+else as normalized text.
 """
 
 from __future__ import annotations
@@ -249,13 +251,18 @@ def normalize(s: str) -> str:
         x *= 100
     # the integer part whole and fifteen significant digits after it, in decimal arithmetic: a float overflows
     # past 1e308, rounding to ten places made 1e-10 "1e-1", and fifteen digits in all made 1234567890123456.5 the
-    # integer 1234567890123460, which then compared exactly equal to that integer
-    if x.denominator == 1:
-        out = str(x.numerator)
-    else:
-        with localcontext() as c:
-            c.prec = len(str(abs(x.numerator) // x.denominator)) + 15
-            out = format((Decimal(x.numerator) / Decimal(x.denominator)).normalize(), "g")
+    # integer 1234567890123460, which then compared exactly equal to that integer. A non-integer that rounds to an
+    # integer (0.99999999999999999 to 1) gets the digits its denominator needs: it was graded as that integer.
+    out = str(x.numerator)
+    if x.denominator != 1:
+        whole = len(str(abs(x.numerator) // x.denominator))
+        for digits in (15, x.denominator.bit_length() * 3 // 10 + 2):  # (bit_length: str() stops at 4300 digits)
+            with localcontext() as c:
+                c.prec = whole + digits
+                d = (Decimal(x.numerator) / Decimal(x.denominator)).normalize()
+            if d != d.to_integral_value():
+                break
+        out = format(d, "g")
     return out + "%" if pct else out
 
 
@@ -271,14 +278,20 @@ def _same(a: Fraction, b: Fraction) -> bool:
 
 def is_correct(prediction: str | None, gold: str | float | None) -> bool:
     """Numeric equality when both parse as numbers (integers exactly, others within a relative 1e-6, a percent
-    read as its number or its fraction); otherwise exact normalized text. A number (a dataset's numeric answer
-    column) is read as its text."""
+    against a plain number read as its number or, for a proportion, its fraction); otherwise exact normalized text.
+    A number (a dataset's numeric answer column) is read as its text."""
     if prediction is None or gold is None:
         return False
     prediction, gold = _text(prediction), _text(gold)
     a, b = to_number(prediction), to_number(gold)
     if a is not None and b is not None:
-        ways_a = [a, a * 100] if _is_percent(prediction) else [a]
-        ways_b = [b, b * 100] if _is_percent(gold) else [b]
+        ways_a, ways_b = [a], [b]
+        # a percent against a plain number: as its number (25% for GSM8K's unit-less 25) or, against a proportion
+        # (-1 to 1), its fraction (25% for 0.25). Every pairing made 25% right for 0.25% and 2500% for 25 (its
+        # fraction); two percents are compared as they are.
+        if _is_percent(prediction) and not _is_percent(gold):
+            ways_a = [a * 100] + ([a] if abs(b) <= 1 else [])
+        elif _is_percent(gold) and not _is_percent(prediction):
+            ways_b = [b * 100] + ([b] if abs(a) <= 1 else [])
         return any(_same(x, y) for x in ways_a for y in ways_b)
     return normalize(prediction) == normalize(gold)
