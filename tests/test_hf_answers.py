@@ -196,3 +196,14 @@ def test_percents_compared_as_percents_and_no_rounding_to_an_integer():
         got = extract_answer("#### " + said)
         assert got == said and not is_correct(got, str(round(float(said)))), said
     assert normalize("2/3") == "0.6666666666666667" and normalize("1.50") == "1.5" and normalize("0.5%") == "0.5%"
+
+
+def test_a_degenerate_completion_is_read_in_one_pass():
+    """Each bare `####` line searched the rest of the text for its answer line (20,000 of them: 52 s), and a run
+    of 100,000 digits was tried as a mixed number's whole part from each of its digits (minutes)."""
+    assert extract_answer("####\n" * 20_000 + "#### 42\n") == "42"
+    assert extract_answer("####\n" * 20_000 + "(" * 50_000) is None
+    assert extract_answer("#### Step 1\n" * 10_000 + "\\boxed{7}") == "7"
+    digits = "1" * 100_000
+    assert extract_answer(digits) == digits and extract_answer("the answer is " + digits + " apples") == digits
+    assert extract_answer("a" + " " * 100_000 + "5") == "5"

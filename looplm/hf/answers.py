@@ -32,6 +32,7 @@ else as normalized text.
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
 import re
@@ -43,14 +44,19 @@ _THIN = r"\d{1,3}(?:[\u2009\u202f]\d{3})+(?:\.\d+)?"
 _PLAIN = r"\d[\d,.]*\d|\d"  # a run of digits, commas and points: read whole, parsed (or not) by to_number
 _MIXED = r"\d+[ \t]+\d+/\d+(?![\d/])"  # 3 1/2: tried first, or it would be read as 3
 _POWER = r"(?:\s*(?:x|×|\\times|\\cdot)\s*10)?\^\{?-?\d+\}?"  # 2^10, 1.2 x 10^5, 3 \times 10^{-2}
-_NUM = (rf"-?\$?\s*(?:{_MIXED}%?|(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{_POWER})?(?::\d+)*"
+# a sign or a currency may stand apart from its digits ("- 5", "$ 5"); nothing else may (a `\s*` at the start made
+# every position of a long run of spaces scan the whole run)
+_NUM = (rf"(?:-\s*)?(?:\$\s*)?(?:{_MIXED}%?|(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{_POWER})?(?::\d+)*"
         rf"(?:\s*/\s*\d+)?%?)")
 _NUM_RE = re.compile(_NUM)
 _MARK_RE = re.compile(r"####[ \t]*(.*)")
 _PHRASE_RE = re.compile(r"\banswer\s+is|\banswer\W{0,3}?\s*[:=]", re.IGNORECASE)  # (the/my/correct ..., **Answer**:)
 _FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
+_WORDY_RE = re.compile(r"^[^\n]*\w", re.MULTILINE)  # a line that holds a letter or digit
 _FRAC_ARG = r"(?:\{\s*(-?[\d,.]+)\s*\}|\s*(\d))"  # {3}, { 3.5 }, {1,000}, or one bare digit (\frac12, \frac 34)
-_FRAC_RE = re.compile(rf"(-?)(\d+)?\\[dt]?frac{_FRAC_ARG}{_FRAC_ARG}")
+# (?<!\d): a mixed number's whole part is tried from its first digit only (from every digit of a run of 100,000
+# digits, each trying the rest of the run, took minutes)
+_FRAC_RE = re.compile(rf"(-?)(?<!\d)(\d+)?\\[dt]?frac{_FRAC_ARG}{_FRAC_ARG}")
 _VULGAR = dict(zip("½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞", ["1/2", "1/3", "2/3", "1/4", "3/4", "1/5", "2/5", "3/5", "4/5", "1/6", "5/6",
                                          "1/8", "3/8", "5/8", "7/8"], strict=True))
 _DIGITS = 400  # the largest power of ten a number may have (and the smallest, negated) to be read as one
@@ -124,15 +130,20 @@ def _unbox(boxed: str) -> str:
     return re.sub(r"^\+(?=\s*[\d.])", "", s)  # +5
 
 
-def _next_line(text: str, end: int) -> str:
-    """The rest of the line from `end`, or, when that holds no letter or digit ("**Final answer:**" then the
-    answer below it), the next line that does (display math's `$$` or `\\[` alone is no answer), without a list's
-    marker."""
-    rest = text[end:].split("\n", 1)
-    if re.search(r"\w", rest[0]) or len(rest) == 1:
-        return rest[0]
-    line = next((line for line in rest[1].split("\n") if re.search(r"\w", line)), "")  # not $$ or \[ alone
-    return re.sub(r"^\s*(?:[-*•+]|\d+[.)])\s+(?=\S)", "", line)  # a list's bullet or number: "- 42", "1. 42"
+def _next_line(text: str, end: int, wordy: list[int]) -> tuple[int, str]:
+    """Where the answer after `end` starts, and its line: the rest of the line from `end`, or, when that holds no
+    letter or digit ("**Final answer:**" then the answer below it), the next line that does (display math's `$$`
+    or `\\[` alone is no answer), without a list's marker. `wordy`: where each line with a letter or digit starts
+    (found once: searching the rest of the text from each of 20,000 bare `####` lines took 52 s)."""
+    stop = text.find("\n", end)
+    if stop < 0 or re.search(r"\w", text[end:stop]):
+        return end, text[end:] if stop < 0 else text[end:stop]
+    i = bisect.bisect_left(wordy, stop + 1)
+    if i == len(wordy):
+        return len(text), ""
+    stop = text.find("\n", wordy[i])
+    line = text[wordy[i]:] if stop < 0 else text[wordy[i]:stop]
+    return wordy[i], re.sub(r"^\s*(?:[-*•+]|\d+[.)])\s+(?=\S)", "", line)  # a list's bullet or number: "- 42", "1. 42"
 
 
 def _whole(num: re.Match, line: str) -> str:
@@ -153,8 +164,13 @@ def extract_answer(text: str) -> str | None:
     if not text:
         return None
     text = _latex(_FENCE_RE.sub("\n", text))
+    wordy = [m.start() for m in _WORDY_RE.finditer(text)]
+    read = -1
     for m in _MARK_RE.finditer(text):
-        line = _next_line(text, m.start(1)).strip()
+        at, line = _next_line(text, m.start(1), wordy)
+        if at == read:  # bare markers before one line: it was read (and is no answer) already
+            continue
+        read, line = at, line.strip()
         # the number's dress: #### **42**, #### $-42$, #### (42), #### `42`, #### +42, #### €42, ####: 42, #### = 42
         line = re.sub(r"^(?:[\s*_`$(:=+€£¥₹~{\[]|\\[(\[])+(?=-?\$?\s*\.?\d)", "", line)  # (and \(42\), [42], {42})
         num = _NUM_RE.match(line)
@@ -168,7 +184,7 @@ def extract_answer(text: str) -> str | None:
         return normalize(num if only_number else boxed)
     phrases = list(_PHRASE_RE.finditer(text))
     if phrases:
-        tail = _next_line(text, phrases[-1].end())
+        tail = _next_line(text, phrases[-1].end(), wordy)[1]
         if tail.count("=") > 1 and re.search(r"[,;]|\band\b", tail):  # "x = 5, y = 7": several answers
             return normalize(tail)
         sides = tail.split("=")  # "the answer is 5 - 3 = 2": what it comes to; "45 = 15 * 3": the side that is one
