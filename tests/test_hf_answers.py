@@ -207,3 +207,22 @@ def test_a_degenerate_completion_is_read_in_one_pass():
     digits = "1" * 100_000
     assert extract_answer(digits) == digits and extract_answer("the answer is " + digits + " apples") == digits
     assert extract_answer("a" + " " * 100_000 + "5") == "5"
+
+
+def test_numbers_read_whole_signs_and_powers():
+    """An en dash, a figure dash or a small or fullwidth hyphen-minus was dropped (`#### –42` right for 42); `1'234`,
+    no-break or en spaces between digit groups, `(-2)^2`, `(42)^2`, `10²`, `3·10^2`, `5'6"`, `3/-4`, `4x10` and a
+    zero-width space were read as their first part; `50 %` and `$50\\,\\%$` lost their percent; `-3^2` was 9."""
+    for said, want in (("#### –42", "-42"), ("#### ‒42", "-42"), ("#### －42", "-42"), ("#### ﹣42", "-42"),
+                       ("It fell to –3 degrees.", "-3"), ("#### 10–15", "10-15"), ("#### —42", "42"),
+                       ("#### 1'234", "1234"), ("#### 1’234’567", "1234567"), ("#### 1\u00a0234.5", "1234.5"),
+                       ("#### 1\u2002000", "1000"), ("#### 7\u200b2", "72"), ("#### (-2)^2", "4"),
+                       ("#### (42)^2", "1764"), ("#### 10²", "100"), ("#### 2³ = 8", "8"), ("The answer is 5²", "25"),
+                       ("\\boxed{(-2)^3}", "-8"), ("#### 3·10^2", "300"), ("#### 5'6\"", "5'6\""),
+                       ("#### 3/-4", "3/-4"), ("#### 4x10", "4x10"), ("#### 1'2345", "1'2345"),
+                       ("#### 50 %", "50%"), ("The answer is 50\u00a0%.", "50%"), ("So $50\\,\\%$ of them", "50%"),
+                       ("#### -3^2", "-9"), ("\\boxed{-2^2}", "-4"), ("#### -2^3", "-8")):
+        assert extract_answer(said) == want, said
+    assert not is_correct(extract_answer("#### –42"), "42") and is_correct("–42", "-42") and is_correct("1'234", "1234")
+    assert is_correct(extract_answer("#### 50 %"), "0.5") and not is_correct(extract_answer("#### -3^2"), "9")
+    assert to_number("-3^2") == -9 and to_number("5'6") is None and to_number("1\u00a0234") == 1234

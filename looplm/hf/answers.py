@@ -12,15 +12,17 @@ left out first: a `####` or a number in code is no answer):
    `- ` or `1. `;
 4. otherwise the last number in the text (the "flexible" fallback).
 
-A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin or narrow spaces,
-`1.5e3`, `2^10`, `1.2 x 10^5`, `3/4`, the mixed number `3 1/2` (and `2½`), `25%` (and `25 percent`), `$5`. Anything
-else that looks like one is compared as text, never cut to its first part: `3:5` (a ratio or a time), `5, 7` (a
-list), `12,34`, `1.234,56`, `1 234,5`, `3/4/5`, `12/25/2023` and `2023-12-25` (dates), `10-15`, `3-1/2`. A
-typographic minus (U+2212) is a minus. LaTeX is read as the number it typesets, in a box or not: `{,}`, `\\,`,
-`\\%`, `\\$`, `\\frac`, `\\dfrac`, `\\tfrac`, `\\frac12`, `\\frac 34`, `\\frac{3.5}{2}`, mixed numbers
-`3\\frac{1}{2}`, and in a box `^\\circ`, a unit `\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`,
-`{5}`, `+5`. A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone writes: it is compared as
-text, and never built (`1e999999999` would take minutes and gigabytes).
+A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin, narrow, no-break
+or en spaces, `1'234` (Swiss), `1.5e3`, `2^10` (and `10²`, `(-2)^2`; `-3^2` is -9), `1.2 x 10^5` (and `3·10^2`),
+`3/4`, the mixed number `3 1/2` (and `2½`), `25%` (and `25 %`, `25 percent`), `$5`. Anything else that looks like
+one is compared as text, never cut to its first part: `3:5` (a ratio or a time), `5, 7` (a list), `12,34`,
+`1.234,56`, `1 234,5`, `3/4/5`, `12/25/2023` and `2023-12-25` (dates), `10-15`, `3-1/2`, `5'6"`,
+`3/-4`, `4x10`. A typographic minus (U+2212) is a minus, as are a figure or en dash and a small or fullwidth
+hyphen-minus right before a digit (an em dash is punctuation: "the total—42"). LaTeX is read as the number it
+typesets, in a box or not: `{,}`, `\\,`, `\\%`, `\\$`, `\\frac`, `\\dfrac`, `\\tfrac`, `\\frac12`, `\\frac 34`,
+`\\frac{3.5}{2}`, mixed numbers `3\\frac{1}{2}`, and in a box `^\\circ`, a unit `\\text{ cm}^2` or `\\mathrm{cm}`,
+`\\textbf{..}`, `\\text{5}`, `{5}`, `+5`. A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone
+writes: it is compared as text, and never built (`1e999999999` would take minutes and gigabytes).
 
 `normalize` gives a canonical string ("$1,234.50" -> "1234.5", "3/4" -> "0.75", "50.0%" -> "50%"; a non-integer
 never as an integer), and `is_correct` compares numerically when both sides are numbers: exactly when either is an
@@ -39,11 +41,13 @@ import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
-_GROUPED = r"\d{1,3}(?:,\d{3})+|\d{1,3}(?:[\u2009\u202f]\d{3})+"  # 1,234,567 and 1 234 567 with thin spaces
-_THIN = r"\d{1,3}(?:[\u2009\u202f]\d{3})+(?:\.\d+)?"
+_SEP = "[\u00a0\u2002-\u200a\u202f'’]"  # digit groups' spaces (no-break, en, thin, narrow) and the Swiss ' and ’
+_GROUPED = rf"\d{{1,3}}(?:,\d{{3}})+|\d{{1,3}}(?:{_SEP}\d{{3}})+"  # 1,234,567, 1 234 567 (thin spaces), 1'234'567
+_THIN = rf"\d{{1,3}}(?:{_SEP}\d{{3}})+(?:\.\d+)?"
 _PLAIN = r"\d[\d,.]*\d|\d"  # a run of digits, commas and points: read whole, parsed (or not) by to_number
 _MIXED = r"\d+[ \t]+\d+/\d+(?![\d/])"  # 3 1/2: tried first, or it would be read as 3
-_POWER = r"(?:\s*(?:x|×|\\times|\\cdot)\s*10)?\^\{?-?\d+\}?"  # 2^10, 1.2 x 10^5, 3 \times 10^{-2}
+_TIMES = r"(?:x|×|\\times|\\cdot|·|⋅|\*)"
+_POWER = rf"(?:\s*{_TIMES}\s*10)?\^\{{?-?\d+\}}?"  # 2^10, 1.2 x 10^5, 3 \times 10^{-2}, 3·10^2
 # a sign or a currency may stand apart from its digits ("- 5", "$ 5"); nothing else may (a `\s*` at the start made
 # every position of a long run of spaces scan the whole run)
 _NUM = (rf"(?:-\s*)?(?:\$\s*)?(?:{_MIXED}%?|(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{_POWER})?(?::\d+)*"
@@ -59,6 +63,12 @@ _FRAC_ARG = r"(?:\{\s*(-?[\d,.]+)\s*\}|\s*(\d))"  # {3}, { 3.5 }, {1,000}, or on
 _FRAC_RE = re.compile(rf"(-?)(?<!\d)(\d+)?\\[dt]?frac{_FRAC_ARG}{_FRAC_ARG}")
 _VULGAR = dict(zip("½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞", ["1/2", "1/3", "2/3", "1/4", "3/4", "1/5", "2/5", "3/5", "4/5", "1/6", "5/6",
                                          "1/8", "3/8", "5/8", "7/8"], strict=True))
+_SUPER = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
+# (x)^k with a plain or fractional x, computed where it stands: `(-2)^2` was -2 (the marker's `(` is dress) and
+# `(42)^2` 42; never after a letter, a digit or a bracket (f(2)^2, 3(2)^2 are no such number)
+_PAREN_POW = re.compile(r"(?<![\w)\]}.])(-?)\(\s*(-?[\d.,]+(?:/\d+)?)\s*\)\^\{?\s*(-?\d{1,4})(?!\d)\s*\}?")
+_DASHES = re.compile(r"[\u2012\u2013\ufe63\uff0d](?=\$?\.?\d)")  # figure/en dash, small and fullwidth hyphen-minus
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")  # zero-width: `7\u200b2` reads as 72, as it looks
 _DIGITS = 400  # the largest power of ten a number may have (and the smallest, negated) to be read as one
 _VALID = re.compile(rf"-?(?:(?:{_GROUPED})(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -92,15 +102,27 @@ def _last_number(s: str) -> str | None:
     return found[-1] if found else None
 
 
+def _signs(s: str) -> str:
+    """Minus signs as `-`: U+2212 anywhere, and a figure or en dash or a small or fullwidth hyphen-minus right before
+    a digit (`#### –42` was read as 42, the marker line being a heading); zero-width characters dropped."""
+    return _DASHES.sub("-", _INVISIBLE.sub("", s.replace("\u2212", "-")))
+
+
+def _fraction_text(x: Fraction) -> str:
+    return f"{x.numerator}/{x.denominator}" if x.denominator != 1 else str(x.numerator)
+
+
 def _latex(text: str) -> str:
     """LaTeX that typesets a number, written as plain text (in a box or not): `$\\frac{3}{4}$` was read as 3 and
     `10\\,000` as 10 outside a box. A fraction of integers becomes `a/b` (a mixed `3\\frac{1}{2}` its value, 7/2)."""
-    s = text.replace("\u2212", "-").replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
+    s = _signs(text).replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
     s = re.sub(r"\\(?:displaystyle|textstyle|left|right)\b", "", s)
     s = re.sub(r"(?<=\d)\\[,!;: ](?=\d)", "", s)  # LaTeX's thin and other spaces inside a number (10\,000)
+    s = re.sub(r"(?<=\d)(?:[^\S\n]|\\[,!;: ]){1,3}%", "%", s)  # `50 %`, `50\,\%`: the number's percent, not 50
     s = re.sub(r"(\d)\s*(?:percent|per cent)\b", r"\1%", s, flags=re.IGNORECASE)  # "50 percent" is 50%
     s = re.sub(f"(\\d?)([{''.join(_VULGAR)}])",  # 2½ is 2 1/2
                lambda m: (m.group(1) + " " if m.group(1) else "") + _VULGAR[m.group(2)], s)
+    s = re.sub(r"(?<=[\d)}])⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+", lambda m: "^" + m.group(0).translate(_SUPER), s)  # 10² was 10
 
     def frac(m: re.Match) -> str:
         parts = [m.group(3) or m.group(4), m.group(5) or m.group(6)]
@@ -110,10 +132,14 @@ def _latex(text: str) -> str:
         x = num / den
         if m.group(2):  # a mixed number: its whole part and the fraction's size, the sign in front of both
             x = Fraction(m.group(2)) + abs(x)
-        x = -x if m.group(1) else x
-        return f"{x.numerator}/{x.denominator}" if x.denominator != 1 else str(x.numerator)
+        return _fraction_text(-x if m.group(1) else x)
 
-    return _FRAC_RE.sub(frac, s)
+    def power(m: re.Match) -> str:
+        base = to_number(m.group(2))
+        x = None if base is None else _power(base, int(m.group(3)))
+        return m.group(0) if x is None else _fraction_text(-x if m.group(1) else x)
+
+    return _PAREN_POW.sub(power, _FRAC_RE.sub(frac, s))
 
 
 def _unbox(boxed: str) -> str:
@@ -148,13 +174,15 @@ def _next_line(text: str, end: int, wordy: list[int]) -> tuple[int, str]:
 
 def _whole(num: re.Match, line: str) -> str:
     """The number `num` found in `line`, or the list it begins ("5, 7"), or the token it begins when that goes on
-    as no number does ("1 234,5", "3/4/5", "12/25/2023"): compared as text, never as its first part."""
+    as no number does ("1 234,5", "3/4/5", "12/25/2023", `5'6"`, `3/-4`): compared as text, never as its first
+    part."""
+    rest = line[num.end():]
     lst = re.match(rf"{_NUM}(?:\s*,\s*{_NUM})+", line[num.start():])
-    if lst and re.match(r"\s*,\s", line[num.end():]):
+    if lst and re.match(r"\s*,\s", rest):
         return lst.group(0)
-    if re.match(r"[,.:/-]\d", line[num.end():]):  # (3-1/2, 2023-12-25 and 10-15 too)
+    if re.match(r"[^\s\w=]*\d", rest):  # glued on by a symbol (3-1/2, 2023-12-25, 10-15, 1'2345, 5'6", 3/-4)
         return re.match(r"\s*[^ \t\n]+", line[num.start():]).group(0)
-    if re.match(r"\s*(?:\*\*|[-+*/×÷^_]|x\b)\s*\(?\d", line[num.end():]):  # 5 - 3, 2**10, 1_000, 3 x 4: a sum
+    if re.match(r"\s*(?:\*\*|[-+*/×÷^_·⋅]|x|\\times|\\cdot)\s*\(?\d", rest):  # 5 - 3, 2**10, 1_000, 3 x 4, 4x10
         return line[num.start():].strip()
     return num.group(0)
 
@@ -198,7 +226,7 @@ def extract_answer(text: str) -> str | None:
 
 def _sum(side: str) -> bool:
     """Whether one side of an `=` is a calculation ("15 * 3") rather than the number it comes to."""
-    return bool(re.match(rf"\s*{_NUM}\s*[-+*/×x÷^]\s*\(?\d", side))
+    return bool(re.match(rf"\s*{_NUM}\s*[-+*/×x÷^·⋅]\s*\(?\d", side))
 
 
 def gold_answer(solution: str | float) -> str | None:
@@ -214,25 +242,33 @@ def _text(x: str | float) -> str:
     return x if isinstance(x, str) else repr(float(x)) if isinstance(x, float) else str(x)
 
 
+def _power(base: Fraction, k: int) -> Fraction | None:
+    """base**k, or None when it is past any number an answer writes (10^100000 is no number to build)."""
+    if base == 0:
+        return None if k < 0 else base**k
+    return None if abs(k) * math.log10(max(abs(base.numerator), base.denominator)) > _DIGITS else base**k
+
+
 def to_number(s: str) -> Fraction | None:
     """The number `s` writes ("25%" is 1/4, "2^10" is 1024), or None when it writes none, or more than one."""
-    t = s.strip().replace("\u2212", "-").rstrip(".,").replace("$", "").replace("\u2009", "").replace("\u202f", "")
+    t = _signs(s.strip()).rstrip(".,").replace("$", "")
+    t = re.sub(rf"(?<=\d){_SEP}(?=\d)", ",", t)  # 1 234 (thin or no-break spaces), 1'234: groups, checked as 1,234
     t = re.sub(r"^(-?)\s+", r"\1", t)  # "- 5", "$ 5"
     pct = t.endswith("%")
     t = t.removesuffix("%").strip()
     if any(len(e) > 3 or int(e) > _DIGITS for e in re.findall(r"[eE][-+]?(\d+)", t)):
         return None  # 1e999999999: Fraction would build the integer (minutes, gigabytes)
-    m = re.fullmatch(rf"({_VALID.pattern})(?:\s*(?:x|×|\\times|\\cdot)\s*10)?\^\{{?(-?\d+)\}}?", t)
+    m = re.fullmatch(rf"(-?)({_VALID.pattern})(?:\s*{_TIMES}\s*10)?\^\{{?(-?\d+)\}}?", t)
     mixed = re.fullmatch(r"(-?)(\d+)[ \t]+(\d+)/(\d+)", t)
     try:
-        if m:  # a power: a^k, or a x 10^k
-            base = Fraction(m.group(1).replace(",", ""))
-            k = int(m.group(2))
-            ten = re.search(r"(?:x|×|\\times|\\cdot)\s*10\^", t)
-            size = 0 if base == 0 else abs(k) * math.log10(max(abs(base.numerator), base.denominator))
-            if len(m.group(2).lstrip("-")) > 4 or (not ten and size > _DIGITS):  # 10^100000 is no number to build
+        if m:  # a power: a^k, or a x 10^k; the sign after the power (-3^2 is -9, and was 9)
+            base = Fraction(m.group(2).replace(",", ""))
+            k = int(m.group(3))
+            ten = re.search(rf"{_TIMES}\s*10\^", t)
+            x = None if len(m.group(3).lstrip("-")) > 4 else base * Fraction(10) ** k if ten else _power(base, k)
+            if x is None:
                 return None
-            x = base * Fraction(10) ** k if ten else base**k
+            x = -x if m.group(1) else x
         elif mixed:  # 3 1/2 is 3.5; 5 6/3 is no way to write a number
             whole, num, den = (int(g) for g in mixed.groups()[1:])
             if not 0 < num < den:
