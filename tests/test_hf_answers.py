@@ -226,3 +226,29 @@ def test_numbers_read_whole_signs_and_powers():
     assert not is_correct(extract_answer("#### –42"), "42") and is_correct("–42", "-42") and is_correct("1'234", "1234")
     assert is_correct(extract_answer("#### 50 %"), "0.5") and not is_correct(extract_answer("#### -3^2"), "9")
     assert to_number("-3^2") == -9 and to_number("5'6") is None and to_number("1\u00a0234") == 1234
+
+
+def test_numbered_headings_words_choices_equations_in_a_box_and_hedges():
+    """`#### 1. Setting up` (a numbered heading) was the marker, so the gold and the answer were the step number 1;
+    "the answer is B because there are 4 choices" was 4 and "twelve, not 11" 11 (the first number after the phrase,
+    or the text's last); `#### B` was None; `\\boxed{x = 5}` was the text "x = 5"; `#### 42 or 43` was 42."""
+    assert gold_answer("#### 1. Setting up\nWe have x+1=3, so x = 2.\n#### 2. Conclusion\nThus \\boxed{2}") == "2"
+    assert gold_answer("#### 1) Find the total\nThe total is 12.\n\nTherefore the answer is \\boxed{12}") == "12"
+    assert extract_answer("#### 1. First, add 3 and 4: 7.\n#### 2. Then double it: 14.\nThe answer is 14.") == "14"
+    assert extract_answer("#### **3. Solve**\n\\boxed{9}") == "9" and extract_answer("#### 42 apples\nso 7") == "42"
+    for said, want in (("The answer is B because there are 4 choices.", "B"), ("Of 5 options, the answer is C.", "C"),
+                       ("The answer is twelve, not 11.", "twelve"), ("#### B\nthere are 4", "B"), ("#### (C)", "C"),
+                       ("The answer is (D) 42", "D"), ("Answer: **yes**, since 3 > 2", "yes"),
+                       ("the answer is that we add 3 and 4, so 7", "3"),  # no word or letter of its own: as before
+                       ("The answer is thus, 42.", "42"), ("6 * 7 = 42. The answer is correct.", "42"),
+                       ("The answer is A total of 42 apples.", "42"), ("The answer is below:\n42", "42")):
+        assert extract_answer(said) == want, said
+    assert not is_correct(extract_answer("The answer is B because there are 4 choices."), "4")
+    for said, want in (("\\boxed{x = 5}", "5"), ("\\boxed{P(A) = 0.5}", "0.5"), ("\\boxed{45 = 15 \\times 3}", "45"),
+                       ("\\boxed{x = 5, y = 7}", "x = 5, y = 7"), ("\\boxed{y = 2x + 1}", "y = 2x + 1"),
+                       ("\\boxed{x >= 5}", "x >= 5")):
+        assert extract_answer(said) == want, said
+    for said in ("#### 42 or 43", "The answer is 42 or 43.", "#### 42 and 43", "The answer is either 42 or 43",
+                 "#### 42, or 43"):
+        assert not is_correct(extract_answer(said), "42"), said
+    assert extract_answer("The answer is 42 and the rest is 3") == "42" and extract_answer("#### 42 or so") == "42"

@@ -3,20 +3,22 @@
 `extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks are
 left out first: a `####` or a number in code is no answer):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
-   `#### Step 1: ...` is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers); a marker
-   alone on its line reads the next line that holds a letter or digit;
-2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works);
+   `#### Step 1: ...` or a numbered one, `#### 1. Setting up` or `#### 2) Find`, is no marker; `#### **42**`,
+   `#### $-42$`, `#### (42)`, `####: 42` are markers), or is a choice letter alone (`#### B`); a marker alone on its
+   line reads the next line that holds a letter or digit;
+2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works; `\\boxed{x = 5}` is 5);
 3. the last "the answer is <x>" / "answer: <x>" phrase (after an `=` on that line, the number after the last one:
-   "the answer is 5 - 3 = 2" is 2, "45 = 15 * 3" is 45; "x = 5, y = 7" is text); a phrase that ends its line
-   ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`), without a list's
-   `- ` or `1. `;
+   "the answer is 5 - 3 = 2" is 2, "45 = 15 * 3" is 45; "x = 5, y = 7" is text); a word or a choice letter it
+   states is that answer, as text ("the answer is B because there are 4 choices", "twelve, not 11"); a phrase that
+   ends its line ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`),
+   without a list's `- ` or `1. `;
 4. otherwise the last number in the text (the "flexible" fallback).
 
 A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin, narrow, no-break
 or en spaces, `1'234` (Swiss), `1.5e3`, `2^10` (and `10²`, `(-2)^2`; `-3^2` is -9), `1.2 x 10^5` (and `3·10^2`),
 `3/4`, the mixed number `3 1/2` (and `2½`), `25%` (and `25 %`, `25 percent`), `$5`. Anything else that looks like
-one is compared as text, never cut to its first part: `3:5` (a ratio or a time), `5, 7` (a list), `12,34`,
-`1.234,56`, `1 234,5`, `3/4/5`, `12/25/2023` and `2023-12-25` (dates), `10-15`, `3-1/2`, `5'6"`,
+one is compared as text, never cut to its first part: `3:5` (a ratio or a time), `5, 7` and `42 or 43` (a list, a
+hedge), `12,34`, `1.234,56`, `1 234,5`, `3/4/5`, `12/25/2023` and `2023-12-25` (dates), `10-15`, `3-1/2`, `5'6"`,
 `3/-4`, `4x10`. A typographic minus (U+2212) is a minus, as are a figure or en dash and a small or fullwidth
 hyphen-minus right before a digit (an em dash is punctuation: "the total—42"). LaTeX is read as the number it
 typesets, in a box or not: `{,}`, `\\,`, `\\%`, `\\$`, `\\frac`, `\\dfrac`, `\\tfrac`, `\\frac12`, `\\frac 34`,
@@ -71,6 +73,9 @@ _DASHES = re.compile(r"[\u2012\u2013\ufe63\uff0d](?=\$?\.?\d)")  # figure/en das
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")  # zero-width: `7\u200b2` reads as 72, as it looks
 _DIGITS = 400  # the largest power of ten a number may have (and the smallest, negated) to be read as one
 _VALID = re.compile(rf"-?(?:(?:{_GROUPED})(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
+# words that judge or point rather than answer ("the answer is correct.", "the answer is below:")
+_NOT_ANSWERS = frozenset("correct incorrect right wrong clear obvious simple above below here this that it thus "
+                         "therefore hence then so now".split())
 
 
 def last_boxed(text: str) -> str | None:
@@ -173,18 +178,49 @@ def _next_line(text: str, end: int, wordy: list[int]) -> tuple[int, str]:
 
 
 def _whole(num: re.Match, line: str) -> str:
-    """The number `num` found in `line`, or the list it begins ("5, 7"), or the token it begins when that goes on
-    as no number does ("1 234,5", "3/4/5", "12/25/2023", `5'6"`, `3/-4`): compared as text, never as its first
-    part."""
+    """The number `num` found in `line`, or the list it begins ("5, 7", "42 or 43"), or the token it begins when that
+    goes on as no number does ("1 234,5", "3/4/5", "12/25/2023", `5'6"`, `3/-4`): compared as text, never as its
+    first part."""
     rest = line[num.end():]
-    lst = re.match(rf"{_NUM}(?:\s*,\s*{_NUM})+", line[num.start():])
-    if lst and re.match(r"\s*,\s", rest):
+    lst = re.match(rf"{_NUM}(?:\s*,\s*(?:or\s+)?{_NUM}|\s+(?:or|and)\s+{_NUM})+", line[num.start():])
+    # a list, or a hedge of two answers (42 or 43; 42 and 43 when they open the answer, not "we add 3 and 4"): no
+    # one number
+    hedge = r"\s+or\s" if re.search(r"\w", line[:num.start()]) else r"\s+(?:or|and)\s"
+    if lst and re.match(rf"\s*,\s|{hedge}", rest):
         return lst.group(0)
     if re.match(r"[^\s\w=]*\d", rest):  # glued on by a symbol (3-1/2, 2023-12-25, 10-15, 1'2345, 5'6", 3/-4)
         return re.match(r"\s*[^ \t\n]+", line[num.start():]).group(0)
     if re.match(r"\s*(?:\*\*|[-+*/×÷^_·⋅]|x|\\times|\\cdot)\s*\(?\d", rest):  # 5 - 3, 2**10, 1_000, 3 x 4, 4x10
         return line[num.start():].strip()
     return num.group(0)
+
+
+def _word(tail: str) -> str | None:
+    """The answer a phrase states in a word or a choice letter ("the answer is B because there are 4 choices", "the
+    answer is twelve, not 11"), or None. Without this the phrase (or the marker) went on to the first number after it,
+    or the text's last one: 4, 11. A word counts when punctuation or the line's end follows it, but not when a
+    number follows that punctuation ("the answer is thus, 42"); a capital letter alone also before a lowercase word
+    ("B because", unless it is the article or pronoun A or I) or in a choice's bracket ("B) 42")."""
+    m = re.match(r"[\s*_`$(\[{'\"“‘:]*(?:\\(?:text|textbf|mathrm)\{)?([^\W\d_]+)(\}?[*_`$)\]}'\"”’]*)", tail)
+    if not m or m.group(1).lower() in _NOT_ANSWERS:
+        return None
+    word, rest = m.group(1), tail[m.end():]
+    if re.fullmatch(r"\s*[.,;!?]*\s*", rest) or re.match(r"[.,;!?]+\s+(?![-$]?\.?\d)", rest):
+        return word
+    choice = len(word) == 1 and word.isupper() and word not in "AI"
+    return word if choice and (")" in m.group(2) or re.match(r"\s+[a-z]", rest)) else None
+
+
+def _side(s: str) -> str | None:
+    """Of `a = b`, the side that is the answer: what it comes to ("5 - 3 = 2" is 2), or the side that is a number
+    ("45 = 15 * 3" is 45); None for several answers ("x = 5, y = 7"); `s` when it holds no `=`, or one of `<=`, `>=`,
+    `!=`, `==` (`x >= 5` is no 5)."""
+    if s.count("=") > 1 and re.search(r"[,;]|\band\b", s):
+        return None
+    if re.search(r"[<>!=]=|=[<>=]", s):
+        return s
+    sides = s.split("=")
+    return sides[0] if len(sides) > 1 and _sum(sides[-1]) and not _sum(sides[0]) else sides[-1]
 
 
 def extract_answer(text: str) -> str | None:
@@ -202,31 +238,40 @@ def extract_answer(text: str) -> str | None:
         # the number's dress: #### **42**, #### $-42$, #### (42), #### `42`, #### +42, #### €42, ####: 42, #### = 42
         line = re.sub(r"^(?:[\s*_`$(:=+€£¥₹~{\[]|\\[(\[])+(?=-?\$?\s*\.?\d)", "", line)  # (and \(42\), [42], {42})
         num = _NUM_RE.match(line)
+        # `#### 1. Setting up the equation`, `#### 2) Find`: a numbered heading, no answer (as `#### Step 1` is none)
+        if num and re.fullmatch(r"\d+", num.group(0)) and re.match(r"[.):]\s+[^\W\d_]", line[num.end():]):
+            continue
         if num:  # a marker followed by anything else is a heading
             return normalize(_whole(num, line))
+        choice = re.fullmatch(r"[*_`$(\[{]*([A-Z])[*_`$)\]}.]*", line)  # `#### B`: a choice, as \boxed{B} is
+        if choice:
+            return choice.group(1)
     boxed = last_boxed(text)
     if boxed is not None:
         boxed = _unbox(boxed)
-        num = _first_number(boxed)
-        only_number = num is not None and re.fullmatch(r"\s*" + re.escape(num) + r"\s*\.?\s*", boxed)
+        side = _side(boxed) or boxed  # \boxed{x = 5} is 5, as "the answer is x = 5" is
+        num = _first_number(side)
+        only_number = num is not None and re.fullmatch(r"\s*" + re.escape(num) + r"\s*\.?\s*", side)
         return normalize(num if only_number else boxed)
     phrases = list(_PHRASE_RE.finditer(text))
     if phrases:
         tail = _next_line(text, phrases[-1].end(), wordy)[1]
-        if tail.count("=") > 1 and re.search(r"[,;]|\band\b", tail):  # "x = 5, y = 7": several answers
+        word = _word(tail)
+        if word is not None:
+            return word
+        side = _side(tail)
+        if side is None:  # "x = 5, y = 7": several answers
             return normalize(tail)
-        sides = tail.split("=")  # "the answer is 5 - 3 = 2": what it comes to; "45 = 15 * 3": the side that is one
-        tail = sides[0] if len(sides) > 1 and _sum(sides[-1]) and not _sum(sides[0]) else sides[-1]
-        num = _NUM_RE.search(tail)
+        num = _NUM_RE.search(side)
         if num is not None:
-            return normalize(_whole(num, tail))
+            return normalize(_whole(num, side))
     num = _last_number(text)
     return normalize(num) if num is not None else None
 
 
 def _sum(side: str) -> bool:
     """Whether one side of an `=` is a calculation ("15 * 3") rather than the number it comes to."""
-    return bool(re.match(rf"\s*{_NUM}\s*[-+*/×x÷^·⋅]\s*\(?\d", side))
+    return bool(re.match(rf"\s*{_NUM}\s*(?:[-+*/×x÷^·⋅]|\\times|\\cdot)\s*\(?\d", side))
 
 
 def gold_answer(solution: str | float) -> str | None:
