@@ -256,6 +256,10 @@ HF_CASES: dict[str, Case] = {
         "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")),
         "ft.yaml": t["ft.yaml"].replace("  max_length: 256\n", "  max_length: 256\n  system_prompt: Be a tutor.\n")},
         hf=True),
+    "hf-finetune-chat-template-data-file": Case("hf", "data.chat_template naming the data file (no template in it)",
+                                                FT, {"ft.yaml": FT_YAML.replace("max_length: 256\n", "max_length: 256\n"
+                                                                                "  chat_template: {tmp}/chat.jsonl\n"),
+                                                     "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
     "chat-capital-role": Case("data", "a chat record whose roles are capitalised (User, Assistant)", FT, chat(
         GOOD_CHAT, '{"messages": [{"role": "User", "content": "2+2?"}, {"role": "Assistant", "content": "4"}]}'),
         hf=True),

@@ -59,3 +59,45 @@ def test_a_null_messages_column_is_no_conversation_and_a_developer_turn_is_a_sys
     assert to_messages(dev, system_prompt="Tutor.") == dev["messages"]
     assert to_messages({"messages": dev["messages"][1:]}, system_prompt="Tutor.")[0] == {
         "role": "system", "content": "Tutor."}
+
+
+def test_an_empty_messages_list_is_no_conversation_under_auto(tmp_path):
+    """JSON exports of merged sets write `[]` for the missing conversation: such a record (with its prompt/response
+    fields) was dropped as an empty conversation under data.format=auto, where a null one was read by its fields;
+    analyze too read it as a conversation with nothing to learn."""
+    from looplm.hf.analysis import _fields
+
+    row = {"messages": [], "problem": "2+2?", "solution": "4"}
+    assert to_messages(row) == [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    assert _fields(row)["fmt"] == "prompt_response" and _fields({"messages": []}) == {"fmt": "messages"}
+    assert to_messages(row, fmt="messages") is None  # asked for: the conversation, empty
+
+
+def test_a_chat_template_file_that_is_no_template_is_refused(tmp_path):
+    """data.chat_template naming a data file or a tokenizer_config.json (which holds a chat_template key, the
+    transformers 4 layout) was rendered as a template: every example was the file's text, and the error spoke of
+    the records (no assistant target, over max_length) or of prefix stability."""
+    from looplm.config import ConfigError
+    from looplm.hf.chat import CHATML_TEMPLATE
+    from looplm.hf.finetune import chat_template
+
+    data = write_jsonl(math_problems(2), tmp_path / "math.jsonl")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHATML_TEMPLATE}, indent=2))
+    (tmp_path / "notes.txt").write_text("use chatml\n")
+    (tmp_path / "t.jinja").write_text(CHATML_TEMPLATE)
+    for f, msg in ((data, "is a JSON file, not a chat template"), (tmp_path / "notes.txt", "is a file with no Jinja"),
+                   (tmp_path / "tokenizer_config.json", "is a JSON file, not a template; it holds a chat_template")):
+        with pytest.raises(ConfigError, match=f"data.chat_template: {f} {msg}"):
+            chat_template(str(f))
+    assert chat_template(str(tmp_path / "t.jinja")) == CHATML_TEMPLATE
+
+
+def test_a_chat_tokenizer_smaller_than_its_bytes_is_refused():
+    """train_chat_tokenizer(texts, 100) (or 0) returned 259 tokens without a word: every byte and the special
+    tokens are always in; a negative size was an OverflowError from the tokenizers library."""
+    from looplm.hf.tokenizer import train_chat_tokenizer
+
+    for bad in (100, 258, 0, -5, True, 300.0):
+        with pytest.raises(ValueError, match=r"vocab_size must be an integer >= 259 \(the 256 bytes and 3 special"):
+            train_chat_tokenizer(["hello world 123"], bad)
+    assert len(train_chat_tokenizer(["hello world 123"], 259)) == 259

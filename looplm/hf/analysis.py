@@ -16,7 +16,7 @@ import torch
 
 from ..looped import check_looped
 from ..tasks.base import Batch
-from .chat import TemplateError, end_of_turn_token, to_messages
+from .chat import TemplateError, end_of_turn_token, has_messages, to_messages
 from .data import LENGTH_HINT, Records, build_examples, load_records, to_batch
 
 # (prompt, response) field pairs tried in order when a record has no `messages` list.
@@ -54,11 +54,13 @@ def find_model_dir(path: str | Path) -> Path | None:
 
 
 def _fields(record: dict[str, Any]) -> dict[str, str]:
-    if isinstance(record.get("messages"), list):
+    if has_messages(record):
         return {"fmt": "messages"}
     for p, r in FIELD_PAIRS:
         if p in record and r in record:
             return {"fmt": "prompt_response", "prompt_field": p, "response_field": r}
+    if isinstance(record.get("messages"), list):  # an empty conversation, and no fields: nothing to learn
+        return {"fmt": "messages"}
     raise ValueError(f"a data record needs a `messages` list or one of the field pairs "
                      f"{', '.join(f'{p}/{r}' for p, r in FIELD_PAIRS)}; got keys {sorted(record)}")
 

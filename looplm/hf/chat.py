@@ -171,6 +171,13 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]], chat_template: s
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
+def has_messages(record: dict[str, Any], messages_field: str = "messages") -> bool:
+    """Whether data.format=auto reads `record` as a conversation. A null column is no messages: parquet and merged
+    hub datasets fill the field of the other shape's records with null, and JSON exports with [] (those records,
+    dropped as empty conversations, are prompt/response ones)."""
+    return record.get(messages_field) not in (None, [])
+
+
 def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str = "messages",
                 prompt_field: str = "problem", response_field: str = "solution",
                 system_prompt: str | None = None) -> list[dict[str, str]] | None:
@@ -182,9 +189,7 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
     `system_prompt` opens a conversation that has no system (or `developer`) turn of its own.
     """
     if fmt == "auto":
-        # a null column is no messages: parquet and merged hub datasets fill the field of the other shape's records
-        # with null, and those records are prompt/response ones
-        fmt = "messages" if record.get(messages_field) is not None else "prompt_response"
+        fmt = "messages" if has_messages(record, messages_field) else "prompt_response"
     if fmt == "messages":
         msgs = record.get(messages_field)
         if msgs is not None and not isinstance(msgs, list):

@@ -18,7 +18,7 @@ from ..config import ChatDataConfig, ConfigError
 from ..errors import not_there
 from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
-from .chat import Encoded, TemplateError, encode_chat, to_messages
+from .chat import Encoded, TemplateError, encode_chat, has_messages, to_messages
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -223,7 +223,7 @@ def check_format(records: list[dict[str, Any]], d: ChatDataConfig) -> None:
         return
     default = {f.name: f.default for f in fields(ChatDataConfig)}
     moved = [k for k in ("prompt_field", "response_field") if getattr(d, k) != default[k]]
-    convo = [r for r in records if isinstance(r, dict) and r.get(d.messages_field) is not None]
+    convo = [r for r in records if isinstance(r, dict) and has_messages(r, d.messages_field)]
     both = sum(any(r.get(getattr(d, k)) is not None for k in moved) for r in convo)
     if both:
         k = moved[0]

@@ -41,13 +41,36 @@ def chat_template(spec: str | None) -> str | None:
     p = Path(spec).expanduser()
     if spec.endswith(".jinja") or (len(spec) < 300 and p.is_file()):
         try:
-            return p.read_text()
+            text = p.read_text()
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"data.chat_template: template file {p} cannot be read ({e})") from None
+        _refuse_non_template(text, p)
+        return text
     if "{{" not in spec and "{%" not in spec:  # a mistyped name would otherwise render as constant text
         raise ConfigError(f"data.chat_template={spec!r} is neither chatml, a template file, nor a Jinja template "
                           "(text with {{ ... }} or {% ... %})")
     return spec
+
+
+def _refuse_non_template(text: str, path: Path) -> None:
+    """A template file that is JSON (a tokenizer_config.json holding a chat_template key, a data file) or holds no
+    Jinja was rendered as a template: its text became every example, and the error was about the data."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        first = text.lstrip().split("\n", 1)[0]
+        try:  # a JSONL data file: its first line is a JSON object
+            doc = json.loads(first) if first.startswith("{") else None
+        except ValueError:
+            doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("chat_template"), str):
+        raise ConfigError(f"data.chat_template: {path} is a JSON file, not a template; it holds a chat_template key: "
+                          "leave data.chat_template unset to use the tokenizer's own (model.tokenizer names its "
+                          "folder), or write that template to a .jinja file and name the file")
+    if doc is not None or ("{{" not in text and "{%" not in text):
+        what = "a JSON file" if doc is not None else "a file with no Jinja"
+        raise ConfigError(f"data.chat_template: {path} is {what}, not a chat template (text with {{{{ ... }}}} or "
+                          "{% ... %}); name a .jinja template file, chatml, or a Jinja string")
 
 
 def _refuse_native_run(path: str) -> None:
