@@ -237,3 +237,22 @@ def test_lm_eval_on_a_character_export_with_stop_strings_and_budgets(tmp_path, c
                             "WORLD_SIZE": "2"})
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
     assert r.returncode == 2 and len(errors) == 1 and "max_length=64 is more than" in errors[0], r.stderr[-2000:]
+
+
+def test_an_export_refuses_a_loop_count_or_token_ids_no_command_could_run(looplm_ckpt, tmp_path):
+    """convert_checkpoint(num_loops=0) exported the run's own depth without a word (-3 was refused), and 10**7 wrote
+    an export every command then refused; an export's config took token ids outside its vocabulary (999, -1, True),
+    which Ouro's config refuses, and was scored."""
+    d, _, cfg = looplm_ckpt
+    for bad, msg in ((0, "num_loops must be an integer >= 1, got 0"), (10**7, "num_loops must be at most 1,000,000")):
+        with pytest.raises(ValueError, match=msg):
+            convert_checkpoint(d, tmp_path / f"hf{bad}", num_loops=bad)
+        assert not (tmp_path / f"hf{bad}").exists()
+    v = cfg.model.vocab_size
+    for key, bad in (("eos_token_id", 999), ("eos_token_id", True), ("pad_token_id", -1), ("pad_token_id", v)):
+        with pytest.raises(ValueError, match=rf"{key} must be null or a token id in \[0, {v}\), got {bad!r}"):
+            convert_checkpoint(d, tmp_path / "hf", **{key: bad})
+        with pytest.raises(ValueError, match=f"{key} must be null or a token id"):
+            LooplmConfig.from_model_config(cfg.model, **{key: bad})
+    assert not (tmp_path / "hf").exists()
+    assert LooplmConfig.from_model_config(cfg.model, num_loops=10**6, eos_token_id=[1, 2]).num_loops == 10**6

@@ -297,3 +297,10 @@ def test_a_generation_config_sets_the_loop_count(tmp_path):
     m.generation_config.num_loops = 1
     assert m.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=None).tolist() == one
     assert m.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=None, num_loops=1).tolist() == one
+
+
+def test_a_default_depth_no_command_runs_is_refused_in_the_config():
+    """total_ut_steps=10**9 was accepted by the config, then refused by every command that ran the model."""
+    with pytest.raises(ValueError, match="total_ut_steps must be at most 1,000,000, got 1,000,000,000"):
+        OuroConfig(total_ut_steps=10**9)
+    assert OuroConfig(total_ut_steps=10**6).total_ut_steps == 10**6

@@ -20,6 +20,8 @@ from typing import Any
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 
+from ..arguments import MAX_DEPTH
+
 # "model": the exit distribution in the gate logits' dtype, as the reference computes it (in bf16 its cumulative
 # sum can round up to 1 before the last loop); "float32": in float32 (float64 stays float64).
 EXIT_DTYPES = ("model", "float32")
@@ -119,14 +121,23 @@ class OuroConfig(PretrainedConfig):
         # (a hand-edited 2.5 ran 2 loops and `true` 1: read as int() where the loop count is taken)
         if isinstance(total_ut_steps, bool) or not isinstance(total_ut_steps, numbers.Integral) or total_ut_steps < 1:
             raise ValueError(f"total_ut_steps must be an integer >= 1, got {total_ut_steps!r}")
+        if total_ut_steps > MAX_DEPTH:  # every command refuses to run it: said where the depth is written
+            raise ValueError(f"total_ut_steps must be at most {MAX_DEPTH:,}, got {total_ut_steps:,}")
         self.total_ut_steps = int(total_ut_steps)
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):  # 320 of 320 was torch's assertion traceback;
-            v = kwargs.get(name)  # -1 became padding row 319, a real token whose embedding then never trained
-            ids = v if isinstance(v, list) else [v]
-            if v is not None and not all(isinstance(i, numbers.Integral) and not isinstance(i, bool)
-                                         and 0 <= i < vocab_size for i in ids):
-                raise ValueError(f"{name} must be null or a token id in [0, {vocab_size}), got {v!r}")
+        check_token_ids(kwargs, vocab_size)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+
+def check_token_ids(config: Any, vocab_size: int) -> None:
+    """A config's (or generation config's) pad/bos/eos token ids: each null, a token id in [0, vocab_size), or a
+    list of them. 320 of 320 was torch's assertion traceback; -1 became padding row 319, a real token whose
+    embedding then never trained; a string "0" a TypeError deep in generate() or in a fine-tune's setup."""
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        v = config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+        ids = v if isinstance(v, list) else [v]
+        if v is not None and not all(isinstance(i, numbers.Integral) and not isinstance(i, bool)
+                                     and 0 <= i < vocab_size for i in ids):
+            raise ValueError(f"{name} must be null or a token id in [0, {vocab_size}), got {v!r}")
 
 
 def check_exit_threshold(value: Any) -> float | None:

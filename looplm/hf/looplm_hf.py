@@ -18,11 +18,13 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 
+from ..arguments import MAX_DEPTH
 from ..config import ConfigError, ModelConfig
 from ..errors import UserError
 from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import LoopedTransformer
 from ..outputs import check_out_folder, not_a_file
+from .configuration_ouro import check_token_ids
 from .generation import LoopGeneration
 from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
 
@@ -43,7 +45,11 @@ class LooplmConfig(PretrainedConfig):
         if isinstance(num_loops, bool) or not isinstance(num_loops, numbers.Integral) or num_loops < 1:
             # (a hand-edited 2.5 ran 2 loops and `true` 1: read as int() where the loop count is taken)
             raise ValueError(f"num_loops must be an integer >= 1, got {num_loops!r}")
+        if num_loops > MAX_DEPTH:  # an export every command then refused to run: refused where it is written
+            raise ValueError(f"num_loops must be at most {MAX_DEPTH:,}, got {num_loops:,}")
         self.num_loops = int(num_loops)
+        if self.vocab_size >= 1:  # (0: the task's vocabulary, resolved when a run starts) as OuroConfig checks them
+            check_token_ids(kwargs, self.vocab_size)
         self.num_hidden_layers = self.n_prelude + self.n_core + self.n_coda
         kwargs.setdefault("tie_word_embeddings", False)  # the head reads tok_emb directly; nothing to tie
         kwargs.setdefault("use_cache", False)
@@ -174,8 +180,9 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
     tok = saved_tokenizer(checkpoint) or make_task(cfg).tok
     eos = tokenizers.EOS if eos_token_id is None else eos_token_id
     pad = tokenizers.PAD if pad_token_id is None else pad_token_id
-    hf_cfg = LooplmConfig.from_model_config(cfg.model, num_loops=num_loops or cfg.loops.num_loops,
-                                            eos_token_id=eos, pad_token_id=pad)
+    # (0 was `num_loops or ...`: the run's depth, without a word, where -3 was refused)
+    hf_cfg = LooplmConfig.from_model_config(cfg.model, num_loops=cfg.loops.num_loops if num_loops is None
+                                            else num_loops, eos_token_id=eos, pad_token_id=pad)
     hf = LooplmForCausalLM(hf_cfg)
     hf.model.load_state_dict(model.state_dict(), strict=True)
     hf.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad, use_cache=False,
