@@ -5,6 +5,7 @@ tests/bad_input_cases.py."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from .bad_input_cases import FT, FT_YAML, GOOD_CHAT, Case, chat, template
 from .bad_input_damage import (
@@ -26,6 +27,22 @@ from .bad_input_damage import (
     _remote_code_model,
     _remote_code_tokenizer,
 )
+
+
+def _string_eos(d: Path) -> None:
+    f = d / "generation_config.json"
+    f.write_text(json.dumps({**json.loads(f.read_text()), "eos_token_id": "0"}))
+
+
+def _no_chat_template(d: Path) -> None:
+    (d / "chat_template.jinja").unlink()
+
+
+def _tokenizer_400(d: Path) -> None:
+    from .hf_fixtures import tiny_chat_tokenizer
+
+    tiny_chat_tokenizer(vocab_size=400).save_pretrained(d)
+
 
 HF_CASES: dict[str, Case] = {
     "hf-finetune-export-chatml": Case("hf", "finetune a character-level export with the chatml template (its "
@@ -255,6 +272,19 @@ HF_CASES: dict[str, Case] = {
         "{% for m in messages %}{% if m.role != 'system' %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
         "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")),
         "ft.yaml": t["ft.yaml"].replace("  max_length: 256\n", "  max_length: 256\n  system_prompt: Be a tutor.\n")},
+        hf=True),
+    "hf-eval-generation-config-string-id": Case("hf", "eval-lm on a model whose generation_config.json has a string "
+                                                "token id", ["eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+                                                prepare=_hf_edit('its generation_config.json with eos_token_id "0"',
+                                                                 _string_eos), hf=True),
+    "hf-eval-no-chat-template": Case("hf", "eval-lm --apply-chat-template on a model with no chat template", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--apply-chat-template", "--out", "{tmp}/e"],
+        prepare=_hf_edit("its chat_template.jinja removed", _no_chat_template), hf=True),
+    "hf-analyze-tokenizer-too-big": Case("hf", "analyze a model directory whose tokenizer has more tokens than its "
+                                         "embedding", [
+        "analyze", "{tmp}/m", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_hf_edit("its tokenizer replaced by one of 400 tokens",
+                                                            _tokenizer_400),
         hf=True),
     "hf-finetune-chat-template-data-file": Case("hf", "data.chat_template naming the data file (no template in it)",
                                                 FT, {"ft.yaml": FT_YAML.replace("max_length: 256\n", "max_length: 256\n"

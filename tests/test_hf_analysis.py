@@ -131,3 +131,17 @@ def test_a_small_n_reads_on_past_long_records(tok, tmp_path, capsys):
     assert main(["analyze", str(d), "--data", str(data), "--n", "2", "--depths", "1:2", "--spectral-n", "0",
                  "--pca-n", "0", "--no-plot", "--no-progress", "--out", str(tmp_path / "a")]) == 0
     assert json.loads((tmp_path / "a" / "dynamics.json").read_text())["n"] == 2
+
+
+def test_a_tokenizer_larger_than_the_embedding_is_one_line(tok, tmp_path, capsys):
+    """An HF directory whose tokenizer has more tokens than the model's embedding: analyze failed with an
+    IndexError traceback inside the embedding (finetune and eval-lm refused it in one line)."""
+    d = tmp_path / "small"
+    tiny_ouro(300).save_pretrained(d)
+    tok.save_pretrained(d)
+    data = write_jsonl(math_problems(2), tmp_path / "m.jsonl")
+    capsys.readouterr()
+    assert main(["analyze", str(d), "--data", str(data), "--n", "2", "--depths", "1:2", "--spectral-n", "0",
+                 "--no-plot", "--no-progress", "--out", str(tmp_path / "a")]) == 2
+    assert f"the tokenizer of {d} has 320 tokens but the model's embedding has 300 rows" in capsys.readouterr().err
+

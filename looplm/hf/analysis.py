@@ -113,7 +113,7 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     `max_length` tokens (default: the model's position table) are skipped, and the count is printed."""
     from ..checkpoint import loaded_at_step, run_label
     from ..dynamics import diagnose
-    from .finetune import check_local, check_model_type, load_tokenizer
+    from .finetune import check_local, check_model_type, check_vocab, load_tokenizer
 
     if data is None:
         raise ValueError("analyzing an HF model needs --data: a JSONL/JSON/parquet file or a datasets name whose "
@@ -121,6 +121,9 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     check_local(str(path))  # a fine-tune's checkpoint against its manifest before any of its files is parsed
     check_model_type(str(path))
     tok = load_tokenizer(str(path))
+    if not getattr(tok, "chat_template", None):  # (transformers' "cannot use chat template functions" paragraph)
+        raise ValueError(f"{path}: its tokenizer has no chat template, through which analyze reads the --data "
+                         "records as conversations; add one (chat_template.jinja in the model directory)")
     try:  # the model's own template on a two-turn conversation first: a broken one is the model's, not a record's
         end_of_turn_token(tok)
     except TemplateError as e:
@@ -148,6 +151,7 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     if before is not None:
         before({Path(data): "the --data file"})
     model, step = loaded_at_step(Path(path), lambda: load_looped(path, device))
+    check_vocab(tok, model, f"the tokenizer of {path}", "its tokenizer and weights are of two models")
     trained = _trained_loops(path, step)  # its run config read before the work, not after
     res = diagnose(model, batch, depths, **diagnose_kw)
     cfg = model.config

@@ -172,6 +172,7 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype |
     from transformers import AutoModelForCausalLM
 
     from ..looped import check_looped
+    from .configuration_ouro import check_token_ids
 
     check_local(path, revision)
     check_model_type(path, revision)
@@ -217,6 +218,11 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype |
         check_looped(model)
     except TypeError as e:
         raise UserError(f"{path}: {e}") from None
+    try:  # config.json's ids are checked by its config class; a string "0" here was a TypeError in generate()
+        check_token_ids(model.generation_config, model.get_input_embeddings().num_embeddings)
+    except ValueError as e:
+        where = Path(path) / "generation_config.json" if Path(path).is_dir() else f"{path}'s generation config"
+        raise UserError(f"{where}: {e}") from None
     # finite weights under a config that makes every logit NaN (a rope_theta or an eps no check knows of): scored
     # anyway, a multiple-choice argmax of NaNs came out as 100%. One forward of two tokens finds it.
     was_training = model.training
@@ -229,6 +235,14 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype |
                         "in config.json such as rope_theta or rms_norm_eps, or weights so large that the forward "
                         "overflows); looplm does not score or train such a model")
     return model
+
+
+def check_vocab(tokenizer: Any, model: Any, named: str, hint: str) -> None:
+    """Refuse a tokenizer with more tokens than the model's embedding has rows: an id past them was an IndexError
+    deep inside the first forward (finetune, eval-lm and analyze alike)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise UserError(f"{named} has {len(tokenizer)} tokens but the model's embedding has {rows} rows; {hint}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -319,10 +333,7 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     torch.manual_seed(t.seed)
     model = load_pretrained(src, rev).to(device)
     # found now, before the run's directory exists, not at the first step that meets them
-    rows = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > rows:
-        raise ConfigError(f"the tokenizer {tok_src} has {len(tokenizer)} tokens but the model's embedding has {rows} "
-                          "rows; give the model's own tokenizer (model.tokenizer)")
+    check_vocab(tokenizer, model, f"the tokenizer {tok_src}", "give the model's own tokenizer (model.tokenizer)")
     positions = getattr(model.config, "max_seq_len", None)  # learned positions (a looplm export) cannot go further
     longest = max(len(e.input_ids) for e in examples)
     if positions is not None and longest > positions:

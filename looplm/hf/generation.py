@@ -8,10 +8,46 @@ from the model config: pass `num_loops` to `generate()`, or set it on the loaded
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 LOOP_KEYS = ("num_loops", "exit_threshold")  # the looped models' own decoding settings
+TOKEN_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")  # the model's, kept
+# what a caller that passes max_length and use_cache (lm-eval does, on every call) never takes from the model's
+_UNREAD = ("max_length", "use_cache", "output_attentions", "output_hidden_states", "_from_model_config",
+           "transformers_version")
+
+
+def set_aside(config: Any) -> dict[str, Any]:
+    """The settings of a model's generation config that `request_settings_only` sets aside, where they would have
+    changed a generation (a value that is not transformers' default): {key: value}."""
+    from transformers import GenerationConfig
+
+    if config is None:
+        return {}
+    defaults = GenerationConfig._get_default_generation_params()
+    return {k: v for k, v in config.to_diff_dict().items()
+            if k not in TOKEN_KEYS and k not in _UNREAD and v is not None and defaults.get(k, None) != v}
+
+
+@contextlib.contextmanager
+def request_settings_only(model: Any) -> Iterator[None]:
+    """`model.generate()` with a call's own settings only: the model's generation config holds its token ids
+    alone meanwhile. transformers fills every setting a call leaves unset from the model's generation config (a
+    GenerationConfig passed to the call included), so a base model's max_new_tokens cut every completion, its
+    num_beams, penalties or suppressed tokens changed a "greedy" request, and its num_return_sequences returned
+    rows the caller did not ask for."""
+    from transformers import GenerationConfig
+
+    own = model.generation_config
+    ids = {k: getattr(own, k, None) for k in TOKEN_KEYS}
+    model.generation_config = GenerationConfig(**{k: v for k, v in ids.items() if v is not None})
+    try:
+        yield
+    finally:
+        model.generation_config = own
 
 
 class LoopGeneration:

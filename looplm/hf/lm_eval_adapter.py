@@ -38,7 +38,7 @@ from lm_eval.models.huggingface import HFLM
 from ..errors import UserError
 from ..looped import check_looped, loop_count
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
-from .generation import LOOP_KEYS
+from .generation import LOOP_KEYS, request_settings_only, set_aside
 from .registry import register
 
 
@@ -130,6 +130,9 @@ class LoopedLM(HFLM):
                 check_looped(pretrained)
             except TypeError as e:
                 raise UserError(str(e)) from None
+        tok = kwargs.get("tokenizer")  # lm-eval adds a pad token to one with none to pad with: a row past the table
+        no_pad = tok is not None and not isinstance(tok, str) and all(
+            getattr(tok, f"{k}_token", None) is None for k in ("pad", "eos", "unk"))
         # lm-eval warns that a loaded model makes some arguments moot: the loader took them already
         hf_log = logging.getLogger(HFLM.__module__)
         level = hf_log.level
@@ -143,23 +146,36 @@ class LoopedLM(HFLM):
             # learned positions stop there (Ouro's rotary ones do not): a longer context failed inside the model
             raise UserError(f"model_args max_length={self._max_length} is more than the model's {table} positions "
                             f"(a looplm export's learned position table); give at most {table}")
-        rows = self.model.get_input_embeddings().num_embeddings
-        if len(self.tokenizer) > rows:  # ids past the embedding: an IndexError deep inside the first request
-            raise UserError(f"the tokenizer has {len(self.tokenizer)} tokens but the model's embedding has {rows} "
-                            "rows; give the model's own tokenizer (model_args tokenizer=...)")
+        if no_pad and len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:
+            raise UserError(f"the tokenizer has neither a pad, an eos nor an unk token to pad with, so lm-eval added "
+                            f"one ({self.tokenizer.pad_token}) that the model's embedding has no row for; give the "
+                            "tokenizer a pad token (pad_token in its tokenizer_config.json)")
+        from .finetune import check_vocab
+
+        check_vocab(self.tokenizer, self.model, "the tokenizer", "give the model's own tokenizer (model_args "
+                    "tokenizer=...)")
         if (self.exit_threshold is not None or self.exit_dtype is not None) and not any(
                 "early_exit_gate" in name for name, _ in self.model.named_modules()):
             raise UserError(f"{type(self.model).__name__} has no early-exit gate (a looplm export runs every loop); "
                             "exit_threshold and exit_dtype apply to Ouro models")
-        aside = {k: getattr(self.model.generation_config, k, None) for k in LOOP_KEYS}
-        aside = {k: v for k, v in aside.items() if v is not None}
-        if aside:  # generate() alone would read them: generation and log-likelihood tasks at two settings
+        aside = set_aside(self.model.generation_config)
+        if aside:  # generate() alone would read them: generation and log-likelihood tasks at two settings, and a
+            # max_new_tokens, num_beams or penalty changed every "greedy, max_gen_toks" completion without a word
             logging.getLogger(__name__).warning(
-                f"the model's generation config sets {', '.join(f'{k}={v}' for k, v in aside.items())}; the looplm "
-                "model runs every request with its model_args (num_loops, exit_threshold) or the model config's "
+                f"the model's generation config sets {', '.join(f'{k}={v!r}' for k, v in aside.items())}; the "
+                "looplm model generates with each request's own settings (the task's generation_kwargs, "
+                "max_gen_toks) and the model_args loop settings (num_loops, exit_threshold) or the model config's "
                 "own, not these")
+        stray = getattr(self.model.config, "num_loops", None)
+        if hasattr(self.model.config, "total_ut_steps") and stray is not None:
+            logging.getLogger(__name__).warning(
+                f"the model's config.json sets num_loops={stray!r}, which an Ouro model does not read; its default "
+                f"loop count is total_ut_steps={self.model.config.total_ut_steps}")
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):  # transformers' paragraph named neither model nor flag
+            raise UserError("the model's tokenizer has no chat template; run without --apply_chat_template, or add one "
+                            "(chat_template.jinja in the model directory)")
         try:
             return super().apply_chat_template(chat_history, add_generation_prompt)
         except jinja2.TemplateError as e:  # the model's template is its own code; a task's templates are the task's
@@ -171,8 +187,7 @@ class LoopedLM(HFLM):
         cfg = self.model.config
         # always a count: without one, generate() would take a generation config's num_loops and the forward the
         # model config's, scoring generation and log-likelihood tasks of one run at two depths
-        n = self.num_loops if self.num_loops is not None else (
-            getattr(cfg, "num_loops", None) or getattr(cfg, "total_ut_steps", None))
+        n = self.num_loops if self.num_loops is not None else default_loops(cfg)
         if n is not None:
             kw["num_loops"] = n
         if hasattr(cfg, "early_exit_threshold"):  # Ouro: always said (None: its config's rule, as the forward's),
@@ -252,7 +267,7 @@ class LoopedLM(HFLM):
         from ..memory import require
 
         c = self.model.config
-        n = self.num_loops or int(getattr(c, "total_ut_steps", getattr(c, "num_loops", 1)))  # Ouro; an export
+        n = self.num_loops or int(default_loops(c) or 1)
         exit_rule = self.exit_threshold if self.exit_threshold is not None else getattr(c, "early_exit_threshold", None)
         kv = 2 * c.num_hidden_layers * getattr(c, "num_key_value_heads", c.num_attention_heads) \
             * getattr(c, "head_dim", c.hidden_size // c.num_attention_heads)
@@ -281,6 +296,11 @@ class LoopedLM(HFLM):
         # it cannot stop anything, so it is left out rather than failing lm-eval's stopping criteria
         stop = [s for s in stop or [] if self._encodes(s)]
         self._require_memory(context.shape[0], context.shape[1], cached=max_length)
+        with request_settings_only(self.model):
+            return self._generate_rows(context, max_length, stop, **generation_kwargs)
+
+    def _generate_rows(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any
+                       ) -> torch.Tensor:
         if getattr(self.model.config, "model_type", None) != "looplm" or context.shape[0] == 1:
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         # A looplm export has learned absolute positions: a left-padded prompt would be read at shifted positions.
@@ -300,9 +320,17 @@ class LoopedLM(HFLM):
 
 GEN_BUDGET = "the generation budget does not fit"
 CHAT_TEMPLATE = "its chat template cannot be used"
+NO_CHAT_TEMPLATE = "its tokenizer has no chat template"
 CONTINUATION = "a continuation (an answer choice or target)"
 UNENCODABLE = ("a character is outside its vocabulary (an export of a character-level looplm run knows only the "
                "characters it was trained on)")
+
+
+def default_loops(config: Any) -> int | None:
+    """The loop count a forward runs without `num_loops`: Ouro's total_ut_steps (a stray `num_loops` key in an
+    Ouro config.json is not read by the model, and was taken as the depth here), an export's num_loops."""
+    n = getattr(config, "total_ut_steps", None) if hasattr(config, "total_ut_steps") else None
+    return n if n is not None else getattr(config, "num_loops", None)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,15 @@ from datasets.exceptions import DatasetGenerationError
 from ..checkpoint import loaded_at_step, write_result
 from ..errors import UserError
 from ..outputs import all_or_nothing
-from .lm_eval_adapter import CHAT_TEMPLATE, CONTINUATION, GEN_BUDGET, UNENCODABLE, LoopedLM, task_error
+from .lm_eval_adapter import (
+    CHAT_TEMPLATE,
+    CONTINUATION,
+    GEN_BUDGET,
+    NO_CHAT_TEMPLATE,
+    UNENCODABLE,
+    LoopedLM,
+    task_error,
+)
 
 OUTPUTS = ("eval_lm.json", "eval_lm.md", "eval_lm.png")  # what eval_depths writes in its folder
 
@@ -152,6 +160,9 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
 
     # a fine-tune's checkpoint says its step, read around the load (a run may still be training into it)
     lm, step = loaded_at_step(Path(pretrained), load) if Path(str(pretrained)).is_dir() else (load(), None)
+    if apply_chat_template and not getattr(lm.tokenizer, "chat_template", None):  # before any task is read
+        raise UserError(f"{pretrained}: {NO_CHAT_TEMPLATE}; run without --apply-chat-template, or add one "
+                        "(chat_template.jinja in the model directory)")
     config_q = getattr(lm.model.config, "early_exit_threshold", None)
     if lm.exit_threshold is None and config_q is not None:
         lm.model.config.early_exit_threshold = None  # in memory only: every row runs its loops

@@ -1,0 +1,119 @@
+"""The lm-eval `looplm` model runs each request with the request's settings and the model_args loop settings, and
+says in one line what keeps a model directory from being evaluated (a generation config, a tokenizer, a template)."""
+
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("lm_eval")
+pytest.importorskip("accelerate")
+
+from looplm.cli import main as cli  # noqa: E402
+from looplm.errors import UserError  # noqa: E402
+from looplm.hf.finetune import load_pretrained  # noqa: E402
+from looplm.hf.lm_eval_adapter import LoopedLM  # noqa: E402
+
+from .hf_fixtures import save_tiny_base, tiny_chat_tokenizer, tiny_ouro  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return save_tiny_base(tmp_path_factory.mktemp("settings") / "base", tiny_chat_tokenizer())
+
+
+def variant(base, tmp_path, name, file="generation_config.json", **changes):
+    """A copy of the tiny base with keys of one of its JSON files changed."""
+    d = tmp_path / name
+    shutil.copytree(base, d)
+    conf = json.loads((d / file).read_text())
+    conf.update(changes)
+    (d / file).write_text(json.dumps(conf))
+    return d
+
+
+def test_a_generation_configs_decoding_settings_are_set_aside_with_a_warning(base, tmp_path, caplog):
+    """A base model's generation_config.json (copied into every fine-tune checkpoint) reached every greedy
+    request: max_new_tokens cut each completion to its length, num_beams ran beam search, a repetition_penalty or
+    suppress_tokens changed the tokens, while eval_lm.json recorded the task's settings; num_return_sequences=3
+    returned three rows per prompt (`zip() argument 2 is shorter`), stop_strings asked for a tokenizer that
+    generate() is not given."""
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
+    plain = LoopedLM(pretrained=str(base), device="cpu", num_loops=2)._model_generate(ids, 14, [], do_sample=False)
+    odd = dict(max_length=7, max_new_tokens=1, num_beams=3, num_return_sequences=3, repetition_penalty=5.0,
+               suppress_tokens=[int(plain[0, 6])], stop_strings=["the"], no_repeat_ngram_size=1)
+    with caplog.at_level(logging.WARNING, logger="looplm.hf.lm_eval_adapter"):
+        lm = LoopedLM(pretrained=str(variant(base, tmp_path, "odd", **odd)), device="cpu", num_loops=2)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "the model's generation config sets" in said and "generates with each request's own settings" in said
+    for key in odd:
+        if key != "max_length":  # (lm-eval passes its own on every call: never the model's)
+            assert f"{key}=" in said, key
+    assert torch.equal(lm._model_generate(ids, 14, [], do_sample=False), plain)
+    assert lm.model.generation_config.num_beams == 3  # set aside for the call only
+    # a request's own settings still apply
+    assert not torch.equal(lm._model_generate(ids, 14, [], do_sample=False, repetition_penalty=5.0), plain)
+
+
+def test_an_ouro_configs_stray_num_loops_is_not_the_default_depth(base, tmp_path, caplog):
+    """A `num_loops` key in an Ouro config.json (which the model never reads: its default is total_ut_steps) was
+    the looplm model's depth when model_args gave none: requests ran 1 loop where the model runs 4."""
+    with caplog.at_level(logging.WARNING, logger="looplm.hf.lm_eval_adapter"):
+        lm = LoopedLM(pretrained=str(variant(base, tmp_path, "nl", "config.json", num_loops=1)), device="cpu")
+    assert lm._loop_kwargs()["num_loops"] == lm.model.config.total_ut_steps == 4
+    assert "sets num_loops=1, which an Ouro model does not read" in caplog.text
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.equal(lm._model_call(ids), lm.model(ids).logits)
+
+
+def test_a_string_token_id_in_a_generation_config_is_one_line(base, tmp_path, capsys):
+    """`"eos_token_id": "0"` in generation_config.json was a TypeError traceback inside generate() (eval-lm) and
+    in a fine-tune's setup (sorting the end-of-turn ids); every loader now refuses it, naming the file."""
+    d = variant(base, tmp_path, "g_str", eos_token_id="0")
+    for bad in ("0", 320, True, [0, -1]):
+        (d / "generation_config.json").write_text(json.dumps({"eos_token_id": bad}))
+        with pytest.raises(UserError, match=r"generation_config.json: eos_token_id must be null or a token id in "
+                                            r"\[0, 320\), got"):
+            load_pretrained(str(d))
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(f"model: {{name_or_path: {d}}}\ndata: {{source: {tmp_path}/c.jsonl}}\ntrain: {{steps: 1}}\n")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "1+1"},
+                                                               {"role": "assistant", "content": "2"}]}) + "\n")
+    assert cli(["finetune", "--config", str(cfg), "--out", str(tmp_path / "ft"), "--no-progress"]) == 2
+    assert "generation_config.json: eos_token_id must be null" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()
+
+
+def test_a_tokenizer_with_nothing_to_pad_with_is_said_so(base, tmp_path):
+    """A tokenizer with no pad, eos or unk token gets a `<|pad|>` from lm-eval, past the embedding: the refusal
+    said the model's own 320-token tokenizer had 321 tokens, and to give the model's own tokenizer."""
+    d = variant(base, tmp_path, "nopad", "tokenizer_config.json", bos_token=None, eos_token=None, pad_token=None)
+    with pytest.raises(UserError, match="the tokenizer has neither a pad, an eos nor an unk token to pad with"):
+        LoopedLM(pretrained=str(d), device="cpu")
+    # an embedding with rows to spare takes lm-eval's pad token: evaluated as before
+    tiny_ouro(330).save_pretrained(d)
+    assert LoopedLM(pretrained=str(d), device="cpu").tokenizer.pad_token == "<|pad|>"
+
+
+def test_a_model_without_a_chat_template_is_named(base, tmp_path, capsys):
+    """--apply-chat-template on a model with no chat template was transformers' paragraph (no model named, no
+    way out); eval-lm says it before reading any task, and the looplm model in lm-eval's own command line says it
+    too; analyze said the template "fails to render"."""
+    d = tmp_path / "nochat"
+    shutil.copytree(base, d)
+    (d / "chat_template.jinja").unlink()
+    capsys.readouterr()
+    assert cli(["eval-lm", str(d), "--tasks", "no_such_task", "--depths", "1", "--device", "cpu",
+                "--apply-chat-template", "--out", str(tmp_path / "e")]) == 2
+    assert f"error: {d}: its tokenizer has no chat template; run without --apply-chat-template" in \
+        capsys.readouterr().err
+    with pytest.raises(UserError, match="model.s tokenizer has no chat template; run without --apply_chat_template"):
+        LoopedLM(pretrained=str(d), device="cpu").apply_chat_template([{"role": "user", "content": "hi"}])
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "1+1", "answer": "2"}) + "\n")
+    assert cli(["analyze", str(d), "--data", str(data), "--depths", "1:2", "--no-progress", "--no-plot",
+                "--out", str(tmp_path / "a")]) == 2
+    assert f"{d}: its tokenizer has no chat template" in capsys.readouterr().err
