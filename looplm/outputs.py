@@ -307,7 +307,13 @@ def default_out_dir(checkpoint: str) -> Path:
     from .hf.analysis import find_model_dir
 
     hf_dir = find_model_dir(checkpoint)
-    if hf_dir is not None and hf_dir.name != "checkpoint" and hf_dir.parent.name != ckpt.HISTORY:
+    weights = hf_dir or ckpt.resolve(checkpoint)
+    # a run's folders are known by their names: a link to a run's checkpoint/ is read as that folder (the link's
+    # own name made it a model directory of its own, and the default output fell inside the checkpoint, refused)
+    in_run = [w.name == "checkpoint" or w.parent.name == ckpt.HISTORY for w in (weights, weights.resolve())]
+    if in_run == [False, True]:
+        weights = weights.resolve()
+    if hf_dir is not None and weights.name != "checkpoint" and weights.parent.name != ckpt.HISTORY:
         return hf_dir
-    d = (hf_dir or ckpt.resolve(checkpoint)).parent
+    d = weights.parent
     return d.parent if d.name == ckpt.HISTORY else d

@@ -145,3 +145,20 @@ def test_a_tokenizer_larger_than_the_embedding_is_one_line(tok, tmp_path, capsys
                  "--no-plot", "--no-progress", "--out", str(tmp_path / "a")]) == 2
     assert f"the tokenizer of {d} has 320 tokens but the model's embedding has 300 rows" in capsys.readouterr().err
 
+
+def test_a_link_to_a_finetunes_checkpoint_writes_where_the_checkpoint_would(tok, tmp_path):
+    """eval-lm / analyze through a symbolic link to a fine-tune's checkpoint/: the default output folder was
+    inside the link (so inside the checkpoint, which training replaces), and the refusal spoke of an --out the
+    user never gave."""
+    from looplm.outputs import default_out_dir, fresh_outputs
+
+    run = tmp_path / "run"
+    save_tiny_base(run / "checkpoint", tok)
+    (run / "metrics.jsonl").write_text("")
+    (tmp_path / "link").symlink_to(run / "checkpoint")
+    assert default_out_dir(str(tmp_path / "link")) == default_out_dir(str(run / "checkpoint")).resolve() == \
+        run.resolve()
+    fresh_outputs([default_out_dir(str(tmp_path / "link")) / "eval-lm" / "eval_lm.json"], False)
+    model = save_tiny_base(tmp_path / "model", tok)  # a model directory of its own, linked: its own folder
+    (tmp_path / "mlink").symlink_to(model)
+    assert default_out_dir(str(tmp_path / "mlink")) == tmp_path / "mlink"
