@@ -117,10 +117,9 @@ def test_a_label_the_font_lacks_is_no_warning(tmp_path):
 def test_a_path_through_the_checkpoint_folder_and_back_is_beside_the_run(tmp_path):
     """`--out run/checkpoint/../sweep.json` (the run given as `run/checkpoint/..`) was refused as writing into
     the checkpoint, and the message suggested the very path it would have written."""
+    from looplm.config import load_config
     from looplm.errors import UserError
     from looplm.outputs import fresh_outputs
-
-    from looplm.config import load_config
 
     run = tmp_path / "run"
     (run / "checkpoint").mkdir(parents=True)

@@ -274,7 +274,7 @@ class LoopedLM(HFLM):
         per_seq = (c.hidden_size * tokens if exit_rule is not None else 0) + kv * cached
         require(n * batch * per_seq * torch.finfo(self.model.dtype).bits // 8,
                 f"{n:,} loops on {batch} sequence(s) of {max(tokens, cached)} tokens (every loop's state"
-                f"{' and KV cache' if cached else ''} is kept)")
+                f"{' and KV cache' if cached else ''} is kept)", next(self.model.parameters()).device)
 
     def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,
                     labels: torch.Tensor | None = None) -> torch.Tensor:
