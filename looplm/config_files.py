@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, not_there
+from .errors import ConfigError, a_device, not_there
 
 
 # --- YAML, read strictly -------------------------------------------------------------------------------------
@@ -106,12 +106,14 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
     if is_name and candidate.is_file():
         p = candidate
     elif not p.exists():
-        if not_there(p) != "does not exist":  # a link on its way leads nowhere: say which, not "no such preset"
+        if not_there(p) != "does not exist":  # a link leads nowhere or a ~ was not expanded: say so, not "no preset"
             raise ConfigError(f"config {p} {not_there(p)}")
         raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a preset; "
                           f"presets: {', '.join(preset_names())}")
     if p.is_dir():
         raise ConfigError(f"config {p} is a directory; give a YAML file or a preset name")
+    if a_device(p):  # /dev/zero was read until memory ran out
+        raise ConfigError(f"config {p} is a device, not a YAML file")
     try:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:

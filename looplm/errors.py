@@ -79,6 +79,19 @@ def dead_link(p: object) -> str:
     return f"a symlink to {os.readlink(p)}, which does not exist"
 
 
+def a_device(p: object) -> bool:
+    """`p` is a character or block device (/dev/zero, /dev/urandom: read whole, they never end). A FIFO is not:
+    `--config <(...)` ends when its writer does."""
+    import stat
+    from pathlib import Path
+
+    try:
+        mode = Path(p).stat().st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
 def not_there(p: object) -> str:
     """Why nothing can be read at `p`, to follow its name: "does not exist", or which symbolic link on its way
     leads nowhere (`exists()` is False for both, and "does not exist" sends the user looking for a file that
@@ -86,6 +99,8 @@ def not_there(p: object) -> str:
     from pathlib import Path
 
     p = Path(p)
+    if str(p).startswith("~"):  # `--set data.path=~/x`, `--data=~/x`, load_config("~/x"): no shell expanded it
+        return "starts with ~, which is not expanded here (no shell did it); give the full path"
     for a in (*reversed(p.parents), p):  # from the top: the first link that leads nowhere
         if a.is_symlink() and not a.exists():
             return f"is {dead_link(a)}" if a == p else f"cannot be reached: {a} is {dead_link(a)}"

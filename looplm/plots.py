@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .errors import not_there  # noqa: E402
+from .errors import a_device, not_there  # noqa: E402
 
 
 def _verbatim(text: object) -> str:
@@ -63,6 +63,8 @@ def read_json(path: str | Path) -> dict:
     p = Path(path)
     if p.is_dir():
         p = p / "sweep.json"
+    if a_device(p):  # /dev/zero was read until memory ran out (a FIFO, `plot <(...)`, is read: it ends)
+        raise ValueError(f"{p} is a device, not a result file (sweep.json or dynamics.json)")
     try:
         doc = json.loads(p.read_text())
     except FileNotFoundError:

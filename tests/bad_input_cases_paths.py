@@ -72,6 +72,15 @@ PATH_CASES: dict[str, Case] = {
     "arg-sweep-out-dev-stdout": Case("arguments", "sweep --out /dev/stdout --force (read first as an earlier result: "
                                      "a hang on a pipe; --force replaced the link)", [
         *S, "--out", "/dev/stdout", "--force"]),
+    "cfg-dev-zero": Case("config", "--config /dev/zero (a device: it was read until memory ran out)", [
+        "train", "--config", "/dev/zero", "--out", "{tmp}/r", "--no-progress"]),
+    "plot-dev-zero": Case("arguments", "plot /dev/zero (a device: it was read until memory ran out)", [
+        "plot", "/dev/zero", "--out", "{tmp}/a.png"]),
+    "cfg-tilde-config": Case("config", "--config=~/my.yaml (no shell expands ~ after =; it was \"neither a file nor "
+                             "a preset\")", ["train", "--config=~/my.yaml", "--out", "{tmp}/r", "--no-progress"]),
+    "data-tilde-path": Case("data", "--set data.path=~/corpus.txt (no shell expands ~ there; it was \"does not "
+                            "exist\")", [*TRAIN[:2], "text-stars", "--out", "{tmp}/r", "--no-progress", "--set",
+                                          "data.path=~/corpus.txt"]),
     "ckpt-weights-file": Case("checkpoint", "sweep given the weights file instead of its folder (it was \"no "
                               "model.safetensors in .../model.safetensors\")", [
         "sweep", "{run}/checkpoint/model.safetensors", "--no-progress"]),
