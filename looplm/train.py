@@ -284,7 +284,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     t = cfg.train
     task = None
     if cfg.kind == "native":  # a resumed run encodes its data with the tokenizer its checkpoint holds
-        task = make_task(cfg, saved_tokenizer(src) if src is not None else starting_tokenizer(t.init_from))
+        task = make_task(cfg, saved_tokenizer(src) if src is not None else starting_tokenizer(t.init_from, cfg.data))
         cfg = with_task_vocab(cfg, task)
     _check_model(src, cfg)
     _check_module(model, cfg, src)

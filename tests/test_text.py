@@ -17,3 +17,20 @@ def test_a_folders_files_are_joined_with_a_newline_and_the_error_says_so(tmp_pat
     saved = CharTokenizer("".join(sorted(set("the lazy dog quick fox"))))
     with pytest.raises(ValueError, match=r"\('\\n'; a folder's files are joined with a newline between them\)"):
         TextTask(str(tmp_path / "two"), window=4, test_fraction=0.3, saved=saved)
+
+
+def test_a_run_started_from_a_bpe_run_refuses_another_bpe_size(tmp_path):
+    """train.init_from a BPE run keeps that run's tokenizer (its weights read those ids): a different
+    data.bpe_vocab went unread, without a word, and config.yaml recorded it as if it applied."""
+    pytest.importorskip("tokenizers")
+    from looplm.cli import main
+
+    from .bad_input_cases import TINY
+
+    (tmp_path / "corpus.txt").write_text("the cat sat on a mat, hello world\n" * 300)
+    base = ["train", "--config", "text-fixed", "--no-progress", *TINY, "--set", f"data.path={tmp_path / 'corpus.txt'}",
+            "--set", "data.window=12", "--set", "data.tokenizer=bpe"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    start = ["--set", f"train.init_from={tmp_path / 'a'}", "--out", str(tmp_path / "b")]
+    assert main([*base, "--set", "data.bpe_vocab=2000", *start]) == 2 and not (tmp_path / "b").exists()
+    assert main([*base, *start]) == 0  # the same size (the default) starts from it

@@ -86,11 +86,12 @@ def saved_tokenizer(folder: str | Path) -> Any:
     return tokenizers.load(d)
 
 
-def starting_tokenizer(init_from: str) -> Any:
+def starting_tokenizer(init_from: str, data: Any = None) -> Any:
     """The tokenizer of the run train.init_from names, if it saved one: fine-tuning keeps the token ids its
     weights were trained with (a vocabulary rebuilt from new data would map the same ids to other characters).
     A path that is no looplm checkpoint is left to the model loader, whose errors say what it is; a damaged
-    tokenizer file of a real one is refused here."""
+    tokenizer file of a real one is refused here, and so is a `data` section (the new run's) asking for a BPE
+    of another size: it went unread, recorded in config.yaml as if it applied."""
     from .. import checkpoint as ckpt
     from ..hf.analysis import find_model_dir
 
@@ -100,7 +101,15 @@ def starting_tokenizer(init_from: str) -> Any:
         ckpt.resolve(init_from)
     except (ckpt.CheckpointError, OSError, ValueError):
         return None
-    return saved_tokenizer(init_from)
+    tok = saved_tokenizer(init_from)
+    want = getattr(data, "bpe_vocab", None) if getattr(data, "tokenizer", None) == "bpe" else None
+    if want is not None and getattr(tok, "kind", None) == "bpe":
+        began = getattr(ckpt.load_config(init_from).data, "bpe_vocab", want)
+        if began != want:
+            raise ConfigError(f"data.bpe_vocab={want}: this run starts from train.init_from={init_from} and keeps "
+                              f"its BPE tokenizer (learned with data.bpe_vocab={began}), whose ids its weights "
+                              f"read; set data.bpe_vocab={began}")
+    return tok
 
 
 DATA_FILE = "data.json"  # in a checkpoint of a task read from files: a digest of the data it was trained on
