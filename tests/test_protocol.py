@@ -197,3 +197,22 @@ def dataclasses_replace_steps(c, steps):
     import dataclasses
 
     return dataclasses.replace(c, train=dataclasses.replace(c.train, steps=steps))
+
+
+def test_run_loop_and_the_native_forward_check_the_loop_count():
+    """`run_loop` (public) and LoopedTransformer's forward took True as 1 loop, ran 2,000,000 loops past the
+    documented cap, and gave Python's TypeError for 2.5: they now check the count as every HF forward does."""
+    from looplm import LoopedTransformer
+    from looplm.config import ModelConfig
+
+    torch.manual_seed(0)
+    m = LoopedTransformer(ModelConfig(vocab_size=14, d_model=16, n_heads=2, d_ff=32, max_seq_len=8))
+    ids = torch.randint(2, 14, (2, 5))
+    h0, ctx = m.embed(ids)
+    for bad, words in ((True, "an integer >= 1, got True"), (2.5, "an integer >= 1, got 2.5"), (0, ">= 1, got 0"),
+                       (2_000_000, "at most 1,000,000")):
+        with pytest.raises(ValueError, match=f"num_loops must be {words}"):
+            run_loop(m, h0, ctx, bad)
+        with pytest.raises(ValueError, match=f"num_loops must be {words}"):
+            m(ids, num_loops=bad)
+    assert torch.equal(m(ids, num_loops=torch.tensor(3)), m(ids, num_loops=3))  # torch and numpy integers run
