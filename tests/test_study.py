@@ -156,6 +156,8 @@ def test_ctrl_c_stops_a_parallel_study_with_one_line(tmp_path, sig):
     what = "interrupted" if sig == "INT" else "terminated (SIGTERM)"
     assert len(lines) == 1 and lines[0].startswith(f"error: {what}: 2 run(s) stopped: recipe-fixed8-s0 ("), err
     assert "saved a checkpoint at step" in lines[0]
+    # the study's own way on, not --resume (Interrupted's default hint, an option `looplm study` has not)
+    assert lines[0].endswith("; the same command resumes the study") and "--resume" not in lines[0]
     for n in ("recipe-fixed8-s0", "recipe-fixed8-s1"):  # each child saved where it stopped
         assert saved_step(out / "runs" / n / "checkpoint") is not None
 

@@ -311,8 +311,8 @@ def _run_parallel(grid: list[RunSpec], out: Path, n_evals: list[int], jobs: int)
             proc.wait()
         said = [f"{n} ({_last_error(logs / f'{n}.log') or 'stopped'})" for n in running]
         raise Interrupted(f"{'terminated (SIGTERM)' if sig == signal.SIGTERM else 'interrupted'}: {len(running)} "
-                          f"run(s) stopped: {'; '.join(said)}; the same command resumes the study",
-                          143 if sig == signal.SIGTERM else 130) from None
+                          f"run(s) stopped: {'; '.join(said)}", 143 if sig == signal.SIGTERM else 130,
+                          hint="the same command resumes the study") from None  # (no --resume: the default's)
     if failed:
         raise UserError(f"study runs failed: {'; '.join(failed)}; the finished runs are kept (each run's output: "
                         f"{logs}/<name>.log), and the same command retries the rest")
