@@ -43,6 +43,7 @@ from . import rundir, spectra
 from .config import Config, ConfigError
 from .errors import UserError
 from .evaluate import sweep
+from .hardware import resolve_device, set_threads  # noqa: F401 (looplm.train's names since the start)
 from .logger import MetricsLog, check_available, truncate_metrics
 from .looped import check_looped
 from .loops import bound_notes, describe, sample_loops, training_range
@@ -78,32 +79,6 @@ class Interrupted(UserError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM where no training loop handles it: stop at once, as Ctrl-C does (the CLI exits 143)."""
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto`, `cpu`, `cuda` or `cuda:N` -> a device that exists here (UserError otherwise)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise UserError(f"device {name!r} asked for, but CUDA is not available on this machine; use cpu")
-        dev = torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
-        if dev.index >= torch.cuda.device_count():
-            raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return dev
-    raise UserError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
-
-
-def set_threads(n: int, name: str) -> None:
-    """torch's CPU threads (0: its default). More than the machine's cores is refused: torch crashes (a segfault)
-    on absurd counts, and more threads than cores only slow a job down."""
-    cores = os.cpu_count() or 1
-    if n > cores:
-        raise UserError(f"{name}={n} exceeds this machine's {cores} CPU cores (0 = torch's default)")
-    if n:
-        torch.set_num_threads(n)
 
 
 def lr_at(step: int, cfg: Config, total: int | None = None) -> float:
@@ -239,8 +214,10 @@ def _check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> Non
         return
     diff = [f"model.{f.name}={getattr(model.cfg, f.name)!r} (the module's) vs {getattr(cfg.model, f.name)!r}"
             for f in dataclasses.fields(cfg.model) if getattr(model.cfg, f.name) != getattr(cfg.model, f.name)]
+    how = f"build it with model.vocab_size={cfg.model.vocab_size}: a preset's 0 means the task's vocabulary, filled " \
+        "in only once fit reads the task" if model.cfg.vocab_size == 0 else "build it with LoopedTransformer(cfg.model)"
     raise ConfigError("model: the LoopedTransformer given to fit was built from other settings than cfg.model ("
-                      + "; ".join(diff) + "); build it with LoopedTransformer(cfg.model), or set them in cfg")
+                      + "; ".join(diff) + f"); {how}, or set them in cfg")
 
 
 def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True,
@@ -254,6 +231,17 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     `fault` injects failures for tests: {"nan_at_steps": [...]} poisons the loss at those (0-based) steps;
     {"crash_at_step": k} raises after step k; {"interrupt_at_step": k} acts as Ctrl-C after step k.
     """
+    threads = torch.get_num_threads()
+    try:
+        return _start(cfg, out, resume, progress, fault, model)
+    finally:  # train.threads is the run's: a notebook's torch went on with it after fit returned
+        torch.set_num_threads(threads)
+
+
+def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: dict[str, Any] | None,
+           model: nn.Module | None) -> Path:
+    if isinstance(out, str) and not out.strip():  # Path("") is the current directory: the CLI refuses --out ""
+        raise UserError("out is empty; give a folder for the run")
     out = Path(out)
     # Validated again: a Config's fields can be set after it was built (cfg.loops.min_loops = 3), past its checks
     cfg = Config.from_dict(cfg.to_dict())

@@ -207,3 +207,26 @@ def test_an_output_name_with_no_room_for_its_temporary_names_is_refused_first(tm
         check_out_folder(tmp_path / ("e" * 245))
     fresh_outputs([tmp_path / ("g" * 234 + ".json")], force=False)  # 239 + 16 fits in 255
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_refuses_an_empty_out_and_gives_torch_its_threads_back(tmp_path, monkeypatch):
+    """fit(cfg, "") trained into the current directory (the CLI refuses an empty --out), and fit left torch's
+    thread count at train.threads for the rest of a notebook session."""
+    import torch
+
+    from looplm import fit, load_config
+    from looplm.errors import UserError
+
+    from .conftest import tiny_config
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="out is empty"):
+        fit(load_config("addition-prenorm-stars"), "", progress=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        fit(tiny_config(train=dict(steps=1, eval_every=0, threads=1)), tmp_path / "run", progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -360,7 +360,7 @@ def _load(path: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         if device is not None:  # lm-eval's command line asks for cuda:0 unless told: as its hf model, use the CPU
             logging.getLogger(__name__).warning(f"device {device} is not available here; running on the CPU")
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    from ..train import resolve_device
+    from ..hardware import resolve_device
 
     device = resolve_device(str(device))  # an unknown one (mps, CPU, meta) is one line, not torch's traceback
     revision = kwargs.pop("revision", None)

@@ -138,7 +138,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from ..train import resolve_device
+    from ..hardware import resolve_device
 
     args = _check_eval_args(tasks, depths, limit, num_fewshot, batch_size, max_gen_toks, apply_chat_template,
                             model_kwargs)

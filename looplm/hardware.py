@@ -1,0 +1,35 @@
+"""Where a job runs: its torch device, and how many CPU threads torch may use."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import UserError
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto`, `cpu`, `cuda` or `cuda:N` -> a device that exists here (UserError otherwise)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} asked for, but CUDA is not available on this machine; use cpu")
+        dev = torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+        if dev.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    raise UserError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+
+
+def set_threads(n: int, name: str) -> None:
+    """torch's CPU threads (0: its default). More than the machine's cores is refused: torch crashes (a segfault)
+    on absurd counts, and more threads than cores only slow a job down."""
+    cores = os.cpu_count() or 1
+    if n > cores:
+        raise UserError(f"{name}={n} exceeds this machine's {cores} CPU cores (0 = torch's default)")
+    if n:
+        torch.set_num_threads(n)
