@@ -34,3 +34,17 @@ def test_a_run_started_from_a_bpe_run_refuses_another_bpe_size(tmp_path):
     start = ["--set", f"train.init_from={tmp_path / 'a'}", "--out", str(tmp_path / "b")]
     assert main([*base, "--set", "data.bpe_vocab=2000", *start]) == 2 and not (tmp_path / "b").exists()
     assert main([*base, *start]) == 0  # the same size (the default) starts from it
+
+
+def test_a_module_built_from_a_presets_zero_vocabulary_is_told_the_size(tmp_path):
+    """fit(cfg, out, model=LoopedTransformer(cfg.model)) on the text preset was refused with "build it with
+    LoopedTransformer(cfg.model)", what the user had done: the preset's vocab_size 0 means the task's."""
+    from looplm import LoopedTransformer, fit, load_config
+    from looplm.config import ConfigError
+
+    (tmp_path / "c.txt").write_text("the cat sat on the mat\n" * 40)
+    cfg = load_config("text-fixed", [f"data.path={tmp_path / 'c.txt'}", "data.window=8", "model.max_seq_len=16"])
+    assert cfg.model.vocab_size == 0
+    with pytest.raises(ConfigError, match=r"build it with model.vocab_size=\d+: a preset's 0 means the task's"):
+        fit(cfg, tmp_path / "run", progress=False, model=LoopedTransformer(cfg.model))
+    assert not (tmp_path / "run").exists()
