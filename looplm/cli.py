@@ -259,7 +259,7 @@ def depth_table(sw: dict, depths: list[int], label: str = "accuracy", key: str =
     vals = dict(zip(sw["depths"], sw[key], strict=True))
     ds = [d for d in depths if d in vals]  # whole numbers from 1000 (one significant digit made 1499 "1e+03")
     cells = [f"{vals[d]:.3f}" if vals[d] < 1e3 else f"{vals[d]:.0f}" if vals[d] < 1e6 else f"{vals[d]:.3g}" for d in ds]
-    w, c = max(9, len(label) + 1), max([6, *map(len, cells)])
+    w, c = max(9, len(label) + 1), max([6, *map(len, cells), *(len(str(d)) for d in ds)])  # (1000000 is 7 wide)
     return "loops".ljust(w) + " ".join(f"{d:>{c}d}" for d in ds) + "\n" + label.ljust(w) + " ".join(
         s.rjust(c) for s in cells)
 

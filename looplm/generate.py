@@ -89,6 +89,8 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     `generate_cached`. `vocab`: choose only among ids below it (the tokenizer's), for a model whose head is
     wider than its tokenizer can decode."""
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id, pad_id)
+    if max_len is not None:  # (5.5 was torch's TypeError inside; -5 "leaves no room in max_seq_len=-5")
+        check_count("max_len", max_len, 1)
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
     if use_cache or exit_tol is not None or exit_stable is not None:
         return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab,

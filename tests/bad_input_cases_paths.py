@@ -81,6 +81,9 @@ PATH_CASES: dict[str, Case] = {
     "data-tilde-path": Case("data", "--set data.path=~/corpus.txt (no shell expands ~ there; it was \"does not "
                             "exist\")", [*TRAIN[:2], "text-stars", "--out", "{tmp}/r", "--no-progress", "--set",
                                           "data.path=~/corpus.txt"]),
+    "arg-study-quick-full-run": Case("arguments", "study --quick --only a run of the full grid only (it was called "
+                                     "an unknown name)", ["study", "addition", "--out", "{tmp}/s", "--quick", "--only",
+                                                           "random-poisson"]),
     "ckpt-weights-file": Case("checkpoint", "sweep given the weights file instead of its folder (it was \"no "
                               "model.safetensors in .../model.safetensors\")", [
         "sweep", "{run}/checkpoint/model.safetensors", "--no-progress"]),

@@ -576,3 +576,5 @@ def test_the_depth_table_prints_large_perplexities_whole():
     table = depth_table({"depths": [1, 2, 3, 4], "ppl": [1.5, 1499.4, 2499.0, 3.2e7]}, [1, 2, 3, 4], "ppl", "ppl")
     head, row = table.splitlines()
     assert row.split() == ["ppl", "1.500", "1499", "2499", "3.2e+07"] and len(head) == len(row)
+    head, row = depth_table({"depths": [1, 1_000_000], "accuracy": [0.5, 0.25]}, [1, 1_000_000]).splitlines()
+    assert len(head) == len(row) and head.index("1000000") + 7 == len(head)  # the widest loop count too

@@ -216,3 +216,8 @@ def test_run_loop_and_the_native_forward_check_the_loop_count():
         with pytest.raises(ValueError, match=f"num_loops must be {words}"):
             m(ids, num_loops=bad)
     assert torch.equal(m(ids, num_loops=torch.tensor(3)), m(ids, num_loops=3))  # torch and numpy integers run
+    from looplm.generate import generate
+
+    for bad in (5.5, -5, True):  # generate's max_len: torch's TypeError, or "no room in max_seq_len=-5"
+        with pytest.raises(ValueError, match="max_len must be"):
+            generate(m, [[3, 4]], 2, 2, eos_id=1, max_len=bad)
