@@ -117,3 +117,21 @@ def test_a_model_without_a_chat_template_is_named(base, tmp_path, capsys):
     assert cli(["analyze", str(d), "--data", str(data), "--depths", "1:2", "--no-progress", "--no-plot",
                 "--out", str(tmp_path / "a")]) == 2
     assert f"{d}: its tokenizer has no chat template" in capsys.readouterr().err
+
+
+def test_a_model_directorys_bad_generation_config_is_one_line_naming_it(base, tmp_path):
+    """A list pad_token_id / bos_token_id passed the token-id check (only eos may be a list) and was a TypeError
+    traceback in transformers' generation-config checks; a value transformers refuses (max_new_tokens -5) was
+    its message alone, with no file named (eval-lm has its own --max-gen-toks, so a user looked there)."""
+    for name, file, key, bad, msg in (
+            ("gpad", "generation_config.json", "pad_token_id", [0, 2], r"pad_token_id must be null or a token id "
+             r"in \[0, 320\), got \[0, 2\]; only eos_token_id may be a list"),
+            ("gbos", "generation_config.json", "bos_token_id", [0], "bos_token_id must be null or a token id"),
+            ("cpad", "config.json", "pad_token_id", [0, 2], r"pad_token_id .*; only eos_token_id may be a list"),
+            ("gmax", "generation_config.json", "max_new_tokens", -5, "max_new_tokens must be greater than 0")):
+        d = variant(base, tmp_path, name, file, **{key: bad})
+        if file == "config.json":
+            (d / "generation_config.json").unlink()
+        with pytest.raises(UserError, match=rf"^{d / file}: {msg}"):
+            load_pretrained(str(d))
+    assert load_pretrained(str(variant(base, tmp_path, "eos", eos_token_id=[0, 2]))) is not None

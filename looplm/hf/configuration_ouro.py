@@ -129,15 +129,17 @@ class OuroConfig(PretrainedConfig):
 
 
 def check_token_ids(config: Any, vocab_size: int) -> None:
-    """A config's (or generation config's) pad/bos/eos token ids: each null, a token id in [0, vocab_size), or a
-    list of them. 320 of 320 was torch's assertion traceback; -1 became padding row 319, a real token whose
-    embedding then never trained; a string "0" a TypeError deep in generate() or in a fine-tune's setup."""
+    """A config's (or generation config's) pad/bos/eos token ids: each null or a token id in [0, vocab_size), and
+    eos a list of them too (several end tokens). 320 of 320 was torch's assertion traceback; -1 became padding row
+    319, a real token whose embedding then never trained; a string "0" a TypeError deep in generate() or in a
+    fine-tune's setup; a pad/bos list a TypeError in transformers' generation-config checks."""
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
         v = config.get(name) if isinstance(config, dict) else getattr(config, name, None)
-        ids = v if isinstance(v, list) else [v]
+        ids = v if isinstance(v, list) and name == "eos_token_id" else [v]
         if v is not None and not all(isinstance(i, numbers.Integral) and not isinstance(i, bool)
                                      and 0 <= i < vocab_size for i in ids):
-            raise ValueError(f"{name} must be null or a token id in [0, {vocab_size}), got {v!r}")
+            only = "; only eos_token_id may be a list" if isinstance(v, list) and name != "eos_token_id" else ""
+            raise ValueError(f"{name} must be null or a token id in [0, {vocab_size}), got {v!r}{only}")
 
 
 def check_exit_threshold(value: Any) -> float | None:

@@ -176,6 +176,7 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype |
 
     check_local(path, revision)
     check_model_type(path, revision)
+    check_generation_config(path)
     try:
         with quiet_transformers():
             model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=revision,
@@ -235,6 +236,31 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype |
                         "in config.json such as rope_theta or rms_norm_eps, or weights so large that the forward "
                         "overflows); looplm does not score or train such a model")
     return model
+
+
+def check_generation_config(path: str) -> None:
+    """A local model directory's generation_config.json as transformers reads it with the model, refused in one
+    line naming the file: its own refusal (`max_new_tokens` -5) named no file, and a list pad_token_id was a
+    TypeError traceback inside its checks."""
+    from transformers import GenerationConfig
+
+    from .configuration_ouro import check_token_ids
+
+    f = Path(path) / "generation_config.json"
+    if not f.is_file():
+        return
+    try:
+        gen, conf = json.loads(f.read_text()), json.loads((Path(path) / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{f}: not valid JSON ({_first_line(e)})") from None
+    try:
+        vocab = conf.get("vocab_size") if isinstance(conf, dict) else None
+        if isinstance(gen, dict) and isinstance(vocab, int) and not isinstance(vocab, bool):
+            check_token_ids(gen, vocab)
+        with quiet_transformers():
+            GenerationConfig.from_pretrained(path)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{f}: {_first_line(e).replace('`', '')}") from None
 
 
 def check_vocab(tokenizer: Any, model: Any, named: str, hint: str) -> None:
