@@ -509,3 +509,32 @@ def test_a_generation_prompt_that_is_not_the_turn_start_is_named(tok):
     with pytest.raises(TemplateError, match=r"generation prompt \('<think>\\n' after the conversation so far\)"):
         encode_chat(tok, [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
                     chat_template=template)
+
+
+def test_a_template_that_drops_tool_turns_tools_or_tool_calls_is_refused(tok):
+    """A template without a tool role dropped the tool result, and ChatML (the tiny base's, as Ouro's) ignores a
+    record's `tools` and an assistant's `tool_calls`: every such record was kept, trained on replies to a tool
+    result or a tool it never saw."""
+    calc = {"type": "function", "function": {"name": "calculator", "parameters": {}}}
+    call = {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
+        "name": "calculator", "arguments": {"a": 2, "b": 2}}}]}
+    turns = [{"role": "user", "content": "2+2?"}, call, {"role": "tool", "content": "RESULT 4"},
+             {"role": "assistant", "content": "It is 4."}]
+    no_tool = ("{% for m in messages %}{% if m.role != 'tool' %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>"
+               "\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    plain = [turns[0], {"role": "assistant", "content": "Calling."}, *turns[2:]]
+    with pytest.raises(TemplateError, match=r"drops the tool turn \('RESULT 4' .* writes tool turns"):
+        encode_chat(tok, plain, chat_template=no_tool)
+    with pytest.raises(ValueError, match=r"record 0: the chat template drops the tool definitions .*'calculator' "
+                                         r".*use a chat template that renders tools"):
+        build_examples([{"messages": turns[2:], "tools": [calc]}], tok, 512)
+    with pytest.raises(TemplateError, match=r"drops the tool calls .*'calculator'"):
+        encode_chat(tok, turns)
+    assert target_texts(tok, encode_chat(tok, plain)) == ["Calling.<|im_end|>", "It is 4.<|im_end|>"]
+    # a template that renders them (ChatML with tools, as Qwen's): kept, the call a target
+    tools = ("{% if tools %}<|im_start|>system\n{% for t in tools %}{{ t.function | tojson }}\n{% endfor %}"
+             "<|im_end|>\n{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+             "{% for c in m.tool_calls or [] %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}"
+             "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    ex, st = build_examples([{"messages": turns, "tools": [calc]}], tok, 512, chat_template=tools)
+    assert st.kept == 1 and any("calculator" in t for t in target_texts(tok, ex[0]))

@@ -102,18 +102,46 @@ def says_something(m: dict[str, Any]) -> bool:
         v not in (None, "", [], {}) for k, v in m.items() if k not in ("role", "content", "weight", "name"))
 
 
+def _names(calls: Any) -> list[str]:
+    """The function names of tool definitions or tool calls ({"type": "function", "function": {"name": ...}} or
+    {"name": ...})."""
+    out = []
+    for c in calls if isinstance(calls, list) else []:
+        f = c.get("function", c) if isinstance(c, dict) else None
+        if isinstance(f, dict) and isinstance(f.get("name"), str) and f["name"].strip():
+            out.append(f["name"].strip())
+    return out
+
+
+def _check_rendered(full: str, messages: list[dict[str, Any]], tools: list[dict] | None) -> None:
+    """Refuse a conversation whose render lacks part of it: a template without system or tool turns, or one that
+    ignores a record's `tools` and an assistant's `tool_calls` (ChatML as Ouro ships it), drops them in silence,
+    and the model trains to answer as if it had seen a prompt, a tool result or a tool it never saw."""
+    for m in messages:
+        said, role = m.get("content"), m.get("role")
+        if role in ("system", "developer", "user", "tool") and isinstance(said, str) and said.strip() not in full:
+            fix = ("use a chat template that writes system turns (data.chat_template), or leave the system prompt out"
+                   if role in ("system", "developer") else f"use a chat template that writes {role} turns "
+                   "(data.chat_template)")
+            raise TemplateError(f"the chat template drops the {role} turn ({said.strip()[:40]!r} is not in the "
+                                f"conversation it renders), so the model would train without it; {fix}")
+    for what, names in (("tool definitions (the record's `tools`)", _names(tools)),
+                        ("tool calls (an assistant turn's `tool_calls`)",
+                         [n for m in messages for n in _names(m.get("tool_calls"))])):
+        lost = [n for n in names if n not in full]
+        if lost:
+            raise TemplateError(f"the chat template drops the {what}: {lost[0]!r} is not in the conversation it "
+                                "renders, so the model would train without them; use a chat template that renders "
+                                "tools (data.chat_template)")
+
+
 def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None,
                     tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
     """(rendered text, [(start, end) character span of each assistant target])."""
     if not messages:
         raise TemplateError("empty conversation")
     full = _render(tokenizer, messages, False, chat_template, tools)
-    for m in messages:  # a template without system turns drops them: trained as if the prompt were never there
-        said = m.get("content")
-        if m.get("role") in ("system", "developer") and isinstance(said, str) and said.strip() not in full:
-            raise TemplateError(f"the chat template drops the {m['role']} turn ({said.strip()[:40]!r} is not in the "
-                                "conversation it renders), so the model would train without it; use a chat template "
-                                "that writes system turns (data.chat_template), or leave the system prompt out")
+    _check_rendered(full, messages, tools)
     spans = []
     for i, m in enumerate(messages):
         if m.get("role") != "assistant" or m.get("weight") == 0:  # weight 0 (OpenAI's format): context, not target
