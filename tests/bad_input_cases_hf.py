@@ -34,6 +34,12 @@ def _string_eos(d: Path) -> None:
     f.write_text(json.dumps({**json.loads(f.read_text()), "eos_token_id": "0"}))
 
 
+def _json_edit(file: str, **kw: object):
+    def edit(d: Path) -> None:
+        (d / file).write_text(json.dumps({**json.loads((d / file).read_text()), **kw}))
+    return edit
+
+
 def _no_chat_template(d: Path) -> None:
     (d / "chat_template.jinja").unlink()
 
@@ -290,6 +296,23 @@ HF_CASES: dict[str, Case] = {
                                                 FT, {"ft.yaml": FT_YAML.replace("max_length: 256\n", "max_length: 256\n"
                                                                                 "  chat_template: {tmp}/chat.jsonl\n"),
                                                      "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-analyze-layer-types": Case("hf", "analyze a model whose config.json layer_types has one entry for two "
+                                   "layers", ["analyze", "{tmp}/m", "--data", "{tmp}/chat.jsonl", "--no-progress",
+                                              "--out", "{tmp}/a"], {"chat.jsonl": GOOD_CHAT + "\n"},
+                                   prepare=_hf_edit('its config.json with layer_types ["full_attention"]',
+                                                    _config_edit(layer_types=["full_attention"])), hf=True),
+    "hf-eval-generation-config-pad-list": Case("hf", "eval-lm on a model whose generation_config.json has a list "
+                                               "pad_token_id", ["eval-lm", "{tmp}/m", "--tasks", "x", "--out",
+                                                                "{tmp}/e"],
+                                               prepare=_hf_edit("its generation_config.json with pad_token_id [0, 2]",
+                                                                _json_edit("generation_config.json",
+                                                                           pad_token_id=[0, 2])), hf=True),
+    "hf-eval-model-max-length-string": Case("hf", "eval-lm on a model whose tokenizer_config.json has a string "
+                                            "model_max_length", ["eval-lm", "{tmp}/m", "--tasks", "x", "--out",
+                                                                 "{tmp}/e"],
+                                            prepare=_hf_edit('its tokenizer_config.json with model_max_length "abc"',
+                                                             _json_edit("tokenizer_config.json",
+                                                                        model_max_length="abc")), hf=True),
     "chat-capital-role": Case("data", "a chat record whose roles are capitalised (User, Assistant)", FT, chat(
         GOOD_CHAT, '{"messages": [{"role": "User", "content": "2+2?"}, {"role": "Assistant", "content": "4"}]}'),
         hf=True),

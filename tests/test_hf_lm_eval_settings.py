@@ -135,3 +135,23 @@ def test_a_model_directorys_bad_generation_config_is_one_line_naming_it(base, tm
         with pytest.raises(UserError, match=rf"^{d / file}: {msg}"):
             load_pretrained(str(d))
     assert load_pretrained(str(variant(base, tmp_path, "eos", eos_token_id=[0, 2]))) is not None
+
+
+def test_config_and_tokenizer_values_transformers_cannot_use_are_one_line(base, tmp_path):
+    """A config.json layer_types / mlp_layer_types entry transformers' validator refuses raised huggingface_hub's
+    StrictDataclassClassValidationError (no ValueError): a traceback in eval-lm, analyze and finetune; so was a
+    string model_max_length in tokenizer_config.json, compared with the length of every encoding."""
+    from looplm.hf.finetune import load_tokenizer
+
+    for key, bad, msg in (("layer_types", ["full_attention"], r"num_hidden_layers \(2\) must be equal to the number "
+                                                              r"of layer_types \(1\)"),
+                          ("layer_types", ["full_attention", "bogus"], r"layer_types entries must be in .* but got"),
+                          ("mlp_layer_types", ["dense"], "number of mlp_layer_types")):
+        d = variant(base, tmp_path, f"{key}{len(bad)}", "config.json", **{key: bad})
+        with pytest.raises(UserError, match=rf"^{d / 'config.json'}: .*{msg}"):
+            load_pretrained(str(d))
+    for i, bad in enumerate(("abc", [512], True)):
+        d = variant(base, tmp_path, f"mml{i}", "tokenizer_config.json", model_max_length=bad)
+        with pytest.raises(UserError, match=rf"^{d / 'tokenizer_config.json'}: model_max_length must be an integer"):
+            load_tokenizer(str(d))
+    assert load_tokenizer(str(variant(base, tmp_path, "mml", "tokenizer_config.json", model_max_length=64)))

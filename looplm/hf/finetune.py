@@ -92,6 +92,7 @@ def _refuse_native_run(path: str) -> None:
 def check_model_type(path: str, revision: str | None = None) -> None:
     """Refuse a model whose type transformers (with looplm's registrations) does not know: loading it would need
     the directory's own code, which looplm never runs."""
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
     from .registry import register
@@ -118,6 +119,10 @@ def check_model_type(path: str, revision: str | None = None) -> None:
                             "looplm loads Ouro and looplm exports natively") from None
         where = Path(path) / "config.json" if Path(path).is_dir() else path  # a value its config class refuses
         raise UserError(f"{where}: {_first_line(e)}") from None
+    except StrictDataclassError as e:  # transformers' own validators (layer_types): no ValueError, a traceback
+        where = Path(path) / "config.json" if Path(path).is_dir() else path
+        said = (str(e.__cause__ or e).strip().splitlines() or [type(e).__name__])[0]  # whole: ends with the value
+        raise UserError(f"{where}: {said.replace('`', '')}") from None
 
 
 def check_local(path: str, revision: str | None = None) -> None:
@@ -296,7 +301,7 @@ def load_tokenizer(path: str, revision: str | None = None) -> Any:
         raise UserError(f"{path} is a file, not a tokenizer (give a model directory or a folder with tokenizer.json)")
     try:
         with quiet_hub(), quiet_transformers():
-            return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
+            tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as e:
         if not Path(path).exists() and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
             # a path that is not there (transformers reads it as a hub id, and replies about repo id syntax)
@@ -317,6 +322,12 @@ def load_tokenizer(path: str, revision: str | None = None) -> Any:
         if type(e) is Exception:  # the tokenizers library raises plain Exception for a malformed tokenizer.json
             raise UserError(f"{path}: its tokenizer files cannot be read ({_first_line(e)})") from None
         raise
+    limit = getattr(tok, "model_max_length", None)
+    if isinstance(limit, bool) or not isinstance(limit, int | float):  # compared with every encoding's length:
+        # a string was a TypeError traceback in the first tokenizer call (finetune, eval-lm, analyze)
+        where = Path(path) / "tokenizer_config.json" if Path(path).is_dir() else f"{path}'s tokenizer_config.json"
+        raise UserError(f"{where}: model_max_length must be an integer (the longest input in tokens), got {limit!r}")
+    return tok
 
 
 def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
