@@ -85,8 +85,8 @@ def test_records_too_long_are_counted_and_the_limit_is_the_models_positions(tok,
     capsys.readouterr()
     assert main(["analyze", str(d), "--data", str(data), *flags, "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
-    assert "note: 1 of 3 records read were skipped (1 longer than 128 tokens, 0 with no assistant reply); 2 analyzed" \
-        in out
+    assert "note: 1 of 3 records read were skipped (1 longer than 128 tokens, 0 with an empty prompt or no assistant " \
+        "reply); 2 analyzed" in out
     res = json.loads((tmp_path / "a" / "dynamics.json").read_text())
     assert res["n"] == 2 and res["data_stats"]["overlong"] == 1
     assert main(["analyze", str(d), "--data", str(data), *flags, "--max-length", "700", "--out",
@@ -162,3 +162,16 @@ def test_a_link_to_a_finetunes_checkpoint_writes_where_the_checkpoint_would(tok,
     model = save_tiny_base(tmp_path / "model", tok)  # a model directory of its own, linked: its own folder
     (tmp_path / "mlink").symlink_to(model)
     assert default_out_dir(str(tmp_path / "mlink")) == tmp_path / "mlink"
+
+
+def test_alpaca_records_are_read_with_their_instruction(tok, tmp_path):
+    """instruction / input / output records were read as input -> output: the instruction was dropped, and a
+    record with an empty input was skipped as one "with no assistant reply"."""
+    rows = [{"instruction": "Add the two numbers.", "input": "3 and 4", "output": "The sum is 7."},
+            {"instruction": "What is 2 times 5?", "input": "", "output": "It is 10."}]
+    batch, stats = text_batch(tok, str(write_jsonl(rows, tmp_path / "a.jsonl")), n=2)
+    assert stats["kept"] == 2 and stats["no_target"] == 0
+    texts = [tok.decode(r[m.bool()]) for r, m in zip(batch.input_ids, batch.mask, strict=True)]
+    assert "Add the two numbers.\n\n3 and 4<|im_end|>" in texts[0] and "What is 2 times 5?<|im_end|>" in texts[1]
+    plain, _ = text_batch(tok, str(write_jsonl([{"input": "3 and 4", "output": "7"}], tmp_path / "i.jsonl")), n=1)
+    assert "3 and 4" in tok.decode(plain.input_ids[0])

@@ -19,8 +19,11 @@ from ..tasks.base import Batch
 from .chat import TemplateError, end_of_turn_token, has_messages, to_messages
 from .data import LENGTH_HINT, Records, build_examples, load_records, to_batch
 
-# (prompt, response) field pairs tried in order when a record has no `messages` list.
-FIELD_PAIRS = (("problem", "solution"), ("question", "answer"), ("prompt", "response"), ("input", "output"))
+# (prompt, response) field pairs tried in order when a record has no `messages` list. Alpaca's records are
+# instruction / input / output: the prompt is the instruction and its (often empty) input, never the input alone
+# (read as input -> output, the instruction was dropped, and a record with no input skipped as having no reply).
+FIELD_PAIRS = (("problem", "solution"), ("question", "answer"), ("prompt", "response"), ("instruction", "output"),
+               ("input", "output"))
 
 
 def config_problem(path: str | Path) -> str | None:
@@ -65,6 +68,17 @@ def _fields(record: dict[str, Any]) -> dict[str, str]:
                      f"{', '.join(f'{p}/{r}' for p, r in FIELD_PAIRS)}; got keys {sorted(record)}")
 
 
+def _alpaca(record: dict[str, Any]) -> dict[str, Any]:
+    """An instruction / input / output record with its input joined to the instruction (the prompt of both)."""
+    extra = record.get("input")
+    if has_messages(record) or "instruction" not in record or "output" not in record or extra in (None, ""):
+        return record
+    if not isinstance(extra, str):
+        raise ValueError(f"input must be a string, got {type(extra).__name__} {repr(extra)[:80]}")
+    said = record["instruction"]
+    return {**record, "instruction": f"{said}\n\n{extra}" if isinstance(said, str) and said.strip() else extra}
+
+
 def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tuple[Batch, dict]:
     """(batch, stats) for the first `n` usable records of `data` (a local file or a `datasets` name).
     batch.targets[t] is the next token where that token is an assistant target; batch.mask the real tokens."""
@@ -73,7 +87,7 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tupl
         convs = Records([], records.where)
         for r, w in zip(records, records.where, strict=True):
             try:
-                convs.append({"messages": to_messages(r, **_fields(r)) or [], "tools": r.get("tools")})
+                convs.append({"messages": to_messages(_alpaca(r), **_fields(r)) or [], "tools": r.get("tools")})
             except ValueError as e:
                 raise ValueError(f"{w}: {e}") from None
         return build_examples(convs, tokenizer, max_length, fmt="messages")
@@ -146,8 +160,8 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
                          f"{stats['used']}")
     if stats["overlong"] or stats["no_target"]:
         print(f"note: {stats['records'] - stats['kept']} of {stats['records']} records read were skipped "
-              f"({stats['overlong']} longer than {max_length} tokens, {stats['no_target']} with no assistant reply); "
-              f"{stats['used']} analyzed")
+              f"({stats['overlong']} longer than {max_length} tokens, {stats['no_target']} with an empty prompt or "
+              f"no assistant reply); {stats['used']} analyzed")
     if before is not None:
         before({Path(data): "the --data file"})
     model, step = loaded_at_step(Path(path), lambda: load_looped(path, device))
