@@ -155,3 +155,18 @@ def test_config_and_tokenizer_values_transformers_cannot_use_are_one_line(base, 
         with pytest.raises(UserError, match=rf"^{d / 'tokenizer_config.json'}: model_max_length must be an integer"):
             load_tokenizer(str(d))
     assert load_tokenizer(str(variant(base, tmp_path, "mml", "tokenizer_config.json", model_max_length=64)))
+
+
+def test_num_loops_with_a_space_and_the_tokenizer_hint_of_eval_lm(base, tmp_path, capsys):
+    """lm-eval parses `num_loops= 3` to 3.0, refused as "got 3.0" (a value never typed); eval-lm's refusal of a
+    tokenizer larger than the embedding told it to give model_args tokenizer=..., which eval-lm has not."""
+    assert LoopedLM(pretrained=str(base), device="cpu", num_loops=3.0).num_loops == 3
+    with pytest.raises(UserError, match="num_loops must be an integer >= 1, got 2.5"):
+        LoopedLM(pretrained=str(base), device="cpu", num_loops=2.5)
+    d = variant(base, tmp_path, "pad", "tokenizer_config.json", pad_token="<|nonexistent|>")
+    capsys.readouterr()
+    assert cli(["eval-lm", str(d), "--tasks", "x", "--depths", "1", "--device", "cpu", "--out",
+                str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "embedding has 320 rows; the model directory's tokenizer and weights are of two models, or its " \
+           "tokenizer_config.json adds a token its vocabulary lacks" in err and "model_args" not in err

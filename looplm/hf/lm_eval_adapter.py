@@ -44,9 +44,12 @@ from .registry import register
 
 def _opt_loops(x: Any) -> int | None:
     """A num_loops model_arg: None, or an integer >= 1 (lm-eval parses "2.5" to a float, which int() would
-    truncate to 2 loops without a word)."""
+    truncate to 2 loops without a word). A whole float is its integer: lm-eval makes one of `num_loops= 3` (a
+    space after `=`), which was refused as "got 3.0", a value never typed."""
     if x in (None, "", "None", "none"):
         return None
+    if isinstance(x, float) and x.is_integer():
+        x = int(x)
     try:
         n = loop_count(int(x) if isinstance(x, str) and x.strip().isdigit() else x, 1)
     except ValueError as e:
@@ -123,6 +126,7 @@ class LoopedLM(HFLM):
         kwargs.setdefault("backend", "causal")
         if kwargs["backend"] not in ("causal", "default"):  # seq2seq scored continuations against the wrong positions
             raise UserError(f"model_args backend={kwargs['backend']}: the looplm model is a causal LM (backend=causal)")
+        named_tok = kwargs.get("tokenizer") is not None  # model_args tokenizer=... (eval-lm has no model_args)
         if isinstance(pretrained, str):  # looplm's one loader: the checks every other command makes
             pretrained, kwargs = _load(pretrained, kwargs)
         else:
@@ -152,8 +156,11 @@ class LoopedLM(HFLM):
                             "tokenizer a pad token (pad_token in its tokenizer_config.json)")
         from .finetune import check_vocab
 
+        # the hint named model_args even to `looplm eval-lm`, which has none: there the model directory's own
+        # tokenizer is the one too large
         check_vocab(self.tokenizer, self.model, "the tokenizer", "give the model's own tokenizer (model_args "
-                    "tokenizer=...)")
+                    "tokenizer=...)" if named_tok else "the model directory's tokenizer and weights are of two "
+                    "models, or its tokenizer_config.json adds a token its vocabulary lacks (a pad_token, say)")
         if (self.exit_threshold is not None or self.exit_dtype is not None) and not any(
                 "early_exit_gate" in name for name, _ in self.model.named_modules()):
             raise UserError(f"{type(self.model).__name__} has no early-exit gate (a looplm export runs every loop); "
