@@ -205,7 +205,8 @@ def test_records_formats_sources_and_truncation(tok, tmp_path):
     mute = "{% for m in messages %}{% if m.role != 'system' %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n" \
            "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     for recs, kw in (([{"messages": convo["messages"][1:]}], {"system_prompt": "Tutor."}), ([convo], {})):
-        with pytest.raises(ValueError, match=r"record 0: the chat template drops the system turn \('(Tutor|Be brief)"):
+        with pytest.raises(ValueError, match=r"record 0: the chat template drops the system turn \('(Tutor|Be brief)"
+                                             r".*would read the conversation without it"):  # (analyze trains nothing)
             build_examples(recs, tok, 512, chat_template=mute, **kw)
     assert build_examples([{"messages": convo["messages"][1:]}], tok, 512, chat_template=mute)[1].kept == 1
     # a datasets save_to_disk folder: its metadata JSON was named as a bad data file

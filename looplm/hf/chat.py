@@ -120,19 +120,21 @@ def _check_rendered(full: str, messages: list[dict[str, Any]], tools: list[dict]
     for m in messages:
         said, role = m.get("content"), m.get("role")
         if role in ("system", "developer", "user", "tool") and isinstance(said, str) and said.strip() not in full:
-            fix = ("use a chat template that writes system turns (data.chat_template), or leave the system prompt out"
-                   if role in ("system", "developer") else f"use a chat template that writes {role} turns "
-                   "(data.chat_template)")
+            # (said for finetune and analyze alike: analyze has no data.chat_template and trains nothing)
+            fix = ("use a chat template that writes system turns (finetune: data.chat_template), or records without "
+                   "one (and no data.system_prompt)" if role in ("system", "developer") else
+                   f"use a chat template that writes {role} turns (finetune: data.chat_template)")
             raise TemplateError(f"the chat template drops the {role} turn ({said.strip()[:40]!r} is not in the "
-                                f"conversation it renders), so the model would train without it; {fix}")
+                                f"conversation it renders), so the model would read the conversation without it; "
+                                f"{fix}")
     for what, names in (("tool definitions (the record's `tools`)", _names(tools)),
                         ("tool calls (an assistant turn's `tool_calls`)",
                          [n for m in messages for n in _names(m.get("tool_calls"))])):
         lost = [n for n in names if n not in full]
         if lost:
             raise TemplateError(f"the chat template drops the {what}: {lost[0]!r} is not in the conversation it "
-                                "renders, so the model would train without them; use a chat template that renders "
-                                "tools (data.chat_template)")
+                                "renders, so the model would read the conversation without them; use a chat "
+                                "template that renders tools (finetune: data.chat_template)")
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None,
