@@ -135,6 +135,11 @@ def test_a_model_directorys_bad_generation_config_is_one_line_naming_it(base, tm
         with pytest.raises(UserError, match=rf"^{d / file}: {msg}"):
             load_pretrained(str(d))
     assert load_pretrained(str(variant(base, tmp_path, "eos", eos_token_id=[0, 2]))) is not None
+    # a cut-off file was read as absent: a fine-tune's end-of-turn eos [0, 2] was lost without a word
+    d = variant(base, tmp_path, "cut", eos_token_id=[0, 2])
+    (d / "generation_config.json").write_text('{"eos_token_id": [0, 2], ')
+    with pytest.raises(UserError, match=rf"^{d / 'generation_config.json'}: not valid JSON"):
+        load_pretrained(str(d))
 
 
 def test_config_and_tokenizer_values_transformers_cannot_use_are_one_line(base, tmp_path):
