@@ -252,3 +252,23 @@ def test_numbered_headings_words_choices_equations_in_a_box_and_hedges():
                  "#### 42, or 43"):
         assert not is_correct(extract_answer(said), "42"), said
     assert extract_answer("The answer is 42 and the rest is 3") == "42" and extract_answer("#### 42 or so") == "42"
+
+
+def test_a_plain_gold_is_itself_and_text_compares_loosely():
+    """A MATH/AMC `answer` column with no marker, box or phrase was graded as its last number (`x^2+1` as 1, so a
+    completion answering 1 was right) or None (`B`, `yes`: nothing was ever right); text answers were compared case-,
+    space- and spelling-sensitively (`yes` wrong for `\\text{Yes}`, `(3, 5)` for `(3,5)`, `(B)` for `B`), and the
+    phrase dropped a tuple's brackets."""
+    for gold, want in (("x^2+1", "x^2+1"), ("\\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt{3}}{2}"), ("(3,5)", "(3,5)"),
+                       ("B", "B"), ("yes", "yes"), ("\\pi", "\\pi"), ("6 \\text{ inches}^2", "6"), ("27.0", "27"),
+                       ("Tom has 3.\n#### 42", "42")):
+        assert gold_answer(gold) == want, gold
+    assert not is_correct(extract_answer("So the answer is 1."), gold_answer("x^2+1"))
+    assert is_correct(extract_answer("\\boxed{B}"), gold_answer("B"))
+    for said, gold in (("The answer is yes.", "\\boxed{\\text{Yes}}"), ("\\boxed{b}", "\\boxed{B}"),
+                       ("\\boxed{(3, 5)}", "\\boxed{(3,5)}"), ("\\boxed{x^2 + 1}", "\\boxed{x^2+1}"),
+                       ("\\boxed{\\dfrac{\\sqrt{3}}{2}}", "\\boxed{\\frac{\\sqrt{3}}{2}}"),
+                       ("\\boxed{B}", "\\boxed{\\text{(B)}}"), ("\\boxed{(B)}", "\\boxed{B}"),
+                       ("Final Answer: The final answer is $(3,5)$. I hope it is correct.", "(3,5)")):
+        assert is_correct(extract_answer(said), gold_answer(gold)), said
+    assert not is_correct(extract_answer("\\boxed{(3, 5)}"), "3,5") and not is_correct("(B)", "C")

@@ -31,7 +31,8 @@ never as an integer), and `is_correct` compares numerically when both sides are 
 integer (1000000.9 is no 1000000), others within |a - b| <= 1e-6 · max(1, |b|); a percent against a plain number
 as its number ("25%" is right for a gold 25, GSM8K's unit-less answer to a "what percent" question) or, against a
 proportion (-1 to 1), its fraction (right for 0.25; 2500% is not 25); two percents as they are (25% is no 0.25%);
-else as normalized text.
+else as normalized text, case and inner spaces aside (`\\dfrac` as `\\frac`, `(B)` as `B`). `gold_answer` reads a
+solution as a completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
 """
 
 from __future__ import annotations
@@ -248,14 +249,14 @@ def extract_answer(text: str) -> str | None:
             return choice.group(1)
     boxed = last_boxed(text)
     if boxed is not None:
-        boxed = _unbox(boxed)
-        side = _side(boxed) or boxed  # \boxed{x = 5} is 5, as "the answer is x = 5" is
-        num = _first_number(side)
-        only_number = num is not None and re.fullmatch(r"\s*" + re.escape(num) + r"\s*\.?\s*", side)
-        return normalize(num if only_number else boxed)
+        return _box_answer(boxed)
     phrases = list(_PHRASE_RE.finditer(text))
     if phrases:
         tail = _next_line(text, phrases[-1].end(), wordy)[1]
+        # (3,5) was 3,5: a tuple keeps its brackets
+        tup = re.match(r"[\s$*]*([(\[][^()\[\]\n]*,[^()\[\]\n]*[)\]])", tail)
+        if tup:
+            return normalize(tup.group(1))
         word = _word(tail)
         if word is not None:
             return word
@@ -269,6 +270,15 @@ def extract_answer(text: str) -> str | None:
     return normalize(num) if num is not None else None
 
 
+def _box_answer(boxed: str) -> str:
+    """A box's answer: its one number, else its text (`\\boxed{x = 5}` is 5, as "the answer is x = 5" is)."""
+    boxed = _unbox(boxed)
+    side = _side(boxed) or boxed
+    num = _first_number(side)
+    only_number = num is not None and re.fullmatch(r"\s*" + re.escape(num) + r"\s*\.?\s*", side)
+    return normalize(num if only_number else boxed)
+
+
 def _sum(side: str) -> bool:
     """Whether one side of an `=` is a calculation ("15 * 3") rather than the number it comes to."""
     return bool(re.match(rf"\s*{_NUM}\s*(?:[-+*/×x÷^·⋅]|\\times|\\cdot)\s*\(?\d", side))
@@ -276,8 +286,14 @@ def _sum(side: str) -> bool:
 
 def gold_answer(solution: str | float) -> str | None:
     """The reference answer of a GSM8K solution ("... #### 72"), or of a \\boxed{} solution (NuminaMath); a number
-    (a dataset's numeric answer column, AMC23's 27.0) is its own answer."""
-    return extract_answer(_text(solution))
+    (a dataset's numeric answer column, AMC23's 27.0) is its own answer, as is a plain one-line answer with no marker,
+    box or phrase (MATH's `x^2+1`, `(3,5)`, `B`, `yes`: read as a box's content; it was its last number, or None)."""
+    text = _text(solution)
+    bare = re.sub(r"\\[A-Za-z]+", "", text)  # LaTeX commands are no prose
+    if ("\n" in text.strip() or _MARK_RE.search(text) or _PHRASE_RE.search(text) or last_boxed(text) is not None
+            or re.search(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}", bare) or not text.strip()):
+        return extract_answer(text)
+    return _box_answer(_latex(text.strip()))
 
 
 def _text(x: str | float) -> str:
@@ -391,4 +407,14 @@ def is_correct(prediction: str | None, gold: str | float | None) -> bool:
         elif _is_percent(gold) and not _is_percent(prediction):
             ways_b = [b * 100] + ([b] if abs(a) <= 1 else [])
         return any(_same(x, y) for x in ways_a for y in ways_b)
-    return normalize(prediction) == normalize(gold)
+    return _text_key(prediction) == _text_key(gold)
+
+
+def _text_key(s: str) -> str:
+    """Text as compared: case, inner spaces and `\\text{}` dress aside, `\\dfrac`/`\\tfrac` as `\\frac`, a choice
+    letter in brackets as the letter (`yes` was wrong for `\\text{Yes}`, `(3, 5)` for `(3,5)`, `(B)` for `B`)."""
+    s = re.sub(r"\\[dt]frac", r"\\frac", normalize(s))
+    s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\{([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\\[,!;: ]|\s+", "", s).lower()
+    m = re.fullmatch(r"[(\[]([a-z])[)\]]\.?", s)
+    return m.group(1) if m else s
