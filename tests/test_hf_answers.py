@@ -272,3 +272,20 @@ def test_a_plain_gold_is_itself_and_text_compares_loosely():
                        ("Final Answer: The final answer is $(3,5)$. I hope it is correct.", "(3,5)")):
         assert is_correct(extract_answer(said), gold_answer(gold)), said
     assert not is_correct(extract_answer("\\boxed{(3, 5)}"), "3,5") and not is_correct("(B)", "C")
+
+
+def test_verdicts_negations_and_inequalities_after_the_phrase():
+    """"The answer is verified." (confirmed, valid, ...) was the answer "verified"; a last "the answer is correct"
+    threw away the answer an earlier phrase stated (the text's last number, 3, was read); "the answer isn't 5" was 5;
+    "x ≤ 5" and "5 ± 2" were 5."""
+    for w in ("confirmed", "verified", "valid", "consistent", "reasonable", "accurate", "final", "checked", "sound"):
+        assert extract_answer(f"So 6 * 7 = 42 apples. The answer is {w}.") == "42", w
+    for said in ("The answer is 42. I checked it with 3 different methods, and the answer is correct.",
+                 "So the answer is 42.\nIs the answer correct? I verified it in 2 ways: yes, the answer is right.",
+                 "Answer: 42\nWe used 3 steps; the answer is below the limit of 100.",
+                 "The answer isn't 5; it's 42.", "Wait, the answer is not 20. It's 42.", "The answer is clear: 42."):
+        assert extract_answer(said) == "42", said
+    for said in ("The answer is x ≤ 5.", "The answer is x >= 5.", "The answer is x < 5.", "The answer is x ≠ 5.",
+                 "The answer is 5 ± 2.", "The answer is $x \\le 5$."):
+        assert not is_correct(extract_answer(said), "5"), said
+    assert extract_answer("The answer is x ≤ 5.") == "x ≤ 5"

@@ -11,7 +11,8 @@ left out first: a `####` or a number in code is no answer):
    "the answer is 5 - 3 = 2" is 2, "45 = 15 * 3" is 45; "x = 5, y = 7" is text); a word or a choice letter it
    states is that answer, as text ("the answer is B because there are 4 choices", "twelve, not 11"); a phrase that
    ends its line ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`),
-   without a list's `- ` or `1. `;
+   without a list's `- ` or `1. `; an inequality or margin (`x ≤ 5`, `5 ± 2`) is text; a verdict ("the answer is
+   correct/verified.") or a negation ("the answer isn't 5") states none, and the phrase before it is read;
 4. otherwise the last number in the text (the "flexible" fallback).
 
 A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin, narrow, no-break
@@ -57,7 +58,8 @@ _NUM = (rf"(?:-\s*)?(?:\$\s*)?(?:{_MIXED}%?|(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+
         rf"(?:\s*/\s*\d+)?%?)")
 _NUM_RE = re.compile(_NUM)
 _MARK_RE = re.compile(r"####[ \t]*(.*)")
-_PHRASE_RE = re.compile(r"\banswer\s+is|\banswer\W{0,3}?\s*[:=]", re.IGNORECASE)  # (the/my/correct ..., **Answer**:)
+# (the/my/correct ..., **Answer**:); "the answer isn't 5" / "is not 20" states no answer (5, 20 were read)
+_PHRASE_RE = re.compile(r"\banswer\s+is(?!n['’]t\b|\s+not\b)|\banswer\W{0,3}?\s*[:=]", re.IGNORECASE)
 _FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _WORDY_RE = re.compile(r"^[^\n]*\w", re.MULTILINE)  # a line that holds a letter or digit
 _FRAC_ARG = r"(?:\{\s*(-?[\d,.]+)\s*\}|\s*(\d))"  # {3}, { 3.5 }, {1,000}, or one bare digit (\frac12, \frac 34)
@@ -74,9 +76,13 @@ _DASHES = re.compile(r"[\u2012\u2013\ufe63\uff0d](?=\$?\.?\d)")  # figure/en das
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")  # zero-width: `7\u200b2` reads as 72, as it looks
 _DIGITS = 400  # the largest power of ten a number may have (and the smallest, negated) to be read as one
 _VALID = re.compile(rf"-?(?:(?:{_GROUPED})(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
-# words that judge or point rather than answer ("the answer is correct.", "the answer is below:")
-_NOT_ANSWERS = frozenset("correct incorrect right wrong clear obvious simple above below here this that it thus "
-                         "therefore hence then so now".split())
+# words that judge rather than answer ("the answer is correct/verified."): such a phrase states no answer, unless a
+# number follows the word's punctuation ("is clear: 42"); an earlier phrase that states one is read
+_VERDICTS = frozenset("correct incorrect right wrong clear obvious simple confirmed verified valid consistent "
+                      "reasonable accurate final checked sound true false above below".split())
+# words that point rather than answer ("the answer is thus 42", "the answer is here:"): the number after is read
+_NOT_ANSWERS = _VERDICTS | frozenset("here this that it thus therefore hence then so now".split())
+_COMPARE = re.compile(r"[<>≤≥≠±∓]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|pm|mp)\b")  # x ≤ 5, 5 ± 2: no 5
 
 
 def last_boxed(text: str) -> str | None:
@@ -250,22 +256,11 @@ def extract_answer(text: str) -> str | None:
     boxed = last_boxed(text)
     if boxed is not None:
         return _box_answer(boxed)
-    phrases = list(_PHRASE_RE.finditer(text))
-    if phrases:
-        tail = _next_line(text, phrases[-1].end(), wordy)[1]
-        # (3,5) was 3,5: a tuple keeps its brackets
-        tup = re.match(r"[\s$*]*([(\[][^()\[\]\n]*,[^()\[\]\n]*[)\]])", tail)
-        if tup:
-            return normalize(tup.group(1))
-        word = _word(tail)
-        if word is not None:
-            return word
-        side = _side(tail)
-        if side is None:  # "x = 5, y = 7": several answers
-            return normalize(tail)
-        num = _NUM_RE.search(side)
-        if num is not None:
-            return normalize(_whole(num, side))
+    # the last phrase that states an answer: "The answer is 42. I checked 3 ways: the answer is correct." was 3
+    for m in reversed(list(_PHRASE_RE.finditer(text))):
+        said = _phrase_answer(_next_line(text, m.end(), wordy)[1])
+        if said is not None:
+            return said
     num = _last_number(text)
     return normalize(num) if num is not None else None
 
@@ -277,6 +272,26 @@ def _box_answer(boxed: str) -> str:
     num = _first_number(side)
     only_number = num is not None and re.fullmatch(r"\s*" + re.escape(num) + r"\s*\.?\s*", side)
     return normalize(num if only_number else boxed)
+
+
+def _phrase_answer(tail: str) -> str | None:
+    """The answer a phrase's `tail` states, or None when it states none ("is correct.", "is below the limit")."""
+    tup = re.match(r"[\s$*]*([(\[][^()\[\]\n]*,[^()\[\]\n]*[)\]])", tail)  # (3,5) was 3,5: a tuple keeps its brackets
+    if tup:
+        return normalize(tup.group(1))
+    lead = re.match(r"[\s*_`$:]*([^\W\d_]+)", tail)
+    if lead and lead.group(1).lower() in _VERDICTS and not re.match(r"[*_`$]*[.,:;!?]\s*-?\$?\.?\d", tail[lead.end():]):
+        return None
+    word = _word(tail)
+    if word is not None:
+        return word
+    side = _side(tail)
+    if side is None:  # "x = 5, y = 7": several answers
+        return normalize(tail)
+    if _COMPARE.search(side):  # an inequality or a margin, as text up to the sentence's end
+        return normalize(re.split(r"[.;](?:\s|$)|,\s", tail)[0])
+    num = _NUM_RE.search(side)
+    return None if num is None else normalize(_whole(num, side))
 
 
 def _sum(side: str) -> bool:
