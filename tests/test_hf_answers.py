@@ -289,3 +289,18 @@ def test_verdicts_negations_and_inequalities_after_the_phrase():
                  "The answer is 5 ± 2.", "The answer is $x \\le 5$."):
         assert not is_correct(extract_answer(said), "5"), said
     assert extract_answer("The answer is x ≤ 5.") == "x ≤ 5"
+
+
+def test_an_expression_after_the_phrase_or_marker_is_text():
+    """"The answer is $2\\sqrt{3}$" was 2 (right for a gold 2), `4π` 4, `e^2` 2, `3x + 2` 3, `y = 2x + 3` 2: the first
+    number of an expression; now the expression is compared as text, as a box's is."""
+    for said, want in (("The answer is $2\\sqrt{3}$.", "2\\sqrt{3}"), ("The answer is 4π.", "4π"),
+                       ("The answer is e^2.", "e^2"), ("The answer is x^2.", "x^2"),
+                       ("The answer is 3x + 2.", "3x + 2"), ("So the final answer is $y = 2x + 3$.", "y = 2x + 3"),
+                       ("The answer is $\\log_2 8$.", "\\log_2 8"), ("#### 2\\sqrt{3}", "2\\sqrt{3}"),
+                       ("The answer is $\\frac{\\sqrt{3}}{2}$.", "\\frac{\\sqrt{3}}{2}")):
+        assert extract_answer(said) == want, said
+    assert not is_correct(extract_answer("The answer is $2\\sqrt{3}$."), gold_answer("#### 2"))
+    assert is_correct(extract_answer("Final Answer: The final answer is $2\\sqrt{3}$. I hope it is correct."),
+                      gold_answer("\\boxed{2\\sqrt{3}}"))
+    assert extract_answer("The answer is 42 apples (3 x 14).") == "42"

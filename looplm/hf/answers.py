@@ -11,7 +11,8 @@ left out first: a `####` or a number in code is no answer):
    "the answer is 5 - 3 = 2" is 2, "45 = 15 * 3" is 45; "x = 5, y = 7" is text); a word or a choice letter it
    states is that answer, as text ("the answer is B because there are 4 choices", "twelve, not 11"); a phrase that
    ends its line ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`),
-   without a list's `- ` or `1. `; an inequality or margin (`x ≤ 5`, `5 ± 2`) is text; a verdict ("the answer is
+   without a list's `- ` or `1. `; an inequality or margin (`x ≤ 5`, `5 ± 2`) or an expression
+   (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, after the marker too) is text; a verdict ("the answer is
    correct/verified.") or a negation ("the answer isn't 5") states none, and the phrase before it is read;
 4. otherwise the last number in the text (the "flexible" fallback).
 
@@ -82,6 +83,9 @@ _VERDICTS = frozenset("correct incorrect right wrong clear obvious simple confir
                       "reasonable accurate final checked sound true false above below".split())
 # words that point rather than answer ("the answer is thus 42", "the answer is here:"): the number after is read
 _NOT_ANSWERS = _VERDICTS | frozenset("here this that it thus therefore hence then so now".split())
+# what makes an expression of a number: 2\\sqrt{3}, 4π, \\log_2 8 (was 2, 4, 2)
+_SYMBOLS = re.compile(r"\\(?:sqrt|pi|log|ln|sin|cos|tan|cot|sec|csc|exp|[dt]?frac|infty|theta|alpha|beta|binom|lfloor"
+                      r"|lceil|overline)(?![A-Za-z])|[π√∞]")
 _COMPARE = re.compile(r"[<>≤≥≠±∓]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|pm|mp)\b")  # x ≤ 5, 5 ± 2: no 5
 
 
@@ -248,6 +252,8 @@ def extract_answer(text: str) -> str | None:
         # `#### 1. Setting up the equation`, `#### 2) Find`: a numbered heading, no answer (as `#### Step 1` is none)
         if num and re.fullmatch(r"\d+", num.group(0)) and re.match(r"[.):]\s+[^\W\d_]", line[num.end():]):
             continue
+        if num and _symbolic(line, num):  # `#### 2\\sqrt{3}` was 2
+            return normalize(_clause(line))
         if num:  # a marker followed by anything else is a heading
             return normalize(_whole(num, line))
         choice = re.fullmatch(r"[*_`$(\[{]*([A-Z])[*_`$)\]}.]*", line)  # `#### B`: a choice, as \boxed{B} is
@@ -288,10 +294,24 @@ def _phrase_answer(tail: str) -> str | None:
     side = _side(tail)
     if side is None:  # "x = 5, y = 7": several answers
         return normalize(tail)
-    if _COMPARE.search(side):  # an inequality or a margin, as text up to the sentence's end
-        return normalize(re.split(r"[.;](?:\s|$)|,\s", tail)[0])
     num = _NUM_RE.search(side)
+    if _COMPARE.search(side) or num is not None and _symbolic(side, num):  # x ≤ 5, 5 ± 2, 3x + 2: as text
+        return normalize(_clause(tail))
     return None if num is None else normalize(_whole(num, side))
+
+
+def _clause(s: str) -> str:
+    """`s` up to its sentence's end (the text an expression answer is compared as)."""
+    return re.split(r"[.;](?:\s|$)|,\s", s)[0]
+
+
+def _symbolic(line: str, num: re.Match) -> bool:
+    """Whether the number `num` is part of an expression in `line` (2\\sqrt{3}, 4π, e^2, x^2, 3x + 2, x + 2): read
+    whole, as text; its first number was the answer."""
+    before, after = line[:num.start()], line[num.end():]
+    return bool(_SYMBOLS.search(_clause(line))
+                or re.search(r"(?<![A-Za-z])[A-Za-z]\s*(?:[-+*/^_]\s*\{?|\()\s*$", before)
+                or re.match(r"[A-Za-z](?![A-Za-z])|\s*[-+*/^]\s*(?:[A-Za-z](?![A-Za-z])|\\)", after))
 
 
 def _sum(side: str) -> bool:
