@@ -304,3 +304,21 @@ def test_an_expression_after_the_phrase_or_marker_is_text():
     assert is_correct(extract_answer("Final Answer: The final answer is $2\\sqrt{3}$. I hope it is correct."),
                       gold_answer("\\boxed{2\\sqrt{3}}"))
     assert extract_answer("The answer is 42 apples (3 x 14).") == "42"
+
+
+def test_marker_headings_equals_and_words():
+    """Numbered headings other than `#### 1. Word` (`1.1 Setting up`, `1 - Setting up`, `1 Setting up`, ...) were the
+    answer (the first marker wins: the step number was graded); `#### 5 - 3 = 2` was the text `5 - 3 = 2` and `#### 20%
+    of 50 = 10` 20%, where the phrase and the box read what it comes to; `#### yes` was the text's last number (and
+    `gold_answer("#### yes")` None). A capitalised word alone is an answer only on the last line (`#### Solution`
+    above the working is a heading)."""
+    for head in ("1.1 Setting up the equation", "2.3. Compute the total", "1 - Setting up", "1 – Setting up",
+                 "1 Setting up", "1/ Setting up"):
+        assert extract_answer(f"#### {head}\n3x = 126\n#### 42") == "42", head
+    for said, want in (("#### 5 - 3 = 2", "2"), ("#### 3 * 4 = 12", "12"), ("#### 20% of 50 = 10", "10"),
+                       ("#### 12 + 30 = 42 apples", "42"), ("Tom is 3 years older.\n#### yes", "yes"),
+                       ("We count 7 days.\n#### Tuesday", "Tuesday"), ("There are 12 of them.\n#### twelve", "twelve"),
+                       ("#### Solution\nwe get 42", "42"), ("#### 5 ± 2", "5 ± 2"), ("#### 42 apples", "42")):
+        assert extract_answer(said) == want, said
+    assert gold_answer("#### yes") == "yes"
+    assert is_correct(extract_answer("The answer is Yes."), gold_answer("#### yes"))

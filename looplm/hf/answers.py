@@ -3,9 +3,11 @@
 `extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks are
 left out first: a `####` or a number in code is no answer):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
-   `#### Step 1: ...` or a numbered one, `#### 1. Setting up` or `#### 2) Find`, is no marker; `#### **42**`,
-   `#### $-42$`, `#### (42)`, `####: 42` are markers), or is a choice letter alone (`#### B`); a marker alone on its
-   line reads the next line that holds a letter or digit;
+   `#### Step 1: ...` or a numbered one, `#### 1. Setting up`, `#### 2) Find`, `#### 1.1 Setting up`, `#### 1 - Setup`,
+   `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers; an `=` on it
+   as in the phrase: `#### 5 - 3 = 2` is 2), or is a choice letter alone (`#### B`), or a word alone that is lowercase,
+   yes/no/true/false, or on the text's last line (`#### yes`, `#### Tuesday`; `#### Solution` above the working is a
+   heading); a marker alone on its line reads the next line that holds a letter or digit;
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works; `\\boxed{x = 5}` is 5);
 3. the last "the answer is <x>" / "answer: <x>" phrase (after an `=` on that line, the number after the last one:
    "the answer is 5 - 3 = 2" is 2, "45 = 15 * 3" is 45; "x = 5, y = 7" is text); a word or a choice letter it
@@ -245,20 +247,10 @@ def extract_answer(text: str) -> str | None:
         at, line = _next_line(text, m.start(1), wordy)
         if at == read:  # bare markers before one line: it was read (and is no answer) already
             continue
-        read, line = at, line.strip()
-        # the number's dress: #### **42**, #### $-42$, #### (42), #### `42`, #### +42, #### €42, ####: 42, #### = 42
-        line = re.sub(r"^(?:[\s*_`$(:=+€£¥₹~{\[]|\\[(\[])+(?=-?\$?\s*\.?\d)", "", line)  # (and \(42\), [42], {42})
-        num = _NUM_RE.match(line)
-        # `#### 1. Setting up the equation`, `#### 2) Find`: a numbered heading, no answer (as `#### Step 1` is none)
-        if num and re.fullmatch(r"\d+", num.group(0)) and re.match(r"[.):]\s+[^\W\d_]", line[num.end():]):
-            continue
-        if num and _symbolic(line, num):  # `#### 2\\sqrt{3}` was 2
-            return normalize(_clause(line))
-        if num:  # a marker followed by anything else is a heading
-            return normalize(_whole(num, line))
-        choice = re.fullmatch(r"[*_`$(\[{]*([A-Z])[*_`$)\]}.]*", line)  # `#### B`: a choice, as \boxed{B} is
-        if choice:
-            return choice.group(1)
+        read = at
+        said = _marker_answer(line.strip(), bisect.bisect_right(wordy, at) == len(wordy))
+        if said is not None:
+            return said
     boxed = last_boxed(text)
     if boxed is not None:
         return _box_answer(boxed)
@@ -278,6 +270,37 @@ def _box_answer(boxed: str) -> str:
     num = _first_number(side)
     only_number = num is not None and re.fullmatch(r"\s*" + re.escape(num) + r"\s*\.?\s*", side)
     return normalize(num if only_number else boxed)
+
+
+def _marker_answer(line: str, last: bool) -> str | None:
+    """The answer a `####` line states, or None for a heading (`#### Step 1`, `#### 1.1 Setting up`, `#### Solution`).
+    `last`: no line with a letter or digit follows (`#### Tuesday` at the end is an answer, `#### Solution` is not)."""
+    # the number's dress: #### **42**, #### $-42$, #### (42), #### `42`, #### +42, #### €42, ####: 42, #### = 42
+    line = re.sub(r"^(?:[\s*_`$(:=+€£¥₹~{\[]|\\[(\[])+(?=-?\$?\s*\.?\d)", "", line)  # (and \(42\), [42], {42})
+    # a numbered heading, no answer (as `#### Step 1` is none): `#### 1. Setting up`, `#### 2) Find`, and `1.1 Setting
+    # up`, `2.3. Compute`, `1 - Setting up`, `1 Setting up`, `1/ Setting up` (their step number was the answer)
+    if re.match(r"\d+[.):]\s+[^\W\d_]|\d+(?:\.\d+)*\.?\s*(?:[.):/]|[-–—])?\s+[A-Z][a-z]", line):
+        return None
+    num = _NUM_RE.match(line)
+    if num and "=" in line and not _COMPARE.search(line):  # `#### 5 - 3 = 2` is 2, as the phrase's and the box's
+        side = _side(line)
+        if side is None:
+            return normalize(line)
+        line = re.sub(r"^[\s*_`$(+€£¥₹~{\[]+(?=-?\$?\s*\.?\d)", "", side.strip())
+        num = _NUM_RE.match(line)
+    if num and (_COMPARE.search(line) or _symbolic(line, num)):  # `#### 2\\sqrt{3}` was 2, `#### 5 ± 2` 5
+        return normalize(_clause(line))
+    if num:  # a marker followed by anything else is a heading
+        return normalize(_whole(num, line))
+    choice = re.fullmatch(r"[*_`$(\[{]*([A-Z])[*_`$)\]}.]*", line)  # `#### B`: a choice, as \boxed{B} is
+    if choice:
+        return choice.group(1)
+    # a word alone (`#### yes`, `#### Tuesday` at the end): lowercase, yes/no/true/false, or on the last line; a
+    # capitalised word with more text after it is taken for a heading (`#### Solution`)
+    word = re.fullmatch(r"[*_`$]*([^\W\d_]+)[*_`$]*\.?", line)
+    if word and (word.group(1)[0].islower() or word.group(1).lower() in ("yes", "no", "true", "false") or last):
+        return word.group(1)
+    return None
 
 
 def _phrase_answer(tail: str) -> str | None:
