@@ -322,3 +322,16 @@ def test_marker_headings_equals_and_words():
         assert extract_answer(said) == want, said
     assert gold_answer("#### yes") == "yes"
     assert is_correct(extract_answer("The answer is Yes."), gold_answer("#### yes"))
+
+
+def test_chains_of_steps_and_calculator_annotations():
+    """A chain after the phrase ("5 + 3 = 8, so 8 * 2 = 16") was taken for several answers (the whole line as text),
+    and GSM8K's calculator annotations `<<9*2=18>>18` were read as `18>>18`: correct completions graded wrong."""
+    for said, want in (("Answer: 5 + 3 = 8, so 8 * 2 = 16", "16"), ("Answer: 3 + 4 = 7, and 7 * 2 = 14.", "14"),
+                       ("The answer is 5 + 3 = 8; 8 * 2 = 16.", "16"),
+                       ("Answer: 16 (since 5 + 3 = 8, and 8 * 2 = 16)", "16"),
+                       ("Answer: First 5 + 3 = 8, then 8 * 2 = 16, so 16.", "16"),
+                       ("So the answer is 9 * 2 = $<<9*2=18>>18.", "18"),
+                       ("Answer: 16 - 3 - 4 = <<16-3-4=9>>9 eggs", "9"),
+                       ("The answer is x = 3 or x = -3.", "x = 3 or x = -3"), ("Answer: x = 5, y = 7", "x = 5, y = 7")):
+        assert extract_answer(said) == want, said

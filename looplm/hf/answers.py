@@ -1,7 +1,7 @@
 """GSM8K-style final-answer extraction and comparison (standard library only).
 
-`extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks are
-left out first: a `####` or a number in code is no answer):
+`extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks and
+GSM8K's `<<9*2=18>>` annotations are left out first: a `####` or a number in code is no answer):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
    `#### Step 1: ...` or a numbered one, `#### 1. Setting up`, `#### 2) Find`, `#### 1.1 Setting up`, `#### 1 - Setup`,
    `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers; an `=` on it
@@ -10,9 +10,10 @@ left out first: a `####` or a number in code is no answer):
    heading); a marker alone on its line reads the next line that holds a letter or digit;
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works; `\\boxed{x = 5}` is 5);
 3. the last "the answer is <x>" / "answer: <x>" phrase (after an `=` on that line, the number after the last one:
-   "the answer is 5 - 3 = 2" is 2, "45 = 15 * 3" is 45; "x = 5, y = 7" is text); a word or a choice letter it
-   states is that answer, as text ("the answer is B because there are 4 choices", "twelve, not 11"); a phrase that
-   ends its line ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`),
+   "the answer is 5 - 3 = 2" is 2, "45 = 15 * 3" is 45; "x = 5, y = 7" and "x = 3 or x = -3" are text, a chain
+   "5 + 3 = 8, so 8 * 2 = 16" its last step, 16); a word or a choice letter it states
+   is that answer, as text ("the answer is B because there are 4 choices", "twelve, not 11"); a phrase that ends its
+   line ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`),
    without a list's `- ` or `1. `; an inequality or margin (`x ≤ 5`, `5 ± 2`) or an expression
    (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, after the marker too) is text; a verdict ("the answer is
    correct/verified.") or a negation ("the answer isn't 5") states none, and the phrase before it is read;
@@ -226,9 +227,11 @@ def _word(tail: str) -> str | None:
 
 def _side(s: str) -> str | None:
     """Of `a = b`, the side that is the answer: what it comes to ("5 - 3 = 2" is 2), or the side that is a number
-    ("45 = 15 * 3" is 45); None for several answers ("x = 5, y = 7"); `s` when it holds no `=`, or one of `<=`, `>=`,
-    `!=`, `==` (`x >= 5` is no 5)."""
-    if s.count("=") > 1 and re.search(r"[,;]|\band\b", s):
+    ("45 = 15 * 3" is 45); None for several answers ("x = 5, y = 7", "x = 3 or x = -3"); of a chain of steps ("5 + 3 =
+    8, so 8 * 2 = 16": no variable is set) the last one's result (the whole line was text); `s` when it holds no `=`,
+    or one of `<=`, `>=`, `!=`, `==` (`x >= 5` is no 5)."""
+    if (s.count("=") > 1 and re.search(r"[,;]|\b(?:and|or)\b", s)
+            and re.search(r"(?<![\w\\])[^\W\d_]\w*(?:\([^()]*\))?\s*=", s)):
         return None
     if re.search(r"[<>!=]=|=[<>=]", s):
         return s
@@ -240,7 +243,7 @@ def extract_answer(text: str) -> str | None:
     """The final answer of a completion (see the module docstring for the order of cues), or None."""
     if not text:
         return None
-    text = _latex(_FENCE_RE.sub("\n", text))
+    text = _latex(re.sub(r"<<[^<>\n]*>>", "", _FENCE_RE.sub("\n", text)))  # GSM8K's <<9*2=18>>18 was `18>>18`
     wordy = [m.start() for m in _WORDY_RE.finditer(text)]
     read = -1
     for m in _MARK_RE.finditer(text):
