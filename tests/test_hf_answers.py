@@ -335,3 +335,19 @@ def test_chains_of_steps_and_calculator_annotations():
                        ("Answer: 16 - 3 - 4 = <<16-3-4=9>>9 eggs", "9"),
                        ("The answer is x = 3 or x = -3.", "x = 3 or x = -3"), ("Answer: x = 5, y = 7", "x = 5, y = 7")):
         assert extract_answer(said) == want, said
+
+
+def test_bullets_unit_powers_and_scales():
+    """A list's `- 42` and "Total - 12" were read as -42 and -12; a unit's power outside a box ("6 cm^2") was the
+    answer, 2 (right for a gold 2); "$1.2 billion" and "5k" were 1.2 and 5; `25\\text{\\%}` lost its percent."""
+    for said, want in (("**Answer**\n- 42", "42"), ("Total:\n- 42", "42"), ("Apples:\n- 12 here\n- 30 there", "30"),
+                       ("Summary\n* Monday - 15 miles\n* Tuesday - 27 miles", "27"), ("Total - 12 km", "12"),
+                       ("The area is 6 cm^2.", "6"), ("The area is $6\\text{ cm}^2$.", "6"),
+                       ("So the area of the garden is 48 ft^2", "48"), ("The speed is 9.8 m/s^2.", "9.8"),
+                       ("The answer is $5k.", "5000"), ("The answer is 1.2M dollars.", "1200000"),
+                       ("The answer is $1.2 billion.", "1200000000"), ("The answer is 3 thousand.", "3000"),
+                       ("\\boxed{1.5\\text{ million}}", "1500000"), ("\\boxed{25\\text{\\%}}", "25%"),
+                       ("The answer is $\\pi - 2$.", "\\pi - 2"), ("It fell to -3 degrees", "-3")):
+        assert extract_answer(said) == want, said
+    assert not is_correct(extract_answer("The area is 6 cm^2."), gold_answer("#### 2"))
+    assert is_correct(extract_answer("\\boxed{25\\text{\\%}}"), "0.25")

@@ -21,7 +21,9 @@ GSM8K's `<<9*2=18>>` annotations are left out first: a `####` or a number in cod
 
 A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin, narrow, no-break
 or en spaces, `1'234` (Swiss), `1.5e3`, `2^10` (and `10²`, `(-2)^2`; `-3^2` is -9), `1.2 x 10^5` (and `3·10^2`),
-`3/4`, the mixed number `3 1/2` (and `2½`), `25%` (and `25 %`, `25 percent`), `$5`. Anything else that looks like
+`3/4`, the mixed number `3 1/2` (and `2½`), `25%` (and `25 %`, `25 percent`, `25\\text{\\%}`), `$5`, a scale
+(`5k`, `1.2M`, `1.2 billion`, `3 thousand`); a unit's power is the unit's (`6 cm^2` is 6), and neither a list's bullet
+(`- 42`) nor a spaced dash after a word (`Total - 12`) is a minus. Anything else that looks like
 one is compared as text, never cut to its first part: `3:5` (a ratio or a time), `5, 7` and `42 or 43` (a list, a
 hedge), `12,34`, `1.234,56`, `1 234,5`, `3/4/5`, `12/25/2023` and `2023-12-25` (dates), `10-15`, `3-1/2`, `5'6"`,
 `3/-4`, `4x10`. A typographic minus (U+2212) is a minus, as are a figure or en dash and a small or fullwidth
@@ -89,6 +91,8 @@ _NOT_ANSWERS = _VERDICTS | frozenset("here this that it thus therefore hence the
 # what makes an expression of a number: 2\\sqrt{3}, 4π, \\log_2 8 (was 2, 4, 2)
 _SYMBOLS = re.compile(r"\\(?:sqrt|pi|log|ln|sin|cos|tan|cot|sec|csc|exp|[dt]?frac|infty|theta|alpha|beta|binom|lfloor"
                       r"|lceil|overline)(?![A-Za-z])|[π√∞]")
+_SCALE = {"thousand": "e3", "k": "e3", "million": "e6", "m": "e6", "billion": "e9", "b": "e9", "bn": "e9",
+          "trillion": "e12"}
 _COMPARE = re.compile(r"[<>≤≥≠±∓]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|pm|mp)\b")  # x ≤ 5, 5 ± 2: no 5
 
 
@@ -136,6 +140,13 @@ def _latex(text: str) -> str:
     `10\\,000` as 10 outside a box. A fraction of integers becomes `a/b` (a mixed `3\\frac{1}{2}` its value, 7/2)."""
     s = _signs(text).replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
     s = re.sub(r"\\(?:displaystyle|textstyle|left|right)\b", "", s)
+    s = re.sub(r"\\(?:text|mathrm)\{\s*(%|(?:thousand|million|billion|trillion)\b)\s*\}", r" \1", s)  # 25\text{\%}
+    # a scale: "$1.2 billion" and "5k" were 1.2 and 5 (the number's first part)
+    s = re.sub(r"(\d)(?:[ \t]*(thousand|million|billion|trillion)\b|(k|K|M|B|bn)\b)",
+               lambda m: m.group(1) + _SCALE[(m.group(2) or m.group(3)).lower()], s)
+    # a unit's power belongs to the unit: "6 cm^2", "$6\text{ cm}^2$", "9.8 m/s^2" were read as 2
+    s = re.sub(r"(\d[ \t]*(?:\\(?:text|mathrm)\{[^{}\n]*\}|[ \t](?:[kcmµ]?m|[km]?g|ft|in|yd|mi|s|inch(?:es)?|feet|foot"
+               r"|met(?:er|re)s?|units?)(?:/[a-z]+)?))[ \t]*\^[ \t]*(?:\{\s*\d+\s*\}|\d)", r"\1", s)
     s = re.sub(r"(?<=\d)\\[,!;: ](?=\d)", "", s)  # LaTeX's thin and other spaces inside a number (10\,000)
     s = re.sub(r"(?<=\d)(?:[^\S\n]|\\[,!;: ]){1,3}%", "%", s)  # `50 %`, `50\,\%`: the number's percent, not 50
     s = re.sub(r"(\d)\s*(?:percent|per cent)\b", r"\1%", s, flags=re.IGNORECASE)  # "50 percent" is 50%
@@ -243,7 +254,11 @@ def extract_answer(text: str) -> str | None:
     """The final answer of a completion (see the module docstring for the order of cues), or None."""
     if not text:
         return None
-    text = _latex(re.sub(r"<<[^<>\n]*>>", "", _FENCE_RE.sub("\n", text)))  # GSM8K's <<9*2=18>>18 was `18>>18`
+    text = re.sub(r"<<[^<>\n]*>>", "", _FENCE_RE.sub("\n", text))  # GSM8K's <<9*2=18>>18 was `18>>18`
+    # a list's bullet ("- 42") and a spaced dash after a word ("Total - 12") are no minus signs (-42, -12 were read)
+    text = re.sub(r"(?m)^([ \t]*)[-*•+][ \t]+(?=\S)", r"\1", text)
+    text = _latex(re.sub(r"(\\?)([^\W\d_]{2,})[ \t]+[-–][ \t]+(?=\$?\d)",
+                         lambda m: m.group(0) if m.group(1) else m.group(2) + ": ", text))
     wordy = [m.start() for m in _WORDY_RE.finditer(text)]
     read = -1
     for m in _MARK_RE.finditer(text):
