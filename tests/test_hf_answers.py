@@ -351,3 +351,25 @@ def test_bullets_unit_powers_and_scales():
         assert extract_answer(said) == want, said
     assert not is_correct(extract_answer("The area is 6 cm^2."), gold_answer("#### 2"))
     assert is_correct(extract_answer("\\boxed{25\\text{\\%}}"), "0.25")
+
+
+def test_choices_hedges_and_spelled_signs():
+    """"option B", `$\\text{(B)}$`, `#### Option B`, `#### B) 42`, "Answer: C. 42", "A because" were a number of the
+    text (or 42); an AMC box `\\textbf{(C)}\\ 42` matched neither C nor 42; hedges ("42 or maybe 43", "42 (or 43)",
+    "between 42 and 43", "42 to 43", "10 – 15") were 42 or 10, "x = 3 or x = -3" -3, while one answer written two
+    ways ("1/8 or 12.5%") was a hedge; "negative 5" was 5."""
+    for said, want in (("4 choices.\nThe answer is option B.", "B"), ("12 cases.\nThe answer is choice (C).", "C"),
+                       ("3 options.\nFinal Answer: The final answer is $\\text{(B)}$. I hope it is correct.", "B"),
+                       ("All 4 options.\n#### Option B", "B"), ("All 4 options.\nAnswer: Option C", "C"),
+                       ("All 4 options.\n#### B) 42", "B"), ("All 4 options.\nAnswer: C. 42", "C"),
+                       ("The answer is A because 3 > 2.", "A"), ("The answer is A total of 42 apples.", "42"),
+                       ("The answer is negative 5.", "-5"), ("The answer is minus 5.", "-5"), ("#### negative 5", "-5"),
+                       ("5 minus 3 is 2", "2"), ("The answer is 1/8 or 12.5%.", "12.5%"), ("#### 3/4 or 0.75", "0.75")):
+        assert extract_answer(said) == want, said
+    for said in ("The answer is 42 or maybe 43.", "The answer is 42 or possibly 43.", "The answer is 42 (or 43).",
+                 "The answer is between 42 and 43.", "The answer is 42 to 43.", "The answer is 42 – 43 apples.",
+                 "#### 42 – 43", "\\boxed{x=42 \\text{ or } x=-3}", "The answer is x = 42 or x = -3."):
+        assert not is_correct(extract_answer(said), "42") and not is_correct(extract_answer(said), "-3"), said
+    amc = extract_answer("\\boxed{\\textbf{(C)}\\ 42}")
+    assert is_correct(amc, 42.0) and is_correct(amc, "C") and not is_correct(amc, "B") and not is_correct(amc, 41)
+    assert is_correct(extract_answer("The answer is 1/2, or 50%."), "0.5") and is_correct("12.5%", "12.5")

@@ -11,27 +11,29 @@ GSM8K's `<<9*2=18>>` annotations are left out first: a `####` or a number in cod
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works; `\\boxed{x = 5}` is 5);
 3. the last "the answer is <x>" / "answer: <x>" phrase (after an `=` on that line, the number after the last one:
    "the answer is 5 - 3 = 2" is 2, "45 = 15 * 3" is 45; "x = 5, y = 7" and "x = 3 or x = -3" are text, a chain
-   "5 + 3 = 8, so 8 * 2 = 16" its last step, 16); a word or a choice letter it states
-   is that answer, as text ("the answer is B because there are 4 choices", "twelve, not 11"); a phrase that ends its
-   line ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`),
-   without a list's `- ` or `1. `; an inequality or margin (`x ≤ 5`, `5 ± 2`) or an expression
-   (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, after the marker too) is text; a verdict ("the answer is
-   correct/verified.") or a negation ("the answer isn't 5") states none, and the phrase before it is read;
+   "5 + 3 = 8, so 8 * 2 = 16" its last step, 16); a word or a choice letter it states is that answer, as text ("the
+   answer is B because there are 4 choices", "twelve, not 11", "option B", "C. 42"); a phrase that ends its line
+   ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`), without a list's `- `
+   or `1. `; an inequality or margin (`x ≤ 5`, `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, after
+   the marker too) is text; a verdict ("the answer is correct/verified.") or a negation ("the answer isn't 5") states
+   none, and the phrase before it is read;
 4. otherwise the last number in the text (the "flexible" fallback).
 
-A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin, narrow, no-break
-or en spaces, `1'234` (Swiss), `1.5e3`, `2^10` (and `10²`, `(-2)^2`; `-3^2` is -9), `1.2 x 10^5` (and `3·10^2`),
-`3/4`, the mixed number `3 1/2` (and `2½`), `25%` (and `25 %`, `25 percent`, `25\\text{\\%}`), `$5`, a scale
-(`5k`, `1.2M`, `1.2 billion`, `3 thousand`); a unit's power is the unit's (`6 cm^2` is 6), and neither a list's bullet
-(`- 42`) nor a spaced dash after a word (`Total - 12`) is a minus. Anything else that looks like
-one is compared as text, never cut to its first part: `3:5` (a ratio or a time), `5, 7` and `42 or 43` (a list, a
-hedge), `12,34`, `1.234,56`, `1 234,5`, `3/4/5`, `12/25/2023` and `2023-12-25` (dates), `10-15`, `3-1/2`, `5'6"`,
-`3/-4`, `4x10`. A typographic minus (U+2212) is a minus, as are a figure or en dash and a small or fullwidth
-hyphen-minus right before a digit (an em dash is punctuation: "the total—42"). LaTeX is read as the number it
-typesets, in a box or not: `{,}`, `\\,`, `\\%`, `\\$`, `\\frac`, `\\dfrac`, `\\tfrac`, `\\frac12`, `\\frac 34`,
-`\\frac{3.5}{2}`, mixed numbers `3\\frac{1}{2}`, and in a box `^\\circ`, a unit `\\text{ cm}^2` or `\\mathrm{cm}`,
-`\\textbf{..}`, `\\text{5}`, `{5}`, `+5`. A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone
-writes: it is compared as text, and never built (`1e999999999` would take minutes and gigabytes).
+A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin, narrow, no-break or
+en spaces, `1'234` (Swiss), `1.5e3`, `2^10` (and `10²`, `(-2)^2`; `-3^2` is -9), `1.2 x 10^5` (and `3·10^2`), `3/4`,
+the mixed number `3 1/2` (and `2½`), `25%` (and `25 %`, `25 percent`, `25\\text{\\%}`), `$5`, a scale (`5k`, `1.2M`,
+`1.2 billion`, `3 thousand`); a unit's power is the unit's (`6 cm^2` is 6), and neither a list's bullet (`- 42`) nor
+a spaced dash after a word (`Total - 12`) is a minus. Anything else that looks like one is compared as text, never
+cut to its first part: `3:5` (a ratio or a time), `5, 7` and `42 or 43` (a list, a hedge), `12,34`, `1.234,56`,
+`1 234,5`, `3/4/5`, `12/25/2023` and `2023-12-25` (dates), `10-15`, `3-1/2`, `5'6"`, `3/-4`, `4x10`, and hedges
+(`42 or maybe 43`, `42 (or 43)`, `between 42 and 43`, `42 to 43`, `10 – 15`), but one answer written two ways is that
+number (`1/8 or 12.5%`); "negative 5" and "minus 5" are -5. A typographic minus (U+2212) is a minus, as are a figure
+or en dash and a small or fullwidth hyphen-minus right before a digit (an em dash is punctuation: "the total—42").
+LaTeX is read as the number it typesets, in a box or not: `{,}`, `\\,`, `\\%`, `\\$`, `\\frac`, `\\dfrac`, `\\tfrac`,
+`\\frac12`, `\\frac 34`, `\\frac{3.5}{2}`, mixed numbers `3\\frac{1}{2}`, and in a box `^\\circ`, a unit
+`\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`, `{5}`, `+5`. A number past 10^400 (or a nonzero one
+below 10^-400) is no answer anyone writes: it is compared as text, and never built (`1e999999999` would take minutes
+and gigabytes).
 
 `normalize` gives a canonical string ("$1,234.50" -> "1234.5", "3/4" -> "0.75", "50.0%" -> "50%"; a non-integer
 never as an integer), and `is_correct` compares numerically when both sides are numbers: exactly when either is an
@@ -150,6 +152,7 @@ def _latex(text: str) -> str:
     s = re.sub(r"(?<=\d)\\[,!;: ](?=\d)", "", s)  # LaTeX's thin and other spaces inside a number (10\,000)
     s = re.sub(r"(?<=\d)(?:[^\S\n]|\\[,!;: ]){1,3}%", "%", s)  # `50 %`, `50\,\%`: the number's percent, not 50
     s = re.sub(r"(\d)\s*(?:percent|per cent)\b", r"\1%", s, flags=re.IGNORECASE)  # "50 percent" is 50%
+    s = re.sub(r"(?<![\w.])(?<!\d\s)(?:negative|minus)\s+(?=\$?\.?\d)", "-", s, flags=re.IGNORECASE)  # "negative 5"
     s = re.sub(f"(\\d?)([{''.join(_VULGAR)}])",  # 2½ is 2 1/2
                lambda m: (m.group(1) + " " if m.group(1) else "") + _VULGAR[m.group(2)], s)
     s = re.sub(r"(?<=[\d)}])⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+", lambda m: "^" + m.group(0).translate(_SUPER), s)  # 10² was 10
@@ -176,6 +179,7 @@ def _unbox(boxed: str) -> str:
     """A box's LaTeX as the plain answer it typesets (units and spacing dropped; `_latex` ran on it already)."""
     s = re.sub(r"\\[,!;: ]|~", "", boxed)  # LaTeX's spaces, between digits or not
     s = re.sub(r"\^\{?\\circ\}?|\\circ", "", s)  # degrees
+    s = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{\s*(or|and)\s*\}", r" \1 ", s)  # x=3 \text{ or } x=-3 was -3
     s = re.sub(r"\\(?:text|mbox|textrm|mathrm|textbf|mathbf|bm)\{\s*([-\d.,/]+)\s*\}", r"\1", s)  # \text{5} is 5
     s = re.sub(r"\\(?:textbf|mathbf|bm)\{([^{}]*)\}", r"\1", s)  # emphasis around the answer
     # a unit after the number, with its power: 5\text{ cm}^2 was read as 5^2
@@ -207,11 +211,18 @@ def _whole(num: re.Match, line: str) -> str:
     goes on as no number does ("1 234,5", "3/4/5", "12/25/2023", `5'6"`, `3/-4`): compared as text, never as its
     first part."""
     rest = line[num.end():]
-    lst = re.match(rf"{_NUM}(?:\s*,\s*(?:or\s+)?{_NUM}|\s+(?:or|and)\s+{_NUM})+", line[num.start():])
-    # a list, or a hedge of two answers (42 or 43; 42 and 43 when they open the answer, not "we add 3 and 4"): no
-    # one number
+    if re.search(r"\bbetween\s+\$?$", line[:num.start()], re.IGNORECASE):  # "between 42 and 43" was 42
+        return _clause(line[num.start():])
+    # a list, or a hedge of two answers (42 or 43, 42 or maybe 43, 42 (or 43), 42 to 43, 10 – 15; 42 and 43 when they
+    # open the answer, not "we add 3 and 4"): no one number, unless every one is the same number (1/8 or 12.5%)
+    alt = rf"(?:\s*,\s*(?:or\s+)?|\s+or\s+(?:[a-z]+\s+)?|\s*\(\s*or\s+|\s+to\s+|\s*[–—]\s*|\s+and\s+){_NUM}\)?"
+    lst = re.match(rf"{_NUM}(?:{alt})+", line[num.start():])
     hedge = r"\s+or\s" if re.search(r"\w", line[:num.start()]) else r"\s+(?:or|and)\s"
-    if lst and re.match(rf"\s*,\s|{hedge}", rest):
+    if lst and re.match(rf"\s*,\s|{hedge}|\s*\(\s*or\s|\s+to\s|\s*[–—]", rest):
+        said = _NUM_RE.findall(lst.group(0))
+        values = {to_number(x) for x in said}
+        if len(values) == 1 and None not in values:  # one answer written two ways: the percent, if one is
+            return next((x for x in said if _is_percent(x)), said[0])
         return lst.group(0)
     if re.match(r"[^\s\w=]*\d", rest):  # glued on by a symbol (3-1/2, 2023-12-25, 10-15, 1'2345, 5'6", 3/-4)
         return re.match(r"\s*[^ \t\n]+", line[num.start():]).group(0)
@@ -226,14 +237,18 @@ def _word(tail: str) -> str | None:
     or the text's last one: 4, 11. A word counts when punctuation or the line's end follows it, but not when a
     number follows that punctuation ("the answer is thus, 42"); a capital letter alone also before a lowercase word
     ("B because", unless it is the article or pronoun A or I) or in a choice's bracket ("B) 42")."""
-    m = re.match(r"[\s*_`$(\[{'\"“‘:]*(?:\\(?:text|textbf|mathrm)\{)?([^\W\d_]+)(\}?[*_`$)\]}'\"”’]*)", tail)
-    if not m or m.group(1).lower() in _NOT_ANSWERS:
+    m = re.match(r"[\s*_`$(\[{'\"“‘:]*((?i:option|choice)\s*)?[(\[]?(?:\\(?:text|textbf|mathrm)\{[(\[]?)?([^\W\d_]+)"
+                 r"([*_`$)\]}'\"”’]*)", tail)
+    if not m or m.group(2).lower() in _NOT_ANSWERS:
         return None
-    word, rest = m.group(1), tail[m.end():]
+    word, rest = m.group(2), tail[m.end():]
     if re.fullmatch(r"\s*[.,;!?]*\s*", rest) or re.match(r"[.,;!?]+\s+(?![-$]?\.?\d)", rest):
         return word
-    choice = len(word) == 1 and word.isupper() and word not in "AI"
-    return word if choice and (")" in m.group(2) or re.match(r"\s+[a-z]", rest)) else None
+    # "option B", `\text{(B)}`, "B) 42", "C. 42", "A because": a choice (A or I before any other word are words)
+    choice = len(word) == 1 and word.isupper()
+    return word if choice and (m.group(1) or ")" in m.group(3) or re.match(r"[.:]\s+[-$]?\.?\d", rest)
+                               or re.match(r"\s+(?:because|since|as)\b", rest)
+                               or word not in "AI" and re.match(r"\s+[a-z]", rest)) else None
 
 
 def _side(s: str) -> str | None:
@@ -310,7 +325,8 @@ def _marker_answer(line: str, last: bool) -> str | None:
         return normalize(_clause(line))
     if num:  # a marker followed by anything else is a heading
         return normalize(_whole(num, line))
-    choice = re.fullmatch(r"[*_`$(\[{]*([A-Z])[*_`$)\]}.]*", line)  # `#### B`: a choice, as \boxed{B} is
+    # `#### B`: a choice, as \boxed{B} is; and `#### Option B`, `#### B) 42` (the last number was read)
+    choice = re.match(r"[*_`$(\[{]*(?:(?i:option|choice)\s*[(\[]?)?([A-Z])(?:[*_`$)\]}.]*$|[)\]:.]\s*[-$]?\.?\d)", line)
     if choice:
         return choice.group(1)
     # a word alone (`#### yes`, `#### Tuesday` at the end): lowercase, yes/no/true/false, or on the last line; a
@@ -472,6 +488,9 @@ def is_correct(prediction: str | None, gold: str | float | None) -> bool:
     if prediction is None or gold is None:
         return False
     prediction, gold = _text(prediction), _text(gold)
+    said = re.fullmatch(r"\s*\(([A-Z])\)\s*(\S.*)", prediction)  # an AMC box `\textbf{(C)}\ 42`: C and 42
+    if said:
+        return is_correct(said.group(1), gold) or is_correct(said.group(2), gold)
     a, b = to_number(prediction), to_number(gold)
     if a is not None and b is not None:
         ways_a, ways_b = [a], [b]
