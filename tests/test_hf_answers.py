@@ -373,3 +373,12 @@ def test_choices_hedges_and_spelled_signs():
     amc = extract_answer("\\boxed{\\textbf{(C)}\\ 42}")
     assert is_correct(amc, 42.0) and is_correct(amc, "C") and not is_correct(amc, "B") and not is_correct(amc, 41)
     assert is_correct(extract_answer("The answer is 1/2, or 50%."), "0.5") and is_correct("12.5%", "12.5")
+
+
+def test_program_output_and_reasoning_blocks():
+    """A tool-integrated completion's ```output block was left out as code (the prose's 3 was graded), and a reasoning
+    model's superseded "the answer is 20" inside <think> beat what it said after </think>."""
+    assert extract_answer("We need 3 steps.\n```python\nprint(6*7)\n```\n```output\n42\n```") == "42"
+    assert extract_answer("```python\nprint('#### 7')\n```\nThe answer is 42") == "42"
+    said = "<think>\nI think the answer is 20.\nWait: nine times two is 18.\n</think>\nJanet makes $18 per day."
+    assert extract_answer(said) == "18" and extract_answer("<think>the answer is 20</think>") is None

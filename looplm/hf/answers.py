@@ -1,7 +1,8 @@
 """GSM8K-style final-answer extraction and comparison (standard library only).
 
 `extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks and
-GSM8K's `<<9*2=18>>` annotations are left out first: a `####` or a number in code is no answer):
+GSM8K's `<<9*2=18>>` annotations are left out first: a `####` or a number in code is no answer, but an `output`
+code block is the program's result and is read; with a `</think>`, only the text after the last one is read):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
    `#### Step 1: ...` or a numbered one, `#### 1. Setting up`, `#### 2) Find`, `#### 1.1 Setting up`, `#### 1 - Setup`,
    `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers; an `=` on it
@@ -68,7 +69,7 @@ _NUM_RE = re.compile(_NUM)
 _MARK_RE = re.compile(r"####[ \t]*(.*)")
 # (the/my/correct ..., **Answer**:); "the answer isn't 5" / "is not 20" states no answer (5, 20 were read)
 _PHRASE_RE = re.compile(r"\banswer\s+is(?!n['’]t\b|\s+not\b)|\banswer\W{0,3}?\s*[:=]", re.IGNORECASE)
-_FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
+_FENCE_RE = re.compile(r"```(?:output[ \t]*\n(.*?)|.*?)(?:```|\Z)", re.DOTALL)
 _WORDY_RE = re.compile(r"^[^\n]*\w", re.MULTILINE)  # a line that holds a letter or digit
 _FRAC_ARG = r"(?:\{\s*(-?[\d,.]+)\s*\}|\s*(\d))"  # {3}, { 3.5 }, {1,000}, or one bare digit (\frac12, \frac 34)
 # (?<!\d): a mixed number's whole part is tried from its first digit only (from every digit of a run of 100,000
@@ -269,7 +270,11 @@ def extract_answer(text: str) -> str | None:
     """The final answer of a completion (see the module docstring for the order of cues), or None."""
     if not text:
         return None
-    text = re.sub(r"<<[^<>\n]*>>", "", _FENCE_RE.sub("\n", text))  # GSM8K's <<9*2=18>>18 was `18>>18`
+    # a reasoning model's draft (its "the answer is 20" in <think>) is superseded by what it says after </think>
+    text = text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text
+    # code is no answer, but a ```output block is the program's result (tool-integrated completions): it is read
+    text = _FENCE_RE.sub(lambda m: "\n" + m.group(1) + "\n" if m.group(1) is not None else "\n", text)
+    text = re.sub(r"<<[^<>\n]*>>", "", text)  # GSM8K's <<9*2=18>>18 was `18>>18`
     # a list's bullet ("- 42") and a spaced dash after a word ("Total - 12") are no minus signs (-42, -12 were read)
     text = re.sub(r"(?m)^([ \t]*)[-*•+][ \t]+(?=\S)", r"\1", text)
     text = _latex(re.sub(r"(\\?)([^\W\d_]{2,})[ \t]+[-–][ \t]+(?=\$?\d)",
