@@ -382,3 +382,11 @@ def test_program_output_and_reasoning_blocks():
     assert extract_answer("```python\nprint('#### 7')\n```\nThe answer is 42") == "42"
     said = "<think>\nI think the answer is 20.\nWait: nine times two is 18.\n</think>\nJanet makes $18 per day."
     assert extract_answer(said) == "18" and extract_answer("<think>the answer is 20</think>") is None
+
+
+def test_new_cues_read_in_one_pass():
+    """Each of 20,000 phrases on one line read the rest of it, and a long run of letters or spaces was scanned from
+    each of its positions (minutes each)."""
+    for said in ("The answer is e^" * 20_000, "#### " + "a" * 100_000, "x" * 100_000, "The answer is (" + "," * 100_000,
+                 "#### 1" + " " * 100_000 + "a", "The answer is x" + " " * 100_000 + "^2", "ab - 1 " * 30_000):
+        extract_answer(said), gold_answer(said)

@@ -191,14 +191,17 @@ def _unbox(boxed: str) -> str:
     return re.sub(r"^\+(?=\s*[\d.])", "", s)  # +5
 
 
-def _next_line(text: str, end: int, wordy: list[int]) -> tuple[int, str]:
+def _next_line(text: str, end: int, wordy: list[int], limit: int | None = None) -> tuple[int, str]:
     """Where the answer after `end` starts, and its line: the rest of the line from `end`, or, when that holds no
     letter or digit ("**Final answer:**" then the answer below it), the next line that does (display math's `$$`
     or `\\[` alone is no answer), without a list's marker. `wordy`: where each line with a letter or digit starts
-    (found once: searching the rest of the text from each of 20,000 bare `####` lines took 52 s)."""
+    (found once: searching the rest of the text from each of 20,000 bare `####` lines took 52 s). `limit`: where the
+    line is cut (the next phrase on it: each of 20,000 phrases on one line read the rest of it, minutes)."""
     stop = text.find("\n", end)
-    if stop < 0 or re.search(r"\w", text[end:stop]):
-        return end, text[end:] if stop < 0 else text[end:stop]
+    cut = len(text) if stop < 0 else stop
+    cut = cut if limit is None else min(cut, limit)
+    if stop < 0 or re.search(r"\w", text[end:cut]):
+        return end, text[end:cut]
     i = bisect.bisect_left(wordy, stop + 1)
     if i == len(wordy):
         return len(text), ""
@@ -243,7 +246,7 @@ def _word(tail: str) -> str | None:
     if not m or m.group(2).lower() in _NOT_ANSWERS:
         return None
     word, rest = m.group(2), tail[m.end():]
-    if re.fullmatch(r"\s*[.,;!?]*\s*", rest) or re.match(r"[.,;!?]+\s+(?![-$]?\.?\d)", rest):
+    if re.fullmatch(r"\s*(?:[.,;!?]+\s*)?", rest) or re.match(r"[.,;!?]+\s+(?![-$]?\.?\d)", rest):
         return word
     # "option B", `\text{(B)}`, "B) 42", "C. 42", "A because": a choice (A or I before any other word are words)
     choice = len(word) == 1 and word.isupper()
@@ -277,8 +280,9 @@ def extract_answer(text: str) -> str | None:
     text = re.sub(r"<<[^<>\n]*>>", "", text)  # GSM8K's <<9*2=18>>18 was `18>>18`
     # a list's bullet ("- 42") and a spaced dash after a word ("Total - 12") are no minus signs (-42, -12 were read)
     text = re.sub(r"(?m)^([ \t]*)[-*•+][ \t]+(?=\S)", r"\1", text)
-    text = _latex(re.sub(r"(\\?)([^\W\d_]{2,})[ \t]+[-–][ \t]+(?=\$?\d)",
-                         lambda m: m.group(0) if m.group(1) else m.group(2) + ": ", text))
+    # (from a word's start only, and not after a LaTeX command's `\\`: `\\pi - 2` is an expression; from every letter of
+    # a run of 100,000, each scanning the rest of the run, it took minutes)
+    text = _latex(re.sub(r"(?<![\w\\])([^\W\d_]{2,})[ \t]+[-–][ \t]+(?=\$?\d)", r"\1: ", text))
     wordy = [m.start() for m in _WORDY_RE.finditer(text)]
     read = -1
     for m in _MARK_RE.finditer(text):
@@ -293,8 +297,10 @@ def extract_answer(text: str) -> str | None:
     if boxed is not None:
         return _box_answer(boxed)
     # the last phrase that states an answer: "The answer is 42. I checked 3 ways: the answer is correct." was 3
-    for m in reversed(list(_PHRASE_RE.finditer(text))):
-        said = _phrase_answer(_next_line(text, m.end(), wordy)[1])
+    phrases = list(_PHRASE_RE.finditer(text))
+    for i in reversed(range(len(phrases))):
+        limit = phrases[i + 1].start() if i + 1 < len(phrases) else None
+        said = _phrase_answer(_next_line(text, phrases[i].end(), wordy, limit)[1])
         if said is not None:
             return said
     num = _last_number(text)
@@ -317,7 +323,7 @@ def _marker_answer(line: str, last: bool) -> str | None:
     line = re.sub(r"^(?:[\s*_`$(:=+€£¥₹~{\[]|\\[(\[])+(?=-?\$?\s*\.?\d)", "", line)  # (and \(42\), [42], {42})
     # a numbered heading, no answer (as `#### Step 1` is none): `#### 1. Setting up`, `#### 2) Find`, and `1.1 Setting
     # up`, `2.3. Compute`, `1 - Setting up`, `1 Setting up`, `1/ Setting up` (their step number was the answer)
-    if re.match(r"\d+[.):]\s+[^\W\d_]|\d+(?:\.\d+)*\.?\s*(?:[.):/]|[-–—])?\s+[A-Z][a-z]", line):
+    if re.match(r"\d+[.):]\s+[^\W\d_]|\d+(?:\.\d+)*\.?(?:\s*(?:[.):/]|[-–—]))?\s+[A-Z][a-z]", line):
         return None
     num = _NUM_RE.match(line)
     if num and "=" in line and not _COMPARE.search(line):  # `#### 5 - 3 = 2` is 2, as the phrase's and the box's
@@ -344,7 +350,7 @@ def _marker_answer(line: str, last: bool) -> str | None:
 
 def _phrase_answer(tail: str) -> str | None:
     """The answer a phrase's `tail` states, or None when it states none ("is correct.", "is below the limit")."""
-    tup = re.match(r"[\s$*]*([(\[][^()\[\]\n]*,[^()\[\]\n]*[)\]])", tail)  # (3,5) was 3,5: a tuple keeps its brackets
+    tup = re.match(r"[\s$*]*([(\[][^()\[\]\n,]*,[^()\[\]\n]*[)\]])", tail)  # (3,5) was 3,5: a tuple keeps its brackets
     if tup:
         return normalize(tup.group(1))
     lead = re.match(r"[\s*_`$:]*([^\W\d_]+)", tail)
@@ -388,7 +394,7 @@ def gold_answer(solution: str | float) -> str | None:
     text = _text(solution)
     bare = re.sub(r"\\[A-Za-z]+", "", text)  # LaTeX commands are no prose
     if ("\n" in text.strip() or _MARK_RE.search(text) or _PHRASE_RE.search(text) or last_boxed(text) is not None
-            or re.search(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}", bare) or not text.strip()):
+            or re.search(r"(?<![A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}", bare) or not text.strip()):
         return extract_answer(text)
     return _box_answer(_latex(text.strip()))
 
