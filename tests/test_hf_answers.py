@@ -390,3 +390,15 @@ def test_new_cues_read_in_one_pass():
     for said in ("The answer is e^" * 20_000, "#### " + "a" * 100_000, "x" * 100_000, "The answer is (" + "," * 100_000,
                  "#### 1" + " " * 100_000 + "a", "The answer is x" + " " * 100_000 + "^2", "ab - 1 " * 30_000):
         extract_answer(said), gold_answer(said)
+
+
+def test_labelled_answers_and_a_box_without_braces():
+    """ "Answer (in dollars): 18", "Final answer - 18" and "Answer → 18" were no answer phrase, so the text's last
+    number won ($2 -> 2); `\\boxed5` took the next `{...}` anywhere after it."""
+    for text, want in (("Final Answer (in dollars): 18\nExplanation: 16 - 3 - 4 = 9 eggs, sold at $2 each.", "18"),
+                       ("Answer (rounded to the nearest cent): $12.35\nWe used 3 decimal places.", "12.35"),
+                       ("Final answer - 18 (she sells 9 eggs at $2 each)", "18"),
+                       ("Answer → 18 (9 eggs at $2)", "18"),
+                       ("The answer is \\boxed5. The set {1,2} is irrelevant.", "5"),
+                       ("so \\boxed 42.", "42")):
+        assert extract_answer(text) == want, text

@@ -68,7 +68,10 @@ _NUM = (rf"(?:-\s*)?(?:\$\s*)?(?:{_MIXED}%?|(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+
 _NUM_RE = re.compile(_NUM)
 _MARK_RE = re.compile(r"####[ \t]*(.*)")
 # (the/my/correct ..., **Answer**:); "the answer isn't 5" / "is not 20" states no answer (5, 20 were read)
-_PHRASE_RE = re.compile(r"\banswer\s+is(?!n['’]t\b|\s+not\b)|\banswer\W{0,3}?\s*[:=]", re.IGNORECASE)
+# (also a labelled answer, "Answer (in dollars): 18", and "Final answer - 18" / "Answer → 18": the text's last number
+# won over them)
+_PHRASE_RE = re.compile(r"\banswer\s+is(?!n['’]t\b|\s+not\b)|\banswer\W{0,3}?\s*[:=]|\banswer\s*\([^()\n]{1,60}\)\s*"
+                        r"[:=]|\banswer[ \t]+(?:-|–|—|→|->|=>)[ \t]*(?=\S)", re.IGNORECASE)
 _FENCE_RE = re.compile(r"```(?:output[ \t]*\n(.*?)|.*?)(?:```|\Z)", re.DOTALL)
 _WORDY_RE = re.compile(r"^[^\n]*\w", re.MULTILINE)  # a line that holds a letter or digit
 _FRAC_ARG = r"(?:\{\s*(-?[\d,.]+)\s*\}|\s*(\d))"  # {3}, { 3.5 }, {1,000}, or one bare digit (\frac12, \frac 34)
@@ -104,9 +107,10 @@ def last_boxed(text: str) -> str | None:
     start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
     if start < 0:
         return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
+    i = start + re.match(r"\\(?:boxed|fbox)\s*", text[start:]).end()
+    if text[i:i + 1] != "{":  # `\boxed5`, `\boxed 42`: its argument is what follows (the next `{` anywhere was read)
+        bare = re.match(r"[\w.,]+", text[i:])
+        return bare.group(0).rstrip(".,") or None if bare else None
     depth = 0
     for j in range(i, len(text)):
         if text[j] == "{":
