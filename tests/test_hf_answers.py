@@ -402,3 +402,21 @@ def test_labelled_answers_and_a_box_without_braces():
                        ("The answer is \\boxed5. The set {1,2} is irrelevant.", "5"),
                        ("so \\boxed 42.", "42")):
         assert extract_answer(text) == want, text
+
+
+def test_amc_answers_hedged_choices_and_golds_with_a_unit_word():
+    """Round-28 regressions: a leading `(X)` was taken off any prediction, so `\\boxed{(A)\\ (B)\\ (C)}` (every option)
+    was right for any letter and "(A) or (B)" for A; an AMC gold `\\textbf{(C)}\\ 42` matched nothing, not even
+    itself; a plain gold with a unit word ("10 dollars", `$x = 5$`) was kept whole, so the number never matched."""
+    every = extract_answer("\\boxed{(A)\\ (B)\\ (C)\\ (D)\\ (E)}")
+    assert not any(is_correct(every, letter) for letter in "ABCDE")
+    assert not is_correct(extract_answer("The answer is (A) or (B)."), "A")
+    amc = gold_answer("\\boxed{\\textbf{(C)}\\ 42}")
+    for said, right in (("\\boxed{\\textbf{(C)}\\ 42}", True), ("C", True), ("42", True), ("(C)", True),
+                        ("D", False), ("41", False), ("\\boxed{\\textbf{(D)}\\ 41}", False)):
+        assert is_correct(extract_answer(said) if "\\" in said else said, amc) is right, said
+    for gold, said in (("10 dollars", "The answer is 10 dollars."), ("5 apples", "#### 5"), ("$8$ days", "8"),
+                       ("$x = 5$", "x = 5"), ("6 cm^2", "\\boxed{6 \\text{ cm}^2}")):
+        assert is_correct(extract_answer(said), gold_answer(gold)) and gold_answer(gold) != gold, gold
+    assert extract_answer("\\boxed{18 dollars}") == "18" and extract_answer("\\boxed{45 minutes}") == "45"
+    assert gold_answer("x^2+1") == "x^2+1" and gold_answer("yes") == "yes"  # still read whole

@@ -539,3 +539,11 @@ def test_a_template_that_drops_tool_turns_tools_or_tool_calls_is_refused(tok):
              "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     ex, st = build_examples([{"messages": turns, "tools": [calc]}], tok, 512, chat_template=tools)
     assert st.kept == 1 and any("calculator" in t for t in target_texts(tok, ex[0]))
+    # a template that writes a tool result as a JSON string (Llama 3.1's `{{ m.content | tojson }}`): rendered,
+    # escaped; it was refused as dropping the turn
+    as_json = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'tool' %}{{ m.content | tojson }}"
+               "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+               "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    result = [turns[0], {"role": "assistant", "content": "Calling."}, {"role": "tool", "content": '{"sum": 4}'},
+              turns[3]]
+    assert target_texts(tok, encode_chat(tok, result, chat_template=as_json))[-1] == "It is 4.<|im_end|>"

@@ -250,6 +250,8 @@ def _word(tail: str) -> str | None:
     if not m or m.group(2).lower() in _NOT_ANSWERS:
         return None
     word, rest = m.group(2), tail[m.end():]
+    if len(word) == 1 and re.match(r"\s*(?:,\s*)?(?:or|and)\s+[(\[]?[A-Z](?![a-z])", rest):  # "(A) or (B)": a hedge,
+        return tail.strip().rstrip(".")  # compared as text (it was credited for A)
     if re.fullmatch(r"\s*(?:[.,;!?]+\s*)?", rest) or re.match(r"[.,;!?]+\s+(?![-$]?\.?\d)", rest):
         return word
     # "option B", `\text{(B)}`, "B) 42", "C. 42", "A because": a choice (A or I before any other word are words)
@@ -316,7 +318,9 @@ def _box_answer(boxed: str) -> str:
     boxed = _unbox(boxed)
     side = _side(boxed) or boxed
     num = _first_number(side)
-    only_number = num is not None and re.fullmatch(r"\s*" + re.escape(num) + r"\s*\.?\s*", side)
+    # a number and a plain unit word (`18 dollars`, `6 cm^2`: a GSM8K gold is the bare number) is the number
+    only_number = num is not None and re.fullmatch(r"\s*" + re.escape(num) + r"(?:\s+[A-Za-z]+(?:\s*\^\s*\{?\d\}?)?)?"
+                                                   r"\s*\.?\s*", side)
     return normalize(num if only_number else boxed)
 
 
@@ -400,7 +404,7 @@ def gold_answer(solution: str | float) -> str | None:
     if ("\n" in text.strip() or _MARK_RE.search(text) or _PHRASE_RE.search(text) or last_boxed(text) is not None
             or re.search(r"(?<![A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}", bare) or not text.strip()):
         return extract_answer(text)
-    return _box_answer(_latex(text.strip()))
+    return _box_answer(_latex(re.sub(r"(?<!\\)\$", "", text.strip())))  # `$x = 5$`, `$8$ days`: math delimiters
 
 
 def _text(x: str | float) -> str:
@@ -503,9 +507,13 @@ def is_correct(prediction: str | None, gold: str | float | None) -> bool:
     if prediction is None or gold is None:
         return False
     prediction, gold = _text(prediction), _text(gold)
-    said = re.fullmatch(r"\s*\(([A-Z])\)\s*(\S.*)", prediction)  # an AMC box `\textbf{(C)}\ 42`: C and 42
-    if said:
-        return is_correct(said.group(1), gold) or is_correct(said.group(2), gold)
+    # an AMC answer `\textbf{(C)}\ 42` (a choice letter and one number, on either side): its letter or its number.
+    # Only a number after the letter: `(A) (B) (C)` (every option boxed) or `(A) or (B)` was credited for A
+    p, g = _amc(prediction), _amc(gold)
+    if p and g:
+        return p[0] == g[0] or is_correct(p[1], g[1])
+    if p or g:
+        return any(is_correct(*pair) for pair in ([(x, gold) for x in p] if p else [(prediction, x) for x in g]))
     a, b = to_number(prediction), to_number(gold)
     if a is not None and b is not None:
         ways_a, ways_b = [a], [b]
@@ -518,6 +526,12 @@ def is_correct(prediction: str | None, gold: str | float | None) -> bool:
             ways_b = [b * 100] + ([b] if abs(a) <= 1 else [])
         return any(_same(x, y) for x in ways_a for y in ways_b)
     return _text_key(prediction) == _text_key(gold)
+
+
+def _amc(s: str) -> tuple[str, str] | None:
+    """(letter, number) of an AMC answer "(C) 42", else None."""
+    m = re.fullmatch(r"\s*\(([A-Z])\)\s*(\S+?)\.?\s*", s)
+    return (m.group(1), m.group(2)) if m and to_number(m.group(2)) is not None else None
 
 
 def _text_key(s: str) -> str:

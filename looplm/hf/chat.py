@@ -119,7 +119,9 @@ def _check_rendered(full: str, messages: list[dict[str, Any]], tools: list[dict]
     and the model trains to answer as if it had seen a prompt, a tool result or a tool it never saw."""
     for m in messages:
         said, role = m.get("content"), m.get("role")
-        if role in ("system", "developer", "user", "tool") and isinstance(said, str) and said.strip() not in full:
+        # (a template may write a turn as a JSON string, Llama 3.1's tool results: `{"temp": 0}` as `"{\"temp\": 0}"`)
+        if role in ("system", "developer", "user", "tool") and isinstance(said, str) and said.strip() not in full \
+                and json.dumps(said.strip())[1:-1] not in full:
             # (said for finetune and analyze alike: analyze has no data.chat_template and trains nothing)
             fix = ("use a chat template that writes system turns (finetune: data.chat_template), or records without "
                    "one (and no data.system_prompt)" if role in ("system", "developer") else
