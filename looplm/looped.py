@@ -60,7 +60,7 @@ def check_looped(model: Any) -> Any:
     return model
 
 
-def loop_count(n: Any, default: int) -> int:
+def loop_count(n: Any, default: int | None) -> int:
     """A loop count passed to a forward (`num_loops=`; None: `default`): an integer >= 1, else ValueError. `int()`
     would run 2.5 as 2 and True as 1 without a word."""
     n = default if n is None else n
@@ -102,7 +102,7 @@ def run_loop(model: Any, h: torch.Tensor, ctx: Any, num_loops: int, *, backprop_
       splits it); the KV-cache slot of loop t is t - 1.
     """
     # checked as every forward's count: True ran 1 loop, 2.5 was Python's TypeError, 2,000,000 ran on
-    num_loops = loop_count(num_loops, 1)
+    num_loops = loop_count(num_loops, None)  # (no default: None is refused, not run as 1 loop)
     n_free = num_loops - backprop_loops if 0 < backprop_loops < num_loops else 0
     use_ckpt = checkpoint and torch.is_grad_enabled()
     for i in range(num_loops):

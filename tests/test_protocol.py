@@ -210,7 +210,7 @@ def test_run_loop_and_the_native_forward_check_the_loop_count():
     ids = torch.randint(2, 14, (2, 5))
     h0, ctx = m.embed(ids)
     for bad, words in ((True, "an integer >= 1, got True"), (2.5, "an integer >= 1, got 2.5"), (0, ">= 1, got 0"),
-                       (2_000_000, "at most 1,000,000")):
+                       (2_000_000, "at most 1,000,000"), (None, "an integer >= 1, got None")):
         with pytest.raises(ValueError, match=f"num_loops must be {words}"):
             run_loop(m, h0, ctx, bad)
         with pytest.raises(ValueError, match=f"num_loops must be {words}"):
