@@ -62,8 +62,24 @@ def _check_counts(model: torch.nn.Module, num_loops: Any, max_new_tokens: Any, v
         raise ValueError(f"pad_id={pad_id} is not a token id of the model (ids below {table})")
 
 
-def _check_prompts(prompts: list[list[int]], max_len: int | None) -> list[list[int]]:
-    """The prompts as lists of int ids, each non-empty and leaving a position free below `max_len`."""
+def _length_limit(model: torch.nn.Module, max_len: Any) -> tuple[int | None, str]:
+    """The positions a row may fill, and how to say it: the caller's `max_len` (an integer >= 1), capped at the
+    model's position table (`cfg.max_seq_len`, if it has one). The words blame whichever binds: a too-small
+    max_len was reported as the model's "max_seq_len=3"."""
+    if max_len is not None:  # (5.5 was torch's TypeError inside; -5 "leaves no room in max_seq_len=-5")
+        max_len = check_count("max_len", max_len, 1)
+    positions = getattr(getattr(model, "cfg", None), "max_seq_len", None)
+    if positions is None or (max_len is not None and max_len < positions):
+        return max_len, f"below max_len={max_len}; pass a larger max_len" + (
+            f" (at most the model's max_seq_len={positions})" if positions is not None else "")
+    capped = "" if max_len is None else f" (max_len={max_len} is capped there)"
+    return positions, f"below the model's max_seq_len={positions}{capped}; shorten the prompt"
+
+
+def _check_prompts(prompts: list[list[int]], limit: tuple[int | None, str]) -> list[list[int]]:
+    """The prompts as lists of int ids, each non-empty and leaving a position free below the limit
+    (`_length_limit`)."""
+    max_len, said = limit
     out = []
     for p in prompts:
         try:
@@ -73,7 +89,7 @@ def _check_prompts(prompts: list[list[int]], max_len: int | None) -> list[list[i
         if len(ids) < 1:
             raise ValueError("empty prompt")
         if max_len is not None and len(ids) >= max_len:
-            raise ValueError(f"prompt of {len(ids)} tokens leaves no room in max_seq_len={max_len}")
+            raise ValueError(f"prompt of {len(ids)} tokens leaves no position free {said}")
         out.append(ids)
     return out
 
@@ -89,8 +105,7 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     `generate_cached`. `vocab`: choose only among ids below it (the tokenizer's), for a model whose head is
     wider than its tokenizer can decode."""
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id, pad_id)
-    if max_len is not None:  # (5.5 was torch's TypeError inside; -5 "leaves no room in max_seq_len=-5")
-        check_count("max_len", max_len, 1)
+    limit = _length_limit(model, max_len)
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
     if use_cache or exit_tol is not None or exit_stable is not None:
         return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab,
@@ -100,10 +115,8 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     if len(prompts) == 0:  # (an array's truth value is an error)
         return Generated([], [])
     # a position table's length: past it the model cannot run, so stop there, marked (as generate_cached does)
-    positions = getattr(getattr(model, "cfg", None), "max_seq_len", None)
-    if positions is not None:
-        max_len = positions if max_len is None else min(max_len, positions)
-    prompts = _check_prompts(prompts, max_len)
+    max_len = limit[0]
+    prompts = _check_prompts(prompts, limit)
     lens = torch.tensor([len(p) for p in prompts], device=device)
     total = int(lens.max()) + max_new_tokens
     if max_len is not None:
@@ -222,8 +235,9 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
     model.eval()
     device = next(model.parameters()).device
-    max_len = model.cfg.max_seq_len if max_len is None else min(max_len, model.cfg.max_seq_len)
-    prompts = _check_prompts(prompts, max_len)
+    limit = _length_limit(model, max_len)  # (5.5 was Python's TypeError, -5 "no room in max_seq_len=-5")
+    max_len = limit[0]
+    prompts = _check_prompts(prompts, limit)
     _require_cache_memory(model, prompts, num_loops)
     outs: list[list[int]] = [[] for _ in prompts]
     loops: list[list[int]] = [[] for _ in prompts]

@@ -25,7 +25,6 @@ with no other change (tests/test_protocol.py).
 from __future__ import annotations
 
 import dataclasses
-import operator
 import re
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -34,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from .arguments import MAX_DEPTH
+from .arguments import MAX_DEPTH, strict_int
 
 METHODS = ("embed", "step", "readout", "loop_units")
 
@@ -60,21 +59,25 @@ def check_looped(model: Any) -> Any:
     return model
 
 
-def loop_count(n: Any, default: int | None) -> int:
-    """A loop count passed to a forward (`num_loops=`; None: `default`): an integer >= 1, else ValueError. `int()`
-    would run 2.5 as 2 and True as 1 without a word."""
-    n = default if n is None else n
+def loop_arg(name: str, n: Any, lo: int, what: str = "") -> int:
+    """A loop count or index given to `run_loop` or a forward (`num_loops=`, `backprop_loops=`, `first=`): an
+    integer in lo..MAX_DEPTH (numpy and torch integers too), else ValueError naming it and its range (`what` says
+    what the low end means). `int()` would run 2.5 as 2 and True as 1 without a word, and a negative
+    backprop_loops as full backprop."""
     try:
-        if isinstance(n, bool):
-            raise TypeError
-        n = operator.index(n)  # ints, numpy and torch integers; not floats or strings
+        n = strict_int(n)  # not floats, bools or strings
     except TypeError:
-        raise ValueError(f"num_loops must be an integer >= 1, got {n!r}") from None
-    if n < 1:
-        raise ValueError(f"num_loops must be >= 1, got {n}")
+        raise ValueError(f"{name} must be an integer >= {lo}{what}, got {n!r:.80}") from None
+    if n < lo:
+        raise ValueError(f"{name} must be >= {lo}{what}, got {n}")
     if n > MAX_DEPTH:  # as the command line's: 2**40 loops run on, silent, until killed
-        raise ValueError(f"num_loops must be at most {MAX_DEPTH:,}, got {n:,}")
+        raise ValueError(f"{name} must be at most {MAX_DEPTH:,}, got {n:,}")
     return n
+
+
+def loop_count(n: Any, default: int | None) -> int:
+    """A loop count passed to a forward (`num_loops=`; None: `default`): an integer >= 1, else ValueError."""
+    return loop_arg("num_loops", default if n is None else n, 1)
 
 
 def check_loop_kwargs(kwargs: dict[str, Any]) -> None:
@@ -103,6 +106,9 @@ def run_loop(model: Any, h: torch.Tensor, ctx: Any, num_loops: int, *, backprop_
     """
     # checked as every forward's count: True ran 1 loop, 2.5 was Python's TypeError, 2,000,000 ran on
     num_loops = loop_count(num_loops, None)  # (no default: None is refused, not run as 1 loop)
+    # as the count: 2.5 ran as 2, True as 1, -1 as full backprop, and a first=0 read KV-cache slot -1
+    backprop_loops = loop_arg("backprop_loops", backprop_loops, 0, " (0: backprop through every loop)")
+    first = loop_arg("first", first, 1, " (the index t of the first loop run here; loops count from 1)")
     n_free = num_loops - backprop_loops if 0 < backprop_loops < num_loops else 0
     use_ckpt = checkpoint and torch.is_grad_enabled()
     for i in range(num_loops):

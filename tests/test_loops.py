@@ -64,3 +64,57 @@ def test_a_sampler_that_puts_its_steps_at_one_end_is_noted():
     assert notes == ["note: loops.mu=5 (the log of the median loop count): 100% of the steps run loops.max_loops=4, "
                      "the end of the range it is clipped to"]
     assert bound_notes(load_config("addition-prenorm-stars").loops) == []  # the preset's own draw: no note
+
+
+def _tiny_model():
+    from looplm import LoopedTransformer
+    from looplm.config import ModelConfig
+
+    torch.manual_seed(0)
+    return LoopedTransformer(ModelConfig(vocab_size=14, d_model=16, n_heads=2, d_ff=32, max_seq_len=8))
+
+
+def test_run_loop_checks_backprop_loops_and_first_as_it_checks_the_count():
+    """backprop_loops=2.5 ran as 2, True as 1, -1 as full backprop, and '2' was Python's TypeError; first=0 read
+    KV-cache slot -1. Both are now checked as num_loops is, by one checker naming the argument and its range."""
+    import pytest
+
+    from looplm.looped import run_loop
+
+    m = _tiny_model()
+    h0, ctx = m.embed(torch.randint(2, 14, (2, 5)))
+    for kw, words in ((dict(backprop_loops=2.5), r"backprop_loops must be an integer >= 0 \(0: backprop through every "
+                       r"loop\), got 2.5"), (dict(backprop_loops=True), "backprop_loops must be an integer >= 0"),
+                      (dict(backprop_loops=-1), r"backprop_loops must be >= 0 \(0: backprop through every loop\), "
+                       "got -1"),
+                      (dict(backprop_loops="2"), "backprop_loops must be an integer >= 0 .*got '2'"),
+                      (dict(backprop_loops=2**40), "backprop_loops must be at most 1,000,000"),
+                      (dict(first=0), r"first must be >= 1 \(the index t of the first loop"),
+                      (dict(first=1.0), "first must be an integer >= 1"), (dict(first=True), "first must be an int")):
+        with pytest.raises(ValueError, match=words):
+            run_loop(m, h0, ctx, 3, **kw)
+    # what is valid still runs alike: truncated backprop changes no value, and numpy/torch integers pass
+    ref = run_loop(m, h0, ctx, 3)
+    assert torch.equal(run_loop(m, h0, ctx, 3, backprop_loops=torch.tensor(1), first=2), ref)
+
+
+def test_both_generators_check_max_len_and_blame_the_limit_that_binds():
+    """generate_cached ran max_len=5.5 and failed with "no room in max_seq_len=-5" for -5; and both generators
+    blamed a caller's small max_len on the model ("max_seq_len=3"). One check now serves both."""
+    import pytest
+
+    from looplm.generate import generate, generate_cached
+
+    m = _tiny_model()
+    for gen in (generate, generate_cached):
+        for bad in (5.5, -5, True, "4"):
+            with pytest.raises(ValueError, match=f"max_len must be an integer >= 1, got {bad!r}"):
+                gen(m, [[3, 4]], 2, 2, eos_id=1, max_len=bad)
+        with pytest.raises(ValueError, match=r"prompt of 5 tokens leaves no position free below max_len=3; pass a "
+                                             r"larger max_len \(at most the model's max_seq_len=8\)"):
+            gen(m, [[3] * 5], 2, 2, eos_id=1, max_len=3)
+        with pytest.raises(ValueError, match=r"prompt of 9 tokens leaves no position free below the model's "
+                                             r"max_seq_len=8 \(max_len=100 is capped there\); shorten the prompt"):
+            gen(m, [[3] * 9], 2, 2, eos_id=1, max_len=100)
+        with pytest.raises(ValueError, match="below the model's max_seq_len=8; shorten the prompt"):
+            gen(m, [[3] * 8], 2, 2, eos_id=1)
