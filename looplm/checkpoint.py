@@ -44,7 +44,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError
-from .errors import UserError, not_there
+from .errors import UserError, not_there, special_kind
 from .model import LoopedTransformer
 
 T = TypeVar("T")
@@ -102,6 +102,10 @@ def resolve(path: str | Path) -> Path:
             return cand
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} {not_there(p)}")
+    odd = special_kind(p)
+    if odd:  # /dev/null or a FIFO was "a file", with a hint to give /dev
+        raise CheckpointError(f"checkpoint {p} is {odd}, not a run directory; give the run directory (train's "
+                              f"--out) or the folder that holds {WEIGHTS}")
     if not p.is_dir():  # (model.safetensors itself was "no model.safetensors in .../model.safetensors")
         raise CheckpointError(f"checkpoint {p} is a file; give the run directory or the folder that holds "
                               f"{WEIGHTS} ({p.parent})")

@@ -19,7 +19,7 @@ from . import checkpoint as ckpt
 from . import rundir
 from .arguments import MAX_DEPTH
 from .config import REAL_NUMBER, Config, load_config
-from .demo import DEMO_DEPTHS, DEMO_FILES, DEMO_N, cmd_demo
+from .demo import DEMO_FILES, DEMO_N, cmd_demo, table_depths
 from .errors import DISTRIBUTED_COMMANDS, UserError, command, guarded, rank_zero, run_command, say
 from .evaluate import parse_depths, sweep
 from .generate import generate, generate_cached
@@ -31,6 +31,7 @@ from .outputs import (
     dynamics_figures,
     fresh_outputs,
     sizes_figure,
+    unexpanded_home,
     with_stale,
     write_json,
 )
@@ -486,9 +487,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     out = getattr(args, "out", None)
     if out == "":  # "" is the current directory to pathlib: never what was meant
         raise UserError("--out is empty; give a path")
-    if isinstance(out, str) and out.startswith("~"):  # (~, ~/x, ~user/x) a folder named ~ or ~user made here
-        raise UserError(f"--out {out}: the shell did not expand ~ (it does not after --out=); write --out ~/... "
-                        "with a space, or the full path")
+    if isinstance(out, str) and unexpanded_home(out):  # (~, ~/x, ~user/x) a folder named ~ or ~user made here
+        raise UserError(f"--out {out}: {unexpanded_home(out)}")
     if args.cmd == "study":  # before any work: a file, or a folder of other files, is no study directory
         rundir.check_owned(Path(args.out), STUDY_FILES[args.task], f"a `looplm study {args.task}` directory")
     if args.cmd == "demo":  # the demo rewrites its own results when run again; nobody else's (a run, a folder)
@@ -512,8 +512,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
                         not args.no_progress, args.exit_tol, args.exit_stable,
                         before=lambda inputs: fresh_outputs(outs, args.force, inputs), sizes=args.sizes)
-        shown = res["depths"] if len(res["depths"]) <= 16 else \
-            [d for d in res["depths"] if d in set(DEMO_DEPTHS) | {res["depths"][-1]}]
+        shown, caption = table_depths(res["depths"], out)  # (the caption: which depths, when not all)
         if "sizes" in res:
             from .plots import plot_size_depth
 
@@ -522,7 +521,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                                                              strict=True)]
             for k, (row, acc) in enumerate(zip(rows, res["accuracy_by_size"], strict=True)):
                 table = depth_table({"depths": res["depths"], "accuracy": acc}, shown, row.ljust(max(map(len, rows))))
-                print(table if k == 0 else table.splitlines()[1])
+                print(caption + table if k == 0 else table.splitlines()[1])
             with all_or_nothing(outs):  # the JSON and its figure
                 write_json(out, res, args.force)
                 figure = plot_size_depth(res, out.with_suffix(".png"), replace=args.force)
@@ -531,7 +530,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             with all_or_nothing(outs):
                 write_json(out, res, args.force)  # one file, written atomically
                 drop_stale(outs, written)
-            print(depth_table(res, shown, "ppl" if res["scored_by"] == "perplexity" else "accuracy",
+            print(caption + depth_table(res, shown, "ppl" if res["scored_by"] == "perplexity" else "accuracy",
                               "ppl" if res["scored_by"] == "perplexity" else "accuracy"))
         if "exit" in res:
             x = res["exit"]

@@ -21,6 +21,15 @@ DEMO_N = 1000
 DEMO_FILES = ("stage1", "stage2", "sweep.json", "dynamics.json", "accuracy.png", "dynamics.png")
 
 
+def table_depths(depths: list[int], result: Path) -> tuple[list[int], str]:
+    """The columns of a sweep's printed table, and a caption line to print above it: every depth up to 16 of them,
+    else the demo's depths and the last, with a caption that says so (depths were left out without a word)."""
+    if len(depths) <= 16:
+        return depths, ""
+    shown = [d for d in depths if d in set(DEMO_DEPTHS) | {depths[-1]}]
+    return shown, f"showing {len(shown)} of the {len(depths)} depths; every depth is in {result}\n"
+
+
 def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progress: bool = True,
              n: int = DEMO_N, force: bool = False) -> dict:
     """The STARS recipe on 4-digit addition, end to end: stage 1 (addition-fixed8: external norm, injection, fixed

@@ -79,17 +79,28 @@ def dead_link(p: object) -> str:
     return f"a symlink to {os.readlink(p)}, which does not exist"
 
 
-def a_device(p: object) -> bool:
-    """`p` is a character or block device (/dev/zero, /dev/urandom: read whole, they never end). A FIFO is not:
-    `--config <(...)` ends when its writer does."""
+def special_kind(p: object) -> str | None:
+    """What `p` is, after links, when it is neither a regular file nor a folder: "a FIFO (named pipe)", "a device"
+    or "a socket"; None otherwise (a file, a folder, nothing). An error that called /dev/null or a FIFO "a file"
+    sent the user looking for a file."""
     import stat
     from pathlib import Path
 
     try:
         mode = Path(p).stat().st_mode
     except (OSError, ValueError):
-        return False
-    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return None
+
+
+def a_device(p: object) -> bool:
+    """`p` is a character or block device (/dev/zero, /dev/urandom: read whole, they never end). A FIFO is not:
+    `--config <(...)` ends when its writer does."""
+    return special_kind(p) == "a device"
 
 
 def not_there(p: object) -> str:

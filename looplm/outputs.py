@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import sys
 import tempfile
 import uuid
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import rundir
-from .errors import UserError, dead_link
+from .errors import UserError, dead_link, special_kind
 
 
 def write_json(path: Path, obj: dict, replace: bool = True) -> None:
@@ -67,6 +66,20 @@ def check_name_length(p: Path) -> None:
     if size + 16 > limit:
         raise UserError(f"--out {p}: its name is {size} bytes, and looplm writes beside it under names up to 16 "
                         f"bytes longer, past this file system's limit of {limit}; choose a shorter name")
+
+
+def unexpanded_home(out: str) -> str | None:
+    """Why an --out that starts with ~ is refused (a folder named ~ or ~user would be made here), else None. A
+    shell expands ~, ~/x and ~user/x of a user that exists, but not after --out=; a ~name of no user it leaves
+    as it is, so "write it with a space" was wrong there (`--out ~s.json`). (./~x is no way out: pathlib makes it
+    ~x again.)"""
+    if not out.startswith("~"):
+        return None
+    if os.path.expanduser(out) != out:
+        return "the shell did not expand ~ (it does not after --out=); write --out ~/... with a space, or the full path"
+    head = out.split(os.sep)[0]
+    return (f"{head} is no home folder (there is no user {head[1:]!r}), and a name that starts with ~ is taken for "
+            f"one; to write a file or folder of that name here, give its full path ({Path.cwd() / out})")
 
 
 def check_out_folder(out: Path) -> None:
@@ -142,15 +155,7 @@ def not_a_file(p: Path) -> str | None:
     for name in names:
         if name.startswith(("/dev/", "/proc/")) and not name.startswith("/dev/shm/"):  # (/dev/shm: a RAM disk)
             return f"a name under /{name.split('/')[1]}"
-    try:
-        mode = p.stat().st_mode
-    except OSError:
-        return None
-    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return what
-    return None
+    return special_kind(p)
 
 
 def with_stale(paths: list[Path], family: list[Path]) -> list[Path]:

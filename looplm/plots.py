@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .errors import a_device, not_there  # noqa: E402
+from .errors import not_there, special_kind  # noqa: E402
 
 
 def _verbatim(text: object) -> str:
@@ -63,8 +63,9 @@ def read_json(path: str | Path) -> dict:
     p = Path(path)
     if p.is_dir():
         p = p / "sweep.json"
-    if a_device(p):  # /dev/zero was read until memory ran out (a FIFO, `plot <(...)`, is read: it ends)
-        raise ValueError(f"{p} is a device, not a result file (sweep.json or dynamics.json)")
+    odd = special_kind(p)  # a FIFO, `plot <(...)`, is read: it ends
+    if odd is not None and "FIFO" not in odd:  # /dev/zero was read until memory ran out; a socket was "[Errno 6]"
+        raise ValueError(f"{p} is {odd}, not a result file (sweep.json or dynamics.json)")
     try:
         doc = json.loads(p.read_text())
     except FileNotFoundError:

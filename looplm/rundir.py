@@ -27,7 +27,7 @@ from typing import Any
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
-from .errors import UserError
+from .errors import UserError, special_kind
 
 LOCK = ".looplm.lock"
 # What a looplm run leaves in its directory (the rest are outputs: sweeps, plots).
@@ -80,7 +80,7 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
 
     check_out_folder(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a run directory")
+        raise UserError(f"--out {out} is {special_kind(out) or 'a file'}, not a run directory")  # /dev/null: "a file"
     inside = ckpt.enclosing_checkpoint(out / "config.yaml")
     if inside is not None:  # that run's next save or prune would delete this one
         raise UserError(f"--out {out} is inside {inside}, which its run replaces and prunes; choose a directory "

@@ -84,9 +84,16 @@ PATH_CASES: dict[str, Case] = {
     "arg-study-quick-full-run": Case("arguments", "study --quick --only a run of the full grid only (it was called "
                                      "an unknown name)", ["study", "addition", "--out", "{tmp}/s", "--quick", "--only",
                                                            "random-poisson"]),
+    "arg-study-quick-full-and-unknown": Case("arguments", "study --quick --only a full-grid run and an unknown name "
+                                             "(both were called unknown)", [
+        "study", "addition", "--out", "{tmp}/s", "--quick", "--only", "random-poisson", "no-such-run"]),
     "ckpt-weights-file": Case("checkpoint", "sweep given the weights file instead of its folder (it was \"no "
                               "model.safetensors in .../model.safetensors\")", [
         "sweep", "{run}/checkpoint/model.safetensors", "--no-progress"]),
+    "ckpt-dev-null": Case("checkpoint", "sweep /dev/null as the checkpoint (it was \"a file\", with a hint to give "
+                          "/dev)", ["sweep", "/dev/null", "--no-progress"]),
+    "run-out-dev-null": Case("rundir", "train --out /dev/null (it was \"a file\")", [
+        *TRAIN[:-3], "--out", "/dev/null", "--no-progress", *TINY]),
     "arg-export-out-dev-stdout": Case("arguments", "export-hf --out /dev/stdout (it was called a file)", [
         "export-hf", "{run}", "--out", "/dev/stdout"], hf=True),
     "data-text-tar-as-txt": Case("data", "train on an uncompressed tar given as the text (its headers and padding were "

@@ -230,3 +230,22 @@ def test_fit_refuses_an_empty_out_and_gives_torch_its_threads_back(tmp_path, mon
     finally:
         torch.set_num_threads(before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_out_of_tilde_and_no_user_is_refused_for_what_it_is(tmp_path, monkeypatch, capsys):
+    """`--out ~s.json` (no user 's.json': a shell leaves it as it is, with a space too) was refused as if no shell
+    had expanded it after `--out=`, with the advice to write it with a space. ~, ~/x and ~root/x keep that advice."""
+    from looplm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for argv, said in ((["sweep", str(tmp_path / "run"), "--out", "~s.json"], "--out ~s.json: ~s.json is no home "
+                        f"folder (there is no user 's.json'), and a name that starts with ~ is taken for one; to write "
+                        f"a file or folder of that name here, give its full path ({tmp_path / '~s.json'})"),
+                       (["train", "--config", "addition-prenorm-stars", "--out", "~looplm-nobody/r"],
+                        "--out ~looplm-nobody/r: ~looplm-nobody is no home folder (there is no user 'looplm-nobody')"),
+                       (["sweep", str(tmp_path / "run"), "--out", "~root/s.json"], "--out ~root/s.json: the shell "
+                        "did not expand ~ (it does not after --out=); write --out ~/... with a space")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {said}") and "\n" not in err, err
+    assert list(tmp_path.iterdir()) == []

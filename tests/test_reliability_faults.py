@@ -481,3 +481,46 @@ def test_a_log_that_cannot_be_rewritten_on_resume_is_one_line_and_no_tmp(tmp_pat
                                         r"not permitted\); the log is as it was"):
         truncate_metrics(log, 1)
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"] and '"step": 2' in log.read_text()
+
+
+@POSIX_ONLY
+def test_a_fifo_device_or_socket_is_named_as_what_it_is(tmp_path, capsys):
+    """A FIFO or /dev/null given as a checkpoint or as train's --out was called "a file" (the checkpoint's hint
+    offered its folder, /dev), and plot of a socket printed "[Errno 6] No such device or address". (FIFOs and
+    sockets cannot be rows of the bad-input table: its snapshot reads every file under tmp.)"""
+    import os
+    import socket
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    try:
+        for argv, line in (
+                (["sweep", str(fifo), "--no-progress"], f"checkpoint {fifo} is a FIFO (named pipe), not a run "
+                 "directory; give the run directory (train's --out) or the folder that holds model.safetensors"),
+                (["generate", "/dev/null", "1+1="], "checkpoint /dev/null is a device, not a run directory;"),
+                (["analyze", str(sock_path), "--no-progress"], f"checkpoint {sock_path} is a socket, not a run"),
+                (train_args(fifo), f"--out {fifo} is a FIFO (named pipe), not a run directory"),
+                (["plot", str(sock_path), "--out", str(tmp_path / "p.png")],
+                 f"{sock_path} is a socket, not a result file (sweep.json or dynamics.json)")):
+            assert main(argv) == 2
+            lines = error_lines(capsys.readouterr().err)
+            assert len(lines) == 1 and lines[0].startswith(f"error: {line}"), (argv, lines)
+    finally:
+        sock.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "sock"]
+
+
+def test_a_sweep_table_of_many_depths_says_which_it_shows(tiny_run, tmp_path, capsys):
+    """A sweep of more than 16 depths printed a table of 7 of them (the demo's and the last) without a word."""
+    out = tmp_path / "s.json"
+    assert main(["sweep", str(tiny_run), "--depths", "1:20", "--n", "4", "--no-progress", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index(f"showing 7 of the 20 depths; every depth is in {out}")
+    assert lines[at + 1].split() == ["loops", "1", "2", "3", "4", "8", "16", "20"]
+    assert len(json.loads(out.read_text())["depths"]) == 20
+    assert main(["sweep", str(tiny_run), "--depths", "1:16", "--n", "4", "--no-progress", "--out", str(out),
+                 "--force"]) == 0
+    assert "showing" not in capsys.readouterr().out  # all 16 are columns

@@ -327,10 +327,12 @@ def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: i
     full = grid
     if only:
         unknown = set(only) - {s.name for s in grid}
-        if unknown:  # a run of the full grid that --quick leaves out is no unknown name
-            what = "run name(s) not in the --quick grid (drop --quick to run them)" if quick and unknown <= {
-                s.name for s in full_grid()} else "unknown run name(s)"
-            raise ValueError(f"{what} {sorted(unknown)}; runs: {', '.join(s.name for s in grid)}")
+        if unknown:  # a run of the full grid that --quick leaves out is no unknown name, beside one that is
+            left_out = sorted(unknown & {s.name for s in full_grid()}) if quick else []
+            said = [f"unknown run name(s) {sorted(unknown - set(left_out))}"] if unknown - set(left_out) else []
+            if left_out:
+                said.append(f"run name(s) not in the --quick grid (drop --quick to run them) {left_out}")
+            raise ValueError(f"{'; '.join(said)}; runs: {', '.join(s.name for s in grid)}")
         by_name = {s.name: s for s in grid}
         grid = [by_name[n] for n in dict.fromkeys(only)]  # the order given is the order run
     # A fine-tune whose base is neither in this call nor finished here is refused before anything is written.
