@@ -474,7 +474,8 @@ def test_tool_definitions_and_tool_calls_reach_the_template_and_are_trained(tok)
     turn holding only tool_calls was context (its content is empty), though the template renders the call."""
     template = ("{% if tools %}<|im_start|>system\n{% for t in tools %}{{ t.function.name }};{% endfor %}<|im_end|>\n"
                 "{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}{% if m.tool_calls %}"
-                "{% for c in m.tool_calls %}<call>{{ c.function.name }}</call>{% endfor %}{% endif %}<|im_end|>\n"
+                "{% for c in m.tool_calls %}<call>{{ c.function.name }}{{ c.function.arguments | tojson }}</call>"
+                "{% endfor %}{% endif %}<|im_end|>\n"
                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     call = {"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}
     record = {"tools": [{"type": "function", "function": {"name": "add"}}],
@@ -483,7 +484,7 @@ def test_tool_definitions_and_tool_calls_reach_the_template_and_are_trained(tok)
                            {"role": "tool", "content": "5"}, {"role": "assistant", "content": "#### 5"}]}
     enc = encode_chat(tok, to_messages(record), chat_template=template, tools=record["tools"])
     assert tok.decode(enc.input_ids).startswith("<|im_start|>system\nadd;<|im_end|>")
-    assert target_texts(tok, enc) == ["<call>add</call><|im_end|>", "#### 5<|im_end|>"]
+    assert target_texts(tok, enc) == ['<call>add{"a": 2, "b": 3}</call><|im_end|>', "#### 5<|im_end|>"]
     from looplm.hf.data import build_examples
 
     [example], _ = build_examples([record], tok, 512, chat_template=template)  # what a fine-tune trains on
@@ -547,3 +548,31 @@ def test_a_template_that_drops_tool_turns_tools_or_tool_calls_is_refused(tok):
     result = [turns[0], {"role": "assistant", "content": "Calling."}, {"role": "tool", "content": '{"sum": 4}'},
               turns[3]]
     assert target_texts(tok, encode_chat(tok, result, chat_template=as_json))[-1] == "It is 4.<|im_end|>"
+
+
+def test_a_dropped_part_is_refused_when_its_text_stands_elsewhere_too(tok):
+    """The check looked for a tool's name (or a turn's content) anywhere in the render: a user turn naming the tool
+    hid ChatML's dropping of `tools` and `tool_calls`, and a dropped tool result (or system turn) that another turn
+    repeats passed."""
+    call = {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
+        "name": "calculator", "arguments": '{"a": 2, "b": 2}'}}]}
+    ask = {"role": "user", "content": "Use the calculator: 2+2?"}
+    with pytest.raises(TemplateError, match=r"drops the tool calls .*'calculator'"):
+        encode_chat(tok, [ask, call, {"role": "tool", "content": "4"}, {"role": "assistant", "content": "It is 4."}])
+    with pytest.raises(ValueError, match=r"drops the tool definitions .*'calculator'"):  # finetune and analyze data
+        build_examples([{"messages": [ask, {"role": "assistant", "content": "4"}],
+                         "tools": [{"type": "function", "function": {"name": "calculator"}}]}], tok, 512)
+    turns = ("{% for m in messages %}{% if m.role in keep %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+             "{% for c in m.tool_calls or [] %}<call>{{ c.function.name }}</call>{% endfor %}<|im_end|>\n{% endif %}"
+             "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    no_tool = "{% set keep = ['user', 'assistant'] %}" + turns
+    with pytest.raises(TemplateError, match=r"drops the tool turn \('4' .* writes tool turns"):
+        encode_chat(tok, [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "Calling."},
+                          {"role": "tool", "content": "4"}, {"role": "assistant", "content": "It is 4."}], no_tool)
+    with pytest.raises(TemplateError, match=r"drops the system turn \('Be brief.'"):
+        encode_chat(tok, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Be brief."},
+                          {"role": "assistant", "content": "OK."}], no_tool)
+    # a template that writes the call's name but not its arguments drops them
+    with pytest.raises(TemplateError, match=r"drops the tool calls .*the arguments of 'calculator'"):
+        encode_chat(tok, [ask, call, {"role": "tool", "content": "4"}, {"role": "assistant", "content": "4"}],
+                    "{% set keep = ['user', 'assistant', 'tool'] %}" + turns)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,41 +103,66 @@ def says_something(m: dict[str, Any]) -> bool:
         v not in (None, "", [], {}) for k, v in m.items() if k not in ("role", "content", "weight", "name"))
 
 
-def _names(calls: Any) -> list[str]:
-    """The function names of tool definitions or tool calls ({"type": "function", "function": {"name": ...}} or
-    {"name": ...})."""
-    out = []
-    for c in calls if isinstance(calls, list) else []:
-        f = c.get("function", c) if isinstance(c, dict) else None
-        if isinstance(f, dict) and isinstance(f.get("name"), str) and f["name"].strip():
-            out.append(f["name"].strip())
-    return out
+def _marked(call: Any, mark: Any, what: str, arguments: bool) -> Any:
+    """A tool definition or tool call ({"type": "function", "function": {...}} or {"name": ...}) with its name, and
+    with `arguments` its non-empty arguments, replaced by `mark(what, shown)`'s sentinels."""
+    f = call.get("function", call) if isinstance(call, dict) else None
+    if not isinstance(f, dict) or not (isinstance(f.get("name"), str) and f["name"].strip()):
+        return call
+    name = f["name"].strip()
+    f = {**f, "name": mark(what, f"{name!r} is")}
+    if arguments and f.get("arguments") not in (None, "", "{}", {}):  # as the call writes them: an object or JSON
+        value = {"value": mark(what, f"the arguments of {name!r} are")}
+        f["arguments"] = value if isinstance(f["arguments"], dict) else json.dumps(value)
+    return {**call, "function": f} if "function" in call else f
 
 
-def _check_rendered(full: str, messages: list[dict[str, Any]], tools: list[dict] | None) -> None:
+def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_template: str | None,
+                    tools: list[dict] | None, full: str) -> None:
     """Refuse a conversation whose render lacks part of it: a template without system or tool turns, or one that
     ignores a record's `tools` and an assistant's `tool_calls` (ChatML as Ouro ships it), drops them in silence,
-    and the model trains to answer as if it had seen a prompt, a tool result or a tool it never saw."""
+    and the model trains to answer as if it had seen a prompt, a tool result or a tool it never saw.
+
+    Each part (a system, user or tool turn's content, a tool's name, a tool call's name and arguments) is rendered
+    as a sentinel of its own, a random token that the conversation does not hold, and the render must hold every
+    sentinel. Looking for the part's own text in the render passed whenever that text stood elsewhere: a user turn
+    naming the tool whose call the template drops, a dropped tool result that the assistant repeats. (A template
+    that writes a turn as a JSON string, Llama 3.1's tool results, keeps the sentinel as it is.)"""
+    tag = secrets.token_hex(8)
+    while tag in full:  # (never, but a sentinel must be no text the conversation writes)
+        tag = secrets.token_hex(8)
+    parts: list[tuple[str, str, str]] = []  # (sentinel, which part, the part as the error names it, with its verb)
+
+    def mark(what: str, shown: str) -> str:
+        parts.append((f"looplm{len(parts)}x{tag}", what, shown))
+        return parts[-1][0]
+
+    probe = []
     for m in messages:
         said, role = m.get("content"), m.get("role")
-        # (a template may write a turn as a JSON string, Llama 3.1's tool results: `{"temp": 0}` as `"{\"temp\": 0}"`)
-        if role in ("system", "developer", "user", "tool") and isinstance(said, str) and said.strip() not in full \
-                and json.dumps(said.strip())[1:-1] not in full:
-            # (said for finetune and analyze alike: analyze has no data.chat_template and trains nothing)
+        if role in ("system", "developer", "user", "tool") and isinstance(said, str) and said.strip():
+            m = {**m, "content": mark(f"{role} turn", f"{said.strip()[:40]!r} is")}
+        if isinstance(m.get("tool_calls"), list):
+            m = {**m, "tool_calls": [_marked(c, mark, "tool calls (an assistant turn's `tool_calls`)", True)
+                                     for c in m["tool_calls"]]}
+        probe.append(m)
+    tools = [_marked(t, mark, "tool definitions (the record's `tools`)", False) for t in tools] if tools else tools
+    rendered = _render(tokenizer, probe, False, chat_template, tools)
+    for sentinel, what, shown in parts:
+        if sentinel in rendered:
+            continue
+        role = what.removesuffix(" turn")
+        if role in ("system", "developer"):  # (said for finetune and analyze alike: analyze has no data.chat_template)
             fix = ("use a chat template that writes system turns (finetune: data.chat_template), or records without "
-                   "one (and no data.system_prompt)" if role in ("system", "developer") else
-                   f"use a chat template that writes {role} turns (finetune: data.chat_template)")
-            raise TemplateError(f"the chat template drops the {role} turn ({said.strip()[:40]!r} is not in the "
-                                f"conversation it renders), so the model would read the conversation without it; "
-                                f"{fix}")
-    for what, names in (("tool definitions (the record's `tools`)", _names(tools)),
-                        ("tool calls (an assistant turn's `tool_calls`)",
-                         [n for m in messages for n in _names(m.get("tool_calls"))])):
-        lost = [n for n in names if n not in full]
-        if lost:
-            raise TemplateError(f"the chat template drops the {what}: {lost[0]!r} is not in the conversation it "
-                                "renders, so the model would read the conversation without them; use a chat "
-                                "template that renders tools (finetune: data.chat_template)")
+                   "one (and no data.system_prompt)")
+        elif role in ("user", "tool"):
+            fix = f"use a chat template that writes {role} turns (finetune: data.chat_template)"
+        else:
+            fix = "use a chat template that renders tools (finetune: data.chat_template)"
+        lost = f"{what} ({shown} not in the conversation it renders)" if role != what else \
+            f"{what}: {shown} not in the conversation it renders"
+        raise TemplateError(f"the chat template drops the {lost}, so the model would read the conversation without "
+                            f"it; {fix}")
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None,
@@ -145,7 +171,7 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
     if not messages:
         raise TemplateError("empty conversation")
     full = _render(tokenizer, messages, False, chat_template, tools)
-    _check_rendered(full, messages, tools)
+    _check_rendered(tokenizer, messages, chat_template, tools, full)
     spans = []
     for i, m in enumerate(messages):
         if m.get("role") != "assistant" or m.get("weight") == 0:  # weight 0 (OpenAI's format): context, not target
