@@ -420,3 +420,50 @@ def test_amc_answers_hedged_choices_and_golds_with_a_unit_word():
         assert is_correct(extract_answer(said), gold_answer(gold)) and gold_answer(gold) != gold, gold
     assert extract_answer("\\boxed{18 dollars}") == "18" and extract_answer("\\boxed{45 minutes}") == "45"
     assert gold_answer("x^2+1") == "x^2+1" and gold_answer("yes") == "yes"  # still read whole
+
+
+def test_the_correct_option_or_choice_is_the_answer_phrase():
+    """ "The correct option is (B)." extracted nothing (no number, no "answer" in it) and "So the right option is B,
+    since 3 of the 4 fit." the 4; "the answer is (B)" was read. Every "the correct/right/final answer/option/choice
+    is" is the phrase."""
+    for text in ("The correct option is (B).", "The correct answer is (B).", "The correct choice is B.",
+                 "So the right option is B, since 3 of the 4 fit.", "The final choice is (B) because 12 > 10.",
+                 "Final choice is B.", "The correct answer choice is (B).", "Thus, the answer option is B."):
+        assert extract_answer(text) == "B", text
+    assert extract_answer("The correct option is 42, as 6 * 7 = 42 and not 41.") == "42"
+    assert extract_answer("The correct option is not (B); it is C because 2 > 1.") != "B"
+
+
+def test_a_bare_one_character_latex_argument_is_that_argument_braced():
+    """`\\boxed{2\\sqrt2}` was wrong for a gold `2\\sqrt{2}` (compared as text, character by character)."""
+    for said, gold in (("\\boxed{2\\sqrt2}", "2\\sqrt{2}"), ("The answer is $\\sqrt3$.", "\\sqrt{3}"),
+                       ("\\boxed{\\frac{\\sqrt3}2}", "\\frac{\\sqrt{3}}{2}"),
+                       ("\\boxed{\\dfrac\\pi 2}", "\\frac{\\pi}{2}"),
+                       ("\\boxed{\\frac 1x}", "\\frac{1}{x}"), ("\\boxed{\\sqrt[3]2}", "\\sqrt[3]{2}"),
+                       ("\\boxed{3\\sqrt 5}", "3\\sqrt{5}"), ("\\boxed{\\binom52}", "\\binom{5}{2}")):
+        assert is_correct(extract_answer(said), gold_answer(gold)), said
+    for said, gold in (("\\boxed{2\\sqrt2}", "2\\sqrt{3}"), ("\\boxed{\\sqrt23}", "\\sqrt{23}"),
+                       ("\\boxed{\\frac{\\sqrt3}2}", "\\frac{\\sqrt{2}}{3}")):
+        assert not is_correct(extract_answer(said), gold_answer(gold)), said
+    assert not is_correct("\\sqrt[" * 20_000 + "2", "\\sqrt{2}")  # in one pass (a root's index is short)
+
+
+@pytest.mark.parametrize("text, gold", [
+    ("She has 42 apples.\n\n**Answer:** 42", "42"),
+    ("Therefore, the final answer is $\\boxed{42}$. I hope it is correct.", "42"),
+    ("48 - 6 = 42. So she has 42 apples left.", "42"),
+    ("The answer is: 42", "42"),
+    ("Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac34"),
+    ("Janet sells 16 - 3 - 4 = 9 eggs * $2 = $18 per day.\n\nThe answer is $18.", "18"),
+    ("**Final Answer**\n\\[\n\\boxed{18}\n\\]", "18"),
+    ("So, Janet makes **$18** every day at the farmers' market.", "18"),
+    ("The final answer is $\\boxed{\\text{(B)}}$.", "B"),
+    ("Each friend gets 12 / 4 = 3 cookies.\n\nAnswer: Each friend gets 3 cookies.", "3"),
+    # a fraction and its rounding: the fraction (the rounding, the last number, was read)
+    ("So the probability is 1/6 ≈ 0.167.", "1/6"),
+    ("The probability is $\\frac{1}{6} \\approx 0.17$.", "\\frac{1}{6}"),
+    ("so \\boxed{\\frac16 \\approx 0.167}", "1/6"),
+    ("We need 125/3 = 41.67 ≈ 42 buses, so the number of buses is 41.67 ≈ 42.", "42"),  # a decimal's: the rounding
+])
+def test_completions_as_instruction_tuned_models_end_them(text, gold):
+    assert is_correct(extract_answer(text), gold_answer(gold)), (text, extract_answer(text))

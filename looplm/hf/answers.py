@@ -2,7 +2,8 @@
 
 `extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks and
 GSM8K's `<<9*2=18>>` annotations are left out first: a `####` or a number in code is no answer, but an `output`
-code block is the program's result and is read; with a `</think>`, only the text after the last one is read):
+code block is the program's result and is read; with a `</think>`, only the text after the last one is read; a
+fraction's rounding after it, `1/6 ≈ 0.167` or `\\frac{1}{6} \\approx 0.17`, is left out):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
    `#### Step 1: ...` or a numbered one, `#### 1. Setting up`, `#### 2) Find`, `#### 1.1 Setting up`, `#### 1 - Setup`,
    `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers; an `=` on it
@@ -10,7 +11,8 @@ code block is the program's result and is read; with a `</think>`, only the text
    yes/no/true/false, or on the text's last line (`#### yes`, `#### Tuesday`; `#### Solution` above the working is a
    heading); a marker alone on its line reads the next line that holds a letter or digit;
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works; `\\boxed{x = 5}` is 5);
-3. the last "the answer is <x>" / "answer: <x>" phrase (after an `=` on that line, the number after the last one:
+3. the last "the answer is <x>" / "answer: <x>" phrase (and "the correct, right or final option or choice is
+   <x>", "the answer choice is <x>"; after an `=` on that line, the number after the last one:
    "the answer is 5 - 3 = 2" is 2, "45 = 15 * 3" is 45; "x = 5, y = 7" and "x = 3 or x = -3" are text, a chain
    "5 + 3 = 8, so 8 * 2 = 16" its last step, 16); a word or a choice letter it states is that answer, as text ("the
    answer is B because there are 4 choices", "twelve, not 11", "option B", "C. 42"); a phrase that ends its line
@@ -41,8 +43,9 @@ never as an integer), and `is_correct` compares numerically when both sides are 
 integer (1000000.9 is no 1000000), others within |a - b| <= 1e-6 · max(1, |b|); a percent against a plain number
 as its number ("25%" is right for a gold 25, GSM8K's unit-less answer to a "what percent" question) or, against a
 proportion (-1 to 1), its fraction (right for 0.25; 2500% is not 25); two percents as they are (25% is no 0.25%);
-else as normalized text, case and inner spaces aside (`\\dfrac` as `\\frac`, `(B)` as `B`). `gold_answer` reads a
-solution as a completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
+else as normalized text, case and inner spaces aside (`\\dfrac` as `\\frac`, `(B)` as `B`, a bare one-character
+argument as braced: `\\sqrt2` as `\\sqrt{2}`, `\\frac1x` as `\\frac{1}{x}`). `gold_answer` reads a solution as a
+completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
 """
 
 from __future__ import annotations
@@ -70,7 +73,10 @@ _MARK_RE = re.compile(r"####[ \t]*(.*)")
 # (the/my/correct ..., **Answer**:); "the answer isn't 5" / "is not 20" states no answer (5, 20 were read)
 # (also a labelled answer, "Answer (in dollars): 18", and "Final answer - 18" / "Answer → 18": the text's last number
 # won over them)
-_PHRASE_RE = re.compile(r"\banswer\s+is(?!n['’]t\b|\s+not\b)|\banswer\W{0,3}?\s*[:=]|\banswer\s*\([^()\n]{1,60}\)\s*"
+# ("the correct option is (B)", "the right choice is B", "the answer choice is (B)" are the answer phrase: they stated
+# none, and the text's last number was read)
+_PHRASE_RE = re.compile(r"\b(?:answer(?:\s+(?:option|choice))?|(?:correct|right|final)\s+(?:option|choice))\s+is"
+                        r"(?!n['’]t\b|\s+not\b)|\banswer\W{0,3}?\s*[:=]|\banswer\s*\([^()\n]{1,60}\)\s*"
                         r"[:=]|\banswer[ \t]+(?:-|–|—|→|->|=>)[ \t]*(?=\S)", re.IGNORECASE)
 _FENCE_RE = re.compile(r"```(?:output[ \t]*\n(.*?)|.*?)(?:```|\Z)", re.DOTALL)
 _WORDY_RE = re.compile(r"^[^\n]*\w", re.MULTILINE)  # a line that holds a letter or digit
@@ -100,6 +106,11 @@ _SYMBOLS = re.compile(r"\\(?:sqrt|pi|log|ln|sin|cos|tan|cot|sec|csc|exp|[dt]?fra
 _SCALE = {"thousand": "e3", "k": "e3", "million": "e6", "m": "e6", "billion": "e9", "b": "e9", "bn": "e9",
           "trillion": "e12"}
 _COMPARE = re.compile(r"[<>≤≥≠±∓]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|pm|mp)\b")  # x ≤ 5, 5 ± 2: no 5
+# a LaTeX command's argument: {..} (one level of braces inside, {\sqrt{3}}), a command (\pi) or one character
+_ARG = r"\{(?:[^{}]|\{[^{}]*\})*\}|\\[A-Za-z]+|[A-Za-z0-9]"
+# (a root's index is short, `\sqrt[3]`: an unbounded one scanned the rest of the text from each `\sqrt[`, seconds)
+_ONE_ARG = re.compile(rf"\\(sqrt|overline|bar|hat|vec)(?![A-Za-z])(\[[^\][]{{1,8}}\])?\s*({_ARG})")
+_TWO_ARGS = re.compile(rf"\\(frac|binom)(?![A-Za-z])\s*({_ARG})\s*({_ARG})")
 
 
 def last_boxed(text: str) -> str | None:
@@ -289,6 +300,10 @@ def extract_answer(text: str) -> str | None:
     # (from a word's start only, and not after a LaTeX command's `\\`: `\\pi - 2` is an expression; from every letter of
     # a run of 100,000, each scanning the rest of the run, it took minutes)
     text = _latex(re.sub(r"(?<![\w\\])([^\W\d_]{2,})[ \t]+[-–][ \t]+(?=\$?\d)", r"\1: ", text))
+    # a fraction's rounding after it ("1/6 ≈ 0.167", `\\frac{1}{6} \\approx 0.17`) is left out: the answer is the
+    # exact value (the rounding, the text's last number, was read: wrong for a gold 1/6). A decimal's rounding is
+    # kept: "41.67 ≈ 42 buses" is 42
+    text = re.sub(r"(/\d+)[ \t]*(?:≈|\\approx(?![A-Za-z]))[ \t]*\$?-?\.?\d[\d,.]*%?", r"\1", text)
     wordy = [m.start() for m in _WORDY_RE.finditer(text)]
     read = -1
     for m in _MARK_RE.finditer(text):
@@ -538,7 +553,15 @@ def _text_key(s: str) -> str:
     """Text as compared: case, inner spaces and `\\text{}` dress aside, `\\dfrac`/`\\tfrac` as `\\frac`, a choice
     letter in brackets as the letter (`yes` was wrong for `\\text{Yes}`, `(3, 5)` for `(3,5)`, `(B)` for `B`)."""
     s = re.sub(r"\\[dt]frac", r"\\frac", normalize(s))
+    # a one-character argument written bare is that argument braced, as LaTeX typesets it (`2\sqrt2` was wrong for
+    # `2\sqrt{2}`, `\frac{\sqrt3}2` for `\frac{\sqrt{3}}{2}`)
+    s = _ONE_ARG.sub(lambda m: f"\\{m[1]}{m[2] or ''}{_braced(m[3])}", s)
+    s = _TWO_ARGS.sub(lambda m: f"\\{m[1]}{_braced(m[2])}{_braced(m[3])}", s)
     s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\{([^{}]*)\}", r"\1", s)
     s = re.sub(r"\\[,!;: ]|\s+", "", s).lower()
     m = re.fullmatch(r"[(\[]([a-z])[)\]]\.?", s)
     return m.group(1) if m else s
+
+
+def _braced(arg: str) -> str:
+    return arg if arg.startswith("{") else "{" + arg + "}"
