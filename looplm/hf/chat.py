@@ -159,7 +159,7 @@ def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_templat
             fix = f"use a chat template that writes {role} turns (finetune: data.chat_template)"
         else:
             fix = "use a chat template that renders tools (finetune: data.chat_template)"
-        lost = f"{what} ({shown} not in the conversation it renders)" if role != what else \
+        lost = f"{what} ({shown} not in the conversation it renders)" if what.endswith(" turn") else \
             f"{what}: {shown} not in the conversation it renders"
         raise TemplateError(f"the chat template drops the {lost}, so the model would read the conversation without "
                             f"it; {fix}")
