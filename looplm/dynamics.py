@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .arguments import MAX_DEPTH, check_count, check_depths, strict_int
-from .looped import detach_ctx, phi, run_loop
+from .evaluate import check_scored
+from .looped import detach_ctx, eval_mode, phi, run_loop
 from .regularizers import core_jvp, supports_fast_jvp
 from .spectra import _TINY, frobenius_hutchinson, spectral_norm, spectral_radius
 from .tasks.base import IGNORE, Batch
@@ -140,131 +141,132 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     n = len(batch)
     if n < 1:
         raise ValueError("no samples to analyze")
+    check_scored(batch)
     spectral_n = min(16, n) if spectral_n is None else spectral_n
     pca_n = min(8, n) if pca_n is None else pca_n
     real = batch.mask.bool()
-    model.eval()
-    dev = next(model.parameters()).device
-    L = depths[-1]
-    if spectral_depths is None:
-        spectral_depths = [d for d in log_spaced(depths[0], L, 12) if d in set(depths)]
-    spectral_depths = sorted(set(spectral_depths)) if spectral_n > 0 else []
-    if any(d not in set(depths) for d in spectral_depths):
-        raise ValueError("spectral depths must be among the analyzed depths")
-    # More samples than the batch holds would be clipped, and the result read as the number asked for.
-    for name, k in (("spectral_n", spectral_n if spectral_depths else 0), ("pca_n", pca_n)):
-        if k > n:
-            raise ValueError(f"{name}={k} is more than the {n} problems analyzed; ask for at most {n} (or more "
-                             "problems)")
-    want = {d: i for i, d in enumerate(depths)}
-    t0 = time.perf_counter()
-    keys = ("state_norm", "step_residual", "dist_to_final", "entropy", "ce")
-    per = {k: torch.full((len(depths), n), float("nan"), dtype=torch.float64) for k in keys}
-    correct = torch.zeros(len(depths), n, dtype=torch.bool)
-    trajs: list[list[torch.Tensor]] = [[] for _ in range(pca_n)]
-    n_spec_work = (spectral_n * len(spectral_depths) > 0) * spectral_n
-    total = 2 * L * math.ceil(n / batch_size) + (L if n_spec_work else 0)
-    bar = tqdm(total=total, desc="analyze", unit="loop", disable=not progress)
+    with eval_mode(model):
+        dev = next(model.parameters()).device
+        L = depths[-1]
+        if spectral_depths is None:
+            spectral_depths = [d for d in log_spaced(depths[0], L, 12) if d in set(depths)]
+        spectral_depths = sorted(set(spectral_depths)) if spectral_n > 0 else []
+        if any(d not in set(depths) for d in spectral_depths):
+            raise ValueError("spectral depths must be among the analyzed depths")
+        # More samples than the batch holds would be clipped, and the result read as the number asked for.
+        for name, k in (("spectral_n", spectral_n if spectral_depths else 0), ("pca_n", pca_n)):
+            if k > n:
+                raise ValueError(f"{name}={k} is more than the {n} problems analyzed; ask for at most {n} (or more "
+                                 "problems)")
+        want = {d: i for i, d in enumerate(depths)}
+        t0 = time.perf_counter()
+        keys = ("state_norm", "step_residual", "dist_to_final", "entropy", "ce")
+        per = {k: torch.full((len(depths), n), float("nan"), dtype=torch.float64) for k in keys}
+        correct = torch.zeros(len(depths), n, dtype=torch.bool)
+        trajs: list[list[torch.Tensor]] = [[] for _ in range(pca_n)]
+        n_spec_work = (spectral_n * len(spectral_depths) > 0) * spectral_n
+        total = 2 * L * math.ceil(n / batch_size) + (L if n_spec_work else 0)
+        bar = tqdm(total=total, desc="analyze", unit="loop", disable=not progress)
 
-    for s in range(0, n, batch_size):
-        ids = batch.input_ids[s : s + batch_size].to(dev)
-        tgt = batch.targets[s : s + batch_size].to(dev)
-        ans = tgt != IGNORE  # (b, T) answer positions
-        tok = real[s : s + batch_size].to(dev, torch.float64)  # (b, T) real tokens
-        h0, ctx = model.embed(ids, real[s : s + batch_size].to(dev))
-        # pass 1: the final state only
-        h_final = run_loop(model, h0, ctx, L, keep=lambda t, h: bar.update(1))
-        fin = h_final.to(torch.float64) * tok[..., None]
-        fin_norm = fin.flatten(1).norm(dim=1)
-        prev = [h0.to(torch.float64) * tok[..., None]]
+        for s in range(0, n, batch_size):
+            ids = batch.input_ids[s : s + batch_size].to(dev)
+            tgt = batch.targets[s : s + batch_size].to(dev)
+            ans = tgt != IGNORE  # (b, T) answer positions
+            tok = real[s : s + batch_size].to(dev, torch.float64)  # (b, T) real tokens
+            h0, ctx = model.embed(ids, real[s : s + batch_size].to(dev))
+            # pass 1: the final state only
+            h_final = run_loop(model, h0, ctx, L, keep=lambda t, h: bar.update(1))
+            fin = h_final.to(torch.float64) * tok[..., None]
+            fin_norm = fin.flatten(1).norm(dim=1)
+            prev = [h0.to(torch.float64) * tok[..., None]]
 
-        def keep(t: int, h: torch.Tensor, s=s, tgt=tgt, ans=ans, tok=tok, fin=fin, fin_norm=fin_norm,
-                 prev=prev, ctx=ctx) -> None:
-            bar.update(1)
-            hd = h.to(torch.float64) * tok[..., None]
-            if t in want:
-                i = want[t]
-                sl = slice(s, s + h.shape[0])
-                hn = hd.flatten(1).norm(dim=1)
-                per["state_norm"][i, sl] = ((hd.norm(dim=-1) * tok).sum(1) / tok.sum(1)).cpu()
-                per["step_residual"][i, sl] = ((hd - prev[0]).flatten(1).norm(dim=1) / hn.clamp_min(_TINY)).cpu()
-                per["dist_to_final"][i, sl] = ((hd - fin).flatten(1).norm(dim=1) / fin_norm.clamp_min(_TINY)).cpu()
-                logp = F.log_softmax(model.readout(h, ctx).to(torch.float64), dim=-1)  # (b, T, V)
-                ent = -(logp.exp() * logp).sum(-1)
-                nll = -logp.gather(-1, tgt.clamp_min(0)[..., None]).squeeze(-1)
-                af = ans.to(torch.float64)
-                per["entropy"][i, sl] = ((ent * af).sum(1) / af.sum(1)).cpu()
-                per["ce"][i, sl] = ((nll * af).sum(1) / af.sum(1)).cpu()
-                pred = logp.argmax(dim=-1)
-                correct[i, sl] = ((pred == tgt) | ~ans).all(dim=1).cpu()
-                for j in range(max(0, min(pca_n - s, h.shape[0]))):
-                    trajs[s + j].append(h[j, tok[j].bool()].to(torch.float64).cpu())
-            prev[0] = hd
+            def keep(t: int, h: torch.Tensor, s=s, tgt=tgt, ans=ans, tok=tok, fin=fin, fin_norm=fin_norm,
+                     prev=prev, ctx=ctx) -> None:
+                bar.update(1)
+                hd = h.to(torch.float64) * tok[..., None]
+                if t in want:
+                    i = want[t]
+                    sl = slice(s, s + h.shape[0])
+                    hn = hd.flatten(1).norm(dim=1)
+                    per["state_norm"][i, sl] = ((hd.norm(dim=-1) * tok).sum(1) / tok.sum(1)).cpu()
+                    per["step_residual"][i, sl] = ((hd - prev[0]).flatten(1).norm(dim=1) / hn.clamp_min(_TINY)).cpu()
+                    per["dist_to_final"][i, sl] = ((hd - fin).flatten(1).norm(dim=1) / fin_norm.clamp_min(_TINY)).cpu()
+                    logp = F.log_softmax(model.readout(h, ctx).to(torch.float64), dim=-1)  # (b, T, V)
+                    ent = -(logp.exp() * logp).sum(-1)
+                    nll = -logp.gather(-1, tgt.clamp_min(0)[..., None]).squeeze(-1)
+                    af = ans.to(torch.float64)
+                    per["entropy"][i, sl] = ((ent * af).sum(1) / af.sum(1)).cpu()
+                    per["ce"][i, sl] = ((nll * af).sum(1) / af.sum(1)).cpu()
+                    pred = logp.argmax(dim=-1)
+                    correct[i, sl] = ((pred == tgt) | ~ans).all(dim=1).cpu()
+                    for j in range(max(0, min(pca_n - s, h.shape[0]))):
+                        trajs[s + j].append(h[j, tok[j].bool()].to(torch.float64).cpu())
+                prev[0] = hd
 
-        run_loop(model, h0, ctx, L, keep=keep)
+            run_loop(model, h0, ctx, L, keep=keep)
 
-    # spectral estimates on the first spectral_n samples, at spectral_depths
-    spec: dict = {"depths": spectral_depths, "n": spectral_n, "iters": iters, "tol": tol, "method": method,
-                  "hutchinson_samples": hutchinson_samples if n_spec_work else 0}  # what was taken, not asked
-    rows: dict[str, list[torch.Tensor]] = {"rho": [], "sigma_max": [], "frobenius_rms": []}
-    conv: dict[str, list[float]] = {"rho": [], "sigma_max": []}
-    it_med: dict[str, list[float]] = {"rho": [], "sigma_max": []}
-    if n_spec_work:
-        gen = torch.Generator().manual_seed(seed)
-        ids = batch.input_ids[:spectral_n].to(dev)
-        tok = real[:spectral_n].to(dev)
-        h0, ctx = model.embed(ids, tok)
-        step = phi(model, detach_ctx(ctx))
-        fast = supports_fast_jvp(model)
-        jvp_fn = (lambda hh, vv: core_jvp(model, hh, vv, ctx.e)[1]) if fast else None
-        spec["jvp"] = "regularizers.core_jvp" if fast else "torch.func.jvp"
-        sd = set(spectral_depths)
-        Ls = spectral_depths[-1]
+        # spectral estimates on the first spectral_n samples, at spectral_depths
+        spec: dict = {"depths": spectral_depths, "n": spectral_n, "iters": iters, "tol": tol, "method": method,
+                      "hutchinson_samples": hutchinson_samples if n_spec_work else 0}  # what was taken, not asked
+        rows: dict[str, list[torch.Tensor]] = {"rho": [], "sigma_max": [], "frobenius_rms": []}
+        conv: dict[str, list[float]] = {"rho": [], "sigma_max": []}
+        it_med: dict[str, list[float]] = {"rho": [], "sigma_max": []}
+        if n_spec_work:
+            gen = torch.Generator().manual_seed(seed)
+            ids = batch.input_ids[:spectral_n].to(dev)
+            tok = real[:spectral_n].to(dev)
+            h0, ctx = model.embed(ids, tok)
+            step = phi(model, detach_ctx(ctx))
+            fast = supports_fast_jvp(model)
+            jvp_fn = (lambda hh, vv: core_jvp(model, hh, vv, ctx.e)[1]) if fast else None
+            spec["jvp"] = "regularizers.core_jvp" if fast else "torch.func.jvp"
+            sd = set(spectral_depths)
+            Ls = spectral_depths[-1]
 
-        def keep_spec(t: int, h: torch.Tensor) -> None:
-            bar.update(1)
-            if t not in sd:
-                return
-            for name, fn in (("rho", spectral_radius), ("sigma_max", spectral_norm)):
-                r = fn(step, h, iters=iters, tol=tol, generator=gen, method=method, mask=tok, jvp_fn=jvp_fn)
-                rows[name].append(r.value)
-                conv[name].append(r.converged_fraction)
-                it_med[name].append(float(r.iters.double().median()))
-            if hutchinson_samples:
-                rows["frobenius_rms"].append(
-                    frobenius_hutchinson(step, h, hutchinson_samples, gen, mask=tok, jvp_fn=jvp_fn).rms)
+            def keep_spec(t: int, h: torch.Tensor) -> None:
+                bar.update(1)
+                if t not in sd:
+                    return
+                for name, fn in (("rho", spectral_radius), ("sigma_max", spectral_norm)):
+                    r = fn(step, h, iters=iters, tol=tol, generator=gen, method=method, mask=tok, jvp_fn=jvp_fn)
+                    rows[name].append(r.value)
+                    conv[name].append(r.converged_fraction)
+                    it_med[name].append(float(r.iters.double().median()))
+                if hutchinson_samples:
+                    rows["frobenius_rms"].append(
+                        frobenius_hutchinson(step, h, hutchinson_samples, gen, mask=tok, jvp_fn=jvp_fn).rms)
 
-        run_loop(model, h0, ctx, Ls, keep=keep_spec)
-        bar.update(L - Ls)
-    for name in ("rho", "sigma_max"):
-        spec[name] = _series(rows[name]) | {"converged_frac": conv[name], "median_iters": it_med[name]}
-    if rows["frobenius_rms"]:
-        spec["frobenius_rms"] = _series(rows["frobenius_rms"])
-    bar.close()
+            run_loop(model, h0, ctx, Ls, keep=keep_spec)
+            bar.update(L - Ls)
+        for name in ("rho", "sigma_max"):
+            spec[name] = _series(rows[name]) | {"converged_frac": conv[name], "median_iters": it_med[name]}
+        if rows["frobenius_rms"]:
+            spec["frobenius_rms"] = _series(rows["frobenius_rms"])
+        bar.close()
 
-    pca = []
-    for j, tr in enumerate(trajs):
-        states = torch.stack(tr)  # (L, T_j, D)
-        coords, ratio = trajectory_pca(states)
-        # the same on the unit sphere of each token: where an internal norm lets ||h|| drift, the drift
-        # direction takes nearly all the variance above and hides how the state's direction moves
-        dcoords, dratio = trajectory_pca(states / states.norm(dim=-1, keepdim=True).clamp_min(_TINY))
-        pca.append({"index": j, "coords": [[round(float(x), 5) for x in c] for c in coords],
-                    "explained": [float(r) for r in ratio],
-                    "coords_direction": [[round(float(x), 6) for x in c] for c in dcoords],
-                    "explained_direction": [float(r) for r in dratio], "correct_final": bool(correct[-1, j])})
-    metrics = {k: _series(list(per[k])) for k in keys}
-    acc = correct.to(torch.float64).mean(1).tolist()
-    # CE over all scored tokens, each token once (a perplexity's exponent, as `sweep` gives it): metrics' "ce"
-    # summarizes per-sample means, which would weigh a short tail window like a full one
-    w = (batch.targets != IGNORE).sum(1).to(torch.float64)  # (n,) scored tokens per sample
-    ce_tok = (per["ce"].nan_to_num(0.0) * w).sum(1) / w.sum().clamp_min(1)  # (depths,)
-    return {"kind": "looplm.dynamics", "version": 1, "depths": list(depths), "n": n, "accuracy": acc,
-            "metrics": metrics, "ce_per_token": ce_tok.tolist(), "spectral": spec,
-            "pca": {"depths": list(depths),
-                    "space": "each sample's real-token states h(t), flattened (T_i*D); coords_direction: the same "
-                             "with every token's state scaled to unit norm", "samples": pca},
-            "definitions": METRIC_DEFINITIONS, "seed": seed, "seconds": round(time.perf_counter() - t0, 2)}
+        pca = []
+        for j, tr in enumerate(trajs):
+            states = torch.stack(tr)  # (L, T_j, D)
+            coords, ratio = trajectory_pca(states)
+            # the same on the unit sphere of each token: where an internal norm lets ||h|| drift, the drift
+            # direction takes nearly all the variance above and hides how the state's direction moves
+            dcoords, dratio = trajectory_pca(states / states.norm(dim=-1, keepdim=True).clamp_min(_TINY))
+            pca.append({"index": j, "coords": [[round(float(x), 5) for x in c] for c in coords],
+                        "explained": [float(r) for r in ratio],
+                        "coords_direction": [[round(float(x), 6) for x in c] for c in dcoords],
+                        "explained_direction": [float(r) for r in dratio], "correct_final": bool(correct[-1, j])})
+        metrics = {k: _series(list(per[k])) for k in keys}
+        acc = correct.to(torch.float64).mean(1).tolist()
+        # CE over all scored tokens, each token once (a perplexity's exponent, as `sweep` gives it): metrics' "ce"
+        # summarizes per-sample means, which would weigh a short tail window like a full one
+        w = (batch.targets != IGNORE).sum(1).to(torch.float64)  # (n,) scored tokens per sample
+        ce_tok = (per["ce"].nan_to_num(0.0) * w).sum(1) / w.sum().clamp_min(1)  # (depths,)
+        return {"kind": "looplm.dynamics", "version": 1, "depths": list(depths), "n": n, "accuracy": acc,
+                "metrics": metrics, "ce_per_token": ce_tok.tolist(), "spectral": spec,
+                "pca": {"depths": list(depths),
+                        "space": "each sample's real-token states h(t), flattened (T_i*D); coords_direction: the same "
+                                 "with every token's state scaled to unit norm", "samples": pca},
+                "definitions": METRIC_DEFINITIONS, "seed": seed, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 # --- robustness: perturb the state and watch it come back --------------------------------------------------------
@@ -282,36 +284,37 @@ def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: li
     """
     if kind not in ("noise", "swap"):
         raise ValueError(f"unknown perturbation {kind!r}; choose noise or swap")
-    model.eval()
-    dev = next(model.parameters()).device
-    ids, tgt, real = batch.input_ids.to(dev), batch.targets.to(dev), batch.mask.to(dev)
-    ans = tgt != IGNORE
-    m = real[..., None].to(torch.float64)
-    h0, ctx = model.embed(ids, real)
-    h_at = run_loop(model, h0, ctx, at)
-    K, want = max(ks), set(ks)
-    ref: dict[int, torch.Tensor] = {}  # only the read-out depths: every state to K would be K x (B, T, D)
-    run_loop(model, h_at, ctx, K, keep=lambda t, h: ref.__setitem__(t, h) if t in want else None, first=1)
+    check_scored(batch)
+    with eval_mode(model):
+        dev = next(model.parameters()).device
+        ids, tgt, real = batch.input_ids.to(dev), batch.targets.to(dev), batch.mask.to(dev)
+        ans = tgt != IGNORE
+        m = real[..., None].to(torch.float64)
+        h0, ctx = model.embed(ids, real)
+        h_at = run_loop(model, h0, ctx, at)
+        K, want = max(ks), set(ks)
+        ref: dict[int, torch.Tensor] = {}  # only the read-out depths: every state to K would be K x (B, T, D)
+        run_loop(model, h_at, ctx, K, keep=lambda t, h: ref.__setitem__(t, h) if t in want else None, first=1)
 
-    def score(h: torch.Tensor, k: int) -> tuple[float, float]:
-        pred = model.readout(h, ctx).argmax(-1)
-        acc = ((pred == tgt) | ~ans).all(1).double().mean().item()
-        d = ((h - ref[k]).double() * m).flatten(1).norm(dim=1) / (ref[k].double() * m).flatten(1).norm(dim=1)
-        return acc, d.mean().item()
+        def score(h: torch.Tensor, k: int) -> tuple[float, float]:
+            pred = model.readout(h, ctx).argmax(-1)
+            acc = ((pred == tgt) | ~ans).all(1).double().mean().item()
+            d = ((h - ref[k]).double() * m).flatten(1).norm(dim=1) / (ref[k].double() * m).flatten(1).norm(dim=1)
+            return acc, d.mean().item()
 
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for e in ([None] if kind == "swap" else eps):
-        if kind == "swap":
-            h = h_at.roll(1, dims=0)
-        else:
-            noise = torch.randn(h_at.shape, generator=gen, dtype=torch.float64).to(dev) * m
-            scale = e * (h_at.double() * m).flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp_min(1e-30)
-            h = (h_at.double() + noise * scale.view(-1, 1, 1)).to(h_at.dtype)
-        got: dict[int, torch.Tensor] = {}
-        run_loop(model, h, ctx, K, keep=lambda t, s, got=got: got.__setitem__(t, s) if t in want else None, first=1)
-        accs, dists = zip(*(score(got[k], k) for k in ks), strict=True)
-        rows.append({"eps": e, "accuracy": list(accs), "distance": list(dists)})
-    clean = [score(ref[k], k)[0] for k in ks]
-    return {"kind": kind, "at": at, "ks": list(ks), "n": len(batch), "clean_accuracy": clean, "rows": rows,
-            "seed": seed}
+        gen = torch.Generator().manual_seed(seed)
+        rows = []
+        for e in ([None] if kind == "swap" else eps):
+            if kind == "swap":
+                h = h_at.roll(1, dims=0)
+            else:
+                noise = torch.randn(h_at.shape, generator=gen, dtype=torch.float64).to(dev) * m
+                scale = e * (h_at.double() * m).flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp_min(1e-30)
+                h = (h_at.double() + noise * scale.view(-1, 1, 1)).to(h_at.dtype)
+            got: dict[int, torch.Tensor] = {}
+            run_loop(model, h, ctx, K, keep=lambda t, s, got=got: got.__setitem__(t, s) if t in want else None, first=1)
+            accs, dists = zip(*(score(got[k], k) for k in ks), strict=True)
+            rows.append({"eps": e, "accuracy": list(accs), "distance": list(dists)})
+        clean = [score(ref[k], k)[0] for k in ks]
+        return {"kind": kind, "at": at, "ks": list(ks), "n": len(batch), "clean_accuracy": clean, "rows": rows,
+                "seed": seed}

@@ -11,6 +11,7 @@ equivalence against real decoding.
 from __future__ import annotations
 
 import math
+from contextlib import closing
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .arguments import MAX_DEPTH, check_count, check_depths, check_exit_rule
-from .looped import run_loop
+from .looped import eval_mode, run_loop
 from .tasks.base import IGNORE, Batch
 
 MAX_DEPTH_COUNT = 100_000  # depths in one spec (each one kept costs a readout per sample)
@@ -59,6 +60,19 @@ def parse_depths(spec: str, what: str = "depth") -> list[int]:
         if len(out) > MAX_DEPTH_COUNT:
             raise ValueError(f"too many {what}s (more than {MAX_DEPTH_COUNT:,})")
     return sorted(out)
+
+
+def check_scored(batch: Batch) -> None:
+    """Refuse a batch with a row that has no scored position (every target IGNORE): its exact match would be
+    vacuously true, and a batch of such rows reported accuracy 1.0 and perplexity 1.0."""
+    empty = torch.nonzero((batch.targets == IGNORE).all(dim=1)).flatten().tolist()
+    if len(empty) == len(batch):
+        raise ValueError("nothing to score: no position in the batch has a target (every target is IGNORE)")
+    if empty:
+        more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+        raise ValueError(f"row(s) {', '.join(map(str, empty[:5]))}{more} of {len(batch)} have no scored position "
+                         "(every target is IGNORE), so their exact match would be vacuously right; give each row "
+                         "at least one target (an answer, or its end token), or leave those rows out")
 
 
 @dataclass
@@ -103,11 +117,11 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     batch_size = check_count("batch_size", batch_size, 1)  # (a numpy integer too, as diagnose takes it)
     if len(batch) < 1:
         raise ValueError("nothing to sweep: 0 samples")
+    check_scored(batch)
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
     use_exit = exit_tol is not None or exit_stable is not None
     exit_depth = torch.zeros(len(batch), dtype=torch.long)
     exit_correct = torch.zeros(len(batch), dtype=torch.bool)
-    model.eval()
     device = next(model.parameters()).device
     want = {d: i for i, d in enumerate(depths)}
     n = len(batch)
@@ -117,7 +131,8 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     n_scored = int((batch.targets != IGNORE).sum())
     chunks = range(0, n, batch_size)
     bar = tqdm(total=len(chunks) * max(depths), desc="sweep", unit="loop", disable=not progress)
-    try:
+    # closing: interrupted too, the bar's line ends before an error line is printed
+    with eval_mode(model), closing(bar):
         for s in chunks:
             ids = batch.input_ids[s : s + batch_size].to(device)
             tgt = batch.targets[s : s + batch_size].to(device)
@@ -149,8 +164,6 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
             if tracker is not None:
                 tracker.prev_h = h0
             run_loop(model, h0, ctx, max(depths), keep=keep)
-    finally:  # interrupted too: the bar's line ends before an error line is printed
-        bar.close()
     ce = nll_sum / max(1, n_scored)
     rule = {"tol": exit_tol, "stable": exit_stable, "max_loops": max(depths)} if use_exit else None
     return SweepResult(list(depths), correct, (norm_sum / n).float(), ce, exit_depth if use_exit else None,

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from .arguments import MAX_DEPTH, check_count, check_exit_rule, strict_int
-from .looped import run_loop
+from .looped import eval_mode, run_loop
 from .model import KVCache, LoopedTransformer
 
 
@@ -110,46 +110,46 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     if use_cache or exit_tol is not None or exit_stable is not None:
         return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab,
                                max_len)[0]
-    model.eval()
-    device = next(model.parameters()).device
-    if len(prompts) == 0:  # (an array's truth value is an error)
-        return Generated([], [])
-    # a position table's length: past it the model cannot run, so stop there, marked (as generate_cached does)
-    max_len = limit[0]
-    prompts = _check_prompts(prompts, limit)
-    lens = torch.tensor([len(p) for p in prompts], device=device)
-    total = int(lens.max()) + max_new_tokens
-    if max_len is not None:
-        total = min(total, max_len)
-    buf = torch.full((len(prompts), total), pad_id, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        buf[i, : len(p)] = torch.tensor(p, device=device)
-    cur = lens.clone()
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    full = torch.zeros_like(done)  # rows whose next token, not an end token, has no position left
-    out: list[list[int]] = [[] for _ in prompts]
-    rows = torch.arange(len(prompts), device=device)
-    pos = torch.arange(total, device=device)
-    for _ in range(max_new_tokens):
-        active = ~done & ~full
-        if not active.any():
-            break
-        width = int(cur[active].max())
-        ids = buf[:, :width]
-        h0, ctx = model.embed(ids, pos[:width][None, :] < cur[:, None])
-        logits = model.readout(run_loop(model, h0, ctx, num_loops), ctx)[..., :vocab]  # (B, width, V)
-        nxt = logits[rows, (cur - 1).clamp(max=width - 1)].argmax(dim=-1)  # (B,)
-        for i in torch.nonzero(active).flatten().tolist():
-            tok = int(nxt[i])
-            if tok == eos_id:
-                done[i] = True
-            elif cur[i] >= total:
-                full[i] = True
-            else:
-                out[i].append(tok)
-                buf[i, cur[i]] = tok
-                cur[i] += 1
-    return Generated(out, done.tolist())
+    with eval_mode(model):
+        device = next(model.parameters()).device
+        if len(prompts) == 0:  # (an array's truth value is an error)
+            return Generated([], [])
+        # a position table's length: past it the model cannot run, so stop there, marked (as generate_cached does)
+        max_len = limit[0]
+        prompts = _check_prompts(prompts, limit)
+        lens = torch.tensor([len(p) for p in prompts], device=device)
+        total = int(lens.max()) + max_new_tokens
+        if max_len is not None:
+            total = min(total, max_len)
+        buf = torch.full((len(prompts), total), pad_id, dtype=torch.long, device=device)
+        for i, p in enumerate(prompts):
+            buf[i, : len(p)] = torch.tensor(p, device=device)
+        cur = lens.clone()
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        full = torch.zeros_like(done)  # rows whose next token, not an end token, has no position left
+        out: list[list[int]] = [[] for _ in prompts]
+        rows = torch.arange(len(prompts), device=device)
+        pos = torch.arange(total, device=device)
+        for _ in range(max_new_tokens):
+            active = ~done & ~full
+            if not active.any():
+                break
+            width = int(cur[active].max())
+            ids = buf[:, :width]
+            h0, ctx = model.embed(ids, pos[:width][None, :] < cur[:, None])
+            logits = model.readout(run_loop(model, h0, ctx, num_loops), ctx)[..., :vocab]  # (B, width, V)
+            nxt = logits[rows, (cur - 1).clamp(max=width - 1)].argmax(dim=-1)  # (B,)
+            for i in torch.nonzero(active).flatten().tolist():
+                tok = int(nxt[i])
+                if tok == eos_id:
+                    done[i] = True
+                elif cur[i] >= total:
+                    full[i] = True
+                else:
+                    out[i].append(tok)
+                    buf[i, cur[i]] = tok
+                    cur[i] += 1
+        return Generated(out, done.tolist())
 
 
 class TokenExit:
@@ -233,40 +233,40 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
                         f"{type(model).__name__}; use generate(..., use_cache=False)")
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id)
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
-    model.eval()
-    device = next(model.parameters()).device
-    limit = _length_limit(model, max_len)  # (5.5 was Python's TypeError, -5 "no room in max_seq_len=-5")
-    max_len = limit[0]
-    prompts = _check_prompts(prompts, limit)
-    _require_cache_memory(model, prompts, num_loops)
-    outs: list[list[int]] = [[] for _ in prompts]
-    loops: list[list[int]] = [[] for _ in prompts]
-    finished = [False] * len(prompts)
-    groups: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        groups.setdefault(len(p), []).append(i)
-    for plen, rows in groups.items():
-        ids = torch.tensor([prompts[i] for i in rows], dtype=torch.long, device=device)
-        cache = KVCache()
-        logits, depth = _cached_step(model, cache, ids, 0, num_loops, exit_tol, exit_stable)
-        done = torch.zeros(len(rows), dtype=torch.bool, device=device)
-        # one decision more than there are free positions: the last position's prediction is read, and only an
-        # end token can be taken there
-        steps = min(max_new_tokens, max_len - plen + 1)
-        for k in range(steps):
-            nxt = logits[:, :vocab].argmax(-1)
-            for r, i in enumerate(rows):
-                if done[r]:
-                    continue
-                if int(nxt[r]) == eos_id:
-                    loops[i].append(int(depth[r]))
-                    done[r] = finished[i] = True
-                elif plen + k >= max_len:  # no position left for it: cut off
-                    done[r] = True
-                else:
-                    loops[i].append(int(depth[r]))
-                    outs[i].append(int(nxt[r]))
-            if bool(done.all()) or k == steps - 1:
-                break
-            logits, depth = _cached_step(model, cache, nxt.unsqueeze(1), plen + k, num_loops, exit_tol, exit_stable)
-    return Generated(outs, finished), loops
+    with eval_mode(model):
+        device = next(model.parameters()).device
+        limit = _length_limit(model, max_len)  # (5.5 was Python's TypeError, -5 "no room in max_seq_len=-5")
+        max_len = limit[0]
+        prompts = _check_prompts(prompts, limit)
+        _require_cache_memory(model, prompts, num_loops)
+        outs: list[list[int]] = [[] for _ in prompts]
+        loops: list[list[int]] = [[] for _ in prompts]
+        finished = [False] * len(prompts)
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(len(p), []).append(i)
+        for plen, rows in groups.items():
+            ids = torch.tensor([prompts[i] for i in rows], dtype=torch.long, device=device)
+            cache = KVCache()
+            logits, depth = _cached_step(model, cache, ids, 0, num_loops, exit_tol, exit_stable)
+            done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+            # one decision more than there are free positions: the last position's prediction is read, and only an
+            # end token can be taken there
+            steps = min(max_new_tokens, max_len - plen + 1)
+            for k in range(steps):
+                nxt = logits[:, :vocab].argmax(-1)
+                for r, i in enumerate(rows):
+                    if done[r]:
+                        continue
+                    if int(nxt[r]) == eos_id:
+                        loops[i].append(int(depth[r]))
+                        done[r] = finished[i] = True
+                    elif plen + k >= max_len:  # no position left for it: cut off
+                        done[r] = True
+                    else:
+                        loops[i].append(int(depth[r]))
+                        outs[i].append(int(nxt[r]))
+                if bool(done.all()) or k == steps - 1:
+                    break
+                logits, depth = _cached_step(model, cache, nxt.unsqueeze(1), plen + k, num_loops, exit_tol, exit_stable)
+        return Generated(outs, finished), loops

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -57,6 +57,20 @@ def check_looped(model: Any) -> Any:
         raise TypeError(f"{type(model).__name__} is not a looped model: it lacks {', '.join(missing)} "
                         f"(a looped model implements {', '.join(METHODS)}; see docs/protocol.md)")
     return model
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`model` in eval mode for the block, then every submodule back in the train/eval mode it had: a sweep,
+    generation or analysis run in the middle of a caller's training loop must not leave dropout off (and a
+    submodule the caller froze in eval mode stays so)."""
+    was = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in was:
+            m.training = training
 
 
 def loop_arg(name: str, n: Any, lo: int, what: str = "") -> int:

@@ -349,20 +349,16 @@ def monitor_rho(model: torch.nn.Module, mb: Any, n_loops: int, probes: torch.Gen
     micro-batch: 30 Arnoldi steps (looplm.spectra.spectral_radius). `rho` is the mean largest-modulus Ritz
     value, a running estimate; `rho_converged` the fraction of samples whose estimate passed the residual test.
     The training log's monitor (`reg.rho_every`): `gathered()` holds FSDP's full weights, `amp` its autocast."""
-    from .looped import phi, run_loop
+    from .looped import eval_mode, phi, run_loop
 
     k = min(16, len(mb))
     ids, mask = mb.input_ids[:k], mb.mask[:k]
-    was = model.training
-    model.eval()  # one fixed map: dropout (and random positions) would draw a new Φ at every Arnoldi step
-    try:
-        with gathered():
-            with torch.no_grad(), amp:
-                h0, ctx = model.embed(ids, mask)
-                h = run_loop(model, h0, ctx, n_loops)
-            with twice_differentiable():
-                est = spectral_radius(phi(model, ctx), h.to(h0.dtype), iters=30, tol=1e-3, generator=probes,
-                                      method="arnoldi", mask=mask)
-    finally:
-        model.train(was)
+    # eval: one fixed map: dropout (and random positions) would draw a new Φ at every Arnoldi step
+    with eval_mode(model), gathered():
+        with torch.no_grad(), amp:
+            h0, ctx = model.embed(ids, mask)
+            h = run_loop(model, h0, ctx, n_loops)
+        with twice_differentiable():
+            est = spectral_radius(phi(model, ctx), h.to(h0.dtype), iters=30, tol=1e-3, generator=probes,
+                                  method="arnoldi", mask=mask)
     return {"rho": est.raw.mean().item(), "rho_converged": est.converged_fraction}

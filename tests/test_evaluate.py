@@ -228,3 +228,53 @@ def test_numpy_and_torch_arguments_are_read_as_the_lists_and_numbers_they_hold()
     with pytest.raises(ValueError, match=f"pad_id=999 is not a token id of the model \\(ids below {m.cfg.vocab_size}"):
         generate(m, [[3, 4], [5]], 2, max_new_tokens=2, eos_id=EOS, pad_id=999)
 
+
+
+def test_scoring_puts_the_callers_train_eval_mode_back():
+    """sweep, generate and the analyses switch the module to eval mode for their work, and each left it there: a
+    caller scoring in the middle of their own training loop trained on with dropout off from then on."""
+    from looplm.dynamics import diagnose, perturbation_recovery
+
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16))
+    frozen = next(iter(m.children()))
+    b = make_batch([[3, 4, 5, EOS], [6, 7, 8, EOS]], [2, 2], 16)
+    calls = [lambda: sweep(m, b, [1, 2]), lambda: generate(m, [[3, 4, 5]], 2, 2, EOS),
+             lambda: generate(m, [[3, 4, 5]], 2, 2, EOS, use_cache=True),
+             lambda: diagnose(m, b, [1, 2], spectral_depths=[]),
+             lambda: perturbation_recovery(m, b, 1, [0.1], [1])]
+    for call in calls:
+        m.train()
+        frozen.eval()  # a submodule the caller froze stays frozen
+        call()
+        assert m.training and not frozen.training
+        assert all(x.training for x in m.modules() if x is not frozen and not any(
+            x is y for y in frozen.modules()))
+    m.eval()
+    sweep(m, b, [1])
+    assert not m.training
+    m.train()  # an error on the way out puts it back too
+    with pytest.raises(ValueError):
+        sweep(m, make_batch([[3, 10**6, 5, EOS]], [2], 16), [1])  # (refused by the embedding, in eval mode)
+    assert m.training
+
+
+def test_sweep_refuses_rows_with_nothing_to_score():
+    """A batch whose targets are all IGNORE reported exact match 1.0 and perplexity 1.0, and a row with no target
+    counted as right: refused, naming the rows."""
+    from looplm.dynamics import diagnose, perturbation_recovery
+    from looplm.tasks.base import IGNORE, Batch
+
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    b = make_batch([[3, 4, 5, EOS], [6, 7, 8, EOS], [5, 5, 5, EOS]], [2, 2, 2], 16)
+    none = Batch(b.input_ids, torch.full_like(b.targets, IGNORE), b.mask)
+    row = Batch(b.input_ids, b.targets.clone(), b.mask)
+    row.targets[1] = IGNORE
+    for call in (lambda x: sweep(m, x, [1, 2]), lambda x: diagnose(m, x, [1, 2], spectral_depths=[]),
+                 lambda x: perturbation_recovery(m, x, 1, [0.1], [1])):
+        with pytest.raises(ValueError, match="nothing to score: no position"):
+            call(none)
+        with pytest.raises(ValueError, match=r"row\(s\) 1 of 3 have no scored position"):
+            call(row)
+    assert len(sweep(m, b, [1, 2]).accuracy) == 2
