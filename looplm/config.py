@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .arguments import MAX_DEPTH
+from .arguments import MAX_DEPTH, is_cpu_device
 from .config_files import PRESET_DIR, dump_yaml, parse_yaml, preset_names, read_yaml_config  # noqa: F401 (API)
 from .errors import ConfigError, UserError  # noqa: F401 (ConfigError: looplm.config's since the start)
 
@@ -310,7 +310,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         s = "train"
-        _choice(s, "device", self.device, DEVICES)
+        if not is_cpu_device(self.device):  # cpu:N too, as torch takes it
+            _choice(s, "device", self.device, DEVICES)
         _choice(s, "strategy", self.strategy, STRATEGIES)
         _choice(s, "logger", self.logger, ("jsonl", "tensorboard", "wandb"))
         for k in ("batch_size", "log_every", "eval_size", "max_bad_steps", "keep_checkpoints"):
@@ -578,6 +579,13 @@ def _build_section(name: str, sub_cls: type, values: dict[str, Any]) -> Any:
         raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in sorted(unknown))}; "
                           f"valid keys in {name}: {', '.join(fields)}")
     hints = typing.get_type_hints(sub_cls)
+    for k, v in values.items():
+        if v is None and type(None) not in typing.get_args(hints[k]):
+            # YAML's null (`init_from: null`, `--set train.logger=null`) is a user saying "none" or "the default":
+            # the type error's hint to quote text would ask for a path named 'null'
+            default = fields[k].default
+            said = "" if default is dataclasses.MISSING else f", {default!r}" + (" (none)" if default == "" else "")
+            raise ConfigError(f"null is not a value for {name}.{k}; leave the key out for its default{said}")
     kwargs = {k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()}
     return sub_cls(**kwargs)
 

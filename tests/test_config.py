@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from looplm.config import Config, ConfigError, load_config, preset_names
@@ -143,3 +145,34 @@ def test_fit_checks_a_config_changed_after_it_was_built(tmp_path):
     with pytest.raises(ConfigError, match="loops"):
         fit(cfg, tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_yaml_null_is_refused_with_the_keys_default_not_a_hint_to_quote_it(tmp_path):
+    """`init_from: null` / `logger: null` were told to put the text in YAML quotes, which asks for a path named
+    'null': null now says to leave the key out, and what the default is."""
+    cases = {"train.init_from": "'' (none)", "train.logger": "'jsonl'", "train.steps": "3000"}
+    for key, default in cases.items():
+        with pytest.raises(ConfigError, match="^" + re.escape(
+                f"null is not a value for {key}; leave the key out for its default, {default}") + "$"):
+            load_config(None, [f"{key}=null"])
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  steps: 3\n  init_from: null\n")
+    with pytest.raises(ConfigError, match="null is not a value for train.init_from"):
+        load_config(str(f))
+    assert load_config(None, ["model.d_model=32"]).train.init_from == ""
+
+
+def test_cpu_with_an_index_is_a_device_as_torch_takes_it():
+    """`--device cpu:0` and `train.device=cpu:0` were refused as unknown devices; torch takes cpu:N."""
+    import torch
+
+    from looplm.errors import UserError
+    from looplm.hardware import resolve_device
+
+    assert load_config(None, ["train.device=cpu:0"]).train.device == "cpu:0"
+    assert resolve_device("cpu:0") == resolve_device("cpu:3") == torch.device("cpu")
+    for bad in ("cpu:", "cpu:-1", "cpu:x", "CPU:0", "cpu:0:1", "cpu:١"):
+        with pytest.raises(ConfigError, match="train.device="):
+            load_config(None, [f"train.device={bad}"])
+        with pytest.raises(UserError, match="unknown device"):
+            resolve_device(bad)
