@@ -49,6 +49,12 @@ def strict_int(v: Any) -> int:
     return operator.index(v)
 
 
+def is_cpu_device(name: str) -> bool:
+    """`cpu` or `cpu:N`, a device name torch takes (its index means nothing: a machine has one CPU device)."""
+    kind, sep, index = name.partition(":")
+    return kind == "cpu" and (not sep or (index.isascii() and index.isdigit()))
+
+
 def check_exit_rule(exit_tol: Any, exit_stable: Any) -> tuple[float | None, int | None]:
     """An exit rule's settings (`sweep`, `generate`), as a plain float and int: a tolerance >= 0 (a negative or NaN
     one never fires, and NaN is no JSON number) and a count of stable loops >= 1, neither a bool (numpy and torch

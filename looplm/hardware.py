@@ -6,15 +6,16 @@ import os
 
 import torch
 
+from .arguments import is_cpu_device
 from .errors import UserError
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto`, `cpu`, `cuda` or `cuda:N` -> a device that exists here (UserError otherwise)."""
+    """`auto`, `cpu` (or `cpu:N`, as torch), `cuda` or `cuda:N` -> a device that exists here (UserError otherwise)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
+    if is_cpu_device(name):
+        return torch.device("cpu")  # (torch ignores a CPU index: one name for it in every record)
     if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
         if not torch.cuda.is_available():
             raise UserError(f"device {name!r} asked for, but CUDA is not available on this machine; use cpu")
