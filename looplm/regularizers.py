@@ -53,9 +53,16 @@ def unit_probes(shape: torch.Size | tuple[int, ...], generator: torch.Generator 
 
 
 def expand_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """A (B, T) real-token mask as a (B, T, 1) tensor of `like`'s dtype, or None."""
+    """A (B, T) real-token mask as a (B, T, 1) tensor of `like`'s dtype, or None; every penalty's state `like`
+    passes here, so this is where it is checked (ValueError): an empty batch made the mean over no samples NaN
+    (hutchinson an IndexError), and a (T,) mask with B == T was read as one flag per sample."""
+    if like.dim() < 2 or like.numel() == 0:
+        raise ValueError(f"a penalty needs a non-empty (B, T, D) state, got shape {tuple(like.shape)}")
     if mask is None:
         return None
+    if mask.dim() < 2 or mask.shape[:2] != like.shape[:2]:
+        raise ValueError(f"mask must have the state's (B, T) = {tuple(like.shape[:2])}, got shape "
+                         f"{tuple(mask.shape)}")
     m = mask.to(like.dtype)
     while m.dim() < like.dim():
         m = m.unsqueeze(-1)
@@ -377,7 +384,7 @@ def fused_loop(model: torch.nn.Module, h: torch.Tensor, e: torch.Tensor | None,
     samples (see `jsrr_fast`); the other samples run a plain loop. Needs `supports_fast_jvp(model)`.
     """
     k = samples if 0 < samples < h.shape[0] else h.shape[0]
-    m = expand_mask(mask[:k], h) if mask is not None else None
+    m = expand_mask(mask[:k] if mask is not None else None, h[:k])
     v = unit_probes(h[:k].shape, generator, h.device, h.dtype, m)
     params = tuple(model.core.parameters())
     y, jv = _FusedLoop.apply(model, h[:k], e[:k] if e is not None else None, v, *params)

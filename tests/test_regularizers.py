@@ -154,3 +154,24 @@ def jv_sq(step, h, v):
     """||J v||² for one sample from its explicit Jacobian."""
     Js = per_sample_jacobians(step, h)
     return torch.einsum("bij,bj->bi", Js, v.reshape(1, -1)).pow(2).sum()
+
+
+def test_an_empty_state_or_a_mask_of_another_shape_is_refused(model):
+    """Every penalty on an empty batch returned NaN (hutchinson an IndexError), and a (T,) mask with B == T was
+    read as one flag per sample: one ValueError from the shared check."""
+    from looplm.regularizers import fused_loop, jsrr_fast
+
+    f = phi(model, Context(None))
+    h = torch.randn(T, T, D, dtype=torch.float64)
+    fns = [lambda x, m=None: jsrr(f, x, mask=m), lambda x, m=None: jsrr_release(f, x, mask=m),
+           lambda x, m=None: power_penalty(f, x, iters=2, mask=m)[0], lambda x, m=None: hutchinson(f, x, mask=m),
+           lambda x, m=None: fixed_point_residual(f, x, mask=m), lambda x, m=None: jsrr_fast(model, x, mask=m),
+           lambda x, m=None: fused_loop(model, x, None, mask=m)[1]]
+    with twice_differentiable():
+        for fn in fns:
+            for empty in (h[:0], h[:, :0]):
+                with pytest.raises(ValueError, match="a penalty needs a non-empty"):
+                    fn(empty)
+            with pytest.raises(ValueError, match=r"mask must have the state's \(B, T\) = \(5, 5\), got shape \(5,\)"):
+                fn(h, torch.ones(T, dtype=torch.bool))
+            assert torch.isfinite(fn(h, torch.ones(T, T, dtype=torch.bool)))
