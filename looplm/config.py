@@ -485,6 +485,11 @@ def apply_overrides(d: dict[str, dict[str, Any]], overrides: list[str]) -> dict[
     if isinstance(overrides, str):  # one string would be read letter by letter ("override 't' must look like...")
         raise ConfigError(f"overrides must be a list of section.key=value strings, got one string {overrides!r:.80}; "
                           "pass [that string]")
+    # a dict ({"train.steps": 3}) was read by its keys: "override 'train.steps' must look like section.key=value"
+    wrong = [overrides] if not isinstance(overrides, list | tuple) else [x for x in overrides if not isinstance(x, str)]
+    if wrong:
+        raise TypeError(f"overrides must be a list of section.key=value strings (e.g. ['train.steps=3']), got "
+                        f"{type(wrong[0]).__name__} {_SHORT.repr(wrong[0])}")
     seen: dict[str, str] = {}
     for item in overrides:
         if "=" not in item:

@@ -29,6 +29,9 @@ def parse_depths(spec: str, what: str = "depth") -> list[int]:
     """`1:100` (inclusive), `1:100:5`, `1,2,4,8`, or a mix like `1:8,16,32` -> sorted unique depths >= 1.
     `what` names the numbers in errors (the same form gives `--sizes`)."""
     out: set[int] = set()
+    if not isinstance(spec, str):  # 5 was an AttributeError ('int' object has no attribute 'strip')
+        raise TypeError(f"a {what} specification is a string such as '1:100' or '1,2,4', got {type(spec).__name__} "
+                        f"{spec!r:.80}")
     if not spec or not spec.strip():
         raise ValueError(f"empty {what} specification; use e.g. 1:100 or 1,2,4,8")
     for part in spec.split(","):

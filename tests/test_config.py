@@ -176,3 +176,13 @@ def test_cpu_with_an_index_is_a_device_as_torch_takes_it():
             load_config(None, [f"train.device={bad}"])
         with pytest.raises(UserError, match="unknown device"):
             resolve_device(bad)
+
+
+def test_overrides_of_another_type_are_a_type_error_naming_it():
+    """A dict of overrides was read by its keys ("override 'train.steps' must look like section.key=value")."""
+    for bad, got in (({"train.steps": 3}, "dict {'train.steps': 3}"), (["train.steps=3", 5], "int 5"),
+                     (iter(["train.steps=3"]), "list_iterator")):
+        with pytest.raises(TypeError, match=re.escape(
+                f"overrides must be a list of section.key=value strings (e.g. ['train.steps=3']), got {got}")):
+            load_config("addition-prenorm-stars", bad)
+    assert load_config("addition-prenorm-stars", ("train.steps=3",)).train.steps == 3

@@ -20,6 +20,9 @@ def test_parse_depths():
             parse_depths(bad)
     with pytest.raises(ValueError, match="^sizes must be >= 1, got '0:3'$"):  # --sizes: not blamed on --depths
         parse_depths("0:3", "size")
+    for bad in (5, None, [1, 2]):  # 5 was an AttributeError ('int' object has no attribute 'strip')
+        with pytest.raises(TypeError, match="a depth specification is a string such as '1:100' or '1,2,4', got "):
+            parse_depths(bad)
 
 
 @pytest.mark.parametrize("placement", ["pre", "post_sandwich"])
