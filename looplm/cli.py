@@ -240,10 +240,10 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
             for p, o, u, done in zip(prompts, outs, used, outs.finished, strict=True)]
 
 
-def one_line(text: str) -> str:
-    """`text` on one line of output: a control character (a newline a text model wrote, a carriage return) as its
-    escape, `\\n`, and a backslash doubled, so each prompt's answer is the one line after it."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text.replace("\\", "\\\\"))
+def one_line(text: object) -> str:
+    """`text` (an answer, or a path such as `--out $'ru\\nn'`) on one line of output: a control character (a newline,
+    a carriage return) as its escape, `\\n`, and a backslash doubled, so what is printed is one line, read back."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text).replace("\\", "\\\\"))
 
 
 def _pads_said(out: list[int], pad_id: int) -> str:
@@ -498,7 +498,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         run = cmd_train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
         # (a finished run resumed has said that nothing changed; under torchrun, rank 0 speaks for all)
         if rundir.latest_step(run) != before and rank_zero():
-            print(f"run written to {run}")
+            print(f"run written to {one_line(run)}")
     elif args.cmd == "sweep":
         out = Path(args.out) if args.out else default_out_dir(args.checkpoint) / "sweep.json"
         # pathlib drops a trailing slash and `/.`: the folder named would be written as a file
@@ -525,7 +525,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             with all_or_nothing(outs):  # the JSON and its figure
                 write_json(out, res, args.force)
                 figure = plot_size_depth(res, out.with_suffix(".png"), replace=args.force)
-            print(f"wrote {figure}")  # once both are whole: a closed pipe (| head) must not undo them
+            print(f"wrote {one_line(figure)}")  # once both are whole: a closed pipe (| head) must not undo them
         else:
             with all_or_nothing(outs):
                 write_json(out, res, args.force)  # one file, written atomically
@@ -536,7 +536,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             x = res["exit"]
             print(f"exit rule (tol={x['tol']}, stable={x['stable']}, cap {x['max_loops']}): accuracy "
                   f"{x['accuracy']:.3f} at {x['mean_loops']:.2f} loops on average")
-        print(f"wrote {out}")
+        print(f"wrote {one_line(out)}")
     elif args.cmd == "generate":
         if args.no_cache and (args.exit_tol is not None or args.exit_stable is not None):
             raise ValueError("an exit rule needs the KV cache; drop --no-cache")
@@ -553,14 +553,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         require_hf("study ouro-mini")
         from .experiments.ouro_mini import study
 
-        print(f"wrote {study(args.out, args.quick, args.base, not args.no_progress)}")
+        print(f"wrote {one_line(study(args.out, args.quick, args.base, not args.no_progress))}")
     elif args.cmd == "study":
         if args.base:
             raise ValueError("--base belongs to the ouro-mini study")
         from .experiments.addition import full_grid, quick_grid, run_study
 
         grid = quick_grid() if args.quick else full_grid()
-        print(f"wrote {run_study(args.out, grid, args.quick, args.jobs, not args.no_progress, args.only)}")
+        print(f"wrote {one_line(run_study(args.out, grid, args.quick, args.jobs, not args.no_progress, args.only))}")
     elif args.cmd == "analyze":
         out_dir = Path(args.out) if args.out else default_out_dir(args.checkpoint)
         if out_dir.suffix.lower() in (".json", *FIGURE_SUFFIXES):  # it would be made a folder of that name
@@ -584,14 +584,14 @@ def _dispatch(args: argparse.Namespace) -> int:
                     done.append(str(plot_trajectories(res, out_dir / "trajectories.png", replace=args.force)))
             drop_stale(outs, [p for p in written if p.exists()])
         for line in done:  # once all are whole: a closed pipe (| head) must not undo them
-            print(f"wrote {line}")
+            print(f"wrote {one_line(line)}")
     elif args.cmd in ("finetune", "export-hf", "eval-lm"):
         from .hf.commands import run as run_hf  # imports transformers only now
 
         run_hf(args)
     elif args.cmd == "plot":
         for f in cmd_plot(args.inputs, args.out, args.labels, args.force):
-            print(f"wrote {f}")
+            print(f"wrote {one_line(f)}")
     return 0
 
 

@@ -281,3 +281,19 @@ def test_sweep_refuses_rows_with_nothing_to_score():
         with pytest.raises(ValueError, match=r"row\(s\) 1 of 3 have no scored position"):
             call(row)
     assert len(sweep(m, b, [1, 2]).accuracy) == 2
+
+
+def test_a_path_with_a_newline_is_printed_on_one_line(tmp_path, capsys):
+    """`--out $'ru\\nn'` printed `run written to ru` and `n` on two lines (and so did sweep's `wrote`): a path is
+    printed with its control characters escaped, as generated text is."""
+    from looplm.cli import main
+
+    run = tmp_path / "ru\nn"
+    assert main(["train", "--config", "addition-prenorm-stars", "--out", str(run), "--no-progress",
+                 "--set", "train.steps=1", "--set", "model.d_model=32", "--set", "model.d_ff=64",
+                 "--set", "model.n_heads=2", "--set", "train.batch_size=4", "--set", "data.test_size=8",
+                 "--set", "train.eval_every=0", "--set", "loops.max_loops=2", "--set", "reg.rho_every=0"]) == 0
+    assert main(["sweep", str(run), "--depths", "1", "--n", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    shown = str(run).replace("\n", "\\n")
+    assert f"run written to {shown}" in out and f"wrote {shown}/sweep.json" in out
