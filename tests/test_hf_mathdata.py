@@ -82,6 +82,22 @@ def test_held_out_split_is_disjoint_and_stable(tmp_path):
         write_split(tmp_path / "d", n_train=1, n_test=-1)
 
 
+def test_a_split_past_the_question_space_is_refused_once_the_stream_runs_dry(tmp_path):
+    """A request the question space cannot meet drew 100 times its size before it was refused (48 s for 20,000
+    questions, 40 minutes for a million): it is refused once the stream stops finding new questions often enough
+    to finish, however large the request. With 99.9% held out, one-step problems below 10 have a few training
+    questions (the message names how many problems were drawn)."""
+    for n in (1000, 10**6):
+        with pytest.raises(ValueError, match="ask for fewer or widen steps") as err:
+            write_split(tmp_path / "x", n_train=n, n_test=0, steps=(1, 1), max_value=10, fraction=0.999)
+        drawn = int(re.search(r"drew (\d+) problems", str(err.value)).group(1))
+        assert drawn <= 20_000  # (101,000 and 100,001,000 before)
+    assert not (tmp_path / "x").exists()
+    # a request the space can meet is met, the last questions rarer than the first
+    train, _ = write_split(tmp_path / "y", n_train=500, n_test=0, steps=(1, 1), max_value=10)
+    assert len(read_jsonl(train)) == 500
+
+
 def test_lm_eval_task_runs_through_eval_depths_with_the_chat_template(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     pytest.importorskip("lm_eval")

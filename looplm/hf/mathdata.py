@@ -292,6 +292,17 @@ def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+_WINDOW = 10_000  # write_split measures how often the stream still finds a new question over this many draws
+
+
+def _hopeless(found: int, left: int, want: dict[bool, int], got: dict[bool, list]) -> bool:
+    """Whether the questions still wanted cannot come from the draws `left`, at the rate the last window found them
+    (`found` in `_WINDOW` draws). Draws are independent and every kept question is one fewer to find, so that rate
+    only falls: a request past the question space drew 100 times its size before it was refused (48 s for 20,000
+    test questions of one step below 10, and 40 minutes for a million)."""
+    return found * left < sum(max(0, want[s] - len(got[s])) for s in want) * _WINDOW
+
+
 def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, steps: tuple[int, int] = (1, 4),
                 fraction: float = HELD_OUT_FRACTION, max_value: int = MAX_VALUE,
                 overwrite: bool = False) -> tuple[Path, Path]:
@@ -315,18 +326,21 @@ def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, st
     seen: set[str] = set()
     stream = _stream(seed, steps, max_value)
     budget = 100 * (n_train + n_test) + 1000  # the question space is far larger; this only bounds a bad request
-    for _ in range(budget):
-        if all(len(got[s]) >= want[s] for s in want):
-            break
+    drawn = found = 0  # found: new questions kept in this window of draws
+    while any(len(got[s]) < want[s] for s in want):
+        window_end = drawn > 0 and drawn % _WINDOW == 0
+        if drawn == budget or window_end and _hopeless(found, budget - drawn, want, got):
+            raise ValueError(f"drew {drawn} problems but found only {len(got[False])} train and {len(got[True])} "
+                             f"test questions without repeats; ask for fewer or widen steps")
+        if window_end:
+            found = 0
         r = next(stream)
+        drawn += 1
         side = is_held_out(r["question"], fraction)
         if len(got[side]) < want[side] and r["question"] not in seen:
             seen.add(r["question"])
             got[side].append(r)
-    else:
-        if any(len(got[s]) < want[s] for s in want):
-            raise ValueError(f"drew {budget} problems but found only {len(got[False])} train and {len(got[True])} "
-                             f"test questions without repeats; ask for fewer or widen steps")
+            found += 1
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return _write_jsonl(got[False], folder / "train.jsonl"), _write_jsonl(got[True], folder / "test.jsonl")
