@@ -467,3 +467,48 @@ def test_a_bare_one_character_latex_argument_is_that_argument_braced():
 ])
 def test_completions_as_instruction_tuned_models_end_them(text, gold):
     assert is_correct(extract_answer(text), gold_answer(gold)), (text, extract_answer(text))
+
+
+def test_degrees_are_the_number_after_the_phrase_and_the_marker_too():
+    """`^\\circ` (braced or not) and `°` are degrees wherever they stand: `$90^\\circ$` after the phrase and
+    `#### 90^\\circ` were the text `90^\\circ`, wrong for a gold `90^\\circ` (read as 90) or 90; only a box dropped
+    the mark."""
+    for said, gold in (("The answer is $90^\\circ$.", "90^\\circ"), ("#### 90^\\circ", "90"),
+                       ("Final Answer: The final answer is $45^\\circ$. I hope it is correct.", "45^\\circ"),
+                       ("The answer is $90^{\\circ}$.", "90"), ("\\boxed{90^\\circ}", "90^\\circ"),
+                       ("The angle is 30°.", "30"), ("\\boxed{30°}", "30^{\\circ}"), ("#### 120 ^ {\\circ}", "120")):
+        assert is_correct(extract_answer(said), gold_answer(gold)), (said, extract_answer(said))
+    assert not is_correct(extract_answer("The answer is $90^\\circ$."), "45")
+    assert extract_answer("\\boxed{f \\circ g}") == "f \\circ g"  # composition is no degree mark (it was `f  g`)
+
+
+def test_the_phrase_reads_latex_with_no_number_and_a_matrix_whole():
+    """The answer phrase before LaTeX that writes no number (`$\\pi$`, `$-\\infty$`, `$\\frac{a}{b}$`, `$-i$`,
+    `\\mbox{yes}`) stated none, so the text's last number (or None) was read, and a matrix after it was its first
+    entry: MATH's "Final Answer: The final answer is $X$" (Minerva) now grades as `\\boxed{X}` does."""
+    minerva = "Final Answer: The final answer is ${}$. I hope it is correct."
+    for gold in ("\\pi", "-\\infty", "\\frac{a}{b}", "-i", "\\emptyset", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}",
+                 "\\{1, 2\\}", "x = \\frac{\\pi}{2}"):
+        for said in (minerva.format(gold), f"The area is 4 units, so the answer is ${gold}$.",
+                     f"The answer is \\({gold}\\)."):
+            assert extract_answer(said) == extract_answer(f"\\boxed{{{gold}}}"), said
+            assert is_correct(extract_answer(said), gold_answer(gold)), said
+    assert extract_answer("The answer is \\mbox{yes}.") == "yes"
+    assert extract_answer("The answer is therefore $\\pi$, not 3.") == "\\pi"
+    # a number in a span is read as before; `$5, and ... $3` is money, not a span
+    assert extract_answer(minerva.format("18")) == "18" and extract_answer(minerva.format("\\frac{3}{4}")) == "0.75"
+    assert extract_answer("The answer is $5, and he paid $3 more.") == "5"
+    assert not is_correct(extract_answer(minerva.format("\\pi")), gold_answer("4"))
+
+
+def test_a_matrix_compares_whatever_its_spacing():
+    """LaTeX's space `\\ ` was dropped before `\\\\` (a row break) was seen: `1 \\\\ 2` became `1 \\2`, and the same
+    matrix written `1\\\\2` was graded wrong."""
+    gold = gold_answer("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}")
+    for said in ("\\boxed{\\begin{pmatrix}1\\\\2\\end{pmatrix}}", "\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}}",
+                 "\\boxed{\\begin{pmatrix}1\\\\ 2\\end{pmatrix}}", "\\boxed{\\begin{pmatrix} 1\\\\2 \\end{pmatrix}}"):
+        assert is_correct(extract_answer(said), gold), said
+    assert is_correct("\\begin{pmatrix}1\\\\ 2\\end{pmatrix}", "\\begin{pmatrix}1 \\\\2\\end{pmatrix}")
+    assert not is_correct(extract_answer("\\boxed{\\begin{pmatrix}1\\\\2\\end{pmatrix}}"),
+                          gold_answer("\\begin{pmatrix}1 & 2\\end{pmatrix}"))
+    assert not is_correct("\\begin{pmatrix}12\\end{pmatrix}", gold)  # the row break still counts

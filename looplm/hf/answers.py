@@ -18,7 +18,9 @@ fraction's rounding after it, `1/6 ≈ 0.167` or `\\frac{1}{6} \\approx 0.17`, i
    answer is B because there are 4 choices", "twelve, not 11", "option B", "C. 42"); a phrase that ends its line
    ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`), without a list's `- `
    or `1. `; an inequality or margin (`x ≤ 5`, `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, after
-   the marker too) is text; a verdict ("the answer is correct/verified.") or a negation ("the answer isn't 5") states
+   the marker too) is text, as is LaTeX right after the phrase that writes no number, read whole as a box's content
+   (`$\\pi$`, `\\(-\\infty\\)`, `$\\frac{a}{b}$`, `\\mbox{yes}`, a matrix; MATH's "The final answer is $X$" is
+   `\\boxed{X}`); a verdict ("the answer is correct/verified.") or a negation ("the answer isn't 5") states
    none, and the phrase before it is read;
 4. otherwise the last number in the text (the "flexible" fallback).
 
@@ -33,19 +35,20 @@ cut to its first part: `3:5` (a ratio or a time), `5, 7` and `42 or 43` (a list,
 number (`1/8 or 12.5%`); "negative 5" and "minus 5" are -5. A typographic minus (U+2212) is a minus, as are a figure
 or en dash and a small or fullwidth hyphen-minus right before a digit (an em dash is punctuation: "the total—42").
 LaTeX is read as the number it typesets, in a box or not: `{,}`, `\\,`, `\\%`, `\\$`, `\\frac`, `\\dfrac`, `\\tfrac`,
-`\\frac12`, `\\frac 34`, `\\frac{3.5}{2}`, mixed numbers `3\\frac{1}{2}`, and in a box `^\\circ`, a unit
-`\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`, `{5}`, `+5`. A number past 10^400 (or a nonzero one
-below 10^-400) is no answer anyone writes: it is compared as text, and never built (`1e999999999` would take minutes
-and gigabytes).
+`\\frac12`, `\\frac 34`, `\\frac{3.5}{2}`, mixed numbers `3\\frac{1}{2}`, degrees (`^\\circ`, `^{\\circ}`, `°`:
+`90^\\circ` is 90), and in a box a unit `\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`, `{5}`, `+5`.
+A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone writes: it is compared as text, and never
+built (`1e999999999` would take minutes and gigabytes).
 
 `normalize` gives a canonical string ("$1,234.50" -> "1234.5", "3/4" -> "0.75", "50.0%" -> "50%"; a non-integer
 never as an integer), and `is_correct` compares numerically when both sides are numbers: exactly when either is an
 integer (1000000.9 is no 1000000), others within |a - b| <= 1e-6 · max(1, |b|); a percent against a plain number
 as its number ("25%" is right for a gold 25, GSM8K's unit-less answer to a "what percent" question) or, against a
 proportion (-1 to 1), its fraction (right for 0.25; 2500% is not 25); two percents as they are (25% is no 0.25%);
-else as normalized text, case and inner spaces aside (`\\dfrac` as `\\frac`, `(B)` as `B`, a bare one-character
-argument as braced: `\\sqrt2` as `\\sqrt{2}`, `\\frac1x` as `\\frac{1}{x}`). `gold_answer` reads a solution as a
-completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
+else as normalized text, case and inner spaces aside (a matrix's row break `\\\\` kept whole, so its spacing does
+not count; `\\dfrac` as `\\frac`, `(B)` as `B`, a bare one-character argument as braced: `\\sqrt2` as `\\sqrt{2}`,
+`\\frac1x` as `\\frac{1}{x}`). `gold_answer` reads a solution as a completion, but a plain one-line answer (MATH's
+`x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
 """
 
 from __future__ import annotations
@@ -158,6 +161,9 @@ def _latex(text: str) -> str:
     `10\\,000` as 10 outside a box. A fraction of integers becomes `a/b` (a mixed `3\\frac{1}{2}` its value, 7/2)."""
     s = _signs(text).replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
     s = re.sub(r"\\(?:displaystyle|textstyle|left|right)\b", "", s)
+    # degrees are the number: `$90^\circ$` after the phrase or `#### 90^\circ` was the text `90^\circ`, never right
+    # for a gold 90 (only a box dropped the mark)
+    s = re.sub(r"(?:\{\})?\^\s*(?:\{\s*\\circ\s*\}|\\circ(?![A-Za-z]))|(?<=\d)\s*\\circ(?![A-Za-z])|°", "", s)
     s = re.sub(r"\\(?:text|mathrm)\{\s*(%|(?:thousand|million|billion|trillion)\b)\s*\}", r" \1", s)  # 25\text{\%}
     # a scale: "$1.2 billion" and "5k" were 1.2 and 5 (the number's first part)
     s = re.sub(r"(\d)(?:[ \t]*(thousand|million|billion|trillion)\b|(k|K|M|B|bn)\b)",
@@ -193,8 +199,7 @@ def _latex(text: str) -> str:
 
 def _unbox(boxed: str) -> str:
     """A box's LaTeX as the plain answer it typesets (units and spacing dropped; `_latex` ran on it already)."""
-    s = re.sub(r"\\[,!;: ]|~", "", boxed)  # LaTeX's spaces, between digits or not
-    s = re.sub(r"\^\{?\\circ\}?|\\circ", "", s)  # degrees
+    s = _drop_spaces(boxed, r"~")  # LaTeX's spaces, between digits or not
     s = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{\s*(or|and)\s*\}", r" \1 ", s)  # x=3 \text{ or } x=-3 was -3
     s = re.sub(r"\\(?:text|mbox|textrm|mathrm|textbf|mathbf|bm)\{\s*([-\d.,/]+)\s*\}", r"\1", s)  # \text{5} is 5
     s = re.sub(r"\\(?:textbf|mathbf|bm)\{([^{}]*)\}", r"\1", s)  # emphasis around the answer
@@ -204,6 +209,13 @@ def _unbox(boxed: str) -> str:
     while re.fullmatch(r"\{[^{}]*\}", s):  # {5}
         s = s[1:-1].strip()
     return re.sub(r"^\+(?=\s*[\d.])", "", s)  # +5
+
+
+def _drop_spaces(s: str, also: str) -> str:
+    """`s` without LaTeX's spaces (`\\,`, `\\ `, ...) and what `also` matches. A row break `\\\\` is kept whole: in
+    `1 \\\\ 2` its second half and the space after it were read as the space `\\ ` and dropped, so a matrix written
+    with spaces around its row breaks was no matrix written without them."""
+    return re.sub(rf"(\\\\)|\\[,!;: ]|{also}", lambda m: m.group(1) or "", s)
 
 
 def _next_line(text: str, end: int, wordy: list[int], limit: int | None = None) -> tuple[int, str]:
@@ -382,6 +394,11 @@ def _phrase_answer(tail: str) -> str | None:
     word = _word(tail)
     if word is not None:
         return word
+    math = _math_after(tail)
+    if math is not None:  # `$\\pi$`, `$-\\infty$`, a matrix: read whole, as a box's content (a number is read below)
+        said = _box_answer(math)
+        if to_number(said) is None:
+            return said
     side = _side(tail)
     if side is None:  # "x = 5, y = 7": several answers
         return normalize(tail)
@@ -389,6 +406,20 @@ def _phrase_answer(tail: str) -> str | None:
     if _COMPARE.search(side) or num is not None and _symbolic(side, num):  # x ≤ 5, 5 ± 2, 3x + 2: as text
         return normalize(_clause(tail))
     return None if num is None else normalize(_whole(num, side))
+
+
+def _math_after(tail: str) -> str | None:
+    """The LaTeX a phrase's `tail` opens with: a math span (`$\\pi$`, `\\(-\\infty\\)`, a `$...$` holding a command
+    or no digit, so `$5 and $6` is money), or a bare command with no digit in its clause (`\\pi.`, `\\mbox{yes}`). Such
+    an answer (`\\pi`, `\\frac{a}{b}`, `\\emptyset`, `-i`) was none, and the text's last number was read; a matrix
+    after the phrase was its first entry."""
+    lead = r"[\s*_:]*(?:(?:thus|therefore|hence|so|then|now)\b[\s,:]*)?"
+    m = re.match(lead + r"(?:\$\$?([^$\n]+?)\$|\\\(([^\n]+?)\\\)|\\\[([^\n]+?)\\\])", tail, re.IGNORECASE)
+    if m:
+        span = next(g for g in m.groups() if g is not None)
+        return span if m.group(2) or m.group(3) or "\\" in span or not re.search(r"\d", span) else None
+    m = re.match(lead + r"(-?\\[A-Za-z].*)", tail, re.IGNORECASE)
+    return _clause(m.group(1)) if m and not re.search(r"\d", _clause(m.group(1))) else None
 
 
 def _clause(s: str) -> str:
@@ -558,7 +589,7 @@ def _text_key(s: str) -> str:
     s = _ONE_ARG.sub(lambda m: f"\\{m[1]}{m[2] or ''}{_braced(m[3])}", s)
     s = _TWO_ARGS.sub(lambda m: f"\\{m[1]}{_braced(m[2])}{_braced(m[3])}", s)
     s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\{([^{}]*)\}", r"\1", s)
-    s = re.sub(r"\\[,!;: ]|\s+", "", s).lower()
+    s = _drop_spaces(s, r"\s+").lower()
     m = re.fullmatch(r"[(\[]([a-z])[)\]]\.?", s)
     return m.group(1) if m else s
 
