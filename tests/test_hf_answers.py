@@ -512,3 +512,19 @@ def test_a_matrix_compares_whatever_its_spacing():
     assert not is_correct(extract_answer("\\boxed{\\begin{pmatrix}1\\\\2\\end{pmatrix}}"),
                           gold_answer("\\begin{pmatrix}1 & 2\\end{pmatrix}"))
     assert not is_correct("\\begin{pmatrix}12\\end{pmatrix}", gold)  # the row break still counts
+
+
+@pytest.mark.parametrize("said, gold, right", [
+    ("\\boxed{\\sqrt{2}/2}", "\\frac{\\sqrt{2}}{2}", True), ("\\boxed{\\sqrt2/2}", "\\dfrac{\\sqrt2}{2}", True),
+    ("The answer is $(1+\\sqrt{5})/2$.", "\\frac{1+\\sqrt{5}}{2}", True),
+    ("\\boxed{-\\sqrt{3}/2}", "-\\frac{\\sqrt{3}}{2}", True), ("\\boxed{\\pi/4}", "\\frac{\\pi}{4}", True),
+    ("\\boxed{e^{\\pi/2}}", "e^{\\frac{\\pi}{2}}", True), ("\\boxed{1/x + 1/y}", "\\frac1x+\\frac1y", True),
+    # never after ^ or _, inside a product, a chain or a factorial, nor between unequal terms
+    ("\\boxed{x^2/3}", "x^{\\frac{2}{3}}", False), ("\\boxed{\\sqrt{2}/2}", "\\frac{\\sqrt{3}}{2}", False),
+    ("\\boxed{1/2x}", "\\frac{1}{2x}", False), ("\\boxed{a/b/c}", "a/\\frac{b}{c}", False),
+    ("\\boxed{n/2!}", "\\frac{n}{2}!", False),
+])
+def test_a_quotient_of_two_whole_terms_is_the_fraction_it_typesets(said, gold, right):
+    """`\\sqrt{2}/2` was wrong for a gold `\\frac{\\sqrt{2}}{2}` (compared as text), as were `(1+\\sqrt{5})/2` and
+    `\\pi/4`. A slash between two whole terms is read as `\\frac`, so no answer that means something else matches."""
+    assert is_correct(extract_answer(said), gold_answer(gold)) == right

@@ -40,15 +40,15 @@ LaTeX is read as the number it typesets, in a box or not: `{,}`, `\\,`, `\\%`, `
 A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone writes: it is compared as text, and never
 built (`1e999999999` would take minutes and gigabytes).
 
-`normalize` gives a canonical string ("$1,234.50" -> "1234.5", "3/4" -> "0.75", "50.0%" -> "50%"; a non-integer
-never as an integer), and `is_correct` compares numerically when both sides are numbers: exactly when either is an
-integer (1000000.9 is no 1000000), others within |a - b| <= 1e-6 · max(1, |b|); a percent against a plain number
-as its number ("25%" is right for a gold 25, GSM8K's unit-less answer to a "what percent" question) or, against a
-proportion (-1 to 1), its fraction (right for 0.25; 2500% is not 25); two percents as they are (25% is no 0.25%);
-else as normalized text, case and inner spaces aside (a matrix's row break `\\\\` kept whole, so its spacing does
-not count; `\\dfrac` as `\\frac`, `(B)` as `B`, a bare one-character argument as braced: `\\sqrt2` as `\\sqrt{2}`,
-`\\frac1x` as `\\frac{1}{x}`). `gold_answer` reads a solution as a completion, but a plain one-line answer (MATH's
-`x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
+`normalize` gives a canonical string ("$1,234.50" -> "1234.5", "3/4" -> "0.75", "50.0%" -> "50%"; a non-integer never
+as an integer), and `is_correct` compares numerically when both sides are numbers: exactly when either is an integer
+(1000000.9 is no 1000000), others within |a - b| <= 1e-6 · max(1, |b|); a percent against a plain number as its number
+("25%" is right for a gold 25, GSM8K's unit-less answer to a "what percent" question) or, against a proportion (-1 to
+1), its fraction (right for 0.25; 2500% is not 25); two percents as they are (25% is no 0.25%); else as normalized
+text, case and inner spaces aside (a matrix's row break `\\\\` kept whole, so its spacing does not count; `\\dfrac` as
+`\\frac`, `(B)` as `B`, a bare one-character argument as braced: `\\sqrt2` as `\\sqrt{2}`, `\\frac1x` as
+`\\frac{1}{x}`; a quotient of whole terms as `\\frac`: `\\sqrt{2}/2`, `(1+\\sqrt{5})/2`). `gold_answer` reads a
+solution as a completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
 """
 
 from __future__ import annotations
@@ -114,6 +114,9 @@ _ARG = r"\{(?:[^{}]|\{[^{}]*\})*\}|\\[A-Za-z]+|[A-Za-z0-9]"
 # (a root's index is short, `\sqrt[3]`: an unbounded one scanned the rest of the text from each `\sqrt[`, seconds)
 _ONE_ARG = re.compile(rf"\\(sqrt|overline|bar|hat|vec)(?![A-Za-z])(\[[^\][]{{1,8}}\])?\s*({_ARG})")
 _TWO_ARGS = re.compile(rf"\\(frac|binom)(?![A-Za-z])\s*({_ARG})\s*({_ARG})")
+# `a/b` of two whole terms (a number, letter, \pi, root or group) is \frac{a}{b}; never after ^ or _ (`x^2/3`)
+_TERM = r"\d+(?:\.\d+)?|[A-Za-z]|\\pi(?![A-Za-z])|\\sqrt(?:\[[^\][]{1,8}\])?\{[^{}]*\}|\{[^{}]*\}|\([^()]*\)"
+_SLASH = re.compile(rf"(?<![\w^_\\.}})/])({_TERM})\s*/\s*({_TERM})(?![\w^_{{(.!/])")
 
 
 def last_boxed(text: str) -> str | None:
@@ -212,9 +215,8 @@ def _unbox(boxed: str) -> str:
 
 
 def _drop_spaces(s: str, also: str) -> str:
-    """`s` without LaTeX's spaces (`\\,`, `\\ `, ...) and what `also` matches. A row break `\\\\` is kept whole: in
-    `1 \\\\ 2` its second half and the space after it were read as the space `\\ ` and dropped, so a matrix written
-    with spaces around its row breaks was no matrix written without them."""
+    """`s` without LaTeX's spaces (`\\,`, `\\ `, ...) and what `also` matches, a row break `\\\\` kept whole (`1 \\\\ 2`
+    lost its break's second half, read with the space as `\\ `: a matrix's spacing counted)."""
     return re.sub(rf"(\\\\)|\\[,!;: ]|{also}", lambda m: m.group(1) or "", s)
 
 
@@ -409,15 +411,13 @@ def _phrase_answer(tail: str) -> str | None:
 
 
 def _math_after(tail: str) -> str | None:
-    """The LaTeX a phrase's `tail` opens with: a math span (`$\\pi$`, `\\(-\\infty\\)`, a `$...$` holding a command
-    or no digit, so `$5 and $6` is money), or a bare command with no digit in its clause (`\\pi.`, `\\mbox{yes}`). Such
-    an answer (`\\pi`, `\\frac{a}{b}`, `\\emptyset`, `-i`) was none, and the text's last number was read; a matrix
-    after the phrase was its first entry."""
+    """The LaTeX a phrase's `tail` opens with: a math span (`\\(-\\infty\\)`, a `$...$` with a command or no digit:
+    `$5 and $6` is money), or a bare command with no digit in its clause (`\\pi.`, `\\mbox{yes}`). Such an answer was
+    none (the text's last number was read), and a matrix its first entry."""
     lead = r"[\s*_:]*(?:(?:thus|therefore|hence|so|then|now)\b[\s,:]*)?"
-    m = re.match(lead + r"(?:\$\$?([^$\n]+?)\$|\\\(([^\n]+?)\\\)|\\\[([^\n]+?)\\\])", tail, re.IGNORECASE)
+    m = re.match(lead + r"(?:\$\$?([^$\n]+?)\$|\\[(\[]([^\n]+?)\\[)\]])", tail, re.IGNORECASE)
     if m:
-        span = next(g for g in m.groups() if g is not None)
-        return span if m.group(2) or m.group(3) or "\\" in span or not re.search(r"\d", span) else None
+        return m[2] or (m[1] if "\\" in m[1] or not re.search(r"\d", m[1]) else None)
     m = re.match(lead + r"(-?\\[A-Za-z].*)", tail, re.IGNORECASE)
     return _clause(m.group(1)) if m and not re.search(r"\d", _clause(m.group(1))) else None
 
@@ -588,6 +588,8 @@ def _text_key(s: str) -> str:
     # `2\sqrt{2}`, `\frac{\sqrt3}2` for `\frac{\sqrt{3}}{2}`)
     s = _ONE_ARG.sub(lambda m: f"\\{m[1]}{m[2] or ''}{_braced(m[3])}", s)
     s = _TWO_ARGS.sub(lambda m: f"\\{m[1]}{_braced(m[2])}{_braced(m[3])}", s)
+    # `\sqrt{2}/2` was wrong for `\frac{\sqrt{2}}{2}`, `(1+\sqrt{5})/2` for `\frac{1+\sqrt{5}}{2}`
+    s = _SLASH.sub(lambda m: "\\frac" + "".join("{" + (t[1:-1] if t[0] in "({" else t) + "}" for t in m.groups()), s)
     s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\{([^{}]*)\}", r"\1", s)
     s = _drop_spaces(s, r"\s+").lower()
     m = re.fullmatch(r"[(\[]([a-z])[)\]]\.?", s)
