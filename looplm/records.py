@@ -140,6 +140,18 @@ def check_regular_file(path: str | Path) -> Path:
     return p
 
 
+def first_bad_byte(f: Path) -> str:
+    """Where file `f` (a corpus, a JSONL file) stops being UTF-8: its first bad byte, by offset and line, so one
+    stray byte (a Windows-1252 quote) in a large corpus can be found."""
+    data = f.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return f"byte 0x{data[e.start]:02x} at offset {e.start:,}, line {line}"
+    return "it changed while it was read"
+
+
 def read_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     """(`file:line`, object) for every non-blank line of a UTF-8 JSON Lines file. A byte-order mark at its start
     (Windows editors write one) is not part of the first record."""
@@ -147,7 +159,7 @@ def read_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     try:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError(f"{p}: not a UTF-8 text file") from None
+        raise ValueError(f"{p}: not a UTF-8 text file ({first_bad_byte(p)})") from None
     rows = []
     for n, line in enumerate(text.split("\n"), 1):
         line = line.removesuffix("\r")

@@ -133,4 +133,10 @@ PATH_CASES: dict[str, Case] = {
                                      "--set train.steps)", [*TRAIN, "--steps", "3"]),
     "arg-sweep-unknown-option": Case("arguments", "sweep with --set (only train and demo take settings)", [
         *S, "--set", "train.steps=2"]),
+    "task-text-whitespace": Case("data", "a text file of blank lines only (it was called empty)", [
+        "train", "--config", "text-stars", "--out", "{tmp}/out", "--set", "data.path={tmp}/t.txt"],
+        {"t.txt": "\n\n   \n\t\n" * 500}),
+    "task-text-latin1-byte": Case("data", "a text file with one Latin-1 byte (the error gave no position)", [
+        "train", "--config", "text-stars", "--out", "{tmp}/out", "--set", "data.path={tmp}/t.txt"],
+        {"t.txt": b"first line\nsecond caf\xe9 line\n"}),
 }

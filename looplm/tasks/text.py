@@ -15,7 +15,7 @@ import torch
 
 from ..arguments import check_count
 from ..errors import not_there
-from ..records import UNREAD_SUFFIXES, data_files, unread_format
+from ..records import UNREAD_SUFFIXES, data_files, first_bad_byte, unread_format
 from .base import IGNORE, Batch, ReadOnUse
 from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
 
@@ -43,13 +43,13 @@ def read_text(path: str | Path) -> str:
             with open(f, encoding="utf-8-sig", newline="") as fh:
                 parts.append(fh.read())
         except UnicodeDecodeError:
-            raise ValueError(f"{f}: not a UTF-8 text file") from None
+            raise ValueError(f"{f}: not a UTF-8 text file ({first_bad_byte(f)})") from None
         if "\x00" in parts[-1]:  # an old tar, a cpio archive, UTF-16 text: valid UTF-8, yet no text to learn
             raise ValueError(f"{f}: holds NUL bytes, so it is binary data (an archive, UTF-16 text, ...), not UTF-8 "
                              "text")
     text = "\n".join(parts)
-    if not text.strip():
-        raise ValueError(f"{p}: no text (empty)")
+    if not text.strip():  # a file of blank lines is not empty: say what it holds
+        raise ValueError(f"{p}: no text (" + (f"only whitespace, {len(text):,} characters)" if text else "empty)"))
     return text
 
 

@@ -22,6 +22,10 @@ T = TypeVar("T")
 
 PAD, EOS = 0, 1
 FILE = "tokenizer.json"
+# The longest piece BPE sees: a pre-tokenized word (a run of letters) is cut into pieces of at most this many
+# byte-level characters. BPE training is quadratic in a word's length: a one-line DNA sequence of 600 KB, one
+# word, took minutes to train on. No word of ordinary text is this long, so such text is cut as before.
+MAX_PIECE = 100
 
 
 class CharTokenizer:
@@ -90,11 +94,15 @@ class BpeTokenizer:
     @classmethod
     def train(cls, texts: list[str], vocab_size: int) -> BpeTokenizer:
         try:
-            from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+            from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
         except ImportError:
             raise ValueError("data.tokenizer=bpe needs the `tokenizers` package (pip install 'looplm[hf]')") from None
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        # The split is saved in tokenizer.json, so encoding cuts as training did; an older run's tokenizer.json,
+        # without it, keeps cutting as it was trained
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+            pre_tokenizers.Split(Regex(f".{{1,{MAX_PIECE}}}"), behavior="isolated")])
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>"], show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
