@@ -232,6 +232,17 @@ def saved_step(d: str | Path) -> int | None:
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
+def origin(path: str | Path) -> dict[str, Any]:
+    """What a run started from checkpoint `path` (train.init_from) records of it: its step and its weights' SHA-256
+    (the manifest's, else computed), so a resume can tell that the checkpoint has changed since (trained on)."""
+    d = resolve(path)
+    try:
+        digest = json.loads((d / MANIFEST).read_text())["files"][WEIGHTS]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):  # a checkpoint of another tool: no manifest
+        digest = _sha256(d / WEIGHTS)
+    return {"step": saved_step(d), "sha256": digest}
+
+
 def loaded_at_step(d: str | Path, load: Callable[[], T]) -> tuple[T, int | None]:
     """`load()`, the weights of checkpoint folder `d`, and the step they were saved at. A run still training into the
     folder replaces it as it goes: the step is read before and after, so a result never names a step its weights

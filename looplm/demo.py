@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -30,12 +31,25 @@ def table_depths(depths: list[int], result: Path) -> tuple[list[int], str]:
     return shown, f"showing {len(shown)} of the {len(depths)} depths; every depth is in {result}\n"
 
 
+def restart_stage2(stage2: Path, stage1: Path) -> None:
+    """Stage 2 starts from stage 1's weights: once stage 1 has trained on (a rerun with more train.steps), stage 2
+    starts again from them, as the recipe says; resumed, it went on from the old stage 1 without a word."""
+    src = rundir.resume_point(stage2, True)
+    change = rundir.origin_change(src, str(stage1)) if src is not None else None
+    if change:
+        print(f"note: stage 1 has changed since stage 2 started from it ({change}); stage 2 starts again from the "
+              f"new stage 1, replacing its earlier training in {stage2}")
+        with rundir.lock(stage2):  # not while another process writes there
+            shutil.rmtree(stage2)
+
+
 def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progress: bool = True,
              n: int = DEMO_N, force: bool = False) -> dict:
     """The STARS recipe on 4-digit addition, end to end: stage 1 (addition-fixed8: external norm, injection, fixed
     8 loops until the held-out split is solved), stage 2 (addition-stars: random loops + JSRR, fine-tuned from
     stage 1), then a one-pass sweep to 1000 loops, the per-loop dynamics, a table and two figures. `overrides`
-    apply to both stages; each stage resumes if its directory holds a checkpoint. The results of an earlier demo
+    apply to both stages; each stage resumes if its directory holds a checkpoint (stage 2 starts again once stage 1
+    has trained on since it started). The results of an earlier demo
     in `out` are replaced only with `force` (checked before any training)."""
     from .cli import depth_table, held_out_source, run_sweep
     from .dynamics import diagnose
@@ -61,6 +75,7 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     t0 = time.perf_counter()
     try:
         stage1 = fit(cfg1, out / "stage1", resume=True, progress=progress)
+        restart_stage2(out / "stage2", stage1)
         cfg = load_config("addition-stars", [*(overrides or []), f"train.init_from={stage1}"])
         run = fit(cfg, out / "stage2", resume=True, progress=progress)
     except Interrupted as e:  # the demo continues by its own command (it takes no --resume)

@@ -133,6 +133,11 @@ def command(name: str) -> Iterator[None]:
         _alone.pop()
 
 
+def in_command() -> bool:
+    """Whether a command of the CLI is running (its errors name flags), not a call from Python (keyword arguments)."""
+    return bool(_alone)
+
+
 def rank_zero() -> bool:
     """Whether this process speaks for the job: the only one, or rank 0 under torchrun. A RANK left in the
     environment without a WORLD_SIZE above 1 (a cluster's worker shell) is a world of one, as `distributed.init`

@@ -106,12 +106,12 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
     history = ckpt.history(out)
     if not resume:
         if found is not None or history:
-            raise RunExists(f"{out} already holds a checkpoint; pass --resume to continue it, or choose another "
-                                  "--out")
+            raise RunExists(f"{out} already holds a checkpoint; pass {resume_flag()} to continue it, or choose "
+                            "another --out")
         partial = sorted(names & {"config.yaml", "metrics.jsonl"})
         if partial and _own_config(out):
             raise UserError(f"{out} holds a looplm run that has no checkpoint yet ({', '.join(partial)}); pass "
-                            "--resume to start it again, or choose another --out")
+                            f"{resume_flag()} to start it again, or choose another --out")
         if names - {LOCK}:
             raise _not_empty(out, names, "a looplm run")
         return None
@@ -170,13 +170,7 @@ def _save_was_due(out: Path) -> int | None:
     that reached the run's last step belongs to a run that saved at its end."""
     from .config import load_config
 
-    log = out / "metrics.jsonl"
-    steps = []
-    for line in log.read_text(encoding="utf-8-sig", errors="replace").splitlines() if log.is_file() else []:
-        try:
-            steps.append(int(json.loads(line)["step"]))
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn last line (check_metrics refused any other)
+    steps = _logged_steps(out / "metrics.jsonl")
     if not steps or not (out / "config.yaml").is_file():
         return None
     try:
@@ -188,6 +182,50 @@ def _save_was_due(out: Path) -> int | None:
     last = max(steps)
     # a record past a periodic save step, or the run's last step (it saved at its end, whatever checkpoint_every)
     return last if (t.checkpoint_every and last > t.checkpoint_every) or (t.steps and last >= t.steps) else None
+
+
+def origin_change(src: Path, init_from: str) -> str | None:
+    """How the checkpoint `init_from` that the run resumed from `src` started from has changed since (its step,
+    "step 2 -> 3"), or None: unchanged, gone (a resume needs only its own checkpoint), or not recorded (a run from
+    before the record)."""
+    try:
+        began = ckpt.load_state(src, mmap=True).get("init_from") if init_from else None
+        now = ckpt.origin(init_from) if began else None
+    except (ckpt.CheckpointError, OSError):
+        return None
+    if now is None or now == began:
+        return None
+    same = began.get("step") == now["step"]
+    return f"step {began.get('step')} -> {now['step']}" + (", other weights" if same else "")
+
+
+def _logged_steps(log: Path) -> list[int]:
+    steps = []
+    for line in log.read_text(encoding="utf-8-sig", errors="replace").splitlines() if log.is_file() else []:
+        try:
+            steps.append(int(json.loads(line)["step"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line (check_metrics refused any other)
+    return steps
+
+
+def log_gap(out: Path, step: int, log_every: int) -> str | None:
+    """A note when the run's log ends before the checkpoint it resumes from (a run copied without its log, a log
+    cut short by a full disk): the steps in between keep no record, and the resume cannot bring them back."""
+    log = out / "metrics.jsonl"
+    last = max((s for s in _logged_steps(log) if s <= step), default=0)
+    if last >= step - step % log_every:  # the steps after the last logged one were not due a record
+        return None
+    what = f"{log} ends at step {last}" if log.is_file() else f"{log} is missing"
+    return (f"note: {what}, but the checkpoint is at step {step}; steps {last + 1}-{step} have no log lines (the "
+            "resume goes on from the checkpoint, and the log from there)")
+
+
+def resume_flag() -> str:
+    """How the caller asks for a resume: `--resume` on the command line, `resume=True` from Python."""
+    from .errors import in_command
+
+    return "--resume" if in_command() else "resume=True"
 
 
 def _not_empty(out: Path, names: set[str], what: str) -> UserError:
@@ -325,6 +363,8 @@ def on_resume(src: Path, cfg: Config, out: Path) -> tuple[Config, list[str]]:
         notes.append(f"note: train.init_from={cfg.train.init_from or '(none)'} is not read: a resume continues its "
                      f"own checkpoint; the run's record keeps where it started ({began or 'its own initialisation'})")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=began))
+    gap = log_gap(out, ckpt.saved_step(src) or 0, cfg.train.log_every)
+    notes += [gap] if gap else []
     kept = [f"{f} (step {_scored_step(out / f) or '?'})" for f in RESULTS if (out / f).is_file()]
     if kept:  # each result's own step: it may score a checkpoint of the history, not the latest
         # by step, not "earlier": a resume from the history (the latest checkpoint damaged) is behind the results
@@ -354,6 +394,11 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[str]:
     def allowed(key: str, old: Any, new: Any) -> bool:
         return key in RESUMABLE or (key == "train.keep_checkpoints" and new > old)
 
+    change = origin_change(src, cfg.train.init_from)
+    if change:  # going on would train on from the old start, and the run's record would say it came from the new
+        raise UserError(f"train.init_from={cfg.train.init_from} has changed since the run in {out} started from it "
+                        f"({change}); a resume would go on from the old weights. Start a new run from it (another "
+                        "--out), or put that checkpoint back as it was to resume")
     refused = [ckpt.describe_change(*c) + (" (fewer would delete checkpoints)" if c[0] == "train.keep_checkpoints"
                                            else "") for c in changes if not allowed(*c)]
     if refused:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed as dist
-from . import rundir, spectra
+from . import fitcheck, rundir, spectra
 from .config import Config, ConfigError
 from .errors import UserError
 from .evaluate import sweep
@@ -190,36 +190,6 @@ def _load_optimizer(model: nn.Module, opt: torch.optim.Optimizer, state: dict) -
     set_optimizer_state_dict(model, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
 
 
-def _check_model(src: Path | None, cfg: Config) -> None:
-    """A resumed run must describe the model its checkpoint holds."""
-    if src is None:
-        return
-    saved = ckpt.load_config(src)
-    diff = ckpt.config_diff(saved, cfg) if saved.kind == cfg.kind else ["the model kind (looplm's own vs pretrained)"]
-    if diff:
-        raise ckpt.CheckpointError(f"checkpoint {src} does not match the requested model:\n  " + "\n  ".join(diff))
-
-
-def _check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None:
-    """A LoopedTransformer handed to `fit` must be the one `cfg.model` describes: its checkpoints record
-    cfg.model, from which every command rebuilds the model (one with other heads or widths of the same shapes
-    would load and silently score another model). A resume continues with the class the run was trained with."""
-    if model is not None and src is not None and (src / ckpt.WEIGHTS).is_file():
-        recorded, given = ckpt.module_name(src) or "looplm.model.LoopedTransformer", type(model)
-        if not recorded.endswith(f".{given.__qualname__}"):  # by name: its module may have moved (script to package)
-            raise ConfigError(f"--resume would continue the run with another module ({given.__module__}."
-                              f"{given.__qualname__}, but {src} was trained by {recorded}): its loop step would change "
-                              "mid-run; resume with that class, or start a new run")
-    if type(model) is not LoopedTransformer or model.cfg == cfg.model:
-        return
-    diff = [f"model.{f.name}={getattr(model.cfg, f.name)!r} (the module's) vs {getattr(cfg.model, f.name)!r}"
-            for f in dataclasses.fields(cfg.model) if getattr(model.cfg, f.name) != getattr(cfg.model, f.name)]
-    how = f"build it with model.vocab_size={cfg.model.vocab_size}: a preset's 0 means the task's vocabulary, filled " \
-        "in only once fit reads the task" if model.cfg.vocab_size == 0 else "build it with LoopedTransformer(cfg.model)"
-    raise ConfigError("model: the LoopedTransformer given to fit was built from other settings than cfg.model ("
-                      + "; ".join(diff) + f"); {how}, or set them in cfg")
-
-
 def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True,
         fault: dict[str, Any] | None = None, model: nn.Module | None = None) -> Path:
     """Train `cfg` into run directory `out`; returns it. Under torchrun every rank calls this; rank 0 writes.
@@ -274,8 +244,8 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
     if cfg.kind == "native":  # a resumed run encodes its data with the tokenizer its checkpoint holds
         task = make_task(cfg, saved_tokenizer(src) if src is not None else starting_tokenizer(t.init_from, cfg.data))
         cfg = with_task_vocab(cfg, task)
-    _check_model(src, cfg)
-    _check_module(model, cfg, src)
+    fitcheck.check_model(src, cfg)
+    fitcheck.check_module(model, cfg, src)
     changed = rundir.check_resume(src, cfg, out) if src is not None else []
     set_threads(t.threads, "train.threads")
     if cfg.kind == "hf":
@@ -412,6 +382,11 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             if fsdp:
                 objective.reshard()
 
+    # what the run started from (train.init_from), kept by its resumes: a resume refuses once that has changed
+    if state is not None:
+        began = {"init_from": state["init_from"]} if "init_from" in state else {}
+    else:
+        began = {"init_from": ckpt.origin(t.init_from)} if t.init_from and cfg.kind == "native" else {}
     saved_at = [step]  # the step of the newest checkpoint on disk (the resumed one, or none at 0)
 
     def save() -> None:
@@ -419,7 +394,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
         weights, opt_state = _full_state(model, opt)  # every rank joins the gathers
         if world.is_main:
             ckpt.write_checkpoint(ckpt_dir, weights, run.write_model,
-                                  {"step": step, "optimizer": opt_state, "generators": gens.state()},
+                                  {"step": step, "optimizer": opt_state, "generators": gens.state(), **began},
                                   keep=t.keep_checkpoints)
         dist.barrier(world)
 
@@ -479,7 +454,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                     objective.set_requires_gradient_sync(last)
                 sync = nullcontext() if last or fsdp else objective.no_sync()
                 with sync:
-                    with amp:
+                    with amp, fitcheck.sizes_named(model, mb, cfg):
                         ce_sum, pen = objective(mb.input_ids, mb.targets, mb.mask, n_loops, at, gens.probes)
                         # DDP averages gradients over ranks; scaling by W makes the synced gradient the sum, i.e.
                         # the gradient of the global-batch objective.

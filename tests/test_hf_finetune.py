@@ -306,7 +306,7 @@ def test_finetune_runs_resumes_exactly_and_reloads(base_dir, tmp_path):
     straight = fit(cfg, tmp_path / "a", progress=False)
     with pytest.raises(RuntimeError, match="injected crash"):
         fit(cfg, tmp_path / "b", progress=False, fault={"crash_at_step": 3})  # last checkpoint: step 2
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="pass resume=True"):
         fit(cfg, tmp_path / "b", progress=False)
     resumed = fit(cfg, tmp_path / "b", resume=True, progress=False)
     wa = load_file(str(straight / "checkpoint" / "model.safetensors"))

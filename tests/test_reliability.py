@@ -497,3 +497,23 @@ def test_a_forked_child_does_not_inherit_the_sigterm_handler():
         return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
     assert run_command(body) == 0
+
+
+def test_a_demo_rerun_after_stage_1_trained_on_starts_stage_2_again(tmp_path, capsys):
+    """`demo` rerun with more train.steps trains stage 1 on; stage 2 then resumed its own checkpoint, which had
+    started from the old stage 1, and the table was presented as the recipe's result."""
+    tiny = ["--no-progress", "--n", "4", "--set", "model.d_model=32", "--set", "model.d_ff=64", "--set",
+            "model.n_heads=2", "--set", "train.batch_size=8", "--set", "data.test_size=16", "--set", "reg.rho_every=0",
+            "--set", "train.eval_every=0", "--set", "train.stop_at_acc=0"]
+    demo = tmp_path / "demo"
+    assert main(["demo", "--out", str(demo), *tiny, "--set", "train.steps=2"]) == 0
+    assert torch.load(demo / "stage2/checkpoint/trainer_state.pt", weights_only=True)["init_from"]["step"] == 2
+    capsys.readouterr()
+    assert main(["demo", "--out", str(demo), *tiny, "--set", "train.steps=3", "--force"]) == 0
+    assert (f"note: stage 1 has changed since stage 2 started from it (step 2 -> 3); stage 2 starts again from the "
+            f"new stage 1, replacing its earlier training in {demo / 'stage2'}") in capsys.readouterr().out
+    state = torch.load(demo / "stage2/checkpoint/trainer_state.pt", weights_only=True)
+    assert state["init_from"]["step"] == 3 and state["step"] == 3
+    capsys.readouterr()
+    assert main(["demo", "--out", str(demo), *tiny, "--set", "train.steps=3", "--force"]) == 0  # nothing changed
+    assert "stage 1 has changed" not in capsys.readouterr().out

@@ -81,7 +81,7 @@ def test_crash_then_resume_is_bitwise_identical(tmp_path):
     ref = train(cfg, tmp_path / "ref", progress=False)
     with pytest.raises(RuntimeError, match="injected crash"):
         train(cfg, tmp_path / "b", progress=False, fault={"crash_at_step": 5})
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="pass resume=True"):
         train(cfg, tmp_path / "b", progress=False)
     out = train(cfg, tmp_path / "b", resume=True, progress=False)
     w_ref = load_file(ref / "checkpoint" / "model.safetensors")
@@ -460,3 +460,88 @@ def test_results_record_the_loops_training_saw_up_to_their_checkpoint(tmp_path):
     inside = run / "checkpoints" / "step-00000002"
     assert recorded("sweep", inside) == recorded("analyze", inside) == [3, 3]
     assert recorded("sweep", run) == [1, 6]
+
+
+def test_a_resume_is_refused_once_the_run_it_started_from_has_trained_on(tmp_path):
+    """A run started with train.init_from records that checkpoint's step and weights; resumed after the source
+    trained on, it went on from the old start without a word (and its record named the new source)."""
+    from looplm.errors import UserError
+    from looplm.train import Interrupted
+
+    fast = dict(eval_every=0, checkpoint_every=0)
+    train(tiny_config(train=dict(steps=2, **fast)), tmp_path / "base", progress=False)
+    cfg = tiny_config(train=dict(steps=4, init_from=str(tmp_path / "base"), **fast))
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "b", progress=False, fault={"interrupt_at_step": 1})
+    state = torch.load(tmp_path / "b" / "checkpoint" / "trainer_state.pt", weights_only=True)
+    assert state["init_from"]["step"] == 2 and len(state["init_from"]["sha256"]) == 64
+    with pytest.raises(Interrupted):  # the source unchanged: the resume goes on, and keeps the record
+        train(cfg, tmp_path / "b", resume=True, progress=False, fault={"interrupt_at_step": 2})
+    train(tiny_config(train=dict(steps=3, **fast)), tmp_path / "base", resume=True, progress=False)
+    before = (tmp_path / "b" / "checkpoint" / "model.safetensors").read_bytes()
+    with pytest.raises(UserError, match=r"train.init_from=.*base has changed since the run in .*b started from it "
+                                        r"\(step 2 -> 3\); a resume would go on from the old weights. Start a new run"):
+        train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert (tmp_path / "b" / "checkpoint" / "model.safetensors").read_bytes() == before
+
+
+def test_a_resume_says_when_the_log_ends_before_the_checkpoint(tmp_path, capsys):
+    """A run copied without its metrics.jsonl, or with a log cut short, resumed and left a silent hole in the
+    record of the run."""
+    from looplm.train import Interrupted
+
+    cfg = tiny_config(train=dict(steps=6, eval_every=0, checkpoint_every=0))
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "r", progress=False, fault={"interrupt_at_step": 4})
+    log = tmp_path / "r" / "metrics.jsonl"
+    full = log.read_text()
+    log.write_text("".join(full.splitlines(keepends=True)[:2]))
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "r", resume=True, progress=False, fault={"interrupt_at_step": 5})
+    assert f"note: {log} ends at step 2, but the checkpoint is at step 4; steps 3-4 have no log lines" \
+        in capsys.readouterr().out
+    log.unlink()
+    train(cfg, tmp_path / "r", resume=True, progress=False)
+    assert f"note: {log} is missing, but the checkpoint is at step 5; steps 1-5 have no log lines" \
+        in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(tmp_path / "r")] == [6]
+    train(tiny_config(train=dict(steps=8, eval_every=0, log_every=3)), tmp_path / "r", resume=True, progress=False)
+    assert "have no log lines" not in capsys.readouterr().out  # steps 7-8 were not due a record before step 9
+
+
+def test_fit_refuses_a_class_or_a_non_module_and_names_the_tasks_sizes(tmp_path):
+    """model=MyLooped (the class) or model=object() gave torch's AttributeError from model.to(device); a module
+    whose embedding or position table is smaller than the task's gave a bare IndexError at the first step."""
+    from .test_protocol import CumulativeMixer
+
+    cfg = tiny_config(train=dict(steps=2, eval_every=0))
+    with pytest.raises(TypeError, match=r"got the class CumulativeMixer, not a module; pass an instance "
+                                        r"\(model=CumulativeMixer\(...\)\)"):
+        train(cfg, tmp_path / "a", progress=False, model=CumulativeMixer)
+    with pytest.raises(TypeError, match="object is not a looped model: it lacks embed"):
+        train(cfg, tmp_path / "a", progress=False, model=object())
+    assert not (tmp_path / "a").exists()
+    for small in (CumulativeMixer(vocab=5), CumulativeMixer(max_len=4)):
+        with pytest.raises(ValueError, match=r"model: the module failed on the task's batch \(IndexError: .*\): the "
+                                             r"task's vocabulary has \d+ tokens, this batch ids up to \d+ in \d+ "
+                                             "positions; a module whose embedding or position table is smaller"):
+            train(cfg, tmp_path / "a", progress=False, model=small)
+        assert not (tmp_path / "a").exists()
+
+
+def test_a_python_caller_is_told_resume_true_not_the_flag(tmp_path):
+    """fit's refusal of a run directory said "pass --resume", a flag of the command line; from Python it is
+    resume=True (the command line still says --resume)."""
+    from looplm.errors import UserError
+    from looplm.train import Interrupted
+
+    cfg = tiny_config(train=dict(steps=4, eval_every=0))
+    with pytest.raises(RuntimeError, match="injected crash"):  # before any checkpoint: config.yaml and a log
+        train(cfg, tmp_path / "r", progress=False, fault={"crash_at_step": 1})
+    with pytest.raises(UserError, match=r"has no checkpoint yet \(config.yaml, metrics.jsonl\); pass resume=True to "
+                                        "start it again"):
+        train(cfg, tmp_path / "r", progress=False)
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "r", resume=True, progress=False, fault={"interrupt_at_step": 2})
+    with pytest.raises(UserError, match="already holds a checkpoint; pass resume=True to continue it"):
+        train(cfg, tmp_path / "r", progress=False)

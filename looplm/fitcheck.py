@@ -1,0 +1,68 @@
+"""Checks on the model that `fit` trains against the run: a resumed checkpoint must describe it, a module of the
+user's must be an instance of a looped model (and, resumed, of the class the run was trained with), and a
+LoopedTransformer given to fit must be the one cfg.model describes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from . import checkpoint as ckpt
+from .config import Config, ConfigError
+from .looped import check_looped
+from .model import LoopedTransformer
+
+
+def check_model(src: Path | None, cfg: Config) -> None:
+    """A resumed run must describe the model its checkpoint holds."""
+    if src is None:
+        return
+    saved = ckpt.load_config(src)
+    diff = ckpt.config_diff(saved, cfg) if saved.kind == cfg.kind else ["the model kind (looplm's own vs pretrained)"]
+    if diff:
+        raise ckpt.CheckpointError(f"checkpoint {src} does not match the requested model:\n  " + "\n  ".join(diff))
+
+
+def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None:
+    """A LoopedTransformer handed to `fit` must be the one `cfg.model` describes: its checkpoints record
+    cfg.model, from which every command rebuilds the model (one with other heads or widths of the same shapes
+    would load and silently score another model). A resume continues with the class the run was trained with."""
+    if isinstance(model, type):  # fit(cfg, out, model=MyLooped): torch's error came from model.to(device)
+        name = model.__qualname__
+        raise TypeError(f"model: got the class {name}, not a module; pass an instance (model={name}(...))")
+    if model is not None and not isinstance(check_looped(model), nn.Module):
+        raise TypeError(f"model: a {type(model).__name__} is not a torch.nn.Module; fit trains a module's parameters")
+    if model is not None and src is not None and (src / ckpt.WEIGHTS).is_file():
+        recorded, given = ckpt.module_name(src) or "looplm.model.LoopedTransformer", type(model)
+        if not recorded.endswith(f".{given.__qualname__}"):  # by name: its module may have moved (script to package)
+            raise ConfigError(f"--resume would continue the run with another module ({given.__module__}."
+                              f"{given.__qualname__}, but {src} was trained by {recorded}): its loop step would change "
+                              "mid-run; resume with that class, or start a new run")
+    if type(model) is not LoopedTransformer or model.cfg == cfg.model:
+        return
+    diff = [f"model.{f.name}={getattr(model.cfg, f.name)!r} (the module's) vs {getattr(cfg.model, f.name)!r}"
+            for f in dataclasses.fields(cfg.model) if getattr(model.cfg, f.name) != getattr(cfg.model, f.name)]
+    how = f"build it with model.vocab_size={cfg.model.vocab_size}: a preset's 0 means the task's vocabulary, filled " \
+        "in only once fit reads the task" if model.cfg.vocab_size == 0 else "build it with LoopedTransformer(cfg.model)"
+    raise ConfigError("model: the LoopedTransformer given to fit was built from other settings than cfg.model ("
+                      + "; ".join(diff) + f"); {how}, or set them in cfg")
+
+
+@contextlib.contextmanager
+def sizes_named(model: nn.Module, batch: Any, cfg: Config) -> Iterator[None]:
+    """A user's module whose embedding or position table is smaller than the task's fails with torch's bare
+    IndexError; say the task's sizes beside it (looplm's own model checks them before it looks anything up)."""
+    try:
+        yield
+    except IndexError as e:
+        if type(model) is LoopedTransformer:
+            raise
+        raise ValueError(f"model: the module failed on the task's batch (IndexError: {e}): the task's vocabulary "
+                         f"has {cfg.model.vocab_size} tokens, this batch ids up to {int(batch.input_ids.max())} in "
+                         f"{batch.input_ids.shape[1]} positions; a module whose embedding or position table is "
+                         "smaller cannot read them: build it with at least those sizes") from e
