@@ -586,8 +586,7 @@ def _build_section(name: str, sub_cls: type, values: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(sub_cls)
     for k, v in values.items():
         if v is None and type(None) not in typing.get_args(hints[k]):
-            # YAML's null (`init_from: null`, `--set train.logger=null`) is a user saying "none" or "the default":
-            # the type error's hint to quote text would ask for a path named 'null'
+            # a user's `init_from: null` means "none": the type error's hint to quote text asked for a path 'null'
             default = fields[k].default
             said = "" if default is dataclasses.MISSING else f", {default!r}" + (" (none)" if default == "" else "")
             raise ConfigError(f"null is not a value for {name}.{k}; leave the key out for its default{said}")
