@@ -304,3 +304,12 @@ def test_a_default_depth_no_command_runs_is_refused_in_the_config():
     with pytest.raises(ValueError, match="total_ut_steps must be at most 1,000,000, got 1,000,000,000"):
         OuroConfig(total_ut_steps=10**9)
     assert OuroConfig(total_ut_steps=10**6).total_ut_steps == 10**6
+
+
+def test_a_sliding_attention_layer_is_refused():
+    """layer_types with "sliding_attention" made generate() build a sliding cache layer (transformers' TypeError:
+    sliding_window is None without use_sliding_window), and every other path ran full attention without a word."""
+    for bad in (["sliding_attention", "full_attention"], "full_attention"):
+        with pytest.raises(ValueError, match='layer_types must say "full_attention" for every layer .*sliding-window'):
+            OuroConfig(num_hidden_layers=2, layer_types=bad)
+    assert OuroConfig(num_hidden_layers=2, layer_types=["full_attention"] * 2).layer_types == ["full_attention"] * 2

@@ -108,6 +108,13 @@ class OuroConfig(PretrainedConfig):
         self.use_sliding_window = use_sliding_window
         self.sliding_window = sliding_window if use_sliding_window else None
         self.max_window_layers = max_window_layers if max_window_layers is not None else num_hidden_layers
+        # a "sliding_attention" layer made generate() build a sliding cache layer (a TypeError in transformers'
+        # cache code), and ran full attention everywhere else without a word
+        if layer_types is not None and (not isinstance(layer_types, list) or any(t != "full_attention"
+                                                                                 for t in layer_types)):
+            raise ValueError(f"layer_types must say \"full_attention\" for every layer (or be left out): no other "
+                             f"attention is implemented (sliding-window attention: no published Ouro config uses it), "
+                             f"got {repr(layer_types)[:200]}")
         self.layer_types = layer_types if layer_types is not None else ["full_attention"] * num_hidden_layers
         self.attention_dropout = attention_dropout
         self.total_ut_steps = total_ut_steps
