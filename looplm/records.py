@@ -42,6 +42,32 @@ def parse_row(line: str, where: str) -> dict[str, Any]:
     return row
 
 
+def lone_surrogate(value: Any, name: str) -> str | None:
+    """The field (`name`, or a part of it such as `name[1].content`) of the first string in `value` that holds a
+    lone surrogate escape (`\\ud800`: valid JSON, as scraped text has it where an emoji was cut in half, but no
+    character, so no tokenizer encodes it); None when every string is text."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return name
+        return None
+    parts = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in parts:
+        bad = lone_surrogate(v, f"{name}[{k}]" if isinstance(k, int) else f"{name}.{k}")
+        if bad is not None:
+            return bad
+    return None
+
+
+def check_text(value: Any, name: str) -> None:
+    """ValueError when `value` (a field's string, or the list or object it holds) has a lone surrogate escape;
+    the caller adds the row's file:line."""
+    bad = lone_surrogate(value, name)
+    if bad is not None:
+        raise ValueError(f"field {bad!r} holds a lone surrogate escape, which is not a character")
+
+
 def _walk(folder: Path) -> Iterator[tuple[str, list[str]]]:
     """(folder, its file names) for every folder a data folder's reader walks: links followed, each folder once
     (a link back to one already walked, `more -> ..`, is no cycle), hidden ones left out."""

@@ -44,6 +44,12 @@ def _no_chat_template(d: Path) -> None:
     (d / "chat_template.jinja").unlink()
 
 
+def _named_templates(d: Path) -> None:
+    from .hf_fixtures import name_templates
+
+    name_templates(d)
+
+
 def _tokenizer_400(d: Path) -> None:
     from .hf_fixtures import tiny_chat_tokenizer
 
@@ -316,4 +322,25 @@ HF_CASES: dict[str, Case] = {
     "chat-capital-role": Case("data", "a chat record whose roles are capitalised (User, Assistant)", FT, chat(
         GOOD_CHAT, '{"messages": [{"role": "User", "content": "2+2?"}, {"role": "Assistant", "content": "4"}]}'),
         hf=True),
+    "hf-finetune-lone-surrogate": Case("data", "a chat record whose content holds a lone surrogate escape (\\ud800: "
+                                       "valid JSON, no character)", FT, chat(
+        '{"messages": [{"role": "user", "content": "a\\ud800b"}, {"role": "assistant", "content": "c"}]}'), hf=True),
+    "hf-analyze-lone-surrogate": Case("hf", "analyze records whose answer holds a lone surrogate escape", [
+        "analyze", "{base}", "--data", "{tmp}/qa.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"qa.jsonl": '{"question": "1+1?", "answer": "2\\udc00"}\n'}, hf=True),
+    "hf-eval-sliding-layer": Case("hf", "eval-lm on a model whose config.json has a sliding_attention layer (generate "
+                                  "failed in transformers' cache; scoring ran full attention)", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--out", "{tmp}/e"],
+        prepare=_hf_edit('its config.json with layer_types ["sliding_attention", "full_attention"]', _config_edit(
+            layer_types=["sliding_attention", "full_attention"], sliding_window=4)), hf=True),
+    "hf-finetune-named-templates": Case("hf", "finetune a model whose tokenizer has named chat templates and none "
+                                        "called default", FT, {"ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"),
+                                                               "chat.jsonl": GOOD_CHAT + "\n"},
+                                        prepare=_hf_edit("named chat templates rag and tool_use, no default",
+                                                         _named_templates), hf=True),
+    "hf-analyze-named-templates": Case("hf", "analyze a model whose tokenizer has named chat templates and none "
+                                       "called default (analyze takes no template name)", [
+        "analyze", "{tmp}/m", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"},
+        prepare=_hf_edit("named chat templates rag and tool_use, no default", _named_templates), hf=True),
 }

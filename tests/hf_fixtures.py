@@ -137,3 +137,15 @@ def save_tiny_base(folder: str | Path, tokenizer: Any, seed: int = 0, **kw: Any)
     tiny_ouro(len(tokenizer), seed, **kw).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def name_templates(folder: str | Path, names: tuple[str, ...] = ("rag", "tool_use")) -> str:
+    """A model directory's chat template made into named ones (tokenizer_config.json's list), none called default,
+    as some hub tokenizers ship; returns the template."""
+    folder = Path(folder)
+    text = (folder / "chat_template.jinja").read_text()
+    (folder / "chat_template.jinja").unlink()
+    conf = json.loads((folder / "tokenizer_config.json").read_text())
+    conf["chat_template"] = [{"name": n, "template": text} for n in names]
+    (folder / "tokenizer_config.json").write_text(json.dumps(conf))
+    return text

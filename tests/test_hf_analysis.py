@@ -12,7 +12,14 @@ from looplm.dynamics import diagnose  # noqa: E402
 from looplm.hf.analysis import find_model_dir, text_batch  # noqa: E402
 from looplm.tasks.base import IGNORE  # noqa: E402
 
-from .hf_fixtures import math_problems, save_tiny_base, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
+from .hf_fixtures import (  # noqa: E402
+    math_problems,
+    name_templates,
+    save_tiny_base,
+    tiny_chat_tokenizer,
+    tiny_ouro,
+    write_jsonl,
+)
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +182,24 @@ def test_alpaca_records_are_read_with_their_instruction(tok, tmp_path):
     assert "Add the two numbers.\n\n3 and 4<|im_end|>" in texts[0] and "What is 2 times 5?<|im_end|>" in texts[1]
     plain, _ = text_batch(tok, str(write_jsonl([{"input": "3 and 4", "output": "7"}], tmp_path / "i.jsonl")), n=1)
     assert "3 and 4" in tok.decode(plain.input_ids[0])
+
+
+def test_a_lone_surrogate_and_named_templates_are_one_line(tok, tmp_path, capsys):
+    """A lone surrogate escape in a record was the tokenizer's TypeError traceback; a tokenizer with named chat
+    templates and none called default got transformers' advice to pass a template name, which analyze has no option
+    for. Both are one line, the first with the record's file:line and field."""
+    d = save_tiny_base(tmp_path / "m", tok)
+    bad = tmp_path / "qa.jsonl"
+    rows = [math_problems(1)[0], {"question": "1+1?", "answer": "2\udc00"}]
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["analyze", str(d), "--data", str(bad), "--depths", "1", "--no-progress", "--out",
+                 str(tmp_path / "a")]) == 2
+    assert "qa.jsonl:2: field 'answer' holds a lone surrogate escape" in capsys.readouterr().err
+    text = name_templates(d)
+    data = write_jsonl(math_problems(2), tmp_path / "ok.jsonl")
+    assert main(["analyze", str(d), "--data", str(data), "--depths", "1", "--no-progress", "--out",
+                 str(tmp_path / "a")]) == 2
+    assert 'named chat templates (rag, tool_use) and none called "default"' in capsys.readouterr().err
+    (d / "chat_template.jinja").write_text(text)  # what the message says to do
+    assert main(["analyze", str(d), "--data", str(data), "--depths", "1", "--no-progress", "--spectral-n", "0",
+                 "--pca-n", "0", "--no-plot", "--out", str(tmp_path / "a")]) == 0

@@ -1,12 +1,13 @@
 """Fine-tune data as it comes from real exports: where records are read from, and which shape a record is read as."""
 
 import json
+import re
 
 import pytest
 
 pytest.importorskip("transformers")
 
-from looplm.hf.chat import to_messages  # noqa: E402
+from looplm.hf.chat import CHATML_TEMPLATE, to_messages  # noqa: E402
 from looplm.hf.data import load_records  # noqa: E402
 
 from .hf_fixtures import math_problems, write_jsonl  # noqa: E402
@@ -101,3 +102,80 @@ def test_a_chat_tokenizer_smaller_than_its_bytes_is_refused():
         with pytest.raises(ValueError, match=r"vocab_size must be an integer >= 259 \(the 256 bytes and 3 special"):
             train_chat_tokenizer(["hello world 123"], bad)
     assert len(train_chat_tokenizer(["hello world 123"], 259)) == 259
+
+
+def test_a_lone_surrogate_in_a_record_is_refused_with_its_file_line_and_field(tmp_path):
+    """A lone surrogate escape (`\\ud800`, valid JSON: an emoji cut in half) in a chat record was the tokenizer's
+    TypeError traceback from inside build_examples; it is refused as the native JSONL task refuses it, with the
+    record's file:line and the field, wherever the record puts it (a message, a field pair, tools)."""
+    from looplm.hf.data import build_examples
+
+    from .hf_fixtures import tiny_chat_tokenizer
+
+    tok = tiny_chat_tokenizer()
+    rows = [{"messages": [{"role": "user", "content": "a\ud800b"}, {"role": "assistant", "content": "c"}]},
+            {"problem": "1+1?", "solution": "2\udc00"},
+            {"problem": "1+1?", "solution": "2", "tools": [{"type": "function", "function": {"name": "f\ud83d"}}]}]
+    for row, field in zip(rows, ("messages[0].content", "solution", "tools[0].function.name"), strict=True):
+        f = tmp_path / "d.jsonl"
+        f.write_text(json.dumps(math_problems(1)[0]) + "\n" + json.dumps(row) + "\n")
+        with pytest.raises(ValueError, match=rf"d\.jsonl:2: field '{re.escape(field)}' holds a lone surrogate"):
+            build_examples(load_records(str(f)), tok, 256)
+
+
+def test_records_with_another_field_pair_name_the_settings_that_read_them(tmp_path):
+    """GSM8K's question/answer records under the default problem/solution fields: 'check data.format and the field
+    names' named neither the fields the records have nor the settings that read them."""
+    from looplm.hf.data import build_examples
+
+    from .hf_fixtures import tiny_chat_tokenizer
+
+    rows = load_records(str(write_jsonl([{"question": "What is 2+2?", "answer": "#### 4"}] * 2, tmp_path / "q.jsonl")))
+    with pytest.raises(ValueError, match="the records have question/answer fields: set data.prompt_field=question "
+                                         "and data.response_field=answer"):
+        build_examples(rows, tiny_chat_tokenizer(), 256)
+    ex, _ = build_examples(rows, tiny_chat_tokenizer(), 256, prompt_field="question", response_field="answer")
+    assert len(ex) == 2
+
+
+def test_data_chat_template_names_one_of_the_tokenizers_named_templates():
+    """A tokenizer with named templates (tokenizer_config.json's list) and none called default: transformers asks
+    for a template name, which data.chat_template refused ('neither chatml, a template file, nor ...')."""
+    from looplm.config import ConfigError
+    from looplm.hf.finetune import chat_template
+
+    named = {"rag": "{{ 'r' }}", "tool_use": "{{ 't' }}"}
+    assert chat_template("rag", named) == "{{ 'r' }}"
+    assert chat_template("chatml", named) == CHATML_TEMPLATE
+    with pytest.raises(ConfigError, match=r"neither chatml, one of the tokenizer's named templates \(rag, tool_use\)"):
+        chat_template("rgg", named)
+
+
+def test_finetune_trains_on_a_named_template_and_resumes_with_it(tmp_path):
+    """A tokenizer with named templates (rag, tool_use) and none called default: finetune failed with transformers'
+    advice to pass a template name, and data.chat_template=rag was refused. Unset, it now says what to do; named,
+    it trains on that template, the checkpoint keeps the named ones beside it (its default), and a resume that
+    names it again goes on."""
+    from looplm.config import Config, ConfigError
+    from looplm.train import fit
+
+    from .hf_fixtures import name_templates, save_tiny_base, tiny_chat_tokenizer
+
+    d = save_tiny_base(tmp_path / "m", tiny_chat_tokenizer())
+    text = name_templates(d)
+    data = write_jsonl(math_problems(8), tmp_path / "math.jsonl")
+
+    def cfg(**d_kw):
+        return Config.from_dict({"model": {"name_or_path": str(d)}, "data": {"source": str(data), "max_length": 256,
+                                                                             **d_kw},
+                                 "train": {"steps": 2, "batch_size": 2, "checkpoint_every": 1, "threads": 1}})
+
+    with pytest.raises(ConfigError, match=r'named chat templates \(rag, tool_use\) and none called "default".* or '
+                                          "choose one with data.chat_template=NAME"):
+        fit(cfg(), tmp_path / "r0", progress=False)
+    assert not (tmp_path / "r0").exists()
+    with pytest.raises(RuntimeError, match="injected crash"):
+        fit(cfg(chat_template="rag"), tmp_path / "r", progress=False, fault={"crash_at_step": 2})
+    assert (tmp_path / "r" / "checkpoint" / "chat_template.jinja").read_text() == text
+    assert (tmp_path / "r" / "checkpoint" / "additional_chat_templates" / "tool_use.jinja").is_file()
+    fit(cfg(chat_template="rag"), tmp_path / "r", resume=True, progress=False)

@@ -19,6 +19,7 @@ from looplm.hf.lm_eval_adapter import LoopedLM  # noqa: E402
 
 from .hf_fixtures import (  # noqa: E402
     math_problems,
+    name_templates,
     tiny_chat_tokenizer,
     tiny_ouro,
     write_jsonl,
@@ -176,6 +177,8 @@ def test_registered_name_and_model_args_and_the_eval_lm_command(setup, tmp_path,
     assert (tmp_path / "cli" / "eval_lm.md").is_file()
     counts = json.loads((tmp_path / "cli" / "eval_lm.json").read_text())["n_samples"][mc_task]
     assert counts["effective"] == 2 < counts["original"]
+    # the folder the task came from (a local task may bear a built-in task's name, gsm8k): not recorded before
+    assert json.loads((tmp_path / "cli" / "eval_lm.json").read_text())["include_path"] == str((d / "tasks").resolve())
     # A --limit above the task's size scores the whole task: recorded as what was scored, and said.
     # (a task named twice runs once, and is recorded once)
     assert cli(["eval-lm", str(d / "model"), "--tasks", f"{mc_task},{mc_task}", "--depths", "1", "--include-path",
@@ -305,6 +308,8 @@ def test_a_broken_chat_template_is_one_line(setup, tmp_path, capsys):
     said in one line, not a traceback."""
     import shutil
 
+    from looplm.errors import UserError
+
     d, (gen_task, _) = setup
     m = shutil.copytree(d / "model", tmp_path / "m")
     (m / "chat_template.jinja").write_text("{% for m in messages %}")
@@ -314,6 +319,17 @@ def test_a_broken_chat_template_is_one_line(setup, tmp_path, capsys):
     errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
     assert len(errors) == 1 and "its chat template cannot be used (TemplateSyntaxError" in errors[0]
     assert not (tmp_path / "e").exists()
+    # named templates (tokenizer_config.json's list) and none called default: transformers' advice to pass a name,
+    # which eval-lm has no option for; said before any task is read, with what works (the eval-lm run and the
+    # adapter's own chat template call)
+    (m / "chat_template.jinja").write_text((d / "model" / "chat_template.jinja").read_text())
+    name_templates(m)
+    assert cli(["eval-lm", str(m), "--tasks", gen_task, "--depths", "1", "--include-path", str(d / "tasks"),
+                "--limit", "1", "--apply-chat-template", "--device", "cpu", "--out", str(tmp_path / "e")]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error: " in ln]
+    assert len(errors) == 1 and 'named chat templates (rag, tool_use) and none called "default"' in errors[0]
+    with pytest.raises(UserError, match="write the one to use to chat_template.jinja"):
+        LoopedLM(pretrained=str(m), device="cpu").apply_chat_template([{"role": "user", "content": "hi"}])
     # a task's own template that fails on its data is the task's, not the model's (it blamed the chat template)
     task_variant(d / "tasks", gen_task, tmp_path / "t", "t_bad", ("{{question}}", "{{nosuchfield}}"))
     assert cli(["eval-lm", str(d / "model"), "--tasks", "t_bad", "--depths", "1", "--include-path", str(tmp_path / "t"),
@@ -541,3 +557,23 @@ def test_max_gen_toks_with_no_generation_task_is_said_and_not_recorded(setup, tm
                 "--limit", "2", "--device", "cpu", "--max-gen-toks", "5", "--out", str(tmp_path / "e")]) == 0
     assert f"note: --max-gen-toks 5 was not used: {mc_task} generate no text" in capsys.readouterr().out
     assert json.loads((tmp_path / "e" / "eval_lm.json").read_text())["settings"]["max_gen_toks"] is None
+
+
+def test_dtype_and_length_model_args_are_checked_before_the_load(setup):
+    """softmax_dtype=bogus (and mixed_precision_dtype) was lm-eval's AttributeError traceback ("module 'torch' has
+    no attribute 'bogus'"); max_length=0 silently meant the model's own length, and -3 was refused only when
+    scoring, after the load, as "-3.0". Each is one line now, checked as dtype is."""
+    from looplm.errors import UserError
+
+    d, _ = setup
+    for bad, msg in ((dict(softmax_dtype="bogus"), "softmax_dtype must be one of float32, bfloat16, float16, got "
+                                                   "'bogus'"),
+                     (dict(mixed_precision_dtype="fp8"), "mixed_precision_dtype must be one of"),
+                     (dict(softmax_dtype="auto"), "softmax_dtype must be one of"),
+                     (dict(dtype="bogus"), "dtype must be auto or one of"),
+                     (dict(max_length=0), "max_length must be a whole number of tokens >= 1 .*, got 0$"),
+                     (dict(max_length=-3.0), "got -3$"), (dict(max_length=2.5), "got 2.5$"),
+                     (dict(max_length=True), "got True$")):
+        with pytest.raises(UserError, match=msg):
+            LoopedLM(pretrained=str(d / "nonexistent"), device="cpu", **bad)  # refused before any load
+    assert LoopedLM(pretrained=str(d / "model"), device="cpu", softmax_dtype="float32").softmax_dtype == torch.float32

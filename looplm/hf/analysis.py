@@ -16,14 +16,8 @@ import torch
 
 from ..looped import check_looped
 from ..tasks.base import Batch
-from .chat import TemplateError, end_of_turn_token, has_messages, to_messages
-from .data import LENGTH_HINT, Records, build_examples, load_records, to_batch
-
-# (prompt, response) field pairs tried in order when a record has no `messages` list. Alpaca's records are
-# instruction / input / output: the prompt is the instruction and its (often empty) input, never the input alone
-# (read as input -> output, the instruction was dropped, and a record with no input skipped as having no reply).
-FIELD_PAIRS = (("problem", "solution"), ("question", "answer"), ("prompt", "response"), ("instruction", "output"),
-               ("input", "output"))
+from .chat import TemplateError, end_of_turn_token, has_messages, no_default_template, to_messages
+from .data import FIELD_PAIRS, LENGTH_HINT, Records, build_examples, load_records, to_batch
 
 
 def config_problem(path: str | Path) -> str | None:
@@ -138,6 +132,8 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     if not getattr(tok, "chat_template", None):  # (transformers' "cannot use chat template functions" paragraph)
         raise ValueError(f"{path}: its tokenizer has no chat template, through which analyze reads the --data "
                          "records as conversations; add one (chat_template.jinja in the model directory)")
+    if no_default_template(tok):  # (transformers' advice, a template name, is no option of analyze)
+        raise ValueError(f"{path}: {no_default_template(tok)}")
     try:  # the model's own template on a two-turn conversation first: a broken one is the model's, not a record's
         end_of_turn_token(tok)
     except TemplateError as e:

@@ -33,6 +33,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from ..records import check_text
 from ..tasks.base import IGNORE
 
 # ChatML, the format of Ouro's chat template: every turn is <|im_start|>role\ncontent<|im_end|>\n.
@@ -266,6 +267,7 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
             if m.get("weight") is not None and (m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
                 raise ValueError(f"{messages_field}[{j}].weight must be 0 (not trained on) or 1, got "
                                  f"{json.dumps(m['weight'])[:40]}")
+        check_text(msgs, messages_field)  # (a lone surrogate: the tokenizer's TypeError traceback)
         # the other keys too: a template may render them (reasoning_content in <think>, a speaker's name), and
         # what an assistant turn renders is its target
         out = [dict(m) for m in msgs]
@@ -274,6 +276,7 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
         for name, v in ((prompt_field, p), (response_field, r)):
             if v is not None and not isinstance(v, str):
                 raise ValueError(f"{name} must be a string, got {type(v).__name__} {repr(v)[:80]}")
+            check_text(v, name)
         if not p or not r or not p.strip() or not r.strip():
             return None
         out = [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
@@ -285,9 +288,21 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
     tools = record.get("tools")  # (None: absent, or a parquet column's fill)
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
         raise ValueError(f"tools must be a list of tool definitions (objects), got {json.dumps(tools)[:80]}")
+    check_text(tools, "tools")
     if not any(m["role"] == "assistant" and says_something(m) and m.get("weight") != 0 for m in out):
         return None
     return out
+
+
+def no_default_template(tokenizer: Any) -> str | None:
+    """What is wrong with a tokenizer whose chat template is a set of named ones (tokenizer_config.json's list of
+    {name, template}) with none called "default", or None. transformers then asks for a template name, which only
+    finetune takes (data.chat_template=NAME), so the advice says what works in every command."""
+    named = getattr(tokenizer, "chat_template", None)
+    if not isinstance(named, dict) or "default" in named:
+        return None
+    return (f"the tokenizer has named chat templates ({', '.join(sorted(named))}) and none called \"default\", so "
+            "which to use is not said; write the one to use to chat_template.jinja in the model directory")
 
 
 def end_of_turn_token(tokenizer: Any, chat_template: str | None = None) -> int | None:

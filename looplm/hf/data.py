@@ -22,6 +22,13 @@ from .chat import Encoded, TemplateError, encode_chat, has_messages, to_messages
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
+# (prompt, response) field pairs that analyze tries in order when a record has no `messages` list (finetune names the
+# one its records have when its own fields find nothing). Alpaca's records are instruction / input / output: the
+# prompt is the instruction and its (often empty) input, never the input alone (read as input -> output, the
+# instruction was dropped, and a record with no input skipped as having no reply).
+FIELD_PAIRS = (("problem", "solution"), ("question", "answer"), ("prompt", "response"), ("instruction", "output"),
+               ("input", "output"))
+
 
 class Records(list):
     """Data records, with `where[i]`: record i's place in its source (file:line for JSONL), for error messages."""
@@ -289,12 +296,25 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
         why = [f"no assistant target: {no_target}"] + (
             [f"reply after max_length={max_length}: {n_cut}"] if overlong == "truncate" else
             [f"over max_length={max_length}: {n_long}"])
-        hint = LENGTH_HINT if n_cut or n_long else "check data.format and the field names"
+        hint = LENGTH_HINT if n_cut or n_long else _field_hint(records, fmt)
         raise ValueError(f"no usable examples out of {len(records)} records ({', '.join(why)}); {hint}")
     return out, stats
 
 
 LENGTH_HINT = "raise the length limit (data.max_length; analyze: --max-length)"
+
+
+def _field_hint(records: list[dict[str, Any]], fmt: dict[str, Any]) -> str:
+    """What to check when no record gave a conversation: the field pair the first record has (GSM8K's
+    question/answer under the default problem/solution), when the fields read were others."""
+    hint = "check data.format and the field names"
+    if fmt.get("fmt", "auto") == "messages" or not records:
+        return hint
+    read = (fmt.get("prompt_field", "problem"), fmt.get("response_field", "solution"))
+    for p, r in FIELD_PAIRS:
+        if (p, r) != read and p in records[0] and r in records[0]:
+            return f"the records have {p}/{r} fields: set data.prompt_field={p} and data.response_field={r}"
+    return hint
 
 
 def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

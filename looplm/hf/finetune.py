@@ -28,16 +28,19 @@ from ..config import Config, ConfigError
 from ..errors import UserError, rank_zero
 from ..tasks import save_fingerprint
 from ..train import Run
-from .chat import CHATML_TEMPLATE, TemplateError, end_of_turn_token
+from .chat import CHATML_TEMPLATE, TemplateError, end_of_turn_token, no_default_template
 from .data import ChatTask, build_examples, check_format, load_records, quiet_hub
 
 
-def chat_template(spec: str | None) -> str | None:
-    """data.chat_template: None (the tokenizer's own), `chatml`, a .jinja file, or a Jinja string."""
+def chat_template(spec: str | None, named: dict[str, str] | None = None) -> str | None:
+    """data.chat_template: None (the tokenizer's own), `chatml`, the name of one of the tokenizer's `named`
+    templates (tokenizer_config.json's list of {name, template}), a .jinja file, or a Jinja string."""
     if spec is None:
         return None
     if spec == "chatml":
         return CHATML_TEMPLATE
+    if named and spec in named:
+        return named[spec]
     p = Path(spec).expanduser()
     if spec.endswith(".jinja") or (len(spec) < 300 and p.is_file()):
         try:
@@ -47,8 +50,9 @@ def chat_template(spec: str | None) -> str | None:
         _refuse_non_template(text, p)
         return text
     if "{{" not in spec and "{%" not in spec:  # a mistyped name would otherwise render as constant text
-        raise ConfigError(f"data.chat_template={spec!r} is neither chatml, a template file, nor a Jinja template "
-                          "(text with {{ ... }} or {% ... %})")
+        names = f"one of the tokenizer's named templates ({', '.join(sorted(named))}), " if named else ""
+        raise ConfigError(f"data.chat_template={spec!r} is neither chatml, {names}a template file, nor a Jinja "
+                          "template (text with {{ ... }} or {% ... %})")
     return spec
 
 
@@ -346,9 +350,13 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     tokenizer = load_tokenizer(tok_src, rev)
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"tokenizer {tok_src} is not a fast tokenizer; assistant masks need character offsets")
-    template = chat_template(d.chat_template)
+    templates = tokenizer.chat_template if isinstance(getattr(tokenizer, "chat_template", None), dict) else None
+    template = chat_template(d.chat_template, templates)
     if template is None and not getattr(tokenizer, "chat_template", None):
         raise ConfigError(f"data.chat_template: tokenizer {tok_src} has no chat template; set one (e.g. chatml)")
+    if template is None and no_default_template(tokenizer):
+        raise ConfigError(f"data.chat_template: tokenizer {tok_src}: {no_default_template(tokenizer)}, or choose "
+                          "one with data.chat_template=NAME")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise UserError("the tokenizer has neither a pad nor an eos token to pad with")
@@ -376,8 +384,8 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     if positions is not None and longest > positions:
         raise ConfigError(f"data.max_length: the longest example has {longest} tokens but {src} has "
                           f"{positions} positions; set data.max_length={positions} or lower")
-    if template is not None:
-        tokenizer.chat_template = template  # saved with the checkpoints
+    if template is not None:  # saved with the checkpoints; a tokenizer's named templates stay (a resume names one)
+        tokenizer.chat_template = {**templates, "default": template} if templates else template
     if eot is not None:  # stop generation at the template's end of turn, not only at the base eos token
         gc = model.generation_config
         eos = gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id]

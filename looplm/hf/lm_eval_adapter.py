@@ -37,6 +37,7 @@ from lm_eval.models.huggingface import HFLM
 
 from ..errors import UserError
 from ..looped import check_looped, loop_count
+from .chat import no_default_template
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .generation import LOOP_KEYS, request_settings_only, set_aside
 from .registry import register
@@ -113,6 +114,9 @@ class LoopedLM(HFLM):
             self.exit_threshold = check_exit_threshold(_opt_float(exit_threshold))
         except ValueError as e:
             raise UserError(f"exit_threshold: {e}") from None
+        for key in ("softmax_dtype", "mixed_precision_dtype"):  # lm-eval's getattr(torch, name): a traceback
+            check_dtype_arg(key, kwargs.get(key), auto=False)
+        check_max_length(kwargs.get("max_length"))
         self.exit_dtype = None if exit_dtype in (None, "", "None", "none") else str(exit_dtype)
         if self.exit_dtype is not None and self.exit_dtype not in EXIT_DTYPES:
             raise UserError(f"exit_dtype must be one of {', '.join(EXIT_DTYPES)}, got {exit_dtype!r}")
@@ -183,6 +187,8 @@ class LoopedLM(HFLM):
         if not getattr(self.tokenizer, "chat_template", None):  # transformers' paragraph named neither model nor flag
             raise UserError("the model's tokenizer has no chat template; run without --apply_chat_template, or add one "
                             "(chat_template.jinja in the model directory)")
+        if no_default_template(self.tokenizer):
+            raise UserError(f"the model's tokenizer: {no_default_template(self.tokenizer)}")
         try:
             return super().apply_chat_template(chat_history, add_generation_prompt)
         except jinja2.TemplateError as e:  # the model's template is its own code; a task's templates are the task's
@@ -355,6 +361,23 @@ def _encodable() -> Iterator[None]:
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def check_dtype_arg(key: str, value: Any, auto: bool = True) -> None:
+    """A model_args dtype (dtype; softmax_dtype and mixed_precision_dtype, which have no auto): None, a torch
+    dtype (a caller's), or the name of one of _DTYPES."""
+    if isinstance(value, str) and not (auto and value == "auto") and value not in _DTYPES:
+        raise UserError(f"{key} must be {'auto or ' if auto else ''}one of {', '.join(_DTYPES)}, got {value!r}")
+
+
+def check_max_length(value: Any) -> None:
+    """model_args max_length: None (the model's positions) or a whole number >= 1. lm-eval reads 0 as unset (the
+    default, without a word) and refused -3 only when scoring, after the load, as "-3.0"."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        # (lm-eval's parser reads a negative whole number as a float: "-3" arrives as -3.0)
+        said = int(value) if isinstance(value, float) and value.is_integer() and value < 0 else value
+        raise UserError(f"model_args max_length must be a whole number of tokens >= 1 (leave it out for the model's "
+                        f"own length), got {said!r}")
+
+
 def _load(path: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The model and tokenizer of `path` through looplm's loader (no remote code; damaged, partial or pickled
     weights and models that do not loop refused in one line), placed as lm-eval's own arguments ask."""
@@ -372,8 +395,7 @@ def _load(path: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     device = resolve_device(str(device))  # an unknown one (mps, CPU, meta) is one line, not torch's traceback
     revision = kwargs.pop("revision", None)
     revision = None if revision in (None, "", "main") else revision
-    if isinstance(dtype, str) and dtype != "auto" and dtype not in _DTYPES:
-        raise UserError(f"dtype must be auto or one of {', '.join(_DTYPES)}, got {dtype!r}")
+    check_dtype_arg("dtype", dtype)
     model = load_pretrained(path, revision, _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype)
     model.to(device).eval()
     if kwargs.get("tokenizer") in (None, ""):

@@ -17,6 +17,7 @@ from datasets.exceptions import DatasetGenerationError
 from ..checkpoint import loaded_at_step, write_result
 from ..errors import UserError
 from ..outputs import all_or_nothing
+from .chat import no_default_template
 from .lm_eval_adapter import (
     CHAT_TEMPLATE,
     CONTINUATION,
@@ -163,6 +164,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     if apply_chat_template and not getattr(lm.tokenizer, "chat_template", None):  # before any task is read
         raise UserError(f"{pretrained}: {NO_CHAT_TEMPLATE}; run without --apply-chat-template, or add one "
                         "(chat_template.jinja in the model directory)")
+    if apply_chat_template and no_default_template(lm.tokenizer):  # (transformers' advice, a name, is no option)
+        raise UserError(f"{pretrained}: {no_default_template(lm.tokenizer)}")
     config_q = getattr(lm.model.config, "early_exit_threshold", None)
     if lm.exit_threshold is None and config_q is not None:
         lm.model.config.early_exit_threshold = None  # in memory only: every row runs its loops
@@ -244,7 +247,10 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         used = ", ".join(f"{t} ({n} shots, set by the task)" for t, n in overridden.items())
         print(f"note: --num-fewshot {num_fewshot} was not used by {used}; eval_lm.json records the shots each task "
               "used (num_fewshot_used)")
-    result = {"model": str(pretrained), "step": step, "tasks": tasks, "depths": depths, "limit": limit,
+    # the folder the tasks were read from: a local task may bear a built-in task's name (gsm8k)
+    result = {"model": str(pretrained), "step": step, "tasks": tasks,
+              "include_path": str(Path(include_path).resolve()) if include_path else None,
+              "depths": depths, "limit": limit,
               "num_fewshot": num_fewshot,
               "num_fewshot_used": shots,
               # every setting that changes the numbers, so two tables can be told apart

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..arguments import check_count
-from ..records import read_rows
+from ..records import check_text, read_rows
 from .base import Batch, ReadOnUse, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
 
@@ -56,9 +56,9 @@ def read_pairs(path: str | Path, prompt_field: str, answer_field: str, where: li
                 raise ValueError(f"{at}: field {f!r} must be a string (data.prompt_field / data.answer_field "
                                  f"name the fields); the row has {sorted(row)}")
             try:
-                row[f].encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate (`\\ud800`): valid JSON, not text
-                raise ValueError(f"{at}: field {f!r} holds a lone surrogate escape, which is not a character") from None
+                check_text(row[f], f)
+            except ValueError as e:
+                raise ValueError(f"{at}: {e}") from None
         if not row[answer_field]:
             raise ValueError(f"{at}: empty answer")
         if not row[prompt_field]:  # the answer is predicted from the prompt's last token: there must be one
