@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .arguments import MAX_DEPTH, check_count, check_depths, strict_int
-from .evaluate import check_scored
+from .evaluate import check_scored, check_targets
 from .looped import detach_ctx, eval_mode, phi, run_loop
 from .regularizers import core_jvp, supports_fast_jvp
 from .spectra import _TINY, frobenius_hutchinson, spectral_norm, spectral_radius
@@ -192,6 +192,7 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
                     per["step_residual"][i, sl] = ((hd - prev[0]).flatten(1).norm(dim=1) / hn.clamp_min(_TINY)).cpu()
                     per["dist_to_final"][i, sl] = ((hd - fin).flatten(1).norm(dim=1) / fin_norm.clamp_min(_TINY)).cpu()
                     logp = F.log_softmax(model.readout(h, ctx).to(torch.float64), dim=-1)  # (b, T, V)
+                    check_targets(tgt, ans, logp.shape[-1])  # (gather read past V: an IndexError)
                     ent = -(logp.exp() * logp).sum(-1)
                     nll = -logp.gather(-1, tgt.clamp_min(0)[..., None]).squeeze(-1)
                     af = ans.to(torch.float64)

@@ -78,6 +78,16 @@ def check_scored(batch: Batch) -> None:
                          "at least one target (an answer, or its end token), or leave those rows out")
 
 
+def check_targets(targets: torch.Tensor, scored: torch.Tensor, vocab: int) -> None:
+    """Refuse a scored target outside the readout's `vocab` ids: cross-entropy indexed past the logits (torch's
+    IndexError, or on CUDA a device-side assert), and a negative id other than IGNORE was never a token."""
+    tgt = targets[scored]  # (n,) the scored positions' ids
+    if tgt.numel() and (int(tgt.min()) < 0 or int(tgt.max()) >= vocab):
+        bad = int(tgt.min()) if int(tgt.min()) < 0 else int(tgt.max())
+        raise ValueError(f"target id {bad} is no token of the model's readout (ids 0..{vocab - 1}; {IGNORE} marks a "
+                         "position that is not scored)")
+
+
 @dataclass
 class SweepResult:
     depths: list[int]
@@ -157,6 +167,7 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
                     return
                 i = want[t]
                 logits = model.readout(h, ctx)  # (b, T, V)
+                check_targets(tgt, mask, logits.shape[-1])
                 pred = logits.argmax(dim=-1)  # (b, T)
                 nll_sum[i] += F.cross_entropy(logits[mask].double(), tgt[mask], reduction="sum").cpu()
                 ok = ((pred == tgt) | ~mask).all(dim=1)

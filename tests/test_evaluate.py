@@ -283,6 +283,26 @@ def test_sweep_refuses_rows_with_nothing_to_score():
     assert len(sweep(m, b, [1, 2]).accuracy) == 2
 
 
+def test_a_target_outside_the_readout_is_refused_by_sweep_and_diagnose():
+    """A plug-in task's target id past the model's vocabulary (or a negative one other than IGNORE) was torch's
+    IndexError from cross-entropy (sweep) or gather (diagnose): refused, naming the id and the readout's range."""
+    from looplm.dynamics import diagnose
+    from looplm.tasks.base import Batch
+
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    b = make_batch([[3, 4, 5, EOS], [6, 7, 8, EOS]], [2, 2], 16)
+    vocab = m.cfg.vocab_size
+    for bad in (vocab, vocab + 7, -5):
+        tgt = b.targets.clone()
+        tgt[1, (tgt[1] >= 0).nonzero()[0]] = bad
+        x = Batch(b.input_ids, tgt, b.mask)
+        for call in (lambda x: sweep(m, x, [1, 2]), lambda x: diagnose(m, x, [1, 2], spectral_depths=[])):
+            with pytest.raises(ValueError, match=f"target id {bad} is no token of the model's readout"):
+                call(x)
+    assert diagnose(m, b, [1, 2], spectral_depths=[])["depths"] == [1, 2]
+
+
 def test_a_path_with_a_newline_is_printed_on_one_line(tmp_path, capsys):
     """`--out $'ru\\nn'` printed `run written to ru` and `n` on two lines (and so did sweep's `wrote`): a path is
     printed with its control characters escaped, as generated text is."""
