@@ -180,7 +180,7 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype |
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
-    from ..looped import check_looped
+    from ..looped import check_looped, eval_mode
     from .configuration_ouro import check_token_ids
 
     check_local(path, revision)
@@ -235,11 +235,8 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype |
         raise UserError(f"{where}: {e}") from None
     # finite weights under a config that makes every logit NaN (a rope_theta or an eps no check knows of): scored
     # anyway, a multiple-choice argmax of NaNs came out as 100%. One forward of two tokens finds it.
-    was_training = model.training
-    with torch.no_grad():
-        logits = model.eval()(torch.tensor([[1, 2]]) % model.get_input_embeddings().num_embeddings,
-                              use_cache=False).logits
-    model.train(was_training)
+    with torch.no_grad(), eval_mode(model):  # (each submodule's mode back, even if the forward raises)
+        logits = model(torch.tensor([[1, 2]]) % model.get_input_embeddings().num_embeddings, use_cache=False).logits
     if not bool(torch.isfinite(logits).all()):
         raise UserError(f"{path}: its logits are not finite on a two-token input, though its weights are (a value "
                         "in config.json such as rope_theta or rms_norm_eps, or weights so large that the forward "
