@@ -60,6 +60,8 @@ import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
+from looplm.hf.latex import text_key, unbox
+
 _SEP = "[\u00a0\u2002-\u200a\u202f'’]"  # digit groups' spaces (no-break, en, thin, narrow) and the Swiss ' and ’
 _GROUPED = rf"\d{{1,3}}(?:,\d{{3}})+|\d{{1,3}}(?:{_SEP}\d{{3}})+"  # 1,234,567, 1 234 567 (thin spaces), 1'234'567
 _THIN = rf"\d{{1,3}}(?:{_SEP}\d{{3}})+(?:\.\d+)?"
@@ -109,14 +111,6 @@ _SYMBOLS = re.compile(r"\\(?:sqrt|pi|log|ln|sin|cos|tan|cot|sec|csc|exp|[dt]?fra
 _SCALE = {"thousand": "e3", "k": "e3", "million": "e6", "m": "e6", "billion": "e9", "b": "e9", "bn": "e9",
           "trillion": "e12"}
 _COMPARE = re.compile(r"[<>≤≥≠±∓]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|pm|mp)\b")  # x ≤ 5, 5 ± 2: no 5
-# a LaTeX command's argument: {..} (one level of braces inside, {\sqrt{3}}), a command (\pi) or one character
-_ARG = r"\{(?:[^{}]|\{[^{}]*\})*\}|\\[A-Za-z]+|[A-Za-z0-9]"
-# (a root's index is short, `\sqrt[3]`: an unbounded one scanned the rest of the text from each `\sqrt[`, seconds)
-_ONE_ARG = re.compile(rf"\\(sqrt|overline|bar|hat|vec)(?![A-Za-z])(\[[^\][]{{1,8}}\])?\s*({_ARG})")
-_TWO_ARGS = re.compile(rf"\\(frac|binom)(?![A-Za-z])\s*({_ARG})\s*({_ARG})")
-# `a/b` of two whole terms (a number, letter, \pi, root or group) is \frac{a}{b}; never after ^ or _ (`x^2/3`)
-_TERM = r"\d+(?:\.\d+)?|[A-Za-z]|\\pi(?![A-Za-z])|\\sqrt(?:\[[^\][]{1,8}\])?\{[^{}]*\}|\{[^{}]*\}|\([^()]*\)"
-_SLASH = re.compile(rf"(?<![\w^_\\.}})/])({_TERM})\s*/\s*({_TERM})(?![\w^_{{(.!/])")
 
 
 def last_boxed(text: str) -> str | None:
@@ -198,26 +192,6 @@ def _latex(text: str) -> str:
         return m.group(0) if x is None else _fraction_text(-x if m.group(1) else x)
 
     return _PAREN_POW.sub(power, _FRAC_RE.sub(frac, s))
-
-
-def _unbox(boxed: str) -> str:
-    """A box's LaTeX as the plain answer it typesets (units and spacing dropped; `_latex` ran on it already)."""
-    s = _drop_spaces(boxed, r"~")  # LaTeX's spaces, between digits or not
-    s = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{\s*(or|and)\s*\}", r" \1 ", s)  # x=3 \text{ or } x=-3 was -3
-    s = re.sub(r"\\(?:text|mbox|textrm|mathrm|textbf|mathbf|bm)\{\s*([-\d.,/]+)\s*\}", r"\1", s)  # \text{5} is 5
-    s = re.sub(r"\\(?:textbf|mathbf|bm)\{([^{}]*)\}", r"\1", s)  # emphasis around the answer
-    # a unit after the number, with its power: 5\text{ cm}^2 was read as 5^2
-    plain = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{[^{}]*\}(?:\s*\^\s*(?:\{\s*\d+\s*\}|\d))?", "", s).strip()
-    s = plain or re.sub(r"\\(?:text|mbox|textrm|mathrm)\{([^{}]*)\}", r"\1", s)  # all text: \text{B} is B
-    while re.fullmatch(r"\{[^{}]*\}", s):  # {5}
-        s = s[1:-1].strip()
-    return re.sub(r"^\+(?=\s*[\d.])", "", s)  # +5
-
-
-def _drop_spaces(s: str, also: str) -> str:
-    """`s` without LaTeX's spaces (`\\,`, `\\ `, ...) and what `also` matches, a row break `\\\\` kept whole (`1 \\\\ 2`
-    lost its break's second half, read with the space as `\\ `: a matrix's spacing counted)."""
-    return re.sub(rf"(\\\\)|\\[,!;: ]|{also}", lambda m: m.group(1) or "", s)
 
 
 def _next_line(text: str, end: int, wordy: list[int], limit: int | None = None) -> tuple[int, str]:
@@ -344,7 +318,7 @@ def extract_answer(text: str) -> str | None:
 
 def _box_answer(boxed: str) -> str:
     """A box's answer: its one number, else its text (`\\boxed{x = 5}` is 5, as "the answer is x = 5" is)."""
-    boxed = _unbox(boxed)
+    boxed = unbox(boxed)
     side = _side(boxed) or boxed
     num = _first_number(side)
     # a number and a plain unit word (`18 dollars`, `6 cm^2`: a GSM8K gold is the bare number) is the number
@@ -571,30 +545,10 @@ def is_correct(prediction: str | None, gold: str | float | None) -> bool:
         elif _is_percent(gold) and not _is_percent(prediction):
             ways_b = [b * 100] + ([b] if abs(a) <= 1 else [])
         return any(_same(x, y) for x in ways_a for y in ways_b)
-    return _text_key(prediction) == _text_key(gold)
+    return text_key(normalize(prediction)) == text_key(normalize(gold))
 
 
 def _amc(s: str) -> tuple[str, str] | None:
     """(letter, number) of an AMC answer "(C) 42", else None."""
     m = re.fullmatch(r"\s*\(([A-Z])\)\s*(\S+?)\.?\s*", s)
     return (m.group(1), m.group(2)) if m and to_number(m.group(2)) is not None else None
-
-
-def _text_key(s: str) -> str:
-    """Text as compared: case, inner spaces and `\\text{}` dress aside, `\\dfrac`/`\\tfrac` as `\\frac`, a choice
-    letter in brackets as the letter (`yes` was wrong for `\\text{Yes}`, `(3, 5)` for `(3,5)`, `(B)` for `B`)."""
-    s = re.sub(r"\\[dt]frac", r"\\frac", normalize(s))
-    # a one-character argument written bare is that argument braced, as LaTeX typesets it (`2\sqrt2` was wrong for
-    # `2\sqrt{2}`, `\frac{\sqrt3}2` for `\frac{\sqrt{3}}{2}`)
-    s = _ONE_ARG.sub(lambda m: f"\\{m[1]}{m[2] or ''}{_braced(m[3])}", s)
-    s = _TWO_ARGS.sub(lambda m: f"\\{m[1]}{_braced(m[2])}{_braced(m[3])}", s)
-    # `\sqrt{2}/2` was wrong for `\frac{\sqrt{2}}{2}`, `(1+\sqrt{5})/2` for `\frac{1+\sqrt{5}}{2}`
-    s = _SLASH.sub(lambda m: "\\frac" + "".join("{" + (t[1:-1] if t[0] in "({" else t) + "}" for t in m.groups()), s)
-    s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\{([^{}]*)\}", r"\1", s)
-    s = _drop_spaces(s, r"\s+").lower()
-    m = re.fullmatch(r"[(\[]([a-z])[)\]]\.?", s)
-    return m.group(1) if m else s
-
-
-def _braced(arg: str) -> str:
-    return arg if arg.startswith("{") else "{" + arg + "}"
