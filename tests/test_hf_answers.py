@@ -528,3 +528,20 @@ def test_a_quotient_of_two_whole_terms_is_the_fraction_it_typesets(said, gold, r
     """`\\sqrt{2}/2` was wrong for a gold `\\frac{\\sqrt{2}}{2}` (compared as text), as were `(1+\\sqrt{5})/2` and
     `\\pi/4`. A slash between two whole terms is read as `\\frac`, so no answer that means something else matches."""
     assert is_correct(extract_answer(said), gold_answer(gold)) == right
+
+
+@pytest.mark.parametrize("text", [r"The final answer is $10,\!000$. I hope it is correct.", r"#### 10,\!000",
+                                  r"The answer is $\$10,\!000$.", r"The total is $10,\!000$.", r"\boxed{10,\!000}"])
+def test_maths_thousands_separator_is_the_comma_everywhere(text):
+    """MATH writes `10,\\!000`: only a box dropped the `\\!` (elsewhere it was text, or the last group, 000)."""
+    assert extract_answer(text) == "10000" and is_correct(extract_answer(text), gold_answer(r"10,\!000"))
+    assert extract_answer(r"The answer is $1,\!000,\!000$.") == "1000000"
+
+
+@pytest.mark.parametrize("text, gold", [
+    (r"The final answer is $3 + 4i$. I hope it is correct.", "3+4i"),
+    (r"The final answer is $5 - 2x$. I hope it is correct.", "5-2x"),
+    (r"The answer is $1 + 2n$, so we are done.", "1+2n"), (r"The final answer is 7 + 2x, as required.", "7+2x")])
+def test_an_expression_after_the_phrase_ends_with_its_clause_or_math_span(text, gold):
+    """`3 + 4i` took the rest of the line ("3 + 4i. I hope it is correct"): never right."""
+    assert is_correct(extract_answer(text), gold_answer(gold)) and "hope" not in extract_answer(text)

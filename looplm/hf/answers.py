@@ -168,6 +168,8 @@ def _latex(text: str) -> str:
     # a unit's power belongs to the unit: "6 cm^2", "$6\text{ cm}^2$", "9.8 m/s^2" were read as 2
     s = re.sub(r"(\d[ \t]*(?:\\(?:text|mathrm)\{[^{}\n]*\}|[ \t](?:[kcmµ]?m|[km]?g|ft|in|yd|mi|s|inch(?:es)?|feet|foot"
                r"|met(?:er|re)s?|units?)(?:/[a-z]+)?))[ \t]*\^[ \t]*(?:\{\s*\d+\s*\}|\d)", r"\1", s)
+    # MATH's thousands separator `1,\!080` (and `1,\,080`) is the comma: only a box dropped the `\!`
+    s = re.sub(r"(?<=\d),(?:\\[,!;: ])+(?=\d{3}(?!\d))", ",", s)
     s = re.sub(r"(?<=\d)\\[,!;: ](?=\d)", "", s)  # LaTeX's thin and other spaces inside a number (10\,000)
     s = re.sub(r"(?<=\d)(?:[^\S\n]|\\[,!;: ]){1,3}%", "%", s)  # `50 %`, `50\,\%`: the number's percent, not 50
     s = re.sub(r"(\d)\s*(?:percent|per cent)\b", r"\1%", s, flags=re.IGNORECASE)  # "50 percent" is 50%
@@ -234,7 +236,8 @@ def _whole(num: re.Match, line: str) -> str:
     if re.match(r"[^\s\w=]*\d", rest):  # glued on by a symbol (3-1/2, 2023-12-25, 10-15, 1'2345, 5'6", 3/-4)
         return re.match(r"\s*[^ \t\n]+", line[num.start():]).group(0)
     if re.match(r"\s*(?:\*\*|[-+*/×÷^_·⋅]|x|\\times|\\cdot)\s*\(?\d", rest):  # 5 - 3, 2**10, 1_000, 3 x 4, 4x10
-        return line[num.start():].strip()
+        # up to its clause's end or its math span's `$`: `$3 + 4i$. I hope it is correct.` took the rest of the line
+        return re.split(r"\$(?!\s*\.?\d)", _clause(line[num.start():]))[0].strip()
     return num.group(0)
 
 

@@ -41,8 +41,9 @@ def _drop_spaces(s: str, also: str) -> str:
 
 
 def text_key(s: str) -> str:
-    """Normalized text as compared: case, inner spaces and `\\text{}` dress aside, `\\dfrac`/`\\tfrac` as `\\frac`, a choice
-    letter in brackets as the letter (`yes` was wrong for `\\text{Yes}`, `(3, 5)` for `(3,5)`, `(B)` for `B`)."""
+    """Normalized text as compared: case, inner spaces and `\\text{}` dress aside, `\\dfrac`/`\\tfrac` as
+    `\\frac`, a choice letter in brackets as the letter
+    (`yes` was wrong for `\\text{Yes}`, `(3, 5)` for `(3,5)`, `(B)` for `B`)."""
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
     # a one-character argument written bare is that argument braced, as LaTeX typesets it (`2\sqrt2` was wrong for
     # `2\sqrt{2}`, `\frac{\sqrt3}2` for `\frac{\sqrt{3}}{2}`)
