@@ -545,3 +545,14 @@ def test_maths_thousands_separator_is_the_comma_everywhere(text):
 def test_an_expression_after_the_phrase_ends_with_its_clause_or_math_span(text, gold):
     """`3 + 4i` took the rest of the line ("3 + 4i. I hope it is correct"): never right."""
     assert is_correct(extract_answer(text), gold_answer(gold)) and "hope" not in extract_answer(text)
+
+
+@pytest.mark.parametrize("text, gold", [
+    (r"The final answer is $(-\infty,-2)\cup(3,\infty)$. I hope it is correct.", r"(-\infty,-2)\cup(3,\infty)"),
+    (r"The answer is $(-\infty, 1] \cup [3, \infty)$.", r"(-\infty,1]\cup[3,\infty)"),
+    (r"The final answer is $[1,2)\cup(3,4]$. I hope it is correct.", r"[1,2)\cup(3,4]"),
+    ("The answer is (-∞, -2) ∪ (3, ∞).", "(-∞,-2)∪(3,∞)"),
+    (r"#### (-\infty, -2) \cup (3, \infty)", r"(-\infty,-2)\cup(3,\infty)")])
+def test_a_union_of_intervals_is_read_whole(text, gold):
+    """The phrase's tuple rule cut `(a,b)\\cup(c,d)` to its first interval; the marker stated none (its 3 was read)."""
+    assert is_correct(extract_answer(text), gold_answer(gold))

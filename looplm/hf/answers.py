@@ -108,6 +108,10 @@ _NOT_ANSWERS = _VERDICTS | frozenset("here this that it thus therefore hence the
 # what makes an expression of a number: 2\\sqrt{3}, 4π, \\log_2 8 (was 2, 4, 2)
 _SYMBOLS = re.compile(r"\\(?:sqrt|pi|log|ln|sin|cos|tan|cot|sec|csc|exp|[dt]?frac|infty|theta|alpha|beta|binom|lfloor"
                       r"|lceil|overline)(?![A-Za-z])|[π√∞]")
+# a tuple or interval `(3,5)`, `[1, 2)`, and a union of them `(-\infty,-2)\cup(3,\infty)` (it was cut to its first)
+_UNION = re.compile(r"\s*(?:\\cup(?![A-Za-z])|∪)\s*")
+_INTERVAL = r"[(\[][^()\[\]\n,]*,[^()\[\]\n]*[)\]]"
+_INTERVALS = rf"{_INTERVAL}(?:{_UNION.pattern}{_INTERVAL})*"
 _SCALE = {"thousand": "e3", "k": "e3", "million": "e6", "m": "e6", "billion": "e9", "b": "e9", "bn": "e9",
           "trillion": "e12"}
 _COMPARE = re.compile(r"[<>≤≥≠±∓]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|pm|mp)\b")  # x ≤ 5, 5 ± 2: no 5
@@ -333,6 +337,9 @@ def _box_answer(boxed: str) -> str:
 def _marker_answer(line: str, last: bool) -> str | None:
     """The answer a `####` line states, or None for a heading (`#### Step 1`, `#### 1.1 Setting up`, `#### Solution`).
     `last`: no line with a letter or digit follows (`#### Tuesday` at the end is an answer, `#### Solution` is not)."""
+    union = re.fullmatch(rf"[\s*$]*({_INTERVALS})[\s*$.]*", line)  # `#### (-\infty, -2) \cup (3, \infty)` was 3
+    if union and _UNION.search(union.group(1)):
+        return normalize(union.group(1))
     # the number's dress: #### **42**, #### $-42$, #### (42), #### `42`, #### +42, #### €42, ####: 42, #### = 42
     line = re.sub(r"^(?:[\s*_`$(:=+€£¥₹~{\[]|\\[(\[])+(?=-?\$?\s*\.?\d)", "", line)  # (and \(42\), [42], {42})
     # a numbered heading, no answer (as `#### Step 1` is none): `#### 1. Setting up`, `#### 2) Find`, and `1.1 Setting
@@ -364,7 +371,7 @@ def _marker_answer(line: str, last: bool) -> str | None:
 
 def _phrase_answer(tail: str) -> str | None:
     """The answer a phrase's `tail` states, or None when it states none ("is correct.", "is below the limit")."""
-    tup = re.match(r"[\s$*]*([(\[][^()\[\]\n,]*,[^()\[\]\n]*[)\]])", tail)  # (3,5) was 3,5: a tuple keeps its brackets
+    tup = re.match(rf"[\s$*]*({_INTERVALS})", tail)  # (3,5) was 3,5: a tuple keeps its brackets
     if tup:
         return normalize(tup.group(1))
     lead = re.match(r"[\s*_`$:]*([^\W\d_]+)", tail)
