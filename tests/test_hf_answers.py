@@ -556,3 +556,13 @@ def test_an_expression_after_the_phrase_ends_with_its_clause_or_math_span(text, 
 def test_a_union_of_intervals_is_read_whole(text, gold):
     """The phrase's tuple rule cut `(a,b)\\cup(c,d)` to its first interval; the marker stated none (its 3 was read)."""
     assert is_correct(extract_answer(text), gold_answer(gold))
+
+
+@pytest.mark.parametrize("said, gold", [(r"\boxed{3\pi/4}", r"\frac{3\pi}{4}"), (r"The answer is $2\pi/3$.",
+                                        r"\frac{2\pi}{3}"), (r"\boxed{2\sqrt{2}/3}", r"\frac{2\sqrt{2}}{3}"),
+                                        (r"\boxed{3\sqrt{2}/2}", r"\dfrac{3\sqrt2}{2}"),
+                                        (r"\boxed{3x/4}", r"\frac{3x}{4}")])
+def test_a_numerators_coefficient_is_part_of_its_term(said, gold):
+    """`3\\pi/4` kept its slash (a coefficient was no whole term): wrong for `\\frac{3\\pi}{4}`."""
+    assert is_correct(extract_answer(said), gold_answer(gold))
+    assert not is_correct(extract_answer(r"\boxed{1/2\pi}"), gold_answer(r"\frac{1}{2\pi}"))  # half pi, as typeset

@@ -17,7 +17,9 @@ _ONE_ARG = re.compile(rf"\\(sqrt|overline|bar|hat|vec)(?![A-Za-z])(\[[^\][]{{1,8
 _TWO_ARGS = re.compile(rf"\\(frac|binom)(?![A-Za-z])\s*({_ARG})\s*({_ARG})")
 # `a/b` of two whole terms (a number, letter, \pi, root or group) is \frac{a}{b}; never after ^ or _ (`x^2/3`)
 _TERM = r"\d+(?:\.\d+)?|[A-Za-z]|\\pi(?![A-Za-z])|\\sqrt(?:\[[^\][]{1,8}\])?\{[^{}]*\}|\{[^{}]*\}|\([^()]*\)"
-_SLASH = re.compile(rf"(?<![\w^_\\.}})/])({_TERM})\s*/\s*({_TERM})(?![\w^_{{(.!/])")
+# and a numerator's coefficient with it: `3\pi/4` was no `\frac{3\pi}{4}` (never a denominator's: `1/2\pi` is half pi)
+_COEF = r"\d+(?:\\pi(?![A-Za-z])|\\sqrt(?:\[[^\][]{1,8}\])?\{[^{}]*\}|[A-Za-z](?![A-Za-z]))"
+_SLASH = re.compile(rf"(?<![\w^_\\.}})/])({_COEF}|{_TERM})\s*/\s*({_TERM})(?![\w^_{{(.!/])")
 
 
 def unbox(boxed: str) -> str:
