@@ -566,3 +566,13 @@ def test_a_numerators_coefficient_is_part_of_its_term(said, gold):
     """`3\\pi/4` kept its slash (a coefficient was no whole term): wrong for `\\frac{3\\pi}{4}`."""
     assert is_correct(extract_answer(said), gold_answer(gold))
     assert not is_correct(extract_answer(r"\boxed{1/2\pi}"), gold_answer(r"\frac{1}{2\pi}"))  # half pi, as typeset
+
+
+def test_a_degree_mark_ends_its_number():
+    """`30^\\circ,150^\\circ` (two angles) lost its marks first and was read as the number 30150."""
+    gold = gold_answer(r"30^\circ,150^\circ")
+    for said in (r"\boxed{30^\circ,150^\circ}", r"\boxed{30^\circ, 150^\circ}", r"The answer is $30^\circ,150^\circ$.",
+                 r"#### 30°, 150°"):
+        assert is_correct(extract_answer(said), gold), said
+    assert not is_correct(extract_answer(r"\boxed{30150}"), gold)
+    assert extract_answer(r"\boxed{45^\circ,135^\circ}") != "45135"

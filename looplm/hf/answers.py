@@ -163,8 +163,9 @@ def _latex(text: str) -> str:
     s = _signs(text).replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
     s = re.sub(r"\\(?:displaystyle|textstyle|left|right)\b", "", s)
     # degrees are the number: `$90^\circ$` after the phrase or `#### 90^\circ` was the text `90^\circ`, never right
-    # for a gold 90 (only a box dropped the mark)
-    s = re.sub(r"(?:\{\})?\^\s*(?:\{\s*\\circ\s*\}|\\circ(?![A-Za-z]))|(?<=\d)\s*\\circ(?![A-Za-z])|°", "", s)
+    # for a gold 90 (only a box dropped the mark). The mark ends its number: `30^\circ,150^\circ` (two angles) was 30150
+    s = re.sub(r"(?:(?:\{\})?\^\s*(?:\{\s*\\circ\s*\}|\\circ(?![A-Za-z]))|(?<=\d)\s*\\circ(?![A-Za-z])|°)"
+               r"(\s*,\s*(?=[-+]?\.?\d))?", lambda m: ", " if m.group(1) else "", s)
     s = re.sub(r"\\(?:text|mathrm)\{\s*(%|(?:thousand|million|billion|trillion)\b)\s*\}", r" \1", s)  # 25\text{\%}
     # a scale: "$1.2 billion" and "5k" were 1.2 and 5 (the number's first part)
     s = re.sub(r"(\d)(?:[ \t]*(thousand|million|billion|trillion)\b|(k|K|M|B|bn)\b)",
