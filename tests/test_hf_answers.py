@@ -576,3 +576,10 @@ def test_a_degree_mark_ends_its_number():
         assert is_correct(extract_answer(said), gold), said
     assert not is_correct(extract_answer(r"\boxed{30150}"), gold)
     assert extract_answer(r"\boxed{45^\circ,135^\circ}") != "45135"
+
+
+@pytest.mark.parametrize("text, want", [(r"The answer is $-\$5$.", "-5"), (r"Final answer: $-\$12.50$", "-12.5"),
+                                        (r"The final answer is $-\$5$. I hope it is correct.", "-5")])
+def test_a_negative_dollar_amount_in_math_after_the_phrase(text, want):
+    """`$-\\$5$` is `$-$5$` once `\\$` is read: the span `$-$` was the answer, "-"."""
+    assert extract_answer(text) == want

@@ -402,7 +402,8 @@ def _math_after(tail: str) -> str | None:
     lead = r"[\s*_:]*(?:(?:thus|therefore|hence|so|then|now)\b[\s,:]*)?"
     m = re.match(lead + r"(?:\$\$?([^$\n]+?)\$|\\[(\[]([^\n]+?)\\[)\]])", tail, re.IGNORECASE)
     if m:
-        return m[2] or (m[1] if "\\" in m[1] or not re.search(r"\d", m[1]) else None)
+        # (a span of a sign alone is no answer: `$-\$5$` is `$-$5$` once `\$` is read, and was "-")
+        return m[2] or (m[1] if "\\" in m[1] or not re.search(r"\d", m[1]) and m[1].strip() not in "-+" else None)
     m = re.match(lead + r"(-?\\[A-Za-z].*)", tail, re.IGNORECASE)
     return _clause(m.group(1)) if m and not re.search(r"\d", _clause(m.group(1))) else None
 
