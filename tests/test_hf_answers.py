@@ -583,3 +583,11 @@ def test_a_degree_mark_ends_its_number():
 def test_a_negative_dollar_amount_in_math_after_the_phrase(text, want):
     """`$-\\$5$` is `$-$5$` once `\\$` is read: the span `$-$` was the answer, "-"."""
     assert extract_answer(text) == want
+
+
+@pytest.mark.parametrize("said", [r"\boxed{\text{(C)}\ 42}", r"\boxed{\text{(C) }42}", r"\boxed{\mathrm{(C)}\ 42}"])
+def test_an_amc_choice_in_text_keeps_its_letter(said):
+    """`\\text{(C)}` after-the-number rule dropped it as a unit: 42 alone, wrong for MATH's gold `\\text{(C)}`."""
+    assert is_correct(extract_answer(said), gold_answer(r"\text{(C)}")) and is_correct(extract_answer(said), "C")
+    assert is_correct(extract_answer(said), "42") and not is_correct(extract_answer(said), gold_answer(r"\text{(D)}"))
+    assert is_correct(extract_answer(r"\boxed{\text{(E) }\frac{1}{2}}"), gold_answer("E"))

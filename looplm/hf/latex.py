@@ -28,6 +28,8 @@ def unbox(boxed: str) -> str:
     s = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{\s*(or|and)\s*\}", r" \1 ", s)  # x=3 \text{ or } x=-3 was -3
     s = re.sub(r"\\(?:text|mbox|textrm|mathrm|textbf|mathbf|bm)\{\s*([-\d.,/]+)\s*\}", r"\1", s)  # \text{5} is 5
     s = re.sub(r"\\(?:textbf|mathbf|bm)\{([^{}]*)\}", r"\1", s)  # emphasis around the answer
+    # an AMC choice `\text{(C)}\ 42` is its letter, as `\textbf{(C)}` is (it was dropped as a unit: 42 alone)
+    s = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{\s*(\([A-Z]\))\s*\}", r"\1 ", s)
     # a unit after the number, with its power: 5\text{ cm}^2 was read as 5^2
     plain = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{[^{}]*\}(?:\s*\^\s*(?:\{\s*\d+\s*\}|\d))?", "", s).strip()
     s = plain or re.sub(r"\\(?:text|mbox|textrm|mathrm)\{([^{}]*)\}", r"\1", s)  # all text: \text{B} is B
