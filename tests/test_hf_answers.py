@@ -587,7 +587,32 @@ def test_a_negative_dollar_amount_in_math_after_the_phrase(text, want):
 
 @pytest.mark.parametrize("said", [r"\boxed{\text{(C)}\ 42}", r"\boxed{\text{(C) }42}", r"\boxed{\mathrm{(C)}\ 42}"])
 def test_an_amc_choice_in_text_keeps_its_letter(said):
-    """`\\text{(C)}` after-the-number rule dropped it as a unit: 42 alone, wrong for MATH's gold `\\text{(C)}`."""
+    """The box dropped `\\text{(C)}` as a unit: 42 alone, wrong for MATH's gold `\\text{(C)}` (and for C)."""
     assert is_correct(extract_answer(said), gold_answer(r"\text{(C)}")) and is_correct(extract_answer(said), "C")
     assert is_correct(extract_answer(said), "42") and not is_correct(extract_answer(said), gold_answer(r"\text{(D)}"))
     assert is_correct(extract_answer(r"\boxed{\text{(E) }\frac{1}{2}}"), gold_answer("E"))
+
+
+def test_a_scale_after_the_math_and_rounding_after_an_expression():
+    """`$4.5$ million` was 4.5; `\\sqrt{2} \\approx 1.414` kept its rounding (never right for `\\sqrt{2}`)."""
+    for said in (r"The answer is $4.5$ million.", r"The answer is \(4.5\) million.", r"The answer is $\$4.5$ million."):
+        assert extract_answer(said) == "4500000", said
+    for said, gold in ((r"The answer is $\sqrt{2} \approx 1.414$.", r"\sqrt{2}"), (r"\boxed{2\sqrt{3} \approx 3.46}",
+                       r"2\sqrt{3}"), (r"The answer is $2\pi \approx 6.28$.", r"2\pi"), (r"The answer is $e^2 \approx "
+                       r"7.389$.", "e^2"), (r"The answer is $\frac{1}{3} \approx 0.\overline{3}$.", r"\frac{1}{3}")):
+        assert is_correct(extract_answer(said), gold_answer(gold)), said
+    assert extract_answer("It takes 41.67 ≈ 42 buses") == "42"  # a decimal's rounding is the answer
+
+
+def test_a_missing_gold_and_bad_types_are_refused_clearly():
+    """A NaN gold (pandas' null) was "nan", right for a model's "NaN"; `extract_answer(42)` and a 5000-digit gold
+    raised Python's own errors."""
+    for bad in (lambda: gold_answer(float("nan")), lambda: is_correct("nan", "nan"),
+                lambda: is_correct("NaN", float("nan"))):
+        with pytest.raises(ValueError, match="missing"):
+            bad()
+    with pytest.raises(TypeError, match="extract_answer reads a completion's text, got int 42"):
+        extract_answer(42)
+    with pytest.raises(ValueError, match="digits"):
+        gold_answer(10**5000)
+    assert gold_answer(10**500) == "1" + "0" * 500 and extract_answer(None) is None

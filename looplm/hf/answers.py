@@ -168,8 +168,9 @@ def _latex(text: str) -> str:
                r"(\s*,\s*(?=[-+]?\.?\d))?", lambda m: ", " if m.group(1) else "", s)
     s = re.sub(r"\\(?:text|mathrm)\{\s*(%|(?:thousand|million|billion|trillion)\b)\s*\}", r" \1", s)  # 25\text{\%}
     # a scale: "$1.2 billion" and "5k" were 1.2 and 5 (the number's first part)
-    s = re.sub(r"(\d)(?:[ \t]*(thousand|million|billion|trillion)\b|(k|K|M|B|bn)\b)",
-               lambda m: m.group(1) + _SCALE[(m.group(2) or m.group(3)).lower()], s)
+    # (also past the math's end, `$4.5$ million`, `\(4.5\) million`: the delimiter stays after the scale)
+    s = re.sub(r"(\d)(\$|\\\))?[ \t]*(thousand|million|billion|trillion)\b|(?<=\d)(k|K|M|B|bn)\b",
+               lambda m: (m.group(1) or "") + _SCALE[(m.group(3) or m.group(4)).lower()] + (m.group(2) or ""), s)
     # a unit's power belongs to the unit: "6 cm^2", "$6\text{ cm}^2$", "9.8 m/s^2" were read as 2
     s = re.sub(r"(\d[ \t]*(?:\\(?:text|mathrm)\{[^{}\n]*\}|[ \t](?:[kcmµ]?m|[km]?g|ft|in|yd|mi|s|inch(?:es)?|feet|foot"
                r"|met(?:er|re)s?|units?)(?:/[a-z]+)?))[ \t]*\^[ \t]*(?:\{\s*\d+\s*\}|\d)", r"\1", s)
@@ -284,6 +285,8 @@ def _side(s: str) -> str | None:
 
 def extract_answer(text: str) -> str | None:
     """The final answer of a completion (see the module docstring for the order of cues), or None."""
+    if not isinstance(text, str) and text is not None:  # (42 raised "argument of type 'int' is not iterable")
+        raise TypeError(f"extract_answer reads a completion's text, got {type(text).__name__} {text!r:.40}")
     if not text:
         return None
     # a reasoning model's draft (its "the answer is 20" in <think>) is superseded by what it says after </think>
@@ -296,10 +299,12 @@ def extract_answer(text: str) -> str | None:
     # (from a word's start only, and not after a LaTeX command's `\\`: `\\pi - 2` is an expression; from every letter of
     # a run of 100,000, each scanning the rest of the run, it took minutes)
     text = _latex(re.sub(r"(?<![\w\\])([^\W\d_]{2,})[ \t]+[-–][ \t]+(?=\$?\d)", r"\1: ", text))
-    # a fraction's rounding after it ("1/6 ≈ 0.167", `\\frac{1}{6} \\approx 0.17`) is left out: the answer is the
-    # exact value (the rounding, the text's last number, was read: wrong for a gold 1/6). A decimal's rounding is
-    # kept: "41.67 ≈ 42 buses" is 42
-    text = re.sub(r"(/\d+)[ \t]*(?:≈|\\approx(?![A-Za-z]))[ \t]*\$?-?\.?\d[\d,.]*%?", r"\1", text)
+    # a fraction's or an expression's rounding after it ("1/6 ≈ 0.167", `\\frac{1}{6} \\approx 0.17`, `\\sqrt{2}
+    # \\approx 1.414`, `2\\pi \\approx 6.28`, `e^2 ≈ 7.389`) is left out: the answer is the exact value (the rounding,
+    # the text's last number, was read: wrong for a gold 1/6 or \\sqrt{2}). A decimal's rounding is kept: "41.67 ≈ 42
+    # buses" is 42
+    text = re.sub(r"(/\d+|\}|\\pi|π|\^\d+)[ \t]*(?:≈|\\approx(?![A-Za-z]))[ \t]*\$?-?\.?\d[\d,.]*"
+                  r"(?:\\overline\{\d+\})?%?", r"\1", text)
     wordy = [m.start() for m in _WORDY_RE.finditer(text)]
     read = -1
     for m in _MARK_RE.finditer(text):
@@ -443,7 +448,15 @@ def _text(x: str | float) -> str:
     """A numeric answer as text (a float or int column failed at .strip(), only once a prediction held a number)."""
     if isinstance(x, bool) or not isinstance(x, (str, numbers.Real)):
         raise TypeError(f"an answer must be text or a number, got {type(x).__name__} {x!r:.40}")
-    return x if isinstance(x, str) else repr(float(x)) if isinstance(x, float) else str(x)
+    if isinstance(x, str):
+        return x
+    # a missing numeric gold (pandas reads a null as NaN) was "nan": right for a model's "NaN"
+    if isinstance(x, float) and math.isnan(x):
+        raise ValueError("an answer is NaN (a missing value?): give a number or text")
+    if isinstance(x, numbers.Integral) and abs(int(x)).bit_length() > 13000:  # (str() refuses past 4300 digits)
+        raise ValueError(f"an answer is an integer of about {int(abs(int(x)).bit_length() * 0.30103)} digits: no "
+                         f"answer has that many (a number past 10^{_DIGITS} is compared as text)")
+    return repr(float(x)) if isinstance(x, float) else str(x)
 
 
 def _power(base: Fraction, k: int) -> Fraction | None:
@@ -539,6 +552,8 @@ def is_correct(prediction: str | None, gold: str | float | None) -> bool:
     if prediction is None or gold is None:
         return False
     prediction, gold = _text(prediction), _text(gold)
+    if gold.strip().lower() == "nan":  # a missing gold as str() writes it: no prediction is right for it
+        raise ValueError("the gold answer is 'nan' (a missing value?): give the reference answer")
     # an AMC answer `\textbf{(C)}\ 42` (a choice letter and one number, on either side): its letter or its number.
     # Only a number after the letter: `(A) (B) (C)` (every option boxed) or `(A) or (B)` was credited for A
     p, g = _amc(prediction), _amc(gold)
