@@ -1,9 +1,9 @@
 """GSM8K-style final-answer extraction and comparison (standard library only).
 
-`extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks and
-GSM8K's `<<9*2=18>>` annotations are left out first: a `####` or a number in code is no answer, but an `output`
-code block is the program's result and is read; with a `</think>`, only the text after the last one is read; a
-fraction's rounding after it, `1/6 ≈ 0.167` or `\\frac{1}{6} \\approx 0.17`, is left out):
+`extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks and GSM8K's
+`<<9*2=18>>` annotations are left out first: a `####` or a number in code is no answer, but an `output` code block is
+the program's result and is read; with a `</think>`, only the text after the last one is read; a fraction's or an
+expression's rounding after it, `1/6 ≈ 0.167`, `\\frac{1}{6} \\approx 0.17`, `\\sqrt{2} \\approx 1.414`, is left out):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
    `#### Step 1: ...` or a numbered one, `#### 1. Setting up`, `#### 2) Find`, `#### 1.1 Setting up`, `#### 1 - Setup`,
    `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers; an `=` on it
@@ -11,17 +11,18 @@ fraction's rounding after it, `1/6 ≈ 0.167` or `\\frac{1}{6} \\approx 0.17`, i
    yes/no/true/false, or on the text's last line (`#### yes`, `#### Tuesday`; `#### Solution` above the working is a
    heading); a marker alone on its line reads the next line that holds a letter or digit;
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works; `\\boxed{x = 5}` is 5);
-3. the last "the answer is <x>" / "answer: <x>" phrase (and "the correct, right or final option or choice is
-   <x>", "the answer choice is <x>"; after an `=` on that line, the number after the last one:
-   "the answer is 5 - 3 = 2" is 2, "45 = 15 * 3" is 45; "x = 5, y = 7" and "x = 3 or x = -3" are text, a chain
-   "5 + 3 = 8, so 8 * 2 = 16" its last step, 16); a word or a choice letter it states is that answer, as text ("the
-   answer is B because there are 4 choices", "twelve, not 11", "option B", "C. 42"); a phrase that ends its line
-   ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`), without a list's `- `
-   or `1. `; an inequality or margin (`x ≤ 5`, `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, after
-   the marker too) is text, as is LaTeX right after the phrase that writes no number, read whole as a box's content
-   (`$\\pi$`, `\\(-\\infty\\)`, `$\\frac{a}{b}$`, `\\mbox{yes}`, a matrix; MATH's "The final answer is $X$" is
-   `\\boxed{X}`); a verdict ("the answer is correct/verified.") or a negation ("the answer isn't 5") states
-   none, and the phrase before it is read;
+3. the last "the answer is <x>" / "answer: <x>" phrase (and "the correct, right or final option or choice is <x>", "the
+   answer choice is <x>"; after an `=` on that line, the number after the last one: "the answer is 5 - 3 = 2" is 2,
+   "45 = 15 * 3" is 45; "x = 5, y = 7" and "x = 3 or x = -3" are text, a chain "5 + 3 = 8, so 8 * 2 = 16" its last step,
+   16); a word or a choice letter it states is that answer, as text ("the answer is B because there are 4 choices",
+   "twelve, not 11", "option B", "C. 42"); a phrase that ends its line ("**Final answer:**") reads the next line that
+   holds a letter or digit (past `$$` or `\\[`), without a list's `- ` or `1. `; an inequality or margin (`x ≤ 5`,
+   `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, after the marker too) is text, up to its clause's
+   end or its math's `$` (`$3 + 4i$. I hope it is correct.` is `3 + 4i`), as is a union of intervals
+   (`(-\\infty,-2)\\cup(3,\\infty)`, after the marker too), and LaTeX right after the phrase that writes no number, read
+   whole as a box's content (`$\\pi$`, `\\(-\\infty\\)`, `$\\frac{a}{b}$`, `\\mbox{yes}`, a matrix; MATH's "The final
+   answer is $X$" is `\\boxed{X}`); a verdict ("the answer is correct/verified.") or a negation ("the answer isn't 5")
+   states none, and the phrase before it is read;
 4. otherwise the last number in the text (the "flexible" fallback).
 
 A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin, narrow, no-break or
@@ -34,9 +35,11 @@ cut to its first part: `3:5` (a ratio or a time), `5, 7` and `42 or 43` (a list,
 (`42 or maybe 43`, `42 (or 43)`, `between 42 and 43`, `42 to 43`, `10 – 15`), but one answer written two ways is that
 number (`1/8 or 12.5%`); "negative 5" and "minus 5" are -5. A typographic minus (U+2212) is a minus, as are a figure
 or en dash and a small or fullwidth hyphen-minus right before a digit (an em dash is punctuation: "the total—42").
-LaTeX is read as the number it typesets, in a box or not: `{,}`, `\\,`, `\\%`, `\\$`, `\\frac`, `\\dfrac`, `\\tfrac`,
-`\\frac12`, `\\frac 34`, `\\frac{3.5}{2}`, mixed numbers `3\\frac{1}{2}`, degrees (`^\\circ`, `^{\\circ}`, `°`:
-`90^\\circ` is 90), and in a box a unit `\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`, `{5}`, `+5`.
+LaTeX is read as the number it typesets, in a box or not: `{,}`, MATH's `1,\\!080`, `\\,`, `\\%`, `\\$`, `\\frac`,
+`\\dfrac`, `\\tfrac`, `\\frac12`, `\\frac 34`, `\\frac{3.5}{2}`, mixed numbers `3\\frac{1}{2}`, degrees (`^\\circ`,
+`^{\\circ}`, `°`: `90^\\circ` is 90; the mark ends its number: `30^\\circ,150^\\circ` is the list `30, 150`), a scale
+after the math (`$4.5$ million`), and in a box an AMC choice `\\text{(C)}\\ 42` (as `\\textbf{(C)}`), a unit
+`\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`, `{5}`, `+5`.
 A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone writes: it is compared as text, and never
 built (`1e999999999` would take minutes and gigabytes).
 
@@ -47,7 +50,9 @@ as an integer), and `is_correct` compares numerically when both sides are number
 1), its fraction (right for 0.25; 2500% is not 25); two percents as they are (25% is no 0.25%); else as normalized
 text, case and inner spaces aside (a matrix's row break `\\\\` kept whole, so its spacing does not count; `\\dfrac` as
 `\\frac`, `(B)` as `B`, a bare one-character argument as braced: `\\sqrt2` as `\\sqrt{2}`, `\\frac1x` as
-`\\frac{1}{x}`; a quotient of whole terms as `\\frac`: `\\sqrt{2}/2`, `(1+\\sqrt{5})/2`). `gold_answer` reads a
+`\\frac{1}{x}`; a quotient of whole terms as `\\frac`: `\\sqrt{2}/2`, `(1+\\sqrt{5})/2`, and with a numerator's
+coefficient, `3\\pi/4`, `2\\sqrt{2}/3`). A gold that is NaN or the text "nan" (a missing value) is refused with a
+ValueError, as is an integer of thousands of digits; a completion that is no text is a TypeError. `gold_answer` reads a
 solution as a completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
 """
 

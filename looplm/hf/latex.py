@@ -1,9 +1,9 @@
 """LaTeX as the plain text an answer is compared as (standard library only; `looplm.hf.answers` reads numbers).
 
-`unbox` writes a box's content as the answer it typesets (spacing, units and emphasis dropped); `text_key` is the
-key two non-numeric answers are compared by: case and spaces aside, `\\dfrac` as `\\frac`, a bare one-character
-argument braced (`\\sqrt2` as `\\sqrt{2}`), a quotient of whole terms as `\\frac`, a bracketed choice letter as
-the letter.
+`unbox` writes a box's content as the answer it typesets (spacing, units and emphasis dropped, an AMC choice
+`\\text{(C)}` kept as `(C)`); `text_key` is the key two non-numeric answers are compared by: case and spaces aside,
+`\\dfrac` as `\\frac`, a bare one-character argument braced (`\\sqrt2` as `\\sqrt{2}`), a quotient of whole terms
+as `\\frac` (`3\\pi/4` as `\\frac{3\\pi}{4}`), a bracketed choice letter as the letter.
 """
 
 from __future__ import annotations

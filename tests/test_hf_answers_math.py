@@ -1,0 +1,94 @@
+"""Answer extraction of MATH-style LaTeX (`,\\!` separators, interval unions, coefficients, degrees, AMC letters) and
+bad inputs to the grading API (looplm.hf.answers; the older cases are in test_hf_answers.py)."""
+
+import pytest
+
+from looplm.hf.answers import extract_answer, gold_answer, is_correct
+
+
+@pytest.mark.parametrize("text", [r"The final answer is $10,\!000$. I hope it is correct.", r"#### 10,\!000",
+                                  r"The answer is $\$10,\!000$.", r"The total is $10,\!000$.", r"\boxed{10,\!000}"])
+def test_maths_thousands_separator_is_the_comma_everywhere(text):
+    """MATH writes `10,\\!000`: only a box dropped the `\\!` (elsewhere it was text, or the last group, 000)."""
+    assert extract_answer(text) == "10000" and is_correct(extract_answer(text), gold_answer(r"10,\!000"))
+    assert extract_answer(r"The answer is $1,\!000,\!000$.") == "1000000"
+
+
+@pytest.mark.parametrize("text, gold", [
+    (r"The final answer is $3 + 4i$. I hope it is correct.", "3+4i"),
+    (r"The final answer is $5 - 2x$. I hope it is correct.", "5-2x"),
+    (r"The answer is $1 + 2n$, so we are done.", "1+2n"), (r"The final answer is 7 + 2x, as required.", "7+2x")])
+def test_an_expression_after_the_phrase_ends_with_its_clause_or_math_span(text, gold):
+    """`3 + 4i` took the rest of the line ("3 + 4i. I hope it is correct"): never right."""
+    assert is_correct(extract_answer(text), gold_answer(gold)) and "hope" not in extract_answer(text)
+
+
+@pytest.mark.parametrize("text, gold", [
+    (r"The final answer is $(-\infty,-2)\cup(3,\infty)$. I hope it is correct.", r"(-\infty,-2)\cup(3,\infty)"),
+    (r"The answer is $(-\infty, 1] \cup [3, \infty)$.", r"(-\infty,1]\cup[3,\infty)"),
+    (r"The final answer is $[1,2)\cup(3,4]$. I hope it is correct.", r"[1,2)\cup(3,4]"),
+    ("The answer is (-∞, -2) ∪ (3, ∞).", "(-∞,-2)∪(3,∞)"),
+    (r"#### (-\infty, -2) \cup (3, \infty)", r"(-\infty,-2)\cup(3,\infty)")])
+def test_a_union_of_intervals_is_read_whole(text, gold):
+    """The phrase's tuple rule cut `(a,b)\\cup(c,d)` to its first interval; the marker stated none (its 3 was read)."""
+    assert is_correct(extract_answer(text), gold_answer(gold))
+
+
+@pytest.mark.parametrize("said, gold", [(r"\boxed{3\pi/4}", r"\frac{3\pi}{4}"), (r"The answer is $2\pi/3$.",
+                                        r"\frac{2\pi}{3}"), (r"\boxed{2\sqrt{2}/3}", r"\frac{2\sqrt{2}}{3}"),
+                                        (r"\boxed{3\sqrt{2}/2}", r"\dfrac{3\sqrt2}{2}"),
+                                        (r"\boxed{3x/4}", r"\frac{3x}{4}")])
+def test_a_numerators_coefficient_is_part_of_its_term(said, gold):
+    """`3\\pi/4` kept its slash (a coefficient was no whole term): wrong for `\\frac{3\\pi}{4}`."""
+    assert is_correct(extract_answer(said), gold_answer(gold))
+    assert not is_correct(extract_answer(r"\boxed{1/2\pi}"), gold_answer(r"\frac{1}{2\pi}"))  # half pi, as typeset
+
+
+def test_a_degree_mark_ends_its_number():
+    """`30^\\circ,150^\\circ` (two angles) lost its marks first and was read as the number 30150."""
+    gold = gold_answer(r"30^\circ,150^\circ")
+    for said in (r"\boxed{30^\circ,150^\circ}", r"\boxed{30^\circ, 150^\circ}", r"The answer is $30^\circ,150^\circ$.",
+                 r"#### 30°, 150°"):
+        assert is_correct(extract_answer(said), gold), said
+    assert not is_correct(extract_answer(r"\boxed{30150}"), gold)
+    assert extract_answer(r"\boxed{45^\circ,135^\circ}") != "45135"
+
+
+@pytest.mark.parametrize("text, want", [(r"The answer is $-\$5$.", "-5"), (r"Final answer: $-\$12.50$", "-12.5"),
+                                        (r"The final answer is $-\$5$. I hope it is correct.", "-5")])
+def test_a_negative_dollar_amount_in_math_after_the_phrase(text, want):
+    """`$-\\$5$` is `$-$5$` once `\\$` is read: the span `$-$` was the answer, "-"."""
+    assert extract_answer(text) == want
+
+
+@pytest.mark.parametrize("said", [r"\boxed{\text{(C)}\ 42}", r"\boxed{\text{(C) }42}", r"\boxed{\mathrm{(C)}\ 42}"])
+def test_an_amc_choice_in_text_keeps_its_letter(said):
+    """The box dropped `\\text{(C)}` as a unit: 42 alone, wrong for MATH's gold `\\text{(C)}` (and for C)."""
+    assert is_correct(extract_answer(said), gold_answer(r"\text{(C)}")) and is_correct(extract_answer(said), "C")
+    assert is_correct(extract_answer(said), "42") and not is_correct(extract_answer(said), gold_answer(r"\text{(D)}"))
+    assert is_correct(extract_answer(r"\boxed{\text{(E) }\frac{1}{2}}"), gold_answer("E"))
+
+
+def test_a_scale_after_the_math_and_rounding_after_an_expression():
+    """`$4.5$ million` was 4.5; `\\sqrt{2} \\approx 1.414` kept its rounding (never right for `\\sqrt{2}`)."""
+    for said in (r"The answer is $4.5$ million.", r"The answer is \(4.5\) million.", r"The answer is $\$4.5$ million."):
+        assert extract_answer(said) == "4500000", said
+    for said, gold in ((r"The answer is $\sqrt{2} \approx 1.414$.", r"\sqrt{2}"), (r"\boxed{2\sqrt{3} \approx 3.46}",
+                       r"2\sqrt{3}"), (r"The answer is $2\pi \approx 6.28$.", r"2\pi"), (r"The answer is $e^2 \approx "
+                       r"7.389$.", "e^2"), (r"The answer is $\frac{1}{3} \approx 0.\overline{3}$.", r"\frac{1}{3}")):
+        assert is_correct(extract_answer(said), gold_answer(gold)), said
+    assert extract_answer("It takes 41.67 ≈ 42 buses") == "42"  # a decimal's rounding is the answer
+
+
+def test_a_missing_gold_and_bad_types_are_refused_clearly():
+    """A NaN gold (pandas' null) was "nan", right for a model's "NaN"; `extract_answer(42)` and a 5000-digit gold
+    raised Python's own errors."""
+    for bad in (lambda: gold_answer(float("nan")), lambda: is_correct("nan", "nan"),
+                lambda: is_correct("NaN", float("nan"))):
+        with pytest.raises(ValueError, match="missing"):
+            bad()
+    with pytest.raises(TypeError, match="extract_answer reads a completion's text, got int 42"):
+        extract_answer(42)
+    with pytest.raises(ValueError, match="digits"):
+        gold_answer(10**5000)
+    assert gold_answer(10**500) == "1" + "0" * 500 and extract_answer(None) is None
