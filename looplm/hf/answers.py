@@ -456,7 +456,7 @@ def _text(x: str | float) -> str:
     if isinstance(x, str):
         return x
     # a missing numeric gold (pandas reads a null as NaN) was "nan": right for a model's "NaN"
-    if isinstance(x, float) and math.isnan(x):
+    if not isinstance(x, numbers.Integral) and math.isnan(x):  # (numpy's float32 NaN too)
         raise ValueError("an answer is NaN (a missing value?): give a number or text")
     if isinstance(x, numbers.Integral) and abs(int(x)).bit_length() > 13000:  # (str() refuses past 4300 digits)
         raise ValueError(f"an answer is an integer of about {int(abs(int(x)).bit_length() * 0.30103)} digits: no "
