@@ -343,4 +343,38 @@ HF_CASES: dict[str, Case] = {
         "analyze", "{tmp}/m", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
         {"chat.jsonl": GOOD_CHAT + "\n"},
         prepare=_hf_edit("named chat templates rag and tool_use, no default", _named_templates), hf=True),
+    "hf-finetune-system-prompt-surrogate": Case("data", "data.system_prompt holding a lone surrogate escape", FT, {
+        "ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: 256\n  system_prompt: \"a\\ud800b\"\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-template-surrogate": Case("data", "a data.chat_template string holding a lone surrogate escape", FT, {
+        "ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: 256\n  chat_template: \"{% for m in "
+                                   "messages %}\\ud800{{ m.content }}{% endfor %}\"\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-tool-calls-string": Case("data", "a chat record whose tool_calls is a JSON string (a stringified "
+                                          "export; every template dropped it)", FT, chat(
+        GOOD_CHAT, '{"messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "", '
+        '"tool_calls": "[{\\"type\\": \\"function\\"}]"}, {"role": "tool", "content": "20"}, {"role": '
+        '"assistant", "content": "It is 20."}]}'), hf=True),
+    "hf-finetune-function-call": Case("data", "a chat record in OpenAI's legacy function-calling format "
+                                      "(function_call, role function), which ChatML drops", FT, chat(
+        '{"messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "Checking.", '
+        '"function_call": {"name": "get_weather", "arguments": "{}"}}, {"role": "function", "name": "get_weather", '
+        '"content": "20"}, {"role": "assistant", "content": "It is 20."}]}'), hf=True),
+    "hf-finetune-role-dropped": Case("data", "a chat record with an ipython turn the template does not write", FT, {
+        **template("{% for m in messages %}{% if m.role in ['user', 'assistant'] %}<|im_start|>{{ m.role }}\n"
+                   "{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
+                   "<|im_start|>assistant\n{% endif %}"),
+        "chat.jsonl": '{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "Run."}, '
+                      '{"role": "ipython", "content": "4"}, {"role": "assistant", "content": "It is 4."}]}\n'},
+        hf=True),
+    "hf-finetune-reasoning-dropped": Case("data", "a chat record with reasoning_content, which ChatML drops", FT,
+                                          chat('{"messages": [{"role": "user", "content": "2+3?"}, {"role": '
+                                               '"assistant", "content": "#### 5", "reasoning_content": "2 and 3 '
+                                               'make 5."}]}'), hf=True),
+    "hf-finetune-system-prompt-refused": Case("data", "data.system_prompt with a template that refuses system turns "
+                                              "(the first record was named)", FT, {
+        **(t := template("{% if messages[0].role == 'system' %}{{ raise_exception('System role not supported') }}"
+                         "{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")),
+        "ft.yaml": t["ft.yaml"].replace("t.jinja\n", "t.jinja\n  system_prompt: Be brief.\n")}, hf=True),
 }

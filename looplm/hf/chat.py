@@ -53,6 +53,9 @@ PLAIN_TEMPLATE = (
     "{% endfor %}"
 )
 
+# the keys templates write an assistant's reasoning from (Qwen3, DeepSeek-R1: reasoning_content; gpt-oss: thinking)
+REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+
 
 class TemplateError(ValueError):
     """The chat template cannot be used to locate assistant tokens."""
@@ -141,11 +144,19 @@ def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_templat
     probe = []
     for m in messages:
         said, role = m.get("content"), m.get("role")
-        if role in ("system", "developer", "user", "tool") and isinstance(said, str) and said.strip():
+        # every turn but the assistant's, whatever its role: a template drops the roles it does not know (Qwen2.5's
+        # drops `function`, Llama's data has `ipython`), and the assistant then answers a turn the model never read
+        if role != "assistant" and isinstance(said, str) and said.strip():
             m = {**m, "content": mark(f"{role} turn", f"{said.strip()[:40]!r} is")}
-        if isinstance(m.get("tool_calls"), list):
+        if isinstance(m.get("tool_calls"), list):  # (to_messages refused any other shape)
             m = {**m, "tool_calls": [_marked(c, mark, "tool calls (an assistant turn's `tool_calls`)", True)
                                      for c in m["tool_calls"]]}
+        if isinstance(m.get("function_call"), dict):  # OpenAI's legacy function calling: templates rarely write it
+            m = {**m, "function_call": _marked(m["function_call"], mark, "function call (an assistant turn's "
+                                               "`function_call`)", True)}
+        for key in REASONING_KEYS:  # (ChatML drops it: the answer was trained on without its reasoning)
+            if role == "assistant" and isinstance(m.get(key), str) and m[key].strip():
+                m = {**m, key: mark(f"assistant's reasoning (`{key}`)", f"{m[key].strip()[:40]!r} is")}
         probe.append(m)
     tools = [_marked(t, mark, "tool definitions (the record's `tools`)", False) for t in tools] if tools else tools
     rendered = _render(tokenizer, probe, False, chat_template, tools)
@@ -156,8 +167,15 @@ def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_templat
         if role in ("system", "developer"):  # (said for finetune and analyze alike: analyze has no data.chat_template)
             fix = ("use a chat template that writes system turns (finetune: data.chat_template), or records without "
                    "one (and no data.system_prompt)")
-        elif role in ("user", "tool"):
+        elif what.startswith("function call"):
+            fix = ("write it as `tool_calls` ([{\"type\": \"function\", \"function\": {name, arguments}}]) and "
+                   "its result as a `tool` turn, which templates that render tools write")
+        elif what.startswith("assistant's reasoning"):
+            fix = ("use a chat template that renders it (finetune: data.chat_template), or put the reasoning in the "
+                   "content")
+        elif what.endswith(" turn"):
             fix = f"use a chat template that writes {role} turns (finetune: data.chat_template)"
+            fix += "; a `function` turn is a `tool` turn in today's format" if role == "function" else ""
         else:
             fix = "use a chat template that renders tools (finetune: data.chat_template)"
         lost = f"{what} ({shown} not in the conversation it renders)" if what.endswith(" turn") else \
@@ -267,6 +285,11 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
             if m.get("weight") is not None and (m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
                 raise ValueError(f"{messages_field}[{j}].weight must be 0 (not trained on) or 1, got "
                                  f"{json.dumps(m['weight'])[:40]}")
+            # a JSON string or a single object (stringified exports) was dropped by every template without a word
+            calls = m.get("tool_calls")
+            if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
+                raise ValueError(f"{messages_field}[{j}].tool_calls must be a list of objects (tool calls), got "
+                                 f"{json.dumps(calls)[:80]}")
         check_text(msgs, messages_field)  # (a lone surrogate: the tokenizer's TypeError traceback)
         # the other keys too: a template may render them (reasoning_content in <think>, a speaker's name), and
         # what an assistant turn renders is its target

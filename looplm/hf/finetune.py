@@ -26,21 +26,23 @@ import torch
 
 from ..config import Config, ConfigError
 from ..errors import UserError, rank_zero
+from ..records import lone_surrogate
 from ..tasks import save_fingerprint
 from ..train import Run
-from .chat import CHATML_TEMPLATE, TemplateError, end_of_turn_token, no_default_template
+from .chat import CHATML_TEMPLATE, TemplateError, assistant_spans, end_of_turn_token, no_default_template
 from .data import ChatTask, build_examples, check_format, load_records, quiet_hub
 
 
 def chat_template(spec: str | None, named: dict[str, str] | None = None) -> str | None:
-    """data.chat_template: None (the tokenizer's own), `chatml`, the name of one of the tokenizer's `named`
-    templates (tokenizer_config.json's list of {name, template}), a .jinja file, or a Jinja string."""
+    """data.chat_template: None (the tokenizer's own), the name of one of the tokenizer's `named` templates
+    (tokenizer_config.json's list of {name, template}), `chatml`, a .jinja file, or a Jinja string. A named template
+    called `chatml` is the tokenizer's own: it was passed over for looplm's built-in ChatML without a word."""
     if spec is None:
         return None
-    if spec == "chatml":
-        return CHATML_TEMPLATE
     if named and spec in named:
         return named[spec]
+    if spec == "chatml":
+        return CHATML_TEMPLATE
     p = Path(spec).expanduser()
     if spec.endswith(".jinja") or (len(spec) < 300 and p.is_file()):
         try:
@@ -54,6 +56,18 @@ def chat_template(spec: str | None, named: dict[str, str] | None = None) -> str 
         raise ConfigError(f"data.chat_template={spec!r} is neither chatml, {names}a template file, nor a Jinja "
                           "template (text with {{ ... }} or {% ... %})")
     return spec
+
+
+def _check_system_prompt(tokenizer: Any, template: str | None, prompt: str | None) -> None:
+    """A template that refuses system turns (Gemma 2's) named the first record, whose system turn was
+    data.system_prompt's: that setting is tried on its own first."""
+    if not prompt:
+        return
+    try:
+        assistant_spans(tokenizer, [{"role": "system", "content": prompt}, {"role": "user", "content": "1"},
+                                    {"role": "assistant", "content": "2"}], template)
+    except TemplateError as e:
+        raise TemplateError(f"data.system_prompt: {e}") from None
 
 
 def _refuse_non_template(text: str, path: Path) -> None:
@@ -336,6 +350,10 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     from ..checkpoint import RUN_CONFIG, verify
 
     m, d, t = cfg.model, cfg.data, cfg.train
+    for key in ("system_prompt", "chat_template"):  # text of every render: the tokenizer's TypeError traceback
+        if lone_surrogate(getattr(d, key), key) is not None:
+            raise ConfigError(f"data.{key} holds a lone surrogate escape (\\ud800 to \\udfff: valid in YAML and "
+                              "JSON, but no character, so no tokenizer encodes it); write it without one")
     if resume_from is not None:
         verify(resume_from)  # every file against the manifest before transformers parses any of them
     src = str(resume_from) if resume_from is not None else m.name_or_path
@@ -365,6 +383,7 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
         named = f"data.chat_template={shown!r}"
     try:  # a two-turn conversation first: a broken template says so before any record is read
         eot = end_of_turn_token(tokenizer, template)
+        _check_system_prompt(tokenizer, template, d.system_prompt)
         examples, stats = build_examples(records, tokenizer, d.max_length, d.overlong, template, fmt=d.format,
                                          messages_field=d.messages_field, prompt_field=d.prompt_field,
                                          response_field=d.response_field, system_prompt=d.system_prompt)

@@ -158,6 +158,7 @@ class LoopedLM(HFLM):
             raise UserError(f"the tokenizer has neither a pad, an eos nor an unk token to pad with, so lm-eval added "
                             f"one ({self.tokenizer.pad_token}) that the model's embedding has no row for; give the "
                             "tokenizer a pad token (pad_token in its tokenizer_config.json)")
+        check_token_id("prefix_token_id", kwargs.get("prefix_token_id"), len(self.tokenizer))
         from .finetune import check_vocab
 
         # the hint named model_args even to `looplm eval-lm`, which has none: there the model directory's own
@@ -378,6 +379,16 @@ def check_max_length(value: Any) -> None:
                         f"own length), got {said!r}")
 
 
+def check_token_id(key: str, value: Any, vocab: int) -> None:
+    """model_args prefix_token_id (lm-eval's hf setting, the token a rolling window starts with): None or a token
+    id of the tokenizer. 99999 was an IndexError traceback in the embedding, -5 a TypeError in the decode."""
+    if value is None:
+        return
+    said = int(value) if isinstance(value, float) and value.is_integer() else value  # lm-eval reads "-5" as -5.0
+    if isinstance(said, bool) or not isinstance(said, int) or not 0 <= said < vocab:
+        raise UserError(f"model_args {key} must be a token id of the tokenizer (0..{vocab - 1}), got {said!r}")
+
+
 def _load(path: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The model and tokenizer of `path` through looplm's loader (no remote code; damaged, partial or pickled
     weights and models that do not loop refused in one line), placed as lm-eval's own arguments ask."""
@@ -529,6 +540,10 @@ def _cli_evaluate() -> None:
             cli_evaluate()
     except (DatasetGenerationError, StopIteration, IndexError, KeyError, TypeError, ValueError, ImportError,
             AttributeError, SyntaxError) as e:
+        if "does not recognize this architecture" in str(e) and any(f"`{t}`" in str(e) for t in ("ouro", "looplm")):
+            # transformers' advice, to upgrade it, does not help: the architecture is looplm's own
+            raise UserError("lm-eval's hf model does not know this model's architecture (ouro or looplm), and "
+                            "upgrading transformers does not help; run it with --model looplm") from None
         told = task_error(e, "--tasks")
         if told is e:
             raise

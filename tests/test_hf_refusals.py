@@ -1,0 +1,155 @@
+"""Bad inputs of the HF side said in one line: config text with a lone surrogate, parts of a conversation a chat
+template drops (turns of any role, tool_calls of another shape, function_call, reasoning), an out-of-range
+prefix_token_id, and lm-eval's hf model asked to load an Ouro model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from looplm.hf.chat import TemplateError, encode_chat, to_messages  # noqa: E402
+from looplm.hf.data import build_examples  # noqa: E402
+
+from .hf_fixtures import math_problems, save_tiny_base, tiny_chat_tokenizer, write_jsonl, write_lm_eval_tasks  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# ChatML that writes only the roles it knows (as Qwen2.5's drops `function`), and the assistant's content only
+KNOWN = ("{% for m in messages %}{% if m.role in ['system', 'user', 'assistant', 'tool'] %}<|im_start|>{{ m.role }}"
+         "\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def ft_yaml(base, data, **more) -> str:
+    """A one-step finetune config; `more`'s data settings as JSON strings (YAML reads their escapes)."""
+    extra = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in more.items())
+    return (f"model:\n  name_or_path: {base}\ndata:\n  source: {data}\n  max_length: 64\n{extra}"
+            "train:\n  steps: 1\n  batch_size: 2\n")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_chat_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, tok):
+    return save_tiny_base(tmp_path_factory.mktemp("refusals") / "base", tok)
+
+
+def test_a_turn_of_a_role_the_template_drops_is_refused_whatever_the_role(tok):
+    """Only system/developer/user/tool turns were checked: a `function` (OpenAI legacy), `ipython` (Llama) or
+    `observation` turn the template dropped was trained on without a word."""
+    for role in ("function", "ipython", "observation"):
+        turns = [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "Checking."},
+                 {"role": role, "content": "20 degrees"}, {"role": "assistant", "content": "It is 20."}]
+        with pytest.raises(TemplateError, match=rf"drops the {role} turn \('20 degrees' .* writes {role} turns"):
+            encode_chat(tok, turns, KNOWN)
+        assert encode_chat(tok, turns).n_targets > 0  # ChatML writes every role
+
+
+def test_tool_calls_that_are_no_list_of_objects_are_refused_with_the_record():
+    """A JSON string or one object (stringified exports) passed the check, which marked lists only: every
+    template dropped the call and the record was kept."""
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    for bad in ('[{"type": "function"}]', call, [call, "x"]):
+        rec = {"messages": [{"role": "user", "content": "Weather?"},
+                            {"role": "assistant", "content": "", "tool_calls": bad},
+                            {"role": "tool", "content": "20"}, {"role": "assistant", "content": "It is 20."}]}
+        with pytest.raises(ValueError, match=r"messages\[1\]\.tool_calls must be a list of objects"):
+            to_messages(rec)
+    rec["messages"][1]["tool_calls"] = None  # a parquet column's fill: absent
+    assert to_messages(rec)
+
+
+def test_a_function_call_or_reasoning_the_template_drops_is_refused(tok):
+    """An assistant's `function_call` and `reasoning_content` were dropped by ChatML (and Qwen2.5's template) and
+    the reply trained without them."""
+    fc = {"role": "assistant", "content": "Let me check.",
+          "function_call": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    with pytest.raises(ValueError, match=r"record 0: the chat template drops the function call .*'get_weather'.*"
+                                         r"write it as `tool_calls`"):
+        build_examples([{"messages": [{"role": "user", "content": "Weather?"}, fc,
+                                      {"role": "assistant", "content": "It is 20."}]}], tok, 512)
+    think = [{"role": "user", "content": "2+3?"},
+             {"role": "assistant", "content": "#### 5", "reasoning_content": "2 and 3 make 5."}]
+    with pytest.raises(TemplateError, match=r"drops the assistant.s reasoning \(`reasoning_content`\): .2 and 3 "
+                                            r"make 5.. is not"):
+        encode_chat(tok, think)
+    # a template that writes it: the reasoning is trained on
+    shown = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.reasoning_content %}<think>"
+             "{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}"
+             "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    enc = encode_chat(tok, think, shown)
+    assert "make 5" in tok.decode([i for i, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != -100])
+
+
+def test_system_prompt_and_chat_template_with_a_lone_surrogate_are_one_line(base, tmp_path, capsys):
+    """A lone surrogate in data.system_prompt or data.chat_template was the tokenizer's TypeError traceback."""
+    from looplm.cli import main as cli
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]}\n')
+    for key, value in (("system_prompt", "a\ud800b"), ("chat_template", "{% for m in messages %}\ud800{{ m.content }}"
+                                                                         "{% endfor %}")):
+        cfg = tmp_path / f"{key}.yaml"
+        cfg.write_text(ft_yaml(base, data, **{key: value}))
+        capsys.readouterr()
+        assert cli(["finetune", "--config", str(cfg), "--out", str(tmp_path / key), "--no-progress"]) == 2
+        assert f"data.{key} holds a lone surrogate escape" in capsys.readouterr().err
+        assert not (tmp_path / key).exists()
+
+
+def test_a_system_prompt_the_template_refuses_is_named_not_the_first_record(base, tmp_path, capsys):
+    """A template that refuses system turns (Gemma 2's) named the first record, which had no system turn."""
+    from looplm.cli import main as cli
+
+    (tmp_path / "t.jinja").write_text("{% if messages[0].role == 'system' %}{{ raise_exception('System role not "
+                                      "supported') }}{% endif %}" + KNOWN)
+    data = tmp_path / "chat.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]}\n')
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(ft_yaml(base, data, chat_template=str(tmp_path / "t.jinja"), system_prompt="Be brief."))
+    capsys.readouterr()
+    assert cli(["finetune", "--config", str(cfg), "--out", str(tmp_path / "ft"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "data.system_prompt: the chat template fails to render" in err and "chat.jsonl:1" not in err
+
+
+def test_a_tokenizers_own_template_named_chatml_is_the_one_used(tok):
+    from looplm.hf.finetune import chat_template
+
+    assert chat_template("chatml", {"chatml": "{{ mine }}", "default": "x"}) == "{{ mine }}"
+    assert "<|im_start|>" in chat_template("chatml", {"default": "x"})
+
+
+def test_a_prefix_token_id_outside_the_vocabulary_is_one_line(base):
+    """lm-eval's prefix_token_id passed through: 99999 was an IndexError in the embedding, -5 a TypeError in the
+    tokenizer's decode, both tracebacks at the first rolling request."""
+    pytest.importorskip("lm_eval")
+    from looplm.errors import UserError
+    from looplm.hf.lm_eval_adapter import LoopedLM
+
+    for bad, said in ((99999, "99999"), (-5.0, "-5"), ("x", "'x'")):
+        with pytest.raises(UserError, match=rf"prefix_token_id must be a token id of the tokenizer \(0\.\.319\), "
+                                            rf"got {said}$"):
+            LoopedLM(pretrained=str(base), device="cpu", prefix_token_id=bad)
+    assert LoopedLM(pretrained=str(base), device="cpu", prefix_token_id=3).prefix_token_id == 3
+
+
+def test_lm_evals_hf_model_on_an_ouro_model_says_to_use_the_looplm_model(base, tmp_path):
+    """transformers said to upgrade it, which does not help."""
+    pytest.importorskip("lm_eval")
+    write_jsonl(math_problems(2), tmp_path / "math.jsonl")
+    write_lm_eval_tasks(tmp_path / "tasks", tmp_path / "math.jsonl")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "looplm.hf.lm_eval_adapter", "run", "--model", "hf", "--model_args",
+                        f"pretrained={base}", "--tasks", "tiny_math_mc", "--include_path", "tasks", "--limit", "1",
+                        "--device", "cpu"], capture_output=True, text=True,
+                       env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith("run it with --model looplm")
