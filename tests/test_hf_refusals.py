@@ -153,3 +153,29 @@ def test_lm_evals_hf_model_on_an_ouro_model_says_to_use_the_looplm_model(base, t
                        env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].endswith("run it with --model looplm")
+
+
+def test_config_values_of_the_wrong_type_name_their_field_and_a_stray_num_loops_is_said(caplog):
+    """LooplmConfig(d_model="32") said "'>=' not supported between instances of 'str' and 'int'" (no field);
+    OuroConfig(num_loops=8) was kept and ignored (the model ran total_ut_steps=4) without a word."""
+    import logging
+
+    from looplm.hf.configuration_ouro import OuroConfig
+    from looplm.hf.looplm_hf import LooplmConfig
+
+    for key, bad, kind in (("d_model", "32", "an integer"), ("bias", 1, "true or false"), ("dropout", "0", "a number")):
+        with pytest.raises(ValueError, match=rf"^invalid looplm model config: {key} must be {kind}, got {bad!r}$"):
+            LooplmConfig(**{key: bad})
+    assert LooplmConfig(dropout=0).model_config().dropout == 0
+    with caplog.at_level(logging.WARNING, logger="looplm.hf.configuration_ouro"):
+        OuroConfig(num_loops=8)
+    assert "num_loops=8 is not an Ouro setting and is not read; the default loop count is total_ut_steps=4" in \
+        caplog.text
+
+
+def test_write_split_refuses_a_bool_count(tmp_path):
+    from looplm.hf.mathdata import write_split
+
+    with pytest.raises(ValueError, match="n_train must be a non-negative integer, got True"):
+        write_split(tmp_path / "d", True, 2)
+    assert not (tmp_path / "d").exists()

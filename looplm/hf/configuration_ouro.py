@@ -13,6 +13,7 @@ or "float32".
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from typing import Any
@@ -132,6 +133,11 @@ class OuroConfig(PretrainedConfig):
             raise ValueError(f"total_ut_steps must be at most {MAX_DEPTH:,}, got {total_ut_steps:,}")
         self.total_ut_steps = int(total_ut_steps)
         check_token_ids(kwargs, vocab_size)
+        if kwargs.get("num_loops") is not None:  # looplm's name (`model(ids, num_loops=8)`): kept, never read
+            logging.getLogger(__name__).warning(
+                f"OuroConfig: num_loops={kwargs['num_loops']!r} is not an Ouro setting and is not read; the default "
+                f"loop count is total_ut_steps={self.total_ut_steps} (pass num_loops to the forward or generate() "
+                "for another)")
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
 

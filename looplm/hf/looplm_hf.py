@@ -29,6 +29,7 @@ from .generation import LoopGeneration
 from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
 
 _MODEL_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 class LooplmConfig(PretrainedConfig):
@@ -57,6 +58,15 @@ class LooplmConfig(PretrainedConfig):
         self.model_config()  # validate now, with looplm's messages
 
     def model_config(self) -> ModelConfig:
+        for f in dataclasses.fields(ModelConfig):  # ModelConfig's own checks compare: "32" < 1 named no field
+            value, kind = getattr(self, f.name), type(f.default)
+            if kind is bool:
+                ok = isinstance(value, bool)
+            else:
+                ok = not isinstance(value, bool) and isinstance(value, {int: numbers.Integral, float: numbers.Real}.get(
+                    kind, kind))
+            if not ok:
+                raise ValueError(f"invalid looplm model config: {f.name} must be {_KINDS[kind]}, got {value!r}")
         try:
             return ModelConfig(**{name: getattr(self, name) for name in _MODEL_FIELDS})
         except (ConfigError, TypeError) as e:

@@ -317,7 +317,7 @@ def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, st
         raise FileExistsError(f"{', '.join(map(str, there))} already exist; pass overwrite=True to replace them, or "
                               "write the split into another folder")
     for name, v in (("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(v, int) or v < 0:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:  # (True was 1 problem)
             raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be between 0 and 1, got {fraction!r}")
