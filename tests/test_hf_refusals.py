@@ -64,6 +64,11 @@ def test_tool_calls_that_are_no_list_of_objects_are_refused_with_the_record():
             to_messages(rec)
     rec["messages"][1]["tool_calls"] = None  # a parquet column's fill: absent
     assert to_messages(rec)
+    rec["messages"][1]["function_call"] = '{"name": "get_weather"}'
+    with pytest.raises(ValueError, match=r"messages\[1\]\.function_call must be an object \(name, arguments\)"):
+        to_messages(rec)
+    rec["messages"][1]["function_call"] = None
+    assert to_messages(rec)
 
 
 def test_a_function_call_or_reasoning_the_template_drops_is_refused(tok):

@@ -127,7 +127,8 @@ def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_templat
     ignores a record's `tools` and an assistant's `tool_calls` (ChatML as Ouro ships it), drops them in silence,
     and the model trains to answer as if it had seen a prompt, a tool result or a tool it never saw.
 
-    Each part (a system, user or tool turn's content, a tool's name, a tool call's name and arguments) is rendered
+    Each part (the content of a turn of any role but the assistant's, a tool's name, a tool call's or legacy
+    function_call's name and arguments, an assistant's reasoning under REASONING_KEYS) is rendered
     as a sentinel of its own, a random token that the conversation does not hold, and the render must hold every
     sentinel. Looking for the part's own text in the render passed whenever that text stood elsewhere: a user turn
     naming the tool whose call the template drops, a dropped tool result that the assistant repeats. (A template
@@ -290,6 +291,9 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
             if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
                 raise ValueError(f"{messages_field}[{j}].tool_calls must be a list of objects (tool calls), got "
                                  f"{json.dumps(calls)[:80]}")
+            if m.get("function_call") is not None and not isinstance(m["function_call"], dict):
+                raise ValueError(f"{messages_field}[{j}].function_call must be an object (name, arguments), got "
+                                 f"{json.dumps(m['function_call'])[:80]}")
         check_text(msgs, messages_field)  # (a lone surrogate: the tokenizer's TypeError traceback)
         # the other keys too: a template may render them (reasoning_content in <think>, a speaker's name), and
         # what an assistant turn renders is its target
