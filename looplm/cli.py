@@ -21,7 +21,7 @@ from .arguments import MAX_DEPTH
 from .config import REAL_NUMBER, Config, load_config
 from .demo import DEMO_FILES, DEMO_N, cmd_demo, table_depths
 from .errors import DISTRIBUTED_COMMANDS, UserError, command, guarded, rank_zero, run_command, say
-from .evaluate import parse_depths, sweep
+from .evaluate import parse_depths, perplexity, sweep
 from .generate import generate, generate_cached
 from .loops import trained_loops
 from .outputs import (
@@ -48,6 +48,7 @@ STUDY_FILES = {"addition": ("runs", "figures", "report.md"),
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not argparse's usage block
+        message = "give a command: " + ", ".join(self._actions[-1].choices) if message.endswith(": cmd") else message
         if self.prog.endswith(" generate") and "prompts" in message:
             message += "; " + PROMPT_HINT
         # under torchrun every rank parses the same command line (a command that torchrun does not run speaks)
@@ -61,7 +62,6 @@ PROMPT_HINT = "a value that starts with '-' but is no option (a generate prompt)
 
 
 _INT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only (re's [0-9] is ASCII)
-
 
 
 def count_arg(lo: int, hi: int | None = None) -> object:
@@ -259,7 +259,8 @@ def _pads_said(out: list[int], pad_id: int) -> str:
 def depth_table(sw: dict, depths: list[int], label: str = "accuracy", key: str = "accuracy") -> str:
     vals = dict(zip(sw["depths"], sw[key], strict=True))
     ds = [d for d in depths if d in vals]  # whole numbers from 1000 (one significant digit made 1499 "1e+03")
-    cells = [f"{vals[d]:.3f}" if vals[d] < 1e3 else f"{vals[d]:.0f}" if vals[d] < 1e6 else f"{vals[d]:.3g}" for d in ds]
+    cells = ["overflow" if v is None else f"{v:.3f}" if v < 1e3 else f"{v:.0f}" if v < 1e6 else f"{v:.3g}"
+             for v in map(vals.get, ds)]  # (None: a perplexity beyond a float's range)
     w, c = max(9, len(label) + 1), max([6, *map(len, cells), *(len(str(d)) for d in ds)])  # (1000000 is 7 wide)
     return "loops".ljust(w) + " ".join(f"{d:>{c}d}" for d in ds) + "\n" + label.ljust(w) + " ".join(
         s.rjust(c) for s in cells)
@@ -334,7 +335,7 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
         before(data_inputs(cfg, data))
     res = diagnose(model, batch, ds, **kw)
     if task.scored_by == "perplexity":  # the text's score, per depth, beside the diagnostics (as `sweep` gives it)
-        res["ppl"] = [math.exp(min(c, 700.0)) for c in res["ce_per_token"]]
+        res["ppl"] = [perplexity(c) for c in res["ce_per_token"]]
     res.update({"checkpoint": str(checkpoint), "step": step, "data": source, "scored_by": task.scored_by,
                 **per_token(task), "train_loops": trained_loops(cfg, step),
                 "label": ckpt.run_label(checkpoint),

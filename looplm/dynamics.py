@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .arguments import MAX_DEPTH, check_count, check_depths, strict_int
-from .evaluate import check_scored, check_targets
+from .evaluate import check_finite, check_scored, check_targets, check_weights_finite
 from .looped import detach_ctx, eval_mode, phi, run_loop
 from .regularizers import core_jvp, supports_fast_jvp
 from .spectra import _TINY, frobenius_hutchinson, spectral_norm, spectral_radius
@@ -124,11 +124,14 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
                                                      ("hutchinson_samples", hutchinson_samples, 0), ("seed", seed, 0)))
     spectral_n, pca_n = (None if v is None else check_count(name, v, 0)
                          for name, v in (("spectral_n", spectral_n), ("pca_n", pca_n)))
+    if seed >= 2**64:  # torch.Generator's seed range: larger was torch's "Overflow when unpacking long long"
+        raise ValueError(f"seed must be below 2**64, got {seed}")
     for name, v in (("iters", iters), ("hutchinson_samples", hutchinson_samples)):
         if v > MAX_DEPTH:  # each a JVP, a loop's worth of work: 10**12 ran until killed
             raise ValueError(f"{name} must be at most {MAX_DEPTH:,}, got {v:,}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < math.inf:
-        raise ValueError(f"tol must be a number > 0, got {tol!r:.80}")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
+        # a relative residual of 1 or more accepts any vector: every estimate would count as converged
+        raise ValueError(f"tol must be a number in (0, 1), got {tol!r:.80}")
     tol = float(tol)
     if method not in ("arnoldi", "power"):
         raise ValueError(f"unknown method {method!r:.80}; choose arnoldi or power")
@@ -142,6 +145,7 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     if n < 1:
         raise ValueError("no samples to analyze")
     check_scored(batch)
+    check_weights_finite(model)
     spectral_n = min(16, n) if spectral_n is None else spectral_n
     pca_n = min(8, n) if pca_n is None else pca_n
     real = batch.mask.bool()
@@ -186,12 +190,15 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
                 hd = h.to(torch.float64) * tok[..., None]
                 if t in want:
                     i = want[t]
+                    check_finite(h, t)  # (eig, svd and the norms below would fail on them or report NaN)
                     sl = slice(s, s + h.shape[0])
                     hn = hd.flatten(1).norm(dim=1)
                     per["state_norm"][i, sl] = ((hd.norm(dim=-1) * tok).sum(1) / tok.sum(1)).cpu()
                     per["step_residual"][i, sl] = ((hd - prev[0]).flatten(1).norm(dim=1) / hn.clamp_min(_TINY)).cpu()
                     per["dist_to_final"][i, sl] = ((hd - fin).flatten(1).norm(dim=1) / fin_norm.clamp_min(_TINY)).cpu()
-                    logp = F.log_softmax(model.readout(h, ctx).to(torch.float64), dim=-1)  # (b, T, V)
+                    logits = model.readout(h, ctx)
+                    check_finite(logits, t, "readout logits")
+                    logp = F.log_softmax(logits.to(torch.float64), dim=-1)  # (b, T, V)
                     check_targets(tgt, ans, logp.shape[-1])  # (gather read past V: an IndexError)
                     ent = -(logp.exp() * logp).sum(-1)
                     nll = -logp.gather(-1, tgt.clamp_min(0)[..., None]).squeeze(-1)

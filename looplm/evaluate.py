@@ -88,6 +88,29 @@ def check_targets(targets: torch.Tensor, scored: torch.Tensor, vocab: int) -> No
                          "position that is not scored)")
 
 
+def check_weights_finite(model: torch.nn.Module) -> None:
+    """Refuse a model whose weights hold NaN or inf: every score would be read off NaN logits (exact match came out
+    0.000 as if measured, a text's CE as NaN, and the analysis failed deep in torch's eig or svd)."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise ValueError(f"the model's weights are not finite ({len(bad)} tensor(s): {', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}); looplm does not score or analyze such a model")
+
+
+def check_finite(x: torch.Tensor, t: int, what: str = "states") -> None:
+    """Refuse non-finite states (or readout logits) at depth `t` of a model with finite weights: weights so large,
+    or a core so expansive, that the loop overflows. Scored anyway, they read as 0.000 exact match or a NaN CE."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"the model's {what} at depth {t} are not finite (NaN or inf): its weights are so large, "
+                         "or its loop so expansive, that the forward overflows; score smaller depths, or check how "
+                         "the model was trained")
+
+
+def perplexity(ce: float) -> float | None:
+    """exp(ce), or None where it overflows a float (CE above ~709 nats): a stand-in such as e^700 read as measured."""
+    return math.exp(ce) if ce < 709.0 else None
+
+
 @dataclass
 class SweepResult:
     depths: list[int]
@@ -111,7 +134,7 @@ class SweepResult:
             out["tokens"] = self.tokens
         if self.ce is not None:
             out["ce"] = self.ce.tolist()
-            out["ppl"] = [math.exp(min(c, 700.0)) for c in out["ce"]]
+            out["ppl"] = [perplexity(c) for c in out["ce"]]  # null: too large for a float
         if self.exit_depth is not None and self.exit_correct is not None:
             out["exit"] = {**(self.exit_rule or {}), "accuracy": self.exit_correct.double().mean().item(),
                            "mean_loops": self.exit_depth.double().mean().item()}
@@ -132,6 +155,7 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
         raise ValueError("nothing to sweep: 0 samples")
     check_scored(batch)
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
+    check_weights_finite(model)
     use_exit = exit_tol is not None or exit_stable is not None
     exit_depth = torch.zeros(len(batch), dtype=torch.long)
     exit_correct = torch.zeros(len(batch), dtype=torch.bool)
@@ -167,6 +191,8 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
                     return
                 i = want[t]
                 logits = model.readout(h, ctx)  # (b, T, V)
+                check_finite(h, t)
+                check_finite(logits, t, "readout logits")
                 check_targets(tgt, mask, logits.shape[-1])
                 pred = logits.argmax(dim=-1)  # (b, T)
                 nll_sum[i] += F.cross_entropy(logits[mask].double(), tgt[mask], reduction="sum").cpu()

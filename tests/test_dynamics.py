@@ -384,3 +384,31 @@ def test_perturbation_recovery_measures_what_it_says():
     assert len(swap["rows"]) == 1 and swap["rows"][0]["distance"][0] > 0
     with pytest.raises(ValueError, match="noise or swap"):
         perturbation_recovery(m, batch, 4, [0.1], [1], kind="shake")
+
+
+@pytest.mark.parametrize("how, msg", [("nan", r"^the model's weights are not finite \(1 tensor\(s\): tok_emb.weight\)"),
+                                      ("huge", r"^the model's (states|readout logits) at depth 1 are not finite")])
+def test_diagnose_refuses_a_model_whose_weights_or_states_are_not_finite(how, msg):
+    """Was a traceback from deep in torch (linalg.eig in the Arnoldi estimate, or svd in the PCA)."""
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    with torch.no_grad():
+        if how == "nan":
+            m.tok_emb.weight[3] = float("nan")
+        else:
+            m.tok_emb.weight.mul_(1e36)
+    batch = make_batch([[3, 4, 5, 6, EOS]] * 4, [3] * 4, 16)
+    for kw in ({}, {"spectral_n": 0}):
+        with pytest.raises(ValueError, match=msg):
+            diagnose(m, batch, [1, 2], **kw)
+
+
+def test_diagnose_refuses_a_tol_of_one_or_more_and_a_seed_past_torchs():
+    """tol >= 1 accepts any vector as an eigenvector (every estimate "converged"); seed 2**70 was torch's overflow."""
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    batch = make_batch([[3, 4, 5, 6, EOS]] * 2, [3] * 2, 16)
+    for tol in (1, 5.0):
+        with pytest.raises(ValueError, match=rf"^tol must be a number in \(0, 1\), got {tol}$"):
+            diagnose(m, batch, [1, 2], tol=tol)
+    with pytest.raises(ValueError, match=r"^seed must be below 2\*\*64, got 1180591620717411303424$"):
+        diagnose(m, batch, [1, 2], seed=2**70)

@@ -1,7 +1,11 @@
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
 
+from looplm.cli import main
 from looplm.evaluate import parse_depths, sweep
 from looplm.generate import generate
 from looplm.model import LoopedTransformer
@@ -317,3 +321,72 @@ def test_a_path_with_a_newline_is_printed_on_one_line(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     shown = str(run).replace("\n", "\\n")
     assert f"run written to {shown}" in out and f"wrote {shown}/sweep.json" in out
+
+
+def _nonfinite_model(how: str) -> LoopedTransformer:
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    with torch.no_grad():
+        if how == "nan":
+            m.tok_emb.weight[3] = float("nan")
+        else:  # finite weights whose forward overflows
+            m.tok_emb.weight.mul_(1e36)
+    return m
+
+
+@pytest.mark.parametrize("how, msg", [("nan", r"^the model's weights are not finite \(1 tensor\(s\): tok_emb.weight\)"),
+                                      ("huge", r"^the model's (states|readout logits) at depth 1 are not finite")])
+def test_sweep_refuses_a_model_whose_weights_or_states_are_not_finite(how, msg):
+    """NaN weights (or a forward that overflows) were scored: exact match 0.000 as if measured, and a text's CE and
+    perplexity written as NaN into sweep.json (no strict JSON, which `looplm plot` then refused)."""
+    m = _nonfinite_model(how)
+    batch = make_batch([[3, 4, 5, 6, EOS]] * 4, [3] * 4, 16)
+    with pytest.raises(ValueError, match=msg):
+        sweep(m, batch, [1, 2])
+
+
+def test_an_overflowing_perplexity_is_null_not_capped():
+    """A CE above ~709 nats was stored as e^700 (1.01e+304), a number that looked measured; now null."""
+    from looplm.evaluate import SweepResult, perplexity
+
+    assert perplexity(2.0) == pytest.approx(math.exp(2.0))
+    assert perplexity(5547.9) is None
+    res = SweepResult([1, 2], torch.ones(2, 3, dtype=torch.bool), torch.ones(2), torch.tensor([1.0, 5547.9]))
+    doc = res.to_json()
+    assert doc["ppl"][1] is None and doc["ppl"][0] == pytest.approx(math.e)
+    json.dumps(doc, allow_nan=False)  # strict JSON
+    from looplm.cli import depth_table
+
+    assert depth_table(doc, [1, 2], "ppl", "ppl").splitlines()[1].split() == ["ppl", "2.718", "overflow"]
+
+
+@pytest.mark.parametrize("how, msg", [("nan", "the model's weights are not finite (1 tensor(s): tok_emb.weight)"),
+                                      ("huge", "at depth 1 are not finite (NaN or inf)")])
+def test_sweep_and_analyze_refuse_a_run_whose_weights_or_states_are_not_finite(tmp_path, capsys, how, msg):
+    """analyze was a traceback from torch's eig or svd; sweep exited 0 reporting exact match 0.000."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "bad"
+    assert main(["train", "--config", "addition-prenorm-stars", "--out", str(run), "--no-progress", "--set",
+                 "train.steps=2", "--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "train.batch_size=8",
+                 "--set", "data.test_size=8", "--set", "train.eval_every=0", "--set", "loops.max_loops=3"]) == 0
+    d = run / "checkpoint"
+    w = load_file(d / "model.safetensors")
+    if how == "nan":
+        w["tok_emb.weight"][3] = float("nan")
+    else:
+        w["tok_emb.weight"] *= 1e36
+    save_file(w, d / "model.safetensors")
+    m = json.loads((d / "manifest.json").read_text())  # as a tool that rewrote the weights and their record would
+    raw = (d / "model.safetensors").read_bytes()
+    m["files"]["model.safetensors"] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    (d / "manifest.json").write_text(json.dumps(m))
+    for args in (["sweep", str(run), "--depths", "1:2", "--n", "2", "--out", str(tmp_path / "s.json")],
+                 ["analyze", str(run), "--depths", "1:2", "--n", "2", "--out", str(tmp_path / "an")]):
+        capsys.readouterr()
+        assert main([*args, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and msg in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "an").exists()
