@@ -41,6 +41,11 @@ def check_count(name: str, v: Any, lo: int) -> int:
     return n
 
 
+def check_optional_count(name: str, v: Any, lo: int) -> int | None:
+    """`check_count`, with None passed through (None: all there are)."""
+    return None if v is None else check_count(name, v, lo)
+
+
 def strict_int(v: Any) -> int:
     """`v` as a plain int: ints, numpy and torch integers; TypeError for a float (3.9 is no count nor token id) and
     for a bool (True and False are ints to Python, never a count nor a token)."""

@@ -229,6 +229,9 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
     `vocab` and `max_len` (at most the model's positions) as in `generate`.
     """
     if not isinstance(model, LoopedTransformer):
+        if exit_tol is not None or exit_stable is not None:  # the rule is what asked for the cache, not use_cache
+            raise TypeError(f"an exit rule (exit_tol, exit_stable) decodes with the KV cache, which only looplm's "
+                            f"LoopedTransformer has, not {type(model).__name__}; drop the exit rule")
         raise TypeError(f"KV-cached generation is written for looplm's LoopedTransformer, not "
                         f"{type(model).__name__}; use generate(..., use_cache=False)")
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id)

@@ -123,6 +123,10 @@ def run_loop(model: Any, h: torch.Tensor, ctx: Any, num_loops: int, *, backprop_
     # as the count: 2.5 ran as 2, True as 1, -1 as full backprop, and a first=0 read KV-cache slot -1
     backprop_loops = loop_arg("backprop_loops", backprop_loops, 0, " (0: backprop through every loop)")
     first = loop_arg("first", first, 1, " (the index t of the first loop run here; loops count from 1)")
+    if exit is not None and not (hasattr(exit, "done") and callable(getattr(exit, "update", None))):
+        # (a function given as the rule was an AttributeError on `.done` after the first loop)
+        raise TypeError(f"exit must be an object with `done` and `update(t, h_prev, h)` (as generate's exit "
+                        f"rules are), got {type(exit).__name__}")
     n_free = num_loops - backprop_loops if 0 < backprop_loops < num_loops else 0
     use_ckpt = checkpoint and torch.is_grad_enabled()
     for i in range(num_loops):

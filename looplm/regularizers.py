@@ -85,7 +85,15 @@ def _sq_norm_per_sample(x: torch.Tensor) -> torch.Tensor:
 
 def jvp(step_fn: StepFn, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(Φ(h), J v) by forward-mode AD; both differentiable w.r.t. the parameters Φ closes over."""
-    return torch.func.jvp(step_fn, (h,), (v,))
+    try:
+        return torch.func.jvp(step_fn, (h,), (v,))
+    except NotImplementedError as e:  # torch's own line ends "Please file an issue to PyTorch": the fix is here
+        if "forward AD" not in str(e):
+            raise
+        torch_says = str(e).splitlines()[0]
+        raise NotImplementedError("a penalty's JVP reached a fused kernel without forward-mode AD (an attention or "
+                                  "norm kernel); call the penalty under `with looplm.twice_differentiable():`, "
+                                  f"which swaps in kernels that have it (torch: {torch_says:.200})") from None
 
 
 def jsrr(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,

@@ -355,7 +355,7 @@ def test_a_size_graded_data_file_is_checked_row_by_row(tmp_path):
     f = tmp_path / "p.jsonl"
     rows = {"ok": '{"prompt": "0110=", "answer": "0"}', "char": '{"prompt": "0120=", "answer": "1"}',
             "wrong": '{"prompt": "0111=", "answer": "0"}', "long": '{"prompt": "%s=", "answer": "0"}' % ("01" * 20)}
-    parity = ParityTask(2, 8, 10, 0, 16)
+    parity = ParityTask(6, 8, 10, 0, 16)
     for bad, msg in (("char", "outside the vocabulary"), ("wrong", "answer '0' is wrong: '0111=' gives '1'"),
                      ("long", "need 42 positions but the model has max_seq_len=16")):
         f.write_text(rows["ok"] + "\n" + rows[bad] + "\n")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..arguments import check_count
+from ..arguments import check_count, check_optional_count
 from ..records import read_rows
 from .base import Batch, make_batch
 from .tokenizers import EOS, PAD, CharTokenizer
@@ -49,6 +49,10 @@ class AdditionTask:
 
     def __init__(self, digits: int = 4, tokenizer: CharTokenizer | None = None, max_len: int | None = None,
                  test_seed: int = 1234, test_size: int = 1000):
+        # checked as the config checks them: a string digits was a '<=' TypeError, and test_size=0 an IndexError
+        # from numpy in held_out
+        digits, test_size, test_seed = (check_count(k, v, lo) for k, v, lo in (
+            ("digits", digits, 1), ("test_size", test_size, 1), ("test_seed", test_seed, 0)))
         if not 1 <= digits <= 9:
             raise ValueError(f"digits must be in 1..9, got {digits}")
         self.digits = digits
@@ -122,6 +126,7 @@ class AdditionTask:
 
     def train_batch(self, n: int, gen: torch.Generator, step: int = 0) -> Batch:
         """n fresh problems from the data stream `gen` (`step` is unused: the stream is the state)."""
+        n = check_count("n", n, 1)  # (0 was max() of nothing, a negative n numpy's error)
         return self.encode_problems(*self.sample_pairs(n, gen), max_len=self.max_len)
 
     def test_batch(self, n: int, seed: int, max_len: int | None = None) -> Batch:
@@ -134,6 +139,7 @@ class AdditionTask:
 
     def load_eval(self, path: str, n: int | None) -> Batch:
         """Problems from a file in the authors' JSONL format (`read_addition_jsonl`)."""
+        n = check_optional_count("n", n, 1)  # n=-1 sliced [:-1], leaving out the last row
         a, b = read_addition_jsonl(path)
         for i, (x, y) in enumerate(zip(a[:n], b[:n], strict=True)):  # named, in a file of thousands
             need = len(self.tok.encode(self.prompt(x, y))) + len(self.tok.encode(self.target(x, y)))

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..arguments import check_count
+from ..arguments import check_count, check_optional_count
 from ..records import check_text, read_rows
 from .base import Batch, ReadOnUse, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
@@ -151,6 +151,7 @@ class JsonlTask(ReadOnUse):
         return self.tok.vocab_size
 
     def train_batch(self, n: int, gen: torch.Generator, step: int = 0) -> Batch:
+        n = check_count("n", n, 1)  # (0 was max() of nothing, a negative n torch's "negative dimension")
         idx = torch.randint(0, self.size, (n,), generator=gen).tolist()
         return encode_answers(self.tok, [self.train[0][i] for i in idx], [self.train[1][i] for i in idx],
                               self.max_len)
@@ -162,6 +163,7 @@ class JsonlTask(ReadOnUse):
 
     def load_eval(self, path: str, n: int | None) -> Batch:
         """Rows of a file of one's own, each checked against the vocabulary and the positions with file:line."""
+        n = check_optional_count("n", n, 1)  # n=-1 sliced [:-1], leaving out the last row
         return load_scored_rows(self.tok, path, self.fields, n, self.max_len)
 
     def format_answer(self, text: str) -> str:

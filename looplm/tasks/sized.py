@@ -21,7 +21,7 @@ import string
 
 import torch
 
-from ..arguments import check_count
+from ..arguments import check_count, check_optional_count
 from .base import IGNORE, Batch, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
 
@@ -38,7 +38,15 @@ class SizedTask:
     name = ""
     chars = ""
 
+    least = 1  # the smallest size the task has problems of (held out and for training)
+
     def __init__(self, min_size: int, max_size: int, test_size: int, test_seed: int, max_len: int | None = None):
+        # checked as the config checks them: sizes past each other or below the task's least were accepted
+        min_size, max_size, test_size, test_seed = (check_count(k, v, lo) for k, v, lo in (
+            ("min_size", min_size, self.least), ("max_size", max_size, 1), ("test_size", test_size, 1),
+            ("test_seed", test_seed, 0)))
+        if min_size > max_size:
+            raise ValueError(f"min_size {min_size} is above max_size {max_size}; need min_size <= max_size")
         self.min_size, self.max_size = min_size, max_size
         self.test_size, self.test_seed, self.max_len = test_size, test_seed, max_len
         self.tok = CharTokenizer(self.chars)
@@ -72,6 +80,7 @@ class SizedTask:
         raise ValueError(f"{self.name}: no {'held-out' if held_out else 'training'} problem of size {size}")
 
     def train_batch(self, n: int, gen: torch.Generator, step: int = 0) -> Batch:
+        n = check_count("n", n, 1)  # (0 was max() of nothing)
         # One Python RNG seeded from the torch stream: the batch is a function of the saved generator state.
         rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=gen)))
         pairs = [self._draw(rng, rng.randint(self.min_size, self.max_size), False) for _ in range(n)]
@@ -136,6 +145,7 @@ class SizedTask:
     def load_eval(self, path: str, n: int | None) -> Batch:
         """Problems of the user's own in a JSONL file of {"prompt", "answer"} rows, each checked with its
         file:line; an answer is what the prompt's problem gives (a wrong gold answer would be scored as right)."""
+        n = check_optional_count("n", n, 1)  # n=-1 sliced [:-1], leaving out the last row
         from .jsonl import load_scored_rows
 
         def wrong(prompt: str, answer: str) -> str | None:
@@ -155,6 +165,7 @@ def _shares(n: int, sizes: list[int]) -> dict[int, int]:
 class ParityTask(SizedTask):
     name = "parity"
     chars = "01="
+    least = 6  # fewer bits have too few problems for a held-out slice of every size (data.min_size says the same)
 
     def problem(self, rng: random.Random, size: int) -> tuple[str, str]:
         bits = "".join(rng.choice("01") for _ in range(size))

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ..arguments import check_count
+from ..arguments import check_count, check_optional_count
+from ..config import TOKENIZERS
 from ..errors import not_there
 from ..records import UNREAD_SUFFIXES, data_files, first_bad_byte, unread_format
 from .base import IGNORE, Batch, ReadOnUse
@@ -66,6 +67,11 @@ class TextTask(ReadOnUse):
         """`saved`: the tokenizer of the checkpoint a run continues or a command reads. `lazy` (with `saved`): the
         corpus is read only when its windows are needed, so scoring a file of one's own or generating works
         without the training files."""
+        if tokenizer not in TOKENIZERS:  # any other name trained a BPE tokenizer without a word
+            raise ValueError(f"unknown tokenizer {tokenizer!r:.80}; choose {', '.join(TOKENIZERS)}")
+        window = check_count("window", window, 1)  # (0 was a ZeroDivisionError)
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r:.80}")
         self.paths = [path]
         self._spec = (path, test_fraction, tokenizer, vocab_size)
         if max_len is not None and window > max_len:
@@ -135,6 +141,7 @@ class TextTask(ReadOnUse):
         return Batch(inp.contiguous(), tgt.contiguous(), torch.ones_like(inp, dtype=torch.bool))
 
     def train_batch(self, n: int, gen: torch.Generator, step: int = 0) -> Batch:
+        n = check_count("n", n, 1)  # (a negative n was torch's "negative dimension")
         starts = torch.randint(0, len(self.train_ids) - self.window, (n,), generator=gen)
         return self._windows(self.train_ids, starts)
 
@@ -163,6 +170,7 @@ class TextTask(ReadOnUse):
 
     def load_eval(self, path: str, n: int | None) -> Batch:
         """Windows of a text file, as `held_out`: every token of it scored when n is None or covers it."""
+        n = check_optional_count("n", n, 1)  # (n=-1 was torch's "upper bound and lower bound inconsistent")
         ids = torch.tensor(self._encode(read_text(path), path), dtype=torch.long)
         if len(ids) < 2:
             raise ValueError(f"{path}: fewer than 2 tokens; nothing to score")

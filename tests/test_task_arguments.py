@@ -1,0 +1,98 @@
+"""The public task classes and API functions check their arguments, as the config and the CLI check the same values:
+a wrong one is a ValueError or TypeError naming it, never a silent fallback or an error from deep in torch, numpy or
+Python."""
+
+import pytest
+import torch
+
+from looplm.generate import generate
+from looplm.looped import run_loop
+from looplm.model import LoopedTransformer
+from looplm.regularizers import hutchinson, jsrr
+from looplm.tasks import AdditionTask, ChainTask, JsonlTask, ParityTask, TextTask
+from looplm.tasks.addition import make_batch
+
+from .conftest import tiny_model_config
+
+TEXT = "the quick brown fox jumps over the lazy dog\n" * 30
+
+
+@pytest.mark.parametrize("name", ["word", "chars", "Char", "bytes", ""])
+def test_text_task_refuses_an_unknown_tokenizer(tmp_path, name):
+    """Any name but char and byte trained a BPE tokenizer without a word."""
+    (tmp_path / "a.txt").write_text(TEXT)
+    with pytest.raises(ValueError, match=f"^unknown tokenizer {name!r}; choose char, byte, bpe$"):
+        TextTask(str(tmp_path / "a.txt"), 16, 0.05, name, 300, 32)
+
+
+def _tasks(tmp_path):
+    (tmp_path / "a.txt").write_text(TEXT)
+    (tmp_path / "add.jsonl").write_text("".join(f'{{"num1": {1000 + i}, "num2": 2000, "answer": {3000 + i}}}\n'
+                                                for i in range(10)))
+    (tmp_path / "j.jsonl").write_text("".join(f'{{"prompt": "{i}*2=", "answer": "{2 * i}"}}\n' for i in range(60)))
+    (tmp_path / "p.jsonl").write_text("".join(f'{{"prompt": "{b:06b}=", "answer": "{b.bit_count() % 2}"}}\n'
+                                              for b in range(10)))
+    return [(AdditionTask(test_size=16), "add.jsonl"), (JsonlTask(str(tmp_path / "j.jsonl")), "j.jsonl"),
+            (ParityTask(6, 8, 10, 0, 16), "p.jsonl"), (TextTask(str(tmp_path / "a.txt"), 8, 0.2), "a.txt")]
+
+
+def test_load_eval_and_train_batch_check_their_count(tmp_path):
+    """load_eval(path, -1) dropped the last row (n=0: max() of nothing; text: a torch error), and train_batch(0)
+    was max() of nothing (negative: torch's "negative dimension")."""
+    for task, f in _tasks(tmp_path):
+        path = str(tmp_path / f)
+        full = len(task.load_eval(path, None))
+        assert len(task.load_eval(path, 10**6)) == full
+        for bad in (-1, -3, 0, 1.5, True, "2"):
+            with pytest.raises(ValueError, match=f"^n must be an integer >= 1, got {bad!r}$"):
+                task.load_eval(path, bad)
+            with pytest.raises(ValueError, match=f"^n must be an integer >= 1, got {bad!r}$"):
+                task.train_batch(bad, torch.Generator().manual_seed(0))
+
+
+def test_task_constructors_check_their_arguments(tmp_path):
+    (tmp_path / "a.txt").write_text(TEXT)
+    for make, msg in [
+        (lambda: AdditionTask(test_size=0), r"^test_size must be an integer >= 1, got 0$"),  # held_out: IndexError
+        (lambda: AdditionTask(digits="4"), r"^digits must be an integer >= 1, got '4'$"),  # was a '<=' TypeError
+        (lambda: AdditionTask(test_seed=-1), r"^test_seed must be an integer >= 0, got -1$"),
+        (lambda: TextTask(str(tmp_path / "a.txt"), window=0), r"^window must be an integer >= 1, got 0$"),
+        (lambda: TextTask(str(tmp_path / "a.txt"), test_fraction=1.0), r"^test_fraction must be a number in \(0, 1\)"),
+        (lambda: ParityTask(8, 6, 10, 0), r"^min_size 8 is above max_size 6; need min_size <= max_size$"),
+        (lambda: ParityTask(1, 6, 10, 0), r"^min_size must be an integer >= 6, got 1$"),
+        (lambda: ChainTask(0, 3, 10, 0), r"^min_size must be an integer >= 1, got 0$"),
+        (lambda: ChainTask(1, 3, 0, 0), r"^test_size must be an integer >= 1, got 0$"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            make()
+
+
+def test_run_loop_refuses_an_exit_rule_that_is_no_rule():
+    """A function as `exit` was an AttributeError ('function' object has no attribute 'done')."""
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    h0, ctx = m.embed(torch.tensor([[3, 4, 5]]))
+    with pytest.raises(TypeError, match="^exit must be an object with `done` and `update"):
+        run_loop(m, h0, ctx, 2, exit=lambda t, h, new: None)
+
+
+def test_generate_with_an_exit_rule_on_a_module_of_ones_own_blames_the_rule():
+    """It said "use generate(..., use_cache=False)", which the call already was."""
+    from .test_protocol import CumulativeMixer
+
+    for kw in ({"exit_tol": 0.1}, {"exit_stable": 2}):
+        with pytest.raises(TypeError, match="^an exit rule .* only looplm's LoopedTransformer has, not "
+                                            "CumulativeMixer; drop the exit rule$"):
+            generate(CumulativeMixer(), [[3, 4, 5]], 2, 4, 1, **kw)
+
+
+def test_a_penalty_outside_twice_differentiable_says_to_use_it():
+    """It was torch's NotImplementedError on forward AD through a fused kernel, ending "Please file an issue to
+    PyTorch"."""
+    from looplm.looped import phi
+
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16))
+    batch = make_batch([[3, 4, 5, 6, 2]] * 2, [3] * 2, 16)
+    h0, ctx = m.embed(batch.input_ids)
+    for pen in (jsrr, hutchinson):
+        with pytest.raises(NotImplementedError, match=r"under `with looplm.twice_differentiable\(\):`"):
+            pen(phi(m, ctx), h0)
