@@ -46,6 +46,14 @@ def check_optional_count(name: str, v: Any, lo: int) -> int | None:
     return None if v is None else check_count(name, v, lo)
 
 
+def config_given(path: Any) -> Any:
+    """A config path that is not empty: pathlib reads "" (or "  ") as ".", the current directory, so an empty path
+    was refused as "config . is a directory"."""
+    if isinstance(path, str) and not path.strip():
+        raise ValueError(f"config {path!r} is empty; give a YAML file or a preset name")
+    return path
+
+
 def strict_int(v: Any) -> int:
     """`v` as a plain int: ints, numpy and torch integers; TypeError for a float (3.9 is no count nor token id) and
     for a bool (True and False are ints to Python, never a count nor a token)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .arguments import MAX_DEPTH, is_cpu_device
+from .arguments import MAX_DEPTH, config_given, is_cpu_device
 from .config_files import PRESET_DIR, dump_yaml, parse_yaml, preset_names, read_yaml_config  # noqa: F401 (API)
 from .errors import ConfigError, UserError  # noqa: F401 (ConfigError: looplm.config's since the start)
 
@@ -590,11 +590,10 @@ def _build_section(name: str, sub_cls: type, values: dict[str, Any]) -> Any:
             default = fields[k].default
             said = "" if default is dataclasses.MISSING else f", {default!r}" + (" (none)" if default == "" else "")
             raise ConfigError(f"null is not a value for {name}.{k}; leave the key out for its default{said}")
-    kwargs = {k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()}
-    return sub_cls(**kwargs)
+    return sub_cls(**{k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()})
 
 
 def load_config(path_or_preset: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Load a YAML file, or a shipped preset by name (e.g. `addition-prenorm-stars`), then apply overrides."""
-    cfg = Config() if path_or_preset is None else Config.from_dict(read_yaml_config(path_or_preset))
+    cfg = Config() if path_or_preset is None else Config.from_dict(read_yaml_config(config_given(path_or_preset)))
     return cfg.with_overrides(overrides or [])

@@ -136,7 +136,13 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
                 break
             width = int(cur[active].max())
             ids = buf[:, :width]
-            h0, ctx = model.embed(ids, pos[:width][None, :] < cur[:, None])
+            try:
+                h0, ctx = model.embed(ids, pos[:width][None, :] < cur[:, None])
+            except IndexError as e:  # past a position table generate does not know of: torch's "index out of range"
+                if max_len is not None:
+                    raise
+                raise ValueError(f"{type(model).__name__}.embed failed on {width} positions ({e}); if its position "
+                                 "table is shorter, pass generate(..., max_len=<its length>)") from None
             logits = model.readout(run_loop(model, h0, ctx, num_loops), ctx)[..., :vocab]  # (B, width, V)
             nxt = logits[rows, (cur - 1).clamp(max=width - 1)].argmax(dim=-1)  # (B,)
             for i in torch.nonzero(active).flatten().tolist():

@@ -96,3 +96,25 @@ def test_a_penalty_outside_twice_differentiable_says_to_use_it():
     for pen in (jsrr, hutchinson):
         with pytest.raises(NotImplementedError, match=r"under `with looplm.twice_differentiable\(\):`"):
             pen(phi(m, ctx), h0)
+
+
+def test_generate_past_a_modules_position_table_suggests_max_len():
+    """A module of one's own with 16 positions was torch's IndexError ("index out of range in self")."""
+    from .test_protocol import CumulativeMixer
+
+    with pytest.raises(ValueError, match=r"^CumulativeMixer.embed failed on 17 positions .*pass generate\(\.\.\., "
+                                         r"max_len=<its length>\)$"):
+        generate(CumulativeMixer(), [[3, 4, 5]], 2, 40, 1)
+    assert len(generate(CumulativeMixer(), [[3, 4, 5]], 2, 40, 1, max_len=16)[0]) <= 13
+
+
+@pytest.mark.parametrize("path", ["", "  "])
+def test_an_empty_config_path_is_named(path, tmp_path, capsys):
+    """Path("") is ".": it was refused as "config . is a directory"."""
+    from looplm.cli import main
+    from looplm.config import load_config
+
+    with pytest.raises(ValueError, match=f"^config {path!r} is empty; give a YAML file or a preset name$"):
+        load_config(path)
+    assert main(["train", "--config", path, "--out", str(tmp_path / "r")]) == 2 and not (tmp_path / "r").exists()
+    assert capsys.readouterr().err == f"error: config {path!r} is empty; give a YAML file or a preset name\n"
