@@ -101,9 +101,10 @@ def check_finite(x: torch.Tensor, t: int, what: str = "states") -> None:
     """Refuse non-finite states (or readout logits) at depth `t` of a model with finite weights: weights so large,
     or a core so expansive, that the loop overflows. Scored anyway, they read as 0.000 exact match or a NaN CE."""
     if not bool(torch.isfinite(x).all()):
+        fewer = f" (depths below {t} may still be scored)" if t > 1 else ""
         raise ValueError(f"the model's {what} at depth {t} are not finite (NaN or inf): its weights are so large, "
-                         "or its loop so expansive, that the forward overflows; score smaller depths, or check how "
-                         "the model was trained")
+                         f"or its loop so expansive, that the forward overflows; looplm does not score such a "
+                         f"model{fewer}")
 
 
 def perplexity(ce: float) -> float | None:

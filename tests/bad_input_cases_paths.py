@@ -4,10 +4,39 @@ tests/bad_input_cases.py."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
 from .bad_input_cases import TINY, TRAIN, Case
 from .bad_input_damage import _dangling_link, _link_loop, _runs_linked_into_corpus, _tar_corpus
 
 S = ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--n", "4"]
+A = ["analyze", "{copy}", "--no-progress", "--depths", "1:2", "--n", "2", "--out", "{tmp}/an"]
+
+
+def _embedding(how: str) -> Callable[[Path, Path], None]:
+    """The run's token embedding edited (NaN, or scaled past what a forward can hold) and its manifest updated to
+    match, as a tool that rewrote both would."""
+    def prep(tmp: Path, copy: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        d = copy / "checkpoint"
+        w = load_file(d / "model.safetensors")
+        if how == "nan":
+            w["tok_emb.weight"][3] = float("nan")
+        else:
+            w["tok_emb.weight"] *= 1e36
+        save_file(w, d / "model.safetensors")
+        m = json.loads((d / "manifest.json").read_text())
+        raw = (d / "model.safetensors").read_bytes()
+        m["files"]["model.safetensors"] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+        (d / "manifest.json").write_text(json.dumps(m))
+    prep.__doc__ = ("a row of its token embedding set to NaN" if how == "nan" else
+                    "its token embedding scaled by 1e36 (finite)") + ", manifest updated to match"
+    return prep
+
 
 PATH_CASES: dict[str, Case] = {
     "arg-sweep-out-in-link-loop": Case("arguments", "sweep --out inside links that point at each other", [
@@ -139,4 +168,19 @@ PATH_CASES: dict[str, Case] = {
     "task-text-latin1-byte": Case("data", "a text file with one Latin-1 byte (the error gave no position)", [
         "train", "--config", "text-stars", "--out", "{tmp}/out", "--set", "data.path={tmp}/t.txt"],
         {"t.txt": b"first line\nsecond caf\xe9 line\n"}),
+    "run-sweep-nan-weights": Case("rundir", "sweep a run whose weights hold NaN (scored as exact match 0.000)", [
+        "sweep", "{copy}", "--no-progress", "--depths", "1:2", "--n", "2", "--out", "{tmp}/s.json"],
+        prepare=_embedding("nan")),
+    "run-analyze-nan-weights": Case("rundir", "analyze a run whose weights hold NaN (a traceback from torch's eig)",
+                                    A, prepare=_embedding("nan")),
+    "run-sweep-states-overflow": Case("rundir", "sweep a run whose finite weights overflow in the forward", [
+        "sweep", "{copy}", "--no-progress", "--depths", "1:2", "--n", "2", "--out", "{tmp}/s.json"],
+        prepare=_embedding("huge")),
+    "run-analyze-states-overflow": Case("rundir", "analyze a run whose finite weights overflow in the forward (a "
+                                        "traceback from torch's svd)", [*A, "--spectral-n", "0"],
+                                        prepare=_embedding("huge")),
+    "arg-analyze-tol-one": Case("arguments", "analyze --tol 1 (any vector counted as converged)", [*A, "--tol", "1"]),
+    "arg-no-command": Case("arguments", "looplm with no command (named an internal 'cmd')", []),
+    "cfg-config-empty": Case("config", "train --config '' (read as the directory '.')", [
+        "train", "--config", "", "--out", "{tmp}/out"]),
 }

@@ -364,25 +364,13 @@ def test_an_overflowing_perplexity_is_null_not_capped():
                                       ("huge", "at depth 1 are not finite (NaN or inf)")])
 def test_sweep_and_analyze_refuse_a_run_whose_weights_or_states_are_not_finite(tmp_path, capsys, how, msg):
     """analyze was a traceback from torch's eig or svd; sweep exited 0 reporting exact match 0.000."""
-    import hashlib
-
-    from safetensors.torch import load_file, save_file
+    from .bad_input_cases_paths import _embedding
 
     run = tmp_path / "bad"
     assert main(["train", "--config", "addition-prenorm-stars", "--out", str(run), "--no-progress", "--set",
                  "train.steps=2", "--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "train.batch_size=8",
                  "--set", "data.test_size=8", "--set", "train.eval_every=0", "--set", "loops.max_loops=3"]) == 0
-    d = run / "checkpoint"
-    w = load_file(d / "model.safetensors")
-    if how == "nan":
-        w["tok_emb.weight"][3] = float("nan")
-    else:
-        w["tok_emb.weight"] *= 1e36
-    save_file(w, d / "model.safetensors")
-    m = json.loads((d / "manifest.json").read_text())  # as a tool that rewrote the weights and their record would
-    raw = (d / "model.safetensors").read_bytes()
-    m["files"]["model.safetensors"] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
-    (d / "manifest.json").write_text(json.dumps(m))
+    _embedding(how)(tmp_path, run)  # the weights edited, and their manifest record with them
     for args in (["sweep", str(run), "--depths", "1:2", "--n", "2", "--out", str(tmp_path / "s.json")],
                  ["analyze", str(run), "--depths", "1:2", "--n", "2", "--out", str(tmp_path / "an")]):
         capsys.readouterr()
