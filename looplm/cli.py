@@ -513,7 +513,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         res = run_sweep(args.checkpoint, args.depths, args.data, args.n, args.batch_size, args.device,
                         not args.no_progress, args.exit_tol, args.exit_stable,
                         before=lambda inputs: fresh_outputs(outs, args.force, inputs), sizes=args.sizes)
-        shown, caption = table_depths(res["depths"], out)  # (the caption: which depths, when not all)
+        shown, caption = table_depths(res, out)  # (the caption: which depths, when not all)
         if "sizes" in res:
             from .plots import plot_size_depth
 

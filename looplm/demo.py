@@ -22,13 +22,17 @@ DEMO_N = 1000
 DEMO_FILES = ("stage1", "stage2", "sweep.json", "dynamics.json", "accuracy.png", "dynamics.png")
 
 
-def table_depths(depths: list[int], result: Path) -> tuple[list[int], str]:
-    """The columns of a sweep's printed table, and a caption line to print above it: every depth up to 16 of them,
-    else the demo's depths and the last, with a caption that says so (depths were left out without a word)."""
+def table_depths(res: dict, result: Path) -> tuple[list[int], str]:
+    """The columns of a sweep's printed table (`res`: its JSON), and a caption to print above it: every depth up to
+    16 of them, else the demo's depths and the last, with a caption that says so (depths were left out without a
+    word); and where the states overflowed, a note (those rows are scored wrong, not measured)."""
+    depths, over = res["depths"], res.get("overflow")
+    note = "" if not over else (f"note: the states or logits are not finite (overflow) at {len(over)} depth(s) from "
+                                f"{over[0]}: rows there are scored as wrong, their CE and state norm are null\n")
     if len(depths) <= 16:
-        return depths, ""
+        return depths, note
     shown = [d for d in depths if d in set(DEMO_DEPTHS) | {depths[-1]}]
-    return shown, f"showing {len(shown)} of the {len(depths)} depths; every depth is in {result}\n"
+    return shown, f"{note}showing {len(shown)} of the {len(depths)} depths; every depth is in {result}\n"
 
 
 def restart_stage2(stage2: Path, stage1: Path) -> None:

@@ -123,19 +123,23 @@ class SweepResult:
     exit_correct: torch.Tensor | None = None  # (N,) bool
     exit_rule: dict | None = None
     tokens: int | None = None  # positions scored (the CE's denominator): every token of a text, answers' tokens
+    overflow: list[int] | None = None  # depths where some row's states or logits were not finite (scored as wrong)
 
     @property
     def accuracy(self) -> list[float]:
         return self.correct.double().mean(dim=1).tolist()
 
     def to_json(self) -> dict:
+        finite = lambda xs: [x if math.isfinite(x) else None for x in xs]  # noqa: E731 (strict JSON: null)
         out = {"depths": self.depths, "accuracy": self.accuracy, "n": int(self.correct.shape[1]),
-               "state_norm": self.state_norm.tolist()}
+               "state_norm": finite(self.state_norm.tolist())}
         if self.tokens is not None:
             out["tokens"] = self.tokens
+        if self.overflow:
+            out["overflow"] = self.overflow
         if self.ce is not None:
-            out["ce"] = self.ce.tolist()
-            out["ppl"] = [perplexity(c) for c in out["ce"]]  # null: too large for a float
+            out["ce"] = finite(self.ce.tolist())
+            out["ppl"] = [None if c is None else perplexity(c) for c in out["ce"]]  # null: too large for a float
         if self.exit_depth is not None and self.exit_correct is not None:
             out["exit"] = {**(self.exit_rule or {}), "accuracy": self.exit_correct.double().mean().item(),
                            "mean_loops": self.exit_depth.double().mean().item()}
@@ -167,6 +171,7 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     norm_sum = torch.zeros(len(depths), dtype=torch.float64)
     nll_sum = torch.zeros(len(depths), dtype=torch.float64)
     n_scored = int((batch.targets != IGNORE).sum())
+    overflow: set[int] = set()
     chunks = range(0, n, batch_size)
     bar = tqdm(total=len(chunks) * max(depths), desc="sweep", unit="loop", disable=not progress)
     # closing: interrupted too, the bar's line ends before an error line is printed
@@ -192,12 +197,15 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
                     return
                 i = want[t]
                 logits = model.readout(h, ctx)  # (b, T, V)
-                check_finite(h, t)
-                check_finite(logits, t, "readout logits")
                 check_targets(tgt, mask, logits.shape[-1])
+                # a loop that overflows (finite weights, an expansive Φ: the collapse a sweep is run to see) fails
+                # there: its rows are wrong, whatever the argmax of NaN says; its CE and state norm are NaN (null)
+                fin = ((torch.isfinite(h).all(-1) & torch.isfinite(logits).all(-1)) | ~tok_valid.bool()).all(1)
+                if not bool(fin.all()):
+                    overflow.add(t)
                 pred = logits.argmax(dim=-1)  # (b, T)
                 nll_sum[i] += F.cross_entropy(logits[mask].double(), tgt[mask], reduction="sum").cpu()
-                ok = ((pred == tgt) | ~mask).all(dim=1)
+                ok = ((pred == tgt) | ~mask).all(dim=1) & fin
                 correct[i, s : s + len(ok)] = ok.cpu()
                 per_tok = h.float().norm(dim=-1)  # (b, T)
                 norm_sum[i] += ((per_tok * tok_valid).sum(1) / tok_valid.sum(1)).sum().double().cpu()
@@ -208,7 +216,7 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     ce = nll_sum / max(1, n_scored)
     rule = {"tol": exit_tol, "stable": exit_stable, "max_loops": max(depths)} if use_exit else None
     return SweepResult(list(depths), correct, (norm_sum / n).float(), ce, exit_depth if use_exit else None,
-                       exit_correct if use_exit else None, rule, n_scored)
+                       exit_correct if use_exit else None, rule, n_scored, sorted(overflow) or None)
 
 
 class ExitTracker:

@@ -173,9 +173,6 @@ PATH_CASES: dict[str, Case] = {
         prepare=_embedding("nan")),
     "run-analyze-nan-weights": Case("rundir", "analyze a run whose weights hold NaN (a traceback from torch's eig)",
                                     A, prepare=_embedding("nan")),
-    "run-sweep-states-overflow": Case("rundir", "sweep a run whose finite weights overflow in the forward", [
-        "sweep", "{copy}", "--no-progress", "--depths", "1:2", "--n", "2", "--out", "{tmp}/s.json"],
-        prepare=_embedding("huge")),
     "run-analyze-states-overflow": Case("rundir", "analyze a run whose finite weights overflow in the forward (a "
                                         "traceback from torch's svd)", [*A, "--spectral-n", "0"],
                                         prepare=_embedding("huge")),

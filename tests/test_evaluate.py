@@ -334,15 +334,21 @@ def _nonfinite_model(how: str) -> LoopedTransformer:
     return m
 
 
-@pytest.mark.parametrize("how, msg", [("nan", r"^the model's weights are not finite \(1 tensor\(s\): tok_emb.weight\)"),
-                                      ("huge", r"^the model's (states|readout logits) at depth 1 are not finite")])
-def test_sweep_refuses_a_model_whose_weights_or_states_are_not_finite(how, msg):
-    """NaN weights (or a forward that overflows) were scored: exact match 0.000 as if measured, and a text's CE and
-    perplexity written as NaN into sweep.json (no strict JSON, which `looplm plot` then refused)."""
-    m = _nonfinite_model(how)
+def test_sweep_refuses_nan_weights_and_scores_an_overflowing_loop_as_wrong():
+    """NaN weights were scored: exact match 0.000 as if measured, and a text's CE and perplexity written as NaN into
+    sweep.json (no strict JSON, which `looplm plot` then refused): refused. Finite weights whose loop overflows are
+    the collapse a sweep is run to see: its rows are scored wrong there (an argmax of NaN logits is no answer), and
+    the CE and state norm are null, with the depths listed."""
     batch = make_batch([[3, 4, 5, 6, EOS]] * 4, [3] * 4, 16)
-    with pytest.raises(ValueError, match=msg):
-        sweep(m, batch, [1, 2])
+    with pytest.raises(ValueError, match=r"^the model's weights are not finite \(1 tensor\(s\): tok_emb.weight\)"):
+        sweep(_nonfinite_model("nan"), batch, [1, 2])
+    res = sweep(_nonfinite_model("huge"), batch, [1, 2])
+    doc = res.to_json()
+    assert res.overflow == [1, 2] and doc["overflow"] == [1, 2] and doc["accuracy"] == [0.0, 0.0]
+    assert doc["state_norm"] == [None, None] and doc["ce"] == [None, None] and doc["ppl"] == [None, None]
+    json.dumps(doc, allow_nan=False)  # strict JSON
+    ok = sweep(LoopedTransformer(tiny_model_config(max_seq_len=16)).eval(), batch, [1, 2])
+    assert ok.overflow is None and "overflow" not in ok.to_json()
 
 
 def test_an_overflowing_perplexity_is_null_not_capped():
@@ -360,10 +366,10 @@ def test_an_overflowing_perplexity_is_null_not_capped():
     assert depth_table(doc, [1, 2], "ppl", "ppl").splitlines()[1].split() == ["ppl", "2.718", "overflow"]
 
 
-@pytest.mark.parametrize("how, msg", [("nan", "the model's weights are not finite (1 tensor(s): tok_emb.weight)"),
-                                      ("huge", "at depth 1 are not finite (NaN or inf)")])
-def test_sweep_and_analyze_refuse_a_run_whose_weights_or_states_are_not_finite(tmp_path, capsys, how, msg):
-    """analyze was a traceback from torch's eig or svd; sweep exited 0 reporting exact match 0.000."""
+@pytest.mark.parametrize("how", ["nan", "huge"])
+def test_sweep_and_analyze_on_a_run_whose_weights_or_states_are_not_finite(tmp_path, capsys, how):
+    """analyze was a traceback from torch's eig or svd, and sweep exited 0 reporting exact match 0.000 for NaN
+    weights: both refuse NaN weights, analyze refuses an overflowing loop, and sweep scores it wrong with a note."""
     from .bad_input_cases_paths import _embedding
 
     run = tmp_path / "bad"
@@ -371,10 +377,21 @@ def test_sweep_and_analyze_refuse_a_run_whose_weights_or_states_are_not_finite(t
                  "train.steps=2", "--set", "model.d_model=32", "--set", "model.d_ff=64", "--set", "train.batch_size=8",
                  "--set", "data.test_size=8", "--set", "train.eval_every=0", "--set", "loops.max_loops=3"]) == 0
     _embedding(how)(tmp_path, run)  # the weights edited, and their manifest record with them
-    for args in (["sweep", str(run), "--depths", "1:2", "--n", "2", "--out", str(tmp_path / "s.json")],
-                 ["analyze", str(run), "--depths", "1:2", "--n", "2", "--out", str(tmp_path / "an")]):
+    sw = ["sweep", str(run), "--depths", "1:2", "--n", "2", "--out", str(tmp_path / "s.json"), "--no-progress"]
+    an = ["analyze", str(run), "--depths", "1:2", "--n", "2", "--out", str(tmp_path / "an"), "--no-progress"]
+    msg = "the model's weights are not finite (1 tensor(s): tok_emb.weight)" if how == "nan" else \
+        "at depth 1 are not finite (NaN or inf)"
+    for args in ([sw, an] if how == "nan" else [an]):
         capsys.readouterr()
-        assert main([*args, "--no-progress"]) == 2
+        assert main(args) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and msg in err and len(err.splitlines()) == 1, err
-    assert not (tmp_path / "s.json").exists() and not (tmp_path / "an").exists()
+    assert not (tmp_path / "an").exists()
+    if how == "huge":
+        capsys.readouterr()
+        assert main(sw) == 0
+        assert "note: the states or logits are not finite (overflow) at 2 depth(s) from 1" in capsys.readouterr().out
+        doc = json.loads((tmp_path / "s.json").read_text())
+        assert doc["overflow"] == [1, 2] and doc["accuracy"] == [0.0, 0.0] and doc["state_norm"] == [None, None]
+    else:
+        assert not (tmp_path / "s.json").exists()
