@@ -234,13 +234,14 @@ def saved_step(d: str | Path) -> int | None:
 
 def origin(path: str | Path) -> dict[str, Any]:
     """What a run started from checkpoint `path` (train.init_from) records of it: its step and its weights' SHA-256
-    (the manifest's, else computed), so a resume can tell that the checkpoint has changed since (trained on)."""
+    (the manifest's, else computed), so a resume can tell that the checkpoint has changed since (trained on), and
+    the path made absolute (a resume from another working directory looks up the same checkpoint)."""
     d = resolve(path)
     try:
         digest = json.loads((d / MANIFEST).read_text())["files"][WEIGHTS]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):  # a checkpoint of another tool: no manifest
         digest = _sha256(d / WEIGHTS)
-    return {"step": saved_step(d), "sha256": digest}
+    return {"step": saved_step(d), "sha256": digest, "path": str(Path(path).absolute())}
 
 
 def loaded_at_step(d: str | Path, load: Callable[[], T]) -> tuple[T, int | None]:

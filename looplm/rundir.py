@@ -184,16 +184,24 @@ def _save_was_due(out: Path) -> int | None:
     return last if (t.checkpoint_every and last > t.checkpoint_every) or (t.steps and last >= t.steps) else None
 
 
-def origin_change(src: Path, init_from: str) -> str | None:
-    """How the checkpoint `init_from` that the run resumed from `src` started from has changed since (its step,
-    "step 2 -> 3"), or None: unchanged, gone (a resume needs only its own checkpoint), or not recorded (a run from
-    before the record)."""
+def origin_change(src: Path, init_from: str, gone: bool = False) -> str | None:
+    """How the checkpoint that the run resumed from `src` started from (train.init_from) has changed since (its step,
+    "step 2 -> 3"), or None: unchanged, or not recorded (a run from before the record). It is looked up at the path
+    the run recorded (absolute: the check does not depend on the working directory), else at `init_from` as given;
+    with `gone`, a source that is not there any more is "no longer exists" (else None: a resume needs only its own
+    checkpoint)."""
     try:
         began = ckpt.load_state(src, mmap=True).get("init_from") if init_from else None
-        now = ckpt.origin(init_from) if began else None
     except (ckpt.CheckpointError, OSError):
         return None
-    if now is None or now == began:
+    if not began:
+        return None
+    where = began.get("path") or init_from
+    try:
+        now = ckpt.origin(where)
+    except (ckpt.CheckpointError, OSError):
+        return "no longer exists" if gone and not Path(where).exists() else None
+    if (now["step"], now["sha256"]) == (began.get("step"), began.get("sha256")):
         return None
     same = began.get("step") == now["step"]
     return f"step {began.get('step')} -> {now['step']}" + (", other weights" if same else "")
@@ -209,16 +217,25 @@ def _logged_steps(log: Path) -> list[int]:
     return steps
 
 
-def log_gap(out: Path, step: int, log_every: int) -> str | None:
+def log_gap(out: Path, step: int, t: Any) -> str | None:
     """A note when the run's log ends before the checkpoint it resumes from (a run copied without its log, a log
-    cut short by a full disk): the steps in between keep no record, and the resume cannot bring them back."""
+    cut short by a full disk): the steps in between keep no record, and the resume cannot bring them back. `t` is
+    the train section the checkpoint was trained with (its schedule says which steps wrote a line)."""
     log = out / "metrics.jsonl"
     last = max((s for s in _logged_steps(log) if s <= step), default=0)
-    if last >= step - step % log_every:  # the steps after the last logged one were not due a record
+    if last >= _last_due(step, t):  # the steps after the last logged one were not due a record
         return None
     what = f"{log} ends at step {last}" if log.is_file() else f"{log} is missing"
     return (f"note: {what}, but the checkpoint is at step {step}; steps {last + 1}-{step} have no log lines (the "
             "resume goes on from the checkpoint, and the log from there)")
+
+
+def _last_due(step: int, t: Any) -> int:
+    """The last step up to `step` that wrote a line to metrics.jsonl: every train.log_every steps, every
+    evaluation, and the run's final step (train.steps: the run ended at the checkpoint)."""
+    if t.steps and step >= t.steps:
+        return step
+    return max(step - step % every for every in (t.log_every, t.eval_every) if every)
 
 
 def resume_flag() -> str:
@@ -363,8 +380,17 @@ def on_resume(src: Path, cfg: Config, out: Path) -> tuple[Config, list[str]]:
         notes.append(f"note: train.init_from={cfg.train.init_from or '(none)'} is not read: a resume continues its "
                      f"own checkpoint; the run's record keeps where it started ({began or 'its own initialisation'})")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=began))
-    gap = log_gap(out, ckpt.saved_step(src) or 0, cfg.train.log_every)
+    gap = log_gap(out, ckpt.saved_step(src) or 0, ckpt.load_config(src).train)
     notes += [gap] if gap else []
+    change = origin_change(src, cfg.train.init_from, gone=True)
+    if change:  # the resume never reads the source: it goes on from the run's own checkpoint, as continuing means
+        began = ckpt.load_state(src, mmap=True)["init_from"]
+        source = f"train.init_from {began.get('path') or cfg.train.init_from}"
+        notes.append(f"note: {source} no longer exists; the resume goes on from this run's own checkpoint"
+                     if change == "no longer exists" else
+                     f"note: {source} has changed since this run started from it ({change}); the resume goes on "
+                     "from this run's own checkpoint, which started from the old weights; start a new run to "
+                     "fine-tune from the new ones")
     kept = [f"{f} (step {_scored_step(out / f) or '?'})" for f in RESULTS if (out / f).is_file()]
     if kept:  # each result's own step: it may score a checkpoint of the history, not the latest
         # by step, not "earlier": a resume from the history (the latest checkpoint damaged) is behind the results
@@ -394,11 +420,6 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[str]:
     def allowed(key: str, old: Any, new: Any) -> bool:
         return key in RESUMABLE or (key == "train.keep_checkpoints" and new > old)
 
-    change = origin_change(src, cfg.train.init_from)
-    if change:  # going on would train on from the old start, and the run's record would say it came from the new
-        raise UserError(f"train.init_from={cfg.train.init_from} has changed since the run in {out} started from it "
-                        f"({change}); a resume would go on from the old weights. Start a new run from it (another "
-                        "--out), or put that checkpoint back as it was to resume")
     refused = [ckpt.describe_change(*c) + (" (fewer would delete checkpoints)" if c[0] == "train.keep_checkpoints"
                                            else "") for c in changes if not allowed(*c)]
     if refused:

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -462,27 +463,62 @@ def test_results_record_the_loops_training_saw_up_to_their_checkpoint(tmp_path):
     assert recorded("sweep", run) == [1, 6]
 
 
-def test_a_resume_is_refused_once_the_run_it_started_from_has_trained_on(tmp_path):
-    """A run started with train.init_from records that checkpoint's step and weights; resumed after the source
-    trained on, it went on from the old start without a word (and its record named the new source)."""
-    from looplm.errors import UserError
+def test_a_resume_goes_on_with_a_note_once_the_run_it_started_from_has_trained_on(tmp_path, monkeypatch, capsys):
+    """A run started with train.init_from records that checkpoint's step, weights and absolute path. Once the
+    source had trained on, a resume was refused with no way past (the resume never reads the source: it continues
+    the run's own checkpoint, which is what a preempted fine-tune needs); and the source was looked up at the path
+    as typed, relative to the working directory, so the check ran or not depending on where the resume ran, and a
+    deleted source skipped it. Now the resume goes on with a note, from any directory, and a deleted source gets
+    one too."""
     from looplm.train import Interrupted
 
     fast = dict(eval_every=0, checkpoint_every=0)
+    monkeypatch.chdir(tmp_path)
     train(tiny_config(train=dict(steps=2, **fast)), tmp_path / "base", progress=False)
-    cfg = tiny_config(train=dict(steps=4, init_from=str(tmp_path / "base"), **fast))
+    cfg = tiny_config(train=dict(steps=5, init_from="base", **fast))  # relative, as typed
     with pytest.raises(Interrupted):
         train(cfg, tmp_path / "b", progress=False, fault={"interrupt_at_step": 1})
     state = torch.load(tmp_path / "b" / "checkpoint" / "trainer_state.pt", weights_only=True)
     assert state["init_from"]["step"] == 2 and len(state["init_from"]["sha256"]) == 64
+    assert state["init_from"]["path"] == str(tmp_path / "base")
     with pytest.raises(Interrupted):  # the source unchanged: the resume goes on, and keeps the record
         train(cfg, tmp_path / "b", resume=True, progress=False, fault={"interrupt_at_step": 2})
+    assert "note: train.init_from" not in capsys.readouterr().out
     train(tiny_config(train=dict(steps=3, **fast)), tmp_path / "base", resume=True, progress=False)
-    before = (tmp_path / "b" / "checkpoint" / "model.safetensors").read_bytes()
-    with pytest.raises(UserError, match=r"train.init_from=.*base has changed since the run in .*b started from it "
-                                        r"\(step 2 -> 3\); a resume would go on from the old weights. Start a new run"):
-        train(cfg, tmp_path / "b", resume=True, progress=False)
-    assert (tmp_path / "b" / "checkpoint" / "model.safetensors").read_bytes() == before
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # "base" is not here: the recorded absolute path is what is checked
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "b", resume=True, progress=False, fault={"interrupt_at_step": 3})
+    assert (f"note: train.init_from {tmp_path / 'base'} has changed since this run started from it (step 2 -> 3); "
+            "the resume goes on from this run's own checkpoint, which started from the old weights; start a new run "
+            "to fine-tune from the new ones") in capsys.readouterr().out
+    assert torch.load(tmp_path / "b" / "checkpoint" / "trainer_state.pt", weights_only=True)["init_from"] == \
+        state["init_from"]  # the record still names where the run started
+    shutil.rmtree(tmp_path / "base")
+    train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert f"note: train.init_from {tmp_path / 'base'} no longer exists" in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(tmp_path / "b")][-1] == 5
+
+
+def test_the_log_gap_note_counts_the_final_step_as_due_a_line(tmp_path, capsys):
+    """A run always logs its final step: a log cut back from step 25 to 20 (log_every 10), or a finished run copied
+    without its log, left steps without lines, yet the resume said nothing (only multiples of log_every were
+    counted as due a line)."""
+    def cfg(steps: int):
+        return tiny_config(reg=dict(rho_every=0), train=dict(steps=steps, eval_every=0, checkpoint_every=0,
+                                                             log_every=10))
+
+    train(cfg(25), tmp_path / "g", progress=False)
+    log = tmp_path / "g" / "metrics.jsonl"
+    assert [r["step"] for r in read_metrics(tmp_path / "g")] == [10, 20, 25]
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:2]))
+    train(cfg(26), tmp_path / "g", resume=True, progress=False)
+    assert f"note: {log} ends at step 20, but the checkpoint is at step 25; steps 21-25 have no log lines" \
+        in capsys.readouterr().out
+    train(cfg(3), tmp_path / "s", progress=False)
+    (tmp_path / "s" / "metrics.jsonl").unlink()  # a run copied without its log
+    train(cfg(4), tmp_path / "s", resume=True, progress=False)
+    assert "steps 1-3 have no log lines" in capsys.readouterr().out
 
 
 def test_a_resume_says_when_the_log_ends_before_the_checkpoint(tmp_path, capsys):
