@@ -29,6 +29,7 @@ with safetensors' and torch's own format checks only.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -474,6 +475,11 @@ def load_config(path: str | Path) -> Config:
         raise CheckpointError(f"{f}: {e}") from None
 
 
+# Model fields that change only how a run trains, not the weights or what Φ computes: a fine-tune
+# (train.init_from) may set them anew (dropout on, random positions as the chain/parity presets train).
+TRAINING_ONLY = ("dropout", "random_positions")
+
+
 def config_changes(a: Config, b: Config, sections: tuple[str, ...] = ("model",)) -> list[tuple[str, Any, Any]]:
     """(section.key, a's value, b's value) for every differing field of the given sections."""
     da, db = a.to_dict(), b.to_dict()
@@ -506,7 +512,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect: Con
                ) -> tuple[LoopedTransformer, Config]:
     """Build the model from `config.json` and load `model.safetensors` strictly.
 
-    With `expect`, the checkpoint's model section must equal `expect.model`; mismatched fields are listed.
+    With `expect`, the checkpoint's model section must equal `expect.model` but for TRAINING_ONLY fields, which are
+    taken from `expect`; mismatched fields are listed.
     """
     d = resolve(path)
     cfg = load_config(d)
@@ -518,11 +525,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect: Con
         raise CheckpointError(f"{d} holds the weights of a module of your own ({name or 'unreadable ' + MODULE}), "
                               "not of the LoopedTransformer its config describes; build that module and load them "
                               "with looplm.checkpoint.load_weights, then use the Python API")
+    model = cfg.model
     if expect is not None:
-        diff = config_diff(cfg, expect)
+        diff = [describe_change(*c) for c in config_changes(cfg, expect) if c[0][len("model."):] not in TRAINING_ONLY]
         if diff:
             raise CheckpointError(f"checkpoint {d} does not match the requested model:\n  " + "\n  ".join(diff))
-    return load_weights(d, LoopedTransformer(cfg.model)).to(device), cfg
+        model = dataclasses.replace(model, **{k: getattr(expect.model, k) for k in TRAINING_ONLY})
+    return load_weights(d, LoopedTransformer(model)).to(device), cfg
 
 
 def load_weights(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:

@@ -10,12 +10,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
 from .looped import check_looped
 from .model import LoopedTransformer
+
+
+def check_finite_start(model: nn.Module, init_from: str) -> None:
+    """The weights a run starts from (train.init_from) must be finite: else every step is non-finite, and the run
+    stops blaming the learning rate."""
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ckpt.CheckpointError(f"train.init_from {init_from}: its weights are not finite ({', '.join(bad[:3])}"
+                                   f"{', ...' if len(bad) > 3 else ''}); start from another checkpoint (one of its "
+                                   "history in checkpoints/, say)")
 
 
 def check_model(src: Path | None, cfg: Config) -> None:

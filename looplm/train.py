@@ -144,6 +144,8 @@ def native_run(cfg: Config, device: torch.device, resume_from: Path | None, mode
         model = ckpt.load_model(src, device, expect=cfg)[0]
     else:
         model = LoopedTransformer(cfg.model)
+    if src and resume_from is None:  # non-finite weights would fail every step, blamed on the learning rate
+        fitcheck.check_finite_start(model, src)
     def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
         # a subclass (its own step, say) is a module of the user's: config.json does not describe it
         ckpt.write_native(folder, weights, cfg, None if type(model) is LoopedTransformer else type(model))

@@ -136,6 +136,44 @@ def test_init_from_starts_from_another_runs_weights_and_resumes_exactly(tmp_path
         train(tiny_config(train=dict(init_from=str(tmp_path / "nope"))), tmp_path / "bad2", progress=False)
 
 
+def test_init_from_may_change_the_training_only_model_fields(tmp_path):
+    """model.dropout and model.random_positions change how a run trains, not its weights or Φ, yet a fine-tune that
+    set them anew was refused as "does not match the requested model"; it now trains with the new values."""
+    from looplm import checkpoint as ckpt
+
+    fast = dict(steps=1, eval_every=0, checkpoint_every=0)
+    base = train(tiny_config(train=fast), tmp_path / "base", progress=False)
+    ft = train(tiny_config(model=dict(dropout=0.1, random_positions=True), train=dict(init_from=str(base), **fast)),
+               tmp_path / "ft", progress=False)
+    model = ckpt.load_model(ft)[0]
+    assert model.cfg.dropout == 0.1 and model.cfg.random_positions is True
+    with pytest.raises(CheckpointError, match="model.bias: checkpoint True vs requested False"):
+        train(tiny_config(model=dict(bias=False, dropout=0.1), train=dict(init_from=str(base), **fast)),
+              tmp_path / "bad", progress=False)
+    assert ckpt.TRAINING_ONLY == ("dropout", "random_positions")
+
+
+def test_init_from_non_finite_weights_is_refused_naming_the_source(tmp_path):
+    """A source with a NaN weight made every step non-finite, and the run was refused blaming train.lr."""
+    from safetensors.torch import save_file
+
+    from looplm import checkpoint as ckpt
+
+    fast = dict(steps=2, eval_every=0, checkpoint_every=0)
+    base = train(tiny_config(train=fast), tmp_path / "base", progress=False)
+    w = load_file(base / "checkpoint" / "model.safetensors")
+    w["tok_emb.weight"][3] = float("nan")
+    save_file(w, base / "checkpoint" / "model.safetensors")
+    manifest = json.loads((base / "checkpoint" / ckpt.MANIFEST).read_text())
+    manifest["files"]["model.safetensors"] = {"sha256": ckpt._sha256(base / "checkpoint" / "model.safetensors"),
+                                              "bytes": (base / "checkpoint" / "model.safetensors").stat().st_size}
+    (base / "checkpoint" / ckpt.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"train.init_from .*base: its weights are not finite \(tok_emb.weight\); "
+                                              "start from another checkpoint"):
+        train(tiny_config(train=dict(init_from=str(base), **fast)), tmp_path / "ft", progress=False)
+    assert not (tmp_path / "ft").exists()
+
+
 def test_nan_step_is_skipped_and_too_many_stop_the_run(tmp_path):
     cfg = tiny_config(train=dict(steps=4, eval_every=0))
     ok = train(cfg, tmp_path / "clean", progress=False)
