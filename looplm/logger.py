@@ -37,6 +37,8 @@ def truncate_metrics(path: Path, last_step: int) -> int:
     keep, dropped = [], 0
     # utf-8-sig: a BOM (an editor's) would make the first record unreadable and so look like a torn line
     for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+        if not line.strip():
+            continue  # a blank line (an editor's): not a torn one, and records may follow it
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:

@@ -42,6 +42,15 @@ def parse_row(line: str, where: str) -> dict[str, Any]:
     return row
 
 
+def wrong_type(value: Any) -> str:
+    """A field's value that is not the string it should be, for a message: `int 0 (write numbers as "0")`."""
+    shown = json.dumps(value, ensure_ascii=False)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    kind = "null" if value is None else type(value).__name__
+    hint = f' (write numbers as "{shown}")' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+    return f"{kind} {shown}{hint}"
+
+
 def lone_surrogate(value: Any, name: str) -> str | None:
     """The field (`name`, or a part of it such as `name[1].content`) of the first string in `value` that holds a
     lone surrogate escape (`\\ud800`: valid JSON, as scraped text has it where an emoji was cut in half, but no
@@ -186,9 +195,25 @@ def read_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError(f"{p}: not a UTF-8 text file ({first_bad_byte(p)})") from None
+    _not_one_document(text, p)
     rows = []
     for n, line in enumerate(text.split("\n"), 1):
         line = line.removesuffix("\r")
         if line.strip():
             rows.append((f"{p}:{n}", parse_row(line, f"{p}:{n}")))
     return rows
+
+
+def _not_one_document(text: str, p: Path) -> None:
+    """Refuse a file that is one JSON document, a list of objects (as many datasets are shipped), saying so: read as
+    JSON Lines, it was "malformed JSON" on its first line."""
+    if not text.lstrip().startswith("["):
+        return
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return  # not one document: the lines' own errors say what is wrong
+    if isinstance(doc, list) and doc and all(isinstance(r, dict) for r in doc):
+        lines = p.with_suffix(".jsonl") if p.suffix != ".jsonl" else p.with_name(p.stem + ".lines.jsonl")
+        raise ValueError(f"{p} is one JSON document (a list of {len(doc)} objects), but this reads JSON Lines, one "
+                         f"object per line; convert it, e.g. `jq -c '.[]' {p} > {lines.name}`")

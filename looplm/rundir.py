@@ -271,11 +271,13 @@ def check_metrics(path: Path) -> None:
     if not path.is_file():  # a FIFO would block the read
         raise UserError(f"{path} is not a regular file (a FIFO, device or socket); a run writes its log there")
     lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()  # -sig: as truncate_metrics reads
-    for i, line in enumerate(lines, 1):
+    # blank lines are skipped (an editor or `echo >>` leaves them), as truncate_metrics skips them
+    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    for i, line in numbered:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
-            if i == len(lines):
+            if i == numbered[-1][0]:
                 return
             raise UserError(f"{path}:{i}: not valid JSON, and not the last line (which a crash can tear); repair or "
                             "delete that line, then --resume") from None

@@ -517,3 +517,50 @@ def test_a_demo_rerun_after_stage_1_trained_on_starts_stage_2_again(tmp_path, ca
     capsys.readouterr()
     assert main(["demo", "--out", str(demo), *tiny, "--set", "train.steps=3", "--force"]) == 0  # nothing changed
     assert "stage 1 has changed" not in capsys.readouterr().out
+
+
+def test_a_jsonl_field_of_the_wrong_type_names_its_value_and_a_missing_one_the_field_settings(tmp_path):
+    """A numeric answer (very common) got the hint about data.prompt_field / data.answer_field, which does not
+    apply: the field is there and rightly named. It now says what the value was; a missing field keeps the hint."""
+    from looplm.tasks.jsonl import read_pairs
+
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"prompt": "0*0=", "answer": 0}\n')
+    with pytest.raises(ValueError, match=r"d.jsonl:1: field 'answer' must be a string, got int 0 "
+                                         r'\(write numbers as "0"\)$'):
+        read_pairs(f, "prompt", "answer")
+    f.write_text('{"prompt": ["a"], "answer": "b"}\n')
+    with pytest.raises(ValueError, match=r"field 'prompt' must be a string, got list \[\"a\"\]$"):
+        read_pairs(f, "prompt", "answer")
+    f.write_text('{"prompt": "a", "reply": "b"}\n')
+    with pytest.raises(ValueError, match=r"field 'answer' is missing \(data.prompt_field / data.answer_field name "
+                                         r"the fields\); the row has \['prompt', 'reply'\]"):
+        read_pairs(f, "prompt", "answer")
+
+
+def test_a_json_array_data_file_is_named_one_document_not_malformed(tmp_path):
+    """A valid JSON file holding a list of rows (as many datasets ship) was "malformed JSON" on its line 1."""
+    from looplm.records import read_rows
+
+    f = tmp_path / "arr.json"
+    f.write_text(json.dumps([{"prompt": "1*2=", "answer": "2"}] * 3, indent=2))
+    with pytest.raises(ValueError, match=re.escape(f"{f} is one JSON document (a list of 3 objects), but this reads "
+                                                   "JSON Lines, one object per line; convert it, e.g. `jq -c '.[]' "
+                                                   f"{f} > arr.jsonl`")):
+        read_rows(f)
+    f.write_text("[1, 2]\n")  # a row that is a list: the row's own error
+    with pytest.raises(ValueError, match="expected a JSON object, got list"):
+        read_rows(f)
+
+
+def test_blank_lines_in_metrics_jsonl_do_not_block_a_resume_nor_drop_records(tmp_path):
+    """Two trailing blank lines (an editor, `echo >>`) made a resume refuse the log as torn in the middle; a blank
+    line inside it would have cut the log there on the resume's rewrite."""
+    from looplm.logger import truncate_metrics
+    from looplm.rundir import check_metrics
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1}\n\n{"step": 2}\n{"step": 3}\n\n\n')
+    check_metrics(log)
+    assert truncate_metrics(log, 2) == 1
+    assert log.read_text() == '{"step": 1}\n{"step": 2}\n'

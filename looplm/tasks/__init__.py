@@ -146,8 +146,10 @@ def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -
     for key in ("path", "test_path") if held_out else ():
         p = getattr(cfg.data, key, "")
         if p and not Path(p).is_absolute() and not Path(p).exists():
-            raise ConfigError(f"data.{key} {p} is relative to the directory the run was trained in, and is not in "
-                              f"{Path.cwd()}; run from that directory, or score a file of your own with --data")
+            # the run does not record where it was trained: the file may have been moved, or the run trained elsewhere
+            raise ConfigError(f"data.{key} {p} does not exist in {Path.cwd()}: it was moved or deleted, or the run "
+                              "was trained in another directory (a relative data path is read from the working "
+                              "directory); restore it, or score a file of your own with --data")
     task = make_task(cfg, saved_tokenizer(folder), lazy=not held_out)  # no split to score: no data to read
     if held_out:
         check_fingerprint(task, folder, "its held-out split would not be the one training held out; restore the "

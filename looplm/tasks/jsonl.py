@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..arguments import check_count, check_optional_count
-from ..records import check_text, read_rows
+from ..records import check_text, read_rows, wrong_type
 from .base import Batch, ReadOnUse, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
 
@@ -52,9 +52,11 @@ def read_pairs(path: str | Path, prompt_field: str, answer_field: str, where: li
     prompts, answers = [], []
     for at, row in read_rows(p):
         for f in (prompt_field, answer_field):
-            if not isinstance(row.get(f), str):
-                raise ValueError(f"{at}: field {f!r} must be a string (data.prompt_field / data.answer_field "
-                                 f"name the fields); the row has {sorted(row)}")
+            if f not in row:
+                raise ValueError(f"{at}: field {f!r} is missing (data.prompt_field / data.answer_field name the "
+                                 f"fields); the row has {sorted(row)}")
+            if not isinstance(row[f], str):  # the field is there: its value is what is wrong
+                raise ValueError(f"{at}: field {f!r} must be a string, got {wrong_type(row[f])}")
             try:
                 check_text(row[f], f)
             except ValueError as e:
