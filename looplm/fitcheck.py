@@ -54,6 +54,8 @@ def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None
             raise ConfigError(f"--resume would continue the run with another module ({given.__module__}."
                               f"{given.__qualname__}, but {src} was trained by {recorded}): its loop step would change "
                               "mid-run; resume with that class, or start a new run")
+    if model is None and src is not None and (src / ckpt.MODULE).is_file():  # checkpoint's generic advice misfits here
+        _no_module(src)
     if type(model) is not LoopedTransformer or model.cfg == cfg.model:
         return
     diff = [f"model.{f.name}={getattr(model.cfg, f.name)!r} (the module's) vs {getattr(cfg.model, f.name)!r}"
@@ -62,6 +64,18 @@ def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None
         "in only once fit reads the task" if model.cfg.vocab_size == 0 else "build it with LoopedTransformer(cfg.model)"
     raise ConfigError("model: the LoopedTransformer given to fit was built from other settings than cfg.model ("
                       + "; ".join(diff) + f"); {how}, or set them in cfg")
+
+
+def _no_module(src: Path) -> None:
+    """A resume of a run of the user's own module with no module given: fit cannot build it, so say how to pass it
+    (checkpoint's own advice, to load the weights with load_weights, is not how a resume continues)."""
+    from .errors import in_command
+
+    name = ckpt.module_name(src) or "unreadable " + ckpt.MODULE
+    how = "`looplm train` cannot build it; resume from Python, " if in_command() else ""
+    raise ckpt.CheckpointError(f"{src} holds the weights of a module of your own ({name}), not of the "
+                               f"LoopedTransformer its config describes; {how}pass the module to fit: fit(cfg, out, "
+                               f"resume=True, model={name.rsplit('.', 1)[-1]}(...))")
 
 
 @contextlib.contextmanager

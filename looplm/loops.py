@@ -79,6 +79,16 @@ def bound_notes(cfg: LoopsConfig, share: float = 0.9) -> list[str]:
             for p, key, n in ((low, "min_loops", cfg.min_loops), (high, "max_loops", cfg.max_loops)) if p >= share]
 
 
+def backprop_notes(cfg: LoopsConfig, steps: int) -> list[str]:
+    """A note when loops.backprop_loops is not below the most loops the run trains: truncation needs more loops
+    than it keeps the graph of, so every step backpropagates through all its loops, as with 0."""
+    hi = training_range(cfg, steps)[1]
+    if not cfg.backprop_loops or cfg.backprop_loops < hi:
+        return []
+    return [f"note: loops.backprop_loops={cfg.backprop_loops} is not below the most loops this run trains ({hi}): "
+            "every step backpropagates through all its loops, as with 0; it has no effect on this run"]
+
+
 def describe(cfg: LoopsConfig) -> str:
     if cfg.sampler == "fixed":
         return f"fixed {cfg.num_loops}"

@@ -46,7 +46,7 @@ from .evaluate import sweep
 from .hardware import resolve_device, set_threads  # noqa: F401 (looplm.train's names since the start)
 from .logger import MetricsLog, check_available, truncate_metrics
 from .looped import check_looped
-from .loops import bound_notes, describe, sample_loops, training_range
+from .loops import backprop_notes, bound_notes, describe, sample_loops, training_range
 from .model import LoopedTransformer
 from .objective import Objective
 from .tasks import (
@@ -273,7 +273,9 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
         if changed and world.is_main:
             tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
                        + "\n  ".join(changed))
-    for note in [*notes, *cfg.unread(), *cfg.unreached(total), *bound_notes(cfg.loops)] if world.is_main else []:
+    notes += [*cfg.unread(), *cfg.unreached(total), *bound_notes(cfg.loops)]
+    notes += backprop_notes(cfg.loops, total) if cfg.kind == "native" else []
+    for note in notes if world.is_main else []:
         print(note)
     if t.stop_at_acc and getattr(run.task, "scored_by", "exact_match") == "perplexity":
         raise ConfigError("train.stop_at_acc: a text task is scored by perplexity, not exact match; its evaluations "

@@ -174,6 +174,37 @@ def test_init_from_non_finite_weights_is_refused_naming_the_source(tmp_path):
     assert not (tmp_path / "ft").exists()
 
 
+def test_a_resume_of_a_user_module_run_without_the_module_says_to_pass_it(tmp_path):
+    """fit(cfg, out, resume=True) on a run of the user's own module (model= left out) was told to build the module
+    and load it with load_weights, "then use the Python API", which is not how a resume continues."""
+    from looplm.model import LoopedTransformer
+
+    class Damped(LoopedTransformer):
+        def step(self, h, ctx, loop=0):
+            return h + 0.5 * (super().step(h, ctx, loop) - h)
+
+    cfg = tiny_config(train=dict(steps=1, eval_every=0))
+    run = train(cfg, tmp_path / "d", progress=False, model=Damped(cfg.model))
+    with pytest.raises(CheckpointError, match=r"module of your own \(.*Damped\), not of the LoopedTransformer its "
+                                              r"config describes; pass the module to fit: fit\(cfg, out, resume=True, "
+                                              r"model=Damped\(...\)\)$"):
+        train(tiny_config(train=dict(steps=2, eval_every=0)), run, resume=True, progress=False)
+
+
+def test_backprop_loops_at_or_above_the_most_loops_trained_gets_a_note(tmp_path, capsys):
+    """loops.backprop_loops=8 with a fixed 4 loops (or a sampler clipped to 4) backpropagated through every loop,
+    as with 0, without a word."""
+    note = "note: loops.backprop_loops=8 is not below the most loops this run trains (4): every step " \
+        "backpropagates through all its loops, as with 0; it has no effect on this run"
+    fast = dict(steps=1, eval_every=0)
+    train(tiny_config(loops=dict(sampler="fixed", num_loops=4, backprop_loops=8), train=fast), tmp_path / "a",
+          progress=False)
+    assert note in capsys.readouterr().out
+    train(tiny_config(loops=dict(sampler="fixed", num_loops=4, backprop_loops=2), train=fast), tmp_path / "b",
+          progress=False)
+    assert "backprop_loops" not in capsys.readouterr().out
+
+
 def test_nan_step_is_skipped_and_too_many_stop_the_run(tmp_path):
     cfg = tiny_config(train=dict(steps=4, eval_every=0))
     ok = train(cfg, tmp_path / "clean", progress=False)
