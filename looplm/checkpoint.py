@@ -108,8 +108,13 @@ def resolve(path: str | Path) -> Path:
         raise CheckpointError(f"checkpoint {p} is {odd}, not a run directory; give the run directory (train's "
                               f"--out) or the folder that holds {WEIGHTS}")
     if not p.is_dir():  # (model.safetensors itself was "no model.safetensors in .../model.safetensors")
-        raise CheckpointError(f"checkpoint {p} is a file; give the run directory or the folder that holds "
-                              f"{WEIGHTS} ({p.parent})")
+        # the folder it sits in is suggested only when it is a checkpoint or run (a data file's folder was `.`)
+        if any(has_weights(c) for c in (p.parent, p.parent / "checkpoint", _old(p.parent / "checkpoint"))):
+            raise CheckpointError(f"checkpoint {p} is a file; give the run directory or the folder that holds "
+                                  f"{WEIGHTS} ({p.parent})")
+        data = " (a data file? pass it with --data)" if p.suffix.lower() in (".jsonl", ".json", ".txt") else ""
+        raise CheckpointError(f"checkpoint {p} is a file, not a run directory{data}; give the run directory "
+                              f"(train's --out) or the folder that holds {WEIGHTS}")
     raise CheckpointError(f"no {WEIGHTS} in {p} or {p / 'checkpoint'}: not a looplm checkpoint or run directory")
 
 

@@ -447,3 +447,20 @@ def test_cli_reports_a_corrupted_checkpoint_in_one_line(saved, tmp_path, capsys)
     assert "Traceback" not in err
 
 
+
+
+def test_a_file_that_is_no_checkpoint_is_not_sent_to_its_folder(tmp_path):
+    """`looplm sweep mul.jsonl` (arguments swapped) suggested the file's folder, `.`, which holds no weights; the
+    folder is suggested only when it is a checkpoint or a run (model.safetensors or config.json given)."""
+    from looplm.checkpoint import CheckpointError, resolve
+
+    (tmp_path / "mul.jsonl").write_text("{}\n")
+    with pytest.raises(CheckpointError, match=r"mul.jsonl is a file, not a run directory \(a data file\? pass it "
+                                              r"with --data\); give the run directory \(train's --out\)"):
+        resolve(tmp_path / "mul.jsonl")
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoint" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "run" / "checkpoint" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"config.json is a file; give the run directory or the folder that "
+                                              r"holds model.safetensors \(.*checkpoint\)"):
+        resolve(tmp_path / "run" / "checkpoint" / "config.json")
