@@ -103,3 +103,17 @@ def test_a_corpus_error_says_whitespace_and_where_the_first_bad_byte_is(tmp_path
     (tmp_path / "d.jsonl").write_bytes(b'{"prompt": "ab", "answer": "ba"}\n{"prompt": "caf\xe9"}\n')
     with pytest.raises(ValueError, match=r"d.jsonl: not a UTF-8 text file \(byte 0xe9 at offset 48, line 2\)"):
         read_rows(tmp_path / "d.jsonl")
+
+
+def test_a_character_outside_the_vocabulary_shows_code_points_and_names_a_normalization_mismatch():
+    """A prompt typed in NFC ("é", one code point) against a vocabulary trained in NFD ("e" + U+0301) was refused
+    with ['é'], which looks the same as the vocabulary's printed é."""
+    from looplm.tasks.tokenizers import CharTokenizer
+
+    tok = CharTokenizer("0123456789=e\u0301")
+    with pytest.raises(ValueError, match=r"character\(s\) \['é' \(U\+00E9\)\] in .* are outside the vocabulary .*; "
+                                         r"the text differs from the vocabulary only in Unicode normalization: in "
+                                         r"NFD form it fits .*; the vocabulary holds U\+0301$"):
+        tok.encode("\u00e95=")
+    with pytest.raises(ValueError, match=r"\['x'\] in '1x' are outside the vocabulary '0123456789=e\u0301'$"):
+        tok.encode("1x")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +27,12 @@ FILE = "tokenizer.json"
 # byte-level characters. BPE training is quadratic in a word's length: a one-line DNA sequence of 600 KB, one
 # word, took minutes to train on. No word of ordinary text is this long, so such text is cut as before.
 MAX_PIECE = 100
+
+
+def _shown(c: str) -> str:
+    """A character for a message: its code point beside it unless it is printable ASCII (é and e + U+0301 print
+    alike)."""
+    return repr(c) if " " <= c <= "~" else f"{c!r} (U+{ord(c):04X})"
 
 
 class CharTokenizer:
@@ -41,8 +48,19 @@ class CharTokenizer:
     def encode(self, s: str) -> list[int]:
         bad = sorted({c for c in s if c not in self.stoi})
         if bad:
-            raise ValueError(f"character(s) {bad} in {s!r} are outside the vocabulary {self.chars!r}")
+            raise ValueError(f"character(s) [{', '.join(map(_shown, bad))}] in {s!r} are outside the vocabulary "
+                             f"{self.chars!r}{self._normalization_hint(s)}")
         return [self.stoi[c] for c in s]
+
+    def _normalization_hint(self, s: str) -> str:
+        """When `s` fits the vocabulary once Unicode-normalized (an é typed as one code point, trained as e and a
+        combining accent): the two look the same when printed, so say so."""
+        for form in ("NFC", "NFD"):
+            if all(c in self.stoi for c in unicodedata.normalize(form, s)):
+                return (f"; the text differs from the vocabulary only in Unicode normalization: in {form} form it "
+                        f"fits (unicodedata.normalize({form!r}, text)); the vocabulary holds "
+                        f"{' '.join(f'U+{ord(c):04X}' for c in self.chars if ord(c) > 126)}")
+        return ""
 
     def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
         out = []
