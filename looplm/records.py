@@ -169,10 +169,20 @@ def check_regular_file(path: str | Path) -> Path:
     that would be read forever) otherwise."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"data file {p} {not_there(p)}")
+        raise FileNotFoundError(missing_data(p))
     if not p.is_file():
         raise ValueError(f"data file {p} is {'a directory' if p.is_dir() else 'not a regular file'}")
     return p
+
+
+def missing_data(p: Path) -> str:
+    """Why data file `p` cannot be read, where a relative path was looked for: it is read from the working
+    directory, not from the config file's folder (a data file beside a config was "does not exist")."""
+    why = not_there(p)
+    if p.is_absolute() or why != "does not exist":
+        return f"data file {p} {why}"
+    return (f"data file {p} does not exist in {Path.cwd()} (a relative path is read from the working directory, "
+            "not from a config file's folder)")
 
 
 def first_bad_byte(f: Path) -> str:

@@ -564,3 +564,19 @@ def test_blank_lines_in_metrics_jsonl_do_not_block_a_resume_nor_drop_records(tmp
     check_metrics(log)
     assert truncate_metrics(log, 2) == 1
     assert log.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+def test_a_missing_relative_data_file_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """A relative data.path beside a config file (proj/cfg.yaml with path: data.jsonl) was "data file data.jsonl
+    does not exist", with no word that it was looked for in the working directory."""
+    from looplm.records import read_rows
+    from looplm.tasks.text import read_text
+
+    monkeypatch.chdir(tmp_path)
+    for read in (read_rows, read_text):
+        with pytest.raises(FileNotFoundError, match=re.escape(
+                f"data file data.jsonl does not exist in {tmp_path} (a relative path is read from the working "
+                "directory, not from a config file's folder)")):
+            read("data.jsonl")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"data file {tmp_path / 'x.jsonl'} does not exist") + "$"):
+        read_rows(tmp_path / "x.jsonl")

@@ -15,8 +15,7 @@ import torch
 
 from ..arguments import check_count, check_optional_count
 from ..config import TOKENIZERS
-from ..errors import not_there
-from ..records import UNREAD_SUFFIXES, data_files, first_bad_byte, unread_format
+from ..records import UNREAD_SUFFIXES, data_files, first_bad_byte, missing_data, unread_format
 from .base import IGNORE, Batch, ReadOnUse
 from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
 
@@ -28,7 +27,7 @@ RECORD_SUFFIXES = (".jsonl", ".json", ".parquet")
 def read_text(path: str | Path) -> str:
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"data file {p} {not_there(p)}")
+        raise FileNotFoundError(missing_data(p))
     if not (p.is_dir() or p.is_file()):  # /dev/zero or a FIFO would be read forever
         raise ValueError(f"data file {p} is not a regular file or a folder (a device, FIFO or socket)")
     if p.is_file() and unread_format(p, (), UNREAD_SUFFIXES + RECORD_SUFFIXES):  # as a folder's file would be
