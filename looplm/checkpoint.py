@@ -45,7 +45,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError
-from .errors import UserError, not_there, special_kind
+from .errors import UserError, not_there, shown_path, special_kind
 from .model import LoopedTransformer
 
 T = TypeVar("T")
@@ -102,7 +102,7 @@ def resolve(path: str | Path) -> Path:
         if has_weights(cand):
             return cand
     if not p.exists():
-        raise CheckpointError(f"checkpoint {p} {not_there(p)}")
+        raise CheckpointError(f"checkpoint {shown_path(p)} {not_there(p)}")
     odd = special_kind(p)
     if odd:  # /dev/null or a FIFO was "a file", with a hint to give /dev
         raise CheckpointError(f"checkpoint {p} is {odd}, not a run directory; give the run directory (train's "

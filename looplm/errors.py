@@ -103,6 +103,13 @@ def a_device(p: object) -> bool:
     return special_kind(p) == "a device"
 
 
+def shown_path(p: object) -> str:
+    """A path for a message: quoted (repr-style) when it begins or ends with whitespace, which a message would
+    not show (`--out "o/sp "`, `sweep "base "`); as it is otherwise."""
+    s = str(p)
+    return repr(s) if s != s.strip() else s
+
+
 def not_there(p: object) -> str:
     """Why nothing can be read at `p`, to follow its name: "does not exist", or which symbolic link on its way
     leads nowhere (`exists()` is False for both, and "does not exist" sends the user looking for a file that

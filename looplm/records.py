@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import not_there
+from .errors import not_there, shown_path
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -180,9 +180,9 @@ def missing_data(p: Path) -> str:
     directory, not from the config file's folder (a data file beside a config was "does not exist")."""
     why = not_there(p)
     if p.is_absolute() or why != "does not exist":
-        return f"data file {p} {why}"
-    return (f"data file {p} does not exist in {Path.cwd()} (a relative path is read from the working directory, "
-            "not from a config file's folder)")
+        return f"data file {shown_path(p)} {why}"
+    return (f"data file {shown_path(p)} does not exist in {Path.cwd()} (a relative path is read from the working "
+            "directory, not from a config file's folder)")
 
 
 def first_bad_byte(f: Path) -> str:

@@ -464,3 +464,16 @@ def test_a_file_that_is_no_checkpoint_is_not_sent_to_its_folder(tmp_path):
     with pytest.raises(CheckpointError, match=r"config.json is a file; give the run directory or the folder that "
                                               r"holds model.safetensors \(.*checkpoint\)"):
         resolve(tmp_path / "run" / "checkpoint" / "config.json")
+
+
+def test_a_path_with_a_trailing_space_is_quoted_in_the_message(tmp_path):
+    """`looplm sweep "base "` said `checkpoint base  does not exist`, where the space cannot be seen."""
+    from looplm.checkpoint import CheckpointError, resolve
+    from looplm.records import read_rows
+
+    with pytest.raises(CheckpointError, match=r"^checkpoint '.*base ' does not exist$"):
+        resolve(str(tmp_path / "base "))
+    with pytest.raises(FileNotFoundError, match=r"^data file ' d.jsonl' does not exist in "):
+        read_rows(" d.jsonl")
+    with pytest.raises(CheckpointError, match=r"^checkpoint \S*base does not exist$"):
+        resolve(str(tmp_path / "base"))
