@@ -68,7 +68,8 @@ def _metrics(text: str) -> Callable[[Path, Path], None]:
     def prep(tmp: Path, copy: Path) -> None:
         """a line inserted after the first in metrics.jsonl"""
         lines = (copy / "metrics.jsonl").read_text().splitlines()
-        (copy / "metrics.jsonl").write_text(lines[0] + "\n" + text + "\n" + "\n".join(lines[1:]) + "\n")
+        rest = lines[1:] or lines[:1]  # a record after it (blank lines are skipped: it would be the torn last line)
+        (copy / "metrics.jsonl").write_text(lines[0] + "\n" + text + "\n" + "\n".join(rest) + "\n")
     return prep
 
 
