@@ -501,9 +501,9 @@ def test_a_relative_data_path_read_from_elsewhere_says_where_it_was_read(tmp_pat
     monkeypatch.chdir(tmp_path / "elsewhere")
     capsys.readouterr()
     assert cli("sweep", "../run", "--depths", "1:2", "--out", "s.json", "--no-progress") == 2
-    err = f"error: data.path d.jsonl does not exist in {tmp_path / 'elsewhere'}: it was moved or deleted, or the run "
-    assert capsys.readouterr().err == err + ("was trained in another directory (a relative data path is read from the "
-                                             "working directory); restore it, or score a file of your own with --data\n")
+    err, want = capsys.readouterr().err, f"error: data.path d.jsonl does not exist in {tmp_path / 'elsewhere'}: it "
+    assert err == want + ("was moved or deleted, or the run was trained in another directory (a relative data path is "
+                          "read from the working directory); restore it, or score a file of your own with --data\n")
 
 
 def test_jsonl_rows_are_checked_whole_before_training(tmp_path, capsys):
