@@ -215,6 +215,8 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
     if isinstance(out, str) and not out.strip():  # Path("") is the current directory: the CLI refuses --out ""
         raise UserError("out is empty; give a folder for the run")
     out = Path(out)
+    if not isinstance(cfg, Config):  # a dict (cfg.to_dict()) was "'dict' object has no attribute 'to_dict'"
+        raise TypeError(f"cfg must be a looplm Config (looplm.load_config(...)), got {type(cfg).__name__}")
     # Validated again: a Config's fields can be set after it was built (cfg.loops.min_loops = 3), past its checks
     cfg = Config.from_dict(cfg.to_dict())
     t = cfg.train

@@ -130,3 +130,12 @@ def test_a_python_caller_is_told_resume_true_not_the_flag(tmp_path):
         train(cfg, tmp_path / "r", resume=True, progress=False, fault={"interrupt_at_step": 2})
     with pytest.raises(UserError, match="already holds a checkpoint; pass resume=True to continue it"):
         train(cfg, tmp_path / "r", progress=False)
+
+
+def test_fit_refuses_a_cfg_that_is_no_config(tmp_path):
+    """fit(cfg.to_dict(), out) was Python's "'dict' object has no attribute 'to_dict'"."""
+    from looplm import fit
+
+    with pytest.raises(TypeError, match=r"^cfg must be a looplm Config \(looplm.load_config\(...\)\), got dict"):
+        fit(tiny_config().to_dict(), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
