@@ -21,7 +21,7 @@ from .arguments import MAX_DEPTH
 from .config import REAL_NUMBER, Config, load_config
 from .demo import DEMO_FILES, DEMO_N, cmd_demo, table_depths
 from .errors import DISTRIBUTED_COMMANDS, UserError, command, guarded, rank_zero, run_command, say
-from .evaluate import parse_depths, perplexity, sweep
+from .evaluate import overflow_of, parse_depths, perplexity, sweep
 from .generate import generate, generate_cached
 from .loops import trained_loops
 from .outputs import (
@@ -191,7 +191,7 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
         out = {"depths": ds, "sizes": size_list, "n": n_all, "n_by_size": [r["n"] for r in per],
                "accuracy_by_size": [r["accuracy"] for r in per],
                "ce_by_size": [r["ce"] for r in per],
-               "train_sizes": [cfg.data.min_size, cfg.data.max_size],
+               "train_sizes": [cfg.data.min_size, cfg.data.max_size], **overflow_of(per),
                "accuracy": [sum(r["accuracy"][i] * r["n"] for r in per) / n_all for i in range(len(ds))]}
     else:
         out = sweep(model, batch, ds, **kw).to_json()

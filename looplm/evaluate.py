@@ -107,6 +107,18 @@ def check_finite(x: torch.Tensor, t: int, what: str = "states") -> None:
                          f"model{fewer}")
 
 
+def _finite_rows(h: torch.Tensor, logits: torch.Tensor, tok_valid: torch.Tensor) -> torch.Tensor:
+    """(b,) rows whose states (b, T, D) and logits (b, T, V) are finite at every real position: an argmax of NaN
+    logits is no answer, though it may equal the target."""
+    return ((torch.isfinite(h).all(-1) & torch.isfinite(logits).all(-1)) | ~tok_valid.bool()).all(1)
+
+
+def overflow_of(docs: list[dict]) -> dict:
+    """The `overflow` depths of several sweeps' JSON (one per size), merged: {} when none overflowed."""
+    over = sorted({d for r in docs for d in r.get("overflow", [])})
+    return {"overflow": over} if over else {}
+
+
 def perplexity(ce: float) -> float | None:
     """exp(ce), or None where it overflows a float (CE above ~709 nats): a stand-in such as e^700 read as measured."""
     return math.exp(ce) if ce < 709.0 else None
@@ -189,7 +201,8 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
                      ctx=ctx) -> None:
                 bar.update(1)
                 if tracker is not None:
-                    tracker.update(t, h, model.readout(h, ctx).argmax(dim=-1))
+                    out = model.readout(h, ctx)  # (b, T, V)
+                    tracker.update(t, h, out.argmax(dim=-1), _finite_rows(h, out, tok_valid))
                     if t == max(depths):
                         exit_depth[s : s + len(tgt)] = tracker.depth.cpu()
                         exit_correct[s : s + len(tgt)] = tracker.correct.cpu()
@@ -200,7 +213,7 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
                 check_targets(tgt, mask, logits.shape[-1])
                 # a loop that overflows (finite weights, an expansive Φ: the collapse a sweep is run to see) fails
                 # there: its rows are wrong, whatever the argmax of NaN says; its CE and state norm are NaN (null)
-                fin = ((torch.isfinite(h).all(-1) & torch.isfinite(logits).all(-1)) | ~tok_valid.bool()).all(1)
+                fin = _finite_rows(h, logits, tok_valid)
                 if not bool(fin.all()):
                     overflow.add(t)
                 pred = logits.argmax(dim=-1)  # (b, T)
@@ -243,7 +256,8 @@ class ExitTracker:
         self.depth = torch.full((b,), max_loops, dtype=torch.long, device=targets.device)
         self.correct = torch.zeros(b, dtype=torch.bool, device=targets.device)
 
-    def update(self, t: int, h: torch.Tensor, pred: torch.Tensor) -> None:
+    def update(self, t: int, h: torch.Tensor, pred: torch.Tensor, finite: torch.Tensor | None = None) -> None:
+        """`finite`: (b,) rows whose states and logits are finite at t (an overflowing row's answer is wrong)."""
         hit = torch.zeros_like(self.done)
         if self.tol is not None and self.prev_h is not None:
             num = ((h - self.prev_h).float() * self.valid).flatten(1).norm(dim=1)
@@ -258,7 +272,8 @@ class ExitTracker:
             hit[:] = True
         new = hit & ~self.done
         self.depth[new] = t
-        self.correct[new] = ((pred == self.tgt) | ~self.mask).all(dim=1)[new]
+        ok = ((pred == self.tgt) | ~self.mask).all(dim=1)
+        self.correct[new] = (ok if finite is None else ok & finite)[new]
         self.done |= new
         self.prev_h, self.prev_pred = h, pred
 

@@ -349,6 +349,16 @@ def test_sweep_refuses_nan_weights_and_scores_an_overflowing_loop_as_wrong():
     json.dumps(doc, allow_nan=False)  # strict JSON
     ok = sweep(LoopedTransformer(tiny_model_config(max_seq_len=16)).eval(), batch, [1, 2])
     assert ok.overflow is None and "overflow" not in ok.to_json()
+    # an exit rule's answer at an overflowing depth is wrong too (it was scored right), and --sizes keeps the list
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    hot = torch.nn.functional.one_hot(batch.targets.clamp_min(0), m.cfg.vocab_size).bool()  # (B, T, V)
+    inf = torch.where(hot, float("inf"), 0.0)
+    m.readout = lambda h, ctx: inf[: h.shape[0]]  # logits of +inf exactly at the targets: the argmax "right"
+    ex = sweep(m, batch, [1, 2], exit_stable=1).to_json()
+    assert ex["accuracy"] == [0.0, 0.0] and ex["exit"]["accuracy"] == 0.0 and ex["overflow"] == [1, 2]
+    from looplm.evaluate import overflow_of
+
+    assert overflow_of([doc, ok.to_json(), {"overflow": [3]}]) == {"overflow": [1, 2, 3]} and overflow_of([{}]) == {}
 
 
 def test_an_overflowing_perplexity_is_null_not_capped():

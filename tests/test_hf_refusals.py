@@ -184,3 +184,20 @@ def test_write_split_refuses_a_bool_count(tmp_path):
     with pytest.raises(ValueError, match="n_train must be a non-negative integer, got True"):
         write_split(tmp_path / "d", True, 2)
     assert not (tmp_path / "d").exists()
+
+
+def test_the_load_check_runs_one_loop_whatever_the_configs_depth(tmp_path, monkeypatch):
+    """The finite-logits check of a load ran the config's default depth: a model directory whose total_ut_steps is
+    200000 (or an export with --loops 1000000) stalled eval-lm, analyze and finetune for minutes before any work."""
+    from looplm.hf.finetune import load_pretrained
+    from looplm.hf.modeling_ouro import OuroForCausalLM
+
+    from .hf_fixtures import save_tiny_base, tiny_chat_tokenizer
+
+    base = save_tiny_base(tmp_path / "m", tiny_chat_tokenizer(), total_ut_steps=200000)
+    seen = []
+    forward = OuroForCausalLM.forward
+    monkeypatch.setattr(OuroForCausalLM, "forward", lambda self, *a, **k: seen.append(k.get("num_loops")) or
+                        forward(self, *a, **k))
+    load_pretrained(str(base))
+    assert seen == [1]

@@ -250,7 +250,9 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype |
     # finite weights under a config that makes every logit NaN (a rope_theta or an eps no check knows of): scored
     # anyway, a multiple-choice argmax of NaNs came out as 100%. One forward of two tokens finds it.
     with torch.no_grad(), eval_mode(model):  # (each submodule's mode back, even if the forward raises)
-        logits = model(torch.tensor([[1, 2]]) % model.get_input_embeddings().num_embeddings, use_cache=False).logits
+        # one loop: a config's NaN shows there, and its default depth (total_ut_steps: 200000) took minutes
+        logits = model(torch.tensor([[1, 2]]) % model.get_input_embeddings().num_embeddings, num_loops=1,
+                       use_cache=False).logits
     if not bool(torch.isfinite(logits).all()):
         raise UserError(f"{path}: its logits are not finite on a two-token input, though its weights are (a value "
                         "in config.json such as rope_theta or rms_norm_eps, or weights so large that the forward "
