@@ -200,16 +200,16 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
             def keep(t: int, h: torch.Tensor, s=s, tgt=tgt, mask=mask, tok_valid=tok_valid, tracker=tracker,
                      ctx=ctx) -> None:
                 bar.update(1)
+                # read out once per depth: the exit rule and the scored depth share it (it was computed twice)
+                logits = model.readout(h, ctx) if tracker is not None or t in want else None  # (b, T, V)
                 if tracker is not None:
-                    out = model.readout(h, ctx)  # (b, T, V)
-                    tracker.update(t, h, out.argmax(dim=-1), _finite_rows(h, out, tok_valid))
+                    tracker.update(t, h, logits.argmax(dim=-1), _finite_rows(h, logits, tok_valid))
                     if t == max(depths):
                         exit_depth[s : s + len(tgt)] = tracker.depth.cpu()
                         exit_correct[s : s + len(tgt)] = tracker.correct.cpu()
                 if t not in want:
                     return
                 i = want[t]
-                logits = model.readout(h, ctx)  # (b, T, V)
                 check_targets(tgt, mask, logits.shape[-1])
                 # a loop that overflows (finite weights, an expansive Φ: the collapse a sweep is run to see) fails
                 # there: its rows are wrong, whatever the argmax of NaN says; its CE and state norm are NaN (null)
