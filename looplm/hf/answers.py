@@ -6,7 +6,8 @@ the program's result and is read; with a `</think>`, only the text after the las
 expression's rounding after it, `1/6 ≈ 0.167`, `\\frac{1}{6} \\approx 0.17`, `\\sqrt{2} \\approx 1.414`, is left out):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
    `#### Step 1: ...` or a numbered one, `#### 1. Setting up`, `#### 2) Find`, `#### 1.1 Setting up`, `#### 1 - Setup`,
-   `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers; an `=` on it
+   `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers (a bracket is
+   dress only around one number: `#### (3, 5)` is the tuple, as after the phrase); an `=` on it
    as in the phrase: `#### 5 - 3 = 2` is 2), or is a choice letter alone (`#### B`), or a word alone that is lowercase,
    yes/no/true/false, or on the text's last line (`#### yes`, `#### Tuesday`; `#### Solution` above the working is a
    heading); a marker alone on its line reads the next line that holds a letter or digit;
@@ -18,15 +19,17 @@ expression's rounding after it, `1/6 ≈ 0.167`, `\\frac{1}{6} \\approx 0.17`, `
    "twelve, not 11", "option B", "C. 42"); a phrase that ends its line ("**Final answer:**") reads the next line that
    holds a letter or digit (past `$$` or `\\[`), without a list's `- ` or `1. `; an inequality or margin (`x ≤ 5`,
    `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, after the marker too) is text, up to its clause's
-   end or its math's `$` (`$3 + 4i$. I hope it is correct.` is `3 + 4i`), as is a union of intervals
-   (`(-\\infty,-2)\\cup(3,\\infty)`, after the marker too), and LaTeX right after the phrase that writes no number, read
+   end or its math's `$` (`$3 + 4i$. I hope it is correct.` is `3 + 4i`), as is a tuple, an interval or a union of
+   them with its brackets (`(3, 5)`, `[2, 5)`, `(-\\infty,-2)\\cup(3,\\infty)`, after the marker or "answer is:" too;
+   `x \\in [2, 5]` is `[2, 5]`), and LaTeX right after the phrase that writes no number, read
    whole as a box's content (`$\\pi$`, `\\(-\\infty\\)`, `$\\frac{a}{b}$`, `\\mbox{yes}`, a matrix; MATH's "The final
    answer is $X$" is `\\boxed{X}`); a verdict ("the answer is correct/verified.") or a negation ("the answer isn't 5")
    states none, and the phrase before it is read;
 4. otherwise the last number in the text (the "flexible" fallback).
 
 A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin, narrow, no-break or
-en spaces, `1'234` (Swiss), `1.5e3`, `2^10` (and `10²`, `(-2)^2`; `-3^2` is -9), `1.2 x 10^5` (and `3·10^2`), `3/4`,
+en spaces, `1'234` (Swiss), `1.5e3`, `2^10` (and `2^{10}`, `10²`, `(-2)^2`; `-3^2` is -9; `2^{1/3}` is text),
+`1.2 x 10^5` (and `3·10^2`), `3/4`,
 the mixed number `3 1/2` (and `2½`), `25%` (and `25 %`, `25 percent`, `25\\text{\\%}`), `$5`, a scale (`5k`, `1.2M`,
 `1.2 billion`, `3 thousand`); a unit's power is the unit's (`6 cm^2` is 6), and neither a list's bullet (`- 42`) nor
 a spaced dash after a word (`Total - 12`) is a minus. Anything else that looks like one is compared as text, never
@@ -65,7 +68,7 @@ import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
-from looplm.hf.latex import text_key, unbox
+from looplm.hf.latex import interval_at, last_boxed, text_key, unbox
 
 _SEP = "[\u00a0\u2002-\u200a\u202f'’]"  # digit groups' spaces (no-break, en, thin, narrow) and the Swiss ' and ’
 _GROUPED = rf"\d{{1,3}}(?:,\d{{3}})+|\d{{1,3}}(?:{_SEP}\d{{3}})+"  # 1,234,567, 1 234 567 (thin spaces), 1'234'567
@@ -73,7 +76,9 @@ _THIN = rf"\d{{1,3}}(?:{_SEP}\d{{3}})+(?:\.\d+)?"
 _PLAIN = r"\d[\d,.]*\d|\d"  # a run of digits, commas and points: read whole, parsed (or not) by to_number
 _MIXED = r"\d+[ \t]+\d+/\d+(?![\d/])"  # 3 1/2: tried first, or it would be read as 3
 _TIMES = r"(?:x|×|\\times|\\cdot|·|⋅|\*)"
-_POWER = rf"(?:\s*{_TIMES}\s*10)?\^\{{?-?\d+\}}?"  # 2^10, 1.2 x 10^5, 3 \times 10^{-2}, 3·10^2
+# an exponent, its braces balanced: `2^{1/3}` was read as `2^{1` (its `/3}` cut off or, in `(2)^{1/3}`, divided: 2/3)
+_EXPONENT = r"\^(?:\{-?\d+\}|-?\d+)"
+_POWER = rf"(?:\s*{_TIMES}\s*10)?{_EXPONENT}"  # 2^10, 1.2 x 10^5, 3 \times 10^{-2}, 3·10^2
 # a sign or a currency may stand apart from its digits ("- 5", "$ 5"); nothing else may (a `\s*` at the start made
 # every position of a long run of spaces scan the whole run)
 _NUM = (rf"(?:-\s*)?(?:\$\s*)?(?:{_MIXED}%?|(?:{_THIN}|{_PLAIN}|\.\d+)(?:[eE][-+]?\d+)?(?:{_POWER})?(?::\d+)*"
@@ -99,7 +104,9 @@ _VULGAR = dict(zip("½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞", ["1/2", "1/3", 
 _SUPER = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
 # (x)^k with a plain or fractional x, computed where it stands: `(-2)^2` was -2 (the marker's `(` is dress) and
 # `(42)^2` 42; never after a letter, a digit or a bracket (f(2)^2, 3(2)^2 are no such number)
-_PAREN_POW = re.compile(r"(?<![\w)\]}.])(-?)\(\s*(-?[\d.,]+(?:/\d+)?)\s*\)\^\{?\s*(-?\d{1,4})(?!\d)\s*\}?")
+# (its exponent's braces balanced: `(2)^{1/3}` was `(2)^{1` computed, 2/3)
+_PAREN_POW = re.compile(r"(?<![\w)\]}.])(-?)\(\s*(-?[\d.,]+(?:/\d+)?)\s*\)"
+                        r"\^(?:\{\s*(-?\d{1,4})\s*\}|(-?\d{1,4})(?!\d))")
 _DASHES = re.compile(r"[\u2012\u2013\ufe63\uff0d](?=\$?\.?\d)")  # figure/en dash, small and fullwidth hyphen-minus
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")  # zero-width: `7\u200b2` reads as 72, as it looks
 _DIGITS = 400  # the largest power of ten a number may have (and the smallest, negated) to be read as one
@@ -113,33 +120,14 @@ _NOT_ANSWERS = _VERDICTS | frozenset("here this that it thus therefore hence the
 # what makes an expression of a number: 2\\sqrt{3}, 4π, \\log_2 8 (was 2, 4, 2)
 _SYMBOLS = re.compile(r"\\(?:sqrt|pi|log|ln|sin|cos|tan|cot|sec|csc|exp|[dt]?frac|infty|theta|alpha|beta|binom|lfloor"
                       r"|lceil|overline)(?![A-Za-z])|[π√∞]")
-# a tuple or interval `(3,5)`, `[1, 2)`, and a union of them `(-\infty,-2)\cup(3,\infty)` (it was cut to its first)
-_UNION = re.compile(r"\s*(?:\\cup(?![A-Za-z])|∪)\s*")
-_INTERVAL = r"[(\[][^()\[\]\n,]*,[^()\[\]\n]*[)\]]"
-_INTERVALS = rf"{_INTERVAL}(?:{_UNION.pattern}{_INTERVAL})*"
+# a bracket is a number's dress only around that number alone, `#### (42)`: stripped before a tuple's first number or
+# a base's, `#### (3, 5)` and `(2)^{1/3}`, it left `3, 5)` and `2)^{1/3}`
+# (each space run scanned once: a `\s*` after the dress's own spaces tried every split of 20,000 spaces, seconds)
+_DRESS = (r"(?:[\s*_`$:=+€£¥₹~]|(?:[(\[{]|\\[(\[])(?=[\s$]*(?:-[\s$]*)?\.?\d[^\s()\[\]{}]*?[\s$*]*\\?[)\]}](?!\s*\^)))+"
+          r"(?=(?:-[\s$]*)?\.?\d)")
 _SCALE = {"thousand": "e3", "k": "e3", "million": "e6", "m": "e6", "billion": "e9", "b": "e9", "bn": "e9",
           "trillion": "e12"}
 _COMPARE = re.compile(r"[<>≤≥≠±∓]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|pm|mp)\b")  # x ≤ 5, 5 ± 2: no 5
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}), braces balanced; None if there is none."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    i = start + re.match(r"\\(?:boxed|fbox)\s*", text[start:]).end()
-    if text[i:i + 1] != "{":  # `\boxed5`, `\boxed 42`: its argument is what follows (the next `{` anywhere was read)
-        bare = re.match(r"[\w.,]+", text[i:])
-        return bare.group(0).rstrip(".,") or None if bare else None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j].strip()
-    return None
 
 
 def _first_number(s: str) -> str | None:
@@ -201,7 +189,7 @@ def _latex(text: str) -> str:
 
     def power(m: re.Match) -> str:
         base = to_number(m.group(2))
-        x = None if base is None else _power(base, int(m.group(3)))
+        x = None if base is None else _power(base, int(m.group(3) or m.group(4)))
         return m.group(0) if x is None else _fraction_text(-x if m.group(1) else x)
 
     return _PAREN_POW.sub(power, _FRAC_RE.sub(frac, s))
@@ -234,22 +222,31 @@ def _whole(num: re.Match, line: str) -> str:
     if re.search(r"\bbetween\s+\$?$", line[:num.start()], re.IGNORECASE):  # "between 42 and 43" was 42
         return _clause(line[num.start():])
     # a list, or a hedge of two answers (42 or 43, 42 or maybe 43, 42 (or 43), 42 to 43, 10 – 15; 42 and 43 when they
-    # open the answer, not "we add 3 and 4"): no one number, unless every one is the same number (1/8 or 12.5%)
-    alt = rf"(?:\s*,\s*(?:or\s+)?|\s+or\s+(?:[a-z]+\s+)?|\s*\(\s*or\s+|\s+to\s+|\s*[–—]\s*|\s+and\s+){_NUM}\)?"
+    # open the answer, not "we add 3 and 4"; each in its math, `$30$ and $150$`, was 30): no one number, unless every
+    # one is the same number (1/8 or 12.5%)
+    alt = rf"\$?(?:\s*,\s*(?:or\s+)?|\s+or\s+(?:[a-z]+\s+)?|\s*\(\s*or\s+|\s+to\s+|\s*[–—]\s*|\s+and\s+){_NUM}\)?"
     lst = re.match(rf"{_NUM}(?:{alt})+", line[num.start():])
     hedge = r"\s+or\s" if re.search(r"\w", line[:num.start()]) else r"\s+(?:or|and)\s"
-    if lst and re.match(rf"\s*,\s|{hedge}|\s*\(\s*or\s|\s+to\s|\s*[–—]", rest):
+    if lst and re.match(rf"\$?(?:\s*,\s|{hedge}|\s*\(\s*or\s|\s+to\s|\s*[–—])", rest):
         said = _NUM_RE.findall(lst.group(0))
         values = {to_number(x) for x in said}
         if len(values) == 1 and None not in values:  # one answer written two ways: the percent, if one is
             return next((x for x in said if _is_percent(x)), said[0])
-        return lst.group(0)
+        return _opened(line, num.start(), lst.group(0))
     if re.match(r"[^\s\w=]*\d", rest):  # glued on by a symbol (3-1/2, 2023-12-25, 10-15, 1'2345, 5'6", 3/-4)
-        return re.match(r"\s*[^ \t\n]+", line[num.start():]).group(0)
+        return _opened(line, num.start(), re.match(r"\s*[^ \t\n]+", line[num.start():]).group(0))
     if re.match(r"\s*(?:\*\*|[-+*/×÷^_·⋅]|x|\\times|\\cdot)\s*\(?\d", rest):  # 5 - 3, 2**10, 1_000, 3 x 4, 4x10
         # up to its clause's end or its math span's `$`: `$3 + 4i$. I hope it is correct.` took the rest of the line
-        return re.split(r"\$(?!\s*\.?\d)", _clause(line[num.start():]))[0].strip()
+        return _opened(line, num.start(), re.split(r"\$(?!\s*\.?\d)", _clause(line[num.start():]))[0].strip())
     return num.group(0)
+
+
+def _opened(line: str, start: int, said: str) -> str:
+    """`said`, read from `start` in `line`, with the bracket before it that it closes: `x = (3, 5)` was `3, 5)` and
+    `(2)^{1/3}` `2)^{1/3}`, text equal to nothing."""
+    j = len(line[:start].rstrip())
+    unclosed = sum(map(said.count, ")]")) > sum(map(said.count, "(["))
+    return line[j - 1:start] + said if unclosed and j and line[j - 1] in "([" else said
 
 
 def _word(tail: str) -> str | None:
@@ -348,22 +345,22 @@ def _box_answer(boxed: str) -> str:
 def _marker_answer(line: str, last: bool) -> str | None:
     """The answer a `####` line states, or None for a heading (`#### Step 1`, `#### 1.1 Setting up`, `#### Solution`).
     `last`: no line with a letter or digit follows (`#### Tuesday` at the end is an answer, `#### Solution` is not)."""
-    union = re.fullmatch(rf"[\s*$]*({_INTERVALS})[\s*$.]*", line)  # `#### (-\infty, -2) \cup (3, \infty)` was 3
-    if union and _UNION.search(union.group(1)):
-        return normalize(union.group(1))
+    tup = interval_at(line)  # `#### (-\infty, -2) \cup (3, \infty)` was 3, `#### (3, 5)` `3, 5)`
+    if tup is not None:
+        return normalize(tup)
     # the number's dress: #### **42**, #### $-42$, #### (42), #### `42`, #### +42, #### €42, ####: 42, #### = 42
-    line = re.sub(r"^(?:[\s*_`$(:=+€£¥₹~{\[]|\\[(\[])+(?=-?\$?\s*\.?\d)", "", line)  # (and \(42\), [42], {42})
+    line = re.sub("^" + _DRESS, "", line)  # (and \(42\), [42], {42})
     # a numbered heading, no answer (as `#### Step 1` is none): `#### 1. Setting up`, `#### 2) Find`, and `1.1 Setting
     # up`, `2.3. Compute`, `1 - Setting up`, `1 Setting up`, `1/ Setting up` (their step number was the answer)
     if re.match(r"\d+[.):]\s+[^\W\d_]|\d+(?:\.\d+)*\.?(?:\s*(?:[.):/]|[-–—]))?\s+[A-Z][a-z]", line):
         return None
-    num = _NUM_RE.match(line)
+    num = _lead_number(line)
     if num and "=" in line and not _COMPARE.search(line):  # `#### 5 - 3 = 2` is 2, as the phrase's and the box's
         side = _side(line)
         if side is None:
             return normalize(line)
-        line = re.sub(r"^[\s*_`$(+€£¥₹~{\[]+(?=-?\$?\s*\.?\d)", "", side.strip())
-        num = _NUM_RE.match(line)
+        line = re.sub("^" + _DRESS, "", side.strip())
+        num = _lead_number(line)
     if num and (_COMPARE.search(line) or _symbolic(line, num)):  # `#### 2\\sqrt{3}` was 2, `#### 5 ± 2` 5
         return normalize(_clause(line))
     if num:  # a marker followed by anything else is a heading
@@ -380,11 +377,16 @@ def _marker_answer(line: str, last: bool) -> str | None:
     return None
 
 
+def _lead_number(line: str) -> re.Match | None:
+    """The number a marker's line opens with, or the one after a bracket that is no dress (`(2)^{1/3}`)."""
+    return _NUM_RE.match(line, 1 if line[:1] in "([" else 0)
+
+
 def _phrase_answer(tail: str) -> str | None:
     """The answer a phrase's `tail` states, or None when it states none ("is correct.", "is below the limit")."""
-    tup = re.match(rf"[\s$*]*({_INTERVALS})", tail)  # (3,5) was 3,5: a tuple keeps its brackets
-    if tup:
-        return normalize(tup.group(1))
+    tup = interval_at(tail)  # (3,5) was 3,5: a tuple keeps its brackets
+    if tup is not None:
+        return normalize(tup)
     lead = re.match(r"[\s*_`$:]*([^\W\d_]+)", tail)
     if lead and lead.group(1).lower() in _VERDICTS and not re.match(r"[*_`$]*[.,:;!?]\s*-?\$?\.?\d", tail[lead.end():]):
         return None
@@ -480,14 +482,14 @@ def to_number(s: str) -> Fraction | None:
     t = t.removesuffix("%").strip()
     if any(len(e) > 3 or int(e) > _DIGITS for e in re.findall(r"[eE][-+]?(\d+)", t)):
         return None  # 1e999999999: Fraction would build the integer (minutes, gigabytes)
-    m = re.fullmatch(rf"(-?)({_VALID.pattern})(?:\s*{_TIMES}\s*10)?\^\{{?(-?\d+)\}}?", t)
+    m = re.fullmatch(rf"(-?)({_VALID.pattern})(?:\s*{_TIMES}\s*10)?\^(?:\{{(-?\d+)\}}|(-?\d+))", t)
     mixed = re.fullmatch(r"(-?)(\d+)[ \t]+(\d+)/(\d+)", t)
     try:
         if m:  # a power: a^k, or a x 10^k; the sign after the power (-3^2 is -9, and was 9)
             base = Fraction(m.group(2).replace(",", ""))
-            k = int(m.group(3))
+            k = m.group(3) or m.group(4)
             ten = re.search(rf"{_TIMES}\s*10\^", t)
-            x = None if len(m.group(3).lstrip("-")) > 4 else base * Fraction(10) ** k if ten else _power(base, k)
+            x = None if len(k.lstrip("-")) > 4 else base * Fraction(10) ** int(k) if ten else _power(base, int(k))
             if x is None:
                 return None
             x = -x if m.group(1) else x

@@ -3,7 +3,8 @@
 `unbox` writes a box's content as the answer it typesets (spacing, units and emphasis dropped, an AMC choice
 `\\text{(C)}` kept as `(C)`); `text_key` is the key two non-numeric answers are compared by: case and spaces aside,
 `\\dfrac` as `\\frac`, a bare one-character argument braced (`\\sqrt2` as `\\sqrt{2}`), a quotient of whole terms
-as `\\frac` (`3\\pi/4` as `\\frac{3\\pi}{4}`), a bracketed choice letter as the letter.
+as `\\frac` (`3\\pi/4` as `\\frac{3\\pi}{4}`), a bracketed choice letter as the letter. `last_boxed` finds a box's
+content and `interval_at` the tuple or interval an answer opens with.
 """
 
 from __future__ import annotations
@@ -20,6 +21,45 @@ _TERM = r"\d+(?:\.\d+)?|[A-Za-z]|\\pi(?![A-Za-z])|\\sqrt(?:\[[^\][]{1,8}\])?\{[^
 # and a numerator's coefficient with it: `3\pi/4` was no `\frac{3\pi}{4}` (never a denominator's: `1/2\pi` is half pi)
 _COEF = r"\d+(?:\\pi(?![A-Za-z])|\\sqrt(?:\[[^\][]{1,8}\])?\{[^{}]*\}|[A-Za-z](?![A-Za-z]))"
 _SLASH = re.compile(rf"(?<![\w^_\\.}})/])({_COEF}|{_TERM})\s*/\s*({_TERM})(?![\w^_{{(.!/])")
+
+# the variable (or the tuple of them) set to an answer: `x \in [2,5]`, `x = 5`, `(a, b) = (1, 2)`
+_SETS = r"(?:=|\\in(?![A-Za-z])|∈)"
+_VARIABLE = r"(?:[A-Za-z]|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))"
+# a tuple or interval `(3,5)`, `[1, 2)`, and a union of them `(-\infty,-2)\cup(3,\infty)` (it was cut to its first),
+# read past an answer's dress, `**`, `$`, `:`, `\(`, and the variable set to it
+_UNION = r"\s*(?:\\cup(?![A-Za-z])|∪)\s*"
+_INTERVAL = r"[(\[][^()\[\]\n,]*,[^()\[\]\n]*[)\]]"
+_INTERVALS = re.compile(rf"(?:[\s*_`$:=]|\\[(\[])*(?:{_VARIABLE}\s*{_SETS}\s*)?({_INTERVAL}(?:{_UNION}{_INTERVAL})*)")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (or \\fbox{...}), braces balanced; None if there is none."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    i = start + re.match(r"\\(?:boxed|fbox)\s*", text[start:]).end()
+    if text[i:i + 1] != "{":  # `\boxed5`, `\boxed 42`: its argument is what follows (the next `{` anywhere was read)
+        bare = re.match(r"[\w.,]+", text[i:])
+        return bare.group(0).rstrip(".,") or None if bare else None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j].strip()
+    return None
+
+
+def interval_at(tail: str) -> str | None:
+    """The tuple, interval or union of intervals that opens `tail` (a phrase's or a marker's) past its dress, `:` and
+    `$` included, and the variable set to it (`x \\in [2, 5]` is `[2, 5]`, as `x = 5` is 5); None if none does. (The
+    marker and "The answer is: " lost the opening bracket, `3, 5)`, to the number rule, and a union its rest.)"""
+    m = _INTERVALS.match(tail)
+    # (one of several, `a = (1, 2), b = (3, 4)`, is no answer: they are compared whole)
+    several = m and re.match(rf"[\s$]*(?:,|\s(?:and|or)\s)\s*{_VARIABLE}\s*{_SETS}", tail[m.end():])
+    return m.group(1) if m and not several else None
 
 
 def unbox(boxed: str) -> str:
