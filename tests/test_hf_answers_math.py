@@ -126,6 +126,40 @@ def test_a_fractional_exponent_keeps_its_braces(text, gold):
     assert to_number("2^{10}") == 1024 and to_number("2^{10") is None and to_number("2^10}") is None
 
 
+@pytest.mark.parametrize("said", [r"\boxed{(\text{C})}", r"\boxed{(\mathrm{C})}", r"\boxed{\text{C) } 42}",
+                                  r"\boxed{(\text{C})\ 42}"])
+def test_an_amc_letter_in_text_inside_brackets_is_the_letter(said):
+    """`(\\text{C})` lost its text as a unit: `()`; `\\text{C) } 42` was 42 alone."""
+    assert is_correct(extract_answer(said), gold_answer(r"\text{(C)}")) and is_correct(extract_answer(said), "C")
+    assert not is_correct(extract_answer(said), "D") and extract_answer(r"\boxed{5\text{ cm}}") == "5"
+
+
+@pytest.mark.parametrize("said, gold", [
+    (r"\boxed{\frac{4}{3}\pi}", r"\frac{4\pi}{3}"), (r"\boxed{\frac{32}{3}\pi}", r"\frac{32\pi}{3}"),
+    (r"\boxed{\frac{4\pi}{3}}", r"\frac{4}{3}\pi"), (r"\boxed{\frac{1}{2}\sqrt{3}}", r"\frac{\sqrt{3}}{2}"),
+    (r"The answer is $-\dfrac{1}{2}\pi$.", r"-\frac{\pi}{2}"), (r"\boxed{\frac{3}{2}x}", r"\frac{3x}{2}")])
+def test_a_fractions_factor_after_it_is_its_numerators(said, gold):
+    """MATH writes `\\frac{4\\pi}{3}`, models `\\frac{4}{3}\\pi`: compared as text, they differed."""
+    assert is_correct(extract_answer(said), gold_answer(gold))
+    # a factor that does not end its term stays where it is
+    assert not is_correct(extract_answer(r"\boxed{\frac{1}{2}x^2}"), gold_answer(r"\frac{x}{2}"))
+    assert not is_correct(extract_answer(r"\boxed{\frac{4}{3}\pi r^3}"), gold_answer(r"\frac{4\pi}{3}"))
+
+
+@pytest.mark.parametrize("said, gold", [
+    (r"\boxed{x \in [2, 5]}", "[2,5]"), (r"The final answer is $x \in (-\infty, -2) \cup (3, \infty)$.",
+                                         r"(-\infty,-2)\cup(3,\infty)"),
+    (r"The answer is x \in [2, 5].", "[2,5]"), (r"#### x \in [2, 5]", "[2,5]"), (r"\boxed{x = \pi}", r"\pi"),
+    ("**Final Answer:** $x \\in [2, 5]$", "[2,5]"), (r"\boxed{y = 2x + 3}", "2x+3")])
+def test_a_variable_set_to_the_answer_is_no_part_of_it(said, gold):
+    """`\\boxed{x = 5}` was 5, but `x \\in [2, 5]` and `x = \\pi` kept their variable: wrong for `[2,5]`, `\\pi`."""
+    assert is_correct(extract_answer(said), gold_answer(gold))
+    assert not is_correct(extract_answer(said), gold_answer("(2,5)"))
+    # two bindings are several answers, compared whole
+    assert not is_correct(extract_answer(r"\boxed{x = 3 \text{ or } x = -3}"), "3")
+    assert is_correct(extract_answer(r"\boxed{x = 3 \text{ or } x = -3}"), gold_answer(r"x=3 \text{ or } x=-3"))
+
+
 @pytest.mark.parametrize("text", [r"The answer is $30^\circ$ and $150^\circ$.", r"The answer is $30$ or $150$."])
 def test_a_hedge_of_two_math_spans_is_no_one_answer(text):
     """Each answer in its own math: the closing `$` ended the list, and the first, 30, was the answer."""

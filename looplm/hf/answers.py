@@ -41,7 +41,8 @@ or en dash and a small or fullwidth hyphen-minus right before a digit (an em das
 LaTeX is read as the number it typesets, in a box or not: `{,}`, MATH's `1,\\!080`, `\\,`, `\\%`, `\\$`, `\\frac`,
 `\\dfrac`, `\\tfrac`, `\\frac12`, `\\frac 34`, `\\frac{3.5}{2}`, mixed numbers `3\\frac{1}{2}`, degrees (`^\\circ`,
 `^{\\circ}`, `°`: `90^\\circ` is 90; the mark ends its number: `30^\\circ,150^\\circ` is the list `30, 150`), a scale
-after the math (`$4.5$ million`), and in a box an AMC choice `\\text{(C)}\\ 42` (as `\\textbf{(C)}`), a unit
+after the math (`$4.5$ million`), and in a box an AMC choice `\\text{(C)}\\ 42` (as `\\textbf{(C)}`, `(\\text{C})`,
+`\\text{C) }42`), a unit
 `\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`, `{5}`, `+5`.
 A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone writes: it is compared as text, and never
 built (`1e999999999` would take minutes and gigabytes).
@@ -54,7 +55,9 @@ as an integer), and `is_correct` compares numerically when both sides are number
 text, case and inner spaces aside (a matrix's row break `\\\\` kept whole, so its spacing does not count; `\\dfrac` as
 `\\frac`, `(B)` as `B`, a bare one-character argument as braced: `\\sqrt2` as `\\sqrt{2}`, `\\frac1x` as
 `\\frac{1}{x}`; a quotient of whole terms as `\\frac`: `\\sqrt{2}/2`, `(1+\\sqrt{5})/2`, and with a numerator's
-coefficient, `3\\pi/4`, `2\\sqrt{2}/3`). A gold that is NaN or the text "nan" (a missing value) is refused with a
+coefficient, `3\\pi/4`, `2\\sqrt{2}/3`; a fraction's factor after it as its numerator's, `\\frac{4}{3}\\pi` as
+`\\frac{4\\pi}{3}`; a variable set to the answer aside, `x \\in [2,5]` as `[2,5]`, `x = \\pi` as `\\pi`). A gold that
+is NaN or the text "nan" (a missing value) is refused with a
 ValueError, as is an integer of thousands of digits; a completion that is no text is a TypeError. `gold_answer` reads a
 solution as a completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
 """
@@ -97,8 +100,9 @@ _FENCE_RE = re.compile(r"```(?:output[ \t]*\n(.*?)|.*?)(?:```|\Z)", re.DOTALL)
 _WORDY_RE = re.compile(r"^[^\n]*\w", re.MULTILINE)  # a line that holds a letter or digit
 _FRAC_ARG = r"(?:\{\s*(-?[\d,.]+)\s*\}|\s*(\d))"  # {3}, { 3.5 }, {1,000}, or one bare digit (\frac12, \frac 34)
 # (?<!\d): a mixed number's whole part is tried from its first digit only (from every digit of a run of 100,000
-# digits, each trying the rest of the run, took minutes)
-_FRAC_RE = re.compile(rf"(-?)(?<!\d)(\d+)?\\[dt]?frac{_FRAC_ARG}{_FRAC_ARG}")
+# digits, each trying the rest of the run, took minutes); a letter's coefficient stays LaTeX: `\frac{3}{2}x` as `3/2x`
+# reads as 3/(2x)
+_FRAC_RE = re.compile(rf"(-?)(?<!\d)(\d+)?\\[dt]?frac{_FRAC_ARG}{_FRAC_ARG}(?![A-Za-z])")
 _VULGAR = dict(zip("½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞", ["1/2", "1/3", "2/3", "1/4", "3/4", "1/5", "2/5", "3/5", "4/5", "1/6", "5/6",
                                          "1/8", "3/8", "5/8", "7/8"], strict=True))
 _SUPER = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")

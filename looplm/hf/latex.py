@@ -3,8 +3,9 @@
 `unbox` writes a box's content as the answer it typesets (spacing, units and emphasis dropped, an AMC choice
 `\\text{(C)}` kept as `(C)`); `text_key` is the key two non-numeric answers are compared by: case and spaces aside,
 `\\dfrac` as `\\frac`, a bare one-character argument braced (`\\sqrt2` as `\\sqrt{2}`), a quotient of whole terms
-as `\\frac` (`3\\pi/4` as `\\frac{3\\pi}{4}`), a bracketed choice letter as the letter. `last_boxed` finds a box's
-content and `interval_at` the tuple or interval an answer opens with.
+as `\\frac` (`3\\pi/4` as `\\frac{3\\pi}{4}`, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`), a bracketed choice letter as
+the letter, a variable set to the answer (`x \\in [2,5]`, `x = \\pi`) aside. `last_boxed` finds a box's content and
+`interval_at` the tuple or interval an answer opens with.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ _TWO_ARGS = re.compile(rf"\\(frac|binom)(?![A-Za-z])\s*({_ARG})\s*({_ARG})")
 # `a/b` of two whole terms (a number, letter, \pi, root or group) is \frac{a}{b}; never after ^ or _ (`x^2/3`)
 _TERM = r"\d+(?:\.\d+)?|[A-Za-z]|\\pi(?![A-Za-z])|\\sqrt(?:\[[^\][]{1,8}\])?\{[^{}]*\}|\{[^{}]*\}|\([^()]*\)"
 # and a numerator's coefficient with it: `3\pi/4` was no `\frac{3\pi}{4}` (never a denominator's: `1/2\pi` is half pi)
-_COEF = r"\d+(?:\\pi(?![A-Za-z])|\\sqrt(?:\[[^\][]{1,8}\])?\{[^{}]*\}|[A-Za-z](?![A-Za-z]))"
-_SLASH = re.compile(rf"(?<![\w^_\\.}})/])({_COEF}|{_TERM})\s*/\s*({_TERM})(?![\w^_{{(.!/])")
-
-# the variable (or the tuple of them) set to an answer: `x \in [2,5]`, `x = 5`, `(a, b) = (1, 2)`
+_FACTOR = r"\\pi(?![A-Za-z])|\\sqrt(?:\[[^\][]{1,8}\])?\{[^{}]*\}|[A-Za-z](?![A-Za-z])"
+_SLASH = re.compile(rf"(?<![\w^_\\.}})/])(\d+(?:{_FACTOR})|{_TERM})\s*/\s*({_TERM})(?![\w^_{{(.!/])")
+# a fraction's factor after it is its numerator's, `\frac{4}{3}\pi` as `\frac{4\pi}{3}` (MATH's way), when it ends a
+# term: never `\frac{1}{2}x^2`, `\frac{4}{3}\pi r^3`, nor after a factor (`2\frac{1}{3}\pi`, a mixed number)
+_FRAC_FACTOR = re.compile(rf"(?<![\w^_}}\\])\\frac\{{(\d+)\}}(\{{[^{{}}]+\}})\s*({_FACTOR})(?=\s*(?:$|[-+,;=)\]}}]))")
+# a variable (or a tuple of them) set to the answer, `x \in [2,5]`, `x = \pi`, `(a, b) = (1, 2)`, is no part of it, as
+# `\boxed{x = 5}` is 5; one binding only (`x = 3 or x = -3` is two answers)
 _SETS = r"(?:=|\\in(?![A-Za-z])|∈)"
 _VARIABLE = r"(?:[A-Za-z]|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))"
+_BINDING = re.compile(rf"\s*{_VARIABLE}\s*{_SETS}(?!.*{_SETS})", re.DOTALL)
 # a tuple or interval `(3,5)`, `[1, 2)`, and a union of them `(-\infty,-2)\cup(3,\infty)` (it was cut to its first),
 # read past an answer's dress, `**`, `$`, `:`, `\(`, and the variable set to it
 _UNION = r"\s*(?:\\cup(?![A-Za-z])|∪)\s*"
@@ -68,11 +73,15 @@ def unbox(boxed: str) -> str:
     s = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{\s*(or|and)\s*\}", r" \1 ", s)  # x=3 \text{ or } x=-3 was -3
     s = re.sub(r"\\(?:text|mbox|textrm|mathrm|textbf|mathbf|bm)\{\s*([-\d.,/]+)\s*\}", r"\1", s)  # \text{5} is 5
     s = re.sub(r"\\(?:textbf|mathbf|bm)\{([^{}]*)\}", r"\1", s)  # emphasis around the answer
-    # an AMC choice `\text{(C)}\ 42` is its letter, as `\textbf{(C)}` is (it was dropped as a unit: 42 alone)
-    s = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{\s*(\([A-Z]\))\s*\}", r"\1 ", s)
+    # an AMC choice `\text{(C)}\ 42` is its letter, as `\textbf{(C)}` is (it was dropped as a unit: 42 alone), and
+    # `\text{B) } 42`, `(\text{C}) 42` too
+    s = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{\s*\(?([A-Z])\)\s*\}"
+               r"|\(\s*\\(?:text|mbox|textrm|mathrm)\{\s*([A-Z])\s*\}\s*\)", lambda m: f"({m[1] or m[2]}) ", s)
     # a unit after the number, with its power: 5\text{ cm}^2 was read as 5^2
     plain = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{[^{}]*\}(?:\s*\^\s*(?:\{\s*\d+\s*\}|\d))?", "", s).strip()
-    s = plain or re.sub(r"\\(?:text|mbox|textrm|mathrm)\{([^{}]*)\}", r"\1", s)  # all text: \text{B} is B
+    # a unit is dropped from what it follows: with no letter or digit left, the text was the answer (`\text{B}` is B,
+    # `(\text{C})` (C): it was `()`)
+    s = plain if re.search(r"\w", plain) else re.sub(r"\\(?:text|mbox|textrm|mathrm)\{([^{}]*)\}", r"\1", s)
     while re.fullmatch(r"\{[^{}]*\}", s):  # {5}
         s = s[1:-1].strip()
     return re.sub(r"^\+(?=\s*[\d.])", "", s)  # +5
@@ -86,15 +95,18 @@ def _drop_spaces(s: str, also: str) -> str:
 
 def text_key(s: str) -> str:
     """Normalized text as compared: case, inner spaces and `\\text{}` dress aside, `\\dfrac`/`\\tfrac` as
-    `\\frac`, a choice letter in brackets as the letter
-    (`yes` was wrong for `\\text{Yes}`, `(3, 5)` for `(3,5)`, `(B)` for `B`)."""
+    `\\frac`, a choice letter in brackets as the letter, a variable set to the answer aside
+    (`yes` was wrong for `\\text{Yes}`, `(3, 5)` for `(3,5)`, `(B)` for `B`, `x \\in [2,5]` for `[2,5]`)."""
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = s[m.end():] if (m := _BINDING.match(s)) and s[m.end():].strip() else s
     # a one-character argument written bare is that argument braced, as LaTeX typesets it (`2\sqrt2` was wrong for
     # `2\sqrt{2}`, `\frac{\sqrt3}2` for `\frac{\sqrt{3}}{2}`)
     s = _ONE_ARG.sub(lambda m: f"\\{m[1]}{m[2] or ''}{_braced(m[3])}", s)
     s = _TWO_ARGS.sub(lambda m: f"\\{m[1]}{_braced(m[2])}{_braced(m[3])}", s)
     # `\sqrt{2}/2` was wrong for `\frac{\sqrt{2}}{2}`, `(1+\sqrt{5})/2` for `\frac{1+\sqrt{5}}{2}`
     s = _SLASH.sub(lambda m: "\\frac" + "".join("{" + (t[1:-1] if t[0] in "({" else t) + "}" for t in m.groups()), s)
+    # (`\frac{4}{3}\pi` was wrong for `\frac{4\pi}{3}`, `\frac{1}{2}\sqrt{3}` for `\frac{\sqrt{3}}{2}`)
+    s = _FRAC_FACTOR.sub(lambda m: "\\frac{" + ("" if m[1] == "1" else m[1]) + m[3] + "}" + m[2], s)
     s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\{([^{}]*)\}", r"\1", s)
     s = _drop_spaces(s, r"\s+").lower()
     m = re.fullmatch(r"[(\[]([a-z])[)\]]\.?", s)
