@@ -201,3 +201,114 @@ def test_the_load_check_runs_one_loop_whatever_the_configs_depth(tmp_path, monke
                         forward(self, *a, **k))
     load_pretrained(str(base))
     assert seen == [1]
+
+
+# Llama 3.1's way with a turn that has tool_calls: only the call is written, not the assistant's text beside it
+CALL_ONLY = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}{{ m.tool_calls[0].function.name }}"
+             "{{ m.tool_calls[0].function.arguments | tojson }}{% else %}{{ m.content }}{% endif %}<|im_end|>\n"
+             "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+
+
+def test_an_assistants_text_the_template_drops_is_refused_with_the_record(tok):
+    """The drop check marked every part of a conversation but the assistant's content: Llama 3.1's template writes
+    only the call of a turn with tool_calls, and "Let me look that up." (OpenAI's, ToolACE's, Hermes' usual shape)
+    was trained away without a word; so was a weight-0 assistant turn (context) that a template leaves out."""
+    turns = [{"role": "user", "content": "Weather in Paris?"},
+             {"role": "assistant", "content": "Let me look that up.", "tool_calls": [CALL]},
+             {"role": "tool", "content": "20 degrees"}, {"role": "assistant", "content": "It is 20."}]
+    with pytest.raises(TemplateError, match=r"^record 0: the chat template drops the text of an assistant turn with "
+                                            r"tool calls: 'Let me look that up.' is not in the conversation it "
+                                            r"renders, .*writes an assistant's text beside its tool calls"):
+        build_examples([{"messages": turns}], tok, 512, chat_template=CALL_ONLY)
+    turns[1]["content"] = ""  # the call alone: the template writes all of it
+    assert build_examples([{"messages": turns}], tok, 512, chat_template=CALL_ONLY)[1].kept == 1
+    last_only = KNOWN.replace("{% if m.role in", "{% if (m.role != 'assistant' or loop.last) and m.role in")
+    context = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "Thinking.", "weight": 0},
+               {"role": "user", "content": "And?"}, {"role": "assistant", "content": "4"}]
+    with pytest.raises(TemplateError, match=r"drops the assistant turn \('Thinking.' is not in the conversation"):
+        encode_chat(tok, context, last_only)
+
+
+def test_reasoning_that_is_no_string_is_refused_with_the_record(tok):
+    """A list, object or number under reasoning_content/reasoning/thinking passed the drop check (it marked strings
+    only): ChatML dropped it, Qwen3's template wrote an empty think block."""
+    for key in ("reasoning_content", "reasoning", "thinking"):
+        for bad, shown in ((["2 and 3", "make 5"], r'\["2 and 3", "make 5"\]'), ({"text": "x"}, r'\{"text": "x"\}'),
+                           (5, "5")):
+            rec = {"messages": [{"role": "user", "content": "2+3?"},
+                                {"role": "assistant", "content": "#### 5", key: bad}]}
+            with pytest.raises(ValueError, match=rf"^record 0: messages\[1\]\.{key} must be a string \(the "
+                                                 rf"assistant's reasoning\), got {shown}$"):
+                build_examples([rec], tok, 512)
+    rec["messages"][1]["thinking"] = None  # a parquet column's fill: absent
+    assert to_messages(rec)
+
+
+def test_record_shapes_no_template_can_write_name_the_record_not_the_template(tok):
+    """`tool_calls: []` (JSON exports fill the key on plain turns) made Llama 3.1's template raise "only supports
+    single tool-calls"; a call with `parameters` for `arguments` was "Undefined is not JSON serializable" (blamed
+    on the template); a `function` given as a JSON string, or a call without a name, was dropped by ChatML unchecked
+    (the check marks calls by their names), and so was a tool definition whose `function` is a string."""
+    strict = CALL_ONLY.replace("{% if m.tool_calls %}", "{% if 'tool_calls' in m %}")  # any key is a call (Llama)
+    plain = {"messages": [{"role": "user", "content": "2+3?"},
+                          {"role": "assistant", "content": "#### 5", "tool_calls": []}]}
+    assert "tool_calls" not in to_messages(plain)[1]
+    assert build_examples([plain], tok, 512, chat_template=strict)[1].kept == 1
+
+    def turn(call, key="tool_calls"):
+        return {"messages": [{"role": "user", "content": "Weather?"},
+                             {"role": "assistant", "content": "", key: [call] if key == "tool_calls" else call},
+                             {"role": "tool", "content": "20"}, {"role": "assistant", "content": "It is 20."}]}
+
+    fn = CALL["function"]
+    for rec, said in (
+            (turn({"type": "function", "function": {"name": "get_weather", "parameters": {"city": "Paris"}}}),
+             r"messages\[1\]\.tool_calls\[0\] has `parameters` where a call has `arguments` \(.*\)"),
+            (turn({"type": "function", "function": {"name": "get_weather"}}),
+             r"messages\[1\]\.tool_calls\[0\] has no `arguments` \(an object or a JSON string; \{\} for none\)"),
+            (turn({"type": "function", "function": json.dumps(fn)}),
+             r"messages\[1\]\.tool_calls\[0\] has a `function` that is no object \(name, arguments\)"),
+            (turn({"type": "function", "function": {**fn, "name": " "}}),
+             r"messages\[1\]\.tool_calls\[0\] has no name \(a non-empty string\)"),
+            (turn({"arguments": "{}"}, "function_call"), r"messages\[1\]\.function_call has no name \(.*\)"),
+            ({**turn(CALL), "tools": [{"type": "function", "function": "get_weather"}]},
+             r"tools\[0\] has a `function` that is no object \(name, parameters\)")):
+        with pytest.raises(ValueError, match=rf"^record 0: {said}, got "):
+            build_examples([rec], tok, 512)
+    flat = turn({"name": "get_weather", "arguments": {"city": "Paris"}})  # the flat form is a call too
+    assert to_messages({**flat, "tools": [{"name": "get_weather", "parameters": {}}]})
+
+
+def test_a_template_that_drops_the_test_conversations_turn_says_it_was_the_test(tok):
+    """analyze (and finetune) try the template on a two-turn conversation first: a template that drops the user
+    turn was said as "'1' is not in the conversation it renders", the test's text taken for a record's."""
+    from looplm.hf.chat import end_of_turn_token
+
+    drop_user = KNOWN.replace("['system', 'user', 'assistant', 'tool']", "['assistant']")
+    with pytest.raises(TemplateError, match=r"^on a test conversation \(user turn '1', assistant turn '2'\), the "
+                                            r"chat template drops the user turn \('1' is not in"):
+        end_of_turn_token(tok, drop_user)
+
+
+def test_mathdata_refuses_a_seed_count_or_fraction_of_the_wrong_type(tmp_path):
+    """seed=None drew other problems on every call (the docstring: the same for the same seed); max_gen_toks=True
+    wrote a task of 1 token; fraction="0.5" was Python's TypeError; a test file that is no text was a raw
+    UnicodeDecodeError."""
+    from looplm.hf.mathdata import math_problems, write_lm_eval_task, write_split
+
+    for seed in (None, "1", 1.0, True):
+        with pytest.raises(ValueError, match=r"^seed must be an integer, got "):
+            math_problems(1, seed=seed)
+    import numpy as np
+
+    assert math_problems(2, seed=np.int64(3)) == math_problems(2, seed=3)
+    with pytest.raises(ValueError, match=r"^fraction must be a number between 0 and 1, got '0.5'$"):
+        write_split(tmp_path / "d", 2, 2, fraction="0.5")
+    train, test = write_split(tmp_path / "d", 2, 2)
+    with pytest.raises(ValueError, match=r"^max_gen_toks must be a positive integer, got True$"):
+        write_lm_eval_task(tmp_path / "t", test, max_gen_toks=True)
+    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ValueError, match=r"bin.jsonl is not a text file of problems \(write it with write_split\)$"):
+        write_lm_eval_task(tmp_path / "t", tmp_path / "bin.jsonl")
+    assert not (tmp_path / "t").exists()

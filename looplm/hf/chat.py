@@ -61,6 +61,10 @@ class TemplateError(ValueError):
     """The chat template cannot be used to locate assistant tokens."""
 
 
+class DroppedPart(TemplateError):
+    """The chat template renders a conversation without part of it (`_check_rendered`)."""
+
+
 @dataclass
 class Encoded:
     input_ids: list[int]
@@ -122,13 +126,15 @@ def _marked(call: Any, mark: Any, what: str, arguments: bool) -> Any:
 
 
 def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_template: str | None,
-                    tools: list[dict] | None, full: str) -> None:
+                    tools: list[dict] | None, full: str, fix: str | None = None) -> None:
     """Refuse a conversation whose render lacks part of it: a template without system or tool turns, or one that
     ignores a record's `tools` and an assistant's `tool_calls` (ChatML as Ouro ships it), drops them in silence,
-    and the model trains to answer as if it had seen a prompt, a tool result or a tool it never saw.
+    and the model trains to answer as if it had seen a prompt, a tool result or a tool it never saw. (`fix`: the
+    advice to give, for callers other than finetune and analyze.)
 
-    Each part (the content of a turn of any role but the assistant's, a tool's name, a tool call's or legacy
-    function_call's name and arguments, an assistant's reasoning under REASONING_KEYS) is rendered
+    Each part (the content of a turn of any role, the assistant's included: Llama 3.1's template writes only the
+    calls of a turn with tool_calls; a tool's name, a tool call's or legacy function_call's name and arguments, an
+    assistant's reasoning under REASONING_KEYS) is rendered
     as a sentinel of its own, a random token that the conversation does not hold, and the render must hold every
     sentinel. Looking for the part's own text in the render passed whenever that text stood elsewhere: a user turn
     naming the tool whose call the template drops, a dropped tool result that the assistant repeats. (A template
@@ -145,10 +151,13 @@ def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_templat
     probe = []
     for m in messages:
         said, role = m.get("content"), m.get("role")
-        # every turn but the assistant's, whatever its role: a template drops the roles it does not know (Qwen2.5's
-        # drops `function`, Llama's data has `ipython`), and the assistant then answers a turn the model never read
-        if role != "assistant" and isinstance(said, str) and said.strip():
-            m = {**m, "content": mark(f"{role} turn", f"{said.strip()[:40]!r} is")}
+        # every turn, whatever its role: a template drops the roles it does not know (Qwen2.5's drops `function`,
+        # Llama's data has `ipython`), and the assistant then answers a turn the model never read; an assistant's
+        # text beside its tool calls (Llama 3.1's writes only the call) was a target the model never saw
+        if isinstance(said, str) and said.strip():
+            beside = role == "assistant" and bool(m.get("tool_calls") or m.get("function_call"))
+            m = {**m, "content": mark("text of an assistant turn with tool calls" if beside else f"{role} turn",
+                                      f"{said.strip()[:40]!r} is")}
         if isinstance(m.get("tool_calls"), list):  # (to_messages refused any other shape)
             m = {**m, "tool_calls": [_marked(c, mark, "tool calls (an assistant turn's `tool_calls`)", True)
                                      for c in m["tool_calls"]]}
@@ -164,25 +173,38 @@ def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_templat
     for sentinel, what, shown in parts:
         if sentinel in rendered:
             continue
-        role = what.removesuffix(" turn")
-        if role in ("system", "developer"):  # (said for finetune and analyze alike: analyze has no data.chat_template)
-            fix = ("use a chat template that writes system turns (finetune: data.chat_template), or records without "
-                   "one (and no data.system_prompt)")
-        elif what.startswith("function call"):
-            fix = ("write it as `tool_calls` ([{\"type\": \"function\", \"function\": {name, arguments}}]) and "
-                   "its result as a `tool` turn, which templates that render tools write")
-        elif what.startswith("assistant's reasoning"):
-            fix = ("use a chat template that renders it (finetune: data.chat_template), or put the reasoning in the "
-                   "content")
-        elif what.endswith(" turn"):
-            fix = f"use a chat template that writes {role} turns (finetune: data.chat_template)"
-            fix += "; a `function` turn is a `tool` turn in today's format" if role == "function" else ""
-        else:
-            fix = "use a chat template that renders tools (finetune: data.chat_template)"
         lost = f"{what} ({shown} not in the conversation it renders)" if what.endswith(" turn") else \
             f"{what}: {shown} not in the conversation it renders"
-        raise TemplateError(f"the chat template drops the {lost}, so the model would read the conversation without "
-                            f"it; {fix}")
+        raise DroppedPart(f"the chat template drops the {lost}, so the model would read the conversation without "
+                          f"it; {fix or _advice(what)}")
+
+
+def _advice(what: str) -> str:
+    """What to do about a template that drops `what` (a part as _check_rendered names it), said for finetune and
+    analyze alike (analyze has no data.chat_template)."""
+    role = what.removesuffix(" turn")
+    if role in ("system", "developer"):
+        return ("use a chat template that writes system turns (finetune: data.chat_template), or records without "
+                "one (and no data.system_prompt)")
+    if what.startswith("function call"):
+        return ("write it as `tool_calls` ([{\"type\": \"function\", \"function\": {name, arguments}}]) and "
+                "its result as a `tool` turn, which templates that render tools write")
+    if what.startswith("assistant's reasoning"):
+        return "use a chat template that renders it (finetune: data.chat_template), or put the reasoning in the content"
+    if what.startswith("text of"):
+        return ("use a chat template that writes an assistant's text beside its tool calls (Qwen2.5's does; "
+                "finetune: data.chat_template), or records whose turns with tool calls have no text")
+    if what.endswith(" turn"):
+        return f"use a chat template that writes {role} turns (finetune: data.chat_template)" + (
+            "; a `function` turn is a `tool` turn in today's format" if role == "function" else "")
+    return "use a chat template that renders tools (finetune: data.chat_template)"
+
+
+def check_drops(tokenizer: Any, messages: list[dict[str, Any]], fix: str, chat_template: str | None = None) -> None:
+    """DroppedPart when the chat template renders `messages` without part of them (`_check_rendered`, with the
+    advice `fix`): an lm-eval prompt whose question the template drops was scored as if the model had read it."""
+    _check_rendered(tokenizer, messages, chat_template, None, _render(tokenizer, messages, False, chat_template),
+                    fix)
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_template: str | None = None,
@@ -294,10 +316,24 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
             if m.get("function_call") is not None and not isinstance(m["function_call"], dict):
                 raise ValueError(f"{messages_field}[{j}].function_call must be an object (name, arguments), got "
                                  f"{json.dumps(m['function_call'])[:80]}")
+            # a call a template cannot write was blamed on the template ("Undefined is not JSON serializable"), and
+            # one without a name was dropped by ChatML unchecked (the drop check marks calls by their names)
+            named = [(f"tool_calls[{k}]", c) for k, c in enumerate(calls or [])]
+            if m.get("function_call") is not None:
+                named.append(("function_call", m["function_call"]))
+            for at, call in named:
+                problem = _call_problem(call, True)
+                if problem:
+                    raise ValueError(f"{messages_field}[{j}].{at} {problem}, got {_shown(call)}")
+            for key in REASONING_KEYS:  # a list or a number was no part the drop check knew: rendered as nothing
+                if m.get(key) is not None and not isinstance(m[key], str):
+                    raise ValueError(f"{messages_field}[{j}].{key} must be a string (the assistant's reasoning), "
+                                     f"got {_shown(m[key])}")
         check_text(msgs, messages_field)  # (a lone surrogate: the tokenizer's TypeError traceback)
         # the other keys too: a template may render them (reasoning_content in <think>, a speaker's name), and
-        # what an assistant turn renders is its target
-        out = [dict(m) for m in msgs]
+        # what an assistant turn renders is its target. `tool_calls: []` (JSON exports fill the key on plain turns)
+        # is no call: Llama 3.1's template takes any tool_calls key for one ("only supports single tool-calls")
+        out = [{k: v for k, v in m.items() if not (k == "tool_calls" and v == [])} for m in msgs]
     elif fmt == "prompt_response":
         p, r = record.get(prompt_field), record.get(response_field)
         for name, v in ((prompt_field, p), (response_field, r)):
@@ -315,10 +351,33 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
     tools = record.get("tools")  # (None: absent, or a parquet column's fill)
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
         raise ValueError(f"tools must be a list of tool definitions (objects), got {json.dumps(tools)[:80]}")
+    for k, t in enumerate(tools or []):
+        problem = _call_problem(t, False)
+        if problem:
+            raise ValueError(f"tools[{k}] {problem}, got {_shown(t)}")
     check_text(tools, "tools")
     if not any(m["role"] == "assistant" and says_something(m) and m.get("weight") != 0 for m in out):
         return None
     return out
+
+
+def _shown(v: Any) -> str:
+    return json.dumps(v, default=repr)[:80]
+
+
+def _call_problem(call: dict[str, Any], is_call: bool) -> str | None:
+    """What keeps a tool call (`is_call`) or a tool definition, {"type": "function", "function": {name, ...}} or
+    {name, ...}, from being written by a template, or None."""
+    f = call.get("function", call)
+    if not isinstance(f, dict):
+        return f"has a `function` that is no object ({'name, arguments' if is_call else 'name, parameters'})"
+    if not (isinstance(f.get("name"), str) and f["name"].strip()):
+        return "has no name (a non-empty string)"
+    if is_call and "arguments" not in f:  # templates write tool_call.arguments: Undefined, said as the template's
+        if "parameters" in f:  # (a common export variant)
+            return "has `parameters` where a call has `arguments` (`parameters` is a tool definition's key)"
+        return "has no `arguments` (an object or a JSON string; {} for none)"
+    return None
 
 
 def no_default_template(tokenizer: Any) -> str | None:
@@ -343,6 +402,8 @@ def end_of_turn_token(tokenizer: Any, chat_template: str | None = None) -> int |
             enc = encode_chat(tokenizer, [{"role": "user", "content": a}, {"role": "assistant", "content": b}],
                               chat_template)
             break
+        except DroppedPart as e:  # its '1' is this test's text, not a record's
+            raise DroppedPart(f"on a test conversation (user turn {a!r}, assistant turn {b!r}), {e}") from None
         except TemplateError:
             raise
         except Exception as e:  # the tokenizers library's plain Exception: a character outside the vocabulary

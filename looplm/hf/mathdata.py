@@ -246,7 +246,10 @@ def _check_max_value(max_value: int) -> int:
 def _stream(seed: int, steps: tuple[int, int], max_value: int = MAX_VALUE) -> Iterator[dict[str, Any]]:
     lo, hi = _check_steps(steps)  # here, not in the generator, so a bad request fails at the call
     _check_max_value(max_value)
-    rng = random.Random(seed)
+    # None seeded from the clock: other problems on every call, not "the same for the same seed"
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    rng = random.Random(int(seed))
 
     def gen() -> Iterator[dict[str, Any]]:
         while True:
@@ -319,8 +322,9 @@ def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, st
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:  # (True was 1 problem)
             raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be between 0 and 1, got {fraction!r}")
+    # ("0.5" was Python's TypeError from the comparison)
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be a number between 0 and 1, got {fraction!r}")
     want = {False: n_train, True: n_test}
     got: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     seen: set[str] = set()
@@ -366,12 +370,16 @@ def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "
     task edited by hand) are replaced only with `overwrite`."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"task name must be a Python identifier (it names the scoring module), got {name!r}")
-    if not isinstance(max_gen_toks, int) or max_gen_toks < 1:
+    if isinstance(max_gen_toks, bool) or not isinstance(max_gen_toks, int) or max_gen_toks < 1:  # (True: 1 token)
         raise ValueError(f"max_gen_toks must be a positive integer, got {max_gen_toks!r}")
     data = Path(test_jsonl).resolve()
     if not data.is_file():
         raise ValueError(f"{test_jsonl} is not a file (write it with write_split)")
-    if not data.read_text().strip():  # a task over no problems cannot run
+    try:
+        text = data.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{test_jsonl} is not a text file of problems (write it with write_split)") from None
+    if not text.strip():  # a task over no problems cannot run
         raise ValueError(f"{test_jsonl} holds no problems (write_split with n_test > 0)")
     folder = Path(folder)
     there = [folder / f for f in (f"{name}.yaml", f"{name}_utils.py") if (folder / f).exists()]
