@@ -177,3 +177,37 @@ def test_num_loops_with_a_space_and_the_tokenizer_hint_of_eval_lm(base, tmp_path
     err = capsys.readouterr().err
     assert "embedding has 320 rows; the model directory's tokenizer and weights are of two models, or its " \
            "tokenizer_config.json adds a token its vocabulary lacks" in err and "model_args" not in err
+
+
+def test_a_chat_template_that_drops_the_question_or_the_system_turn_is_refused(base, tmp_path, capsys):
+    """eval-lm --apply-chat-template (and the looplm model in lm-eval's command line) scored every task on prompts
+    whose question the model's template dropped (the prompt was `<|im_start|>assistant\\n`), where finetune and
+    analyze refuse that template; a system turn (a task's description) dropped in silence too. A template that
+    raises on a system turn is left to lm-eval, which renders the prompt again without it."""
+    d = tmp_path / "drop"
+    shutil.copytree(base, d)
+    only = ("{% for m in messages %}{% if m.role in ROLES %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+            "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    (d / "chat_template.jinja").write_text(only.replace("ROLES", "['assistant']"))
+    capsys.readouterr()
+    assert cli(["eval-lm", str(d), "--tasks", "no_such_task", "--depths", "1", "--device", "cpu",
+                "--apply-chat-template", "--out", str(tmp_path / "e")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {d}: its chat template cannot be used: the chat template drops the user turn ('the question' is not "
+        "in the conversation it renders), so the model would read the conversation without it; evaluate without the "
+        "chat template, or give the model one that writes them (chat_template.jinja in the model directory)")
+    assert not (tmp_path / "e").exists()
+    lm = LoopedLM(pretrained=str(d), device="cpu")
+    with pytest.raises(UserError, match=r"drops the user turn \('What is 2\+3\?' is not in"):
+        lm.apply_chat_template([{"role": "user", "content": "What is 2+3?"}])
+    (d / "chat_template.jinja").write_text(only.replace("ROLES", "['user', 'assistant']"))
+    lm = LoopedLM(pretrained=str(d), device="cpu")
+    assert "2+3" in lm.apply_chat_template([{"role": "user", "content": "What is 2+3?"}])
+    with pytest.raises(UserError, match=r"drops the system turn \('Answer briefly.' is not in"):
+        lm.apply_chat_template([{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "2+3?"}])
+    (d / "chat_template.jinja").write_text("{% if messages[0].role == 'system' %}{{ raise_exception('no system') }}"
+                                           "{% endif %}" + only.replace("ROLES", "['user', 'assistant']"))
+    lm = LoopedLM(pretrained=str(d), device="cpu")
+    assert lm.apply_chat_template([{"role": "system", "content": "Answer briefly."},
+                                   {"role": "user", "content": "2+3?"}]) == "<|im_start|>user\n2+3?<|im_end|>\n" \
+                                                                             "<|im_start|>assistant\n"

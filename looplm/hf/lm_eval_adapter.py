@@ -37,7 +37,7 @@ from lm_eval.models.huggingface import HFLM
 
 from ..errors import UserError
 from ..looped import check_looped, loop_count
-from .chat import no_default_template
+from .chat import DroppedPart, TemplateError, check_drops, no_default_template
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .generation import LOOP_KEYS, request_settings_only, set_aside
 from .registry import register
@@ -110,6 +110,7 @@ class LoopedLM(HFLM):
         register()  # AutoConfig / AutoModelForCausalLM know "ouro" and "looplm"
         _check_model_args(kwargs)
         self.num_loops = _opt_loops(num_loops)
+        self._template_checked: set[tuple] = set()  # the role sequences check_chat_template found whole
         try:
             self.exit_threshold = check_exit_threshold(_opt_float(exit_threshold))
         except ValueError as e:
@@ -190,11 +191,32 @@ class LoopedLM(HFLM):
                             "(chat_template.jinja in the model directory)")
         if no_default_template(self.tokenizer):
             raise UserError(f"the model's tokenizer: {no_default_template(self.tokenizer)}")
+        self.check_chat_template(chat_history)
         try:
             return super().apply_chat_template(chat_history, add_generation_prompt)
         except jinja2.TemplateError as e:  # the model's template is its own code; a task's templates are the task's
             why = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no message"
             raise UserError(f"{CHAT_TEMPLATE} ({type(e).__name__}: {why})") from None
+
+    def check_chat_template(self, chat_history: list[dict[str, str]]) -> None:
+        """Refuse a chat template that renders a prompt without part of it (looplm.hf.chat's drop check, as finetune
+        and analyze make): every task was scored on prompts without their question. Once per sequence of roles
+        (what a template writes depends on the roles); a conversation the template fails on is checked without its
+        system turn, as lm-eval then renders it."""
+        shape = tuple((m.get("role"), bool(str(m.get("content") or "").strip())) for m in chat_history)
+        if shape in self._template_checked:
+            return
+        fix = ("evaluate without the chat template, or give the model one that writes them (chat_template.jinja in "
+               "the model directory)")
+        for history in (chat_history, [m for m in chat_history if m.get("role") != "system"]):
+            try:
+                check_drops(self.tokenizer, history, fix)
+                break
+            except DroppedPart as e:
+                raise UserError(f"{CHAT_TEMPLATE}: {e}") from None
+            except TemplateError:  # the template fails on it: lm-eval renders it again without the system turn,
+                continue  # and says a failure there itself
+        self._template_checked.add(shape)
 
     def _loop_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {}

@@ -166,6 +166,11 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                         "(chat_template.jinja in the model directory)")
     if apply_chat_template and no_default_template(lm.tokenizer):  # (transformers' advice, a name, is no option)
         raise UserError(f"{pretrained}: {no_default_template(lm.tokenizer)}")
+    if apply_chat_template:  # a template that drops the question, said before any task is read (the model checks
+        try:  # each prompt's turns too, as lm-eval renders them)
+            lm.check_chat_template([{"role": "user", "content": "the question"}])
+        except UserError as e:
+            raise UserError(f"{pretrained}: {e}") from None
     config_q = getattr(lm.model.config, "early_exit_threshold", None)
     if lm.exit_threshold is None and config_q is not None:
         lm.model.config.early_exit_threshold = None  # in memory only: every row runs its loops
