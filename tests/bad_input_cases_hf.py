@@ -56,6 +56,21 @@ def _tokenizer_400(d: Path) -> None:
     tiny_chat_tokenizer(vocab_size=400).save_pretrained(d)
 
 
+def _zero_template(tmp: Path, copy: Path) -> None:
+    """<tmp>/z.jinja: a link to /dev/zero"""
+    (tmp / "z.jinja").symlink_to("/dev/zero")
+
+
+def _assistant_only(d: Path) -> None:
+    (d / "chat_template.jinja").write_text(
+        "{% for m in messages %}{% if m.role == 'assistant' %}<|im_start|>assistant\n{{ m.content }}<|im_end|>\n"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+_WEATHER = ('{"messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "%s", '
+            '"tool_calls": [{"type": "function", "function": {"name": "get_weather", "%s": {"city": "Paris"}}}]}, '
+            '{"role": "tool", "content": "20"}, {"role": "assistant", "content": "It is 20."}]}')
+
 HF_CASES: dict[str, Case] = {
     "hf-finetune-export-chatml": Case("hf", "finetune a character-level export with the chatml template (its "
                                       "markers are characters the export does not know)", FT, {
@@ -377,4 +392,29 @@ HF_CASES: dict[str, Case] = {
                          "{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")),
         "ft.yaml": t["ft.yaml"].replace("t.jinja\n", "t.jinja\n  system_prompt: Be brief.\n")}, hf=True),
+    "hf-eval-template-drops-question": Case("hf", "eval-lm --apply-chat-template on a model whose chat template "
+                                            "drops the user turn (every prompt lost its question)", [
+        "eval-lm", "{tmp}/m", "--tasks", "x", "--apply-chat-template", "--out", "{tmp}/e"],
+        prepare=_hf_edit("a chat template that writes only assistant turns", _assistant_only), hf=True),
+    "hf-finetune-tool-call-text-dropped": Case("data", "a chat record with text beside its tool call, under a "
+                                               "template that writes only the call (Llama 3.1's)", FT, {
+        **template("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}"
+                   "{{ m.tool_calls[0].function.name }}{{ m.tool_calls[0].function.arguments | tojson }}{% else %}"
+                   "{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"),
+        "chat.jsonl": _WEATHER % ("Let me look that up.", "arguments") + "\n"}, hf=True),
+    "hf-finetune-tool-call-parameters": Case("data", "a chat record whose tool call has `parameters` for `arguments`",
+                                             FT, chat(_WEATHER % ("", "parameters")), hf=True),
+    "hf-finetune-reasoning-not-string": Case("data", "a chat record whose reasoning_content is a list (it passed the "
+                                             "drop check)", FT, chat(
+        '{"messages": [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "#### 5", '
+        '"reasoning_content": ["2 and 3", "make 5"]}]}'), hf=True),
+    "hf-finetune-template-device": Case("hf", "data.chat_template a .jinja link to /dev/zero (read until memory ran "
+                                        "out)", FT, {"ft.yaml": FT_YAML.replace("  max_length: 256\n", "  max_length: "
+                                                     "256\n  chat_template: {tmp}/z.jinja\n"),
+                                                     "chat.jsonl": GOOD_CHAT + "\n"},
+                                        prepare=_zero_template, hf=True),
+    "hf-analyze-weight-zero": Case("hf", "analyze records whose only assistant turn has weight 0", [
+        "analyze", "{base}", "--data", "{tmp}/w0.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"w0.jsonl": '{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2", '
+                     '"weight": 0}]}\n'}, hf=True),
 }

@@ -179,3 +179,39 @@ def test_finetune_trains_on_a_named_template_and_resumes_with_it(tmp_path):
     assert (tmp_path / "r" / "checkpoint" / "chat_template.jinja").read_text() == text
     assert (tmp_path / "r" / "checkpoint" / "additional_chat_templates" / "tool_use.jinja").is_file()
     fit(cfg(chat_template="rag"), tmp_path / "r", resume=True, progress=False)
+
+
+def test_a_chat_template_file_that_is_a_device_or_too_long_is_refused(tmp_path):
+    """A .jinja link to /dev/zero was read until memory ran out, said as "lower the batch size"; a file of any
+    length was read whole."""
+    from looplm.config import ConfigError
+    from looplm.hf.finetune import TEMPLATE_LIMIT, chat_template
+
+    (tmp_path / "z.jinja").symlink_to("/dev/zero")
+    with pytest.raises(ConfigError, match=r"^data.chat_template: .*z\.jinja is a device, not a template file$"):
+        chat_template(str(tmp_path / "z.jinja"))
+    (tmp_path / "big.jinja").write_text("{{ x }}" * (TEMPLATE_LIMIT // 7 + 1))
+    with pytest.raises(ConfigError, match=r"big\.jinja is longer than 1,048,576 characters, which no chat template"):
+        chat_template(str(tmp_path / "big.jinja"))
+    (tmp_path / "crlf.jinja").write_bytes(CHATML_TEMPLATE.encode() + b"\r\n")  # read as read_text reads it
+    assert chat_template(str(tmp_path / "crlf.jinja")) == CHATML_TEMPLATE + "\n"
+
+
+def test_records_whose_assistant_turns_all_have_weight_0_say_so(tmp_path):
+    """Records whose only assistant turn has weight 0 (context) left nothing to learn, and the refusal said "check
+    data.format and the field names", in analyze too, which has no data.format."""
+    from looplm.hf.analysis import text_batch
+    from looplm.hf.data import build_examples
+
+    from .hf_fixtures import tiny_chat_tokenizer
+
+    rec = {"messages": [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "#### 5", "weight": 0}]}
+    f = write_jsonl([rec] * 2, tmp_path / "w0.jsonl")
+    said = r"2 of them have weight 0 on every assistant turn \(context, not a target\): give the turns to learn " \
+        "weight 1"
+    with pytest.raises(ValueError, match=r"no usable examples out of 2 records .*; " + said + "$"):
+        build_examples(load_records(str(f)), tiny_chat_tokenizer(), 256)
+    with pytest.raises(ValueError, match=said):  # analyze reads the records
+        text_batch(tiny_chat_tokenizer(), str(f), 1)
+    with pytest.raises(ValueError, match=r"check the records' shape and field names \(finetune: data.format"):
+        build_examples([{"messages": [{"role": "user", "content": "hi"}]}], tiny_chat_tokenizer(), 256)

@@ -81,7 +81,9 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tupl
         convs = Records([], records.where)
         for r, w in zip(records, records.where, strict=True):
             try:
-                convs.append({"messages": to_messages(_alpaca(r), **_fields(r)) or [], "tools": r.get("tools")})
+                # a conversation with nothing to learn goes on as it is: the refusal says why (weight 0 turns)
+                said = to_messages(_alpaca(r), **_fields(r)) or (r["messages"] if has_messages(r) else [])
+                convs.append({"messages": said, "tools": r.get("tools")})
             except ValueError as e:
                 raise ValueError(f"{w}: {e}") from None
         return build_examples(convs, tokenizer, max_length, fmt="messages")

@@ -305,9 +305,16 @@ LENGTH_HINT = "raise the length limit (data.max_length; analyze: --max-length)"
 
 
 def _field_hint(records: list[dict[str, Any]], fmt: dict[str, Any]) -> str:
-    """What to check when no record gave a conversation: the field pair the first record has (GSM8K's
-    question/answer under the default problem/solution), when the fields read were others."""
-    hint = "check data.format and the field names"
+    """What to check when no record gave a conversation: assistant turns that all have weight 0, or the field pair
+    the first record has (GSM8K's question/answer under the default problem/solution), when the fields read were
+    others."""
+    hint = "check the records' shape and field names (finetune: data.format and data.*_field)"
+    if fmt.get("fmt", "auto") != "prompt_response":
+        field = fmt.get("messages_field", "messages")
+        context = sum(_context_only(r.get(field)) for r in records if isinstance(r, dict))
+        if context:  # (said as a field name to check, or a data.format analyze does not have)
+            return (f"{context} of them have weight 0 on every assistant turn (context, not a target): give the "
+                    "turns to learn weight 1")
     if fmt.get("fmt", "auto") == "messages" or not records:
         return hint
     read = (fmt.get("prompt_field", "problem"), fmt.get("response_field", "solution"))
@@ -315,6 +322,13 @@ def _field_hint(records: list[dict[str, Any]], fmt: dict[str, Any]) -> str:
         if (p, r) != read and p in records[0] and r in records[0]:
             return f"the records have {p}/{r} fields: set data.prompt_field={p} and data.response_field={r}"
     return hint
+
+
+def _context_only(messages: Any) -> bool:
+    """A conversation that has assistant turns, all of weight 0."""
+    turns = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"] if isinstance(
+        messages, list) else []
+    return bool(turns) and all(m.get("weight") == 0 for m in turns)
 
 
 def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -25,12 +25,14 @@ from typing import Any
 import torch
 
 from ..config import Config, ConfigError
-from ..errors import UserError, rank_zero
+from ..errors import UserError, rank_zero, special_kind
 from ..records import lone_surrogate
 from ..tasks import save_fingerprint
 from ..train import Run
 from .chat import CHATML_TEMPLATE, TemplateError, assistant_spans, end_of_turn_token, no_default_template
 from .data import ChatTask, build_examples, check_format, load_records, quiet_hub
+
+TEMPLATE_LIMIT = 2**20  # characters of a data.chat_template file
 
 
 def chat_template(spec: str | None, named: dict[str, str] | None = None) -> str | None:
@@ -45,10 +47,16 @@ def chat_template(spec: str | None, named: dict[str, str] | None = None) -> str 
         return CHATML_TEMPLATE
     p = Path(spec).expanduser()
     if spec.endswith(".jinja") or (len(spec) < 300 and p.is_file()):
+        if special_kind(p):  # (a link to) /dev/zero was read until memory ran out, said as "lower the batch size"
+            raise ConfigError(f"data.chat_template: {p} is {special_kind(p)}, not a template file")
         try:
-            text = p.read_text()
+            with p.open() as f:  # (as read_text reads it) at most the limit: a file in /proc says its size is 0
+                text = f.read(TEMPLATE_LIMIT + 1)
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"data.chat_template: template file {p} cannot be read ({e})") from None
+        if len(text) > TEMPLATE_LIMIT:
+            raise ConfigError(f"data.chat_template: {p} is longer than {TEMPLATE_LIMIT:,} characters, which no chat "
+                              "template is (the largest published ones are tens of thousands); check the path")
         _refuse_non_template(text, p)
         return text
     if "{{" not in spec and "{%" not in spec:  # a mistyped name would otherwise render as constant text
