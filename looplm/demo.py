@@ -27,8 +27,9 @@ def table_depths(res: dict, result: Path) -> tuple[list[int], str]:
     16 of them, else the demo's depths and the last, with a caption that says so (depths were left out without a
     word); and where the states overflowed, a note (those rows are scored wrong, not measured)."""
     depths, over = res["depths"], res.get("overflow")
-    note = "" if not over else (f"note: the states or logits are not finite (overflow) at {len(over)} depth(s) from "
-                                f"{over[0]}: rows there are scored as wrong, their CE and state norm are null\n")
+    note = "" if not over else (f"note: the states or logits overflow (not finite, or a state's norm past float32's "
+                                f"range) at {len(over)} depth(s) from {over[0]}: rows there are scored as wrong and "
+                                "their CE is null\n")
     if len(depths) <= 16:
         return depths, note
     shown = [d for d in depths if d in set(DEMO_DEPTHS) | {depths[-1]}]

@@ -88,29 +88,49 @@ def check_targets(targets: torch.Tensor, scored: torch.Tensor, vocab: int) -> No
                          "position that is not scored)")
 
 
+def nonfinite_weights(model: torch.nn.Module) -> list[str]:
+    """The names of the model's parameters that hold NaN or inf (the one test every reader and trainer applies)."""
+    return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+
+
 def check_weights_finite(model: torch.nn.Module) -> None:
     """Refuse a model whose weights hold NaN or inf: every score would be read off NaN logits (exact match came out
-    0.000 as if measured, a text's CE as NaN, and the analysis failed deep in torch's eig or svd)."""
-    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    0.000 as if measured, a text's CE as NaN, and the analysis failed deep in torch's eig or svd), and generate
+    decoded the argmax of NaN logits as if the model had chosen it."""
+    bad = nonfinite_weights(model)
     if bad:
         raise ValueError(f"the model's weights are not finite ({len(bad)} tensor(s): {', '.join(bad[:3])}"
-                         f"{', ...' if len(bad) > 3 else ''}); looplm does not score or analyze such a model")
+                         f"{', ...' if len(bad) > 3 else ''}); looplm does not score, analyze or generate from such a "
+                         "model")
+
+
+def state_overflow(h: torch.Tensor) -> torch.Tensor:
+    """(...,) per token of states (..., D): True where the state overflowed. That is NaN or inf, and also a finite
+    state whose norm is past its precision's range (at least float32's: ~1.8e19): a LayerNorm or RMSNorm over it
+    (the readout's) overflows there and returns its bias, so the logits come out finite but uniform, a readout of
+    nothing (scored as a measured CE of ln V)."""
+    return ~torch.isfinite(h.to(torch.promote_types(h.dtype, torch.float32)).norm(dim=-1))
 
 
 def check_finite(x: torch.Tensor, t: int, what: str = "states") -> None:
-    """Refuse non-finite states (or readout logits) at depth `t` of a model with finite weights: weights so large,
-    or a core so expansive, that the loop overflows. Scored anyway, they read as 0.000 exact match or a NaN CE."""
-    if not bool(torch.isfinite(x).all()):
-        fewer = f" (depths below {t} may still be scored)" if t > 1 else ""
-        raise ValueError(f"the model's {what} at depth {t} are not finite (NaN or inf): its weights are so large, "
-                         f"or its loop so expansive, that the forward overflows; looplm does not score such a "
-                         f"model{fewer}")
+    """Refuse overflowing states (`state_overflow`) or non-finite readout logits at depth `t` of a model with finite
+    weights: weights so large, or a core so expansive, that the loop overflows. Scored anyway, they read as 0.000
+    exact match, a NaN CE, or the uniform readout of a normalization that overflowed."""
+    finite = bool(torch.isfinite(x).all())
+    huge = finite and what == "states" and bool(state_overflow(x).any())
+    if not finite or huge:
+        fewer = f" (depths below {t} may still be read)" if t > 1 else ""
+        how = ("too large (a state's norm past float32's range, ~1.8e19, where a normalization over it overflows)"
+               if huge else "not finite (NaN or inf)")
+        raise ValueError(f"the model's {what} at depth {t} are {how}: its weights are so large, or its loop so "
+                         f"expansive, that the forward overflows; looplm does not score or decode such a model{fewer}")
 
 
 def _finite_rows(h: torch.Tensor, logits: torch.Tensor, tok_valid: torch.Tensor) -> torch.Tensor:
-    """(b,) rows whose states (b, T, D) and logits (b, T, V) are finite at every real position: an argmax of NaN
-    logits is no answer, though it may equal the target."""
-    return ((torch.isfinite(h).all(-1) & torch.isfinite(logits).all(-1)) | ~tok_valid.bool()).all(1)
+    """(b,) rows whose states (b, T, D) do not overflow and whose logits (b, T, V) are finite at every real
+    position: an argmax of NaN logits is no answer, though it may equal the target, and neither is the uniform
+    readout of an overflowed normalization."""
+    return ((~state_overflow(h) & torch.isfinite(logits).all(-1)) | ~tok_valid.bool()).all(1)
 
 
 def overflow_of(docs: list[dict]) -> dict:
@@ -135,7 +155,7 @@ class SweepResult:
     exit_correct: torch.Tensor | None = None  # (N,) bool
     exit_rule: dict | None = None
     tokens: int | None = None  # positions scored (the CE's denominator): every token of a text, answers' tokens
-    overflow: list[int] | None = None  # depths where some row's states or logits were not finite (scored as wrong)
+    overflow: list[int] | None = None  # depths where some row's states or logits overflowed (`_finite_rows`)
 
     @property
     def accuracy(self) -> list[float]:
@@ -212,15 +232,18 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
                 i = want[t]
                 check_targets(tgt, mask, logits.shape[-1])
                 # a loop that overflows (finite weights, an expansive Φ: the collapse a sweep is run to see) fails
-                # there: its rows are wrong, whatever the argmax of NaN says; its CE and state norm are NaN (null)
+                # there: its rows are wrong, whatever the argmax of NaN (or of a collapsed readout) says, and the
+                # depth's CE is null. The state norm is null only where a state is NaN or inf (float64 holds the
+                # norm of any finite float32 state: in float32 a finite state past ~1.8e19 read as null).
                 fin = _finite_rows(h, logits, tok_valid)
                 if not bool(fin.all()):
                     overflow.add(t)
+                    nll_sum[i] = math.nan
                 pred = logits.argmax(dim=-1)  # (b, T)
                 nll_sum[i] += F.cross_entropy(logits[mask].double(), tgt[mask], reduction="sum").cpu()
                 ok = ((pred == tgt) | ~mask).all(dim=1) & fin
                 correct[i, s : s + len(ok)] = ok.cpu()
-                per_tok = h.float().norm(dim=-1)  # (b, T)
+                per_tok = h.double().norm(dim=-1)  # (b, T)
                 norm_sum[i] += ((per_tok * tok_valid).sum(1) / tok_valid.sum(1)).sum().double().cpu()
 
             if tracker is not None:
@@ -228,7 +251,7 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
             run_loop(model, h0, ctx, max(depths), keep=keep)
     ce = nll_sum / max(1, n_scored)
     rule = {"tol": exit_tol, "stable": exit_stable, "max_loops": max(depths)} if use_exit else None
-    return SweepResult(list(depths), correct, (norm_sum / n).float(), ce, exit_depth if use_exit else None,
+    return SweepResult(list(depths), correct, norm_sum / n, ce, exit_depth if use_exit else None,
                        exit_correct if use_exit else None, rule, n_scored, sorted(overflow) or None)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .arguments import MAX_DEPTH, check_count, check_exit_rule, strict_int
+from .evaluate import check_finite, check_weights_finite, state_overflow
 from .looped import eval_mode, run_loop
 from .model import KVCache, LoopedTransformer
 
@@ -76,6 +77,19 @@ def _length_limit(model: torch.nn.Module, max_len: Any) -> tuple[int | None, str
     return positions, f"below the model's max_seq_len={positions}{capped}; shorten the prompt"
 
 
+def _check_read(h: torch.Tensor, logits: torch.Tensor, live: torch.Tensor, depth: torch.Tensor | int) -> None:
+    """Refuse a token read out of an overflowed state or non-finite logits (`evaluate.state_overflow`, as sweep and
+    analyze judge them): rows `live` of the states h (B, D) and logits (B, V) they were read from, at `depth` loops
+    (per row, or one count). The argmax of NaN logits (token 0) or of a collapsed readout is no choice the model
+    made, yet it was decoded as one."""
+    bad = live & (state_overflow(h) | ~torch.isfinite(logits).all(-1))
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        d = int(depth[i]) if isinstance(depth, torch.Tensor) else depth
+        check_finite(h[i], d)
+        check_finite(logits[i], d, "readout logits")
+
+
 def _check_prompts(prompts: list[list[int]], limit: tuple[int | None, str]) -> list[list[int]]:
     """The prompts as lists of int ids, each non-empty and leaving a position free below the limit
     (`_length_limit`)."""
@@ -110,6 +124,7 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     if use_cache or exit_tol is not None or exit_stable is not None:
         return generate_cached(model, prompts, num_loops, max_new_tokens, eos_id, exit_tol, exit_stable, vocab,
                                max_len)[0]
+    check_weights_finite(model)  # (sweep's check: the argmax of NaN logits was decoded as the model's choice)
     with eval_mode(model):
         device = next(model.parameters()).device
         if len(prompts) == 0:  # (an array's truth value is an error)
@@ -143,8 +158,11 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
                     raise
                 raise ValueError(f"{type(model).__name__}.embed failed on {width} positions ({e}); if its position "
                                  "table is shorter, pass generate(..., max_len=<its length>)") from None
-            logits = model.readout(run_loop(model, h0, ctx, num_loops), ctx)[..., :vocab]  # (B, width, V)
-            nxt = logits[rows, (cur - 1).clamp(max=width - 1)].argmax(dim=-1)  # (B,)
+            h = run_loop(model, h0, ctx, num_loops)
+            at = (cur - 1).clamp(max=width - 1)  # each row's last position
+            logits = model.readout(h, ctx)[rows, at, :vocab]  # (B, V)
+            _check_read(h[rows, at], logits, active, num_loops)
+            nxt = logits.argmax(dim=-1)  # (B,)
             for i in torch.nonzero(active).flatten().tolist():
                 tok = int(nxt[i])
                 if tok == eos_id:
@@ -189,9 +207,9 @@ class TokenExit:
 
 
 def _cached_step(model: LoopedTransformer, cache: KVCache, ids: torch.Tensor, start: int, num_loops: int,
-                 exit_tol: float | None, exit_stable: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+                 exit_tol: float | None, exit_stable: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Feed positions start..start+n-1 (ids (B, n)); returns (next-token logits at the last one (B, V),
-    loops used per row (B,))."""
+    loops used per row (B,), the state they were read from (B, D))."""
     B = ids.shape[0]
     h0, ctx = model.embed(ids, cache=cache, start=start)
     rule = None
@@ -204,7 +222,7 @@ def _cached_step(model: LoopedTransformer, cache: KVCache, ids: torch.Tensor, st
         for tt in range(rule.t + 1, num_loops + 1):  # every row exited: later tokens still need K/V there
             for j in range(len(model.core)):
                 cache.repeat_newest(("core", tt, j), ("core", j))
-    return model.readout(h, ctx)[:, -1], depth
+    return model.readout(h, ctx)[:, -1], depth, h[:, -1]
 
 
 @torch.inference_mode()
@@ -242,6 +260,7 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
                         f"{type(model).__name__}; use generate(..., use_cache=False)")
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id)
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
+    check_weights_finite(model)
     with eval_mode(model):
         device = next(model.parameters()).device
         limit = _length_limit(model, max_len)  # (5.5 was Python's TypeError, -5 "no room in max_seq_len=-5")
@@ -257,12 +276,13 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
         for plen, rows in groups.items():
             ids = torch.tensor([prompts[i] for i in rows], dtype=torch.long, device=device)
             cache = KVCache()
-            logits, depth = _cached_step(model, cache, ids, 0, num_loops, exit_tol, exit_stable)
+            logits, depth, h = _cached_step(model, cache, ids, 0, num_loops, exit_tol, exit_stable)
             done = torch.zeros(len(rows), dtype=torch.bool, device=device)
             # one decision more than there are free positions: the last position's prediction is read, and only an
             # end token can be taken there
             steps = min(max_new_tokens, max_len - plen + 1)
             for k in range(steps):
+                _check_read(h, logits[:, :vocab], ~done, depth)
                 nxt = logits[:, :vocab].argmax(-1)
                 for r, i in enumerate(rows):
                     if done[r]:
@@ -277,5 +297,6 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
                         outs[i].append(int(nxt[r]))
                 if bool(done.all()) or k == steps - 1:
                     break
-                logits, depth = _cached_step(model, cache, nxt.unsqueeze(1), plen + k, num_loops, exit_tol, exit_stable)
+                logits, depth, h = _cached_step(model, cache, nxt.unsqueeze(1), plen + k, num_loops, exit_tol,
+                                                exit_stable)
         return Generated(outs, finished), loops

@@ -180,4 +180,11 @@ PATH_CASES: dict[str, Case] = {
     "arg-no-command": Case("arguments", "looplm with no command (named an internal 'cmd')", []),
     "cfg-config-empty": Case("config", "train --config '' (read as the directory '.')", [
         "train", "--config", "", "--out", "{tmp}/out"]),
+    # round 32 engine
+    "run-generate-nan-weights": Case("rundir", "generate from a run whose weights hold NaN (the argmax of NaN logits "
+                                     "decoded as padding)", ["generate", "{copy}", "12+34="],
+                                     prepare=_embedding("nan")),
+    "run-generate-states-overflow": Case("rundir", "generate from a run whose finite weights overflow in the forward "
+                                         "(decoded without a word)", ["generate", "{copy}", "12+34="],
+                                         prepare=_embedding("huge")),
 }

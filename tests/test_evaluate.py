@@ -338,7 +338,7 @@ def test_sweep_refuses_nan_weights_and_scores_an_overflowing_loop_as_wrong():
     """NaN weights were scored: exact match 0.000 as if measured, and a text's CE and perplexity written as NaN into
     sweep.json (no strict JSON, which `looplm plot` then refused): refused. Finite weights whose loop overflows are
     the collapse a sweep is run to see: its rows are scored wrong there (an argmax of NaN logits is no answer), and
-    the CE and state norm are null, with the depths listed."""
+    the CE (and the state norm, of NaN or inf states) are null, with the depths listed."""
     batch = make_batch([[3, 4, 5, 6, EOS]] * 4, [3] * 4, 16)
     with pytest.raises(ValueError, match=r"^the model's weights are not finite \(1 tensor\(s\): tok_emb.weight\)"):
         sweep(_nonfinite_model("nan"), batch, [1, 2])
@@ -400,8 +400,50 @@ def test_sweep_and_analyze_on_a_run_whose_weights_or_states_are_not_finite(tmp_p
     if how == "huge":
         capsys.readouterr()
         assert main(sw) == 0
-        assert "note: the states or logits are not finite (overflow) at 2 depth(s) from 1" in capsys.readouterr().out
+        assert "note: the states or logits overflow (not finite, or a state's norm past float32's range) at 2 " \
+            "depth(s) from 1: rows there are scored as wrong and their CE is null" in capsys.readouterr().out
         doc = json.loads((tmp_path / "s.json").read_text())
         assert doc["overflow"] == [1, 2] and doc["accuracy"] == [0.0, 0.0] and doc["state_norm"] == [None, None]
     else:
         assert not (tmp_path / "s.json").exists()
+
+
+def test_a_state_past_float32s_norm_is_an_overflow_and_its_norm_is_measured():
+    """A finite state whose norm passes ~1.8e19 overflows float32: its norm was written as null (with no `overflow`
+    entry), and the readout's LayerNorm, whose variance overflows there too, returned its bias: uniform logits,
+    scored as a measured CE of ln V. Now the norm is computed in float64 (null means a NaN or inf state), and the
+    depth is an overflow, scored wrong with a null CE, as analyze and generate refuse it."""
+    from looplm.dynamics import diagnose
+
+    batch = make_batch([[3, 4, 5, 6, EOS]] * 4, [3] * 4, 16)
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    with torch.no_grad():
+        m.tok_emb.weight.mul_(1e21)  # each state ~1e20: every element finite, its square not
+    doc = sweep(m, batch, [1, 2]).to_json()
+    assert doc["overflow"] == [1, 2] and doc["accuracy"] == [0.0, 0.0] and doc["ce"] == [None, None]
+    assert all(1e19 < x < 1e21 for x in doc["state_norm"]), doc["state_norm"]
+    with pytest.raises(ValueError, match=r"^the model's states at depth 1 are too large \(a state's norm past "):
+        diagnose(m, batch, [1, 2], spectral_depths=[], pca_n=0)
+    with pytest.raises(ValueError, match=r"^the model's states at depth 2 are too large"):
+        generate(m, [[3, 4, 5]], 2, 3, EOS)
+
+
+@pytest.mark.parametrize("cached", [False, True, "exit"])
+def test_generate_refuses_non_finite_weights_and_an_overflowing_readout(cached):
+    """generate decoded NaN weights (the argmax of NaN logits, token 0, as "the model wrote <pad>") and inf logits
+    without a word, though sweep and analyze refuse them: it refuses the weights with sweep's check, and a token
+    read out of non-finite logits or an overflowed state."""
+    rule = {"exit_stable": 1} if cached == "exit" else {"use_cache": bool(cached)}
+    with pytest.raises(ValueError, match=r"^the model's weights are not finite \(1 tensor\(s\): tok_emb.weight\); "
+                                         "looplm does not score, analyze or generate from such a model"):
+        generate(_nonfinite_model("nan"), [[3, 4, 5]], 2, 3, EOS, **rule)
+    over = r"^the model's (states|readout logits) at depth \d are (not finite|too large)"
+    with pytest.raises(ValueError, match=over):
+        generate(_nonfinite_model("huge"), [[3, 4, 5]], 2, 3, EOS, **rule)
+    torch.manual_seed(0)
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    with torch.no_grad():
+        m.norm_f.weight.fill_(3e38)  # finite weights, states fine: the logits alone overflow (+-inf)
+    with pytest.raises(ValueError, match=r"^the model's readout logits at depth 2 are not finite \(NaN or inf\)"):
+        generate(m, [[3, 4, 5]], 2, 3, EOS, **rule)
