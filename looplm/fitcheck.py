@@ -10,23 +10,31 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
+from .evaluate import nonfinite_weights
 from .looped import check_looped
 from .model import LoopedTransformer
+from .rundir import resume_flag
 
 
-def check_finite_start(model: nn.Module, init_from: str) -> None:
-    """The weights a run starts from (train.init_from) must be finite: else every step is non-finite, and the run
-    stops blaming the learning rate."""
-    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        raise ckpt.CheckpointError(f"train.init_from {init_from}: its weights are not finite ({', '.join(bad[:3])}"
-                                   f"{', ...' if len(bad) > 3 else ''}); start from another checkpoint (one of its "
-                                   "history in checkpoints/, say)")
+def check_finite_start(model: nn.Module, src: str | Path, resumed: bool = False) -> None:
+    """The weights a run starts from (train.init_from, or the checkpoint a resume continues) must be finite: else
+    every step is non-finite, and the run stopped blaming the learning rate (a resume appended a null record per
+    step to its log first). Training never writes such weights (a non-finite step applies no update): an edit or a
+    damaged copy did."""
+    bad = nonfinite_weights(model)  # (the one test sweep, analyze and generate apply)
+    if not bad:
+        return
+    names = f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}"
+    if resumed:
+        raise ckpt.CheckpointError(f"{resume_flag()}: the checkpoint {src} holds weights that are not finite ({names})"
+                                   f"; move it aside to continue from an earlier checkpoint of the run's history "
+                                   "(checkpoints/, if it kept one), or start a new run")
+    raise ckpt.CheckpointError(f"train.init_from {src}: its weights are not finite ({names}); start from another "
+                               "checkpoint (one of its history in checkpoints/, say)")
 
 
 def check_model(src: Path | None, cfg: Config) -> None:

@@ -167,10 +167,13 @@ def _save_was_due(out: Path) -> int | None:
     """The last logged step of a run in `out` if its own config (config.yaml) shows a checkpoint was saved whole
     before it, else None. A step's record is written before its save, so only a record past the first save step
     proves that save finished (a kill inside the first save leaves a log at that step and no checkpoint); a log
-    that reached the run's last step belongs to a run that saved at its end."""
+    that reached the run's last step belongs to a run that saved at its end. A skipped step (non-finite) saves
+    nothing, and a run none of whose steps applied an update saved nothing at its end either (its records made a
+    run stopped by a non-finite start look like one whose checkpoint had been lost, so --resume was refused)."""
     from .config import load_config
 
     steps = _logged_steps(out / "metrics.jsonl")
+    skipped = set(_logged_steps(out / "metrics.jsonl", skipped=True))  # every skipped step writes its record
     if not steps or not (out / "config.yaml").is_file():
         return None
     try:
@@ -180,8 +183,11 @@ def _save_was_due(out: Path) -> int | None:
     if any((out / f"checkpoint.{x}").exists() for x in ("tmp", "old")):
         return None  # a save was cut short: the run may never have had a whole checkpoint
     last = max(steps)
-    # a record past a periodic save step, or the run's last step (it saved at its end, whatever checkpoint_every)
-    return last if (t.checkpoint_every and last > t.checkpoint_every) or (t.steps and last >= t.steps) else None
+    # a record past a periodic save step that applied its update, or the run's last step (it saved at its end,
+    # whatever checkpoint_every, unless no step updated)
+    every = t.checkpoint_every
+    periodic = every and any(k not in skipped for k in range(every, last, every))  # (stops at the first saved)
+    return last if periodic or (t.steps and last >= t.steps and set(steps) - skipped) else None
 
 
 def origin_change(src: Path, init_from: str, gone: bool = False) -> str | None:
@@ -207,12 +213,15 @@ def origin_change(src: Path, init_from: str, gone: bool = False) -> str | None:
     return f"step {began.get('step')} -> {now['step']}" + (", other weights" if same else "")
 
 
-def _logged_steps(log: Path) -> list[int]:
+def _logged_steps(log: Path, skipped: bool = False) -> list[int]:
+    """The steps of the log's records (skipped=True: of those that applied no update)."""
     steps = []
     for line in log.read_text(encoding="utf-8-sig", errors="replace").splitlines() if log.is_file() else []:
         try:
-            steps.append(int(json.loads(line)["step"]))
-        except (ValueError, KeyError, TypeError):
+            rec = json.loads(line)
+            if not skipped or rec.get("skipped"):
+                steps.append(int(rec["step"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue  # a torn last line (check_metrics refused any other)
     return steps
 
@@ -243,6 +252,29 @@ def resume_flag() -> str:
     from .errors import in_command
 
     return "--resume" if in_command() else "resume=True"
+
+
+def never_updated(out: Path, state: dict[str, Any] | None, cfg: Config, n: int) -> str:
+    """Why a run none of whose `n` steps applied an update stopped, and what it left. Every step then ran on the
+    weights it started from, so the learning rate cannot be the cause (the message blamed train.lr); those weights
+    (of train.init_from, of the checkpoint resumed, or a fresh initialization), the data or the model settings can.
+    It said "nothing was saved" of a run that left config.yaml and metrics.jsonl, so that the same command, fixed,
+    was refused as a run without a checkpoint: say what is there and how to start again."""
+    t = cfg.train
+    if state is not None:
+        start = f"the weights of its checkpoint at step {int(state['step'])}"
+        kept = (f"that checkpoint is kept as it was, and {out / 'metrics.jsonl'} records the skipped steps (a later "
+                f"{resume_flag()} runs them again)")
+    else:
+        start = (f"the weights of train.init_from {t.init_from}" if t.init_from else
+                 f"the weights of model.name_or_path {cfg.model.name_or_path}" if cfg.kind == "hf" else
+                 "freshly initialized weights")
+        names = sorted(p.name for p in out.iterdir() if p.name != LOCK) if out.is_dir() else []
+        kept = (f"no checkpoint was written, but {out} keeps {', '.join(names)}: pass {resume_flag()} to start it "
+                "again (with other settings), or choose another --out")
+    return (f"no step of this run applied an update: all {n} were non-finite (max_bad_steps={t.max_bad_steps}), "
+            f"from the first on, with {start}. The learning rate is not the cause (every step ran on those same "
+            f"weights): check them, the data and the model settings; {kept}")
 
 
 def _not_empty(out: Path, names: set[str], what: str) -> UserError:

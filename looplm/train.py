@@ -144,8 +144,8 @@ def native_run(cfg: Config, device: torch.device, resume_from: Path | None, mode
         model = ckpt.load_model(src, device, expect=cfg)[0]
     else:
         model = LoopedTransformer(cfg.model)
-    if src and resume_from is None:  # non-finite weights would fail every step, blamed on the learning rate
-        fitcheck.check_finite_start(model, src)
+    if src:  # non-finite weights would fail every step, blamed on the learning rate
+        fitcheck.check_finite_start(model, src, resumed=resume_from is not None)
     def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
         # a subclass (its own step, say) is a module of the user's: config.json does not describe it
         ckpt.write_native(folder, weights, cfg, None if type(model) is LoopedTransformer else type(model))
@@ -502,7 +502,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             rec["tok_s"] = int(full.mask.sum()) / rec["step_s"]  # real input tokens per second, all ranks
             if bad_streak >= t.max_bad_steps:
                 log.write(rec)
-                raise TrainingDiverged(
+                raise TrainingDiverged(rundir.never_updated(out, state, cfg, step + 1 - start) if not updates else
                     f"{bad_streak} consecutive non-finite steps (last: step {step + 1}, {n_loops} loops); "
                     "stopping. " + (f"The last good checkpoint is in {ckpt_dir}." if ckpt_dir.exists() else
                                     "No checkpoint had been written yet.")
@@ -549,9 +549,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
                     save()               # history and push out an older checkpoint for a copy of the newest
                 raise Interrupted(f"{what}: saved a checkpoint at step {step} in {ckpt_dir}", code)
         if updates == 0 and step > start:
-            raise TrainingDiverged(f"no step of this run applied an update: all {step - start} were non-finite "
-                                   f"(max_bad_steps={t.max_bad_steps}); nothing was saved. Lower train.lr or check "
-                                   "the model settings")
+            raise TrainingDiverged(rundir.never_updated(out, state, cfg, step - start))
         save()
     except BaseException:
         if world.active and torch.distributed.is_initialized():

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from .bad_input_cases import TINY, TRAIN, Case
+from .bad_input_cases import TINY, TRAIN, Case, setting
 from .bad_input_damage import _dangling_link, _link_loop, _runs_linked_into_corpus, _tar_corpus
 
 S = ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--n", "4"]
@@ -187,4 +187,8 @@ PATH_CASES: dict[str, Case] = {
     "run-generate-states-overflow": Case("rundir", "generate from a run whose finite weights overflow in the forward "
                                          "(decoded without a word)", ["generate", "{copy}", "12+34="],
                                          prepare=_embedding("huge")),
+    "run-resume-nan-weights": Case("rundir", "train --resume a checkpoint whose weights hold NaN (every step "
+                                   "non-finite, null records appended, train.lr blamed)", [
+                                       *TRAIN[:4], "{copy}", "--resume", "--no-progress",
+                                       *setting(TINY, "train.steps=4")], prepare=_embedding("nan")),
 }

@@ -139,3 +139,57 @@ def test_fit_refuses_a_cfg_that_is_no_config(tmp_path):
     with pytest.raises(TypeError, match=r"^cfg must be a looplm Config \(looplm.load_config\(...\)\), got dict"):
         fit(tiny_config().to_dict(), tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def _files(d) -> dict:
+    return {str(p): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_a_run_that_never_updated_blames_its_start_and_says_what_it_kept(tmp_path):
+    """A run none of whose steps applied an update said "Lower train.lr" (every step ran on the starting weights, so
+    the rate was never the cause) and "nothing was saved", though it left config.yaml and metrics.jsonl, so the
+    same command, fixed, was refused; and --resume, which the refusal offered, was refused too (its skipped records
+    read as a log past a lost checkpoint). Now it names the weights it started from, says what is kept, and a
+    resume starts it again; a resume that never updates names its checkpoint and keeps it as it was."""
+    from looplm.train import TrainingDiverged
+
+    out = tmp_path / "r"
+    cfg = tiny_config(reg=dict(rho_every=0), train=dict(steps=3, eval_every=0, checkpoint_every=1))
+    with pytest.raises(TrainingDiverged) as e:
+        train(cfg, out, progress=False, fault={"nan_at_steps": [0, 1, 2]})
+    assert str(e.value) == (
+        "no step of this run applied an update: all 3 were non-finite (max_bad_steps=5), from the first on, with "
+        "freshly initialized weights. The learning rate is not the cause (every step ran on those same weights): "
+        f"check them, the data and the model settings; no checkpoint was written, but {out} "
+        "keeps config.yaml, metrics.jsonl: pass resume=True to start it again (with other settings), or choose "
+        "another --out")
+    assert {p.name for p in out.iterdir()} - {".looplm.lock"} == {"config.yaml", "metrics.jsonl"}
+    train(cfg, out, resume=True, progress=False)  # as the message says
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3] and not any("skipped" in r for r in read_metrics(out))
+    kept = _files(out / "checkpoint")
+    said = r"^no step of this run applied an update: all 5 were non-finite \(max_bad_steps=5\), from the first on, " \
+        r"with the weights of its checkpoint at step 3\. The learning rate is not the cause .*; that checkpoint is " \
+        "kept as it was"
+    with pytest.raises(TrainingDiverged, match=said):
+        train(tiny_config(reg=dict(rho_every=0), train=dict(steps=9, eval_every=0, checkpoint_every=1)), out,
+              resume=True, progress=False, fault={"nan_at_steps": list(range(3, 9))})
+    assert _files(out / "checkpoint") == kept
+
+
+def test_a_resume_of_non_finite_weights_is_refused_and_changes_nothing(tmp_path):
+    """train.init_from of NaN weights is refused by name; a resume of a checkpoint holding them went on, appended a
+    null record per step to the log, and stopped blaming train.lr. It is refused the same way, before anything is
+    written."""
+    from looplm.checkpoint import CheckpointError
+
+    from .bad_input_cases_paths import _embedding
+
+    out = tmp_path / "r"
+    train(tiny_config(train=dict(steps=2, eval_every=0)), out, progress=False)
+    _embedding("nan")(tmp_path, out)  # the weights edited, and their manifest with them
+    before = _files(tmp_path)
+    with pytest.raises(CheckpointError, match=r"^resume=True: the checkpoint .*r/checkpoint holds weights that are not "
+                                              r"finite \(tok_emb.weight\); move it aside to continue from an earlier "
+                                              "checkpoint"):
+        train(tiny_config(train=dict(steps=4, eval_every=0)), out, resume=True, progress=False)
+    assert _files(tmp_path) == before
