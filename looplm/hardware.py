@@ -26,10 +26,16 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     raise UserError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on: its affinity where the system says (a container's or taskset's
+    share), else the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def set_threads(n: int, name: str) -> None:
     """torch's CPU threads (0: its default). More than the machine's cores is refused: torch crashes (a segfault)
     on absurd counts, and more threads than cores only slow a job down."""
-    cores = os.cpu_count() or 1
+    cores = cpu_cores()
     if n > cores:
         raise UserError(f"{name}={n} exceeds this machine's {cores} CPU cores (0 = torch's default)")
     if n:

@@ -191,4 +191,7 @@ PATH_CASES: dict[str, Case] = {
                                    "non-finite, null records appended, train.lr blamed)", [
                                        *TRAIN[:4], "{copy}", "--resume", "--no-progress",
                                        *setting(TINY, "train.steps=4")], prepare=_embedding("nan")),
+    "arg-study-jobs-too-many": Case("arguments", "study addition --jobs above the CPU cores (48 runs started at "
+                                    "once)", ["study", "addition", "--out", "{tmp}/st", "--jobs",
+                                              "99999999999999999999"]),
 }

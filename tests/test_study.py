@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -188,3 +189,28 @@ def test_an_interrupted_study_says_to_rerun_the_study(tmp_path, monkeypatch, cap
     assert main(["study", "addition", "--quick", "--out", str(tmp_path / "s"), "--no-progress"]) == 130
     err = capsys.readouterr().err.strip()
     assert err.endswith("; run the same `looplm study` command again to continue") and "--resume" not in err
+
+
+def test_jobs_above_the_cpu_cores_are_refused_before_anything_starts(tmp_path, monkeypatch, capsys):
+    """`study addition --jobs 99999999999999999999` started every ready run of the grid at once (48 processes on a
+    2-core machine, each checking its memory alone): jobs above the CPU cores are refused, with the range."""
+    from looplm.cli import main
+    from looplm.errors import UserError
+
+    def started(*a, **kw):
+        raise AssertionError("the study started its runs")
+
+    monkeypatch.setattr(study, "_run_parallel", started)
+    monkeypatch.setattr(study, "_run_one", started)
+    grid = [study.RunSpec("recipe-fixed8-s0", "recipe", "addition-fixed8", TINY, n_eval=8)]
+    with pytest.raises(UserError, match=r"^jobs must be from 1 up to this machine's \d+ CPU cores \(each run takes "
+                                        r"one\), got 100000$"):
+        study.run_study(tmp_path / "st", grid, jobs=100_000, progress=False)
+    for bad in (0, True, 2.5):
+        with pytest.raises(ValueError, match=r"^jobs must be an integer >= 1"):
+            study.run_study(tmp_path / "st", grid, jobs=bad, progress=False)
+    assert main(["study", "addition", "--out", str(tmp_path / "st"), "--jobs", "99999999999999999999"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: --jobs must be from 1 up to this machine's \d+ CPU cores \(each run takes one\), got "
+                        r"99999999999999999999\n", err), err
+    assert not (tmp_path / "st").exists()

@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..arguments import check_count
 from ..config import load_config
-from ..errors import UserError
+from ..errors import UserError, in_command
+from ..hardware import cpu_cores
 from ..loops import describe, trained_loops
 
 DEPTHS = [1, 2, 4, 8, 16, 32, 64, 100, 300, 1000]
@@ -322,7 +324,12 @@ def _run_parallel(grid: list[RunSpec], out: Path, n_evals: list[int], jobs: int)
 def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: int = 1, progress: bool = True,
               only: list[str] | None = None) -> Path:
     """Train and sweep the runs of `grid` (or the `only` ones, in that order) into `out`, then write the report
-    over every finished run of the grid found there. `quick` sweeps QUICK_N problems a run."""
+    over every finished run of the grid found there. `quick` sweeps QUICK_N problems a run. `jobs`: runs at once,
+    each its own process, at most one per CPU core."""
+    jobs, cores = check_count("jobs", jobs, 1), cpu_cores()
+    if jobs > cores:  # each child checks its memory alone: more at once than cores share them, and can exhaust it
+        raise UserError(f"{'--jobs' if in_command() else 'jobs'} must be from 1 up to this machine's {cores} CPU cores "
+                        f"(each run takes one), got {jobs}")
     out = Path(out)
     full = grid
     if only:
