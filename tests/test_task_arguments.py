@@ -50,6 +50,21 @@ def test_load_eval_and_train_batch_check_their_count(tmp_path):
                 task.train_batch(bad, torch.Generator().manual_seed(0))
 
 
+def test_sized_batch_checks_its_size_and_count():
+    """sized_batch took n=2.5 as 3 problems and True as 1; n=0 was max() of nothing, None a '<' TypeError, and a
+    size of 6.0 was Python's "cannot be interpreted as an integer"."""
+    for task in (ParityTask(6, 8, 16, 0, 32), ChainTask(1, 3, 16, 0, 64)):
+        assert len(task.sized_batch(6, 3)) == 3
+        for bad in (2.5, True, 0, -3, None, "3"):
+            with pytest.raises(ValueError, match=f"^n must be an integer >= 1, got {bad!r}$"):
+                task.sized_batch(6, bad)
+        for bad in (6.0, 0, True, None):
+            with pytest.raises(ValueError, match=f"^size must be an integer >= 1, got {bad!r}$"):
+                task.sized_batch(bad, 4)
+    with pytest.raises(ValueError, match=r"^max_len must be an integer >= 1, got 32.5$"):
+        ParityTask(6, 8, 16, 0, 32.5)
+
+
 def test_task_constructors_check_their_arguments(tmp_path):
     (tmp_path / "a.txt").write_text(TEXT)
     for make, msg in [

@@ -45,6 +45,7 @@ class SizedTask:
         min_size, max_size, test_size, test_seed = (check_count(k, v, lo) for k, v, lo in (
             ("min_size", min_size, self.least), ("max_size", max_size, 1), ("test_size", test_size, 1),
             ("test_seed", test_seed, 0)))
+        max_len = check_optional_count("max_len", max_len, 1)  # (32.5 was taken)
         if min_size > max_size:
             raise ValueError(f"min_size {min_size} is above max_size {max_size}; need min_size <= max_size")
         self.min_size, self.max_size = min_size, max_size
@@ -90,8 +91,8 @@ class SizedTask:
         """n distinct held-out problems of one size (the same ones in every run). A small size has few (parity
         of 6 bits: 64 strings, about 6 held out): then strict raises, and otherwise the batch holds all there
         are. Drawing with replacement would score the same few problems n times and report n."""
-        if size < 1:
-            raise ValueError(f"sizes must be >= 1, got {size}")
+        # checked as held_out's n: 2.5 drew 3 problems, True 1, and 0 was max() of nothing
+        size, n = check_count("size", size, 1), check_count("n", n, 1)
         need = self.positions(size)
         if self.max_len is not None and need > self.max_len:
             raise ValueError(f"size {size} needs {need} positions but the model has max_seq_len={self.max_len}")
