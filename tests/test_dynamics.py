@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -412,3 +413,21 @@ def test_diagnose_refuses_a_tol_of_one_or_more_and_a_seed_past_torchs():
             diagnose(m, batch, [1, 2], tol=tol)
     with pytest.raises(ValueError, match=r"^seed must be below 2\*\*64, got 1180591620717411303424$"):
         diagnose(m, batch, [1, 2], seed=2**70)
+
+
+def test_a_batch_whose_parts_differ_in_shape_is_refused_by_name():
+    """diagnose scored two problems with one row of targets (n 2, one counted right); sweep failed inside torch's
+    indexing ("The shape of the mask [1, 5] at index 0 does not match ...")."""
+    from looplm import Batch
+
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    b = make_batch([[3, 4, 5, 6, EOS]] * 2, [3] * 2, 16)
+    for parts, shapes in [((b.input_ids, b.targets[:1], b.mask), "input_ids [2, 4], targets [1, 4], mask [2, 4]"),
+                          ((b.input_ids, b.targets, b.mask[:, :3]), "input_ids [2, 4], targets [2, 4], mask [2, 3]"),
+                          ((b.input_ids[0], b.targets[0], b.mask[0]), "input_ids [4], targets [4], mask [4]")]:
+        for read in (diagnose, sweep):
+            with pytest.raises(ValueError, match=rf"^a Batch's input_ids, targets and mask must share one \(batch, "
+                                                 rf"positions\) shape, got {re.escape(shapes)}$"):
+                read(m, Batch(*parts), [1, 2])
+    with pytest.raises(TypeError, match="^Batch.targets must be a torch.Tensor, got list$"):
+        Batch(b.input_ids, b.targets.tolist(), b.mask)

@@ -23,6 +23,18 @@ class Batch:
     targets: torch.Tensor  # (B, T) long: the next token where the position is scored, IGNORE elsewhere
     mask: torch.Tensor  # (B, T) bool: real tokens (True) vs padding
 
+    def __post_init__(self) -> None:
+        # Checked here, where every reader's batch passes: parts of different shapes were scored by diagnose (two
+        # problems with one row of targets, one counted right) and failed inside torch's indexing in sweep.
+        parts = {"input_ids": self.input_ids, "targets": self.targets, "mask": self.mask}
+        for name, t in parts.items():
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"Batch.{name} must be a torch.Tensor, got {type(t).__name__}")
+        shapes = {name: tuple(t.shape) for name, t in parts.items()}
+        if len(set(shapes.values())) > 1 or self.input_ids.dim() != 2:
+            raise ValueError("a Batch's input_ids, targets and mask must share one (batch, positions) shape, got "
+                             + ", ".join(f"{name} {list(v)}" for name, v in shapes.items()))
+
     def to(self, device: torch.device | str) -> Batch:
         return Batch(self.input_ids.to(device), self.targets.to(device), self.mask.to(device))
 
