@@ -59,6 +59,44 @@ def check_looped(model: Any) -> Any:
     return model
 
 
+def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> None:
+    """Run a module of one's own through the protocol once on (B, T) ids (no graph, eval mode, torch's random
+    state left as it was) and refuse, naming the method, what it returned that the protocol does not allow: an
+    embed that is no (h0, ctx), a step that changes h's shape or dtype (Φ maps a state to a state), logits that
+    are no (B, T, V >= vocab). `fit` trained on, and these were torch's errors from deep in the loop or the loss
+    ("mat1 and mat2 shapes cannot be multiplied", "too many values to unpack"). A module with nothing to train
+    is refused too (torch's "element 0 of tensors does not require grad")."""
+    name = type(model).__name__
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"model: {name} has no parameter that requires grad; fit trains a module's parameters")
+    B, T = input_ids.shape
+    cuda = sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
+    with torch.no_grad(), eval_mode(model), torch.random.fork_rng(devices=cuda):
+        out = model.embed(input_ids, mask)
+        if not (isinstance(out, tuple | list) and len(out) == 2):
+            raise ValueError(f"{name}.embed returned {_shown(out)}; it must return (h0, ctx), h0 a (B, T, D) state")
+        h, ctx = out
+        if not (isinstance(h, torch.Tensor) and h.is_floating_point() and h.dim() == 3 and h.shape[:2] == (B, T)):
+            raise ValueError(f"{name}.embed returned as h0 {_shown(h)} for input_ids of shape {[B, T]}; h0 must be a "
+                             f"floating-point state of shape [{B}, {T}, D]")
+        new = model.step(h, ctx, 0)
+        if not (isinstance(new, torch.Tensor) and new.shape == h.shape and new.dtype == h.dtype):
+            raise ValueError(f"{name}.step returned {_shown(new)} for an h {_shown(h, '')}; Φ must return a state "
+                             "of h's shape and dtype")
+        logits = model.readout(new, ctx)
+        if not (isinstance(logits, torch.Tensor) and logits.is_floating_point() and logits.dim() == 3
+                and logits.shape[:2] == (B, T) and logits.shape[2] >= vocab):
+            raise ValueError(f"{name}.readout returned {_shown(logits)} for an h {_shown(new, '')}; it must return "
+                             f"floating-point logits of shape [{B}, {T}, V] with V >= {vocab} (the task's vocabulary)")
+
+
+def _shown(x: Any, what: str = "a tensor ") -> str:
+    """A value as the protocol's messages name it: a tensor by its shape and dtype, anything else by its type."""
+    if isinstance(x, torch.Tensor):
+        return f"{what}of shape {list(x.shape)} ({str(x.dtype).removeprefix('torch.')})"
+    return f"a {type(x).__name__}"
+
+
 @contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """`model` in eval mode for the block, then every submodule back in the train/eval mode it had: a sweep,

@@ -45,7 +45,7 @@ from .errors import UserError
 from .evaluate import sweep
 from .hardware import resolve_device, set_threads  # noqa: F401 (looplm.train's names since the start)
 from .logger import MetricsLog, check_available, truncate_metrics
-from .looped import check_looped
+from .looped import check_looped, check_protocol
 from .loops import backprop_notes, bound_notes, describe, sample_loops, training_range
 from .model import LoopedTransformer
 from .objective import Objective
@@ -260,6 +260,10 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
         if model is None:  # a user's module is not the model section's LoopedTransformer: its size is its own
             check_memory(cfg, micro, getattr(task, "seq_len", None), device)  # (a task of one's own may not say)
         run = native_run(cfg, device, src, model, task)
+        if model is not None:  # a module of one's own: a broken protocol was torch's error from deep in a step
+            probe = run.task.held_out(2).to(device)
+            with fitcheck.sizes_named(run.model, probe, cfg):
+                check_protocol(run.model, probe.input_ids, probe.mask, cfg.model.vocab_size)
     if src is not None:
         check_fingerprint(run.task, src, "a resume continues a run on the data it was trained on; restore the data, "
                                          "or start a new run from this one")

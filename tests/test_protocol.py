@@ -221,3 +221,52 @@ def test_run_loop_and_the_native_forward_check_the_loop_count():
     for bad in (5.5, -5, True):  # generate's max_len: torch's TypeError, or "no room in max_seq_len=-5"
         with pytest.raises(ValueError, match="max_len must be"):
             generate(m, [[3, 4]], 2, 2, eos_id=1, max_len=bad)
+
+
+class Wider(CumulativeMixer):
+    def step(self, h, ctx, loop=0):
+        return torch.cat([h, h], -1)
+
+
+class Boxed(CumulativeMixer):
+    def step(self, h, ctx, loop=0):
+        return (super().step(h, ctx, loop),)
+
+
+class Doubled(CumulativeMixer):
+    def step(self, h, ctx, loop=0):
+        return super().step(h, ctx, loop).double()
+
+
+class Bare(CumulativeMixer):
+    def embed(self, input_ids, attention_mask=None):
+        return super().embed(input_ids)[0]
+
+
+class Short(CumulativeMixer):
+    def readout(self, h, ctx):
+        return self.head(h)[..., :5]
+
+
+class Frozen(CumulativeMixer):
+    def __init__(self):
+        super().__init__()
+        self.requires_grad_(False)
+
+
+@pytest.mark.parametrize("module, msg", [
+    (Wider, r"Wider.step returned a tensor of shape \[2, 9, 48\] \(float32\) for an h of shape \[2, 9, 24\] "
+            r"\(float32\); Φ must return a state of h's shape and dtype"),  # was "mat1 and mat2 shapes cannot be ..."
+    (Boxed, r"Boxed.step returned a tuple for an h of shape \[2, 9, 24\]"),  # "argument 'input' must be Tensor"
+    (Doubled, r"Doubled.step returned a tensor of shape \[2, 9, 24\] \(float64\)"),  # "must have the same dtype"
+    (Bare, r"Bare.embed returned a tensor of shape \[2, 9, 24\] \(float32\); it must return \(h0, ctx\)"),  # unpack
+    (Short, r"Short.readout returned a tensor of shape \[2, 9, 5\] \(float32\) for an h of shape \[2, 9, 24\] "
+            r"\(float32\); it must return floating-point logits of shape \[2, 9, V\] with V >= 16"),
+    (Frozen, r"model: Frozen has no parameter that requires grad; fit trains a module's parameters"),  # no grad_fn
+])
+def test_a_module_that_breaks_the_protocol_is_refused_naming_the_method(tmp_path, module, msg):
+    """fit trained on, and each was torch's error from deep in the loop or the loss; now a pre-flight of one loop
+    names the method, what it returned and what the protocol wants, before anything is written."""
+    with pytest.raises(ValueError, match=f"^{msg}"):
+        fit(cfg(steps=1, eval_every=0), tmp_path / "run", progress=False, model=module())
+    assert not (tmp_path / "run").exists()
