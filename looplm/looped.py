@@ -161,6 +161,10 @@ def run_loop(model: Any, h: torch.Tensor, ctx: Any, num_loops: int, *, backprop_
     # as the count: 2.5 ran as 2, True as 1, -1 as full backprop, and a first=0 read KV-cache slot -1
     backprop_loops = loop_arg("backprop_loops", backprop_loops, 0, " (0: backprop through every loop)")
     first = loop_arg("first", first, 1, " (the index t of the first loop run here; loops count from 1)")
+    if not isinstance(checkpoint, bool):  # ('no' is truthy: it turned activation checkpointing on)
+        raise TypeError(f"checkpoint must be True or False, got {checkpoint!r:.80}")
+    if keep is not None and not callable(keep):  # (was "'int' object is not callable" after the first loop)
+        raise TypeError(f"keep must be a function keep(t, h) or None, got {type(keep).__name__}")
     if exit is not None and not (hasattr(exit, "done") and callable(getattr(exit, "update", None))):
         # (a function given as the rule was an AttributeError on `.done` after the first loop)
         raise TypeError(f"exit must be an object with `done` and `update(t, h_prev, h)` (as generate's exit "

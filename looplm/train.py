@@ -214,6 +214,8 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
            model: nn.Module | None) -> Path:
     if isinstance(out, str) and not out.strip():  # Path("") is the current directory: the CLI refuses --out ""
         raise UserError("out is empty; give a folder for the run")
+    if isinstance(out, Path) and str(out) == ".":  # Path("") reads as "." too: it trained into the current directory
+        raise UserError("out is Path('.'), as Path('') is; give a folder for the run (the string '.' trains here)")
     out = Path(out)
     if not isinstance(cfg, Config):  # a dict (cfg.to_dict()) was "'dict' object has no attribute 'to_dict'"
         raise TypeError(f"cfg must be a looplm Config (looplm.load_config(...)), got {type(cfg).__name__}")

@@ -210,8 +210,8 @@ def test_an_output_name_with_no_room_for_its_temporary_names_is_refused_first(tm
 
 
 def test_fit_refuses_an_empty_out_and_gives_torch_its_threads_back(tmp_path, monkeypatch):
-    """fit(cfg, "") trained into the current directory (the CLI refuses an empty --out), and fit left torch's
-    thread count at train.threads for the rest of a notebook session."""
+    """fit(cfg, "") and fit(cfg, Path("")) trained into the current directory (the CLI refuses an empty --out),
+    and fit left torch's thread count at train.threads for the rest of a notebook session."""
     import torch
 
     from looplm import fit, load_config
@@ -222,6 +222,9 @@ def test_fit_refuses_an_empty_out_and_gives_torch_its_threads_back(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="out is empty"):
         fit(load_config("addition-prenorm-stars"), "", progress=False)
+    for path in (Path(""), Path(".")):  # Path("") is "." itself: it trained here too
+        with pytest.raises(UserError, match=r"^out is Path\('\.'\), as Path\(''\) is; give a folder for the run"):
+            fit(tiny_config(train=dict(steps=1, eval_every=0)), path, progress=False)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)

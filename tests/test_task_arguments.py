@@ -90,6 +90,18 @@ def test_run_loop_refuses_an_exit_rule_that_is_no_rule():
         run_loop(m, h0, ctx, 2, exit=lambda t, h, new: None)
 
 
+def test_run_loop_checks_checkpoint_and_keep():
+    """checkpoint='no' (truthy) turned activation checkpointing on, and keep=5 was "'int' object is not callable"
+    from inside the loop."""
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    h0, ctx = m.embed(torch.tensor([[3, 4, 5]]))
+    for bad in ("no", 1, None):
+        with pytest.raises(TypeError, match=f"^checkpoint must be True or False, got {bad!r}$"):
+            run_loop(m, h0, ctx, 2, checkpoint=bad)
+    with pytest.raises(TypeError, match="^keep must be a function keep\\(t, h\\) or None, got int$"):
+        run_loop(m, h0, ctx, 2, keep=5)
+
+
 def test_generate_with_an_exit_rule_on_a_module_of_ones_own_blames_the_rule():
     """It said "use generate(..., use_cache=False)", which the call already was."""
     from .test_protocol import CumulativeMixer
