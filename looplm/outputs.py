@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import rundir
-from .errors import UserError, dead_link, special_kind
+from .errors import UserError, dead_link, shown_path, special_kind
 
 
 def write_json(path: Path, obj: dict, replace: bool = True) -> None:
@@ -38,9 +38,10 @@ def check_reachable(p: Path) -> Path | None:
     is there (None: nothing is)."""
     above = next((a for a in p.parents if a.exists() or a.is_symlink()), None)
     if above is not None and not above.exists():
-        raise UserError(f"cannot write {p}: {above} is {dead_link(above)}")
+        raise UserError(f"cannot write {shown_path(p)}: {shown_path(above)} is {dead_link(above)}")
     if above is not None and not above.is_dir():
-        raise UserError(f"cannot write {p}: {above} is a file, not a directory; choose another --out")
+        raise UserError(f"cannot write {shown_path(p)}: {shown_path(above)} is a file, not a directory; choose "
+                        "another --out")
     return above
 
 
@@ -64,8 +65,8 @@ def check_name_length(p: Path) -> None:
         limit = 255
     size = len(os.fsencode(p.name))
     if size + 16 > limit:
-        raise UserError(f"--out {p}: its name is {size} bytes, and looplm writes beside it under names up to 16 "
-                        f"bytes longer, past this file system's limit of {limit}; choose a shorter name")
+        raise UserError(f"--out {shown_path(p)}: its name is {size} bytes, and looplm writes beside it under names "
+                        f"up to 16 bytes longer, past this file system's limit of {limit}; choose a shorter name")
 
 
 def unexpanded_home(out: str) -> str | None:
@@ -90,12 +91,12 @@ def check_out_folder(out: Path) -> None:
         raise UserError(f"{out}: a path that starts with ~ is not expanded here, so a folder named "
                         f"{Path(out).parts[0]} would be made in {Path.cwd()}; give the full path (os.path.expanduser)")
     if out.is_symlink() and not out.exists():
-        raise UserError(f"--out {out} is {dead_link(out)}")
+        raise UserError(f"--out {shown_path(out)} is {dead_link(out)}")
     check_name_length(out)
     own = run_part(out)
     if own is not None and ckpt.enclosing_checkpoint(out / "config.yaml") is None:  # (checkpoints: said by name)
-        raise UserError(f"--out {out} is {'inside ' if own != out.resolve() else ''}{own.name}/ of the run in "
-                        f"{own.parent}, which that run writes; choose a directory outside it")
+        raise UserError(f"--out {shown_path(out)} is {'inside ' if own != out.resolve() else ''}{own.name}/ of the "
+                        f"run in {own.parent}, which that run writes; choose a directory outside it")
     check_reachable(out)
 
 
@@ -109,37 +110,41 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         raise UserError(f"--out {paths[0]} would be written twice (the result and its figure, "
                         f"{', '.join(str(p) for p in paths)}); give a .json path")
     for p in paths:
+        q = shown_path(p)  # (edge spaces quoted: an error line is stripped, and named "two.json" for "  two.json")
         check_name_length(p)
         odd = not_a_file(p)
         if odd:
-            raise UserError(f"--out {p} is {odd}, not a file to write a result to (a result is written whole, "
+            raise UserError(f"--out {q} is {odd}, not a file to write a result to (a result is written whole, "
                             "through a temporary file beside it, then put in place); give a file path")
         for inp, what in (inputs or {}).items():
             if _is_input(p, Path(inp)):
-                raise UserError(f"--out {p} would write {'over' if not Path(inp).is_dir() else 'into'} {what} "
+                raise UserError(f"--out {q} would write {'over' if not Path(inp).is_dir() else 'into'} {what} "
                                 f"({inp}), an input of this command; write the result somewhere else")
         inside = ckpt.enclosing_checkpoint(p)
         if inside is not None:
-            raise UserError(f"--out {p} is inside {inside}, which training replaces and prunes; write it "
+            raise UserError(f"--out {q} is inside {inside}, which training replaces and prunes; write it "
                             "somewhere else (e.g. the run directory)")
         own = run_part(p)
         if own is not None:  # --force replaces an earlier result, never the run's own files
-            raise UserError(f"--out {p} would write {'into' if own != p else 'over'} {own}, which belongs to the "
-                            f"run in {own.parent}; write beside the run's files (e.g. {own.parent / 'sweep.json'})")
+            # (no file named as the way out: analyze, which writes a folder, was told to write "run/sweep.json")
+            into = own != p.resolve()  # (own is resolved: a relative --out run/config.yaml was said to write "into")
+            how = f"outside its {own.name}/" if into else "under another name"
+            raise UserError(f"--out {q} would write {'into' if into else 'over'} {own}, which belongs to the run in "
+                            f"{own.parent}; write the result beside the run's files, {how}")
         above = check_reachable(p)
         if above is not None:  # found now, not after the work: a test file made and removed in the same breath
             try:
                 tempfile.TemporaryFile(dir=above).close()
             except OSError as e:
-                raise UserError(f"cannot write {p}: {above} is not writable ({e.strerror or e}); choose another "
+                raise UserError(f"cannot write {q}: {above} is not writable ({e.strerror or e}); choose another "
                                 "--out") from None
         if p.is_dir():
-            raise UserError(f"--out {p} is a directory; give the path of the file to write")
+            raise UserError(f"--out {q} is a directory; give the path of the file to write")
         if p.is_symlink() and not p.exists() and not force:  # not the result of another command: the user's link
-            raise UserError(f"{p} is {dead_link(p)}; pass --force to replace the "
+            raise UserError(f"{q} is {dead_link(p)}; pass --force to replace the "
                             "link, or --out somewhere else")
         if p.exists() and not force:
-            raise UserError(f"{p} already exists (an earlier result); pass --force to replace it, or --out "
+            raise UserError(f"{q} already exists (an earlier result); pass --force to replace it, or --out "
                             "somewhere else")
 
 

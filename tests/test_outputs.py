@@ -209,6 +209,30 @@ def test_an_output_name_with_no_room_for_its_temporary_names_is_refused_first(tm
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_out_refusals_name_the_path_as_given_and_no_file_for_a_folder(tmp_path, monkeypatch):
+    """"  two.json already exists" lost its edge spaces to the one-line error (named "two.json", which does not
+    exist); a relative --out over a run's config.yaml was said to write "into" it; and analyze, which writes a
+    folder, was told to write "run/sweep.json"."""
+    from looplm.config import load_config
+    from looplm.errors import UserError
+    from looplm.outputs import fresh_outputs
+
+    monkeypatch.chdir(tmp_path)
+    Path("  two.json").write_text("{}")
+    with pytest.raises(UserError, match=r"^'  two\.json' already exists \(an earlier result\); pass --force"):
+        fresh_outputs([Path("  two.json")], False)
+    (tmp_path / "run" / "tensorboard").mkdir(parents=True)
+    load_config("addition-prenorm-stars").save_yaml(tmp_path / "run" / "config.yaml")
+    with pytest.raises(UserError, match=r"^--out run/config\.yaml would write over .*/run/config\.yaml, which "
+                                        r"belongs to the run in .*; write the result beside the run's files, under "
+                                        r"another name$"):
+        fresh_outputs([Path("run/config.yaml")], True)
+    with pytest.raises(UserError, match=r"^--out run/tensorboard/dynamics\.json would write into .*/run/tensorboard, "
+                                        r"which belongs to the run in .*; write the result beside the run's files, "
+                                        r"outside its tensorboard/$"):
+        fresh_outputs([Path("run/tensorboard/dynamics.json")], True)
+
+
 def test_fit_refuses_an_empty_out_and_gives_torch_its_threads_back(tmp_path, monkeypatch):
     """fit(cfg, "") and fit(cfg, Path("")) trained into the current directory (the CLI refuses an empty --out),
     and fit left torch's thread count at train.threads for the rest of a notebook session."""
