@@ -5,6 +5,7 @@ an int, and a negative count scores nothing and reports a result; torch's own er
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from typing import Any
@@ -69,11 +70,11 @@ def is_cpu_device(name: str) -> bool:
 
 
 def check_exit_rule(exit_tol: Any, exit_stable: Any) -> tuple[float | None, int | None]:
-    """An exit rule's settings (`sweep`, `generate`), as a plain float and int: a tolerance >= 0 (a negative or NaN
-    one never fires, and NaN is no JSON number) and a count of stable loops >= 1, neither a bool (numpy and torch
-    numbers too)."""
+    """An exit rule's settings (`sweep`, `generate`), as a plain float and int: a finite tolerance >= 0 (a negative
+    or NaN one never fires, NaN is no JSON number, and inf exits every row at loop 1: the CLI's --exit-tol refuses
+    it too) and a count of stable loops >= 1, neither a bool (numpy and torch numbers too)."""
     if exit_tol is not None:
-        if isinstance(exit_tol, bool) or not isinstance(exit_tol, numbers.Real) or not exit_tol >= 0:
-            raise ValueError(f"exit_tol must be a number >= 0, got {exit_tol!r:.80}")
+        if isinstance(exit_tol, bool) or not isinstance(exit_tol, numbers.Real) or not 0 <= exit_tol < math.inf:
+            raise ValueError(f"exit_tol must be a finite number >= 0, got {exit_tol!r:.80}")
         exit_tol = float(exit_tol)
     return exit_tol, None if exit_stable is None else check_count("exit_stable", exit_stable, 1)

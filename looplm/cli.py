@@ -19,7 +19,7 @@ from . import checkpoint as ckpt
 from . import rundir
 from .arguments import MAX_DEPTH
 from .config import REAL_NUMBER, Config, load_config
-from .demo import DEMO_FILES, DEMO_N, cmd_demo, table_depths
+from .demo import DEMO_FILES, DEMO_N, cmd_demo, exit_summary, table_depths
 from .errors import DISTRIBUTED_COMMANDS, UserError, command, guarded, rank_zero, run_command, say
 from .evaluate import overflow_of, parse_depths, perplexity, sweep
 from .generate import generate, generate_cached
@@ -124,7 +124,7 @@ def eval_problems(task, cfg, data: str | None, n: int | None, default: int | Non
         batch = task.held_out(want if want is not None else cfg.data.test_size)
         source = held_out_source(cfg)
     if n is not None and len(batch) < n:
-        what = "windows" if task.scored_by == "perplexity" else "problems"
+        what = ("window" if task.scored_by == "perplexity" else "problem") + "s" * (len(batch) != 1)
         where = data if data is not None else "the " + source
         raise ValueError(f"--n {n}: there are only {len(batch)} {what} in {where}; ask for at most {len(batch)}")
     return batch, source
@@ -534,9 +534,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(caption + depth_table(res, shown, "ppl" if res["scored_by"] == "perplexity" else "accuracy",
                               "ppl" if res["scored_by"] == "perplexity" else "accuracy"))
         if "exit" in res:
-            x = res["exit"]
-            print(f"exit rule (tol={x['tol']}, stable={x['stable']}, cap {x['max_loops']}): accuracy "
-                  f"{x['accuracy']:.3f} at {x['mean_loops']:.2f} loops on average")
+            print(exit_summary(res["exit"]))
         print(f"wrote {one_line(out)}")
     elif args.cmd == "generate":
         if args.no_cache and (args.exit_tol is not None or args.exit_stable is not None):

@@ -36,6 +36,21 @@ def table_depths(res: dict, result: Path) -> tuple[list[int], str]:
     return shown, f"{note}showing {len(shown)} of the {len(depths)} depths; every depth is in {result}\n"
 
 
+def exit_summary(x: dict) -> str:
+    """The sweep's exit-rule line (`x`: its JSON's `exit`), and a note where the rule cannot stop a row before the
+    cap: a count of k stable loops first holds at loop k + 1, and a tolerance of 0 never (a step never changes a
+    state by less than nothing). Every row then ran to the cap, and the line read as the rule's own result."""
+    line = (f"exit rule (tol={x['tol']}, stable={x['stable']}, cap {x['max_loops']}): accuracy {x['accuracy']:.3f} "
+            f"at {x['mean_loops']:.2f} loops on average")
+    cap, stable, tol = x["max_loops"], x["stable"], x["tol"]
+    if (stable is None or stable + 1 >= cap) and not (tol and cap > 1):
+        why = (f"--exit-stable {stable} holds at loop {stable + 1} at the earliest; " if stable else
+               "--exit-tol 0 never holds; " if tol == 0 else "")
+        line += (f"\nnote: the exit rule cannot stop a row before the cap ({why}the deepest depth is {cap}): every "
+                 f"row ran {cap} loop(s), so its accuracy is depth {cap}'s; sweep deeper or loosen the rule")
+    return line
+
+
 def restart_stage2(stage2: Path, stage1: Path) -> None:
     """Stage 2 starts from stage 1's weights: once stage 1 has trained on (a rerun with more train.steps), stage 2
     starts again from them, as the recipe says; resumed, it went on from the old stage 1 without a word."""
@@ -61,9 +76,14 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     from .plots import plot_accuracy, plot_dynamics
 
     out = Path(out)
-    if any(o.split("=", 1)[0].strip() == "train.init_from" for o in overrides or []):
-        raise ConfigError("train.init_from: the demo sets it (stage 2 starts from stage 1); to fine-tune another run, "
-                          "use `looplm train --config addition-stars --set train.init_from=RUN`")
+    for key, _, value in (o.partition("=") for o in overrides or []):
+        if key.strip() == "train.init_from":
+            raise ConfigError("train.init_from: the demo sets it (stage 2 starts from stage 1); to fine-tune another "
+                              "run, use `looplm train --config addition-stars --set train.init_from=RUN`")
+        if key.strip() == "data.task" and value.strip().strip("'\"") != "addition":  # (was "needs data.path")
+            raise ConfigError(f"data.task={value.strip()}: the demo is the recipe on addition; its --set takes the "
+                              "model, loops, reg and train settings and data.digits, test_size, test_seed; for "
+                              "another task use `looplm train --config <task>-stars` (text, parity, chain, jsonl)")
     cfg1 = load_config("addition-fixed8", overrides or [])
     stage2 = [*(overrides or []), f"train.init_from={out / 'stage1'}"]
     try:  # both stages' settings, and whether stage 2 fits in memory, checked before stage 1 trains

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .errors import not_there, special_kind  # noqa: E402
+from .errors import not_there, shown_path, special_kind  # noqa: E402
 
 
 def _verbatim(text: object) -> str:
@@ -161,7 +161,10 @@ def check_overlay(curves: list[dict]) -> None:
     (a character, a byte, one BPE vocabulary's piece; `token` in sweep.json): a per-byte perplexity beside a
     per-BPE-piece one looks like a better model. Results written before `token` was recorded pass unchecked."""
     if len({c.get("scored_by") == "perplexity" for c in curves}) > 1:
-        raise ValueError("cannot overlay perplexity sweeps (text) with exact-match sweeps in one figure")
+        def kind(ppl: bool) -> str:  # what the files are: two dynamics.json files were called "sweeps"
+            found = {is_dynamics(c) for c in curves if (c.get("scored_by") == "perplexity") == ppl}
+            return "results" if len(found) > 1 else "analyses" if found == {True} else "sweeps"
+        raise ValueError(f"cannot overlay perplexity {kind(True)} (text) with exact-match {kind(False)} in one figure")
     units = {c["token"]: c.get("label", "?") for c in curves if c.get("scored_by") == "perplexity" and c.get("token")}
     if len(units) > 1:
         raise ValueError("cannot overlay perplexities per token of different tokenizers ("
@@ -224,6 +227,9 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         raise ValueError(f"{len(labels)} labels for {len(inputs)} inputs")
     if labels and not all(lb.strip() for lb in labels):
         raise ValueError("an empty --labels entry; give each input a name")
+    twice = sorted({lb for lb in labels or [] if labels.count(lb) > 1})
+    if twice:  # the legend could not tell those curves apart
+        raise ValueError(f"--labels {twice[0]!r} is given {labels.count(twice[0])} times; give each input its own name")
     files = {p: [Path(p) / n for n in ("sweep.json", "dynamics.json")] if Path(p).is_dir() else [Path(p)]
              for p in inputs}
     seen: dict[Path, str] = {}
@@ -242,6 +248,11 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         dyn = [d for d in docs if is_dynamics(d)]
         curves.append(sweeps[0] if sweeps else dyn[0])
         dyns.extend(dyn)
+        c = curves[-1]
+        if c.get("scored_by") == "perplexity" and not any(x is not None for x in c.get("ppl", [0])):
+            # (its axes were drawn empty, with no word): the states or the perplexity overflowed at every depth
+            raise ValueError(f"{shown_path(p)}: its perplexity is null (overflow: too large to measure) at every "
+                             "depth, so there is no curve to draw; leave it out")
     check_overlay(curves)  # checked here, so that it is not reported as a malformed file
     jobs = [(plot_accuracy, curves, out)]
     for k, d in enumerate(dyns):

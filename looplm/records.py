@@ -46,7 +46,9 @@ def wrong_type(value: Any) -> str:
     """A field's value that is not the string it should be, for a message: `int 0 (write numbers as "0")`."""
     shown = json.dumps(value, ensure_ascii=False)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    kind = "null" if value is None else type(value).__name__
+    if value is None:  # (was "got null null")
+        return "null"
+    kind = type(value).__name__
     hint = f' (write numbers as "{shown}")' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
     return f"{kind} {shown}{hint}"
 
@@ -225,5 +227,6 @@ def _not_one_document(text: str, p: Path) -> None:
         return  # not one document: the lines' own errors say what is wrong
     if isinstance(doc, list) and doc and all(isinstance(r, dict) for r in doc):
         lines = p.with_suffix(".jsonl") if p.suffix != ".jsonl" else p.with_name(p.stem + ".lines.jsonl")
-        raise ValueError(f"{p} is one JSON document (a list of {len(doc)} objects), but this reads JSON Lines, one "
-                         f"object per line; convert it, e.g. `jq -c '.[]' {p} > {lines.name}`")
+        objects = f"{len(doc)} object" + "s" * (len(doc) != 1)  # (was "a list of 1 objects")
+        raise ValueError(f"{p} is one JSON document (a list of {objects}), but this reads JSON Lines, one object per "
+                         f"line; convert it, e.g. `jq -c '.[]' {p} > {lines.name}`")

@@ -13,6 +13,8 @@ from .bad_input_cases import TINY, TRAIN, Case, setting
 from .bad_input_damage import _dangling_link, _link_loop, _runs_linked_into_corpus, _tar_corpus
 
 S = ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--n", "4"]
+DYN = ('{"kind": "looplm.dynamics", "depths": [1], "accuracy": [0.5], "n": 2, "metrics": {}, "spectral": {}, '
+       '"pca": {"samples": []}}')  # the least a dynamics.json holds for plot
 A = ["analyze", "{copy}", "--no-progress", "--depths", "1:2", "--n", "2", "--out", "{tmp}/an"]
 
 
@@ -194,4 +196,18 @@ PATH_CASES: dict[str, Case] = {
     "arg-study-jobs-too-many": Case("arguments", "study addition --jobs above the CPU cores (48 runs started at "
                                     "once)", ["study", "addition", "--out", "{tmp}/st", "--jobs",
                                               "99999999999999999999"]),
+    # round 32 api
+    "plot-labels-twice": Case("plots", "one label for two inputs (the legend could not tell their curves apart)", [
+        "plot", "{run}/sweep.json", "{copy}/sweep.json", "--labels", "a", "a", "--out", "{tmp}/a.png"]),
+    "plot-ppl-null-everywhere": Case("plots", "a text sweep whose perplexity overflowed at every depth (empty axes "
+                                     "were drawn, with no word)", ["plot", "{tmp}/s.json", "--out", "{tmp}/a.png"],
+                                     {"s.json": '{"depths": [1, 2], "accuracy": [0, 0], "n": 3, "scored_by": '
+                                                '"perplexity", "ppl": [null, null], "overflow": [1, 2]}'}),
+    "plot-dynamics-text-and-exact": Case("plots", "two dynamics.json files, a text run's and an answer task's (they "
+                                         "were called sweeps)", ["plot", "{tmp}/t.json", "{tmp}/e.json", "--out",
+                                                                 "{tmp}/a.png"], {
+        "t.json": DYN.replace("}}", '}, "scored_by": "perplexity", "ppl": [2.0]}'), "e.json": DYN}),
+    "run-demo-task-text": Case("config", "demo --set data.task=text (it was told to set data.path: the demo is the "
+                               "addition recipe)", ["demo", "--out", "{tmp}/demo", "--no-progress", "--set",
+                                                     "data.task=text"]),
 }

@@ -431,3 +431,14 @@ def test_a_batch_whose_parts_differ_in_shape_is_refused_by_name():
                 read(m, Batch(*parts), [1, 2])
     with pytest.raises(TypeError, match="^Batch.targets must be a torch.Tensor, got list$"):
         Batch(b.input_ids, b.targets.tolist(), b.mask)
+
+
+def test_a_sweep_exit_rule_that_cannot_stop_a_row_early_says_so(tiny_run, tmp_path, capsys):
+    """--exit-stable 50 over depths 1:3 ran every row to the cap and printed its accuracy as the rule's own."""
+    capsys.readouterr()
+    base = ["sweep", str(tiny_run), "--depths", "1:3", "--n", "4", "--no-progress", "--out"]
+    assert main([*base, str(tmp_path / "a.json"), "--exit-stable", "50"]) == 0
+    assert ("note: the exit rule cannot stop a row before the cap (--exit-stable 50 holds at loop 51 at the earliest; "
+            "the deepest depth is 3): every row ran 3 loop(s), so its accuracy is depth 3's") in capsys.readouterr().out
+    assert main([*base, str(tmp_path / "b.json"), "--exit-stable", "1"]) == 0  # can stop a row at loop 2
+    assert "note: the exit rule" not in capsys.readouterr().out

@@ -102,6 +102,36 @@ def test_run_loop_checks_checkpoint_and_keep():
         run_loop(m, h0, ctx, 2, keep=5)
 
 
+def test_an_infinite_exit_tolerance_is_refused_as_the_cli_refuses_it():
+    """sweep(exit_tol=inf) exited every row at loop 1 (the CLI's --exit-tol inf is refused)."""
+    from looplm.evaluate import sweep
+
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    batch = make_batch([[3, 4, 5, 6, 2]] * 2, [3] * 2, 16)
+    for tol in (float("inf"), 1e400):
+        with pytest.raises(ValueError, match="^exit_tol must be a finite number >= 0, got inf$"):
+            sweep(m, batch, [1, 2], exit_tol=tol)
+        with pytest.raises(ValueError, match="^exit_tol must be a finite number >= 0, got inf$"):
+            generate(m, [[3, 4]], 2, 4, 1, exit_tol=tol)
+
+
+def test_counts_in_messages_agree_with_their_nouns(tmp_path):
+    """"got null null", "a list of 1 objects" and "there are only 1 windows"."""
+    from looplm.cli import eval_problems
+
+    (tmp_path / "n.jsonl").write_text('{"prompt": "1=", "answer": null}\n')
+    with pytest.raises(ValueError, match=r":1: field 'answer' must be a string, got null$"):
+        JsonlTask(str(tmp_path / "n.jsonl")).held_out(1)
+    (tmp_path / "a.jsonl").write_text('[{"prompt": "1=", "answer": "2"}]\n')
+    with pytest.raises(ValueError, match=r"a\.jsonl is one JSON document \(a list of 1 object\), but"):
+        JsonlTask(str(tmp_path / "a.jsonl")).held_out(1)
+    (tmp_path / "t.txt").write_text(TEXT)
+    (tmp_path / "short.txt").write_text("the quick")
+    task = TextTask(str(tmp_path / "t.txt"), 8, 0.2)
+    with pytest.raises(ValueError, match=r"^--n 3: there are only 1 window in .*short\.txt; ask for at most 1$"):
+        eval_problems(task, None, str(tmp_path / "short.txt"), 3)
+
+
 def test_generate_with_an_exit_rule_on_a_module_of_ones_own_blames_the_rule():
     """It said "use generate(..., use_cache=False)", which the call already was."""
     from .test_protocol import CumulativeMixer
