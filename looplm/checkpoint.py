@@ -550,7 +550,11 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:
         raise _damaged(d, f"{f} is unreadable ({e}); the file is truncated or corrupted") from None
     missing, unexpected = set(model.state_dict()) - set(weights), set(weights) - set(model.state_dict())
     # a user's module is not what config.json describes: name it
-    what = "config.json" if isinstance(model, LoopedTransformer) else f"the state dict of {type(model).__name__}"
+    what = "config.json" if type(model) is LoopedTransformer else f"the state dict of {type(model).__name__}"
+    held, given = module_name(d) or "looplm.model.LoopedTransformer", type(model).__qualname__
+    if (missing or unexpected) and not held.endswith(f".{given}"):  # another class (by name, as a resume compares)
+        raise CheckpointError(f"{d} holds the weights of {held}, not of {type(model).__module__}.{given}: load them "
+                              f"into a {held.rsplit('.', 1)[-1]}, or start from a run of {given}")
     if missing or unexpected:
         raise CheckpointError(f"{f} does not match {what}: missing {sorted(missing)}, "
                               f"unexpected {sorted(unexpected)}")

@@ -7,7 +7,9 @@ looks right).
 
 `generate_cached` (LoopedTransformer) keeps K and V per (stage, loop, block): the prelude's blocks once, the
 core's blocks once per loop (Φ is shared, but each loop sees a different state, so each loop has its own slot,
-as in Ouro), and the coda's blocks once. A new token then costs one pass over itself per loop.
+as in Ouro), and the coda's blocks once. A new token then costs one pass over itself per loop. It feeds the cache
+through the built-in embed and step, so a subclass that replaces embed, step or readout is refused there as any
+module of one's own is (`model.builtin_loop`): it decodes with `generate(..., use_cache=False)`, no exit rule.
 
 Exit rule (per token): the position being decoded from stops looping at the first loop t where its relative
 step residual ||h(t) - h(t-1)|| / ||h(t)|| (its own state vector) is below `exit_tol`, or its next-token argmax
@@ -27,7 +29,7 @@ import torch
 from .arguments import MAX_DEPTH, check_count, check_exit_rule, strict_int
 from .evaluate import check_finite, check_weights_finite, state_overflow
 from .looped import eval_mode, run_loop
-from .model import KVCache, LoopedTransformer
+from .model import KVCache, LoopedTransformer, builtin_loop
 
 
 class Generated(list):
@@ -116,8 +118,9 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     sequence reaches `max_len` positions (default: the model's `cfg.max_seq_len`, if it has one; then
     `finished` says it was cut off). The prediction made at the last position is still read: an end token
     there finishes the row (training scores it there too). `use_cache=True`, or an exit rule, decodes with
-    `generate_cached`. `vocab`: choose only among ids below it (the tokenizer's), for a model whose head is
-    wider than its tokenizer can decode."""
+    `generate_cached` (looplm's own LoopedTransformer only; any other module, a subclass with its own embed, step
+    or readout included, is refused with TypeError there). `vocab`: choose only among ids below it (the
+    tokenizer's), for a model whose head is wider than its tokenizer can decode."""
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id, pad_id)
     limit = _length_limit(model, max_len)
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
@@ -252,12 +255,15 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
     exit rule, and the cap with one. Prompts are grouped by length, and each group decodes in lockstep.
     `vocab` and `max_len` (at most the model's positions) as in `generate`.
     """
-    if not isinstance(model, LoopedTransformer):
+    # the cache is fed through the built-in embed and step: a subclass with its own (a module of one's own, as
+    # docs/protocol.md counts it) got Python's "unexpected keyword argument 'cache'" from inside
+    if not builtin_loop(model):
+        own = "" if not isinstance(model, LoopedTransformer) else " (a subclass with its own embed, step or readout)"
         if exit_tol is not None or exit_stable is not None:  # the rule is what asked for the cache, not use_cache
             raise TypeError(f"an exit rule (exit_tol, exit_stable) decodes with the KV cache, which only looplm's "
-                            f"LoopedTransformer has, not {type(model).__name__}; drop the exit rule")
+                            f"LoopedTransformer has, not {type(model).__name__}{own}; drop the exit rule")
         raise TypeError(f"KV-cached generation is written for looplm's LoopedTransformer, not "
-                        f"{type(model).__name__}; use generate(..., use_cache=False)")
+                        f"{type(model).__name__}{own}; use generate(..., use_cache=False)")
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id)
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
     check_weights_finite(model)

@@ -302,3 +302,14 @@ class LoopedTransformer(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def builtin_loop(model: Any) -> bool:
+    """Whether `model` runs looplm's own embed, step and readout: a LoopedTransformer whose class (or the instance)
+    replaces none of them. The paths written against those internals (the hand-written JVP `regularizers.core_jvp`,
+    the fast penalty and ρ it gives, and KV-cached decoding) take only such a model; a subclass with its own `step`,
+    say, is a module of one's own (docs/protocol.md), driven through its methods. An isinstance check let such a
+    subclass through: its penalty, ρ and even its forward (reg.at before the last loop) were the built-in Φ's."""
+    return isinstance(model, LoopedTransformer) and all(
+        getattr(type(model), m) is getattr(LoopedTransformer, m) and m not in vars(model)
+        for m in ("embed", "step", "readout"))

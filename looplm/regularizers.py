@@ -205,10 +205,11 @@ def penalty(kind: str, step_fn: StepFn, h: torch.Tensor, generator: torch.Genera
 
 
 def supports_fast_jvp(model: torch.nn.Module) -> bool:
-    """True when `core_jvp` covers the model's core: the built-in Block with no active dropout."""
-    from .model import Block, CausalSelfAttention, LoopedTransformer
+    """True when `core_jvp` is the model's Φ: looplm's own step (`model.builtin_loop`; a subclass's step is
+    its own) over the built-in Block, with no active dropout."""
+    from .model import Block, CausalSelfAttention, builtin_loop
 
-    if not isinstance(model, LoopedTransformer):
+    if not builtin_loop(model):
         return False
     for blk in model.core:
         if type(blk) is not Block or type(blk.attn.f) is not CausalSelfAttention:
