@@ -63,6 +63,17 @@ def strict_int(v: Any) -> int:
     return operator.index(v)
 
 
+def finite_real(v: Any) -> float | None:
+    """`v` as a plain float if it is a finite real number (ints, floats, numpy and torch numbers, a 0-d tensor too,
+    as the counts take torch integers); None for NaN, inf, a bool, a string or anything else. A 0-d tensor was
+    refused as "exit_tol must be a finite number >= 0, got tensor(0.1000)"."""
+    if getattr(v, "ndim", None) == 0 and not isinstance(v, numbers.Real):
+        v = v.item()  # a 0-d tensor or array (a bool one gives a bool, refused below)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
 def is_cpu_device(name: str) -> bool:
     """`cpu` or `cpu:N`, a device name torch takes (its index means nothing: a machine has one CPU device)."""
     kind, sep, index = name.partition(":")
@@ -74,7 +85,8 @@ def check_exit_rule(exit_tol: Any, exit_stable: Any) -> tuple[float | None, int 
     or NaN one never fires, NaN is no JSON number, and inf exits every row at loop 1: the CLI's --exit-tol refuses
     it too) and a count of stable loops >= 1, neither a bool (numpy and torch numbers too)."""
     if exit_tol is not None:
-        if isinstance(exit_tol, bool) or not isinstance(exit_tol, numbers.Real) or not 0 <= exit_tol < math.inf:
+        tol = finite_real(exit_tol)
+        if tol is None or tol < 0:
             raise ValueError(f"exit_tol must be a finite number >= 0, got {exit_tol!r:.80}")
-        exit_tol = float(exit_tol)
+        exit_tol = tol
     return exit_tol, None if exit_stable is None else check_count("exit_stable", exit_stable, 1)

@@ -99,9 +99,11 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
 
     A bare preset name always means the preset, whatever the current directory holds: a shell redirect
     (`... > addition-stars`) or a run directory named after its preset must not replace it. A local file of that
-    name is read when written as a path (`./addition-stars`)."""
+    name is read when written as a path (`./addition-stars`). A `Path` is a path first (pathlib drops the `./`): one
+    that names no file, but a preset, is the preset (`Path("addition-stars")` was refused as "neither a file nor a
+    preset" in a message that listed it among the presets)."""
     p = Path(path_or_preset)
-    is_name = isinstance(path_or_preset, str) and "/" not in path_or_preset and p.suffix == ""
+    is_name = "/" not in str(path_or_preset) and p.suffix == "" and (isinstance(path_or_preset, str) or not p.exists())
     candidate = PRESET_DIR / f"{path_or_preset}.yaml"
     if is_name and candidate.is_file():
         p = candidate

@@ -14,16 +14,17 @@ predictive entropy and cross-entropy on answer positions, exact match (teacher-f
 from __future__ import annotations
 
 import math
-import numbers
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .arguments import MAX_DEPTH, check_count, check_depths, strict_int
+from .arguments import MAX_DEPTH, check_count, check_depths, finite_real, strict_int
 from .evaluate import check_finite, check_scored, check_targets, check_weights_finite
-from .looped import detach_ctx, eval_mode, phi, run_loop
+from .looped import detach_ctx, eval_mode, loop_arg, phi, run_loop
+from .memory import out_of_memory_hint
 from .regularizers import core_jvp, supports_fast_jvp
 from .spectra import _TINY, frobenius_hutchinson, spectral_norm, spectral_radius
 from .tasks.base import IGNORE, Batch
@@ -129,10 +130,10 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     for name, v in (("iters", iters), ("hutchinson_samples", hutchinson_samples)):
         if v > MAX_DEPTH:  # each a JVP, a loop's worth of work: 10**12 ran until killed
             raise ValueError(f"{name} must be at most {MAX_DEPTH:,}, got {v:,}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
+    given, tol = tol, finite_real(tol)  # (a 0-d tensor too, as exit_tol)
+    if tol is None or not 0 < tol < 1:
         # a relative residual of 1 or more accepts any vector: every estimate would count as converged
-        raise ValueError(f"tol must be a number in (0, 1), got {tol!r:.80}")
-    tol = float(tol)
+        raise ValueError(f"tol must be a number in (0, 1), got {given!r:.80}")
     if method not in ("arnoldi", "power"):
         raise ValueError(f"unknown method {method!r:.80}; choose arnoldi or power")
     if spectral_depths is not None:  # a list, tuple or integer array; [] probes no depth
@@ -163,6 +164,7 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
                 raise ValueError(f"{name}={k} is more than the {n} problems analyzed; ask for at most {n} (or more "
                                  "problems)")
         want = {d: i for i, d in enumerate(depths)}
+        oom = _require_memory(model, batch, real, len(depths), pca_n, dev)
         t0 = time.perf_counter()
         keys = ("state_norm", "step_residual", "dist_to_final", "entropy", "ce")
         per = {k: torch.full((len(depths), n), float("nan"), dtype=torch.float64) for k in keys}
@@ -211,7 +213,8 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
                         trajs[s + j].append(h[j, tok[j].bool()].to(torch.float64).cpu())
                 prev[0] = hd
 
-            run_loop(model, h0, ctx, L, keep=keep)
+            with out_of_memory_hint(oom):  # (where the trajectories grow)
+                run_loop(model, h0, ctx, L, keep=keep)
 
         # spectral estimates on the first spectral_n samples, at spectral_depths
         spec: dict = {"depths": spectral_depths, "n": spectral_n, "iters": iters, "tol": tol, "method": method,
@@ -252,17 +255,8 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
             spec["frobenius_rms"] = _series(rows["frobenius_rms"])
         bar.close()
 
-        pca = []
-        for j, tr in enumerate(trajs):
-            states = torch.stack(tr)  # (L, T_j, D)
-            coords, ratio = trajectory_pca(states)
-            # the same on the unit sphere of each token: where an internal norm lets ||h|| drift, the drift
-            # direction takes nearly all the variance above and hides how the state's direction moves
-            dcoords, dratio = trajectory_pca(states / states.norm(dim=-1, keepdim=True).clamp_min(_TINY))
-            pca.append({"index": j, "coords": [[round(float(x), 5) for x in c] for c in coords],
-                        "explained": [float(r) for r in ratio],
-                        "coords_direction": [[round(float(x), 6) for x in c] for c in dcoords],
-                        "explained_direction": [float(r) for r in dratio], "correct_final": bool(correct[-1, j])})
+        with out_of_memory_hint(oom):
+            pca = _pca(trajs, correct[-1])
         metrics = {k: _series(list(per[k])) for k in keys}
         acc = correct.to(torch.float64).mean(1).tolist()
         # CE over all scored tokens, each token once (a perplexity's exponent, as `sweep` gives it): metrics' "ce"
@@ -277,21 +271,89 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
                 "definitions": METRIC_DEFINITIONS, "seed": seed, "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def _pca(trajs: list[list[torch.Tensor]], correct: torch.Tensor) -> list[dict]:
+    """`diagnose`'s PCA entries: each sample's trajectory (its states at every depth) on its top-2 PCs."""
+    pca = []
+    for j, tr in enumerate(trajs):
+        states = torch.stack(tr)  # (L, T_j, D)
+        coords, ratio = trajectory_pca(states)
+        # the same on the unit sphere of each token: where an internal norm lets ||h|| drift, the drift
+        # direction takes nearly all the variance above and hides how the state's direction moves
+        dcoords, dratio = trajectory_pca(states / states.norm(dim=-1, keepdim=True).clamp_min(_TINY))
+        pca.append({"index": j, "coords": [[round(float(x), 5) for x in c] for c in coords],
+                    "explained": [float(r) for r in ratio],
+                    "coords_direction": [[round(float(x), 6) for x in c] for c in dcoords],
+                    "explained_direction": [float(r) for r in dratio], "correct_final": bool(correct[j])})
+    return pca
+
+
+def _require_memory(model: torch.nn.Module, batch: Batch, real: torch.Tensor, n_depths: int, pca_n: int,
+                    dev: torch.device) -> str | None:
+    """Refuse, before the work, an analysis whose results cannot fit in memory: the per-depth statistics of every
+    sample, and the states the trajectory PCA keeps, float64, of `pca_n` samples at every depth, with the copies the
+    PCA makes of the largest. Those were kept with no check: `--depths 1:100000` of the shipped model needed ~12 GB
+    and ran until it was out of memory. Returns the hint for running out anyway (None without a PCA)."""
+    from .memory import gib, require
+
+    stats = 7 * 8 * n_depths * len(batch)  # five float64 series and the exact-match flags per (depth, sample)
+    if not pca_n:
+        require(stats, f"the per-depth statistics of {len(batch)} problems at {n_depths:,} depths (analyze fewer)")
+        return None
+    d = model.embed(batch.input_ids[:1].to(dev), real[:1].to(dev))[0].shape[-1]  # the state's width
+    tokens = real[:pca_n].sum(1)  # each PCA sample's real tokens
+    states = 8 * n_depths * d * (int(tokens.sum()) + 4 * int(tokens.max()))  # kept, and the PCA's copies of one
+    fix = "pca_n=0 (--pca-n 0) keeps none, or analyze fewer depths"
+    require(stats + states, f"the trajectory PCA of {pca_n} samples over {n_depths:,} depths (their states, "
+                            f"{gib(states)}; {fix}) and the per-depth statistics")
+    return f"the trajectory PCA keeps {pca_n} samples' states at all {n_depths:,} depths: {fix}"
+
+
 # --- robustness: perturb the state and watch it come back --------------------------------------------------------
+def _listed(name: str, v: Any) -> list:
+    """An argument that lists values (a list, tuple or array), with at least one; ValueError naming it."""
+    try:
+        if isinstance(v, str | bytes):
+            raise TypeError
+        v = list(v)
+    except TypeError:  # (a number was "'float' object is not iterable")
+        raise ValueError(f"{name} must be a list, got {v!r:.80}") from None
+    if not v:
+        raise ValueError(f"{name} is empty; give at least one")
+    return v
+
+
 @torch.no_grad()
 def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: list[float], ks: list[int],
                           kind: str = "noise", seed: int = 0) -> dict:
     """How a looped model recovers when its state is disturbed after `at` loops.
 
     kind="noise": h(at) + δ, δ Gaussian, scaled per sample to ||δ||_F = ε·||h(at)||_F over its real tokens, for
-    each ε in `eps`. kind="swap": h(at) replaced by another sample's h(at) (the batch rolled by one), the loop
-    continuing with each sample's own input (ε is then ignored; one row). After k more loops (k in `ks`) it
+    each ε in `eps` (finite, >= 0; 0 is the undisturbed control). kind="swap": h(at) replaced by another sample's
+    h(at) (the batch rolled by one; at least 2 samples), the loop continuing with each sample's own input (ε is then
+    ignored; one row). `at` and every k are loop counts >= 1. After k more loops (k in `ks`) it
     reports exact match (the greedy answer read out there), and the distance to the undisturbed trajectory at the
     same depth, ||h'(at+k) - h(at+k)||_F / ||h(at+k)||_F over real tokens, which goes to 0 when the state falls
     back to the fixed point the input defines. JSON-ready.
     """
     if kind not in ("noise", "swap"):
-        raise ValueError(f"unknown perturbation {kind!r}; choose noise or swap")
+        raise ValueError(f"unknown perturbation {kind!r:.80}; choose noise or swap")
+    # each checked by its own name: run_loop blamed `num_loops` for at=0 and ks=[0], ks=[] was max()'s error, a NaN
+    # or inf eps ran and returned NaN distances (no JSON), and a swap in a batch of one swapped a sample with itself
+    at = loop_arg("at", at, 1, " (the loops run before the disturbance)")
+    ks = [loop_arg("ks", k, 1, " (the loops run after the disturbance)") for k in _listed("ks", ks)]
+    seed = check_count("seed", seed, 0)
+    if seed >= 2**64:
+        raise ValueError(f"seed must be below 2**64, got {seed}")
+    if kind == "noise":
+        eps = _listed("eps", eps)
+        scales = [finite_real(e) for e in eps]
+        for e, f in zip(eps, scales, strict=True):
+            if f is None or f < 0:
+                raise ValueError(f"eps must list finite noise scales >= 0 (||δ|| = ε·||h||), got {e!r:.80}")
+        eps = scales
+    elif len(batch) < 2:
+        raise ValueError(f"kind='swap' gives each sample another sample's state: it needs at least 2 samples, the "
+                         f"batch has {len(batch)}")
     check_scored(batch)
     with eval_mode(model):
         dev = next(model.parameters()).device

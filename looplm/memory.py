@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -10,7 +12,15 @@ from .errors import UserError
 
 
 def available_bytes() -> int | None:
-    """Memory free for a new allocation (Linux MemAvailable), or None where the system does not say."""
+    """Memory free for a new allocation (Linux MemAvailable), or None where the system does not say; at most what
+    the process's address-space limit (`ulimit -v`) leaves it, where one is set: below that limit the machine's
+    free memory was compared, and a job that could not fit ran until it failed."""
+    free = _system_free()
+    left = _address_space_left()
+    return left if free is None else free if left is None else min(free, left)
+
+
+def _system_free() -> int | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -21,6 +31,21 @@ def available_bytes() -> int | None:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _address_space_left() -> int | None:
+    """RLIMIT_AS less the process's mapped size (VmSize), or None without a limit or where the system does not say."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/status") as f:
+            size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        return max(0, limit - size)
+    except (ImportError, OSError, ValueError, StopIteration):
         return None
 
 
@@ -39,3 +64,16 @@ def require(nbytes: float, what: str, device: torch.device | str | None = None) 
         free, where = available_bytes(), ""
     if free is not None and nbytes > free:
         raise UserError(f"not enough memory: {what} need at least {gib(nbytes)}, and {gib(free)} are free{where}")
+
+
+@contextlib.contextmanager
+def out_of_memory_hint(hint: str | None) -> Iterator[None]:
+    """Running out of memory inside the block as a UserError that ends with `hint` (what to lower); None: as it is.
+    The command line's general line ("lower the batch size, width or depths") names settings that may not change
+    what the block holds."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        if hint is None or (isinstance(e, RuntimeError) and "allocate" not in str(e)):
+            raise
+        raise UserError(f"out of memory ({' '.join(str(e).split())[:300] or 'MemoryError'}); {hint}") from None

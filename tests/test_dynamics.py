@@ -442,3 +442,63 @@ def test_a_sweep_exit_rule_that_cannot_stop_a_row_early_says_so(tiny_run, tmp_pa
             "the deepest depth is 3): every row ran 3 loop(s), so its accuracy is depth 3's") in capsys.readouterr().out
     assert main([*base, str(tmp_path / "b.json"), "--exit-stable", "1"]) == 0  # can stop a row at loop 2
     assert "note: the exit rule" not in capsys.readouterr().out
+
+
+def test_perturbation_recovery_checks_each_argument_by_name():
+    """at=0 and ks=[0] were blamed on `num_loops`, ks=[] was max()'s error, eps=0.1 "'float' object is not
+    iterable", seed="a" torch's; a NaN or inf eps ran and returned NaN distances (no JSON), and a swap in a batch of
+    one swapped the sample with itself and reported a perfect recovery."""
+    from looplm.dynamics import perturbation_recovery as pr
+
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    b = make_batch([[3, 4, 5, 6, EOS]] * 2, [3] * 2, 16)
+    for args, kw, msg in [
+        ((0, [0.1], [1]), {}, r"at must be >= 1 \(the loops run before the disturbance\), got 0"),
+        ((1, [0.1], [2, 0]), {}, r"ks must be >= 1 \(the loops run after the disturbance\), got 0"),
+        ((1, [0.1], [1.5]), {}, r"ks must be an integer >= 1 .*, got 1.5"),
+        ((1, [0.1], []), {}, "ks is empty; give at least one"),
+        ((1, 0.1, [1]), {}, "eps must be a list, got 0.1"),
+        ((1, [], [1]), {}, "eps is empty; give at least one"),
+        ((1, [0.1], [1]), {"seed": "a"}, "seed must be an integer >= 0, got 'a'"),
+        *(((1, [0.1, e], [1]), {}, rf"eps must list finite noise scales >= 0 \(\|\|δ\|\| = ε·\|\|h\|\|\), got {e}")
+          for e in (float("nan"), float("inf"), -0.1, True)),
+    ]:
+        with pytest.raises(ValueError, match=f"^{msg}$"):
+            pr(m, b, *args, **kw)
+    with pytest.raises(ValueError, match=r"^kind='swap' gives each sample another sample's state: it needs at least "
+                                         r"2 samples, the batch has 1$"):
+        pr(m, make_batch([[3, 4, 5, 6, EOS]], [3], 16), 1, [], [1], kind="swap")
+    res = pr(m, b, np.int64(1), np.array([0.1]), (torch.tensor(2),), seed=np.int64(3))  # numpy and torch numbers
+    json.dumps(res, allow_nan=False)  # strict JSON: plain numbers
+    assert res["rows"][0]["eps"] == 0.1 and res["ks"] == [2]
+
+
+def test_analyze_refuses_trajectories_that_cannot_fit_and_names_pca_n(monkeypatch):
+    """The PCA keeps pca_n samples' float64 states at every depth, with no check: `analyze --depths 1:100000` of the
+    shipped model holds ~12 GB, and ran until it was out of memory with "lower the batch size, width or depths"."""
+    from looplm import memory
+    from looplm.errors import UserError
+
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    b = make_batch([[3, 4, 5, 6, EOS]] * 4, [3] * 4, 16)  # 4 real tokens each, D = 32
+    depths = list(range(1, 1001))
+    states = 8 * 1000 * 32 * (2 * 4 + 4 * 4)  # pca_n=2: both samples' states, and the PCA's copies of one
+    stats = 7 * 8 * 1000 * 4
+    monkeypatch.setattr(memory, "available_bytes", lambda: stats + states - 1)
+    with pytest.raises(UserError, match=r"^not enough memory: the trajectory PCA of 2 samples over 1,000 depths "
+                                        r"\(their states, 0\.0 GiB; pca_n=0 \(--pca-n 0\) keeps none, or analyze "
+                                        r"fewer depths\) and the per-depth statistics need at least 0\.0 GiB"):
+        diagnose(m, b, depths, spectral_n=0, pca_n=2)
+    assert diagnose(m, b, depths, spectral_n=0, pca_n=0)["pca"]["samples"] == []  # no states kept: it fits
+    monkeypatch.setattr(memory, "available_bytes", lambda: stats + states)
+    assert len(diagnose(m, b, depths, spectral_n=0, pca_n=2)["pca"]["samples"]) == 2
+
+    def no_memory(*a, **k):  # running out anyway (an address-space limit the estimate missed, say)
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 614400000 bytes.")
+
+    monkeypatch.setattr("looplm.dynamics.trajectory_pca", no_memory)
+    with pytest.raises(UserError, match=r"^out of memory \(DefaultCPUAllocator: .* bytes\.\); the trajectory PCA keeps "
+                                        r"2 samples' states at all 1,000 depths: pca_n=0 \(--pca-n 0\) keeps none, or "
+                                        r"analyze fewer depths$"):
+        diagnose(m, b, depths, spectral_n=0, pca_n=2)
+

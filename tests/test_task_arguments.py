@@ -2,6 +2,8 @@
 a wrong one is a ValueError or TypeError naming it, never a silent fallback or an error from deep in torch, numpy or
 Python."""
 
+import re
+
 import pytest
 import torch
 
@@ -175,3 +177,35 @@ def test_an_empty_config_path_is_named(path, tmp_path, capsys):
         load_config(path)
     assert main(["train", "--config", path, "--out", str(tmp_path / "r")]) == 2 and not (tmp_path / "r").exists()
     assert capsys.readouterr().err == f"error: config {path!r} is empty; give a YAML file or a preset name\n"
+
+
+def test_an_exit_tolerance_given_as_a_torch_scalar_is_taken_as_counts_are():
+    """exit_tol=torch.tensor(0.1) was refused as "must be a finite number >= 0, got tensor(0.1000)"; counts take
+    torch scalars."""
+    import numpy as np
+
+    from looplm.evaluate import sweep
+
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    batch = make_batch([[3, 4, 5, 6, 2]] * 2, [3] * 2, 16)
+    want = sweep(m, batch, [1, 2], exit_tol=0.25)
+    for tol in (torch.tensor(0.25), torch.tensor(0.25, dtype=torch.float64), np.array(0.25)):
+        assert sweep(m, batch, [1, 2], exit_tol=tol).to_json() == want.to_json()  # the rule's tol: a plain 0.25
+        assert generate(m, [[3, 4]], 2, 4, 1, exit_tol=tol) == generate(m, [[3, 4]], 2, 4, 1, exit_tol=0.25)
+    for bad in (torch.tensor(True), torch.tensor([0.1]), torch.tensor(float("nan")), torch.tensor(-1.0)):
+        with pytest.raises(ValueError, match=rf"^exit_tol must be a finite number >= 0, got {re.escape(repr(bad))}$"):
+            sweep(m, batch, [1, 2], exit_tol=bad)
+
+
+def test_a_preset_name_given_as_a_path_is_the_preset(tmp_path, monkeypatch):
+    """load_config(Path("addition-prenorm-stars")) was refused as "neither a file nor a preset; presets: ...,
+    addition-prenorm-stars, ..."; a Path is still a path first."""
+    from pathlib import Path
+
+    from looplm.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    assert load_config(Path("addition-prenorm-stars")) == load_config("addition-prenorm-stars")
+    (tmp_path / "addition-prenorm-stars").write_text("model:\n  d_model: 48\n")  # a local file of that name
+    assert load_config(Path("addition-prenorm-stars")).model.d_model == 48
+    assert load_config("addition-prenorm-stars").model.d_model != 48  # a bare name means the preset
