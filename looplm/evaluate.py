@@ -112,14 +112,16 @@ def state_overflow(h: torch.Tensor) -> torch.Tensor:
     return ~torch.isfinite(h.to(torch.promote_types(h.dtype, torch.float32)).norm(dim=-1))
 
 
-def check_finite(x: torch.Tensor, t: int, what: str = "states") -> None:
+def check_finite(x: torch.Tensor, t: int, what: str = "states", shallower_read: bool = True) -> None:
     """Refuse overflowing states (`state_overflow`) or non-finite readout logits at depth `t` of a model with finite
     weights: weights so large, or a core so expansive, that the loop overflows. Scored anyway, they read as 0.000
-    exact match, a NaN CE, or the uniform readout of a normalization that overflowed."""
+    exact match, a NaN CE, or the uniform readout of a normalization that overflowed. `shallower_read`: the caller
+    read the depths below t and found them finite (analyze checks its depths in order), so the message may say so;
+    generate checks only the depth it decodes at, where every depth may overflow."""
     finite = bool(torch.isfinite(x).all())
     huge = finite and what == "states" and bool(state_overflow(x).any())
     if not finite or huge:
-        fewer = f" (depths below {t} may still be read)" if t > 1 else ""
+        fewer = f" (depths below {t} may still be read)" if t > 1 and shallower_read else ""
         how = ("too large (a state's norm past float32's range, ~1.8e19, where a normalization over it overflows)"
                if huge else "not finite (NaN or inf)")
         raise ValueError(f"the model's {what} at depth {t} are {how}: its weights are so large, or its loop so "

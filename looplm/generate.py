@@ -88,8 +88,8 @@ def _check_read(h: torch.Tensor, logits: torch.Tensor, live: torch.Tensor, depth
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
         d = int(depth[i]) if isinstance(depth, torch.Tensor) else depth
-        check_finite(h[i], d)
-        check_finite(logits[i], d, "readout logits")
+        check_finite(h[i], d, shallower_read=False)  # (said "depths below d may still be read" when none could be)
+        check_finite(logits[i], d, "readout logits", shallower_read=False)
 
 
 def _check_prompts(prompts: list[list[int]], limit: tuple[int | None, str]) -> list[list[int]]:

@@ -502,3 +502,14 @@ def test_analyze_refuses_trajectories_that_cannot_fit_and_names_pca_n(monkeypatc
                                         r"analyze fewer depths$"):
         diagnose(m, b, depths, spectral_n=0, pca_n=2)
 
+
+def test_generate_refusing_an_overflow_does_not_send_the_user_to_fewer_loops():
+    """Every depth overflows here, yet generate said "(depths below 3 may still be read)": it checks only the depth
+    it decodes at (analyze, which checks its depths in order, may say so)."""
+    m = LoopedTransformer(tiny_model_config(max_seq_len=16)).eval()
+    with torch.no_grad():
+        m.tok_emb.weight.mul_(1e36)
+    for cache in (False, True):
+        with pytest.raises(ValueError, match=r"^the model's .* at depth 3 are .*; looplm does not score or decode such "
+                                             r"a model$"):
+            generate(m, [[3, 4, 5]], 3, 4, 1, use_cache=cache)
