@@ -71,6 +71,21 @@ _WEATHER = ('{"messages": [{"role": "user", "content": "Weather?"}, {"role": "as
             '"tool_calls": [{"type": "function", "function": {"name": "get_weather", "%s": {"city": "Paris"}}}]}, '
             '{"role": "tool", "content": "20"}, {"role": "assistant", "content": "It is 20."}]}')
 
+def _struct_arguments(tmp: Path, copy: Path) -> None:
+    """<tmp>/tc.parquet: two records whose tool calls have other argument keys (Arrow unifies them)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(_WEATHER % ("", "arguments")) for _ in range(2)]
+    rows[1]["messages"][1]["tool_calls"][0]["function"]["arguments"] = {"query": "news", "limit": 3}
+    pq.write_table(pa.Table.from_pylist(rows), tmp / "tc.parquet")
+
+
+# DeepSeek-R1's assistant branch: only what follows </think> is written
+_R1 = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' and '</think>' in m.content %}"
+       "{{ m.content.split('</think>')[-1] }}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+       "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
 HF_CASES: dict[str, Case] = {
     "hf-finetune-export-chatml": Case("hf", "finetune a character-level export with the chatml template (its "
                                       "markers are characters the export does not know)", FT, {
@@ -413,6 +428,16 @@ HF_CASES: dict[str, Case] = {
                                                      "256\n  chat_template: {tmp}/z.jinja\n"),
                                                      "chat.jsonl": GOOD_CHAT + "\n"},
                                         prepare=_zero_template, hf=True),
+    "hf-finetune-think-dropped": Case("data", "a chat record whose content holds <think> reasoning, under an "
+                                      "R1-style template that keeps only what follows </think>", FT, {
+        **template(_R1), "chat.jsonl": '{"messages": [{"role": "user", "content": "2+3?"}, {"role": "assistant", '
+                                       '"content": "<think>2 and 3 make 5.</think> #### 5"}]}\n'}, hf=True),
+    "hf-finetune-arguments-not-json": Case("data", "a chat record whose tool call's arguments are a string but no "
+                                           "JSON object", FT, chat((_WEATHER % ("", "arguments")).replace(
+                                               '{"city": "Paris"}', '"Paris"')), hf=True),
+    "hf-finetune-parquet-struct-arguments": Case("data", "parquet tool calls whose arguments are Arrow structs (each "
+                                                 "got the others' keys as null)", FT, {
+        "ft.yaml": FT_YAML.replace("{tmp}/chat.jsonl", "{tmp}/tc.parquet")}, prepare=_struct_arguments, hf=True),
     "hf-analyze-weight-zero": Case("hf", "analyze records whose only assistant turn has weight 0", [
         "analyze", "{base}", "--data", "{tmp}/w0.jsonl", "--no-progress", "--out", "{tmp}/a"],
         {"w0.jsonl": '{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2", '

@@ -138,6 +138,51 @@ def test_records_with_another_field_pair_name_the_settings_that_read_them(tmp_pa
     assert len(ex) == 2
 
 
+def test_a_weight_0_conversation_beside_records_of_another_field_pair_gets_both_hints(tmp_path):
+    """One weight-0 conversation and one question/answer record: only the weight-0 hint was given ("1 of them
+    have"), and the field names that would read the other record were not said."""
+    from looplm.hf.data import build_examples
+
+    from .hf_fixtures import tiny_chat_tokenizer
+
+    w0 = {"messages": [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "#### 5", "weight": 0}]}
+    rows = load_records(str(write_jsonl([w0, {"question": "1+1?", "answer": "2"}], tmp_path / "mix.jsonl")))
+    with pytest.raises(ValueError, match=r"; 1 of them has weight 0 on every assistant turn \(context, not a target\): "
+                                         r"give the turns to learn weight 1; the records have question/answer fields: "
+                                         r"set data.prompt_field=question and data.response_field=answer$"):
+        build_examples(rows, tiny_chat_tokenizer(), 256)
+
+
+def test_tool_call_objects_stored_as_arrow_structs_are_refused(tmp_path):
+    """Arrow unifies the struct of every row's `arguments` (and tools' `parameters`): parquet gave each call the
+    other calls' keys as null and turned its ints into floats ({"city": "Paris", "days": 3} came back with
+    "days": 3.0, "query": null), and the model was trained on them without a word."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def rec(name, args):
+        call = {"type": "function", "function": {"name": name, "arguments": args}}
+        return {"messages": [{"role": "user", "content": "Weather?"},
+                             {"role": "assistant", "content": "", "tool_calls": [call]},
+                             {"role": "tool", "content": "ok"}, {"role": "assistant", "content": "Done."}]}
+
+    rows = [rec("get_weather", {"city": "Paris", "days": 3}), rec("search", {"query": "news", "days": 2.5})]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "tc.parquet")
+    with pytest.raises(ValueError, match=r"tc\.parquet: messages\[\]\.tool_calls\[\]\.function\.arguments holds "
+                                         r"objects stored as Arrow structs, .*; write the data as JSONL"):
+        load_records(str(tmp_path / "tc.parquet"))
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    pq.write_table(pa.Table.from_pylist([{**math_problems(1)[0], "tools": [tool]}]), tmp_path / "tools.parquet")
+    with pytest.raises(ValueError, match=r"tools\.parquet: tools\[\]\.function\.parameters holds objects"):
+        load_records(str(tmp_path / "tools.parquet"))
+    for r in rows:  # JSON strings keep each call as written
+        r["messages"][1]["tool_calls"][0]["function"]["arguments"] = json.dumps(
+            r["messages"][1]["tool_calls"][0]["function"]["arguments"])
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "ok.parquet")
+    got = load_records(str(tmp_path / "ok.parquet"))[0]["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(got) == {"city": "Paris", "days": 3}
+
+
 def test_data_chat_template_names_one_of_the_tokenizers_named_templates():
     """A tokenizer with named templates (tokenizer_config.json's list) and none called default: transformers asks
     for a template name, which data.chat_template refused ('neither chatml, a template file, nor ...')."""

@@ -230,6 +230,91 @@ def test_an_assistants_text_the_template_drops_is_refused_with_the_record(tok):
         encode_chat(tok, context, last_only)
 
 
+# DeepSeek-R1's assistant branch (Jan 2025), ChatML tags: only what follows </think> is written
+R1 = ("{% for m in messages %}{% if m.role == 'assistant' %}{% set c = m.content %}{% if '</think>' in c %}"
+      "{% set c = c.split('</think>')[-1] %}{% endif %}<|im_start|>assistant\n{{ c }}<|im_end|>\n{% else %}"
+      "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def targets(tok, enc) -> str:
+    return tok.decode([t for t, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != -100])
+
+
+def test_reasoning_in_the_content_is_checked_in_its_think_structure(tok, tmp_path):
+    """R1-style templates keep only what follows </think>: the drop check marked the whole content with one
+    sentinel (no </think> in it), so records whose reasoning the template cut (a `messages` turn, an OpenR1
+    `solution`) were trained and analyzed without it; and the refusal of a `reasoning_content` advised putting the
+    reasoning in the content, the form those templates cut in silence."""
+    from looplm.hf.data import load_records
+
+    said = "<think>\n2 and 3 make 5.\n</think>\n\n#### 5"
+    convo = {"messages": [{"role": "user", "content": "What is 2+3?"}, {"role": "assistant", "content": said}]}
+    f = write_jsonl([convo, {"problem": "What is 2+3?", "solution": said}], tmp_path / "think.jsonl")
+    drops = (r"the chat template drops the reasoning in the assistant's content \(its <think> block\): '2 and 3 make "
+             r"5\.' is not in the conversation it renders, .*keep only what follows </think>\), or remove the <think> "
+             r"blocks to train on the answers alone$")
+    with pytest.raises(TemplateError, match=rf"think\.jsonl:1: {drops}"):
+        build_examples(load_records(str(f)), tok, 256, chat_template=R1)
+    with pytest.raises(TemplateError, match=rf"think\.jsonl:1: {drops}"):  # the solution field too
+        build_examples(load_records(str(write_jsonl([{"problem": "2+3?", "solution": said}], f))), tok, 256,
+                       chat_template=R1)
+    assert "2 and 3 make 5." in targets(tok, encode_chat(tok, convo["messages"]))  # ChatML writes it: target
+    one = "<think>a</think>b"  # the structure, not the text: no white space around the pieces
+    assert targets(tok, encode_chat(tok, [convo["messages"][0], {"role": "assistant", "content": one}])) == \
+        one + "<|im_end|>"
+    answer = {"messages": [convo["messages"][0], {"role": "assistant", "content": "#### 5"}]}
+    assert build_examples([answer], tok, 256, chat_template=R1)[1].kept == 1
+    answer["messages"][1]["reasoning_content"] = "2 and 3 make 5."
+    with pytest.raises(TemplateError, match=r"drops the assistant's reasoning \(`reasoning_content`\).*; this template "
+                                            r"also cuts a <think> block from the content, so moving the reasoning "
+                                            r"there does not help$"):
+        encode_chat(tok, to_messages(answer), R1)
+    with pytest.raises(TemplateError, match=r"or write it into the content as a <think>\.\.\.</think> block before "
+                                            r"the answer, which this template keeps$"):
+        encode_chat(tok, to_messages(answer))
+
+
+# Qwen2.5's and Llama 3.1's way with a call: `arguments | tojson`; DeepSeek's: the arguments string concatenated
+TOJSON = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}{% for c in m.tool_calls or [] %}"
+          "<tool_call>{\"name\": \"{{ c.function.name }}\", \"arguments\": {{ c.function.arguments | tojson }}}"
+          "</tool_call>{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+          "{% endif %}")
+CONCAT = TOJSON.replace("{{ c.function.arguments | tojson }}}", "{{ '' + c.function.arguments }}}")
+
+
+def test_openai_tool_calls_json_string_arguments_and_no_content(tok):
+    """OpenAI's own format: a turn that only calls tools has `content` null (or none), refused as a malformed
+    message; its `arguments` are a JSON string, which `| tojson` templates (Qwen2.5's, Llama 3.1's) wrote quoted and
+    escaped, so the model learned double-encoded calls, while the refusal of a call without arguments offered "a
+    JSON string"."""
+    args = '{"city": "Paris", "days": 3}'
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": args}}
+
+    def rec(turn):
+        return {"messages": [{"role": "user", "content": "Weather in Paris?"}, turn,
+                             {"role": "tool", "tool_call_id": "call_1", "content": "20"},
+                             {"role": "assistant", "content": "It is 20."}]}
+
+    for turn in ({"role": "assistant", "content": "", "tool_calls": [call]},
+                 {"role": "assistant", "content": None, "tool_calls": [call]},
+                 {"role": "assistant", "tool_calls": [call]}):
+        assert to_messages(rec(turn))[1]["content"] == ""
+        assert targets(tok, encode_chat(tok, to_messages(rec(turn)), TOJSON)).startswith(
+            '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}</tool_call>')
+        # a template that writes the string as it is keeps it; one that drops the call is still refused
+        assert f"\"arguments\": {args}}}</tool_call>" in targets(tok, encode_chat(tok, to_messages(rec(turn)), CONCAT))
+        with pytest.raises(TemplateError, match=r"drops the tool calls"):
+            encode_chat(tok, to_messages(rec(turn)))
+    for bad in ("Paris", "[1, 2]", ""):
+        call["function"]["arguments"] = bad
+        with pytest.raises(ValueError, match=r"^record 0: messages\[1\]\.tool_calls\[0\] has `arguments` that are a "
+                                             r"string but no JSON object \(OpenAI's format"):
+            build_examples([rec({"role": "assistant", "content": None, "tool_calls": [call]})], tok, 512)
+    with pytest.raises(ValueError, match=r"must be an object with string `role` and `content`"):  # no calls: no text
+        to_messages(rec({"role": "assistant", "content": None, "tool_calls": []}))
+
+
 def test_reasoning_that_is_no_string_is_refused_with_the_record(tok):
     """A list, object or number under reasoning_content/reasoning/thinking passed the drop check (it marked strings
     only): ChatML dropped it, Qwen3's template wrote an empty think block."""
@@ -266,7 +351,8 @@ def test_record_shapes_no_template_can_write_name_the_record_not_the_template(to
             (turn({"type": "function", "function": {"name": "get_weather", "parameters": {"city": "Paris"}}}),
              r"messages\[1\]\.tool_calls\[0\] has `parameters` where a call has `arguments` \(.*\)"),
             (turn({"type": "function", "function": {"name": "get_weather"}}),
-             r"messages\[1\]\.tool_calls\[0\] has no `arguments` \(an object or a JSON string; \{\} for none\)"),
+             r"messages\[1\]\.tool_calls\[0\] has no `arguments` \(an object, or a JSON string of one; \{\} for "
+             r"none\)"),
             (turn({"type": "function", "function": json.dumps(fn)}),
              r"messages\[1\]\.tool_calls\[0\] has a `function` that is no object \(name, arguments\)"),
             (turn({"type": "function", "function": {**fn, "name": " "}}),

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,8 @@ PLAIN_TEMPLATE = (
 
 # the keys templates write an assistant's reasoning from (Qwen3, DeepSeek-R1: reasoning_content; gpt-oss: thinking)
 REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+# the tags of the reasoning an assistant's content holds itself (DeepSeek-R1, QwQ, Qwen3: `<think>...</think>answer`)
+THINK = ("<think>", "</think>")
 
 
 class TemplateError(ValueError):
@@ -83,9 +86,17 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_promp
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
                                              **kw)
-    except Exception as e:  # the template is the user's code: a syntax error, raise_exception, a sandbox refusal
-        raise TemplateError(f"the chat template fails to render a conversation ({type(e).__name__}: "
-                            f"{str(e).strip() or 'no message'})") from None
+    except Exception as e:
+        raise TemplateError(f"the chat template fails to render a conversation ({template_failure(e)})") from None
+
+
+def template_failure(e: BaseException) -> str:
+    """A chat template's failure as every command says it: its error type and first line. The template is the
+    model's or the user's code, so whatever it raises is its failure: a syntax error, raise_exception, a sandbox
+    refusal, and a plain Python error at run time (`m.content + 1`: TypeError), which lm-eval's check for Jinja's
+    own error type let through as a traceback."""
+    why = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no message"
+    return f"{type(e).__name__}: {why}"
 
 
 def _opening(tokenizer: Any, chat_template: str | None, full: str, tools: list[dict] | None = None) -> str:
@@ -114,8 +125,8 @@ def says_something(m: dict[str, Any]) -> bool:
 def _marked(call: Any, mark: Any, what: str, arguments: bool) -> Any:
     """A tool definition or tool call ({"type": "function", "function": {...}} or {"name": ...}) with its name, and
     with `arguments` its non-empty arguments, replaced by `mark(what, shown)`'s sentinels."""
-    f = call.get("function", call) if isinstance(call, dict) else None
-    if not isinstance(f, dict) or not (isinstance(f.get("name"), str) and f["name"].strip()):
+    f = _function(call)
+    if not (isinstance(f.get("name"), str) and f["name"].strip()):
         return call
     name = f["name"].strip()
     f = {**f, "name": mark(what, f"{name!r} is")}
@@ -134,7 +145,7 @@ def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_templat
 
     Each part (the content of a turn of any role, the assistant's included: Llama 3.1's template writes only the
     calls of a turn with tool_calls; a tool's name, a tool call's or legacy function_call's name and arguments, an
-    assistant's reasoning under REASONING_KEYS) is rendered
+    assistant's reasoning under REASONING_KEYS or in a `<think>` block of its content: _think_marked) is rendered
     as a sentinel of its own, a random token that the conversation does not hold, and the render must hold every
     sentinel. Looking for the part's own text in the render passed whenever that text stood elsewhere: a user turn
     naming the tool whose call the template drops, a dropped tool result that the assistant repeats. (A template
@@ -156,8 +167,9 @@ def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_templat
         # text beside its tool calls (Llama 3.1's writes only the call) was a target the model never saw
         if isinstance(said, str) and said.strip():
             beside = role == "assistant" and bool(m.get("tool_calls") or m.get("function_call"))
-            m = {**m, "content": mark("text of an assistant turn with tool calls" if beside else f"{role} turn",
-                                      f"{said.strip()[:40]!r} is")}
+            what = "text of an assistant turn with tool calls" if beside else f"{role} turn"
+            m = {**m, "content": _think_marked(said, mark, what) if role == "assistant" and THINK[1] in said
+                 else mark(what, f"{said.strip()[:40]!r} is")}
         if isinstance(m.get("tool_calls"), list):  # (to_messages refused any other shape)
             m = {**m, "tool_calls": [_marked(c, mark, "tool calls (an assistant turn's `tool_calls`)", True)
                                      for c in m["tool_calls"]]}
@@ -175,13 +187,47 @@ def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_templat
             continue
         lost = f"{what} ({shown} not in the conversation it renders)" if what.endswith(" turn") else \
             f"{what}: {shown} not in the conversation it renders"
+        if fix is None and what.startswith("assistant's reasoning"):  # can it go in the content instead?
+            fix = _advice(what, _keeps_think(tokenizer, chat_template))
         raise DroppedPart(f"the chat template drops the {lost}, so the model would read the conversation without "
                           f"it; {fix or _advice(what)}")
 
 
-def _advice(what: str) -> str:
+def _think_marked(said: str, mark: Any, what: str) -> str:
+    """An assistant content that holds its reasoning (`<think>reasoning</think>answer`, DeepSeek-R1's and QwQ's
+    data) as sentinels in the same structure: the tags and the white space around each piece kept, each piece a
+    sentinel of its own. DeepSeek-R1's and QwQ's templates keep only what follows `</think>` (Qwen3's does so in the
+    turns before the last user turn), so one sentinel for the whole content, holding no `</think>`, passed while the
+    reasoning was cut from the record's own render."""
+    pieces = re.split(f"({re.escape(THINK[0])}|{re.escape(THINK[1])})", said)
+    last_close = max(k for k, piece in enumerate(pieces) if piece == THINK[1])
+    out = []
+    for k, piece in enumerate(pieces):
+        if piece in THINK or not piece.strip():
+            out.append(piece)
+            continue
+        lead, trail = piece[: len(piece) - len(piece.lstrip())], piece[len(piece.rstrip()):]
+        part = "reasoning in the assistant's content (its <think> block)" if k < last_close else what
+        out.append(lead + mark(part, f"{piece.strip()[:40]!r} is") + trail)
+    return "".join(out)
+
+
+def _keeps_think(tokenizer: Any, chat_template: str | None) -> bool:
+    """Whether the template writes the `<think>` block of an assistant's content (R1-style templates cut it): the
+    advice for a reasoning key it drops, which names that form only where it is kept."""
+    sentinel = f"looplm{secrets.token_hex(8)}"
+    try:
+        rendered = _render(tokenizer, [{"role": "user", "content": "1"}, {
+            "role": "assistant", "content": f"{THINK[0]}\n{sentinel}\n{THINK[1]}\n\n2"}], False, chat_template)
+    except TemplateError:
+        return False
+    return sentinel in rendered
+
+
+def _advice(what: str, keeps_think: bool = False) -> str:
     """What to do about a template that drops `what` (a part as _check_rendered names it), said for finetune and
-    analyze alike (analyze has no data.chat_template)."""
+    analyze alike (analyze has no data.chat_template). `keeps_think`: the template keeps a `<think>` block in an
+    assistant's content, so a dropped reasoning key can be written there (under R1-style templates it cannot)."""
     role = what.removesuffix(" turn")
     if role in ("system", "developer"):
         return ("use a chat template that writes system turns (finetune: data.chat_template), or records without "
@@ -190,7 +236,13 @@ def _advice(what: str) -> str:
         return ("write it as `tool_calls` ([{\"type\": \"function\", \"function\": {name, arguments}}]) and "
                 "its result as a `tool` turn, which templates that render tools write")
     if what.startswith("assistant's reasoning"):
-        return "use a chat template that renders it (finetune: data.chat_template), or put the reasoning in the content"
+        return "use a chat template that renders it (finetune: data.chat_template)" + (
+            ", or write it into the content as a <think>...</think> block before the answer, which this template "
+            "keeps" if keeps_think else "; this template also cuts a <think> block from the content, so moving "
+            "the reasoning there does not help")
+    if what.startswith("reasoning in"):
+        return ("use a template that keeps it (finetune: data.chat_template; DeepSeek-R1's and QwQ's keep only what "
+                "follows </think>), or remove the <think> blocks to train on the answers alone")
     if what.startswith("text of"):
         return ("use a chat template that writes an assistant's text beside its tool calls (Qwen2.5's does; "
                 "finetune: data.chat_template), or records whose turns with tool calls have no text")
@@ -212,6 +264,7 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
     """(rendered text, [(start, end) character span of each assistant target])."""
     if not messages:
         raise TemplateError("empty conversation")
+    messages = _arguments_as_objects(tokenizer, messages, chat_template, tools)
     full = _render(tokenizer, messages, False, chat_template, tools)
     _check_rendered(tokenizer, messages, chat_template, tools, full)
     spans = []
@@ -297,6 +350,7 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
                              f"{repr(msgs)[:80]}")
         if not msgs:
             return None
+        msgs = [{**m, "content": ""} if _calls_only(m) else m for m in msgs]
         for j, m in enumerate(msgs):
             if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
                 raise ValueError(f"{messages_field}[{j}] must be an object with string `role` and `content`, got "
@@ -361,6 +415,14 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
     return out
 
 
+def _calls_only(m: Any) -> bool:
+    """An assistant turn that only calls tools, as OpenAI's format writes it: `content` null or absent beside its
+    `tool_calls` (or legacy `function_call`). Its text is empty; templates write such a turn's calls
+    (`{% if message.content %}`), and it was refused as a malformed message."""
+    return (isinstance(m, dict) and m.get("role") == "assistant" and m.get("content") is None
+            and bool(m.get("tool_calls") or m.get("function_call")))
+
+
 def _shown(v: Any) -> str:
     return json.dumps(v, default=repr)[:80]
 
@@ -376,8 +438,64 @@ def _call_problem(call: dict[str, Any], is_call: bool) -> str | None:
     if is_call and "arguments" not in f:  # templates write tool_call.arguments: Undefined, said as the template's
         if "parameters" in f:  # (a common export variant)
             return "has `parameters` where a call has `arguments` (`parameters` is a tool definition's key)"
-        return "has no `arguments` (an object or a JSON string; {} for none)"
+        return "has no `arguments` (an object, or a JSON string of one; {} for none)"
+    if is_call and isinstance(f["arguments"], str) and not isinstance(_json_object(f["arguments"]), dict):
+        return ("has `arguments` that are a string but no JSON object (OpenAI's format writes them as one: "
+                "'{\"city\": \"Paris\"}'; {} for none)")
     return None
+
+
+def _json_object(text: str) -> Any:
+    """The value of JSON `text`, or None where it is no JSON."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _function(call: Any) -> dict[str, Any]:
+    f = call.get("function", call) if isinstance(call, dict) else None
+    return f if isinstance(f, dict) else {}
+
+
+def _arguments_as_objects(tokenizer: Any, messages: list[dict[str, Any]], chat_template: str | None,
+                          tools: list[dict] | None) -> list[dict[str, Any]]:
+    """`messages` with each call's JSON-string `arguments` (OpenAI's format) replaced by the object it holds, unless
+    the template writes such a string as it is. Qwen2.5's and Llama 3.1's templates write `arguments | tojson`, so a
+    string came out quoted and escaped (`"arguments": "{\\"city\\": ...}"`) and the model learned double-encoded
+    calls; DeepSeek's concatenates the string (an object fails there) and Qwen3's writes either form. (to_messages
+    refused a string that holds no JSON object.)"""
+    def calls(m: dict[str, Any]) -> list[Any]:
+        return [*(m.get("tool_calls") or []), *([m["function_call"]] if m.get("function_call") else [])]
+
+    if not any(isinstance(_function(c).get("arguments"), str) for m in messages for c in calls(m)):
+        return messages
+    written = '{"looplm": 1}'
+    call = {"type": "function", "function": {"name": "f", "arguments": written}}
+    try:
+        as_is = written in _render(tokenizer, [{"role": "user", "content": "1"}, {
+            "role": "assistant", "content": "", "tool_calls": [call]}], False, chat_template, tools)
+    except TemplateError:
+        as_is = False  # (the record's own render says what is wrong)
+    if as_is:
+        return messages
+
+    def parsed(call: Any) -> Any:
+        f = _function(call)
+        value = _json_object(f["arguments"]) if isinstance(f.get("arguments"), str) else None
+        if not isinstance(value, dict):
+            return call
+        f = {**f, "arguments": value}
+        return {**call, "function": f} if "function" in call else f
+
+    out = []
+    for m in messages:
+        if isinstance(m.get("tool_calls"), list):
+            m = {**m, "tool_calls": [parsed(c) for c in m["tool_calls"]]}
+        if isinstance(m.get("function_call"), dict):
+            m = {**m, "function_call": parsed(m["function_call"])}
+        out.append(m)
+    return out
 
 
 def no_default_template(tokenizer: Any) -> str | None:

@@ -65,13 +65,43 @@ def _read_local(p: Path) -> Records:
         elif p.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq  # comes with `datasets`
 
-            data = pq.read_table(p).to_pylist()
+            table = pq.read_table(p)
+            _no_struct_objects(table.schema, str(p), "write the data as JSONL")
+            data = table.to_pylist()
             out = Records(data, [f"{p} row {i}" for i in range(len(data))])
         else:
             raise ValueError(f"{p}: unsupported file type (use {', '.join(LOCAL_SUFFIXES)})")
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{p}: not a readable {p.suffix[1:]} file ({type(e).__name__})") from None
     return _checked(out)
+
+
+# The keys of tool-call arguments and tool parameters are free-form: each call and tool has its own
+OBJECT_KEYS, TOOL_KEYS = ("arguments", "parameters"), ("tools", "tool_calls", "function_call")
+
+
+def _no_struct_objects(schema: Any, source: str, fix: str) -> None:
+    """Refuse tool-call arguments or tool parameters stored as Arrow structs (parquet, `datasets`). A struct has the
+    keys of every row: each call got the other calls' argument keys as null and its ints beside others' floats became
+    floats ({"city": "Paris"} came back {"city": "Paris", "query": null}; 3 as 3.0), so a model learned to pass every
+    tool's parameters. Which keys a call had, and which nulls it wrote itself, cannot be told from the file."""
+    import pyarrow as pa
+
+    def walk(t: Any, path: str, name: str, tooly: bool) -> str | None:
+        if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            return walk(t.value_type, f"{path}[]", name, tooly)
+        if not pa.types.is_struct(t):
+            return None
+        if tooly and name in OBJECT_KEYS:
+            return path
+        return next((found for f in t if (found := walk(f.type, f"{path}.{f.name}", f.name,
+                                                        tooly or f.name in TOOL_KEYS))), None)
+
+    found = next((x for f in schema if (x := walk(f.type, f.name, f.name, f.name in TOOL_KEYS))), None)
+    if found:
+        raise ValueError(f"{source}: {found} holds objects stored as Arrow structs, which give every one the keys of "
+                         "all the others (null where it had none) and may turn its integers into floats, so they "
+                         f"cannot be read back as written; {fix}, which keeps each object as it is")
 
 
 def _checked(out: Records) -> Records:
@@ -170,6 +200,9 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
         except ImportError:
             raise ImportError("loading a dataset by name needs `datasets` (pip install 'looplm[hf]')") from None
         ds = _from_hub(datasets, source, config_name, split)
+        schema = getattr(getattr(ds, "data", None), "schema", None)
+        if schema is not None:
+            _no_struct_objects(schema, source, "give the data as JSONL (from the dataset's own source files)")
         if max_samples and max_samples < len(ds):
             idx = range(max_samples) if subset == "first" else _sample(len(ds), max_samples, seed)
             ds = ds.select(idx)
@@ -309,19 +342,25 @@ def _field_hint(records: list[dict[str, Any]], fmt: dict[str, Any]) -> str:
     the first record has (GSM8K's question/answer under the default problem/solution), when the fields read were
     others."""
     hint = "check the records' shape and field names (finetune: data.format and data.*_field)"
+    hints = []
+    field = fmt.get("messages_field", "messages")
     if fmt.get("fmt", "auto") != "prompt_response":
-        field = fmt.get("messages_field", "messages")
         context = sum(_context_only(r.get(field)) for r in records if isinstance(r, dict))
         if context:  # (said as a field name to check, or a data.format analyze does not have)
-            return (f"{context} of them have weight 0 on every assistant turn (context, not a target): give the "
-                    "turns to learn weight 1")
-    if fmt.get("fmt", "auto") == "messages" or not records:
-        return hint
+            hints.append(f"{context} of them {'has' if context == 1 else 'have'} weight 0 on every assistant turn "
+                         "(context, not a target): give the turns to learn weight 1")
+    # the first record read by the fields, not as a conversation: beside weight-0 conversations, the field names
+    # that would read the others were not said
+    first = next((r for r in records if isinstance(r, dict) and (
+        fmt.get("fmt") == "prompt_response" or not has_messages(r, field))), None)
+    if fmt.get("fmt", "auto") == "messages" or first is None:
+        return "; ".join(hints) or hint
     read = (fmt.get("prompt_field", "problem"), fmt.get("response_field", "solution"))
     for p, r in FIELD_PAIRS:
-        if (p, r) != read and p in records[0] and r in records[0]:
-            return f"the records have {p}/{r} fields: set data.prompt_field={p} and data.response_field={r}"
-    return hint
+        if (p, r) != read and p in first and r in first:
+            hints.append(f"the records have {p}/{r} fields: set data.prompt_field={p} and data.response_field={r}")
+            break
+    return "; ".join(hints) or hint
 
 
 def _context_only(messages: Any) -> bool:
