@@ -61,13 +61,23 @@ def parse_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{where}: {e}{_jinja_hint(text, where)}") from None
     except yaml.YAMLError as e:
         mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None) or str(e)
         if "tag:yaml.org,2002:merge" in problem:  # the safe loader's word for `<<: *anchor`
             problem = "merge keys (<<: *anchor) are not supported; write the keys out"
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}{_jinja_hint(text, where)}") from None
+
+
+def _jinja_hint(text: str, where: str) -> str:
+    """The quoting hint text settings get, for a --set value that starts like a Jinja template (`{{ ... }}`,
+    `{% ... %}`, data.chat_template's inline form): YAML reads `{` as a flow mapping, and its error blamed a config
+    key or YAML syntax."""
+    if not (where.startswith("--set ") and text.lstrip().startswith(("{{", "{%"))):
+        return ""
+    key = where.removeprefix("--set ").split("=", 1)[0].strip()
+    return f"; for text (a Jinja template), put it in YAML quotes, each ' in it written '': --set \"{key}='...'\""
 
 
 class _QuotingDumper(yaml.SafeDumper):

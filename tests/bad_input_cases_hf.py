@@ -438,6 +438,14 @@ HF_CASES: dict[str, Case] = {
     "hf-finetune-parquet-struct-arguments": Case("data", "parquet tool calls whose arguments are Arrow structs (each "
                                                  "got the others' keys as null)", FT, {
         "ft.yaml": FT_YAML.replace("{tmp}/chat.jsonl", "{tmp}/tc.parquet")}, prepare=_struct_arguments, hf=True),
+    "hf-analyze-tokenizer-not-utf8": Case("hf", "analyze a model whose chat_template.jinja is not UTF-8", [
+        "analyze", "{tmp}/m", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, prepare=_hf_edit("a chat_template.jinja that starts with byte 0xff",
+                                                            lambda d: (d / "chat_template.jinja").write_bytes(
+                                                                b"\xff\xfe{{")), hf=True),
+    "hf-finetune-inline-template-unquoted": Case("config", "an inline Jinja template in --set without YAML quotes "
+                                                 "(blamed a config key)", [
+        *FT, "--set", "data.chat_template={{ 'x' }}"], chat(GOOD_CHAT), hf=True),
     "hf-analyze-weight-zero": Case("hf", "analyze records whose only assistant turn has weight 0", [
         "analyze", "{base}", "--data", "{tmp}/w0.jsonl", "--no-progress", "--out", "{tmp}/a"],
         {"w0.jsonl": '{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2", '

@@ -183,6 +183,22 @@ def test_tool_call_objects_stored_as_arrow_structs_are_refused(tmp_path):
     assert json.loads(got) == {"city": "Paris", "days": 3}
 
 
+def test_an_unquoted_inline_template_in_set_gets_the_quoting_hint(tmp_path, capsys):
+    """`--set data.chat_template={{ 'x' }}` blamed a config key ("must be a name, got dict"), and `{% ... %}`
+    YAML syntax: never the quotes that make it text, the hint other text settings get."""
+    from looplm.cli import main as cli
+
+    (tmp_path / "ft.yaml").write_text("model:\n  name_or_path: nowhere\ndata:\n  source: nowhere.jsonl\n")
+    for value in ("{{ 'x' }}", "{% for m in messages %}{{ m.content }}{% endfor %}"):
+        assert cli(["finetune", "--config", str(tmp_path / "ft.yaml"), "--out", str(tmp_path / "r"), "--no-progress",
+                    "--set", f"data.chat_template={value}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --set data.chat_template={value}: ") and err.endswith(
+            "; for text (a Jinja template), put it in YAML quotes, each ' in it written '': "
+            "--set \"data.chat_template='...'\"\n"), err
+    assert not (tmp_path / "r").exists()
+
+
 def test_data_chat_template_names_one_of_the_tokenizers_named_templates():
     """A tokenizer with named templates (tokenizer_config.json's list) and none called default: transformers asks
     for a template name, which data.chat_template refused ('neither chatml, a template file, nor ...')."""

@@ -110,7 +110,7 @@ def test_a_model_without_a_chat_template_is_named(base, tmp_path, capsys):
                 "--apply-chat-template", "--out", str(tmp_path / "e")]) == 2
     assert f"error: {d}: its tokenizer has no chat template; run without --apply-chat-template" in \
         capsys.readouterr().err
-    with pytest.raises(UserError, match="model.s tokenizer has no chat template; run without --apply_chat_template"):
+    with pytest.raises(UserError, match=f"^{d}: its tokenizer has no chat template; run without --apply_chat_template"):
         LoopedLM(pretrained=str(d), device="cpu").apply_chat_template([{"role": "user", "content": "hi"}])
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"question": "1+1", "answer": "2"}) + "\n")
@@ -195,7 +195,7 @@ def test_a_chat_template_that_drops_the_question_or_the_system_turn_is_refused(b
     assert capsys.readouterr().err.strip() == (
         f"error: {d}: its chat template cannot be used: the chat template drops the user turn ('the question' is not "
         "in the conversation it renders), so the model would read the conversation without it; evaluate without the "
-        "chat template, or give the model one that writes them (chat_template.jinja in the model directory)")
+        "chat template, or give the model one that writes that turn (chat_template.jinja in the model directory)")
     assert not (tmp_path / "e").exists()
     lm = LoopedLM(pretrained=str(d), device="cpu")
     with pytest.raises(UserError, match=r"drops the user turn \('What is 2\+3\?' is not in"):
@@ -211,3 +211,43 @@ def test_a_chat_template_that_drops_the_question_or_the_system_turn_is_refused(b
     assert lm.apply_chat_template([{"role": "system", "content": "Answer briefly."},
                                    {"role": "user", "content": "2+3?"}]) == "<|im_start|>user\n2+3?<|im_end|>\n" \
                                                                              "<|im_start|>assistant\n"
+
+
+def test_a_chat_template_that_raises_a_python_error_is_one_line_naming_the_model(base, tmp_path, capsys):
+    """The looplm model caught only Jinja's own error type: a template's plain Python error at run time
+    (`m.content + 1`: TypeError) was a traceback in eval-lm --apply-chat-template and in lm-eval's command line
+    (analyze and finetune said it in one line); and the adapter's refusals named no model ("its chat template")."""
+    from .hf_fixtures import math_problems, write_jsonl, write_lm_eval_tasks
+
+    d = tmp_path / "typed"
+    shutil.copytree(base, d)
+    (d / "chat_template.jinja").write_text("{% for m in messages %}{{ m['content'] + 1 }}{% endfor %}")
+    said = rf"{d}: its chat template cannot be used \(TypeError: can only concatenate str \(not \"int\"\) to str\)"
+    with pytest.raises(UserError, match=rf"^{said}$"):
+        LoopedLM(pretrained=str(d), device="cpu").apply_chat_template([{"role": "user", "content": "hi"}])
+    write_lm_eval_tasks(tmp_path / "tasks", write_jsonl(math_problems(2), tmp_path / "m.jsonl"), max_gen_toks=4)
+    capsys.readouterr()
+    assert cli(["eval-lm", str(d), "--tasks", "tiny_math_gen", "--include-path", str(tmp_path / "tasks"), "--limit",
+                "1", "--depths", "1", "--device", "cpu", "--apply-chat-template", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"error: {said.replace(chr(92), '')}" and "Traceback" not in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_tokenizer_file_that_is_no_utf8_is_named(base, tmp_path, capsys):
+    """A leading 0xff byte in chat_template.jinja, tokenizer.json or tokenizer_config.json was the codec's bare
+    "'utf-8' codec can't decode byte 0xff", naming neither the model folder nor the file."""
+    from looplm.hf.finetune import load_tokenizer
+
+    for name in ("chat_template.jinja", "tokenizer.json", "tokenizer_config.json"):
+        d = tmp_path / name.split(".")[0]
+        shutil.copytree(base, d)
+        (d / name).write_bytes(b"\xff\xfe\x00{{")
+        with pytest.raises(UserError, match=rf"^{d}: its tokenizer files are not valid UTF-8 \({name}: byte 0xff at "
+                                            r"offset 0, line 1\)$"):
+            load_tokenizer(str(d))
+    capsys.readouterr()
+    assert cli(["eval-lm", str(d), "--tasks", "x", "--depths", "1", "--device", "cpu", "--out",
+                str(tmp_path / "e")]) == 2
+    assert capsys.readouterr().err == (f"error: {d}: its tokenizer files are not valid UTF-8 (tokenizer_config.json: "
+                                       "byte 0xff at offset 0, line 1)\n")

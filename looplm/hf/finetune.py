@@ -336,6 +336,11 @@ def load_tokenizer(path: str, revision: str | None = None) -> Any:
                             f"({_first_line(e)[:160]})") from None
         if isinstance(e, OSError):
             raise
+        if isinstance(e, UnicodeDecodeError):  # the codec's message named neither the folder nor the file
+            from .tokenizer import not_utf8
+
+            bad = not_utf8(path) if Path(path).is_dir() else None
+            raise UserError(f"{path}: its tokenizer files are not valid UTF-8 ({bad or _first_line(e)})") from None
         # transformers asks for trust_remote_code when the tokenizer class is the folder's own
         if "trust_remote_code" in str(e):
             raise UserError(f"{path}: its tokenizer needs the directory's own code, which looplm never runs; give "

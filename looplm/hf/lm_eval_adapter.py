@@ -29,7 +29,6 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-import jinja2
 import torch
 from datasets.exceptions import DatasetGenerationError
 from lm_eval.api.registry import register_model
@@ -37,7 +36,7 @@ from lm_eval.models.huggingface import HFLM
 
 from ..errors import UserError
 from ..looped import check_looped, loop_count
-from .chat import DroppedPart, TemplateError, check_drops, no_default_template
+from .chat import DroppedPart, TemplateError, check_drops, no_default_template, template_failure
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .generation import LOOP_KEYS, request_settings_only, set_aside
 from .registry import register
@@ -111,6 +110,9 @@ class LoopedLM(HFLM):
         _check_model_args(kwargs)
         self.num_loops = _opt_loops(num_loops)
         self._template_checked: set[tuple] = set()  # the role sequences check_chat_template found whole
+        # what the refusals name the model by (`looplm eval-lm` gives the same string)
+        self._named = pretrained if isinstance(pretrained, str) else (
+            getattr(pretrained, "name_or_path", None) or type(pretrained).__name__)
         try:
             self.exit_threshold = check_exit_threshold(_opt_float(exit_threshold))
         except ValueError as e:
@@ -187,16 +189,15 @@ class LoopedLM(HFLM):
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         if not getattr(self.tokenizer, "chat_template", None):  # transformers' paragraph named neither model nor flag
-            raise UserError("the model's tokenizer has no chat template; run without --apply_chat_template, or add one "
+            raise UserError(f"{self._named}: {NO_CHAT_TEMPLATE}; run without --apply_chat_template, or add one "
                             "(chat_template.jinja in the model directory)")
         if no_default_template(self.tokenizer):
-            raise UserError(f"the model's tokenizer: {no_default_template(self.tokenizer)}")
+            raise UserError(f"{self._named}: {no_default_template(self.tokenizer)}")
         self.check_chat_template(chat_history)
         try:
             return super().apply_chat_template(chat_history, add_generation_prompt)
-        except jinja2.TemplateError as e:  # the model's template is its own code; a task's templates are the task's
-            why = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no message"
-            raise UserError(f"{CHAT_TEMPLATE} ({type(e).__name__}: {why})") from None
+        except Exception as e:  # the model's template is its own code, whatever it raises (a task's are the task's)
+            raise UserError(f"{self._named}: {CHAT_TEMPLATE} ({template_failure(e)})") from None
 
     def check_chat_template(self, chat_history: list[dict[str, str]]) -> None:
         """Refuse a chat template that renders a prompt without part of it (looplm.hf.chat's drop check, as finetune
@@ -206,14 +207,14 @@ class LoopedLM(HFLM):
         shape = tuple((m.get("role"), bool(str(m.get("content") or "").strip())) for m in chat_history)
         if shape in self._template_checked:
             return
-        fix = ("evaluate without the chat template, or give the model one that writes them (chat_template.jinja in "
-               "the model directory)")
+        fix = ("evaluate without the chat template, or give the model one that writes that turn (chat_template.jinja "
+               "in the model directory)")
         for history in (chat_history, [m for m in chat_history if m.get("role") != "system"]):
             try:
                 check_drops(self.tokenizer, history, fix)
                 break
             except DroppedPart as e:
-                raise UserError(f"{CHAT_TEMPLATE}: {e}") from None
+                raise UserError(f"{self._named}: {CHAT_TEMPLATE}: {e}") from None
             except TemplateError:  # the template fails on it: lm-eval renders it again without the system turn,
                 continue  # and says a failure there itself
         self._template_checked.add(shape)

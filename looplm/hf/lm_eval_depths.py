@@ -19,7 +19,6 @@ from ..errors import UserError
 from ..outputs import all_or_nothing
 from .chat import no_default_template
 from .lm_eval_adapter import (
-    CHAT_TEMPLATE,
     CONTINUATION,
     GEN_BUDGET,
     NO_CHAT_TEMPLATE,
@@ -167,10 +166,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     if apply_chat_template and no_default_template(lm.tokenizer):  # (transformers' advice, a name, is no option)
         raise UserError(f"{pretrained}: {no_default_template(lm.tokenizer)}")
     if apply_chat_template:  # a template that drops the question, said before any task is read (the model checks
-        try:  # each prompt's turns too, as lm-eval renders them)
-            lm.check_chat_template([{"role": "user", "content": "the question"}])
-        except UserError as e:
-            raise UserError(f"{pretrained}: {e}") from None
+        lm.check_chat_template([{"role": "user", "content": "the question"}])  # each prompt's turns too)
     config_q = getattr(lm.model.config, "early_exit_threshold", None)
     if lm.exit_threshold is None and config_q is not None:
         lm.model.config.early_exit_threshold = None  # in memory only: every row runs its loops
@@ -202,8 +198,6 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                                     f"{positions} positions; pass a --max-gen-toks below {positions}") from None
                 if str(e).startswith(CONTINUATION):  # a task's answer choice or target: name the tasks
                     raise UserError(f"{', '.join(tasks)}: {e}") from None
-                if str(e).startswith(CHAT_TEMPLATE):
-                    raise UserError(f"{pretrained}: {e}") from None
                 if UNENCODABLE in str(e):
                     raise UserError(f"{pretrained}: its tokenizer cannot encode the text of {', '.join(tasks)}: "
                                     f"{UNENCODABLE}") from None

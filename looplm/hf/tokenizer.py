@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from ..records import first_bad_byte
 from .chat import CHATML_TEMPLATE, PLAIN_TEMPLATE
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -92,3 +94,21 @@ def as_hf_tokenizer(tok: Any, max_length: int | None = None) -> Any:
                                    clean_up_tokenization_spaces=False, **kw)
     fast.chat_template = PLAIN_TEMPLATE  # prompt, answer, <eos>: the task's own layout
     return fast
+
+
+def not_utf8(folder: str | Path) -> str | None:
+    """Where the first text file transformers reads with a model folder's tokenizer (tokenizer.json,
+    tokenizer_config.json, chat_template.jinja, ...) stops being UTF-8, as `chat_template.jinja: byte 0xff at offset
+    0, line 1`; None when they all are. transformers' own error was the codec's, naming neither folder nor file."""
+    p = Path(folder)
+    text = sorted(f for f in p.iterdir() if f.suffix in (".json", ".jinja", ".txt"))
+    for f in [*text, *sorted((p / "additional_chat_templates").glob("*.jinja"))]:
+        if not f.is_file():
+            continue
+        try:
+            f.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            return f"{f.relative_to(p)}: {first_bad_byte(f)}"
+        except OSError:
+            continue
+    return None
