@@ -312,9 +312,21 @@ def check_metrics(path: Path) -> None:
             if i == numbered[-1][0]:
                 return
             raise UserError(f"{path}:{i}: not valid JSON, and not the last line (which a crash can tear); repair or "
-                            "delete that line, then --resume") from None
+                            "delete that line, then try again") from None
         if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
             raise UserError(f"{path}:{i}: not a looplm metrics record (a JSON object with an integer step)")
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl as a resume reads them: blank lines skipped, a torn last line dropped,
+    any other bad line refused (check_metrics, naming the file and line); [] when there is no log."""
+    check_metrics(path)
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines() if path.is_file() else []
+    records = []
+    for line in (x for x in lines if x.strip()):
+        with contextlib.suppress(json.JSONDecodeError):  # the torn last line (check_metrics refused any other)
+            records.append(json.loads(line))
+    return records
 
 
 @contextlib.contextmanager

@@ -210,4 +210,9 @@ PATH_CASES: dict[str, Case] = {
     "run-demo-task-text": Case("config", "demo --set data.task=text (it was told to set data.path: the demo is the "
                                "addition recipe)", ["demo", "--out", "{tmp}/demo", "--no-progress", "--set",
                                                      "data.task=text"]),
+    # round 33 run
+    "run-study-result-damaged": Case("rundir", "study over a runs/<name>/result.json that is not a result (a "
+                                     "traceback: KeyError 'n')", ["study", "addition", "--out", "{tmp}/st", "--only",
+                                                                  "stars", "--no-progress"],
+                                     {"st/runs/stars/result.json": "{}"}),
 }

@@ -214,3 +214,74 @@ def test_jobs_above_the_cpu_cores_are_refused_before_anything_starts(tmp_path, m
     assert re.fullmatch(r"error: --jobs must be from 1 up to this machine's \d+ CPU cores \(each run takes one\), got "
                         r"99999999999999999999\n", err), err
     assert not (tmp_path / "st").exists()
+
+
+@pytest.mark.parametrize("text,says", [
+    ("{}", r"is not a result this study can read \(it lacks name, group, preset, overrides, \.\.\.\)"),
+    ("[]", "holds a JSON list, not the object the study wrote there"),
+    ('{"n": 100000}', r"it lacks name, group"),
+    ("{", r"is not valid JSON \(Expecting property name"),
+    ("READ", r"it is the result of run 'stars', not of 'random-lognormal'"),  # another run's, copied over
+])
+def test_a_damaged_result_is_refused_naming_the_file_and_the_way_out(tmp_path, text, says):
+    """A study resumes by reading each runs/<name>/result.json: one torn by a kill (it was not written whole), edited
+    by hand or from another version gave a traceback (KeyError 'n', 'name'; list indices) in every later study call
+    in the folder, or a JSON error that named no file. One line now names the file and says what to do."""
+    from looplm.errors import UserError
+
+    f = tmp_path / "runs" / "random-lognormal" / "result.json"
+    f.parent.mkdir(parents=True)
+    good = {"name": "stars", "group": "STARS", "preset": "addition-prenorm-stars", "overrides": [], "seed": 0,
+            "loops": "x", "train_loops": [1, 1], "n": 8, "depths": [], "accuracy": [], "state_norm": [],
+            "rho_at_num_loops": 1.0, "train_seconds": 1.0, "sweep_seconds": 1.0, "config": {"model": {}, "train": {}}}
+    f.write_text(json.dumps(good) if text == "READ" else text)
+    grid = [study.RunSpec("random-lognormal", "random loops", "addition-prenorm-random", TINY, n_eval=8)]
+    with pytest.raises(UserError, match=rf"^{re.escape(str(f))} .*{says}.*; delete it and run the same command again: "
+                                        "that run is evaluated again from its checkpoint"):
+        study.run_study(tmp_path, grid, progress=False)
+    grid = [study.RunSpec("stars", "STARS", "addition-prenorm-stars", TINY, n_eval=8)]
+    (tmp_path / "runs" / "stars" / "result.json").parent.mkdir()
+    (tmp_path / "runs" / "stars" / "result.json").write_text(json.dumps({**good, "n": 8}))
+    with pytest.raises(UserError, match=rf"^{re.escape(str(f))} "):  # read for the report too, --only or not
+        study.run_study(tmp_path, grid, only=["stars"], progress=False)
+    dyn = tmp_path / "runs" / "stars" / "dynamics.json"
+    dyn.write_text("{")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(dyn))} is not valid JSON .*; delete it and run the same "
+                                        "command again to compute it again$"):
+        study.run_dynamics(tmp_path, "stars")
+
+
+def test_a_resweep_reads_the_log_as_a_resume_does_and_writes_its_result_whole(tmp_path, monkeypatch):
+    """A result swept on fewer problems than asked is swept again from its checkpoint: a blank line in metrics.jsonl
+    (which `train --resume` accepts) ended it after the whole sweep with a JSON error naming no file, and the result
+    was written in place, so a failure mid-write (a kill, a full disk) left a torn result.json behind."""
+    import pathlib
+
+    from looplm.errors import UserError
+
+    monkeypatch.setattr(study, "DEPTHS", [1, 2, 4, 16, 100, 1000])
+    monkeypatch.setattr(study, "DYN_DEPTHS", [1, 2, 4, 8])
+    grid = [study.RunSpec("stars", "STARS", "addition-prenorm-stars", TINY, n_eval=8)]
+    study.run_study(tmp_path, grid, progress=False)
+    run = tmp_path / "runs" / "stars"
+    res = json.loads((run / "result.json").read_text())
+    (run / "result.json").write_text(json.dumps({**res, "n": 4}))  # as if swept on 4 problems
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write("\n\n")
+    write_text = pathlib.Path.write_text
+
+    def torn(self, text, *a, **kw):  # a full disk half-way through the result
+        if "result" in self.name:
+            write_text(self, text[:len(text) // 2], *a, **kw)
+            raise OSError(28, "No space left on device")
+        return write_text(self, text, *a, **kw)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", torn)
+    with pytest.raises(UserError, match=r"^cannot write .*result\.json: No space left on device$"):
+        study.run_study(tmp_path, grid, progress=False)
+    assert json.loads((run / "result.json").read_text())["n"] == 4  # the earlier result, whole
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    study.run_study(tmp_path, grid, progress=False)
+    again = json.loads((run / "result.json").read_text())
+    assert again["n"] == 8 and again["final_ce"] == res["final_ce"]
+    assert [p.name for p in run.iterdir() if "tmp" in p.name] == []

@@ -17,11 +17,54 @@ from ..config import load_config
 from ..errors import UserError, in_command
 from ..hardware import cpu_cores
 from ..loops import describe, trained_loops
+from ..outputs import write_json
+from ..rundir import read_log
 
 DEPTHS = [1, 2, 4, 8, 16, 32, 64, 100, 300, 1000]
 QUICK_N = 1000  # held-out problems per run in --quick
 INTERNAL_NORMS = ("pre", "pre_sandwich")  # norm inside the residual stream: ‖h‖ can drift; the rest bound it
 SEED_SUFFIXES = ("", "-s1", "-s2")  # run names of seeds 0, 1, 2
+
+
+# What a run's result.json holds that the study and its report read (resumed_from_step is optional: results
+# written before it was recorded lack it).
+RESULT_KEYS = ("name", "group", "preset", "overrides", "seed", "loops", "train_loops", "n", "depths", "accuracy",
+               "state_norm", "rho_at_num_loops", "train_seconds", "sweep_seconds", "config")
+RERUN = ("delete it and run the same command again: that run is evaluated again from its checkpoint (trained, if it "
+         "has none)")
+REDO = "delete it and run the same command again to compute it again"  # (dynamics.json, perturbation.json)
+
+
+def read_json(f: Path, redo: str) -> dict:
+    """A file the study wrote (a run's result.json, dynamics.json, perturbation.json) as a JSON object, else one
+    error naming it and `redo`, what deleting it does. A file torn by a kill, edited by hand or written by another
+    version gave a traceback in every later study call in the folder, or a JSON error that named no file."""
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+    except ValueError as e:  # (UnicodeDecodeError is one too)
+        raise UserError(f"{f} is not valid JSON ({e}); {redo}") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{f} holds a JSON {type(doc).__name__}, not the object the study wrote there; {redo}")
+    return doc
+
+
+def read_result(f: Path) -> dict:
+    """A run's result.json, checked once here for what the study and the report read from it."""
+    r = read_json(f, RERUN)
+    missing = [k for k in RESULT_KEYS if k not in r]
+    cfg, n, rows = r.get("config"), r.get("n"), [r.get(k) for k in ("depths", "accuracy", "state_norm")]
+    why = (f"it lacks {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}" if missing else
+           f"it is the result of run {r['name']!r}, not of {f.parent.name!r}" if r["name"] != f.parent.name else
+           f"its n is {n!r:.40}, not a count of problems" if type(n) is not int or n < 1 else
+           f"its train_seconds is {r['train_seconds']!r:.40}, not a number"
+           if type(r["train_seconds"]) not in (int, float) else
+           "its depths, accuracy and state_norm are not lists of one length"
+           if not all(isinstance(x, list) and len(x) == len(rows[0]) for x in rows) else
+           "its config is not a run's settings (model and train sections)"
+           if not (isinstance(cfg, dict) and all(isinstance(cfg.get(k), dict) for k in ("model", "train"))) else "")
+    if why:
+        raise UserError(f"{f} is not a result this study can read ({why}); {RERUN}")
+    return r
 
 
 def _external(r: dict) -> bool:
@@ -184,7 +227,7 @@ def _run_one(spec: RunSpec, out: Path, depths: list[int], threads: int, progress
     run_dir = out / "runs" / spec.name
     res_file = run_dir / "result.json"
     if res_file.exists():
-        old = json.loads(res_file.read_text())
+        old = read_result(res_file)
         if old["n"] >= n_eval or not (run_dir / "checkpoint").exists():
             return old
         return _evaluate(spec, run_dir, n_eval, depths, old["train_seconds"], threads, progress,
@@ -221,6 +264,9 @@ def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], trai
 
     if threads:
         torch.set_num_threads(threads)
+    # read before the sweep, as a resume reads it (blank lines skipped, a torn last line dropped): a blank line
+    # ended a re-sweep after the whole sweep, with a JSON error that named no file
+    metrics = read_log(run_dir / "metrics.jsonl")
     model, cfg = load_model(run_dir)
     task = make_task(cfg)
     batch = task.test_batch(n_eval, cfg.data.test_seed, cfg.model.max_seq_len)
@@ -236,20 +282,19 @@ def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], trai
                           mask=mask)
     ok = est.converged
     rho = est.value[ok].mean().item() if ok.any() else float("nan")
-    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     result = {
         "name": spec.name, "group": spec.group, "preset": spec.preset, "overrides": spec.overrides,
         "seed": spec.seed, "note": spec.note, "loops": describe(cfg.loops),
         "train_loops": trained_loops(cfg), "n": n_eval, "depths": sw.depths,
         "accuracy": sw.accuracy, "state_norm": sw.state_norm.tolist(), "rho_at_num_loops": rho,
         "rho_converged": est.converged_fraction,
-        "num_loops": cfg.loops.num_loops, "final_ce": metrics[-1]["ce"],
+        "num_loops": cfg.loops.num_loops, "final_ce": next((m["ce"] for m in reversed(metrics) if "ce" in m), None),
         "last_logged_rho": next((m["rho"] for m in reversed(metrics) if "rho" in m), None),
         "train_seconds": round(train_s, 1), "resumed_from_step": resumed_from,
         "sweep_seconds": round(time.perf_counter() - t1, 1),
         "config": cfg.to_dict(),
     }
-    (run_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(run_dir / "result.json", result)  # whole or absent: a kill mid-write left a torn file
     return result
 
 
@@ -318,7 +363,7 @@ def _run_parallel(grid: list[RunSpec], out: Path, n_evals: list[int], jobs: int)
     if failed:
         raise UserError(f"study runs failed: {'; '.join(failed)}; the finished runs are kept (each run's output: "
                         f"{logs}/<name>.log), and the same command retries the rest")
-    return [json.loads((out / "runs" / s.name / "result.json").read_text()) for s in grid]
+    return [read_result(out / "runs" / s.name / "result.json") for s in grid]
 
 
 def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: int = 1, progress: bool = True,
@@ -363,7 +408,7 @@ def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: i
     # The report covers every finished run in the directory (earlier `--only` calls included), in grid order.
     done = {r["name"]: r for r in results}
     for f in sorted((out / "runs").glob("*/result.json")):
-        done.setdefault(f.parent.name, json.loads(f.read_text()))
+        done.setdefault(f.parent.name, read_result(f))
     order = {s.name: i for i, s in enumerate(full)}
     results = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
     # Dynamics (about 35 CPU seconds a run) for seed 0, and for every external-norm seed: those are the runs whose
@@ -391,7 +436,7 @@ def run_dynamics(out: Path, name: str, n: int = 64, progress: bool = False) -> d
     run_dir = out / "runs" / name
     f = run_dir / "dynamics.json"
     if f.exists():
-        return json.loads(f.read_text())
+        return read_json(f, REDO)
     if not (run_dir / "checkpoint").exists():
         return None
     import torch
@@ -406,7 +451,7 @@ def run_dynamics(out: Path, name: str, n: int = 64, progress: bool = False) -> d
         res = diagnose(model, batch, DYN_DEPTHS, spectral_depths=[d for d in SPECTRAL_DEPTHS if d in DYN_DEPTHS],
                        spectral_n=8, iters=60, tol=1e-3, hutchinson_samples=4, pca_n=2, seed=0, progress=progress)
     res.update({"label": name, "train_loops": trained_loops(cfg), "checkpoint": str(run_dir)})
-    f.write_text(json.dumps(res) + "\n")
+    write_json(f, res)
     return res
 
 
@@ -422,7 +467,7 @@ def run_perturbation(out: Path, name: str) -> dict | None:
     run_dir = out / "runs" / name
     f = run_dir / "perturbation.json"
     if f.exists():
-        return json.loads(f.read_text())
+        return read_json(f, REDO)
     if not (run_dir / "checkpoint").exists():
         return None
     import torch
@@ -436,7 +481,7 @@ def run_perturbation(out: Path, name: str) -> dict | None:
     with torch.no_grad():
         res = {kind: perturbation_recovery(model, batch, cfg.loops.num_loops, PERTURB_EPS, PERTURB_KS, kind=kind)
                for kind in ("noise", "swap")}
-    f.write_text(json.dumps(res) + "\n")
+    write_json(f, res)
     return res
 
 

@@ -4,13 +4,12 @@ rebuilt without retraining. Every figure it quotes is read from those files."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
 from pathlib import Path
 
-from .addition import SEED_SUFFIXES, _external, merged
+from .addition import REDO, SEED_SUFFIXES, _external, merged, read_json
 
 
 def perturbation_table(out: Path, results: list[dict]) -> list[str]:
@@ -60,7 +59,7 @@ def perturbation_table(out: Path, results: list[dict]) -> list[str]:
 
 def _read_perturbation(out: Path, name: str) -> dict | None:
     f = out / "runs" / name / "perturbation.json"
-    return json.loads(f.read_text()) if f.exists() else None
+    return read_json(f, REDO) if f.exists() else None
 
 
 # --- the report ---------------------------------------------------------------------------------------------
@@ -83,7 +82,7 @@ def summary(r: dict) -> dict:
 
 def _read_dynamics(out: Path, name: str) -> dict | None:
     f = out / "runs" / name / "dynamics.json"
-    return json.loads(f.read_text()) if f.exists() else None
+    return read_json(f, REDO) if f.exists() else None
 
 
 def _min_over(r: dict, lo: int, hi: int) -> tuple[float, int]:
