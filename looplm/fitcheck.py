@@ -17,7 +17,7 @@ from .config import Config, ConfigError
 from .evaluate import nonfinite_weights
 from .looped import check_looped
 from .model import LoopedTransformer
-from .rundir import resume_flag
+from .rundir import flag, resume_flag
 
 
 def check_finite_start(model: nn.Module, src: str | Path, resumed: bool = False) -> None:
@@ -47,6 +47,26 @@ def check_model(src: Path | None, cfg: Config) -> None:
         raise ckpt.CheckpointError(f"checkpoint {src} does not match the requested model:\n  " + "\n  ".join(diff))
 
 
+def check_init_vocab(cfg: Config, task: Any, src: Path | None, model: nn.Module | None) -> None:
+    """A fresh run from train.init_from with model.vocab_size 0 (a preset's: the task's vocabulary) takes the
+    source's tokenizer, but the source's head may be wider than it (the addition presets pad theirs): say where
+    the size the checkpoint is compared with comes from (it was refused as "requested 14", which nobody asked)."""
+    init = cfg.train.init_from
+    if src is not None or model is not None or not init or cfg.kind != "native" or cfg.model.vocab_size:
+        return
+    try:
+        saved = ckpt.load_config(ckpt.resolve(init))
+    except (ckpt.CheckpointError, OSError):
+        return  # no looplm checkpoint: the loader says what it is
+    n = task.tok.vocab_size
+    head = saved.model.vocab_size if saved.kind == "native" else 0
+    if head > n:
+        fix = flag(f"--set model.vocab_size={head}", f"set model.vocab_size={head} in cfg")
+        raise ckpt.CheckpointError(f"model.vocab_size=0 means the task's vocabulary, {n} ids (the tokenizer of "
+                                   f"train.init_from {init}), but that checkpoint's head is {head} wide; to fine-tune "
+                                   f"it, {fix}")
+
+
 def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None:
     """A LoopedTransformer handed to `fit` must be the one `cfg.model` describes: its checkpoints record
     cfg.model, from which every command rebuilds the model (one with other heads or widths of the same shapes
@@ -59,7 +79,7 @@ def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None
     if model is not None and src is not None and (src / ckpt.WEIGHTS).is_file():
         recorded, given = ckpt.module_name(src) or "looplm.model.LoopedTransformer", type(model)
         if not recorded.endswith(f".{given.__qualname__}"):  # by name: its module may have moved (script to package)
-            raise ConfigError(f"--resume would continue the run with another module ({given.__module__}."
+            raise ConfigError(f"{resume_flag()} would continue the run with another module ({given.__module__}."
                               f"{given.__qualname__}, but {src} was trained by {recorded}): its loop step would change "
                               "mid-run; resume with that class, or start a new run")
     if model is None and src is not None and (src / ckpt.MODULE).is_file():  # checkpoint's generic advice misfits here

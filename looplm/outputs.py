@@ -91,12 +91,13 @@ def check_out_folder(out: Path) -> None:
         raise UserError(f"{out}: a path that starts with ~ is not expanded here, so a folder named "
                         f"{Path(out).parts[0]} would be made in {Path.cwd()}; give the full path (os.path.expanduser)")
     if out.is_symlink() and not out.exists():
-        raise UserError(f"--out {shown_path(out)} is {dead_link(out)}")
+        raise UserError(f"{rundir.out_flag()} {shown_path(out)} is {dead_link(out)}")
     check_name_length(out)
     own = run_part(out)
     if own is not None and ckpt.enclosing_checkpoint(out / "config.yaml") is None:  # (checkpoints: said by name)
-        raise UserError(f"--out {shown_path(out)} is {'inside ' if own != out.resolve() else ''}{own.name}/ of the "
-                        f"run in {own.parent}, which that run writes; choose a directory outside it")
+        where = f"{'inside ' if own != out.resolve() else ''}{own.name}{'' if own.is_file() else '/'}"
+        raise UserError(f"{rundir.out_flag()} {shown_path(out)} is {where} of the run in {own.parent}, which that run "
+                        "writes; choose a directory outside it")
     check_reachable(out)
 
 

@@ -69,8 +69,8 @@ def check_out_of_data(out: Path, cfg: Config) -> None:
         for f in (data_folders(p) if p is not None and p.is_dir() else [p.resolve()] if p and p.exists() else []):
             if out.resolve() == f or f in out.resolve().parents:
                 via = "" if f == p.resolve() else f", through {f}, a folder linked into it"
-                raise UserError(f"--out {out} is inside data.{key} ({data}{via}), which is read whole: the run's own "
-                                "files would be read as data; put the run outside its data")
+                raise UserError(f"{out_flag()} {out} is inside data.{key} ({data}{via}), which is read whole: the "
+                                "run's own files would be read as data; put the run outside its data")
 
 
 def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
@@ -80,10 +80,11 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
 
     check_out_folder(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is {special_kind(out) or 'a file'}, not a run directory")  # /dev/null: "a file"
+        # /dev/null: "a file"
+        raise UserError(f"{out_flag()} {out} is {special_kind(out) or 'a file'}, not a run directory")
     inside = ckpt.enclosing_checkpoint(out / "config.yaml")
     if inside is not None:  # that run's next save or prune would delete this one
-        raise UserError(f"--out {out} is inside {inside}, which its run replaces and prunes; choose a directory "
+        raise UserError(f"{out_flag()} {out} is inside {inside}, which its run replaces and prunes; choose a directory "
                         "outside any run's checkpoint folders")
     if not out.exists():
         return None
@@ -94,10 +95,10 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
     for d in (latest, out / "checkpoint.old", out / "checkpoint.tmp", out / ckpt.HISTORY):  # folders looplm renames
         if d.is_symlink():
             raise UserError(f"{d} is a symbolic link; looplm writes {d.name}/ itself (replace the link with the "
-                            "folder it points to, or choose another --out)")
+                            f"folder it points to, or choose another {out_flag()})")
         if d.exists() and not d.is_dir():
             raise UserError(f"{d} is a file; looplm writes {d.name}/ there itself (move the file away, or choose "
-                            "another --out)")
+                            f"another {out_flag()})")
     names = {p.name for p in out.iterdir()}
     try:
         found = ckpt.resolve(latest)
@@ -107,11 +108,11 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
     if not resume:
         if found is not None or history:
             raise RunExists(f"{out} already holds a checkpoint; pass {resume_flag()} to continue it, or choose "
-                            "another --out")
+                            f"another {out_flag()}")
         partial = sorted(names & {"config.yaml", "metrics.jsonl"})
         if partial and _own_config(out):
             raise UserError(f"{out} holds a looplm run that has no checkpoint yet ({', '.join(partial)}); pass "
-                            f"{resume_flag()} to start it again, or choose another --out")
+                            f"{resume_flag()} to start it again, or choose another {out_flag()}")
         if names - {LOCK}:
             raise _not_empty(out, names, "a looplm run")
         return None
@@ -135,8 +136,8 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
     due = _save_was_due(out)
     if due is not None:  # its checkpoint was written once and is gone: starting over would replace the log
         raise UserError(f"{out} logged training to step {due}, past a checkpoint it saved, but holds no checkpoint "
-                        f"now ({latest} is missing); --resume would start the run over and replace its log. Put the "
-                        "checkpoint back, or choose another --out")
+                        f"now ({latest} is missing); {resume_flag()} would start the run over and replace its log. Put "
+                        f"the checkpoint back, or choose another {out_flag()}")
     return None  # a run that stopped before its first checkpoint: --resume starts it again
 
 
@@ -247,11 +248,20 @@ def _last_due(step: int, t: Any) -> int:
     return max(step - step % every for every in (t.log_every, t.eval_every) if every)
 
 
-def resume_flag() -> str:
-    """How the caller asks for a resume: `--resume` on the command line, `resume=True` from Python."""
+def flag(cli: str, api: str) -> str:
+    """How a message names what the caller passed: `cli`, the flag, in a command; `api`, fit's argument, from
+    Python (a notebook calling fit was told to pass --resume, or to choose another --out)."""
     from .errors import in_command
 
-    return "--resume" if in_command() else "resume=True"
+    return cli if in_command() else api
+
+
+def resume_flag() -> str:
+    return flag("--resume", "resume=True")
+
+
+def out_flag() -> str:
+    return flag("--out", "out")
 
 
 def never_updated(out: Path, state: dict[str, Any] | None, cfg: Config, n: int) -> str:
@@ -271,7 +281,7 @@ def never_updated(out: Path, state: dict[str, Any] | None, cfg: Config, n: int) 
                  "freshly initialized weights")
         names = sorted(p.name for p in out.iterdir() if p.name != LOCK) if out.is_dir() else []
         kept = (f"no checkpoint was written, but {out} keeps {', '.join(names)}: pass {resume_flag()} to start it "
-                "again (with other settings), or choose another --out")
+                f"again (with other settings), or choose another {out_flag()}")
     return (f"no step of this run applied an update: all {n} were non-finite (max_bad_steps={t.max_bad_steps}), "
             f"from the first on, with {start}. The learning rate is not the cause (every step ran on those same "
             f"weights): check them, the data and the model settings; {kept}")
@@ -279,7 +289,7 @@ def never_updated(out: Path, state: dict[str, Any] | None, cfg: Config, n: int) 
 
 def _not_empty(out: Path, names: set[str], what: str) -> UserError:
     return UserError(f"{out} is not empty and is not {what} ({', '.join(sorted(names)[:3])}"
-                     f"{', ...' if len(names) > 3 else ''}); choose a new or empty --out")
+                     f"{', ...' if len(names) > 3 else ''}); choose a new or empty {out_flag()}")
 
 
 def check_owned(out: Path, names: tuple[str, ...], what: str) -> None:
@@ -289,7 +299,7 @@ def check_owned(out: Path, names: tuple[str, ...], what: str) -> None:
 
     check_out_folder(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a directory")
+        raise UserError(f"{out_flag()} {out} is a file, not a directory")
     foreign = {p.name for p in out.iterdir()} - set(names) if out.is_dir() else set()
     if foreign:
         raise _not_empty(out, foreign, what)
@@ -348,7 +358,8 @@ def lock(out: Path, create: bool = True) -> Iterator[None]:
         except OSError:
             f.seek(0)
             holder = f.read().strip() or "another process"
-            raise UserError(f"{out} is in use by {holder}; wait for it to finish, or choose another --out") from None
+            raise UserError(f"{out} is in use by {holder}; wait for it to finish, or choose another {out_flag()}"
+                            ) from None
         if create:
             f.seek(0)
             f.truncate()
@@ -469,9 +480,9 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[str]:
     refused = [ckpt.describe_change(*c) + (" (fewer would delete checkpoints)" if c[0] == "train.keep_checkpoints"
                                            else "") for c in changes if not allowed(*c)]
     if refused:
-        raise ConfigError(f"--resume would change the run in {out}, not continue it: {'; '.join(refused)}. Resume "
-                          f"with the settings it was trained with (its checkpoint's, {src / _run_config(src)}; "
-                          f"{out / 'config.yaml'} holds them unless it was edited), or choose another --out")
+        raise ConfigError(f"{resume_flag()} would change the run in {out}, not continue it: {'; '.join(refused)}. "
+                          f"Resume with the settings it was trained with (its checkpoint's, {src / _run_config(src)}; "
+                          f"{out / 'config.yaml'} holds them unless it was edited), or choose another {out_flag()}")
     return [ckpt.describe_change(*c) for c in changes if allowed(*c)]
 
 
@@ -482,7 +493,7 @@ def already_done(out: Path, src: Path, step: int, cfg: Config, total: int) -> st
     if step > total:
         asked = f"train.steps={t.steps}" if t.steps else f"train.epochs={t.epochs} ({total} steps)"
         raise ConfigError(f"{asked} ends before the checkpoint's step {step} ({src}); a resume continues a run: ask "
-                          f"for at least {step} steps, or choose another --out")
+                          f"for at least {step} steps, or choose another {out_flag()}")
     if step == total:
         return f"{out} is already complete (step {step} of {total}): nothing to train; nothing was changed"
     log = out / "metrics.jsonl"

@@ -69,9 +69,10 @@ class Interrupted(UserError):
     """Ctrl-C or SIGTERM: the run saved a checkpoint at the last finished step and stopped. `code` is the exit
     status the CLI gives: 130 for Ctrl-C (SIGINT), 143 for SIGTERM (128 + the signal, as a shell reports it)."""
 
-    def __init__(self, message: str, code: int = 130, hint: str = "continue with --resume"):
-        super().__init__(message)
-        self.message, self.code, self.hint = message, code, hint
+    def __init__(self, message: str, code: int = 130, hint: str | None = None):
+        super().__init__(message)  # the default hint as the caller passes it (fit's resume=True from Python)
+        self.message, self.code = message, code
+        self.hint = f"continue with {rundir.resume_flag()}" if hint is None else hint
 
     def __str__(self) -> str:  # the hint says how to continue: a study reruns its own command, not --resume
         return f"{self.message}; {self.hint}" if self.hint else self.message
@@ -217,6 +218,9 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
     if isinstance(out, Path) and str(out) == ".":  # Path("") reads as "." too: it trained into the current directory
         raise UserError("out is Path('.'), as Path('') is; give a folder for the run (the string '.' trains here)")
     out = Path(out)
+    for name, value in (("resume", resume), ("progress", progress)):  # resume="no" is truthy: it resumed the run
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r:.80}")
     if not isinstance(cfg, Config):  # a dict (cfg.to_dict()) was "'dict' object has no attribute 'to_dict'"
         raise TypeError(f"cfg must be a looplm Config (looplm.load_config(...)), got {type(cfg).__name__}")
     # Validated again: a Config's fields can be set after it was built (cfg.loops.min_loops = 3), past its checks
@@ -249,6 +253,7 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
     task = None
     if cfg.kind == "native":  # a resumed run encodes its data with the tokenizer its checkpoint holds
         task = make_task(cfg, saved_tokenizer(src) if src is not None else starting_tokenizer(t.init_from, cfg.data))
+        fitcheck.check_init_vocab(cfg, task, src, model)
         cfg = with_task_vocab(cfg, task)
     fitcheck.check_model(src, cfg)
     fitcheck.check_module(model, cfg, src)
@@ -419,7 +424,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
         if stop:  # the message says what is on disk: the steps since the last save are lost
             last = ckpt.saved_step(ckpt_dir)
             kept = f"the checkpoint at step {last} in {ckpt_dir} is kept" if last is not None else \
-                "there is no checkpoint yet, so --resume starts the run again"
+                f"there is no checkpoint yet, so {rundir.resume_flag()} starts the run again"
             raise (Terminated if signum == signal.SIGTERM else KeyboardInterrupt)(
                 f"{'terminated' if signum == signal.SIGTERM else 'interrupted'} twice: stopped at step {step} "
                 f"without saving; {kept}")

@@ -215,4 +215,11 @@ PATH_CASES: dict[str, Case] = {
                                      "traceback: KeyError 'n')", ["study", "addition", "--out", "{tmp}/st", "--only",
                                                                   "stars", "--no-progress"],
                                      {"st/runs/stars/result.json": "{}"}),
+    "run-init-from-padded-head": Case("config", "a jsonl fine-tune from an addition run, whose head is padded to 16 "
+                                      "(refused as 'requested 14', which nobody set)", [
+                                          "train", "--config", "jsonl-stars", "--out", "{tmp}/out", "--no-progress",
+                                          *TINY, "--set", "data.path={tmp}/rows.jsonl", "--set",
+                                          "train.init_from={run}"],
+                                      {"rows.jsonl": "".join(f'{{"prompt": "{i}+{i}=", "answer": "{2 * i}"}}\n'
+                                                             for i in range(400))}),
 }

@@ -209,3 +209,27 @@ def test_a_preset_name_given_as_a_path_is_the_preset(tmp_path, monkeypatch):
     (tmp_path / "addition-prenorm-stars").write_text("model:\n  d_model: 48\n")  # a local file of that name
     assert load_config(Path("addition-prenorm-stars")).model.d_model == 48
     assert load_config("addition-prenorm-stars").model.d_model != 48  # a bare name means the preset
+
+
+def test_a_fine_tune_from_a_wider_head_says_where_its_vocabulary_size_comes_from(tmp_path):
+    """A jsonl run from an addition run takes the source's tokenizer (14 ids), but the addition presets pad the head
+    to 16: the fine-tune was refused as "model.vocab_size: checkpoint 16 vs requested 14", a size nobody set. The
+    refusal says where 14 comes from and the setting that fine-tunes it."""
+    import json
+
+    from looplm.checkpoint import CheckpointError
+    from looplm.config import load_config
+    from looplm.train import fit
+
+    tiny = ["model.d_model=32", "model.d_ff=64", "model.n_heads=2", "model.max_seq_len=16", "train.steps=1",
+            "train.batch_size=8", "train.eval_every=0", "data.test_size=16", "loops.max_loops=4", "reg.rho_every=0"]
+    fit(load_config("addition-prenorm-stars", tiny), tmp_path / "add", progress=False)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"{i}+{i}=", "answer": str(2 * i)}) + "\n" for i in range(400)))
+    ft = [*tiny, f"data.path={rows}", f"train.init_from={tmp_path / 'add'}"]
+    with pytest.raises(CheckpointError, match=r"^model\.vocab_size=0 means the task's vocabulary, 14 ids \(the "
+                                              r"tokenizer of train\.init_from .*add\), but that checkpoint's head is "
+                                              r"16 wide; to fine-tune it, set model\.vocab_size=16 in cfg$"):
+        fit(load_config("jsonl-stars", ft), tmp_path / "ft", progress=False)
+    assert not (tmp_path / "ft").exists()
+    fit(load_config("jsonl-stars", [*ft, "model.vocab_size=16"]), tmp_path / "ft", progress=False)  # as it says

@@ -162,7 +162,7 @@ def test_a_run_that_never_updated_blames_its_start_and_says_what_it_kept(tmp_pat
         "freshly initialized weights. The learning rate is not the cause (every step ran on those same weights): "
         f"check them, the data and the model settings; no checkpoint was written, but {out} "
         "keeps config.yaml, metrics.jsonl: pass resume=True to start it again (with other settings), or choose "
-        "another --out")
+        "another out")
     assert {p.name for p in out.iterdir()} - {".looplm.lock"} == {"config.yaml", "metrics.jsonl"}
     train(cfg, out, resume=True, progress=False)  # as the message says
     assert [r["step"] for r in read_metrics(out)] == [1, 2, 3] and not any("skipped" in r for r in read_metrics(out))
@@ -193,3 +193,35 @@ def test_a_resume_of_non_finite_weights_is_refused_and_changes_nothing(tmp_path)
                                               "checkpoint"):
         train(tiny_config(train=dict(steps=4, eval_every=0)), out, resume=True, progress=False)
     assert _files(tmp_path) == before
+
+
+def test_the_api_refusals_name_fits_arguments_not_the_cli_flags(tmp_path):
+    """fit's refusals told a Python caller to pass --resume or to choose another --out (the resume refusal for
+    another module can only be reached from Python): they name resume=True and out, as resume_flag() did in some."""
+    from looplm.config import ConfigError
+    from looplm.errors import UserError
+    from looplm.train import Interrupted
+
+    fast = dict(steps=2, eval_every=0, checkpoint_every=1)
+    out = tmp_path / "r"
+    train(tiny_config(train=fast), out, progress=False)
+    with pytest.raises(UserError, match=r"already holds a checkpoint; pass resume=True to continue it, or choose "
+                                        r"another out$"):
+        train(tiny_config(train=fast), out, progress=False)
+    with pytest.raises(ConfigError, match=r"^resume=True would change the run in .*, or choose another out$"):
+        train(tiny_config(train=dict(fast, seed=5)), out, resume=True, progress=False)
+    shutil.rmtree(out / "checkpoint")
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    with pytest.raises(UserError, match=r"holds no checkpoint now \(.* is missing\); resume=True would start the run "
+                                        r"over and replace its log\. Put the checkpoint back, or choose another out$"):
+        train(tiny_config(train=fast), out, resume=True, progress=False)
+    assert str(Interrupted("interrupted: saved a checkpoint")).endswith("; continue with resume=True")
+
+
+def test_fit_takes_resume_and_progress_as_true_or_false_only(tmp_path):
+    """fit(cfg, out, resume="no") resumed the run ("no" is truthy) and progress="no" drew the bar."""
+    out = tmp_path / "r"
+    for kw in (dict(resume="no"), dict(progress="no"), dict(resume=1)):
+        with pytest.raises(TypeError, match=rf"^{next(iter(kw))} must be True or False, got "):
+            train(tiny_config(train=dict(steps=1, eval_every=0)), out, **kw)
+    assert not out.exists()
