@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import MAX_DEPTH, config_given, is_cpu_device
-from .config_files import PRESET_DIR, dump_yaml, parse_yaml, preset_names, read_yaml_config  # noqa: F401 (API)
+from .config_files import PRESET_DIR, dump_yaml, parse_set_value, parse_yaml, preset_names, read_yaml_config  # noqa: F401
 from .errors import ConfigError, UserError  # noqa: F401 (ConfigError: looplm.config's since the start)
 
 NORM_PLACEMENTS = ("pre", "post", "pre_sandwich", "post_sandwich")
@@ -468,17 +468,6 @@ class Config:
         return json.dumps(self.to_dict(), indent=2)
 
 
-def _has_comment(raw: str) -> bool:
-    """Whether YAML would read part of a `--set` value as a comment: a `#` after white space (or first), outside
-    a quoted scalar (`'books' #2.txt` too)."""
-    s = raw.strip()
-    if s[:1] in ("'", '"'):
-        pattern = r"'(?:[^']|'')*'" if s[0] == "'" else r'"(?:[^"\\]|\\.)*"'
-        m = re.match(pattern, s)
-        s = s[m.end():] if m else ""
-    return re.search(r"(?:^|\s)#", s) is not None
-
-
 def apply_overrides(d: dict[str, dict[str, Any]], overrides: list[str]) -> dict[str, dict[str, Any]]:
     """Set `section.key=value` items in a nested config dict (values parsed as YAML scalars); unknown
     sections and keys raise ConfigError listing the valid ones. Type checks happen when the dict is built."""
@@ -507,11 +496,7 @@ def apply_overrides(d: dict[str, dict[str, Any]], overrides: list[str]) -> dict[
             raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(d)}")
         if key not in d[section]:
             raise ConfigError(f"unknown key {section}.{key}; valid keys: {', '.join(d[section])}")
-        if _has_comment(raw):  # YAML reads ` #...` as a comment: `data.path=books #2.txt` trained on `books`
-            quoted = "'" + raw.strip().replace("'", "''") + "'"  # YAML's single quotes ('' is one ')
-            raise ConfigError(f"--set {item}: ' #' starts a YAML comment, which would drop the rest of the value; "
-                              f"quote the value for YAML inside the shell's quotes: --set \"{path.strip()}={quoted}\"")
-        d[section][key] = parse_yaml(raw, f"--set {item}") if raw.strip() else raw
+        d[section][key] = parse_set_value(item, path.strip(), raw)
     return d
 
 

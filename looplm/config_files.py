@@ -80,6 +80,36 @@ def _jinja_hint(text: str, where: str) -> str:
     return f"; for text (a Jinja template), put it in YAML quotes, each ' in it written '': --set \"{key}='...'\""
 
 
+def _has_comment(raw: str) -> bool:
+    """Whether YAML would read part of a `--set` value as a comment: a `#` after white space (or first), outside
+    a quoted scalar (`'books' #2.txt` too)."""
+    s = raw.strip()
+    if s[:1] in ("'", '"'):
+        pattern = r"'(?:[^']|'')*'" if s[0] == "'" else r'"(?:[^"\\]|\\.)*"'
+        m = re.match(pattern, s)
+        s = s[m.end():] if m else ""
+    return re.search(r"(?:^|\s)#", s) is not None
+
+
+def parse_set_value(item: str, key: str, raw: str) -> Any:
+    """The value of `--set key=raw` (`item`) as the config reads it: a YAML scalar, refused where YAML would read
+    part of it as something else."""
+    if _has_comment(raw):  # YAML reads ` #...` as a comment: `data.path=books #2.txt` trained on `books`
+        quoted = "'" + raw.strip().replace("'", "''") + "'"  # YAML's single quotes ('' is one ')
+        raise ConfigError(f"--set {item}: ' #' starts a YAML comment, which would drop the rest of the value; "
+                          f"quote the value for YAML inside the shell's quotes: --set \"{key}={quoted}\"")
+    v = raw.strip()
+    breaks = sorted({c for c in v if c in "\n\r\x85"})
+    if breaks:  # YAML folds a line break (NEL, U+0085, too) to a space, quoted or not: `p\x85q` was read as `p q`
+        esc = {ord(c): f"\\u{ord(c):04x}" for c in breaks}
+        example = v.replace("\\", "\\\\").replace('"', '\\"').translate(esc)
+        said = f": --set '{key}=\"{example}\"'" if v[:1] not in ("'", '"') and "'" not in v else ""
+        raise ConfigError(f"--set {item!r}: {', '.join(f'U+{ord(c):04X}' for c in breaks)} is a line break to YAML, "
+                          f"which reads it as a space; write it as an escape ({', '.join(esc.values())}) inside "
+                          f"YAML's double quotes{said}")
+    return parse_yaml(raw, f"--set {item}") if raw.strip() else raw
+
+
 class _QuotingDumper(yaml.SafeDumper):
     pass
 

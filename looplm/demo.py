@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import rundir
-from .config import ConfigError, load_config
+from .config import ConfigError, apply_overrides, load_config
 from .errors import UserError
 from .evaluate import parse_depths
 from .outputs import all_or_nothing, fresh_outputs, write_json
@@ -76,14 +76,16 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     from .plots import plot_accuracy, plot_dynamics
 
     out = Path(out)
-    for key, _, value in (o.partition("=") for o in overrides or []):
-        if key.strip() == "train.init_from":
-            raise ConfigError("train.init_from: the demo sets it (stage 2 starts from stage 1); to fine-tune another "
-                              "run, use `looplm train --config addition-stars --set train.init_from=RUN`")
-        if key.strip() == "data.task" and value.strip().strip("'\"") != "addition":  # (was "needs data.path")
-            raise ConfigError(f"data.task={value.strip()}: the demo is the recipe on addition; its --set takes the "
-                              "model, loops, reg and train settings and data.digits, test_size, test_seed; for "
-                              "another task use `looplm train --config <task>-stars` (text, parity, chain, jsonl)")
+    # --set read by the config loader's own parser (read here by hand, `data.task` with no `=`, a YAML comment or
+    # a tag was taken for another task), before its checks (data.task=text: "needs data.path", not what is wrong)
+    asked = apply_overrides(load_config("addition-fixed8").to_dict(), overrides or [])
+    if asked["train"]["init_from"]:
+        raise ConfigError("train.init_from: the demo sets it (stage 2 starts from stage 1); to fine-tune another "
+                          "run, use `looplm train --config addition-stars --set train.init_from=RUN`")
+    if isinstance(asked["data"]["task"], str) and asked["data"]["task"] != "addition":  # (the loader types others)
+        raise ConfigError(f"data.task={asked['data']['task']}: the demo is the recipe on addition; its --set takes "
+                          "the model, loops, reg and train settings and data.digits, test_size, test_seed; for "
+                          "another task use `looplm train --config <task>-stars` (text, parity, chain, jsonl)")
     cfg1 = load_config("addition-fixed8", overrides or [])
     stage2 = [*(overrides or []), f"train.init_from={out / 'stage1'}"]
     try:  # both stages' settings, and whether stage 2 fits in memory, checked before stage 1 trains

@@ -215,6 +215,12 @@ PATH_CASES: dict[str, Case] = {
                                      "traceback: KeyError 'n')", ["study", "addition", "--out", "{tmp}/st", "--only",
                                                                   "stars", "--no-progress"],
                                      {"st/runs/stars/result.json": "{}"}),
+    "run-demo-set-task-no-equals": Case("config", "demo --set data.task with no value (told the demo does only "
+                                        "addition)", ["demo", "--out", "{tmp}/demo", "--no-progress", "--set",
+                                                      "data.task"]),
+    "run-demo-set-task-comment": Case("config", "demo --set data.task=addition with a YAML comment (told the demo "
+                                      "does only addition)", ["demo", "--out", "{tmp}/demo", "--no-progress", "--set",
+                                                              "data.task=addition # the default"]),
     "run-init-from-padded-head": Case("config", "a jsonl fine-tune from an addition run, whose head is padded to 16 "
                                       "(refused as 'requested 14', which nobody set)", [
                                           "train", "--config", "jsonl-stars", "--out", "{tmp}/out", "--no-progress",

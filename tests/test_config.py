@@ -186,3 +186,33 @@ def test_overrides_of_another_type_are_a_type_error_naming_it():
                 f"overrides must be a list of section.key=value strings (e.g. ['train.steps=3']), got {got}")):
             load_config("addition-prenorm-stars", bad)
     assert load_config("addition-prenorm-stars", ("train.steps=3",)).train.steps == 3
+
+
+@pytest.mark.parametrize("value", ["p\x85q", "p\nq", "p\rq", '"p\x85q"'])
+def test_a_line_break_in_a_set_value_is_refused_not_read_as_a_space(value):
+    """YAML folds a line break in a scalar to a space, quoted or not: `--set data.prompt_field=p<U+0085>q` asked for
+    the field 'p q' (and a data.path with one named another file). The escape inside double quotes is the way."""
+    from looplm.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"is a line break to YAML, which reads it as a space; write it as an escape "
+                                          r"\(\\u00(85|0a|0d)\) inside YAML's double quotes"):
+        load_config("jsonl-stars", [f"data.prompt_field={value}"])
+    assert load_config("jsonl-stars", ['data.prompt_field="p\\u0085q"']).data.prompt_field == "p\x85q"
+    assert load_config("jsonl-stars", ["data.prompt_field=p\u2028q"]).data.prompt_field == "p\u2028q"  # kept as is
+
+
+@pytest.mark.parametrize("item,says", [
+    ("data.task", r"^override 'data\.task' must look like section\.key=value$"),
+    ("data.task=addition # the default", r"^--set data\.task=addition # the default: ' #' starts a YAML comment"),
+    ("data.task=!!str text", r"^data\.task=text: the demo is the recipe on addition"),
+    ("data.task= 'parity'", r"^data\.task=parity: the demo is the recipe on addition"),
+    ("train.init_from", r"^override 'train\.init_from' must look like"),
+])
+def test_the_demo_reads_its_set_as_the_config_loader_does(tmp_path, item, says):
+    """The demo's data.task check read --set by hand: no `=`, a YAML comment or a tag was taken for another task, and
+    a user who asked for addition was told that the demo does only addition. The loader's own parser reads it now."""
+    from looplm.demo import cmd_demo
+
+    with pytest.raises(ConfigError, match=says):
+        cmd_demo(str(tmp_path / "demo"), [item], progress=False)
+    assert not (tmp_path / "demo").exists()
