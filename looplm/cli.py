@@ -235,8 +235,9 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
     # An answer task's answer ends with the end token; a language model's continuation simply fills the positions.
     cut = "" if task.scored_by == "perplexity" else \
         f"  [cut off: no end token within the model's {cfg.model.max_seq_len} positions]"
-    return [(p, one_line(task.format_answer(task.tok.decode(o))) + ("" if done else cut) + _pads_said(o, task.pad_id)
-             + (f"  [loops per token: {' '.join(map(str, u))}]" if show_loops else ""))
+    # an answer with no text (the end token first) is said: a bare prompt read as a dropped line or a blank answer
+    return [(p, (one_line(task.format_answer(task.tok.decode(o))) or "[empty answer]") + ("" if done else cut)
+             + _pads_said(o, task.pad_id) + (f"  [loops per token: {' '.join(map(str, u))}]" if show_loops else ""))
             for p, o, u, done in zip(prompts, outs, used, outs.finished, strict=True)]
 
 

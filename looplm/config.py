@@ -373,12 +373,16 @@ class Config:
 
     def unreached(self, total: int) -> list[str]:
         """Notes on settings a run of `total` optimizer steps never reaches (a preset shortened for a quick try): a
-        penalty that starts after the last step, a warm-up that never ends, a curriculum that is the whole run."""
+        penalty that starts after the last step, a warm-up that never ends, a curriculum that is the whole run; and
+        a loss of the penalty alone, reg.weight=1 (it trained with no word, and learned nothing of the task)."""
         t, r, lp = self.train, self.reg, self.loops
         out = []
         if r.kind != "none" and r.weight > 0 and r.start_step >= total:
             out.append(f"note: reg.start_step={r.start_step} is not below the run's {total} steps: the {r.kind} "
                        "penalty never applies (lower reg.start_step for it)")
+        elif r.kind != "none" and r.weight == 1:
+            out.append(f"note: reg.weight=1 leaves the cross-entropy out of the loss, (1 - λ)·CE + λ·penalty, from "
+                       f"step {r.start_step + 1} on: the model learns only the {r.kind} penalty, not the task")
         if t.warmup_steps > total:  # the warm-up's last step is at train.lr
             out.append(f"note: train.warmup_steps={t.warmup_steps} is more than the run's {total} steps: the learning "
                        f"rate never reaches train.lr={t.lr:g}")

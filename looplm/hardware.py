@@ -32,11 +32,19 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def cores_said() -> str:
+    """`cpu_cores()` in words: the machine's cores, or the share of them this process may run on (taskset, a
+    container); "this machine's 1 CPU cores" was said of a share of one."""
+    n, total = cpu_cores(), os.cpu_count() or 0
+    cores = f"{n} CPU core" + "s" * (n != 1)
+    share = f"the {cores} this process may run on (of the machine's {total})"
+    return f"this machine's {cores}" if n >= total else share
+
+
 def set_threads(n: int, name: str) -> None:
-    """torch's CPU threads (0: its default). More than the machine's cores is refused: torch crashes (a segfault)
+    """torch's CPU threads (0: its default). More than the process's cores is refused: torch crashes (a segfault)
     on absurd counts, and more threads than cores only slow a job down."""
-    cores = cpu_cores()
-    if n > cores:
-        raise UserError(f"{name}={n} exceeds this machine's {cores} CPU cores (0 = torch's default)")
+    if n > cpu_cores():
+        raise UserError(f"{name}={n} exceeds {cores_said()} (0 = torch's default)")
     if n:
         torch.set_num_threads(n)

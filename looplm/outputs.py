@@ -129,6 +129,9 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         if own is not None:  # --force replaces an earlier result, never the run's own files
             # (no file named as the way out: analyze, which writes a folder, was told to write "run/sweep.json")
             into = own != p.resolve()  # (own is resolved: a relative --out run/config.yaml was said to write "into")
+            if into and own.is_file():  # analyze's --out run/metrics.jsonl was told "outside its metrics.jsonl/"
+                raise UserError(f"--out {q} would write under {own}, a file of the run in {own.parent} (its own, not "
+                                "a folder); give --out a new name beside the run's files")
             how = f"outside its {own.name}/" if into else "under another name"
             raise UserError(f"--out {q} would write {'into' if into else 'over'} {own}, which belongs to the run in "
                             f"{own.parent}; write the result beside the run's files, {how}")

@@ -254,6 +254,12 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
             raise ValueError(f"{shown_path(p)}: its perplexity is null (overflow: too large to measure) at every "
                              "depth, so there is no curve to draw; leave it out")
     check_overlay(curves)  # checked here, so that it is not reported as a malformed file
+    # default labels (each run's name, and n) of two curves can be the same (two sweeps of one run): the input,
+    # as given, tells them apart in the legend (`--labels` given twice is refused above)
+    shown = [(c.get("label"), c.get("n")) for c in curves]
+    for c, p, key in zip(curves, inputs, shown, strict=True):
+        if not labels and key[0] is not None and shown.count(key) > 1:
+            c["label"] = f"{c['label']}, {p}"
     jobs = [(plot_accuracy, curves, out)]
     for k, d in enumerate(dyns):
         suffix = "" if len(dyns) == 1 else f"-{k + 1}"

@@ -228,4 +228,7 @@ PATH_CASES: dict[str, Case] = {
                                           "train.init_from={run}"],
                                       {"rows.jsonl": "".join(f'{{"prompt": "{i}+{i}=", "answer": "{2 * i}"}}\n'
                                                              for i in range(400))}),
+    "run-analyze-out-run-log": Case("outputs", "analyze --out the run's metrics.jsonl (told to write outside its "
+                                    "'metrics.jsonl/')", ["analyze", "{copy}", "--no-progress", "--depths", "1:2",
+                                                          "--n", "2", "--out", "{copy}/metrics.jsonl"]),
 }

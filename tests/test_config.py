@@ -201,6 +201,17 @@ def test_a_line_break_in_a_set_value_is_refused_not_read_as_a_space(value):
     assert load_config("jsonl-stars", ["data.prompt_field=p\u2028q"]).data.prompt_field == "p\u2028q"  # kept as is
 
 
+def test_a_penalty_weight_of_one_says_the_task_is_left_out_of_the_loss():
+    """reg.weight=1 (inside the documented [0, 1]) trains on the penalty alone, (1 - λ)·CE = 0: the run logged
+    loss == reg and learned nothing of the task, with no word."""
+    notes = load_config("addition-prenorm-stars", ["reg.weight=1", "reg.start_step=0"]).unreached(1000)
+    assert notes == ["note: reg.weight=1 leaves the cross-entropy out of the loss, (1 - λ)·CE + λ·penalty, from step 1 "
+                     "on: the model learns only the jsrr penalty, not the task"]
+    assert load_config("addition-prenorm-stars", ["reg.weight=0.5", "reg.start_step=0"]).unreached(1000) == []
+    late = load_config("addition-prenorm-stars", ["reg.weight=1", "reg.start_step=5"]).unreached(3)  # never applies
+    assert not any("reg.weight" in n for n in late) and any("reg.start_step=5" in n for n in late)
+
+
 @pytest.mark.parametrize("item,says", [
     ("data.task", r"^override 'data\.task' must look like section\.key=value$"),
     ("data.task=addition # the default", r"^--set data\.task=addition # the default: ' #' starts a YAML comment"),

@@ -276,3 +276,57 @@ def test_an_out_of_tilde_and_no_user_is_refused_for_what_it_is(tmp_path, monkeyp
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: {said}") and "\n" not in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_analyze_out_over_a_runs_own_file_is_told_it_is_a_file(tmp_path, monkeypatch):
+    """analyze --out RUN/metrics.jsonl was told to write "outside its metrics.jsonl/": the run's log file taken for a
+    folder."""
+    from looplm.config import load_config
+    from looplm.errors import UserError
+    from looplm.outputs import fresh_outputs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    load_config("addition-prenorm-stars").save_yaml(tmp_path / "run" / "config.yaml")
+    (tmp_path / "run" / "metrics.jsonl").write_text("")
+    with pytest.raises(UserError, match=r"^--out run/metrics\.jsonl/dynamics\.json would write under .*/run/metrics"
+                                        r"\.jsonl, a file of the run in .*/run \(its own, not a folder\); give --out a "
+                                        r"new name beside the run's files$"):
+        fresh_outputs([Path("run/metrics.jsonl/dynamics.json")], True)
+
+
+def test_default_legend_labels_that_collide_name_their_inputs(tmp_path, monkeypatch):
+    """Two sweeps of one run (other data, depths or exit rules) were both drawn as "j1 (n=8)": the round-32 check
+    covered only --labels. Each colliding label now names its input, as given."""
+    import json
+
+    from looplm import plots
+
+    drawn = []
+
+    def record(sweeps, out, **kw):
+        drawn.extend(s["label"] for s in sweeps)
+        Path(out).write_bytes(b"\x89PNG")
+        return Path(out)
+
+    monkeypatch.setattr(plots, "plot_accuracy", record)
+    monkeypatch.chdir(tmp_path)
+    sweep = {"depths": [1, 2], "accuracy": [0.5, 1.0], "n": 8, "label": "j1"}
+    for name in ("x_h.json", "x_d.json"):
+        Path(name).write_text(json.dumps(sweep))
+    Path("other.json").write_text(json.dumps({**sweep, "label": "j2"}))
+    plots.plot_inputs(["x_h.json", "x_d.json", "other.json"], tmp_path / "a.png")
+    assert drawn == ["j1, x_h.json", "j1, x_d.json", "j2"]
+    drawn.clear()
+    plots.plot_inputs(["x_h.json", "x_d.json"], tmp_path / "b.png", labels=["a", "b"])
+    assert drawn == ["a", "b"]
+
+
+def test_an_empty_generated_answer_is_said(capsys):
+    """A model that emits the end token at once printed the prompt and a trailing space, which could not be told
+    from a dropped line or a blank answer."""
+    from looplm.cli import main
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "addition-prenorm-stars"
+    assert main(["generate", str(shipped), "99+1=", "--loops", "16"]) == 0
+    assert capsys.readouterr().out == "99+1= [empty answer]\n"

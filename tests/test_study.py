@@ -285,3 +285,21 @@ def test_a_resweep_reads_the_log_as_a_resume_does_and_writes_its_result_whole(tm
     again = json.loads((run / "result.json").read_text())
     assert again["n"] == 8 and again["final_ce"] == res["final_ce"]
     assert [p.name for p in run.iterdir() if "tmp" in p.name] == []
+
+
+def test_the_cores_a_study_may_use_are_said_as_many_as_there_are(tmp_path, monkeypatch):
+    """`taskset -c 0 looplm study addition --jobs 2` was told "this machine's 1 CPU cores": a share of the machine,
+    and one core, not "cores"."""
+    import os
+
+    from looplm.errors import UserError
+
+    grid = [study.RunSpec("recipe-fixed8-s0", "recipe", "addition-fixed8", TINY, n_eval=8)]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    with pytest.raises(UserError, match=r"^jobs must be from 1 up to the 1 CPU core this process may run on \(of the "
+                                        r"machine's 16\) \(each run takes one\), got 2$"):
+        study.run_study(tmp_path / "st", grid, jobs=2, progress=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    with pytest.raises(UserError, match=r"^jobs must be from 1 up to this machine's 1 CPU core \(each run"):
+        study.run_study(tmp_path / "st", grid, jobs=2, progress=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..arguments import check_count
 from ..config import load_config
 from ..errors import UserError, in_command
-from ..hardware import cpu_cores
+from ..hardware import cores_said, cpu_cores
 from ..loops import describe, trained_loops
 from ..outputs import write_json
 from ..rundir import read_log
@@ -373,8 +373,8 @@ def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: i
     each its own process, at most one per CPU core."""
     jobs, cores = check_count("jobs", jobs, 1), cpu_cores()
     if jobs > cores:  # each child checks its memory alone: more at once than cores share them, and can exhaust it
-        raise UserError(f"{'--jobs' if in_command() else 'jobs'} must be from 1 up to this machine's {cores} CPU cores "
-                        f"(each run takes one), got {jobs}")
+        raise UserError(f"{'--jobs' if in_command() else 'jobs'} must be from 1 up to {cores_said()} (each run takes "
+                        f"one), got {jobs}")
     out = Path(out)
     full = grid
     if only:
