@@ -174,3 +174,42 @@ def test_a_markers_dress_is_read_in_one_pass():
     for text in ("#### (" + " " * 20000 + "x", "#### " + " " * 20000 + "x", "#### (" + " " * 20000 + "- x"):
         extract_answer(text)
     assert time.perf_counter() - start < 2
+
+
+@pytest.mark.parametrize("text", ["#### (1,000)", "#### ($1,000)", "#### (1,000 dollars)", "#### [1,000]",
+                                  "#### (1,000) apples", "#### $ (1,000)", "#### $(1,000)$", "The answer is: (1,000)",
+                                  "The answer is: ($1,000)", "Answer: (1,000)", "The answer is (1,000).",
+                                  r"\boxed{(1,000)}"])
+def test_a_grouped_number_in_brackets_is_one_number(text):
+    """Round 32's tuples took any bracket holding a comma: `#### (1,000)` (one number by the comma rule) was the
+    tuple `(1,000)`, wrong for the gold 1000."""
+    assert extract_answer(text) == "1000" and is_correct(extract_answer(text), gold_answer("1000"))
+    assert [extract_answer(f"#### {t}") for t in ("(12,345)", "(1,000,000)", "(-1,000)", "(1,234.5)")] == [
+        "12345", "1000000", "-1000", "1234.5"]
+    # a pair stays a pair: a spaced comma, a group of other than three digits, a first group 0, a decimal's comma
+    for pair in ("(3, 5)", "(1,23)", "(1, 000)", "[0,100]", "(2.5,100)", "(1,000, 2)", "(1,0000)"):
+        assert extract_answer(f"#### {pair}") == pair and extract_answer(f"The answer is: {pair}") == pair
+    # the same writing is read alike as a gold, after the phrase and in a box
+    assert gold_answer("(2,100)") == extract_answer("The answer is: (2,100)") == extract_answer(r"\boxed{(2,100)}")
+
+
+def test_a_hedge_of_tuples_is_no_one_answer_and_spaced_exponent_braces():
+    """`(0, 1) or (1, 0)` was graded by its first tuple (as `42 or 43` is not); `2^{ 10 }` was 2."""
+    for text in ("The answer is: (0, 1) or (1, 0)", "#### (0, 1) or (1, 0)", "#### (0, 1), (1, 0)"):
+        assert not is_correct(extract_answer(text), gold_answer("(0,1)")), text
+        assert not is_correct(extract_answer(text), gold_answer("(1,0)")), text
+    assert is_correct(extract_answer("#### (0, 1), (1, 0)"), gold_answer("(0,1), (1,0)"))
+    assert not is_correct(extract_answer("The answer is a = (3, 5), b = (1, 2)."), "(3,5)")  # still two answers
+    assert extract_answer("#### 2^{ 10 }") == extract_answer("The answer is $2^{ 10 }$.") == "1024"
+    assert to_number("2^{ 10 }") == 1024 and extract_answer("#### (2)^{ 10 }") == "1024"
+
+
+def test_a_decimal_is_a_number():
+    """`gold_answer(Decimal("0.5"))` (a database's or an exact column) was "an answer must be text or a number"."""
+    from decimal import Decimal
+
+    assert gold_answer(Decimal("0.5")) == "0.5" and gold_answer(Decimal("1E+3")) == "1000"
+    assert is_correct(extract_answer("#### 1/2"), Decimal("0.50")) and not is_correct("0.6", Decimal("0.5"))
+    for nan in (Decimal("NaN"), Decimal("sNaN")):
+        with pytest.raises(ValueError, match="NaN"):
+            gold_answer(nan)

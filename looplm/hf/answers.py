@@ -7,10 +7,11 @@ expression's rounding after it, `1/6 ≈ 0.167`, `\\frac{1}{6} \\approx 0.17`, `
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
    `#### Step 1: ...` or a numbered one, `#### 1. Setting up`, `#### 2) Find`, `#### 1.1 Setting up`, `#### 1 - Setup`,
    `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers (a bracket is
-   dress only around one number: `#### (3, 5)` is the tuple, as after the phrase); an `=` on it
-   as in the phrase: `#### 5 - 3 = 2` is 2), or is a choice letter alone (`#### B`), or a word alone that is lowercase,
-   yes/no/true/false, or on the text's last line (`#### yes`, `#### Tuesday`; `#### Solution` above the working is a
-   heading); a marker alone on its line reads the next line that holds a letter or digit;
+   dress only around one number, `(1,000)`, `($1,000)`, `(1,000 dollars)` too: `#### (3, 5)` and `(1,23)` are
+   tuples, as after the phrase and in a box); an `=` on it as in the phrase: `#### 5 - 3 = 2` is 2), or is a choice
+   letter alone (`#### B`), or a word alone that is lowercase, yes/no/true/false, or on the text's last line
+   (`#### yes`, `#### Tuesday`; `#### Solution` above the working is a heading); a marker alone on its line reads the
+   next line that holds a letter or digit;
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works; `\\boxed{x = 5}` is 5);
 3. the last "the answer is <x>" / "answer: <x>" phrase (and "the correct, right or final option or choice is <x>", "the
    answer choice is <x>"; after an `=` on that line, the number after the last one: "the answer is 5 - 3 = 2" is 2,
@@ -21,17 +22,17 @@ expression's rounding after it, `1/6 ≈ 0.167`, `\\frac{1}{6} \\approx 0.17`, `
    `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, after the marker too) is text, up to its clause's
    end or its math's `$` (`$3 + 4i$. I hope it is correct.` is `3 + 4i`), as is a tuple, an interval or a union of
    them with its brackets (`(3, 5)`, `[2, 5)`, `(-\\infty,-2)\\cup(3,\\infty)`, after the marker or "answer is:" too;
-   `x \\in [2, 5]` is `[2, 5]`), and LaTeX right after the phrase that writes no number, read
-   whole as a box's content (`$\\pi$`, `\\(-\\infty\\)`, `$\\frac{a}{b}$`, `\\mbox{yes}`, a matrix; MATH's "The final
-   answer is $X$" is `\\boxed{X}`); a verdict ("the answer is correct/verified.") or a negation ("the answer isn't 5")
-   states none, and the phrase before it is read;
+   `x \\in [2, 5]` is `[2, 5]`; a list or hedge of them whole, `(0, 1) or (1, 0)`), and LaTeX right after the
+   phrase that writes no number, read whole as a box's content (`$\\pi$`, `\\(-\\infty\\)`, `$\\frac{a}{b}$`,
+   `\\mbox{yes}`, a matrix; MATH's "The final answer is $X$" is `\\boxed{X}`); a verdict ("the answer is
+   correct/verified.") or a negation ("the answer isn't 5") states none, and the phrase before it is read;
 4. otherwise the last number in the text (the "flexible" fallback).
 
-A number is what it writes whole: `1,234.5` (commas only in groups of three), `1 234` with thin, narrow, no-break or
-en spaces, `1'234` (Swiss), `1.5e3`, `2^10` (and `2^{10}`, `10²`, `(-2)^2`; `-3^2` is -9; `2^{1/3}` is text),
-`1.2 x 10^5` (and `3·10^2`), `3/4`,
-the mixed number `3 1/2` (and `2½`), `25%` (and `25 %`, `25 percent`, `25\\text{\\%}`), `$5`, a scale (`5k`, `1.2M`,
-`1.2 billion`, `3 thousand`); a unit's power is the unit's (`6 cm^2` is 6), and neither a list's bullet (`- 42`) nor
+A number is what it writes whole: `1,234.5` (commas only in groups of three, so `(2,100)` is 2100: the pair is
+`(2, 100)`), `1 234` with thin, narrow, no-break or en spaces, `1'234` (Swiss), `1.5e3`, `2^10` (and `2^{10}`,
+`2^{ 10 }`, `10²`, `(-2)^2`; `-3^2` is -9; `2^{1/3}` is text), `1.2 x 10^5` (and `3·10^2`), `3/4`, the mixed
+number `3 1/2` (and `2½`), `25%` (and `25 %`, `25 percent`, `25\\text{\\%}`), `$5`, a scale (`5k`, `1.2M`, `1.2
+billion`, `3 thousand`); a unit's power is the unit's (`6 cm^2` is 6), and neither a list's bullet (`- 42`) nor
 a spaced dash after a word (`Total - 12`) is a minus. Anything else that looks like one is compared as text, never
 cut to its first part: `3:5` (a ratio or a time), `5, 7` and `42 or 43` (a list, a hedge), `12,34`, `1.234,56`,
 `1 234,5`, `3/4/5`, `12/25/2023` and `2023-12-25` (dates), `10-15`, `3-1/2`, `5'6"`, `3/-4`, `4x10`, and hedges
@@ -57,8 +58,8 @@ text, case and inner spaces aside (a matrix's row break `\\\\` kept whole, so it
 `\\frac{1}{x}`; a quotient of whole terms as `\\frac`: `\\sqrt{2}/2`, `(1+\\sqrt{5})/2`, and with a numerator's
 coefficient, `3\\pi/4`, `2\\sqrt{2}/3`; a fraction's factor after it as its numerator's, `\\frac{4}{3}\\pi` as
 `\\frac{4\\pi}{3}`; a variable set to the answer aside, `x \\in [2,5]` as `[2,5]`, `x = \\pi` as `\\pi`). A gold that
-is NaN or the text "nan" (a missing value) is refused with a
-ValueError, as is an integer of thousands of digits; a completion that is no text is a TypeError. `gold_answer` reads a
+is NaN or the text "nan" (a missing value) is refused with a ValueError, as is an integer of thousands of digits; a
+number may be a Decimal; a completion that is no text is a TypeError. `gold_answer` reads a
 solution as a completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
 """
 
@@ -80,7 +81,7 @@ _PLAIN = r"\d[\d,.]*\d|\d"  # a run of digits, commas and points: read whole, pa
 _MIXED = r"\d+[ \t]+\d+/\d+(?![\d/])"  # 3 1/2: tried first, or it would be read as 3
 _TIMES = r"(?:x|×|\\times|\\cdot|·|⋅|\*)"
 # an exponent, its braces balanced: `2^{1/3}` was read as `2^{1` (its `/3}` cut off or, in `(2)^{1/3}`, divided: 2/3)
-_EXPONENT = r"\^(?:\{-?\d+\}|-?\d+)"
+_EXPONENT = r"\^(?:\{\s*-?\d+\s*\}|-?\d+)"  # (spaces in its braces: `2^{ 10 }` was 2)
 _POWER = rf"(?:\s*{_TIMES}\s*10)?{_EXPONENT}"  # 2^10, 1.2 x 10^5, 3 \times 10^{-2}, 3·10^2
 # a sign or a currency may stand apart from its digits ("- 5", "$ 5"); nothing else may (a `\s*` at the start made
 # every position of a long run of spaces scan the whole run)
@@ -339,6 +340,10 @@ def _box_answer(boxed: str) -> str:
     """A box's answer: its one number, else its text (`\\boxed{x = 5}` is 5, as "the answer is x = 5" is)."""
     boxed = unbox(boxed)
     side = _side(boxed) or boxed
+    # a bracket around one number is its dress, as after the marker and the phrase (`(1,000)` is 1000, as `#### (1,000)`
+    # is: a gold `(2,100)` was text, wrong for "The answer is: (2,100)")
+    inner = re.fullmatch(r"\s*[(\[]([^()\[\]]*)[)\]]\s*", side)
+    side = inner.group(1) if inner and interval_at(side) is None else side
     num = _first_number(side)
     # a number and a plain unit word (`18 dollars`, `6 cm^2`: a GSM8K gold is the bare number) is the number
     only_number = num is not None and re.fullmatch(r"\s*" + re.escape(num) + r"(?:\s+[A-Za-z]+(?:\s*\^\s*\{?\d\}?)?)?"
@@ -456,13 +461,14 @@ def gold_answer(solution: str | float) -> str | None:
 
 
 def _text(x: str | float) -> str:
-    """A numeric answer as text (a float or int column failed at .strip(), only once a prediction held a number)."""
-    if isinstance(x, bool) or not isinstance(x, (str, numbers.Real)):
+    """A numeric answer as text (a float or int column failed at .strip(), only once a prediction held a number;
+    a Decimal, a database's exact column, was refused as no number: it is its own digits, "0.50", "1E+3")."""
+    if isinstance(x, bool) or not isinstance(x, (str, numbers.Real, Decimal)):
         raise TypeError(f"an answer must be text or a number, got {type(x).__name__} {x!r:.40}")
     if isinstance(x, str):
         return x
-    # a missing numeric gold (pandas reads a null as NaN) was "nan": right for a model's "NaN"
-    if not isinstance(x, numbers.Integral) and math.isnan(x):  # (numpy's float32 NaN too)
+    # a missing numeric gold (pandas reads a null as NaN) was "nan": right for a model's "NaN" (numpy's float32 too)
+    if x.is_nan() if isinstance(x, Decimal) else not isinstance(x, numbers.Integral) and math.isnan(x):
         raise ValueError("an answer is NaN (a missing value?): give a number or text")
     if isinstance(x, numbers.Integral) and abs(int(x)).bit_length() > 13000:  # (str() refuses past 4300 digits)
         raise ValueError(f"an answer is an integer of about {int(abs(int(x)).bit_length() * 0.30103)} digits: no "
@@ -486,7 +492,7 @@ def to_number(s: str) -> Fraction | None:
     t = t.removesuffix("%").strip()
     if any(len(e) > 3 or int(e) > _DIGITS for e in re.findall(r"[eE][-+]?(\d+)", t)):
         return None  # 1e999999999: Fraction would build the integer (minutes, gigabytes)
-    m = re.fullmatch(rf"(-?)({_VALID.pattern})(?:\s*{_TIMES}\s*10)?\^(?:\{{(-?\d+)\}}|(-?\d+))", t)
+    m = re.fullmatch(rf"(-?)({_VALID.pattern})(?:\s*{_TIMES}\s*10)?\^(?:\{{\s*(-?\d+)\s*\}}|(-?\d+))", t)
     mixed = re.fullmatch(r"(-?)(\d+)[ \t]+(\d+)/(\d+)", t)
     try:
         if m:  # a power: a^k, or a x 10^k; the sign after the power (-3^2 is -9, and was 9)

@@ -34,7 +34,15 @@ _BINDING = re.compile(rf"\s*{_VARIABLE}\s*{_SETS}(?!.*{_SETS})", re.DOTALL)
 # read past an answer's dress, `**`, `$`, `:`, `\(`, and the variable set to it
 _UNION = r"\s*(?:\\cup(?![A-Za-z])|∪)\s*"
 _INTERVAL = r"[(\[][^()\[\]\n,]*,[^()\[\]\n]*[)\]]"
-_INTERVALS = re.compile(rf"(?:[\s*_`$:=]|\\[(\[])*(?:{_VARIABLE}\s*{_SETS}\s*)?({_INTERVAL}(?:{_UNION}{_INTERVAL})*)")
+_SPAN = rf"{_INTERVAL}(?:{_UNION}{_INTERVAL})*"
+# (and a list or hedge of them, `(0, 1) or (1, 0)`, read whole as "42 or 43" is: its first tuple was the answer)
+_INTERVALS = re.compile(rf"(?:[\s*_`$:=]|\\[(\[])*(?:{_VARIABLE}\s*{_SETS}\s*)?"
+                        rf"({_SPAN}(?:[\s$]*(?:,|\s(?:or|and)\s)[\s$]*{_SPAN})*)")
+# a comma inside a grouped number separates nothing: `1,000` (a first group of 1-3 digits, then groups of exactly
+# three, no space) is one number, as the number rule reads it, so `(1,000)` is dress around 1000 as `(42)` is around
+# 42 (`#### (1,000)` was a tuple); `(3, 5)`, `(1,23)`, `(1, 000)`, `(2.5,100)` are tuples, and `[0,100]` (no one
+# writes 100 so) the interval
+_GROUP_COMMAS = re.compile(r"(?<![\d,.])[1-9]\d{0,2}(?:,\d{3})+(?!\d|,\d)")
 
 
 def last_boxed(text: str) -> str | None:
@@ -59,12 +67,15 @@ def last_boxed(text: str) -> str | None:
 
 def interval_at(tail: str) -> str | None:
     """The tuple, interval or union of intervals that opens `tail` (a phrase's or a marker's) past its dress, `:` and
-    `$` included, and the variable set to it (`x \\in [2, 5]` is `[2, 5]`, as `x = 5` is 5); None if none does. (The
-    marker and "The answer is: " lost the opening bracket, `3, 5)`, to the number rule, and a union its rest.)"""
+    `$` included, and the variable set to it (`x \\in [2, 5]` is `[2, 5]`, as `x = 5` is 5), or a list or hedge of
+    them; None if none does, or if a bracket holds one number (`(1,000)`: its dress). (The marker and "The answer
+    is: " lost the opening bracket, `3, 5)`, to the number rule, and a union its rest.)"""
     m = _INTERVALS.match(tail)
+    if m is None or not all("," in _GROUP_COMMAS.sub("", i) for i in re.findall(_INTERVAL, m.group(1))):
+        return None  # a bracket around one number, `(1,000)`, `($1,000)`, `(1,000 dollars)`: its dress
     # (one of several, `a = (1, 2), b = (3, 4)`, is no answer: they are compared whole)
-    several = m and re.match(rf"[\s$]*(?:,|\s(?:and|or)\s)\s*{_VARIABLE}\s*{_SETS}", tail[m.end():])
-    return m.group(1) if m and not several else None
+    several = re.match(rf"[\s$]*(?:,|\s(?:and|or)\s)\s*{_VARIABLE}\s*{_SETS}", tail[m.end():])
+    return None if several else m.group(1)
 
 
 def unbox(boxed: str) -> str:
