@@ -156,3 +156,57 @@ def test_a_task_over_a_path_with_brackets_reads_that_file(tmp_path):
     ds = datasets.load_dataset("json", data_files={"test": json.loads(line.split(":", 1)[1])}, split="test",
                                cache_dir=str(tmp_path / "cache"))
     assert ds["question"] == [r["question"] for r in read_jsonl(test)]
+
+
+def test_arguments_take_every_integer_and_number_kind_alike(tmp_path):
+    """`math_problems` took np.int64(2) while `write_split` refused it (and a max_value np.int64(50)), a Decimal
+    fraction was refused as no number, and seed -1 drew seed 1's problems (random.Random takes |seed|)."""
+    from decimal import Decimal
+
+    np = pytest.importorskip("numpy")
+    tr, te = write_split(tmp_path / "a", np.int64(3), np.int64(2), seed=np.int64(1), max_value=np.int64(50),
+                         fraction=Decimal("0.5"))
+    assert len(read_jsonl(tr)) == 3 and len(read_jsonl(te)) == 2
+    assert math_problems(np.int64(2), max_value=np.int64(50)) == math_problems(2, max_value=50)
+    assert is_held_out("q", Decimal("1")) and not is_held_out("q", Decimal("0"))
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+        math_problems(1, seed=-1)
+    for bad in (Decimal("NaN"), Decimal("1.5")):
+        with pytest.raises(ValueError, match="fraction must be a number"):
+            write_split(tmp_path / "b", 1, 1, fraction=bad)
+
+
+def test_overwrite_is_a_bool_and_outputs_never_write_over_inputs(tmp_path):
+    """overwrite="no" is a true value: it replaced a hand-edited split and task. With overwrite=True a test.jsonl
+    that links outside the folder was written through the link, and a task given its own YAML as data replaced it
+    with a task over that YAML."""
+    tr, te = write_split(tmp_path / "sp", 4, 2)
+    te.write_text(te.read_text() + "HAND-EDITED\n")
+    with pytest.raises(ValueError, match="overwrite must be True or False, got 'no'"):
+        write_split(tmp_path / "sp", 4, 2, overwrite="no")
+    write_lm_eval_task(tmp_path / "tk", write_split(tmp_path / "sp2", 4, 2)[1], name="t1")
+    (tmp_path / "tk" / "t1.yaml").write_text("# my task\n")
+    with pytest.raises(ValueError, match="overwrite must be True or False"):
+        write_lm_eval_task(tmp_path / "tk", te, name="t1", overwrite="no")
+    with pytest.raises(ValueError, match="overwrite must be True or False"):  # before anything else is looked at
+        write_split(tmp_path / "new", 1, 1, overwrite="false")
+    assert "HAND-EDITED" in te.read_text() and (tmp_path / "tk" / "t1.yaml").read_text() == "# my task\n"
+    assert not (tmp_path / "new").exists()
+    # a symlinked output is replaced, not written through
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("MINE\n")
+    (tmp_path / "p2").mkdir()
+    (tmp_path / "p2" / "test.jsonl").symlink_to(mine)
+    write_split(tmp_path / "p2", 2, 2, overwrite=True)
+    assert mine.read_text() == "MINE\n" and not (tmp_path / "p2" / "test.jsonl").is_symlink()
+    assert len(read_jsonl(tmp_path / "p2" / "test.jsonl")) == 2
+    # a task's own file (or any file that is no JSONL of problems) is no data for it
+    write_lm_eval_task(tmp_path / "p3", tmp_path / "p2" / "test.jsonl", name="test")
+    before = (tmp_path / "p3" / "test.yaml").read_text()
+    for data in ("test.yaml", "test_utils.py"):
+        with pytest.raises(ValueError, match="is not a JSONL file of problems"):
+            write_lm_eval_task(tmp_path / "p3", tmp_path / "p3" / data, name="test", overwrite=True)
+    assert (tmp_path / "p3" / "test.yaml").read_text() == before
+    (tmp_path / "p3" / "own.yaml").write_text((tmp_path / "p2" / "test.jsonl").read_text())  # problems, named so
+    with pytest.raises(ValueError, match="is this task's own file"):
+        write_lm_eval_task(tmp_path / "p3", tmp_path / "p3" / "own.yaml", name="own", overwrite=True)

@@ -25,6 +25,7 @@ from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import LoopedTransformer
 from ..outputs import check_out_folder, not_a_file
 from .configuration_ouro import check_token_ids
+from .flags import check_flag
 from .generation import LoopGeneration
 from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
 
@@ -139,6 +140,8 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
             raise ValueError(f"LooplmForCausalLM has no early-exit gate: {', '.join(asked)} cannot apply (it runs "
                              "every loop)")
         check_loop_kwargs({k: v for k, v in kwargs.items() if k not in gate})
+        output_loop_logits = check_flag("output_loop_logits", output_loop_logits)  # ("no" returned them)
+        return_dict = check_flag("return_dict", return_dict, optional=True)
         if attention_mask is not None and attention_mask.numel():
             m = attention_mask.bool()
             # Only right padding is harmless (causal attention never looks right); left padding would shift the

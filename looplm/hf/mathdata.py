@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import numbers
+import os
 import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from ..arguments import strict_int
 from ..tasks.base import held_out_by_hash
+from .flags import check_flag
 
 HELD_OUT_FRACTION = 0.2
 MAX_VALUE = 999  # the default bound: every intermediate value stays below 1000
@@ -236,20 +240,38 @@ def _check_steps(steps: tuple[int, int]) -> tuple[int, int]:
     return lo, hi
 
 
-def _check_max_value(max_value: int) -> int:
-    # Below 10 the themes' amounts and groups have no room; above 9,999 the solutions' numbers leave GSM8K's range.
-    if not isinstance(max_value, int) or isinstance(max_value, bool) or not 10 <= max_value <= 9999:
-        raise ValueError(f"max_value must be an integer in [10, 9999], got {max_value!r}")
-    return max_value
+def _integer(name: str, v: Any, lo: int = 0, hi: int | None = None) -> int:
+    """`v` as an int in [lo, hi], numpy's and torch's integers too (every argument alike: `math_problems` took
+    np.int64(2) and `write_split` refused it), never a bool (True made one problem) nor a float; else ValueError."""
+    try:
+        n = strict_int(v)
+    except TypeError:
+        n = None
+    if n is None or n < lo or hi is not None and n > hi:
+        want = f"an integer in [{lo}, {hi}]" if hi is not None else "a non-negative integer"
+        raise ValueError(f"{name} must be {want}, got {v!r:.80}")
+    return n
+
+
+def _fraction(v: Any, closed: bool) -> float:
+    """A held-out fraction as a float: a number in [0, 1] (`closed`) or (0, 1), a Decimal too (it was refused)."""
+    x = float(v) if isinstance(v, numbers.Real | Decimal) and not isinstance(v, bool) else math.nan
+    if not (0 <= x <= 1 if closed else 0 < x < 1):  # (NaN is neither)
+        raise ValueError(f"fraction must be a number {'in [0, 1]' if closed else 'between 0 and 1'}, got {v!r:.80}")
+    return x
 
 
 def _stream(seed: int, steps: tuple[int, int], max_value: int = MAX_VALUE) -> Iterator[dict[str, Any]]:
     lo, hi = _check_steps(steps)  # here, not in the generator, so a bad request fails at the call
-    _check_max_value(max_value)
-    # None seeded from the clock: other problems on every call, not "the same for the same seed"
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    rng = random.Random(int(seed))
+    # Below 10 the themes' amounts and groups have no room; above 9,999 the solutions' numbers leave GSM8K's range.
+    max_value = _integer("max_value", max_value, 10, 9999)
+    try:  # (None seeded from the clock: other problems on every call, not "the same for the same seed")
+        seed = strict_int(seed)
+    except TypeError:
+        raise ValueError(f"seed must be an integer, got {seed!r:.80}") from None
+    if seed < 0:  # random.Random takes |seed|: -1 drew seed 1's problems
+        raise ValueError(f"seed must be an integer >= 0, got {seed}")
+    rng = random.Random(seed)
 
     def gen() -> Iterator[dict[str, Any]]:
         while True:
@@ -265,9 +287,7 @@ def math_problems(n: int, seed: int = 0, steps: tuple[int, int] = (1, 4), max_va
 
     Each record: `question`, `answer` (the worked solution, ending `#### N`), `steps`, `target` ("N") and
     `messages` (a user and an assistant turn), ready for `looplm finetune`."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:  # (True made one problem)
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    n = int(n)
+    n = _integer("n", n)
     stream = _stream(seed, steps, max_value)
     return [next(stream) for _ in range(n)]
 
@@ -275,9 +295,7 @@ def math_problems(n: int, seed: int = 0, steps: tuple[int, int] = (1, 4), max_va
 def is_held_out(question: str, fraction: float = HELD_OUT_FRACTION) -> bool:
     """Whether a question belongs to the held-out (test) side: a hash of its text, whatever seed drew it."""
     # (1.5 held out every question and -1 none, in silence; a fraction of 0 or 1 is a deliberate all-or-nothing)
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 <= fraction <= 1:
-        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
-    return held_out_by_hash(question, fraction, _SALT)
+    return held_out_by_hash(question, _fraction(fraction, closed=True), _SALT)
 
 
 def split(records: list[dict[str, Any]], fraction: float = HELD_OUT_FRACTION
@@ -290,9 +308,20 @@ def split(records: list[dict[str, Any]], fraction: float = HELD_OUT_FRACTION
     return train, test
 
 
-def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+def _write(path: Path, text: str) -> Path:
+    """`text` as the file at `path`, written aside and renamed into place: an existing file, or a symlink, is
+    replaced, never written through (a `test.jsonl` linked to a file outside the folder was overwritten there)."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        part.write_text(text)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
     return path
+
+
+def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
+    return _write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 _WINDOW = 10_000  # write_split measures how often the stream still finds a new question over this many draws
@@ -315,16 +344,13 @@ def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, st
     with `overwrite` (a task written over the earlier test file would score other problems).
 
     Fine-tune on the train file itself: a data folder is read whole, test file included."""
+    overwrite = check_flag("overwrite", overwrite)  # ("no" is a true value: it replaced them)
     there = [Path(folder) / f for f in ("train.jsonl", "test.jsonl") if (Path(folder) / f).exists()]
     if there and not overwrite:
         raise FileExistsError(f"{', '.join(map(str, there))} already exist; pass overwrite=True to replace them, or "
                               "write the split into another folder")
-    for name, v in (("n_train", n_train), ("n_test", n_test)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:  # (True was 1 problem)
-            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-    # ("0.5" was Python's TypeError from the comparison)
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be a number between 0 and 1, got {fraction!r}")
+    n_train, n_test = _integer("n_train", n_train), _integer("n_test", n_test)
+    fraction = _fraction(fraction, closed=False)  # ("0.5" was Python's TypeError from the comparison)
     want = {False: n_train, True: n_test}
     got: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     seen: set[str] = set()
@@ -368,6 +394,7 @@ def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "
     user turn of the chat template (`apply_chat_template=True`, as in fine-tuning); decoding is greedy and stops
     at ChatML's end-of-turn; `exact_match` compares the final answers. Returns the task name. Existing files (a
     task edited by hand) are replaced only with `overwrite`."""
+    overwrite = check_flag("overwrite", overwrite)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"task name must be a Python identifier (it names the scoring module), got {name!r}")
     if isinstance(max_gen_toks, bool) or not isinstance(max_gen_toks, int) or max_gen_toks < 1:  # (True: 1 token)
@@ -381,8 +408,19 @@ def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "
         raise ValueError(f"{test_jsonl} is not a text file of problems (write it with write_split)") from None
     if not text.strip():  # a task over no problems cannot run
         raise ValueError(f"{test_jsonl} holds no problems (write_split with n_test > 0)")
+    try:  # (a task's own YAML was taken as its data: lm-eval then failed on it, far from here)
+        first = json.loads(text.lstrip().split("\n", 1)[0])
+    except ValueError:
+        first = None
+    if not (isinstance(first, dict) and {"question", "answer"} <= first.keys()):
+        raise ValueError(f"{test_jsonl} is not a JSONL file of problems (records with question and answer; write it "
+                         "with write_split)")
     folder = Path(folder)
-    there = [folder / f for f in (f"{name}.yaml", f"{name}_utils.py") if (folder / f).exists()]
+    outputs = [folder / f for f in (f"{name}.yaml", f"{name}_utils.py")]
+    if data in (p.resolve() for p in outputs):  # overwrite=True replaced the data with the task that reads it
+        raise ValueError(f"{test_jsonl} is this task's own file; name the task otherwise, or write it into another "
+                         "folder")
+    there = [p for p in outputs if p.exists()]
     if there and not overwrite:
         raise FileExistsError(f"{', '.join(map(str, there))} already exist; pass overwrite=True to replace them, or "
                               "write the task into another folder")
@@ -412,6 +450,6 @@ def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "
         "metadata:",
         "  version: 1.0",
     ]) + "\n"
-    (folder / f"{name}.yaml").write_text(yaml)
-    (folder / f"{name}_utils.py").write_text(_UTILS.format(name=name))
+    _write(outputs[0], yaml)
+    _write(outputs[1], _UTILS.format(name=name))
     return name

@@ -39,6 +39,7 @@ from transformers.utils import ModelOutput
 from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import in_twice_differentiable
 from .configuration_ouro import OuroConfig, check_exit_dtype, check_exit_threshold, rope_settings
+from .flags import check_flag
 from .generation import LoopGeneration
 
 # Attribute set on a KV cache the first time it is filled: the loop count its slots were laid out for.
@@ -308,6 +309,9 @@ class OuroModel(OuroPreTrainedModel):
                 **kwargs: Any) -> OuroModelOutput:
         n = loop_count(num_loops, int(self.config.total_ut_steps))
         cache = cache if cache is not None else past_key_values
+        use_cache = check_flag("use_cache", use_cache, optional=True)  # ("no" is a true value: it cached)
+        output_loop_states = check_flag("output_loop_states", output_loop_states)
+        output_hidden_states = check_flag("output_hidden_states", output_hidden_states, optional=True)
         if use_cache is None:
             use_cache = bool(self.config.use_cache) and not self.training
         if use_cache:
@@ -447,7 +451,10 @@ class OuroForCausalLM(LoopGeneration, OuroPreTrainedModel, GenerationMixin):
         `num_items_in_batch` (HF Trainer) makes the loss the summed token CE divided by it.
         """
         check_loop_kwargs(kwargs)
-        weighted = bool(use_weighted_exit)
+        # (use_weighted_exit="false" averaged the loops' logits, and output_loop_logits="no" returned them)
+        weighted = check_flag("use_weighted_exit", use_weighted_exit)
+        output_loop_logits = check_flag("output_loop_logits", output_loop_logits)
+        return_dict = check_flag("return_dict", return_dict, optional=True)
         if exit_threshold is None and labels is None:  # training losses keep the last loop unless asked
             exit_threshold = getattr(self.config, "early_exit_threshold", None)
         exit_threshold = check_exit_threshold(exit_threshold)

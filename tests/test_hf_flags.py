@@ -1,0 +1,37 @@
+"""A switch of the HF API is a bool: a string is a true value to Python, so `use_weighted_exit="false"` averaged the
+loops' logits and `output_loop_logits="no"` returned them, without a word."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from .hf_fixtures import tiny_ouro  # noqa: E402
+
+
+def test_a_string_for_a_switch_is_refused_naming_it():
+    from looplm.hf.configuration_ouro import OuroConfig
+
+    m = tiny_ouro(320)
+    x = torch.tensor([[5, 6, 7, 8]])
+    plain = m.generate(x, max_new_tokens=4, do_sample=False, use_weighted_exit=False)
+    assert torch.equal(plain, m.generate(x, max_new_tokens=4, do_sample=False))
+    with pytest.raises(ValueError, match="use_weighted_exit must be True or False, got 'false'"):
+        m.generate(x, max_new_tokens=4, do_sample=False, use_weighted_exit="false")
+    for name, value in (("output_loop_logits", "no"), ("use_cache", "no"), ("return_dict", "false"),
+                        ("output_hidden_states", 1)):
+        with pytest.raises(ValueError, match=f"{name} must be True or False"):
+            m(x, **{name: value})
+    assert m(x, output_loop_logits=False).loop_logits is None and len(m(x, output_loop_logits=True).loop_logits) == 4
+    with pytest.raises(ValueError, match="use_cache must be True or False, got 'false'"):
+        OuroConfig(use_cache="false")  # a hand-edited config.json
+
+
+def test_a_looplm_exports_switches_too(tmp_path):
+    from looplm.hf.looplm_hf import LooplmConfig, LooplmForCausalLM
+
+    m = LooplmForCausalLM(LooplmConfig(vocab_size=16, d_model=16, n_heads=2, d_ff=32, max_seq_len=8))
+    x = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="output_loop_logits must be True or False, got 'no'"):
+        m(x, output_loop_logits="no")
+    assert m(x, output_loop_logits=False).loop_logits is None
