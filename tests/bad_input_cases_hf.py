@@ -450,4 +450,10 @@ HF_CASES: dict[str, Case] = {
         "analyze", "{base}", "--data", "{tmp}/w0.jsonl", "--no-progress", "--out", "{tmp}/a"],
         {"w0.jsonl": '{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2", '
                      '"weight": 0}]}\n'}, hf=True),
+    # round 33 answers/api
+    "hf-finetune-loops-past-memory": Case("hf", "finetune at a million loops with a graph (it allocated until the "
+                                          "machine's memory was gone)", FT, {
+        "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  gradient_checkpointing: false\n").replace(
+            "batch_size: 2\n", "batch_size: 8\nloops:\n  sampler: uniform\n  min_loops: 1000000\n  max_loops: "
+            "1000000\n  num_loops: 1000000\n"), "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
 }

@@ -360,6 +360,44 @@ def load_tokenizer(path: str, revision: str | None = None) -> Any:
     return tok
 
 
+def check_memory(model: Any, cfg: Config, longest: int, device: torch.device) -> None:
+    """Refuse, before the run starts, a fine-tune whose gradients, AdamW state and activations cannot fit beside its
+    loaded weights: the native runs' estimate (`looplm.train.check_memory`, float32 activations, a lower bound that
+    leaves attention's own memory out) for an HF model's layers, on micro-batches of `longest` tokens (a micro-batch
+    is padded to its longest row). Without it loops.max_loops=100000 allocated until the machine's memory was gone.
+    With model.gradient_checkpointing each layer keeps only its input (and the norm that ends an Ouro loop two
+    floats a token), one layer recomputed at a time; with loops.checkpoint_loops each loop keeps only its input."""
+    from .. import memory
+    from ..loops import training_range
+
+    c, lp, t = model.config, cfg.loops, cfg.train
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    shard = t.batch_size // world
+    micro = min(t.micro_batch_size or shard, shard)  # as the trainer splits this process's share
+    width, d_ff = c.hidden_size, getattr(c, "intermediate_size", None) or getattr(c, "d_ff", 0)
+    looped = getattr(c, "n_core", None) or c.num_hidden_layers  # Ouro loops its whole stack
+    per_layer = 10 * width + 2 * d_ff  # floats a layer keeps per token for its backward (the native count)
+    deepest = training_range(lp)[1]
+    span = min(lp.backprop_loops or deepest, deepest)  # the loops a step backpropagates through
+    loop, top = (width * (looped + 2), per_layer) if cfg.model.gradient_checkpointing else (per_layer * looped, 0)
+    if lp.checkpoint_loops:
+        loop, top = width, top + loop
+    floats = span * loop + top + (c.num_hidden_layers - looped) * per_layer  # (a looplm export's prelude and coda)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    state = 12 * trained // (world if t.strategy == "fsdp" else 1)  # gradients and AdamW's two moments (sharded)
+    try:
+        memory.require(state + 4 * micro * longest * floats,
+                       f"{trained:,} trained parameters ({c.num_hidden_layers} layers of width {width}) with "
+                       f"micro-batches of {micro} sequences of up to {longest} tokens and up to {span} loops with "
+                       "a graph", device)
+    except UserError as e:
+        layers = getattr(model, "supports_gradient_checkpointing", False) and not cfg.model.gradient_checkpointing
+        more = [f"{k}=true" for k, off in (("model.gradient_checkpointing", layers),  # (a looplm export has none)
+                                           ("loops.checkpoint_loops", not lp.checkpoint_loops)) if off]
+        raise UserError(f"{e}; lower loops.max_loops (or loops.backprop_loops), train.micro_batch_size or "
+                        f"data.max_length{', or set ' + ' or '.join(more) if more else ''}") from None
+
+
 def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     """The pretrained model (or the run's own checkpoint), its tokenizer and the chat task, for `fit`."""
     from ..checkpoint import RUN_CONFIG, verify
@@ -433,6 +471,7 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
                           "they are; leave it true")
     for p in gate:
         p.requires_grad_(False)
+    check_memory(model, cfg, longest, device)
 
     task = ChatTask(examples, pad_id, t.seed)
     task.paths = [d.source]
