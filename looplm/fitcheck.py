@@ -16,7 +16,7 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError
 from .evaluate import nonfinite_weights
 from .looped import check_looped
-from .model import LoopedTransformer
+from .model import LoopedTransformer, structure_diff
 from .rundir import flag, resume_flag
 
 
@@ -92,6 +92,16 @@ def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None
         "in only once fit reads the task" if model.cfg.vocab_size == 0 else "build it with LoopedTransformer(cfg.model)"
     raise ConfigError("model: the LoopedTransformer given to fit was built from other settings than cfg.model ("
                       + "; ".join(diff) + f"); {how}, or set them in cfg")
+
+
+def own_class(model: nn.Module, cfg: Config) -> type | None:
+    """The class a run's checkpoints name in module.json: None for the LoopedTransformer cfg.model builds, else the
+    module's class. A LoopedTransformer edited after it was built (a core block more, a Linear without bias, a
+    ReLU MLP) is a module of one's own too: recorded as cfg.model, every command rebuilt the built-in model and
+    scored it, or refused the run blaming config.json."""
+    if type(model) is LoopedTransformer and not structure_diff(model, cfg.model):
+        return None
+    return type(model)
 
 
 def _no_module(src: Path) -> None:

@@ -29,7 +29,7 @@ import torch
 from .arguments import MAX_DEPTH, check_count, check_exit_rule, strict_int
 from .evaluate import check_finite, check_weights_finite, state_overflow
 from .looped import eval_mode, run_loop
-from .model import KVCache, LoopedTransformer, builtin_loop
+from .model import KVCache, LoopedTransformer, builtin_loop, structure_diff
 
 
 class Generated(list):
@@ -40,6 +40,23 @@ class Generated(list):
     def __init__(self, rows: list[list[int]], finished: list[bool]):
         super().__init__(rows)
         self.finished = finished
+
+
+def _not_builtin(model: Any) -> str:
+    """The model the cached decoder refuses, and what makes it so ("not LoopedTransformer (a subclass ...)" was said
+    of a LoopedTransformer whose step was set on the instance)."""
+    name = type(model).__name__
+    if not isinstance(model, LoopedTransformer):
+        return name
+    methods = ("embed", "step", "readout")
+    if any(getattr(type(model), m) is not getattr(LoopedTransformer, m) for m in methods):
+        return f"{name} (a subclass with its own embed, step or readout)"
+    if any(m in vars(model) for m in methods):
+        return f"a {name} whose " + ", ".join(m for m in methods if m in vars(model)) + " is replaced on the instance"
+    diff = structure_diff(model, model.cfg)
+    if diff:
+        return f"a {name} changed after it was built ({diff[0]}{', ...' if len(diff) > 1 else ''})"
+    return f"a {name} with forward hooks"
 
 
 def _check_counts(model: torch.nn.Module, num_loops: Any, max_new_tokens: Any, vocab: Any, eos_id: Any,
@@ -258,12 +275,12 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
     # the cache is fed through the built-in embed and step: a subclass with its own (a module of one's own, as
     # docs/protocol.md counts it) got Python's "unexpected keyword argument 'cache'" from inside
     if not builtin_loop(model):
-        own = "" if not isinstance(model, LoopedTransformer) else " (a subclass with its own embed, step or readout)"
+        what = _not_builtin(model)
         if exit_tol is not None or exit_stable is not None:  # the rule is what asked for the cache, not use_cache
             raise TypeError(f"an exit rule (exit_tol, exit_stable) decodes with the KV cache, which only looplm's "
-                            f"LoopedTransformer has, not {type(model).__name__}{own}; drop the exit rule")
-        raise TypeError(f"KV-cached generation is written for looplm's LoopedTransformer, not "
-                        f"{type(model).__name__}{own}; use generate(..., use_cache=False)")
+                            f"LoopedTransformer has, not {what}; drop the exit rule")
+        raise TypeError(f"KV-cached generation is written for looplm's LoopedTransformer, not {what}; use "
+                        "generate(..., use_cache=False)")
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id)
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)
     check_weights_finite(model)

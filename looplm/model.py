@@ -309,7 +309,49 @@ def builtin_loop(model: Any) -> bool:
     replaces none of them. The paths written against those internals (the hand-written JVP `regularizers.core_jvp`,
     the fast penalty and ρ it gives, and KV-cached decoding) take only such a model; a subclass with its own `step`,
     say, is a module of one's own (docs/protocol.md), driven through its methods. An isinstance check let such a
-    subclass through: its penalty, ρ and even its forward (reg.at before the last loop) were the built-in Φ's."""
+    subclass through: its penalty, ρ and even its forward (reg.at before the last loop) were the built-in Φ's.
+    The same holds inside: a core MLP or norm replaced (a ReLU subclass of MLP, a SwiGLU) or a forward hook got
+    the hand-written GELU/LayerNorm Φ silently (or failed inside it), so the submodules must be the built-in ones."""
     return isinstance(model, LoopedTransformer) and all(
         getattr(type(model), m) is getattr(LoopedTransformer, m) and m not in vars(model)
-        for m in ("embed", "step", "readout"))
+        for m in ("embed", "step", "readout")) and not structure_diff(model, model.cfg) and not _hooked(model)
+
+
+_REFERENCE: dict[str, tuple[dict[str, type], dict[str, tuple[int, ...]]]] = {}
+
+
+def structure_diff(model: nn.Module, cfg: ModelConfig) -> list[str]:
+    """How `model`'s submodules and state dict differ from those `LoopedTransformer(cfg)` builds: a submodule of
+    another type (by exact type: a subclass of MLP has its own forward), one replaced on the instance, and keys
+    missing, extra or of another shape. Empty for the model cfg describes."""
+    key = repr(cfg)
+    if key not in _REFERENCE:  # built once per config, on the meta device (no memory, no init work)
+        with torch.device("meta"):
+            ref = LoopedTransformer(cfg)
+        _REFERENCE[key] = ({n: type(m) for n, m in ref.named_modules() if n},
+                           {k: tuple(v.shape) for k, v in ref.state_dict().items()})
+    types, shapes = _REFERENCE[key]
+    mods = {n: m for n, m in model.named_modules() if n}
+    diff = [f"{n} is a {type(m).__name__}, not {types[n].__name__}" for n, m in mods.items()
+            if n in types and type(m) is not types[n]]
+    diff += [f"{n}.forward is replaced on the instance" for n, m in mods.items() if "forward" in vars(m)]
+    def same(n: str) -> bool:  # a parent both hold, of the same type (below a replaced one, all differs)
+        return n == "" or (n in mods and n in types and type(mods[n]) is types[n])
+
+    diff += [f"extra module {n}" for n in mods if n not in types and same(n.rpartition(".")[0])]
+    diff += [f"no module {n}" for n in types if n not in mods and same(n.rpartition(".")[0])]
+    held = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    diff += [f"extra key {k}" for k in held if k not in shapes]
+    diff += [f"no key {k}" for k in shapes if k not in held]
+    diff += [f"{k} has shape {list(held[k])}, not {list(v)}" for k, v in shapes.items() if k in held and held[k] != v]
+    return diff
+
+
+def _hooked(model: nn.Module) -> bool:
+    """Whether a forward or forward-pre hook (on the model, a submodule, or every module) may change what Φ
+    computes: the hand-written paths never call the modules, so they would skip it."""
+    from torch.nn.modules import module as tm
+
+    if tm._global_forward_hooks or tm._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())

@@ -147,9 +147,10 @@ def native_run(cfg: Config, device: torch.device, resume_from: Path | None, mode
         model = LoopedTransformer(cfg.model)
     if src:  # non-finite weights would fail every step, blamed on the learning rate
         fitcheck.check_finite_start(model, src, resumed=resume_from is not None)
+    own = fitcheck.own_class(model, cfg)  # a subclass, or an edited LoopedTransformer: config.json does not describe it
+
     def write_model(folder: Path, weights: dict[str, torch.Tensor]) -> None:
-        # a subclass (its own step, say) is a module of the user's: config.json does not describe it
-        ckpt.write_native(folder, weights, cfg, None if type(model) is LoopedTransformer else type(model))
+        ckpt.write_native(folder, weights, cfg, own)
         tokenizers.save(task.tok, folder)
         save_fingerprint(task, folder)
 
