@@ -231,9 +231,7 @@ def test_a_damaged_result_is_refused_naming_the_file_and_the_way_out(tmp_path, t
 
     f = tmp_path / "runs" / "random-lognormal" / "result.json"
     f.parent.mkdir(parents=True)
-    good = {"name": "stars", "group": "STARS", "preset": "addition-prenorm-stars", "overrides": [], "seed": 0,
-            "loops": "x", "train_loops": [1, 1], "n": 8, "depths": [], "accuracy": [], "state_norm": [],
-            "rho_at_num_loops": 1.0, "train_seconds": 1.0, "sweep_seconds": 1.0, "config": {"model": {}, "train": {}}}
+    good = _good_result("stars")
     f.write_text(json.dumps(good) if text == "READ" else text)
     grid = [study.RunSpec("random-lognormal", "random loops", "addition-prenorm-random", TINY, n_eval=8)]
     with pytest.raises(UserError, match=rf"^{re.escape(str(f))} .*{says}.*; delete it and run the same command again: "
@@ -303,3 +301,55 @@ def test_the_cores_a_study_may_use_are_said_as_many_as_there_are(tmp_path, monke
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     with pytest.raises(UserError, match=r"^jobs must be from 1 up to this machine's 1 CPU core \(each run"):
         study.run_study(tmp_path / "st", grid, jobs=2, progress=False)
+
+
+def _good_result(name: str) -> dict:
+    from looplm import load_config
+
+    return {"name": name, "group": "g", "preset": "addition-prenorm-stars", "overrides": [], "seed": 0,
+            "loops": "x", "train_loops": [1, 4], "n": 8, "depths": list(study.DEPTHS),
+            "accuracy": [0.5] * len(study.DEPTHS), "state_norm": [1.0] * len(study.DEPTHS), "rho_at_num_loops": 0.5,
+            "train_seconds": 1.0, "sweep_seconds": 1.0, "config": load_config("addition-prenorm-stars").to_dict()}
+
+
+@pytest.mark.parametrize("change,says", [
+    ({"config": {"model": {}, "train": {}}}, r"its config lacks model\.d_model, model\.n_heads"),
+    ({"accuracy": ["a"] * 10}, "its accuracy is not one exact-match fraction per depth"),
+    ({"accuracy": [None] * 10}, "its accuracy is not one exact-match fraction per depth"),
+    ({"depths": [1], "accuracy": [0.5], "state_norm": [1.0]}, r"its depths are not the study's \[1, 2, 4"),
+    ({"depths": [True, *study.DEPTHS[1:]]}, "its depths are not the study's"),
+    ({"rho_at_num_loops": "x"}, "its rho_at_num_loops is 'x', not a number"),
+    ({"state_norm": [None] * 10}, "its state_norm is not one number per depth"),
+    ({"seed": "0"}, "its group, preset, loops or seed"),
+])
+def test_a_result_whose_values_the_report_cannot_read_is_refused(tmp_path, change, says):
+    """read_result checked result.json's keys but not their values: a config without d_model or norm_placement,
+    accuracy as strings or nulls, or missing depths passed, then the report failed with a KeyError/TypeError
+    traceback (or `min() arg is an empty sequence`, naming no file). Each is one line naming the file now."""
+    from looplm.errors import UserError
+
+    f = tmp_path / "runs" / "stars" / "result.json"
+    f.parent.mkdir(parents=True)
+    f.write_text(json.dumps(_good_result("stars")))
+    assert study.read_result(f)["name"] == "stars"
+    f.write_text(json.dumps({**_good_result("stars"), **change}))
+    with pytest.raises(UserError, match=rf"^{re.escape(str(f))} is not a result this study can read \(.*{says}.*\); "
+                                        "delete it and run the same command again"):
+        study.read_result(f)
+
+
+@pytest.mark.parametrize("text", ["{}", '{"depths": 5}', '{"depths": [1], "accuracy": [0.5]}'])
+def test_a_dynamics_json_the_report_cannot_read_is_refused(tmp_path, text):
+    """dynamics.json was only checked to be an object: `{}` gave KeyError 'depths' in the report, `{"depths": 5}`
+    a TypeError. It gets `plot`'s check of a dynamics.json plus the spectral entries the claims table reads."""
+    from looplm.errors import UserError
+    from looplm.experiments.addition_report import write_report
+
+    f = tmp_path / "runs" / "stars" / "dynamics.json"
+    f.parent.mkdir(parents=True)
+    f.write_text(text)
+    with pytest.raises(UserError, match=rf"^{re.escape(str(f))}.*; delete it and run the same command again to "
+                                        "compute it again$"):
+        study.run_dynamics(tmp_path, "stars")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(f))}"):
+        write_report(tmp_path, [_good_result("stars")], quick=True)

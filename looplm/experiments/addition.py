@@ -48,23 +48,83 @@ def read_json(f: Path, redo: str) -> dict:
     return doc
 
 
+# What the report's settings table reads from a result's config (config.yaml's sections).
+CONFIG_KEYS = {"model": ("d_model", "n_heads", "d_ff", "n_core", "norm_placement", "norm_type"),
+               "train": ("steps", "batch_size", "lr")}
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _result_problem(r: dict, name: str) -> str:
+    """What in a result.json the study or its report cannot use ("" when nothing): every value they read is
+    checked here, once, so a hand edit or another version's file gives one error instead of a traceback later."""
+    missing = [k for k in RESULT_KEYS if k not in r]
+    if missing:
+        return f"it lacks {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}"
+    if r["name"] != name:
+        return f"it is the result of run {r['name']!r:.40}, not of {name!r}"
+    if not all(isinstance(r[k], str) for k in ("group", "preset", "loops")) or type(r["seed"]) is not int:
+        return "its group, preset, loops or seed is not what the study writes (text, and an integer seed)"
+    if not (isinstance(r["overrides"], list) and all(isinstance(o, str) for o in r["overrides"])):
+        return "its overrides are not a list of --set settings"
+    if type(r["n"]) is not int or r["n"] < 1:
+        return f"its n is {r['n']!r:.40}, not a count of problems"
+    if not all(_number(r[k]) for k in ("train_seconds", "sweep_seconds")):
+        return "its train_seconds or sweep_seconds is not a number"
+    if r["rho_at_num_loops"] is not None and not _number(r["rho_at_num_loops"]):
+        return f"its rho_at_num_loops is {r['rho_at_num_loops']!r:.40}, not a number"
+    if r["depths"] != DEPTHS or any(type(d) is not int for d in r["depths"]):  # (True == 1: a bool is no depth)
+        return f"its depths are not the study's {DEPTHS}"
+    if not (isinstance(r["accuracy"], list) and len(r["accuracy"]) == len(DEPTHS)
+            and all(_number(a) and 0 <= a <= 1 for a in r["accuracy"])):
+        return "its accuracy is not one exact-match fraction per depth"
+    if not (isinstance(r["state_norm"], list) and len(r["state_norm"]) == len(DEPTHS)
+            and all(_number(x) for x in r["state_norm"])):
+        return "its state_norm is not one number per depth"
+    cfg = r["config"]
+    if not (isinstance(cfg, dict) and all(isinstance(cfg.get(k), dict) for k in CONFIG_KEYS)):
+        return "its config is not a run's settings (model and train sections)"
+    lacking = [f"{sec}.{k}" for sec, keys in CONFIG_KEYS.items() for k in keys if k not in cfg[sec]]
+    if lacking:
+        return f"its config lacks {', '.join(lacking[:4])}{', ...' if len(lacking) > 4 else ''}"
+    init = cfg["train"].get("init_from")
+    if not _number(cfg["train"]["lr"]) or not isinstance(cfg["model"]["norm_placement"], str) \
+            or not (init is None or isinstance(init, str)):
+        return "its config's train.lr, model.norm_placement or train.init_from is not a value a run has"
+    return ""
+
+
 def read_result(f: Path) -> dict:
     """A run's result.json, checked once here for what the study and the report read from it."""
     r = read_json(f, RERUN)
-    missing = [k for k in RESULT_KEYS if k not in r]
-    cfg, n, rows = r.get("config"), r.get("n"), [r.get(k) for k in ("depths", "accuracy", "state_norm")]
-    why = (f"it lacks {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}" if missing else
-           f"it is the result of run {r['name']!r}, not of {f.parent.name!r}" if r["name"] != f.parent.name else
-           f"its n is {n!r:.40}, not a count of problems" if type(n) is not int or n < 1 else
-           f"its train_seconds is {r['train_seconds']!r:.40}, not a number"
-           if type(r["train_seconds"]) not in (int, float) else
-           "its depths, accuracy and state_norm are not lists of one length"
-           if not all(isinstance(x, list) and len(x) == len(rows[0]) for x in rows) else
-           "its config is not a run's settings (model and train sections)"
-           if not (isinstance(cfg, dict) and all(isinstance(cfg.get(k), dict) for k in ("model", "train"))) else "")
+    why = _result_problem(r, f.parent.name)
     if why:
         raise UserError(f"{f} is not a result this study can read ({why}); {RERUN}")
     return r
+
+
+def read_dynamics(f: Path) -> dict:
+    """A run's dynamics.json, checked for what the report and its figures read: `plot`'s check of a
+    dynamics.json, and the spectral estimates the claims table reads. `{}` or another tool's file gave a
+    KeyError traceback in the report."""
+    from ..plots import _check_doc, is_dynamics  # (plots imports matplotlib: only when a dynamics.json is read)
+
+    doc = read_json(f, REDO)
+    try:
+        _check_doc(doc, f)
+    except ValueError as e:
+        raise UserError(f"{e}; {REDO}") from None
+    sp, d = doc.get("spectral"), doc["depths"]
+    rho = sp.get("rho") if isinstance(sp, dict) else None
+    spectral_ok = isinstance(sp, dict) and isinstance(sp.get("depths"), list) and all(
+        type(x) is int for x in sp["depths"]) and (not sp["depths"] or isinstance(rho, dict) and all(
+            isinstance(rho.get(k), list) and len(rho[k]) == len(sp["depths"]) for k in ("q50", "converged_frac")))
+    if not (is_dynamics(doc) and "step_residual" in doc["metrics"] and spectral_ok and len(d) == len(set(d))):
+        raise UserError(f"{f}: a dynamics.json whose kind, metrics or spectral entries are not what the study "
+                        f"writes; {REDO}")
+    return doc
 
 
 def _external(r: dict) -> bool:
@@ -436,7 +496,7 @@ def run_dynamics(out: Path, name: str, n: int = 64, progress: bool = False) -> d
     run_dir = out / "runs" / name
     f = run_dir / "dynamics.json"
     if f.exists():
-        return read_json(f, REDO)
+        return read_dynamics(f)
     if not (run_dir / "checkpoint").exists():
         return None
     import torch

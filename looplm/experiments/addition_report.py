@@ -9,7 +9,7 @@ import re
 import statistics
 from pathlib import Path
 
-from .addition import REDO, SEED_SUFFIXES, _external, merged, read_json
+from .addition import REDO, SEED_SUFFIXES, _external, merged, read_dynamics, read_json
 
 
 def perturbation_table(out: Path, results: list[dict]) -> list[str]:
@@ -82,7 +82,7 @@ def summary(r: dict) -> dict:
 
 def _read_dynamics(out: Path, name: str) -> dict | None:
     f = out / "runs" / name / "dynamics.json"
-    return read_json(f, REDO) if f.exists() else None
+    return read_dynamics(f) if f.exists() else None
 
 
 def _min_over(r: dict, lo: int, hi: int) -> tuple[float, int]:
