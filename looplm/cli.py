@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "its dynamics and figures")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--set", dest="overrides", action=SetAction, default=[], metavar="SECTION.KEY=VALUE")
-    d.add_argument("--n", type=count_arg(1), default=DEMO_N, help="held-out problems for the sweep")
+    d.add_argument("--n", type=count_arg(1), help=f"held-out problems to sweep (default {DEMO_N}, or all if fewer)")
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("--force", action="store_true", help="replace the results of an earlier demo in --out (its "
                    "stages resume either way)")

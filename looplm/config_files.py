@@ -107,7 +107,21 @@ def parse_set_value(item: str, key: str, raw: str) -> Any:
         raise ConfigError(f"--set {item!r}: {', '.join(f'U+{ord(c):04X}' for c in breaks)} is a line break to YAML, "
                           f"which reads it as a space; write it as an escape ({', '.join(esc.values())}) inside "
                           f"YAML's double quotes{said}")
-    return parse_yaml(raw, f"--set {item}") if raw.strip() else raw
+    if not v:
+        return raw
+    try:
+        return parse_yaml(raw, f"--set {item}")
+    except ConfigError:
+        if "\t" not in raw:
+            raise
+    if "\t" not in v:  # only around the value
+        raise ConfigError(f"--set {item!r}: a tab around the value is not valid YAML; remove it") from None
+    # PyYAML's token error ("found character '\t' that cannot start any token") printed the raw tab, with no way
+    # out: a tab is kept inside YAML's quotes, and \t in double quotes is one.
+    example = v.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t")
+    said = f": --set '{key}=\"{example}\"'" if v[:1] not in ("'", '"') and "'" not in v else ""
+    raise ConfigError(f"--set {item!r}: a tab here is not valid YAML; quote the value for YAML inside the shell's "
+                      f"quotes, writing the tab as \\t inside YAML's double quotes{said}") from None
 
 
 class _QuotingDumper(yaml.SafeDumper):

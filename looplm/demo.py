@@ -64,13 +64,14 @@ def restart_stage2(stage2: Path, stage1: Path) -> None:
 
 
 def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progress: bool = True,
-             n: int = DEMO_N, force: bool = False) -> dict:
+             n: int | None = None, force: bool = False) -> dict:
     """The STARS recipe on 4-digit addition, end to end: stage 1 (addition-fixed8: external norm, injection, fixed
     8 loops until the held-out split is solved), stage 2 (addition-stars: random loops + JSRR, fine-tuned from
     stage 1), then a one-pass sweep to 1000 loops, the per-loop dynamics, a table and two figures. `overrides`
     apply to both stages; each stage resumes if its directory holds a checkpoint (stage 2 starts again once stage 1
-    has trained on since it started). The results of an earlier demo
-    in `out` are replaced only with `force` (checked before any training)."""
+    has trained on since it started). `n` held-out problems are swept (None: DEMO_N, or the whole split if it is
+    smaller). The results of an earlier demo in `out` are replaced only with `force` (checked before any
+    training)."""
     from .cli import depth_table, held_out_source, run_sweep
     from .dynamics import diagnose
     from .plots import plot_accuracy, plot_dynamics
@@ -93,7 +94,12 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
         check_memory(with_task_vocab(load_config("addition-stars", stage2), task), seq_len=task.seq_len)
     except UserError as e:
         raise UserError(f"stage 2 (preset addition-stars, which --set changes too): {e}") from None
-    if n > cfg1.data.test_size:  # checked here, not after both stages have trained
+    if n is None:  # --n left out: a default above what exists is reported with the number used, not refused
+        n = min(DEMO_N, cfg1.data.test_size)  # (docs/bad-inputs.md; `--set data.test_size=16` named no --n)
+        if n < DEMO_N:
+            print(f"note: the sweep scores the whole held-out split, {n} problems (data.test_size), fewer than "
+                  f"--n's default {DEMO_N}")
+    elif n > cfg1.data.test_size:  # checked here, not after both stages have trained
         raise UserError(f"--n {n}: the held-out split (data.test_size={cfg1.data.test_size}) holds only "
                         f"{cfg1.data.test_size} problems; ask for at most {cfg1.data.test_size}")
     results = [out / f for f in DEMO_FILES if "." in f]  # sweep.json, dynamics.json and their figures

@@ -227,3 +227,38 @@ def test_the_demo_reads_its_set_as_the_config_loader_does(tmp_path, item, says):
     with pytest.raises(ConfigError, match=says):
         cmd_demo(str(tmp_path / "demo"), [item], progress=False)
     assert not (tmp_path / "demo").exists()
+
+
+def test_the_demo_sweeps_a_smaller_split_whole_when_n_is_left_out(tmp_path, monkeypatch, capsys):
+    """`demo --set data.test_size=16` (a setting the demo's message lists) was refused with "--n 1000", an option
+    the user never gave: the default count was checked as if asked for. A default above what exists is used at the
+    size that exists, with a note; an explicit --n above it is still refused."""
+    import looplm.demo as demo
+    from looplm.errors import UserError
+
+    class Reached(Exception):
+        pass
+
+    def fit(*a, **kw):
+        raise Reached
+
+    monkeypatch.setattr(demo, "fit", fit)
+    tiny = ["data.test_size=16", "model.d_model=32", "model.d_ff=64", "model.n_heads=2", "train.steps=2"]
+    with pytest.raises(Reached):
+        demo.cmd_demo(str(tmp_path / "demo"), tiny, progress=False)
+    assert "the whole held-out split, 16 problems (data.test_size), fewer than --n's default 1000" in \
+        capsys.readouterr().out
+    with pytest.raises(UserError, match=r"^--n 17: the held-out split \(data\.test_size=16\) holds only 16"):
+        demo.cmd_demo(str(tmp_path / "demo"), tiny, progress=False, n=17)
+
+
+def test_a_tab_in_a_set_value_gets_the_quoting_hint_with_the_tab_escaped():
+    """`--set data.path=my<TAB>file.txt` got PyYAML's token error ("found character '\\t' that cannot start any
+    token") with the raw tab in the line and no way out; the value quoted for YAML is read with its tab."""
+    with pytest.raises(ConfigError, match=r"^--set 'data\.path=my\\tfile\.txt': a tab here is not valid YAML; .*"
+                                          r"""double quotes: --set 'data\.path="my\\tfile\.txt"'$""") as e:
+        load_config("text-stars", ["data.path=my\tfile.txt"])
+    assert "\t" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"^--set 'data\.test_size=16\\t': a tab around the value"):
+        load_config("addition-stars", ["data.test_size=16\t"])
+    assert load_config("text-stars", ['data.path="my\\tfile.txt"']).data.path == "my\tfile.txt"
