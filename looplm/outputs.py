@@ -41,7 +41,7 @@ def check_reachable(p: Path) -> Path | None:
         raise UserError(f"cannot write {shown_path(p)}: {shown_path(above)} is {dead_link(above)}")
     if above is not None and not above.is_dir():
         raise UserError(f"cannot write {shown_path(p)}: {shown_path(above)} is a file, not a directory; choose "
-                        "another --out")
+                        f"another {rundir.out_flag()}")
     return above
 
 
@@ -65,8 +65,9 @@ def check_name_length(p: Path) -> None:
         limit = 255
     size = len(os.fsencode(p.name))
     if size + 16 > limit:
-        raise UserError(f"--out {shown_path(p)}: its name is {size} bytes, and looplm writes beside it under names "
-                        f"up to 16 bytes longer, past this file system's limit of {limit}; choose a shorter name")
+        raise UserError(f"{rundir.out_flag()} {shown_path(p)}: its name is {size} bytes, and looplm writes beside it "
+                        f"under names up to 16 bytes longer, past this file system's limit of {limit}; choose a "
+                        "shorter name")
 
 
 def unexpanded_home(out: str) -> str | None:

@@ -323,7 +323,7 @@ def check_metrics(path: Path) -> None:
                 return
             raise UserError(f"{path}:{i}: not valid JSON, and not the last line (which a crash can tear); repair or "
                             "delete that line, then try again") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+        if not isinstance(rec, dict) or type(rec.get("step")) is not int:  # (not a bool: {"step": true} is none)
             raise UserError(f"{path}:{i}: not a looplm metrics record (a JSON object with an integer step)")
 
 

@@ -218,6 +218,18 @@ def test_the_api_refusals_name_fits_arguments_not_the_cli_flags(tmp_path):
     assert str(Interrupted("interrupted: saved a checkpoint")).endswith("; continue with resume=True")
 
 
+def test_fit_refuses_an_out_under_a_file_or_too_long_naming_out_not_the_flag(tmp_path):
+    """Two of fit's refusals (an out under a file, a name past the file system's limit) still said --out to a
+    Python caller: outputs.check_reachable and check_name_length wrote the flag literally."""
+    from looplm.errors import UserError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match=r"afile is a file, not a directory; choose another out$"):
+        train(tiny_config(), tmp_path / "afile" / "run", progress=False)
+    with pytest.raises(UserError, match=r"^out .*: its name is 250 bytes"):
+        train(tiny_config(), tmp_path / ("x" * 250), progress=False)
+
+
 def test_fit_takes_resume_and_progress_as_true_or_false_only(tmp_path):
     """fit(cfg, out, resume="no") resumed the run ("no" is truthy) and progress="no" drew the bar."""
     out = tmp_path / "r"
@@ -225,3 +237,18 @@ def test_fit_takes_resume_and_progress_as_true_or_false_only(tmp_path):
         with pytest.raises(TypeError, match=rf"^{next(iter(kw))} must be True or False, got "):
             train(tiny_config(train=dict(steps=1, eval_every=0)), out, **kw)
     assert not out.exists()
+
+
+def test_a_metrics_record_whose_step_is_a_bool_is_refused(tmp_path):
+    """check_metrics took `{"step": true}` for a record with an integer step (isinstance(True, int)); 2.5 and 1e0
+    were refused. A resume would have kept it in the log."""
+    from looplm.errors import UserError
+    from looplm.rundir import check_metrics
+
+    f = tmp_path / "metrics.jsonl"
+    f.write_text('{"step": 1}\n{"step": true}\n{"step": 3}\n')
+    with pytest.raises(UserError, match=r"metrics\.jsonl:2: not a looplm metrics record \(a JSON object with an "
+                                        r"integer step\)$"):
+        check_metrics(f)
+    f.write_text('{"step": 1}\n{"step": 3}\n')
+    check_metrics(f)
