@@ -35,3 +35,22 @@ def test_a_looplm_exports_switches_too(tmp_path):
     with pytest.raises(ValueError, match="output_loop_logits must be True or False, got 'no'"):
         m(x, output_loop_logits="no")
     assert m(x, output_loop_logits=False).loop_logits is None
+
+
+def test_replace_and_split_digits_are_switches_too(tmp_path):
+    """eval_depths(replace="no") and plot_depths(replace="no") wrote over an earlier result ("no" is a true value),
+    and train_chat_tokenizer(split_digits="false") split digits anyway."""
+    from looplm.hf.lm_eval_depths import eval_depths, plot_depths
+    from looplm.hf.tokenizer import train_chat_tokenizer
+
+    (tmp_path / "eval_lm.json").write_text('{"precious": 1}\n')
+    with pytest.raises(ValueError, match="replace must be True or False, got 'no'"):
+        eval_depths(str(tmp_path / "no-model"), ["t"], [1], out=tmp_path, replace="no")
+    (tmp_path / "keep.png").write_bytes(b"KEEP")
+    rows = [{"loops": n, "metrics": {"t": {"acc": 0.5}}} for n in (1, 2)]
+    with pytest.raises(ValueError, match="replace must be True or False, got 'no'"):
+        plot_depths(rows, tmp_path / "keep.png", replace="no")
+    assert (tmp_path / "eval_lm.json").read_text() == '{"precious": 1}\n'
+    assert (tmp_path / "keep.png").read_bytes() == b"KEEP"
+    with pytest.raises(ValueError, match="split_digits must be True or False, got 'false'"):
+        train_chat_tokenizer(["12345 abc"], 300, split_digits="false")

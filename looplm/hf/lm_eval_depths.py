@@ -18,6 +18,7 @@ from ..checkpoint import loaded_at_step, write_result
 from ..errors import UserError
 from ..outputs import all_or_nothing
 from .chat import no_default_template
+from .flags import check_flag
 from .lm_eval_adapter import (
     CONTINUATION,
     GEN_BUDGET,
@@ -54,6 +55,7 @@ def plot_depths(rows: list[dict[str, Any]], path: str | Path, title: str = "", r
     """Each task/metric against the loop count (looplm.plots.plot_accuracy, on the lm-eval scores)."""
     from ..plots import plot_accuracy
 
+    replace = check_flag("replace", replace)  # ("no" is a true value: it drew over an existing figure)
     depths = [r["loops"] for r in rows]
     series = sorted({(t, m) for r in rows for t, ms in r["metrics"].items() for m in ms})
     curves = [{"depths": depths, "label": f"{t} {m}",
@@ -129,6 +131,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     its loop count unless `exit_threshold` asks for Ouro's early exit (in `exit_dtype`): a config's
     early_exit_threshold is not applied, since in low precision (or with saturated gates) the exit rule ends
     tokens before the last loop even at 1.0, and the deep rows would all be the same early exit."""
+    replace = check_flag("replace", replace)  # ("no" is a true value: it replaced an earlier eval_lm.json)
     if exit_dtype is not None and exit_threshold is None:
         raise UserError("--exit-dtype is the dtype of an exit rule: give --exit-threshold too")
     earlier = [Path(out) / f for f in OUTPUTS if (Path(out) / f).exists()] if not replace else []

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..records import first_bad_byte
 from .chat import CHATML_TEMPLATE, PLAIN_TEMPLATE
+from .flags import check_flag
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -26,6 +27,7 @@ def train_chat_tokenizer(texts: Iterable[str], vocab_size: int, chat_template: s
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
+    split_digits = check_flag("split_digits", split_digits)  # ("false" is a true value: it split them)
     least = 256 + len(SPECIAL_TOKENS)  # every byte and the special tokens: a smaller size came back as this one
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < least:
         raise ValueError(f"vocab_size must be an integer >= {least} (the 256 bytes and {len(SPECIAL_TOKENS)} special "
