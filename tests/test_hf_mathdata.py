@@ -210,3 +210,22 @@ def test_overwrite_is_a_bool_and_outputs_never_write_over_inputs(tmp_path):
     (tmp_path / "p3" / "own.yaml").write_text((tmp_path / "p2" / "test.jsonl").read_text())  # problems, named so
     with pytest.raises(ValueError, match="is this task's own file"):
         write_lm_eval_task(tmp_path / "p3", tmp_path / "p3" / "own.yaml", name="own", overwrite=True)
+
+
+def test_an_output_that_is_a_folder_is_refused_before_anything_is_written(tmp_path):
+    """write_split(overwrite=True) with a folder at test.jsonl replaced train.jsonl, then failed with an
+    IsADirectoryError naming its hidden .part file: a split half written, the earlier train file gone."""
+    (tmp_path / "s1" / "test.jsonl").mkdir(parents=True)
+    (tmp_path / "s1" / "train.jsonl").write_text("keep\n")
+    with pytest.raises(IsADirectoryError, match=r"s1/test\.jsonl is a folder; remove it"):
+        write_split(tmp_path / "s1", 5, 5, overwrite=True)
+    assert (tmp_path / "s1" / "train.jsonl").read_text() == "keep\n"
+    assert [p.name for p in (tmp_path / "s1").iterdir() if p.name.startswith(".")] == []
+    te = write_split(tmp_path / "ok", 2, 2)[1]
+    (tmp_path / "tk" / "t_utils.py").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError, match=r"t_utils\.py is a folder"):
+        write_lm_eval_task(tmp_path / "tk", te, name="t", overwrite=True)
+    assert not (tmp_path / "tk" / "t.yaml").exists()
+    (tmp_path / "afile").write_text("x\n")
+    with pytest.raises(NotADirectoryError, match="afile is a file, not a folder"):
+        write_split(tmp_path / "afile", 2, 2)

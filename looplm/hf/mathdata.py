@@ -324,6 +324,21 @@ def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
     return _write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _check_outputs(folder: Path, outputs: list[Path], overwrite: bool, what: str) -> None:
+    """Refuse, before any of `outputs` is written, a folder that is a file, an output that is a folder, and (without
+    `overwrite`) one that exists: the files are renamed into place one by one, so a late failure left the first
+    replaced beside no second, and named the hidden temp file."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file, not a folder; write the {what} into a folder")
+    folders = [p for p in outputs if p.is_dir()]
+    if folders:
+        raise IsADirectoryError(f"{folders[0]} is a folder; remove it, or write the {what} into another folder")
+    there = [p for p in outputs if p.exists()]
+    if there and not overwrite:
+        raise FileExistsError(f"{', '.join(map(str, there))} already exist; pass overwrite=True to replace them, or "
+                              f"write the {what} into another folder")
+
+
 _WINDOW = 10_000  # write_split measures how often the stream still finds a new question over this many draws
 
 
@@ -345,10 +360,8 @@ def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, st
 
     Fine-tune on the train file itself: a data folder is read whole, test file included."""
     overwrite = check_flag("overwrite", overwrite)  # ("no" is a true value: it replaced them)
-    there = [Path(folder) / f for f in ("train.jsonl", "test.jsonl") if (Path(folder) / f).exists()]
-    if there and not overwrite:
-        raise FileExistsError(f"{', '.join(map(str, there))} already exist; pass overwrite=True to replace them, or "
-                              "write the split into another folder")
+    folder = Path(folder)
+    _check_outputs(folder, [folder / "train.jsonl", folder / "test.jsonl"], overwrite, "split")
     n_train, n_test = _integer("n_train", n_train), _integer("n_test", n_test)
     fraction = _fraction(fraction, closed=False)  # ("0.5" was Python's TypeError from the comparison)
     want = {False: n_train, True: n_test}
@@ -371,7 +384,6 @@ def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, st
             seen.add(r["question"])
             got[side].append(r)
             found += 1
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return _write_jsonl(got[False], folder / "train.jsonl"), _write_jsonl(got[True], folder / "test.jsonl")
 
@@ -420,10 +432,7 @@ def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "
     if data in (p.resolve() for p in outputs):  # overwrite=True replaced the data with the task that reads it
         raise ValueError(f"{test_jsonl} is this task's own file; name the task otherwise, or write it into another "
                          "folder")
-    there = [p for p in outputs if p.exists()]
-    if there and not overwrite:
-        raise FileExistsError(f"{', '.join(map(str, there))} already exist; pass overwrite=True to replace them, or "
-                              "write the task into another folder")
+    _check_outputs(folder, outputs, overwrite, "task")
     folder.mkdir(parents=True, exist_ok=True)
     q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
     yaml = "\n".join([
