@@ -183,6 +183,40 @@ def test_tool_call_objects_stored_as_arrow_structs_are_refused(tmp_path):
     assert json.loads(got) == {"city": "Paris", "days": 3}
 
 
+def test_objects_stored_as_arrow_maps_are_refused(tmp_path):
+    """A map column (PySpark's default for a Python dict) reads back as (key, value) pairs: arguments were trained
+    as [["city", "Paris"]], and tools' parameters accepted as [("type", "object")]."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kv = pa.map_(pa.string(), pa.string())
+    fn = pa.struct([("name", pa.string()), ("arguments", kv)])
+    msg = pa.struct([("role", pa.string()), ("content", pa.string()),
+                     ("tool_calls", pa.list_(pa.struct([("type", pa.string()), ("function", fn)])))])
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": [("city", "Paris")]}}
+    rows = [{"messages": [{"role": "user", "content": "Weather?", "tool_calls": None},
+                          {"role": "assistant", "content": "", "tool_calls": [call]},
+                          {"role": "tool", "content": "20C", "tool_calls": None},
+                          {"role": "assistant", "content": "It is 20.", "tool_calls": None}]}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([("messages", pa.list_(msg))])), tmp_path / "m.parquet")
+    with pytest.raises(ValueError, match=r"m\.parquet: column messages\[\]\.tool_calls\[\]\.function\.arguments "
+                                         r"holds Arrow maps, .*pairs, not objects.*; write the data as JSONL"):
+        load_records(str(tmp_path / "m.parquet"))
+    fn = pa.struct([("name", pa.string()), ("parameters", kv)])
+    schema = pa.schema([("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+                        ("tools", pa.list_(pa.struct([("type", pa.string()), ("function", fn)])))])
+    tools = [{"type": "function", "function": {"name": "f", "parameters": [("type", "object")]}}]
+    pq.write_table(pa.Table.from_pylist([{"messages": [{"role": "user", "content": "Hi"}], "tools": tools}],
+                                        schema=schema), tmp_path / "t.parquet")
+    with pytest.raises(ValueError, match=r"t\.parquet: column tools\[\]\.function\.parameters holds Arrow maps"):
+        load_records(str(tmp_path / "t.parquet"))
+    msgs = pa.schema([("messages", pa.list_(kv))])  # whole messages as maps: said as maps, not as a bad message
+    pq.write_table(pa.Table.from_pylist([{"messages": [[("role", "user"), ("content", "Hi")]]}], schema=msgs),
+                   tmp_path / "mm.parquet")
+    with pytest.raises(ValueError, match=r"column messages\[\] holds Arrow maps"):
+        load_records(str(tmp_path / "mm.parquet"))
+
+
 def test_an_unquoted_inline_template_in_set_gets_the_quoting_hint(tmp_path, capsys):
     """`--set data.chat_template={{ 'x' }}` blamed a config key ("must be a name, got dict"), and `{% ... %}`
     YAML syntax: never the quotes that make it text, the hint other text settings get."""

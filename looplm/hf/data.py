@@ -84,23 +84,31 @@ def _no_struct_objects(schema: Any, source: str, fix: str) -> None:
     """Refuse tool-call arguments or tool parameters stored as Arrow structs (parquet, `datasets`). A struct has the
     keys of every row: each call got the other calls' argument keys as null and its ints beside others' floats became
     floats ({"city": "Paris"} came back {"city": "Paris", "query": null}; 3 as 3.0), so a model learned to pass every
-    tool's parameters. Which keys a call had, and which nulls it wrote itself, cannot be told from the file."""
+    tool's parameters. Which keys a call had, and which nulls it wrote itself, cannot be told from the file.
+    Refuse Arrow maps anywhere: one reads back as a list of (key, value) pairs, not an object, so arguments were
+    trained as [["city", "Paris"]] (PySpark stores a Python dict as a map by default)."""
     import pyarrow as pa
 
-    def walk(t: Any, path: str, name: str, tooly: bool) -> str | None:
+    def walk(t: Any, path: str, name: str, tooly: bool) -> tuple[str, str] | None:
+        if pa.types.is_map(t):
+            return path, "map"
         if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
             return walk(t.value_type, f"{path}[]", name, tooly)
         if not pa.types.is_struct(t):
             return None
         if tooly and name in OBJECT_KEYS:
-            return path
+            return path, "struct"
         return next((found for f in t if (found := walk(f.type, f"{path}.{f.name}", f.name,
                                                         tooly or f.name in TOOL_KEYS))), None)
 
     found = next((x for f in schema if (x := walk(f.type, f.name, f.name, f.name in TOOL_KEYS))), None)
+    if found and found[1] == "map":
+        raise ValueError(f"{source}: column {found[0]} holds Arrow maps, which read back as lists of [key, value] "
+                         "pairs, not objects (with values of one type only), so they "
+                         f"cannot be read back as written; {fix}, which keeps each object as it is")
     if found:
-        raise ValueError(f"{source}: {found} holds objects stored as Arrow structs, which give every one the keys of "
-                         "all the others (null where it had none) and may turn its integers into floats, so they "
+        raise ValueError(f"{source}: {found[0]} holds objects stored as Arrow structs, which give every one the keys "
+                         "of all the others (null where it had none) and may turn its integers into floats, so they "
                          f"cannot be read back as written; {fix}, which keeps each object as it is")
 
 
