@@ -23,8 +23,19 @@ def test_a_string_for_a_switch_is_refused_naming_it():
         with pytest.raises(ValueError, match=f"{name} must be True or False"):
             m(x, **{name: value})
     assert m(x, output_loop_logits=False).loop_logits is None and len(m(x, output_loop_logits=True).loop_logits) == 4
-    with pytest.raises(ValueError, match="use_cache must be True or False, got 'false'"):
+    with pytest.raises(ValueError, match=r"use_cache must be True or False \(or None\), got 'false'"):
         OuroConfig(use_cache="false")  # a hand-edited config.json
+    with pytest.raises(ValueError, match="use_sliding_window must be True or False \\(or None\\), got 'no'"):
+        OuroConfig(use_sliding_window="no")
+
+
+def test_a_config_switch_written_null_is_read_as_before():
+    """config.json's `"use_sliding_window": null` (or `"use_cache": null`) loaded as false before the switches were
+    checked; the check refused it ("must be True or False, got None"), a config that had always loaded."""
+    from looplm.hf.configuration_ouro import OuroConfig
+
+    cfg = OuroConfig(use_sliding_window=None, use_cache=None, sliding_window=8)
+    assert cfg.use_sliding_window is False and cfg.sliding_window is None and not cfg.use_cache
 
 
 def test_a_looplm_exports_switches_too(tmp_path):

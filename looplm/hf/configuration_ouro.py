@@ -103,11 +103,12 @@ class OuroConfig(PretrainedConfig):
         self.max_position_embeddings = max_position_embeddings
         self.initializer_range = initializer_range
         self.rms_norm_eps = rms_norm_eps
-        self.use_cache = check_flag("use_cache", use_cache)  # (a hand-edited "false" cached)
+        # (a hand-edited "false" cached); a JSON null is the absent value it always was (read as false)
+        self.use_cache = check_flag("use_cache", use_cache, optional=True)
         self.rope_theta = float(rope_theta)
         if rope_scaling is not None:  # transformers v5 turns this into `rope_parameters` (see `rope_settings`)
             self.rope_scaling = rope_scaling
-        self.use_sliding_window = check_flag("use_sliding_window", use_sliding_window)
+        self.use_sliding_window = bool(check_flag("use_sliding_window", use_sliding_window, optional=True))
         self.sliding_window = sliding_window if use_sliding_window else None
         self.max_window_layers = max_window_layers if max_window_layers is not None else num_hidden_layers
         # a "sliding_attention" layer made generate() build a sliding cache layer (a TypeError in transformers'
