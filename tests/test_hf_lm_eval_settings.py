@@ -251,3 +251,16 @@ def test_a_tokenizer_file_that_is_no_utf8_is_named(base, tmp_path, capsys):
                 str(tmp_path / "e")]) == 2
     assert capsys.readouterr().err == (f"error: {d}: its tokenizer files are not valid UTF-8 (tokenizer_config.json: "
                                        "byte 0xff at offset 0, line 1)\n")
+
+
+def test_a_file_beside_the_tokenizers_is_not_named_as_the_bad_one(base, tmp_path):
+    """A Latin-1 LICENSE.txt beside a tokenizer_config.json that is not UTF-8 was named as the file at fault (the
+    first bad .txt/.json of the folder, one transformers never reads)."""
+    from looplm.hf.finetune import load_tokenizer
+
+    d = tmp_path / "m"
+    shutil.copytree(base, d)
+    (d / "LICENSE.txt").write_bytes("Copyright \u00a9 2025".encode("latin-1"))
+    (d / "tokenizer_config.json").write_bytes(b"\xff\xfe\x00{{")
+    with pytest.raises(UserError, match=r"\(tokenizer_config\.json: byte 0xff at offset 0, line 1\)$"):
+        load_tokenizer(str(d))

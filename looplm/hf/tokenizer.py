@@ -98,12 +98,18 @@ def as_hf_tokenizer(tok: Any, max_length: int | None = None) -> Any:
     return fast
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "vocab.txt")
+
+
 def not_utf8(folder: str | Path) -> str | None:
     """Where the first text file transformers reads with a model folder's tokenizer (tokenizer.json,
     tokenizer_config.json, chat_template.jinja, ...) stops being UTF-8, as `chat_template.jinja: byte 0xff at offset
     0, line 1`; None when they all are. transformers' own error was the codec's, naming neither folder nor file."""
     p = Path(folder)
-    text = sorted(f for f in p.iterdir() if f.suffix in (".json", ".jinja", ".txt"))
+    # only the files a tokenizer is read from: a Latin-1 LICENSE.txt or README beside a broken tokenizer_config.json
+    # was named as the culprit
+    text = [p / n for n in TOKENIZER_FILES]
     for f in [*text, *sorted((p / "additional_chat_templates").glob("*.jinja"))]:
         if not f.is_file():
             continue
