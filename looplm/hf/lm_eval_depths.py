@@ -109,8 +109,7 @@ def _check_eval_args(tasks: Any, depths: Any, limit: Any, num_fewshot: Any, batc
     for name, v, lo in (("num_fewshot", num_fewshot, 0), ("batch_size", batch_size, 1),
                         ("max_gen_toks", max_gen_toks, 1)):
         out[name] = v if v is None else check_count(name, v, lo)  # plain ints: a numpy integer is no JSON number
-    if not isinstance(apply_chat_template, bool):  # "false" is a true value
-        raise ValueError(f"apply_chat_template must be True or False, got {apply_chat_template!r:.80}")
+    check_flag("apply_chat_template", apply_chat_template)  # ("false" is a true value)
     own = {"pretrained": "pretrained", "num_loops": "depths", "device": "device", "dtype": "dtype",
            "batch_size": "batch_size", "exit_threshold": "exit_threshold", "exit_dtype": "exit_dtype"}
     clash = sorted(set(model_kwargs or {}) & set(own))
