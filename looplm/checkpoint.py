@@ -63,10 +63,12 @@ class CheckpointError(UserError, RuntimeError):
 
 def _damaged(d: Path, msg: str) -> CheckpointError:
     """The error for a damaged file in checkpoint folder `d`, pointing at the older checkpoints if any."""
+    from .rundir import resume_flag  # (lazy: rundir imports this module); fit(resume=True) was told of --resume
+
     older = [h for _, h in history(d) if h != d]
     if older:
         msg += (f". Older checkpoints: {', '.join(h.name for h in older)} in {older[0].parent} (load one directly; "
-                "--resume continues from the newest whole one)")
+                f"{resume_flag()} continues from the newest whole one)")
     return CheckpointError(msg)
 
 

@@ -167,7 +167,9 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
         raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a preset; "
                           f"presets: {', '.join(preset_names())}")
     if p.is_dir():
-        raise ConfigError(f"config {p} is a directory; give a YAML file or a preset name")
+        # a Path that names a run directory called after its preset: the user meant the preset, so say how to get it
+        hint = f"; for the preset, pass the string {p.name!r}" if p == Path(p.name) and candidate.is_file() else ""
+        raise ConfigError(f"config {p} is a directory; give a YAML file or a preset name{hint}")
     if a_device(p):  # /dev/zero was read until memory ran out
         raise ConfigError(f"config {p} is a device, not a YAML file")
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .arguments import MAX_DEPTH, check_count, check_depths, finite_real, strict_int
-from .evaluate import check_finite, check_scored, check_targets, check_weights_finite
+from .evaluate import check_finite, check_scored, check_targets, check_weights_finite, state_overflow
 from .looped import detach_ctx, eval_mode, loop_arg, phi, run_loop
 from .memory import out_of_memory_hint
 from .regularizers import core_jvp, supports_fast_jvp
@@ -312,7 +313,7 @@ def _require_memory(model: torch.nn.Module, batch: Batch, real: torch.Tensor, n_
 def _listed(name: str, v: Any) -> list:
     """An argument that lists values (a list, tuple or array), with at least one; ValueError naming it."""
     try:
-        if isinstance(v, str | bytes):
+        if isinstance(v, str | bytes | Mapping):  # (a dict ran with its keys as the list)
             raise TypeError
         v = list(v)
     except TypeError:  # (a number was "'float' object is not iterable")
@@ -333,7 +334,8 @@ def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: li
     ignored; one row). `at` and every k are loop counts >= 1. After k more loops (k in `ks`) it
     reports exact match (the greedy answer read out there), and the distance to the undisturbed trajectory at the
     same depth, ||h'(at+k) - h(at+k)||_F / ||h(at+k)||_F over real tokens, which goes to 0 when the state falls
-    back to the fixed point the input defines. JSON-ready.
+    back to the fixed point the input defines. JSON-ready: states that overflow (`evaluate.state_overflow`),
+    undisturbed or disturbed, are refused, as `diagnose` refuses them.
     """
     if kind not in ("noise", "swap"):
         raise ValueError(f"unknown perturbation {kind!r:.80}; choose noise or swap")
@@ -366,12 +368,25 @@ def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: li
         ref: dict[int, torch.Tensor] = {}  # only the read-out depths: every state to K would be K x (B, T, D)
         run_loop(model, h_at, ctx, K, keep=lambda t, h: ref.__setitem__(t, h) if t in want else None, first=1)
 
-        def score(h: torch.Tensor, k: int) -> tuple[float, float]:
-            pred = model.readout(h, ctx).argmax(-1)
+        def score(h: torch.Tensor, k: int, disturbed: str = "") -> tuple[float, float]:
+            # overflowing states are refused, as analyze (diagnose) refuses them: the distances were NaN in a
+            # result meant for JSON, and an overflowed row's answer is no measurement. `disturbed` names the
+            # disturbance, so that an eps too large is told apart from a model whose own loop overflows.
+            logits = model.readout(h, ctx)
+            if not disturbed:
+                check_finite(h, at + k)
+                check_finite(logits, at + k, "readout logits")
+            elif bool(state_overflow(h).any()) or not bool(torch.isfinite(logits).all()):
+                fix = "give a smaller eps" if kind == "noise" else "the loop diverges from another sample's state"
+                raise ValueError(f"{disturbed}: the disturbed states at depth {at + k} overflow (not finite, or a "
+                                 f"state's norm past float32's range, ~1.8e19); looplm does not score such states; "
+                                 f"{fix}")
+            pred = logits.argmax(-1)
             acc = ((pred == tgt) | ~ans).all(1).double().mean().item()
             d = ((h - ref[k]).double() * m).flatten(1).norm(dim=1) / (ref[k].double() * m).flatten(1).norm(dim=1)
             return acc, d.mean().item()
 
+        clean = [score(ref[k], k)[0] for k in ks]  # (first: an overflow there is the model's, not the eps's)
         gen = torch.Generator().manual_seed(seed)
         rows = []
         for e in ([None] if kind == "swap" else eps):
@@ -383,8 +398,8 @@ def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: li
                 h = (h_at.double() + noise * scale.view(-1, 1, 1)).to(h_at.dtype)
             got: dict[int, torch.Tensor] = {}
             run_loop(model, h, ctx, K, keep=lambda t, s, got=got: got.__setitem__(t, s) if t in want else None, first=1)
-            accs, dists = zip(*(score(got[k], k) for k in ks), strict=True)
+            what = "kind='swap'" if e is None else f"eps={e!r:.40}"
+            accs, dists = zip(*(score(got[k], k, what) for k in ks), strict=True)
             rows.append({"eps": e, "accuracy": list(accs), "distance": list(dists)})
-        clean = [score(ref[k], k)[0] for k in ks]
         return {"kind": kind, "at": at, "ks": list(ks), "n": len(batch), "clean_accuracy": clean, "rows": rows,
                 "seed": seed}

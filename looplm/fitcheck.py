@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
+from safetensors import SafetensorError, safe_open
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
@@ -70,7 +72,8 @@ def check_init_vocab(cfg: Config, task: Any, src: Path | None, model: nn.Module 
 def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None:
     """A LoopedTransformer handed to `fit` must be the one `cfg.model` describes: its checkpoints record
     cfg.model, from which every command rebuilds the model (one with other heads or widths of the same shapes
-    would load and silently score another model). A resume continues with the class the run was trained with."""
+    would load and silently score another model). A resume continues with the class, and in the precision, the run
+    was trained with."""
     if isinstance(model, type):  # fit(cfg, out, model=MyLooped): torch's error came from model.to(device)
         name = model.__qualname__
         raise TypeError(f"model: got the class {name}, not a module; pass an instance (model={name}(...))")
@@ -84,6 +87,7 @@ def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None
                               "mid-run; resume with that class, or start a new run")
     if model is None and src is not None and (src / ckpt.MODULE).is_file():  # checkpoint's generic advice misfits here
         _no_module(src)
+    check_precision(model, cfg, src)
     if type(model) is not LoopedTransformer or model.cfg == cfg.model:
         return
     diff = [f"model.{f.name}={getattr(model.cfg, f.name)!r} (the module's) vs {getattr(cfg.model, f.name)!r}"
@@ -92,6 +96,38 @@ def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None
         "in only once fit reads the task" if model.cfg.vocab_size == 0 else "build it with LoopedTransformer(cfg.model)"
     raise ConfigError("model: the LoopedTransformer given to fit was built from other settings than cfg.model ("
                       + "; ".join(diff) + f"); {how}, or set them in cfg")
+
+
+_SAVED_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def check_precision(model: nn.Module | None, cfg: Config, src: Path | None) -> None:
+    """A resume continues in the precision the run was trained in. A run fit trained with a float64 (or bfloat16)
+    module was resumed by `looplm train --resume` in float32, its later checkpoints float32, with no word. As a
+    resume with another class is refused (check_module: the run's loop would change mid-run), so is one in another
+    precision; the run's own precision is kept by passing its module to fit, as for a module of one's own."""
+    if cfg.kind != "native" or src is None or not (src / ckpt.WEIGHTS).is_file():
+        return
+    try:
+        with safe_open(str(src / ckpt.WEIGHTS), "pt") as f:  # (the header only: no weights are read)
+            saved = {_SAVED_DTYPES.get(f.get_slice(k).get_dtype()) for k in f.keys()} - {None}
+    except (SafetensorError, OSError, ValueError):
+        return  # a damaged file: the loader says so, naming the older checkpoints
+    given = ({torch.get_default_dtype()} if model is None else
+             {v.dtype for v in model.state_dict().values() if v.is_floating_point()})
+    if not saved or not given or saved == given:
+        return
+    names = ", ".join(sorted(str(d).removeprefix("torch.") for d in saved))
+    to = f".to(torch.{names})" if len(saved) == 1 else f" in {names}"
+    if model is not None:
+        fix = f"pass the module in that precision (module{to})"
+    else:
+        fix = flag("resume from Python with", "pass") + f" the module in that precision: fit(cfg, out, resume=True, " \
+            f"model=LoopedTransformer(cfg.model){to})"
+    whose = "the module's" if model is not None else flag("the one `looplm train` builds", "the one fit builds")
+    had = ", ".join(sorted(str(d).removeprefix("torch.") for d in given))
+    raise ConfigError(f"{resume_flag()} would continue the run in {had} ({whose}), but {src} holds {names} weights: "
+                      f"its precision would change mid-run; {fix}, or start a new run")
 
 
 def own_class(model: nn.Module, cfg: Config) -> type | None:

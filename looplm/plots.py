@@ -232,12 +232,14 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         raise ValueError(f"--labels {twice[0]!r} is given {labels.count(twice[0])} times; give each input its own name")
     files = {p: [Path(p) / n for n in ("sweep.json", "dynamics.json")] if Path(p).is_dir() else [Path(p)]
              for p in inputs}
-    seen: dict[Path, str] = {}
+    seen: dict[tuple[int, int], str] = {}
     for p in inputs:  # a run and its own sweep.json, or one file twice: the same curve drawn twice, one hidden
         for f in (f for f in files[p] if f.exists()):
-            if f.resolve() in seen:
-                raise ValueError(f"{f} is given twice (as {seen[f.resolve()]} and as {p}); give each result once")
-            seen[f.resolve()] = p
+            st = f.stat()
+            key = (st.st_dev, st.st_ino)  # the file itself: by any path, symbolic link or hard link
+            if key in seen:
+                raise ValueError(f"{f} is given twice (as {seen[key]} and as {p}); give each result once")
+            seen[key] = p
     curves, dyns = [], []
     for i, p in enumerate(inputs):
         docs = read_inputs(p)

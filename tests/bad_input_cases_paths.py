@@ -40,6 +40,11 @@ def _embedding(how: str) -> Callable[[Path, Path], None]:
     return prep
 
 
+def _hard_link(tmp: Path, copy: Path) -> None:
+    """<tmp>/hl.json: a hard link to the run's sweep.json"""
+    (tmp / "hl.json").hardlink_to(copy / "sweep.json")
+
+
 PATH_CASES: dict[str, Case] = {
     "arg-sweep-out-in-link-loop": Case("arguments", "sweep --out inside links that point at each other", [
         *S, "--out", "{tmp}/loopa/s.json"], prepare=_link_loop),
@@ -137,6 +142,9 @@ PATH_CASES: dict[str, Case] = {
     "arg-plot-same-result-twice": Case("arguments", "plot a run and its own sweep.json (one curve drawn twice, "
                                        "under one label)", ["plot", "{run}", "{run}/sweep.json", "--out",
                                                             "{tmp}/p.png"]),
+    "arg-plot-hard-link-twice": Case("arguments", "plot a sweep.json and a hard link to it (one curve drawn twice)",
+                                     ["plot", "{copy}/sweep.json", "{tmp}/hl.json", "--out", "{tmp}/p.png"],
+                                     prepare=_hard_link),
     "run-export-into-checkpoint-tmp": Case("rundir", "export-hf --out RUN/checkpoint.tmp (the run's next resume "
                                            "deleted it as a torn save)", ["export-hf", "{run}", "--out",
                                                                           "{run}/checkpoint.tmp"], hf=True),
