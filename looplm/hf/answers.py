@@ -358,7 +358,7 @@ def _marker_answer(line: str, last: bool) -> str | None:
     if tup is not None:
         return normalize(tup)
     # the number's dress: #### **42**, #### $-42$, #### (42), #### `42`, #### +42, #### €42, ####: 42, #### = 42
-    line = re.sub("^" + _DRESS, "", line)  # (and \(42\), [42], {42})
+    raw, line = line, re.sub("^" + _DRESS, "", line)  # (and \(42\), [42], {42})
     # a numbered heading, no answer (as `#### Step 1` is none): `#### 1. Setting up`, `#### 2) Find`, and `1.1 Setting
     # up`, `2.3. Compute`, `1 - Setting up`, `1 Setting up`, `1/ Setting up` (their step number was the answer)
     if re.match(r"\d+[.):]\s+[^\W\d_]|\d+(?:\.\d+)*\.?(?:\s*(?:[.):/]|[-–—]))?\s+[A-Z][a-z]", line):
@@ -368,12 +368,13 @@ def _marker_answer(line: str, last: bool) -> str | None:
         side = _side(line)
         if side is None:
             return normalize(line)
-        line = re.sub("^" + _DRESS, "", side.strip())
+        raw = side.strip()
+        line = re.sub("^" + _DRESS, "", raw)
         num = _lead_number(line)
     if num and (_COMPARE.search(line) or _symbolic(line, num)):  # `#### 2\\sqrt{3}` was 2, `#### 5 ± 2` 5
         return normalize(_clause(line))
-    if num:  # a marker followed by anything else is a heading
-        return normalize(_whole(num, line))
+    if num:  # (with the dress's bracket when the answer closes it: `#### (3)(4)` was `3)(4)`)
+        return normalize(_opened(raw, len(raw) - len(line) + num.start(), _whole(num, line)))
     # `#### B`: a choice, as \boxed{B} is; and `#### Option B`, `#### B) 42` (the last number was read)
     choice = re.match(r"[*_`$(\[{]*(?:(?i:option|choice)\s*[(\[]?)?([A-Z])(?:[*_`$)\]}.]*$|[)\]:.]\s*[-$]?\.?\d)", line)
     if choice:
@@ -473,7 +474,8 @@ def _text(x: str | float) -> str:
     if isinstance(x, numbers.Integral) and abs(int(x)).bit_length() > 13000:  # (str() refuses past 4300 digits)
         raise ValueError(f"an answer is an integer of about {int(abs(int(x)).bit_length() * 0.30103)} digits: no "
                          f"answer has that many (a number past 10^{_DIGITS} is compared as text)")
-    return repr(float(x)) if isinstance(x, float) else str(x)
+    # (Decimal's infinity writes "Infinity", which the prediction "inf" a float infinity's text matched did not)
+    return repr(float(x)) if isinstance(x, float) or isinstance(x, Decimal) and x.is_infinite() else str(x)
 
 
 def _power(base: Fraction, k: int) -> Fraction | None:
