@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +96,11 @@ def parse_set_value(item: str, key: str, raw: str) -> Any:
     """The value of `--set key=raw` (`item`) as the config reads it: a YAML scalar, refused where YAML would read
     part of it as something else."""
     if _has_comment(raw):  # YAML reads ` #...` as a comment: `data.path=books #2.txt` trained on `books`
-        quoted = "'" + raw.strip().replace("'", "''") + "'"  # YAML's single quotes ('' is one ')
+        # YAML's double quotes inside the shell's single quotes: a " or $ of the value in the shell's double quotes
+        # ended the string or was expanded (`Say "hi" # then $x`); shlex writes a ' of the value as '"'"'
+        quoted = '"' + raw.strip().replace("\\", "\\\\").replace('"', '\\"') + '"'
         raise ConfigError(f"--set {item}: ' #' starts a YAML comment, which would drop the rest of the value; "
-                          f"quote the value for YAML inside the shell's quotes: --set \"{key}={quoted}\"")
+                          f"quote the value for YAML inside the shell's quotes: --set {shlex.quote(f'{key}={quoted}')}")
     v = raw.strip()
     breaks = sorted({c for c in v if c in "\n\r\x85"})
     if breaks:  # YAML folds a line break (NEL, U+0085, too) to a space, quoted or not: `p\x85q` was read as `p q`
