@@ -71,6 +71,11 @@ _WEATHER = ('{"messages": [{"role": "user", "content": "Weather?"}, {"role": "as
             '"tool_calls": [{"type": "function", "function": {"name": "get_weather", "%s": {"city": "Paris"}}}]}, '
             '{"role": "tool", "content": "20"}, {"role": "assistant", "content": "It is 20."}]}')
 
+def _string_args(arguments: str) -> str:
+    """_WEATHER with its call's arguments the JSON string `arguments` (OpenAI's format)"""
+    return (_WEATHER % ("", "arguments")).replace('{"city": "Paris"}', json.dumps(arguments))
+
+
 def _struct_arguments(tmp: Path, copy: Path) -> None:
     """<tmp>/tc.parquet: two records whose tool calls have other argument keys (Arrow unifies them)"""
     import pyarrow as pa
@@ -435,6 +440,15 @@ HF_CASES: dict[str, Case] = {
     "hf-finetune-arguments-not-json": Case("data", "a chat record whose tool call's arguments are a string but no "
                                            "JSON object", FT, chat((_WEATHER % ("", "arguments")).replace(
                                                '{"city": "Paris"}', '"Paris"')), hf=True),
+    "hf-finetune-arguments-nan": Case("data", "a chat record whose tool call's JSON-string arguments hold NaN "
+                                      "(read as a float, trained as no JSON)", FT, chat(_string_args('{"x": NaN}')),
+                                      hf=True),
+    "hf-finetune-arguments-duplicate-key": Case("data", "a chat record whose tool call's JSON-string arguments have a "
+                                                "key twice (the last was kept in silence)", FT,
+                                                chat(_string_args('{"city": "A", "city": "B"}')), hf=True),
+    "chat-capital-role-calls-only": Case("data", "a capitalised Assistant turn with null content beside its tool "
+                                         "calls (blamed on its content)", FT, chat(_string_args('{}').replace(
+                                             '"assistant", "content": ""', '"Assistant", "content": null')), hf=True),
     "hf-finetune-parquet-struct-arguments": Case("data", "parquet tool calls whose arguments are Arrow structs (each "
                                                  "got the others' keys as null)", FT, {
         "ft.yaml": FT_YAML.replace("{tmp}/chat.jsonl", "{tmp}/tc.parquet")}, prepare=_struct_arguments, hf=True),

@@ -201,13 +201,23 @@ def _think_marked(said: str, mark: Any, what: str) -> str:
     reasoning was cut from the record's own render."""
     pieces = re.split(f"({re.escape(THINK[0])}|{re.escape(THINK[1])})", said)
     last_close = max(k for k, piece in enumerate(pieces) if piece == THINK[1])
+    blocks = pieces.count(THINK[1])
     out = []
     for k, piece in enumerate(pieces):
         if piece in THINK or not piece.strip():
             out.append(piece)
             continue
         lead, trail = piece[: len(piece) - len(piece.lstrip())], piece[len(piece.rstrip()):]
-        part = "reasoning in the assistant's content (its <think> block)" if k < last_close else what
+        # a piece a </think> closes is reasoning; one before a later <think> (an answer between two blocks, text
+        # before the first) is not, and was named so; templates keep one block before the answer
+        if k > last_close:
+            part = what
+        elif next(p for p in pieces[k + 1:] if p in THINK) == THINK[0]:
+            part = "text outside the <think> blocks of an assistant's content (before the last </think>)"
+        elif blocks == 1:
+            part = "reasoning in the assistant's content (its <think> block)"
+        else:
+            part = f"reasoning in an assistant's content with {blocks} <think> blocks"
         out.append(lead + mark(part, f"{piece.strip()[:40]!r} is") + trail)
     return "".join(out)
 
@@ -240,6 +250,10 @@ def _advice(what: str, keeps_think: bool = False) -> str:
             ", or write it into the content as a <think>...</think> block before the answer, which this template "
             "keeps" if keeps_think else "; this template also cuts a <think> block from the content, so moving "
             "the reasoning there does not help")
+    if what.startswith(("text outside the <think>", "reasoning in an assistant's content with")):
+        return ("write an assistant's reasoning as one <think>...</think> block at the start of its content and the "
+                "answer after it: templates keep no more (Qwen3's keeps the first block and what follows the last "
+                "</think>)")
     if what.startswith("reasoning in"):
         return ("use a template that keeps it (finetune: data.chat_template; DeepSeek-R1's and QwQ's keep only what "
                 "follows </think>), or remove the <think> blocks to train on the answers alone")
@@ -352,12 +366,15 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
             return None
         msgs = [{**m, "content": ""} if _calls_only(m) else m for m in msgs]
         for j, m in enumerate(msgs):
-            if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            role = m.get("role") if isinstance(m, dict) else None
+            # first: `Assistant` with null content beside its tool_calls was no _calls_only turn, and got the
+            # message below, for the content
+            if isinstance(role, str) and role != role.lower() and role.lower() in ROLES:  # templates test ==
+                raise ValueError(f"{messages_field}[{j}].role {role!r}: roles are lower case "
+                                 f"({', '.join(ROLES)}); as written it is no {role.lower()} turn")
+            if not (isinstance(role, str) and isinstance(m.get("content"), str)):
                 raise ValueError(f"{messages_field}[{j}] must be an object with string `role` and `content`, got "
                                  f"{json.dumps(m)[:80]}")
-            if m["role"] != m["role"].lower() and m["role"].lower() in ROLES:  # templates test role == 'assistant'
-                raise ValueError(f"{messages_field}[{j}].role {m['role']!r}: roles are lower case "
-                                 f"({', '.join(ROLES)}); as written it is no {m['role'].lower()} turn")
             # (None: absent; parquet and hub data fill a key that only some messages have with null)
             if m.get("weight") is not None and (m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
                 raise ValueError(f"{messages_field}[{j}].weight must be 0 (not trained on) or 1, got "
@@ -439,16 +456,42 @@ def _call_problem(call: dict[str, Any], is_call: bool) -> str | None:
         if "parameters" in f:  # (a common export variant)
             return "has `parameters` where a call has `arguments` (`parameters` is a tool definition's key)"
         return "has no `arguments` (an object, or a JSON string of one; {} for none)"
-    if is_call and isinstance(f["arguments"], str) and not isinstance(_json_object(f["arguments"]), dict):
-        return ("has `arguments` that are a string but no JSON object (OpenAI's format writes them as one: "
-                "'{\"city\": \"Paris\"}'; {} for none)")
+    if is_call and isinstance(f["arguments"], str):
+        try:
+            if not isinstance(_json_object(f["arguments"], strict=True), dict):
+                return ("has `arguments` that are a string but no JSON object (OpenAI's format writes them as one: "
+                        "'{\"city\": \"Paris\"}'; {} for none)")
+        except _NotJson as e:
+            return f"has `arguments` whose JSON {e}"
     return None
 
 
-def _json_object(text: str) -> Any:
-    """The value of JSON `text`, or None where it is no JSON."""
+class _NotJson(ValueError):
+    """Text json.loads reads that is no JSON."""
+
+
+def _json_object(text: str, strict: bool = False) -> Any:
+    """The value of JSON `text`, or None where it is no JSON, or where json.loads reads more than JSON (`strict`:
+    _NotJson): NaN and Infinity (floats, trained as `NaN` under tojson templates), a key twice in an object (the
+    last value was kept in silence)."""
+    def constant(name: str) -> Any:
+        raise _NotJson(f"holds {name}, which is no JSON value (write null or a number)")
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise _NotJson(f"has the key {json.dumps(key)} twice in one object (a reader keeps one of its "
+                               "values; write each key once)")
+            seen.add(key)
+        return dict(items)
+
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=constant, object_pairs_hook=pairs)
+    except _NotJson:
+        if strict:
+            raise
+        return None
     except (ValueError, RecursionError):
         return None
 
@@ -464,49 +507,64 @@ def _arguments_as_objects(tokenizer: Any, messages: list[dict[str, Any]], chat_t
     the template writes such a string as it is. Qwen2.5's and Llama 3.1's templates write `arguments | tojson`, so a
     string came out quoted and escaped (`"arguments": "{\\"city\\": ...}"`) and the model learned double-encoded
     calls; DeepSeek's concatenates the string (an object fails there) and Qwen3's writes either form. (to_messages
-    refused a string that holds no JSON object.)"""
+    refused a string that holds no JSON object.)
+
+    The form is read off the record's own conversation, each string replaced by one of its own: a probe call of
+    looplm's (no `id`) failed under templates that require one (Mistral's), and any failure made the strings
+    objects. Where strings fail, objects are tried; where both do, the record is left as given."""
     def calls(m: dict[str, Any]) -> list[Any]:
         return [*(m.get("tool_calls") or []), *([m["function_call"]] if m.get("function_call") else [])]
 
-    if not any(isinstance(_function(c).get("arguments"), str) for m in messages for c in calls(m)):
+    n = sum(isinstance(_function(c).get("arguments"), str) for m in messages for c in calls(m))
+    if not n:
         return messages
-    written = '{"looplm": 1}'
-    call = {"type": "function", "function": {"name": "f", "arguments": written}}
+
+    def each_string(value: Any) -> list[dict[str, Any]]:  # the k-th string arguments `text` -> value(text, k)
+        k = iter(range(n))
+
+        def change(call: Any) -> Any:
+            f = _function(call)
+            if not isinstance(f.get("arguments"), str):
+                return call
+            f = {**f, "arguments": value(f["arguments"], next(k))}
+            return {**call, "function": f} if "function" in call else f
+
+        out = []
+        for m in messages:
+            if isinstance(m.get("tool_calls"), list):
+                m = {**m, "tool_calls": [change(c) for c in m["tool_calls"]]}
+            if isinstance(m.get("function_call"), dict):
+                m = {**m, "function_call": change(m["function_call"])}
+            out.append(m)
+        return out
+
+    tag = secrets.token_hex(8)
     try:
-        as_is = written in _render(tokenizer, [{"role": "user", "content": "1"}, {
-            "role": "assistant", "content": "", "tool_calls": [call]}], False, chat_template, tools)
-    except TemplateError:
-        as_is = False  # (the record's own render says what is wrong)
-    if as_is:
-        return messages
+        rendered = _render(tokenizer, each_string(lambda _, k: f'{{"looplm{tag}": {k}}}'), False, chat_template, tools)
+        if any(f'{{"looplm{tag}": {k}}}' in rendered for k in range(n)):  # (a dropped call says nothing)
+            return messages
+    except TemplateError:  # strings fail: objects are the template's form only where they render
+        try:
+            _render(tokenizer, each_string(lambda _, k: {f"looplm{tag}": k}), False, chat_template, tools)
+        except TemplateError:
+            return messages  # (neither: not the arguments' form; the record's own render says what is wrong)
 
-    def parsed(call: Any) -> Any:
-        f = _function(call)
-        value = _json_object(f["arguments"]) if isinstance(f.get("arguments"), str) else None
-        if not isinstance(value, dict):
-            return call
-        f = {**f, "arguments": value}
-        return {**call, "function": f} if "function" in call else f
-
-    out = []
-    for m in messages:
-        if isinstance(m.get("tool_calls"), list):
-            m = {**m, "tool_calls": [parsed(c) for c in m["tool_calls"]]}
-        if isinstance(m.get("function_call"), dict):
-            m = {**m, "function_call": parsed(m["function_call"])}
-        out.append(m)
-    return out
+    def parsed(text: str, _: int) -> Any:
+        value = _json_object(text)
+        return value if isinstance(value, dict) else text
+    return each_string(parsed)
 
 
-def no_default_template(tokenizer: Any) -> str | None:
+def no_default_template(tokenizer: Any, why: str = "which to use is not said") -> str | None:
     """What is wrong with a tokenizer whose chat template is a set of named ones (tokenizer_config.json's list of
     {name, template}) with none called "default", or None. transformers then asks for a template name, which only
-    finetune takes (data.chat_template=NAME), so the advice says what works in every command."""
+    finetune takes (data.chat_template=NAME), so the advice says what works in every command. `why`: why no name
+    reaches the tokenizer (lm-eval's --apply_chat_template takes one and never passes it on)."""
     named = getattr(tokenizer, "chat_template", None)
     if not isinstance(named, dict) or "default" in named:
         return None
     return (f"the tokenizer has named chat templates ({', '.join(sorted(named))}) and none called \"default\", so "
-            "which to use is not said; write the one to use to chat_template.jinja in the model directory")
+            f"{why}; write the one to use to chat_template.jinja in the model directory")
 
 
 def end_of_turn_token(tokenizer: Any, chat_template: str | None = None) -> int | None:

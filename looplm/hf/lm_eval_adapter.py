@@ -191,8 +191,10 @@ class LoopedLM(HFLM):
         if not getattr(self.tokenizer, "chat_template", None):  # transformers' paragraph named neither model nor flag
             raise UserError(f"{self._named}: {NO_CHAT_TEMPLATE}; run without --apply_chat_template, or add one "
                             "(chat_template.jinja in the model directory)")
+        # (lm-eval checks a name given to --apply_chat_template, then calls this without it)
         if no_default_template(self.tokenizer):
-            raise UserError(f"{self._named}: {no_default_template(self.tokenizer)}")
+            raise UserError(f"{self._named}: " + no_default_template(self.tokenizer, "lm-eval has none to use: it does "
+                            "not pass a name given to --apply_chat_template on to the tokenizer"))
         self.check_chat_template(chat_history)
         try:
             return super().apply_chat_template(chat_history, add_generation_prompt)
