@@ -35,6 +35,9 @@ def guarded(body: object) -> int:
         # under torchrun every rank checks the same inputs and refuses them alike: rank 0 says it, once
         if isinstance(e, OSError) and e.errno == errno.ELOOP:
             say(f"error: {_symlink_loop(e.filename or e)}")
+        elif out_of_memory(e):  # "[Errno 12] Cannot allocate memory: 'run'" read as a problem with the run folder
+            at = f" while using {e.filename}, which is not at fault" if e.filename else ""
+            say(f"error: out of memory (the system refused an allocation{at}); {MEMORY_HINT}")
         elif not (isinstance(e, UserError) and not rank_zero()):
             say(f"error: {_one_line(e)}")
         return 2
@@ -46,11 +49,24 @@ def guarded(body: object) -> int:
         if isinstance(e, RuntimeError) and str(e).startswith(LOOP):  # pathlib's resolve() before Python 3.13
             say("error: " + _symlink_loop(str(e).removeprefix(LOOP).strip("'")))
             return 2
-        if isinstance(e, RuntimeError) and "allocate" not in str(e):
+        if not out_of_memory(e):
             raise  # not a user error: a looplm bug, with its traceback
-        say(f"error: out of memory ({_one_line(e) or 'MemoryError'}); lower the batch size, width or depths")
+        say(f"error: out of memory ({_one_line(e) or 'MemoryError'}); {MEMORY_HINT}")
         return 2
     return 0
+
+
+MEMORY_HINT = "lower the batch size, width or depths"
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether `e` says memory ran out: a MemoryError, an OSError with errno ENOMEM (a file operation, the cleanup
+    after a step that took the memory, or a fork), or a RuntimeError from torch's allocator ("can't allocate
+    memory") or from C++ (std::bad_alloc, which was a traceback)."""
+    if isinstance(e, OSError):
+        return e.errno == errno.ENOMEM
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and any(
+        word in str(e) for word in ("allocate", "bad_alloc")))
 
 
 def reader_gone() -> int:

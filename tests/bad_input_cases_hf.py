@@ -470,4 +470,12 @@ HF_CASES: dict[str, Case] = {
         "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  gradient_checkpointing: false\n").replace(
             "batch_size: 2\n", "batch_size: 8\nloops:\n  sampler: uniform\n  min_loops: 1000000\n  max_loops: "
             "1000000\n  num_loops: 1000000\n"), "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    # round 34
+    "hf-finetune-checkpointed-loops-past-memory": Case("hf", "finetune at a million loops with loops.checkpoint_loops "
+                                                       "(autograd's records of each loop, 30x its state at width 32, "
+                                                       "were not counted: it passed and allocated until it failed)",
+                                                       FT, {
+        "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  gradient_checkpointing: false\n").replace(
+            "batch_size: 2\n", "batch_size: 2\nloops:\n  sampler: fixed\n  max_loops: 1000000\n  num_loops: "
+            "1000000\n  checkpoint_loops: true\n"), "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
 }

@@ -366,7 +366,9 @@ def check_memory(model: Any, cfg: Config, longest: int, device: torch.device) ->
     leaves attention's own memory out) for an HF model's layers, on micro-batches of `longest` tokens (a micro-batch
     is padded to its longest row). Without it loops.max_loops=100000 allocated until the machine's memory was gone.
     With model.gradient_checkpointing each layer keeps only its input (and the norm that ends an Ouro loop two
-    floats a token), one layer recomputed at a time; with loops.checkpoint_loops each loop keeps only its input."""
+    floats a token), one layer recomputed at a time; with loops.checkpoint_loops each loop keeps only its input.
+    Every layer run with a graph also costs autograd's records of it (`memory.GRAPH_BYTES_PER_LAYER`), which is
+    what a checkpointed loop of a narrow model mostly holds."""
     from .. import memory
     from ..loops import training_range
 
@@ -385,16 +387,23 @@ def check_memory(model: Any, cfg: Config, longest: int, device: torch.device) ->
     floats = span * loop + top + (c.num_hidden_layers - looped) * per_layer  # (a looplm export's prelude and coda)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     state = 12 * trained // (world if t.strategy == "fsdp" else 1)  # gradients and AdamW's two moments (sharded)
+    # autograd's own bookkeeping, per layer run with a graph whatever its width, checkpointed or not: at width 32
+    # with loops.checkpoint_loops it was ~30x the states counted, and a million loops passed (it is host memory)
+    passes = span * looped + c.num_hidden_layers - looped
+    graph = memory.GRAPH_BYTES_PER_LAYER * passes
+    what = (f"{trained:,} trained parameters ({c.num_hidden_layers} layers of width {width}) with micro-batches of "
+            f"{micro} sequences of up to {longest} tokens and up to {span} loops with a graph")
+    gpu = device.type == "cuda"
     try:
-        memory.require(state + 4 * micro * longest * floats,
-                       f"{trained:,} trained parameters ({c.num_hidden_layers} layers of width {width}) with "
-                       f"micro-batches of {micro} sequences of up to {longest} tokens and up to {span} loops with "
-                       "a graph", device)
+        if gpu:  # the tensors are on the GPU, the graph's records in host memory
+            memory.require(graph, what)
+        memory.require(state + 4 * micro * longest * floats + (0 if gpu else graph), what, device)
     except UserError as e:
         layers = getattr(model, "supports_gradient_checkpointing", False) and not cfg.model.gradient_checkpointing
         more = [f"{k}=true" for k, off in (("model.gradient_checkpointing", layers),  # (a looplm export has none)
                                            ("loops.checkpoint_loops", not lp.checkpoint_loops)) if off]
-        raise UserError(f"{e}; lower loops.max_loops (or loops.backprop_loops), train.micro_batch_size or "
+        raise UserError(f"{e} (autograd's records of its {passes:,} layer passes alone: {memory.gib(graph)}); "
+                        f"lower loops.max_loops (or loops.backprop_loops), train.micro_batch_size or "
                         f"data.max_length{', or set ' + ' or '.join(more) if more else ''}") from None
 
 
