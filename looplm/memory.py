@@ -77,6 +77,21 @@ def require(nbytes: float, what: str, device: torch.device | str | None = None) 
         raise UserError(f"not enough memory: {what} need at least {gib(nbytes)}, and {gib(free)} are free{where}")
 
 
+def require_training(nbytes: float, passes: int, what: str, device: torch.device | str | None = None) -> None:
+    """`require` for a training step whose tensors take `nbytes` and which runs `passes` layers with a graph:
+    autograd's records of those (GRAPH_BYTES_PER_LAYER each) are added, in host memory even where the tensors are
+    on a GPU. The refusal says how much of the need the records alone are (a narrow model at many loops is mostly
+    records)."""
+    graph = GRAPH_BYTES_PER_LAYER * passes
+    gpu = device is not None and torch.device(device).type == "cuda"
+    try:
+        if gpu:
+            require(graph, what)
+        require(nbytes + (0 if gpu else graph), what, device)
+    except UserError as e:
+        raise UserError(f"{e} (autograd's records of its {passes:,} layer passes alone: {gib(graph)})") from None
+
+
 @contextlib.contextmanager
 def out_of_memory_hint(hint: str | None) -> Iterator[None]:
     """Running out of memory inside the block as a UserError that ends with `hint` (what to lower); None: as it is.

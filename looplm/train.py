@@ -334,12 +334,15 @@ def check_memory(cfg: Config, micro: int | None = None, seq_len: int | None = No
         params = sum(p.numel() for p in LoopedTransformer(m).parameters())
     # the deepest loop count a training step samples (loops.num_loops alone only sets the no-graph evaluations)
     deepest = training_range(lp)[1]
-    graph_loops = 1 if lp.checkpoint_loops else min(lp.backprop_loops or deepest, deepest)
+    span = min(lp.backprop_loops or deepest, deepest)  # the loops a step backpropagates through
+    # loops.checkpoint_loops keeps each loop's input and recomputes one loop at a time; every layer run with a graph
+    # also costs autograd's records (memory.require_training), which a million checkpointed loops mostly were
+    graph_loops = 1 if lp.checkpoint_loops else span
     per_token = 10 * m.d_model + 2 * m.d_ff + 2 * m.n_heads * n_pos
-    blocks = m.n_prelude + m.n_coda + m.n_core * graph_loops
-    memory.require(16 * params + 4 * micro * n_pos * per_token * blocks,
-                   f"{params:,} parameters (model.d_model={m.d_model}) with micro-batches of {micro} sequences "
-                   f"of up to {n_pos} tokens and up to {graph_loops} loops with a graph", device)
+    floats = (m.n_prelude + m.n_coda + m.n_core * graph_loops) * per_token + lp.checkpoint_loops * span * m.d_model
+    memory.require_training(16 * params + 4 * micro * n_pos * floats, m.n_prelude + m.n_coda + m.n_core * span,
+                            f"{params:,} parameters (model.d_model={m.d_model}) with micro-batches of {micro} "
+                            f"sequences of up to {n_pos} tokens and up to {span} loops with a graph", device)
 
 
 def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard: int, micro: int, run: Run,

@@ -239,4 +239,9 @@ PATH_CASES: dict[str, Case] = {
     "run-analyze-out-run-log": Case("outputs", "analyze --out the run's metrics.jsonl (told to write outside its "
                                     "'metrics.jsonl/')", ["analyze", "{copy}", "--no-progress", "--depths", "1:2",
                                                           "--n", "2", "--out", "{copy}/metrics.jsonl"]),
+    "mem-checkpointed-loops": Case("system", "a million loops with loops.checkpoint_loops (each loop's autograd "
+                                   "records were not counted: it passed and allocated until the machine's memory "
+                                   "was gone)", [*TRAIN, *TINY[:-10], "--set", "loops.sampler=fixed", "--set",
+                                                 "loops.num_loops=1000000", "--set", "loops.max_loops=1000000",
+                                                 "--set", "loops.checkpoint_loops=true"]),
 }

@@ -55,6 +55,23 @@ def test_on_a_gpu_the_graph_records_are_host_memory(monkeypatch):
         check_memory(model, _config(1_000_000), 7, torch.device("cuda", 0))
 
 
+def test_the_native_check_counts_checkpointed_loops_and_their_records(monkeypatch):
+    from looplm.config import load_config
+    from looplm.train import check_memory
+
+    def cfg(loops):
+        return load_config("addition-prenorm-stars", [
+            "model.d_model=32", "model.d_ff=64", "model.n_heads=2", "loops.sampler=fixed",
+            f"loops.num_loops={loops}", f"loops.max_loops={loops}", "loops.checkpoint_loops=true"])
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: FREE)
+    check_memory(cfg(1000), micro=2, seq_len=7)
+    # it counted one loop with a graph under checkpoint_loops, neither the loops' inputs nor autograd's records
+    with pytest.raises(UserError, match=r"up to 1000000 loops with a graph need at least 3[89]\.\d GiB.*autograd's "
+                                        r"records of its 1,000,000 layer passes alone: 38\.1 GiB"):
+        check_memory(cfg(1_000_000), micro=2, seq_len=7)
+
+
 def _line(body, capsys) -> tuple[int, str]:
     capsys.readouterr()
     code = guarded(body)

@@ -390,20 +390,16 @@ def check_memory(model: Any, cfg: Config, longest: int, device: torch.device) ->
     # autograd's own bookkeeping, per layer run with a graph whatever its width, checkpointed or not: at width 32
     # with loops.checkpoint_loops it was ~30x the states counted, and a million loops passed (it is host memory)
     passes = span * looped + c.num_hidden_layers - looped
-    graph = memory.GRAPH_BYTES_PER_LAYER * passes
-    what = (f"{trained:,} trained parameters ({c.num_hidden_layers} layers of width {width}) with micro-batches of "
-            f"{micro} sequences of up to {longest} tokens and up to {span} loops with a graph")
-    gpu = device.type == "cuda"
     try:
-        if gpu:  # the tensors are on the GPU, the graph's records in host memory
-            memory.require(graph, what)
-        memory.require(state + 4 * micro * longest * floats + (0 if gpu else graph), what, device)
+        memory.require_training(
+            state + 4 * micro * longest * floats, passes,
+            f"{trained:,} trained parameters ({c.num_hidden_layers} layers of width {width}) with micro-batches of "
+            f"{micro} sequences of up to {longest} tokens and up to {span} loops with a graph", device)
     except UserError as e:
         layers = getattr(model, "supports_gradient_checkpointing", False) and not cfg.model.gradient_checkpointing
         more = [f"{k}=true" for k, off in (("model.gradient_checkpointing", layers),  # (a looplm export has none)
                                            ("loops.checkpoint_loops", not lp.checkpoint_loops)) if off]
-        raise UserError(f"{e} (autograd's records of its {passes:,} layer passes alone: {memory.gib(graph)}); "
-                        f"lower loops.max_loops (or loops.backprop_loops), train.micro_batch_size or "
+        raise UserError(f"{e}; lower loops.max_loops (or loops.backprop_loops), train.micro_batch_size or "
                         f"data.max_length{', or set ' + ' or '.join(more) if more else ''}") from None
 
 
