@@ -77,6 +77,16 @@ def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None
     if isinstance(model, type):  # fit(cfg, out, model=MyLooped): torch's error came from model.to(device)
         name = model.__qualname__
         raise TypeError(f"model: got the class {name}, not a module; pass an instance (model={name}(...))")
+    if type(model).__module__.startswith("torch._dynamo") and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        # torch.compile(m) trained uncompiled, as its wrapper's class, under weights renamed `_orig_mod.`: a run that
+        # could be neither resumed nor used by a command. Refused rather than unwrapped: unwrapping would train the
+        # plain module while the caller believes it compiled.
+        inner = type(model._orig_mod).__name__
+        raise TypeError(f"model: got a torch.compile'd module ({type(model).__name__} of {inner}); fit drives its "
+                        "embed, step and readout, never its forward, so the compile would do nothing, and the "
+                        "wrapper would rename the weights (_orig_mod.) so the run could not be resumed or used by "
+                        f"a command; pass the module itself (model={inner}(...)), and compile its parts inside it "
+                        "if wanted")
     if model is not None and not isinstance(check_looped(model), nn.Module):
         raise TypeError(f"model: a {type(model).__name__} is not a torch.nn.Module; fit trains a module's parameters")
     if model is not None and src is not None and (src / ckpt.WEIGHTS).is_file():

@@ -9,9 +9,10 @@ A looped LM is three maps (docs/protocol.md):
 plus `loop_units()`, the modules FSDP shards one at a time (the shared blocks, and any prelude or coda).
 `ctx` belongs to the model: positions, attention masks, the prelude output that input injection adds, a KV
 cache. Outside the model it is only ever detached or cut to its first k samples (`detach_ctx`,
-`slice_ctx`), so it must be tensors nested in tuples, lists, dicts or dataclasses, with per-sample tensors
-batch-first. `loop` is the 0-based index of the loop being run, for models whose KV cache has one slot per
-loop; Φ itself must not depend on it.
+`slice_ctx`), so it must be tensors (and None, numbers, strings) nested in tuples, lists, dicts or dataclasses,
+with per-sample tensors batch-first; `check_protocol` finds out which tensors are per-sample. `loop` is the
+0-based index of the loop being run, for models whose KV cache has one slot per loop; Φ itself must not depend
+on it.
 
 A model whose readout acts on each position alone may set `pointwise_readout = True`; the trainer then
 reads out only the scored positions (a (N, D) state in, (N, V) logits out), which saves the (B, T, V)
@@ -36,6 +37,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 from .arguments import MAX_DEPTH, strict_int
 
 METHODS = ("embed", "step", "readout", "loop_units")
+CtxRows = dict[tuple[str, ...], bool]  # {path of a ctx tensor (".e", "['mem']"): whether it is per-sample}
 
 
 @runtime_checkable
@@ -59,13 +61,14 @@ def check_looped(model: Any) -> Any:
     return model
 
 
-def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> None:
+def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> CtxRows:
     """Run a module of one's own through the protocol once on (B, T) ids (no graph, eval mode, torch's random
     state left as it was) and refuse, naming the method, what it returned that the protocol does not allow: an
     embed that is no (h0, ctx), a step that changes h's shape or dtype (Φ maps a state to a state), logits that
     are no (B, T, V >= vocab). `fit` trained on, and these were torch's errors from deep in the loop or the loss
     ("mat1 and mat2 shapes cannot be multiplied", "too many values to unpack"). A module with nothing to train
-    is refused too (torch's "element 0 of tensors does not require grad")."""
+    is refused too (torch's "element 0 of tensors does not require grad"), and a ctx holding what looplm cannot
+    walk. Returns `slice_ctx`'s `rows`: {path of each ctx tensor: whether it is per-sample}."""
     name = type(model).__name__
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"model: {name} has no parameter that requires grad; fit trains a module's parameters")
@@ -88,6 +91,33 @@ def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, voca
                 and logits.shape[:2] == (B, T) and logits.shape[2] >= vocab):
             raise ValueError(f"{name}.readout returned {_shown(logits)} for an h {_shown(new, '')}; it must return "
                              f"floating-point logits of shape [{B}, {T}, V] with V >= {vocab} (the task's vocabulary)")
+        _check_ctx_leaves(name, ctx)
+        # which ctx tensors follow the batch: those whose first dimension is 2 on 2 rows and 3 on 3 (rows repeated
+        # if the probe has fewer). A shared tensor (a memory bank, a position table) of the batch's length was cut
+        # by reg.samples as if it were per-sample, and the penalty taken on another Φ.
+        small, large = (dict(_leaves(model.embed(input_ids[rows], None if mask is None else mask[rows])[1]))
+                        for rows in (torch.arange(2) % B, torch.arange(3) % B))
+    return {path: _lead(t) == 3 and _lead(small.get(path)) == 2 for path, t in large.items()}
+
+
+_ATOMS = (type(None), bool, int, float, complex, str, torch.dtype, torch.device)
+
+
+def _check_ctx_leaves(name: str, ctx: Any) -> None:
+    """Refuse a ctx leaf looplm cannot walk (a plain object, a module, a function): what it holds is neither
+    detached for the penalty, whose gradient then reached the embedding without a word, nor cut by reg.samples
+    (torch's shape error inside the module's step)."""
+    for path, leaf in _leaves(ctx):
+        if not isinstance(leaf, (torch.Tensor, *_ATOMS)):
+            raise ValueError(f"{name}.embed returned a ctx holding a {type(leaf).__name__} at ctx{''.join(path)}; "
+                             "looplm detaches ctx and cuts its per-sample tensors by walking tensors nested in tuples, "
+                             "lists, dicts and dataclasses, and cannot see into it: make it a dataclass, or keep it on "
+                             "the module (docs/protocol.md)")
+
+
+def _lead(t: Any) -> int | None:
+    """A ctx leaf's first dimension (None for anything but a tensor of at least one dimension)."""
+    return t.shape[0] if isinstance(t, torch.Tensor) and t.dim() else None
 
 
 def _shown(x: Any, what: str = "a tensor ") -> str:
@@ -194,27 +224,53 @@ def phi(model: Any, ctx: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda h: model.step(h, ctx, 0)
 
 
-def _map(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+def _map(x: Any, fn: Callable[[torch.Tensor, tuple], torch.Tensor], path: tuple = ()) -> Any:
+    """x with fn(tensor, its path) in place of every tensor, anything else kept; a path is the field names, indices
+    and keys that lead to a leaf, as written after `ctx` (".e", "[0]", "['mem']")."""
     if isinstance(x, torch.Tensor):
-        return fn(x)
+        return fn(x, path)
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return dataclasses.replace(x, **{f.name: _map(getattr(x, f.name), fn) for f in dataclasses.fields(x)
-                                         if f.init})
+        return dataclasses.replace(x, **{f.name: _map(getattr(x, f.name), fn, (*path, f".{f.name}"))
+                                         for f in dataclasses.fields(x) if f.init})
     if isinstance(x, tuple) and hasattr(x, "_fields"):  # NamedTuple
-        return type(x)(*(_map(v, fn) for v in x))
+        return type(x)(*(_map(v, fn, (*path, f".{f}")) for f, v in zip(x._fields, x, strict=True)))
     if isinstance(x, list | tuple):
-        return type(x)(_map(v, fn) for v in x)
+        return type(x)(_map(v, fn, (*path, f"[{i}]")) for i, v in enumerate(x))
     if isinstance(x, dict):
-        return {k: _map(v, fn) for k, v in x.items()}
+        return {k: _map(v, fn, (*path, f"[{k!r}]")) for k, v in x.items()}
     return x
+
+
+def _leaves(x: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """(path, leaf) for every leaf of ctx that `_map` does not walk into, tensors and anything else."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        for f in dataclasses.fields(x):
+            if f.init:
+                yield from _leaves(getattr(x, f.name), (*path, f".{f.name}"))
+    elif isinstance(x, tuple) and hasattr(x, "_fields"):
+        for f, v in zip(x._fields, x, strict=True):
+            yield from _leaves(v, (*path, f".{f}"))
+    elif isinstance(x, list | tuple):
+        for i, v in enumerate(x):
+            yield from _leaves(v, (*path, f"[{i}]"))
+    elif isinstance(x, dict):
+        for k, v in x.items():
+            yield from _leaves(v, (*path, f"[{k!r}]"))
+    else:
+        yield path, x
 
 
 def detach_ctx(ctx: Any) -> Any:
     """ctx with every tensor detached: a penalty at a detached state must not reach the embedding through
     what Φ closes over (the injected prelude output, say)."""
-    return _map(ctx, lambda t: t.detach())
+    return _map(ctx, lambda t, _: t.detach())
 
 
-def slice_ctx(ctx: Any, k: int, batch: int) -> Any:
-    """ctx for the first k samples: every tensor whose first dimension is the batch size is cut to k rows."""
-    return _map(ctx, lambda t: t[:k] if t.dim() and t.shape[0] == batch else t)
+def slice_ctx(ctx: Any, k: int, batch: int, rows: CtxRows | None = None) -> Any:
+    """ctx for the first k samples: the per-sample tensors cut to k rows. `rows` ({path: per-sample}, from
+    `check_protocol`) says which tensors are per-sample; a tensor it does not name (rows=None: looplm's own
+    contexts, the built-in Context and Ouro's LoopContext, whose only batch-length tensors are per-sample) is cut
+    when its first dimension is the batch size. A shared tensor of the batch's length (a memory bank of 8 slots
+    at batch 8) is not."""
+    rows = rows or {}
+    return _map(ctx, lambda t, path: t[:k] if rows.get(path, True) and _lead(t) == batch else t)

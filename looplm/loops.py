@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .arguments import strict_int
 from .config import LoopsConfig
 
 
@@ -43,6 +44,10 @@ def sample_lognormal(gen: torch.Generator, mu: float, sigma: float, lo: int, hi:
 
 def sample_loops(cfg: LoopsConfig, gen: torch.Generator, step: int = 0) -> int:
     """The loop count for training step `step` under `cfg` (fixed during the curriculum phase)."""
+    try:  # ("5" and None were "'<' not supported between instances of 'str' and 'int'")
+        step = strict_int(step)  # not bools, floats or strings
+    except TypeError:
+        raise TypeError(f"step must be an integer (the training step), got {step!r:.80}") from None
     if cfg.sampler == "fixed" or step < cfg.curriculum_steps:
         return sample_fixed(cfg.num_loops)
     if cfg.sampler == "uniform":

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import LoopsConfig, RegConfig
-from .looped import detach_ctx, phi, run_loop, slice_ctx
+from .looped import CtxRows, detach_ctx, phi, run_loop, slice_ctx
 from .model import twice_differentiable
 from .regularizers import fused_loop, jsrr_fast, penalty, supports_fast_jvp
 from .tasks.base import IGNORE
@@ -24,7 +24,8 @@ from .tasks.base import IGNORE
 
 def regularized_loop(model: Any, h0: torch.Tensor, ctx: Any, num_loops: int, at: int | None, reg: RegConfig,
                      generator: torch.Generator | None = None, mask: torch.Tensor | None = None,
-                     backprop_loops: int = 0, checkpoint: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     backprop_loops: int = 0, checkpoint: bool = False, ctx_rows: CtxRows | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run `num_loops` loops from h0 and the penalty `reg` at the detached state h(at); (h(num_loops), penalty).
 
     at=None: no penalty (None). 0 <= at <= num_loops; h(0) = h0. The value and the gradients do not depend on
@@ -34,7 +35,8 @@ def regularized_loop(model: Any, h0: torch.Tensor, ctx: Any, num_loops: int, at:
     - `reg.impl=auto` with kind=jsrr on the built-in LoopedTransformer: the hand-written `core_jvp`; and when
       at < num_loops (the state is the input of a loop the forward runs anyway) that loop is run as
       `fused_loop`, sharing its primal work with the penalty.
-    `reg.samples=k > 0` takes the penalty over the first k samples of the batch only.
+    `reg.samples=k > 0` takes the penalty over the first k samples of the batch only: of ctx, the tensors that
+    `ctx_rows` (`check_protocol`'s answer, which fit passes for a module of one's own) marks per-sample are cut.
     """
     if at is None:
         return run_loop(model, h0, ctx, num_loops, backprop_loops=backprop_loops, checkpoint=checkpoint), None
@@ -66,7 +68,7 @@ def regularized_loop(model: Any, h0: torch.Tensor, ctx: Any, num_loops: int, at:
     ms = mask[:k] if mask is not None else None
     if fast:
         return h, jsrr_fast(model, hs, ctx.e[:k] if ctx.e is not None else None, generator, 0, ms)
-    cs = slice_ctx(detach_ctx(ctx), k, B)
+    cs = slice_ctx(detach_ctx(ctx), k, B, ctx_rows)
     with twice_differentiable():
         return h, penalty(reg.kind, phi(model, cs), hs, generator, reg.power_iters, ms)
 
@@ -75,9 +77,10 @@ class Objective(nn.Module):
     """One micro-batch's loss terms as a forward(), so DistributedDataParallel and FSDP can wrap it (they sync
     the gradients of what runs inside the wrapped module's forward)."""
 
-    def __init__(self, model: nn.Module, loops: LoopsConfig, reg: RegConfig):
+    def __init__(self, model: nn.Module, loops: LoopsConfig, reg: RegConfig, ctx_rows: CtxRows | None = None):
         super().__init__()
         self.model = model
+        self.ctx_rows = ctx_rows  # which ctx tensors reg.samples cuts (looped.slice_ctx)
         self.loops = loops
         self.reg = reg
 
@@ -87,7 +90,7 @@ class Objective(nn.Module):
         m, lc = self.model, self.loops
         h0, ctx = m.embed(input_ids, mask)
         h, pen = regularized_loop(m, h0, ctx, n_loops, at, self.reg, probes, mask, lc.backprop_loops,
-                                  lc.checkpoint_loops)
+                                  lc.checkpoint_loops, self.ctx_rows)
         sel = targets != IGNORE  # (B, T)
         if getattr(m, "pointwise_readout", False):
             logits = m.readout(h[sel], ctx)  # (N, V): only the scored rows, not (B, T, V)

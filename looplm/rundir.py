@@ -469,10 +469,18 @@ def _run_config(src: Path) -> str:
     return ckpt.RUN_CONFIG if (src / ckpt.RUN_CONFIG).is_file() else ckpt.CONFIG
 
 
-def check_resume(src: Path, cfg: Config, out: Path) -> list[str]:
-    """The changed settings a resume may take (RESUMABLE, and a larger train.keep_checkpoints), described; any
-    other change is refused (ConfigError) before anything is touched."""
-    changes = ckpt.config_changes(ckpt.load_config(src), cfg, ("loops", "reg", "data", "train"))
+# Settings a run is run or recorded with that do not change its weights: a resume that changes only these continues
+# the uninterrupted run, and saying it "will differ" taught users to ignore the note.
+INERT = {"train.logger", "train.threads", "train.device"}
+
+
+def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, bool]]:
+    """The changed settings a resume may take (RESUMABLE, and a larger train.keep_checkpoints), described, each
+    with whether it changes the training (not INERT); any other change is refused (ConfigError) before anything is
+    touched. A train.device that resolves to the device the run's did (auto and cpu on a CPU machine) is no
+    change."""
+    changes = [c for c in ckpt.config_changes(ckpt.load_config(src), cfg, ("loops", "reg", "data", "train"))
+               if not (c[0] == "train.device" and _same_device(c[1], c[2]))]
 
     def allowed(key: str, old: Any, new: Any) -> bool:
         return key in RESUMABLE or (key == "train.keep_checkpoints" and new > old)
@@ -483,7 +491,25 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[str]:
         raise ConfigError(f"{resume_flag()} would change the run in {out}, not continue it: {'; '.join(refused)}. "
                           f"Resume with the settings it was trained with (its checkpoint's, {src / _run_config(src)}; "
                           f"{out / 'config.yaml'} holds them unless it was edited), or choose another {out_flag()}")
-    return [ckpt.describe_change(*c) for c in changes if allowed(*c)]
+    return [(ckpt.describe_change(*c), c[0] not in INERT) for c in changes if allowed(*c)]
+
+
+def _same_device(old: Any, new: Any) -> bool:
+    from .hardware import resolve_device  # (torch: not at import)
+
+    try:
+        return resolve_device(str(old)) == resolve_device(str(new))
+    except UserError:  # a device this machine lacks (the run trained elsewhere): a change
+        return False
+
+
+def resume_note(changed: list[tuple[str, bool]]) -> str:
+    """What a resume says of the settings it changes (check_resume's list): whether the run will differ from an
+    uninterrupted one, and which settings do not change its training."""
+    lines = [f"{d}{'' if differs else ' (does not change the training)'}" for d, differs in changed]
+    head = ("the run will differ from an uninterrupted one" if any(differs for _, differs in changed) else
+            "they do not change the training")
+    return f"resuming with changed settings; {head}:\n  " + "\n  ".join(lines)
 
 
 def already_done(out: Path, src: Path, step: int, cfg: Config, total: int) -> str | None:

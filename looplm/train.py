@@ -45,7 +45,7 @@ from .errors import UserError
 from .evaluate import sweep
 from .hardware import resolve_device, set_threads  # noqa: F401 (looplm.train's names since the start)
 from .logger import MetricsLog, check_available, truncate_metrics
-from .looped import check_looped, check_protocol
+from .looped import CtxRows, check_looped, check_protocol
 from .loops import backprop_notes, bound_notes, describe, sample_loops, training_range
 from .model import LoopedTransformer
 from .objective import Objective
@@ -128,6 +128,7 @@ class Run:
     model: nn.Module
     task: Any  # train_batch(n, gen, step), held_out(n), size (looplm.tasks)
     write_model: Callable[[Path, dict[str, torch.Tensor]], None]
+    ctx_rows: CtxRows | None = None  # a module of one's own: its per-sample ctx tensors
 
 
 def native_run(cfg: Config, device: torch.device, resume_from: Path | None, model: nn.Module | None = None,
@@ -271,7 +272,7 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
         if model is not None:  # a module of one's own: a broken protocol was torch's error from deep in a step
             probe = run.task.held_out(2).to(device)
             with fitcheck.sizes_named(run.model, probe, cfg):
-                check_protocol(run.model, probe.input_ids, probe.mask, cfg.model.vocab_size)
+                run.ctx_rows = check_protocol(run.model, probe.input_ids, probe.mask, cfg.model.vocab_size)
     if src is not None:
         check_fingerprint(run.task, src, "a resume continues a run on the data it was trained on; restore the data, "
                                          "or start a new run from this one")
@@ -285,8 +286,7 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
             dist.shutdown(world)
             return out
         if changed and world.is_main:
-            tqdm.write("resuming with changed settings; the run will differ from an uninterrupted one:\n  "
-                       + "\n  ".join(changed))
+            tqdm.write(rundir.resume_note(changed))
     notes += [*cfg.unread(), *cfg.unreached(total), *bound_notes(cfg.loops)]
     notes += backprop_notes(cfg.loops, total) if cfg.kind == "native" else []
     for note in notes if world.is_main else []:
@@ -353,7 +353,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
     model, task = check_looped(run.model), run.task
     # each micro-batch probes its share of reg.samples (its first rows): the count is the same whatever the split
     reg_micro = dataclasses.replace(cfg.reg, samples=cfg.reg.samples * micro // t.batch_size)
-    objective = _wrap(Objective(model, cfg.loops, reg_micro), model, t.strategy, world, device)
+    objective = _wrap(Objective(model, cfg.loops, reg_micro, run.ctx_rows), model, t.strategy, world, device)
     fsdp = world.active and t.strategy == "fsdp"
     opt = make_optimizer(model, cfg)
     params = [p for g in opt.param_groups for p in g["params"]]

@@ -2,12 +2,13 @@
 
 A task gives the trainer seeded training batches (`train_batch(n, gen, step) -> Batch`), a held-out split it
 never draws from (`held_out(n) -> Batch`: its first n, an integer >= 1, or all of it when it holds fewer, so
-`len(batch)` is the count scored), its tokenizer (`tok`, with `eos_id` and `pad_id`; saved with every
-checkpoint), `size` (training examples, or None for data generated on the fly), how it is scored (`scored_by`:
-exact match of the greedy answer, or perplexity), `load_eval(path, n)` for a file of the user's own test
-problems, and `format_answer(text)` for printing. A `Batch` carries token ids, next-token targets (IGNORE
-where a position is not scored) and a real-token mask, so nothing outside a task needs its padding id or
-prompt format. Size-graded tasks (parity, chain) add `sized_batch(size, n)`.
+`len(batch)` is the count scored), its tokenizer (`tok`, saved with every checkpoint), the ids of its end and
+padding tokens (`eos_id` and `pad_id`, on the task, not the tokenizer), `size` (training examples, or None for
+data generated on the fly), how it is scored (`scored_by`: exact match of the greedy answer, or perplexity),
+`load_eval(path, n)` for a file of the user's own test problems, and `format_answer(text)` for printing. A
+`Batch` carries token ids, next-token targets (IGNORE where a position is not scored) and a real-token mask, so
+nothing outside a task needs its padding id or prompt format. Size-graded tasks (parity, chain) add
+`sized_batch(size, n)`.
 """
 
 from __future__ import annotations

@@ -65,6 +65,11 @@ class CharTokenizer:
     def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
         out = []
         for i in ids:
+            # an id past the vocabulary was a bare IndexError, a negative one dropped without a word (a model's head
+            # may be wider than its tokenizer: the addition presets' 16 ids over 14 tokens)
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"id {int(i)} is outside the vocabulary of {self.vocab_size} tokens (ids 0.."
+                                 f"{self.vocab_size - 1}); it names no character")
             if i == EOS and stop_at_eos:
                 break
             if i >= 2:
