@@ -478,4 +478,14 @@ HF_CASES: dict[str, Case] = {
         "ft.yaml": FT_YAML.replace("{base}\n", "{base}\n  gradient_checkpointing: false\n").replace(
             "batch_size: 2\n", "batch_size: 2\nloops:\n  sampler: fixed\n  max_loops: 1000000\n  num_loops: "
             "1000000\n  checkpoint_loops: true\n"), "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    # round 35 hfdata
+    "hf-finetune-hub-folder-unknown-split": Case("data", "data.split=validation for a hub-snapshot folder of train and "
+                                                 "test files (read whole, it trained on the test split)", [
+        *FT, "--set", "data.source={tmp}/hub", "--set", "data.split=validation"], {
+        "ft.yaml": FT_YAML, "hub/main/train-00000-of-00001.jsonl": GOOD_CHAT + "\n",
+        "hub/main/test-00000-of-00001.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-unclosed-think": Case("data", "an assistant reply that opens a <think> block it never closes (a "
+                                       "truncated trace, trained as an answer)", FT, chat(
+        '{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "<think>so it is"}]}'),
+        hf=True),
 }

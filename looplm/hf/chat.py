@@ -7,9 +7,8 @@ rendering all of them), whatever special tokens it adds:
 - for assistant turn i, the span starts where `template(messages[:i], add_generation_prompt=True)` ends (so
   the generation prompt, e.g. `<|im_start|>assistant\\n`, is context, not target) and ends where
   `template(messages[:i+1])` ends, minus trailing whitespace;
-- so the target is the assistant's content plus the end-of-turn marker the template closes the turn with
-  (e.g. `<|im_end|>`, which teaches the model to stop), but not the newline some templates put after it.
-  A template that closes turns with several tokens gets all of them (up to trailing whitespace).
+- so the target is the assistant's content plus the end-of-turn marker the template closes the turn with (e.g.
+  `<|im_end|>`, which teaches the model to stop; all of its tokens), not the newline some templates put after it.
 - an assistant turn with nothing in it (blank content and no other key the template renders, such as
   tool_calls) is context: its end marker alone would teach the model to end the turn at once (a conversation
   whose only assistant turns are empty has no target); a record's `tools` reach the template as `tools`;
@@ -18,11 +17,8 @@ rendering all of them), whatever special tokens it adds:
   is the one the model has to produce.
 
 Labels are aligned with `input_ids` (HF convention): `labels[j] = input_ids[j]` on target tokens and -100
-elsewhere; the loss compares logits at j-1 with labels[j]. A mask computed on token counts of a separately
-tokenized prompt is off by the template's end-of-turn tokens (the defect the issue describes); character spans
-avoid that.
-
-This module needs only a tokenizer object (a transformers fast tokenizer), not transformers itself.
+elsewhere; the loss compares logits at j-1 with labels[j]. (A mask from token counts of a separately tokenized
+prompt is off by the template's end-of-turn tokens; character spans are not.) It needs only a fast tokenizer.
 """
 
 from __future__ import annotations
@@ -58,6 +54,7 @@ PLAIN_TEMPLATE = (
 REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 # the tags of the reasoning an assistant's content holds itself (DeepSeek-R1, QwQ, Qwen3: `<think>...</think>answer`)
 THINK = ("<think>", "</think>")
+DATE = "26 Jul 2024"  # the date Llama 3.1's template writes when it is given none
 
 
 class TemplateError(ValueError):
@@ -80,7 +77,9 @@ class Encoded:
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool,
             chat_template: str | None, tools: list[dict] | None = None) -> str:
-    kw = {"chat_template": chat_template} if chat_template is not None else {}
+    # the date Llama 3.x's templates write (`date_string`, else strftime_now: today): fixed, so the same data renders
+    # alike on every day (a resume after midnight was refused as changed data) and within one encoding
+    kw = {"date_string": DATE, **({"chat_template": chat_template} if chat_template is not None else {})}
     if tools:  # a record's tool definitions: the template writes them where it wants (a system turn, mostly)
         kw["tools"] = tools
     try:
@@ -91,19 +90,17 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_promp
 
 
 def template_failure(e: BaseException) -> str:
-    """A chat template's failure as every command says it: its error type and first line. The template is the
-    model's or the user's code, so whatever it raises is its failure: a syntax error, raise_exception, a sandbox
-    refusal, and a plain Python error at run time (`m.content + 1`: TypeError), which lm-eval's check for Jinja's
-    own error type let through as a traceback."""
+    """A chat template's failure as every command says it: its error type and first line. Whatever the template
+    (the model's or the user's code) raises is its failure: a syntax error, raise_exception, a sandbox refusal, a
+    plain Python error (`m.content + 1`: TypeError, which lm-eval's check let through as a traceback)."""
     why = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no message"
     return f"{type(e).__name__}: {why}"
 
 
 def _opening(tokenizer: Any, chat_template: str | None, full: str, tools: list[dict] | None = None) -> str:
-    """What a template writes before the content of an assistant turn that opens a conversation: its role header
-    (`<|im_start|>assistant\\n` in ChatML), and whatever it puts first (a default system turn, a BOS token). That is
-    context, not target. It is read off a render whose opening assistant turn holds a marker (transformers renders
-    no empty conversation); "" when the conversation does not start with it."""
+    """What a template writes before the content of an assistant turn that opens a conversation (context): its role
+    header (`<|im_start|>assistant\\n` in ChatML) and whatever it puts first (a default system turn, a BOS token),
+    read off a render whose opening turn holds a marker; "" when the conversation does not start with it."""
     marker = "\u2063looplm\u2063"  # invisible separators: no template writes these of its own
     try:
         probe = _render(tokenizer, [{"role": "assistant", "content": marker}], False, chat_template, tools)
@@ -116,8 +113,7 @@ def _opening(tokenizer: Any, chat_template: str | None, full: str, tools: list[d
 
 def says_something(m: dict[str, Any]) -> bool:
     """An assistant turn has something to learn: content that is not blank, or another key the template renders
-    (tool_calls, reasoning_content). An empty turn is context: its end marker alone would teach "end the turn at
-    once"."""
+    (tool_calls, reasoning_content). An empty turn is context (its end marker alone: "end the turn at once")."""
     return bool(str(m.get("content") or "").strip()) or any(
         v not in (None, "", [], {}) for k, v in m.items() if k not in ("role", "content", "weight", "name"))
 
@@ -139,9 +135,8 @@ def _marked(call: Any, mark: Any, what: str, arguments: bool) -> Any:
 def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_template: str | None,
                     tools: list[dict] | None, full: str, fix: str | None = None) -> None:
     """Refuse a conversation whose render lacks part of it: a template without system or tool turns, or one that
-    ignores a record's `tools` and an assistant's `tool_calls` (ChatML as Ouro ships it), drops them in silence,
-    and the model trains to answer as if it had seen a prompt, a tool result or a tool it never saw. (`fix`: the
-    advice to give, for callers other than finetune and analyze.)
+    ignores `tools` and `tool_calls` (ChatML as Ouro ships it), drops them in silence, and the model trains on a
+    prompt, tool result or tool it never saw. (`fix`: the advice, for callers other than finetune and analyze.)
 
     Each part (the content of a turn of any role, the assistant's included: Llama 3.1's template writes only the
     calls of a turn with tool_calls; a tool's name, a tool call's or legacy function_call's name and arguments, an
@@ -153,13 +148,13 @@ def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_templat
     tag = secrets.token_hex(8)
     while tag in full:  # (never, but a sentinel must be no text the conversation writes)
         tag = secrets.token_hex(8)
-    parts: list[tuple[str, str, str]] = []  # (sentinel, which part, the part as the error names it, with its verb)
+    parts: list[tuple[str, str, str, int]] = []  # (sentinel, which part, the part as the error names it, its turn)
 
     def mark(what: str, shown: str) -> str:
-        parts.append((f"looplm{len(parts)}x{tag}", what, shown))
+        parts.append((f"looplm{len(parts)}x{tag}", what, shown, len(probe)))  # (the turn being marked)
         return parts[-1][0]
 
-    probe = []
+    probe: list[dict[str, Any]] = []
     for m in messages:
         said, role = m.get("content"), m.get("role")
         # every turn, whatever its role: a template drops the roles it does not know (Qwen2.5's drops `function`,
@@ -182,13 +177,13 @@ def _check_rendered(tokenizer: Any, messages: list[dict[str, Any]], chat_templat
         probe.append(m)
     tools = [_marked(t, mark, "tool definitions (the record's `tools`)", False) for t in tools] if tools else tools
     rendered = _render(tokenizer, probe, False, chat_template, tools)
-    for sentinel, what, shown in parts:
+    for sentinel, what, shown, turn in parts:
         if sentinel in rendered:
             continue
         lost = f"{what} ({shown} not in the conversation it renders)" if what.endswith(" turn") else \
             f"{what}: {shown} not in the conversation it renders"
         if fix is None and what.startswith("assistant's reasoning"):  # can it go in the content instead?
-            fix = _advice(what, _keeps_think(tokenizer, chat_template))
+            fix = _advice(what, _keeps_think(tokenizer, chat_template, messages, turn, tools))
         raise DroppedPart(f"the chat template drops the {lost}, so the model would read the conversation without "
                           f"it; {fix or _advice(what)}")
 
@@ -222,13 +217,15 @@ def _think_marked(said: str, mark: Any, what: str) -> str:
     return "".join(out)
 
 
-def _keeps_think(tokenizer: Any, chat_template: str | None) -> bool:
-    """Whether the template writes the `<think>` block of an assistant's content (R1-style templates cut it): the
-    advice for a reasoning key it drops, which names that form only where it is kept."""
+def _keeps_think(tokenizer: Any, chat_template: str | None, messages: list[dict[str, Any]], turn: int,
+                 tools: list[dict] | None) -> bool:
+    """Whether the template writes a `<think>` block in the content of `messages[turn]` (R1-style ones cut it), for
+    the advice about a reasoning key it drops (Llama 3.1's kept it on a plain turn, not on a call's)."""
     sentinel = f"looplm{secrets.token_hex(8)}"
+    m = {k: v for k, v in messages[turn].items() if k not in REASONING_KEYS}
+    m["content"] = f"{THINK[0]}\n{sentinel}\n{THINK[1]}\n\n{m.get('content') or ''}"
     try:
-        rendered = _render(tokenizer, [{"role": "user", "content": "1"}, {
-            "role": "assistant", "content": f"{THINK[0]}\n{sentinel}\n{THINK[1]}\n\n2"}], False, chat_template)
+        rendered = _render(tokenizer, [*messages[:turn], m, *messages[turn + 1:]], False, chat_template, tools)
     except TemplateError:
         return False
     return sentinel in rendered
@@ -373,8 +370,10 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
                 raise ValueError(f"{messages_field}[{j}].role {role!r}: roles are lower case "
                                  f"({', '.join(ROLES)}); as written it is no {role.lower()} turn")
             if not (isinstance(role, str) and isinstance(m.get("content"), str)):
+                sharegpt = isinstance(m, dict) and "from" in m and "value" in m
                 raise ValueError(f"{messages_field}[{j}] must be an object with string `role` and `content`, got "
-                                 f"{json.dumps(m)[:80]}")
+                                 f"{json.dumps(m)[:80]}" + ("; ShareGPT's from/value turns must become role/content "
+                                                            "(human: user, gpt: assistant)" if sharegpt else ""))
             # (None: absent; parquet and hub data fill a key that only some messages have with null)
             if m.get("weight") is not None and (m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
                 raise ValueError(f"{messages_field}[{j}].weight must be 0 (not trained on) or 1, got "
@@ -427,6 +426,10 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
         if problem:
             raise ValueError(f"tools[{k}] {problem}, got {_shown(t)}")
     check_text(tools, "tools")
+    for m in out:  # a truncated reasoning trace: templates (Qwen3's) train it as an answer beside an empty block
+        if m["role"] == "assistant" and m["content"].rfind(THINK[0]) > m["content"].rfind(THINK[1]):
+            raise ValueError(f"an assistant turn opens a <think> block it never closes ({m['content'][-40:]!r} at its "
+                             "end: a reasoning trace cut short?); close it with </think> or leave the record out")
     if not any(m["role"] == "assistant" and says_something(m) and m.get("weight") != 0 for m in out):
         return None
     return out
@@ -440,7 +443,7 @@ def _calls_only(m: Any) -> bool:
             and bool(m.get("tool_calls") or m.get("function_call")))
 
 
-def _shown(v: Any) -> str:
+def _shown(v: Any) -> str:  # (a value as an error shows it)
     return json.dumps(v, default=repr)[:80]
 
 

@@ -182,7 +182,8 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
         raise ValueError(f"subset must be first or random, got {subset!r}")
     take = max_samples if subset == "first" else 0
     p = Path(source).expanduser()
-    if p.exists() and (split != "train" or config_name is not None):  # hub options: a local file is read whole
+    named = _split_by_name(p) if p.is_dir() and config_name is None else None
+    if p.exists() and (config_name is not None or (split != "train" and named is None)):  # a file is read whole
         raise ValueError(f"data.split / data.config_name choose part of a hub dataset; {source} is a local "
                          f"{'folder' if p.is_dir() else 'file'}, read whole (leave them unset, or give a file of the "
                          "part you want)")
@@ -191,6 +192,12 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
             raise ValueError(f"{p} is a datasets save_to_disk folder (Arrow files), not a folder of data files; "
                              "write it with to_json or to_parquet, or give its hub name")
         files = data_files(p, LOCAL_SUFFIXES) if p.is_dir() else [p]
+        if named is not None and split not in named:
+            shown = "; ".join(f"{k}: {', '.join(sorted(f.name for f in v))[:80]}" for k, v in sorted(named.items()))
+            raise ValueError(f"{p}: its file names split it as datasets.load_dataset does ({shown}); data.split="
+                             f"{split!r} is none of them: set data.split to one")
+        if named is not None:  # the split's files only: a hub snapshot read whole trained on its test split
+            files = [f for f in files if f.resolve() in named[split]]
         if not files:
             raise ValueError(f"{p} holds no {', '.join(LOCAL_SUFFIXES)} files")
         rows = Records()
@@ -221,6 +228,24 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
     if not rows:
         raise ValueError(f"no records in {source}")
     return rows
+
+
+def _split_by_name(folder: Path) -> dict[str, set[Path]] | None:
+    """{split: its files} for a folder whose file names split it as `datasets.load_dataset(folder)` does (datasets'
+    own patterns: `main/train-00000-of-00001.parquet` beside `main/test-...`, the layout of `hf download openai/gsm8k
+    --local-dir`; `train/...`; `x_test.jsonl`), or None where they do not (read whole, as datasets reads it)."""
+    try:
+        from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
+    except ImportError:  # (no datasets: a folder is read whole)
+        return None
+    try:
+        patterns = {str(k): v for k, v in get_data_patterns(str(folder)).items()}
+    except EmptyDatasetError:
+        return None
+    if patterns == {"train": ["**"]}:  # datasets' pattern for a folder whose names say no split
+        return None
+    found = DataFilesDict.from_patterns(patterns, base_path=str(folder))
+    return {str(k): {Path(f).resolve() for f in v} for k, v in found.items()}
 
 
 def _sample(n: int, k: int, seed: int) -> list[int]:
@@ -359,6 +384,9 @@ def _field_hint(records: list[dict[str, Any]], fmt: dict[str, Any]) -> str:
                          "(context, not a target): give the turns to learn weight 1")
     # the first record read by the fields, not as a conversation: beside weight-0 conversations, the field names
     # that would read the others were not said
+    if any(isinstance(r, dict) and _sharegpt(r.get("conversations")) for r in records):
+        hints.append("the records hold ShareGPT `conversations` (from/value turns): write each turn as role/content "
+                     "(human: user, gpt: assistant) under `messages`")
     first = next((r for r in records if isinstance(r, dict) and (
         fmt.get("fmt") == "prompt_response" or not has_messages(r, field))), None)
     if fmt.get("fmt", "auto") == "messages" or first is None:
@@ -369,6 +397,10 @@ def _field_hint(records: list[dict[str, Any]], fmt: dict[str, Any]) -> str:
             hints.append(f"the records have {p}/{r} fields: set data.prompt_field={p} and data.response_field={r}")
             break
     return "; ".join(hints) or hint
+
+
+def _sharegpt(turns: Any) -> bool:
+    return isinstance(turns, list) and any(isinstance(t, dict) and "from" in t and "value" in t for t in turns)
 
 
 def _context_only(messages: Any) -> bool:

@@ -50,7 +50,9 @@ def chat_template(spec: str | None, named: dict[str, str] | None = None) -> str 
         if special_kind(p):  # (a link to) /dev/zero was read until memory ran out, said as "lower the batch size"
             raise ConfigError(f"data.chat_template: {p} is {special_kind(p)}, not a template file")
         try:
-            with p.open() as f:  # (as read_text reads it) at most the limit: a file in /proc says its size is 0
+            # at most the limit (a file in /proc says its size is 0); a BOM (Notepad's "UTF-8 with BOM") is no part
+            # of the template: read as text, it opened every example and every later prompt
+            with p.open(encoding="utf-8-sig") as f:
                 text = f.read(TEMPLATE_LIMIT + 1)
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"data.chat_template: template file {p} cannot be read ({e})") from None
@@ -76,6 +78,23 @@ def _check_system_prompt(tokenizer: Any, template: str | None, prompt: str | Non
                                     {"role": "assistant", "content": "2"}], template)
     except TemplateError as e:
         raise TemplateError(f"data.system_prompt: {e}") from None
+
+
+def no_stop(tokenizer: Any, template: str | None) -> str | None:
+    """For a template whose turn end is no special token (end_of_turn_token found none): what keeps the fine-tune
+    from stopping, or None where the turn still ends in eos_token. ChatML on a tokenizer without <|im_end|> (GPT-2's,
+    Pythia's) trained its text pieces, never eos, and generation, which stops at eos only, ran to max_new_tokens.
+    A note, not a refusal: stop strings (lm-eval's `until`, vLLM's `stop`) still end such a reply."""
+    text, spans = assistant_spans(tokenizer, [{"role": "user", "content": "1"}, {"role": "assistant", "content": "2"}],
+                                  template)
+    end = text[spans[-1][0] + 1:spans[-1][1]] if spans else ""  # after the reply "2"
+    if tokenizer.eos_token and tokenizer.eos_token in end:
+        return None
+    how = f"with {end!r}, which is no special token of the tokenizer," if end else "with nothing after its reply,"
+    return (f"the chat template ends an assistant turn {how} and not with eos_token {tokenizer.eos_token!r}: the "
+            "model never learns to end a reply with a token generate() stops at, only with text; add the end-of-turn "
+            "marker to the tokenizer as a special token, or use a template that ends a turn with eos_token (stop "
+            "strings, such as lm-eval's `until`, still stop it)")
 
 
 def _refuse_non_template(text: str, path: Path) -> None:
@@ -357,6 +376,13 @@ def load_tokenizer(path: str, revision: str | None = None) -> Any:
         # a string was a TypeError traceback in the first tokenizer call (finetune, eval-lm, analyze)
         where = Path(path) / "tokenizer_config.json" if Path(path).is_dir() else f"{path}'s tokenizer_config.json"
         raise UserError(f"{where}: model_max_length must be an integer (the longest input in tokens), got {limit!r}")
+    # transformers reads chat_template.jinja as UTF-8 and keeps a BOM (an editor's "UTF-8 with BOM") as text that
+    # every training example and prompt (eval-lm, analyze, the adapter) would start with
+    if isinstance(tok.chat_template, str):
+        tok.chat_template = tok.chat_template.removeprefix("\ufeff")
+    elif isinstance(tok.chat_template, dict):
+        tok.chat_template = {k: v.removeprefix("\ufeff") if isinstance(v, str) else v
+                             for k, v in tok.chat_template.items()}
     return tok
 
 
@@ -453,13 +479,18 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     model = load_pretrained(src, rev).to(device)
     # found now, before the run's directory exists, not at the first step that meets them
     check_vocab(tokenizer, model, f"the tokenizer {tok_src}", "give the model's own tokenizer (model.tokenizer)")
-    positions = getattr(model.config, "max_seq_len", None)  # learned positions (a looplm export) cannot go further
+    # past its position table a model trains on positions it was never built for: a looplm export's learned ones
+    # cannot go further, Ouro's rotary ones run on without an error (analyze and lm-eval stop there)
+    positions = next((v for k in ("max_seq_len", "max_position_embeddings")
+                      if isinstance(v := getattr(model.config, k, None), int)), None)
     longest = max(len(e.input_ids) for e in examples)
     if positions is not None and longest > positions:
         raise ConfigError(f"data.max_length: the longest example has {longest} tokens but {src} has "
                           f"{positions} positions; set data.max_length={positions} or lower")
     if template is not None:  # saved with the checkpoints; a tokenizer's named templates stay (a resume names one)
         tokenizer.chat_template = {**templates, "default": template} if templates else template
+    if eot is None and rank_zero():
+        print(f"note: {no_stop(tokenizer, template)}")
     if eot is not None:  # stop generation at the template's end of turn, not only at the base eos token
         gc = model.generation_config
         eos = gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id]
@@ -482,6 +513,8 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     task.paths = [d.source]
     # the digest is of the encoded examples: an edited template file changes them as an edited data file does
     task.made_from = f"{d.source} through {named} (data.max_length={d.max_length})"
+    if "strftime_now" in str(template or tokenizer.chat_template):  # (a date_string it ignores: chat.DATE)
+        task.made_from += " (its chat template writes the day's date, strftime_now, which changes what it renders)"
     if cfg.loops.sampler == "fixed":  # trained at exactly this depth: the checkpoint's default depth at inference
         field = "total_ut_steps" if hasattr(model.config, "total_ut_steps") else "num_loops"  # Ouro; an export
         setattr(model.config, field, cfg.loops.num_loops)

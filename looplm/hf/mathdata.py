@@ -358,7 +358,7 @@ def write_split(folder: str | Path, n_train: int, n_test: int, seed: int = 0, st
     repeats, so no test question is ever a training question, for any seed. Existing files are replaced only
     with `overwrite` (a task written over the earlier test file would score other problems).
 
-    Fine-tune on the train file itself: a data folder is read whole, test file included."""
+    The folder as data.source gives train.jsonl only (split by file name as `datasets.load_dataset` splits it)."""
     overwrite = check_flag("overwrite", overwrite)  # ("no" is a true value: it replaced them)
     folder = Path(folder)
     _check_outputs(folder, [folder / "train.jsonl", folder / "test.jsonl"], overwrite, "split")

@@ -23,7 +23,8 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 def train_chat_tokenizer(texts: Iterable[str], vocab_size: int, chat_template: str = CHATML_TEMPLATE,
                          split_digits: bool = True) -> Any:
     """A transformers fast tokenizer (character offsets, so assistant masks can be located) whose BPE merges are
-    learned from `texts`; every byte is in the vocabulary, so no text is ever out of it."""
+    learned from `texts` (an iterable of strings); every byte is in the vocabulary, so no text is ever out of it.
+    `chat_template`: a Jinja template, or `chatml` (as data.chat_template names it)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -32,6 +33,21 @@ def train_chat_tokenizer(texts: Iterable[str], vocab_size: int, chat_template: s
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < least:
         raise ValueError(f"vocab_size must be an integer >= {least} (the 256 bytes and {len(SPECIAL_TOKENS)} special "
                          f"tokens), got {vocab_size!r}")
+    if isinstance(texts, str | bytes) or not isinstance(texts, Iterable):  # a str was read as one text per character
+        raise TypeError(f"texts must be an iterable of texts (a list of strings), got {type(texts).__name__}"
+                        f"{'; pass [text] for one text' if isinstance(texts, str | bytes) else ''}")
+    if chat_template == "chatml":  # (stored as the literal text `chatml`, every conversation rendered as it)
+        chat_template = CHATML_TEMPLATE
+    if not isinstance(chat_template, str) or ("{{" not in chat_template and "{%" not in chat_template):
+        raise ValueError(f"chat_template must be chatml or a Jinja template (text with {{{{ ... }}}} or {{% ... %}}), "
+                         f"got {str(chat_template)[:60]!r}")
+
+    def each(texts: Iterable[str]) -> Iterable[str]:  # (None was "'NoneType' object is not iterable")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] must be a string, got {type(text).__name__} {repr(text)[:40]}")
+            yield text
+
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
@@ -40,7 +56,7 @@ def train_chat_tokenizer(texts: Iterable[str], vocab_size: int, chat_template: s
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=int(vocab_size), special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
+    tok.train_from_iterator(each(texts), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                                    pad_token="<|endoftext|>")
     fast.chat_template = chat_template
