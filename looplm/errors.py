@@ -35,6 +35,8 @@ def guarded(body: object) -> int:
         # under torchrun every rank checks the same inputs and refuses them alike: rank 0 says it, once
         if isinstance(e, OSError) and e.errno == errno.ELOOP:
             say(f"error: {_symlink_loop(e.filename or e)}")
+        elif isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # any path: --out, --config, --data, a child
+            say(f"error: {name_too_long(e.filename or '')}")
         elif out_of_memory(e):  # "[Errno 12] Cannot allocate memory: 'run'" read as a problem with the run folder
             at = f" while using {e.filename}, which is not at fault" if e.filename else ""
             say(f"error: out of memory (the system refused an allocation{at}); {MEMORY_HINT}")
@@ -82,6 +84,40 @@ LOOP = "Symlink loop from "
 def _symlink_loop(path: object) -> str:
     return (f"{path} cannot be reached: it goes through symbolic links that point at each other (a loop); fix the "
             "links, or choose another path")
+
+
+def name_too_long(path: object) -> str:
+    """Why the OS refused `path` as too long ("[Errno 36] File name too long" named neither the part at fault
+    nor the limit): the first name in it past its file system's limit (NAME_MAX, 255 bytes on most), else the
+    whole path past PATH_MAX. A long name is shown shortened, so the line stays readable."""
+    path = os.fspath(path)
+    above = "/" if os.path.isabs(path) else "."
+    for part in path.split(os.sep):
+        limit = _pathconf(above, "PC_NAME_MAX", 255)  # of the nearest folder there is (as check_name_length)
+        size = len(os.fsencode(part))
+        if size > limit:
+            short = shortened(part)
+            which = "its name" if part == path else f"the name {shown_path(short)}"
+            return (f"{shown_path(path.replace(part, short))}: {which} is {size} bytes, past this file system's "
+                    f"limit of {limit} bytes for one name; choose a shorter name")
+        if part and os.path.isdir(os.path.join(above, part)):
+            above = os.path.join(above, part)
+    return (f"a path of {len(os.fsencode(path))} bytes is past this system's limit of "
+            f"{_pathconf('/', 'PC_PATH_MAX', 4096)} bytes for a whole path; choose a shorter path "
+            f"({shown_path(path[:60])}…)")
+
+
+def shortened(name: str) -> str:
+    """A name of up to 40 characters as it is; a longer one as its start and end (a message about a 300-byte name
+    need not spell it out)."""
+    return name if len(name) <= 40 else f"{name[:20]}…{name[-10:]}"
+
+
+def _pathconf(p: str, name: str, default: int) -> int:
+    try:
+        return os.pathconf(p, name)
+    except (OSError, ValueError):
+        return default
 
 
 def dead_link(p: object) -> str:

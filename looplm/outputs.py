@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import rundir
-from .errors import UserError, dead_link, shown_path, special_kind
+from .errors import UserError, dead_link, shortened, shown_path, special_kind
 
 
 def write_json(path: Path, obj: dict, replace: bool = True) -> None:
@@ -65,9 +65,10 @@ def check_name_length(p: Path) -> None:
         limit = 255
     size = len(os.fsencode(p.name))
     if size + 16 > limit:
-        raise UserError(f"{rundir.out_flag()} {shown_path(p)}: its name is {size} bytes, and looplm writes beside it "
-                        f"under names up to 16 bytes longer, past this file system's limit of {limit}; choose a "
-                        "shorter name")
+        shown = shown_path(p.with_name(shortened(p.name)))  # (a 300-byte name need not be spelled out)
+        raise UserError(f"{rundir.out_flag()} {shown}: its name is {size} bytes, and looplm writes beside it under "
+                        f"names up to 16 bytes longer, past this file system's limit of {limit}; choose a shorter "
+                        "name")
 
 
 def unexpanded_home(out: str) -> str | None:
@@ -91,15 +92,21 @@ def check_out_folder(out: Path) -> None:
     if str(out).startswith("~"):  # the API's `fit(cfg, "~/runs/x")`: no shell expands it (the CLI says so earlier)
         raise UserError(f"{out}: a path that starts with ~ is not expanded here, so a folder named "
                         f"{Path(out).parts[0]} would be made in {Path.cwd()}; give the full path (os.path.expanduser)")
+    check_name_length(out)  # first: is_symlink() raises on a name past the limit
     if out.is_symlink() and not out.exists():
         raise UserError(f"{rundir.out_flag()} {shown_path(out)} is {dead_link(out)}")
-    check_name_length(out)
     own = run_part(out)
     if own is not None and ckpt.enclosing_checkpoint(out / "config.yaml") is None:  # (checkpoints: said by name)
         where = f"{'inside ' if own != out.resolve() else ''}{own.name}{'' if own.is_file() else '/'}"
         raise UserError(f"{rundir.out_flag()} {shown_path(out)} is {where} of the run in {own.parent}, which that run "
                         "writes; choose a directory outside it")
-    check_reachable(out)
+    above = check_reachable(out)
+    if above is not None and not out.exists():  # made after the work's checks: found now, by a folder made and removed
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=above))
+        except OSError as e:  # /proc ("No such file or directory": the folder is not expected to exist), read-only
+            raise UserError(f"cannot create {rundir.out_flag()} {shown_path(out)}: {above} does not allow making a "
+                            f"folder in it ({e.strerror or e}); choose another {rundir.out_flag()}") from None
 
 
 def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None = None) -> None:

@@ -15,6 +15,7 @@ from .bad_input_damage import _dangling_link, _link_loop, _runs_linked_into_corp
 S = ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--n", "4"]
 DYN = ('{"kind": "looplm.dynamics", "depths": [1], "accuracy": [0.5], "n": 2, "metrics": {}, "spectral": {}, '
        '"pca": {"samples": []}}')  # the least a dynamics.json holds for plot
+LONG = "r" * 300  # a name past the file system's limit of 255 bytes
 A = ["analyze", "{copy}", "--no-progress", "--depths", "1:2", "--n", "2", "--out", "{tmp}/an"]
 
 
@@ -244,4 +245,15 @@ PATH_CASES: dict[str, Case] = {
                                    "was gone)", [*TRAIN, *TINY[:-10], "--set", "loops.sampler=fixed", "--set",
                                                  "loops.num_loops=1000000", "--set", "loops.max_loops=1000000",
                                                  "--set", "loops.checkpoint_loops=true"]),
+    # round 35 io
+    "arg-train-out-name-too-long": Case("arguments", "train --out a 300-byte name (errno's raw 'File name too long')",
+                                        [*TRAIN[:-3], "--out", "{tmp}/" + LONG, "--no-progress", *TINY],
+                                        shown="train --config addition-prenorm-stars --out <tmp>/r...r (300 bytes)"),
+    "arg-analyze-out-name-too-long": Case("arguments", "analyze --out a 300-byte name", [
+        *A[:-1], "{tmp}/" + LONG], shown="analyze <copy> ... --out <tmp>/r...r (300 bytes)"),
+    "arg-export-out-name-too-long": Case("arguments", "export-hf --out a 300-byte name", [
+        "export-hf", "{run}", "--out", "{tmp}/" + LONG], shown="export-hf <run> --out <tmp>/r...r (300 bytes)"),
+    "arg-train-config-name-too-long": Case("arguments", "train --config a 305-byte file name", [
+        "train", "--config", "{tmp}/" + LONG + ".yaml", "--out", "{tmp}/out", "--no-progress"],
+        shown="train --config <tmp>/r...r.yaml (305 bytes) --out <tmp>/out"),
 }
