@@ -37,3 +37,35 @@ def test_an_out_folder_that_cannot_be_made_says_so_before_any_work(tmp_path):
         check_out_folder(Path("/proc/looplm_x"))
     check_out_folder(tmp_path / "new" / "run")  # one that can be made passes, and nothing is left behind
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_text_corpus_too_big_for_memory_is_refused_by_name_before_it_is_read(tmp_path, monkeypatch):
+    from looplm import memory
+    from looplm.tasks.text import TextTask
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("hello world. " * 1000)  # 13,000 bytes: about 234 kB to read and tokenize
+    monkeypatch.setattr(memory, "available_bytes", lambda: 100_000)
+    with pytest.raises(UserError, match=r"^not enough memory: the text corpus .*corpus.txt \(0.0 MB\) and its token "
+                                        r"ids need at least .* \(about 18 bytes for each byte of text\); use a "
+                                        r"smaller corpus"):
+        TextTask(str(corpus), window=8)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 300_000)
+    TextTask(str(corpus), window=8)  # fits
+    with pytest.raises(UserError, match=r"about 200 bytes for each byte"):  # training BPE merges takes far more
+        TextTask(str(corpus), window=8, tokenizer="bpe")
+
+
+def test_nul_bytes_are_found_while_reading_not_after_the_whole_file(tmp_path, monkeypatch):
+    from looplm.tasks import text
+
+    f = tmp_path / "t.txt"
+    f.write_bytes(b"\x00" + b"a" * 100 + b"\xff")  # the NUL first: the old reader read on to the invalid byte
+    with pytest.raises(ValueError, match="holds NUL bytes, so it is binary data"):
+        text.read_text(f)
+    # past the first look (SNIFF_BYTES): found in the piece that holds it, before the rest is read
+    monkeypatch.setattr(text, "SNIFF_BYTES", 4, raising=False)
+    monkeypatch.setattr(text, "CHUNK_CHARS", 16, raising=False)
+    f.write_bytes(b"a" * 20 + b"\x00" + b"b" * 100_000 + b"\xff")  # (past the decoder's 8 KiB buffer)
+    with pytest.raises(ValueError, match="holds NUL bytes, so it is binary data"):
+        text.read_text(f)

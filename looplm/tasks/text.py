@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
+from .. import memory
 from ..arguments import check_count, check_optional_count
 from ..config import TOKENIZERS
+from ..errors import UserError
 from ..records import UNREAD_SUFFIXES, data_files, first_bad_byte, missing_data, unread_format
 from .base import IGNORE, Batch, ReadOnUse
 from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
@@ -24,7 +26,25 @@ TEXT_SUFFIXES = ("", ".txt", ".md", ".text", ".rst")
 RECORD_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def read_text(path: str | Path) -> str:
+# Memory a corpus takes while it is read and tokenized, per byte of its files (peak RSS over the process before,
+# measured with TextTask on 1, 5, 10 and 20 MB ASCII files, OMP_NUM_THREADS=1): 18.6 for the char tokenizer and
+# 17.2 for byte (the text, its UTF-8 copy for the fingerprint, the split's copies, a list of ids at 8 bytes an id
+# and their tensor at 8 more); 216-252 for training BPE merges (the tokenizers package's counts). A 200 MB corpus
+# under a 4 GB limit ran out of memory, told to lower the batch size, width or depths.
+TEXT_BYTES_PER_BYTE = 18
+BPE_TRAIN_BYTES_PER_BYTE = 200
+CHUNK_CHARS = 1 << 24  # read in pieces, so a NUL byte is found before the whole file is held
+SNIFF_BYTES = 1 << 20
+
+
+def _binary(f: Path) -> ValueError:
+    # an old tar, a cpio archive, UTF-16 text: valid UTF-8, yet no text to learn
+    return ValueError(f"{f}: holds NUL bytes, so it is binary data (an archive, UTF-16 text, ...), not UTF-8 text")
+
+
+def read_text(path: str | Path, bytes_per_byte: int = TEXT_BYTES_PER_BYTE) -> str:
+    """The text of a file, or of a folder's files joined by newlines. `bytes_per_byte`: the memory the caller
+    needs per byte of them, checked before any is read (memory.require)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(missing_data(p))
@@ -36,17 +56,29 @@ def read_text(path: str | Path) -> str:
     files = data_files(p, TEXT_SUFFIXES, UNREAD_SUFFIXES + RECORD_SUFFIXES, sniff_all=True) if p.is_dir() else [p]
     if not files:
         raise ValueError(f"{p} holds no files")
+    for f in files:  # binary data is said to be binary, not too big (a 3 GB file of NULs)
+        with open(f, "rb") as fh:
+            if b"\x00" in fh.read(SNIFF_BYTES):
+                raise _binary(f)
+    size = sum(f.stat().st_size for f in files)
+    try:
+        memory.require(size * bytes_per_byte, f"the text corpus {p} ({size / 1e6:,.1f} MB) and its token ids")
+    except UserError as e:
+        raise UserError(f"{e} (about {bytes_per_byte} bytes for each byte of text); use a smaller corpus") from None
     parts = []
     for f in files:
         try:
             # every byte as it is (no \r\n -> \n, no locale) but a byte-order mark, which is no part of the text
             with open(f, encoding="utf-8-sig", newline="") as fh:
-                parts.append(fh.read())
+                chunks = []
+                while chunk := fh.read(CHUNK_CHARS):
+                    if "\x00" in chunk:
+                        raise _binary(f)
+                    chunks.append(chunk)
         except UnicodeDecodeError:
             raise ValueError(f"{f}: not a UTF-8 text file ({first_bad_byte(f)})") from None
-        if "\x00" in parts[-1]:  # an old tar, a cpio archive, UTF-16 text: valid UTF-8, yet no text to learn
-            raise ValueError(f"{f}: holds NUL bytes, so it is binary data (an archive, UTF-16 text, ...), not UTF-8 "
-                             "text")
+        parts.append("".join(chunks))
+        del chunks
     text = "\n".join(parts)
     if not text.strip():  # a file of blank lines is not empty: say what it holds
         raise ValueError(f"{p}: no text (" + (f"only whitespace, {len(text):,} characters)" if text else "empty)"))
@@ -87,7 +119,8 @@ class TextTask(ReadOnUse):
     def _read(self) -> None:
         path, test_fraction, tokenizer, vocab_size = self._spec
         window = self.window
-        text = read_text(path)
+        train_bpe = tokenizer == "bpe" and "tok" not in self.__dict__
+        text = read_text(path, BPE_TRAIN_BYTES_PER_BYTE if train_bpe else TEXT_BYTES_PER_BYTE)
         # what was read, so a resume or a held-out sweep can tell that the corpus is still the same text
         self.fingerprint = {"sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
                             "chars": len(text)}
