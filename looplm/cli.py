@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="exact match at every depth in one forward pass")
     s.add_argument("checkpoint", help="run directory or its checkpoint/ folder")
-    s.add_argument("--depths", default="1:100", help="e.g. 1:100, 1:1000:10, 1,2,4,8")
+    s.add_argument("--depths", default="1:100", help="e.g. 1:100, 1:1000:10 (1, 11, ..., 991, 1000), 1,2,4,8")
     s.add_argument("--data", help="a file of your own test problems in the task's format (addition: num1/num2/answer "
                    "rows; jsonl: prompt/answer rows; text: a text file); default: the held-out split")
     s.add_argument("--sizes", help="size-graded tasks (parity, chain): sweep each instance size, e.g. 1:12; writes "

@@ -27,7 +27,8 @@ MAX_DEPTH_COUNT = 100_000  # depths in one spec (each one kept costs a readout p
 
 def parse_depths(spec: str, what: str = "depth") -> list[int]:
     """`1:100` (inclusive), `1:100:5`, `1,2,4,8`, or a mix like `1:8,16,32` -> sorted unique depths >= 1.
-    `what` names the numbers in errors (the same form gives `--sizes`)."""
+    A stepped range ends at its stated end too: `1:1000:10` is 1, 11, ..., 991 and 1000 (it stopped at 991, and a
+    sweep "to 1000" reported no 1000-loop result). `what` names the numbers in errors (`--sizes` too)."""
     out: set[int] = set()
     if not isinstance(spec, str):  # 5 was an AttributeError ('int' object has no attribute 'strip')
         raise TypeError(f"a {what} specification is a string such as '1:100' or '1,2,4', got {type(spec).__name__} "
@@ -49,10 +50,10 @@ def parse_depths(spec: str, what: str = "depth") -> list[int]:
                 raise ValueError(f"{what} range {part!r} is reversed (end {hi} < start {lo})")
             if st < 1:
                 raise ValueError(f"{what} range {part!r} needs a step >= 1")
-            if hi > MAX_DEPTH or (hi - lo) // st + 1 > MAX_DEPTH_COUNT:
+            if hi > MAX_DEPTH or -(-(hi - lo) // st) + 1 > MAX_DEPTH_COUNT:  # (the end: one more)
                 raise ValueError(f"{what} range {part!r} is too large: at most {MAX_DEPTH_COUNT:,} {what}s up to "
                                  f"{MAX_DEPTH:,} loops")
-            rng = range(lo, hi + 1, st)
+            rng = [*range(lo, hi, st), hi]
         else:
             raise ValueError(f"bad {what} spec {part!r}")
         if min(rng, default=1) < 1:

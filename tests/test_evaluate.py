@@ -16,7 +16,7 @@ from .conftest import tiny_model_config
 
 def test_parse_depths():
     assert parse_depths("1:5") == [1, 2, 3, 4, 5]
-    assert parse_depths("1:10:4") == [1, 5, 9]
+    assert parse_depths("1:10:4") == [1, 5, 9, 10]  # a stepped range ends at its stated end
     assert parse_depths("8,1:3, 100") == [1, 2, 3, 8, 100]
     for bad, msg in [("5:1", "reversed"), ("", "empty"), ("0:3", ">= 1"), ("a:b", "bad depth"),
                      ("1:4:0", "step")]:

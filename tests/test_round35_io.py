@@ -69,3 +69,14 @@ def test_nul_bytes_are_found_while_reading_not_after_the_whole_file(tmp_path, mo
     f.write_bytes(b"a" * 20 + b"\x00" + b"b" * 100_000 + b"\xff")  # (past the decoder's 8 KiB buffer)
     with pytest.raises(ValueError, match="holds NUL bytes, so it is binary data"):
         text.read_text(f)
+
+
+def test_a_stepped_depth_range_ends_at_its_stated_end():
+    from looplm.evaluate import parse_depths
+
+    assert parse_depths("1:1000:10")[-3:] == [981, 991, 1000]  # the help's own example swept to 991, never 1000
+    assert len(parse_depths("1:1000:10")) == 101
+    assert parse_depths("1:10:20") == [1, 10]
+    assert parse_depths("1:10:3") == [1, 4, 7, 10]  # on the step already: not twice
+    assert parse_depths("5:5:3") == [5]
+    assert parse_depths("2:12:5", "size") == [2, 7, 12]
