@@ -3,6 +3,7 @@ cannot be made, large text corpora, stepped depth ranges, the weights' file mode
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,25 @@ def test_a_stepped_depth_range_ends_at_its_stated_end():
     assert parse_depths("1:10:3") == [1, 4, 7, 10]  # on the step already: not twice
     assert parse_depths("5:5:3") == [5]
     assert parse_depths("2:12:5", "size") == [2, 7, 12]
+
+
+def test_the_weights_follow_the_umask_like_every_other_file(tmp_path):
+    import stat
+
+    from looplm import fit, load_config
+
+    cfg = load_config("addition-prenorm-stars", [
+        "model.d_model=16", "model.d_ff=32", "model.n_heads=2", "train.steps=2", "train.batch_size=4",
+        "train.eval_every=0", "data.test_size=8", "loops.max_loops=2", "model.max_seq_len=16", "reg.rho_every=0",
+        "train.checkpoint_every=1", "train.keep_checkpoints=3"])
+    old = os.umask(0o002)  # a group-shared run folder
+    try:
+        fit(cfg, tmp_path / "run", progress=False)
+    finally:
+        os.umask(old)
+    run = tmp_path / "run"
+    weights = [run / "checkpoint/model.safetensors", *(run / "checkpoints").glob("*/model.safetensors")]
+    assert len(weights) >= 2
+    for w in weights:  # safetensors made them 0600: collaborators could read every file but these
+        assert stat.S_IMODE(w.stat().st_mode) == 0o664, w
+        assert stat.S_IMODE((w.parent / "config.json").stat().st_mode) == 0o664
