@@ -65,6 +65,11 @@ class _Stdout:
 
 def main() -> int:
     _reopen_closed()
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # (removed under the shell) torch's import then fails with a oneMKL "FATAL ERROR"
+        print("error: the working directory no longer exists; cd to another one", file=sys.stderr)
+        return 2
     sys.stdout = _Stdout(sys.stdout)
     pressed: list[int] = []
     on_main = signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -103,3 +103,29 @@ def test_the_weights_follow_the_umask_like_every_other_file(tmp_path):
     for w in weights:  # safetensors made them 0600: collaborators could read every file but these
         assert stat.S_IMODE(w.stat().st_mode) == 0o664, w
         assert stat.S_IMODE((w.parent / "config.json").stat().st_mode) == 0o664
+
+
+def test_the_vocabulary_message_counts_occurrences_of_distinct_characters(tmp_path):
+    from looplm.tasks.text import TextTask
+
+    (tmp_path / "train.txt").write_text("abcabc " * 50)
+    task = TextTask(str(tmp_path / "train.txt"), window=4)
+    (tmp_path / "other.txt").write_text("ab\nl.l\nl")  # 6 occurrences of 3 characters (\n . l)
+    with pytest.raises(ValueError, match=r"other.txt: 6 occurrences of 3 characters the model's vocabulary lacks "
+                                         r"\('\\n', '\.', 'l'\)"):
+        task.load_eval(str(tmp_path / "other.txt"), None)
+
+
+def test_a_deleted_working_directory_is_one_error_line(tmp_path):
+    import subprocess
+    import sys
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = f"import os, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); sys.argv = ['looplm', '--help']; " \
+           "from looplm.launch import main; raise SystemExit(main())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == "error: the working directory no longer exists; cd to another one\n"
+    assert "torch" not in r.stderr and "FATAL" not in r.stderr

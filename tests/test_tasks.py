@@ -324,7 +324,7 @@ def test_characters_a_vocabulary_lacks_are_refused_not_dropped(tmp_path):
     task = make_task(cfg)
     assert {"x", "y", "z"} <= set(task.tok.stoi) and len(task.train_ids) + len(task.test_ids) == len(text)
     (tmp_path / "other.txt").write_text("abcab#c" * 10 + "é")
-    with pytest.raises(ValueError, match=r"11 character\(s\) the model's vocabulary lacks \('#', 'é'\)"):
+    with pytest.raises(ValueError, match=r"11 occurrences of 2 characters the model's vocabulary lacks \('#', 'é'\)"):
         task.load_eval(str(tmp_path / "other.txt"), None)
     rows = [{"prompt": f"{i}+", "answer": str(i)} for i in range(40)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -151,7 +151,9 @@ class TextTask(ReadOnUse):
                 shown = ", ".join(repr(c) for c in unknown[:8]) + (", ..." if len(unknown) > 8 else "") + (
                     "; a folder's files are joined with a newline between them" if "\n" in unknown and
                     Path(path).is_dir() else "")
-                raise ValueError(f"{path}: {n:,} character(s) the model's vocabulary lacks ({shown}); the char "
+                chars = f"{len(unknown)} character{'s' if len(unknown) > 1 else ''}"
+                raise ValueError(f"{path}: {n:,} occurrence{'s' if n > 1 else ''} of {chars} the model's vocabulary "
+                                 f"lacks ({shown}); the char "
                                  "tokenizer knows only the characters of the text it was trained on (data.tokenizer="
                                  "byte or bpe reads any text)")
             return [self.tok.stoi[c] for c in text]
