@@ -311,7 +311,8 @@ def check_metrics(path: Path) -> None:
     if not path.exists():
         return
     if not path.is_file():  # a FIFO would block the read
-        raise UserError(f"{path} is not a regular file (a FIFO, device or socket); a run writes its log there")
+        kind = "a directory" if path.is_dir() else "not a regular file (a FIFO, device or socket)"
+        raise UserError(f"{path} is {kind}; a run writes its log there")
     lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()  # -sig: as truncate_metrics reads
     # blank lines are skipped (an editor or `echo >>` leaves them), as truncate_metrics skips them
     numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]

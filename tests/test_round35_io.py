@@ -129,3 +129,12 @@ def test_a_deleted_working_directory_is_one_error_line(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr == "error: the working directory no longer exists; cd to another one\n"
     assert "torch" not in r.stderr and "FATAL" not in r.stderr
+
+
+def test_a_metrics_log_that_is_a_directory_is_named_one(tmp_path):
+    from looplm.rundir import check_metrics
+
+    (tmp_path / "metrics.jsonl").mkdir()
+    # it was called "not a regular file (a FIFO, device or socket)"
+    with pytest.raises(UserError, match=r"metrics\.jsonl is a directory; a run writes its log there"):
+        check_metrics(tmp_path / "metrics.jsonl")
