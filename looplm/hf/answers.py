@@ -54,8 +54,8 @@ as an integer), and `is_correct` compares numerically when both sides are number
 ("25%" is right for a gold 25, GSM8K's unit-less answer to a "what percent" question) or, against a proportion (-1 to
 1), its fraction (right for 0.25; 2500% is not 25); two percents as they are (25% is no 0.25%); else as normalized
 text, case and inner spaces aside (a matrix's row break `\\\\` kept whole, so its spacing does not count; `\\dfrac` as
-`\\frac`, `(B)` as `B`, a bare one-character argument as braced: `\\sqrt2` as `\\sqrt{2}`, `\\frac1x` as
-`\\frac{1}{x}`; a quotient of whole terms as `\\frac`: `\\sqrt{2}/2`, `(1+\\sqrt{5})/2`, and with a numerator's
+`\\frac`, `(B)` as `B`, a bare one-character argument as braced: `\\sqrt2` as `\\sqrt{2}`, `\\frac1x` as `\\frac{1}{x}`,
+`a_1` as `a_{1}`; a quotient of whole terms as `\\frac`: `\\sqrt{2}/2`, `(1+\\sqrt{5})/2`, and with a numerator's
 coefficient, `3\\pi/4`, `2\\sqrt{2}/3`; a fraction's factor after it as its numerator's, `\\frac{4}{3}\\pi` as
 `\\frac{4\\pi}{3}`; a variable set to the answer aside, `x \\in [2,5]` as `[2,5]`, `x = \\pi` as `\\pi`). A gold that
 is NaN or the text "nan" (a missing value) is refused with a ValueError, as is an integer of thousands of digits; a

@@ -2,10 +2,10 @@
 
 `unbox` writes a box's content as the answer it typesets (spacing, units and emphasis dropped, an AMC choice
 `\\text{(C)}` kept as `(C)`); `text_key` is the key two non-numeric answers are compared by: case and spaces aside,
-`\\dfrac` as `\\frac`, a bare one-character argument braced (`\\sqrt2` as `\\sqrt{2}`), a quotient of whole terms
-as `\\frac` (`3\\pi/4` as `\\frac{3\\pi}{4}`, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`), a bracketed choice letter as
-the letter, a variable set to the answer (`x \\in [2,5]`, `x = \\pi`) aside. `last_boxed` finds a box's content and
-`interval_at` the tuple or interval an answer opens with.
+`\\dfrac` as `\\frac`, a bare one-character argument braced (`\\sqrt2` as `\\sqrt{2}`, `x^2` as `x^{2}`), a
+quotient of whole terms as `\\frac` (`3\\pi/4` as `\\frac{3\\pi}{4}`, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`), a
+bracketed choice letter as the letter, a variable set to the answer (`x \\in [2,5]`, `x = \\pi`) aside. `last_boxed`
+finds a box's content and `interval_at` the tuple or interval an answer opens with.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ _ARG = r"\{(?:[^{}]|\{[^{}]*\})*\}|\\[A-Za-z]+|[A-Za-z0-9]"
 # (a root's index is short, `\sqrt[3]`: an unbounded one scanned the rest of the text from each `\sqrt[`, seconds)
 _ONE_ARG = re.compile(rf"\\(sqrt|overline|bar|hat|vec)(?![A-Za-z])(\[[^\][]{{1,8}}\])?\s*({_ARG})")
 _TWO_ARGS = re.compile(rf"\\(frac|binom)(?![A-Za-z])\s*({_ARG})\s*({_ARG})")
+# a superscript or subscript is an argument too: `x^2` typesets as `x^{2}`, `a_1` as `a_{1}` (an escaped `\_` is none)
+_SCRIPT = re.compile(rf"(?<!\\)([\^_])\s*({_ARG})")
 # `a/b` of two whole terms (a number, letter, \pi, root or group) is \frac{a}{b}; never after ^ or _ (`x^2/3`)
 _TERM = r"\d+(?:\.\d+)?|[A-Za-z]|\\pi(?![A-Za-z])|\\sqrt(?:\[[^\][]{1,8}\])?\{[^{}]*\}|\{[^{}]*\}|\([^()]*\)"
 # and a numerator's coefficient with it: `3\pi/4` was no `\frac{3\pi}{4}` (never a denominator's: `1/2\pi` is half pi)
@@ -119,6 +121,7 @@ def text_key(s: str) -> str:
     # (`\frac{4}{3}\pi` was wrong for `\frac{4\pi}{3}`, `\frac{1}{2}\sqrt{3}` for `\frac{\sqrt{3}}{2}`)
     s = _FRAC_FACTOR.sub(lambda m: "\\frac{" + ("" if m[1] == "1" else m[1]) + m[3] + "}" + m[2], s)
     s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\{([^{}]*)\}", r"\1", s)
+    s = _SCRIPT.sub(lambda m: m[1] + _braced(m[2]), s)  # (`x^{2}` was wrong for `x^2`, `a_{1}` for `a_1`)
     s = _drop_spaces(s, r"\s+").lower()
     m = re.fullmatch(r"[(\[]([a-z])[)\]]\.?", s)
     return m.group(1) if m else s
