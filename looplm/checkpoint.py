@@ -55,6 +55,9 @@ SHARD_INDEX = "model.safetensors.index.json"  # sharded HF weights
 HISTORY = "checkpoints"  # sibling of the latest checkpoint's folder, holding the older ones
 MANIFEST_FORMAT = "looplm-checkpoint/1"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_EDITED = ("it changed since the checkpoint was written (edited, or damaged); restore it, or copy the model's files "
+           "without manifest.json to a folder of their own to use an edited one")
+_EXIT_HINT = " (an early_exit_threshold needs no edit: eval-lm --exit-threshold, the adapter's exit_threshold=)"
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -427,7 +430,8 @@ def verify(path: str | Path, names: tuple[str, ...] | None = None) -> None:
     """Check files against `manifest.json` (size, then SHA-256): `names`, or every file it lists. A checkpoint
     without a manifest passes; a file the manifest does not list (e.g. a weights-only checkpoint has no trainer
     state) is skipped. Whatever `names` asks for, the manifest must list the weights, and every file it lists
-    must be there: a manifest that vouches for less than the checkpoint holds would let a loss pass."""
+    must be there (a manifest that vouches for less than the checkpoint holds would let a loss pass), but the
+    trainer state unless `names` asks for it: only a resume reads it (`load_state`), and it is dropped to share."""
     d = resolve(path)
     mf = d / MANIFEST
     if not mf.is_file():
@@ -447,19 +451,19 @@ def verify(path: str | Path, names: tuple[str, ...] | None = None) -> None:
         if not ok:
             raise _damaged(d, f"{mf} is unreadable (its entry for {name!r} is not a file record of an integer "
                               "`bytes` and a string `sha256`); the file is corrupted")
-        if not (d / name).is_file():
+        if not (d / name).is_file() and (name != STATE or STATE in (names or ())):
             raise _damaged(d, f"{d / name} is missing (listed in {MANIFEST})")
-    for name in files if names is None else names:
-        rec = files.get(name)
-        if rec is None:
-            continue
-        f = d / name
+    for name in [n for n in (files if names is None else names) if n in files and (d / n).is_file()]:
+        f, rec, binary = d / name, files[name], name.endswith((".safetensors", ".pt"))
+        edited = _EDITED + (_EXIT_HINT if name == CONFIG and RUN_CONFIG in files else "")
         size = f.stat().st_size
+        # a text file (config, template) is edited by hand (docs/hf.md's early_exit_threshold): not said corrupted
         if size != rec.get("bytes"):
-            raise _damaged(d, f"{f} has {size} bytes but {MANIFEST} records {rec.get('bytes')}: the file is "
-                              "truncated or was overwritten")
+            raise _damaged(d, f"{f} has {size} bytes but {MANIFEST} records {rec.get('bytes')}: "
+                              f"{'the file is truncated or was overwritten' if binary else edited}")
         if _sha256(f) != rec.get("sha256"):
-            raise _damaged(d, f"{f} does not match its SHA-256 in {MANIFEST}: the file is corrupted")
+            raise _damaged(d, f"{f} does not match its SHA-256 in {MANIFEST}: "
+                              f"{'the file is corrupted' if binary else edited}")
 
 
 def load_config(path: str | Path) -> Config:

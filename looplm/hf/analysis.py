@@ -73,8 +73,20 @@ def _alpaca(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "instruction": f"{said}\n\n{extra}" if isinstance(said, str) and said.strip() else extra}
 
 
-def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tuple[Batch, dict]:
-    """(batch, stats) for the first `n` usable records of `data` (a local file or a `datasets` name).
+def run_system_prompt(path: str | Path) -> str | None:
+    """The data.system_prompt a `looplm finetune` run trained its model directory `path` with (None: none, or no
+    fine-tune's folder). Its model saw that system turn in every example: it is scored with it too."""
+    from .. import checkpoint as ckpt
+
+    if not (Path(path) / ckpt.RUN_CONFIG).is_file():
+        return None
+    return getattr(getattr(ckpt.load_config(path), "data", None), "system_prompt", None) or None
+
+
+def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_prompt: str | None = None
+               ) -> tuple[Batch, dict]:
+    """(batch, stats) for the first `n` usable records of `data` (a local file or a `datasets` name), with
+    `system_prompt` opening each conversation that has no system turn of its own (as fine-tuning does).
     batch.targets[t] is the next token where that token is an assistant target; batch.mask the real tokens."""
     def encode(records: Records) -> tuple[list, Any]:
         # each record read by its own shape (a messages list, or a field pair), as a conversation
@@ -82,7 +94,8 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512) -> tupl
         for r, w in zip(records, records.where, strict=True):
             try:
                 # a conversation with nothing to learn goes on as it is: the refusal says why (weight 0 turns)
-                said = to_messages(_alpaca(r), **_fields(r)) or (r["messages"] if has_messages(r) else [])
+                said = (to_messages(_alpaca(r), **_fields(r), system_prompt=system_prompt)
+                        or (r["messages"] if has_messages(r) else []))
                 convs.append({"messages": said, "tools": r.get("tools")})
             except ValueError as e:
                 raise ValueError(f"{w}: {e}") from None
@@ -146,8 +159,9 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     if max_length is not None and positions is not None and max_length > positions:
         raise ValueError(f"--max-length {max_length} is longer than the model's position table ({positions})")
     max_length = max_length or positions or 4096
+    system = run_system_prompt(path)  # a fine-tune's model is scored on the conversations it was trained on
     try:
-        batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length)
+        batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length, system)
     except ValueError as e:  # no limit can be raised past the positions: the records are too long for this model
         if max_length != positions or LENGTH_HINT not in str(e):
             raise
@@ -160,6 +174,9 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
         print(f"note: {stats['records'] - stats['kept']} of {stats['records']} records read were skipped "
               f"({stats['overlong']} longer than {max_length} tokens, {stats['no_target']} with an empty prompt or "
               f"no assistant reply); {stats['used']} analyzed")
+    if system:
+        print(f"note: the run's data.system_prompt ({system!r:.60}) opens each --data conversation without a "
+              "system turn, as in fine-tuning")
     if before is not None:
         before({Path(data): "the --data file"})
     model, step = loaded_at_step(Path(path), lambda: load_looped(path, device))
@@ -167,7 +184,7 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     trained = _trained_loops(path, step)  # its run config read before the work, not after
     res = diagnose(model, batch, depths, **diagnose_kw)
     cfg = model.config
-    res.update({"checkpoint": str(path), "step": step, "data": str(data), "data_stats": stats,
+    res.update({"checkpoint": str(path), "step": step, "data": str(data), "data_stats": stats, "system_prompt": system,
                 "train_loops": trained, "label": run_label(path),
                 "model": {"model_type": cfg.model_type, "architecture": type(model).__name__,
                           "parameters": sum(p.numel() for p in model.parameters())}})

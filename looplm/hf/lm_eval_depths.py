@@ -17,6 +17,7 @@ from datasets.exceptions import DatasetGenerationError
 from ..checkpoint import loaded_at_step, write_result
 from ..errors import UserError
 from ..outputs import all_or_nothing
+from .analysis import run_system_prompt
 from .chat import no_default_template
 from .flags import check_flag
 from .lm_eval_adapter import (
@@ -167,8 +168,12 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                         "(chat_template.jinja in the model directory)")
     if apply_chat_template and no_default_template(lm.tokenizer):  # (transformers' advice, a name, is no option)
         raise UserError(f"{pretrained}: {no_default_template(lm.tokenizer)}")
+    # a fine-tune's data.system_prompt opened every conversation it trained on: its chat prompts get it too, as
+    # lm-eval's system instruction (plain-text prompts have no turns to give it)
+    system = run_system_prompt(pretrained) if apply_chat_template and Path(str(pretrained)).is_dir() else None
     if apply_chat_template:  # a template that drops the question, said before any task is read (the model checks
-        lm.check_chat_template([{"role": "user", "content": "the question"}])  # each prompt's turns too)
+        lm.check_chat_template([{"role": "system", "content": system}] * bool(system)  # each prompt's turns too)
+                               + [{"role": "user", "content": "the question"}])
     config_q = getattr(lm.model.config, "early_exit_threshold", None)
     if lm.exit_threshold is None and config_q is not None:
         lm.model.config.early_exit_threshold = None  # in memory only: every row runs its loops
@@ -191,7 +196,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
             try:
                 res = lm_eval.simple_evaluate(
                     model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=tm,
-                    apply_chat_template=apply_chat_template, log_samples=False, bootstrap_iters=0,
+                    apply_chat_template=apply_chat_template, system_instruction=system, log_samples=False,
+                    bootstrap_iters=0,
                     gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
             except UserError as e:  # the model's refusals, said in the command line's terms
                 if GEN_BUDGET in str(e):
@@ -239,6 +245,9 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     elif config_q is not None:
         print(f"note: the model's config.json sets early_exit_threshold={config_q}; every row ran exactly its loop "
               f"count (--exit-threshold {config_q} scores that exit rule instead)")
+    if system:
+        print(f"note: the run's data.system_prompt ({system!r:.60}) opens every prompt, as in fine-tuning "
+              "(eval_lm.json records it as system_instruction)")
     if max_gen_toks and not generates:  # recorded among the settings that change the numbers, yet it changed none
         print(f"note: --max-gen-toks {max_gen_toks} was not used: {', '.join(tasks)} generate no text (log-likelihood "
               "tasks); eval_lm.json records max_gen_toks as null")
@@ -256,7 +265,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
               "num_fewshot_used": shots,
               # every setting that changes the numbers, so two tables can be told apart
               "settings": {"dtype": dtype, "device": device, "batch_size": batch_size,
-                           "apply_chat_template": apply_chat_template, "max_gen_toks": max_gen_toks,
+                           "apply_chat_template": apply_chat_template, "system_instruction": system,
+                           "max_gen_toks": max_gen_toks,
                            "early_exit_threshold": exit_q, "exit_dtype": exit_in, **(model_kwargs or {})},
               "n_samples": counts, "rows": rows, "table": table}
     with all_or_nothing([out / f for f in OUTPUTS]):  # the three files are one result: all of them, or none
