@@ -129,3 +129,22 @@ def test_an_edited_config_is_said_to_be_edited_not_corrupted(ft, tmp_path, capsy
     err = capsys.readouterr().err
     assert "changed since the checkpoint was written" in err and "--exit-threshold" in err
     assert "corrupted" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_lm_expands_lm_evals_task_patterns_and_takes_a_list_of_task_folders(ft, tmp_path, capsys):
+    """`--tasks "tiny_math_*"` (lm-eval's shell-style pattern) was an unknown task; include_path=[folder] (lm-eval's
+    TaskManager takes a list) a raw pathlib TypeError."""
+    from looplm.cli import main
+    from looplm.hf.lm_eval_depths import eval_depths
+
+    assert main(["eval-lm", str(ft["run"]), "--tasks", "tiny_math_*", "--include-path", str(ft["tasks"]),
+                 "--depths", "1", "--limit", "1", "--out", str(tmp_path / "e")]) == 0
+    assert "tiny_math_gen, tiny_math_mc" in capsys.readouterr().out
+    import json
+
+    assert json.loads((tmp_path / "e" / "eval_lm.json").read_text())["tasks"] == ["tiny_math_gen", "tiny_math_mc"]
+    res = eval_depths(str(ft["run"] / "checkpoint"), ["tiny_math_mc"], [1], tmp_path / "e2",
+                      include_path=[str(ft["tasks"])], limit=1, batch_size=1)
+    assert res["include_path"] == str(ft["tasks"].resolve())  # one folder, recorded as --include-path is
+    with pytest.raises(ValueError, match="include_path must be a folder"):
+        eval_depths(str(ft["run"] / "checkpoint"), ["tiny_math_mc"], [1], tmp_path / "e3", include_path=[3])

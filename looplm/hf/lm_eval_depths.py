@@ -120,8 +120,16 @@ def _check_eval_args(tasks: Any, depths: Any, limit: Any, num_fewshot: Any, batc
     return out
 
 
+def _folders(include_path: Any) -> list[str]:
+    """--include-path as a list of folders: one, or several as lm-eval's TaskManager takes them."""
+    many = include_path if isinstance(include_path, (list, tuple)) else [include_path]
+    if not many or not all(isinstance(f, (str, Path)) for f in many):
+        raise ValueError(f"include_path must be a folder or a list of folders, got {include_path!r:.80}")
+    return [str(f) for f in many]
+
+
 def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str | Path,
-                include_path: str | None = None, limit: float | None = None, num_fewshot: int | None = None,
+                include_path: str | list[str] | None = None, limit: float | None = None, num_fewshot: int | None = None,
                 batch_size: int = 8, max_gen_toks: int | None = None, apply_chat_template: bool = False,
                 device: str = "auto", dtype: str = "auto", model_kwargs: dict[str, Any] | None = None,
                 exit_threshold: float | None = None, exit_dtype: str | None = None,
@@ -179,16 +187,26 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         lm.model.config.early_exit_threshold = None  # in memory only: every row runs its loops
     tm = None
     if include_path:  # indexing lm-eval's thousands of built-in tasks takes a while: skip it when not needed
-        if not Path(include_path).is_dir():
-            raise UserError(f"--include-path {include_path} is not a folder of task YAMLs")
+        folders = _folders(include_path)
+        include_path = folders[0] if len(folders) == 1 else folders  # (a list as lm-eval's TaskManager takes it)
+        for folder in folders:
+            if not Path(folder).is_dir():
+                raise UserError(f"--include-path {folder} is not a folder of task YAMLs")
         tm = TaskManager(include_path=include_path, include_defaults=False)
-        if not all(t in tm.all_tasks for t in tasks):
+        if not all(t in tm.all_tasks or tm.match_tasks([t]) for t in tasks):
             tm = None
     tm = tm or TaskManager(include_path=include_path)
-    unknown = [t for t in tasks if t not in tm.all_tasks]
+    asked, tasks, unknown = tasks, [], []
+    for t in asked:  # a shell-style pattern (`mmlu_*`) names the tasks lm-eval's own matching finds
+        found = [t] if t in tm.all_tasks else tm.match_tasks([t])
+        tasks += [f for f in found if f not in tasks]
+        unknown += [] if found else [t]
     if unknown:
         raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)} (lm-eval lists its tasks with "
                         "`lm-eval ls tasks`; a local task needs --include-path)")
+    if tasks != asked:
+        print(f"note: --tasks {' '.join(asked)} names {', '.join(tasks)} (lm-eval's pattern matching); eval_lm.json "
+              "records them")
     rows, counts, shots = [], {}, {}
     for d in depths:
         lm.num_loops = d
@@ -259,7 +277,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
               "used (num_fewshot_used)")
     # the folder the tasks were read from: a local task may bear a built-in task's name (gsm8k)
     result = {"model": str(pretrained), "step": step, "tasks": tasks,
-              "include_path": str(Path(include_path).resolve()) if include_path else None,
+              "include_path": (str(Path(include_path).resolve()) if isinstance(include_path, str) else
+                               [str(Path(f).resolve()) for f in include_path] if include_path else None),
               "depths": depths, "limit": limit,
               "num_fewshot": num_fewshot,
               "num_fewshot_used": shots,
