@@ -148,3 +148,12 @@ def test_eval_lm_expands_lm_evals_task_patterns_and_takes_a_list_of_task_folders
     assert res["include_path"] == str(ft["tasks"].resolve())  # one folder, recorded as --include-path is
     with pytest.raises(ValueError, match="include_path must be a folder"):
         eval_depths(str(ft["run"] / "checkpoint"), ["tiny_math_mc"], [1], tmp_path / "e3", include_path=[3])
+
+
+def test_adapter_refuses_an_empty_num_loops(ft):
+    """`num_loops=` (a sweep script's `num_loops=$N` with N unset) scored the default depth without a word."""
+    from looplm.errors import UserError
+    from looplm.hf.lm_eval_adapter import LoopedLM
+
+    with pytest.raises(UserError, match="num_loops= has no value"):
+        LoopedLM(pretrained=str(ft["run"] / "checkpoint"), num_loops="", device="cpu", dtype="float32")

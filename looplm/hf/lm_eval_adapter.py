@@ -45,8 +45,12 @@ from .registry import register
 def _opt_loops(x: Any) -> int | None:
     """A num_loops model_arg: None, or an integer >= 1 (lm-eval parses "2.5" to a float, which int() would
     truncate to 2 loops without a word). A whole float is its integer: lm-eval makes one of `num_loops= 3` (a
-    space after `=`), which was refused as "got 3.0", a value never typed."""
-    if x in (None, "", "None", "none"):
+    space after `=`), which was refused as "got 3.0", a value never typed. An empty `num_loops=` (a sweep's unset
+    `$N`) is refused: it scored the default depth as if it were the one asked for."""
+    if isinstance(x, str) and not x.strip():
+        raise UserError("model_args num_loops= has no value: give a loop count (num_loops=4), or leave num_loops "
+                        "out for the model's own depth")
+    if x in (None, "None", "none"):
         return None
     if isinstance(x, float) and x.is_integer():
         x = int(x)
