@@ -408,11 +408,8 @@ def write_native(folder: Path, weights: dict[str, torch.Tensor], cfg: Config, mo
     # One metadata key only: safetensors writes a metadata map in arbitrary order, and identical weights should
     # give identical bytes (and SHA-256s).
     save_file(weights, str(folder / WEIGHTS), metadata={"format": "pt"})
-    # save_file makes mode 0600 whatever the umask: in a group-shared run only the weights were unreadable. The
-    # umask is read by setting it, to 077 for that moment (a file another thread makes then is only stricter).
-    mask = os.umask(0o077)
-    os.umask(mask)
-    os.chmod(folder / WEIGHTS, 0o666 & ~mask)
+    from .outputs import umask_mode  # (lazy: outputs imports this module)
+    umask_mode(folder / WEIGHTS)
     (folder / CONFIG).write_text(cfg.to_json())
     if module is not None:
         (folder / MODULE).write_text(json.dumps({"module": f"{module.__module__}.{module.__qualname__}"}) + "\n")

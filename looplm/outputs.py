@@ -250,6 +250,15 @@ def _recover(p: Path) -> None:
               file=sys.stderr)
 
 
+
+def umask_mode(path: Path) -> None:
+    """Give a file written by safetensors the mode every other file gets (0666 less the umask). save_file makes
+    0600 whatever the umask, so in a group-shared run or export only the weights were unreadable. The umask is
+    read by setting it, to 077 for that moment (a file another thread makes then is only stricter)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
 @contextlib.contextmanager
 def folders_held(paths: list[Path]) -> Iterator[None]:
     """An exclusive lock (POSIX flock, on the folder itself: no lock file is left) on each folder that `paths` lie

@@ -95,11 +95,16 @@ def test_the_weights_follow_the_umask_like_every_other_file(tmp_path):
     old = os.umask(0o002)  # a group-shared run folder
     try:
         fit(cfg, tmp_path / "run", progress=False)
+        pytest.importorskip("transformers")
+        from looplm.hf.looplm_hf import convert_checkpoint
+
+        convert_checkpoint(tmp_path / "run", tmp_path / "exp")  # (transformers' save_pretrained made 0600 too)
     finally:
         os.umask(old)
     run = tmp_path / "run"
-    weights = [run / "checkpoint/model.safetensors", *(run / "checkpoints").glob("*/model.safetensors")]
-    assert len(weights) >= 2
+    weights = [run / "checkpoint/model.safetensors", *(run / "checkpoints").glob("*/model.safetensors"),
+               tmp_path / "exp/model.safetensors"]
+    assert len(weights) >= 3
     for w in weights:  # safetensors made them 0600: collaborators could read every file but these
         assert stat.S_IMODE(w.stat().st_mode) == 0o664, w
         assert stat.S_IMODE((w.parent / "config.json").stat().st_mode) == 0o664

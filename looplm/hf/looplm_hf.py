@@ -202,7 +202,7 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
                                             max_length=cfg.model.max_seq_len)
     hf_tok = as_hf_tokenizer(tok, cfg.model.max_seq_len)  # before writing anything: a failure leaves no half export
     out = Path(out)
-    from ..outputs import folders_held
+    from ..outputs import folders_held, umask_mode
     from .finetune import quiet_transformers
 
     # Written aside, then moved into place: an interrupted export (Ctrl-C, SIGTERM, a full disk) leaves no half
@@ -216,6 +216,8 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
         with quiet_transformers():  # no progress bar: the command prints its own line
             hf.save_pretrained(part)
             hf_tok.save_pretrained(part)
+        for weights in part.glob("*.safetensors"):
+            umask_mode(weights)
         with folders_held([out]):  # two exports into one --out take turns; the second finds it taken
             if any(not f.name.startswith(".export.") for f in out.iterdir()) if out.is_dir() else out.exists():
                 raise UserError(f"--out {out} was written by another command meanwhile; export-hf writes a new model "
