@@ -107,7 +107,7 @@ def resolve(path: str | Path) -> Path:
         if has_weights(cand):
             return cand
     if not p.exists():
-        raise CheckpointError(f"checkpoint {shown_path(p)} {not_there(p)}")
+        raise CheckpointError(f"checkpoint {shown_path(p)} {not_there(p, model=True)}")
     odd = special_kind(p)
     if odd:  # /dev/null or a FIFO was "a file", with a hint to give /dev
         raise CheckpointError(f"checkpoint {p} is {odd}, not a run directory; give the run directory (train's "

@@ -162,10 +162,11 @@ def shown_path(p: object) -> str:
     return repr(s) if s != s.strip() else s
 
 
-def not_there(p: object) -> str:
+def not_there(p: object, model: bool = False) -> str:
     """Why nothing can be read at `p`, to follow its name: "does not exist", or which symbolic link on its way
     leads nowhere (`exists()` is False for both, and "does not exist" sends the user looking for a file that
-    `ls` shows)."""
+    `ls` shows). `model`: p names a model folder, where `org/name` is a hub id (`analyze ByteDance/Ouro-1.4B`)."""
+    import re
     from pathlib import Path
 
     p = Path(p)
@@ -174,6 +175,9 @@ def not_there(p: object) -> str:
     for a in (*reversed(p.parents), p):  # from the top: the first link that leads nowhere
         if a.is_symlink() and not a.exists():
             return f"is {dead_link(a)}" if a == p else f"cannot be reached: {a} is {dead_link(a)}"
+    if model and re.fullmatch(r"[\w.-]+/[\w.-]+", str(p)) and not Path(p.parts[0]).exists():
+        return (f"does not exist (if {p} is a hub id: this command reads a local folder; download it first, "
+                f"`hf download {p} --local-dir DIR`)")
     return "does not exist"
 
 

@@ -488,4 +488,8 @@ HF_CASES: dict[str, Case] = {
                                        "truncated trace, trained as an answer)", FT, chat(
         '{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "<think>so it is"}]}'),
         hf=True),
+    # round 35 lead
+    "hf-analyze-hub-id": Case("hf", "analyze given a hub id (it read 'checkpoint ... does not exist'; analyze reads a "
+                              "local folder)", ["analyze", "ByteDance/Ouro-1.4B", "--data", "{tmp}/d.jsonl",
+                                                "--no-progress"], {"d.jsonl": GOOD_CHAT + "\n"}),
 }
