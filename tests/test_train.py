@@ -363,9 +363,9 @@ def test_reg_samples_is_a_count_over_the_whole_batch(tmp_path, monkeypatch):
     shares = []
     real = tr.Objective
 
-    def spy(model, loops, reg):
+    def spy(model, loops, reg, ctx_rows=None):
         shares.append(reg.samples)
-        return real(model, loops, reg)
+        return real(model, loops, reg, ctx_rows)
 
     monkeypatch.setattr(tr, "Objective", spy)
 
