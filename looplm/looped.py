@@ -61,14 +61,16 @@ def check_looped(model: Any) -> Any:
     return model
 
 
-def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> CtxRows:
+def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, vocab: int, reg: Any = None) -> CtxRows:
     """Run a module of one's own through the protocol once on (B, T) ids (no graph, eval mode, torch's random
     state left as it was) and refuse, naming the method, what it returned that the protocol does not allow: an
     embed that is no (h0, ctx), a step that changes h's shape or dtype (Φ maps a state to a state), logits that
     are no (B, T, V >= vocab). `fit` trained on, and these were torch's errors from deep in the loop or the loss
     ("mat1 and mat2 shapes cannot be multiplied", "too many values to unpack"). A module with nothing to train
     is refused too (torch's "element 0 of tensors does not require grad"), and a ctx holding what looplm cannot
-    walk. Returns `slice_ctx`'s `rows`: {path of each ctx tensor: whether it is per-sample}."""
+    walk. With `reg` (the run's RegConfig) the penalty is taken once too, as training takes it (objective.
+    check_penalty): a step it cannot run through (a BatchNorm updating its running statistics) was refused only at
+    reg.start_step. Returns `slice_ctx`'s `rows`: {path of each ctx tensor: whether it is per-sample}."""
     name = type(model).__name__
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"model: {name} has no parameter that requires grad; fit trains a module's parameters")
@@ -97,6 +99,10 @@ def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, voca
         # by reg.samples as if it were per-sample, and the penalty taken on another Φ.
         small, large = (dict(_leaves(model.embed(input_ids[rows], None if mask is None else mask[rows])[1]))
                         for rows in (torch.arange(2) % B, torch.arange(3) % B))
+    if reg is not None:
+        from .objective import check_penalty  # (objective imports this module)
+
+        check_penalty(model, h, ctx, reg, mask)
     return {path: _lead(t) == 3 and _lead(small.get(path)) == 2 for path, t in large.items()}
 
 

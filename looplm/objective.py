@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -68,9 +69,48 @@ def regularized_loop(model: Any, h0: torch.Tensor, ctx: Any, num_loops: int, at:
     ms = mask[:k] if mask is not None else None
     if fast:
         return h, jsrr_fast(model, hs, ctx.e[:k] if ctx.e is not None else None, generator, 0, ms)
-    cs = slice_ctx(detach_ctx(ctx), k, B, ctx_rows)
-    with twice_differentiable():
-        return h, penalty(reg.kind, phi(model, cs), hs, generator, reg.power_iters, ms)
+    return h, taken_penalty(model, hs, slice_ctx(detach_ctx(ctx), k, B, ctx_rows), reg, generator, ms)
+
+
+def taken_penalty(model: Any, h: torch.Tensor, ctx: Any, reg: RegConfig, generator: torch.Generator | None = None,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """`reg`'s penalty of Φ = model.step at the detached state h, by torch.func. A step that updates a tensor in
+    place (a BatchNorm's running statistics in train mode) cannot run under torch.func's transforms: that was
+    torch's raw "attempted to call in-place operation ... that would mutate a captured Tensor", first seen at
+    reg.start_step (hours into a run); it is a ValueError naming the module's step and the fix."""
+    try:
+        with twice_differentiable():
+            return penalty(reg.kind, phi(model, ctx), h, generator, reg.power_iters, mask)
+    except RuntimeError as e:
+        if "mutate a captured tensor" not in str(e).lower():
+            raise
+        found = re.search(r"\(aten::([\w.]+)\)", str(e))
+        op = found.group(1) if found else "an in-place op"
+        raise ValueError(f"{type(model).__name__}.step updates a tensor in place ({op}; a BatchNorm's running "
+                         f"statistics in train mode, say), which the {reg.kind} penalty's "
+                         "Jacobian (torch.func) cannot run through: build the norm with track_running_stats=False, or "
+                         "use a norm without running statistics (LayerNorm, RMSNorm), or set reg.kind=none") from None
+
+
+def check_penalty(model: Any, h: torch.Tensor, ctx: Any, reg: RegConfig, mask: torch.Tensor | None = None) -> None:
+    """Take `reg`'s penalty once at h (when the run takes one), in train mode as training does, and leave the
+    module as it was: its buffers, its train/eval modes and torch's random state. `check_protocol` runs it up
+    front, so a step the penalty cannot run through is refused before the first step, not at reg.start_step."""
+    if reg.kind == "none" or not reg.weight > 0:
+        return
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    was = [(m, m.training) for m in model.modules()]
+    devices = sorted({t.device for t in (h, *model.parameters()) if t.device.type == "cuda"}, key=str)
+    try:
+        with torch.random.fork_rng(devices=devices), torch.enable_grad():
+            model.train()
+            taken_penalty(model, h.detach(), detach_ctx(ctx), reg, None, mask)
+    finally:
+        with torch.no_grad():
+            for b, v in saved:
+                b.copy_(v)
+        for m, training in was:
+            m.training = training
 
 
 class Objective(nn.Module):

@@ -1,0 +1,63 @@
+"""Round 36, native side: a module whose step updates a buffer in place (BatchNorm's running statistics) is
+refused up front by the protocol check, and by the penalty itself in one line; export-hf and train refuse an --out
+inside a run's corpus; truncated backprop without input injection says what gets no gradient; a chain/parity
+--data file with other fields is told the fixed fields those tasks read."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from looplm.looped import check_protocol
+from looplm.tasks import make_task
+from looplm.train import fit
+
+from .conftest import tiny_config
+
+
+class MineBN(nn.Module):
+    """A step with a BatchNorm1d: in train mode it updates running_mean/var in place."""
+
+    def __init__(self, vocab: int = 16, d: int = 16):
+        super().__init__()
+        self.emb, self.lin, self.out = nn.Embedding(vocab, d), nn.Linear(d, d), nn.Linear(d, vocab)
+        self.bn = nn.BatchNorm1d(d)
+
+    def embed(self, input_ids, attention_mask=None):
+        e = self.emb(input_ids)
+        return e, {"x": e}
+
+    def step(self, h, ctx, loop=0):
+        z = self.lin(h) + ctx["x"]
+        return torch.tanh(self.bn(z.transpose(1, 2)).transpose(1, 2))
+
+    def readout(self, h, ctx):
+        return self.out(h)
+
+    def loop_units(self):
+        return [self.lin]
+
+
+def test_protocol_check_takes_the_penalty_and_refuses_a_step_that_updates_a_buffer():
+    """check_protocol with the run's reg refuses, in one line naming the step and the fix, and leaves the module's
+    buffers, modes and torch's random state as they were; without a penalty the module is fine."""
+    cfg = tiny_config(reg=dict(kind="jsrr", start_step=0))
+    b = make_task(cfg).held_out(2)
+    torch.manual_seed(0)
+    m = MineBN().train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    rng = torch.get_rng_state()
+    with pytest.raises(ValueError, match=r"MineBN\.step updates a tensor in place \(add_.*track_running_stats=False"
+                       ) as e:
+        check_protocol(m, b.input_ids, b.mask, 16, reg=cfg.reg)
+    assert "\n" not in str(e.value)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state()) and all(x.training for x in m.modules())
+    check_protocol(m, b.input_ids, b.mask, 16, reg=tiny_config(reg=dict(kind="none")).reg)
+
+
+def test_the_penalty_names_the_step_where_it_runs(tmp_path):
+    """The backstop: fit's first penalised step said torch.func's raw "attempted to call in-place operation ...
+    mutate a captured Tensor"; it is the same one-line ValueError."""
+    cfg = tiny_config(train=dict(steps=3, eval_every=0), reg=dict(kind="jsrr", start_step=1, rho_every=0))
+    with pytest.raises(ValueError, match=r"MineBN\.step updates a tensor in place.*LayerNorm"):
+        fit(cfg, tmp_path / "run", model=MineBN(), progress=False)
