@@ -32,6 +32,28 @@ def _is_input(out: Path, inp: Path) -> bool:
     return out.resolve() == inp.resolve() or (out.exists() and os.path.samefile(out, inp))
 
 
+def check_not_input(out: Path, inputs: dict[Path, str], why: str) -> None:
+    """Refuse an --out that names one of `inputs` (path -> what it is) or lies inside one of its folders."""
+    for inp, what in inputs.items():
+        if _is_input(out, Path(inp)):
+            raise UserError(f"--out {shown_path(out)} would write {'over' if not Path(inp).is_dir() else 'into'} "
+                            f"{what} ({inp}), {why}")
+
+
+def run_data(cfg: object, whose: str = "the run's") -> dict[Path, str]:
+    """The data a run reads (data.path, data.test_path: a file, or a text corpus's folder, read whole)."""
+    d = getattr(cfg, "data", None)
+    return {Path(getattr(d, k)): f"{whose} data (data.{k})" for k in ("path", "test_path") if getattr(d, k, None)}
+
+
+def check_outside_data(out: Path, cfg: object, whose: str = "the run's") -> None:
+    """Refuse a new --out (an export, a fine-tune) inside the data of the run it reads: a corpus folder is read
+    whole, so the run's sweep, analyze and --resume then refused the folder's new files (sweep and analyze refuse
+    such an --out through `fresh_outputs`)."""
+    check_not_input(out, run_data(cfg, whose), "which that run reads whole (its sweep, analyze and --resume would "
+                                               "read these files as data); write it somewhere else")
+
+
 def check_reachable(p: Path) -> Path | None:
     """Refuse, in one line before any work, a path to write under a symbolic link that leads nowhere (a link to an
     unmounted drive, links that point at each other) or under a file. Returns the nearest thing above `p` that
@@ -125,10 +147,7 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         if odd:
             raise UserError(f"--out {q} is {odd}, not a file to write a result to (a result is written whole, "
                             "through a temporary file beside it, then put in place); give a file path")
-        for inp, what in (inputs or {}).items():
-            if _is_input(p, Path(inp)):
-                raise UserError(f"--out {q} would write {'over' if not Path(inp).is_dir() else 'into'} {what} "
-                                f"({inp}), an input of this command; write the result somewhere else")
+        check_not_input(p, inputs or {}, "an input of this command; write the result somewhere else")
         inside = ckpt.enclosing_checkpoint(p)
         if inside is not None:
             raise UserError(f"--out {q} is inside {inside}, which training replaces and prunes; write it "

@@ -19,6 +19,14 @@ LONG = "r" * 300  # a name past the file system's limit of 255 bytes
 A = ["analyze", "{copy}", "--no-progress", "--depths", "1:2", "--n", "2", "--out", "{tmp}/an"]
 
 
+def _text_run(tmp: Path, copy: Path) -> None:
+    """<tmp>/tr: a tiny text run trained on the corpus folder <tmp>/corpus"""
+    from looplm import fit, load_config
+
+    fit(load_config("text-stars", [*TINY[1::2], f"data.path={tmp}/corpus", "data.window=15"]), tmp / "tr",
+        progress=False)
+
+
 def _embedding(how: str) -> Callable[[Path, Path], None]:
     """The run's token embedding edited (NaN, or scaled past what a forward can hold) and its manifest updated to
     match, as a tool that rewrote both would."""
@@ -256,4 +264,10 @@ PATH_CASES: dict[str, Case] = {
     "arg-train-config-name-too-long": Case("arguments", "train --config a 305-byte file name", [
         "train", "--config", "{tmp}/" + LONG + ".yaml", "--out", "{tmp}/out", "--no-progress"],
         shown="train --config <tmp>/r...r.yaml (305 bytes) --out <tmp>/out"),
+    # round 36 protocol
+    "out-export-into-run-corpus": Case("outputs", "export-hf a text run with --out inside the run's own corpus "
+                                       "folder (accepted; the run's sweep, analyze and --resume then refused the "
+                                       "folder's new files)", ["export-hf", "{tmp}/tr", "--out", "{tmp}/corpus/model"],
+                                       {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20},
+                                       prepare=_text_run),
 }

@@ -23,7 +23,7 @@ from ..config import ConfigError, ModelConfig
 from ..errors import UserError
 from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import LoopedTransformer
-from ..outputs import check_out_folder, not_a_file
+from ..outputs import check_out_folder, check_outside_data, not_a_file
 from .configuration_ouro import check_token_ids
 from .flags import check_flag
 from .generation import LoopGeneration
@@ -189,6 +189,7 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
     check_new_model_dir(Path(out))
 
     model, cfg = ckpt.load_model(checkpoint, "cpu")
+    check_outside_data(Path(out), cfg)  # (a text run's corpus folder: the export would be read as its data)
     # The tokenizer saved with the checkpoint: a file task's data need not be where it was when training ran.
     tok = saved_tokenizer(checkpoint) or make_task(cfg).tok
     eos = tokenizers.EOS if eos_token_id is None else eos_token_id
