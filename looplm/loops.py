@@ -84,10 +84,21 @@ def bound_notes(cfg: LoopsConfig, share: float = 0.9) -> list[str]:
             for p, key, n in ((low, "min_loops", cfg.min_loops), (high, "max_loops", cfg.max_loops)) if p >= share]
 
 
-def backprop_notes(cfg: LoopsConfig, steps: int) -> list[str]:
+def backprop_notes(cfg: LoopsConfig, steps: int, model: Any = None) -> list[str]:
     """A note when loops.backprop_loops is not below the most loops the run trains: truncation needs more loops
-    than it keeps the graph of, so every step backpropagates through all its loops, as with 0."""
-    hi = training_range(cfg, steps)[1]
+    than it keeps the graph of, so every step backpropagates through all its loops, as with 0. With the model
+    section (`model`: ModelConfig) a note too when it is below every loop count the run trains and the loop has
+    no input injection: the graph then starts after h(0) on every step, so nothing reaches the embedding's
+    positions or the prelude (their weights stay as initialized; a resume found no optimizer state for them)."""
+    lo, hi = training_range(cfg, steps)
+    counts = str(lo) if lo == hi else f"{lo}..{hi}"
+    if cfg.backprop_loops and cfg.backprop_loops < lo and getattr(model, "injection", None) == "none":
+        what = "the position table and the prelude get" if getattr(model, "n_prelude", 0) else "the position table gets"
+        return [f"note: loops.backprop_loops={cfg.backprop_loops} is below every loop count this run trains "
+                f"({counts}) and model.injection=none: only the last loops keep a graph and nothing of the input "
+                f"enters them, so {what} no gradient (the token embedding trains only "
+                "through the tied head); set model.injection=add, or loops.backprop_loops to at least the fewest "
+                "loops trained"]
     if not cfg.backprop_loops or cfg.backprop_loops < hi:
         return []
     return [f"note: loops.backprop_loops={cfg.backprop_loops} is not below the most loops this run trains ({hi}): "

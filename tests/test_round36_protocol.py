@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from looplm.config import load_config
 from looplm.looped import check_protocol
+from looplm.loops import backprop_notes
 from looplm.tasks import make_task
 from looplm.train import fit
 
@@ -61,3 +63,32 @@ def test_the_penalty_names_the_step_where_it_runs(tmp_path):
     cfg = tiny_config(train=dict(steps=3, eval_every=0), reg=dict(kind="jsrr", start_step=1, rho_every=0))
     with pytest.raises(ValueError, match=r"MineBN\.step updates a tensor in place.*LayerNorm"):
         fit(cfg, tmp_path / "run", model=MineBN(), progress=False)
+
+
+def test_truncated_backprop_without_injection_says_the_positions_get_no_gradient():
+    """backprop_loops=1 below every sampled count (3) with model.injection=none: the position table and the prelude
+    never train, and nothing said so; with injection=add, or a count the full graph covers, no such note."""
+    cfg = tiny_config(loops=dict(sampler="fixed", num_loops=3, backprop_loops=1), model=dict(injection="none"))
+    (note,) = backprop_notes(cfg.loops, 6, cfg.model)
+    assert "backprop_loops=1 is below every loop count this run trains (3)" in note
+    assert "position table gets no gradient" in note and "model.injection=add" in note
+    pre = tiny_config(loops=dict(sampler="fixed", num_loops=3, backprop_loops=1),
+                      model=dict(injection="none", n_prelude=1))
+    assert "the position table and the prelude get no gradient" in backprop_notes(pre.loops, 6, pre.model)[0]
+    add = tiny_config(loops=dict(sampler="fixed", num_loops=3, backprop_loops=1), model=dict(injection="add"))
+    assert backprop_notes(add.loops, 6, add.model) == []
+    some = tiny_config(loops=dict(min_loops=1, max_loops=6, backprop_loops=2), model=dict(injection="none"))
+    assert backprop_notes(some.loops, 6, some.model) == []  # a draw of 1 or 2 loops reaches h(0)
+
+
+@pytest.mark.parametrize("task", ["chain", "parity"])
+def test_a_fixed_field_task_names_its_fields_not_the_jsonl_keys(tmp_path, task):
+    """A chain/parity --data file with other fields was told to set data.prompt_field / answer_field, keys those
+    tasks refuse; it is told the task reads fixed {"prompt", "answer"} rows."""
+    cfg = load_config(f"{task}-stars")
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"question": "1+1=", "solution": "2"}\n')
+    with pytest.raises(ValueError, match=rf"field 'prompt' is missing \(the {task} task reads fixed "
+                                         r'\{"prompt", "answer"\} rows\)') as e:
+        make_task(cfg).load_eval(str(f), None)
+    assert "prompt_field" not in str(e.value)

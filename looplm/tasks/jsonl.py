@@ -22,14 +22,17 @@ from ..records import check_text, read_rows, wrong_type
 from .base import Batch, ReadOnUse, encode_answers, held_out_by_hash
 from .tokenizers import EOS, PAD, CharTokenizer
 
+FIELDS_NAMED = "data.prompt_field / data.answer_field name the fields"
+
 
 def load_scored_rows(tok: Any, path: str | Path, fields: tuple[str, str], n: int | None, max_len: int | None,
-                     wrong: Callable[[str, str], str | None] | None = None) -> Batch:
+                     wrong: Callable[[str, str], str | None] | None = None, named: str = FIELDS_NAMED) -> Batch:
     """The first n (prompt, answer) rows of a user's JSONL file as a batch, each row checked with its file:line:
     its characters against the vocabulary, its length against the positions, and (`wrong`, for a task whose
-    answer follows from its prompt) its answer: `wrong(prompt, answer)` says what is wrong, or None."""
+    answer follows from its prompt) its answer: `wrong(prompt, answer)` says what is wrong, or None. `named`: what
+    a missing field's message says names the fields."""
     where: list[str] = []
-    prompts, answers = read_pairs(path, *fields, where)
+    prompts, answers = read_pairs(path, *fields, where, named)
     for q, a, at in zip(prompts[:n], answers[:n], where, strict=False):
         try:
             need = len(tok.encode(q)) + len(tok.encode(a))  # + the end token - the shift
@@ -44,17 +47,17 @@ def load_scored_rows(tok: Any, path: str | Path, fields: tuple[str, str], n: int
     return encode_answers(tok, prompts[:n], answers[:n], max_len)
 
 
-def read_pairs(path: str | Path, prompt_field: str, answer_field: str, where: list[str] | None = None
-               ) -> tuple[list[str], list[str]]:
+def read_pairs(path: str | Path, prompt_field: str, answer_field: str, where: list[str] | None = None,
+               named: str = FIELDS_NAMED) -> tuple[list[str], list[str]]:
     """(prompts, answers) of a JSONL file; a bad row raises ValueError naming file:line. `where`, if given, is
-    extended with each row's file:line."""
+    extended with each row's file:line. `named`: what names the fields (a task with fixed fields says so: pointed
+    at data.prompt_field, chain and parity then refused that key)."""
     p = Path(path)
     prompts, answers = [], []
     for at, row in read_rows(p):
         for f in (prompt_field, answer_field):
             if f not in row:
-                raise ValueError(f"{at}: field {f!r} is missing (data.prompt_field / data.answer_field name the "
-                                 f"fields); the row has {sorted(row)}")
+                raise ValueError(f"{at}: field {f!r} is missing ({named}); the row has {sorted(row)}")
             if not isinstance(row[f], str):  # the field is there: its value is what is wrong
                 raise ValueError(f"{at}: field {f!r} must be a string, got {wrong_type(row[f])}")
             try:

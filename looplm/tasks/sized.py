@@ -155,7 +155,8 @@ class SizedTask:
                 return f"{prompt!r} is not a {self.name} problem"
             return None if answer == right else f"answer {answer!r} is wrong: {prompt!r} gives {right!r}"
 
-        return load_scored_rows(self.tok, path, ("prompt", "answer"), n, self.max_len, wrong)
+        return load_scored_rows(self.tok, path, ("prompt", "answer"), n, self.max_len, wrong,
+                                f'the {self.name} task reads fixed {{"prompt", "answer"}} rows')
 
 
 def _shares(n: int, sizes: list[int]) -> dict[int, int]:
