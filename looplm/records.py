@@ -79,6 +79,17 @@ def check_text(value: Any, name: str) -> None:
         raise ValueError(f"field {bad!r} holds a lone surrogate escape, which is not a character")
 
 
+def alpaca_prompt(record: dict[str, Any], prompt_field: str) -> Any:
+    """The prompt of a record read by its fields: Alpaca's instruction with the record's `input` (the passage it is
+    about, in ~40% of records) joined after it; read alone, the instruction was trained without its passage."""
+    said, extra = record.get(prompt_field), record.get("input") if prompt_field == "instruction" else None
+    if extra in (None, "") or not isinstance(said, str | None):  # (a said of another type is refused as such)
+        return said
+    if not isinstance(extra, str):
+        raise ValueError(f"input must be a string, got {type(extra).__name__} {repr(extra)[:80]}")
+    return f"{said}\n\n{extra}" if said and said.strip() else extra
+
+
 def _walk(folder: Path) -> Iterator[tuple[str, list[str]]]:
     """(folder, its file names) for every folder a data folder's reader walks: links followed, each folder once
     (a link back to one already walked, `more -> ..`, is no cycle), hidden ones left out."""

@@ -62,17 +62,6 @@ def _fields(record: dict[str, Any]) -> dict[str, str]:
                      f"{', '.join(f'{p}/{r}' for p, r in FIELD_PAIRS)}; got keys {sorted(record)}")
 
 
-def _alpaca(record: dict[str, Any]) -> dict[str, Any]:
-    """An instruction / input / output record with its input joined to the instruction (the prompt of both)."""
-    extra = record.get("input")
-    if has_messages(record) or "instruction" not in record or "output" not in record or extra in (None, ""):
-        return record
-    if not isinstance(extra, str):
-        raise ValueError(f"input must be a string, got {type(extra).__name__} {repr(extra)[:80]}")
-    said = record["instruction"]
-    return {**record, "instruction": f"{said}\n\n{extra}" if isinstance(said, str) and said.strip() else extra}
-
-
 def run_system_prompt(path: str | Path) -> str | None:
     """The data.system_prompt a `looplm finetune` run trained its model directory `path` with (None: none, or no
     fine-tune's folder). Its model saw that system turn in every example: it is scored with it too."""
@@ -94,7 +83,7 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_
         for r, w in zip(records, records.where, strict=True):
             try:
                 # a conversation with nothing to learn goes on as it is: the refusal says why (weight 0 turns)
-                said = (to_messages(_alpaca(r), **_fields(r), system_prompt=system_prompt)
+                said = (to_messages(r, **_fields(r), system_prompt=system_prompt)
                         or (r["messages"] if has_messages(r) else []))
                 convs.append({"messages": said, "tools": r.get("tools")})
             except ValueError as e:

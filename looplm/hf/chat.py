@@ -30,7 +30,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from ..records import check_text
+from ..records import alpaca_prompt, check_text
 from ..tasks.base import IGNORE
 
 # ChatML, the format of Ouro's chat template: every turn is <|im_start|>role\ncontent<|im_end|>\n.
@@ -405,7 +405,7 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
         # is no call: Llama 3.1's template takes any tool_calls key for one ("only supports single tool-calls")
         out = [{k: v for k, v in m.items() if not (k == "tool_calls" and v == [])} for m in msgs]
     elif fmt == "prompt_response":
-        p, r = record.get(prompt_field), record.get(response_field)
+        p, r = alpaca_prompt(record, prompt_field), record.get(response_field)
         for name, v in ((prompt_field, p), (response_field, r)):
             if v is not None and not isinstance(v, str):
                 raise ValueError(f"{name} must be a string, got {type(v).__name__} {repr(v)[:80]}")

@@ -24,8 +24,9 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 # (prompt, response) field pairs that analyze tries in order when a record has no `messages` list (finetune names the
 # one its records have when its own fields find nothing). Alpaca's records are instruction / input / output: the
-# prompt is the instruction and its (often empty) input, never the input alone (read as input -> output, the
-# instruction was dropped, and a record with no input skipped as having no reply).
+# prompt is the instruction and its (often empty) input (records.alpaca_prompt, for finetune and analyze alike), never
+# the input alone (read as input -> output, the instruction was dropped, and a record with no input skipped as
+# having no reply).
 FIELD_PAIRS = (("problem", "solution"), ("question", "answer"), ("prompt", "response"), ("instruction", "output"),
                ("input", "output"))
 
