@@ -5,9 +5,9 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from looplm.hf.data import build_examples  # noqa: E402
+from looplm.hf.data import build_examples, load_records  # noqa: E402
 
-from .hf_fixtures import tiny_chat_tokenizer  # noqa: E402
+from .hf_fixtures import math_problems, tiny_chat_tokenizer, write_jsonl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,3 +28,44 @@ def test_finetune_joins_an_alpaca_records_input_to_its_instruction(tok):
     assert "What is 2 times 5?<|im_end|>" in texts[1]
     with pytest.raises(ValueError, match="input must be a string"):
         build_examples([{**rows[0], "input": 3}], tok, 256, prompt_field="instruction", response_field="output")
+
+
+def _card(folder, configs):
+    """A README.md whose YAML `configs:` maps each config's files to splits, as a hub dataset card does."""
+    lines = ["---", "configs:"]
+    for name, splits in configs.items():
+        lines += [f"- config_name: {name}", "  data_files:"]
+        lines += [f"  - split: {k}\n    path: {v}" for k, v in splits.items()]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text("\n".join(lines + ["---", "# card", ""]))
+
+
+def test_a_folder_of_several_configs_is_read_by_data_config_name(tmp_path):
+    """`hf download openai/gsm8k --local-dir gh` holds main/ and socratic/ with a README.md naming both configs:
+    both were trained together (every question twice), and data.config_name was refused as "read whole"."""
+    rows = math_problems(10)
+    gh = tmp_path / "gh"
+    for name, part in (("main", rows[:5]), ("socratic", rows[5:])):
+        write_jsonl(part[:3], gh / name / "train-00000-of-00001.jsonl")
+        write_jsonl(part[3:], gh / name / "test-00000-of-00001.jsonl")
+    _card(gh, {n: {"train": f"{n}/train-*", "test": f"{n}/test-*"} for n in ("main", "socratic")})
+    with pytest.raises(ValueError, match=r"names 2 configs \(main, socratic\) and no default one.*set "
+                                         "data.config_name to one"):
+        load_records(str(gh))
+    assert [r["question"] for r in load_records(str(gh), config_name="socratic")] == [
+        r["question"] for r in rows[5:8]]
+    assert [r["question"] for r in load_records(str(gh), config_name="main", split="test")] == [
+        r["question"] for r in rows[3:5]]
+    with pytest.raises(ValueError, match=r"data.config_name='other' is none of .*configs \(its README.md names main, "
+                                         "socratic\\)"):
+        load_records(str(gh), config_name="other")
+    # one config whose data_files map files to train and test: its test rows were trained on
+    rc = tmp_path / "rc"
+    write_jsonl(rows[:6], rc / "part_a.jsonl")
+    write_jsonl(rows[6:], rc / "part_b.jsonl")
+    _card(rc, {"default": {"train": "part_a.jsonl", "test": "part_b.jsonl"}})
+    assert len(load_records(str(rc))) == 6 and len(load_records(str(rc), split="test")) == 4
+    # a split folder with no configs takes no config name (datasets' file-name patterns split it)
+    write_jsonl(rows[:2], tmp_path / "hub" / "train.jsonl")
+    with pytest.raises(ValueError, match="names no configs"):
+        load_records(str(tmp_path / "hub"), config_name="main")

@@ -183,8 +183,8 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
         raise ValueError(f"subset must be first or random, got {subset!r}")
     take = max_samples if subset == "first" else 0
     p = Path(source).expanduser()
-    named = _split_by_name(p) if p.is_dir() and config_name is None else None
-    if p.exists() and (config_name is not None or (split != "train" and named is None)):  # a file is read whole
+    named = folder_splits(p, config_name) if p.is_dir() else None
+    if p.exists() and named is None and (config_name is not None or split != "train"):  # a file is read whole
         raise ValueError(f"data.split / data.config_name choose part of a hub dataset; {source} is a local "
                          f"{'folder' if p.is_dir() else 'file'}, read whole (leave them unset, or give a file of the "
                          "part you want)")
@@ -195,7 +195,7 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
         files = data_files(p, LOCAL_SUFFIXES) if p.is_dir() else [p]
         if named is not None and split not in named:
             shown = "; ".join(f"{k}: {', '.join(sorted(f.name for f in v))[:80]}" for k, v in sorted(named.items()))
-            raise ValueError(f"{p}: its file names split it as datasets.load_dataset does ({shown}); data.split="
+            raise ValueError(f"{p}: its files split it as datasets.load_dataset does ({shown}); data.split="
                              f"{split!r} is none of them: set data.split to one")
         if named is not None:  # the split's files only: a hub snapshot read whole trained on its test split
             files = [f for f in files if f.resolve() in named[split]]
@@ -231,14 +231,41 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
     return rows
 
 
-def _split_by_name(folder: Path) -> dict[str, set[Path]] | None:
-    """{split: its files} for a folder whose file names split it as `datasets.load_dataset(folder)` does (datasets'
-    own patterns: `main/train-00000-of-00001.parquet` beside `main/test-...`, the layout of `hf download openai/gsm8k
-    --local-dir`; `train/...`; `x_test.jsonl`), or None where they do not (read whole, as datasets reads it)."""
+def folder_splits(folder: Path, config_name: str | None = None, choose: str = "set data.config_name to one"
+                  ) -> dict[str, set[Path]] | None:
+    """{split: its files} of a local folder, as `datasets.load_dataset(folder, config_name)` resolves them (datasets'
+    own machinery): the `configs:` of its README.md (`hf download openai/gsm8k --local-dir` holds main/ and
+    socratic/, two configs of the same questions, which read whole trained every question twice; a config's
+    data_files map files to splits), else its file names (main/train-00000-of-00001.parquet beside main/test-...;
+    train/...; x_test.jsonl). None where neither splits it: read whole, as datasets reads it. A folder of several
+    configs and no default one is refused without `config_name` (as datasets refuses it), said with `choose`."""
     try:
+        from datasets import config
         from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
+        from datasets.load import LocalDatasetModuleFactory
     except ImportError:  # (no datasets: a folder is read whole)
         return None
+    if (folder / config.REPOCARD_FILENAME).is_file() or (folder / config.REPOYAML_FILENAME).is_file():
+        try:  # (a config's data_files that match nothing, two default configs)
+            params = LocalDatasetModuleFactory(str(folder)).get_module().builder_configs_parameters
+            configs = {c.name: c for c in params.builder_configs} if params.metadata_configs else {}
+            name = config_name or params.default_config_name
+            if configs and name is None:
+                raise ValueError(f"{folder}: its README.md names {len(configs)} configs ({', '.join(configs)}) and no "
+                                 f"default one, which datasets.load_dataset refuses to read together; {choose}")
+            if configs and name not in configs:
+                raise ValueError(f"data.config_name={name!r} is none of {folder}'s configs (its README.md names "
+                                 f"{', '.join(configs)})")
+            if configs:  # (the builder resolves a config's file patterns against the folder and its data_dir)
+                chosen = configs[name]
+                base = str(folder / chosen.data_dir) if chosen.data_dir else str(folder)
+                found = chosen.data_files.resolve(base) if hasattr(chosen.data_files, "resolve") else chosen.data_files
+                return {str(k): {Path(f).resolve() for f in v} for k, v in found.items()}
+        except FileNotFoundError as e:
+            raise ValueError(f"{folder}: datasets cannot resolve its README.md `configs:` ({e})") from None
+    if config_name is not None:
+        raise ValueError(f"data.config_name={config_name!r}: {folder} names no configs (no README.md `configs:`); "
+                         "leave it unset")
     try:
         patterns = {str(k): v for k, v in get_data_patterns(str(folder)).items()}
     except EmptyDatasetError:
