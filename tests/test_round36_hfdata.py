@@ -1,13 +1,16 @@
 """Round 36, HF data: Alpaca records' `input` in fine-tuning, local folders whose README.md names configs, the split
 analyze reads, and conversations whose roles are ShareGPT's or Gemini's."""
 
+import json
+
 import pytest
 
 pytest.importorskip("transformers")
 
+from looplm.cli import main  # noqa: E402
 from looplm.hf.data import build_examples, load_records  # noqa: E402
 
-from .hf_fixtures import math_problems, tiny_chat_tokenizer, write_jsonl  # noqa: E402
+from .hf_fixtures import math_problems, save_tiny_base, tiny_chat_tokenizer, write_jsonl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +72,33 @@ def test_a_folder_of_several_configs_is_read_by_data_config_name(tmp_path):
     write_jsonl(rows[:2], tmp_path / "hub" / "train.jsonl")
     with pytest.raises(ValueError, match="names no configs"):
         load_records(str(tmp_path / "hub"), config_name="main")
+
+
+def test_analyze_reads_a_split_folders_test_split_and_says_so(tok, tmp_path, capsys):
+    """analyze read a split folder's train split (the fine-tune's own problems) with no note, and a test-only folder
+    was refused with advice to set data.split, which analyze does not take."""
+    d = save_tiny_base(tmp_path / "model", tok)
+    rows = math_problems(7)
+    write_jsonl(rows[:4], tmp_path / "md" / "train.jsonl")
+    write_jsonl(rows[4:], tmp_path / "md" / "test.jsonl")
+    flags = ["--depths", "1:2", "--spectral-n", "0", "--pca-n", "0", "--no-plot", "--no-progress"]
+    capsys.readouterr()
+    assert main(["analyze", str(d), "--data", str(tmp_path / "md"), *flags, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "note: " + str(tmp_path / "md") + " is split as datasets.load_dataset splits it (test, train); analyze " \
+        "read its test split" in out
+    res = json.loads((tmp_path / "a" / "dynamics.json").read_text())
+    assert res["n"] == 3 and res["split"] == "test"
+    assert main(["analyze", str(d), "--data", str(tmp_path / "md"), *flags, "--n", "4", "--out",
+                 str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "md (its test split) holds only 3 usable records" in err and "data.split" not in err
+    write_jsonl(rows[4:], tmp_path / "evd" / "test.jsonl")  # a test-only folder (MATH-500's test.jsonl)
+    assert main(["analyze", str(d), "--data", str(tmp_path / "evd"), *flags, "--out", str(tmp_path / "c")]) == 0
+    assert "analyze read its test split" in capsys.readouterr().out
+    write_jsonl(rows[:2], tmp_path / "gh" / "main" / "train.jsonl")  # several configs: analyze has no config_name
+    write_jsonl(rows[2:4], tmp_path / "gh" / "socratic" / "train.jsonl")
+    _card(tmp_path / "gh", {n: {"train": f"{n}/train.jsonl"} for n in ("main", "socratic")})
+    assert main(["analyze", str(d), "--data", str(tmp_path / "gh"), *flags, "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "give --data the folder or files of one config" in err and "data.config_name" not in err

@@ -17,7 +17,7 @@ import torch
 from ..looped import check_looped
 from ..tasks.base import Batch
 from .chat import TemplateError, end_of_turn_token, has_messages, no_default_template, to_messages
-from .data import FIELD_PAIRS, LENGTH_HINT, Records, build_examples, load_records, to_batch
+from .data import FIELD_PAIRS, LENGTH_HINT, Records, build_examples, folder_splits, load_records, to_batch
 
 
 def config_problem(path: str | Path) -> str | None:
@@ -72,8 +72,19 @@ def run_system_prompt(path: str | Path) -> str | None:
     return getattr(getattr(ckpt.load_config(path), "data", None), "system_prompt", None) or None
 
 
-def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_prompt: str | None = None
-               ) -> tuple[Batch, dict]:
+def held_out_split(data: str) -> tuple[str, list[str]]:
+    """(the split analyze reads, all the splits) of `data`: a folder that datasets.load_dataset splits (a hub snapshot,
+    write_split's) gives its test split (else validation, else its only one): read as train, analyze scored the
+    fine-tune's own training problems; a test-only folder was refused. ("train", []): not split, read whole."""
+    p = Path(data).expanduser()
+    named = folder_splits(p, choose="give --data the folder or files of one config") if p.is_dir() else None
+    splits = sorted(named or ())
+    held = [s for s in ("test", "validation", "train") if s in splits]
+    return (held[0] if held else splits[0] if splits else "train"), splits
+
+
+def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_prompt: str | None = None,
+               split: str = "train") -> tuple[Batch, dict]:
     """(batch, stats) for the first `n` usable records of `data` (a local file or a `datasets` name), with
     `system_prompt` opening each conversation that has no system turn of its own (as fine-tuning does).
     batch.targets[t] is the next token where that token is an assistant target; batch.mask the real tokens."""
@@ -90,7 +101,7 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_
                 raise ValueError(f"{w}: {e}") from None
         return build_examples(convs, tokenizer, max_length, fmt="messages")
 
-    records = load_records(data, max_samples=0 if n <= 0 else n * 2)
+    records = load_records(data, split, max_samples=0 if n <= 0 else n * 2)
     try:
         examples, stats = encode(records)
     except ValueError:
@@ -98,7 +109,7 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_
             raise
         examples, stats = [], None  # none usable among the first 2n: the rest of the file may hold some
     if len(examples) < n and len(records) == n * 2:  # the rest of the file may hold more usable records
-        examples, stats = encode(load_records(data))
+        examples, stats = encode(load_records(data, split))
     examples = examples[:n]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return to_batch(examples, pad), stats.to_json() | {"used": len(examples)}
@@ -149,16 +160,21 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
         raise ValueError(f"--max-length {max_length} is longer than the model's position table ({positions})")
     max_length = max_length or positions or 4096
     system = run_system_prompt(path)  # a fine-tune's model is scored on the conversations it was trained on
+    split, splits = held_out_split(data)
+    shown = f"{data} (its {split} split)" if splits else data
     try:
-        batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length, system)
+        batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length, system, split)
     except ValueError as e:  # no limit can be raised past the positions: the records are too long for this model
         if max_length != positions or LENGTH_HINT not in str(e):
             raise
         raise ValueError(str(e).replace(LENGTH_HINT, f"they are longer than the model's {positions} positions; "
                                                      "analyze shorter records")) from None
     if n is not None and stats["used"] < n:  # before the note, which says what is analyzed
-        raise ValueError(f"--n {n}: {data} holds only {stats['used']} usable records; ask for at most "
+        raise ValueError(f"--n {n}: {shown} holds only {stats['used']} usable records; ask for at most "
                          f"{stats['used']}")
+    if splits:
+        print(f"note: {data} is split as datasets.load_dataset splits it ({', '.join(splits)}); analyze read its "
+              f"{split} split")
     if stats["overlong"] or stats["no_target"]:
         print(f"note: {stats['records'] - stats['kept']} of {stats['records']} records read were skipped "
               f"({stats['overlong']} longer than {max_length} tokens, {stats['no_target']} with an empty prompt or "
@@ -173,7 +189,8 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     trained = _trained_loops(path, step)  # its run config read before the work, not after
     res = diagnose(model, batch, depths, **diagnose_kw)
     cfg = model.config
-    res.update({"checkpoint": str(path), "step": step, "data": str(data), "data_stats": stats, "system_prompt": system,
+    res.update({"checkpoint": str(path), "step": step, "data": str(data), "split": split if splits else None,
+                "data_stats": stats, "system_prompt": system,
                 "train_loops": trained, "label": run_label(path),
                 "model": {"model_type": cfg.model_type, "architecture": type(model).__name__,
                           "parameters": sum(p.numel() for p in model.parameters())}})
