@@ -28,6 +28,10 @@ from .bad_input_damage import (
     _remote_code_tokenizer,
 )
 
+# a hub card's YAML naming two configs, each with its own train files (openai/gsm8k's main and socratic)
+GH_CARD = ("---\nconfigs:\n- config_name: main\n  data_files:\n  - split: train\n    path: main/train.jsonl\n"
+           "- config_name: socratic\n  data_files:\n  - split: train\n    path: socratic/train.jsonl\n---\n")
+
 
 def _string_eos(d: Path) -> None:
     f = d / "generation_config.json"
@@ -492,4 +496,18 @@ HF_CASES: dict[str, Case] = {
     "hf-analyze-hub-id": Case("hf", "analyze given a hub id (it read 'checkpoint ... does not exist'; analyze reads a "
                               "local folder)", ["analyze", "ByteDance/Ouro-1.4B", "--data", "{tmp}/d.jsonl",
                                                 "--no-progress"], {"d.jsonl": GOOD_CHAT + "\n"}),
+    # round 36 data
+    "hf-finetune-multi-config-folder": Case("data", "a folder whose README.md names two configs (hf download "
+                                            "openai/gsm8k --local-dir: main/ and socratic/), no data.config_name "
+                                            "(both were trained: every question twice)", [
+        *FT, "--set", "data.source={tmp}/gh"], {"ft.yaml": FT_YAML, "gh/README.md": GH_CARD,
+                                                 "gh/main/train.jsonl": GOOD_CHAT + "\n",
+                                                 "gh/socratic/train.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-unknown-config": Case("data", "data.config_name that the folder's README.md does not name", [
+        *FT, "--set", "data.source={tmp}/gh", "--set", "data.config_name=other"], {
+        "ft.yaml": FT_YAML, "gh/README.md": GH_CARD, "gh/main/train.jsonl": GOOD_CHAT + "\n",
+        "gh/socratic/train.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-sharegpt-roles": Case("data", "messages whose roles are ShareGPT's human/gpt (no assistant turn: "
+                                       "'check the shape and field names')", FT, chat(
+        '{"messages": [{"role": "human", "content": "1+1?"}, {"role": "gpt", "content": "#### 2"}]}'), hf=True),
 }

@@ -102,3 +102,24 @@ def test_analyze_reads_a_split_folders_test_split_and_says_so(tok, tmp_path, cap
     assert main(["analyze", str(d), "--data", str(tmp_path / "gh"), *flags, "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert "give --data the folder or files of one config" in err and "data.config_name" not in err
+
+
+def test_conversations_without_an_assistant_role_name_the_roles_they_have(tok, tmp_path, capsys):
+    """`messages` whose roles are ShareGPT's human/gpt (or Gemini's model) got "check the records' shape and field
+    names", and analyze's refusal pointed at finetune's settings; a ShareGPT `conversations` record got analyze's
+    "needs a `messages` list" with no word of ShareGPT."""
+    sg = [{"messages": [{"role": "human", "content": "What is 2+2?"}, {"role": "gpt", "content": "4"}]}]
+    with pytest.raises(ValueError, match=r"no turn has role assistant \(roles: gpt, human\); ShareGPT's and Gemini's "
+                                         r"role names become user \(human\) and assistant \(gpt, model\)$"):
+        build_examples(sg, tok, 256)
+    d = save_tiny_base(tmp_path / "model", tok)
+    flags = ["--depths", "1:2", "--spectral-n", "0", "--pca-n", "0", "--no-plot", "--no-progress"]
+    capsys.readouterr()
+    data = write_jsonl(sg, tmp_path / "sg.jsonl")
+    assert main(["analyze", str(d), "--data", str(data), *flags, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "no turn has role assistant (roles: gpt, human)" in err and "data." not in err
+    share = write_jsonl([{"conversations": [{"from": "human", "value": "1+1?"}, {"from": "gpt", "value": "2"}]}],
+                        tmp_path / "share.jsonl")
+    assert main(["analyze", str(d), "--data", str(share), *flags, "--out", str(tmp_path / "b")]) == 2
+    assert "ShareGPT `conversations`" in capsys.readouterr().err

@@ -17,7 +17,17 @@ import torch
 from ..looped import check_looped
 from ..tasks.base import Batch
 from .chat import TemplateError, end_of_turn_token, has_messages, no_default_template, to_messages
-from .data import FIELD_PAIRS, LENGTH_HINT, Records, build_examples, folder_splits, load_records, to_batch
+from .data import (
+    FIELD_PAIRS,
+    LENGTH_HINT,
+    SHAREGPT_HINT,
+    Records,
+    build_examples,
+    folder_splits,
+    is_sharegpt,
+    load_records,
+    to_batch,
+)
 
 
 def config_problem(path: str | Path) -> str | None:
@@ -58,6 +68,8 @@ def _fields(record: dict[str, Any]) -> dict[str, str]:
             return {"fmt": "prompt_response", "prompt_field": p, "response_field": r}
     if isinstance(record.get("messages"), list):  # an empty conversation, and no fields: nothing to learn
         return {"fmt": "messages"}
+    if is_sharegpt(record.get("conversations")):
+        raise ValueError(SHAREGPT_HINT)
     raise ValueError(f"a data record needs a `messages` list or one of the field pairs "
                      f"{', '.join(f'{p}/{r}' for p, r in FIELD_PAIRS)}; got keys {sorted(record)}")
 

@@ -410,11 +410,16 @@ def _field_hint(records: list[dict[str, Any]], fmt: dict[str, Any]) -> str:
         if context:  # (said as a field name to check, or a data.format analyze does not have)
             hints.append(f"{context} of them {'has' if context == 1 else 'have'} weight 0 on every assistant turn "
                          "(context, not a target): give the turns to learn weight 1")
+        roles = sorted({m["role"] for r in records if isinstance(r, dict) and isinstance(r.get(field), list)
+                        for m in r[field] if isinstance(m, dict) and isinstance(m.get("role"), str)})
+        if roles and "assistant" not in roles:  # (the shape is right: the role names are another format's)
+            hints.append(f"no turn has role assistant (roles: {', '.join(roles)})" + (
+                "; ShareGPT's and Gemini's role names become user (human) and assistant (gpt, model)"
+                if set(roles) & {"human", "gpt", "model"} else ""))
+    if any(isinstance(r, dict) and is_sharegpt(r.get("conversations")) for r in records):
+        hints.append(SHAREGPT_HINT)
     # the first record read by the fields, not as a conversation: beside weight-0 conversations, the field names
     # that would read the others were not said
-    if any(isinstance(r, dict) and _sharegpt(r.get("conversations")) for r in records):
-        hints.append("the records hold ShareGPT `conversations` (from/value turns): write each turn as role/content "
-                     "(human: user, gpt: assistant) under `messages`")
     first = next((r for r in records if isinstance(r, dict) and (
         fmt.get("fmt") == "prompt_response" or not has_messages(r, field))), None)
     if fmt.get("fmt", "auto") == "messages" or first is None:
@@ -427,7 +432,11 @@ def _field_hint(records: list[dict[str, Any]], fmt: dict[str, Any]) -> str:
     return "; ".join(hints) or hint
 
 
-def _sharegpt(turns: Any) -> bool:
+SHAREGPT_HINT = ("the records hold ShareGPT `conversations` (from/value turns): write each turn as role/content "
+                 "(human: user, gpt: assistant) under `messages`")
+
+
+def is_sharegpt(turns: Any) -> bool:
     return isinstance(turns, list) and any(isinstance(t, dict) and "from" in t and "value" in t for t in turns)
 
 
