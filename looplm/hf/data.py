@@ -18,7 +18,7 @@ from ..config import ChatDataConfig, ConfigError
 from ..errors import not_there
 from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
-from .chat import Encoded, TemplateError, encode_chat, has_messages, to_messages
+from .chat import ROLES, Encoded, TemplateError, encode_chat, has_messages, to_messages
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -261,6 +261,8 @@ def folder_splits(folder: Path, config_name: str | None = None, choose: str = "s
                 base = str(folder / chosen.data_dir) if chosen.data_dir else str(folder)
                 found = chosen.data_files.resolve(base) if hasattr(chosen.data_files, "resolve") else chosen.data_files
                 return {str(k): {Path(f).resolve() for f in v} for k, v in found.items()}
+        except EmptyDatasetError:  # (no data files at all: said as such by the caller)
+            return None
         except FileNotFoundError as e:
             raise ValueError(f"{folder}: datasets cannot resolve its README.md `configs:` ({e})") from None
     if config_name is not None:
@@ -412,7 +414,8 @@ def _field_hint(records: list[dict[str, Any]], fmt: dict[str, Any]) -> str:
                          "(context, not a target): give the turns to learn weight 1")
         roles = sorted({m["role"] for r in records if isinstance(r, dict) and isinstance(r.get(field), list)
                         for m in r[field] if isinstance(m, dict) and isinstance(m.get("role"), str)})
-        if roles and "assistant" not in roles:  # (the shape is right: the role names are another format's)
+        # the shape is right: the role names are another format's (a conversation of user turns alone is no such)
+        if "assistant" not in roles and set(roles) - set(ROLES):
             hints.append(f"no turn has role assistant (roles: {', '.join(roles)})" + (
                 "; ShareGPT's and Gemini's role names become user (human) and assistant (gpt, model)"
                 if set(roles) & {"human", "gpt", "model"} else ""))
