@@ -2,8 +2,9 @@
 
 `extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks and GSM8K's
 `<<9*2=18>>` annotations are left out first: a `####` or a number in code is no answer, but an `output` code block is
-the program's result and is read; with a `</think>`, only the text after the last one is read; a fraction's or an
-expression's rounding after it, `1/6 ≈ 0.167`, `\\frac{1}{6} \\approx 0.17`, `\\sqrt{2} \\approx 1.414`, is left out):
+the program's result and is read; with a `</think>`, only the text after the last one is read, and of an
+`<answer>...</answer>` block only its content; special-token text, `<|im_end|>`, `</s>`, is left out, and a tag
+ends its line's answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\approx 1.414`, too):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
    `#### Step 1: ...` or a numbered one, `#### 1. Setting up`, `#### 2) Find`, `#### 1.1 Setting up`, `#### 1 - Setup`,
    `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers (a bracket is
@@ -53,14 +54,13 @@ as an integer), and `is_correct` compares numerically when both sides are number
 (1000000.9 is no 1000000), others within |a - b| <= 1e-6 · max(1, |b|); a percent against a plain number as its number
 ("25%" is right for a gold 25, GSM8K's unit-less answer to a "what percent" question) or, against a proportion (-1 to
 1), its fraction (right for 0.25; 2500% is not 25); two percents as they are (25% is no 0.25%); else as normalized
-text, case and inner spaces aside (a matrix's row break `\\\\` kept whole, so its spacing does not count; `\\dfrac` as
-`\\frac`, `(B)` as `B`, a bare one-character argument as braced: `\\sqrt2` as `\\sqrt{2}`, `\\frac1x` as `\\frac{1}{x}`,
-`a_1` as `a_{1}`; a quotient of whole terms as `\\frac`: `\\sqrt{2}/2`, `(1+\\sqrt{5})/2`, and with a numerator's
-coefficient, `3\\pi/4`, `2\\sqrt{2}/3`; a fraction's factor after it as its numerator's, `\\frac{4}{3}\\pi` as
-`\\frac{4\\pi}{3}`; a variable set to the answer aside, `x \\in [2,5]` as `[2,5]`, `x = \\pi` as `\\pi`). A gold that
-is NaN or the text "nan" (a missing value) is refused with a ValueError, as is an integer of thousands of digits; a
-number may be a Decimal; a completion that is no text is a TypeError. `gold_answer` reads a
-solution as a completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
+text, case and inner spaces aside, as `latex.text_key` reads LaTeX (a matrix's row break `\\\\` kept whole;
+`\\dfrac` as `\\frac`, `(B)` as `B`, `\\sqrt2` as `\\sqrt{2}`, `a_1` as `a_{1}`, `\\sqrt{2}/2` and `3\\pi/4` as
+fractions, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`, `\\le`, `\\leq` and `≤` as one symbol; a variable set to the
+answer aside, `x \\in [2,5]` as `[2,5]`, `x = \\pi` as `\\pi`). A gold that is NaN, the text "nan" or empty (a missing
+value) is refused with a ValueError, as is an integer of thousands of digits; a number may be a Decimal; a completion
+that is no text is a TypeError. `gold_answer` reads a solution as a completion, but a plain one-line answer (MATH's
+`x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
-from looplm.hf.latex import interval_at, last_boxed, text_key, unbox
+from looplm.hf.latex import interval_at, last_boxed, markup, text_key, unbox
 
 _SEP = "[\u00a0\u2002-\u200a\u202f'’]"  # digit groups' spaces (no-break, en, thin, narrow) and the Swiss ' and ’
 _GROUPED = rf"\d{{1,3}}(?:,\d{{3}})+|\d{{1,3}}(?:{_SEP}\d{{3}})+"  # 1,234,567, 1 234 567 (thin spaces), 1'234'567
@@ -136,13 +136,11 @@ _COMPARE = re.compile(r"[<>≤≥≠±∓]|\\(?:le|ge|leq|geq|neq|ne|lt|gt|pm|mp
 
 
 def _first_number(s: str) -> str | None:
-    m = _NUM_RE.search(s)
-    return m.group(0) if m else None
+    return m.group(0) if (m := _NUM_RE.search(s)) else None
 
 
 def _last_number(s: str) -> str | None:
-    found = _NUM_RE.findall(s)
-    return found[-1] if found else None
+    return found[-1] if (found := _NUM_RE.findall(s)) else None
 
 
 def _signs(s: str) -> str:
@@ -297,7 +295,7 @@ def extract_answer(text: str) -> str | None:
     if not text:
         return None
     # a reasoning model's draft (its "the answer is 20" in <think>) is superseded by what it says after </think>
-    text = text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text
+    text = markup(text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text)
     # code is no answer, but a ```output block is the program's result (tool-integrated completions): it is read
     text = _FENCE_RE.sub(lambda m: "\n" + m.group(1) + "\n" if m.group(1) is not None else "\n", text)
     text = re.sub(r"<<[^<>\n]*>>", "", text)  # GSM8K's <<9*2=18>>18 was `18>>18`
@@ -454,9 +452,11 @@ def gold_answer(solution: str | float) -> str | None:
     (a dataset's numeric answer column, AMC23's 27.0) is its own answer, as is a plain one-line answer with no marker,
     box or phrase (MATH's `x^2+1`, `(3,5)`, `B`, `yes`: read as a box's content; it was its last number, or None)."""
     text = _text(solution)
+    if not text.replace("####", "").strip():  # an empty answer cell (a parquet/CSV fill) graded every prediction wrong
+        raise ValueError(f"the gold answer is {text!r} (a missing value?): give the reference answer")
     bare = re.sub(r"\\[A-Za-z]+", "", text)  # LaTeX commands are no prose
     if ("\n" in text.strip() or _MARK_RE.search(text) or _PHRASE_RE.search(text) or last_boxed(text) is not None
-            or re.search(r"(?<![A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}", bare) or not text.strip()):
+            or re.search(r"(?<![A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}", bare)):
         return extract_answer(text)
     return _box_answer(_latex(re.sub(r"(?<!\\)\$", "", text.strip())))  # `$x = 5$`, `$8$ days`: math delimiters
 
@@ -571,8 +571,8 @@ def is_correct(prediction: str | None, gold: str | float | None) -> bool:
     if prediction is None or gold is None:
         return False
     prediction, gold = _text(prediction), _text(gold)
-    if gold.strip().lower() == "nan":  # a missing gold as str() writes it: no prediction is right for it
-        raise ValueError("the gold answer is 'nan' (a missing value?): give the reference answer")
+    if gold.strip().lower() in ("nan", ""):  # a missing gold as str() writes it, or empty: no prediction is right
+        raise ValueError(f"the gold answer is {gold!r} (a missing value?): give the reference answer")
     # an AMC answer `\textbf{(C)}\ 42` (a choice letter and one number, on either side): its letter or its number.
     # Only a number after the letter: `(A) (B) (C)` (every option boxed) or `(A) or (B)` was credited for A
     p, g = _amc(prediction), _amc(gold)

@@ -2,10 +2,12 @@
 
 `unbox` writes a box's content as the answer it typesets (spacing, units and emphasis dropped, an AMC choice
 `\\text{(C)}` kept as `(C)`); `text_key` is the key two non-numeric answers are compared by: case and spaces aside,
-`\\dfrac` as `\\frac`, a bare one-character argument braced (`\\sqrt2` as `\\sqrt{2}`, `x^2` as `x^{2}`), a
-quotient of whole terms as `\\frac` (`3\\pi/4` as `\\frac{3\\pi}{4}`, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`), a
-bracketed choice letter as the letter, a variable set to the answer (`x \\in [2,5]`, `x = \\pi`) aside. `last_boxed`
-finds a box's content and `interval_at` the tuple or interval an answer opens with.
+`\\dfrac` as `\\frac`, `\\le`/`\\leq`/`≤` (and the other relations) as one symbol, a bare one-character argument
+braced (`\\sqrt2` as `\\sqrt{2}`, `x^2` as `x^{2}`), a quotient of whole terms as `\\frac` (`3\\pi/4` as
+`\\frac{3\\pi}{4}`, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`), a bracketed choice letter as the letter, a variable
+set to the answer (`x \\in [2,5]`, `x = \\pi`) aside. `last_boxed` finds a box's content and `interval_at` the tuple
+or interval an answer opens with; `markup` reads a completion's tags (special-token text, an `<answer>` block,
+HTML-like tags).
 """
 
 from __future__ import annotations
@@ -45,6 +47,26 @@ _INTERVALS = re.compile(rf"(?:[\s*_`$:=]|\\[(\[])*(?:{_VARIABLE}\s*{_SETS}\s*)?"
 # 42 (`#### (1,000)` was a tuple); `(3, 5)`, `(1,23)`, `(1, 000)`, `(2.5,100)` are tuples, and `[0,100]` (no one
 # writes 100 so) the interval
 _GROUP_COMMAS = re.compile(r"(?<![\d,.])[1-9]\d{0,2}(?:,\d{3})+(?!\d|,\d)")
+
+# special-token text a decode() keeps (ChatML's `<|im_end|>`, Llama's `<|eot_id|>`, `</s>`, Gemma's `<end_of_turn>`),
+# and an HTML-like tag (`<reasoning>`, `</answer>`): glued to the number, `#### 18<|im_end|>` was `18<|im_end|>`
+_SPECIAL = re.compile(r"<\|[^<>|\n]{1,60}\|>|</?(?:s|eos|bos|pad|unk|mask|eot|end_of_turn|start_of_turn)>")
+_TAG = re.compile(r"</?[A-Za-z][\w-]{0,30}/?>")
+_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.DOTALL | re.IGNORECASE)
+
+
+def markup(text: str) -> str:
+    """`text` without special-token text, the content of its last `<answer>...</answer>` block when it has one (a
+    GRPO-style `<reasoning>the answer is 17</reasoning><answer>18</answer>` answers 18), and each other tag a line
+    break, so a tag ends the answer on its line (`The answer is 18.</reasoning>` was `18.</reasoning>`)."""
+    text = _SPECIAL.sub("\n", text)
+    blocks = [b for b in _ANSWER_TAG.findall(text) if b.strip()]
+    return _TAG.sub("\n", blocks[-1] if blocks else text)
+
+# (the command's name, or the symbol or ASCII spelling, to the one symbol LaTeX typesets)
+_RELATIONS = {"le": "≤", "leq": "≤", "leqslant": "≤", "<=": "≤", "ge": "≥", "geq": "≥", "geqslant": "≥", ">=": "≥",
+              "ne": "≠", "neq": "≠", "!=": "≠", "lt": "<", "gt": ">"}
+_RELATION = re.compile(r"\\(leqslant|geqslant|leq|geq|neq|le|ge|ne|lt|gt)(?![A-Za-z])|<=|>=|!=")
 
 
 def last_boxed(text: str) -> str | None:
@@ -111,6 +133,8 @@ def text_key(s: str) -> str:
     `\\frac`, a choice letter in brackets as the letter, a variable set to the answer aside
     (`yes` was wrong for `\\text{Yes}`, `(3, 5)` for `(3,5)`, `(B)` for `B`, `x \\in [2,5]` for `[2,5]`)."""
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    # one relation, however written: `x \leq 3` was wrong for `x \le 3` and `x ≤ 3`
+    s = _RELATION.sub(lambda m: _RELATIONS[m[1] or m[0]], s)
     s = s[m.end():] if (m := _BINDING.match(s)) and s[m.end():].strip() else s
     # a one-character argument written bare is that argument braced, as LaTeX typesets it (`2\sqrt2` was wrong for
     # `2\sqrt{2}`, `\frac{\sqrt3}2` for `\frac{\sqrt{3}}{2}`)
