@@ -1,20 +1,15 @@
 """lm-evaluation-harness at any loop count: the `looplm` model type (the depth sweep is looplm.hf.lm_eval_depths).
 
 `LoopedLM` is lm-eval's HF model (`HFLM`: batching, log-likelihoods, generation with stop sequences, chat
-templates) with the loop count added: every forward and every `generate()` call passes `num_loops`. It loads
-any model the Auto classes resolve, Ouro checkpoints (no remote code) and looplm exports included.
-
-    python -m looplm.hf.lm_eval_adapter run --model looplm \\
-        --model_args pretrained=ByteDance/Ouro-1.4B,num_loops=8,dtype=bfloat16 --tasks gsm8k --batch_size 16
-
-(the module registers `looplm` with lm-eval's registry, then hands over to lm-eval's own command line), or
-from looplm: `looplm eval-lm CHECKPOINT --tasks gsm8k --depths 1,2,4,8`, which loads the model once, runs
-every depth and writes `eval_lm.json`, `eval_lm.md` (a depth x metric table) and `eval_lm.png`.
+templates) with the loop count added: every forward and `generate()` passes `num_loops`. It loads any model the Auto
+classes resolve, Ouro checkpoints (no remote code) and looplm exports included. `python -m looplm.hf.lm_eval_adapter
+run --model looplm --model_args pretrained=ByteDance/Ouro-1.4B,num_loops=8 --tasks gsm8k` registers `looplm`, then
+hands over to lm-eval's own command line; `looplm eval-lm CHECKPOINT --tasks gsm8k --depths 1,2,4,8` loads the model
+once, runs every depth and writes `eval_lm.json`, `eval_lm.md` (a depth x metric table) and `eval_lm.png`.
 
 Note: looplm's own LoopedTransformer exports have learned absolute positions and reject left padding, so run
 generation tasks on them with batch_size 1. `trust_remote_code=True` is refused: it would load a checkpoint's
-own Hub code (Ouro's does not run under transformers 5) instead of looplm's native class.
-"""
+own Hub code (Ouro's does not run under transformers 5) instead of looplm's native class."""
 
 from __future__ import annotations
 
@@ -36,7 +31,7 @@ from lm_eval.models.huggingface import HFLM
 
 from ..errors import UserError
 from ..looped import check_looped, loop_count
-from .chat import DroppedPart, TemplateError, check_drops, no_default_template, template_failure
+from .chat import DATE, DroppedPart, TemplateError, check_drops, no_default_template, template_failure
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .generation import LOOP_KEYS, request_settings_only, set_aside
 from .registry import register
@@ -82,10 +77,6 @@ def _check_model_args(kwargs: dict[str, Any]) -> None:
                         "exit_threshold, exit_dtype, and lm-eval's hf settings)")
 
 
-def _opt_float(x: Any) -> float | None:
-    return None if x in (None, "", "None", "none") else float(x)
-
-
 def _is_true(x: Any) -> bool:
     """lm-eval parses model_args "true" to True; a caller may still hand over the string or 1."""
     return x is True or (isinstance(x, str) and x.strip().lower() in ("true", "1", "yes")) or (
@@ -118,7 +109,8 @@ class LoopedLM(HFLM):
         self._named = pretrained if isinstance(pretrained, str) else (
             getattr(pretrained, "name_or_path", None) or type(pretrained).__name__)
         try:
-            self.exit_threshold = check_exit_threshold(_opt_float(exit_threshold))
+            self.exit_threshold = check_exit_threshold(
+                None if exit_threshold in (None, "", "None", "none") else float(exit_threshold))
         except ValueError as e:
             raise UserError(f"exit_threshold: {e}") from None
         for key in ("softmax_dtype", "mixed_precision_dtype"):  # lm-eval's getattr(torch, name): a traceback
@@ -156,6 +148,8 @@ class LoopedLM(HFLM):
             super().__init__(pretrained=pretrained, **kwargs)
         finally:
             hf_log.setLevel(level)
+        # a dated template (Llama 3.x) gets the date training rendered, chat.DATE (strftime_now's was today's)
+        self.chat_template_args = {"date_string": DATE, **(getattr(self, "chat_template_args", None) or {})}
         table = getattr(self.model.config, "max_position_embeddings", None)
         if self.model.config.model_type == "looplm" and self._max_length and table and self._max_length > table:
             # learned positions stop there (Ouro's rotary ones do not): a longer context failed inside the model
@@ -296,10 +290,9 @@ class LoopedLM(HFLM):
 
     def _encodes(self, text: str) -> bool:
         try:
-            self.tokenizer.encode(text, add_special_tokens=False)
-        except Exception as e:
-            if type(e) is not Exception or "Missing [UNK] token" not in str(e):
-                raise
+            with _encodable():
+                self.tokenizer.encode(text, add_special_tokens=False)
+        except UserError:
             return False
         return True
 
@@ -378,8 +371,7 @@ def default_loops(config: Any) -> int | None:
 
 @contextlib.contextmanager
 def _encodable() -> Iterator[None]:
-    """A text the tokenizer cannot hold (the tokenizers library's plain Exception, "Missing [UNK]") as a user error,
-    wherever lm-eval encodes it."""
+    """A text the tokenizer cannot hold (tokenizers' plain Exception "Missing [UNK]") as a UserError, wherever."""
     try:
         yield
     except Exception as e:
@@ -477,8 +469,7 @@ NO_DATA = "corresponds to no data"  # datasets' ValueError for a split whose fil
 
 
 def _unreadable_data(e: Exception, tasks: str) -> UserError:
-    """A task's data file that datasets cannot read (empty, only blank lines, or a line that is not JSON), said
-    in one line."""
+    """A task's data file that datasets cannot read (empty, blank lines only, a line that is not JSON), in a line."""
     why = "" if NO_DATA in str(e) else str(e.__cause__ or e).strip()
     why = why.splitlines()[0][:200] if why else "it holds no records"
     return UserError(f"{tasks}: a task's data cannot be read ({why}); check its data files")
@@ -560,10 +551,31 @@ def _model_args_once() -> Iterator[None]:
         MergeDictAction.__call__ = merge
 
 
+def _with_run_system(evaluate: Any) -> Any:
+    """simple_evaluate giving a fine-tune's chat prompts its data.system_prompt unless told another (as eval-lm)."""
+    from lm_eval.utils import simple_parse_args_string
+
+    from .analysis import run_system_prompt
+
+    def with_system(**kw: Any) -> Any:
+        margs = kw.get("model_args") or ""
+        path = str((margs if isinstance(margs, dict) else simple_parse_args_string(margs)).get("pretrained") or "")
+        system = run_system_prompt(path) if kw.get("apply_chat_template") and os.path.isdir(path) else None
+        if system and kw.get("system_instruction") is None:  # (they were scored without it)
+            print(f"note: the run's data.system_prompt ({system!r:.60}) opens every prompt, as in fine-tuning "
+                  "(--system_instruction gives another)")
+            kw["system_instruction"] = system
+        return evaluate(**kw)
+
+    return with_system
+
+
 def _cli_evaluate() -> None:
+    import lm_eval
     from lm_eval.__main__ import cli_evaluate
 
     _config_has_model_args(sys.argv[1:])  # its own keys checked before lm-eval reads it
+    lm_eval.simple_evaluate = _with_run_system(lm_eval.simple_evaluate)  # (lm-eval's command line calls it)
     try:
         with _model_args_once():
             cli_evaluate()

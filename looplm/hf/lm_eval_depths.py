@@ -17,6 +17,7 @@ from datasets.exceptions import DatasetGenerationError
 from ..checkpoint import loaded_at_step, write_result
 from ..errors import UserError
 from ..outputs import all_or_nothing
+from ..rundir import flag
 from .analysis import run_system_prompt
 from .chat import no_default_template
 from .flags import check_flag
@@ -120,6 +121,11 @@ def _check_eval_args(tasks: Any, depths: Any, limit: Any, num_fewshot: Any, batc
     return out
 
 
+def _flag(name: str) -> str:
+    """An argument as the caller gave it: `--tasks` in `looplm eval-lm`, `tasks` from Python (eval_depths)."""
+    return flag("--" + name.replace("_", "-"), name)
+
+
 def _folders(include_path: Any) -> list[str]:
     """--include-path as a list of folders: one, or several as lm-eval's TaskManager takes them."""
     many = include_path if isinstance(include_path, (list, tuple)) else [include_path]
@@ -141,7 +147,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     tokens before the last loop even at 1.0, and the deep rows would all be the same early exit."""
     replace = check_flag("replace", replace)  # ("no" is a true value: it replaced an earlier eval_lm.json)
     if exit_dtype is not None and exit_threshold is None:
-        raise UserError("--exit-dtype is the dtype of an exit rule: give --exit-threshold too")
+        raise UserError(f"{_flag('exit_dtype')} is the dtype of an exit rule: give {_flag('exit_threshold')} too")
     earlier = [Path(out) / f for f in OUTPUTS if (Path(out) / f).exists()] if not replace else []
     if earlier:  # said now, not after every depth has been evaluated (the command line checks this first too)
         raise UserError(f"{earlier[0]} already exists (an earlier result); pass replace=True to replace it, or "
@@ -172,7 +178,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     # a fine-tune's checkpoint says its step, read around the load (a run may still be training into it)
     lm, step = loaded_at_step(Path(pretrained), load) if Path(str(pretrained)).is_dir() else (load(), None)
     if apply_chat_template and not getattr(lm.tokenizer, "chat_template", None):  # before any task is read
-        raise UserError(f"{pretrained}: {NO_CHAT_TEMPLATE}; run without --apply-chat-template, or add one "
+        raise UserError(f"{pretrained}: {NO_CHAT_TEMPLATE}; run without {_flag('apply_chat_template')}, or add one "
                         "(chat_template.jinja in the model directory)")
     if apply_chat_template and no_default_template(lm.tokenizer):  # (transformers' advice, a name, is no option)
         raise UserError(f"{pretrained}: {no_default_template(lm.tokenizer)}")
@@ -191,7 +197,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         include_path = folders[0] if len(folders) == 1 else folders  # (a list as lm-eval's TaskManager takes it)
         for folder in folders:
             if not Path(folder).is_dir():
-                raise UserError(f"--include-path {folder} is not a folder of task YAMLs")
+                raise UserError(f"{_flag('include_path')} {folder} is not a folder of task YAMLs")
         tm = TaskManager(include_path=include_path, include_defaults=False)
         if not all(t in tm.all_tasks or tm.match_tasks([t]) for t in tasks):
             tm = None
@@ -203,10 +209,10 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         unknown += [] if found else [t]
     if unknown:
         raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)} (lm-eval lists its tasks with "
-                        "`lm-eval ls tasks`; a local task needs --include-path)")
+                        f"`lm-eval ls tasks`; a local task needs {_flag('include_path')})")
     if tasks != asked:
-        print(f"note: --tasks {' '.join(asked)} names {', '.join(tasks)} (lm-eval's pattern matching); eval_lm.json "
-              "records them")
+        print(f"note: {_flag('tasks')} {' '.join(asked)} names {', '.join(tasks)} (lm-eval's pattern matching); "
+              "eval_lm.json records them")
     rows, counts, shots = [], {}, {}
     for d in depths:
         lm.num_loops = d
@@ -221,7 +227,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                 if GEN_BUDGET in str(e):
                     positions = getattr(lm.model.config, "max_position_embeddings", None)
                     raise UserError(f"{', '.join(tasks)}: the generation budget does not fit {pretrained}'s "
-                                    f"{positions} positions; pass a --max-gen-toks below {positions}") from None
+                                    f"{positions} positions; pass a {_flag('max_gen_toks')} below "
+                                    f"{positions}") from None
                 if str(e).startswith(CONTINUATION):  # a task's answer choice or target: name the tasks
                     raise UserError(f"{', '.join(tasks)}: {e}") from None
                 if UNENCODABLE in str(e):
@@ -251,8 +258,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     short = [f"{t} has {c['original']:,}" for t, c in counts.items()
              if isinstance(limit, int) and c["original"] < limit]
     if short:
-        print(f"note: --limit {limit:,} is more examples than a task holds ({'; '.join(short)}); all of them were "
-              "scored, and eval_lm.json records the counts under n_samples")
+        print(f"note: {_flag('limit')} {limit:,} is more examples than a task holds ({'; '.join(short)}); all of "
+              "them were scored, and eval_lm.json records the counts under n_samples")
     # Which rule made the rows: recorded, and said when it is not "exactly that many loops" or when the config's
     # own rule was set aside
     exit_q = lm.exit_threshold
@@ -262,19 +269,19 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
               "its loop count, not that many loops")
     elif config_q is not None:
         print(f"note: the model's config.json sets early_exit_threshold={config_q}; every row ran exactly its loop "
-              f"count (--exit-threshold {config_q} scores that exit rule instead)")
+              f"count ({_flag('exit_threshold')} {config_q} scores that exit rule instead)")
     if system:
         print(f"note: the run's data.system_prompt ({system!r:.60}) opens every prompt, as in fine-tuning "
               "(eval_lm.json records it as system_instruction)")
     if max_gen_toks and not generates:  # recorded among the settings that change the numbers, yet it changed none
-        print(f"note: --max-gen-toks {max_gen_toks} was not used: {', '.join(tasks)} generate no text (log-likelihood "
-              "tasks); eval_lm.json records max_gen_toks as null")
+        print(f"note: {_flag('max_gen_toks')} {max_gen_toks} was not used: {', '.join(tasks)} generate no text "
+              "(log-likelihood tasks); eval_lm.json records max_gen_toks as null")
         max_gen_toks = None
     overridden = {t: n for t, n in shots.items() if num_fewshot is not None and n != num_fewshot}
     if overridden:
         used = ", ".join(f"{t} ({n} shots, set by the task)" for t, n in overridden.items())
-        print(f"note: --num-fewshot {num_fewshot} was not used by {used}; eval_lm.json records the shots each task "
-              "used (num_fewshot_used)")
+        print(f"note: {_flag('num_fewshot')} {num_fewshot} was not used by {used}; eval_lm.json records the shots "
+              "each task used (num_fewshot_used)")
     # the folder the tasks were read from: a local task may bear a built-in task's name (gsm8k)
     result = {"model": str(pretrained), "step": step, "tasks": tasks,
               "include_path": (str(Path(include_path).resolve()) if isinstance(include_path, str) else
