@@ -1,0 +1,56 @@
+"""Round 36, resume: a run in which a parameter never had a gradient resumes bitwise, files a user added to
+checkpoint/ survive a resume, settings that do not change the training are said so, fit leaves the caller's RNG
+as it was, and read-only commands need only the checkpoint files they read."""
+
+from __future__ import annotations
+
+import torch
+
+from looplm import fit, load_config
+
+TINY = {"model.d_model": 32, "model.d_ff": 64, "model.n_heads": 2, "train.batch_size": 8, "train.eval_every": 0,
+        "data.test_size": 16, "loops.max_loops": 4, "model.max_seq_len": 16, "reg.rho_every": 0}
+
+
+def cfg_of(steps: int, **more) -> object:
+    sets = {**TINY, "train.steps": steps, **more}
+    return load_config("addition-prenorm-stars", [f"{k}={v}" for k, v in sets.items()])
+
+
+def test_a_run_whose_position_table_had_no_gradient_yet_resumes_bitwise(tmp_path):
+    # truncated backprop (the last 2 loops) without injection: pos_emb gets a gradient only at steps that draw at
+    # most 2 loops. The first step draws more, so AdamW held no state for it, and the strict trainer-state load
+    # refused the resume; a later step does train it, with the step count of a run never interrupted
+    from looplm.checkpoint import load_state
+
+    bp = {"loops.backprop_loops": 2, "model.injection": "none"}
+    fit(cfg_of(6, **bp), tmp_path / "whole", progress=False)
+    fit(cfg_of(1, **bp), tmp_path / "cut", progress=False)
+    assert "pos_emb.weight" not in load_state(tmp_path / "cut" / "checkpoint")["optimizer"]["state"]
+    fit(cfg_of(6, **bp), tmp_path / "cut", resume=True, progress=False)
+    a, b = (tmp_path / run / "checkpoint" for run in ("whole", "cut"))
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    assert load_state(b)["optimizer"]["state"]["pos_emb.weight"]["step"] == 1
+
+
+def test_a_trainer_state_that_does_not_list_a_parameter_is_still_refused():
+    from looplm.train import _full_state, _load_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    state = _full_state(model, opt)[1]
+    model.zero_grad(set_to_none=True)  # as a resume loads it
+    _load_optimizer(model, torch.optim.AdamW(model.parameters()), state)  # whole: loads
+    del state["state"]["1.bias"]
+    fresh = torch.optim.AdamW(model.parameters())
+    _load_optimizer(model, fresh, state)  # listed, no state: it never stepped, and stays so (no step count of 1)
+    assert model[1].bias not in fresh.state and model[1].weight in fresh.state
+    state["param_groups"][0]["params"].remove("1.bias")  # not listed at all: another model's state
+    try:
+        _load_optimizer(model, torch.optim.AdamW(model.parameters()), state)
+    except RuntimeError as e:
+        assert "Missing optimizer state for parameter '1.bias'" in str(e)
+    else:
+        raise AssertionError("a trainer state that does not list a parameter was loaded")
