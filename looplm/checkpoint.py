@@ -29,6 +29,7 @@ with safetensors' and torch's own format checks only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -156,12 +157,9 @@ def _fsync_dir(d: Path) -> None:
         fd = os.open(d, os.O_RDONLY)
     except OSError:  # e.g. platforms that cannot open directories
         return
-    try:
+    with contextlib.suppress(OSError):
         os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    os.close(fd)
 
 
 def _fsync_file(f: Path) -> None:
@@ -241,18 +239,6 @@ def saved_step(d: str | Path) -> int | None:
     except (OSError, ValueError, AttributeError):
         return None
     return step if isinstance(step, int) and not isinstance(step, bool) else None
-
-
-def origin(path: str | Path) -> dict[str, Any]:
-    """What a run started from checkpoint `path` (train.init_from) records of it: its step and its weights' SHA-256
-    (the manifest's, else computed), so a resume can tell that the checkpoint has changed since (trained on), and
-    the path made absolute (a resume from another working directory looks up the same checkpoint)."""
-    d = resolve(path)
-    try:
-        digest = json.loads((d / MANIFEST).read_text())["files"][WEIGHTS]["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):  # a checkpoint of another tool: no manifest
-        digest = _sha256(d / WEIGHTS)
-    return {"step": saved_step(d), "sha256": digest, "path": str(Path(path).absolute())}
 
 
 def loaded_at_step(d: str | Path, load: Callable[[], T]) -> tuple[T, int | None]:
@@ -366,6 +352,9 @@ def write_checkpoint(ckpt_dir: str | Path, weights: dict[str, torch.Tensor],
         manifest = {"format": MANIFEST_FORMAT, "step": int(step) if step is not None else None, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         _fsync_file(tmp / MANIFEST)
+        for name in [n for n in user_files(ckpt_dir) if not (tmp / n).exists()]:  # unlisted: the user's still
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ckpt_dir / name, tmp / name, follow_symlinks=False)
     except (OSError, RuntimeError, SafetensorError) as e:  # a full disk: torch.save says so as a RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)  # nothing has been swapped yet
         kept = f"the previous checkpoint in {ckpt_dir} is kept" if ckpt_dir.exists() else "no checkpoint is written"
@@ -383,6 +372,17 @@ def write_checkpoint(ckpt_dir: str | Path, weights: dict[str, torch.Tensor],
     else:
         _prune(history_dir(ckpt_dir), keep)
     return ckpt_dir
+
+
+def user_files(d: Path) -> list[str]:
+    """Files in checkpoint folder `d` its manifest does not list (a model card README.md, a .gitattributes added
+    before an upload): a new checkpoint carries them over, as the old one is pruned. None without a manifest."""
+    try:
+        listed = set(json.loads((d / MANIFEST).read_text())["files"]) | {MANIFEST}
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return sorted(f.relative_to(d).as_posix() for f in d.rglob("*")
+                  if (f.is_file() or f.is_symlink()) and f.relative_to(d).as_posix() not in listed)
 
 
 def cpu_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -191,6 +191,18 @@ def _save_was_due(out: Path) -> int | None:
     return last if periodic or (t.steps and last >= t.steps and set(steps) - skipped) else None
 
 
+def origin(path: str | Path) -> dict[str, Any]:
+    """What a run started from checkpoint `path` (train.init_from) records of it: its step and its weights' SHA-256
+    (the manifest's, else computed), so a resume can tell that the checkpoint has changed since (trained on), and
+    the path made absolute (a resume from another working directory looks up the same checkpoint)."""
+    d = ckpt.resolve(path)
+    try:
+        digest = json.loads((d / ckpt.MANIFEST).read_text())["files"][ckpt.WEIGHTS]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):  # a checkpoint of another tool: no manifest
+        digest = ckpt._sha256(d / ckpt.WEIGHTS)
+    return {"step": ckpt.saved_step(d), "sha256": digest, "path": str(Path(path).absolute())}
+
+
 def origin_change(src: Path, init_from: str, gone: bool = False) -> str | None:
     """How the checkpoint that the run resumed from `src` started from (train.init_from) has changed since (its step,
     "step 2 -> 3"), or None: unchanged, or not recorded (a run from before the record). It is looked up at the path
@@ -205,7 +217,7 @@ def origin_change(src: Path, init_from: str, gone: bool = False) -> str | None:
         return None
     where = began.get("path") or init_from
     try:
-        now = ckpt.origin(where)
+        now = origin(where)
     except (ckpt.CheckpointError, OSError):
         return "no longer exists" if gone and not Path(where).exists() else None
     if (now["step"], now["sha256"]) == (began.get("step"), began.get("sha256")):
@@ -449,6 +461,10 @@ def on_resume(src: Path, cfg: Config, out: Path) -> tuple[Config, list[str]]:
                      f"note: {source} has changed since this run started from it ({change}); the resume goes on "
                      "from this run's own checkpoint, which started from the old weights; start a new run to "
                      "fine-tune from the new ones")
+    added = ckpt.user_files(out / "checkpoint")
+    if added:  # a model card written before an upload was lost with the checkpoint the first save replaced
+        notes.append(f"note: {out / 'checkpoint'} holds files looplm did not write ({', '.join(added[:5])}"
+                     f"{', ...' if len(added) > 5 else ''}); each new checkpoint carries them over")
     kept = [f"{f} (step {_scored_step(out / f) or '?'})" for f in RESULTS if (out / f).is_file()]
     if kept:  # each result's own step: it may score a checkpoint of the history, not the latest
         # by step, not "earlier": a resume from the history (the latest checkpoint damaged) is behind the results

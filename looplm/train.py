@@ -415,7 +415,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
     if state is not None:
         began = {"init_from": state["init_from"]} if "init_from" in state else {}
     else:
-        began = {"init_from": ckpt.origin(t.init_from)} if t.init_from and cfg.kind == "native" else {}
+        began = {"init_from": rundir.origin(t.init_from)} if t.init_from and cfg.kind == "native" else {}
     saved_at = [step]  # the step of the newest checkpoint on disk (the resumed one, or none at 0)
 
     def save() -> None:

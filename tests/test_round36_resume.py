@@ -54,3 +54,23 @@ def test_a_trainer_state_that_does_not_list_a_parameter_is_still_refused():
         assert "Missing optimizer state for parameter '1.bias'" in str(e)
     else:
         raise AssertionError("a trainer state that does not list a parameter was loaded")
+
+
+def test_files_a_user_added_to_the_checkpoint_survive_a_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    fit(cfg_of(2, **{"train.checkpoint_every": 1}), run, progress=False)
+    (run / "checkpoint" / "README.md").write_text("# my model\n")  # a model card, before an upload
+    (run / "checkpoint" / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    (run / "checkpoint" / "card").mkdir()
+    (run / "checkpoint" / "card" / "plot.png").write_bytes(b"png")
+    capsys.readouterr()
+    fit(cfg_of(4, **{"train.checkpoint_every": 1}), run, resume=True, progress=False)
+    assert ("checkpoint holds files looplm did not write (.gitattributes, README.md, card/plot.png); each new "
+            "checkpoint carries them over") in capsys.readouterr().out
+    assert (run / "checkpoint" / "README.md").read_text() == "# my model\n"
+    assert (run / "checkpoint" / ".gitattributes").read_text() == "*.safetensors filter=lfs\n"
+    assert (run / "checkpoint" / "card" / "plot.png").read_bytes() == b"png"
+    from looplm import checkpoint as ckpt
+
+    ckpt.verify(run / "checkpoint")  # the manifest still lists only looplm's files, and they all check
+    assert ckpt.saved_step(run / "checkpoint") == 4 and not (run / ckpt.HISTORY).exists()
