@@ -488,7 +488,9 @@ def _run_config(src: Path) -> str:
 
 # Settings a run is run or recorded with that do not change its weights: a resume that changes only these continues
 # the uninterrupted run, and saying it "will differ" taught users to ignore the note.
-INERT = {"train.logger", "train.threads", "train.device"}
+INERT = {"train.logger", "train.threads", "train.device", "train.log_every", "train.checkpoint_every",
+         "train.keep_checkpoints"}
+EVALS = {"train.eval_every", "train.eval_size"}  # inert too while no train.stop_at_acc ends the run on their score
 
 
 def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, bool]]:
@@ -496,8 +498,10 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, bool]]:
     with whether it changes the training (not INERT); any other change is refused (ConfigError) before anything is
     touched. A train.device that resolves to the device the run's did (auto and cpu on a CPU machine) is no
     change."""
-    changes = [c for c in ckpt.config_changes(ckpt.load_config(src), cfg, ("loops", "reg", "data", "train"))
+    saved = ckpt.load_config(src)
+    changes = [c for c in ckpt.config_changes(saved, cfg, ("loops", "reg", "data", "train"))
                if not (c[0] == "train.device" and _same_device(c[1], c[2]))]
+    inert = INERT | (EVALS if not saved.train.stop_at_acc and not cfg.train.stop_at_acc else set())
 
     def allowed(key: str, old: Any, new: Any) -> bool:
         return key in RESUMABLE or (key == "train.keep_checkpoints" and new > old)
@@ -508,7 +512,7 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, bool]]:
         raise ConfigError(f"{resume_flag()} would change the run in {out}, not continue it: {'; '.join(refused)}. "
                           f"Resume with the settings it was trained with (its checkpoint's, {src / _run_config(src)}; "
                           f"{out / 'config.yaml'} holds them unless it was edited), or choose another {out_flag()}")
-    return [(ckpt.describe_change(*c), c[0] not in INERT) for c in changes if allowed(*c)]
+    return [(ckpt.describe_change(*c), c[0] not in inert) for c in changes if allowed(*c)]
 
 
 def _same_device(old: Any, new: Any) -> bool:

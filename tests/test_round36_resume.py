@@ -74,3 +74,34 @@ def test_files_a_user_added_to_the_checkpoint_survive_a_resume(tmp_path, capsys)
 
     ckpt.verify(run / "checkpoint")  # the manifest still lists only looplm's files, and they all check
     assert ckpt.saved_step(run / "checkpoint") == 4 and not (run / ckpt.HISTORY).exists()
+
+
+def test_log_checkpoint_and_eval_settings_are_said_not_to_change_the_training(tmp_path, capsys):
+    import pytest
+
+    from looplm.train import Interrupted
+
+    fit(cfg_of(4), tmp_path / "whole", progress=False)
+    with pytest.raises(Interrupted):
+        fit(cfg_of(4), tmp_path / "cut", progress=False, fault={"interrupt_at_step": 1})
+    capsys.readouterr()
+    other = {"train.log_every": 1, "train.checkpoint_every": 3, "train.keep_checkpoints": 2, "train.eval_every": 1,
+             "train.eval_size": 8}
+    fit(cfg_of(4, **other), tmp_path / "cut", resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert "resuming with changed settings; they do not change the training:" in out
+    for key in other:
+        assert f"{key}: checkpoint" in out
+    assert "will differ" not in out
+    a, b = (tmp_path / run / "checkpoint" / "model.safetensors" for run in ("whole", "cut"))
+    assert a.read_bytes() == b.read_bytes()  # as said
+
+
+def test_eval_settings_change_the_training_when_stop_at_acc_ends_it_on_their_score(tmp_path):
+    from looplm.rundir import check_resume
+
+    stop = {"train.stop_at_acc": 0.99, "train.eval_every": 1}
+    fit(cfg_of(1, **stop), tmp_path / "run", progress=False)
+    changed = check_resume(tmp_path / "run" / "checkpoint", cfg_of(1, **stop, **{"train.eval_size": 8}),
+                           tmp_path / "run")
+    assert changed == [("train.eval_size: checkpoint 256 vs requested 8", True)]
