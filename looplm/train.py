@@ -215,8 +215,12 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     {"crash_at_step": k} raises after step k; {"interrupt_at_step": k} acts as Ctrl-C after step k.
     """
     threads = torch.get_num_threads()
+    # The run reseeds torch's global RNG (dropout): a notebook's draws after fit (the next model's initial
+    # weights) repeated from fit to fit. The caller's state comes back: the CPU's, and its CUDA device's if it had one
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     try:
-        return _start(cfg, out, resume, progress, fault, model)
+        with torch.random.fork_rng(devices=cuda):
+            return _start(cfg, out, resume, progress, fault, model)
     finally:  # train.threads is the run's: a notebook's torch went on with it after fit returned
         torch.set_num_threads(threads)
 

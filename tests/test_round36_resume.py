@@ -105,3 +105,13 @@ def test_eval_settings_change_the_training_when_stop_at_acc_ends_it_on_their_sco
     changed = check_resume(tmp_path / "run" / "checkpoint", cfg_of(1, **stop, **{"train.eval_size": 8}),
                            tmp_path / "run")
     assert changed == [("train.eval_size: checkpoint 256 vs requested 8", True)]
+
+
+def test_fit_leaves_the_callers_random_state_as_it_was(tmp_path):
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    fit(cfg_of(1), tmp_path / "a", progress=False)
+    assert torch.equal(torch.get_rng_state(), before)  # a model built after fit was the same one fit after fit
+    first = torch.randn(3)
+    fit(cfg_of(1), tmp_path / "b", progress=False)
+    assert not torch.equal(torch.randn(3), first)
