@@ -281,9 +281,8 @@ def _prune(hist: Path, keep: int | None) -> None:
     # Only this run's checkpoints count: its step-N folders, and the step-unknown-* ones _retire names (oldest).
     entries = [d for d in hist.iterdir() if d.is_dir() and d.name.startswith("step-unknown-") and has_weights(d)]
     entries += [d for _, d in sorted(_history_entries(hist))]
-    for d in hist.iterdir():
-        if d.name.startswith(".trash-"):
-            shutil.rmtree(d, ignore_errors=True)
+    for d in hist.glob(".trash-*"):
+        shutil.rmtree(d, ignore_errors=True)
     for d in entries[: max(0, len(entries) - (keep - 1))]:
         _discard(d)
     if keep <= 1:
@@ -449,7 +448,8 @@ def verify(path: str | Path, names: tuple[str, ...] | None = None) -> None:
             raise _damaged(d, f"{mf} is unreadable (its entry for {name!r} is not a file record of an integer "
                               "`bytes` and a string `sha256`); the file is corrupted")
         if not (d / name).is_file() and (name != STATE or STATE in (names or ())):
-            raise _damaged(d, f"{d / name} is missing (listed in {MANIFEST})")
+            raise _damaged(d, f"{d / name} is missing (listed in {MANIFEST}); restore it, or copy the model's files "
+                              f"without {MANIFEST} to a folder of their own to use the checkpoint without it")
     for name in [n for n in (files if names is None else names) if n in files and (d / n).is_file()]:
         f, rec, binary = d / name, files[name], name.endswith((".safetensors", ".pt"))
         edited = _EDITED + (_EXIT_HINT if name == CONFIG and RUN_CONFIG in files else "")

@@ -115,3 +115,25 @@ def test_fit_leaves_the_callers_random_state_as_it_was(tmp_path):
     first = torch.randn(3)
     fit(cfg_of(1), tmp_path / "b", progress=False)
     assert not torch.equal(torch.randn(3), first)
+
+
+def test_a_missing_bookkeeping_file_is_refused_with_a_way_forward(tmp_path):
+    import json
+    import shutil
+
+    import pytest
+
+    from looplm import checkpoint as ckpt
+
+    fit(cfg_of(1), tmp_path / "run", progress=False)
+    d = tmp_path / "run" / "checkpoint"
+    listed = json.loads((d / ckpt.MANIFEST).read_text())["files"]
+    gone = next(n for n in listed if n not in (ckpt.WEIGHTS, ckpt.CONFIG, ckpt.STATE))  # the tokenizer
+    (d / gone).unlink()
+    with pytest.raises(ckpt.CheckpointError, match=rf"{gone} is missing \(listed in manifest.json\); restore it, or "
+                                                   "copy the model's files without manifest.json to a folder of "
+                                                   "their own to use the checkpoint without it"):
+        ckpt.verify(d)
+    copy = tmp_path / "copy"  # the way forward works
+    shutil.copytree(d, copy, ignore=shutil.ignore_patterns(ckpt.MANIFEST))
+    ckpt.load_model(copy)
