@@ -71,6 +71,15 @@ def check_out_of_data(out: Path, cfg: Config) -> None:
                 via = "" if f == p.resolve() else f", through {f}, a folder linked into it"
                 raise UserError(f"{out_flag()} {out} is inside data.{key} ({data}{via}), which is read whole: the "
                                 "run's own files would be read as data; put the run outside its data")
+    if cfg.kind == "native" and cfg.train.init_from:  # nor inside the data of the run it starts from (its corpus)
+        from . import checkpoint as ckpt
+        from .outputs import check_outside_data
+
+        try:
+            source = ckpt.load_config(cfg.train.init_from)
+        except UserError:
+            return  # (an init_from that is no run is refused where it is read, with its own message)
+        check_outside_data(out, source, "the train.init_from run's")
 
 
 def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:

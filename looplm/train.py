@@ -284,7 +284,8 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
         if model is not None:  # a module of one's own: a broken protocol was torch's error from deep in a step
             probe = run.task.held_out(2).to(device)
             with fitcheck.sizes_named(run.model, probe, cfg):
-                run.ctx_rows = check_protocol(run.model, probe.input_ids, probe.mask, cfg.model.vocab_size)
+                run.ctx_rows = check_protocol(run.model, probe.input_ids, probe.mask, cfg.model.vocab_size,
+                                              reg=cfg.reg)
     if src is not None:
         check_fingerprint(run.task, src, "a resume continues a run on the data it was trained on; restore the data, "
                                          "or start a new run from this one")
@@ -300,7 +301,7 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
         if changed and world.is_main:
             tqdm.write(rundir.resume_note(changed))
     notes += [*cfg.unread(), *cfg.unreached(total), *bound_notes(cfg.loops)]
-    notes += backprop_notes(cfg.loops, total) if cfg.kind == "native" else []
+    notes += backprop_notes(cfg.loops, total, cfg.model) if cfg.kind == "native" else []
     for note in notes if world.is_main else []:
         print(note)
     if t.stop_at_acc and getattr(run.task, "scored_by", "exact_match") == "perplexity":

@@ -92,3 +92,39 @@ def test_a_fixed_field_task_names_its_fields_not_the_jsonl_keys(tmp_path, task):
                                          r'\{"prompt", "answer"\} rows\)') as e:
         make_task(cfg).load_eval(str(f), None)
     assert "prompt_field" not in str(e.value)
+
+
+def test_fit_refuses_a_buffer_updating_step_before_it_trains(tmp_path):
+    """fit passes the run's reg to the protocol check: with reg.start_step past the first steps, the run trained and
+    wrote checkpoints until the penalty's first step, then died; now nothing is written."""
+    cfg = tiny_config(train=dict(steps=30, eval_every=0, checkpoint_every=5), reg=dict(kind="jsrr", start_step=20,
+                                                                                        rho_every=0))
+    with pytest.raises(ValueError, match=r"MineBN\.step updates a tensor in place"):
+        fit(cfg, tmp_path / "run", model=MineBN(), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_notes_what_truncated_backprop_without_injection_never_trains(tmp_path, capsys):
+    cfg = tiny_config(train=dict(steps=1, eval_every=0), loops=dict(sampler="fixed", num_loops=3, backprop_loops=1),
+                      model=dict(injection="none"))
+    fit(cfg, tmp_path / "run", progress=False)
+    assert "position table gets no gradient" in capsys.readouterr().out
+
+
+def test_train_refuses_an_out_inside_its_init_from_runs_corpus(tmp_path):
+    """A fine-tune written into the corpus folder of the run it starts from: that run's sweep, analyze and --resume
+    then read the fine-tune's files as data."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    text = dict(task="text", path=str(corpus), window=15, test_size=8)
+    src = fit(tiny_config(data=text, model=dict(vocab_size=0), train=dict(steps=1, eval_every=0)), tmp_path / "src",
+              progress=False)
+    (tmp_path / "small.txt").write_text("the lazy dog jumps over the quick brown fox. " * 40)
+    ft = tiny_config(data={**text, "path": str(tmp_path / "small.txt")}, model=dict(vocab_size=0),
+                     train=dict(steps=1, eval_every=0, init_from=str(src)))
+    from looplm.errors import UserError
+
+    with pytest.raises(UserError, match=r"train.init_from run's data"):
+        fit(ft, corpus / "ft", progress=False)
+    assert sorted(p.name for p in corpus.iterdir()) == ["a.txt"]
