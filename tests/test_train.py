@@ -202,7 +202,8 @@ def test_backprop_loops_at_or_above_the_most_loops_trained_gets_a_note(tmp_path,
     assert note in capsys.readouterr().out
     train(tiny_config(loops=dict(sampler="fixed", num_loops=4, backprop_loops=2), train=fast), tmp_path / "b",
           progress=False)
-    assert "backprop_loops" not in capsys.readouterr().out
+    assert "is not below the most loops" not in capsys.readouterr().out  # (tiny_config has no injection: the
+    # note that the position table gets no gradient is made for it, test_round36_protocol)
 
 
 def test_nan_step_is_skipped_and_too_many_stop_the_run(tmp_path):
