@@ -123,3 +123,16 @@ def test_conversations_without_an_assistant_role_name_the_roles_they_have(tok, t
                         tmp_path / "share.jsonl")
     assert main(["analyze", str(d), "--data", str(share), *flags, "--out", str(tmp_path / "b")]) == 2
     assert "ShareGPT `conversations`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("header", [b"---\ntitle: My data: math\n---\n# card\n",
+                                    b"---\nlicense: mit\n\tpretty_name: x\n---\n",
+                                    "---\nlicense: mit\npretty_name: caf\u00e9\n---\n".encode("latin-1")])
+def test_a_readme_whose_header_datasets_cannot_read_is_named(tmp_path, header):
+    """Reading a folder's README.md for its configs (round 36) made a YAML slip in its header, or a README that is
+    not UTF-8, a yaml/codec traceback (or a message naming no file) in folders that trained before."""
+    d = tmp_path / "d"
+    write_jsonl(math_problems(4), d / "data.jsonl")
+    (d / "README.md").write_bytes(header)
+    with pytest.raises(ValueError, match=r"d/README\.md: datasets reads its header .* fix the header, or remove it"):
+        load_records(str(d))

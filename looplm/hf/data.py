@@ -231,6 +231,21 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
     return rows
 
 
+def _card_configs(folder: Path, factory: Any) -> Any:
+    """datasets' reading of a folder's README.md header (its `configs:`), with a broken header said as that: a YAML
+    slip there (`title: My data: math`, a tab) or a README that is not UTF-8 was a yaml or codec traceback, in
+    folders that trained fine before looplm read the card."""
+    import yaml
+
+    try:
+        return factory(str(folder)).get_module().builder_configs_parameters
+    except (yaml.YAMLError, UnicodeDecodeError, TypeError) as e:
+        why = " ".join(str(e).split())[:200]
+        raise ValueError(f"{folder}/README.md: datasets reads its header (the YAML between the --- lines) for the "
+                         f"folder's configs, and cannot ({type(e).__name__}: {why}); fix the header, or remove it"
+                         ) from None
+
+
 def folder_splits(folder: Path, config_name: str | None = None, choose: str = "set data.config_name to one"
                   ) -> dict[str, set[Path]] | None:
     """{split: its files} of a local folder, as `datasets.load_dataset(folder, config_name)` resolves them (datasets'
@@ -247,7 +262,7 @@ def folder_splits(folder: Path, config_name: str | None = None, choose: str = "s
         return None
     if (folder / config.REPOCARD_FILENAME).is_file() or (folder / config.REPOYAML_FILENAME).is_file():
         try:  # (a config's data_files that match nothing, two default configs)
-            params = LocalDatasetModuleFactory(str(folder)).get_module().builder_configs_parameters
+            params = _card_configs(folder, LocalDatasetModuleFactory)
             configs = {c.name: c for c in params.builder_configs} if params.metadata_configs else {}
             name = config_name or params.default_config_name
             if configs and name is None:
