@@ -230,11 +230,9 @@ def phi(model: Any, ctx: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda h: model.step(h, ctx, 0)
 
 
-def _map(x: Any, fn: Callable[[torch.Tensor, tuple], torch.Tensor], path: tuple = ()) -> Any:
-    """x with fn(tensor, its path) in place of every tensor, anything else kept; a path is the field names, indices
-    and keys that lead to a leaf, as written after `ctx` (".e", "[0]", "['mem']")."""
-    if isinstance(x, torch.Tensor):
-        return fn(x, path)
+def _map(x: Any, fn: Callable[[Any, tuple], Any], path: tuple = ()) -> Any:
+    """x with fn(leaf, its path) in place of every leaf (a tensor, or anything it does not walk into); a path is the
+    field names, indices and keys that lead to a leaf, as written after `ctx` (".e", "[0]", "['mem']")."""
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return dataclasses.replace(x, **{f.name: _map(getattr(x, f.name), fn, (*path, f".{f.name}"))
                                          for f in dataclasses.fields(x) if f.init})
@@ -244,32 +242,25 @@ def _map(x: Any, fn: Callable[[torch.Tensor, tuple], torch.Tensor], path: tuple 
         return type(x)(_map(v, fn, (*path, f"[{i}]")) for i, v in enumerate(x))
     if isinstance(x, dict):
         return {k: _map(v, fn, (*path, f"[{k!r}]")) for k, v in x.items()}
-    return x
+    return fn(x, path)
 
 
-def _leaves(x: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+def _tensors(fn: Callable[[torch.Tensor, tuple], torch.Tensor]) -> Callable[[Any, tuple], Any]:
+    """fn for a tensor leaf; any other leaf kept as it is."""
+    return lambda x, path: fn(x, path) if isinstance(x, torch.Tensor) else x
+
+
+def _leaves(x: Any) -> list[tuple[tuple, Any]]:
     """(path, leaf) for every leaf of ctx that `_map` does not walk into, tensors and anything else."""
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        for f in dataclasses.fields(x):
-            if f.init:
-                yield from _leaves(getattr(x, f.name), (*path, f".{f.name}"))
-    elif isinstance(x, tuple) and hasattr(x, "_fields"):
-        for f, v in zip(x._fields, x, strict=True):
-            yield from _leaves(v, (*path, f".{f}"))
-    elif isinstance(x, list | tuple):
-        for i, v in enumerate(x):
-            yield from _leaves(v, (*path, f"[{i}]"))
-    elif isinstance(x, dict):
-        for k, v in x.items():
-            yield from _leaves(v, (*path, f"[{k!r}]"))
-    else:
-        yield path, x
+    found: list[tuple[tuple, Any]] = []
+    _map(x, lambda v, path: found.append((path, v)) or v)  # (the leaf kept: a dataclass is rebuilt as it was)
+    return found
 
 
 def detach_ctx(ctx: Any) -> Any:
     """ctx with every tensor detached: a penalty at a detached state must not reach the embedding through
     what Φ closes over (the injected prelude output, say)."""
-    return _map(ctx, lambda t, _: t.detach())
+    return _map(ctx, _tensors(lambda t, _: t.detach()))
 
 
 def slice_ctx(ctx: Any, k: int, batch: int, rows: CtxRows | None = None) -> Any:
@@ -279,4 +270,4 @@ def slice_ctx(ctx: Any, k: int, batch: int, rows: CtxRows | None = None) -> Any:
     when its first dimension is the batch size. A shared tensor of the batch's length (a memory bank of 8 slots
     at batch 8) is not."""
     rows = rows or {}
-    return _map(ctx, lambda t, path: t[:k] if rows.get(path, True) and _lead(t) == batch else t)
+    return _map(ctx, _tensors(lambda t, path: t[:k] if rows.get(path, True) and _lead(t) == batch else t))
