@@ -3,8 +3,10 @@
 `extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks and GSM8K's
 `<<9*2=18>>` annotations are left out first: a `####` or a number in code is no answer, but an `output` code block is
 the program's result and is read; with a `</think>`, only the text after the last one is read, and of an
-`<answer>...</answer>` block only its content; special-token text, `<|im_end|>`, `</s>`, is left out, and a tag
-ends its line's answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\approx 1.414`, too):
+`<answer>...</answer>` block only its content, read whole as a box's when it is one plain answer (`<answer>C</answer>`,
+`<answer>\\sqrt{3}</answer>`), else by these rules (`<answer>The answer is 18.</answer>`); special-token text,
+`<|im_end|>`, `</s>`, `<｜end▁of▁sentence｜>`, is left out, `<sup>2</sup>` is `^{2}`, and another tag ends its line's
+answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\approx 1.414`, too):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
    `#### Step 1: ...` or a numbered one, `#### 1. Setting up`, `#### 2) Find`, `#### 1.1 Setting up`, `#### 1 - Setup`,
    `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers (a bracket is
@@ -72,7 +74,7 @@ import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
-from looplm.hf.latex import interval_at, last_boxed, markup, text_key, unbox
+from looplm.hf.latex import interval_at, last_boxed, markup, next_line, text_key, unbox
 
 _SEP = "[\u00a0\u2002-\u200a\u202f'’]"  # digit groups' spaces (no-break, en, thin, narrow) and the Swiss ' and ’
 _GROUPED = rf"\d{{1,3}}(?:,\d{{3}})+|\d{{1,3}}(?:{_SEP}\d{{3}})+"  # 1,234,567, 1 234 567 (thin spaces), 1'234'567
@@ -198,25 +200,6 @@ def _latex(text: str) -> str:
     return _PAREN_POW.sub(power, _FRAC_RE.sub(frac, s))
 
 
-def _next_line(text: str, end: int, wordy: list[int], limit: int | None = None) -> tuple[int, str]:
-    """Where the answer after `end` starts, and its line: the rest of the line from `end`, or, when that holds no
-    letter or digit ("**Final answer:**" then the answer below it), the next line that does (display math's `$$`
-    or `\\[` alone is no answer), without a list's marker. `wordy`: where each line with a letter or digit starts
-    (found once: searching the rest of the text from each of 20,000 bare `####` lines took 52 s). `limit`: where the
-    line is cut (the next phrase on it: each of 20,000 phrases on one line read the rest of it, minutes)."""
-    stop = text.find("\n", end)
-    cut = len(text) if stop < 0 else stop
-    cut = cut if limit is None else min(cut, limit)
-    if stop < 0 or re.search(r"\w", text[end:cut]):
-        return end, text[end:cut]
-    i = bisect.bisect_left(wordy, stop + 1)
-    if i == len(wordy):
-        return len(text), ""
-    stop = text.find("\n", wordy[i])
-    line = text[wordy[i]:] if stop < 0 else text[wordy[i]:stop]
-    return wordy[i], re.sub(r"^\s*(?:[-*•+]|\d+[.)])\s+(?=\S)", "", line)  # a list's bullet or number: "- 42", "1. 42"
-
-
 def _whole(num: re.Match, line: str) -> str:
     """The number `num` found in `line`, or the list it begins ("5, 7", "42 or 43"), or the token it begins when that
     goes on as no number does ("1 234,5", "3/4/5", "12/25/2023", `5'6"`, `3/-4`): compared as text, never as its
@@ -295,7 +278,11 @@ def extract_answer(text: str) -> str | None:
     if not text:
         return None
     # a reasoning model's draft (its "the answer is 20" in <think>) is superseded by what it says after </think>
-    text = markup(text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text)
+    text, block = markup(text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text)
+    # an `<answer>` block's content is the answer whole, as a box's is (`<answer>\\sqrt{3}</answer>` was 3); one
+    # with prose, a marker, a phrase or a box in it (`<answer>The answer is 18.</answer>`) is read as a completion
+    if block and (said := _plain_answer(text)) is not None:
+        return said
     # code is no answer, but a ```output block is the program's result (tool-integrated completions): it is read
     text = _FENCE_RE.sub(lambda m: "\n" + m.group(1) + "\n" if m.group(1) is not None else "\n", text)
     text = re.sub(r"<<[^<>\n]*>>", "", text)  # GSM8K's <<9*2=18>>18 was `18>>18`
@@ -313,7 +300,7 @@ def extract_answer(text: str) -> str | None:
     wordy = [m.start() for m in _WORDY_RE.finditer(text)]
     read = -1
     for m in _MARK_RE.finditer(text):
-        at, line = _next_line(text, m.start(1), wordy)
+        at, line = next_line(text, m.start(1), wordy)
         if at == read:  # bare markers before one line: it was read (and is no answer) already
             continue
         read = at
@@ -327,7 +314,7 @@ def extract_answer(text: str) -> str | None:
     phrases = list(_PHRASE_RE.finditer(text))
     for i in reversed(range(len(phrases))):
         limit = phrases[i + 1].start() if i + 1 < len(phrases) else None
-        said = _phrase_answer(_next_line(text, phrases[i].end(), wordy, limit)[1])
+        said = _phrase_answer(next_line(text, phrases[i].end(), wordy, limit)[1])
         if said is not None:
             return said
     num = _last_number(text)
@@ -454,11 +441,18 @@ def gold_answer(solution: str | float) -> str | None:
     text = _text(solution)
     if not text.replace("####", "").strip():  # an empty answer cell (a parquet/CSV fill) graded every prediction wrong
         raise ValueError(f"the gold answer is {text!r} (a missing value?): give the reference answer")
+    said = _plain_answer(text)
+    return extract_answer(text) if said is None else said
+
+
+def _plain_answer(text: str) -> str | None:
+    """A plain one-line answer (no marker, box, phrase or prose) read whole as a box's content (MATH's `x^2+1`,
+    `(3,5)`, `B`, `**18**`), else None."""
     bare = re.sub(r"\\[A-Za-z]+", "", text)  # LaTeX commands are no prose
     if ("\n" in text.strip() or _MARK_RE.search(text) or _PHRASE_RE.search(text) or last_boxed(text) is not None
             or re.search(r"(?<![A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}", bare)):
-        return extract_answer(text)
-    return _box_answer(_latex(re.sub(r"(?<!\\)\$", "", text.strip())))  # `$x = 5$`, `$8$ days`: math delimiters
+        return None
+    return _box_answer(_latex(re.sub(r"(?<!\\)\$", "", text.strip().strip("*`"))))  # `$x = 5$`: math delimiters
 
 
 def _text(x: str | float) -> str:
