@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,12 @@ def parse_yaml(text: str, where: str) -> Any:
         if "tag:yaml.org,2002:merge" in problem:  # the safe loader's word for `<<: *anchor`
             problem = "merge keys (<<: *anchor) are not supported; write the keys out"
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        if mark is not None and problem.startswith("found character '\\t'"):  # PyYAML's word printed the raw tab
+            lines = text.splitlines()
+            indent = mark.line >= len(lines) or not lines[mark.line][:mark.column].strip()
+            said = (": YAML indents with spaces, not tabs" if indent else
+                    f", column {mark.column + 1}: a tab here is not valid YAML; write spaces")
+            raise ConfigError(f"{where}: line {mark.line + 1}{said}") from None
         raise ConfigError(f"{where}: not valid YAML{at}: {problem}{_jinja_hint(text, where)}") from None
 
 
@@ -147,6 +154,9 @@ def dump_yaml(data: Any) -> str:
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
+_NOTED: set[str] = set()  # local files said once per process (a sweep of seeds loads its preset once per seed)
+
+
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
@@ -164,6 +174,12 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
     candidate = PRESET_DIR / f"{path_or_preset}.yaml"
     if is_name and candidate.is_file():
         p = candidate
+        # (an edited copy of the preset beside the command trained the shipped one without a word)
+        local = next((f for f in (Path(f"{path_or_preset}.yaml"), Path(str(path_or_preset))) if f.is_file()), None)
+        if local is not None and str(local) not in _NOTED:
+            _NOTED.add(str(local))
+            print(f"note: ./{local} exists and is not read: --config {path_or_preset} is the shipped preset; "
+                  f"--config ./{local} reads it", file=sys.stderr)
     elif not p.exists():
         if not_there(p) != "does not exist":  # a link leads nowhere or a ~ was not expanded: say so, not "no preset"
             raise ConfigError(f"config {p} {not_there(p)}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import rundir
-from .config import ConfigError, apply_overrides, load_config
+from .config import PRESET_DIR, ConfigError, apply_overrides, load_config
 from .errors import UserError
 from .evaluate import parse_depths
 from .outputs import all_or_nothing, fresh_outputs, write_json
@@ -18,6 +18,9 @@ from .train import Interrupted, check_memory, fit
 DEMO_DEPTHS = [1, 2, 3, 4, 8, 16, 32, 64, 100, 200, 300, 500, 1000]  # the depths its table shows
 DEMO_SWEEP = "1:100,125,160,200,250,300,400,500,630,800,1000"
 DEMO_N = 1000
+# the shipped presets by path: a bare name is the preset too, but notes a ./<name>.yaml beside it as not read, and
+# the demo takes no --config to read that file instead
+FIXED8, STARS = PRESET_DIR / "addition-fixed8.yaml", PRESET_DIR / "addition-stars.yaml"
 # What the demo writes in its --out: a folder holding anything else is refused.
 DEMO_FILES = ("stage1", "stage2", "sweep.json", "dynamics.json", "accuracy.png", "dynamics.png")
 
@@ -79,7 +82,7 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     out = Path(out)
     # --set read by the config loader's own parser (read here by hand, `data.task` with no `=`, a YAML comment or
     # a tag was taken for another task), before its checks (data.task=text: "needs data.path", not what is wrong)
-    asked = apply_overrides(load_config("addition-fixed8").to_dict(), overrides or [])
+    asked = apply_overrides(load_config(FIXED8).to_dict(), overrides or [])
     if asked["train"]["init_from"]:
         raise ConfigError("train.init_from: the demo sets it (stage 2 starts from stage 1); to fine-tune another "
                           "run, use `looplm train --config addition-stars --set train.init_from=RUN`")
@@ -87,11 +90,16 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
         raise ConfigError(f"data.task={asked['data']['task']}: the demo is the recipe on addition; its --set takes "
                           "the model, loops, reg and train settings and data.digits, test_size, test_seed; for "
                           "another task use `looplm train --config <task>-stars` (text, parity, chain, jsonl)")
-    cfg1 = load_config("addition-fixed8", overrides or [])
+    try:  # stage 1's errors say their stage, as stage 2's do (`train.eval_every=0` blamed a setting never given)
+        cfg1 = load_config(FIXED8, overrides or [])
+    except UserError as e:
+        way_out = "; or --set train.stop_at_acc=0" if str(e).startswith("train.stop_at_acc") else ""
+        raise UserError(f"stage 1 (preset addition-fixed8, which stops at train.stop_at_acc=0.98 and which --set "
+                        f"changes too): {e}{way_out}") from None
     stage2 = [*(overrides or []), f"train.init_from={out / 'stage1'}"]
     try:  # both stages' settings, and whether stage 2 fits in memory, checked before stage 1 trains
         task = make_task(cfg1)
-        check_memory(with_task_vocab(load_config("addition-stars", stage2), task), seq_len=task.seq_len)
+        check_memory(with_task_vocab(load_config(STARS, stage2), task), seq_len=task.seq_len)
     except UserError as e:
         raise UserError(f"stage 2 (preset addition-stars, which --set changes too): {e}") from None
     if n is None:  # --n left out: a default above what exists is reported with the number used, not refused
@@ -109,7 +117,7 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     try:
         stage1 = fit(cfg1, out / "stage1", resume=True, progress=progress)
         restart_stage2(out / "stage2", stage1)
-        cfg = load_config("addition-stars", [*(overrides or []), f"train.init_from={stage1}"])
+        cfg = load_config(STARS, [*(overrides or []), f"train.init_from={stage1}"])
         run = fit(cfg, out / "stage2", resume=True, progress=progress)
     except Interrupted as e:  # the demo continues by its own command (it takes no --resume)
         e.hint = "run the same `looplm demo` command again to continue"

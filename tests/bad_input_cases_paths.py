@@ -270,4 +270,15 @@ PATH_CASES: dict[str, Case] = {
                                        "folder's new files)", ["export-hf", "{tmp}/tr", "--out", "{tmp}/corpus/model"],
                                        {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20},
                                        prepare=_text_run),
+    # round 38 (config)
+    "cfg-file-tab-indent": Case("config", "a config file indented with a tab (PyYAML's raw \"found character '\\t' "
+                                "that cannot start any token\")", [
+        "train", "--config", "{tmp}/tab.yaml", "--out", "{tmp}/out", "--no-progress"],
+        {"tab.yaml": "train:\n\tsteps: 2\n"}),
+    "cfg-file-tab-after-colon": Case("config", "a config file with a tab after a key's colon", [
+        "train", "--config", "{tmp}/tab.yaml", "--out", "{tmp}/out", "--no-progress"],
+        {"tab.yaml": "train:\n  steps:\t2\n"}),
+    "cfg-demo-eval-every-0": Case("config", "demo --set train.eval_every=0 (blamed train.stop_at_acc, a setting of "
+                                  "stage 1's preset it did not name)", [
+        "demo", "--out", "{tmp}/demo", "--no-progress", "--set", "train.eval_every=0"]),
 }
