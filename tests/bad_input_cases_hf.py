@@ -510,4 +510,15 @@ HF_CASES: dict[str, Case] = {
     "hf-finetune-sharegpt-roles": Case("data", "messages whose roles are ShareGPT's human/gpt (no assistant turn: "
                                        "'check the shape and field names')", FT, chat(
         '{"messages": [{"role": "human", "content": "1+1?"}, {"role": "gpt", "content": "#### 2"}]}'), hf=True),
+    # round 38 (HF data)
+    "hf-finetune-one-name-two-suffixes": Case("data", "a data folder holding data.jsonl and data.json (the same "
+                                              "records under two suffixes: every record was trained twice)", [
+        *FT, "--set", "data.source={tmp}/dd"], {"ft.yaml": FT_YAML, "dd/data.jsonl": GOOD_CHAT + "\n",
+                                                 "dd/data.json": "[" + GOOD_CHAT + "]"}, hf=True),
+    "hf-finetune-card-configs-not-a-list": Case("data", "a data folder whose README.md says `configs: main` "
+                                                "(datasets' own error named neither folder nor file)", [
+        *FT, "--set", "data.source={tmp}/dd"], {"ft.yaml": FT_YAML, "dd/README.md": "---\nconfigs: main\n---\n",
+                                                 "dd/train.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-empty-config-name": Case("config", "data.config_name='' (read as unset)", [
+        *FT, "--set", "data.config_name=''"], chat(GOOD_CHAT), hf=True),
 }

@@ -60,10 +60,12 @@ def find_model_dir(path: str | Path) -> Path | None:
     return None
 
 
-def _fields(record: dict[str, Any]) -> dict[str, str]:
+def _fields(record: dict[str, Any], pair: tuple[str, str] | None = None) -> dict[str, str]:
+    """How analyze reads a record: its conversation, else the first field pair it has (`pair`, a fine-tune's own
+    data.prompt_field/response_field, before FIELD_PAIRS)."""
     if has_messages(record):
         return {"fmt": "messages"}
-    for p, r in FIELD_PAIRS:
+    for p, r in ((pair,) if pair else ()) + FIELD_PAIRS:
         if p in record and r in record:
             return {"fmt": "prompt_response", "prompt_field": p, "response_field": r}
     if isinstance(record.get("messages"), list):  # an empty conversation, and no fields: nothing to learn
@@ -71,34 +73,60 @@ def _fields(record: dict[str, Any]) -> dict[str, str]:
     if is_sharegpt(record.get("conversations")):
         raise ValueError(SHAREGPT_HINT)
     raise ValueError(f"a data record needs a `messages` list or one of the field pairs "
-                     f"{', '.join(f'{p}/{r}' for p, r in FIELD_PAIRS)}; got keys {sorted(record)}")
+                     f"{', '.join(f'{p}/{r}' for p, r in FIELD_PAIRS)} (or, for a fine-tune, its run's "
+                     f"data.prompt_field/response_field); got keys {sorted(record)}: rename the prompt's and the "
+                     "reply's fields to one of these pairs")
+
+
+def run_data(path: str | Path) -> Any:
+    """The data config (ChatDataConfig) a `looplm finetune` run trained its model directory `path` with; None for
+    a model looplm did not fine-tune."""
+    from .. import checkpoint as ckpt
+    from ..config import ChatDataConfig
+
+    if not (Path(path) / ckpt.RUN_CONFIG).is_file():
+        return None
+    data = getattr(ckpt.load_config(path), "data", None)
+    return data if isinstance(data, ChatDataConfig) else None
 
 
 def run_system_prompt(path: str | Path) -> str | None:
     """The data.system_prompt a `looplm finetune` run trained its model directory `path` with (None: none, or no
     fine-tune's folder). Its model saw that system turn in every example: it is scored with it too."""
-    from .. import checkpoint as ckpt
-
-    if not (Path(path) / ckpt.RUN_CONFIG).is_file():
-        return None
-    return getattr(getattr(ckpt.load_config(path), "data", None), "system_prompt", None) or None
+    return getattr(run_data(path), "system_prompt", None) or None
 
 
-def held_out_split(data: str) -> tuple[str, list[str]]:
+def run_reading(path: str | Path, data: str) -> tuple[tuple[str, str] | None, str | None]:
+    """(field pair, config name) of a fine-tune's run that analyze reads `data` by, as fine-tuning read its data:
+    the run's data.prompt_field/response_field where they are not the defaults (query/response, prompt/completion
+    records were refused as having no known pair), and its data.config_name where `data` is the run's data.source
+    (a folder of several configs was refused). (None, None) for a model looplm did not fine-tune."""
+    d = run_data(path)
+    if d is None:
+        return None, None
+    pair = (d.prompt_field, d.response_field)
+    same = Path(data).expanduser().resolve() == Path(d.source).expanduser().resolve()
+    return (None if pair == FIELD_PAIRS[0] else pair), (d.config_name if same else None)
+
+
+def held_out_split(data: str, config_name: str | None = None) -> tuple[str, list[str]]:
     """(the split analyze reads, all the splits) of `data`: a folder that datasets.load_dataset splits (a hub snapshot,
     write_split's) gives its test split (else validation, else its only one): read as train, analyze scored the
     fine-tune's own training problems; a test-only folder was refused. ("train", []): not split, read whole."""
     p = Path(data).expanduser()
-    named = folder_splits(p, choose="give --data the folder or files of one config") if p.is_dir() else None
+    choose = "give --data the folder or files of one config"
+    named = folder_splits(p, config_name, choose=choose) if p.is_dir() else None
     splits = sorted(named or ())
     held = [s for s in ("test", "validation", "train") if s in splits]
     return (held[0] if held else splits[0] if splits else "train"), splits
 
 
 def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_prompt: str | None = None,
-               split: str = "train") -> tuple[Batch, dict]:
+               split: str = "train", pair: tuple[str, str] | None = None, config_name: str | None = None
+               ) -> tuple[Batch, dict]:
     """(batch, stats) for the first `n` usable records of `data` (a local file or a `datasets` name), with
-    `system_prompt` opening each conversation that has no system turn of its own (as fine-tuning does).
+    `system_prompt` opening each conversation that has no system turn of its own (as fine-tuning does), records
+    read by their conversation or a field pair (`pair` first), `config_name` choosing the config of a dataset.
     batch.targets[t] is the next token where that token is an assistant target; batch.mask the real tokens."""
     def encode(records: Records) -> tuple[list, Any]:
         # each record read by its own shape (a messages list, or a field pair), as a conversation
@@ -106,14 +134,14 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_
         for r, w in zip(records, records.where, strict=True):
             try:
                 # a conversation with nothing to learn goes on as it is: the refusal says why (weight 0 turns)
-                said = (to_messages(r, **_fields(r), system_prompt=system_prompt)
+                said = (to_messages(r, **_fields(r, pair), system_prompt=system_prompt)
                         or (r["messages"] if has_messages(r) else []))
                 convs.append({"messages": said, "tools": r.get("tools")})
             except ValueError as e:
                 raise ValueError(f"{w}: {e}") from None
         return build_examples(convs, tokenizer, max_length, fmt="messages")
 
-    records = load_records(data, split, max_samples=0 if n <= 0 else n * 2)
+    records = load_records(data, split, config_name, max_samples=0 if n <= 0 else n * 2)
     try:
         examples, stats = encode(records)
     except ValueError:
@@ -121,7 +149,7 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_
             raise
         examples, stats = [], None  # none usable among the first 2n: the rest of the file may hold some
     if len(examples) < n and len(records) == n * 2:  # the rest of the file may hold more usable records
-        examples, stats = encode(load_records(data, split))
+        examples, stats = encode(load_records(data, split, config_name))
     examples = examples[:n]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return to_batch(examples, pad), stats.to_json() | {"used": len(examples)}
@@ -172,10 +200,12 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
         raise ValueError(f"--max-length {max_length} is longer than the model's position table ({positions})")
     max_length = max_length or positions or 4096
     system = run_system_prompt(path)  # a fine-tune's model is scored on the conversations it was trained on
-    split, splits = held_out_split(data)
+    pair, config_name = run_reading(path, data)  # and its data read as fine-tuning read it
+    split, splits = held_out_split(data, config_name)
     shown = f"{data} (its {split} split)" if splits else data
     try:
-        batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length, system, split)
+        batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length, system, split, pair,
+                                  config_name)
     except ValueError as e:  # no limit can be raised past the positions: the records are too long for this model
         if max_length != positions or LENGTH_HINT not in str(e):
             raise
@@ -191,6 +221,11 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
         print(f"note: {stats['records'] - stats['kept']} of {stats['records']} records read were skipped "
               f"({stats['overlong']} longer than {max_length} tokens, {stats['no_target']} with an empty prompt or "
               f"no assistant reply); {stats['used']} analyzed")
+    if pair:
+        print(f"note: the run's data.prompt_field/response_field ({pair[0]}/{pair[1]}) read the --data records that "
+              "have them, as in fine-tuning")
+    if config_name:
+        print(f"note: the run's data.config_name={config_name!r} chooses the config of {data}, as in fine-tuning")
     if system:
         print(f"note: the run's data.system_prompt ({system!r:.60}) opens each --data conversation without a "
               "system turn, as in fine-tuning")

@@ -170,6 +170,10 @@ def _from_hub(datasets: Any, source: str, config_name: str | None, split: str) -
             return datasets.load_dataset(source, config_name, split=split)
         except datasets.exceptions.DatasetGenerationError as e:  # its own message says only that an error occurred
             raise ValueError(f"datasets could not build {source}: {e.__cause__ or e}") from None
+        except (ConnectionError, FileNotFoundError) as e:  # a mistyped local folder read as a hub name: say both
+            why = str(e).rstrip(".")
+            raise ValueError(f"{why}; nor is {source} a local file or folder: it {not_there(source)} (relative "
+                             f"to {Path.cwd()})") from None
 
 
 def load_records(source: str, split: str = "train", config_name: str | None = None, max_samples: int = 0,
@@ -199,6 +203,8 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
                              f"{split!r} is none of them: set data.split to one")
         if named is not None:  # the split's files only: a hub snapshot read whole trained on its test split
             files = [f for f in files if f.resolve() in named[split]]
+            _all_named(p, split, named[split], files)
+        one_format(p, files)
         if not files:
             raise ValueError(f"{p} holds no {', '.join(LOCAL_SUFFIXES)} files")
         rows = Records()
@@ -244,6 +250,56 @@ def _card_configs(folder: Path, factory: Any) -> Any:
         raise ValueError(f"{folder}/README.md: datasets reads its header (the YAML between the --- lines) for the "
                          f"folder's configs, and cannot ({type(e).__name__}: {why}); fix the header, or remove it"
                          ) from None
+    except ValueError as e:  # datasets' own word ("Expected configs to be a list") named neither file nor folder
+        if "same data file format" in str(e):  # its splits' files in two formats: said per format, as looplm says it
+            one_format(folder, data_files(folder, LOCAL_SUFFIXES))
+        why = " ".join(str(e).split())[:200]
+        raise ValueError(f"{folder}/README.md: datasets could not read its `configs:` ({why}); fix them (see "
+                         "https://huggingface.co/docs/hub/datasets-manual-configuration), or remove them") from None
+
+
+# datasets' reader of each suffix: it reads one per folder (the most common one), looplm read every file
+FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def one_format(folder: Path, files: list[Path]) -> None:
+    """Refuse the data files of a folder in two formats, or one file's data under two suffixes (data.jsonl beside
+    data.parquet or data.json): read together, every record was trained (and analyzed) twice, where
+    datasets.load_dataset reads one format (or refuses the folder)."""
+    def names(fs: list[Path]) -> str:
+        shown = [str(f.relative_to(folder)) if f.is_relative_to(folder) else str(f) for f in fs[:3]]
+        return ", ".join(shown) + (", ..." if len(fs) > 3 else "")
+
+    by_format: dict[str, list[Path]] = {}
+    by_stem: dict[Path, list[Path]] = {}
+    for f in files:
+        by_format.setdefault(FORMATS[f.suffix.lower()], []).append(f)
+        by_stem.setdefault(f.with_suffix(""), []).append(f)
+    twice = next((fs for fs in by_stem.values() if len(fs) > 1), None)
+    if len(by_format) > 1:
+        shown = "; ".join(f"{k}: {names(fs)}" for k, fs in sorted(by_format.items()))
+        raise ValueError(f"{folder} holds data files in {len(by_format)} formats ({shown}), which would all be read: "
+                         "every record twice where they hold the same data (datasets.load_dataset reads one format "
+                         "per folder); keep one format in the folder, or give the files of one (data.source; "
+                         "analyze: --data)")
+    if twice:
+        raise ValueError(f"{folder} holds {names(twice)}: one name under two suffixes, which would both be read, "
+                         "every record twice where they hold the same data; keep one of them in the folder")
+
+
+def _all_named(folder: Path, split: str, named: set[Path], files: list[Path]) -> None:
+    """Refuse a split whose files (by the README.md `configs:`) are not all among the folder's read files: one
+    outside the folder (`path: ../x.jsonl`) was left out unsaid, or said as a folder with no data files."""
+    def key(f: Path) -> tuple[int, int]:
+        st = f.stat()
+        return st.st_dev, st.st_ino
+
+    read = {key(f) for f in files}
+    away = sorted(f for f in named if not f.exists() or key(f) not in read)
+    if away:
+        raise ValueError(f"{folder}/README.md: its `configs:` give split {split!r} files looplm does not read from "
+                         f"the folder ({', '.join(map(str, away[:3]))}{', ...' if len(away) > 3 else ''}): it reads "
+                         f"only the {', '.join(LOCAL_SUFFIXES)} files inside it; move them in (or copy them)")
 
 
 def folder_splits(folder: Path, config_name: str | None = None, choose: str = "set data.config_name to one"
@@ -447,6 +503,11 @@ def _field_hint(records: list[dict[str, Any]], fmt: dict[str, Any]) -> str:
         if (p, r) != read and p in first and r in first:
             hints.append(f"the records have {p}/{r} fields: set data.prompt_field={p} and data.response_field={r}")
             break
+    else:  # no known pair (query/response, prompt/completion): the fields there are, which the settings can name
+        text = [k for k, v in first.items() if isinstance(v, str)]
+        if len(text) >= 2 and not (read[0] in first and read[1] in first):
+            hints.append(f"the records' text fields are {', '.join(text[:6])}: set data.prompt_field and "
+                         "data.response_field to the prompt's and the reply's")
     return "; ".join(hints) or hint
 
 
