@@ -9,10 +9,10 @@ A looped LM is three maps (docs/protocol.md):
 plus `loop_units()`, the modules FSDP shards one at a time (the shared blocks, and any prelude or coda).
 `ctx` belongs to the model: positions, attention masks, the prelude output that input injection adds, a KV
 cache. Outside the model it is only ever detached or cut to its first k samples (`detach_ctx`,
-`slice_ctx`), so it must be tensors (and None, numbers, strings) nested in tuples, lists, dicts or dataclasses,
-with per-sample tensors batch-first; `check_protocol` finds out which tensors are per-sample. `loop` is the
-0-based index of the loop being run, for models whose KV cache has one slot per loop; Φ itself must not depend
-on it.
+`slice_ctx`), so it must be tensors (and leaves that hold none: None, numbers, strings) nested in tuples, lists,
+dicts or dataclasses, with per-sample tensors batch-first; `check_protocol` finds out which tensors are
+per-sample. `loop` is the 0-based index of the loop being run, for models whose KV cache has one slot per loop;
+Φ itself must not depend on it.
 
 A model whose readout acts on each position alone may set `pointwise_readout = True`; the trainer then
 reads out only the scored positions (a (N, D) state in, (N, V) logits out), which saves the (B, T, V)
@@ -25,7 +25,10 @@ with no other change (tests/test_protocol.py).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import enum
+import numbers
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -106,19 +109,36 @@ def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, voca
     return {path: _lead(t) == 3 and _lead(small.get(path)) == 2 for path, t in large.items()}
 
 
-_ATOMS = (type(None), bool, int, float, complex, str, torch.dtype, torch.device)
+# leaves that hold no tensor: nothing in them to detach or cut (numbers.Number takes numpy's scalars too)
+_ATOMS = (type(None), numbers.Number, str, bytes, range, type(Ellipsis), enum.Enum, torch.dtype, torch.device,
+          torch.Size)
+
+
+def _atom(x: Any) -> bool:
+    """Whether a ctx leaf holds no tensor (a slice or frozenset of such leaves too: slice(t, None) could)."""
+    if isinstance(x, slice):
+        return all(_atom(v) for v in (x.start, x.stop, x.step))
+    if isinstance(x, frozenset):
+        return all(_atom(v) for v in x)
+    return isinstance(x, _ATOMS)
 
 
 def _check_ctx_leaves(name: str, ctx: Any) -> None:
     """Refuse a ctx leaf looplm cannot walk (a plain object, a module, a function): what it holds is neither
     detached for the penalty, whose gradient then reached the embedding without a word, nor cut by reg.samples
-    (torch's shape error inside the module's step)."""
+    (torch's shape error inside the module's step). Walking ctx rebuilds its containers, so a dict subclass that
+    cannot be copied is refused here too (`_map`)."""
     for path, leaf in _leaves(ctx):
-        if not isinstance(leaf, (torch.Tensor, *_ATOMS)):
-            raise ValueError(f"{name}.embed returned a ctx holding a {type(leaf).__name__} at ctx{''.join(path)}; "
+        if not (isinstance(leaf, torch.Tensor) or _atom(leaf)):
+            raise ValueError(f"{name}.embed returned a ctx holding {_a(type(leaf).__name__)} at ctx{''.join(path)}; "
                              "looplm detaches ctx and cuts its per-sample tensors by walking tensors nested in tuples, "
                              "lists, dicts and dataclasses, and cannot see into it: make it a dataclass, or keep it on "
                              "the module (docs/protocol.md)")
+
+
+def _a(noun: str) -> str:
+    """noun with its article ("an int64", "a float")."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def _lead(t: Any) -> int | None:
@@ -130,7 +150,7 @@ def _shown(x: Any, what: str = "a tensor ") -> str:
     """A value as the protocol's messages name it: a tensor by its shape and dtype, anything else by its type."""
     if isinstance(x, torch.Tensor):
         return f"{what}of shape {list(x.shape)} ({str(x.dtype).removeprefix('torch.')})"
-    return f"a {type(x).__name__}"
+    return _a(type(x).__name__)
 
 
 @contextmanager
@@ -232,17 +252,40 @@ def phi(model: Any, ctx: Any) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def _map(x: Any, fn: Callable[[Any, tuple], Any], path: tuple = ()) -> Any:
     """x with fn(leaf, its path) in place of every leaf (a tensor, or anything it does not walk into); a path is the
-    field names, indices and keys that lead to a leaf, as written after `ctx` (".e", "[0]", "['mem']")."""
+    field names, indices and keys that lead to a leaf, as written after `ctx` (".e", "[0]", "['mem']"). Containers
+    are rebuilt with their own type: a dict subclass (an attribute dict, an OrderedDict, a defaultdict) stays one,
+    as the model's step reads it, and the attributes set on a dataclass or dict subclass after it was built (not
+    init fields: `replace` and `copy` alone dropped them, or kept them uncut) are walked too."""
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return dataclasses.replace(x, **{f.name: _map(getattr(x, f.name), fn, (*path, f".{f.name}"))
-                                         for f in dataclasses.fields(x) if f.init})
+        new = dataclasses.replace(x, **{f.name: _map(getattr(x, f.name), fn, (*path, f".{f.name}"))
+                                        for f in dataclasses.fields(x) if f.init})
+        return _attrs(x, new, fn, path, set(getattr(new, "__dict__", ())))  # (what __init__ set, it set anew)
     if isinstance(x, tuple) and hasattr(x, "_fields"):  # NamedTuple
         return type(x)(*(_map(v, fn, (*path, f".{f}")) for f, v in zip(x._fields, x, strict=True)))
     if isinstance(x, list | tuple):
         return type(x)(_map(v, fn, (*path, f"[{i}]")) for i, v in enumerate(x))
     if isinstance(x, dict):
-        return {k: _map(v, fn, (*path, f"[{k!r}]")) for k, v in x.items()}
+        items = {k: _map(v, fn, (*path, f"[{k!r}]")) for k, v in x.items()}
+        if type(x) is dict:
+            return items
+        try:  # copy keeps what the type's constructor needs (a defaultdict's default_factory) without calling it
+            new = copy.copy(x)
+            for k, v in items.items():
+                new[k] = v
+        except Exception as e:
+            raise ValueError(f"ctx{''.join(path)} is {_a(type(x).__name__)}, a dict looplm cannot copy "
+                             f"({type(e).__name__}: {e}), and looplm rebuilds ctx to detach and cut its tensors: make "
+                             "it a plain dict or a dataclass (docs/protocol.md)") from None
+        return _attrs(x, new, fn, path, set())
     return fn(x, path)
+
+
+def _attrs(x: Any, new: Any, fn: Callable[[Any, tuple], Any], path: tuple, keep: set[str]) -> Any:
+    """new with x's instance attributes, other than those named in `keep`, walked into it (as fields are)."""
+    for name, v in getattr(x, "__dict__", {}).items():
+        if name not in keep:
+            new.__dict__[name] = _map(v, fn, (*path, f".{name}"))
+    return new
 
 
 def _tensors(fn: Callable[[torch.Tensor, tuple], torch.Tensor]) -> Callable[[Any, tuple], Any]:

@@ -115,7 +115,7 @@ def jsrr_release(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | 
     v = torch.randn(y.shape, generator=generator, dtype=torch.float32, device="cpu").to(y.device, y.dtype)
     if m is not None:
         v = v * m
-    v = v / v.norm()
+    v = v / v.norm().clamp_min(1e-12)  # an all-padding mask: v = 0 and the penalty 0, as the others give (0/0 NaN)
     (vj,) = torch.autograd.grad(y, h, v, create_graph=True)
     if m is not None:
         vj = vj * m

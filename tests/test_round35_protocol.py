@@ -104,7 +104,7 @@ class Plain(Mem):
 def test_a_ctx_looplm_cannot_walk_is_refused():
     cfg = tiny_config()
     b = make_task(cfg).held_out(2)
-    with pytest.raises(ValueError, match=r"Plain.embed returned a ctx holding a Opaque at ctx; looplm detaches ctx "
+    with pytest.raises(ValueError, match=r"Plain.embed returned a ctx holding an Opaque at ctx; looplm detaches ctx "
                                          r".*make it a dataclass"):
         check_protocol(Plain(), b.input_ids, b.mask, 16)
 
