@@ -29,6 +29,21 @@ from .flags import check_flag
 EXIT_DTYPES = ("model", "float32")
 
 
+# model_type -> the looplm class that loads it. transformers only logs a warning when a config of another
+# model_type is read, and from_pretrained then builds a randomly initialised model of the wrong architecture
+# (a default-size Ouro from a 16-token looplm export) with a table of missing and unexpected weights
+LOADERS = {"ouro": "OuroForCausalLM", "looplm": "LooplmForCausalLM"}
+
+
+def check_model_type(cls: type[PretrainedConfig], config_dict: Any) -> None:
+    """Refuse (ValueError) a config.json of the other looplm architecture read through `cls`."""
+    found = config_dict.get("model_type") if isinstance(config_dict, dict) else None
+    if found in LOADERS and found != cls.model_type:
+        raise ValueError(f"this config.json has model_type {found!r}: load it with {LOADERS[found]} (or "
+                         f"AutoModelForCausalLM), not {LOADERS[cls.model_type]}; {cls.__name__} would build a randomly "
+                         f"initialised {cls.model_type!r} model that uses none of its weights")
+
+
 class OuroConfig(PretrainedConfig):
     model_type = "ouro"
     keys_to_ignore_at_inference = ["past_key_values", "cache"]
@@ -141,6 +156,11 @@ class OuroConfig(PretrainedConfig):
                 f"loop count is total_ut_steps={self.total_ut_steps} (pass num_loops to the forward or generate() "
                 "for another)")
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
+        check_model_type(cls, config_dict)  # (from_pretrained reads config.json through here)
+        return super().from_dict(config_dict, **kwargs)
 
 
 def check_token_ids(config: Any, vocab_size: int) -> None:

@@ -14,7 +14,7 @@ import jinja2
 import torch
 from datasets.exceptions import DatasetGenerationError
 
-from ..checkpoint import loaded_at_step, write_result
+from ..checkpoint import RUN_CONFIG, loaded_at_step, write_result
 from ..errors import UserError
 from ..outputs import all_or_nothing
 from ..rundir import flag
@@ -185,6 +185,10 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     # a fine-tune's data.system_prompt opened every conversation it trained on: its chat prompts get it too, as
     # lm-eval's system instruction (plain-text prompts have no turns to give it)
     system = run_system_prompt(pretrained) if apply_chat_template and Path(str(pretrained)).is_dir() else None
+    if not apply_chat_template and (Path(str(pretrained)) / RUN_CONFIG).is_file():  # a looplm fine-tune's checkpoint
+        # (said, not refused: raw-text scores are what a base model's table holds)
+        print(f"note: {pretrained} is a looplm fine-tune: it trained on prompts its chat template rendered, and "
+              f"lm-eval scores raw text unless {_flag('apply_chat_template')} is given")
     if apply_chat_template:  # a template that drops the question, said before any task is read (the model checks
         lm.check_chat_template([{"role": "system", "content": system}] * bool(system)  # each prompt's turns too)
                                + [{"role": "user", "content": "the question"}])

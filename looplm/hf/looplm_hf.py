@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import LoopedTransformer
 from ..outputs import check_out_folder, check_outside_data, not_a_file
-from .configuration_ouro import check_token_ids
+from .configuration_ouro import check_model_type, check_token_ids
 from .flags import check_flag
 from .generation import LoopGeneration
 from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
@@ -72,6 +72,11 @@ class LooplmConfig(PretrainedConfig):
             return ModelConfig(**{name: getattr(self, name) for name in _MODEL_FIELDS})
         except (ConfigError, TypeError) as e:
             raise ValueError(f"invalid looplm model config: {e}") from None
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
+        check_model_type(cls, config_dict)  # an Ouro config.json: refused, not a random looplm model
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_model_config(cls, cfg: ModelConfig, num_loops: int = 4, **kwargs: Any) -> LooplmConfig:
