@@ -30,6 +30,7 @@ from .outputs import (
     drop_stale,
     dynamics_figures,
     fresh_outputs,
+    run_data,
     sizes_figure,
     unexpanded_home,
     with_stale,
@@ -145,9 +146,8 @@ def held_out_source(cfg: Config) -> str:
 def data_inputs(cfg: Config, data: str | None) -> dict[Path, str]:
     """The data files (or folders) a command on a run reads: no output may be written over or into them."""
     found = {Path(data): "the --data file"} if data else {}
-    for key in ("path", "test_path"):
-        if getattr(cfg.data, key, None):
-            found.setdefault(Path(getattr(cfg.data, key)), f"the run's data (data.{key})")
+    for p, what in run_data(cfg).items():  # (a fine-tune's: its train.init_from run's data too)
+        found.setdefault(p, what)
     return found
 
 

@@ -36,14 +36,30 @@ def check_not_input(out: Path, inputs: dict[Path, str], why: str) -> None:
     """Refuse an --out that names one of `inputs` (path -> what it is) or lies inside one of its folders."""
     for inp, what in inputs.items():
         if _is_input(out, Path(inp)):
-            raise UserError(f"--out {shown_path(out)} would write {'over' if not Path(inp).is_dir() else 'into'} "
+            raise UserError(f"{rundir.out_flag()} {shown_path(out)} would write "
+                            f"{'over' if not Path(inp).is_dir() else 'into'} "
                             f"{what} ({inp}), {why}")
 
 
-def run_data(cfg: object, whose: str = "the run's") -> dict[Path, str]:
-    """The data a run reads (data.path, data.test_path: a file, or a text corpus's folder, read whole)."""
+def _data_of(cfg: object, whose: str) -> dict[Path, str]:
     d = getattr(cfg, "data", None)
     return {Path(getattr(d, k)): f"{whose} data (data.{k})" for k in ("path", "test_path") if getattr(d, k, None)}
+
+
+def run_data(cfg: object, whose: str = "the run's") -> dict[Path, str]:
+    """The data a run reads (data.path, data.test_path: a file, or a text corpus's folder, read whole), and the
+    data of the train.init_from run a fine-tune started from: that run reads its corpus whole on its own resume,
+    sweep and analyze, so an export or a result of the fine-tune written there broke them."""
+    found = _data_of(cfg, whose)
+    init_from = getattr(getattr(cfg, "train", None), "init_from", "")
+    if getattr(cfg, "kind", "") == "native" and init_from:
+        try:
+            source = ckpt.load_config(init_from)
+        except UserError:  # (gone or no run: nothing of it to protect)
+            return found
+        for p, what in _data_of(source, "the train.init_from run's").items():
+            found.setdefault(p, what)
+    return found
 
 
 def check_outside_data(out: Path, cfg: object, whose: str = "the run's") -> None:

@@ -59,6 +59,7 @@ def latest_step(out: str | Path) -> int | None:
 def check_out_of_data(out: Path, cfg: Config) -> None:
     """Refuse a run directory inside the run's own data folder (or on its data file): the folder is read whole, so
     the run's logs and checkpoint files would be read as data by its resume and by any later run on that data."""
+    from .outputs import check_outside_data
     from .records import data_folders
 
     d = cfg.data
@@ -71,15 +72,7 @@ def check_out_of_data(out: Path, cfg: Config) -> None:
                 via = "" if f == p.resolve() else f", through {f}, a folder linked into it"
                 raise UserError(f"{out_flag()} {out} is inside data.{key} ({data}{via}), which is read whole: the "
                                 "run's own files would be read as data; put the run outside its data")
-    if cfg.kind == "native" and cfg.train.init_from:  # nor inside the data of the run it starts from (its corpus)
-        from . import checkpoint as ckpt
-        from .outputs import check_outside_data
-
-        try:
-            source = ckpt.load_config(cfg.train.init_from)
-        except UserError:
-            return  # (an init_from that is no run is refused where it is read, with its own message)
-        check_outside_data(out, source, "the train.init_from run's")
+    check_outside_data(out, cfg)  # nor inside the data of the train.init_from run it starts from (its corpus)
 
 
 def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
@@ -448,6 +441,16 @@ RESUMABLE = {"train." + k for k in (
 RESULTS = ("sweep.json", "dynamics.json", "eval-lm/eval_lm.json")  # what sweep, analyze, eval-lm write by default
 
 
+def fresh_start(out: Path, resume: bool) -> list[str]:
+    """The note a --resume that finds nothing to continue gives (resume_point returned None): it starts a new run,
+    as a restart script needs, and a typo in the run path then trained from scratch beside the real run unsaid."""
+    if not resume:
+        return []
+    held = out.is_dir() and {p.name for p in out.iterdir()} - {LOCK}
+    what = "holds no checkpoint yet" if held else "does not exist" if not out.exists() else "is empty"
+    return [f"note: {resume_flag()}: nothing to resume in {out} (it {what}); starting a new run"]
+
+
 def on_resume(src: Path, cfg: Config, out: Path) -> tuple[Config, list[str]]:
     """What a resume keeps of the run's record, and notes that say so: the train.init_from of the run (a resume
     loads its own checkpoint, so another init_from would not be read, yet it would be recorded as where the run
@@ -474,12 +477,29 @@ def on_resume(src: Path, cfg: Config, out: Path) -> tuple[Config, list[str]]:
     if added:  # a model card written before an upload was lost with the checkpoint the first save replaced
         notes.append(f"note: {out / 'checkpoint'} holds files looplm did not write ({', '.join(added[:5])}"
                      f"{', ...' if len(added) > 5 else ''}); each new checkpoint carries them over")
+    lost = _not_carried(out / "checkpoint")
+    if lost:  # an empty folder or a FIFO put there vanished at the next save, unsaid
+        notes.append(f"note: {out / 'checkpoint'} holds {', '.join(lost[:5])}{', ...' if len(lost) > 5 else ''}, "
+                     "which a new checkpoint does not carry over (only files and links are); keep them elsewhere")
     kept = [f"{f} (step {_scored_step(out / f) or '?'})" for f in RESULTS if (out / f).is_file()]
     if kept:  # each result's own step: it may score a checkpoint of the history, not the latest
         # by step, not "earlier": a resume from the history (the latest checkpoint damaged) is behind the results
         notes.append(f"note: {' and '.join(kept)} in {out} score other weights than this run will have (it resumes "
                      f"from step {ckpt.saved_step(src)} and trains on); rerun them with --force once it has")
     return cfg, notes
+
+
+def _not_carried(d: Path) -> list[str]:
+    """What a user added to checkpoint folder `d` that ckpt.user_files does not carry into the next checkpoint:
+    folders that hold no file or link (empty), and FIFOs, sockets and devices."""
+    found = []
+    for root, dirs, files in os.walk(d) if d.is_dir() and not d.is_symlink() else ():
+        r = Path(root)
+        found += [(r / n).relative_to(d).as_posix() for n in files if not ((r / n).is_file() or (r / n).is_symlink())]
+        if r != d and not any(p.is_file() or p.is_symlink() for p in r.rglob("*")):
+            found.append(r.relative_to(d).as_posix() + "/")
+            dirs[:] = []  # (the folder is named: not each empty folder in it)
+    return sorted(found)
 
 
 def _scored_step(result: Path) -> int | None:
@@ -497,19 +517,25 @@ def _run_config(src: Path) -> str:
 
 # Settings a run is run or recorded with that do not change its weights: a resume that changes only these continues
 # the uninterrupted run, and saying it "will differ" taught users to ignore the note.
-INERT = {"train.logger", "train.threads", "train.device", "train.log_every", "train.checkpoint_every",
-         "train.keep_checkpoints"}
+INERT = {"train.logger", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints"}
 EVALS = {"train.eval_every", "train.eval_size"}  # inert too while no train.stop_at_acc ends the run on their score
+# Where the run computes: the same training, summed in another order (threads split a matmul otherwise), so the
+# weights differ from the uninterrupted run's in float round-off (1e-7), not bitwise ("does not change" was untrue)
+ROUNDING = {"train.threads", "train.device"}
+EFFECTS = {"differs": "", "rounding": " (changes float rounding only)", "inert": " (does not change the training)"}
 
 
-def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, bool]]:
+def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, str]]:
     """The changed settings a resume may take (RESUMABLE, and a larger train.keep_checkpoints), described, each
-    with whether it changes the training (not INERT); any other change is refused (ConfigError) before anything is
-    touched. A train.device that resolves to the device the run's did (auto and cpu on a CPU machine) is no
-    change."""
+    with what it does to the training (an EFFECTS key: "differs", "rounding" (ROUNDING), "inert" (INERT)); any
+    other change is refused (ConfigError) before anything is touched. A train.device that resolves to the device
+    the run's did (auto and cpu on a CPU machine) is no change, nor a data path that names the same data
+    (tasks.same_data)."""
+    from .tasks import same_data
+
     saved = ckpt.load_config(src)
     changes = [c for c in ckpt.config_changes(saved, cfg, ("loops", "reg", "data", "train"))
-               if not (c[0] == "train.device" and _same_device(c[1], c[2]))]
+               if not (c[0] == "train.device" and _same_device(c[1], c[2])) and not same_data(src, *c)]
     inert = INERT | (EVALS if not saved.train.stop_at_acc and not cfg.train.stop_at_acc else set())
 
     def allowed(key: str, old: Any, new: Any) -> bool:
@@ -521,7 +547,8 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, bool]]:
         raise ConfigError(f"{resume_flag()} would change the run in {out}, not continue it: {'; '.join(refused)}. "
                           f"Resume with the settings it was trained with (its checkpoint's, {src / _run_config(src)}; "
                           f"{out / 'config.yaml'} holds them unless it was edited), or choose another {out_flag()}")
-    return [(ckpt.describe_change(*c), c[0] not in inert) for c in changes if allowed(*c)]
+    return [(ckpt.describe_change(*c), "inert" if c[0] in inert else "rounding" if c[0] in ROUNDING else "differs")
+            for c in changes if allowed(*c)]
 
 
 def _same_device(old: Any, new: Any) -> bool:
@@ -533,11 +560,13 @@ def _same_device(old: Any, new: Any) -> bool:
         return False
 
 
-def resume_note(changed: list[tuple[str, bool]]) -> str:
+def resume_note(changed: list[tuple[str, str]]) -> str:
     """What a resume says of the settings it changes (check_resume's list): whether the run will differ from an
-    uninterrupted one, and which settings do not change its training."""
-    lines = [f"{d}{'' if differs else ' (does not change the training)'}" for d, differs in changed]
-    head = ("the run will differ from an uninterrupted one" if any(differs for _, differs in changed) else
+    uninterrupted one (or in float rounding only), and which settings do not change its training."""
+    lines = [f"{d}{EFFECTS[effect]}" for d, effect in changed]
+    effects = {effect for _, effect in changed}
+    head = ("the run will differ from an uninterrupted one" if "differs" in effects else
+            "the run will differ from an uninterrupted one in float rounding only" if "rounding" in effects else
             "they do not change the training")
     return f"resuming with changed settings; {head}:\n  " + "\n  ".join(lines)
 

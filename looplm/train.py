@@ -262,7 +262,8 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
     check_available(t.logger)
     rundir.check_out_of_data(out, cfg)
     src = rundir.resume_point(out, resume)
-    cfg, notes = rundir.on_resume(src, cfg, out) if src is not None else (cfg, [])  # said once it goes on
+    # said once it goes on
+    cfg, notes = rundir.on_resume(src, cfg, out) if src is not None else (cfg, rundir.fresh_start(out, resume))
     t = cfg.train
     task = None
     if cfg.kind == "native":  # a resumed run encodes its data with the tokenizer its checkpoint holds

@@ -27,6 +27,16 @@ def _text_run(tmp: Path, copy: Path) -> None:
         progress=False)
 
 
+def _fine_tune_of_text_run(tmp: Path, copy: Path) -> None:
+    """<tmp>/ft: a text run started from <tmp>/tr (train.init_from), trained on the folder <tmp>/corpus"""
+    from looplm import fit, load_config
+
+    _text_run(tmp, copy)
+    (tmp / "small.txt").write_text("the lazy dog sleeps under the quick brown fox\n" * 20)
+    fit(load_config("text-stars", [*TINY[1::2], f"data.path={tmp}/small.txt", "data.window=15",
+                                   f"train.init_from={tmp}/tr"]), tmp / "ft", progress=False)
+
+
 def _embedding(how: str) -> Callable[[Path, Path], None]:
     """The run's token embedding edited (NaN, or scaled past what a forward can hold) and its manifest updated to
     match, as a tool that rewrote both would."""
@@ -281,4 +291,12 @@ PATH_CASES: dict[str, Case] = {
     "cfg-demo-eval-every-0": Case("config", "demo --set train.eval_every=0 (blamed train.stop_at_acc, a setting of "
                                   "stage 1's preset it did not name)", [
         "demo", "--out", "{tmp}/demo", "--no-progress", "--set", "train.eval_every=0"]),
+    # round 38 (resume)
+    **{f"out-{cmd}-fine-tune-into-source-corpus": Case(
+        "outputs", f"{cmd} of a fine-tune with --out inside the corpus folder of its train.init_from run (written; "
+        "that run's sweep, analyze and --resume then refused the folder's new files; train refused the same --out)",
+        [cmd, "{tmp}/ft", *more, "--out", "{tmp}/corpus/" + name],
+        {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20}, prepare=_fine_tune_of_text_run)
+       for cmd, more, name in (("export-hf", [], "model"), ("sweep", ["--no-progress", "--depths", "1:2"], "s.json"),
+                               ("analyze", ["--no-progress", "--depths", "1:2", "--n", "2", "--no-plot"], "an"))},
 }

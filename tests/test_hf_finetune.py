@@ -365,7 +365,7 @@ def test_a_finetune_resume_on_other_data_is_refused(base_dir, tmp_path):
     assert (tmp_path / "r" / "checkpoint" / "data.json").is_file()
     write_jsonl(math_problems(10), data)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "r").rglob("*"))
-    with pytest.raises(ConfigError, match="no longer give the data"):
+    with pytest.raises(ConfigError, match="no longer holds the data"):
         fit(cfg, tmp_path / "r", resume=True, progress=False)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "r").rglob("*")) == before
     write_jsonl(math_problems(12), data)
@@ -387,7 +387,7 @@ def test_a_finetune_resume_after_its_template_file_changed_names_the_template(ba
         fit(cfg, tmp_path / "r", progress=False, fault={"crash_at_step": 3})
     jinja.write_text(jinja.read_text().replace("]: ", "] "))
     with pytest.raises(ConfigError, match=f"data: {data} through data.chat_template='{jinja}' "
-                                          r"\(data.max_length=256\) no longer give the data"):
+                                          r"\(data.max_length=256\) no longer holds the data"):
         fit(cfg, tmp_path / "r", resume=True, progress=False)
 
 

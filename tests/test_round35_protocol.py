@@ -137,10 +137,11 @@ def test_a_resume_that_changes_only_how_a_run_is_run_does_not_say_it_will_differ
                     reg=dict(rho_every=0)), tmp_path / "r", resume=True, progress=False)
     out = capsys.readouterr()
     said = out.out + out.err
-    assert "will differ" not in said
+    assert "will differ from an uninterrupted one:" not in said
     if "device" not in change:  # (auto and cpu are the same device here: no change at all)
-        key = next(iter(change))
-        assert f"train.{key}" in said and "(does not change the training)" in said
+        key = next(iter(change))  # threads: the same training summed in another order (round 38)
+        effect = "(changes float rounding only)" if key == "threads" else "(does not change the training)"
+        assert f"train.{key}" in said and effect in said
 
 
 def test_a_resume_that_changes_training_still_says_it_will_differ(tmp_path, capsys):
@@ -153,7 +154,7 @@ def test_a_resume_that_changes_training_still_says_it_will_differ(tmp_path, caps
     out = capsys.readouterr()
     said = out.out + out.err
     assert "the run will differ from an uninterrupted one" in said and "train.lr" in said
-    assert "train.threads: checkpoint 0 vs requested 1 (does not change the training)" in said
+    assert "train.threads: checkpoint 0 vs requested 1 (changes float rounding only)" in said
 
 
 def test_char_tokenizer_decode_refuses_an_id_outside_its_vocabulary():

@@ -104,7 +104,7 @@ def test_eval_settings_change_the_training_when_stop_at_acc_ends_it_on_their_sco
     fit(cfg_of(1, **stop), tmp_path / "run", progress=False)
     changed = check_resume(tmp_path / "run" / "checkpoint", cfg_of(1, **stop, **{"train.eval_size": 8}),
                            tmp_path / "run")
-    assert changed == [("train.eval_size: checkpoint 256 vs requested 8", True)]
+    assert changed == [("train.eval_size: checkpoint 256 vs requested 8", "differs")]
 
 
 def test_fit_leaves_the_callers_random_state_as_it_was(tmp_path):

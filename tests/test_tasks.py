@@ -473,7 +473,7 @@ def test_changed_data_files_are_found_on_resume_and_before_a_held_out_score(tmp_
     capsys.readouterr()
     longer = [a.replace("train.steps=8", "train.steps=12") for a in TINY]
     assert cli("train", *args, *longer, "--resume") == 2
-    assert "no longer give the data" in capsys.readouterr().err
+    assert "no longer holds the data" in capsys.readouterr().err
     assert cli("sweep", run, "--depths", "1:2", "--out", tmp_path / "s2.json", "--no-progress") == 2
     assert "held-out split would not be the one training held out" in capsys.readouterr().err
     mine = tmp_path / "mine.jsonl"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +136,50 @@ def check_fingerprint(task: Any, folder: str | Path, why: str) -> None:
         saved = json.loads(f.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise ckpt.CheckpointError(f"{f} is unreadable ({e})") from None
-    if saved != task.fingerprint:  # `made_from`: all a task's digest depends on (a chat template too), not only files
+    now, saved = task.fingerprint, saved if isinstance(saved, dict) else {}
+    if _compared(saved) != _compared(now):  # `made_from`: all a task's digest depends on (a chat template too)
         made_from = getattr(task, "made_from", None) or " and ".join(map(str, task.paths))
-        raise ConfigError(f"data: {made_from} no longer give the data {d} was trained on (sha256 "
-                          f"{str(saved.get('sha256'))[:12]}... then, {task.fingerprint['sha256'][:12]}... now); {why}")
+        holds = "hold" if len(getattr(task, "paths", ())) > 1 and not getattr(task, "made_from", None) else "holds"
+        raise ConfigError(f"data: {made_from} no longer {holds} the data {d} was trained on ("
+                          f"{_what_changed(saved, now)}sha256 {str(saved.get('sha256'))[:12]}... then, "
+                          f"{now['sha256'][:12]}... now); {why}")
+
+
+def _compared(fingerprint: dict) -> dict:
+    return {k: v for k, v in fingerprint.items() if k != "files"}  # a folder's file sizes: to name, not to compare
+
+
+def _what_changed(saved: dict, now: dict) -> str:
+    """What differs between two fingerprints, beyond the digest: a folder's files added, removed or resized (runs
+    that recorded them), the characters or rows then and now. Ends in "; " when it says anything."""
+    said = []
+    then, files = saved.get("files"), now.get("files")
+    if isinstance(then, dict) and isinstance(files, dict):
+        for what, names in (("added", set(files) - set(then)), ("removed", set(then) - set(files)),
+                            ("changed size", {f for f in set(files) & set(then) if files[f] != then[f]})):
+            names = sorted(names)
+            if names:
+                said.append(f"files {what}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
+    elif isinstance(files, dict):  # (a run from before round 38 recorded no names)
+        said.append(f"{len(files)} files now")
+    counts = {"chars": "characters", "rows": "rows", "examples": "examples"}
+    said += [f"{saved[k]:,} {word} then, {now[k]:,} now" for k, word in counts.items()
+             if k in saved and k in now and saved[k] != now[k]]
+    return "".join(f"{s}; " for s in said)
+
+
+def same_data(src: Path, key: str, old: Any, new: Any) -> bool:
+    """A data file or folder named by another spelling (`./rows.jsonl`, an absolute path, `cl/`) is the same data,
+    not a change. A relative path is recorded as given, relative to the directory the run started in, which is
+    not recorded: from another one (a job run from elsewhere) it may name nothing or other files, so any path is
+    taken, and the checkpoint's data digest (data.json, checked before training goes on) decides whether it holds
+    the data trained on."""
+    if key not in ("data.path", "data.test_path") or not old or not new or not Path(new).exists():
+        return False
+    was = Path(old)
+    if was.exists() and os.path.samefile(was, new):
+        return True
+    return not was.is_absolute() and (src / DATA_FILE).is_file()
 
 
 def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -> Any:
@@ -159,5 +200,5 @@ def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -
 
 
 __all__ = ["IGNORE", "AdditionTask", "Batch", "ChainTask", "CharTokenizer", "JsonlTask", "ParityTask", "TextTask",
-           "check_fingerprint", "make_task", "read_addition_jsonl", "save_fingerprint", "saved_tokenizer",
+           "check_fingerprint", "make_task", "read_addition_jsonl", "same_data", "save_fingerprint", "saved_tokenizer",
            "starting_tokenizer", "task_of_checkpoint", "with_task_vocab"]

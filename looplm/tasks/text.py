@@ -9,6 +9,7 @@ byte-level BPE merges learned from the training part (`data.tokenizer=bpe`, with
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -42,6 +43,11 @@ def _binary(f: Path) -> ValueError:
     return ValueError(f"{f}: holds NUL bytes, so it is binary data (an archive, UTF-16 text, ...), not UTF-8 text")
 
 
+def corpus_files(p: Path) -> list[Path]:
+    """The files read_text reads: a file itself, or a folder's text files."""
+    return data_files(p, TEXT_SUFFIXES, UNREAD_SUFFIXES + RECORD_SUFFIXES, sniff_all=True) if p.is_dir() else [p]
+
+
 def read_text(path: str | Path, bytes_per_byte: int = TEXT_BYTES_PER_BYTE) -> str:
     """The text of a file, or of a folder's files joined by newlines. `bytes_per_byte`: the memory the caller
     needs per byte of them, checked before any is read (memory.require)."""
@@ -53,7 +59,7 @@ def read_text(path: str | Path, bytes_per_byte: int = TEXT_BYTES_PER_BYTE) -> st
     if p.is_file() and unread_format(p, (), UNREAD_SUFFIXES + RECORD_SUFFIXES):  # as a folder's file would be
         raise ValueError(f"data file {p} holds data in a format the text task does not read as text (compressed, "
                          "an archive, or records); give plain UTF-8 text (.txt, .md, .text, .rst or no suffix)")
-    files = data_files(p, TEXT_SUFFIXES, UNREAD_SUFFIXES + RECORD_SUFFIXES, sniff_all=True) if p.is_dir() else [p]
+    files = corpus_files(p)
     if not files:
         raise ValueError(f"{p} holds no files")
     for f in files:  # binary data is said to be binary, not too big (a 3 GB file of NULs)
@@ -124,6 +130,8 @@ class TextTask(ReadOnUse):
         # what was read, so a resume or a held-out sweep can tell that the corpus is still the same text
         self.fingerprint = {"sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
                             "chars": len(text)}
+        if Path(path).is_dir():  # (not compared: named when the digest differs, so a changed folder says what changed)
+            self.fingerprint["files"] = {os.path.relpath(f, path): f.stat().st_size for f in corpus_files(Path(path))}
         cut = int(len(text) * (1 - test_fraction))
         train_text, test_text = text[:cut], text[cut:]
         if "tok" in self.__dict__:
