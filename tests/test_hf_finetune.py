@@ -165,7 +165,11 @@ def test_records_formats_sources_and_truncation(tok, tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
     write_jsonl(rows, tmp_path / "d.jsonl")
     assert load_records(str(tmp_path / "d.parquet")) == load_records(str(tmp_path / "d.jsonl")) == rows
-    assert len(load_records(str(tmp_path), max_samples=8)) == 8  # a folder of files
+    with pytest.raises(ValueError, match="2 formats"):  # the same rows as JSONL and Parquet: read twice
+        load_records(str(tmp_path))
+    (tmp_path / "d.parquet").unlink()
+    write_jsonl(rows, tmp_path / "e.jsonl")
+    assert len(load_records(str(tmp_path))) == 12 and len(load_records(str(tmp_path), max_samples=8)) == 8
     pick = load_records(str(tmp_path / "d.jsonl"), max_samples=3, subset="random", seed=1)
     assert len(pick) == 3 and all(r in rows for r in pick)
     assert pick == load_records(str(tmp_path / "d.jsonl"), max_samples=3, subset="random", seed=1)

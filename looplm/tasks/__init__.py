@@ -160,11 +160,11 @@ def _what_changed(saved: dict, now: dict) -> str:
             names = sorted(names)
             if names:
                 said.append(f"files {what}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
-    elif isinstance(files, dict):  # (a run from before round 38 recorded no names)
+    elif isinstance(files, dict):  # (an older run recorded no file names)
         said.append(f"{len(files)} files now")
     counts = {"chars": "characters", "rows": "rows", "examples": "examples"}
-    said += [f"{saved[k]:,} {word} then, {now[k]:,} now" for k, word in counts.items()
-             if k in saved and k in now and saved[k] != now[k]]
+    said += [f"{saved[k]:,} {word} then, {now[k]:,} now" for k, word in counts.items()  # (an edited data.json: ints)
+             if isinstance(saved.get(k), int) and isinstance(now.get(k), int) and saved[k] != now[k]]
     return "".join(f"{s}; " for s in said)
 
 
