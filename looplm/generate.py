@@ -254,7 +254,9 @@ def _require_cache_memory(model: LoopedTransformer, prompts: list[list[int]], nu
     from .memory import require
 
     m = model.cfg
-    rows = max(Counter(len(p) for p in prompts).values())
+    rows = max(Counter(len(p) for p in prompts).values(), default=0)
+    if rows == 0:  # no prompts: no cache (max() of nothing was Python's error; generate returns an empty result)
+        return
     slots = m.n_prelude + m.n_coda + m.n_core * num_loops
     elem = next(model.parameters()).element_size()
     require(slots * rows * m.max_seq_len * 2 * m.d_model * elem,

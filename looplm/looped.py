@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
@@ -109,9 +110,10 @@ def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, voca
     return {path: _lead(t) == 3 and _lead(small.get(path)) == 2 for path, t in large.items()}
 
 
-# leaves that hold no tensor: nothing in them to detach or cut (numbers.Number takes numpy's scalars too)
-_ATOMS = (type(None), numbers.Number, str, bytes, range, type(Ellipsis), enum.Enum, torch.dtype, torch.device,
-          torch.Size)
+# leaves that hold no tensor: nothing in them to detach or cut (np.generic: numpy's scalars, np.bool_ and
+# np.datetime64 too, which are no numbers.Number)
+_ATOMS = (type(None), numbers.Number, np.generic, str, bytes, range, type(Ellipsis), enum.Enum, torch.dtype,
+          torch.device, torch.Size)
 
 
 def _atom(x: Any) -> bool:
@@ -130,10 +132,17 @@ def _check_ctx_leaves(name: str, ctx: Any) -> None:
     cannot be copied is refused here too (`_map`)."""
     for path, leaf in _leaves(ctx):
         if not (isinstance(leaf, torch.Tensor) or _atom(leaf)):
-            raise ValueError(f"{name}.embed returned a ctx holding {_a(type(leaf).__name__)} at ctx{''.join(path)}; "
+            raise ValueError(f"{name}.embed returned a ctx holding {_a(_type_name(leaf))} at ctx{''.join(path)}; "
                              "looplm detaches ctx and cuts its per-sample tensors by walking tensors nested in tuples, "
                              "lists, dicts and dataclasses, and cannot see into it: make it a dataclass, or keep it on "
                              "the module (docs/protocol.md)")
+
+
+def _type_name(x: Any) -> str:
+    """x's type as a message names it, with its module unless a builtin or the script's own: "a bool" was said of
+    numpy.bool, which reads as the bool that is accepted."""
+    t = type(x)
+    return t.__name__ if t.__module__ in ("builtins", "__main__") else f"{t.__module__}.{t.__name__}"
 
 
 def _a(noun: str) -> str:
@@ -263,7 +272,8 @@ def _map(x: Any, fn: Callable[[Any, tuple], Any], path: tuple = ()) -> Any:
     if isinstance(x, tuple) and hasattr(x, "_fields"):  # NamedTuple
         return type(x)(*(_map(v, fn, (*path, f".{f}")) for f, v in zip(x._fields, x, strict=True)))
     if isinstance(x, list | tuple):
-        return type(x)(_map(v, fn, (*path, f"[{i}]")) for i, v in enumerate(x))
+        items = [_map(v, fn, (*path, f"[{i}]")) for i, v in enumerate(x)]
+        return items if type(x) is list else tuple(items) if type(x) is tuple else _rebuilt(x, items, path)
     if isinstance(x, dict):
         items = {k: _map(v, fn, (*path, f"[{k!r}]")) for k, v in x.items()}
         if type(x) is dict:
@@ -278,6 +288,24 @@ def _map(x: Any, fn: Callable[[Any, tuple], Any], path: tuple = ()) -> Any:
                              "it a plain dict or a dataclass (docs/protocol.md)") from None
         return _attrs(x, new, fn, path, set())
     return fn(x, path)
+
+
+def _rebuilt(x: Any, items: list, path: tuple) -> Any:
+    """A list or tuple subclass x rebuilt with `items`: its constructor takes them as one iterable (as list and tuple
+    do) or one per argument (a `__new__(cls, a, b)`, which the one-iterable call failed in with Python's TypeError);
+    whichever call gives back x's type holding exactly `items`, else a ValueError that says so."""
+    for args in ((items,), items):
+        try:
+            new = type(x)(*args)
+        except TypeError:
+            continue
+        if type(new) is type(x) and len(new) == len(items) and all(a is b for a, b in zip(new, items, strict=True)):
+            return new
+    kind = "list" if isinstance(x, list) else "tuple"
+    raise ValueError(f"ctx{''.join(path)} is {_a(_type_name(x))}, a {kind} subclass that looplm cannot rebuild "
+                     f"from its items (neither {type(x).__name__}(items) nor "
+                     f"{type(x).__name__}(*items) gives them back), and looplm rebuilds ctx to detach and cut its "
+                     "tensors: make it a plain tuple or list, a NamedTuple or a dataclass (docs/protocol.md)")
 
 
 def _attrs(x: Any, new: Any, fn: Callable[[Any, tuple], Any], path: tuple, keep: set[str]) -> Any:

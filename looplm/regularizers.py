@@ -4,9 +4,10 @@
 sequence), so ∂Φ/∂h is block-diagonal with one (T·D x T·D) block J_i per sample, and one batched JVP with a
 separate probe per sample gives every J_i v_i at once.
 
-`mask` (B, T), optional, marks real tokens: J_i is then Φ's Jacobian restricted to sample i's real tokens
-(probe zero on padding, output read on real tokens only), so a right-padded sequence has the penalty it would
-have unpadded (causal attention: real tokens never see the padding after them).
+`mask` (B, T), optional, marks real tokens (bool, or 1 = real and 0 = padding; other values are refused): J_i
+is then Φ's Jacobian restricted to sample i's real tokens (probe zero on padding, output read on real tokens
+only), so a right-padded sequence has the penalty it would have unpadded (causal attention: real tokens never
+see the padding after them).
 
 What each estimator measures (docs/method.md), with v_i a random unit vector:
 - `jsrr`            (1/N) Σ_i ||J_i v_i||²      the paper's Eq. 4: one power-iteration step, a proxy for ρ(J_i)²
@@ -63,10 +64,25 @@ def expand_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor |
     if mask.dim() < 2 or mask.shape[:2] != like.shape[:2]:
         raise ValueError(f"mask must have the state's (B, T) = {tuple(like.shape[:2])}, got shape "
                          f"{tuple(mask.shape)}")
-    m = mask.to(like.dtype)
+    m = check_mask_values(mask).to(like.dtype)
     while m.dim() < like.dim():
         m = m.unsqueeze(-1)
     return m
+
+
+def check_mask_values(mask: torch.Tensor) -> torch.Tensor:
+    """`mask` itself if it holds only 0 and 1 (any bool mask does: training's own masks are bool, so they cost
+    nothing here), else ValueError naming the values. The penalties and spectra multiply by the mask, so an
+    additive attention mask (all 0 = attend) gave a penalty of 0 and rho 0 "converged", 2s scaled them by 4, NaN
+    made them NaN. An all-0 mask is valid: every token is padding."""
+    if mask.dtype == torch.bool:
+        return mask
+    bad = mask[(mask != 0) & (mask != 1)]
+    if bad.numel():
+        found = ", ".join(str(v) for v in bad.unique()[:5].tolist())
+        raise ValueError(f"mask must hold only 0 (padding) and 1 (a real token), or be bool; it holds {found} (an "
+                         "additive attention mask, 0 = attend and -inf = padding, is not this mask: pass `mask == 0`)")
+    return mask
 
 
 def restrict(step_fn: StepFn, mask: torch.Tensor | None) -> StepFn:

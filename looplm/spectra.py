@@ -60,6 +60,7 @@ from typing import Any
 import torch
 
 from .model import twice_differentiable
+from .regularizers import check_mask_values
 
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 MatVec = Callable[[torch.Tensor], torch.Tensor]  # (B, n) float64 -> (B, n) float64, one operator per row
@@ -103,7 +104,7 @@ class FrobeniusEstimate:
 def _mask_like(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
     if mask is None:
         return None
-    m = mask.to(h.dtype)
+    m = check_mask_values(mask).to(h.dtype)
     while m.dim() < h.dim():
         m = m.unsqueeze(-1)
     return m.expand_as(h)

@@ -104,8 +104,8 @@ class Plain(Mem):
 def test_a_ctx_looplm_cannot_walk_is_refused():
     cfg = tiny_config()
     b = make_task(cfg).held_out(2)
-    with pytest.raises(ValueError, match=r"Plain.embed returned a ctx holding an Opaque at ctx; looplm detaches ctx "
-                                         r".*make it a dataclass"):
+    with pytest.raises(ValueError, match=r"Plain.embed returned a ctx holding a tests\.test_round35_protocol\.Opaque "
+                                         r"at ctx; looplm detaches ctx .*make it a dataclass"):
         check_protocol(Plain(), b.input_ids, b.mask, 16)
 
 

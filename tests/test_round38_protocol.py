@@ -77,10 +77,10 @@ def test_tensor_free_leaves_are_accepted(leaf):
     assert slice_ctx({"x": _x(), "k": leaf}, 2, 4)["k"] is leaf
 
 
-@pytest.mark.parametrize("leaf, shown", [(np.zeros(4), "an? ndarray"), (object(), "an object"),
+@pytest.mark.parametrize("leaf, shown", [(np.zeros(4), r"a numpy\.ndarray"), (object(), "an object"),
                                          (slice(torch.tensor(1), None), "a slice"),
                                          (frozenset({torch.tensor(1.0)}), "a frozenset"),
-                                         (nn.Linear(2, 2), "a Linear")])
+                                         (nn.Linear(2, 2), r"a torch\.nn\.modules\.linear\.Linear")])
 def test_leaves_that_could_hold_a_tensor_are_refused(leaf, shown):
     with pytest.raises(ValueError, match=f"^Mod.embed returned a ctx holding {shown} at ctx\\['k'\\]"):
         _check_ctx_leaves("Mod", {"x": _x(), "k": leaf})

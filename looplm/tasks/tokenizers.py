@@ -15,6 +15,7 @@ import hashlib
 import json
 import threading
 import unicodedata
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +42,11 @@ class CharTokenizer:
     kind = "char"
 
     def __init__(self, chars: str = "0123456789+="):
+        # a character given twice had two ids, and encode produced only the last one: the other was a dead id
+        twice = sorted(c for c, n in Counter(chars).items() if n > 1)
+        if twice:
+            raise ValueError(f"CharTokenizer characters must be distinct; {chars!r} gives "
+                             f"[{', '.join(map(_shown, twice))}] more than once")
         self.chars = chars
         self.stoi = {c: i + 2 for i, c in enumerate(chars)}
         self.vocab_size = len(chars) + 2
