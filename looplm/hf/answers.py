@@ -4,7 +4,7 @@
 `<<9*2=18>>` annotations are left out first: a `####` or a number in code is no answer, but an `output` code block is
 the program's result and is read; with a `</think>`, only the text after the last one is read, and of an
 `<answer>...</answer>` block only its content, read whole as a box's when it is one plain answer (`<answer>C</answer>`,
-`<answer>\\sqrt{3}</answer>`), else by these rules (`<answer>The answer is 18.</answer>`); special-token text,
+`<answer>\\(\\sqrt{3}\\)</answer>`), else by these rules (`<answer>The answer is 18.</answer>`); special-token text,
 `<|im_end|>`, `</s>`, `<｜end▁of▁sentence｜>`, is left out, `<sup>2</sup>` is `^{2}`, and another tag ends its line's
 answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\approx 1.414`, too):
 1. the GSM8K marker `#### <answer>`: the first one whose line starts with a number (a Markdown heading
@@ -15,7 +15,9 @@ answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\
    letter alone (`#### B`), or a word alone that is lowercase, yes/no/true/false, or on the text's last line
    (`#### yes`, `#### Tuesday`; `#### Solution` above the working is a heading); a marker alone on its line reads the
    next line that holds a letter or digit;
-2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works; `\\boxed{x = 5}` is 5);
+2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works; `\\boxed{x = 5}` is 5,
+   `\\boxed{x = \\frac{1}{2}}` 1/2, `\\boxed{\\approx 18.3}` 18.3; `$`, `\\(..\\)` in it are dress; an empty one is
+   none);
 3. the last "the answer is <x>" / "answer: <x>" phrase (and "the correct, right or final option or choice is <x>", "the
    answer choice is <x>"; after an `=` on that line, the number after the last one: "the answer is 5 - 3 = 2" is 2,
    "45 = 15 * 3" is 45; "x = 5, y = 7" and "x = 3 or x = -3" are text, a chain "5 + 3 = 8, so 8 * 2 = 16" its last step,
@@ -46,7 +48,7 @@ LaTeX is read as the number it typesets, in a box or not: `{,}`, MATH's `1,\\!08
 `\\dfrac`, `\\tfrac`, `\\frac12`, `\\frac 34`, `\\frac{3.5}{2}`, mixed numbers `3\\frac{1}{2}`, degrees (`^\\circ`,
 `^{\\circ}`, `°`: `90^\\circ` is 90; the mark ends its number: `30^\\circ,150^\\circ` is the list `30, 150`), a scale
 after the math (`$4.5$ million`), and in a box an AMC choice `\\text{(C)}\\ 42` (as `\\textbf{(C)}`, `(\\text{C})`,
-`\\text{C) }42`), a unit
+`\\text{C) }42`, `B) 42`), a unit
 `\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`, `{5}`, `+5`.
 A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone writes: it is compared as text, and never
 built (`1e999999999` would take minutes and gigabytes).
@@ -58,11 +60,11 @@ as an integer), and `is_correct` compares numerically when both sides are number
 1), its fraction (right for 0.25; 2500% is not 25); two percents as they are (25% is no 0.25%); else as normalized
 text, case and inner spaces aside, as `latex.text_key` reads LaTeX (a matrix's row break `\\\\` kept whole;
 `\\dfrac` as `\\frac`, `(B)` as `B`, `\\sqrt2` as `\\sqrt{2}`, `a_1` as `a_{1}`, `\\sqrt{2}/2` and `3\\pi/4` as
-fractions, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`, `\\le`, `\\leq` and `≤` as one symbol; a variable set to the
-answer aside, `x \\in [2,5]` as `[2,5]`, `x = \\pi` as `\\pi`). A gold that is NaN, the text "nan" or empty (a missing
-value) is refused with a ValueError, as is an integer of thousands of digits; a number may be a Decimal; a completion
-that is no text is a TypeError. `gold_answer` reads a solution as a completion, but a plain one-line answer (MATH's
-`x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
+fractions, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`, `\\le`, `\\leq` and `≤` as one symbol; `π`, `√2`, `∞`, `x²` as
+`\\pi`, `\\sqrt{2}`, `\\infty`, `x^{2}`; a variable set to the answer aside, `x \\in [2,5]` as `[2,5]`, `x = \\pi` as
+`\\pi`). A gold that is NaN, the text "nan" or empty (a missing value) is refused with a ValueError, as is an integer
+of thousands of digits; a number may be a Decimal; a completion that is no text is a TypeError. `gold_answer` reads a
+solution as a completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
-from looplm.hf.latex import interval_at, last_boxed, markup, next_line, text_key, unbox
+from looplm.hf.latex import interval_at, last_boxed, markup, next_line, superscripts, text_key, unbox
 
 _SEP = "[\u00a0\u2002-\u200a\u202f'’]"  # digit groups' spaces (no-break, en, thin, narrow) and the Swiss ' and ’
 _GROUPED = rf"\d{{1,3}}(?:,\d{{3}})+|\d{{1,3}}(?:{_SEP}\d{{3}})+"  # 1,234,567, 1 234 567 (thin spaces), 1'234'567
@@ -108,7 +110,6 @@ _FRAC_ARG = r"(?:\{\s*(-?[\d,.]+)\s*\}|\s*(\d))"  # {3}, { 3.5 }, {1,000}, or on
 _FRAC_RE = re.compile(rf"(-?)(?<!\d)(\d+)?\\[dt]?frac{_FRAC_ARG}{_FRAC_ARG}(?![A-Za-z])")
 _VULGAR = dict(zip("½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞", ["1/2", "1/3", "2/3", "1/4", "3/4", "1/5", "2/5", "3/5", "4/5", "1/6", "5/6",
                                          "1/8", "3/8", "5/8", "7/8"], strict=True))
-_SUPER = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
 # (x)^k with a plain or fractional x, computed where it stands: `(-2)^2` was -2 (the marker's `(` is dress) and
 # `(42)^2` 42; never after a letter, a digit or a bracket (f(2)^2, 3(2)^2 are no such number)
 # (its exponent's braces balanced: `(2)^{1/3}` was `(2)^{1` computed, 2/3)
@@ -159,6 +160,7 @@ def _latex(text: str) -> str:
     """LaTeX that typesets a number, written as plain text (in a box or not): `$\\frac{3}{4}$` was read as 3 and
     `10\\,000` as 10 outside a box. A fraction of integers becomes `a/b` (a mixed `3\\frac{1}{2}` its value, 7/2)."""
     s = _signs(text).replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
+    s = superscripts(s)  # (first: a unit's power is dropped below, `18 m²` is 18; `10²` was 10, `x² + 1` 1)
     s = re.sub(r"\\(?:displaystyle|textstyle|left|right)\b", "", s)
     # degrees are the number: `$90^\circ$` after the phrase or `#### 90^\circ` was the text `90^\circ`, never right
     # for a gold 90 (only a box dropped the mark). The mark ends its number: `30^\circ,150^\circ` (two angles) was 30150
@@ -180,7 +182,6 @@ def _latex(text: str) -> str:
     s = re.sub(r"(?<![\w.])(?<!\d\s)(?:negative|minus)\s+(?=\$?\.?\d)", "-", s, flags=re.IGNORECASE)  # "negative 5"
     s = re.sub(f"(\\d?)([{''.join(_VULGAR)}])",  # 2½ is 2 1/2
                lambda m: (m.group(1) + " " if m.group(1) else "") + _VULGAR[m.group(2)], s)
-    s = re.sub(r"(?<=[\d)}])⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+", lambda m: "^" + m.group(0).translate(_SUPER), s)  # 10² was 10
 
     def frac(m: re.Match) -> str:
         parts = [m.group(3) or m.group(4), m.group(5) or m.group(6)]
@@ -295,7 +296,7 @@ def extract_answer(text: str) -> str | None:
     # \\approx 1.414`, `2\\pi \\approx 6.28`, `e^2 ≈ 7.389`) is left out: the answer is the exact value (the rounding,
     # the text's last number, was read: wrong for a gold 1/6 or \\sqrt{2}). A decimal's rounding is kept: "41.67 ≈ 42
     # buses" is 42
-    text = re.sub(r"(/\d+|\}|\\pi|π|\^\d+)[ \t]*(?:≈|\\approx(?![A-Za-z]))[ \t]*\$?-?\.?\d[\d,.]*"
+    text = re.sub(r"(/\d+|\}|\\pi|π|√\d+|\^\d+)[ \t]*(?:≈|\\approx(?![A-Za-z]))[ \t]*\$?-?\.?\d[\d,.]*"
                   r"(?:\\overline\{\d+\})?%?", r"\1", text)
     wordy = [m.start() for m in _WORDY_RE.finditer(text)]
     read = -1
@@ -308,8 +309,8 @@ def extract_answer(text: str) -> str | None:
         if said is not None:
             return said
     boxed = last_boxed(text)
-    if boxed is not None:
-        return _box_answer(boxed)
+    if boxed is not None and (said := _box_answer(boxed)) is not None:  # (an empty box states none)
+        return said
     # the last phrase that states an answer: "The answer is 42. I checked 3 ways: the answer is correct." was 3
     phrases = list(_PHRASE_RE.finditer(text))
     for i in reversed(range(len(phrases))):
@@ -321,9 +322,12 @@ def extract_answer(text: str) -> str | None:
     return normalize(num) if num is not None else None
 
 
-def _box_answer(boxed: str) -> str:
-    """A box's answer: its one number, else its text (`\\boxed{x = 5}` is 5, as "the answer is x = 5" is)."""
+def _box_answer(boxed: str) -> str | None:
+    """A box's answer: its one number, else its text (`\\boxed{x = 5}` is 5, as "the answer is x = 5" is); None for
+    an empty one (`\\boxed{}`, `<answer>$$</answer>` were '')."""
     boxed = unbox(boxed)
+    if not boxed.strip(" .$"):
+        return None
     side = _side(boxed) or boxed
     # a bracket around one number is its dress, as after the marker and the phrase (`(1,000)` is 1000, as `#### (1,000)`
     # is: a gold `(2,100)` was text, wrong for "The answer is: (2,100)")
@@ -391,7 +395,7 @@ def _phrase_answer(tail: str) -> str | None:
     math = _math_after(tail)
     if math is not None:  # `$\\pi$`, `$-\\infty$`, a matrix: read whole, as a box's content (a number is read below)
         said = _box_answer(math)
-        if to_number(said) is None:
+        if said is not None and to_number(said) is None:
             return said
     side = _side(tail)
     if side is None:  # "x = 5, y = 7": several answers
@@ -411,7 +415,7 @@ def _math_after(tail: str) -> str | None:
     if m:
         # (a span of a sign alone is no answer: `$-\$5$` is `$-$5$` once `\$` is read, and was "-")
         return m[2] or (m[1] if "\\" in m[1] or not re.search(r"\d", m[1]) and m[1].strip() not in "-+" else None)
-    m = re.match(lead + r"(-?\\[A-Za-z].*)", tail, re.IGNORECASE)
+    m = re.match(lead + r"(-?(?:\\[A-Za-z]|∞).*)", tail, re.IGNORECASE)  # (`-∞.` stated none)
     return _clause(m.group(1)) if m and not re.search(r"\d", _clause(m.group(1))) else None
 
 
@@ -431,7 +435,8 @@ def _symbolic(line: str, num: re.Match) -> bool:
 
 def _sum(side: str) -> bool:
     """Whether one side of an `=` is a calculation ("15 * 3") rather than the number it comes to."""
-    return bool(re.match(rf"\s*{_NUM}\s*(?:[-+*/×x÷^·⋅]|\\times|\\cdot)\s*\(?\d", side))
+    # (a fraction is a number: `x = 1/2` was read as `x`, the other side of the "calculation" 1 / 2)
+    return to_number(side) is None and bool(re.match(rf"\s*{_NUM}\s*(?:[-+*/×x÷^·⋅]|\\times|\\cdot)\s*\(?\d", side))
 
 
 def gold_answer(solution: str | float) -> str | None:
@@ -590,5 +595,5 @@ def is_correct(prediction: str | None, gold: str | float | None) -> bool:
 
 def _amc(s: str) -> tuple[str, str] | None:
     """(letter, number) of an AMC answer "(C) 42", else None."""
-    m = re.fullmatch(r"\s*\(([A-Z])\)\s*(\S+?)\.?\s*", s)
+    m = re.fullmatch(r"\s*\(?([A-Z])\)\s*(\S+?)\.?\s*", s)  # (`B) 42` as `(B) 42`: it was text, wrong for B)
     return (m.group(1), m.group(2)) if m and to_number(m.group(2)) is not None else None

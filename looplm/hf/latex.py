@@ -2,12 +2,12 @@
 
 `unbox` writes a box's content as the answer it typesets (spacing, units and emphasis dropped, an AMC choice
 `\\text{(C)}` kept as `(C)`); `text_key` is the key two non-numeric answers are compared by: case and spaces aside,
-`\\dfrac` as `\\frac`, `\\le`/`\\leq`/`≤` (and the other relations) as one symbol, a bare one-character argument
-braced (`\\sqrt2` as `\\sqrt{2}`, `x^2` as `x^{2}`), a quotient of whole terms as `\\frac` (`3\\pi/4` as
-`\\frac{3\\pi}{4}`, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`), a bracketed choice letter as the letter, a variable
-set to the answer (`x \\in [2,5]`, `x = \\pi`) aside. `last_boxed` finds a box's content and `interval_at` the tuple
-or interval an answer opens with; `markup` reads a completion's tags (special-token text, an `<answer>` block,
-HTML-like tags).
+`\\dfrac` as `\\frac`, `\\le`/`\\leq`/`≤` (and the other relations) as one symbol, `π`, `√2`, `∞`, `x²` as `\\pi`,
+`\\sqrt{2}`, `\\infty`, `x^{2}`, a bare one-character argument braced (`\\sqrt2` as `\\sqrt{2}`, `x^2` as `x^{2}`), a
+quotient of whole terms as `\\frac` (`3\\pi/4` as `\\frac{3\\pi}{4}`, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`), a
+bracketed choice letter as the letter, a variable set to the answer (`x \\in [2,5]`, `x = \\pi`) aside. `last_boxed`
+finds a box's content and `interval_at` the tuple or interval an answer opens with; `markup` reads a completion's tags
+(special-token text, an `<answer>` block, HTML-like tags).
 """
 
 from __future__ import annotations
@@ -59,6 +59,25 @@ _TAG = re.compile(r"</?[A-Za-z][\w-]{0,30}/?>")
 # cm<sup>2</sup>" was 2, "2<sup>10</sup> = 1024" 2
 _SCRIPT_TAG = re.compile(r"<(sup|sub)>([^<>\n]{1,30})</\1>", re.IGNORECASE)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.DOTALL | re.IGNORECASE)
+# Unicode superscripts after a letter, digit or bracket are LaTeX's power: `10²` is `10^{2}`, `x²` `x^{2}`
+_SUPER = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
+_SUPERSCRIPT = re.compile(r"(?<=[\w)}])⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+# and plain-text math its LaTeX: `4π`, `√2`, `3√(x+1)`, `(−∞, 3]` were never equal to `4\pi`, `\sqrt{2}`, ...
+_UNICODE_MATH = re.compile(r"√\s*(?:\(([^()]*)\)|(\d+(?:\.\d+)?|[A-Za-z](?![A-Za-z])))?|π|∞")
+# a leading approximation sign in a box (`\boxed{\approx 18.3}`, `\boxed{x \approx 1.41}`) is dress, as `#### ≈18.3`'s
+_APPROX = re.compile(r"^\s*(?:[A-Za-z]\s*)?(?:\\approx|\\sim|≈|∼)(?![A-Za-z])\s*(?=[-$]?\.?\d)")
+
+
+def superscripts(s: str) -> str:
+    """`s` with its Unicode superscripts (after a letter, digit or bracket) as LaTeX's `^{..}`."""
+    return _SUPERSCRIPT.sub(lambda m: "^{" + m[0].translate(_SUPER) + "}", s)
+
+
+def _unicode_math(m: re.Match) -> str:
+    if m[0] in "π∞":
+        return "\\pi " if m[0] == "π" else "\\infty "
+    arg = m[1] if m[1] is not None else m[2]
+    return "\\sqrt" + ("" if arg is None else "{" + arg + "}")
 
 
 def markup(text: str) -> tuple[str, bool]:
@@ -129,8 +148,11 @@ def interval_at(tail: str) -> str | None:
 
 
 def unbox(boxed: str) -> str:
-    """A box's LaTeX as the plain answer it typesets (units and spacing dropped; `_latex` ran on it already)."""
-    s = _drop_spaces(boxed, r"~")  # LaTeX's spaces, between digits or not
+    """A box's LaTeX as the plain answer it typesets (units, spacing, math delimiters and a leading `\\approx` dropped;
+    `_latex` ran on it already)."""
+    # (math delimiters inside: `<answer>\(18\)</answer>`, read as a box, was `\(18\)`, as `$18$` was 18)
+    s = re.sub(r"(?<!\\)\\[()\[\]]", "", boxed)
+    s = _drop_spaces(_APPROX.sub("", s, count=1), r"~")  # LaTeX's spaces, between digits or not
     s = re.sub(r"\\(?:text|mbox|textrm|mathrm)\{\s*(or|and)\s*\}", r" \1 ", s)  # x=3 \text{ or } x=-3 was -3
     s = re.sub(r"\\(?:text|mbox|textrm|mathrm|textbf|mathbf|bm)\{\s*([-\d.,/]+)\s*\}", r"\1", s)  # \text{5} is 5
     s = re.sub(r"\\(?:textbf|mathbf|bm)\{([^{}]*)\}", r"\1", s)  # emphasis around the answer
@@ -156,9 +178,9 @@ def _drop_spaces(s: str, also: str) -> str:
 
 def text_key(s: str) -> str:
     """Normalized text as compared: case, inner spaces and `\\text{}` dress aside, `\\dfrac`/`\\tfrac` as
-    `\\frac`, a choice letter in brackets as the letter, a variable set to the answer aside
+    `\\frac`, Unicode math as its LaTeX, a choice letter in brackets as the letter, a variable set to the answer aside
     (`yes` was wrong for `\\text{Yes}`, `(3, 5)` for `(3,5)`, `(B)` for `B`, `x \\in [2,5]` for `[2,5]`)."""
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"\\[dt]frac", r"\\frac", _UNICODE_MATH.sub(_unicode_math, superscripts(s)))
     # one relation, however written: `x \leq 3` was wrong for `x \le 3` and `x ≤ 3`
     s = _RELATION.sub(lambda m: _RELATIONS[m[1] or m[0]], s)
     s = s[m.end():] if (m := _BINDING.match(s)) and s[m.end():].strip() else s
