@@ -18,9 +18,7 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
-import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +32,7 @@ from ..looped import check_looped, loop_count
 from .chat import DATE, DroppedPart, TemplateError, check_drops, no_default_template, template_failure
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .generation import LOOP_KEYS, request_settings_only, set_aside
+from .lm_eval_tasks import task_error
 from .registry import register
 
 
@@ -255,6 +254,7 @@ class LoopedLM(HFLM):
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     def generate_until(self, requests: list[Any], *args: Any, **kwargs: Any) -> list[str]:
+        self.prompts_cut = {"cut": 0, "longest": 0, "room": None}  # what lm-eval's left truncation took (below)
         try:
             return super().generate_until(requests, *args, **kwargs)
         except AssertionError as e:  # lm-eval's own check of a generation budget against the positions
@@ -263,8 +263,12 @@ class LoopedLM(HFLM):
             why = str(e).strip().rstrip(".")[:200]
             limit = f"model_args max_length={self._max_length}" if self._max_length else \
                 f"the model's {self.max_length} positions"
-            raise UserError(f"{GEN_BUDGET} {limit} ({why}); ask for fewer tokens (looplm eval-lm: --max-gen-toks; "
-                            "lm-eval: --gen_kwargs max_gen_toks=N)") from None
+            # a budget just below the positions leaves the prompts a few positions, cut from the left: name the room
+            self.longest_prompt = max((len(self.tok_encode(r.args[0])) for r in requests), default=0)
+            raise UserError(f"{GEN_BUDGET} {limit} ({why}); ask for fewer tokens, leaving room for the prompts "
+                            f"(the longest is {self.longest_prompt} tokens; lm-eval cuts a prompt from the left to "
+                            "the positions minus the budget) (looplm eval-lm: --max-gen-toks; lm-eval: --gen_kwargs "
+                            "max_gen_toks=N)") from None
 
     def _loglikelihood_tokens(self, requests: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
         # lm-eval asserts these (a bare AssertionError traceback): a continuation that cannot fit the positions
@@ -285,8 +289,16 @@ class LoopedLM(HFLM):
             return super().tok_encode(string, *args, **kwargs)
 
     def tok_batch_encode(self, strings: list[str], *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        room = kwargs.pop("left_truncate_len", None)  # lm-eval's cut says only the batch's padded length: count it
         with _encodable():
-            return super().tok_batch_encode(strings, *args, **kwargs)
+            ids, mask = super().tok_batch_encode(strings, *args, **kwargs)
+        if room and ids.shape[1] > room:
+            lengths = mask.sum(1).tolist()
+            cut = getattr(self, "prompts_cut", None) or {"cut": 0, "longest": 0}
+            self.prompts_cut = {"cut": cut["cut"] + sum(n > room for n in lengths),
+                                "longest": max([cut["longest"], *lengths]), "room": room}
+            ids, mask = ids[:, -room:], mask[:, -room:]
+        return ids, mask
 
     def _encodes(self, text: str) -> bool:
         try:
@@ -435,44 +447,6 @@ def _load(path: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     elif isinstance(kwargs["tokenizer"], str):  # looplm's loader: no remote code, a bad folder said in one line
         kwargs["tokenizer"] = load_tokenizer(kwargs["tokenizer"])
     return model, kwargs
-
-
-def task_error(e: BaseException, tasks: str) -> BaseException:
-    """A task's own fault, said in one line (UserError): its data file cannot be read, or lm-eval cannot build
-    its requests from its YAML and data. Anything else is returned as it is."""
-    if isinstance(e, (DatasetGenerationError, StopIteration)) or (isinstance(e, ValueError) and NO_DATA in str(e)):
-        return _unreadable_data(e, tasks)
-    if not _task_fault(e):
-        return e
-    if isinstance(e, ValueError) and "larger than population" in str(e):  # random.sample in lm-eval's sampler
-        return UserError(f"{tasks}: the few-shot count asks for more examples than the task has documents to draw "
-                         "them from; lower --num-fewshot (num_fewshot)")
-    why = re.sub(r" at 0x[0-9a-f]+", "", str(e).strip().splitlines()[0][:200] if str(e).strip() else "")
-    return UserError(f"{tasks}: lm-eval cannot load the task or build its requests from its YAML and data "
-                     f"({type(e).__name__}: {why or 'no message'}); check the task's YAML against its data: its "
-                     "!function names, splits, metric names, doc_to_text, doc_to_target (an index into doc_to_choice) "
-                     "and doc_to_choice")
-
-
-def _task_fault(e: BaseException) -> bool:
-    """The error arose where lm-eval loads a task's YAML (its !function imports) or builds the task's requests
-    from its YAML and data (a doc_to_target past its choices, a doc_to_choice naming no field, an unknown split or
-    metric), not in looplm or in the model."""
-    own = [f.f_code.co_filename.replace(os.sep, "/") for f, _ in traceback.walk_tb(e.__traceback__)]
-    own = [f for f in own if "/lm_eval/" in f or "/looplm/" in f]
-    return bool(own) and ("/lm_eval/tasks/" in own[-1] or "/lm_eval/config/" in own[-1] or own[-1].endswith(
-        ("lm_eval/api/task.py", "lm_eval/api/samplers.py", "lm_eval/api/metrics.py", "lm_eval/api/registry.py",
-         "lm_eval/utils.py")))
-
-
-NO_DATA = "corresponds to no data"  # datasets' ValueError for a split whose file holds only blank lines
-
-
-def _unreadable_data(e: Exception, tasks: str) -> UserError:
-    """A task's data file that datasets cannot read (empty, blank lines only, a line that is not JSON), in a line."""
-    why = "" if NO_DATA in str(e) else str(e.__cause__ or e).strip()
-    why = why.splitlines()[0][:200] if why else "it holds no records"
-    return UserError(f"{tasks}: a task's data cannot be read ({why}); check its data files")
 
 
 def _refuse_twice(keys: list[str]) -> None:

@@ -228,11 +228,13 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                     bootstrap_iters=0,
                     gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
             except UserError as e:  # the model's refusals, said in the command line's terms
-                if GEN_BUDGET in str(e):
-                    positions = getattr(lm.model.config, "max_position_embeddings", None)
+                if GEN_BUDGET in str(e):  # lm-eval keeps a prompt's last (positions - budget) tokens: leave room
+                    positions, longest = lm.max_length, getattr(lm, "longest_prompt", 0)
+                    room = (f"pass a {_flag('max_gen_toks')} of at most {positions - longest}, which leaves room for "
+                            f"the task's longest prompt ({longest} tokens)" if positions > longest else
+                            f"the task's longest prompt ({longest} tokens) fills them alone")
                     raise UserError(f"{', '.join(tasks)}: the generation budget does not fit {pretrained}'s "
-                                    f"{positions} positions; pass a {_flag('max_gen_toks')} below "
-                                    f"{positions}") from None
+                                    f"{positions} positions; {room}") from None
                 if str(e).startswith(CONTINUATION):  # a task's answer choice or target: name the tasks
                     raise UserError(f"{', '.join(tasks)}: {e}") from None
                 if UNENCODABLE in str(e):
@@ -251,9 +253,16 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                                 f"{why}); check the task's doc_to_text, doc_to_target and doc_to_choice against its "
                                 "data fields") from None
         rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
+        cut = getattr(lm, "prompts_cut", None) or {"cut": 0}
+        if cut["cut"]:  # lm-eval cut prompts to fit the generation budget, with a line lost in the progress bar
+            print(f"note: at {d} loops, {cut['cut']} prompt(s) of up to {cut['longest']} tokens were cut from the "
+                  f"left to the {cut['room']} positions the generation budget leaves (lm-eval's truncation); pass a "
+                  f"{_flag('max_gen_toks')} of at most {lm.max_length - cut['longest']} to score them whole")
         # What ran, not what was asked: a task's YAML can fix its own number of shots over --num-fewshot.
         shots = {t: c.get("num_fewshot") for t, c in res.get("configs", {}).items()}
         generates = any(c.get("output_type") == "generate_until" for c in res.get("configs", {}).values())
+        # lm-eval scores a rolling log-likelihood (perplexity) on the raw document: no template, no system turn
+        raw = [t for t, c in res.get("configs", {}).items() if c.get("output_type") == "loglikelihood_rolling"]
         # What was scored, not what was asked: a --limit above a task's size scores the whole task.
         counts = {t: {"original": int(c["original"]), "effective": int(c["effective"])}
                   for t, c in res.get("n-samples", {}).items()}
@@ -274,9 +283,16 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     elif config_q is not None:
         print(f"note: the model's config.json sets early_exit_threshold={config_q}; every row ran exactly its loop "
               f"count ({_flag('exit_threshold')} {config_q} scores that exit rule instead)")
-    if system:
-        print(f"note: the run's data.system_prompt ({system!r:.60}) opens every prompt, as in fine-tuning "
-              "(eval_lm.json records it as system_instruction)")
+    templated = [t for t in tasks if t not in raw] if apply_chat_template else []
+    if apply_chat_template and raw:
+        print(f"note: {_flag('apply_chat_template')} was not used by {', '.join(raw)}: lm-eval scores a rolling "
+              "log-likelihood on the raw document" + ("" if templated else
+                                                       "; eval_lm.json records apply_chat_template as null"))
+    if system and templated:
+        print(f"note: the run's data.system_prompt ({system!r:.60}) opens every prompt of {', '.join(templated)}, "
+              "as in fine-tuning (eval_lm.json records it as system_instruction)")
+    if apply_chat_template and not templated:  # recorded as the table's settings, yet no prompt had them
+        apply_chat_template, system = None, None
     if max_gen_toks and not generates:  # recorded among the settings that change the numbers, yet it changed none
         print(f"note: {_flag('max_gen_toks')} {max_gen_toks} was not used: {', '.join(tasks)} generate no text "
               "(log-likelihood tasks); eval_lm.json records max_gen_toks as null")
@@ -296,6 +312,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
               # every setting that changes the numbers, so two tables can be told apart
               "settings": {"dtype": dtype, "device": device, "batch_size": batch_size,
                            "apply_chat_template": apply_chat_template, "system_instruction": system,
+                           **({"chat_template_tasks": templated} if raw and templated else {}),
                            "max_gen_toks": max_gen_toks,
                            "early_exit_threshold": exit_q, "exit_dtype": exit_in, **(model_kwargs or {})},
               "n_samples": counts, "rows": rows, "table": table}
