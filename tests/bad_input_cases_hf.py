@@ -521,4 +521,18 @@ HF_CASES: dict[str, Case] = {
                                                  "dd/train.jsonl": GOOD_CHAT + "\n"}, hf=True),
     "hf-finetune-empty-config-name": Case("config", "data.config_name='' (read as unset)", [
         *FT, "--set", "data.config_name=''"], chat(GOOD_CHAT), hf=True),
+    # round 39 (HF)
+    "hf-finetune-file-in-no-split": Case("data", "a data folder of math_problems.jsonl beside eval_problems.jsonl (a "
+                                         "test split): the refusal did not name the file in no split", [
+        *FT, "--set", "data.source={tmp}/sy"], {"ft.yaml": FT_YAML, "sy/math_problems.jsonl": GOOD_CHAT + "\n",
+                                                 "sy/eval_problems.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-split-slicing": Case("data", "data.split=train[:4] (datasets' slicing) on a split folder", [
+        *FT, "--set", "data.source={tmp}/sx", "--set", "data.split=train[:4]"], {
+        "ft.yaml": FT_YAML, "sx/train.jsonl": GOOD_CHAT + "\n", "sx/test.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-json-columns": Case("data", "a .json data file of columns (pandas' default df.to_json)", [
+        *FT, "--set", "data.source={tmp}/cols.json"], {"ft.yaml": FT_YAML, "cols.json": json.dumps(
+            {"question": {"0": "1+1?", "1": "2+2?"}, "answer": {"0": "#### 2", "1": "#### 4"}})}, hf=True),
+    "hf-finetune-template-folder": Case("config", "data.chat_template=a model folder (not its template file)", [
+        *FT, "--set", "data.chat_template={tmp}/m"], {"ft.yaml": FT_YAML, "chat.jsonl": GOOD_CHAT + "\n",
+                                                       "m/config.json": "{}"}, hf=True),
 }

@@ -32,6 +32,7 @@ from typing import Any
 
 from ..records import alpaca_prompt, check_text
 from ..tasks.base import IGNORE
+from .chat_stability import unstable_why
 
 # ChatML, the format of Ouro's chat template: every turn is <|im_start|>role\ncontent<|im_end|>\n.
 # `data.chat_template: chatml` selects it for tokenizers that ship without a template.
@@ -289,8 +290,7 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
         upto = _render(tokenizer, messages[: i + 1], False, chat_template, tools)
         so_far = _render(tokenizer, messages[:i], False, chat_template, tools) if i else ""
         if not (full.startswith(upto) and upto.startswith(so_far)):
-            raise TemplateError("the chat template does not render conversations prefix-stably (turn "
-                                f"{i} changes earlier text), so assistant tokens cannot be located")
+            raise TemplateError(unstable_why(tokenizer, so_far, upto, full, i))
         if not upto.startswith(prefix):
             extra = prefix[len(os.path.commonprefix([prefix, upto])):]
             raise TemplateError(f"the chat template's generation prompt ({extra!r} "

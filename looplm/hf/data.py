@@ -19,6 +19,7 @@ from ..errors import not_there
 from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
 from .chat import ROLES, Encoded, TemplateError, encode_chat, has_messages, to_messages
+from .data_shapes import json_shape
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -55,6 +56,8 @@ def _read_local(p: Path) -> Records:
                 got = read_rows(p)
                 data, where = [r for _, r in got], [w for w, _ in got]
                 return _checked(Records(data, where))
+            if json_shape(data):  # columns or splits: read as one record, said as a field's wrong type
+                raise ValueError(f"{p}: {json_shape(data)}")
             if isinstance(data, dict) and set(data) <= {"data", "version"} and isinstance(data.get("data"), list):
                 data = data["data"]
             elif isinstance(data, dict) and "\n" not in text.strip():  # one JSON Lines record (to_json of one row)
@@ -197,10 +200,19 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
             raise ValueError(f"{p} is a datasets save_to_disk folder (Arrow files), not a folder of data files; "
                              "write it with to_json or to_parquet, or give its hub name")
         files = data_files(p, LOCAL_SUFFIXES) if p.is_dir() else [p]
+        # files whose names say no split (extra.jsonl beside train.jsonl) are read by no split: said, not skipped
+        unsplit = ", ".join(str(f.relative_to(p)) for f in files if named is not None and not any(
+            f.resolve() in v for v in named.values()))[:120]
         if named is not None and split not in named:
             shown = "; ".join(f"{k}: {', '.join(sorted(f.name for f in v))[:80]}" for k, v in sorted(named.items()))
-            raise ValueError(f"{p}: its files split it as datasets.load_dataset does ({shown}); data.split="
-                             f"{split!r} is none of them: set data.split to one")
+            sliced = ("; datasets' slicing (train[:4], train+test) is not read here: data.max_samples keeps fewer "
+                      "records" if any(c in split for c in "[+") else "")
+            raise ValueError(f"{p}: its files split it as datasets.load_dataset does ({shown}" + (
+                f"; in no split: {unsplit}" if unsplit else "") + f"); data.split={split!r} is none of them: set "
+                f"data.split to one{sliced}")
+        if unsplit and not (p / "README.md").is_file():  # (a README's configs choose their files themselves)
+            print(f"note: {p}: {unsplit} in no split (datasets.load_dataset splits a folder by its file names: "
+                  f"train, test, validation), not read; data.split={split!r} reads the {split} files")
         if named is not None:  # the split's files only: a hub snapshot read whole trained on its test split
             files = [f for f in files if f.resolve() in named[split]]
             _all_named(p, split, named[split], files)

@@ -63,8 +63,10 @@ def chat_template(spec: str | None, named: dict[str, str] | None = None) -> str 
         return text
     if "{{" not in spec and "{%" not in spec:  # a mistyped name would otherwise render as constant text
         names = f"one of the tokenizer's named templates ({', '.join(sorted(named))}), " if named else ""
+        folder = (f"; {p} is a folder: give its template file ({p / 'chat_template.jinja'}, or the one in its "
+                  "tokenizer_config.json's chat_template)" if len(spec) < 300 and p.is_dir() else "")
         raise ConfigError(f"data.chat_template={spec!r} is neither chatml, {names}a template file, nor a Jinja "
-                          "template (text with {{ ... }} or {% ... %})")
+                          "template (text with {{ ... }} or {% ... %})" + folder)
     return spec
 
 
@@ -154,7 +156,8 @@ def check_model_type(path: str, revision: str | None = None) -> None:
     except OSError as e:
         if Path(path).exists():
             raise
-        raise UserError(f"{path} is neither a local model directory nor a hub model that can be reached "
+        what = f"revision {revision!r} of {path}" if revision else path  # (a cached model at another revision)
+        raise UserError(f"{what} is neither a local model directory nor a hub model that can be reached "
                         f"({str(e).strip().splitlines()[0][:160]})") from None
     except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:  # (the config class's refusals)
         # transformers asks for trust_remote_code when the model type is not one it knows
