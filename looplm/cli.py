@@ -184,7 +184,7 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
     t0 = time.perf_counter()
     kw = dict(batch_size=batch_size, progress=progress, exit_tol=exit_tol, exit_stable=exit_stable)
     if sizes is not None:
-        per = [sweep(model, b, ds, **kw).to_json() for b in batches]
+        per = [sweep(model, b, ds, vocab=task.tok.vocab_size, **kw).to_json() for b in batches]
         n_all = sum(r["n"] for r in per)
         # `accuracy` and `n` cover every size swept (a plot of the file draws them as its one curve); the
         # per-size figures are in accuracy_by_size / n_by_size
@@ -194,7 +194,7 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
                "train_sizes": [cfg.data.min_size, cfg.data.max_size], **overflow_of(per),
                "accuracy": [sum(r["accuracy"][i] * r["n"] for r in per) / n_all for i in range(len(ds))]}
     else:
-        out = sweep(model, batch, ds, **kw).to_json()
+        out = sweep(model, batch, ds, vocab=task.tok.vocab_size, **kw).to_json()
     out.update({"task": cfg.data.task, "scored_by": task.scored_by, "checkpoint": str(checkpoint), "step": step,
                 "data": source, "seconds": round(time.perf_counter() - t0, 2), "train_loops": trained_loops(cfg, step),
                 "label": ckpt.run_label(checkpoint), **per_token(task)})
@@ -334,7 +334,7 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
     batch, source = eval_problems(task, cfg, data, n, default=ANALYZE_N)
     if before is not None:
         before(data_inputs(cfg, data))
-    res = diagnose(model, batch, ds, **kw)
+    res = diagnose(model, batch, ds, vocab=task.tok.vocab_size, **kw)
     if task.scored_by == "perplexity":  # the text's score, per depth, beside the diagnostics (as `sweep` gives it)
         res["ppl"] = [perplexity(c) for c in res["ce_per_token"]]
     res.update({"checkpoint": str(checkpoint), "step": step, "data": source, "scored_by": task.scored_by,

@@ -106,7 +106,7 @@ METRIC_DEFINITIONS = {
 def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_depths: list[int] | None = None,
              spectral_n: int | None = None, iters: int = 60, tol: float = 1e-3, method: str = "arnoldi",
              hutchinson_samples: int = 8, pca_n: int | None = None, batch_size: int = 256, seed: int = 0,
-             progress: bool = False) -> dict:
+             progress: bool = False, vocab: int | None = None) -> dict:
     """Per-loop diagnostics of `model` on `batch` at each depth in `depths`; a JSON-ready dict.
 
     Cheap statistics (norms, residuals, distance to the final state, entropy, CE, exact match) cover every
@@ -116,9 +116,10 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     samples. `pca_n` samples' trajectories over `depths` are projected on their own top-2 PCs. None: 16 and 8
     samples, or all there are if fewer; a number larger than the batch is refused.
     Real tokens are the batch's mask (a text model's pad id may also be a real token, e.g. EOS); every
-    statistic is taken over them only.
+    statistic is taken over them only. `vocab`: the ids the tokenizer can decode, as in `evaluate.sweep`.
     """
     depths = check_depths(depths, "analyze")
+    vocab = None if vocab is None else check_count("vocab", vocab, 1)
     # checked, and kept as the plain ints the checks return: batch_size=-1 scored nothing and reported a perfect CE
     # of 0, and a numpy count made the result no JSON (and a numpy seed no torch seed)
     batch_size, iters, hutchinson_samples, seed = (
@@ -150,6 +151,9 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     check_weights_finite(model)
     spectral_n = min(16, n) if spectral_n is None else spectral_n
     pca_n = min(8, n) if pca_n is None else pca_n
+    # a trajectory of one depth is one point per sample: its "principal components" explain 0% (nothing to draw)
+    pca_skipped = pca_n > 0 and len(depths) < 2
+    pca_n = 0 if pca_skipped else pca_n
     real = batch.mask.bool()
     with eval_mode(model):
         dev = next(model.parameters()).device
@@ -199,7 +203,7 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
                     per["state_norm"][i, sl] = ((hd.norm(dim=-1) * tok).sum(1) / tok.sum(1)).cpu()
                     per["step_residual"][i, sl] = ((hd - prev[0]).flatten(1).norm(dim=1) / hn.clamp_min(_TINY)).cpu()
                     per["dist_to_final"][i, sl] = ((hd - fin).flatten(1).norm(dim=1) / fin_norm.clamp_min(_TINY)).cpu()
-                    logits = model.readout(h, ctx)
+                    logits = model.readout(h, ctx)[..., :vocab]  # only the tokenizer's ids, as `sweep` reads them
                     check_finite(logits, t, "readout logits")
                     logp = F.log_softmax(logits.to(torch.float64), dim=-1)  # (b, T, V)
                     check_targets(tgt, ans, logp.shape[-1])  # (gather read past V: an IndexError)
@@ -268,7 +272,9 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
                 "metrics": metrics, "ce_per_token": ce_tok.tolist(), "spectral": spec,
                 "pca": {"depths": list(depths),
                         "space": "each sample's real-token states h(t), flattened (T_i*D); coords_direction: the same "
-                                 "with every token's state scaled to unit norm", "samples": pca},
+                                 "with every token's state scaled to unit norm", "samples": pca,
+                        **({"note": "no trajectories: one depth analyzed (a trajectory needs 2 or more)"}
+                           if pca_skipped else {})},
                 "definitions": METRIC_DEFINITIONS, "seed": seed, "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -325,7 +331,7 @@ def _listed(name: str, v: Any) -> list:
 
 @torch.no_grad()
 def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: list[float], ks: list[int],
-                          kind: str = "noise", seed: int = 0) -> dict:
+                          kind: str = "noise", seed: int = 0, vocab: int | None = None) -> dict:
     """How a looped model recovers when its state is disturbed after `at` loops.
 
     kind="noise": h(at) + δ, δ Gaussian, scaled per sample to ||δ||_F = ε·||h(at)||_F over its real tokens, for
@@ -335,7 +341,7 @@ def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: li
     reports exact match (the greedy answer read out there), and the distance to the undisturbed trajectory at the
     same depth, ||h'(at+k) - h(at+k)||_F / ||h(at+k)||_F over real tokens, which goes to 0 when the state falls
     back to the fixed point the input defines. JSON-ready: states that overflow (`evaluate.state_overflow`),
-    undisturbed or disturbed, are refused, as `diagnose` refuses them.
+    undisturbed or disturbed, are refused, as `diagnose` refuses them. `vocab` as in `evaluate.sweep`.
     """
     if kind not in ("noise", "swap"):
         raise ValueError(f"unknown perturbation {kind!r:.80}; choose noise or swap")
@@ -344,6 +350,7 @@ def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: li
     at = loop_arg("at", at, 1, " (the loops run before the disturbance)")
     ks = [loop_arg("ks", k, 1, " (the loops run after the disturbance)") for k in _listed("ks", ks)]
     seed = check_count("seed", seed, 0)
+    vocab = None if vocab is None else check_count("vocab", vocab, 1)
     if seed >= 2**64:
         raise ValueError(f"seed must be below 2**64, got {seed}")
     if kind == "noise":
@@ -372,7 +379,7 @@ def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: li
             # overflowing states are refused, as analyze (diagnose) refuses them: the distances were NaN in a
             # result meant for JSON, and an overflowed row's answer is no measurement. `disturbed` names the
             # disturbance, so that an eps too large is told apart from a model whose own loop overflows.
-            logits = model.readout(h, ctx)
+            logits = model.readout(h, ctx)[..., :vocab]
             if not disturbed:
                 check_finite(h, at + k)
                 check_finite(logits, at + k, "readout logits")

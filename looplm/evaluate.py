@@ -183,14 +183,19 @@ class SweepResult:
 
 @torch.inference_mode()
 def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: int = 500,
-          progress: bool = False, exit_tol: float | None = None, exit_stable: int | None = None) -> SweepResult:
+          progress: bool = False, exit_tol: float | None = None, exit_stable: int | None = None,
+          vocab: int | None = None) -> SweepResult:
     """Exact-match accuracy at every depth in `depths`, from one forward pass to max(depths) per chunk.
+
+    `vocab`: the ids the task's tokenizer can decode (a head may be wider: model.vocab_size). The argmax and the CE
+    read only those, as `looplm generate` and an HF export choose: a padded id is never predicted.
 
     With `exit_tol` and/or `exit_stable` it also applies an adaptive exit rule per sample (see `ExitTracker`;
     capped at max(depths)) and reports each sample's exit depth and its exact match there.
     """
     depths = check_depths(depths)
     batch_size = check_count("batch_size", batch_size, 1)  # (a numpy integer too, as diagnose takes it)
+    vocab = None if vocab is None else check_count("vocab", vocab, 1)
     if len(batch) < 1:
         raise ValueError("nothing to sweep: 0 samples")
     check_scored(batch)
@@ -224,7 +229,7 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
                      ctx=ctx) -> None:
                 bar.update(1)
                 # read out once per depth: the exit rule and the scored depth share it (it was computed twice)
-                logits = model.readout(h, ctx) if tracker is not None or t in want else None  # (b, T, V)
+                logits = model.readout(h, ctx)[..., :vocab] if tracker is not None or t in want else None  # (b,T,V)
                 if tracker is not None:
                     tracker.update(t, h, logits.argmax(dim=-1), _finite_rows(h, logits, tok_valid))
                     if t == max(depths):

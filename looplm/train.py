@@ -542,7 +542,7 @@ def _fit(cfg: Config, out: Path, world: dist.World, device: torch.device, shard:
             if eval_batch is not None and (step % t.eval_every == 0 or step == total):
                 if fsdp or world.is_main:
                     with gathered():
-                        res = sweep(model, eval_batch, [cfg.loops.num_loops])
+                        res = sweep(model, eval_batch, [cfg.loops.num_loops], vocab=task.tok.vocab_size)
                     if getattr(task, "scored_by", "exact_match") == "perplexity":  # a window is never exactly right
                         rec["eval_ce"], rec["eval_ppl"] = res.to_json()["ce"][0], res.to_json()["ppl"][0]
                         rec["eval_tokens"] = res.tokens

@@ -331,7 +331,7 @@ def _evaluate(spec: RunSpec, run_dir: Path, n_eval: int, depths: list[int], trai
     task = make_task(cfg)
     batch = task.test_batch(n_eval, cfg.data.test_seed, cfg.model.max_seq_len)
     t1 = time.perf_counter()
-    sw = sweep(model, batch, depths, batch_size=1000, progress=progress)
+    sw = sweep(model, batch, depths, batch_size=1000, progress=progress, vocab=task.tok.vocab_size)
     # ρ(∂Φ/∂h) at the state after num_loops loops, on 32 held-out problems' real tokens: Arnoldi with a
     # convergence check (looplm.dynamics); the mean is over converged samples, and the fraction is reported.
     with torch.no_grad():
@@ -509,7 +509,8 @@ def run_dynamics(out: Path, name: str, n: int = 64, progress: bool = False) -> d
     batch = make_task(cfg).test_batch(n, cfg.data.test_seed, cfg.model.max_seq_len)
     with torch.random.fork_rng():
         res = diagnose(model, batch, DYN_DEPTHS, spectral_depths=[d for d in SPECTRAL_DEPTHS if d in DYN_DEPTHS],
-                       spectral_n=8, iters=60, tol=1e-3, hutchinson_samples=4, pca_n=2, seed=0, progress=progress)
+                       spectral_n=8, iters=60, tol=1e-3, hutchinson_samples=4, pca_n=2, seed=0, progress=progress,
+                       vocab=make_task(cfg).tok.vocab_size)
     res.update({"label": name, "train_loops": trained_loops(cfg), "checkpoint": str(run_dir)})
     write_json(f, res)
     return res
@@ -537,10 +538,11 @@ def run_perturbation(out: Path, name: str) -> dict | None:
     from ..tasks import make_task
 
     model, cfg = load_model(run_dir)
-    batch = make_task(cfg).test_batch(PERTURB_N, cfg.data.test_seed, cfg.model.max_seq_len)
+    task = make_task(cfg)
+    batch = task.test_batch(PERTURB_N, cfg.data.test_seed, cfg.model.max_seq_len)
     with torch.no_grad():
-        res = {kind: perturbation_recovery(model, batch, cfg.loops.num_loops, PERTURB_EPS, PERTURB_KS, kind=kind)
-               for kind in ("noise", "swap")}
+        res = {kind: perturbation_recovery(model, batch, cfg.loops.num_loops, PERTURB_EPS, PERTURB_KS, kind=kind,
+                                           vocab=task.tok.vocab_size) for kind in ("noise", "swap")}
     write_json(f, res)
     return res
 

@@ -180,8 +180,10 @@ def _rho_at(dyn: dict | None, depth: int) -> tuple[float | None, float]:
 
 def _fixed_point_row(label: str, rs: list[dict], out: Path | None) -> tuple:
     """Stability is judged where the state ends up (1000 loops): a fixed point has a vanishing step residual,
-    a bounded norm and ρ < 1 there. ρ at the training depth stands in only for runs without dynamics.json."""
-    parts, stable, solves = [], [], []
+    a bounded norm and ρ < 1 there. A run without dynamics.json (or without those estimates in it) has the rule's
+    inputs missing: it is not judged stable (ρ at the training depth is shown, but says nothing of 1000 loops), and
+    the verdict is "not measured" unless a measured input already breaks the rule."""
+    parts, stable, solves, unmeasured = [], [], [], []
     for r in rs:
         sm = summary(r)
         dyn = _read_dynamics(out, r["name"]) if out else None
@@ -190,13 +192,19 @@ def _fixed_point_row(label: str, rs: list[dict], out: Path | None) -> tuple:
         rho, frac = _rho_at(dyn, 1000)
         rho_txt = (f"ρ@1000 {_fmt(rho, 3)} ({frac:.0%} of estimates converged)" if dyn else
                    f"ρ at the training depth {_fmt(r['rho_at_num_loops'], 2)} (no dynamics.json)")
-        rho = rho if dyn else r["rho_at_num_loops"]
         parts.append(f"{r['name']}: {rho_txt}, step residual@1000 {'–' if res is None else f'{res:.1e}'}, "
                      f"‖h‖@1000 / ‖h‖@100 {grow:.1f}, exact match@1000 {_fmt(sm['acc'].get(1000))}")
-        stable.append(grow < 1.5 and rho is not None and rho < 1 and (res is None or res < 1e-4))
+        broken = grow >= 1.5 or (rho is not None and rho >= 1) or (res is not None and res >= 1e-4)
+        stable.append(not broken and rho is not None and res is not None)
+        if not broken and not stable[-1]:
+            unmeasured.append(r["name"])
         solves.append(sm["acc"].get(1000, 0.0) >= 0.99)
+    broken_somewhere = len(unmeasured) < len(stable) - sum(stable)
     verdict = ("agrees" if all(stable) and all(solves) else
-               "partly: stable fixed points that answer wrongly" if all(stable) else "disagrees")
+               "partly: stable fixed points that answer wrongly" if all(stable) else
+               "disagrees" if broken_somewhere else
+               f"not measured: ρ@1000 or step residual@1000 missing for {', '.join(unmeasured)} (dynamics.json, "
+               "which the study writes from a run's weights)")
     return (f"STARS{label} states settle at asymptotically stable fixed points that solve the task",
             "; ".join(parts), verdict,
             "stable: ρ@1000 < 1, step residual@1000 < 1e-4, ‖h‖ grows < 1.5× from 100 to 1000 loops; solves: "

@@ -234,7 +234,7 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     model, step = loaded_at_step(Path(path), lambda: load_looped(path, device))
     check_vocab(tok, model, f"the tokenizer of {path}", "its tokenizer and weights are of two models")
     trained = _trained_loops(path, step)  # its run config read before the work, not after
-    res = diagnose(model, batch, depths, **diagnose_kw)
+    res = diagnose(model, batch, depths, vocab=getattr(model.config, "tokenizer_vocab_size", 0) or None, **diagnose_kw)
     cfg = model.config
     res.update({"checkpoint": str(path), "step": step, "data": str(data), "split": split if splits else None,
                 "data_stats": stats, "system_prompt": system,

@@ -283,7 +283,8 @@ def load_pretrained(path: str, revision: str | None = None, dtype: torch.dtype |
         # one loop: a config's NaN shows there, and its default depth (total_ut_steps: 200000) took minutes
         logits = model(torch.tensor([[1, 2]]) % model.get_input_embeddings().num_embeddings, num_loops=1,
                        use_cache=False).logits
-    if not bool(torch.isfinite(logits).all()):
+    readable = logits[..., : getattr(model.config, "tokenizer_vocab_size", 0) or None]  # an export's padded ids: -inf
+    if not bool(torch.isfinite(readable).all()):
         raise UserError(f"{path}: its logits are not finite on a two-token input, though its weights are (a value "
                         "in config.json such as rope_theta or rms_norm_eps, or weights so large that the forward "
                         "overflows); looplm does not score or train such a model")

@@ -34,13 +34,15 @@ _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a s
 
 
 class LooplmConfig(PretrainedConfig):
-    """The `model` section of a looplm config, plus `num_loops`: the default loop count at inference."""
+    """The `model` section of a looplm config, plus `num_loops`: the default loop count at inference, and
+    `tokenizer_vocab_size`: the ids the run's tokenizer can decode (0: all of `vocab_size`). A head wider than the
+    tokenizer (the addition presets: 16 rows, 14 tokens) never predicts the ids past it, as `looplm generate`."""
 
     model_type = "looplm"
     attribute_map = {"hidden_size": "d_model", "num_attention_heads": "n_heads",
                      "max_position_embeddings": "max_seq_len"}
 
-    def __init__(self, num_loops: int = 4, **kwargs: Any) -> None:
+    def __init__(self, num_loops: int = 4, tokenizer_vocab_size: int = 0, **kwargs: Any) -> None:
         defaults = dataclasses.asdict(ModelConfig())
         for name in _MODEL_FIELDS:
             setattr(self, name, kwargs.pop(name, defaults[name]))
@@ -50,6 +52,12 @@ class LooplmConfig(PretrainedConfig):
         if num_loops > MAX_DEPTH:  # an export every command then refused to run: refused where it is written
             raise ValueError(f"num_loops must be at most {MAX_DEPTH:,}, got {num_loops:,}")
         self.num_loops = int(num_loops)
+        width = tokenizer_vocab_size
+        if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 0 or (
+                self.vocab_size >= 1 and width > self.vocab_size):
+            raise ValueError(f"tokenizer_vocab_size must be an integer from 0 (every id) to vocab_size "
+                             f"{self.vocab_size}, got {width!r}")
+        self.tokenizer_vocab_size = int(width)
         if self.vocab_size >= 1:  # (0: the task's vocabulary, resolved when a run starts) as OuroConfig checks them
             check_token_ids(kwargs, self.vocab_size)
         self.num_hidden_layers = self.n_prelude + self.n_core + self.n_coda
@@ -160,8 +168,8 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
         h0, ctx = self.model.embed(input_ids)
         states: list[torch.Tensor] = []
         h = run_loop(self.model, h0, ctx, n, keep=(lambda t, s: states.append(s)) if output_loop_logits else None)
-        logits = self.model.readout(h, ctx)
-        loop_logits = tuple(self.model.readout(s, ctx) for s in states) if output_loop_logits else None
+        logits = self._readable(self.model.readout(h, ctx))
+        loop_logits = tuple(self._readable(self.model.readout(s, ctx)) for s in states) if output_loop_logits else None
         if logits_to_keep:
             logits = logits[:, -logits_to_keep:]
         loss = None
@@ -169,6 +177,16 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
             loss = causal_lm_loss(logits, labels, num_items_in_batch)
         out = OuroCausalLMOutput(loss=loss, logits=logits, loop_logits=loop_logits)
         return out.to_tuple() if return_dict is False else out
+
+    def _readable(self, logits: torch.Tensor) -> torch.Tensor:
+        """-inf past the tokenizer's ids: generate() (greedy or sampled), a loss and eval-lm's scores see the
+        distribution over the ids the tokenizer can decode, as `looplm generate` and `looplm sweep` choose (a
+        padded id decodes to '' and was chosen at some depths)."""
+        width = int(getattr(self.config, "tokenizer_vocab_size", 0) or 0)
+        if 0 < width < logits.shape[-1]:
+            logits = logits.clone()
+            logits[..., width:] = float("-inf")
+        return logits
 
 
 def check_new_model_dir(out: Path) -> None:
@@ -201,7 +219,8 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
     pad = tokenizers.PAD if pad_token_id is None else pad_token_id
     # (0 was `num_loops or ...`: the run's depth, without a word, where -3 was refused)
     hf_cfg = LooplmConfig.from_model_config(cfg.model, num_loops=cfg.loops.num_loops if num_loops is None
-                                            else num_loops, eos_token_id=eos, pad_token_id=pad)
+                                            else num_loops, eos_token_id=eos, pad_token_id=pad,
+                                            tokenizer_vocab_size=min(tok.vocab_size, cfg.model.vocab_size))
     hf = LooplmForCausalLM(hf_cfg)
     hf.model.load_state_dict(model.state_dict(), strict=True)
     hf.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad, use_cache=False,
