@@ -9,7 +9,7 @@ from pathlib import Path
 from . import checkpoint as ckpt
 from . import rundir
 from .config import PRESET_DIR, ConfigError, apply_overrides, load_config
-from .errors import UserError
+from .errors import UserError, demo_stages
 from .evaluate import parse_depths
 from .outputs import all_or_nothing, fresh_outputs, write_json
 from .tasks import make_task, task_of_checkpoint, with_task_vocab
@@ -115,10 +115,11 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     rundir.resume_point(out / "stage2", True)  # a stage2/ that is no run is refused now, not after stage 1 trained
     t0 = time.perf_counter()
     try:
-        stage1 = fit(cfg1, out / "stage1", resume=True, progress=progress)
-        restart_stage2(out / "stage2", stage1)
-        cfg = load_config(STARS, [*(overrides or []), f"train.init_from={stage1}"])
-        run = fit(cfg, out / "stage2", resume=True, progress=progress)
+        with demo_stages():  # (the runs speak of the demo's stages, not of a --resume the user never gave)
+            stage1 = fit(cfg1, out / "stage1", resume=True, progress=progress)
+            restart_stage2(out / "stage2", stage1)
+            cfg = load_config(STARS, [*(overrides or []), f"train.init_from={stage1}"])
+            run = fit(cfg, out / "stage2", resume=True, progress=progress)
     except Interrupted as e:  # the demo continues by its own command (it takes no --resume)
         e.hint = "run the same `looplm demo` command again to continue"
         raise

@@ -165,7 +165,9 @@ def shown_path(p: object) -> str:
 def not_there(p: object, model: bool = False) -> str:
     """Why nothing can be read at `p`, to follow its name: "does not exist", or which symbolic link on its way
     leads nowhere (`exists()` is False for both, and "does not exist" sends the user looking for a file that
-    `ls` shows). `model`: p names a model folder, where `org/name` is a hub id (`analyze ByteDance/Ouro-1.4B`)."""
+    `ls` shows). `model`: p names a model folder, where `org/name` is a hub id (`analyze ByteDance/Ouro-1.4B`)
+    to a command that reads Hugging Face models (HUB_COMMANDS); sweep, generate and train.init_from refuse one, so
+    their missing `runs/mine` was sent to download it from the hub."""
     import re
     from pathlib import Path
 
@@ -175,37 +177,58 @@ def not_there(p: object, model: bool = False) -> str:
     for a in (*reversed(p.parents), p):  # from the top: the first link that leads nowhere
         if a.is_symlink() and not a.exists():
             return f"is {dead_link(a)}" if a == p else f"cannot be reached: {a} is {dead_link(a)}"
-    if model and re.fullmatch(r"[\w.-]+/[\w.-]+", str(p)) and not Path(p.parts[0]).exists():
+    hub = model and _running and _running[-1] in HUB_COMMANDS
+    if hub and re.fullmatch(r"[\w.-]+/[\w.-]+", str(p)) and not Path(p.parts[0]).exists():
         return (f"does not exist (if {p} is a hub id: this command reads a local folder; download it first, "
                 f"`hf download {p} --local-dir DIR`)")
     return "does not exist"
 
 
 DISTRIBUTED_COMMANDS = ("train", "finetune")  # the commands torchrun runs on every rank, which refuse alike
-_alone: list[bool] = []  # set while a command runs that never joins a process group
+_running: list[str] = []  # the command of the CLI that runs (none: a call from Python)
+# the commands that read a Hugging Face model folder, where `org/name` may be a hub id not yet downloaded
+HUB_COMMANDS = ("analyze", "eval-lm", "finetune")
 
 
 @contextlib.contextmanager
 def command(name: str) -> Iterator[None]:
     """While command `name` runs: a command torchrun does not launch (sweep, analyze, plot, ...) is a process of
     its own, and a RANK in its environment (a cluster job's shell) must not silence its error lines."""
-    _alone.append(name not in DISTRIBUTED_COMMANDS)
+    _running.append(name)
     try:
         yield
     finally:
-        _alone.pop()
+        _running.pop()
+
+
+_demo: list[bool] = []  # set while `looplm demo` trains its stages
+
+
+@contextlib.contextmanager
+def demo_stages() -> Iterator[None]:
+    """While the demo trains its stages: it resumes them unasked (resume=True, no --resume given) and --force
+    replaces only its results, so a run's words about --resume speak of the demo instead (`rundir`)."""
+    _demo.append(True)
+    try:
+        yield
+    finally:
+        _demo.pop()
+
+
+def in_demo() -> bool:
+    return bool(_demo)
 
 
 def in_command() -> bool:
     """Whether a command of the CLI is running (its errors name flags), not a call from Python (keyword arguments)."""
-    return bool(_alone)
+    return bool(_running)
 
 
 def rank_zero() -> bool:
     """Whether this process speaks for the job: the only one, or rank 0 under torchrun. A RANK left in the
     environment without a WORLD_SIZE above 1 (a cluster's worker shell) is a world of one, as `distributed.init`
     takes it, and that one process must speak."""
-    if _alone and _alone[-1]:
+    if _running and _running[-1] not in DISTRIBUTED_COMMANDS:
         return True
     try:
         size = int(os.environ.get("WORLD_SIZE", "1"))

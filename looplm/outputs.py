@@ -41,23 +41,31 @@ def check_not_input(out: Path, inputs: dict[Path, str], why: str) -> None:
                             f"{what} ({inp}), {why}")
 
 
-def _data_of(cfg: object, whose: str) -> dict[Path, str]:
+def _data_of(cfg: object, what: str) -> dict[Path, str]:
     d = getattr(cfg, "data", None)
-    return {Path(getattr(d, k)): f"{whose} data (data.{k})" for k in ("path", "test_path") if getattr(d, k, None)}
+    return {Path(getattr(d, k)): f"{what} (data.{k})" for k in ("path", "test_path") if getattr(d, k, None)}
 
 
 def run_data(cfg: object, whose: str = "the run's") -> dict[Path, str]:
     """The data a run reads (data.path, data.test_path: a file, or a text corpus's folder, read whole), and the
-    data of the train.init_from run a fine-tune started from: that run reads its corpus whole on its own resume,
-    sweep and analyze, so an export or a result of the fine-tune written there broke them."""
-    found = _data_of(cfg, whose)
-    init_from = getattr(getattr(cfg, "train", None), "init_from", "")
-    if getattr(cfg, "kind", "") == "native" and init_from:
+    data of every run its train.init_from chain started from (the run it fine-tuned, that run's own init_from, and
+    so on): each reads its corpus whole on its own resume, sweep and analyze, so an export or a result of the
+    fine-tune written there broke them (one level only let a fine-tune of a fine-tune overwrite the first run's
+    training file)."""
+    found = _data_of(cfg, f"{whose} data")
+    seen: set[Path] = set()  # the runs walked: a chain that leads back to itself (a copied run) ends
+    while getattr(cfg, "kind", "") == "native" and getattr(getattr(cfg, "train", None), "init_from", ""):
+        init_from = Path(cfg.train.init_from)
+        if init_from.resolve() in seen:
+            break
+        seen.add(init_from.resolve())
         try:
-            source = ckpt.load_config(init_from)
-        except UserError:  # (gone or no run: nothing of it to protect)
-            return found
-        for p, what in _data_of(source, "the train.init_from run's").items():
+            cfg = ckpt.load_config(init_from)
+        except UserError:  # (gone or no run: nothing of it, or above it, to protect)
+            break
+        label = ("the train.init_from run's data" if len(seen) == 1 else
+                 f"the data of {init_from}, a run further up the train.init_from chain")
+        for p, what in _data_of(cfg, label).items():
             found.setdefault(p, what)
     return found
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import not_there, shown_path
+from .errors import not_there, shown_path, special_kind
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -178,13 +178,18 @@ def data_files(folder: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] 
 
 
 def check_regular_file(path: str | Path) -> Path:
-    """`path` as a Path if it names a regular file; FileNotFoundError or ValueError (a folder, a device or FIFO
-    that would be read forever) otherwise."""
+    """`path` as a Path if it names a regular file; FileNotFoundError or ValueError (a folder, a device or FIFO)
+    otherwise. A pipe (`--data /dev/stdin`) was "not a regular file", with no reason and no way out."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(missing_data(p))
+    if p.is_dir():
+        raise ValueError(f"data file {p} is a directory")
     if not p.is_file():
-        raise ValueError(f"data file {p} is {'a directory' if p.is_dir() else 'not a regular file'}")
+        odd = special_kind(p) or "not a regular file"
+        raise ValueError(f"data file {p} is {odd}, not a file: a pipe's rows are gone once read, yet the result "
+                         "records the path as the data it scored (and a pipe with no writer, or /dev/zero, never "
+                         "ends); write the rows to a file first (`cat > rows.jsonl`) and give its path")
     return p
 
 

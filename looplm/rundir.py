@@ -27,7 +27,7 @@ from typing import Any
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
-from .errors import UserError, special_kind
+from .errors import UserError, in_demo, special_kind
 
 LOCK = ".looplm.lock"
 # What a looplm run leaves in its directory (the rest are outputs: sweeps, plots).
@@ -444,7 +444,7 @@ RESULTS = ("sweep.json", "dynamics.json", "eval-lm/eval_lm.json")  # what sweep,
 def fresh_start(out: Path, resume: bool) -> list[str]:
     """The note a --resume that finds nothing to continue gives (resume_point returned None): it starts a new run,
     as a restart script needs, and a typo in the run path then trained from scratch beside the real run unsaid."""
-    if not resume:
+    if not resume or in_demo():  # (the demo resumes its stages unasked: a new stage is no --resume to speak of)
         return []
     held = out.is_dir() and {p.name for p in out.iterdir()} - {LOCK}
     what = "holds no checkpoint yet" if held else "does not exist" if not out.exists() else "is empty"
@@ -543,6 +543,10 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, str]]:
 
     refused = [ckpt.describe_change(*c) + (" (fewer would delete checkpoints)" if c[0] == "train.keep_checkpoints"
                                            else "") for c in changes if not allowed(*c)]
+    if refused and in_demo():  # the demo resumes its stages, and its --force replaces only its results
+        raise ConfigError(f"{out} was trained with other settings ({'; '.join(refused)}); the demo's stages "
+                          f"resume, even with {flag('--force', 'force=True')} (which replaces only its results): "
+                          f"use another {out_flag()}")
     if refused:
         raise ConfigError(f"{resume_flag()} would change the run in {out}, not continue it: {'; '.join(refused)}. "
                           f"Resume with the settings it was trained with (its checkpoint's, {src / _run_config(src)}; "

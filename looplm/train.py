@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed as dist
-from . import fitcheck, rundir, spectra
+from . import fitcheck, rundir, spectra, tasks
 from .config import Config, ConfigError
 from .errors import UserError
 from .evaluate import sweep
@@ -290,6 +290,7 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
     if src is not None:
         check_fingerprint(run.task, src, "a resume continues a run on the data it was trained on; restore the data, "
                                          "or start a new run from this one")
+        tasks.keep_spelling(src, cfg)  # (read by the name given, recorded by the one it was trained with)
     total = t.steps or _epoch_steps(t, run.task.size, world.is_main)
     state = ckpt.load_state(src) if src is not None else None
     if state is not None:

@@ -37,6 +37,22 @@ def _fine_tune_of_text_run(tmp: Path, copy: Path) -> None:
                                    f"train.init_from={tmp}/tr"]), tmp / "ft", progress=False)
 
 
+def _fine_tune_of_fine_tune(tmp: Path, copy: Path) -> None:
+    """<tmp>/ft2: a text run started from <tmp>/ft, itself started from <tmp>/tr (trained on the folder <tmp>/corpus)"""
+    from looplm import fit, load_config
+
+    _fine_tune_of_text_run(tmp, copy)
+    fit(load_config("text-stars", [*TINY[1::2], f"data.path={tmp}/small.txt", "data.window=15",
+                                   f"train.init_from={tmp}/ft"]), tmp / "ft2", progress=False)
+
+
+def _fifo(tmp: Path, copy: Path) -> None:
+    """<tmp>/rows.jsonl: a FIFO (a pipe's other end, as `--data /dev/stdin` is under `... | looplm`)"""
+    import os
+
+    os.mkfifo(tmp / "rows.jsonl")
+
+
 def _embedding(how: str) -> Callable[[Path, Path], None]:
     """The run's token embedding edited (NaN, or scaled past what a forward can hold) and its manifest updated to
     match, as a tool that rewrote both would."""
@@ -299,4 +315,12 @@ PATH_CASES: dict[str, Case] = {
         {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20}, prepare=_fine_tune_of_text_run)
        for cmd, more, name in (("export-hf", [], "model"), ("sweep", ["--no-progress", "--depths", "1:2"], "s.json"),
                                ("analyze", ["--no-progress", "--depths", "1:2", "--n", "2", "--no-plot"], "an"))},
+    # round 39 (run dir)
+    "out-sweep-fine-tune-of-fine-tune-into-first-corpus": Case(
+        "outputs", "sweep of a fine-tune of a fine-tune with --out inside the corpus folder of the first run (written, "
+        "and with --force over its training file: only the direct train.init_from run's data was checked)",
+        ["sweep", "{tmp}/ft2", "--no-progress", "--depths", "1:2", "--out", "{tmp}/corpus/s.json"],
+        {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20}, prepare=_fine_tune_of_fine_tune),
+    "data-sweep-fifo": Case("data", "sweep --data a pipe (\"not a regular file\", with no reason or way out)",
+                            [*S, "--data", "{tmp}/rows.jsonl"], prepare=_fifo),
 }

@@ -88,6 +88,24 @@ def saved_tokenizer(folder: str | Path) -> Any:
     return tokenizers.load(d)
 
 
+def missing_init_from(init_from: str) -> str:
+    """Why a fresh run cannot start: its train.init_from names nothing. A preset that fine-tunes another preset's
+    run (addition-stars from runs/addition-fixed8) is named, with the command that trains that run (the loader's
+    "checkpoint ... does not exist" named neither, and sent the user to download a looplm run from the hub)."""
+    from ..config_files import PRESET_DIR, read_yaml_config
+
+    said = f"train.init_from={init_from} does not exist"
+    setters = sorted(f.stem for f in PRESET_DIR.glob("*.yaml")
+                     if (read_yaml_config(f).get("train") or {}).get("init_from") == init_from)
+    if setters:
+        said += f" (preset {' and '.join(setters)} fine-tunes that run)"
+    first = Path(init_from).name
+    if first in {f.stem for f in PRESET_DIR.glob("*.yaml")}:
+        return (f"{said}; train it first: `looplm train --config {first} --out {init_from}`"
+                f"{' (or `looplm demo`, which trains both stages)' if 'addition-stars' in setters else ''}")
+    return f"{said}; give the run directory (train's --out) of the looplm run to fine-tune"
+
+
 def starting_tokenizer(init_from: str, data: Any = None) -> Any:
     """The tokenizer of the run train.init_from names, if it saved one: fine-tuning keeps the token ids its
     weights were trained with (a vocabulary rebuilt from new data would map the same ids to other characters).
@@ -99,6 +117,8 @@ def starting_tokenizer(init_from: str, data: Any = None) -> Any:
 
     if not init_from or find_model_dir(init_from) is not None:  # an HF model directory: the loader refuses it
         return None
+    if not Path(init_from).exists() and not Path(init_from).is_symlink():  # (a dead link: the loader says where)
+        raise ConfigError(missing_init_from(init_from))
     try:
         ckpt.resolve(init_from)
     except (ckpt.CheckpointError, OSError, ValueError):
@@ -182,6 +202,21 @@ def same_data(src: Path, key: str, old: Any, new: Any) -> bool:
     return not was.is_absolute() and (src / DATA_FILE).is_file()
 
 
+def keep_spelling(src: Path, cfg: Config) -> None:
+    """A resume that names the run's data otherwise (`same_data`) has read it by the name given; the run goes on
+    recording the name it was trained with. The new name was stored (config.yaml, the checkpoint), so a resume
+    from a subfolder (`../data/rows.jsonl`) left a path that named nothing from the run's own folder, and its
+    sweep and resume there were refused. Called once the data is read: `cfg` is changed in place, as the run's
+    writers hold it."""
+    from .. import checkpoint as ckpt
+
+    saved = ckpt.load_config(src).data
+    for key in ("path", "test_path"):
+        old, new = getattr(saved, key, ""), getattr(cfg.data, key, "")
+        if old != new and same_data(src, f"data.{key}", old, new):
+            setattr(cfg.data, key, old)
+
+
 def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -> Any:
     """The task a checkpoint was trained on, with the tokenizer saved in it. `held_out`: the held-out split will
     be scored, so the data files must still be the ones training split (else it could score training rows)."""
@@ -200,5 +235,5 @@ def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -
 
 
 __all__ = ["IGNORE", "AdditionTask", "Batch", "ChainTask", "CharTokenizer", "JsonlTask", "ParityTask", "TextTask",
-           "check_fingerprint", "make_task", "read_addition_jsonl", "same_data", "save_fingerprint", "saved_tokenizer",
-           "starting_tokenizer", "task_of_checkpoint", "with_task_vocab"]
+           "check_fingerprint", "keep_spelling", "make_task", "read_addition_jsonl", "same_data", "save_fingerprint",
+           "saved_tokenizer", "starting_tokenizer", "task_of_checkpoint", "with_task_vocab"]
