@@ -187,9 +187,11 @@ def check_regular_file(path: str | Path) -> Path:
         raise ValueError(f"data file {p} is a directory")
     if not p.is_file():
         odd = special_kind(p) or "not a regular file"
+        if "FIFO" not in odd:  # (/dev/zero would be read forever)
+            raise ValueError(f"data file {p} is {odd}, not a file; give the path of a data file")
         raise ValueError(f"data file {p} is {odd}, not a file: a pipe's rows are gone once read, yet the result "
-                         "records the path as the data it scored (and a pipe with no writer, or /dev/zero, never "
-                         "ends); write the rows to a file first (`cat > rows.jsonl`) and give its path")
+                         "records the path as the data it scored (and one with no writer never ends); write the rows "
+                         "to a file first (`cat > rows.jsonl`) and give its path")
     return p
 
 

@@ -46,13 +46,6 @@ def _fine_tune_of_fine_tune(tmp: Path, copy: Path) -> None:
                                    f"train.init_from={tmp}/ft"]), tmp / "ft2", progress=False)
 
 
-def _fifo(tmp: Path, copy: Path) -> None:
-    """<tmp>/rows.jsonl: a FIFO (a pipe's other end, as `--data /dev/stdin` is under `... | looplm`)"""
-    import os
-
-    os.mkfifo(tmp / "rows.jsonl")
-
-
 def _embedding(how: str) -> Callable[[Path, Path], None]:
     """The run's token embedding edited (NaN, or scaled past what a forward can hold) and its manifest updated to
     match, as a tool that rewrote both would."""
@@ -321,6 +314,4 @@ PATH_CASES: dict[str, Case] = {
         "and with --force over its training file: only the direct train.init_from run's data was checked)",
         ["sweep", "{tmp}/ft2", "--no-progress", "--depths", "1:2", "--out", "{tmp}/corpus/s.json"],
         {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20}, prepare=_fine_tune_of_fine_tune),
-    "data-sweep-fifo": Case("data", "sweep --data a pipe (\"not a regular file\", with no reason or way out)",
-                            [*S, "--data", "{tmp}/rows.jsonl"], prepare=_fifo),
 }

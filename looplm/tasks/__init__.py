@@ -118,7 +118,7 @@ def starting_tokenizer(init_from: str, data: Any = None) -> Any:
     if not init_from or find_model_dir(init_from) is not None:  # an HF model directory: the loader refuses it
         return None
     if not Path(init_from).exists() and not Path(init_from).is_symlink():  # (a dead link: the loader says where)
-        raise ConfigError(missing_init_from(init_from))
+        raise ckpt.CheckpointError(missing_init_from(init_from))  # (the loader's type: callers catch it)
     try:
         ckpt.resolve(init_from)
     except (ckpt.CheckpointError, OSError, ValueError):
