@@ -2,7 +2,8 @@
 
 `extract_answer` reads a model's completion in the order a grader should trust its cues (fenced code blocks and GSM8K's
 `<<9*2=18>>` annotations are left out first: a `####` or a number in code is no answer, but an `output` code block is
-the program's result and is read; with a `</think>`, only the text after the last one is read, and of an
+the program's result and is read; with a `</think>` (or gpt-oss's final channel: `<|channel|>final<|message|>`, or
+`assistantfinal` in text that opens with `analysis`), only the text after the last one is read, and of an
 `<answer>...</answer>` block only its content, read whole as a box's when it is one plain answer (`<answer>C</answer>`,
 `<answer>\\(\\sqrt{3}\\)</answer>`), else by these rules (`<answer>The answer is 18.</answer>`); special-token text,
 `<|im_end|>`, `</s>`, `<｜end▁of▁sentence｜>`, is left out, `<sup>2</sup>` is `^{2}`, and another tag ends its line's
@@ -12,23 +13,23 @@ answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\
    `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers (a bracket is
    dress only around one number, `(1,000)`, `($1,000)`, `(1,000 dollars)` too: `#### (3, 5)` and `(1,23)` are
    tuples, as after the phrase and in a box); an `=` on it as in the phrase: `#### 5 - 3 = 2` is 2), or is a choice
-   letter alone (`#### B`), or a word alone that is lowercase, yes/no/true/false, or on the text's last line
-   (`#### yes`, `#### Tuesday`; `#### Solution` above the working is a heading); a marker alone on its line reads the
-   next line that holds a letter or digit;
+   letter alone (`#### B`), or an expression that opens with a variable (`#### x - 1`), or a word alone that is
+   lowercase, yes/no/true/false, or on the text's last line (`#### yes`, `#### Tuesday`; `#### Solution` above the
+   working is a heading); a marker alone on its line reads the next line that holds a letter or digit;
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works; `\\boxed{x = 5}` is 5,
-   `\\boxed{x = \\frac{1}{2}}` 1/2, `\\boxed{\\approx 18.3}` 18.3; `$`, `\\(..\\)` in it are dress; an empty one is
-   none);
+   `\\boxed{x = \\frac{1}{2}}` 1/2, `\\boxed{\\approx 18.3}` 18.3; `$`, `\\(..\\)` and a currency, `€18`, in it
+   are dress; an empty one is none);
 3. the last "the answer is <x>" / "answer: <x>" phrase (and "the correct, right or final option or choice is <x>", "the
    answer choice is <x>"; after an `=` on that line, the number after the last one: "the answer is 5 - 3 = 2" is 2,
    "45 = 15 * 3" is 45; "x = 5, y = 7" and "x = 3 or x = -3" are text, a chain "5 + 3 = 8, so 8 * 2 = 16" its last step,
    16); a word or a choice letter it states is that answer, as text ("the answer is B because there are 4 choices",
    "twelve, not 11", "option B", "C. 42"); a phrase that ends its line ("**Final answer:**") reads the next line that
    holds a letter or digit (past `$$` or `\\[`), without a list's `- ` or `1. `; an inequality or margin (`x ≤ 5`,
-   `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, after the marker too) is text, up to its clause's
-   end or its math's `$` (`$3 + 4i$. I hope it is correct.` is `3 + 4i`), as is a tuple, an interval or a union of
-   them with its brackets (`(3, 5)`, `[2, 5)`, `(-\\infty,-2)\\cup(3,\\infty)`, after the marker or "answer is:" too;
-   `x \\in [2, 5]` is `[2, 5]`; a list or hedge of them whole, `(0, 1) or (1, 0)`), and LaTeX right after the
-   phrase that writes no number, read whole as a box's content (`$\\pi$`, `\\(-\\infty\\)`, `$\\frac{a}{b}$`,
+   `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, `x - 1`, `(x-3)(x+2)`, after the marker too) is text,
+   up to its clause's end or its math's `$` (`$3 + 4i$. I hope it is correct.` is `3 + 4i`), as is a tuple, an interval
+   or a union of them with its brackets (`(3, 5)`, `[2, 5)`, `(-\\infty,-2)\\cup(3,\\infty)`, after the marker or
+   "answer is:" too; `x \\in [2, 5]` is `[2, 5]`; a list or hedge of them whole, `(0, 1) or (1, 0)`), and LaTeX right
+   after the phrase that writes no number, read whole as a box's content (`$\\pi$`, `\\(-\\infty\\)`, `$\\frac{a}{b}$`,
    `\\mbox{yes}`, a matrix; MATH's "The final answer is $X$" is `\\boxed{X}`); a verdict ("the answer is
    correct/verified.") or a negation ("the answer isn't 5") states none, and the phrase before it is read;
 4. otherwise the last number in the text (the "flexible" fallback).
@@ -61,10 +62,11 @@ as an integer), and `is_correct` compares numerically when both sides are number
 text, case and inner spaces aside, as `latex.text_key` reads LaTeX (a matrix's row break `\\\\` kept whole;
 `\\dfrac` as `\\frac`, `(B)` as `B`, `\\sqrt2` as `\\sqrt{2}`, `a_1` as `a_{1}`, `\\sqrt{2}/2` and `3\\pi/4` as
 fractions, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`, `\\le`, `\\leq` and `≤` as one symbol; `π`, `√2`, `∞`, `x²` as
-`\\pi`, `\\sqrt{2}`, `\\infty`, `x^{2}`; a variable set to the answer aside, `x \\in [2,5]` as `[2,5]`, `x = \\pi` as
-`\\pi`). A gold that is NaN, the text "nan" or empty (a missing value) is refused with a ValueError, as is an integer
-of thousands of digits; a number may be a Decimal; a completion that is no text is a TypeError. `gold_answer` reads a
-solution as a completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
+`\\pi`, `\\sqrt{2}`, `\\infty`, `x^{2}` (`x² - 1` as `x^{2} - 1`); a variable, a function or an indexed name set to the
+answer aside, `x \\in [2,5]` as `[2,5]`, `x = \\pi` as `\\pi`, `p(x) = x^2 - 1` as `x^2 - 1`, `S_n = n^2` as `n^2`). A
+gold that is NaN, the text "nan" or empty (a missing value) is refused with a ValueError, as is an integer of thousands
+of digits; a number may be a Decimal; a completion that is no text is a TypeError. `gold_answer` reads a solution as a
+completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
 """
 
 from __future__ import annotations
@@ -76,7 +78,18 @@ import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
-from looplm.hf.latex import interval_at, last_boxed, markup, next_line, superscripts, text_key, unbox
+from looplm.hf.latex import (
+    clause,
+    final_text,
+    interval_at,
+    last_boxed,
+    markup,
+    next_line,
+    superscripts,
+    symbolic,
+    text_key,
+    unbox,
+)
 
 _SEP = "[\u00a0\u2002-\u200a\u202f'’]"  # digit groups' spaces (no-break, en, thin, narrow) and the Swiss ' and ’
 _GROUPED = rf"\d{{1,3}}(?:,\d{{3}})+|\d{{1,3}}(?:{_SEP}\d{{3}})+"  # 1,234,567, 1 234 567 (thin spaces), 1'234'567
@@ -125,9 +138,6 @@ _VERDICTS = frozenset("correct incorrect right wrong clear obvious simple confir
                       "reasonable accurate final checked sound true false above below".split())
 # words that point rather than answer ("the answer is thus 42", "the answer is here:"): the number after is read
 _NOT_ANSWERS = _VERDICTS | frozenset("here this that it thus therefore hence then so now".split())
-# what makes an expression of a number: 2\\sqrt{3}, 4π, \\log_2 8 (was 2, 4, 2)
-_SYMBOLS = re.compile(r"\\(?:sqrt|pi|log|ln|sin|cos|tan|cot|sec|csc|exp|[dt]?frac|infty|theta|alpha|beta|binom|lfloor"
-                      r"|lceil|overline)(?![A-Za-z])|[π√∞]")
 # a bracket is a number's dress only around that number alone, `#### (42)`: stripped before a tuple's first number or
 # a base's, `#### (3, 5)` and `(2)^{1/3}`, it left `3, 5)` and `2)^{1/3}`
 # (each space run scanned once: a `\s*` after the dress's own spaces tried every split of 20,000 spaces, seconds)
@@ -207,7 +217,7 @@ def _whole(num: re.Match, line: str) -> str:
     first part."""
     rest = line[num.end():]
     if re.search(r"\bbetween\s+\$?$", line[:num.start()], re.IGNORECASE):  # "between 42 and 43" was 42
-        return _clause(line[num.start():])
+        return clause(line[num.start():])
     # a list, or a hedge of two answers (42 or 43, 42 or maybe 43, 42 (or 43), 42 to 43, 10 – 15; 42 and 43 when they
     # open the answer, not "we add 3 and 4"; each in its math, `$30$ and $150$`, was 30): no one number, unless every
     # one is the same number (1/8 or 12.5%)
@@ -224,7 +234,7 @@ def _whole(num: re.Match, line: str) -> str:
         return _opened(line, num.start(), re.match(r"\s*[^ \t\n]+", line[num.start():]).group(0))
     if re.match(r"\s*(?:\*\*|[-+*/×÷^_·⋅]|x|\\times|\\cdot)\s*\(?\d", rest):  # 5 - 3, 2**10, 1_000, 3 x 4, 4x10
         # up to its clause's end or its math span's `$`: `$3 + 4i$. I hope it is correct.` took the rest of the line
-        return _opened(line, num.start(), re.split(r"\$(?!\s*\.?\d)", _clause(line[num.start():]))[0].strip())
+        return _opened(line, num.start(), re.split(r"\$(?!\s*\.?\d)", clause(line[num.start():]))[0].strip())
     return num.group(0)
 
 
@@ -278,8 +288,9 @@ def extract_answer(text: str) -> str | None:
         raise TypeError(f"extract_answer reads a completion's text, got {type(text).__name__} {text!r:.40}")
     if not text:
         return None
-    # a reasoning model's draft (its "the answer is 20" in <think>) is superseded by what it says after </think>
-    text, block = markup(text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text)
+    # a reasoning model's draft (its "the answer is 20" in <think>, gpt-oss's analysis channel) is superseded by what
+    # it says after </think> (or in its final channel)
+    text, block = markup(final_text(text))
     # an `<answer>` block's content is the answer whole, as a box's is (`<answer>\\sqrt{3}</answer>` was 3); one
     # with prose, a marker, a phrase or a box in it (`<answer>The answer is 18.</answer>`) is read as a completion
     if block and (said := _plain_answer(text)) is not None:
@@ -290,8 +301,9 @@ def extract_answer(text: str) -> str | None:
     # a list's bullet ("- 42") and a spaced dash after a word ("Total - 12") are no minus signs (-42, -12 were read)
     text = re.sub(r"(?m)^([ \t]*)[-*•+][ \t]+(?=\S)", r"\1", text)
     # (from a word's start only, and not after a LaTeX command's `\\`: `\\pi - 2` is an expression; from every letter of
-    # a run of 100,000, each scanning the rest of the run, it took minutes)
-    text = _latex(re.sub(r"(?<![\w\\])([^\W\d_]{2,})[ \t]+[-–][ \t]+(?=\$?\d)", r"\1: ", text))
+    # a run of 100,000, each scanning the rest of the run, it took minutes; a superscript is no
+    # letter: `x² - 1` was `x^{2}: 1`)
+    text = _latex(re.sub(r"(?<![\w\\])([^\W\d_⁰¹²³⁴-⁹]{2,})[ \t]+[-–][ \t]+(?=\$?\d)", r"\1: ", text))
     # a fraction's or an expression's rounding after it ("1/6 ≈ 0.167", `\\frac{1}{6} \\approx 0.17`, `\\sqrt{2}
     # \\approx 1.414`, `2\\pi \\approx 6.28`, `e^2 ≈ 7.389`) is left out: the answer is the exact value (the rounding,
     # the text's last number, was read: wrong for a gold 1/6 or \\sqrt{2}). A decimal's rounding is kept: "41.67 ≈ 42
@@ -360,8 +372,10 @@ def _marker_answer(line: str, last: bool) -> str | None:
         raw = side.strip()
         line = re.sub("^" + _DRESS, "", raw)
         num = _lead_number(line)
-    if num and (_COMPARE.search(line) or _symbolic(line, num)):  # `#### 2\\sqrt{3}` was 2, `#### 5 ± 2` 5
-        return normalize(_clause(line))
+    # (and an expression that opens with a variable, `#### x - 1`: its last number, -1, was read)
+    expr = None if num else re.match(r"[-(|]*[A-Za-z](?![A-Za-z])", line) and _NUM_RE.search(line)
+    if num and (_COMPARE.search(line) or symbolic(line, num)) or expr and symbolic(line, expr):  # `#### 5 ± 2` 5
+        return normalize(clause(line))
     if num:  # (with the dress's bracket when the answer closes it: `#### (3)(4)` was `3)(4)`)
         return normalize(_opened(raw, len(raw) - len(line) + num.start(), _whole(num, line)))
     # `#### B`: a choice, as \boxed{B} is; and `#### Option B`, `#### B) 42` (the last number was read)
@@ -401,8 +415,8 @@ def _phrase_answer(tail: str) -> str | None:
     if side is None:  # "x = 5, y = 7": several answers
         return normalize(tail)
     num = _NUM_RE.search(side)
-    if _COMPARE.search(side) or num is not None and _symbolic(side, num):  # x ≤ 5, 5 ± 2, 3x + 2: as text
-        return normalize(_clause(tail))
+    if _COMPARE.search(side) or num is not None and symbolic(side, num):  # x ≤ 5, 5 ± 2, 3x + 2: as text
+        return normalize(clause(tail))
     return None if num is None else normalize(_whole(num, side))
 
 
@@ -416,21 +430,7 @@ def _math_after(tail: str) -> str | None:
         # (a span of a sign alone is no answer: `$-\$5$` is `$-$5$` once `\$` is read, and was "-")
         return m[2] or (m[1] if "\\" in m[1] or not re.search(r"\d", m[1]) and m[1].strip() not in "-+" else None)
     m = re.match(lead + r"(-?(?:\\[A-Za-z]|∞).*)", tail, re.IGNORECASE)  # (`-∞.` stated none)
-    return _clause(m.group(1)) if m and not re.search(r"\d", _clause(m.group(1))) else None
-
-
-def _clause(s: str) -> str:
-    """`s` up to its sentence's end (the text an expression answer is compared as)."""
-    return re.split(r"[.;](?:\s|$)|,\s", s)[0]
-
-
-def _symbolic(line: str, num: re.Match) -> bool:
-    """Whether the number `num` is part of an expression in `line` (2\\sqrt{3}, 4π, e^2, x^2, 3x + 2, x + 2): read
-    whole, as text; its first number was the answer."""
-    before, after = line[:num.start()], line[num.end():]
-    return bool(_SYMBOLS.search(_clause(line))
-                or re.search(r"(?<![A-Za-z])[A-Za-z]\s*(?:[-+*/^_]\s*\{?|\()\s*$", before)
-                or re.match(r"[A-Za-z](?![A-Za-z])|\s*[-+*/^]\s*(?:[A-Za-z](?![A-Za-z])|\\)", after))
+    return clause(m.group(1)) if m and not re.search(r"\d", clause(m.group(1))) else None
 
 
 def _sum(side: str) -> bool:

@@ -5,9 +5,11 @@
 `\\dfrac` as `\\frac`, `\\le`/`\\leq`/`≤` (and the other relations) as one symbol, `π`, `√2`, `∞`, `x²` as `\\pi`,
 `\\sqrt{2}`, `\\infty`, `x^{2}`, a bare one-character argument braced (`\\sqrt2` as `\\sqrt{2}`, `x^2` as `x^{2}`), a
 quotient of whole terms as `\\frac` (`3\\pi/4` as `\\frac{3\\pi}{4}`, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`), a
-bracketed choice letter as the letter, a variable set to the answer (`x \\in [2,5]`, `x = \\pi`) aside. `last_boxed`
-finds a box's content and `interval_at` the tuple or interval an answer opens with; `markup` reads a completion's tags
-(special-token text, an `<answer>` block, HTML-like tags).
+bracketed choice letter as the letter, a variable, function or indexed name set to the answer (`x \\in [2,5]`, `x =
+\\pi`, `p(x) = x^2`, `S_n = n^2`) aside; a currency in a box (`€18`) is dress, as `\\$` is. `last_boxed` finds a box's
+content and `interval_at` the tuple or interval an answer opens with; `markup` reads a completion's tags (special-token
+text, an `<answer>` block, HTML-like tags), `final_text` the text after a reasoning draft (`</think>`, gpt-oss's
+analysis channel); `clause` and `symbolic` tell an expression answer (`3x + 2`, `x - 1`) from a number.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ _FRAC_FACTOR = re.compile(rf"(?<![\w^_}}\\])\\frac\{{(\d+)\}}(\{{[^{{}}]+\}})\s*
 # a variable (or a tuple of them) set to the answer, `x \in [2,5]`, `x = \pi`, `(a, b) = (1, 2)`, is no part of it, as
 # `\boxed{x = 5}` is 5; one binding only (`x = 3 or x = -3` is two answers)
 _SETS = r"(?:=|\\in(?![A-Za-z])|∈)"
-_VARIABLE = r"(?:[A-Za-z]|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))"
+# (a function's or indexed name too, `p(x) =`, `f^{-1}(x) =`, `S_n =`: `\boxed{p(x) = x^2 - 1}` was wrong for x^2-1)
+_NAME = r"[A-Za-z](?:_(?:\{[^{}]*\}|\w))?(?:\^(?:\{[^{}]*\}|\w))?(?:\([A-Za-z\d\s,]*\))?"
+_VARIABLE = rf"(?:{_NAME}|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))"
 _BINDING = re.compile(rf"\s*{_VARIABLE}\s*{_SETS}(?!.*{_SETS})", re.DOTALL)
 # a tuple or interval `(3,5)`, `[1, 2)`, and a union of them `(-\infty,-2)\cup(3,\infty)` (it was cut to its first),
 # read past an answer's dress, `**`, `$`, `:`, `\(`, and the variable set to it
@@ -66,6 +70,25 @@ _SUPERSCRIPT = re.compile(r"(?<=[\w)}])⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
 _UNICODE_MATH = re.compile(r"√\s*(?:\(([^()]*)\)|(\d+(?:\.\d+)?|[A-Za-z](?![A-Za-z])))?|π|∞")
 # a leading approximation sign in a box (`\boxed{\approx 18.3}`, `\boxed{x \approx 1.41}`) is dress, as `#### ≈18.3`'s
 _APPROX = re.compile(r"^\s*(?:[A-Za-z]\s*)?(?:\\approx|\\sim|≈|∼)(?![A-Za-z])\s*(?=[-$]?\.?\d)")
+
+
+# what makes an expression of a number: 2\\sqrt{3}, 4π, \\log_2 8 (was 2, 4, 2)
+_SYMBOLS = re.compile(r"\\(?:sqrt|pi|log|ln|sin|cos|tan|cot|sec|csc|exp|[dt]?frac|infty|theta|alpha|beta|binom|lfloor"
+                      r"|lceil|overline)(?![A-Za-z])|[π√∞]")
+# gpt-oss's (harmony) final channel, its special tokens kept or stripped (`analysis...assistantfinal...`): the
+# analysis channel before it is a draft, as a `<think>` is (its `\boxed{20}` outranked the final "The answer is 18.")
+_FINAL = re.compile(r"<\|channel\|>\s*final\s*(?:<\|constrain\|>[^<>\n]*)?<\|message\|>"
+                    r"|assistantfinal")
+_ANALYSIS = re.compile(r"\s*(?:<\|start\|>\s*assistant\s*)?(?:<\|channel\|>\s*)?analysis")
+
+
+def final_text(text: str) -> str:
+    """The text after the last `</think>`, or after gpt-oss's last final-channel marker (`<|channel|>final<|message|>`,
+    or `assistantfinal` when special tokens were stripped and the text opens with its `analysis` channel); else
+    `text`."""
+    text = text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text
+    marks = [m for m in _FINAL.finditer(text) if m[0] != "assistantfinal" or _ANALYSIS.match(text)]
+    return text[marks[-1].end():] if marks else text
 
 
 def superscripts(s: str) -> str:
@@ -167,6 +190,7 @@ def unbox(boxed: str) -> str:
     s = plain if re.search(r"\w", plain) else re.sub(r"\\(?:text|mbox|textrm|mathrm)\{([^{}]*)\}", r"\1", s)
     while re.fullmatch(r"\{[^{}]*\}", s):  # {5}
         s = s[1:-1].strip()
+    s = re.sub(r"[€£¥₹]\s*(?=-?\.?\d)|(?<=\d)\s*[€£¥₹]", "", s)  # a currency, as `\$`: `\boxed{€18}` was text
     return re.sub(r"^\+(?=\s*[\d.])", "", s)  # +5
 
 
@@ -201,3 +225,18 @@ def text_key(s: str) -> str:
 
 def _braced(arg: str) -> str:
     return arg if arg.startswith("{") else "{" + arg + "}"
+
+
+def clause(s: str) -> str:
+    """`s` up to its sentence's end (the text an expression answer is compared as)."""
+    return re.split(r"[.;](?:\s|$)|,\s", s)[0]
+
+
+def symbolic(line: str, num: re.Match) -> bool:
+    """Whether the number `num` is part of an expression in `line` (2\\sqrt{3}, 4π, e^2, x^2, 3x + 2, x + 2): read
+    whole, as text; its first number was the answer."""
+    # (a minus after a letter is the expression's, not the number's sign: `x - 1` was -1, `(x-3)(x+2)` -3)
+    before, after = line[:num.start() + num.group(0).startswith("-")], line[num.end():]
+    return bool(_SYMBOLS.search(clause(line))
+                or re.search(r"(?<![A-Za-z])[A-Za-z]\s*(?:[-+*/^_]\s*\{?|\()\s*$", before)
+                or re.match(r"[A-Za-z](?![A-Za-z])|\s*[-+*/^]\s*(?:[A-Za-z](?![A-Za-z])|\\)", after))
