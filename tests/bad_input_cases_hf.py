@@ -535,4 +535,10 @@ HF_CASES: dict[str, Case] = {
     "hf-finetune-template-folder": Case("config", "data.chat_template=a model folder (not its template file)", [
         *FT, "--set", "data.chat_template={tmp}/m"], {"ft.yaml": FT_YAML, "chat.jsonl": GOOD_CHAT + "\n",
                                                        "m/config.json": "{}"}, hf=True),
+    # round 40 (HF)
+    "hf-finetune-csv-file": Case("data", "data.source=a .csv file (a KeyError traceback: the two-formats check "
+                                 "indexed the suffix)", [*FT, "--set", "data.source={tmp}/m.csv"], {
+        "ft.yaml": FT_YAML, "m.csv": "question,answer\n1+1?,2\n"}, hf=True),
+    "hf-finetune-jsonl-gz-file": Case("data", "data.source=a gzipped JSONL file (.jsonl.gz)", [
+        *FT, "--set", "data.source={tmp}/m.jsonl.gz"], {"ft.yaml": FT_YAML, "m.jsonl.gz": GOOD_CHAT + "\n"}, hf=True),
 }

@@ -141,7 +141,8 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_
                 raise ValueError(f"{w}: {e}") from None
         return build_examples(convs, tokenizer, max_length, fmt="messages")
 
-    records = load_records(data, split, config_name, max_samples=0 if n <= 0 else n * 2)
+    chooser = "analyze (a split folder's test split, else validation, else its only one)"
+    records = load_records(data, split, config_name, max_samples=0 if n <= 0 else n * 2, chooser=chooser)
     try:
         examples, stats = encode(records)
     except ValueError:
@@ -149,7 +150,7 @@ def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_
             raise
         examples, stats = [], None  # none usable among the first 2n: the rest of the file may hold some
     if len(examples) < n and len(records) == n * 2:  # the rest of the file may hold more usable records
-        examples, stats = encode(load_records(data, split, config_name))
+        examples, stats = encode(load_records(data, split, config_name, chooser=chooser))
     examples = examples[:n]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return to_batch(examples, pad), stats.to_json() | {"used": len(examples)}

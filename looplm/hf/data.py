@@ -19,7 +19,7 @@ from ..errors import not_there
 from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
 from .chat import ROLES, Encoded, TemplateError, encode_chat, has_messages, to_messages
-from .data_shapes import json_shape
+from .data_shapes import card_chooses, json_shape, one_format
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -180,11 +180,12 @@ def _from_hub(datasets: Any, source: str, config_name: str | None, split: str) -
 
 
 def load_records(source: str, split: str = "train", config_name: str | None = None, max_samples: int = 0,
-                 subset: str = "first", seed: int = 0) -> Records:
+                 subset: str = "first", seed: int = 0, chooser: str = "") -> Records:
     """Records from a local file or folder, else from the HF hub via `datasets.load_dataset(source, ...)`.
 
     `max_samples` > 0 keeps that many: the first ones (`subset="first"`, the dataset's order) or a seeded
-    uniform sample (`subset="random"`). The training order is shuffled per epoch later either way.
+    uniform sample (`subset="random"`). The training order is shuffled per epoch later either way. `chooser` says
+    what chose `split` in the note on files in no split (default: data.split).
     """
     if subset not in ("first", "random"):
         raise ValueError(f"subset must be first or random, got {subset!r}")
@@ -210,9 +211,9 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
             raise ValueError(f"{p}: its files split it as datasets.load_dataset does ({shown}" + (
                 f"; in no split: {unsplit}" if unsplit else "") + f"); data.split={split!r} is none of them: set "
                 f"data.split to one{sliced}")
-        if unsplit and not (p / "README.md").is_file():  # (a README's configs choose their files themselves)
+        if unsplit and not card_chooses(p):  # (a README's configs choose their files themselves; a plain card not)
             print(f"note: {p}: {unsplit} in no split (datasets.load_dataset splits a folder by its file names: "
-                  f"train, test, validation), not read; data.split={split!r} reads the {split} files")
+                  f"train, test, validation), not read; {chooser or f'data.split={split!r}'} reads the {split} files")
         if named is not None:  # the split's files only: a hub snapshot read whole trained on its test split
             files = [f for f in files if f.resolve() in named[split]]
             _all_named(p, split, named[split], files)
@@ -268,35 +269,6 @@ def _card_configs(folder: Path, factory: Any) -> Any:
         why = " ".join(str(e).split())[:200]
         raise ValueError(f"{folder}/README.md: datasets could not read its `configs:` ({why}); fix them (see "
                          "https://huggingface.co/docs/hub/datasets-manual-configuration), or remove them") from None
-
-
-# datasets' reader of each suffix: it reads one per folder (the most common one), looplm read every file
-FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-
-def one_format(folder: Path, files: list[Path]) -> None:
-    """Refuse the data files of a folder in two formats, or one file's data under two suffixes (data.jsonl beside
-    data.parquet or data.json): read together, every record was trained (and analyzed) twice, where
-    datasets.load_dataset reads one format (or refuses the folder)."""
-    def names(fs: list[Path]) -> str:
-        shown = [str(f.relative_to(folder)) if f.is_relative_to(folder) else str(f) for f in fs[:3]]
-        return ", ".join(shown) + (", ..." if len(fs) > 3 else "")
-
-    by_format: dict[str, list[Path]] = {}
-    by_stem: dict[Path, list[Path]] = {}
-    for f in files:
-        by_format.setdefault(FORMATS[f.suffix.lower()], []).append(f)
-        by_stem.setdefault(f.with_suffix(""), []).append(f)
-    twice = next((fs for fs in by_stem.values() if len(fs) > 1), None)
-    if len(by_format) > 1:
-        shown = "; ".join(f"{k}: {names(fs)}" for k, fs in sorted(by_format.items()))
-        raise ValueError(f"{folder} holds data files in {len(by_format)} formats ({shown}), which would all be read: "
-                         "every record twice where they hold the same data (datasets.load_dataset reads one format "
-                         "per folder); keep one format in the folder, or give the files of one (data.source; "
-                         "analyze: --data)")
-    if twice:
-        raise ValueError(f"{folder} holds {names(twice)}: one name under two suffixes, which would both be read, "
-                         "every record twice where they hold the same data; keep one of them in the folder")
 
 
 def _all_named(folder: Path, split: str, named: set[Path], files: list[Path]) -> None:

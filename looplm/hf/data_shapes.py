@@ -1,7 +1,9 @@
-"""A JSON data file that is one object of columns or of splits, said as such (looplm.hf.data reads records)."""
+"""Shapes of local data that looplm.hf.data reads records from, said as such: a JSON data file that is one object of
+columns or of splits, a folder's files in two formats, a README.md whose `configs:` choose a folder's files."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 SPLIT_NAMES = {"train", "test", "validation", "valid", "dev", "eval"}  # (a record's "test_cases" list is no split)
@@ -26,3 +28,55 @@ def json_shape(data: Any) -> str | None:
         return (f"one JSON object of splits ({', '.join(map(str, data))[:80]}); write each split's records to its "
                 "own file (train.jsonl, test.jsonl: a folder of them splits as datasets.load_dataset does)")
     return None
+
+
+# datasets' reader of each suffix: it reads one per folder (the most common one), looplm read every file
+FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def one_format(folder: Path, files: list[Path]) -> None:
+    """Refuse the data files of a folder in two formats, or one file's data under two suffixes (data.jsonl beside
+    data.parquet or data.json): read together, every record was trained (and analyzed) twice, where
+    datasets.load_dataset reads one format (or refuses the folder)."""
+    def names(fs: list[Path]) -> str:
+        shown = [str(f.relative_to(folder)) if f.is_relative_to(folder) else str(f) for f in fs[:3]]
+        return ", ".join(shown) + (", ..." if len(fs) > 3 else "")
+
+    by_format: dict[str, list[Path]] = {}
+    by_stem: dict[Path, list[Path]] = {}
+    for f in files:  # (a single file of another suffix is refused by its reader, as an unsupported file type)
+        if f.suffix.lower() in FORMATS:
+            by_format.setdefault(FORMATS[f.suffix.lower()], []).append(f)
+        by_stem.setdefault(f.with_suffix(""), []).append(f)
+    twice = next((fs for fs in by_stem.values() if len(fs) > 1), None)
+    if len(by_format) > 1:
+        shown = "; ".join(f"{k}: {names(fs)}" for k, fs in sorted(by_format.items()))
+        raise ValueError(f"{folder} holds data files in {len(by_format)} formats ({shown}), which would all be read: "
+                         "every record twice where they hold the same data (datasets.load_dataset reads one format "
+                         "per folder); keep one format in the folder, or give the files of one (data.source; "
+                         "analyze: --data)")
+    if twice:
+        raise ValueError(f"{folder} holds {names(twice)}: one name under two suffixes, which would both be read, "
+                         "every record twice where they hold the same data; keep one of them in the folder")
+
+
+def card_chooses(folder: Path) -> bool:
+    """Whether the folder's README.md header (or .huggingface.yaml) has `configs:`, which choose its files by name:
+    a plain dataset card (license, tags) or a README with no header leaves the split to the file names, as no README."""
+    import yaml
+
+    for name, header in (("README.md", True), (".huggingface.yaml", False)):
+        try:
+            text = (folder / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if header:  # (the YAML between the opening --- lines; none: no configs)
+            parts = text.split("\n---", 1) if text.startswith("---") else []
+            text = parts[0][3:] if len(parts) == 2 else ""
+        try:
+            meta = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        if isinstance(meta, dict) and meta.get("configs"):
+            return True
+    return False
