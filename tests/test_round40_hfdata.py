@@ -55,3 +55,19 @@ def test_analyzes_note_on_files_in_no_split_names_no_data_split(tmp_path, capsys
     assert "extra.jsonl in no split" in out and "data.split" not in out
     assert "analyze (a split folder's test split, else validation, else its only one) reads the train files" in out
 
+
+def test_examples_that_open_with_the_pad_id_are_named_before_training():
+    """A bos-first template where bos = pad (Ouro's id 0) gave every step at >= 5 loops non-finite gradients (the
+    pad row is kept at zero), and the refusal blamed the weights, the data and the settings."""
+    from types import SimpleNamespace
+
+    from looplm.hf.finetune import pad_first
+
+    from .hf_fixtures import tiny_ouro
+
+    model = tiny_ouro(64)
+    bos_first = [SimpleNamespace(input_ids=[0, 5, 6]), SimpleNamespace(input_ids=[5, 6, 7])]
+    said = pad_first(model, bos_first, 0)
+    assert said and said.startswith("1 of 2 examples open with the pad token (id 0") and "without bos_token" in said
+    assert pad_first(model, bos_first[1:], 0) is None
+    assert pad_first(model, bos_first, 3) is None  # (padding_idx is another id: its row is not held at zero)

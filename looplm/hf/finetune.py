@@ -491,6 +491,8 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     if positions is not None and longest > positions:
         raise ConfigError(f"data.max_length: the longest example has {longest} tokens but {src} has "
                           f"{positions} positions; set data.max_length={positions} or lower")
+    if (said := pad_first(model, examples, pad_id)) and rank_zero():
+        print(f"note: {said}")
     if template is not None:  # saved with the checkpoints; a tokenizer's named templates stay (a resume names one)
         tokenizer.chat_template = {**templates, "default": template} if templates else template
     if eot is None and rank_zero():
@@ -534,3 +536,21 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
         save_fingerprint(task, folder)
 
     return Run(model, task, write_model)
+
+
+def pad_first(model: Any, examples: list, pad_id: int) -> str | None:
+    """Why steps may be non-finite, or None: examples that open with the pad id (a template's bos_token where bos is
+    the pad token, Ouro's id 0) start from its embedding row, which padding_idx keeps at zero; an exactly-zero state
+    at position 0 (causal attention sees only itself there) meets RMSNorm's backward at 1/sqrt(eps), and a few loops
+    (5 of the tiny test model) overflow its gradients to inf, every such step skipped as non-finite."""
+    emb = model.get_input_embeddings()
+    if getattr(emb, "padding_idx", None) != pad_id:
+        return None
+    n = sum(1 for e in examples if len(e.input_ids) and int(e.input_ids[0]) == pad_id)
+    if not n:
+        return None
+    return (f"{n} of {len(examples)} examples open with the pad token (id {pad_id}; the chat template's bos_token is "
+            "the pad token here, as in Ouro), whose embedding is kept at zero: at more loops their gradients can "
+            "overflow, and such steps are skipped as non-finite; use a chat template without bos_token, or give the "
+            "tokenizer a pad token distinct from bos")
+
