@@ -71,3 +71,36 @@ def test_examples_that_open_with_the_pad_id_are_named_before_training():
     assert said and said.startswith("1 of 2 examples open with the pad token (id 0") and "without bos_token" in said
     assert pad_first(model, bos_first[1:], 0) is None
     assert pad_first(model, bos_first, 3) is None  # (padding_idx is another id: its row is not held at zero)
+
+
+GROUP = """group: tiny_all
+task:
+  - tiny_roll
+  - tiny_math_mc
+aggregate_metric_list:
+  - metric: acc
+    aggregation: mean
+    weight_by_size: true
+metadata:
+  version: 1.0
+"""
+
+
+def test_a_groups_chat_templated_tasks_are_its_members_that_took_prompts(tmp_path, capsys):
+    """eval-lm on a group recorded chat_template_tasks ['tiny_all'] and said the system prompt opened every prompt
+    of tiny_all, beside the note that its rolling member tiny_roll took no template."""
+    from looplm.hf.lm_eval_depths import eval_depths
+
+    from .hf_fixtures import save_tiny_base, write_lm_eval_tasks
+    from .test_round39_hfeval import ROLLING
+
+    base = save_tiny_base(tmp_path / "base", tiny_chat_tokenizer())
+    data = write_jsonl(math_problems(4), tmp_path / "m.jsonl")
+    write_lm_eval_tasks(tmp_path / "tasks", data, max_gen_toks=2)
+    (tmp_path / "tasks" / "tiny_roll.yaml").write_text(ROLLING.format(data=data.resolve()))
+    (tmp_path / "tasks" / "grp.yaml").write_text(GROUP)
+    res = eval_depths(str(base), ["tiny_all"], [1], tmp_path / "e", include_path=str(tmp_path / "tasks"), limit=1,
+                      batch_size=1, apply_chat_template=True, device="cpu")
+    out = capsys.readouterr().out
+    assert res["settings"]["chat_template_tasks"] == ["tiny_math_mc"], out
+    assert "not used by tiny_roll" in out

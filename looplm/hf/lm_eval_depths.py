@@ -263,6 +263,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         generates = any(c.get("output_type") == "generate_until" for c in res.get("configs", {}).values())
         # lm-eval scores a rolling log-likelihood (perplexity) on the raw document: no template, no system turn
         raw = [t for t, c in res.get("configs", {}).items() if c.get("output_type") == "loglikelihood_rolling"]
+        scored = list(res.get("configs", {}))  # the tasks that ran: a group's members, not the group's name
         # What was scored, not what was asked: a --limit above a task's size scores the whole task.
         counts = {t: {"original": int(c["original"]), "effective": int(c["effective"])}
                   for t, c in res.get("n-samples", {}).items()}
@@ -283,7 +284,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     elif config_q is not None:
         print(f"note: the model's config.json sets early_exit_threshold={config_q}; every row ran exactly its loop "
               f"count ({_flag('exit_threshold')} {config_q} scores that exit rule instead)")
-    templated = [t for t in tasks if t not in raw] if apply_chat_template else []
+    templated = [t for t in (scored or tasks) if t not in raw] if apply_chat_template else []
     if apply_chat_template and raw:
         print(f"note: {_flag('apply_chat_template')} was not used by {', '.join(raw)}: lm-eval scores a rolling "
               "log-likelihood on the raw document" + ("" if templated else
