@@ -60,7 +60,7 @@ from typing import Any
 import torch
 
 from .model import twice_differentiable
-from .regularizers import check_mask_values
+from .regularizers import expand_mask
 
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 MatVec = Callable[[torch.Tensor], torch.Tensor]  # (B, n) float64 -> (B, n) float64, one operator per row
@@ -102,12 +102,10 @@ class FrobeniusEstimate:
 
 # --- operators -----------------------------------------------------------------------------------------------
 def _mask_like(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    # the penalties' shape check: a (T,) mask with B == T was read as one flag per sample (rho 0 "converged")
     if mask is None:
         return None
-    m = check_mask_values(mask).to(h.dtype)
-    while m.dim() < h.dim():
-        m = m.unsqueeze(-1)
-    return m.expand_as(h)
+    return expand_mask(mask, h).expand_as(h)
 
 
 def _jvp_op(step_fn: StepFn, h: torch.Tensor, mask: torch.Tensor | None, jvp_fn: JvpFn | None = None) -> MatVec:
