@@ -141,10 +141,11 @@ def jsrr_release(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | 
 def power_penalty(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None, iters: int = 1,
                   v0: torch.Tensor | None = None, mask: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-step power iteration; only the last JVP builds a graph. Returns (penalty, last unit probe).
+    """k-step power iteration; only the last JVP builds a graph. Returns (penalty, next unit probe).
 
-    Pass the returned probe back as `v0` on the next call to warm-start (a persistent vector); it must then
-    have h's shape.
+    The probe returned is the next iterate J v / ||J v|| (detached): pass it back as `v0` on the next call to
+    warm-start (a persistent vector), so repeated calls with iters=1 still advance toward the dominant
+    eigenvector. `v0` must have h's shape, be finite and be non-zero on every sample with a real token.
     """
     iters = check_count("iters", iters, 1)  # 0, -3 and True ran one iteration, reported as asked
     if iters > MAX_DEPTH:  # each iteration is a JVP, a loop's worth of work: 10**12 never ended
@@ -152,13 +153,40 @@ def power_penalty(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator |
     h = h.detach()
     m = expand_mask(mask, h)
     step_fn = restrict(step_fn, m)
-    v = unit_probes(h.shape, generator, h.device, h.dtype, m) if v0 is None else v0.detach()
+    v = unit_probes(h.shape, generator, h.device, h.dtype, m) if v0 is None else _check_v0(v0, h, m)
     with torch.no_grad():
         for _ in range(iters - 1):
             _, jv = jvp(step_fn, h, v)
-            v = jv / jv.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (jv.dim() - 1)))
+            v = _next_probe(jv, v)
     _, jv = jvp(step_fn, h, v)
-    return _sq_norm_per_sample(jv).mean(), v
+    # the next iterate, not v: with iters=1 returning v itself meant a warm start never moved
+    return _sq_norm_per_sample(jv).mean(), _next_probe(jv.detach(), v)
+
+
+def _next_probe(jv: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """J v / ||J v|| per sample; a sample whose J v is 0 (v in J's null space, or all padding) keeps v, so a
+    probe handed back as v0 is never made zero by the step."""
+    norm = jv.flatten(1).norm(dim=1).view(-1, *([1] * (jv.dim() - 1)))
+    return torch.where(norm > 1e-12, jv / norm.clamp_min(1e-12), v)
+
+
+def _check_v0(v0: torch.Tensor, h: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+    """`v0` detached, or ValueError: a wrong shape reached torch's forward-AD error, an all-zero probe gave a
+    penalty of 0 silently, NaN gave NaN."""
+    if not isinstance(v0, torch.Tensor) or v0.shape != h.shape:
+        found = tuple(v0.shape) if isinstance(v0, torch.Tensor) else type(v0).__name__
+        raise ValueError(f"v0 must have h's shape {tuple(h.shape)} (pass back the probe power_penalty returned), "
+                         f"got {found}")
+    v0 = v0.detach()
+    if not torch.isfinite(v0).all():
+        raise ValueError("v0 holds NaN or inf; pass a finite probe (or None for a random one)")
+    live = v0 if m is None else v0 * m
+    real = torch.ones(h.shape[0], dtype=torch.bool, device=h.device) if m is None else (m.flatten(1) != 0).any(1)
+    zero = ((live.flatten(1) == 0).all(1) & real).nonzero().flatten().tolist()
+    if zero:
+        raise ValueError(f"v0 is zero on the real tokens of sample(s) {zero[:5]}, which makes their penalty 0; pass "
+                         "a non-zero probe (or None for a random one)")
+    return v0
 
 
 def hutchinson(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from looplm.regularizers import power_penalty
 from looplm.spectra import frobenius_hutchinson, spectral_norm, spectral_radius
 
 
@@ -34,3 +35,56 @@ def test_a_spectral_estimate_refuses_a_1d_mask(name, B):
     with pytest.raises(ValueError, match=rf"mask must have the state.s \(B, T\) = \({B}, 4\), got shape \(4,\)"):
         ESTIMATES[name](f, h, torch.tensor([1.0, 1.0, 0.0, 0.0]))
     ESTIMATES[name](f, h, torch.tensor([1.0, 1.0, 0.0, 0.0]).expand(B, 4))  # the (B, T) mask runs
+
+
+def test_power_penalty_warm_start_advances_with_one_iteration():
+    """The probe returned was v0 itself with iters=1, so passing it back never moved: the penalty stayed
+    ||J v_init||^2. It is the next iterate J v / ||J v|| now; 50 calls reach rho^2 = 0.81."""
+    a = torch.diag(torch.tensor([0.9, 0.1, 0.05], dtype=torch.float64))
+    f = lambda x: x @ a  # noqa: E731
+    h = torch.randn(1, 1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    p, v = power_penalty(f, h, generator=torch.Generator().manual_seed(1))
+    assert not v.requires_grad and torch.allclose(v.flatten(1).norm(dim=1), torch.ones(1, dtype=torch.float64))
+    for _ in range(50):
+        p, v = power_penalty(f, h, v0=v)
+    assert abs(p.item() - 0.81) < 1e-3
+
+
+def test_power_penalty_value_of_one_call_is_unchanged():
+    """Returning the next iterate changes only the probe: the penalty is still ||J v||^2 of the probe used."""
+    f, h = _phi()
+    v0 = torch.randn(h.shape, dtype=torch.float64, generator=_gen())
+    v0 = v0 / v0.flatten(1).norm(dim=1).view(-1, 1, 1)
+    for iters in (1, 3):
+        u = v0
+        for _ in range(iters - 1):
+            ju = torch.func.jvp(f, (h,), (u,))[1]
+            u = ju / ju.flatten(1).norm(dim=1).view(-1, 1, 1)
+        jv = torch.func.jvp(f, (h,), (u,))[1]
+        p, v = power_penalty(f, h, iters=iters, v0=v0)
+        torch.testing.assert_close(p, jv.flatten(1).pow(2).sum(1).mean())
+        torch.testing.assert_close(v, jv / jv.flatten(1).norm(dim=1).view(-1, 1, 1))
+
+
+@pytest.mark.parametrize("v0, said", [
+    (torch.randn(4, 4), r"v0 must have h's shape \(4, 4, 3\).*got \(4, 4\)"),
+    (torch.zeros(4, 4, 3), r"v0 is zero on the real tokens of sample\(s\) \[0, 1, 2, 3\]"),
+    (torch.cat([torch.zeros(1, 4, 3), torch.ones(3, 4, 3)]), r"v0 is zero .* sample\(s\) \[0\]"),
+    (torch.full((4, 4, 3), float("nan")), "v0 holds NaN or inf"),
+])
+def test_power_penalty_refuses_a_bad_v0_by_name(v0, said):
+    """A wrong shape was torch's forward-AD error, an all-zero probe a penalty of 0, NaN a NaN penalty."""
+    f, h = _phi()
+    with pytest.raises(ValueError, match=said):
+        power_penalty(f, h, iters=2, v0=v0.double())
+
+
+def test_power_penalty_v0_zero_only_on_padding_is_fine():
+    """A sample with no real token has a zero probe (power_penalty's own), and passing it back runs."""
+    f, h = _phi()
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    mask[1] = False
+    p, v = power_penalty(f, h, _gen(), mask=mask)
+    assert v[1].abs().sum() == 0
+    p2, _ = power_penalty(f, h, v0=v, mask=mask)
+    assert torch.isfinite(p2) and p2 > 0
