@@ -244,14 +244,26 @@ def run_loop(model: Any, h: torch.Tensor, ctx: Any, num_loops: int, *, backprop_
             else:
                 new = model.step(h, ctx, t - 1)
         if exit is not None:
-            new = torch.where(exit.done.view(-1, *([1] * (new.dim() - 1))), h, new)
+            new = torch.where(_exit_done(exit, h).view(-1, *([1] * (new.dim() - 1))), h, new)
             exit.update(t, h, new)
         if keep is not None:
             keep(t, new)
         h = new
-        if exit is not None and bool(exit.done.all()):
+        if exit is not None and bool(_exit_done(exit, h).all()):
             break
     return h
+
+
+def _exit_done(exit: Any, h: torch.Tensor) -> torch.Tensor:
+    """`exit.done`, checked to be a (B,) bool tensor each time it is read (update may replace it): a list was an
+    AttributeError on `.view`, a wrong length torch's size mismatch, a long tensor `where`'s dtype error, and a
+    (B, 1) tensor was taken as is."""
+    done = exit.done
+    if not isinstance(done, torch.Tensor) or done.dtype != torch.bool or tuple(done.shape) != (h.shape[0],):
+        found = f"{tuple(done.shape)} {done.dtype}" if isinstance(done, torch.Tensor) else type(done).__name__
+        raise TypeError(f"exit.done must be a ({h.shape[0]},) bool tensor, one flag per row of the state, got "
+                        f"{found}")
+    return done
 
 
 def phi(model: Any, ctx: Any) -> Callable[[torch.Tensor], torch.Tensor]:

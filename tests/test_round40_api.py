@@ -7,8 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from looplm.looped import run_loop
 from looplm.regularizers import power_penalty
 from looplm.spectra import frobenius_hutchinson, spectral_norm, spectral_radius
+
+from .test_protocol import CumulativeMixer
 
 
 def _phi(B: int = 4, T: int = 4, D: int = 3):
@@ -88,3 +91,25 @@ def test_power_penalty_v0_zero_only_on_padding_is_fine():
     assert v[1].abs().sum() == 0
     p2, _ = power_penalty(f, h, v0=v, mask=mask)
     assert torch.isfinite(p2) and p2 > 0
+
+
+class _Exit:
+    def __init__(self, done):
+        self.done = done
+
+    def update(self, t, h_prev, h):
+        pass
+
+
+@pytest.mark.parametrize("done, found", [
+    ([False] * 3, "list"), (torch.zeros(5, dtype=torch.bool), r"\(5,\) torch.bool"),
+    (torch.zeros(3, dtype=torch.long), r"\(3,\) torch.int64"), (torch.zeros(3, 1, dtype=torch.bool), r"\(3, 1\)"),
+])
+def test_run_loop_checks_exit_done(done, found):
+    """exit.done that is no (B,) bool tensor was an AttributeError, a size mismatch, where's dtype error, or (a
+    (B, 1) tensor) taken as is."""
+    m = CumulativeMixer()
+    h0, ctx = m.embed(torch.randint(2, 14, (3, 5)))
+    with pytest.raises(TypeError, match=r"exit.done must be a \(3,\) bool tensor.*got " + found):
+        run_loop(m, h0, ctx, 3, exit=_Exit(done))
+    assert torch.equal(run_loop(m, h0, ctx, 3, exit=_Exit(torch.ones(3, dtype=torch.bool))), h0)
