@@ -30,7 +30,7 @@ import dataclasses
 import enum
 import numbers
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
@@ -78,6 +78,7 @@ def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, voca
     name = type(model).__name__
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"model: {name} has no parameter that requires grad; fit trains a module's parameters")
+    _check_units(name, model.loop_units())
     B, T = input_ids.shape
     cuda = sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
     with torch.no_grad(), eval_mode(model), torch.random.fork_rng(devices=cuda):
@@ -108,6 +109,17 @@ def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, voca
 
         check_penalty(model, h, ctx, reg, mask)
     return {path: _lead(t) == 3 and _lead(small.get(path)) == 2 for path, t in large.items()}
+
+
+def _check_units(name: str, units: Any) -> None:
+    """loop_units() must give modules (a list, or a ModuleList): tensors passed here and under DDP, then FSDP's
+    fully_shard failed on every rank with torch's "'Tensor' object has no attribute 'modules'"."""
+    whole = isinstance(units, torch.Tensor) or not isinstance(units, Iterable)  # (a tensor iterates over rows)
+    bad = [units] if whole else [u for u in units if not isinstance(u, torch.nn.Module)]
+    if bad:
+        among = "" if whole else " among them"
+        raise TypeError(f"{name}.loop_units() must return a list of nn.Module (the blocks FSDP shards one at a time), "
+                        f"got {_shown(bad[0])}{among}")
 
 
 # leaves that hold no tensor: nothing in them to detach or cut (np.generic: numpy's scalars, np.bool_ and

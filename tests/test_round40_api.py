@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from looplm.looped import run_loop
+from looplm.looped import check_protocol, run_loop
 from looplm.regularizers import power_penalty
 from looplm.spectra import frobenius_hutchinson, spectral_norm, spectral_radius
 
@@ -113,3 +113,21 @@ def test_run_loop_checks_exit_done(done, found):
     with pytest.raises(TypeError, match=r"exit.done must be a \(3,\) bool tensor.*got " + found):
         run_loop(m, h0, ctx, 3, exit=_Exit(done))
     assert torch.equal(run_loop(m, h0, ctx, 3, exit=_Exit(torch.ones(3, dtype=torch.bool))), h0)
+
+
+@pytest.mark.parametrize("units, found", [
+    (lambda m: [m.mix.weight], r"got a tensor of shape \[24, 24\].* among them"),
+    (lambda m: m.mix.weight, r"got a tensor of shape \[24, 24\]"),
+    (lambda m: [m.mix, None], "got a NoneType among them"),
+])
+def test_check_protocol_refuses_loop_units_that_are_not_modules(units, found):
+    """Tensors as loop units passed the protocol check (and trained under DDP), then FSDP's fully_shard failed on
+    every rank inside torch."""
+    class Units(CumulativeMixer):
+        def loop_units(self):
+            return units(self)
+
+    ids = torch.randint(2, 14, (2, 5))
+    with pytest.raises(TypeError, match=r"Units.loop_units\(\) must return a list of nn.Module.*" + found):
+        check_protocol(Units(), ids, torch.ones_like(ids, dtype=torch.bool), 14)
+    check_protocol(CumulativeMixer(), ids, torch.ones_like(ids, dtype=torch.bool), 14)
