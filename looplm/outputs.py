@@ -201,6 +201,34 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         if p.exists() and not force:
             raise UserError(f"{q} already exists (an earlier result); pass --force to replace it, or --out "
                             "somewhere else")
+        if p.exists() and not is_result(p):  # (a run's relative data.path, seen from another folder, was not
+            # found as an input there, and --force replaced the training file: no path check protects every file)
+            raise UserError(f"--out {q} exists and is not a looplm {_kind_of(p)}; --force replaces only an earlier "
+                            "result, never another file: choose another --out")
+
+
+FIGURE_MAGIC = {".png": (b"\x89PNG",), ".pdf": (b"%PDF",), ".svg": (b"<?xml", b"<svg"),
+                ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",)}
+
+
+def _kind_of(p: Path) -> str:
+    return ("figure" if p.suffix.lower() in FIGURE_MAGIC else "eval-lm table" if p.suffix.lower() == ".md" else
+            "result (the JSON of sweep, analyze or eval-lm)")
+
+
+def is_result(p: Path) -> bool:
+    """Whether the file at `p` is one looplm writes, so that --force may replace it: a figure (by its format's
+    first bytes), eval-lm's table, or a result's JSON (an object with its "depths"). Anything else is the user's
+    (a run's training file, a config) and is never replaced, wherever the command runs."""
+    suffix = p.suffix.lower()
+    if suffix in FIGURE_MAGIC or suffix == ".md":
+        try:
+            with open(p, "rb") as f:
+                head = f.read(64)
+        except OSError:
+            return False
+        return head.lstrip().startswith(FIGURE_MAGIC.get(suffix, (b"# lm-eval by loop count",)))
+    return "depths" in _record(p)
 
 
 def not_a_file(p: Path) -> str | None:

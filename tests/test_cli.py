@@ -128,10 +128,10 @@ def test_analyze_force_leaves_figures_it_does_not_write_unless_an_analysis_drew_
         figs = tmp_path / "-".join(extra)
         figs.mkdir()
         for f in ("dynamics.png", "trajectories.png"):
-            (figs / f).write_bytes(b"my figure")
+            (figs / f).write_bytes(b"\x89PNG my figure")
         flags = ["--depths", "1:3", "--n", "4", "--spectral-n", "0", "--no-progress", "--out", str(figs)]
         assert run_cli("analyze", str(run_dir), *flags, *extra) == 0, extra
-        kept = {p.name for p in figs.glob("*.png") if p.read_bytes() == b"my figure"}
+        kept = {p.name for p in figs.glob("*.png") if p.read_bytes() == b"\x89PNG my figure"}
         assert kept == ({"trajectories.png"} if "--pca-n" in extra else {"dynamics.png", "trajectories.png"}), extra
     # beside an earlier analysis, only the figures it drew are its own: a --no-plot one drew none, a --pca-n 0 one
     # no trajectories (both were removed by the next `--force`, whatever the record said)
@@ -140,7 +140,7 @@ def test_analyze_force_leaves_figures_it_does_not_write_unless_an_analysis_drew_
         flags = ["--depths", "1:3", "--n", "4", "--spectral-n", "0", "--no-progress", "--out", str(figs)]
         assert run_cli("analyze", str(run_dir), *flags, *first) == 0
         for f in {"dynamics.png", "trajectories.png"} - ours:
-            (figs / f).write_bytes(b"my figure")
+            (figs / f).write_bytes(b"\x89PNG my figure")
         assert run_cli("analyze", str(run_dir), *flags, "--no-plot", "--force") == 0
         assert {p.name for p in figs.glob("*.png")} == {"dynamics.png", "trajectories.png"} - ours, first
 

@@ -187,17 +187,18 @@ def test_sigterm_outside_training_is_one_line_and_143(tiny_run, tmp_path):
 @POSIX_ONLY
 def test_an_output_that_appears_during_a_sweep_is_not_replaced(tiny_run, tmp_path):
     out = tmp_path / "s.json"
+    other = '{"depths": [1]}\n'  # another sweep's result (--force replaces nothing else)
     sw = Sweep(tiny_run, out)
     with sw.paused():  # past the check that --out does not exist
-        out.write_text("another command's result\n")
+        out.write_text(other)
     rc, err = sw.finish()
     assert rc == 2 and error_lines(err) == [f"error: {out} appeared while this command ran (another command writing "
                                             "the same --out?); pass --force to replace it, or --out somewhere else"]
-    assert out.read_text() == "another command's result\n" and sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+    assert out.read_text() == other and sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
     # With --force the second command replaces it.
     sw = Sweep(tiny_run, out, "--force")
     with sw.paused():
-        out.write_text("another command's result\n")
+        out.write_text(other)
     assert sw.finish()[0] == 0 and json.loads(out.read_text())["depths"][-1] == Sweep.DEPTH
 
 
