@@ -292,6 +292,36 @@ def _default_in_child() -> None:
 os.register_at_fork(after_in_child=_default_in_child)
 
 
+@contextlib.contextmanager
+def signals_held(redeliver: bool = True) -> Iterator[dict]:
+    """Ctrl-C and SIGTERM held off while a cleanup that must finish runs (earlier results put back, a handler
+    restored): a second Ctrl-C (a quick double press, or `timeout` forwarding the one the terminal also sent) stopped
+    the restore part way, leaving old and new results mixed, or came out of run_command as a traceback. A signal
+    that came meanwhile is sent again afterwards when `redeliver` (not when the command is already stopping).
+    Yields the handlers it puts back (signal -> handler): the cleanup may change them."""
+    if threading.current_thread() is not threading.main_thread():  # (signals are handled only there)
+        yield {}
+        return
+    came: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    prev = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in held}
+    try:
+        yield prev
+    finally:
+        for s, h in prev.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        if came and redeliver:
+            os.kill(os.getpid(), came[0])
+
+
+def _stopped(e: KeyboardInterrupt) -> int:
+    from .train import Terminated
+
+    term = isinstance(e, Terminated)
+    say(f"error: {str(e) or ('terminated (SIGTERM)' if term else 'interrupted')}")
+    return 143 if term else 130
+
+
 def run_command(body: object) -> int:
     """Run `body()` (-> exit code) as a command: user errors as one `error:` line and exit 2, Ctrl-C as
     `error: interrupted` and exit 130, SIGTERM as `error: terminated` and exit 143 (training saves a checkpoint
@@ -299,13 +329,15 @@ def run_command(body: object) -> int:
     on_main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
     prev = signal.signal(signal.SIGTERM, _terminated) if on_main else None
     try:
-        return body()
-    except KeyboardInterrupt as e:
-        from .train import Terminated
-
-        term = isinstance(e, Terminated)
-        say(f"error: {str(e) or ('terminated (SIGTERM)' if term else 'interrupted')}")
-        return 143 if term else 130
+        try:
+            return body()
+        except KeyboardInterrupt as e:
+            with signals_held(redeliver=False):  # the one line, not a traceback of a second Ctrl-C
+                return _stopped(e)
+    except KeyboardInterrupt as e:  # a second one in the instant before they were held: still the one line
+        with signals_held(redeliver=False):
+            return _stopped(e)
     finally:
-        if on_main:
-            signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)
+        with signals_held(redeliver=False) as back:  # (a Ctrl-C here gave a traceback from signal.signal, once
+            if on_main:  # exit 1): SIGTERM's handler from before the command, put back as the hold ends
+                back[signal.SIGTERM] = prev

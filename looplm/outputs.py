@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import rundir
-from .errors import UserError, dead_link, shortened, shown_path, special_kind
+from .errors import UserError, dead_link, shortened, shown_path, signals_held, special_kind
 
 
 def write_json(path: Path, obj: dict, replace: bool = True) -> None:
@@ -391,14 +391,19 @@ def _all_or_nothing(paths: list[Path]) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        for p in paths:
-            if p in kept:
-                if not (p.exists() and os.path.samefile(p, kept[p])):
-                    os.replace(kept[p], p)  # the earlier result, back under its name
-            elif not present[p] and (p.exists() or p.is_symlink()):
-                p.unlink()  # a file this command wrote
+        # every earlier result back, whole: a second Ctrl-C here stopped the loop part way (old and new mixed)
+        with signals_held(redeliver=False):
+            for p in paths:
+                if p in kept:
+                    if not (p.exists() and os.path.samefile(p, kept[p])):
+                        os.replace(kept[p], p)  # the earlier result, back under its name
+                elif not present[p] and (p.exists() or p.is_symlink()):
+                    p.unlink()  # a file this command wrote
+            for k in kept.values():
+                k.unlink(missing_ok=True)
         raise
-    finally:
+    # (a copy left by a Ctrl-C here would be taken for a killed command's, and put back over the new result)
+    with signals_held():
         for k in kept.values():
             k.unlink(missing_ok=True)
 

@@ -52,3 +52,59 @@ def test_force_replaces_only_what_looplm_writes(tmp_path):
         with pytest.raises(UserError, match=rf"^--out .*{name} exists and is not a looplm .*choose another --out$"):
             fresh_outputs([tmp_path / name], force=True)
 
+
+def _second_ctrl_c(monkeypatch, module, name):
+    """`module.name` sends this process a SIGINT (a second Ctrl-C) the first time it is called, then goes on."""
+    import os
+    import signal
+
+    real, sent = getattr(module, name), []
+
+    def once(*a, **k):
+        if not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, name, once)
+    return sent
+
+
+def test_a_second_ctrl_c_during_the_restore_puts_every_earlier_result_back(tmp_path, monkeypatch):
+    """all_or_nothing put the earlier results back one by one: a second SIGINT in that loop stopped it part way,
+    and the earlier dynamics.json sat beside the interrupted command's figures."""
+    import os
+
+    from looplm import outputs
+
+    paths = [tmp_path / f for f in ("dynamics.json", "dynamics.png", "trajectories.png")]
+    for p in paths:
+        p.write_text(f"earlier {p.name}")
+    with pytest.raises(KeyboardInterrupt), outputs.all_or_nothing(paths):
+        for p in paths:
+            (tmp_path / "new").write_text(f"new {p.name}")
+            os.replace(tmp_path / "new", p)
+        sent = _second_ctrl_c(monkeypatch, outputs.os, "replace")
+        raise KeyboardInterrupt
+    assert sent and [p.read_text() for p in paths] == [f"earlier {p.name}" for p in paths]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no copy left
+
+
+def test_a_second_ctrl_c_while_saying_interrupted_is_still_one_line(monkeypatch, capsys):
+    """The second SIGINT in run_command's own cleanup printed a KeyboardInterrupt traceback (once exit 1)."""
+    import signal
+
+    from looplm import errors
+
+    def body():
+        raise KeyboardInterrupt
+
+    sent = _second_ctrl_c(monkeypatch, errors, "say")
+    try:
+        rc = errors.run_command(body)
+    except KeyboardInterrupt:  # (left to pytest, it would stop the whole session)
+        pytest.fail("a KeyboardInterrupt came out of run_command")
+    assert rc == 130 and sent
+    assert capsys.readouterr().err.strip() == "error: interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are back
+
