@@ -94,14 +94,14 @@ class SetAction(argparse.Action):
         setattr(namespace, self.dest, [*given, value])
 
 
-def real_arg(positive: bool) -> object:
-    """An argparse type: a finite float, > 0 (positive) or >= 0."""
+def real_arg(positive: bool, below: float = math.inf) -> object:
+    """An argparse type: a finite float, > 0 (positive) or >= 0, and < `below` (--tol: the API's range, said once)."""
     def parse(s: str) -> float:
         if not REAL_NUMBER.fullmatch(s.strip()):  # float() would also take `1_0` and non-ASCII digits
             raise argparse.ArgumentTypeError(f"expected a number, got {s!r}")
-        v = float(s)
-        if not math.isfinite(v) or v < 0 or (positive and v == 0):
-            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if positive else '>='} 0, got {s}")
+        if not math.isfinite(v := float(s)) or v < 0 or (positive and v == 0) or v >= below:
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if positive else '>='} 0"
+                                             f"{f' and < {below:g}' if below < math.inf else ''}, got {s}")
         return v
     return parse
 
@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "all there are if fewer)")
     an.add_argument("--iters", type=count_arg(1, MAX_DEPTH), help="max JVPs (Krylov dimension) per spectral estimate "
                     "(default: 60)")
-    an.add_argument("--tol", type=real_arg(True), help="relative eigen-residual accepted as converged "
+    an.add_argument("--tol", type=real_arg(True, 1), help="relative eigen-residual accepted as converged "
                     "(default: 0.001)")
     an.add_argument("--method", choices=["arnoldi", "power"], help="eigen-solver (default: arnoldi)")
     an.add_argument("--hutchinson", type=count_arg(0, MAX_DEPTH), help="probes for the Frobenius estimate (0 = skip; "

@@ -53,7 +53,8 @@ def test_train_sweep_generate_plot(run_dir, tmp_path, capsys):
     (["train", "--config", "addition-prenorm-stars", "--out", "{tmp}/x", "--set", "loops.num_loops=0"], ">= 1"),
     (["train", "--config", "addition-prenorm-stars", "--out", "{run}"], "--resume"),
     ([], "error: give a command: train, sweep, generate, demo, study, analyze, plot"),  # was "required: cmd"
-    (["analyze", "{run}", "--tol", "5", "--no-progress", "--out", "{tmp}/x"], "tol must be a number in (0, 1)"),
+    (["analyze", "{run}", "--tol", "5", "--no-progress", "--out", "{tmp}/x"],
+     "argument --tol: must be a finite number > 0 and < 1, got 5"),
 ])
 def test_bad_input_gives_one_clear_error(run_dir, tmp_path, capsys, args, msg):
     (tmp_path / "empty.jsonl").write_text("")

@@ -108,3 +108,10 @@ def test_a_second_ctrl_c_while_saying_interrupted_is_still_one_line(monkeypatch,
     assert capsys.readouterr().err.strip() == "error: interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are back
 
+
+@pytest.mark.parametrize("tol", ["1", "0", "1.5"])
+def test_analyze_tol_is_checked_once_by_the_flags_name(tol, capsys):
+    """--tol 1 passed argparse (> 0) and was then refused by the API's name: `tol must be a number in (0, 1)`."""
+    assert main(["analyze", "no-such-run", "--tol", tol]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"argument --tol: must be a finite number > 0 and < 1, got {tol}")
