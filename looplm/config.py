@@ -261,6 +261,8 @@ class ChatDataConfig:
         _choice(s, "subset", self.subset, ("first", "random"))
         _check(self.max_samples >= 0, s, "max_samples", "must be >= 0 (0 = all)")
         _check(self.max_length >= 2, s, "max_length", "must be >= 2")
+        _check(bool(self.source.strip()), s, "source", "is empty (it read every data file of the working "
+               "directory); name a datasets id or a local file or folder")
         _check(self.config_name != "", s, "config_name", "is empty (read as unset, the default config); leave it "
                "out, or name a config")
         _check(self.prompt_field != self.response_field, s, "response_field",  # the model would learn to copy

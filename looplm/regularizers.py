@@ -61,7 +61,7 @@ def expand_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor |
         raise ValueError(f"a penalty needs a non-empty (B, T, D) state, got shape {tuple(like.shape)}")
     if mask is None:
         return None
-    if mask.dim() < 2 or mask.shape[:2] != like.shape[:2]:
+    if tuple(mask.shape) not in (tuple(like.shape[:2]), (*like.shape[:2], 1)):  # (B, T, 1, 1) broadcast T-fold
         raise ValueError(f"mask must have the state's (B, T) = {tuple(like.shape[:2])}, got shape "
                          f"{tuple(mask.shape)}")
     m = check_mask_values(mask).to(like.dtype)
@@ -186,7 +186,9 @@ def _check_v0(v0: torch.Tensor, h: torch.Tensor, m: torch.Tensor | None) -> torc
     if zero:
         raise ValueError(f"v0 is zero on the real tokens of sample(s) {zero[:5]}, which makes their penalty 0; pass "
                          "a non-zero probe (or None for a random one)")
-    return v0
+    # a unit probe per sample, as a random start is: unnormalised, the penalty came out times |v0|^2 at iters=1
+    norm = v0.flatten(1).norm(dim=1).view(-1, *([1] * (v0.dim() - 1)))
+    return torch.where(norm > 0, v0 / norm.clamp_min(torch.finfo(v0.dtype).tiny), v0)
 
 
 def hutchinson(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,

@@ -399,6 +399,21 @@ def process_results(doc, results):
 STOP_STRINGS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>")
 
 
+def _check_golds(test_jsonl: str | Path, text: str) -> None:
+    """Every record's gold read as scoring will read it (ValueError naming file:line): a null or list answer in a
+    later record was a traceback from inside lm-eval, after all the generation had run."""
+    from .answers import gold_answer
+
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                gold_answer(json.loads(line)["answer"])
+            except (ValueError, TypeError, KeyError) as e:
+                why = "no answer field" if isinstance(e, KeyError) else str(e)
+                raise ValueError(f"{test_jsonl}:{n}: not a problem with a usable gold answer ({why}); fix or drop "
+                                 "the record") from None
+
+
 def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "looplm_math",
                        max_gen_toks: int = 256, overwrite: bool = False) -> str:
     """A local lm-eval generation task over `test_jsonl` (records of `write_split`): `<name>.yaml` and
@@ -427,6 +442,7 @@ def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "
     if not (isinstance(first, dict) and {"question", "answer"} <= first.keys()):
         raise ValueError(f"{test_jsonl} is not a JSONL file of problems (records with question and answer; write it "
                          "with write_split)")
+    _check_golds(test_jsonl, text)
     folder = Path(folder)
     outputs = [folder / f for f in (f"{name}.yaml", f"{name}_utils.py")]
     if data in (p.resolve() for p in outputs):  # overwrite=True replaced the data with the task that reads it
