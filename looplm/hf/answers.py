@@ -301,9 +301,9 @@ def extract_answer(text: str) -> str | None:
     # a list's bullet ("- 42") and a spaced dash after a word ("Total - 12") are no minus signs (-42, -12 were read)
     text = re.sub(r"(?m)^([ \t]*)[-*•+][ \t]+(?=\S)", r"\1", text)
     # (from a word's start only, and not after a LaTeX command's `\\`: `\\pi - 2` is an expression; from every letter of
-    # a run of 100,000, each scanning the rest of the run, it took minutes; a superscript is no
-    # letter: `x² - 1` was `x^{2}: 1`)
-    text = _latex(re.sub(r"(?<![\w\\])([^\W\d_⁰¹²³⁴-⁹]{2,})[ \t]+[-–][ \t]+(?=\$?\d)", r"\1: ", text))
+    # a run of 100,000, each scanning the rest of the run, it took minutes; superscripts are powers first, as
+    # _latex reads them: `x² - 1` was `x^{2}: 1`)
+    text = _latex(re.sub(r"(?<![\w\\])([^\W\d_]{2,})[ \t]+[-–][ \t]+(?=\$?\d)", r"\1: ", superscripts(text)))
     # a fraction's or an expression's rounding after it ("1/6 ≈ 0.167", `\\frac{1}{6} \\approx 0.17`, `\\sqrt{2}
     # \\approx 1.414`, `2\\pi \\approx 6.28`, `e^2 ≈ 7.389`) is left out: the answer is the exact value (the rounding,
     # the text's last number, was read: wrong for a gold 1/6 or \\sqrt{2}). A decimal's rounding is kept: "41.67 ≈ 42
