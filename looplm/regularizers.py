@@ -145,7 +145,8 @@ def power_penalty(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator |
 
     The probe returned is the next iterate J v / ||J v|| (detached): pass it back as `v0` on the next call to
     warm-start (a persistent vector), so repeated calls with iters=1 still advance toward the dominant
-    eigenvector. `v0` must have h's shape, be finite and be non-zero on every sample with a real token.
+    eigenvector. `v0` must have h's shape, be finite and be non-zero on every sample with a real token;
+    it is read as a direction (made unit length per sample, as a random start is).
     """
     iters = check_count("iters", iters, 1)  # 0, -3 and True ran one iteration, reported as asked
     if iters > MAX_DEPTH:  # each iteration is a JVP, a loop's worth of work: 10**12 never ended
