@@ -57,8 +57,7 @@ def expand_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor |
     """A (B, T) real-token mask as a (B, T, 1) tensor of `like`'s dtype, or None; every penalty's state `like`
     passes here, so this is where it is checked (ValueError): an empty batch made the mean over no samples NaN
     (hutchinson an IndexError), and a (T,) mask with B == T was read as one flag per sample."""
-    if like.dim() < 2 or like.numel() == 0:
-        raise ValueError(f"a penalty needs a non-empty (B, T, D) state, got shape {tuple(like.shape)}")
+    check_state(like)
     if mask is None:
         return None
     if tuple(mask.shape) not in (tuple(like.shape[:2]), (*like.shape[:2], 1)):  # (B, T, 1, 1) broadcast T-fold
@@ -68,6 +67,16 @@ def expand_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor |
     while m.dim() < like.dim():
         m = m.unsqueeze(-1)
     return m
+
+
+def check_state(h: torch.Tensor, user: str = "a penalty") -> torch.Tensor:
+    """`h` itself if it is a non-empty state of at least two dims (B, T, ...), else ValueError saying what `user`
+    needs; the penalties and the spectra check here (an empty batch was torch's reshape or index error, a (B, 0, D)
+    state a NaN per sample)."""
+    if not isinstance(h, torch.Tensor) or h.dim() < 2 or h.numel() == 0:
+        found = f"shape {tuple(h.shape)}" if isinstance(h, torch.Tensor) else f"a {type(h).__name__}"
+        raise ValueError(f"{user} needs a non-empty (B, T, D) state, got {found}")
+    return h
 
 
 def check_mask_values(mask: torch.Tensor) -> torch.Tensor:
@@ -145,8 +154,9 @@ def power_penalty(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator |
 
     The probe returned is the next iterate J v / ||J v|| (detached): pass it back as `v0` on the next call to
     warm-start (a persistent vector), so repeated calls with iters=1 still advance toward the dominant
-    eigenvector. `v0` must have h's shape, be finite and be non-zero on every sample with a real token;
-    it is read as a direction (made unit length per sample, as a random start is).
+    eigenvector. `v0` must have h's shape, be floating point, be finite and be non-zero on every sample with a
+    real token; it is read as a direction (made unit length per sample, as a random start is), then cast to h's
+    dtype and device (an int or bool v0 is refused: it holds no direction to cast).
     """
     iters = check_count("iters", iters, 1)  # 0, -3 and True ran one iteration, reported as asked
     if iters > MAX_DEPTH:  # each iteration is a JVP, a loop's worth of work: 10**12 never ended
@@ -178,7 +188,9 @@ def _check_v0(v0: torch.Tensor, h: torch.Tensor, m: torch.Tensor | None) -> torc
         found = tuple(v0.shape) if isinstance(v0, torch.Tensor) else type(v0).__name__
         raise ValueError(f"v0 must have h's shape {tuple(h.shape)} (pass back the probe power_penalty returned), "
                          f"got {found}")
-    v0 = v0.detach()
+    if not v0.is_floating_point():  # torch's "Expected tangent to be floating point", from inside the user's step
+        raise ValueError(f"v0 must be a floating-point probe like h ({h.dtype}), got a {v0.dtype} tensor")
+    v0 = v0.detach().to(h.device)  # (the mask is on h's device)
     if not torch.isfinite(v0).all():
         raise ValueError("v0 holds NaN or inf; pass a finite probe (or None for a random one)")
     live = v0 if m is None else v0 * m
@@ -189,7 +201,10 @@ def _check_v0(v0: torch.Tensor, h: torch.Tensor, m: torch.Tensor | None) -> torc
                          "a non-zero probe (or None for a random one)")
     # a unit probe per sample, as a random start is: unnormalised, the penalty came out times |v0|^2 at iters=1
     norm = v0.flatten(1).norm(dim=1).view(-1, *([1] * (v0.dim() - 1)))
-    return torch.where(norm > 0, v0 / norm.clamp_min(torch.finfo(v0.dtype).tiny), v0)
+    v0 = torch.where(norm > 0, v0 / norm.clamp_min(torch.finfo(v0.dtype).tiny), v0)
+    # in h's dtype once unit length (a direction casts safely): a float64 probe for a float32 h was torch's dtype
+    # error from inside the user's step
+    return v0.to(h.dtype)
 
 
 def hutchinson(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,

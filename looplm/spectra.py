@@ -60,13 +60,16 @@ from typing import Any
 import torch
 
 from .model import twice_differentiable
-from .regularizers import expand_mask
+from .regularizers import check_state, expand_mask
 
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 MatVec = Callable[[torch.Tensor], torch.Tensor]  # (B, n) float64 -> (B, n) float64, one operator per row
 JvpFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (h, v) -> J v, both shaped like h
 
 _TINY = 1e-300
+# the penalties' state check (regularizers.check_state), which the spectra skipped: an empty batch was torch's
+# reshape or index error, a (B, 0, D) state NaN for every sample without a word
+_NEEDS = "a spectral estimate"
 
 
 # --- results -------------------------------------------------------------------------------------------------
@@ -290,7 +293,7 @@ def spectral_radius(step_fn: StepFn, h: torch.Tensor, iters: int = 100, tol: flo
     `jvp_fn(h, v) -> J v` replaces `torch.func.jvp` through `step_fn` (e.g. the hand-written
     `regularizers.core_jvp`, about 2x faster on the built-in block); it must compute the same product.
     """
-    h = h.detach().clone()
+    h = check_state(h, _NEEDS).detach().clone()
     with twice_differentiable():
         mv = _jvp_op(step_fn, h, mask, jvp_fn)
         val, done, res, used, last = _estimate(mv, _start(h, mask, generator), iters, tol, method, False, subspace)
@@ -306,7 +309,7 @@ def spectral_norm(step_fn: StepFn, h: torch.Tensor, iters: int = 100, tol: float
 
     `residual` is the relative residual of the JᵀJ eigenpair; `iters` counts JVP+VJP pairs.
     """
-    h = h.detach().clone()
+    h = check_state(h, _NEEDS).detach().clone()
     with twice_differentiable():
         mv = _jtj_op(step_fn, h, mask, jvp_fn)
         val, done, res, used, last = _estimate(mv, _start(h, mask, generator), iters, tol, method, True)
@@ -325,7 +328,7 @@ def frobenius_hutchinson(step_fn: StepFn, h: torch.Tensor, samples: int = 16,
         raise ValueError(f"samples must be >= 1, got {samples}")
     if dist not in ("gaussian", "rademacher"):
         raise ValueError(f"unknown probe distribution {dist!r}; choose gaussian or rademacher")
-    h = h.detach().clone()
+    h = check_state(h, _NEEDS).detach().clone()
     B = h.shape[0]
     m = _mask_like(h, mask)
     n = (m.reshape(B, -1).sum(1) if m is not None else torch.full((B,), h[0].numel())).to(torch.float64).cpu()
