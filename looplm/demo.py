@@ -127,7 +127,9 @@ def cmd_demo(out: str = "runs/demo", overrides: list[str] | None = None, progres
     sw = run_sweep(str(run), DEMO_SWEEP, n=n, progress=progress)
     sw["label"] = "STARS (demo)"
     model, cfg = ckpt.load_model(run)
-    dyn = diagnose(model, task_of_checkpoint(cfg, run).held_out(64), parse_depths(DEMO_SWEEP),
+    task = task_of_checkpoint(cfg, run)
+    # only the tokenizer's ids, as the sweep and `looplm analyze` read them: the head is wider (16 over 14 tokens)
+    dyn = diagnose(model, task.held_out(64), parse_depths(DEMO_SWEEP), vocab=task.tok.vocab_size,
                    spectral_depths=[1, 2, 4, 8, 16, 32, 100, 300, 1000], spectral_n=min(8, cfg.data.test_size),
                    iters=60, tol=1e-3, hutchinson_samples=0, pca_n=0, progress=progress)
     # the sweep's checkpoint: its step, and the loops training saw up to it

@@ -30,7 +30,7 @@ import dataclasses
 import enum
 import numbers
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
@@ -113,13 +113,18 @@ def check_protocol(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, voca
 
 def _check_units(name: str, units: Any) -> None:
     """loop_units() must give modules (a list, or a ModuleList): tensors passed here and under DDP, then FSDP's
-    fully_shard failed on every rank with torch's "'Tensor' object has no attribute 'modules'"."""
-    whole = isinstance(units, torch.Tensor) or not isinstance(units, Iterable)  # (a tensor iterates over rows)
-    bad = [units] if whole else [u for u in units if not isinstance(u, torch.nn.Module)]
-    if bad:
-        among = "" if whole else " among them"
-        raise TypeError(f"{name}.loop_units() must return a list of nn.Module (the blocks FSDP shards one at a time), "
-                        f"got {_shown(bad[0])}{among}")
+    fully_shard failed on every rank with torch's "'Tensor' object has no attribute 'modules'". A mapping of
+    modules (an nn.ModuleDict, a dict) iterates over its names: it was refused as "got a str among them"."""
+    if isinstance(units, Mapping | torch.nn.ModuleDict):
+        found = f"a {type(units).__name__}, which iterates over its keys; return list(d.values())"
+    else:
+        whole = isinstance(units, torch.Tensor) or not isinstance(units, Iterable)  # (a tensor iterates over rows)
+        bad = [units] if whole else [u for u in units if not isinstance(u, torch.nn.Module)]
+        if not bad:
+            return
+        found = _shown(bad[0]) + ("" if whole else " among them")
+    raise TypeError(f"{name}.loop_units() must return a list of nn.Module (the blocks FSDP shards one at a time), "
+                    f"got {found}")
 
 
 # leaves that hold no tensor: nothing in them to detach or cut (np.generic: numpy's scalars, np.bool_ and

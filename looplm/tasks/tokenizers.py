@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,12 +37,40 @@ def _shown(c: str) -> str:
     return repr(c) if " " <= c <= "~" else f"{c!r} (U+{ord(c):04X})"
 
 
+def token_ids(ids: Any) -> list[int]:
+    """`ids` (a list of ints, numpy ints, or a 1-D int tensor) as Python ints, or TypeError naming what is no id: a
+    str decoded to torch's "'<=' not supported between 'int' and 'str'", a float id to "string indices must be
+    integers"."""
+    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+        text = "; encode turns text into ids" if isinstance(ids, str) else ""
+        raise TypeError(f"decode takes token ids (a list of ints or a 1-D int tensor), got {type(ids).__name__} "
+                        f"{ids!r:.40}{text}")
+    out = []
+    for i in ids:
+        try:  # int, numpy's ints, a 0-d int tensor (what iterating a 1-D one gives); not a float or a str
+            out.append(operator.index(i))
+        except TypeError:
+            raise TypeError(f"id {i!r:.40} ({type(i).__name__}) is no token id: decode takes ints") from None
+    return out
+
+
 class CharTokenizer:
     """`<pad>`, `<eos>`, then one id per character of `chars`."""
 
     kind = "char"
 
     def __init__(self, chars: str = "0123456789+="):
+        # a string of several characters (from a list) decoded to text that encode refused, and an empty vocabulary
+        # names nothing to train on
+        if isinstance(chars, bytes) or not isinstance(chars, Iterable):
+            raise TypeError(f"CharTokenizer takes a str of characters, got {type(chars).__name__} {chars!r:.40}")
+        entries = list(chars)
+        long = [c for c in entries if not (isinstance(c, str) and len(c) == 1)]
+        if long:
+            raise ValueError(f"CharTokenizer takes one character per id, got the entry {long[0]!r:.40}")
+        if not entries:
+            raise ValueError("CharTokenizer needs at least one character; its vocabulary is empty")
+        chars = "".join(entries)
         # a character given twice had two ids, and encode produced only the last one: the other was a dead id
         twice = sorted(c for c, n in Counter(chars).items() if n > 1)
         if twice:
@@ -70,7 +99,7 @@ class CharTokenizer:
 
     def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
         out = []
-        for i in ids:
+        for i in token_ids(ids):
             # an id past the vocabulary was a bare IndexError, a negative one dropped without a word (a model's head
             # may be wider than its tokenizer: the addition presets' 16 ids over 14 tokens)
             if not 0 <= i < self.vocab_size:
@@ -97,7 +126,7 @@ class ByteTokenizer:
 
     def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
         out = bytearray()
-        for i in ids:
+        for i in token_ids(ids):
             if i == EOS and stop_at_eos:
                 break
             if 2 <= i < 258:
@@ -147,6 +176,7 @@ class BpeTokenizer:
         return hearing_ctrl_c(lambda: self.tok.encode_batch([s])[0].ids)
 
     def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
+        ids = token_ids(ids)
         if stop_at_eos and EOS in ids:
             ids = ids[: ids.index(EOS)]
         return self.tok.decode([i for i in ids if i >= 2])
