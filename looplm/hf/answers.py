@@ -21,17 +21,18 @@ answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\
    are dress; an empty one is none);
 3. the last "the answer is <x>" / "answer: <x>" phrase (and "the correct, right or final option or choice is <x>", "the
    answer choice is <x>"; after an `=` on that line, the number after the last one: "the answer is 5 - 3 = 2" is 2,
-   "45 = 15 * 3" is 45; "x = 5, y = 7" and "x = 3 or x = -3" are text, a chain "5 + 3 = 8, so 8 * 2 = 16" its last step,
-   16); a word or a choice letter it states is that answer, as text ("the answer is B because there are 4 choices",
-   "twelve, not 11", "option B", "C. 42"); a phrase that ends its line ("**Final answer:**") reads the next line that
-   holds a letter or digit (past `$$` or `\\[`), without a list's `- ` or `1. `; an inequality or margin (`x ≤ 5`,
-   `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, `x - 1`, `(x-3)(x+2)`, after the marker too) is text,
-   up to its clause's end or its math's `$` (`$3 + 4i$. I hope it is correct.` is `3 + 4i`), as is a tuple, an interval
-   or a union of them with its brackets (`(3, 5)`, `[2, 5)`, `(-\\infty,-2)\\cup(3,\\infty)`, after the marker or
-   "answer is:" too; `x \\in [2, 5]` is `[2, 5]`; a list or hedge of them whole, `(0, 1) or (1, 0)`), and LaTeX right
-   after the phrase that writes no number, read whole as a box's content (`$\\pi$`, `\\(-\\infty\\)`, `$\\frac{a}{b}$`,
-   `\\mbox{yes}`, a matrix; MATH's "The final answer is $X$" is `\\boxed{X}`); a verdict ("the answer is
-   correct/verified.") or a negation ("the answer isn't 5") states none, and the phrase before it is read;
+   "45 = 15 * 3" is 45; "x = 5, y = 7" and "x = 3 or x = -3" are text, a chain "5 + 3 = 8, so 8 * 2 = 16" its last
+   step, 16, as "2x = 3, so x = 1.5" is 1.5); a word or a choice letter it states is that answer, as text ("the answer
+   is B because there are 4 choices", "twelve, not 11", "option B", "C. 42"); a phrase that ends its line ("**Final
+   answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`), without a list's `- ` or `1. `;
+   an inequality or margin (`x ≤ 5`, `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, `x - 1`, `b - a`,
+   `(x-3)(x+2)`, after the marker too) is text, up to its clause's end or its math's `$` (`$3 + 4i$. I hope it is
+   correct.` is `3 + 4i`, `$x^2$ square units` is `x^2`), as is a tuple, an interval or a union of them with its
+   brackets (`(3, 5)`, `[2, 5)`, `(-\\infty,-2)\\cup(3,\\infty)`, after the marker or "answer is:" too; `x \\in [2, 5]`
+   is `[2, 5]`; a list or hedge of them whole, `(0, 1) or (1, 0)`), and LaTeX right after the phrase that writes no
+   number, read whole as a box's content (`$\\pi$`, `\\(-\\infty\\)`, `$\\frac{a}{b}$`, `\\mbox{yes}`, a matrix;
+   MATH's "The final answer is $X$" is `\\boxed{X}`); a verdict ("the answer is correct/verified.") or a negation ("the
+   answer isn't 5") states none, and the phrase before it is read;
 4. otherwise the last number in the text (the "flexible" fallback).
 
 A number is what it writes whole: `1,234.5` (commas only in groups of three, so `(2,100)` is 2100: the pair is
@@ -47,7 +48,8 @@ number (`1/8 or 12.5%`); "negative 5" and "minus 5" are -5. A typographic minus 
 or en dash and a small or fullwidth hyphen-minus right before a digit (an em dash is punctuation: "the total—42").
 LaTeX is read as the number it typesets, in a box or not: `{,}`, MATH's `1,\\!080`, `\\,`, `\\%`, `\\$`, `\\frac`,
 `\\dfrac`, `\\tfrac`, `\\frac12`, `\\frac 34`, `\\frac{3.5}{2}`, mixed numbers `3\\frac{1}{2}`, degrees (`^\\circ`,
-`^{\\circ}`, `°`: `90^\\circ` is 90; the mark ends its number: `30^\\circ,150^\\circ` is the list `30, 150`), a scale
+`^{\\circ}`, `°`: `90^\\circ` is 90; the mark ends its number: `30^\\circ,150^\\circ` is the list `30, 150`, `18°C`
+is 18), a scale
 after the math (`$4.5$ million`), and in a box an AMC choice `\\text{(C)}\\ 42` (as `\\textbf{(C)}`, `(\\text{C})`,
 `\\text{C) }42`, `B) 42`), a unit
 `\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`, `{5}`, `+5`.
@@ -64,9 +66,10 @@ text, case and inner spaces aside, as `latex.text_key` reads LaTeX (a matrix's r
 fractions, `\\frac{4}{3}\\pi` as `\\frac{4\\pi}{3}`, `\\le`, `\\leq` and `≤` as one symbol; `π`, `√2`, `∞`, `x²` as
 `\\pi`, `\\sqrt{2}`, `\\infty`, `x^{2}` (`x² - 1` as `x^{2} - 1`); a variable, a function or an indexed name set to the
 answer aside, `x \\in [2,5]` as `[2,5]`, `x = \\pi` as `\\pi`, `p(x) = x^2 - 1` as `x^2 - 1`, `S_n = n^2` as `n^2`). A
-gold that is NaN, the text "nan" or empty (a missing value) is refused with a ValueError, as is an integer of thousands
-of digits; a number may be a Decimal; a completion that is no text is a TypeError. `gold_answer` reads a solution as a
-completion, but a plain one-line answer (MATH's `x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
+gold that is NaN, the text "nan" or empty (a missing value) is refused with a ValueError, as is one whose marker or box
+states none (`\\boxed{}`, `#### $$`) and an integer of thousands of digits; a number may be a Decimal; a completion that
+is no text is a TypeError. `gold_answer` reads a solution as a completion, but a plain one-line answer (MATH's
+`x^2+1`, `(3,5)`, `B`) as a whole, as a box's content.
 """
 
 from __future__ import annotations
@@ -78,8 +81,10 @@ import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
+from looplm.hf.answer_forms import stated_word, variables, verdict
 from looplm.hf.latex import (
     clause,
+    expression,
     final_text,
     interval_at,
     last_boxed,
@@ -132,12 +137,6 @@ _DASHES = re.compile(r"[\u2012\u2013\ufe63\uff0d](?=\$?\.?\d)")  # figure/en das
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")  # zero-width: `7\u200b2` reads as 72, as it looks
 _DIGITS = 400  # the largest power of ten a number may have (and the smallest, negated) to be read as one
 _VALID = re.compile(rf"-?(?:(?:{_GROUPED})(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
-# words that judge rather than answer ("the answer is correct/verified."): such a phrase states no answer, unless a
-# number follows the word's punctuation ("is clear: 42"); an earlier phrase that states one is read
-_VERDICTS = frozenset("correct incorrect right wrong clear obvious simple confirmed verified valid consistent "
-                      "reasonable accurate final checked sound true false above below".split())
-# words that point rather than answer ("the answer is thus 42", "the answer is here:"): the number after is read
-_NOT_ANSWERS = _VERDICTS | frozenset("here this that it thus therefore hence then so now".split())
 # a bracket is a number's dress only around that number alone, `#### (42)`: stripped before a tuple's first number or
 # a base's, `#### (3, 5)` and `(2)^{1/3}`, it left `3, 5)` and `2)^{1/3}`
 # (each space run scanned once: a `\s*` after the dress's own spaces tried every split of 20,000 spaces, seconds)
@@ -174,8 +173,9 @@ def _latex(text: str) -> str:
     s = re.sub(r"\\(?:displaystyle|textstyle|left|right)\b", "", s)
     # degrees are the number: `$90^\circ$` after the phrase or `#### 90^\circ` was the text `90^\circ`, never right
     # for a gold 90 (only a box dropped the mark). The mark ends its number: `30^\circ,150^\circ` (two angles) was 30150
+    # (and takes its scale's letter glued to it, `18°C`, `98.6°F`: it was the text `18C`, as `18 °C` is 18)
     s = re.sub(r"(?:(?:\{\})?\^\s*(?:\{\s*\\circ\s*\}|\\circ(?![A-Za-z]))|(?<=\d)\s*\\circ(?![A-Za-z])|°)"
-               r"(\s*,\s*(?=[-+]?\.?\d))?", lambda m: ", " if m.group(1) else "", s)
+               r"(?:[CF](?![A-Za-z]))?(\s*,\s*(?=[-+]?\.?\d))?", lambda m: ", " if m.group(1) else "", s)
     s = re.sub(r"\\(?:text|mathrm)\{\s*(%|(?:thousand|million|billion|trillion)\b)\s*\}", r" \1", s)  # 25\text{\%}
     # a scale: "$1.2 billion" and "5k" were 1.2 and 5 (the number's first part)
     # (also past the math's end, `$4.5$ million`, `\(4.5\) million`: the delimiter stays after the scale)
@@ -246,35 +246,14 @@ def _opened(line: str, start: int, said: str) -> str:
     return line[j - 1:start] + said if unclosed and j and line[j - 1] in "([" else said
 
 
-def _word(tail: str) -> str | None:
-    """The answer a phrase states in a word or a choice letter ("the answer is B because there are 4 choices", "the
-    answer is twelve, not 11"), or None. Without this the phrase (or the marker) went on to the first number after it,
-    or the text's last one: 4, 11. A word counts when punctuation or the line's end follows it, but not when a
-    number follows that punctuation ("the answer is thus, 42"); a capital letter alone also before a lowercase word
-    ("B because", unless it is the article or pronoun A or I) or in a choice's bracket ("B) 42")."""
-    m = re.match(r"[\s*_`$(\[{'\"“‘:]*((?i:option|choice)\s*)?[(\[]?(?:\\(?:text|textbf|mathrm)\{[(\[]?)?([^\W\d_]+)"
-                 r"([*_`$)\]}'\"”’]*)", tail)
-    if not m or m.group(2).lower() in _NOT_ANSWERS:
-        return None
-    word, rest = m.group(2), tail[m.end():]
-    if len(word) == 1 and re.match(r"\s*(?:,\s*)?(?:or|and)\s+[(\[]?[A-Z](?![a-z])", rest):  # "(A) or (B)": a hedge,
-        return tail.strip().rstrip(".")  # compared as text (it was credited for A)
-    if re.fullmatch(r"\s*(?:[.,;!?]+\s*)?", rest) or re.match(r"[.,;!?]+\s+(?![-$]?\.?\d)", rest):
-        return word
-    # "option B", `\text{(B)}`, "B) 42", "C. 42", "A because": a choice (A or I before any other word are words)
-    choice = len(word) == 1 and word.isupper()
-    return word if choice and (m.group(1) or ")" in m.group(3) or re.match(r"[.:]\s+[-$]?\.?\d", rest)
-                               or re.match(r"\s+(?:because|since|as)\b", rest)
-                               or word not in "AI" and re.match(r"\s+[a-z]", rest)) else None
-
-
 def _side(s: str) -> str | None:
     """Of `a = b`, the side that is the answer: what it comes to ("5 - 3 = 2" is 2), or the side that is a number
     ("45 = 15 * 3" is 45); None for several answers ("x = 5, y = 7", "x = 3 or x = -3"); of a chain of steps ("5 + 3 =
     8, so 8 * 2 = 16": no variable is set) the last one's result (the whole line was text); `s` when it holds no `=`,
     or one of `<=`, `>=`, `!=`, `==` (`x >= 5` is no 5)."""
+    # (two variables set, not one: "2x - 3 = 0, so x = 1.5" was text whole, while without its comma it is 1.5)
     if (s.count("=") > 1 and re.search(r"[,;]|\b(?:and|or)\b", s)
-            and re.search(r"(?<![\w\\])[^\W\d_]\w*(?:\([^()]*\))?\s*=", s)):
+            and len(re.findall(r"(?<![\w\\])[^\W\d_]\w*(?:\([^()]*\))?\s*=", s)) > 1):
         return None
     if re.search(r"[<>!=]=|=[<>=]", s):
         return s
@@ -372,10 +351,10 @@ def _marker_answer(line: str, last: bool) -> str | None:
         raw = side.strip()
         line = re.sub("^" + _DRESS, "", raw)
         num = _lead_number(line)
-    # (and an expression that opens with a variable, `#### x - 1`: its last number, -1, was read)
-    expr = None if num else re.match(r"[-(|]*[A-Za-z](?![A-Za-z])", line) and _NUM_RE.search(line)
+    # (and an expression that opens with a variable, `#### x - 1`, `#### $x - 1$`: its last number, -1, was read)
+    expr = None if num else re.match(r"[-(|$]*[A-Za-z](?![A-Za-z])", line) and _NUM_RE.search(line)
     if num and (_COMPARE.search(line) or symbolic(line, num)) or expr and symbolic(line, expr):  # `#### 5 ± 2` 5
-        return normalize(clause(line))
+        return normalize(expression(line))
     if num:  # (with the dress's bracket when the answer closes it: `#### (3)(4)` was `3)(4)`)
         return normalize(_opened(raw, len(raw) - len(line) + num.start(), _whole(num, line)))
     # `#### B`: a choice, as \boxed{B} is; and `#### Option B`, `#### B) 42` (the last number was read)
@@ -400,10 +379,9 @@ def _phrase_answer(tail: str) -> str | None:
     tup = interval_at(tail)  # (3,5) was 3,5: a tuple keeps its brackets
     if tup is not None:
         return normalize(tup)
-    lead = re.match(r"[\s*_`$:]*([^\W\d_]+)", tail)
-    if lead and lead.group(1).lower() in _VERDICTS and not re.match(r"[*_`$]*[.,:;!?]\s*-?\$?\.?\d", tail[lead.end():]):
+    if verdict(tail):
         return None
-    word = _word(tail)
+    word = stated_word(tail)
     if word is not None:
         return word
     math = _math_after(tail)
@@ -416,8 +394,8 @@ def _phrase_answer(tail: str) -> str | None:
         return normalize(tail)
     num = _NUM_RE.search(side)
     if _COMPARE.search(side) or num is not None and symbolic(side, num):  # x ≤ 5, 5 ± 2, 3x + 2: as text
-        return normalize(clause(tail))
-    return None if num is None else normalize(_whole(num, side))
+        return normalize(expression(tail))
+    return variables(side) if num is None else normalize(_whole(num, side))
 
 
 def _math_after(tail: str) -> str | None:
@@ -447,7 +425,10 @@ def gold_answer(solution: str | float) -> str | None:
     if not text.replace("####", "").strip():  # an empty answer cell (a parquet/CSV fill) graded every prediction wrong
         raise ValueError(f"the gold answer is {text!r} (a missing value?): give the reference answer")
     said = _plain_answer(text)
-    return extract_answer(text) if said is None else said
+    said = extract_answer(text) if said is None else said
+    if said is None and (_MARK_RE.search(text) or last_boxed(text) is not None):  # `\boxed{}`, `#### $$`: None, so
+        raise ValueError(f"the gold answer is {text!r:.80} (a missing value?): give the reference answer")  # all wrong
+    return said
 
 
 def _plain_answer(text: str) -> str | None:

@@ -9,7 +9,8 @@ bracketed choice letter as the letter, a variable, function or indexed name set 
 \\pi`, `p(x) = x^2`, `S_n = n^2`) aside; a currency in a box (`€18`) is dress, as `\\$` is. `last_boxed` finds a box's
 content and `interval_at` the tuple or interval an answer opens with; `markup` reads a completion's tags (special-token
 text, an `<answer>` block, HTML-like tags), `final_text` the text after a reasoning draft (`</think>`, gpt-oss's
-analysis channel); `clause` and `symbolic` tell an expression answer (`3x + 2`, `x - 1`) from a number.
+analysis channel); `clause` and `symbolic` tell an expression answer (`3x + 2`, `x - 1`) from a number,
+`expression` where it ends.
 """
 
 from __future__ import annotations
@@ -230,6 +231,13 @@ def _braced(arg: str) -> str:
 def clause(s: str) -> str:
     """`s` up to its sentence's end (the text an expression answer is compared as)."""
     return re.split(r"[.;](?:\s|$)|,\s", s)[0]
+
+
+def expression(s: str) -> str:
+    """An expression answer's text: its math span when `s` opens with one (`$x^2$ square units` is `x^2`: the words
+    after its `$` were kept), else `s` up to its clause's end."""
+    m = re.match(r"[\s*_`:]*(?:\$\$?|\\\()([^$\n]+?)(?:\$|\\\))", s)
+    return m.group(1) if m else clause(s)
 
 
 def symbolic(line: str, num: re.Match) -> bool:

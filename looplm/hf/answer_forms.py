@@ -1,0 +1,55 @@
+"""What an answer phrase states in words rather than in a number (standard library only; `looplm.hf.answers` reads
+the numbers and the order of cues): a word or a choice letter (`twelve`, `B`, `option C`), an expression of variables
+alone (`b - a`, `-x`), or a verdict that states none ("the answer is correct.").
+"""
+
+from __future__ import annotations
+
+import re
+
+from looplm.hf.latex import clause
+
+# words that judge rather than answer ("the answer is correct/verified."): such a phrase states no answer, unless a
+# number follows the word's punctuation ("is clear: 42"); an earlier phrase that states one is read
+VERDICTS = frozenset("correct incorrect right wrong clear obvious simple confirmed verified valid consistent "
+                     "reasonable accurate final checked sound true false above below".split())
+# words that point rather than answer ("the answer is thus 42", "the answer is here:"): the number after is read
+NOT_ANSWERS = VERDICTS | frozenset("here this that it thus therefore hence then so now".split())
+
+
+def verdict(tail: str) -> bool:
+    """Whether a phrase's `tail` judges rather than answers ("is correct.", "is verified"), unless a number follows
+    the word's punctuation ("is clear: 42")."""
+    lead = re.match(r"[\s*_`$:]*([^\W\d_]+)", tail)
+    return bool(lead and lead.group(1).lower() in VERDICTS
+                and not re.match(r"[*_`$]*[.,:;!?]\s*-?\$?\.?\d", tail[lead.end():]))
+
+
+def stated_word(tail: str) -> str | None:
+    """The answer a phrase states in a word or a choice letter ("the answer is B because there are 4 choices", "the
+    answer is twelve, not 11"), or None. Without this the phrase (or the marker) went on to the first number after it,
+    or the text's last one: 4, 11. A word counts when punctuation or the line's end follows it, but not when a
+    number follows that punctuation ("the answer is thus, 42"); a capital letter alone also before a lowercase word
+    ("B because", unless it is the article or pronoun A or I) or in a choice's bracket ("B) 42")."""
+    m = re.match(r"[\s*_`$(\[{'\"“‘:]*((?i:option|choice)\s*)?[(\[]?(?:\\(?:text|textbf|mathrm)\{[(\[]?)?([^\W\d_]+)"
+                 r"([*_`$)\]}'\"”’]*)", tail)
+    if not m or m.group(2).lower() in NOT_ANSWERS:
+        return None
+    word, rest = m.group(2), tail[m.end():]
+    if len(word) == 1 and re.match(r"\s*(?:,\s*)?(?:or|and)\s+[(\[]?[A-Z](?![a-z])", rest):  # "(A) or (B)": a hedge,
+        return tail.strip().rstrip(".")  # compared as text (it was credited for A)
+    if re.fullmatch(r"\s*(?:[.,;!?]+\s*)?", rest) or re.match(r"[.,;!?]+\s+(?![-$]?\.?\d)", rest):
+        return word
+    # "option B", `\text{(B)}`, "B) 42", "C. 42", "A because": a choice (A or I before any other word are words)
+    choice = len(word) == 1 and word.isupper()
+    return word if choice and (m.group(1) or ")" in m.group(3) or re.match(r"[.:]\s+[-$]?\.?\d", rest)
+                               or re.match(r"\s+(?:because|since|as)\b", rest)
+                               or word not in "AI" and re.match(r"\s+[a-z]", rest)) else None
+
+
+def variables(side: str) -> str | None:
+    """The expression of one-letter variables alone that `side` (a phrase's tail, or the side of its `=`) opens its
+    clause with (`b - a`, `-x` of `y = -x`, `x` of `f(x) = x`), or None. It is text, as `x - 1` is: with no digit in
+    it the phrase stated none (None), and the text's last number, or nothing, was read."""
+    said = clause(side).strip(" *_`")
+    return said if re.fullmatch(r"[-(\s]*[A-Za-z](?:[\s()]*[-+*/^][\s()-]*[A-Za-z])*[\s)]*", said) else None
