@@ -225,6 +225,10 @@ class DataConfig:
                                                       "every size exists")
         if self.task in ("jsonl", "text"):
             _check(bool(self.path), s, "path", f"the {self.task} task needs a file (data.path)")
+        for key in ("path", "test_path"):  # (a Path makes file:///x file:/x, which "does not exist", the URL unsaid)
+            _check(not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(getattr(self, key))), s, key,
+                   f"{getattr(self, key)} is a URL; looplm reads local files: give the file's path (download it "
+                   "first if it is remote)")
         _check(self.prompt_field != self.answer_field, s, "answer_field",  # the model would learn to copy
                f"must differ from data.prompt_field (both {self.prompt_field!r})")
         defaults = DataConfig.__dataclass_fields__

@@ -26,14 +26,38 @@ _StrictLoader.yaml_implicit_resolvers = {
     k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
                                                  "tag:yaml.org,2002:bool")]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                    list("tTfF"))
-_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
-                                    list("-+0123456789"))
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+.0123456789"))
+_BOOL12 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT12 = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_FLOAT12 = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL12, list("tTfF"))
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:int", _INT12, list("-+0123456789"))
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT12, list("-+.0123456789"))
+
+
+class _BadScalar(ConfigError):
+    """A scalar its explicit tag cannot read; each mapping it sits in adds its key on the way out, so the message
+    names the dotted key and the line."""
+
+    def __init__(self, line: int, what: str):
+        super().__init__(what)
+        self.line, self.what, self.keys = line, what, []
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {'.'.join(self.keys)}: {self.what}" if self.keys else self.what
+
+
+def _typed12(tag: str, rule: re.Pattern, read: Any, spelled: str) -> Any:
+    """The constructor of `tag` that reads only YAML 1.2's spelling (`rule`). The implicit resolvers above already
+    keep to it, but an explicit tag (`!!int 1:30`, `!!float 1_000`, `!!bool yes`) went to PyYAML's 1.1 reader:
+    sexagesimal 90, underscores and yes/no came back, and a bad value was Python's int() message with no key."""
+    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        s = loader.construct_scalar(node)
+        if not isinstance(s, str) or not rule.match(s):
+            raise _BadScalar(node.start_mark.line + 1, f"!!{tag} {s!r} is not a YAML 1.2 {tag} (looplm reads "
+                                                       f"YAML 1.2, not 1.1's 1:30, 1_000, 0b11 or yes); {spelled}")
+        return read(loader, node)
+    return construct
 
 
 def _int12(loader: yaml.SafeLoader, node: yaml.Node) -> int:
@@ -50,11 +74,20 @@ def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
             raise ConfigError(f"{where}: a config key must be a name, got {type(key).__name__} {key!r}")
         if key in out:
             raise ConfigError(f"{where}: duplicate key {key!r}")
-        out[key] = loader.construct_object(v_node, deep=True)
+        try:
+            out[key] = loader.construct_object(v_node, deep=True)
+        except _BadScalar as e:
+            e.keys.insert(0, key)
+            raise
     return out
 
 
-_StrictLoader.add_constructor("tag:yaml.org,2002:int", _int12)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int",
+                              _typed12("int", _INT12, _int12, "write it in decimal, 0x... or 0o..."))
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _typed12(
+    "float", _FLOAT12, yaml.SafeLoader.construct_yaml_float, "write it as 3, 0.5, 1e-3 or .inf"))
+_StrictLoader.add_constructor("tag:yaml.org,2002:bool",
+                              _typed12("bool", _BOOL12, yaml.SafeLoader.construct_yaml_bool, "write true or false"))
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 

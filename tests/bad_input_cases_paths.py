@@ -314,4 +314,20 @@ PATH_CASES: dict[str, Case] = {
         "and with --force over its training file: only the direct train.init_from run's data was checked)",
         ["sweep", "{tmp}/ft2", "--no-progress", "--depths", "1:2", "--out", "{tmp}/corpus/s.json"],
         {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20}, prepare=_fine_tune_of_fine_tune),
+    # round 42
+    "cfg-set-int-tag-sexagesimal": Case("config", "--set 'train.steps=!!int 1:30' (Python's \"invalid literal for "
+                                        "int()\", no key)", [
+        "train", "--config", "addition-prenorm-stars", "--out", "{tmp}/out", "--no-progress",
+        "--set", "train.steps=!!int 1:30"]),
+    "cfg-set-float-tag-sexagesimal": Case("config", "--set 'train.lr=!!float 1:30' (read as YAML 1.1's 90.0: the "
+                                          "run trained at lr 90)", [
+        "train", "--config", "addition-prenorm-stars", "--out", "{tmp}/out", "--no-progress",
+        "--set", "train.lr=!!float 1:30"]),
+    "cfg-file-int-tag-binary": Case("config", "a config file with `steps: !!int 0b11` (no file, line or key)", [
+        "train", "--config", "{tmp}/bad.yaml", "--out", "{tmp}/out", "--no-progress"],
+        {"bad.yaml": "train:\n  steps: !!int 0b11\n"}),
+    "cfg-data-path-file-url": Case("config", "--set data.path=file:///... (\"data file file:/... does not exist\")", [
+        "train", "--config", "addition-prenorm-stars", "--out", "{tmp}/out", "--no-progress",
+        "--set", "data.task=jsonl", "--set", "data.path=file://{tmp}/d.jsonl"], {"d.jsonl": '{"prompt": "1+1=", '
+                                                                                   '"answer": "2"}\n'}),
 }
