@@ -80,8 +80,21 @@ def bound_notes(cfg: LoopsConfig, share: float = 0.9) -> list[str]:
     low, high = bound_share(cfg)
     param = f"loops.mu={cfg.mu:g} (the log of the median loop count)" if cfg.sampler == "lognormal" else \
         f"loops.rate={cfg.rate:g} (the mean loop count)"
-    return [f"note: {param}: {100 * p:.0f}% of the steps run loops.{key}={n}, the end of the range it is clipped to"
-            for p, key, n in ((low, "min_loops", cfg.min_loops), (high, "max_loops", cfg.max_loops)) if p >= share]
+    notes = [f"note: {param}: {100 * p:.0f}% of the steps run loops.{key}={n}, the end of the range it is clipped to"
+             for p, key, n in ((low, "min_loops", cfg.min_loops), (high, "max_loops", cfg.max_loops)) if p >= share]
+    return _depth_note(cfg) + notes
+
+
+def _depth_note(cfg: LoopsConfig) -> list[str]:
+    """A note when loops.num_loops, the depth a random sampler's run is evaluated at during training (and that
+    generate and export-hf default to), lies outside the range the sampler trains and no curriculum trains it:
+    the logged accuracy, and train.stop_at_acc, then scored a depth the run never saw."""
+    n, lo, hi = cfg.num_loops, cfg.min_loops, cfg.max_loops
+    if cfg.sampler == "fixed" or cfg.curriculum_steps or lo <= n <= hi:
+        return []
+    return [f"note: loops.num_loops={n} is outside the {cfg.sampler} sampler's range (loops.min_loops..max_loops = "
+            f"{lo}..{hi}): the run's evaluations, and generate's default depth, use {n} loops, a depth it never "
+            "trains; set loops.num_loops within the range"]
 
 
 def backprop_notes(cfg: LoopsConfig, steps: int, model: Any = None) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,7 @@ def check_regular_file(path: str | Path) -> Path:
     otherwise. A pipe (`--data /dev/stdin`) was "not a regular file", with no reason and no way out."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(missing_data(p))
+        raise FileNotFoundError(missing_data(path))
     if p.is_dir():
         raise ValueError(f"data file {p} is a directory")
     if not p.is_file():
@@ -195,10 +196,15 @@ def check_regular_file(path: str | Path) -> Path:
     return p
 
 
-def missing_data(p: Path) -> str:
+def missing_data(path: str | Path) -> str:
     """Why data file `p` cannot be read, where a relative path was looked for: it is read from the working
     directory, not from the config file's folder (a data file beside a config was "does not exist")."""
+    p = Path(path)
     why = not_there(p)
+    url = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):/", str(path))  # (a Path has made file:///x file:/x)
+    if url and why == "does not exist":  # "data file file:/tmp/d.jsonl does not exist in ..." never said why
+        return (f"data file {shown_path(path)} looks like a URL ({url[1]}://...): looplm reads local files; give "
+                "the file's path (download it first if it is remote)")
     if p.is_absolute() or why != "does not exist":
         return f"data file {shown_path(p)} {why}"
     return (f"data file {shown_path(p)} does not exist in {Path.cwd()} (a relative path is read from the working "
@@ -248,3 +254,28 @@ def _not_one_document(text: str, p: Path) -> None:
         objects = f"{len(doc)} object" + "s" * (len(doc) != 1)  # (was "a list of 1 objects")
         raise ValueError(f"{p} is one JSON document (a list of {objects}), but this reads JSON Lines, one object per "
                          f"line; convert it, e.g. `jq -c '.[]' {p} > {lines.name}`")
+
+
+def not_carried(d: Path) -> list[str]:
+    """What a user added to checkpoint folder `d` that ckpt.user_files does not carry into the next checkpoint:
+    folders that hold no file or link (empty), and FIFOs, sockets and devices."""
+    found = []
+    for root, dirs, files in os.walk(d) if d.is_dir() and not d.is_symlink() else ():
+        r = Path(root)
+        found += [(r / n).relative_to(d).as_posix() for n in files if not ((r / n).is_file() or (r / n).is_symlink())]
+        if r != d and not any(p.is_file() or p.is_symlink() for p in r.rglob("*")):
+            found.append(r.relative_to(d).as_posix() + "/")
+            dirs[:] = []  # (the folder is named: not each empty folder in it)
+    return sorted(found)
+
+
+def result_of(result: Path) -> tuple[int | None, str | None]:
+    """The step a result file (sweep.json, dynamics.json) scored and the run folder its label names (its first
+    part: `RUN/step-N` is a checkpoint of RUN's history); None for what it does not record."""
+    try:
+        rec = json.loads(result.read_text())
+    except (OSError, ValueError):
+        return None, None
+    step, label = (rec.get("step"), rec.get("label")) if isinstance(rec, dict) else (None, None)
+    return (step if isinstance(step, int) and not isinstance(step, bool) else None,
+            label.split("/")[0] if isinstance(label, str) and label else None)

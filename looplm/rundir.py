@@ -28,6 +28,7 @@ from typing import Any
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
 from .errors import UserError, in_demo, special_kind
+from .records import not_carried, result_of
 
 LOCK = ".looplm.lock"
 # What a looplm run leaves in its directory (the rest are outputs: sweeps, plots).
@@ -249,7 +250,8 @@ def log_gap(out: Path, step: int, t: Any) -> str | None:
     last = max((s for s in _logged_steps(log) if s <= step), default=0)
     if last >= _last_due(step, t):  # the steps after the last logged one were not due a record
         return None
-    what = f"{log} ends at step {last}" if log.is_file() else f"{log} is missing"
+    what = (f"{log} is missing" if not log.is_file() else f"{log} ends at step {last}" if _logged_steps(log) else
+            f"{log} is empty" if not log.stat().st_size else f"{log} holds no step's record")  # (not "at step 0")
     return (f"note: {what}, but the checkpoint is at step {step}; steps {last + 1}-{step} have no log lines (the "
             "resume goes on from the checkpoint, and the log from there)")
 
@@ -438,6 +440,7 @@ RESUMABLE = {"train." + k for k in (
     "micro_batch_size", "bf16", "logger")}
 
 
+UNREAD_INIT = "note: train.init_from="  # on_resume's note, which already_done repeats
 RESULTS = ("sweep.json", "dynamics.json", "eval-lm/eval_lm.json")  # what sweep, analyze, eval-lm write by default
 
 
@@ -459,7 +462,7 @@ def on_resume(src: Path, cfg: Config, out: Path) -> tuple[Config, list[str]]:
     began = ckpt.load_config(src).train.init_from
     notes = []
     if cfg.train.init_from != began:
-        notes.append(f"note: train.init_from={cfg.train.init_from or '(none)'} is not read: a resume continues its "
+        notes.append(f"{UNREAD_INIT}{cfg.train.init_from or '(none)'} is not read: a resume continues its "
                      f"own checkpoint; the run's record keeps where it started ({began or 'its own initialisation'})")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=began))
     gap = log_gap(out, ckpt.saved_step(src) or 0, ckpt.load_config(src).train)
@@ -477,37 +480,22 @@ def on_resume(src: Path, cfg: Config, out: Path) -> tuple[Config, list[str]]:
     if added:  # a model card written before an upload was lost with the checkpoint the first save replaced
         notes.append(f"note: {out / 'checkpoint'} holds files looplm did not write ({', '.join(added[:5])}"
                      f"{', ...' if len(added) > 5 else ''}); each new checkpoint carries them over")
-    lost = _not_carried(out / "checkpoint")
+    lost = not_carried(out / "checkpoint")
     if lost:  # an empty folder or a FIFO put there vanished at the next save, unsaid
         notes.append(f"note: {out / 'checkpoint'} holds {', '.join(lost[:5])}{', ...' if len(lost) > 5 else ''}, "
                      "which a new checkpoint does not carry over (only files and links are); keep them elsewhere")
-    kept = [f"{f} (step {_scored_step(out / f) or '?'})" for f in RESULTS if (out / f).is_file()]
+    found = {f: result_of(out / f) for f in RESULTS if (out / f).is_file()}
+    ours = {f for f, (_, run) in found.items() if run in (None, out.resolve().name)}
+    other = [f"{f} (run {run}, step {step or '?'})" for f, (step, run) in found.items() if f not in ours]
+    if other:  # `sweep j4 --out fr1/sweep.json` was called this run's result of an earlier step
+        notes.append(f"note: {' and '.join(other)} in {out} are results of another run (their label names it), "
+                     "not of this one")
+    kept = [f"{f} (step {found[f][0] or '?'})" for f in RESULTS if f in ours]
     if kept:  # each result's own step: it may score a checkpoint of the history, not the latest
         # by step, not "earlier": a resume from the history (the latest checkpoint damaged) is behind the results
         notes.append(f"note: {' and '.join(kept)} in {out} score other weights than this run will have (it resumes "
                      f"from step {ckpt.saved_step(src)} and trains on); rerun them with --force once it has")
     return cfg, notes
-
-
-def _not_carried(d: Path) -> list[str]:
-    """What a user added to checkpoint folder `d` that ckpt.user_files does not carry into the next checkpoint:
-    folders that hold no file or link (empty), and FIFOs, sockets and devices."""
-    found = []
-    for root, dirs, files in os.walk(d) if d.is_dir() and not d.is_symlink() else ():
-        r = Path(root)
-        found += [(r / n).relative_to(d).as_posix() for n in files if not ((r / n).is_file() or (r / n).is_symlink())]
-        if r != d and not any(p.is_file() or p.is_symlink() for p in r.rglob("*")):
-            found.append(r.relative_to(d).as_posix() + "/")
-            dirs[:] = []  # (the folder is named: not each empty folder in it)
-    return sorted(found)
-
-
-def _scored_step(result: Path) -> int | None:
-    try:
-        step = json.loads(result.read_text()).get("step")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return step if isinstance(step, int) else None
 
 
 def _run_config(src: Path) -> str:
@@ -575,16 +563,21 @@ def resume_note(changed: list[tuple[str, str]]) -> str:
     return f"resuming with changed settings; {head}:\n  " + "\n  ".join(lines)
 
 
-def already_done(out: Path, src: Path, step: int, cfg: Config, total: int) -> str | None:
+def already_done(out: Path, src: Path, step: int, cfg: Config, total: int, changed: list[tuple[str, str]] = (),
+                 notes: list[str] = ()) -> str | None:
     """What to say when the checkpoint a resume starts from has nothing left to train (None: it has). A schedule
-    that ends before the checkpoint is refused: a resume continues a run, it never cuts one short."""
+    that ends before the checkpoint is refused: a resume continues a run, it never cuts one short. `changed`
+    (check_resume's) and on_resume's init_from note: the settings given that a complete run does not use."""
     t = cfg.train
     if step > total:
         asked = f"train.steps={t.steps}" if t.steps else f"train.epochs={t.epochs} ({total} steps)"
         raise ConfigError(f"{asked} ends before the checkpoint's step {step} ({src}); a resume continues a run: ask "
                           f"for at least {step} steps, or choose another {out_flag()}")
-    if step == total:
-        return f"{out} is already complete (step {step} of {total}): nothing to train; nothing was changed"
+    if step == total:  # (settings given with it went unsaid: a resume that trains notes them)
+        unused = [n for n in notes if n.startswith(UNREAD_INIT)] + [
+            f"note: not used (the run is complete): {'; '.join(d for d, _ in changed)}"] * bool(changed)
+        return "\n".join([f"{out} is already complete (step {step} of {total}): nothing to train; nothing was "
+                          "changed", *unused])
     log = out / "metrics.jsonl"
     for line in log.read_text().splitlines() if t.stop_at_acc and log.exists() else []:
         try:

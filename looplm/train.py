@@ -294,7 +294,7 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
     total = t.steps or _epoch_steps(t, run.task.size, world.is_main)
     state = ckpt.load_state(src) if src is not None else None
     if state is not None:
-        done = rundir.already_done(out, src, int(state["step"]), cfg, total)
+        done = rundir.already_done(out, src, int(state["step"]), cfg, total, changed, notes)
         if done is not None:  # a finished run resumed (a restart script, a study): it stays as it is
             if world.is_main:
                 print(done)

@@ -60,7 +60,8 @@ def test_a_sampler_that_puts_its_steps_at_one_end_is_noted():
         drawn = [sample_loops(c, g, 10**6) for _ in range(4000)]
         low, high = bound_share(c)
         assert abs(drawn.count(c.min_loops) / 4000 - low) < 0.03 and abs(drawn.count(c.max_loops) / 4000 - high) < 0.03
-    notes = bound_notes(load_config("addition-prenorm-stars", ["loops.max_loops=4", "loops.mu=5"]).loops)
+    notes = bound_notes(load_config("addition-prenorm-stars", ["loops.max_loops=4", "loops.mu=5",
+                                                               "loops.num_loops=4"]).loops)
     assert notes == ["note: loops.mu=5 (the log of the median loop count): 100% of the steps run loops.max_loops=4, "
                      "the end of the range it is clipped to"]
     assert bound_notes(load_config("addition-prenorm-stars").loops) == []  # the preset's own draw: no note
