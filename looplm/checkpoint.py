@@ -46,7 +46,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError
-from .errors import UserError, not_there, shown_path, special_kind
+from .errors import UserError, missing_file, no_weights, not_there, shown_path, special_kind
 from .model import LoopedTransformer
 
 T = TypeVar("T")
@@ -121,7 +121,7 @@ def resolve(path: str | Path) -> Path:
         data = " (a data file? pass it with --data)" if p.suffix.lower() in (".jsonl", ".json", ".txt") else ""
         raise CheckpointError(f"checkpoint {p} is a file, not a run directory{data}; give the run directory "
                               f"(train's --out) or the folder that holds {WEIGHTS}")
-    raise CheckpointError(f"no {WEIGHTS} in {p} or {p / 'checkpoint'}: not a looplm checkpoint or run directory")
+    raise CheckpointError(no_weights(p, WEIGHTS, history(p)))
 
 
 def has_weights(d: Path) -> bool:
@@ -448,8 +448,8 @@ def verify(path: str | Path, names: tuple[str, ...] | None = None) -> None:
             raise _damaged(d, f"{mf} is unreadable (its entry for {name!r} is not a file record of an integer "
                               "`bytes` and a string `sha256`); the file is corrupted")
         if not (d / name).is_file() and (name != STATE or STATE in (names or ())):
-            raise _damaged(d, f"{d / name} is missing (listed in {MANIFEST}); restore it, or copy the model's files "
-                              f"without {MANIFEST} to a folder of their own to use the checkpoint without it")
+            same = [c / name for _, c in history(d) if (c / name).is_file() and _sha256(c / name) == rec["sha256"]]
+            raise _damaged(d, missing_file(d / name, MANIFEST, same[-1:]))
     for name in [n for n in (files if names is None else names) if n in files and (d / n).is_file()]:
         f, rec, binary = d / name, files[name], name.endswith((".safetensors", ".pt"))
         edited = _EDITED + (_EXIT_HINT if name == CONFIG and RUN_CONFIG in files else "")

@@ -184,6 +184,45 @@ def not_there(p: object, model: bool = False) -> str:
     return "does not exist"
 
 
+def no_weights(p: object, weights: str, saved: list) -> str:
+    """Why folder `p` holds no model. A run whose `checkpoint/` is gone (deleted, or a copy without it) still has
+    its history (`saved`: (step, folder), oldest first): its newest entry can be read as it is, or made the run's
+    checkpoint again by a resume. Such a run was called "not a looplm checkpoint or run directory"."""
+    from pathlib import Path
+
+    p = Path(p)
+    if not saved:
+        return f"no {weights} in {p} or {p / 'checkpoint'}: not a looplm checkpoint or run directory"
+    run = p.parent if p.name == "checkpoint" else p
+    step, newest = saved[-1]
+    gone = f"holds no {weights}" if (run / "checkpoint").exists() else "is missing"
+    return (f"{run} is a run without a current checkpoint ({run / 'checkpoint'} {gone}); its newest saved "
+            f"checkpoint is {newest} (step {step}): give that folder to read it, or restore the run's checkpoint "
+            f"with `looplm train --config {run / 'config.yaml'} --out {run} --resume`")
+
+
+# what a checkpoint's files hold, for the message when one is missing ("data.json is missing" said nothing of it)
+CHECKPOINT_FILES = {"data.json": "the record of the data it was trained on, checked by a sweep or analysis of its "
+                    "held-out split", "tokenizer.json": "its tokenizer", "config.json": "its model's config",
+                    "data_stats.json": "the fine-tune's data statistics", "module.json": "its module's class"}
+
+
+def missing_file(f: object, manifest: str, same: list) -> str:
+    """The message for a checkpoint file that its manifest lists but that is gone. Every listed file must be there
+    even where the command does not read it: a reader takes a missing file for a checkpoint from before the file
+    was written (a data.json gone skipped the data check). `same`: a copy in the run's history with the recorded
+    SHA-256, which restores it exactly."""
+    from pathlib import Path
+
+    f = Path(f)
+    what = f" ({CHECKPOINT_FILES[f.name]})" if f.name in CHECKPOINT_FILES else ""
+    if same:
+        return (f"{f}{what} is missing (listed in {manifest}); the run's history holds the same file: restore it with "
+                f"`cp {same[0]} {f}`")
+    return (f"{f}{what} is missing (listed in {manifest}); restore it, or copy the model's files without {manifest} "
+            "to a folder of their own to use the checkpoint without it")
+
+
 DISTRIBUTED_COMMANDS = ("train", "finetune")  # the commands torchrun runs on every rank, which refuse alike
 _running: list[str] = []  # the command of the CLI that runs (none: a call from Python)
 # the commands that read a Hugging Face model folder, where `org/name` may be a hub id not yet downloaded

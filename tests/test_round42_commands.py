@@ -1,0 +1,97 @@
+"""Round 42, native read-only commands: a run whose checkpoint/ is gone names its newest history entry and the
+resume that restores it, generate says when its exit rule cannot stop a token, a sweep of part of a held-out file
+says so, a checkpoint file that is missing says what it held (and the history's identical copy), and "1 window"
+takes "is"."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from looplm import fit
+from looplm.cli import main
+
+from .test_round38_resume import add_cfg
+
+HISTORY = {"train.checkpoint_every": 1, "train.keep_checkpoints": 3}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 3-step addition run whose history keeps steps 1 and 2 beside checkpoint/ (step 3)."""
+    out = tmp_path_factory.mktemp("r42") / "run"
+    fit(add_cfg(3, **HISTORY), out, progress=False)
+    return out
+
+
+def files(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_a_run_without_checkpoint_names_its_newest_history_entry_and_the_resume(run, tmp_path, monkeypatch, capsys):
+    """It was "no model.safetensors in ho or ho/checkpoint: not a looplm checkpoint or run directory"."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(run, tmp_path / "ho")
+    shutil.rmtree(tmp_path / "ho" / "checkpoint")
+    before = files(tmp_path)
+    for cmd in (["sweep", "ho", "--depths", "1:2", "--no-progress"], ["generate", "ho", "12+34="],
+                ["export-hf", "ho", "--out", "hf"]):
+        capsys.readouterr()
+        assert main(cmd) == 2, cmd
+        err = capsys.readouterr().err
+        assert err == ("error: ho is a run without a current checkpoint (ho/checkpoint is missing); its newest saved "
+                       "checkpoint is ho/checkpoints/step-00000002 (step 2): give that folder to read it, or restore "
+                       "the run's checkpoint with `looplm train --config ho/config.yaml --out ho --resume`\n"), cmd
+        assert files(tmp_path) == before  # nothing written
+    # the entry named is read as it is
+    assert main(["sweep", "ho/checkpoints/step-00000002", "--depths", "1:2", "--no-progress", "--out", "s.json"]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["step"] == 2
+    # and the resume named restores the run (only the part of the command the message gives)
+    monkeypatch.setattr(sys, "argv", ["looplm"])
+    assert main(["train", "--config", "ho/config.yaml", "--out", "ho", "--resume", "--no-progress"]) == 0
+    assert (tmp_path / "ho" / "checkpoint" / "model.safetensors").is_file()
+    # a checkpoint/ folder without its weights is said as such
+    (tmp_path / "ho" / "checkpoint" / "model.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["generate", "ho", "12+34="]) == 2
+    assert capsys.readouterr().err.startswith("error: ho is a run without a current checkpoint (ho/checkpoint holds "
+                                              "no model.safetensors); its newest saved checkpoint is "
+                                              "ho/checkpoints/step-0000000")
+
+
+def test_a_folder_without_a_history_is_still_not_a_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    got = subprocess.run([sys.executable, "-m", "looplm.cli", "generate", str(tmp_path / "empty"), "1+2="],
+                         capture_output=True, text=True)
+    assert got.returncode == 2
+    assert got.stderr == (f"error: no model.safetensors in {tmp_path / 'empty'} or {tmp_path / 'empty/checkpoint'}: "
+                          "not a looplm checkpoint or run directory\n")
+
+
+def test_a_missing_checkpoint_file_says_what_it_held_and_restores_from_the_history(run, tmp_path, monkeypatch, capsys):
+    """"r/checkpoint/tokenizer.json is missing (listed in manifest.json); restore it": from where was not said, nor
+    what the file is; the history's copy with the recorded SHA-256 restores it exactly."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(run, tmp_path / "r")
+    (tmp_path / "r" / "checkpoint" / "tokenizer.json").unlink()
+    capsys.readouterr()
+    assert main(["generate", "r", "1+2="]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: r/checkpoint/tokenizer.json (its tokenizer) is missing (listed in manifest.json); "
+                          "the run's history holds the same file: restore it with "
+                          "`cp r/checkpoints/step-00000002/tokenizer.json r/checkpoint/tokenizer.json`")
+    assert err.count("\n") == 1
+    shutil.copy(tmp_path / "r/checkpoints/step-00000002/tokenizer.json", tmp_path / "r/checkpoint/tokenizer.json")
+    assert main(["generate", "r", "1+2="]) == 0
+    # with no copy in the history, the earlier advice
+    shutil.rmtree(tmp_path / "r" / "checkpoints")
+    (tmp_path / "r" / "checkpoint" / "tokenizer.json").unlink()
+    capsys.readouterr()
+    assert main(["generate", "r", "1+2="]) == 2
+    assert capsys.readouterr().err == (
+        "error: r/checkpoint/tokenizer.json (its tokenizer) is missing (listed in manifest.json); restore it, or "
+        "copy the model's files without manifest.json to a folder of their own to use the checkpoint without it\n")
