@@ -22,7 +22,7 @@ from .config import REAL_NUMBER, Config, load_config
 from .demo import DEMO_FILES, DEMO_N, cmd_demo, exit_summary, table_depths
 from .errors import DISTRIBUTED_COMMANDS, UserError, command, guarded, rank_zero, run_command, say
 from .evaluate import overflow_of, parse_depths, perplexity, sweep
-from .generate import generate, generate_cached
+from .generate import exit_cap_note, generate, generate_cached, pads_said
 from .loops import trained_loops
 from .outputs import (
     all_or_nothing,
@@ -125,9 +125,16 @@ def eval_problems(task, cfg, data: str | None, n: int | None, default: int | Non
         batch = task.held_out(want if want is not None else cfg.data.test_size)
         source = held_out_source(cfg)
     if n is not None and len(batch) < n:
-        what = ("window" if task.scored_by == "perplexity" else "problem") + "s" * (len(batch) != 1)
+        are, s = ("is", "") if len(batch) == 1 else ("are", "s")  # (was "there are only 1 window")
+        what = ("window" if task.scored_by == "perplexity" else "problem") + s
         where = data if data is not None else "the " + source
-        raise ValueError(f"--n {n}: there are only {len(batch)} {what} in {where}; ask for at most {len(batch)}")
+        raise ValueError(f"--n {n}: there {are} only {len(batch)} {what} in {where}; ask for at most {len(batch)}")
+    # a sweep without --n scores data.test_size of the held-out rows (or windows): where there are more (a
+    # data.test_path file of 50 rows, test_size 16), its result was taken for the whole file's
+    if data is None and n is None and default is None and len(task.held_out(len(batch) + 1)) > len(batch):
+        of = f" of the {len(task.test[0])} problems" if cfg.data.task == "jsonl" else " windows"
+        print(f"note: the sweep scores the first {len(batch)}{of} of the {source}, as data.test_size="
+              f"{cfg.data.test_size} sets; --n N scores up to N of them")
     return batch, source
 
 
@@ -213,6 +220,8 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
     model, cfg = ckpt.load_model(checkpoint, resolve_device(device))
     task = task_of_checkpoint(cfg, checkpoint, held_out=False)
     n_loops = loops if loops is not None else cfg.loops.num_loops
+    if note := exit_cap_note(exit_tol, exit_stable, n_loops):  # every token runs the cap, as with no rule
+        print(note)
     for p in prompts:  # Python reads a command line's non-UTF-8 bytes as lone surrogates: no tokenizer encodes them
         odd = re.search("[\udc80-\udcff]", p)
         if odd:
@@ -237,7 +246,7 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
         f"  [cut off: no end token within the model's {cfg.model.max_seq_len} positions]"
     # an answer with no text (the end token first) is said: a bare prompt read as a dropped line or a blank answer
     return [(p, (one_line(task.format_answer(task.tok.decode(o))) or "[empty answer]") + ("" if done else cut)
-             + _pads_said(o, task.pad_id) + (f"  [loops per token: {' '.join(map(str, u))}]" if show_loops else ""))
+             + pads_said(o, task.pad_id) + (f"  [loops per token: {' '.join(map(str, u))}]" if show_loops else ""))
             for p, o, u, done in zip(prompts, outs, used, outs.finished, strict=True)]
 
 
@@ -245,16 +254,6 @@ def one_line(text: object) -> str:
     """`text` (an answer, or a path such as `--out $'ru\\nn'`) on one line of output: a control character (a newline,
     a carriage return) as its escape, `\\n`, and a backslash doubled, so what is printed is one line, read back."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text).replace("\\", "\\\\"))
-
-
-def _pads_said(out: list[int], pad_id: int) -> str:
-    """A padding token the model chose is part of what it wrote (every later token read it) but has no text: say
-    where it was, so the printed answer is not taken for the sequence that a sweep scores."""
-    at = [k + 1 for k, t in enumerate(out) if t == pad_id]
-    if not at:
-        return ""
-    where = ", ".join(map(str, at[:8])) + (", ..." if len(at) > 8 else "")
-    return f"  [the model wrote <pad> as output token(s) {where} of {len(out)}; the text leaves them out]"
 
 
 def depth_table(sw: dict, depths: list[int], label: str = "accuracy", key: str = "accuracy") -> str:

@@ -263,6 +263,17 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
                        exit_correct if use_exit else None, rule, n_scored, sorted(overflow) or None)
 
 
+def exit_cap_reason(tol: float | None, stable: int | None, cap: int) -> str | None:
+    """Why an exit rule (sweep's per row, generate's per token) cannot stop anything before `cap` loops, as the
+    start of a note ("... holds at loop k + 1 at the earliest; "), or None where it can (or there is no rule): a
+    count of k stable loops first holds at loop k + 1, and a tolerance of 0 never (a step never changes a state by
+    less than nothing). Everything then runs to the cap, and the result reads as the rule's own."""
+    if (tol is None and stable is None) or (stable is not None and stable + 1 < cap) or (tol and cap > 1):
+        return None
+    return (f"--exit-stable {stable} holds at loop {stable + 1} at the earliest; " if stable else
+            "--exit-tol 0 never holds; " if tol == 0 else "a cap of 1 loop leaves nothing to stop; ")
+
+
 class ExitTracker:
     """The sequence-level exit rule of the sweep: sample i stops at the first loop t where
     - its relative step residual ||h(t) - h(t-1)|| / ||h(t)|| (over its non-pad positions) is below `tol`, or

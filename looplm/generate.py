@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from .arguments import MAX_DEPTH, check_count, check_exit_rule, strict_int
-from .evaluate import check_finite, check_weights_finite, state_overflow
+from .evaluate import check_finite, check_weights_finite, exit_cap_reason, state_overflow
 from .looped import eval_mode, run_loop
 from .model import KVCache, LoopedTransformer, builtin_loop, structure_diff
 
@@ -325,3 +325,23 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
                 logits, depth, h = _cached_step(model, cache, nxt.unsqueeze(1), plen + k, num_loops, exit_tol,
                                                 exit_stable)
         return Generated(outs, finished), loops
+
+
+def exit_cap_note(tol: float | None, stable: int | None, loops: int) -> str | None:
+    """generate's note where its exit rule cannot stop a token before the cap of `loops` (the sweep's note, for
+    tokens): every token then runs the cap, as with no rule, and the rule was taken to have saved loops."""
+    why = exit_cap_reason(tol, stable, loops)
+    if why is None:
+        return None
+    return (f"note: the exit rule cannot stop a token before the cap ({why}the cap is {loops} loop(s)): every token "
+            f"runs {loops} loop(s), as with no rule; raise --loops or loosen the rule")
+
+
+def pads_said(out: list[int], pad_id: int) -> str:
+    """A padding token the model chose is part of what it wrote (every later token read it) but has no text: say
+    where it was, so the printed answer is not taken for the sequence that a sweep scores."""
+    at = [k + 1 for k, t in enumerate(out) if t == pad_id]
+    if not at:
+        return ""
+    where = ", ".join(map(str, at[:8])) + (", ..." if len(at) > 8 else "")
+    return f"  [the model wrote <pad> as output token(s) {where} of {len(out)}; the text leaves them out]"

@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from looplm import fit
+from looplm import fit, load_config
 from looplm.cli import main
 
-from .test_round38_resume import add_cfg
+from .test_round38_resume import TINY, add_cfg
 
 HISTORY = {"train.checkpoint_every": 1, "train.keep_checkpoints": 3}
 
@@ -72,6 +72,44 @@ def test_a_folder_without_a_history_is_still_not_a_run(tmp_path):
                           "not a looplm checkpoint or run directory\n")
 
 
+def test_generate_says_when_its_exit_rule_cannot_stop_a_token(run, capsys):
+    """sweep said so ("the exit rule cannot stop a row before the cap"); generate said nothing, and every token ran
+    the cap as if there were no rule."""
+    assert main(["generate", str(run), "12+34=", "--exit-stable", "100", "--loops", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("note: the exit rule cannot stop a token before the cap (--exit-stable 100 holds at loop "
+                          "101 at the earliest; the cap is 3 loop(s)): every token runs 3 loop(s), as with no rule; "
+                          "raise --loops or loosen the rule\n")
+    assert main(["generate", str(run), "12+34=", "--exit-tol", "0", "--loops", "2"]) == 0
+    assert "(--exit-tol 0 never holds; the cap is 2 loop(s))" in capsys.readouterr().out
+    for rule in (["--exit-stable", "1"], ["--exit-tol", "0.1"]):  # a rule that can stop a token: no note
+        assert main(["generate", str(run), "12+34=", *rule, "--loops", "3"]) == 0
+        assert "note" not in capsys.readouterr().out
+
+
+def test_a_sweep_of_part_of_a_held_out_file_says_how_much_and_of_which_file(tmp_path, monkeypatch, capsys):
+    """A data.test_path of 50 rows was swept on data.test_size=16 of them, said nowhere but in the JSON's `n`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tr.jsonl").write_text("".join(json.dumps({"prompt": f"{i}+{i % 7}=", "answer": str(i + i % 7)})
+                                               + "\n" for i in range(200)))
+    (tmp_path / "te.jsonl").write_text("".join(json.dumps({"prompt": f"{i}+{i % 5}=", "answer": str(i + 500)})
+                                               + "\n" for i in range(500, 550)))
+    sets = {**TINY, "train.steps": 1, "data.path": "tr.jsonl", "data.test_path": "te.jsonl"}
+    fit(load_config("jsonl-stars", [f"{k}={v}" for k, v in sets.items()]), tmp_path / "tp", progress=False)
+    capsys.readouterr()
+    assert main(["sweep", "tp", "--depths", "1", "--no-progress", "--out", "a.json"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "note: the sweep scores the first 16 of the 50 problems of the held-out file te.jsonl (data.test_path), as "
+        "data.test_size=16 sets; --n N scores up to N of them\n")
+    assert main(["sweep", "tp", "--depths", "1", "--no-progress", "--out", "b.json", "--n", "50"]) == 0
+    assert "note" not in capsys.readouterr().out
+
+
+def test_an_addition_sweep_of_its_whole_split_gives_no_note(run, tmp_path, capsys):
+    assert main(["sweep", str(run), "--depths", "1", "--no-progress", "--out", str(tmp_path / "a.json")]) == 0
+    assert "note" not in capsys.readouterr().out
+
+
 def test_a_missing_checkpoint_file_says_what_it_held_and_restores_from_the_history(run, tmp_path, monkeypatch, capsys):
     """"r/checkpoint/tokenizer.json is missing (listed in manifest.json); restore it": from where was not said, nor
     what the file is; the history's copy with the recorded SHA-256 restores it exactly."""
@@ -95,3 +133,16 @@ def test_a_missing_checkpoint_file_says_what_it_held_and_restores_from_the_histo
     assert capsys.readouterr().err == (
         "error: r/checkpoint/tokenizer.json (its tokenizer) is missing (listed in manifest.json); restore it, or "
         "copy the model's files without manifest.json to a folder of their own to use the checkpoint without it\n")
+
+
+def test_one_window_is(tmp_path, monkeypatch, capsys):
+    """"--n 2: there are only 1 window in tx5.txt"."""
+    from .test_round38_resume import TEXT, text_cfg
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text(TEXT)
+    (tmp_path / "tx5.txt").write_text("ab")
+    fit(text_cfg(1, "a.txt"), tmp_path / "tx", progress=False)
+    capsys.readouterr()
+    assert main(["sweep", "tx", "--data", "tx5.txt", "--n", "2", "--depths", "1", "--no-progress"]) == 2
+    assert capsys.readouterr().err == "error: --n 2: there is only 1 window in tx5.txt; ask for at most 1\n"

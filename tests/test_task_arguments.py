@@ -130,7 +130,7 @@ def test_counts_in_messages_agree_with_their_nouns(tmp_path):
     (tmp_path / "t.txt").write_text(TEXT)
     (tmp_path / "short.txt").write_text("the quick")
     task = TextTask(str(tmp_path / "t.txt"), 8, 0.2)
-    with pytest.raises(ValueError, match=r"^--n 3: there are only 1 window in .*short\.txt; ask for at most 1$"):
+    with pytest.raises(ValueError, match=r"^--n 3: there is only 1 window in .*short\.txt; ask for at most 1$"):
         eval_problems(task, None, str(tmp_path / "short.txt"), 3)
 
 
