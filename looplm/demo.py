@@ -10,7 +10,7 @@ from . import checkpoint as ckpt
 from . import rundir
 from .config import PRESET_DIR, ConfigError, apply_overrides, load_config
 from .errors import UserError, demo_stages
-from .evaluate import parse_depths
+from .evaluate import exit_cap_reason, parse_depths
 from .outputs import all_or_nothing, fresh_outputs, write_json
 from .tasks import make_task, task_of_checkpoint, with_task_vocab
 from .train import Interrupted, check_memory, fit
@@ -45,10 +45,9 @@ def exit_summary(x: dict) -> str:
     state by less than nothing). Every row then ran to the cap, and the line read as the rule's own result."""
     line = (f"exit rule (tol={x['tol']}, stable={x['stable']}, cap {x['max_loops']}): accuracy {x['accuracy']:.3f} "
             f"at {x['mean_loops']:.2f} loops on average")
-    cap, stable, tol = x["max_loops"], x["stable"], x["tol"]
-    if (stable is None or stable + 1 >= cap) and not (tol and cap > 1):
-        why = (f"--exit-stable {stable} holds at loop {stable + 1} at the earliest; " if stable else
-               "--exit-tol 0 never holds; " if tol == 0 else "")
+    cap = x["max_loops"]
+    why = exit_cap_reason(x["tol"], x["stable"], cap)
+    if why is not None:
         line += (f"\nnote: the exit rule cannot stop a row before the cap ({why}the deepest depth is {cap}): every "
                  f"row ran {cap} loop(s), so its accuracy is depth {cap}'s; sweep deeper or loosen the rule")
     return line
