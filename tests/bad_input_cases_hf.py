@@ -541,4 +541,38 @@ HF_CASES: dict[str, Case] = {
         "ft.yaml": FT_YAML, "m.csv": "question,answer\n1+1?,2\n"}, hf=True),
     "hf-finetune-jsonl-gz-file": Case("data", "data.source=a gzipped JSONL file (.jsonl.gz)", [
         *FT, "--set", "data.source={tmp}/m.jsonl.gz"], {"ft.yaml": FT_YAML, "m.jsonl.gz": GOOD_CHAT + "\n"}, hf=True),
+    # round 42 (HF data and eval: empty values said as empty, not as the folder ".")
+    "hf-finetune-empty-chat-template": Case("config", "data.chat_template= (empty: was said as the folder '.')", [
+        *FT, "--set", "data.chat_template="], chat(GOOD_CHAT), hf=True),
+    "hf-analyze-empty-model": Case("hf", "analyze '' (an empty model path: 'no model.safetensors in .')", [
+        "analyze", "", "--data", "{tmp}/chat.jsonl", "--no-progress", "--out", "{tmp}/a"],
+        {"chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-eval-empty-model": Case("hf", "eval-lm '' (an empty model path, shown as nothing)", [
+        "eval-lm", "", "--tasks", "x", "--out", "{tmp}/e"], hf=True),
+    "hf-analyze-blank-data": Case("data", "analyze --data ' ' (a blank data source, its space unquoted)", [
+        "analyze", "{hfrun}", "--data", " ", "--no-progress", "--out", "{tmp}/a"], hf=True),
+    "hf-eval-empty-include-path": Case("hf", "eval-lm --include-path '' (said as no --include-path given)", [
+        "eval-lm", "{hfrun}", "--tasks", "x", "--include-path", "", "--out", "{tmp}/e"], hf=True),
+    "hf-eval-empty-tasks": Case("hf", "eval-lm --tasks '' (said in the Python API's terms)", [
+        "eval-lm", "{hfrun}", "--tasks", "", "--out", "{tmp}/e"], hf=True),
+    "hf-eval-edited-gold": Case("data", "eval-lm of a write_lm_eval_task task whose data got an empty gold after "
+                                "(named neither task nor record, after all the generation)", [
+        "eval-lm", "{base}", "--tasks", "gg", "--include-path", "{tmp}/tk", "--depths", "1", "--out", "{tmp}/e"],
+        prepare=lambda tmp, copy: _edited_gold(tmp), hf=True,
+        before="write_lm_eval_task(tk, g.jsonl, name=gg), then g.jsonl's 2nd answer set to ''"),
+    "hf-finetune-json-split-columns": Case("data", "a .json data file of splits, each an object of columns (a "
+                                           "DatasetDict's to_dict() per split: given the rename-fields advice)", [
+        *FT, "--set", "data.source={tmp}/sc.json"], {"ft.yaml": FT_YAML, "sc.json": json.dumps(
+            {"train": {"question": ["1+1?", "2+2?"], "answer": ["#### 2", "#### 4"]}})}, hf=True),
 }
+
+
+def _edited_gold(tmp: Path) -> None:
+    from looplm.hf.mathdata import write_lm_eval_task
+
+    rows = [{"question": "1+1?", "answer": "#### 2"}, {"question": "2+2?", "answer": "#### 4"}]
+    data = tmp / "g.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_lm_eval_task(tmp / "tk", data, name="gg", max_gen_toks=4)
+    rows[1]["answer"] = ""
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))

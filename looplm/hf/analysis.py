@@ -23,6 +23,7 @@ from .data import (
     SHAREGPT_HINT,
     Records,
     build_examples,
+    emptiness,
     folder_splits,
     is_sharegpt,
     load_records,
@@ -48,6 +49,9 @@ def config_problem(path: str | Path) -> str | None:
 def find_model_dir(path: str | Path) -> Path | None:
     """The HF model directory `path` names (itself, or the `checkpoint/` of a finetune run), or None when
     `path` is not one. Standard library only: the CLI asks before deciding whether to import transformers."""
+    if not str(path).strip():  # "" is the working folder to pathlib: it was searched for a model there
+        raise ValueError(f"the model path is {emptiness(str(path))}; give a run directory, a model "
+                         "directory or a hub id")
     p = Path(path)
     for d in (p, p / "checkpoint"):
         cfg = d / "config.json"
@@ -109,16 +113,18 @@ def run_reading(path: str | Path, data: str) -> tuple[tuple[str, str] | None, st
     return (None if pair == FIELD_PAIRS[0] else pair), (d.config_name if same else None)
 
 
-def held_out_split(data: str, config_name: str | None = None) -> tuple[str, list[str]]:
-    """(the split analyze reads, all the splits) of `data`: a folder that datasets.load_dataset splits (a hub snapshot,
-    write_split's) gives its test split (else validation, else its only one): read as train, analyze scored the
-    fine-tune's own training problems; a test-only folder was refused. ("train", []): not split, read whole."""
+def held_out_split(data: str, config_name: str | None = None) -> tuple[str, list[str], str | None]:
+    """(the split analyze reads, all the splits, the README.md config read) of `data`: a folder that
+    datasets.load_dataset splits (a hub snapshot, write_split's) gives its test split (else validation, else its only
+    one): read as train, analyze scored the fine-tune's own training problems; a test-only folder was refused.
+    ("train", [], None): not split, read whole. A folder of several configs gives `config_name`'s, else its default
+    one (`default: true`, as datasets reads it; none: refused)."""
     p = Path(data).expanduser()
     choose = "give --data the folder or files of one config"
     named = folder_splits(p, config_name, choose=choose) if p.is_dir() else None
     splits = sorted(named or ())
     held = [s for s in ("test", "validation", "train") if s in splits]
-    return (held[0] if held else splits[0] if splits else "train"), splits
+    return (held[0] if held else splits[0] if splits else "train"), splits, getattr(named, "config", None)
 
 
 def text_batch(tokenizer: Any, data: str, n: int, max_length: int = 512, system_prompt: str | None = None,
@@ -182,6 +188,9 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     if data is None:
         raise ValueError("analyzing an HF model needs --data: a JSONL/JSON/parquet file or a datasets name whose "
                          "records have `messages` or question/answer-style fields")
+    if not data.strip():  # "" is the working folder to pathlib: every data file there was read
+        raise ValueError(f"--data is {emptiness(data)}; give a JSONL/JSON/parquet file or folder, or a "
+                         "datasets name")
     check_local(str(path))  # a fine-tune's checkpoint against its manifest before any of its files is parsed
     check_model_type(str(path))
     tok = load_tokenizer(str(path))
@@ -202,7 +211,7 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     max_length = max_length or positions or 4096
     system = run_system_prompt(path)  # a fine-tune's model is scored on the conversations it was trained on
     pair, config_name = run_reading(path, data)  # and its data read as fine-tuning read it
-    split, splits = held_out_split(data, config_name)
+    split, splits, config = held_out_split(data, config_name)
     shown = f"{data} (its {split} split)" if splits else data
     try:
         batch, stats = text_batch(tok, data, n if n is not None else default_n, max_length, system, split, pair,
@@ -227,6 +236,9 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
               "have them, as in fine-tuning")
     if config_name:
         print(f"note: the run's data.config_name={config_name!r} chooses the config of {data}, as in fine-tuning")
+    elif config:  # (datasets' choice, as a fine-tune without data.config_name read it; dynamics.json records it)
+        print(f"note: {data}'s README.md names several configs; analyze read its default one, {config!r} (give --data "
+              "another config's folder or files to read that one)")
     if system:
         print(f"note: the run's data.system_prompt ({system!r:.60}) opens each --data conversation without a "
               "system turn, as in fine-tuning")
@@ -238,6 +250,7 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
     res = diagnose(model, batch, depths, vocab=getattr(model.config, "tokenizer_vocab_size", 0) or None, **diagnose_kw)
     cfg = model.config
     res.update({"checkpoint": str(path), "step": step, "data": str(data), "split": split if splits else None,
+                "config_name": config or config_name,
                 "data_stats": stats, "system_prompt": system,
                 "train_loops": trained, "label": run_label(path),
                 "model": {"model_type": cfg.model_type, "architecture": type(model).__name__,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..config import ChatDataConfig, ConfigError
-from ..errors import not_there
+from ..errors import not_there, shown_path
 from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
 from .chat import ROLES, Encoded, TemplateError, encode_chat, has_messages, to_messages
@@ -159,6 +159,12 @@ def _offline_when_unreachable() -> None:
             datasets.config.HF_HUB_OFFLINE = True
 
 
+def emptiness(value: str) -> str:
+    """How a message says an empty or blank value (pathlib reads "" as the working folder): "empty", or "blank"
+    with the value quoted, whose spaces a message would not show."""
+    return "empty" if not value else f"blank ({value!r})"
+
+
 def _from_hub(datasets: Any, source: str, config_name: str | None, split: str) -> Any:
     # `json`, `csv`, `text`, ... name datasets' file loaders, not datasets: given no files (lm-eval task YAMLs write
     # `dataset_path: json` beside them) a loader reads every data file under the working folder, recursively
@@ -175,8 +181,8 @@ def _from_hub(datasets: Any, source: str, config_name: str | None, split: str) -
             raise ValueError(f"datasets could not build {source}: {e.__cause__ or e}") from None
         except (ConnectionError, FileNotFoundError) as e:  # a mistyped local folder read as a hub name: say both
             why = str(e).rstrip(".")
-            raise ValueError(f"{why}; nor is {source} a local file or folder: it {not_there(source)} (relative "
-                             f"to {Path.cwd()})") from None
+            raise ValueError(f"{why}; nor is {shown_path(source)} a local file or folder: it {not_there(source)} "
+                             f"(relative to {Path.cwd()})") from None
 
 
 def load_records(source: str, split: str = "train", config_name: str | None = None, max_samples: int = 0,
@@ -189,6 +195,9 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
     """
     if subset not in ("first", "random"):
         raise ValueError(f"subset must be first or random, got {subset!r}")
+    if not source.strip():  # "" is the working folder to pathlib: every data file there was read
+        raise ValueError(f"the data source is {emptiness(source)}; give a data file or folder, or a "
+                         "datasets name")
     take = max_samples if subset == "first" else 0
     p = Path(source).expanduser()
     named = folder_splits(p, config_name) if p.is_dir() else None
@@ -229,7 +238,7 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
                 break
     else:
         if source.lower().endswith(LOCAL_SUFFIXES):  # (any letter case, as the reader takes them)
-            raise FileNotFoundError(f"data file {source} {not_there(source)}")
+            raise FileNotFoundError(f"data file {shown_path(source)} {not_there(source)}")
         try:
             import datasets
         except ImportError:
@@ -256,6 +265,11 @@ def _card_configs(folder: Path, factory: Any) -> Any:
     folders that trained fine before looplm read the card."""
     import yaml
 
+    # (huggingface_hub logs "Repo card metadata block was not found" on stderr for a README with no YAML header:
+    # a plain card is no fault of the data)
+    card_log = logging.getLogger("huggingface_hub.repocard")
+    level = card_log.level
+    card_log.setLevel(logging.ERROR)
     try:
         return factory(str(folder)).get_module().builder_configs_parameters
     except (yaml.YAMLError, UnicodeDecodeError, TypeError) as e:
@@ -269,6 +283,8 @@ def _card_configs(folder: Path, factory: Any) -> Any:
         why = " ".join(str(e).split())[:200]
         raise ValueError(f"{folder}/README.md: datasets could not read its `configs:` ({why}); fix them (see "
                          "https://huggingface.co/docs/hub/datasets-manual-configuration), or remove them") from None
+    finally:
+        card_log.setLevel(level)
 
 
 def _all_named(folder: Path, split: str, named: set[Path], files: list[Path]) -> None:
@@ -286,8 +302,15 @@ def _all_named(folder: Path, split: str, named: set[Path], files: list[Path]) ->
                          f"only the {', '.join(LOCAL_SUFFIXES)} files inside it; move them in (or copy them)")
 
 
+class Splits(dict):
+    """{split: its files} of a folder, with the README.md config they are of (`config`: None where no config chose
+    them; the default one where none was named)."""
+
+    config: str | None = None
+
+
 def folder_splits(folder: Path, config_name: str | None = None, choose: str = "set data.config_name to one"
-                  ) -> dict[str, set[Path]] | None:
+                  ) -> Splits | None:
     """{split: its files} of a local folder, as `datasets.load_dataset(folder, config_name)` resolves them (datasets'
     own machinery): the `configs:` of its README.md (`hf download openai/gsm8k --local-dir` holds main/ and
     socratic/, two configs of the same questions, which read whole trained every question twice; a config's
@@ -315,7 +338,9 @@ def folder_splits(folder: Path, config_name: str | None = None, choose: str = "s
                 chosen = configs[name]
                 base = str(folder / chosen.data_dir) if chosen.data_dir else str(folder)
                 found = chosen.data_files.resolve(base) if hasattr(chosen.data_files, "resolve") else chosen.data_files
-                return {str(k): {Path(f).resolve() for f in v} for k, v in found.items()}
+                named = Splits({str(k): {Path(f).resolve() for f in v} for k, v in found.items()})
+                named.config = name if len(configs) > 1 else None  # (one config is the folder, no choice)
+                return named
         except EmptyDatasetError:  # (no data files at all: said as such by the caller)
             return None
         except FileNotFoundError as e:
@@ -330,7 +355,7 @@ def folder_splits(folder: Path, config_name: str | None = None, choose: str = "s
     if patterns == {"train": ["**"]}:  # datasets' pattern for a folder whose names say no split
         return None
     found = DataFilesDict.from_patterns(patterns, base_path=str(folder))
-    return {str(k): {Path(f).resolve() for f in v} for k, v in found.items()}
+    return Splits({str(k): {Path(f).resolve() for f in v} for k, v in found.items()})
 
 
 def _sample(n: int, k: int, seed: int) -> list[int]:

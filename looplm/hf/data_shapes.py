@@ -23,10 +23,16 @@ def json_shape(data: Any) -> str | None:
     if len(data) > 1 and all(isinstance(v, list) and v and not isinstance(v[0], dict) for v in values) and len(
             {len(v) for v in values}) == 1:
         return f"one JSON object of columns ({', '.join(map(str, data))[:80]}), each a list; {rows}"
-    if all(isinstance(v, list) and all(isinstance(r, dict) for r in v) for v in values) and all(
-            str(k).lower() in SPLIT_NAMES for k in data):
+    splits = all(str(k).lower() in SPLIT_NAMES for k in data)
+    if splits and all(isinstance(v, list) and all(isinstance(r, dict) for r in v) for v in values):
         return (f"one JSON object of splits ({', '.join(map(str, data))[:80]}); write each split's records to its "
                 "own file (train.jsonl, test.jsonl: a folder of them splits as datasets.load_dataset does)")
+    if splits and all("columns" in (json_shape(v) or "") for v in values):  # a DatasetDict's to_dict()
+        first = next(iter(values))
+        return (f"one JSON object of splits ({', '.join(map(str, data))[:80]}), each an object of columns "
+                f"({', '.join(map(str, first))[:80]}), which is not read; write each split's records, one JSON object "
+                "per line, to its own file (train.jsonl, test.jsonl: a folder of them splits as "
+                "datasets.load_dataset does; datasets' ds[split].to_json(path))")
     return None
 
 

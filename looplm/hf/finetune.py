@@ -30,7 +30,7 @@ from ..records import lone_surrogate
 from ..tasks import save_fingerprint
 from ..train import Run
 from .chat import CHATML_TEMPLATE, TemplateError, assistant_spans, end_of_turn_token, no_default_template
-from .data import ChatTask, build_examples, check_format, load_records, quiet_hub
+from .data import ChatTask, build_examples, check_format, emptiness, load_records, quiet_hub
 
 TEMPLATE_LIMIT = 2**20  # characters of a data.chat_template file
 
@@ -41,6 +41,9 @@ def chat_template(spec: str | None, named: dict[str, str] | None = None) -> str 
     called `chatml` is the tokenizer's own: it was passed over for looplm's built-in ChatML without a word."""
     if spec is None:
         return None
+    if not spec.strip():  # ("" was read as the folder ".", and refused as one)
+        raise ConfigError(f"data.chat_template is {emptiness(spec)}; leave it out (the tokenizer's own template), "
+                          "or give chatml, a template file or a Jinja template")
     if named and spec in named:
         return named[spec]
     if spec == "chatml":

@@ -20,6 +20,7 @@ from ..outputs import all_or_nothing
 from ..rundir import flag
 from .analysis import run_system_prompt
 from .chat import no_default_template
+from .data import emptiness
 from .flags import check_flag
 from .lm_eval_adapter import (
     CONTINUATION,
@@ -29,6 +30,7 @@ from .lm_eval_adapter import (
     LoopedLM,
     task_error,
 )
+from .mathdata import check_task_golds
 
 OUTPUTS = ("eval_lm.json", "eval_lm.md", "eval_lm.png")  # what eval_depths writes in its folder
 
@@ -96,6 +98,9 @@ def _check_eval_args(tasks: Any, depths: Any, limit: Any, num_fewshot: Any, batc
     them as lm-eval and JSON take them: a list of tasks, plain ints (a numpy integer is no JSON number)."""
     from ..arguments import check_count, check_depths
 
+    if isinstance(tasks, (list, tuple)) and not any(isinstance(t, str) and t.strip() for t in tasks):
+        raise ValueError(f"{_flag('tasks')} names no task; give one or more lm-eval task names (e.g. gsm8k"
+                         f"{', comma-separated' if _flag('tasks') == '--tasks' else ''})")
     if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) or not tasks or not all(
             isinstance(t, str) and t.strip() for t in tasks) or len(set(tasks)) < len(tasks):
         raise ValueError(f"tasks must be a list of distinct lm-eval task names, got {tasks!r:.80}")
@@ -129,6 +134,10 @@ def _flag(name: str) -> str:
 def _folders(include_path: Any) -> list[str]:
     """--include-path as a list of folders: one, or several as lm-eval's TaskManager takes them."""
     many = include_path if isinstance(include_path, (list, tuple)) else [include_path]
+    blank = next((f for f in many if isinstance(f, str) and not f.strip()), None)
+    if blank is not None:  # ("" was taken as no folder at all: "a local task needs --include-path")
+        raise UserError(f"{_flag('include_path')} is {emptiness(blank)}; give the folder of the task YAMLs, or "
+                        "leave it out")
     if not many or not all(isinstance(f, (str, Path)) for f in many):
         raise ValueError(f"include_path must be a folder or a list of folders, got {include_path!r:.80}")
     return [str(f) for f in many]
@@ -146,6 +155,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     early_exit_threshold is not applied, since in low precision (or with saturated gates) the exit rule ends
     tokens before the last loop even at 1.0, and the deep rows would all be the same early exit."""
     replace = check_flag("replace", replace)  # ("no" is a true value: it replaced an earlier eval_lm.json)
+    if not str(pretrained).strip():  # ("" is the working folder to pathlib)
+        raise UserError(f"pretrained is {emptiness(str(pretrained))}; give a model directory or a hub id")
     if exit_dtype is not None and exit_threshold is None:
         raise UserError(f"{_flag('exit_dtype')} is the dtype of an exit rule: give {_flag('exit_threshold')} too")
     earlier = [Path(out) / f for f in OUTPUTS if (Path(out) / f).exists()] if not replace else []
@@ -161,6 +172,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                             model_kwargs)
     tasks, depths, limit, num_fewshot = args["tasks"], args["depths"], args["limit"], args["num_fewshot"]
     batch_size, max_gen_toks = args["batch_size"], args["max_gen_toks"]
+    folders = _folders(include_path) if include_path is not None else []  # (said before the model loads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     resolve_device(device)  # cuda asked for on a machine without it is refused, not run (and recorded) elsewhere
@@ -196,8 +208,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     if lm.exit_threshold is None and config_q is not None:
         lm.model.config.early_exit_threshold = None  # in memory only: every row runs its loops
     tm = None
-    if include_path:  # indexing lm-eval's thousands of built-in tasks takes a while: skip it when not needed
-        folders = _folders(include_path)
+    if folders:  # indexing lm-eval's thousands of built-in tasks takes a while: skip it when not needed
         include_path = folders[0] if len(folders) == 1 else folders  # (a list as lm-eval's TaskManager takes it)
         for folder in folders:
             if not Path(folder).is_dir():
@@ -214,6 +225,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     if unknown:
         raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)} (lm-eval lists its tasks with "
                         f"`lm-eval ls tasks`; a local task needs {_flag('include_path')})")
+    for t in tasks:  # a gold answer edited after write_lm_eval_task was refused after all the generation, unnamed
+        check_task_golds(getattr(tm.task_index.get(t), "yaml_path", None), t)
     if tasks != asked:
         print(f"note: {_flag('tasks')} {' '.join(asked)} names {', '.join(tasks)} (lm-eval's pattern matching); "
               "eval_lm.json records them")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..arguments import strict_int
+from ..errors import UserError
 from ..tasks.base import held_out_by_hash
 from .flags import check_flag
 
@@ -412,6 +413,31 @@ def _check_golds(test_jsonl: str | Path, text: str) -> None:
                 why = "no answer field" if isinstance(e, KeyError) else str(e)
                 raise ValueError(f"{test_jsonl}:{n}: not a problem with a usable gold answer ({why}); fix or drop "
                                  "the record") from None
+
+
+def check_task_golds(yaml_path: str | Path | None, name: str) -> None:
+    """The golds of a task write_lm_eval_task wrote (its YAML at `yaml_path`), read again before the task runs
+    (UserError naming the task and file:line): its data edited afterwards was refused when scored, after all the
+    generation, naming neither. Any other task is left to lm-eval."""
+    if not yaml_path:
+        return
+    try:  # (its scoring module reads doc["answer"] as looplm's gold, whatever edits the YAML had)
+        yaml = Path(yaml_path).read_text()
+        scored = 'gold_answer(doc["answer"])' in Path(yaml_path).with_name(f"{name}_utils.py").read_text()
+    except (OSError, UnicodeDecodeError):
+        return
+    data = re.search(r"^    test: (.+)$", yaml, re.M)
+    if f"process_results: !function {name}_utils.process_results" not in yaml or data is None or not scored:
+        return
+    try:  # (the path as written: a JSON string, glob-escaped)
+        test_jsonl = Path(re.sub(r"\[(.)\]", r"\1", json.loads(data.group(1))))
+        text = test_jsonl.read_text()
+    except (ValueError, OSError):  # (unreadable data is said by lm-eval's own loading, as for any task)
+        return
+    try:
+        _check_golds(test_jsonl, text)
+    except ValueError as e:
+        raise UserError(f"task {name}: {e}") from None
 
 
 def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "looplm_math",
