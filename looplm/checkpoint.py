@@ -46,7 +46,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError
-from .errors import UserError, missing_file, no_weights, not_there, shown_path, special_kind
+from .errors import UserError, emptiness, missing_file, no_weights, not_there, shown_path, special_kind
 from .model import LoopedTransformer
 
 T = TypeVar("T")
@@ -99,9 +99,9 @@ def history_dir(ckpt_dir: str | Path) -> Path:
 
 
 def resolve(path: str | Path) -> Path:
-    """Accept a run directory, its `checkpoint/` folder, or a `checkpoints/step-N/` folder; return the folder
-    holding the weights. Read-only: if a crash left the latest checkpoint only as `checkpoint.old/`, that is
-    returned (training's `recover` renames it back)."""
+    """The weights folder of a run, its checkpoint/ or a checkpoints/step-N/ (read-only: checkpoint.old/ as it is)."""
+    if not str(path).strip():  # pathlib reads "" as the working folder, which was searched for a run
+        raise CheckpointError(f"the checkpoint path is {emptiness(str(path))}; give a run directory")
     p = Path(path)
     cands = [p, p / "checkpoint", _old(p / "checkpoint")] + ([_old(p)] if p.name == "checkpoint" else [])
     for cand in cands:

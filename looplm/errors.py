@@ -380,3 +380,9 @@ def run_command(body: object) -> int:
         with signals_held(redeliver=False) as back:  # (a Ctrl-C here gave a traceback from signal.signal, once
             if on_main:  # exit 1): SIGTERM's handler from before the command, put back as the hold ends
                 back[signal.SIGTERM] = prev
+
+
+def emptiness(value: str) -> str:
+    """How a message says an empty or blank value (pathlib reads "" as the working folder): "empty", or "blank"
+    with the value quoted, whose spaces a message would not show."""
+    return "empty" if not value else f"blank ({value!r})"

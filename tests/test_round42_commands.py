@@ -146,3 +146,18 @@ def test_one_window_is(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["sweep", "tx", "--data", "tx5.txt", "--n", "2", "--depths", "1", "--no-progress"]) == 2
     assert capsys.readouterr().err == "error: --n 2: there is only 1 window in tx5.txt; ask for at most 1\n"
+
+
+@pytest.mark.parametrize("path", ["", " "])
+def test_an_empty_checkpoint_path_is_refused_as_empty(run, tmp_path, monkeypatch, capsys, path):
+    """"" is the working folder to pathlib: generate and export-hf searched it for a run ("no model.safetensors in .
+    or checkpoint"), and read the run there when the working folder was one."""
+    shutil.copytree(run, tmp_path / "r")
+    monkeypatch.chdir(tmp_path / "r")  # a run to be read by mistake
+    before = files(tmp_path)
+    for argv in (["generate", path, "1+1="], ["export-hf", path, "--out", str(tmp_path / "x")]):
+        assert main(argv) == 2
+        said = "empty" if not path else f"blank ({path!r})"
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: the checkpoint path is {said}; give a run directory"], err
+    assert files(tmp_path) == before

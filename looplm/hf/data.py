@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..config import ChatDataConfig, ConfigError
-from ..errors import not_there, shown_path
+from ..errors import emptiness, not_there, shown_path
 from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
 from .chat import ROLES, Encoded, TemplateError, encode_chat, has_messages, to_messages
@@ -157,12 +157,6 @@ def _offline_when_unreachable() -> None:
             import datasets.config
 
             datasets.config.HF_HUB_OFFLINE = True
-
-
-def emptiness(value: str) -> str:
-    """How a message says an empty or blank value (pathlib reads "" as the working folder): "empty", or "blank"
-    with the value quoted, whose spaces a message would not show."""
-    return "empty" if not value else f"blank ({value!r})"
 
 
 def _from_hub(datasets: Any, source: str, config_name: str | None, split: str) -> Any:
