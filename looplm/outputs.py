@@ -421,6 +421,12 @@ def default_out_dir(checkpoint: str) -> Path:
     if in_run == [False, True]:
         weights = weights.resolve()
     if hf_dir is not None and weights.name != "checkpoint" and weights.parent.name != ckpt.HISTORY:
+        snap = hf_dir.absolute()
+        # the hub's cache (models--ORG--NAME/snapshots/REV/): a result written there sits among the cached files of
+        # every user of that cache, and a later download of the revision does not expect it
+        if snap.parent.name == "snapshots" and snap.parent.parent.name.startswith("models--"):
+            raise UserError(f"{checkpoint} is a snapshot in the Hugging Face cache; give --out, a folder for the "
+                            "results (they are not written into the cache)")
         return hf_dir
     d = weights.parent
     return d.parent if d.name == ckpt.HISTORY else d
