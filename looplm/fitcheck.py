@@ -16,10 +16,11 @@ from safetensors import SafetensorError, safe_open
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
+from .errors import in_demo
 from .evaluate import nonfinite_weights
 from .looped import check_looped
 from .model import LoopedTransformer, structure_diff
-from .rundir import flag, resume_flag
+from .rundir import demo_refusal, flag, resume_flag
 
 
 def check_finite_start(model: nn.Module, src: str | Path, resumed: bool = False) -> None:
@@ -45,6 +46,8 @@ def check_model(src: Path | None, cfg: Config) -> None:
         return
     saved = ckpt.load_config(src)
     diff = ckpt.config_diff(saved, cfg) if saved.kind == cfg.kind else ["the model kind (looplm's own vs pretrained)"]
+    if diff and in_demo():  # the stage's folder, not its checkpoint, and the demo's one fix (another --out)
+        raise demo_refusal(src.parent if src.name == "checkpoint" else src.parent.parent, diff)
     if diff:
         raise ckpt.CheckpointError(f"checkpoint {src} does not match the requested model:\n  " + "\n  ".join(diff))
 

@@ -513,6 +513,14 @@ ROUNDING = {"train.threads", "train.device"}
 EFFECTS = {"differs": "", "rounding": " (changes float rounding only)", "inert": " (does not change the training)"}
 
 
+def demo_refusal(out: Path, changes: list[str]) -> ConfigError:
+    """A demo stage trained with other settings (the model's too): the demo resumes its stages, and its --force
+    replaces only its results, so the one fix is another folder."""
+    return ConfigError(f"{out} was trained with other settings ({'; '.join(changes)}); the demo's stages resume, even "
+                       f"with {flag('--force', 'force=True')} (which replaces only its results): use another "
+                       f"{out_flag()}")
+
+
 def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, str]]:
     """The changed settings a resume may take (RESUMABLE, and a larger train.keep_checkpoints), described, each
     with what it does to the training (an EFFECTS key: "differs", "rounding" (ROUNDING), "inert" (INERT)); any
@@ -531,10 +539,8 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, str]]:
 
     refused = [ckpt.describe_change(*c) + (" (fewer would delete checkpoints)" if c[0] == "train.keep_checkpoints"
                                            else "") for c in changes if not allowed(*c)]
-    if refused and in_demo():  # the demo resumes its stages, and its --force replaces only its results
-        raise ConfigError(f"{out} was trained with other settings ({'; '.join(refused)}); the demo's stages "
-                          f"resume, even with {flag('--force', 'force=True')} (which replaces only its results): "
-                          f"use another {out_flag()}")
+    if refused and in_demo():
+        raise demo_refusal(out, refused)
     if refused:
         raise ConfigError(f"{resume_flag()} would change the run in {out}, not continue it: {'; '.join(refused)}. "
                           f"Resume with the settings it was trained with (its checkpoint's, {src / _run_config(src)}; "

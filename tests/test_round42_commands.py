@@ -161,3 +161,20 @@ def test_an_empty_checkpoint_path_is_refused_as_empty(run, tmp_path, monkeypatch
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"error: the checkpoint path is {said}; give a run directory"], err
     assert files(tmp_path) == before
+
+
+def test_a_demo_stage_of_another_model_shape_gets_the_demos_advice(tmp_path, monkeypatch, capsys):
+    """Another batch size got "the demo's stages resume, even with --force ...: use another --out"; another model
+    shape got only the loader's "does not match the requested model", with no fix (--force does not help)."""
+    monkeypatch.chdir(tmp_path)
+    tiny = [f"--set={kv}" for kv in ("model.d_model=32", "model.n_heads=2", "train.steps=2", "train.batch_size=8",
+                                      "train.eval_every=1", "data.test_size=16", "loops.max_loops=4",
+                                      "model.max_seq_len=16", "reg.rho_every=0", "data.digits=2")]
+    assert main(["demo", "--out", "dm", "--n", "16", "--no-progress", "--set=model.d_ff=64", *tiny]) == 0
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in (tmp_path / "dm").rglob("*") if p.is_file()}
+    assert main(["demo", "--out", "dm", "--n", "16", "--no-progress", "--force", "--set=model.d_ff=32", *tiny]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: dm/stage1 was trained with other settings (model.d_ff: checkpoint 64 vs requested 32); the demo's "
+        "stages resume, even with --force (which replaces only its results): use another --out"]
+    assert {p: p.read_bytes() for p in (tmp_path / "dm").rglob("*") if p.is_file()} == before
