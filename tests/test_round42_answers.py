@@ -92,3 +92,27 @@ def test_a_gold_whose_marker_or_box_states_none_is_refused(gold):
 def test_golds_that_state_an_answer_still_read():
     assert gold_answer("Work.\n#### 72") == "72" and gold_answer("\\boxed{B}") == "B"
     assert gold_answer("The answer is e^" * 3) is None  # no marker or box: nothing refused, as before
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("Work.\n#### b - a", "b - a"),  # each was None: the marker read only numbers, words and choice letters
+    ("Work.\n#### $b - a$", "b - a"),
+    ("Work.\n#### y = -x", "-x"),
+    ("Work.\n#### $y = -x$", "-x"),
+    ("Work.\n#### f(x) = -x", "-x"),
+])
+def test_the_marker_reads_an_expression_of_variables_alone(text, want):
+    assert extract_answer(text) == want
+
+
+@pytest.mark.parametrize(("text", "want"), [("#### Solution\nThe work.", None), ("#### B", "B"), ("#### x", "x"),
+                                            ("#### A B\nThe work.", None), ("#### Step 1\n#### 42", "42")])
+def test_marker_headings_choices_and_words_read_as_before(text, want):
+    assert extract_answer(text) == want
+
+
+@pytest.mark.parametrize("text", ["Work.\n#### x = 5, y = 7", "Work.\n#### x = 3 or x = -3"])
+def test_the_marker_keeps_several_answers_whole(text):
+    """Text, as after the phrase (the docs' `x = 5, y = 7`): the marker read none, and the last number, 7 or -3,
+    was graded."""
+    assert extract_answer(text) == text.split("#### ")[1]

@@ -13,9 +13,10 @@ answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\
    `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers (a bracket is
    dress only around one number, `(1,000)`, `($1,000)`, `(1,000 dollars)` too: `#### (3, 5)` and `(1,23)` are
    tuples, as after the phrase and in a box); an `=` on it as in the phrase: `#### 5 - 3 = 2` is 2), or is a choice
-   letter alone (`#### B`), or an expression that opens with a variable (`#### x - 1`), or a word alone that is
-   lowercase, yes/no/true/false, or on the text's last line (`#### yes`, `#### Tuesday`; `#### Solution` above the
-   working is a heading); a marker alone on its line reads the next line that holds a letter or digit;
+   letter alone (`#### B`), or an expression that opens with a variable (`#### x - 1`) or of variables alone
+   (`#### b - a`), or a word alone that is lowercase, yes/no/true/false, or on the text's last line (`#### yes`,
+   `#### Tuesday`; `#### Solution` above the working is a heading); a marker alone on its line reads the next line
+   that holds a letter or digit;
 2. the last LaTeX `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` works; `\\boxed{x = 5}` is 5,
    `\\boxed{x = \\frac{1}{2}}` 1/2, `\\boxed{\\approx 18.3}` 18.3; `$`, `\\(..\\)` and a currency, `€18`, in it
    are dress; an empty one is none);
@@ -344,13 +345,14 @@ def _marker_answer(line: str, last: bool) -> str | None:
     if re.match(r"\d+[.):]\s+[^\W\d_]|\d+(?:\.\d+)*\.?(?:\s*(?:[.):/]|[-–—]))?\s+[A-Z][a-z]", line):
         return None
     num = _lead_number(line)
-    if num and "=" in line and not _COMPARE.search(line):  # `#### 5 - 3 = 2` is 2, as the phrase's and the box's
+    if "=" in line and not _COMPARE.search(line):  # `#### 5 - 3 = 2` is 2, as the phrase's and the box's
         side = _side(line)
-        if side is None:
+        if side is None:  # (`#### x = 5, y = 7`, several answers, was None, then the last number, 7)
             return normalize(line)
-        raw = side.strip()
-        line = re.sub("^" + _DRESS, "", raw)
-        num = _lead_number(line)
+        if num:
+            raw = side.strip()
+            line = re.sub("^" + _DRESS, "", raw)
+            num = _lead_number(line)
     # (and an expression that opens with a variable, `#### x - 1`, `#### $x - 1$`: its last number, -1, was read)
     expr = None if num else re.match(r"[-(|$]*[A-Za-z](?![A-Za-z])", line) and _NUM_RE.search(line)
     if num and (_COMPARE.search(line) or symbolic(line, num)) or expr and symbolic(line, expr):  # `#### 5 ± 2` 5
@@ -366,7 +368,8 @@ def _marker_answer(line: str, last: bool) -> str | None:
     word = re.fullmatch(r"[*_`$]*([^\W\d_]+)[*_`$]*\.?", line)
     if word and (word.group(1)[0].islower() or word.group(1).lower() in ("yes", "no", "true", "false") or last):
         return word.group(1)
-    return None
+    side = _side(expression(line))  # `#### b - a`, `#### $y = -x$`: as after the phrase (they were None)
+    return None if side is None else variables(side)
 
 
 def _lead_number(line: str) -> re.Match | None:
