@@ -368,8 +368,10 @@ class DataStats:
     target_tokens: int
     reply_cut: int = 0  # overlong=truncate: dropped, the cut removed every reply token
     own_system: int = 0  # kept records whose own system turn stood in place of data.system_prompt
+    special_text: int = 0  # kept records whose turns' text holds a special token's name
+    special_token: str = ""  # the first such name
 
-    def to_json(self) -> dict[str, int]:
+    def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def summary(self, max_length: int, overlong: str) -> str:
@@ -388,6 +390,9 @@ class DataStats:
         if self.own_system:  # not silently: the config records a system prompt these records did not get
             line += (f"; {self.own_system} kept their own system turn (data.system_prompt opens only conversations "
                      "without one)")
+        if self.special_text:  # a tokenizer reads a special token's name in text as that token: a turn marker
+            line += (f"; {self.special_text} with a special token's text in a turn ({self.special_token!r}: read as "
+                     "that token, not as text; edit those records if it is meant as text)")
         return line
 
 
@@ -424,6 +429,11 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
         raise ValueError(f"overlong must be drop or truncate, got {overlong!r}")
     out: list[Encoded] = []
     no_target = n_long = n_cut = own_system = 0
+    # (the special added tokens, ChatML's <|im_end|> among them: all_special_tokens can list only bos/eos/pad)
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    specials = sorted({a.content for a in added.values() if getattr(a, "special", False) and a.content}
+                      | {t for t in getattr(tokenizer, "all_special_tokens", None) or [] if isinstance(t, str) and t})
+    special_text, special_token = 0, ""
     where = getattr(records, "where", None) or [f"record {i}" for i in range(len(records))]
     for r, w in zip(records, where, strict=True):
         try:
@@ -460,8 +470,10 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
             continue
         out.append(enc)
         own_system += bool(own)
+        named = [t for t in specials if any(t in str(m.get("content") or "") for m in msgs)]
+        special_text, special_token = special_text + bool(named), special_token or (named or [""])[0]
     stats = DataStats(len(records), len(out), no_target, n_long, sum(len(e.input_ids) for e in out),
-                      sum(e.n_targets for e in out), n_cut, own_system)
+                      sum(e.n_targets for e in out), n_cut, own_system, special_text, special_token)
     if not out:
         why = [f"no assistant target: {no_target}"] + (
             [f"reply after max_length={max_length}: {n_cut}"] if overlong == "truncate" else
