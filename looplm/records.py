@@ -81,13 +81,15 @@ def check_text(value: Any, name: str) -> None:
 
 
 def alpaca_prompt(record: dict[str, Any], prompt_field: str) -> Any:
-    """The prompt of a record read by its fields: Alpaca's instruction with the record's `input` (the passage it is
-    about, in ~40% of records) joined after it; read alone, the instruction was trained without its passage."""
-    said, extra = record.get(prompt_field), record.get("input") if prompt_field == "instruction" else None
+    """The prompt of a record read by its fields: an instruction with the passage it is about joined after it,
+    Alpaca's `input` (in ~40% of records) or Dolly's `context`; read alone, the instruction was trained without
+    its passage."""
+    key = "input" if "input" in record or "context" not in record else "context"
+    said, extra = record.get(prompt_field), record.get(key) if prompt_field == "instruction" else None
     if extra in (None, "") or not isinstance(said, str | None):  # (a said of another type is refused as such)
         return said
     if not isinstance(extra, str):
-        raise ValueError(f"input must be a string, got {type(extra).__name__} {repr(extra)[:80]}")
+        raise ValueError(f"{key} must be a string, got {type(extra).__name__} {repr(extra)[:80]}")
     return f"{said}\n\n{extra}" if said and said.strip() else extra
 
 
