@@ -20,7 +20,7 @@ from . import rundir
 from .arguments import MAX_DEPTH
 from .config import REAL_NUMBER, Config, load_config
 from .demo import DEMO_FILES, DEMO_N, cmd_demo, exit_summary, table_depths
-from .errors import DISTRIBUTED_COMMANDS, UserError, command, guarded, rank_zero, run_command, say
+from .errors import DISTRIBUTED_COMMANDS, UserError, command, emptiness, guarded, rank_zero, run_command, say
 from .evaluate import overflow_of, parse_depths, perplexity, sweep
 from .generate import exit_cap_note, generate, generate_cached, pads_said
 from .loops import trained_loops
@@ -486,8 +486,9 @@ def _main(argv: list[str] | None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     out = getattr(args, "out", None)
-    if out == "":  # "" is the current directory to pathlib: never what was meant
-        raise UserError("--out is empty; give a path")
+    if isinstance(out, str) and (not out.strip() or out == "-"):  # "" is the working folder to pathlib; - no stdout
+        raise UserError(f"--out is {emptiness(out)}; give a path" if out.strip() != "-" else
+                        "--out -: looplm writes files, not to standard output; give a path (./- names a file -)")
     if isinstance(out, str) and unexpanded_home(out):  # (~, ~/x, ~user/x) a folder named ~ or ~user made here
         raise UserError(f"--out {out}: {unexpanded_home(out)}")
     if args.cmd == "study":  # before any work: a file, or a folder of other files, is no study directory

@@ -330,4 +330,11 @@ PATH_CASES: dict[str, Case] = {
         "train", "--config", "addition-prenorm-stars", "--out", "{tmp}/out", "--no-progress",
         "--set", "data.task=jsonl", "--set", "data.path=file://{tmp}/d.jsonl"], {"d.jsonl": '{"prompt": "1+1=", '
                                                                                    '"answer": "2"}\n'}),
+    # round 42 (lead)
+    "out-sweep-dash": Case("outputs", "sweep --out - (wrote a file named - in the working folder: - is no stdout "
+                           "here)", ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--out", "-"]),
+    "out-analyze-blank": Case("outputs", "analyze --out ' ' (a folder named by a space)", [
+        "analyze", "{run}", "--no-progress", "--depths", "1:2", "--out", " "]),
+    "ckpt-generate-empty-path": Case("checkpoint", "generate \"\" (pathlib's working folder: a run there was read)",
+                                     ["generate", "", "1+1="]),
 }
