@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -30,5 +31,10 @@ def unstable_why(tokenizer: Any, so_far: str, upto: str, full: str, turn: int) -
                     "it ended and assistant tokens cannot be located; remove that text from the template's end (as "
                     "a `{% else %}{{ eos_token }}` branch after the messages loop), or end each assistant turn "
                     "with it instead")
-    return (f"the chat template does not render conversations prefix-stably (turn {turn} changes earlier text), so "
-            "assistant tokens cannot be located")
+    # where the shorter rendering departs from the longer one: the text a user can look for in the template (Qwen3's
+    # writes an empty <think></think> block only into the turns after the last user turn)
+    at = len(os.path.commonprefix([so_far, upto]))
+    return (f"the chat template does not render conversations prefix-stably: turn {turn} changes earlier text (at "
+            f"character {at}, {so_far[at:at + 40]!r} becomes {upto[at:at + 40]!r}), so assistant tokens cannot be "
+            "located; split such conversations into one record per assistant turn (each ending at it), or use a "
+            "template that writes earlier turns as it writes the last one")

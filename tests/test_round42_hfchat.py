@@ -1,10 +1,13 @@
-"""A special token's name inside a record's text (`<|im_end|>` in a question) is read by the tokenizer as that
-token, a turn marker in the middle of a turn; the data line said nothing of it."""
+"""Chat data: a special token's name inside a record's text (`<|im_end|>` in a question) is read by the tokenizer as
+that token, a turn marker in the middle of a turn, and the data line said nothing of it; a Dolly record's `context`
+was left out of its prompt; a template that is not prefix-stable (Qwen3's) was refused with no cause or way
+forward."""
 
 import pytest
 
 pytest.importorskip("transformers")
 
+from looplm.hf.chat import TemplateError, encode_chat  # noqa: E402
 from looplm.hf.data import build_examples  # noqa: E402
 
 from .hf_fixtures import math_problems, tiny_chat_tokenizer  # noqa: E402
@@ -42,3 +45,24 @@ def test_a_dolly_records_context_is_joined_to_its_instruction():
     assert stats.kept == 2
     assert "Summarize the passage.\n\nThe quick brown fox jumps.<|im_end|>" in texts[0]
     assert "What is 2 times 5?<|im_end|>" in texts[1]
+
+
+# Qwen3's rule, cut down: an empty thinking block only in the assistant turns after the last user turn
+QWEN3_LIKE = ("{%- set ns = namespace(last=-1) %}{%- for m in messages %}{%- if m['role'] == 'user' %}"
+              "{%- set ns.last = loop.index0 %}{%- endif %}{%- endfor %}{%- for m in messages %}<|im_start|>"
+              "{{ m['role'] }}\n{% if m['role'] == 'assistant' and loop.index0 > ns.last %}<think>\n\n</think>\n\n"
+              "{% endif %}{{ m['content'] }}<|im_end|>\n{%- endfor %}"
+              "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}")
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused_with_the_text_and_the_ways_forward():
+    tok = tiny_chat_tokenizer()
+    convo = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"},
+             {"role": "user", "content": "And times 3?"}, {"role": "assistant", "content": "12"}]
+    with pytest.raises(TemplateError) as e:
+        encode_chat(tok, convo, chat_template=QWEN3_LIKE)
+    said = str(e.value)
+    assert "'<think>\\n\\n</think>\\n\\n4<|im_end|>' becomes '4<|im_end|><|im_start|>user\\nAnd times 3?'" in said
+    assert said.endswith("split such conversations into one record per assistant turn (each ending at it), or use a "
+                         "template that writes earlier turns as it writes the last one")
+    assert encode_chat(tok, convo[:2], chat_template=QWEN3_LIKE).n_targets > 0  # the first way forward works
