@@ -58,7 +58,7 @@ def _check(cond: bool, section: str, key: str, msg: str) -> None:
         raise ConfigError(f"{section}.{key}: {msg}")
 
 
-@dataclass
+@dataclass(slots=True)
 class ModelConfig:
     vocab_size: int = 16  # the addition tokenizer uses 14; 0 = the task's vocabulary (a file's characters, say)
     max_seq_len: int = 32  # learned positions; 4-digit addition needs 16, 8-digit needs 28
@@ -102,7 +102,7 @@ class ModelConfig:
                    "deepnorm is a post-norm residual scaling; use norm_placement post or post_sandwich")
 
 
-@dataclass
+@dataclass(slots=True)
 class HFModelConfig:
     """A pretrained looped LM in the Hugging Face format (Ouro, or a looplm export); its code is looplm's own
     (looplm.hf), never the model directory's."""
@@ -117,7 +117,7 @@ class HFModelConfig:
         _check(bool(self.name_or_path), "model", "name_or_path", "must name a hub model or a local directory")
 
 
-@dataclass
+@dataclass(slots=True)
 class LoopsConfig:
     sampler: str = "lognormal"
     num_loops: int = 4  # the fixed sampler's count, and the default depth at inference
@@ -153,7 +153,7 @@ class LoopsConfig:
         _check(self.backprop_loops >= 0, s, "backprop_loops", "must be >= 0 (0 = full backprop)")
 
 
-@dataclass
+@dataclass(slots=True)
 class RegConfig:
     kind: str = "none"
     weight: float = 0.1  # λ in (1-λ)·CE + λ·penalty
@@ -186,7 +186,7 @@ TASK_KEYS = {"addition": {"digits"}, "jsonl": {"path", "test_path", "test_fracti
              "parity": {"min_size", "max_size"}, "chain": {"min_size", "max_size"}}
 
 
-@dataclass
+@dataclass(slots=True)
 class DataConfig:
     """The task looplm's own model trains on (looplm.tasks). Each task reads only its own keys; setting another
     task's key is refused."""
@@ -240,7 +240,7 @@ class DataConfig:
                    "is not read when data.test_path gives the held-out rows; leave it out, or drop test_path")
 
 
-@dataclass
+@dataclass(slots=True)
 class ChatDataConfig:
     """Chat or prompt/response records for fine-tuning a pretrained model (assistant tokens are the targets)."""
 
@@ -273,7 +273,7 @@ class ChatDataConfig:
                f"must differ from data.prompt_field (both {self.prompt_field!r})")
 
 
-@dataclass
+@dataclass(slots=True)
 class TrainConfig:
     # Optimizer steps. 0: `epochs` passes over a finite data set (fine-tuning data); a task that generates its
     # data (addition) needs steps > 0.
@@ -354,7 +354,7 @@ HF_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Config:
     model: ModelConfig | HFModelConfig = field(default_factory=ModelConfig)
     loops: LoopsConfig = field(default_factory=LoopsConfig)

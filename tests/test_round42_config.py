@@ -122,3 +122,15 @@ def test_num_loops_outside_a_random_samplers_range_is_noted():
     assert not any("num_loops" in n for n in bound_notes(curriculum))
     fixed = add_cfg(2, **{"loops.num_loops": 8, "loops.sampler": "fixed"}).loops
     assert not any("num_loops" in n for n in bound_notes(fixed))
+
+
+def test_a_misspelled_setting_set_from_python_is_refused():
+    """`cfg.train.stpes = 5` made a new attribute that nothing read: the run trained its preset's steps."""
+    from looplm import load_config
+
+    cfg = load_config("addition-stars")
+    for section, name in ((cfg.train, "stpes"), (cfg.model, "d_modle"), (cfg.loops, "max_loop"), (cfg, "trian")):
+        with pytest.raises(AttributeError, match=f"object has no attribute '{name}'"):
+            setattr(section, name, 5)
+    cfg.train.steps = 5  # a real setting is still set
+    assert cfg.train.steps == 5
