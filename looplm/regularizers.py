@@ -76,6 +76,8 @@ def check_state(h: torch.Tensor, user: str = "a penalty") -> torch.Tensor:
     if not isinstance(h, torch.Tensor) or h.dim() < 2 or h.numel() == 0:
         found = f"shape {tuple(h.shape)}" if isinstance(h, torch.Tensor) else f"a {type(h).__name__}"
         raise ValueError(f"{user} needs a non-empty (B, T, D) state, got {found}")
+    if not h.is_floating_point():  # (an int state was torch's norm error, from inside the penalty)
+        raise ValueError(f"{user} needs a floating-point (B, T, D) state, got a {h.dtype} tensor")
     return h
 
 
@@ -95,8 +97,16 @@ def check_mask_values(mask: torch.Tensor) -> torch.Tensor:
 
 
 def restrict(step_fn: StepFn, mask: torch.Tensor | None) -> StepFn:
-    """Φ read on real tokens only (its output zeroed on padding)."""
-    return step_fn if mask is None else (lambda x: step_fn(x) * mask)
+    """Φ read on real tokens only (its output zeroed on padding), and checked: Φ maps a state to one of its shape
+    (a Φ that returned h[..., :2] gave a penalty of a Jacobian that is no square, without a word; a tuple was an
+    AttributeError)."""
+    def checked(x: torch.Tensor) -> torch.Tensor:
+        y = step_fn(x)
+        if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+            found = f"shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else f"a {type(y).__name__}"
+            raise ValueError(f"the step function must return a state of h's shape {tuple(x.shape)}, got {found}")
+        return y if mask is None else y * mask
+    return checked
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +134,7 @@ def jvp(step_fn: StepFn, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor
 def jsrr(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,
          mask: torch.Tensor | None = None) -> torch.Tensor:
     """The paper's JSRR: (1/N) Σ_i ||J_i v_i||², one JVP with a random unit probe per sample. Scalar."""
-    h = h.detach()
+    h = check_state(h).detach()
     m = expand_mask(mask, h)
     v = unit_probes(h.shape, generator, h.device, h.dtype, m)
     _, jv = jvp(restrict(step_fn, m), h, v)
@@ -134,7 +144,7 @@ def jsrr(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = N
 def jsrr_release(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,
                  mask: torch.Tensor | None = None) -> torch.Tensor:
     """The authors' released variant: ||vᵀ J||² by VJP, one unit v over the whole batch tensor, no mean."""
-    h = h.detach().requires_grad_(True)
+    h = check_state(h).detach().requires_grad_(True)
     m = expand_mask(mask, h)
     y = restrict(step_fn, m)(h)
     v = torch.randn(y.shape, generator=generator, dtype=torch.float32, device="cpu").to(y.device, y.dtype)
@@ -161,7 +171,7 @@ def power_penalty(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator |
     iters = check_count("iters", iters, 1)  # 0, -3 and True ran one iteration, reported as asked
     if iters > MAX_DEPTH:  # each iteration is a JVP, a loop's worth of work: 10**12 never ended
         raise ValueError(f"iters must be at most {MAX_DEPTH:,}, got {iters:,}")
-    h = h.detach()
+    h = check_state(h).detach()
     m = expand_mask(mask, h)
     step_fn = restrict(step_fn, m)
     v = unit_probes(h.shape, generator, h.device, h.dtype, m) if v0 is None else _check_v0(v0, h, m)
@@ -211,7 +221,7 @@ def hutchinson(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | No
                mask: torch.Tensor | None = None) -> torch.Tensor:
     """(1/N) Σ_i ||J_i ε_i||² / n_i with Gaussian ε: an unbiased estimate of the mean ||J_i||²_F / n_i, n_i = T·D
     (or the sample's real tokens x D under a mask)."""
-    h = h.detach()
+    h = check_state(h).detach()
     m = expand_mask(mask, h)
     eps = torch.randn(h.shape, generator=generator, dtype=torch.float32, device="cpu").to(h.device, h.dtype)
     if m is None:
@@ -227,9 +237,9 @@ def hutchinson(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | No
 def fixed_point_residual(step_fn: StepFn, h: torch.Tensor, generator: torch.Generator | None = None,
                          mask: torch.Tensor | None = None) -> torch.Tensor:
     """(1/N) Σ_i ||Φ(h_i) − h_i||²: the L2 fixed-point residual penalty. `generator` is unused."""
-    h = h.detach()
+    h = check_state(h).detach()
     m = expand_mask(mask, h)
-    r = step_fn(h) - h
+    r = restrict(step_fn, None)(h) - h
     return _sq_norm_per_sample(r if m is None else r * m).mean()
 
 

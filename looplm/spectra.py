@@ -60,7 +60,7 @@ from typing import Any
 import torch
 
 from .model import twice_differentiable
-from .regularizers import check_state, expand_mask
+from .regularizers import check_state, expand_mask, restrict
 
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 MatVec = Callable[[torch.Tensor], torch.Tensor]  # (B, n) float64 -> (B, n) float64, one operator per row
@@ -112,6 +112,7 @@ def _mask_like(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | Non
 
 
 def _jvp_op(step_fn: StepFn, h: torch.Tensor, mask: torch.Tensor | None, jvp_fn: JvpFn | None = None) -> MatVec:
+    step_fn = restrict(step_fn, None)  # Φ must map the state to one of its shape
     B, shape, dt = h.shape[0], h.shape, h.dtype
     m = _mask_like(h, mask)
 
@@ -129,6 +130,7 @@ def _jvp_op(step_fn: StepFn, h: torch.Tensor, mask: torch.Tensor | None, jvp_fn:
 
 def _jtj_op(step_fn: StepFn, h: torch.Tensor, mask: torch.Tensor | None, jvp_fn: JvpFn | None = None) -> MatVec:
     """v -> Jᵀ(J v): one JVP then one VJP through a graph built once at h."""
+    step_fn = restrict(step_fn, None)  # Φ must map the state to one of its shape
     B, shape, dt = h.shape[0], h.shape, h.dtype
     m = _mask_like(h, mask)
     jv = _jvp_op(step_fn, h, mask, jvp_fn)

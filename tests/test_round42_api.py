@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from looplm.looped import check_protocol
-from looplm.regularizers import power_penalty
+from looplm.regularizers import fixed_point_residual, hutchinson, jsrr, jsrr_release, power_penalty
 from looplm.spectra import frobenius_hutchinson, spectral_norm, spectral_radius
 from looplm.tasks.tokenizers import BpeTokenizer, ByteTokenizer, CharTokenizer
 
@@ -129,3 +129,30 @@ def test_the_demo_reads_the_dynamics_on_the_tokenizers_ids(tmp_path, monkeypatch
     with pytest.raises(Reached):
         cmd_demo(str(tmp_path / "demo"), sets, progress=False, n=4)
     assert seen.get("vocab") == 14 and seen["head"] == 16
+
+
+PENALTIES_AND_SPECTRA = {
+    "jsrr": lambda f, h: jsrr(f, h), "jsrr_release": lambda f, h: jsrr_release(f, h),
+    "power_penalty": lambda f, h: power_penalty(f, h)[0], "hutchinson": lambda f, h: hutchinson(f, h),
+    "fixed_point_residual": lambda f, h: fixed_point_residual(f, h), "spectral_radius": spectral_radius,
+    "spectral_norm": spectral_norm, "frobenius_hutchinson": frobenius_hutchinson}
+
+
+@pytest.mark.parametrize("name", PENALTIES_AND_SPECTRA)
+def test_a_step_that_changes_the_states_shape_is_refused(name):
+    """A Φ returning h[..., :2] gave a value (of a Jacobian that is no square) without a word; a tuple was an
+    AttributeError from inside the penalty."""
+    h = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    for step, found in ((lambda x: x[..., :2], "shape (2, 3, 2)"), (lambda x: (x, x), "a tuple")):
+        with pytest.raises(ValueError, match=re.escape(f"the step function must return a state of h's shape "
+                                                       f"(2, 3, 4), got {found}")):
+            PENALTIES_AND_SPECTRA[name](step, h)
+
+
+@pytest.mark.parametrize("name", PENALTIES_AND_SPECTRA)
+def test_an_integer_or_non_tensor_state_is_refused(name):
+    """An int64 state was torch's "linalg.vector_norm: Expected a floating point" (or a list an AttributeError)."""
+    with pytest.raises(ValueError, match=r"needs a floating-point \(B, T, D\) state, got a torch.int64 tensor"):
+        PENALTIES_AND_SPECTRA[name](lambda x: x * 2, torch.arange(24).view(2, 3, 4))
+    with pytest.raises(ValueError, match=r"needs a non-empty \(B, T, D\) state, got a list"):
+        PENALTIES_AND_SPECTRA[name](lambda x: x, [[1.0]])
