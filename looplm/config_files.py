@@ -115,10 +115,16 @@ def _jinja_hint(text: str, where: str) -> str:
     """The quoting hint text settings get, for a --set value that starts like a Jinja template (`{{ ... }}`,
     `{% ... %}`, data.chat_template's inline form): YAML reads `{` as a flow mapping, and its error blamed a config
     key or YAML syntax."""
-    if not (where.startswith("--set ") and text.lstrip().startswith(("{{", "{%"))):
+    s = text.lstrip()
+    # (and a value that opens with one of YAML's indicators: `@x.jsonl` "cannot start any token", `*x` an alias)
+    if not (where.startswith("--set ") and (s.startswith(("{{", "{%")) or s[:1] in _INDICATORS)) or s[:2] == "!!":
         return ""
     key = where.removeprefix("--set ").split("=", 1)[0].strip()
-    return f"; for text (a Jinja template), put it in YAML quotes, each ' in it written '': --set \"{key}='...'\""
+    what = "a Jinja template" if s[:1] == "{" else f"{s[0]} starts YAML syntax"
+    return f"; for text ({what}), put it in YAML quotes, each ' in it written '': --set \"{key}='...'\""
+
+
+_INDICATORS = "@`%!&*|>"  # what YAML reads as syntax at a plain value's start (a !! tag is meant as one)
 
 
 def _has_comment(raw: str) -> bool:
@@ -152,6 +158,10 @@ def parse_set_value(item: str, key: str, raw: str) -> Any:
                           f"YAML's double quotes{said}")
     if not v:
         return raw
+    if v[0] == "&":  # a YAML anchor, of no use in one value: `&x` was null ("null is not a value"), `&a b` was b
+        quoted = v.replace("'", "''")
+        raise ConfigError(f"--set {item}: & starts a YAML anchor, which is not part of the value; for text, put it "
+                          f"in YAML quotes: --set \"{key}='{quoted}'\"")
     try:
         return parse_yaml(raw, f"--set {item}")
     except ConfigError:

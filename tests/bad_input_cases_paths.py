@@ -337,4 +337,13 @@ PATH_CASES: dict[str, Case] = {
         "analyze", "{run}", "--no-progress", "--depths", "1:2", "--out", " "]),
     "ckpt-generate-empty-path": Case("checkpoint", "generate \"\" (pathlib's working folder: a run there was read)",
                                      ["generate", "", "1+1="]),
+    "cfg-set-at-sign": Case("config", "--set data.path=@x.jsonl (YAML's \"cannot start any token\", no way out)", [
+        "train", "--config", "addition-prenorm-stars", "--out", "{tmp}/out", "--no-progress",
+        "--set", "data.task=jsonl", "--set", "data.path=@x.jsonl"]),
+    "cfg-set-anchor": Case("config", "--set data.path=&x (a YAML anchor: read as null, \"null is not a value\")", [
+        "train", "--config", "addition-prenorm-stars", "--out", "{tmp}/out", "--no-progress",
+        "--set", "data.task=jsonl", "--set", "data.path=&x"]),
+    "cfg-set-anchor-then-text": Case("config", "--set data.path='&a x.jsonl' (the anchor dropped: read as x.jsonl)", [
+        "train", "--config", "addition-prenorm-stars", "--out", "{tmp}/out", "--no-progress",
+        "--set", "data.task=jsonl", "--set", "data.path=&a x.jsonl"]),
 }
