@@ -118,8 +118,9 @@ def eval_problems(task, cfg, data: str | None, n: int | None, default: int | Non
     An n larger than what exists is refused: a result on fewer problems than asked for would pass for n."""
     want = n if n is not None else default
     if data is not None:
-        if not hasattr(task, "load_eval"):
-            raise ValueError(f"the {cfg.data.task} task reads no --data file")
+        if not hasattr(task, "load_eval") or not data.strip():  # ("" was the working folder: "data file . is a ...")
+            raise ValueError(f"--data is {emptiness(data)}; give a data file" if hasattr(task, "load_eval") else
+                             f"the {cfg.data.task} task reads no --data file")
         batch, source = task.load_eval(data, want), str(data)
     else:
         batch = task.held_out(want if want is not None else cfg.data.test_size)

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .errors import not_there, shown_path, special_kind  # noqa: E402
+from .errors import emptiness, not_there, shown_path, special_kind  # noqa: E402
 
 
 def _verbatim(text: object) -> str:
@@ -225,6 +225,9 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         raise ValueError(f"--out must be a .png path, got {out}")
     if labels and len(labels) != len(inputs):
         raise ValueError(f"{len(labels)} labels for {len(inputs)} inputs")
+    blank = next((p for p in inputs if not str(p).strip()), None)
+    if blank is not None:  # pathlib reads "" as the working folder: its sweep.json was plotted, exit 0
+        raise ValueError(f"an input is {emptiness(str(blank))}; give a sweep.json or dynamics.json, or their folder")
     if labels and not all(lb.strip() for lb in labels):
         raise ValueError("an empty --labels entry; give each input a name")
     twice = sorted({lb for lb in labels or [] if labels.count(lb) > 1})

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import not_there, shown_path, special_kind
+from .errors import emptiness, not_there, shown_path, special_kind
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -183,6 +183,8 @@ def data_files(folder: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] 
 def check_regular_file(path: str | Path) -> Path:
     """`path` as a Path if it names a regular file; FileNotFoundError or ValueError (a folder, a device or FIFO)
     otherwise. A pipe (`--data /dev/stdin`) was "not a regular file", with no reason and no way out."""
+    if not str(path).strip():  # pathlib's working folder: "data file . is a directory"
+        raise ValueError(f"the data path is {emptiness(str(path))}; give a data file")
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(missing_data(path))

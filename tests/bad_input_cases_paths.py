@@ -346,4 +346,9 @@ PATH_CASES: dict[str, Case] = {
     "cfg-set-anchor-then-text": Case("config", "--set data.path='&a x.jsonl' (the anchor dropped: read as x.jsonl)", [
         "train", "--config", "addition-prenorm-stars", "--out", "{tmp}/out", "--no-progress",
         "--set", "data.task=jsonl", "--set", "data.path=&a x.jsonl"]),
+    # round 43 (lead)
+    "out-plot-empty-input": Case("outputs", "plot '' (the working folder: a sweep.json there was plotted, exit 0)",
+                                 ["plot", "", "--out", "{tmp}/x.png"]),
+    "data-sweep-empty": Case("data", "sweep --data '' (\"data file . is a directory\")", [
+        "sweep", "{run}", "--no-progress", "--depths", "1:2", "--data", "", "--out", "{tmp}/s.json"]),
 }

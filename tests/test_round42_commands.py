@@ -178,3 +178,15 @@ def test_a_demo_stage_of_another_model_shape_gets_the_demos_advice(tmp_path, mon
         "error: dm/stage1 was trained with other settings (model.d_ff: checkpoint 64 vs requested 32); the demo's "
         "stages resume, even with --force (which replaces only its results): use another --out"]
     assert {p: p.read_bytes() for p in (tmp_path / "dm").rglob("*") if p.is_file()} == before
+
+
+def test_plot_of_an_empty_input_is_refused_in_a_folder_of_results(run, tmp_path, monkeypatch, capsys):
+    """`looplm plot ''` in a run's folder plotted its sweep.json (pathlib's "." for ""), exit 0."""
+    shutil.copytree(run, tmp_path / "r")
+    monkeypatch.chdir(tmp_path / "r")
+    assert main(["sweep", ".", "--depths", "1:2", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["plot", "", "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: an input is empty; give a sweep.json or dynamics.json, or their folder"]
+    assert not (tmp_path / "x.png").exists()
