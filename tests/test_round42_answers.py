@@ -116,3 +116,18 @@ def test_the_marker_keeps_several_answers_whole(text):
     """Text, as after the phrase (the docs' `x = 5, y = 7`): the marker read none, and the last number, 7 or -3,
     was graded."""
     assert extract_answer(text) == text.split("#### ")[1]
+
+
+@pytest.mark.parametrize("gold", ["<answer>18</answer>", "<think>9*2</think><answer>18</answer>", "<think>x</think>18",
+                                  "18<|im_end|>", "18 <|eot_id|>", "18</s>", " <answer>18</answer>"])
+def test_a_one_line_gold_with_tags_reads_as_a_completion_does(gold):
+    """Each was a gold of its literal text (the plain one-line rule ran before the tag rules): no completion, not
+    even the gold itself, matched it, and a write_lm_eval_task task of such golds scored every row 0."""
+    assert gold_answer(gold) == "18"
+    assert is_correct(extract_answer(gold), gold_answer(gold)) and is_correct("18", gold_answer(gold))
+
+
+@pytest.mark.parametrize("gold", ["<answer></answer>", "<think>x</think>", "<|im_end|>"])
+def test_a_gold_of_tags_alone_is_refused_as_missing(gold):
+    with pytest.raises(ValueError, match="a missing value"):
+        gold_answer(gold)

@@ -423,14 +423,19 @@ def _sum(side: str) -> bool:
 def gold_answer(solution: str | float) -> str | None:
     """The reference answer of a GSM8K solution ("... #### 72"), or of a \\boxed{} solution (NuminaMath); a number
     (a dataset's numeric answer column, AMC23's 27.0) is its own answer, as is a plain one-line answer with no marker,
-    box or phrase (MATH's `x^2+1`, `(3,5)`, `B`, `yes`: read as a box's content; it was its last number, or None)."""
+    box or phrase (MATH's `x^2+1`, `(3,5)`, `B`, `yes`: read as a box's content; it was its last number, or None),
+    once its tags and special tokens are read as a completion's (`<answer>18</answer>` and `18<|im_end|>` are 18)."""
     text = _text(solution)
     if not text.replace("####", "").strip():  # an empty answer cell (a parquet/CSV fill) graded every prediction wrong
         raise ValueError(f"the gold answer is {text!r} (a missing value?): give the reference answer")
-    said = _plain_answer(text)
+    # its tags and special tokens read as a completion's are (`<answer>18</answer>`, `<think>..</think>18`,
+    # `18<|im_end|>` were golds of their literal text, which no completion, not even the gold itself, matched)
+    body, _ = markup(final_text(text))
+    said = _plain_answer(body) if body.strip() else None
     said = extract_answer(text) if said is None else said
-    if said is None and (_MARK_RE.search(text) or last_boxed(text) is not None):  # `\boxed{}`, `#### $$`: None, so
-        raise ValueError(f"the gold answer is {text!r:.80} (a missing value?): give the reference answer")  # all wrong
+    if said is None and (_MARK_RE.search(text) or last_boxed(text) is not None or not body.strip()):  # `\boxed{}`,
+        # `#### $$`, `<answer></answer>`: None, so all wrong
+        raise ValueError(f"the gold answer is {text!r:.80} (a missing value?): give the reference answer")
     return said
 
 
