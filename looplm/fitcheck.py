@@ -20,6 +20,7 @@ from .errors import in_demo
 from .evaluate import nonfinite_weights
 from .looped import check_looped
 from .model import LoopedTransformer, structure_diff
+from .resume_rules import MEMORY
 from .rundir import demo_refusal, flag, resume_flag
 
 
@@ -41,11 +42,15 @@ def check_finite_start(model: nn.Module, src: str | Path, resumed: bool = False)
 
 
 def check_model(src: Path | None, cfg: Config) -> None:
-    """A resumed run must describe the model its checkpoint holds."""
+    """A resumed run must describe the model its checkpoint holds: a memory setting (resume_rules.MEMORY) may
+    change, and a model folder may be spelled otherwise (tasks.same_data); rundir.check_resume says those."""
+    from .tasks import same_data
+
     if src is None:
         return
     saved = ckpt.load_config(src)
-    diff = ckpt.config_diff(saved, cfg) if saved.kind == cfg.kind else ["the model kind (looplm's own vs pretrained)"]
+    diff = ([ckpt.describe_change(*c) for c in ckpt.config_changes(saved, cfg) if c[0] not in MEMORY
+             and not same_data(src, *c)] if saved.kind == cfg.kind else ["the model kind (looplm's own vs pretrained)"])
     if diff and in_demo():  # the stage's folder, not its checkpoint, and the demo's one fix (another --out)
         raise demo_refusal(src.parent if src.name == "checkpoint" else src.parent.parent, diff)
     if diff:

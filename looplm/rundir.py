@@ -29,6 +29,7 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError
 from .errors import UserError, in_demo, special_kind
 from .records import not_carried, result_of
+from .resume_rules import EVALS, INERT, RESUMABLE, effect, resume_note  # noqa: F401 (resume_note: train's)
 
 LOCK = ".looplm.lock"
 # What a looplm run leaves in its directory (the rest are outputs: sweeps, plots).
@@ -129,7 +130,7 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
         why = _whole(d)
         if why is None:
             if problems and not held:  # not the latest checkpoint: say which one, and why
-                print(f"resuming from {d}: " + "; ".join(problems), file=sys.stderr)
+                print(_fallback(d, latest, problems), file=sys.stderr)
             return d
         problems.append(why)
     if problems:
@@ -142,6 +143,18 @@ def resume_point(out: Path, resume: bool, held: bool = False) -> Path | None:
                         f"now ({latest} is missing); {resume_flag()} would start the run over and replace its log. Put "
                         f"the checkpoint back, or choose another {out_flag()}")
     return None  # a run that stopped before its first checkpoint: --resume starts it again
+
+
+def _fallback(d: Path, latest: Path, problems: list[str]) -> str:
+    """What a resume from the history's checkpoint `d` says: why the newer ones are not used, the step it goes on
+    from, and that a damaged `checkpoint/` is kept aside (`claimed` names the folder). A missing file's `cp` advice
+    is left out: the resume replaces checkpoint/, so the command would restore nothing by then."""
+    why = "; ".join(p.split("; the run's history holds the same file")[0] for p in problems)
+    step = ckpt.saved_step(d)
+    if not latest.exists():
+        return f"resuming from {d}: {why}; training goes on from its step {step}"
+    return (f"resuming from {d}: {why}; training goes on from its step {step}, and the damaged {latest} is moved "
+            f"aside as {latest.name}.damaged-<time>")
 
 
 def holds_run(d: Path) -> bool:
@@ -368,6 +381,8 @@ def lock(out: Path, create: bool = True) -> Iterator[None]:
     if not create and not (out / LOCK).exists():
         yield
         return
+    if (out / LOCK).is_dir():  # (open said only "[Errno 21] Is a directory")
+        raise UserError(f"{out / LOCK}, the run's lock file, is a folder; remove it (looplm writes that file itself)")
     f = (out / LOCK).open("a+" if create else "r")
     try:
         try:  # a look takes the lock shared, so that the ranks of one job looking at once do not collide
@@ -407,8 +422,11 @@ def claimed(out: Path, resume: bool, src: Path | None, keep: int) -> Iterator[No
                     raise UserError(f"another process changed {out} while this one was starting; run the command "
                                     "again")
                 if src is not None and src.parent.name == ckpt.HISTORY and (out / "checkpoint").exists():
-                    # keep it, out of the history's way
-                    (out / "checkpoint").rename(out / f"checkpoint.damaged-{int(time.time())}")
+                    # keep it, out of the history's way, and say where (resume_point said why)
+                    aside = out / f"checkpoint.damaged-{int(time.time())}"
+                    (out / "checkpoint").rename(aside)
+                    print(f"moved the damaged {out / 'checkpoint'} aside as {aside}; the run goes on from {src}",
+                          file=sys.stderr)
                 ckpt.recover(out / "checkpoint", keep=keep)  # finish a save a crash interrupted
             except BaseException as e:
                 if not had_lock:  # removed while still held: no other process can have taken it meanwhile
@@ -429,15 +447,6 @@ def claimed(out: Path, resume: bool, src: Path | None, keep: int) -> Iterator[No
                     with contextlib.suppress(OSError):
                         d.rmdir()
             raise
-
-
-# What a resume may change (docs/reliability.md): how long the run goes on, the optimizer's settings, and where and
-# how it runs and logs. Any other change (the data, the loops, the regularizer, the seed) would make it another
-# run, and fewer train.keep_checkpoints would delete the history: those are refused.
-RESUMABLE = {"train." + k for k in (
-    "steps", "epochs", "stop_at_acc", "lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip",
-    "log_every", "eval_every", "eval_size", "checkpoint_every", "max_bad_steps", "device", "threads", "strategy",
-    "micro_batch_size", "bf16", "logger")}
 
 
 UNREAD_INIT = "note: train.init_from="  # on_resume's note, which already_done repeats
@@ -503,16 +512,6 @@ def _run_config(src: Path) -> str:
     return ckpt.RUN_CONFIG if (src / ckpt.RUN_CONFIG).is_file() else ckpt.CONFIG
 
 
-# Settings a run is run or recorded with that do not change its weights: a resume that changes only these continues
-# the uninterrupted run, and saying it "will differ" taught users to ignore the note.
-INERT = {"train.logger", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints"}
-EVALS = {"train.eval_every", "train.eval_size"}  # inert too while no train.stop_at_acc ends the run on their score
-# Where the run computes: the same training, summed in another order (threads split a matmul otherwise), so the
-# weights differ from the uninterrupted run's in float round-off (1e-7), not bitwise ("does not change" was untrue)
-ROUNDING = {"train.threads", "train.device"}
-EFFECTS = {"differs": "", "rounding": " (changes float rounding only)", "inert": " (does not change the training)"}
-
-
 def demo_refusal(out: Path, changes: list[str]) -> ConfigError:
     """A demo stage trained with other settings (the model's too): the demo resumes its stages, and its --force
     replaces only its results, so the one fix is another folder."""
@@ -523,15 +522,16 @@ def demo_refusal(out: Path, changes: list[str]) -> ConfigError:
 
 def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, str]]:
     """The changed settings a resume may take (RESUMABLE, and a larger train.keep_checkpoints), described, each
-    with what it does to the training (an EFFECTS key: "differs", "rounding" (ROUNDING), "inert" (INERT)); any
-    other change is refused (ConfigError) before anything is touched. A train.device that resolves to the device
-    the run's did (auto and cpu on a CPU machine) is no change, nor a data path that names the same data
-    (tasks.same_data)."""
+    with what it does to the training (resume_rules.effect: "differs", "rounding", "memory", "inert"); any other
+    change is refused (ConfigError) before anything is touched. A train.device that resolves to the device the
+    run's did (auto and cpu on a CPU machine) is no change, nor a path that names the same data or model folder
+    (tasks.same_data). The model section's other changes are fitcheck.check_model's to refuse."""
     from .tasks import same_data
 
     saved = ckpt.load_config(src)
-    changes = [c for c in ckpt.config_changes(saved, cfg, ("loops", "reg", "data", "train"))
-               if not (c[0] == "train.device" and _same_device(c[1], c[2])) and not same_data(src, *c)]
+    changes = [c for c in ckpt.config_changes(saved, cfg, ("model", "loops", "reg", "data", "train"))
+               if (c[0] in RESUMABLE or not c[0].startswith("model."))
+               and not (c[0] == "train.device" and _same_device(c[1], c[2])) and not same_data(src, *c)]
     inert = INERT | (EVALS if not saved.train.stop_at_acc and not cfg.train.stop_at_acc else set())
 
     def allowed(key: str, old: Any, new: Any) -> bool:
@@ -545,8 +545,7 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, str]]:
         raise ConfigError(f"{resume_flag()} would change the run in {out}, not continue it: {'; '.join(refused)}. "
                           f"Resume with the settings it was trained with (its checkpoint's, {src / _run_config(src)}; "
                           f"{out / 'config.yaml'} holds them unless it was edited), or choose another {out_flag()}")
-    return [(ckpt.describe_change(*c), "inert" if c[0] in inert else "rounding" if c[0] in ROUNDING else "differs")
-            for c in changes if allowed(*c)]
+    return [(ckpt.describe_change(*c), effect(c[0], inert)) for c in changes if allowed(*c)]
 
 
 def _same_device(old: Any, new: Any) -> bool:
@@ -556,17 +555,6 @@ def _same_device(old: Any, new: Any) -> bool:
         return resolve_device(str(old)) == resolve_device(str(new))
     except UserError:  # a device this machine lacks (the run trained elsewhere): a change
         return False
-
-
-def resume_note(changed: list[tuple[str, str]]) -> str:
-    """What a resume says of the settings it changes (check_resume's list): whether the run will differ from an
-    uninterrupted one (or in float rounding only), and which settings do not change its training."""
-    lines = [f"{d}{EFFECTS[effect]}" for d, effect in changed]
-    effects = {effect for _, effect in changed}
-    head = ("the run will differ from an uninterrupted one" if "differs" in effects else
-            "the run will differ from an uninterrupted one in float rounding only" if "rounding" in effects else
-            "they do not change the training")
-    return f"resuming with changed settings; {head}:\n  " + "\n  ".join(lines)
 
 
 def already_done(out: Path, src: Path, step: int, cfg: Config, total: int, changed: list[tuple[str, str]] = (),

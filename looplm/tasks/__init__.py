@@ -188,33 +188,41 @@ def _what_changed(saved: dict, now: dict) -> str:
     return "".join(f"{s}; " for s in said)
 
 
+DATA_KEYS = ("data.path", "data.test_path", "data.source")  # the paths a run's data is read from
+MODEL_KEYS = ("model.name_or_path", "model.tokenizer")  # a fine-tune's base model (a hub id or a local folder)
+
+
 def same_data(src: Path, key: str, old: Any, new: Any) -> bool:
     """A data file or folder named by another spelling (`./rows.jsonl`, an absolute path, `cl/`) is the same data,
     not a change. A relative path is recorded as given, relative to the directory the run started in, which is
     not recorded: from another one (a job run from elsewhere) it may name nothing or other files, so any path is
     taken, and the checkpoint's data digest (data.json, checked before training goes on) decides whether it holds
-    the data trained on."""
-    if key not in ("data.path", "data.test_path") or not old or not new or not Path(new).exists():
+    the data trained on. A fine-tune's data.source alike; its model folder (model.name_or_path, model.tokenizer) is
+    the same only where both spellings name it from here (no digest decides, and a hub id is compared as given)."""
+    if key not in (*DATA_KEYS, *MODEL_KEYS) or not old or not new or not Path(new).exists():
         return False
     was = Path(old)
+    if key in MODEL_KEYS:
+        return was.exists() and os.path.samefile(was, new)
     if was.exists() and os.path.samefile(was, new):
         return True
     return not was.is_absolute() and (src / DATA_FILE).is_file()
 
 
 def keep_spelling(src: Path, cfg: Config) -> None:
-    """A resume that names the run's data otherwise (`same_data`) has read it by the name given; the run goes on
-    recording the name it was trained with. The new name was stored (config.yaml, the checkpoint), so a resume
-    from a subfolder (`../data/rows.jsonl`) left a path that named nothing from the run's own folder, and its
-    sweep and resume there were refused. Called once the data is read: `cfg` is changed in place, as the run's
+    """A resume that names the run's data (or base model) otherwise (`same_data`) has read it by the name given;
+    the run goes on recording the name it was trained with. The new name was stored (config.yaml, the checkpoint),
+    so a resume from a subfolder (`../data/rows.jsonl`) left a path that named nothing from the run's own folder,
+    and its sweep and resume there were refused. Called once the data is read: `cfg` is changed in place, as the run's
     writers hold it."""
     from .. import checkpoint as ckpt
 
-    saved = ckpt.load_config(src).data
-    for key in ("path", "test_path"):
-        old, new = getattr(saved, key, ""), getattr(cfg.data, key, "")
-        if old != new and same_data(src, f"data.{key}", old, new):
-            setattr(cfg.data, key, old)
+    saved = ckpt.load_config(src)
+    for key in (*DATA_KEYS, *MODEL_KEYS):
+        section, name = key.split(".")
+        old, new = (getattr(getattr(c, section), name, "") for c in (saved, cfg))
+        if old != new and same_data(src, key, old, new):
+            setattr(getattr(cfg, section), name, old)
 
 
 def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -> Any:
