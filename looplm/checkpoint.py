@@ -45,6 +45,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import weightfit
 from .config import Config, ConfigError
 from .errors import UserError, emptiness, missing_file, no_weights, not_there, shown_path, special_kind
 from .model import LoopedTransformer
@@ -557,19 +558,18 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> torch.nn.Module:
     except (SafetensorError, OSError, ValueError) as e:
         raise _damaged(d, f"{f} is unreadable ({e}); the file is truncated or corrupted") from None
     missing, unexpected = set(model.state_dict()) - set(weights), set(weights) - set(model.state_dict())
-    # a user's module is not what config.json describes: name it
-    what = "config.json" if type(model) is LoopedTransformer else f"the state dict of {type(model).__name__}"
     held, given = module_name(d) or "looplm.model.LoopedTransformer", type(model).__qualname__
     if (missing or unexpected) and not held.endswith(f".{given}"):  # another class (by name, as a resume compares)
         raise CheckpointError(f"{d} holds the weights of {held}, not of {type(model).__module__}.{given}: load them "
                               f"into a {held.rsplit('.', 1)[-1]}, or start from a run of {given}")
-    if missing or unexpected:
-        raise CheckpointError(f"{f} does not match {what}: missing {sorted(missing)}, "
-                              f"unexpected {sorted(unexpected)}")
+    # keys and shapes first, in one line: torch lists every size mismatch, and the caller's model may be what differs
+    problem = weightfit.mismatch(f, model, weights, lambda: load_config(d))
+    if problem:
+        raise CheckpointError(problem)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{f} does not match {what}: {e}") from None
+        raise CheckpointError(f"{f} does not fit {type(model).__name__}: {e}") from None
     return model
 
 

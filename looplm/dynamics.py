@@ -43,6 +43,8 @@ def trajectory_pca(traj: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.
     (coordinate of the last point >= that of the first) and PC2's largest-magnitude coordinate is positive.
     """
     X = traj.reshape(traj.shape[0], -1).to(torch.float64)
+    if not bool(torch.isfinite(X).all()):  # (was torch's SVD error)
+        raise ValueError("trajectory_pca needs finite states; this trajectory holds NaN or inf")
     X = X - X.mean(0, keepdim=True)
     U, S, _ = torch.linalg.svd(X, full_matrices=False)
     k_eff = min(k, S.numel())
@@ -63,7 +65,11 @@ def trajectory_pca(traj: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.
 # --- per-loop diagnostics ------------------------------------------------------------------------------------
 def log_spaced(lo: int, hi: int, count: int) -> list[int]:
     """About `count` integers from lo to hi (both included), evenly spaced in log t."""
-    if hi <= lo or count <= 1:
+    # (lo=0 was a math domain error, lo > hi silently swapped, count=0 gave both ends)
+    lo, hi, count = check_count("lo", lo, 1), check_count("hi", hi, 1), check_count("count", count, 1)
+    if hi < lo:
+        raise ValueError(f"hi must be >= lo, got lo={lo}, hi={hi}")
+    if hi == lo or count == 1:
         return sorted({lo, hi})
     pts = torch.logspace(math.log10(lo), math.log10(hi), count, dtype=torch.float64).round().long().tolist()
     return sorted(set(pts) | {lo, hi})

@@ -138,6 +138,8 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     `generate_cached` (looplm's own LoopedTransformer only; any other module, a subclass with its own embed, step
     or readout included, is refused with TypeError there). `vocab`: choose only among ids below it (the
     tokenizer's), for a model whose head is wider than its tokenizer can decode."""
+    if not isinstance(use_cache, bool):  # ("no" is truthy: it decoded with the cache, as run_loop's checkpoint=)
+        raise TypeError(f"use_cache must be True or False, got {use_cache!r:.80}")
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id, pad_id)
     limit = _length_limit(model, max_len)
     exit_tol, exit_stable = check_exit_rule(exit_tol, exit_stable)

@@ -7,13 +7,14 @@ and restored bit-exactly with the rest of the trainer state.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import torch
 
 from .arguments import strict_int
-from .config import LoopsConfig
+from .config import LoopsConfig, build_sections
 
 
 def _clip(n: int, lo: int, hi: int) -> int:
@@ -44,6 +45,14 @@ def sample_lognormal(gen: torch.Generator, mu: float, sigma: float, lo: int, hi:
 
 def sample_loops(cfg: LoopsConfig, gen: torch.Generator, step: int = 0) -> int:
     """The loop count for training step `step` under `cfg` (fixed during the curriculum phase)."""
+    if not isinstance(cfg, LoopsConfig):
+        raise TypeError(f"cfg must be a LoopsConfig (a Config's .loops), got {type(cfg).__name__}")
+    # Validated again, as fit does: a field set after construction (max_loops=0, mu=nan, sigma=-1) skipped the
+    # section's checks, and was a math error here or drew counts from the wrong distribution without a word
+    cfg = build_sections({"loops": dataclasses.asdict(cfg)}, {"loops": LoopsConfig})["loops"]
+    if not isinstance(gen, torch.Generator):  # (0 was torch's list of randn overloads)
+        raise TypeError(f"gen must be a torch.Generator (torch.Generator().manual_seed(seed)), got "
+                        f"{type(gen).__name__}")
     try:  # ("5" and None were "'<' not supported between instances of 'str' and 'int'")
         step = strict_int(step)  # not bools, floats or strings
     except TypeError:

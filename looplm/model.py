@@ -217,6 +217,30 @@ class Context:
         return KVSlot(self.cache, key, block, frozen if block is not None else None, self.store)
 
 
+def check_ids(input_ids: Any) -> tuple[int, int]:
+    """(B, T) of `input_ids`, a (B, T) tensor of int64 or int32 token ids on a real device, else TypeError or
+    ValueError saying so: floats and uint8 were torch's embedding dtype error, bools passed the range check, 1-D and
+    3-D ids a tuple unpack, and meta ids a `.item()` error from the range check."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
+        ok = isinstance(input_ids, torch.Tensor)
+        found = f"a {input_ids.dtype} tensor" if ok else f"a {type(input_ids).__name__}"
+        raise TypeError(f"input_ids must be a (B, T) tensor of integer token ids (int64 or int32), got {found}")
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be a (B, T) tensor of token ids, got shape {tuple(input_ids.shape)} (one "
+                         "sequence: input_ids[None])")
+    if input_ids.is_meta:
+        raise ValueError("input_ids are on the meta device, which holds no values; move them to the model's device")
+    return input_ids.shape[0], input_ids.shape[1]
+
+
+def check_ctx(ctx: Any) -> None:
+    """The protocol's ctx is opaque to run_loop (a module of one's own may use None), so the model checks its own:
+    run_loop(model, h, None, 2) was "'NoneType' object has no attribute 'e'"."""
+    if not isinstance(ctx, Context):
+        raise TypeError(f"ctx must be the ctx that model.embed returned (h, ctx = model.embed(input_ids)), got "
+                        f"{type(ctx).__name__}")
+
+
 class LoopedTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -253,7 +277,7 @@ class LoopedTransformer(nn.Module):
         Positions are learned and absolute, counted from `start` (the tokens already in `cache`), so only
         right padding is harmless: causal attention never looks right, and `attention_mask` is not needed.
         """
-        B, T = input_ids.shape
+        B, T = check_ids(input_ids)
         if start + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {start + T} exceeds model.max_seq_len={self.cfg.max_seq_len}")
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.cfg.vocab_size):
@@ -272,6 +296,7 @@ class LoopedTransformer(nn.Module):
 
     def step(self, h: torch.Tensor, ctx: Context, loop: int = 0) -> torch.Tensor:
         """One application of Φ: (B, T, D) -> (B, T, D). With injection=add, Φ sees h + e."""
+        check_ctx(ctx)
         if ctx.e is not None:
             h = h + ctx.e
         for j, blk in enumerate(self.core):
@@ -280,6 +305,7 @@ class LoopedTransformer(nn.Module):
 
     def readout(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
         """(B, T, D) state -> (B, T, V) logits, through the coda, final norm and tied head."""
+        check_ctx(ctx)
         for j, blk in enumerate(self.coda):
             h = blk(h, kv=ctx.slot(("coda", 0, j)))
         return F.linear(self.norm_f(h), self.tok_emb.weight)

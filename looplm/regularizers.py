@@ -99,7 +99,11 @@ def check_mask_values(mask: torch.Tensor) -> torch.Tensor:
 def restrict(step_fn: StepFn, mask: torch.Tensor | None) -> StepFn:
     """Φ read on real tokens only (its output zeroed on padding), and checked: Φ maps a state to one of its shape
     (a Φ that returned h[..., :2] gave a penalty of a Jacobian that is no square, without a word; a tuple was an
-    AttributeError)."""
+    AttributeError; a non-function, "'int' object is not callable")."""
+    if not callable(step_fn):
+        raise TypeError(f"step_fn must be a function h -> Phi(h) returning a tensor shaped like h, got "
+                        f"{type(step_fn).__name__}")
+
     def checked(x: torch.Tensor) -> torch.Tensor:
         y = step_fn(x)
         if not isinstance(y, torch.Tensor) or y.shape != x.shape:

@@ -196,7 +196,8 @@ def test_api_counts_are_checked_and_come_back_as_plain_numbers():
     with pytest.raises(ValueError, match="pad_id must be an integer"):
         generate(m, [[3, 4]], 2, max_new_tokens=2, eos_id=EOS, pad_id=True)
     # a max_len past the positions: cut off there and marked, with or without the cache
-    cut = [generate(m, [[3, 4], [5]], 2, max_new_tokens=40, eos_id=EOS, max_len=100, use_cache=c) for c in (0, 1)]
+    cut = [generate(m, [[3, 4], [5]], 2, max_new_tokens=40, eos_id=EOS, max_len=100, use_cache=c)
+           for c in (False, True)]
     assert cut[0] == cut[1] and cut[0].finished == cut[1].finished
     assert all(done or len(row) == 16 - len(p)
                for row, done, p in zip(cut[0], cut[0].finished, ([3, 4], [5]), strict=True))

@@ -37,6 +37,15 @@ def _shown(c: str) -> str:
     return repr(c) if " " <= c <= "~" else f"{c!r} (U+{ord(c):04X})"
 
 
+def text(s: Any) -> str:
+    """`s` if it is a str, else TypeError: encode of bytes was "'<=' not supported between 'str' and 'int'" (a
+    CharTokenizer), of 5 "'int' object is not iterable", and a list of ids was looked up as characters."""
+    if not isinstance(s, str):
+        ids = "; decode turns ids into text" if isinstance(s, list | tuple) else ""
+        raise TypeError(f"encode takes a str, got {type(s).__name__} {s!r:.40}{ids}")
+    return s
+
+
 def token_ids(ids: Any) -> list[int]:
     """`ids` (a list of ints, numpy ints, or a 1-D int tensor) as Python ints, or TypeError naming what is no id: a
     str decoded to torch's "'<=' not supported between 'int' and 'str'", a float id to "string indices must be
@@ -81,7 +90,7 @@ class CharTokenizer:
         self.vocab_size = len(chars) + 2
 
     def encode(self, s: str) -> list[int]:
-        bad = sorted({c for c in s if c not in self.stoi})
+        bad = sorted({c for c in text(s) if c not in self.stoi})
         if bad:
             raise ValueError(f"character(s) [{', '.join(map(_shown, bad))}] in {s!r} are outside the vocabulary "
                              f"{self.chars!r}{self._normalization_hint(s)}")
@@ -122,7 +131,7 @@ class ByteTokenizer:
     vocab_size = 258
 
     def encode(self, s: str) -> list[int]:
-        return [b + 2 for b in s.encode("utf-8")]
+        return [b + 2 for b in text(s).encode("utf-8")]
 
     def decode(self, ids: list[int], stop_at_eos: bool = True) -> str:
         out = bytearray()
@@ -169,7 +178,7 @@ class BpeTokenizer:
         return cls(tok)
 
     def encode(self, s: str) -> list[int]:
-        if len(s) < 1 << 16:  # a prompt or a record: one call is quicker than a thread
+        if len(text(s)) < 1 << 16:  # a prompt or a record: one call is quicker than a thread
             return self.tok.encode(s).ids
         # a corpus: `encode_batch` releases the GIL (`encode` does not), so the wait can hear Ctrl-C. Same ids:
         # one text is one batch row, through the same pipeline
