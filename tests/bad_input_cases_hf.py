@@ -564,6 +564,23 @@ HF_CASES: dict[str, Case] = {
                                            "DatasetDict's to_dict() per split: given the rename-fields advice)", [
         *FT, "--set", "data.source={tmp}/sc.json"], {"ft.yaml": FT_YAML, "sc.json": json.dumps(
             {"train": {"question": ["1+1?", "2+2?"], "answer": ["#### 2", "#### 4"]}})}, hf=True),
+    # round 43 (HF paths: one rule for ~; position advice; conversations under other fields)
+    "hf-finetune-tilde-no-user": Case("config", "model.name_or_path=~nosuchuser43/base (~ of no user: was said as a "
+                                      "hub id's bad characters)", [
+        *FT, "--set", "model.name_or_path=~nosuchuser43/base"], chat(GOOD_CHAT), hf=True),
+    "hf-finetune-past-positions": Case("data", "every example longer than the model's 4 positions (was told to set "
+                                       "data.max_length=4, which dropped them all)", FT, {
+        "ft.yaml": FT_YAML.replace("{base}", "{tmp}/m"), "chat.jsonl": GOOD_CHAT + "\n"},
+        prepare=_hf_edit("its config.json saying 4 positions", _config_edit(max_position_embeddings=4)), hf=True),
+    "hf-finetune-conversations-field": Case("data", "records whose role/content turns are under `conversations` "
+                                            "(was: check the records' shape)", FT, chat(json.dumps(
+                                                {"conversations": json.loads(GOOD_CHAT)["messages"]})), hf=True),
+    "hf-finetune-trl-turn-lists": Case("data", "TRL's conversational prompt/completion (lists of turns)", FT, chat(
+        json.dumps({"prompt": json.loads(GOOD_CHAT)["messages"][:1],
+                    "completion": json.loads(GOOD_CHAT)["messages"][1:]})), hf=True),
+    "hf-finetune-json-records-under-key": Case("data", "a .json data file {\"rows\": [records]} (read as one record)",
+                                               [*FT, "--set", "data.source={tmp}/rows.json"], {
+        "ft.yaml": FT_YAML, "rows.json": json.dumps({"rows": [{"question": "1+1?", "answer": "#### 2"}]})}, hf=True),
 }
 
 

@@ -82,7 +82,8 @@ def test_examples_past_an_ouro_models_position_table_are_refused(tok, tmp_path):
     """The export path refused them (learned positions); Ouro's rotary ones ran on, untrained past the table."""
     base = save_tiny_base(tmp_path / "base", tok, max_position_embeddings=32)
     data = write_jsonl(math_problems(4), tmp_path / "m.jsonl")
-    with pytest.raises(ConfigError, match=r"tokens but .* has 32 positions; set data.max_length=32 or lower"):
+    with pytest.raises(ConfigError, match=r"tokens but .* has 32 positions, and no example fits in them: the "
+                                          "records are longer than the model can read"):
         fit(_cfg(base, data), tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
 

@@ -17,18 +17,9 @@ import torch
 from ..looped import check_looped
 from ..tasks.base import Batch
 from .chat import TemplateError, end_of_turn_token, has_messages, no_default_template, to_messages
-from .data import (
-    FIELD_PAIRS,
-    LENGTH_HINT,
-    SHAREGPT_HINT,
-    Records,
-    build_examples,
-    emptiness,
-    folder_splits,
-    is_sharegpt,
-    load_records,
-    to_batch,
-)
+from .data import LENGTH_HINT, Records, build_examples, emptiness, folder_splits, load_records, to_batch
+from .data_hints import FIELD_PAIRS, turns_hint
+from .paths import expand_home
 
 
 def config_problem(path: str | Path) -> str | None:
@@ -52,7 +43,7 @@ def find_model_dir(path: str | Path) -> Path | None:
     if not str(path).strip():  # "" is the working folder to pathlib: it was searched for a model there
         raise ValueError(f"the model path is {emptiness(str(path))}; give a run directory, a model "
                          "directory or a hub id")
-    p = Path(path)
+    p = Path(expand_home(path, "the model path"))  # (~/models/x of a YAML config or an API call: no shell)
     for d in (p, p / "checkpoint"):
         cfg = d / "config.json"
         if cfg.is_file():
@@ -74,8 +65,8 @@ def _fields(record: dict[str, Any], pair: tuple[str, str] | None = None) -> dict
             return {"fmt": "prompt_response", "prompt_field": p, "response_field": r}
     if isinstance(record.get("messages"), list):  # an empty conversation, and no fields: nothing to learn
         return {"fmt": "messages"}
-    if is_sharegpt(record.get("conversations")):
-        raise ValueError(SHAREGPT_HINT)
+    if turns_hint(record) is not None:  # a conversation under other fields: no field pair to rename
+        raise ValueError(turns_hint(record))
     raise ValueError(f"a data record needs a `messages` list or one of the field pairs "
                      f"{', '.join(f'{p}/{r}' for p, r in FIELD_PAIRS)} (or, for a fine-tune, its run's "
                      f"data.prompt_field/response_field); got keys {sorted(record)}: rename the prompt's and the "

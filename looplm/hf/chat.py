@@ -32,6 +32,7 @@ from typing import Any
 
 from ..records import alpaca_prompt, check_text
 from ..tasks.base import IGNORE
+from .chat_calls import call_problem, json_object, shown_value
 from .chat_stability import unstable_why
 
 # ChatML, the format of Ouro's chat template: every turn is <|im_start|>role\ncontent<|im_end|>\n.
@@ -80,6 +81,7 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_promp
             chat_template: str | None, tools: list[dict] | None = None) -> str:
     # the date Llama 3.x's templates write (`date_string`, else strftime_now: today): fixed, so the same data renders
     # alike on every day (a resume after midnight was refused as changed data) and within one encoding
+    chat_template = _template(tokenizer, chat_template)
     kw = {"date_string": DATE, **({"chat_template": chat_template} if chat_template is not None else {})}
     if tools:  # a record's tool definitions: the template writes them where it wants (a system turn, mostly)
         kw["tools"] = tools
@@ -88,6 +90,25 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_promp
                                              **kw)
     except Exception as e:
         raise TemplateError(f"the chat template fails to render a conversation ({template_failure(e)})") from None
+
+
+def _template(tokenizer: Any, chat_template: Any) -> str | None:
+    """`chat_template` as apply_chat_template takes it. `chatml` is looplm's ChatML, as data.chat_template reads it
+    (through the API it was rendered as the constant text "chatml", then blamed for dropping the user turn); a
+    tokenizer's named template transformers looks up; other text with no Jinja is refused, as finetune refuses it."""
+    if chat_template is None:
+        return None
+    if not isinstance(chat_template, str):
+        raise TypeError(f"chat_template must be a str (a Jinja template, chatml or a template's name), got "
+                        f"{type(chat_template).__name__}")
+    named = getattr(tokenizer, "chat_template", None)
+    if "{{" in chat_template or "{%" in chat_template or (isinstance(named, dict) and chat_template in named):
+        return chat_template
+    if chat_template == "chatml":
+        return CHATML_TEMPLATE
+    raise TemplateError(f"chat_template {chat_template[:80]!r} is no Jinja template, nor chatml or a named template "
+                        "of the tokenizer (a template file: read it with looplm.hf.finetune.chat_template, as "
+                        "data.chat_template is)")
 
 
 def template_failure(e: BaseException) -> str:
@@ -276,6 +297,9 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
     """(rendered text, [(start, end) character span of each assistant target])."""
     if not messages:
         raise TemplateError("empty conversation")
+    if not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):  # (an AttributeError)
+        raise TypeError(f"messages must be a list of {{role, content}} dicts, got {type(messages).__name__} "
+                        f"{repr(messages)[:80]}")
     messages = _arguments_as_objects(tokenizer, messages, chat_template, tools)
     full = _render(tokenizer, messages, False, chat_template, tools)
     _check_rendered(tokenizer, messages, chat_template, tools, full)
@@ -352,6 +376,8 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
     (NuminaMath: problem / solution); "auto": messages if the record has them (not null), else prompt/response.
     `system_prompt` opens a conversation that has no system (or `developer`) turn of its own.
     """
+    if not isinstance(record, dict):  # (an AttributeError on .get)
+        raise TypeError(f"record must be a dict (one data record), got {type(record).__name__} {repr(record)[:80]}")
     if fmt == "auto":
         fmt = "messages" if has_messages(record, messages_field) else "prompt_response"
     if fmt == "messages":
@@ -392,13 +418,13 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
             if m.get("function_call") is not None:
                 named.append(("function_call", m["function_call"]))
             for at, call in named:
-                problem = _call_problem(call, True)
+                problem = call_problem(call, True)
                 if problem:
-                    raise ValueError(f"{messages_field}[{j}].{at} {problem}, got {_shown(call)}")
+                    raise ValueError(f"{messages_field}[{j}].{at} {problem}, got {shown_value(call)}")
             for key in REASONING_KEYS:  # a list or a number was no part the drop check knew: rendered as nothing
                 if m.get(key) is not None and not isinstance(m[key], str):
                     raise ValueError(f"{messages_field}[{j}].{key} must be a string (the assistant's reasoning), "
-                                     f"got {_shown(m[key])}")
+                                     f"got {shown_value(m[key])}")
         check_text(msgs, messages_field)  # (a lone surrogate: the tokenizer's TypeError traceback)
         # the other keys too: a template may render them (reasoning_content in <think>, a speaker's name), and
         # what an assistant turn renders is its target. `tool_calls: []` (JSON exports fill the key on plain turns)
@@ -422,9 +448,9 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
         raise ValueError(f"tools must be a list of tool definitions (objects), got {json.dumps(tools)[:80]}")
     for k, t in enumerate(tools or []):
-        problem = _call_problem(t, False)
+        problem = call_problem(t, False)
         if problem:
-            raise ValueError(f"tools[{k}] {problem}, got {_shown(t)}")
+            raise ValueError(f"tools[{k}] {problem}, got {shown_value(t)}")
     check_text(tools, "tools")
     for m in out:  # a truncated reasoning trace: templates (Qwen3's) train it as an answer beside an empty block
         if m["role"] == "assistant" and m["content"].rfind(THINK[0]) > m["content"].rfind(THINK[1]):
@@ -441,62 +467,6 @@ def _calls_only(m: Any) -> bool:
     (`{% if message.content %}`), and it was refused as a malformed message."""
     return (isinstance(m, dict) and m.get("role") == "assistant" and m.get("content") is None
             and bool(m.get("tool_calls") or m.get("function_call")))
-
-
-def _shown(v: Any) -> str:  # (a value as an error shows it)
-    return json.dumps(v, default=repr)[:80]
-
-
-def _call_problem(call: dict[str, Any], is_call: bool) -> str | None:
-    """What keeps a tool call (`is_call`) or a tool definition, {"type": "function", "function": {name, ...}} or
-    {name, ...}, from being written by a template, or None."""
-    f = call.get("function", call)
-    if not isinstance(f, dict):
-        return f"has a `function` that is no object ({'name, arguments' if is_call else 'name, parameters'})"
-    if not (isinstance(f.get("name"), str) and f["name"].strip()):
-        return "has no name (a non-empty string)"
-    if is_call and "arguments" not in f:  # templates write tool_call.arguments: Undefined, said as the template's
-        if "parameters" in f:  # (a common export variant)
-            return "has `parameters` where a call has `arguments` (`parameters` is a tool definition's key)"
-        return "has no `arguments` (an object, or a JSON string of one; {} for none)"
-    if is_call and isinstance(f["arguments"], str):
-        try:
-            if not isinstance(_json_object(f["arguments"], strict=True), dict):
-                return ("has `arguments` that are a string but no JSON object (OpenAI's format writes them as one: "
-                        "'{\"city\": \"Paris\"}'; {} for none)")
-        except _NotJson as e:
-            return f"has `arguments` whose JSON {e}"
-    return None
-
-
-class _NotJson(ValueError):
-    """Text json.loads reads that is no JSON."""
-
-
-def _json_object(text: str, strict: bool = False) -> Any:
-    """The value of JSON `text`, or None where it is no JSON, or where json.loads reads more than JSON (`strict`:
-    _NotJson): NaN and Infinity (floats, trained as `NaN` under tojson templates), a key twice in an object (the
-    last value was kept in silence)."""
-    def constant(name: str) -> Any:
-        raise _NotJson(f"holds {name}, which is no JSON value (write null or a number)")
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()
-        for key, _ in items:
-            if key in seen:
-                raise _NotJson(f"has the key {json.dumps(key)} twice in one object (a reader keeps one of its "
-                               "values; write each key once)")
-            seen.add(key)
-        return dict(items)
-
-    try:
-        return json.loads(text, parse_constant=constant, object_pairs_hook=pairs)
-    except _NotJson:
-        if strict:
-            raise
-        return None
-    except (ValueError, RecursionError):
-        return None
 
 
 def _function(call: Any) -> dict[str, Any]:
@@ -553,7 +523,7 @@ def _arguments_as_objects(tokenizer: Any, messages: list[dict[str, Any]], chat_t
             return messages  # (neither: not the arguments' form; the record's own render says what is wrong)
 
     def parsed(text: str, _: int) -> Any:
-        value = _json_object(text)
+        value = json_object(text)
         return value if isinstance(value, dict) else text
     return each_string(parsed)
 

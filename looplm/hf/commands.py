@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> None:
         from .analysis import config_problem, find_model_dir
         from .finetune import require_tokenizer
         from .lm_eval_depths import OUTPUTS, eval_depths
+        from .paths import expand_home
 
+        args.checkpoint = expand_home(args.checkpoint, "the model")  # as every HF path: ~ is the home folder
         model_dir = find_model_dir(args.checkpoint)  # a finetune run: its checkpoint/
         if model_dir is None and Path(args.checkpoint).exists():  # not a hub id either: say what it is
             try:

@@ -183,6 +183,8 @@ def check_exit_threshold(value: Any) -> float | None:
     negative value would quietly act as 0, and NaN (never reached) as the last loop: both are refused."""
     if value is None:
         return None
+    if isinstance(value, str | bytes):  # float() reads "0.5": a string from the API or a config.json went through
+        raise ValueError(f"early_exit_threshold must be a number or null, got the string {value!r}")
     try:
         q = float(value)
     except (TypeError, ValueError):

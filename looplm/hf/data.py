@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -18,18 +19,12 @@ from ..config import ChatDataConfig, ConfigError
 from ..errors import emptiness, not_there, shown_path
 from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
-from .chat import ROLES, Encoded, TemplateError, encode_chat, has_messages, to_messages
+from .chat import Encoded, TemplateError, encode_chat, has_messages, to_messages
+from .data_hints import field_hint
 from .data_shapes import card_chooses, json_shape, one_format
+from .paths import expand_home, shown_home
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
-
-# (prompt, response) field pairs that analyze tries in order when a record has no `messages` list (finetune names the
-# one its records have when its own fields find nothing). Alpaca's records are instruction / input / output: the
-# prompt is the instruction and its (often empty) input (records.alpaca_prompt, for finetune and analyze alike), never
-# the input alone (read as input -> output, the instruction was dropped, and a record with no input skipped as
-# having no reply).
-FIELD_PAIRS = (("problem", "solution"), ("question", "answer"), ("prompt", "response"), ("instruction", "output"),
-               ("input", "output"))
 
 
 class Records(list):
@@ -189,11 +184,15 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
     """
     if subset not in ("first", "random"):
         raise ValueError(f"subset must be first or random, got {subset!r}")
+    # (-1 was "no records in FILE")
+    if isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral) or max_samples < 0:
+        raise ValueError(f"max_samples must be an integer >= 0 (0: every record), got {max_samples!r}")
+    given, source = source, expand_home(source, "the data source")  # (a pathlib.Path too)
     if not source.strip():  # "" is the working folder to pathlib: every data file there was read
         raise ValueError(f"the data source is {emptiness(source)}; give a data file or folder, or a "
                          "datasets name")
     take = max_samples if subset == "first" else 0
-    p = Path(source).expanduser()
+    p = Path(source)
     named = folder_splits(p, config_name) if p.is_dir() else None
     if p.exists() and named is None and (config_name is not None or split != "train"):  # a file is read whole
         raise ValueError(f"data.split / data.config_name choose part of a hub dataset; {source} is a local "
@@ -232,7 +231,7 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
                 break
     else:
         if source.lower().endswith(LOCAL_SUFFIXES):  # (any letter case, as the reader takes them)
-            raise FileNotFoundError(f"data file {shown_path(source)} {not_there(source)}")
+            raise FileNotFoundError(f"data file {shown_home(given, source)} {not_there(source)}")
         try:
             import datasets
         except ImportError:
@@ -478,7 +477,7 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
         why = [f"no assistant target: {no_target}"] + (
             [f"reply after max_length={max_length}: {n_cut}"] if overlong == "truncate" else
             [f"over max_length={max_length}: {n_long}"])
-        hint = LENGTH_HINT if n_cut or n_long else _field_hint(records, fmt)
+        hint = LENGTH_HINT if n_cut or n_long else field_hint(records, fmt)
         raise ValueError(f"no usable examples out of {len(records)} records ({', '.join(why)}); {hint}")
     return out, stats
 
@@ -486,59 +485,21 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
 LENGTH_HINT = "raise the length limit (data.max_length; analyze: --max-length)"
 
 
-def _field_hint(records: list[dict[str, Any]], fmt: dict[str, Any]) -> str:
-    """What to check when no record gave a conversation: assistant turns that all have weight 0, or the field pair
-    the first record has (GSM8K's question/answer under the default problem/solution), when the fields read were
-    others."""
-    hint = "check the records' shape and field names (finetune: data.format and data.*_field)"
-    hints = []
-    field = fmt.get("messages_field", "messages")
-    if fmt.get("fmt", "auto") != "prompt_response":
-        context = sum(_context_only(r.get(field)) for r in records if isinstance(r, dict))
-        if context:  # (said as a field name to check, or a data.format analyze does not have)
-            hints.append(f"{context} of them {'has' if context == 1 else 'have'} weight 0 on every assistant turn "
-                         "(context, not a target): give the turns to learn weight 1")
-        roles = sorted({m["role"] for r in records if isinstance(r, dict) and isinstance(r.get(field), list)
-                        for m in r[field] if isinstance(m, dict) and isinstance(m.get("role"), str)})
-        # the shape is right: the role names are another format's (a conversation of user turns alone is no such)
-        if "assistant" not in roles and set(roles) - set(ROLES):
-            hints.append(f"no turn has role assistant (roles: {', '.join(roles)})" + (
-                "; ShareGPT's and Gemini's role names become user (human) and assistant (gpt, model)"
-                if set(roles) & {"human", "gpt", "model"} else ""))
-    if any(isinstance(r, dict) and is_sharegpt(r.get("conversations")) for r in records):
-        hints.append(SHAREGPT_HINT)
-    # the first record read by the fields, not as a conversation: beside weight-0 conversations, the field names
-    # that would read the others were not said
-    first = next((r for r in records if isinstance(r, dict) and (
-        fmt.get("fmt") == "prompt_response" or not has_messages(r, field))), None)
-    if fmt.get("fmt", "auto") == "messages" or first is None:
-        return "; ".join(hints) or hint
-    read = (fmt.get("prompt_field", "problem"), fmt.get("response_field", "solution"))
-    for p, r in FIELD_PAIRS:
-        if (p, r) != read and p in first and r in first:
-            hints.append(f"the records have {p}/{r} fields: set data.prompt_field={p} and data.response_field={r}")
-            break
-    else:  # no known pair (query/response, prompt/completion): the fields there are, which the settings can name
-        text = [k for k, v in first.items() if isinstance(v, str)]
-        if len(text) >= 2 and not (read[0] in first and read[1] in first):
-            hints.append(f"the records' text fields are {', '.join(text[:6])}: set data.prompt_field and "
-                         "data.response_field to the prompt's and the reply's")
-    return "; ".join(hints) or hint
-
-
-SHAREGPT_HINT = ("the records hold ShareGPT `conversations` (from/value turns): write each turn as role/content "
-                 "(human: user, gpt: assistant) under `messages`")
-
-
-def is_sharegpt(turns: Any) -> bool:
-    return isinstance(turns, list) and any(isinstance(t, dict) and "from" in t and "value" in t for t in turns)
-
-
-def _context_only(messages: Any) -> bool:
-    """A conversation that has assistant turns, all of weight 0."""
-    turns = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"] if isinstance(
-        messages, list) else []
-    return bool(turns) and all(m.get("weight") == 0 for m in turns)
+def past_positions(examples: list[Encoded], positions: int, overlong: str, model: str) -> str:
+    """finetune's refusal of examples longer than `model`'s position table of `positions`. A data.max_length at the
+    table is advised only where it keeps examples: where none fits, it dropped them all, and the next refusal said
+    to raise the limit again (analyze says these records are too long for the model, as here)."""
+    longest = max(len(e.input_ids) for e in examples)
+    # what data.max_length=positions keeps: the examples that fit, or (truncate) those with a target token within it
+    kept = sum(len(e.input_ids) <= positions if overlong == "drop" else any(t != IGNORE for t in e.labels[:positions])
+               for e in examples)
+    said = f"data.max_length: the longest example has {longest} tokens but {model} has {positions} positions"
+    if not kept:
+        reach = "fits in them" if overlong == "drop" else "has a reply token within them"
+        return (f"{said}, and no example {reach}: the records are longer than the model can read; use shorter "
+                "records, or a model with more positions")
+    return (f"{said}; set data.max_length={positions} (it keeps {kept} of {len(examples)} examples), or use shorter "
+            "records")
 
 
 def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -33,6 +33,11 @@ def json_shape(data: Any) -> str | None:
                 f"({', '.join(map(str, first))[:80]}), which is not read; write each split's records, one JSON object "
                 "per line, to its own file (train.jsonl, test.jsonl: a folder of them splits as "
                 "datasets.load_dataset does; datasets' ds[split].to_json(path))")
+    (key, value), = data.items() if len(data) == 1 else ((None, None),)
+    if key != "data" and isinstance(value, list) and value and all(  # ({"data": [...]} is read as its list)
+            isinstance(r, dict) and not {"role", "from"} & set(r) for r in value):  # (turns: a one-record file)
+        return (f"one JSON object whose {key!r} holds a list of {len(value)} objects, read as one record; write "
+                "the records alone: a JSON list of them, or one JSON object per line (JSONL)")
     return None
 
 

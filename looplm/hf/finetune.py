@@ -30,7 +30,8 @@ from ..records import lone_surrogate
 from ..tasks import save_fingerprint
 from ..train import Run
 from .chat import CHATML_TEMPLATE, TemplateError, assistant_spans, end_of_turn_token, no_default_template
-from .data import ChatTask, build_examples, check_format, emptiness, load_records, quiet_hub
+from .data import ChatTask, build_examples, check_format, emptiness, load_records, past_positions, quiet_hub
+from .paths import expand_home
 
 TEMPLATE_LIMIT = 2**20  # characters of a data.chat_template file
 
@@ -447,8 +448,10 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
                               "JSON, but no character, so no tokenizer encodes it); write it without one")
     if resume_from is not None:
         verify(resume_from)  # every file against the manifest before transformers parses any of them
-    src = str(resume_from) if resume_from is not None else m.name_or_path
-    tok_src = str(resume_from) if resume_from is not None else (m.tokenizer or m.name_or_path)
+    # ~ expanded as in data.source (a YAML config reaches no shell; `~/models/x` was taken for a hub id)
+    src = str(resume_from) if resume_from is not None else expand_home(m.name_or_path, "model.name_or_path")
+    tok_src = str(resume_from) if resume_from is not None else (
+        expand_home(m.tokenizer, "model.tokenizer") if m.tokenizer else src)
     rev = None if resume_from is not None else m.revision
     _refuse_native_run(src)
     check_local(src, rev)
@@ -492,8 +495,7 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
                       if isinstance(v := getattr(model.config, k, None), int)), None)
     longest = max(len(e.input_ids) for e in examples)
     if positions is not None and longest > positions:
-        raise ConfigError(f"data.max_length: the longest example has {longest} tokens but {src} has "
-                          f"{positions} positions; set data.max_length={positions} or lower")
+        raise ConfigError(past_positions(examples, positions, d.overlong, src))
     if (said := pad_first(model, examples, pad_id)) and rank_zero():
         print(f"note: {said}")
     if template is not None:  # saved with the checkpoints; a tokenizer's named templates stay (a resume names one)

@@ -33,6 +33,7 @@ from .chat import DATE, DroppedPart, TemplateError, check_drops, no_default_temp
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .generation import LOOP_KEYS, request_settings_only, set_aside
 from .lm_eval_tasks import task_error
+from .paths import expand_home
 from .registry import register
 
 
@@ -102,6 +103,8 @@ class LoopedLM(HFLM):
             raise UserError(REMOTE_CODE_MESSAGE)
         register()  # AutoConfig / AutoModelForCausalLM know "ouro" and "looplm"
         _check_model_args(kwargs)
+        if isinstance(pretrained, str | os.PathLike):  # one rule for every HF path: ~ is the home folder
+            pretrained = expand_home(pretrained, "pretrained")
         self.num_loops = _opt_loops(num_loops)
         self._template_checked: set[tuple] = set()  # the role sequences check_chat_template found whole
         # what the refusals name the model by (`looplm eval-lm` gives the same string)

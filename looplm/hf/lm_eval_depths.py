@@ -31,6 +31,7 @@ from .lm_eval_adapter import (
     task_error,
 )
 from .mathdata import check_task_golds
+from .paths import expand_home
 
 OUTPUTS = ("eval_lm.json", "eval_lm.md", "eval_lm.png")  # what eval_depths writes in its folder
 
@@ -157,6 +158,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     replace = check_flag("replace", replace)  # ("no" is a true value: it replaced an earlier eval_lm.json)
     if not str(pretrained).strip():  # ("" is the working folder to pathlib)
         raise UserError(f"pretrained is {emptiness(str(pretrained))}; give a model directory or a hub id")
+    pretrained = expand_home(pretrained, "pretrained")  # (~/models/x: no shell expanded it; no hub id starts so)
     if exit_dtype is not None and exit_threshold is None:
         raise UserError(f"{_flag('exit_dtype')} is the dtype of an exit rule: give {_flag('exit_threshold')} too")
     earlier = [Path(out) / f for f in OUTPUTS if (Path(out) / f).exists()] if not replace else []

@@ -1,0 +1,35 @@
+"""One rule for the paths the HF commands read (model.name_or_path and model.tokenizer, data.source,
+data.chat_template, eval-lm's and analyze's model): a leading `~` is expanded, as a shell would. A YAML config or an
+API call reaches no shell, and `~/models/Ouro-1.4B` was taken for a hub id and refused for its characters, while
+data.source's `~/x.jsonl` was read. (looplm's own runs, and every --out, refuse `~` instead: errors.not_there.)"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def expand_home(path: Any, what: str = "the path") -> str:
+    """`path` (a str or os.PathLike) as a str with a leading ~ or ~user expanded. A `~name` of no user is refused
+    (it names no folder; taken as a name it was a hub id or a folder named ~name here); a wrong type is a TypeError
+    naming `what` (a pathlib.Path was `'PosixPath' object has no attribute 'strip'`)."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise TypeError(f"{what} must be a str or os.PathLike, got {type(path).__name__} {repr(path)[:60]}")
+    if not path.startswith("~"):
+        return path
+    full = os.path.expanduser(path)
+    if full.startswith("~"):
+        head = path.split(os.sep)[0]
+        raise ValueError(f"{what} {path}: {head} is no home folder (there is no user {head[1:]!r}); give the full "
+                         "path")
+    return full
+
+
+def shown_home(path: str, full: str) -> str:
+    """`path` as given, with the folder it names after a ~ (`~/x.jsonl (/home/me/x.jsonl)`): a message on a
+    missing `~/x` names where it looked. (An edge space is shown quoted: errors.shown_path.)"""
+    from ..errors import shown_path
+
+    return shown_path(path) if path == full else f"{shown_path(path)} ({full})"
