@@ -8,6 +8,7 @@ imports run, Ctrl-C only sets a flag; once they are done the command stops there
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -70,6 +71,10 @@ def main() -> int:
     except FileNotFoundError:  # (removed under the shell) torch's import then fails with a oneMKL "FATAL ERROR"
         print("error: the working directory no longer exists; cd to another one", file=sys.stderr)
         return 2
+    # a path the locale cannot encode (PYTHONIOENCODING=ascii, a C locale) is printed escaped: its "wrote ..." line
+    # failed after all the work was done and written, and the command exited 2 as if it had not been
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(errors="backslashreplace")
     sys.stdout = _Stdout(sys.stdout)
     pressed: list[int] = []
     on_main = signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -198,13 +198,15 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         if p.is_symlink() and not p.exists() and not force:  # not the result of another command: the user's link
             raise UserError(f"{q} is {dead_link(p)}; pass --force to replace the "
                             "link, or --out somewhere else")
+        # another file first, with or without --force: it was called "an earlier result" with --force as the way
+        # out, which then refused it (the path may be a default or derived one, so it is named, not as --out)
+        if p.exists() and not is_result(p):  # (a run's relative data.path, seen from another folder, was not
+            # found as an input there, and --force replaced the training file: no path check protects every file)
+            raise UserError(f"{q} exists and is not a looplm {_kind_of(p)}; --force replaces only an earlier result, "
+                            "never another file: move it, or choose another --out")
         if p.exists() and not force:
             raise UserError(f"{q} already exists (an earlier result); pass --force to replace it, or --out "
                             "somewhere else")
-        if p.exists() and not is_result(p):  # (a run's relative data.path, seen from another folder, was not
-            # found as an input there, and --force replaced the training file: no path check protects every file)
-            raise UserError(f"--out {q} exists and is not a looplm {_kind_of(p)}; --force replaces only an earlier "
-                            "result, never another file: choose another --out")
 
 
 FIGURE_MAGIC = {".png": (b"\x89PNG",), ".pdf": (b"%PDF",), ".svg": (b"<?xml", b"<svg"),

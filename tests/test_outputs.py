@@ -218,7 +218,7 @@ def test_the_out_refusals_name_the_path_as_given_and_no_file_for_a_folder(tmp_pa
     from looplm.outputs import fresh_outputs
 
     monkeypatch.chdir(tmp_path)
-    Path("  two.json").write_text("{}")
+    Path("  two.json").write_text("{\"depths\": [1]}")  # an earlier result (a JSON with depths)
     with pytest.raises(UserError, match=r"^'  two\.json' already exists \(an earlier result\); pass --force"):
         fresh_outputs([Path("  two.json")], False)
     (tmp_path / "run" / "tensorboard").mkdir(parents=True)

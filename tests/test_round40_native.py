@@ -30,7 +30,7 @@ def test_sweep_force_from_another_folder_keeps_the_runs_training_file(tmp_path, 
                  "--depths", "1:2", "--no-progress"]) == 2
     assert (tmp_path / "work" / "a.txt").read_text() == TEXT
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --out ../work/a.txt exists and is not a looplm result") and "\n" not in err
+    assert err.startswith("error: ../work/a.txt exists and is not a looplm result") and "\n" not in err
     # an earlier sweep's result there is still replaced
     sweep = ["sweep", "../work/run", "--data", "../work/mine.txt", "--out", "s.json", "--no-progress"]
     assert main([*sweep, "--depths", "1:2"]) == 0
@@ -49,7 +49,7 @@ def test_force_replaces_only_what_looplm_writes(tmp_path):
     for name, body in {"rows.jsonl": '{"prompt": "1+1", "answer": "2"}\n', "c.json": "[1, 2]",
                        "x.png": "not a figure", "notes.md": "# mine"}.items():
         (tmp_path / name).write_text(body)
-        with pytest.raises(UserError, match=rf"^--out .*{name} exists and is not a looplm .*choose another --out$"):
+        with pytest.raises(UserError, match=rf"^.*{name} exists and is not a looplm .*choose another --out$"):
             fresh_outputs([tmp_path / name], force=True)
 
 
@@ -115,3 +115,16 @@ def test_analyze_tol_is_checked_once_by_the_flags_name(tol, capsys):
     assert main(["analyze", "no-such-run", "--tol", tol]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.endswith(f"argument --tol: must be a finite number > 0 and < 1, got {tol}")
+
+
+def test_a_file_of_the_users_where_a_result_goes_is_named_as_such_without_force(tmp_path):
+    """It was "already exists (an earlier result); pass --force", and --force then refused it: the first check
+    now tells the user's file from an earlier result, as --force does."""
+    from looplm.outputs import fresh_outputs
+
+    (tmp_path / "sweep.json").write_text("my notes\n")
+    for force in (False, True):
+        with pytest.raises(UserError, match=r"sweep.json exists and is not a looplm result .*move it, or choose "
+                                            r"another --out$"):
+            fresh_outputs([tmp_path / "sweep.json"], force=force)
+    assert (tmp_path / "sweep.json").read_text() == "my notes\n"
