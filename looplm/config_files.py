@@ -231,6 +231,7 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
     if p.is_dir():
         # a Path that names a run directory called after its preset: the user meant the preset, so say how to get it
         hint = f"; for the preset, pass the string {p.name!r}" if p == Path(p.name) and candidate.is_file() else ""
+        hint = f"; a run's settings are its {p / 'config.yaml'}" if (p / "config.yaml").is_file() else hint
         raise ConfigError(f"config {p} is a directory; give a YAML file or a preset name{hint}")
     if a_device(p):  # /dev/zero was read until memory ran out
         raise ConfigError(f"config {p} is a device, not a YAML file")
@@ -239,6 +240,9 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"config {p} cannot be read: {e}") from None
     doc = parse_yaml(text, str(p))
+    if isinstance(doc, dict) and "model_type" in doc and "architectures" in doc:  # 25 "unknown config sections"
+        raise ConfigError(f"config {p} is a Hugging Face model's config.json (model_type {doc['model_type']!r}), not "
+                          "a looplm config; a run's settings are in its config.yaml")
     if doc is None:  # all defaults is never what an empty file means: a truncated or mistaken file
         raise ConfigError(f"config {p} is empty; give a preset name or a YAML file with the settings")
     return doc

@@ -351,4 +351,9 @@ PATH_CASES: dict[str, Case] = {
                                  ["plot", "", "--out", "{tmp}/x.png"]),
     "data-sweep-empty": Case("data", "sweep --data '' (\"data file . is a directory\")", [
         "sweep", "{run}", "--no-progress", "--depths", "1:2", "--data", "", "--out", "{tmp}/s.json"]),
+    "cfg-config-run-dir": Case("config", "--config RUN, a run's folder (\"is a directory\", without its config.yaml)",
+                               ["train", "--config", "{run}", "--out", "{tmp}/out", "--no-progress"]),
+    "cfg-config-hf-json": Case("config", "--config an export's config.json (25 unknown config sections)", [
+        "train", "--config", "{tmp}/hf/config.json", "--out", "{tmp}/out", "--no-progress"],
+        {"hf/config.json": '{"model_type": "looplm", "architectures": ["LooplmForCausalLM"], "d_model": 32}'}),
 }
