@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -171,3 +172,23 @@ def test_generate_refuses_a_use_cache_that_is_no_bool(model):
     with pytest.raises(TypeError, match=r"^use_cache must be True or False, got 'no'$"):
         generate(model, [[1, 2]], 2, 3, eos_id=1, use_cache="no")
     assert generate(model, [[1, 2]], 2, 3, eos_id=1, use_cache=True) is not None
+
+
+def test_addition_problems_and_batches_are_checked_where_they_are_made():
+    """1.7 was cut to 1 ("1+3=" encoded without a word), [] was max() of nothing, a gen of 5 torch's randint
+    overloads, and int32 or float targets failed inside torch's cross-entropy."""
+    from looplm import AdditionTask, Batch
+
+    task = AdditionTask(digits=2)
+    with pytest.raises(TypeError, match="problems are pairs of integers, got 1.7 and 3"):
+        task.encode_problems([1.7], [3])
+    with pytest.raises(ValueError, match="no problems to encode"):
+        task.encode_problems([], [])
+    with pytest.raises(TypeError, match="gen must be a torch.Generator, got int"):
+        task.train_batch(2, 5)
+    b = task.held_out(4)
+    assert len(task.encode_problems(np.array([12]), np.array([3]))) == 1  # numpy integers still read
+    with pytest.raises(TypeError, match="its targets int64, got targets torch.int32"):
+        Batch(b.input_ids, b.targets.int(), b.mask)
+    with pytest.raises(TypeError, match="got input_ids torch.float32"):
+        Batch(b.input_ids.float(), b.targets, b.mask)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..arguments import check_count, check_optional_count
+from ..arguments import check_count, check_optional_count, strict_int
 from ..records import read_rows
 from .base import Batch, make_batch
 from .tokenizers import EOS, PAD, CharTokenizer
@@ -119,14 +119,22 @@ class AdditionTask:
         """Teacher-forcing batch for problems (a_i, b_i); `max_len` is the model's position table size."""
         seqs, plens = [], []
         for x, y in zip(list(a), list(b), strict=True):
-            p = self.tok.encode(self.prompt(int(x), int(y)))
-            seqs.append(p + self.tok.encode(self.target(int(x), int(y))) + [EOS])
+            try:  # (int() cut 1.7 to 1: the problem "1+3=" was encoded without a word)
+                x, y = strict_int(x), strict_int(y)
+            except TypeError:
+                raise TypeError(f"problems are pairs of integers, got {x!r:.40} and {y!r:.40}") from None
+            p = self.tok.encode(self.prompt(x, y))
+            seqs.append(p + self.tok.encode(self.target(x, y)) + [EOS])
             plens.append(len(p))
+        if not seqs:  # (max() of nothing)
+            raise ValueError("no problems to encode")
         return make_batch(seqs, plens, max_len)
 
     def train_batch(self, n: int, gen: torch.Generator, step: int = 0) -> Batch:
         """n fresh problems from the data stream `gen` (`step` is unused: the stream is the state)."""
         n = check_count("n", n, 1)  # (0 was max() of nothing, a negative n numpy's error)
+        if not isinstance(gen, torch.Generator):  # (5 was torch's list of randint overloads)
+            raise TypeError(f"gen must be a torch.Generator, got {type(gen).__name__}")
         return self.encode_problems(*self.sample_pairs(n, gen), max_len=self.max_len)
 
     def test_batch(self, n: int, seed: int, max_len: int | None = None) -> Batch:

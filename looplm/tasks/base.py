@@ -30,6 +30,12 @@ class Batch:
         for name, t in parts.items():
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"Batch.{name} must be a torch.Tensor, got {type(t).__name__}")
+        # int32 or float targets failed inside torch's cross-entropy ("expected target dtype to be Long")
+        wrong = [f"{n} {parts[n].dtype}" for n, ok in (("input_ids", (torch.int64, torch.int32)),
+                                                       ("targets", (torch.int64,))) if parts[n].dtype not in ok]
+        if wrong:
+            raise TypeError(f"a Batch's input_ids must be int64 (or int32) token ids and its targets int64, got "
+                            f"{', '.join(wrong)}")
         shapes = {name: tuple(t.shape) for name, t in parts.items()}
         if len(set(shapes.values())) > 1 or self.input_ids.dim() != 2:
             raise ValueError("a Batch's input_ids, targets and mask must share one (batch, positions) shape, got "
