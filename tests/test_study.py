@@ -353,3 +353,15 @@ def test_a_dynamics_json_the_report_cannot_read_is_refused(tmp_path, text):
         study.run_dynamics(tmp_path, "stars")
     with pytest.raises(UserError, match=rf"^{re.escape(str(f))}"):
         write_report(tmp_path, [_good_result("stars")], quick=True)
+
+
+def test_a_quick_report_beside_runs_of_the_full_grid_counts_its_own_grid(tmp_path):
+    """A --quick report in a folder that also held a full-grid run said "1 of the grid's 4 runs" (the quick grid
+    has 3): the folder's other runs were counted as the grid's."""
+    from looplm.experiments.addition import quick_grid
+    from looplm.experiments.addition_report import write_report
+
+    grid = [s.name for s in quick_grid()]
+    results = [_good_result(grid[0]), _good_result("recipe-fixed8-s0")]  # the second is no run of the quick grid
+    write_report(tmp_path, results, quick=True, missing=grid[1:], grid_size=len(grid))
+    assert f"Not run yet ({len(grid) - 1} of the grid's {len(grid)} runs)" in (tmp_path / "report.md").read_text()

@@ -480,7 +480,7 @@ def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: i
             run_perturbation(out, r["name"])
     from .addition_report import write_report  # here: the report module reads this one's names
 
-    write_report(out, results, quick, missing=[s.name for s in full if s.name not in done])
+    write_report(out, results, quick, missing=[s.name for s in full if s.name not in done], grid_size=len(full))
     return out / "report.md"
 
 

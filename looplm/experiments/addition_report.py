@@ -285,7 +285,8 @@ def _claims_table(rows: list[tuple], by: dict, pairs: list[tuple[str, str]]) -> 
     return [*out, ""]
 
 
-def write_report(out: Path, results: list[dict], quick: bool, missing: list[str] | None = None) -> Path:
+def write_report(out: Path, results: list[dict], quick: bool, missing: list[str] | None = None,
+                 grid_size: int | None = None) -> Path:
     from ..plots import plot_accuracy, plot_dynamics, plot_dynamics_overlay
 
     depths = results[0]["depths"]
@@ -298,7 +299,9 @@ def write_report(out: Path, results: list[dict], quick: bool, missing: list[str]
              "mean over the converged ones of 32 held-out problems; ‖h‖ is the mean per-token state norm "
              "(drift).", ""]
     if missing:
-        lines += [f"Not run yet ({len(missing)} of the grid's {len(missing) + len(results)} runs): "
+        # (the folder may hold runs of the other grid: a quick report there counted them as its grid's)
+        size = grid_size if grid_size is not None else len(missing) + len(results)
+        lines += [f"Not run yet ({len(missing)} of the grid's {size} runs): "
                   + ", ".join(f"`{m}`" for m in missing) + ". Finish them with `looplm study addition "
                   f"--out {out}{' --quick' if quick else ''}`; finished runs are skipped.", ""]
     head = ("| run | loops in training | n | " + " | ".join(f"d={d}" for d in depths)
