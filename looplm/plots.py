@@ -9,12 +9,16 @@ from __future__ import annotations
 import glob
 import json
 import math
+import os
 import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+# Agg is used whatever MPLBACKEND says: a value matplotlib does not know failed its import ("Key backend:
+# 'nonsense' is not a valid value"), naming no variable, for figures that never needed that backend
+_ = os.environ.pop("MPLBACKEND", None)
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -192,3 +192,15 @@ def test_addition_problems_and_batches_are_checked_where_they_are_made():
         Batch(b.input_ids, b.targets.int(), b.mask)
     with pytest.raises(TypeError, match="got input_ids torch.float32"):
         Batch(b.input_ids.float(), b.targets, b.mask)
+
+
+def test_a_bad_mplbackend_does_not_stop_the_figures():
+    """MPLBACKEND=nonsense failed matplotlib's import with its own line ("Key backend: 'nonsense' is not a valid
+    value"), naming no variable, though the figures are drawn on Agg whatever it says."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import looplm.plots, matplotlib; print(matplotlib.get_backend())"],
+                          env={**os.environ, "MPLBACKEND": "nonsense"}, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip().lower() == "agg", done.stderr
