@@ -31,7 +31,7 @@ from ..tasks import save_fingerprint
 from ..train import Run
 from .chat import CHATML_TEMPLATE, TemplateError, assistant_spans, end_of_turn_token, no_default_template
 from .data import ChatTask, build_examples, check_format, emptiness, load_records, past_positions, quiet_hub
-from .paths import expand_home
+from .paths import expand_home, refuse_missing
 
 TEMPLATE_LIMIT = 2**20  # characters of a data.chat_template file
 
@@ -184,6 +184,7 @@ def check_local(path: str, revision: str | None = None) -> None:
 
     p = Path(path)
     if not p.exists():
+        refuse_missing(path)  # ./x, ../x, a/b/c: no hub id, a mistyped folder
         return  # a hub id
     if revision:
         raise ConfigError(f"model.revision={revision!r} chooses a hub revision; {path} is a local directory")
@@ -326,6 +327,20 @@ def check_vocab(tokenizer: Any, model: Any, named: str, hint: str) -> None:
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:
         raise UserError(f"{named} has {len(tokenizer)} tokens but the model's embedding has {rows} rows; {hint}")
+
+
+def check_readable_targets(model: Any, examples: list, tokenizer: Any, src: str) -> None:
+    """Refuse targets at ids past an export's tokenizer_vocab_size: every reader (forward, generate, eval-lm)
+    masks them to -inf, so the fine-tune would teach a token the model can never emit (a turn-end token added by
+    an older resize_token_embeddings), and analyze refuses the same targets. Refused, not widened: the config
+    is the model's own word on which ids it decodes."""
+    width = getattr(model.config, "tokenizer_vocab_size", 0) or 0
+    past = sorted({i for e in examples for i in e.labels if i >= width}) if width else []
+    if past:
+        shown = ", ".join(f"{i} {tokenizer.convert_ids_to_tokens(i)!r}" for i in past[:4])
+        raise UserError(f"{src}: the targets hold token id(s) {shown} at or past its tokenizer_vocab_size {width}, "
+                        "which every reader masks (the model could never emit them); set tokenizer_vocab_size to "
+                        f"{len(tokenizer)} in its config.json, or redo resize_token_embeddings with this looplm")
 
 
 def _first_line(e: BaseException) -> str:
@@ -489,6 +504,7 @@ def hf_run(cfg: Config, device: torch.device, resume_from: Path | None) -> Run:
     model = load_pretrained(src, rev).to(device)
     # found now, before the run's directory exists, not at the first step that meets them
     check_vocab(tokenizer, model, f"the tokenizer {tok_src}", "give the model's own tokenizer (model.tokenizer)")
+    check_readable_targets(model, examples, tokenizer, src)
     # past its position table a model trains on positions it was never built for: a looplm export's learned ones
     # cannot go further, Ouro's rotary ones run on without an error (analyze and lm-eval stop there)
     positions = next((v for k in ("max_seq_len", "max_position_embeddings")

@@ -31,7 +31,7 @@ from .lm_eval_adapter import (
     task_error,
 )
 from .mathdata import check_task_golds
-from .paths import expand_home
+from .paths import expand_home, refuse_missing
 
 OUTPUTS = ("eval_lm.json", "eval_lm.md", "eval_lm.png")  # what eval_depths writes in its folder
 
@@ -144,6 +144,21 @@ def _folders(include_path: Any) -> list[str]:
     return [str(f) for f in many]
 
 
+def _unknown_hint(unknown: list[str], folders: list[str], local: Any) -> str:
+    """Where to look for a task no one knows: lm-eval's list, or, when --include-path was given (its advice was
+    to give it), what the folders hold, the closest names first."""
+    if local is None:
+        return f"lm-eval lists its tasks with `lm-eval ls tasks`; a local task needs {_flag('include_path')}"
+    import difflib
+
+    held = sorted(local.all_tasks)
+    near = [n for t in unknown for n in difflib.get_close_matches(t, held, n=3)]
+    shown = near or held[:8]
+    what = (f"did you mean {', '.join(dict.fromkeys(near))}?" if near else
+            f"it holds {', '.join(shown)}{', ...' if len(held) > 8 else ''}" if held else "it holds no task YAMLs")
+    return f"not among lm-eval's tasks nor in {_flag('include_path')} {', '.join(folders)}: {what}"
+
+
 def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str | Path,
                 include_path: str | list[str] | None = None, limit: float | None = None, num_fewshot: int | None = None,
                 batch_size: int = 8, max_gen_toks: int | None = None, apply_chat_template: bool = False,
@@ -180,8 +195,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     resolve_device(device)  # cuda asked for on a machine without it is refused, not run (and recorded) elsewhere
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    if not Path(pretrained).exists() and Path(pretrained).is_absolute():
-        raise UserError(f"model directory {pretrained} does not exist")
+    refuse_missing(str(pretrained))  # a path no hub id can be (/x, ./x, a/b/c) that is not there
     # The model first: what is wrong with it (no loop, damaged or partial weights, foreign code) is said before
     # lm-eval indexes its tasks
     exit_kw = {"exit_threshold": exit_threshold, "exit_dtype": exit_dtype} if exit_threshold is not None else {}
@@ -209,13 +223,13 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     config_q = getattr(lm.model.config, "early_exit_threshold", None)
     if lm.exit_threshold is None and config_q is not None:
         lm.model.config.early_exit_threshold = None  # in memory only: every row runs its loops
-    tm = None
+    tm = local = None
     if folders:  # indexing lm-eval's thousands of built-in tasks takes a while: skip it when not needed
         include_path = folders[0] if len(folders) == 1 else folders  # (a list as lm-eval's TaskManager takes it)
         for folder in folders:
             if not Path(folder).is_dir():
                 raise UserError(f"{_flag('include_path')} {folder} is not a folder of task YAMLs")
-        tm = TaskManager(include_path=include_path, include_defaults=False)
+        tm = local = TaskManager(include_path=include_path, include_defaults=False)
         if not all(t in tm.all_tasks or tm.match_tasks([t]) for t in tasks):
             tm = None
     tm = tm or TaskManager(include_path=include_path)
@@ -225,8 +239,7 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         tasks += [f for f in found if f not in tasks]
         unknown += [] if found else [t]
     if unknown:
-        raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)} (lm-eval lists its tasks with "
-                        f"`lm-eval ls tasks`; a local task needs {_flag('include_path')})")
+        raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)} ({_unknown_hint(unknown, folders, local)})")
     for t in tasks:  # a gold answer edited after write_lm_eval_task was refused after all the generation, unnamed
         check_task_golds(getattr(tm.task_index.get(t), "yaml_path", None), t)
     if tasks != asked:
@@ -270,9 +283,13 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         rows.append({"loops": d, "metrics": {t: _metrics(r) for t, r in res["results"].items()}})
         cut = getattr(lm, "prompts_cut", None) or {"cut": 0}
         if cut["cut"]:  # lm-eval cut prompts to fit the generation budget, with a line lost in the progress bar
+            room = lm.max_length - cut["longest"]  # (0 or less: no budget fits; "at most -32" was the advice)
+            fix = (f"pass a {_flag('max_gen_toks')} of at most {room} to score them whole" if room > 0 else
+                   f"the prompts alone fill the model's {lm.max_length} positions, so no budget scores them whole; "
+                   f"use fewer few-shot examples ({_flag('num_fewshot')}), shorter prompts, or a model with more "
+                   "positions")
             print(f"note: at {d} loops, {cut['cut']} prompt(s) of up to {cut['longest']} tokens were cut from the "
-                  f"left to the {cut['room']} positions the generation budget leaves (lm-eval's truncation); pass a "
-                  f"{_flag('max_gen_toks')} of at most {lm.max_length - cut['longest']} to score them whole")
+                  f"left to the {cut['room']} positions the generation budget leaves (lm-eval's truncation); {fix}")
         # What ran, not what was asked: a task's YAML can fix its own number of shots over --num-fewshot.
         shots = {t: c.get("num_fewshot") for t, c in res.get("configs", {}).items()}
         generates = any(c.get("output_type") == "generate_until" for c in res.get("configs", {}).values())

@@ -116,6 +116,23 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: torch.nn.Embedding) -> None:
         self.model.tok_emb = value
 
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> torch.nn.Embedding:
+        """transformers' resize, with the vocabulary fields it does not know of kept in step: the inner model's
+        vocab_size (its forward refused the new ids) and tokenizer_vocab_size. The `new_num_tokens` asked for are
+        the tokenizer's (tokens added for chat turns), so they are readable; rows padded past them are not. (Left
+        at the export's width, every reader masked the added tokens to -inf: a fine-tune taught a turn-end token
+        the model could then never emit.)"""
+        old = self.config.tokenizer_vocab_size or self.config.vocab_size  # (before transformers sets vocab_size)
+        emb = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return emb  # (transformers' way to read the embedding: nothing resized)
+        rows = emb.num_embeddings
+        self.model.cfg = dataclasses.replace(self.model.cfg, vocab_size=rows)
+        self.config.vocab_size = rows
+        self.config.tokenizer_vocab_size = min(rows, old if new_num_tokens is None else new_num_tokens)
+        return emb
+
     # The looped-model protocol (looplm.looped), delegated to the LoopedTransformer.
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         return self.model.embed(input_ids, attention_mask)

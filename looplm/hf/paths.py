@@ -33,3 +33,27 @@ def shown_home(path: str, full: str) -> str:
     from ..errors import shown_path
 
     return shown_path(path) if path == full else f"{shown_path(path)} ({full})"
+
+
+def not_a_hub_id(path: str) -> bool:
+    """Whether `path` can only be a local path: absolute, starting with ./ or ../ (or . or ..), or with more
+    segments than a hub id's `name` or `org/name` (or a separator of the OS's own other than /)."""
+    p = str(path)
+    seps = [os.sep] + ([os.altsep] if os.altsep else [])
+    return (os.path.isabs(p) or p in (".", "..") or p.startswith(("./", "../")) or p.count("/") > 1
+            or any(s != "/" and s in p for s in seps))
+
+
+def refuse_missing(path: str, what: str = "model directory") -> None:
+    """A UserError when `path` cannot be a hub id and is not there: a mistyped local path (`./run/checkpoints/
+    step-1`) was blamed on the hub's repo-id rules. Names the nearest folder above it that exists."""
+    from pathlib import Path
+
+    from ..errors import UserError, shown_path
+
+    p = Path(path)
+    if p.exists() or not not_a_hub_id(str(path)):
+        return
+    near = next((q for q in p.parents if q.is_dir() and str(q) != "."), None)
+    hint = f" ({shown_path(str(near))}/ does)" if near is not None else ""
+    raise UserError(f"{what} {shown_path(str(path))} does not exist{hint}")
