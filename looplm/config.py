@@ -545,6 +545,8 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
         raise ConfigError(f"{where} must be {typ.__name__}, got bool {value!r}")
     if typ is str and isinstance(value, datetime.date):  # YAML reads 2024-01-01 as a date
         raise ConfigError(f"{where} must be str, got the date {value}; quote it in YAML ('{value}')")
+    if typ is str and isinstance(value, Path):  # a pathlib.Path set from Python (no YAML there to quote): its text
+        value = str(value)
     if typ in (int, float, str, bool) and not isinstance(value, typ):
         # YAML typed what was meant as text (a file named 2024, a path with ": " read as a mapping): say how
         hint = f"; for text, put it in YAML quotes (--set \"{where}='...'\", or {where.split('.')[-1]}: '...' in " \

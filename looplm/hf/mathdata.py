@@ -402,17 +402,28 @@ STOP_STRINGS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>")
 
 def _check_golds(test_jsonl: str | Path, text: str) -> None:
     """Every record's gold read as scoring will read it (ValueError naming file:line): a null or list answer in a
-    later record was a traceback from inside lm-eval, after all the generation had run."""
+    later record was a traceback from inside lm-eval, after all the generation had run. A blank line in a file whose
+    answers are both text and numbers is refused too: datasets' json loader (lm-eval's) reads each alone, but not
+    both (pyarrow fails on the mixed types, and its pandas fallback on the blank line)."""
     from .answers import gold_answer
 
+    kinds, blank = set(), None
     for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                gold_answer(json.loads(line)["answer"])
-            except (ValueError, TypeError, KeyError) as e:
-                why = "no answer field" if isinstance(e, KeyError) else str(e)
-                raise ValueError(f"{test_jsonl}:{n}: not a problem with a usable gold answer ({why}); fix or drop "
-                                 "the record") from None
+        if not line.strip():
+            blank = blank or n
+            continue
+        try:
+            gold = json.loads(line)["answer"]
+            gold_answer(gold)
+        except (ValueError, TypeError, KeyError) as e:
+            why = "no answer field" if isinstance(e, KeyError) else str(e)
+            raise ValueError(f"{test_jsonl}:{n}: not a problem with a usable gold answer ({why}); fix or drop "
+                             "the record") from None
+        kinds.add(type(gold) is str)
+    if blank and len(kinds) > 1:
+        raise ValueError(f"{test_jsonl}:{blank}: a blank line in a file whose answers are both text and numbers, "
+                         "which lm-eval's loader (datasets' json) cannot read; drop the blank lines, or write every "
+                         "answer as text")
 
 
 def check_task_golds(yaml_path: str | Path | None, name: str) -> None:
@@ -431,7 +442,7 @@ def check_task_golds(yaml_path: str | Path | None, name: str) -> None:
         return
     try:  # (the path as written: a JSON string, glob-escaped)
         test_jsonl = Path(re.sub(r"\[(.)\]", r"\1", json.loads(data.group(1))))
-        text = test_jsonl.read_text()
+        text = test_jsonl.read_text(encoding="utf-8-sig")
     except (ValueError, OSError):  # (unreadable data is said by lm-eval's own loading, as for any task)
         return
     try:
@@ -455,8 +466,8 @@ def write_lm_eval_task(folder: str | Path, test_jsonl: str | Path, name: str = "
     data = Path(test_jsonl).resolve()
     if not data.is_file():
         raise ValueError(f"{test_jsonl} is not a file (write it with write_split)")
-    try:
-        text = data.read_text()
+    try:  # (a UTF-8 BOM, as Windows tools write it, is read by datasets' json loader: skipped here too)
+        text = data.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError(f"{test_jsonl} is not a text file of problems (write it with write_split)") from None
     if not text.strip():  # a task over no problems cannot run
