@@ -581,6 +581,11 @@ HF_CASES: dict[str, Case] = {
     "hf-finetune-json-records-under-key": Case("data", "a .json data file {\"rows\": [records]} (read as one record)",
                                                [*FT, "--set", "data.source={tmp}/rows.json"], {
         "ft.yaml": FT_YAML, "rows.json": json.dumps({"rows": [{"question": "1+1?", "answer": "#### 2"}]})}, hf=True),
+    # round 43b (a data folder's metadata that datasets cannot read: was a traceback; a model given as the data)
+    "hf-finetune-bad-dataset-infos": Case("data", "a data folder's dataset_infos.json {\"a\": 1}", [*FT, "--set",
+        "data.source={tmp}/d"], {"ft.yaml": FT_YAML, "d/a.jsonl": GOOD_CHAT, "d/README.md": "# card",
+                                 "d/dataset_infos.json": '{"a": 1}'}, hf=True),
+    "hf-finetune-model-as-data": Case("data", "a model as data", [*FT, "--set", "data.source={base}"], chat(), hf=True),
 }
 
 

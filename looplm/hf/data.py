@@ -21,7 +21,7 @@ from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
 from .chat import Encoded, TemplateError, encode_chat, has_messages, to_messages
 from .data_hints import field_hint
-from .data_shapes import card_chooses, json_shape, one_format
+from .data_shapes import card_chooses, json_shape, model_folder, one_format, unread_info
 from .paths import expand_home, shown_home
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -265,16 +265,22 @@ def _card_configs(folder: Path, factory: Any) -> Any:
     card_log.setLevel(logging.ERROR)
     try:
         return factory(str(folder)).get_module().builder_configs_parameters
-    except (yaml.YAMLError, UnicodeDecodeError, TypeError) as e:
+    except FileNotFoundError:  # (no data files, or configs' files that match none: said by the caller)
+        raise
+    except Exception as e:  # datasets raises what it meets (an AttributeError on `{"a": 1}`): said by the file
         why = " ".join(str(e).split())[:200]
-        raise ValueError(f"{folder}/README.md: datasets reads its header (the YAML between the --- lines) for the "
-                         f"folder's configs, and cannot ({type(e).__name__}: {why}); fix the header, or remove it"
-                         ) from None
-    except ValueError as e:  # datasets' own word ("Expected configs to be a list") named neither file nor folder
+        info = unread_info(folder)
+        if info:
+            raise ValueError(f"{folder}/{info}: datasets reads it with the folder, and cannot ({type(e).__name__}: "
+                             f"{why}); fix it, or remove it (the data is read without it)") from None
+        if isinstance(e, (yaml.YAMLError, UnicodeDecodeError, TypeError)):
+            raise ValueError(f"{folder}/README.md: datasets reads its header (the YAML between the --- lines) for "
+                             f"the folder's configs, and cannot ({type(e).__name__}: {why}); fix the header, or "
+                             "remove it") from None
         if "same data file format" in str(e):  # its splits' files in two formats: said per format, as looplm says it
             one_format(folder, data_files(folder, LOCAL_SUFFIXES))
-        why = " ".join(str(e).split())[:200]
-        raise ValueError(f"{folder}/README.md: datasets could not read its `configs:` ({why}); fix them (see "
+        kind = "" if isinstance(e, ValueError) else f"{type(e).__name__}: "  # (datasets' own word on its configs)
+        raise ValueError(f"{folder}/README.md: datasets could not read its `configs:` ({kind}{why}); fix them (see "
                          "https://huggingface.co/docs/hub/datasets-manual-configuration), or remove them") from None
     finally:
         card_log.setLevel(level)
@@ -310,6 +316,11 @@ def folder_splits(folder: Path, config_name: str | None = None, choose: str = "s
     data_files map files to splits), else its file names (main/train-00000-of-00001.parquet beside main/test-...;
     train/...; x_test.jsonl). None where neither splits it: read whole, as datasets reads it. A folder of several
     configs and no default one is refused without `config_name` (as datasets refuses it), said with `choose`."""
+    swapped = model_folder(folder)
+    if swapped:  # (its trainer_state.pt was to be converted to JSONL; its config.json was no list of records)
+        raise ValueError(f"{folder} is {swapped}, not chat data (were the model and the data swapped?): give the "
+                         "data (finetune: data.source; analyze: --data) as a JSONL, JSON or parquet file, or a folder "
+                         "of them")
     try:
         from datasets import config
         from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns

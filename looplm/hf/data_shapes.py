@@ -91,3 +91,57 @@ def card_chooses(folder: Path) -> bool:
         if isinstance(meta, dict) and meta.get("configs"):
             return True
     return False
+
+
+def unread_info(folder: Path) -> str | None:
+    """The dataset-info metadata of a folder that datasets fails on, read again as its folder reader reads it
+    (only once that reader failed): README.md's `dataset_info:` block, or dataset_infos.json (the file old
+    push_to_hub versions wrote). None where both read: the fault is the header itself or its `configs:`. Their
+    AttributeError (`{"a": 1}`, `features: [1, 2]`) was a traceback, and a dataset_infos.json that is not JSON was
+    blamed on README.md's `configs:`."""
+    import json
+
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from huggingface_hub import DatasetCard
+
+    readme = folder / "README.md"
+    try:
+        card = DatasetCard.load(str(readme)).data if readme.is_file() else None
+    except Exception:  # (the header's YAML itself: said as such by the caller)
+        return None
+    try:
+        if card is not None:
+            DatasetInfosDict.from_dataset_card_data(card)
+    except Exception:
+        return "README.md: its `dataset_info:` block"
+    infos = folder / "dataset_infos.json"
+    try:
+        if infos.is_file():
+            for info in json.loads(infos.read_text(encoding="utf-8")).values():
+                DatasetInfo.from_dict(info)
+    except Exception:
+        return "dataset_infos.json"
+    return None
+
+
+# what a model directory or a looplm run holds, never a data folder: given as data (the model and the data swapped),
+# it was told to convert trainer_state.pt to JSONL, or that config.json holds no list of records
+_MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "trainer_state.pt",
+                "looplm_config.json")
+
+
+def model_folder(folder: Path) -> str | None:
+    """What `folder` is where it is a model directory or checkpoint, or a looplm run (whose checkpoint/ is one), said
+    with the files that show it; else None."""
+    import json
+
+    for place in (folder, folder / "checkpoint"):
+        try:
+            typed = "model_type" in json.loads((place / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            typed = False
+        marks = ["config.json"] * typed + [n for n in _MODEL_FILES if (place / n).is_file()]
+        if marks:
+            shown = ", ".join(m if place == folder else f"checkpoint/{m}" for m in marks[:3])
+            return f"{'a model directory' if place == folder else 'a run directory'} ({shown})"
+    return None
