@@ -124,6 +124,10 @@ def starting_tokenizer(init_from: str, data: Any = None) -> Any:
     except (ckpt.CheckpointError, OSError, ValueError):
         return None
     tok = saved_tokenizer(init_from)
+    began_on = ckpt.load_config(init_from).data
+    if tok is None and began_on.task == "addition":  # a checkpoint from before tokenizers were saved (the shipped
+        # models): its ids are the addition task's own; a vocabulary rebuilt from the new data remapped them all
+        tok = AdditionTask(began_on.digits).tok
     want = getattr(data, "bpe_vocab", None) if getattr(data, "tokenizer", None) == "bpe" else None
     if want is not None and getattr(tok, "kind", None) == "bpe":
         began = getattr(ckpt.load_config(init_from).data, "bpe_vocab", want)
