@@ -43,13 +43,22 @@ def sample_lognormal(gen: torch.Generator, mu: float, sigma: float, lo: int, hi:
     return _clip(int(round(math.exp(min(mu + sigma * z, math.log(hi) + 1.0)))), lo, hi)
 
 
+_CHECKED: dict[tuple, LoopsConfig] = {}  # LoopsConfig values sample_loops has validated -> the section
+
+
 def sample_loops(cfg: LoopsConfig, gen: torch.Generator, step: int = 0) -> int:
     """The loop count for training step `step` under `cfg` (fixed during the curriculum phase)."""
     if not isinstance(cfg, LoopsConfig):
         raise TypeError(f"cfg must be a LoopsConfig (a Config's .loops), got {type(cfg).__name__}")
     # Validated again, as fit does: a field set after construction (max_loops=0, mu=nan, sigma=-1) skipped the
     # section's checks, and was a math error here or drew counts from the wrong distribution without a word
-    cfg = build_sections({"loops": dataclasses.asdict(cfg)}, {"loops": LoopsConfig})["loops"]
+    # (once per distinct set of values, not on every training step: a rebuild costs ~170 µs)
+    values = tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg))
+    try:
+        cfg = _CHECKED[values]
+    except (KeyError, TypeError):  # new values, or a list set on a field (no key): checked, and refused if wrong
+        cfg = build_sections({"loops": dataclasses.asdict(cfg)}, {"loops": LoopsConfig})["loops"]
+        _CHECKED[values] = cfg  # (NaN is never equal to itself: such a config is checked, and refused, each time)
     if not isinstance(gen, torch.Generator):  # (0 was torch's list of randn overloads)
         raise TypeError(f"gen must be a torch.Generator (torch.Generator().manual_seed(seed)), got "
                         f"{type(gen).__name__}")
