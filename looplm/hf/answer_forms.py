@@ -1,6 +1,7 @@
 """What an answer phrase states in words rather than in a number (standard library only; `looplm.hf.answers` reads
 the numbers and the order of cues): a word or a choice letter (`twelve`, `B`, `option C`), an expression of variables
-alone (`b - a`, `-x`), or a verdict that states none ("the answer is correct.").
+alone (`b - a`, `-x`), an AMC choice with its one number (`(B) 5`), or a verdict that states none ("the answer is
+correct.").
 """
 
 from __future__ import annotations
@@ -15,6 +16,24 @@ VERDICTS = frozenset("correct incorrect right wrong clear obvious simple confirm
                      "reasonable accurate final checked sound true false above below".split())
 # words that point rather than answer ("the answer is thus 42", "the answer is here:"): the number after is read
 NOT_ANSWERS = VERDICTS | frozenset("here this that it thus therefore hence then so now".split())
+
+
+# an AMC choice and its one number: `(B) 5`, `B) 5`, `\textbf{(B)}\ 5`, `(\text{B})\ 5`, `option (B) 5`, and `B. 5`
+# (a capital A-E, its period and a space: `B.5` and `2. 5` are no choice), dressed (`**(C) 42**`, `$...$`), up to its
+# clause's end: "(C) 42 because" or "(A) 2 or (B) 3" is no pair (the letter is read, as it was)
+_TEXT = r"(?:\\(?:text|textbf|mathrm|mbox)\{\s*)?"
+_CHOICE_PAIR = re.compile(
+    rf"[\s*_`$:]*(?:(?i:option|choice)\s*)?{_TEXT}[(\[]?{_TEXT}(?:([A-Z])\s*\}}?\s*[)\]]|([A-E])\.(?=\s))"
+    r"(?:[\s*_`$~}]|\\[ ,;:!])*(-?\$?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:/\d+)?%?)"
+    r"[*_`$}]*(?=[.,;!?]*\s*$|[.,;!?]+\s+(?![-$]?\.?\d))")  # (a list after it, "(C) 1, 2", is none)
+
+
+def choice_pair(tail: str) -> str | None:
+    """The AMC choice and its one number that a phrase's `tail` or a marker's line opens with, as `(B) 5` (`B. 5` and
+    `\\textbf{(B)}\\ 5` too), or None: kept whole, as a box keeps it, so that its letter or its number is right (the
+    letter alone was read: wrong for AMC23's numeric gold 5, while `\\boxed{\\textbf{(B)}\\ 5}` was right)."""
+    m = _CHOICE_PAIR.match(tail)
+    return f"({m[1] or m[2]}) {m[3]}" if m else None
 
 
 def verdict(tail: str) -> bool:

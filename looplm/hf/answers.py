@@ -24,7 +24,8 @@ answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\
    answer choice is <x>"; after an `=` on that line, the number after the last one: "the answer is 5 - 3 = 2" is 2,
    "45 = 15 * 3" is 45; "x = 5, y = 7" and "x = 3 or x = -3" are text, a chain "5 + 3 = 8, so 8 * 2 = 16" its last
    step, 16, as "2x = 3, so x = 1.5" is 1.5); a word or a choice letter it states is that answer, as text ("the answer
-   is B because there are 4 choices", "twelve, not 11", "option B", "C. 42"); a phrase that ends its line ("**Final
+   is B because there are 4 choices", "twelve, not 11", "option B"), but an AMC choice with its one number up to
+   its clause's end is the pair as a box's (`(C) 42`, `C. 42`, `\\textbf{(B)} 5`); a phrase that ends its line ("**Final
    answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`), without a list's `- ` or `1. `;
    an inequality or margin (`x ≤ 5`, `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, `x - 1`, `b - a`,
    `(x-3)(x+2)`, after the marker too) is text, up to its clause's end or its math's `$` (`$3 + 4i$. I hope it is
@@ -52,7 +53,7 @@ LaTeX is read as the number it typesets, in a box or not: `{,}`, MATH's `1,\\!08
 `^{\\circ}`, `°`: `90^\\circ` is 90; the mark ends its number: `30^\\circ,150^\\circ` is the list `30, 150`, `18°C`
 is 18), a scale
 after the math (`$4.5$ million`), and in a box an AMC choice `\\text{(C)}\\ 42` (as `\\textbf{(C)}`, `(\\text{C})`,
-`\\text{C) }42`, `B) 42`), a unit
+`\\text{C) }42`, `B) 42`, `C. 42`: a capital A-E, its period and a space; after the phrase and the marker too), a unit
 `\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`, `{5}`, `+5`.
 A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone writes: it is compared as text, and never
 built (`1e999999999` would take minutes and gigabytes).
@@ -82,7 +83,7 @@ import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
-from looplm.hf.answer_forms import stated_word, variables, verdict
+from looplm.hf.answer_forms import choice_pair, stated_word, variables, verdict
 from looplm.hf.latex import (
     clause,
     expression,
@@ -338,6 +339,8 @@ def _marker_answer(line: str, last: bool) -> str | None:
     tup = interval_at(line)  # `#### (-\infty, -2) \cup (3, \infty)` was 3, `#### (3, 5)` `3, 5)`
     if tup is not None:
         return normalize(tup)
+    if (pair := choice_pair(line)) is not None:  # `#### (B) 5`: as after the phrase (B was read, `$\textbf{(B)}\ 5$` 5)
+        return pair
     # the number's dress: #### **42**, #### $-42$, #### (42), #### `42`, #### +42, #### €42, ####: 42, #### = 42
     raw, line = line, re.sub("^" + _DRESS, "", line)  # (and \(42\), [42], {42})
     # a numbered heading, no answer (as `#### Step 1` is none): `#### 1. Setting up`, `#### 2) Find`, and `1.1 Setting
@@ -384,7 +387,7 @@ def _phrase_answer(tail: str) -> str | None:
         return normalize(tup)
     if verdict(tail):
         return None
-    word = stated_word(tail)
+    word = choice_pair(tail) or stated_word(tail)  # (`(B) 5` whole, as a box's: its letter alone was wrong for 5)
     if word is not None:
         return word
     math = _math_after(tail)
@@ -583,6 +586,6 @@ def is_correct(prediction: str | None, gold: str | float | None) -> bool:
 
 
 def _amc(s: str) -> tuple[str, str] | None:
-    """(letter, number) of an AMC answer "(C) 42", else None."""
-    m = re.fullmatch(r"\s*\(?([A-Z])\)\s*(\S+?)\.?\s*", s)  # (`B) 42` as `(B) 42`: it was text, wrong for B)
-    return (m.group(1), m.group(2)) if m and to_number(m.group(2)) is not None else None
+    """(letter, number) of an AMC answer "(C) 42" (`C. 42` too: `\\boxed{B. 5}` was text, wrong for B and 5), or None"""
+    m = re.fullmatch(r"\s*(?:\(?([A-Z])\)|([A-E])\.(?=\s))\s*(\S+?)\.?\s*", s)  # (`B) 42` as `(B) 42`: it was text)
+    return (m[1] or m[2], m[3]) if m and to_number(m[3]) is not None else None
