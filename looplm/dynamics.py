@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .arguments import MAX_DEPTH, check_count, check_depths, finite_real, strict_int
 from .evaluate import check_finite, check_scored, check_targets, check_weights_finite, state_overflow
-from .looped import detach_ctx, eval_mode, loop_arg, phi, run_loop
+from .looped import check_given, detach_ctx, eval_mode, loop_arg, phi, run_loop
 from .memory import out_of_memory_hint
 from .regularizers import core_jvp, supports_fast_jvp
 from .spectra import _TINY, frobenius_hutchinson, spectral_norm, spectral_radius
@@ -124,6 +124,7 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     Real tokens are the batch's mask (a text model's pad id may also be a real token, e.g. EOS); every
     statistic is taken over them only. `vocab`: the ids the tokenizer can decode, as in `evaluate.sweep`.
     """
+    check_given(model, batch)
     depths = check_depths(depths, "analyze")
     vocab = None if vocab is None else check_count("vocab", vocab, 1)
     # checked, and kept as the plain ints the checks return: batch_size=-1 scored nothing and reported a perfect CE
@@ -349,6 +350,7 @@ def perturbation_recovery(model: torch.nn.Module, batch: Batch, at: int, eps: li
     back to the fixed point the input defines. JSON-ready: states that overflow (`evaluate.state_overflow`),
     undisturbed or disturbed, are refused, as `diagnose` refuses them. `vocab` as in `evaluate.sweep`.
     """
+    check_given(model, batch)
     if kind not in ("noise", "swap"):
         raise ValueError(f"unknown perturbation {kind!r:.80}; choose noise or swap")
     # each checked by its own name: run_loop blamed `num_loops` for at=0 and ks=[0], ks=[] was max()'s error, a NaN

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .arguments import MAX_DEPTH, check_count, check_depths, check_exit_rule
-from .looped import eval_mode, run_loop
+from .looped import check_given, eval_mode, run_loop
 from .tasks.base import IGNORE, Batch
 
 MAX_DEPTH_COUNT = 100_000  # depths in one spec (each one kept costs a readout per sample)
@@ -193,6 +193,7 @@ def sweep(model: torch.nn.Module, batch: Batch, depths: list[int], batch_size: i
     With `exit_tol` and/or `exit_stable` it also applies an adaptive exit rule per sample (see `ExitTracker`;
     capped at max(depths)) and reports each sample's exit depth and its exact match there.
     """
+    check_given(model, batch)
     depths = check_depths(depths)
     batch_size = check_count("batch_size", batch_size, 1)  # (a numpy integer too, as diagnose takes it)
     vocab = None if vocab is None else check_count("vocab", vocab, 1)

@@ -18,7 +18,7 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError
 from .errors import in_demo
 from .evaluate import nonfinite_weights
-from .looped import check_looped
+from .looped import check_given, check_looped
 from .model import LoopedTransformer, structure_diff
 from .resume_rules import MEMORY
 from .rundir import demo_refusal, flag, resume_flag
@@ -77,14 +77,20 @@ def check_init_vocab(cfg: Config, task: Any, src: Path | None, model: nn.Module 
                                    f"it, {fix}")
 
 
+def check_cfg(cfg: Any, out: Any) -> None:
+    """fit's cfg, checked before out is read: fit("out", cfg) was "expected str, bytes or os.PathLike object, not
+    Config", and a dict (cfg.to_dict()) "'dict' object has no attribute 'to_dict'"."""
+    if not isinstance(cfg, Config):
+        swapped = "; the two are swapped: fit takes (cfg, out)" if isinstance(out, Config) else ""
+        raise TypeError(f"cfg must be a looplm Config (looplm.load_config(...)), got {type(cfg).__name__}{swapped}")
+
+
 def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None:
     """A LoopedTransformer handed to `fit` must be the one `cfg.model` describes: its checkpoints record
     cfg.model, from which every command rebuilds the model (one with other heads or widths of the same shapes
     would load and silently score another model). A resume continues with the class, and in the precision, the run
     was trained with."""
-    if isinstance(model, type):  # fit(cfg, out, model=MyLooped): torch's error came from model.to(device)
-        name = model.__qualname__
-        raise TypeError(f"model: got the class {name}, not a module; pass an instance (model={name}(...))")
+    check_given(model, keyword=True)  # fit(cfg, out, model=MyLooped): torch's error came from model.to(device)
     if type(model).__module__.startswith("torch._dynamo") and isinstance(getattr(model, "_orig_mod", None), nn.Module):
         # torch.compile(m) trained uncompiled, as its wrapper's class, under weights renamed `_orig_mod.`: a run that
         # could be neither resumed nor used by a command. Refused rather than unwrapped: unwrapping would train the

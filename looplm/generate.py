@@ -28,7 +28,7 @@ import torch
 
 from .arguments import MAX_DEPTH, check_count, check_exit_rule, strict_int
 from .evaluate import check_finite, check_weights_finite, exit_cap_reason, state_overflow
-from .looped import eval_mode, run_loop
+from .looped import check_given, eval_mode, run_loop
 from .model import KVCache, LoopedTransformer, builtin_loop, structure_diff
 
 
@@ -138,6 +138,7 @@ def generate(model: torch.nn.Module, prompts: list[list[int]], num_loops: int, m
     `generate_cached` (looplm's own LoopedTransformer only; any other module, a subclass with its own embed, step
     or readout included, is refused with TypeError there). `vocab`: choose only among ids below it (the
     tokenizer's), for a model whose head is wider than its tokenizer can decode."""
+    check_given(model)
     if not isinstance(use_cache, bool):  # ("no" is truthy: it decoded with the cache, as run_loop's checkpoint=)
         raise TypeError(f"use_cache must be True or False, got {use_cache!r:.80}")
     _check_counts(model, num_loops, max_new_tokens, vocab, eos_id, pad_id)

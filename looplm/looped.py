@@ -56,8 +56,32 @@ class LoopedModel(Protocol):
     def loop_units(self) -> list[torch.nn.Module]: ...
 
 
+_NONE = object()  # check_given's "no batch to check"
+
+
+def check_given(model: Any, batch: Any = _NONE, keyword: bool = False) -> None:
+    """What an entry point was handed, checked before it is used (TypeError, one line). A class where an
+    instance was meant failed deep inside torch ("named_parameters() missing 1 required positional argument:
+    'self'"), or was accepted by check_looped (a class has the methods); a task, or an (ids, targets, mask) tuple,
+    where a Batch was meant was "object of type 'JsonlTask' has no len()" or "'tuple' object has no attribute
+    'targets'". `keyword`: the model was passed as model=... (fit)."""
+    if isinstance(model, type):
+        name = model.__qualname__
+        raise TypeError(f"model: got the class {name}, not a module; pass an instance "
+                        f"({'model=' if keyword else ''}{name}(...))")
+    if batch is _NONE:
+        return
+    from .tasks.base import Batch  # (here: run_loop checks only the model, and the protocol needs no tasks)
+
+    if not isinstance(batch, Batch):
+        hint = "; Batch(input_ids, targets, mask) builds one from tensors" if isinstance(batch, tuple | list) else ""
+        raise TypeError(f"batch must be a looplm Batch (task.held_out(n) gives one), got "
+                        f"{_a(type(batch).__name__)}{hint}")
+
+
 def check_looped(model: Any) -> Any:
     """`model` itself, after checking that it implements the protocol (TypeError naming what is missing)."""
+    check_given(model)
     missing = [m for m in METHODS if not callable(getattr(model, m, None))]
     if missing:
         raise TypeError(f"{type(model).__name__} is not a looped model: it lacks {', '.join(missing)} "
@@ -238,6 +262,7 @@ def run_loop(model: Any, h: torch.Tensor, ctx: Any, num_loops: int, *, backprop_
     - first: the index t of the first loop run here, when a loop is run in pieces (the penalty's state
       splits it); the KV-cache slot of loop t is t - 1.
     """
+    check_given(model)
     # checked as every forward's count: True ran 1 loop, 2.5 was Python's TypeError, 2,000,000 ran on
     num_loops = loop_count(num_loops, None)  # (no default: None is refused, not run as 1 loop)
     # as the count: 2.5 ran as 2, True as 1, -1 as full backprop, and a first=0 read KV-cache slot -1

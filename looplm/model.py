@@ -243,6 +243,9 @@ def check_ctx(ctx: Any) -> None:
 
 class LoopedTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
+        if not isinstance(cfg, ModelConfig):  # a whole Config was "'Config' object has no attribute 'vocab_size'"
+            hint = "pass cfg.model, the model section" if hasattr(cfg, "model") else "build one: ModelConfig(...)"
+            raise TypeError(f"LoopedTransformer takes a ModelConfig, got {type(cfg).__name__}; {hint}")
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)

@@ -227,6 +227,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
 
 def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: dict[str, Any] | None,
            model: nn.Module | None) -> Path:
+    fitcheck.check_cfg(cfg, out)  # first: out is read next
     if isinstance(out, str) and not out.strip():  # Path("") is the current directory: the CLI refuses --out ""
         raise UserError("out is empty; give a folder for the run")
     if isinstance(out, Path) and str(out) == ".":  # Path("") reads as "." too: it trained into the current directory
@@ -235,8 +236,6 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
     for name, value in (("resume", resume), ("progress", progress)):  # resume="no" is truthy: it resumed the run
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, got {value!r:.80}")
-    if not isinstance(cfg, Config):  # a dict (cfg.to_dict()) was "'dict' object has no attribute 'to_dict'"
-        raise TypeError(f"cfg must be a looplm Config (looplm.load_config(...)), got {type(cfg).__name__}")
     # Validated again: a Config's fields can be set after it was built (cfg.loops.min_loops = 3), past its checks
     cfg = Config.from_dict(cfg.to_dict())
     t = cfg.train

@@ -1,0 +1,78 @@
+"""Round 45 (API, probe n43): the entry points refuse, in one TypeError line, a model class where an instance was
+meant, a task or a tuple where a Batch was meant, fit's arguments swapped, and a whole Config for
+LoopedTransformer; before, each failed deep inside torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from looplm.dynamics import diagnose, perturbation_recovery
+from looplm.evaluate import sweep
+from looplm.generate import generate
+from looplm.looped import check_looped, run_loop
+from looplm.model import LoopedTransformer
+from looplm.tasks import make_task
+from looplm.train import fit
+
+from .conftest import tiny_config
+from .test_protocol import CumulativeMixer
+
+CLASS = r"^model: got the class CumulativeMixer, not a module; pass an instance \(CumulativeMixer\(\.\.\.\)\)$"
+NOT_BATCH = r"^batch must be a looplm Batch \(task.held_out\(n\) gives one\), got "
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task(tiny_config())
+
+
+def test_a_model_class_is_refused_by_every_entry_point(task):
+    """sweep/diagnose/generate were "named_parameters() missing 1 required positional argument: 'self'",
+    perturbation_recovery "modules() missing ...", run_loop "'int' object is not subscriptable", and check_looped
+    accepted the class (it has the methods)."""
+    b = task.held_out(4)
+    calls = [lambda: sweep(CumulativeMixer, b, [1, 2]), lambda: diagnose(CumulativeMixer, b, [1, 2]),
+             lambda: perturbation_recovery(CumulativeMixer, b, 1, [0.1], [1]),
+             lambda: generate(CumulativeMixer, [[3, 4]], 2, 3, 1),
+             lambda: run_loop(CumulativeMixer, torch.zeros(1, 2, 24), {}, 2), lambda: check_looped(CumulativeMixer)]
+    for call in calls:
+        with pytest.raises(TypeError, match=CLASS):
+            call()
+
+
+def test_a_task_or_a_tuple_is_refused_where_a_batch_is_meant(task):
+    """A task was "object of type 'AdditionTask' has no len()", a tuple "'tuple' object has no attribute
+    'targets'"."""
+    model = LoopedTransformer(tiny_config().model)
+    b = task.held_out(4)
+    for run in (sweep, diagnose):
+        with pytest.raises(TypeError, match=NOT_BATCH + r"an AdditionTask$"):
+            run(model, task, [1, 2])
+        with pytest.raises(TypeError, match=NOT_BATCH + r"a tuple; Batch\(input_ids, targets, mask\) builds one"):
+            run(model, (b.input_ids, b.targets, b.mask), [1, 2])
+    with pytest.raises(TypeError, match=NOT_BATCH + r"an AdditionTask$"):
+        perturbation_recovery(model, task, 1, [0.1], [1])
+    assert sweep(model, b, [1]).depths == [1]  # a Batch still runs
+
+
+def test_fit_checks_cfg_before_out_and_names_swapped_arguments(tmp_path):
+    """fit("out", cfg) was "expected str, bytes or os.PathLike object, not Config"."""
+    cfg = tiny_config(train=dict(steps=1, eval_every=0))
+    with pytest.raises(TypeError, match=r"^cfg must be a looplm Config \(looplm.load_config\(...\)\), got str; the "
+                                        r"two are swapped: fit takes \(cfg, out\)$"):
+        fit(str(tmp_path / "x"), cfg)
+    with pytest.raises(TypeError, match=r"pass an instance \(model=CumulativeMixer\(\.\.\.\)\)$"):
+        fit(cfg, tmp_path / "y", model=CumulativeMixer)  # fit's keyword, still said as one
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_looped_transformer_given_a_whole_config_says_pass_cfg_model():
+    """It was "'Config' object has no attribute 'vocab_size'"."""
+    cfg = tiny_config()
+    with pytest.raises(TypeError, match=r"^LoopedTransformer takes a ModelConfig, got Config; pass cfg.model"):
+        LoopedTransformer(cfg)
+    with pytest.raises(TypeError, match=r"got dict; build one: ModelConfig\(\.\.\.\)$"):
+        LoopedTransformer(cfg.to_dict()["model"])
+    LoopedTransformer(cfg.model)
+
