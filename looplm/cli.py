@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
                     f"{ANALYZE_N}, or all there are if fewer)")
     an.add_argument("--out", help="output directory for dynamics.json and figures (default: the run directory)")
     an.add_argument("--force", action="store_true", help="replace an existing dynamics.json and its figures")
-    an.add_argument("--data", help="JSONL with num1/num2/answer rows (default: the held-out split); for an HF "
+    an.add_argument("--data", help="test problems in the task's format, as sweep --data (default: held-out); for an HF "
                     "model: a JSONL/JSON/parquet file or datasets name with messages or question/answer records")
     an.add_argument("--spectral-depths", default="auto",
                     help="depths for the Jacobian estimates: auto (about 12 log-spaced), none, or a depth spec")

@@ -76,3 +76,14 @@ def test_looped_transformer_given_a_whole_config_says_pass_cfg_model():
         LoopedTransformer(cfg.to_dict()["model"])
     LoopedTransformer(cfg.model)
 
+
+def test_analyze_help_says_data_is_in_the_tasks_format():
+    """analyze --help said --data was "JSONL with num1/num2/answer rows"; it reads the task's own format (a text
+    file for a text run, prompt/answer rows for jsonl), as sweep --help says."""
+    from looplm.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.choices and "analyze" in a.choices)
+    text = " ".join(sub.choices["analyze"].format_help().split())
+    assert "num1/num2/answer rows (default" not in text
+    assert "--data DATA test problems in the task's format, as sweep --data" in text
+
