@@ -192,6 +192,19 @@ def no_weights(p: object, weights: str, saved: list) -> str:
 
     p = Path(p)
     if not saved:
+        from .checkpoint import _history_entries, has_weights  # (checkpoint imports this module)
+
+        # two near folders that were given the generic line: a run's history (checkpoints/, a slip for
+        # checkpoint/) and a `looplm demo` --out, whose models are its stages
+        steps = _history_entries(p)
+        if steps:
+            return (f"{p} is a run's checkpoint history, not a checkpoint: give the run ({p.parent}) for its "
+                    f"latest checkpoint, or one of the saved ones (newest: {steps[-1][1]})")
+        if (p / "stage1").is_dir():
+            s1, s2 = p / "stage1", p / "stage2"
+            said = (f"its model is {s2} (stage 1's: {s1})" if has_weights(s2 / "checkpoint") else
+                    f"stage 2 has not trained; stage 1's model is {s1}")
+            return f"{p} is a `looplm demo` folder, not a run: {said}"
         return f"no {weights} in {p} or {p / 'checkpoint'}: not a looplm checkpoint or run directory"
     run = p.parent if p.name == "checkpoint" else p
     step, newest = saved[-1]

@@ -19,6 +19,14 @@ LONG = "r" * 300  # a name past the file system's limit of 255 bytes
 A = ["analyze", "{copy}", "--no-progress", "--depths", "1:2", "--n", "2", "--out", "{tmp}/an"]
 
 
+def _demo_folder(tmp: Path, copy: Path) -> None:
+    """<tmp>/dm: a `looplm demo` --out: stage1/ and stage2/, each a copy of the run"""
+    import shutil
+
+    for stage in ("stage1", "stage2"):
+        shutil.copytree(copy, tmp / "dm" / stage)
+
+
 def _text_run(tmp: Path, copy: Path) -> None:
     """<tmp>/tr: a tiny text run trained on the corpus folder <tmp>/corpus"""
     from looplm import fit, load_config
@@ -356,4 +364,11 @@ PATH_CASES: dict[str, Case] = {
     "cfg-config-hf-json": Case("config", "--config an export's config.json (25 unknown config sections)", [
         "train", "--config", "{tmp}/hf/config.json", "--out", "{tmp}/out", "--no-progress"],
         {"hf/config.json": '{"model_type": "looplm", "architectures": ["LooplmForCausalLM"], "d_model": 32}'}),
+    # round 45 (api helper)
+    "ckpt-sweep-history-folder": Case("checkpoint", "sweep RUN/checkpoints, the run's history (generic \"no "
+                                      "model.safetensors ... not a looplm checkpoint or run directory\")", [
+        "sweep", "{run}/checkpoints", "--no-progress", "--depths", "1:2", "--out", "{tmp}/s.json"]),
+    "ckpt-generate-demo-folder": Case("checkpoint", "generate DEMO, a `looplm demo` --out (its models are its stages; "
+                                      "the same generic line)", ["generate", "{tmp}/dm", "1+1="],
+                                      prepare=_demo_folder),
 }

@@ -87,3 +87,30 @@ def test_analyze_help_says_data_is_in_the_tasks_format():
     assert "num1/num2/answer rows (default" not in text
     assert "--data DATA test problems in the task's format, as sweep --data" in text
 
+
+def test_a_history_folder_or_a_demo_folder_is_named_as_such(tmp_path):
+    """`sweep RUN/checkpoints` (the history, a slip for checkpoint/) and a `looplm demo` --out were "no
+    model.safetensors in X or X/checkpoint: not a looplm checkpoint or run directory"."""
+    import shutil
+
+    from looplm import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    fit(tiny_config(train=dict(steps=2, eval_every=0, checkpoint_every=1, keep_checkpoints=2), reg=dict(rho_every=0)),
+        run, progress=False)
+    with pytest.raises(ckpt.CheckpointError, match=rf"^{run}/checkpoints is a run's checkpoint history, not a "
+                                                   rf"checkpoint: give the run \({run}\) for its latest checkpoint, "
+                                                   rf"or one of the saved ones \(newest: {run}/checkpoints/step-"):
+        ckpt.resolve(run / "checkpoints")
+    dm = tmp_path / "dm"
+    shutil.copytree(run, dm / "stage1")
+    (dm / "stage2").mkdir()
+    with pytest.raises(ckpt.CheckpointError, match=rf"^{dm} is a `looplm demo` folder, not a run: stage 2 has not "
+                                                   rf"trained; stage 1's model is {dm}/stage1$"):
+        ckpt.resolve(dm)
+    shutil.rmtree(dm / "stage2")
+    shutil.copytree(run, dm / "stage2")
+    with pytest.raises(ckpt.CheckpointError, match=rf"^{dm} is a `looplm demo` folder, not a run: its model is "
+                                                   rf"{dm}/stage2 \(stage 1's: {dm}/stage1\)$"):
+        ckpt.resolve(dm)
+    assert ckpt.resolve(dm / "stage2") == dm / "stage2" / "checkpoint"
