@@ -154,7 +154,8 @@ def plot_accuracy(sweeps: list[dict], out: str | Path, title: str = "Exact match
         ax.set_ylabel(ylabel)
         ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3, which="both")
-    ax.set_title(_verbatim(title) + ("  (shaded: loop counts seen in training)" if shading_note else ""), fontsize=10)
+    shaded = shading_note and any(s.get("train_loops") for s in sweeps)  # (JSON from the API has no training range)
+    ax.set_title(_verbatim(title) + ("  (shaded: loop counts seen in training)" if shaded else ""), fontsize=10)
     if sweeps:  # an empty figure (eval-lm with no metric that is a fraction) has no legend to draw
         ax.legend(fontsize=8, loc="upper right" if ppl else "lower left")
     return _save(fig, out, replace)
@@ -218,6 +219,15 @@ def read_inputs(path: str | Path) -> list[dict]:
     return [read_json(p)]
 
 
+def _input_name(p: str | Path) -> str:
+    """A curve's name from its input: the folder given, or the file's name (its folder's for a sweep.json or
+    dynamics.json, which name no run)."""
+    p = Path(p).resolve()
+    if p.is_dir():
+        return p.name
+    return p.parent.name if p.stem in ("sweep", "dynamics") else p.stem
+
+
 def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = None,
                 before: Callable[[list[Path]], None] | None = None, replace: bool = True) -> list[Path]:
     """Draw everything the inputs hold: the accuracy overlay at `out` (one curve per input: its sweep, or
@@ -253,6 +263,8 @@ def plot_inputs(inputs: list[str], out: str | Path, labels: list[str] | None = N
         for d in docs:
             if labels:
                 d["label"] = labels[i]
+            elif "label" not in d:  # JSON written by the API (SweepResult.to_json(), diagnose) was "run 1", "run 2"
+                d["label"] = _input_name(p)
         sweeps = [d for d in docs if not is_dynamics(d)]
         dyn = [d for d in docs if is_dynamics(d)]
         curves.append(sweeps[0] if sweeps else dyn[0])

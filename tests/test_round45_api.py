@@ -4,6 +4,8 @@ LoopedTransformer; before, each failed deep inside torch."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -114,3 +116,35 @@ def test_a_history_folder_or_a_demo_folder_is_named_as_such(tmp_path):
                                                    rf"{dm}/stage2 \(stage 1's: {dm}/stage1\)$"):
         ckpt.resolve(dm)
     assert ckpt.resolve(dm / "stage2") == dm / "stage2" / "checkpoint"
+
+
+def test_plot_of_api_json_names_curves_by_their_inputs_and_shades_nothing_unsaid(tmp_path, monkeypatch, task):
+    """JSON written by the API (SweepResult.to_json(), diagnose) has no label: the legend said "run 1", "run 2",
+    and the title "shaded: loop counts seen in training" with nothing shaded."""
+    import json
+
+    from looplm import plots
+
+    model = LoopedTransformer(tiny_config().model)
+    b = task.held_out(4)
+    (tmp_path / "apisw").mkdir()
+    (tmp_path / "apisw" / "sweep.json").write_text(json.dumps(sweep(model, b, [1, 2]).to_json()))
+    (tmp_path / "mine.json").write_text(json.dumps(sweep(model, b, [1, 3]).to_json()))
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out, replace=True, tight=True: figs.append(fig) or Path(out))
+    plots.plot_inputs([str(tmp_path / "apisw"), str(tmp_path / "mine.json")], tmp_path / "p.png")
+    ax = figs[0].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["apisw (n=4)", "mine (n=4)"]
+    assert "shaded" not in ax.get_title()
+    figs.clear()
+    plots.plot_accuracy([dict(depths=[1, 2], accuracy=[0.5, 1.0], train_loops=[1, 2])], tmp_path / "q.png")
+    assert "(shaded: loop counts seen in training)" in figs[0].axes[0].get_title()
+
+
+def test_models_readme_commands_write_outside_the_repository():
+    """`looplm sweep models/addition-stars-external ...` had no --out, so it wrote sweep.json into the
+    repository's models/ folder."""
+    readme = Path(__file__).resolve().parents[1] / "models" / "README.md"
+    writing = [ln for ln in readme.read_text().splitlines() if ln.startswith(("looplm sweep ", "looplm analyze "))]
+    assert len(writing) >= 4
+    assert all(" --out /tmp/" in ln for ln in writing), [ln for ln in writing if "--out" not in ln]
