@@ -108,7 +108,7 @@ def real_arg(positive: bool, below: float = math.inf) -> object:
 
 # --- subcommands: plain typed functions ------------------------------------------------------------------
 def cmd_train(config: str, out: str, overrides: list[str], resume: bool = False, progress: bool = True) -> Path:
-    cfg = load_config(config, overrides)
+    cfg = load_config(rundir.noted_config(config), overrides)
     return fit(cfg, out, resume=resume, progress=progress)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
@@ -204,6 +205,20 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+# what a run trained with fit(model=...) has in its config.yaml's model section
+MODULE_MODEL = "whose model section is not its model: the run trained its own module, {}, with fit(model=...)"
+
+
+def own_module(run: Path) -> str | None:
+    """The class of the user's own module that run directory `run` trained (its checkpoint/module.json names it), or
+    None. Such a run's config.yaml still has a model section, describing a LoopedTransformer the run never had."""
+    try:
+        name = json.loads((run / "checkpoint" / "module.json").read_text()).get("module")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 def read_yaml_config(path_or_preset: str | Path) -> dict:
     """The mapping in a YAML file, or in the shipped preset `<name>.yaml` for a preset name.
 
@@ -231,7 +246,9 @@ def read_yaml_config(path_or_preset: str | Path) -> dict:
     if p.is_dir():
         # a Path that names a run directory called after its preset: the user meant the preset, so say how to get it
         hint = f"; for the preset, pass the string {p.name!r}" if p == Path(p.name) and candidate.is_file() else ""
-        hint = f"; a run's settings are its {p / 'config.yaml'}" if (p / "config.yaml").is_file() else hint
+        if (p / "config.yaml").is_file():
+            own = own_module(p)
+            hint = f"; a run's settings are its {p / 'config.yaml'}" + (f" ({MODULE_MODEL.format(own)})" if own else "")
         raise ConfigError(f"config {p} is a directory; give a YAML file or a preset name{hint}")
     if a_device(p):  # /dev/zero was read until memory ran out
         raise ConfigError(f"config {p} is a device, not a YAML file")

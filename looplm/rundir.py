@@ -27,7 +27,8 @@ from typing import Any
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
-from .errors import UserError, in_demo, special_kind
+from .config_files import MODULE_MODEL, own_module
+from .errors import UserError, in_demo, rank_zero, special_kind
 from .records import not_carried, result_of
 from .resume_rules import EVALS, INERT, RESUMABLE, effect, resume_note  # noqa: F401 (resume_note: train's)
 
@@ -582,3 +583,14 @@ def already_done(out: Path, src: Path, step: int, cfg: Config, total: int, chang
             return (f"{out} is already complete (it stopped at step {step} on train.stop_at_acc={t.stop_at_acc}): "
                     "nothing to train; nothing was changed")
     return None
+
+
+def noted_config(config: Any) -> Any:
+    """train's --config as given, after a note when it is the config.yaml of a run that trained a module of its own:
+    training from it builds the LoopedTransformer its model section describes, and that was said nowhere."""
+    p = Path(config)
+    own = own_module(p.parent) if p.name == "config.yaml" and p.is_file() else None
+    if own and rank_zero():  # (once under torchrun)
+        print(f"note: {p} is the config of a run {MODULE_MODEL.format(own)}; this trains a LoopedTransformer "
+              "from that section (to train the module again, call fit(cfg, out, model=...))", file=sys.stderr)
+    return config

@@ -148,3 +148,25 @@ def test_models_readme_commands_write_outside_the_repository():
     writing = [ln for ln in readme.read_text().splitlines() if ln.startswith(("looplm sweep ", "looplm analyze "))]
     assert len(writing) >= 4
     assert all(" --out /tmp/" in ln for ln in writing), [ln for ln in writing if "--out" not in ln]
+
+
+def test_train_from_a_module_runs_config_yaml_says_its_model_section_is_not_the_runs(tmp_path, capsys):
+    """A run trained with fit(model=MyModule) writes a config.yaml whose model section describes a LoopedTransformer
+    it never had; `train --config RUN` pointed at that file and `train --config RUN/config.yaml` then trained a
+    LoopedTransformer without a word."""
+    from looplm.cli import main
+
+    run = fit(tiny_config(train=dict(steps=1, eval_every=0), reg=dict(rho_every=0)), tmp_path / "cm", progress=False,
+              model=CumulativeMixer())
+    said = ("whose model section is not its model: the run trained its own module, tests.test_protocol."
+            "CumulativeMixer, with fit(model=...)")
+    capsys.readouterr()
+    assert main(["train", "--config", str(run), "--out", str(tmp_path / "a"), "--no-progress"]) == 2
+    assert f"a run's settings are its {run}/config.yaml ({said})" in capsys.readouterr().err
+    assert main(["train", "--config", str(run / "config.yaml"), "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {run}/config.yaml is the config of a run {said}; this trains a LoopedTransformer" in err
+    plain = fit(tiny_config(train=dict(steps=1, eval_every=0), reg=dict(rho_every=0)), tmp_path / "lt", progress=False)
+    capsys.readouterr()
+    assert main(["train", "--config", str(plain / "config.yaml"), "--out", str(tmp_path / "c"), "--no-progress"]) == 0
+    assert "note:" not in capsys.readouterr().err  # a LoopedTransformer run's config.yaml is its model
