@@ -30,7 +30,7 @@ from .config import Config, ConfigError
 from .config_files import MODULE_MODEL, own_module
 from .errors import UserError, in_demo, rank_zero, special_kind
 from .records import not_carried, result_of
-from .resume_rules import EVALS, INERT, RESUMABLE, effect, resume_note  # noqa: F401 (resume_note: train's)
+from .resume_rules import RESUMABLE, effect, resume_note, rules, same_template  # noqa: F401 (resume_note: train's)
 
 LOCK = ".looplm.lock"
 # What a looplm run leaves in its directory (the rest are outputs: sweeps, plots).
@@ -522,21 +522,22 @@ def demo_refusal(out: Path, changes: list[str]) -> ConfigError:
 
 
 def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, str]]:
-    """The changed settings a resume may take (RESUMABLE, and a larger train.keep_checkpoints), described, each
-    with what it does to the training (resume_rules.effect: "differs", "rounding", "memory", "inert"); any other
-    change is refused (ConfigError) before anything is touched. A train.device that resolves to the device the
-    run's did (auto and cpu on a CPU machine) is no change, nor a path that names the same data or model folder
-    (tasks.same_data). The model section's other changes are fitcheck.check_model's to refuse."""
+    """The changed settings a resume may take (resume_rules.rules, and a larger train.keep_checkpoints), described,
+    each with what it does to the training (resume_rules.effect: "differs", "rounding", "memory", "inert"); any
+    other change is refused (ConfigError) before anything is touched. A train.device that resolves to the device
+    the run's did (auto and cpu on a CPU machine) is no change, nor a path that names the same data or model folder
+    (tasks.same_data) or chat template (same_template). The model's other changes are fitcheck.check_model's."""
     from .tasks import same_data
 
     saved = ckpt.load_config(src)
+    resumable, inert = rules(saved, cfg)
     changes = [c for c in ckpt.config_changes(saved, cfg, ("model", "loops", "reg", "data", "train"))
                if (c[0] in RESUMABLE or not c[0].startswith("model."))
-               and not (c[0] == "train.device" and _same_device(c[1], c[2])) and not same_data(src, *c)]
-    inert = INERT | (EVALS if not saved.train.stop_at_acc and not cfg.train.stop_at_acc else set())
+               and not (c[0] == "train.device" and _same_device(c[1], c[2])) and not same_data(src, *c)
+               and not same_template(src, *c)]
 
     def allowed(key: str, old: Any, new: Any) -> bool:
-        return key in RESUMABLE or (key == "train.keep_checkpoints" and new > old)
+        return key in resumable or (key == "train.keep_checkpoints" and new > old)
 
     refused = [ckpt.describe_change(*c) + (" (fewer would delete checkpoints)" if c[0] == "train.keep_checkpoints"
                                            else "") for c in changes if not allowed(*c)]
