@@ -36,7 +36,7 @@ from .outputs import (
     with_stale,
     write_json,
 )
-from .tasks import task_of_checkpoint
+from .tasks import eval_file, task_of_checkpoint
 from .tasks.tokenizers import token_unit
 from .train import fit, resolve_device, set_threads
 
@@ -121,7 +121,7 @@ def eval_problems(task, cfg, data: str | None, n: int | None, default: int | Non
         if not hasattr(task, "load_eval") or not data.strip():  # ("" was the working folder: "data file . is a ...")
             raise ValueError(f"--data is {emptiness(data)}; give a data file" if hasattr(task, "load_eval") else
                              f"the {cfg.data.task} task reads no --data file")
-        batch, source = task.load_eval(data, want), str(data)
+        batch, source = task.load_eval(data, want), eval_file(cfg, data)  # (a note if it is the training data)
     else:
         batch = task.held_out(want if want is not None else cfg.data.test_size)
         source = held_out_source(cfg)

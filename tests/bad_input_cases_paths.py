@@ -371,4 +371,7 @@ PATH_CASES: dict[str, Case] = {
     "ckpt-generate-demo-folder": Case("checkpoint", "generate DEMO, a `looplm demo` --out (its models are its stages; "
                                       "the same generic line)", ["generate", "{tmp}/dm", "1+1="],
                                       prepare=_demo_folder),
+    # round 45 (resume helper)
+    "cfg-init-from-tilde": Case("config", "train.init_from=~/run (\"does not exist\": no shell expanded the ~)", [
+        *TRAIN, "--set", "train.init_from=~/run"]),
 }

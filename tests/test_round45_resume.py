@@ -1,7 +1,7 @@
 """Round 45, resume: settings that do not change the weights (reg.rho_every, the held-out split's data.test_size and
 data.test_seed, a random sampler's loops.num_loops) may change on a resume, and say so; those that do change the
 training stay refused. A fine-tune's chat template file named otherwise, or moved with the same text, is the same
-template."""
+template. A train.init_from that starts with ~ says that no shell expanded it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from looplm import checkpoint as ckpt
 from looplm import fit, load_config
+from looplm.cli import main
 from looplm.config import Config
 from looplm.errors import ConfigError
 from tests.hf_fixtures import math_problems, save_tiny_base, tiny_chat_tokenizer, write_jsonl
@@ -79,6 +80,21 @@ def test_a_jsonl_hash_split_seed_is_refused_and_its_test_size_is_not(tmp_path):
     assert ckpt.saved_step(run / "checkpoint") == 2
 
 
+def test_a_tilde_init_from_says_no_shell_expanded_it(tmp_path, monkeypatch, capsys):
+    """`train.init_from=~/run` said "does not exist" (and `~x/run` "~x is no home folder"), where every other path
+    says the ~ was not expanded."""
+    monkeypatch.chdir(tmp_path)
+    for path in ("~/run", "~nobody_looplm/run"):
+        argv = ["train", "--config", "addition-prenorm-stars", "--out", "o", "--no-progress",
+                "--set", f"train.init_from={path}"]
+        for k, v in {**TINY, "train.steps": 1}.items():
+            argv += ["--set", f"{k}={v}"]
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip() == (f"error: train.init_from={path} starts with ~, which is not "
+                                                   "expanded here (no shell did it); give the full path")
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     return save_tiny_base(tmp_path_factory.mktemp("base") / "ouro-tiny", tiny_chat_tokenizer())
@@ -112,3 +128,25 @@ def test_a_finetune_resumes_with_its_template_file_spelled_otherwise_or_moved(ba
         fit(ft_cfg(str(base_dir), data, 4, "chatml"), run, resume=True, progress=False)
     assert ckpt.saved_step(run / "checkpoint") == 3
 
+
+def test_a_sweep_or_analyze_of_the_runs_own_training_data_says_so(tmp_path, capsys, monkeypatch):
+    """`sweep RUN --data <its data.path>` scored training rows as if held out, without a word."""
+    monkeypatch.chdir(tmp_path)
+    rows = "".join(f'{{"prompt": "{a}*{b}=", "answer": "{a * b}"}}\n' for a in range(10) for b in range(10))
+    (tmp_path / "rows.jsonl").write_text(rows)
+    (tmp_path / "own.jsonl").write_text("".join(rows.splitlines(True)[:5]))
+    fit(add_cfg(1, "jsonl-stars", **{"data.path": "rows.jsonl"}), tmp_path / "j", progress=False)
+    for cmd, data, said in (("sweep", str(tmp_path / "rows.jsonl"), "is"), ("analyze", "./rows.jsonl", "is"),
+                            ("sweep", "own.jsonl", None)):
+        capsys.readouterr()
+        extra = ["--depths", "1,2"] if cmd == "sweep" else ["--depths", "1,2", "--spectral-depths", "1"]
+        out = f"{cmd}-{len(data)}.json" if cmd == "sweep" else "an"
+        assert main([cmd, "j", *extra, "--data", data, "--out", out, "--no-progress"]) == 0
+        note = f"note: --data {data} {said} the run's training data (data.path=rows.jsonl): this scores problems"
+        assert (note in capsys.readouterr().out) == (said is not None)
+    (tmp_path / "corp").mkdir()
+    (tmp_path / "corp" / "a.txt").write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    fit(add_cfg(1, "text-stars", **{"data.path": "corp", "data.window": 8}), tmp_path / "t", progress=False)
+    capsys.readouterr()
+    assert main(["sweep", "t", "--depths", "1", "--data", "corp/a.txt", "--out", "t.json", "--no-progress"]) == 0
+    assert "note: --data corp/a.txt lies in the run's training data (data.path=corp)" in capsys.readouterr().out

@@ -93,8 +93,11 @@ def missing_init_from(init_from: str) -> str:
     run (addition-stars from runs/addition-fixed8) is named, with the command that trains that run (the loader's
     "checkpoint ... does not exist" named neither, and sent the user to download a looplm run from the hub)."""
     from ..config_files import PRESET_DIR, read_yaml_config
+    from ..errors import not_there
 
-    said = f"train.init_from={init_from} does not exist"
+    said = f"train.init_from={init_from} {not_there(init_from)}"  # (a ~ no shell expanded, a dead link: said so)
+    if init_from.startswith("~"):
+        return said
     setters = sorted(f.stem for f in PRESET_DIR.glob("*.yaml")
                      if (read_yaml_config(f).get("train") or {}).get("init_from") == init_from)
     if setters:
@@ -115,6 +118,8 @@ def starting_tokenizer(init_from: str, data: Any = None) -> Any:
     from .. import checkpoint as ckpt
     from ..hf.analysis import find_model_dir
 
+    if init_from and init_from.startswith("~"):  # (find_model_dir expands it, and said "~x is no home folder")
+        raise ckpt.CheckpointError(missing_init_from(init_from))
     if not init_from or find_model_dir(init_from) is not None:  # an HF model directory: the loader refuses it
         return None
     if not Path(init_from).exists() and not Path(init_from).is_symlink():  # (a dead link: the loader says where)
@@ -229,6 +234,24 @@ def keep_spelling(src: Path, cfg: Config) -> None:
             setattr(getattr(cfg, section), name, old)
 
 
+def eval_file(cfg: Config, data: str) -> str:
+    """`data` (a sweep's or analyze's --data file, read), with a note when it is, or lies in, the run's training
+    data (data.path): its score is then of what the model was trained on, not of held-out problems, and was taken
+    for one (a data.test_path that overlaps training is refused for that reason). The paths are compared as files:
+    a copy goes unsaid."""
+    trained = getattr(cfg.data, "path", "") if getattr(cfg.data, "task", None) in ("jsonl", "text") else ""
+    try:
+        here, there = Path(data).resolve(), Path(trained).resolve()
+        inside = bool(trained) and there.exists() and (here == there or there in here.parents)
+    except (OSError, ValueError):  # (a name past the limit: the read has refused it already)
+        inside = False
+    if inside:
+        print(f"note: --data {data} {'is' if here == there else 'lies in'} the run's training data (data.path="
+              f"{trained}): this scores problems the model was trained on, not held-out ones; leave out --data to "
+              "score the held-out split")
+    return str(data)
+
+
 def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -> Any:
     """The task a checkpoint was trained on, with the tokenizer saved in it. `held_out`: the held-out split will
     be scored, so the data files must still be the ones training split (else it could score training rows)."""
@@ -247,5 +270,5 @@ def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -
 
 
 __all__ = ["IGNORE", "AdditionTask", "Batch", "ChainTask", "CharTokenizer", "JsonlTask", "ParityTask", "TextTask",
-           "check_fingerprint", "keep_spelling", "make_task", "read_addition_jsonl", "same_data", "save_fingerprint",
-           "saved_tokenizer", "starting_tokenizer", "task_of_checkpoint", "with_task_vocab"]
+           "check_fingerprint", "eval_file", "keep_spelling", "make_task", "read_addition_jsonl", "same_data",
+           "save_fingerprint", "saved_tokenizer", "starting_tokenizer", "task_of_checkpoint", "with_task_vocab"]
