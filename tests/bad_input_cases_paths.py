@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from .bad_input_cases import TINY, TRAIN, Case, setting
+from .bad_input_cases import FT, FT_YAML, GOOD_CHAT, TINY, TRAIN, Case, chat, setting
 from .bad_input_damage import _dangling_link, _link_loop, _runs_linked_into_corpus, _tar_corpus
 
 S = ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--n", "4"]
@@ -374,4 +374,13 @@ PATH_CASES: dict[str, Case] = {
     # round 45 (resume helper)
     "cfg-init-from-tilde": Case("config", "train.init_from=~/run (\"does not exist\": no shell expanded the ~)", [
         *TRAIN, "--set", "train.init_from=~/run"]),
+    # round 45 (chat helper)
+    "hf-finetune-template-default-one": Case("hf", "data.chat_template=default on a tokenizer whose template is one "
+                                         "string (\"neither chatml, a template file, nor a Jinja template\")", FT, {
+        "ft.yaml": FT_YAML.replace("max_length: 256\n", "max_length: 256\n  chat_template: default\n"),
+        "chat.jsonl": GOOD_CHAT + "\n"}, hf=True),
+    "hf-finetune-content-image-part": Case("hf", "a turn's content as OpenAI parts with an image part (the error was "
+                                       "cut mid-record)", FT, chat(
+        '{"messages": [{"role": "user", "content": [{"type": "text", "text": "What is 1+1?"}, {"type": "image_url", '
+        '"image_url": {"url": "x.png"}}]}, {"role": "assistant", "content": "#### 2"}]}'), hf=True),
 }

@@ -33,6 +33,7 @@ from typing import Any
 from ..records import alpaca_prompt, check_text
 from ..tasks.base import IGNORE
 from .chat_calls import call_problem, json_object, shown_value
+from .chat_records import check_arguments, earlier_turns, joined_parts
 from .chat_stability import unstable_why
 
 # ChatML, the format of Ouro's chat template: every turn is <|im_start|>role\ncontent<|im_end|>\n.
@@ -373,11 +374,14 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
 
     fmt="messages": `record[messages_field]` is a list of {role, content, ...} (every key reaches the template);
     "prompt_response": one user turn from `prompt_field` and one assistant turn from `response_field`
-    (NuminaMath: problem / solution); "auto": messages if the record has them (not null), else prompt/response.
+    (NuminaMath: problem / solution), after the record's LLaMA-Factory `system` and `history` turns (`earlier_turns`);
+    "auto": messages if the record has them (not null), else prompt/response. A message's OpenAI content parts
+    (text only) are joined.
     `system_prompt` opens a conversation that has no system (or `developer`) turn of its own.
     """
     if not isinstance(record, dict):  # (an AttributeError on .get)
         raise TypeError(f"record must be a dict (one data record), got {type(record).__name__} {repr(record)[:80]}")
+    check_arguments(fmt, messages_field, prompt_field, response_field, system_prompt)
     if fmt == "auto":
         fmt = "messages" if has_messages(record, messages_field) else "prompt_response"
     if fmt == "messages":
@@ -387,7 +391,8 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
                              f"{repr(msgs)[:80]}")
         if not msgs:
             return None
-        msgs = [{**m, "content": ""} if _calls_only(m) else m for m in msgs]
+        msgs = [{**m, "content": ""} if _calls_only(m) else joined_parts(m, f"{messages_field}[{j}]")
+                for j, m in enumerate(msgs)]
         for j, m in enumerate(msgs):
             role = m.get("role") if isinstance(m, dict) else None
             # first: `Assistant` with null content beside its tool_calls was no _calls_only turn, and got the
@@ -438,7 +443,7 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
             check_text(v, name)
         if not p or not r or not p.strip() or not r.strip():
             return None
-        out = [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
+        out = [*earlier_turns(record), {"role": "user", "content": p}, {"role": "assistant", "content": r}]
     else:
         raise ValueError(f"unknown data format {fmt!r}; use auto, messages or prompt_response")
     # a record's own system turn is kept (OpenAI's newer exports name it `developer`)
@@ -547,9 +552,9 @@ def end_of_turn_token(tokenizer: Any, chat_template: str | None = None) -> int |
     """
     known = [t for t in getattr(tokenizer, "get_vocab", dict)() if len(t) == 1 and t.isalnum()]
     for a, b in (("1", "2"), *((c, c) for c in known[:1])):  # a character-level export may know no digits
+        convo = [{"role": "user", "content": a}, {"role": "assistant", "content": b}]
         try:
-            enc = encode_chat(tokenizer, [{"role": "user", "content": a}, {"role": "assistant", "content": b}],
-                              chat_template)
+            enc = encode_chat(tokenizer, convo, chat_template)
             break
         except DroppedPart as e:  # its '1' is this test's text, not a record's
             raise DroppedPart(f"on a test conversation (user turn {a!r}, assistant turn {b!r}), {e}") from None
@@ -562,9 +567,24 @@ def end_of_turn_token(tokenizer: Any, chat_template: str | None = None) -> int |
         raise TemplateError("it writes characters the tokenizer's vocabulary does not hold (an export of a "
                             "character-level run knows only its training characters); use a template made of them, "
                             "e.g. the export's own")
-    targets = [i for i, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != IGNORE]
-    if not targets:
+    text = _render(tokenizer, convo, False, chat_template)
+    spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+    # the same with an unknown token (T5's, WordPiece's, a Unigram without byte fallback), where the reply's end is
+    # what the model learns to write: ChatML's <|im_end|> was trained as <unk> pieces, and the last of them was taken
+    # for the turn end (generation stopped at every <unk>). In the context (Llama 2's [INST]) it is only read.
+    unk = getattr(tokenizer, "unk_token_id", None)
+    unknown = sorted({text[s:e] for i, lab, (s, e) in zip(enc.input_ids, enc.labels, spans, strict=True)
+                      if unk is not None and lab == i == unk and text[s:e].strip() not in (a, b)})
+    if unknown:
+        raise TemplateError(f"it ends an assistant turn with characters the tokenizer's vocabulary does not hold, "
+                            f"read as its unknown token {tokenizer.unk_token!r} ({', '.join(map(repr, unknown[:6]))}), "
+                            "so the model would learn to end its replies with that token; use a template whose turn "
+                            "end the tokenizer knows (its own, if it has one), or add the marker to it as a special "
+                            "token")
+    at = [j for j, lab in enumerate(enc.labels) if lab != IGNORE]
+    if not at:
         return None
-    last = targets[-1]
+    last, (s, e) = enc.input_ids[at[-1]], spans[at[-1]]
     special = set(getattr(tokenizer, "all_special_ids", [])) | set(getattr(tokenizer, "added_tokens_decoder", {}))
-    return last if last in special else None
+    # a special token the template spells (<unk> stands for unknown text; GPT-2's unk is its eos, which is spelled)
+    return last if last in special and text[s:e].strip() == tokenizer.convert_ids_to_tokens(last) else None

@@ -184,6 +184,8 @@ def load_records(source: str, split: str = "train", config_name: str | None = No
     """
     if subset not in ("first", "random"):
         raise ValueError(f"subset must be first or random, got {subset!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):  # (torch's RuntimeError in manual_seed)
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}")
     # (-1 was "no records in FILE")
     if isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral) or max_samples < 0:
         raise ValueError(f"max_samples must be an integer >= 0 (0: every record), got {max_samples!r}")

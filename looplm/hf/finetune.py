@@ -65,6 +65,10 @@ def chat_template(spec: str | None, named: dict[str, str] | None = None) -> str 
                               "template is (the largest published ones are tens of thousands); check the path")
         _refuse_non_template(text, p)
         return text
+    if not named and spec in ("default", "tool_use", "rag"):  # names a tokenizer_config.json list of templates has
+        raise ConfigError(f"data.chat_template={spec!r}: the tokenizer has no named chat templates (its template, if "
+                          "any, is one string); leave data.chat_template out to use its own template, or give chatml, "
+                          "a template file or a Jinja template")
     if "{{" not in spec and "{%" not in spec:  # a mistyped name would otherwise render as constant text
         names = f"one of the tokenizer's named templates ({', '.join(sorted(named))}), " if named else ""
         folder = (f"; {p} is a folder: give its template file ({p / 'chat_template.jinja'}, or the one in its "

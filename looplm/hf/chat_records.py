@@ -1,0 +1,59 @@
+"""The record side of looplm.hf.chat.to_messages, kept apart (chat.py is near its size limit): its arguments' types,
+LLaMA-Factory's Alpaca `system` and `history` columns, and OpenAI's content parts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..records import check_text
+
+
+def check_arguments(fmt: Any, messages_field: Any, prompt_field: Any, response_field: Any,
+                    system_prompt: Any) -> None:
+    """What ChatDataConfig checks, from Python: a field name of None read every record as "nothing to learn", a
+    system_prompt of 5 became a turn's content, and equal fields trained the model to copy its prompt."""
+    for name, v in (("fmt", fmt), ("messages_field", messages_field), ("prompt_field", prompt_field),
+                    ("response_field", response_field)):
+        if not isinstance(v, str):
+            raise TypeError(f"{name} must be a str, got {type(v).__name__} {repr(v)[:80]}")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise TypeError(f"system_prompt must be a str or None, got {type(system_prompt).__name__} "
+                        f"{repr(system_prompt)[:80]}")
+    if fmt != "messages" and prompt_field == response_field:
+        raise ValueError(f"response_field must differ from prompt_field (both {prompt_field!r}): the model would "
+                         "learn to copy its prompt")
+
+
+def earlier_turns(record: dict[str, Any]) -> list[dict[str, str]]:
+    """The turns LLaMA-Factory's Alpaca format puts before a record's instruction: its `system` prompt and its
+    `history` of [user, assistant] pairs (all trained on, as LLaMA-Factory does by default). Read by its fields
+    alone, such a record lost them without a word. A `history` that is no list (another dataset's text column) is
+    not read."""
+    out = []
+    system = record.get("system")
+    if isinstance(system, str) and system.strip():
+        out.append({"role": "system", "content": system})
+    history = record.get("history")
+    if not isinstance(history, list):
+        return out
+    for k, pair in enumerate(history):
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            raise ValueError(f"history[{k}] must be a [user, assistant] pair of strings (LLaMA-Factory's earlier "
+                             f"turns), got {json.dumps(pair)[:80]}; write such records as a 'messages' list")
+        out += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    check_text(out, "history")
+    return out
+
+
+def joined_parts(m: Any, where: str) -> Any:
+    """A message whose `content` is OpenAI's list of parts ([{"type": "text", "text": ...}], newer exports) with its
+    text parts joined as templates write them (one after another); a part of another type (an image) is refused."""
+    parts = m.get("content") if isinstance(m, dict) else None
+    if not (isinstance(parts, list) and parts and all(isinstance(p, dict) for p in parts)):
+        return m
+    other = next((p for p in parts if p.get("type") != "text" or not isinstance(p.get("text"), str)), None)
+    if other is not None:
+        raise ValueError(f"{where}.content is a list of parts with one that is no text part "
+                         f"({json.dumps(other)[:80]}); looplm trains on text: write the content as one string")
+    return {**m, "content": "".join(p["text"] for p in parts)}
