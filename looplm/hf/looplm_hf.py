@@ -27,7 +27,7 @@ from ..outputs import check_out_folder, check_outside_data, not_a_file
 from .configuration_ouro import check_model_type, check_token_ids
 from .flags import check_flag
 from .generation import LoopGeneration
-from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss
+from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss, check_no_attentions, output_flag
 
 _MODEL_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
 _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -152,17 +152,34 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
 
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                                       num_loops: int | None = None, **kwargs: Any) -> dict[str, Any]:
-        # Without a cache, every step sees the whole sequence (never only the newest token).
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "num_loops": num_loops}
+        # Without a cache, every step sees the whole sequence (never only the newest token). generate()'s
+        # output_hidden_states / output_attentions go on to forward, which refuses them (they were dropped here).
+        asked = {k: kwargs[k] for k in ("output_hidden_states", "output_attentions") if k in kwargs}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "num_loops": num_loops, **asked}
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, num_loops: int | None = None, logits_to_keep: int = 0,
                 output_loop_logits: bool = False, return_dict: bool | None = None, num_items_in_batch: Any = None,
+                position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                output_hidden_states: bool | None = None, output_attentions: bool | None = None,
                 **kwargs: Any) -> OuroCausalLMOutput | tuple:
         """Logits after `num_loops` loops (default `config.num_loops`). `labels` are shifted inside (-100 is
-        ignored); `num_items_in_batch` (HF Trainer) makes the loss the summed token CE divided by it."""
+        ignored); `num_items_in_batch` (HF Trainer) makes the loss the summed token CE divided by it.
+
+        transformers' other arguments are honoured or refused, never dropped (**kwargs took them without a word):
+        `position_ids` only as the positions the model reads anyway, no `inputs_embeds`, hidden states or
+        attention weights."""
         if input_ids is None:
             raise ValueError("LooplmForCausalLM needs input_ids")
+        if inputs_embeds is not None:
+            raise ValueError("LooplmForCausalLM takes input_ids, not inputs_embeds (its embed adds the learned "
+                             "positions to the token embeddings)")
+        if output_flag("output_hidden_states", output_hidden_states, self.config):
+            raise ValueError("LooplmForCausalLM returns no hidden_states: drop output_hidden_states=True (and "
+                             "config.output_hidden_states); for each loop's output pass output_loop_logits=True, "
+                             "or run the loop yourself with model.embed / model.step / model.readout")
+        check_no_attentions("LooplmForCausalLM", output_attentions, self.config)
+        check_default_positions(position_ids, input_ids, attention_mask)
         gate = ("exit_threshold", "exit_dtype", "use_weighted_exit")
         asked = [k for k in gate
                  if kwargs.get(k) is not None and kwargs.get(k) is not False]  # 0.0 == False: not `in (None, False)`
@@ -204,6 +221,28 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
             logits = logits.clone()
             logits[..., width:] = float("-inf")
         return logits
+
+
+def check_default_positions(position_ids: Any, input_ids: torch.Tensor, attention_mask: Any) -> None:
+    """Accept position_ids only where they are the positions the model reads anyway, 0..T-1 along each row (at
+    its real tokens: a pad's position is never read). Learned absolute positions and one sequence a row:
+    packed sequences (positions restarting inside a row, from DataCollatorWithFlattening or padding-free
+    training) ran at 0..T-1 attending across sequences, and trained on wrong positions without a word."""
+    if position_ids is None:
+        return
+    pos = torch.as_tensor(position_ids, device=input_ids.device)
+    try:
+        differ = (pos != torch.arange(input_ids.shape[-1], device=pos.device)).expand(input_ids.shape)
+    except RuntimeError:
+        raise ValueError(f"position_ids of shape {tuple(pos.shape)} do not fit input_ids of shape "
+                         f"{tuple(input_ids.shape)}") from None
+    if torch.is_tensor(attention_mask) and attention_mask.shape == input_ids.shape:
+        differ = differ & attention_mask.bool()
+    if bool(differ.any()):
+        raise ValueError("LooplmForCausalLM runs each row at positions 0, 1, ..., T-1 (learned absolute positions, "
+                         "one sequence a row): other position_ids (packed sequences, as DataCollatorWithFlattening "
+                         "or padding-free training give) cannot apply; put each sequence in its own padded row "
+                         "and pass no position_ids")
 
 
 def check_new_model_dir(out: Path) -> None:

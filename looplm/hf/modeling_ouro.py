@@ -306,12 +306,13 @@ class OuroModel(OuroPreTrainedModel):
                 inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
                 num_loops: int | None = None, output_loop_states: bool = False,
                 output_hidden_states: bool | None = None, past_key_values: Cache | None = None,
-                **kwargs: Any) -> OuroModelOutput:
+                output_attentions: bool | None = None, **kwargs: Any) -> OuroModelOutput:
         n = loop_count(num_loops, int(self.config.total_ut_steps))
+        check_no_attentions("Ouro", output_attentions, self.config)
         cache = cache if cache is not None else past_key_values
         use_cache = check_flag("use_cache", use_cache, optional=True)  # ("no" is a true value: it cached)
         output_loop_states = check_flag("output_loop_states", output_loop_states)
-        output_hidden_states = check_flag("output_hidden_states", output_hidden_states, optional=True)
+        output_hidden_states = output_flag("output_hidden_states", output_hidden_states, self.config)
         if use_cache is None:
             use_cache = bool(self.config.use_cache) and not self.training
         if use_cache:
@@ -328,6 +329,21 @@ class OuroModel(OuroPreTrainedModel):
         return OuroModelOutput(
             last_hidden_state=h, loop_states=tuple(states) if keep else None,
             hidden_states=tuple(states) if output_hidden_states else None, **{_CACHE_FIELD: cache})
+
+
+def output_flag(name: str, value: Any, config: Any) -> bool:
+    """An `output_attentions` / `output_hidden_states` argument as transformers models read it: the call's
+    True/False, or with None the config's (`config.output_hidden_states = True` was ignored)."""
+    return bool(check_flag(name, value if value is not None else getattr(config, name, False), optional=True))
+
+
+def check_no_attentions(model: str, output_attentions: Any, config: Any) -> None:
+    """Refuse output_attentions=True (or config.output_attentions): the attention runs in torch's fused
+    scaled_dot_product_attention, which computes no weights to return (`attentions` was None without a word)."""
+    if output_flag("output_attentions", output_attentions, config):
+        raise ValueError(f"{model} returns no attention weights (its attention runs in torch's fused "
+                         "scaled_dot_product_attention, which gives none): drop output_attentions=True (and "
+                         "config.output_attentions)")
 
 
 def _in_jvp(x: torch.Tensor) -> bool:
@@ -434,7 +450,8 @@ class OuroForCausalLM(LoopGeneration, OuroPreTrainedModel, GenerationMixin):
                 use_weighted_exit: bool = False, output_loop_logits: bool = False,
                 output_hidden_states: bool | None = None, past_key_values: Cache | None = None,
                 return_dict: bool | None = None, exit_dtype: str | None = None,
-                num_items_in_batch: Any = None, **kwargs: Any) -> OuroCausalLMOutput | tuple:
+                num_items_in_batch: Any = None, output_attentions: bool | None = None,
+                **kwargs: Any) -> OuroCausalLMOutput | tuple:
         """Logits after `num_loops` loops (default `config.total_ut_steps`).
 
         Early exit, as in the reference model: each token's logits come from the first loop whose cumulative exit
@@ -463,7 +480,7 @@ class OuroForCausalLM(LoopGeneration, OuroPreTrainedModel, GenerationMixin):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          cache=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,
                          use_cache=use_cache, num_loops=num_loops, output_loop_states=need_states,
-                         output_hidden_states=output_hidden_states)
+                         output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
 
         def sel(x: torch.Tensor) -> torch.Tensor:
