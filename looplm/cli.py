@@ -26,6 +26,7 @@ from .generate import exit_cap_note, generate, generate_cached, pads_said
 from .loops import trained_loops
 from .outputs import (
     all_or_nothing,
+    data_flag_input,
     default_out_dir,
     drop_stale,
     dynamics_figures,
@@ -153,10 +154,8 @@ def held_out_source(cfg: Config) -> str:
 
 def data_inputs(cfg: Config, data: str | None) -> dict[Path, str]:
     """The data files (or folders) a command on a run reads: no output may be written over or into them."""
-    found = {Path(data): "the --data file"} if data else {}
-    for p, what in run_data(cfg).items():  # (a fine-tune's: its train.init_from run's data too)
-        found.setdefault(p, what)
-    return found
+    # (a fine-tune's: its train.init_from run's data too); the --data label wins where both name one path
+    return {**run_data(cfg), **({Path(data): data_flag_input(data)} if data else {})}
 
 
 def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | None = None,

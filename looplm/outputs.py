@@ -32,6 +32,11 @@ def _is_input(out: Path, inp: Path) -> bool:
     return out.resolve() == inp.resolve() or (out.exists() and os.path.samefile(out, inp))
 
 
+def data_flag_input(data: str | Path) -> str:
+    """How an --out refusal names the --data input: "file" said of a folder misled (hs_copy/ read as a file)."""
+    return f"the --data {'folder' if Path(data).is_dir() else 'file'}"
+
+
 def check_not_input(out: Path, inputs: dict[Path, str], why: str) -> None:
     """Refuse an --out that names one of `inputs` (path -> what it is) or lies inside one of its folders."""
     for inp, what in inputs.items():

@@ -1,17 +1,18 @@
 """Round 45: the HF models honour or refuse transformers' forward arguments, never drop them. The export
 (LooplmForCausalLM) took `**kwargs` and returned hidden_states=None for output_hidden_states=True, and ran packed
 position_ids (DataCollatorWithFlattening) at 0..T-1; Ouro ignored config.output_hidden_states, and both returned
-attentions=None for output_attentions=True."""
+attentions=None for output_attentions=True. An --out inside a --data folder named it "the --data file"."""
 
 import pytest
 import torch
 
 pytest.importorskip("transformers")
 
+from looplm.cli import data_inputs, main  # noqa: E402
 from looplm.hf import LooplmConfig, LooplmForCausalLM  # noqa: E402
 
 from .conftest import tiny_config  # noqa: E402
-from .hf_fixtures import tiny_ouro  # noqa: E402
+from .hf_fixtures import math_problems, save_tiny_base, tiny_chat_tokenizer, tiny_ouro, write_jsonl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +81,18 @@ def test_ouro_reads_the_configs_hidden_states_and_refuses_attentions():
     g = m.generate(ids, max_new_tokens=2, do_sample=False, output_hidden_states=True, return_dict_in_generate=True)
     assert len(g.hidden_states) == 2 and len(g.hidden_states[0]) == m.config.total_ut_steps
 
+
+def test_an_out_inside_a_data_folder_names_a_folder(tmp_path, capsys):
+    folder = tmp_path / "hs"
+    folder.mkdir()
+    write_jsonl(math_problems(3), folder / "train.jsonl")
+    assert data_inputs(tiny_config(), str(folder))[folder] == "the --data folder"
+    assert data_inputs(tiny_config(), str(folder / "train.jsonl"))[folder / "train.jsonl"] == "the --data file"
+    tok = tiny_chat_tokenizer()
+    d = save_tiny_base(tmp_path / "base", tok)
+    capsys.readouterr()
+    assert main(["analyze", str(d), "--data", str(folder), "--out", str(folder / "data"), "--depths", "1",
+                 "--no-plot", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"would write into the --data folder ({folder})" in err, err
+    assert not (folder / "data").exists()

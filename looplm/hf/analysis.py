@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..looped import check_looped
+from ..outputs import data_flag_input
 from ..tasks.base import Batch
 from .chat import TemplateError, end_of_turn_token, has_messages, no_default_template, to_messages
 from .data import LENGTH_HINT, Records, build_examples, emptiness, folder_splits, load_records, to_batch
@@ -234,7 +235,7 @@ def analyze_hf(path: str | Path, data: str | None, depths: list[int], n: int | N
         print(f"note: the run's data.system_prompt ({system!r:.60}) opens each --data conversation without a "
               "system turn, as in fine-tuning")
     if before is not None:
-        before({Path(data): "the --data file"})
+        before({Path(data): data_flag_input(data)})
     model, step = loaded_at_step(Path(path), lambda: load_looped(path, device))
     check_vocab(tok, model, f"the tokenizer of {path}", "its tokenizer and weights are of two models")
     trained = _trained_loops(path, step)  # its run config read before the work, not after
