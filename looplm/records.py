@@ -168,16 +168,65 @@ def data_files(folder: Path, suffixes: tuple[str, ...], unread: tuple[str, ...] 
                 raise ValueError(f"data file {f} is not a regular file (a device, FIFO or socket)")
             found.append(f)
     if other:
-        other.sort()
-        kinds = ", ".join(s for s in suffixes if s) + (" (or no suffix)" if "" in suffixes else "")
-        raise ValueError(f"{folder} holds data files looplm does not read ({', '.join(f.name for f in other[:3])}"
-                         f"{', ...' if len(other) > 3 else ''}); convert them to {kinds} files, or move them out of "
-                         "the folder")
+        raise ValueError(_unread_message(folder, sorted(other), suffixes, unread))
     first: dict[tuple[int, int], Path] = {}
     for f in sorted(found, key=lambda f: (f.is_symlink(), f)):  # the file itself before a link to it
         st = f.stat()
         first.setdefault((st.st_dev, st.st_ino), f)
     return sorted(first.values())
+
+
+def few(names: list[str], n: int = 3) -> str:
+    """The first `n` of `names`, then how many more."""
+    return ", ".join(names[:n]) + (f" and {len(names) - n:,} more" if len(names) > n else "")
+
+
+def kinds_read(suffixes: tuple[str, ...]) -> str:
+    return ", ".join(s for s in suffixes if s) + (" (or no suffix)" if "" in suffixes else "")
+
+
+def held_files(folder: Path) -> list[str]:
+    """Every file under `folder`, hidden ones too, as paths relative to it: what a folder that gives a reader
+    nothing holds instead."""
+    return sorted(os.path.relpath(os.path.join(root, f), folder) for root, _, files in os.walk(folder) for f in files)
+
+
+def _run_above(f: Path, folder: Path) -> Path | None:
+    """The outermost folder between `folder` and `f` that holds a looplm run or a model's weights."""
+    from .checkpoint import has_weights
+    from .rundir import holds_run  # (rundir reads records: imported here, on the way to an error only)
+
+    for d in reversed(f.parents):
+        if d != folder and folder in d.parents and (holds_run(d) or has_weights(d)):
+            return d
+    return None
+
+
+def _unread_message(folder: Path, other: list[Path], suffixes: tuple[str, ...], unread: tuple[str, ...]) -> str:
+    """Why the files `other` of data folder `folder` are refused, by kind. Each is named by its path in the folder,
+    once: bare names gave "trainer_state.pt, trainer_state.pt, trainer_state.pt" for a run's checkpoints, with the
+    advice to convert them to text, and "convert them to .txt" for a zip named .txt."""
+    from .rundir import holds_run  # (rundir reads records: imported here, on the way to an error only)
+
+    if holds_run(folder):
+        return f"{folder} is a looplm run, not a folder of data; give the folder of the data files"
+    runs = sorted({r for f in other if (r := _run_above(f, folder)) is not None})
+    rest = [f for f in other if not any(r in f.parents for r in runs)]
+    named = [os.path.relpath(f, folder) for f in rest if f.suffix.lower() in unread]
+    packed = [os.path.relpath(f, folder) for f in rest if f.suffix.lower() not in unread]
+    parts = []
+    if runs:
+        shown = few([os.path.relpath(r, folder) for r in runs])
+        parts.append(f"a looplm run or model ({shown}), whose checkpoints are not data: move "
+                     f"{'it' if len(runs) == 1 else 'them'} out of the folder")
+    if named:
+        parts.append(f"data files looplm does not read ({few(named)}); convert them to {kinds_read(suffixes)} "
+                     "files, or move them out of the folder")
+    if packed:  # found by their first bytes: "convert them to .txt" told a zip named .txt to become one
+        parts.append(f"data files looplm does not read ({few(packed)}): their bytes are compressed, an archive, "
+                     f"Parquet or Arrow, whatever their names say; unpack or convert them to {kinds_read(suffixes)} "
+                     "files, or move them out of the folder")
+    return f"{folder} holds " + "; it also holds ".join(parts)
 
 
 def check_regular_file(path: str | Path) -> Path:

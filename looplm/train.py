@@ -301,7 +301,7 @@ def _start(cfg: Config, out: str | Path, resume: bool, progress: bool, fault: di
             return out
         if changed and world.is_main:
             tqdm.write(rundir.resume_note(changed))
-    notes += [*cfg.unread(), *cfg.unreached(total), *bound_notes(cfg.loops)]
+    notes += [*cfg.unread(), *cfg.unreached(total), *bound_notes(cfg.loops), *tasks.window_notes(cfg)]
     notes += backprop_notes(cfg.loops, total, cfg.model) if cfg.kind == "native" else []
     for note in notes if world.is_main else []:
         print(note)

@@ -25,6 +25,11 @@ def _demo_folder(tmp: Path, copy: Path) -> None:
 
     for stage in ("stage1", "stage2"):
         shutil.copytree(copy, tmp / "dm" / stage)
+def _run_in_corpus(tmp: Path, copy: Path) -> None:
+    """<tmp>/c/sub/r1: a copy of the run, inside the corpus folder"""
+    import shutil
+
+    shutil.copytree(copy, tmp / "c" / "sub" / "r1")
 
 
 def _text_run(tmp: Path, copy: Path) -> None:
@@ -383,4 +388,17 @@ PATH_CASES: dict[str, Case] = {
                                        "cut mid-record)", FT, chat(
         '{"messages": [{"role": "user", "content": [{"type": "text", "text": "What is 1+1?"}, {"type": "image_url", '
         '"image_url": {"url": "x.png"}}]}, {"role": "assistant", "content": "#### 2"}]}'), hf=True),
+    # round 45 (text folders)
+    "data-text-folder-only-unread": Case("data", "train on a text folder of .log files and a hidden folder (\"holds no "
+                                         "files\")", [*TRAIN[:2], "text-stars", "--out", "{tmp}/r", "--no-progress",
+                                                       *TINY, "--set", "data.path={tmp}/c", "--set", "data.window=16"],
+                                         {"c/notes.log": "the quick brown fox\n" * 20, "c/.x/a.txt": "the fox\n"}),
+    "data-text-folder-zip-named-txt": Case("data", "a text folder holding a zip named .txt (told: convert it to .txt)",
+                                           [*TRAIN[:2], "text-stars", "--out", "{tmp}/r", "--no-progress", *TINY,
+                                            "--set", "data.path={tmp}/c", "--set", "data.window=16"],
+                                           {"c/a.txt": "the quick brown fox\n" * 20, "c/a/b/arch.txt": b"PK\x03\x04r"}),
+    "data-text-folder-holds-run": Case("data", "a text folder holding a looplm run (its trainer_state.pt named thrice, "
+                                       "bare, with \"convert them to .txt\")", [
+        *TRAIN[:2], "text-stars", "--out", "{tmp}/r", "--no-progress", *TINY, "--set", "data.path={tmp}/c", "--set",
+        "data.window=16"], {"c/a.txt": "the quick brown fox\n" * 20}, prepare=_run_in_corpus),
 }

@@ -65,6 +65,18 @@ def make_task(cfg: Config, tokenizer: Any = None, lazy: bool = False) -> Any:
     return task
 
 
+def window_notes(cfg: Config) -> list[str]:
+    """A note for a text run whose windows are shorter than the model's positions: training reaches only the
+    first data.window of them, yet generation goes on through the rest (a 4-token window generated 16 tokens,
+    12 at positions never trained), unsaid."""
+    d, m = cfg.data, cfg.model
+    if cfg.kind != "native" or d.task != "text" or d.window >= m.max_seq_len or m.random_positions:
+        return []
+    return [f"note: data.window={d.window} trains positions 0-{d.window - 1} of model.max_seq_len={m.max_seq_len}: "
+            f"text generated past {d.window} tokens is read at untrained positions; set model.max_seq_len="
+            f"{d.window}, or model.random_positions=true to train them all"]
+
+
 def with_task_vocab(cfg: Config, task: Any) -> Config:
     """`cfg` with model.vocab_size = 0 replaced by the task's vocabulary size."""
     if cfg.model.vocab_size:

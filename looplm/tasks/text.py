@@ -18,7 +18,15 @@ from .. import memory
 from ..arguments import check_count, check_optional_count
 from ..config import TOKENIZERS
 from ..errors import UserError
-from ..records import UNREAD_SUFFIXES, data_files, first_bad_byte, missing_data, unread_format
+from ..records import (
+    UNREAD_SUFFIXES,
+    data_files,
+    few,
+    first_bad_byte,
+    held_files,
+    missing_data,
+    unread_format,
+)
 from .base import IGNORE, Batch, ReadOnUse
 from .tokenizers import EOS, PAD, BpeTokenizer, ByteTokenizer, CharTokenizer
 
@@ -60,8 +68,12 @@ def read_text(path: str | Path, bytes_per_byte: int = TEXT_BYTES_PER_BYTE) -> st
         raise ValueError(f"data file {p} holds data in a format the text task does not read as text (compressed, "
                          "an archive, or records); give plain UTF-8 text (.txt, .md, .text, .rst or no suffix)")
     files = corpus_files(p)
-    if not files:
-        raise ValueError(f"{p} holds no files")
+    if not files:  # "holds no files" of a folder of .log files, or of text kept in a hidden folder
+        held = held_files(p)
+        if not held:
+            raise ValueError(f"{p} holds no files")
+        raise ValueError(f"{p} holds no text files (.txt, .md, .text, .rst or no suffix; hidden files are not "
+                         f"read); it holds {few(held)}")
     for f in files:  # binary data is said to be binary, not too big (a 3 GB file of NULs)
         with open(f, "rb") as fh:
             if b"\x00" in fh.read(SNIFF_BYTES):
@@ -142,17 +154,22 @@ class TextTask(ReadOnUse):
             self.tok = ByteTokenizer()
         else:
             self.tok = BpeTokenizer.train([train_text], vocab_size)
-        self.train_ids = torch.tensor(self._encode(train_text, path), dtype=torch.long)
-        self.test_ids = torch.tensor(self._encode(test_text, path), dtype=torch.long)
+        # counted over the whole text, as a sweep of the same file counts (the training part alone undercounted)
+        self._check_known(text, path, "to train on it, start a new run (no train.init_from) with data.tokenizer="
+                                      "byte or bpe, which read any text")
+        self.train_ids = torch.tensor(self._encode(train_text), dtype=torch.long)
+        self.test_ids = torch.tensor(self._encode(test_text), dtype=torch.long)
         for name, ids in (("training part", self.train_ids), ("held-out tail", self.test_ids)):
             if len(ids) < window + 1:
                 raise ValueError(f"{path}: the {name} has {len(ids)} tokens, fewer than one window of "
                                  f"{window} + 1 (data.window, data.test_fraction)")
         self.size = (len(self.train_ids) - 1) // window  # windows per pass over the training part
 
-    def _encode(self, text: str, path: str) -> list[int]:
+    def _check_known(self, text: str, path: str, advice: str) -> None:
+        """Refuse text with characters a char tokenizer lacks: dropping them would score a different text than the
+        file's, and pass for it. Only a saved tokenizer lacks any (a new one is built from the whole text), so
+        `data.tokenizer=byte` is no advice here: a sweep cannot change it, and a fine-tune of a char run refuses it."""
         if isinstance(self.tok, CharTokenizer):
-            # Dropping unknown characters would score a different text than the file's, and pass for it.
             unknown = sorted(set(text) - set(self.tok.stoi))
             if unknown:
                 n = sum(text.count(c) for c in unknown)
@@ -161,11 +178,11 @@ class TextTask(ReadOnUse):
                     Path(path).is_dir() else "")
                 chars = f"{len(unknown)} character{'s' if len(unknown) > 1 else ''}"
                 raise ValueError(f"{path}: {n:,} occurrence{'s' if n > 1 else ''} of {chars} the model's vocabulary "
-                                 f"lacks ({shown}); the char "
-                                 "tokenizer knows only the characters of the text it was trained on (data.tokenizer="
-                                 "byte or bpe reads any text)")
-            return [self.tok.stoi[c] for c in text]
-        return self.tok.encode(text)
+                                 f"lacks ({shown}); a model's char tokenizer knows only the characters of the text "
+                                 f"it was trained on; {advice}")
+
+    def _encode(self, text: str) -> list[int]:
+        return [self.tok.stoi[c] for c in text] if isinstance(self.tok, CharTokenizer) else self.tok.encode(text)
 
     @property
     def vocab_size(self) -> int:
@@ -213,7 +230,10 @@ class TextTask(ReadOnUse):
     def load_eval(self, path: str, n: int | None) -> Batch:
         """Windows of a text file, as `held_out`: every token of it scored when n is None or covers it."""
         n = check_optional_count("n", n, 1)  # (n=-1 was torch's "upper bound and lower bound inconsistent")
-        ids = torch.tensor(self._encode(read_text(path), path), dtype=torch.long)
+        text = read_text(path)
+        self._check_known(text, path, "score text written in them (a model trained with data.tokenizer=byte or bpe "
+                                      "reads any text)")
+        ids = torch.tensor(self._encode(text), dtype=torch.long)
         if len(ids) < 2:
             raise ValueError(f"{path}: fewer than 2 tokens; nothing to score")
         return self._all_windows(ids, n)
