@@ -1,7 +1,8 @@
 """Round 45: the HF models honour or refuse transformers' forward arguments, never drop them. The export
 (LooplmForCausalLM) took `**kwargs` and returned hidden_states=None for output_hidden_states=True, and ran packed
 position_ids (DataCollatorWithFlattening) at 0..T-1; Ouro ignored config.output_hidden_states, and both returned
-attentions=None for output_attentions=True. An --out inside a --data folder named it "the --data file"."""
+attentions=None for output_attentions=True; Ouro ran packed rows with causal attention across the
+sequences. An --out inside a --data folder named it "the --data file"."""
 
 import pytest
 import torch
@@ -96,3 +97,30 @@ def test_an_out_inside_a_data_folder_names_a_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"would write into the --data folder ({folder})" in err, err
     assert not (folder / "data").exists()
+
+
+def test_ouro_attends_within_each_packed_sequence():
+    """Packed rows (positions restarting inside a row, DataCollatorWithFlattening) got their positions but plain
+    causal attention across the sequences: a Trainer with packing trained on a silently wrong loss."""
+    from transformers import DataCollatorWithFlattening
+
+    m = tiny_ouro(64).double().eval()
+    seqs = [[5, 6, 7], [8, 9, 10, 11], [12, 13]]
+    batch = DataCollatorWithFlattening()([{"input_ids": s} for s in seqs])
+    alone = [m(torch.tensor([s])).logits[0] for s in seqs]
+    for use_cache in (False, True):  # an eval forward makes an (empty) cache: packing holds there too
+        out = m(**batch, use_cache=use_cache)
+        torch.testing.assert_close(out.logits[0], torch.cat(alone), rtol=1e-12, atol=1e-12)
+    # the loss is the mean over the packed targets, as over each sequence's targets run alone
+    ce = torch.nn.functional.cross_entropy
+    want = sum(ce(lg[:-1], torch.tensor(s[1:]), reduction="sum") for lg, s in zip(alone, seqs, strict=True)) / 6
+    torch.testing.assert_close(out.loss, want.float())  # (the loss is computed in float32)
+    # one packing per row; a one-dimensional position_ids and an all-ones attention mask read the same way
+    ids, pos = batch["input_ids"], batch["position_ids"]
+    two = m(torch.cat([ids, ids.flip(-1)]), position_ids=torch.cat([pos, torch.arange(9)[None]])).logits
+    torch.testing.assert_close(two[0], torch.cat(alone), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(two[1], m(ids.flip(-1)).logits[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(m(ids, attention_mask=torch.ones_like(ids), position_ids=pos[0]).logits[0],
+                               torch.cat(alone), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"position_ids of shape \(1, 8\) do not fit 1 rows of 9 tokens"):
+        m(ids, position_ids=pos[:, :8])

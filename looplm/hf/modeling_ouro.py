@@ -250,21 +250,39 @@ class OuroModel(OuroPreTrainedModel):
 
         attention_mask: (B, past_length + length) with 1 for real tokens and 0 for padding. When positions are
         not given, padded rows count positions from their first real token, so a left-padded prompt sees the
-        same positions as the unpadded one.
+        same positions as the unpadded one. Positions that restart inside an unpadded row with nothing cached
+        are packed sequences (DataCollatorWithFlattening, padding-free training), as transformers'
+        `find_packed_sequence_indices` reads them: each token attends only within its own sequence.
         """
         total = past_length + length
         padded = attention_mask is not None and not bool(attention_mask.all())
         if attention_mask is not None and attention_mask.shape[-1] != total:
             raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens; expected {total} "
                              f"({past_length} cached + {length} new)")
+        segment = None  # (B, T) sequence index of each token in a packed row
         if position_ids is None:
             if padded:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, past_length:]
             else:
                 position_ids = torch.arange(past_length, total, device=device).unsqueeze(0)
-        cos, sin = self.rotary(position_ids.to(device), dtype)
+        else:
+            position_ids = torch.as_tensor(position_ids, device=device)
+            if position_ids.shape[-1] != length or position_ids.numel() not in (length, batch * length):
+                raise ValueError(f"position_ids of shape {tuple(position_ids.shape)} do not fit {batch} rows of "
+                                 f"{length} tokens")
+            position_ids = position_ids.reshape(-1, length)  # (T,) or (1, T) or (B, T)
+            if not padded and past_length == 0:
+                # Packed rows got their positions but plain causal attention, which crossed into the sequences
+                # before them: a wrong loss without a word.
+                steps = torch.diff(position_ids, prepend=position_ids[:, :1] - 1, dim=-1)
+                if bool((steps != 1).any()):
+                    segment = (steps != 1).cumsum(-1)
+        cos, sin = self.rotary(position_ids, dtype)
         mask = None  # plain causal attention; one token after a cache attends to everything (no mask either)
-        if padded or (past_length > 0 and length > 1):
+        if segment is not None:
+            causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+            mask = causal & (segment[:, :, None] == segment[:, None, :])[:, None]  # (B or 1, 1, T, T)
+        elif padded or (past_length > 0 and length > 1):
             q_pos = torch.arange(past_length, total, device=device)
             k_pos = torch.arange(total, device=device)
             mask = (k_pos[None, :] <= q_pos[:, None])[None, None]  # (1, 1, T, K) causal
