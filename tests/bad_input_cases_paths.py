@@ -401,4 +401,16 @@ PATH_CASES: dict[str, Case] = {
                                        "bare, with \"convert them to .txt\")", [
         *TRAIN[:2], "text-stars", "--out", "{tmp}/r", "--no-progress", *TINY, "--set", "data.path={tmp}/c", "--set",
         "data.window=16"], {"c/a.txt": "the quick brown fox\n" * 20}, prepare=_run_in_corpus),
+    # round 45 (probe round 43, eval-lm)
+    "hf-evallm-include-path-list": Case("arguments", "eval-lm --include-path A,B (\"is not a folder of task YAMLs\": "
+                                        "the option takes one folder)", [
+        "eval-lm", "{base}", "--tasks", "x", "--include-path", "{tmp}/a,{tmp}/b", "--out", "{tmp}/e"],
+        {"a/x.yaml": "task: x\n", "b/y.yaml": "task: y\n"}, hf=True),
+    "hf-evallm-task-file-missing": Case("arguments", "eval-lm --tasks a task YAML that is not there (it was an "
+                                        "unknown task, \"a local task needs --include-path\")", [
+        "eval-lm", "{base}", "--tasks", "{tmp}/none.yaml", "--out", "{tmp}/e"], hf=True),
+    "hf-evallm-weighted-and-threshold": Case("arguments", "eval-lm --use-weighted-exit --exit-threshold 0.5 (two exit "
+                                             "rules: the model took the average)", [
+        "eval-lm", "{base}", "--tasks", "x", "--use-weighted-exit", "--exit-threshold", "0.5", "--out", "{tmp}/e"],
+        hf=True),
 }

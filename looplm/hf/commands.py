@@ -45,7 +45,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval-lm", help="lm-evaluation-harness tasks at several loop counts; table + plot [hf]")
     e.add_argument("checkpoint", help="HF model directory or hub id (Ouro, a looplm export, a finetune run or its "
                    "checkpoint/)")
-    e.add_argument("--tasks", required=True, help="comma-separated lm-eval task names, e.g. gsm8k")
+    e.add_argument("--tasks", required=True, help="comma-separated lm-eval task names (e.g. gsm8k) or task YAML "
+                   "files")
     e.add_argument("--depths", default="1,2,4,8", help="loop counts, e.g. 1,2,4,8 or 1:16")
     e.add_argument("--out", help="output directory (default: <checkpoint>/eval-lm, or ./eval-lm for a hub id)")
     e.add_argument("--include-path", help="folder of extra lm-eval task YAMLs (e.g. a local task); lm-eval runs "
@@ -62,8 +63,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--exit-threshold", type=real_arg(False), help="score Ouro's early exit with this threshold "
                    "(each row is then an exit capped at its loop count); default: every row runs exactly its loop "
                    "count, whatever the model's config.json sets")
+    e.add_argument("--use-weighted-exit", action="store_true", help="score Ouro's exit-weighted average of the "
+                   "loops' logits (each row up to its loop count) instead of the last loop's")
     e.add_argument("--exit-dtype", choices=["model", "float32"], help="the dtype of the exit rule (with "
-                   "--exit-threshold; default: the config's exit_dtype, else model)")
+                   "--exit-threshold or --use-weighted-exit; default: the config's exit_dtype, else model)")
     e.add_argument("--force", action="store_true", help="replace an existing eval_lm.json (.md, .png) in --out")
 
 
@@ -72,6 +75,21 @@ def require_hf(what: str) -> None:
         import transformers  # noqa: F401
     except ImportError:
         raise ValueError(f"`looplm {what}` needs the hf extra: pip install 'looplm[hf]'") from None
+
+
+def _saved_only(path: str) -> str | None:
+    """A fine-tune run whose checkpoint/ is gone, or its checkpoints/ history folder: the saved step-N folders to
+    give instead (the message analyze, sweep and generate give; eval-lm said "not a Hugging Face model directory")."""
+    from .. import checkpoint as ckpt
+    from ..errors import no_weights
+
+    p = Path(path)
+    if p.name == ckpt.HISTORY and ckpt.history(p.parent):  # (history() of the run reads its checkpoints/)
+        steps = ckpt.history(p.parent)
+        return (f"{p} holds a run's saved checkpoints ({', '.join(d.name for _, d in steps[-4:])}); give one of "
+                f"them (the newest: {steps[-1][1]}), or the run directory {p.parent}")
+    saved = ckpt.history(p)
+    return no_weights(p, ckpt.WEIGHTS, saved) if saved else None
 
 
 def run(args: argparse.Namespace) -> None:
@@ -121,7 +139,7 @@ def run(args: argparse.Namespace) -> None:
                 native = ckpt.load_config(args.checkpoint).kind == "native"
             except (ckpt.CheckpointError, ValueError, OSError):
                 native = False
-            problem = None if native else config_problem(args.checkpoint)
+            problem = None if native else config_problem(args.checkpoint) or _saved_only(args.checkpoint)
             raise UserError(problem or f"{args.checkpoint} is not a Hugging Face model directory"
                             + (" (a run of looplm's own model: `looplm export-hf` converts it)"
                                if native else ""))
@@ -136,6 +154,7 @@ def run(args: argparse.Namespace) -> None:
                           parse_depths(args.depths), out, include_path=args.include_path, limit=args.limit,
                           num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
                           apply_chat_template=args.apply_chat_template, device=args.device, dtype=args.dtype,
-                          exit_threshold=args.exit_threshold, exit_dtype=args.exit_dtype, replace=args.force)
+                          exit_threshold=args.exit_threshold, exit_dtype=args.exit_dtype, replace=args.force,
+                          use_weighted_exit=args.use_weighted_exit)
         print(res["table"])
         print(f"wrote {out / 'eval_lm.json'}, {out / 'eval_lm.md'} and {out / 'eval_lm.png'}")

@@ -74,7 +74,7 @@ def _check_model_args(kwargs: dict[str, Any]) -> None:
     unknown = sorted(k for k in kwargs if k not in known)
     if unknown:
         raise UserError(f"model_args {', '.join(unknown)}: not a setting of the looplm model (num_loops, "
-                        "exit_threshold, exit_dtype, and lm-eval's hf settings)")
+                        "exit_threshold, exit_dtype, use_weighted_exit, and lm-eval's hf settings)")
 
 
 def _is_true(x: Any) -> bool:
@@ -90,15 +90,30 @@ REMOTE_CODE_MESSAGE = (
     "adds it too)")
 
 
+def _weighted_arg(value: Any, exit_threshold: float | None) -> bool:
+    """model_args use_weighted_exit: True or False (lm-eval parses "true"; None is False). With an exit_threshold
+    too, the model took the weighted average and set the threshold aside without a word."""
+    weighted = False if value in (None, "", "None", "none") else _is_true(value)
+    if not weighted and value not in (None, "", "None", "none", False, 0, "False", "false", "0", "no"):
+        raise UserError(f"model_args use_weighted_exit must be True or False, got {value!r:.40}")
+    if weighted and exit_threshold is not None:
+        raise UserError("model_args use_weighted_exit and exit_threshold are two exit rules (the exit-weighted "
+                        "average of the loops' logits, or the first loop past the threshold); give one")
+    return weighted
+
+
 @register_model("looplm")
 class LoopedLM(HFLM):
     """HFLM with a loop count: model_args `num_loops=N` (default: the checkpoint's own, e.g. Ouro's
     `total_ut_steps`), optional `exit_threshold=q` (Ouro's early exit; default: the checkpoint's
-    `early_exit_threshold`) and `exit_dtype=model|float32` (the dtype of Ouro's exit rule; default: the
-    checkpoint's `exit_dtype`). Change `num_loops` between evaluations to sweep depths without reloading."""
+    `early_exit_threshold`), `use_weighted_exit=True` (Ouro's exit-weighted average of the loops' logits, for
+    log-likelihoods and generation alike) and `exit_dtype=model|float32` (the dtype of Ouro's exit rule; default:
+    the checkpoint's `exit_dtype`). Change `num_loops` between evaluations to sweep depths without reloading."""
+
+    loop_settings: dict[str, str] | None = None  # where a caller gives each loop setting (None: model_args)
 
     def __init__(self, pretrained: Any, num_loops: int | str | None = None, exit_threshold: Any = None,
-                 exit_dtype: str | None = None, **kwargs: Any) -> None:
+                 exit_dtype: str | None = None, use_weighted_exit: Any = None, **kwargs: Any) -> None:
         if _is_true(kwargs.get("trust_remote_code")):  # before any download or load
             raise UserError(REMOTE_CODE_MESSAGE)
         register()  # AutoConfig / AutoModelForCausalLM know "ouro" and "looplm"
@@ -115,6 +130,7 @@ class LoopedLM(HFLM):
                 None if exit_threshold in (None, "", "None", "none") else float(exit_threshold))
         except ValueError as e:
             raise UserError(f"exit_threshold: {e}") from None
+        self.use_weighted_exit = _weighted_arg(use_weighted_exit, self.exit_threshold)
         for key in ("softmax_dtype", "mixed_precision_dtype"):  # lm-eval's getattr(torch, name): a traceback
             check_dtype_arg(key, kwargs.get(key), auto=False)
         check_max_length(kwargs.get("max_length"))
@@ -169,10 +185,10 @@ class LoopedLM(HFLM):
         check_vocab(self.tokenizer, self.model, "the tokenizer", "give the model's own tokenizer (model_args "
                     "tokenizer=...)" if named_tok else "the model directory's tokenizer and weights are of two "
                     "models, or its tokenizer_config.json adds a token its vocabulary lacks (a pad_token, say)")
-        if (self.exit_threshold is not None or self.exit_dtype is not None) and not any(
+        if (self.exit_threshold is not None or self.exit_dtype is not None or self.use_weighted_exit) and not any(
                 "early_exit_gate" in name for name, _ in self.model.named_modules()):
             raise UserError(f"{type(self.model).__name__} has no early-exit gate (a looplm export runs every loop); "
-                            "exit_threshold and exit_dtype apply to Ouro models")
+                            "exit_threshold, use_weighted_exit and exit_dtype apply to Ouro models")
         aside = set_aside(self.model.generation_config)
         if aside:  # generate() alone would read them: generation and log-likelihood tasks at two settings, and a
             # max_new_tokens, num_beams or penalty changed every "greedy, max_gen_toks" completion without a word
@@ -233,6 +249,8 @@ class LoopedLM(HFLM):
             kw["exit_threshold"] = self.exit_threshold  # or generate() would take a generation config's own
         if self.exit_dtype is not None:
             kw["exit_dtype"] = self.exit_dtype
+        if self.use_weighted_exit:  # the forward (log-likelihoods) and generate() both take it
+            kw["use_weighted_exit"] = True
         return kw
 
     @classmethod
@@ -320,6 +338,7 @@ class LoopedLM(HFLM):
         c = self.model.config
         n = self.num_loops or int(default_loops(c) or 1)
         exit_rule = self.exit_threshold if self.exit_threshold is not None else getattr(c, "early_exit_threshold", None)
+        exit_rule = True if self.use_weighted_exit else exit_rule  # (every loop's state is kept too)
         kv = 2 * c.num_hidden_layers * getattr(c, "num_key_value_heads", c.num_attention_heads) \
             * getattr(c, "head_dim", c.hidden_size // c.num_attention_heads)
         per_seq = (c.hidden_size * tokens if exit_rule is not None else 0) + kv * cached
@@ -339,9 +358,12 @@ class LoopedLM(HFLM):
                         ) -> torch.Tensor:
         asked = sorted(k for k in (*LOOP_KEYS, "exit_dtype", "use_weighted_exit") if k in generation_kwargs)
         if asked:  # a task's generation_kwargs or --gen_kwargs: they were overwritten by the model's, without a word
+            # (`looplm eval-lm` has no model_args: it names its own options in loop_settings)
+            where = (", ".join(self.loop_settings[k] for k in asked) if self.loop_settings else
+                     f"{', '.join(asked)} in model_args")
             raise UserError(f"gen_kwargs {', '.join(f'{k}={generation_kwargs[k]}' for k in asked)}: the looplm model "
-                            "runs every request of a run (generation and log-likelihood) with the model_args loop "
-                            f"settings; give {', '.join(asked)} in model_args")
+                            "runs every request of a run (generation and log-likelihood) with the run's loop "
+                            f"settings; give {where}")
         generation_kwargs.update(self._loop_kwargs())
         # a stop string the tokenizer cannot encode (a character-level export lacks "\n") can never be generated:
         # it cannot stop anything, so it is left out rather than failing lm-eval's stopping criteria

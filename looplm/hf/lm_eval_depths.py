@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 import torch
+import yaml
 from datasets.exceptions import DatasetGenerationError
 
 from ..checkpoint import RUN_CONFIG, loaded_at_step, write_result
@@ -119,7 +120,8 @@ def _check_eval_args(tasks: Any, depths: Any, limit: Any, num_fewshot: Any, batc
         out[name] = v if v is None else check_count(name, v, lo)  # plain ints: a numpy integer is no JSON number
     check_flag("apply_chat_template", apply_chat_template)  # ("false" is a true value)
     own = {"pretrained": "pretrained", "num_loops": "depths", "device": "device", "dtype": "dtype",
-           "batch_size": "batch_size", "exit_threshold": "exit_threshold", "exit_dtype": "exit_dtype"}
+           "batch_size": "batch_size", "exit_threshold": "exit_threshold", "exit_dtype": "exit_dtype",
+           "use_weighted_exit": "use_weighted_exit"}
     clash = sorted(set(model_kwargs or {}) & set(own))
     if clash:  # passed beside eval_depths' own: a TypeError ("multiple values") deep in the load
         raise ValueError(f"model_kwargs {', '.join(clash)}: eval_depths sets it itself; give "
@@ -144,6 +146,31 @@ def _folders(include_path: Any) -> list[str]:
     return [str(f) for f in many]
 
 
+def _task_files(tasks: list[str]) -> tuple[list[str], list[str]]:
+    """Tasks given as YAML files (as lm-eval's command line takes them): the task each names, and its folder, read
+    as an include folder (its `include:`d YAMLs and !function files sit there). Was "unknown lm-eval task"."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    names, folders = [], []
+    for t in tasks:
+        if not t.lower().endswith((".yaml", ".yml")):
+            names.append(t)
+            continue
+        f = Path(expand_home(t, _flag("tasks")))
+        if not f.is_file():
+            raise UserError(f"{_flag('tasks')} {t}: no such task file; give a task YAML that exists, or a task name")
+        try:
+            cfg = load_yaml(f, resolve_func=False)
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            raise UserError(f"{_flag('tasks')} {t} cannot be read as an lm-eval task YAML ({str(e)[:120]})") from None
+        name = cfg.get("task") if isinstance(cfg.get("task"), str) else cfg.get("group")
+        if not isinstance(name, str) or not name.strip():
+            raise UserError(f"{_flag('tasks')} {t} names no task (no `task:` name, nor a `group:` of tasks)")
+        names.append(name)
+        folders += [] if str(f.parent) in folders else [str(f.parent)]
+    return list(dict.fromkeys(names)), folders
+
+
 def _unknown_hint(unknown: list[str], folders: list[str], local: Any) -> str:
     """Where to look for a task no one knows: lm-eval's list, or, when --include-path was given (its advice was
     to give it), what the folders hold, the closest names first."""
@@ -164,18 +191,25 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                 batch_size: int = 8, max_gen_toks: int | None = None, apply_chat_template: bool = False,
                 device: str = "auto", dtype: str = "auto", model_kwargs: dict[str, Any] | None = None,
                 exit_threshold: float | None = None, exit_dtype: str | None = None,
-                replace: bool = True) -> dict[str, Any]:
+                replace: bool = True, use_weighted_exit: bool = False) -> dict[str, Any]:
     """Evaluate `tasks` at every loop count in `depths` with one loaded model; write json, markdown, png (each
     whole or not at all; without `replace`, never over a file that appeared meanwhile). Each row runs exactly
     its loop count unless `exit_threshold` asks for Ouro's early exit (in `exit_dtype`): a config's
     early_exit_threshold is not applied, since in low precision (or with saturated gates) the exit rule ends
-    tokens before the last loop even at 1.0, and the deep rows would all be the same early exit."""
+    tokens before the last loop even at 1.0, and the deep rows would all be the same early exit.
+    `use_weighted_exit` scores Ouro's exit-weighted average of the loops' logits (up to each row's count) instead.
+    A task may be a YAML file (its folder is then read as an include_path)."""
     replace = check_flag("replace", replace)  # ("no" is a true value: it replaced an earlier eval_lm.json)
     if not str(pretrained).strip():  # ("" is the working folder to pathlib)
         raise UserError(f"pretrained is {emptiness(str(pretrained))}; give a model directory or a hub id")
     pretrained = expand_home(pretrained, "pretrained")  # (~/models/x: no shell expanded it; no hub id starts so)
-    if exit_dtype is not None and exit_threshold is None:
-        raise UserError(f"{_flag('exit_dtype')} is the dtype of an exit rule: give {_flag('exit_threshold')} too")
+    weighted = check_flag("use_weighted_exit", use_weighted_exit)
+    if weighted and exit_threshold is not None:  # (the model took the average and set the threshold aside)
+        raise UserError(f"{_flag('use_weighted_exit')} and {_flag('exit_threshold')} are two exit rules (the "
+                        "exit-weighted average of the loops' logits, or the first loop past the threshold); give one")
+    if exit_dtype is not None and exit_threshold is None and not weighted:
+        raise UserError(f"{_flag('exit_dtype')} is the dtype of an exit rule: give {_flag('exit_threshold')} too "
+                        f"(or {_flag('use_weighted_exit')})")
     earlier = [Path(out) / f for f in OUTPUTS if (Path(out) / f).exists()] if not replace else []
     if earlier:  # said now, not after every depth has been evaluated (the command line checks this first too)
         raise UserError(f"{earlier[0]} already exists (an earlier result); pass replace=True to replace it, or "
@@ -190,6 +224,14 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     tasks, depths, limit, num_fewshot = args["tasks"], args["depths"], args["limit"], args["num_fewshot"]
     batch_size, max_gen_toks = args["batch_size"], args["max_gen_toks"]
     folders = _folders(include_path) if include_path is not None else []  # (said before the model loads)
+    tasks, task_folders = _task_files(tasks)
+    folders += [f for f in task_folders if f not in folders]
+    for folder in folders:
+        if not Path(folder).is_dir():  # (lm-eval's --include_path is one folder too: no comma list)
+            several = "," in folder and all(Path(f).is_dir() for f in folder.split(","))
+            raise UserError(f"{_flag('include_path')} {folder} is not a folder of task YAMLs" + (
+                f"; {_flag('include_path')} takes one folder, not a list: put the task YAMLs in one folder"
+                if several else ""))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     resolve_device(device)  # cuda asked for on a machine without it is refused, not run (and recorded) elsewhere
@@ -199,12 +241,16 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     # The model first: what is wrong with it (no loop, damaged or partial weights, foreign code) is said before
     # lm-eval indexes its tasks
     exit_kw = {"exit_threshold": exit_threshold, "exit_dtype": exit_dtype} if exit_threshold is not None else {}
+    exit_kw.update({"use_weighted_exit": True, "exit_dtype": exit_dtype} if weighted else {})
     def load() -> LoopedLM:
         return LoopedLM(pretrained=pretrained, num_loops=depths[0], device=device, dtype=dtype, batch_size=batch_size,
                         **exit_kw, **(model_kwargs or {}))
 
     # a fine-tune's checkpoint says its step, read around the load (a run may still be training into it)
     lm, step = loaded_at_step(Path(pretrained), load) if Path(str(pretrained)).is_dir() else (load(), None)
+    # a task's generation_kwargs that set a loop setting are refused, naming where this caller gives it
+    lm.loop_settings = {"num_loops": _flag("depths"),
+                        **{k: _flag(k) for k in ("exit_threshold", "exit_dtype", "use_weighted_exit")}}
     if apply_chat_template and not getattr(lm.tokenizer, "chat_template", None):  # before any task is read
         raise UserError(f"{pretrained}: {NO_CHAT_TEMPLATE}; run without {_flag('apply_chat_template')}, or add one "
                         "(chat_template.jinja in the model directory)")
@@ -226,9 +272,6 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     tm = local = None
     if folders:  # indexing lm-eval's thousands of built-in tasks takes a while: skip it when not needed
         include_path = folders[0] if len(folders) == 1 else folders  # (a list as lm-eval's TaskManager takes it)
-        for folder in folders:
-            if not Path(folder).is_dir():
-                raise UserError(f"{_flag('include_path')} {folder} is not a folder of task YAMLs")
         tm = local = TaskManager(include_path=include_path, include_defaults=False)
         if not all(t in tm.all_tasks or tm.match_tasks([t]) for t in tasks):
             tm = None
@@ -258,11 +301,12 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
             except UserError as e:  # the model's refusals, said in the command line's terms
                 if GEN_BUDGET in str(e):  # lm-eval keeps a prompt's last (positions - budget) tokens: leave room
                     positions, longest = lm.max_length, getattr(lm, "longest_prompt", 0)
+                    where = (f"the {positions} positions of model_kwargs max_length={positions}" if lm._max_length
+                             else f"{pretrained}'s {positions} positions")
                     room = (f"pass a {_flag('max_gen_toks')} of at most {positions - longest}, which leaves room for "
                             f"the task's longest prompt ({longest} tokens)" if positions > longest else
                             f"the task's longest prompt ({longest} tokens) fills them alone")
-                    raise UserError(f"{', '.join(tasks)}: the generation budget does not fit {pretrained}'s "
-                                    f"{positions} positions; {room}") from None
+                    raise UserError(f"{', '.join(tasks)}: the generation budget does not fit {where}; {room}") from None
                 if str(e).startswith(CONTINUATION):  # a task's answer choice or target: name the tasks
                     raise UserError(f"{', '.join(tasks)}: {e}") from None
                 if UNENCODABLE in str(e):
@@ -284,10 +328,13 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
         cut = getattr(lm, "prompts_cut", None) or {"cut": 0}
         if cut["cut"]:  # lm-eval cut prompts to fit the generation budget, with a line lost in the progress bar
             room = lm.max_length - cut["longest"]  # (0 or less: no budget fits; "at most -32" was the advice)
+            # the caller's own max_length model_kwarg, where given, is the limit (not the model's positions)
+            limit_by = (f"model_kwargs max_length={lm.max_length}" if lm._max_length else
+                        f"the model's {lm.max_length} positions")
             fix = (f"pass a {_flag('max_gen_toks')} of at most {room} to score them whole" if room > 0 else
-                   f"the prompts alone fill the model's {lm.max_length} positions, so no budget scores them whole; "
-                   f"use fewer few-shot examples ({_flag('num_fewshot')}), shorter prompts, or a model with more "
-                   "positions")
+                   f"the prompts alone fill {limit_by}, so no budget scores them whole; use fewer few-shot examples "
+                   f"({_flag('num_fewshot')}), shorter prompts, or " + ("a larger max_length" if lm._max_length else
+                                                                      "a model with more positions"))
             print(f"note: at {d} loops, {cut['cut']} prompt(s) of up to {cut['longest']} tokens were cut from the "
                   f"left to the {cut['room']} positions the generation budget leaves (lm-eval's truncation); {fix}")
         # What ran, not what was asked: a task's YAML can fix its own number of shots over --num-fewshot.
@@ -309,8 +356,12 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
     # Which rule made the rows: recorded, and said when it is not "exactly that many loops" or when the config's
     # own rule was set aside
     exit_q = lm.exit_threshold
-    exit_in = (lm.exit_dtype or getattr(lm.model.config, "exit_dtype", None) or "model") if exit_q is not None else None
-    if exit_q is not None:
+    exit_in = (lm.exit_dtype or getattr(lm.model.config, "exit_dtype", None) or "model") if (
+        exit_q is not None or weighted) else None
+    if weighted:
+        print(f"note: weighted exit (exit rule in {exit_in}): each row is the exit-weighted average of the logits of "
+              "the loops up to its loop count, not that many loops")
+    elif exit_q is not None:
         print(f"note: early exit at threshold {exit_q} (exit rule in {exit_in}): each row is an early exit capped at "
               "its loop count, not that many loops")
     elif config_q is not None:
@@ -347,7 +398,8 @@ def eval_depths(pretrained: str, tasks: list[str], depths: list[int], out: str |
                            "apply_chat_template": apply_chat_template, "system_instruction": system,
                            **({"chat_template_tasks": templated} if raw and templated else {}),
                            "max_gen_toks": max_gen_toks,
-                           "early_exit_threshold": exit_q, "exit_dtype": exit_in, **(model_kwargs or {})},
+                           "early_exit_threshold": exit_q, "use_weighted_exit": weighted, "exit_dtype": exit_in,
+                           **(model_kwargs or {})},
               "n_samples": counts, "rows": rows, "table": table}
     with all_or_nothing([out / f for f in OUTPUTS]):  # the three files are one result: all of them, or none
         write_result(out / "eval_lm.json", lambda f: f.write_text(json.dumps(result, indent=1) + "\n"), replace)
