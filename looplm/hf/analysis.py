@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 
+from ..errors import emptiness
 from ..looped import check_looped
 from ..outputs import data_flag_input
 from ..tasks.base import Batch
 from .chat import TemplateError, end_of_turn_token, has_messages, no_default_template, to_messages
-from .data import LENGTH_HINT, Records, build_examples, emptiness, folder_splits, load_records, to_batch
+from .data import LENGTH_HINT, Records, build_examples, folder_splits, load_records, to_batch
 from .data_hints import FIELD_PAIRS, turns_hint
 from .paths import expand_home
 

@@ -25,12 +25,12 @@ from typing import Any
 import torch
 
 from ..config import Config, ConfigError
-from ..errors import UserError, rank_zero, special_kind
+from ..errors import UserError, emptiness, rank_zero, special_kind
 from ..records import lone_surrogate
 from ..tasks import save_fingerprint
 from ..train import Run
 from .chat import CHATML_TEMPLATE, TemplateError, assistant_spans, end_of_turn_token, no_default_template
-from .data import ChatTask, build_examples, check_format, emptiness, load_records, past_positions, quiet_hub
+from .data import ChatTask, build_examples, check_format, load_records, past_positions, quiet_hub
 from .paths import expand_home, refuse_missing
 
 TEMPLATE_LIMIT = 2**20  # characters of a data.chat_template file

@@ -16,12 +16,11 @@ import yaml
 from datasets.exceptions import DatasetGenerationError
 
 from ..checkpoint import RUN_CONFIG, loaded_at_step, write_result
-from ..errors import UserError
+from ..errors import UserError, emptiness
 from ..outputs import all_or_nothing
 from ..rundir import flag
 from .analysis import run_system_prompt
 from .chat import no_default_template
-from .data import emptiness
 from .flags import check_flag
 from .lm_eval_adapter import (
     CONTINUATION,
