@@ -246,12 +246,13 @@ def keep_spelling(src: Path, cfg: Config) -> None:
             setattr(getattr(cfg, section), name, old)
 
 
-def eval_file(cfg: Config, data: str) -> str:
+def eval_file(cfg: Config | None, data: str) -> str:
     """`data` (a sweep's or analyze's --data file, read), with a note when it is, or lies in, the run's training
     data (data.path): its score is then of what the model was trained on, not of held-out problems, and was taken
     for one (a data.test_path that overlaps training is refused for that reason). The paths are compared as files:
     a copy goes unsaid."""
-    trained = getattr(cfg.data, "path", "") if getattr(cfg.data, "task", None) in ("jsonl", "text") else ""
+    d = getattr(cfg, "data", None)  # (None: eval_problems without a run's config, from Python)
+    trained = getattr(d, "path", "") if getattr(d, "task", None) in ("jsonl", "text") else ""
     try:
         here, there = Path(data).resolve(), Path(trained).resolve()
         inside = bool(trained) and there.exists() and (here == there or there in here.parents)
