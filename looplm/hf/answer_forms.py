@@ -1,12 +1,13 @@
 """What an answer phrase states in words rather than in a number (standard library only; `looplm.hf.answers` reads
 the numbers and the order of cues): a word or a choice letter (`twelve`, `B`, `option C`), an expression of variables
-alone (`b - a`, `-x`), an AMC choice with its one number (`(B) 5`), or a verdict that states none ("the answer is
-correct.").
+alone (`b - a`, `-x`), an AMC choice with its one number (`(B) 5`), a verdict that states none ("the answer is
+correct."), or a unit in brackets after one number, which is its dress (ASDiv's `9 (apples)`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from looplm.hf.latex import clause
 
@@ -14,8 +15,16 @@ from looplm.hf.latex import clause
 # number follows the word's punctuation ("is clear: 42"); an earlier phrase that states one is read
 VERDICTS = frozenset("correct incorrect right wrong clear obvious simple confirmed verified valid consistent "
                      "reasonable accurate final checked sound true false above below".split())
+# ... except true/false that end their clause, as yes/no do: a true/false question's answer ("Answer: False", "The
+# answer is True.", "The final answer is True. I hope it is correct." were None, while `#### False` was False); with
+# more words after it in its clause ("the answer is true to the question") it still judges
+BOOLEANS = frozenset(("true", "false"))
 # words that point rather than answer ("the answer is thus 42", "the answer is here:"): the number after is read
-NOT_ANSWERS = VERDICTS | frozenset("here this that it thus therefore hence then so now".split())
+NOT_ANSWERS = VERDICTS - BOOLEANS | frozenset("here this that it thus therefore hence then so now".split())
+# a unit word in brackets, its LaTeX text wrapper and power too: `apples`, `\text{dollars}`, `\mathrm{cm}^2`, `sq. ft`
+# (two letters at least, so `2 (x)` stays a product; and no hedge, `42 (or more)`)
+_UNIT = re.compile(r"\s*(?:\\(?:text|textrm|mathrm|mbox)\{\s*)?(?!(?:or|and|to|not|plus|minus|times)\b)[A-Za-z]{2,}"
+                   r"(?:[ .'/-]+[A-Za-z]+)*\.?\s*\}?(?:\s*\^\s*(?:\{\s*\d\s*\}|\d))?\s*")
 
 
 # an AMC choice and its one number: `(B) 5`, `B) 5`, `\textbf{(B)}\ 5`, `(\text{B})\ 5`, `option (B) 5`, and `B. 5`
@@ -38,10 +47,29 @@ def choice_pair(tail: str) -> str | None:
 
 def verdict(tail: str) -> bool:
     """Whether a phrase's `tail` judges rather than answers ("is correct.", "is verified"), unless a number follows
-    the word's punctuation ("is clear: 42")."""
+    the word's punctuation ("is clear: 42"); true/false judge only with more words after them in their clause ("is
+    true to the question"): ending it ("Answer: False", "The answer is true.", "is True, since ..."), they answer."""
     lead = re.match(r"[\s*_`$:]*([^\W\d_]+)", tail)
-    return bool(lead and lead.group(1).lower() in VERDICTS
-                and not re.match(r"[*_`$]*[.,:;!?]\s*-?\$?\.?\d", tail[lead.end():]))
+    if not lead or lead.group(1).lower() not in VERDICTS:
+        return False
+    rest = tail[lead.end():]
+    if lead.group(1).lower() in BOOLEANS and re.match(r"[*_`$]*(?:[.,;!?]+(?:\s|$)|\s*$)", rest):
+        return False
+    return not re.match(r"[*_`$]*[.,:;!?]\s*-?\$?\.?\d", rest)
+
+
+def unit_dropped(s: str, number: Callable[[str], bool]) -> str:
+    """`s` without a unit in brackets that follows one number after a space (ASDiv's gold `9 (apples)` was the text
+    `9 (apples)`, wrong for every completion, its own form too; `\\boxed{18\\,(\\mathrm{cm})}` was `18()`), as
+    `9 apples` and `(1,000 dollars)` are that number; `number` says whether what is left is one. A tuple `(3, 5)`,
+    `(x-3)(x+2)`, `f(x)`, `2(ab)` or `(B) 5` is kept. Read from the end, no regex scan: a box may be long."""
+    body = s.rstrip().removesuffix(".").rstrip()
+    start = body.rfind("(")
+    if not body.endswith(")") or start < 1 or not _UNIT.fullmatch(body[start + 1:-1]):
+        return s
+    lead = body[:start]
+    spaced = lead[-1].isspace() or lead[-1] == "~" or lead[-2:-1] == "\\" and lead[-1] in ",;:! "
+    return lead if spaced and number(lead) else s
 
 
 def stated_word(tail: str) -> str | None:

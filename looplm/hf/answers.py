@@ -12,7 +12,9 @@ answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\
    `#### Step 1: ...` or a numbered one, `#### 1. Setting up`, `#### 2) Find`, `#### 1.1 Setting up`, `#### 1 - Setup`,
    `#### 1 Setting up`, is no marker; `#### **42**`, `#### $-42$`, `#### (42)`, `####: 42` are markers (a bracket is
    dress only around one number, `(1,000)`, `($1,000)`, `(1,000 dollars)` too: `#### (3, 5)` and `(1,23)` are
-   tuples, as after the phrase and in a box); an `=` on it as in the phrase: `#### 5 - 3 = 2` is 2), or is a choice
+   tuples, as after the phrase and in a box; a unit word in brackets after one number, ASDiv's `9 (apples)` and
+   `18\\,(\\mathrm{cm})`, is dress in a gold, a box and after the phrase too, not `2(ab)` or `3 (x)`); an `=` on it
+   as in the phrase: `#### 5 - 3 = 2` is 2), or is a choice
    letter alone (`#### B`), or an expression that opens with a variable (`#### x - 1`) or of variables alone
    (`#### b - a`), or a word alone that is lowercase, yes/no/true/false, or on the text's last line (`#### yes`,
    `#### Tuesday`; `#### Solution` above the working is a heading); a marker alone on its line reads the next line
@@ -34,7 +36,10 @@ answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\
    is `[2, 5]`; a list or hedge of them whole, `(0, 1) or (1, 0)`), and LaTeX right after the phrase that writes no
    number, read whole as a box's content (`$\\pi$`, `\\(-\\infty\\)`, `$\\frac{a}{b}$`, `\\mbox{yes}`, a matrix;
    MATH's "The final answer is $X$" is `\\boxed{X}`); a verdict ("the answer is correct/verified.") or a negation ("the
-   answer isn't 5") states none, and the phrase before it is read;
+   answer isn't 5") states none, and the phrase before it is read; true/false that end their clause are the answer,
+   as yes/no are ("Answer: False", "The answer is true.", "The final answer is True. I hope it is correct."; so a
+   confirmation "the answer is true." after a number reads true: write "correct"), but judge with more words after
+   them in their clause ("the answer is true to the question");
 4. otherwise the last number in the text (the "flexible" fallback).
 
 A number is what it writes whole: `1,234.5` (commas only in groups of three, so `(2,100)` is 2100: the pair is
@@ -83,7 +88,7 @@ import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
-from looplm.hf.answer_forms import choice_pair, stated_word, variables, verdict
+from looplm.hf.answer_forms import choice_pair, stated_word, unit_dropped, variables, verdict
 from looplm.hf.latex import (
     clause,
     expression,
@@ -317,8 +322,8 @@ def extract_answer(text: str) -> str | None:
 
 def _box_answer(boxed: str) -> str | None:
     """A box's answer: its one number, else its text (`\\boxed{x = 5}` is 5, as "the answer is x = 5" is); None for
-    an empty one (`\\boxed{}`, `<answer>$$</answer>` were '')."""
-    boxed = unbox(boxed)
+    an empty one (`\\boxed{}`, `<answer>$$</answer>` were ''); a unit in brackets after its number is dress."""
+    boxed = unbox(unit_dropped(boxed, lambda lead: to_number(unbox(lead)) is not None))  # `9 (apples)` is 9
     if not boxed.strip(" .$"):
         return None
     side = _side(boxed) or boxed
