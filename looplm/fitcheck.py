@@ -61,6 +61,9 @@ def check_init_vocab(cfg: Config, task: Any, src: Path | None, model: nn.Module 
     """A fresh run from train.init_from with model.vocab_size 0 (a preset's: the task's vocabulary) takes the
     source's tokenizer, but the source's head may be wider than it (the addition presets pad theirs): say where
     the size the checkpoint is compared with comes from (it was refused as "requested 14", which nobody asked)."""
+    from .tasks.lineage import check_start
+
+    check_start(cfg, task, src)  # a fresh run's held-out split against the runs up its init_from chain
     init = cfg.train.init_from
     if src is not None or model is not None or not init or cfg.kind != "native" or cfg.model.vocab_size:
         return

@@ -18,6 +18,8 @@ DYN = ('{"kind": "looplm.dynamics", "depths": [1], "accuracy": [0.5], "n": 2, "m
 LONG = "r" * 300  # a name past the file system's limit of 255 bytes
 A = ["analyze", "{copy}", "--no-progress", "--depths", "1:2", "--n", "2", "--out", "{tmp}/an"]
 
+MUL = ["".join(json.dumps({"prompt": f"{a}*{k}=", "answer": str(a * k)}) + "\n" for a in range(60)) for k in (3, 4)]
+
 
 def _demo_folder(tmp: Path, copy: Path) -> None:
     """<tmp>/dm: a `looplm demo` --out: stage1/ and stage2/, each a copy of the run"""
@@ -84,6 +86,14 @@ def _embedding(how: str) -> Callable[[Path, Path], None]:
 def _hard_link(tmp: Path, copy: Path) -> None:
     """<tmp>/hl.json: a hard link to the run's sweep.json"""
     (tmp / "hl.json").hardlink_to(copy / "sweep.json")
+
+
+def _jsonl_run(tmp: Path, copy: Path) -> None:
+    """<tmp>/j1: a tiny jsonl run trained on <tmp>/mul.jsonl (a hash split of 20%)"""
+    from looplm import fit, load_config
+
+    fit(load_config("jsonl-stars", [*TINY[1::2], f"data.path={tmp}/mul.jsonl", "data.test_fraction=0.2"]), tmp / "j1",
+        progress=False)
 
 
 PATH_CASES: dict[str, Case] = {
@@ -413,4 +423,17 @@ PATH_CASES: dict[str, Case] = {
                                              "rules: the model took the average)", [
         "eval-lm", "{base}", "--tasks", "x", "--use-weighted-exit", "--exit-threshold", "0.5", "--out", "{tmp}/e"],
         hf=True),
+    # round 46 (held-out splits of fine-tunes)
+    "data-jsonl-fine-tune-holds-out-base-training-rows": Case(
+        "data", "a jsonl fine-tune whose data.test_path is the training file of its train.init_from run (its "
+        "held-out score was on rows the weights trained on, unsaid)", [
+            *TRAIN[:2], "jsonl-stars", "--out", "{tmp}/ft", "--no-progress", *TINY, "--set", "data.path={tmp}/b.jsonl",
+            "--set", "data.test_path={tmp}/mul.jsonl", "--set", "train.init_from={tmp}/j1"],
+        {"mul.jsonl": MUL[0], "b.jsonl": MUL[1]}, prepare=_jsonl_run),
+    "data-text-fine-tune-tail-trained-by-base": Case(
+        "data", "a text fine-tune on its train.init_from run's corpus with a longer held-out tail (data.test_fraction="
+        "0.3 over its 0.05: the tail was text it trained on, unsaid)", [
+            *TRAIN[:2], "text-stars", "--out", "{tmp}/ft", "--no-progress", *TINY, "--set", "data.path={tmp}/corpus",
+            "--set", "data.window=15", "--set", "data.test_fraction=0.3", "--set", "train.init_from={tmp}/tr"],
+        {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20}, prepare=_text_run),
 }

@@ -247,21 +247,29 @@ def keep_spelling(src: Path, cfg: Config) -> None:
 
 
 def eval_file(cfg: Config | None, data: str) -> str:
-    """`data` (a sweep's or analyze's --data file, read), with a note when it is, or lies in, the run's training
-    data (data.path): its score is then of what the model was trained on, not of held-out problems, and was taken
-    for one (a data.test_path that overlaps training is refused for that reason). The paths are compared as files:
-    a copy goes unsaid."""
-    d = getattr(cfg, "data", None)  # (None: eval_problems without a run's config, from Python)
-    trained = getattr(d, "path", "") if getattr(d, "task", None) in ("jsonl", "text") else ""
-    try:
-        here, there = Path(data).resolve(), Path(trained).resolve()
-        inside = bool(trained) and there.exists() and (here == there or there in here.parents)
-    except (OSError, ValueError):  # (a name past the limit: the read has refused it already)
-        inside = False
-    if inside:
-        print(f"note: --data {data} {'is' if here == there else 'lies in'} the run's training data (data.path="
-              f"{trained}): this scores problems the model was trained on, not held-out ones; leave out --data to "
-              "score the held-out split")
+    """`data` (a sweep's or analyze's --data file, read), with a note when it is, or lies in, the training data
+    (data.path) of the run or of a run up its train.init_from chain (lineage.ancestors): its score is then of what
+    the weights were trained on, not of held-out problems, and was taken for one (a data.test_path that overlaps
+    training is refused for that reason). The paths are compared as files: a copy goes unsaid."""
+    from .lineage import ancestors
+
+    chain = ancestors(cfg) if cfg is not None else []
+    up = ["the run's train.init_from", "up the run's train.init_from chain"]
+    runs = [("the run's training data", cfg)] + [(f"the training data of {named} ({up[min(i, 1)]})", base)
+                                                 for i, (named, _, base) in enumerate(chain)]
+    for whose, c in runs:
+        d = getattr(c, "data", None)  # (None: eval_problems without a run's config, from Python)
+        trained = getattr(d, "path", "") if getattr(d, "task", None) in ("jsonl", "text") else ""
+        try:
+            here, there = Path(data).resolve(), Path(trained).resolve()
+            inside = bool(trained) and there.exists() and (here == there or there in here.parents)
+        except (OSError, ValueError):  # (a name past the limit: the read has refused it already)
+            inside = False
+        if inside:
+            print(f"note: --data {data} {'is' if here == there else 'lies in'} {whose} (data.path="
+                  f"{trained}): this scores problems the model was trained on, not held-out ones; leave out --data "
+                  "to score the held-out split")
+            break
     return str(data)
 
 
