@@ -106,6 +106,7 @@ def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None
                         "if wanted")
     if model is not None and not isinstance(check_looped(model), nn.Module):
         raise TypeError(f"model: a {type(model).__name__} is not a torch.nn.Module; fit trains a module's parameters")
+    check_half(model, cfg)
     if model is not None and src is not None and (src / ckpt.WEIGHTS).is_file():
         recorded, given = ckpt.module_name(src) or "looplm.model.LoopedTransformer", type(model)
         if not recorded.endswith(f".{given.__qualname__}"):  # by name: its module may have moved (script to package)
@@ -123,6 +124,40 @@ def check_module(model: nn.Module | None, cfg: Config, src: Path | None) -> None
         "in only once fit reads the task" if model.cfg.vocab_size == 0 else "build it with LoopedTransformer(cfg.model)"
     raise ConfigError("model: the LoopedTransformer given to fit was built from other settings than cfg.model ("
                       + "; ".join(diff) + f"); {how}, or set them in cfg")
+
+
+def check_half(model: nn.Module | None, cfg: Config) -> None:
+    """fit cannot train float16 weights: AdamW's eps (1e-8) rounds to 0 in float16, so a zero or tiny gradient (an
+    embedding row of an id the batch lacks) divides by 0 in the first update, which writes NaN or inf into the
+    weights; the run then stopped blaming a non-finite loss and the weights. bfloat16 keeps float32's exponent range
+    (its eps does not underflow), and trains."""
+    if model is None:  # fit builds cfg.model's LoopedTransformer in torch's default dtype
+        half = ["(all: torch's default dtype is float16)"] if (cfg.kind == "native" and
+                                                                torch.get_default_dtype() == torch.float16) else []
+        fix = "torch.set_default_dtype(torch.float32) before fit"
+    else:
+        half = [name for name, p in model.named_parameters() if p.dtype == torch.float16]
+        fix = "model.float()"
+    if not half:
+        return
+    names = f"{', '.join(half[:3])}{', ...' if len(half) > 3 else ''}"
+    raise TypeError(f"model: float16 parameters {names}: fit cannot train in float16, as AdamW's eps (1e-8) "
+                    "underflows to 0 there and its first update writes NaN into the weights; train in float32 "
+                    f"({fix}; on CUDA, train.bf16 runs the forward under bfloat16 autocast over float32 weights), or "
+                    "in bfloat16 (model.bfloat16())")
+
+
+@contextlib.contextmanager
+def grad_on() -> Iterator[None]:
+    """fit trains: under a caller's torch.no_grad() (a notebook cell wrapped in it) its first backward failed with
+    torch's "element 0 of tensors does not require grad", so the run computes with gradients whatever the caller's
+    mode (restored after). torch.inference_mode() cannot be lifted that way: tensors made under it (a module built
+    there) can never be saved for backward, so it is refused before anything starts."""
+    if torch.is_inference_mode_enabled():
+        raise ValueError("fit trains, which needs autograd: call it outside torch.inference_mode() (torch.no_grad() "
+                         "is fine: fit enables gradients for its own run)")
+    with torch.enable_grad():
+        yield
 
 
 _SAVED_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}

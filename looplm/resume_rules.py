@@ -20,7 +20,7 @@ MEMORY = {"model.gradient_checkpointing", "loops.checkpoint_loops"}
 RESUMABLE = {"train." + k for k in (
     "steps", "epochs", "stop_at_acc", "lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip",
     "log_every", "eval_every", "eval_size", "checkpoint_every", "max_bad_steps", "device", "threads", "strategy",
-    "micro_batch_size", "bf16", "logger")} | MEMORY
+    "micro_batch_size", "bf16", "logger")} | MEMORY | {"reg.impl"}
 
 # Settings a run is run or recorded with that do not change its weights: a resume that changes only these continues
 # the uninterrupted run, and saying it "will differ" taught users to ignore the note.
@@ -34,8 +34,10 @@ MONITORS = {"reg.rho_every"}
 # another seed holds out (and trains on) other rows: a change there (held_out_keys).
 HELD_OUT = {"data.test_size", "data.test_seed"}
 # Where the run computes: the same training, summed in another order (threads split a matmul otherwise), so the
-# weights differ from the uninterrupted run's in float round-off (1e-7), not bitwise ("does not change" was untrue)
-ROUNDING = {"train.threads", "train.device"}
+# weights differ from the uninterrupted run's in float round-off (1e-7), not bitwise ("does not change" was untrue).
+# reg.impl computes the same penalty and gradients by hand-written rules or by torch.func (config.py): runs differing
+# only in it end within 4e-9 of each other, or bitwise (tests/test_round46_fit.py); it was refused as a change.
+ROUNDING = {"train.threads", "train.device", "reg.impl"}
 EFFECTS = {"differs": "", "rounding": " (changes float rounding only)", "inert": " (does not change the training)",
            "memory": " (changes memory use only: activations are recomputed, not stored)"}
 
@@ -46,11 +48,14 @@ def held_out_keys(cfg: Any) -> set[str]:
     return HELD_OUT - ({"data.test_seed"} if d.task == "jsonl" and not d.test_path else set())
 
 
-def rules(saved: Any, cfg: Any) -> tuple[set[str], set[str]]:
-    """(resumable, inert) for a resume of the run trained with `saved` asking for `cfg` (Configs): the settings it
-    may change, and those of them that do not change its weights. An evaluation setting (EVALS, the held-out split,
-    loops.num_loops below) changes the scores that train.stop_at_acc ends a run on: inert only without it."""
+def rules(saved: Any, cfg: Any, src: Path | None = None) -> tuple[set[str], set[str]]:
+    """(resumable, inert) for a resume of the run trained with `saved` asking for `cfg` (Configs), from checkpoint
+    `src`: the settings it may change, and those of them that do not change its weights. An evaluation setting
+    (EVALS, the held-out split, loops.num_loops below) changes the scores that train.stop_at_acc ends a run on:
+    inert only without it."""
     resumable, inert = RESUMABLE | MONITORS, INERT | MONITORS
+    if src is not None and own_template(src, saved, cfg):
+        resumable, inert = resumable | {"data.chat_template"}, inert | {"data.chat_template"}
     scored = set(EVALS)
     if cfg.kind == "native" and saved.kind == "native":
         scored |= held_out_keys(saved) & held_out_keys(cfg)
@@ -81,6 +86,25 @@ def same_template(src: Path, key: str, old: Any, new: Any) -> bool:
         # (read as finetune.chat_template reads it: a BOM is no part of the template)
         return trained is not None and _text(trained) == _text(now)
     except (OSError, ValueError):  # a Jinja string is no path (too long a name, a NUL); an unreadable file
+        return False
+
+
+def own_template(src: Path, saved: Any, cfg: Any) -> bool:
+    """A fine-tune trained with the tokenizer's own template (data.chat_template unset) and resumed with a template
+    of the same text (a copy of it written into the config, or `chatml` where that is what the tokenizer's own
+    says) continues the same run: the checkpoint's chat_template.jinja is the template it trained with, and the
+    data rendered is digest-checked before training goes on. Allowed, and said (a resume's note); the run then
+    records the template given. A template of other text stays a change."""
+    old, new = (getattr(getattr(c, "data", None), "chat_template", None) for c in (saved, cfg))
+    kept = src / "chat_template.jinja"
+    if old is not None or not isinstance(new, str) or not kept.is_file():
+        return False
+    from .errors import UserError
+    from .hf.finetune import chat_template  # (a fine-tune's resume: transformers is loaded for it anyway)
+
+    try:  # the text the setting stands for, read as the fine-tune reads it: chatml's, a file's, a Jinja string
+        return chat_template(new) == _text(kept)
+    except (UserError, OSError, ValueError):  # a bad setting: the fine-tune says what is wrong with it
         return False
 
 

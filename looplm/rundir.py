@@ -530,7 +530,7 @@ def check_resume(src: Path, cfg: Config, out: Path) -> list[tuple[str, str]]:
     from .tasks import same_data
 
     saved = ckpt.load_config(src)
-    resumable, inert = rules(saved, cfg)
+    resumable, inert = rules(saved, cfg, src)
     changes = [c for c in ckpt.config_changes(saved, cfg, ("model", "loops", "reg", "data", "train"))
                if (c[0] in RESUMABLE or not c[0].startswith("model."))
                and not (c[0] == "train.device" and _same_device(c[1], c[2])) and not same_data(src, *c)

@@ -285,6 +285,15 @@ def _estimate(mv: MatVec, v0: torch.Tensor, iters: int, tol: float, method: str,
     raise ValueError(f"unknown method {method!r}; choose power or arnoldi")
 
 
+def _needs_autograd(name: str, why: str) -> None:
+    """A VJP records a graph, which torch.inference_mode() forbids (and enable_grad cannot lift: the state made
+    under it can never be saved for backward): torch's own error, "element 0 of tensors does not require grad",
+    did not say that. torch.no_grad() is fine: the estimators enable gradients where they need them."""
+    if torch.is_inference_mode_enabled():
+        raise ValueError(f"{name} needs autograd ({why}): call it outside torch.inference_mode() (torch.no_grad() "
+                         "is fine)")
+
+
 # --- public estimators ---------------------------------------------------------------------------------------
 @torch.no_grad()
 def spectral_radius(step_fn: StepFn, h: torch.Tensor, iters: int = 100, tol: float = 1e-3,
@@ -311,6 +320,7 @@ def spectral_norm(step_fn: StepFn, h: torch.Tensor, iters: int = 100, tol: float
 
     `residual` is the relative residual of the JᵀJ eigenpair; `iters` counts JVP+VJP pairs.
     """
+    _needs_autograd("spectral_norm", "its Jᵀ(J v) is a vector-Jacobian product")
     h = check_state(h, _NEEDS).detach().clone()
     with twice_differentiable():
         mv = _jtj_op(step_fn, h, mask, jvp_fn)

@@ -219,7 +219,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: bool = Tru
     # weights) repeated from fit to fit. The caller's state comes back: the CPU's, and its CUDA device's if it had one
     cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     try:
-        with torch.random.fork_rng(devices=cuda):
+        with torch.random.fork_rng(devices=cuda), fitcheck.grad_on():  # (no_grad is lifted, inference_mode refused)
             return _start(cfg, out, resume, progress, fault, model)
     finally:  # train.threads is the run's: a notebook's torch went on with it after fit returned
         torch.set_num_threads(threads)
