@@ -422,9 +422,9 @@ HF_CASES: dict[str, Case] = {
         prepare=_hf_edit("a chat template that writes only assistant turns", _assistant_only), hf=True),
     "hf-finetune-tool-call-text-dropped": Case("data", "a chat record with text beside its tool call, under a "
                                                "template that writes only the call (Llama 3.1's)", FT, {
-        **template("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}"
-                   "{{ m.tool_calls[0].function.name }}{{ m.tool_calls[0].function.arguments | tojson }}{% else %}"
-                   "{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"),
+        **template("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}{{ m.tool_calls[0].function"
+                   ".name }}{{ m.tool_calls[0].function.arguments | tojson }}{% else %}{{ m.content }}{% endif %}<|im_"
+                   "end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"),
         "chat.jsonl": _WEATHER % ("Let me look that up.", "arguments") + "\n"}, hf=True),
     "hf-finetune-tool-call-parameters": Case("data", "a chat record whose tool call has `parameters` for `arguments`",
                                              FT, chat(_WEATHER % ("", "parameters")), hf=True),

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from .bad_input_cases import FT, FT_YAML, GOOD_CHAT, TINY, TRAIN, Case, chat, setting
+from .bad_input_cases import FT, FT_YAML, GOOD_CHAT, TINY, TRAIN, Case, chat, setting, template
 from .bad_input_damage import _dangling_link, _link_loop, _runs_linked_into_corpus, _tar_corpus
 
 S = ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--n", "4"]
@@ -436,4 +436,18 @@ PATH_CASES: dict[str, Case] = {
             *TRAIN[:2], "text-stars", "--out", "{tmp}/ft", "--no-progress", *TINY, "--set", "data.path={tmp}/corpus",
             "--set", "data.window=15", "--set", "data.test_fraction=0.3", "--set", "train.init_from={tmp}/tr"],
         {"corpus/a.txt": "the quick brown fox jumps over the lazy dog\n" * 20}, prepare=_text_run),
+    # round 46 (probe round 44, chat data)
+    "hf-finetune-template-header-no-generation-prompt": Case("hf", "a chat template with no add_generation_prompt "
+                                                             "branch and an 'ASSISTANT: ' header (trained as part "
+                                                             "of every reply, without a note)", FT, template(
+        "{% for m in messages %}{% if m['role'] == 'user' %}USER: {{ m['content'] }}\n{% elif m['role'] == "
+        "'assistant' %}ASSISTANT: {{ m['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}"), hf=True),
+    "hf-finetune-history-string": Case("hf", "a LLaMA-Factory record whose history is one string (dropped without a "
+                                       "note)", [*FT, "--set", "data.prompt_field=instruction", "--set",
+                                                 "data.response_field=output"], chat(
+        '{"instruction": "1+1?", "input": "", "output": "#### 2", "history": "User: hi. Assistant: hello."}'),
+        hf=True),
+    "hf-finetune-text-records": Case("hf", "plain {\"text\": ...} records (told to check field names, or to rename "
+                                     "a prompt and a reply they do not have)", FT, chat(
+        '{"text": "Sam has 2 apples and buys 3 more. #### 5"}', '{"text": "Mia has 1 egg. #### 1"}'), hf=True),
 }

@@ -85,8 +85,8 @@ def test_llama_factory_system_and_history_are_earlier_turns():
     # the record's own system turn stands in place of data.system_prompt, as a conversation's does
     said = to_messages(record, prompt_field="instruction", response_field="output", system_prompt="Be brief.")
     assert said[0] == {"role": "system", "content": "You are a tutor."} and len(said) == 7
-    # empty ones add nothing; a history that is no list (another dataset's column) is not read
-    for extra in ({"history": [], "system": ""}, {"history": "medieval", "system": None}):
+    # empty ones add nothing (a history that is no list is refused: tests/test_round46_chat.py)
+    for extra in ({"history": [], "system": ""}, {"history": "", "system": None}):
         assert to_messages({"instruction": "q", "output": "a", **extra}, prompt_field="instruction",
                            response_field="output") == [{"role": "user", "content": "q"},
                                                         {"role": "assistant", "content": "a"}]

@@ -33,6 +33,7 @@ from typing import Any
 from ..records import alpaca_prompt, check_text
 from ..tasks.base import IGNORE
 from .chat_calls import call_problem, json_object, shown_value
+from .chat_header import MARKER, header_why
 from .chat_records import check_arguments, earlier_turns, joined_parts
 from .chat_stability import unstable_why
 
@@ -321,6 +322,10 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], chat_templat
             raise TemplateError(f"the chat template's generation prompt ({extra!r} "
                                 "after the conversation so far) is not how it renders the start of an assistant turn "
                                 f"(turn {i}), so assistant tokens cannot be located")
+        why = i and header_why(so_far, prefix, lambda head=messages[:i]: _render(  # a header the prompt leaves out
+            tokenizer, [*head, {"role": "assistant", "content": MARKER}], False, chat_template, tools))
+        if why:
+            raise TemplateError(why)
         if not str(m.get("content") or "").strip() and _render(
                 tokenizer, [*messages[:i], {**m, "content": ""}], False, chat_template, tools) == _render(
                 tokenizer, [*messages[:i], {"role": "assistant", "content": ""}], False, chat_template, tools):

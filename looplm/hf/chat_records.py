@@ -28,15 +28,23 @@ def check_arguments(fmt: Any, messages_field: Any, prompt_field: Any, response_f
 def earlier_turns(record: dict[str, Any]) -> list[dict[str, str]]:
     """The turns LLaMA-Factory's Alpaca format puts before a record's instruction: its `system` prompt and its
     `history` of [user, assistant] pairs (all trained on, as LLaMA-Factory does by default). Read by its fields
-    alone, such a record lost them without a word. A `history` that is no list (another dataset's text column) is
-    not read."""
+    alone, such a record lost them without a word. A `system` that is no string (5) or a `history` that is no list
+    (a transcript as one string) was dropped without a word too: both are refused (null and "" are none)."""
     out = []
-    system = record.get("system")
-    if isinstance(system, str) and system.strip():
+    system, history = record.get("system"), record.get("history")
+    if system is not None and not isinstance(system, str):
+        raise ValueError(f"system must be a string (LLaMA-Factory's system prompt, the conversation's first turn), "
+                         f"got {type(system).__name__} {json.dumps(system)[:80]}; write it as text, or remove the "
+                         "field if it is something else")
+    if system and system.strip():
         out.append({"role": "system", "content": system})
-    history = record.get("history")
-    if not isinstance(history, list):
+    if history is None or history == "":
         return out
+    if not isinstance(history, list):
+        raise ValueError(f"history must be a list of [user, assistant] pairs of strings (LLaMA-Factory's earlier "
+                         f"turns), got {type(history).__name__} {json.dumps(history)[:80]}; write the earlier turns "
+                         "as such pairs (or the record as a 'messages' list), or remove the field if it is "
+                         "something else")
     for k, pair in enumerate(history):
         if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
             raise ValueError(f"history[{k}] must be a [user, assistant] pair of strings (LLaMA-Factory's earlier "
@@ -46,13 +54,19 @@ def earlier_turns(record: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+# OpenAI's text parts: Chat Completions' `text`, the Responses API's `input_text` (user, system) and `output_text`
+# (assistant), which exports of its logs hold (refused as "no text part" before)
+TEXT_PARTS = ("text", "input_text", "output_text")
+
+
 def joined_parts(m: Any, where: str) -> Any:
     """A message whose `content` is OpenAI's list of parts ([{"type": "text", "text": ...}], newer exports) with its
-    text parts joined as templates write them (one after another); a part of another type (an image) is refused."""
+    text parts (TEXT_PARTS) joined as templates write them (one after another); a part of another type (an image)
+    is refused."""
     parts = m.get("content") if isinstance(m, dict) else None
     if not (isinstance(parts, list) and parts and all(isinstance(p, dict) for p in parts)):
         return m
-    other = next((p for p in parts if p.get("type") != "text" or not isinstance(p.get("text"), str)), None)
+    other = next((p for p in parts if p.get("type") not in TEXT_PARTS or not isinstance(p.get("text"), str)), None)
     if other is not None:
         raise ValueError(f"{where}.content is a list of parts with one that is no text part "
                          f"({json.dumps(other)[:80]}); looplm trains on text: write the content as one string")

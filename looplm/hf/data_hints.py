@@ -64,8 +64,8 @@ SHAREGPT_HINT = ("the records hold ShareGPT `conversations` (from/value turns): 
 def turns_hint(record: dict[str, Any], messages_field: str = "messages") -> str | None:
     """How to read a record whose conversation is under fields that are not read as one, or None: ShareGPT's
     from/value `conversations`, role/content turns under another name (`conversations`: data.messages_field reads
-    it), or TRL's conversational prompt/completion (two lists of turns). Each was told to rename its prompt's and
-    reply's text fields, or only to check the records' shape."""
+    it), TRL's conversational prompt/completion (two lists of turns), or plain `text` records. Each was told to
+    rename its prompt's and reply's text fields, or only to check the records' shape."""
     if is_sharegpt(record.get("conversations")):
         return SHAREGPT_HINT
     lists = [k for k, v in record.items() if k != messages_field and _is_turns(v)]
@@ -76,6 +76,11 @@ def turns_hint(record: dict[str, Any], messages_field: str = "messages") -> str 
     if lists:
         return (f"the records hold role/content turns under {lists[0]!r}, not {messages_field!r}: set "
                 f"data.messages_field={lists[0]} (analyze reads 'messages': rename the field)")
+    # continued-pretraining data ({"text": ...}): no prompt and reply to rename, which is what the hints said
+    if isinstance(record.get("text"), str) and not any(p in record and r in record for p, r in FIELD_PAIRS):
+        return ("the records are plain `text` (no prompt and reply): finetune and analyze read conversations (a "
+                "'messages' list) or prompt/response fields, and have no plain-text mode; `looplm train` with "
+                "data.task=text trains looplm's own model on plain text (a .txt file)")
     return None
 
 
