@@ -22,7 +22,7 @@ from .config import REAL_NUMBER, Config, load_config
 from .demo import DEMO_FILES, DEMO_N, cmd_demo, exit_summary, table_depths
 from .errors import DISTRIBUTED_COMMANDS, UserError, command, emptiness, guarded, rank_zero, run_command, say
 from .evaluate import overflow_of, parse_depths, perplexity, sweep
-from .generate import exit_cap_note, generate, generate_cached, pads_said
+from .generate import check_prompts, exit_cap_note, generate, generate_cached, pads_said
 from .loops import trained_loops
 from .outputs import (
     all_or_nothing,
@@ -222,16 +222,14 @@ def cmd_generate(checkpoint: str, prompts: list[str], loops: int | None = None, 
     n_loops = loops if loops is not None else cfg.loops.num_loops
     if note := exit_cap_note(exit_tol, exit_stable, n_loops):  # every token runs the cap, as with no rule
         print(note)
-    for p in prompts:  # Python reads a command line's non-UTF-8 bytes as lone surrogates: no tokenizer encodes them
-        odd = re.search("[\udc80-\udcff]", p)
-        if odd:
-            raise ValueError(f"prompt {p!r} is not valid UTF-8 (byte 0x{ord(odd.group()) - 0xdc00:02x} at position "
-                             f"{odd.start()}); give the prompt as UTF-8 text")
+    notes = check_prompts(task, prompts)  # (refuses one not UTF-8; notes one that is not a task problem)
     ids = [task.tok.encode(p) for p in prompts]
     for p, i in zip(prompts, ids, strict=True):
         if len(i) >= cfg.model.max_seq_len:
             raise ValueError(f"prompt {p!r} has {len(i)} tokens; the model's position table holds "
                              f"{cfg.model.max_seq_len}: at most {cfg.model.max_seq_len - 1} leave room for an answer")
+    for note in notes:  # (after the refusals: a refused prompt gets its one error line only)
+        print(note)
     vocab = task.tok.vocab_size  # the model's head may be wider (model.vocab_size): only ids the task can decode
     if use_cache or exit_tol is not None or exit_stable is not None:
         outs, used = generate_cached(model, ids, n_loops, cfg.model.max_seq_len, task.eos_id, exit_tol, exit_stable,
@@ -286,14 +284,14 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
     """Per-loop latent dynamics of a checkpoint on held-out problems (looplm.dynamics.diagnose); `before()` runs
     once the inputs are read, before the work. `iters`, `tol`, `method`, `hutchinson`, `seed`: None is diagnose's
     default."""
-    from .dynamics import diagnose, log_spaced
+    from .dynamics import diagnose, spectral_subset
 
     ds = parse_depths(depths)
     if spectral_depths == "none" and spectral_n:
         raise ValueError(f"--spectral-n {spectral_n} with --spectral-depths none: no depth is probed; drop one of "
                          "the two")
     if spectral_depths == "auto":
-        sdeps = [d for d in log_spaced(ds[0], ds[-1], 12) if d in set(ds)]
+        sdeps = spectral_subset(ds)
     elif spectral_depths == "none":
         sdeps = []
     else:

@@ -31,7 +31,7 @@ from .spectra import _TINY, frobenius_hutchinson, spectral_norm, spectral_radius
 from .tasks.base import IGNORE, Batch
 
 __all__ = ["METRIC_DEFINITIONS", "diagnose", "frobenius_hutchinson", "log_spaced", "perturbation_recovery",
-           "spectral_norm", "spectral_radius", "trajectory_pca"]
+           "spectral_norm", "spectral_radius", "spectral_subset", "trajectory_pca"]
 
 
 # --- trajectories --------------------------------------------------------------------------------------------
@@ -73,6 +73,19 @@ def log_spaced(lo: int, hi: int, count: int) -> list[int]:
         return sorted({lo, hi})
     pts = torch.logspace(math.log10(lo), math.log10(hi), count, dtype=torch.float64).round().long().tolist()
     return sorted(set(pts) | {lo, hi})
+
+
+def spectral_subset(depths: list[int], count: int = 12) -> list[int]:
+    """About `count` of the given (sorted, positive) `depths`, as evenly spaced in log t as they allow: for each of
+    `count` log-spaced targets from the first depth to the last, the given depth nearest to it in log t; all of them
+    when there are at most `count`. (Keeping only the log-spaced targets that happen to be among `depths` left
+    [1, 2, 64] of 1,2,4,...,64 and [1, 1000] of 1,10,100,1000.)"""
+    depths = sorted(set(depths))
+    if len(depths) <= count:
+        return depths
+    logs = torch.tensor(depths, dtype=torch.float64).log()
+    targets = torch.linspace(float(logs[0]), float(logs[-1]), count, dtype=torch.float64)
+    return sorted({depths[int((logs - t).abs().argmin())] for t in targets})
 
 
 def _stats(x: torch.Tensor) -> dict[str, float | None]:
@@ -118,7 +131,7 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     Cheap statistics (norms, residuals, distance to the final state, entropy, CE, exact match) cover every
     depth and every sample: two forward passes to max(depths) (the first only finds h(L)). The spectral
     estimates cost up to `iters` JVPs (σ_max: `iters` JVP+VJP pairs) per depth, so they are taken only at
-    `spectral_depths` (default: about 12 log-spaced depths among `depths`) and on the first `spectral_n`
+    `spectral_depths` (default: about 12 of `depths`, as evenly log-spaced as they allow) and on the first `spectral_n`
     samples. `pca_n` samples' trajectories over `depths` are projected on their own top-2 PCs. None: 16 and 8
     samples, or all there are if fewer; a number larger than the batch is refused.
     Real tokens are the batch's mask (a text model's pad id may also be a real token, e.g. EOS); every
@@ -166,7 +179,7 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
         dev = next(model.parameters()).device
         L = depths[-1]
         if spectral_depths is None:
-            spectral_depths = [d for d in log_spaced(depths[0], L, 12) if d in set(depths)]
+            spectral_depths = spectral_subset(depths)
         spectral_depths = sorted(set(spectral_depths)) if spectral_n > 0 else []
         if any(d not in set(depths) for d in spectral_depths):
             raise ValueError("spectral depths must be among the analyzed depths")
@@ -175,6 +188,11 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
             if k > n:
                 raise ValueError(f"{name}={k} is more than the {n} problems analyzed; ask for at most {n} (or more "
                                  "problems)")
+        if spectral_n and spectral_depths and torch.is_inference_mode_enabled():
+            # (no_grad is fine: σ_max enables grad for its VJP; inference tensors cannot have one, and torch said only
+            # "element 0 of tensors does not require grad")
+            raise ValueError("diagnose needs autograd for σ_max: call it outside torch.inference_mode(), or pass "
+                             "spectral_n=0")
         want = {d: i for i, d in enumerate(depths)}
         oom = _require_memory(model, batch, real, len(depths), pca_n, dev)
         t0 = time.perf_counter()

@@ -22,6 +22,7 @@ equals `generate` (tests/test_performance.py).
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import torch
@@ -203,8 +204,8 @@ class TokenExit:
     """The per-token exit rule above, for run_loop: judged at the chunk's last position."""
 
     def __init__(self, model: LoopedTransformer, ctx: Any, tol: float | None, stable: int | None, batch: int,
-                 device: torch.device):
-        self.model, self.tol, self.stable = model, tol, stable
+                 device: torch.device, vocab: int | None = None):
+        self.model, self.tol, self.stable, self.vocab = model, tol, stable, vocab
         self.peek = dataclasses.replace(ctx, store=False)  # a readout that leaves the cache as it is
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.depth = torch.zeros(batch, dtype=torch.long, device=device)
@@ -219,7 +220,8 @@ class TokenExit:
             last_new, last_old = h[:, -1].float(), h_prev[:, -1].float()
             hit |= (last_new - last_old).norm(dim=-1) < self.tol * last_new.norm(dim=-1)
         if self.stable is not None:
-            arg = self.model.readout(h[:, -1:], self.peek)[:, -1].argmax(-1)
+            # among the tokenizer's ids only, as the decoded token: a head row past them changed the loops run
+            arg = self.model.readout(h[:, -1:], self.peek)[:, -1, : self.vocab].argmax(-1)
             if self.prev_arg is not None:
                 self.run = torch.where(arg == self.prev_arg, self.run + 1, torch.zeros_like(self.run))
             self.prev_arg = arg
@@ -230,14 +232,15 @@ class TokenExit:
 
 
 def _cached_step(model: LoopedTransformer, cache: KVCache, ids: torch.Tensor, start: int, num_loops: int,
-                 exit_tol: float | None, exit_stable: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 exit_tol: float | None, exit_stable: int | None,
+                 vocab: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Feed positions start..start+n-1 (ids (B, n)); returns (next-token logits at the last one (B, V),
     loops used per row (B,), the state they were read from (B, D))."""
     B = ids.shape[0]
     h0, ctx = model.embed(ids, cache=cache, start=start)
     rule = None
     if exit_tol is not None or exit_stable is not None:
-        rule = ctx.exit = TokenExit(model, ctx, exit_tol, exit_stable, B, ids.device)
+        rule = ctx.exit = TokenExit(model, ctx, exit_tol, exit_stable, B, ids.device, vocab)
     h = run_loop(model, h0, ctx, num_loops, exit=rule)
     depth = torch.full((B,), num_loops, dtype=torch.long, device=ids.device)
     if rule is not None:
@@ -304,7 +307,7 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
         for plen, rows in groups.items():
             ids = torch.tensor([prompts[i] for i in rows], dtype=torch.long, device=device)
             cache = KVCache()
-            logits, depth, h = _cached_step(model, cache, ids, 0, num_loops, exit_tol, exit_stable)
+            logits, depth, h = _cached_step(model, cache, ids, 0, num_loops, exit_tol, exit_stable, vocab)
             done = torch.zeros(len(rows), dtype=torch.bool, device=device)
             # one decision more than there are free positions: the last position's prediction is read, and only an
             # end token can be taken there
@@ -326,8 +329,20 @@ def generate_cached(model: LoopedTransformer, prompts: list[list[int]], num_loop
                 if bool(done.all()) or k == steps - 1:
                     break
                 logits, depth, h = _cached_step(model, cache, nxt.unsqueeze(1), plen + k, num_loops, exit_tol,
-                                                exit_stable)
+                                                exit_stable, vocab)
         return Generated(outs, finished), loops
+
+
+def check_prompts(task: Any, prompts: list[str]) -> list[str]:
+    """generate's check of its text prompts: one not valid UTF-8 is refused; the notes for those that are not one of
+    the task's problems (a task with a `prompt_note`: addition, parity, chain), which the model answers anyway."""
+    for p in prompts:  # Python reads a command line's non-UTF-8 bytes as lone surrogates: no tokenizer encodes them
+        odd = re.search("[\udc80-\udcff]", p)
+        if odd:
+            raise ValueError(f"prompt {p!r} is not valid UTF-8 (byte 0x{ord(odd.group()) - 0xdc00:02x} at position "
+                             f"{odd.start()}); give the prompt as UTF-8 text")
+    shape = getattr(task, "prompt_note", None)
+    return [] if shape is None else [n for n in map(shape, prompts) if n]
 
 
 def exit_cap_note(tol: float | None, stable: int | None, loops: int) -> str | None:

@@ -36,7 +36,8 @@ def test_train_sweep_generate_plot(run_dir, tmp_path, capsys):
     capsys.readouterr()
     assert run_cli("generate", str(run_dir), "1234+5678=", "20+30=", "--loops", "3") == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("1234+5678= ") and lines[1].startswith("20+30= ")
+    assert len(lines) == 3 and lines[1].startswith("1234+5678= ") and lines[2].startswith("20+30= ")
+    assert lines[0].startswith("note: '20+30=' is not a 4-digit addition problem")  # (the model answers it anyway)
     assert run_cli("plot", str(tmp_path / "s.json"), str(run_dir), "--labels", "a", "b",
                    "--out", str(tmp_path / "acc.png")) == 0
     assert (tmp_path / "acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -329,4 +329,4 @@ def test_an_empty_generated_answer_is_said(capsys):
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "addition-prenorm-stars"
     assert main(["generate", str(shipped), "99+1=", "--loops", "16"]) == 0
-    assert capsys.readouterr().out == "99+1= [empty answer]\n"
+    assert capsys.readouterr().out.endswith("\n99+1= [empty answer]\n")  # (after the note: not a 4-digit problem)

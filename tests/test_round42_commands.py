@@ -75,7 +75,7 @@ def test_a_folder_without_a_history_is_still_not_a_run(tmp_path):
 def test_generate_says_when_its_exit_rule_cannot_stop_a_token(run, capsys):
     """sweep said so ("the exit rule cannot stop a row before the cap"); generate said nothing, and every token ran
     the cap as if there were no rule."""
-    assert main(["generate", str(run), "12+34=", "--exit-stable", "100", "--loops", "3"]) == 0
+    assert main(["generate", str(run), "1234+5678=", "--exit-stable", "100", "--loops", "3"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("note: the exit rule cannot stop a token before the cap (--exit-stable 100 holds at loop "
                           "101 at the earliest; the cap is 3 loop(s)): every token runs 3 loop(s), as with no rule; "
@@ -83,7 +83,7 @@ def test_generate_says_when_its_exit_rule_cannot_stop_a_token(run, capsys):
     assert main(["generate", str(run), "12+34=", "--exit-tol", "0", "--loops", "2"]) == 0
     assert "(--exit-tol 0 never holds; the cap is 2 loop(s))" in capsys.readouterr().out
     for rule in (["--exit-stable", "1"], ["--exit-tol", "0.1"]):  # a rule that can stop a token: no note
-        assert main(["generate", str(run), "12+34=", *rule, "--loops", "3"]) == 0
+        assert main(["generate", str(run), "1234+5678=", *rule, "--loops", "3"]) == 0
         assert "note" not in capsys.readouterr().out
 
 

@@ -10,6 +10,7 @@ commuted twin), whatever the seed or step count.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,14 @@ class AdditionTask:
 
     def prompt(self, a: int, b: int) -> str:
         return f"{a}+{b}="
+
+    def prompt_note(self, prompt: str) -> str | None:
+        """generate's note for a prompt that is not one of this task's problems (the model answers any prompt)."""
+        m = re.fullmatch(r"([0-9]+)\+([0-9]+)=", prompt)
+        if m and all(x == str(int(x)) and self.lo <= int(x) <= self.hi for x in m.groups()):
+            return None
+        return (f"note: {prompt!r} is not a {self.digits}-digit addition problem: the model was trained on a+b= with "
+                f"{self.digits}-digit operands only")
 
     @staticmethod
     def target(a: int, b: int) -> str:

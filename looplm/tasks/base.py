@@ -40,6 +40,13 @@ class Batch:
         if len(set(shapes.values())) > 1 or self.input_ids.dim() != 2:
             raise ValueError("a Batch's input_ids, targets and mask must share one (batch, positions) shape, got "
                              + ", ".join(f"{name} {list(v)}" for name, v in shapes.items()))
+        # Every reader takes a row's real tokens to come first (causal attention, positions from 0, rows() trimming
+        # to the longest row): a left-padded batch (as HF tokenizers pad for generation) was scored wrong, no error.
+        real = self.mask != 0
+        late = (real[:, 1:] & ~real[:, :-1]).any(1).nonzero().flatten()
+        if len(late):
+            raise ValueError(f"a Batch is right-padded: each row's real tokens (mask True) must come first, then its "
+                             f"padding; row {int(late[0])} has a real token after padding (left padding?)")
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(self.input_ids.to(device), self.targets.to(device), self.mask.to(device))

@@ -143,6 +143,12 @@ class SizedTask:
         """The answer of a prompt of this task (None: the prompt is not one of its problems)."""
         raise NotImplementedError
 
+    def prompt_note(self, prompt: str) -> str | None:
+        """generate's note for a prompt that is not one of this task's problems (the model answers any prompt)."""
+        if self.solve(prompt) is None:
+            return f"note: {prompt!r} is not a {self.name} problem: the model was trained on {self.name} problems only"
+        return None
+
     def load_eval(self, path: str, n: int | None) -> Batch:
         """Problems of the user's own in a JSONL file of {"prompt", "answer"} rows, each checked with its
         file:line; an answer is what the prompt's problem gives (a wrong gold answer would be scored as right)."""
