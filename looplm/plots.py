@@ -87,6 +87,10 @@ def _numbers(x: object, n: int | None = None) -> bool:
 
 def _check_doc(doc: object, p: Path) -> None:
     """What the figures read: depths (increasing integers >= 1) and a number per depth for each series."""
+    if isinstance(doc, dict) and "accuracy" not in doc and {"depths", "rows", "table"} <= set(doc):
+        # (it has depths, and was "neither a sweep.json nor a dynamics.json": the user had the right file kind)
+        raise ValueError(f"{p} is eval-lm's result (eval_lm.json), not a sweep.json or dynamics.json: its figure is "
+                         f"{p.with_name('eval_lm.png')}, which eval-lm writes beside it (its table is eval_lm.md)")
     if not isinstance(doc, dict) or "depths" not in doc or "accuracy" not in doc:
         raise ValueError(f"{p}: neither a sweep.json nor a dynamics.json (no depths/accuracy)")
     d = doc["depths"]

@@ -450,4 +450,12 @@ PATH_CASES: dict[str, Case] = {
     "hf-finetune-text-records": Case("hf", "plain {\"text\": ...} records (told to check field names, or to rename "
                                      "a prompt and a reply they do not have)", FT, chat(
         '{"text": "Sam has 2 apples and buys 3 more. #### 5"}', '{"text": "Mia has 1 egg. #### 1"}'), hf=True),
+    # round 46 (probe round 44, eval-lm)
+    "hf-evallm-two-files-one-task": Case("arguments", "eval-lm --tasks a/x.yaml,b/x.yaml, two files that name one task "
+                                         "(lm-eval scored one of them, with a log line only)", [
+        "eval-lm", "{base}", "--tasks", "{tmp}/a/x.yaml,{tmp}/b/x.yaml", "--out", "{tmp}/e"],
+        {"a/x.yaml": "task: x\n", "b/x.yaml": "task: x\n"}, hf=True),
+    "plot-eval-lm-json": Case("plots", "plot of eval-lm's eval_lm.json (\"neither a sweep.json nor a dynamics.json\", "
+                              "though it has depths)", ["plot", "{tmp}/e/eval_lm.json", "--out", "{tmp}/p.png"], {
+        "e/eval_lm.json": '{"model": "m", "tasks": ["x"], "depths": [1, 2], "rows": [], "table": ""}'}),
 }

@@ -33,6 +33,7 @@ from .chat import DATE, DroppedPart, TemplateError, check_drops, no_default_temp
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .generation import LOOP_KEYS, request_settings_only, set_aside
 from .lm_eval_tasks import task_error
+from .lm_eval_tokens import EndOfText
 from .paths import expand_home
 from .registry import register
 
@@ -103,7 +104,7 @@ def _weighted_arg(value: Any, exit_threshold: float | None) -> bool:
 
 
 @register_model("looplm")
-class LoopedLM(HFLM):
+class LoopedLM(EndOfText, HFLM):
     """HFLM with a loop count: model_args `num_loops=N` (default: the checkpoint's own, e.g. Ouro's
     `total_ut_steps`), optional `exit_threshold=q` (Ouro's early exit; default: the checkpoint's
     `early_exit_threshold`), `use_weighted_exit=True` (Ouro's exit-weighted average of the loops' logits, for
@@ -178,8 +179,8 @@ class LoopedLM(HFLM):
                             f"one ({self.tokenizer.pad_token}) that the model's embedding has no row for; give the "
                             "tokenizer a pad token (pad_token in its tokenizer_config.json)")
         check_token_id("prefix_token_id", kwargs.get("prefix_token_id"), len(self.tokenizer))
+        self.take_model_eos()  # a tokenizer without an eos token: the model's own eos id is lm-eval's end of text
         from .finetune import check_vocab
-
         # the hint named model_args even to `looplm eval-lm`, which has none: there the model directory's own
         # tokenizer is the one too large
         check_vocab(self.tokenizer, self.model, "the tokenizer", "give the model's own tokenizer (model_args "

@@ -147,10 +147,11 @@ def _folders(include_path: Any) -> list[str]:
 
 def _task_files(tasks: list[str]) -> tuple[list[str], list[str]]:
     """Tasks given as YAML files (as lm-eval's command line takes them): the task each names, and its folder, read
-    as an include folder (its `include:`d YAMLs and !function files sit there). Was "unknown lm-eval task"."""
+    as an include folder (its `include:`d YAMLs and !function files sit there). Was "unknown lm-eval task". Two
+    files that name one task are refused: lm-eval's index kept the last, and scored it alone without a word."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    names, folders = [], []
+    names, folders, files = [], [], {}
     for t in tasks:
         if not t.lower().endswith((".yaml", ".yml")):
             names.append(t)
@@ -165,6 +166,9 @@ def _task_files(tasks: list[str]) -> tuple[list[str], list[str]]:
         name = cfg.get("task") if isinstance(cfg.get("task"), str) else cfg.get("group")
         if not isinstance(name, str) or not name.strip():
             raise UserError(f"{_flag('tasks')} {t} names no task (no `task:` name, nor a `group:` of tasks)")
+        if files.setdefault(name, (t, f.resolve()))[1] != f.resolve():  # lm-eval scored the last one alone
+            raise UserError(f"{_flag('tasks')} {files[name][0]} and {t} both name the task {name}: lm-eval would "
+                            "score one of them only; give one file per task (rename the other's `task:`)")
         names.append(name)
         folders += [] if str(f.parent) in folders else [str(f.parent)]
     return list(dict.fromkeys(names)), folders
