@@ -205,6 +205,12 @@ def no_weights(p: object, weights: str, saved: list) -> str:
             said = (f"its model is {s2} (stage 1's: {s1})" if has_weights(s2 / "checkpoint") else
                     f"stage 2 has not trained; stage 1's model is {s1}")
             return f"{p} is a `looplm demo` folder, not a run: {said}"
+        if p.parent.name == "runs" and (p / "result.json").is_file() and (p / "config.yaml").is_file():
+            # a study's run kept without its weights (docs/results/addition/runs/*): a looplm run, not a stranger;
+            # the study skips a finished run in its own folder, so it trains again in a new one
+            return (f"{p} is a run of `looplm study addition` whose weights were not kept (its results only); "
+                    f"train it again with `looplm study addition --out NEW_FOLDER --only {p.name}` and give "
+                    f"NEW_FOLDER/runs/{p.name}")
         return f"no {weights} in {p} or {p / 'checkpoint'}: not a looplm checkpoint or run directory"
     run = p.parent if p.name == "checkpoint" else p
     step, newest = saved[-1]

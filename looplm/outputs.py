@@ -160,11 +160,13 @@ def check_out_folder(out: Path) -> None:
                             f"folder in it ({e.strerror or e}); choose another {rundir.out_flag()}") from None
 
 
-def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None = None) -> None:
+def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None = None,
+                  has_force: bool = True) -> None:
     """Refuse, before any work, an output that would be lost or would destroy something: one of the command's
     own inputs (`inputs`: path -> what it is; a data folder's inside too), even with --force; one inside a
     run's checkpoint folders (training replaces and prunes them); one whose folder is a file; a directory;
-    and (unless --force) an earlier result."""
+    a file looplm did not write (`is_result`), even with --force; and (unless --force) an earlier result.
+    `has_force`: False for a command with no --force that always rebuilds its own results (a study)."""
     seen = [p.resolve() for p in paths]
     if len(set(seen)) < len(seen):  # the JSON and its figure under one name: the second would replace the first
         raise UserError(f"--out {paths[0]} would be written twice (the result and its figure, "
@@ -207,8 +209,9 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
         # out, which then refused it (the path may be a default or derived one, so it is named, not as --out)
         if p.exists() and not is_result(p):  # (a run's relative data.path, seen from another folder, was not
             # found as an input there, and --force replaced the training file: no path check protects every file)
-            raise UserError(f"{q} exists and is not a looplm {_kind_of(p)}; --force replaces only an earlier result, "
-                            "never another file: move it, or choose another --out")
+            how = "--force replaces only an earlier result" if has_force else "it replaces only its own results"
+            raise UserError(f"{q} exists and is not a looplm {_kind_of(p)}; {how}, never another file: move it, or "
+                            "choose another --out")
         if p.exists() and not force:
             raise UserError(f"{q} already exists (an earlier result); pass --force to replace it, or --out "
                             "somewhere else")
@@ -216,17 +219,22 @@ def fresh_outputs(paths: list[Path], force: bool, inputs: dict[Path, str] | None
 
 FIGURE_MAGIC = {".png": (b"\x89PNG",), ".pdf": (b"%PDF",), ".svg": (b"<?xml", b"<svg"),
                 ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",)}
+# The first line of each Markdown file looplm writes: eval-lm's table and the studies' report.md
+# (looplm/experiments), whose headings name them as the figures' first bytes name a figure
+MARKDOWN_HEADS = (b"# lm-eval by loop count", b"# Addition study (", b"# ouro-mini: the Ouro experiment")
 
 
 def _kind_of(p: Path) -> str:
-    return ("figure" if p.suffix.lower() in FIGURE_MAGIC else "eval-lm table" if p.suffix.lower() == ".md" else
+    return ("figure" if p.suffix.lower() in FIGURE_MAGIC else "report (eval-lm's table, a study's report.md)"
+            if p.suffix.lower() == ".md" else
             "result (the JSON of sweep, analyze or eval-lm)")
 
 
 def is_result(p: Path) -> bool:
     """Whether the file at `p` is one looplm writes, so that --force may replace it: a figure (by its format's
-    first bytes), eval-lm's table, or a result's JSON (an object with its "depths"). Anything else is the user's
-    (a run's training file, a config) and is never replaced, wherever the command runs."""
+    first bytes), eval-lm's table or a study's report (by its heading, `MARKDOWN_HEADS`), or a result's JSON (an
+    object with its "depths"). Anything else is the user's (a run's training file, a config) and is never
+    replaced, wherever the command runs."""
     suffix = p.suffix.lower()
     if suffix in FIGURE_MAGIC or suffix == ".md":
         try:
@@ -234,8 +242,18 @@ def is_result(p: Path) -> bool:
                 head = f.read(64)
         except OSError:
             return False
-        return head.lstrip().startswith(FIGURE_MAGIC.get(suffix, (b"# lm-eval by loop count",)))
+        return head.lstrip().startswith(FIGURE_MAGIC.get(suffix, MARKDOWN_HEADS))
     return "depths" in _record(p)
+
+
+def check_study_outputs(out: Path) -> None:
+    """Refuse, before a study trains anything, a report.md in `out` it did not write (a draft of the user's) and a
+    figure in out/figures that is not looplm's: the study rewrites both at its end, and has no --force (it
+    rebuilds its own report and figures on every call, so a finished study is regenerated or resumed)."""
+    figures = out / "figures"
+    found = sorted(f for f in figures.iterdir() if f.suffix.lower() in FIGURE_MAGIC) if figures.is_dir() else []
+    fresh_outputs([out / "report.md", *dict.fromkeys([figures / "accuracy.png", figures / "dynamics.png", *found])],
+                  True, has_force=False)
 
 
 def not_a_file(p: Path) -> str | None:

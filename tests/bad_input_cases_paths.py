@@ -15,6 +15,7 @@ from .bad_input_damage import _dangling_link, _link_loop, _runs_linked_into_corp
 S = ["sweep", "{run}", "--no-progress", "--depths", "1:2", "--n", "4"]
 DYN = ('{"kind": "looplm.dynamics", "depths": [1], "accuracy": [0.5], "n": 2, "metrics": {}, "spectral": {}, '
        '"pca": {"samples": []}}')  # the least a dynamics.json holds for plot
+STUDY_RUN = Path(__file__).resolve().parents[1] / "docs/results/addition/runs/recipe-fixed8-s0"  # no weights kept
 LONG = "r" * 300  # a name past the file system's limit of 255 bytes
 A = ["analyze", "{copy}", "--no-progress", "--depths", "1:2", "--n", "2", "--out", "{tmp}/an"]
 
@@ -458,4 +459,17 @@ PATH_CASES: dict[str, Case] = {
     "plot-eval-lm-json": Case("plots", "plot of eval-lm's eval_lm.json (\"neither a sweep.json nor a dynamics.json\", "
                               "though it has depths)", ["plot", "{tmp}/e/eval_lm.json", "--out", "{tmp}/p.png"], {
         "e/eval_lm.json": '{"model": "m", "tasks": ["x"], "depths": [1, 2], "rows": [], "table": ""}'}),
+    # round 46 (probe round 44: a study's --out)
+    "outputs-study-users-report": Case("outputs", "study addition into a folder holding only the user's report.md "
+                                       "(trained into it, then wrote its report over the draft)", [
+        "study", "addition", "--out", "{tmp}/st", "--only", "recipe-fixed8-s0", "--no-progress"],
+        {"st/report.md": "my paper draft\n"}),
+    "outputs-study-users-figure": Case("outputs", "study addition with the user's file at figures/accuracy.png "
+                                       "(replaced, no --force)", [
+        "study", "addition", "--out", "{tmp}/st", "--only", "recipe-fixed8-s0", "--no-progress"],
+        {"st/figures/accuracy.png": "user figure bytes\n"}),
+    "checkpoint-study-run-no-weights": Case("checkpoint", "sweep a study run kept without weights (\"not a looplm "
+                                            "checkpoint or run directory\")", [
+        "sweep", "{tmp}/st/runs/recipe-fixed8-s0", "--depths", "8", "--n", "4"],
+        {f"st/runs/recipe-fixed8-s0/{f}": (STUDY_RUN / f).read_text() for f in ("config.yaml", "result.json")}),
 }

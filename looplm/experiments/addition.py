@@ -17,7 +17,7 @@ from ..config import load_config
 from ..errors import UserError, in_command
 from ..hardware import cores_said, cpu_cores
 from ..loops import describe, trained_loops
-from ..outputs import write_json
+from ..outputs import check_study_outputs, write_json
 from ..rundir import read_log
 
 DEPTHS = [1, 2, 4, 8, 16, 32, 64, 100, 300, 1000]
@@ -436,6 +436,7 @@ def run_study(out: str | Path, grid: list[RunSpec], quick: bool = False, jobs: i
         raise UserError(f"{'--jobs' if in_command() else 'jobs'} must be from 1 up to {cores_said()} (each run takes "
                         f"one), got {jobs}")
     out = Path(out)
+    check_study_outputs(out)  # the report and figures it rewrites at the end: its own, or none
     full = grid
     if only:
         unknown = set(only) - {s.name for s in grid}

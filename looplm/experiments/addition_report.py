@@ -9,6 +9,7 @@ import re
 import statistics
 from pathlib import Path
 
+from ..checkpoint import write_result
 from .addition import REDO, SEED_SUFFIXES, _external, merged, read_dynamics, read_json
 
 
@@ -369,6 +370,5 @@ def write_report(out: Path, results: list[dict], quick: bool, missing: list[str]
                      f"{m['d_model']}, {m['n_heads']}, {m['d_ff']}, {m['n_core']}, {m['norm_placement']} "
                      f"{m['norm_type']} | {t['steps']} × {t['batch_size']}, {t['lr']:g} | "
                      f"{r['train_seconds']}{_resumed(r)} | {r['sweep_seconds']} |")
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    # whole or absent (a torn report would no longer read as the study's own, and be refused)
+    return write_result(out / "report.md", lambda f: f.write_text("\n".join(lines) + "\n"), replace=True)

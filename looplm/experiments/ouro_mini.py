@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import write_result
 from ..errors import UserError
+from ..outputs import check_study_outputs
 
 DEPTHS = (1, 2, 3, 4, 6, 8, 12, 16)  # the loop counts every model is evaluated at
 TASK = "ouro_mini_math"
@@ -125,6 +127,7 @@ def write_init(out: Path, s: Settings, train_jsonl: Path) -> Path:
     import torch
 
     from ..hf import OuroConfig, OuroForCausalLM
+    from ..hf.finetune import quiet_transformers
     from ..hf.tokenizer import train_chat_tokenizer
 
     records = [json.loads(x) for x in train_jsonl.read_text().splitlines()]
@@ -137,8 +140,9 @@ def write_init(out: Path, s: Settings, train_jsonl: Path) -> Path:
     torch.manual_seed(0)
     tmp = out / "init.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    OuroForCausalLM(cfg).save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    with quiet_transformers():  # (its "Writing model shards" bar broke --no-progress; export-hf shows none)
+        OuroForCausalLM(cfg).save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     tmp.rename(init)
     return init
 
@@ -301,6 +305,7 @@ def study(out: str | Path, quick: bool = False, base: str | Path | None = None, 
     training the base. The full study trains the base from scratch (base_steps at a fixed 4 loops).
     `settings` replaces FULL / QUICK (tests use tiny ones); `threads` caps torch's threads (0: its default)."""
     out = Path(out)
+    check_study_outputs(out)  # the report and figures it rewrites at the end: its own, or none
     s = settings or (QUICK if quick else FULL)
     if quick and base is None:
         base = SHIPPED_BASE
@@ -494,6 +499,5 @@ def write_report(out: Path, s: Settings, quick: bool, base_src: Path | None = No
               "loss = 0.9·CE + 0.1·JSRR. AdamW, cosine schedule to lr/10, assistant tokens only, float32, CPU. "
               "Each run's full config is runs/<name>/config.yaml.", "",
               "Training time (s): " + ", ".join(f"{n} {t:.0f}" for n, t in train_s.items()) + ".", ""]
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    return report
+    # whole or absent (a torn report would no longer read as the study's own, and be refused)
+    return write_result(out / "report.md", lambda f: f.write_text("\n".join(lines)), replace=True)
