@@ -13,7 +13,6 @@ or "float32".
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
 from typing import Any
@@ -47,6 +46,9 @@ def check_model_type(cls: type[PretrainedConfig], config_dict: Any) -> None:
 class OuroConfig(PretrainedConfig):
     model_type = "ouro"
     keys_to_ignore_at_inference = ["past_key_values", "cache"]
+    # looplm's name for the default loop count (an export's config, `from_pretrained(..., num_loops=2)`) reads and
+    # sets total_ut_steps: it was kept and never read, and from_pretrained(num_loops=2) was a TypeError
+    attribute_map = {"num_loops": "total_ut_steps"}
 
     def __init__(
         self,
@@ -70,11 +72,16 @@ class OuroConfig(PretrainedConfig):
         max_window_layers: int | None = None,
         layer_types: list[str] | None = None,
         attention_dropout: float = 0.0,
-        total_ut_steps: int = 4,
+        total_ut_steps: int | None = None,
         early_exit_threshold: float | None = 1.0,
         exit_dtype: str = "model",
         **kwargs: Any,
     ) -> None:
+        num_loops = kwargs.pop("num_loops", None)
+        if num_loops is not None and total_ut_steps is not None and num_loops != total_ut_steps:
+            raise ValueError(f"num_loops={num_loops!r} and total_ut_steps={total_ut_steps!r} disagree: they name the "
+                             "same setting, Ouro's default loop count (total_ut_steps); give one")
+        total_ut_steps = next((v for v in (total_ut_steps, num_loops) if v is not None), 4)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
@@ -150,11 +157,6 @@ class OuroConfig(PretrainedConfig):
             raise ValueError(f"total_ut_steps must be at most {MAX_DEPTH:,}, got {total_ut_steps:,}")
         self.total_ut_steps = int(total_ut_steps)
         check_token_ids(kwargs, vocab_size)
-        if kwargs.get("num_loops") is not None:  # looplm's name (`model(ids, num_loops=8)`): kept, never read
-            logging.getLogger(__name__).warning(
-                f"OuroConfig: num_loops={kwargs['num_loops']!r} is not an Ouro setting and is not read; the default "
-                f"loop count is total_ut_steps={self.total_ut_steps} (pass num_loops to the forward or generate() "
-                "for another)")
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     @classmethod

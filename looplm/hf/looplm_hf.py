@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 
+from .. import rundir
 from ..arguments import MAX_DEPTH
 from ..config import ConfigError, ModelConfig
 from ..errors import UserError
@@ -27,6 +28,7 @@ from ..outputs import check_out_folder, check_outside_data, not_a_file
 from .configuration_ouro import check_model_type, check_token_ids
 from .flags import check_flag
 from .generation import LoopGeneration
+from .inputs import PACKING_KWARGS, check_unknown_kwargs, sdpa_only
 from .modeling_ouro import OuroCausalLMOutput, causal_lm_loss, check_no_attentions, output_flag
 
 _MODEL_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
@@ -97,6 +99,10 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
     base_model_prefix = "model"
     main_input_name = "input_ids"
     _no_split_modules = ["Block"]
+    _supports_sdpa = True  # (LoopedTransformer's attention is F.scaled_dot_product_attention)
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        return sdpa_only(type(self).__name__, requested_attention)
 
     def __init__(self, config: LooplmConfig) -> None:
         super().__init__(config)
@@ -187,6 +193,12 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
             raise ValueError(f"LooplmForCausalLM has no early-exit gate: {', '.join(asked)} cannot apply (it runs "
                              "every loop)")
         check_loop_kwargs({k: v for k, v in kwargs.items() if k not in gate})
+        packed = sorted(k for k in PACKING_KWARGS if kwargs.get(k) is not None)
+        if packed:  # (taken by **kwargs, the packed sequences attended across each other)
+            raise ValueError(f"LooplmForCausalLM runs one sequence a row (learned absolute positions): packed "
+                             f"sequences ({', '.join(packed)}, as DataCollatorWithFlattening gives) cannot apply; put "
+                             "each sequence in its own padded row")
+        check_unknown_kwargs("LooplmForCausalLM", {k: v for k, v in kwargs.items() if k not in gate + PACKING_KWARGS})
         output_loop_logits = check_flag("output_loop_logits", output_loop_logits)  # ("no" returned them)
         return_dict = check_flag("return_dict", return_dict, optional=True)
         if attention_mask is not None and attention_mask.numel():
@@ -208,7 +220,7 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
             logits = logits[:, -logits_to_keep:]
         loss = None
         if labels is not None:
-            loss = causal_lm_loss(logits, labels, num_items_in_batch)
+            loss = causal_lm_loss(logits, labels, num_items_in_batch, input_ids.shape)
         out = OuroCausalLMOutput(loss=loss, logits=logits, loop_logits=loop_logits)
         return out.to_tuple() if return_dict is False else out
 
@@ -245,12 +257,17 @@ def check_default_positions(position_ids: Any, input_ids: torch.Tensor, attentio
                          "and pass no position_ids")
 
 
+def _writer() -> str:
+    """The export as the caller named it (a Python caller was told of --out and export-hf)."""
+    return rundir.flag("export-hf", "convert_checkpoint")
+
+
 def check_new_model_dir(out: Path) -> None:
     """An export writes a new model directory: never over a file, or into a folder that holds anything."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "is not empty" if out.is_dir() else f"is {not_a_file(out) or 'a file'}"  # /dev/stdout: no file
-        raise UserError(f"--out {out} exists and {what}; export-hf writes a new model directory (choose a new or "
-                        "empty one)")
+        raise UserError(f"{rundir.out_flag()} {out} exists and {what}; {_writer()} writes a new model directory "
+                        "(choose a new or empty one)")
     check_out_folder(out)
 
 
@@ -301,8 +318,8 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, num_loops: int |
             umask_mode(weights)
         with folders_held([out]):  # two exports into one --out take turns; the second finds it taken
             if any(not f.name.startswith(".export.") for f in out.iterdir()) if out.is_dir() else out.exists():
-                raise UserError(f"--out {out} was written by another command meanwhile; export-hf writes a new model "
-                                "directory (choose a new or empty one)")
+                raise UserError(f"{rundir.out_flag()} {out} was written by another command meanwhile; {_writer()} "
+                                "writes a new model directory (choose a new or empty one)")
             if prepared:
                 for f in sorted(part.iterdir()):
                     os.replace(f, out / f.name)

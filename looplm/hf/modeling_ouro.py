@@ -41,6 +41,7 @@ from ..model import in_twice_differentiable
 from .configuration_ouro import OuroConfig, check_exit_dtype, check_exit_threshold, rope_settings
 from .flags import check_flag
 from .generation import LoopGeneration
+from .inputs import PACKING_KWARGS, check_unknown_kwargs, packed_positions, sdpa_only
 
 # Attribute set on a KV cache the first time it is filled: the loop count its slots were laid out for.
 _LOOPS_ATTR = "_looplm_num_loops"
@@ -185,6 +186,9 @@ class OuroPreTrainedModel(PreTrainedModel):
     _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_sdpa = True
 
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        return sdpa_only(type(self).__name__, requested_attention)
+
 
 def _prepare_cache(cache: Any, num_loops: int, num_layers: int) -> Cache:
     """A cache with room for num_loops * num_layers slots. transformers' `generate` hands the model a cache
@@ -327,6 +331,8 @@ class OuroModel(OuroPreTrainedModel):
                 output_attentions: bool | None = None, **kwargs: Any) -> OuroModelOutput:
         n = loop_count(num_loops, int(self.config.total_ut_steps))
         check_no_attentions("Ouro", output_attentions, self.config)
+        packing = {k: kwargs.pop(k) for k in PACKING_KWARGS if k in kwargs}
+        check_unknown_kwargs("OuroModel", kwargs)
         cache = cache if cache is not None else past_key_values
         use_cache = check_flag("use_cache", use_cache, optional=True)  # ("no" is a true value: it cached)
         output_loop_states = check_flag("output_loop_states", output_loop_states)
@@ -337,9 +343,14 @@ class OuroModel(OuroPreTrainedModel):
             cache = _prepare_cache(cache, n, len(self.layers))
         elif cache is not None:
             raise ValueError("a KV cache was passed with use_cache=False")
+        if attention_mask is not None and not torch.is_tensor(attention_mask):
+            raise TypeError(f"attention_mask must be a (batch, length) tensor of 1 (token) and 0 (padding), got "
+                            f"{type(attention_mask).__name__}")
         h = self.embed(input_ids, inputs_embeds)
         B, T, _ = h.shape
         past = cache.get_seq_length() if cache is not None else 0
+        if packing:
+            position_ids = packed_positions(B, T, h.device, attention_mask, position_ids, past, **packing)
         ctx = self.loop_context(B, T, h.device, h.dtype, attention_mask, position_ids, past, cache)
         keep = output_loop_states or bool(output_hidden_states)
         states: list[torch.Tensor] = []
@@ -395,10 +406,16 @@ def exit_steps(exit_probs: torch.Tensor, threshold: float) -> torch.Tensor:
     return torch.where(reached.any(-1), reached.long().argmax(-1), last)
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: Any = None,
+                   input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
     """Next-token cross-entropy of (B, T, V) logits against (B, T) labels, shifted inside (HF convention; -100 is
     ignored). The mean over target tokens, or, given `num_items_in_batch` (HF Trainer's count of target tokens in
-    the whole accumulated batch), their sum divided by it, so every micro-batch's tokens weigh the same."""
+    the whole accumulated batch), their sum divided by it, so every micro-batch's tokens weigh the same.
+    `input_shape` (B, T) of the input: labels of another shape are refused as such (they were blamed on
+    logits_to_keep, a setting the caller never gave)."""
+    if input_shape is not None and tuple(labels.shape) != tuple(input_shape):
+        raise ValueError(f"labels of shape {tuple(labels.shape)} must have the input's shape {tuple(input_shape)} "
+                         "(one label per input token; -100 for tokens not scored)")
     if logits.shape[1] != labels.shape[1]:
         raise ValueError("labels need logits at every position (logits_to_keep=0)")
     pred = logits[:, :-1].flatten(0, 1).float()  # (B·(T-1), V)
@@ -460,6 +477,20 @@ class OuroForCausalLM(LoopGeneration, OuroPreTrainedModel, GenerationMixin):
     def loop_units(self) -> list[nn.Module]:
         return list(self.model.layers)
 
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """transformers' generate(), refusing a static KV cache (`cache_implementation="static"` and the like, in
+        the call or a generation config): its slots are laid out for one pass through the layers, and it handed
+        the model a dict of masks (an AttributeError inside the attention setup)."""
+        config = kwargs.get("generation_config") or getattr(self, "generation_config", None)
+        kind = kwargs.get("cache_implementation", getattr(config, "cache_implementation", None))
+        if kind is None and config is not getattr(self, "generation_config", None):  # (gaps filled from the model's)
+            kind = getattr(getattr(self, "generation_config", None), "cache_implementation", None)
+        if kind not in (None, "dynamic", "offloaded", "quantized"):
+            raise ValueError(f"cache_implementation={kind!r} cannot hold Ouro's looped KV cache (one slot per loop "
+                             "and layer, grown as it decodes): leave cache_implementation out (the default dynamic "
+                             "cache), in the call and in generation_config.json")
+        return super().generate(*args, **kwargs)
+
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: Cache | None = None,
                 inputs_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -486,8 +517,13 @@ class OuroForCausalLM(LoopGeneration, OuroPreTrainedModel, GenerationMixin):
         `num_items_in_batch` (HF Trainer) makes the loss the summed token CE divided by it.
         """
         check_loop_kwargs(kwargs)
+        packing = {k: kwargs.pop(k) for k in PACKING_KWARGS if k in kwargs}  # (OuroModel reads them)
+        check_unknown_kwargs("OuroForCausalLM", kwargs)
         # (use_weighted_exit="false" averaged the loops' logits, and output_loop_logits="no" returned them)
         weighted = check_flag("use_weighted_exit", use_weighted_exit)
+        if weighted and exit_threshold is not None:  # the average was taken and the threshold set aside
+            raise ValueError("use_weighted_exit=True and exit_threshold are two exit rules (the exit-weighted "
+                             "average of the loops' logits, or the first loop past the threshold); pass one")
         output_loop_logits = check_flag("output_loop_logits", output_loop_logits)
         return_dict = check_flag("return_dict", return_dict, optional=True)
         if exit_threshold is None and labels is None:  # training losses keep the last loop unless asked
@@ -498,7 +534,8 @@ class OuroForCausalLM(LoopGeneration, OuroPreTrainedModel, GenerationMixin):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          cache=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,
                          use_cache=use_cache, num_loops=num_loops, output_loop_states=need_states,
-                         output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+                         output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                         **packing)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
 
         def sel(x: torch.Tensor) -> torch.Tensor:
@@ -525,7 +562,8 @@ class OuroForCausalLM(LoopGeneration, OuroPreTrainedModel, GenerationMixin):
                 logits = loop_logits[-1] if loop_logits is not None else self.lm_head(sel(out.last_hidden_state))
         else:
             logits = self.lm_head(sel(out.last_hidden_state))
-        loss = causal_lm_loss(logits, labels, num_items_in_batch) if labels is not None else None
+        loss = None if labels is None else causal_lm_loss(logits, labels, num_items_in_batch,
+                                                          out.last_hidden_state.shape[:2])
         result = OuroCausalLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                     **{_CACHE_FIELD: get_cache(out)},
                                     loop_logits=loop_logits if output_loop_logits else None,
