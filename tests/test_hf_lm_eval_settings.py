@@ -58,13 +58,14 @@ def test_a_generation_configs_decoding_settings_are_set_aside_with_a_warning(bas
     assert not torch.equal(lm._model_generate(ids, 14, [], do_sample=False, repetition_penalty=5.0), plain)
 
 
-def test_an_ouro_configs_stray_num_loops_is_not_the_default_depth(base, tmp_path, caplog):
-    """A `num_loops` key in an Ouro config.json (which the model never reads: its default is total_ut_steps) was
-    the looplm model's depth when model_args gave none: requests ran 1 loop where the model runs 4."""
-    with caplog.at_level(logging.WARNING, logger="looplm.hf.lm_eval_adapter"):
-        lm = LoopedLM(pretrained=str(variant(base, tmp_path, "nl", "config.json", num_loops=1)), device="cpu")
+def test_an_ouro_configs_stray_num_loops_is_not_the_default_depth(base, tmp_path):
+    """A `num_loops` key in an Ouro config.json was the looplm model's depth when model_args gave none, while the
+    model ran total_ut_steps: requests ran 1 loop where the model runs 4. Since round 46 Ouro reads num_loops as
+    total_ut_steps, and a config.json where the two disagree is refused, naming the file."""
+    with pytest.raises(UserError, match=r"config.json: num_loops=1 and total_ut_steps=4 disagree"):
+        LoopedLM(pretrained=str(variant(base, tmp_path, "nl", "config.json", num_loops=1)), device="cpu")
+    lm = LoopedLM(pretrained=str(variant(base, tmp_path, "nl4", "config.json", num_loops=4)), device="cpu")
     assert lm._loop_kwargs()["num_loops"] == lm.model.config.total_ut_steps == 4
-    assert "sets num_loops=1, which an Ouro model does not read" in caplog.text
     ids = torch.tensor([[5, 6, 7]])
     assert torch.equal(lm._model_call(ids), lm.model(ids).logits)
 

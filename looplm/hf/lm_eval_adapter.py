@@ -198,11 +198,6 @@ class LoopedLM(EndOfText, HFLM):
                 "looplm model generates with each request's own settings (the task's generation_kwargs, "
                 "max_gen_toks) and the model_args loop settings (num_loops, exit_threshold) or the model config's "
                 "own, not these")
-        stray = getattr(self.model.config, "num_loops", None)
-        if hasattr(self.model.config, "total_ut_steps") and stray is not None:
-            logging.getLogger(__name__).warning(
-                f"the model's config.json sets num_loops={stray!r}, which an Ouro model does not read; its default "
-                f"loop count is total_ut_steps={self.model.config.total_ut_steps}")
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         if not getattr(self.tokenizer, "chat_template", None):  # transformers' paragraph named neither model nor flag
