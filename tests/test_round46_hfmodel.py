@@ -154,3 +154,14 @@ def test_convert_checkpoint_names_its_argument_to_a_python_caller(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(UserError, match=r"^out .* exists and is not empty; convert_checkpoint writes a new model"):
         check_new_model_dir(tmp_path)
+
+
+def test_one_segment_of_token_type_ids_is_read_as_none_and_two_are_refused(ouro, export):
+    """A WordPiece tokenizer's output holds token_type_ids, so model(**tok(text)) passes them: one segment (all
+    zeros) is what a causal LM reads anyway; two segments would need segment embeddings the models lack."""
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        for model in (ouro, export):
+            assert torch.equal(model(ids).logits, model(ids, token_type_ids=torch.zeros_like(ids)).logits)
+            with pytest.raises(TypeError, match="segment"):
+                model(ids, token_type_ids=torch.tensor([[0, 0, 1, 1]]))

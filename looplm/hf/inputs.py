@@ -33,6 +33,16 @@ def check_unknown_kwargs(model: str, kwargs: dict[str, Any]) -> None:
     """Refuse (TypeError) forward arguments the model does not read: taken by **kwargs, they changed nothing
     without a word (a typo, another model's option, a packed batch's boundaries)."""
     unknown = sorted(k for k in kwargs if k not in _UNREAD_KWARGS)
+    # token_type_ids: a WordPiece (BERT-style) tokenizer's output holds them, so model(**tok(text)) and
+    # generate(**tok(text)) pass them; one segment (every id the same) is what a causal LM reads anyway, so it is
+    # accepted; two segments would need segment embeddings, which these models have none of
+    types = kwargs.get("token_type_ids")
+    one_segment = types is None or (torch.is_tensor(types) and bool((types == types.flatten()[:1]).all()))
+    if "token_type_ids" in unknown and one_segment:
+        unknown.remove("token_type_ids")
+    elif "token_type_ids" in unknown:
+        raise TypeError(f"{model} has no segment embeddings: token_type_ids of more than one segment cannot be read; "
+                        "leave them out (tok(..., return_token_type_ids=False))")
     if unknown:
         raise TypeError(f"{model}.forward() got unexpected keyword argument(s) {', '.join(unknown)}")
 
