@@ -136,7 +136,9 @@ def check_half(model: nn.Module | None, cfg: Config) -> None:
                                                                 torch.get_default_dtype() == torch.float16) else []
         fix = "torch.set_default_dtype(torch.float32) before fit"
     else:
-        half = [name for name, p in model.named_parameters() if p.dtype == torch.float16]
+        # only what AdamW updates: make_optimizer leaves frozen parameters out, so a frozen float16 table (a
+        # memory saving) never meets the eps, and it was refused
+        half = [name for name, p in model.named_parameters() if p.dtype == torch.float16 and p.requires_grad]
         fix = "model.float()"
     if not half:
         return
