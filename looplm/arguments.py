@@ -17,10 +17,7 @@ def check_depths(depths: Any, what: str = "sweep") -> list[int]:
     """The depths an API call scores, as a list: increasing, distinct integers >= 1 (what `parse_depths` returns;
     numpy and torch integer arrays too). A repeated or non-positive depth would otherwise be a slot that no loop
     ever fills, reported as a score of 0."""
-    try:
-        out = [strict_int(d) for d in depths]
-    except TypeError:  # a float, a bool, a string, or not a sequence at all
-        raise ValueError(f"depths must be integers, got {depths!r:.80}") from None
+    out = int_list(depths, "depths")
     if not out:
         raise ValueError(f"no depths to {what}")
     if sorted(set(out)) != out or out[0] < 1:
@@ -28,6 +25,24 @@ def check_depths(depths: Any, what: str = "sweep") -> list[int]:
     if out[-1] > MAX_DEPTH:  # as the command line's depth specs: 2**40 loops ran on, silent, until killed
         raise ValueError(f"depths must be at most {MAX_DEPTH:,} loops, got {out[-1]:,}")
     return out
+
+
+def int_list(v: Any, name: str) -> list[int]:
+    """A list of depths (`name` in errors) as plain ints. A bare number or a depth spec given for the list was
+    refused as "depths must be integers, got 8", which 8 is: say which container was wanted instead."""
+    if isinstance(v, str):
+        raise ValueError(f"{name} must be a list of loop counts, got the string {v!r:.80}; for a spec like '1:8', "
+                         f"use looplm.parse_depths({v!r:.40})")
+    try:
+        one = strict_int(v)
+    except TypeError:
+        one = None
+    if one is not None:
+        raise ValueError(f"{name} must be a list of loop counts (e.g. [{one}]), got the int {one}")
+    try:
+        return [strict_int(d) for d in v]
+    except TypeError:  # a float, a bool, a string among them, or not a sequence at all
+        raise ValueError(f"{name} must be integers, got {v!r:.80}") from None
 
 
 def check_count(name: str, v: Any, lo: int) -> int:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .arguments import MAX_DEPTH, check_count, check_depths, finite_real, strict_int
+from .arguments import MAX_DEPTH, check_count, check_depths, finite_real, int_list
 from .evaluate import check_finite, check_scored, check_targets, check_weights_finite, state_overflow
 from .looped import check_given, detach_ctx, eval_mode, loop_arg, phi, run_loop
 from .memory import out_of_memory_hint
@@ -159,10 +159,7 @@ def diagnose(model: torch.nn.Module, batch: Batch, depths: list[int], spectral_d
     if method not in ("arnoldi", "power"):
         raise ValueError(f"unknown method {method!r:.80}; choose arnoldi or power")
     if spectral_depths is not None:  # a list, tuple or integer array; [] probes no depth
-        try:
-            asked = [strict_int(d) for d in spectral_depths]  # (a bool is no depth)
-        except TypeError:
-            raise ValueError(f"spectral_depths must be integers, got {spectral_depths!r:.80}") from None
+        asked = int_list(spectral_depths, "spectral_depths")  # (a bool is no depth)
         spectral_depths = check_depths(sorted(set(asked)), "probe") if asked else []
     n = len(batch)
     if n < 1:

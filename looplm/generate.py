@@ -110,10 +110,25 @@ def _check_read(h: torch.Tensor, logits: torch.Tensor, live: torch.Tensor, depth
         check_finite(logits[i], d, "readout logits", shallower_read=False)
 
 
+def _is_int(v: Any) -> bool:
+    if getattr(v, "ndim", 0):  # a one-element row of a tensor is an index to torch, but a prompt here
+        return False
+    try:
+        strict_int(v)
+    except TypeError:
+        return False
+    return True
+
+
 def _check_prompts(prompts: list[list[int]], limit: tuple[int | None, str]) -> list[list[int]]:
     """The prompts as lists of int ids, each non-empty and leaving a position free below the limit
     (`_length_limit`)."""
     max_len, said = limit
+    shape = "prompts is a list of prompts, each a list of token ids"
+    if isinstance(prompts, str) or any(isinstance(p, str) for p in prompts):  # text where ids were wanted
+        raise ValueError(f"{shape}: got text ({prompts!r:.60}); encode it first (task.tok.encode)")
+    if any(_is_int(p) for p in prompts):  # one prompt's ids, unwrapped: its ids were refused as "not integers"
+        raise ValueError(f"{shape}: got a flat list of ints ({prompts!r:.60}); wrap one prompt: [ids]")
     out = []
     for p in prompts:
         try:
