@@ -19,6 +19,7 @@ from . import checkpoint as ckpt
 from . import rundir
 from .arguments import MAX_DEPTH
 from .config import REAL_NUMBER, Config, load_config
+from .datanotes import print_data_notes
 from .demo import DEMO_FILES, DEMO_N, cmd_demo, exit_summary, table_depths
 from .errors import DISTRIBUTED_COMMANDS, UserError, command, emptiness, guarded, rank_zero, run_command, say
 from .evaluate import overflow_of, parse_depths, perplexity, sweep
@@ -123,6 +124,7 @@ def eval_problems(task, cfg, data: str | None, n: int | None, default: int | Non
             raise ValueError(f"--data is {emptiness(data)}; give a data file" if hasattr(task, "load_eval") else
                              f"the {cfg.data.task} task reads no --data file")
         batch, source = task.load_eval(data, want), eval_file(cfg, data)  # (a note if it is the training data)
+        print_data_notes(task, data, want)  # (rows of another shape, a prompt with two answers: as generate, train)
     else:
         batch = task.held_out(want if want is not None else cfg.data.test_size)
         source = held_out_source(cfg)
@@ -364,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--depths", default="1:100", help="e.g. 1:100, 1:1000:10 (1, 11, ..., 991, 1000), 1,2,4,8")
     s.add_argument("--data", help="a file of your own test problems in the task's format (addition: num1/num2/answer "
                    "rows; jsonl: prompt/answer rows; text: a text file); default: the held-out split")
-    s.add_argument("--sizes", help="size-graded tasks (parity, chain): sweep each instance size, e.g. 1:12; writes "
+    s.add_argument("--sizes", help="size-graded tasks (parity, chain): sweep each instance size, e.g. 6:12; writes "
                    "accuracy by (size, depth) and a heatmap next to the JSON")
     s.add_argument("--n", type=count_arg(1), help="number of problems (default: data.test_size, or the whole file)")
     s.add_argument("--batch-size", type=count_arg(1), default=500)

@@ -74,11 +74,23 @@ class SizedTask:
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def _draw(self, rng: random.Random, size: int, held_out: bool) -> tuple[str, str]:
+        got = self._try_draw(rng, size, held_out)
+        if got is not None:
+            return got
+        fix = ""
+        if held_out:  # a tiny size (parity of 1 or 2 bits) has too few problems to hold any out: say where to start
+            first = next((s for s in range(size + 1, size + 64)
+                          if self._try_draw(random.Random(s), s, True) is not None), None)
+            fix = f"; the smallest size with held-out problems is {first}: start the sizes (--sizes) there" \
+                if first is not None else ""
+        raise ValueError(f"{self.name}: no {'held-out' if held_out else 'training'} problem of size {size}{fix}")
+
+    def _try_draw(self, rng: random.Random, size: int, held_out: bool) -> tuple[str, str] | None:
         for _ in range(10_000):
             p, a = self.problem(rng, size)
             if held_out_by_hash(p, TEST_FRACTION, self.name) == held_out:
                 return p, a
-        raise ValueError(f"{self.name}: no {'held-out' if held_out else 'training'} problem of size {size}")
+        return None
 
     def train_batch(self, n: int, gen: torch.Generator, step: int = 0) -> Batch:
         n = check_count("n", n, 1)  # (0 was max() of nothing)
@@ -105,7 +117,8 @@ class SizedTask:
             pairs.setdefault(p, a)
         if len(pairs) < n and strict:
             raise ValueError(f"size {size} ({self.name}) has only {len(pairs):,} distinct held-out problems; ask for "
-                             f"at most that many (--n)")
+                             "at most that many (--n), or leave --n out: each size then gives all it has, up to "
+                             "data.test_size")
         return encode_answers(self.tok, list(pairs), list(pairs.values()), self.max_len)
 
     def held_out(self, n: int) -> Batch:
