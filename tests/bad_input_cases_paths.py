@@ -472,4 +472,9 @@ PATH_CASES: dict[str, Case] = {
                                             "checkpoint or run directory\")", [
         "sweep", "{tmp}/st/runs/recipe-fixed8-s0", "--depths", "8", "--n", "4"],
         {f"st/runs/recipe-fixed8-s0/{f}": (STUDY_RUN / f).read_text() for f in ("config.yaml", "result.json")}),
+    # round 47 (probe round 45, HF data): a messages record's top-level system beside a different system turn
+    "hf-finetune-messages-two-systems": Case("data", "a messages record with a top-level system and a different "
+                                             "system turn (the top-level one was dropped without a note)", FT, chat(
+        '{"system": "Answer in French.", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", '
+        '"content": "1+1?"}, {"role": "assistant", "content": "#### 2"}]}'), hf=True),
 }

@@ -34,7 +34,7 @@ from ..records import alpaca_prompt, check_text
 from ..tasks.base import IGNORE
 from .chat_calls import call_problem, json_object, shown_value
 from .chat_header import MARKER, header_why
-from .chat_records import check_arguments, earlier_turns, joined_parts
+from .chat_records import check_arguments, earlier_turns, joined_parts, system_turn
 from .chat_stability import unstable_why
 
 # ChatML, the format of Ouro's chat template: every turn is <|im_start|>role\ncontent<|im_end|>\n.
@@ -439,7 +439,8 @@ def to_messages(record: dict[str, Any], fmt: str = "auto", messages_field: str =
         # the other keys too: a template may render them (reasoning_content in <think>, a speaker's name), and
         # what an assistant turn renders is its target. `tool_calls: []` (JSON exports fill the key on plain turns)
         # is no call: Llama 3.1's template takes any tool_calls key for one ("only supports single tool-calls")
-        out = [{k: v for k, v in m.items() if not (k == "tool_calls" and v == [])} for m in msgs]
+        out = [*system_turn(record, msgs), *({k: v for k, v in m.items() if not (k == "tool_calls" and v == [])}
+                                             for m in msgs)]
     elif fmt == "prompt_response":
         p, r = alpaca_prompt(record, prompt_field), record.get(response_field)
         for name, v in ((prompt_field, p), (response_field, r)):

@@ -25,19 +25,40 @@ def check_arguments(fmt: Any, messages_field: Any, prompt_field: Any, response_f
                          "learn to copy its prompt")
 
 
+def _system_column(record: dict[str, Any]) -> str | None:
+    """A record's top-level `system` (LLaMA-Factory's column; the Anthropic Messages API's system prompt): a
+    non-blank string, or None; any other value is refused (null and "" are none)."""
+    system = record.get("system")
+    if system is not None and not isinstance(system, str):
+        raise ValueError(f"system must be a string (LLaMA-Factory's system prompt, the conversation's first turn), "
+                         f"got {type(system).__name__} {json.dumps(system)[:80]}; write it as text, or remove the "
+                         "field if it is something else")
+    return system if system and system.strip() else None
+
+
+def system_turn(record: dict[str, Any], msgs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The system turn a `messages` record's top-level `system` gives (the Anthropic Messages API's shape, and
+    LLaMA-Factory's sharegpt datasets), as for an Alpaca record: it was dropped without a word. None when the
+    messages hold the same system turn; refused beside a different one (which of the two is meant is no guess)."""
+    system = _system_column(record)
+    if system is None:
+        return []
+    own = next((m["content"] for m in msgs if m.get("role") in ("system", "developer")), None)
+    if own is None:
+        return [{"role": "system", "content": system}]
+    if own != system:
+        raise ValueError(f"the record has a top-level system ({system[:40]!r}) and a different system turn in its "
+                         f"messages ({own[:40]!r}); keep one of them")
+    return []
+
+
 def earlier_turns(record: dict[str, Any]) -> list[dict[str, str]]:
     """The turns LLaMA-Factory's Alpaca format puts before a record's instruction: its `system` prompt and its
     `history` of [user, assistant] pairs (all trained on, as LLaMA-Factory does by default). Read by its fields
     alone, such a record lost them without a word. A `system` that is no string (5) or a `history` that is no list
     (a transcript as one string) was dropped without a word too: both are refused (null and "" are none)."""
-    out = []
-    system, history = record.get("system"), record.get("history")
-    if system is not None and not isinstance(system, str):
-        raise ValueError(f"system must be a string (LLaMA-Factory's system prompt, the conversation's first turn), "
-                         f"got {type(system).__name__} {json.dumps(system)[:80]}; write it as text, or remove the "
-                         "field if it is something else")
-    if system and system.strip():
-        out.append({"role": "system", "content": system})
+    system, history = _system_column(record), record.get("history")
+    out = [{"role": "system", "content": system}] if system else []
     if history is None or history == "":
         return out
     if not isinstance(history, list):
@@ -59,6 +80,15 @@ def earlier_turns(record: dict[str, Any]) -> list[dict[str, str]]:
 TEXT_PARTS = ("text", "input_text", "output_text")
 
 
+def _part_text(part: dict[str, Any]) -> str | None:
+    """A text part's string: its `text`, or the Assistants API's (v2 thread exports) {"value": ..., "annotations":
+    [...]} object's `value` (refused as "no text part" before); None for a part of another kind."""
+    text = part.get("text")
+    if isinstance(text, dict) and part.get("type") == "text":
+        text = text.get("value")
+    return text if part.get("type") in TEXT_PARTS and isinstance(text, str) else None
+
+
 def joined_parts(m: Any, where: str) -> Any:
     """A message whose `content` is OpenAI's list of parts ([{"type": "text", "text": ...}], newer exports) with its
     text parts (TEXT_PARTS) joined as templates write them (one after another); a part of another type (an image)
@@ -66,8 +96,10 @@ def joined_parts(m: Any, where: str) -> Any:
     parts = m.get("content") if isinstance(m, dict) else None
     if not (isinstance(parts, list) and parts and all(isinstance(p, dict) for p in parts)):
         return m
-    other = next((p for p in parts if p.get("type") not in TEXT_PARTS or not isinstance(p.get("text"), str)), None)
+    other = next((p for p in parts if _part_text(p) is None), None)
     if other is not None:
-        raise ValueError(f"{where}.content is a list of parts with one that is no text part "
-                         f"({json.dumps(other)[:80]}); looplm trains on text: write the content as one string")
-    return {**m, "content": "".join(p["text"] for p in parts)}
+        kind = (f"a {other['type']} part whose text is no string" if other.get("type") in TEXT_PARTS else
+                "one that is no text part")
+        raise ValueError(f"{where}.content is a list of parts with {kind} ({json.dumps(other)[:80]}); looplm trains "
+                         "on text: write the content as one string")
+    return {**m, "content": "".join(_part_text(p) for p in parts)}

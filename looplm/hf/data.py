@@ -20,7 +20,7 @@ from ..errors import emptiness, not_there, shown_path
 from ..records import data_files, read_rows
 from ..tasks.base import IGNORE, Batch
 from .chat import Encoded, TemplateError, encode_chat, has_messages, to_messages
-from .data_hints import field_hint
+from .data_hints import field_hint, turns_hint
 from .data_shapes import card_chooses, json_shape, model_folder, one_format, unread_info
 from .paths import expand_home, shown_home
 
@@ -382,6 +382,7 @@ class DataStats:
     own_system: int = 0  # kept records whose own system turn stood in place of data.system_prompt
     special_text: int = 0  # kept records whose turns' text holds a special token's name
     special_token: str = ""  # the first such name
+    drop_hint: str = ""  # how to read the first dropped record that holds its turns under other fields (data_hints)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -396,7 +397,8 @@ class DataStats:
             why.append(f"{self.overlong} longer than data.max_length={max_length} tokens")
         line = f"data: {self.kept} of {self.records} records kept"
         if self.records > self.kept:
-            line += f"; {self.records - self.kept} dropped: {', '.join(why)}"
+            line += f"; {self.records - self.kept} dropped: {', '.join(why)}" + (
+                f" ({self.drop_hint})" if self.drop_hint else "")
         if self.overlong and overlong == "truncate":
             line += f"; {self.overlong} cut to data.max_length={max_length} tokens"
         if self.own_system:  # not silently: the config records a system prompt these records did not get
@@ -445,15 +447,16 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
     added = getattr(tokenizer, "added_tokens_decoder", None) or {}
     specials = sorted({a.content for a in added.values() if getattr(a, "special", False) and a.content}
                       | {t for t in getattr(tokenizer, "all_special_tokens", None) or [] if isinstance(t, str) and t})
-    special_text, special_token = 0, ""
+    special_text, special_token, drop_hint = 0, "", ""
     where = getattr(records, "where", None) or [f"record {i}" for i in range(len(records))]
     for r, w in zip(records, where, strict=True):
         try:
             msgs = to_messages(r, **fmt)
         except ValueError as e:
             raise ValueError(f"{w}: {e}") from None
-        if msgs is None:
+        if msgs is None:  # TRL's prompt/completion turns beside messages records: said only when every one failed
             no_target += 1
+            drop_hint = drop_hint or (isinstance(r, dict) and turns_hint(r, fmt.get("messages_field", "messages")))
             continue
         prompt = fmt.get("system_prompt")
         own = prompt and not any(m["role"] == "system" and m["content"] == prompt for m in msgs)
@@ -485,7 +488,7 @@ def build_examples(records: list[dict[str, Any]], tokenizer: Any, max_length: in
         named = [t for t in specials if any(t in str(m.get("content") or "") for m in msgs)]
         special_text, special_token = special_text + bool(named), special_token or (named or [""])[0]
     stats = DataStats(len(records), len(out), no_target, n_long, sum(len(e.input_ids) for e in out),
-                      sum(e.n_targets for e in out), n_cut, own_system, special_text, special_token)
+                      sum(e.n_targets for e in out), n_cut, own_system, special_text, special_token, drop_hint or "")
     if not out:
         why = [f"no assistant target: {no_target}"] + (
             [f"reply after max_length={max_length}: {n_cut}"] if overlong == "truncate" else

@@ -3,6 +3,8 @@ shape would read them."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from .chat import ROLES, has_messages
@@ -97,3 +99,19 @@ def _context_only(messages: Any) -> bool:
     turns = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"] if isinstance(
         messages, list) else []
     return bool(turns) and all(m.get("weight") == 0 for m in turns)
+
+
+def folder_template(folder: Path) -> str:
+    """What data.chat_template naming a folder should name instead: the folder's template file, its
+    tokenizer_config.json's template, or neither (both were named for any folder, one without a template too)."""
+    if (folder / "chat_template.jinja").is_file():
+        return f"{folder} is a folder: give its template file ({folder / 'chat_template.jinja'})"
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = None
+    if isinstance(config, dict) and config.get("chat_template"):
+        return (f"{folder} is a folder whose tokenizer_config.json holds a chat_template: leave data.chat_template "
+                "out if it is the model's own tokenizer, or copy that template to a .jinja file and give the file")
+    return (f"{folder} is a folder that holds no chat template (no chat_template.jinja, no tokenizer_config.json "
+            "with a chat_template): give a template file, chatml or a Jinja template")

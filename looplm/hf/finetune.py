@@ -31,6 +31,7 @@ from ..tasks import save_fingerprint
 from ..train import Run
 from .chat import CHATML_TEMPLATE, TemplateError, assistant_spans, end_of_turn_token, no_default_template
 from .data import ChatTask, build_examples, check_format, load_records, past_positions, quiet_hub
+from .data_hints import folder_template
 from .paths import expand_home, refuse_missing
 
 TEMPLATE_LIMIT = 2**20  # characters of a data.chat_template file
@@ -71,8 +72,7 @@ def chat_template(spec: str | None, named: dict[str, str] | None = None) -> str 
                           "a template file or a Jinja template")
     if "{{" not in spec and "{%" not in spec:  # a mistyped name would otherwise render as constant text
         names = f"one of the tokenizer's named templates ({', '.join(sorted(named))}), " if named else ""
-        folder = (f"; {p} is a folder: give its template file ({p / 'chat_template.jinja'}, or the one in its "
-                  "tokenizer_config.json's chat_template)" if len(spec) < 300 and p.is_dir() else "")
+        folder = f"; {folder_template(p)}" if len(spec) < 300 and p.is_dir() else ""
         raise ConfigError(f"data.chat_template={spec!r} is neither chatml, {names}a template file, nor a Jinja "
                           "template (text with {{ ... }} or {% ... %})" + folder)
     return spec

@@ -33,7 +33,7 @@ from .chat import DATE, DroppedPart, TemplateError, check_drops, no_default_temp
 from .configuration_ouro import EXIT_DTYPES, check_exit_threshold
 from .generation import LOOP_KEYS, request_settings_only, set_aside
 from .lm_eval_tasks import task_error
-from .lm_eval_tokens import EndOfText
+from .lm_eval_tokens import EndOfText, take_attn_implementation
 from .paths import expand_home
 from .registry import register
 
@@ -68,6 +68,7 @@ def _check_model_args(kwargs: dict[str, Any]) -> None:
     from inspect import signature
 
     known = set(signature(HFLM.__init__).parameters) - {"self", "kwargs"}
+    take_attn_implementation(kwargs)
     loader = [k for k in LOADER_ARGS if kwargs.get(k) not in (None, False, "", "False", "false")]
     if loader:
         raise UserError(f"model_args {', '.join(loader)}: looplm loads the model itself (no remote code), so "

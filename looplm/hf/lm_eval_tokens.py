@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from ..errors import UserError
+from .inputs import sdpa_only
 
 NO_EOS = ("has no end-of-text token: its tokenizer has no eos_token and neither its generation_config.json nor its "
           "config.json gives an eos_token_id, and lm-eval needs one (to stop generation and to begin a scored "
@@ -65,3 +66,14 @@ class EndOfText:
     @property
     def prefix_token_id(self) -> int:
         return self._or_model_eos(super().prefix_token_id)  # type: ignore[misc]
+
+
+def take_attn_implementation(kwargs: dict[str, Any]) -> None:
+    """Take model_args attn_implementation out of `kwargs`: both looped models always run torch's SDPA, so "sdpa"
+    (one of lm-eval's commonest model_args) changes nothing, and another is refused in the models' own words. It
+    was refused as a key that is "not a setting ... and lm-eval's hf settings", a misspelling to hunt for."""
+    requested = kwargs.pop("attn_implementation", None)
+    try:
+        sdpa_only("the looplm model", None if requested in (None, "") else str(requested))
+    except ValueError as e:
+        raise UserError(f"model_args: {e}") from None
