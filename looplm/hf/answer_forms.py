@@ -20,7 +20,16 @@ VERDICTS = frozenset("correct incorrect right wrong clear obvious simple confirm
 # more words after it in its clause ("the answer is true to the question") it still judges
 BOOLEANS = frozenset(("true", "false"))
 # words that point rather than answer ("the answer is thus 42", "the answer is here:"): the number after is read
-NOT_ANSWERS = VERDICTS - BOOLEANS | frozenset("here this that it thus therefore hence then so now".split())
+# (and lead-ins before a comma, "Answer: Well, 42", now that a word ending its clause is the answer)
+NOT_ANSWERS = VERDICTS - BOOLEANS | frozenset("here this that it thus therefore hence then so now well overall finally "
+                                              "approximately roughly about around exactly basically ultimately "
+                                              "altogether indeed actually also".split())
+# a word's clause ends at `.,;!?` and a space or the end, an em dash, a spaced bracket of working ("B (3 + 4 = 7)";
+# "twelve (12)" is 12, `x(x-1)` and "x (apples)" no word) or a colon not before a number ("Total: 42" is a label): a
+# number in a later clause ("Yes, 97 is prime.", "no. 91 = 7 x 13", "Paris. 3 million live there") is no answer (it
+# was read)
+ENDS = (r"[*_`$)\]}'\"”’]*(?:[.,;!?]+(?:\s|$)|\s*$|\s*—|\s+\((?=[^()\n]*\d)(?!\s*[-$]?\.?\d[\d,.]*%?\s*\))"
+        r"|:\s+(?![-$]?\.?\d))")
 # a unit word in brackets, its LaTeX text wrapper and power too: `apples`, `\text{dollars}`, `\mathrm{cm}^2`, `sq. ft`
 # (two letters at least, so `2 (x)` stays a product; and no hedge, `42 (or more)`)
 _UNIT = re.compile(r"\s*(?:\\(?:text|textrm|mathrm|mbox)\{\s*)?(?!(?:or|and|to|not|plus|minus|times)\b)[A-Za-z]{2,}"
@@ -32,7 +41,7 @@ _UNIT = re.compile(r"\s*(?:\\(?:text|textrm|mathrm|mbox)\{\s*)?(?!(?:or|and|to|n
 # clause's end: "(C) 42 because" or "(A) 2 or (B) 3" is no pair (the letter is read, as it was)
 _TEXT = r"(?:\\(?:text|textbf|mathrm|mbox)\{\s*)?"
 _CHOICE_PAIR = re.compile(
-    rf"[\s*_`$:]*(?:(?i:option|choice)\s*)?{_TEXT}[(\[]?{_TEXT}(?:([A-Z])\s*\}}?\s*[)\]]|([A-E])\.(?=\s))"
+    rf"[\s*_`$:]*(?:(?i:option|choice)\s*)?{_TEXT}[(\[]?{_TEXT}(?:([A-Z])\s*\}}?\s*[)\]]|([A-E])(?:[.:]|\s*—)(?=\s))"
     r"(?:[\s*_`$~}]|\\[ ,;:!])*(-?\$?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:/\d+)?%?)"
     r"[*_`$}]*(?=[.,;!?]*\s*$|[.,;!?]+\s+(?![-$]?\.?\d))")  # (a list after it, "(C) 1, 2", is none)
 
@@ -45,6 +54,11 @@ def choice_pair(tail: str) -> str | None:
     return f"({m[1] or m[2]}) {m[3]}" if m else None
 
 
+def yes_no(line: str) -> re.Match | None:
+    """yes/no/true/false that open a marker's `line` and end their clause (`#### No, 91 = 7 x 13` was 13)."""
+    return re.match(rf"[*_`$]*((?i:yes|no|true|false))(?={ENDS})", line)
+
+
 def verdict(tail: str) -> bool:
     """Whether a phrase's `tail` judges rather than answers ("is correct.", "is verified"), unless a number follows
     the word's punctuation ("is clear: 42"); true/false judge only with more words after them in their clause ("is
@@ -53,7 +67,7 @@ def verdict(tail: str) -> bool:
     if not lead or lead.group(1).lower() not in VERDICTS:
         return False
     rest = tail[lead.end():]
-    if lead.group(1).lower() in BOOLEANS and re.match(r"[*_`$]*(?:[.,;!?]+(?:\s|$)|\s*$)", rest):
+    if lead.group(1).lower() in BOOLEANS and re.match(ENDS, rest):
         return False
     return not re.match(r"[*_`$]*[.,:;!?]\s*-?\$?\.?\d", rest)
 
@@ -85,7 +99,7 @@ def stated_word(tail: str) -> str | None:
     word, rest = m.group(2), tail[m.end():]
     if len(word) == 1 and re.match(r"\s*(?:,\s*)?(?:or|and)\s+[(\[]?[A-Z](?![a-z])", rest):  # "(A) or (B)": a hedge,
         return tail.strip().rstrip(".")  # compared as text (it was credited for A)
-    if re.fullmatch(r"\s*(?:[.,;!?]+\s*)?", rest) or re.match(r"[.,;!?]+\s+(?![-$]?\.?\d)", rest):
+    if re.match(ENDS, rest):
         return word
     # "option B", `\text{(B)}`, "B) 42", "C. 42", "A because": a choice (A or I before any other word are words)
     choice = len(word) == 1 and word.isupper()
@@ -100,3 +114,24 @@ def variables(side: str) -> str | None:
     it the phrase stated none (None), and the text's last number, or nothing, was read."""
     said = clause(side).strip(" *_`")
     return said if re.fullmatch(r"[-(\s]*[A-Za-z](?:[\s()]*[-+*/^][\s()-]*[A-Za-z])*[\s)]*", said) else None
+
+
+_WRAP = r"\\(?:text|textrm|mathrm|mbox)\{"
+_SPACE = r"(?:[ \t~]|\\[,;:! ]){0,3}"
+_POW = r"[ \t]*\^[ \t]*(?:\{\s*-?\s*\d+\s*\}|-?\d)"
+# a number's units after it: each a wrapped word with its power, the next after a space, `\,` or a `/`
+_RUN = rf"(?<=\d){_SPACE}(?:{_WRAP}(?=[^{{}}\d]*[A-Za-z])[^{{}}\d]*\}}(?:{_POW})?{_SPACE}/?{_SPACE}){{1,6}}"
+_UNIT_WORD = re.compile(rf"{_WRAP}([^{{}}]*)\}}(?:{_POW})?")
+
+
+def latex_units(s: str) -> str:
+    """LaTeX that writes a number's unit or ordinal, as one `\\text{..}` unit that `looplm.hf.answers` drops: a
+    rate in pieces, `50 \\text{ km}/\\text{h}`, `\\frac{\\text{km}}{\\text{h}}`, `\\$12/\\text{hour}` (they left
+    `50 /`, compared as text); a unit's power, negative ones too (`2\\,\\text{s}^{-1}` was 2^{-1}, 0.5); an ordinal's
+    superscript, `5^{\\text{th}}` (it was `5^{}`)."""
+    s = re.sub(rf"(?<=\d)\s*\^\s*\{{\s*{_WRAP}\s*(?:st|nd|rd|th)\s*\}}\s*\}}", "", s)  # 21^{\text{st}} is 21
+    s = re.sub(rf"\\[dt]?frac\{{\s*{_WRAP}([^{{}}\d]+)\}}\s*\}}\{{\s*{_WRAP}([^{{}}\d]+)\}}\s*\}}",
+               r"\\text{\1/\2}", s)  # \frac{\text{km}}{\text{h}}
+    s = re.sub(rf"(?<=\d)[ \t]*/[ \t]*(?={_WRAP}[^{{}}\d]*[A-Za-z])", " ", s)  # 12/\text{hour}: per hour
+    # the run of units after a number as one unit word, powers dropped (each a unit's)
+    return re.sub(_RUN, lambda m: " \\text{" + "/".join(w.strip(" ~") for w in _UNIT_WORD.findall(m[0])) + "}", s)

@@ -26,9 +26,11 @@ answer; a fraction's or an expression's rounding, `1/6 ≈ 0.167`, `\\sqrt{2} \\
    answer choice is <x>"; after an `=` on that line, the number after the last one: "the answer is 5 - 3 = 2" is 2,
    "45 = 15 * 3" is 45; "x = 5, y = 7" and "x = 3 or x = -3" are text, a chain "5 + 3 = 8, so 8 * 2 = 16" its last
    step, 16, as "2x = 3, so x = 1.5" is 1.5); a word or a choice letter it states is that answer, as text ("the answer
-   is B because there are 4 choices", "twelve, not 11", "option B"), but an AMC choice with its one number up to
-   its clause's end is the pair as a box's (`(C) 42`, `C. 42`, `\\textbf{(B)} 5`); a phrase that ends its line ("**Final
-   answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`), without a list's `- ` or `1. `;
+   is B because there are 4 choices", "twelve, not 11", "option B"), a number in a later clause none ("Yes, 97 is
+   prime.", "No. 91 = 7 x 13", "B (3 + 4 = 7)"; "twelve (12)" is 12, "Total: 42" 42), but an AMC choice with its one
+   number up to its clause's end is the pair as a box's (`(C) 42`, `C. 42`, `C: 42`, `\\textbf{(B)} 5`); a phrase
+   that ends its line ("**Final answer:**") reads the next line that holds a letter or digit (past `$$` or `\\[`),
+   without a list's `- ` or `1. `;
    an inequality or margin (`x ≤ 5`, `5 ± 2`) or an expression (`2\\sqrt{3}`, `4π`, `e^2`, `3x + 2`, `x - 1`, `b - a`,
    `(x-3)(x+2)`, after the marker too) is text, up to its clause's end or its math's `$` (`$3 + 4i$. I hope it is
    correct.` is `3 + 4i`, `$x^2$ square units` is `x^2`), as is a tuple, an interval or a union of them with its
@@ -46,19 +48,20 @@ A number is what it writes whole: `1,234.5` (commas only in groups of three, so 
 `(2, 100)`), `1 234` with thin, narrow, no-break or en spaces, `1'234` (Swiss), `1.5e3`, `2^10` (and `2^{10}`,
 `2^{ 10 }`, `10²`, `(-2)^2`; `-3^2` is -9; `2^{1/3}` is text), `1.2 x 10^5` (and `3·10^2`), `3/4`, the mixed
 number `3 1/2` (and `2½`), `25%` (and `25 %`, `25 percent`, `25\\text{\\%}`), `$5`, a scale (`5k`, `1.2M`, `1.2
-billion`, `3 thousand`); a unit's power is the unit's (`6 cm^2` is 6), and neither a list's bullet (`- 42`) nor
-a spaced dash after a word (`Total - 12`) is a minus. Anything else that looks like one is compared as text, never
-cut to its first part: `3:5` (a ratio or a time), `5, 7` and `42 or 43` (a list, a hedge), `12,34`, `1.234,56`,
-`1 234,5`, `3/4/5`, `12/25/2023` and `2023-12-25` (dates), `10-15`, `3-1/2`, `5'6"`, `3/-4`, `4x10`, and hedges
-(`42 or maybe 43`, `42 (or 43)`, `between 42 and 43`, `42 to 43`, `10 – 15`), but one answer written two ways is that
-number (`1/8 or 12.5%`); "negative 5" and "minus 5" are -5. A typographic minus (U+2212) is a minus, as are a figure
-or en dash and a small or fullwidth hyphen-minus right before a digit (an em dash is punctuation: "the total—42").
+billion`, `3 thousand`); a unit's power is the unit's (`6 cm^2`, `6\\,\\text{s}^{-1}` are 6), and neither a list's
+bullet (`- 42`) nor a spaced dash after a word (`Total - 12`) is a minus. Anything else that looks like one is compared
+as text, never cut to its first part: `3:5` (a ratio or a time), `5, 7` and `42 or 43` (a list, a hedge), `12,34`,
+`1.234,56`, `1 234,5`, `3/4/5`, `12/25/2023` and `2023-12-25` (dates), `10-15`, `3-1/2`, `5'6"`, `3/-4`, `4x10`, and
+hedges (`42 or maybe 43`, `42 (or 43)`, `between 42 and 43`, `42 to 43`, `10 – 15`), but one answer written two ways is
+that number (`1/8 or 12.5%`); "negative 5" and "minus 5" are -5. A typographic minus (U+2212) is a minus, as are a
+figure or en dash and a small or fullwidth hyphen-minus right before a digit (an em dash is punctuation: "the total—42",
+`18 — 9 eggs` is 18).
 LaTeX is read as the number it typesets, in a box or not: `{,}`, MATH's `1,\\!080`, `\\,`, `\\%`, `\\$`, `\\frac`,
 `\\dfrac`, `\\tfrac`, `\\frac12`, `\\frac 34`, `\\frac{3.5}{2}`, mixed numbers `3\\frac{1}{2}`, degrees (`^\\circ`,
 `^{\\circ}`, `°`: `90^\\circ` is 90; the mark ends its number: `30^\\circ,150^\\circ` is the list `30, 150`, `18°C`
-is 18), a scale
-after the math (`$4.5$ million`), and in a box an AMC choice `\\text{(C)}\\ 42` (as `\\textbf{(C)}`, `(\\text{C})`,
-`\\text{C) }42`, `B) 42`, `C. 42`: a capital A-E, its period and a space; after the phrase and the marker too), a unit
+is 18), a rate in pieces (`50 \\text{ km}/\\text{h}` is 50), an ordinal (`5^{\\text{th}}`), a scale after the math
+(`$4.5$ million`), and in a box an AMC choice `\\text{(C)}\\ 42` (as `\\textbf{(C)}`, `(\\text{C})`, `\\text{C) }42`,
+`B) 42`, `C. 42`, `C: 42`, `C — 42`: a capital A-E, its period and a space; after the phrase and the marker too), a unit
 `\\text{ cm}^2` or `\\mathrm{cm}`, `\\textbf{..}`, `\\text{5}`, `{5}`, `+5`.
 A number past 10^400 (or a nonzero one below 10^-400) is no answer anyone writes: it is compared as text, and never
 built (`1e999999999` would take minutes and gigabytes).
@@ -88,7 +91,7 @@ import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
-from looplm.hf.answer_forms import choice_pair, stated_word, unit_dropped, variables, verdict
+from looplm.hf.answer_forms import choice_pair, latex_units, stated_word, unit_dropped, variables, verdict, yes_no
 from looplm.hf.latex import (
     clause,
     expression,
@@ -177,6 +180,7 @@ def _latex(text: str) -> str:
     `10\\,000` as 10 outside a box. A fraction of integers becomes `a/b` (a mixed `3\\frac{1}{2}` its value, 7/2)."""
     s = _signs(text).replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
     s = superscripts(s)  # (first: a unit's power is dropped below, `18 m²` is 18; `10²` was 10, `x² + 1` 1)
+    s = latex_units(s)  # `\text{km}/\text{h}`, `\text{s}^{-1}`, `5^{\text{th}}`: units and ordinals, not arithmetic
     s = re.sub(r"\\(?:displaystyle|textstyle|left|right)\b", "", s)
     # degrees are the number: `$90^\circ$` after the phrase or `#### 90^\circ` was the text `90^\circ`, never right
     # for a gold 90 (only a box dropped the mark). The mark ends its number: `30^\circ,150^\circ` (two angles) was 30150
@@ -228,16 +232,16 @@ def _whole(num: re.Match, line: str) -> str:
     # a list, or a hedge of two answers (42 or 43, 42 or maybe 43, 42 (or 43), 42 to 43, 10 – 15; 42 and 43 when they
     # open the answer, not "we add 3 and 4"; each in its math, `$30$ and $150$`, was 30): no one number, unless every
     # one is the same number (1/8 or 12.5%)
-    alt = rf"\$?(?:\s*,\s*(?:or\s+)?|\s+or\s+(?:[a-z]+\s+)?|\s*\(\s*or\s+|\s+to\s+|\s*[–—]\s*|\s+and\s+){_NUM}\)?"
+    alt = rf"\$?(?:\s*,\s*(?:or\s+)?|\s+or\s+(?:[a-z]+\s+)?|\s*\(\s*or\s+|\s+to\s+|\s*–\s*|\s+and\s+){_NUM}\)?"
     lst = re.match(rf"{_NUM}(?:{alt})+", line[num.start():])
     hedge = r"\s+or\s" if re.search(r"\w", line[:num.start()]) else r"\s+(?:or|and)\s"
-    if lst and re.match(rf"\$?(?:\s*,\s|{hedge}|\s*\(\s*or\s|\s+to\s|\s*[–—])", rest):
+    if lst and re.match(rf"\$?(?:\s*,\s|{hedge}|\s*\(\s*or\s|\s+to\s|\s*–)", rest):
         said = _NUM_RE.findall(lst.group(0))
         values = {to_number(x) for x in said}
         if len(values) == 1 and None not in values:  # one answer written two ways: the percent, if one is
             return next((x for x in said if _is_percent(x)), said[0])
         return _opened(line, num.start(), lst.group(0))
-    if re.match(r"[^\s\w=]*\d", rest):  # glued on by a symbol (3-1/2, 2023-12-25, 10-15, 1'2345, 5'6", 3/-4)
+    if re.match(r"[^\s\w=—]*\d", rest):  # glued on by a symbol (3-1/2, 2023-12-25, 10-15, 1'2345, 5'6", 3/-4; not —)
         return _opened(line, num.start(), re.match(r"\s*[^ \t\n]+", line[num.start():]).group(0))
     if re.match(r"\s*(?:\*\*|[-+*/×÷^_·⋅]|x|\\times|\\cdot)\s*\(?\d", rest):  # 5 - 3, 2**10, 1_000, 3 x 4, 4x10
         # up to its clause's end or its math span's `$`: `$3 + 4i$. I hope it is correct.` took the rest of the line
@@ -373,7 +377,7 @@ def _marker_answer(line: str, last: bool) -> str | None:
         return choice.group(1)
     # a word alone (`#### yes`, `#### Tuesday` at the end): lowercase, yes/no/true/false, or on the last line; a
     # capitalised word with more text after it is taken for a heading (`#### Solution`)
-    word = re.fullmatch(r"[*_`$]*([^\W\d_]+)[*_`$]*\.?", line)
+    word = re.fullmatch(r"[*_`$]*([^\W\d_]+)[*_`$]*\.?", line) or yes_no(line)  # (`#### No, 91 = 7 x 13` too)
     if word and (word.group(1)[0].islower() or word.group(1).lower() in ("yes", "no", "true", "false") or last):
         return word.group(1)
     side = _side(expression(line))  # `#### b - a`, `#### $y = -x$`: as after the phrase (they were None)
