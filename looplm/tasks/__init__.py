@@ -159,13 +159,21 @@ DATA_FILE = "data.json"  # in a checkpoint of a task read from files: a digest o
 
 
 def save_fingerprint(task: Any, folder: Path) -> None:
+    """Write the task's data digest, with the absolute paths its files were read from (`read_from`): a run records
+    data.path as given, often relative to a working directory it does not record, so a sweep or a fine-tune's
+    lineage check run from elsewhere found no file, or another file of the same name."""
     if getattr(task, "fingerprint", None) is not None:
-        (Path(folder) / DATA_FILE).write_text(json.dumps(task.fingerprint) + "\n")
+        saved = dict(task.fingerprint)
+        if isinstance(task, (JsonlTask, TextTask)):
+            saved["read_from"] = [os.path.abspath(p) for p in task.paths]
+            saved["cwd"] = os.getcwd()  # what a relative train.init_from was read from
+        (Path(folder) / DATA_FILE).write_text(json.dumps(saved) + "\n")
 
 
-def check_fingerprint(task: Any, folder: str | Path, why: str) -> None:
+def check_fingerprint(task: Any, folder: str | Path, why: str, order_free: bool = False) -> None:
     """Refuse a task whose data files no longer hold what the checkpoint in `folder` was trained on (edited,
-    replaced, or a relative data.path read from another directory). Checkpoints without the record pass."""
+    replaced, or a relative data.path read from another directory). Checkpoints without the record pass.
+    `order_free`: the same rows in another order pass (a held-out split; a resume draws its batches by index)."""
     from .. import checkpoint as ckpt
 
     d = ckpt.resolve(folder)
@@ -178,16 +186,32 @@ def check_fingerprint(task: Any, folder: str | Path, why: str) -> None:
     except (ValueError, UnicodeDecodeError) as e:
         raise ckpt.CheckpointError(f"{f} is unreadable ({e})") from None
     now, saved = task.fingerprint, saved if isinstance(saved, dict) else {}
-    if _compared(saved) != _compared(now):  # `made_from`: all a task's digest depends on (a chat template too)
-        made_from = getattr(task, "made_from", None) or " and ".join(map(str, task.paths))
-        holds = "hold" if len(getattr(task, "paths", ())) > 1 and not getattr(task, "made_from", None) else "holds"
-        raise ConfigError(f"data: {made_from} no longer {holds} the data {d} was trained on ("
-                          f"{_what_changed(saved, now)}sha256 {str(saved.get('sha256'))[:12]}... then, "
-                          f"{now['sha256'][:12]}... now); {why}")
+    if same_rows(saved, now) and (order_free or _compared(saved) == _compared(now)):
+        return
+    # `made_from`: all a task's digest depends on (a chat template too)
+    made_from = getattr(task, "made_from", None) or " and ".join(map(str, task.paths))
+    holds = "hold" if len(getattr(task, "paths", ())) > 1 and not getattr(task, "made_from", None) else "holds"
+    if same_rows(saved, now):
+        raise ConfigError(f"data: {made_from} {holds} the rows {d} was trained on, in another order (a run draws "
+                          f"its batches by row index, so it would not go on as it began); {why}")
+    elsewhere = any(p and not Path(p).is_absolute() for p in getattr(task, "paths", ()))
+    raise ConfigError(f"data: {made_from} no longer {holds} the data {d} was trained on"
+                      f"{', or the run was trained in another directory' if elsewhere else ''} ("
+                      f"{_what_changed(saved, now)}sha256 {str(saved.get('sha256'))[:12]}... then, "
+                      f"{now['sha256'][:12]}... now); {why}")
+
+
+def same_rows(saved: dict, now: dict) -> bool:
+    """The same data, its rows in any order where both digests record the split as sets (`split_sha256`), else
+    the digest itself (a run from before it was recorded)."""
+    if "split_sha256" in saved and "split_sha256" in now:
+        return saved["split_sha256"] == now["split_sha256"]
+    return _compared(saved) == _compared(now)
 
 
 def _compared(fingerprint: dict) -> dict:
-    return {k: v for k, v in fingerprint.items() if k != "files"}  # a folder's file sizes: to name, not to compare
+    # a folder's file sizes: to name, not to compare; where the files were read from; the order-free digest
+    return {k: v for k, v in fingerprint.items() if k not in ("files", "read_from", "cwd", "split_sha256")}
 
 
 def _what_changed(saved: dict, now: dict) -> str:
@@ -246,31 +270,43 @@ def keep_spelling(src: Path, cfg: Config) -> None:
             setattr(getattr(cfg, section), name, old)
 
 
-def eval_file(cfg: Config | None, data: str) -> str:
-    """`data` (a sweep's or analyze's --data file, read), with a note when it is, or lies in, the training data
-    (data.path) of the run or of a run up its train.init_from chain (lineage.ancestors): its score is then of what
-    the weights were trained on, not of held-out problems, and was taken for one (a data.test_path that overlaps
-    training is refused for that reason). The paths are compared as files: a copy goes unsaid."""
-    from .lineage import ancestors
+def eval_file(cfg: Config | None, data: str, folder: str | Path | None = None) -> str:
+    """`data` (a sweep's or analyze's --data file, read), with a note when it is, lies in, or holds the training
+    data (data.path) of the run (its checkpoint `folder`; by default the one task_of_checkpoint last read for
+    `cfg`) or of a run up its train.init_from chain (lineage.ancestors): its score is then of what the weights were
+    trained on, not of held-out problems, and was taken for one (a data.test_path that overlaps training is refused
+    for that reason). A run's data is found where its digest says it is (lineage.located): a relative path read
+    from another directory may name another file of the same name, and a copy of the data is the data."""
+    from .lineage import ancestors, located
 
-    chain = ancestors(cfg) if cfg is not None else []
+    if folder is None and _last_read[0] is cfg:
+        folder = _last_read[1]
+    chain = ancestors(cfg, folder) if cfg is not None else []
     up = ["the run's train.init_from", "up the run's train.init_from chain"]
-    runs = [("the run's training data", cfg)] + [(f"the training data of {named} ({up[min(i, 1)]})", base)
-                                                 for i, (named, _, base) in enumerate(chain)]
-    for whose, c in runs:
+    runs = [("the run's training data", cfg, folder)] + [
+        (f"the training data of {named} ({up[min(i, 1)]})", base, at) for i, (named, at, base) in enumerate(chain)]
+    for whose, c, at in runs:
         d = getattr(c, "data", None)  # (None: eval_problems without a run's config, from Python)
-        trained = getattr(d, "path", "") if getattr(d, "task", None) in ("jsonl", "text") else ""
+        if getattr(d, "task", None) not in ("jsonl", "text") or not getattr(d, "path", ""):
+            continue
         try:
-            here, there = Path(data).resolve(), Path(trained).resolve()
-            inside = bool(trained) and there.exists() and (here == there or there in here.parents)
+            found = located(c, Path(at) if at is not None else None, (data,) if Path(data).is_file() else ())
+            if found is None:
+                continue
+            here, there = Path(data).resolve(), Path(found[0]).resolve()
         except (OSError, ValueError):  # (a name past the limit: the read has refused it already)
-            inside = False
-        if inside:
-            print(f"note: --data {data} {'is' if here == there else 'lies in'} {whose} (data.path="
-                  f"{trained}): this scores problems the model was trained on, not held-out ones; leave out --data "
-                  "to score the held-out split")
+            continue
+        how = ("is" if here == there else "lies in" if there in here.parents else
+               "holds" if here in there.parents else "")
+        if how:
+            print(f"note: --data {data} {how} {whose} (data.path={d.path}): this scores problems the model was "
+                  "trained on, not held-out ones; leave out --data to score the held-out split")
             break
     return str(data)
+
+
+_last_read: list[Any] = [None, None]  # (config, checkpoint folder) of the last task_of_checkpoint: cli.py passes
+# eval_file the run's config alone, and its data digest is in the folder
 
 
 def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -> Any:
@@ -283,10 +319,11 @@ def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -
             raise ConfigError(f"data.{key} {p} does not exist in {Path.cwd()}: it was moved or deleted, or the run "
                               "was trained in another directory (a relative data path is read from the working "
                               "directory); restore it, or score a file of your own with --data")
+    _last_read[:] = [cfg, folder]
     task = make_task(cfg, saved_tokenizer(folder), lazy=not held_out)  # no split to score: no data to read
     if held_out:
         check_fingerprint(task, folder, "its held-out split would not be the one training held out; restore the "
-                                        "files, or score a file of your own with --data")
+                                        "files, or score a file of your own with --data", order_free=True)
     return task
 
 

@@ -149,7 +149,12 @@ class JsonlTask(ReadOnUse):
         self.size = len(self.train[0])
         # what was read, so a resume or a held-out sweep can tell that the rows are still the same
         digest = hashlib.sha256(json.dumps([self.train, self.test], ensure_ascii=True).encode()).hexdigest()
-        self.fingerprint = {"sha256": digest, "rows": len(prompts) + (len(self.test[0]) if test_path else 0)}
+        # and the split as sets of rows: the hash split keys on each prompt, so reordered rows (a shuffle, sort -u)
+        # give the same split, which a held-out sweep and the lineage check accept (a resume, drawing batches by
+        # row index, does not)
+        split = [sorted(zip(*part, strict=True)) for part in (self.train, self.test)]
+        self.fingerprint = {"sha256": digest, "rows": len(prompts) + (len(self.test[0]) if test_path else 0),
+                            "split_sha256": hashlib.sha256(json.dumps(split, ensure_ascii=True).encode()).hexdigest()}
 
     @property
     def vocab_size(self) -> int:
