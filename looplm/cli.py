@@ -114,7 +114,7 @@ def cmd_train(config: str, out: str, overrides: list[str], resume: bool = False,
     return fit(cfg, out, resume=resume, progress=progress)
 
 
-def eval_problems(task, cfg, data: str | None, n: int | None, default: int | None = None):
+def eval_problems(task, cfg, data: str | None, n: int | None, default: int | None = None, folder=None):
     """(batch, source): the first n problems of a file of the user's (the task's format), or n of the held-out
     split. Without n: `default` problems, or fewer if there are fewer (default: all, the split's data.test_size).
     An n larger than what exists is refused: a result on fewer problems than asked for would pass for n."""
@@ -123,7 +123,7 @@ def eval_problems(task, cfg, data: str | None, n: int | None, default: int | Non
         if not hasattr(task, "load_eval") or not data.strip():  # ("" was the working folder: "data file . is a ...")
             raise ValueError(f"--data is {emptiness(data)}; give a data file" if hasattr(task, "load_eval") else
                              f"the {cfg.data.task} task reads no --data file")
-        batch, source = task.load_eval(data, want), eval_file(cfg, data)  # (a note if it is the training data)
+        batch, source = task.load_eval(data, want), eval_file(cfg, data, folder)  # (a note: training data)
         print_data_notes(task, data, want)  # (rows of another shape, a prompt with two answers: as generate, train)
     else:
         batch = task.held_out(want if want is not None else cfg.data.test_size)
@@ -187,7 +187,7 @@ def run_sweep(checkpoint: str, depths: str, data: str | None = None, n: int | No
                    for s in size_list]
         source = f"held-out problems of sizes {sizes} (seed {cfg.data.test_seed})"
     else:
-        batch, source = eval_problems(task, cfg, data, n)
+        batch, source = eval_problems(task, cfg, data, n, folder=checkpoint)
     if before is not None:
         before(data_inputs(cfg, data))
     t0 = time.perf_counter()
@@ -330,7 +330,7 @@ def run_analyze(checkpoint: str, depths: str = "1:100", n: int | None = None, da
     (model, cfg), step = ckpt.loaded_at_step(ckpt.resolve(checkpoint),
                                              lambda: ckpt.load_model(checkpoint, resolve_device(device)))
     task = task_of_checkpoint(cfg, checkpoint, held_out=data is None)
-    batch, source = eval_problems(task, cfg, data, n, default=ANALYZE_N)
+    batch, source = eval_problems(task, cfg, data, n, default=ANALYZE_N, folder=checkpoint)
     if before is not None:
         before(data_inputs(cfg, data))
     res = diagnose(model, batch, ds, vocab=task.tok.vocab_size, **kw)

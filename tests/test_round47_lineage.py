@@ -26,7 +26,7 @@ def swept(folder: Path | str, data: str) -> None:
     """What `looplm sweep FOLDER --data DATA` does before scoring: the run's task, then the --data note."""
     cfg = ckpt.load_config(folder)
     task_of_checkpoint(cfg, folder, held_out=False)
-    eval_file(cfg, data)
+    eval_file(cfg, data, folder)
 
 
 def words(path: Path, seed: int, n: int = 600) -> Path:

@@ -272,15 +272,13 @@ def keep_spelling(src: Path, cfg: Config) -> None:
 
 def eval_file(cfg: Config | None, data: str, folder: str | Path | None = None) -> str:
     """`data` (a sweep's or analyze's --data file, read), with a note when it is, lies in, or holds the training
-    data (data.path) of the run (its checkpoint `folder`; by default the one task_of_checkpoint last read for
-    `cfg`) or of a run up its train.init_from chain (lineage.ancestors): its score is then of what the weights were
-    trained on, not of held-out problems, and was taken for one (a data.test_path that overlaps training is refused
-    for that reason). A run's data is found where its digest says it is (lineage.located): a relative path read
+    data (data.path) of the run (its checkpoint `folder`, where its data digest is) or of a run up its
+    train.init_from chain (lineage.ancestors): its score is then of what the weights were trained on, not of
+    held-out problems, and was taken for one (a data.test_path that overlaps training is refused for that reason).
+    A run's data is found where its digest says it is (lineage.located): a relative path read
     from another directory may name another file of the same name, and a copy of the data is the data."""
     from .lineage import ancestors, located
 
-    if folder is None and _last_read[0] is cfg:
-        folder = _last_read[1]
     chain = ancestors(cfg, folder) if cfg is not None else []
     up = ["the run's train.init_from", "up the run's train.init_from chain"]
     runs = [("the run's training data", cfg, folder)] + [
@@ -305,10 +303,6 @@ def eval_file(cfg: Config | None, data: str, folder: str | Path | None = None) -
     return str(data)
 
 
-_last_read: list[Any] = [None, None]  # (config, checkpoint folder) of the last task_of_checkpoint: cli.py passes
-# eval_file the run's config alone, and its data digest is in the folder
-
-
 def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -> Any:
     """The task a checkpoint was trained on, with the tokenizer saved in it. `held_out`: the held-out split will
     be scored, so the data files must still be the ones training split (else it could score training rows)."""
@@ -319,7 +313,6 @@ def task_of_checkpoint(cfg: Config, folder: str | Path, held_out: bool = True) -
             raise ConfigError(f"data.{key} {p} does not exist in {Path.cwd()}: it was moved or deleted, or the run "
                               "was trained in another directory (a relative data path is read from the working "
                               "directory); restore it, or score a file of your own with --data")
-    _last_read[:] = [cfg, folder]
     task = make_task(cfg, saved_tokenizer(folder), lazy=not held_out)  # no split to score: no data to read
     if held_out:
         check_fingerprint(task, folder, "its held-out split would not be the one training held out; restore the "
