@@ -150,19 +150,41 @@ class OuroConfig(PretrainedConfig):
                              f"num_key_value_heads={self.num_key_value_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
-        # (a hand-edited 2.5 ran 2 loops and `true` 1: read as int() where the loop count is taken)
-        if isinstance(total_ut_steps, bool) or not isinstance(total_ut_steps, numbers.Integral) or total_ut_steps < 1:
-            raise ValueError(f"total_ut_steps must be an integer >= 1, got {total_ut_steps!r}")
-        if total_ut_steps > MAX_DEPTH:  # every command refuses to run it: said where the depth is written
-            raise ValueError(f"total_ut_steps must be at most {MAX_DEPTH:,}, got {total_ut_steps:,}")
-        self.total_ut_steps = int(total_ut_steps)
+        self.total_ut_steps = check_default_loops("total_ut_steps", total_ut_steps)
         check_token_ids(kwargs, vocab_size)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
         check_model_type(cls, config_dict)  # (from_pretrained reads config.json through here)
-        return super().from_dict(config_dict, **kwargs)
+        stray, own = config_dict.get("num_loops"), config_dict.get("total_ut_steps")
+        if stray is not None and own is not None and stray != own:  # (what a save before round 44 could write)
+            raise ValueError(f"num_loops={stray!r} and total_ut_steps={own!r} disagree: both name Ouro's default "
+                             "loop count (total_ut_steps); delete \"num_loops\" from config.json (and make "
+                             "total_ut_steps the count you want)")
+        return super().from_dict(config_dict, **loop_kwargs(kwargs, ("num_loops", "total_ut_steps")))
+
+
+def check_default_loops(name: str, value: Any) -> int:
+    """A config's default loop count: an integer in 1..MAX_DEPTH, else ValueError naming it (a hand-edited 2.5
+    ran 2 loops and `true` 1, read as int() where the loop count is taken)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if value > MAX_DEPTH:  # every command refuses to run it: said where the depth is written
+        raise ValueError(f"{name} must be at most {MAX_DEPTH:,}, got {value:,}")
+    return int(value)
+
+
+def loop_kwargs(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """`from_pretrained(path, num_loops=...)`'s loop count, checked: transformers sets such keywords on the config
+    after `__init__`, past its checks (2.5 ran 2 loops, True 1, a disagreeing pair kept one, and None failed at
+    the first forward). None is the config's own count (an optional script argument left out)."""
+    kwargs = {k: v for k, v in kwargs.items() if not (k in names and v is None)}
+    given = {k: check_default_loops(k, kwargs[k]) for k in names if k in kwargs}
+    if len(set(given.values())) > 1:
+        raise ValueError(f"{' and '.join(f'{k}={v}' for k, v in given.items())} disagree: they name the same "
+                         "setting, the default loop count; give one")
+    return kwargs
 
 
 def check_token_ids(config: Any, vocab_size: int) -> None:

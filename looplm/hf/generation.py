@@ -13,7 +13,9 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
-LOOP_KEYS = ("num_loops", "exit_threshold")  # the looped models' own decoding settings
+# the looped models' own decoding settings (the export has no exit gate: its forward refuses the last three, as
+# from the call; use_weighted_exit was left on the config, and Ouro decoded with last-loop logits without a word)
+LOOP_KEYS = ("num_loops", "exit_threshold", "use_weighted_exit", "exit_dtype")
 TOKEN_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")  # the model's, kept
 # what a caller that passes max_length and use_cache (lm-eval does, on every call) never takes from the model's
 _UNREAD = ("max_length", "use_cache", "output_attentions", "output_hidden_states", "_from_model_config",
@@ -51,7 +53,7 @@ def request_settings_only(model: Any) -> Iterator[None]:
 
 
 class LoopGeneration:
-    """A mixin before GenerationMixin: `generate()` takes `num_loops` (and Ouro's `exit_threshold`) from the
+    """A mixin before GenerationMixin: `generate()` takes `num_loops` (and Ouro's exit rule) from the
     generation config in use when the call does not pass them (a call's `exit_threshold=None` is the model
     config's rule, as in a forward call). transformers reads a keyword that names an
     attribute of the config as a change to the config, never handing it to the model: the keys are taken out of
@@ -60,7 +62,8 @@ class LoopGeneration:
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         mine = getattr(self, "generation_config", None)
         config = kwargs.get("generation_config") or mine
-        own = {k: getattr(config, k) for k in LOOP_KEYS if getattr(config, k, None) is not None}
+        # (use_weighted_exit=False is the forward's default: not moved, so the export takes it too)
+        own = {k: v for k in LOOP_KEYS if (v := getattr(config, k, None)) is not None and v is not False}
         for k, v in own.items():
             kwargs.setdefault(k, v)  # a key the call passes, None included, is the call's (None: the model's own)
         if kwargs.get("generation_config") is not None:

@@ -29,22 +29,49 @@ PACKING_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_
 _UNREAD_KWARGS = ("cache_position", "use_cache")
 
 
-def check_unknown_kwargs(model: str, kwargs: dict[str, Any]) -> None:
+def check_unknown_kwargs(model: str, kwargs: dict[str, Any], token_type_ids: Any = None) -> None:
     """Refuse (TypeError) forward arguments the model does not read: taken by **kwargs, they changed nothing
-    without a word (a typo, another model's option, a packed batch's boundaries)."""
-    unknown = sorted(k for k in kwargs if k not in _UNREAD_KWARGS)
-    # token_type_ids: a WordPiece (BERT-style) tokenizer's output holds them, so model(**tok(text)) and
-    # generate(**tok(text)) pass them; one segment (every id the same) is what a causal LM reads anyway, so it is
-    # accepted; two segments would need segment embeddings, which these models have none of
-    types = kwargs.get("token_type_ids")
-    one_segment = types is None or (torch.is_tensor(types) and bool((types == types.flatten()[:1]).all()))
-    if "token_type_ids" in unknown and one_segment:
-        unknown.remove("token_type_ids")
-    elif "token_type_ids" in unknown:
-        raise TypeError(f"{model} has no segment embeddings: token_type_ids of more than one segment cannot be read; "
-                        "leave them out (tok(..., return_token_type_ids=False))")
+    without a word (a typo, another model's option, a packed batch's boundaries). `token_type_ids` (a named
+    argument, so that generate()'s check of its keywords sees it; or among kwargs) must be one segment."""
+    check_token_types(model, kwargs.get("token_type_ids", token_type_ids))
+    unknown = sorted(k for k in kwargs if k not in _UNREAD_KWARGS and k != "token_type_ids")
     if unknown:
         raise TypeError(f"{model}.forward() got unexpected keyword argument(s) {', '.join(unknown)}")
+
+
+def check_token_types(model: str, types: Any) -> None:
+    """token_type_ids: a WordPiece (BERT-style) tokenizer's output holds them, so model(**tok(text)) and
+    generate(**tok(text)) pass them; one segment (every id the same; a tensor, list or numpy array) is what a
+    causal LM reads anyway, so it is accepted; two segments would need segment embeddings, which these models
+    have none of."""
+    if types is None:
+        return
+    try:
+        types = torch.as_tensor(types)
+        one_segment = types.numel() == 0 or bool((types == types.flatten()[:1]).all())
+    except (TypeError, ValueError, RuntimeError):  # (ragged or not numbers)
+        one_segment = False
+    if not one_segment:
+        raise TypeError(f"{model} has no segment embeddings: token_type_ids of more than one segment cannot be read; "
+                        "leave them out (tok(..., return_token_type_ids=False))")
+
+
+def check_cache_kind(kind: Any, cache: Any = None) -> None:
+    """Refuse a static KV cache for Ouro (`cache_implementation="static"` and the like, or a StaticCache object as
+    past_key_values): its slots are laid out for one pass through the layers. (A StaticCache object failed
+    blaming an attention_mask the caller never passed, in generate(), and was swapped for a DynamicCache without
+    a word in the forward.)"""
+    from transformers.cache_utils import StaticLayer
+
+    if any(isinstance(layer, StaticLayer) for layer in getattr(cache, "layers", None) or ()):
+        given = f"past_key_values={type(cache).__name__}(...)"
+    elif kind not in (None, "dynamic", "offloaded", "quantized"):
+        given = f"cache_implementation={kind!r}"
+    else:
+        return
+    raise ValueError(f"{given} cannot hold Ouro's looped KV cache (one slot per loop and layer, grown as it "
+                     "decodes): leave cache_implementation and a static past_key_values out (the default dynamic "
+                     "cache), in the call and in generation_config.json")
 
 
 def packed_positions(batch: int, length: int, device: torch.device, attention_mask: Any, position_ids: Any,

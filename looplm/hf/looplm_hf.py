@@ -19,13 +19,12 @@ import torch
 from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 
 from .. import rundir
-from ..arguments import MAX_DEPTH
 from ..config import ConfigError, ModelConfig
 from ..errors import UserError
 from ..looped import check_loop_kwargs, loop_count, run_loop
 from ..model import LoopedTransformer
 from ..outputs import check_out_folder, check_outside_data, not_a_file
-from .configuration_ouro import check_model_type, check_token_ids
+from .configuration_ouro import check_default_loops, check_model_type, check_token_ids, loop_kwargs
 from .flags import check_flag
 from .generation import LoopGeneration
 from .inputs import PACKING_KWARGS, check_unknown_kwargs, sdpa_only
@@ -48,12 +47,7 @@ class LooplmConfig(PretrainedConfig):
         defaults = dataclasses.asdict(ModelConfig())
         for name in _MODEL_FIELDS:
             setattr(self, name, kwargs.pop(name, defaults[name]))
-        if isinstance(num_loops, bool) or not isinstance(num_loops, numbers.Integral) or num_loops < 1:
-            # (a hand-edited 2.5 ran 2 loops and `true` 1: read as int() where the loop count is taken)
-            raise ValueError(f"num_loops must be an integer >= 1, got {num_loops!r}")
-        if num_loops > MAX_DEPTH:  # an export every command then refused to run: refused where it is written
-            raise ValueError(f"num_loops must be at most {MAX_DEPTH:,}, got {num_loops:,}")
-        self.num_loops = int(num_loops)
+        self.num_loops = check_default_loops("num_loops", num_loops)  # (refused where it is written)
         width = tokenizer_vocab_size
         if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 0 or (
                 self.vocab_size >= 1 and width > self.vocab_size):
@@ -86,7 +80,7 @@ class LooplmConfig(PretrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
         check_model_type(cls, config_dict)  # an Ouro config.json: refused, not a random looplm model
-        return super().from_dict(config_dict, **kwargs)
+        return super().from_dict(config_dict, **loop_kwargs(kwargs, ("num_loops",)))
 
     @classmethod
     def from_model_config(cls, cfg: ModelConfig, num_loops: int = 4, **kwargs: Any) -> LooplmConfig:
@@ -157,18 +151,20 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
         return self.model.pointwise_readout
 
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                                      num_loops: int | None = None, **kwargs: Any) -> dict[str, Any]:
+                                      num_loops: int | None = None, token_type_ids: Any = None,
+                                      **kwargs: Any) -> dict[str, Any]:
         # Without a cache, every step sees the whole sequence (never only the newest token). generate()'s
         # output_hidden_states / output_attentions go on to forward, which refuses them (they were dropped here).
         asked = {k: kwargs[k] for k in ("output_hidden_states", "output_attentions") if k in kwargs}
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "num_loops": num_loops, **asked}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "num_loops": num_loops,
+                "token_type_ids": token_type_ids, **asked}  # (the forward checks them: one segment)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, num_loops: int | None = None, logits_to_keep: int = 0,
                 output_loop_logits: bool = False, return_dict: bool | None = None, num_items_in_batch: Any = None,
                 position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 output_hidden_states: bool | None = None, output_attentions: bool | None = None,
-                **kwargs: Any) -> OuroCausalLMOutput | tuple:
+                token_type_ids: Any = None, **kwargs: Any) -> OuroCausalLMOutput | tuple:
         """Logits after `num_loops` loops (default `config.num_loops`). `labels` are shifted inside (-100 is
         ignored); `num_items_in_batch` (HF Trainer) makes the loss the summed token CE divided by it.
 
@@ -198,7 +194,8 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
             raise ValueError(f"LooplmForCausalLM runs one sequence a row (learned absolute positions): packed "
                              f"sequences ({', '.join(packed)}, as DataCollatorWithFlattening gives) cannot apply; put "
                              "each sequence in its own padded row")
-        check_unknown_kwargs("LooplmForCausalLM", {k: v for k, v in kwargs.items() if k not in gate + PACKING_KWARGS})
+        check_unknown_kwargs("LooplmForCausalLM", {k: v for k, v in kwargs.items() if k not in gate + PACKING_KWARGS},
+                             token_type_ids)  # (named, so that generate() passes them on)
         output_loop_logits = check_flag("output_loop_logits", output_loop_logits)  # ("no" returned them)
         return_dict = check_flag("return_dict", return_dict, optional=True)
         if attention_mask is not None and attention_mask.numel():
@@ -210,7 +207,7 @@ class LooplmForCausalLM(LoopGeneration, PreTrainedModel, GenerationMixin):
                                  "positions): a left-padded batch shifts them, and generate() on a right-padded "
                                  "batch writes new tokens after the pads; generate prompts of different lengths "
                                  "one at a time")
-        n = loop_count(num_loops, int(self.config.num_loops))
+        n = loop_count(num_loops, self.config.num_loops)  # (set after loading: checked here)
         h0, ctx = self.model.embed(input_ids)
         states: list[torch.Tensor] = []
         h = run_loop(self.model, h0, ctx, n, keep=(lambda t, s: states.append(s)) if output_loop_logits else None)

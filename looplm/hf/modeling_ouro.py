@@ -41,7 +41,7 @@ from ..model import in_twice_differentiable
 from .configuration_ouro import OuroConfig, check_exit_dtype, check_exit_threshold, rope_settings
 from .flags import check_flag
 from .generation import LoopGeneration
-from .inputs import PACKING_KWARGS, check_unknown_kwargs, packed_positions, sdpa_only
+from .inputs import PACKING_KWARGS, check_cache_kind, check_unknown_kwargs, packed_positions, sdpa_only
 
 # Attribute set on a KV cache the first time it is filled: the loop count its slots were laid out for.
 _LOOPS_ATTR = "_looplm_num_loops"
@@ -189,12 +189,19 @@ class OuroPreTrainedModel(PreTrainedModel):
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
         return sdpa_only(type(self).__name__, requested_attention)
 
+    def set_attn_implementation(self, attn_implementation: Any) -> None:  # ("eager" was taken without a word)
+        asked = attn_implementation if isinstance(attn_implementation, dict) else {"": attn_implementation}
+        for requested in asked.values():
+            sdpa_only(type(self).__name__, requested)
+        super().set_attn_implementation(attn_implementation)
+
 
 def _prepare_cache(cache: Any, num_loops: int, num_layers: int) -> Cache:
     """A cache with room for num_loops * num_layers slots. transformers' `generate` hands the model a cache
     sized for `num_hidden_layers` slots; an empty one is replaced by a growable `DynamicCache`."""
     if cache is not None and not isinstance(cache, Cache):
         raise TypeError(f"the KV cache must be a transformers Cache, got {type(cache).__name__}")
+    check_cache_kind(None, cache)
     seen = getattr(cache, _LOOPS_ATTR, None) if cache is not None else None
     if seen is not None and seen != num_loops:
         raise ValueError(f"this KV cache was filled with {seen} loops per layer; a call with num_loops={num_loops} "
@@ -329,7 +336,7 @@ class OuroModel(OuroPreTrainedModel):
                 num_loops: int | None = None, output_loop_states: bool = False,
                 output_hidden_states: bool | None = None, past_key_values: Cache | None = None,
                 output_attentions: bool | None = None, **kwargs: Any) -> OuroModelOutput:
-        n = loop_count(num_loops, int(self.config.total_ut_steps))
+        n = loop_count(num_loops, self.config.total_ut_steps)  # (int() ran 2.5 as 2)
         check_no_attentions("Ouro", output_attentions, self.config)
         packing = {k: kwargs.pop(k) for k in PACKING_KWARGS if k in kwargs}
         check_unknown_kwargs("OuroModel", kwargs)
@@ -485,10 +492,7 @@ class OuroForCausalLM(LoopGeneration, OuroPreTrainedModel, GenerationMixin):
         kind = kwargs.get("cache_implementation", getattr(config, "cache_implementation", None))
         if kind is None and config is not getattr(self, "generation_config", None):  # (gaps filled from the model's)
             kind = getattr(getattr(self, "generation_config", None), "cache_implementation", None)
-        if kind not in (None, "dynamic", "offloaded", "quantized"):
-            raise ValueError(f"cache_implementation={kind!r} cannot hold Ouro's looped KV cache (one slot per loop "
-                             "and layer, grown as it decodes): leave cache_implementation out (the default dynamic "
-                             "cache), in the call and in generation_config.json")
+        check_cache_kind(kind, kwargs.get("past_key_values"))
         return super().generate(*args, **kwargs)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
@@ -500,7 +504,7 @@ class OuroForCausalLM(LoopGeneration, OuroPreTrainedModel, GenerationMixin):
                 output_hidden_states: bool | None = None, past_key_values: Cache | None = None,
                 return_dict: bool | None = None, exit_dtype: str | None = None,
                 num_items_in_batch: Any = None, output_attentions: bool | None = None,
-                **kwargs: Any) -> OuroCausalLMOutput | tuple:
+                token_type_ids: Any = None, **kwargs: Any) -> OuroCausalLMOutput | tuple:
         """Logits after `num_loops` loops (default `config.total_ut_steps`).
 
         Early exit, as in the reference model: each token's logits come from the first loop whose cumulative exit
@@ -518,7 +522,7 @@ class OuroForCausalLM(LoopGeneration, OuroPreTrainedModel, GenerationMixin):
         """
         check_loop_kwargs(kwargs)
         packing = {k: kwargs.pop(k) for k in PACKING_KWARGS if k in kwargs}  # (OuroModel reads them)
-        check_unknown_kwargs("OuroForCausalLM", kwargs)
+        check_unknown_kwargs("OuroForCausalLM", kwargs, token_type_ids)  # (named: generate() passes them on)
         # (use_weighted_exit="false" averaged the loops' logits, and output_loop_logits="no" returned them)
         weighted = check_flag("use_weighted_exit", use_weighted_exit)
         if weighted and exit_threshold is not None:  # the average was taken and the threshold set aside
