@@ -353,7 +353,7 @@ class LoopedLM(EndOfText, HFLM):
 
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any
                         ) -> torch.Tensor:
-        asked = sorted(k for k in (*LOOP_KEYS, "exit_dtype", "use_weighted_exit") if k in generation_kwargs)
+        asked = sorted(k for k in LOOP_KEYS if k in generation_kwargs)
         if asked:  # a task's generation_kwargs or --gen_kwargs: they were overwritten by the model's, without a word
             # (`looplm eval-lm` has no model_args: it names its own options in loop_settings)
             where = (", ".join(self.loop_settings[k] for k in asked) if self.loop_settings else
