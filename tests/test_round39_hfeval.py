@@ -157,7 +157,11 @@ def test_a_json_file_of_columns_or_splits_is_said_as_such(tmp_path):
 def test_a_model_folder_as_chat_template_names_its_template_file(tmp_path):
     from looplm.hf.finetune import chat_template
 
+    (tmp_path / "chat_template.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
     with pytest.raises(ConfigError, match=r"is a folder: give its template file \(.*chat_template.jinja"):
+        chat_template(str(tmp_path))
+    (tmp_path / "chat_template.jinja").unlink()  # (round 45: a folder without one was told to give it)
+    with pytest.raises(ConfigError, match=r"is a folder that holds no chat template"):
         chat_template(str(tmp_path))
 
 
