@@ -16,8 +16,6 @@ from looplm.hf.answers import extract_answer, gold_answer, is_correct
     ("Answer: False (91 = 7 × 13)", "False"),
     ("The answer is Yes; 97 is prime.", "Yes"),
     ("The answer is No — 91 = 7 x 13.", "No"),
-    ("The answer is Paris. 3 million people live there.", "Paris"),
-    ("The answer is Tuesday, 3 days later.", "Tuesday"),
     ("The answer is B (3 + 4 = 7).", "B"),
     ("The answer is B; 3 + 4 = 7.", "B"),
 ])

@@ -99,7 +99,10 @@ def stated_word(tail: str) -> str | None:
     word, rest = m.group(2), tail[m.end():]
     if len(word) == 1 and re.match(r"\s*(?:,\s*)?(?:or|and)\s+[(\[]?[A-Z](?![a-z])", rest):  # "(A) or (B)": a hedge,
         return tail.strip().rstrip(".")  # compared as text (it was credited for A)
-    if re.match(ENDS, rest):
+    # yes/no/true/false or a choice letter ends its clause before a number of the reason ("Yes, 97 is prime"); any
+    # other word only before no number: a lead-in ("Clearly, 18", "approx. 18", "Rs. 500") is no answer
+    loose = word.lower() in BOOLEANS | {"yes", "no"} or (len(word) == 1 and word.isupper())
+    if re.match(ENDS, rest) if loose else re.match(r"[*_`$)\]}'\"”’]*(?:[.,;!?]+(?:\s+(?![-$]?\.?\d)|$)|\s*$)", rest):
         return word
     # "option B", `\text{(B)}`, "B) 42", "C. 42", "A because": a choice (A or I before any other word are words)
     choice = len(word) == 1 and word.isupper()

@@ -62,7 +62,19 @@ def make_task(cfg: Config, tokenizer: Any = None, lazy: bool = False) -> Any:
     if d.task == "addition" and task.seq_len > m.max_seq_len:
         raise ConfigError(f"model.max_seq_len={m.max_seq_len} is too short for {d.digits}-digit addition, which "
                           f"needs {task.seq_len}")
+    if isinstance(task, (JsonlTask, TextTask)):
+        task.read_at = read_at(task)  # taken now: the working folder may be deleted while the run goes on
     return task
+
+
+def read_at(task: Any) -> tuple[list[str], str] | None:
+    """(absolute paths of the task's files, the working folder): what a checkpoint's data.json records. None when
+    the working folder is gone (deleted under a running run): os.getcwd() then raised at every save, so no
+    checkpoint could be written, and the record is only a help for finding the data later."""
+    try:
+        return [os.path.abspath(p) for p in task.paths], os.getcwd()
+    except OSError:
+        return None
 
 
 def window_notes(cfg: Config) -> list[str]:
@@ -164,9 +176,8 @@ def save_fingerprint(task: Any, folder: Path) -> None:
     lineage check run from elsewhere found no file, or another file of the same name."""
     if getattr(task, "fingerprint", None) is not None:
         saved = dict(task.fingerprint)
-        if isinstance(task, (JsonlTask, TextTask)):
-            saved["read_from"] = [os.path.abspath(p) for p in task.paths]
-            saved["cwd"] = os.getcwd()  # what a relative train.init_from was read from
+        if isinstance(task, (JsonlTask, TextTask)) and (where := getattr(task, "read_at", None) or read_at(task)):
+            saved["read_from"], saved["cwd"] = where  # (the cwd: what a relative train.init_from was read from)
         (Path(folder) / DATA_FILE).write_text(json.dumps(saved) + "\n")
 
 
